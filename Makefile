@@ -1,0 +1,45 @@
+# Rebal: `make run` and `make test` set everything up on a fresh machine and go.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV := $(PYTHON) -m uv
+export UV_PYTHON_DOWNLOADS := never
+export UV_PYTHON := python3.11
+export UV_LINK_MODE := copy
+VENV := .venv
+REBAL := $(VENV)/bin/rebal
+
+.PHONY: help setup run test lint typecheck bench clean
+
+help:
+	@echo "make run    - set up and run the planner on the bundled examples"
+	@echo "make test   - set up and run lint, type checks and the tests"
+	@echo "make bench  - run the benchmarks in bench/ (prints figures)"
+
+# uv comes from PyPI into the user's Python when missing; the venv is synced from the committed lock.
+$(VENV)/.synced: uv.lock pyproject.toml libs/common/pyproject.toml $(wildcard services/*/pyproject.toml)
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check "uv>=0.5"
+	$(UV) sync --frozen --all-packages --group dev
+	@touch $@
+
+setup: $(VENV)/.synced
+
+run: setup
+	$(REBAL) plan --real examples/real.json --target examples/target.json \
+		--prices examples/prices.json --markets examples/markets.json
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check libs services tests bench
+	$(VENV)/bin/lint-imports
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+test: lint typecheck
+	$(VENV)/bin/pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+
+bench: setup
+	$(VENV)/bin/python bench/plan.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,210 @@
+"""The `rebal` command line: plan a rebalance from files, show trees.
+
+Exit codes: 0 ok, 1 error, 2 bad input (one line on stderr naming the file, the node path and the problem).
+"""
+
+from __future__ import annotations
+
+import sys
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.tree import Tree as RichTree
+
+from rebal.core.diff import diff_trees
+from rebal.core.errors import InputError
+from rebal.core.market import Markets, Prices
+from rebal.core.numbers import parse_decimal
+from rebal.core.plan import Plan, plan_rebalance
+from rebal.core.tree import parse_tree
+from rebal.io import FileError, load
+from rebal.render import JsonDict, plan_json, tree_json
+
+EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT = 0, 1, 2
+
+app = typer.Typer(
+    name="rebal",
+    help="Rebal: keep a hierarchical portfolio at its target allocation.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+tree_app = typer.Typer(help="Look at portfolio trees.", no_args_is_help=True)
+app.add_typer(tree_app, name="tree")
+
+OPERATION_STYLE = {"buy": "green", "sell": "red", "hold": "dim"}
+
+
+def _fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"error: {message}", markup=False)
+    raise typer.Exit(code)
+
+
+def _amount_option(raw: str | None, option: str) -> float:
+    if raw is None:
+        return 0.0
+    value = parse_decimal(raw)
+    if value is None or value < 0:
+        _fail(f"{option}: {raw!r} is not a decimal amount >= 0")
+    return float(value)
+
+
+def _write_json(data: object) -> None:
+    sys.stdout.buffer.write(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
+    sys.stdout.flush()
+
+
+@app.command()
+def plan(
+    real: Annotated[Path, typer.Option("--real", help="The real tree (JSON or YAML).")],
+    target: Annotated[Path, typer.Option("--target", help="The desired tree with weights (JSON or YAML).")],
+    prices: Annotated[Path, typer.Option("--prices", help='Prices: {"quote": "USD", "prices": {...}}.')],
+    markets: Annotated[
+        Path | None, typer.Option("--markets", help="Markets per exchange: steps, minimums, fees.")
+    ] = None,
+    band: Annotated[
+        float, typer.Option("--band", help="Relative drift band: smaller differences hold.")
+    ] = 0.0,
+    invest: Annotated[str | None, typer.Option("--invest", help="Grow the portfolio by this value.")] = None,
+    withdraw: Annotated[
+        str | None, typer.Option("--withdraw", help="Shrink the portfolio by this value.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+) -> None:
+    """Compare the real tree with the desired tree and print the diff tree and the order plan."""
+    if invest is not None and withdraw is not None:
+        _fail("--invest and --withdraw cannot be used together")
+    if not band >= 0:  # also rejects NaN
+        _fail(f"--band: {band} must be a number >= 0")
+    invest_value = _amount_option(invest, "--invest")
+    withdraw_value = _amount_option(withdraw, "--withdraw")
+    try:
+        price_table = load(prices, Prices.parse)
+        market_table = load(markets, Markets.parse) if markets is not None else Markets()
+        real_tree = load(real, lambda doc: parse_tree(doc, "real"))
+        target_tree = load(target, lambda doc: parse_tree(doc, "target"))
+    except FileError as exc:
+        _fail(str(exc))
+    try:
+        diff = diff_trees(
+            real_tree, target_tree, price_table, band=band, invest=invest_value, withdraw=withdraw_value
+        )
+        result = plan_rebalance(diff, market_table)
+    except InputError as exc:
+        files = {"real": real, "target": target, "prices": prices}
+        source = files.get(exc.source)
+        _fail(f"{source}: {exc}" if source is not None else str(exc))
+    if as_json:
+        _write_json(plan_json(result))
+    else:
+        _print_plan(result)
+
+
+def _print_plan(result: Plan) -> None:
+    console = Console(highlight=False)
+    data = plan_json(result)
+    console.print(_rich_diff(data["diff"]))
+    orders = data["orders"]
+    table = Table(title=f"Orders ({len(orders)})", show_lines=False)
+    for column in ("phase", "account", "exchange", "symbol", "side", "amount", "est. price", "est. cost"):
+        table.add_column(
+            column, justify="right" if column in ("amount", "est. price", "est. cost") else "left"
+        )
+    for order in orders:
+        table.add_row(
+            str(order["phase"]),
+            order["account"],
+            order["exchange"],
+            order["symbol"],
+            f"[{OPERATION_STYLE[order['side']]}]{order['side']}[/]",
+            order["amount"],
+            order["est_price"],
+            order["est_cost"],
+        )
+    console.print(table)
+    if data["transfers"]:
+        transfers = Table(title=f"Transfers ({len(data['transfers'])})")
+        for column in ("asset", "from", "to", "amount", "est. value"):
+            transfers.add_column(column)
+        for t in data["transfers"]:
+            transfers.add_row(t["asset"], t["from"], t["to"], t["amount"], t["est_value"])
+        console.print(transfers)
+    if data["skipped"]:
+        skipped = Table(title=f"Skipped ({len(data['skipped'])})")
+        for column in ("path", "symbol", "side", "amount", "reason"):
+            skipped.add_column(column)
+        for s in data["skipped"]:
+            skipped.add_row(s["path"], s["symbol"], s["side"], s["amount"], s["reason"])
+        console.print(skipped)
+
+
+def _rich_diff(node: JsonDict, parent: RichTree | None = None) -> RichTree:
+    op = node["operation"]
+    label = (
+        f"[bold]{node['name']}[/] "
+        f"{_percent(node['current_weight'])} → {_percent(node['desired_weight'])}  "
+        f"{node['current_value']} → {node['desired_value']}  "
+        f"[{OPERATION_STYLE[op]}]{op} {node['diff_value']}[/]"
+    )
+    if "asset" in node:
+        label += f"  [cyan]{node['asset']}[/] {node['current_amount']} → {node['desired_amount']}"
+        if Decimal(node["locked_amount"]):
+            label += f" (locked {node['locked_amount']})"
+    branch = RichTree(label) if parent is None else parent.add(label)
+    for child in node["children"]:
+        _rich_diff(child, branch)
+    return branch
+
+
+def _percent(weight: str) -> str:
+    return f"{Decimal(weight) * 100:.2f}%"
+
+
+@tree_app.command("show")
+def tree_show(
+    file: Annotated[Path, typer.Argument(help="A real tree (JSON or YAML).")],
+    owner: Annotated[str | None, typer.Option("--owner", help="Show only this owner's virtual tree.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Show a tree, or the virtual tree an owner (a bot) holds through its locks."""
+    try:
+        tree = load(file, lambda doc: parse_tree(doc, "real"))
+    except FileError as exc:
+        _fail(str(exc))
+    data = tree_json(tree, owner)
+    if data is None:
+        _fail(f"{file}: owner {owner!r} holds no locks in this tree")
+    if as_json:
+        _write_json(data)
+        return
+    Console(highlight=False).print(_rich_tree(data))
+
+
+def _rich_tree(node: dict[str, Any], parent: RichTree | None = None) -> RichTree:
+    label = f"[bold]{node['name']}[/]"
+    if "kind" in node:
+        label += f" [dim]({node['kind']})[/]"
+    if "quote" in node:
+        label += f" quote {node['quote']}"
+    if "asset" in node:
+        label += f"  [cyan]{node['asset']}[/] {node['amount']}"
+        if "locks" in node:
+            locks = ", ".join(f"{lock['owner']} {lock['amount']}" for lock in node["locks"])
+            label += f"  [yellow]locked {node['locked_amount']}[/] ({locks}), free {node['free_amount']}"
+    branch = RichTree(label) if parent is None else parent.add(label)
+    for child in node.get("children", []):
+        _rich_tree(child, branch)
+    return branch
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,231 @@
+"""The diff tree: current and desired value of every node, computed level by level on arrays.
+
+Values are in the prices' valuation currency and count only the *free* (unlocked) part of each wallet:
+locked parts are carved out and never rebalanced. The desired value of the root is the free total
+(a net-zero rebalance), plus `invest` or minus `withdraw`. Going down, a listed child gets its weight of
+its parent's desired value; an unlisted child gets nothing (sell all), or keeps its value when the parent
+says ``keep_unlisted`` (the listed siblings then share what is left), or scales with its parent when the
+desired tree does not list the parent's children at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from rebal.core.errors import InputError
+from rebal.core.market import Prices
+from rebal.core.numbers import VALUE_EPSILON
+from rebal.core.tree import FloatArray, IntArray, Tree, UnionTree, union
+
+SELL, HOLD, BUY = -1, 0, 1
+OPERATION_NAMES = {SELL: "sell", HOLD: "hold", BUY: "buy"}
+Int8Array = npt.NDArray[np.int8]
+
+
+@dataclass(frozen=True, eq=False)
+class DiffTree:
+    """Per node of the union tree: values, weights, amounts and the operation (-1 sell, 0 hold, +1 buy)."""
+
+    tree: UnionTree
+    prices: Prices
+    asset_names: list[str]
+    asset_id: IntArray
+    asset_price: FloatArray
+    price: FloatArray
+    current_value: FloatArray
+    desired_value: FloatArray
+    current_weight: FloatArray
+    desired_weight: FloatArray
+    operation: Int8Array
+    free_amount: FloatArray
+    desired_free_amount: FloatArray
+    band: float
+
+    @property
+    def diff_value(self) -> FloatArray:
+        return self.desired_value - self.current_value
+
+    @property
+    def diff_amount(self) -> FloatArray:
+        return self.desired_free_amount - self.free_amount
+
+    @property
+    def desired_amount(self) -> FloatArray:
+        return self.desired_free_amount + self.tree.locked
+
+    @property
+    def scale(self) -> float:
+        """The size of the portfolio, for relative tolerances."""
+        return max(float(self.current_value[0]), float(self.desired_value[0]), 1e-300)
+
+
+def diff_trees(
+    real: Tree,
+    target: Tree,
+    prices: Prices,
+    *,
+    band: float = 0.0,
+    invest: float = 0.0,
+    withdraw: float = 0.0,
+) -> DiffTree:
+    """Compare the real tree with the desired tree. Raises `InputError` for inconsistent input."""
+    if band < 0:
+        raise InputError("--band", f"must be >= 0, got {band}", "options")
+    if invest < 0 or withdraw < 0:
+        raise InputError("--invest/--withdraw", "amounts must be >= 0", "options")
+    tree = union(real, target, prices.quote)
+    count = len(tree)
+    asset_names, asset_id, asset_price = _asset_prices(tree, prices)
+    price = np.where(asset_id >= 0, asset_price[np.maximum(asset_id, 0)], 0.0)
+
+    free = np.where(tree.wallet, tree.amount - tree.locked, 0.0)
+    free = np.maximum(free, 0.0)
+    current = free * price
+    levels = tree.levels()
+    for level in reversed(levels[1:]):
+        current += np.bincount(tree.parent[level], weights=current[level], minlength=count)
+
+    desired = np.zeros(count, dtype=np.float64)
+    desired[0] = float(current[0]) + invest - withdraw
+    if desired[0] < -VALUE_EPSILON * max(float(current[0]), 1.0):
+        raise InputError(
+            "--withdraw", f"withdrawing {withdraw} exceeds the free total {current[0]:.8f}", "options"
+        )
+    desired[0] = max(desired[0], 0.0)
+
+    descent = _Descent.start(tree, target, current, desired)
+    for level in levels[1:]:
+        descent.assign(level)
+
+    parent = np.maximum(tree.parent, 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        current_weight = np.where(current[parent] > 0, current / current[parent], 0.0)
+        desired_weight = np.where(desired[parent] > 0, desired / desired[parent], 0.0)
+        desired_free = np.where(tree.wallet & (price > 0), desired / price, 0.0)
+    current_weight[0] = 1.0 if current[0] > 0 else 0.0
+    desired_weight[0] = 1.0 if desired[0] > 0 else 0.0
+
+    delta = desired - current
+    threshold = np.maximum(band * desired, descent.tolerance)
+    operation = np.where(delta > threshold, BUY, np.where(delta < -threshold, SELL, HOLD)).astype(np.int8)
+    return DiffTree(
+        tree=tree,
+        prices=prices,
+        asset_names=asset_names,
+        asset_id=asset_id,
+        asset_price=asset_price,
+        price=price,
+        current_value=current,
+        desired_value=desired,
+        current_weight=current_weight,
+        desired_weight=desired_weight,
+        operation=operation,
+        free_amount=free,
+        desired_free_amount=desired_free,
+        band=band,
+    )
+
+
+@dataclass(eq=False)
+class _Descent:
+    """Desired values handed down one level at a time.
+
+    A listed child takes its weight of what its parent hands to listed children; an unlisted child takes
+    `factor * current`, where the factor is 1 (parent keeps unlisted), 0 (sell all) or the parent's own
+    desired/current ratio (the desired tree does not list the parent's children).
+    """
+
+    tree: UnionTree
+    current: FloatArray
+    desired: FloatArray
+    listed: npt.NDArray[np.bool_]
+    lists_children: npt.NDArray[np.bool_]
+    keep: npt.NDArray[np.bool_]
+    weight: FloatArray
+    kept: FloatArray
+    factor: FloatArray
+    child_factor: FloatArray
+    tolerance: float
+
+    @classmethod
+    def start(cls, tree: UnionTree, target: Tree, current: FloatArray, desired: FloatArray) -> _Descent:
+        count = len(tree)
+        listed = tree.target_index >= 0
+        target_of = np.maximum(tree.target_index, 0)
+        keep = listed & target.keep_unlisted[target_of]
+        unlisted = np.flatnonzero(~listed & (tree.parent >= 0))
+        kept = np.bincount(tree.parent[unlisted], weights=current[unlisted], minlength=count)
+        descent = cls(
+            tree=tree,
+            current=current,
+            desired=desired,
+            listed=listed,
+            lists_children=listed & target.lists_children[target_of],
+            keep=keep,
+            weight=np.where(listed, target.weight[target_of], np.nan),
+            kept=np.where(keep, kept, 0.0),
+            factor=np.full(count, np.nan),
+            child_factor=np.zeros(count, dtype=np.float64),
+            tolerance=VALUE_EPSILON * max(float(current[0]), float(desired[0]), 1.0),
+        )
+        descent.hand_down(np.array([0], dtype=np.int64))
+        return descent
+
+    def assign(self, level: IntArray) -> None:
+        parents = self.tree.parent[level]
+        listed = self.listed[level]
+        share = self.weight[level] * np.maximum(self.desired[parents] - self.kept[parents], 0.0)
+        self.factor[level] = np.where(listed, np.nan, self.child_factor[parents])
+        self.desired[level] = np.where(listed, share, self.current[level] * self.factor[level])
+        self.hand_down(level)
+
+    def hand_down(self, level: IntArray) -> None:
+        current, desired = self.current[level], self.desired[level]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scaled = np.where(current > 0, desired / current, 0.0)
+        own = np.where(self.lists_children[level], np.where(self.keep[level], 1.0, 0.0), scaled)
+        self.child_factor[level] = np.where(self.listed[level], own, self.factor[level])
+        stranded = level[
+            self.listed[level]
+            & ~self.lists_children[level]
+            & ~self.tree.wallet[level]
+            & (current <= 0)
+            & (desired > self.tolerance)
+        ]
+        if stranded.size:
+            raise InputError(
+                self.tree.path(int(stranded[0])),
+                "desired value but nothing held to scale: list this portfolio's children with weights",
+                "target",
+            )
+
+
+def _asset_prices(tree: UnionTree, prices: Prices) -> tuple[list[str], IntArray, FloatArray]:
+    """Asset ids (alphabetical) and the price table; every asset and account quote needs a price."""
+    wallet_assets = [a for a in tree.assets if a is not None]
+    quotes = {quote for _, quote in tree.accounts.values()}
+    names = sorted(set(wallet_assets) | quotes)
+    ids = {name: i for i, name in enumerate(names)}
+    table = np.zeros(len(names), dtype=np.float64)
+    for name in names:
+        value = prices.get(name)
+        if value is None:
+            raise InputError(
+                f"prices.{name}", f"no price for asset {name} (used at {_first_use(tree, name)})", "prices"
+            )
+        table[ids[name]] = float(value)
+    asset_id = np.array([-1 if a is None else ids[a] for a in tree.assets], dtype=np.int64)
+    return names, asset_id, table
+
+
+def _first_use(tree: UnionTree, asset: str) -> str:
+    for i, name in enumerate(tree.assets):
+        if name == asset:
+            return tree.path(i)
+    for node, (_, quote) in sorted(tree.accounts.items()):
+        if quote == asset:
+            return tree.path(node)
+    return asset

@@ -1,0 +1,134 @@
+"""Prices and markets: what an asset is worth and where it can be traded, with which steps and minimums."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from rebal.core.errors import InputError
+from rebal.core.numbers import DEFAULT_AMOUNT_STEP, parse_decimal
+
+MARKET_KEYS = frozenset({"amount_step", "min_amount", "min_cost", "fee_rate"})
+
+
+@dataclass(frozen=True)
+class Prices:
+    """Prices of assets in one valuation currency (`quote`); the quote itself is worth 1."""
+
+    quote: str
+    prices: Mapping[str, Decimal]
+
+    def get(self, asset: str) -> Decimal | None:
+        if asset == self.quote and asset not in self.prices:
+            return Decimal(1)
+        return self.prices.get(asset)
+
+    @classmethod
+    def parse(cls, doc: object) -> Prices:
+        if not isinstance(doc, dict):
+            raise InputError("", 'prices must be a mapping {"quote": ..., "prices": {ASSET: PRICE}}')
+        unknown = doc.keys() - {"quote", "prices"}
+        if unknown:
+            raise InputError("", f"unknown key(s) {', '.join(sorted(map(str, unknown)))}")
+        quote = doc.get("quote")
+        if not isinstance(quote, str) or not quote:
+            raise InputError("quote", "the valuation currency 'quote' must be a non-empty string")
+        raw = doc.get("prices")
+        if not isinstance(raw, dict):
+            raise InputError("prices", "'prices' must be a mapping of asset to price")
+        parsed: dict[str, Decimal] = {}
+        for asset, value in raw.items():
+            price = parse_decimal(value)
+            if price is None:
+                raise InputError(f"prices.{asset}", f"price {value!r} is not a decimal number")
+            if price <= 0:
+                raise InputError(f"prices.{asset}", f"price {value} must be positive")
+            parsed[str(asset)] = price
+        return cls(quote=quote, prices=parsed)
+
+
+@dataclass(frozen=True)
+class Market:
+    """One tradable symbol ``BASE/QUOTE`` on one exchange."""
+
+    base: str
+    quote: str
+    amount_step: Decimal = DEFAULT_AMOUNT_STEP
+    min_amount: Decimal = Decimal(0)
+    min_cost: Decimal = Decimal(0)
+    fee_rate: Decimal = Decimal(0)
+
+    @property
+    def symbol(self) -> str:
+        return f"{self.base}/{self.quote}"
+
+
+@dataclass(frozen=True)
+class Route:
+    """How to turn an asset into an account's quote: one direct market, or two through an intermediate."""
+
+    legs: tuple[Market, ...]
+
+
+@dataclass(frozen=True)
+class Markets:
+    """Known markets per exchange. An exchange without an entry is unconstrained: every direct pair
+    exists with `DEFAULT_AMOUNT_STEP`, no minimums and no fee."""
+
+    exchanges: Mapping[str, Mapping[str, Market]] = field(default_factory=dict)
+
+    def route(self, exchange: str, asset: str, quote: str) -> Route | None:
+        """The direct market, else one intermediate (alphabetically first), else None (``no_market``)."""
+        known = self.exchanges.get(exchange)
+        if known is None:
+            return Route((Market(base=asset, quote=quote),))
+        direct = known.get(f"{asset}/{quote}")
+        if direct is not None:
+            return Route((direct,))
+        candidates = sorted(
+            market.quote
+            for market in known.values()
+            if market.base == asset and f"{market.quote}/{quote}" in known
+        )
+        if not candidates:
+            return None
+        middle = candidates[0]
+        return Route((known[f"{asset}/{middle}"], known[f"{middle}/{quote}"]))
+
+    @classmethod
+    def parse(cls, doc: object) -> Markets:
+        """``{EXCHANGE: {"BASE/QUOTE": {amount_step, min_amount, min_cost, fee_rate}}}``."""
+        if doc is None:
+            return cls()
+        if not isinstance(doc, dict):
+            raise InputError("", "markets must be a mapping of exchange to {symbol: market}")
+        exchanges: dict[str, dict[str, Market]] = {}
+        for exchange, symbols in doc.items():
+            if not isinstance(symbols, dict):
+                raise InputError(str(exchange), "must map symbols 'BASE/QUOTE' to market parameters")
+            parsed: dict[str, Market] = {}
+            for symbol, params in symbols.items():
+                where = f"{exchange}.{symbol}"
+                base, sep, quote = str(symbol).partition("/")
+                if not sep or not base or not quote or "/" in quote:
+                    raise InputError(where, "a symbol must look like BASE/QUOTE")
+                params = {} if params is None else params  # noqa: PLW2901 - a bare symbol means defaults
+                if not isinstance(params, dict):
+                    raise InputError(where, "market parameters must be a mapping")
+                unknown = params.keys() - MARKET_KEYS
+                if unknown:
+                    raise InputError(where, f"unknown key(s) {', '.join(sorted(map(str, unknown)))}")
+                values: dict[str, Decimal] = {}
+                for key in MARKET_KEYS & params.keys():
+                    value = parse_decimal(params[key])
+                    if value is None or value < 0:
+                        raise InputError(f"{where}.{key}", f"{params[key]!r} is not a decimal >= 0")
+                    values[key] = value
+                if "amount_step" in values and values["amount_step"] == 0:
+                    raise InputError(f"{where}.amount_step", "must be positive")
+                if values.get("fee_rate", Decimal(0)) >= 1:
+                    raise InputError(f"{where}.fee_rate", "must be below 1")
+                parsed[f"{base}/{quote}"] = Market(base=base, quote=quote, **values)
+            exchanges[str(exchange)] = parsed
+        return cls(exchanges=exchanges)

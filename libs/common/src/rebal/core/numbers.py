@@ -1,0 +1,94 @@
+"""Exact decimals at the edges, floats in the hot path, and the tolerances between them.
+
+Quantities, prices and money cross every boundary as decimal strings. Inside the planner the arrays are
+float64 (a million wallets); anything sent to a venue is an integer number of amount steps, turned back
+into an exact decimal here. Tolerances are named, never inline.
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal, InvalidOperation
+
+# Sibling weights must sum to one within this (the issue's contract).
+WEIGHT_SUM_TOLERANCE = 1e-6
+# Float noise allowed when counting whole steps: 4.9999999999 steps of an exact 5 is 5.
+STEP_EPSILON = 1e-9
+# Relative margin kept below a budget so float sums can never exceed the exact decimal budget.
+BUDGET_SAFETY = 1e-9
+# Differences smaller than this fraction of the portfolio total are float noise, not trades.
+VALUE_EPSILON = 1e-12
+# Without market data an amount is cut to this step (one satoshi).
+DEFAULT_AMOUNT_STEP = Decimal("0.00000001")
+# Decimal places used when printing computed (float) money, amounts and weights.
+MONEY_PLACES = 8
+AMOUNT_PLACES = 12
+WEIGHT_PLACES = 12
+PRICE_QUANTUM = Decimal("1e-12")
+MONEY_QUANTUM = Decimal("1e-8")
+
+
+def parse_decimal(raw: object) -> Decimal | None:
+    """A finite decimal from a JSON/YAML scalar (``"1.5"``, ``1.5``, ``2``); None if it is not one."""
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, str):
+        text = raw.strip()
+    elif isinstance(raw, int | float):
+        text = repr(raw) if isinstance(raw, float) else str(raw)
+    else:
+        return None
+    try:
+        value = Decimal(text)
+    except (InvalidOperation, ValueError):
+        return None
+    return value if value.is_finite() else None
+
+
+def parse_fraction(raw: object) -> Decimal | None:
+    """A weight: a fraction (``0.6``, ``"0.6"``) or a percentage string (``"60%"``); None if neither."""
+    if isinstance(raw, str) and raw.strip().endswith("%"):
+        value = parse_decimal(raw.strip()[:-1])
+        return None if value is None else value / 100
+    return parse_decimal(raw)
+
+
+def dec_str(value: Decimal) -> str:
+    """Plain decimal text without exponent or trailing zeros: ``Decimal('1.500')`` → ``'1.5'``."""
+    if value == 0:
+        return "0"
+    return format(value.normalize(), "f")
+
+
+def float_str(value: float, places: int) -> str:
+    """A float printed with at most `places` decimals, trailing zeros dropped, never ``-0``."""
+    if not math.isfinite(value):
+        raise ValueError(f"not a finite number: {value}")
+    text = f"{value:.{places}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def money_str(value: float) -> str:
+    return float_str(value, MONEY_PLACES)
+
+
+def amount_str(value: float) -> str:
+    return float_str(value, AMOUNT_PLACES)
+
+
+def weight_str(value: float) -> str:
+    return float_str(value, WEIGHT_PLACES)
+
+
+def steps_to_decimal(steps: int, step: Decimal) -> Decimal:
+    """The exact amount of `steps` whole steps."""
+    return step * steps
+
+
+def floor_steps(amount: Decimal, step: Decimal) -> int:
+    """Whole steps in an exact amount, truncated (never rounds up past a balance)."""
+    if amount <= 0:
+        return 0
+    return int(amount // step)

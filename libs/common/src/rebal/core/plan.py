@@ -1,0 +1,567 @@
+"""The order plan: what to sell and buy, where, in which order, and what money must move between accounts.
+
+Per account, wallet differences of the same asset are netted (a move inside an account needs no order)
+into one order against the account's quote asset: sells first (phase 1), then buys (phase 2) funded by the
+free quote plus the net sale proceeds (after fees) and any transfer in. Amounts are whole amount steps,
+truncated, and a sell never exceeds the free (unlocked) amount; orders under a market's minimums are not
+emitted but listed as skipped with a reason. An asset without a direct market is routed through one
+intermediate market. Value that must move between accounts becomes transfers.
+
+The hot path is columnar (numpy); exact decimals are made once, when the plan is read.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from decimal import Context, Decimal
+from typing import Literal
+
+import numpy as np
+
+from rebal.core.diff import BUY, HOLD, SELL, DiffTree
+from rebal.core.market import Market, Markets, Route
+from rebal.core.numbers import (
+    BUDGET_SAFETY,
+    DEFAULT_AMOUNT_STEP,
+    STEP_EPSILON,
+    VALUE_EPSILON,
+    amount_str,
+    floor_steps,
+)
+from rebal.core.tree import FloatArray, IntArray
+
+Side = Literal["buy", "sell"]
+SELL_PHASE, BUY_PHASE = 1, 2
+# Reasons an order is not emitted.
+BELOW_STEP = "below_step"
+BELOW_MIN_AMOUNT = "below_min_amount"
+BELOW_MIN_COST = "below_min_cost"
+NO_MARKET = "no_market"
+INSUFFICIENT_QUOTE = "insufficient_quote"
+# Derived decimals (est. price, cost, fee) keep this many significant digits.
+DERIVED = Context(prec=18)
+
+
+@dataclass(frozen=True)
+class Order:
+    account: str
+    exchange: str
+    symbol: str
+    side: Side
+    amount: Decimal
+    est_price: Decimal
+    est_cost: Decimal
+    est_fee: Decimal
+    phase: int
+
+
+@dataclass(frozen=True)
+class Skip:
+    path: str
+    symbol: str
+    side: Side
+    amount: Decimal
+    reason: str
+
+
+@dataclass(frozen=True)
+class Transfer:
+    asset: str
+    source: str
+    destination: str
+    amount: Decimal
+    value: Decimal
+
+
+@dataclass(frozen=True)
+class _Leg:
+    """One order, still in steps: made exact when the plan is read."""
+
+    account: int
+    market: Market
+    side: int
+    steps: int
+    phase: int
+    sort_key: tuple[int, int, int, int]
+
+
+@dataclass(frozen=True, eq=False)
+class Plan:
+    """The orders, transfers and skips that bring the real tree to the desired one."""
+
+    diff: DiffTree
+    legs: tuple[_Leg, ...]
+    transfers: tuple[Transfer, ...]
+    skips: tuple[tuple[int, Market, int, float, str], ...]
+    # Columnar direct orders (the bulk): account node, market index, side, steps, phase, in emit order.
+    direct_account: IntArray
+    direct_market: IntArray
+    direct_side: IntArray
+    direct_steps: IntArray
+    direct_order: IntArray
+    direct_markets: tuple[Market, ...]
+
+    def __len__(self) -> int:
+        return len(self.direct_account) + len(self.legs)
+
+    def orders(self) -> list[Order]:
+        """Every order, exact, sells (phase 1) before buys (phase 2), deterministic order."""
+        tree = self.diff.tree
+        prices = self.diff.prices
+        price_cache: dict[str, Decimal] = {}
+
+        def est_price(market: Market) -> Decimal:
+            cached = price_cache.get(market.symbol)
+            if cached is None:
+                base, quote = prices.get(market.base), prices.get(market.quote)
+                assert base is not None and quote is not None, "prices are checked by diff_trees"
+                cached = DERIVED.divide(base, quote)
+                price_cache[market.symbol] = cached
+            return cached
+
+        def make(account: int, market: Market, side: int, steps: int, phase: int) -> Order:
+            amount = market.amount_step * steps
+            price = est_price(market)
+            cost = DERIVED.multiply(amount, price)
+            exchange, _ = tree.accounts[account]
+            return Order(
+                account=paths[account],
+                exchange=exchange,
+                symbol=market.symbol,
+                side="buy" if side == BUY else "sell",
+                amount=amount.normalize() if amount else Decimal(0),
+                est_price=price,
+                est_cost=cost,
+                est_fee=DERIVED.multiply(cost, market.fee_rate),
+                phase=phase,
+            )
+
+        paths = {node: tree.path(node) for node in tree.accounts}
+        keyed: list[tuple[tuple[int, int, int, int], Order]] = []
+        accounts = self.direct_account.tolist()
+        markets = self.direct_market.tolist()
+        sides = self.direct_side.tolist()
+        steps = self.direct_steps.tolist()
+        rank = _account_rank(tree.accounts)
+        asset_rank = {name: i for i, name in enumerate(self.diff.asset_names)}
+        for i in self.direct_order.tolist():
+            market = self.direct_markets[markets[i]]
+            phase = SELL_PHASE if sides[i] == SELL else BUY_PHASE
+            key = (phase, rank[accounts[i]], asset_rank[market.base], 0)
+            keyed.append((key, make(accounts[i], market, sides[i], steps[i], phase)))
+        for leg in self.legs:
+            keyed.append((leg.sort_key, make(leg.account, leg.market, leg.side, leg.steps, leg.phase)))
+        keyed.sort(key=lambda item: item[0])
+        return [order for _, order in keyed]
+
+    def skipped(self) -> list[Skip]:
+        tree = self.diff.tree
+        return [
+            Skip(
+                path=tree.path(node),
+                symbol=market.symbol,
+                side="buy" if side == BUY else "sell",
+                amount=Decimal(amount_str(amount)),
+                reason=reason,
+            )
+            for node, market, side, amount, reason in self.skips
+        ]
+
+
+def _account_rank(accounts: dict[int, tuple[str, str]]) -> dict[int, int]:
+    return {node: rank for rank, node in enumerate(sorted(accounts))}
+
+
+def plan_rebalance(diff: DiffTree, markets: Markets) -> Plan:
+    """Orders, transfers and skips for a diff tree. Pure and deterministic."""
+    groups = _Groups.build(diff, markets)
+    skips: list[_SkipRow] = []
+    legs: list[_Leg] = []
+    count = len(diff.tree)
+
+    # Phase 1: sells. Direct ones in bulk; routed ones leg by leg (rare).
+    steps, cost = groups.size_direct()
+    reason = groups.reasons(steps, cost)
+    emitted = groups.direct & (reason == 0)
+    groups.skip(np.flatnonzero(groups.direct & (reason != 0)), reason, skips)
+    groups.skip_no_market(skips)
+    proceeds = np.bincount(
+        groups.account[emitted & groups.sells],
+        weights=(cost * (1 - groups.fee))[emitted & groups.sells],
+        minlength=count,
+    )
+    for g in np.flatnonzero(groups.routed & groups.sells).tolist():
+        route = groups.route_of(g)
+        sold = _routed_sell(diff, route, float(groups.raw[g]), groups.exact_free(g))
+        if isinstance(sold, str):
+            skips.append((groups.skip_node(g), route.legs[0], SELL, float(groups.raw[g]), sold))
+            continue
+        proceeds[groups.account[g]] += sold[2]
+        legs.extend(groups.legs(g, route, SELL, sold[0], sold[1]))
+
+    # Phase 2: buys, funded by free quote + net sale proceeds + transfers in - transfers out.
+    transfers, transfer_in, transfer_out = _transfers(diff, groups.quote_id)
+    budget = groups.free_quote + proceeds + transfer_in - transfer_out
+    buys = emitted & ~groups.sells
+    wanted = np.bincount(groups.account[buys], weights=(cost * (1 + groups.fee))[buys], minlength=count)
+    routed_buys = np.flatnonzero(groups.routed & ~groups.sells).tolist()
+    for g in routed_buys:
+        route = groups.route_of(g)
+        bought = _routed_buy(diff, route, float(groups.raw[g]), 1.0)
+        if isinstance(bought, str):
+            continue
+        wanted[groups.account[g]] += bought[2]
+        # Room for the intermediate leg rounding up by one step after scaling.
+        budget[groups.account[g]] -= _cost_of(diff, route.legs[0], 1, BUY)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        usable = np.maximum(budget, 0.0) * (1 - BUDGET_SAFETY)
+        scale = np.where(wanted > usable, usable / wanted, 1.0)
+    scale = np.clip(np.nan_to_num(scale, nan=0.0), 0.0, 1.0)
+
+    squeezed = buys & (scale[groups.account] < 1.0)
+    if squeezed.any():
+        steps[squeezed] = np.floor(steps[squeezed] * scale[groups.account[squeezed]]).astype(np.int64)
+        cost = steps * groups.step * groups.price
+        dropped = squeezed & (groups.reasons(steps, cost) != 0)
+        for g in np.flatnonzero(dropped).tolist():
+            skips.append(
+                (groups.skip_node(g), groups.market_of(g), BUY, float(groups.raw[g]), INSUFFICIENT_QUOTE)
+            )
+        emitted &= ~dropped
+    for g in routed_buys:
+        route = groups.route_of(g)
+        factor = float(scale[groups.account[g]])
+        bought = _routed_buy(diff, route, float(groups.raw[g]), factor)
+        if isinstance(bought, str):
+            why = INSUFFICIENT_QUOTE if factor < 1.0 and bought != NO_MARKET else bought
+            skips.append((groups.skip_node(g), route.legs[1], BUY, float(groups.raw[g]), why))
+            continue
+        legs.extend(groups.legs(g, route, BUY, bought[0], bought[1]))
+
+    chosen = np.flatnonzero(emitted)
+    rank = groups.rank
+    phase = np.where(groups.sells[chosen], SELL_PHASE, BUY_PHASE)
+    account_rank = np.array([rank[a] for a in groups.account[chosen].tolist()], dtype=np.int64)
+    order = np.lexsort((groups.asset[chosen], account_rank, phase))
+    skips.sort(key=lambda row: (groups.node_rank(row[0]), row[0], row[1].symbol))
+    return Plan(
+        diff=diff,
+        legs=tuple(legs),
+        transfers=tuple(transfers),
+        skips=tuple(skips),
+        direct_account=groups.account[chosen],
+        direct_market=groups.combo[chosen],
+        direct_side=np.where(groups.sells[chosen], SELL, BUY),
+        direct_steps=steps[chosen],
+        direct_order=order,
+        direct_markets=groups.direct_markets,
+    )
+
+
+_SkipRow = tuple[int, Market, int, float, str]
+
+
+class _Groups:
+    """Per (account, asset): the net wallet difference, the free amount, and the market to trade it on."""
+
+    def __init__(self, diff: DiffTree, markets: Markets) -> None:
+        tree = diff.tree
+        count = len(tree)
+        n_assets = max(len(diff.asset_names), 1)
+        asset_index = {name: i for i, name in enumerate(diff.asset_names)}
+        self.diff = diff
+        self.rank = _account_rank(tree.accounts)
+        self.quote_id = np.full(count, -1, dtype=np.int64)
+        for node, (_, quote) in tree.accounts.items():
+            self.quote_id[node] = asset_index[quote]
+        account_of = tree.account_of
+        own_quote = tree.wallet & (diff.asset_id == self.quote_id[np.maximum(account_of, 0)])
+        tradable = tree.wallet & ~own_quote
+        self.free_quote = np.bincount(
+            account_of[own_quote], weights=diff.free_amount[own_quote], minlength=count
+        ).astype(np.float64)
+
+        active = tradable & (diff.operation != HOLD)
+        active_nodes = np.flatnonzero(active)
+        keys, inverse = np.unique(account_of[active] * n_assets + diff.asset_id[active], return_inverse=True)
+        self.size = keys.size
+        self.net = np.bincount(inverse, weights=diff.diff_amount[active], minlength=keys.size)
+        self.raw = np.abs(self.net)
+        self.sells = self.net < 0
+        self.account = keys // n_assets
+        self.asset = keys % n_assets
+        counts = np.bincount(inverse, minlength=keys.size)
+        first = np.full(keys.size, -1, dtype=np.int64)
+        first[inverse[::-1]] = active_nodes[::-1]
+        # A skip names the wallet when one wallet makes the group, else the account.
+        self.path_node = np.where(counts == 1, first, self.account)
+
+        all_keys, all_inverse = np.unique(
+            account_of[tradable] * n_assets + diff.asset_id[tradable], return_inverse=True
+        )
+        free_all = np.bincount(all_inverse, weights=diff.free_amount[tradable], minlength=all_keys.size)
+        self._position = np.searchsorted(all_keys, keys)
+        self.free = free_all[self._position] if keys.size else np.zeros(0)
+        self._members = _Members(diff, np.flatnonzero(tradable), all_inverse, all_keys.size)
+
+        exchanges = sorted({exchange for exchange, _ in tree.accounts.values()})
+        exchange_id = {name: i for i, name in enumerate(exchanges)}
+        account_exchange = np.full(count, -1, dtype=np.int64)
+        for node, (exchange, _) in tree.accounts.items():
+            account_exchange[node] = exchange_id[exchange]
+        combos, self.combo = np.unique(
+            (account_exchange[self.account] * n_assets + self.quote_id[self.account]) * n_assets + self.asset,
+            return_inverse=True,
+        )
+        self.routes: list[Route | None] = [
+            markets.route(
+                exchanges[value // (n_assets * n_assets)],
+                diff.asset_names[value % n_assets],
+                diff.asset_names[(value // n_assets) % n_assets],
+            )
+            for value in combos.tolist()
+        ]
+        legs = np.array([0 if r is None else len(r.legs) for r in self.routes], dtype=np.int64)[self.combo]
+        self.direct = legs == 1
+        self.routed = legs == 2
+        self.no_market = legs == 0
+        self.direct_markets = tuple(
+            r.legs[0] if r is not None and len(r.legs) == 1 else _NONE for r in self.routes
+        )
+
+        def column(attribute: str) -> FloatArray:
+            values = np.array([float(getattr(m, attribute)) for m in self.direct_markets], dtype=np.float64)
+            return values[self.combo] if keys.size else np.zeros(0)
+
+        self.step = column("amount_step")
+        self.min_amount = column("min_amount")
+        self.min_cost = column("min_cost")
+        self.fee = column("fee_rate")
+        self.price = diff.asset_price[self.asset] / diff.asset_price[self.quote_id[self.account]]
+
+    @classmethod
+    def build(cls, diff: DiffTree, markets: Markets) -> _Groups:
+        return cls(diff, markets)
+
+    def size_direct(self) -> tuple[IntArray, FloatArray]:
+        """Whole steps for the direct groups: truncated; a sell never exceeds the exact free amount."""
+        steps = np.zeros(self.size, dtype=np.int64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            wanted = np.floor(self.raw / self.step + STEP_EPSILON)
+            free_steps = np.floor(self.free / self.step + STEP_EPSILON)
+        steps[self.direct] = wanted[self.direct].astype(np.int64)
+        for g in np.flatnonzero(self.direct & self.sells & (wanted >= free_steps)).tolist():
+            market = self.direct_markets[int(self.combo[g])]
+            steps[g] = min(int(wanted[g]), floor_steps(self.exact_free(g), market.amount_step))
+        return steps, steps * self.step * self.price
+
+    def reasons(self, steps: IntArray, cost: FloatArray) -> IntArray:
+        amount = steps * self.step
+        return np.where(
+            steps <= 0, 1, np.where(amount < self.min_amount, 2, np.where(cost < self.min_cost, 3, 0))
+        ).astype(np.int64)
+
+    def skip(self, rows: IntArray, reason: IntArray, skips: list[_SkipRow]) -> None:
+        for g in rows.tolist():
+            side = SELL if self.sells[g] else BUY
+            skips.append(
+                (self.skip_node(g), self.market_of(g), side, float(self.raw[g]), _REASONS[int(reason[g])])
+            )
+
+    def skip_no_market(self, skips: list[_SkipRow]) -> None:
+        tree = self.diff.tree
+        for g in np.flatnonzero(self.no_market).tolist():
+            market = Market(
+                base=self.diff.asset_names[self.asset[g]], quote=tree.accounts[int(self.account[g])][1]
+            )
+            skips.append(
+                (self.skip_node(g), market, SELL if self.sells[g] else BUY, float(self.raw[g]), NO_MARKET)
+            )
+
+    def exact_free(self, g: int) -> Decimal:
+        return self._members.exact_free(int(self._position[g]))
+
+    def skip_node(self, g: int) -> int:
+        return int(self.path_node[g])
+
+    def market_of(self, g: int) -> Market:
+        return self.direct_markets[int(self.combo[g])]
+
+    def route_of(self, g: int) -> Route:
+        route = self.routes[int(self.combo[g])]
+        assert route is not None, "only routed groups are asked for their route"
+        return route
+
+    def legs(self, g: int, route: Route, side: int, steps1: int, steps2: int) -> list[_Leg]:
+        account = int(self.account[g])
+        phase = SELL_PHASE if side == SELL else BUY_PHASE
+        return [
+            _Leg(account, market, side, steps, phase, (phase, self.rank[account], int(self.asset[g]), number))
+            for number, (market, steps) in enumerate(((route.legs[0], steps1), (route.legs[1], steps2)), 1)
+        ]
+
+    def node_rank(self, node: int) -> int:
+        account = int(self.diff.tree.account_of[node])
+        return self.rank.get(account, -1)
+
+
+_NONE = Market(base="", quote="")
+_REASONS = {1: BELOW_STEP, 2: BELOW_MIN_AMOUNT, 3: BELOW_MIN_COST}
+
+
+def _market_price(diff: DiffTree, market: Market) -> float:
+    base, quote = diff.prices.get(market.base), diff.prices.get(market.quote)
+    if base is None or quote is None:
+        return math.nan
+    return float(base) / float(quote)
+
+
+def _group_path_nodes(
+    inverse: IntArray, members: IntArray, group_account: IntArray, n_groups: int
+) -> IntArray:
+    """A skip names the wallet when one wallet makes the group, else the account."""
+    counts = np.bincount(inverse, minlength=n_groups)
+    first = np.full(n_groups, -1, dtype=np.int64)
+    first[inverse[::-1]] = members[::-1]
+    return np.where(counts == 1, first, group_account)
+
+
+class _Members:
+    """The wallets of each (account, asset) group, to sum their exact free amounts when a sell is capped."""
+
+    def __init__(self, diff: DiffTree, nodes: IntArray, inverse: IntArray, n_groups: int) -> None:
+        order = np.argsort(inverse, kind="stable")
+        self._nodes = nodes[order]
+        self._bounds = np.searchsorted(inverse[order], np.arange(n_groups + 1))
+        self._diff = diff
+
+    def exact_free(self, group: int) -> Decimal:
+        """The exact free amount, from the decimal texts of the real tree."""
+        tree = self._diff.tree
+        total = Decimal(0)
+        for node in self._nodes[self._bounds[group] : self._bounds[group + 1]].tolist():
+            index = int(tree.real_index[node])
+            if index >= 0:
+                total += tree.real.exact_amount(index) - tree.real.exact_locked(index)
+        return total
+
+
+def _routed_sell(
+    diff: DiffTree, route: Route, raw: float, exact_free: Decimal
+) -> tuple[int, int, float] | str:
+    first, second = route.legs
+    steps1 = min(
+        math.floor(raw / float(first.amount_step) + STEP_EPSILON), floor_steps(exact_free, first.amount_step)
+    )
+    amount1 = steps1 * float(first.amount_step)
+    reason = _leg_reason(diff, first, steps1, amount1)
+    if reason:
+        return reason
+    middle = amount1 * _market_price(diff, first) * (1 - float(first.fee_rate))
+    steps2 = math.floor(middle / float(second.amount_step) + STEP_EPSILON)
+    amount2 = steps2 * float(second.amount_step)
+    reason = _leg_reason(diff, second, steps2, amount2)
+    if reason:
+        return reason
+    return steps1, steps2, amount2 * _market_price(diff, second) * (1 - float(second.fee_rate))
+
+
+def _routed_buy(diff: DiffTree, route: Route, raw: float, factor: float) -> tuple[int, int, float] | str:
+    """Buy `raw` of the asset through the intermediate: leg 1 buys enough of it, leg 2 buys the asset."""
+    first, second = route.legs
+    steps2 = math.floor(math.floor(raw / float(second.amount_step) + STEP_EPSILON) * factor)
+    amount2 = steps2 * float(second.amount_step)
+    reason = _leg_reason(diff, second, steps2, amount2)
+    if reason:
+        return INSUFFICIENT_QUOTE if factor < 1.0 and reason != NO_MARKET else reason
+    needed = amount2 * _market_price(diff, second) * (1 + float(second.fee_rate))
+    steps1 = math.ceil(needed / float(first.amount_step) - STEP_EPSILON)
+    amount1 = steps1 * float(first.amount_step)
+    reason = _leg_reason(diff, first, steps1, amount1)
+    if reason:
+        return reason
+    return steps1, steps2, amount1 * _market_price(diff, first) * (1 + float(first.fee_rate))
+
+
+def _cost_of(diff: DiffTree, market: Market, steps: int, side: int) -> float:
+    fee = float(market.fee_rate)
+    return (
+        steps
+        * float(market.amount_step)
+        * _market_price(diff, market)
+        * (1 + fee if side == BUY else 1 - fee)
+    )
+
+
+def _leg_reason(diff: DiffTree, market: Market, steps: int, amount: float) -> str:
+    if steps <= 0:
+        return BELOW_STEP
+    if amount < float(market.min_amount):
+        return BELOW_MIN_AMOUNT
+    if amount * _market_price(diff, market) < float(market.min_cost):
+        return BELOW_MIN_COST
+    return ""
+
+
+def _transfers(diff: DiffTree, quote_id: IntArray) -> tuple[list[Transfer], FloatArray, FloatArray]:
+    """Accounts given more or less than they hold: match surpluses to deficits, largest first.
+
+    A transfer carries the source account's quote asset. What is left unmatched is money entering
+    (`invest`) or leaving (`withdraw`) the portfolio: it counts toward the account's budget but is no
+    transfer.
+    """
+    count = len(diff.tree)
+    transfer_in = np.zeros(count)
+    transfer_out = np.zeros(count)
+    tolerance = VALUE_EPSILON * diff.scale
+    account_nodes = sorted(diff.tree.accounts)
+    excess = {
+        node: float(diff.current_value[node] - diff.desired_value[node])
+        for node in account_nodes
+        if diff.operation[node] != HOLD
+    }
+    sources = sorted(((v, n) for n, v in excess.items() if v > tolerance), key=lambda x: (-x[0], x[1]))
+    sinks = sorted(((-v, n) for n, v in excess.items() if v < -tolerance), key=lambda x: (-x[0], x[1]))
+    quote_price = {
+        node: float(diff.prices.get(diff.asset_names[int(quote_id[node])]) or 0) for node in account_nodes
+    }
+    transfers: list[Transfer] = []
+    remaining_out = {n: v for v, n in sources}
+    remaining_in = {n: v for v, n in sinks}
+    i = j = 0
+    while i < len(sources) and j < len(sinks):
+        source, sink = sources[i][1], sinks[j][1]
+        value = min(remaining_out[source], remaining_in[sink])
+        asset = diff.asset_names[int(quote_id[source])]
+        price = diff.prices.get(asset)
+        assert price is not None
+        amount_steps = floor_steps(
+            DERIVED.divide(DERIVED.create_decimal_from_float(value), price), DEFAULT_AMOUNT_STEP
+        )
+        if amount_steps > 0:
+            amount = DEFAULT_AMOUNT_STEP * amount_steps
+            transfers.append(
+                Transfer(
+                    asset=asset,
+                    source=diff.tree.path(source),
+                    destination=diff.tree.path(sink),
+                    amount=amount.normalize(),
+                    value=DERIVED.multiply(amount, price).normalize(),
+                )
+            )
+            moved = float(amount * price)
+            transfer_out[source] += moved / quote_price[source]
+            transfer_in[sink] += moved / quote_price[sink]
+        remaining_out[source] -= value
+        remaining_in[sink] -= value
+        if remaining_out[source] <= tolerance:
+            i += 1
+        if remaining_in[sink] <= tolerance:
+            j += 1
+    # Unmatched deficits are funded by new money (invest); unmatched surpluses leave (withdraw).
+    for node, value in remaining_in.items():
+        transfer_in[node] += max(value, 0.0) / quote_price[node]
+    for node, value in remaining_out.items():
+        transfer_out[node] += max(value, 0.0) / quote_price[node]
+    return transfers, transfer_in, transfer_out
