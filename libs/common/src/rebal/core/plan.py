@@ -197,8 +197,8 @@ def plan_rebalance(diff: DiffTree, markets: Markets) -> Plan:
         if isinstance(sold, str):
             skips.append((groups.skip_node(g), route.legs[0], SELL, float(groups.raw[g]), sold))
             continue
-        proceeds[groups.account[g]] += sold[2]
-        legs.extend(groups.legs(g, route, SELL, sold[0], sold[1]))
+        proceeds[groups.account[g]] += sold[1]
+        legs.extend(groups.legs(g, SELL, sold[0]))
 
     # Phase 2: buys, funded by free quote + net sale proceeds + transfers in - transfers out.
     transfers, transfer_in, transfer_out = _transfers(diff, groups.quote_id)
@@ -211,12 +211,13 @@ def plan_rebalance(diff: DiffTree, markets: Markets) -> Plan:
         bought = _routed_buy(diff, route, float(groups.raw[g]), 1.0)
         if isinstance(bought, str):
             continue
-        wanted[groups.account[g]] += bought[2]
+        wanted[groups.account[g]] += bought[1]
         # Room for the intermediate leg rounding up by one step after scaling.
-        budget[groups.account[g]] -= _cost_of(diff, route.legs[0], 1, BUY)
+        budget[groups.account[g]] -= _cost_of(diff, route.legs[1], 1, BUY)
     with np.errstate(divide="ignore", invalid="ignore"):
-        usable = np.maximum(budget, 0.0) * (1 - BUDGET_SAFETY)
-        scale = np.where(wanted > usable, usable / wanted, 1.0)
+        # Squeeze only buys that exceed the budget, and then to safely below it (float sums vs decimals).
+        usable = np.maximum(budget, 0.0)
+        scale = np.where(wanted > usable, usable * (1 - BUDGET_SAFETY) / wanted, 1.0)
     scale = np.clip(np.nan_to_num(scale, nan=0.0), 0.0, 1.0)
 
     squeezed = buys & (scale[groups.account] < 1.0)
@@ -234,10 +235,10 @@ def plan_rebalance(diff: DiffTree, markets: Markets) -> Plan:
         factor = float(scale[groups.account[g]])
         bought = _routed_buy(diff, route, float(groups.raw[g]), factor)
         if isinstance(bought, str):
-            why = INSUFFICIENT_QUOTE if factor < 1.0 and bought != NO_MARKET else bought
-            skips.append((groups.skip_node(g), route.legs[1], BUY, float(groups.raw[g]), why))
+            why = INSUFFICIENT_QUOTE if factor < 1.0 else bought
+            skips.append((groups.skip_node(g), route.legs[0], BUY, float(groups.raw[g]), why))
             continue
-        legs.extend(groups.legs(g, route, BUY, bought[0], bought[1]))
+        legs.extend(groups.legs(g, BUY, bought[0]))
 
     chosen = np.flatnonzero(emitted)
     rank = groups.rank
@@ -393,12 +394,13 @@ class _Groups:
         assert route is not None, "only routed groups are asked for their route"
         return route
 
-    def legs(self, g: int, route: Route, side: int, steps1: int, steps2: int) -> list[_Leg]:
+    def legs(self, g: int, side: int, ordered: tuple[tuple[Market, int], ...]) -> list[_Leg]:
+        """Routed legs in execution order; they sort right after the group's place."""
         account = int(self.account[g])
         phase = SELL_PHASE if side == SELL else BUY_PHASE
         return [
             _Leg(account, market, side, steps, phase, (phase, self.rank[account], int(self.asset[g]), number))
-            for number, (market, steps) in enumerate(((route.legs[0], steps1), (route.legs[1], steps2)), 1)
+            for number, (market, steps) in enumerate(ordered, 1)
         ]
 
     def node_rank(self, node: int) -> int:
@@ -447,41 +449,46 @@ class _Members:
         return total
 
 
-def _routed_sell(
-    diff: DiffTree, route: Route, raw: float, exact_free: Decimal
-) -> tuple[int, int, float] | str:
-    first, second = route.legs
-    steps1 = min(
-        math.floor(raw / float(first.amount_step) + STEP_EPSILON), floor_steps(exact_free, first.amount_step)
+_Routed = tuple[tuple[tuple[Market, int], tuple[Market, int]], float]
+
+
+def _routed_sell(diff: DiffTree, route: Route, raw: float, exact_free: Decimal) -> _Routed | str:
+    """Sell `raw` of the asset for the intermediate, then what that yields after fees for the quote.
+
+    Returns the two legs in execution order and the quote received, or the reason it cannot be done.
+    """
+    asset_leg, quote_leg = route.legs
+    steps = min(
+        math.floor(raw / float(asset_leg.amount_step) + STEP_EPSILON),
+        floor_steps(exact_free, asset_leg.amount_step),
     )
-    amount1 = steps1 * float(first.amount_step)
-    reason = _leg_reason(diff, first, steps1, amount1)
+    reason = _leg_reason(diff, asset_leg, steps)
     if reason:
         return reason
-    middle = amount1 * _market_price(diff, first) * (1 - float(first.fee_rate))
-    steps2 = math.floor(middle / float(second.amount_step) + STEP_EPSILON)
-    amount2 = steps2 * float(second.amount_step)
-    reason = _leg_reason(diff, second, steps2, amount2)
+    middle = _cost_of(diff, asset_leg, steps, SELL)
+    middle_steps = math.floor(middle / float(quote_leg.amount_step) + STEP_EPSILON)
+    reason = _leg_reason(diff, quote_leg, middle_steps)
     if reason:
         return reason
-    return steps1, steps2, amount2 * _market_price(diff, second) * (1 - float(second.fee_rate))
+    return ((asset_leg, steps), (quote_leg, middle_steps)), _cost_of(diff, quote_leg, middle_steps, SELL)
 
 
-def _routed_buy(diff: DiffTree, route: Route, raw: float, factor: float) -> tuple[int, int, float] | str:
-    """Buy `raw` of the asset through the intermediate: leg 1 buys enough of it, leg 2 buys the asset."""
-    first, second = route.legs
-    steps2 = math.floor(math.floor(raw / float(second.amount_step) + STEP_EPSILON) * factor)
-    amount2 = steps2 * float(second.amount_step)
-    reason = _leg_reason(diff, second, steps2, amount2)
-    if reason:
-        return INSUFFICIENT_QUOTE if factor < 1.0 and reason != NO_MARKET else reason
-    needed = amount2 * _market_price(diff, second) * (1 + float(second.fee_rate))
-    steps1 = math.ceil(needed / float(first.amount_step) - STEP_EPSILON)
-    amount1 = steps1 * float(first.amount_step)
-    reason = _leg_reason(diff, first, steps1, amount1)
+def _routed_buy(diff: DiffTree, route: Route, raw: float, factor: float) -> _Routed | str:
+    """Buy enough of the intermediate with the quote (rounded up to its step), then `raw` of the asset.
+
+    `factor` scales the asset amount down when the account's budget is short.
+    """
+    asset_leg, quote_leg = route.legs
+    steps = math.floor(math.floor(raw / float(asset_leg.amount_step) + STEP_EPSILON) * factor)
+    reason = _leg_reason(diff, asset_leg, steps)
     if reason:
         return reason
-    return steps1, steps2, amount1 * _market_price(diff, first) * (1 + float(first.fee_rate))
+    needed = _cost_of(diff, asset_leg, steps, BUY)
+    middle_steps = math.ceil(needed / float(quote_leg.amount_step) - STEP_EPSILON)
+    reason = _leg_reason(diff, quote_leg, middle_steps)
+    if reason:
+        return reason
+    return ((quote_leg, middle_steps), (asset_leg, steps)), _cost_of(diff, quote_leg, middle_steps, BUY)
 
 
 def _cost_of(diff: DiffTree, market: Market, steps: int, side: int) -> float:
@@ -494,7 +501,8 @@ def _cost_of(diff: DiffTree, market: Market, steps: int, side: int) -> float:
     )
 
 
-def _leg_reason(diff: DiffTree, market: Market, steps: int, amount: float) -> str:
+def _leg_reason(diff: DiffTree, market: Market, steps: int) -> str:
+    amount = steps * float(market.amount_step)
     if steps <= 0:
         return BELOW_STEP
     if amount < float(market.min_amount):

@@ -1,0 +1,260 @@
+"""The order plan with worked numbers: steps, minimums, fees, phases, routing, netting, transfers."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from tests.support import D, account, folder, prices, run, wallet
+
+
+def market(step: str = "0.01", min_amount: str = "0", min_cost: str = "0", fee: str = "0") -> dict:
+    return {"amount_step": step, "min_amount": min_amount, "min_cost": min_cost, "fee_rate": fee}
+
+
+def two_assets(btc: str, eth: str, usdt: str) -> dict:
+    return folder(
+        "root",
+        account("acc", wallet("btc", "BTC", btc), wallet("eth", "ETH", eth), wallet("usdt", "USDT", usdt)),
+    )
+
+
+def weights(btc: float, eth: float, usdt: float) -> dict:
+    return folder(
+        "root",
+        folder(
+            "acc",
+            wallet("btc", "BTC", weight=btc),
+            wallet("eth", "ETH", weight=eth),
+            wallet("usdt", "USDT", weight=usdt),
+            weight=1,
+        ),
+    )
+
+
+PRICES = prices(BTC="100", ETH="10", XYZ="2")
+
+
+def brief(out: dict) -> list[tuple]:
+    return [(o["phase"], o["symbol"], o["side"], o["amount"]) for o in out["orders"]]
+
+
+def test_sells_come_first_and_fees_are_reserved_so_buys_fit_the_proceeds() -> None:
+    # Sell 0.5 BTC at 100 with 1% fee: 49.5 USDT arrive. ETH wants 5 (cost 50 + 0.5 fee = 50.5): too much,
+    # so the buy is scaled to 4.9 ETH (49 + 0.49 fee = 49.49 <= 49.5).
+    markets = {"ex": {"BTC/USDT": market(fee="0.01"), "ETH/USDT": market(fee="0.01")}}
+    _, _, out = run(two_assets("1", "0", "0"), weights(0.5, 0.5, 0), PRICES, markets)
+    assert brief(out) == [(1, "BTC/USDT", "sell", "0.5"), (2, "ETH/USDT", "buy", "4.9")]
+    sell, buy = out["orders"]
+    assert (sell["est_price"], sell["est_cost"], sell["est_fee"]) == ("100", "50", "0.5")
+    assert (buy["est_cost"], buy["est_fee"]) == ("49", "0.49")
+    proceeds = D(sell["est_cost"]) - D(sell["est_fee"])
+    assert D(buy["est_cost"]) + D(buy["est_fee"]) <= proceeds
+
+
+def test_amounts_are_truncated_to_the_step_never_rounded_up() -> None:
+    markets = {"ex": {"BTC/USDT": market(step="0.001")}}
+    _, _, out = run(two_assets("0.123456", "0", "0"), weights(0, 0, 1), PRICES, markets)
+    assert brief(out) == [(1, "BTC/USDT", "sell", "0.123")]
+
+
+def test_selling_everything_sells_exactly_the_free_amount() -> None:
+    # 0.3 / 0.1 is 2.9999999999999996 in floats: the plan still sells exactly three steps.
+    markets = {"ex": {"BTC/USDT": market(step="0.1")}}
+    _, _, out = run(two_assets("0.3", "0", "0"), weights(0, 0, 1), PRICES, markets)
+    assert brief(out) == [(1, "BTC/USDT", "sell", "0.3")]
+    _, _, under = run(two_assets("0.29999", "0", "0"), weights(0, 0, 1), PRICES, markets)
+    assert brief(under) == [(1, "BTC/USDT", "sell", "0.2")]
+
+
+def test_locked_amounts_are_never_sold() -> None:
+    real = folder(
+        "root",
+        account(
+            "acc",
+            wallet("btc", "BTC", "1", locks=[{"owner": "bot", "amount": "0.7"}]),
+            wallet("usdt", "USDT", "0"),
+        ),
+    )
+    target = folder(
+        "root", folder("acc", wallet("btc", "BTC", weight=0), wallet("usdt", "USDT", weight=1), weight=1)
+    )
+    _, _, out = run(real, target, PRICES, {"ex": {"BTC/USDT": market(step="0.0001")}})
+    assert brief(out) == [(1, "BTC/USDT", "sell", "0.3")]
+
+
+def test_orders_under_the_minimums_are_skipped_with_a_reason() -> None:
+    markets = {
+        "ex": {
+            "BTC/USDT": market(step="0.01", min_cost="5"),  # 0.04 BTC = 4 USDT < 5
+            "ETH/USDT": market(step="0.01", min_amount="1"),  # 0.4 ETH < 1
+        }
+    }
+    # 250 in all: BTC 104 -> 100 (sell 0.04), ETH 104 -> 100 (sell 0.4), USDT 42 -> 50.
+    _, _, out = run(
+        two_assets("1.04", "10.4", "42"), weights(0.4, 0.4, 0.2), prices(BTC="100", ETH="10"), markets
+    )
+    assert out["orders"] == []
+    assert out["skipped"] == [
+        {
+            "path": "root/acc/btc",
+            "symbol": "BTC/USDT",
+            "side": "sell",
+            "amount": "0.04",
+            "reason": "below_min_cost",
+        },
+        {
+            "path": "root/acc/eth",
+            "symbol": "ETH/USDT",
+            "side": "sell",
+            "amount": "0.4",
+            "reason": "below_min_amount",
+        },
+    ]
+
+
+def test_less_than_one_step_is_skipped() -> None:
+    _, _, out = run(
+        two_assets("1", "0", "0"), weights(0.995, 0, 0.005), PRICES, {"ex": {"BTC/USDT": market(step="0.01")}}
+    )
+    assert out["orders"] == []
+    assert [(s["path"], s["reason"], s["amount"]) for s in out["skipped"]] == [
+        ("root/acc/btc", "below_step", "0.005")
+    ]
+
+
+def test_a_buy_squeezed_under_the_minimum_is_skipped_for_insufficient_quote() -> None:
+    markets = {"ex": {"BTC/USDT": market(fee="0.01"), "ETH/USDT": market(fee="0.01", min_cost="49.5")}}
+    _, _, out = run(two_assets("1", "0", "0"), weights(0.5, 0.5, 0), PRICES, markets)
+    assert brief(out) == [(1, "BTC/USDT", "sell", "0.5")]
+    assert [(s["symbol"], s["side"], s["reason"]) for s in out["skipped"]] == [
+        ("ETH/USDT", "buy", "insufficient_quote")
+    ]
+
+
+def test_moves_inside_one_account_are_netted() -> None:
+    real = folder(
+        "root",
+        account(
+            "acc",
+            folder("a", wallet("btc", "BTC", "1")),
+            folder("b", wallet("btc", "BTC", "0")),
+            wallet("usdt", "USDT", "0"),
+        ),
+    )
+    target = folder(
+        "root",
+        folder(
+            "acc",
+            folder("a", wallet("btc", "BTC", weight=1), weight=0.4),
+            folder("b", wallet("btc", "BTC", weight=1), weight=0.6),
+            wallet("usdt", "USDT", weight=0),
+            weight=1,
+        ),
+    )
+    _, plan, out = run(real, target, PRICES)
+    assert out["orders"] == []
+    assert len(plan) == 0
+
+
+def test_netted_skip_names_the_account() -> None:
+    real = folder(
+        "root",
+        account(
+            "acc",
+            folder("a", wallet("btc", "BTC", "1")),
+            folder("b", wallet("btc", "BTC", "1")),
+            wallet("usdt", "USDT", "0"),
+        ),
+    )
+    target = folder(
+        "root",
+        folder(
+            "acc",
+            folder("a", wallet("btc", "BTC", weight=1), weight=0.499),
+            folder("b", wallet("btc", "BTC", weight=1), weight=0.499),
+            wallet("usdt", "USDT", weight=0.002),
+            weight=1,
+        ),
+    )
+    _, _, out = run(real, target, PRICES, {"ex": {"BTC/USDT": market(step="0.001", min_cost="5")}})
+    assert [(s["path"], s["reason"], s["amount"]) for s in out["skipped"]] == [
+        ("root/acc", "below_min_cost", "0.004")
+    ]
+
+
+def test_an_asset_without_a_direct_market_is_routed_through_one_intermediate() -> None:
+    markets = {
+        "ex": {
+            "XYZ/BTC": market(step="1", fee="0.001"),
+            "BTC/USDT": market(step="0.0001", fee="0.001"),
+            "ETH/USDT": market(step="0.01"),
+        }
+    }
+    real = folder("root", account("acc", wallet("xyz", "XYZ", "1000"), wallet("usdt", "USDT", "0")))
+    target = folder(
+        "root", folder("acc", wallet("xyz", "XYZ", weight=0), wallet("usdt", "USDT", weight=1), weight=1)
+    )
+    _, _, sold = run(real, target, PRICES, markets)
+    # 1000 XYZ at 0.02 BTC = 20 BTC, less 0.1% = 19.98 BTC, sold for 1998 USDT (less 0.1%).
+    assert brief(sold) == [(1, "XYZ/BTC", "sell", "1000"), (1, "BTC/USDT", "sell", "19.98")]
+
+    real = folder("root", account("acc", wallet("xyz", "XYZ", "0"), wallet("usdt", "USDT", "2000")))
+    target = folder(
+        "root", folder("acc", wallet("xyz", "XYZ", weight=0.5), wallet("usdt", "USDT", weight=0.5), weight=1)
+    )
+    _, _, bought = run(real, target, PRICES, markets)
+    # 500 XYZ cost 10 BTC + 0.1% = 10.01 BTC, bought first with USDT (phase 2, then the XYZ leg).
+    assert brief(bought) == [(2, "BTC/USDT", "buy", "10.01"), (2, "XYZ/BTC", "buy", "500")]
+    spent = sum(D(o["est_cost"]) + D(o["est_fee"]) for o in bought["orders"] if o["symbol"] == "BTC/USDT")
+    assert spent <= Decimal("2000")
+
+
+def test_no_route_is_skipped_with_no_market() -> None:
+    markets = {"ex": {"BTC/USDT": market()}}
+    real = folder("root", account("acc", wallet("eth", "ETH", "1"), wallet("usdt", "USDT", "0")))
+    target = folder(
+        "root", folder("acc", wallet("eth", "ETH", weight=0), wallet("usdt", "USDT", weight=1), weight=1)
+    )
+    _, _, out = run(real, target, PRICES, markets)
+    assert out["orders"] == []
+    assert out["skipped"] == [
+        {"path": "root/acc/eth", "symbol": "ETH/USDT", "side": "sell", "amount": "1", "reason": "no_market"}
+    ]
+
+
+def test_value_moving_between_accounts_becomes_a_transfer_and_funds_the_buys() -> None:
+    real = folder(
+        "root",
+        account("a", wallet("btc", "BTC", "2"), wallet("usdt", "USDT", "0"), exchange="x1"),
+        account("b", wallet("eth", "ETH", "0"), wallet("usdt", "USDT", "0"), exchange="x2"),
+    )
+    target = folder(
+        "root",
+        folder("a", wallet("btc", "BTC", weight=1), wallet("usdt", "USDT", weight=0), weight=0.25),
+        folder("b", wallet("eth", "ETH", weight=1), wallet("usdt", "USDT", weight=0), weight=0.75),
+    )
+    _, _, out = run(real, target, PRICES)
+    assert out["transfers"] == [
+        {"asset": "USDT", "from": "root/a", "to": "root/b", "amount": "150", "est_value": "150"}
+    ]
+    assert [
+        (o["account"], o["exchange"], o["symbol"], o["side"], o["amount"], o["phase"]) for o in out["orders"]
+    ] == [
+        ("root/a", "x1", "BTC/USDT", "sell", "1.5", 1),
+        ("root/b", "x2", "ETH/USDT", "buy", "15", 2),
+    ]
+
+
+def test_invested_money_funds_the_buys() -> None:
+    real = folder("root", account("acc", wallet("eth", "ETH", "10"), wallet("usdt", "USDT", "0")))
+    target = folder(
+        "root", folder("acc", wallet("eth", "ETH", weight=1), wallet("usdt", "USDT", weight=0), weight=1)
+    )
+    _, _, out = run(real, target, PRICES, invest=50.0)
+    assert brief(out) == [(2, "ETH/USDT", "buy", "5")]
+    assert out["transfers"] == []
+
+
+def test_real_equal_to_desired_gives_no_orders() -> None:
+    _, _, out = run(two_assets("1", "10", "100"), weights(1 / 3, 1 / 3, 1 / 3), PRICES)
+    assert out["orders"] == [] and out["skipped"] == [] and out["transfers"] == []
