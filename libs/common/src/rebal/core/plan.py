@@ -13,6 +13,7 @@ The hot path is columnar (numpy); exact decimals are made once, when the plan is
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from dataclasses import dataclass
 from decimal import Context, Decimal
 from typing import Literal
@@ -201,10 +202,9 @@ def plan_rebalance(diff: DiffTree, markets: Markets) -> Plan:
         legs.extend(groups.legs(g, SELL, sold[0]))
 
     # Phase 2: buys, funded by free quote + net sale proceeds + transfers in - transfers out.
-    transfers, transfer_in, transfer_out = _transfers(diff, groups.quote_id)
-    budget = groups.free_quote + proceeds + transfer_in - transfer_out
     buys = emitted & ~groups.sells
     wanted = np.bincount(groups.account[buys], weights=(cost * (1 + groups.fee))[buys], minlength=count)
+    reserve = np.zeros(count)
     routed_buys = np.flatnonzero(groups.routed & ~groups.sells).tolist()
     for g in routed_buys:
         route = groups.route_of(g)
@@ -213,7 +213,10 @@ def plan_rebalance(diff: DiffTree, markets: Markets) -> Plan:
             continue
         wanted[groups.account[g]] += bought[1]
         # Room for the intermediate leg rounding up by one step after scaling.
-        budget[groups.account[g]] -= _cost_of(diff, route.legs[1], 1, BUY)
+        reserve[groups.account[g]] += _cost_of(diff, route.legs[1], 1, BUY)
+    cash = groups.free_quote + proceeds
+    transfers, transfer_in, transfer_out = _transfers(diff, groups.quote_id, cash - wanted - reserve)
+    budget = cash + transfer_in - transfer_out - reserve
     with np.errstate(divide="ignore", invalid="ignore"):
         # Squeeze only buys that exceed the budget, and then to safely below it (float sums vs decimals).
         usable = np.maximum(budget, 0.0)
@@ -512,12 +515,15 @@ def _leg_reason(diff: DiffTree, market: Market, steps: int) -> str:
     return ""
 
 
-def _transfers(diff: DiffTree, quote_id: IntArray) -> tuple[list[Transfer], FloatArray, FloatArray]:
+def _transfers(
+    diff: DiffTree, quote_id: IntArray, spare: FloatArray
+) -> tuple[list[Transfer], FloatArray, FloatArray]:
     """Accounts given more or less than they hold: match surpluses to deficits, largest first.
 
-    A transfer carries the source account's quote asset. What is left unmatched is money entering
+    A transfer carries the source account's quote asset and never exceeds `spare`: the quote the source
+    will hold after its sells (net of fees) and its own buys. What is left unmatched is money entering
     (`invest`) or leaving (`withdraw`) the portfolio: it counts toward the account's budget but is no
-    transfer.
+    transfer. Returns the transfers and, per account in its quote units, what comes in and goes out.
     """
     count = len(diff.tree)
     transfer_in = np.zeros(count)
@@ -531,42 +537,51 @@ def _transfers(diff: DiffTree, quote_id: IntArray) -> tuple[list[Transfer], Floa
     }
     sources = sorted(((v, n) for n, v in excess.items() if v > tolerance), key=lambda x: (-x[0], x[1]))
     sinks = sorted(((-v, n) for n, v in excess.items() if v < -tolerance), key=lambda x: (-x[0], x[1]))
-    quote_price = {
-        node: float(diff.prices.get(diff.asset_names[int(quote_id[node])]) or 0) for node in account_nodes
-    }
-    transfers: list[Transfer] = []
+    quote_price = {node: float(diff.asset_price[int(quote_id[node])]) for node in account_nodes}
     remaining_out = {n: v for v, n in sources}
     remaining_in = {n: v for v, n in sinks}
+    matched: list[tuple[int, int, float]] = []
     i = j = 0
     while i < len(sources) and j < len(sinks):
         source, sink = sources[i][1], sinks[j][1]
         value = min(remaining_out[source], remaining_in[sink])
-        asset = diff.asset_names[int(quote_id[source])]
-        price = diff.prices.get(asset)
-        assert price is not None
-        amount_steps = floor_steps(
-            DERIVED.divide(DERIVED.create_decimal_from_float(value), price), DEFAULT_AMOUNT_STEP
-        )
-        if amount_steps > 0:
-            amount = DEFAULT_AMOUNT_STEP * amount_steps
-            transfers.append(
-                Transfer(
-                    asset=asset,
-                    source=diff.tree.path(source),
-                    destination=diff.tree.path(sink),
-                    amount=amount.normalize(),
-                    value=DERIVED.multiply(amount, price).normalize(),
-                )
-            )
-            moved = float(amount * price)
-            transfer_out[source] += moved / quote_price[source]
-            transfer_in[sink] += moved / quote_price[sink]
+        matched.append((source, sink, value))
         remaining_out[source] -= value
         remaining_in[sink] -= value
         if remaining_out[source] <= tolerance:
             i += 1
         if remaining_in[sink] <= tolerance:
             j += 1
+    # Fees make the cash a source really frees smaller than its surplus in value: send only that.
+    planned: dict[int, float] = defaultdict(float)
+    for source, _, value in matched:
+        planned[source] += value
+    ratio = {
+        source: min(1.0, max(float(spare[source]), 0.0) * quote_price[source] / value) if value > 0 else 0.0
+        for source, value in planned.items()
+    }
+    transfers: list[Transfer] = []
+    for source, sink, value in matched:
+        asset = diff.asset_names[int(quote_id[source])]
+        price = diff.prices.get(asset)
+        assert price is not None, "quote prices are checked by diff_trees"
+        wanted = DERIVED.divide(DERIVED.create_decimal_from_float(value * ratio[source]), price)
+        steps = floor_steps(wanted, DEFAULT_AMOUNT_STEP)
+        if steps <= 0:
+            continue
+        amount = DEFAULT_AMOUNT_STEP * steps
+        transfers.append(
+            Transfer(
+                asset=asset,
+                source=diff.tree.path(source),
+                destination=diff.tree.path(sink),
+                amount=amount.normalize(),
+                value=DERIVED.multiply(amount, price).normalize(),
+            )
+        )
+        moved = float(amount * price)
+        transfer_out[source] += moved / quote_price[source]
+        transfer_in[sink] += moved / quote_price[sink]
     # Unmatched deficits are funded by new money (invest); unmatched surpluses leave (withdraw).
     for node, value in remaining_in.items():
         transfer_in[node] += max(value, 0.0) / quote_price[node]

@@ -1,0 +1,359 @@
+"""The obvious planner: node-by-node recursion over the nested documents, exact `Decimal` arithmetic.
+
+Written straight from docs/formats.md, as a first implementation would be, to check and to time the real
+planner against. It covers free values (locks carved out), desired values top-down (weights, unlisted
+children sold, ``keep_unlisted``, portfolios that do not list their children, invest/withdraw), the band,
+transfers between accounts, per-account per-asset netting, truncation to the amount step, the sell cap at
+the free amount, the minimums, sells (phase 1) and buys (phase 2) within the budget, scaled down together
+when over it. Not covered: routing through an intermediate market (an asset without a direct market is
+skipped ``no_market``) and input validation (the documents are assumed valid).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+Doc = dict[str, Any]
+ZERO = Decimal(0)
+ONE = Decimal(1)
+DEFAULT_STEP = Decimal("0.00000001")
+
+
+def to_decimal(raw: object) -> Decimal:
+    return Decimal(repr(raw)) if isinstance(raw, float) else Decimal(str(raw).strip())
+
+
+def fraction(raw: object) -> Decimal:
+    if isinstance(raw, str) and raw.strip().endswith("%"):
+        return to_decimal(raw.strip()[:-1]) / 100
+    return to_decimal(raw)
+
+
+@dataclass(frozen=True)
+class MarketInfo:
+    step: Decimal = DEFAULT_STEP
+    min_amount: Decimal = ZERO
+    min_cost: Decimal = ZERO
+    fee_rate: Decimal = ZERO
+
+
+@dataclass
+class Wallet:
+    path: str
+    asset: str
+    free: Decimal
+    price: Decimal
+    desired_value: Decimal
+    hold: bool
+
+
+@dataclass
+class Account:
+    path: str
+    exchange: str
+    quote: str
+    current: Decimal = ZERO
+    desired: Decimal = ZERO
+    hold: bool = False
+    wallets: list[Wallet] = field(default_factory=list)
+
+
+@dataclass
+class Walk:
+    """What the recursion fills in: values per path, and the accounts with their wallets."""
+
+    prices: dict[str, Decimal]
+    default_quote: str
+    band: Decimal
+    current: dict[str, Decimal] = field(default_factory=dict)
+    diff: dict[str, tuple[Decimal, Decimal]] = field(default_factory=dict)
+    accounts: list[Account] = field(default_factory=list)
+
+
+def parse_prices(doc: Doc) -> tuple[str, dict[str, Decimal]]:
+    prices = {str(asset): to_decimal(value) for asset, value in doc["prices"].items()}
+    prices.setdefault(doc["quote"], ONE)
+    return doc["quote"], prices
+
+
+def parse_markets(doc: Doc | None) -> dict[str, dict[str, MarketInfo]]:
+    markets: dict[str, dict[str, MarketInfo]] = {}
+    for exchange, symbols in (doc or {}).items():
+        markets[exchange] = {}
+        for symbol, params in symbols.items():
+            params = params or {}  # noqa: PLW2901
+            markets[exchange][symbol] = MarketInfo(
+                step=to_decimal(params.get("amount_step", DEFAULT_STEP)),
+                min_amount=to_decimal(params.get("min_amount", 0)),
+                min_cost=to_decimal(params.get("min_cost", 0)),
+                fee_rate=to_decimal(params.get("fee_rate", 0)),
+            )
+    return markets
+
+
+def free_amount(node: Doc) -> Decimal:
+    amount = to_decimal(node["amount"])
+    locked = ZERO
+    for lock in node.get("locks", ()):
+        locked += to_decimal(lock["amount"]) if "amount" in lock else fraction(lock["share"]) * amount
+    return amount - locked
+
+
+def measure(node: Doc, path: str, prices: dict[str, Decimal], values: dict[str, Decimal]) -> Decimal:
+    """The free value of every real node, by path (one bottom-up pass)."""
+    if "asset" in node:
+        value = free_amount(node) * prices[node["asset"]]
+    else:
+        value = sum(
+            (measure(child, f"{path}/{child['name']}", prices, values) for child in node.get("children", ())),
+            ZERO,
+        )
+    values[path] = value
+    return value
+
+
+def holds(current: Decimal, desired: Decimal, band: Decimal) -> bool:
+    return abs(desired - current) <= band * desired
+
+
+def visit(
+    walk: Walk,
+    real: Doc | None,
+    target: Doc | None,
+    path: str,
+    desired: Decimal,
+    account: Account | None,
+    exchange: str | None,
+) -> Decimal:
+    """Record the node at `path` (and below) given its desired value; return its current value."""
+    node = real if real is not None else target
+    assert node is not None
+    kind = node.get("kind")
+    if kind == "exchange":
+        exchange = node["name"]
+    if kind == "account":
+        name = node.get("exchange") or (target or {}).get("exchange") or exchange
+        quote = node.get("quote") or (target or {}).get("quote") or walk.default_quote
+        account = Account(path, str(name), quote)
+        walk.accounts.append(account)
+    if "asset" in node:
+        current = visit_wallet(walk, real, node["asset"], path, desired, account)
+    else:
+        current = visit_children(walk, real, target, path, desired, account, exchange)
+    walk.diff[path] = (current, desired)
+    if kind == "account" and account is not None:
+        account.current, account.desired = current, desired
+        account.hold = holds(current, desired, walk.band)
+    return current
+
+
+def visit_wallet(
+    walk: Walk, real: Doc | None, asset: str, path: str, desired: Decimal, account: Account | None
+) -> Decimal:
+    assert account is not None, f"{path}: wallet outside any account"
+    price = walk.prices[asset]
+    free = free_amount(real) if real is not None else ZERO
+    current = free * price
+    account.wallets.append(Wallet(path, asset, free, price, desired, holds(current, desired, walk.band)))
+    return current
+
+
+def visit_children(
+    walk: Walk,
+    real: Doc | None,
+    target: Doc | None,
+    path: str,
+    desired: Decimal,
+    account: Account | None,
+    exchange: str | None,
+) -> Decimal:
+    real_children = {child["name"]: child for child in (real or {}).get("children", ())}
+    listed = target is not None and "children" in target
+    target_children = {child["name"]: child for child in target["children"]} if listed else {}
+    values = {name: walk.current[f"{path}/{name}"] for name in real_children}
+    current = walk.current.get(path, ZERO)
+    keep = listed and bool(target.get("keep_unlisted", False))
+    kept = sum((v for n, v in values.items() if n not in target_children), ZERO) if keep else ZERO
+    share = max(desired - kept, ZERO)
+    factor = desired / current if current > 0 else ZERO
+    names = list(real_children) + [name for name in target_children if name not in real_children]
+    for name in names:
+        child_target = target_children.get(name)
+        if child_target is not None:
+            child_desired = fraction(child_target["weight"]) * share
+        elif listed:
+            child_desired = values[name] if keep else ZERO
+        else:
+            child_desired = values[name] * factor
+        visit(walk, real_children.get(name), child_target, f"{path}/{name}", child_desired, account, exchange)
+    return current
+
+
+@dataclass
+class Group:
+    """One (account, asset): the net wanted amount of its non-held wallets and its free amount."""
+
+    asset: str
+    net: Decimal = ZERO
+    free: Decimal = ZERO
+    active: list[str] = field(default_factory=list)
+
+
+def groups_of(account: Account) -> tuple[Decimal, dict[str, Group]]:
+    """The account's free quote (its cash) and its groups by asset."""
+    cash = ZERO
+    groups: dict[str, Group] = {}
+    for wallet in account.wallets:
+        if wallet.asset == account.quote:
+            cash += wallet.free
+            continue
+        group = groups.setdefault(wallet.asset, Group(wallet.asset))
+        group.free += wallet.free
+        if not wallet.hold:
+            group.net += wallet.desired_value / wallet.price - wallet.free
+            group.active.append(wallet.path)
+    return cash, groups
+
+
+@dataclass
+class Planner:
+    walk: Walk
+    markets: dict[str, dict[str, MarketInfo]]
+    orders: list[Doc] = field(default_factory=list)
+    buys: list[Doc] = field(default_factory=list)
+    skipped: list[Doc] = field(default_factory=list)
+
+    def market(self, account: Account, asset: str) -> MarketInfo | None:
+        known = self.markets.get(account.exchange)
+        if known is None:
+            return MarketInfo()
+        return known.get(f"{asset}/{account.quote}")
+
+    def skip(self, account: Account, group: Group, side: str, reason: str) -> None:
+        path = group.active[0] if len(group.active) == 1 else account.path
+        symbol = f"{group.asset}/{account.quote}"
+        self.skipped.append({"path": path, "symbol": symbol, "side": side, "reason": reason})
+
+    def reason(self, market: MarketInfo, steps: int, price: Decimal) -> str:
+        amount = steps * market.step
+        if steps <= 0:
+            return "below_step"
+        if amount < market.min_amount:
+            return "below_min_amount"
+        if amount * price < market.min_cost:
+            return "below_min_cost"
+        return ""
+
+    def plan_account(self, account: Account, transfer_in: Decimal, transfer_out: Decimal) -> None:
+        cash, groups = groups_of(account)
+        proceeds = ZERO
+        wanted: list[tuple[Group, MarketInfo, int, Decimal]] = []
+        for asset in sorted(groups):
+            group = groups[asset]
+            if group.net == 0:
+                continue
+            side = "sell" if group.net < 0 else "buy"
+            market = self.market(account, asset)
+            if market is None:
+                self.skip(account, group, side, "no_market")
+                continue
+            steps = int(abs(group.net) // market.step)
+            if side == "sell":
+                steps = min(steps, int(group.free // market.step))
+            price = self.walk.prices[asset] / self.walk.prices[account.quote]
+            why = self.reason(market, steps, price)
+            if why:
+                self.skip(account, group, side, why)
+            elif side == "sell":
+                amount = steps * market.step
+                proceeds += amount * price * (1 - market.fee_rate)
+                self.orders.append(order(account, asset, "sell", amount, 1))
+            else:
+                wanted.append((group, market, steps, price))
+        budget = cash + proceeds + transfer_in - transfer_out
+        self.place_buys(account, wanted, budget)
+
+    def place_buys(
+        self, account: Account, wanted: list[tuple[Group, MarketInfo, int, Decimal]], budget: Decimal
+    ) -> None:
+        cost = sum((steps * m.step * price * (1 + m.fee_rate) for _, m, steps, price in wanted), ZERO)
+        factor = max(budget, ZERO) / cost if cost > budget else ONE
+        for group, market, steps, price in wanted:
+            scaled = int(steps * factor) if factor < 1 else steps
+            if self.reason(market, scaled, price):
+                self.skip(account, group, "buy", "insufficient_quote")
+                continue
+            self.buys.append(order(account, group.asset, "buy", scaled * market.step, 2))
+
+
+def order(account: Account, asset: str, side: str, amount: Decimal, phase: int) -> Doc:
+    symbol = f"{asset}/{account.quote}"
+    return {"account": account.path, "symbol": symbol, "side": side, "amount": amount, "phase": phase}
+
+
+def transfers(walk: Walk) -> tuple[list[Doc], dict[str, Decimal], dict[str, Decimal]]:
+    """Surpluses to deficits, largest first; the rest is money entering or leaving (budget, no transfer).
+
+    Returns the transfers and, per account path, the quote moved in and out.
+    """
+    moving = [a for a in walk.accounts if not a.hold]
+    sources = sorted((a for a in moving if a.current > a.desired), key=lambda a: a.desired - a.current)
+    sinks = sorted((a for a in moving if a.current < a.desired), key=lambda a: a.current - a.desired)
+    out = {a.path: a.current - a.desired for a in sources}
+    into = {a.path: a.desired - a.current for a in sinks}
+    moved_in = {a.path: ZERO for a in walk.accounts}
+    moved_out = dict(moved_in)
+    made: list[Doc] = []
+    i = j = 0
+    while i < len(sources) and j < len(sinks):
+        source, sink = sources[i], sinks[j]
+        value = min(out[source.path], into[sink.path])
+        price = walk.prices[source.quote]
+        amount = (value / price // DEFAULT_STEP) * DEFAULT_STEP
+        if amount > 0:
+            made.append({"asset": source.quote, "from": source.path, "to": sink.path, "amount": amount})
+            moved_out[source.path] += amount
+            moved_in[sink.path] += amount * price / walk.prices[sink.quote]
+        out[source.path] -= value
+        into[sink.path] -= value
+        if out[source.path] <= 0:
+            i += 1
+        if into[sink.path] <= 0:
+            j += 1
+    for account in sinks:
+        moved_in[account.path] += into[account.path] / walk.prices[account.quote]
+    for account in sources:
+        moved_out[account.path] += out[account.path] / walk.prices[account.quote]
+    return made, moved_in, moved_out
+
+
+def reference_plan(
+    real_doc: Doc,
+    target_doc: Doc,
+    prices_doc: Doc,
+    markets_doc: Doc | None,
+    band: Decimal = ZERO,
+    invest: Decimal = ZERO,
+    withdraw: Decimal = ZERO,
+) -> dict[str, Any]:
+    """``{"diff": {path: (current, desired)}, "orders": [...], "transfers": [...], "skipped": [...]}``.
+
+    Orders are ``{account, symbol, side, amount, phase}`` with exact `Decimal` amounts, sells (phase 1)
+    before buys (phase 2), accounts in tree order, assets by name.
+    """
+    quote, prices = parse_prices(prices_doc)
+    walk = Walk(prices=prices, default_quote=quote, band=band)
+    total = measure(real_doc, real_doc["name"], prices, walk.current)
+    visit(walk, real_doc, target_doc, real_doc["name"], max(total + invest - withdraw, ZERO), None, None)
+    made, moved_in, moved_out = transfers(walk)
+    planner = Planner(walk, parse_markets(markets_doc))
+    for account in walk.accounts:
+        planner.plan_account(account, moved_in[account.path], moved_out[account.path])
+    return {
+        "diff": walk.diff,
+        "orders": planner.orders + planner.buys,
+        "transfers": made,
+        "skipped": planner.skipped,
+    }
