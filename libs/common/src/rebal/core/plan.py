@@ -16,7 +16,7 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 from decimal import Context, Decimal
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 
@@ -44,8 +44,7 @@ INSUFFICIENT_QUOTE = "insufficient_quote"
 DERIVED = Context(prec=18)
 
 
-@dataclass(frozen=True)
-class Order:
+class Order(NamedTuple):
     account: str
     exchange: str
     symbol: str
@@ -57,8 +56,7 @@ class Order:
     phase: int
 
 
-@dataclass(frozen=True)
-class Skip:
+class Skip(NamedTuple):
     path: str
     symbol: str
     side: Side
@@ -66,8 +64,7 @@ class Skip:
     reason: str
 
 
-@dataclass(frozen=True)
-class Transfer:
+class Transfer(NamedTuple):
     asset: str
     source: str
     destination: str
@@ -77,7 +74,7 @@ class Transfer:
 
 @dataclass(frozen=True)
 class _Leg:
-    """One order, still in steps: made exact when the plan is read."""
+    """One leg of a routed order, still in steps: made exact when the plan is read."""
 
     account: int
     market: Market
@@ -88,14 +85,32 @@ class _Leg:
 
 
 @dataclass(frozen=True, eq=False)
+class _Skips:
+    """Orders not emitted, one row per (account, asset) group, in output order."""
+
+    node: IntArray
+    asset: IntArray
+    account: IntArray
+    side: IntArray
+    amount: FloatArray
+    code: IntArray
+    symbol: dict[int, str]  # rows whose symbol is a routed leg's, not ASSET/QUOTE
+
+    def __len__(self) -> int:
+        return len(self.code)
+
+
+@dataclass(frozen=True, eq=False)
 class Plan:
-    """The orders, transfers and skips that bring the real tree to the desired one."""
+    """The orders, transfers and skips that bring the real tree to the desired one.
+
+    Direct orders (the bulk) are columnar, in output order: account node, market index, side, steps.
+    """
 
     diff: DiffTree
     legs: tuple[_Leg, ...]
     transfers: tuple[Transfer, ...]
-    skips: tuple[tuple[int, Market, int, float, str], ...]
-    # Columnar direct orders (the bulk): account node, market index, side, steps, phase, in emit order.
+    skips: _Skips
     direct_account: IntArray
     direct_market: IntArray
     direct_side: IntArray
@@ -107,66 +122,79 @@ class Plan:
         return len(self.direct_account) + len(self.legs)
 
     def orders(self) -> list[Order]:
-        """Every order, exact, sells (phase 1) before buys (phase 2), deterministic order."""
+        """Every order, exact: sells (phase 1) before buys (phase 2), then by account, asset and leg."""
         tree = self.diff.tree
-        prices = self.diff.prices
-        price_cache: dict[str, Decimal] = {}
+        accounts = {node: (tree.path(node), exchange) for node, (exchange, _) in tree.accounts.items()}
+        made: dict[int, tuple[str, Decimal, Decimal, Decimal]] = {}
 
-        def est_price(market: Market) -> Decimal:
-            cached = price_cache.get(market.symbol)
-            if cached is None:
-                base, quote = prices.get(market.base), prices.get(market.quote)
-                assert base is not None and quote is not None, "prices are checked by diff_trees"
-                cached = DERIVED.divide(base, quote)
-                price_cache[market.symbol] = cached
-            return cached
-
-        def make(account: int, market: Market, side: int, steps: int, phase: int) -> Order:
-            amount = market.amount_step * steps
-            price = est_price(market)
+        def make(account: int, market: Market, side: int, steps: int) -> Order:
+            facts = made.get(id(market))
+            if facts is None:
+                facts = (market.symbol, market.amount_step, self._est_price(market), market.fee_rate)
+                made[id(market)] = facts
+            symbol, step, price, fee = facts
+            amount = step * steps
             cost = DERIVED.multiply(amount, price)
-            exchange, _ = tree.accounts[account]
+            path, exchange = accounts[account]
             return Order(
-                account=paths[account],
-                exchange=exchange,
-                symbol=market.symbol,
-                side="buy" if side == BUY else "sell",
-                amount=amount.normalize() if amount else Decimal(0),
-                est_price=price,
-                est_cost=cost,
-                est_fee=DERIVED.multiply(cost, market.fee_rate),
-                phase=phase,
+                path,
+                exchange,
+                symbol,
+                "sell" if side == SELL else "buy",
+                amount.normalize() if steps else Decimal(0),
+                price,
+                cost,
+                DERIVED.multiply(cost, fee),
+                SELL_PHASE if side == SELL else BUY_PHASE,
             )
 
-        paths = {node: tree.path(node) for node in tree.accounts}
-        keyed: list[tuple[tuple[int, int, int, int], Order]] = []
-        accounts = self.direct_account.tolist()
-        markets = self.direct_market.tolist()
-        sides = self.direct_side.tolist()
-        steps = self.direct_steps.tolist()
+        index = self.direct_order.tolist()
+        account, market = self.direct_account[index].tolist(), self.direct_market[index].tolist()
+        side, steps = self.direct_side[index].tolist(), self.direct_steps[index].tolist()
+        markets = self.direct_markets
+        direct = [make(account[i], markets[market[i]], side[i], steps[i]) for i in range(len(index))]
+        if not self.legs:
+            return direct
         rank = _account_rank(tree.accounts)
         asset_rank = {name: i for i, name in enumerate(self.diff.asset_names)}
-        for i in self.direct_order.tolist():
-            market = self.direct_markets[markets[i]]
-            phase = SELL_PHASE if sides[i] == SELL else BUY_PHASE
-            key = (phase, rank[accounts[i]], asset_rank[market.base], 0)
-            keyed.append((key, make(accounts[i], market, sides[i], steps[i], phase)))
-        for leg in self.legs:
-            keyed.append((leg.sort_key, make(leg.account, leg.market, leg.side, leg.steps, leg.phase)))
+        keyed = [
+            ((o.phase, rank[account[i]], asset_rank[markets[market[i]].base], 0), o)
+            for i, o in enumerate(direct)
+        ]
+        keyed += [(leg.sort_key, make(leg.account, leg.market, leg.side, leg.steps)) for leg in self.legs]
         keyed.sort(key=lambda item: item[0])
         return [order for _, order in keyed]
 
+    def _est_price(self, market: Market) -> Decimal:
+        base, quote = self.diff.prices.get(market.base), self.diff.prices.get(market.quote)
+        assert base is not None and quote is not None, "prices are checked by diff_trees"
+        return DERIVED.divide(base, quote)
+
     def skipped(self) -> list[Skip]:
+        """Orders not emitted, with the reason: the wallet's path, or the account's when netted."""
         tree = self.diff.tree
+        skips = self.skips
+        names = self.diff.asset_names
+        quotes = {node: quote for node, (_, quote) in tree.accounts.items()}
         return [
             Skip(
-                path=tree.path(node),
-                symbol=market.symbol,
-                side="buy" if side == BUY else "sell",
-                amount=Decimal(amount_str(amount)),
-                reason=reason,
+                tree.path(node),
+                skips.symbol.get(row) or f"{names[asset]}/{quotes[account]}",
+                "sell" if side == SELL else "buy",
+                Decimal(amount_str(amount)),
+                REASONS[code] or "",
             )
-            for node, market, side, amount, reason in self.skips
+            for row, (node, asset, account, side, amount, code) in enumerate(
+                zip(
+                    skips.node.tolist(),
+                    skips.asset.tolist(),
+                    skips.account.tolist(),
+                    skips.side.tolist(),
+                    skips.amount.tolist(),
+                    skips.code.tolist(),
+                    strict=True,
+                )
+            )
         ]
 
 
@@ -177,16 +205,16 @@ def _account_rank(accounts: dict[int, tuple[str, str]]) -> dict[int, int]:
 def plan_rebalance(diff: DiffTree, markets: Markets) -> Plan:
     """Orders, transfers and skips for a diff tree. Pure and deterministic."""
     groups = _Groups.build(diff, markets)
-    skips: list[_SkipRow] = []
     legs: list[_Leg] = []
     count = len(diff.tree)
+    skip_code = np.where(groups.no_market, NO_MARKET_CODE, 0).astype(np.int64)
+    skip_symbol: dict[int, str] = {}
 
     # Phase 1: sells. Direct ones in bulk; routed ones leg by leg (rare).
     steps, cost = groups.size_direct()
     reason = groups.reasons(steps, cost)
+    skip_code = np.where(groups.direct, reason, skip_code)
     emitted = groups.direct & (reason == 0)
-    groups.skip(np.flatnonzero(groups.direct & (reason != 0)), reason, skips)
-    groups.skip_no_market(skips)
     proceeds = np.bincount(
         groups.account[emitted & groups.sells],
         weights=(cost * (1 - groups.fee))[emitted & groups.sells],
@@ -196,7 +224,7 @@ def plan_rebalance(diff: DiffTree, markets: Markets) -> Plan:
         route = groups.route_of(g)
         sold = _routed_sell(diff, route, float(groups.raw[g]), groups.exact_free(g))
         if isinstance(sold, str):
-            skips.append((groups.skip_node(g), route.legs[0], SELL, float(groups.raw[g]), sold))
+            skip_code[g], skip_symbol[g] = REASON_CODES[sold], route.legs[0].symbol
             continue
         proceeds[groups.account[g]] += sold[1]
         legs.extend(groups.legs(g, SELL, sold[0]))
@@ -228,32 +256,39 @@ def plan_rebalance(diff: DiffTree, markets: Markets) -> Plan:
         steps[squeezed] = np.floor(steps[squeezed] * scale[groups.account[squeezed]]).astype(np.int64)
         cost = steps * groups.step * groups.price
         dropped = squeezed & (groups.reasons(steps, cost) != 0)
-        for g in np.flatnonzero(dropped).tolist():
-            skips.append(
-                (groups.skip_node(g), groups.market_of(g), BUY, float(groups.raw[g]), INSUFFICIENT_QUOTE)
-            )
+        skip_code[dropped] = INSUFFICIENT_QUOTE_CODE
         emitted &= ~dropped
     for g in routed_buys:
         route = groups.route_of(g)
         factor = float(scale[groups.account[g]])
         bought = _routed_buy(diff, route, float(groups.raw[g]), factor)
         if isinstance(bought, str):
-            why = INSUFFICIENT_QUOTE if factor < 1.0 else bought
-            skips.append((groups.skip_node(g), route.legs[0], BUY, float(groups.raw[g]), why))
+            skip_code[g] = INSUFFICIENT_QUOTE_CODE if factor < 1.0 else REASON_CODES[bought]
+            skip_symbol[g] = route.legs[0].symbol
             continue
         legs.extend(groups.legs(g, BUY, bought[0]))
 
     chosen = np.flatnonzero(emitted)
-    rank = groups.rank
     phase = np.where(groups.sells[chosen], SELL_PHASE, BUY_PHASE)
-    account_rank = np.array([rank[a] for a in groups.account[chosen].tolist()], dtype=np.int64)
-    order = np.lexsort((groups.asset[chosen], account_rank, phase))
-    skips.sort(key=lambda row: (groups.node_rank(row[0]), row[0], row[1].symbol))
+    order = np.lexsort((groups.asset[chosen], groups.rank_of[groups.account[chosen]], phase))
+    skipped = np.flatnonzero(skip_code)
+    skip_order = np.lexsort(
+        (groups.asset[skipped], groups.path_node[skipped], groups.rank_of[groups.account[skipped]])
+    )
+    rows = skipped[skip_order]
     return Plan(
         diff=diff,
-        legs=tuple(legs),
+        legs=tuple(sorted(legs, key=lambda leg: leg.sort_key)),
         transfers=tuple(transfers),
-        skips=tuple(skips),
+        skips=_Skips(
+            node=groups.path_node[rows],
+            asset=groups.asset[rows],
+            account=groups.account[rows],
+            side=np.where(groups.sells[rows], SELL, BUY),
+            amount=groups.raw[rows],
+            code=skip_code[rows],
+            symbol={int(i): skip_symbol[g] for i, g in enumerate(rows.tolist()) if g in skip_symbol},
+        ),
         direct_account=groups.account[chosen],
         direct_market=groups.combo[chosen],
         direct_side=np.where(groups.sells[chosen], SELL, BUY),
@@ -261,9 +296,6 @@ def plan_rebalance(diff: DiffTree, markets: Markets) -> Plan:
         direct_order=order,
         direct_markets=groups.direct_markets,
     )
-
-
-_SkipRow = tuple[int, Market, int, float, str]
 
 
 class _Groups:
@@ -276,6 +308,9 @@ class _Groups:
         asset_index = {name: i for i, name in enumerate(diff.asset_names)}
         self.diff = diff
         self.rank = _account_rank(tree.accounts)
+        self.rank_of = np.full(count, -1, dtype=np.int64)
+        for node, position in self.rank.items():
+            self.rank_of[node] = position
         self.quote_id = np.full(count, -1, dtype=np.int64)
         for node, (_, quote) in tree.accounts.items():
             self.quote_id[node] = asset_index[quote]
@@ -366,31 +401,8 @@ class _Groups:
             steps <= 0, 1, np.where(amount < self.min_amount, 2, np.where(cost < self.min_cost, 3, 0))
         ).astype(np.int64)
 
-    def skip(self, rows: IntArray, reason: IntArray, skips: list[_SkipRow]) -> None:
-        for g in rows.tolist():
-            side = SELL if self.sells[g] else BUY
-            skips.append(
-                (self.skip_node(g), self.market_of(g), side, float(self.raw[g]), _REASONS[int(reason[g])])
-            )
-
-    def skip_no_market(self, skips: list[_SkipRow]) -> None:
-        tree = self.diff.tree
-        for g in np.flatnonzero(self.no_market).tolist():
-            market = Market(
-                base=self.diff.asset_names[self.asset[g]], quote=tree.accounts[int(self.account[g])][1]
-            )
-            skips.append(
-                (self.skip_node(g), market, SELL if self.sells[g] else BUY, float(self.raw[g]), NO_MARKET)
-            )
-
     def exact_free(self, g: int) -> Decimal:
         return self._members.exact_free(int(self._position[g]))
-
-    def skip_node(self, g: int) -> int:
-        return int(self.path_node[g])
-
-    def market_of(self, g: int) -> Market:
-        return self.direct_markets[int(self.combo[g])]
 
     def route_of(self, g: int) -> Route:
         route = self.routes[int(self.combo[g])]
@@ -406,13 +418,12 @@ class _Groups:
             for number, (market, steps) in enumerate(ordered, 1)
         ]
 
-    def node_rank(self, node: int) -> int:
-        account = int(self.diff.tree.account_of[node])
-        return self.rank.get(account, -1)
-
 
 _NONE = Market(base="", quote="")
-_REASONS = {1: BELOW_STEP, 2: BELOW_MIN_AMOUNT, 3: BELOW_MIN_COST}
+REASONS = (None, BELOW_STEP, BELOW_MIN_AMOUNT, BELOW_MIN_COST, NO_MARKET, INSUFFICIENT_QUOTE)
+REASON_CODES = {reason: code for code, reason in enumerate(REASONS) if reason is not None}
+NO_MARKET_CODE = REASON_CODES[NO_MARKET]
+INSUFFICIENT_QUOTE_CODE = REASON_CODES[INSUFFICIENT_QUOTE]
 
 
 def _market_price(diff: DiffTree, market: Market) -> float:
