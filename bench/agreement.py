@@ -42,18 +42,41 @@ def reference_orders(result: dict[str, Any]) -> list[OrderKey]:
     return [(o["account"], o["symbol"], o["side"], o["amount"]) for o in result["orders"]]
 
 
-def order_differences(ours: list[OrderKey], reference: list[OrderKey], limit: int = 10) -> list[str]:
-    """Where the two order lists differ (same account, symbol, side; amounts equal as decimals)."""
+def scaled_steps(result: dict[str, Any]) -> dict[tuple[str, str, str], Decimal]:
+    """The step of every reference buy that was scaled down to its account's budget."""
+    return {(o["account"], o["symbol"], o["side"]): o["step"] for o in result["orders"] if o.get("scaled")}
+
+
+def order_differences(
+    ours: list[OrderKey],
+    reference: list[OrderKey],
+    slack: dict[tuple[str, str, str], Decimal] | None = None,
+    limit: int = 10,
+) -> list[str]:
+    """Where the two order lists differ (same account, symbol, side; amounts equal as decimals).
+
+    `slack` (see `scaled_steps`) lets a budget-scaled buy of ours be one step under the reference: the
+    core scales to ``budget x (1 - BUDGET_SAFETY)`` (float sums must never overspend the exact budget),
+    the reference to the exact budget, so a product landing just above a whole step rounds differently.
+    """
+    slack = slack or {}
     lines: list[str] = []
     mine = {key[:3]: key[3] for key in ours}
     theirs = {key[:3]: key[3] for key in reference}
     for key in sorted(mine.keys() | theirs.keys()):
         a, b = mine.get(key), theirs.get(key)
-        if a is None or b is None or a != b:
-            lines.append(f"{' '.join(key)}: ours {a}, reference {b}")
-    if not lines and ours != reference:
+        if a is not None and b is not None and (a == b or (key in slack and a == b - slack[key])):
+            continue
+        lines.append(f"{' '.join(key)}: ours {a}, reference {b}")
+    if not lines and [key[:3] for key in ours] != [key[:3] for key in reference]:
         lines.append("same orders in a different sequence")
     return lines[:limit] if limit else lines
+
+
+def one_step_under(ours: list[OrderKey], reference: list[OrderKey]) -> int:
+    """How many of our orders are not equal to the reference's (after `order_differences` accepted them)."""
+    theirs = {key[:3]: key[3] for key in reference}
+    return sum(1 for key in ours if key[:3] in theirs and theirs[key[:3]] != key[3])
 
 
 def desired_differences(

@@ -5,8 +5,11 @@ planner against. It covers free values (locks carved out), desired values top-do
 children sold, ``keep_unlisted``, portfolios that do not list their children, invest/withdraw), the band,
 transfers between accounts, per-account per-asset netting, truncation to the amount step, the sell cap at
 the free amount, the minimums, sells (phase 1) and buys (phase 2) within the budget, scaled down together
-when over it. Not covered: routing through an intermediate market (an asset without a direct market is
-skipped ``no_market``) and input validation (the documents are assumed valid).
+when over it. Transfers are capped at the quote a source has to spare after its own sells and buys (the
+core's rule since commit d1885c2; docs/formats.md does not say it yet).
+
+Not covered: routing through an intermediate market (an asset without a direct market is skipped
+``no_market``) and input validation (the documents are assumed valid).
 """
 
 from __future__ import annotations
@@ -217,6 +220,22 @@ def groups_of(account: Account) -> tuple[Decimal, dict[str, Group]]:
     return cash, groups
 
 
+Buy = tuple[Group, MarketInfo, int, Decimal]
+
+
+@dataclass
+class Sold:
+    """An account after its sells: the quote it holds (free cash + net proceeds) and the buys it wants."""
+
+    account: Account
+    cash: Decimal
+    buys: list[Buy]
+
+    @property
+    def wanted(self) -> Decimal:
+        return sum((steps * m.step * price * (1 + m.fee_rate) for _, m, steps, price in self.buys), ZERO)
+
+
 @dataclass
 class Planner:
     walk: Walk
@@ -246,10 +265,10 @@ class Planner:
             return "below_min_cost"
         return ""
 
-    def plan_account(self, account: Account, transfer_in: Decimal, transfer_out: Decimal) -> None:
+    def sell(self, account: Account) -> Sold:
+        """Phase 1: the account's sells; the buys it wants are sized but not placed yet."""
         cash, groups = groups_of(account)
-        proceeds = ZERO
-        wanted: list[tuple[Group, MarketInfo, int, Decimal]] = []
+        sold = Sold(account, cash, [])
         for asset in sorted(groups):
             group = groups[asset]
             if group.net == 0:
@@ -268,24 +287,23 @@ class Planner:
                 self.skip(account, group, side, why)
             elif side == "sell":
                 amount = steps * market.step
-                proceeds += amount * price * (1 - market.fee_rate)
-                self.orders.append(order(account, asset, "sell", amount, 1))
+                sold.cash += amount * price * (1 - market.fee_rate)
+                self.orders.append(order(account, asset, "sell", amount, 1) | {"step": market.step})
             else:
-                wanted.append((group, market, steps, price))
-        budget = cash + proceeds + transfer_in - transfer_out
-        self.place_buys(account, wanted, budget)
+                sold.buys.append((group, market, steps, price))
+        return sold
 
-    def place_buys(
-        self, account: Account, wanted: list[tuple[Group, MarketInfo, int, Decimal]], budget: Decimal
-    ) -> None:
-        cost = sum((steps * m.step * price * (1 + m.fee_rate) for _, m, steps, price in wanted), ZERO)
-        factor = max(budget, ZERO) / cost if cost > budget else ONE
-        for group, market, steps, price in wanted:
+    def buy(self, sold: Sold, budget: Decimal) -> None:
+        """Phase 2: the buys, all scaled down by the same factor when they would cost more than `budget`."""
+        cost = sold.wanted
+        factor = max(budget, ZERO) / cost if cost > budget and cost > 0 else ONE
+        for group, market, steps, price in sold.buys:
             scaled = int(steps * factor) if factor < 1 else steps
             if self.reason(market, scaled, price):
-                self.skip(account, group, "buy", "insufficient_quote")
+                self.skip(sold.account, group, "buy", "insufficient_quote")
                 continue
-            self.buys.append(order(account, group.asset, "buy", scaled * market.step, 2))
+            made = order(sold.account, group.asset, "buy", scaled * market.step, 2)
+            self.buys.append(made | {"step": market.step, "scaled": factor < 1})
 
 
 def order(account: Account, asset: str, side: str, amount: Decimal, phase: int) -> Doc:
@@ -293,40 +311,66 @@ def order(account: Account, asset: str, side: str, amount: Decimal, phase: int) 
     return {"account": account.path, "symbol": symbol, "side": side, "amount": amount, "phase": phase}
 
 
-def transfers(walk: Walk) -> tuple[list[Doc], dict[str, Decimal], dict[str, Decimal]]:
-    """Surpluses to deficits, largest first; the rest is money entering or leaving (budget, no transfer).
+@dataclass
+class Transfers:
+    """The transfers made, and per account path the quote that comes in and goes out."""
 
-    Returns the transfers and, per account path, the quote moved in and out.
-    """
-    moving = [a for a in walk.accounts if not a.hold]
-    sources = sorted((a for a in moving if a.current > a.desired), key=lambda a: a.desired - a.current)
-    sinks = sorted((a for a in moving if a.current < a.desired), key=lambda a: a.current - a.desired)
+    made: list[Doc]
+    moved_in: dict[str, Decimal]
+    moved_out: dict[str, Decimal]
+
+
+Match = tuple[Account, Account, Decimal]
+
+
+def match(
+    sources: list[Account], sinks: list[Account]
+) -> tuple[list[Match], dict[str, Decimal], dict[str, Decimal]]:
+    """Largest surplus to largest deficit; returns the matches and what is left unmatched per path."""
     out = {a.path: a.current - a.desired for a in sources}
     into = {a.path: a.desired - a.current for a in sinks}
-    moved_in = {a.path: ZERO for a in walk.accounts}
-    moved_out = dict(moved_in)
-    made: list[Doc] = []
+    matched: list[Match] = []
     i = j = 0
     while i < len(sources) and j < len(sinks):
         source, sink = sources[i], sinks[j]
         value = min(out[source.path], into[sink.path])
-        price = walk.prices[source.quote]
-        amount = (value / price // DEFAULT_STEP) * DEFAULT_STEP
-        if amount > 0:
-            made.append({"asset": source.quote, "from": source.path, "to": sink.path, "amount": amount})
-            moved_out[source.path] += amount
-            moved_in[sink.path] += amount * price / walk.prices[sink.quote]
+        matched.append((source, sink, value))
         out[source.path] -= value
         into[sink.path] -= value
         if out[source.path] <= 0:
             i += 1
         if into[sink.path] <= 0:
             j += 1
+    return matched, out, into
+
+
+def transfers(walk: Walk, spare: dict[str, Decimal]) -> Transfers:
+    """Surpluses go to deficits in the source's quote, never more than the quote it has to spare (its
+    cash after its own sells and buys); what is unmatched is money entering or leaving (budget only)."""
+    moving = [a for a in walk.accounts if not a.hold]
+    sources = sorted((a for a in moving if a.current > a.desired), key=lambda a: a.desired - a.current)
+    sinks = sorted((a for a in moving if a.current < a.desired), key=lambda a: a.current - a.desired)
+    matched, out, into = match(sources, sinks)
+    planned: dict[str, Decimal] = {}
+    for source, _, value in matched:
+        planned[source.path] = planned.get(source.path, ZERO) + value
+    result = Transfers([], {a.path: ZERO for a in walk.accounts}, {a.path: ZERO for a in walk.accounts})
+    for source, sink, value in matched:
+        price = walk.prices[source.quote]
+        room = max(spare[source.path], ZERO) * price
+        sent = value * min(ONE, room / planned[source.path]) if planned[source.path] > 0 else ZERO
+        amount = (sent / price // DEFAULT_STEP) * DEFAULT_STEP
+        if amount > 0:
+            result.made.append(
+                {"asset": source.quote, "from": source.path, "to": sink.path, "amount": amount}
+            )
+            result.moved_out[source.path] += amount
+            result.moved_in[sink.path] += amount * price / walk.prices[sink.quote]
     for account in sinks:
-        moved_in[account.path] += into[account.path] / walk.prices[account.quote]
+        result.moved_in[account.path] += into[account.path] / walk.prices[account.quote]
     for account in sources:
-        moved_out[account.path] += out[account.path] / walk.prices[account.quote]
-    return made, moved_in, moved_out
+        result.moved_out[account.path] += out[account.path] / walk.prices[account.quote]
+    return result
 
 
 def reference_plan(
@@ -340,20 +384,23 @@ def reference_plan(
 ) -> dict[str, Any]:
     """``{"diff": {path: (current, desired)}, "orders": [...], "transfers": [...], "skipped": [...]}``.
 
-    Orders are ``{account, symbol, side, amount, phase}`` with exact `Decimal` amounts, sells (phase 1)
-    before buys (phase 2), accounts in tree order, assets by name.
+    Orders are ``{account, symbol, side, amount, phase, step}`` with exact `Decimal` amounts (buys also say
+    whether their account's buys were ``scaled`` to the budget), sells (phase 1) before buys (phase 2),
+    accounts in tree order, assets by name.
     """
     quote, prices = parse_prices(prices_doc)
     walk = Walk(prices=prices, default_quote=quote, band=band)
     total = measure(real_doc, real_doc["name"], prices, walk.current)
     visit(walk, real_doc, target_doc, real_doc["name"], max(total + invest - withdraw, ZERO), None, None)
-    made, moved_in, moved_out = transfers(walk)
     planner = Planner(walk, parse_markets(markets_doc))
-    for account in walk.accounts:
-        planner.plan_account(account, moved_in[account.path], moved_out[account.path])
+    sold = [planner.sell(account) for account in walk.accounts]
+    moved = transfers(walk, {s.account.path: s.cash - s.wanted for s in sold})
+    for s in sold:
+        path = s.account.path
+        planner.buy(s, s.cash + moved.moved_in[path] - moved.moved_out[path])
     return {
         "diff": walk.diff,
         "orders": planner.orders + planner.buys,
-        "transfers": made,
+        "transfers": moved.made,
         "skipped": planner.skipped,
     }

@@ -45,7 +45,7 @@ def diff_json(diff: DiffTree) -> JsonDict:
         if wallet[i]:
             r = real_index[i]
             current_text = real.amount_text[r] if r >= 0 else None
-            node["asset"] = tree.assets[i]
+            node["asset"] = tree.asset(i)
             node["current_amount"] = dec_str(Decimal(current_text)) if current_text else "0"
             node["desired_amount"] = amount_str(desired_amount[i])
             node["diff_amount"] = amount_str(desired_amount[i] - amount[i])

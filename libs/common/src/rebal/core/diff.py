@@ -84,7 +84,7 @@ def diff_trees(
     free = np.where(tree.wallet, tree.amount - tree.locked, 0.0)
     free = np.maximum(free, 0.0)
     current = free * price
-    levels = tree.levels()
+    levels = tree.levels
     for level in reversed(levels[1:]):
         current += np.bincount(tree.parent[level], weights=current[level], minlength=count)
 
@@ -205,9 +205,9 @@ class _Descent:
 
 def _asset_prices(tree: UnionTree, prices: Prices) -> tuple[list[str], IntArray, FloatArray]:
     """Asset ids (alphabetical) and the price table; every asset and account quote needs a price."""
-    wallet_assets = [a for a in tree.assets if a is not None]
+    vocabulary = tree.asset_codes.vocabulary
     quotes = {quote for _, quote in tree.accounts.values()}
-    names = sorted(set(wallet_assets) | quotes)
+    names = sorted(set(vocabulary) | quotes)
     ids = {name: i for i, name in enumerate(names)}
     table = np.zeros(len(names), dtype=np.float64)
     for name in names:
@@ -217,14 +217,13 @@ def _asset_prices(tree: UnionTree, prices: Prices) -> tuple[list[str], IntArray,
                 f"prices.{name}", f"no price for asset {name} (used at {_first_use(tree, name)})", "prices"
             )
         table[ids[name]] = float(value)
-    asset_id = np.array([-1 if a is None else ids[a] for a in tree.assets], dtype=np.int64)
-    return names, asset_id, table
+    return names, tree.asset_codes.within(ids), table
 
 
 def _first_use(tree: UnionTree, asset: str) -> str:
-    for i, name in enumerate(tree.assets):
-        if name == asset:
-            return tree.path(i)
+    if asset in tree.asset_codes.vocabulary:
+        code = tree.asset_codes.vocabulary.index(asset)
+        return tree.path(int(np.argmax(tree.asset_codes.ids == code)))
     for node, (_, quote) in sorted(tree.accounts.items()):
         if quote == asset:
             return tree.path(node)

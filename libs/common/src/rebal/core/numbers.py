@@ -12,8 +12,14 @@ from decimal import Decimal, InvalidOperation
 
 # Sibling weights must sum to one within this (the contract).
 WEIGHT_SUM_TOLERANCE = 1e-6
-# Float noise allowed when counting whole steps: 4.9999999999 steps of an exact 5 is 5.
+# Float noise allowed when counting whole steps: 4.9999999999 steps of an exact 5 is 5, and
+# 430045999.99999994 steps of an exact 430046000 is 430046000 (relative noise grows with the count).
 STEP_EPSILON = 1e-9
+STEP_RELATIVE = 1e-12
+# A float step count this close to a whole number is checked in exact decimals (float noise is ~1e-16).
+NEAR_WHOLE = 1e-6
+# An order exactly at a market minimum is not below it, whatever the float noise (10 x 1e-6 < 1e-5).
+MIN_TOLERANCE = 1e-9
 # Relative margin kept below a budget so float sums can never exceed the exact decimal budget.
 BUDGET_SAFETY = 1e-9
 # Differences smaller than this fraction of the portfolio total are float noise, not trades.

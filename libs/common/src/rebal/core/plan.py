@@ -25,7 +25,10 @@ from rebal.core.market import Market, Markets, Route
 from rebal.core.numbers import (
     BUDGET_SAFETY,
     DEFAULT_AMOUNT_STEP,
+    MIN_TOLERANCE,
+    NEAR_WHOLE,
     STEP_EPSILON,
+    STEP_RELATIVE,
     VALUE_EPSILON,
     amount_str,
     floor_steps,
@@ -321,28 +324,30 @@ class _Groups:
             account_of[own_quote], weights=diff.free_amount[own_quote], minlength=count
         ).astype(np.float64)
 
-        active = tradable & (diff.operation != HOLD)
-        active_nodes = np.flatnonzero(active)
-        keys, inverse = np.unique(account_of[active] * n_assets + diff.asset_id[active], return_inverse=True)
+        # One stable sort groups every tradable wallet by (account, asset); wallets come in tree order,
+        # so the keys are nearly sorted already. Groups with no active (non-hold) wallet trade nothing.
+        nodes = np.flatnonzero(tradable)
+        all_keys, member_of, order, bounds = _group(account_of[nodes] * n_assets + diff.asset_id[nodes])
+        active = diff.operation[nodes] != HOLD
+        n_active = np.bincount(member_of, weights=active, minlength=all_keys.size)
+        groups = np.flatnonzero(n_active > 0)
+        keys = all_keys[groups]
         self.size = keys.size
-        self.net = np.bincount(inverse, weights=diff.diff_amount[active], minlength=keys.size)
+        self.net = np.bincount(member_of, weights=diff.diff_amount[nodes] * active, minlength=all_keys.size)[
+            groups
+        ]
         self.raw = np.abs(self.net)
         self.sells = self.net < 0
         self.account = keys // n_assets
         self.asset = keys % n_assets
-        counts = np.bincount(inverse, minlength=keys.size)
-        first = np.full(keys.size, -1, dtype=np.int64)
-        first[inverse[::-1]] = active_nodes[::-1]
+        first = np.full(all_keys.size, -1, dtype=np.int64)
+        first[member_of[active][::-1]] = nodes[active][::-1]
         # A skip names the wallet when one wallet makes the group, else the account.
-        self.path_node = np.where(counts == 1, first, self.account)
-
-        all_keys, all_inverse = np.unique(
-            account_of[tradable] * n_assets + diff.asset_id[tradable], return_inverse=True
-        )
-        free_all = np.bincount(all_inverse, weights=diff.free_amount[tradable], minlength=all_keys.size)
-        self._position = np.searchsorted(all_keys, keys)
-        self.free = free_all[self._position] if keys.size else np.zeros(0)
-        self._members = _Members(diff, np.flatnonzero(tradable), all_inverse, all_keys.size)
+        self.path_node = np.where(n_active[groups] == 1, first[groups], self.account)
+        free_all = np.bincount(member_of, weights=diff.free_amount[nodes], minlength=all_keys.size)
+        self._position = groups
+        self.free = free_all[groups]
+        self._members = _Members(diff, nodes[order], bounds)
 
         exchanges = sorted({exchange for exchange, _ in tree.accounts.values()})
         exchange_id = {name: i for i, name in enumerate(exchanges)}
@@ -387,19 +392,25 @@ class _Groups:
         """Whole steps for the direct groups: truncated; a sell never exceeds the exact free amount."""
         steps = np.zeros(self.size, dtype=np.int64)
         with np.errstate(divide="ignore", invalid="ignore"):
-            wanted = np.floor(self.raw / self.step + STEP_EPSILON)
-            free_steps = np.floor(self.free / self.step + STEP_EPSILON)
+            wanted = _whole_steps(self.raw / self.step)
+            free_steps = _whole_steps(self.free / self.step)
         steps[self.direct] = wanted[self.direct].astype(np.int64)
-        for g in np.flatnonzero(self.direct & self.sells & (wanted >= free_steps)).tolist():
+        capped = self.direct & self.sells & (wanted >= free_steps)
+        steps[capped] = free_steps[capped]
+        # Where the free amount is (nearly) a whole number of steps, floats cannot tell k steps from
+        # k - 1e-12: count the steps in exact decimals there, so a sell never exceeds the balance.
+        counts = self.free / self.step
+        near = np.abs(counts - np.round(counts)) <= np.maximum(NEAR_WHOLE, counts * STEP_RELATIVE * 10)
+        for g in np.flatnonzero(capped & near).tolist():
             market = self.direct_markets[int(self.combo[g])]
             steps[g] = min(int(wanted[g]), floor_steps(self.exact_free(g), market.amount_step))
         return steps, steps * self.step * self.price
 
     def reasons(self, steps: IntArray, cost: FloatArray) -> IntArray:
         amount = steps * self.step
-        return np.where(
-            steps <= 0, 1, np.where(amount < self.min_amount, 2, np.where(cost < self.min_cost, 3, 0))
-        ).astype(np.int64)
+        under_amount = amount < self.min_amount * (1 - MIN_TOLERANCE)
+        under_cost = cost < self.min_cost * (1 - MIN_TOLERANCE)
+        return np.where(steps <= 0, 1, np.where(under_amount, 2, np.where(under_cost, 3, 0))).astype(np.int64)
 
     def exact_free(self, g: int) -> Decimal:
         return self._members.exact_free(int(self._position[g]))
@@ -426,6 +437,25 @@ NO_MARKET_CODE = REASON_CODES[NO_MARKET]
 INSUFFICIENT_QUOTE_CODE = REASON_CODES[INSUFFICIENT_QUOTE]
 
 
+def _group(keys: IntArray) -> tuple[IntArray, IntArray, IntArray, IntArray]:
+    """`np.unique` with a stable sort: the distinct keys, each input's group, the inputs in group order
+    and the group bounds in that order (group k is ``order[bounds[k]:bounds[k + 1]]``)."""
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    starts = np.empty(ordered.size, dtype=np.bool_)
+    starts[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=starts[1:])
+    member_of = np.empty(keys.size, dtype=np.int64)
+    member_of[order] = np.cumsum(starts) - 1
+    bounds = np.append(np.flatnonzero(starts), keys.size)
+    return ordered[starts], member_of, order, bounds
+
+
+def _whole_steps(counts: FloatArray) -> FloatArray:
+    """Whole steps in float step counts: 430045999.99999994 steps of an exact 430046000 is 430046000."""
+    return np.floor(counts * (1 + STEP_RELATIVE) + STEP_EPSILON)
+
+
 def _market_price(diff: DiffTree, market: Market) -> float:
     base, quote = diff.prices.get(market.base), diff.prices.get(market.quote)
     if base is None or quote is None:
@@ -433,23 +463,12 @@ def _market_price(diff: DiffTree, market: Market) -> float:
     return float(base) / float(quote)
 
 
-def _group_path_nodes(
-    inverse: IntArray, members: IntArray, group_account: IntArray, n_groups: int
-) -> IntArray:
-    """A skip names the wallet when one wallet makes the group, else the account."""
-    counts = np.bincount(inverse, minlength=n_groups)
-    first = np.full(n_groups, -1, dtype=np.int64)
-    first[inverse[::-1]] = members[::-1]
-    return np.where(counts == 1, first, group_account)
-
-
 class _Members:
     """The wallets of each (account, asset) group, to sum their exact free amounts when a sell is capped."""
 
-    def __init__(self, diff: DiffTree, nodes: IntArray, inverse: IntArray, n_groups: int) -> None:
-        order = np.argsort(inverse, kind="stable")
-        self._nodes = nodes[order]
-        self._bounds = np.searchsorted(inverse[order], np.arange(n_groups + 1))
+    def __init__(self, diff: DiffTree, grouped_nodes: IntArray, bounds: IntArray) -> None:
+        self._nodes = grouped_nodes
+        self._bounds = bounds
         self._diff = diff
 
     def exact_free(self, group: int) -> Decimal:
@@ -473,14 +492,14 @@ def _routed_sell(diff: DiffTree, route: Route, raw: float, exact_free: Decimal) 
     """
     asset_leg, quote_leg = route.legs
     steps = min(
-        math.floor(raw / float(asset_leg.amount_step) + STEP_EPSILON),
+        math.floor(raw / float(asset_leg.amount_step) * (1 + STEP_RELATIVE) + STEP_EPSILON),
         floor_steps(exact_free, asset_leg.amount_step),
     )
     reason = _leg_reason(diff, asset_leg, steps)
     if reason:
         return reason
     middle = _cost_of(diff, asset_leg, steps, SELL)
-    middle_steps = math.floor(middle / float(quote_leg.amount_step) + STEP_EPSILON)
+    middle_steps = math.floor(middle / float(quote_leg.amount_step) * (1 + STEP_RELATIVE) + STEP_EPSILON)
     reason = _leg_reason(diff, quote_leg, middle_steps)
     if reason:
         return reason
@@ -493,7 +512,9 @@ def _routed_buy(diff: DiffTree, route: Route, raw: float, factor: float) -> _Rou
     `factor` scales the asset amount down when the account's budget is short.
     """
     asset_leg, quote_leg = route.legs
-    steps = math.floor(math.floor(raw / float(asset_leg.amount_step) + STEP_EPSILON) * factor)
+    steps = math.floor(
+        math.floor(raw / float(asset_leg.amount_step) * (1 + STEP_RELATIVE) + STEP_EPSILON) * factor
+    )
     reason = _leg_reason(diff, asset_leg, steps)
     if reason:
         return reason
@@ -519,9 +540,9 @@ def _leg_reason(diff: DiffTree, market: Market, steps: int) -> str:
     amount = steps * float(market.amount_step)
     if steps <= 0:
         return BELOW_STEP
-    if amount < float(market.min_amount):
+    if amount < float(market.min_amount) * (1 - MIN_TOLERANCE):
         return BELOW_MIN_AMOUNT
-    if amount * _market_price(diff, market) < float(market.min_cost):
+    if amount * _market_price(diff, market) < float(market.min_cost) * (1 - MIN_TOLERANCE):
         return BELOW_MIN_COST
     return ""
 

@@ -10,9 +10,12 @@ parent, plus ``keep_unlisted`` on portfolios whose unlisted children keep their 
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Literal
+from functools import cached_property
+from typing import Any, Literal, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -47,12 +50,41 @@ class Lock:
 
 
 @dataclass(frozen=True, eq=False)
+class Categorical:
+    """A column of repeated strings as ids into a small vocabulary (-1 where a node has none)."""
+
+    ids: IntArray
+    vocabulary: list[str]
+
+    @classmethod
+    def of(cls, values: list[str] | list[str | None]) -> Categorical:
+        index: dict[str | None, int] = {
+            value: i for i, value in enumerate(dict.fromkeys(v for v in values if v is not None))
+        }
+        vocabulary = cast(list[str], list(index))
+        index[None] = -1
+        return cls(np.fromiter(map(index.__getitem__, values), np.int64, len(values)), vocabulary)
+
+    def within(self, index: dict[str, int]) -> IntArray:
+        """These ids translated into another vocabulary's ids (-1 where it lacks the value)."""
+        table = np.array([index.get(value, -1) for value in self.vocabulary] + [-1], dtype=np.int64)
+        return table[self.ids]
+
+    def value(self, node: int) -> str | None:
+        code = int(self.ids[node])
+        return self.vocabulary[code] if code >= 0 else None
+
+
+@dataclass(frozen=True, eq=False)
 class Tree:
     """A parsed tree in pre-order: node 0 is the root and every parent precedes its children."""
 
     role: Role
     names: list[str]
     kinds: list[str | None]
+    name_codes: Categorical
+    kind_codes: Categorical
+    asset_codes: Categorical
     parent: IntArray
     depth: IntArray
     wallet: BoolArray
@@ -98,155 +130,266 @@ def _path_of(names: list[str], parents: list[int], index: int) -> str:
 
 
 def parse_tree(doc: object, role: Role) -> Tree:
-    """Validate a tree document and lay it out flat. Raises `InputError` naming the node path."""
-    names: list[str] = []
-    kinds: list[str | None] = []
-    parents: list[int] = []
-    depths: list[int] = []
-    is_wallet: list[bool] = []
-    assets: list[str | None] = []
-    amount_text: list[str | None] = []
-    weights: list[float] = []
-    keep: list[bool] = []
-    lists_children: list[bool] = []
-    locks: dict[int, tuple[Lock, ...]] = {}
-    locked: dict[int, float] = {}
-    quote: dict[int, str] = {}
-    exchange: dict[int, str] = {}
-    sibling_names: dict[tuple[int, str], int] = {}
+    """Validate a tree document and lay it out flat. Raises `InputError` naming the node path.
+
+    Two passes: a lean walk that only orders the nodes (pre-order, parent and depth), then column by
+    column validation with comprehensions and numpy; a bad value is looked for only once a column fails.
+    """
+    nodes, parents, depths, children = _walk(doc)
+    count = len(nodes)
     target = role == "target"
+    paths = _Paths(nodes, parents)
 
-    stack: list[tuple[object, int, int, int]] = [(doc, -1, 0, 0)]
-    while stack:
-        raw, parent, depth, position = stack.pop()
-        index = len(names)
+    names, name_codes = _names(nodes, parents, paths)
+    bad = _first(nodes, lambda node: not NODE_KEYS.issuperset(node))
+    if bad is not None:
+        unknown = ", ".join(sorted(map(str, nodes[bad].keys() - NODE_KEYS)))
+        raise InputError(paths.of(bad), f"unknown key(s) {unknown}")
+    kinds = [node.get("kind") for node in nodes]
+    if not set(map(type, kinds)) <= {str, type(None)}:
+        raise InputError(
+            paths.of(_first(kinds, lambda kind: not isinstance(kind, str | None)) or 0),
+            "'kind' must be a string",
+        )
+    keep = [node.get("keep_unlisted", False) for node in nodes]
+    if not set(map(type, keep)) <= {bool}:
+        raise InputError(
+            paths.of(_first(keep, lambda flag: type(flag) is not bool) or 0),
+            "'keep_unlisted' must be true or false",
+        )
+    quote = _text_column(nodes, "quote", paths)
+    exchange = _text_column(nodes, "exchange", paths)
 
-        def where(index: int = index, parent: int = parent, position: int = position) -> str:
-            if index < len(names):
-                return _path_of(names, parents, index)
-            base = _path_of(names, parents, parent) if parent >= 0 else ""
-            return f"{base}[{position}]" if base else "[root]"
+    is_wallet = ["asset" in node for node in nodes]
+    wallets = [i for i, wallet in enumerate(is_wallet) if wallet]
+    portfolios = [i for i, wallet in enumerate(is_wallet) if not wallet]
+    assets = [node.get("asset") for node in nodes]
+    for index in wallets:
+        if children[index] is not None:
+            raise InputError(paths.of(index), "a node has either 'children' (portfolio) or 'asset' (wallet)")
+    for asset in {assets[i] for i in wallets}:
+        if type(asset) is not str or not asset.strip():
+            where = paths.of(next(i for i in wallets if assets[i] == asset))
+            raise InputError(where, "'asset' must be a non-empty string")
+    for index in portfolios:
+        if "amount" in nodes[index] or "locks" in nodes[index]:
+            raise InputError(
+                paths.of(index), "'amount' and 'locks' belong to wallets (nodes with an 'asset')"
+            )
 
-        if not isinstance(raw, dict):
-            raise InputError(where(), f"a node must be a mapping, got {type(raw).__name__}")
-        node: dict[str, object] = raw
-        name = node.get("name")
-        if not isinstance(name, str) or not name.strip():
-            raise InputError(where(), "every node needs a non-empty string 'name'")
-        if PATH_SEP in name:
-            raise InputError(where(), f"node name {name!r} must not contain '{PATH_SEP}'")
-        unknown = node.keys() - NODE_KEYS
-        key = (parent, name)
-        if key in sibling_names:
-            names.append(name)
-            parents.append(parent)
-            raise InputError(where(), f"duplicate sibling name {name!r}")
-        sibling_names[key] = index
-        names.append(name)
-        parents.append(parent)
-        depths.append(depth)
-        if unknown:
-            raise InputError(where(), f"unknown key(s) {', '.join(sorted(map(str, unknown)))}")
+    amount_text, amounts = _amounts(nodes, wallets, target, paths)
+    locks: dict[int, tuple[Lock, ...]] = {}
+    locked = np.zeros(count, dtype=np.float64)
+    if not target:
+        for index in [i for i in wallets if "locks" in nodes[i]]:
+            exact = Decimal(amount_text[index] or 0)
+            parsed = _parse_locks(nodes[index]["locks"], exact, paths.of(index))
+            if parsed:
+                locks[index] = parsed
+                locked[index] = float(sum((lock.locked(exact) for lock in parsed), Decimal(0)))
 
-        kind = node.get("kind")
-        if kind is not None and not isinstance(kind, str):
-            raise InputError(where(), "'kind' must be a string")
-        kinds.append(kind)
-        for key_name, target_map in (("quote", quote), ("exchange", exchange)):
-            value = node.get(key_name)
-            if value is not None:
-                if not isinstance(value, str) or not value:
-                    raise InputError(where(), f"'{key_name}' must be a non-empty string")
-                target_map[index] = value
-
-        if parent < 0:
-            weights.append(1.0)
-        elif target:
-            if "weight" not in node:
-                raise InputError(where(), "every node of a desired tree needs a 'weight'")
-            weight = parse_fraction(node["weight"])
-            if weight is None:
-                raise InputError(where(), f"weight {node['weight']!r} is not a fraction or a percentage")
-            if weight < 0 or weight > 1:
-                raise InputError(where(), f"weight {node['weight']!r} is outside 0..100%")
-            weights.append(float(weight))
-        else:
-            weights.append(float("nan"))
-
-        keep_flag = node.get("keep_unlisted", False)
-        if not isinstance(keep_flag, bool):
-            raise InputError(where(), "'keep_unlisted' must be true or false")
-        keep.append(keep_flag)
-
-        children = node.get("children")
-        if "asset" in node:
-            if children is not None:
-                raise InputError(where(), "a node has either 'children' (portfolio) or 'asset' (wallet)")
-            asset = node["asset"]
-            if not isinstance(asset, str) or not asset.strip():
-                raise InputError(where(), "'asset' must be a non-empty string")
-            is_wallet.append(True)
-            assets.append(asset)
-            lists_children.append(False)
-            if "amount" in node:
-                amount = parse_decimal(node["amount"])
-                if amount is None:
-                    raise InputError(where(), f"amount {node['amount']!r} is not a decimal number")
-                if amount < 0:
-                    raise InputError(where(), f"negative amount {node['amount']}")
-                amount_text.append(str(amount))
-            elif target:
-                amount = Decimal(0)
-                amount_text.append(None)
-            else:
-                raise InputError(where(), "a wallet needs an 'amount'")
-            if "locks" in node and not target:
-                parsed = _parse_locks(node["locks"], amount, where())
-                if parsed:
-                    locks[index] = parsed
-                    locked[index] = float(sum((lock.locked(amount) for lock in parsed), Decimal(0)))
-        else:
-            if children is not None and not isinstance(children, list):
-                raise InputError(where(), "'children' must be a list")
-            if "amount" in node or "locks" in node:
-                raise InputError(where(), "'amount' and 'locks' belong to wallets (nodes with an 'asset')")
-            is_wallet.append(False)
-            assets.append(None)
-            amount_text.append(None)
-            lists_children.append(bool(children))
-            if children:
-                for position_in_parent in range(len(children) - 1, -1, -1):
-                    stack.append((children[position_in_parent], index, depth + 1, position_in_parent))
-
-    count = len(names)
-    amount_array = np.zeros(count, dtype=np.float64)
-    wallet_index = [i for i in range(count) if amount_text[i] is not None]
-    if wallet_index:
-        amount_array[wallet_index] = np.array([amount_text[i] for i in wallet_index], dtype=np.float64)
-    locked_array = np.zeros(count, dtype=np.float64)
-    for i, value in locked.items():
-        locked_array[i] = value
+    weights = _weights(nodes, paths) if target else np.full(count, math.nan)
+    weights[0] = 1.0
+    lists_children = np.zeros(count, dtype=np.bool_)
+    lists_children[[i for i in portfolios if children[i]]] = True
     tree = Tree(
         role=role,
         names=names,
-        kinds=kinds,
+        kinds=cast(list[str | None], kinds),
+        name_codes=name_codes,
+        kind_codes=Categorical.of(cast(list[str | None], kinds)),
+        asset_codes=Categorical.of(cast(list[str | None], assets)),
         parent=np.array(parents, dtype=np.int64),
         depth=np.array(depths, dtype=np.int64),
         wallet=np.array(is_wallet, dtype=np.bool_),
-        assets=assets,
-        amount=amount_array,
+        assets=cast(list[str | None], assets),
+        amount=amounts,
         amount_text=amount_text,
-        locked=locked_array,
+        locked=locked,
         locks=locks,
-        weight=np.array(weights, dtype=np.float64),
+        weight=weights,
         keep_unlisted=np.array(keep, dtype=np.bool_),
-        lists_children=np.array(lists_children, dtype=np.bool_),
+        lists_children=lists_children,
         quote=quote,
         exchange=exchange,
     )
     if target:
         check_weight_sums(tree)
     return tree
+
+
+def _names(
+    nodes: list[dict[str, object]], parents: list[int], paths: _Paths
+) -> tuple[list[str], Categorical]:
+    """Every node's name: a non-empty string without '/', unique among its siblings."""
+    names = [node.get("name") for node in nodes]
+    try:
+        codes = Categorical.of(cast(list[str | None], names))
+    except TypeError:  # an unhashable name: a list or a mapping
+        bad = next(i for i, name in enumerate(names) if not isinstance(name, str | None))
+        raise InputError(paths.unnamed(bad), "every node needs a non-empty string 'name'") from None
+    for code, name in enumerate(codes.vocabulary):
+        if type(name) is not str or not name.strip() or PATH_SEP in name:
+            message = "every node needs a non-empty string 'name'"
+            if isinstance(name, str) and PATH_SEP in name:
+                message = f"node name {name!r} must not contain '{PATH_SEP}'"
+            raise InputError(paths.unnamed(int(np.argmax(codes.ids == code))), message)
+    if None in names:
+        raise InputError(paths.unnamed(names.index(None)), "every node needs a non-empty string 'name'")
+    valid = cast(list[str], names)
+    if len(codes.vocabulary) < len(valid):
+        keys = np.array(parents, dtype=np.int64) * (len(codes.vocabulary) + 1) + codes.ids
+        unique, first = np.unique(keys, return_index=True)
+        if unique.size < len(valid):
+            twice = np.ones(len(valid), dtype=np.bool_)
+            twice[first] = False
+            index = int(np.flatnonzero(twice)[0])
+            raise InputError(paths.of(index), f"duplicate sibling name {valid[index]!r}")
+    return valid, codes
+
+
+def _walk(doc: object) -> tuple[list[dict[str, object]], list[int], list[int], list[object]]:
+    """Every node in pre-order with its parent index, depth and children; only mappings and lists
+    are checked here."""
+    nodes: list[dict[str, object]] = []
+    parents: list[int] = []
+    depths: list[int] = []
+    children: list[object] = []
+    stack: list[tuple[object, int, int, int]] = [(doc, -1, 0, 0)]
+    pop, push = stack.pop, stack.extend
+    while stack:
+        raw, parent, depth, position = pop()
+        if type(raw) is not dict:
+            where = _Paths(nodes, parents).child(parent, position)
+            raise InputError(where, f"a node must be a mapping, got {type(raw).__name__}")
+        index = len(nodes)
+        nodes.append(raw)
+        parents.append(parent)
+        depths.append(depth)
+        kids = raw.get("children")
+        children.append(kids)
+        if kids:
+            if type(kids) is not list:
+                raise InputError(_Paths(nodes, parents).of(index), "'children' must be a list")
+            below = depth + 1
+            push((kids[i], index, below, i) for i in range(len(kids) - 1, -1, -1))
+        elif kids is not None and type(kids) is not list:
+            raise InputError(_Paths(nodes, parents).of(index), "'children' must be a list")
+    return nodes, parents, depths, children
+
+
+class _Paths:
+    """Node paths for error messages, computed only when an error is raised."""
+
+    def __init__(self, nodes: list[dict[str, object]], parents: list[int]) -> None:
+        self._nodes = nodes
+        self._parents = parents
+
+    def _name(self, index: int) -> str:
+        name = self._nodes[index].get("name")
+        return name if isinstance(name, str) else f"[{index}]"
+
+    def of(self, index: int) -> str:
+        parts: list[str] = []
+        while index >= 0:
+            parts.append(self._name(index))
+            index = self._parents[index]
+        return PATH_SEP.join(reversed(parts))
+
+    def child(self, parent: int, position: int) -> str:
+        return f"{self.of(parent)}[{position}]" if parent >= 0 else "[root]"
+
+    def unnamed(self, index: int) -> str:
+        """A node whose own name is unusable: its parent's path and its position there."""
+        parent = self._parents[index]
+        if parent < 0:
+            return "[root]"
+        siblings = cast(list[object], self._nodes[parent].get("children"))
+        position = next(i for i, node in enumerate(siblings) if node is self._nodes[index])
+        return self.child(parent, position)
+
+
+def _first(values: list[Any], bad: Callable[[Any], bool]) -> int | None:
+    """The index of the first value that is bad, or None."""
+    return next((i for i, value in enumerate(values) if bad(value)), None)
+
+
+def _text_column(nodes: list[dict[str, object]], key: str, paths: _Paths) -> dict[int, str]:
+    values = {i: node[key] for i, node in enumerate(nodes) if key in node}
+    for index, value in values.items():
+        if type(value) is not str or not value:
+            raise InputError(paths.of(index), f"'{key}' must be a non-empty string")
+    return values  # type: ignore[return-value]  # checked just above
+
+
+def _amounts(
+    nodes: list[dict[str, object]], wallets: list[int], target: bool, paths: _Paths
+) -> tuple[list[str | None], FloatArray]:
+    """Exact texts and floats of the wallets' amounts (decimal strings or JSON numbers, finite, >= 0)."""
+    texts: list[str | None] = [None] * len(nodes)
+    values = np.zeros(len(nodes), dtype=np.float64)
+    given = [i for i in wallets if "amount" in nodes[i]]
+    if not target and len(given) != len(wallets):
+        missing = next(i for i in wallets if "amount" not in nodes[i])
+        raise InputError(paths.of(missing), "a wallet needs an 'amount'")
+    raw = [nodes[i]["amount"] for i in given]
+    if set(map(type, raw)) <= {str}:
+        strings = cast(list[str], raw)
+        try:
+            parsed = np.array([float(text) for text in strings], dtype=np.float64)
+        except ValueError:
+            parsed = np.array([math.nan])
+        if np.isfinite(parsed).all() and (parsed >= 0).all():
+            for i, text in zip(given, strings, strict=True):
+                texts[i] = text
+            values[given] = parsed
+            return texts, values
+    for i, value in zip(given, raw, strict=True):  # the slow path finds and names the bad one
+        texts[i], values[i] = _amount(value, paths, i)
+    return texts, values
+
+
+def _amount(raw: object, paths: _Paths, index: int) -> tuple[str, float]:
+    """An amount's exact text and its float; finite and >= 0."""
+    value = parse_decimal(raw)
+    if value is None:
+        raise InputError(paths.of(index), f"amount {raw!r} is not a decimal number")
+    if value < 0:
+        raise InputError(paths.of(index), f"negative amount {raw}")
+    text = str(value)
+    return text, float(text)
+
+
+def _weights(nodes: list[dict[str, object]], paths: _Paths) -> FloatArray:
+    """Every non-root node's weight: a fraction or a percentage string, within 0..1."""
+    count = len(nodes)
+    missing = _first(nodes[1:], lambda node: "weight" not in node)
+    if missing is not None:
+        raise InputError(paths.of(missing + 1), "every node of a desired tree needs a 'weight'")
+    raw = [node["weight"] for node in nodes[1:]]
+    weights = np.full(count, math.nan)
+    try:
+        weights[1:] = [_fast_fraction(value) for value in raw]
+    except (TypeError, ValueError):
+        weights[1:] = math.nan
+    bad = np.flatnonzero(~np.isfinite(weights[1:]) | (weights[1:] < 0) | (weights[1:] > 1))
+    for index in bad.tolist():  # the exact parser names the problem
+        value = raw[index]
+        weight = parse_fraction(value)
+        if weight is None:
+            raise InputError(paths.of(index + 1), f"weight {value!r} is not a fraction or a percentage")
+        if weight < 0 or weight > 1:
+            raise InputError(paths.of(index + 1), f"weight {value!r} is outside 0..100%")
+        weights[index + 1] = float(weight)
+    return weights
+
+
+def _fast_fraction(value: object) -> float:
+    if type(value) is str:
+        return float(value[:-1]) / 100 if value.endswith("%") else float(value)
+    if type(value) is float or type(value) is int:
+        return float(value)
+    raise TypeError(value)
 
 
 def _parse_locks(raw: object, amount: Decimal, where: str) -> tuple[Lock, ...]:
@@ -305,10 +448,10 @@ class UnionTree:
 
     names: list[str]
     kinds: list[str | None]
+    asset_codes: Categorical
     parent: IntArray
     depth: IntArray
     wallet: BoolArray
-    assets: list[str | None]
     amount: FloatArray
     locked: FloatArray
     real_index: IntArray
@@ -338,11 +481,13 @@ class UnionTree:
             out[i] = name if p < 0 else f"{out[p]}{PATH_SEP}{name}"
         return out
 
+    def asset(self, node: int) -> str | None:
+        return self.asset_codes.value(node)
+
+    @cached_property
     def levels(self) -> list[IntArray]:
         """Node indices grouped by depth, root level first."""
-        order = np.argsort(self.depth, kind="stable")
-        bounds = np.searchsorted(self.depth[order], np.arange(int(self.depth.max()) + 2))
-        return [order[bounds[d] : bounds[d + 1]] for d in range(len(bounds) - 1)]
+        return _levels(self.depth)
 
     def children_csr(self) -> tuple[IntArray, IntArray]:
         """(offsets, child indices): the children of node i are ``child[offsets[i]:offsets[i+1]]``."""
@@ -353,6 +498,12 @@ class UnionTree:
         return offsets, order.astype(np.int64)
 
 
+def _levels(depth: IntArray) -> list[IntArray]:
+    order = np.argsort(depth, kind="stable")
+    bounds = np.searchsorted(depth[order], np.arange(int(depth.max(initial=0)) + 2))
+    return [order[bounds[d] : bounds[d + 1]] for d in range(len(bounds) - 1)]
+
+
 def union(real: Tree, target: Tree, default_quote: str) -> UnionTree:
     """Match the desired tree onto the real one by path; resolve every wallet's account.
 
@@ -360,33 +511,27 @@ def union(real: Tree, target: Tree, default_quote: str) -> UnionTree:
     nodes match in a few numpy passes instead of a million dictionary probes.
     """
     n_real = len(real)
-    ids = {name: i for i, name in enumerate(dict.fromkeys(real.names))}
-    width = len(ids) + 1
-    real_keys = real.parent[1:] * width + np.fromiter(
-        map(ids.__getitem__, real.names[1:]), np.int64, n_real - 1
-    )
+    vocabulary = {name: i for i, name in enumerate(real.name_codes.vocabulary)}
+    width = len(vocabulary) + 1
+    real_keys = real.parent[1:] * width + real.name_codes.ids[1:]
     key_order = np.argsort(real_keys, kind="stable")
     sorted_keys = real_keys[key_order]
-    lookup = ids.get
-    target_ids = np.array([lookup(name, -1) for name in target.names], dtype=np.int64)
+    target_ids = target.name_codes.within(vocabulary)
 
     target_to_union = np.zeros(len(target), dtype=np.int64)
     real_target = np.full(n_real, -1, dtype=np.int64)
     real_target[0] = 0
     new_levels: list[IntArray] = []
     next_new = n_real
-    order = np.argsort(target.depth, kind="stable")
-    bounds = np.searchsorted(target.depth[order], np.arange(int(target.depth.max(initial=0)) + 2))
-    for d in range(1, len(bounds) - 1):
-        level = order[bounds[d] : bounds[d + 1]]
+    for level in _levels(target.depth)[1:]:
         up = target_to_union[target.parent[level]]
         keys = up * width + target_ids[level]
-        position = np.minimum(np.searchsorted(sorted_keys, keys), max(sorted_keys.size - 1, 0))
         found = (target_ids[level] >= 0) & (up < n_real)
         if sorted_keys.size:
+            position = np.minimum(np.searchsorted(sorted_keys, keys), sorted_keys.size - 1)
             found &= sorted_keys[position] == keys
         else:
-            found &= False
+            position, found = np.zeros_like(keys), found & False
         matched = key_order[position[found]] + 1
         target_to_union[level[found]] = matched
         real_target[matched] = level[found]
@@ -394,25 +539,22 @@ def union(real: Tree, target: Tree, default_quote: str) -> UnionTree:
         target_to_union[new] = np.arange(next_new, next_new + new.size)
         next_new += new.size
         new_levels.append(new)
-    _check_matches(real, target, real_target)
-    new_nodes = np.concatenate(new_levels).tolist() if new_levels else []
-    new_parent = target_to_union[target.parent[new_nodes]].tolist() if new_nodes else []
+    new = np.concatenate(new_levels) if new_levels else np.zeros(0, dtype=np.int64)
+    new_nodes = new.tolist()
 
-    new = np.array(new_nodes, dtype=np.int64)
-    names = real.names + [target.names[j] for j in new_nodes]
-    kinds = real.kinds + [target.kinds[j] for j in new_nodes]
-    assets = real.assets + [target.assets[j] for j in new_nodes]
-    parent = np.concatenate((real.parent, np.array(new_parent, dtype=np.int64)))
-    depth = np.concatenate((real.depth, target.depth[new] if new.size else np.zeros(0, dtype=np.int64)))
-    wallet = np.concatenate((real.wallet, target.wallet[new] if new.size else np.zeros(0, dtype=np.bool_)))
-    count = len(names)
+    # Assets in one vocabulary: the real tree's, then what only the desired tree names.
+    assets = {name: i for i, name in enumerate(real.asset_codes.vocabulary)}
+    for name in target.asset_codes.vocabulary:
+        assets.setdefault(name, len(assets))
+    target_assets = target.asset_codes.within(assets)
+    _check_matches(real, target, real_target, target_assets)
+    asset_codes = Categorical(np.concatenate((real.asset_codes.ids, target_assets[new])), list(assets))
+
+    count = n_real + new.size
     amount = np.zeros(count, dtype=np.float64)
     amount[:n_real] = real.amount
     locked = np.zeros(count, dtype=np.float64)
     locked[:n_real] = real.locked
-    target_index = np.concatenate((real_target, new))
-    real_index = np.concatenate((np.arange(n_real, dtype=np.int64), np.full(new.size, -1, dtype=np.int64)))
-
     quotes = dict(real.quote)
     exchanges = dict(real.exchange)
     for offset, j in enumerate(new_nodes):
@@ -422,53 +564,63 @@ def union(real: Tree, target: Tree, default_quote: str) -> UnionTree:
             exchanges[n_real + offset] = target.exchange[j]
 
     tree = UnionTree(
-        names=names,
-        kinds=kinds,
-        parent=parent,
-        depth=depth,
-        wallet=wallet,
-        assets=assets,
+        names=real.names + [target.names[j] for j in new_nodes],
+        kinds=real.kinds + [target.kinds[j] for j in new_nodes],
+        asset_codes=asset_codes,
+        parent=np.concatenate((real.parent, target_to_union[target.parent[new]])),
+        depth=np.concatenate((real.depth, target.depth[new])),
+        wallet=np.concatenate((real.wallet, target.wallet[new])),
         amount=amount,
         locked=locked,
-        real_index=real_index,
-        target_index=target_index,
+        real_index=np.concatenate((np.arange(n_real, dtype=np.int64), np.full(new.size, -1, dtype=np.int64))),
+        target_index=np.concatenate((real_target, new)),
         account_of=np.full(count, -1, dtype=np.int64),
         accounts={},
         real=real,
         target=target,
     )
-    _resolve_accounts(tree, quotes, exchanges, default_quote)
+    _resolve_accounts(tree, quotes, exchanges, default_quote, _kind_flags(real, target, new))
     return tree
 
 
-def _check_matches(real: Tree, target: Tree, real_target: IntArray) -> None:
+def _kind_flags(real: Tree, target: Tree, new: IntArray) -> tuple[BoolArray, BoolArray]:
+    """Which union nodes are accounts and which are exchanges (from the kind vocabularies)."""
+
+    def flag(kind: str) -> BoolArray:
+        in_real = real.kind_codes.within({kind: 0}) == 0
+        in_target = target.kind_codes.within({kind: 0}) == 0
+        return np.concatenate((in_real, in_target[new]))
+
+    return flag(ACCOUNT), flag(EXCHANGE)
+
+
+def _check_matches(real: Tree, target: Tree, real_target: IntArray, target_assets: IntArray) -> None:
     """A matched pair must be two wallets of the same asset, or two portfolios."""
     both = np.flatnonzero(real_target >= 0)
-    kinds = real.wallet[both] != target.wallet[real_target[both]]
+    partner = real_target[both]
+    kinds = real.wallet[both] != target.wallet[partner]
     if kinds.any():
         node = int(both[np.argmax(kinds)])
         raise InputError(real.path(node), "is a wallet in one tree and a portfolio in the other", "target")
-    wallets = both[real.wallet[both]].tolist()
-    partner = real_target[wallets].tolist()
-    for node, other in zip(wallets, partner, strict=True):
-        if real.assets[node] != target.assets[other]:
-            raise InputError(
-                real.path(node),
-                f"asset {real.assets[node]} in the real tree, {target.assets[other]} desired",
-                "target",
-            )
+    differ = real.wallet[both] & (real.asset_codes.ids[both] != target_assets[partner])
+    if differ.any():
+        node, other = int(both[np.argmax(differ)]), int(partner[np.argmax(differ)])
+        held, wanted = real.asset_codes.value(node), target.asset_codes.value(other)
+        raise InputError(real.path(node), f"asset {held} in the real tree, {wanted} desired", "target")
 
 
 def _resolve_accounts(
-    tree: UnionTree, quotes: dict[int, str], exchanges: dict[int, str], default_quote: str
+    tree: UnionTree,
+    quotes: dict[int, str],
+    exchanges: dict[int, str],
+    default_quote: str,
+    flags: tuple[BoolArray, BoolArray],
 ) -> None:
     """Every wallet lies under exactly one account; the exchange is the nearest exchange ancestor."""
-    count = len(tree)
-    is_account = np.array([kind == ACCOUNT for kind in tree.kinds], dtype=np.bool_)
-    is_exchange = np.array([kind == EXCHANGE for kind in tree.kinds], dtype=np.bool_)
+    is_account, is_exchange = flags
     account_of = tree.account_of
-    exchange_of = np.full(count, -1, dtype=np.int64)
-    for level in tree.levels():
+    exchange_of = np.full(len(tree), -1, dtype=np.int64)
+    for level in tree.levels:
         parents = tree.parent[level]
         inherited = np.where(parents >= 0, account_of[np.maximum(parents, 0)], -1)
         nested = level[is_account[level] & (inherited >= 0)]
