@@ -258,3 +258,45 @@ def test_invested_money_funds_the_buys() -> None:
 def test_real_equal_to_desired_gives_no_orders() -> None:
     _, _, out = run(two_assets("1", "10", "100"), weights(1 / 3, 1 / 3, 1 / 3), PRICES)
     assert out["orders"] == [] and out["skipped"] == [] and out["transfers"] == []
+
+
+def test_selling_a_whole_wallet_of_four_hundred_million_steps_sells_all_of_it() -> None:
+    # 4300.46 / 0.00001 is 430045999.99999994 in floats: an absolute epsilon alone lost one step.
+    real = folder("me", account("acct", wallet("sio", "SIO", "4300.46"), wallet("cash", "USDT", "0")))
+    target = folder("me", folder("acct", wallet("cash", "USDT", weight="1"), weight="1"))
+    price = {"quote": "USDT", "prices": {"SIO": "18.1109"}}
+    _, _, out = run(real, target, price, {"ex": {"SIO/USDT": market(step="0.00001")}})
+    assert brief(out) == [(1, "SIO/USDT", "sell", "4300.46")]
+
+
+def test_an_order_of_exactly_the_minimum_amount_is_sent() -> None:
+    # 10 steps of 0.000001 is 9.999999999999999e-06 in floats, which compared below 0.00001.
+    real = folder("me", account("acct", wallet("cash", "USDT", "1000")))
+    target = folder(
+        "me",
+        folder(
+            "acct", wallet("cash", "USDT", weight="0.99895"), wallet("btc", "BTC", weight="0.00105"), weight=1
+        ),
+    )
+    price = {"quote": "USDT", "prices": {"BTC": "100000"}}
+    _, _, out = run(real, target, price, {"ex": {"BTC/USDT": market(step="0.000001", min_amount="0.00001")}})
+    assert brief(out) == [(2, "BTC/USDT", "buy", "0.00001")]
+    assert out["skipped"] == []
+
+
+def test_an_empty_children_list_scales_like_an_absent_one() -> None:
+    real = folder(
+        "root",
+        account(
+            "acc",
+            folder("s", wallet("a", "BTC", "1"), wallet("b", "ETH", "10")),
+            wallet("usdt", "USDT", "200"),
+        ),
+    )
+    target = folder(
+        "root",
+        folder("acc", folder("s", weight=0.5, children=[]), wallet("usdt", "USDT", weight=0.5), weight=1),
+    )
+    _, _, out = run(real, target, PRICES)
+    # s holds 200 of 400 already: it scales to 200 with its 1:1 proportions kept, so nothing trades.
+    assert out["orders"] == []
