@@ -131,13 +131,14 @@ def test_a_buy_squeezed_under_the_minimum_is_skipped_for_insufficient_quote() ->
     ]
 
 
-def test_moves_inside_one_account_are_netted() -> None:
+def btc_in_two_sectors(a: str, b: str, weights: tuple[float, float, float]) -> tuple[dict, dict]:
+    """One account holding BTC in sectors a and b (and USDT), and a desired split between them."""
     real = folder(
         "root",
         account(
             "acc",
-            folder("a", wallet("btc", "BTC", "1")),
-            folder("b", wallet("btc", "BTC", "0")),
+            folder("a", wallet("btc", "BTC", a)),
+            folder("b", wallet("btc", "BTC", b)),
             wallet("usdt", "USDT", "0"),
         ),
     )
@@ -145,37 +146,24 @@ def test_moves_inside_one_account_are_netted() -> None:
         "root",
         folder(
             "acc",
-            folder("a", wallet("btc", "BTC", weight=1), weight=0.4),
-            folder("b", wallet("btc", "BTC", weight=1), weight=0.6),
-            wallet("usdt", "USDT", weight=0),
+            folder("a", wallet("btc", "BTC", weight=1), weight=weights[0]),
+            folder("b", wallet("btc", "BTC", weight=1), weight=weights[1]),
+            wallet("usdt", "USDT", weight=weights[2]),
             weight=1,
         ),
     )
+    return real, target
+
+
+def test_moves_inside_one_account_are_netted() -> None:
+    real, target = btc_in_two_sectors("1", "0", (0.4, 0.6, 0))
     _, plan, out = run(real, target, PRICES)
     assert out["orders"] == []
     assert len(plan) == 0
 
 
 def test_netted_skip_names_the_account() -> None:
-    real = folder(
-        "root",
-        account(
-            "acc",
-            folder("a", wallet("btc", "BTC", "1")),
-            folder("b", wallet("btc", "BTC", "1")),
-            wallet("usdt", "USDT", "0"),
-        ),
-    )
-    target = folder(
-        "root",
-        folder(
-            "acc",
-            folder("a", wallet("btc", "BTC", weight=1), weight=0.499),
-            folder("b", wallet("btc", "BTC", weight=1), weight=0.499),
-            wallet("usdt", "USDT", weight=0.002),
-            weight=1,
-        ),
-    )
+    real, target = btc_in_two_sectors("1", "1", (0.499, 0.499, 0.002))
     _, _, out = run(real, target, PRICES, {"ex": {"BTC/USDT": market(step="0.001", min_cost="5")}})
     assert [(s["path"], s["reason"], s["amount"]) for s in out["skipped"]] == [
         ("root/acc", "below_min_cost", "0.004")
