@@ -1,0 +1,306 @@
+"""The bus: JetStream streams declared in code, idempotent publishing, explicit acks, dead letters.
+
+- Three streams (events, commands, dead letters), each with an explicit duplicate window: every publish
+  sets ``Nats-Msg-Id`` to the event's id, which is derived from its cause, so a redelivered trigger that
+  publishes again is dropped by the server instead of having a second effect.
+- Every consumer is durable, states its ack policy, and is wrapped by `consume`: a message that does not
+  validate (malformed JSON, a schema violation, an unknown version) goes to ``rebal.dlq.<service>`` with
+  its raw payload and the reason, is counted, and is acked; a handler that fails is retried with backoff
+  up to `MAX_DELIVER` times, then dead-lettered too. The service keeps serving either way.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from faststream import AckPolicy
+from faststream.nats import JStream, NatsBroker, NatsMessage
+from nats.js import api
+from nats.js.errors import BadRequestError, NotFoundError
+from pydantic import ValidationError
+
+from rebal import metrics, subjects
+from rebal.events import EVENT_TYPES, DeadLettered, Event, derive_id
+
+log = logging.getLogger("rebal.bus")
+E = TypeVar("E", bound=Event)
+
+DUPLICATE_WINDOW_SECONDS = 120.0
+EVENTS_MAX_AGE_SECONDS = 30 * 24 * 3600.0
+MAX_DELIVER = 5
+BACKOFF_SECONDS = (0.2, 1.0, 5.0, 15.0)
+ACK_WAIT_SECONDS = 30.0
+# Snapshots carry whole trees: the server is started with a larger max_payload (see docs/events.md).
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    name: str
+    subjects: tuple[str, ...]
+    max_age: float
+
+    def jstream(self) -> JStream:
+        """The FastStream handle for subscribers; the stream itself is declared by `declare_streams`."""
+        return JStream(name=self.name, subjects=list(self.subjects), declare=False)
+
+    def config(self, replicas: int) -> api.StreamConfig:
+        return api.StreamConfig(
+            name=self.name,
+            subjects=list(self.subjects),
+            duplicate_window=DUPLICATE_WINDOW_SECONDS,
+            max_age=self.max_age,
+            storage=api.StorageType.FILE,
+            retention=api.RetentionPolicy.LIMITS,
+            num_replicas=replicas,
+            max_msg_size=MAX_MESSAGE_BYTES,
+        )
+
+
+EVENTS = StreamSpec(subjects.EVENTS_STREAM, (subjects.ALL_EVENTS,), EVENTS_MAX_AGE_SECONDS)
+COMMANDS = StreamSpec(subjects.COMMANDS_STREAM, (subjects.ALL_COMMANDS,), 7 * 24 * 3600.0)
+DEAD_LETTERS = StreamSpec(subjects.DLQ_STREAM, (subjects.ALL_DEAD_LETTERS,), EVENTS_MAX_AGE_SECONDS)
+STREAMS = (EVENTS, COMMANDS, DEAD_LETTERS)
+
+
+def stream_of(subject: str) -> StreamSpec:
+    if subject.startswith(f"{subjects.PREFIX}.cmd."):
+        return COMMANDS
+    if subject.startswith(f"{subjects.PREFIX}.dlq."):
+        return DEAD_LETTERS
+    return EVENTS
+
+
+async def declare_streams(broker: NatsBroker, replicas: int = 1) -> None:
+    """Create the streams, or bring an existing one's configuration up to date."""
+    js = broker.config.connection_state.stream
+    for spec in STREAMS:
+        config = spec.config(replicas)
+        try:
+            await js.add_stream(config)
+        except BadRequestError:
+            await js.update_stream(config)
+
+
+class Publisher:
+    """Publishes events with ``Nats-Msg-Id`` = event id; tells whether the server kept or dropped it."""
+
+    def __init__(self, broker: NatsBroker) -> None:
+        self._broker = broker
+
+    async def publish(self, event: Event) -> bool:
+        """True when stored, False when the server dropped it as a duplicate of an earlier publish."""
+        subject = event.subject
+        ack = await self._broker.publish(
+            event.model_dump_json().encode(),
+            subject=subject,
+            headers={"Nats-Msg-Id": str(event.event_id)},
+            stream=stream_of(subject).name,
+        )
+        metrics.PUBLISHED.labels(topic=event.topic.name, duplicate=str(ack.duplicate).lower()).inc()
+        return not ack.duplicate
+
+    async def dead_letter(self, service: str, message: NatsMessage, error: str) -> None:
+        raw: bytes = message.body
+        try:
+            payload, encoding = raw.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            payload, encoding = base64.b64encode(raw).decode("ascii"), "base64"
+        subject = message.raw_message.subject
+        letter = DeadLettered(
+            service=service,
+            subject=subject,
+            payload=payload,
+            encoding=encoding,
+            headers={k: v for k, v in (message.headers or {}).items() if isinstance(v, str)},
+            error=error,
+            received_at=datetime.now(UTC),
+        )
+        sequence = _sequence(message)
+        await self._broker.publish(
+            letter.model_dump_json().encode(),
+            subject=subjects.dead_letter(service),
+            headers={"Nats-Msg-Id": str(derive_id("dead-letter", service, subject, sequence, error))},
+            stream=DEAD_LETTERS.name,
+        )
+        metrics.DEAD_LETTERED.labels(service=service, topic=_topic_label(subject)).inc()
+        log.warning("dead-lettered a message from %s: %s", subject, error)
+
+
+async def latest(broker: NatsBroker, kind: type[E], key: str) -> E | None:
+    """The last `kind` event published for `key` (a portfolio), read straight from the stream.
+
+    Services stay stateless across restarts: the stream is the record. None when there is none yet, or
+    when the last one cannot be read (it was dead-lettered by its consumers already).
+    """
+    subject = kind.topic.subject(key)
+    js = broker.config.connection_state.stream
+    try:
+        message = await js.get_last_msg(stream_of(subject).name, subject)
+    except NotFoundError:
+        return None
+    event = decode(kind, subject, message.data or b"")
+    if isinstance(event, str):
+        log.warning("the last message on %s cannot be read: %s", subject, event)
+        return None
+    return event
+
+
+def _sequence(message: NatsMessage) -> str:
+    try:
+        meta = message.raw_message.metadata
+    except Exception:  # noqa: BLE001 - a plain (non-JetStream) message has no metadata
+        return str(id(message))
+    return f"{meta.stream}:{meta.sequence.stream}"
+
+
+def _deliveries(message: NatsMessage) -> int:
+    try:
+        return int(message.raw_message.metadata.num_delivered)
+    except Exception:  # noqa: BLE001 - a plain (non-JetStream) message is delivered once
+        return 1
+
+
+def _topic_label(subject: str) -> str:
+    parsed = subjects.parse(subject)
+    return parsed[0].name if parsed is not None else "unknown"
+
+
+def decode(kind: type[E], subject: str, body: bytes) -> E | str:
+    """The event, or why it cannot be read (the reason goes with the dead letter)."""
+    parsed = subjects.parse(subject)
+    if parsed is not None and parsed[1] != subjects.VERSION:
+        return f"unknown version v{parsed[1]} of {parsed[0].name} (this service reads v{subjects.VERSION})"
+    try:
+        event = kind.model_validate_json(body)
+    except ValidationError as exc:
+        return f"invalid {kind.__name__}: {_brief(exc)}"
+    if parsed is not None and parsed[2] != event.subject_key:
+        return f"subject names {parsed[2]!r} but the payload is about {event.subject_key!r}"
+    return event
+
+
+def decode_any(subject: str, body: bytes) -> Event | str:
+    """Any known event or command, chosen by the subject's topic (for consumers of everything)."""
+    parsed = subjects.parse(subject)
+    if parsed is None:
+        return f"not a Rebal subject: {subject}"
+    kind = next((k for k in EVENT_TYPES.values() if k.topic == parsed[0]), None)
+    if kind is None:
+        return f"no event is published on {parsed[0].name}"
+    return decode(kind, subject, body)
+
+
+def _brief(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:3]:
+        where = ".".join(str(part) for part in error["loc"]) or "body"
+        parts.append(f"{where}: {error['msg']}")
+    more = f" (+{exc.error_count() - 3} more)" if exc.error_count() > 3 else ""
+    return "; ".join(parts) + more
+
+
+Handler = Callable[[E], Awaitable[None]]
+
+
+def consume(
+    broker: NatsBroker,
+    publisher: Publisher,
+    *,
+    service: str,
+    kind: type[E],
+    durable: str,
+    handler: Handler[E],
+    key: str = "*",
+) -> None:
+    """Subscribe `handler` to every version of `kind`'s subject with a durable, explicitly acked consumer.
+
+    Replicas of a service share the durable consumer (a queue group named after it), so each message is
+    handled by one of them.
+    """
+
+    def read(subject: str, body: bytes) -> E | str:
+        return decode(kind, subject, body)
+
+    _subscribe(
+        broker, publisher, service, kind.topic.any_version(key), durable, read, handler, kind.topic.name
+    )
+
+
+def consume_all(
+    broker: NatsBroker,
+    publisher: Publisher,
+    *,
+    service: str,
+    durable: str,
+    filter_subject: str,
+    handler: Handler[Event],
+) -> None:
+    """Subscribe to every known event (or command) under `filter_subject` (e.g. ``rebal.evt.>``)."""
+    _subscribe(broker, publisher, service, filter_subject, durable, decode_any, handler, "any")
+
+
+def _subscribe(
+    broker: NatsBroker,
+    publisher: Publisher,
+    service: str,
+    subject: str,
+    durable: str,
+    read: Callable[[str, bytes], E | str],
+    handler: Handler[E],
+    topic: str,
+) -> None:
+    spec = stream_of(subject)
+    config = api.ConsumerConfig(
+        ack_policy=api.AckPolicy.EXPLICIT,
+        ack_wait=ACK_WAIT_SECONDS,
+        max_deliver=MAX_DELIVER,
+        deliver_policy=api.DeliverPolicy.ALL,
+    )
+
+    @broker.subscriber(
+        subject,
+        stream=spec.jstream(),
+        durable=durable,
+        queue=durable,
+        config=config,
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+    )
+    async def receive(message: NatsMessage) -> None:
+        started = time.perf_counter()
+        event = read(message.raw_message.subject, message.body)
+        if isinstance(event, str):
+            await publisher.dead_letter(service, message, event)
+            await message.ack()
+            return
+        try:
+            await handler(event)
+        except Exception as exc:  # noqa: BLE001 - any handler failure is retried, then dead-lettered
+            delivered = _deliveries(message)
+            reason = f"{type(exc).__name__}: {exc}"
+            if delivered >= MAX_DELIVER:
+                await publisher.dead_letter(
+                    service, message, f"gave up after {delivered} deliveries: {reason}"
+                )
+                await message.ack()
+            else:
+                log.warning("handler for %s failed (delivery %d), retrying: %s", subject, delivered, reason)
+                metrics.HANDLER_RETRIES.labels(service=service, topic=topic).inc()
+                await message.nack(delay=BACKOFF_SECONDS[min(delivered, len(BACKOFF_SECONDS)) - 1])
+            return
+        await message.ack()
+        metrics.HANDLED.labels(service=service, topic=topic).observe(time.perf_counter() - started)
+
+
+def subjects_consumed(kinds: Sequence[type[Event]]) -> list[str]:
+    return [kind.topic.any_version() for kind in kinds]
+
+
+def message_headers(message: NatsMessage) -> dict[str, Any]:
+    return dict(message.headers or {})

@@ -1,0 +1,278 @@
+"""The messages Rebal services exchange: one envelope, frozen pydantic models, versioned.
+
+Every event carries an envelope: its id (derived from its cause, so a redelivered trigger recomputes
+the same id and the bus drops the duplicate), when it happened and when it was emitted (UTC), the
+correlation id (the rebalance run), the causation id (the message that caused it) and the portfolio.
+Breaking changes get a new `version` and a new subject (see `rebal.subjects`).
+
+Quantities, prices and money are decimals, carried as strings in JSON.
+"""
+
+from __future__ import annotations
+
+import builtins
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+
+from rebal import subjects
+from rebal.subjects import Topic
+
+NAMESPACE = uuid.UUID("6f0c8f0e-6a43-5f7b-9a57-2d0cb1f3e0a1")
+PortfolioId = Annotated[str, AfterValidator(lambda v: subjects.check_token(v, "portfolio"))]
+StrategyId = Annotated[str, AfterValidator(lambda v: subjects.check_token(v, "strategy"))]
+Side = Literal["buy", "sell"]
+E = TypeVar("E", bound="Event")
+
+
+def derive_id(*parts: object) -> uuid.UUID:
+    """A deterministic id from what caused it: the same cause gives the same id."""
+    return uuid.uuid5(NAMESPACE, "|".join(str(part) for part in parts))
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Event(Frozen):
+    """The envelope. Subclasses set `topic` and a literal `type`."""
+
+    topic: ClassVar[Topic]
+
+    type: str
+    version: Literal[1] = 1
+    event_id: uuid.UUID
+    occurred_at: AwareDatetime
+    emitted_at: AwareDatetime
+    portfolio_id: PortfolioId
+    correlation_id: uuid.UUID | None = None
+    causation_id: uuid.UUID | None = None
+
+    @property
+    def subject(self) -> str:
+        return self.topic.subject(self.subject_key)
+
+    @property
+    def subject_key(self) -> str:
+        return self.portfolio_id
+
+    def caused(self, kind: builtins.type[E], *, now: datetime, key: object = "", **fields: Any) -> E:
+        """A follow-up event: same portfolio and run, caused by this one, id derived from this one."""
+        return kind(
+            type=kind.__name__,
+            event_id=derive_id(kind.__name__, self.event_id, key),
+            occurred_at=fields.pop("occurred_at", now),
+            emitted_at=now,
+            portfolio_id=self.portfolio_id,
+            correlation_id=fields.pop("correlation_id", self.correlation_id),
+            causation_id=self.event_id,
+            **fields,
+        )
+
+
+# Commands (operators, the CLI, the API).
+
+
+class StartRebalance(Event):
+    """Plan a rebalance now; execute it unless `dry_run`."""
+
+    topic = subjects.START_REBALANCE
+    type: Literal["StartRebalance"] = "StartRebalance"
+    dry_run: bool = True
+    band: Decimal = Field(default=Decimal(0), ge=0)
+    requested_by: str = "operator"
+
+
+class TakeSnapshot(Event):
+    """Read the venues' balances now and publish a snapshot."""
+
+    topic = subjects.TAKE_SNAPSHOT
+    type: Literal["TakeSnapshot"] = "TakeSnapshot"
+
+
+# Facts.
+
+
+class BalanceSnapshotTaken(Event):
+    """The real tree as the venues report it, with the prices and markets used to value it."""
+
+    topic = subjects.BALANCE_SNAPSHOT_TAKEN
+    type: Literal["BalanceSnapshotTaken"] = "BalanceSnapshotTaken"
+    tree: dict[str, Any]
+    prices: dict[str, Any]
+    markets: dict[str, Any] | None = None
+
+
+class TargetWeightsComputed(Event):
+    """The desired tree (weights at any level) the portfolio should be brought to."""
+
+    topic = subjects.TARGET_WEIGHTS_COMPUTED
+    type: Literal["TargetWeightsComputed"] = "TargetWeightsComputed"
+    tree: dict[str, Any]
+    source: str = "file"
+
+
+class PlannedOrder(Frozen):
+    account: str
+    exchange: str
+    symbol: str
+    side: Side
+    amount: Decimal
+    est_price: Decimal
+    est_cost: Decimal
+    est_fee: Decimal
+    phase: int
+
+
+class PlannedTransfer(Frozen):
+    asset: str
+    from_account: str
+    to_account: str
+    amount: Decimal
+    est_value: Decimal
+
+
+class SkippedOrder(Frozen):
+    path: str
+    symbol: str
+    side: Side
+    amount: Decimal
+    reason: str
+
+
+class RebalancePlanned(Event):
+    """An order plan. A dry-run plan is shown, never executed. `correlation_id` is the run."""
+
+    topic = subjects.REBALANCE_PLANNED
+    type: Literal["RebalancePlanned"] = "RebalancePlanned"
+    dry_run: bool
+    band: Decimal
+    snapshot_id: uuid.UUID
+    target_id: uuid.UUID
+    total_value: Decimal
+    orders: tuple[PlannedOrder, ...]
+    transfers: tuple[PlannedTransfer, ...] = ()
+    skipped: tuple[SkippedOrder, ...] = ()
+
+
+class PlanFailed(Event):
+    """No plan could be made: bad input (the reason names the node path) or a missing snapshot/target."""
+
+    topic = subjects.PLAN_FAILED
+    type: Literal["PlanFailed"] = "PlanFailed"
+    reason: str
+    dry_run: bool
+
+
+class RunStarted(Event):
+    topic = subjects.RUN_STARTED
+    type: Literal["RunStarted"] = "RunStarted"
+    plan_id: uuid.UUID
+    orders: int
+
+
+class OrderPlaced(Event):
+    """An order sent to a venue; `client_order_id` is derived from the run and the leg."""
+
+    topic = subjects.ORDER_PLACED
+    type: Literal["OrderPlaced"] = "OrderPlaced"
+    client_order_id: str
+    account: str
+    exchange: str
+    symbol: str
+    side: Side
+    amount: Decimal
+    phase: int
+
+
+class OrderFilled(Event):
+    """A fill, recorded once by its trade id."""
+
+    topic = subjects.ORDER_FILLED
+    type: Literal["OrderFilled"] = "OrderFilled"
+    client_order_id: str
+    trade_id: str
+    symbol: str
+    side: Side
+    amount: Decimal
+    price: Decimal
+    fee: Decimal
+    fee_asset: str
+
+
+RunStatus = Literal["completed", "completed_with_adjustments", "cancelled", "error"]
+
+
+class RunFinished(Event):
+    """How a run ended, with every order's outcome."""
+
+    topic = subjects.RUN_FINISHED
+    type: Literal["RunFinished"] = "RunFinished"
+    plan_id: uuid.UUID
+    status: RunStatus
+    placed: int
+    filled: int
+    skipped: int
+    failed: int
+    reasons: tuple[str, ...] = ()
+
+
+class StrategyReturnReported(Event):
+    """A bot's return for one period (its idempotency key is strategy + timestamp)."""
+
+    topic = subjects.STRATEGY_RETURN_REPORTED
+    type: Literal["StrategyReturnReported"] = "StrategyReturnReported"
+    strategy_id: StrategyId
+    timestamp: AwareDatetime
+    period_return: Decimal
+    equity: Decimal | None = None
+    positions: dict[str, Decimal] | None = None
+
+    @property
+    def subject_key(self) -> str:
+        return self.strategy_id
+
+
+class DeadLettered(Frozen):
+    """A message a service could not read: the raw payload, where it came from and why."""
+
+    service: str
+    subject: str
+    payload: str
+    encoding: Literal["utf-8", "base64"]
+    headers: dict[str, str]
+    error: str
+    received_at: AwareDatetime
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    kind.__name__: kind
+    for kind in (
+        StartRebalance,
+        TakeSnapshot,
+        BalanceSnapshotTaken,
+        TargetWeightsComputed,
+        RebalancePlanned,
+        PlanFailed,
+        RunStarted,
+        OrderPlaced,
+        OrderFilled,
+        RunFinished,
+        StrategyReturnReported,
+    )
+}
+
+
+def new_event(kind: type[E], *, key: object, now: datetime, portfolio_id: str, **fields: Any) -> E:
+    """A first event (no cause on the bus): its id is derived from `key`, which names what it is about."""
+    return kind(
+        type=kind.__name__,
+        event_id=derive_id(kind.__name__, portfolio_id, key),
+        occurred_at=fields.pop("occurred_at", now),
+        emitted_at=now,
+        portfolio_id=portfolio_id,
+        **fields,
+    )

@@ -1,0 +1,133 @@
+"""What every service is made of: a NATS broker, the streams, and an HTTP side with health and metrics.
+
+`build` returns an ASGI FastStream app (run it with ``python -m rebal_<name>`` or
+``faststream run rebal_<name>.app:app``) serving on the service's own port:
+
+- ``/livez``: the process is up;
+- ``/readyz``: NATS answers and, for services that use it, Postgres answers (503 and a JSON body naming
+  what failed otherwise);
+- ``/metrics``: Prometheus text (FastStream's messaging metrics and the ``rebal_`` ones).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+from faststream.asgi import AsgiFastStream, AsgiResponse, get
+from faststream.nats import NatsBroker
+from faststream.nats.prometheus import NatsPrometheusMiddleware
+from prometheus_client import REGISTRY, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from rebal import bus
+from rebal.settings import ServiceSettings
+
+log = logging.getLogger("rebal.service")
+READY_TIMEOUT_SECONDS = 2.0
+Check = Callable[[], Awaitable[None]]
+
+
+def make_broker(settings: ServiceSettings, name: str) -> NatsBroker:
+    return NatsBroker(
+        settings.nats.url,
+        connect_timeout=settings.nats.connect_timeout_seconds,
+        max_reconnect_attempts=-1,
+        middlewares=[NatsPrometheusMiddleware(registry=REGISTRY, app_name=name)],
+        logger=logging.getLogger(f"rebal.{name}.broker"),
+    )
+
+
+@dataclass
+class Database:
+    """An asyncpg pool opened at start; `ping` is a readiness check."""
+
+    dsn: str
+    size: int = 5
+    pool: asyncpg.Pool | None = field(default=None, init=False)
+
+    async def open(self) -> asyncpg.Pool:
+        if self.pool is None:
+            self.pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.size)
+        return self.pool
+
+    async def close(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+            self.pool = None
+
+    async def ping(self) -> None:
+        if self.pool is None:
+            raise RuntimeError("database pool not open")
+        async with self.pool.acquire() as connection:
+            await connection.execute("SELECT 1")
+
+
+def build(
+    name: str,
+    broker: NatsBroker,
+    settings: ServiceSettings,
+    *,
+    checks: Sequence[tuple[str, Check]] = (),
+    on_startup: Sequence[Callable[[], Awaitable[None]]] = (),
+    after_startup: Sequence[Callable[[], Awaitable[None]]] = (),
+    on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
+) -> AsgiFastStream:
+    """The service's app. Streams are declared before subscribers start."""
+
+    async def nats_ready() -> None:
+        if not await broker.ping(timeout=READY_TIMEOUT_SECONDS):
+            raise RuntimeError("NATS does not answer")
+
+    all_checks = [("nats", nats_ready), *checks]
+
+    @get(include_in_schema=False)
+    async def livez(scope: Any) -> AsgiResponse:
+        return AsgiResponse(b'{"status": "ok"}', 200, headers={"content-type": "application/json"})
+
+    @get(include_in_schema=False)
+    async def readyz(scope: Any) -> AsgiResponse:
+        failures = {}
+        for check_name, check in all_checks:
+            try:
+                await asyncio.wait_for(check(), READY_TIMEOUT_SECONDS)
+            except Exception as exc:  # noqa: BLE001 - any failure means not ready, and says why
+                failures[check_name] = f"{type(exc).__name__}: {exc}"
+        body = {"status": "ok" if not failures else "unavailable", "failed": failures, "service": name}
+        return AsgiResponse(
+            json.dumps(body).encode(),
+            200 if not failures else 503,
+            headers={"content-type": "application/json"},
+        )
+
+    @get(include_in_schema=False)
+    async def metrics(scope: Any) -> AsgiResponse:
+        return AsgiResponse(generate_latest(REGISTRY), 200, headers={"content-type": CONTENT_TYPE_LATEST})
+
+    async def declare() -> None:
+        # Subscribers bind to existing streams: connect and declare them before the broker starts.
+        await broker.connect()
+        await bus.declare_streams(broker, settings.nats.stream_replicas)
+
+    return AsgiFastStream(
+        broker,
+        asgi_routes=[("/livez", livez), ("/readyz", readyz), ("/metrics", metrics)],
+        on_startup=[declare, *on_startup],
+        after_startup=list(after_startup),
+        on_shutdown=list(on_shutdown),
+        logger=log,
+    )
+
+
+def serve(app: AsgiFastStream, settings: ServiceSettings) -> None:
+    """Run the app under uvicorn on the service's host and port (``python -m rebal_<name>``)."""
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log.info("starting %s on http://%s:%d", settings.service, settings.http.host, settings.http.port)
+    uvicorn.run(app, host=settings.http.host, port=settings.http.port, log_level="warning", lifespan="on")

@@ -1,0 +1,84 @@
+"""Typed configuration: one pydantic-settings class per service, loaded once at start.
+
+Values come from defaults, then an optional TOML/YAML/JSON file (``REBAL_CONFIG``), then environment
+variables ``REBAL__SECTION__KEY`` (for example ``REBAL__NATS__URL``). Secrets are `SecretStr` and may
+be read from a file (``REBAL__DATABASE__URL_FILE``). Only production-safe defaults: dry-run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+PORTS = {"tracker": 8101, "optimizer": 8102, "planner": 8103, "executor": 8104, "monitor": 8105}
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NatsSettings(Section):
+    url: str = "nats://127.0.0.1:4222"
+    stream_replicas: int = Field(default=1, ge=1, le=5)
+    connect_timeout_seconds: int = Field(default=5, gt=0)
+
+
+class DatabaseSettings(Section):
+    url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/rebal")
+    url_file: Path | None = None
+    pool_size: int = Field(default=5, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _read_secret_file(self) -> DatabaseSettings:
+        if self.url_file is not None:
+            try:
+                self.url = SecretStr(self.url_file.read_text().strip())
+            except OSError as exc:
+                raise ValueError(f"database.url_file {self.url_file}: {exc.strerror}") from None
+        return self
+
+
+class HttpSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=0, ge=0, le=65535)
+
+
+class ServiceSettings(BaseSettings):
+    """What every service reads. Subclasses add their own sections and set `service`."""
+
+    service: ClassVar[str] = "rebal"
+    model_config = SettingsConfigDict(
+        env_prefix="REBAL__",
+        env_nested_delimiter="__",
+        extra="forbid",
+        nested_model_default_partial_update=True,
+    )
+
+    nats: NatsSettings = NatsSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    http: HttpSettings = HttpSettings()
+    portfolios: tuple[str, ...] = ("demo",)
+
+    @model_validator(mode="after")
+    def _default_port(self) -> ServiceSettings:
+        if self.http.port == 0:
+            self.http = HttpSettings(host=self.http.host, port=PORTS.get(self.service, 8100))
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, file_secret_settings
+
+    def public(self) -> dict[str, Any]:
+        """The settings as a document with secrets masked (for logs and `rebal config show`)."""
+        return self.model_dump(mode="json")

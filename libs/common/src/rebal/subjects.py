@@ -1,0 +1,97 @@
+"""Every NATS subject and stream name Rebal uses, built in this one module.
+
+Events are past-tense facts: ``rebal.evt.<aggregate>.<action>.v<N>.<portfolio>``; commands are
+imperative: ``rebal.cmd.<aggregate>.<action>.v<N>.<portfolio>``; bots report on
+``rebal.evt.strategy.return_reported.v1.<strategy>``; messages no consumer could read go to
+``rebal.dlq.<service>``. Only bounded values (portfolio and strategy ids) go into a subject, never
+order ids or timestamps.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+PREFIX = "rebal"
+VERSION = 1
+# A subject token: no dots, spaces or wildcards.
+TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+EVENTS_STREAM = "REBAL_EVENTS"
+COMMANDS_STREAM = "REBAL_COMMANDS"
+DLQ_STREAM = "REBAL_DLQ"
+
+
+def check_token(value: str, what: str) -> str:
+    """A portfolio or strategy id usable as one subject token; ValueError names what is wrong."""
+    if not TOKEN.match(value):
+        raise ValueError(f"{what} {value!r} must be 1-64 letters, digits, '_' or '-'")
+    return value
+
+
+@dataclass(frozen=True)
+class Topic:
+    """One kind of message: its family (evt/cmd), aggregate and action; subjects add version and id."""
+
+    family: str
+    aggregate: str
+    action: str
+
+    def subject(self, key: str, version: int = VERSION) -> str:
+        """The concrete subject for one portfolio (or strategy)."""
+        return f"{PREFIX}.{self.family}.{self.aggregate}.{self.action}.v{version}.{check_token(key, 'id')}"
+
+    def any_version(self, key: str = "*") -> str:
+        """A filter matching every version: consumers see v2 messages too and dead-letter them."""
+        return f"{PREFIX}.{self.family}.{self.aggregate}.{self.action}.*.{key}"
+
+    @property
+    def name(self) -> str:
+        return f"{self.aggregate}.{self.action}"
+
+
+BALANCE_SNAPSHOT_TAKEN = Topic("evt", "balances", "snapshot_taken")
+TARGET_WEIGHTS_COMPUTED = Topic("evt", "targets", "weights_computed")
+REBALANCE_PLANNED = Topic("evt", "rebalance", "planned")
+PLAN_FAILED = Topic("evt", "rebalance", "plan_failed")
+RUN_STARTED = Topic("evt", "run", "started")
+ORDER_PLACED = Topic("evt", "order", "placed")
+ORDER_FILLED = Topic("evt", "order", "filled")
+RUN_FINISHED = Topic("evt", "run", "finished")
+STRATEGY_RETURN_REPORTED = Topic("evt", "strategy", "return_reported")
+
+START_REBALANCE = Topic("cmd", "rebalance", "start")
+TAKE_SNAPSHOT = Topic("cmd", "balances", "take_snapshot")
+
+EVENT_TOPICS = (
+    BALANCE_SNAPSHOT_TAKEN,
+    TARGET_WEIGHTS_COMPUTED,
+    REBALANCE_PLANNED,
+    PLAN_FAILED,
+    RUN_STARTED,
+    ORDER_PLACED,
+    ORDER_FILLED,
+    RUN_FINISHED,
+    STRATEGY_RETURN_REPORTED,
+)
+COMMAND_TOPICS = (START_REBALANCE, TAKE_SNAPSHOT)
+
+ALL_EVENTS = f"{PREFIX}.evt.>"
+ALL_COMMANDS = f"{PREFIX}.cmd.>"
+ALL_DEAD_LETTERS = f"{PREFIX}.dlq.>"
+
+
+def dead_letter(service: str) -> str:
+    """Where a service puts a message it could not read (with the raw payload and the reason)."""
+    return f"{PREFIX}.dlq.{check_token(service, 'service')}"
+
+
+def parse(subject: str) -> tuple[Topic, int, str] | None:
+    """(topic, version, id) of a Rebal subject, or None when it is not one of ours."""
+    parts = subject.split(".")
+    if len(parts) != 6 or parts[0] != PREFIX or not parts[4].startswith("v") or not parts[4][1:].isdigit():
+        return None
+    topic = Topic(parts[1], parts[2], parts[3])
+    if topic not in EVENT_TOPICS + COMMAND_TOPICS:
+        return None
+    return topic, int(parts[4][1:]), parts[5]
