@@ -9,5 +9,5 @@ from rebal_planner.settings import PlannerSettings
 settings = PlannerSettings()
 broker = service.make_broker(settings, SERVICE)
 publisher = bus.Publisher(broker)
-register(broker, publisher, Planner(broker, publisher, settings))
+register(broker, publisher, Planner(bus.StreamHistory(broker), publisher, settings))
 app = service.build(SERVICE, broker, settings)

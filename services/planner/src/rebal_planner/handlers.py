@@ -22,7 +22,7 @@ SERVICE = "planner"
 
 @dataclass
 class Planner:
-    broker: NatsBroker
+    history: bus.History
     publisher: bus.Publisher
     settings: PlannerSettings
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
@@ -48,8 +48,8 @@ class Planner:
         target: TargetWeightsComputed | None = None,
     ) -> None:
         portfolio = cause.portfolio_id
-        snapshot = snapshot or await bus.latest(self.broker, BalanceSnapshotTaken, portfolio)
-        target = target or await bus.latest(self.broker, TargetWeightsComputed, portfolio)
+        snapshot = snapshot or await self.history.latest(BalanceSnapshotTaken, portfolio)
+        target = target or await self.history.latest(TargetWeightsComputed, portfolio)
         now = self.clock()
         if snapshot is None or target is None:
             missing = "a balance snapshot" if snapshot is None else "a target"

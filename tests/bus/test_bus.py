@@ -1,0 +1,168 @@
+"""The bus on a real nats-server: idempotent publishing, dead letters, bounded retries, the latest event."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from faststream.nats import NatsBroker
+
+from rebal import bus, metrics, subjects
+from rebal.events import BalanceSnapshotTaken, StartRebalance, new_event
+from tests.messaging import collecting, eventually, started
+
+NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+
+
+def command(key: str = "run-1", portfolio: str = "demo") -> StartRebalance:
+    return new_event(StartRebalance, key=key, now=NOW, portfolio_id=portfolio, dry_run=False)
+
+
+def snapshot(key: str) -> BalanceSnapshotTaken:
+    return new_event(
+        BalanceSnapshotTaken,
+        key=key,
+        now=NOW,
+        portfolio_id="demo",
+        tree={"name": key, "children": []},
+        prices={"quote": "USD", "prices": {}},
+    )
+
+
+async def stream_messages(broker: NatsBroker, stream: str) -> int:
+    info = await broker.config.connection_state.stream.stream_info(stream)
+    return int(info.state.messages)
+
+
+async def test_the_same_event_published_twice_is_stored_once(nats_url: str) -> None:
+    broker = NatsBroker(nats_url)
+    publisher = bus.Publisher(broker)
+    async with started(broker):
+        event = command()
+        assert await publisher.publish(event) is True
+        assert await publisher.publish(event) is False  # dropped by the duplicate window
+        assert await publisher.publish(command("run-2")) is True
+        assert await stream_messages(broker, subjects.COMMANDS_STREAM) == 2
+
+
+async def test_streams_are_declared_with_an_explicit_duplicate_window(nats_url: str) -> None:
+    broker = NatsBroker(nats_url)
+    async with started(broker):
+        for spec in bus.STREAMS:
+            info = await broker.config.connection_state.stream.stream_info(spec.name)
+            assert info.config.duplicate_window == bus.DUPLICATE_WINDOW_SECONDS
+            assert info.config.subjects == list(spec.subjects)
+        await bus.declare_streams(broker)  # declaring again (a second service, a restart) is fine
+
+
+@pytest.mark.parametrize(
+    ("payload", "subject", "reason"),
+    [
+        (
+            b'{"type": "StartRebalance", "event_id": ',
+            subjects.START_REBALANCE.subject("demo"),
+            "Invalid JSON",
+        ),
+        (
+            b'{"type": "StartRebalance", "dry_run": "maybe"}',
+            subjects.START_REBALANCE.subject("demo"),
+            "event_id",
+        ),
+        (None, subjects.START_REBALANCE.subject("demo", version=2), "unknown version v2 of rebalance.start"),
+        (
+            None,
+            subjects.START_REBALANCE.subject("other"),
+            "subject names 'other' but the payload is about 'demo'",
+        ),
+        (b"\xff\xfe not utf-8", subjects.START_REBALANCE.subject("demo"), "invalid StartRebalance"),
+    ],
+)
+async def test_unreadable_messages_are_dead_lettered_and_the_service_keeps_serving(
+    nats_url: str, payload: bytes | None, subject: str, reason: str
+) -> None:
+    broker = NatsBroker(nats_url)
+    publisher = bus.Publisher(broker)
+    handled: list[StartRebalance] = []
+
+    async def handle(event: StartRebalance) -> None:
+        handled.append(event)
+
+    bus.consume(
+        broker, publisher, service="planner", kind=StartRebalance, durable="test-commands", handler=handle
+    )
+    body = payload if payload is not None else command().model_dump_json().encode()
+    before = metrics.DEAD_LETTERED.labels(service="planner", topic="rebalance.start")._value.get()
+    async with collecting(nats_url) as letters, started(broker):
+        await broker.publish(body, subject=subject, stream=subjects.COMMANDS_STREAM)
+        good = command("after-the-bad-one")
+        await publisher.publish(good)
+        await eventually(lambda: letters and handled)
+    [letter] = letters
+    assert letter["delivered_on"] == subjects.dead_letter("planner")
+    assert letter["subject"] == subject and letter["service"] == "planner"
+    assert reason in letter["error"]
+    raw = letter["payload"].encode() if letter["encoding"] == "utf-8" else base64.b64decode(letter["payload"])
+    assert raw == body  # the raw payload, exactly
+    assert [e.event_id for e in handled] == [good.event_id]  # still serving
+    after = metrics.DEAD_LETTERED.labels(service="planner", topic="rebalance.start")._value.get()
+    assert after == before + 1
+
+
+async def test_a_failing_handler_is_retried_with_backoff_then_succeeds(
+    nats_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bus, "BACKOFF_SECONDS", (0.05, 0.05, 0.05, 0.05))
+    broker = NatsBroker(nats_url)
+    publisher = bus.Publisher(broker)
+    attempts: list[int] = []
+
+    async def flaky(event: StartRebalance) -> None:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise ConnectionError("database went away")
+
+    bus.consume(
+        broker, publisher, service="planner", kind=StartRebalance, durable="test-flaky", handler=flaky
+    )
+    async with collecting(nats_url) as letters, started(broker):
+        await publisher.publish(command())
+        await eventually(lambda: len(attempts) == 3)
+        await eventually(lambda: True, timeout=0.3)
+    assert len(attempts) == 3
+    assert letters == []
+
+
+async def test_a_handler_that_always_fails_is_dead_lettered_after_max_deliver(
+    nats_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bus, "BACKOFF_SECONDS", (0.05, 0.05, 0.05, 0.05))
+    broker = NatsBroker(nats_url)
+    publisher = bus.Publisher(broker)
+    attempts: list[int] = []
+
+    async def broken(event: StartRebalance) -> None:
+        attempts.append(1)
+        raise ValueError("no such account")
+
+    bus.consume(
+        broker, publisher, service="executor", kind=StartRebalance, durable="test-broken", handler=broken
+    )
+    async with collecting(nats_url) as letters, started(broker):
+        await publisher.publish(command())
+        await eventually(lambda: letters)
+    assert len(attempts) == bus.MAX_DELIVER
+    assert letters[0]["error"] == f"gave up after {bus.MAX_DELIVER} deliveries: ValueError: no such account"
+
+
+async def test_the_latest_event_is_read_back_from_the_stream(nats_url: str) -> None:
+    broker = NatsBroker(nats_url)
+    publisher = bus.Publisher(broker)
+    async with started(broker):
+        history = bus.StreamHistory(broker)
+        assert await history.latest(BalanceSnapshotTaken, "demo") is None
+        for key in ("first", "second"):
+            await publisher.publish(snapshot(key))
+        latest: Any = await history.latest(BalanceSnapshotTaken, "demo")
+        assert latest is not None and latest.tree["name"] == "second"

@@ -1,0 +1,67 @@
+"""Helpers for tests on a real NATS: a fresh server per test, started brokers, waiting, dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import nats
+import orjson
+from faststream.nats import NatsBroker
+
+from rebal import bus, subjects
+from rebal_devstack.nats import NatsServer
+
+# Snapshots carry whole trees: the same limit as make run.
+SERVER_CONFIG = "max_payload: 8MB"
+
+
+def fresh_nats(directory: Path) -> Iterator[NatsServer]:
+    with NatsServer(directory / "jetstream", extra_config=SERVER_CONFIG) as server:
+        yield server
+
+
+@asynccontextmanager
+async def started(broker: NatsBroker) -> AsyncIterator[NatsBroker]:
+    """Connect, declare the streams, start the subscribers; stop at the end."""
+    await broker.connect()
+    await bus.declare_streams(broker)
+    await broker.start()
+    try:
+        yield broker
+    finally:
+        await broker.stop()
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
+    """Wait until `check()` is truthy (returns it) or fail after `timeout` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not true after {timeout} s: {check}")
+        await asyncio.sleep(interval)
+
+
+@asynccontextmanager
+async def collecting(
+    url: str, subject: str = subjects.ALL_DEAD_LETTERS
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """Every message on `subject` (plain NATS), decoded, as it arrives."""
+    client = await nats.connect(url)
+    seen: list[dict[str, Any]] = []
+
+    async def keep(message: Any) -> None:
+        seen.append({**orjson.loads(message.data), "delivered_on": message.subject})
+
+    subscription = await client.subscribe(subject, cb=keep)
+    try:
+        yield seen
+    finally:
+        await subscription.unsubscribe()
+        await client.drain()
