@@ -1,0 +1,367 @@
+"""The paper exchange: a `rebal.venue.Venue` whose balances, orders and fills live in Postgres.
+
+Every process that trades on it (the tracker reads, the executor places) shares one state, and a second
+run resumes with the balances the first one left. Orders are market orders that fill at once, in one
+transaction, at the moving price of the moment:
+
+- prices move deterministically with the injected clock (`MovingPrices`): a bounded sine per asset plus
+  a small noise derived from a hash of (asset, time bucket), around the base prices of a prices document;
+- the fee is charged in the quote: a buy costs ``amount·price·(1+fee)``, a sell yields
+  ``amount·price·(1−fee)`` (the cost rounded to `QUOTE_QUANTUM`, the fee rounded up to it);
+- placing a known client order id returns the stored order (or raises its stored rejection) and changes
+  nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import ROUND_CEILING, ROUND_DOWN, Context, Decimal
+from typing import TypeAlias
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from rebal.core.market import Markets, Prices
+from rebal.events import derive_id
+from rebal.venue import Balances, Fill, MarketInfo, OrderRejected, OrderState, OrderStatus, Side, VenueError
+
+Clock = Callable[[], datetime]
+Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
+
+# Significant digits of a price (a venue's tick, roughly): 60123.45678 or 0.0001234567.
+PRICE_DIGITS = 10
+# Quote amounts (costs, fees, proceeds) are kept to this quantum.
+QUOTE_QUANTUM = Decimal("1e-8")
+# The multiplier of a moving price is rounded to this many places before it becomes a Decimal.
+FACTOR_PLACES = 10
+
+# Rejection reasons (the `reason` of `OrderRejected` and of a stored rejected order).
+UNKNOWN_SYMBOL = "unknown_symbol"
+INACTIVE_SYMBOL = "inactive_symbol"
+NOT_POSITIVE = "amount_not_positive"
+NOT_STEP_MULTIPLE = "not_step_multiple"
+BELOW_MIN_AMOUNT = "below_min_amount"
+BELOW_MIN_COST = "below_min_cost"
+INSUFFICIENT_FUNDS = "insufficient_funds"
+ID_REUSED = "client_order_id_reused"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class MovingPrices:
+    """Base prices that move with time: ``base·(1 + A·sin(2πt/period + phase(asset)) + noise)``.
+
+    The valuation quote of the prices document stays at 1 (it is the unit). The phase and the noise come
+    from a hash of the asset (and of the time bucket), so the same time gives the same prices in every
+    process. Bounded: the factor stays within ``1 ± (amplitude + noise)``.
+    """
+
+    base: Prices
+    amplitude: float = 0.02
+    period_seconds: float = 3600.0
+    noise: float = 0.001
+    bucket_seconds: float = 10.0
+
+    def factor(self, asset: str, t: float) -> Decimal:
+        if asset == self.base.quote:
+            return Decimal(1)
+        phase = 2 * math.pi * _unit(asset)
+        wave = self.amplitude * math.sin(2 * math.pi * t / self.period_seconds + phase)
+        bucket = math.floor(t / self.bucket_seconds) if self.bucket_seconds > 0 else 0
+        jitter = self.noise * (2 * _unit(f"{asset}|{bucket}") - 1)
+        return Decimal(f"{1 + wave + jitter:.{FACTOR_PLACES}f}")
+
+    def asset_price(self, asset: str, at: datetime) -> Decimal | None:
+        """The asset's price in the prices document's quote at `at`; None when the asset has no price."""
+        base = self.base.get(asset)
+        if base is None:
+            return None
+        return base * self.factor(asset, at.timestamp())
+
+    def symbol_price(self, symbol: str, at: datetime) -> Decimal | None:
+        """``BASE/QUOTE``: price(base)/price(quote), to `PRICE_DIGITS` significant digits."""
+        base, _, quote = symbol.partition("/")
+        base_price, quote_price = self.asset_price(base, at), self.asset_price(quote, at)
+        if base_price is None or quote_price is None:
+            return None
+        return _significant(base_price / quote_price, PRICE_DIGITS)
+
+
+def _unit(text: str) -> float:
+    """A deterministic number in [0, 1) from a string."""
+    digest = hashlib.sha256(text.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def _significant(value: Decimal, digits: int) -> Decimal:
+    return Context(prec=digits, rounding=ROUND_DOWN).create_decimal(value).normalize()
+
+
+def markets_of(document: object, exchange: str) -> dict[str, MarketInfo]:
+    """The exchange's symbols from a markets document (docs/formats.md), as `MarketInfo`."""
+    parsed = Markets.parse(document)
+    if exchange not in parsed.exchanges:
+        raise ValueError(f"the markets document lists no exchange {exchange!r}")
+    return {
+        symbol: MarketInfo(
+            symbol=symbol,
+            base=market.base,
+            quote=market.quote,
+            amount_step=market.amount_step,
+            min_amount=market.min_amount,
+            min_cost=market.min_cost,
+            fee_rate=market.fee_rate,
+        )
+        for symbol, market in sorted(parsed.exchanges[exchange].items())
+    }
+
+
+def order_rejection(market: MarketInfo | None, amount: Decimal) -> str:
+    """Why an order of `amount` on `market` is invalid whatever the balances and price ("" if it is not)."""
+    if market is None:
+        return UNKNOWN_SYMBOL
+    if not market.active:
+        return INACTIVE_SYMBOL
+    if amount <= 0:
+        return NOT_POSITIVE
+    if amount % market.amount_step != 0:
+        return NOT_STEP_MULTIPLE
+    if amount < market.min_amount:
+        return BELOW_MIN_AMOUNT
+    return ""
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    status: OrderStatus
+    reason: str = ""
+    fill: Fill | None = None
+
+
+@dataclass
+class PaperVenue:
+    """One paper exchange (`exchange`) on a Postgres pool; migration 0002 must have run."""
+
+    exchange: str
+    pool: asyncpg.Pool
+    market_info: Mapping[str, MarketInfo]
+    price_model: MovingPrices
+    clock: Clock = field(default=utc_now)
+
+    @classmethod
+    def from_documents(
+        cls,
+        exchange: str,
+        pool: asyncpg.Pool,
+        markets: object,
+        prices: object,
+        clock: Clock = utc_now,
+        **movement: float,
+    ) -> PaperVenue:
+        """From a markets document and a prices document; `movement` tunes `MovingPrices`."""
+        model = MovingPrices(Prices.parse(prices), **movement)
+        return cls(exchange, pool, markets_of(markets, exchange), model, clock)
+
+    @property
+    def name(self) -> str:
+        return self.exchange
+
+    @property
+    def valuation_quote(self) -> str:
+        return self.price_model.base.quote
+
+    async def markets(self) -> Mapping[str, MarketInfo]:
+        return self.market_info
+
+    async def prices(self, symbols: Sequence[str]) -> Mapping[str, Decimal]:
+        """Any ``BASE/QUOTE`` whose two assets have a base price (not only the listed markets)."""
+        now = self.clock()
+        found: dict[str, Decimal] = {}
+        for symbol in symbols:
+            price = self.price_model.symbol_price(symbol, now)
+            if price is None:
+                raise VenueError(f"{self.exchange}: no price for {symbol}")
+            found[symbol] = price
+        return found
+
+    async def balances(self, account: str) -> Balances:
+        rows = await self.pool.fetch(
+            "SELECT asset, amount FROM paper.balances WHERE exchange = $1 AND account = $2 AND amount <> 0"
+            " ORDER BY asset",
+            self.exchange,
+            account,
+        )
+        return Balances(free={row["asset"]: row["amount"] for row in rows})
+
+    async def seed(self, account: str, amounts: Mapping[str, Decimal]) -> bool:
+        """Load an account's starting balances, only when it has none yet; True when it seeded."""
+        async with self.pool.acquire() as connection, connection.transaction():
+            await connection.execute(
+                "SELECT pg_advisory_xact_lock(hashtext($1))", f"paper|{self.exchange}|{account}"
+            )
+            held = await connection.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM paper.balances WHERE exchange = $1 AND account = $2)",
+                self.exchange,
+                account,
+            )
+            if held:
+                return False
+            await connection.executemany(
+                "INSERT INTO paper.balances (exchange, account, asset, amount) VALUES ($1, $2, $3, $4)",
+                [(self.exchange, account, asset, amount) for asset, amount in sorted(amounts.items())],
+            )
+            return True
+
+    async def place_order(
+        self, account: str, client_order_id: str, symbol: str, side: Side, amount: Decimal
+    ) -> OrderState:
+        now = self.clock()
+        async with self.pool.acquire() as connection, connection.transaction():
+            created = await connection.fetchval(
+                "INSERT INTO paper.orders (exchange, client_order_id, account, symbol, side, amount, status,"
+                " created_at) VALUES ($1, $2, $3, $4, $5, $6, 'open', $7) ON CONFLICT DO NOTHING"
+                " RETURNING true",
+                self.exchange,
+                client_order_id,
+                account,
+                symbol,
+                side,
+                amount,
+                now,
+            )
+            if created:
+                outcome = await self._execute(connection, account, symbol, side, amount, client_order_id, now)
+                await self._record(connection, client_order_id, amount, outcome, now)
+            state = await self._load(connection, client_order_id)
+        if state is None:  # inserted or found above, in the same transaction
+            raise RuntimeError(f"{client_order_id}: order vanished after placement")
+        if state.account != account or state.symbol != symbol or state.side != side:
+            raise OrderRejected(client_order_id, ID_REUSED)
+        if state.status == "rejected":
+            raise OrderRejected(client_order_id, state.reason)
+        return state
+
+    async def _execute(
+        self,
+        connection: Connection,
+        account: str,
+        symbol: str,
+        side: Side,
+        amount: Decimal,
+        client_order_id: str,
+        now: datetime,
+    ) -> _Outcome:
+        market = self.market_info.get(symbol)
+        reason = order_rejection(market, amount)
+        if market is None or reason:
+            return _Outcome("rejected", reason)
+        price = self.price_model.symbol_price(symbol, now)
+        if price is None:
+            raise VenueError(f"{self.exchange}: no price for {symbol}")
+        cost = (amount * price).quantize(QUOTE_QUANTUM)
+        if cost < market.min_cost:
+            return _Outcome("rejected", BELOW_MIN_COST)
+        fee = (cost * market.fee_rate).quantize(QUOTE_QUANTUM, rounding=ROUND_CEILING)
+        rows = await connection.fetch(
+            "SELECT asset, amount FROM paper.balances WHERE exchange = $1 AND account = $2"
+            " AND asset = ANY($3::text[]) ORDER BY asset FOR UPDATE",
+            self.exchange,
+            account,
+            sorted({market.base, market.quote}),
+        )
+        held = {row["asset"]: row["amount"] for row in rows}
+        if side == "buy":
+            changes = {market.quote: -(cost + fee), market.base: amount}
+        else:
+            changes = {market.base: -amount, market.quote: cost - fee}
+        if any(held.get(asset, Decimal(0)) + delta < 0 for asset, delta in changes.items()):
+            return _Outcome("rejected", INSUFFICIENT_FUNDS)
+        # The debited row exists (it was locked above); the credited one may be new.
+        for asset, delta in sorted(changes.items()):
+            await connection.execute(
+                "UPDATE paper.balances SET amount = amount + $4"
+                " WHERE exchange = $1 AND account = $2 AND asset = $3"
+                if delta < 0
+                else "INSERT INTO paper.balances (exchange, account, asset, amount) VALUES ($1, $2, $3, $4)"
+                " ON CONFLICT (exchange, account, asset) DO UPDATE SET amount = paper.balances.amount + $4",
+                self.exchange,
+                account,
+                asset,
+                delta,
+            )
+        trade_id = "paper-" + derive_id("paper-fill", self.exchange, client_order_id).hex
+        return _Outcome("filled", fill=Fill(trade_id, amount, price, fee, market.quote))
+
+    async def _record(
+        self,
+        connection: Connection,
+        client_order_id: str,
+        amount: Decimal,
+        outcome: _Outcome,
+        now: datetime,
+    ) -> None:
+        await connection.execute(
+            "UPDATE paper.orders SET status = $3, filled = $4, reason = $5"
+            " WHERE exchange = $1 AND client_order_id = $2",
+            self.exchange,
+            client_order_id,
+            outcome.status,
+            amount if outcome.fill is not None else Decimal(0),
+            outcome.reason,
+        )
+        if outcome.fill is not None:
+            fill = outcome.fill
+            await connection.execute(
+                "INSERT INTO paper.fills"
+                " (trade_id, exchange, client_order_id, amount, price, fee, fee_asset, ts)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                fill.trade_id,
+                self.exchange,
+                client_order_id,
+                fill.amount,
+                fill.price,
+                fill.fee,
+                fill.fee_asset,
+                now,
+            )
+
+    async def order(self, account: str, client_order_id: str) -> OrderState | None:
+        async with self.pool.acquire() as connection:
+            state = await self._load(connection, client_order_id)
+        return state if state is not None and state.account == account else None
+
+    async def _load(self, connection: Connection, client_order_id: str) -> OrderState | None:
+        row = await connection.fetchrow(
+            "SELECT account, symbol, side, amount, status, filled, reason FROM paper.orders"
+            " WHERE exchange = $1 AND client_order_id = $2",
+            self.exchange,
+            client_order_id,
+        )
+        if row is None:
+            return None
+        fills = await connection.fetch(
+            "SELECT trade_id, amount, price, fee, fee_asset FROM paper.fills"
+            " WHERE exchange = $1 AND client_order_id = $2 ORDER BY ts, trade_id",
+            self.exchange,
+            client_order_id,
+        )
+        return OrderState(
+            client_order_id=client_order_id,
+            account=row["account"],
+            symbol=row["symbol"],
+            side=row["side"],
+            amount=row["amount"],
+            status=row["status"],
+            filled=row["filled"],
+            fills=tuple(
+                Fill(f["trade_id"], f["amount"], f["price"], f["fee"], f["fee_asset"]) for f in fills
+            ),
+            reason=row["reason"],
+        )

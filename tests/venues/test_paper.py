@@ -1,0 +1,187 @@
+"""The paper exchange's contract, against a real Postgres: exact balances, rejections, idempotency."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from decimal import Decimal
+
+import asyncpg
+import pytest
+
+from rebal.events import derive_id
+from rebal.venue import OrderRejected, Venue
+from rebal_venues.paper import PaperVenue
+from tests.paper_support import EXCHANGE, MARKETS, PRICES, STILL, T0, Clock
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+ACCOUNT = "demo/paper/spot"
+D = Decimal
+
+
+def still_venue(pool: asyncpg.Pool) -> PaperVenue:
+    return PaperVenue.from_documents(EXCHANGE, pool, MARKETS, PRICES, Clock(), **STILL)
+
+
+async def funded(pool: asyncpg.Pool, **amounts: str) -> PaperVenue:
+    venue = still_venue(pool)
+    assert await venue.seed(ACCOUNT, {asset: D(amount) for asset, amount in amounts.items()})
+    return venue
+
+
+async def test_implements_the_venue_port(pool: asyncpg.Pool) -> None:
+    venue: Venue = still_venue(pool)
+    assert venue.name == EXCHANGE
+
+
+async def test_markets_come_from_the_markets_document(pool: asyncpg.Pool) -> None:
+    markets = await still_venue(pool).markets()
+    assert sorted(markets) == ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
+    btc = markets["BTC/USDT"]
+    assert (btc.base, btc.quote, btc.amount_step, btc.min_cost, btc.fee_rate) == (
+        "BTC",
+        "USDT",
+        D("0.00001"),
+        D("5"),
+        D("0.001"),
+    )
+
+
+async def test_buy_moves_quote_and_base_by_cost_plus_fee(pool: asyncpg.Pool) -> None:
+    venue = await funded(pool, USDT="100000")
+    state = await venue.place_order(ACCOUNT, "c-1", "BTC/USDT", "buy", D("0.5"))
+    # 0.5 x 60000 = 30000, fee 0.1% = 30: 100000 - 30030 = 69970.
+    assert state.status == "filled"
+    assert state.filled == D("0.5")
+    [fill] = state.fills
+    assert (fill.amount, fill.price, fill.fee, fill.fee_asset) == (D("0.5"), D("60000"), D("30"), "USDT")
+    assert (await venue.balances(ACCOUNT)).free == {"BTC": D("0.5"), "USDT": D("69970")}
+
+
+async def test_sell_yields_cost_minus_fee(pool: asyncpg.Pool) -> None:
+    venue = await funded(pool, ETH="2", USDT="10")
+    state = await venue.place_order(ACCOUNT, "c-2", "ETH/USDT", "sell", D("1.2345"))
+    # 1.2345 x 3000 = 3703.5, fee 3.7035: 10 + 3699.7965.
+    assert state.fills[0].fee == D("3.7035")
+    assert (await venue.balances(ACCOUNT)).free == {"ETH": D("0.7655"), "USDT": D("3709.7965")}
+
+
+async def test_selling_everything_leaves_no_balance(pool: asyncpg.Pool) -> None:
+    venue = await funded(pool, SOL="3", USDT="0")
+    await venue.place_order(ACCOUNT, "c-3", "SOL/USDT", "sell", D("3"))
+    assert (await venue.balances(ACCOUNT)).free == {"USDT": D("449.55")}
+
+
+@pytest.mark.parametrize(
+    ("symbol", "side", "amount", "reason"),
+    [
+        ("DOGE/USDT", "buy", "10", "unknown_symbol"),
+        ("BTC/USDT", "buy", "0.00005", "below_min_cost"),  # 3 USDT < 5
+        ("BTC/USDT", "buy", "0.000015", "not_step_multiple"),
+        ("ETH/USDT", "buy", "0", "amount_not_positive"),
+        ("BTC/USDT", "buy", "2", "insufficient_funds"),  # costs 120120 > 100000
+        ("BTC/USDT", "buy", "1.665", "insufficient_funds"),  # 99900 + fee 99.9 > 99999.8
+        ("ETH/USDT", "sell", "1", "insufficient_funds"),  # holds no ETH
+    ],
+)
+async def test_rejections_name_the_reason_and_change_nothing(
+    pool: asyncpg.Pool, symbol: str, side: str, amount: str, reason: str
+) -> None:
+    venue = await funded(pool, USDT="99999.8")
+    with pytest.raises(OrderRejected) as raised:
+        await venue.place_order(ACCOUNT, "c-r", symbol, side, D(amount))  # type: ignore[arg-type]
+    assert raised.value.reason == reason
+    assert (await venue.balances(ACCOUNT)).free == {"USDT": D("99999.8")}
+    stored = await venue.order(ACCOUNT, "c-r")
+    assert stored is not None
+    assert (stored.status, stored.reason, stored.fills) == ("rejected", reason, ())
+    # Placing it again gives the same answer, whatever happened since.
+    await venue.place_order(ACCOUNT, "fund", "BTC/USDT", "buy", D("0.0001"))
+    with pytest.raises(OrderRejected, match=reason):
+        await venue.place_order(ACCOUNT, "c-r", symbol, side, D(amount))  # type: ignore[arg-type]
+
+
+async def test_a_buy_that_exactly_fits_the_quote_fills(pool: asyncpg.Pool) -> None:
+    venue = await funded(pool, USDT="99999.9")
+    await venue.place_order(ACCOUNT, "c-fit", "BTC/USDT", "buy", D("1.665"))
+    assert (await venue.balances(ACCOUNT)).free == {"BTC": D("1.665")}
+
+
+async def test_placing_a_known_client_order_id_changes_nothing(pool: asyncpg.Pool) -> None:
+    venue = await funded(pool, USDT="1000")
+    first = await venue.place_order(ACCOUNT, "c-4", "ETH/USDT", "buy", D("0.1"))
+    again = await venue.place_order(ACCOUNT, "c-4", "ETH/USDT", "buy", D("0.1"))
+    assert again == first
+    assert len(first.fills) == 1
+    assert first.fills[0].trade_id == again.fills[0].trade_id
+    assert (await venue.balances(ACCOUNT)).free == {"ETH": D("0.1"), "USDT": D("699.7")}
+
+
+async def test_concurrent_placements_of_one_id_fill_once(pool: asyncpg.Pool) -> None:
+    venue = await funded(pool, USDT="1000")
+    states = await asyncio.gather(
+        *(venue.place_order(ACCOUNT, "c-5", "ETH/USDT", "buy", D("0.1")) for _ in range(5))
+    )
+    assert {state.fills[0].trade_id for state in states} == {states[0].fills[0].trade_id}
+    assert (await venue.balances(ACCOUNT)).free == {"ETH": D("0.1"), "USDT": D("699.7")}
+
+
+async def test_trade_ids_derive_from_the_exchange_and_client_order_id(pool: asyncpg.Pool) -> None:
+    venue = await funded(pool, USDT="1000")
+    state = await venue.place_order(ACCOUNT, "c-6", "ETH/USDT", "buy", D("0.1"))
+    assert state.fills[0].trade_id == "paper-" + derive_id("paper-fill", EXCHANGE, "c-6").hex
+
+
+async def test_a_client_order_id_is_not_reused_for_another_order(pool: asyncpg.Pool) -> None:
+    venue = await funded(pool, USDT="1000")
+    await venue.place_order(ACCOUNT, "c-6", "ETH/USDT", "buy", D("0.1"))
+    with pytest.raises(OrderRejected, match="client_order_id_reused"):
+        await venue.place_order(ACCOUNT, "c-6", "BTC/USDT", "buy", D("0.001"))
+    assert (await venue.balances(ACCOUNT)).free == {"ETH": D("0.1"), "USDT": D("699.7")}
+
+
+async def test_an_unknown_order_is_none(pool: asyncpg.Pool) -> None:
+    venue = await funded(pool, USDT="1000")
+    await venue.place_order(ACCOUNT, "c-7", "ETH/USDT", "buy", D("0.1"))
+    assert await venue.order(ACCOUNT, "nope") is None
+    assert await venue.order("someone-else", "c-7") is None
+
+
+async def test_seed_only_when_the_account_has_no_balances(pool: asyncpg.Pool) -> None:
+    venue = await funded(pool, USDT="1000", BTC="0.1")
+    await venue.place_order(ACCOUNT, "c-8", "BTC/USDT", "sell", D("0.1"))
+    # A second start: the layout's amounts are not loaded again, the traded balances stay.
+    restarted = still_venue(pool)
+    assert not await restarted.seed(ACCOUNT, {"USDT": D("1000"), "BTC": D("0.1")})
+    assert (await restarted.balances(ACCOUNT)).free == {"USDT": D("6994")}
+    assert await restarted.seed("fresh", {"ETH": D("1")})
+
+
+async def test_prices_move_with_the_clock_deterministically_and_bounded(pool: asyncpg.Pool) -> None:
+    clock = Clock()
+    venue = PaperVenue.from_documents(EXCHANGE, pool, MARKETS, PRICES, clock)
+    twin = PaperVenue.from_documents(EXCHANGE, pool, MARKETS, PRICES, Clock())
+    symbols = ["BTC/USDT", "ETH/USDT", "SOL/USDT", "ETH/BTC"]
+    seen = []
+    for minutes in range(0, 120, 10):
+        clock.now = T0 + timedelta(minutes=minutes)
+        twin.clock = lambda at=clock.now: at  # type: ignore[misc]
+        now = await venue.prices(symbols)
+        assert now == await twin.prices(symbols)
+        for symbol, base in (("BTC/USDT", 60000), ("ETH/USDT", 3000), ("SOL/USDT", 150)):
+            assert abs(now[symbol] / base - 1) <= D("0.021")
+        assert now["ETH/BTC"] == pytest.approx(now["ETH/USDT"] / now["BTC/USDT"], rel=D("1e-9"))
+        seen.append(now["BTC/USDT"])
+    assert len(set(seen)) == len(seen)
+
+
+async def test_orders_fill_at_the_price_of_the_moment(pool: asyncpg.Pool) -> None:
+    clock = Clock(T0 + timedelta(minutes=17))
+    venue = PaperVenue.from_documents(EXCHANGE, pool, MARKETS, PRICES, clock)
+    await venue.seed(ACCOUNT, {"USDT": D("1000")})
+    price = (await venue.prices(["ETH/USDT"]))["ETH/USDT"]
+    assert price != D(3000)
+    state = await venue.place_order(ACCOUNT, "c-9", "ETH/USDT", "buy", D("0.1"))
+    assert state.fills[0].price == price
+    cost = (D("0.1") * price).quantize(D("1e-8"))
+    assert (await venue.balances(ACCOUNT)).free["USDT"] == D(1000) - cost - state.fills[0].fee
