@@ -156,6 +156,12 @@ async def latest(broker: NatsBroker, kind: type[E], key: str) -> E | None:
     return event
 
 
+class EventSink(Protocol):
+    """Where a service's events go: the bus (`Publisher`), or a list in a test."""
+
+    async def publish(self, event: Event) -> bool: ...
+
+
 class History(Protocol):
     """Where the latest event of a kind for a portfolio can be read back."""
 

@@ -23,7 +23,7 @@ SERVICE = "planner"
 @dataclass
 class Planner:
     history: bus.History
-    publisher: bus.Publisher
+    publisher: bus.EventSink
     settings: PlannerSettings
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 

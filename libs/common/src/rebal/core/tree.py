@@ -130,11 +130,19 @@ def _path_of(names: list[str], parents: list[int], index: int) -> str:
 
 
 def parse_tree(doc: object, role: Role) -> Tree:
-    """Validate a tree document and lay it out flat. Raises `InputError` naming the node path.
+    """Validate a tree document and lay it out flat. Raises `InputError` naming the node path (and, as
+    its source, which tree: "real" or "target").
 
     Two passes: a lean walk that only orders the nodes (pre-order, parent and depth), then column by
     column validation with comprehensions and numpy; a bad value is looked for only once a column fails.
     """
+    try:
+        return _parse_tree(doc, role)
+    except InputError as exc:
+        raise InputError(exc.where, exc.message, exc.source or role) from None
+
+
+def _parse_tree(doc: object, role: Role) -> Tree:
     nodes, parents, depths, children = _walk(doc)
     count = len(nodes)
     target = role == "target"

@@ -1,0 +1,162 @@
+"""The planner: component tests on FastStream's in-memory broker, then on a real nats-server."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TypeVar
+
+from faststream.nats import NatsBroker, TestNatsBroker
+
+from rebal import bus
+from rebal.events import (
+    BalanceSnapshotTaken,
+    Event,
+    PlanFailed,
+    RebalancePlanned,
+    StartRebalance,
+    TargetWeightsComputed,
+    derive_id,
+    new_event,
+)
+from rebal_planner.handlers import Planner, register
+from rebal_planner.planning import plan_event
+from rebal_planner.settings import PlannerSettings
+from tests.messaging import eventually, started
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+E = TypeVar("E", bound=Event)
+
+
+def load(name: str) -> dict[str, Any]:
+    return dict(json.loads((EXAMPLES / f"{name}.json").read_text()))
+
+
+def snapshot(tree: dict[str, Any] | None = None) -> BalanceSnapshotTaken:
+    return new_event(
+        BalanceSnapshotTaken,
+        key="tick-1",
+        now=NOW,
+        portfolio_id="demo",
+        tree=tree or load("real"),
+        prices=load("prices"),
+        markets=load("markets"),
+    )
+
+
+def target(tree: dict[str, Any] | None = None) -> TargetWeightsComputed:
+    return new_event(
+        TargetWeightsComputed, key="v1", now=NOW, portfolio_id="demo", tree=tree or load("target")
+    )
+
+
+def rebalance(dry_run: bool = False) -> StartRebalance:
+    return new_event(StartRebalance, key="operator-1", now=NOW, portfolio_id="demo", dry_run=dry_run)
+
+
+@dataclass
+class FakeHistory:
+    """`bus.History` in memory."""
+
+    events: list[Event] = field(default_factory=list)
+
+    async def latest(self, kind: type[E], key: str) -> E | None:
+        found = [e for e in self.events if isinstance(e, kind) and e.portfolio_id == key]
+        return found[-1] if found else None
+
+
+@dataclass
+class RecordingPublisher:
+    published: list[Event] = field(default_factory=list)
+
+    async def publish(self, event: Event) -> bool:
+        if any(e.event_id == event.event_id for e in self.published):
+            return False
+        self.published.append(event)
+        return True
+
+
+def test_plan_event_carries_the_core_plan_and_derives_its_ids_from_the_cause() -> None:
+    cause = rebalance()
+    event = plan_event(cause, snapshot(), target(), band=Decimal(0), dry_run=False, now=NOW)
+    assert isinstance(event, RebalancePlanned)
+    assert event.correlation_id == derive_id("run", cause.event_id)
+    assert event.causation_id == cause.event_id
+    assert [(o.symbol, o.side, str(o.amount)) for o in event.orders][:2] == [
+        ("BTC/USDT", "sell", "0.15304"),
+        ("ETH/USDT", "sell", "0.5888"),
+    ]
+    assert event.transfers[0].amount == Decimal("10530")
+    assert event.total_value == Decimal("58800")
+    again = plan_event(cause, snapshot(), target(), band=Decimal(0), dry_run=False, now=NOW)
+    assert again.event_id == event.event_id  # a redelivered cause gives the same plan id
+
+
+def test_bad_input_becomes_a_plan_failed_event_naming_the_node() -> None:
+    broken = load("target")
+    broken["children"][0]["weight"] = "50%"  # 50% + 60%
+    event = plan_event(rebalance(), snapshot(), target(broken), band=Decimal(0), dry_run=False, now=NOW)
+    assert isinstance(event, PlanFailed)
+    assert event.reason == "target tree: alice: weights of the children sum to 110%, expected 100%"
+
+
+async def test_on_the_in_memory_broker_a_command_becomes_a_plan() -> None:
+    broker = NatsBroker()
+    publisher = bus.Publisher(broker)
+    history = FakeHistory([snapshot(), target()])
+    register(broker, publisher, Planner(history, publisher, PlannerSettings(), clock=lambda: NOW))
+
+    @broker.subscriber(RebalancePlanned.topic.subject("demo"), stream=bus.EVENTS.jstream())
+    async def plans(body: dict[str, Any]) -> None:
+        seen.append(RebalancePlanned.model_validate(body))
+
+    seen: list[RebalancePlanned] = []
+    async with TestNatsBroker(broker) as test_broker:
+        cause = rebalance()
+        await test_broker.publish(cause.model_dump_json().encode(), subject=cause.subject)
+        [plan] = seen
+        assert plan.dry_run is False and plan.causation_id == cause.event_id
+        assert len(plan.orders) == 6
+
+
+async def test_without_a_snapshot_a_command_fails_with_a_reason() -> None:
+    recorder = RecordingPublisher()
+    planner = Planner(FakeHistory([target()]), recorder, PlannerSettings(), clock=lambda: NOW)
+    await planner.on_command(rebalance())
+    [failed] = recorder.published
+    assert isinstance(failed, PlanFailed) and failed.reason == "no a balance snapshot yet for demo"
+
+
+async def test_new_snapshots_make_dry_run_previews() -> None:
+    recorder = RecordingPublisher()
+    planner = Planner(FakeHistory([target()]), recorder, PlannerSettings(), clock=lambda: NOW)
+    await planner.on_snapshot(snapshot())
+    [preview] = recorder.published
+    assert isinstance(preview, RebalancePlanned) and preview.dry_run is True
+
+
+async def test_on_a_real_server_the_plan_uses_the_latest_snapshot_and_target(nats_url: str) -> None:
+    broker = NatsBroker(nats_url)
+    publisher = bus.Publisher(broker)
+    settings = PlannerSettings(planning={"preview_on_new_data": False})
+    register(broker, publisher, Planner(bus.StreamHistory(broker), publisher, settings, clock=lambda: NOW))
+    plans: list[RebalancePlanned] = []
+
+    @broker.subscriber(RebalancePlanned.topic.subject("demo"))
+    async def keep(body: dict[str, Any]) -> None:
+        plans.append(RebalancePlanned.model_validate(body))
+
+    async with started(broker):
+        await publisher.publish(snapshot())
+        await publisher.publish(target())
+        cause = rebalance()
+        await publisher.publish(cause)
+        await eventually(lambda: plans)
+        assert await publisher.publish(cause) is False  # the operator's retry is dropped by the bus
+    [plan] = plans
+    assert plan.correlation_id == derive_id("run", cause.event_id)
+    assert plan.snapshot_id == snapshot().event_id and plan.target_id == target().event_id
