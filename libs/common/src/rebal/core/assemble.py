@@ -1,0 +1,128 @@
+"""The real tree as the venues report it: a portfolio layout with the venues' amounts in its wallets.
+
+The layout is a real-tree document (docs/formats.md) that says how a user thinks of their holdings
+(sectors, strategies, locks); the venues say how much each account holds. `assemble_tree` puts the two
+together, purely:
+
+- every wallet of an account that the venues reported gets its share of the account's amount of its asset:
+  wallets of one account holding the same asset split it in proportion to their layout amounts (equally
+  when those are all zero), exactly, the last wallet in tree order taking the rounding remainder;
+- an asset the account holds that none of its wallets names becomes a new wallet under the account, named
+  after the asset in lower case;
+- every other key stays (kind, quote, exchange, locks); a fixed-amount lock is capped so that the locks
+  never exceed the new amount. Accounts the venues did not report keep their layout amounts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from decimal import ROUND_DOWN, Decimal
+from typing import Any
+
+from rebal.core.numbers import dec_str, parse_decimal, parse_fraction
+from rebal.core.tree import ACCOUNT, PATH_SEP
+
+Doc = dict[str, Any]
+# Shares of a split amount are cut to this quantum (or to the amount's own, when finer).
+SPLIT_QUANTUM = Decimal("1e-12")
+
+
+def split_amount(total: Decimal, weights: Sequence[Decimal]) -> list[Decimal]:
+    """`total` split in proportion to `weights` (equally if they sum to zero); the parts sum to `total`.
+
+    Every part but the last is truncated to `SPLIT_QUANTUM`; the last takes the remainder.
+    """
+    if not weights:
+        return []
+    weight_sum = sum(weights, Decimal(0))
+    parts = list(weights) if weight_sum > 0 else [Decimal(1)] * len(weights)
+    whole = weight_sum if weight_sum > 0 else Decimal(len(weights))
+    exponent = total.as_tuple().exponent
+    quantum = min(SPLIT_QUANTUM, Decimal(1).scaleb(exponent)) if isinstance(exponent, int) else SPLIT_QUANTUM
+    shares = [(total * part / whole).quantize(quantum, rounding=ROUND_DOWN) for part in parts[:-1]]
+    shares.append(total - sum(shares, Decimal(0)))
+    return shares
+
+
+def assemble_tree(layout: Doc, holdings: Mapping[str, Mapping[str, Decimal]]) -> Doc:
+    """The layout with wallet amounts replaced by the venues' (free + locked) amounts per account path."""
+    tree = _copy(layout)
+    stack: list[tuple[Doc, str]] = [(tree, str(tree.get("name", "")))]
+    while stack:
+        node, path = stack.pop()
+        if node.get("kind") == ACCOUNT and path in holdings:
+            _fill_account(node, holdings[path])
+            continue
+        stack.extend(
+            (child, f"{path}{PATH_SEP}{child.get('name', '')}")
+            for child in reversed(node.get("children") or [])
+        )
+    return tree
+
+
+def _copy(node: Doc) -> Doc:
+    copied = dict(node)
+    if isinstance(node.get("children"), list):
+        copied["children"] = [_copy(child) for child in node["children"]]
+    if isinstance(node.get("locks"), list):
+        copied["locks"] = [dict(lock) if isinstance(lock, dict) else lock for lock in node["locks"]]
+    return copied
+
+
+def _wallets(account: Doc) -> list[Doc]:
+    """The account's wallets in tree order (pre-order)."""
+    found: list[Doc] = []
+    stack = [account]
+    while stack:
+        node = stack.pop()
+        if "asset" in node:
+            found.append(node)
+        else:
+            stack.extend(reversed(node.get("children") or []))
+    return found
+
+
+def _fill_account(account: Doc, held: Mapping[str, Decimal]) -> None:
+    by_asset: dict[str, list[Doc]] = {}
+    for wallet in _wallets(account):
+        by_asset.setdefault(str(wallet["asset"]), []).append(wallet)
+    for asset, wallets in by_asset.items():
+        weights = [parse_decimal(wallet.get("amount")) or Decimal(0) for wallet in wallets]
+        for wallet, amount in zip(wallets, split_amount(held.get(asset, Decimal(0)), weights), strict=True):
+            wallet["amount"] = dec_str(amount)
+            if isinstance(wallet.get("locks"), list):
+                _cap_locks(wallet["locks"], amount)
+    children = account.setdefault("children", [])
+    taken = {child.get("name") for child in children}
+    for asset in sorted(held.keys() - by_asset.keys()):
+        if held[asset] == 0:
+            continue
+        name = _free_name(asset.lower(), taken)
+        taken.add(name)
+        children.append({"name": name, "asset": asset, "amount": dec_str(held[asset])})
+
+
+def _cap_locks(locks: list[Any], amount: Decimal) -> None:
+    """Cap fixed-amount locks, in order, so that all the wallet's locks fit in `amount`."""
+    shared = sum(
+        ((parse_fraction(lock.get("share")) or Decimal(0)) * amount for lock in locks if "share" in lock),
+        Decimal(0),
+    )
+    room = max(amount - shared, Decimal(0))
+    for lock in locks:
+        if not isinstance(lock, dict) or "amount" not in lock:
+            continue
+        wanted = parse_decimal(lock["amount"]) or Decimal(0)
+        if wanted > room:
+            lock["amount"] = dec_str(room)
+            wanted = room
+        room -= wanted
+
+
+def _free_name(name: str, taken: set[Any]) -> str:
+    if name not in taken:
+        return name
+    suffix = 2
+    while f"{name}-{suffix}" in taken:
+        suffix += 1
+    return f"{name}-{suffix}"

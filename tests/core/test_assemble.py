@@ -1,0 +1,138 @@
+"""Assembling the real tree from a layout and the venues' balances, with worked numbers."""
+
+from __future__ import annotations
+
+import copy
+from decimal import Decimal
+
+from rebal.core.assemble import assemble_tree, split_amount
+from rebal.core.tree import parse_tree
+from tests.support import Doc, account, folder, wallet
+
+D = Decimal
+SPOT = "alice/spot"
+
+
+def layout(*children: Doc) -> Doc:
+    return folder("alice", account("spot", *children, exchange="paper"), kind="user")
+
+
+def wallets_of(doc: Doc) -> dict[str, Doc]:
+    found: dict[str, Doc] = {}
+    stack = [(doc, doc["name"])]
+    while stack:
+        node, path = stack.pop()
+        if "asset" in node:
+            found[path] = node
+        for child in node.get("children", []):
+            stack.append((child, f"{path}/{child['name']}"))
+    return found
+
+
+def test_split_in_proportion_to_layout_amounts() -> None:
+    # 1.5 BTC held, layout 0.2 : 0.6 → 0.375 and 1.125.
+    assert split_amount(D("1.5"), [D("0.2"), D("0.6")]) == [D("0.375"), D("1.125")]
+
+
+def test_split_equally_when_layout_amounts_are_zero_and_exactly() -> None:
+    parts = split_amount(D("1"), [D(0), D(0), D(0)])
+    assert parts == [D("0.333333333333"), D("0.333333333333"), D("0.333333333334")]
+    assert sum(parts) == D(1)
+
+
+def test_split_keeps_a_finer_amount_exact() -> None:
+    # 3e-14 is finer than SPLIT_QUANTUM: the shares are cut to the amount's own quantum, never lost.
+    assert split_amount(D("0.00000000000003"), [D(1), D(1)]) == [D("1E-14"), D("2E-14")]
+    assert split_amount(D(0), [D(1), D(2)]) == [D(0), D(0)]
+
+
+def test_wallet_amounts_become_the_venue_amounts() -> None:
+    doc = layout(
+        folder(
+            "crypto",
+            wallet("btc", "BTC", "0.5", locks=[{"owner": "bot", "share": "20%"}]),
+            wallet("eth", "ETH", "2"),
+            kind="sector",
+        ),
+        folder("cash", wallet("usdt", "USDT", "5000"), kind="sector"),
+    )
+    result = assemble_tree(doc, {SPOT: {"BTC": D("0.75"), "ETH": D("1.25"), "USDT": D("1234.5")}})
+    wallets = wallets_of(result)
+    assert wallets["alice/spot/crypto/btc"] == {
+        "name": "btc",
+        "asset": "BTC",
+        "amount": "0.75",
+        "locks": [{"owner": "bot", "share": "20%"}],
+    }
+    assert wallets["alice/spot/crypto/eth"]["amount"] == "1.25"
+    assert wallets["alice/spot/cash/usdt"]["amount"] == "1234.5"
+    # Every other key stays: kinds, the account's quote and exchange.
+    spot = result["children"][0]
+    assert (spot["kind"], spot["quote"], spot["exchange"]) == ("account", "USDT", "paper")
+    assert spot["children"][0]["kind"] == "sector"
+    parse_tree(result, "real")
+
+
+def test_same_asset_in_two_sectors_is_split_by_layout_amounts() -> None:
+    doc = layout(
+        folder("long", wallet("btc", "BTC", "1")),
+        folder("bot", wallet("btc", "BTC", "3")),
+    )
+    wallets = wallets_of(assemble_tree(doc, {SPOT: {"BTC": D("2")}}))
+    assert wallets["alice/spot/long/btc"]["amount"] == "0.5"
+    assert wallets["alice/spot/bot/btc"]["amount"] == "1.5"
+
+
+def test_a_wallet_the_venue_does_not_hold_becomes_zero() -> None:
+    wallets = wallets_of(assemble_tree(layout(wallet("sol", "SOL", "10")), {SPOT: {}}))
+    assert wallets["alice/spot/sol"]["amount"] == "0"
+
+
+def test_an_unnamed_asset_becomes_a_new_wallet_under_the_account() -> None:
+    doc = layout(wallet("btc", "BTC", "1"), folder("sol", wallet("x", "XYZ", "1")))
+    result = assemble_tree(doc, {SPOT: {"BTC": D(1), "SOL": D("3"), "ETH": D("0.1"), "DOGE": D(0)}})
+    spot = result["children"][0]
+    # Sorted by asset; "sol" is taken by a sector, so the SOL wallet is "sol-2"; zero balances add nothing.
+    assert spot["children"][2:] == [
+        {"name": "eth", "asset": "ETH", "amount": "0.1"},
+        {"name": "sol-2", "asset": "SOL", "amount": "3"},
+    ]
+    assert wallets_of(result)["alice/spot/sol/x"]["amount"] == "0"
+    parse_tree(result, "real")
+
+
+def test_fixed_locks_larger_than_the_new_amount_are_capped() -> None:
+    doc = layout(
+        wallet(
+            "usdt",
+            "USDT",
+            "5000",
+            locks=[
+                {"owner": "a", "share": "0.5"},
+                {"owner": "b", "amount": "300"},
+                {"owner": "c", "amount": "1000"},
+            ],
+        )
+    )
+    result = assemble_tree(doc, {SPOT: {"USDT": D("1000")}})
+    # Half is shared out to "a" (500); "b" keeps 300; "c" gets what is left: 200.
+    assert wallets_of(result)["alice/spot/usdt"]["locks"] == [
+        {"owner": "a", "share": "0.5"},
+        {"owner": "b", "amount": "300"},
+        {"owner": "c", "amount": "200"},
+    ]
+    parse_tree(result, "real")
+
+
+def test_unreported_accounts_keep_the_layout_and_the_input_is_untouched() -> None:
+    doc = folder(
+        "alice",
+        account("spot", wallet("btc", "BTC", "1"), exchange="paper"),
+        account("other", wallet("eth", "ETH", "7"), exchange="elsewhere"),
+    )
+    before = copy.deepcopy(doc)
+    result = assemble_tree(doc, {SPOT: {"BTC": D("0.25")}})
+    assert doc == before
+    wallets = wallets_of(result)
+    assert wallets["alice/spot/btc"]["amount"] == "0.25"
+    assert wallets["alice/other/eth"]["amount"] == "7"
