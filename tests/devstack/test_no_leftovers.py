@@ -46,14 +46,14 @@ def _run(tmp_path: Path, mode: str) -> tuple[subprocess.Popen[str], list[int]]:
     return child, pids
 
 
-def test_servers_stop_when_the_program_exits_without_stopping_them(tmp_path: Path) -> None:
-    child, pids = _run(tmp_path, "exit")
+def test_servers_stop_when_the_program_exits_without_stopping_them(postgres_tmp_path: Path) -> None:
+    child, pids = _run(postgres_tmp_path, "exit")
     assert child.wait(timeout=30) == 0
     assert _proc.wait_gone(pids, timeout=1.0) == []
 
 
-def test_servers_stop_when_the_program_is_killed(tmp_path: Path) -> None:
-    child, pids = _run(tmp_path, "wait")
+def test_servers_stop_when_the_program_is_killed(postgres_tmp_path: Path) -> None:
+    child, pids = _run(postgres_tmp_path, "wait")
     assert all(_proc.is_alive(pid) for pid in pids)
     backends = _proc.children_of(pids[1])
     child.send_signal(signal.SIGKILL)

@@ -58,8 +58,8 @@ async def _read(dsn: str) -> list[str]:
         await conn.close()
 
 
-def test_data_survives_stop_and_start_on_the_same_dir(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+def test_data_survives_stop_and_start_on_the_same_dir(postgres_tmp_path: Path) -> None:
+    data = postgres_tmp_path / "data"
     with PostgresServer(data, settings=TEST_POSTGRES_SETTINGS) as pg:
         dsn = pg.ensure_database("rebal")
         asyncio.run(_write(dsn, "before stop"))
@@ -73,15 +73,15 @@ def test_data_survives_stop_and_start_on_the_same_dir(tmp_path: Path) -> None:
         assert asyncio.run(_read(pg.dsn_for("rebal"))) == ["before stop"]
 
 
-def test_start_after_sigkill_recovers_committed_rows(tmp_path: Path) -> None:
-    pg = PostgresServer(tmp_path / "data", settings=TEST_POSTGRES_SETTINGS).start()
+def test_start_after_sigkill_recovers_committed_rows(postgres_tmp_path: Path) -> None:
+    pg = PostgresServer(postgres_tmp_path / "data", settings=TEST_POSTGRES_SETTINGS).start()
     try:
         dsn = pg.ensure_database("rebal")
         asyncio.run(_write(dsn, "committed"))
         pid = pg.pid
         pg.kill()
         assert pid is not None and not _proc.is_alive(pid)
-        assert (tmp_path / "data" / "postmaster.pid").exists()  # left behind, as by a crash
+        assert (postgres_tmp_path / "data" / "postmaster.pid").exists()  # left behind, as by a crash
 
         pg.start()  # crash recovery from the WAL, same port
         asyncio.run(_write(dsn, "after restart"))
@@ -90,9 +90,9 @@ def test_start_after_sigkill_recovers_committed_rows(tmp_path: Path) -> None:
         pg.stop()
 
 
-def test_refuses_to_start_twice_on_one_dir(tmp_path: Path) -> None:
+def test_refuses_to_start_twice_on_one_dir(postgres_tmp_path: Path) -> None:
     with (
-        PostgresServer(tmp_path / "data", settings=TEST_POSTGRES_SETTINGS),
+        PostgresServer(postgres_tmp_path / "data", settings=TEST_POSTGRES_SETTINGS),
         pytest.raises(RuntimeError, match="already runs"),
     ):
-        PostgresServer(tmp_path / "data").start()
+        PostgresServer(postgres_tmp_path / "data").start()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import importlib.util
 import os
 import pwd
@@ -25,7 +26,7 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -142,6 +143,30 @@ def _own_dir(path: Path, who: RunAs | None, mode: int = 0o700) -> None:
             os.chown(path, who.uid, who.gid)
         _grant_traverse(path, who)
     path.chmod(mode)
+
+
+@contextlib.contextmanager
+def scratch_dir(preferred: Path | None = None, prefix: str = "rebal-pg-") -> Iterator[Path]:
+    """A directory to hold a throwaway cluster, which the Postgres OS user can reach; removed after.
+
+    Not root: ``preferred`` itself when given (left in place, e.g. pytest's tmp_path), else a new
+    temporary directory. Root: always a new directory in the system temp dir owned by ``postgres``,
+    because directories such as /tmp/pytest-of-root are 0700 and pytest resets their mode at every
+    session start, so granting o+x on them (what :class:`PostgresServer` does elsewhere) would race
+    with any other pytest run on the machine.
+    """
+    who = _postgres_account()
+    if who is None and preferred is not None:
+        preferred.mkdir(parents=True, exist_ok=True)
+        yield preferred
+        return
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        if who is not None:
+            os.chown(path, who.uid, who.gid)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 # -- database helpers usable with any server ----------------------------------------------------
@@ -584,5 +609,6 @@ __all__ = [
     "find_postgres_bin_dir",
     "quote_ident",
     "run_sync",
+    "scratch_dir",
     "wait_for_postgres",
 ]

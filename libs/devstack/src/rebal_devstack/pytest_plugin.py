@@ -21,6 +21,7 @@ import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import pytest
@@ -32,6 +33,7 @@ from rebal_devstack.postgres import (
     create_database,
     drop_database,
     dsn_with_database,
+    scratch_dir,
     wait_for_postgres,
 )
 
@@ -169,9 +171,10 @@ def postgres_admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
         finally:
             container.stop()
     else:
-        server = PostgresServer(tmp_path_factory.mktemp("postgres") / "data", settings=TEST_POSTGRES_SETTINGS)
-        with server:
-            yield server.dsn
+        with scratch_dir(tmp_path_factory.mktemp("postgres")) as base:
+            server = PostgresServer(base / "data", settings=TEST_POSTGRES_SETTINGS)
+            with server:
+                yield server.dsn
 
 
 @pytest.fixture(scope="session")
@@ -183,6 +186,16 @@ def postgres_dsn(postgres_admin_dsn: str) -> Iterator[str]:
     name = f"rebal_test_session_{uuid.uuid4().hex[:12]}"
     yield create_database(postgres_admin_dsn, name, if_missing=False)
     drop_database(postgres_admin_dsn, name)
+
+
+@pytest.fixture
+def postgres_tmp_path(tmp_path: Path) -> Iterator[Path]:
+    """Like ``tmp_path``, for a test's own :class:`PostgresServer`: reachable by the Postgres OS user.
+
+    It is ``tmp_path`` itself unless we are root (see :func:`rebal_devstack.postgres.scratch_dir`).
+    """
+    with scratch_dir(tmp_path) as path:
+        yield path
 
 
 @pytest.fixture
