@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from decimal import Decimal
 
-from rebal.core.assemble import assemble_tree, split_amount
+from rebal.core.assemble import LayoutAccount, assemble_tree, layout_accounts, split_amount
 from rebal.core.tree import parse_tree
 from tests.support import Doc, account, folder, wallet
 
@@ -136,3 +136,22 @@ def test_unreported_accounts_keep_the_layout_and_the_input_is_untouched() -> Non
     wallets = wallets_of(result)
     assert wallets["alice/spot/btc"]["amount"] == "0.25"
     assert wallets["alice/other/eth"]["amount"] == "7"
+
+
+def test_layout_accounts_name_their_exchange_and_sum_wallets_per_asset() -> None:
+    doc = folder(
+        "alice",
+        folder(
+            "paper",
+            account(
+                "spot", folder("a", wallet("btc", "BTC", "1")), wallet("btc2", "BTC", "0.5"), exchange=None
+            ),
+            kind="exchange",
+        ),
+        account("other", wallet("eth", "ETH", "7"), exchange="elsewhere"),
+    )
+    del doc["children"][0]["children"][0]["exchange"]
+    assert layout_accounts(doc) == [
+        LayoutAccount("alice/paper/spot", "paper", "USDT", {"BTC": D("1.5")}),
+        LayoutAccount("alice/other", "elsewhere", "USDT", {"ETH": D("7")}),
+    ]

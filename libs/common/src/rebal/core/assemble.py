@@ -16,15 +16,51 @@ together, purely:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 from rebal.core.numbers import dec_str, parse_decimal, parse_fraction
-from rebal.core.tree import ACCOUNT, PATH_SEP
+from rebal.core.tree import ACCOUNT, EXCHANGE, PATH_SEP
 
 Doc = dict[str, Any]
 # Shares of a split amount are cut to this quantum (or to the amount's own, when finer).
 SPLIT_QUANTUM = Decimal("1e-12")
+
+
+@dataclass(frozen=True)
+class LayoutAccount:
+    """An account of a layout: its path (the venue account id), exchange and wallet amounts per asset."""
+
+    path: str
+    exchange: str | None
+    quote: str | None
+    amounts: Mapping[str, Decimal]
+
+
+def layout_accounts(layout: Doc) -> list[LayoutAccount]:
+    """The layout's accounts in tree order; the exchange is the account's `exchange` field, else the
+    name of its nearest ancestor of kind ``exchange``."""
+    found: list[LayoutAccount] = []
+    stack: list[tuple[Doc, str, str | None]] = [(layout, str(layout.get("name", "")), None)]
+    while stack:
+        node, path, exchange = stack.pop()
+        if node.get("kind") == EXCHANGE:
+            exchange = str(node.get("name"))
+        if node.get("kind") == ACCOUNT:
+            amounts: dict[str, Decimal] = {}
+            for wallet in _wallets(node):
+                asset = str(wallet["asset"])
+                amounts[asset] = amounts.get(asset, Decimal(0)) + (
+                    parse_decimal(wallet.get("amount")) or Decimal(0)
+                )
+            found.append(LayoutAccount(path, node.get("exchange", exchange), node.get("quote"), amounts))
+            continue
+        stack.extend(
+            (child, f"{path}{PATH_SEP}{child.get('name', '')}", exchange)
+            for child in reversed(node.get("children") or [])
+        )
+    return found
 
 
 def split_amount(total: Decimal, weights: Sequence[Decimal]) -> list[Decimal]:

@@ -1,0 +1,42 @@
+"""How the services that trade configure the paper exchange (a section of their settings)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import asyncpg
+from pydantic import Field
+
+from rebal.io import load_document
+from rebal.settings import Section
+from rebal_venues.paper import Clock, PaperVenue, utc_now
+
+
+class PaperSettings(Section):
+    """The paper exchange's markets and base prices (docs/formats.md files) and how its prices move."""
+
+    markets_file: Path = Path("examples/demo/markets.json")
+    prices_file: Path = Path("examples/demo/prices.json")
+    amplitude: float = Field(default=0.02, ge=0, lt=0.5)
+    period_seconds: float = Field(default=3600.0, gt=0)
+    noise: float = Field(default=0.001, ge=0, lt=0.1)
+    bucket_seconds: float = Field(default=10.0, ge=0)
+
+
+def open_paper_venues(
+    exchanges: Iterable[str], pool: asyncpg.Pool, settings: PaperSettings, clock: Clock = utc_now
+) -> dict[str, PaperVenue]:
+    """One paper venue per exchange name, sharing the pool, the documents and the clock."""
+    markets = load_document(settings.markets_file)
+    prices = load_document(settings.prices_file)
+    movement = {
+        "amplitude": settings.amplitude,
+        "period_seconds": settings.period_seconds,
+        "noise": settings.noise,
+        "bucket_seconds": settings.bucket_seconds,
+    }
+    return {
+        exchange: PaperVenue.from_documents(exchange, pool, markets, prices, clock, **movement)
+        for exchange in sorted(set(exchanges))
+    }

@@ -1,0 +1,103 @@
+"""Tracker wiring: `faststream run rebal_tracker.app:app` or `python -m rebal_tracker`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rebal import bus, db, service
+from rebal.core.assemble import layout_accounts
+from rebal.core.tree import parse_tree
+from rebal.events import StrategyReturnReported, TakeSnapshot
+from rebal.io import load, load_document
+from rebal_tracker.handlers import SERVICE, ReturnsIngest, Tracker, register
+from rebal_tracker.returns import ReturnsStore
+from rebal_tracker.settings import TrackerSettings
+from rebal_venues.settings import open_paper_venues
+
+log = logging.getLogger("rebal.tracker")
+
+
+@dataclass
+class Runtime:
+    """What the tracker opens at start (pool, migrations, venues, seed) and closes at shutdown."""
+
+    settings: TrackerSettings
+    publisher: bus.EventSink
+    database: service.Database
+    tracker: Tracker | None = None
+    ingest: ReturnsIngest | None = None
+    schedule: asyncio.Task[None] | None = field(default=None, init=False)
+
+    async def start(self) -> None:
+        tracking = self.settings.tracking
+        pool = await self.database.open()
+        async with pool.acquire() as connection:
+            applied = await db.migrate(connection)
+        if applied:
+            log.info("applied migrations %s", ", ".join(applied))
+        layout = load_document(tracking.layout_file)
+        load(tracking.layout_file, lambda doc: parse_tree(doc, "real"))  # a bad layout stops the start
+        if not isinstance(layout, dict):
+            raise ValueError(f"{tracking.layout_file}: the layout must be a tree document")
+        venues = open_paper_venues(_exchanges(layout), pool, self.settings.paper)
+        quote = next(iter(venues.values())).valuation_quote if venues else "USD"
+        self.tracker = Tracker(tracking.portfolio_id, layout, quote, venues, self.publisher)
+        seeded = await self.tracker.seed()
+        if seeded:
+            log.info("seeded the paper exchange for %s", ", ".join(seeded))
+        self.ingest = ReturnsIngest(ReturnsStore(pool))
+
+    async def start_schedule(self) -> None:
+        if self.tracker is not None:
+            interval = self.settings.tracking.snapshot_interval_seconds
+            self.schedule = asyncio.create_task(self.tracker.run_schedule(interval))
+
+    async def stop(self) -> None:
+        if self.schedule is not None:
+            self.schedule.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.schedule
+        await self.database.close()
+
+    async def on_take_snapshot(self, command: TakeSnapshot) -> None:
+        if self.tracker is None:
+            raise RuntimeError("the tracker has not started")
+        await self.tracker.on_take_snapshot(command)
+
+    async def on_returns(self, events: Sequence[StrategyReturnReported]) -> None:
+        if self.ingest is None:
+            raise RuntimeError("the tracker has not started")
+        await self.ingest.on_returns(events)
+
+
+def _exchanges(layout: dict[str, Any]) -> list[str]:
+    return sorted({str(account.exchange) for account in layout_accounts(layout) if account.exchange})
+
+
+settings = TrackerSettings()
+broker = service.make_broker(settings, SERVICE)
+publisher = bus.Publisher(broker)
+database = service.Database(settings.database.url.get_secret_value(), settings.database.pool_size)
+runtime = Runtime(settings, publisher, database)
+register(
+    broker,
+    publisher,
+    runtime.on_take_snapshot,
+    runtime.on_returns,
+    batch_size=settings.tracking.return_batch_size,
+    batch_wait=settings.tracking.return_batch_wait_seconds,
+)
+app = service.build(
+    SERVICE,
+    broker,
+    settings,
+    checks=[("postgres", database.ping)],
+    on_startup=[runtime.start],
+    after_startup=[runtime.start_schedule],
+    on_shutdown=[runtime.stop],
+)

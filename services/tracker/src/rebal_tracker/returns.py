@@ -1,0 +1,57 @@
+"""Strategy returns into Postgres: a whole batch of messages in one statement.
+
+Rows are idempotent by (strategy, timestamp): a duplicate or a redelivery inserts nothing
+(``ON CONFLICT DO NOTHING``), and the order they arrive in does not matter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+import asyncpg
+import orjson
+
+from rebal.core.numbers import dec_str
+from rebal.events import StrategyReturnReported
+
+INSERT = (
+    "INSERT INTO strategy_returns (strategy_id, ts, period_return, equity, positions)"
+    " SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::numeric[], $4::numeric[], $5::jsonb[])"
+    " ON CONFLICT (strategy_id, ts) DO NOTHING"
+)
+
+
+@dataclass(frozen=True)
+class ReturnRow:
+    strategy_id: str
+    ts: datetime
+    period_return: Decimal
+    equity: Decimal | None
+    positions: str | None
+
+    @classmethod
+    def of(cls, event: StrategyReturnReported) -> ReturnRow:
+        positions = None
+        if event.positions is not None:
+            positions = orjson.dumps({k: dec_str(v) for k, v in event.positions.items()}).decode()
+        return cls(event.strategy_id, event.timestamp, event.period_return, event.equity, positions)
+
+
+@dataclass(frozen=True)
+class ReturnsStore:
+    pool: asyncpg.Pool
+
+    async def insert(self, rows: Sequence[ReturnRow]) -> int:
+        """Store rows not stored yet; returns how many were new."""
+        status = await self.pool.execute(
+            INSERT,
+            [row.strategy_id for row in rows],
+            [row.ts for row in rows],
+            [row.period_return for row in rows],
+            [row.equity for row in rows],
+            [row.positions for row in rows],
+        )
+        return int(status.rsplit(" ", 1)[-1])
