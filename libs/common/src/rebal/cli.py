@@ -5,6 +5,7 @@ Exit codes: 0 ok, 1 error, 2 bad input (one line on stderr naming the file, the 
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from decimal import Decimal
 from pathlib import Path
@@ -25,7 +26,8 @@ from rebal.core.tree import parse_tree
 from rebal.io import FileError, load
 from rebal.render import JsonDict, plan_json, tree_json
 
-EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_NOT_RUNNING = 0, 1, 2, 3
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 
 app = typer.Typer(
     name="rebal",
@@ -200,6 +202,91 @@ def _rich_tree(node: dict[str, Any], parent: RichTree | None = None) -> RichTree
     for child in node.get("children", []):
         _rich_tree(child, branch)
     return branch
+
+
+@app.command("rebalance")
+def rebalance_command(
+    portfolio: Annotated[str, typer.Option("--portfolio", help="The portfolio to rebalance.")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Plan only: show the orders, send nothing.")
+    ] = False,
+    band: Annotated[str, typer.Option("--band", help="Relative drift band: smaller differences hold.")] = "0",
+    nats_url: Annotated[str, typer.Option("--nats-url", envvar="REBAL__NATS__URL", help="NATS server.")] = (
+        DEFAULT_NATS_URL
+    ),
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="Follow the run until it is planned/done.")
+    ] = True,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for each step.")] = 30.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
+) -> None:
+    """Ask the planner for a rebalance of PORTFOLIO (executed by the executor unless --dry-run)."""
+    from rebal import commands, subjects
+
+    try:
+        subjects.check_token(portfolio, "--portfolio")
+    except ValueError as exc:
+        _fail(str(exc))
+    band_value = parse_decimal(band)
+    if band_value is None or band_value < 0:
+        _fail(f"--band: {band!r} must be a decimal >= 0")
+    try:
+        outcome = asyncio.run(
+            commands.rebalance(
+                nats_url, portfolio, dry_run=dry_run, band=band_value, wait=wait, timeout=timeout
+            )
+        )
+    except commands.NotRunning as exc:
+        _fail(str(exc), EXIT_NOT_RUNNING)
+    failed = outcome.plan is not None and outcome.plan.type == "PlanFailed"
+    unfinished = outcome.finished is not None and outcome.finished.status in ("error", "cancelled")
+    if as_json:
+        _write_json(
+            {
+                "command_id": str(outcome.command.event_id),
+                "run_id": str(outcome.plan.correlation_id) if outcome.plan else None,
+                "plan": outcome.plan.model_dump(mode="json") if outcome.plan else None,
+                "finished": outcome.finished.model_dump(mode="json") if outcome.finished else None,
+            }
+        )
+    else:
+        _print_outcome(outcome)
+    if failed or unfinished:
+        raise typer.Exit(EXIT_ERROR)
+
+
+def _print_outcome(outcome: Any) -> None:
+    console = Console(highlight=False)
+    plan, finished = outcome.plan, outcome.finished
+    if plan is None:
+        console.print(f"sent rebalance command {outcome.command.event_id} for {outcome.command.portfolio_id}")
+        return
+    if plan.type == "PlanFailed":
+        console.print(f"[red]no plan[/] for run {plan.correlation_id}: {plan.reason}")
+        return
+    kind = "dry-run plan" if plan.dry_run else "plan"
+    console.print(
+        f"run {plan.correlation_id}: {kind} with {len(plan.orders)} orders, {len(plan.skipped)} skipped, "
+        f"{len(plan.transfers)} transfers (portfolio value {plan.total_value})"
+    )
+    table = Table(show_lines=False)
+    for column in ("phase", "account", "symbol", "side", "amount", "est. cost"):
+        table.add_column(column)
+    for order in plan.orders:
+        table.add_row(
+            str(order.phase), order.account, order.symbol, order.side, str(order.amount), str(order.est_cost)
+        )
+    if plan.orders:
+        console.print(table)
+    if finished is not None:
+        style = (
+            "green" if finished.status == "completed" else "yellow" if "adjust" in finished.status else "red"
+        )
+        console.print(
+            f"[{style}]{finished.status}[/]: {finished.placed} placed, {finished.filled} filled, "
+            f"{finished.skipped} skipped, {finished.failed} failed"
+            + (f" ({'; '.join(finished.reasons)})" if finished.reasons else "")
+        )
 
 
 def main() -> None:

@@ -1,0 +1,127 @@
+"""Operator commands over NATS, for the CLI: send one, then follow the run it starts."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import NoServersError
+from nats.errors import TimeoutError as NatsTimeout
+
+from rebal import bus, subjects
+from rebal.events import (
+    Event,
+    PlanFailed,
+    RebalancePlanned,
+    RunFinished,
+    StartRebalance,
+    derive_id,
+    new_event,
+)
+
+
+class NotRunning(Exception):
+    """NATS, or a service the command needs, did not answer."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    command: StartRebalance
+    plan: RebalancePlanned | PlanFailed | None
+    finished: RunFinished | None
+
+
+@asynccontextmanager
+async def connected(url: str, timeout: float = 3.0) -> AsyncIterator[Client]:
+    async def quiet(error: Exception) -> None:
+        """nats-py prints every failed attempt with a traceback by default; the caller reports once."""
+
+    try:
+        client = await asyncio.wait_for(
+            nats.connect(
+                url,
+                connect_timeout=timeout,
+                allow_reconnect=False,
+                max_reconnect_attempts=1,
+                reconnect_time_wait=0.2,
+                error_cb=quiet,
+            ),
+            timeout * 2,
+        )
+    except (NoServersError, OSError, NatsTimeout, TimeoutError) as exc:
+        raise NotRunning(f"cannot reach NATS at {url}: {exc or type(exc).__name__}") from None
+    try:
+        yield client
+    finally:
+        await client.drain()
+
+
+async def rebalance(
+    url: str, portfolio: str, *, dry_run: bool, band: Decimal, wait: bool, timeout: float
+) -> Outcome:
+    """Publish `StartRebalance` and, when `wait`, follow its run until planned (and finished, if live)."""
+    command = new_event(
+        StartRebalance,
+        key=uuid.uuid4(),  # an operator's command has no cause on the bus: it is new each time
+        now=datetime.now(UTC),
+        portfolio_id=portfolio,
+        dry_run=dry_run,
+        band=band,
+        requested_by="cli",
+    )
+    run_id = derive_id("run", command.event_id)
+    async with connected(url) as client:
+        seen: asyncio.Queue[Event] = asyncio.Queue()
+
+        async def keep(message: Msg) -> None:
+            event = bus.decode_any(message.subject, message.data)
+            if not isinstance(event, str) and event.correlation_id == run_id:
+                await seen.put(event)
+
+        if wait:
+            for topic in (RebalancePlanned.topic, PlanFailed.topic, RunFinished.topic):
+                await client.subscribe(topic.subject(portfolio), cb=keep)
+        try:
+            await client.jetstream().publish(
+                command.subject,
+                command.model_dump_json().encode(),
+                stream=subjects.COMMANDS_STREAM,
+                headers={"Nats-Msg-Id": str(command.event_id)},
+                timeout=timeout,
+            )
+        except NatsTimeout:
+            raise NotRunning("NATS did not acknowledge the command: are the services running?") from None
+        if not wait:
+            return Outcome(command, None, None)
+        plan = await _next(seen, (RebalancePlanned, PlanFailed), timeout, "no plan: is the planner running?")
+        assert isinstance(plan, RebalancePlanned | PlanFailed)
+        finished = None
+        if isinstance(plan, RebalancePlanned) and not dry_run:
+            end = await _next(
+                seen, (RunFinished,), timeout, "the run did not finish: is the executor running?"
+            )
+            assert isinstance(end, RunFinished)
+            finished = end
+    return Outcome(command, plan, finished)
+
+
+async def _next(
+    queue: asyncio.Queue[Event], kinds: tuple[type[Event], ...], timeout: float, why: str
+) -> Event:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        left = deadline - asyncio.get_running_loop().time()
+        try:
+            event = await asyncio.wait_for(queue.get(), max(left, 0.0))
+        except TimeoutError:
+            raise NotRunning(f"{why} (waited {timeout:g} s)") from None
+        if isinstance(event, kinds):
+            return event
