@@ -17,10 +17,12 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar
 
-from faststream import AckPolicy
+from faststream import AckPolicy, Context
 from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
+from faststream.nats.message import NatsBatchMessage
+from nats.aio.msg import Msg
 from nats.js import api
 from nats.js.errors import BadRequestError, NotFoundError
 from pydantic import ValidationError
@@ -110,31 +112,32 @@ class Publisher:
         metrics.PUBLISHED.labels(topic=event.topic.name, duplicate=str(duplicate).lower()).inc()
         return not duplicate
 
-    async def dead_letter(self, service: str, message: NatsMessage, error: str) -> None:
-        raw: bytes = message.body
+    async def dead_letter(self, service: str, raw: Msg, error: str) -> None:
+        """Put a message on ``rebal.dlq.<service>`` with its raw payload, where it came from and why."""
+        data: bytes = raw.data or b""
         try:
-            payload, encoding = raw.decode("utf-8"), "utf-8"
+            payload, encoding = data.decode("utf-8"), "utf-8"
         except UnicodeDecodeError:
-            payload, encoding = base64.b64encode(raw).decode("ascii"), "base64"
-        subject = message.raw_message.subject
+            payload, encoding = base64.b64encode(data).decode("ascii"), "base64"
         letter = DeadLettered(
             service=service,
-            subject=subject,
+            subject=raw.subject,
             payload=payload,
             encoding=encoding,
-            headers={k: v for k, v in (message.headers or {}).items() if isinstance(v, str)},
+            headers={k: v for k, v in (raw.headers or {}).items() if isinstance(v, str)},
             error=error,
             received_at=datetime.now(UTC),
         )
-        sequence = _sequence(message)
         await self._broker.publish(
             letter.model_dump_json().encode(),
             subject=subjects.dead_letter(service),
-            headers={"Nats-Msg-Id": str(derive_id("dead-letter", service, subject, sequence, error))},
+            headers={
+                "Nats-Msg-Id": str(derive_id("dead-letter", service, raw.subject, _sequence(raw), error))
+            },
             stream=DEAD_LETTERS.name,
         )
-        metrics.DEAD_LETTERED.labels(service=service, topic=_topic_label(subject)).inc()
-        log.warning("dead-lettered a message from %s: %s", subject, error)
+        metrics.DEAD_LETTERED.labels(service=service, topic=_topic_label(raw.subject)).inc()
+        log.warning("dead-lettered a message from %s: %s", raw.subject, error)
 
 
 async def latest(broker: NatsBroker, kind: type[E], key: str) -> E | None:
@@ -178,19 +181,31 @@ class StreamHistory:
         return await latest(self.broker, kind, key)
 
 
-def _sequence(message: NatsMessage) -> str:
+def _sequence(raw: Msg) -> str:
     try:
-        meta = message.raw_message.metadata
+        meta = raw.metadata
     except Exception:  # noqa: BLE001 - a plain (non-JetStream) message has no metadata
-        return str(id(message))
+        return str(id(raw))
     return f"{meta.stream}:{meta.sequence.stream}"
 
 
-def _deliveries(message: NatsMessage) -> int:
+def _deliveries(raw: Msg) -> int:
     try:
-        return int(message.raw_message.metadata.num_delivered)
+        return int(raw.metadata.num_delivered)
     except Exception:  # noqa: BLE001 - a plain (non-JetStream) message is delivered once
         return 1
+
+
+async def _retry_or_give_up(publisher: Publisher, service: str, topic: str, raw: Msg, reason: str) -> None:
+    """A handler failed on this message: redeliver it after a backoff, or dead-letter it for good."""
+    delivered = _deliveries(raw)
+    if delivered >= MAX_DELIVER:
+        await publisher.dead_letter(service, raw, f"gave up after {delivered} deliveries: {reason}")
+        await raw.ack()
+        return
+    log.warning("handler for %s failed (delivery %d), retrying: %s", raw.subject, delivered, reason)
+    metrics.HANDLER_RETRIES.labels(service=service, topic=topic).inc()
+    await raw.nak(delay=BACKOFF_SECONDS[min(delivered, len(BACKOFF_SECONDS)) - 1])
 
 
 def _topic_label(subject: str) -> str:
@@ -300,28 +315,82 @@ def _subscribe(
     )
     async def receive(message: NatsMessage) -> None:
         started = time.perf_counter()
-        event = read(message.raw_message.subject, message.body)
+        raw: Msg = message.raw_message
+        event = read(raw.subject, message.body)
         if isinstance(event, str):
-            await publisher.dead_letter(service, message, event)
+            await publisher.dead_letter(service, raw, event)
             await message.ack()
             return
         try:
             await handler(event)
         except Exception as exc:  # noqa: BLE001 - any handler failure is retried, then dead-lettered
-            delivered = _deliveries(message)
-            reason = f"{type(exc).__name__}: {exc}"
-            if delivered >= MAX_DELIVER:
-                await publisher.dead_letter(
-                    service, message, f"gave up after {delivered} deliveries: {reason}"
-                )
-                await message.ack()
-            else:
-                log.warning("handler for %s failed (delivery %d), retrying: %s", subject, delivered, reason)
-                metrics.HANDLER_RETRIES.labels(service=service, topic=topic).inc()
-                await message.nack(delay=BACKOFF_SECONDS[min(delivered, len(BACKOFF_SECONDS)) - 1])
+            await _retry_or_give_up(publisher, service, topic, raw, f"{type(exc).__name__}: {exc}")
             return
         await message.ack()
         metrics.HANDLED.labels(service=service, topic=topic).observe(time.perf_counter() - started)
+
+
+BatchHandler = Callable[[Sequence[E]], Awaitable[None]]
+
+
+def consume_batch(
+    broker: NatsBroker,
+    publisher: Publisher,
+    *,
+    service: str,
+    kind: type[E],
+    durable: str,
+    handler: BatchHandler[E],
+    batch_size: int,
+    batch_wait: float,
+) -> None:
+    """Like `consume`, for high-rate events: up to `batch_size` messages per fetch (or what came within
+    `batch_wait` seconds), handled by one call, then each message acked; unreadable ones are
+    dead-lettered, a failed call is retried with backoff per message, then dead-lettered."""
+    subject = kind.topic.any_version()
+    topic = kind.topic.name
+    config = api.ConsumerConfig(
+        ack_policy=api.AckPolicy.EXPLICIT,
+        ack_wait=ACK_WAIT_SECONDS,
+        max_deliver=MAX_DELIVER,
+        deliver_policy=api.DeliverPolicy.ALL,
+        max_ack_pending=4 * batch_size,
+    )
+
+    @broker.subscriber(
+        subject,
+        stream=stream_of(subject).jstream(),
+        durable=durable,
+        pull_sub=PullSub(batch_size=batch_size, timeout=batch_wait, batch=True),
+        config=config,
+        ack_policy=AckPolicy.MANUAL,
+        decoder=_no_body,
+    )
+    async def receive(batch: Annotated[NatsBatchMessage, Context("message")]) -> None:
+        started = time.perf_counter()
+        readable: list[tuple[Msg, E]] = []
+        for raw in batch.raw_message:
+            event = decode(kind, raw.subject, raw.data)
+            if isinstance(event, str):
+                await publisher.dead_letter(service, raw, event)
+                await raw.ack()
+            else:
+                readable.append((raw, event))
+        if not readable:
+            return
+        try:
+            await handler([event for _, event in readable])
+        except Exception as exc:  # noqa: BLE001 - a failed call is retried, then dead-lettered
+            for raw, _ in readable:
+                await _retry_or_give_up(publisher, service, topic, raw, f"{type(exc).__name__}: {exc}")
+            return
+        for raw, _ in readable:
+            await raw.ack()
+        metrics.HANDLED.labels(service=service, topic=topic).observe(time.perf_counter() - started)
+
+
+async def _no_body(message: NatsBatchMessage) -> None:
+    """A batch handler validates each message itself (FastStream would JSON-decode them all first)."""
 
 
 def subjects_consumed(kinds: Sequence[type[Event]]) -> list[str]:

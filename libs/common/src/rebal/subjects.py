@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 PREFIX = "rebal"
 VERSION = 1
@@ -86,12 +87,17 @@ def dead_letter(service: str) -> str:
     return f"{PREFIX}.dlq.{check_token(service, 'service')}"
 
 
+KNOWN = frozenset(EVENT_TOPICS + COMMAND_TOPICS)
+
+
+@lru_cache(maxsize=4096)
 def parse(subject: str) -> tuple[Topic, int, str] | None:
-    """(topic, version, id) of a Rebal subject, or None when it is not one of ours."""
+    """(topic, version, id) of a Rebal subject, or None when it is not one of ours (cached: the set of
+    subjects in use is small and every message asks)."""
     parts = subject.split(".")
     if len(parts) != 6 or parts[0] != PREFIX or not parts[4].startswith("v") or not parts[4][1:].isdigit():
         return None
     topic = Topic(parts[1], parts[2], parts[3])
-    if topic not in EVENT_TOPICS + COMMAND_TOPICS:
+    if topic not in KNOWN:
         return None
     return topic, int(parts[4][1:]), parts[5]

@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Protocol
+from typing import Any, Protocol
 
-from faststream import AckPolicy, Context
-from faststream.nats import NatsBroker, PullSub
-from faststream.nats.message import NatsBatchMessage, NatsMessage
-from nats.aio.msg import Msg
-from nats.js import api
+from faststream.nats import NatsBroker
 
 from rebal import bus, metrics
 from rebal.core.assemble import LayoutAccount, assemble_tree, layout_accounts
@@ -170,85 +165,13 @@ def register(
         durable="tracker-take-snapshot",
         handler=on_take_snapshot,
     )
-    consume_returns(broker, publisher, on_returns, batch_size=batch_size, batch_wait=batch_wait)
-
-
-def consume_returns(
-    broker: NatsBroker,
-    publisher: bus.Publisher,
-    on_returns: Callable[[Sequence[StrategyReturnReported]], Awaitable[None]],
-    *,
-    batch_size: int,
-    batch_wait: float,
-) -> None:
-    """Strategy returns in batches: up to `batch_size` messages per fetch (or what came in `batch_wait`),
-    stored by one call, then each message acked; `bus.consume`'s rules otherwise (unreadable messages
-    are dead-lettered and acked, a failed write is retried with backoff, then dead-lettered)."""
-    topic = StrategyReturnReported.topic
-    subject = topic.any_version()
-    config = api.ConsumerConfig(
-        ack_policy=api.AckPolicy.EXPLICIT,
-        ack_wait=bus.ACK_WAIT_SECONDS,
-        max_deliver=bus.MAX_DELIVER,
-        deliver_policy=api.DeliverPolicy.ALL,
-        max_ack_pending=4 * batch_size,
-    )
-
-    @broker.subscriber(
-        subject,
-        stream=bus.stream_of(subject).jstream(),
+    bus.consume_batch(
+        broker,
+        publisher,
+        service=SERVICE,
+        kind=StrategyReturnReported,
         durable="tracker-strategy-returns",
-        pull_sub=PullSub(batch_size=batch_size, timeout=batch_wait, batch=True),
-        config=config,
-        ack_policy=AckPolicy.MANUAL,
-        decoder=_raw_batch,
+        handler=on_returns,
+        batch_size=batch_size,
+        batch_wait=batch_wait,
     )
-    async def receive(batch: Annotated[NatsBatchMessage, Context("message")]) -> None:
-        started = time.perf_counter()
-        readable: list[tuple[Msg, StrategyReturnReported]] = []
-        for raw in batch.raw_message:
-            event = bus.decode(StrategyReturnReported, raw.subject, raw.data)
-            if isinstance(event, str):
-                await publisher.dead_letter(SERVICE, _one(raw), event)
-                await raw.ack()
-            else:
-                readable.append((raw, event))
-        try:
-            await on_returns([event for _, event in readable])
-        except Exception as exc:  # noqa: BLE001 - a failed write is retried, then dead-lettered
-            await _retry_or_give_up(publisher, readable, f"{type(exc).__name__}: {exc}")
-            return
-        for raw, _ in readable:
-            await raw.ack()
-        metrics.HANDLED.labels(service=SERVICE, topic=topic.name).observe(time.perf_counter() - started)
-
-
-async def _raw_batch(message: NatsBatchMessage) -> None:
-    """No body for the handler: it validates each message itself (FastStream would JSON-decode them all)."""
-
-
-async def _retry_or_give_up(
-    publisher: bus.Publisher, readable: Sequence[tuple[Msg, StrategyReturnReported]], reason: str
-) -> None:
-    log.warning("storing %d strategy returns failed, retrying: %s", len(readable), reason)
-    metrics.HANDLER_RETRIES.labels(service=SERVICE, topic=StrategyReturnReported.topic.name).inc()
-    for raw, _ in readable:
-        delivered = _deliveries(raw)
-        if delivered >= bus.MAX_DELIVER:
-            await publisher.dead_letter(SERVICE, _one(raw), f"gave up after {delivered} deliveries: {reason}")
-            await raw.ack()
-        else:
-            await raw.nak(delay=bus.BACKOFF_SECONDS[min(delivered, len(bus.BACKOFF_SECONDS)) - 1])
-
-
-def _deliveries(raw: Msg) -> int:
-    try:
-        return int(raw.metadata.num_delivered)
-    except Exception:  # noqa: BLE001 - a plain (non-JetStream) message is delivered once
-        return 1
-
-
-def _one(raw: Msg) -> NatsMessage:
-    """One message of a batch as FastStream's message, for `Publisher.dead_letter`."""
-    headers = raw.header or {}
-    return NatsMessage(raw_message=raw, body=raw.data, headers=headers, reply_to=raw.reply)
