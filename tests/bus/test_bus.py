@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from datetime import UTC, datetime
 from typing import Any
@@ -166,3 +167,30 @@ async def test_the_latest_event_is_read_back_from_the_stream(nats_url: str) -> N
             await publisher.publish(snapshot(key))
         latest: Any = await history.latest(BalanceSnapshotTaken, "demo")
         assert latest is not None and latest.tree["name"] == "second"
+
+
+async def test_a_handler_longer_than_the_ack_wait_is_not_redelivered_to_another_replica(
+    nats_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bus, "ACK_WAIT_SECONDS", 1.0)  # heartbeats every 1/3 s
+    calls: list[str] = []
+    replicas = [NatsBroker(nats_url), NatsBroker(nats_url)]
+    for name, broker in zip(("a", "b"), replicas, strict=True):
+
+        async def slow(event: StartRebalance, name: str = name) -> None:
+            calls.append(name)
+            await asyncio.sleep(3.0)  # three ack waits
+
+        bus.consume(
+            broker,
+            bus.Publisher(broker),
+            service="executor",
+            kind=StartRebalance,
+            durable="test-slow",
+            handler=slow,
+        )
+    async with started(replicas[0]), started(replicas[1]):
+        await bus.Publisher(replicas[0]).publish(command())
+        await eventually(lambda: calls)
+        await asyncio.sleep(4.0)
+    assert len(calls) == 1, calls

@@ -11,10 +11,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Protocol, TypeVar
@@ -196,6 +198,28 @@ def _deliveries(raw: Msg) -> int:
         return 1
 
 
+@asynccontextmanager
+async def _working_on(raw: Msg) -> AsyncIterator[None]:
+    """Tell the server the message is still being worked on, so a long handler (an executor run) is not
+    redelivered to another replica after `ACK_WAIT_SECONDS`."""
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(ACK_WAIT_SECONDS / 3)
+            try:
+                await raw.in_progress()
+            except Exception:  # a lost heartbeat only risks a redelivery, which handlers absorb
+                log.warning(
+                    "could not extend the ack deadline of a message on %s", raw.subject, exc_info=True
+                )
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+
+
 async def _retry_or_give_up(publisher: Publisher, service: str, topic: str, raw: Msg, reason: str) -> None:
     """A handler failed on this message: redeliver it after a backoff, or dead-letter it for good."""
     delivered = _deliveries(raw)
@@ -322,7 +346,8 @@ def _subscribe(
             await message.ack()
             return
         try:
-            await handler(event)
+            async with _working_on(raw):
+                await handler(event)
         except Exception as exc:  # noqa: BLE001 - any handler failure is retried, then dead-lettered
             await _retry_or_give_up(publisher, service, topic, raw, f"{type(exc).__name__}: {exc}")
             return
