@@ -1,0 +1,340 @@
+"""Writes docs/events.md from the event models: `python docs/events.py > docs/events.md`.
+
+tests/test_docs.py fails when the committed document differs from what this prints, so the list of
+subjects, fields and examples cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, get_args
+
+from pydantic import BaseModel
+
+from rebal import bus, subjects
+from rebal.events import (
+    BalanceSnapshotTaken,
+    DeadLettered,
+    Event,
+    OrderFilled,
+    OrderPlaced,
+    PlanFailed,
+    PlannedOrder,
+    RebalancePlanned,
+    RunFinished,
+    RunStarted,
+    StartRebalance,
+    StrategyReturnReported,
+    TakeSnapshot,
+    TargetWeightsComputed,
+    derive_id,
+    new_event,
+)
+
+NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Entry:
+    kind: type[Event]
+    producer: str
+    consumers: tuple[str, ...]
+    example: Event
+
+
+def examples() -> list[Entry]:
+    command = new_event(StartRebalance, key="operator-1", now=NOW, portfolio_id="demo", dry_run=False)
+    snapshot = new_event(
+        BalanceSnapshotTaken,
+        key=NOW.isoformat(),
+        now=NOW,
+        portfolio_id="demo",
+        tree={
+            "name": "demo",
+            "children": [
+                {
+                    "name": "spot",
+                    "kind": "account",
+                    "exchange": "paper",
+                    "quote": "USDT",
+                    "children": [
+                        {"name": "btc", "asset": "BTC", "amount": "0.5"},
+                        {"name": "usdt", "asset": "USDT", "amount": "20000"},
+                    ],
+                }
+            ],
+        },
+        prices={"quote": "USDT", "prices": {"BTC": "60000", "USDT": "1"}},
+        markets={"paper": {"BTC/USDT": {"amount_step": "0.00001", "min_cost": "5", "fee_rate": "0.001"}}},
+    )
+    target = new_event(
+        TargetWeightsComputed,
+        key="sha256-of-the-file",
+        now=NOW,
+        portfolio_id="demo",
+        tree={
+            "name": "demo",
+            "children": [
+                {
+                    "name": "spot",
+                    "weight": "100%",
+                    "children": [
+                        {"name": "btc", "asset": "BTC", "weight": "50%"},
+                        {"name": "usdt", "asset": "USDT", "weight": "50%"},
+                    ],
+                }
+            ],
+        },
+        source="examples/demo/target.json",
+    )
+    order = PlannedOrder(
+        account="demo/spot",
+        exchange="paper",
+        symbol="BTC/USDT",
+        side="sell",
+        amount=Decimal("0.08333"),
+        est_price=Decimal("60000"),
+        est_cost=Decimal("4999.8"),
+        est_fee=Decimal("4.9998"),
+        phase=1,
+    )
+    plan = command.caused(
+        RebalancePlanned,
+        now=NOW,
+        correlation_id=bus_run_id(command),
+        dry_run=False,
+        band=Decimal(0),
+        snapshot_id=snapshot.event_id,
+        target_id=target.event_id,
+        total_value=Decimal("50000"),
+        orders=(order,),
+    )
+    placed = plan.caused(
+        OrderPlaced,
+        now=NOW,
+        key=0,
+        client_order_id="rb-3f2a9c1d7e4b-0",
+        account="demo/spot",
+        exchange="paper",
+        symbol="BTC/USDT",
+        side="sell",
+        amount=Decimal("0.08333"),
+        phase=1,
+    )
+    return [
+        Entry(
+            StartRebalance,
+            "operators: `rebal rebalance`",
+            ("planner (`planner-commands`)", "monitor"),
+            command,
+        ),
+        Entry(
+            TakeSnapshot,
+            "the executor after a run; operators",
+            ("tracker (`tracker-take-snapshot`)", "monitor"),
+            plan.caused(TakeSnapshot, now=NOW),
+        ),
+        Entry(BalanceSnapshotTaken, "tracker", ("planner (`planner-snapshots`)", "monitor"), snapshot),
+        Entry(TargetWeightsComputed, "optimizer", ("planner (`planner-targets`)", "monitor"), target),
+        Entry(RebalancePlanned, "planner", ("executor (`executor-plans`)", "monitor"), plan),
+        Entry(
+            PlanFailed,
+            "planner",
+            ("monitor",),
+            command.caused(
+                PlanFailed,
+                now=NOW,
+                correlation_id=bus_run_id(command),
+                reason="target tree: demo/spot: weights of the children sum to 90%, expected 100%",
+                dry_run=False,
+            ),
+        ),
+        Entry(
+            RunStarted,
+            "executor",
+            ("monitor",),
+            plan.caused(RunStarted, now=NOW, plan_id=plan.event_id, orders=1),
+        ),
+        Entry(OrderPlaced, "executor", ("monitor",), placed),
+        Entry(
+            OrderFilled,
+            "executor",
+            ("monitor",),
+            placed.caused(
+                OrderFilled,
+                now=NOW,
+                key="t-1",
+                client_order_id=placed.client_order_id,
+                trade_id="pt-5b1e0c2a9f3d",
+                symbol="BTC/USDT",
+                side="sell",
+                amount=Decimal("0.08333"),
+                price=Decimal("60012.5"),
+                fee=Decimal("5.00084"),
+                fee_asset="USDT",
+            ),
+        ),
+        Entry(
+            RunFinished,
+            "executor",
+            ("monitor",),
+            plan.caused(
+                RunFinished,
+                now=NOW,
+                plan_id=plan.event_id,
+                status="completed",
+                placed=1,
+                filled=1,
+                skipped=0,
+                failed=0,
+            ),
+        ),
+        Entry(
+            StrategyReturnReported,
+            "bots (see the bot contract)",
+            ("tracker (`tracker-strategy-returns`, batched)", "monitor"),
+            new_event(
+                StrategyReturnReported,
+                key="trend|2026-11-21T12:00:00Z",
+                now=NOW,
+                portfolio_id="demo",
+                strategy_id="trend",
+                timestamp=NOW,
+                period_return=Decimal("0.0012"),
+                equity=Decimal("101234.5"),
+            ),
+        ),
+    ]
+
+
+def bus_run_id(command: Event) -> Any:
+    """The run id the planner gives a command's run."""
+    return derive_id("run", command.event_id)
+
+
+def type_name(annotation: Any) -> str:
+    text = getattr(annotation, "__name__", None) if not get_args(annotation) else None
+    if text is None:
+        text = str(annotation)
+    for prefix in ("typing.", "rebal.events.", "decimal.", "uuid.", "datetime.", "pydantic.types."):
+        text = text.replace(prefix, "")
+    return text.replace("|", "\\|")
+
+
+def field_rows(model: type[BaseModel], skip: set[str]) -> list[str]:
+    rows = []
+    for name, info in model.model_fields.items():
+        if name in skip:
+            continue
+        required = "required" if info.is_required() else f"default `{info.default!r}`"
+        rows.append(f"| `{name}` | `{type_name(info.annotation)}` | {required} |")
+    return rows
+
+
+ENVELOPE = set(Event.model_fields)
+
+
+INTRO = """# Events and subjects
+
+<!-- Generated by `python docs/events.py > docs/events.md`; tests/test_docs.py keeps it current. -->
+
+Every message on the bus is a frozen, versioned pydantic model (`rebal.events`) serialised as
+JSON; money, quantities and prices are decimal strings. Subjects are built only by
+`rebal.subjects`:
+
+- events: `rebal.evt.<aggregate>.<action>.v<N>.<portfolio>` (bots: `.<strategy>`);
+- commands: `rebal.cmd.<aggregate>.<action>.v<N>.<portfolio>`;
+- dead letters: `rebal.dlq.<service>`.
+
+## Streams
+
+| stream | subjects | duplicate window | max age |
+| --- | --- | --- | --- |
+{streams}
+
+Every publish sets `Nats-Msg-Id` to the event id. Ids derive from the cause (uuid5 of the
+cause's id and what the event is about), so a redelivered trigger recomputes the same id and the
+server drops the second publish. Streams are declared in code (`rebal.bus.declare_streams`) by
+every service at start. NATS runs with `max_payload: 8MB`: snapshots carry whole trees
+({max_mib} MiB per message at most).
+
+## Consumers
+
+Every consumer is a durable pull consumer (replicas of a service share it), acks explicitly
+after its handler (`AckPolicy.NACK_ON_ERROR`), and reports progress while a handler runs (ack
+wait {ack_wait:g} s). A failing handler is retried with backoff ({backoff} s) up to {max_deliver}
+deliveries, then dead-lettered. A message that cannot be read (malformed JSON, a schema
+violation, a subject version the service does not know, a subject naming another portfolio than
+the payload) goes at once to `rebal.dlq.<service>` and is counted in
+`rebal_messages_dead_lettered_total{{service,topic}}`; the service keeps serving.
+
+## The envelope
+
+| field | type | |
+| --- | --- | --- |
+"""
+
+
+def render() -> str:
+    streams = "\n".join(
+        f"| `{spec.name}` | `{', '.join(spec.subjects)}` | {bus.DUPLICATE_WINDOW_SECONDS:g} s |"
+        f" {spec.max_age / 86400:g} days |"
+        for spec in bus.STREAMS
+    )
+    intro = INTRO.format(
+        streams=streams,
+        max_mib=bus.MAX_MESSAGE_BYTES // 2**20,
+        ack_wait=bus.ACK_WAIT_SECONDS,
+        backoff=", ".join(f"{b:g}" for b in bus.BACKOFF_SECONDS),
+        max_deliver=bus.MAX_DELIVER,
+    )
+    out = [intro.rstrip("\n"), *field_rows(Event, set()), ""]
+    for entry in examples():
+        kind = entry.kind
+        subject = kind.topic.subject("demo" if kind is not StrategyReturnReported else "trend")
+        out += [
+            f"## {kind.__name__}",
+            "",
+            (kind.__doc__ or "").strip(),
+            "",
+            f"- subject: `{subject}`",
+            f"- producer: {entry.producer}",
+            f"- consumers: {', '.join(entry.consumers)}",
+            "",
+        ]
+        rows = field_rows(kind, ENVELOPE)
+        if rows:
+            out += ["| field | type | |", "| --- | --- | --- |", *rows, ""]
+        out += ["```json", json.dumps(json.loads(entry.example.model_dump_json()), indent=2), "```", ""]
+    out += [
+        "## DeadLettered",
+        "",
+        (DeadLettered.__doc__ or "").strip(),
+        "",
+        "- subject: `rebal.dlq.<service>` (stream `REBAL_DLQ`)",
+        "- producer: every service; consumers: operators (`nats sub 'rebal.dlq.>'`)",
+        "",
+        "| field | type | |",
+        "| --- | --- | --- |",
+        *field_rows(DeadLettered, set()),
+        "",
+        "Shared payload parts:",
+        "",
+        "| PlannedOrder field | type | |",
+        "| --- | --- | --- |",
+        *field_rows(PlannedOrder, set()),
+        "",
+        "Topics in code: "
+        + ", ".join(f"`{t.name}`" for t in subjects.EVENT_TOPICS + subjects.COMMAND_TOPICS)
+        + ".",
+        "",
+    ]
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render())
