@@ -8,10 +8,11 @@ export UV_LINK_MODE := copy
 VENV := .venv
 REBAL := $(VENV)/bin/rebal
 
-.PHONY: help setup run test lint typecheck bench clean
+.PHONY: help setup run plan test lint typecheck bench clean
 
 help:
-	@echo "make run    - set up and run the planner on the bundled examples"
+	@echo "make run    - set up and run the whole system (NATS, Postgres, services, demo bot); Ctrl-C stops"
+	@echo "make plan   - set up and plan the bundled examples with the rebal CLI"
 	@echo "make test   - set up and run lint, type checks and the tests"
 	@echo "make bench  - run the benchmarks in bench/ (prints figures)"
 
@@ -23,7 +24,11 @@ $(VENV)/.synced: uv.lock pyproject.toml libs/common/pyproject.toml $(wildcard se
 
 setup: $(VENV)/.synced
 
+# NATS, Postgres, the five services and the demo bot, state in var/; Ctrl-C stops them all.
 run: setup
+	$(VENV)/bin/python -m rebal_devstack run
+
+plan: setup
 	$(REBAL) plan --real examples/real.json --target examples/target.json \
 		--prices examples/prices.json --markets examples/markets.json
 
