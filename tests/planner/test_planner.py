@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -23,7 +24,7 @@ from rebal.events import (
     new_event,
 )
 from rebal_planner.handlers import Planner, register
-from rebal_planner.planning import plan_event
+from rebal_planner.planning import parse_snapshot, parse_target, parsed_or_error, plan_event
 from rebal_planner.settings import PlannerSettings
 from tests.messaging import eventually, started
 
@@ -68,6 +69,10 @@ class FakeHistory:
         found = [e for e in self.events if isinstance(e, kind) and e.portfolio_id == key]
         return found[-1] if found else None
 
+    async def latest_id(self, kind: type[Event], key: str) -> uuid.UUID | None:
+        event = await self.latest(kind, key)
+        return None if event is None else event.event_id
+
 
 @dataclass
 class RecordingPublisher:
@@ -80,9 +85,24 @@ class RecordingPublisher:
         return True
 
 
+def plan(
+    cause: Event, snap: BalanceSnapshotTaken, goal: TargetWeightsComputed
+) -> RebalancePlanned | PlanFailed:
+    return plan_event(
+        cause,
+        snapshot_id=snap.event_id,
+        target_id=goal.event_id,
+        snapshot=parsed_or_error(parse_snapshot, snap),
+        target=parsed_or_error(parse_target, goal),
+        band=Decimal(0),
+        dry_run=False,
+        now=NOW,
+    )
+
+
 def test_plan_event_carries_the_core_plan_and_derives_its_ids_from_the_cause() -> None:
     cause = rebalance()
-    event = plan_event(cause, snapshot(), target(), band=Decimal(0), dry_run=False, now=NOW)
+    event = plan(cause, snapshot(), target())
     assert isinstance(event, RebalancePlanned)
     assert event.correlation_id == derive_id("run", cause.event_id)
     assert event.causation_id == cause.event_id
@@ -92,14 +112,14 @@ def test_plan_event_carries_the_core_plan_and_derives_its_ids_from_the_cause() -
     ]
     assert event.transfers[0].amount == Decimal("10530")
     assert event.total_value == Decimal("58800")
-    again = plan_event(cause, snapshot(), target(), band=Decimal(0), dry_run=False, now=NOW)
+    again = plan(cause, snapshot(), target())
     assert again.event_id == event.event_id  # a redelivered cause gives the same plan id
 
 
 def test_bad_input_becomes_a_plan_failed_event_naming_the_node() -> None:
     broken = load("target")
     broken["children"][0]["weight"] = "50%"  # 50% + 60%
-    event = plan_event(rebalance(), snapshot(), target(broken), band=Decimal(0), dry_run=False, now=NOW)
+    event = plan(rebalance(), snapshot(), target(broken))
     assert isinstance(event, PlanFailed)
     assert event.reason == "target tree: alice: weights of the children sum to 110%, expected 100%"
 
@@ -160,3 +180,29 @@ async def test_on_a_real_server_the_plan_uses_the_latest_snapshot_and_target(nat
     [plan] = plans
     assert plan.correlation_id == derive_id("run", cause.event_id)
     assert plan.snapshot_id == snapshot().event_id and plan.target_id == target().event_id
+
+
+async def test_inputs_are_parsed_once_per_event() -> None:
+    recorder = RecordingPublisher()
+    history = FakeHistory([snapshot(), target()])
+    planner = Planner(history, recorder, PlannerSettings(), clock=lambda: NOW)
+    await planner.on_command(rebalance())
+    cached = planner.snapshots.entries[snapshot().event_id]
+    other = new_event(StartRebalance, key="operator-2", now=NOW, portfolio_id="demo", dry_run=True)
+    await planner.on_command(other)
+    assert planner.snapshots.entries[snapshot().event_id] is cached  # the same parse, reused
+    assert len(recorder.published) == 2
+    newer = new_event(
+        BalanceSnapshotTaken,
+        key="tick-2",
+        now=NOW,
+        portfolio_id="demo",
+        tree=load("real"),
+        prices=load("prices"),
+        markets=load("markets"),
+    )
+    history.events.append(newer)
+    third = new_event(StartRebalance, key="operator-3", now=NOW, portfolio_id="demo", dry_run=True)
+    await planner.on_command(third)
+    last = recorder.published[-1]
+    assert isinstance(last, RebalancePlanned) and last.snapshot_id == newer.event_id  # the stream decides

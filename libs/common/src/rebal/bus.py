@@ -15,6 +15,7 @@ import asyncio
 import base64
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -172,6 +173,10 @@ class History(Protocol):
 
     async def latest(self, kind: type[E], key: str) -> E | None: ...
 
+    async def latest_id(self, kind: type[Event], key: str) -> uuid.UUID | None:
+        """Only the id of the latest event (cheap: no payload to validate)."""
+        ...
+
 
 @dataclass(frozen=True)
 class StreamHistory:
@@ -181,6 +186,18 @@ class StreamHistory:
 
     async def latest(self, kind: type[E], key: str) -> E | None:
         return await latest(self.broker, kind, key)
+
+    async def latest_id(self, kind: type[Event], key: str) -> uuid.UUID | None:
+        subject = kind.topic.subject(key)
+        js = self.broker.config.connection_state.stream
+        try:
+            message = await js.get_last_msg(stream_of(subject).name, subject)
+        except NotFoundError:
+            return None
+        try:
+            return uuid.UUID((message.headers or {}).get("Nats-Msg-Id", ""))
+        except ValueError:
+            return None
 
 
 def _sequence(raw: Msg) -> str:

