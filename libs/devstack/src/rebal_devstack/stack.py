@@ -99,6 +99,7 @@ class Child:
     port: int | None = None
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     started_at: float = field(default=0.0, init=False)
+    started_pids: list[int] = field(default_factory=list, init=False)
     _log_offset: int = field(default=0, init=False, repr=False)
 
     @property
@@ -138,6 +139,7 @@ class Child:
                 preexec_fn=_proc.die_with_parent(signal.SIGTERM),  # noqa: PLW1509 - main thread only
             )
         self.started_at = time.monotonic()
+        self.started_pids.append(self.proc.pid)
         _proc.register(self)
 
     def readyz(self, timeout: float = 2.0) -> int | None:
@@ -269,8 +271,17 @@ class Services:
         for name in chosen:
             self.children[name].start()
         if wait:
-            for name in chosen:
-                self.children[name].wait_ready()
+            self.wait_ready(chosen)
+
+    def wait_ready(self, names: Iterable[str] | None = None, timeout: float = READY_TIMEOUT_SECONDS) -> None:
+        """Wait for each service's ``/readyz`` (all by default); `StartFailed` names the first failure."""
+        for name in list(names) if names is not None else list(self.children):
+            self.children[name].wait_ready(timeout)
+
+    @property
+    def pids(self) -> list[int]:
+        """The pids of every process started so far, restarts included (to check none is left behind)."""
+        return [pid for child in self.children.values() for pid in child.started_pids]
 
     def stop(self, names: Iterable[str] | None = None, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
         """Stop the services (all by default, last started first)."""
