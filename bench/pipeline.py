@@ -1,0 +1,371 @@
+"""Pipeline benchmark over a real nats-server (and Postgres for the tracker), services as processes.
+
+1. Latency from a rebalance command to the published plan, for trees of 1k and 10k wallets: the
+   planner runs as its own process (`python -m rebal_planner`); this process publishes the snapshot and
+   target once, then sends `--commands` dry-run `StartRebalance` commands one after the other and times
+   each until its `RebalancePlanned` arrives. Prints p50/p99/max. Target: p99 under 100 ms at 10k.
+2. Strategy-return ingest into one tracker (`python -m rebal_tracker`): `--returns` returns are
+   published as a bot would (plain NATS publishes into the stream, no headers), then the tracker is
+   started and times how fast it drains them into Postgres; every return must land exactly once, with
+   no dead letter. Also a live run (tracker running while the returns are published). Target: at least
+   20,000 returns per second into one tracker.
+
+    python bench/pipeline.py                         # both, default sizes
+    python bench/pipeline.py --sizes 1000 --commands 50 --returns 20000   # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import nats
+import nats.js.errors
+import orjson
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from generate import generate  # noqa: E402 - bench/ is scripts, not a package
+
+from rebal import bus, subjects  # noqa: E402
+from rebal.events import (  # noqa: E402
+    BalanceSnapshotTaken,
+    RebalancePlanned,
+    StartRebalance,
+    StrategyReturnReported,
+    TargetWeightsComputed,
+    derive_id,
+    new_event,
+)
+from rebal_devstack.nats import NatsServer  # noqa: E402
+from rebal_devstack.postgres import PostgresServer  # noqa: E402
+
+LATENCY_TARGET_MS = 100.0
+HEADER = (
+    f"{'wallets':>8} {'snapshot MB':>11} {'plan MB':>8} {'orders':>7} {'p50 ms':>7} {'p99 ms':>7}"
+    f" {'max ms':>7} {'n':>5}"
+)
+INGEST_TARGET = 20_000
+STRATEGIES = 50
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def service(name: str, env: dict[str, str], logs: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`python -m rebal_<name>` with `env`, until its /readyz answers; stopped at the end."""
+    port = free_port()
+    full = {**os.environ, **env, "REBAL__HTTP__PORT": str(port)}
+    log = (logs / f"{name}.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", f"rebal_{name}"], env=full, stdout=log, stderr=log, cwd=ROOT
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited: see {logs / (name + '.log')}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} not ready after 60 s")
+            time.sleep(0.1)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+async def plan_latency(url: str, wallets: int, commands: int) -> dict[str, Any]:
+    real, target, prices, markets = generate(wallets, 7)
+    now = datetime.now(UTC)
+    portfolio = f"bench{wallets}"
+    real["name"] = target["name"] = portfolio
+    snapshot = new_event(
+        BalanceSnapshotTaken,
+        key=now,
+        now=now,
+        portfolio_id=portfolio,
+        tree=real,
+        prices=prices,
+        markets=markets,
+    )
+    desired = new_event(TargetWeightsComputed, key=now, now=now, portfolio_id=portfolio, tree=target)
+    client = await nats.connect(url)
+    js = client.jetstream()
+    for event in (snapshot, desired):
+        await js.publish(
+            event.subject, event.model_dump_json().encode(), headers={"Nats-Msg-Id": str(event.event_id)}
+        )
+    arrived: dict[uuid.UUID, float] = {}
+    sizes: list[int] = []
+    orders: list[int] = []
+
+    async def on_plan(message: Any) -> None:
+        data = message.data
+        run = uuid.UUID(orjson.loads(data)["correlation_id"])
+        arrived[run] = time.perf_counter()
+        sizes.append(len(data))
+        if len(orders) < 1:
+            orders.append(len(RebalancePlanned.model_validate_json(data).orders))
+
+    await client.subscribe(RebalancePlanned.topic.subject(portfolio), cb=on_plan)
+    latencies: list[float] = []
+    for i in range(commands + 3):  # the first three warm the planner up
+        command = new_event(
+            StartRebalance, key=(now, i), now=datetime.now(UTC), portfolio_id=portfolio, dry_run=True
+        )
+        run = derive_id("run", command.event_id)
+        start = time.perf_counter()
+        await js.publish(
+            command.subject,
+            command.model_dump_json().encode(),
+            headers={"Nats-Msg-Id": str(command.event_id)},
+        )
+        while run not in arrived:
+            await asyncio.sleep(0.0005)
+        if i >= 3:
+            latencies.append((arrived[run] - start) * 1000)
+    await client.drain()
+    return {
+        "wallets": wallets,
+        "snapshot_mb": len(snapshot.model_dump_json()) / 1e6,
+        "plan_mb": max(sizes) / 1e6,
+        "orders": orders[0] if orders else 0,
+        "p50": percentile(latencies, 0.5),
+        "p99": percentile(latencies, 0.99),
+        "max": max(latencies),
+        "n": len(latencies),
+    }
+
+
+def a_return(strategy: int, i: int, base: datetime) -> bytes:
+    event = new_event(
+        StrategyReturnReported,
+        key=(strategy, i),
+        now=base,
+        portfolio_id="demo",
+        strategy_id=f"s{strategy:03d}",
+        timestamp=base + timedelta(seconds=i),
+        period_return=Decimal((i * 7919 + strategy * 104729) % 2001 - 1000) / Decimal(100000),
+    )
+    return event.model_dump_json().encode()
+
+
+async def publish_returns(url: str, count: int) -> float:
+    """Publish `count` returns as bots do (plain publishes into the stream); returns the seconds taken."""
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    payloads = [
+        (StrategyReturnReported.topic.subject(f"s{i % STRATEGIES:03d}"), a_return(i % STRATEGIES, i, base))
+        for i in range(count)
+    ]
+    client = await nats.connect(url)
+    await ensure_streams(client)
+    start = time.perf_counter()
+    for n, (subject, data) in enumerate(payloads):
+        await client.publish(subject, data)
+        if n % 5000 == 4999:
+            await client.flush()
+    await client.flush()
+    seconds = time.perf_counter() - start
+    js = client.jetstream()
+    for _ in range(200):  # the stream has every one (plain publishes are not acknowledged one by one)
+        info = await js.stream_info(
+            subjects.EVENTS_STREAM, subjects_filter=subjects.STRATEGY_RETURN_REPORTED.any_version(">")
+        )
+        if info.state.messages >= count:
+            break
+        await asyncio.sleep(0.05)
+    await client.drain()
+    return seconds
+
+
+async def ensure_streams(client: Any) -> None:
+    """The streams as the services declare them (a bot's plain publish is lost without its stream)."""
+    js = client.jetstream()
+    for spec in bus.STREAMS:
+        try:
+            await js.add_stream(spec.config(1))
+        except nats.js.errors.BadRequestError:
+            await js.update_stream(spec.config(1))
+
+
+async def rows(dsn: str) -> int:
+    connection = await asyncpg.connect(dsn)
+    try:
+        return int(await connection.fetchval("SELECT count(*) FROM strategy_returns"))
+    finally:
+        await connection.close()
+
+
+async def drain_time(dsn: str, expected: int, timeout: float = 120.0) -> tuple[float, int]:
+    """Seconds from the first row to the last (and the final count)."""
+    first: float | None = None
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        count = await rows(dsn)
+        now = time.perf_counter()
+        if count and first is None:
+            first, first_count = now, count
+        if count >= expected:
+            assert first is not None
+            return max(now - first, 1e-9), count - first_count
+        await asyncio.sleep(0.02)
+    return float("nan"), await rows(dsn)
+
+
+async def dead_letters(url: str) -> int:
+    client = await nats.connect(url)
+    try:
+        info = await client.jetstream().stream_info(subjects.DLQ_STREAM)
+        return int(info.state.messages)
+    except Exception:  # noqa: BLE001 - no stream: nothing was dead-lettered
+        return 0
+    finally:
+        await client.drain()
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def run_latency(url: str, sizes: list[int], commands: int, env: dict[str, str], logs: Path) -> None:
+    with service("planner", env, logs):
+        print("\nCommand -> plan latency (planner process, dry-run plans, closed loop)")
+        print(HEADER)
+        results = []
+        for size in sizes:
+            r = asyncio.run(plan_latency(url, size, commands))
+            results.append(r)
+            print(
+                f"{r['wallets']:>8,} {r['snapshot_mb']:>11.2f} {r['plan_mb']:>8.2f} {r['orders']:>7,}"
+                f" {r['p50']:>7.1f} {r['p99']:>7.1f} {r['max']:>7.1f} {r['n']:>5}",
+                flush=True,
+            )
+    largest = max(results, key=lambda r: r["wallets"])
+    ok = largest["p99"] < LATENCY_TARGET_MS
+    print(
+        f"target: p99 < {LATENCY_TARGET_MS:g} ms at {largest['wallets']:,} wallets: {largest['p99']:.1f} ms",
+        verdict(ok),
+    )
+
+
+LAYOUT = (
+    '{"name": "demo", "children": [{"name": "spot", "kind": "account", "exchange": "paper",'
+    ' "quote": "USDT", "children": [{"name": "usdt", "asset": "USDT", "amount": "1000"}]}]}'
+)
+
+
+def run_ingest(url: str, returns: int, env: dict[str, str], base: Path, logs: Path) -> None:
+    with PostgresServer(base / "pg" / "data") as postgres:
+        dsn = postgres.ensure_database("rebal")
+        layout = base / "layout.json"
+        layout.write_text(LAYOUT)
+        tracker_env = {
+            **env,
+            "REBAL__DATABASE__URL": dsn,
+            "REBAL__TRACKING__LAYOUT_FILE": str(layout),
+            "REBAL__TRACKING__SNAPSHOT_INTERVAL_SECONDS": "3600",
+        }
+        print(f"\nStrategy-return ingest into one tracker ({returns:,} returns, {STRATEGIES} strategies)")
+        seconds = asyncio.run(publish_returns(url, returns))
+        print(f"  published (backlog): {returns / seconds:,.0f}/s from one publisher", flush=True)
+        with service("tracker", tracker_env, logs):
+            drained, counted = asyncio.run(drain_time(dsn, returns))
+            stored = asyncio.run(rows(dsn))
+        backlog_rate = counted / drained
+        print(f"  backlog drained: {backlog_rate:,.0f} returns/s, {stored:,} stored of {returns:,}")
+        # Live: the tracker runs while a second batch (new timestamps) is published.
+        with service("tracker", tracker_env, logs):
+            start = time.perf_counter()
+            asyncio.run(publish_returns_offset(url, returns))
+            asyncio.run(drain_time(dsn, 2 * returns))
+            live = time.perf_counter() - start
+            stored = asyncio.run(rows(dsn))
+        letters = asyncio.run(dead_letters(url))
+        print(
+            f"  live (publish while ingesting): {returns / live:,.0f} returns/s end to end,"
+            f" {stored:,} stored of {2 * returns:,}, {letters} dead letters"
+        )
+        ok = backlog_rate >= INGEST_TARGET and stored == 2 * returns and letters == 0
+        print(
+            f"target: >= {INGEST_TARGET:,} returns/s into one tracker, nothing lost: {backlog_rate:,.0f}/s",
+            verdict(ok),
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", default="1000,10000")
+    parser.add_argument("--commands", type=int, default=200)
+    parser.add_argument("--returns", type=int, default=200_000)
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    with tempfile.TemporaryDirectory(prefix="rebal-bench-") as tmp:
+        base = Path(tmp)
+        logs = base / "logs"
+        logs.mkdir()
+        with NatsServer(base / "nats" / "jetstream", extra_config="max_payload: 8MB") as server:
+            env = {"REBAL__NATS__URL": server.url, "REBAL__PLANNING__PREVIEW_ON_NEW_DATA": "false"}
+            print(f"Python {sys.version.split()[0]}, nats-server at {server.url}", flush=True)
+            if sizes:
+                run_latency(server.url, sizes, args.commands, env, logs)
+            if args.returns:
+                run_ingest(server.url, args.returns, env, base, logs)
+    return 0
+
+
+async def publish_returns_offset(url: str, count: int) -> float:
+    base = datetime(2027, 1, 1, tzinfo=UTC)
+    client = await nats.connect(url)
+    start = time.perf_counter()
+    for i in range(count):
+        await client.publish(
+            StrategyReturnReported.topic.subject(f"s{i % STRATEGIES:03d}"), a_return(i % STRATEGIES, i, base)
+        )
+        if i % 5000 == 4999:
+            await client.flush()
+    await client.flush()
+    await client.drain()
+    return time.perf_counter() - start
+
+
+if __name__ == "__main__":
+    sys.exit(main())
