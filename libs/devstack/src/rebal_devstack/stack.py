@@ -539,6 +539,8 @@ def run(options: Options) -> int:
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
+    # Both set explicitly: a launcher started in the background inherits SIGINT ignored.
+    signal.signal(signal.SIGINT, interrupt)
     signal.signal(signal.SIGTERM, interrupt)
     var_dir = options.var_dir.absolute()
     log_dir = var_dir / "logs"
