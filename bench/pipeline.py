@@ -36,7 +36,6 @@ from typing import Any
 import asyncpg
 import nats
 import nats.js.errors
-import orjson
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -137,12 +136,11 @@ async def plan_latency(url: str, wallets: int, commands: int) -> dict[str, Any]:
     orders: list[int] = []
 
     async def on_plan(message: Any) -> None:
-        data = message.data
-        run = uuid.UUID(orjson.loads(data)["correlation_id"])
-        arrived[run] = time.perf_counter()
-        sizes.append(len(data))
+        # The plan's id is derived from its command: recognise it by its message id, before any parsing.
+        arrived[uuid.UUID(message.headers["Nats-Msg-Id"])] = time.perf_counter()
+        sizes.append(len(message.data))
         if len(orders) < 1:
-            orders.append(len(RebalancePlanned.model_validate_json(data).orders))
+            orders.append(len(RebalancePlanned.model_validate_json(message.data).orders))
 
     await client.subscribe(RebalancePlanned.topic.subject(portfolio), cb=on_plan)
     latencies: list[float] = []
@@ -150,7 +148,7 @@ async def plan_latency(url: str, wallets: int, commands: int) -> dict[str, Any]:
         command = new_event(
             StartRebalance, key=(now, i), now=datetime.now(UTC), portfolio_id=portfolio, dry_run=True
         )
-        run = derive_id("run", command.event_id)
+        run = derive_id(RebalancePlanned.__name__, command.event_id, "")  # what the planner will call it
         start = time.perf_counter()
         await js.publish(
             command.subject,

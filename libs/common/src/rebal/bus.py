@@ -67,6 +67,8 @@ class StreamSpec:
             retention=api.RetentionPolicy.LIMITS,
             num_replicas=replicas,
             max_msg_size=MAX_MESSAGE_BYTES,
+            # Services read the latest snapshot/target back: direct gets return the raw message.
+            allow_direct=True,
         )
 
 
@@ -152,7 +154,7 @@ async def latest(broker: NatsBroker, kind: type[E], key: str) -> E | None:
     subject = kind.topic.subject(key)
     js = broker.config.connection_state.stream
     try:
-        message = await js.get_last_msg(stream_of(subject).name, subject)
+        message = await js.get_last_msg(stream_of(subject).name, subject, direct=True)
     except NotFoundError:
         return None
     event = decode(kind, subject, message.data or b"")
@@ -191,7 +193,7 @@ class StreamHistory:
         subject = kind.topic.subject(key)
         js = self.broker.config.connection_state.stream
         try:
-            message = await js.get_last_msg(stream_of(subject).name, subject)
+            message = await js.get_last_msg(stream_of(subject).name, subject, direct=True)
         except NotFoundError:
             return None
         try:

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -30,6 +31,7 @@ from rebal.settings import ServiceSettings
 
 log = logging.getLogger("rebal.service")
 READY_TIMEOUT_SECONDS = 2.0
+GC_YOUNG_THRESHOLD = 50_000
 Check = Callable[[], Awaitable[None]]
 
 
@@ -124,10 +126,20 @@ def build(
     )
 
 
+def tune_garbage_collector() -> None:
+    """Keep collector pauses out of message latency: what is alive after start-up (modules, the app) is
+    frozen out of the scans, and young collections run every `GC_YOUNG_THRESHOLD` allocations instead of
+    700 (a 10k-order plan allocates that many objects; measured: planning went from 63-158 ms to 54 ms)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
+
+
 def serve(app: AsgiFastStream, settings: ServiceSettings) -> None:
     """Run the app under uvicorn on the service's host and port (``python -m rebal_<name>``)."""
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    tune_garbage_collector()
     log.info("starting %s on http://%s:%d", settings.service, settings.http.host, settings.http.port)
     uvicorn.run(app, host=settings.http.host, port=settings.http.port, log_level="warning", lifespan="on")

@@ -155,7 +155,7 @@ def register(
     on_returns: Callable[[Sequence[StrategyReturnReported]], Awaitable[None]],
     *,
     batch_size: int = 1000,
-    batch_wait: float = 0.05,
+    batch_wait: float = 0.01,
 ) -> None:
     bus.consume(
         broker,

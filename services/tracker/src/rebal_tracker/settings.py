@@ -20,7 +20,9 @@ class TrackingSettings(Section):
     snapshot_interval_seconds: float = Field(default=10.0, gt=0)
     # Strategy returns are fetched and written in batches: up to this many, or what came in this wait.
     return_batch_size: int = Field(default=1000, ge=1, le=10_000)
-    return_batch_wait_seconds: float = Field(default=0.05, gt=0)
+    # Measured (bench/pipeline.py): a fetch waits this long when the server returns less than a batch;
+    # 0.05 s drained 15.7k returns/s, 0.01 s 22.5k/s, 0.002 s 26.8k/s but polls 500 times a second idle.
+    return_batch_wait_seconds: float = Field(default=0.01, gt=0)
 
 
 class TrackerSettings(ServiceSettings):
