@@ -12,14 +12,25 @@ import pytest
 from faststream.nats import NatsBroker, TestNatsBroker
 
 from rebal import bus
-from rebal.events import TargetWeightsComputed
+from rebal.events import Event, TargetWeightsComputed
 from rebal.io import FileError
 from rebal_optimizer.handlers import Targets
 from rebal_optimizer.settings import OptimizerSettings
 from rebal_optimizer.targets import target_event
+from tests.messaging import started
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+
+
+class NoHistory:
+    """The in-memory broker keeps no stream: nothing is ever the latest."""
+
+    async def latest(self, kind: Any, key: str) -> None:
+        return None
+
+    async def latest_id(self, kind: Any, key: str) -> None:
+        return None
 
 
 def settings_for(path: Path) -> OptimizerSettings:
@@ -60,7 +71,7 @@ async def test_on_the_in_memory_broker_the_target_is_published_once_and_problems
     async def keep(body: dict[str, Any]) -> None:
         seen.append(body)
 
-    targets = Targets(bus.Publisher(broker), settings_for(path), clock=lambda: NOW)
+    targets = Targets(bus.Publisher(broker), NoHistory(), settings_for(path), clock=lambda: NOW)
     async with TestNatsBroker(broker):
         await targets.publish_all()
         assert [s["tree"]["name"] for s in seen] == ["alice"]
@@ -70,3 +81,24 @@ async def test_on_the_in_memory_broker_the_target_is_published_once_and_problems
         with pytest.raises(RuntimeError, match="malformed JSON"):
             await targets.ready()
     assert len(seen) == 1  # the bad file was not published
+
+
+async def test_an_unchanged_target_is_not_published_again(tmp_path: Path, nats_url: str) -> None:
+    # Within the server's duplicate window a republish would be dropped anyway; after it, the same event
+    # would be stored twice. So the optimizer must not even try while the stream's latest is the same.
+    path = tmp_path / "target.json"
+    shutil.copy(EXAMPLES / "target.json", path)
+    broker = NatsBroker(nats_url)
+    publisher = bus.Publisher(broker)
+    attempts: list[Event] = []
+
+    class Counting:
+        async def publish(self, event: Event) -> bool:
+            attempts.append(event)
+            return await publisher.publish(event)
+
+    targets = Targets(Counting(), bus.StreamHistory(broker), settings_for(path), clock=lambda: NOW)
+    async with started(broker):
+        for _ in range(3):
+            await targets.publish_all()
+    assert len(attempts) == 1

@@ -8,7 +8,7 @@ from rebal_optimizer.settings import OptimizerSettings
 
 settings = OptimizerSettings()
 broker = service.make_broker(settings, SERVICE)
-targets = Targets(bus.Publisher(broker), settings)
+targets = Targets(bus.Publisher(broker), bus.StreamHistory(broker), settings)
 app = service.build(
     SERVICE,
     broker,

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from rebal import bus
+from rebal.events import TargetWeightsComputed
 from rebal.io import FileError
 from rebal_optimizer.settings import OptimizerSettings
 from rebal_optimizer.targets import target_event
@@ -19,7 +20,8 @@ SERVICE = "optimizer"
 
 @dataclass
 class Targets:
-    publisher: bus.Publisher
+    publisher: bus.EventSink
+    history: bus.History
     settings: OptimizerSettings
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     problems: dict[str, str] = field(default_factory=dict)
@@ -35,6 +37,9 @@ class Targets:
                 self.problems[portfolio] = str(exc)
                 continue
             self.problems.pop(portfolio, None)
+            # Already the latest in the stream: nothing to say (and no copy after the duplicate window).
+            if await self.history.latest_id(TargetWeightsComputed, portfolio) == event.event_id:
+                continue
             if await self.publisher.publish(event):
                 log.info("published the target of %s from %s (%s)", portfolio, path, event.event_id)
 
