@@ -194,3 +194,26 @@ async def test_a_handler_longer_than_the_ack_wait_is_not_redelivered_to_another_
         await eventually(lambda: calls)
         await asyncio.sleep(4.0)
     assert len(calls) == 1, calls
+
+
+async def test_one_consumer_handles_its_messages_in_order(nats_url: str) -> None:
+    broker = NatsBroker(nats_url)
+    publisher = bus.Publisher(broker)
+    handled: list[str] = []
+
+    async def uneven(event: StartRebalance) -> None:
+        index = int(event.requested_by)
+        await asyncio.sleep(0.02 if index % 2 == 0 else 0.0)  # a slow one must not be overtaken
+        handled.append(event.requested_by)
+
+    bus.consume(
+        broker, publisher, service="executor", kind=StartRebalance, durable="test-order", handler=uneven
+    )
+    sent = [str(i) for i in range(20)]
+    async with started(broker):
+        for i in sent:
+            await publisher.publish(
+                new_event(StartRebalance, key=i, now=NOW, portfolio_id="demo", dry_run=False, requested_by=i)
+            )
+        await eventually(lambda: len(handled) == len(sent))
+    assert handled == sent

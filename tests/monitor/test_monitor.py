@@ -178,3 +178,19 @@ async def test_over_the_bus_duplicates_and_bad_messages_change_nothing(
         assert letters[0]["service"] == "monitor" and "invalid OrderFilled" in letters[0]["error"]
     finally:
         await monitor.database.close()
+
+
+async def test_projections_do_not_depend_on_arrival_order(database: FreshDatabase) -> None:
+    monitor = await open_monitor(database.dsn)
+    pool = monitor.database.pool
+    assert pool is not None
+    try:
+        for event in reversed(a_run()):  # a fill before its order, the run's end before its plan
+            await record(pool, event)
+        async with pool.acquire() as connection:
+            run = await connection.fetchrow("SELECT * FROM runs")
+            order = await connection.fetchrow("SELECT * FROM orders")
+        assert (run["status"], run["placed"], run["filled"], run["orders"]) == ("completed", 1, 1, 1)
+        assert order["filled"] == Decimal("0.5")
+    finally:
+        await monitor.database.close()

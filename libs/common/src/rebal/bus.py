@@ -41,7 +41,9 @@ EVENTS_MAX_AGE_SECONDS = 30 * 24 * 3600.0
 MAX_DELIVER = 5
 BACKOFF_SECONDS = (0.2, 1.0, 5.0, 15.0)
 ACK_WAIT_SECONDS = 30.0
-PULL_BATCH = 64
+# FastStream handles the messages of one fetch concurrently: fetching one at a time keeps each consumer
+# in order (a run, then the next; an order, then its fill). High-rate topics use `consume_batch`.
+PULL_BATCH = 1
 PULL_TIMEOUT_SECONDS = 1.0
 # Snapshots carry whole trees: the server is started with a larger max_payload (see docs/events.md).
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
@@ -218,19 +220,20 @@ def _deliveries(raw: Msg) -> int:
 
 
 @asynccontextmanager
-async def _working_on(raw: Msg) -> AsyncIterator[None]:
-    """Tell the server the message is still being worked on, so a long handler (an executor run) is not
-    redelivered to another replica after `ACK_WAIT_SECONDS`."""
+async def _working_on(*raws: Msg) -> AsyncIterator[None]:
+    """Tell the server the messages are still being worked on, so a long handler (an executor run) is
+    not redelivered to another replica after `ACK_WAIT_SECONDS`."""
 
     async def beat() -> None:
         while True:
             await asyncio.sleep(ACK_WAIT_SECONDS / 3)
-            try:
-                await raw.in_progress()
-            except Exception:  # a lost heartbeat only risks a redelivery, which handlers absorb
-                log.warning(
-                    "could not extend the ack deadline of a message on %s", raw.subject, exc_info=True
-                )
+            for raw in raws:
+                try:
+                    await raw.in_progress()
+                except Exception:  # a lost heartbeat only risks a redelivery, which handlers absorb
+                    log.warning(
+                        "could not extend the ack deadline of a message on %s", raw.subject, exc_info=True
+                    )
 
     task = asyncio.create_task(beat())
     try:
@@ -317,19 +320,6 @@ def consume(
     )
 
 
-def consume_all(
-    broker: NatsBroker,
-    publisher: Publisher,
-    *,
-    service: str,
-    durable: str,
-    filter_subject: str,
-    handler: Handler[Event],
-) -> None:
-    """Subscribe to every known event (or command) under `filter_subject` (e.g. ``rebal.evt.>``)."""
-    _subscribe(broker, publisher, service, filter_subject, durable, decode_any, handler, "any")
-
-
 def _subscribe(
     broker: NatsBroker,
     publisher: Publisher,
@@ -389,10 +379,64 @@ def consume_batch(
     batch_wait: float,
 ) -> None:
     """Like `consume`, for high-rate events: up to `batch_size` messages per fetch (or what came within
-    `batch_wait` seconds), handled by one call, then each message acked; unreadable ones are
+    `batch_wait` seconds), handled in order by one call, then each message acked; unreadable ones are
     dead-lettered, a failed call is retried with backoff per message, then dead-lettered."""
-    subject = kind.topic.any_version()
-    topic = kind.topic.name
+
+    def read(subject: str, body: bytes) -> E | str:
+        return decode(kind, subject, body)
+
+    _subscribe_batch(
+        broker,
+        publisher,
+        service,
+        kind.topic.any_version(),
+        durable,
+        read,
+        handler,
+        kind.topic.name,
+        batch_size,
+        batch_wait,
+    )
+
+
+def consume_all_batch(
+    broker: NatsBroker,
+    publisher: Publisher,
+    *,
+    service: str,
+    durable: str,
+    filter_subject: str,
+    handler: BatchHandler[Event],
+    batch_size: int,
+    batch_wait: float,
+) -> None:
+    """Every known event (or command) under `filter_subject`, in batches handled in stream order."""
+    _subscribe_batch(
+        broker,
+        publisher,
+        service,
+        filter_subject,
+        durable,
+        decode_any,
+        handler,
+        "any",
+        batch_size,
+        batch_wait,
+    )
+
+
+def _subscribe_batch(
+    broker: NatsBroker,
+    publisher: Publisher,
+    service: str,
+    subject: str,
+    durable: str,
+    read: Callable[[str, bytes], E | str],
+    handler: BatchHandler[E],
+    topic: str,
+    batch_size: int,
+    batch_wait: float,
+) -> None:
     config = api.ConsumerConfig(
         ack_policy=api.AckPolicy.EXPLICIT,
         ack_wait=ACK_WAIT_SECONDS,
@@ -414,7 +458,7 @@ def consume_batch(
         started = time.perf_counter()
         readable: list[tuple[Msg, E]] = []
         for raw in batch.raw_message:
-            event = decode(kind, raw.subject, raw.data)
+            event = read(raw.subject, raw.data)
             if isinstance(event, str):
                 await publisher.dead_letter(service, raw, event)
                 await raw.ack()
@@ -423,7 +467,8 @@ def consume_batch(
         if not readable:
             return
         try:
-            await handler([event for _, event in readable])
+            async with _working_on(*(raw for raw, _ in readable)):
+                await handler([event for _, event in readable])
         except Exception as exc:  # noqa: BLE001 - a failed call is retried, then dead-lettered
             for raw, _ in readable:
                 await _retry_or_give_up(publisher, service, topic, raw, f"{type(exc).__name__}: {exc}")

@@ -1,12 +1,15 @@
 """The monitor's journal: every event once, and the tables operators query (runs, orders, fills).
 
-One transaction per event: the journal row is inserted only if new, and the projections are applied only
-then, so a redelivered event changes nothing.
+The journal row is inserted only if new, and the projections are applied only then, in the same
+transaction, so a redelivered event changes nothing. Projections do not depend on arrival order (a
+redelivery can bring a fill before its order, or a run's end before its plan): a late order picks up the
+fills already recorded, and a run row is upserted by whichever of its events comes first.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import asyncpg
 
@@ -25,31 +28,44 @@ from rebal.events import (
 async def record(pool: asyncpg.Pool, event: Event) -> bool:
     """Store the event; False when it was already stored (a redelivery)."""
     async with pool.acquire() as connection, connection.transaction():
-        inserted = await connection.fetchval(
-            "INSERT INTO events (event_id, type, subject, portfolio_id, correlation_id, causation_id,"
-            " occurred_at, emitted_at, payload) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb)"
-            " ON CONFLICT (event_id) DO NOTHING RETURNING true",
-            event.event_id,
-            event.type,
-            event.subject,
-            event.portfolio_id,
-            event.correlation_id,
-            event.causation_id,
-            event.occurred_at,
-            event.emitted_at,
-            event.model_dump_json(),
-        )
-        if not inserted:
-            return False
-        await _project(connection, event)
-        return True
+        return await _record(connection, event)
+
+
+async def record_many(pool: asyncpg.Pool, events: Sequence[Event]) -> int:
+    """Store a batch in order, in one transaction; returns how many were new."""
+    async with pool.acquire() as connection, connection.transaction():
+        return sum([await _record(connection, event) for event in events])
+
+
+async def _record(connection: Connection, event: Event) -> bool:
+    inserted = await connection.fetchval(
+        "INSERT INTO events (event_id, type, subject, portfolio_id, correlation_id, causation_id,"
+        " occurred_at, emitted_at, payload) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb)"
+        " ON CONFLICT (event_id) DO NOTHING RETURNING true",
+        event.event_id,
+        event.type,
+        event.subject,
+        event.portfolio_id,
+        event.correlation_id,
+        event.causation_id,
+        event.occurred_at,
+        event.emitted_at,
+        event.model_dump_json(),
+    )
+    if not inserted:
+        return False
+    await _project(connection, event)
+    return True
 
 
 async def _project(connection: Connection, event: Event) -> None:
     if isinstance(event, RebalancePlanned):
+        # Whatever came first (RunStarted, RunFinished after a redelivery) keeps its status.
         await connection.execute(
             "INSERT INTO runs (run_id, portfolio_id, plan_id, dry_run, status, orders, skipped, reasons,"
-            " planned_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9) ON CONFLICT (run_id) DO NOTHING",
+            " planned_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9)"
+            " ON CONFLICT (run_id) DO UPDATE SET plan_id = EXCLUDED.plan_id, dry_run = EXCLUDED.dry_run,"
+            " orders = EXCLUDED.orders, planned_at = LEAST(runs.planned_at, EXCLUDED.planned_at)",
             event.correlation_id,
             event.portfolio_id,
             event.event_id,
@@ -74,13 +90,20 @@ async def _project(connection: Connection, event: Event) -> None:
         )
     elif isinstance(event, RunStarted):
         await connection.execute(
-            "UPDATE runs SET status = 'running' WHERE run_id = $1 AND finished_at IS NULL",
+            "INSERT INTO runs (run_id, portfolio_id, plan_id, dry_run, status, orders, planned_at)"
+            " VALUES ($1, $2, $3, false, 'running', $4, $5)"
+            " ON CONFLICT (run_id) DO UPDATE SET status = 'running' WHERE runs.finished_at IS NULL",
             event.correlation_id,
+            event.portfolio_id,
+            event.plan_id,
+            event.orders,
+            event.occurred_at,
         )
     elif isinstance(event, OrderPlaced):
         await connection.execute(
             "INSERT INTO orders (client_order_id, run_id, portfolio_id, account, exchange, symbol, side,"
-            " amount, phase, placed_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            " amount, phase, placed_at, filled) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
+            " (SELECT coalesce(sum(amount), 0) FROM fills WHERE client_order_id = $1))"
             " ON CONFLICT DO NOTHING",
             event.client_order_id,
             event.correlation_id,
@@ -118,9 +141,15 @@ async def _project(connection: Connection, event: Event) -> None:
             )
     elif isinstance(event, RunFinished):
         await connection.execute(
-            "UPDATE runs SET status = $2, placed = $3, filled = $4, skipped = $5, failed = $6,"
-            " reasons = $7::jsonb, finished_at = $8 WHERE run_id = $1",
+            "INSERT INTO runs (run_id, portfolio_id, plan_id, dry_run, status, placed, filled, skipped,"
+            " failed, reasons, planned_at, finished_at)"
+            " VALUES ($1, $2, $3, false, $4, $5, $6, $7, $8, $9::jsonb, $10, $10)"
+            " ON CONFLICT (run_id) DO UPDATE SET status = EXCLUDED.status, placed = EXCLUDED.placed,"
+            " filled = EXCLUDED.filled, skipped = EXCLUDED.skipped, failed = EXCLUDED.failed,"
+            " reasons = EXCLUDED.reasons, finished_at = EXCLUDED.finished_at",
             event.correlation_id,
+            event.portfolio_id,
+            event.plan_id,
             event.status,
             event.placed,
             event.filled,
