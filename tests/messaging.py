@@ -30,9 +30,11 @@ async def started(broker: NatsBroker) -> AsyncIterator[NatsBroker]:
     await broker.connect()
     await bus.declare_streams(broker)
     await broker.start()
+    await bus.start_batch_consumers(broker)
     try:
         yield broker
     finally:
+        await bus.stop_batch_consumers(broker)
         await broker.stop()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -217,3 +218,32 @@ async def test_one_consumer_handles_its_messages_in_order(nats_url: str) -> None
             )
         await eventually(lambda: len(handled) == len(sent))
     assert handled == sent
+
+
+async def test_two_replicas_share_a_batch_consumer_without_duplicates_or_losses(nats_url: str) -> None:
+    seen: dict[str, list[str]] = {"a": [], "b": []}
+    replicas = [NatsBroker(nats_url), NatsBroker(nats_url)]
+    for name, broker in zip(("a", "b"), replicas, strict=True):
+
+        async def keep(events: Sequence[StartRebalance], name: str = name) -> None:
+            seen[name].extend(e.requested_by for e in events)
+
+        bus.consume_batch(
+            broker,
+            bus.Publisher(broker),
+            service="tracker",
+            kind=StartRebalance,
+            durable="test-shared",
+            handler=keep,
+            batch_size=50,
+        )
+    sent = [str(i) for i in range(600)]
+    async with started(replicas[0]), started(replicas[1]):
+        publisher = bus.Publisher(replicas[0])
+        for i in sent:
+            await publisher.publish(
+                new_event(StartRebalance, key=i, now=NOW, portfolio_id="demo", dry_run=False, requested_by=i)
+            )
+        await eventually(lambda: len(seen["a"]) + len(seen["b"]) >= len(sent))
+    assert sorted(seen["a"] + seen["b"], key=int) == sent  # each exactly once
+    assert seen["a"] and seen["b"]  # both did work

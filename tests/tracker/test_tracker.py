@@ -140,11 +140,9 @@ async def test_on_the_in_memory_broker_a_command_becomes_a_snapshot(pool: asyncp
     async with TestNatsBroker(broker) as test_broker:
         command = take()
         await test_broker.publish(command.model_dump_json().encode(), subject=command.subject)
-        report = strategy_return("grid-bot", 0)
-        await test_broker.publish(report.model_dump_json().encode(), subject=report.subject)
     [snapshot] = recorder.published
     assert snapshot.causation_id == command.event_id
-    assert [row.strategy_id for row in store.rows] == ["grid-bot"]
+    # Returns go through bus.consume_batch, a nats-py fetch loop: the tests on a real server cover them.
 
 
 def strategy_return(strategy: str, minute: int, key: str = "") -> StrategyReturnReported:
@@ -182,7 +180,7 @@ async def test_on_a_real_server_snapshots_and_returns_flow(nats_url: str, databa
     broker = NatsBroker(nats_url)
     publisher = bus.Publisher(broker)
     runtime = Runtime(settings, publisher, _database(settings))
-    register(broker, publisher, runtime.on_take_snapshot, runtime.on_returns, batch_wait=0.02)
+    register(broker, publisher, runtime.on_take_snapshot, runtime.on_returns)
     snapshots: list[BalanceSnapshotTaken] = []
 
     @broker.subscriber(BalanceSnapshotTaken.topic.subject("demo"))

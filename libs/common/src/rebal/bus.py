@@ -13,18 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
-from faststream import AckPolicy, Context
+from faststream import AckPolicy
 from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
-from faststream.nats.message import NatsBatchMessage
 from nats.aio.msg import Msg
 from nats.js import api
 from nats.js.errors import BadRequestError, NotFoundError
@@ -376,16 +377,16 @@ def consume_batch(
     durable: str,
     handler: BatchHandler[E],
     batch_size: int,
-    batch_wait: float,
-) -> None:
-    """Like `consume`, for high-rate events: up to `batch_size` messages per fetch (or what came within
-    `batch_wait` seconds), handled in order by one call, then each message acked; unreadable ones are
-    dead-lettered, a failed call is retried with backoff per message, then dead-lettered."""
+) -> BatchConsumer[E]:
+    """Like `consume`, for high-rate events: up to `batch_size` messages per fetch, handled in stream
+    order by one call, then each acked; unreadable ones are dead-lettered, a failed call is retried with
+    backoff per message, then dead-lettered. It starts and stops with its service (`service.build`, or
+    `start_batch_consumers` in tests)."""
 
     def read(subject: str, body: bytes) -> E | str:
         return decode(kind, subject, body)
 
-    _subscribe_batch(
+    consumer = BatchConsumer(
         broker,
         publisher,
         service,
@@ -395,8 +396,9 @@ def consume_batch(
         handler,
         kind.topic.name,
         batch_size,
-        batch_wait,
     )
+    _BATCH_CONSUMERS.setdefault(broker, []).append(consumer)
+    return consumer
 
 
 def consume_all_batch(
@@ -408,59 +410,93 @@ def consume_all_batch(
     filter_subject: str,
     handler: BatchHandler[Event],
     batch_size: int,
-    batch_wait: float,
-) -> None:
+) -> BatchConsumer[Event]:
     """Every known event (or command) under `filter_subject`, in batches handled in stream order."""
-    _subscribe_batch(
-        broker,
-        publisher,
-        service,
-        filter_subject,
-        durable,
-        decode_any,
-        handler,
-        "any",
-        batch_size,
-        batch_wait,
+    consumer: BatchConsumer[Event] = BatchConsumer(
+        broker, publisher, service, filter_subject, durable, decode_any, handler, "any", batch_size
     )
+    _BATCH_CONSUMERS.setdefault(broker, []).append(consumer)
+    return consumer
 
 
-def _subscribe_batch(
-    broker: NatsBroker,
-    publisher: Publisher,
-    service: str,
-    subject: str,
-    durable: str,
-    read: Callable[[str, bytes], E | str],
-    handler: BatchHandler[E],
-    topic: str,
-    batch_size: int,
-    batch_wait: float,
-) -> None:
-    config = api.ConsumerConfig(
-        ack_policy=api.AckPolicy.EXPLICIT,
-        ack_wait=ACK_WAIT_SECONDS,
-        max_deliver=MAX_DELIVER,
-        deliver_policy=api.DeliverPolicy.ALL,
-        max_ack_pending=4 * batch_size,
-    )
+@dataclass
+class BatchConsumer(Generic[E]):
+    """A durable consumer read in batches, in order: the server pushes messages (at most
+    4 x `batch_size` unacknowledged), a callback buffers them, and one loop hands them on in batches.
 
-    @broker.subscriber(
-        subject,
-        stream=stream_of(subject).jstream(),
-        durable=durable,
-        pull_sub=PullSub(batch_size=batch_size, timeout=batch_wait, batch=True),
-        config=config,
-        ack_policy=AckPolicy.MANUAL,
-        decoder=_no_body,
-    )
-    async def receive(batch: Annotated[NatsBatchMessage, Context("message")]) -> None:
+    Not FastStream's batch pull subscriber: it keeps fetching until a whole batch is there or its
+    timeout runs out, and a fetch that times out empty raises an error that kills its loop; the
+    restarted loop can leave a pull request on the server that captures messages until their ack wait
+    expires. Not nats-py's `fetch` either: it waits on a timer for every message (measured: 17k
+    returns/s; the buffer: see bench/pipeline.py in README).
+    """
+
+    broker: NatsBroker
+    publisher: Publisher
+    service: str
+    subject: str
+    durable: str
+    read: Callable[[str, bytes], E | str]
+    handler: BatchHandler[E]
+    topic: str
+    batch_size: int
+    _task: asyncio.Task[None] | None = None
+    _subscription: Any = None
+
+    async def start(self) -> None:
+        js = self.broker.config.connection_state.stream
+        config = api.ConsumerConfig(
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=ACK_WAIT_SECONDS,
+            max_deliver=MAX_DELIVER,
+            deliver_policy=api.DeliverPolicy.ALL,
+            # Backpressure: the server sends no more than this many unacknowledged messages.
+            max_ack_pending=4 * self.batch_size,
+        )
+        self._buffer: list[Msg] = []
+        self._arrived = asyncio.Event()
+
+        async def arrive(message: Msg) -> None:
+            self._buffer.append(message)
+            self._arrived.set()
+
+        self._subscription = await js.subscribe(
+            self.subject,
+            durable=self.durable,
+            queue=self.durable,  # replicas share the consumer: each message goes to one of them
+            stream=stream_of(self.subject).name,
+            config=config,
+            cb=arrive,
+            manual_ack=True,
+        )
+        self._task = asyncio.create_task(self._run(), name=f"{self.service}:{self.durable}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        if self._subscription is not None:
+            with contextlib.suppress(Exception):  # the connection may be closing already
+                await self._subscription.unsubscribe()
+            self._subscription = None
+
+    async def _run(self) -> None:
+        while True:
+            await self._arrived.wait()
+            self._arrived.clear()
+            while self._buffer:
+                batch = self._buffer[: self.batch_size]
+                del self._buffer[: self.batch_size]
+                await self._handle(batch)
+
+    async def _handle(self, batch: Sequence[Msg]) -> None:
         started = time.perf_counter()
         readable: list[tuple[Msg, E]] = []
-        for raw in batch.raw_message:
-            event = read(raw.subject, raw.data)
+        for raw in batch:
+            event = self.read(raw.subject, raw.data)
             if isinstance(event, str):
-                await publisher.dead_letter(service, raw, event)
+                await self.publisher.dead_letter(self.service, raw, event)
                 await raw.ack()
             else:
                 readable.append((raw, event))
@@ -468,18 +504,31 @@ def _subscribe_batch(
             return
         try:
             async with _working_on(*(raw for raw, _ in readable)):
-                await handler([event for _, event in readable])
+                await self.handler([event for _, event in readable])
         except Exception as exc:  # noqa: BLE001 - a failed call is retried, then dead-lettered
+            reason = f"{type(exc).__name__}: {exc}"
             for raw, _ in readable:
-                await _retry_or_give_up(publisher, service, topic, raw, f"{type(exc).__name__}: {exc}")
+                await _retry_or_give_up(self.publisher, self.service, self.topic, raw, reason)
             return
         for raw, _ in readable:
             await raw.ack()
-        metrics.HANDLED.labels(service=service, topic=topic).observe(time.perf_counter() - started)
+        metrics.HANDLED.labels(service=self.service, topic=self.topic).observe(time.perf_counter() - started)
 
 
-async def _no_body(message: NatsBatchMessage) -> None:
-    """A batch handler validates each message itself (FastStream would JSON-decode them all first)."""
+_BATCH_CONSUMERS: weakref.WeakKeyDictionary[NatsBroker, list[BatchConsumer[Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def start_batch_consumers(broker: NatsBroker) -> None:
+    """Start the batch consumers registered on `broker` (once it is connected and the streams exist)."""
+    for consumer in _BATCH_CONSUMERS.get(broker, []):
+        await consumer.start()
+
+
+async def stop_batch_consumers(broker: NatsBroker) -> None:
+    for consumer in _BATCH_CONSUMERS.get(broker, []):
+        await consumer.stop()
 
 
 def subjects_consumed(kinds: Sequence[type[Event]]) -> list[str]:

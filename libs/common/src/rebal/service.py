@@ -116,12 +116,18 @@ def build(
         await broker.connect()
         await bus.declare_streams(broker, settings.nats.stream_replicas)
 
+    async def start_batches() -> None:
+        await bus.start_batch_consumers(broker)
+
+    async def stop_batches() -> None:
+        await bus.stop_batch_consumers(broker)
+
     return AsgiFastStream(
         broker,
         asgi_routes=[("/livez", livez), ("/readyz", readyz), ("/metrics", metrics)],
         on_startup=[declare, *on_startup],
-        after_startup=list(after_startup),
-        on_shutdown=list(on_shutdown),
+        after_startup=[start_batches, *after_startup],
+        on_shutdown=[stop_batches, *on_shutdown],
         logger=log,
     )
 

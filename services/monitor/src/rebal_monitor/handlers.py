@@ -16,7 +16,6 @@ from rebal_monitor.journal import record_many
 log = logging.getLogger("rebal.monitor")
 SERVICE = "monitor"
 BATCH_SIZE = 500
-BATCH_WAIT_SECONDS = 0.01
 
 
 @dataclass
@@ -51,5 +50,4 @@ def register(broker: NatsBroker, publisher: bus.Publisher, monitor: Monitor) -> 
             filter_subject=subject,
             handler=monitor.on_events,
             batch_size=BATCH_SIZE,
-            batch_wait=BATCH_WAIT_SECONDS,
         )

@@ -90,7 +90,6 @@ register(
     runtime.on_take_snapshot,
     runtime.on_returns,
     batch_size=settings.tracking.return_batch_size,
-    batch_wait=settings.tracking.return_batch_wait_seconds,
 )
 app = service.build(
     SERVICE,

@@ -155,7 +155,6 @@ def register(
     on_returns: Callable[[Sequence[StrategyReturnReported]], Awaitable[None]],
     *,
     batch_size: int = 1000,
-    batch_wait: float = 0.01,
 ) -> None:
     bus.consume(
         broker,
@@ -173,5 +172,4 @@ def register(
         durable="tracker-strategy-returns",
         handler=on_returns,
         batch_size=batch_size,
-        batch_wait=batch_wait,
     )
