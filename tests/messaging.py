@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import nats
+import nats.js.errors
 import orjson
 from faststream.nats import NatsBroker
 
@@ -22,6 +24,18 @@ SERVER_CONFIG = "max_payload: 8MB"
 def fresh_nats(directory: Path) -> Iterator[NatsServer]:
     with NatsServer(directory / "jetstream", extra_config=SERVER_CONFIG) as server:
         yield server
+
+
+async def forget_streams(url: str) -> None:
+    """Delete Rebal's streams on a shared server (their consumers go with them)."""
+    client = await nats.connect(url)
+    try:
+        js = client.jetstream()
+        for spec in bus.STREAMS:
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await js.delete_stream(spec.name)
+    finally:
+        await client.drain()
 
 
 @asynccontextmanager
