@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from rebal_executor.app import Runtime
 from rebal_executor.handlers import Executor, client_order_id, register
 from rebal_executor.settings import ExecutorSettings
 from rebal_venues.paper import PaperVenue
+from tests.fakes import RecordingPublisher
 from tests.messaging import eventually, started
 from tests.paper_support import STILL, T0, Clock
 
@@ -44,17 +44,6 @@ DEMO_BALANCES = {"BTC": D("0.8"), "ETH": D("5"), "SOL": D("100"), "USDT": D("220
 
 def demo(name: str) -> dict[str, Any]:
     return dict(json.loads((DEMO / f"{name}.json").read_text()))
-
-
-@dataclass
-class RecordingPublisher:
-    published: list[Event] = field(default_factory=list)
-
-    async def publish(self, event: Event) -> bool:
-        if any(e.event_id == event.event_id for e in self.published):
-            return False
-        self.published.append(event)
-        return True
 
 
 def order(symbol: str, side: str, amount: str, phase: int) -> PlannedOrder:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -26,6 +24,7 @@ from rebal.events import (
 from rebal_planner.handlers import Planner, register
 from rebal_planner.planning import parse_snapshot, parse_target, parsed_or_error, plan_event
 from rebal_planner.settings import PlannerSettings
+from tests.fakes import FakeHistory, RecordingPublisher
 from tests.messaging import eventually, started
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -57,32 +56,6 @@ def target(tree: dict[str, Any] | None = None) -> TargetWeightsComputed:
 
 def rebalance(dry_run: bool = False) -> StartRebalance:
     return new_event(StartRebalance, key="operator-1", now=NOW, portfolio_id="demo", dry_run=dry_run)
-
-
-@dataclass
-class FakeHistory:
-    """`bus.History` in memory."""
-
-    events: list[Event] = field(default_factory=list)
-
-    async def latest(self, kind: type[E], key: str) -> E | None:
-        found = [e for e in self.events if isinstance(e, kind) and e.portfolio_id == key]
-        return found[-1] if found else None
-
-    async def latest_id(self, kind: type[Event], key: str) -> uuid.UUID | None:
-        event = await self.latest(kind, key)
-        return None if event is None else event.event_id
-
-
-@dataclass
-class RecordingPublisher:
-    published: list[Event] = field(default_factory=list)
-
-    async def publish(self, event: Event) -> bool:
-        if any(e.event_id == event.event_id for e in self.published):
-            return False
-        self.published.append(event)
-        return True
 
 
 def plan(

@@ -17,13 +17,14 @@ from faststream.nats import NatsBroker, TestNatsBroker
 
 from rebal import bus, metrics, service
 from rebal.core.tree import parse_tree
-from rebal.events import BalanceSnapshotTaken, Event, StrategyReturnReported, TakeSnapshot, new_event
+from rebal.events import BalanceSnapshotTaken, StrategyReturnReported, TakeSnapshot, new_event
 from rebal_devstack.pytest_plugin import FreshDatabase
 from rebal_tracker.app import Runtime
 from rebal_tracker.handlers import ReturnsIngest, Tracker, register
 from rebal_tracker.returns import ReturnRow, ReturnsStore
 from rebal_tracker.settings import TrackerSettings
 from rebal_venues.paper import PaperVenue
+from tests.fakes import RecordingPublisher
 from tests.messaging import eventually, started
 from tests.paper_support import STILL, T0, Clock
 
@@ -36,17 +37,6 @@ D = Decimal
 
 def demo(name: str) -> dict[str, Any]:
     return dict(json.loads((DEMO / f"{name}.json").read_text()))
-
-
-@dataclass
-class RecordingPublisher:
-    published: list[Event] = field(default_factory=list)
-
-    async def publish(self, event: Event) -> bool:
-        if any(e.event_id == event.event_id for e in self.published):
-            return False
-        self.published.append(event)
-        return True
 
 
 @dataclass

@@ -1,0 +1,39 @@
+"""Fakes for the ports, shared by the component tests (fakes over mocks: they behave like the real ones)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from rebal.events import Event
+
+E = TypeVar("E", bound=Event)
+
+
+@dataclass
+class RecordingPublisher:
+    """`bus.EventSink` in memory; like the bus, it drops an event id it has already seen."""
+
+    published: list[Event] = field(default_factory=list)
+
+    async def publish(self, event: Event) -> bool:
+        if any(e.event_id == event.event_id for e in self.published):
+            return False
+        self.published.append(event)
+        return True
+
+
+@dataclass
+class FakeHistory:
+    """`bus.History` in memory: the latest event of a kind for a portfolio is the last one added."""
+
+    events: list[Event] = field(default_factory=list)
+
+    async def latest(self, kind: type[E], key: str) -> E | None:
+        found = [e for e in self.events if isinstance(e, kind) and e.portfolio_id == key]
+        return found[-1] if found else None
+
+    async def latest_id(self, kind: type[Event], key: str) -> uuid.UUID | None:
+        event = await self.latest(kind, key)
+        return None if event is None else event.event_id
