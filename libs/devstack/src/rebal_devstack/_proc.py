@@ -8,6 +8,7 @@ Linux the children also get a parent-death signal, which covers a parent killed 
 
 from __future__ import annotations
 
+import abc
 import atexit
 import contextlib
 import ctypes
@@ -22,7 +23,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Protocol
+from types import TracebackType
+from typing import Protocol, Self
 
 log = logging.getLogger("rebal_devstack")
 
@@ -279,3 +281,49 @@ def tail(path: Path, lines: int = 20, since: int = 0) -> str:
     except OSError:
         return "(no log)"
     return "\n".join(text.splitlines()[-lines:])
+
+
+class ServerProcess(abc.ABC):
+    """What the local servers share: one child process (`_proc`), killed like a crash, restarted, and
+    used as a context manager. Subclasses provide `start`, `stop` and `_forget`."""
+
+    _proc: subprocess.Popen[bytes] | None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @abc.abstractmethod
+    def start(self) -> Self: ...
+
+    @abc.abstractmethod
+    def stop(self, timeout: float = 10.0) -> None: ...
+
+    @abc.abstractmethod
+    def _forget(self) -> None: ...
+
+    def kill(self) -> None:
+        """SIGKILL the process group, as a crash would: nothing is flushed or closed cleanly."""
+        if self._proc is None:
+            return
+        try:
+            kill_group(self._proc)
+        finally:
+            self._forget()
+
+    def restart(self) -> Self:
+        self.stop()
+        return self.start()
+
+    def __enter__(self) -> Self:
+        if not self.running:
+            self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

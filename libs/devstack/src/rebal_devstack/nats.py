@@ -57,7 +57,7 @@ def _quote(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid NATS config string
 
 
-class NatsServer:
+class NatsServer(_proc.ServerProcess):
     """One nats-server process with JetStream, bound to 127.0.0.1.
 
     ``store_dir`` holds the JetStream file store (nats-server adds a ``jetstream/`` level); the
@@ -121,10 +121,6 @@ class NatsServer:
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     def __repr__(self) -> str:
         port = self.port if self.port is not None else "-"
@@ -213,32 +209,6 @@ class NatsServer:
             _proc.terminate(self._proc, signal.SIGTERM, timeout)
         finally:
             self._forget()
-
-    def kill(self) -> None:
-        """SIGKILL, as a crash would: nothing is flushed or closed cleanly."""
-        if self._proc is None:
-            return
-        try:
-            _proc.kill_group(self._proc)
-        finally:
-            self._forget()
-
-    def restart(self) -> Self:
-        self.stop()
-        return self.start()
-
-    def __enter__(self) -> Self:
-        if not self.running:
-            self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- internals ----------------------------------------------------------------------------
 

@@ -29,7 +29,6 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Self, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -257,7 +256,7 @@ class _PortTaken(RuntimeError):
     """The chosen port was taken between choosing it and binding it."""
 
 
-class PostgresServer:
+class PostgresServer(_proc.ServerProcess):
     """A Postgres cluster in ``data_dir`` served by a child process on 127.0.0.1.
 
     ``settings`` are extra ``-c name=value`` server settings (the test plugin turns fsync off).
@@ -321,10 +320,6 @@ class PostgresServer:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
     def __repr__(self) -> str:
         port = self.port if self.port is not None else "-"
         return f"PostgresServer(port={port}, data={str(self.data_dir)!r})"
@@ -382,32 +377,6 @@ class PostgresServer:
             _proc.terminate(proc, signal.SIGINT, timeout)
         finally:
             self._forget()
-
-    def kill(self) -> None:
-        """SIGKILL the postmaster and all its backends, as a crash would; the data dir stays as is."""
-        if self._proc is None:
-            return
-        try:
-            _proc.kill_group(self._proc)
-        finally:
-            self._forget()
-
-    def restart(self) -> Self:
-        self.stop()
-        return self.start()
-
-    def __enter__(self) -> Self:
-        if not self.running:
-            self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- databases ----------------------------------------------------------------------------
 
