@@ -1,0 +1,84 @@
+"""Expected returns and covariance from a (periods x strategies) matrix of period returns.
+
+Three covariance estimators: the sample covariance (``ddof=1``); an exponentially weighted one (weights
+halve every ``halflife`` periods, newest heaviest, with the reliability-weights bias correction); and
+Ledoit-Wolf shrinkage towards a scaled identity (``sklearn.covariance.LedoitWolf``, which is what keeps
+the estimate well conditioned when there are fewer periods than strategies). The mean is the plain sample
+mean, or the exponentially weighted mean for the EWMA estimator. All figures are per period.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+from sklearn.covariance import LedoitWolf
+
+Floats = NDArray[np.float64]
+Method = Literal["sample", "ewma", "ledoit_wolf"]
+
+# Added to the diagonal (relative to its mean) when a covariance is not numerically positive definite.
+FACTOR_JITTER = 1e-10
+
+
+@dataclass(frozen=True)
+class Estimator:
+    method: Method = "ledoit_wolf"
+    halflife: float = 60.0  # periods; EWMA only
+
+
+@dataclass(frozen=True)
+class Estimate:
+    mean: Floats
+    covariance: Floats
+
+
+def _ewma_weights(count: int, halflife: float) -> Floats:
+    ages = np.arange(count - 1, -1, -1, dtype=np.float64)
+    weights = np.power(0.5, ages / halflife)
+    return np.asarray(weights / weights.sum(), dtype=np.float64)
+
+
+def _ewma(returns: Floats, halflife: float) -> Estimate:
+    weights = _ewma_weights(returns.shape[0], halflife)
+    mean = weights @ returns
+    centred = returns - mean
+    covariance = (centred * weights[:, None]).T @ centred / (1.0 - np.sum(weights**2))
+    return Estimate(np.asarray(mean, dtype=np.float64), np.asarray(covariance, dtype=np.float64))
+
+
+def estimate(returns: Floats, estimator: Estimator) -> Estimate:
+    """Mean and covariance of the strategies; at least two periods are required."""
+    if returns.ndim != 2 or returns.shape[0] < 2:
+        raise ValueError("estimation needs a (periods x strategies) matrix with at least two periods")
+    if estimator.method == "ewma":
+        return _ewma(returns, estimator.halflife)
+    mean = np.asarray(returns.mean(axis=0), dtype=np.float64)
+    if estimator.method == "sample":
+        covariance = np.cov(returns, rowvar=False, ddof=1).reshape(returns.shape[1], returns.shape[1])
+    else:
+        covariance = LedoitWolf().fit(returns).covariance_
+    return Estimate(mean, np.asarray(covariance, dtype=np.float64))
+
+
+def factor(covariance: Floats) -> Floats:
+    """An upper-triangular ``F`` with ``F.T @ F == covariance``: Cholesky, or eigenvalues when singular."""
+    scale = float(np.mean(np.diag(covariance))) or 1.0
+    try:
+        lower = np.linalg.cholesky(covariance + FACTOR_JITTER * scale * np.eye(covariance.shape[0]))
+        return np.asarray(lower.T, dtype=np.float64)
+    except np.linalg.LinAlgError:
+        values, vectors = np.linalg.eigh(covariance)
+        return np.asarray(np.sqrt(np.clip(values, 0.0, None))[:, None] * vectors.T, dtype=np.float64)
+
+
+def correlation_of(covariance: Floats) -> Floats:
+    """The correlation matrix of a covariance; a zero-variance strategy is uncorrelated with the rest."""
+    deviation = np.sqrt(np.clip(np.diag(covariance), 0.0, None))
+    live = deviation > 0
+    inverse = np.where(live, 1.0 / np.where(live, deviation, 1.0), 0.0)
+    result = covariance * inverse[:, None] * inverse[None, :]
+    np.fill_diagonal(result, 1.0)
+    return np.asarray(np.clip(result, -1.0, 1.0), dtype=np.float64)
