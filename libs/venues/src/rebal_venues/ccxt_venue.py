@@ -1,0 +1,403 @@
+"""A real exchange behind the `rebal.venue.Venue` port, through ccxt's async clients.
+
+- Markets: ``load_markets`` precision and limits become `MarketInfo` (`amount_step`, `truncate_amount`);
+  the fee is the market's taker fee.
+- Orders are MARKET orders under our client order id (the exchange's parameter name comes from
+  `PROFILES`), amounts truncated to the step, never rounded up. Placing a known client id again returns
+  the existing order: the venue refuses the duplicate, the refusal is answered by a look-up by client id.
+- A submit whose outcome is unknown (timeout, network) is looked up by its client id; when the venue does
+  not show it yet, `OrderOutcomeUnknown` says so and the caller retries under the SAME id.
+- ccxt exceptions are translated by class: authentication → `VenueAuthError` (stop, do not retry); rate
+  limit → `VenueRateLimited`; network → `VenueError`; insufficient funds and invalid orders →
+  `OrderRejected` with the reason. ccxt does not retry by itself (``maxRetriesOnFailure`` is 0): every
+  retry is the caller's, with the same client id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from decimal import ROUND_DOWN, Decimal
+from typing import Any
+from urllib.parse import urlsplit
+
+import ccxt.async_support as ccxt_async
+from ccxt.base import errors as ccxt_errors
+from ccxt.base.decimal_to_precision import DECIMAL_PLACES, SIGNIFICANT_DIGITS, TICK_SIZE
+
+from rebal.venue import Balances, Fill, MarketInfo, OrderRejected, OrderState, OrderStatus, Side, VenueError
+from rebal_venues.ccxt_settings import CcxtVenueSettings
+from rebal_venues.paper import BELOW_MIN_AMOUNT, INACTIVE_SYMBOL, INSUFFICIENT_FUNDS, UNKNOWN_SYMBOL
+
+# Rejection reason of an order the venue refused as invalid (the venue's own words follow it).
+INVALID_ORDER = "invalid_order"
+# The reason of an order that ended before it filled completely (a market order out of liquidity).
+EXPIRED = "expired"
+
+
+class VenueAuthError(Exception):
+    """The venue refused our keys or their permissions: stop trading on it and alert; retrying is useless."""
+
+
+class VenueRateLimited(VenueError):
+    """The venue asked us to slow down; `retry_after` (seconds) when it said how long."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class OrderOutcomeUnknown(VenueError):
+    """A submit ended without an answer and the venue does not show the order (yet): look it up again or
+    place it again under the same client order id, never under a new one."""
+
+    def __init__(self, client_order_id: str, cause: str) -> None:
+        super().__init__(f"{client_order_id}: outcome unknown ({cause})")
+        self.client_order_id = client_order_id
+
+
+@dataclass(frozen=True)
+class ExchangeProfile:
+    """What differs per exchange: the client order id's parameter names and ccxt options for spot."""
+
+    client_id_param: str = "clientOrderId"
+    lookup_param: str = "clientOrderId"
+    # Parameter of fetch_my_trades restricting it to one order id (None: filter the trades ourselves).
+    trades_order_param: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+PROFILES: Mapping[str, ExchangeProfile] = {
+    "binance": ExchangeProfile(
+        client_id_param="newClientOrderId",
+        lookup_param="origClientOrderId",
+        trades_order_param="orderId",
+        options={
+            "defaultType": "spot",
+            "fetchMarkets": {"types": ["spot"]},
+            "fetchMargins": False,
+            "fetchCurrencies": False,
+        },
+    ),
+}
+DEFAULT_PROFILE = ExchangeProfile()
+
+
+def _decimal(value: object) -> Decimal:
+    """A ccxt number (float, int or str; None is 0) as an exact decimal of its shortest repr."""
+    return Decimal(0) if value is None else Decimal(str(value))
+
+
+def amount_step(mode: int, precision: object, min_amount: Decimal) -> Decimal:
+    """The amount step of a market from its ccxt amount precision.
+
+    TICK_SIZE: the precision is the step. DECIMAL_PLACES: 10^-places. SIGNIFICANT_DIGITS has no constant
+    step; the step at the minimum amount (the finest the venue accepts) is reported, and `truncate_amount`
+    cuts each amount to its significant digits at submit.
+    """
+    if precision is None:
+        return min_amount if min_amount > 0 else Decimal(1).scaleb(-8)
+    if mode == TICK_SIZE:
+        return _decimal(precision)
+    if mode == DECIMAL_PLACES:
+        return Decimal(1).scaleb(-int(_decimal(precision)))
+    if mode == SIGNIFICANT_DIGITS:
+        digits = int(_decimal(precision))
+        anchor = min_amount if min_amount > 0 else Decimal(1)
+        return Decimal(1).scaleb(anchor.adjusted() - digits + 1)
+    raise ValueError(f"unknown ccxt precision mode {mode}")
+
+
+def truncate_amount(amount: Decimal, mode: int, precision: object, step: Decimal) -> Decimal:
+    """`amount` truncated (never rounded up) to the market's step, and to its significant digits."""
+    truncated = (amount / step).to_integral_value(rounding=ROUND_DOWN) * step
+    if mode == SIGNIFICANT_DIGITS and precision is not None and truncated > 0:
+        quantum = Decimal(1).scaleb(truncated.adjusted() - int(_decimal(precision)) + 1)
+        truncated = truncated.quantize(quantum, rounding=ROUND_DOWN)
+    return truncated.normalize() if truncated else Decimal(0)
+
+
+def market_info(market: Mapping[str, Any], mode: int) -> MarketInfo:
+    """A ccxt unified market as `MarketInfo`."""
+    limits = market.get("limits") or {}
+    min_amount = _decimal((limits.get("amount") or {}).get("min"))
+    step = amount_step(mode, (market.get("precision") or {}).get("amount"), min_amount)
+    return MarketInfo(
+        symbol=market["symbol"],
+        base=market["base"],
+        quote=market["quote"],
+        amount_step=step,
+        min_amount=max(min_amount, step),
+        min_cost=_decimal((limits.get("cost") or {}).get("min")),
+        fee_rate=_decimal(market.get("taker")),
+        active=market.get("active") is not False,
+    )
+
+
+def _retry_after(headers: Mapping[str, str] | None) -> float | None:
+    value = (headers or {}).get("Retry-After") or (headers or {}).get("retry-after")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+class CcxtVenue:
+    """One account (one set of keys) on one ccxt exchange. Close it (`close`, or ``async with``)."""
+
+    def __init__(
+        self, name: str, account: str, client: ccxt_async.Exchange, profile: ExchangeProfile
+    ) -> None:
+        self._name = name
+        self._account = account
+        self._client = client
+        self._profile = profile
+        self._markets: dict[str, MarketInfo] | None = None
+        # The symbol of each order we placed (the look-up by client id needs it on most exchanges).
+        self._symbols: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        return f"CcxtVenue(name={self._name!r}, account={self._account!r}, exchange={self._client.id!r})"
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def account(self) -> str:
+        return self._account
+
+    @property
+    def sandboxed(self) -> bool:
+        """Trading on the exchange's testnet."""
+        return bool(self._client.isSandboxModeEnabled)
+
+    async def __aenter__(self) -> CcxtVenue:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    @contextmanager
+    def _translated(self, what: str) -> Iterator[None]:
+        """ccxt exceptions of a read (or a cancel) as the port's, by class."""
+        try:
+            yield
+        except ccxt_errors.AuthenticationError as exc:
+            raise VenueAuthError(f"{self._name} {what}: {exc}") from exc
+        except ccxt_errors.DDoSProtection as exc:
+            headers = self._client.last_response_headers
+            raise VenueRateLimited(f"{self._name} {what}: {exc}", _retry_after(headers)) from exc
+        except (ccxt_errors.NetworkError, ccxt_errors.ExchangeError) as exc:
+            raise VenueError(f"{self._name} {what}: {exc}") from exc
+
+    def _check_account(self, account: str) -> None:
+        if account != self._account:
+            raise ValueError(f"{self!r} holds the keys of account {self._account!r}, not {account!r}")
+
+    async def markets(self) -> Mapping[str, MarketInfo]:
+        if self._markets is None:
+            with self._translated("load_markets"):
+                loaded = await self._client.load_markets()
+            mode = int(self._client.precisionMode)
+            self._markets = {
+                symbol: market_info(market, mode)
+                for symbol, market in sorted(loaded.items())
+                if market.get("spot", True)
+            }
+        return self._markets
+
+    async def reload_markets(self) -> Mapping[str, MarketInfo]:
+        """The markets read again (a market may have stopped trading since)."""
+        with self._translated("load_markets"):
+            await self._client.load_markets(reload=True)
+        self._markets = None
+        return await self.markets()
+
+    async def prices(self, symbols: Sequence[str]) -> Mapping[str, Decimal]:
+        with self._translated("fetch_tickers"):
+            tickers = await self._client.fetch_tickers(list(symbols))
+        found: dict[str, Decimal] = {}
+        for symbol in symbols:
+            last = (tickers.get(symbol) or {}).get("last")
+            if last is None:
+                raise VenueError(f"{self._name}: no price for {symbol}")
+            found[symbol] = _decimal(last)
+        return found
+
+    async def balances(self, account: str) -> Balances:
+        self._check_account(account)
+        with self._translated("fetch_balance"):
+            raw = await self._client.fetch_balance()
+        free, used = raw.get("free") or {}, raw.get("used") or {}
+        return Balances(
+            free={asset: _decimal(v) for asset, v in sorted(free.items()) if v},
+            locked={asset: _decimal(v) for asset, v in sorted(used.items()) if v},
+        )
+
+    async def place_order(
+        self, account: str, client_order_id: str, symbol: str, side: Side, amount: Decimal
+    ) -> OrderState:
+        self._check_account(account)
+        size = await self._order_size(client_order_id, symbol, amount)
+        self._symbols[client_order_id] = symbol
+        params = {self._profile.client_id_param: client_order_id}
+        try:
+            placed = await self._client.create_order(symbol, "market", side, str(size), None, params)
+        except ccxt_errors.AuthenticationError as exc:
+            raise VenueAuthError(f"{self._name} create_order {client_order_id}: {exc}") from exc
+        except ccxt_errors.InsufficientFunds as exc:
+            raise OrderRejected(client_order_id, INSUFFICIENT_FUNDS) from exc
+        except (ccxt_errors.InvalidOrder, ccxt_errors.BadRequest, ccxt_errors.OperationRejected) as exc:
+            # A known client id is refused as a duplicate: the existing order is the answer.
+            return await self._existing_or_rejected(client_order_id, symbol, exc)
+        except ccxt_errors.DDoSProtection as exc:  # refused before it was processed
+            headers = self._client.last_response_headers
+            raise VenueRateLimited(f"{self._name} create_order: {exc}", _retry_after(headers)) from exc
+        except (ccxt_errors.NetworkError, ccxt_errors.ExchangeError) as exc:
+            return await self._resolve_unknown(client_order_id, symbol, exc)
+        trades = await self._order_trades(placed)
+        return self._state(client_order_id, symbol, placed, trades)
+
+    async def _order_size(self, client_order_id: str, symbol: str, amount: Decimal) -> Decimal:
+        market = (await self.markets()).get(symbol)
+        if market is None:
+            raise OrderRejected(client_order_id, UNKNOWN_SYMBOL)
+        if not market.active:
+            raise OrderRejected(client_order_id, INACTIVE_SYMBOL)
+        precision = self._client.markets[symbol]["precision"].get("amount")
+        size = truncate_amount(amount, int(self._client.precisionMode), precision, market.amount_step)
+        if size < market.min_amount:
+            raise OrderRejected(client_order_id, BELOW_MIN_AMOUNT)
+        return size
+
+    async def _existing_or_rejected(
+        self, client_order_id: str, symbol: str, refusal: ccxt_errors.BaseError
+    ) -> OrderState:
+        existing = await self._lookup(client_order_id, symbol)
+        if existing is not None:
+            return existing
+        raise OrderRejected(client_order_id, f"{INVALID_ORDER}: {refusal}") from refusal
+
+    async def _resolve_unknown(
+        self, client_order_id: str, symbol: str, cause: ccxt_errors.BaseError
+    ) -> OrderState:
+        """The submit may or may not have reached the venue: ask the venue, by our client id."""
+        try:
+            existing = await self._lookup(client_order_id, symbol)
+        except VenueError as exc:
+            raise OrderOutcomeUnknown(client_order_id, f"{cause}; look-up failed: {exc}") from cause
+        if existing is None:
+            raise OrderOutcomeUnknown(client_order_id, str(cause)) from cause
+        return existing
+
+    async def order(self, account: str, client_order_id: str, symbol: str | None = None) -> OrderState | None:
+        """The order by our client id; `symbol` is needed (by most exchanges) unless this venue placed it."""
+        self._check_account(account)
+        known = symbol or self._symbols.get(client_order_id)
+        if known is None:
+            raise ValueError(f"{self._name}: the symbol of order {client_order_id} is needed to look it up")
+        return await self._lookup(client_order_id, known)
+
+    async def _lookup(self, client_order_id: str, symbol: str) -> OrderState | None:
+        params = {self._profile.lookup_param: client_order_id}
+        with self._translated(f"fetch_order {client_order_id}"):
+            try:
+                found = await self._client.fetch_order(None, symbol, params)
+            except ccxt_errors.OrderNotFound:
+                return None
+        return self._state(client_order_id, symbol, found, await self._order_trades(found))
+
+    async def _order_trades(self, order: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+        """The order's trades, each once (a venue may report a trade twice)."""
+        if float(order.get("filled") or 0) <= 0:
+            return []
+        order_id = str(order["id"])
+        params = {self._profile.trades_order_param: order_id} if self._profile.trades_order_param else {}
+        with self._translated(f"fetch_my_trades {order_id}"):
+            trades = await self._client.fetch_my_trades(order["symbol"], None, None, params)
+        unique = {str(t["id"]): t for t in trades if str(t.get("order")) == order_id}
+        return sorted(unique.values(), key=lambda t: (t.get("timestamp") or 0, str(t["id"])))
+
+    def _state(
+        self,
+        client_order_id: str,
+        symbol: str,
+        order: Mapping[str, Any],
+        trades: Sequence[Mapping[str, Any]],
+    ) -> OrderState:
+        filled = _decimal(order.get("filled"))
+        status, reason = _status(str(order.get("status")), filled)
+        return OrderState(
+            client_order_id=client_order_id,
+            account=self._account,
+            symbol=symbol,
+            side=order["side"],
+            amount=_decimal(order.get("amount")),
+            status=status,
+            filled=filled,
+            fills=tuple(_fill(trade) for trade in trades),
+            reason=reason,
+        )
+
+
+def _status(status: str, filled: Decimal) -> tuple[OrderStatus, str]:
+    """A ccxt order status as the port's (an expired market order that filled partly is cancelled)."""
+    if status == "closed":
+        return "filled", ""
+    if status == "open":
+        return ("partially_filled" if filled > 0 else "open"), ""
+    if status in {"canceled", "expired"}:
+        return "cancelled", EXPIRED if status == "expired" else ""
+    if status == "rejected":
+        return "rejected", INVALID_ORDER
+    return "open", ""
+
+
+def _fill(trade: Mapping[str, Any]) -> Fill:
+    fee = trade.get("fee") or {}
+    return Fill(
+        trade_id=str(trade["id"]),
+        amount=_decimal(trade.get("amount")),
+        price=_decimal(trade.get("price")),
+        fee=_decimal(fee.get("cost")),
+        fee_asset=str(fee.get("currency") or ""),
+    )
+
+
+def _with_origin(url: object, origin: str) -> object:
+    """An API url (or a dict of them) with its scheme and host replaced by `origin`, its path kept."""
+    if isinstance(url, dict):
+        return {key: _with_origin(value, origin) for key, value in url.items()}
+    if isinstance(url, str):
+        parts = urlsplit(url)
+        return origin.rstrip("/") + parts.path
+    return url
+
+
+def open_ccxt_venue(settings: CcxtVenueSettings) -> CcxtVenue:
+    """The venue of `settings`: its ccxt client built, sandboxed and pointed as configured."""
+    if settings.exchange_id not in ccxt_async.exchanges:
+        raise ValueError(f"ccxt has no exchange {settings.exchange_id!r}")
+    profile = PROFILES.get(settings.exchange_id, DEFAULT_PROFILE)
+    config: dict[str, Any] = {
+        "apiKey": settings.api_key.get_secret_value(),
+        "secret": settings.secret.get_secret_value(),
+        "enableRateLimit": settings.enable_rate_limit,
+        "timeout": settings.timeout_ms,
+        "options": {**profile.options, **settings.options},
+    }
+    if settings.rate_limit_ms is not None:
+        config["rateLimit"] = settings.rate_limit_ms
+    client: ccxt_async.Exchange = getattr(ccxt_async, settings.exchange_id)(config)
+    if settings.sandbox:
+        if not client.urls.get("test"):
+            raise ValueError(f"{settings.exchange_id} has no sandbox: set sandbox = false to trade live")
+        client.set_sandbox_mode(True)
+    if settings.api_base_url is not None:
+        client.urls["api"] = _with_origin(client.urls["api"], settings.api_base_url)
+    return CcxtVenue(settings.venue_name, settings.account, client, profile)
