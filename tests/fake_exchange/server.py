@@ -1,0 +1,265 @@
+"""The fake exchange over HTTP: enough of Binance's spot REST API (v3) for an unmodified ccxt `binance`.
+
+Signed endpoints accept any signature but need a known ``X-MBX-APIKEY``. Errors are Binance's: HTTP 400
+with ``{"code": -2010, "msg": …}``, 401 for a bad key, 429 with ``Retry-After`` when rate-limited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from decimal import Decimal
+from typing import Any
+
+from aiohttp import web
+
+from tests.fake_exchange.state import FakeBook, Order, Rejected, RequestKind, Trade
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+BOOK = web.AppKey("book", FakeBook)
+
+
+def _num(value: Decimal) -> str:
+    return f"{value:.8f}"
+
+
+def _market_json(book: FakeBook, symbol_id: str) -> dict[str, Any]:
+    market = book.markets[symbol_id]
+    return {
+        "symbol": symbol_id,
+        "status": "BREAK" if symbol_id in book.faults.halted else "TRADING",
+        "baseAsset": market.base,
+        "baseAssetPrecision": 8,
+        "quoteAsset": market.quote,
+        "quotePrecision": 8,
+        "quoteAssetPrecision": 8,
+        "orderTypes": ["LIMIT", "MARKET"],
+        "icebergAllowed": True,
+        "ocoAllowed": True,
+        "isSpotTradingAllowed": True,
+        "isMarginTradingAllowed": False,
+        "permissions": [],
+        "permissionSets": [["SPOT"]],
+        "filters": [
+            {"filterType": "PRICE_FILTER", "minPrice": "0.01", "maxPrice": "1000000", "tickSize": "0.01"},
+            {
+                "filterType": "LOT_SIZE",
+                "minQty": _num(market.min_qty),
+                "maxQty": "9000000",
+                "stepSize": _num(market.step),
+            },
+            {"filterType": market.notional_filter, "minNotional": _num(market.min_notional)},
+        ],
+    }
+
+
+def _order_json(book: FakeBook, order: Order, with_fills: bool) -> dict[str, Any]:
+    answer: dict[str, Any] = {
+        "symbol": order.symbol_id,
+        "orderId": order.order_id,
+        "orderListId": -1,
+        "clientOrderId": order.client_order_id,
+        "transactTime": order.time_ms,
+        "time": order.time_ms,
+        "updateTime": order.time_ms,
+        "price": "0.00000000",
+        "origQty": _num(order.orig_qty),
+        "executedQty": _num(order.executed),
+        "cummulativeQuoteQty": _num(order.quote_qty),
+        "status": order.status,
+        "timeInForce": "GTC",
+        "type": "MARKET",
+        "side": order.side,
+    }
+    if with_fills:
+        trades = order.trades * (2 if book.faults.fills_twice else 1)
+        answer["fills"] = [
+            {
+                "price": _num(t.price),
+                "qty": _num(t.qty),
+                "commission": _num(t.commission),
+                "commissionAsset": t.commission_asset,
+                "tradeId": t.trade_id,
+            }
+            for t in trades
+        ]
+    return answer
+
+
+def _trade_json(order: Order, trade: Trade) -> dict[str, Any]:
+    return {
+        "symbol": order.symbol_id,
+        "id": trade.trade_id,
+        "orderId": trade.order_id,
+        "orderListId": -1,
+        "price": _num(trade.price),
+        "qty": _num(trade.qty),
+        "quoteQty": _num(trade.qty * trade.price),
+        "commission": _num(trade.commission),
+        "commissionAsset": trade.commission_asset,
+        "time": trade.time_ms,
+        "isBuyer": order.side == "BUY",
+        "isMaker": False,
+        "isBestMatch": True,
+    }
+
+
+async def _params(request: web.Request) -> dict[str, str]:
+    params = dict(request.query)
+    if request.method == "POST":
+        params.update({key: str(value) for key, value in (await request.post()).items()})
+    return params
+
+
+def _error(rejected: Rejected) -> web.Response:
+    return web.json_response({"code": rejected.code, "msg": rejected.msg}, status=rejected.http_status)
+
+
+def endpoint(kind: RequestKind | None, signed: bool = False) -> Callable[..., Handler]:
+    """A handler with the common parts: recorded, rate-limited by kind, key checked, errors as Binance's."""
+
+    def wrap(handle: Callable[[FakeBook, dict[str, str], str], Awaitable[Any]]) -> Handler:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            book = request.app[BOOK]
+            params = await _params(request)
+            if kind is not None:
+                book.requests.append((kind, params))
+                if book.faults.rate_limited.get(kind, 0) > 0:
+                    book.faults.rate_limited[kind] -= 1
+                    headers = {"Retry-After": str(book.faults.retry_after_seconds)}
+                    body = {"code": -1003, "msg": "Too many requests."}
+                    return web.json_response(body, status=429, headers=headers)
+            api_key = request.headers.get("X-MBX-APIKEY", "")
+            try:
+                if signed and (api_key not in book.accounts or "signature" not in params):
+                    raise Rejected(401, -2015, "Invalid API-key, IP, or permissions for action.")
+                return web.json_response(await handle(book, params, api_key))
+            except Rejected as rejected:
+                return _error(rejected)
+
+        return handler
+
+    return wrap
+
+
+@endpoint(None)
+async def ping(book: FakeBook, params: dict[str, str], api_key: str) -> Any:
+    return {}
+
+
+@endpoint(None)
+async def server_time(book: FakeBook, params: dict[str, str], api_key: str) -> Any:
+    return {"serverTime": int(time.time() * 1000)}
+
+
+@endpoint("markets")
+async def exchange_info(book: FakeBook, params: dict[str, str], api_key: str) -> Any:
+    symbols = [_market_json(book, symbol_id) for symbol_id in sorted(book.markets)]
+    return {"timezone": "UTC", "serverTime": int(time.time() * 1000), "rateLimits": [], "symbols": symbols}
+
+
+def _ticker(symbol_id: str, price: Decimal) -> dict[str, Any]:
+    last = _num(price)
+    return {
+        "symbol": symbol_id,
+        "lastPrice": last,
+        "bidPrice": last,
+        "askPrice": last,
+        "openPrice": last,
+        "highPrice": last,
+        "lowPrice": last,
+        "volume": "0",
+        "quoteVolume": "0",
+        "closeTime": int(time.time() * 1000),
+    }
+
+
+@endpoint("tickers")
+async def ticker_24hr(book: FakeBook, params: dict[str, str], api_key: str) -> Any:
+    if "symbol" in params:
+        return _ticker(params["symbol"], book.prices[book.market(params["symbol"]).symbol_id])
+    return [_ticker(symbol_id, price) for symbol_id, price in sorted(book.prices.items())]
+
+
+@endpoint("tickers")
+async def ticker_price(book: FakeBook, params: dict[str, str], api_key: str) -> Any:
+    if "symbol" in params:
+        return {
+            "symbol": params["symbol"],
+            "price": _num(book.prices[book.market(params["symbol"]).symbol_id]),
+        }
+    return [{"symbol": s, "price": _num(p)} for s, p in sorted(book.prices.items())]
+
+
+@endpoint("balances", signed=True)
+async def account(book: FakeBook, params: dict[str, str], api_key: str) -> Any:
+    balances = [
+        {"asset": asset, "free": _num(amount), "locked": "0.00000000"}
+        for asset, amount in sorted(book.balances(api_key).items())
+    ]
+    return {"canTrade": True, "accountType": "SPOT", "balances": balances, "permissions": ["SPOT"]}
+
+
+@endpoint("create", signed=True)
+async def create_order(book: FakeBook, params: dict[str, str], api_key: str) -> Any:
+    if params.get("type") != "MARKET":
+        raise Rejected(400, -1013, "Only MARKET orders on the fake exchange.")
+    client_order_id = params.get("newClientOrderId") or f"fake-{len(book.orders)}"
+    order = book.create(
+        api_key, params["symbol"], params["side"], Decimal(params["quantity"]), client_order_id
+    )
+    if book.faults.submit_delay_seconds:  # accepted and stored: only the answer is late
+        await asyncio.sleep(book.faults.submit_delay_seconds)
+    return _order_json(book, order, with_fills=True)
+
+
+@endpoint("order", signed=True)
+async def get_order(book: FakeBook, params: dict[str, str], api_key: str) -> Any:
+    order = book.lookup(api_key, params["symbol"], params.get("origClientOrderId", ""))
+    return _order_json(book, order, with_fills=False)
+
+
+@endpoint("cancel", signed=True)
+async def cancel_order(book: FakeBook, params: dict[str, str], api_key: str) -> Any:
+    order = book.cancel(api_key, params["symbol"], params.get("origClientOrderId", ""))
+    return _order_json(book, order, with_fills=False)
+
+
+@endpoint("trades", signed=True)
+async def my_trades(book: FakeBook, params: dict[str, str], api_key: str) -> Any:
+    book.balances(api_key)
+    order_id = int(params["orderId"]) if "orderId" in params else None
+    by_id = {order.order_id: order for order in book.orders.values()}
+    return [_trade_json(by_id[t.order_id], t) for t in book.trades(api_key, params["symbol"], order_id)]
+
+
+def application(book: FakeBook) -> web.Application:
+    app = web.Application()
+    app[BOOK] = book
+    app.router.add_get("/api/v3/ping", ping)
+    app.router.add_get("/api/v3/time", server_time)
+    app.router.add_get("/api/v3/exchangeInfo", exchange_info)
+    app.router.add_get("/api/v3/ticker/24hr", ticker_24hr)
+    app.router.add_get("/api/v3/ticker/price", ticker_price)
+    app.router.add_get("/api/v3/account", account)
+    app.router.add_post("/api/v3/order", create_order)
+    app.router.add_get("/api/v3/order", get_order)
+    app.router.add_delete("/api/v3/order", cancel_order)
+    app.router.add_get("/api/v3/myTrades", my_trades)
+    return app
+
+
+@asynccontextmanager
+async def serving(book: FakeBook) -> AsyncIterator[str]:
+    """The fake exchange on 127.0.0.1 and a free port, while the block runs; yields its origin."""
+    runner = web.AppRunner(application(book), handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()

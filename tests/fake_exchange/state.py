@@ -1,0 +1,205 @@
+"""The fake exchange's book: markets, prices, accounts (by API key), orders, trades, and the scripted faults.
+
+Market orders fill at once at the ticker price; the taker fee is taken from the asset received (the
+base on a buy, the quote on a sell), as Binance does without BNB.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import ROUND_CEILING, ROUND_DOWN, Decimal
+from typing import Literal
+
+RequestKind = Literal["markets", "tickers", "balances", "create", "order", "trades", "cancel"]
+QUANTUM = Decimal("1e-8")
+
+
+@dataclass
+class Faults:
+    """Faults tests switch on; each applies to the requests that follow."""
+
+    # The next N requests of a kind are answered 429 with a Retry-After header.
+    rate_limited: dict[RequestKind, int] = field(default_factory=dict)
+    retry_after_seconds: int = 1
+    # A market order fills only this share of its amount (truncated to the step); the rest expires.
+    partial_fill: Decimal | None = None
+    # Every trade is reported twice (in myTrades and in the order's own answer).
+    fills_twice: bool = False
+    # The order is stored and filled, then the answer to the submit waits this long (past a client timeout).
+    submit_delay_seconds: float = 0.0
+    # Look-ups of an order answer "Order does not exist." until it is this old.
+    not_found_seconds: float = 0.0
+    # Every new order is refused with -2010 and this message (e.g. "Filter failure: PERCENT_PRICE").
+    reject_message: str | None = None
+    # Symbols (exchange ids, "BTCUSDT") whose trading is halted: status BREAK, orders refused.
+    halted: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class FakeMarket:
+    base: str
+    quote: str
+    step: Decimal
+    min_qty: Decimal
+    min_notional: Decimal
+    # Binance's newer filter is NOTIONAL; older markets still carry MIN_NOTIONAL.
+    notional_filter: Literal["NOTIONAL", "MIN_NOTIONAL"] = "NOTIONAL"
+
+    @property
+    def symbol_id(self) -> str:
+        return self.base + self.quote
+
+
+@dataclass(frozen=True)
+class Trade:
+    trade_id: int
+    order_id: int
+    price: Decimal
+    qty: Decimal
+    commission: Decimal
+    commission_asset: str
+    time_ms: int
+
+
+@dataclass
+class Order:
+    order_id: int
+    client_order_id: str
+    api_key: str
+    symbol_id: str
+    side: Literal["BUY", "SELL"]
+    orig_qty: Decimal
+    status: str
+    created: float
+    time_ms: int
+    trades: list[Trade] = field(default_factory=list)
+
+    @property
+    def executed(self) -> Decimal:
+        return sum((t.qty for t in self.trades), Decimal(0))
+
+    @property
+    def quote_qty(self) -> Decimal:
+        return sum((t.qty * t.price for t in self.trades), Decimal(0))
+
+
+class Rejected(Exception):
+    """A Binance error answer: HTTP status, code and message."""
+
+    def __init__(self, http_status: int, code: int, msg: str) -> None:
+        super().__init__(msg)
+        self.http_status, self.code, self.msg = http_status, code, msg
+
+
+DUPLICATE = Rejected(400, -2010, "Duplicate order sent.")
+NO_FUNDS = Rejected(400, -2010, "Account has insufficient balance for requested action.")
+NOT_FOUND = Rejected(400, -2013, "Order does not exist.")
+BAD_KEY = Rejected(401, -2015, "Invalid API-key, IP, or permissions for action.")
+
+
+@dataclass
+class FakeBook:
+    markets: dict[str, FakeMarket]
+    prices: dict[str, Decimal]
+    accounts: dict[str, dict[str, Decimal]]
+    taker_fee: Decimal = Decimal("0.001")
+    faults: Faults = field(default_factory=Faults)
+    orders: dict[tuple[str, str], Order] = field(default_factory=dict)
+    requests: list[tuple[RequestKind, dict[str, str]]] = field(default_factory=list)
+    clock: Callable[[], float] = time.monotonic
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1001))
+
+    def requests_of(self, kind: RequestKind) -> list[dict[str, str]]:
+        return [params for seen, params in self.requests if seen == kind]
+
+    def balances(self, api_key: str) -> dict[str, Decimal]:
+        if api_key not in self.accounts:
+            raise BAD_KEY
+        return self.accounts[api_key]
+
+    def market(self, symbol_id: str) -> FakeMarket:
+        if symbol_id not in self.markets:
+            raise Rejected(400, -1121, "Invalid symbol.")
+        return self.markets[symbol_id]
+
+    def create(self, api_key: str, symbol_id: str, side: str, qty: Decimal, client_order_id: str) -> Order:
+        """A market order filled at once (or partly), or the refusal Binance would give."""
+        market = self.market(symbol_id)
+        if (api_key, client_order_id) in self.orders:
+            raise DUPLICATE
+        if self.faults.reject_message is not None:
+            raise Rejected(400, -2010, self.faults.reject_message)
+        if symbol_id in self.faults.halted:
+            raise Rejected(400, -1013, "Market is closed.")
+        self._check_filters(market, qty)
+        fill_qty = qty
+        if self.faults.partial_fill is not None:
+            fill_qty = (qty * self.faults.partial_fill / market.step).to_integral_value(
+                ROUND_DOWN
+            ) * market.step
+        order = Order(
+            order_id=next(self._ids),
+            client_order_id=client_order_id,
+            api_key=api_key,
+            symbol_id=symbol_id,
+            side="BUY" if side == "BUY" else "SELL",
+            orig_qty=qty,
+            status="FILLED" if fill_qty == qty else "EXPIRED",
+            created=self.clock(),
+            time_ms=int(time.time() * 1000),
+        )
+        self._fill(order, market, fill_qty)
+        self.orders[(api_key, client_order_id)] = order
+        return order
+
+    def _check_filters(self, market: FakeMarket, qty: Decimal) -> None:
+        if qty < market.min_qty or qty % market.step != 0:
+            raise Rejected(400, -1013, "Filter failure: LOT_SIZE")
+        if qty * self.prices[market.symbol_id] < market.min_notional:
+            raise Rejected(400, -1013, f"Filter failure: {market.notional_filter}")
+
+    def _fill(self, order: Order, market: FakeMarket, qty: Decimal) -> None:
+        held = self.balances(order.api_key)
+        price = self.prices[market.symbol_id]
+        cost = (qty * price).quantize(QUANTUM)
+        if order.side == "BUY":
+            fee = (qty * self.taker_fee).quantize(QUANTUM, rounding=ROUND_CEILING)
+            changes, fee_asset = {market.quote: -cost, market.base: qty - fee}, market.base
+        else:
+            fee = (cost * self.taker_fee).quantize(QUANTUM, rounding=ROUND_CEILING)
+            changes, fee_asset = {market.base: -qty, market.quote: cost - fee}, market.quote
+        if any(held.get(asset, Decimal(0)) + delta < 0 for asset, delta in changes.items()):
+            raise NO_FUNDS
+        if qty == 0:
+            return
+        for asset, delta in changes.items():
+            held[asset] = held.get(asset, Decimal(0)) + delta
+        order.trades.append(Trade(next(self._ids), order.order_id, price, qty, fee, fee_asset, order.time_ms))
+
+    def lookup(self, api_key: str, symbol_id: str, client_order_id: str) -> Order:
+        order = self.orders.get((api_key, client_order_id))
+        if order is None or order.symbol_id != symbol_id:
+            raise NOT_FOUND
+        if self.clock() - order.created < self.faults.not_found_seconds:
+            raise NOT_FOUND
+        return order
+
+    def cancel(self, api_key: str, symbol_id: str, client_order_id: str) -> Order:
+        order = self.lookup(api_key, symbol_id, client_order_id)
+        if order.status not in {"NEW", "PARTIALLY_FILLED"}:
+            raise Rejected(400, -2011, "Unknown order sent.")
+        order.status = "CANCELED"
+        return order
+
+    def trades(self, api_key: str, symbol_id: str, order_id: int | None) -> list[Trade]:
+        found = [
+            trade
+            for order in self.orders.values()
+            if order.api_key == api_key and order.symbol_id == symbol_id
+            for trade in order.trades
+            if order_id is None or trade.order_id == order_id
+        ]
+        return [t for t in found for _ in range(2)] if self.faults.fills_twice else found

@@ -1,0 +1,387 @@
+"""The ccxt venue against the fake Binance (an unmodified ccxt client over HTTP), and the contract it shares
+with the paper exchange (the same cases run against both: `contract`).
+
+Rate limits: ccxt does not retry by itself (``maxRetriesOnFailure`` is 0), so a 429 is a `VenueRateLimited`
+at once, after one request; the caller retries, with the same client order id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from rebal.venue import Fill, OrderRejected, OrderState, Venue, VenueError
+from rebal_devstack.pytest_plugin import FreshDatabase
+from rebal_venues.ccxt_settings import CcxtVenueSettings
+from rebal_venues.ccxt_venue import (
+    CcxtVenue,
+    OrderOutcomeUnknown,
+    VenueAuthError,
+    VenueRateLimited,
+    open_ccxt_venue,
+)
+from rebal_venues.paper import PaperVenue
+from tests.fake_exchange import FakeBook, FakeMarket, serving
+from tests.paper_support import EXCHANGE, MARKETS, PRICES, STILL, Clock, migrated_pool
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+D = Decimal
+ACCOUNT = "demo/binance/spot"
+KEY, SECRET = "key-of-demo", "secret-of-demo"
+
+
+def fake_book() -> FakeBook:
+    """The paper exchange's test markets (tests/paper_support.py), on the fake Binance."""
+    return FakeBook(
+        markets={
+            "BTCUSDT": FakeMarket("BTC", "USDT", D("0.00001"), D("0.00001"), D("5")),
+            "ETHUSDT": FakeMarket("ETH", "USDT", D("0.0001"), D("0.0001"), D("5"), "MIN_NOTIONAL"),
+            "SOLUSDT": FakeMarket("SOL", "USDT", D("0.01"), D("0.01"), D("5")),
+        },
+        prices={"BTCUSDT": D("60000"), "ETHUSDT": D("3000"), "SOLUSDT": D("150")},
+        accounts={KEY: {}},
+    )
+
+
+def settings(origin: str, **changes: Any) -> CcxtVenueSettings:
+    values: dict[str, Any] = {
+        "exchange_id": "binance",
+        "account": ACCOUNT,
+        "api_key": SecretStr(KEY),
+        "secret": SecretStr(SECRET),
+        "sandbox": False,
+        "api_base_url": origin,
+        "timeout_ms": 3000,
+    }
+    return CcxtVenueSettings(**(values | changes))
+
+
+@dataclass
+class Fake:
+    book: FakeBook
+    origin: str
+
+    def fund(self, **amounts: str) -> None:
+        self.book.accounts[KEY].update({asset: D(amount) for asset, amount in amounts.items()})
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[Fake]:
+    book = fake_book()
+    async with serving(book) as origin:
+        yield Fake(book, origin)
+
+
+@pytest.fixture
+async def venue(fake: Fake) -> AsyncIterator[CcxtVenue]:
+    async with open_ccxt_venue(settings(fake.origin)) as opened:
+        yield opened
+
+
+# -- the contract, for the paper exchange and the ccxt venue alike -----------------------------------
+
+
+@dataclass
+class Contract:
+    venue: Venue
+    account: str
+    fund: Callable[[Mapping[str, Decimal]], Awaitable[object]]
+
+
+@pytest.fixture(params=["paper", "ccxt"])
+def venue_kind(request: pytest.FixtureRequest) -> tuple[str, str]:
+    if request.param == "paper":
+        database: FreshDatabase = request.getfixturevalue("database")
+        return "paper", database.dsn
+    return "ccxt", ""
+
+
+@pytest.fixture
+async def contract(venue_kind: tuple[str, str]) -> AsyncIterator[Contract]:
+    kind, dsn = venue_kind
+    if kind == "paper":
+        async for pool in migrated_pool(dsn):
+            paper = PaperVenue.from_documents(EXCHANGE, pool, MARKETS, PRICES, Clock(), **STILL)
+            yield Contract(paper, ACCOUNT, functools.partial(paper.seed, ACCOUNT))
+        return
+    book = fake_book()
+
+    async def fund(amounts: Mapping[str, Decimal]) -> None:
+        book.accounts[KEY].update(amounts)
+
+    async with serving(book) as origin, open_ccxt_venue(settings(origin)) as ccxt_venue:
+        yield Contract(ccxt_venue, ACCOUNT, fund)
+
+
+def moved_by(start: Mapping[str, Decimal], state: OrderState, base: str, quote: str) -> dict[str, Decimal]:
+    """`start` moved by exactly what the fills say, wherever the venue takes the fee from."""
+    held = dict(start)
+    sign = 1 if state.side == "buy" else -1
+    for fill in state.fills:
+        held[base] = held.get(base, D(0)) + sign * fill.amount
+        held[quote] = held.get(quote, D(0)) - sign * (fill.amount * fill.price).quantize(D("1e-8"))
+        held[fill.fee_asset] -= fill.fee
+    return {asset: amount for asset, amount in held.items() if amount}
+
+
+async def test_contract_markets_carry_steps_minimums_and_fees(contract: Contract) -> None:
+    markets = await contract.venue.markets()
+    assert sorted(markets) == ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
+    figures = {
+        symbol: (m.base, m.quote, m.amount_step, m.min_amount, m.min_cost, m.fee_rate, m.active)
+        for symbol, m in markets.items()
+    }
+    assert figures == {
+        "BTC/USDT": ("BTC", "USDT", D("0.00001"), D("0.00001"), D("5"), D("0.001"), True),
+        "ETH/USDT": ("ETH", "USDT", D("0.0001"), D("0.0001"), D("5"), D("0.001"), True),
+        "SOL/USDT": ("SOL", "USDT", D("0.01"), D("0.01"), D("5"), D("0.001"), True),
+    }
+
+
+async def test_contract_prices_are_the_last_prices(contract: Contract) -> None:
+    assert await contract.venue.prices(["BTC/USDT", "SOL/USDT"]) == {"BTC/USDT": D(60000), "SOL/USDT": D(150)}
+
+
+async def test_contract_a_buy_moves_the_balances_by_its_fills(contract: Contract) -> None:
+    await contract.fund({"USDT": D("100000")})
+    state = await contract.venue.place_order(contract.account, "c-buy", "BTC/USDT", "buy", D("0.5"))
+    assert (state.status, state.filled, state.amount) == ("filled", D("0.5"), D("0.5"))
+    [fill] = state.fills
+    assert (fill.amount, fill.price) == (D("0.5"), D("60000"))
+    # The fee is 0.1% of what is received (paper: 30 USDT on top of the cost; Binance: 0.0005 BTC).
+    assert fill.fee == (D("30") if fill.fee_asset == "USDT" else D("0.0005"))
+    balances = await contract.venue.balances(contract.account)
+    assert balances.free == moved_by({"USDT": D("100000")}, state, "BTC", "USDT")
+
+
+async def test_contract_selling_everything_leaves_the_proceeds(contract: Contract) -> None:
+    await contract.fund({"SOL": D("3")})
+    state = await contract.venue.place_order(contract.account, "c-sell", "SOL/USDT", "sell", D("3"))
+    assert [(f.amount, f.price, f.fee, f.fee_asset) for f in state.fills] == [
+        (D("3"), D("150"), D("0.45"), "USDT")
+    ]
+    assert (await contract.venue.balances(contract.account)).free == {"USDT": D("449.55")}
+
+
+async def test_contract_a_known_client_order_id_returns_the_existing_order(contract: Contract) -> None:
+    await contract.fund({"USDT": D("1000")})
+    first = await contract.venue.place_order(contract.account, "c-once", "ETH/USDT", "buy", D("0.1"))
+    held = (await contract.venue.balances(contract.account)).free
+    again = await contract.venue.place_order(contract.account, "c-once", "ETH/USDT", "buy", D("0.1"))
+    assert again == first
+    assert len(again.fills) == 1
+    assert (await contract.venue.balances(contract.account)).free == held
+    assert await contract.venue.order(contract.account, "c-once") == first
+
+
+@pytest.mark.parametrize(
+    ("symbol", "side", "amount", "reason"),
+    [
+        ("BTC/USDT", "buy", "2", "insufficient_funds"),  # costs 120000 > 1000
+        ("ETH/USDT", "sell", "1", "insufficient_funds"),  # holds no ETH
+        ("DOGE/USDT", "buy", "10", "unknown_symbol"),
+    ],
+)
+async def test_contract_rejections_name_the_reason_and_change_nothing(
+    contract: Contract, symbol: str, side: str, amount: str, reason: str
+) -> None:
+    await contract.fund({"USDT": D("1000")})
+    with pytest.raises(OrderRejected) as raised:
+        await contract.venue.place_order(contract.account, "c-no", symbol, side, D(amount))  # type: ignore[arg-type]
+    assert (raised.value.client_order_id, raised.value.reason) == ("c-no", reason)
+    assert (await contract.venue.balances(contract.account)).free == {"USDT": D("1000")}
+
+
+# -- markets and rounding -----------------------------------------------------------------------------
+
+
+async def test_min_cost_comes_from_the_notional_and_the_min_notional_filter(venue: CcxtVenue) -> None:
+    markets = await venue.markets()
+    # BTCUSDT carries NOTIONAL, ETHUSDT the older MIN_NOTIONAL: both are min_cost.
+    assert (markets["BTC/USDT"].min_cost, markets["ETH/USDT"].min_cost) == (D(5), D(5))
+
+
+async def test_the_amount_sent_is_truncated_to_the_step(fake: Fake, venue: CcxtVenue) -> None:
+    fake.fund(USDT="100000")
+    state = await venue.place_order(ACCOUNT, "c-trunc", "BTC/USDT", "buy", D("0.1234569"))
+    [sent] = fake.book.requests_of("create")
+    assert (sent["quantity"], sent["newClientOrderId"], sent["type"]) == ("0.12345", "c-trunc", "MARKET")
+    assert (state.amount, state.filled) == (D("0.12345"), D("0.12345"))
+    # Binance takes the fee from the BTC received: 0.12345 x 0.1% = 0.00012345.
+    assert (await venue.balances(ACCOUNT)).free == {"BTC": D("0.12332655"), "USDT": D("92593")}
+
+
+async def test_an_amount_below_the_minimum_after_truncation_is_not_sent(fake: Fake, venue: CcxtVenue) -> None:
+    fake.fund(USDT="100")
+    with pytest.raises(OrderRejected, match="below_min_amount"):
+        await venue.place_order(ACCOUNT, "c-tiny", "BTC/USDT", "buy", D("0.000009"))
+    assert fake.book.requests_of("create") == []
+
+
+async def test_below_min_cost_is_rejected_by_the_venue_with_its_reason(fake: Fake, venue: CcxtVenue) -> None:
+    fake.fund(USDT="100")
+    with pytest.raises(OrderRejected) as raised:
+        await venue.place_order(ACCOUNT, "c-cheap", "BTC/USDT", "buy", D("0.00005"))  # 3 USDT < 5
+    assert raised.value.reason.startswith("invalid_order: ")
+    assert "Filter failure: NOTIONAL" in raised.value.reason
+
+
+async def test_an_inactive_market_is_reported_and_refused_without_a_request(
+    fake: Fake, venue: CcxtVenue
+) -> None:
+    assert (await venue.markets())["BTC/USDT"].active
+    fake.book.faults.halted.add("BTCUSDT")
+    markets = await venue.reload_markets()
+    assert (markets["BTC/USDT"].active, markets["ETH/USDT"].active) == (False, True)
+    fake.fund(USDT="1000")
+    with pytest.raises(OrderRejected, match="inactive_symbol"):
+        await venue.place_order(ACCOUNT, "c-halt", "BTC/USDT", "buy", D("0.001"))
+    assert fake.book.requests_of("create") == []
+
+
+# -- orders by client id ------------------------------------------------------------------------------
+
+
+async def test_a_fill_is_read_back_by_client_id_from_a_fresh_venue(fake: Fake, venue: CcxtVenue) -> None:
+    fake.fund(ETH="2")
+    placed = await venue.place_order(ACCOUNT, "c-read", "ETH/USDT", "sell", D("1.2345"))
+    async with open_ccxt_venue(settings(fake.origin)) as restarted:
+        found = await restarted.order(ACCOUNT, "c-read", "ETH/USDT")
+        assert await restarted.order(ACCOUNT, "c-never", "ETH/USDT") is None
+    assert found == placed
+    # 1.2345 x 3000 = 3703.5, fee 3.7035 USDT.
+    assert found.fills == (Fill(found.fills[0].trade_id, D("1.2345"), D("3000"), D("3.7035"), "USDT"),)
+    assert fake.book.requests_of("order")[0]["origClientOrderId"] == "c-read"
+
+
+async def test_a_duplicate_is_refused_by_the_venue_and_answered_by_a_look_up(
+    fake: Fake, venue: CcxtVenue
+) -> None:
+    fake.fund(USDT="1000")
+    first = await venue.place_order(ACCOUNT, "c-dup", "ETH/USDT", "buy", D("0.1"))
+    async with open_ccxt_venue(settings(fake.origin)) as restarted:
+        again = await restarted.place_order(ACCOUNT, "c-dup", "ETH/USDT", "buy", D("0.1"))
+    assert again == first
+    assert len(fake.book.orders) == 1
+    assert [r["newClientOrderId"] for r in fake.book.requests_of("create")] == ["c-dup", "c-dup"]
+
+
+async def test_a_submit_timeout_after_acceptance_is_resolved_by_client_id(
+    fake: Fake, venue: CcxtVenue
+) -> None:
+    fake.fund(USDT="1000")
+    fake.book.faults.submit_delay_seconds = 1.0
+    async with open_ccxt_venue(settings(fake.origin, timeout_ms=300)) as impatient:
+        state = await impatient.place_order(ACCOUNT, "c-late", "ETH/USDT", "buy", D("0.1"))
+    assert (state.status, state.filled, len(state.fills)) == ("filled", D("0.1"), 1)
+    # Sent once; never again, and never under another id.
+    assert [r["newClientOrderId"] for r in fake.book.requests_of("create")] == ["c-late"]
+    assert [r["origClientOrderId"] for r in fake.book.requests_of("order")] == ["c-late"]
+
+
+async def test_an_unknown_outcome_is_retried_under_the_same_id(fake: Fake) -> None:
+    fake.fund(USDT="1000")
+    fake.book.faults.submit_delay_seconds = 0.5
+    fake.book.faults.not_found_seconds = 1.0
+    async with open_ccxt_venue(settings(fake.origin, timeout_ms=300)) as impatient:
+        with pytest.raises(OrderOutcomeUnknown) as raised:
+            await impatient.place_order(ACCOUNT, "c-unsure", "ETH/USDT", "buy", D("0.1"))
+        assert isinstance(raised.value, VenueError)  # retryable
+        await asyncio.sleep(1.0)
+        state = await impatient.place_order(ACCOUNT, "c-unsure", "ETH/USDT", "buy", D("0.1"))
+    assert (state.status, state.filled) == ("filled", D("0.1"))
+    assert len(fake.book.orders) == 1
+    assert fake.book.accounts[KEY]["USDT"] == D("700")
+
+
+async def test_an_order_not_found_for_a_while_is_none_then_found(fake: Fake, venue: CcxtVenue) -> None:
+    fake.fund(USDT="1000")
+    fake.book.faults.not_found_seconds = 0.6
+    placed = await venue.place_order(ACCOUNT, "c-slow", "ETH/USDT", "buy", D("0.1"))
+    assert await venue.order(ACCOUNT, "c-slow") is None
+    await asyncio.sleep(0.7)
+    assert await venue.order(ACCOUNT, "c-slow") == placed
+
+
+async def test_a_partial_fill_reports_what_filled_and_why_it_ended(fake: Fake, venue: CcxtVenue) -> None:
+    fake.fund(SOL="10")
+    fake.book.faults.partial_fill = D("0.4")
+    state = await venue.place_order(ACCOUNT, "c-part", "SOL/USDT", "sell", D("2.55"))
+    # 40% of 2.55 = 1.02; the rest expired: 1.02 x 150 = 153, fee 0.153.
+    assert (state.status, state.reason, state.amount, state.filled) == (
+        "cancelled",
+        "expired",
+        D("2.55"),
+        D("1.02"),
+    )
+    assert [(f.amount, f.fee) for f in state.fills] == [(D("1.02"), D("0.153"))]
+    assert (await venue.balances(ACCOUNT)).free == {"SOL": D("8.98"), "USDT": D("152.847")}
+
+
+async def test_fills_reported_twice_are_counted_once(fake: Fake, venue: CcxtVenue) -> None:
+    fake.fund(USDT="1000")
+    fake.book.faults.fills_twice = True
+    state = await venue.place_order(ACCOUNT, "c-twice", "ETH/USDT", "buy", D("0.1"))
+    assert len(state.fills) == 1
+    assert sum(f.amount for f in state.fills) == state.filled == D("0.1")
+    assert len((await venue.order(ACCOUNT, "c-twice")).fills) == 1  # type: ignore[union-attr]
+
+
+# -- errors by class ----------------------------------------------------------------------------------
+
+
+async def test_a_rate_limit_is_a_retryable_error_at_once(fake: Fake, venue: CcxtVenue) -> None:
+    fake.fund(USDT="1000")
+    fake.book.faults.rate_limited["balances"] = 1
+    fake.book.faults.retry_after_seconds = 2
+    with pytest.raises(VenueRateLimited) as raised:
+        await venue.balances(ACCOUNT)
+    assert isinstance(raised.value, VenueError)
+    assert raised.value.retry_after == 2
+    assert len(fake.book.requests_of("balances")) == 1  # ccxt did not retry by itself
+    assert (await venue.balances(ACCOUNT)).free == {"USDT": D("1000")}
+
+
+async def test_a_rate_limited_submit_is_placed_by_a_retry_under_the_same_id(
+    fake: Fake, venue: CcxtVenue
+) -> None:
+    fake.fund(USDT="1000")
+    fake.book.faults.rate_limited["create"] = 1
+    with pytest.raises(VenueRateLimited):
+        await venue.place_order(ACCOUNT, "c-429", "ETH/USDT", "buy", D("0.1"))
+    assert fake.book.orders == {}
+    state = await venue.place_order(ACCOUNT, "c-429", "ETH/USDT", "buy", D("0.1"))
+    assert state.status == "filled"
+    assert len(fake.book.orders) == 1
+
+
+async def test_a_rejection_by_the_venue_carries_its_reason(fake: Fake, venue: CcxtVenue) -> None:
+    fake.fund(USDT="1000")
+    fake.book.faults.reject_message = "Filter failure: PERCENT_PRICE_BY_SIDE"
+    with pytest.raises(OrderRejected) as raised:
+        await venue.place_order(ACCOUNT, "c-refused", "ETH/USDT", "buy", D("0.1"))
+    assert raised.value.reason.startswith("invalid_order: ")
+    assert "PERCENT_PRICE_BY_SIDE" in raised.value.reason
+    assert fake.book.orders == {}
+
+
+async def test_bad_keys_are_an_auth_error_not_a_retryable_one(fake: Fake) -> None:
+    async with open_ccxt_venue(settings(fake.origin, api_key=SecretStr("stolen"))) as wrong:
+        with pytest.raises(VenueAuthError) as raised:
+            await wrong.balances(ACCOUNT)
+        assert not isinstance(raised.value, VenueError)
+        with pytest.raises(VenueAuthError):
+            await wrong.place_order(ACCOUNT, "c-auth", "ETH/USDT", "buy", D("0.1"))
+    assert fake.book.orders == {}
+
+
+async def test_a_venue_holds_the_keys_of_one_account(venue: CcxtVenue) -> None:
+    with pytest.raises(ValueError, match="holds the keys of account"):
+        await venue.balances("someone/else")
