@@ -23,6 +23,7 @@ import asyncpg
 from faststream.asgi import AsgiFastStream, AsgiResponse, get
 from faststream.nats import NatsBroker
 from faststream.nats.prometheus import NatsPrometheusMiddleware
+from faststream.nats.security import NatsUserPassword
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -36,9 +37,15 @@ Check = Callable[[], Awaitable[None]]
 
 
 def make_broker(settings: ServiceSettings, name: str) -> NatsBroker:
+    nats = settings.nats
+    security = None
+    if nats.user is not None:
+        password = nats.password.get_secret_value() if nats.password is not None else ""
+        security = NatsUserPassword(nats.user, password)
     return NatsBroker(
-        settings.nats.url,
-        connect_timeout=settings.nats.connect_timeout_seconds,
+        nats.url,
+        security=security,
+        connect_timeout=nats.connect_timeout_seconds,
         max_reconnect_attempts=-1,
         middlewares=[NatsPrometheusMiddleware(registry=REGISTRY, app_name=name)],
         logger=logging.getLogger(f"rebal.{name}.broker"),

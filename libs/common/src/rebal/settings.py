@@ -24,6 +24,19 @@ class NatsSettings(Section):
     url: str = "nats://127.0.0.1:4222"
     stream_replicas: int = Field(default=1, ge=1, le=5)
     connect_timeout_seconds: int = Field(default=5, gt=0)
+    # The service's own NATS user (deploy/nats/auth.conf gives each one only its subjects).
+    user: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _read_password_file(self) -> NatsSettings:
+        if self.password_file is not None:
+            try:
+                self.password = SecretStr(self.password_file.read_text().strip())
+            except OSError as exc:
+                raise ValueError(f"nats.password_file {self.password_file}: {exc.strerror}") from None
+        return self
 
 
 class DatabaseSettings(Section):

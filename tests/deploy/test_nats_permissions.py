@@ -1,0 +1,128 @@
+"""deploy/nats/auth.conf on a real nats-server: each client may do only what it should."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import nats
+import nats.errors
+import pytest
+from faststream.nats import NatsBroker
+
+from rebal import bus, service, subjects
+from rebal.events import RebalancePlanned, StartRebalance, StrategyReturnReported, new_event
+from rebal_devstack.nats import NatsServer
+from rebal_planner.handlers import Planner, register
+from rebal_planner.settings import PlannerSettings
+from tests.messaging import eventually, started
+from tests.planner.test_planner import snapshot, target
+
+ROOT = Path(__file__).resolve().parents[2]
+USERS = ("tracker", "optimizer", "planner", "executor", "monitor", "api", "bot_trend")
+NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+
+
+def password(user: str) -> str:
+    return f"pw-{user}"
+
+
+@pytest.fixture
+def secured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    for user in USERS:
+        monkeypatch.setenv(f"{user.upper()}_PASSWORD", password(user))
+    base = tmp_path / "nats"
+    base.mkdir()
+    shutil.copy(ROOT / "deploy" / "nats" / "auth.conf", base / "auth.conf")
+    with NatsServer(base / "jetstream", extra_config="max_payload: 8MB\ninclude ./auth.conf") as server:
+        yield server.url
+
+
+@asynccontextmanager
+async def client(url: str, user: str, errors: list[str]) -> AsyncIterator[Any]:
+    async def keep(error: Exception) -> None:
+        errors.append(str(error))
+
+    connection = await nats.connect(
+        url, user=user.replace("_", "-"), password=password(user), error_cb=keep, allow_reconnect=False
+    )
+    try:
+        yield connection
+    finally:
+        await connection.drain()
+
+
+def broker_as(url: str, user: str) -> NatsBroker:
+    settings = PlannerSettings(nats={"url": url, "user": user, "password": password(user)})
+    return service.make_broker(settings, user)
+
+
+async def test_anonymous_clients_are_refused(secured: str) -> None:
+    with pytest.raises((nats.errors.NoServersError, nats.errors.Error, OSError)):
+        await nats.connect(secured, allow_reconnect=False, max_reconnect_attempts=1, connect_timeout=2)
+
+
+async def test_a_bot_reports_its_own_returns_but_neither_commands_nor_another_bots(secured: str) -> None:
+    tracker = broker_as(secured, "tracker")
+    async with started(tracker):  # the tracker declares the streams, as at start
+        errors: list[str] = []
+        async with client(secured, "bot_trend", errors) as bot:
+            own = new_event(
+                StrategyReturnReported,
+                key=1,
+                now=NOW,
+                portfolio_id="demo",
+                strategy_id="trend",
+                timestamp=NOW,
+                period_return="0.001",
+            )
+            await bot.publish(own.subject, own.model_dump_json().encode())
+            command = new_event(StartRebalance, key=1, now=NOW, portfolio_id="demo", dry_run=False)
+            await bot.publish(command.subject, command.model_dump_json().encode())
+            other = subjects.STRATEGY_RETURN_REPORTED.subject("arb")
+            await bot.publish(other, own.model_dump_json().encode())
+            await bot.flush()
+            await eventually(lambda: len(errors) >= 2)
+        js = tracker.config.connection_state.stream
+        returns = await js.stream_info(subjects.EVENTS_STREAM, subjects_filter="rebal.evt.strategy.>")
+        commands = await js.stream_info(subjects.COMMANDS_STREAM)
+    assert returns.state.messages == 1 and commands.state.messages == 0
+    assert any(
+        "permissions violation for publish to" in e.lower() and command.subject in e for e in errors
+    ), errors
+    assert any(other in e for e in errors), errors
+
+
+async def test_a_service_cannot_delete_a_stream(secured: str) -> None:
+    planner = broker_as(secured, "planner")
+    async with started(planner):
+        js = planner.config.connection_state.stream
+        with pytest.raises(nats.errors.Error):  # refused: the request gets no answer
+            await js.delete_stream(subjects.EVENTS_STREAM)
+        assert (await js.stream_info(subjects.EVENTS_STREAM)).config.name == subjects.EVENTS_STREAM
+
+
+async def test_the_planner_works_under_its_own_user(secured: str) -> None:
+    planner_broker = broker_as(secured, "planner")
+    publisher = bus.Publisher(planner_broker)
+    settings = PlannerSettings(planning={"preview_on_new_data": False})
+    register(planner_broker, publisher, Planner(bus.StreamHistory(planner_broker), publisher, settings))
+    tracker, optimizer, api = (broker_as(secured, user) for user in ("tracker", "optimizer", "api"))
+    plans: list[RebalancePlanned] = []
+
+    @api.subscriber(RebalancePlanned.topic.subject("demo"))
+    async def keep(body: dict[str, Any]) -> None:
+        plans.append(RebalancePlanned.model_validate(body))
+
+    async with started(planner_broker), started(tracker), started(optimizer), started(api):
+        await bus.Publisher(tracker).publish(snapshot())
+        await bus.Publisher(optimizer).publish(target())
+        await bus.Publisher(api).publish(
+            new_event(StartRebalance, key="op", now=NOW, portfolio_id="demo", dry_run=True)
+        )
+        await eventually(lambda: plans)
+    assert plans[0].orders
