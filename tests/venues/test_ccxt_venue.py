@@ -334,6 +334,15 @@ async def test_fills_reported_twice_are_counted_once(fake: Fake, venue: CcxtVenu
     assert len((await venue.order(ACCOUNT, "c-twice")).fills) == 1  # type: ignore[union-attr]
 
 
+async def test_a_cancel_that_races_a_fill_reports_the_fill(fake: Fake, venue: CcxtVenue) -> None:
+    fake.fund(USDT="1000")
+    placed = await venue.place_order(ACCOUNT, "c-race", "ETH/USDT", "buy", D("0.1"))
+    # The market order filled before the cancel arrived: the venue refuses it (-2011), the fill stands.
+    assert await venue.cancel_order(ACCOUNT, "c-race", "ETH/USDT") == placed
+    assert await venue.cancel_order(ACCOUNT, "c-unknown", "ETH/USDT") is None
+    assert [r["origClientOrderId"] for r in fake.book.requests_of("cancel")] == ["c-race", "c-unknown"]
+
+
 # -- errors by class ----------------------------------------------------------------------------------
 
 

@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
@@ -311,6 +311,16 @@ class CcxtVenue:
             except ccxt_errors.OrderNotFound:
                 return None
         return self._state(client_order_id, symbol, found, await self._order_trades(found))
+
+    async def cancel_order(self, account: str, client_order_id: str, symbol: str) -> OrderState | None:
+        """Cancel our order by client id; the order as it ended (a fill may win the race), None if unknown."""
+        self._check_account(account)
+        params = {self._profile.lookup_param: client_order_id}
+        # Refused when already filled, cancelled or never seen: the look-up below tells which.
+        refused = (ccxt_errors.OrderNotFound, ccxt_errors.OperationRejected)
+        with self._translated(f"cancel_order {client_order_id}"), suppress(*refused):
+            await self._client.cancel_order(None, symbol, params)
+        return await self._lookup(client_order_id, symbol)
 
     async def _order_trades(self, order: Mapping[str, Any]) -> list[Mapping[str, Any]]:
         """The order's trades, each once (a venue may report a trade twice)."""
