@@ -17,10 +17,14 @@ ROOT = Path(__file__).resolve().parents[2]
 # Prices that do not move, so that amounts are exact; no scheduled snapshots or target republishing:
 # the tests ask for what they need, and the streams hold only what the flow under test produced.
 STILL_PRICES = {"REBAL__PAPER__AMPLITUDE": "0", "REBAL__PAPER__NOISE": "0"}
+# A killed consumer's messages come back after the ack wait: 5 s here rather than 30.
+FAST_REDELIVERY = {"REBAL__NATS__ACK_WAIT_SECONDS": "5"}
 TEST_SETTINGS = {
-    "tracker": {**STILL_PRICES, "REBAL__TRACKING__SNAPSHOT_INTERVAL_SECONDS": "3600"},
-    "executor": STILL_PRICES,
-    "optimizer": {"REBAL__TARGETS__INTERVAL_SECONDS": "3600"},
+    "tracker": {**STILL_PRICES, **FAST_REDELIVERY, "REBAL__TRACKING__SNAPSHOT_INTERVAL_SECONDS": "3600"},
+    "executor": {**STILL_PRICES, **FAST_REDELIVERY},
+    "optimizer": {**FAST_REDELIVERY, "REBAL__TARGETS__INTERVAL_SECONDS": "3600"},
+    "planner": FAST_REDELIVERY,
+    "monitor": FAST_REDELIVERY,
 }
 
 

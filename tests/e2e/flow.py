@@ -32,7 +32,7 @@ QUOTE_QUANTUM = Decimal("1e-8")
 
 @asynccontextmanager
 async def client(url: str) -> AsyncIterator[Client]:
-    connection = await nats.connect(url)
+    connection = await nats.connect(url.split(","))  # one server, or a cluster
     try:
         yield connection
     finally:

@@ -167,7 +167,7 @@ async def test_an_executor_killed_mid_run_is_restarted_and_nothing_is_placed_or_
         await blocker.close()
         executor.start()
         await asyncio.to_thread(executor.wait_ready)
-        outcome = await run  # the plan is redelivered once its ack wait (30 s) has passed
+        outcome = await run  # the plan is redelivered once its ack wait (5 s here) has passed
 
     plan, finished = outcome.plan, outcome.finished
     assert isinstance(plan, RebalancePlanned)

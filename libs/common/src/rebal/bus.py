@@ -41,7 +41,7 @@ DUPLICATE_WINDOW_SECONDS = 120.0
 EVENTS_MAX_AGE_SECONDS = 30 * 24 * 3600.0
 MAX_DELIVER = 5
 BACKOFF_SECONDS = (0.2, 1.0, 5.0, 15.0)
-ACK_WAIT_SECONDS = 30.0
+ACK_WAIT_SECONDS = 10.0
 # FastStream handles the messages of one fetch concurrently: fetching one at a time keeps each consumer
 # in order (a run, then the next; an order, then its fill). High-rate topics use `consume_batch`.
 PULL_BATCH = 1
@@ -79,6 +79,12 @@ EVENTS = StreamSpec(subjects.EVENTS_STREAM, (subjects.ALL_EVENTS,), EVENTS_MAX_A
 COMMANDS = StreamSpec(subjects.COMMANDS_STREAM, (subjects.ALL_COMMANDS,), 7 * 24 * 3600.0)
 DEAD_LETTERS = StreamSpec(subjects.DLQ_STREAM, (subjects.ALL_DEAD_LETTERS,), EVENTS_MAX_AGE_SECONDS)
 STREAMS = (EVENTS, COMMANDS, DEAD_LETTERS)
+
+
+def configure(*, ack_wait_seconds: float) -> None:
+    """Process-wide consumer settings, from the service's settings, before its consumers are made."""
+    global ACK_WAIT_SECONDS  # noqa: PLW0603 - one service per process: its settings are the process's
+    ACK_WAIT_SECONDS = ack_wait_seconds
 
 
 def stream_of(subject: str) -> StreamSpec:

@@ -13,8 +13,9 @@ from decimal import Decimal
 import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.errors import NoServersError
+from nats.errors import ConnectionClosedError, ConnectionReconnectingError, NoRespondersError, NoServersError
 from nats.errors import TimeoutError as NatsTimeout
+from nats.js.errors import NotFoundError
 
 from rebal import bus, subjects
 from rebal.events import (
@@ -26,6 +27,11 @@ from rebal.events import (
     derive_id,
     new_event,
 )
+
+RECONNECTS = 10
+# Besides the live subscriptions, the stream's last event of the awaited kind is checked this often: an
+# event published while the connection was moving to another server is not missed.
+STREAM_CHECK_SECONDS = 1.0
 
 
 class NotRunning(Exception):
@@ -47,10 +53,10 @@ async def connected(url: str, timeout: float = 3.0) -> AsyncIterator[Client]:
     try:
         client = await asyncio.wait_for(
             nats.connect(
-                url,
+                [server.strip() for server in url.split(",") if server.strip()],
                 connect_timeout=timeout,
-                allow_reconnect=False,
-                max_reconnect_attempts=1,
+                # Reconnect (to another server of a cluster) while following a run, a few times only.
+                max_reconnect_attempts=RECONNECTS,
                 reconnect_time_wait=0.2,
                 error_cb=quiet,
             ),
@@ -61,7 +67,10 @@ async def connected(url: str, timeout: float = 3.0) -> AsyncIterator[Client]:
     try:
         yield client
     finally:
-        await client.drain()
+        try:
+            await client.drain()
+        except (ConnectionReconnectingError, ConnectionClosedError, NatsTimeout):
+            await client.close()  # moving to another server of the cluster: nothing left to flush
 
 
 async def rebalance(
@@ -101,27 +110,62 @@ async def rebalance(
             raise NotRunning("NATS did not acknowledge the command: are the services running?") from None
         if not wait:
             return Outcome(command, None, None)
-        plan = await _next(seen, (RebalancePlanned, PlanFailed), timeout, "no plan: is the planner running?")
+        plan = await _next(
+            seen,
+            client,
+            portfolio,
+            run_id,
+            (RebalancePlanned, PlanFailed),
+            timeout,
+            "no plan: is the planner running?",
+        )
         assert isinstance(plan, RebalancePlanned | PlanFailed)
         finished = None
         if isinstance(plan, RebalancePlanned) and not dry_run:
-            end = await _next(
-                seen, (RunFinished,), timeout, "the run did not finish: is the executor running?"
-            )
+            why = "the run did not finish: is the executor running?"
+            end = await _next(seen, client, portfolio, run_id, (RunFinished,), timeout, why)
             assert isinstance(end, RunFinished)
             finished = end
     return Outcome(command, plan, finished)
 
 
 async def _next(
-    queue: asyncio.Queue[Event], kinds: tuple[type[Event], ...], timeout: float, why: str
+    queue: asyncio.Queue[Event],
+    client: Client,
+    portfolio: str,
+    run_id: uuid.UUID,
+    kinds: tuple[type[Event], ...],
+    timeout: float,
+    why: str,
 ) -> Event:
+    """The run's next event of one of `kinds`: from the live subscriptions, or from the stream."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            raise NotRunning(f"{why} (waited {timeout:g} s)")
         try:
-            event = await asyncio.wait_for(queue.get(), max(left, 0.0))
+            event = await asyncio.wait_for(queue.get(), min(left, STREAM_CHECK_SECONDS))
         except TimeoutError:
-            raise NotRunning(f"{why} (waited {timeout:g} s)") from None
+            stored = await _last_of_run(client, portfolio, run_id, kinds)
+            if stored is not None:
+                return stored
+            continue
         if isinstance(event, kinds):
             return event
+
+
+async def _last_of_run(
+    client: Client, portfolio: str, run_id: uuid.UUID, kinds: tuple[type[Event], ...]
+) -> Event | None:
+    js = client.jetstream()
+    for kind in kinds:
+        subject = kind.topic.subject(portfolio)
+        try:
+            message = await js.get_last_msg(subjects.EVENTS_STREAM, subject, direct=True)
+        except (NotFoundError, NatsTimeout, NoRespondersError, ConnectionClosedError):
+            continue
+        event = bus.decode_any(subject, message.data or b"")
+        if not isinstance(event, str) and event.correlation_id == run_id:
+            return event
+    return None

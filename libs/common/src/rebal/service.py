@@ -38,12 +38,13 @@ Check = Callable[[], Awaitable[None]]
 
 def make_broker(settings: ServiceSettings, name: str) -> NatsBroker:
     nats = settings.nats
+    bus.configure(ack_wait_seconds=nats.ack_wait_seconds)
     security = None
     if nats.user is not None:
         password = nats.password.get_secret_value() if nats.password is not None else ""
         security = NatsUserPassword(nats.user, password)
     return NatsBroker(
-        nats.url,
+        nats.servers,
         security=security,
         connect_timeout=nats.connect_timeout_seconds,
         max_reconnect_attempts=-1,

@@ -21,13 +21,21 @@ class Section(BaseModel):
 
 
 class NatsSettings(Section):
+    # One server, or a cluster's servers separated by commas.
     url: str = "nats://127.0.0.1:4222"
     stream_replicas: int = Field(default=1, ge=1, le=5)
     connect_timeout_seconds: int = Field(default=5, gt=0)
+    # How long a delivered, unacknowledged message waits before it is delivered again (a crashed
+    # consumer's messages come back after this; handlers report progress meanwhile).
+    ack_wait_seconds: float = Field(default=10.0, ge=1.0, le=3600.0)
     # The service's own NATS user (deploy/nats/auth.conf gives each one only its subjects).
     user: str | None = None
     password: SecretStr | None = None
     password_file: Path | None = None
+
+    @property
+    def servers(self) -> list[str]:
+        return [server.strip() for server in self.url.split(",") if server.strip()]
 
     @model_validator(mode="after")
     def _read_password_file(self) -> NatsSettings:
