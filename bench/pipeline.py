@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -72,11 +73,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def service(name: str, env: dict[str, str], logs: Path) -> Iterator[subprocess.Popen[bytes]]:
+def service(
+    name: str, env: dict[str, str], logs: Path, replica: int = 0
+) -> Iterator[subprocess.Popen[bytes]]:
     """`python -m rebal_<name>` with `env`, until its /readyz answers; stopped at the end."""
     port = free_port()
     full = {**os.environ, **env, "REBAL__HTTP__PORT": str(port)}
-    log = (logs / f"{name}.log").open("wb")
+    log = (logs / f"{name}-{replica}.log").open("ab")
     process = subprocess.Popen(
         [sys.executable, "-m", f"rebal_{name}"], env=full, stdout=log, stderr=log, cwd=ROOT
     )
@@ -289,7 +292,9 @@ LAYOUT = (
 )
 
 
-def run_ingest(url: str, returns: int, env: dict[str, str], base: Path, logs: Path) -> None:
+def run_ingest(
+    url: str, returns: int, env: dict[str, str], base: Path, logs: Path, replicas: int = 1
+) -> None:
     with PostgresServer(base / "pg" / "data") as postgres:
         dsn = postgres.ensure_database("rebal")
         layout = base / "layout.json"
@@ -303,11 +308,16 @@ def run_ingest(url: str, returns: int, env: dict[str, str], base: Path, logs: Pa
         print(f"\nStrategy-return ingest into one tracker ({returns:,} returns, {STRATEGIES} strategies)")
         seconds = asyncio.run(publish_returns(url, returns))
         print(f"  published (backlog): {returns / seconds:,.0f}/s from one publisher", flush=True)
-        with service("tracker", tracker_env, logs):
+        with contextlib.ExitStack() as trackers:
+            for replica in range(replicas):
+                trackers.enter_context(service("tracker", tracker_env, logs, replica))
             drained, counted = asyncio.run(drain_time(dsn, returns))
             stored = asyncio.run(rows(dsn))
         backlog_rate = counted / drained
-        print(f"  backlog drained: {backlog_rate:,.0f} returns/s, {stored:,} stored of {returns:,}")
+        print(
+            f"  backlog drained by {replicas} tracker(s): {backlog_rate:,.0f} returns/s,"
+            f" {stored:,} stored of {returns:,}"
+        )
         # Live: the tracker runs while a second batch (new timestamps) is published.
         with service("tracker", tracker_env, logs):
             start = time.perf_counter()
@@ -334,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="1000,10000")
     parser.add_argument("--commands", type=int, default=200)
     parser.add_argument("--returns", type=int, default=200_000)
+    parser.add_argument("--trackers", type=int, default=1, help="tracker replicas draining the backlog")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s]
     with tempfile.TemporaryDirectory(prefix="rebal-bench-") as tmp:
@@ -346,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
             if sizes:
                 run_latency(server.url, sizes, args.commands, env, logs)
             if args.returns:
-                run_ingest(server.url, args.returns, env, base, logs)
+                run_ingest(server.url, args.returns, env, base, logs, args.trackers)
     return 0
 
 
