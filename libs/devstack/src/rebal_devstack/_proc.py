@@ -293,6 +293,10 @@ class ServerProcess(abc.ABC):
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
     @abc.abstractmethod
     def start(self) -> Self: ...
 

@@ -118,10 +118,6 @@ class NatsServer(_proc.ServerProcess):
             raise RuntimeError("the server has no monitoring port until it is started")
         return f"http://{LOOPBACK}:{self.monitor_port}"
 
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
     def __repr__(self) -> str:
         port = self.port if self.port is not None else "-"
         return f"NatsServer({self.server_name!r}, port={port}, store={str(self.store_dir)!r})"

@@ -316,10 +316,6 @@ class PostgresServer(_proc.ServerProcess):
             raise RuntimeError("the server has no port until it is started")
         return f"postgresql://{_PG_USER}@{LOOPBACK}:{self.port}/{quote(database, safe='')}"
 
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
     def __repr__(self) -> str:
         port = self.port if self.port is not None else "-"
         return f"PostgresServer(port={port}, data={str(self.data_dir)!r})"
