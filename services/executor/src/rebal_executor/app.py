@@ -9,6 +9,7 @@ from rebal import bus, db, service
 from rebal.events import RebalancePlanned
 from rebal.io import load_document
 from rebal_executor.handlers import SERVICE, Executor, register
+from rebal_executor.locks import account_locks
 from rebal_executor.settings import ExecutorSettings
 from rebal_venues.settings import open_paper_venues
 
@@ -39,9 +40,14 @@ class Runtime:
         await self.database.close()
 
     async def on_plan(self, plan: RebalancePlanned) -> None:
-        if self.executor is None:
+        if self.executor is None or self.database.pool is None:
             raise RuntimeError("the executor has not started")
-        await self.executor.on_plan(plan)
+        if plan.dry_run:
+            await self.executor.on_plan(plan)  # nothing is executed: no lock needed
+            return
+        accounts = {(order.exchange, order.account) for order in plan.orders}
+        async with account_locks(self.database.pool, accounts):
+            await self.executor.on_plan(plan)
 
 
 settings = ExecutorSettings()
