@@ -273,7 +273,7 @@ class _Targets:
         value = sum(w.free_value for w in sector.wallets)
         if rng.random() < shape.unlisted_sector:
             return None, 0.0
-        if rng.random() < shape.scaled_sector:
+        if rng.random() < shape.scaled_sector and value > 0:  # nothing held cannot be scaled
             return {"name": sector.name}, value
         keep = rng.random() < shape.keep_unlisted
         nodes: list[Doc] = []

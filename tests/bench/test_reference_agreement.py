@@ -8,7 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 from types import ModuleType
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
@@ -51,6 +51,25 @@ shapes = st.builds(
     shape=shapes,
     band=st.sampled_from([Decimal(0), Decimal("0.01"), Decimal("0.1")]),
     money=st.sampled_from([Decimal(0), Decimal("0.1"), Decimal("-0.1")]),
+)
+@example(  # a scaled sector holding nothing once made the generator emit an unsatisfiable target
+    wallets=423,
+    seed=3,
+    shape=generate.Shape(
+        assets=5,
+        wallets_per_account=(1, 8),
+        locked=0.3,
+        unlisted_wallet=0.3,
+        new_wallet=0.0,
+        keep_unlisted=0.0,
+        scaled_sector=0.2,
+        no_cash_target=1.0,
+        missing_market=0.0,
+        drift=0.05,
+        upper_drift=0.0,
+    ),
+    band=Decimal(0),
+    money=Decimal(0),
 )
 def test_orders_and_desired_values_agree(
     wallets: int, seed: int, shape: object, band: Decimal, money: Decimal
