@@ -8,7 +8,7 @@ export UV_LINK_MODE := copy
 VENV := .venv
 REBAL := $(VENV)/bin/rebal
 
-.PHONY: help setup run plan test lint typecheck bench clean
+.PHONY: help setup sysdeps run plan test lint typecheck bench clean
 
 help:
 	@echo "make run    - set up and run the whole system (NATS, Postgres, services, demo bot); Ctrl-C stops"
@@ -23,6 +23,16 @@ $(VENV)/.synced: uv.lock pyproject.toml $(wildcard libs/*/pyproject.toml) $(wild
 	@touch $@
 
 setup: $(VENV)/.synced
+
+# Debian packages the tests drive for real: Chromium (the dashboard's browser test) and Prometheus
+# (promtool and a real server evaluating every dashboard and alert expression). A no-op once present.
+SYSDEPS := chromium prometheus
+sysdeps:
+	@if ! command -v chromium >/dev/null || ! command -v promtool >/dev/null; then \
+		SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+			--no-install-recommends $(SYSDEPS) >/dev/null; \
+	fi
 
 # NATS, Postgres, the five services and the demo bot, state in var/; Ctrl-C stops them all.
 run: setup
@@ -40,10 +50,12 @@ lint: setup
 typecheck: setup
 	$(VENV)/bin/mypy
 
-test: lint typecheck
+test: sysdeps lint typecheck
 	$(VENV)/bin/pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
+# The optional `bench` group adds PyPortfolioOpt and skfolio for bench/optimizer.py's comparison.
 bench: setup
+	$(UV) sync --frozen --all-packages --group dev --group bench
 	$(VENV)/bin/python bench/plan.py
 
 clean:
