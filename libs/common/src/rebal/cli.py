@@ -1,22 +1,30 @@
 """The `rebal` command line: plan a rebalance from files, show trees.
 
-Exit codes: 0 ok, 1 error, 2 bad input (one line on stderr naming the file, the node path and the problem).
+Exit codes: 0 ok, 1 error, 2 bad input (one line on stderr naming the file, the node path and the problem),
+3 not running, 4 configuration error (`rebal.cli_support`). The operator, strategy and fund commands live
+in `rebal.cli_ops`, `rebal.cli_strategies` and `rebal.cli_funds`, registered on this app at the bottom.
 """
 
 from __future__ import annotations
 
 import asyncio
-import sys
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
-import orjson
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree as RichTree
 
+from rebal import cli_funds, cli_ops, cli_strategies
+from rebal.cli_support import (
+    DEFAULT_NATS_URL,
+    EXIT_ERROR,
+    EXIT_NOT_RUNNING,
+    fail,
+    write_json,
+)
 from rebal.core.diff import diff_trees
 from rebal.core.errors import InputError
 from rebal.core.market import Markets, Prices
@@ -25,9 +33,6 @@ from rebal.core.plan import Plan, plan_rebalance
 from rebal.core.tree import parse_tree
 from rebal.io import FileError, load
 from rebal.render import JsonDict, plan_json, tree_json
-
-EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_NOT_RUNNING = 0, 1, 2, 3
-DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 
 app = typer.Typer(
     name="rebal",
@@ -42,23 +47,13 @@ app.add_typer(tree_app, name="tree")
 OPERATION_STYLE = {"buy": "green", "sell": "red", "hold": "dim"}
 
 
-def _fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
-    Console(stderr=True, highlight=False, soft_wrap=True).print(f"error: {message}", markup=False)
-    raise typer.Exit(code)
-
-
 def _amount_option(raw: str | None, option: str) -> float:
     if raw is None:
         return 0.0
     value = parse_decimal(raw)
     if value is None or value < 0:
-        _fail(f"{option}: {raw!r} is not a decimal amount >= 0")
+        fail(f"{option}: {raw!r} is not a decimal amount >= 0")
     return float(value)
-
-
-def _write_json(data: object) -> None:
-    sys.stdout.buffer.write(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
-    sys.stdout.flush()
 
 
 @app.command()
@@ -80,9 +75,9 @@ def plan(
 ) -> None:
     """Compare the real tree with the desired tree and print the diff tree and the order plan."""
     if invest is not None and withdraw is not None:
-        _fail("--invest and --withdraw cannot be used together")
+        fail("--invest and --withdraw cannot be used together")
     if not band >= 0:  # also rejects NaN
-        _fail(f"--band: {band} must be a number >= 0")
+        fail(f"--band: {band} must be a number >= 0")
     invest_value = _amount_option(invest, "--invest")
     withdraw_value = _amount_option(withdraw, "--withdraw")
     try:
@@ -91,7 +86,7 @@ def plan(
         real_tree = load(real, lambda doc: parse_tree(doc, "real"))
         target_tree = load(target, lambda doc: parse_tree(doc, "target"))
     except FileError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     try:
         diff = diff_trees(
             real_tree, target_tree, price_table, band=band, invest=invest_value, withdraw=withdraw_value
@@ -100,9 +95,9 @@ def plan(
     except InputError as exc:
         files = {"real": real, "target": target, "prices": prices}
         source = files.get(exc.source)
-        _fail(f"{source}: {exc}" if source is not None else str(exc))
+        fail(f"{source}: {exc}" if source is not None else str(exc))
     if as_json:
-        _write_json(plan_json(result))
+        write_json(plan_json(result))
     else:
         _print_plan(result)
 
@@ -177,12 +172,12 @@ def tree_show(
     try:
         tree = load(file, lambda doc: parse_tree(doc, "real"))
     except FileError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     data = tree_json(tree, owner)
     if data is None:
-        _fail(f"{file}: owner {owner!r} holds no locks in this tree")
+        fail(f"{file}: owner {owner!r} holds no locks in this tree")
     if as_json:
-        _write_json(data)
+        write_json(data)
         return
     Console(highlight=False).print(_rich_tree(data))
 
@@ -226,10 +221,10 @@ def rebalance_command(
     try:
         subjects.check_token(portfolio, "--portfolio")
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     band_value = parse_decimal(band)
     if band_value is None or band_value < 0:
-        _fail(f"--band: {band!r} must be a decimal >= 0")
+        fail(f"--band: {band!r} must be a decimal >= 0")
     try:
         outcome = asyncio.run(
             commands.rebalance(
@@ -237,11 +232,11 @@ def rebalance_command(
             )
         )
     except commands.NotRunning as exc:
-        _fail(str(exc), EXIT_NOT_RUNNING)
+        fail(str(exc), EXIT_NOT_RUNNING)
     failed = outcome.plan is not None and outcome.plan.type == "PlanFailed"
     unfinished = outcome.finished is not None and outcome.finished.status in ("error", "cancelled")
     if as_json:
-        _write_json(
+        write_json(
             {
                 "command_id": str(outcome.command.event_id),
                 "run_id": str(outcome.plan.correlation_id) if outcome.plan else None,
@@ -287,6 +282,10 @@ def _print_outcome(outcome: Any) -> None:
             f"{finished.skipped} skipped, {finished.failed} failed"
             + (f" ({'; '.join(finished.reasons)})" if finished.reasons else "")
         )
+
+
+for _commands in (cli_ops, cli_strategies, cli_funds):
+    _commands.register(app)
 
 
 def main() -> None:

@@ -93,6 +93,23 @@ class TakeSnapshot(Event):
     type: Literal["TakeSnapshot"] = "TakeSnapshot"
 
 
+class HaltTrading(Event):
+    """The kill switch: cancel our open orders and refuse new runs for the portfolio until resumed."""
+
+    topic = subjects.HALT_TRADING
+    type: Literal["HaltTrading"] = "HaltTrading"
+    reason: str = ""
+    requested_by: str = "operator"
+
+
+class ResumeTrading(Event):
+    """Lift a halt: runs are accepted again."""
+
+    topic = subjects.RESUME_TRADING
+    type: Literal["ResumeTrading"] = "ResumeTrading"
+    requested_by: str = "operator"
+
+
 # Facts.
 
 
@@ -253,6 +270,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
     for kind in (
         StartRebalance,
         TakeSnapshot,
+        HaltTrading,
+        ResumeTrading,
         BalanceSnapshotTaken,
         TargetWeightsComputed,
         RebalancePlanned,

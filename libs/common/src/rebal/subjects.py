@@ -63,6 +63,8 @@ STRATEGY_RETURN_REPORTED = Topic("evt", "strategy", "return_reported")
 
 START_REBALANCE = Topic("cmd", "rebalance", "start")
 TAKE_SNAPSHOT = Topic("cmd", "balances", "take_snapshot")
+HALT_TRADING = Topic("cmd", "trading", "halt")
+RESUME_TRADING = Topic("cmd", "trading", "resume")
 
 EVENT_TOPICS = (
     BALANCE_SNAPSHOT_TAKEN,
@@ -75,7 +77,7 @@ EVENT_TOPICS = (
     RUN_FINISHED,
     STRATEGY_RETURN_REPORTED,
 )
-COMMAND_TOPICS = (START_REBALANCE, TAKE_SNAPSHOT)
+COMMAND_TOPICS = (START_REBALANCE, TAKE_SNAPSHOT, HALT_TRADING, RESUME_TRADING)
 
 ALL_EVENTS = f"{PREFIX}.evt.>"
 ALL_COMMANDS = f"{PREFIX}.cmd.>"

@@ -1,0 +1,28 @@
+"""What every `rebal` command module shares: exit codes, the one-line error, JSON output.
+
+Exit codes (documented in README): 0 ok, 1 error, 2 not found / bad input, 3 not running,
+4 configuration error.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import NoReturn
+
+import orjson
+import typer
+from rich.console import Console
+
+EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_NOT_RUNNING, EXIT_CONFIGURATION = 0, 1, 2, 3, 4
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+    """One line on stderr naming what is wrong, and the exit code (never a traceback)."""
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"error: {message}", markup=False)
+    raise typer.Exit(code)
+
+
+def write_json(data: object) -> None:
+    sys.stdout.buffer.write(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
+    sys.stdout.flush()
