@@ -37,3 +37,30 @@ STRATEGY_LAST_RETURN = Gauge(
 RUNS = Counter("rebal_runs_total", "Rebalance runs finished, by result.", ["portfolio", "status"])
 ORDERS = Counter("rebal_orders_total", "Orders by final status.", ["portfolio", "status"])
 PORTFOLIO_VALUE = Gauge("rebal_portfolio_value", "Free (unlocked) value of the portfolio.", ["portfolio"])
+EXCHANGE_ERRORS = Counter(
+    "rebal_exchange_errors_total",
+    "Errors a venue answered with, by exchange and error class (rate_limit, network, auth, "
+    "insufficient_funds, invalid_order, outcome_unknown, other).",
+    ["exchange", "error"],
+)
+TRADING_HALTED = Gauge(
+    "rebal_trading_halted", "1 while trading is halted (kill switch) for the portfolio.", ["portfolio"]
+)
+DRIFT = Gauge(
+    "rebal_drift_ratio",
+    "Largest |actual - target| weight among the portfolio's top-level nodes (0.05 = 5 points).",
+    ["portfolio"],
+)
+WEIGHT_ACTUAL = Gauge(
+    "rebal_weight_actual_ratio", "Actual weight of a top-level node.", ["portfolio", "node"]
+)
+WEIGHT_TARGET = Gauge(
+    "rebal_weight_target_ratio", "Target weight of a top-level node.", ["portfolio", "node"]
+)
+STRATEGY_WEIGHT = Gauge(
+    "rebal_strategy_weight_ratio", "Optimizer weight of a strategy.", ["portfolio", "strategy"]
+)
+LEVERAGE = Gauge("rebal_leverage_ratio", "Leverage from volatility targeting.", ["portfolio"])
+BUILD_INFO = Gauge(
+    "rebal_build_info", "Always 1: the running version and mode (dry_run or live).", ["version", "mode"]
+)
