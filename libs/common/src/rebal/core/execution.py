@@ -1,0 +1,188 @@
+"""The executor's pure rules: run and order state machines, guardrails, and sizing legs from facts.
+
+A run and each of its orders are explicit state machines (transition tables below). Asking for a
+transition the table does not allow gives an `IllegalTransition` value, never a silent change; the
+executor records every allowed transition in its journal (append-only) before acting on it.
+
+Run:   queued → sells_in_progress → buys_in_progress → completed | completed_with_adjustments
+       any unfinished state → cancelled (before any order) | cancelled_mid_run | error | timed_out
+Order: created → submitted → accepted → partially_filled → filled | cancelled | rejected | expired,
+       and outcome_unknown (a submit without an answer) → whatever a look-up by client id shows.
+
+No I/O, no clock: values in, values out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Literal, get_args
+
+from rebal.core.numbers import floor_steps, steps_to_decimal
+
+RunState = Literal[
+    "queued",
+    "sells_in_progress",
+    "buys_in_progress",
+    "completed",
+    "completed_with_adjustments",
+    "cancelled",
+    "cancelled_mid_run",
+    "error",
+    "timed_out",
+]
+OrderStage = Literal[
+    "created",
+    "submitted",
+    "outcome_unknown",
+    "accepted",
+    "partially_filled",
+    "filled",
+    "cancelled",
+    "rejected",
+    "expired",
+]
+RUN_STATES: tuple[RunState, ...] = get_args(RunState)
+ORDER_STAGES: tuple[OrderStage, ...] = get_args(OrderStage)
+
+RUN_FINAL: frozenset[RunState] = frozenset(
+    {"completed", "completed_with_adjustments", "cancelled", "cancelled_mid_run", "error", "timed_out"}
+)
+ORDER_FINAL: frozenset[OrderStage] = frozenset({"filled", "cancelled", "rejected", "expired"})
+_RUN_ENDS: frozenset[RunState] = frozenset({"cancelled_mid_run", "error", "timed_out"})
+
+RUN_TRANSITIONS: Mapping[RunState, frozenset[RunState]] = {
+    # A queued run that never started may be cancelled (superseded, halted, refused) or fail.
+    "queued": frozenset({"sells_in_progress", "cancelled", "error"}),
+    "sells_in_progress": _RUN_ENDS | {"buys_in_progress"},
+    "buys_in_progress": _RUN_ENDS | {"completed", "completed_with_adjustments"},
+    **{state: frozenset() for state in RUN_FINAL},
+}
+
+# Where an order may go from each stage. A venue may report any later stage at once (a market order is
+# often filled by the time we look), so forward jumps are allowed; nothing ever goes back.
+_AFTER_ACCEPT: frozenset[OrderStage] = frozenset({"partially_filled", "filled", "cancelled", "expired"})
+ORDER_TRANSITIONS: Mapping[OrderStage, frozenset[OrderStage]] = {
+    "created": frozenset({"submitted", "rejected"}),
+    "submitted": _AFTER_ACCEPT | {"accepted", "outcome_unknown", "rejected"},
+    "outcome_unknown": _AFTER_ACCEPT | {"submitted", "accepted", "rejected"},
+    "accepted": _AFTER_ACCEPT,
+    "partially_filled": frozenset({"filled", "cancelled", "expired"}),
+    **{stage: frozenset() for stage in ORDER_FINAL},
+}
+
+
+@dataclass(frozen=True)
+class IllegalTransition:
+    """A transition the table does not allow: `what` is "run" or "order"."""
+
+    what: str
+    current: str
+    wanted: str
+
+    @property
+    def reason(self) -> str:
+        return f"illegal {self.what} transition {self.current} -> {self.wanted}"
+
+
+def run_transition(current: RunState, wanted: RunState) -> RunState | IllegalTransition:
+    """`wanted` when the run may go there from `current`; staying where it is is allowed (idempotent)."""
+    if wanted == current or wanted in RUN_TRANSITIONS[current]:
+        return wanted
+    return IllegalTransition("run", current, wanted)
+
+
+def order_transition(current: OrderStage, wanted: OrderStage) -> OrderStage | IllegalTransition:
+    """`wanted` when the order may go there from `current`; staying where it is is allowed."""
+    if wanted == current or wanted in ORDER_TRANSITIONS[current]:
+        return wanted
+    return IllegalTransition("order", current, wanted)
+
+
+def stage_of(venue_status: str, filled: Decimal) -> OrderStage:
+    """Our stage for a venue status; an open order with fills is partially filled."""
+    if venue_status == "open":
+        return "partially_filled" if filled > 0 else "accepted"
+    if venue_status in ("filled", "partially_filled", "cancelled", "rejected", "expired"):
+        return venue_status  # type: ignore[return-value]
+    raise ValueError(f"unknown venue order status {venue_status!r}")
+
+
+# -- guardrails -----------------------------------------------------------------------------------------
+
+ABOVE_ORDER_NOTIONAL = "above_max_order_notional"
+ABOVE_RUN_NOTIONAL = "above_max_run_notional"
+
+
+def notional_refusal(
+    notional: Decimal, run_so_far: Decimal, max_order: Decimal | None, max_run: Decimal | None
+) -> str:
+    """Why an order worth `notional` may not be sent when the run already sent `run_so_far` ("" if it may).
+
+    Both limits are in the market's quote; None means no limit."""
+    if max_order is not None and notional > max_order:
+        return ABOVE_ORDER_NOTIONAL
+    if max_run is not None and run_so_far + notional > max_run:
+        return ABOVE_RUN_NOTIONAL
+    return ""
+
+
+# -- sizing legs from facts -----------------------------------------------------------------------------
+
+
+def sell_amount(planned: Decimal, free: Decimal, step: Decimal) -> Decimal:
+    """What a sell may really sell: the planned amount, or all that is free (whole steps) when less is held
+    than planned (a "sell all" planned on a snapshot that fees or an earlier fill have since reduced)."""
+    if planned <= free:
+        return planned
+    return steps_to_decimal(floor_steps(free, step), step) if free > 0 else Decimal(0)
+
+
+def received(
+    side: str, amount: Decimal, price: Decimal, fee: Decimal, fee_asset: str, base: str, quote: str
+) -> Decimal:
+    """What a fill delivers of the asset it trades into (the base for a buy, the quote for a sell), net of
+    the fee when the venue charges it in that asset (many deduct a buy's fee from the coins received)."""
+    if side == "buy":
+        return amount - fee if fee_asset == base else amount
+    proceeds = amount * price
+    return proceeds - fee if fee_asset == quote else proceeds
+
+
+def price_moved(planned: Decimal, current: Decimal, tolerance: Decimal) -> bool:
+    """True when `current` is further than `tolerance` (a fraction) from the `planned` price."""
+    if planned <= 0:
+        return False
+    return abs(current - planned) > planned * tolerance
+
+
+# -- coalescing triggers ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Queued:
+    """A plan waiting to run: its run id, its portfolio and when it was planned (an ISO time or any
+    sortable key), in arrival order."""
+
+    run_id: str
+    portfolio: str
+    planned_at: str
+
+
+def coalesce(queued: tuple[Queued, ...]) -> tuple[tuple[Queued, ...], Mapping[str, str]]:
+    """(the runs to keep, in arrival order; superseded run → the run that supersedes it).
+
+    The rule: per portfolio only the newest plan (latest `planned_at`, then the latest to arrive) waits;
+    every older queued plan of that portfolio is superseded by it (a plan is computed from the whole
+    portfolio, so the newest one already includes what the older ones wanted)."""
+    newest: dict[str, Queued] = {}
+    for item in queued:
+        best = newest.get(item.portfolio)
+        if best is None or item.planned_at >= best.planned_at:
+            newest[item.portfolio] = item
+    keep = tuple(item for item in queued if newest[item.portfolio] is item)
+    superseded = {
+        item.run_id: newest[item.portfolio].run_id for item in queued if newest[item.portfolio] is not item
+    }
+    return keep, superseded

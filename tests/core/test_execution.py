@@ -1,0 +1,163 @@
+"""The executor's pure rules: state machines, guardrails, sizing from facts, coalescing; exact numbers."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rebal.core.execution import (
+    ABOVE_ORDER_NOTIONAL,
+    ABOVE_RUN_NOTIONAL,
+    ORDER_FINAL,
+    ORDER_STAGES,
+    ORDER_TRANSITIONS,
+    RUN_FINAL,
+    RUN_STATES,
+    IllegalTransition,
+    Queued,
+    coalesce,
+    notional_refusal,
+    order_transition,
+    price_moved,
+    received,
+    run_transition,
+    sell_amount,
+    stage_of,
+)
+
+D = Decimal
+
+
+def test_a_run_goes_sells_then_buys_then_ends() -> None:
+    assert run_transition("queued", "sells_in_progress") == "sells_in_progress"
+    assert run_transition("sells_in_progress", "buys_in_progress") == "buys_in_progress"
+    assert run_transition("buys_in_progress", "completed_with_adjustments") == "completed_with_adjustments"
+    assert run_transition("sells_in_progress", "cancelled_mid_run") == "cancelled_mid_run"
+    assert run_transition("queued", "cancelled") == "cancelled"
+
+
+@pytest.mark.parametrize(
+    ("current", "wanted"),
+    [
+        ("queued", "buys_in_progress"),  # sells are never skipped over
+        ("queued", "completed"),
+        ("buys_in_progress", "sells_in_progress"),  # never back
+        ("sells_in_progress", "completed"),  # a run completes only after its buys
+        ("completed", "error"),  # a finished run is final
+        ("cancelled", "queued"),
+        ("sells_in_progress", "cancelled"),  # once orders may exist: cancelled_mid_run
+    ],
+)
+def test_illegal_run_transitions_are_values(current: str, wanted: str) -> None:
+    result = run_transition(current, wanted)  # type: ignore[arg-type]
+    assert result == IllegalTransition("run", current, wanted)
+    assert isinstance(result, IllegalTransition)
+    assert result.reason == f"illegal run transition {current} -> {wanted}"
+
+
+def test_final_states_go_nowhere_and_every_state_has_a_row() -> None:
+    for state in RUN_STATES:
+        for wanted in RUN_STATES:
+            if state in RUN_FINAL and wanted != state:
+                assert isinstance(run_transition(state, wanted), IllegalTransition)
+    assert set(ORDER_TRANSITIONS) == set(ORDER_STAGES)
+    assert all(not ORDER_TRANSITIONS[stage] for stage in ORDER_FINAL)
+
+
+def test_an_order_goes_created_submitted_accepted_filled() -> None:
+    assert order_transition("created", "submitted") == "submitted"
+    assert order_transition("submitted", "accepted") == "accepted"
+    assert order_transition("accepted", "partially_filled") == "partially_filled"
+    assert order_transition("partially_filled", "filled") == "filled"
+    # A market order is often filled by the time the venue answers.
+    assert order_transition("submitted", "filled") == "filled"
+    # A submit without an answer is resolved by a look-up, or sent again under the same id.
+    assert order_transition("submitted", "outcome_unknown") == "outcome_unknown"
+    assert order_transition("outcome_unknown", "filled") == "filled"
+    assert order_transition("outcome_unknown", "submitted") == "submitted"
+
+
+@pytest.mark.parametrize(
+    ("current", "wanted"),
+    [
+        ("created", "filled"),  # never filled without having been sent
+        ("created", "outcome_unknown"),
+        ("filled", "cancelled"),  # a cancel that loses to a fill does not undo it
+        ("partially_filled", "accepted"),
+        ("rejected", "submitted"),  # a rejected attempt is final: a new attempt is a new order
+        ("expired", "filled"),
+    ],
+)
+def test_illegal_order_transitions_are_values(current: str, wanted: str) -> None:
+    result = order_transition(current, wanted)  # type: ignore[arg-type]
+    assert result == IllegalTransition("order", current, wanted)
+
+
+@given(st.lists(st.sampled_from(ORDER_STAGES), max_size=12))
+def test_orders_never_leave_a_final_stage(path: list[str]) -> None:
+    stage = "created"
+    for wanted in path:
+        result = order_transition(stage, wanted)  # type: ignore[arg-type]
+        if isinstance(result, IllegalTransition):
+            continue
+        if stage in ORDER_FINAL:
+            assert result == stage
+        stage = result
+
+
+def test_venue_statuses_map_to_stages() -> None:
+    assert stage_of("open", D(0)) == "accepted"
+    assert stage_of("open", D("0.5")) == "partially_filled"
+    assert stage_of("expired", D("0.5")) == "expired"
+    assert stage_of("filled", D(1)) == "filled"
+    with pytest.raises(ValueError, match="unknown venue order status 'weird'"):
+        stage_of("weird", D(0))
+
+
+def test_notional_limits_per_order_and_per_run() -> None:
+    assert notional_refusal(D("999.99"), D(0), D(1000), None) == ""
+    assert notional_refusal(D("1000.01"), D(0), D(1000), None) == ABOVE_ORDER_NOTIONAL
+    assert notional_refusal(D(600), D(400), D(1000), D(1000)) == ""  # exactly at the run's limit
+    assert notional_refusal(D(600), D("400.01"), D(1000), D(1000)) == ABOVE_RUN_NOTIONAL
+    assert notional_refusal(D(10**9), D(10**9), None, None) == ""
+
+
+def test_a_sell_all_sells_what_is_held_in_whole_steps() -> None:
+    assert sell_amount(D("0.5"), D("0.8"), D("0.001")) == D("0.5")
+    # Planned 0.5 on a snapshot; 0.49987 is free now: 0.499 (truncated, never rounded up past the balance).
+    assert sell_amount(D("0.5"), D("0.49987"), D("0.001")) == D("0.499")
+    assert sell_amount(D("0.5"), D(0), D("0.001")) == D(0)
+
+
+def test_fees_deducted_from_the_received_asset() -> None:
+    # Buy 0.5 BTC, fee 0.0005 BTC taken from the coins: 0.4995 BTC received.
+    assert received("buy", D("0.5"), D(60000), D("0.0005"), "BTC", "BTC", "USDT") == D("0.4995")
+    # Buy with the fee in the quote (paid on top): the full 0.5 BTC arrives.
+    assert received("buy", D("0.5"), D(60000), D(30), "USDT", "BTC", "USDT") == D("0.5")
+    # Sell 0.5 BTC at 60000, fee 30 USDT: 29970 USDT received.
+    assert received("sell", D("0.5"), D(60000), D(30), "USDT", "BTC", "USDT") == D(29970)
+    # Sell with the fee in a third asset (a venue token): the full proceeds.
+    assert received("sell", D("0.5"), D(60000), D("0.1"), "BNB", "BTC", "USDT") == D(30000)
+
+
+def test_price_moved_beyond_the_tolerance() -> None:
+    assert not price_moved(D(3000), D(3030), D("0.01"))  # exactly 1%: within
+    assert price_moved(D(3000), D("3030.01"), D("0.01"))
+    assert price_moved(D(3000), D("2969.99"), D("0.01"))
+    assert not price_moved(D(0), D(5), D("0.01"))  # no planned price: nothing to compare
+
+
+def test_the_newest_plan_of_a_portfolio_supersedes_the_older_queued_ones() -> None:
+    queue = (
+        Queued("r1", "demo", "2025-01-01T00:00:01"),
+        Queued("r2", "other", "2025-01-01T00:00:02"),
+        Queued("r3", "demo", "2025-01-01T00:00:03"),
+        Queued("r4", "demo", "2025-01-01T00:00:02"),  # arrived late, planned earlier than r3
+    )
+    keep, superseded = coalesce(queue)
+    assert keep == (queue[1], queue[2])
+    assert superseded == {"r1": "r3", "r4": "r3"}
+    assert coalesce(()) == ((), {})
