@@ -64,3 +64,13 @@ LEVERAGE = Gauge("rebal_leverage_ratio", "Leverage from volatility targeting.", 
 BUILD_INFO = Gauge(
     "rebal_build_info", "Always 1: the running version and mode (dry_run or live).", ["version", "mode"]
 )
+CONSUMER_PENDING = Gauge(
+    "rebal_consumer_pending_messages",
+    "Messages in the stream not yet delivered to the service's durable consumer (the server's count).",
+    ["service", "consumer"],
+)
+CONSUMER_ACK_PENDING = Gauge(
+    "rebal_consumer_ack_pending_messages",
+    "Messages delivered to the service's durable consumer and not yet acknowledged.",
+    ["service", "consumer"],
+)

@@ -6,33 +6,43 @@
 - ``/livez``: the process is up;
 - ``/readyz``: NATS answers and, for services that use it, Postgres answers (503 and a JSON body naming
   what failed otherwise);
-- ``/metrics``: Prometheus text (FastStream's messaging metrics and the ``rebal_`` ones).
+- ``/metrics``: Prometheus text (FastStream's messaging metrics and the ``rebal_`` ones: `rebal.metrics`).
+
+Every broker also carries FastStream's OpenTelemetry middleware (`rebal.telemetry`: off unless
+``OTEL_TRACES_EXPORTER`` says otherwise), and every service reports its build and mode
+(``rebal_build_info``) and the backlog of its durable consumers (``rebal_consumer_pending_messages``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import logging
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from importlib import metadata
 from typing import Any
 
 import asyncpg
 from faststream.asgi import AsgiFastStream, AsgiResponse, get
 from faststream.nats import NatsBroker
+from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from faststream.nats.prometheus import NatsPrometheusMiddleware
 from faststream.nats.security import NatsUserPassword
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from rebal import bus
+from rebal import bus, metrics, telemetry
 from rebal.settings import ServiceSettings
 
 log = logging.getLogger("rebal.service")
 READY_TIMEOUT_SECONDS = 2.0
 GC_YOUNG_THRESHOLD = 50_000
+# How often a service reads its consumers' backlog from the server (for the consumer-lag alert).
+CONSUMER_LAG_INTERVAL_SECONDS = 5.0
 Check = Callable[[], Awaitable[None]]
 
 
@@ -48,7 +58,11 @@ def make_broker(settings: ServiceSettings, name: str) -> NatsBroker:
         security=security,
         connect_timeout=nats.connect_timeout_seconds,
         max_reconnect_attempts=-1,
-        middlewares=[NatsPrometheusMiddleware(registry=REGISTRY, app_name=name)],
+        middlewares=[
+            NatsPrometheusMiddleware(registry=REGISTRY, app_name=name),
+            # Uses the process's tracer provider (`telemetry.configure`); a no-op while tracing is off.
+            NatsTelemetryMiddleware(),
+        ],
         logger=logging.getLogger(f"rebal.{name}.broker"),
     )
 
@@ -130,14 +144,94 @@ def build(
     async def stop_batches() -> None:
         await bus.stop_batch_consumers(broker)
 
+    report_build(settings)
+    tracing = Tracing(name)
+    lag = ConsumerLag(broker, name)
     return AsgiFastStream(
         broker,
         asgi_routes=[("/livez", livez), ("/readyz", readyz), ("/metrics", metrics)],
-        on_startup=[declare, *on_startup],
-        after_startup=[start_batches, *after_startup],
-        on_shutdown=[stop_batches, *on_shutdown],
+        on_startup=[tracing.start, declare, *on_startup],
+        after_startup=[start_batches, lag.start, *after_startup],
+        on_shutdown=[lag.stop, stop_batches, *on_shutdown, tracing.stop],
         logger=log,
     )
+
+
+def mode_of(settings: ServiceSettings) -> str:
+    """``live`` when the service's settings enable live trading (the executor's ``live`` switch), else
+    ``dry_run``."""
+    return "live" if getattr(settings, "live", False) is True else "dry_run"
+
+
+def report_build(settings: ServiceSettings) -> None:
+    try:
+        version = metadata.version("rebal")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    metrics.BUILD_INFO.clear()
+    metrics.BUILD_INFO.labels(version=version, mode=mode_of(settings)).set(1)
+
+
+@dataclass
+class Tracing:
+    """The service's tracer provider, from ``OTEL_TRACES_EXPORTER`` (off when unset). A bad value is
+    reported and leaves tracing off: tracing never keeps a service from starting."""
+
+    service: str
+    provider: Any = None
+
+    async def start(self) -> None:
+        try:
+            self.provider = telemetry.configure(self.service, os.environ)
+        except telemetry.TelemetryConfigError as exc:
+            log.error("tracing off: %s", exc)
+
+    async def stop(self) -> None:
+        # The batch processor's final export is bounded by its timeout; off the event loop meanwhile.
+        await asyncio.to_thread(telemetry.shutdown, self.provider)
+        self.provider = None
+
+
+@dataclass
+class ConsumerLag:
+    """Every `CONSUMER_LAG_INTERVAL_SECONDS`, the backlog of this service's durable consumers (named
+    ``<service>-...``) as the server counts it: messages not yet delivered, and delivered but not acked."""
+
+    broker: NatsBroker
+    service: str
+    task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.task = asyncio.create_task(self._run(), name=f"{self.service}:consumer-lag")
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+            self.task = None
+
+    async def read(self) -> None:
+        js = self.broker.config.connection_state.stream
+        for spec in bus.STREAMS:
+            for info in await js.consumers_info(spec.name):
+                name = info.name or ""
+                if not name.startswith(f"{self.service}-"):
+                    continue
+                metrics.CONSUMER_PENDING.labels(service=self.service, consumer=name).set(
+                    info.num_pending or 0
+                )
+                metrics.CONSUMER_ACK_PENDING.labels(service=self.service, consumer=name).set(
+                    info.num_ack_pending or 0
+                )
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.read()
+            except Exception as exc:  # noqa: BLE001 - a missed reading only delays the figure
+                log.debug("could not read consumer backlog: %s", exc)
+            await asyncio.sleep(CONSUMER_LAG_INTERVAL_SECONDS)
 
 
 def tune_garbage_collector() -> None:

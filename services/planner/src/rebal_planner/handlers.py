@@ -14,11 +14,18 @@ from typing import Generic, TypeVar
 
 from faststream.nats import NatsBroker
 
-from rebal import bus
+from rebal import bus, metrics
 from rebal.core.errors import InputError
 from rebal.core.tree import Tree
 from rebal.events import BalanceSnapshotTaken, Event, PlanFailed, StartRebalance, TargetWeightsComputed
-from rebal_planner.planning import ParsedSnapshot, parse_snapshot, parse_target, parsed_or_error, plan_event
+from rebal_planner.planning import (
+    ParsedSnapshot,
+    Weights,
+    parse_snapshot,
+    parse_target,
+    parsed_or_error,
+    plan_with_weights,
+)
 from rebal_planner.settings import PlannerSettings
 
 log = logging.getLogger("rebal.planner")
@@ -111,8 +118,8 @@ class Planner:
             else:
                 log.info("no %s yet for %s: nothing to preview", missing, portfolio)
             return
-        result = await asyncio.to_thread(
-            plan_event,
+        result, weights = await asyncio.to_thread(
+            plan_with_weights,
             cause,
             snapshot_id=snapshot.event_id,
             target_id=target.event_id,
@@ -122,6 +129,8 @@ class Planner:
             dry_run=dry_run,
             now=now,
         )
+        if weights is not None:
+            record(portfolio, weights)
         stored = await self.publisher.publish(result)
         log.info(
             "%s %s for %s (run %s)%s",
@@ -131,6 +140,16 @@ class Planner:
             result.correlation_id,
             "" if stored else " - already published",
         )
+
+
+def record(portfolio: str, weights: Weights) -> None:
+    """The portfolio as the planner last saw it: value, weights against targets, drift."""
+    metrics.PORTFOLIO_VALUE.labels(portfolio=portfolio).set(weights.value)
+    metrics.DRIFT.labels(portfolio=portfolio).set(weights.drift)
+    for node, weight in weights.actual.items():
+        metrics.WEIGHT_ACTUAL.labels(portfolio=portfolio, node=node).set(weight)
+    for node, weight in weights.target.items():
+        metrics.WEIGHT_TARGET.labels(portfolio=portfolio, node=node).set(weight)
 
 
 def register(broker: NatsBroker, publisher: bus.Publisher, planner: Planner) -> None:

@@ -11,7 +11,7 @@ from typing import TypeVar
 
 from pydantic import TypeAdapter
 
-from rebal.core.diff import diff_trees
+from rebal.core.diff import DiffTree, diff_trees
 from rebal.core.errors import InputError
 from rebal.core.market import Markets, Prices
 from rebal.core.plan import plan_rebalance
@@ -62,6 +62,31 @@ def parsed_or_error(parse: Callable[[E], Parsed], event: E) -> Parsed | InputErr
         return exc
 
 
+@dataclass(frozen=True)
+class Weights:
+    """What the planner saw of the portfolio: its free value, and the actual and target weight of each
+    top-level node (for the ``rebal_`` gauges). `drift` is the largest gap between the two."""
+
+    value: float
+    actual: dict[str, float]
+    target: dict[str, float]
+
+    @property
+    def drift(self) -> float:
+        nodes = self.actual.keys() | self.target.keys()
+        return max((abs(self.actual.get(n, 0.0) - self.target.get(n, 0.0)) for n in nodes), default=0.0)
+
+    @classmethod
+    def of(cls, diff: DiffTree) -> Weights:
+        tree = diff.tree
+        top = [int(node) for node in range(len(tree)) if tree.depth[node] == 1]
+        return cls(
+            value=float(diff.current_value[0]),
+            actual={tree.names[node]: float(diff.current_weight[node]) for node in top},
+            target={tree.names[node]: float(diff.desired_weight[node]) for node in top},
+        )
+
+
 def plan_event(
     cause: Event,
     *,
@@ -73,10 +98,35 @@ def plan_event(
     dry_run: bool,
     now: datetime,
 ) -> RebalancePlanned | PlanFailed:
+    """The plan event alone (see `plan_with_weights`)."""
+    return plan_with_weights(
+        cause,
+        snapshot_id=snapshot_id,
+        target_id=target_id,
+        snapshot=snapshot,
+        target=target,
+        band=band,
+        dry_run=dry_run,
+        now=now,
+    )[0]
+
+
+def plan_with_weights(
+    cause: Event,
+    *,
+    snapshot_id: uuid.UUID,
+    target_id: uuid.UUID,
+    snapshot: ParsedSnapshot | InputError,
+    target: Tree | InputError,
+    band: Decimal,
+    dry_run: bool,
+    now: datetime,
+) -> tuple[RebalancePlanned | PlanFailed, Weights | None]:
     """The plan for a parsed snapshot → target, caused by `cause` (a command or a new snapshot/target).
 
     The run id (correlation) is derived from the cause, so a redelivered cause yields the same plan id
-    and run id, and the bus drops the second publish. Inputs that did not parse make a `PlanFailed`.
+    and run id, and the bus drops the second publish. Inputs that did not parse make a `PlanFailed`
+    (and no weights).
     """
     run_id = derive_id("run", cause.event_id)
     try:
@@ -88,10 +138,11 @@ def plan_event(
         plan = plan_rebalance(diff, snapshot.markets)
     except InputError as exc:
         where = SOURCES.get(exc.source, "input")
-        return cause.caused(
+        failed = cause.caused(
             PlanFailed, now=now, correlation_id=run_id, reason=f"{where}: {exc}", dry_run=dry_run
         )
-    return cause.caused(
+        return failed, None
+    planned = cause.caused(
         RebalancePlanned,
         now=now,
         correlation_id=run_id,
@@ -114,3 +165,4 @@ def plan_event(
         ),
         skipped=SKIPS.validate_python([s._asdict() for s in plan.skipped()]),
     )
+    return planned, Weights.of(diff)
