@@ -17,6 +17,7 @@ from rebal.io import load, load_document
 from rebal_tracker.handlers import SERVICE, ReturnsIngest, Tracker, register
 from rebal_tracker.returns import ReturnsStore
 from rebal_tracker.settings import TrackerSettings
+from rebal_tracker.stats import StatsRefresher, StatsStore
 from rebal_venues.settings import open_paper_venues
 
 log = logging.getLogger("rebal.tracker")
@@ -31,7 +32,9 @@ class Runtime:
     database: service.Database
     tracker: Tracker | None = None
     ingest: ReturnsIngest | None = None
+    stats: StatsRefresher | None = None
     schedule: asyncio.Task[None] | None = field(default=None, init=False)
+    stats_task: asyncio.Task[None] | None = field(default=None, init=False)
 
     async def start(self) -> None:
         tracking = self.settings.tracking
@@ -50,18 +53,24 @@ class Runtime:
         seeded = await self.tracker.seed()
         if seeded:
             log.info("seeded the paper exchange for %s", ", ".join(seeded))
-        self.ingest = ReturnsIngest(ReturnsStore(pool))
+        self.stats = StatsRefresher(
+            StatsStore(pool), tracking.stats_windows_days, tracking.stats_debounce_seconds
+        )
+        self.ingest = ReturnsIngest(ReturnsStore(pool), on_stored=self.stats.mark)
 
     async def start_schedule(self) -> None:
         if self.tracker is not None:
             interval = self.settings.tracking.snapshot_interval_seconds
             self.schedule = asyncio.create_task(self.tracker.run_schedule(interval))
+        if self.stats is not None:
+            self.stats_task = asyncio.create_task(self.stats.run(), name="tracker-stats")
 
     async def stop(self) -> None:
-        if self.schedule is not None:
-            self.schedule.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.schedule
+        for task in (self.schedule, self.stats_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.database.close()
 
     async def on_take_snapshot(self, command: TakeSnapshot) -> None:

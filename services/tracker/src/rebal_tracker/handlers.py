@@ -130,11 +130,14 @@ class ReturnsIngest:
 
     store: ReturnsWriter
     latest: dict[str, float] = field(default_factory=dict)
+    # Told which portfolios got new returns (the statistics refresher), once they are stored.
+    on_stored: Callable[[set[str]], None] = lambda portfolios: None
 
     async def on_returns(self, events: Sequence[StrategyReturnReported]) -> None:
         if not events:
             return
-        await self.store.insert([ReturnRow.of(event) for event in events])
+        if await self.store.insert([ReturnRow.of(event) for event in events]):
+            self.on_stored({event.portfolio_id for event in events})
         for event in events:
             strategy = event.strategy_id
             metrics.STRATEGY_RETURNS.labels(strategy=strategy).inc()

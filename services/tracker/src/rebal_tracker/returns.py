@@ -1,7 +1,8 @@
 """Strategy returns into Postgres: a whole batch of messages in one statement.
 
 Rows are idempotent by (strategy, timestamp): a duplicate or a redelivery inserts nothing
-(``ON CONFLICT DO NOTHING``), and the order they arrive in does not matter.
+(``ON CONFLICT DO NOTHING``), and the order they arrive in does not matter. A row keeps the portfolio of
+the event's envelope: that is how a strategy belongs to a portfolio.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from rebal.core.numbers import dec_str
 from rebal.events import StrategyReturnReported
 
 INSERT = (
-    "INSERT INTO strategy_returns (strategy_id, ts, period_return, equity, positions)"
-    " SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::numeric[], $4::numeric[], $5::jsonb[])"
+    "INSERT INTO strategy_returns (strategy_id, ts, period_return, equity, positions, portfolio_id)"
+    " SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::numeric[], $4::numeric[], $5::jsonb[],"
+    " $6::text[])"
     " ON CONFLICT (strategy_id, ts) DO NOTHING"
 )
 
@@ -31,13 +33,21 @@ class ReturnRow:
     period_return: Decimal
     equity: Decimal | None
     positions: str | None
+    portfolio_id: str = ""
 
     @classmethod
     def of(cls, event: StrategyReturnReported) -> ReturnRow:
         positions = None
         if event.positions is not None:
             positions = orjson.dumps({k: dec_str(v) for k, v in event.positions.items()}).decode()
-        return cls(event.strategy_id, event.timestamp, event.period_return, event.equity, positions)
+        return cls(
+            event.strategy_id,
+            event.timestamp,
+            event.period_return,
+            event.equity,
+            positions,
+            event.portfolio_id,
+        )
 
 
 @dataclass(frozen=True)
@@ -53,5 +63,6 @@ class ReturnsStore:
             [row.period_return for row in rows],
             [row.equity for row in rows],
             [row.positions for row in rows],
+            [row.portfolio_id for row in rows],
         )
         return int(status.rsplit(" ", 1)[-1])
