@@ -7,12 +7,22 @@ be read from a file (``REBAL__DATABASE__URL_FILE``). Only production-safe defaul
 
 from __future__ import annotations
 
+import os
+import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from rebal.io import FileError, load_document
+
+CONFIG_FILE_ENV = "REBAL_CONFIG"
+_config_file: ContextVar[Path | None] = ContextVar("rebal_config_file", default=None)
 PORTS = {"tracker": 8101, "optimizer": 8102, "planner": 8103, "executor": 8104, "monitor": 8105}
 
 
@@ -98,8 +108,67 @@ class ServiceSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return init_settings, env_settings, file_secret_settings
+        return init_settings, env_settings, ConfigFileSource(settings_cls), file_secret_settings
 
     def public(self) -> dict[str, Any]:
         """The settings as a document with secrets masked (for logs and `rebal config show`)."""
         return self.model_dump(mode="json")
+
+
+class ConfigFileError(ValueError):
+    """The configuration file cannot be read or is not a mapping of sections; the message names it."""
+
+
+def config_file() -> Path | None:
+    """The configuration file in use: the one `using_config_file` chose, else ``$REBAL_CONFIG``, else none."""
+    chosen = _config_file.get()
+    if chosen is not None:
+        return chosen
+    named = os.environ.get(CONFIG_FILE_ENV, "").strip()
+    return Path(named) if named else None
+
+
+@contextmanager
+def using_config_file(path: Path | None) -> Iterator[None]:
+    """Settings made inside read `path` instead of ``$REBAL_CONFIG`` (`rebal config validate FILE`)."""
+    token = _config_file.set(path)
+    try:
+        yield
+    finally:
+        _config_file.reset(token)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The file's sections: TOML (``.toml``), YAML (``.yaml``/``.yml``) or JSON."""
+    try:
+        if path.suffix.lower() == ".toml":
+            try:
+                document: object = tomllib.loads(path.read_text(encoding="utf-8"))
+            except OSError as exc:
+                raise FileError(path, "", f"cannot read: {exc.strerror}") from None
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+                raise FileError(path, "", f"malformed TOML: {exc}") from None
+        else:
+            document = load_document(path)
+    except FileError as exc:
+        raise ConfigFileError(f"{CONFIG_FILE_ENV}: {exc}") from None
+    if document is None:
+        return {}
+    if not isinstance(document, dict):
+        raise ConfigFileError(f"{CONFIG_FILE_ENV}: {path}: expected a mapping of sections (nats, ...)")
+    return document
+
+
+class ConfigFileSource(PydanticBaseSettingsSource):
+    """The sections of the configuration file that this service's settings know: one file configures
+    every service, each takes its own (`rebal config validate` reports what no service knows)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # the whole document is read at once in __call__
+
+    def __call__(self) -> dict[str, Any]:
+        path = config_file()
+        if path is None:
+            return {}
+        known = self.settings_cls.model_fields
+        return {key: value for key, value in read_config_file(path).items() if key in known}
