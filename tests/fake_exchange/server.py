@@ -124,6 +124,11 @@ def endpoint(kind: RequestKind | None, signed: bool = False) -> Callable[..., Ha
         async def handler(request: web.Request) -> web.StreamResponse:
             book = request.app[BOOK]
             params = await _params(request)
+            wait = book.rate_limit.admit() if book.rate_limit is not None else None
+            if wait is not None:
+                headers = {"Retry-After": f"{wait:.3f}"}
+                body = {"code": -1003, "msg": "Too much request weight used."}
+                return web.json_response(body, status=429, headers=headers)
             if kind is not None:
                 book.requests.append((kind, params))
                 if book.faults.rate_limited.get(kind, 0) > 0:

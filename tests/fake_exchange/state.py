@@ -23,7 +23,7 @@ class Faults:
 
     # The next N requests of a kind are answered 429 with a Retry-After header.
     rate_limited: dict[RequestKind, int] = field(default_factory=dict)
-    retry_after_seconds: int = 1
+    retry_after_seconds: float = 1.0
     # A market order fills only this share of its amount (truncated to the step); the rest expires.
     partial_fill: Decimal | None = None
     # Every trade is reported twice (in myTrades and in the order's own answer).
@@ -36,6 +36,33 @@ class Faults:
     reject_message: str | None = None
     # Symbols (exchange ids, "BTCUSDT") whose trading is halted: status BREAK, orders refused.
     halted: set[str] = field(default_factory=set)
+
+
+@dataclass
+class RateLimit:
+    """The venue's own limit: a token bucket of `burst` requests refilled at `per_second`; a request that
+    finds it empty is answered 429 with the seconds until the next token as Retry-After."""
+
+    per_second: float
+    burst: float = 1.0
+    clock: Callable[[], float] = time.monotonic
+    tokens: float = field(init=False)
+    at: float = field(init=False)
+    refused: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        self.tokens, self.at = self.burst, self.clock()
+
+    def admit(self) -> float | None:
+        """None when the request may proceed (a token is taken), else the seconds to wait."""
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.per_second)
+        self.at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return None
+        self.refused += 1
+        return (1 - self.tokens) / self.per_second
 
 
 @dataclass(frozen=True)
@@ -107,6 +134,8 @@ class FakeBook:
     accounts: dict[str, dict[str, Decimal]]
     taker_fee: Decimal = Decimal("0.001")
     faults: Faults = field(default_factory=Faults)
+    # Every request (public or signed, pings too) counts against it; None: unlimited.
+    rate_limit: RateLimit | None = None
     orders: dict[tuple[str, str], Order] = field(default_factory=dict)
     requests: list[tuple[RequestKind, dict[str, str]]] = field(default_factory=list)
     clock: Callable[[], float] = time.monotonic

@@ -1,8 +1,9 @@
 """The ccxt venue against the fake Binance (an unmodified ccxt client over HTTP), and the contract it shares
 with the paper exchange (the same cases run against both: `contract`).
 
-Rate limits: ccxt does not retry by itself (``maxRetriesOnFailure`` is 0), so a 429 is a `VenueRateLimited`
-at once, after one request; the caller retries, with the same client order id.
+Rate limits: ccxt does not retry by itself (``maxRetriesOnFailure`` is 0); the adapter retries a 429 after
+the venue's Retry-After (`Backoff`), the same request under the same client order id, and only when its
+retries are spent does the caller see `VenueRateLimited`.
 """
 
 from __future__ import annotations
@@ -17,18 +18,23 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from rebal.venue import Fill, OrderRejected, OrderState, Venue, VenueError
+from rebal import metrics
+from rebal.venue import (
+    Fill,
+    InsufficientFunds,
+    OrderOutcomeUnknown,
+    OrderRejected,
+    OrderState,
+    Venue,
+    VenueAuthError,
+    VenueError,
+    VenueRateLimited,
+)
 from rebal_devstack.pytest_plugin import FreshDatabase
 from rebal_venues.ccxt_settings import CcxtVenueSettings
-from rebal_venues.ccxt_venue import (
-    CcxtVenue,
-    OrderOutcomeUnknown,
-    VenueAuthError,
-    VenueRateLimited,
-    open_ccxt_venue,
-)
+from rebal_venues.ccxt_venue import CcxtVenue, open_ccxt_venue
 from rebal_venues.paper import PaperVenue
-from tests.fake_exchange import FakeBook, FakeMarket, serving
+from tests.fake_exchange import FakeBook, FakeMarket, RateLimit, serving
 from tests.paper_support import EXCHANGE, MARKETS, PRICES, STILL, Clock, migrated_pool
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -196,6 +202,7 @@ async def test_contract_rejections_name_the_reason_and_change_nothing(
     with pytest.raises(OrderRejected) as raised:
         await contract.venue.place_order(contract.account, "c-no", symbol, side, D(amount))  # type: ignore[arg-type]
     assert (raised.value.client_order_id, raised.value.reason) == ("c-no", reason)
+    assert isinstance(raised.value, InsufficientFunds) == (reason == "insufficient_funds")
     assert (await contract.venue.balances(contract.account)).free == {"USDT": D("1000")}
 
 
@@ -316,7 +323,7 @@ async def test_a_partial_fill_reports_what_filled_and_why_it_ended(fake: Fake, v
     state = await venue.place_order(ACCOUNT, "c-part", "SOL/USDT", "sell", D("2.55"))
     # 40% of 2.55 = 1.02; the rest expired: 1.02 x 150 = 153, fee 0.153.
     assert (state.status, state.reason, state.amount, state.filled) == (
-        "cancelled",
+        "expired",
         "expired",
         D("2.55"),
         D("1.02"),
@@ -346,16 +353,42 @@ async def test_a_cancel_that_races_a_fill_reports_the_fill(fake: Fake, venue: Cc
 # -- errors by class ----------------------------------------------------------------------------------
 
 
-async def test_a_rate_limit_is_a_retryable_error_at_once(fake: Fake, venue: CcxtVenue) -> None:
+def errors_counted(error: str) -> float:
+    value = metrics.EXCHANGE_ERRORS.labels(exchange="binance", error=error)._value.get()
+    return float(value)
+
+
+async def test_a_rate_limit_is_waited_out_after_the_venues_retry_after(fake: Fake, venue: CcxtVenue) -> None:
     fake.fund(USDT="1000")
-    fake.book.faults.rate_limited["balances"] = 1
-    fake.book.faults.retry_after_seconds = 2
-    with pytest.raises(VenueRateLimited) as raised:
-        await venue.balances(ACCOUNT)
-    assert isinstance(raised.value, VenueError)
-    assert raised.value.retry_after == 2
-    assert len(fake.book.requests_of("balances")) == 1  # ccxt did not retry by itself
+    fake.book.faults.rate_limited["balances"] = 2
+    fake.book.faults.retry_after_seconds = 0.2
+    before = errors_counted("rate_limit")
+    started = asyncio.get_running_loop().time()
     assert (await venue.balances(ACCOUNT)).free == {"USDT": D("1000")}
+    assert asyncio.get_running_loop().time() - started >= 0.4  # two Retry-After waits of 0.2 s
+    assert len(fake.book.requests_of("balances")) == 3  # ccxt did not retry by itself: the adapter did
+    assert errors_counted("rate_limit") == before + 2
+
+
+async def test_a_rate_limit_beyond_the_retries_is_the_callers_with_its_retry_after(fake: Fake) -> None:
+    fake.fund(USDT="1000")
+    fake.book.faults.rate_limited["balances"] = 3
+    fake.book.faults.retry_after_seconds = 0.1
+    async with open_ccxt_venue(settings(fake.origin, rate_limit_retries=2)) as venue:
+        with pytest.raises(VenueRateLimited) as raised:
+            await venue.balances(ACCOUNT)
+    assert (raised.value.retryable, raised.value.retry_after) == (True, 0.1)
+    assert len(fake.book.requests_of("balances")) == 3
+
+
+async def test_a_retry_after_longer_than_the_cap_is_not_slept(fake: Fake) -> None:
+    fake.book.faults.rate_limited["balances"] = 1
+    fake.book.faults.retry_after_seconds = 60
+    async with open_ccxt_venue(settings(fake.origin, max_backoff_seconds=5)) as venue:
+        with pytest.raises(VenueRateLimited) as raised:
+            await venue.balances(ACCOUNT)
+    assert raised.value.retry_after == 60
+    assert len(fake.book.requests_of("balances")) == 1
 
 
 async def test_a_rate_limited_submit_is_placed_by_a_retry_under_the_same_id(
@@ -363,12 +396,45 @@ async def test_a_rate_limited_submit_is_placed_by_a_retry_under_the_same_id(
 ) -> None:
     fake.fund(USDT="1000")
     fake.book.faults.rate_limited["create"] = 1
-    with pytest.raises(VenueRateLimited):
-        await venue.place_order(ACCOUNT, "c-429", "ETH/USDT", "buy", D("0.1"))
-    assert fake.book.orders == {}
+    fake.book.faults.retry_after_seconds = 0.1
     state = await venue.place_order(ACCOUNT, "c-429", "ETH/USDT", "buy", D("0.1"))
-    assert state.status == "filled"
+    assert (state.status, state.filled) == ("filled", D("0.1"))
+    assert [r["newClientOrderId"] for r in fake.book.requests_of("create")] == ["c-429", "c-429"]
     assert len(fake.book.orders) == 1
+    assert fake.book.accounts[KEY]["USDT"] == D("700")
+
+
+async def test_the_venues_own_rate_limit_is_respected_by_the_throttle(fake: Fake) -> None:
+    """The fake admits 10 requests a second (burst 1); ccxt's throttle at 100 ms keeps under it."""
+    fake.fund(USDT="1000")
+    fake.book.rate_limit = RateLimit(per_second=10, burst=1)
+    async with open_ccxt_venue(settings(fake.origin, rate_limit_ms=110)) as venue:
+        for _ in range(6):
+            await venue.balances(ACCOUNT)
+    assert (len(fake.book.requests_of("balances")), fake.book.rate_limit.refused) == (6, 0)
+
+
+async def test_without_the_throttle_the_venues_rate_limit_answers_429_and_is_waited_out(
+    fake: Fake,
+) -> None:
+    fake.fund(USDT="1000")
+    fake.book.rate_limit = RateLimit(per_second=10, burst=1)
+    async with open_ccxt_venue(settings(fake.origin, enable_rate_limit=False)) as venue:
+        for _ in range(4):
+            assert (await venue.balances(ACCOUNT)).free == {"USDT": D("1000")}
+    assert len(fake.book.requests_of("balances")) == 4
+    assert fake.book.rate_limit.refused >= 1
+
+
+async def test_insufficient_funds_is_its_own_rejection(fake: Fake, venue: CcxtVenue) -> None:
+    fake.fund(USDT="100")
+    before = errors_counted("insufficient_funds")
+    with pytest.raises(InsufficientFunds) as raised:
+        await venue.place_order(ACCOUNT, "c-poor", "ETH/USDT", "buy", D("0.1"))  # 300 > 100
+    assert (raised.value.reason, raised.value.retryable) == ("insufficient_funds", False)
+    assert "insufficient balance" in raised.value.detail
+    assert errors_counted("insufficient_funds") == before + 1
+    assert fake.book.orders == {}
 
 
 async def test_a_rejection_by_the_venue_carries_its_reason(fake: Fake, venue: CcxtVenue) -> None:
@@ -385,7 +451,8 @@ async def test_bad_keys_are_an_auth_error_not_a_retryable_one(fake: Fake) -> Non
     async with open_ccxt_venue(settings(fake.origin, api_key=SecretStr("stolen"))) as wrong:
         with pytest.raises(VenueAuthError) as raised:
             await wrong.balances(ACCOUNT)
-        assert not isinstance(raised.value, VenueError)
+        assert isinstance(raised.value, VenueError)
+        assert not raised.value.retryable
         with pytest.raises(VenueAuthError):
             await wrong.place_order(ACCOUNT, "c-auth", "ETH/USDT", "buy", D("0.1"))
     assert fake.book.orders == {}

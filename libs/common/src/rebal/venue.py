@@ -1,8 +1,18 @@
 """The venue port: what the tracker and the executor need from an exchange, whichever it is.
 
-The paper exchange (`rebal_venues.paper`) implements it now; ccxt exchanges implement it in the executor
-issue. Adapters translate venue payloads and venue errors into these values and exceptions; nothing above
-this port sees a venue's own types.
+The paper exchange (`rebal_venues.paper`) and any ccxt exchange (`rebal_venues.ccxt_venue`) implement it.
+Adapters translate venue payloads and venue errors into these values and exceptions (ccxt's by exception
+class, never by message text); nothing above this port sees a venue's own types.
+
+Errors, all `VenueError`s; `retryable` says whether trying again (under the SAME client order id) can help:
+
+- `VenueRateLimited` (retryable, `retry_after` seconds when the venue said): slow down;
+- `OrderOutcomeUnknown` (retryable): a submit ended without an answer and the venue does not show the order
+  yet: look it up by client id or place it again under the same id, never under a new one;
+- other plain `VenueError`s (retryable): network trouble, the venue unavailable;
+- `VenueAuthError` (not retryable): keys refused or lacking a permission: stop trading there and alert;
+- `OrderRejected` (not retryable, `reason`): the venue refused the order; `InsufficientFunds` is the
+  rejection for want of balance (refresh the balance and resize once).
 """
 
 from __future__ import annotations
@@ -13,7 +23,23 @@ from decimal import Decimal
 from typing import Literal, Protocol
 
 Side = Literal["buy", "sell"]
-OrderStatus = Literal["open", "filled", "partially_filled", "cancelled", "rejected"]
+# "expired": the venue ended the order before it filled completely (a market order out of liquidity, an
+# IOC remainder); `filled` says how much did.
+OrderStatus = Literal["open", "filled", "partially_filled", "cancelled", "rejected", "expired"]
+# The statuses after which an order never changes again.
+TERMINAL_STATUSES: frozenset[OrderStatus] = frozenset({"filled", "cancelled", "rejected", "expired"})
+
+# Rejection reasons every venue uses (the `reason` of `OrderRejected`; a venue's own words may follow
+# ``invalid_order: ``).
+UNKNOWN_SYMBOL = "unknown_symbol"
+INACTIVE_SYMBOL = "inactive_symbol"
+NOT_POSITIVE = "amount_not_positive"
+NOT_STEP_MULTIPLE = "not_step_multiple"
+BELOW_MIN_AMOUNT = "below_min_amount"
+BELOW_MIN_COST = "below_min_cost"
+INSUFFICIENT_FUNDS = "insufficient_funds"
+ID_REUSED = "client_order_id_reused"
+INVALID_ORDER = "invalid_order"
 
 
 @dataclass(frozen=True)
@@ -55,16 +81,51 @@ class OrderState:
 
 
 class VenueError(Exception):
-    """A venue problem the caller may retry (network, rate limit)."""
+    """A venue problem; `retryable` says whether the same call (same client order id) may succeed later."""
+
+    retryable: bool = True
 
 
-class OrderRejected(Exception):
+class VenueRateLimited(VenueError):
+    """The venue asked us to slow down; `retry_after` (seconds) when it said how long."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class VenueAuthError(VenueError):
+    """The venue refused our keys or their permissions: stop trading on it and alert; retrying is useless."""
+
+    retryable = False
+
+
+class OrderOutcomeUnknown(VenueError):
+    """A submit ended without an answer and the venue does not show the order (yet): look it up again or
+    place it again under the same client order id, never under a new one."""
+
+    def __init__(self, client_order_id: str, cause: str) -> None:
+        super().__init__(f"{client_order_id}: outcome unknown ({cause})")
+        self.client_order_id = client_order_id
+
+
+class OrderRejected(VenueError):
     """The venue refused the order (invalid, below minimum, insufficient funds); the reason says which."""
+
+    retryable = False
 
     def __init__(self, client_order_id: str, reason: str) -> None:
         super().__init__(f"{client_order_id}: {reason}")
         self.client_order_id = client_order_id
         self.reason = reason
+
+
+class InsufficientFunds(OrderRejected):
+    """Refused for want of balance (reason `INSUFFICIENT_FUNDS`): refresh the balance and resize once."""
+
+    def __init__(self, client_order_id: str, detail: str = "") -> None:
+        super().__init__(client_order_id, INSUFFICIENT_FUNDS)
+        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -97,6 +158,8 @@ class Venue(Protocol):
         """Place a market order. Placing the same client order id again returns the existing order."""
         ...
 
-    async def order(self, account: str, client_order_id: str) -> OrderState | None:
-        """Look an order up by our client order id (None: the venue never saw it)."""
+    async def order(self, account: str, client_order_id: str, symbol: str | None = None) -> OrderState | None:
+        """Look an order up by our client order id (None: the venue never saw it). Many exchanges need the
+        `symbol` for the look-up: pass it whenever it is known (a ccxt venue refuses without it unless it
+        placed the order itself)."""
         ...

@@ -36,6 +36,11 @@ class CcxtVenueSettings(Section):
     # ccxt's own throttle; the exchange's rate limit (ms between requests) unless `rate_limit_ms` is set.
     enable_rate_limit: bool = True
     rate_limit_ms: float | None = Field(default=None, gt=0)
+    # A 429 is retried (same request, same client order id) this many times, after the venue's Retry-After
+    # or else after backoff_seconds·2^(attempt-1); a longer wait than max_backoff_seconds is the caller's.
+    rate_limit_retries: int = Field(default=3, ge=0)
+    backoff_seconds: float = Field(default=0.5, gt=0)
+    max_backoff_seconds: float = Field(default=30.0, gt=0)
     # Extra ccxt options, merged over the exchange's profile in `rebal_venues.ccxt_venue`.
     options: dict[str, Any] = Field(default_factory=dict)
 

@@ -15,46 +15,75 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import ccxt.async_support as ccxt_async
 from ccxt.base import errors as ccxt_errors
 from ccxt.base.decimal_to_precision import DECIMAL_PLACES, SIGNIFICANT_DIGITS, TICK_SIZE
 
-from rebal.venue import Balances, Fill, MarketInfo, OrderRejected, OrderState, OrderStatus, Side, VenueError
+from rebal import metrics
+from rebal.venue import (
+    BELOW_MIN_AMOUNT,
+    INACTIVE_SYMBOL,
+    INVALID_ORDER,
+    UNKNOWN_SYMBOL,
+    Balances,
+    Fill,
+    InsufficientFunds,
+    MarketInfo,
+    OrderOutcomeUnknown,
+    OrderRejected,
+    OrderState,
+    OrderStatus,
+    Side,
+    VenueAuthError,
+    VenueError,
+    VenueRateLimited,
+)
 from rebal_venues.ccxt_settings import CcxtVenueSettings
-from rebal_venues.paper import BELOW_MIN_AMOUNT, INACTIVE_SYMBOL, INSUFFICIENT_FUNDS, UNKNOWN_SYMBOL
 
-# Rejection reason of an order the venue refused as invalid (the venue's own words follow it).
-INVALID_ORDER = "invalid_order"
+__all__ = [
+    "DEFAULT_PROFILE",
+    "EXPIRED",
+    "PROFILES",
+    "Backoff",
+    "CcxtVenue",
+    "ExchangeProfile",
+    "InsufficientFunds",
+    "OrderOutcomeUnknown",
+    "VenueAuthError",
+    "VenueRateLimited",
+    "amount_step",
+    "error_kind",
+    "market_info",
+    "open_ccxt_venue",
+    "truncate_amount",
+]
+
+T = TypeVar("T")
 # The reason of an order that ended before it filled completely (a market order out of liquidity).
 EXPIRED = "expired"
 
 
-class VenueAuthError(Exception):
-    """The venue refused our keys or their permissions: stop trading on it and alert; retrying is useless."""
-
-
-class VenueRateLimited(VenueError):
-    """The venue asked us to slow down; `retry_after` (seconds) when it said how long."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class OrderOutcomeUnknown(VenueError):
-    """A submit ended without an answer and the venue does not show the order (yet): look it up again or
-    place it again under the same client order id, never under a new one."""
-
-    def __init__(self, client_order_id: str, cause: str) -> None:
-        super().__init__(f"{client_order_id}: outcome unknown ({cause})")
-        self.client_order_id = client_order_id
+def error_kind(exc: BaseException) -> str:
+    """The `rebal_exchange_errors_total` label of a ccxt exception, by its class."""
+    kinds: tuple[tuple[type[BaseException], str], ...] = (
+        (ccxt_errors.DDoSProtection, "rate_limit"),  # RateLimitExceeded is one
+        (ccxt_errors.AuthenticationError, "auth"),  # PermissionDenied, AccountSuspended too
+        (ccxt_errors.InsufficientFunds, "insufficient_funds"),
+        (ccxt_errors.OrderNotFound, "order_not_found"),
+        (ccxt_errors.InvalidOrder, "invalid_order"),
+        (ccxt_errors.BadRequest, "invalid_order"),
+        (ccxt_errors.OperationRejected, "invalid_order"),
+        (ccxt_errors.NetworkError, "network"),
+    )
+    return next((kind for cls, kind in kinds if isinstance(exc, cls)), "other")
 
 
 @dataclass(frozen=True)
@@ -143,16 +172,41 @@ def _retry_after(headers: Mapping[str, str] | None) -> float | None:
         return None
 
 
+@dataclass(frozen=True)
+class Backoff:
+    """How a rate-limited request is retried inside the adapter (same request, same client order id).
+
+    A 429 is retried up to `retries` times, after the venue's ``Retry-After`` when it sent one, else after
+    ``base·2^(attempt-1)`` seconds; a wait longer than `max_seconds` is not slept: `VenueRateLimited` goes
+    to the caller at once.
+    """
+
+    retries: int = 3
+    base_seconds: float = 0.5
+    max_seconds: float = 30.0
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        return retry_after if retry_after is not None else self.base_seconds * 2 ** (attempt - 1)
+
+
 class CcxtVenue:
     """One account (one set of keys) on one ccxt exchange. Close it (`close`, or ``async with``)."""
 
     def __init__(
-        self, name: str, account: str, client: ccxt_async.Exchange, profile: ExchangeProfile
+        self,
+        name: str,
+        account: str,
+        client: ccxt_async.Exchange,
+        profile: ExchangeProfile,
+        backoff: Backoff = Backoff(),
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._name = name
         self._account = account
         self._client = client
         self._profile = profile
+        self._backoff = backoff
+        self._sleep = sleep
         self._markets: dict[str, MarketInfo] | None = None
         # The symbol of each order we placed (the look-up by client id needs it on most exchanges).
         self._symbols: dict[str, str] = {}
@@ -169,6 +223,11 @@ class CcxtVenue:
         return self._account
 
     @property
+    def client(self) -> ccxt_async.Exchange:
+        """The ccxt client (benchmarks read its request count and throttle; nothing else should)."""
+        return self._client
+
+    @property
     def sandboxed(self) -> bool:
         """Trading on the exchange's testnet."""
         return bool(self._client.isSandboxModeEnabled)
@@ -182,6 +241,33 @@ class CcxtVenue:
     async def close(self) -> None:
         await self._client.close()
 
+    def _count(self, exc: BaseException) -> None:
+        metrics.EXCHANGE_ERRORS.labels(exchange=self._name, error=error_kind(exc)).inc()
+
+    async def _request(self, call: Callable[[], Awaitable[T]]) -> T:
+        """One ccxt call; a 429 is counted and retried after the venue's Retry-After (`Backoff`), the
+        last one re-raised. Every other ccxt error is counted and re-raised for the caller to translate."""
+        attempt = 0
+        while True:
+            try:
+                return await call()
+            except ccxt_errors.DDoSProtection as exc:
+                self._count(exc)
+                attempt += 1
+                delay = self._backoff.delay(attempt, _retry_after(self._client.last_response_headers))
+                if attempt > self._backoff.retries or delay > self._backoff.max_seconds:
+                    raise
+                await self._sleep(delay)
+            except ccxt_errors.OrderNotFound:
+                raise  # an answer, not an error: the look-up's None
+            except ccxt_errors.BaseError as exc:
+                self._count(exc)
+                raise
+
+    def _rate_limited(self, what: str, exc: ccxt_errors.BaseError) -> VenueRateLimited:
+        retry_after = _retry_after(self._client.last_response_headers)
+        return VenueRateLimited(f"{self._name} {what}: {exc}", retry_after)
+
     @contextmanager
     def _translated(self, what: str) -> Iterator[None]:
         """ccxt exceptions of a read (or a cancel) as the port's, by class."""
@@ -190,9 +276,8 @@ class CcxtVenue:
         except ccxt_errors.AuthenticationError as exc:
             raise VenueAuthError(f"{self._name} {what}: {exc}") from exc
         except ccxt_errors.DDoSProtection as exc:
-            headers = self._client.last_response_headers
-            raise VenueRateLimited(f"{self._name} {what}: {exc}", _retry_after(headers)) from exc
-        except (ccxt_errors.NetworkError, ccxt_errors.ExchangeError) as exc:
+            raise self._rate_limited(what, exc) from exc
+        except ccxt_errors.BaseError as exc:
             raise VenueError(f"{self._name} {what}: {exc}") from exc
 
     def _check_account(self, account: str) -> None:
@@ -202,7 +287,7 @@ class CcxtVenue:
     async def markets(self) -> Mapping[str, MarketInfo]:
         if self._markets is None:
             with self._translated("load_markets"):
-                loaded = await self._client.load_markets()
+                loaded = await self._request(self._client.load_markets)
             mode = int(self._client.precisionMode)
             self._markets = {
                 symbol: market_info(market, mode)
@@ -214,13 +299,13 @@ class CcxtVenue:
     async def reload_markets(self) -> Mapping[str, MarketInfo]:
         """The markets read again (a market may have stopped trading since)."""
         with self._translated("load_markets"):
-            await self._client.load_markets(reload=True)
+            await self._request(lambda: self._client.load_markets(reload=True))
         self._markets = None
         return await self.markets()
 
     async def prices(self, symbols: Sequence[str]) -> Mapping[str, Decimal]:
         with self._translated("fetch_tickers"):
-            tickers = await self._client.fetch_tickers(list(symbols))
+            tickers = await self._request(lambda: self._client.fetch_tickers(list(symbols)))
         found: dict[str, Decimal] = {}
         for symbol in symbols:
             last = (tickers.get(symbol) or {}).get("last")
@@ -232,12 +317,17 @@ class CcxtVenue:
     async def balances(self, account: str) -> Balances:
         self._check_account(account)
         with self._translated("fetch_balance"):
-            raw = await self._client.fetch_balance()
+            raw = await self._request(self._client.fetch_balance)
         free, used = raw.get("free") or {}, raw.get("used") or {}
         return Balances(
             free={asset: _decimal(v) for asset, v in sorted(free.items()) if v},
             locked={asset: _decimal(v) for asset, v in sorted(used.items()) if v},
         )
+
+    async def seed(self, account: str, amounts: Mapping[str, Decimal]) -> bool:
+        """A real exchange's balances are what they are: nothing is ever seeded (False)."""
+        self._check_account(account)
+        return False
 
     async def place_order(
         self, account: str, client_order_id: str, symbol: str, side: Side, amount: Decimal
@@ -246,19 +336,21 @@ class CcxtVenue:
         size = await self._order_size(client_order_id, symbol, amount)
         self._symbols[client_order_id] = symbol
         params = {self._profile.client_id_param: client_order_id}
+        what = f"create_order {client_order_id}"
         try:
-            placed = await self._client.create_order(symbol, "market", side, str(size), None, params)
+            placed = await self._request(
+                lambda: self._client.create_order(symbol, "market", side, str(size), None, params)
+            )
         except ccxt_errors.AuthenticationError as exc:
-            raise VenueAuthError(f"{self._name} create_order {client_order_id}: {exc}") from exc
+            raise VenueAuthError(f"{self._name} {what}: {exc}") from exc
         except ccxt_errors.InsufficientFunds as exc:
-            raise OrderRejected(client_order_id, INSUFFICIENT_FUNDS) from exc
+            raise InsufficientFunds(client_order_id, str(exc)) from exc
         except (ccxt_errors.InvalidOrder, ccxt_errors.BadRequest, ccxt_errors.OperationRejected) as exc:
             # A known client id is refused as a duplicate: the existing order is the answer.
             return await self._existing_or_rejected(client_order_id, symbol, exc)
-        except ccxt_errors.DDoSProtection as exc:  # refused before it was processed
-            headers = self._client.last_response_headers
-            raise VenueRateLimited(f"{self._name} create_order: {exc}", _retry_after(headers)) from exc
-        except (ccxt_errors.NetworkError, ccxt_errors.ExchangeError) as exc:
+        except ccxt_errors.DDoSProtection as exc:  # refused before it was processed, retries spent
+            raise self._rate_limited(what, exc) from exc
+        except ccxt_errors.BaseError as exc:  # timeout, network, a 5xx: the venue may have it
             return await self._resolve_unknown(client_order_id, symbol, exc)
         trades = await self._order_trades(placed)
         return self._state(client_order_id, symbol, placed, trades)
@@ -290,8 +382,11 @@ class CcxtVenue:
         try:
             existing = await self._lookup(client_order_id, symbol)
         except VenueError as exc:
-            raise OrderOutcomeUnknown(client_order_id, f"{cause}; look-up failed: {exc}") from cause
+            unknown = OrderOutcomeUnknown(client_order_id, f"{cause}; look-up failed: {exc}")
+            metrics.EXCHANGE_ERRORS.labels(exchange=self._name, error="outcome_unknown").inc()
+            raise unknown from cause
         if existing is None:
+            metrics.EXCHANGE_ERRORS.labels(exchange=self._name, error="outcome_unknown").inc()
             raise OrderOutcomeUnknown(client_order_id, str(cause)) from cause
         return existing
 
@@ -307,7 +402,7 @@ class CcxtVenue:
         params = {self._profile.lookup_param: client_order_id}
         with self._translated(f"fetch_order {client_order_id}"):
             try:
-                found = await self._client.fetch_order(None, symbol, params)
+                found = await self._request(lambda: self._client.fetch_order(None, symbol, params))
             except ccxt_errors.OrderNotFound:
                 return None
         return self._state(client_order_id, symbol, found, await self._order_trades(found))
@@ -319,7 +414,7 @@ class CcxtVenue:
         # Refused when already filled, cancelled or never seen: the look-up below tells which.
         refused = (ccxt_errors.OrderNotFound, ccxt_errors.OperationRejected)
         with self._translated(f"cancel_order {client_order_id}"), suppress(*refused):
-            await self._client.cancel_order(None, symbol, params)
+            await self._request(lambda: self._client.cancel_order(None, symbol, params))
         return await self._lookup(client_order_id, symbol)
 
     async def _order_trades(self, order: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -329,7 +424,9 @@ class CcxtVenue:
         order_id = str(order["id"])
         params = {self._profile.trades_order_param: order_id} if self._profile.trades_order_param else {}
         with self._translated(f"fetch_my_trades {order_id}"):
-            trades = await self._client.fetch_my_trades(order["symbol"], None, None, params)
+            trades = await self._request(
+                lambda: self._client.fetch_my_trades(order["symbol"], None, None, params)
+            )
         unique = {str(t["id"]): t for t in trades if str(t.get("order")) == order_id}
         return sorted(unique.values(), key=lambda t: (t.get("timestamp") or 0, str(t["id"])))
 
@@ -356,13 +453,15 @@ class CcxtVenue:
 
 
 def _status(status: str, filled: Decimal) -> tuple[OrderStatus, str]:
-    """A ccxt order status as the port's (an expired market order that filled partly is cancelled)."""
+    """A ccxt order status as the port's (`filled` says how much of an expired or cancelled order did)."""
     if status == "closed":
         return "filled", ""
     if status == "open":
         return ("partially_filled" if filled > 0 else "open"), ""
-    if status in {"canceled", "expired"}:
-        return "cancelled", EXPIRED if status == "expired" else ""
+    if status == "expired":
+        return "expired", EXPIRED
+    if status == "canceled":
+        return "cancelled", ""
     if status == "rejected":
         return "rejected", INVALID_ORDER
     return "open", ""
@@ -410,4 +509,5 @@ def open_ccxt_venue(settings: CcxtVenueSettings) -> CcxtVenue:
         client.set_sandbox_mode(True)
     if settings.api_base_url is not None:
         client.urls["api"] = _with_origin(client.urls["api"], settings.api_base_url)
-    return CcxtVenue(settings.venue_name, settings.account, client, profile)
+    backoff = Backoff(settings.rate_limit_retries, settings.backoff_seconds, settings.max_backoff_seconds)
+    return CcxtVenue(settings.venue_name, settings.account, client, profile, backoff)

@@ -27,7 +27,25 @@ from asyncpg.pool import PoolConnectionProxy
 
 from rebal.core.market import Markets, Prices
 from rebal.events import derive_id
-from rebal.venue import Balances, Fill, MarketInfo, OrderRejected, OrderState, OrderStatus, Side, VenueError
+from rebal.venue import (
+    BELOW_MIN_AMOUNT,
+    BELOW_MIN_COST,
+    ID_REUSED,
+    INACTIVE_SYMBOL,
+    INSUFFICIENT_FUNDS,
+    NOT_POSITIVE,
+    NOT_STEP_MULTIPLE,
+    UNKNOWN_SYMBOL,
+    Balances,
+    Fill,
+    InsufficientFunds,
+    MarketInfo,
+    OrderRejected,
+    OrderState,
+    OrderStatus,
+    Side,
+    VenueError,
+)
 
 Clock = Callable[[], datetime]
 Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
@@ -39,15 +57,27 @@ QUOTE_QUANTUM = Decimal("1e-8")
 # The multiplier of a moving price is rounded to this many places before it becomes a Decimal.
 FACTOR_PLACES = 10
 
-# Rejection reasons (the `reason` of `OrderRejected` and of a stored rejected order).
-UNKNOWN_SYMBOL = "unknown_symbol"
-INACTIVE_SYMBOL = "inactive_symbol"
-NOT_POSITIVE = "amount_not_positive"
-NOT_STEP_MULTIPLE = "not_step_multiple"
-BELOW_MIN_AMOUNT = "below_min_amount"
-BELOW_MIN_COST = "below_min_cost"
-INSUFFICIENT_FUNDS = "insufficient_funds"
-ID_REUSED = "client_order_id_reused"
+# Rejection reasons (the `reason` of `OrderRejected` and of a stored rejected order) are the port's.
+__all__ = [
+    "BELOW_MIN_AMOUNT",
+    "BELOW_MIN_COST",
+    "FACTOR_PLACES",
+    "ID_REUSED",
+    "INACTIVE_SYMBOL",
+    "INSUFFICIENT_FUNDS",
+    "NOT_POSITIVE",
+    "NOT_STEP_MULTIPLE",
+    "PRICE_DIGITS",
+    "QUOTE_QUANTUM",
+    "UNKNOWN_SYMBOL",
+    "Clock",
+    "Connection",
+    "MovingPrices",
+    "PaperVenue",
+    "markets_of",
+    "order_rejection",
+    "utc_now",
+]
 
 
 def utc_now() -> datetime:
@@ -245,6 +275,8 @@ class PaperVenue:
         if state.account != account or state.symbol != symbol or state.side != side:
             raise OrderRejected(client_order_id, ID_REUSED)
         if state.status == "rejected":
+            if state.reason == INSUFFICIENT_FUNDS:
+                raise InsufficientFunds(client_order_id)
             raise OrderRejected(client_order_id, state.reason)
         return state
 
@@ -332,10 +364,13 @@ class PaperVenue:
                 now,
             )
 
-    async def order(self, account: str, client_order_id: str) -> OrderState | None:
+    async def order(self, account: str, client_order_id: str, symbol: str | None = None) -> OrderState | None:
+        """The order by client id (`symbol`, when given, must match: the port's look-up)."""
         async with self.pool.acquire() as connection:
             state = await self._load(connection, client_order_id)
-        return state if state is not None and state.account == account else None
+        if state is None or state.account != account or (symbol is not None and state.symbol != symbol):
+            return None
+        return state
 
     async def _load(self, connection: Connection, client_order_id: str) -> OrderState | None:
         row = await connection.fetchrow(
