@@ -1,0 +1,172 @@
+"""The operators' web dashboard: one page at ``/`` and its static files, no data of its own.
+
+The page (``static/index.html`` + ``dashboard.js``) reads everything from the monitor's REST API with the
+operator's bearer token, which it keeps in the browser tab's ``sessionStorage``: typed into the sign-in
+field, or given once as ``/?token=...`` (taken out of the address bar at once). The page and its scripts
+carry no data, so they are served without a token. Plotly.js comes from the ``plotly`` wheel: no CDN, no
+Node build; these machines and many operators' servers are offline.
+
+It also serves the one series the equity chart needs and the API has not: ``GET /portfolio/equity``
+(bearer token as the API), the growth of 1 invested in the equally weighted mix of the portfolio's
+strategies, from the same returns and the same mixing as ``GET /portfolio/performance``'s ``combined``, so
+the curve's drawdown is the one the page shows. Mounted by the monitor's app with
+``include_router(dashboard.router)``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import secrets
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Any
+
+import asyncpg
+import numpy as np
+from fastapi import APIRouter, Header, HTTPException, Query
+from fastapi.responses import FileResponse
+
+from rebal.core import performance as perf
+from rebal_monitor import queries
+from rebal_monitor.settings import MonitorSettings
+
+STATIC = Path(__file__).parent / "static"
+# The scripts and styles change with the code: a browser revalidates them (cheap: ETag, 304). Plotly.js
+# (4.8 MB) changes only with the wheel: an hour without asking.
+PLOTLY_MAX_AGE_SECONDS = 3600
+# Only our own scripts and styles; Plotly sets inline styles on the charts it draws.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:;"
+    " connect-src 'self'; font-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+# The equity curve is thinned to at most this many points (the last one always kept).
+EQUITY_MAX_POINTS = 1000
+PORTFOLIO_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+MEDIA_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+
+
+def plotly_js() -> Path:
+    """plotly.min.js inside the installed ``plotly`` package (found without importing it)."""
+    spec = importlib.util.find_spec("plotly")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the plotly package is not installed (the monitor depends on it)")
+    return Path(next(iter(spec.submodule_search_locations))) / "package_data" / "plotly.min.js"
+
+
+def _assets() -> dict[str, Path]:
+    """The files the page may load, by name: nothing else under any path is served."""
+    files = {path.name: path for path in STATIC.iterdir() if path.suffix in MEDIA_TYPES}
+    files["plotly.min.js"] = plotly_js()
+    return files
+
+
+ASSETS = _assets()
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/")
+async def index() -> FileResponse:
+    return FileResponse(
+        STATIC / "index.html",
+        media_type="text/html; charset=utf-8",
+        headers={
+            "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+            "Cache-Control": "no-cache",
+            "Referrer-Policy": "no-referrer",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
+
+
+@router.get("/static/{name}")
+async def asset(name: str) -> FileResponse:
+    path = ASSETS.get(name)
+    if path is None:
+        raise HTTPException(status_code=404, detail=f"no static file {name!r}")
+    max_age = PLOTLY_MAX_AGE_SECONDS if name == "plotly.min.js" else 0
+    return FileResponse(
+        path,
+        media_type=MEDIA_TYPES[path.suffix],
+        headers={
+            "Cache-Control": f"max-age={max_age}" if max_age else "no-cache",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
+
+
+@cache
+def _settings() -> MonitorSettings:
+    return MonitorSettings()
+
+
+_pool: asyncpg.Pool | None = None
+
+
+async def _database() -> asyncpg.Pool:
+    """A small pool of the dashboard's own (the API's is not reachable from a router mounted beside it)."""
+    global _pool  # noqa: PLW0603 - one lazily opened pool per process
+    if _pool is None:
+        _pool = await asyncpg.create_pool(_settings().database.url.get_secret_value(), min_size=0, max_size=2)
+    return _pool
+
+
+def _authorised(authorization: str | None) -> None:
+    """The API's rule: `Authorization: Bearer <api.token>`; no token configured refuses everything."""
+    token = _settings().api.token
+    expected = token.get_secret_value() if token is not None else ""
+    if not expected:
+        raise HTTPException(
+            401, "the API has no token configured (REBAL__API__TOKEN): every request is refused"
+        )
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        raise HTTPException(401, "missing 'Authorization: Bearer <token>' header")
+    if not secrets.compare_digest(given.strip().encode(), expected.encode()):
+        raise HTTPException(401, "wrong bearer token")
+
+
+def equity_points(
+    series: dict[str, tuple[list[float], list[float]]],
+) -> tuple[list[dict[str, Any]], float | None]:
+    """The compounded equally weighted mix of the strategies' returns at their shared timestamps (as
+    `GET /portfolio/performance` mixes them), thinned to EQUITY_MAX_POINTS; and its max drawdown."""
+    if not series:
+        return [], None
+    stamps, matrix = perf.align([s for s, _ in series.values()], [v for _, v in series.values()])
+    if not matrix.size:
+        return [], None
+    mixed = matrix.mean(axis=1)
+    curve = np.cumprod(1.0 + mixed)
+    drawdown = perf.performance(mixed).max_drawdown
+    step = max(1, -(-len(curve) // EQUITY_MAX_POINTS))
+    keep = list(range(0, len(curve), step))
+    if keep[-1] != len(curve) - 1:
+        keep.append(len(curve) - 1)
+    points = [
+        {"t": datetime.fromtimestamp(float(stamps[i]), UTC).isoformat(), "equity": float(curve[i])}
+        for i in keep
+    ]
+    return points, float(drawdown) if np.isfinite(drawdown) else None
+
+
+@router.get("/portfolio/equity")
+async def equity(
+    portfolio_id: Annotated[str | None, Query(pattern=PORTFOLIO_PATTERN)] = None,
+    authorization: Annotated[str | None, Header()] = None,
+) -> dict[str, Any]:
+    _authorised(authorization)
+    portfolio = portfolio_id or _settings().portfolios[0]
+    try:
+        pool = await _database()
+        series = await queries.strategy_returns(pool, portfolio)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise HTTPException(503, f"Postgres did not answer: {type(exc).__name__}") from None
+    points, drawdown = equity_points(series)
+    return {
+        "portfolio_id": portfolio,
+        "source": "strategy_returns",
+        "strategies": sorted(series),
+        "max_drawdown": drawdown,
+        "points": points,
+    }
