@@ -29,6 +29,7 @@ from rebal.events import (
 from rebal_devstack.pytest_plugin import FreshDatabase
 from rebal_executor.app import Runtime
 from rebal_executor.handlers import Executor, client_order_id, register
+from rebal_executor.journal import Journal
 from rebal_executor.settings import ExecutorSettings
 from rebal_venues.paper import PaperVenue
 from tests.fakes import RecordingPublisher
@@ -93,7 +94,8 @@ async def executor(pool: asyncpg.Pool, balances: dict[str, Decimal] = DEMO_BALAN
     venue = paper(pool)
     await venue.seed(SPOT, balances)
     recorder = RecordingPublisher()
-    return Executor({"paper": venue}, recorder, ExecutorSettings(), clock=Clock()), recorder
+    settings = ExecutorSettings(live=True)
+    return Executor({"paper": venue}, recorder, settings, Journal(pool), clock=Clock()), recorder
 
 
 async def test_a_plan_is_executed_sells_first_with_exact_balances(pool: asyncpg.Pool) -> None:
@@ -157,8 +159,8 @@ async def test_buys_are_scaled_to_the_quote_really_held(pool: asyncpg.Pool) -> N
     )
     [finished] = [e for e in recorder.published if isinstance(e, RunFinished)]
     assert finished.status == "completed_with_adjustments"
-    assert (finished.placed, finished.filled, finished.failed, finished.skipped) == (2, 2, 1, 1)
-    assert finished.reasons[0] == "leg 0 SOL/USDT sell rejected: insufficient_funds"
+    assert (finished.placed, finished.filled, finished.failed, finished.skipped) == (2, 2, 0, 2)
+    assert finished.reasons[0] == "leg 0 SOL/USDT sell skipped: no SOL free"
     assert "leg 1 BTC/USDT buy scaled from 0.01 to 0.0083: 1000 USDT free after the sells" in finished.reasons
     assert "leg 2 ETH/USDT buy scaled from 0.2 to 0.1661: 1000 USDT free after the sells" in finished.reasons
     assert finished.reasons[-1].startswith("transfer of 50 USDT from demo/paper/spot to demo/other skipped")
@@ -199,6 +201,7 @@ async def test_on_a_real_server_a_redelivered_plan_places_nothing_twice(
     nats_url: str, database: FreshDatabase
 ) -> None:
     settings = ExecutorSettings(
+        live=True,
         nats={"url": nats_url},
         database={"url": database.dsn},
         paper={"markets_file": DEMO / "markets.json", "prices_file": DEMO / "prices.json", **STILL},

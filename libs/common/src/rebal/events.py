@@ -220,7 +220,9 @@ class OrderFilled(Event):
     fee_asset: str
 
 
-RunStatus = Literal["completed", "completed_with_adjustments", "cancelled", "error"]
+RunStatus = Literal[
+    "completed", "completed_with_adjustments", "cancelled", "cancelled_mid_run", "error", "timed_out"
+]
 
 
 class RunFinished(Event):

@@ -208,7 +208,8 @@ def demo_settings(root: Path) -> dict[str, dict[str, str]]:
         },
         "optimizer": {"REBAL__TARGETS__FILES": json.dumps({PORTFOLIO: str(demo / "target.json")})},
         "planner": {},
-        "executor": paper,
+        # The demo trades on the paper exchange: live trading is switched on for it (off by default).
+        "executor": {**paper, "REBAL__LIVE": "true"},
         "monitor": {},
     }
 

@@ -1,9 +1,18 @@
 """Executor handlers: a non-dry-run `RebalancePlanned` in; orders on the venues, and what happened, out.
 
-Sells first (phase 1), then buys (phase 2) sized from facts: the quote the account really holds after
-the sells, at the venue's current prices (`rebal.core.sizing`). Every order's client id is derived from
-the plan and the leg, and every event id from its cause, so a redelivered plan places nothing twice and
-re-publishes nothing the bus has not already dropped.
+A plan is first written to the journal (queued) and acked; runs are then executed one at a time per
+account, from the journal, so a crash at any point resumes from what the journal and the venue say:
+
+- sells first (phase 1), each sized from what the account holds now; then buys (phase 2) sized from the
+  quote really free after the sells, at the venue's current prices (`rebal.core.sizing`);
+- every order is written (state `created`) before it is sent, under a client id derived from the plan, the
+  leg and the attempt; an order whose outcome is unknown is looked up by that id and, if the venue never
+  saw it, sent again under the SAME id — never under a new one;
+- every fill is recorded once by its trade id, and every event id is derived from its cause, so a resumed
+  or redelivered run places nothing twice and re-publishes nothing the bus has not already dropped.
+
+The rules (state machines, limits, sizing) are pure functions in `rebal.core.execution` and
+`rebal.core.sizing`; this module reads and writes, and maps outcomes to events. See docs/execution.md.
 """
 
 from __future__ import annotations
@@ -11,61 +20,96 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Protocol, runtime_checkable
 
 from faststream.nats import NatsBroker
 
 from rebal import bus, metrics
+from rebal.core.execution import (
+    ORDER_FINAL,
+    IllegalTransition,
+    OrderStage,
+    RunState,
+    notional_refusal,
+    price_moved,
+    sell_amount,
+    stage_of,
+)
 from rebal.core.market import Market
 from rebal.core.numbers import dec_str
 from rebal.core.sizing import BuyRequest, size_buys
 from rebal.events import (
+    HaltTrading,
     OrderFilled,
     OrderPlaced,
     PlannedOrder,
     RebalancePlanned,
+    ResumeTrading,
     RunFinished,
     RunStarted,
     RunStatus,
     TakeSnapshot,
     derive_id,
 )
-from rebal.venue import MarketInfo, OrderRejected, OrderState, Venue, VenueError
+from rebal.venue import (
+    INSUFFICIENT_FUNDS,
+    InsufficientFunds,
+    MarketInfo,
+    OrderRejected,
+    OrderState,
+    Venue,
+    VenueAuthError,
+    VenueError,
+    VenueRateLimited,
+)
+from rebal_executor.journal import UNFINISHED, Journal, OrderRecord, RunRecord
 from rebal_executor.settings import ExecutorSettings
 
 log = logging.getLogger("rebal.executor")
 SERVICE = "executor"
-TERMINAL = frozenset({"filled", "rejected", "cancelled"})
+Accounts = set[tuple[str, str]]
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def client_order_id(plan_id: uuid.UUID, leg: int) -> str:
-    """The order's id at the venue: the same plan and leg always give the same id."""
-    return f"rb-{derive_id(plan_id, leg).hex[:12]}-{leg}"
+def client_order_id(plan_id: uuid.UUID, leg: int, attempt: int = 0) -> str:
+    """The order's id at the venue: the same plan, leg and attempt always give the same id (<= 36 chars)."""
+    return f"rb-{derive_id(plan_id, leg, attempt).hex[:12]}-{leg}-{attempt}"
 
 
-@dataclass
-class Tally:
-    """How a run went, leg by leg."""
+@runtime_checkable
+class Cancels(Protocol):
+    """A venue that can cancel an order by our client id (the kill switch uses it when the venue can)."""
 
-    placed: int = 0
-    filled: int = 0
-    skipped: int = 0
-    failed: int = 0
-    reasons: list[str] = field(default_factory=list)
+    async def cancel_order(self, account: str, client_order_id: str, symbol: str) -> OrderState | None: ...
 
-    def note(self, reason: str) -> None:
-        self.reasons.append(reason)
 
-    @property
-    def status(self) -> RunStatus:
-        return "completed_with_adjustments" if self.reasons else "completed"
+@dataclass(frozen=True)
+class Stop:
+    """The run cannot go on: how it ends and why (halted, authentication refused, prices moved)."""
+
+    status: RunStatus
+    reason: str
+
+
+@dataclass(frozen=True)
+class Rejected:
+    reason: str
+    insufficient_funds: bool
+
+
+@dataclass(frozen=True)
+class Unknown:
+    """Still no answer after every attempt: the order stays outcome_unknown, reconciled later."""
+
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -76,77 +120,249 @@ class BuyPlan:
     skipped: Mapping[int, str]
 
 
+@asynccontextmanager
+async def no_lock(_: Accounts) -> AsyncIterator[None]:
+    yield
+
+
 @dataclass
 class Executor:
     venues: Mapping[str, Venue]
     publisher: bus.EventSink
     settings: ExecutorSettings
+    journal: Journal
+    lock: Callable[[Accounts], AbstractAsyncContextManager[None]] = no_lock
     clock: Callable[[], datetime] = utc_now
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    _draining: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    async def on_plan(self, plan: RebalancePlanned) -> None:
+    # -- plans in ---------------------------------------------------------------------------------------
+
+    async def accept(self, plan: RebalancePlanned) -> bool:
+        """Queue a plan to run (written before its message is acked); False when there is nothing to run."""
         if plan.dry_run:
             log.info("plan %s is a dry run: not executed", plan.event_id)
-            return
+            return False
         if not self.settings.enabled:
             log.warning("execution is disabled: plan %s not executed", plan.event_id)
+            return False
+        await self.journal.enqueue(plan.correlation_id or plan.event_id, plan)
+        return True
+
+    async def on_plan(self, plan: RebalancePlanned) -> None:
+        """Queue the plan and run what is queued now (tests and single-shot use; the service queues and
+        lets its worker drain)."""
+        if await self.accept(plan):
+            await self.drain()
+
+    async def drain(self) -> None:
+        """Run every unfinished run (resumed ones first, then queued ones, newest plan per portfolio), then
+        reconcile our orders still open at the venues."""
+        async with self._draining:
+            tried: set[uuid.UUID] = set()
+            while True:
+                for old, new in (await self.journal.coalesce()).items():
+                    await self._supersede(old, new)
+                waiting = [r for r in await self.journal.unfinished() if r.plan_id not in tried]
+                if not waiting:
+                    break
+                record = waiting[0]
+                tried.add(record.plan_id)
+                accounts = {(order.exchange, order.account) for order in record.plan.orders}
+                async with self.lock(accounts):
+                    fresh = await self.journal.run(record.plan_id)  # another replica may have run it
+                    if fresh is not None and fresh.state in UNFINISHED:
+                        await self._run(fresh)
+            await self.reconcile_orders()
+
+    # -- a run ------------------------------------------------------------------------------------------
+
+    async def _run(self, record: RunRecord) -> None:
+        plan = record.plan
+        state: RunState | IllegalTransition = record.state
+        if state == "queued":
+            refusal = await self._refusal(plan)
+            if refusal:
+                await self._finish(record, "cancelled", refusal)
+                return
+            await self.publisher.publish(
+                plan.caused(
+                    RunStarted,
+                    now=self.clock(),
+                    correlation_id=record.run_id,
+                    plan_id=plan.event_id,
+                    orders=len(plan.orders),
+                )
+            )
+            state = await self.journal.move_run(plan.event_id, "sells_in_progress")
+        stop: Stop | None = None
+        if state == "sells_in_progress":
+            for leg, order in enumerate(plan.orders):
+                if order.phase == 1:
+                    stop = await self._sell(record, leg, order)
+                    if stop:
+                        break
+            if stop is None:
+                state = await self.journal.move_run(plan.event_id, "buys_in_progress")
+        if stop is None and state == "buys_in_progress":
+            stop = await self._buys(record)
+        if isinstance(state, IllegalTransition):
+            raise RuntimeError(state.reason)  # a broken invariant: the journal and this code disagree
+        if stop is not None:
+            for leg in range(len(plan.orders)):
+                if not await self.journal.leg_done(plan.event_id, leg):
+                    await self.journal.finish_leg(plan.event_id, leg, "skipped", placed=False)
+            await self._finish(record, stop.status, stop.reason)
             return
-        run = plan.correlation_id or plan.event_id
-        await self.publisher.publish(
-            plan.caused(
-                RunStarted,
-                now=self.clock(),
-                correlation_id=run,
-                plan_id=plan.event_id,
-                orders=len(plan.orders),
-            )
-        )
-        tally = Tally()
-        for leg, order in enumerate(plan.orders):
-            if order.phase == 1:
-                await self._execute(plan, leg, order, order.amount, tally)
-        sized: dict[tuple[str, str, str], BuyPlan] = {}
-        for leg, order in enumerate(plan.orders):
-            if order.phase == 1:
-                continue
-            group = (order.exchange, order.account, order.symbol.partition("/")[2])
-            if group not in sized:
-                legs = [(i, o) for i, o in enumerate(plan.orders) if o.phase != 1 and _group(o) == group]
-                sized[group] = await self._size(plan, legs, tally)
-            buys = sized[group]
-            if leg in buys.skipped:
-                tally.skipped += 1
-                tally.note(f"leg {leg} {order.symbol} {order.side} skipped: {buys.skipped[leg]}")
-                continue
-            await self._execute(plan, leg, order, buys.amounts[leg], tally)
-        for transfer in plan.transfers:
-            tally.skipped += 1
-            tally.note(
+        for index, transfer in enumerate(plan.transfers):
+            await self.journal.finish_leg(plan.event_id, len(plan.orders) + index, "skipped", placed=False)
+            await self.journal.note(
+                plan.event_id,
+                f"transfer-{index}",
                 f"transfer of {dec_str(transfer.amount)} {transfer.asset} from {transfer.from_account} to "
-                f"{transfer.to_account} skipped: transfers are not executed yet"
+                f"{transfer.to_account} skipped: transfers are not executed yet",
             )
-        status = tally.status
+        report = await self.journal.report(plan.event_id)
+        await self._finish(record, "completed_with_adjustments" if report.reasons else "completed")
+
+    async def _refusal(self, plan: RebalancePlanned) -> str:
+        if await self.journal.halted(plan.portfolio_id):
+            return f"trading is halted for portfolio {plan.portfolio_id}: the run was not started"
+        if not self.settings.live:
+            return (
+                "live trading is disabled: nothing was sent (set live = true, REBAL__LIVE=true, in the "
+                "executor's configuration to execute plans)"
+            )
+        return ""
+
+    async def _finish(self, record: RunRecord, status: RunStatus, reason: str = "") -> None:
+        """Publish how the run ended (first: a crash before the journal says so publishes it again, under
+        the same id), then record it."""
+        plan = record.plan
+        if reason:
+            await self.journal.note(plan.event_id, "end", reason)
+        report = await self.journal.report(plan.event_id)
         finished = plan.caused(
             RunFinished,
             now=self.clock(),
-            correlation_id=run,
+            correlation_id=record.run_id,
             plan_id=plan.event_id,
             status=status,
-            placed=tally.placed,
-            filled=tally.filled,
-            skipped=tally.skipped,
-            failed=tally.failed,
-            reasons=tuple(tally.reasons),
+            placed=report.placed,
+            filled=report.filled,
+            skipped=report.skipped,
+            failed=report.failed,
+            reasons=report.reasons,
         )
         if await self.publisher.publish(finished):
             metrics.RUNS.labels(portfolio=plan.portfolio_id, status=status).inc()
-        await self.publisher.publish(plan.caused(TakeSnapshot, now=self.clock(), correlation_id=run))
-        log.info("run %s %s: %d placed, %d filled", run, status, tally.placed, tally.filled)
+        if record.state != "queued" or status != "cancelled":
+            await self.publisher.publish(
+                plan.caused(TakeSnapshot, now=self.clock(), correlation_id=record.run_id)
+            )
+        moved = await self.journal.move_run(plan.event_id, status, reason)
+        if isinstance(moved, IllegalTransition):
+            raise RuntimeError(moved.reason)
+        log.info(
+            "run %s %s: %d placed, %d filled %s", record.run_id, status, report.placed, report.filled, reason
+        )
 
-    async def _size(
-        self, plan: RebalancePlanned, legs: Sequence[tuple[int, PlannedOrder]], tally: Tally
-    ) -> BuyPlan:
+    async def _supersede(self, old: uuid.UUID, new: uuid.UUID) -> None:
+        record = await self.journal.run(old)
+        if record is not None and record.state == "queued":
+            await self._finish(record, "cancelled", f"superseded by the newer plan {new}: not started")
+
+    async def _stop_now(self, plan: RebalancePlanned) -> Stop | None:
+        if await self.journal.halted(plan.portfolio_id):
+            return Stop("cancelled_mid_run", f"trading halted for portfolio {plan.portfolio_id} mid-run")
+        return None
+
+    # -- sells ------------------------------------------------------------------------------------------
+
+    async def _sell(self, record: RunRecord, leg: int, order: PlannedOrder) -> Stop | None:
+        plan = record.plan
+        if await self.journal.leg_done(plan.event_id, leg):
+            return None
+        stop = await self._stop_now(plan)
+        if stop:
+            return stop
+        venue = self.venues.get(order.exchange)
+        if venue is None:
+            await self._fail(plan, leg, f"leg {leg} {order.symbol} sell failed: no venue {order.exchange!r}")
+            return None
+        existing = await self.journal.latest_order(plan.event_id, leg)
+        amount = order.amount
+        if existing is None:
+            info = (await venue.markets()).get(order.symbol)
+            if info is not None:
+                free = (await venue.balances(order.account)).free.get(info.base, Decimal(0))
+                amount = sell_amount(order.amount, free, info.amount_step)
+                if amount <= 0:
+                    await self._skip(plan, leg, f"leg {leg} {order.symbol} sell skipped: no {info.base} free")
+                    return None
+                if amount != order.amount:
+                    await self.journal.note(
+                        plan.event_id,
+                        f"resized-{leg}",
+                        f"leg {leg} {order.symbol} sell reduced from {dec_str(order.amount)} to "
+                        f"{dec_str(amount)}: {dec_str(free)} {info.base} free",
+                    )
+        return await self._order_leg(record, leg, order, amount, existing)
+
+    # -- buys -------------------------------------------------------------------------------------------
+
+    async def _buys(self, record: RunRecord) -> Stop | None:
+        plan = record.plan
+        legs = [(leg, o) for leg, o in enumerate(plan.orders) if o.phase != 1]
+        todo = [(leg, o) for leg, o in legs if not await self.journal.leg_done(plan.event_id, leg)]
+        moved = await self._price_check(plan, todo)
+        if moved:
+            return Stop("cancelled_mid_run", moved)
+        sized: dict[tuple[str, str, str], BuyPlan] = {}
+        for leg, order in todo:
+            stop = await self._stop_now(plan)
+            if stop:
+                return stop
+            group = _group(order)
+            if group not in sized:
+                sized[group] = await self._size(record, [(i, o) for i, o in todo if _group(o) == group])
+            buys = sized[group]
+            if leg in buys.skipped:
+                await self._skip(
+                    plan, leg, f"leg {leg} {order.symbol} {order.side} skipped: {buys.skipped[leg]}"
+                )
+                continue
+            existing = await self.journal.latest_order(plan.event_id, leg)
+            stop = await self._order_leg(record, leg, order, buys.amounts[leg], existing)
+            if stop:
+                return stop
+        return None
+
+    async def _price_check(self, plan: RebalancePlanned, legs: Sequence[tuple[int, PlannedOrder]]) -> str:
+        """Why the buys must not go on (a price moved beyond the tolerance since the plan), or ""."""
+        tolerance = self.settings.execution.max_price_move
+        by_venue: dict[str, list[PlannedOrder]] = {}
+        for leg, order in legs:
+            if await self.journal.latest_order(plan.event_id, leg) is None and order.est_price > 0:
+                by_venue.setdefault(order.exchange, []).append(order)
+        for exchange, orders in sorted(by_venue.items()):
+            venue = self.venues.get(exchange)
+            if venue is None:
+                continue
+            prices = await venue.prices(sorted({o.symbol for o in orders}))
+            for order in orders:
+                now = prices.get(order.symbol)
+                if now is not None and price_moved(order.est_price, now, tolerance):
+                    return (
+                        f"re-plan needed: {order.symbol} is at {dec_str(now)}, planned at "
+                        f"{dec_str(order.est_price)} (more than {dec_str(tolerance * 100)}% away); "
+                        "the buys were not placed"
+                    )
+        return ""
+
+    async def _size(self, record: RunRecord, legs: Sequence[tuple[int, PlannedOrder]]) -> BuyPlan:
         """Size one account's buys against one quote from its free balance now (after the sells)."""
+        plan = record.plan
         exchange, account, quote = _group(legs[0][1])
         venue = self.venues.get(exchange)
         if venue is None:
@@ -155,8 +371,8 @@ class Executor:
         fixed: dict[int, Decimal] = {}
         pending: list[tuple[int, PlannedOrder]] = []
         for leg, order in legs:
-            # Already placed (a redelivered plan) or on no known market: placed as it is, not resized.
-            known = await venue.order(account, client_order_id(plan.event_id, leg))
+            # Already written (a resumed run) or on no known market: placed as it is, not resized.
+            known = await self.journal.latest_order(plan.event_id, leg)
             if known is not None or order.symbol not in markets:
                 fixed[leg] = known.amount if known is not None else order.amount
             else:
@@ -172,34 +388,251 @@ class Executor:
         sizing = size_buys(requests, budget, self.settings.execution.price_buffer)
         for buy in sizing.buys:
             if buy.amount != buy.planned:
-                tally.note(
+                await self.journal.note(
+                    plan.event_id,
+                    f"scaled-{buy.leg}",
                     f"leg {buy.leg} {plan.orders[buy.leg].symbol} buy scaled from {dec_str(buy.planned)} to "
-                    f"{dec_str(buy.amount)}: {dec_str(budget)} {quote} free after the sells"
+                    f"{dec_str(buy.amount)}: {dec_str(budget)} {quote} free after the sells",
                 )
         return BuyPlan(
             {**fixed, **{buy.leg: buy.amount for buy in sizing.buys}},
             {skip.leg: skip.reason for skip in sizing.skipped},
         )
 
-    async def _execute(
-        self, plan: RebalancePlanned, leg: int, order: PlannedOrder, amount: Decimal, tally: Tally
-    ) -> None:
-        cid = client_order_id(plan.event_id, leg)
+    # -- one leg: write, send, settle, record -----------------------------------------------------------
+
+    async def _order_leg(
+        self, record: RunRecord, leg: int, order: PlannedOrder, amount: Decimal, existing: OrderRecord | None
+    ) -> Stop | None:
+        plan = record.plan
         what = f"leg {leg} {order.symbol} {order.side}"
         venue = self.venues.get(order.exchange)
         if venue is None:
-            self._failed(plan, tally, f"{what} failed: no venue {order.exchange!r}")
-            return
-        state = await self._place(venue, order, cid, amount)
-        if isinstance(state, str):
-            self._failed(plan, tally, f"{what} rejected: {state}")
-            return
-        tally.placed += 1
+            await self._fail(plan, leg, f"{what} failed: no venue {order.exchange!r}")
+            return None
+        if existing is None:
+            existing = await self._write(plan, leg, order, amount, 0, venue)
+            if existing is None:
+                return None
+        outcome = await self._drive(venue, existing)
+        if isinstance(outcome, Rejected) and outcome.insufficient_funds and existing.attempt == 0:
+            resized = await self._resize(plan, leg, order, existing, venue)
+            if resized is not None:
+                outcome = await self._drive(venue, resized)
+                existing = resized
+        if isinstance(outcome, Stop):
+            await self._fail(plan, leg, f"{what} failed: {outcome.reason}")
+            return outcome
+        if isinstance(outcome, Rejected):
+            await self._fail(plan, leg, f"{what} rejected: {outcome.reason}")
+            return None
+        if isinstance(outcome, Unknown):
+            await self._fail(plan, leg, f"{what} failed: {outcome.reason}", placed=False)
+            return None
+        await self._publish_order(plan, record.run_id, existing, order, outcome)
+        if outcome.status == "filled":
+            await self.journal.finish_leg(plan.event_id, leg, "filled", placed=True)
+            metrics.ORDERS.labels(portfolio=plan.portfolio_id, status="filled").inc()
+        elif outcome.status in ("cancelled", "rejected", "expired"):
+            detail = f": {outcome.reason}" if outcome.reason else ""
+            await self._fail(
+                plan, leg, f"{what} {outcome.status}{detail}", placed=outcome.status != "rejected"
+            )
+        else:
+            timeout = self.settings.execution.order_timeout_seconds
+            await self._fail(
+                plan, leg, f"{what} still {outcome.status} after {timeout:g} s: left to reconcile", True
+            )
+        return None
+
+    async def _write(
+        self,
+        plan: RebalancePlanned,
+        leg: int,
+        order: PlannedOrder,
+        amount: Decimal,
+        attempt: int,
+        venue: Venue,
+    ) -> OrderRecord | None:
+        """The order written to the journal (state created) before it is sent, or None when a guardrail
+        refuses it (the leg is skipped with the reason)."""
+        price = (await venue.prices([order.symbol])).get(order.symbol, order.est_price)
+        notional = amount * price
+        execution = self.settings.execution
+        refusal = notional_refusal(
+            notional,
+            await self.journal.sent_notional(plan.event_id),
+            execution.max_order_notional,
+            execution.max_run_notional,
+        )
+        if refusal:
+            limit = (
+                execution.max_order_notional
+                if refusal.endswith("order_notional")
+                else execution.max_run_notional
+            )
+            await self._skip(
+                plan,
+                leg,
+                f"leg {leg} {order.symbol} {order.side} skipped: {refusal} ({dec_str(amount)} x "
+                f"{dec_str(price)} = {dec_str(notional)}, limit {dec_str(limit or Decimal(0))})",
+            )
+            return None
+        return await self.journal.create_order(
+            OrderRecord(
+                client_order_id=client_order_id(plan.event_id, leg, attempt),
+                plan_id=plan.event_id,
+                leg=leg,
+                attempt=attempt,
+                exchange=order.exchange,
+                account=order.account,
+                symbol=order.symbol,
+                side=order.side,
+                amount=amount,
+                notional=notional,
+                state="created",
+                filled=Decimal(0),
+                reason="",
+            )
+        )
+
+    async def _resize(
+        self, plan: RebalancePlanned, leg: int, order: PlannedOrder, rejected: OrderRecord, venue: Venue
+    ) -> OrderRecord | None:
+        """After an insufficient-funds rejection: refresh the balance and size the leg again, once (a new
+        attempt, so a new client id: the venue recorded the first one as rejected)."""
+        info = (await venue.markets()).get(order.symbol)
+        if info is None:
+            return None
+        free = (await venue.balances(order.account)).free
+        if order.side == "sell":
+            amount = sell_amount(rejected.amount, free.get(info.base, Decimal(0)), info.amount_step)
+        else:
+            price = (await venue.prices([order.symbol]))[order.symbol]
+            sizing = size_buys(
+                [BuyRequest(leg, rejected.amount, price, _market(info))],
+                free.get(info.quote, Decimal(0)),
+                self.settings.execution.price_buffer,
+            )
+            amount = sizing.buys[0].amount if sizing.buys else Decimal(0)
+        if amount <= 0 or amount >= rejected.amount:
+            return None
+        await self.journal.note(
+            plan.event_id,
+            f"refunded-{leg}",
+            f"leg {leg} {order.symbol} {order.side} resized from {dec_str(rejected.amount)} to "
+            f"{dec_str(amount)} after insufficient funds",
+        )
+        return await self._write(plan, leg, order, amount, rejected.attempt + 1, venue)
+
+    async def _drive(self, venue: Venue, order: OrderRecord) -> OrderState | Rejected | Unknown | Stop:
+        """Send the order (or find it), then follow it until it is final or the timeout passes."""
+        if order.state == "rejected":
+            return Rejected(order.reason, order.reason == INSUFFICIENT_FUNDS)
+        if order.state == "created":
+            # Recorded as submitted BEFORE it is sent: a crash after this line is resolved by a look-up.
+            await self.journal.move_order(order.client_order_id, "submitted")
+            sent = await self._send(venue, order)
+        else:
+            # Written and perhaps sent before a crash or a lost answer: the venue says whether it has it.
+            found = await self._lookup(venue, order)
+            if found is not None:
+                sent = found
+            elif order.state in ("submitted", "outcome_unknown"):
+                sent = await self._send(venue, order)  # never seen by the venue: the SAME id again
+            else:
+                return Unknown(
+                    f"{order.client_order_id} is {order.state} in the journal but the venue does not show it"
+                )
+        if not isinstance(sent, OrderState):
+            return sent
+        return await self._settle(venue, order, sent)
+
+    async def _send(self, venue: Venue, order: OrderRecord) -> OrderState | Rejected | Unknown | Stop:
+        execution = self.settings.execution
+        cid = order.client_order_id
+        for attempt in range(1, execution.placement_attempts + 1):
+            try:
+                return await venue.place_order(order.account, cid, order.symbol, order.side, order.amount)
+            except OrderRejected as rejected:
+                await self.journal.move_order(cid, "rejected", reason=rejected.reason)
+                return Rejected(rejected.reason, isinstance(rejected, InsufficientFunds))
+            except VenueAuthError as error:
+                log.error("venue %s refused our credentials placing %s: %s", venue.name, cid, error)
+                await self.journal.move_order(cid, "rejected", reason="authentication refused")
+                return Stop("error", f"authentication refused by {venue.name}: {error}; trading stopped")
+            except VenueError as error:
+                # No answer, or a retryable refusal: the outcome is unknown until a look-up says.
+                await self.journal.move_order(cid, "outcome_unknown", reason=type(error).__name__)
+                delay = min(execution.retry_base_seconds * 2 ** (attempt - 1), execution.retry_max_seconds)
+                if isinstance(error, VenueRateLimited) and error.retry_after is not None:
+                    delay = min(error.retry_after, execution.retry_max_seconds)
+                log.warning(
+                    "placing %s: %s (attempt %d of %d, again in %.2f s)",
+                    cid,
+                    error,
+                    attempt,
+                    execution.placement_attempts,
+                    delay,
+                )
+                await self.sleep(delay)
+            known = await self._lookup(venue, order)
+            if known is not None:
+                return known
+            await self.journal.move_order(cid, "submitted")  # sent again, under the same id
+        return Unknown(
+            f"{cid} outcome unknown after {execution.placement_attempts} attempts: left to reconcile"
+        )
+
+    async def _lookup(self, venue: Venue, order: OrderRecord) -> OrderState | None:
+        try:
+            return await venue.order(order.account, order.client_order_id, symbol=order.symbol)
+        except VenueError as error:
+            log.warning("looking %s up: %s", order.client_order_id, error)
+            return None
+
+    async def _settle(self, venue: Venue, order: OrderRecord, state: OrderState) -> OrderState:
+        """Record what the venue shows, and look the order up until it is final or the timeout passes."""
+        execution = self.settings.execution
+        waited = 0.0
+        await self._adopt(order, state)
+        while (
+            stage_of(state.status, state.filled) not in ORDER_FINAL
+            and waited < execution.order_timeout_seconds
+        ):
+            await self.sleep(execution.poll_interval_seconds)
+            waited += execution.poll_interval_seconds
+            state = await self._lookup(venue, order) or state
+            await self._adopt(order, state)
+        return state
+
+    async def _adopt(self, order: OrderRecord, state: OrderState) -> None:
+        """Make the journal say what the venue says about our order (its stage, filled amount, fills)."""
+        stage: OrderStage = stage_of(state.status, state.filled)
+        moved = await self.journal.move_order(
+            order.client_order_id, stage, filled=state.filled, reason=state.reason
+        )
+        if isinstance(moved, IllegalTransition):
+            log.error(
+                "%s: %s (the venue's answer is kept in the log only)", order.client_order_id, moved.reason
+            )
+        for fill in state.fills:
+            await self.journal.record_fill(order.exchange, order.client_order_id, fill)
+
+    async def _publish_order(
+        self,
+        plan: RebalancePlanned,
+        run_id: uuid.UUID,
+        record: OrderRecord,
+        order: PlannedOrder,
+        state: OrderState,
+    ) -> None:
         placed = plan.caused(
             OrderPlaced,
             now=self.clock(),
-            key=leg,
-            client_order_id=cid,
+            key=record.client_order_id,
+            correlation_id=run_id,
+            client_order_id=record.client_order_id,
             account=order.account,
             exchange=order.exchange,
             symbol=order.symbol,
@@ -208,14 +641,13 @@ class Executor:
             phase=order.phase,
         )
         await self.publisher.publish(placed)
-        state = await self._settle(venue, state)
         for fill in state.fills:
             await self.publisher.publish(
                 placed.caused(
                     OrderFilled,
                     now=self.clock(),
                     key=fill.trade_id,
-                    client_order_id=cid,
+                    client_order_id=record.client_order_id,
                     trade_id=fill.trade_id,
                     symbol=order.symbol,
                     side=order.side,
@@ -225,52 +657,73 @@ class Executor:
                     fee_asset=fill.fee_asset,
                 )
             )
-        if state.status == "filled":
-            tally.filled += 1
-            metrics.ORDERS.labels(portfolio=plan.portfolio_id, status="filled").inc()
-        elif state.status in TERMINAL:
-            self._failed(plan, tally, f"{what} {state.status}: {state.reason}")
-        else:
-            timeout = self.settings.execution.order_timeout_seconds
-            self._failed(plan, tally, f"{what} still {state.status} after {timeout:g} s: left to reconcile")
 
-    def _failed(self, plan: RebalancePlanned, tally: Tally, reason: str) -> None:
-        tally.failed += 1
-        tally.note(reason)
+    async def _skip(self, plan: RebalancePlanned, leg: int, reason: str) -> None:
+        await self.journal.note(plan.event_id, f"leg-{leg}", reason)
+        await self.journal.finish_leg(plan.event_id, leg, "skipped", placed=False)
+
+    async def _fail(self, plan: RebalancePlanned, leg: int, reason: str, placed: bool = False) -> None:
+        await self.journal.note(plan.event_id, f"leg-{leg}", reason)
+        await self.journal.finish_leg(plan.event_id, leg, "failed", placed=placed)
         metrics.ORDERS.labels(portfolio=plan.portfolio_id, status="failed").inc()
         log.warning("%s", reason)
 
-    async def _place(self, venue: Venue, order: PlannedOrder, cid: str, amount: Decimal) -> OrderState | str:
-        """The order as the venue knows it, or the rejection reason. A venue error means the outcome is
-        unknown: look the order up by its id, and place it again under the same id if it is not there."""
-        attempts = self.settings.execution.placement_attempts
-        for attempt in range(1, attempts + 1):
-            try:
-                return await venue.place_order(order.account, cid, order.symbol, order.side, amount)
-            except OrderRejected as rejected:
-                return rejected.reason
-            except VenueError as error:
-                log.warning("placing %s: %s (attempt %d of %d)", cid, error, attempt, attempts)
-                if attempt == attempts:
-                    raise
-            try:
-                known = await venue.order(order.account, cid)
-            except VenueError as error:
-                log.warning("looking %s up: %s", cid, error)
-                continue
-            if known is not None:
-                return known if known.status != "rejected" else known.reason
-        raise AssertionError("unreachable: the last attempt returns or raises")
+    # -- reconciliation ---------------------------------------------------------------------------------
 
-    async def _settle(self, venue: Venue, state: OrderState) -> OrderState:
-        """Look the order up until it is filled, rejected or cancelled, or the timeout passes."""
-        execution = self.settings.execution
-        waited = 0.0
-        while state.status not in TERMINAL and waited < execution.order_timeout_seconds:
-            await self.sleep(execution.poll_interval_seconds)
-            waited += execution.poll_interval_seconds
-            state = await venue.order(state.account, state.client_order_id) or state
-        return state
+    async def reconcile_orders(self) -> int:
+        """Look up every order of ours the journal does not know to be final (in runs already finished or
+        not), adopt what the venue shows; returns how many changed. Orders the venue has that are not ours
+        are never touched."""
+        changed = 0
+        for order in await self.journal.open_orders():
+            venue = self.venues.get(order.exchange)
+            if venue is None:
+                continue
+            state = await self._lookup(venue, order)
+            if state is None:
+                continue
+            await self._adopt(order, state)
+            after = await self.journal.order(order.client_order_id)
+            if after is not None and (after.state, after.filled) != (order.state, order.filled):
+                changed += 1
+        return changed
+
+    # -- the kill switch --------------------------------------------------------------------------------
+
+    async def halt(self, command: HaltTrading) -> None:
+        """Refuse new runs for the portfolio (persisted) and cancel our open orders where the venue can."""
+        if not await self.journal.set_halted(
+            command.portfolio_id, True, command.reason, command.requested_by, command.occurred_at
+        ):
+            return  # a newer resume (or halt) is already recorded
+        metrics.TRADING_HALTED.labels(portfolio=command.portfolio_id).set(1)
+        log.warning(
+            "trading halted for %s by %s: %s", command.portfolio_id, command.requested_by, command.reason
+        )
+        for order in await self.journal.open_orders(command.portfolio_id):
+            venue = self.venues.get(order.exchange)
+            if isinstance(venue, Cancels):
+                try:
+                    state = await venue.cancel_order(order.account, order.client_order_id, order.symbol)
+                except VenueError as error:
+                    log.error("cancelling %s on halt: %s", order.client_order_id, error)
+                    continue
+                if state is not None:
+                    await self._adopt(order, state)
+
+    async def resume(self, command: ResumeTrading) -> None:
+        if not await self.journal.set_halted(
+            command.portfolio_id, False, "", command.requested_by, command.occurred_at
+        ):
+            return
+        metrics.TRADING_HALTED.labels(portfolio=command.portfolio_id).set(0)
+        log.warning("trading resumed for %s by %s", command.portfolio_id, command.requested_by)
+
+    async def restore_halts(self, portfolios: Iterable[str]) -> None:
+        """Set the halted gauge from the journal at start (a halt survives restarts)."""
+        halted = set(await self.journal.halted_portfolios())
+        for portfolio in sorted(halted | set(portfolios)):
+            metrics.TRADING_HALTED.labels(portfolio=portfolio).set(1 if portfolio in halted else 0)
 
 
 def _group(order: PlannedOrder) -> tuple[str, str, str]:
@@ -282,7 +735,11 @@ def _market(info: MarketInfo) -> Market:
 
 
 def register(
-    broker: NatsBroker, publisher: bus.Publisher, on_plan: Callable[[RebalancePlanned], Awaitable[None]]
+    broker: NatsBroker,
+    publisher: bus.Publisher,
+    on_plan: Callable[[RebalancePlanned], Awaitable[None]],
+    on_halt: Callable[[HaltTrading], Awaitable[None]] | None = None,
+    on_resume: Callable[[ResumeTrading], Awaitable[None]] | None = None,
 ) -> None:
     bus.consume(
         broker,
@@ -292,3 +749,16 @@ def register(
         durable="executor-plans",
         handler=on_plan,
     )
+    if on_halt is not None:
+        bus.consume(
+            broker, publisher, service=SERVICE, kind=HaltTrading, durable="executor-halt", handler=on_halt
+        )
+    if on_resume is not None:
+        bus.consume(
+            broker,
+            publisher,
+            service=SERVICE,
+            kind=ResumeTrading,
+            durable="executor-resume",
+            handler=on_resume,
+        )

@@ -1,0 +1,352 @@
+"""The executor's write-ahead journal in Postgres (migration 0003, schema `execution`).
+
+Written before the executor acts: a plan is queued before its message is acked, an order row (state
+`created`) exists before the order is sent, each fill is recorded once by its trade id, and every state
+change of a run or an order is appended to `execution.transitions`. State changes go through the pure
+transition tables of `rebal.core.execution`; an illegal one is returned as a value and changes nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+import asyncpg
+
+from rebal.core.execution import (
+    IllegalTransition,
+    OrderStage,
+    Queued,
+    RunState,
+    coalesce,
+    order_transition,
+    run_transition,
+)
+from rebal.events import RebalancePlanned
+from rebal.venue import Fill, Side
+
+UNFINISHED: tuple[RunState, ...] = ("queued", "sells_in_progress", "buys_in_progress")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    plan_id: uuid.UUID
+    run_id: uuid.UUID  # the correlation id: what RunStarted/RunFinished and the CLI call the run
+    plan: RebalancePlanned
+    state: RunState
+    reason: str
+
+
+@dataclass(frozen=True)
+class OrderRecord:
+    client_order_id: str
+    plan_id: uuid.UUID
+    leg: int
+    attempt: int
+    exchange: str
+    account: str
+    symbol: str
+    side: Side
+    amount: Decimal
+    notional: Decimal
+    state: OrderStage
+    filled: Decimal
+    reason: str
+
+
+@dataclass(frozen=True)
+class Report:
+    placed: int
+    filled: int
+    skipped: int
+    failed: int
+    reasons: tuple[str, ...]
+
+
+def _run(row: asyncpg.Record) -> RunRecord:
+    plan = RebalancePlanned.model_validate_json(row["plan"])
+    return RunRecord(row["plan_id"], row["run_id"], plan, row["state"], row["reason"])
+
+
+def _order(row: asyncpg.Record) -> OrderRecord:
+    return OrderRecord(**{name: row[name] for name in OrderRecord.__dataclass_fields__})
+
+
+@dataclass
+class Journal:
+    pool: asyncpg.Pool
+
+    # -- runs ------------------------------------------------------------------------------------------
+
+    async def enqueue(self, run_id: uuid.UUID, plan: RebalancePlanned) -> bool:
+        """Record a plan to run (state queued); False when it was already recorded (a redelivery)."""
+        async with self.pool.acquire() as connection, connection.transaction():
+            inserted = await connection.fetchval(
+                "INSERT INTO execution.runs (plan_id, run_id, portfolio_id, plan, state, planned_at)"
+                " VALUES ($1, $2, $3, $4, 'queued', $5) ON CONFLICT DO NOTHING RETURNING true",
+                plan.event_id,
+                run_id,
+                plan.portfolio_id,
+                plan.model_dump_json(),
+                plan.occurred_at,
+            )
+            if inserted:
+                await connection.execute(
+                    "INSERT INTO execution.transitions (plan_id, to_state) VALUES ($1, 'queued')",
+                    plan.event_id,
+                )
+        return bool(inserted)
+
+    async def run(self, plan_id: uuid.UUID) -> RunRecord | None:
+        row = await self.pool.fetchrow("SELECT * FROM execution.runs WHERE plan_id = $1", plan_id)
+        return None if row is None else _run(row)
+
+    async def unfinished(self) -> list[RunRecord]:
+        """Runs not finished: in progress first (a crashed run resumes before anything new), then queued,
+        each in the order it arrived."""
+        rows = await self.pool.fetch(
+            "SELECT * FROM execution.runs WHERE state = ANY($1::text[])"
+            " ORDER BY state = 'queued', received_at, plan_id",
+            list(UNFINISHED),
+        )
+        return [_run(row) for row in rows]
+
+    async def coalesce(self) -> dict[uuid.UUID, uuid.UUID]:
+        """Supersede older queued plans of a portfolio by its newest (`core.execution.coalesce`); returns
+        superseded run → the run that supersedes it (the caller cancels them)."""
+        rows = await self.pool.fetch(
+            "SELECT plan_id, portfolio_id, planned_at FROM execution.runs WHERE state = 'queued'"
+            " ORDER BY received_at, plan_id"
+        )
+        queue = tuple(Queued(str(r["plan_id"]), r["portfolio_id"], r["planned_at"].isoformat()) for r in rows)
+        _, superseded = coalesce(queue)
+        return {uuid.UUID(old): uuid.UUID(new) for old, new in superseded.items()}
+
+    async def move_run(
+        self, plan_id: uuid.UUID, wanted: RunState, reason: str = ""
+    ) -> RunState | IllegalTransition:
+        """Move a run to `wanted` if the table allows it from its current state (recorded once)."""
+        async with self.pool.acquire() as connection, connection.transaction():
+            current = await connection.fetchval(
+                "SELECT state FROM execution.runs WHERE plan_id = $1 FOR UPDATE", plan_id
+            )
+            if current is None:
+                raise LookupError(f"no run {plan_id} in the journal")
+            result = run_transition(current, wanted)
+            if isinstance(result, IllegalTransition) or result == current:
+                return result
+            await connection.execute(
+                "UPDATE execution.runs SET state = $2, reason = $3, updated_at = clock_timestamp()"
+                " WHERE plan_id = $1",
+                plan_id,
+                wanted,
+                reason,
+            )
+            await connection.execute(
+                "INSERT INTO execution.transitions (plan_id, from_state, to_state, reason)"
+                " VALUES ($1, $2, $3, $4)",
+                plan_id,
+                current,
+                wanted,
+                reason,
+            )
+            return result
+
+    # -- orders ----------------------------------------------------------------------------------------
+
+    async def orders(self, plan_id: uuid.UUID) -> list[OrderRecord]:
+        rows = await self.pool.fetch(
+            "SELECT * FROM execution.orders WHERE plan_id = $1 ORDER BY leg, attempt", plan_id
+        )
+        return [_order(row) for row in rows]
+
+    async def latest_order(self, plan_id: uuid.UUID, leg: int) -> OrderRecord | None:
+        row = await self.pool.fetchrow(
+            "SELECT * FROM execution.orders WHERE plan_id = $1 AND leg = $2 ORDER BY attempt DESC LIMIT 1",
+            plan_id,
+            leg,
+        )
+        return None if row is None else _order(row)
+
+    async def create_order(self, order: OrderRecord) -> OrderRecord:
+        """Write the order (state created) before it is sent; the existing row if it is already there."""
+        fields = list(OrderRecord.__dataclass_fields__)
+        async with self.pool.acquire() as connection, connection.transaction():
+            inserted = await connection.fetchval(
+                f"INSERT INTO execution.orders ({', '.join(fields)})"
+                f" VALUES ({', '.join(f'${i + 1}' for i in range(len(fields)))})"
+                " ON CONFLICT DO NOTHING RETURNING true",
+                *(getattr(order, name) for name in fields),
+            )
+            if inserted:
+                await connection.execute(
+                    "INSERT INTO execution.transitions (plan_id, client_order_id, to_state)"
+                    " VALUES ($1, $2, $3)",
+                    order.plan_id,
+                    order.client_order_id,
+                    order.state,
+                )
+            row = await connection.fetchrow(
+                "SELECT * FROM execution.orders WHERE client_order_id = $1", order.client_order_id
+            )
+        assert row is not None, "inserted or already there"
+        return _order(row)
+
+    async def move_order(
+        self, client_order_id: str, wanted: OrderStage, *, filled: Decimal | None = None, reason: str = ""
+    ) -> OrderStage | IllegalTransition:
+        async with self.pool.acquire() as connection, connection.transaction():
+            row = await connection.fetchrow(
+                "SELECT plan_id, state, filled FROM execution.orders WHERE client_order_id = $1 FOR UPDATE",
+                client_order_id,
+            )
+            if row is None:
+                raise LookupError(f"no order {client_order_id} in the journal")
+            result = order_transition(row["state"], wanted)
+            if isinstance(result, IllegalTransition):
+                return result
+            new_filled = row["filled"] if filled is None else filled
+            if result == row["state"] and new_filled == row["filled"]:
+                return result
+            await connection.execute(
+                "UPDATE execution.orders SET state = $2, filled = $3, reason = $4,"
+                " updated_at = clock_timestamp()"
+                " WHERE client_order_id = $1",
+                client_order_id,
+                wanted,
+                new_filled,
+                reason,
+            )
+            if result != row["state"]:
+                await connection.execute(
+                    "INSERT INTO execution.transitions"
+                    " (plan_id, client_order_id, from_state, to_state, reason) VALUES ($1, $2, $3, $4, $5)",
+                    row["plan_id"],
+                    client_order_id,
+                    row["state"],
+                    wanted,
+                    reason,
+                )
+            return result
+
+    async def record_fill(self, exchange: str, client_order_id: str, fill: Fill) -> bool:
+        """Record a fill once by its trade id; False when it was already recorded."""
+        inserted = await self.pool.fetchval(
+            "INSERT INTO execution.fills (exchange, trade_id, client_order_id, amount, price, fee, fee_asset)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING true",
+            exchange,
+            fill.trade_id,
+            client_order_id,
+            fill.amount,
+            fill.price,
+            fill.fee,
+            fill.fee_asset,
+        )
+        return bool(inserted)
+
+    async def sent_notional(self, plan_id: uuid.UUID) -> Decimal:
+        """What the run's orders the venue took are worth (in their quotes), for the per-run limit."""
+        value = await self.pool.fetchval(
+            "SELECT coalesce(sum(notional), 0) FROM execution.orders"
+            " WHERE plan_id = $1 AND state <> 'rejected'",
+            plan_id,
+        )
+        return Decimal(value)
+
+    async def order(self, client_order_id: str) -> OrderRecord | None:
+        row = await self.pool.fetchrow(
+            "SELECT * FROM execution.orders WHERE client_order_id = $1", client_order_id
+        )
+        return None if row is None else _order(row)
+
+    async def open_orders(self, portfolio_id: str | None = None) -> list[OrderRecord]:
+        """Our orders (of one portfolio, or all) that may still be live at a venue: sent and not final."""
+        rows = await self.pool.fetch(
+            "SELECT o.* FROM execution.orders o JOIN execution.runs r USING (plan_id)"
+            " WHERE ($1::text IS NULL OR r.portfolio_id = $1) AND o.state IN ('submitted', 'outcome_unknown',"
+            " 'accepted', 'partially_filled') ORDER BY o.created_at, o.client_order_id",
+            portfolio_id,
+        )
+        return [_order(row) for row in rows]
+
+    # -- the run report --------------------------------------------------------------------------------
+
+    async def leg_done(self, plan_id: uuid.UUID, leg: int) -> bool:
+        found = await self.pool.fetchval(
+            "SELECT true FROM execution.legs WHERE plan_id = $1 AND leg = $2", plan_id, leg
+        )
+        return bool(found)
+
+    async def finish_leg(self, plan_id: uuid.UUID, leg: int, outcome: str, placed: bool) -> None:
+        await self.pool.execute(
+            "INSERT INTO execution.legs (plan_id, leg, outcome, placed) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT DO NOTHING",
+            plan_id,
+            leg,
+            outcome,
+            placed,
+        )
+
+    async def note(self, plan_id: uuid.UUID, key: str, reason: str) -> None:
+        await self.pool.execute(
+            "INSERT INTO execution.notes (plan_id, key, reason) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            plan_id,
+            key,
+            reason,
+        )
+
+    async def report(self, plan_id: uuid.UUID) -> Report:
+        counts = await self.pool.fetchrow(
+            "SELECT count(*) FILTER (WHERE placed) AS placed,"
+            " count(*) FILTER (WHERE outcome = 'filled') AS filled,"
+            " count(*) FILTER (WHERE outcome = 'skipped') AS skipped,"
+            " count(*) FILTER (WHERE outcome = 'failed') AS failed"
+            " FROM execution.legs WHERE plan_id = $1",
+            plan_id,
+        )
+        assert counts is not None, "an aggregate always has a row"
+        reasons = await self.pool.fetch(
+            "SELECT reason FROM execution.notes WHERE plan_id = $1 ORDER BY seq", plan_id
+        )
+        return Report(
+            counts["placed"],
+            counts["filled"],
+            counts["skipped"],
+            counts["failed"],
+            tuple(r["reason"] for r in reasons),
+        )
+
+    # -- the kill switch -------------------------------------------------------------------------------
+
+    async def halted(self, portfolio_id: str) -> bool:
+        value = await self.pool.fetchval(
+            "SELECT halted FROM execution.halts WHERE portfolio_id = $1", portfolio_id
+        )
+        return bool(value)
+
+    async def set_halted(
+        self, portfolio_id: str, halted: bool, reason: str, requested_by: str, at: datetime
+    ) -> bool:
+        """Record a halt or a resume commanded `at`; an older command than the one recorded changes nothing
+        (halt and resume arrive on two consumers: their order is the commands' own times). True if applied."""
+        applied = await self.pool.fetchval(
+            "INSERT INTO execution.halts (portfolio_id, halted, reason, requested_by, changed_at)"
+            " VALUES ($1, $2, $3, $4, $5)"
+            " ON CONFLICT (portfolio_id) DO UPDATE"
+            " SET halted = $2, reason = $3, requested_by = $4, changed_at = $5"
+            " WHERE execution.halts.changed_at < $5 RETURNING true",
+            portfolio_id,
+            halted,
+            reason,
+            requested_by,
+            at,
+        )
+        return bool(applied)
+
+    async def halted_portfolios(self) -> list[str]:
+        rows = await self.pool.fetch(
+            "SELECT portfolio_id FROM execution.halts WHERE halted ORDER BY portfolio_id"
+        )
+        return [row["portfolio_id"] for row in rows]
