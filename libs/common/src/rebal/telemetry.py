@@ -96,16 +96,19 @@ def session(service: str, environ: Mapping[str, str]) -> Iterator[TracerProvider
         shutdown(provider)
 
 
-def tracer() -> trace.Tracer:
-    return trace.get_tracer(TRACER_NAME)
+def tracer(provider: trace.TracerProvider | None = None) -> trace.Tracer:
+    """Rebal's tracer from `provider`, or from the process's provider (`configure`)."""
+    return trace.get_tracer(TRACER_NAME, tracer_provider=provider)
 
 
 @contextmanager
-def operator_span(name: str, **attributes: str | int | float | bool) -> Iterator[Span]:
+def operator_span(
+    name: str, *, provider: trace.TracerProvider | None = None, **attributes: str | int | float | bool
+) -> Iterator[Span]:
     """The root of a rebalance's trace: an operator's request (``rebal rebalance``, ``POST
     /portfolio/rebalance``). Whatever is published inside it through a FastStream broker carries it on;
-    a bare nats publish adds `inject(headers)`."""
-    with tracer().start_as_current_span(
+    a bare nats publish adds `inject(headers)`. Attributes are recorded as ``rebal.<key>``."""
+    with tracer(provider).start_as_current_span(
         name, kind=SpanKind.PRODUCER, attributes={f"rebal.{k}": v for k, v in attributes.items()}
     ) as span:
         yield span
