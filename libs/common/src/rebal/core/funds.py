@@ -1,0 +1,819 @@
+"""Funds: many users' shares of one venue account, kept exactly, and their flows netted into few orders.
+
+A fund is a target composition (asset → weight, the quote asset is cash) traded on one account. Each
+user's part is a row of the `Ledger`: whole `LEDGER_QUANTUM` units per asset (int64), so every sum is
+exact and the users' rows add up to what the fund holds on the venue.
+
+A cycle takes what is due at one time (deposits to invest, withdrawals, a rebalance) and nets it:
+
+1. `plan_cycle` turns every user's flow into legs: units of an asset the user gives up (`sells`) and quote
+   the user spends on an asset (`budgets`). Per asset the legs are crossed internally at the cycle's
+   reference price (a seller and a buyer of the same asset trade with each other, no fee); only the net
+   goes to the venue, at most one order per asset: net sells in phase 1, net buys in phase 2.
+2. `settle` allocates an asset's venue execution and the internal cross back to the users, pro rata to
+   their legs (largest-remainder apportionment, so the parts add up exactly): what the net side's users
+   receive and pay, including the venue's fee.
+3. `resize_buys` sizes phase 2 from the cash the users really hold after phase 1 ("buy with the actual
+   proceeds"), then `pay_out` pays withdrawals from the users' cash.
+
+Policies (stated, and reported in the plan):
+
+- A deposit is split by the fund's target weights. An asset whose *net* order is below the market's
+  minimum is not traded: the part of the buyers' budgets that could not be crossed stays their cash
+  (`Skipped`) and is invested by a later cycle. For one user alone (`split_deposit`) assets whose share is
+  below the minimum are dropped, smallest weight first, and their share stays cash.
+- A withdrawal sells the user's holdings in proportion, grossed up for the fee rates and a
+  `WITHDRAWAL_MARGIN` against price moves; the user is paid exactly what was asked, and what the margin
+  (or a fee saved by netting) leaves over stays the user's cash. A full withdrawal sells everything and
+  pays out all the cash: exactly what the holdings fetched. Net sells never exceed the venue's free
+  balance.
+- Crossing happens at the reference price, so every budget is kept: a net buy is sized at the reference
+  price raised by `BUY_PRICE_MARGIN` and the fee.
+- An inactive or delisted market, or an asset without a positive price, puts the fund in
+  `NeedsAdjustment`: no order at all. An asset frozen by a suspected split is left out of the cycle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from rebal.core.errors import InputError
+from rebal.core.market import Market
+
+Units = npt.NDArray[np.int64]
+Floats = npt.NDArray[np.float64]
+Side = Literal["buy", "sell"]
+
+# Every ledger amount is a whole number of these (of any asset): 1e-8 is a satoshi and the paper
+# exchange's quote quantum. A market's amount step must be a whole number of them.
+LEDGER_QUANTUM = Decimal("1e-8")
+# A partial withdrawal sells this much more than the fee-grossed amount, against the price moving down
+# before the sell fills; what is left over stays the user's cash.
+WITHDRAWAL_MARGIN = Decimal("0.002")
+# Net buys are sized at the reference price raised by this, so a fill up to that price stays in budget.
+BUY_PRICE_MARGIN = Decimal("0.005")
+# quantity × price moving by more than this fraction with no fills is taken for a split (or a
+# corporate action): the asset is frozen until the venue's positions reflect it.
+SPLIT_JUMP = Decimal("0.2")
+# A venue quantity / ledger quantity ratio within this of the inverse price ratio confirms a split.
+SPLIT_TOLERANCE = Decimal("0.01")
+# Units kept back per asset when resizing buys to the cash held: each apportionment may be off by one.
+RESIZE_SLACK_UNITS = 1
+
+BELOW_MIN_AMOUNT = "below_min_amount"
+BELOW_MIN_COST = "below_min_cost"
+BELOW_STEP = "below_step"
+FROZEN = "frozen"
+NOT_FREE = "exceeds_free_balance"
+
+
+def to_units(amount: Decimal, where: str = "amount") -> int:
+    """An exact amount as whole ledger units; InputError when it is not a whole number of them."""
+    units = amount / LEDGER_QUANTUM
+    if units != units.to_integral_value():
+        raise InputError(where, f"{amount:f} is not a whole multiple of {LEDGER_QUANTUM:f}")
+    return int(units)
+
+
+def floor_units(amount: Decimal) -> int:
+    """Whole units in an amount, truncated: what a user may be credited from a venue amount."""
+    return int((amount / LEDGER_QUANTUM).to_integral_value(rounding=ROUND_FLOOR))
+
+
+def ceil_units(amount: Decimal) -> int:
+    """Whole units of an amount rounded up: what a user is debited for a venue payment."""
+    return int((amount / LEDGER_QUANTUM).to_integral_value(rounding=ROUND_CEILING))
+
+
+def from_units(units: int) -> Decimal:
+    return LEDGER_QUANTUM * int(units)
+
+
+def apportion(total: int, weights: Units) -> Units:
+    """`total` split in proportion to `weights` in whole units, summing exactly to `total`.
+
+    Largest remainders: each part is the floor or the ceiling of its exact share, so a part never exceeds
+    its weight when `total <= sum(weights)`. All-zero weights get nothing (and `total` must then be 0).
+    """
+    weights = np.asarray(weights, dtype=np.int64)
+    parts = np.zeros(weights.shape, dtype=np.int64)
+    weight_sum = int(weights.sum())
+    if total == 0:
+        return parts
+    if weight_sum <= 0 or total < 0:
+        raise ValueError(f"cannot apportion {total} over weights summing to {weight_sum}")
+    if total == weight_sum:
+        return weights.copy()
+    exact = weights.astype(np.float64) * (total / weight_sum)
+    parts = np.floor(exact).astype(np.int64)
+    parts = np.minimum(parts, np.maximum(weights, 0) if total <= weight_sum else parts)
+    left = total - int(parts.sum())
+    if left > 0:
+        order = np.argsort(-(exact - parts), kind="stable")
+        eligible = order[weights[order] > 0]
+        take = eligible[: min(left, len(eligible))]
+        parts[take] += 1
+        left -= len(take)
+        while left > 0:  # only with total > sum(weights): spread the rest over the weighted parts
+            extra = eligible[: min(left, len(eligible))]
+            parts[extra] += 1
+            left -= len(extra)
+    elif left < 0:
+        order = np.argsort(exact - parts, kind="stable")
+        eligible = order[parts[order] > 0]
+        take = eligible[:-left]
+        parts[take] -= 1
+    return parts
+
+
+# The fund and its ledger.
+
+
+@dataclass(frozen=True)
+class Fund:
+    """A fund: its account, its quote (cash) and its target weights (asset → weight, summing to 1)."""
+
+    fund_id: str
+    exchange: str
+    account: str
+    quote: str
+    weights: Mapping[str, Decimal]
+
+    def __post_init__(self) -> None:
+        if not self.weights:
+            raise InputError(f"funds.{self.fund_id}.weights", "a fund needs at least one weight")
+        for asset, weight in self.weights.items():
+            if weight < 0:
+                raise InputError(f"funds.{self.fund_id}.weights.{asset}", f"weight {weight} is negative")
+        total = sum(self.weights.values(), Decimal(0))
+        if abs(total - 1) > Decimal("1e-9"):
+            raise InputError(f"funds.{self.fund_id}.weights", f"weights sum to {total}, not 1")
+
+    def assets(self, held: Sequence[str] = ()) -> tuple[str, ...]:
+        """The quote first, then every other asset of the weights (and `held`) in name order."""
+        others = sorted((set(self.weights) | set(held)) - {self.quote})
+        return (self.quote, *others)
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """Each user's amount of each asset in whole `LEDGER_QUANTUM` units; column 0 is the quote (cash)."""
+
+    assets: tuple[str, ...]
+    users: tuple[str, ...]
+    units: Units
+
+    def __post_init__(self) -> None:
+        if self.units.shape != (len(self.users), len(self.assets)):
+            raise ValueError(f"units {self.units.shape} do not match {len(self.users)}x{len(self.assets)}")
+
+    @classmethod
+    def empty(cls, assets: Sequence[str]) -> Ledger:
+        return cls(tuple(assets), (), np.zeros((0, len(assets)), dtype=np.int64))
+
+    @classmethod
+    def from_amounts(cls, assets: Sequence[str], amounts: Mapping[str, Mapping[str, Decimal]]) -> Ledger:
+        users = tuple(sorted(amounts))
+        column = {asset: j for j, asset in enumerate(assets)}
+        units = np.zeros((len(users), len(assets)), dtype=np.int64)
+        for i, user in enumerate(users):
+            for asset, amount in amounts[user].items():
+                if asset not in column:
+                    raise InputError(f"{user}.{asset}", "asset is not one of the fund's")
+                units[i, column[asset]] = to_units(amount, f"{user}.{asset}")
+        return cls(tuple(assets), users, units)
+
+    def row(self, user: str) -> int | None:
+        try:
+            return self.users.index(user)
+        except ValueError:
+            return None
+
+    def amounts(self, user: str) -> dict[str, Decimal]:
+        i = self.row(user)
+        if i is None:
+            return {}
+        return {asset: from_units(int(self.units[i, j])) for j, asset in enumerate(self.assets)}
+
+    def totals(self) -> dict[str, Decimal]:
+        sums = self.units.sum(axis=0)
+        return {asset: from_units(int(sums[j])) for j, asset in enumerate(self.assets)}
+
+    def with_assets(self, assets: Sequence[str]) -> Ledger:
+        """The same ledger over `assets` (a superset, quote first): new columns hold nothing."""
+        if assets[0] != self.assets[0] or not set(self.assets) <= set(assets):
+            raise ValueError(f"{assets} must start with {self.assets[0]} and include {self.assets}")
+        units = np.zeros((len(self.users), len(assets)), dtype=np.int64)
+        for j, asset in enumerate(self.assets):
+            units[:, assets.index(asset)] = self.units[:, j]
+        return Ledger(tuple(assets), self.users, units)
+
+    def credit(self, user: str, asset: str, amount: Decimal) -> Ledger:
+        """`amount` more (or less, when negative) of `asset` for `user`; a new user gets a row."""
+        if asset not in self.assets:
+            raise InputError(asset, "asset is not one of the fund's")
+        j = self.assets.index(asset)
+        delta = to_units(amount, f"{user}.{asset}")
+        i = self.row(user)
+        if i is None:
+            users = tuple(sorted((*self.users, user)))
+            i = users.index(user)
+            units = np.insert(self.units, i, np.zeros(len(self.assets), dtype=np.int64), axis=0)
+        else:
+            users, units = self.users, self.units.copy()
+        units[i, j] += delta
+        if units[i, j] < 0:
+            raise InputError(
+                f"{user}.{asset}", f"a debit of {-amount} exceeds the {from_units(units[i, j] - delta)} held"
+            )
+        return Ledger(self.assets, users, units)
+
+
+# What is due, and the market.
+
+
+@dataclass(frozen=True)
+class Due:
+    """What a cycle is asked to do: deposits to invest (already credited as cash), withdrawals (the net
+    cash a user wants; None for everything) and whether the whole fund rebalances."""
+
+    deposits: Mapping[str, Decimal] = field(default_factory=dict)
+    withdrawals: Mapping[str, Decimal | None] = field(default_factory=dict)
+    rebalance: bool = False
+
+
+@dataclass(frozen=True)
+class Quote:
+    """One non-quote asset's market at the time of the cycle."""
+
+    market: Market
+    price: Decimal
+    active: bool = True
+
+
+@dataclass(frozen=True)
+class NetOrder:
+    """One order for the venue: the fund's net of every user's legs in one asset."""
+
+    asset: str
+    symbol: str
+    side: Side
+    amount: Decimal
+    est_price: Decimal
+    est_fee: Decimal
+    phase: int
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A net order not sent (below a minimum, frozen, capped by the free balance), and its size."""
+
+    asset: str
+    side: Side
+    amount: Decimal
+    reason: str
+
+
+@dataclass(frozen=True)
+class Netting:
+    """What netting saved: orders and estimated fees one user at a time versus the net orders."""
+
+    user_orders: int
+    user_fees: Decimal
+    user_below_minimum: int
+    net_orders: int
+    net_fees: Decimal
+
+    @property
+    def orders_saved(self) -> int:
+        return self.user_orders - self.net_orders
+
+    @property
+    def fees_saved(self) -> Decimal:
+        return self.user_fees - self.net_fees
+
+
+@dataclass(frozen=True)
+class NeedsAdjustment:
+    """The fund cannot trade until an operator adjusts it (delisted or inactive market, no price)."""
+
+    fund_id: str
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A withdrawal asking for more than the user's holdings fetch (after fees)."""
+
+    user: str
+    asked: Decimal
+    worth: Decimal
+
+
+@dataclass(frozen=True)
+class CyclePlan:
+    """Every user's legs of one cycle and the net orders; `phase_of[j]` is asset j's phase (1 or 2)."""
+
+    fund: Fund
+    ledger: Ledger
+    prices: tuple[Decimal, ...]
+    markets: tuple[Market | None, ...]
+    sells: Units
+    budgets: Units
+    wants: Units
+    full: npt.NDArray[np.bool_]
+    phase_of: tuple[int, ...]
+    orders: tuple[NetOrder, ...]
+    skipped: tuple[Skipped, ...]
+    rejected: tuple[Rejected, ...]
+    netting: Netting
+
+    def phase_orders(self, phase: int) -> tuple[NetOrder, ...]:
+        return tuple(order for order in self.orders if order.phase == phase)
+
+
+@dataclass(frozen=True)
+class Execution:
+    """What the venue did for one net order: base amount filled, its gross cost and the fee (quote)."""
+
+    amount: Decimal
+    cost: Decimal
+    fee: Decimal
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """The ledger after a phase and each user's share of the venue fees in it (quote units)."""
+
+    ledger: Ledger
+    fees: Units
+
+
+@dataclass(frozen=True)
+class Payout:
+    ledger: Ledger
+    paid: Mapping[str, Decimal]
+    short: Mapping[str, Decimal]
+
+
+def _reference(
+    fund: Fund, assets: Sequence[str], quotes: Mapping[str, Quote]
+) -> tuple[list[Decimal], list[Market | None], list[str]]:
+    prices: list[Decimal] = [Decimal(1)]
+    markets: list[Market | None] = [None]
+    reasons: list[str] = []
+    for asset in assets[1:]:
+        quote = quotes.get(asset)
+        if quote is None or quote.price <= 0:
+            reasons.append(f"{asset}: no positive price")
+        elif not quote.active:
+            reasons.append(f"{asset}: market {quote.market.symbol} is inactive")
+        elif (quote.market.amount_step / LEDGER_QUANTUM) % 1 != 0:
+            reasons.append(f"{asset}: amount step {quote.market.amount_step} is finer than {LEDGER_QUANTUM}")
+        prices.append(quote.price if quote is not None else Decimal(0))
+        markets.append(quote.market if quote is not None else None)
+    return prices, markets, reasons
+
+
+def _below_minimum(market: Market, amount: Decimal, price: Decimal) -> str:
+    if amount <= 0:
+        return BELOW_STEP
+    if amount < market.min_amount:
+        return BELOW_MIN_AMOUNT
+    if amount * price < market.min_cost:
+        return BELOW_MIN_COST
+    return ""
+
+
+def plan_cycle(
+    fund: Fund,
+    ledger: Ledger,
+    due: Due,
+    quotes: Mapping[str, Quote],
+    *,
+    free: Mapping[str, Decimal] | None = None,
+    frozen: frozenset[str] = frozenset(),
+) -> CyclePlan | NeedsAdjustment:
+    """Net everything `due` into at most one order per asset (see the module's policies)."""
+    assets = fund.assets(ledger.assets)
+    if ledger.assets != assets:
+        ledger = ledger.with_assets(assets)
+    price_list, market_list, reasons = _reference(fund, assets, quotes)
+    if reasons:
+        return NeedsAdjustment(fund.fund_id, tuple(reasons))
+    n_users, n_assets = ledger.units.shape
+    prices = np.array([float(p) for p in price_list])
+    fee = np.array([0.0] + [float(m.fee_rate) if m is not None else 0.0 for m in market_list[1:]])
+    weights = np.array([float(fund.weights.get(asset, Decimal(0))) for asset in assets])
+    tradable = np.array([j > 0 and asset not in frozen for j, asset in enumerate(assets)])
+    held = ledger.units.astype(np.float64)  # units; value in quote units = units × price
+    values = held * prices
+    sells = np.zeros((n_users, n_assets), dtype=np.int64)
+    budgets = np.zeros((n_users, n_assets), dtype=np.float64)
+    wants = np.zeros(n_users, dtype=np.int64)
+    full = np.zeros(n_users, dtype=np.bool_)
+    rejected: list[Rejected] = []
+
+    # Withdrawals: the fraction of every holding to sell (cash counts, proceeds after fees).
+    fraction = np.zeros(n_users)
+    for user, amount in sorted(due.withdrawals.items()):
+        i = ledger.row(user)
+        if i is None:
+            rejected.append(Rejected(user, amount or Decimal(0), Decimal(0)))
+            continue
+        worth = float(values[i, 0] + (values[i, 1:] * (1 - fee[1:]) * tradable[1:]).sum())
+        if amount is None:
+            full[i], fraction[i] = True, 1.0
+            continue
+        asked = to_units(amount, f"withdrawals.{user}")
+        phi = asked / worth if worth > 0 else float("inf")
+        if phi > 1:
+            rejected.append(Rejected(user, amount, from_units(int(worth)).quantize(LEDGER_QUANTUM)))
+            continue
+        wants[i] = asked
+        fraction[i] = min(1.0, phi * (1 + float(WITHDRAWAL_MARGIN)))
+    sell_fraction = fraction[:, None] * tradable[None, :]
+
+    # Rebalance: every user towards the weights on what the withdrawal leaves.
+    if due.rebalance:
+        kept = values * (1 - fraction[:, None])
+        total_kept = kept.sum(axis=1)
+        # Weights of frozen assets stay where they are: the rest is spread over the tradable weights.
+        fixed = kept[:, ~tradable[:]].copy()
+        fixed[:, 0] = 0.0  # cash is tradable against the weights
+        movable = total_kept - fixed.sum(axis=1)
+        mask = tradable.copy()
+        mask[0] = True
+        norm = weights[mask].sum()
+        target = np.zeros_like(values)
+        if norm > 0:
+            target[:, mask] = movable[:, None] * (weights[mask] / norm)[None, :]
+        delta = (target - kept) * tradable[None, :]
+        over = np.where(delta < 0, -delta, 0.0)
+        sell_fraction = sell_fraction + np.divide(over, values, out=np.zeros_like(values), where=values > 0)
+        budgets += np.where(delta > 0, delta, 0.0)
+        full_users = full | (fraction >= 1)
+        budgets[full_users] = 0.0
+    # Deposits: the amount split by the weights (the quote's weight stays cash; frozen assets too).
+    for user, amount in sorted(due.deposits.items()):
+        i = ledger.row(user)
+        if i is None:
+            raise InputError(f"deposits.{user}", "credit the deposit to the ledger before the cycle")
+        if due.rebalance or full[i]:
+            continue  # a rebalance already brings the user's cash to the weights
+        budgets[i] += float(to_units(amount, f"deposits.{user}")) * weights * tradable
+    sells = np.minimum(np.floor(held * np.minimum(sell_fraction, 1.0)).astype(np.int64), ledger.units)
+    sells[:, ~tradable] = 0
+    sells[full] = ledger.units[full] * tradable[None, :]
+
+    # A user never spends more than the cash held plus the estimated proceeds, less what is paid out.
+    proceeds = (sells * prices * (1 - fee)).sum(axis=1)
+    reserve = np.where(full, held[:, 0], wants.astype(np.float64))
+    room = np.maximum(held[:, 0] + proceeds - reserve - RESIZE_SLACK_UNITS * (n_assets - 1), 0.0)
+    spend = budgets.sum(axis=1)
+    scale = np.divide(room, spend, out=np.ones_like(room), where=spend > room)
+    budget_units = np.floor(budgets * scale[:, None]).astype(np.int64)
+    budget_units[:, 0] = 0
+
+    draft = CyclePlan(
+        fund=fund,
+        ledger=ledger,
+        prices=tuple(price_list),
+        markets=tuple(market_list),
+        sells=sells,
+        budgets=budget_units,
+        wants=wants,
+        full=full,
+        phase_of=(0,) * n_assets,
+        orders=(),
+        skipped=(),
+        rejected=tuple(rejected),
+        netting=Netting(0, Decimal(0), 0, 0, Decimal(0)),
+    )
+    return _net(draft, free, frozen)
+
+
+def _net(plan: CyclePlan, free: Mapping[str, Decimal] | None, frozen: frozenset[str]) -> CyclePlan:
+    """The net order per asset from the users' legs, the phase of each asset, and the netting figures."""
+    assets = plan.ledger.assets
+    phase_of = [0]
+    orders: list[NetOrder] = []
+    skipped: list[Skipped] = []
+    user_orders = user_below = 0
+    user_fees = net_fees = Decimal(0)
+    sells = plan.sells.copy()
+    for j, asset in enumerate(assets[1:], start=1):
+        market, price = plan.markets[j], plan.prices[j]
+        assert market is not None
+        step = to_units(market.amount_step)
+        sold = int(sells[:, j].sum())
+        budget = int(plan.budgets[:, j].sum())
+        wanted = int(budget / price)  # units the buyers' budgets buy at the reference price
+        # One user at a time: every leg its own order, if it meets the minimums.
+        user_orders_j, user_fees_j, user_below_j = _standalone(
+            plan.sells[:, j], plan.budgets[:, j], market, price
+        )
+        user_orders += user_orders_j
+        user_fees += user_fees_j
+        user_below += user_below_j
+        if asset in frozen:
+            phase_of.append(1)
+            if sold or budget:
+                skipped.append(Skipped(asset, "sell" if sold >= wanted else "buy", Decimal(0), FROZEN))
+            continue
+        if sold >= wanted:
+            side: Side = "sell"
+            net = sold - wanted
+            cap = floor_units(free.get(asset, Decimal(0))) if free is not None else None
+            short = -net % step
+            if net and short:
+                # Truncating the net sell to the step would leave withdrawals short: the sellers sell up
+                # to the next step instead, from what they still hold, pro rata (the rest is their cash).
+                room = np.where(sells[:, j] > 0, plan.ledger.units[:, j] - sells[:, j], 0)
+                if int(room.sum()) >= short and (cap is None or net + short <= cap):
+                    sells[:, j] += apportion(short, room)
+                    net += short
+                    sold += short
+            if cap is not None and net > cap:
+                skipped.append(Skipped(asset, side, from_units(net - cap), NOT_FREE))
+                net = cap
+            phase = 1
+        else:
+            side = "buy"
+            remaining = Decimal(budget) - Decimal(sold) * price
+            per_unit = price * (1 + market.fee_rate) * (1 + BUY_PRICE_MARGIN)
+            net = int(remaining / per_unit)
+            phase = 2
+        residue = net
+        net -= net % step
+        phase_of.append(phase)
+        if net == 0 and sold == 0 and budget == 0:
+            continue
+        amount = from_units(net)
+        reason = _below_minimum(market, amount, price)
+        if reason:
+            if residue > 0:
+                skipped.append(Skipped(asset, side, from_units(residue), reason))
+            continue
+        est_fee = (amount * price * market.fee_rate).quantize(LEDGER_QUANTUM, rounding=ROUND_CEILING)
+        net_fees += est_fee
+        orders.append(NetOrder(asset, market.symbol, side, amount, price, est_fee, phase))
+    orders.sort(key=lambda o: (o.phase, o.asset))
+    return replace(
+        plan,
+        sells=sells,
+        phase_of=tuple(phase_of),
+        orders=tuple(orders),
+        skipped=tuple(skipped),
+        netting=Netting(user_orders, user_fees, user_below, len(orders), net_fees),
+    )
+
+
+def _standalone(sells: Units, budgets: Units, market: Market, price: Decimal) -> tuple[int, Decimal, int]:
+    """Orders, estimated fees and legs under the minimums if each user's legs went to the venue alone."""
+    step = float(market.amount_step)
+    p = float(price)
+    sell_amounts = np.floor(sells * float(LEDGER_QUANTUM) / step) * step
+    buy_amounts = np.floor(budgets * float(LEDGER_QUANTUM) / (p * (1 + float(market.fee_rate))) / step) * step
+    amounts = np.concatenate([sell_amounts[sells > 0], buy_amounts[budgets > 0]])
+    ok = (amounts > 0) & (amounts >= float(market.min_amount)) & (amounts * p >= float(market.min_cost))
+    fees = float((amounts[ok] * p).sum()) * float(market.fee_rate)
+    return int(ok.sum()), Decimal(repr(fees)).quantize(LEDGER_QUANTUM), int((~ok).sum())
+
+
+def settle(plan: CyclePlan, ledger: Ledger, phase: int, executions: Mapping[str, Execution]) -> Settlement:
+    """Allocate phase `phase`: each asset's internal cross at the reference price and its venue
+    execution (missing: nothing filled) to the users, pro rata to their legs, exactly.
+
+    Buyers receive the crossed units plus the units the venue bought and pay the cross value plus the
+    venue's cost and fee; sellers give the crossed units plus the units the venue sold and receive the
+    cross value plus the venue's proceeds. Debits round up and credits down, so the venue always holds at
+    least the ledgers' sum.
+    """
+    rows = _rows(plan, ledger)
+    units = ledger.units.copy()
+    fees = np.zeros(len(ledger.users), dtype=np.int64)
+    for j, asset in enumerate(plan.ledger.assets[1:], start=1):
+        if plan.phase_of[j] != phase:
+            continue
+        order = next((o for o in plan.orders if o.asset == asset), None)
+        execution = executions.get(asset, Execution(Decimal(0), Decimal(0), Decimal(0)))
+        if order is None and execution.amount:
+            raise ValueError(f"{asset}: an execution for an asset without a net order")
+        price = plan.prices[j]
+        sells, budgets = plan.sells[:, j], plan.budgets[:, j]
+        sold, budget = int(sells.sum()), int(budgets.sum())
+        filled = floor_units(execution.amount)
+        wanted = int(Decimal(budget) / price)
+        side = order.side if order is not None else ("sell" if sold >= wanted else "buy")
+        if side == "sell":
+            crossed = min(wanted, sold - filled)
+            cross_value = int(Decimal(crossed) * price)
+            given = apportion(crossed + filled, sells)
+            proceeds = floor_units(execution.cost - execution.fee)
+            units[rows, j] -= given
+            units[rows, 0] += apportion(cross_value + proceeds, given) if crossed + filled else 0
+            units[rows, j] += apportion(crossed, budgets) if budget else 0
+            units[rows, 0] -= apportion(cross_value, budgets) if budget else 0
+            if filled:
+                fees[rows] += apportion(ceil_units(execution.fee), given)
+        else:
+            cross_value = int(Decimal(sold) * price)
+            paid = ceil_units(execution.cost + execution.fee)
+            units[rows, j] -= sells
+            units[rows, 0] += apportion(cross_value, sells) if sold else 0
+            units[rows, j] += apportion(sold + filled, budgets) if budget else 0
+            units[rows, 0] -= apportion(cross_value + paid, budgets) if budget else 0
+            if filled:
+                fees[rows] += apportion(ceil_units(execution.fee), budgets)
+    # Phase 1 may leave cash owed (a buy crossed now, paid by a sell crossed in phase 2 at the reference
+    # price, known exactly); after phase 2 nothing may be negative.
+    if (units[:, 1:] < 0).any() or (phase == 2 and (units[:, 0] < 0).any()):
+        i, j = map(int, np.argwhere(units < 0)[0])
+        raise ValueError(
+            f"settling phase {phase} would overdraw {ledger.users[i]}'s {ledger.assets[j]}:"
+            " the execution does not fit the plan"
+        )
+    return Settlement(Ledger(ledger.assets, ledger.users, units), fees)
+
+
+def _rows(plan: CyclePlan, ledger: Ledger) -> npt.NDArray[np.intp]:
+    """Where each of the plan's users is in `ledger` (users credited since the plan get rows of their own)."""
+    if ledger.assets != plan.ledger.assets:
+        raise ValueError(f"the ledger's assets {ledger.assets} are not the plan's {plan.ledger.assets}")
+    if ledger.users == plan.ledger.users:
+        return np.arange(len(ledger.users))
+    index = {user: i for i, user in enumerate(ledger.users)}
+    missing = [user for user in plan.ledger.users if user not in index]
+    if missing:
+        raise ValueError(f"users of the plan missing from the ledger: {missing[:5]}")
+    return np.array([index[user] for user in plan.ledger.users], dtype=np.intp)
+
+
+def resize_buys(plan: CyclePlan, ledger: Ledger, free: Mapping[str, Decimal] | None = None) -> CyclePlan:
+    """Phase 2 sized from the cash the users hold after phase 1: each user's phase-2 budgets shrink by
+    one factor when the cash (plus the exact cross proceeds of the user's phase-2 sells, less what is paid
+    out) does not cover them; the net orders are made again."""
+    phase2 = np.array([p == 2 for p in plan.phase_of])
+    if not phase2.any():
+        return plan
+    prices = np.array([float(p) for p in plan.prices])
+    cash = ledger.units[_rows(plan, ledger), 0].astype(np.float64)
+    proceeds = np.floor(plan.sells[:, phase2] * prices[phase2]).sum(axis=1)
+    reserve = np.where(plan.full, cash, np.minimum(plan.wants, cash))
+    room = np.maximum(cash + proceeds - reserve - RESIZE_SLACK_UNITS * int(phase2.sum()), 0.0)
+    spend = plan.budgets[:, phase2].sum(axis=1).astype(np.float64)
+    scale = np.divide(room, spend, out=np.ones_like(room), where=spend > room)
+    budgets = plan.budgets.copy()
+    budgets[:, phase2] = np.floor(budgets[:, phase2] * scale[:, None]).astype(np.int64)
+    frozen = frozenset(s.asset for s in plan.skipped if s.reason == FROZEN)
+    return _net(replace(plan, budgets=budgets), free, frozen)
+
+
+def pay_out(plan: CyclePlan, ledger: Ledger) -> Payout:
+    """Pay each withdrawal from the user's cash: what was asked (or all the cash on a full withdrawal);
+    a user whose cash falls short gets what there is and the shortfall is reported."""
+    units = ledger.units.copy()
+    paid: dict[str, Decimal] = {}
+    short: dict[str, Decimal] = {}
+    for i in np.flatnonzero(plan.full | (plan.wants > 0)):
+        user = plan.ledger.users[i]
+        row = ledger.row(user)
+        assert row is not None
+        cash = int(units[row, 0])
+        amount = cash if plan.full[i] else min(int(plan.wants[i]), cash)
+        if not plan.full[i] and amount < plan.wants[i]:
+            short[user] = from_units(int(plan.wants[i]) - amount)
+        units[row, 0] -= amount
+        paid[user] = from_units(amount)
+    return Payout(Ledger(ledger.assets, ledger.users, units), paid, short)
+
+
+# One user alone, dust, splits and reconciliation.
+
+
+def split_deposit(
+    amount: Decimal, weights: Mapping[str, Decimal], quotes: Mapping[str, Quote], quote: str
+) -> tuple[dict[str, Decimal], Decimal]:
+    """One deposit on its own: the quote to spend per asset and what stays cash. Assets whose share is
+    below the market's minimum are dropped, smallest weight first, and their share stays cash."""
+    spend: dict[str, Decimal] = {}
+    for asset, weight in sorted(weights.items(), key=lambda kv: (-kv[1], kv[0])):
+        if asset == quote or weight == 0:
+            continue
+        share = (amount * weight).quantize(LEDGER_QUANTUM, rounding=ROUND_FLOOR)
+        market = quotes[asset].market
+        price = quotes[asset].price
+        base = share / (price * (1 + market.fee_rate))
+        base -= base % market.amount_step
+        if not _below_minimum(market, base, price):
+            spend[asset] = share
+    return spend, amount - sum(spend.values(), Decimal(0))
+
+
+def dust(ledger: Ledger, quotes: Mapping[str, Quote]) -> npt.NDArray[np.bool_]:
+    """Holdings too small to sell on their own (under one step or a market minimum), user × asset."""
+    mask = np.zeros(ledger.units.shape, dtype=np.bool_)
+    for j, asset in enumerate(ledger.assets[1:], start=1):
+        quote = quotes.get(asset)
+        if quote is None:
+            continue
+        market = quote.market
+        amounts = ledger.units[:, j].astype(np.float64) * float(LEDGER_QUANTUM)
+        whole = np.floor(amounts / float(market.amount_step)) * float(market.amount_step)
+        small = (
+            (whole <= 0)
+            | (whole < float(market.min_amount))
+            | (whole * float(quote.price) < float(market.min_cost))
+        )
+        mask[:, j] = (ledger.units[:, j] > 0) & small
+    return mask
+
+
+def drift(ledger: Ledger, fund: Fund, quotes: Mapping[str, Quote]) -> dict[str, Decimal]:
+    """The fund's drift per asset (value share minus weight), with dust left out of values and total."""
+    kept = np.where(dust(ledger, quotes), 0, ledger.units).sum(axis=0)
+    prices = [Decimal(1)] + [quotes[a].price if a in quotes else Decimal(0) for a in ledger.assets[1:]]
+    values = [from_units(int(kept[j])) * prices[j] for j in range(len(ledger.assets))]
+    total = sum(values, Decimal(0))
+    if total == 0:
+        return {asset: Decimal(0) for asset in ledger.assets}
+    return {
+        asset: (values[j] / total - fund.weights.get(asset, Decimal(0))).quantize(Decimal("1e-12"))
+        for j, asset in enumerate(ledger.assets)
+    }
+
+
+SplitStatus = Literal["ok", "frozen", "split"]
+
+
+@dataclass(frozen=True)
+class SplitCheck:
+    status: SplitStatus
+    ratio: Decimal = Decimal(1)
+    reason: str = ""
+
+
+def check_split(
+    ledger_total: Decimal,
+    venue_amount: Decimal,
+    last_price: Decimal,
+    price: Decimal,
+    filled_since: bool,
+) -> SplitCheck:
+    """Is an asset in the middle of a split? quantity × price jumping by more than `SPLIT_JUMP` with no
+    fills freezes it; once the venue's quantity moved by the inverse of the price move (within
+    `SPLIT_TOLERANCE`) the split is confirmed, with its ratio (apply it with `apply_split`)."""
+    if filled_since or ledger_total <= 0 or last_price <= 0 or price <= 0:
+        return SplitCheck("ok")
+    price_ratio = last_price / price
+    quantity_ratio = venue_amount / ledger_total
+    if quantity_ratio != 1 and abs(quantity_ratio * price / last_price - 1) <= SPLIT_TOLERANCE:
+        return SplitCheck(
+            "split", quantity_ratio, f"quantity x{quantity_ratio} with price x{1 / price_ratio}"
+        )
+    jump = abs(venue_amount * price / (ledger_total * last_price) - 1)
+    if jump > SPLIT_JUMP:
+        return SplitCheck("frozen", Decimal(1), f"value moved {jump:.4f} with no fills")
+    return SplitCheck("ok")
+
+
+def apply_split(ledger: Ledger, asset: str, venue_amount: Decimal) -> Ledger:
+    """Every user's `asset` scaled so the ledger holds exactly `venue_amount` (pro rata, exact)."""
+    j = ledger.assets.index(asset)
+    units = ledger.units.copy()
+    units[:, j] = apportion(floor_units(venue_amount), ledger.units[:, j])
+    return Ledger(ledger.assets, ledger.users, units)
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """Venue balance minus the ledgers' sum per asset: within one step is exact; beyond, `unattributed`
+    (more on the venue than any user owns: never assigned) or `missing` (less than the users own)."""
+
+    unattributed: Mapping[str, Decimal]
+    missing: Mapping[str, Decimal]
+
+    @property
+    def consistent(self) -> bool:
+        return not self.missing
+
+
+def reconcile(ledger: Ledger, venue: Mapping[str, Decimal], steps: Mapping[str, Decimal]) -> Reconciliation:
+    totals = ledger.totals()
+    unattributed: dict[str, Decimal] = {}
+    missing: dict[str, Decimal] = {}
+    for asset in sorted(set(totals) | set(venue)):
+        difference = venue.get(asset, Decimal(0)) - totals.get(asset, Decimal(0))
+        step = steps.get(asset, LEDGER_QUANTUM)
+        if difference >= step:
+            unattributed[asset] = difference
+        elif difference <= -step:
+            missing[asset] = -difference
+    return Reconciliation(unattributed, missing)
