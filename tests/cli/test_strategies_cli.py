@@ -1,0 +1,188 @@
+"""`rebal backfill` (and `rebal optimize`) as a user calls them: the installed entry point, a real
+server, the tracker storing what was published."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import asyncpg
+import pytest
+from faststream.nats import NatsBroker
+from typer.testing import CliRunner
+
+from rebal import bus, service
+from rebal.cli import app
+from rebal_devstack.pytest_plugin import FreshDatabase
+from rebal_tracker.app import Runtime
+from rebal_tracker.handlers import register
+from rebal_tracker.settings import TrackerSettings
+from tests.messaging import started
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = ROOT / "examples" / "demo"
+REBAL = Path(sys.executable).parent / "rebal"
+
+
+async def rebal(*args: str | Path) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        str(REBAL), *map(str, args), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+@pytest.fixture
+async def tracker(nats_url: str, database: FreshDatabase) -> AsyncIterator[asyncpg.Pool]:
+    settings = TrackerSettings(
+        nats={"url": nats_url},
+        database={"url": database.dsn},
+        tracking={"layout_file": DEMO / "real.json", "snapshot_interval_seconds": 3600},
+        paper={"markets_file": DEMO / "markets.json", "prices_file": DEMO / "prices.json"},
+    )
+    broker = NatsBroker(nats_url)
+    publisher = bus.Publisher(broker)
+    runtime = Runtime(settings, publisher, service.Database(database.dsn, 3))
+    register(broker, publisher, runtime.on_take_snapshot, runtime.on_returns)
+    await runtime.start()
+    try:
+        async with started(broker):
+            assert runtime.database.pool is not None
+            yield runtime.database.pool
+    finally:
+        await runtime.stop()
+
+
+async def rows(pool: asyncpg.Pool, expected: int) -> list[asyncpg.Record]:
+    for _ in range(200):
+        found = await pool.fetch("SELECT * FROM strategy_returns ORDER BY ts")
+        if len(found) >= expected:
+            return list(found)
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{expected} returns not stored within 10 s")
+
+
+def csv_history(path: Path, days: int) -> Path:
+    lines = ["date,return"]
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    lines += [f"{(start + timedelta(days=d)).date().isoformat()},{(d % 5 - 2) / 1000}" for d in range(days)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_backfill_publishes_once_and_a_rerun_adds_nothing(
+    tracker: asyncpg.Pool, nats_url: str, tmp_path: Path
+) -> None:
+    history = csv_history(tmp_path / "trend.csv", 30)
+    args = ("backfill", history, "--portfolio", "fund", "--strategy", "trend", "--nats-url", nats_url)
+    code, out, err = await rebal(*args, "--json")
+    assert (code, err) == (0, "")
+    assert json.loads(out) == {
+        "portfolio_id": "fund",
+        "strategy_id": "trend",
+        "returns": 30,
+        "stored": 30,
+        "duplicates": 0,
+        "first": "2024-01-01T00:00:00+00:00",
+        "last": "2024-01-30T00:00:00+00:00",
+    }
+    stored = await rows(tracker, 30)
+    assert {(r["portfolio_id"], r["strategy_id"]) for r in stored} == {("fund", "trend")}
+    assert [r["period_return"] for r in stored[:5]] == [
+        Decimal(v) for v in ("-0.002", "-0.001", "0", "0.001", "0.002")
+    ]
+
+    code, out, _ = await rebal(*args)
+    assert code == 0
+    summary = "30 returns from 2024-01-01T00:00:00+00:00 to 2024-01-30T00:00:00+00:00"
+    assert f"{summary}: 0 published, 30 already known" in out
+    await asyncio.sleep(0.3)
+    assert await tracker.fetchval("SELECT count(*) FROM strategy_returns") == 30
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_backtest_json_is_backfilled_like_a_csv(
+    tracker: asyncpg.Pool, nats_url: str, tmp_path: Path
+) -> None:
+    stats = tmp_path / "backtest.json"
+    stats.write_text(json.dumps({"sharpe": 1.2, "returns": {"1704067200000": 0.01, "2024-01-02": -0.02}}))
+    code, _, err = await rebal(
+        "backfill", stats, "--portfolio", "fund", "--strategy", "arb", "--nats-url", nats_url
+    )
+    assert (code, err) == (0, "")
+    stored = await rows(tracker, 2)
+    assert [(r["ts"], r["period_return"]) for r in stored] == [
+        (datetime(2024, 1, 1, tzinfo=UTC), Decimal("0.01")),
+        (datetime(2024, 1, 2, tzinfo=UTC), Decimal("-0.02")),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            "date,return\n2024-01-01,0.01\n2024-01-02,abc\n",
+            "line 3, column return: 'abc' is not a decimal return",
+        ),
+        ("date,return\n2024-01-01,0.01\n2024-13-02,0.01\n", "line 3, column date: month must be in 1..12"),
+        (
+            "date,return\n2024-01-01,-1.5\n",
+            "line 2, column return: '-1.5' is below -1 (more than everything lost)",
+        ),
+        (
+            "date,return\n2024-01-01,0.01\n2024-01-01,0.02\n",
+            "line 3: 2024-01-01T00:00:00+00:00 repeats line 2",
+        ),
+        ("when,return\n2024-01-01,0.01\n", "line 1: no date column (one of date, timestamp)"),
+        (
+            "date,return\n2024-01-01T10:00:00,0.01\n",
+            "line 2, column date: '2024-01-01T10:00:00' has no time zone",
+        ),
+        ("date,return\n2024-01-01,0.01,7\n", "line 2: 3 columns, the header has 2"),
+    ],
+)
+def test_a_bad_row_is_named_and_nothing_is_published(tmp_path: Path, content: str, message: str) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text(content)
+    # No server at this address: the file is refused before anything is sent (else exit 3).
+    result = CliRunner().invoke(
+        app,
+        ["backfill", str(bad), "--portfolio", "fund", "--strategy", "s", "--nats-url", "nats://127.0.0.1:1"],
+    )
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    assert result.stderr.replace("\n", "").startswith(f"error: {bad}: {message}")
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ([{"date": "2024-01-01", "return": "x"}], "$[0], return: 'x' is not a decimal return"),
+        ({"returns": {"2024-01-01": None}}, "$.returns['2024-01-01'], return: None is not a decimal return"),
+        ({"sharpe": 1}, "no 'returns' (or 'daily_returns') in the object"),
+        ([{"when": "2024-01-01"}], "$[0]: needs a date and a return"),
+    ],
+)
+def test_a_bad_json_entry_is_named(tmp_path: Path, document: object, message: str) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(document))
+    result = CliRunner().invoke(app, ["backfill", str(bad), "--portfolio", "fund", "--strategy", "s"])
+    assert result.exit_code == 2
+    assert result.stderr.replace("\n", "").startswith(f"error: {bad}: {message}")
+
+
+def test_backfill_without_a_server_exits_3(tmp_path: Path) -> None:
+    history = csv_history(tmp_path / "h.csv", 3)
+    result = CliRunner().invoke(
+        app,
+        ["backfill", str(history), "--portfolio", "p", "--strategy", "s", "--nats-url", "nats://127.0.0.1:1"],
+    )
+    assert result.exit_code == 3
+    assert result.stderr.startswith("error: cannot reach NATS at nats://127.0.0.1:1")
