@@ -112,7 +112,7 @@ def test_max_sharpe_with_nothing_above_the_risk_free_rate_is_infeasible() -> Non
 
 
 def test_a_solver_that_gives_up_is_a_value() -> None:
-    result = MinVariance(COUNT, solver_options={"max_iter": 1}).solve(RETURNS[0])
+    result = MinVariance(COUNT, solver_options={"max_iter": 1}, direct=False).solve(RETURNS[0])
     assert isinstance(result, SolverFailed), result
 
 

@@ -41,6 +41,15 @@ Methods (``returns`` is periods x strategies of simple period returns):
   (``u_t >= E_t``, ``u_t >= u_{t-1}``, ``u_0 >= 0``, ``z >= u_t - E_t``). It measures the fall in units of
   the starting capital, not of the peak; the two differ only by compounding.
 
+Direct path. When the constraints are only long-only, fully invested and per-strategy bounds (and no pair
+exceeds the correlation threshold), minimum variance, mean-variance, maximum Sharpe / slope-std (with no
+bound either: the homogenised bounds are general constraints) and risk parity are solved by the exact
+numpy algorithms of ``rebal_optimizer.direct`` instead: an active-set method warm-started from the
+previous solution's active set, and Newton's method on the risk-parity barrier warm-started from the
+previous solution. Their answers satisfy the optimality conditions to rounding (checked); whenever they
+cannot vouch for one they return nothing and the cvxpy problem solves instead. ``direct=False`` always
+uses the cvxpy problem. For the direct path ``Solved.rebuilt`` means "not warm-started".
+
 Constraints (``Constraints``): long-only and fully invested always; ``min_weight`` / ``max_weight`` (one
 value or one per strategy); ``groups`` (``Group(members, cap)``: the members' total at most ``cap``); the
 combined weight of every pair whose estimated correlation exceeds ``correlation_threshold`` at most
@@ -59,6 +68,7 @@ import cvxpy as _cvxpy
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from rebal_optimizer.direct import ActiveSet, box_qp, risk_parity
 from rebal_optimizer.estimate import Estimate, Estimator, correlation_of, estimate, factor
 
 # cvxpy ships py.typed but re-exports its atoms implicitly (`from ... import *`), which strict mypy
@@ -102,6 +112,10 @@ class Constraints:
 
     def trivial(self) -> bool:
         return self == Constraints()
+
+    def bounds_only(self) -> bool:
+        """No constraint beyond per-strategy bounds (a correlation threshold is checked per solve)."""
+        return not self.groups and self.turnover is None
 
 
 @dataclass(frozen=True)
@@ -188,8 +202,10 @@ class Optimizer(ABC):
         periods_per_year: float = 365.0,
         solver: str = DEFAULT_SOLVER,
         solver_options: dict[str, Any] | None = None,
+        direct: bool = True,
     ) -> None:
         self.count = count
+        self.direct = direct
         self.constraints = constraints or Constraints()
         self.estimator = estimator or Estimator()
         self.periods_per_year = periods_per_year
@@ -199,6 +215,7 @@ class Optimizer(ABC):
         if np.any(self.bounds.low < 0):
             raise ValueError("long-only: minimum weights must be non-negative")
         self._built: _Built | None = None
+        self._warm: Any = None  # the direct path's last solution (active set or barrier minimiser)
 
     # -- what each method provides ---------------------------------------------------------------
     @abstractmethod
@@ -221,6 +238,12 @@ class Optimizer(ABC):
     def objective(self, weights: Floats, returns: Floats, est: Estimate) -> float:
         """The method's objective at `weights`, in the original units."""
 
+    def _direct(self, returns: Floats, est: Estimate) -> Floats | str | None:
+        """Weights by a direct method (``rebal_optimizer.direct``), storing its warm start; a reason when
+        the data make the problem infeasible; None when there is no direct method or it gave no answer.
+        Called only when the constraints are bounds at most and no pair is capped."""
+        return None
+
     # -- the shared shell ---------------------------------------------------------------------------
     def solve(self, returns: ArrayLike, current_weights: ArrayLike | None = None) -> Result:
         data = np.asarray(returns, dtype=np.float64)
@@ -232,6 +255,14 @@ class Optimizer(ABC):
             return Infeasible(reason)
         est = estimate(data, self.estimator)
         pairs = correlated_pairs(est.covariance, self.constraints.correlation_threshold)
+        if self.direct and self.constraints.bounds_only() and not pairs:
+            outcome = self._solve_direct(data, est, current)
+            if outcome is not None:
+                return outcome
+        return self._solve_problem(data, est, pairs, current)
+
+    def _solve_problem(self, data: Floats, est: Estimate, pairs: tuple[Pair, ...], current: Floats) -> Result:
+        """The cvxpy path: rebuild the problem if its structure changed, set the parameters, solve."""
         key = (pairs, *self._structure(data))
         rebuilt = self._built is None or self._built.key != key
         if self._built is None or rebuilt:
@@ -253,6 +284,17 @@ class Optimizer(ABC):
         if breach > WEIGHT_TOLERANCE:
             return SolverFailed(f"status {built.problem.status} but a constraint is broken by {breach:.3g}")
         return Solved(weights, self.objective(weights, data, est), str(built.problem.status), rebuilt)
+
+    def _solve_direct(self, data: Floats, est: Estimate, current: Floats) -> Result | None:
+        warm = self._warm is not None
+        found = self._direct(data, est)
+        if isinstance(found, str):
+            return Infeasible(found)
+        weights = self._clean(found)
+        if weights is None or violation(weights, self.constraints, (), current) > WEIGHT_TOLERANCE:
+            self._warm = None
+            return None
+        return Solved(weights, self.objective(weights, data, est), cp.OPTIMAL, rebuilt=not warm)
 
     def _current(self, current_weights: ArrayLike | None) -> Floats:
         if current_weights is None:
@@ -340,6 +382,20 @@ class MinVariance(Optimizer):
     def objective(self, weights: Floats, returns: Floats, est: Estimate) -> float:
         return _variance(weights, est)
 
+    def _quadratic_data(self, est: Estimate) -> tuple[Floats, Floats]:
+        """(Q, c) of ``min w'Qw / 2 - c'w`` on the rescaled data."""
+        return _scale(est.covariance) * est.covariance, np.zeros(self.count)
+
+    def _direct(self, returns: Floats, est: Estimate) -> Floats | str | None:
+        quadratic, linear = self._quadratic_data(est)
+        ones = np.ones(self.count)
+        warm = self._warm if isinstance(self._warm, ActiveSet) else None
+        solution = box_qp(quadratic, linear, ones, 1.0, self.bounds.low, self.bounds.high, warm)
+        if solution is None:
+            return None
+        self._warm = solution.active
+        return solution.x
+
 
 class MeanVariance(MinVariance):
     """Maximise ``mu'w - risk_aversion / 2 * w'Σw`` (per period); the objective is that utility."""
@@ -367,6 +423,10 @@ class MeanVariance(MinVariance):
     def objective(self, weights: Floats, returns: Floats, est: Estimate) -> float:
         return float(est.mean @ weights) - self.risk_aversion / 2 * _variance(weights, est)
 
+    def _quadratic_data(self, est: Estimate) -> tuple[Floats, Floats]:
+        scale = _scale(est.covariance)
+        return self.risk_aversion * scale * est.covariance, scale * est.mean
+
 
 class _Ratio(Optimizer):
     """Maximise ``g'w / ||F w||`` by minimising ``||F y||^2`` subject to ``g'y = 1`` and κ-homogenised
@@ -382,6 +442,27 @@ class _Ratio(Optimizer):
 
     def _factor_rows(self, returns: Floats) -> int:
         return self.count
+
+    def _ratio_quadratic(self, returns: Floats, est: Estimate) -> tuple[Floats, Floats]:
+        """(g, F'F) in original units."""
+        gain, risk = self._ratio_data(returns, est)
+        return gain, risk.T @ risk
+
+    def _direct(self, returns: Floats, est: Estimate) -> Floats | str | None:
+        if not self.constraints.trivial():
+            return None  # bounds homogenised by κ are general linear constraints
+        gain, quadratic = self._ratio_quadratic(returns, est)
+        top = float(np.max(gain))
+        if top <= 0:
+            return self._nothing_positive()
+        low, high = np.zeros(self.count), np.full(self.count, np.inf)
+        warm = self._warm if isinstance(self._warm, ActiveSet) else None
+        scaled = _scale(quadratic) * quadratic
+        solution = box_qp(scaled, np.zeros(self.count), gain / top, 1.0, low, high, warm)
+        if solution is None or not solution.x.sum() > 0:
+            return None
+        self._warm = solution.active
+        return solution.x
 
     def _structure(self, returns: Floats) -> tuple[Any, ...]:
         return (self._factor_rows(returns),)
@@ -432,8 +513,14 @@ class MaxSharpe(_Ratio):
     def _nothing_positive(self) -> str:
         return "no strategy's expected return exceeds the risk-free rate"
 
+    def _ratio_quadratic(self, returns: Floats, est: Estimate) -> tuple[Floats, Floats]:
+        return est.mean - self.risk_free / self.periods_per_year, est.covariance
+
     def objective(self, weights: Floats, returns: Floats, est: Estimate) -> float:
-        return super().objective(weights, returns, est) * math.sqrt(self.periods_per_year)
+        excess = est.mean - self.risk_free / self.periods_per_year
+        deviation = math.sqrt(max(_variance(weights, est), 0.0))
+        sharpe = float(excess @ weights) / deviation if deviation > 0 else math.inf
+        return sharpe * math.sqrt(self.periods_per_year)
 
 
 def slope_std_data(window: Floats) -> tuple[Floats, Floats]:
@@ -506,6 +593,14 @@ class RiskParity(Optimizer):
 
     def objective(self, weights: Floats, returns: Floats, est: Estimate) -> float:
         return parity_gap(weights, est.covariance)
+
+    def _direct(self, returns: Floats, est: Estimate) -> Floats | str | None:
+        warm = self._warm if isinstance(self._warm, np.ndarray) else None
+        solution = risk_parity(_scale(est.covariance) * est.covariance, warm)
+        if solution is None:
+            return None
+        self._warm = solution.x
+        return solution.x
 
 
 def newton_polish(x: Floats, covariance: Floats) -> Floats:
