@@ -38,6 +38,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -189,11 +190,12 @@ class Ledger:
                 units[i, column[asset]] = to_units(amount, f"{user}.{asset}")
         return cls(tuple(assets), users, units)
 
+    @cached_property
+    def _index(self) -> dict[str, int]:
+        return {user: i for i, user in enumerate(self.users)}
+
     def row(self, user: str) -> int | None:
-        try:
-            return self.users.index(user)
-        except ValueError:
-            return None
+        return self._index.get(user)
 
     def amounts(self, user: str) -> dict[str, Decimal]:
         i = self.row(user)
@@ -649,7 +651,7 @@ def _rows(plan: CyclePlan, ledger: Ledger) -> npt.NDArray[np.intp]:
         raise ValueError(f"the ledger's assets {ledger.assets} are not the plan's {plan.ledger.assets}")
     if ledger.users == plan.ledger.users:
         return np.arange(len(ledger.users))
-    index = {user: i for i, user in enumerate(ledger.users)}
+    index = ledger._index
     missing = [user for user in plan.ledger.users if user not in index]
     if missing:
         raise ValueError(f"users of the plan missing from the ledger: {missing[:5]}")
