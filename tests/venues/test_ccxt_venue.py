@@ -13,7 +13,6 @@ import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -31,42 +30,14 @@ from rebal.venue import (
     VenueRateLimited,
 )
 from rebal_devstack.pytest_plugin import FreshDatabase
-from rebal_venues.ccxt_settings import CcxtVenueSettings
 from rebal_venues.ccxt_venue import CcxtVenue, open_ccxt_venue
 from rebal_venues.paper import PaperVenue
-from tests.fake_exchange import FakeBook, FakeMarket, RateLimit, serving
+from tests.fake_exchange import FakeBook, RateLimit, serving
 from tests.paper_support import EXCHANGE, MARKETS, PRICES, STILL, Clock, migrated_pool
+from tests.venues.support import ACCOUNT, KEY, fake_book, settings
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 D = Decimal
-ACCOUNT = "demo/binance/spot"
-KEY, SECRET = "key-of-demo", "secret-of-demo"
-
-
-def fake_book() -> FakeBook:
-    """The paper exchange's test markets (tests/paper_support.py), on the fake Binance."""
-    return FakeBook(
-        markets={
-            "BTCUSDT": FakeMarket("BTC", "USDT", D("0.00001"), D("0.00001"), D("5")),
-            "ETHUSDT": FakeMarket("ETH", "USDT", D("0.0001"), D("0.0001"), D("5"), "MIN_NOTIONAL"),
-            "SOLUSDT": FakeMarket("SOL", "USDT", D("0.01"), D("0.01"), D("5")),
-        },
-        prices={"BTCUSDT": D("60000"), "ETHUSDT": D("3000"), "SOLUSDT": D("150")},
-        accounts={KEY: {}},
-    )
-
-
-def settings(origin: str, **changes: Any) -> CcxtVenueSettings:
-    values: dict[str, Any] = {
-        "exchange_id": "binance",
-        "account": ACCOUNT,
-        "api_key": SecretStr(KEY),
-        "secret": SecretStr(SECRET),
-        "sandbox": False,
-        "api_base_url": origin,
-        "timeout_ms": 3000,
-    }
-    return CcxtVenueSettings(**(values | changes))
 
 
 @dataclass

@@ -210,6 +210,9 @@ class PaperVenue:
     async def markets(self) -> Mapping[str, MarketInfo]:
         return self.market_info
 
+    async def close(self) -> None:
+        """Nothing to close: the pool is the service's."""
+
     async def prices(self, symbols: Sequence[str]) -> Mapping[str, Decimal]:
         """Any ``BASE/QUOTE`` whose two assets have a base price (not only the listed markets)."""
         now = self.clock()

@@ -18,7 +18,7 @@ from rebal_tracker.handlers import SERVICE, ReturnsIngest, Tracker, register
 from rebal_tracker.returns import ReturnsStore
 from rebal_tracker.settings import TrackerSettings
 from rebal_tracker.stats import StatsRefresher, StatsStore
-from rebal_venues.settings import open_paper_venues
+from rebal_venues.factory import open_venues
 
 log = logging.getLogger("rebal.tracker")
 
@@ -47,7 +47,7 @@ class Runtime:
         load(tracking.layout_file, lambda doc: parse_tree(doc, "real"))  # a bad layout stops the start
         if not isinstance(layout, dict):
             raise ValueError(f"{tracking.layout_file}: the layout must be a tree document")
-        venues = open_paper_venues(_exchanges(layout), pool, self.settings.paper)
+        venues = open_venues(_exchanges(layout), pool, self.settings.paper)
         quote = next(iter(venues.values())).valuation_quote if venues else "USD"
         self.tracker = Tracker(tracking.portfolio_id, layout, quote, venues, self.publisher)
         seeded = await self.tracker.seed()

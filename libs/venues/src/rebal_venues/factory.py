@@ -1,0 +1,211 @@
+"""The venues a service trades on, from configuration: the paper exchange (the default) or any ccxt exchange.
+
+One ``[venues.<name>]`` section per venue (the name is the exchange of the layout's accounts and of the
+markets document), read from the configuration file (``REBAL_CONFIG``) and the environment
+(``REBAL__VENUES__<NAME>__KIND=ccxt``), loaded once when a service starts::
+
+    [venues.binance]
+    kind = "ccxt"                 # "paper" (the default for every exchange not configured) or "ccxt"
+    exchange_id = "binance"       # any ccxt exchange id; the section's name when left out
+    sandbox = true                # the exchange's testnet (the default; opening fails without one)
+    account = "demo/binance/spot" # the layout account these keys trade for
+    api_key_file = "/run/secrets/binance_key"
+    secret_file = "/run/secrets/binance_secret"
+
+    [venues.binance.accounts.savings]   # more accounts on the same exchange, each with its own keys
+    account = "demo/binance/savings"
+    api_key_file = "/run/secrets/binance_savings_key"
+    secret_file = "/run/secrets/binance_savings_secret"
+
+Keys are `SecretStr`: never logged, never in a repr.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Literal, Protocol
+
+import asyncpg
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from rebal.settings import ConfigFileSource, Section
+from rebal.venue import Balances, MarketInfo, OrderState, Side, Venue, VenueAuthError
+from rebal_venues.ccxt_settings import CcxtVenueSettings
+from rebal_venues.ccxt_venue import CcxtVenue, open_ccxt_venue
+from rebal_venues.settings import PaperSettings, open_paper_venues
+
+# The valuation quote of a ccxt venue unless its section names another.
+DEFAULT_CCXT_QUOTE = "USDT"
+
+
+class ConfiguredVenue(Venue, Protocol):
+    """A venue as a service opens it: the port, plus what the tracker needs and a close."""
+
+    @property
+    def valuation_quote(self) -> str: ...
+
+    async def seed(self, account: str, amounts: Mapping[str, Decimal]) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+class AccountKeys(Section):
+    """Another account's keys on a configured ccxt venue."""
+
+    # The layout's account path (``demo/binance/savings``); the accounts entry's name when empty.
+    account: str = ""
+    api_key: SecretStr = SecretStr("")
+    secret: SecretStr = SecretStr("")
+    api_key_file: Path | None = None
+    secret_file: Path | None = None
+
+
+class VenueSettings(CcxtVenueSettings):
+    """One venue: `kind` chooses the adapter; the ccxt fields (`CcxtVenueSettings`) apply to ccxt only."""
+
+    kind: Literal["paper", "ccxt"] = "paper"
+    # The ccxt exchange id; the venue's (section's) name when empty.
+    exchange_id: str = ""
+    # The asset the tracker values this venue's holdings in (ccxt; the paper exchange's is its prices').
+    valuation_quote: str = DEFAULT_CCXT_QUOTE
+    accounts: dict[str, AccountKeys] = Field(default_factory=dict)
+
+    def ccxt_accounts(self, venue: str) -> list[CcxtVenueSettings]:
+        """One `CcxtVenueSettings` per account: the section's own keys, then each of `accounts`."""
+        common = self.model_dump(exclude={"kind", "valuation_quote", "accounts"})
+        common.update(exchange_id=self.exchange_id or venue, name=venue)
+        found = [CcxtVenueSettings.model_validate(common)] if self.api_key.get_secret_value() else []
+        for entry, keys in sorted(self.accounts.items()):
+            own = keys.model_dump()
+            own["account"] = keys.account or entry
+            found.append(CcxtVenueSettings.model_validate(common | own))
+        return found
+
+    @model_validator(mode="after")
+    def _one_account_per_keys(self) -> VenueSettings:
+        paths = [keys.account or entry for entry, keys in self.accounts.items()]
+        if self.api_key.get_secret_value():
+            paths.append(self.account)
+        repeated = sorted({path for path in paths if paths.count(path) > 1})
+        if repeated:
+            raise ValueError(f"accounts {', '.join(repeated)} have more than one set of keys")
+        return self
+
+
+class VenuesConfig(BaseSettings):
+    """The ``venues`` section of the configuration (file and ``REBAL__VENUES__…``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="REBAL__", env_nested_delimiter="__", extra="ignore", case_sensitive=False
+    )
+
+    venues: dict[str, VenueSettings] = Field(default_factory=dict)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, ConfigFileSource(settings_cls), file_secret_settings
+
+
+class CcxtAccounts:
+    """One ccxt exchange under one venue name, with a `CcxtVenue` (a set of keys) per account."""
+
+    def __init__(self, name: str, quote: str, by_account: Mapping[str, CcxtVenue]) -> None:
+        if not by_account:
+            raise ValueError(f"venue {name!r} is ccxt but no account has keys (api_key or api_key_file)")
+        self._name = name
+        self._quote = quote
+        self._by_account = dict(sorted(by_account.items()))
+        self._public = next(iter(self._by_account.values()))
+
+    def __repr__(self) -> str:
+        return f"CcxtAccounts(name={self._name!r}, accounts={sorted(self._by_account)!r})"
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def valuation_quote(self) -> str:
+        return self._quote
+
+    @property
+    def accounts(self) -> Mapping[str, CcxtVenue]:
+        return self._by_account
+
+    def of(self, account: str) -> CcxtVenue:
+        """The account's venue; an account without keys cannot trade: stop and alert (not retryable)."""
+        venue = self._by_account.get(account)
+        if venue is None:
+            raise VenueAuthError(f"{self._name}: no keys are configured for account {account!r}")
+        return venue
+
+    async def markets(self) -> Mapping[str, MarketInfo]:
+        return await self._public.markets()
+
+    async def prices(self, symbols: Sequence[str]) -> Mapping[str, Decimal]:
+        return await self._public.prices(symbols)
+
+    async def balances(self, account: str) -> Balances:
+        return await self.of(account).balances(account)
+
+    async def seed(self, account: str, amounts: Mapping[str, Decimal]) -> bool:
+        return await self.of(account).seed(account, amounts)
+
+    async def place_order(
+        self, account: str, client_order_id: str, symbol: str, side: Side, amount: Decimal
+    ) -> OrderState:
+        return await self.of(account).place_order(account, client_order_id, symbol, side, amount)
+
+    async def order(self, account: str, client_order_id: str, symbol: str | None = None) -> OrderState | None:
+        return await self.of(account).order(account, client_order_id, symbol)
+
+    async def cancel_order(self, account: str, client_order_id: str, symbol: str) -> OrderState | None:
+        return await self.of(account).cancel_order(account, client_order_id, symbol)
+
+    async def close(self) -> None:
+        for venue in self._by_account.values():
+            await venue.close()
+
+
+def open_ccxt_accounts(name: str, settings: VenueSettings) -> CcxtAccounts:
+    """The ccxt venue `name` as configured (clients built, not yet connected)."""
+    opened: dict[str, CcxtVenue] = {}
+    try:
+        for account in settings.ccxt_accounts(name):
+            opened[account.account] = open_ccxt_venue(account)
+    except ValueError as exc:
+        raise ValueError(f"venues.{name}: {exc}") from None
+    return CcxtAccounts(name, settings.valuation_quote, opened)
+
+
+def open_venues(
+    exchanges: Iterable[str],
+    pool: asyncpg.Pool | None,
+    paper: PaperSettings,
+    config: VenuesConfig | None = None,
+) -> dict[str, ConfiguredVenue]:
+    """Every venue the service needs: `exchanges` (the layout's or the markets document's) and every
+    configured one; ccxt where configured so, the paper exchange otherwise. `config` is read from the
+    configuration file and the environment when not given."""
+    config = config if config is not None else VenuesConfig()
+    names = sorted(set(exchanges) | set(config.venues))
+    ccxt_names = [name for name in names if name in config.venues and config.venues[name].kind == "ccxt"]
+    opened: dict[str, ConfiguredVenue] = {}
+    paper_names = [name for name in names if name not in ccxt_names]
+    if paper_names:
+        if pool is None:
+            raise ValueError(f"the paper venues {', '.join(paper_names)} need the database")
+        opened.update(open_paper_venues(paper_names, pool, paper))
+    for name in ccxt_names:
+        opened[name] = open_ccxt_accounts(name, config.venues[name])
+    return dict(sorted(opened.items()))
