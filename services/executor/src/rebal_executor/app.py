@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rebal import bus, db, service
-from rebal.events import RebalancePlanned
+from rebal.events import HaltTrading, RebalancePlanned, ResumeTrading
 from rebal.io import load_document
 from rebal_executor.handlers import SERVICE, Executor, register
+from rebal_executor.journal import Journal
 from rebal_executor.locks import account_locks
 from rebal_executor.settings import ExecutorSettings
 from rebal_venues.factory import open_venues
@@ -18,12 +21,18 @@ log = logging.getLogger("rebal.executor")
 
 @dataclass
 class Runtime:
-    """What the executor opens at start (pool, migrations, the paper venues) and closes at shutdown."""
+    """What the executor opens at start (pool, migrations, venues, the journal and its worker) and closes.
+
+    Plans are written to the journal and acked; one worker task runs them (resumed runs first) and, every
+    `reconcile_interval_seconds` and at start, reconciles unfinished runs and our open orders with the
+    venues."""
 
     settings: ExecutorSettings
     publisher: bus.EventSink
     database: service.Database
     executor: Executor | None = None
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _worker: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         pool = await self.database.open()
@@ -34,20 +43,50 @@ class Runtime:
         markets = load_document(self.settings.paper.markets_file)
         exchanges = list(markets) if isinstance(markets, dict) else []
         venues = open_venues(exchanges, pool, self.settings.paper)
-        self.executor = Executor(venues, self.publisher, self.settings)
+        self.executor = Executor(
+            venues,
+            self.publisher,
+            self.settings,
+            Journal(pool),
+            lock=lambda accounts: account_locks(pool, accounts),
+        )
+        await self.executor.restore_halts(self.settings.portfolios)
+        self._wake.set()  # reconcile at start
+        self._worker = asyncio.create_task(self._work(self.executor), name="executor-worker")
 
     async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
         await self.database.close()
 
-    async def on_plan(self, plan: RebalancePlanned) -> None:
-        if self.executor is None or self.database.pool is None:
+    async def _work(self, executor: Executor) -> None:
+        interval = self.settings.execution.reconcile_interval_seconds
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), interval)
+            self._wake.clear()
+            try:
+                await executor.drain()
+            except Exception:  # the journal or a venue is away: log, and try again at the next wake-up
+                log.exception("executing the queued runs failed; retrying in %g s", interval)
+
+    def _ready(self) -> Executor:
+        if self.executor is None:
             raise RuntimeError("the executor has not started")
-        if plan.dry_run:
-            await self.executor.on_plan(plan)  # nothing is executed: no lock needed
-            return
-        accounts = {(order.exchange, order.account) for order in plan.orders}
-        async with account_locks(self.database.pool, accounts):
-            await self.executor.on_plan(plan)
+        return self.executor
+
+    async def on_plan(self, plan: RebalancePlanned) -> None:
+        if await self._ready().accept(plan):
+            self._wake.set()
+
+    async def on_halt(self, command: HaltTrading) -> None:
+        await self._ready().halt(command)
+
+    async def on_resume(self, command: ResumeTrading) -> None:
+        await self._ready().resume(command)
+        self._wake.set()
 
 
 settings = ExecutorSettings()
@@ -55,7 +94,7 @@ broker = service.make_broker(settings, SERVICE)
 publisher = bus.Publisher(broker)
 database = service.Database(settings.database.url.get_secret_value(), settings.database.pool_size)
 runtime = Runtime(settings, publisher, database)
-register(broker, publisher, runtime.on_plan)
+register(broker, publisher, runtime.on_plan, runtime.on_halt, runtime.on_resume)
 app = service.build(
     SERVICE,
     broker,
