@@ -139,21 +139,21 @@ class Executor:
     # -- plans in ---------------------------------------------------------------------------------------
 
     async def accept(self, plan: RebalancePlanned) -> bool:
-        """Queue a plan to run (written before its message is acked); False when there is nothing to run."""
+        """Queue a plan to run (written before its message is acked); False when there is nothing new to run
+        (a dry run, execution disabled, or a plan already queued: a redelivery)."""
         if plan.dry_run:
             log.info("plan %s is a dry run: not executed", plan.event_id)
             return False
         if not self.settings.enabled:
             log.warning("execution is disabled: plan %s not executed", plan.event_id)
             return False
-        await self.journal.enqueue(plan.correlation_id or plan.event_id, plan)
-        return True
+        return await self.journal.enqueue(plan.correlation_id or plan.event_id, plan)
 
     async def on_plan(self, plan: RebalancePlanned) -> None:
         """Queue the plan and run what is queued now (tests and single-shot use; the service queues and
         lets its worker drain)."""
-        if await self.accept(plan):
-            await self.drain()
+        await self.accept(plan)
+        await self.drain()
 
     async def drain(self) -> None:
         """Run every unfinished run (resumed ones first, then queued ones, newest plan per portfolio), then
@@ -552,6 +552,8 @@ class Executor:
         execution = self.settings.execution
         cid = order.client_order_id
         for attempt in range(1, execution.placement_attempts + 1):
+            if attempt > 1:
+                await self.journal.move_order(cid, "submitted")  # sent again, under the same id
             try:
                 return await venue.place_order(order.account, cid, order.symbol, order.side, order.amount)
             except OrderRejected as rejected:
@@ -579,7 +581,6 @@ class Executor:
             known = await self._lookup(venue, order)
             if known is not None:
                 return known
-            await self.journal.move_order(cid, "submitted")  # sent again, under the same id
         return Unknown(
             f"{cid} outcome unknown after {execution.placement_attempts} attempts: left to reconcile"
         )
