@@ -58,9 +58,13 @@ def _amount_option(raw: str | None, option: str) -> float:
 
 @app.command()
 def plan(
-    real: Annotated[Path, typer.Option("--real", help="The real tree (JSON or YAML).")],
-    target: Annotated[Path, typer.Option("--target", help="The desired tree with weights (JSON or YAML).")],
-    prices: Annotated[Path, typer.Option("--prices", help='Prices: {"quote": "USD", "prices": {...}}.')],
+    real: Annotated[Path | None, typer.Option("--real", help="The real tree (JSON or YAML).")] = None,
+    target: Annotated[
+        Path | None, typer.Option("--target", help="The desired tree with weights (JSON or YAML).")
+    ] = None,
+    prices: Annotated[
+        Path | None, typer.Option("--prices", help='Prices: {"quote": "USD", "prices": {...}}.')
+    ] = None,
     markets: Annotated[
         Path | None, typer.Option("--markets", help="Markets per exchange: steps, minimums, fees.")
     ] = None,
@@ -72,8 +76,39 @@ def plan(
         str | None, typer.Option("--withdraw", help="Shrink the portfolio by this value.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+    portfolio: Annotated[
+        str | None,
+        typer.Option(
+            "--portfolio", help="Plan PORTFOLIO with the running system instead (a stored preview)."
+        ),
+    ] = None,
+    api_url: Annotated[
+        str, typer.Option("--api-url", envvar="REBAL__API__URL", help="The monitor's API (with --portfolio).")
+    ] = cli_ops.DEFAULT_API_URL,
 ) -> None:
-    """Compare the real tree with the desired tree and print the diff tree and the order plan."""
+    """Compare the real tree with the desired tree and print the diff tree and the order plan.
+
+    With --portfolio instead of files: a dry-run plan made by the running system from its latest
+    snapshot and target, stored for `rebal approve PLAN_ID`."""
+    if portfolio is not None:
+        given = [
+            name
+            for name, value in (
+                ("--real", real),
+                ("--target", target),
+                ("--prices", prices),
+                ("--markets", markets),
+                ("--invest", invest),
+                ("--withdraw", withdraw),
+            )
+            if value is not None
+        ]
+        if given:
+            fail(f"--portfolio plans with the running system's data: leave out {', '.join(given)}")
+        cli_ops.preview(api_url, portfolio, str(band), as_json)
+        return
+    if real is None or target is None or prices is None:
+        fail("--real, --target and --prices are needed (or --portfolio P to plan with the running system)")
     if invest is not None and withdraw is not None:
         fail("--invest and --withdraw cannot be used together")
     if not band >= 0:  # also rejects NaN

@@ -11,7 +11,6 @@ doctor check), 2 bad input or not found, 3 not running, 4 configuration error. R
 from __future__ import annotations
 
 import time
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -368,19 +367,13 @@ def resume(
 # -- exports -------------------------------------------------------------------------------------
 
 
-class ExportKind(StrEnum):
-    trades = "trades"
-    plans = "plans"
-
-
-class ExportFormat(StrEnum):
-    csv = "csv"
-    json = "json"
+EXPORT_KINDS = ("trades", "plans")
+EXPORT_FORMATS = ("csv", "json")
 
 
 def export(
-    kind: Annotated[ExportKind, typer.Argument(help="trades (every fill) or plans (every stored plan).")],
-    fmt: Annotated[ExportFormat, typer.Option("--format", help="csv or json.")] = ExportFormat.csv,
+    kind: Annotated[str, typer.Argument(help="trades (every fill) or plans (every stored plan).")],
+    fmt: Annotated[str, typer.Option("--format", help="csv or json.")] = "csv",
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write to this file (default: stdout).")
     ] = None,
@@ -388,11 +381,15 @@ def export(
     api_url: ApiUrl = DEFAULT_API_URL,
 ) -> None:
     """Every trade or plan as CSV or JSON, streamed (a progress bar on stderr when writing a file)."""
+    if kind not in EXPORT_KINDS:
+        fail(f"export: {kind!r} is not one of {', '.join(EXPORT_KINDS)}")
+    if fmt not in EXPORT_FORMATS:
+        fail(f"--format: {fmt!r} is not one of {', '.join(EXPORT_FORMATS)}")
     if output is not None and (output.is_dir() or not output.parent.is_dir()):
         fail(f"--output: {output} is a directory or its directory does not exist")
     api = connect(api_url)
-    params = {"format": fmt.value, "portfolio_id": portfolio}
-    with api.stream(f"/export/{kind.value}", params) as response:
+    params = {"format": fmt, "portfolio_id": portfolio}
+    with api.stream(f"/export/{kind}", params) as response:
         if output is None:
             out = typer.get_binary_stream("stdout")
             for chunk in response.iter_bytes():
@@ -404,7 +401,7 @@ def export(
         columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn())
         try:
             with partial.open("wb") as out, Progress(*columns, console=_console(stderr=True)) as progress:
-                task = progress.add_task(f"{kind.value} → {output}", total=int(length) if length else None)
+                task = progress.add_task(f"{kind} → {output}", total=int(length) if length else None)
                 for chunk in response.iter_bytes():
                     out.write(chunk)
                     progress.advance(task, len(chunk))
@@ -427,4 +424,4 @@ def register(app: typer.Typer) -> None:
     app.command()(cli_config.doctor)
 
 
-__all__ = ["connect", "preview", "print_plan", "register"]
+__all__ = ["DEFAULT_API_URL", "connect", "preview", "print_plan", "register"]
