@@ -21,6 +21,7 @@ import gc
 import json
 import logging
 import os
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -31,7 +32,7 @@ from faststream.asgi import AsgiFastStream, AsgiResponse, get
 from faststream.nats import NatsBroker
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from faststream.nats.prometheus import NatsPrometheusMiddleware
-from faststream.nats.security import NatsUserPassword
+from faststream.nats.security import NatsSecurity, NatsUserPassword
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -49,10 +50,12 @@ Check = Callable[[], Awaitable[None]]
 def make_broker(settings: ServiceSettings, name: str) -> NatsBroker:
     nats = settings.nats
     bus.configure(ack_wait_seconds=nats.ack_wait_seconds)
-    security = None
+    # TLS with a private CA (tls:// servers with a public certificate need nothing here).
+    tls = ssl.create_default_context(cafile=str(nats.tls_ca_file)) if nats.tls_ca_file else None
+    security: NatsSecurity | None = NatsSecurity(ssl_context=tls) if tls else None
     if nats.user is not None:
         password = nats.password.get_secret_value() if nats.password is not None else ""
-        security = NatsUserPassword(nats.user, password)
+        security = NatsUserPassword(nats.user, password, ssl_context=tls)
     return NatsBroker(
         nats.servers,
         security=security,
@@ -158,9 +161,11 @@ def build(
 
 
 def mode_of(settings: ServiceSettings) -> str:
-    """``live`` when the service's settings enable live trading (the executor's ``live`` switch), else
-    ``dry_run``."""
-    return "live" if getattr(settings, "live", False) is True else "dry_run"
+    """``live`` when the service's settings enable live trading (the executor's ``live``, the API's
+    ``api.live``), else ``dry_run``."""
+    api = getattr(settings, "api", None)
+    live = getattr(settings, "live", False) is True or getattr(api, "live", False) is True
+    return "live" if live else "dry_run"
 
 
 def report_build(settings: ServiceSettings) -> None:

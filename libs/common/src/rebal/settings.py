@@ -42,6 +42,8 @@ class NatsSettings(Section):
     user: str | None = None
     password: SecretStr | None = None
     password_file: Path | None = None
+    # TLS (``tls://`` servers): the CA that signed the servers' certificates, when not a public one.
+    tls_ca_file: Path | None = None
 
     @property
     def servers(self) -> list[str]:
@@ -54,6 +56,8 @@ class NatsSettings(Section):
                 self.password = SecretStr(self.password_file.read_text().strip())
             except OSError as exc:
                 raise ValueError(f"nats.password_file {self.password_file}: {exc.strerror}") from None
+        if self.tls_ca_file is not None and not self.tls_ca_file.is_file():
+            raise ValueError(f"nats.tls_ca_file {self.tls_ca_file}: no such file")
         return self
 
 
