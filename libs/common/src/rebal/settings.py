@@ -81,6 +81,37 @@ class HttpSettings(Section):
     port: int = Field(default=0, ge=0, le=65535)
 
 
+API_TOKEN_MIN_LENGTH = 32
+
+
+class ApiSettings(Section):
+    """The operators' REST API (served by the monitor; the CLI reads `token` to call it)."""
+
+    # Every API request needs `Authorization: Bearer <token>`; none configured refuses every request.
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    # Live: plans may execute at once (`dry_run: false`); the API then refuses to start without a token of
+    # at least API_TOKEN_MIN_LENGTH characters.
+    live: bool = False
+    # A stored plan may be approved this long after it was made.
+    plan_ttl_seconds: float = Field(default=300.0, gt=0)
+    # A plan is stale when a traded market's price moved more than this fraction since its snapshot...
+    stale_price_tolerance: float = Field(default=0.01, ge=0)
+    # ... or balances moved by more than this fraction of the portfolio's value.
+    stale_balance_tolerance: float = Field(default=0.01, ge=0)
+    # How long POST /portfolio/rebalance waits for the planner.
+    plan_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _read_token_file(self) -> ApiSettings:
+        if self.token_file is not None:
+            try:
+                self.token = SecretStr(self.token_file.read_text().strip())
+            except OSError as exc:
+                raise ValueError(f"api.token_file {self.token_file}: {exc.strerror}") from None
+        return self
+
+
 class ServiceSettings(BaseSettings):
     """What every service reads. Subclasses add their own sections and set `service`."""
 

@@ -1,6 +1,28 @@
-"""`python -m rebal_monitor`: the monitor on its own port."""
+"""`python -m rebal_monitor`: the monitor (journal, API, dashboard) on its own port."""
+
+import logging
+import sys
+
+import uvicorn
+from pydantic import ValidationError
 
 from rebal import service
-from rebal_monitor.app import app, settings
+from rebal_monitor.app import build
+from rebal_monitor.settings import MonitorSettings, token_problem
 
-service.serve(app, settings)
+CONFIG_ERROR = 4
+
+try:
+    settings = MonitorSettings()
+except ValidationError as exc:
+    print(f"rebal-monitor: configuration error: {exc}", file=sys.stderr)
+    sys.exit(CONFIG_ERROR)
+problem = token_problem(settings)
+if problem is not None:
+    print(f"rebal-monitor: configuration error: {problem}", file=sys.stderr)
+    sys.exit(CONFIG_ERROR)
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+app = build(settings)
+service.tune_garbage_collector()
+logging.getLogger("rebal.monitor").info("starting on http://%s:%d", settings.http.host, settings.http.port)
+uvicorn.run(app, host=settings.http.host, port=settings.http.port, log_level="warning", lifespan="on")

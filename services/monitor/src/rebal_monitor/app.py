@@ -1,21 +1,64 @@
-"""Monitor wiring: `faststream run rebal_monitor.app:app` or `python -m rebal_monitor`."""
+"""Monitor wiring: `python -m rebal_monitor`.
+
+One ASGI app on the monitor's port: FastStream's (the journal's consumers, /livez, /readyz, /metrics and
+the lifespan that starts them) and the operators' API and dashboard (FastAPI) for every other path.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+from fastapi import FastAPI
+from faststream.asgi import AsgiFastStream
+
 from rebal import bus, service
+from rebal_monitor.api import Deps, create_api
 from rebal_monitor.handlers import SERVICE, Monitor, register
 from rebal_monitor.settings import MonitorSettings
 
-settings = MonitorSettings()
-broker = service.make_broker(settings, SERVICE)
-database = service.Database(settings.database.url.get_secret_value(), settings.database.pool_size)
-monitor = Monitor(database)
-register(broker, bus.Publisher(broker), monitor)
-app = service.build(
-    SERVICE,
-    broker,
-    settings,
-    checks=[("postgres", database.ping)],
-    on_startup=[monitor.start],
-    on_shutdown=[database.close],
-)
+HEALTH_PATHS = frozenset({"/livez", "/readyz", "/metrics"})
+
+
+class MonitorApp:
+    """The lifespan and the health paths go to FastStream's app, everything else to the API."""
+
+    def __init__(self, stream: AsgiFastStream, api: FastAPI) -> None:
+        self.stream = stream
+        self.api = api
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan" or scope.get("path") in HEALTH_PATHS:
+            await self.stream(scope, receive, send)
+        else:
+            await self.api(scope, receive, send)
+
+
+def build(settings: MonitorSettings) -> MonitorApp:
+    broker = service.make_broker(settings, SERVICE)
+    database = service.Database(settings.database.url.get_secret_value(), settings.database.pool_size)
+    monitor = Monitor(database)
+    publisher = bus.Publisher(broker)
+    register(broker, publisher, monitor)
+
+    async def nats_ready() -> None:
+        if not await broker.ping(timeout=service.READY_TIMEOUT_SECONDS):
+            raise RuntimeError("NATS does not answer")
+
+    stream = service.build(
+        SERVICE,
+        broker,
+        settings,
+        checks=[("postgres", database.ping)],
+        on_startup=[monitor.start],
+        on_shutdown=[database.close],
+    )
+    api = create_api(
+        Deps(
+            pool=lambda: database.pool,
+            publisher=publisher,
+            settings=settings.api,
+            portfolios=settings.portfolios,
+            checks={"nats": nats_ready, "postgres": database.ping},
+        )
+    )
+    return MonitorApp(stream, api)

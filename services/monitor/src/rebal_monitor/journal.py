@@ -63,9 +63,10 @@ async def _project(connection: Connection, event: Event) -> None:
         # Whatever came first (RunStarted, RunFinished after a redelivery) keeps its status.
         await connection.execute(
             "INSERT INTO runs (run_id, portfolio_id, plan_id, dry_run, status, orders, skipped, reasons,"
-            " planned_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9)"
+            " planned_at, skips) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10::jsonb)"
             " ON CONFLICT (run_id) DO UPDATE SET plan_id = EXCLUDED.plan_id, dry_run = EXCLUDED.dry_run,"
-            " orders = EXCLUDED.orders, planned_at = LEAST(runs.planned_at, EXCLUDED.planned_at)",
+            " orders = EXCLUDED.orders, skips = EXCLUDED.skips,"
+            " planned_at = LEAST(runs.planned_at, EXCLUDED.planned_at)",
             event.correlation_id,
             event.portfolio_id,
             event.event_id,
@@ -75,6 +76,7 @@ async def _project(connection: Connection, event: Event) -> None:
             len(event.skipped),
             json.dumps(sorted({s.reason for s in event.skipped})),
             event.occurred_at,
+            json.dumps([skip.model_dump(mode="json") for skip in event.skipped]),
         )
     elif isinstance(event, PlanFailed):
         await connection.execute(

@@ -1,0 +1,322 @@
+"""The API's Postgres side: the journal read back (latest events, runs with orders and fills), stored plans.
+
+Every function takes the pool and returns plain JSON-ready values (decimals as strings, times ISO 8601).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from rebal.core.numbers import dec_str
+
+JsonDict = dict[str, Any]
+# A strategy's performance is computed over at most this many of its latest returns.
+PERFORMANCE_MAX_RETURNS = 100_000
+EXPORT_PREFETCH = 500
+
+
+def jsonable(value: object) -> object:
+    if isinstance(value, Decimal):
+        return dec_str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
+
+
+@dataclass(frozen=True)
+class Stored:
+    """One journaled event: its id, when it happened, and its payload."""
+
+    event_id: uuid.UUID
+    occurred_at: datetime
+    payload: JsonDict
+
+
+async def latest_event(pool: asyncpg.Pool, portfolio: str, types: Sequence[str]) -> Stored | None:
+    row = await pool.fetchrow(
+        "SELECT event_id, occurred_at, payload::text AS payload FROM events"
+        " WHERE portfolio_id = $1 AND type = ANY($2::text[])"
+        " ORDER BY occurred_at DESC, stored_at DESC LIMIT 1",
+        portfolio,
+        list(types),
+    )
+    return None if row is None else Stored(row["event_id"], row["occurred_at"], json.loads(row["payload"]))
+
+
+async def event(pool: asyncpg.Pool, event_id: uuid.UUID) -> Stored | None:
+    row = await pool.fetchrow(
+        "SELECT event_id, occurred_at, payload::text AS payload FROM events WHERE event_id = $1", event_id
+    )
+    return None if row is None else Stored(row["event_id"], row["occurred_at"], json.loads(row["payload"]))
+
+
+async def plan_outcome(pool: asyncpg.Pool, run_id: uuid.UUID) -> Stored | None:
+    """The planner's answer for a run (its plan or why there is none), once journaled."""
+    row = await pool.fetchrow(
+        "SELECT event_id, occurred_at, payload::text AS payload FROM events WHERE correlation_id = $1"
+        " AND type IN ('RebalancePlanned', 'PlanFailed') ORDER BY occurred_at LIMIT 1",
+        run_id,
+    )
+    return None if row is None else Stored(row["event_id"], row["occurred_at"], json.loads(row["payload"]))
+
+
+async def latest_optimization(pool: asyncpg.Pool, portfolio: str) -> Stored | None:
+    row = await pool.fetchrow(
+        "SELECT event_id, occurred_at, (payload->'optimization')::text AS payload FROM events"
+        " WHERE portfolio_id = $1 AND type = 'TargetWeightsComputed'"
+        " AND jsonb_typeof(payload->'optimization') = 'object' ORDER BY occurred_at DESC LIMIT 1",
+        portfolio,
+    )
+    return None if row is None else Stored(row["event_id"], row["occurred_at"], json.loads(row["payload"]))
+
+
+# Plans.
+
+PLAN_COLUMNS = (
+    "plan_id, run_id, portfolio_id, status, dry_run, band, snapshot_id, target_id, total_value,"
+    " prices::text AS prices, orders::text AS orders, transfers::text AS transfers, skipped::text AS skipped,"
+    " projected_weights::text AS projected_weights, created_at, expires_at, approved_at, approval_run_id"
+)
+
+
+def plan_document(row: asyncpg.Record) -> JsonDict:
+    return {
+        "plan_id": str(row["plan_id"]),
+        "run_id": str(row["run_id"]),
+        "portfolio_id": row["portfolio_id"],
+        "status": row["status"],
+        "dry_run": row["dry_run"],
+        "band": dec_str(row["band"]),
+        "inputs": {
+            "snapshot_id": str(row["snapshot_id"]),
+            "target_id": str(row["target_id"]),
+            "total_value": dec_str(row["total_value"]),
+            "prices": json.loads(row["prices"]),
+        },
+        "orders": json.loads(row["orders"]),
+        "transfers": json.loads(row["transfers"]),
+        "skipped": json.loads(row["skipped"]),
+        "projected_weights": json.loads(row["projected_weights"]),
+        "created_at": row["created_at"].isoformat(),
+        "expires_at": row["expires_at"].isoformat(),
+        "approved_at": jsonable(row["approved_at"]),
+        "approval_run_id": jsonable(row["approval_run_id"]),
+    }
+
+
+async def insert_plan(pool: asyncpg.Pool, plan: JsonDict, status: str) -> JsonDict:
+    """Store a plan document (once: the same plan id again returns what is stored)."""
+    inputs = plan["inputs"]
+    await pool.execute(
+        "INSERT INTO plans (plan_id, run_id, portfolio_id, status, dry_run, band, snapshot_id, target_id,"
+        " total_value, prices, orders, transfers, skipped, projected_weights, created_at, expires_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11::jsonb, $12::jsonb, $13::jsonb,"
+        " $14::jsonb, $15, $16) ON CONFLICT (plan_id) DO NOTHING",
+        uuid.UUID(plan["plan_id"]),
+        uuid.UUID(plan["run_id"]),
+        plan["portfolio_id"],
+        status,
+        plan["dry_run"],
+        Decimal(plan["band"]),
+        uuid.UUID(inputs["snapshot_id"]),
+        uuid.UUID(inputs["target_id"]),
+        Decimal(inputs["total_value"]),
+        json.dumps(inputs["prices"]),
+        json.dumps(plan["orders"]),
+        json.dumps(plan["transfers"]),
+        json.dumps(plan["skipped"]),
+        json.dumps(plan["projected_weights"]),
+        plan["created_at"],
+        plan["expires_at"],
+    )
+    stored = await get_plan(pool, uuid.UUID(plan["plan_id"]))
+    assert stored is not None
+    return stored
+
+
+async def get_plan(pool: asyncpg.Pool, plan_id: uuid.UUID) -> JsonDict | None:
+    row = await pool.fetchrow(f"SELECT {PLAN_COLUMNS} FROM plans WHERE plan_id = $1", plan_id)
+    return None if row is None else plan_document(row)
+
+
+async def list_plans(
+    pool: asyncpg.Pool, portfolio: str, limit: int, after: tuple[datetime, uuid.UUID] | None
+) -> tuple[list[JsonDict], tuple[datetime, uuid.UUID] | None]:
+    if after is None:
+        rows = await pool.fetch(
+            f"SELECT {PLAN_COLUMNS} FROM plans WHERE portfolio_id = $1"
+            " ORDER BY created_at DESC, plan_id DESC LIMIT $2",
+            portfolio,
+            limit + 1,
+        )
+    else:
+        rows = await pool.fetch(
+            f"SELECT {PLAN_COLUMNS} FROM plans WHERE portfolio_id = $1 AND (created_at, plan_id) < ($2, $3)"
+            " ORDER BY created_at DESC, plan_id DESC LIMIT $4",
+            portfolio,
+            after[0],
+            after[1],
+            limit + 1,
+        )
+    page = rows[:limit]
+    more = (page[-1]["created_at"], page[-1]["plan_id"]) if len(rows) > limit else None
+    return [plan_document(row) for row in page], more
+
+
+async def mark_approved(pool: asyncpg.Pool, plan_id: uuid.UUID, at: datetime, run_id: uuid.UUID) -> None:
+    await pool.execute(
+        "UPDATE plans SET status = 'approved', approved_at = $2, approval_run_id = $3"
+        " WHERE plan_id = $1 AND approved_at IS NULL",
+        plan_id,
+        at,
+        run_id,
+    )
+
+
+# History.
+
+RUN_COLUMNS = (
+    "run_id, plan_id, portfolio_id, dry_run, status, orders, placed, filled, skipped, failed,"
+    " reasons::text AS reasons, skips::text AS skips, planned_at, finished_at"
+)
+
+
+def _run(row: asyncpg.Record) -> JsonDict:
+    return {
+        "run_id": str(row["run_id"]),
+        "plan_id": str(row["plan_id"]),
+        "portfolio_id": row["portfolio_id"],
+        "dry_run": row["dry_run"],
+        "status": row["status"],
+        "planned_at": row["planned_at"].isoformat(),
+        "finished_at": jsonable(row["finished_at"]),
+        "counts": {key: row[key] for key in ("orders", "placed", "filled", "skipped", "failed")},
+        "reasons": json.loads(row["reasons"]),
+        "skips": json.loads(row["skips"]),
+    }
+
+
+async def history(
+    pool: asyncpg.Pool,
+    portfolio: str,
+    limit: int,
+    after: tuple[datetime, uuid.UUID] | None,
+    include_previews: bool,
+    with_orders: bool = True,
+) -> tuple[list[JsonDict], tuple[datetime, uuid.UUID] | None]:
+    """A page of runs, newest first, with their orders and fills; and the key after the page, if any."""
+    previews = "" if include_previews else " AND NOT dry_run"
+    async with pool.acquire() as connection:
+        if after is None:
+            rows = await connection.fetch(
+                f"SELECT {RUN_COLUMNS} FROM runs WHERE portfolio_id = $1{previews}"
+                " ORDER BY planned_at DESC, run_id DESC LIMIT $2",
+                portfolio,
+                limit + 1,
+            )
+        else:
+            rows = await connection.fetch(
+                f"SELECT {RUN_COLUMNS} FROM runs WHERE portfolio_id = $1{previews}"
+                " AND (planned_at, run_id) < ($2, $3) ORDER BY planned_at DESC, run_id DESC LIMIT $4",
+                portfolio,
+                after[0],
+                after[1],
+                limit + 1,
+            )
+        page = rows[:limit]
+        runs = [_run(row) for row in page]
+        if with_orders and runs:
+            ids = [row["run_id"] for row in page]
+            orders = await connection.fetch(
+                "SELECT client_order_id, run_id, account, exchange, symbol, side, amount, filled, phase,"
+                " placed_at FROM orders WHERE run_id = ANY($1::uuid[]) ORDER BY placed_at, client_order_id",
+                ids,
+            )
+            fills = await connection.fetch(
+                "SELECT trade_id, client_order_id, amount, price, fee, fee_asset, filled_at FROM fills"
+                " WHERE run_id = ANY($1::uuid[]) ORDER BY filled_at, trade_id",
+                ids,
+            )
+            by_order: dict[str, list[JsonDict]] = {}
+            for fill in fills:
+                by_order.setdefault(fill["client_order_id"], []).append(
+                    {key: jsonable(value) for key, value in fill.items() if key != "client_order_id"}
+                )
+            by_run: dict[str, list[JsonDict]] = {}
+            for order in orders:
+                document = {key: jsonable(value) for key, value in order.items() if key != "run_id"}
+                document["fills"] = by_order.get(order["client_order_id"], [])
+                by_run.setdefault(str(order["run_id"]), []).append(document)
+            for run in runs:
+                run["orders"] = by_run.get(run["run_id"], [])
+    more = (page[-1]["planned_at"], page[-1]["run_id"]) if len(rows) > limit else None
+    return runs, more
+
+
+# Strategies.
+
+
+async def strategy_returns(pool: asyncpg.Pool, portfolio: str) -> dict[str, tuple[list[float], list[float]]]:
+    """Per strategy of the portfolio: (timestamps in seconds, period returns), oldest first."""
+    rows = await pool.fetch(
+        "SELECT strategy_id, ts, period_return FROM ("
+        " SELECT strategy_id, ts, period_return,"
+        " row_number() OVER (PARTITION BY strategy_id ORDER BY ts DESC) AS n"
+        " FROM strategy_returns WHERE portfolio_id = $1) latest WHERE n <= $2 ORDER BY strategy_id, ts",
+        portfolio,
+        PERFORMANCE_MAX_RETURNS,
+    )
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    for row in rows:
+        stamps, values = series.setdefault(row["strategy_id"], ([], []))
+        stamps.append(row["ts"].timestamp())
+        values.append(float(row["period_return"]))
+    return series
+
+
+# Exports (streamed: a cursor inside a transaction, rows handed on as they come).
+
+TRADES = (
+    "SELECT f.filled_at, f.trade_id, f.client_order_id, f.run_id, f.portfolio_id, o.account, o.exchange,"
+    " f.symbol, f.side, f.amount, f.price, f.fee, f.fee_asset FROM fills f"
+    " LEFT JOIN orders o ON o.client_order_id = f.client_order_id"
+    " WHERE f.portfolio_id = $1 ORDER BY f.filled_at, f.trade_id"
+)
+TRADE_FIELDS = (
+    "filled_at",
+    "trade_id",
+    "client_order_id",
+    "run_id",
+    "portfolio_id",
+    "account",
+    "exchange",
+    "symbol",
+    "side",
+    "amount",
+    "price",
+    "fee",
+    "fee_asset",
+)
+
+
+async def trades(pool: asyncpg.Pool, portfolio: str) -> AsyncIterator[JsonDict]:
+    async with pool.acquire() as connection, connection.transaction():
+        async for row in connection.cursor(TRADES, portfolio, prefetch=EXPORT_PREFETCH):
+            yield {key: jsonable(row[key]) for key in TRADE_FIELDS}
+
+
+async def plans(pool: asyncpg.Pool, portfolio: str) -> AsyncIterator[JsonDict]:
+    query = f"SELECT {PLAN_COLUMNS} FROM plans WHERE portfolio_id = $1 ORDER BY created_at, plan_id"
+    async with pool.acquire() as connection, connection.transaction():
+        async for row in connection.cursor(query, portfolio, prefetch=EXPORT_PREFETCH):
+            yield plan_document(row)
