@@ -126,3 +126,40 @@ async def test_the_planner_works_under_its_own_user(secured: str) -> None:
         )
         await eventually(lambda: plans)
     assert plans[0].orders
+
+
+async def test_operators_ask_for_an_optimization_and_backfill_and_the_optimizer_reports_failures(
+    secured: str,
+) -> None:
+    from rebal.events import OptimizationFailed, RunOptimization
+
+    tracker, optimizer, api = (broker_as(secured, user) for user in ("tracker", "optimizer", "api"))
+    async with started(tracker), started(optimizer), started(api):
+        command = new_event(RunOptimization, key="op", now=NOW, portfolio_id="demo")
+        assert await bus.Publisher(api).publish(command)
+        backfilled = new_event(
+            StrategyReturnReported,
+            key="backfill",
+            now=NOW,
+            portfolio_id="demo",
+            strategy_id="arb",
+            timestamp=NOW,
+            period_return="0.001",
+        )
+        assert await bus.Publisher(api).publish(backfilled)
+        failed = command.caused(
+            OptimizationFailed, now=NOW, method="min_variance", reason="r", trigger="command"
+        )
+        assert await bus.Publisher(optimizer).publish(failed)
+        errors: list[str] = []
+        async with client(secured, "tracker", errors) as plain:
+            await plain.publish(failed.subject, failed.model_dump_json().encode())
+            await plain.publish(command.subject, command.model_dump_json().encode())
+            await plain.flush()
+            await eventually(lambda: len(errors) >= 2)
+        js = tracker.config.connection_state.stream
+        events = await js.stream_info(subjects.EVENTS_STREAM, subjects_filter="rebal.evt.>")
+        commands = await js.stream_info(subjects.COMMANDS_STREAM)
+    # The backfilled return and the optimizer's failure; the command once: the tracker's copies refused.
+    assert events.state.subjects == {backfilled.subject: 1, failed.subject: 1}, errors
+    assert commands.state.messages == 1

@@ -110,6 +110,15 @@ class ResumeTrading(Event):
     requested_by: str = "operator"
 
 
+class RunOptimization(Event):
+    """Allocate the portfolio's capital across its strategies now (the optimizer answers with a
+    `TargetWeightsComputed` or an `OptimizationFailed` caused by this command)."""
+
+    topic = subjects.RUN_OPTIMIZATION
+    type: Literal["RunOptimization"] = "RunOptimization"
+    requested_by: str = "operator"
+
+
 # Facts.
 
 
@@ -123,13 +132,47 @@ class BalanceSnapshotTaken(Event):
     markets: dict[str, Any] | None = None
 
 
+class Optimization(Frozen):
+    """How the optimizer allocated the portfolio across its strategies (the `portfolio_config.json`
+    numbers, with the method and its inputs). Weights are of the strategies (sum 1, before leverage);
+    volatilities are annualised. In reconciler mode, `targets` is the value wanted per instrument and
+    `notes` says what could not be followed (a short on spot, more than the account holds)."""
+
+    method: str
+    parameters: dict[str, float] = Field(default_factory=dict)
+    weights: dict[str, float]
+    realised_volatility: float | None
+    target_volatility: float
+    leverage: float
+    account_value: Decimal
+    status: str
+    observations: int
+    trigger: str
+    mode: Literal["weights", "reconciler"] = "weights"
+    targets: dict[str, Decimal] | None = None
+    notes: tuple[str, ...] = ()
+
+
 class TargetWeightsComputed(Event):
-    """The desired tree (weights at any level) the portfolio should be brought to."""
+    """The desired tree (weights at any level) the portfolio should be brought to; `optimization` when
+    the optimizer allocated it across strategies (the strategies are nodes of the tree)."""
 
     topic = subjects.TARGET_WEIGHTS_COMPUTED
     type: Literal["TargetWeightsComputed"] = "TargetWeightsComputed"
     tree: dict[str, Any]
     source: str = "file"
+    optimization: Optimization | None = None
+
+
+class OptimizationFailed(Event):
+    """No allocation: too little data, an infeasible problem or a solver failure (the reason says which).
+    The previous target stays in force."""
+
+    topic = subjects.OPTIMIZATION_FAILED
+    type: Literal["OptimizationFailed"] = "OptimizationFailed"
+    method: str
+    reason: str
+    trigger: str
 
 
 class PlannedOrder(Frozen):
@@ -283,6 +326,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         OrderFilled,
         RunFinished,
         StrategyReturnReported,
+        RunOptimization,
+        OptimizationFailed,
     )
 }
 

@@ -60,11 +60,13 @@ ORDER_PLACED = Topic("evt", "order", "placed")
 ORDER_FILLED = Topic("evt", "order", "filled")
 RUN_FINISHED = Topic("evt", "run", "finished")
 STRATEGY_RETURN_REPORTED = Topic("evt", "strategy", "return_reported")
+OPTIMIZATION_FAILED = Topic("evt", "targets", "optimization_failed")
 
 START_REBALANCE = Topic("cmd", "rebalance", "start")
 TAKE_SNAPSHOT = Topic("cmd", "balances", "take_snapshot")
 HALT_TRADING = Topic("cmd", "trading", "halt")
 RESUME_TRADING = Topic("cmd", "trading", "resume")
+RUN_OPTIMIZATION = Topic("cmd", "optimizer", "run")
 
 EVENT_TOPICS = (
     BALANCE_SNAPSHOT_TAKEN,
@@ -76,8 +78,9 @@ EVENT_TOPICS = (
     ORDER_FILLED,
     RUN_FINISHED,
     STRATEGY_RETURN_REPORTED,
+    OPTIMIZATION_FAILED,
 )
-COMMAND_TOPICS = (START_REBALANCE, TAKE_SNAPSHOT, HALT_TRADING, RESUME_TRADING)
+COMMAND_TOPICS = (START_REBALANCE, TAKE_SNAPSHOT, HALT_TRADING, RESUME_TRADING, RUN_OPTIMIZATION)
 
 ALL_EVENTS = f"{PREFIX}.evt.>"
 ALL_COMMANDS = f"{PREFIX}.cmd.>"
