@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from pydantic import BaseModel
 
 from rebal import service
 from rebal.settings import PORTS, ServiceSettings
+from rebal_devstack.nats import find_nats_server
 from rebal_executor.settings import ExecutorSettings
 from rebal_monitor.settings import MonitorSettings
 from rebal_optimizer.settings import OptimizerSettings
@@ -28,6 +30,10 @@ SERVICES: dict[str, type[ServiceSettings]] = {
     "executor": ExecutorSettings,
     "monitor": MonitorSettings,
 }
+OBSERVABILITY = {"prometheus", "grafana", "otel-collector", "jaeger"}
+# The standard OpenTelemetry variables the SDK reads itself (rebal.telemetry).
+OTEL_VARIABLES = {"OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT"}
+AUTH_USER = re.compile(r"\{user: ([a-z-]+), password: \$([A-Z_]+)")
 VARIABLE = re.compile(r"\$\{([A-Z_]+)(?::-([^}]*))?\}")
 PUBLISHED = re.compile(
     r"(?P<bind>\$\{REBAL_BIND:-[^}]+\}):\$\{[A-Z_]+:-(?P<default>\d+)\}:(?P<container>\d+)"
@@ -55,7 +61,9 @@ def env_of(name: str) -> dict[str, str]:
 
 
 def test_the_five_services_and_the_infrastructure_are_there() -> None:
-    assert set(COMPOSE["services"]) == {*SERVICES, "nats", "postgres", "migrate"}
+    assert set(COMPOSE["services"]) == {*SERVICES, "nats", "postgres", "migrate", *OBSERVABILITY}
+    for name, spec in COMPOSE["services"].items():
+        assert spec.get("profiles") == (["observability"] if name in OBSERVABILITY else None), name
 
 
 @pytest.mark.parametrize("name", sorted(SERVICES))
@@ -84,6 +92,8 @@ def test_migrations_run_once_before_the_services() -> None:
 def test_every_environment_variable_is_a_setting_the_service_knows(name: str) -> None:
     model = SERVICES.get(name, ServiceSettings)
     for key in env_of(name):
+        if key in OTEL_VARIABLES:
+            continue
         assert key.startswith("REBAL__"), key
         assert settings_field(model, key.removeprefix("REBAL__").lower().split("__")), f"{name}: {key}"
 
@@ -94,13 +104,18 @@ def test_the_settings_load_from_that_environment(
 ) -> None:
     secret = tmp_path / "database_url"
     secret.write_text("postgresql://rebal:secret@postgres:5432/rebal\n")
+    nats_password = tmp_path / "nats_password"
+    nats_password.write_text("nats-secret\n")
+    files = {"REBAL__DATABASE__URL_FILE": secret, "REBAL__NATS__PASSWORD_FILE": nats_password}
     for key, raw in env_of(name).items():
         value = VARIABLE.sub(lambda m: m.group(2) or "", raw)  # the compose defaults
-        monkeypatch.setenv(key, str(secret) if key.endswith("URL_FILE") else value)
+        monkeypatch.setenv(key, str(files[key]) if key in files else value)
     settings = SERVICES[name]()
     assert settings.database.url.get_secret_value() == "postgresql://rebal:secret@postgres:5432/rebal"
     assert settings.http.port == PORTS[name]
-    assert "secret@" not in repr(settings)  # the password never shows
+    assert settings.nats.user == name
+    assert settings.nats.password is not None and settings.nats.password.get_secret_value() == "nats-secret"
+    assert "secret@" not in repr(settings) and "nats-secret" not in repr(settings)  # never shown
 
 
 @pytest.mark.parametrize("name", sorted(SERVICES))
@@ -131,8 +146,8 @@ def test_healthchecks_ask_paths_the_services_serve() -> None:
     for name in SERVICES:
         test = " ".join(COMPOSE["services"][name]["healthcheck"]["test"])
         assert "/readyz" in test
-    for name in ("nats", "postgres"):
-        assert COMPOSE["services"][name]["healthcheck"]["test"]
+    for name in ("nats", "postgres", *OBSERVABILITY):
+        assert COMPOSE["services"][name]["healthcheck"]["test"], name
 
 
 def test_secrets_are_files_with_examples_and_not_in_git() -> None:
@@ -158,3 +173,87 @@ def test_the_image_recipe_is_multi_stage_non_root_and_installs_from_the_lock_lik
     assert "ARG SERVICE" in dockerfile and re.search(r"^USER rebal$", dockerfile, re.M)
     assert 'uv sync --frozen --no-dev --no-editable --package "rebal-${SERVICE}"' in dockerfile
     assert "sync --frozen" in (ROOT / "Makefile").read_text()  # the same lock, the same way
+
+
+def test_every_nats_user_has_a_secret_and_each_service_connects_as_its_own() -> None:
+    users = dict(AUTH_USER.findall((ROOT / "deploy" / "nats" / "auth.conf").read_text()))
+    nats = COMPOSE["services"]["nats"]
+    mounted = {volume.split(":")[1] for volume in nats["volumes"]}
+    assert {"/etc/nats/nats.conf", "/etc/nats/auth.conf"} <= mounted
+    assert "include ./auth.conf" in (ROOT / "deploy" / "nats" / "nats.conf").read_text()
+    script = " ".join(nats["command"])
+    for user, variable in users.items():
+        secret = f"nats_{user.replace('-', '_')}_password"
+        assert secret in nats["secrets"] and secret in COMPOSE["secrets"], user
+        # The entry point exports each secret file as the variable auth.conf reads.
+        assert variable == f"{user.replace('-', '_').upper()}_PASSWORD"
+    assert "/run/secrets/nats_$${user}_password" in script and "_PASSWORD=" in script
+    assert set(script.split("for user in ")[1].split(";")[0].split()) == {u.replace("-", "_") for u in users}
+    for name in SERVICES:
+        spec = COMPOSE["services"][name]
+        assert {"source": f"nats_{name}_password", "target": "nats_password"} in spec["secrets"]
+        assert env_of(name)["REBAL__NATS__USER"] == name and name in users
+        assert env_of(name)["REBAL__NATS__PASSWORD_FILE"] == "/run/secrets/nats_password"
+
+
+def test_the_compose_nats_configuration_is_one_nats_server_accepts(tmp_path: Path) -> None:
+    config = tmp_path / "nats.conf"
+    text = (ROOT / "deploy" / "nats" / "nats.conf").read_text().replace("/data", str(tmp_path / "js"))
+    config.write_text(text)
+    (tmp_path / "auth.conf").write_text((ROOT / "deploy" / "nats" / "auth.conf").read_text())
+    users = dict(AUTH_USER.findall((ROOT / "deploy" / "nats" / "auth.conf").read_text()))
+    env = {"PATH": "/usr/bin:/bin", **dict.fromkeys(users.values(), "pw")}
+    checked = subprocess.run(
+        [str(find_nats_server()), "-t", "-c", str(config)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_prometheus_scrapes_the_five_services_by_their_compose_names() -> None:
+    prometheus = COMPOSE["services"]["prometheus"]
+    assert "./deploy/prometheus:/etc/prometheus:ro" in prometheus["volumes"]
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    assert config["rule_files"] == ["alerts.yml"]
+    [job] = config["scrape_configs"]
+    targets = {static["labels"]["service"]: static["targets"] for static in job["static_configs"]}
+    assert targets == {name: [f"{name}:{port}"] for name, port in PORTS.items()}
+
+
+def test_grafana_is_provisioned_from_the_repository() -> None:
+    grafana = COMPOSE["services"]["grafana"]
+    volumes = dict(
+        volume.rsplit(":", 1)[0].split(":", 1) for volume in grafana["volumes"] if volume.startswith("./")
+    )
+    assert volumes == {
+        "./deploy/grafana/provisioning": "/etc/grafana/provisioning",
+        "./deploy/grafana/dashboards": "/var/lib/grafana/dashboards",
+    }
+    provider = yaml.safe_load((ROOT / "deploy/grafana/provisioning/dashboards/rebal.yml").read_text())
+    assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+    source = yaml.safe_load((ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text())
+    assert source["datasources"][0]["url"] == "http://prometheus:9090"
+    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD__FILE"] == "/run/secrets/grafana_admin_password"
+    home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert (ROOT / "deploy/grafana/dashboards" / Path(home).name).is_file()
+
+
+def test_services_send_spans_to_the_collector_which_forwards_them() -> None:
+    collector = COMPOSE["services"]["otel-collector"]
+    [mount] = collector["volumes"]
+    source, target, _ = mount.split(":")
+    assert collector["command"] == [f"--config={target}"]
+    config = yaml.safe_load((ROOT / source).read_text())
+    http = config["receivers"]["otlp"]["protocols"]["http"]["endpoint"]
+    assert config["service"]["pipelines"]["traces"]["receivers"] == ["otlp"]
+    for exporter in config["service"]["pipelines"]["traces"]["exporters"]:
+        host = config["exporters"][exporter]["endpoint"].split(":")[0]
+        assert host in COMPOSE["services"], exporter
+    for name in SERVICES:
+        env = env_of(name)
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == f"http://otel-collector:{http.rsplit(':', 1)[1]}"
+        assert VARIABLE.fullmatch(env["OTEL_TRACES_EXPORTER"]).group(2) == "none"  # type: ignore[union-attr]
