@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fake_exchange.state import FakeBook, Order, Rejected, RequestKind, Trade
+from tests.fake_exchange.state import FakeBook, Order, Rejected, RequestKind, Trade, request_weight
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 BOOK = web.AppKey("book", FakeBook)
@@ -124,7 +124,8 @@ def endpoint(kind: RequestKind | None, signed: bool = False) -> Callable[..., Ha
         async def handler(request: web.Request) -> web.StreamResponse:
             book = request.app[BOOK]
             params = await _params(request)
-            wait = book.rate_limit.admit() if book.rate_limit is not None else None
+            weight = request_weight(request.method, request.path, params)
+            wait = book.rate_limit.admit(weight) if book.rate_limit is not None else None
             if wait is not None:
                 headers = {"Retry-After": f"{wait:.3f}"}
                 body = {"code": -1003, "msg": "Too much request weight used."}

@@ -36,33 +36,68 @@ class Faults:
     reject_message: str | None = None
     # Symbols (exchange ids, "BTCUSDT") whose trading is halted: status BREAK, orders refused.
     halted: set[str] = field(default_factory=set)
+    # A new order rests (NEW, nothing filled) until it is this old; the first request that touches it
+    # after that (a look-up, a cancel, the trades) fills it first: a cancel arriving then loses the race.
+    fill_delay_seconds: float = 0.0
 
 
 @dataclass
 class RateLimit:
-    """The venue's own limit: a token bucket of `burst` requests refilled at `per_second`; a request that
-    finds it empty is answered 429 with the seconds until the next token as Retry-After."""
+    """The venue's own limit: a token bucket of `burst` refilled at `per_second`; a request that finds too
+    few tokens is answered 429 with the seconds until there are enough as Retry-After.
+
+    Unweighted, every request costs 1 (requests per second). Weighted, a request costs its Binance weight
+    (`WEIGHTS`: ``POST /order`` 1, ``/account`` 20, …, the figures ccxt's binance throttle uses, x5)."""
 
     per_second: float
     burst: float = 1.0
+    weighted: bool = False
     clock: Callable[[], float] = time.monotonic
     tokens: float = field(init=False)
     at: float = field(init=False)
     refused: int = field(default=0, init=False)
+    admitted: int = field(default=0, init=False)
+    spent: float = field(default=0.0, init=False)
 
     def __post_init__(self) -> None:
         self.tokens, self.at = self.burst, self.clock()
 
-    def admit(self) -> float | None:
-        """None when the request may proceed (a token is taken), else the seconds to wait."""
+    def admit(self, weight: float = 1.0) -> float | None:
+        """None when the request may proceed (its cost is taken), else the seconds to wait."""
+        cost = weight if self.weighted else 1.0
         now = self.clock()
         self.tokens = min(self.burst, self.tokens + (now - self.at) * self.per_second)
         self.at = now
-        if self.tokens >= 1:
-            self.tokens -= 1
+        if self.tokens >= cost:
+            self.tokens -= cost
+            self.admitted += 1
+            self.spent += cost
             return None
         self.refused += 1
-        return (1 - self.tokens) / self.per_second
+        return (cost - self.tokens) / self.per_second
+
+
+# Binance spot request weights (REST API docs; ccxt's binance costs are these / 5).
+WEIGHTS: dict[tuple[str, str], float] = {
+    ("GET", "/api/v3/ping"): 1,
+    ("GET", "/api/v3/time"): 1,
+    ("GET", "/api/v3/exchangeInfo"): 20,
+    ("GET", "/api/v3/ticker/24hr"): 2,  # one symbol; every symbol: 80
+    ("GET", "/api/v3/ticker/price"): 2,  # one symbol; every symbol: 4
+    ("GET", "/api/v3/account"): 20,
+    ("POST", "/api/v3/order"): 1,
+    ("GET", "/api/v3/order"): 4,
+    ("DELETE", "/api/v3/order"): 1,
+    ("GET", "/api/v3/myTrades"): 20,
+}
+ALL_SYMBOLS_WEIGHTS = {"/api/v3/ticker/24hr": 80.0, "/api/v3/ticker/price": 4.0}
+
+
+def request_weight(method: str, path: str, params: dict[str, str]) -> float:
+    """A request's Binance weight (1 for what `WEIGHTS` does not list)."""
+    if path in ALL_SYMBOLS_WEIGHTS and "symbol" not in params:
+        return ALL_SYMBOLS_WEIGHTS[path]
+    return WEIGHTS.get((method, path), 1.0)
 
 
 @dataclass(frozen=True)
@@ -103,6 +138,8 @@ class Order:
     created: float
     time_ms: int
     trades: list[Trade] = field(default_factory=list)
+    # The amount still to fill when a resting order's delay has passed (`Faults.fill_delay_seconds`).
+    pending_qty: Decimal = Decimal(0)
 
     @property
     def executed(self) -> Decimal:
@@ -180,9 +217,25 @@ class FakeBook:
             created=self.clock(),
             time_ms=int(time.time() * 1000),
         )
-        self._fill(order, market, fill_qty)
+        if self.faults.fill_delay_seconds > 0:
+            self._changes(order, market, fill_qty)  # refused now when the funds are short
+            order.status, order.pending_qty = "NEW", fill_qty
+        else:
+            self._fill(order, market, fill_qty)
         self.orders[(api_key, client_order_id)] = order
         return order
+
+    def _settle(self, order: Order) -> None:
+        """A resting order whose delay has passed fills now (funds short by then: it expires)."""
+        if order.status != "NEW" or self.clock() - order.created < self.faults.fill_delay_seconds:
+            return
+        qty, order.pending_qty = order.pending_qty, Decimal(0)
+        try:
+            self._fill(order, self.markets[order.symbol_id], qty)
+        except Rejected:
+            order.status = "EXPIRED"
+            return
+        order.status = "FILLED" if qty == order.orig_qty else "EXPIRED"
 
     def _check_filters(self, market: FakeMarket, qty: Decimal) -> None:
         if qty < market.min_qty or qty % market.step != 0:
@@ -190,7 +243,8 @@ class FakeBook:
         if qty * self.prices[market.symbol_id] < market.min_notional:
             raise Rejected(400, -1013, f"Filter failure: {market.notional_filter}")
 
-    def _fill(self, order: Order, market: FakeMarket, qty: Decimal) -> None:
+    def _changes(self, order: Order, market: FakeMarket, qty: Decimal) -> tuple[dict[str, Decimal], Trade]:
+        """The balance changes and the trade of filling `qty` of `order` now; NO_FUNDS when short."""
         held = self.balances(order.api_key)
         price = self.prices[market.symbol_id]
         cost = (qty * price).quantize(QUANTUM)
@@ -202,11 +256,16 @@ class FakeBook:
             changes, fee_asset = {market.base: -qty, market.quote: cost - fee}, market.quote
         if any(held.get(asset, Decimal(0)) + delta < 0 for asset, delta in changes.items()):
             raise NO_FUNDS
+        return changes, Trade(next(self._ids), order.order_id, price, qty, fee, fee_asset, order.time_ms)
+
+    def _fill(self, order: Order, market: FakeMarket, qty: Decimal) -> None:
+        changes, trade = self._changes(order, market, qty)
         if qty == 0:
             return
+        held = self.balances(order.api_key)
         for asset, delta in changes.items():
             held[asset] = held.get(asset, Decimal(0)) + delta
-        order.trades.append(Trade(next(self._ids), order.order_id, price, qty, fee, fee_asset, order.time_ms))
+        order.trades.append(trade)
 
     def lookup(self, api_key: str, symbol_id: str, client_order_id: str) -> Order:
         order = self.orders.get((api_key, client_order_id))
@@ -214,6 +273,7 @@ class FakeBook:
             raise NOT_FOUND
         if self.clock() - order.created < self.faults.not_found_seconds:
             raise NOT_FOUND
+        self._settle(order)
         return order
 
     def cancel(self, api_key: str, symbol_id: str, client_order_id: str) -> Order:
@@ -224,6 +284,8 @@ class FakeBook:
         return order
 
     def trades(self, api_key: str, symbol_id: str, order_id: int | None) -> list[Trade]:
+        for order in self.orders.values():
+            self._settle(order)
         found = [
             trade
             for order in self.orders.values()

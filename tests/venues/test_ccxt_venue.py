@@ -321,6 +321,32 @@ async def test_a_cancel_that_races_a_fill_reports_the_fill(fake: Fake, venue: Cc
     assert [r["origClientOrderId"] for r in fake.book.requests_of("cancel")] == ["c-race", "c-unknown"]
 
 
+async def test_a_cancel_arriving_after_the_fill_loses_the_race_and_reports_the_fill(
+    fake: Fake, venue: CcxtVenue
+) -> None:
+    fake.fund(USDT="1000")
+    fake.book.faults.fill_delay_seconds = 0.3
+    placed = await venue.place_order(ACCOUNT, "c-rest", "ETH/USDT", "buy", D("0.1"))
+    assert (placed.status, placed.filled, placed.fills) == ("open", D(0), ())
+    assert fake.book.accounts[KEY] == {"USDT": D("1000")}  # resting: nothing moved yet
+    await asyncio.sleep(0.35)
+    # The fill happens as the cancel arrives: the venue refuses the cancel, the fill stands.
+    ended = await venue.cancel_order(ACCOUNT, "c-rest", "ETH/USDT")
+    assert ended is not None
+    assert (ended.status, ended.filled, [f.amount for f in ended.fills]) == ("filled", D("0.1"), [D("0.1")])
+    assert fake.book.accounts[KEY] == {"USDT": D("700"), "ETH": D("0.0999")}
+
+
+async def test_a_cancel_arriving_before_the_fill_wins_and_nothing_moves(fake: Fake, venue: CcxtVenue) -> None:
+    fake.fund(USDT="1000")
+    fake.book.faults.fill_delay_seconds = 5.0
+    await venue.place_order(ACCOUNT, "c-early", "ETH/USDT", "buy", D("0.1"))
+    ended = await venue.cancel_order(ACCOUNT, "c-early", "ETH/USDT")
+    assert ended is not None
+    assert (ended.status, ended.filled, ended.fills) == ("cancelled", D(0), ())
+    assert fake.book.accounts[KEY] == {"USDT": D("1000")}
+
+
 # -- errors by class ----------------------------------------------------------------------------------
 
 
@@ -376,13 +402,19 @@ async def test_a_rate_limited_submit_is_placed_by_a_retry_under_the_same_id(
 
 
 async def test_the_venues_own_rate_limit_is_respected_by_the_throttle(fake: Fake) -> None:
-    """The fake admits 10 requests a second (burst 1); ccxt's throttle at 100 ms keeps under it."""
+    """The fake admits Binance weights at 200 a second (its burst: one /account, 20, and ccxt's own 5);
+    ccxt's throttle at 5000/200 = 25 ms per cost unit keeps under it: no 429, and the pace is the limit's."""
     fake.fund(USDT="1000")
-    fake.book.rate_limit = RateLimit(per_second=10, burst=1)
-    async with open_ccxt_venue(settings(fake.origin, rate_limit_ms=110)) as venue:
+    fake.book.rate_limit = RateLimit(per_second=200, burst=25, weighted=True)
+    async with open_ccxt_venue(settings(fake.origin, rate_limit_ms=25)) as venue:
+        await venue.markets()
+        started = asyncio.get_running_loop().time()
         for _ in range(6):
             await venue.balances(ACCOUNT)
+        elapsed = asyncio.get_running_loop().time() - started
     assert (len(fake.book.requests_of("balances")), fake.book.rate_limit.refused) == (6, 0)
+    # exchangeInfo (20) then 6 x /account (20): at least 5 waits of 20/200 s after the first two.
+    assert elapsed >= 0.45
 
 
 async def test_without_the_throttle_the_venues_rate_limit_answers_429_and_is_waited_out(

@@ -375,6 +375,11 @@ class PaperVenue:
             return None
         return state
 
+    async def cancel_order(self, account: str, client_order_id: str, symbol: str) -> OrderState | None:
+        """Paper orders fill (or are rejected) as they are placed: nothing is ever left to cancel; the
+        order as it ended, None when unknown."""
+        return await self.order(account, client_order_id, symbol)
+
     async def _load(self, connection: Connection, client_order_id: str) -> OrderState | None:
         row = await connection.fetchrow(
             "SELECT account, symbol, side, amount, status, filled, reason FROM paper.orders"
