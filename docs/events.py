@@ -19,7 +19,15 @@ from rebal import bus, subjects
 from rebal.events import (
     BalanceSnapshotTaken,
     DeadLettered,
+    DefineFund,
     Event,
+    FundCommandRejected,
+    FundCyclePlanned,
+    FundCycleSettled,
+    FundDefined,
+    FundDeposited,
+    FundNeedsAdjustment,
+    FundWithdrawalRequested,
     HaltTrading,
     OptimizationFailed,
     OrderFilled,
@@ -27,8 +35,11 @@ from rebal.events import (
     PlanFailed,
     PlannedOrder,
     RebalancePlanned,
+    RecordDeposit,
+    RequestWithdrawal,
     ResumeTrading,
     RunFinished,
+    RunFundCycle,
     RunOptimization,
     RunStarted,
     StartRebalance,
@@ -248,6 +259,133 @@ def examples() -> list[Entry]:
                 timestamp=NOW,
                 period_return=Decimal("0.0012"),
                 equity=Decimal("101234.5"),
+            ),
+        ),
+        *fund_entries(),
+    ]
+
+
+def fund_entries() -> list[Entry]:
+    """Funds (issue 6, docs/funds.md): the portfolio id is the fund's."""
+    define = new_event(
+        DefineFund,
+        key="operator-5",
+        now=NOW,
+        portfolio_id="growth",
+        exchange="paper",
+        account="growth/paper/main",
+        quote="USDT",
+        weights={"BTC": Decimal("0.5"), "ETH": Decimal("0.3"), "USDT": Decimal("0.2")},
+        prices_from="demo",
+    )
+    deposit = new_event(
+        RecordDeposit,
+        key="transfer-8812",
+        now=NOW,
+        portfolio_id="growth",
+        user_id="alice",
+        amount=Decimal("1000"),
+        reference="transfer-8812",
+    )
+    withdraw = new_event(
+        RequestWithdrawal,
+        key="request-17",
+        now=NOW,
+        portfolio_id="growth",
+        user_id="bob",
+        amount=Decimal("250"),
+        reference="request-17",
+    )
+    cycle = new_event(RunFundCycle, key="operator-6", now=NOW, portfolio_id="growth")
+    cycle_id = derive_id("fund-cycle", cycle.event_id)
+    planned = cycle.caused(
+        FundCyclePlanned,
+        now=NOW,
+        key=f"{cycle_id}|1",
+        correlation_id=derive_id("fund-run", cycle_id, 1),
+        cycle_id=cycle_id,
+        phase=1,
+        deposits=1,
+        withdrawals=1,
+        rebalance=False,
+        orders=2,
+        user_orders=4,
+        user_fees=Decimal("1.4925"),
+        net_fees=Decimal("0.4925"),
+    )
+    return [
+        Entry(DefineFund, "operators", ("planner (`planner-fund-define`)", "monitor"), define),
+        Entry(
+            RecordDeposit,
+            "operators: `rebal fund deposit`, `POST /funds/{fund}/deposits`",
+            ("planner (`planner-fund-deposits`)", "monitor"),
+            deposit,
+        ),
+        Entry(
+            RequestWithdrawal,
+            "operators: `rebal fund withdraw`, `POST /funds/{fund}/withdrawals`",
+            ("planner (`planner-fund-withdrawals`)", "monitor"),
+            withdraw,
+        ),
+        Entry(RunFundCycle, "operators", ("planner (`planner-fund-cycles`)", "monitor"), cycle),
+        Entry(
+            FundDefined,
+            "planner",
+            ("monitor",),
+            define.caused(
+                FundDefined,
+                now=NOW,
+                exchange=define.exchange,
+                account=define.account,
+                quote=define.quote,
+                weights=define.weights,
+                prices_from=define.prices_from,
+            ),
+        ),
+        Entry(
+            FundDeposited,
+            "planner",
+            ("monitor",),
+            deposit.caused(FundDeposited, now=NOW, user_id="alice", amount=Decimal(1000), cash=Decimal(1000)),
+        ),
+        Entry(
+            FundWithdrawalRequested,
+            "planner",
+            ("monitor",),
+            withdraw.caused(FundWithdrawalRequested, now=NOW, user_id="bob", amount=Decimal(250)),
+        ),
+        Entry(
+            FundCommandRejected,
+            "planner",
+            ("monitor",),
+            withdraw.caused(
+                FundCommandRejected,
+                now=NOW,
+                command="RequestWithdrawal",
+                user_id="bob",
+                reason="asks 250, the holdings fetch 199.8 after fees",
+            ),
+        ),
+        Entry(FundCyclePlanned, "planner", ("monitor",), planned),
+        Entry(
+            FundCycleSettled,
+            "planner",
+            ("monitor",),
+            planned.caused(
+                FundCycleSettled,
+                now=NOW,
+                key=cycle_id,
+                cycle_id=cycle_id,
+                paid={"bob": Decimal(250)},
+                fees=Decimal("0.4925"),
+            ),
+        ),
+        Entry(
+            FundNeedsAdjustment,
+            "planner",
+            ("monitor",),
+            cycle.caused(
+                FundNeedsAdjustment, now=NOW, reasons=("ETH: market ETH/USDT is inactive",), cancelled=1
             ),
         ),
     ]

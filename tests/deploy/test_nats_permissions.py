@@ -163,3 +163,37 @@ async def test_operators_ask_for_an_optimization_and_backfill_and_the_optimizer_
     # The backfilled return and the optimizer's failure; the command once: the tracker's copies refused.
     assert events.state.subjects == {backfilled.subject: 1, failed.subject: 1}, errors
     assert commands.state.messages == 1
+
+
+async def test_fund_commands_come_from_operators_and_fund_events_from_the_planner_alone(secured: str) -> None:
+    from decimal import Decimal
+
+    from rebal.events import FundDeposited, RecordDeposit
+
+    tracker = broker_as(secured, "tracker")
+    async with started(tracker):
+        errors: list[str] = []
+        command = new_event(
+            RecordDeposit,
+            key=1,
+            now=NOW,
+            portfolio_id="growth",
+            user_id="alice",
+            amount=Decimal(10),
+            reference="t1",
+        )
+        fact = command.caused(FundDeposited, now=NOW, user_id="alice", amount=Decimal(10), cash=Decimal(10))
+        async with client(secured, "api", errors) as api, client(secured, "planner", errors) as planner:
+            await api.publish(command.subject, command.model_dump_json().encode())
+            await planner.publish(fact.subject, fact.model_dump_json().encode())
+            await api.flush()
+            await planner.flush()
+        async with client(secured, "executor", errors) as executor:
+            await executor.publish(fact.subject, b"{}")
+            await executor.flush()
+            await eventually(lambda: errors)
+        js = tracker.config.connection_state.stream
+        funds = await js.stream_info(subjects.EVENTS_STREAM, subjects_filter="rebal.evt.fund.>")
+        commands = await js.stream_info(subjects.COMMANDS_STREAM, subjects_filter="rebal.cmd.fund.>")
+    assert funds.state.messages == 1 and commands.state.messages == 1
+    assert len(errors) == 1 and fact.subject in errors[0], errors

@@ -298,6 +298,132 @@ class StrategyReturnReported(Event):
         return self.strategy_id
 
 
+# Funds (issue 6): users' deposits and withdrawals on a fund, and the fund's cycles. The portfolio id
+# of these events is the fund's id.
+
+
+class DefineFund(Event):
+    """Create or change a fund: the account it trades on, its cash (`quote`) and its target weights
+    (asset -> weight, summing to 1; the quote's weight stays cash). `prices_from` is the portfolio whose
+    balance snapshots price the fund's assets (its markets and prices)."""
+
+    topic = subjects.DEFINE_FUND
+    type: Literal["DefineFund"] = "DefineFund"
+    exchange: str
+    account: str
+    quote: str
+    weights: dict[str, Decimal]
+    prices_from: PortfolioId
+    requested_by: str = "operator"
+
+
+class RecordDeposit(Event):
+    """A user's deposit arrived on the fund's account: credit it (`reference` names the transfer; the
+    command's id derives from it, so recording the same transfer twice credits it once)."""
+
+    topic = subjects.RECORD_DEPOSIT
+    type: Literal["RecordDeposit"] = "RecordDeposit"
+    user_id: str = Field(min_length=1, max_length=128)
+    amount: Decimal = Field(gt=0)
+    reference: str
+    requested_by: str = "operator"
+
+
+class RequestWithdrawal(Event):
+    """A user asks for `amount` of the fund's quote (after fees), or for everything (`amount` None)."""
+
+    topic = subjects.REQUEST_WITHDRAWAL
+    type: Literal["RequestWithdrawal"] = "RequestWithdrawal"
+    user_id: str = Field(min_length=1, max_length=128)
+    amount: Decimal | None = Field(default=None, gt=0)
+    reference: str
+    requested_by: str = "operator"
+
+
+class RunFundCycle(Event):
+    """Net what is due on the fund now (deposits to invest, withdrawals; a rebalance when `rebalance`)."""
+
+    topic = subjects.RUN_FUND_CYCLE
+    type: Literal["RunFundCycle"] = "RunFundCycle"
+    rebalance: bool = False
+    requested_by: str = "operator"
+
+
+class FundDefined(Event):
+    topic = subjects.FUND_DEFINED
+    type: Literal["FundDefined"] = "FundDefined"
+    exchange: str
+    account: str
+    quote: str
+    weights: dict[str, Decimal]
+    prices_from: PortfolioId
+
+
+class FundDeposited(Event):
+    """The deposit is on the user's ledger as cash at once; a later cycle invests it."""
+
+    topic = subjects.FUND_DEPOSITED
+    type: Literal["FundDeposited"] = "FundDeposited"
+    user_id: str
+    amount: Decimal
+    cash: Decimal
+
+
+class FundWithdrawalRequested(Event):
+    topic = subjects.FUND_WITHDRAWAL_REQUESTED
+    type: Literal["FundWithdrawalRequested"] = "FundWithdrawalRequested"
+    user_id: str
+    amount: Decimal | None
+
+
+class FundCommandRejected(Event):
+    """A fund command that could not be carried out, and why (unknown fund, more than the holdings...)."""
+
+    topic = subjects.FUND_COMMAND_REJECTED
+    type: Literal["FundCommandRejected"] = "FundCommandRejected"
+    command: str
+    user_id: str = ""
+    reason: str
+
+
+class FundCyclePlanned(Event):
+    """One phase of a fund cycle (1: net sells, 2: net buys sized from the actual cash) sent as the
+    `RebalancePlanned` of run `correlation_id`, with what netting saved."""
+
+    topic = subjects.FUND_CYCLE_PLANNED
+    type: Literal["FundCyclePlanned"] = "FundCyclePlanned"
+    cycle_id: uuid.UUID
+    phase: int
+    deposits: int
+    withdrawals: int
+    rebalance: bool
+    orders: int
+    user_orders: int
+    user_fees: Decimal
+    net_fees: Decimal
+    skipped: tuple[str, ...] = ()
+
+
+class FundCycleSettled(Event):
+    """A cycle allocated to the users: what each withdrawal paid out (and any shortfall), the venue fees."""
+
+    topic = subjects.FUND_CYCLE_SETTLED
+    type: Literal["FundCycleSettled"] = "FundCycleSettled"
+    cycle_id: uuid.UUID
+    paid: dict[str, Decimal]
+    short: dict[str, Decimal] = Field(default_factory=dict)
+    fees: Decimal
+
+
+class FundNeedsAdjustment(Event):
+    """The fund cannot trade (a delisted or inactive market, no price): its running cycle is cancelled."""
+
+    topic = subjects.FUND_NEEDS_ADJUSTMENT
+    type: Literal["FundNeedsAdjustment"] = "FundNeedsAdjustment"
+    reasons: tuple[str, ...]
+    cancelled: int
+
+
 class DeadLettered(Frozen):
     """A message a service could not read: the raw payload, where it came from and why."""
 
@@ -325,6 +451,17 @@ EVENT_TYPES: dict[str, type[Event]] = {
         OrderPlaced,
         OrderFilled,
         RunFinished,
+        DefineFund,
+        RecordDeposit,
+        RequestWithdrawal,
+        RunFundCycle,
+        FundDefined,
+        FundDeposited,
+        FundWithdrawalRequested,
+        FundCommandRejected,
+        FundCyclePlanned,
+        FundCycleSettled,
+        FundNeedsAdjustment,
         StrategyReturnReported,
         RunOptimization,
         OptimizationFailed,

@@ -59,6 +59,13 @@ RUN_STARTED = Topic("evt", "run", "started")
 ORDER_PLACED = Topic("evt", "order", "placed")
 ORDER_FILLED = Topic("evt", "order", "filled")
 RUN_FINISHED = Topic("evt", "run", "finished")
+FUND_DEFINED = Topic("evt", "fund", "defined")
+FUND_DEPOSITED = Topic("evt", "fund", "deposited")
+FUND_WITHDRAWAL_REQUESTED = Topic("evt", "fund", "withdrawal_requested")
+FUND_COMMAND_REJECTED = Topic("evt", "fund", "command_rejected")
+FUND_CYCLE_PLANNED = Topic("evt", "fund", "cycle_planned")
+FUND_CYCLE_SETTLED = Topic("evt", "fund", "cycle_settled")
+FUND_NEEDS_ADJUSTMENT = Topic("evt", "fund", "needs_adjustment")
 STRATEGY_RETURN_REPORTED = Topic("evt", "strategy", "return_reported")
 OPTIMIZATION_FAILED = Topic("evt", "targets", "optimization_failed")
 
@@ -66,6 +73,10 @@ START_REBALANCE = Topic("cmd", "rebalance", "start")
 TAKE_SNAPSHOT = Topic("cmd", "balances", "take_snapshot")
 HALT_TRADING = Topic("cmd", "trading", "halt")
 RESUME_TRADING = Topic("cmd", "trading", "resume")
+DEFINE_FUND = Topic("cmd", "fund", "define")
+RECORD_DEPOSIT = Topic("cmd", "fund", "deposit")
+REQUEST_WITHDRAWAL = Topic("cmd", "fund", "withdraw")
+RUN_FUND_CYCLE = Topic("cmd", "fund", "run_cycle")
 RUN_OPTIMIZATION = Topic("cmd", "optimizer", "run")
 
 EVENT_TOPICS = (
@@ -77,9 +88,17 @@ EVENT_TOPICS = (
     ORDER_PLACED,
     ORDER_FILLED,
     RUN_FINISHED,
+    FUND_DEFINED,
+    FUND_DEPOSITED,
+    FUND_WITHDRAWAL_REQUESTED,
+    FUND_COMMAND_REJECTED,
+    FUND_CYCLE_PLANNED,
+    FUND_CYCLE_SETTLED,
+    FUND_NEEDS_ADJUSTMENT,
     STRATEGY_RETURN_REPORTED,
     OPTIMIZATION_FAILED,
 )
+FUND_COMMAND_TOPICS = (DEFINE_FUND, RECORD_DEPOSIT, REQUEST_WITHDRAWAL, RUN_FUND_CYCLE)
 COMMAND_TOPICS = (START_REBALANCE, TAKE_SNAPSHOT, HALT_TRADING, RESUME_TRADING, RUN_OPTIMIZATION)
 
 ALL_EVENTS = f"{PREFIX}.evt.>"
@@ -92,7 +111,7 @@ def dead_letter(service: str) -> str:
     return f"{PREFIX}.dlq.{check_token(service, 'service')}"
 
 
-KNOWN = frozenset(EVENT_TOPICS + COMMAND_TOPICS)
+KNOWN = frozenset(EVENT_TOPICS + COMMAND_TOPICS + FUND_COMMAND_TOPICS)
 
 
 @lru_cache(maxsize=4096)

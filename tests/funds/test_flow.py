@@ -1,0 +1,276 @@
+"""The fund flow on the paper exchange: the planner's fund part (Postgres ledgers) and the real executor.
+
+The fund part's plans go to the executor and the executor's fills and run ends come back, as the bus would
+carry them (in-process here; `test_bus.py` runs the same over a real nats-server). The paper exchange and
+both services' tables are in a real Postgres. Money that arrives on or leaves the account (a deposit's
+transfer, a withdrawal's payout) is booked on the paper account by the test, as the transfer would.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import pytest
+
+from rebal import service
+from rebal.events import (
+    BalanceSnapshotTaken,
+    DefineFund,
+    Event,
+    FundCommandRejected,
+    FundCyclePlanned,
+    FundCycleSettled,
+    FundNeedsAdjustment,
+    OrderFilled,
+    RebalancePlanned,
+    RecordDeposit,
+    RequestWithdrawal,
+    RunFinished,
+    RunFundCycle,
+    new_event,
+)
+from rebal_devstack.pytest_plugin import FreshDatabase
+from rebal_executor.handlers import Executor
+from rebal_executor.journal import Journal
+from rebal_executor.settings import ExecutorSettings
+from rebal_planner.funds import FundService
+from rebal_venues.paper import PaperVenue
+from tests.fakes import FakeHistory, RecordingPublisher
+from tests.paper_support import MARKETS, PRICES, STILL, T0, Clock
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+D = Decimal
+FUND = "fund1"
+ACCOUNT = "fund1/paper/main"
+TREE = {
+    "name": "fund1",
+    "kind": "user",
+    "children": [
+        {
+            "name": "paper",
+            "kind": "exchange",
+            "children": [
+                {
+                    "name": "main",
+                    "kind": "account",
+                    "quote": "USDT",
+                    "children": [{"name": "usdt", "asset": "USDT", "amount": "0"}],
+                }
+            ],
+        }
+    ],
+}
+
+
+def snapshot(markets: dict[str, Any] = MARKETS) -> BalanceSnapshotTaken:
+    return new_event(
+        BalanceSnapshotTaken, key="s1", now=T0, portfolio_id=FUND, tree=TREE, prices=PRICES, markets=markets
+    )
+
+
+class Rig:
+    """The fund part, the executor and the paper account, wired as the bus would."""
+
+    def __init__(
+        self, pool: asyncpg.Pool, database: service.Database, markets: dict[str, Any] = MARKETS
+    ) -> None:
+        self.pool = pool
+        self.venue = PaperVenue.from_documents("paper", pool, MARKETS, PRICES, Clock(), **STILL)
+        self.funds_out = RecordingPublisher()
+        self.executor_out = RecordingPublisher()
+        self.funds = FundService(database, FakeHistory([snapshot(markets)]), self.funds_out, clock=Clock())
+        settings = ExecutorSettings(live=True)
+        self.executor = Executor(
+            {"paper": self.venue}, self.executor_out, settings, Journal(pool), clock=Clock()
+        )
+        self.delivered = 0
+        self.n = 0
+
+    def command(self, kind: type[Event], **fields: Any) -> Any:
+        self.n += 1
+        return new_event(kind, key=f"c{self.n}", now=T0, portfolio_id=FUND, **fields)
+
+    async def book(self, asset: str, amount: Decimal) -> None:
+        """Money arriving on (or leaving) the paper account, as a transfer would."""
+        await self.pool.execute(
+            "INSERT INTO paper.balances (exchange, account, asset, amount) VALUES ('paper', $1, $2, $3)"
+            " ON CONFLICT (exchange, account, asset) DO UPDATE SET amount = paper.balances.amount + $3"
+            if amount > 0
+            else "UPDATE paper.balances SET amount = amount + $3"
+            " WHERE exchange = 'paper' AND account = $1 AND asset = $2",
+            ACCOUNT,
+            asset,
+            amount,
+        )
+
+    async def deposit(self, user: str, amount: str) -> None:
+        await self.book("USDT", D(amount))
+        await self.funds.on_deposit(
+            self.command(RecordDeposit, user_id=user, amount=D(amount), reference=f"t{self.n}")
+        )
+
+    async def pending_plans(self) -> list[RebalancePlanned]:
+        plans = [e for e in self.funds_out.published if isinstance(e, RebalancePlanned)]
+        new, self.delivered = plans[self.delivered :], len(plans)
+        return new
+
+    async def execute(self, plan: RebalancePlanned) -> None:
+        """The executor runs the plan; its fills and the run's end go back to the fund part."""
+        before = len(self.executor_out.published)
+        await self.executor.on_plan(plan)
+        for event in self.executor_out.published[before:]:
+            if isinstance(event, OrderFilled):
+                await self.funds.on_fill(event)
+        for event in self.executor_out.published[before:]:
+            if isinstance(event, RunFinished):
+                await self.funds.on_run_finished(event)
+
+    async def cycle(self, rebalance: bool = False) -> FundCycleSettled:
+        await self.funds.on_cycle(self.command(RunFundCycle, rebalance=rebalance))
+        while plans := await self.pending_plans():
+            for plan in plans:
+                await self.execute(plan)
+        settled = [e for e in self.funds_out.published if isinstance(e, FundCycleSettled)]
+        assert settled, [e.type for e in self.funds_out.published]
+        return settled[-1]
+
+    async def ledger(self) -> dict[str, dict[str, Decimal]]:
+        rows = await self.pool.fetch("SELECT user_id, asset, amount FROM fund_ledger ORDER BY 1, 2")
+        found: dict[str, dict[str, Decimal]] = {}
+        for row in rows:
+            found.setdefault(row["user_id"], {})[row["asset"]] = row["amount"]
+        return found
+
+    async def consistent(self) -> dict[str, Decimal]:
+        """The users' ledgers add up to the paper account, exactly; returns the account's balances."""
+        venue = dict((await self.venue.balances(ACCOUNT)).free)
+        totals: dict[str, Decimal] = {}
+        for amounts in (await self.ledger()).values():
+            for asset, amount in amounts.items():
+                totals[asset] = totals.get(asset, D(0)) + amount
+        assert {a: v for a, v in totals.items() if v} == {a: v for a, v in venue.items() if v}
+        return venue
+
+    def fills(self) -> list[tuple[str, str, Decimal, Decimal]]:
+        return [
+            (f.symbol, f.side, f.amount, f.fee)
+            for f in self.executor_out.published
+            if isinstance(f, OrderFilled)
+        ]
+
+
+@pytest.fixture
+async def rig(pool: asyncpg.Pool, database: FreshDatabase) -> Any:
+    db = service.Database(database.dsn, 3)
+    await db.open()
+    rig = Rig(pool, db)
+    await rig.funds.on_define(
+        rig.command(
+            DefineFund,
+            exchange="paper",
+            account=ACCOUNT,
+            quote="USDT",
+            weights={"BTC": D("0.5"), "ETH": D("0.3"), "USDT": D("0.2")},
+            prices_from=FUND,
+        )
+    )
+    yield rig
+    await db.close()
+
+
+async def test_deposits_are_netted_and_fees_shared_pro_rata(rig: Rig) -> None:
+    await rig.deposit("alice", "1000")
+    await rig.deposit("bob", "3000")
+    settled = await rig.cycle()
+    # One buy per asset for both users: 4000 x 0.5 at 60000 (x1.001 x1.005, to the step), 4000 x 0.3 at 3000.
+    assert rig.fills() == [
+        ("BTC/USDT", "buy", D("0.03313"), D("1.9878")),
+        ("ETH/USDT", "buy", D("0.3976"), D("1.1928")),
+    ]
+    assert settled.fees == D("3.1806") and settled.paid == {}
+    ledger = await rig.ledger()
+    # Alice's budgets were a quarter of the total: a quarter of every fill, cost and fee (0.79515 of 3.1806).
+    assert ledger["alice"] == {
+        "BTC": D("0.0082825"),
+        "ETH": D("0.0994"),
+        "USDT": D(1000) - (D("1987.8") + D("1.9878")) / 4 - (D("1192.8") + D("1.1928")) / 4,
+    }
+    assert ledger["bob"] == {"BTC": D("0.0248475"), "ETH": D("0.2982"), "USDT": D("612.16455")}
+    await rig.consistent()
+
+
+async def test_a_withdrawal_receives_what_was_asked_and_crosses_a_deposit(rig: Rig) -> None:
+    await rig.deposit("alice", "2000")
+    await rig.cycle()
+    await rig.deposit("bob", "300")
+    await rig.funds.on_withdraw(
+        rig.command(RequestWithdrawal, user_id="alice", amount=D("500"), reference="w1")
+    )
+    before = len(rig.fills())
+    settled = await rig.cycle()
+    assert settled.paid == {"alice": D("500")} and settled.short == {}
+    # Bob's buys crossed part of Alice's sells: the venue saw only the net, two sells instead of four orders.
+    assert rig.fills()[before:] == [
+        ("BTC/USDT", "sell", D("0.00166"), D("0.0996")),
+        ("ETH/USDT", "sell", D("0.0199"), D("0.0597")),
+    ]
+    planned = [e for e in rig.funds_out.published if isinstance(e, FundCyclePlanned)][-2:]
+    assert [(p.phase, p.orders, p.user_orders) for p in planned] == [(1, 2, 4), (2, 0, 4)]
+    ledger = await rig.ledger()
+    # Bob bought 150 of BTC and 90 of ETH from Alice at the reference prices, with no fee; 60 stays cash.
+    assert ledger["bob"] == {"BTC": D("0.0025"), "ETH": D("0.03"), "USDT": D("60")}
+    # Alice sold 0.00416 BTC and 0.0499 ETH (the venue's part paid its fee) and received exactly 500.
+    assert (ledger["alice"]["BTC"], ledger["alice"]["ETH"]) == (D("0.0124"), D("0.1489"))
+    await rig.book("USDT", -settled.paid["alice"])  # the payout leaves the account
+    await rig.consistent()
+
+
+async def test_a_deposit_during_a_run_is_credited_and_not_spent(rig: Rig) -> None:
+    await rig.deposit("alice", "1000")
+    await rig.funds.on_cycle(rig.command(RunFundCycle))
+    plans = await rig.pending_plans()
+    assert [p.orders[0].phase for p in plans] == [2]
+    # Carol's deposit arrives while the run is under way (planned, not yet executed).
+    await rig.deposit("carol", "700")
+    for plan in plans:
+        await rig.execute(plan)
+    ledger = await rig.ledger()
+    assert ledger["carol"] == {"USDT": D("700")}
+    await rig.consistent()
+    # The next cycle invests it.
+    await rig.cycle()
+    assert (await rig.ledger())["carol"]["BTC"] > 0
+
+
+async def test_an_inactive_market_needs_adjustment_and_sends_nothing(
+    pool: asyncpg.Pool, database: FreshDatabase
+) -> None:
+    db = service.Database(database.dsn, 3)
+    await db.open()
+    try:
+        delisted = {"paper": {k: v for k, v in MARKETS["paper"].items() if k != "ETH/USDT"}}
+        rig = Rig(pool, db, markets=delisted)
+        await rig.funds.on_define(
+            rig.command(
+                DefineFund,
+                exchange="paper",
+                account=ACCOUNT,
+                quote="USDT",
+                weights={"BTC": D("0.5"), "ETH": D("0.5")},
+                prices_from=FUND,
+            )
+        )
+        await rig.deposit("alice", "100")
+        await rig.funds.on_cycle(rig.command(RunFundCycle))
+        [adjust] = [e for e in rig.funds_out.published if isinstance(e, FundNeedsAdjustment)]
+        assert adjust.reasons == ("ETH: market ETH/USDT is inactive",)
+        assert await rig.pending_plans() == []
+        assert await pool.fetchval("SELECT status FROM funds") == "needs_adjustment"
+        assert await pool.fetchval("SELECT status FROM fund_flows") == "pending"
+        await rig.funds.on_cycle(rig.command(RunFundCycle))
+        [rejected] = [e for e in rig.funds_out.published if isinstance(e, FundCommandRejected)]
+        assert rejected.reason.startswith("the fund needs adjustment: ETH")
+    finally:
+        await db.close()
