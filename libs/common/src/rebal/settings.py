@@ -90,6 +90,8 @@ class ApiSettings(Section):
     # Every API request needs `Authorization: Bearer <token>`; none configured refuses every request.
     token: SecretStr | None = None
     token_file: Path | None = None
+    # Where operators' tools (`rebal`, REBAL__API__URL) reach this API; the monitor binds `http.host/port`.
+    url: str = "http://127.0.0.1:8105"
     # Live: plans may execute at once (`dry_run: false`); the API then refuses to start without a token of
     # at least API_TOKEN_MIN_LENGTH characters.
     live: bool = False
