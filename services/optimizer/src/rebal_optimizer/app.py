@@ -1,19 +1,73 @@
-"""Optimizer wiring: `faststream run rebal_optimizer.app:app` or `python -m rebal_optimizer`."""
+"""Optimizer wiring: `faststream run rebal_optimizer.app:app` or `python -m rebal_optimizer`.
+
+Postgres is opened only when a portfolio has an allocation across strategies (their returns are there).
+"""
 
 from __future__ import annotations
 
-from rebal import bus, service
-from rebal_optimizer.handlers import SERVICE, Targets
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from rebal import bus, db, service
+from rebal_optimizer.allocator import ReturnMatrix
+from rebal_optimizer.handlers import SERVICE, Allocations, Targets, register
 from rebal_optimizer.settings import OptimizerSettings
+from rebal_optimizer.store import PostgresStrategyData
+
+
+@dataclass
+class LazyData:
+    """The strategies' data once the pool is open (at start)."""
+
+    database: service.Database
+    store: PostgresStrategyData | None = field(default=None)
+
+    async def open(self) -> None:
+        pool = await self.database.open()
+        async with pool.acquire() as connection:
+            await db.migrate(connection)
+        self.store = PostgresStrategyData(pool)
+
+    def _store(self) -> PostgresStrategyData:
+        if self.store is None:
+            raise RuntimeError("the optimizer's database is not open yet")
+        return self.store
+
+    async def strategies(self, portfolio: str) -> list[str]:
+        return await self._store().strategies(portfolio)
+
+    async def matrix(self, portfolio: str, strategies: list[str], lookback: int) -> ReturnMatrix:
+        return await self._store().matrix(portfolio, strategies, lookback)
+
+    async def count(self, portfolio: str) -> int:
+        return await self._store().count(portfolio)
+
+    async def positions(self, portfolio: str) -> dict[str, dict[str, Decimal]]:
+        return await self._store().positions(portfolio)
+
 
 settings = OptimizerSettings()
 broker = service.make_broker(settings, SERVICE)
-targets = Targets(bus.Publisher(broker), bus.StreamHistory(broker), settings)
+publisher = bus.Publisher(broker)
+history = bus.StreamHistory(broker)
+targets = Targets(publisher, history, settings)
+database = service.Database(settings.database.url.get_secret_value(), settings.database.pool_size)
+data = LazyData(database)
+allocations = Allocations(publisher, history, settings, data)
+register(broker, publisher, allocations)
+checks = [("targets", targets.ready)]
+on_startup = []
+on_shutdown = [targets.stop, allocations.stop]
+if settings.allocations:
+    checks.append(("postgres", database.ping))
+    on_startup.append(data.open)
+    on_shutdown.append(database.close)
 app = service.build(
     SERVICE,
     broker,
     settings,
-    checks=[("targets", targets.ready)],
-    after_startup=[targets.start],
-    on_shutdown=[targets.stop],
+    checks=checks,
+    on_startup=on_startup,
+    after_startup=[targets.start, allocations.start],
+    on_shutdown=on_shutdown,
 )

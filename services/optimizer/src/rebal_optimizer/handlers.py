@@ -1,4 +1,7 @@
-"""The optimizer loop: publish each portfolio's target when it is new or changed."""
+"""The optimizer: publish each portfolio's target from its file when it is new or changed, and allocate the
+portfolios configured with an allocation across their strategies (`rebal_optimizer.allocator`) on their
+schedules: every `interval_seconds`, after `after_new_returns` new returns, when the strategies' positions
+change (reconciler mode), and on a `RunOptimization` command."""
 
 from __future__ import annotations
 
@@ -8,9 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from faststream.nats import NatsBroker
+
 from rebal import bus
-from rebal.events import TargetWeightsComputed
+from rebal.events import OptimizationFailed, RunOptimization, TargetWeightsComputed
 from rebal.io import FileError
+from rebal_optimizer.allocator import Allocator, StrategyData, Trigger, positions_key
 from rebal_optimizer.settings import OptimizerSettings
 from rebal_optimizer.targets import target_event
 
@@ -29,6 +35,8 @@ class Targets:
 
     async def publish_all(self) -> None:
         for portfolio, path in sorted(self.settings.targets.files.items()):
+            if portfolio in self.settings.allocations:
+                continue  # the file is the base tree of the allocation
             try:
                 event = target_event(portfolio, path, now=self.clock())
             except FileError as exc:
@@ -62,3 +70,91 @@ class Targets:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+
+
+@dataclass
+class Allocations:
+    """Every configured portfolio's `Allocator`, its schedules and the operators' command."""
+
+    publisher: bus.EventSink
+    history: bus.History
+    settings: OptimizerSettings
+    data: StrategyData
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    allocators: dict[str, Allocator] = field(default_factory=dict)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for portfolio, allocation in sorted(self.settings.allocations.items()):
+            base = self.settings.targets.files.get(portfolio)
+            if base is None:
+                raise ValueError(f"allocations.{portfolio}: no base tree in targets.files for {portfolio}")
+            self.allocators[portfolio] = Allocator(
+                portfolio, allocation, base, self.data, self.history, self.publisher, self.clock
+            )
+
+    async def on_command(self, command: RunOptimization) -> None:
+        allocator = self.allocators.get(command.portfolio_id)
+        if allocator is None:
+            reason = f"no allocation is configured for {command.portfolio_id}"
+            await self.publisher.publish(
+                command.caused(
+                    OptimizationFailed, now=self.clock(), method="", reason=reason, trigger="command"
+                )
+            )
+            return
+        await allocator.run(Trigger("command", str(command.event_id), cause=command))
+
+    async def check(self, allocator: Allocator) -> None:
+        """One look at the data: solve when enough returns arrived or the positions changed."""
+        if await allocator.due_for_data():
+            await allocator.run(Trigger("data", str(await self.data.count(allocator.portfolio))))
+            return
+        positions = await allocator.positions_changed()
+        if positions is not None:
+            await allocator.run(Trigger("positions", positions_key(positions)))
+
+    async def _watch(self, allocator: Allocator) -> None:
+        settings = allocator.settings
+        try:
+            await allocator.run(Trigger("data", str(await self.data.count(allocator.portfolio))))
+        except Exception:  # logged; the schedules try again
+            log.exception("the first allocation of %s failed", allocator.portfolio)
+        next_tick = _next_tick(self.clock().timestamp(), settings.interval_seconds)
+        while True:
+            await asyncio.sleep(settings.poll_seconds)
+            try:
+                now = self.clock().timestamp()
+                if next_tick is not None and now >= next_tick:
+                    tick = datetime.fromtimestamp(next_tick, UTC).isoformat()
+                    next_tick = _next_tick(now, settings.interval_seconds)
+                    await allocator.run(Trigger("schedule", tick))
+                else:
+                    await self.check(allocator)
+            except Exception:  # a broken bus or database is retried next time; readiness reports it
+                log.exception("allocating %s failed", allocator.portfolio)
+
+    async def start(self) -> None:
+        for portfolio, allocator in sorted(self.allocators.items()):
+            self._tasks.append(asyncio.create_task(self._watch(allocator), name=f"allocate-{portfolio}"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+
+def _next_tick(now: float, interval: float) -> float | None:
+    return None if interval <= 0 else (now // interval + 1) * interval
+
+
+def register(broker: NatsBroker, publisher: bus.Publisher, allocations: Allocations) -> None:
+    bus.consume(
+        broker,
+        publisher,
+        service=SERVICE,
+        kind=RunOptimization,
+        durable="optimizer-commands",
+        handler=allocations.on_command,
+    )

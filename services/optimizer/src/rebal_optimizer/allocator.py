@@ -1,0 +1,339 @@
+"""One portfolio's allocation across its strategies: stored returns in, a target (or why not) out.
+
+`Allocator.run(trigger)` does, for one portfolio, one thing at a time (a lock): read the base tree and
+the strategies' latest common returns, solve with the method's problem kept from the previous solve
+(re-solved with new parameters; rebuilt only when the set of strategies changes), off the event loop,
+scale to the volatility target, and publish a `TargetWeightsComputed` whose tree is the base tree with
+the strategy nodes' weights replaced (or, in reconciler mode, with the wallets at the target positions)
+and whose `optimization` holds the portfolio_config numbers. Too little data, an infeasible problem or a
+solver failure publish an `OptimizationFailed` with the reason; the previous target stays in force.
+
+Event ids come from the trigger (a command's id, the schedule's tick, the count of returns, the
+positions reported), so replicas and redeliveries publish each result once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from rebal import bus
+from rebal.core.errors import InputError
+from rebal.core.market import Prices
+from rebal.core.reconcile_positions import target_positions
+from rebal.core.strategy_targets import (
+    TreeShapeError,
+    find_strategy_nodes,
+    positions_tree,
+    set_strategy_weights,
+)
+from rebal.core.tree import parse_tree
+from rebal.events import (
+    BalanceSnapshotTaken,
+    Event,
+    Optimization,
+    OptimizationFailed,
+    TargetWeightsComputed,
+    new_event,
+)
+from rebal.io import FileError, load
+from rebal_optimizer.estimate import Estimator
+from rebal_optimizer.optimize import (
+    Constraints,
+    Group,
+    Infeasible,
+    MaxSharpe,
+    MeanVariance,
+    MinVariance,
+    Mix,
+    Optimizer,
+    RiskParity,
+    SlopeStd,
+    SolverFailed,
+)
+from rebal_optimizer.settings import AllocationSettings
+from rebal_optimizer.volatility import PortfolioConfig, target_volatility
+
+log = logging.getLogger("rebal.optimizer")
+Floats = NDArray[np.float64]
+METHODS: dict[str, type[Optimizer]] = {
+    "min_variance": MinVariance,
+    "mean_variance": MeanVariance,
+    "max_sharpe": MaxSharpe,
+    "risk_parity": RiskParity,
+    "slope_std": SlopeStd,
+    "mix": Mix,
+}
+INTEGER_PARAMETERS = frozenset({"lookback"})
+LEVERAGE_QUANTUM = Decimal("1e-12")
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """Why a solve runs: `kind` (command, schedule, data, positions, start) and a key naming the
+    occasion (the tick, the count of returns); `cause` is the command when there is one."""
+
+    kind: str
+    key: str
+    cause: Event | None = None
+
+
+@dataclass(frozen=True)
+class ReturnMatrix:
+    names: tuple[str, ...]
+    timestamps: Floats
+    returns: Floats  # periods x strategies, oldest first
+
+
+class StrategyData(Protocol):
+    async def strategies(self, portfolio: str) -> list[str]: ...
+
+    async def matrix(self, portfolio: str, strategies: list[str], lookback: int) -> ReturnMatrix: ...
+
+    async def count(self, portfolio: str) -> int: ...
+
+    async def positions(self, portfolio: str) -> dict[str, dict[str, Decimal]]: ...
+
+
+def make_optimizer(settings: AllocationSettings, names: tuple[str, ...]) -> Optimizer:
+    """The configured method over these strategies (constraints resolved to their indices)."""
+    index = {name: i for i, name in enumerate(names)}
+    groups = tuple(
+        Group(tuple(index[m] for m in group.members if m in index), group.cap)
+        for _, group in sorted(settings.groups.items())
+        if any(m in index for m in group.members)
+    )
+    constraints = Constraints(
+        min_weight=settings.min_weight,
+        max_weight=settings.max_weight,
+        groups=groups,
+        correlation_threshold=settings.correlation_threshold,
+        pair_cap=settings.pair_cap,
+        turnover=settings.turnover,
+    )
+    parameters: dict[str, Any] = {
+        key: int(value) if key in INTEGER_PARAMETERS else value for key, value in settings.parameters.items()
+    }
+    return METHODS[settings.method](
+        len(names),
+        constraints=constraints,
+        estimator=Estimator(method=settings.estimator, halflife=settings.halflife),
+        periods_per_year=settings.periods_per_year,
+        **parameters,
+    )
+
+
+def snapshot_value(snapshot: BalanceSnapshotTaken) -> Decimal:
+    """The free value of the snapshot's tree in its valuation currency (what a rebalance allocates)."""
+    tree = parse_tree(snapshot.tree, "real")
+    prices = Prices.parse(snapshot.prices)
+    total = Decimal(0)
+    for node in range(len(tree)):
+        asset = tree.assets[node]
+        if not tree.wallet[node] or asset is None:
+            continue
+        price = prices.get(asset)
+        if price is None:
+            raise InputError("prices", f"no price for {asset}")
+        total += (tree.exact_amount(node) - tree.exact_locked(node)) * price
+    return total
+
+
+@dataclass
+class Allocator:
+    portfolio: str
+    settings: AllocationSettings
+    base_file: Path
+    data: StrategyData
+    history: bus.History
+    publisher: bus.EventSink
+    clock: Callable[[], datetime]
+    optimizer: Optimizer | None = None
+    names: tuple[str, ...] = ()
+    weights: dict[str, float] | None = None
+    config: PortfolioConfig | None = None
+    solved_at_count: int | None = None
+    positions: dict[str, dict[str, Decimal]] | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def run(self, trigger: Trigger) -> TargetWeightsComputed | OptimizationFailed:
+        async with self.lock:
+            count = await self.data.count(self.portfolio)
+            outcome = await self._allocate(trigger)
+            self.solved_at_count = count
+            await self.publisher.publish(outcome)
+            if isinstance(outcome, OptimizationFailed):
+                log.warning("no allocation for %s (%s): %s", self.portfolio, trigger.kind, outcome.reason)
+            else:
+                log.info("allocated %s (%s): %s", self.portfolio, trigger.kind, self.weights)
+            return outcome
+
+    async def due_for_data(self) -> bool:
+        """Enough new returns since the last solve (`after_new_returns`)."""
+        wanted = self.settings.after_new_returns
+        if wanted <= 0:
+            return False
+        count = await self.data.count(self.portfolio)
+        return self.solved_at_count is None or count - self.solved_at_count >= wanted
+
+    async def positions_changed(self) -> dict[str, dict[str, Decimal]] | None:
+        """The strategies' latest positions when they differ from those last used (reconciler mode)."""
+        if self.settings.mode != "reconciler" or self.weights is None:
+            return None
+        latest = await self.data.positions(self.portfolio)
+        return latest if latest != self.positions else None
+
+    def _event(self, why: Trigger, kind: type[Any], **fields: Any) -> Any:
+        now = self.clock()
+        if why.cause is not None:
+            return why.cause.caused(kind, now=now, **fields)
+        key = f"{self.portfolio}|{why.kind}|{why.key}"
+        return new_event(kind, key=key, now=now, portfolio_id=self.portfolio, **fields)
+
+    def _failed(self, trigger: Trigger, reason: str) -> OptimizationFailed:
+        event: OptimizationFailed = self._event(
+            trigger, OptimizationFailed, method=self.settings.method, reason=reason, trigger=trigger.kind
+        )
+        return event
+
+    async def _allocate(  # noqa: PLR0911 - one early return per reason there is no allocation
+        self, trigger: Trigger
+    ) -> TargetWeightsComputed | OptimizationFailed:
+        settings = self.settings
+        try:
+            base = load(self.base_file, lambda doc: (parse_tree(doc, "target"), doc)[1])
+        except FileError as exc:
+            return self._failed(trigger, f"base tree: {exc}")
+        if not isinstance(base, dict):
+            return self._failed(trigger, f"base tree: {self.base_file} must be a tree document")
+        reported = await self.data.strategies(self.portfolio)
+        try:
+            nodes = await self._nodes(base, reported)
+        except TreeShapeError as exc:
+            return self._failed(trigger, f"base tree: {exc}")
+        names = tuple(sorted(nodes))
+        if not names:
+            return self._failed(trigger, "no strategy of the portfolio has reported returns (or has a node)")
+        data = await self.data.matrix(self.portfolio, list(names), settings.lookback_periods)
+        observations = int(data.returns.shape[0])
+        if observations < settings.min_observations:
+            return self._failed(
+                trigger,
+                f"only {observations} common returns for {', '.join(names)}; "
+                f"{settings.min_observations} needed",
+            )
+        account = await self._account_value()
+        if isinstance(account, str):
+            return self._failed(trigger, account)
+        if self.optimizer is None or names != self.names:
+            try:
+                self.optimizer = make_optimizer(settings, names)
+            except ValueError as exc:  # constraints the method cannot take
+                return self._failed(trigger, f"allocation settings: {exc}")
+            if names != self.names:
+                self.names, self.weights = names, None  # the previous weights are of other strategies
+        current = None if self.weights is None else [self.weights[name] for name in names]
+        result = await asyncio.to_thread(self.optimizer.solve, data.returns, current)
+        if isinstance(result, Infeasible | SolverFailed):
+            kind = "infeasible" if isinstance(result, Infeasible) else "solver failed"
+            return self._failed(trigger, f"{kind}: {result.reason}")
+        config = target_volatility(
+            list(names),
+            result.weights,
+            data.returns,
+            float(account),
+            settings.target_volatility,
+            settings.max_leverage,
+            settings.periods_per_year,
+        )
+        try:
+            tree, targets, notes = await self._tree(base, nodes, config, account)
+        except TreeShapeError as exc:
+            return self._failed(trigger, f"base tree: {exc}")
+        self.weights, self.config = dict(config.weights), config
+        realised = config.realised_volatility
+        optimization = Optimization(
+            method=settings.method,
+            parameters=dict(settings.parameters),
+            weights=dict(config.weights),
+            realised_volatility=realised if np.isfinite(realised) else None,
+            target_volatility=config.target_volatility,
+            leverage=config.leverage,
+            account_value=account,
+            status=result.status,
+            observations=observations,
+            trigger=trigger.kind,
+            mode=settings.mode,
+            targets=targets,
+            notes=notes,
+        )
+        event: TargetWeightsComputed = self._event(
+            trigger,
+            TargetWeightsComputed,
+            tree=tree,
+            source=f"optimizer:{settings.method}",
+            optimization=optimization,
+        )
+        return event
+
+    async def _nodes(self, base: dict[str, Any], reported: list[str]) -> dict[str, str]:
+        """Strategy -> node path (weights mode) or -> "" (reconciler mode: strategies are not nodes)."""
+        configured = self.settings.strategies
+        if self.settings.mode == "reconciler":
+            return {name: "" for name in (configured or reported) if name in reported}
+        if configured:
+            return {name: path for name, path in configured.items() if name in reported}
+        found, _ = find_strategy_nodes(base, reported)
+        return found
+
+    async def _account_value(self) -> Decimal | str:
+        if self.settings.account_value is not None and self.settings.mode == "weights":
+            return self.settings.account_value
+        snapshot = await self.history.latest(BalanceSnapshotTaken, self.portfolio)
+        if snapshot is None:
+            if self.settings.account_value is not None:
+                return self.settings.account_value
+            return "no balance snapshot yet to value the account"
+        try:
+            value = snapshot_value(snapshot)
+        except InputError as exc:
+            return f"balance snapshot: {exc}"
+        if self.settings.account_value is not None:
+            return min(value, self.settings.account_value)
+        return value
+
+    async def _tree(
+        self, base: dict[str, Any], nodes: Mapping[str, str], config: PortfolioConfig, account: Decimal
+    ) -> tuple[dict[str, Any], dict[str, Decimal] | None, tuple[str, ...]]:
+        if self.settings.mode == "weights":
+            return set_strategy_weights(base, nodes, config.weights), None, ()
+        positions = await self.data.positions(self.portfolio)
+        self.positions = positions
+        reconciled = target_positions(
+            account,
+            Decimal(repr(config.leverage)).quantize(LEVERAGE_QUANTUM),
+            {name: Decimal(repr(weight)) for name, weight in config.weights.items()},
+            {name: held for name, held in positions.items() if name in config.weights},
+        )
+        quote_wallet = self.settings.quote_wallet or ""
+        tree, notes = positions_tree(base, reconciled.targets, account, quote_wallet)
+        return tree, reconciled.targets, reconciled.notes + notes
+
+
+def positions_key(positions: Mapping[str, Mapping[str, Decimal]]) -> str:
+    """A short digest naming a set of positions (the trigger key of a reconciliation)."""
+    text = ";".join(
+        f"{name}:" + ",".join(f"{k}={v}" for k, v in sorted(held.items()))
+        for name, held in sorted(positions.items())
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -1,0 +1,209 @@
+"""The optimizer service's allocation of a portfolio across its strategies: stored returns (real
+Postgres) in, a target whose strategy nodes carry the weights (or why not) out."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import numpy as np
+import pytest
+
+from rebal.events import (
+    OptimizationFailed,
+    RunOptimization,
+    StrategyReturnReported,
+    TargetWeightsComputed,
+    new_event,
+)
+from rebal_devstack.pytest_plugin import FreshDatabase
+from rebal_optimizer.allocator import Allocator, Trigger
+from rebal_optimizer.handlers import Allocations
+from rebal_optimizer.settings import AllocationSettings, OptimizerSettings
+from rebal_optimizer.store import PostgresStrategyData
+from rebal_tracker.returns import ReturnRow, ReturnsStore
+from tests.fakes import FakeHistory, RecordingPublisher
+from tests.optimizer.test_service_targets import BASE, children
+from tests.paper_support import migrated_pool
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+async def pool(database: FreshDatabase) -> AsyncIterator[asyncpg.Pool]:
+    async for value in migrated_pool(database.dsn):
+        yield value
+
+
+def returns_of(seed: int, days: int, scale: float) -> list[Decimal]:
+    rng = np.random.default_rng(seed)
+    return [Decimal(f"{value:.8f}") for value in rng.normal(0.0005, scale, days)]
+
+
+async def store(pool: asyncpg.Pool, strategy: str, values: list[Decimal], start: int = 0) -> None:
+    rows = [
+        ReturnRow.of(
+            new_event(
+                StrategyReturnReported,
+                key=f"{strategy}|{day}",
+                now=NOW,
+                portfolio_id="fund",
+                strategy_id=strategy,
+                timestamp=T0 + timedelta(days=day),
+                period_return=value,
+            )
+        )
+        for day, value in enumerate(values, start=start)
+    ]
+    await ReturnsStore(pool).insert(rows)
+
+
+def base_file(tmp_path: Path) -> Path:
+    path = tmp_path / "base.json"
+    path.write_text(json.dumps(BASE))
+    return path
+
+
+def allocator(
+    pool: asyncpg.Pool, tmp_path: Path, publisher: RecordingPublisher, **settings: Any
+) -> Allocator:
+    allocation = AllocationSettings(account_value=Decimal(100_000), **settings)
+    return Allocator(
+        "fund",
+        allocation,
+        base_file(tmp_path),
+        PostgresStrategyData(pool),
+        FakeHistory(),
+        publisher,
+        lambda: NOW,
+    )
+
+
+async def test_risk_parity_weights_replace_the_strategy_nodes(pool: asyncpg.Pool, tmp_path: Path) -> None:
+    trend, arb = returns_of(1, 200, 0.02), returns_of(2, 200, 0.01)
+    await store(pool, "trend", trend)
+    await store(pool, "arb", arb)
+    await store(pool, "nobody", returns_of(3, 200, 0.01))  # reports, but is not a node: not allocated
+    publisher = RecordingPublisher()
+    subject = allocator(
+        pool,
+        tmp_path,
+        publisher,
+        method="risk_parity",
+        estimator="sample",
+        target_volatility=0.1,
+        max_leverage=2.0,
+    )
+
+    event = await subject.run(Trigger("schedule", "2026-01-01T00:00:00+00:00"))
+
+    assert isinstance(event, TargetWeightsComputed) and publisher.published == [event]
+    optimization = event.optimization
+    assert optimization is not None
+    matrix = np.array([[float(a), float(t)] for a, t in zip(arb, trend, strict=True)])
+    # Risk parity on two strategies: weights proportional to 1 / volatility (any correlation).
+    inverse = 1 / matrix.std(axis=0, ddof=1)
+    expected = inverse / inverse.sum()
+    assert optimization.weights == pytest.approx({"arb": expected[0], "trend": expected[1]}, abs=1e-6)
+    realised = float(np.std(matrix @ expected, ddof=1) * math.sqrt(365))
+    assert optimization.realised_volatility == pytest.approx(realised, rel=1e-6)
+    assert optimization.leverage == pytest.approx(min(0.1 / realised, 2.0), rel=1e-6)
+    assert (optimization.method, optimization.status, optimization.observations) == (
+        "risk_parity",
+        "optimal",
+        200,
+    )
+    assert optimization.account_value == Decimal(100_000) and optimization.trigger == "schedule"
+    # The nodes share the 70% the base gave them, in those proportions; cash is unchanged.
+    weights = children(event.tree)
+    assert Decimal(weights["arb"]) + Decimal(weights["trend"]) == Decimal("0.7")
+    assert float(weights["trend"]) == pytest.approx(0.7 * expected[1], abs=1e-9)
+    assert weights["cash"] == "30%"
+    # The same trigger again: the same event id (the bus drops it).
+    again = await subject.run(Trigger("schedule", "2026-01-01T00:00:00+00:00"))
+    assert again.event_id == event.event_id and len(publisher.published) == 1
+
+
+async def test_a_new_day_re_solves_the_same_problem(pool: asyncpg.Pool, tmp_path: Path) -> None:
+    await store(pool, "trend", returns_of(1, 100, 0.02))
+    await store(pool, "arb", returns_of(2, 100, 0.01))
+    subject = allocator(pool, tmp_path, RecordingPublisher(), method="min_variance", lookback_periods=60)
+    first = await subject.run(Trigger("data", "200"))
+    problem = subject.optimizer
+    await store(pool, "trend", returns_of(4, 1, 0.02), start=100)
+    await store(pool, "arb", returns_of(5, 1, 0.01), start=100)
+    second = await subject.run(Trigger("data", "202"))
+    assert isinstance(first, TargetWeightsComputed) and isinstance(second, TargetWeightsComputed)
+    assert subject.optimizer is problem  # kept: re-solved with the new data
+    assert second.optimization is not None and second.optimization.observations == 60
+    assert second.optimization.weights != first.optimization.weights  # type: ignore[union-attr]
+
+
+async def test_too_little_data_or_an_infeasible_problem_keeps_the_previous_weights(
+    pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    await store(pool, "trend", returns_of(1, 20, 0.02))
+    await store(pool, "arb", returns_of(2, 10, 0.01), start=10)
+    publisher = RecordingPublisher()
+    subject = allocator(pool, tmp_path, publisher, min_observations=30)
+    failed = await subject.run(Trigger("data", "30"))
+    assert isinstance(failed, OptimizationFailed)
+    assert failed.reason == "only 10 common returns for arb, trend; 30 needed"
+
+    subject = allocator(pool, tmp_path, publisher, min_observations=5)
+    solved = await subject.run(Trigger("data", "31"))
+    assert isinstance(solved, TargetWeightsComputed)
+    previous = subject.weights
+    subject.optimizer = None
+    subject.settings = AllocationSettings(account_value=Decimal(1), min_observations=5, min_weight=0.6)
+    refused = await subject.run(Trigger("data", "32"))
+    assert isinstance(refused, OptimizationFailed)
+    assert refused.reason == (
+        "allocation settings: risk parity takes no constraint beyond long-only and fully invested"
+    )
+    subject.settings = AllocationSettings(
+        method="min_variance", account_value=Decimal(1), min_observations=5, min_weight=0.6
+    )
+    infeasible = await subject.run(Trigger("data", "33"))
+    assert isinstance(infeasible, OptimizationFailed)
+    assert infeasible.reason.startswith("infeasible: ")
+    assert subject.weights == previous  # the previous allocation stays in force
+    assert [type(e).__name__ for e in publisher.published] == [
+        "OptimizationFailed",
+        "TargetWeightsComputed",
+        "OptimizationFailed",
+        "OptimizationFailed",
+    ]
+
+
+async def test_an_operators_command_is_answered_by_an_event_it_caused(
+    pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    await store(pool, "trend", returns_of(1, 40, 0.02))
+    await store(pool, "arb", returns_of(2, 40, 0.01))
+    publisher = RecordingPublisher()
+    settings = OptimizerSettings(
+        targets={"files": {"fund": base_file(tmp_path)}},
+        allocations={"fund": {"method": "max_sharpe", "account_value": "5000", "min_observations": 30}},
+    )
+    allocations = Allocations(
+        publisher, FakeHistory(), settings, PostgresStrategyData(pool), clock=lambda: NOW
+    )
+    command = new_event(RunOptimization, key="op-1", now=NOW, portfolio_id="fund")
+    await allocations.on_command(command)
+    other = new_event(RunOptimization, key="op-2", now=NOW, portfolio_id="elsewhere")
+    await allocations.on_command(other)
+    target, refused = publisher.published
+    assert isinstance(target, TargetWeightsComputed) and target.causation_id == command.event_id
+    assert target.optimization is not None and target.optimization.trigger == "command"
+    assert sum(target.optimization.weights.values()) == pytest.approx(1.0)
+    assert isinstance(refused, OptimizationFailed) and refused.causation_id == other.event_id
+    assert refused.reason == "no allocation is configured for elsewhere"
