@@ -136,6 +136,89 @@ class Balances:
     locked: Mapping[str, Decimal] = field(default_factory=dict)
 
 
+# -- transfers between accounts and exchanges ----------------------------------------------------------
+
+# A withdrawal is "pending" until the source venue has sent it ("sent"); a deposit is "pending" until the
+# destination venue credits it ("credited"); either may end "failed" (cancelled or refused on the way).
+TransferStatus = Literal["pending", "sent", "credited", "failed"]
+
+# Reasons a transfer is refused before or when it is asked for (the `reason` of `TransferRefused`).
+WITHDRAW_NETWORK_UNKNOWN = "withdraw_network_unknown"
+DEPOSIT_NETWORK_UNKNOWN = "deposit_network_unknown"
+WITHDRAWALS_DISABLED = "withdrawals_disabled"
+DEPOSITS_DISABLED = "deposits_disabled"
+BELOW_WITHDRAW_MIN = "below_withdraw_min"
+NOT_ABOVE_FEE = "amount_not_above_fee"
+INVALID_ADDRESS = "invalid_address"
+
+
+@dataclass(frozen=True)
+class AssetNetwork:
+    """How an asset moves in or out of a venue on one network (ccxt's unified network code)."""
+
+    asset: str
+    network: str
+    deposit_enabled: bool
+    withdraw_enabled: bool
+    # Charged in the asset and taken from the amount: the destination receives ``amount - fee``.
+    withdraw_fee: Decimal
+    withdraw_min: Decimal = Decimal(0)
+
+
+@dataclass(frozen=True)
+class DepositAddress:
+    asset: str
+    network: str
+    address: str
+    tag: str = ""
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """A withdrawal (by our transfer id) or a deposit (by the transaction id), as the venue reports it."""
+
+    transfer_id: str
+    asset: str
+    network: str
+    amount: Decimal
+    fee: Decimal
+    status: TransferStatus
+    txid: str = ""
+    reason: str = ""
+
+    @property
+    def received(self) -> Decimal:
+        """What the destination is credited: the amount less the withdrawal fee."""
+        return self.amount - self.fee
+
+
+class TransferRefused(VenueError):
+    """The venue refused the withdrawal (or the pre-check did); `reason` says why. Not retryable."""
+
+    retryable = False
+
+    def __init__(self, transfer_id: str, reason: str) -> None:
+        super().__init__(f"{transfer_id}: {reason}")
+        self.transfer_id = transfer_id
+        self.reason = reason
+
+
+def transfer_problem(source: AssetNetwork | None, destination: AssetNetwork | None, amount: Decimal) -> str:
+    """Why `amount` cannot be withdrawn on the source's network and deposited on the destination's
+    (the same network at both ends): "" when it can. The fee is taken from the amount."""
+    if source is None:
+        return WITHDRAW_NETWORK_UNKNOWN
+    if destination is None or destination.network != source.network:
+        return DEPOSIT_NETWORK_UNKNOWN
+    checks = (
+        (not source.withdraw_enabled, WITHDRAWALS_DISABLED),
+        (not destination.deposit_enabled, DEPOSITS_DISABLED),
+        (amount < source.withdraw_min, BELOW_WITHDRAW_MIN),
+        (amount <= source.withdraw_fee, NOT_ABOVE_FEE),
+    )
+    return next((reason for failed, reason in checks if failed), "")
+
+
 class Venue(Protocol):
     """An exchange, or the paper exchange. Every call is idempotent or a read."""
 
@@ -162,4 +245,31 @@ class Venue(Protocol):
         """Look an order up by our client order id (None: the venue never saw it). Many exchanges need the
         `symbol` for the look-up: pass it whenever it is known (a ccxt venue refuses without it unless it
         placed the order itself)."""
+        ...
+
+
+class TransferVenue(Venue, Protocol):
+    """A venue that moves assets out and in (optional: the executor checks for it before a transfer leg).
+
+    A withdrawal is idempotent by our `transfer_id` (derived from the run and the leg): asking again returns
+    the existing withdrawal; a withdrawal whose answer was lost is looked up by that id."""
+
+    async def networks(self, asset: str) -> Mapping[str, AssetNetwork]:
+        """The networks the asset moves on, by network code (empty: the venue does not move it)."""
+        ...
+
+    async def deposit_address(self, account: str, asset: str, network: str) -> DepositAddress: ...
+
+    async def withdraw(
+        self, account: str, transfer_id: str, asset: str, amount: Decimal, destination: DepositAddress
+    ) -> Transfer:
+        """Withdraw `amount` (the fee taken from it) to `destination`; `TransferRefused` says why not."""
+        ...
+
+    async def withdrawal(self, account: str, transfer_id: str, asset: str) -> Transfer | None:
+        """Our withdrawal by its transfer id (None: the venue never saw it)."""
+        ...
+
+    async def deposit(self, account: str, asset: str, txid: str) -> Transfer | None:
+        """The deposit of transaction `txid` into the account (None: not seen yet)."""
         ...

@@ -18,7 +18,7 @@ import hashlib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_DOWN, Context, Decimal
 from typing import TypeAlias
 
@@ -33,10 +33,13 @@ from rebal.venue import (
     ID_REUSED,
     INACTIVE_SYMBOL,
     INSUFFICIENT_FUNDS,
+    INVALID_ADDRESS,
     NOT_POSITIVE,
     NOT_STEP_MULTIPLE,
     UNKNOWN_SYMBOL,
+    AssetNetwork,
     Balances,
+    DepositAddress,
     Fill,
     InsufficientFunds,
     MarketInfo,
@@ -44,11 +47,20 @@ from rebal.venue import (
     OrderState,
     OrderStatus,
     Side,
+    Transfer,
+    TransferRefused,
+    TransferStatus,
     VenueError,
+    transfer_problem,
 )
 
 Clock = Callable[[], datetime]
 Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
+
+# The one network the paper exchange moves assets on, between its accounts and other paper exchanges.
+PAPER_NETWORK = "internal"
+# A paper deposit address: "paper:<exchange>:<account>".
+ADDRESS_PREFIX = "paper:"
 
 # Significant digits of a price (a venue's tick, roughly): 60123.45678 or 0.0001234567.
 PRICE_DIGITS = 10
@@ -67,6 +79,7 @@ __all__ = [
     "INSUFFICIENT_FUNDS",
     "NOT_POSITIVE",
     "NOT_STEP_MULTIPLE",
+    "PAPER_NETWORK",
     "PRICE_DIGITS",
     "QUOTE_QUANTUM",
     "UNKNOWN_SYMBOL",
@@ -184,6 +197,10 @@ class PaperVenue:
     market_info: Mapping[str, MarketInfo]
     price_model: MovingPrices
     clock: Clock = field(default=utc_now)
+    # A withdrawal is credited to its destination this long after it was asked for.
+    transfer_delay: timedelta = timedelta(seconds=60)
+    # The withdrawal fee per asset (taken from the amount); 0 for an asset not listed.
+    withdraw_fees: Mapping[str, Decimal] = field(default_factory=dict)
 
     @classmethod
     def from_documents(
@@ -193,11 +210,14 @@ class PaperVenue:
         markets: object,
         prices: object,
         clock: Clock = utc_now,
+        transfer_delay: timedelta = timedelta(seconds=60),
+        withdraw_fees: Mapping[str, Decimal] | None = None,
         **movement: float,
     ) -> PaperVenue:
         """From a markets document and a prices document; `movement` tunes `MovingPrices`."""
         model = MovingPrices(Prices.parse(prices), **movement)
-        return cls(exchange, pool, markets_of(markets, exchange), model, clock)
+        fees = dict(withdraw_fees or {})
+        return cls(exchange, pool, markets_of(markets, exchange), model, clock, transfer_delay, fees)
 
     @property
     def name(self) -> str:
@@ -225,6 +245,7 @@ class PaperVenue:
         return found
 
     async def balances(self, account: str) -> Balances:
+        await self._credit_due()
         rows = await self.pool.fetch(
             "SELECT asset, amount FROM paper.balances WHERE exchange = $1 AND account = $2 AND amount <> 0"
             " ORDER BY asset",
@@ -408,3 +429,139 @@ class PaperVenue:
             ),
             reason=row["reason"],
         )
+
+    # -- transfers (`rebal.venue.TransferVenue`) -------------------------------------------------------
+
+    def _assets(self) -> set[str]:
+        found = set(self.price_model.base.prices) | {self.price_model.base.quote}
+        for market in self.market_info.values():
+            found |= {market.base, market.quote}
+        return found
+
+    async def networks(self, asset: str) -> Mapping[str, AssetNetwork]:
+        """Every asset of the markets and prices moves on `PAPER_NETWORK`, both ways."""
+        if asset not in self._assets():
+            return {}
+        fee = self.withdraw_fees.get(asset, Decimal(0))
+        return {PAPER_NETWORK: AssetNetwork(asset, PAPER_NETWORK, True, True, fee)}
+
+    async def deposit_address(self, account: str, asset: str, network: str) -> DepositAddress:
+        if network not in await self.networks(asset):
+            raise TransferRefused(f"{self.exchange}:{account}", f"no deposits of {asset} on {network}")
+        return DepositAddress(asset, network, f"{ADDRESS_PREFIX}{self.exchange}:{account}")
+
+    async def withdraw(
+        self, account: str, transfer_id: str, asset: str, amount: Decimal, destination: DepositAddress
+    ) -> Transfer:
+        """Debit `amount` now; credit ``amount - fee`` to the destination after `transfer_delay`. Asking
+        again under the same transfer id returns the existing withdrawal and moves nothing."""
+        source = (await self.networks(asset)).get(destination.network)
+        # Deposits are open on every paper exchange for every asset this one moves.
+        problem = transfer_problem(source, source, amount)
+        exchange, _, to_account = destination.address.removeprefix(ADDRESS_PREFIX).partition(":")
+        if not destination.address.startswith(ADDRESS_PREFIX) or not exchange or not to_account:
+            problem = problem or INVALID_ADDRESS
+        now = self.clock()
+        async with self.pool.acquire() as connection, connection.transaction():
+            existing = await self._transfer(connection, transfer_id)
+            if existing is not None:
+                return existing
+            if problem or source is None:
+                raise TransferRefused(transfer_id, problem)
+            held = await connection.fetchval(
+                "SELECT amount FROM paper.balances WHERE exchange = $1 AND account = $2 AND asset = $3"
+                " FOR UPDATE",
+                self.exchange,
+                account,
+                asset,
+            )
+            if (held or Decimal(0)) < amount:
+                raise TransferRefused(transfer_id, INSUFFICIENT_FUNDS)
+            await connection.execute(
+                "UPDATE paper.balances SET amount = amount - $4 WHERE exchange = $1 AND account = $2"
+                " AND asset = $3",
+                self.exchange,
+                account,
+                asset,
+                amount,
+            )
+            await connection.execute(
+                "INSERT INTO paper.transfers (exchange, transfer_id, account, to_exchange, to_account, asset,"
+                " network, amount, fee, txid, created_at, credit_at)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                self.exchange,
+                transfer_id,
+                account,
+                exchange,
+                to_account,
+                asset,
+                destination.network,
+                amount,
+                source.withdraw_fee,
+                "paper-tx-" + derive_id("paper-transfer", self.exchange, transfer_id).hex,
+                now,
+                now + self.transfer_delay,
+            )
+            found = await self._transfer(connection, transfer_id)
+        if found is None:  # inserted above, in the same transaction
+            raise RuntimeError(f"{transfer_id}: transfer vanished after it was written")
+        return found
+
+    async def withdrawal(self, account: str, transfer_id: str, asset: str) -> Transfer | None:
+        await self._credit_due()
+        async with self.pool.acquire() as connection:
+            found = await self._transfer(connection, transfer_id)
+        return found if found is not None and found.asset == asset else None
+
+    async def deposit(self, account: str, asset: str, txid: str) -> Transfer | None:
+        await self._credit_due()
+        row = await self.pool.fetchrow(
+            "SELECT transfer_id, asset, network, amount, fee, txid, credited FROM paper.transfers"
+            " WHERE to_exchange = $1 AND to_account = $2 AND asset = $3 AND txid = $4",
+            self.exchange,
+            account,
+            asset,
+            txid,
+        )
+        if row is None:
+            return None
+        status: TransferStatus = "credited" if row["credited"] else "pending"
+        return Transfer(
+            row["transfer_id"], row["asset"], row["network"], row["amount"], row["fee"], status, row["txid"]
+        )
+
+    async def _transfer(self, connection: Connection, transfer_id: str) -> Transfer | None:
+        row = await connection.fetchrow(
+            "SELECT asset, network, amount, fee, txid, credited FROM paper.transfers"
+            " WHERE exchange = $1 AND transfer_id = $2",
+            self.exchange,
+            transfer_id,
+        )
+        if row is None:
+            return None
+        status: TransferStatus = "sent" if row["credited"] else "pending"
+        return Transfer(
+            transfer_id, row["asset"], row["network"], row["amount"], row["fee"], status, row["txid"]
+        )
+
+    async def _credit_due(self) -> None:
+        """Credit every transfer into this exchange whose delay has passed (once: the row is marked)."""
+        now = self.clock()
+        async with self.pool.acquire() as connection, connection.transaction():
+            due = await connection.fetch(
+                "UPDATE paper.transfers SET credited = true"
+                " WHERE to_exchange = $1 AND NOT credited AND credit_at <= $2"
+                " RETURNING to_account, asset, amount - fee AS received",
+                self.exchange,
+                now,
+            )
+            for row in sorted(due, key=lambda r: (r["to_account"], r["asset"])):
+                await connection.execute(
+                    "INSERT INTO paper.balances (exchange, account, asset, amount) VALUES ($1, $2, $3, $4)"
+                    " ON CONFLICT (exchange, account, asset)"
+                    " DO UPDATE SET amount = paper.balances.amount + $4",
+                    self.exchange,
+                    row["to_account"],
+                    row["asset"],
+                    row["received"],
+                )

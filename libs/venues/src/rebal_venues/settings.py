@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import asyncpg
@@ -22,6 +24,9 @@ class PaperSettings(Section):
     period_seconds: float = Field(default=3600.0, gt=0)
     noise: float = Field(default=0.001, ge=0, lt=0.1)
     bucket_seconds: float = Field(default=10.0, ge=0)
+    # Transfers between paper accounts: credited this long after the withdrawal, less the asset's fee.
+    transfer_delay_seconds: float = Field(default=60.0, ge=0)
+    withdraw_fees: dict[str, Decimal] = Field(default_factory=dict)
 
 
 def open_paper_venues(
@@ -36,7 +41,10 @@ def open_paper_venues(
         "noise": settings.noise,
         "bucket_seconds": settings.bucket_seconds,
     }
+    delay = timedelta(seconds=settings.transfer_delay_seconds)
     return {
-        exchange: PaperVenue.from_documents(exchange, pool, markets, prices, clock, **movement)
+        exchange: PaperVenue.from_documents(
+            exchange, pool, markets, prices, clock, delay, settings.withdraw_fees, **movement
+        )
         for exchange in sorted(set(exchanges))
     }
