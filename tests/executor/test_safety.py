@@ -97,7 +97,7 @@ async def setup(
     executor = Executor(
         {"paper": venue},
         recorder,
-        ExecutorSettings(**{"live": True, **settings}),
+        ExecutorSettings.model_validate({"live": True, **settings}),
         Journal(pool),
         clock=Clock(),
     )
