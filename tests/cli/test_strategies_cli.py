@@ -12,6 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import asyncpg
+import numpy as np
 import pytest
 from faststream.nats import NatsBroker
 from typer.testing import CliRunner
@@ -186,3 +187,136 @@ def test_backfill_without_a_server_exits_3(tmp_path: Path) -> None:
     )
     assert result.exit_code == 3
     assert result.stderr.startswith("error: cannot reach NATS at nats://127.0.0.1:1")
+
+
+# -- rebal optimize ---------------------------------------------------------------------------------
+
+
+def two_strategies(path: Path, days: int = 120) -> tuple[Path, np.ndarray]:
+    rng = np.random.default_rng(7)
+    data = np.round(rng.normal(0.001, [0.02, 0.01], (days, 2)), 8)
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    lines = ["date,trend,arb"] + [
+        f"{(start + timedelta(days=d)).date().isoformat()},{float(data[d, 0])!r},{float(data[d, 1])!r}"
+        for d in range(days)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path, data
+
+
+def test_optimize_offline_exports_exactly_portfolio_config(tmp_path: Path) -> None:
+    returns, data = two_strategies(tmp_path / "returns.csv")
+    export = tmp_path / "portfolio_config.json"
+    args = ["optimize", "--returns", str(returns), "--account-value", "100000", "--estimator", "sample"]
+    result = CliRunner().invoke(
+        app, [*args, "--target-volatility", "0.2", "--max-leverage", "3", "--export", str(export), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    config = json.loads(export.read_text())
+    assert list(config) == [
+        "account_value",
+        "weights",
+        "realised_volatility",
+        "target_volatility",
+        "leverage",
+    ]
+    inverse = 1 / data.std(axis=0, ddof=1)  # risk parity of two: inverse volatility
+    assert config["weights"] == pytest.approx(
+        {"trend": inverse[0] / inverse.sum(), "arb": inverse[1] / inverse.sum()}, abs=1e-6
+    )
+    weights = np.array([config["weights"]["trend"], config["weights"]["arb"]])
+    realised = float(np.std(data @ weights, ddof=1) * np.sqrt(365))
+    assert config["realised_volatility"] == pytest.approx(realised, rel=1e-9)
+    assert config["leverage"] == pytest.approx(min(0.2 / realised, 3.0), rel=1e-9)
+    assert (config["account_value"], config["target_volatility"]) == (100000.0, 0.2)
+    shown = json.loads(result.stdout)
+    assert shown == {
+        "method": "risk_parity",
+        "status": "optimal",
+        "observations": 120,
+        "portfolio_config": config,
+    }
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ([], "--account-value: needed with --returns"),
+        (["--account-value", "1", "--method", "best"], "--method: 'best' is not one of"),
+        (
+            ["--account-value", "1", "--param", "risk_aversion"],
+            "--param: 'risk_aversion' must be NAME=NUMBER",
+        ),
+        (
+            ["--account-value", "1", "--param", "risk_aversion=2"],
+            "the allocation options: Value error, risk_parity takes no parameter risk_aversion",
+        ),
+        (
+            ["--account-value", "1", "--min-weight", "0.6", "--method", "min_variance"],
+            "no allocation: infeasible: ",
+        ),
+    ],
+)
+def test_optimize_offline_refuses_bad_options_with_a_reason(
+    tmp_path: Path, extra: list[str], message: str
+) -> None:
+    returns, _ = two_strategies(tmp_path / "returns.csv", days=30)
+    result = CliRunner().invoke(app, ["optimize", "--returns", str(returns), *extra])
+    assert result.exit_code in (1, 2)
+    assert result.stderr.replace("\n", "").startswith(f"error: {message}"), result.stderr
+
+
+def test_optimize_without_a_running_system_exits_3() -> None:
+    result = CliRunner().invoke(app, ["optimize", "--portfolio", "fund", "--nats-url", "nats://127.0.0.1:1"])
+    assert result.exit_code == 3
+    assert result.stderr.startswith("error: cannot reach NATS at nats://127.0.0.1:1")
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_optimize_asks_the_running_optimizer(
+    tracker: asyncpg.Pool, nats_url: str, tmp_path: Path
+) -> None:
+    from rebal_optimizer.handlers import Allocations
+    from rebal_optimizer.handlers import register as register_optimizer
+    from rebal_optimizer.settings import OptimizerSettings
+    from rebal_optimizer.store import PostgresStrategyData
+    from tests.optimizer.test_service_targets import BASE
+
+    _, data = two_strategies(tmp_path / "h.csv", days=60)
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps(BASE))
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    for column, strategy in enumerate(("trend", "arb")):  # backfilled as its bot would have reported
+        path = tmp_path / f"{strategy}.csv"
+        days = [f"{(start + timedelta(days=d)).date()},{float(data[d, column])!r}" for d in range(60)]
+        path.write_text("\n".join(["date,return", *days]) + "\n")
+        code, _, err = await rebal(
+            "backfill", path, "--portfolio", "fund", "--strategy", strategy, "--nats-url", nats_url
+        )
+        assert code == 0, err
+    await rows(tracker, 120)
+
+    settings = OptimizerSettings(
+        targets={"files": {"fund": base}},
+        allocations={"fund": {"method": "min_variance", "account_value": "25000", "interval_seconds": 0}},
+    )
+    broker = NatsBroker(nats_url)
+    publisher = bus.Publisher(broker)
+    allocations = Allocations(publisher, bus.StreamHistory(broker), settings, PostgresStrategyData(tracker))
+    register_optimizer(broker, publisher, allocations)
+    async with started(broker):
+        export = tmp_path / "portfolio_config.json"
+        code, out, err = await rebal(
+            "optimize", "--portfolio", "fund", "--nats-url", nats_url, "--export", export, "--json"
+        )
+        assert code == 0, err
+        answer = json.loads(out)
+        code, _, err = await rebal("optimize", "--portfolio", "elsewhere", "--nats-url", nats_url)
+    assert answer["method"] == "min_variance" and answer["observations"] == 60
+    assert json.loads(export.read_text()) == answer["portfolio_config"]
+    assert answer["portfolio_config"]["account_value"] == 25000.0
+    assert sum(answer["portfolio_config"]["weights"].values()) == pytest.approx(1.0)
+    assert (
+        code == 1
+        and err.strip() == "error: no allocation for elsewhere: no allocation is configured for elsewhere"
+    )

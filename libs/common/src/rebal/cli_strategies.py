@@ -1,5 +1,11 @@
 """Strategy commands (issue 5): `rebal backfill` and `rebal optimize`.
 
+`optimize` gives the allocation across strategies and its volatility targeting, the numbers of
+`portfolio_config.json` (`--export FILE` writes exactly that document: account_value, weights,
+realised_volatility, target_volatility, leverage). With `--returns FILE` it solves offline with the
+optimizer's own code; otherwise it publishes `RunOptimization` and waits for the running optimizer's
+answer (exit 3 when it does not come, 1 when the optimizer could not allocate, with its reason).
+
 `backfill` publishes a strategy's return history (docs/bots.md, "Backfill files") on the bus, exactly
 as its bot would report it: one `StrategyReturnReported` per period, its id derived from the strategy and
 the timestamp, so running it again adds nothing (the bus drops the repeat within its duplicate window,
@@ -16,12 +22,22 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
 
+import orjson
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
 
 from rebal import subjects
-from rebal.cli_support import DEFAULT_NATS_URL, EXIT_NOT_RUNNING, fail, write_json
+from rebal.cli_support import (
+    DEFAULT_NATS_URL,
+    EXIT_CONFIGURATION,
+    EXIT_ERROR,
+    EXIT_NOT_RUNNING,
+    fail,
+    write_json,
+)
+from rebal.core.numbers import parse_decimal
 from rebal.events import StrategyReturnReported, new_event
 from rebal.returns_file import ReturnsFileError, single_series
 
@@ -151,6 +167,257 @@ def backfill(
     )
 
 
+# -- optimize -------------------------------------------------------------------------------------
+
+OPTIMIZE_TIMEOUT_SECONDS = 30.0
+METHODS = ("min_variance", "mean_variance", "max_sharpe", "risk_parity", "slope_std", "mix")
+
+
+def _parameters(raw: list[str]) -> dict[str, float]:
+    out = {}
+    for item in raw:
+        key, sep, value = item.partition("=")
+        try:
+            out[key.strip()] = float(value)
+        except ValueError:
+            fail(f"--param: {item!r} must be NAME=NUMBER (e.g. risk_aversion=2)")
+        if not sep or not key.strip():
+            fail(f"--param: {item!r} must be NAME=NUMBER (e.g. risk_aversion=2)")
+    return out
+
+
+def _offline(
+    path: Path,
+    method: str,
+    parameters: dict[str, float],
+    account_value: Decimal,
+    target_volatility: float,
+    max_leverage: float,
+    estimator: str,
+    lookback: int,
+    min_weight: float,
+    max_weight: float,
+) -> dict[str, object]:
+    """Solve from a returns file with the optimizer's own code (no bus, no database)."""
+    from pydantic import ValidationError
+
+    from rebal.core.performance import align
+    from rebal.returns_file import read_returns
+
+    try:
+        from rebal_optimizer.allocator import make_optimizer
+        from rebal_optimizer.optimize import Infeasible, SolverFailed
+        from rebal_optimizer.settings import AllocationSettings
+        from rebal_optimizer.volatility import portfolio_config
+        from rebal_optimizer.volatility import target_volatility as scale
+    except ImportError:  # pragma: no cover - the optimizer is part of every install of the workspace
+        fail("rebal optimize --returns needs the rebal-optimizer package installed", EXIT_CONFIGURATION)
+    try:
+        returns = read_returns(path)
+    except ReturnsFileError as exc:
+        fail(str(exc))
+    names = tuple(returns.series)
+    try:
+        _, matrix = align(
+            [[ts.timestamp() for ts, _ in returns.series[n]] for n in names],
+            [[float(v) for _, v in returns.series[n]] for n in names],
+        )
+    except ValueError as exc:
+        fail(f"{path}: {exc}")
+    matrix = matrix[-lookback:]
+    if matrix.shape[0] < 2:
+        fail(f"{path}: only {matrix.shape[0]} dates every strategy has a return for; at least 2 are needed")
+    try:
+        settings = AllocationSettings(
+            method=method,
+            parameters=parameters,
+            estimator=estimator,
+            min_weight=min_weight,
+            max_weight=max_weight,
+            target_volatility=target_volatility,
+            max_leverage=max_leverage,
+        )
+        optimizer = make_optimizer(settings, names)
+    except ValidationError as exc:
+        fail("the allocation options: " + "; ".join(error["msg"] for error in exc.errors()))
+    except ValueError as exc:  # constraints the method cannot take
+        fail(f"the allocation options: {exc}")
+    result = optimizer.solve(matrix)
+    if isinstance(result, Infeasible | SolverFailed):
+        kind = "infeasible" if isinstance(result, Infeasible) else "solver failed"
+        fail(f"no allocation: {kind}: {result.reason}", EXIT_ERROR)
+    config = scale(list(names), result.weights, matrix, float(account_value), target_volatility, max_leverage)
+    return {
+        "method": method,
+        "status": result.status,
+        "observations": int(matrix.shape[0]),
+        "portfolio_config": portfolio_config(config),
+    }
+
+
+async def _ask(url: str, portfolio: str, timeout: float) -> object:
+    """Publish `RunOptimization` and wait for the optimizer's answer (an event caused by it)."""
+    import uuid
+
+    from nats.aio.msg import Msg
+    from nats.errors import NoRespondersError
+    from nats.errors import TimeoutError as NatsTimeout
+
+    from rebal import bus
+    from rebal.commands import NotRunning, connected
+    from rebal.events import Event, OptimizationFailed, RunOptimization, TargetWeightsComputed
+
+    command = new_event(
+        RunOptimization, key=uuid.uuid4(), now=datetime.now(UTC), portfolio_id=portfolio, requested_by="cli"
+    )
+    answers: asyncio.Queue[Event] = asyncio.Queue()
+    async with connected(url) as client:
+
+        async def keep(message: Msg) -> None:
+            event = bus.decode_any(message.subject, message.data)
+            if not isinstance(event, str) and event.causation_id == command.event_id:
+                await answers.put(event)
+
+        for kind in (TargetWeightsComputed, OptimizationFailed):
+            await client.subscribe(kind.topic.subject(portfolio), cb=keep)
+        try:
+            await client.jetstream().publish(
+                command.subject,
+                command.model_dump_json().encode(),
+                stream=subjects.COMMANDS_STREAM,
+                headers={"Nats-Msg-Id": str(command.event_id)},
+                timeout=timeout,
+            )
+        except (NatsTimeout, NoRespondersError):
+            raise NotRunning("NATS did not store the command: are the services running?") from None
+        try:
+            return await asyncio.wait_for(answers.get(), timeout)
+        except TimeoutError:
+            raise NotRunning(f"the optimizer did not answer within {timeout:g} s: is it running?") from None
+
+
+def optimize(
+    portfolio: Annotated[
+        str | None, typer.Option("--portfolio", help="Ask the running optimizer for this portfolio.")
+    ] = None,
+    returns: Annotated[
+        Path | None, typer.Option("--returns", help="Solve offline from this returns file (docs/bots.md).")
+    ] = None,
+    export: Annotated[
+        Path | None, typer.Option("--export", help="Write portfolio_config.json (exactly its fields) here.")
+    ] = None,
+    method: Annotated[str, typer.Option("--method", help=f"Offline: one of {', '.join(METHODS)}.")] = (
+        "risk_parity"
+    ),
+    param: Annotated[
+        list[str] | None, typer.Option("--param", help="Offline: a method parameter NAME=NUMBER.")
+    ] = None,
+    account_value: Annotated[
+        str | None, typer.Option("--account-value", help="Offline: the capital allocated.")
+    ] = None,
+    target_vol: Annotated[
+        float, typer.Option("--target-volatility", help="Offline: annualised volatility target.")
+    ] = 0.10,
+    max_leverage: Annotated[float, typer.Option("--max-leverage", help="Offline: the leverage cap.")] = 1.0,
+    estimator: Annotated[
+        str, typer.Option("--estimator", help="Offline: sample, ewma or ledoit_wolf.")
+    ] = "ledoit_wolf",
+    lookback: Annotated[int, typer.Option("--lookback", help="Offline: the last N common dates.")] = 365,
+    min_weight: Annotated[float, typer.Option("--min-weight", help="Offline: per strategy.")] = 0.0,
+    max_weight: Annotated[float, typer.Option("--max-weight", help="Offline: per strategy.")] = 1.0,
+    nats_url: NatsUrl = DEFAULT_NATS_URL,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the optimizer.")] = (
+        OPTIMIZE_TIMEOUT_SECONDS
+    ),
+    as_json: AsJson = False,
+) -> None:
+    """The allocation across strategies and its volatility targeting (portfolio_config.json): offline
+    from a returns file, or from the running optimizer (which uses its configured method)."""
+    from rebal.commands import NotRunning
+    from rebal.events import OptimizationFailed, TargetWeightsComputed
+
+    if export is not None and (export.is_dir() or not export.parent.is_dir()):
+        fail(f"--export: {export} is a directory or its directory does not exist")
+    if returns is not None:
+        if account_value is None:
+            fail("--account-value: needed with --returns (the capital the weights apply to)")
+        value = parse_decimal(account_value)
+        if value is None or value <= 0:
+            fail(f"--account-value: {account_value!r} must be a decimal > 0")
+        if method not in METHODS:
+            fail(f"--method: {method!r} is not one of {', '.join(METHODS)}")
+        if lookback < 2:
+            fail(f"--lookback: {lookback} must be at least 2")
+        outcome = _offline(
+            returns,
+            method,
+            _parameters(param or []),
+            value,
+            target_vol,
+            max_leverage,
+            estimator,
+            lookback,
+            min_weight,
+            max_weight,
+        )
+    else:
+        if portfolio is None:
+            fail("--portfolio: name the portfolio to ask the running optimizer about, or give --returns FILE")
+        _token(portfolio, "--portfolio")
+        try:
+            answer = asyncio.run(_ask(nats_url, portfolio, timeout))
+        except NotRunning as exc:
+            fail(str(exc), EXIT_NOT_RUNNING)
+        if isinstance(answer, OptimizationFailed):
+            fail(f"no allocation for {portfolio}: {answer.reason}", EXIT_ERROR)
+        assert isinstance(answer, TargetWeightsComputed)
+        found = answer.optimization
+        if found is None:
+            fail(f"the optimizer answered for {portfolio} without an allocation", EXIT_ERROR)
+        outcome = {
+            "method": found.method,
+            "status": found.status,
+            "observations": found.observations,
+            "portfolio_config": {
+                "account_value": float(found.account_value),
+                "weights": dict(sorted(found.weights.items())),
+                "realised_volatility": found.realised_volatility,
+                "target_volatility": found.target_volatility,
+                "leverage": found.leverage,
+            },
+        }
+    config = outcome["portfolio_config"]
+    if export is not None:
+        export.write_bytes(orjson.dumps(config, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
+    if as_json:
+        write_json(outcome)
+        return
+    _print_allocation(outcome, export)
+
+
+def _print_allocation(outcome: dict[str, object], export: Path | None) -> None:
+    config = outcome["portfolio_config"]
+    assert isinstance(config, dict)
+    console = _console()
+    table = Table(title=f"{outcome['method']} ({outcome['status']}, {outcome['observations']} periods)")
+    table.add_column("strategy")
+    table.add_column("weight", justify="right")
+    table.add_column("with leverage", justify="right")
+    leverage = float(config["leverage"])
+    for name, weight in config["weights"].items():
+        table.add_row(name, f"{weight * 100:.2f}%", f"{weight * leverage * 100:.2f}%")
+    console.print(table)
+    realised = config["realised_volatility"]
+    console.print(
+        f"account value {config['account_value']:g}; realised volatility "
+        f"{'-' if realised is None else f'{realised * 100:.2f}%'}, target "
+        f"{config['target_volatility'] * 100:.2f}%: leverage {leverage:.4f}"
+    )
+    if export is not None:
+        console.print(f"wrote {export}")
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the `rebal` app."""
     app.command()(backfill)
+    app.command()(optimize)
