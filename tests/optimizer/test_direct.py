@@ -109,8 +109,12 @@ def test_max_sharpe_slope_std_and_risk_parity_match_the_cvxpy_problems(count: in
     returns = random_returns(count, periods=150, seed=seed)
     builds: list[type[Optimizer]] = [MaxSharpe, RiskParity]
     for build in builds:
-        ours = solved(build(count).solve(returns))
-        reference = solved(build(count, direct=False, solver_options=TIGHT).solve(returns))
+        first = build(count).solve(returns)
+        second = build(count, direct=False, solver_options=TIGHT).solve(returns)
+        if isinstance(second, Infeasible):  # no positive mean: both paths say so
+            assert first == second
+            continue
+        ours, reference = solved(first), solved(second)
         np.testing.assert_allclose(ours.weights, reference.weights, atol=WEIGHTS)
         if build is MaxSharpe:
             assert ours.objective >= reference.objective * (1 - OBJECTIVE)

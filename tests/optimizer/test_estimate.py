@@ -8,7 +8,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.covariance import LedoitWolf
 
-from rebal_optimizer.estimate import Estimator, correlation_of, estimate, factor
+from rebal_optimizer.estimate import (
+    ROLLING_REFRESH,
+    Estimator,
+    Method,
+    Rolling,
+    correlation_of,
+    estimate,
+    estimate_rolling,
+    factor,
+)
 from rebal_optimizer.volatility import leverage_for, portfolio_config, target_volatility
 from tests.optimizer.cases import random_returns, returns_with
 
@@ -79,3 +88,29 @@ def test_portfolio_config_worked_example() -> None:
     }
     flat = target_volatility(["trend", "arb"], np.array([0.5, 0.5]), returns, 1.0, 0.1, 2.0)
     assert flat.leverage == 2.0
+
+
+@pytest.mark.parametrize("method", ["sample", "ledoit_wolf"])
+def test_rolling_moments_give_the_fresh_estimate_day_after_day(method: Method) -> None:
+    history = random_returns(12, periods=600, seed=5) + 0.01  # a mean large against the noise
+    estimator = Estimator(method)
+    rolling: Rolling | None = None
+    windows = [history[day : day + 300] for day in range(40)]  # one new day at a time
+    windows += [history[43:343], history[43:350], history[45:350]]  # three days, a growing, a shrinking
+    windows += [history[100:400][::-1]]  # not a continuation: recomputed
+    for window in windows:
+        rolled, rolling = estimate_rolling(window, estimator, rolling)
+        fresh = estimate(window, estimator)
+        np.testing.assert_allclose(rolled.mean, fresh.mean, rtol=1e-13)
+        np.testing.assert_allclose(
+            rolled.covariance, fresh.covariance, rtol=1e-11, atol=1e-13 * fresh.covariance.max()
+        )
+    assert rolling is not None and rolling.updates == 0  # the reversed window started afresh
+
+
+def test_rolling_moments_start_afresh_after_the_refresh_count() -> None:
+    history = random_returns(3, periods=ROLLING_REFRESH + 60, seed=6)
+    rolling: Rolling | None = None
+    for day in range(ROLLING_REFRESH + 3):
+        _, rolling = estimate_rolling(history[day : day + 50], Estimator("sample"), rolling)
+        assert rolling is not None and rolling.updates == day % (ROLLING_REFRESH + 1)

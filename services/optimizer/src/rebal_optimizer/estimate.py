@@ -24,6 +24,9 @@ Method = Literal["sample", "ewma", "ledoit_wolf"]
 
 # Added to the diagonal (relative to its mean) when a covariance is not numerically positive definite.
 FACTOR_JITTER = 1e-10
+# Rolling moments: the most periods one update may add, and the updates before a fresh recomputation.
+ROLLING_LARGEST_STEP = 5
+ROLLING_REFRESH = 250
 
 
 @dataclass(frozen=True)
@@ -69,14 +72,16 @@ def estimate(returns: Floats, estimator: Estimator) -> Estimate:
 def ledoit_wolf(centred: Floats) -> Floats:
     """Ledoit & Wolf (2004) shrinkage of the (ddof=0) covariance of centred returns towards
     ``trace / n * I``, with sklearn's estimate of the shrinkage intensity."""
+    return _shrunk(centred.T @ centred / centred.shape[0], centred)
+
+
+def _shrunk(empirical: Floats, centred: Floats) -> Floats:
     periods, count = centred.shape
-    empirical = centred.T @ centred / periods
     if count == 1:
         return np.asarray(empirical, dtype=np.float64)
-    squares = centred**2
     trace = float(np.trace(empirical))
     mu = trace / count
-    fourth = float(np.sum(np.sum(squares, axis=1) ** 2))  # the sum of the entries of squares' squares
+    fourth = float(np.sum(np.sum(centred**2, axis=1) ** 2))  # the sum of the entries of squares' squares
     second = float(np.sum(empirical**2))  # the sum of the squared entries of X'X, over periods^2
     beta = (fourth / periods - second) / (count * periods)
     delta = (second - 2.0 * mu * trace + count * mu**2) / count
@@ -85,6 +90,68 @@ def ledoit_wolf(centred: Floats) -> Floats:
     shrunk = (1.0 - shrinkage) * empirical
     shrunk[np.diag_indices(count)] += shrinkage * mu
     return np.asarray(shrunk, dtype=np.float64)
+
+
+@dataclass
+class Rolling:
+    """The moments of the last window (``sum y_t`` and ``sum y_t y_t'`` of ``y = x - shift``, the shift being
+    the mean of the window they were first computed on, which keeps the subtraction of the mean free of
+    cancellation), so that the next window, the same one moved on by a few periods (or grown or shrunk),
+    costs ``O(k N^2 + T N)`` instead of the ``O(T N^2)`` of ``X'X``. Owned and mutated by one optimizer;
+    recomputed from scratch every ``ROLLING_REFRESH`` updates to bound the drift of the running sums."""
+
+    window: Floats
+    shift: Floats
+    total: Floats
+    cross: Floats
+    updates: int = 0
+
+    @staticmethod
+    def of(returns: Floats) -> Rolling:
+        window = np.array(returns, dtype=np.float64)
+        shift = window.mean(axis=0)
+        shifted = window - shift
+        return Rolling(window, shift, shifted.sum(axis=0), shifted.T @ shifted)
+
+    def advance(self, returns: Floats) -> bool:
+        """Move to `returns` by rank-k updates when it continues the stored window; False when it does not."""
+        if self.updates >= ROLLING_REFRESH or returns.shape[1] != self.window.shape[1]:
+            return False
+        old, new = self.window.shape[0], returns.shape[0]
+        for added in range(ROLLING_LARGEST_STEP + 1):
+            dropped = old + added - new
+            if not 0 <= dropped < old or new - added <= 0:
+                continue
+            if np.array_equal(returns[: new - added], self.window[dropped:]):
+                gone = self.window[:dropped] - self.shift
+                fresh = returns[new - added :] - self.shift
+                self.total += fresh.sum(axis=0) - gone.sum(axis=0)
+                self.cross += fresh.T @ fresh - gone.T @ gone
+                self.window = np.array(returns, dtype=np.float64)
+                self.updates += 1
+                return True
+        return False
+
+    def estimate(self, method: Method) -> Estimate:
+        periods = self.window.shape[0]
+        offset = self.total / periods
+        mean = self.shift + offset
+        scatter = self.cross - periods * np.outer(offset, offset)
+        if method == "sample":
+            return Estimate(mean, scatter / (periods - 1))
+        return Estimate(mean, _shrunk(scatter / periods, self.window - mean))
+
+
+def estimate_rolling(
+    returns: Floats, estimator: Estimator, rolling: Rolling | None
+) -> tuple[Estimate, Rolling | None]:
+    """``estimate`` that reuses (and updates) the moments of the previous window when `returns` is that
+    window moved on by a few periods; the EWMA estimator reweighs every period and is always recomputed."""
+    if estimator.method == "ewma" or returns.ndim != 2 or returns.shape[0] < 2:
+        return estimate(returns, estimator), None
+    if rolling is None or not rolling.advance(returns):
+        rolling = Rolling.of(returns)
+    return rolling.estimate(estimator.method), rolling
 
 
 def factor(covariance: Floats) -> Floats:

@@ -69,7 +69,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from rebal_optimizer.direct import ActiveSet, box_qp, risk_parity
-from rebal_optimizer.estimate import Estimate, Estimator, correlation_of, estimate, factor
+from rebal_optimizer.estimate import Estimate, Estimator, Rolling, correlation_of, estimate_rolling, factor
 
 # cvxpy ships py.typed but re-exports its atoms implicitly (`from ... import *`), which strict mypy
 # rejects; the modelling layer is used untyped, behind these names.
@@ -216,6 +216,7 @@ class Optimizer(ABC):
             raise ValueError("long-only: minimum weights must be non-negative")
         self._built: _Built | None = None
         self._warm: Any = None  # the direct path's last solution (active set or barrier minimiser)
+        self._moments: Rolling | None = None  # the last window's moments, for a one-new-day update
 
     # -- what each method provides ---------------------------------------------------------------
     @abstractmethod
@@ -253,7 +254,7 @@ class Optimizer(ABC):
         reason = self.bounds.infeasible()
         if reason is not None:
             return Infeasible(reason)
-        est = estimate(data, self.estimator)
+        est, self._moments = estimate_rolling(data, self.estimator, self._moments)
         pairs = correlated_pairs(est.covariance, self.constraints.correlation_threshold)
         if self.direct and self.constraints.bounds_only() and not pairs:
             outcome = self._solve_direct(data, est, current)
