@@ -92,7 +92,14 @@ class Planner:
 
     async def on_target(self, target: TargetWeightsComputed) -> None:
         known = await self.targets.add(target)
-        if self.settings.planning.preview_on_new_data:
+        planning = self.settings.planning
+        reconciling = target.optimization is not None and target.optimization.mode == "reconciler"
+        if reconciling and planning.execute_reconciler_targets:
+            # Reconciler mode: the strategies' positions changed; bring the account to them now (the
+            # executor's own live switch still decides whether orders are sent).
+            await self._plan(target, dry_run=False, band=planning.reconcile_band, target=known)
+            return
+        if planning.preview_on_new_data:
             await self._plan(target, dry_run=True, band=self.settings.planning.band, target=known)
 
     async def _plan(

@@ -15,6 +15,10 @@ class PlanningSettings(Section):
     band: Decimal = Field(default=Decimal(0), ge=0)
     # Make a dry-run preview whenever a new snapshot or target arrives.
     preview_on_new_data: bool = True
+    # Reconciler mode (an optimizer target with `optimization.mode == "reconciler"`): plan it for execution
+    # at once, with this band, rather than as a preview. Off by default (production-safe: dry-run).
+    execute_reconciler_targets: bool = False
+    reconcile_band: Decimal = Field(default=Decimal("0.001"), ge=0)
 
 
 class PlannerSettings(ServiceSettings):
