@@ -9,6 +9,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -89,7 +90,7 @@ async def test_sigkill_at_many_points_of_a_run_never_places_or_counts_twice(
         try:
             executor.start()
             await asyncio.to_thread(executor.wait_ready)
-            the_plan = plan(*LEGS, key="crash")
+            the_plan = plan(*LEGS, key="crash", occurred_at=datetime.now(UTC))
             client = await nats.connect(nats_server)
             try:
                 await client.jetstream().publish(

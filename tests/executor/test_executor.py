@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -225,7 +226,7 @@ async def test_on_a_real_server_a_redelivered_plan_places_nothing_twice(
         assert pool is not None
         await paper(pool).seed(SPOT, DEMO_BALANCES)
         async with started(broker):
-            the_plan = plan(*DEMO_ORDERS)
+            the_plan = plan(*DEMO_ORDERS, occurred_at=datetime.now(UTC))  # the service's clock is real
             await publisher.publish(the_plan)
             await eventually(lambda: any(isinstance(e, RunFinished) for e in seen))
             balances = (await paper(pool).balances(SPOT)).free

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal
 
 import asyncpg
@@ -51,6 +52,9 @@ class FaultyVenue:
     faults: dict[int, Fault] = field(default_factory=dict)
     stale_free: list[Mapping[str, Decimal]] = field(default_factory=list)
     lookups_fail: bool = False
+    # Each placement moves this clock on by this much (a slow venue, for the run deadline).
+    clock: Clock | None = None
+    per_placement: timedelta = timedelta(0)
     placements: list[str] = field(default_factory=list)
     sleeps: list[float] = field(default_factory=list)
 
@@ -74,6 +78,8 @@ class FaultyVenue:
     ) -> OrderState:
         fault = self.faults.get(len(self.placements))
         self.placements.append(client_order_id)
+        if self.clock is not None:
+            self.clock.now += self.per_placement
         if fault is None:
             return await self.inner.place_order(account, client_order_id, symbol, side, amount)
         error, taken = fault
@@ -367,3 +373,24 @@ async def test_reconciliation_adopts_what_the_venue_shows_for_our_ids(pool: asyn
     assert await pool.fetchval("SELECT state FROM execution.orders") == "filled"
     assert await pool.fetchval("SELECT count(*) FROM execution.fills") == 1
     assert await paper_orders(pool) == [cid]
+
+
+async def test_a_stale_plan_is_not_started_and_a_slow_run_times_out_before_its_next_leg(
+    pool: asyncpg.Pool,
+) -> None:
+    executor, recorder, venue = await setup(pool)
+    await executor.on_plan(plan(*DEMO_ORDERS, key="stale", occurred_at=T0 - timedelta(seconds=601)))
+    assert finished_of(recorder).reasons == (
+        "the plan is more than 600 s old: not started (re-plan with fresh prices)",
+    )
+    assert await paper_orders(pool) == []
+    recorder.published.clear()
+    # 350 s per placement: the sells start at 0 s and 350 s; the buy would start at 700 s > 600 s.
+    clock = Clock()
+    executor.clock = venue.clock = clock
+    venue.per_placement = timedelta(seconds=350)
+    await executor.on_plan(plan(*DEMO_ORDERS, key="slow"))
+    finished = finished_of(recorder)
+    assert (finished.status, finished.placed, finished.filled, finished.skipped) == ("timed_out", 2, 2, 1)
+    assert finished.reasons == ("the run did not end within 600 s of its plan: stopped before its next leg",)
+    assert len(await paper_orders(pool)) == 2

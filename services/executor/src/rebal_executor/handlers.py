@@ -225,9 +225,17 @@ class Executor:
         report = await self.journal.report(plan.event_id)
         await self._finish(record, "completed_with_adjustments" if report.reasons else "completed")
 
+    def _late(self, plan: RebalancePlanned) -> float:
+        """Seconds past the run's deadline (plan time + run_timeout_seconds); <= 0 while in time."""
+        timeout = self.settings.execution.run_timeout_seconds
+        return (self.clock() - plan.occurred_at).total_seconds() - timeout
+
     async def _refusal(self, plan: RebalancePlanned) -> str:
         if await self.journal.halted(plan.portfolio_id):
             return f"trading is halted for portfolio {plan.portfolio_id}: the run was not started"
+        if self._late(plan) > 0:
+            timeout = self.settings.execution.run_timeout_seconds
+            return f"the plan is more than {timeout:g} s old: not started (re-plan with fresh prices)"
         if not self.settings.live:
             return (
                 "live trading is disabled: nothing was sent (set live = true, REBAL__LIVE=true, in the "
@@ -275,6 +283,12 @@ class Executor:
     async def _stop_now(self, plan: RebalancePlanned) -> Stop | None:
         if await self.journal.halted(plan.portfolio_id):
             return Stop("cancelled_mid_run", f"trading halted for portfolio {plan.portfolio_id} mid-run")
+        if self._late(plan) > 0:
+            timeout = self.settings.execution.run_timeout_seconds
+            return Stop(
+                "timed_out",
+                f"the run did not end within {timeout:g} s of its plan: stopped before its next leg",
+            )
         return None
 
     # -- sells ------------------------------------------------------------------------------------------

@@ -30,6 +30,10 @@ class ExecutionSettings(Section):
     # When a buy's current price is further than this (a fraction) from the plan's estimate after the sells,
     # the run stops before its buys and asks for a re-plan (status cancelled_mid_run).
     max_price_move: Decimal = Field(default=Decimal("0.02"), gt=0)
+    # A run must end this long after its plan was made: a queued plan older than this is not started
+    # (cancelled: re-plan), and a run still going after it stops before its next leg (timed_out). It keeps
+    # an executor that was down for a while from trading on stale prices.
+    run_timeout_seconds: float = Field(default=600.0, gt=0)
     # Unfinished runs and our open orders are reconciled with the venues this often (and at start).
     reconcile_interval_seconds: float = Field(default=10.0, gt=0)
 
