@@ -171,7 +171,12 @@ def test_after_the_rebalance_the_figures_are_the_run_s(observed: Observed) -> No
         "planner",
         "tracker",
     ]
-    assert {r["metric"]["mode"] for r in build} <= {"dry_run", "live"}
+    # The demo trades on the paper exchange: the executor runs live, the other services dry-run.
+    modes = {r["metric"]["service"]: r["metric"]["mode"] for r in build}
+    assert modes == {
+        "executor": "live",
+        **dict.fromkeys(["monitor", "optimizer", "planner", "tracker"], "dry_run"),
+    }
     letters = query(observed.prometheus, 'rebal_messages_dead_lettered_total{service="planner"}')
     assert [float(r["value"][1]) for r in letters["data"]["result"]] == [1.0]
     returns = query(observed.prometheus, "rebal_strategy_returns_received_total")["data"]["result"]

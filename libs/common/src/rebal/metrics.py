@@ -36,7 +36,11 @@ STRATEGY_LAST_RETURN = Gauge(
 )
 RUNS = Counter("rebal_runs_total", "Rebalance runs finished, by result.", ["portfolio", "status"])
 ORDERS = Counter("rebal_orders_total", "Orders by final status.", ["portfolio", "status"])
-PORTFOLIO_VALUE = Gauge("rebal_portfolio_value", "Free (unlocked) value of the portfolio.", ["portfolio"])
+PORTFOLIO_VALUE = Gauge(
+    "rebal_portfolio_value",
+    "Free (unlocked) value of the portfolio, in its valuation currency.",
+    ["portfolio"],
+)
 EXCHANGE_ERRORS = Counter(
     "rebal_exchange_errors_total",
     "Errors a venue answered with, by exchange and error class (rate_limit, network, auth, "
@@ -48,14 +52,19 @@ TRADING_HALTED = Gauge(
 )
 DRIFT = Gauge(
     "rebal_drift_ratio",
-    "Largest |actual - target| weight among the portfolio's top-level nodes (0.05 = 5 points).",
+    "Largest |actual - target| share of the portfolio's value over all its nodes (0.05 = 5 points), "
+    "as the planner last saw it.",
     ["portfolio"],
 )
 WEIGHT_ACTUAL = Gauge(
-    "rebal_weight_actual_ratio", "Actual weight of a top-level node.", ["portfolio", "node"]
+    "rebal_weight_actual_ratio",
+    "Actual share of the portfolio's value of a node of its top levels (node: its path below the root).",
+    ["portfolio", "node"],
 )
 WEIGHT_TARGET = Gauge(
-    "rebal_weight_target_ratio", "Target weight of a top-level node.", ["portfolio", "node"]
+    "rebal_weight_target_ratio",
+    "Target share of the portfolio's value of a node of its top levels (node: its path below the root).",
+    ["portfolio", "node"],
 )
 STRATEGY_WEIGHT = Gauge(
     "rebal_strategy_weight_ratio", "Optimizer weight of a strategy.", ["portfolio", "strategy"]

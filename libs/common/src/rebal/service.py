@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import ssl
+import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -44,6 +45,7 @@ READY_TIMEOUT_SECONDS = 2.0
 GC_YOUNG_THRESHOLD = 50_000
 # How often a service reads its consumers' backlog from the server (for the consumer-lag alert).
 CONSUMER_LAG_INTERVAL_SECONDS = 5.0
+TRACING_SHUTDOWN_SECONDS = 3.0
 Check = Callable[[], Awaitable[None]]
 
 
@@ -192,9 +194,26 @@ class Tracing:
             log.error("tracing off: %s", exc)
 
     async def stop(self) -> None:
-        # The batch processor's final export is bounded by its timeout; off the event loop meanwhile.
-        await asyncio.to_thread(telemetry.shutdown, self.provider)
-        self.provider = None
+        # The last spans are sent from a daemon thread, waited for at most TRACING_SHUTDOWN_SECONDS: a
+        # collector that is away never holds a stopping service (nor its exit).
+        provider, self.provider = self.provider, None
+        if provider is None:
+            return
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def finish() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        def flush() -> None:
+            telemetry.shutdown(provider)
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits any more
+                loop.call_soon_threadsafe(finish)
+
+        threading.Thread(target=flush, name="tracing-shutdown", daemon=True).start()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done, TRACING_SHUTDOWN_SECONDS)
 
 
 @dataclass

@@ -8,6 +8,8 @@ the venue calls.
   `operator_span` and, when they publish with a bare nats client rather than a FastStream broker, add
   `inject(headers)` to the message headers.
 - Venue calls get a span each: `traced_venue(venue)` wraps any venue where venues are opened.
+- Work that continues after its handler returned (the executor's worker running a journaled plan) keeps
+  the trace with `carrier()` (kept with the work) and `continued_span(name, carried)` around it.
 
 The exporter is chosen by the standard ``OTEL_TRACES_EXPORTER`` variable: ``otlp`` (HTTP/protobuf, to
 ``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``), ``console``, or ``none``; unset
@@ -29,7 +31,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Span, SpanKind
 
 log = logging.getLogger("rebal.telemetry")
 TRACER_NAME = "rebal"
@@ -120,13 +122,38 @@ def inject(headers: MutableMapping[str, str]) -> MutableMapping[str, str]:
     return headers
 
 
+def carrier() -> dict[str, str]:
+    """The current trace context as a small dict of headers, to keep with work done later (a run the
+    executor's worker picks up after the handler that received its plan has returned)."""
+    return dict(inject({}))
+
+
+@contextmanager
+def continued_span(
+    name: str,
+    carried: Mapping[str, str] | None,
+    *,
+    provider: trace.TracerProvider | None = None,
+    **attributes: str | int | float | bool,
+) -> Iterator[Span]:
+    """A span in the trace `carried` names (from `carrier`; a new trace when there is none): what is
+    published and every venue call inside it belong to that trace."""
+    context = propagate.extract(dict(carried or {}))
+    with tracer(provider).start_as_current_span(
+        name, context=context, attributes={f"rebal.{k}": v for k, v in attributes.items()}
+    ) as span:
+        yield span
+
+
 class TracedVenue:
     """A venue whose every coroutine method runs in a client span ``venue <method>``, a child of the
-    handler's span; a venue error is recorded on the span and raised unchanged. Any venue (paper, ccxt)
-    behind the port, whatever methods the port grows."""
+    handler's span, with the venue, account, symbol, side and client order id as attributes; a venue
+    error is recorded on the span and raised unchanged. Works for any venue (paper, ccxt) behind the
+    port, whatever methods the port grows; other attributes pass through."""
 
-    def __init__(self, venue: Any) -> None:
+    def __init__(self, venue: Any, provider: trace.TracerProvider | None = None) -> None:
         self._venue = venue
+        self._tracer = tracer(provider)
 
     @property
     def name(self) -> str:
@@ -148,14 +175,11 @@ class TracedVenue:
             for key in VENUE_ATTRIBUTES:
                 if isinstance(bound.get(key), str):
                     attributes[f"rebal.{key}"] = bound[key]
-            with tracer().start_as_current_span(
+            # An exception is recorded on the span (status ERROR) and raised unchanged.
+            with self._tracer.start_as_current_span(
                 f"venue {attribute}", kind=SpanKind.CLIENT, attributes=attributes
-            ) as span:
-                try:
-                    return await target(*args, **kwargs)
-                except Exception as exc:
-                    span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-                    raise
+            ):
+                return await target(*args, **kwargs)
 
         return call
 
@@ -163,10 +187,11 @@ class TracedVenue:
         return f"TracedVenue({self._venue!r})"
 
 
-def traced_venue(venue: V) -> V:
+def traced_venue(venue: V, provider: trace.TracerProvider | None = None) -> V:
     """`venue` with a span around each call (apply where venues are opened)."""
-    return cast(V, TracedVenue(venue))
+    return cast(V, TracedVenue(venue, provider))
 
 
 def traced_venues(venues: Mapping[str, V]) -> dict[str, V]:
+    """Every venue of a ``{exchange: venue}`` mapping, traced (what the executor and tracker open)."""
     return {name: traced_venue(venue) for name, venue in venues.items()}

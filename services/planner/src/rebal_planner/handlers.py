@@ -153,6 +153,8 @@ def record(portfolio: str, weights: Weights) -> None:
     """The portfolio as the planner last saw it: value, weights against targets, drift."""
     metrics.PORTFOLIO_VALUE.labels(portfolio=portfolio).set(weights.value)
     metrics.DRIFT.labels(portfolio=portfolio).set(weights.drift)
+    for gauge in (metrics.WEIGHT_ACTUAL, metrics.WEIGHT_TARGET):
+        gauge.remove_by_labels({"portfolio": portfolio})  # a node gone from the trees goes from the gauges
     for node, weight in weights.actual.items():
         metrics.WEIGHT_ACTUAL.labels(portfolio=portfolio, node=node).set(weight)
     for node, weight in weights.target.items():

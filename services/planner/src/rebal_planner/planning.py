@@ -9,6 +9,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TypeVar
 
+import numpy as np
 from pydantic import TypeAdapter
 
 from rebal.core.diff import DiffTree, diff_trees
@@ -62,28 +63,42 @@ def parsed_or_error(parse: Callable[[E], Parsed], event: E) -> Parsed | InputErr
         return exc
 
 
+# The nodes whose weights are reported as gauges: the top levels only (bounded labels), at most this many.
+WEIGHT_DEPTH = 3
+MAX_WEIGHT_NODES = 64
+
+
 @dataclass(frozen=True)
 class Weights:
-    """What the planner saw of the portfolio: its free value, and the actual and target weight of each
-    top-level node (for the ``rebal_`` gauges). `drift` is the largest gap between the two."""
+    """What the planner saw of the portfolio: its free value, each top-level node's actual and target
+    share of the whole (paths below the root, to `WEIGHT_DEPTH` levels), and the drift: the largest gap
+    between actual and target share over every node of the tree, wallets included."""
 
     value: float
     actual: dict[str, float]
     target: dict[str, float]
-
-    @property
-    def drift(self) -> float:
-        nodes = self.actual.keys() | self.target.keys()
-        return max((abs(self.actual.get(n, 0.0) - self.target.get(n, 0.0)) for n in nodes), default=0.0)
+    drift: float
 
     @classmethod
     def of(cls, diff: DiffTree) -> Weights:
+        current = (
+            diff.current_value / diff.current_value[0]
+            if diff.current_value[0] > 0
+            else diff.current_value * 0
+        )
+        desired = (
+            diff.desired_value / diff.desired_value[0]
+            if diff.desired_value[0] > 0
+            else diff.desired_value * 0
+        )
         tree = diff.tree
-        top = [int(node) for node in range(len(tree)) if tree.depth[node] == 1]
+        shown = np.flatnonzero((tree.depth >= 1) & (tree.depth <= WEIGHT_DEPTH))[:MAX_WEIGHT_NODES]
+        names = {int(node): tree.path(int(node)).split("/", 1)[1] for node in shown}
         return cls(
             value=float(diff.current_value[0]),
-            actual={tree.names[node]: float(diff.current_weight[node]) for node in top},
-            target={tree.names[node]: float(diff.desired_weight[node]) for node in top},
+            actual={name: float(current[node]) for node, name in names.items()},
+            target={name: float(desired[node]) for node, name in names.items()},
+            drift=float(np.max(np.abs(current - desired))) if len(current) else 0.0,
         )
 
 
