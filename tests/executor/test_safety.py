@@ -394,3 +394,62 @@ async def test_a_stale_plan_is_not_started_and_a_slow_run_times_out_before_its_n
     assert (finished.status, finished.placed, finished.filled, finished.skipped) == ("timed_out", 2, 2, 1)
     assert finished.reasons == ("the run did not end within 600 s of its plan: stopped before its next leg",)
     assert len(await paper_orders(pool)) == 2
+
+
+@dataclass
+class RestingVenue:
+    """A venue whose orders rest open until cancelled (a limit-order book that never crosses), in memory;
+    it also holds an order placed by someone else (`external`)."""
+
+    inner: PaperVenue
+    orders: dict[str, OrderState] = field(default_factory=dict)
+    cancelled: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    async def markets(self) -> Mapping[str, MarketInfo]:
+        return await self.inner.markets()
+
+    async def prices(self, symbols: Sequence[str]) -> Mapping[str, Decimal]:
+        return await self.inner.prices(symbols)
+
+    async def balances(self, account: str) -> Balances:
+        return await self.inner.balances(account)
+
+    async def place_order(
+        self, account: str, client_order_id: str, symbol: str, side: Side, amount: Decimal
+    ) -> OrderState:
+        state = OrderState(client_order_id, account, symbol, side, amount, "open")
+        return self.orders.setdefault(client_order_id, state)
+
+    async def order(self, account: str, client_order_id: str, symbol: str | None = None) -> OrderState | None:
+        return self.orders.get(client_order_id)
+
+    async def cancel_order(self, account: str, client_order_id: str, symbol: str) -> OrderState | None:
+        self.cancelled.append(client_order_id)
+        state = self.orders[client_order_id]
+        self.orders[client_order_id] = OrderState(
+            client_order_id, account, symbol, state.side, state.amount, "cancelled", reason="cancelled by us"
+        )
+        return self.orders[client_order_id]
+
+
+async def test_halt_cancels_our_open_orders_and_never_touches_external_ones(pool: asyncpg.Pool) -> None:
+    executor, recorder, _ = await setup(
+        pool, execution={"order_timeout_seconds": 1, "poll_interval_seconds": 0.5}
+    )
+    venue = RestingVenue(paper(pool))
+    external = OrderState("someone-elses", SPOT, "BTC/USDT", "buy", D("0.1"), "open")
+    venue.orders["someone-elses"] = external
+    executor.venues = {"paper": venue}
+    the_plan = plan(DEMO_ORDERS[0])
+    await executor.on_plan(the_plan)
+    cid = client_order_id(the_plan.event_id, 0)
+    assert finished_of(recorder).reasons == ("leg 0 BTC/USDT sell still open after 1 s: left to reconcile",)
+    assert await pool.fetchval("SELECT state FROM execution.orders") == "accepted"
+    await executor.halt(new_event(HaltTrading, key="h", now=T0, portfolio_id="demo", reason="incident"))
+    assert venue.cancelled == [cid]
+    assert await pool.fetchval("SELECT state FROM execution.orders") == "cancelled"
+    assert venue.orders["someone-elses"] == external
