@@ -16,16 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-import asyncpg
-import httpx
-import nats
 import typer
-from nats.js.errors import NotFoundError
 from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic_settings import BaseSettings
 from rich.console import Console
 
-from rebal import bus, db
 from rebal.cli_api import DEFAULT_API_URL, connect
 from rebal.cli_support import EXIT_CONFIGURATION, EXIT_ERROR, fail, write_json
 from rebal.io import FileError, load_document
@@ -203,6 +198,11 @@ class Check:
 
 
 async def _nats_checks(settings: ServiceSettings) -> list[Check]:
+    import nats  # the checks' clients are imported when a check runs: every other command starts faster
+    from nats.js.errors import NotFoundError
+
+    from rebal import bus
+
     options: dict[str, Any] = {"connect_timeout": CHECK_TIMEOUT_SECONDS, "max_reconnect_attempts": 0}
     if settings.nats.user is not None:
         options["user"] = settings.nats.user
@@ -246,6 +246,10 @@ async def _nats_checks(settings: ServiceSettings) -> list[Check]:
 
 
 async def _postgres_checks(settings: ServiceSettings) -> list[Check]:
+    import asyncpg
+
+    from rebal import db
+
     try:
         connection = await asyncpg.connect(
             settings.database.url.get_secret_value(), timeout=CHECK_TIMEOUT_SECONDS
@@ -333,6 +337,8 @@ def _sections(settings: BaseSettings) -> Iterator[tuple[str, BaseModel]]:
 
 
 def _api_check(url: str, token: str | None) -> Check:
+    import httpx
+
     if not token:
         return Check("api", False, f"{url}: no token (REBAL__API__TOKEN or REBAL__API__TOKEN_FILE)")
     try:

@@ -112,7 +112,7 @@ function showPlan(plan, diff) {
     $("plan-summary").textContent = "no plan yet";
     fillTable("plan-orders", []);
   } else {
-    $("plan-summary").textContent = `plan ${plan.plan_id} (${plan.status}${plan.dry_run ? ", dry-run" : ""}), made ${when(plan.created_at)}: `
+    $("plan-summary").textContent = `plan ${plan.plan_id} (${plan.status}), made ${when(plan.created_at)}: `
       + `${plan.orders.length} orders, ${plan.skipped.length} skipped, band ${plan.band}`;
     fillTable("plan-orders", plan.orders.map((o) => [
       cell(String(o.phase)), cell(o.account), cell(o.symbol), cell(o.side, o.side), cell(o.amount, "num"), cell(o.est_cost, "num"),
@@ -121,6 +121,11 @@ function showPlan(plan, diff) {
   const holder = $("diff-tree");
   holder.replaceChildren();
   if (diff) {
+    const caption = document.createElement("p");
+    caption.className = "tree-caption muted";
+    caption.textContent = `The diff tree now: the latest snapshot against the target, band ${diff.band}`
+      + (plan && plan.status === "preview" ? " (what approving the plan sells and buys, where)" : "");
+    holder.append(caption);
     const list = document.createElement("ul");
     list.append(treeNode(diff.diff));
     holder.append(list);

@@ -1,0 +1,171 @@
+"""The dashboard in a real browser (Debian's chromium through Playwright) against the running system
+after a real rebalance: what a person checks on the page equals what the API says. Saves the screenshot
+the README shows (docs/dashboard.png)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
+
+from tests.e2e.operators import TOKEN, OperatorSystem, operator_system
+
+pytestmark = [pytest.mark.timeout(180)]
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOT = ROOT / "docs" / "dashboard.png"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+BAND = "0.01"
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory, postgres_admin_dsn: str) -> Iterator[OperatorSystem]:
+    with operator_system(tmp_path_factory.mktemp("dashboard"), postgres_admin_dsn) as running:
+        yield running
+
+
+def finished_run(system: OperatorSystem, run_id: str, timeout: float = 60.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = system.get("/portfolio/history", limit=20)["runs"]
+        run = next((r for r in runs if r["run_id"] == run_id), None)
+        if run is not None and run["finished_at"]:
+            return run
+        assert time.monotonic() < deadline, f"run {run_id} not finished after {timeout} s: {run}"
+        time.sleep(0.3)
+
+
+def pct(value: Any) -> str:
+    return f"{float(value) * 100:.2f}%"
+
+
+def plotly_data(page: Page, element: str) -> Any:
+    return page.evaluate(f"() => document.getElementById({element!r}).data[0]")
+
+
+@pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="Debian's chromium is not installed (make test installs it)"
+)
+def test_the_dashboard_shows_the_real_run_and_the_numbers_of_the_api(
+    system: OperatorSystem, tmp_path: Path
+) -> None:
+    # A real run: a preview through the API, approved, executed on the paper exchange.
+    plan = system.post("/portfolio/rebalance", {"dry_run": True, "band": BAND})
+    assert plan["orders"], "the demo portfolio starts outside the band: the plan should trade"
+    approved = system.post(f"/portfolio/plans/{plan['plan_id']}/approve")
+    run = finished_run(system, approved["approval_run_id"])
+    assert run["status"] == "completed", run
+
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),  # a fresh user-data-dir
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 1100},
+        )
+        try:
+            page = context.pages[0] if context.pages else context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+
+            # Signing in: a wrong token is refused and said so; the right one shows the board.
+            page.goto(f"{system.api_url}/?refresh=1")
+            expect(page.locator("#login")).to_be_visible()
+            page.fill("#token", "not-the-token")
+            page.click("#login button[type=submit]")
+            expect(page.locator("#problem")).to_contain_text("wrong bearer token")
+            expect(page.locator("#login")).to_be_visible()
+            page.fill("#token", TOKEN)
+            page.click("#login button[type=submit]")
+            expect(page.locator("#board")).to_be_visible()
+            page.wait_for_function("() => Number(document.body.dataset.loaded || 0) >= 1")
+            errors.clear()  # the refused token's 401 is logged by the browser: expected
+
+            # Read the API after the page has loaded (the numbers the page must show).
+            weights = system.get("/portfolio/weights")
+            performance = system.get("/portfolio/performance")
+            equity = system.get("/portfolio/equity")
+            history = system.get("/portfolio/history", limit=20)
+            page.wait_for_function("() => Number(document.body.dataset.loaded || 0) >= 2")
+
+            # The pie has the portfolio's sectors/strategies with the API's shares.
+            sectors = [n for n in weights["nodes"] if n["kind"] in ("sector", "strategy")]
+            assert {n["name"] for n in sectors} == {"crypto", "cash"}
+            pie = plotly_data(page, "weights-chart")
+            assert pie["labels"] == [n["name"] for n in sectors]
+            assert pie["values"] == pytest.approx([float(n["actual_share"]) for n in sectors])
+            legend = page.locator("#weights-chart .legendtext").evaluate_all(
+                "els => els.map(e => e.textContent)"
+            )
+            assert sorted(legend) == ["cash", "crypto"]
+            weights_rows = page.locator("#weights-table tbody tr").all_inner_texts()
+            for node in sectors:
+                assert any(node["path"] in row and pct(node["actual_share"]) in row for row in weights_rows)
+
+            # Live Sharpe and max drawdown: the API's combined figures; the curve has every point.
+            combined = performance["combined"]
+            assert {s["strategy_id"] for s in performance["strategies"]} == {"trend", "meanrev", "arb"}
+            expect(page.locator("#kpi-sharpe")).to_have_text(f"{combined['sharpe']:.2f}")
+            expect(page.locator("#kpi-drawdown")).to_have_text(pct(combined["max_drawdown"]))
+            expect(page.locator("#kpi-value")).to_contain_text(f"{float(weights['total_value']):,.2f}")
+            assert equity["max_drawdown"] == pytest.approx(combined["max_drawdown"], rel=1e-9)
+            curve = plotly_data(page, "equity-chart")
+            assert len(curve["y"]) == len(equity["points"]) > 1
+            assert curve["y"][-1] == pytest.approx(1 + combined["cumulative_return"], rel=1e-9)
+            strategy_rows = page.locator("#strategies-table tbody tr").all_inner_texts()
+            assert sorted(row.split("\t")[0] for row in strategy_rows) == ["arb", "meanrev", "trend"]
+
+            # The history has the run, with the API's status and counts.
+            row = page.locator(f"#history tr[data-run-id='{run['run_id']}']")
+            expect(row).to_contain_text("completed")
+            cells = row.locator("td").all_inner_texts()
+            counts = run["counts"]
+            assert cells[3:7] == [str(counts[k]) for k in ("orders", "filled", "skipped", "failed")]
+            assert len(page.locator("#history tbody tr").all()) == len(history["runs"])
+
+            # The last plan: its orders, and the diff tree of what is sold and bought where.
+            last_plan = system.get("/portfolio/plans", limit=1)["plans"][0]
+            expect(page.locator("#plan-summary")).to_contain_text(last_plan["plan_id"])
+            assert len(page.locator("#plan-orders tbody tr").all()) == len(last_plan["orders"])
+            diff = system.get("/portfolio/trees/diff", band=last_plan["band"])["diff"]
+            btc = _node(diff, "demo/paper/spot/crypto/btc")
+            expect(page.locator("li[data-path='demo/paper/spot/crypto/btc'] > .op").first).to_have_text(
+                "hold"
+                if btc["operation"] == "hold"
+                else f"{btc['operation']} {abs(float(btc['diff_value'])):,.2f}"
+            )
+
+            # Live: a halt shows up without reloading, and goes again on resume.
+            system.post("/halt", {"reason": "dashboard test"})
+            expect(page.locator("#trading")).to_have_text("HALTED: dashboard test", timeout=15_000)
+            page.screenshot(path=str(tmp_path / "halted.png"))
+            system.post("/resume", {})
+            expect(page.locator("#trading")).to_have_text("trading", timeout=15_000)
+
+            page.screenshot(path=str(SCREENSHOT), full_page=True)
+            assert errors == [], errors
+        finally:
+            context.close()
+
+
+def _node(node: dict[str, Any], path: str) -> dict[str, Any]:
+    if node["path"] == path:
+        return node
+    for child in node["children"]:
+        if path.startswith(child["path"]):
+            return _node(child, path)
+    raise AssertionError(f"no node {path}")
