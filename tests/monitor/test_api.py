@@ -23,6 +23,7 @@ from rebal import bus
 from rebal.events import (
     BalanceSnapshotTaken,
     Event,
+    Optimization,
     OrderFilled,
     OrderPlaced,
     PlannedOrder,
@@ -265,6 +266,52 @@ async def test_halt_and_resume_are_published_and_shown(nats_url: str, database: 
         assert (await client.post("/resume", json={})).status_code == 202
         shown = await until(lambda: status(False))
         assert shown["halt_reason"] is None
+
+
+async def test_optimization_shows_the_latest_result_and_the_page_is_served(
+    nats_url: str, database: FreshDatabase
+) -> None:
+    optimization = Optimization(
+        method="risk_parity",
+        parameters={"lookback_days": 90.0},
+        weights={"trend": 0.25, "meanrev": 0.35, "arb": 0.4},
+        realised_volatility=0.12,
+        target_volatility=0.1,
+        leverage=0.8333,
+        account_value=Decimal("100000"),
+        status="optimal",
+        observations=90,
+        trigger="schedule",
+    )
+    with_result = new_event(
+        TargetWeightsComputed,
+        key="v2",
+        now=NOW + timedelta(minutes=1),
+        portfolio_id="demo",
+        tree=load("target"),
+        source="optimizer",
+        optimization=optimization,
+    )
+    settings = monitor_settings(nats_url, database.dsn)
+    async with running_monitor(settings) as monitor:
+        # A later target without a result (the operator's file) does not hide the optimizer's.
+        file_target = new_event(
+            TargetWeightsComputed, key="v3", now=NOW + timedelta(minutes=2), portfolio_id="demo",
+            tree=load("target"),
+        )  # fmt: skip
+        await publish(nats_url, with_result, file_target)
+        shown = (await journaled(monitor.client, "/portfolio/optimization")).json()
+        assert shown["target_id"] == str(with_result.event_id)
+        assert (shown["method"], shown["leverage"], shown["account_value"]) == (
+            "risk_parity",
+            0.8333,
+            "100000",
+        )
+        assert shown["weights"] == {"trend": 0.25, "meanrev": 0.35, "arb": 0.4}
+        assert (shown["realised_volatility"], shown["target_volatility"]) == (0.12, 0.1)
+        async with httpx.AsyncClient(base_url=monitor.url) as bare:
+            page = await bare.get("/")
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"]
 
 
 def a_run(index: int, at: datetime) -> list[Event]:

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from faststream.asgi import AsgiFastStream
 
 from rebal import bus, service
+from rebal_monitor import dashboard
 from rebal_monitor.api import Deps, create_api
 from rebal_monitor.handlers import SERVICE, Monitor, register
 from rebal_monitor.settings import MonitorSettings
@@ -61,4 +62,5 @@ def build(settings: MonitorSettings) -> MonitorApp:
             checks={"nats": nats_ready, "postgres": database.ping},
         )
     )
+    api.include_router(dashboard.router)  # the page at / and its files (no token), /portfolio/equity
     return MonitorApp(stream, api)
