@@ -1,10 +1,12 @@
 """Strategy statistics: recomputed from the stored returns of a portfolio when new returns arrive.
 
 Ingest marks the portfolios it stored returns for as dirty; `StatsRefresher.run` recomputes each dirty
-portfolio at most once per `debounce` seconds (a burst of returns costs one recompute), off the event
-loop, and replaces the portfolio's rows in `strategy_stats` and `strategy_correlations` in one
-transaction (readers see the old statistics or the new ones, never half). One query reads a portfolio's
-returns as float arrays per strategy (`array_agg`), so a recompute is one round trip plus numpy.
+portfolio at most once per `debounce` seconds (a burst of returns costs one recompute) and waits at
+least 9 times as long as the last recompute took (at most `LOAD_SHARE`, 10%, of its time on
+statistics). It computes off the event loop and replaces the portfolio's rows in `strategy_stats` and
+`strategy_correlations` in one transaction (readers see the old statistics or the new ones, never
+half). One query reads a portfolio's returns as float arrays per strategy (`array_agg`), so a
+recompute is one round trip plus numpy (bench/strategy_stats.py measures it).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +31,8 @@ from rebal.core.strategy_stats import (
 )
 
 log = logging.getLogger("rebal.tracker")
+# The largest share of its time the tracker spends recomputing statistics while returns keep arriving.
+LOAD_SHARE = 0.1
 
 SERIES = (
     "SELECT strategy_id, array_agg(extract(epoch FROM ts)::float8 ORDER BY ts) AS stamps,"
@@ -148,5 +153,9 @@ class StatsRefresher:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            started = time.monotonic()
             await self.refresh_dirty()
-            await asyncio.sleep(self.debounce)
+            took = time.monotonic() - started
+            # At least `debounce`, and at most LOAD_SHARE of the time recomputing: a portfolio whose
+            # history makes a recompute slow is recomputed less often.
+            await asyncio.sleep(max(self.debounce, took * (1 / LOAD_SHARE - 1)))

@@ -78,11 +78,15 @@ def strategy_stats(series: Sequence[Series], windows: Sequence[int]) -> list[Win
         per_year = _periods_per_year(one.timestamps)
         for days in (None, *windows):
             stamps, returns = _cut(one, days)
+            # A very fine period (a return every second) can annualise past the float range: the
+            # statistic is then infinite, reported as undefined rather than warned about.
+            with np.errstate(over="ignore", invalid="ignore"):
+                stats = performance(returns, per_year)
             out.append(
                 WindowStats(
                     strategy_id=one.strategy_id,
                     window=window_label(days),
-                    performance=performance(returns, per_year),
+                    performance=stats,
                     last_timestamp=float(stamps[-1]) if stamps.shape[0] else None,
                 )
             )
@@ -95,6 +99,15 @@ def pair_correlations(series: Sequence[Series], windows: Sequence[int]) -> list[
     out = []
     for days in (None, *windows):
         label = window_label(days)
+        shared = _shared_matrix(ordered, days)
+        if shared is not None:  # every strategy reported at the same times: one matrix for all pairs
+            matrix = correlation(shared)
+            count = int(shared.shape[0])
+            for i, a in enumerate(ordered):
+                for j, b in enumerate(ordered):
+                    value = 1.0 if i == j else float(matrix[i, j])
+                    out.append(PairCorrelation(label, a.strategy_id, b.strategy_id, value, count))
+            continue
         for i, a in enumerate(ordered):
             out.append(PairCorrelation(label, a.strategy_id, a.strategy_id, 1.0, int(a.returns.shape[0])))
             for b in ordered[i + 1 :]:
@@ -108,6 +121,16 @@ def pair_correlations(series: Sequence[Series], windows: Sequence[int]) -> list[
                 out.append(PairCorrelation(label, a.strategy_id, b.strategy_id, value, count))
                 out.append(PairCorrelation(label, b.strategy_id, a.strategy_id, value, count))
     return out
+
+
+def _shared_matrix(ordered: Sequence[Series], days: int | None) -> Floats | None:
+    """The (periods x strategies) returns in the window when every strategy has the same timestamps."""
+    if not ordered:
+        return None
+    first = ordered[0].timestamps
+    if any(not np.array_equal(one.timestamps, first) for one in ordered[1:]):
+        return None
+    return np.column_stack([_cut(one, days)[1] for one in ordered])
 
 
 def _last(series: Series) -> float:
