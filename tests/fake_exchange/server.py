@@ -15,7 +15,15 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fake_exchange.state import FakeBook, Order, Rejected, RequestKind, Trade, request_weight
+from tests.fake_exchange.state import (
+    FakeBook,
+    Order,
+    Rejected,
+    RequestKind,
+    Trade,
+    Withdrawal,
+    request_weight,
+)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 BOOK = web.AppKey("book", FakeBook)
@@ -241,6 +249,108 @@ async def my_trades(book: FakeBook, params: dict[str, str], api_key: str) -> Any
     return [_trade_json(by_id[t.order_id], t) for t in book.trades(api_key, params["symbol"], order_id)]
 
 
+@endpoint("currencies", signed=True)
+async def capital_config(book: FakeBook, params: dict[str, str], api_key: str) -> Any:
+    book.balances(api_key)
+    return [
+        {
+            "coin": coin,
+            "name": coin,
+            "depositAllEnable": any(n.deposit_enabled for n in networks),
+            "withdrawAllEnable": any(n.withdraw_enabled for n in networks),
+            "trading": True,
+            "isLegalMoney": False,
+            "free": _num(book.accounts[api_key].get(coin, Decimal(0))),
+            "locked": "0",
+            "networkList": [
+                {
+                    "network": n.network,
+                    "coin": coin,
+                    "name": n.network,
+                    "isDefault": i == 0,
+                    "depositEnable": n.deposit_enabled,
+                    "withdrawEnable": n.withdraw_enabled,
+                    "withdrawFee": _num(n.withdraw_fee),
+                    "withdrawMin": _num(n.withdraw_min),
+                    "withdrawMax": "9999999",
+                    "withdrawIntegerMultiple": "0.00000001",
+                    "depositDust": "0.00000001",
+                    "minConfirm": 1,
+                    "unLockConfirm": 0,
+                    "sameAddress": False,
+                }
+                for i, n in enumerate(networks)
+            ],
+        }
+        for coin, networks in sorted(book.networks.items())
+    ]
+
+
+@endpoint("deposit_address", signed=True)
+async def deposit_address(book: FakeBook, params: dict[str, str], api_key: str) -> Any:
+    coin, network = params["coin"], params.get("network", "")
+    return {"coin": coin, "address": book.address(api_key, coin, network), "tag": "", "url": ""}
+
+
+@endpoint("withdraw", signed=True)
+async def withdraw_apply(book: FakeBook, params: dict[str, str], api_key: str) -> Any:
+    withdrawal = book.withdraw(
+        api_key,
+        params["coin"],
+        params.get("network", ""),
+        params["address"],
+        Decimal(params["amount"]),
+        params.get("withdrawOrderId", ""),
+    )
+    return {"id": withdrawal.withdrawal_id}
+
+
+def _withdrawal_json(w: Withdrawal) -> dict[str, Any]:
+    return {
+        "id": w.withdrawal_id,
+        "amount": _num(w.amount),
+        "transactionFee": _num(w.fee),
+        "coin": w.coin,
+        "status": w.status,
+        "address": w.address,
+        "txId": w.tx_id,
+        "applyTime": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(w.time_ms / 1000)),
+        "network": w.network,
+        "transferType": 0,
+        "withdrawOrderId": w.withdraw_order_id,
+        "confirmNo": 1,
+        "walletType": 0,
+    }
+
+
+@endpoint("withdrawals", signed=True)
+async def withdraw_history(book: FakeBook, params: dict[str, str], api_key: str) -> Any:
+    found = book.withdrawal_history(api_key, params.get("coin"), params.get("withdrawOrderId"))
+    return [_withdrawal_json(w) for w in found]
+
+
+@endpoint("deposits", signed=True)
+async def deposit_history(book: FakeBook, params: dict[str, str], api_key: str) -> Any:
+    return [
+        {
+            "id": "d" + w.withdrawal_id,
+            "amount": _num(w.amount - w.fee),
+            "coin": w.coin,
+            "network": w.network,
+            "status": 1 if w.status == 6 else 0,
+            "address": w.address,
+            "addressTag": "",
+            "txId": w.tx_id,
+            "insertTime": w.time_ms,
+            "transferType": 0,
+            "confirmTimes": "1/1",
+            "unlockConfirm": 0,
+            "walletType": 0,
+        }
+        for w in book.deposit_history(api_key, params.get("coin"))
+    ]
+
+
 def application(book: FakeBook) -> web.Application:
     app = web.Application()
     app[BOOK] = book
@@ -254,6 +364,11 @@ def application(book: FakeBook) -> web.Application:
     app.router.add_get("/api/v3/order", get_order)
     app.router.add_delete("/api/v3/order", cancel_order)
     app.router.add_get("/api/v3/myTrades", my_trades)
+    app.router.add_get("/sapi/v1/capital/config/getall", capital_config)
+    app.router.add_get("/sapi/v1/capital/deposit/address", deposit_address)
+    app.router.add_post("/sapi/v1/capital/withdraw/apply", withdraw_apply)
+    app.router.add_get("/sapi/v1/capital/withdraw/history", withdraw_history)
+    app.router.add_get("/sapi/v1/capital/deposit/hisrec", deposit_history)
     return app
 
 

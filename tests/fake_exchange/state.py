@@ -6,6 +6,7 @@ base on a buy, the quote on a sell), as Binance does without BNB.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import time
 from collections.abc import Callable
@@ -13,7 +14,20 @@ from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_DOWN, Decimal
 from typing import Literal
 
-RequestKind = Literal["markets", "tickers", "balances", "create", "order", "trades", "cancel"]
+RequestKind = Literal[
+    "markets",
+    "tickers",
+    "balances",
+    "create",
+    "order",
+    "trades",
+    "cancel",
+    "currencies",
+    "deposit_address",
+    "withdraw",
+    "withdrawals",
+    "deposits",
+]
 QUANTUM = Decimal("1e-8")
 
 
@@ -39,6 +53,8 @@ class Faults:
     # A new order rests (NEW, nothing filled) until it is this old; the first request that touches it
     # after that (a look-up, a cancel, the trades) fills it first: a cancel arriving then loses the race.
     fill_delay_seconds: float = 0.0
+    # A withdrawal is completed (and credited to the destination account) this long after it was asked.
+    transfer_delay_seconds: float = 0.0
 
 
 @dataclass
@@ -89,6 +105,11 @@ WEIGHTS: dict[tuple[str, str], float] = {
     ("GET", "/api/v3/order"): 4,
     ("DELETE", "/api/v3/order"): 1,
     ("GET", "/api/v3/myTrades"): 20,
+    ("GET", "/sapi/v1/capital/config/getall"): 10,
+    ("GET", "/sapi/v1/capital/deposit/address"): 10,
+    ("POST", "/sapi/v1/capital/withdraw/apply"): 900,
+    ("GET", "/sapi/v1/capital/withdraw/history"): 10,
+    ("GET", "/sapi/v1/capital/deposit/hisrec"): 1,
 }
 ALL_SYMBOLS_WEIGHTS = {"/api/v3/ticker/24hr": 80.0, "/api/v3/ticker/price": 4.0}
 
@@ -150,6 +171,35 @@ class Order:
         return sum((t.qty * t.price for t in self.trades), Decimal(0))
 
 
+@dataclass(frozen=True)
+class FakeNetwork:
+    """A coin's network as Binance lists it (``/sapi/v1/capital/config/getall``)."""
+
+    network: str  # Binance's network id: "BTC", "ETH" (ccxt: ERC20), "TRX" (ccxt: TRC20)
+    withdraw_fee: Decimal
+    withdraw_min: Decimal = Decimal(0)
+    deposit_enabled: bool = True
+    withdraw_enabled: bool = True
+
+
+@dataclass
+class Withdrawal:
+    withdrawal_id: str
+    withdraw_order_id: str
+    api_key: str
+    to_key: str
+    coin: str
+    network: str
+    address: str
+    amount: Decimal
+    fee: Decimal
+    tx_id: str
+    created: float
+    time_ms: int
+    # Binance's withdrawal status: 4 processing, 6 completed.
+    status: int = 4
+
+
 class Rejected(Exception):
     """A Binance error answer: HTTP status, code and message."""
 
@@ -173,6 +223,9 @@ class FakeBook:
     faults: Faults = field(default_factory=Faults)
     # Every request (public or signed, pings too) counts against it; None: unlimited.
     rate_limit: RateLimit | None = None
+    # Coin → its networks; a coin not listed cannot move.
+    networks: dict[str, list[FakeNetwork]] = field(default_factory=dict)
+    withdrawals: list[Withdrawal] = field(default_factory=list)
     orders: dict[tuple[str, str], Order] = field(default_factory=dict)
     requests: list[tuple[RequestKind, dict[str, str]]] = field(default_factory=list)
     clock: Callable[[], float] = time.monotonic
@@ -294,3 +347,76 @@ class FakeBook:
             if order_id is None or trade.order_id == order_id
         ]
         return [t for t in found for _ in range(2)] if self.faults.fills_twice else found
+
+    # -- wallet: addresses, withdrawals, deposits -------------------------------------------------------
+
+    def network(self, coin: str, network: str) -> FakeNetwork | None:
+        return next((n for n in self.networks.get(coin, []) if n.network == network), None)
+
+    def address(self, api_key: str, coin: str, network: str) -> str:
+        """The account's deposit address for the coin on the network (deterministic)."""
+        self.balances(api_key)
+        if self.network(coin, network) is None:
+            raise Rejected(400, -4018, "The coin does not exist or the network is not supported.")
+        return f"{network.lower()}-{hashlib.sha256(api_key.encode()).hexdigest()[:16]}"
+
+    def withdraw(
+        self, api_key: str, coin: str, network: str, address: str, amount: Decimal, withdraw_order_id: str
+    ) -> Withdrawal:
+        held = self.balances(api_key)
+        found = self.network(coin, network)
+        if found is None or not found.withdraw_enabled:
+            raise Rejected(400, -4019, "The current currency is not open for withdrawal.")
+        to_key = next((k for k in self.accounts if self.address(k, coin, network) == address), None)
+        if to_key is None:
+            raise Rejected(400, -4007, "Withdrawal address invalid.")
+        if amount < found.withdraw_min or amount <= found.withdraw_fee:
+            raise Rejected(400, -4003, "The withdrawal amount is below the minimum.")
+        if held.get(coin, Decimal(0)) < amount:
+            raise Rejected(400, -4026, "Account has insufficient balance for requested action.")
+        held[coin] -= amount
+        withdrawal_id = f"w{next(self._ids)}"
+        withdrawal = Withdrawal(
+            withdrawal_id=withdrawal_id,
+            withdraw_order_id=withdraw_order_id,
+            api_key=api_key,
+            to_key=to_key,
+            coin=coin,
+            network=network,
+            address=address,
+            amount=amount,
+            fee=found.withdraw_fee,
+            tx_id="0x" + hashlib.sha256(withdrawal_id.encode()).hexdigest(),
+            created=self.clock(),
+            time_ms=int(time.time() * 1000),
+        )
+        self.withdrawals.append(withdrawal)
+        self._settle_withdrawals()
+        return withdrawal
+
+    def _settle_withdrawals(self) -> None:
+        """Withdrawals whose delay has passed complete: the destination is credited amount - fee."""
+        for w in self.withdrawals:
+            if w.status == 4 and self.clock() - w.created >= self.faults.transfer_delay_seconds:
+                w.status = 6
+                held = self.accounts[w.to_key]
+                held[w.coin] = held.get(w.coin, Decimal(0)) + w.amount - w.fee
+
+    def withdrawal_history(
+        self, api_key: str, coin: str | None, withdraw_order_id: str | None
+    ) -> list[Withdrawal]:
+        self.balances(api_key)
+        self._settle_withdrawals()
+        return [
+            w
+            for w in self.withdrawals
+            if w.api_key == api_key
+            and (coin is None or w.coin == coin)
+            and (withdraw_order_id is None or w.withdraw_order_id == withdraw_order_id)
+        ]
+
+    def deposit_history(self, api_key: str, coin: str | None) -> list[Withdrawal]:
+        """Deposits into the account: the withdrawals addressed to it (credited once completed)."""
+        self.balances(api_key)
+        self._settle_withdrawals()
+        return [w for w in self.withdrawals if w.to_key == api_key and (coin is None or w.coin == coin)]

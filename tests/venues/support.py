@@ -8,11 +8,13 @@ from typing import Any
 from pydantic import SecretStr
 
 from rebal_venues.ccxt_settings import CcxtVenueSettings
-from tests.fake_exchange import FakeBook, FakeMarket
+from tests.fake_exchange import FakeBook, FakeMarket, FakeNetwork
 
 D = Decimal
 ACCOUNT = "demo/binance/spot"
 KEY, SECRET = "key-of-demo", "secret-of-demo"
+# A second account on the fake exchange (the destination of transfers).
+OTHER_ACCOUNT, OTHER_KEY = "demo/binance/savings", "key-of-savings"
 
 
 def fake_book() -> FakeBook:
@@ -24,7 +26,12 @@ def fake_book() -> FakeBook:
             "SOLUSDT": FakeMarket("SOL", "USDT", D("0.01"), D("0.01"), D("5")),
         },
         prices={"BTCUSDT": D("60000"), "ETHUSDT": D("3000"), "SOLUSDT": D("150")},
-        accounts={KEY: {}},
+        accounts={KEY: {}, OTHER_KEY: {}},
+        networks={
+            "BTC": [FakeNetwork("BTC", D("0.0002"), D("0.001"))],
+            "USDT": [FakeNetwork("TRX", D("1"), D("10")), FakeNetwork("ETH", D("3.5"), D("10"))],
+            "SOL": [FakeNetwork("SOL", D("0.01"), withdraw_enabled=False)],
+        },
     )
 
 

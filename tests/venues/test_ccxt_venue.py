@@ -421,7 +421,7 @@ async def test_without_the_throttle_the_venues_rate_limit_answers_429_and_is_wai
     fake: Fake,
 ) -> None:
     fake.fund(USDT="1000")
-    fake.book.rate_limit = RateLimit(per_second=10, burst=1)
+    fake.book.rate_limit = RateLimit(per_second=10, burst=2)  # load_markets sends 2 at once
     async with open_ccxt_venue(settings(fake.origin, enable_rate_limit=False)) as venue:
         for _ in range(4):
             assert (await venue.balances(ACCOUNT)).free == {"USDT": D("1000")}

@@ -31,9 +31,13 @@ from rebal import metrics
 from rebal.venue import (
     BELOW_MIN_AMOUNT,
     INACTIVE_SYMBOL,
+    INSUFFICIENT_FUNDS,
+    INVALID_ADDRESS,
     INVALID_ORDER,
     UNKNOWN_SYMBOL,
+    AssetNetwork,
     Balances,
+    DepositAddress,
     Fill,
     InsufficientFunds,
     MarketInfo,
@@ -42,6 +46,9 @@ from rebal.venue import (
     OrderState,
     OrderStatus,
     Side,
+    Transfer,
+    TransferRefused,
+    TransferStatus,
     VenueAuthError,
     VenueError,
     VenueRateLimited,
@@ -94,6 +101,8 @@ class ExchangeProfile:
     lookup_param: str = "clientOrderId"
     # Parameter of fetch_my_trades restricting it to one order id (None: filter the trades ourselves).
     trades_order_param: str | None = None
+    # Our id of a withdrawal, sent with it and looked up by it.
+    transfer_id_param: str = "clientId"
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -102,11 +111,13 @@ PROFILES: Mapping[str, ExchangeProfile] = {
         client_id_param="newClientOrderId",
         lookup_param="origClientOrderId",
         trades_order_param="orderId",
+        transfer_id_param="withdrawOrderId",
         options={
             "defaultType": "spot",
             "fetchMarkets": {"types": ["spot"]},
             "fetchMargins": False,
-            "fetchCurrencies": False,
+            # The coins' networks, fees and deposit/withdraw switches (the transfer pre-check needs them).
+            "fetchCurrencies": True,
         },
     ),
 }
@@ -450,6 +461,113 @@ class CcxtVenue:
             fills=tuple(_fill(trade) for trade in trades),
             reason=reason,
         )
+
+    # -- transfers (`rebal.venue.TransferVenue`) -------------------------------------------------------
+
+    async def networks(self, asset: str) -> Mapping[str, AssetNetwork]:
+        """The asset's networks as the venue lists them now (ccxt ``fetch_currencies``)."""
+        with self._translated("fetch_currencies"):
+            currencies = await self._request(self._client.fetch_currencies)
+        networks = (currencies or {}).get(asset, {}).get("networks") or {}
+        return {
+            code: AssetNetwork(
+                asset=asset,
+                network=code,
+                deposit_enabled=bool(network.get("deposit")),
+                withdraw_enabled=bool(network.get("withdraw")),
+                withdraw_fee=_decimal(network.get("fee")),
+                withdraw_min=_decimal(((network.get("limits") or {}).get("withdraw") or {}).get("min")),
+            )
+            for code, network in sorted(networks.items())
+        }
+
+    async def deposit_address(self, account: str, asset: str, network: str) -> DepositAddress:
+        self._check_account(account)
+        with self._translated(f"fetch_deposit_address {asset} {network}"):
+            found = await self._request(
+                lambda: self._client.fetch_deposit_address(asset, {"network": network})
+            )
+        return DepositAddress(asset, network, str(found["address"]), str(found.get("tag") or ""))
+
+    async def withdraw(
+        self, account: str, transfer_id: str, asset: str, amount: Decimal, destination: DepositAddress
+    ) -> Transfer:
+        """Withdraw under our transfer id (Binance: ``withdrawOrderId``): a known id returns the existing
+        withdrawal; a request whose answer was lost is looked up by it, never sent again blindly."""
+        self._check_account(account)
+        existing = await self.withdrawal(account, transfer_id, asset)
+        if existing is not None:
+            return existing
+        params: dict[str, Any] = {
+            "network": destination.network,
+            self._profile.transfer_id_param: transfer_id,
+        }
+        if destination.tag:
+            params["tag"] = destination.tag
+        what = f"withdraw {transfer_id}"
+        try:
+            # The tag travels in params: exchanges differ on whether it is also a positional argument.
+            await self._request(
+                lambda: self._client.withdraw(asset, str(amount), destination.address, params=params)
+            )
+        except ccxt_errors.AuthenticationError as exc:
+            raise VenueAuthError(f"{self._name} {what}: {exc}") from exc
+        except ccxt_errors.InsufficientFunds as exc:
+            raise TransferRefused(transfer_id, INSUFFICIENT_FUNDS) from exc
+        except ccxt_errors.InvalidAddress as exc:
+            raise TransferRefused(transfer_id, f"{INVALID_ADDRESS}: {exc}") from exc
+        except (ccxt_errors.BadRequest, ccxt_errors.OperationRejected, ccxt_errors.InvalidOrder) as exc:
+            raise TransferRefused(transfer_id, f"refused: {exc}") from exc
+        except ccxt_errors.DDoSProtection as exc:
+            raise self._rate_limited(what, exc) from exc
+        except ccxt_errors.BaseError as exc:  # no answer: the venue may have it
+            found = await self.withdrawal(account, transfer_id, asset)
+            if found is None:
+                metrics.EXCHANGE_ERRORS.labels(exchange=self._name, error="outcome_unknown").inc()
+                raise OrderOutcomeUnknown(transfer_id, str(exc)) from exc
+            return found
+        found = await self.withdrawal(account, transfer_id, asset)
+        if found is None:
+            raise OrderOutcomeUnknown(transfer_id, "accepted, but not in the withdrawal history yet")
+        return found
+
+    async def withdrawal(self, account: str, transfer_id: str, asset: str) -> Transfer | None:
+        self._check_account(account)
+        params = {self._profile.transfer_id_param: transfer_id}
+        with self._translated(f"fetch_withdrawals {transfer_id}"):
+            found = await self._request(lambda: self._client.fetch_withdrawals(asset, None, None, params))
+        ours = [t for t in found if (t.get("info") or {}).get(self._profile.transfer_id_param) == transfer_id]
+        return _transfer(transfer_id, ours[-1], withdrawal=True) if ours else None
+
+    async def deposit(self, account: str, asset: str, txid: str) -> Transfer | None:
+        self._check_account(account)
+        with self._translated(f"fetch_deposits {asset}"):
+            found = await self._request(lambda: self._client.fetch_deposits(asset))
+        ours = [t for t in found if t.get("txid") == txid]
+        return _transfer(str(ours[-1].get("id")), ours[-1], withdrawal=False) if ours else None
+
+
+def _transfer(transfer_id: str, tx: Mapping[str, Any], withdrawal: bool) -> Transfer:
+    """A ccxt transaction as a `Transfer`; a deposit's amount is what was credited (its fee is the
+    withdrawal's, unknown here: 0)."""
+    status: TransferStatus
+    if tx.get("status") == "ok":
+        status = "sent" if withdrawal else "credited"
+    elif tx.get("status") in {"failed", "canceled"}:
+        status = "failed"
+    else:
+        status = "pending"
+    fee = _decimal((tx.get("fee") or {}).get("cost")) if withdrawal else Decimal(0)
+    return Transfer(
+        transfer_id=transfer_id,
+        asset=str(tx.get("currency")),
+        network=str(tx.get("network") or ""),
+        amount=_decimal(tx.get("amount")),
+        fee=fee,
+        status=status,
+        txid=str(tx.get("txid") or ""),
+        reason=str(tx.get("status")) if status == "failed" else "",
+    )
 
 
 def _status(status: str, filled: Decimal) -> tuple[OrderStatus, str]:

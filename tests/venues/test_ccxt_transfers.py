@@ -1,0 +1,102 @@
+"""Transfers through an unmodified ccxt binance client against the fake exchange: networks and fees from
+``fetch_currencies``, the pre-check of both ends, withdraw by our transfer id, pending then credited."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from decimal import Decimal
+
+import pytest
+from pydantic import SecretStr
+
+from rebal.venue import AssetNetwork, Transfer, TransferRefused, TransferVenue, transfer_problem
+from rebal_venues.ccxt_venue import CcxtVenue, open_ccxt_venue
+from tests.fake_exchange import FakeBook, serving
+from tests.venues.support import ACCOUNT, KEY, OTHER_ACCOUNT, OTHER_KEY, fake_book, settings
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+D = Decimal
+Book = tuple[FakeBook, CcxtVenue, CcxtVenue]
+
+
+@pytest.fixture
+async def book() -> AsyncIterator[Book]:
+    fake = fake_book()
+    fake.accounts[KEY].update(BTC=D("1"), USDT=D("500"), SOL=D("10"))
+    async with (
+        serving(fake) as origin,
+        open_ccxt_venue(settings(origin)) as source,
+        open_ccxt_venue(settings(origin, account=OTHER_ACCOUNT, api_key=SecretStr(OTHER_KEY))) as destination,
+    ):
+        yield fake, source, destination
+
+
+async def test_networks_carry_fees_minimums_and_switches(book: Book) -> None:
+    _, source, _ = book
+    venue: TransferVenue = source
+    # Binance's network ids become ccxt's unified codes: TRX is TRC20, ETH is ERC20.
+    assert await venue.networks("USDT") == {
+        "ERC20": AssetNetwork("USDT", "ERC20", True, True, D("3.5"), D("10")),
+        "TRC20": AssetNetwork("USDT", "TRC20", True, True, D("1"), D("10")),
+    }
+    assert await venue.networks("SOL") == {"SOL": AssetNetwork("SOL", "SOL", True, False, D("0.01"), D("0"))}
+    assert await venue.networks("DOGE") == {}
+
+
+async def test_a_withdrawal_is_pending_then_credited_less_its_fee(
+    book: Book,
+) -> None:
+    fake, source, destination = book
+    fake.faults.transfer_delay_seconds = 0.5
+    network = (await source.networks("USDT"))["TRC20"]
+    into = (await destination.networks("USDT"))["TRC20"]
+    assert transfer_problem(network, into, D("100")) == ""
+    address = await destination.deposit_address(OTHER_ACCOUNT, "USDT", "TRC20")
+    sent = await source.withdraw(ACCOUNT, "tr-1", "USDT", D("100"), address)
+    assert (sent.amount, sent.fee, sent.received, sent.status) == (D("100"), D("1"), D("99"), "pending")
+    assert [r["withdrawOrderId"] for r in fake.requests_of("withdraw")] == ["tr-1"]
+    assert (await source.balances(ACCOUNT)).free["USDT"] == D("400")
+    pending = await destination.deposit(OTHER_ACCOUNT, "USDT", sent.txid)
+    assert pending is not None and pending.status == "pending"
+    assert "USDT" not in (await destination.balances(OTHER_ACCOUNT)).free
+    await asyncio.sleep(0.55)
+    credited = await destination.deposit(OTHER_ACCOUNT, "USDT", sent.txid)
+    assert credited is not None and (credited.status, credited.amount) == ("credited", D("99"))
+    assert (await destination.balances(OTHER_ACCOUNT)).free == {"USDT": D("99")}
+    done = await source.withdrawal(ACCOUNT, "tr-1", "USDT")
+    assert done == Transfer("tr-1", "USDT", "TRC20", D("100"), D("1"), "sent", sent.txid)
+
+
+async def test_withdrawing_again_under_the_same_id_sends_nothing(
+    book: Book,
+) -> None:
+    fake, source, destination = book
+    address = await destination.deposit_address(OTHER_ACCOUNT, "BTC", "BTC")
+    first = await source.withdraw(ACCOUNT, "tr-2", "BTC", D("0.01"), address)
+    again = await source.withdraw(ACCOUNT, "tr-2", "BTC", D("0.01"), address)
+    assert again == first
+    assert len(fake.requests_of("withdraw")) == 1
+    # 0.01 debited once; 0.01 - 0.0002 credited once.
+    assert (fake.accounts[KEY]["BTC"], fake.accounts[OTHER_KEY]["BTC"]) == (D("0.99"), D("0.0098"))
+
+
+@pytest.mark.parametrize(
+    ("asset", "network", "amount", "reason"),
+    [
+        ("BTC", "BTC", "2", "insufficient_funds"),
+        ("SOL", "SOL", "1", "refused: binance"),  # withdrawals of SOL are switched off
+        ("USDT", "TRC20", "5", "refused: binance"),  # below the minimum of 10
+    ],
+)
+async def test_a_refused_withdrawal_names_its_reason_and_moves_nothing(
+    book: Book, asset: str, network: str, amount: str, reason: str
+) -> None:
+    fake, source, destination = book
+    address = await destination.deposit_address(OTHER_ACCOUNT, asset, network)
+    with pytest.raises(TransferRefused) as refused:
+        await source.withdraw(ACCOUNT, "tr-no", asset, D(amount), address)
+    assert refused.value.reason.startswith(reason)
+    assert not refused.value.retryable
+    assert fake.accounts[KEY] == {"BTC": D("1"), "USDT": D("500"), "SOL": D("10")}
+    assert fake.withdrawals == []
