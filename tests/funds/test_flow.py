@@ -74,9 +74,15 @@ class Rig:
     """The fund part, the executor and the paper account, wired as the bus would."""
 
     def __init__(
-        self, pool: asyncpg.Pool, database: service.Database, markets: dict[str, Any] = MARKETS
+        self,
+        pool: asyncpg.Pool,
+        database: service.Database,
+        markets: dict[str, Any] = MARKETS,
+        fund: str = FUND,
     ) -> None:
         self.pool = pool
+        self.fund = fund
+        self.account = f"{fund}/paper/main"
         self.venue = PaperVenue.from_documents("paper", pool, MARKETS, PRICES, Clock(), **STILL)
         self.funds_out = RecordingPublisher()
         self.executor_out = RecordingPublisher()
@@ -90,7 +96,7 @@ class Rig:
 
     def command(self, kind: type[Event], **fields: Any) -> Any:
         self.n += 1
-        return new_event(kind, key=f"c{self.n}", now=T0, portfolio_id=FUND, **fields)
+        return new_event(kind, key=f"c{self.n}", now=T0, portfolio_id=self.fund, **fields)
 
     async def book(self, asset: str, amount: Decimal) -> None:
         """Money arriving on (or leaving) the paper account, as a transfer would."""
@@ -100,7 +106,7 @@ class Rig:
             if amount > 0
             else "UPDATE paper.balances SET amount = amount + $3"
             " WHERE exchange = 'paper' AND account = $1 AND asset = $2",
-            ACCOUNT,
+            self.account,
             asset,
             amount,
         )
@@ -137,7 +143,9 @@ class Rig:
         return settled[-1]
 
     async def ledger(self) -> dict[str, dict[str, Decimal]]:
-        rows = await self.pool.fetch("SELECT user_id, asset, amount FROM fund_ledger ORDER BY 1, 2")
+        rows = await self.pool.fetch(
+            "SELECT user_id, asset, amount FROM fund_ledger WHERE fund_id = $1 ORDER BY 1, 2", self.fund
+        )
         found: dict[str, dict[str, Decimal]] = {}
         for row in rows:
             found.setdefault(row["user_id"], {})[row["asset"]] = row["amount"]
@@ -145,7 +153,7 @@ class Rig:
 
     async def consistent(self) -> dict[str, Decimal]:
         """The users' ledgers add up to the paper account, exactly; returns the account's balances."""
-        venue = dict((await self.venue.balances(ACCOUNT)).free)
+        venue = dict((await self.venue.balances(self.account)).free)
         totals: dict[str, Decimal] = {}
         for amounts in (await self.ledger()).values():
             for asset, amount in amounts.items():
