@@ -164,7 +164,10 @@ async def test_buys_are_scaled_to_the_quote_really_held(pool: asyncpg.Pool) -> N
     assert finished.reasons[0] == "leg 0 SOL/USDT sell skipped: no SOL free"
     assert "leg 1 BTC/USDT buy scaled from 0.01 to 0.0083: 1000 USDT free after the sells" in finished.reasons
     assert "leg 2 ETH/USDT buy scaled from 0.2 to 0.1661: 1000 USDT free after the sells" in finished.reasons
-    assert finished.reasons[-1].startswith("transfer of 50 USDT from demo/paper/spot to demo/other skipped")
+    assert finished.reasons[1] == (
+        "transfer of 50 USDT from demo/paper/spot to demo/other skipped: transfers are off "
+        "(transfers = true, REBAL__TRANSFERS=true, to execute them)"
+    )
     # 1000 / (1201.2 x 1.002 buffer) = 0.83083...: 0.0083 BTC (498.498) and 0.1661 ETH (498.7983).
     assert (await paper(pool).balances(SPOT)).free == {
         "BTC": D("0.0083"),

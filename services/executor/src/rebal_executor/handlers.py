@@ -69,6 +69,7 @@ from rebal.venue import (
 )
 from rebal_executor.journal import UNFINISHED, Journal, OrderRecord, RunRecord
 from rebal_executor.settings import ExecutorSettings
+from rebal_executor.transfers import TransferOutcome, Transfers, describe
 
 log = logging.getLogger("rebal.executor")
 SERVICE = "executor"
@@ -205,6 +206,7 @@ class Executor:
             if stop is None:
                 state = await self.journal.move_run(plan.event_id, "buys_in_progress")
         if stop is None and state == "buys_in_progress":
+            await self._transfers(record)
             stop = await self._buys(record)
         if isinstance(state, IllegalTransition):
             raise RuntimeError(state.reason)  # a broken invariant: the journal and this code disagree
@@ -214,14 +216,6 @@ class Executor:
                     await self.journal.finish_leg(plan.event_id, leg, "skipped", placed=False)
             await self._finish(record, stop.status, stop.reason)
             return
-        for index, transfer in enumerate(plan.transfers):
-            await self.journal.finish_leg(plan.event_id, len(plan.orders) + index, "skipped", placed=False)
-            await self.journal.note(
-                plan.event_id,
-                f"transfer-{index}",
-                f"transfer of {dec_str(transfer.amount)} {transfer.asset} from {transfer.from_account} to "
-                f"{transfer.to_account} skipped: transfers are not executed yet",
-            )
         report = await self.journal.report(plan.event_id)
         await self._finish(record, "completed_with_adjustments" if report.reasons else "completed")
 
@@ -322,6 +316,39 @@ class Executor:
                         f"{dec_str(amount)}: {dec_str(free)} {info.base} free",
                     )
         return await self._order_leg(record, leg, order, amount, existing)
+
+    # -- transfers (after the sells, before the buys they fund) ----------------------------------------
+
+    async def _transfers(self, record: RunRecord) -> None:
+        plan = record.plan
+        execution = self.settings.execution
+
+        async def log_state(tid: str, state: str, reason: str) -> None:
+            await self.journal.record_transfer(plan.event_id, tid, state, reason)
+
+        mover = Transfers(
+            self.venues,
+            self.sleep,
+            execution.transfer_timeout_seconds,
+            execution.transfer_poll_seconds,
+            log_state,
+        )
+        for index, transfer in enumerate(plan.transfers):
+            leg = len(plan.orders) + index
+            if await self.journal.leg_done(plan.event_id, leg):
+                continue
+            if not self.settings.transfers:
+                outcome = TransferOutcome(
+                    "skipped",
+                    False,
+                    f"{describe(transfer)} skipped: transfers are off (transfers = true, "
+                    "REBAL__TRANSFERS=true, to execute them)",
+                )
+            else:
+                outcome = await mover.run(plan, index, transfer)
+            if outcome.outcome != "filled":  # a credited transfer is in the transitions log, not a reason
+                await self.journal.note(plan.event_id, f"transfer-{index}", outcome.reason)
+            await self.journal.finish_leg(plan.event_id, leg, outcome.outcome, placed=outcome.moved)
 
     # -- buys -------------------------------------------------------------------------------------------
 

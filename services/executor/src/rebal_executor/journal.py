@@ -271,6 +271,17 @@ class Journal:
         )
         return [_order(row) for row in rows]
 
+    async def record_transfer(self, plan_id: uuid.UUID, transfer_id: str, state: str, reason: str) -> None:
+        """A transfer's state change, in the transitions log (its id in `client_order_id`)."""
+        await self.pool.execute(
+            "INSERT INTO execution.transitions (plan_id, client_order_id, to_state, reason)"
+            " VALUES ($1, $2, $3, $4)",
+            plan_id,
+            transfer_id,
+            state,
+            reason,
+        )
+
     # -- the run report --------------------------------------------------------------------------------
 
     async def leg_done(self, plan_id: uuid.UUID, leg: int) -> bool:

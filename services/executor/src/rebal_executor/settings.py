@@ -34,6 +34,9 @@ class ExecutionSettings(Section):
     # (cancelled: re-plan), and a run still going after it stops before its next leg (timed_out). It keeps
     # an executor that was down for a while from trading on stale prices.
     run_timeout_seconds: float = Field(default=600.0, gt=0)
+    # A transfer leg waits this long for the destination to credit it (looked up every poll).
+    transfer_timeout_seconds: float = Field(default=600.0, gt=0)
+    transfer_poll_seconds: float = Field(default=2.0, gt=0)
     # Unfinished runs and our open orders are reconciled with the venues this often (and at start).
     reconcile_interval_seconds: float = Field(default=10.0, gt=0)
 
@@ -45,5 +48,8 @@ class ExecutorSettings(ServiceSettings):
     # Live trading: until this is on, every non-dry-run plan is refused (RunFinished cancelled, with the
     # reason). The demo and the tests switch it on for the paper exchange (REBAL__LIVE=true).
     live: bool = False
+    # Transfers between accounts (plan.transfers): off by default; when on, they run after the sells and
+    # before the buys, which wait for the credit (venues that cannot move assets skip them).
+    transfers: bool = False
     execution: ExecutionSettings = ExecutionSettings()
     paper: PaperSettings = PaperSettings()

@@ -1,0 +1,149 @@
+"""Transfer legs of a run (plan.transfers), executed when `transfers` is on (off by default).
+
+After the sells and before the buys: for each transfer, pre-check that the source can withdraw and the
+destination can take a deposit of the asset on a common network (`rebal.venue.transfer_problem`), withdraw
+under a transfer id derived from the plan and the transfer (asking again returns the same withdrawal, so a
+restart never moves money twice), then wait until the destination credits it: the buys on the receiving
+side are sized afterwards from what is really there. A transfer not credited in time is reported (and
+logged as an alert); the receiving side's buys are then sized from what it holds without it.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Protocol, runtime_checkable
+
+from rebal.core.numbers import dec_str
+from rebal.events import PlannedTransfer, RebalancePlanned, derive_id
+from rebal.venue import Transfer, TransferRefused, TransferVenue, Venue, VenueError, transfer_problem
+
+log = logging.getLogger("rebal.executor")
+
+
+@runtime_checkable
+class MovesAssets(TransferVenue, Protocol):
+    """`TransferVenue`, checkable at run time (a venue without the transfer methods skips transfer legs)."""
+
+
+def transfer_id(plan_id: uuid.UUID, index: int) -> str:
+    """The withdrawal's id at the venue: the same plan and transfer always give the same id."""
+    return f"rt-{derive_id(plan_id, 'transfer', index).hex[:12]}-{index}"
+
+
+def exchange_of(plan: RebalancePlanned, account: str) -> str:
+    """The exchange of an account path: from the plan's orders when one names it, else the path's parent
+    (users → exchanges → accounts: ``alice/binance/spot`` is on ``binance``)."""
+    for order in plan.orders:
+        if order.account == account:
+            return order.exchange
+    parts = account.split("/")
+    return parts[-2] if len(parts) >= 2 else ""
+
+
+def describe(transfer: PlannedTransfer) -> str:
+    amount = f"{dec_str(transfer.amount)} {transfer.asset}"
+    return f"transfer of {amount} from {transfer.from_account} to {transfer.to_account}"
+
+
+@dataclass(frozen=True)
+class TransferOutcome:
+    """How a transfer leg ended: `moved` when the venue took the withdrawal; the report line."""
+
+    outcome: str  # filled (credited), failed or skipped
+    moved: bool
+    reason: str
+
+
+@dataclass
+class Transfers:
+    venues: Mapping[str, Venue]
+    sleep: Callable[[float], Awaitable[None]]
+    timeout_seconds: float
+    poll_seconds: float
+    record: Callable[[str, str, str], Awaitable[None]]  # (transfer id, state, reason): the transitions log
+
+    async def run(self, plan: RebalancePlanned, index: int, transfer: PlannedTransfer) -> TransferOutcome:
+        what = describe(transfer)
+        tid = transfer_id(plan.event_id, index)
+        source = self.venues.get(exchange_of(plan, transfer.from_account))
+        destination = self.venues.get(exchange_of(plan, transfer.to_account))
+        if not isinstance(source, MovesAssets) or not isinstance(destination, MovesAssets):
+            return TransferOutcome("skipped", False, f"{what} skipped: a venue that cannot move assets")
+        try:
+            withdrawal = await source.withdrawal(transfer.from_account, tid, transfer.asset)
+            if withdrawal is None:
+                started = await self._start(source, destination, tid, transfer)
+                if isinstance(started, str):
+                    outcome = "skipped" if started.startswith("pre-check") else "failed"
+                    return TransferOutcome(outcome, False, f"{what} {started}")
+                withdrawal = started
+                await self.record(tid, "withdrawn", f"{dec_str(withdrawal.amount)} {transfer.asset}")
+        except VenueError as error:
+            return TransferOutcome("failed", False, f"{what} failed: {type(error).__name__}: {error}")
+        credited = await self._credited(source, destination, tid, transfer, withdrawal)
+        if credited is None:
+            log.error("ALERT %s not credited after %g s: left pending", what, self.timeout_seconds)
+            await self.record(tid, "timed_out", "")
+            return TransferOutcome(
+                "failed", True, f"{what} not credited after {self.timeout_seconds:g} s: left pending (alert)"
+            )
+        await self.record(tid, "credited", f"{dec_str(credited.received)} {transfer.asset}")
+        return TransferOutcome(
+            "filled",
+            True,
+            f"{what} credited {dec_str(credited.received)} {transfer.asset} "
+            f"(withdrawal fee {dec_str(credited.fee)})",
+        )
+
+    async def _start(
+        self, source: TransferVenue, destination: TransferVenue, tid: str, transfer: PlannedTransfer
+    ) -> Transfer | str:
+        """Pre-check and withdraw; the refusal (prefixed `pre-check` when it was ours) as a string."""
+        outs = await source.networks(transfer.asset)
+        ins = await destination.networks(transfer.asset)
+        problems = {
+            net: transfer_problem(outs.get(net), ins.get(net), transfer.amount) for net in sorted(outs)
+        }
+        usable = [net for net, problem in problems.items() if not problem]
+        if not usable:
+            why = ", ".join(f"{net}: {p}" for net, p in problems.items()) or "no network"
+            return f"pre-check failed ({why}): skipped"
+        free = (await source.balances(transfer.from_account)).free.get(transfer.asset, Decimal(0))
+        amount = min(transfer.amount, free)
+        if amount <= 0:
+            return f"pre-check failed (no {transfer.asset} free): skipped"
+        address = await destination.deposit_address(transfer.to_account, transfer.asset, usable[0])
+        try:
+            return await source.withdraw(transfer.from_account, tid, transfer.asset, amount, address)
+        except TransferRefused as refused:
+            return f"refused: {refused.reason}"
+
+    async def _credited(
+        self,
+        source: TransferVenue,
+        destination: TransferVenue,
+        tid: str,
+        transfer: PlannedTransfer,
+        withdrawal: Transfer,
+    ) -> Transfer | None:
+        waited = 0.0
+        while True:
+            try:
+                if not withdrawal.txid:
+                    withdrawal = (
+                        await source.withdrawal(transfer.from_account, tid, transfer.asset) or withdrawal
+                    )
+                if withdrawal.txid:
+                    deposit = await destination.deposit(transfer.to_account, transfer.asset, withdrawal.txid)
+                    if deposit is not None and deposit.status == "credited":
+                        return deposit
+            except VenueError as error:
+                log.warning("following transfer %s: %s", tid, error)
+            if waited >= self.timeout_seconds:
+                return None
+            await self.sleep(self.poll_seconds)
+            waited += self.poll_seconds
