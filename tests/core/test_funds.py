@@ -249,3 +249,17 @@ def test_bad_amounts_are_named() -> None:
         ledger(alice={"USDT": "0.000000001"})
     with pytest.raises(InputError, match=r"weights sum to 0\.9"):
         Fund("f", "paper", "main", "USDT", {"BTC": D("0.9")})
+
+
+def test_a_withdrawal_releases_funds_locked_in_our_open_orders_first() -> None:
+    book = ledger(alice={"BTC": "0.02"})
+    due = Due(withdrawals={"alice": None})
+    # 0.012 BTC free, 0.006 in an open order of ours: release 0.006, then sell 0.018; 0.002 is not there.
+    plan = plan_cycle(FUND, book, due, QUOTES, free={"BTC": D("0.012")}, locked={"BTC": D("0.006")})
+    assert not isinstance(plan, NeedsAdjustment)
+    assert [(r.asset, r.amount) for r in plan.releases] == [("BTC", D("0.006"))]
+    assert [(o.side, o.amount) for o in plan.orders] == [("sell", D("0.018"))]
+    assert [(s.amount, s.reason) for s in plan.skipped] == [(D("0.002"), NOT_FREE)]
+    # Free enough: nothing is released.
+    plan = plan_cycle(FUND, book, due, QUOTES, free={"BTC": D("0.02")}, locked={"BTC": D("0.006")})
+    assert not isinstance(plan, NeedsAdjustment) and plan.releases == ()

@@ -26,7 +26,7 @@ Policies (stated, and reported in the plan):
   `WITHDRAWAL_MARGIN` against price moves; the user is paid exactly what was asked, and what the margin
   (or a fee saved by netting) leaves over stays the user's cash. A full withdrawal sells everything and
   pays out all the cash: exactly what the holdings fetched. Net sells never exceed the venue's free
-  balance.
+  balance; when our own open orders lock the rest, the plan lists them to release (`Release`) first.
 - Crossing happens at the reference price, so every budget is kept: a net buy is sized at the reference
   price raised by `BUY_PRICE_MARGIN` and the fee.
 - An inactive or delisted market, or an asset without a positive price, puts the fund in
@@ -283,6 +283,15 @@ class Skipped:
 
 
 @dataclass(frozen=True)
+class Release:
+    """Funds of ours locked in open orders on the account, to release (cancel those orders) before the
+    cycle's net sell of `asset`, because the free balance alone does not cover it."""
+
+    asset: str
+    amount: Decimal
+
+
+@dataclass(frozen=True)
 class Netting:
     """What netting saved: orders and estimated fees one user at a time versus the net orders."""
 
@@ -335,6 +344,7 @@ class CyclePlan:
     skipped: tuple[Skipped, ...]
     rejected: tuple[Rejected, ...]
     netting: Netting
+    releases: tuple[Release, ...] = ()
 
     def phase_orders(self, phase: int) -> tuple[NetOrder, ...]:
         return tuple(order for order in self.orders if order.phase == phase)
@@ -401,6 +411,7 @@ def plan_cycle(
     *,
     free: Mapping[str, Decimal] | None = None,
     frozen: frozenset[str] = frozenset(),
+    locked: Mapping[str, Decimal] | None = None,
 ) -> CyclePlan | NeedsAdjustment:
     """Net everything `due` into at most one order per asset (see the module's policies)."""
     assets = fund.assets(ledger.assets)
@@ -498,10 +509,15 @@ def plan_cycle(
         rejected=tuple(rejected),
         netting=Netting(0, Decimal(0), 0, 0, Decimal(0)),
     )
-    return _net(draft, free, frozen)
+    return _net(draft, free, frozen, locked)
 
 
-def _net(plan: CyclePlan, free: Mapping[str, Decimal] | None, frozen: frozenset[str]) -> CyclePlan:
+def _net(
+    plan: CyclePlan,
+    free: Mapping[str, Decimal] | None,
+    frozen: frozenset[str],
+    locked: Mapping[str, Decimal] | None = None,
+) -> CyclePlan:
     """The net order per asset from the users' legs, the phase of each asset, and the netting figures."""
     assets = plan.ledger.assets
     phase_of = [0]
@@ -510,6 +526,7 @@ def _net(plan: CyclePlan, free: Mapping[str, Decimal] | None, frozen: frozenset[
     user_orders = user_below = 0
     user_fees = net_fees = Decimal(0)
     sells = plan.sells.copy()
+    releases: list[Release] = []
     for j, asset in enumerate(assets[1:], start=1):
         market, price = plan.markets[j], plan.prices[j]
         assert market is not None
@@ -533,6 +550,12 @@ def _net(plan: CyclePlan, free: Mapping[str, Decimal] | None, frozen: frozenset[
             side: Side = "sell"
             net = sold - wanted
             cap = floor_units(free.get(asset, Decimal(0))) if free is not None else None
+            if cap is not None and net > cap and locked:
+                # Our own open orders hold some of it: they are cancelled first, then the sell goes out.
+                released = min(net - cap, floor_units(locked.get(asset, Decimal(0))))
+                if released > 0:
+                    releases.append(Release(asset, from_units(released)))
+                    cap += released
             short = -net % step
             if net and short:
                 # Truncating the net sell to the step would leave withdrawals short: the sellers sell up
@@ -574,6 +597,7 @@ def _net(plan: CyclePlan, free: Mapping[str, Decimal] | None, frozen: frozenset[
         orders=tuple(orders),
         skipped=tuple(skipped),
         netting=Netting(user_orders, user_fees, user_below, len(orders), net_fees),
+        releases=tuple(releases),
     )
 
 
@@ -658,7 +682,12 @@ def _rows(plan: CyclePlan, ledger: Ledger) -> npt.NDArray[np.intp]:
     return np.array([index[user] for user in plan.ledger.users], dtype=np.intp)
 
 
-def resize_buys(plan: CyclePlan, ledger: Ledger, free: Mapping[str, Decimal] | None = None) -> CyclePlan:
+def resize_buys(
+    plan: CyclePlan,
+    ledger: Ledger,
+    free: Mapping[str, Decimal] | None = None,
+    locked: Mapping[str, Decimal] | None = None,
+) -> CyclePlan:
     """Phase 2 sized from the cash the users hold after phase 1: each user's phase-2 budgets shrink by
     one factor when the cash (plus the exact cross proceeds of the user's phase-2 sells, less what is paid
     out) does not cover them; the net orders are made again."""
@@ -675,7 +704,7 @@ def resize_buys(plan: CyclePlan, ledger: Ledger, free: Mapping[str, Decimal] | N
     budgets = plan.budgets.copy()
     budgets[:, phase2] = np.floor(budgets[:, phase2] * scale[:, None]).astype(np.int64)
     frozen = frozenset(s.asset for s in plan.skipped if s.reason == FROZEN)
-    return _net(replace(plan, budgets=budgets), free, frozen)
+    return _net(replace(plan, budgets=budgets), free, frozen, locked)
 
 
 def pay_out(plan: CyclePlan, ledger: Ledger) -> Payout:
