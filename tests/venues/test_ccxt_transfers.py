@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
 from pydantic import SecretStr
 
-from rebal.venue import AssetNetwork, Transfer, TransferRefused, TransferVenue, transfer_problem
+from rebal.venue import AssetNetwork, Transfer, TransferRefused, TransferVenue, check_transfer
 from rebal_venues.ccxt_venue import CcxtVenue, open_ccxt_venue
 from tests.fake_exchange import FakeBook, serving
 from tests.venues.support import ACCOUNT, KEY, OTHER_ACCOUNT, OTHER_KEY, fake_book, settings
@@ -49,9 +50,7 @@ async def test_a_withdrawal_is_pending_then_credited_less_its_fee(
 ) -> None:
     fake, source, destination = book
     fake.faults.transfer_delay_seconds = 0.5
-    network = (await source.networks("USDT"))["TRC20"]
-    into = (await destination.networks("USDT"))["TRC20"]
-    assert transfer_problem(network, into, D("100")) == ""
+    assert await check_transfer(source, destination, "USDT", "TRC20", D("100")) == ""
     address = await destination.deposit_address(OTHER_ACCOUNT, "USDT", "TRC20")
     sent = await source.withdraw(ACCOUNT, "tr-1", "USDT", D("100"), address)
     assert (sent.amount, sent.fee, sent.received, sent.status) == (D("100"), D("1"), D("99"), "pending")
@@ -100,3 +99,28 @@ async def test_a_refused_withdrawal_names_its_reason_and_moves_nothing(
     assert not refused.value.retryable
     assert fake.accounts[KEY] == {"BTC": D("1"), "USDT": D("500"), "SOL": D("10")}
     assert fake.withdrawals == []
+
+
+@pytest.mark.parametrize(
+    ("asset", "network", "amount", "problem"),
+    [
+        ("USDT", "TRC20", "10", ""),
+        ("USDT", "TRC20", "9.99", "below_withdraw_min"),
+        ("USDT", "BEP20", "100", "withdraw_network_unknown"),
+        ("SOL", "SOL", "1", "withdrawals_disabled"),
+        ("BTC", "BTC", "0.0002", "below_withdraw_min"),
+    ],
+)
+async def test_the_pre_check_asks_both_venues(
+    book: Book, asset: str, network: str, amount: str, problem: str
+) -> None:
+    fake, source, destination = book
+    assert await check_transfer(source, destination, asset, network, D(amount)) == problem
+    assert fake.withdrawals == []
+
+
+async def test_the_pre_check_sees_deposits_switched_off_at_the_destination(book: Book) -> None:
+    fake, source, destination = book
+    usdt = fake.networks["USDT"]
+    fake.networks["USDT"] = [replace(usdt[0], deposit_enabled=False), usdt[1]]
+    assert await check_transfer(source, destination, "USDT", "TRC20", D("100")) == "deposits_disabled"

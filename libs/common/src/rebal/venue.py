@@ -273,3 +273,13 @@ class TransferVenue(Venue, Protocol):
     async def deposit(self, account: str, asset: str, txid: str) -> Transfer | None:
         """The deposit of transaction `txid` into the account (None: not seen yet)."""
         ...
+
+
+async def check_transfer(
+    source: TransferVenue, destination: TransferVenue, asset: str, network: str, amount: Decimal
+) -> str:
+    """The pre-check of a transfer, asking both venues now: "" when `amount` of `asset` can leave `source`
+    and enter `destination` on `network`, else the reason (`transfer_problem`)."""
+    leaving = (await source.networks(asset)).get(network)
+    entering = (await destination.networks(asset)).get(network)
+    return transfer_problem(leaving, entering, amount)

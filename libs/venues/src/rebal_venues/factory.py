@@ -32,7 +32,17 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from rebal.settings import ConfigFileSource, Section
-from rebal.venue import Balances, MarketInfo, OrderState, Side, Venue, VenueAuthError
+from rebal.venue import (
+    AssetNetwork,
+    Balances,
+    DepositAddress,
+    MarketInfo,
+    OrderState,
+    Side,
+    Transfer,
+    Venue,
+    VenueAuthError,
+)
 from rebal_venues.ccxt_settings import CcxtVenueSettings
 from rebal_venues.ccxt_venue import CcxtVenue, open_ccxt_venue
 from rebal_venues.settings import PaperSettings, open_paper_venues
@@ -171,6 +181,23 @@ class CcxtAccounts:
 
     async def cancel_order(self, account: str, client_order_id: str, symbol: str) -> OrderState | None:
         return await self.of(account).cancel_order(account, client_order_id, symbol)
+
+    async def networks(self, asset: str) -> Mapping[str, AssetNetwork]:
+        return await self._public.networks(asset)
+
+    async def deposit_address(self, account: str, asset: str, network: str) -> DepositAddress:
+        return await self.of(account).deposit_address(account, asset, network)
+
+    async def withdraw(
+        self, account: str, transfer_id: str, asset: str, amount: Decimal, destination: DepositAddress
+    ) -> Transfer:
+        return await self.of(account).withdraw(account, transfer_id, asset, amount, destination)
+
+    async def withdrawal(self, account: str, transfer_id: str, asset: str) -> Transfer | None:
+        return await self.of(account).withdrawal(account, transfer_id, asset)
+
+    async def deposit(self, account: str, asset: str, txid: str) -> Transfer | None:
+        return await self.of(account).deposit(account, asset, txid)
 
     async def close(self) -> None:
         for venue in self._by_account.values():
