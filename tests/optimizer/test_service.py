@@ -207,3 +207,18 @@ async def test_an_operators_command_is_answered_by_an_event_it_caused(
     assert sum(target.optimization.weights.values()) == pytest.approx(1.0)
     assert isinstance(refused, OptimizationFailed) and refused.causation_id == other.event_id
     assert refused.reason == "no allocation is configured for elsewhere"
+
+
+async def test_allocation_settings_are_checked_at_start(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(
+        ValidationError, match=r"allocations for fund: give each a base tree in targets\.files"
+    ):
+        OptimizerSettings(targets={"files": {}}, allocations={"fund": {}})
+    with pytest.raises(
+        ValidationError, match=r"risk_parity takes no parameter risk_aversion \(allowed: none\)"
+    ):
+        AllocationSettings(parameters={"risk_aversion": 2})
+    with pytest.raises(ValidationError, match="reconciler mode needs quote_wallet"):
+        AllocationSettings(mode="reconciler")

@@ -86,9 +86,7 @@ class Allocations:
 
     def __post_init__(self) -> None:
         for portfolio, allocation in sorted(self.settings.allocations.items()):
-            base = self.settings.targets.files.get(portfolio)
-            if base is None:
-                raise ValueError(f"allocations.{portfolio}: no base tree in targets.files for {portfolio}")
+            base = self.settings.targets.files[portfolio]  # checked by the settings
             self.allocators[portfolio] = Allocator(
                 portfolio, allocation, base, self.data, self.history, self.publisher, self.clock
             )

@@ -94,3 +94,10 @@ class OptimizerSettings(ServiceSettings):
     targets: TargetSettings = TargetSettings()
     # Portfolio id -> its allocation across strategies; portfolios not listed get their target file as is.
     allocations: dict[str, AllocationSettings] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _bases(self) -> OptimizerSettings:
+        missing = sorted(set(self.allocations) - set(self.targets.files))
+        if missing:
+            raise ValueError(f"allocations for {', '.join(missing)}: give each a base tree in targets.files")
+        return self
