@@ -57,6 +57,7 @@ test: sysdeps lint typecheck
 bench: setup
 	$(UV) sync --frozen --all-packages --group dev --group bench
 	$(VENV)/bin/python bench/plan.py
+	$(VENV)/bin/python bench/optimizer.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
