@@ -169,3 +169,13 @@ async def test_bad_input_and_unknown_names_exit_2_with_one_line(served: Served) 
         refused = await client.get("/funds/fund1", headers={"authorization": "Bearer wrong"})
         assert refused.status_code == 401
     assert await served.pool.fetchval("SELECT count(*) FROM fund_flows") == 0
+
+
+async def test_the_monitor_serves_the_fund_endpoints(nats_url: str, database: FreshDatabase) -> None:
+    from tests.monitor.running import monitor_settings, running_monitor
+
+    async with running_monitor(monitor_settings(nats_url, database.dsn)) as monitor:
+        unknown = await monitor.client.get("/funds/nope")
+        assert unknown.status_code == 404 and unknown.json() == {"detail": "no fund 'nope'"}
+        anonymous = await monitor.client.get("/funds/nope", headers={"authorization": ""})
+        assert anonymous.status_code == 401
