@@ -25,7 +25,7 @@ import asyncpg
 import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from nats.errors import Error as NatsError
 from numpy.typing import ArrayLike
@@ -382,11 +382,12 @@ def _router(deps: Deps) -> APIRouter:
         limit: Limit = DEFAULT_PAGE,
         cursor: Cursor = None,
         include_previews: bool = True,
-    ) -> JsonDict:
-        runs, more = await queries.history(
+    ) -> Response:
+        runs, more = await queries.history_json(
             pool(), portfolio_of(portfolio_id), limit, after_of(cursor), include_previews
         )
-        return {"runs": runs, "next_cursor": cursor_of(more)}
+        body = f'{{"runs": {runs}, "next_cursor": {json.dumps(cursor_of(more))}}}'
+        return Response(body.encode(), media_type="application/json")
 
     @router.get("/portfolio/optimization", summary="The optimizer's latest result")
     async def optimization(portfolio_id: Portfolio = None) -> JsonDict:

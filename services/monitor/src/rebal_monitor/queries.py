@@ -263,6 +263,81 @@ async def history(
     return runs, more
 
 
+def _iso(column: str) -> str:
+    """A timestamptz as ISO 8601 in UTC, rendered by Postgres (whatever the session's time zone)."""
+    return f"""to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')"""
+
+
+def _number(column: str) -> str:
+    """A numeric as the shortest exact decimal string (no trailing zeros), like `dec_str`."""
+    return f"trim_scale({column})::text"
+
+
+# One round trip: Postgres builds the page's JSON (runs, their orders, each order's fills) and the API
+# hands the text on; Python parses and re-encodes nothing (the history figure: p99 under 50 ms).
+def _history_sql(keyset: bool) -> str:
+    after = "AND (planned_at, run_id) < ($4, $5::uuid)" if keyset else ""
+    return f"""
+WITH page AS (
+    SELECT * FROM runs WHERE portfolio_id = $1 AND ($2::boolean OR NOT dry_run) {after}
+    ORDER BY planned_at DESC, run_id DESC LIMIT $3
+)
+SELECT coalesce(json_agg(json_build_object(
+    'run_id', p.run_id, 'plan_id', p.plan_id, 'portfolio_id', p.portfolio_id, 'dry_run', p.dry_run,
+    'status', p.status, 'planned_at', {_iso("p.planned_at")}, 'finished_at', {_iso("p.finished_at")},
+    'counts', json_build_object('orders', p.orders, 'placed', p.placed, 'filled', p.filled,
+                                'skipped', p.skipped, 'failed', p.failed),
+    'reasons', p.reasons, 'skips', p.skips,
+    'orders', coalesce((
+        SELECT json_agg(json_build_object(
+            'client_order_id', o.client_order_id, 'account', o.account, 'exchange', o.exchange,
+            'symbol', o.symbol, 'side', o.side, 'amount', {_number("o.amount")},
+            'filled', {_number("o.filled")}, 'phase', o.phase, 'placed_at', {_iso("o.placed_at")},
+            'fills', coalesce((
+                SELECT json_agg(json_build_object(
+                    'trade_id', f.trade_id, 'amount', {_number("f.amount")}, 'price', {_number("f.price")},
+                    'fee', {_number("f.fee")}, 'fee_asset', f.fee_asset, 'filled_at', {_iso("f.filled_at")}
+                ) ORDER BY f.filled_at, f.trade_id)
+                FROM fills f WHERE f.client_order_id = o.client_order_id), '[]')
+        ) ORDER BY o.placed_at, o.client_order_id)
+        FROM orders o WHERE o.run_id = p.run_id), '[]')
+) ORDER BY p.planned_at DESC, p.run_id DESC), '[]')::text AS runs,
+(SELECT planned_at FROM page ORDER BY planned_at, run_id LIMIT 1) AS last_at,
+(SELECT run_id FROM page ORDER BY planned_at, run_id LIMIT 1) AS last_id,
+(SELECT count(*) FROM page) AS size
+FROM page p
+"""
+
+
+HISTORY_FIRST = _history_sql(keyset=False)
+HISTORY_AFTER = _history_sql(keyset=True)
+MORE_RUNS = (
+    "SELECT EXISTS (SELECT 1 FROM runs WHERE portfolio_id = $1 AND ($2::boolean OR NOT dry_run)"
+    " AND (planned_at, run_id) < ($3, $4))"
+)
+
+
+async def history_json(
+    pool: asyncpg.Pool,
+    portfolio: str,
+    limit: int,
+    after: tuple[datetime, uuid.UUID] | None,
+    include_previews: bool,
+) -> tuple[str, tuple[datetime, uuid.UUID] | None]:
+    """A page of runs as JSON text (see `history`), and the key after the page when there are more."""
+    async with pool.acquire() as connection:
+        if after is None:
+            row = await connection.fetchrow(HISTORY_FIRST, portfolio, include_previews, limit)
+        else:
+            row = await connection.fetchrow(HISTORY_AFTER, portfolio, include_previews, limit, *after)
+        assert row is not None
+        if row["size"] < limit:
+            return row["runs"], None
+        last = (row["last_at"], row["last_id"])
+        more = await connection.fetchval(MORE_RUNS, portfolio, include_previews, *last)
+    return row["runs"], last if more else None
+
+
 # Strategies.
 
 
