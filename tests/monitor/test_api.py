@@ -16,6 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
+import asyncpg
 import httpx
 from faststream.nats import NatsBroker
 
@@ -422,6 +423,7 @@ async def test_history_pages_through_every_run_once_newest_first(
 
         stats = (await client.get("/portfolio/performance")).json()
         assert [s["observations"] for s in stats["strategies"]] == [3, 3]
+        assert {s["source"] for s in stats["strategies"]} == {"strategy_returns"}
         by_name = {s["strategy_id"]: s for s in stats["strategies"]}
         # (1.01 * 0.98 * 1.03) - 1 = 0.019494; the fall from 1.01 to 0.9898 is a 2% drawdown.
         assert abs(by_name["trend"]["cumulative_return"] - 0.019494) < 1e-12
@@ -429,6 +431,26 @@ async def test_history_pages_through_every_run_once_newest_first(
         assert by_name["arb"]["max_drawdown"] == 0.0 and by_name["arb"]["sortino"] is None
         # Combined: equal weights, (1.0055 * 0.991 * 1.0155) - 1.
         assert abs(stats["combined"]["cumulative_return"] - (1.0055 * 0.991 * 1.0155 - 1)) < 1e-12
+
+        # Once the tracker has computed a strategy's statistics, they are what the API shows.
+        connection = await asyncpg.connect(database.dsn)
+        try:
+            await connection.execute(
+                "INSERT INTO strategy_stats (portfolio_id, strategy_id, window_label, computed_at,"
+                " observations,"
+                " cumulative_return, sharpe) VALUES ('demo', 'trend', 'inception', $1, 3, 0.0195, 1.5),"
+                " ('demo', 'trend', '90d', $1, 3, 0.0195, 1.5)",
+                NOW,
+            )
+        finally:
+            await connection.close()
+        stats = (await client.get("/portfolio/performance")).json()
+        trend = next(s for s in stats["strategies"] if s["strategy_id"] == "trend")
+        assert (trend["source"], trend["sharpe"], trend["sortino"]) == ("strategy_stats", 1.5, None)
+        windowed = (await client.get("/portfolio/performance", params={"window": "90d"})).json()
+        assert [s["strategy_id"] for s in windowed["strategies"]] == ["trend"]
+        bad_window = await client.get("/portfolio/performance", params={"window": "forever"})
+        assert bad_window.status_code == 422 and "query.window" in bad_window.json()["detail"]
 
 
 def test_live_mode_refuses_to_start_without_a_long_token() -> None:

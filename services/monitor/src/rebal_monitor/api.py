@@ -31,7 +31,7 @@ from nats.errors import Error as NatsError
 from numpy.typing import ArrayLike
 from pydantic import BaseModel, ConfigDict, Field
 
-from rebal import bus
+from rebal import bus, strategy_store
 from rebal.core import performance as perf
 from rebal.core.errors import InputError
 from rebal.events import (
@@ -83,6 +83,7 @@ Format = Annotated[Literal["csv", "json"], Query(description="csv or json")]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE)]
 Cursor = Annotated[str | None, Query(max_length=200, description="next_cursor of the previous page")]
 Band = Annotated[float, Query(ge=0, le=1)]
+Window = Annotated[str, Query(pattern=r"^(inception|[1-9][0-9]{0,3}d)$", description="inception or <N>d")]
 
 
 class Problem(Exception):
@@ -221,23 +222,27 @@ def _router(deps: Deps) -> APIRouter:
         }
 
     @router.get("/portfolio/performance", summary="Return, volatility, Sharpe, Sortino, max drawdown")
-    async def performance(portfolio_id: Portfolio = None) -> JsonDict:
+    async def performance(portfolio_id: Portfolio = None, window: Window = "inception") -> JsonDict:
         portfolio = portfolio_of(portfolio_id)
+        # The tracker's statistics when it has computed them; since inception, computed here from the
+        # stored returns meanwhile (the same rebal.core.performance conventions).
+        loaded = await strategy_store.load_stats(pool(), portfolio)
+        stats = {s.strategy_id: s for s in loaded if s.window == window}
         series = await queries.strategy_returns(pool(), portfolio)
-        strategies = [_statistics(name, stamps, values) for name, (stamps, values) in sorted(series.items())]
+        strategies = []
+        for name in sorted(stats.keys() | (series.keys() if window == "inception" else set())):
+            if name in stats:
+                strategies.append(_stored_statistics(stats[name]))
+            else:
+                stamps, values = series[name]
+                strategies.append({**_statistics(name, stamps, values), "source": "strategy_returns"})
         combined = None
         if series:
             stamps_list: list[ArrayLike] = [stamps for stamps, _ in series.values()]
             common, matrix = perf.align(stamps_list, [values for _, values in series.values()])
             mixed = matrix.mean(axis=1) if matrix.size else np.empty(0)
-            combined = _statistics("combined", common.tolist(), mixed.tolist())
-        return {
-            "portfolio_id": portfolio,
-            "window": "inception",
-            "source": "strategy_returns",
-            "strategies": strategies,
-            "combined": combined,
-        }
+            combined = {**_statistics("combined", common.tolist(), mixed.tolist()), "window": "inception"}
+        return {"portfolio_id": portfolio, "window": window, "strategies": strategies, "combined": combined}
 
     @router.post(
         "/portfolio/rebalance", status_code=201, summary="Make a plan (a dry-run preview by default)"
@@ -569,6 +574,22 @@ async def _await_outcome(pool: asyncpg.Pool, run_id: uuid.UUID, timeout: float) 
 
 def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
+
+
+def _stored_statistics(stats: strategy_store.StrategyStats) -> JsonDict:
+    return {
+        "strategy_id": stats.strategy_id,
+        "observations": stats.observations,
+        "cumulative_return": stats.cumulative_return,
+        "annualised_return": stats.annualised_return,
+        "volatility": stats.volatility,
+        "sharpe": stats.sharpe,
+        "sortino": stats.sortino,
+        "max_drawdown": stats.max_drawdown,
+        "last_timestamp": stats.last_timestamp.isoformat() if stats.last_timestamp else None,
+        "source": "strategy_stats",
+        "computed_at": stats.computed_at.isoformat(),
+    }
 
 
 def _statistics(name: str, stamps: list[float], values: list[float]) -> JsonDict:
