@@ -1,11 +1,15 @@
-"""One observed system for the whole package: the five services as processes (real NATS, real Postgres)
-exporting their spans over OTLP to a receiver of the test's own, a real Prometheus scraping them every
-second with Rebal's alert rules, and one live rebalance started by an operator's span."""
+"""One observed system for the whole package, configured as in production: the five services as processes
+(real NATS with deploy/nats/auth.conf, real Postgres), each connecting as its own NATS user with its
+password and the database URL (with a password) read from files, exporting their spans over OTLP to a
+receiver of the test's own; a real Prometheus scraping them every second with Rebal's alert rules; a bot
+reporting its returns under its own user, and one live rebalance started by an operator's span under the
+API's user."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import signal
 import subprocess
 import time
@@ -30,11 +34,11 @@ from rebal import subjects, telemetry
 from rebal.events import RunFinished, StartRebalance, derive_id, new_event
 from rebal_devstack import _proc, demo_bot
 from rebal_devstack._proc import LOOPBACK
+from rebal_devstack.nats import NatsServer
 from rebal_devstack.postgres import create_database, drop_database
-from rebal_devstack.stack import Services
+from rebal_devstack.stack import SERVICES, Services
 from tests.e2e.conftest import TEST_SETTINGS
 from tests.e2e.flow import PORTFOLIO, client, publish_raw, ready_for_commands, wait_for
-from tests.messaging import fresh_nats
 from tests.observability.otlp import Receiver, otlp_receiver
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,6 +46,8 @@ DEPLOY = ROOT / "deploy"
 PROMETHEUS = "/usr/bin/prometheus"
 SCRAPE_SECONDS = 1
 BAND = Decimal("0.01")
+NATS_USERS = ("tracker", "optimizer", "planner", "executor", "monitor", "api", "bot_trend")
+BOT = "trend"
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,8 @@ class Observed:
     operator_span_id: str
     run_id: uuid.UUID
     finished: RunFinished
+    log_dir: Path
+    secrets: dict[str, str]
 
 
 def get_json(url: str, timeout: float = 5.0) -> Any:
@@ -115,15 +123,22 @@ def start_prometheus(config: Path, directory: Path) -> tuple[subprocess.Popen[by
         time.sleep(0.2)
 
 
+def as_user(url: str, user: str, password: str) -> str:
+    return url.replace("nats://", f"nats://{user}:{password}@")
+
+
 async def rebalance_as_an_operator(
-    url: str, provider: TracerProvider
+    url: str, bot_url: str, provider: TracerProvider
 ) -> tuple[str, str, uuid.UUID, RunFinished]:
-    """What happens in a day, in a few seconds: bots report returns, a bad message arrives, and an operator
-    asks for a live rebalance (as the CLI does: a span, its context in the command's headers)."""
+    """What happens in a day, in a few seconds: a bot reports its return, a bad message arrives, and an
+    operator asks for a live rebalance (as the CLI does: a span, its context in the command's headers)."""
     await ready_for_commands(url)
-    async with client(url) as nc:
+    async with client(bot_url) as nc:
         now = datetime.now(UTC)
-        await demo_bot.publish(nc, demo_bot.reports(now, {}, portfolio=PORTFOLIO, now=now))
+        [strategy] = [s for s in demo_bot.STRATEGIES if s.name == BOT]
+        await demo_bot.publish(
+            nc, demo_bot.reports(now, {}, portfolio=PORTFOLIO, now=now, strategies=(strategy,))
+        )
     await publish_raw(url, StartRebalance.topic.subject(PORTFOLIO), b'{"type": "StartRebalance", ')
     command = new_event(
         StartRebalance,
@@ -165,36 +180,69 @@ def wait_until(check: Any, what: str, timeout: float = 20.0) -> None:
         time.sleep(0.25)
 
 
+def with_password(dsn: str, password: str) -> str:
+    parts = urllib.parse.urlsplit(dsn)
+    user = parts.username or "postgres"
+    host = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+    return urllib.parse.urlunsplit((parts.scheme, f"{user}:{password}@{host}", parts.path, parts.query, ""))
+
+
 @pytest.fixture(scope="package")
 def observed(postgres_admin_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
     directory = tmp_path_factory.mktemp("observed")
     name = f"test_{uuid.uuid4().hex}"
     dsn = create_database(postgres_admin_dsn, name, if_missing=False)
+    secrets = {user: f"nats-secret-{user}-{uuid.uuid4().hex[:12]}" for user in NATS_USERS}
+    secrets["database"] = f"db-secret-{uuid.uuid4().hex}"
+    files = directory / "secrets"
+    files.mkdir()
+    # Postgres here trusts loopback: the password is carried, not checked; it must still never show.
+    (files / "database_url").write_text(with_password(dsn, secrets["database"]) + "\n")
+    service_env: dict[str, dict[str, str]] = {}
+    for service in SERVICES:
+        (files / f"nats_{service}").write_text(secrets[service] + "\n")
+        service_env[service] = {
+            **TEST_SETTINGS.get(service, {}),
+            "REBAL__NATS__USER": service,
+            "REBAL__NATS__PASSWORD_FILE": str(files / f"nats_{service}"),
+            "REBAL__DATABASE__URL_FILE": str(files / "database_url"),
+        }
+    nats_dir = directory / "nats"
+    nats_dir.mkdir()
+    shutil.copy(DEPLOY / "nats" / "auth.conf", nats_dir / "auth.conf")
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     try:
-        with otlp_receiver() as receiver:
-            for nats in fresh_nats(directory):
+        with otlp_receiver() as receiver, pytest.MonkeyPatch.context() as env:
+            for user in NATS_USERS:
+                env.setenv(f"{user.upper()}_PASSWORD", secrets[user])  # what auth.conf reads
+            server = NatsServer(nats_dir / "jetstream", extra_config="max_payload: 8MB\ninclude ./auth.conf")
+            with server:
+                for user in NATS_USERS:
+                    env.delenv(f"{user.upper()}_PASSWORD")  # the services get theirs from files only
                 tracing = {
                     "OTEL_TRACES_EXPORTER": "otlp",
                     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"{receiver.url}/v1/traces",
                     "OTEL_BSP_SCHEDULE_DELAY": "200",
                 }
                 services = Services(
-                    nats_url=nats.url,
-                    database_url=dsn,
+                    nats_url=server.url,
+                    # Only the file is right: a service that ignored it would not become ready.
+                    database_url="postgresql://nobody@127.0.0.1:1/nothing",
                     root=ROOT,
                     log_dir=directory / "logs",
                     env=tracing,
-                    service_env=TEST_SETTINGS,
+                    service_env=service_env,
                 )
+                operator = as_user(server.url, "api", secrets["api"])
+                bot = as_user(server.url, f"bot-{BOT}", secrets[f"bot_{BOT}"])
                 prometheus: subprocess.Popen[bytes] | None = None
                 try:
                     services.start()
                     prometheus, url = start_prometheus(prometheus_config(services, directory), directory)
                     trace_id, span_id, run_id, finished = asyncio.run(
-                        rebalance_as_an_operator(nats.url, provider)
+                        rebalance_as_an_operator(operator, bot, provider)
                     )
                     # Scraped after the run, twice (rates need two samples), and the spans exported.
                     wait_until(partial(scraped, url, "rebal_runs_total"), "no rebal_runs_total")
@@ -202,7 +250,18 @@ def observed(postgres_admin_dsn: str, tmp_path_factory: pytest.TempPathFactory) 
                     wait_until(
                         partial(exported, receiver, "rebal-executor", trace_id), "no executor span of the run"
                     )
-                    yield Observed(url, services, receiver, exporter, trace_id, span_id, run_id, finished)
+                    yield Observed(
+                        url,
+                        services,
+                        receiver,
+                        exporter,
+                        trace_id,
+                        span_id,
+                        run_id,
+                        finished,
+                        directory / "logs",
+                        secrets,
+                    )
                 finally:
                     if prometheus is not None:
                         _proc.terminate(prometheus, signal.SIGTERM, 10.0)
