@@ -23,6 +23,7 @@ from rebal.core.execution import (
     order_transition,
     price_moved,
     received,
+    routed_sell,
     run_transition,
     sell_amount,
     stage_of,
@@ -161,3 +162,11 @@ def test_the_newest_plan_of_a_portfolio_supersedes_the_older_queued_ones() -> No
     assert keep == (queue[1], queue[2])
     assert superseded == {"r1": "r3", "r4": "r3"}
     assert coalesce(()) == ((), {})
+
+
+def test_a_routed_sell_is_recognised_by_what_its_first_leg_delivers() -> None:
+    # 100 XYZ at 0.0000083333 BTC yield 0.00083333 BTC: selling 0.00083 BTC next is the route's second leg.
+    assert routed_sell("XYZ/BTC", D(100), D("0.0000083333"), "BTC/USDT", D("0.00083"))
+    assert not routed_sell("XYZ/BTC", D(100), D("0.0000083333"), "BTC/USDT", D("0.5"))  # a sell of its own
+    assert not routed_sell("XYZ/BTC", D(100), D("0.0000083333"), "ETH/USDT", D("0.0008"))  # not the BTC
+    assert not routed_sell("XYZ/BTC", D(100), D(0), "BTC/USDT", D("0.00083"))  # no estimate: no claim

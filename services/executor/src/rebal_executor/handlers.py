@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from typing import Protocol, runtime_checkable
 
 from faststream.nats import NatsBroker
@@ -37,11 +37,12 @@ from rebal.core.execution import (
     RunState,
     notional_refusal,
     price_moved,
+    routed_sell,
     sell_amount,
     stage_of,
 )
 from rebal.core.market import Market
-from rebal.core.numbers import dec_str
+from rebal.core.numbers import MONEY_QUANTUM, dec_str
 from rebal.core.sizing import BuyRequest, size_buys
 from rebal.events import (
     HaltTrading,
@@ -315,7 +316,60 @@ class Executor:
                         f"leg {leg} {order.symbol} sell reduced from {dec_str(order.amount)} to "
                         f"{dec_str(amount)}: {dec_str(free)} {info.base} free",
                     )
-        return await self._order_leg(record, leg, order, amount, existing)
+        first = self._route_first(plan, leg)
+        if first is not None and existing is None:
+            # A routed order's second leg sells what the first delivered, not what the plan estimated.
+            delivered = await self._delivered(plan, first)
+            info = (await venue.markets()).get(order.symbol)
+            step = info.amount_step if info is not None else order.amount
+            capped = sell_amount(amount, delivered, step)
+            base = order.symbol.partition("/")[0]
+            if capped <= 0:
+                await self._skip(
+                    plan, leg, f"leg {leg} {order.symbol} sell skipped: route leg {first} delivered no {base}"
+                )
+                return None
+            if capped < amount:
+                await self.journal.note(
+                    plan.event_id,
+                    f"route-{leg}",
+                    f"leg {leg} {order.symbol} sell reduced from {dec_str(amount)} to {dec_str(capped)}: "
+                    f"route leg {first} delivered {dec_str(delivered)} {base}",
+                )
+                amount = capped
+        stop = await self._order_leg(record, leg, order, amount, existing)
+        if first is not None and await self.journal.leg_outcome(plan.event_id, leg) != "filled":
+            delivered = await self._delivered(plan, first)
+            if delivered > 0:
+                await self.journal.note(
+                    plan.event_id,
+                    f"stranded-{leg}",
+                    f"route legs {first}-{leg}: {dec_str(delivered)} {order.symbol.partition('/')[0]} "
+                    f"delivered by leg {first} stays in {order.account} (stranded, not unwound)",
+                )
+        return stop
+
+    def _route_first(self, plan: RebalancePlanned, leg: int) -> int | None:
+        """The first leg of the routed sell whose second leg is `leg`, if it is one."""
+        if leg == 0:
+            return None
+        first, second = plan.orders[leg - 1], plan.orders[leg]
+        same_place = (first.exchange, first.account, first.phase, first.side) == (
+            second.exchange,
+            second.account,
+            second.phase,
+            second.side,
+        )
+        if not same_place or second.side != "sell":
+            return None
+        routed = routed_sell(first.symbol, first.amount, first.est_price, second.symbol, second.amount)
+        return leg - 1 if routed else None
+
+    async def _delivered(self, plan: RebalancePlanned, leg: int) -> Decimal:
+        base, _, quote = plan.orders[leg].symbol.partition("/")
+        # Venues credit proceeds rounded to a quantum; amount x price can be a hair above: round down.
+        delivered = await self.journal.delivered(plan.event_id, leg, base, quote)
+        return delivered.quantize(MONEY_QUANTUM, rounding=ROUND_DOWN)
 
     # -- transfers (after the sells, before the buys they fund) ----------------------------------------
 

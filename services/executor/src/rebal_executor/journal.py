@@ -22,6 +22,7 @@ from rebal.core.execution import (
     RunState,
     coalesce,
     order_transition,
+    received,
     run_transition,
 )
 from rebal.events import RebalancePlanned
@@ -245,6 +246,25 @@ class Journal:
             fill.fee_asset,
         )
         return bool(inserted)
+
+    async def delivered(self, plan_id: uuid.UUID, leg: int, base: str, quote: str) -> Decimal:
+        """What a sell leg's fills delivered in its quote, net of fees charged in it (every attempt)."""
+        rows = await self.pool.fetch(
+            "SELECT f.amount, f.price, f.fee, f.fee_asset FROM execution.fills f"
+            " JOIN execution.orders o USING (client_order_id) WHERE o.plan_id = $1 AND o.leg = $2",
+            plan_id,
+            leg,
+        )
+        return sum(
+            (received("sell", r["amount"], r["price"], r["fee"], r["fee_asset"], base, quote) for r in rows),
+            Decimal(0),
+        )
+
+    async def leg_outcome(self, plan_id: uuid.UUID, leg: int) -> str | None:
+        value = await self.pool.fetchval(
+            "SELECT outcome FROM execution.legs WHERE plan_id = $1 AND leg = $2", plan_id, leg
+        )
+        return None if value is None else str(value)
 
     async def sent_notional(self, plan_id: uuid.UUID) -> Decimal:
         """What the run's orders the venue took are worth (in their quotes), for the per-run limit."""

@@ -150,6 +150,24 @@ def received(
     return proceeds - fee if fee_asset == quote else proceeds
 
 
+# A sell's second leg is taken for a routed one when it spends no more than the first leg's expected
+# proceeds raised by this much (the planner sizes it from them, truncated to its step).
+ROUTE_TOLERANCE = Decimal("0.01")
+
+
+def routed_sell(
+    first_symbol: str, first_amount: Decimal, first_price: Decimal, second_symbol: str, second_amount: Decimal
+) -> bool:
+    """Whether the sell `second` spends what the sell `first` delivers: ``A/X`` then ``X/Q``, and the second
+    amount is within the first's expected proceeds (a routed order, e.g. XYZ → BTC → USDT). A false match
+    only ever lowers the second amount, never raises it."""
+    delivered_asset = first_symbol.partition("/")[2]
+    spent_asset = second_symbol.partition("/")[0]
+    if not delivered_asset or delivered_asset != spent_asset or first_price <= 0:
+        return False
+    return second_amount <= first_amount * first_price * (1 + ROUTE_TOLERANCE)
+
+
 def price_moved(planned: Decimal, current: Decimal, tolerance: Decimal) -> bool:
     """True when `current` is further than `tolerance` (a fraction) from the `planned` price."""
     if planned <= 0:

@@ -1,0 +1,90 @@
+"""Routed sells (XYZ → BTC → USDT): the second leg sells what the first delivered, never the account's own
+BTC; a second leg that fails reports the intermediate it strands."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import pytest
+
+from rebal.events import PlannedOrder, RunFinished
+from rebal.venue import OrderRejected
+from rebal_executor.handlers import Executor
+from rebal_executor.journal import Journal
+from rebal_executor.settings import ExecutorSettings
+from rebal_venues.paper import PaperVenue
+from tests.executor.test_executor import SPOT, plan
+from tests.executor.test_safety import FaultyVenue
+from tests.fakes import RecordingPublisher
+from tests.paper_support import MARKETS, PRICES, STILL, Clock
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+D = Decimal
+ROUTED_MARKETS: dict[str, Any] = {
+    "paper": {
+        **MARKETS["paper"],
+        "XYZ/BTC": {"amount_step": "1", "min_amount": "1", "min_cost": "0.00001", "fee_rate": "0.001"},
+    }
+}
+ROUTED_PRICES: dict[str, Any] = {"quote": "USDT", "prices": {**PRICES["prices"], "XYZ": "0.5"}}
+
+
+def sell(symbol: str, amount: str, price: str) -> PlannedOrder:
+    return PlannedOrder(
+        account=SPOT,
+        exchange="paper",
+        symbol=symbol,
+        side="sell",
+        amount=D(amount),
+        est_price=D(price),
+        est_cost=D(0),
+        est_fee=D(0),
+        phase=1,
+    )
+
+
+# The planner's route: sell 100 XYZ for BTC, then the BTC it yields (0.00083) for USDT.
+ROUTE = (sell("XYZ/BTC", "100", "0.0000083333"), sell("BTC/USDT", "0.00083", "60000"))
+
+
+async def setup(pool: asyncpg.Pool) -> tuple[Executor, RecordingPublisher, FaultyVenue]:
+    paper = PaperVenue.from_documents("paper", pool, ROUTED_MARKETS, ROUTED_PRICES, Clock(), **STILL)
+    # Only 50 XYZ are left (the snapshot said 100), and the account holds 1 BTC of its own.
+    await paper.seed(SPOT, {"XYZ": D(50), "BTC": D(1)})
+    venue = FaultyVenue(paper)
+    recorder = RecordingPublisher()
+    return (
+        Executor({"paper": venue}, recorder, ExecutorSettings(live=True), Journal(pool), clock=Clock()),
+        recorder,
+        venue,
+    )
+
+
+async def test_the_second_leg_sells_what_the_first_delivered(pool: asyncpg.Pool) -> None:
+    executor, recorder, venue = await setup(pool)
+    await executor.on_plan(plan(*ROUTE))
+    [finished] = [e for e in recorder.published if isinstance(e, RunFinished)]
+    # 50 XYZ at 0.5 / 60000 = 0.000008333333333 BTC: 0.00041666666665 BTC less the 0.1% fee (0.00000042)
+    # = 0.00041624 rounded down to 1e-8, truncated to the 0.00001 step: 0.00041 sold, not 0.00083.
+    assert finished.reasons == (
+        "leg 0 XYZ/BTC sell reduced from 100 to 50: 50 XYZ free",
+        "leg 1 BTC/USDT sell reduced from 0.00083 to 0.00041: route leg 0 delivered 0.00041624 BTC",
+    )
+    assert (finished.placed, finished.filled) == (2, 2)
+    free = (await venue.inner.balances(SPOT)).free
+    # The venue credited 0.00041667 - 0.00000042 = 0.00041625 (its own rounding); the account's 1 BTC stays.
+    assert free["BTC"] == D(1) + D("0.00041625") - D("0.00041")
+    assert "XYZ" not in free or free["XYZ"] == 0
+
+
+async def test_a_failed_second_leg_reports_the_stranded_intermediate(pool: asyncpg.Pool) -> None:
+    executor, recorder, venue = await setup(pool)
+    venue.faults = {1: (OrderRejected("x", "invalid_order: market closed"), False)}
+    await executor.on_plan(plan(*ROUTE))
+    [finished] = [e for e in recorder.published if isinstance(e, RunFinished)]
+    assert finished.reasons[-2:] == (
+        "leg 1 BTC/USDT sell rejected: invalid_order: market closed",
+        "route legs 0-1: 0.00041624 BTC delivered by leg 0 stays in demo/paper/spot (stranded, not unwound)",
+    )
