@@ -282,3 +282,24 @@ async def test_an_inactive_market_needs_adjustment_and_sends_nothing(
         assert rejected.reason.startswith("the fund needs adjustment: ETH")
     finally:
         await db.close()
+
+
+async def test_redelivered_commands_and_run_ends_change_nothing(rig: Rig) -> None:
+    await rig.deposit("alice", "1000")
+    command = rig.command(RunFundCycle)
+    await rig.funds.on_cycle(command)
+    [plan] = await rig.pending_plans()
+    await rig.funds.on_cycle(command)  # redelivered before the run: the same plan again, dropped by the bus
+    assert await rig.pending_plans() == []
+    await rig.execute(plan)
+    ledger, published = await rig.ledger(), len(rig.funds_out.published)
+    # The run's end and the command delivered again: the same events (dropped), the same ledger.
+    for event in rig.executor_out.published:
+        if isinstance(event, RunFinished):
+            await rig.funds.on_run_finished(event)
+        if isinstance(event, OrderFilled):
+            await rig.funds.on_fill(event)
+    await rig.funds.on_cycle(command)
+    assert len(rig.funds_out.published) == published and await rig.ledger() == ledger
+    assert [e.type for e in rig.funds_out.published].count("FundCycleSettled") == 1
+    await rig.consistent()

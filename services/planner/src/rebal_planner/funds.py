@@ -365,7 +365,6 @@ class FundService:
         )
 
     async def on_cycle(self, command: RunFundCycle) -> None:
-        snapshot_event = None
         async with self.pool.acquire() as connection, connection.transaction():
             found = await self.store.fund(connection, command.portfolio_id, lock=True)
             if found is None:
@@ -379,74 +378,79 @@ class FundService:
                 "SELECT cycle_id FROM fund_cycles WHERE fund_id = $1 AND status = 'running'",
                 found.fund.fund_id,
             )
-            if running is not None:
-                if running != cycle_id:
-                    await self._reject(
-                        command, f"cycle {running} is still running; the flows wait for the next"
-                    )
-                return
-            done = await connection.fetchval("SELECT true FROM fund_cycles WHERE cycle_id = $1", cycle_id)
-            if done:
-                return  # a redelivered command whose cycle already ended
-            snapshot_event = await self.history.latest(BalanceSnapshotTaken, found.prices_from)
-            if snapshot_event is None:
-                await self._reject(command, f"no balance snapshot of {found.prices_from} to price the fund")
-                return
-            snapshot = parse_snapshot(snapshot_event)
-            ledger = await self.store.ledger(connection, found.fund)
-            flows = await connection.fetch(
-                "SELECT flow_id, user_id, kind, amount FROM fund_flows"
-                " WHERE fund_id = $1 AND status = 'pending' ORDER BY created_at, flow_id",
-                found.fund.fund_id,
-            )
-            deposits: dict[str, Decimal] = defaultdict(Decimal)
-            withdrawals: dict[str, Decimal | None] = {}
-            for flow in flows:
-                user = flow["user_id"]
-                if flow["kind"] == "deposit":
-                    deposits[user] += flow["amount"]
-                elif flow["amount"] is None or withdrawals.get(user, Decimal(0)) is None:
-                    withdrawals[user] = None
-                else:
-                    withdrawals[user] = (withdrawals.get(user) or Decimal(0)) + flow["amount"]
-            due = Due(dict(deposits), withdrawals, command.rebalance)
-            quotes = quotes_for(found.fund, snapshot, ledger.assets)
-            inputs = encode_inputs(ledger, due, quotes, snapshot_event.event_id)
-            plan = plan_cycle(found.fund, ledger, due, quotes)
-            if isinstance(plan, NeedsAdjustment):
-                await self._needs_adjustment(connection, command, plan)
-                return
-            rejected = {r.user: r for r in plan.rejected}
-            for flow in flows:
-                if flow["kind"] == "withdrawal" and flow["user_id"] in rejected:
-                    r = rejected[flow["user_id"]]
-                    reason = f"asks {r.asked}, the holdings fetch {r.worth} after fees"
-                    await connection.execute(
-                        "UPDATE fund_flows SET status = 'rejected', reason = $2 WHERE flow_id = $1",
-                        flow["flow_id"],
-                        reason,
-                    )
-                    await self._reject(command, reason, flow["user_id"])
-            taken = [
-                f["flow_id"] for f in flows if not (f["kind"] == "withdrawal" and f["user_id"] in rejected)
-            ]
-            await connection.execute(
-                "UPDATE fund_flows SET status = 'running', cycle_id = $2 WHERE flow_id = ANY($1::uuid[])",
-                taken,
-                cycle_id,
-            )
-            run_id = derive_id("fund-run", cycle_id, 1)
-            now = self.clock()
-            await connection.execute(
-                "INSERT INTO fund_cycles (cycle_id, fund_id, phase, run_ids, status, inputs, created_at,"
-                " updated_at) VALUES ($1, $2, 1, $3, 'running', $4, $5, $5)",
-                cycle_id,
-                found.fund.fund_id,
-                [run_id],
-                json.dumps(inputs),
-                now,
-            )
-        await self._send_phase(command, found.fund, cycle_id, 1, plan, due, snapshot_event.event_id)
+            if running is not None and running != cycle_id:
+                await self._reject(command, f"cycle {running} is still running; the flows wait for the next")
+            started = None if running is not None else await self._start(connection, command, found, cycle_id)
+        if running == cycle_id:  # a redelivered command: its plan may not have reached the bus
+            await self._resend(command, cycle_id)
+        elif started is not None:
+            plan, due, snapshot_id = started
+            await self._send_phase(command, found.fund, cycle_id, 1, plan, due, snapshot_id)
+
+    async def _start(
+        self, connection: Any, command: RunFundCycle, found: FundRow, cycle_id: uuid.UUID
+    ) -> tuple[CyclePlan, Due, uuid.UUID] | None:
+        """Take the pending flows into a new cycle (in the caller's transaction, the fund row locked)."""
+        done = await connection.fetchval("SELECT true FROM fund_cycles WHERE cycle_id = $1", cycle_id)
+        if done:
+            return None  # a redelivered command whose cycle already ended
+        snapshot_event = await self.history.latest(BalanceSnapshotTaken, found.prices_from)
+        if snapshot_event is None:
+            await self._reject(command, f"no balance snapshot of {found.prices_from} to price the fund")
+            return None
+        snapshot = parse_snapshot(snapshot_event)
+        ledger = await self.store.ledger(connection, found.fund)
+        flows = await connection.fetch(
+            "SELECT flow_id, user_id, kind, amount FROM fund_flows"
+            " WHERE fund_id = $1 AND status = 'pending' ORDER BY created_at, flow_id",
+            found.fund.fund_id,
+        )
+        deposits: dict[str, Decimal] = defaultdict(Decimal)
+        withdrawals: dict[str, Decimal | None] = {}
+        for flow in flows:
+            user = flow["user_id"]
+            if flow["kind"] == "deposit":
+                deposits[user] += flow["amount"]
+            elif flow["amount"] is None or withdrawals.get(user, Decimal(0)) is None:
+                withdrawals[user] = None
+            else:
+                withdrawals[user] = (withdrawals.get(user) or Decimal(0)) + flow["amount"]
+        due = Due(dict(deposits), withdrawals, command.rebalance)
+        quotes = quotes_for(found.fund, snapshot, ledger.assets)
+        inputs = encode_inputs(ledger, due, quotes, snapshot_event.event_id)
+        plan = plan_cycle(found.fund, ledger, due, quotes)
+        if isinstance(plan, NeedsAdjustment):
+            await self._needs_adjustment(connection, command, plan)
+            return None
+        rejected = {r.user: r for r in plan.rejected}
+        for flow in flows:
+            if flow["kind"] == "withdrawal" and flow["user_id"] in rejected:
+                r = rejected[flow["user_id"]]
+                reason = f"asks {r.asked}, the holdings fetch {r.worth} after fees"
+                await connection.execute(
+                    "UPDATE fund_flows SET status = 'rejected', reason = $2 WHERE flow_id = $1",
+                    flow["flow_id"],
+                    reason,
+                )
+                await self._reject(command, reason, flow["user_id"])
+        taken = [f["flow_id"] for f in flows if not (f["kind"] == "withdrawal" and f["user_id"] in rejected)]
+        await connection.execute(
+            "UPDATE fund_flows SET status = 'running', cycle_id = $2 WHERE flow_id = ANY($1::uuid[])",
+            taken,
+            cycle_id,
+        )
+        run_id = derive_id("fund-run", cycle_id, 1)
+        now = self.clock()
+        await connection.execute(
+            "INSERT INTO fund_cycles (cycle_id, fund_id, phase, run_ids, status, inputs, created_at,"
+            " updated_at) VALUES ($1, $2, 1, $3, 'running', $4, $5, $5)",
+            cycle_id,
+            found.fund.fund_id,
+            [run_id],
+            json.dumps(inputs),
+            now,
+        )
+        return plan, due, snapshot_event.event_id
 
     async def _needs_adjustment(self, connection: Any, cause: Event, result: NeedsAdjustment) -> None:
         reason = "; ".join(result.reasons)
@@ -544,6 +548,114 @@ class FundService:
             )
         )
 
+    async def _settle_phase(
+        self, connection: Any, cause: Event, cycle: asyncpg.Record, run_id: uuid.UUID
+    ) -> tuple[tuple[Fund, uuid.UUID, CyclePlan, Due, uuid.UUID] | None, FundCycleSettled | None]:
+        """Allocate the finished run's phase (in the caller's transaction, the cycle row locked): after
+        phase 1, what phase 2 is to send; after phase 2, the settled report."""
+        next_phase: tuple[Fund, uuid.UUID, CyclePlan, Due, uuid.UUID] | None = None
+        settled: FundCycleSettled | None = None
+        found = await self.store.fund(connection, cycle["fund_id"], lock=True)
+        assert found is not None
+        fund = found.fund
+        inputs = json.loads(cycle["inputs"])
+        fills = await connection.fetch(
+            "SELECT * FROM fund_fills WHERE run_id = ANY($1::uuid[])", cycle["run_ids"]
+        )
+        by_run = {r: [f for f in fills if f["run_id"] == r] for r in cycle["run_ids"]}
+        first = executions(by_run[cycle["run_ids"][0]], fund.quote)
+        chain = recompute(fund, inputs, first)
+        if isinstance(chain, NeedsAdjustment):
+            await self._needs_adjustment(connection, cause, chain)
+            return None, None
+        assert chain.first is not None and chain.phase2 is not None
+        now = self.clock()
+        if cycle["phase"] == 1:
+            await self.store.change(
+                connection, fund.fund_id, ledger_rows(chain.plan.ledger, chain.first.ledger)
+            )
+            second_run = derive_id("fund-run", cycle["cycle_id"], 2)
+            await connection.execute(
+                "UPDATE fund_cycles SET phase = 2, run_ids = $2, updated_at = $3 WHERE cycle_id = $1",
+                cycle["cycle_id"],
+                [run_id, second_run],
+                now,
+            )
+            _, due, _ = decode_inputs(fund, inputs)
+            next_phase = (fund, cycle["cycle_id"], chain.phase2, due, uuid.UUID(inputs["snapshot_id"]))
+        else:
+            second = settle(chain.phase2, chain.first.ledger, 2, executions(by_run[run_id], fund.quote))
+            payout = pay_out(chain.phase2, second.ledger)
+            await self.store.change(connection, fund.fund_id, ledger_rows(chain.first.ledger, payout.ledger))
+            fees = from_units(int(chain.first.fees.sum() + second.fees.sum()))
+            report = {
+                "paid": {u: str(a) for u, a in payout.paid.items()},
+                "short": {u: str(a) for u, a in payout.short.items()},
+                "fees": str(fees),
+                "orders": len(chain.plan.phase_orders(1)) + len(chain.phase2.phase_orders(2)),
+                "user_orders": chain.plan.netting.user_orders,
+            }
+            await connection.execute(
+                "UPDATE fund_cycles SET status = 'done', report = $2, updated_at = $3 WHERE cycle_id = $1",
+                cycle["cycle_id"],
+                json.dumps(report),
+                now,
+            )
+            flows = await connection.fetch(
+                "SELECT flow_id, user_id, kind FROM fund_flows WHERE cycle_id = $1", cycle["cycle_id"]
+            )
+            for flow in flows:
+                paid = payout.paid.get(flow["user_id"]) if flow["kind"] == "withdrawal" else None
+                await connection.execute(
+                    "UPDATE fund_flows SET status = 'done', paid = $2 WHERE flow_id = $1",
+                    flow["flow_id"],
+                    paid,
+                )
+            settled = cause.caused(
+                FundCycleSettled,
+                now=now,
+                key=cycle["cycle_id"],
+                correlation_id=run_id,
+                cycle_id=cycle["cycle_id"],
+                paid=dict(payout.paid),
+                short=dict(payout.short),
+                fees=fees,
+            )
+        return next_phase, settled
+
+    def _settled(self, cause: Event, cycle: asyncpg.Record, run_id: uuid.UUID) -> FundCycleSettled:
+        report = json.loads(cycle["report"])
+        return cause.caused(
+            FundCycleSettled,
+            now=self.clock(),
+            key=cycle["cycle_id"],
+            correlation_id=run_id,
+            cycle_id=cycle["cycle_id"],
+            paid={u: Decimal(a) for u, a in report["paid"].items()},
+            short={u: Decimal(a) for u, a in report["short"].items()},
+            fees=Decimal(report["fees"]),
+        )
+
+    async def _resend(self, cause: Event, cycle_id: uuid.UUID) -> None:
+        """Publish the running phase of a cycle again (the same event ids: the bus drops what it has)."""
+        async with self.pool.acquire() as connection:
+            cycle = await connection.fetchrow(
+                "SELECT * FROM fund_cycles WHERE cycle_id = $1 AND status = 'running'", cycle_id
+            )
+            if cycle is None:
+                return
+            found = await self.store.fund(connection, cycle["fund_id"])
+            fills = await connection.fetch("SELECT * FROM fund_fills WHERE run_id = $1", cycle["run_ids"][0])
+        assert found is not None
+        fund, inputs, phase = found.fund, json.loads(cycle["inputs"]), cycle["phase"]
+        chain = recompute(fund, inputs, executions(fills, fund.quote) if phase == 2 else None)
+        if isinstance(chain, NeedsAdjustment):
+            return
+        plan = chain.plan if phase == 1 else chain.phase2
+        assert plan is not None
+        _, due, _ = decode_inputs(fund, inputs)
+        await self._send_phase(cause, fund, cycle_id, phase, plan, due, uuid.UUID(inputs["snapshot_id"]))
+
     async def on_fill(self, fill: OrderFilled) -> None:
         if fill.correlation_id is None:
             return
@@ -584,79 +696,21 @@ class FundService:
         settled: FundCycleSettled | None = None
         async with self.pool.acquire() as connection, connection.transaction():
             cycle = await connection.fetchrow(
-                "SELECT * FROM fund_cycles WHERE $1 = ANY(run_ids) AND status = 'running' FOR UPDATE", run_id
+                "SELECT * FROM fund_cycles WHERE $1 = ANY(run_ids) FOR UPDATE", run_id
             )
-            if cycle is None or cycle["run_ids"][-1] != run_id:
-                return  # not a fund run, or a phase already settled (a redelivery)
-            found = await self.store.fund(connection, cycle["fund_id"], lock=True)
-            assert found is not None
-            fund = found.fund
-            inputs = json.loads(cycle["inputs"])
-            fills = await connection.fetch(
-                "SELECT * FROM fund_fills WHERE run_id = ANY($1::uuid[])", cycle["run_ids"]
-            )
-            by_run = {r: [f for f in fills if f["run_id"] == r] for r in cycle["run_ids"]}
-            first = executions(by_run[cycle["run_ids"][0]], fund.quote)
-            chain = recompute(fund, inputs, first)
-            if isinstance(chain, NeedsAdjustment):
-                await self._needs_adjustment(connection, cause, chain)
-                return
-            assert chain.first is not None and chain.phase2 is not None
-            now = self.clock()
-            if cycle["phase"] == 1:
-                await self.store.change(
-                    connection, fund.fund_id, ledger_rows(chain.plan.ledger, chain.first.ledger)
-                )
-                second_run = derive_id("fund-run", cycle["cycle_id"], 2)
-                await connection.execute(
-                    "UPDATE fund_cycles SET phase = 2, run_ids = $2, updated_at = $3 WHERE cycle_id = $1",
-                    cycle["cycle_id"],
-                    [run_id, second_run],
-                    now,
-                )
-                _, due, _ = decode_inputs(fund, inputs)
-                next_phase = (fund, cycle["cycle_id"], chain.phase2, due, uuid.UUID(inputs["snapshot_id"]))
+            if cycle is None or cycle["status"] == "cancelled":
+                return  # not a fund run, or a cancelled cycle
+            if cycle["status"] == "done":
+                if cycle["run_ids"][-1] == run_id:  # a redelivery: the report may not have reached the bus
+                    settled = self._settled(cause, cycle, run_id)
+                resend = None
+            elif cycle["run_ids"][-1] != run_id:
+                resend = cycle["cycle_id"]  # phase 1 settled already: a redelivery of its end
             else:
-                second = settle(chain.phase2, chain.first.ledger, 2, executions(by_run[run_id], fund.quote))
-                payout = pay_out(chain.phase2, second.ledger)
-                await self.store.change(
-                    connection, fund.fund_id, ledger_rows(chain.first.ledger, payout.ledger)
-                )
-                fees = from_units(int(chain.first.fees.sum() + second.fees.sum()))
-                report = {
-                    "paid": {u: str(a) for u, a in payout.paid.items()},
-                    "short": {u: str(a) for u, a in payout.short.items()},
-                    "fees": str(fees),
-                    "orders": len(chain.plan.phase_orders(1)) + len(chain.phase2.phase_orders(2)),
-                    "user_orders": chain.plan.netting.user_orders,
-                }
-                await connection.execute(
-                    "UPDATE fund_cycles SET status = 'done', report = $2, updated_at = $3"
-                    " WHERE cycle_id = $1",
-                    cycle["cycle_id"],
-                    json.dumps(report),
-                    now,
-                )
-                flows = await connection.fetch(
-                    "SELECT flow_id, user_id, kind FROM fund_flows WHERE cycle_id = $1", cycle["cycle_id"]
-                )
-                for flow in flows:
-                    paid = payout.paid.get(flow["user_id"]) if flow["kind"] == "withdrawal" else None
-                    await connection.execute(
-                        "UPDATE fund_flows SET status = 'done', paid = $2 WHERE flow_id = $1",
-                        flow["flow_id"],
-                        paid,
-                    )
-                settled = cause.caused(
-                    FundCycleSettled,
-                    now=now,
-                    key=cycle["cycle_id"],
-                    correlation_id=run_id,
-                    cycle_id=cycle["cycle_id"],
-                    paid=dict(payout.paid),
-                    short=dict(payout.short),
-                    fees=fees,
-                )
+                resend = None
+                next_phase, settled = await self._settle_phase(connection, cause, cycle, run_id)
+        if resend is not None:
+            await self._resend(cause, resend)
         if next_phase is not None:
             fund, cycle_id, plan, due, snapshot_id = next_phase
             await self._send_phase(cause, fund, cycle_id, 2, plan, due, snapshot_id)
