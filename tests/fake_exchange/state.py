@@ -116,6 +116,9 @@ ALL_SYMBOLS_WEIGHTS = {"/api/v3/ticker/24hr": 80.0, "/api/v3/ticker/price": 4.0}
 
 def request_weight(method: str, path: str, params: dict[str, str]) -> float:
     """A request's Binance weight (1 for what `WEIGHTS` does not list)."""
+    if path in ALL_SYMBOLS_WEIGHTS and "symbols" in params:  # 1-20 symbols: 2, 21-100: 40, more: 80
+        count = params["symbols"].count(",") + 1
+        return 2.0 if count <= 20 else 40.0 if count <= 100 else 80.0
     if path in ALL_SYMBOLS_WEIGHTS and "symbol" not in params:
         return ALL_SYMBOLS_WEIGHTS[path]
     return WEIGHTS.get((method, path), 1.0)

@@ -126,6 +126,15 @@ async def test_contract_prices_are_the_last_prices(contract: Contract) -> None:
     assert await contract.venue.prices(["BTC/USDT", "SOL/USDT"]) == {"BTC/USDT": D(60000), "SOL/USDT": D(150)}
 
 
+async def test_a_few_prices_are_read_one_ticker_each_many_at_once(fake: Fake, venue: CcxtVenue) -> None:
+    assert await venue.prices(["ETH/USDT"]) == {"ETH/USDT": D(3000)}
+    assert [r.get("symbol") for r in fake.book.requests_of("tickers")] == ["ETHUSDT"]  # weight 2, not 80
+    fake.book.requests.clear()
+    many = ["BTC/USDT", "ETH/USDT", "SOL/USDT"] * 4  # more than SINGLE_TICKERS_UP_TO
+    assert await venue.prices(many) == {"BTC/USDT": D(60000), "ETH/USDT": D(3000), "SOL/USDT": D(150)}
+    assert len(fake.book.requests_of("tickers")) == 1
+
+
 async def test_contract_a_buy_moves_the_balances_by_its_fills(contract: Contract) -> None:
     await contract.fund({"USDT": D("100000")})
     state = await contract.venue.place_order(contract.account, "c-buy", "BTC/USDT", "buy", D("0.5"))
@@ -194,6 +203,8 @@ async def test_the_amount_sent_is_truncated_to_the_step(fake: Fake, venue: CcxtV
     assert (state.amount, state.filled) == (D("0.12345"), D("0.12345"))
     # Binance takes the fee from the BTC received: 0.12345 x 0.1% = 0.00012345.
     assert (await venue.balances(ACCOUNT)).free == {"BTC": D("0.12332655"), "USDT": D("92593")}
+    # The fills came with the order's own (FULL) answer: no trades request (Binance weight 20) was needed.
+    assert fake.book.requests_of("trades") == []
 
 
 async def test_an_amount_below_the_minimum_after_truncation_is_not_sent(fake: Fake, venue: CcxtVenue) -> None:

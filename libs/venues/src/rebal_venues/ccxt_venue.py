@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -74,6 +75,9 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+# Up to this many symbols, prices are read one ticker at a time (Binance: weight 2 each) rather than every
+# ticker at once (weight 80): the executor reads one or a few prices at a time.
+SINGLE_TICKERS_UP_TO = 10
 # The reason of an order that ended before it filled completely (a market order out of liquidity).
 EXPIRED = "expired"
 
@@ -316,7 +320,13 @@ class CcxtVenue:
 
     async def prices(self, symbols: Sequence[str]) -> Mapping[str, Decimal]:
         with self._translated("fetch_tickers"):
-            tickers = await self._request(lambda: self._client.fetch_tickers(list(symbols)))
+            if len(symbols) <= SINGLE_TICKERS_UP_TO:
+                tickers = {}
+                for symbol in symbols:
+                    one = functools.partial(self._client.fetch_ticker, symbol)
+                    tickers[symbol] = await self._request(one)
+            else:
+                tickers = await self._request(lambda: self._client.fetch_tickers(list(symbols)))
         found: dict[str, Decimal] = {}
         for symbol in symbols:
             last = (tickers.get(symbol) or {}).get("last")
@@ -429,9 +439,15 @@ class CcxtVenue:
         return await self._lookup(client_order_id, symbol)
 
     async def _order_trades(self, order: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-        """The order's trades, each once (a venue may report a trade twice)."""
-        if float(order.get("filled") or 0) <= 0:
+        """The order's trades, each once (a venue may report a trade twice): those of the order's own answer
+        when they account for all it filled (Binance's FULL answer to a market order), else the venue's
+        trades of the order (one more request, Binance weight 20)."""
+        filled = _decimal(order.get("filled"))
+        if filled <= 0:
             return []
+        own = {str(t["id"]): t for t in order.get("trades") or [] if t.get("id") is not None}
+        if own and sum((_decimal(t.get("amount")) for t in own.values()), Decimal(0)) == filled:
+            return sorted(own.values(), key=lambda t: (t.get("timestamp") or 0, str(t["id"])))
         order_id = str(order["id"])
         params = {self._profile.trades_order_param: order_id} if self._profile.trades_order_param else {}
         with self._translated(f"fetch_my_trades {order_id}"):
