@@ -19,10 +19,12 @@ from typer.testing import CliRunner
 
 from rebal import bus, service
 from rebal.cli import app
+from rebal.cli_strategies import backfill_events
 from rebal_devstack.pytest_plugin import FreshDatabase
 from rebal_tracker.app import Runtime
 from rebal_tracker.handlers import register
 from rebal_tracker.settings import TrackerSettings
+from tests.e2e.flow import client
 from tests.messaging import started
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -286,14 +288,11 @@ async def test_optimize_asks_the_running_optimizer(
     base = tmp_path / "base.json"
     base.write_text(json.dumps(BASE))
     start = datetime(2024, 1, 1, tzinfo=UTC)
-    for column, strategy in enumerate(("trend", "arb")):  # backfilled as its bot would have reported
-        path = tmp_path / f"{strategy}.csv"
-        days = [f"{(start + timedelta(days=d)).date()},{float(data[d, column])!r}" for d in range(60)]
-        path.write_text("\n".join(["date,return", *days]) + "\n")
-        code, _, err = await rebal(
-            "backfill", path, "--portfolio", "fund", "--strategy", strategy, "--nats-url", nats_url
-        )
-        assert code == 0, err
+    async with client(nats_url) as nc:  # the history, as `rebal backfill` publishes it (tested above)
+        for column, strategy in enumerate(("trend", "arb")):
+            series = [(start + timedelta(days=d), Decimal(repr(float(data[d, column])))) for d in range(60)]
+            for event in backfill_events("fund", strategy, series, datetime.now(UTC)):
+                await nc.jetstream().publish(event.subject, event.model_dump_json().encode())
     await rows(tracker, 120)
 
     settings = OptimizerSettings(
