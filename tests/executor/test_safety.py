@@ -453,3 +453,17 @@ async def test_halt_cancels_our_open_orders_and_never_touches_external_ones(pool
     assert venue.cancelled == [cid]
     assert await pool.fetchval("SELECT state FROM execution.orders") == "cancelled"
     assert venue.orders["someone-elses"] == external
+
+
+async def test_a_sell_of_less_than_planned_scales_the_buys_down(pool: asyncpg.Pool) -> None:
+    # The plan sells 0.2 BTC to fund 3.9 ETH; only 0.1 BTC is there now.
+    executor, recorder, _ = await setup(pool, {"BTC": D("0.1")})
+    await executor.on_plan(plan(order("BTC/USDT", "sell", "0.2", 1), order("ETH/USDT", "buy", "3.9", 2)))
+    finished = finished_of(recorder)
+    # Sold 0.1: 6000 - 6 = 5994 USDT. 3.9 ETH would cost 3.9 x 3000 x 1.002 x 1.001 = 11735.1234:
+    # factor 5994 / 11735.1234 = 0.510774..., 3.9 x factor = 1.99202...: 1.992 ETH (5976 + 5.976 fee).
+    assert finished.reasons == (
+        "leg 0 BTC/USDT sell reduced from 0.2 to 0.1: 0.1 BTC free",
+        "leg 1 ETH/USDT buy scaled from 3.9 to 1.992: 5994 USDT free after the sells",
+    )
+    assert (await paper(pool).balances(SPOT)).free == {"ETH": D("1.992"), "USDT": D("12.024")}
