@@ -7,6 +7,8 @@ from decimal import Decimal as D
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from rebal.core.reconcile_positions import target_positions
 from rebal.core.strategy_targets import (
@@ -113,4 +115,37 @@ def test_positions_become_wallet_weights_with_the_rest_in_the_quote_wallet() -> 
     )
     assert notes == ("SOL: no wallet for it in the base tree: not traded",)
     assert children(tree) == {"trend": "0.4", "arb": "0", "cash": "0.6"}
+    parse_tree(tree, "target")
+
+
+@given(
+    account=st.decimals(min_value=0, max_value=10**9, places=2),
+    leverage=st.decimals(min_value=0, max_value=5, places=3),
+    book=st.dictionaries(
+        st.sampled_from(["a", "b", "c"]),
+        st.tuples(
+            st.decimals(min_value=0, max_value=1, places=4),
+            st.dictionaries(
+                st.sampled_from(["BTC", "ETH", "SOL"]), st.decimals(min_value=-2, max_value=2, places=3)
+            ),
+        ),
+    ),
+)
+def test_spot_targets_are_never_short_and_never_exceed_the_account(
+    account: D, leverage: D, book: dict[str, tuple[D, dict[str, D]]]
+) -> None:
+    weights = {name: weight for name, (weight, _) in book.items()}
+    positions = {name: held for name, (_, held) in book.items()}
+    result = target_positions(account, leverage, weights, positions)
+    assert all(value >= 0 for value in result.targets.values())
+    assert sum(result.targets.values(), D(0)) <= account
+    assert set(result.targets) == {i for held in positions.values() for i in held}
+
+
+@given(st.lists(st.floats(min_value=1e-6, max_value=1.0), min_size=2, max_size=2))
+def test_strategy_nodes_keep_their_share_of_the_parent(raw: list[float]) -> None:
+    nodes, _ = find_strategy_nodes(BASE, ["arb", "trend"])
+    tree = set_strategy_weights(BASE, nodes, {"trend": raw[0], "arb": raw[1]})
+    weights = children(tree)
+    assert D(weights["trend"]) + D(weights["arb"]) == D("0.7")
     parse_tree(tree, "target")
