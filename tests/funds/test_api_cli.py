@@ -129,8 +129,34 @@ async def test_deposit_withdraw_and_show_from_the_command_line(served: Served) -
     await rebal(served, "fund", "deposit", "fund1", "bob", "250", "--reference", "t-2")
     code, out, err = await rebal(served, "fund", "withdraw", "fund1", "bob", "100", "--json")
     assert code == 0 and json.loads(out)["flow"]["kind"] == "withdrawal", err
+    # The tracker's latest snapshot of the account holds 0.3 ETH no user owns (a manual trade, say).
+    tree = {
+        "name": "fund1",
+        "children": [
+            {
+                "name": "paper",
+                "children": [
+                    {
+                        "name": "main",
+                        "children": [
+                            {"name": "usdt", "asset": "USDT", "amount": "1250.5"},
+                            {"name": "eth", "asset": "ETH", "amount": "0.3"},
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+    await served.pool.execute(
+        "INSERT INTO events (event_id, type, subject, portfolio_id, occurred_at, emitted_at, payload)"
+        " VALUES (gen_random_uuid(), 'BalanceSnapshotTaken', 's', 'fund1', now(), now(), $1::jsonb)",
+        json.dumps({"tree": tree, "markets": {"paper": {"ETH/USDT": {"amount_step": "0.0001"}}}}),
+    )  # fmt: skip
     code, out, _ = await rebal(served, "fund", "show", "fund1", "--json")
     shown = json.loads(out)
+    check = shown["reconciliation"]
+    assert check["venue"] == {"ETH": "0.3", "USDT": "1250.5"}
+    assert check["unattributed"] == {"ETH": "0.3"} and check["missing"] == {}
     assert shown["users"] == {"alice": {"USDT": "1000.5"}, "bob": {"USDT": "250"}}
     assert shown["totals"] == {"USDT": "1250.5"} and shown["status"] == "active"
     assert [(f["user_id"], f["kind"], f["amount"]) for f in shown["flows"]] == [

@@ -196,6 +196,11 @@ def show(
         table.add_row(name, *(amounts.get(asset, "0") for asset in assets))
     table.add_row("[bold]total[/]", *(data["totals"].get(asset, "0") for asset in assets))
     console.print(table)
+    check = data.get("reconciliation")
+    if check is not None:
+        extra = ", ".join(f"{a} {v}" for a, v in check["unattributed"].items()) or "none"
+        short = ", ".join(f"{a} {v}" for a, v in check["missing"].items()) or "none"
+        console.print(f"venue at {check['snapshot_at']}: unattributed {extra}; missing {short}")
     for flow in data["flows"]:
         console.print(
             f"{flow['status']}: {flow['kind']} of {flow['amount'] or 'everything'} for {flow['user_id']}"

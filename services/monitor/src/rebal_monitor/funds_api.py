@@ -1,6 +1,6 @@
 """The operators' fund endpoints (issue 6): a fund's ledgers, deposits, withdrawals and cycles.
 
-    GET  /funds/{fund}              the fund, each user's amounts, the totals, pending flows, recent cycles
+    GET  /funds/{fund}              the fund, users' amounts, totals vs the venue, pending flows, cycles
     PUT  /funds/{fund}              define the fund (account, quote, target weights): `DefineFund`
     POST /funds/{fund}/deposits     record a user's deposit: `RecordDeposit`
     POST /funds/{fund}/withdrawals  a user's withdrawal (an amount, or all): `RequestWithdrawal`
@@ -9,8 +9,11 @@
 Reads come from the planner's fund tables (migration 0006); writes publish the command, whose id derives
 from the fund and the caller's `reference` (a retried request is the same command, recorded once), then
 wait up to `WAIT_SECONDS` for the planner to record it: 201 with the flow when it did, 202 when not yet.
-Bad input is a 422 naming the field, an unknown fund or user a 404. Same bearer token as the rest of the
-API. The monitor's app mounts it with ``api.include_router(funds_api.create_router(deps))``.
+`GET` also compares the users' totals with the account in the latest journaled snapshot of the fund's
+`prices_from` portfolio (when its tree holds the account): beyond one amount step, a surplus is
+`unattributed` (never assigned to a user), a deficit `missing`. Bad input is a 422 naming the field, an
+unknown fund or user a 404. Same bearer token as the rest of the API. The monitor's app mounts it with
+``api.include_router(funds_api.create_router(deps))``.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ from fastapi.security import HTTPAuthorizationCredentials
 from nats.errors import Error as NatsError
 from pydantic import BaseModel, ConfigDict, Field
 
+from rebal.core.funds import reconcile_totals
 from rebal.events import DefineFund, RecordDeposit, RequestWithdrawal, RunFundCycle, new_event
+from rebal_monitor import queries
 from rebal_monitor.api import Deps, Problem, bearer
 
 FUND_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -167,6 +172,17 @@ def create_router(deps: Deps) -> APIRouter:
             fund,
             RECENT_CYCLES,
         )
+        venue = await _venue(pool(), row) if user is None else None
+        reconciliation = None
+        if venue is not None:
+            at, balances, steps = venue
+            found = reconcile_totals(totals, balances, steps)
+            reconciliation = {
+                "snapshot_at": at,
+                "venue": {a: _dec(v) for a, v in sorted(balances.items())},
+                "unattributed": {a: _dec(v) for a, v in found.unattributed.items()},
+                "missing": {a: _dec(v) for a, v in found.missing.items()},
+            }
         return {
             "fund_id": fund,
             "exchange": row["exchange"],
@@ -179,6 +195,7 @@ def create_router(deps: Deps) -> APIRouter:
             "users": users,
             "totals": {asset: _dec(amount) for asset, amount in sorted(totals.items())},
             "flows": [_flow(f) for f in flows],
+            "reconciliation": reconciliation,
             "cycles": [
                 {
                     "cycle_id": str(c["cycle_id"]),
@@ -271,6 +288,40 @@ def create_router(deps: Deps) -> APIRouter:
         return {"command_id": str(command.event_id), "kind": "cycle"}
 
     return router
+
+
+async def _venue(
+    pool: asyncpg.Pool, fund: asyncpg.Record
+) -> tuple[str, dict[str, Decimal], dict[str, Decimal]] | None:
+    """The fund account's balances in the latest journaled snapshot of `prices_from` (when its tree holds
+    the account), with when it was taken and each asset's amount step; None when it does not."""
+    latest = await queries.latest_event(pool, fund["prices_from"], ("BalanceSnapshotTaken",))
+    if latest is None:
+        return None
+    node: Any = latest.payload.get("tree")
+    names = fund["account"].split("/")
+    if not isinstance(node, dict) or node.get("name") != names[0]:
+        return None
+    for name in names[1:]:
+        children = node.get("children") or []
+        node = next((c for c in children if isinstance(c, dict) and c.get("name") == name), None)
+        if node is None:
+            return None
+    balances: dict[str, Decimal] = {}
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if "asset" in current:
+            asset = str(current["asset"])
+            balances[asset] = balances.get(asset, Decimal(0)) + Decimal(str(current.get("amount", "0")))
+        stack.extend(c for c in current.get("children") or [] if isinstance(c, dict))
+    markets = (latest.payload.get("markets") or {}).get(fund["exchange"]) or {}
+    steps = {
+        asset: Decimal(str(market["amount_step"]))
+        for asset in balances
+        if isinstance(market := markets.get(f"{asset}/{fund['quote']}"), dict) and "amount_step" in market
+    }
+    return latest.occurred_at.isoformat(), balances, steps
 
 
 def _dec(value: Decimal) -> str:

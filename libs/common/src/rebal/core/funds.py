@@ -837,7 +837,13 @@ class Reconciliation:
 
 
 def reconcile(ledger: Ledger, venue: Mapping[str, Decimal], steps: Mapping[str, Decimal]) -> Reconciliation:
-    totals = ledger.totals()
+    return reconcile_totals(ledger.totals(), venue, steps)
+
+
+def reconcile_totals(
+    totals: Mapping[str, Decimal], venue: Mapping[str, Decimal], steps: Mapping[str, Decimal]
+) -> Reconciliation:
+    """`reconcile` from the ledgers' sums per asset (an asset's step defaults to `LEDGER_QUANTUM`)."""
     unattributed: dict[str, Decimal] = {}
     missing: dict[str, Decimal] = {}
     for asset in sorted(set(totals) | set(venue)):
