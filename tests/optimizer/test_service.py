@@ -222,3 +222,18 @@ async def test_allocation_settings_are_checked_at_start(tmp_path: Path) -> None:
         AllocationSettings(parameters={"risk_aversion": 2})
     with pytest.raises(ValidationError, match="reconciler mode needs quote_wallet"):
         AllocationSettings(mode="reconciler")
+
+
+async def test_a_bad_allocation_stops_the_service_with_exit_4_and_the_reason() -> None:
+    import asyncio
+    import os
+    import sys
+
+    env = {**os.environ, "REBAL__ALLOCATIONS": '{"demo": {"method": "max_sharpe", "parameters": {"x": 1}}}'}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "rebal_optimizer", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 4
+    assert "rebal-optimizer: configuration error" in err.decode()
+    assert "max_sharpe takes no parameter x (allowed: risk_free)" in err.decode()
