@@ -8,6 +8,7 @@ import os
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import asyncpg
 import pytest
@@ -60,6 +61,16 @@ def test_an_unknown_exporter_is_named_with_the_choices() -> None:
     )
 
 
+@runtime_checkable
+class Cancels(Protocol):
+    async def cancel_order(self, account: str, client_order_id: str, symbol: str) -> object: ...
+
+
+@runtime_checkable
+class Transfers(Protocol):
+    async def transfer_between_worlds(self) -> None: ...
+
+
 @pytest.fixture
 async def pool(database: FreshDatabase) -> AsyncIterator[asyncpg.Pool]:
     async for opened in migrated_pool(database.dsn):
@@ -77,6 +88,8 @@ async def test_every_venue_call_is_a_child_span_of_the_handler_and_errors_pass_u
     assert await paper.seed(ACCOUNT, {"USDT": Decimal(1000)})
     venue: Venue = telemetry.traced_venue(paper, provider)
     assert venue.name == EXCHANGE
+    # Capability checks by protocol (the executor's `Cancels`) see through the wrapper.
+    assert isinstance(venue, Cancels) and not isinstance(venue, Transfers)
 
     with provider.get_tracer("test").start_as_current_span("handler") as handler:
         filled = await venue.place_order(ACCOUNT, "buy-1", "ETH/USDT", "buy", Decimal("0.1"))
