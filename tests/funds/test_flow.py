@@ -8,6 +8,7 @@ transfer, a withdrawal's payout) is booked on the paper account by the test, as 
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -303,3 +304,57 @@ async def test_redelivered_commands_and_run_ends_change_nothing(rig: Rig) -> Non
     assert len(rig.funds_out.published) == published and await rig.ledger() == ledger
     assert [e.type for e in rig.funds_out.published].count("FundCycleSettled") == 1
     await rig.consistent()
+
+
+def account_snapshot(
+    key: str, hours: int, btc: str, eth: str, usdt: str, btc_price: str
+) -> BalanceSnapshotTaken:
+    """The tracker's snapshot of the fund's account, `hours` after T0 (after the earlier cycles ended)."""
+    leaves = [
+        {"name": "btc", "asset": "BTC", "amount": btc},
+        {"name": "eth", "asset": "ETH", "amount": eth},
+        {"name": "usdt", "asset": "USDT", "amount": usdt},
+    ]
+    account = {"name": "main", "kind": "account", "quote": "USDT", "children": leaves}
+    tree = {
+        "name": FUND,
+        "kind": "user",
+        "children": [{"name": "paper", "kind": "exchange", "children": [account]}],
+    }
+    prices = {"quote": "USDT", "prices": {"BTC": btc_price, "ETH": "3000", "SOL": "150"}}
+    return new_event(
+        BalanceSnapshotTaken,
+        key=key,
+        now=T0 + timedelta(hours=hours),
+        portfolio_id=FUND,
+        tree=tree,
+        prices=prices,
+        markets=MARKETS,
+    )
+
+
+async def test_a_split_freezes_the_asset_until_the_positions_reflect_it(rig: Rig) -> None:
+    await rig.deposit("alice", "1000")
+    await rig.deposit("bob", "3000")
+    await rig.cycle()
+    held = await rig.consistent()
+    btc, eth, usdt = (str(held[a]) for a in ("BTC", "ETH", "USDT"))
+    history = rig.funds.history
+    assert isinstance(history, FakeHistory)
+    # BTC's price halves but the account still shows the old quantity: BTC is frozen, ETH still trades.
+    history.events.append(account_snapshot("s2", 1, btc, eth, usdt, "30000"))
+    await rig.deposit("carol", "500")
+    before = len(rig.fills())
+    await rig.cycle()
+    assert [(symbol, side) for symbol, side, _, _ in rig.fills()[before:]] == [("ETH/USDT", "buy")]
+    planned = [e for e in rig.funds_out.published if isinstance(e, FundCyclePlanned)][-2:]
+    assert planned[0].skipped == ("BTC buy 0: frozen",)
+    assert (await rig.ledger())["carol"].get("BTC", D(0)) == 0  # BTC's share of her deposit stays cash
+    alice_btc = (await rig.ledger())["alice"]["BTC"]
+    # The account now shows twice the BTC at the halved price: the split is applied to every user, exactly.
+    history.events.append(account_snapshot("s3", 2, str(D(btc) * 2), eth, usdt, "30000"))
+    await rig.cycle()
+    after = await rig.ledger()
+    assert after["alice"]["BTC"] == alice_btc * 2 == D("0.016565")
+    assert after["bob"]["BTC"] == D("0.049695")
+    assert sum(user.get("BTC", D(0)) for user in after.values()) == D(btc) * 2

@@ -43,6 +43,8 @@ from rebal.core.funds import (
     NeedsAdjustment,
     Quote,
     Settlement,
+    apply_split,
+    check_split,
     from_units,
     pay_out,
     plan_cycle,
@@ -158,11 +160,33 @@ def recompute(
     fund: Fund, inputs: Mapping[str, Any], first: Mapping[str, Execution] | None
 ) -> Chain | NeedsAdjustment:
     ledger, due, quotes = decode_inputs(fund, inputs)
-    plan = plan_cycle(fund, ledger, due, quotes)
+    plan = plan_cycle(fund, ledger, due, quotes, frozen=frozenset(inputs.get("frozen", ())))
     if isinstance(plan, NeedsAdjustment) or first is None:
         return plan if isinstance(plan, NeedsAdjustment) else Chain(plan)
     settled = settle(plan, plan.ledger, 1, first)
     return Chain(plan, settled, resize_buys(plan, settled.ledger))
+
+
+def account_holdings(tree: Mapping[str, Any], account: str) -> dict[str, Decimal] | None:
+    """The amount of each asset under the account's node (`user/exchange/account`) of a snapshot tree;
+    None when the tree does not hold the account."""
+    names = account.split("/")
+    node: Any = tree
+    if not isinstance(node, Mapping) or node.get("name") != names[0]:
+        return None
+    for name in names[1:]:
+        children = node.get("children") or []
+        node = next((c for c in children if isinstance(c, Mapping) and c.get("name") == name), None)
+        if node is None:
+            return None
+    found: dict[str, Decimal] = defaultdict(Decimal)
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if "asset" in current:
+            found[str(current["asset"])] += Decimal(str(current.get("amount", "0")))
+        stack.extend(c for c in current.get("children") or [] if isinstance(c, Mapping))
+    return dict(found)
 
 
 def executions(rows: list[asyncpg.Record], quote: str) -> dict[str, Execution]:
@@ -417,8 +441,11 @@ class FundService:
                 withdrawals[user] = (withdrawals.get(user) or Decimal(0)) + flow["amount"]
         due = Due(dict(deposits), withdrawals, command.rebalance)
         quotes = quotes_for(found.fund, snapshot, ledger.assets)
+        frozen, ledger = await self._corporate_actions(connection, found.fund, snapshot_event, ledger, quotes)
         inputs = encode_inputs(ledger, due, quotes, snapshot_event.event_id)
-        plan = plan_cycle(found.fund, ledger, due, quotes)
+        inputs["frozen"] = sorted(frozen)
+        inputs["split_reference"] = {asset: str(price) for asset, price in sorted(frozen.items())}
+        plan = plan_cycle(found.fund, ledger, due, quotes, frozen=frozenset(frozen))
         if isinstance(plan, NeedsAdjustment):
             await self._needs_adjustment(connection, command, plan)
             return None
@@ -451,6 +478,49 @@ class FundService:
             now,
         )
         return plan, due, snapshot_event.event_id
+
+    async def _corporate_actions(
+        self,
+        connection: Any,
+        fund: Fund,
+        snapshot: BalanceSnapshotTaken,
+        ledger: Ledger,
+        quotes: Mapping[str, Quote],
+    ) -> tuple[dict[str, Decimal], Ledger]:
+        """Splits: with a snapshot of the account taken after the last cycle ended (no fund fills since),
+        an asset whose quantity x price jumped is frozen for this cycle; one whose quantity moved by the
+        inverse of its price has split, and every user's amount is scaled to the venue's, exactly. A frozen
+        asset keeps the price it had before the jump as its reference until the split shows."""
+        last = await connection.fetchrow(
+            "SELECT inputs, updated_at FROM fund_cycles WHERE fund_id = $1 AND status = 'done'"
+            " ORDER BY updated_at DESC LIMIT 1",
+            fund.fund_id,
+        )
+        venue = account_holdings(snapshot.tree, fund.account)
+        if last is None or venue is None or snapshot.occurred_at <= last["updated_at"]:
+            return {}, ledger
+        last_inputs = json.loads(last["inputs"])
+        references = {a: Decimal(p) for a, p in last_inputs.get("split_reference", {}).items()}
+        references |= {
+            a: Decimal(q["price"]) for a, q in last_inputs["quotes"].items() if a not in references
+        }
+        frozen: dict[str, Decimal] = {}
+        totals = ledger.totals()
+        for asset in ledger.assets[1:]:
+            if asset not in references or asset not in quotes:
+                continue
+            check = check_split(
+                totals[asset], venue.get(asset, Decimal(0)), references[asset], quotes[asset].price, False
+            )
+            if check.status == "frozen":
+                log.warning("fund %s: %s frozen (%s)", fund.fund_id, asset, check.reason)
+                frozen[asset] = references[asset]
+            elif check.status == "split":
+                log.warning("fund %s: %s split (%s)", fund.fund_id, asset, check.reason)
+                split = apply_split(ledger, asset, venue[asset])
+                await self.store.change(connection, fund.fund_id, ledger_rows(ledger, split))
+                ledger = split
+        return frozen, ledger
 
     async def _needs_adjustment(self, connection: Any, cause: Event, result: NeedsAdjustment) -> None:
         reason = "; ".join(result.reasons)

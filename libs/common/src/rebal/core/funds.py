@@ -541,10 +541,9 @@ def _net(
         user_orders += user_orders_j
         user_fees += user_fees_j
         user_below += user_below_j
-        if asset in frozen:
+        if asset in frozen:  # left out of the cycle: its legs were never made, its share stays cash
             phase_of.append(1)
-            if sold or budget:
-                skipped.append(Skipped(asset, "sell" if sold >= wanted else "buy", Decimal(0), FROZEN))
+            skipped.append(Skipped(asset, "buy", Decimal(0), FROZEN))
             continue
         if sold >= wanted:
             side: Side = "sell"
