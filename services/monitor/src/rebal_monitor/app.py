@@ -15,6 +15,7 @@ from rebal import bus, service
 from rebal_monitor import dashboard, funds_api
 from rebal_monitor.api import Deps, create_api
 from rebal_monitor.handlers import SERVICE, Monitor, register
+from rebal_monitor.queries import ApiPool
 from rebal_monitor.settings import MonitorSettings
 
 HEALTH_PATHS = frozenset({"/livez", "/readyz", "/metrics"})
@@ -45,16 +46,17 @@ def build(settings: MonitorSettings) -> MonitorApp:
         if not await broker.ping(timeout=service.READY_TIMEOUT_SECONDS):
             raise RuntimeError("NATS does not answer")
 
+    api_database = ApiPool(settings.database.url.get_secret_value(), settings.database.pool_size)
     stream = service.build(
         SERVICE,
         broker,
         settings,
         checks=[("postgres", database.ping)],
-        on_startup=[monitor.start],
-        on_shutdown=[database.close],
+        on_startup=[monitor.start, api_database.open],  # migrations first
+        on_shutdown=[api_database.close, database.close],
     )
     deps = Deps(
-        pool=lambda: database.pool,
+        pool=lambda: api_database.pool,
         publisher=publisher,
         settings=settings.api,
         portfolios=settings.portfolios,
