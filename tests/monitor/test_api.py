@@ -249,10 +249,11 @@ async def test_bad_requests_get_a_clear_4xx(nats_url: str, database: FreshDataba
         assert live.status_code == 409 and "not live" in live.json()["detail"]
 
 
-async def test_halt_and_resume_are_published_and_shown(nats_url: str, database: FreshDatabase) -> None:
+async def test_halt_resume_and_a_live_plan(nats_url: str, database: FreshDatabase) -> None:
     settings = monitor_settings(nats_url, database.dsn, live=True)
-    async with running_monitor(settings) as monitor:
+    async with running_planner(nats_url), running_monitor(settings) as monitor:
         client = monitor.client
+        await publish(nats_url, snapshot("tick-1"), target())
         halted = await client.post("/halt", json={"reason": "exchange looks wrong"})
         assert halted.status_code == 202 and halted.json()["subject"] == "rebal.cmd.trading.halt.v1.demo"
 
@@ -267,6 +268,12 @@ async def test_halt_and_resume_are_published_and_shown(nats_url: str, database: 
         assert (await client.post("/resume", json={})).status_code == 202
         shown = await until(lambda: status(False))
         assert shown["halt_reason"] is None
+        # Live and resumed: a plan made with dry_run false executes at once; it is not approved again.
+        live = await client.post("/portfolio/rebalance", json={"dry_run": False})
+        assert live.status_code == 201, live.text
+        assert (live.json()["status"], live.json()["dry_run"]) == ("executing", False)
+        again = await client.post(f"/portfolio/plans/{live.json()['plan_id']}/approve")
+        assert again.status_code == 409 and "executes already" in again.json()["detail"]
 
 
 async def test_optimization_shows_the_latest_result_and_the_page_is_served(
