@@ -192,12 +192,22 @@ def test_doctor_passes_on_the_running_system_and_fails_with_nats_away(system: Op
     names = [line.split(":")[0].split(None, 1)[1] for line in lines]
     for expected in ("configuration", "nats", "stream REBAL_EVENTS", "postgres", "migrations", "api"):
         assert expected in names, names
-    nats_away = rebal(
-        "doctor", "--json", env={**system.cli_env, "REBAL__NATS__URL": f"nats://127.0.0.1:{free_port()}"}
-    )
-    assert nats_away.returncode == 1
-    checks = {c["name"]: c for c in json.loads(nats_away.stdout)["checks"]}
+    # NATS away, and a ccxt venue configured with a key but no secret: both named, exit 1.
+    broken = {
+        **system.cli_env,
+        "REBAL__NATS__URL": f"nats://127.0.0.1:{free_port()}",
+        "REBAL__VENUES__BINANCE__KIND": "ccxt",
+        "REBAL__VENUES__BINANCE__API_KEY": "a-key",
+    }
+    failing = rebal("doctor", "--json", env=broken)
+    assert failing.returncode == 1
+    checks = {c["name"]: c for c in json.loads(failing.stdout)["checks"]}
     assert not checks["nats"]["ok"] and checks["postgres"]["ok"] and checks["migrations"]["ok"]
+    assert checks["keys binance main"] == {
+        "name": "keys binance main",
+        "ok": False,
+        "detail": "missing secret",
+    }
 
 
 def test_config_validate_names_the_key_and_show_masks_secrets(tmp_path: Path) -> None:

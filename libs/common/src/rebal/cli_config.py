@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_settings import BaseSettings
 from rich.console import Console
 
@@ -35,6 +36,7 @@ from rebal.settings import (
 )
 
 SERVICES = tuple(PORTS)
+VENUES_ENV_PREFIX = "REBAL__VENUES__"
 CHECK_TIMEOUT_SECONDS = 3.0
 MASK = "**********"
 # Values under keys like these are masked by `config show` even when a setting forgot SecretStr.
@@ -43,9 +45,10 @@ SECRET_KEY = re.compile(r"(password|secret|token|api_?key|private)", re.IGNORECA
 config_app = typer.Typer(help="Check and show the configuration.", no_args_is_help=True)
 
 
-def service_classes() -> dict[str, type[ServiceSettings]]:
-    """Each installed service's settings class, by service name."""
-    found: dict[str, type[ServiceSettings]] = {}
+def service_classes(with_venues: bool = True) -> dict[str, type[BaseSettings]]:
+    """Each installed service's settings class, by service name, and the venues' configuration (the
+    ``[venues.<name>]`` sections the tracker and the executor read beside their own), as ``venues``."""
+    found: dict[str, type[BaseSettings]] = {}
     for name in SERVICES:
         try:
             module = importlib.import_module(f"rebal_{name}.settings")
@@ -54,7 +57,19 @@ def service_classes() -> dict[str, type[ServiceSettings]]:
         for value in vars(module).values():
             if isinstance(value, type) and issubclass(value, ServiceSettings) and value.service == name:
                 found[name] = value
+    if not with_venues:
+        return found
+    try:
+        from rebal_venues.factory import VenuesConfig  # imports ccxt: 3 to 15 s, so only when needed
+    except ModuleNotFoundError:
+        return found
+    found["venues"] = VenuesConfig
     return found
+
+
+def venues_configured(document: dict[str, Any]) -> bool:
+    """Whether the file or the environment has ``venues`` sections (without any, every venue is paper)."""
+    return "venues" in document or any(key.upper().startswith(VENUES_ENV_PREFIX) for key in os.environ)
 
 
 @dataclass(frozen=True)
@@ -72,16 +87,16 @@ def _key(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(part) for part in loc) or "(top level)"
 
 
-def check_configuration(path: Path | None) -> tuple[dict[str, ServiceSettings], list[Problem]]:
+def check_configuration(path: Path | None) -> tuple[dict[str, BaseSettings], list[Problem]]:
     """Every service's settings made from `path` (or none) and the environment, and what is wrong."""
-    classes = service_classes()
+    document = read_config_file(path) if path is not None else {}  # ConfigFileError names the file
+    classes = service_classes(venues_configured(document))
     problems: dict[tuple[str, str], list[str]] = {}
     if path is not None:
-        document = read_config_file(path)  # ConfigFileError names the file
         known = {field for cls in classes.values() for field in cls.model_fields}
         for key in sorted(set(document) - known):
             problems[(key, f"not a setting of any service (known: {', '.join(sorted(known))})")] = []
-    loaded: dict[str, ServiceSettings] = {}
+    loaded: dict[str, BaseSettings] = {}
     with using_config_file(path):
         for name, cls in classes.items():
             try:
@@ -143,6 +158,12 @@ def masked(value: Any, key: str = "") -> Any:
     return value
 
 
+def _document(settings: BaseSettings) -> Any:
+    if isinstance(settings, ServiceSettings):
+        return settings.public()
+    return settings.model_dump(mode="json")
+
+
 def _flatten(document: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
     if isinstance(document, dict) and document:
         for key, value in document.items():
@@ -159,8 +180,8 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """The effective configuration (defaults, the file, the environment), secrets masked."""
-    if service is not None and service not in SERVICES:
-        fail(f"--service: {service!r} is not one of {', '.join(SERVICES)}")
+    if service is not None and service not in (*SERVICES, "venues"):
+        fail(f"--service: {service!r} is not one of {', '.join(SERVICES)}, venues")
     try:
         loaded, problems = check_configuration(config_file())
     except ConfigFileError as exc:
@@ -168,7 +189,7 @@ def show(
     if service is not None and service not in loaded:
         why = next((p.line("configuration") for p in problems if service in p.services), "not installed")
         fail(f"{service}: {why}", EXIT_CONFIGURATION)
-    chosen = {name: masked(loaded[name].public()) for name in loaded if service in (None, name)}
+    chosen = {name: masked(_document(loaded[name])) for name in loaded if service in (None, name)}
     if as_json:
         write_json(chosen if service is None else chosen[service])
     else:
@@ -215,8 +236,13 @@ async def _nats_checks(settings: ServiceSettings) -> list[Check]:
     try:
         client = await asyncio.wait_for(
             nats.connect(settings.nats.servers, error_cb=quiet, allow_reconnect=False, **options),
-            CHECK_TIMEOUT_SECONDS * 2,
+            CHECK_TIMEOUT_SECONDS,  # nats-py retries a refused connection until cancelled
         )
+    except TimeoutError:
+        return [
+            Check("nats", False, f"{url}: no answer within {CHECK_TIMEOUT_SECONDS:g} s"),
+            Check("streams", False, "not checked: NATS does not answer"),
+        ]
     except Exception as exc:  # noqa: BLE001 - any failure to connect is the check's answer
         return [
             Check("nats", False, f"{url}: {type(exc).__name__}: {exc}".rstrip(": ")),
@@ -289,7 +315,7 @@ async def _postgres_checks(settings: ServiceSettings) -> list[Check]:
     return checks
 
 
-def _venue_checks(loaded: dict[str, ServiceSettings]) -> list[Check]:
+def _venue_checks(loaded: dict[str, BaseSettings]) -> list[Check]:
     """The paper exchange's files and every ccxt account's keys, for the services that trade."""
     checks: list[Check] = []
     seen: set[tuple[str, Path]] = set()
@@ -306,24 +332,30 @@ def _venue_checks(loaded: dict[str, ServiceSettings]) -> list[Check]:
                     checks.append(Check(f"venue {section}", False, f"{name}: {section}.{key}: {exc}"))
                 else:
                     checks.append(Check(f"venue {section}", True, f"{section}.{key} {path} reads"))
-            if "api_key" in type(value).model_fields:
-                dumped = {k: getattr(value, k) for k in ("api_key", "secret")}
-                missing = [
-                    k
-                    for k, v in dumped.items()
-                    if not (v.get_secret_value() if isinstance(v, SecretStr) else v)
-                ]
-                venue = getattr(value, "venue_name", section)
-                checks.append(
-                    Check(
-                        f"keys {venue}",
-                        not missing,
-                        f"{name}: {section}: "
-                        + (f"missing {', '.join(missing)}" if missing else "api_key and secret set"),
-                    )
-                )
+            if getattr(value, "kind", None) == "ccxt":
+                checks.extend(_key_checks(section, value))
     if not any(check.name.startswith("keys") for check in checks):
         checks.append(Check("keys", True, "no exchange keys needed: paper exchange only"))
+    return checks
+
+
+def _key_checks(section: str, venue: Any) -> list[Check]:
+    """A ccxt venue's accounts: each has an api_key and a secret (from the environment or files)."""
+    name = section.removeprefix("venues.")
+    accounts = venue.ccxt_accounts(name)
+    if not accounts:
+        return [Check(f"keys {name}", False, f"{section}: kind ccxt but no account has an api_key")]
+    checks = []
+    for account in accounts:
+        missing = [k for k in ("api_key", "secret") if not getattr(account, k).get_secret_value()]
+        mode = "sandbox" if account.sandbox else "LIVE"
+        checks.append(
+            Check(
+                f"keys {name} {account.account}",
+                not missing,
+                f"missing {', '.join(missing)}" if missing else f"api_key and secret set ({mode})",
+            )
+        )
     return checks
 
 
@@ -378,9 +410,7 @@ def doctor(
             "configuration", not problems, "; ".join(p.line(source) for p in problems) or f"{source}: valid"
         )
     )
-    base = next(iter(loaded.values()), None)
-    if base is None:
-        base = ServiceSettings()
+    base = next((s for s in loaded.values() if isinstance(s, ServiceSettings)), None) or ServiceSettings()
 
     async def infrastructure() -> list[Check]:
         on_nats, on_postgres = await asyncio.gather(_nats_checks(base), _postgres_checks(base))
