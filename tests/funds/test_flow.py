@@ -358,3 +358,27 @@ async def test_a_split_freezes_the_asset_until_the_positions_reflect_it(rig: Rig
     assert after["alice"]["BTC"] == alice_btc * 2 == D("0.016565")
     assert after["bob"]["BTC"] == D("0.049695")
     assert sum(user.get("BTC", D(0)) for user in after.values()) == D(btc) * 2
+
+
+async def test_a_net_sell_never_asks_for_more_than_the_account_holds(rig: Rig) -> None:
+    await rig.deposit("alice", "1000")
+    await rig.deposit("bob", "3000")
+    await rig.cycle()
+    held = await rig.consistent()
+    # Someone took 10% of the BTC off the account: the snapshot after the cycle shows 0.029817 of 0.03313.
+    btc = (held["BTC"] * D("0.9")).quantize(D("0.00001"))
+    history = rig.funds.history
+    assert isinstance(history, FakeHistory)
+    history.events.append(account_snapshot("s2", 1, str(btc), str(held["ETH"]), str(held["USDT"]), "60000"))
+    for user in ("alice", "bob"):
+        await rig.funds.on_withdraw(rig.command(RequestWithdrawal, user_id=user, amount=None, reference=user))
+    before = len(rig.fills())
+    settled = await rig.cycle()
+    sold = [(symbol, side, amount) for symbol, side, amount, _ in rig.fills()[before:]]
+    assert sold == [("BTC/USDT", "sell", btc), ("ETH/USDT", "sell", held["ETH"])]
+    planned = [e for e in rig.funds_out.published if isinstance(e, FundCyclePlanned)][-2]
+    assert planned.skipped == ("BTC sell 0.00331: exceeds_free_balance",)
+    # What could not be sold stays on the users' ledgers (their part of the missing BTC), never paid out.
+    after = await rig.ledger()
+    assert sum(user["BTC"] for user in after.values()) == held["BTC"] - btc
+    assert set(settled.paid) == {"alice", "bob"}

@@ -52,6 +52,7 @@ from rebal.core.funds import (
     settle,
 )
 from rebal.core.market import Market
+from rebal.core.numbers import dec_str
 from rebal.events import (
     BalanceSnapshotTaken,
     DefineFund,
@@ -160,11 +161,13 @@ def recompute(
     fund: Fund, inputs: Mapping[str, Any], first: Mapping[str, Execution] | None
 ) -> Chain | NeedsAdjustment:
     ledger, due, quotes = decode_inputs(fund, inputs)
-    plan = plan_cycle(fund, ledger, due, quotes, frozen=frozenset(inputs.get("frozen", ())))
+    raw_free = inputs.get("free")
+    free = None if raw_free is None else {asset: Decimal(amount) for asset, amount in raw_free.items()}
+    plan = plan_cycle(fund, ledger, due, quotes, free=free, frozen=frozenset(inputs.get("frozen", ())))
     if isinstance(plan, NeedsAdjustment) or first is None:
         return plan if isinstance(plan, NeedsAdjustment) else Chain(plan)
     settled = settle(plan, plan.ledger, 1, first)
-    return Chain(plan, settled, resize_buys(plan, settled.ledger))
+    return Chain(plan, settled, resize_buys(plan, settled.ledger, free=free))
 
 
 def account_holdings(tree: Mapping[str, Any], account: str) -> dict[str, Decimal] | None:
@@ -441,11 +444,16 @@ class FundService:
                 withdrawals[user] = (withdrawals.get(user) or Decimal(0)) + flow["amount"]
         due = Due(dict(deposits), withdrawals, command.rebalance)
         quotes = quotes_for(found.fund, snapshot, ledger.assets)
-        frozen, ledger = await self._corporate_actions(connection, found.fund, snapshot_event, ledger, quotes)
+        frozen, ledger, free = await self._venue_checks(
+            connection, found.fund, snapshot_event, ledger, quotes
+        )
         inputs = encode_inputs(ledger, due, quotes, snapshot_event.event_id)
         inputs["frozen"] = sorted(frozen)
         inputs["split_reference"] = {asset: str(price) for asset, price in sorted(frozen.items())}
-        plan = plan_cycle(found.fund, ledger, due, quotes, frozen=frozenset(frozen))
+        inputs["free"] = (
+            None if free is None else {asset: str(amount) for asset, amount in sorted(free.items())}
+        )
+        plan = plan_cycle(found.fund, ledger, due, quotes, free=free, frozen=frozenset(frozen))
         if isinstance(plan, NeedsAdjustment):
             await self._needs_adjustment(connection, command, plan)
             return None
@@ -479,18 +487,20 @@ class FundService:
         )
         return plan, due, snapshot_event.event_id
 
-    async def _corporate_actions(
+    async def _venue_checks(
         self,
         connection: Any,
         fund: Fund,
         snapshot: BalanceSnapshotTaken,
         ledger: Ledger,
         quotes: Mapping[str, Quote],
-    ) -> tuple[dict[str, Decimal], Ledger]:
+    ) -> tuple[dict[str, Decimal], Ledger, dict[str, Decimal] | None]:
         """Splits: with a snapshot of the account taken after the last cycle ended (no fund fills since),
         an asset whose quantity x price jumped is frozen for this cycle; one whose quantity moved by the
         inverse of its price has split, and every user's amount is scaled to the venue's, exactly. A frozen
-        asset keeps the price it had before the jump as its reference until the split shows."""
+        asset keeps the price it had before the jump as its reference until the split shows. The account's
+        holdings in that snapshot are also what a net sell may take (the free balance); None when there
+        is no such snapshot."""
         last = await connection.fetchrow(
             "SELECT inputs, updated_at FROM fund_cycles WHERE fund_id = $1 AND status = 'done'"
             " ORDER BY updated_at DESC LIMIT 1",
@@ -498,7 +508,7 @@ class FundService:
         )
         venue = account_holdings(snapshot.tree, fund.account)
         if last is None or venue is None or snapshot.occurred_at <= last["updated_at"]:
-            return {}, ledger
+            return {}, ledger, None
         last_inputs = json.loads(last["inputs"])
         references = {a: Decimal(p) for a, p in last_inputs.get("split_reference", {}).items()}
         references |= {
@@ -520,7 +530,7 @@ class FundService:
                 split = apply_split(ledger, asset, venue[asset])
                 await self.store.change(connection, fund.fund_id, ledger_rows(ledger, split))
                 ledger = split
-        return frozen, ledger
+        return frozen, ledger, venue
 
     async def _needs_adjustment(self, connection: Any, cause: Event, result: NeedsAdjustment) -> None:
         reason = "; ".join(result.reasons)
@@ -580,7 +590,7 @@ class FundService:
                 user_orders=plan.netting.user_orders,
                 user_fees=plan.netting.user_fees,
                 net_fees=plan.netting.net_fees,
-                skipped=tuple(f"{s.asset} {s.side} {s.amount}: {s.reason}" for s in plan.skipped),
+                skipped=tuple(f"{s.asset} {s.side} {dec_str(s.amount)}: {s.reason}" for s in plan.skipped),
             )
         )
         if not orders:
