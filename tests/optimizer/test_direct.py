@@ -29,7 +29,7 @@ EXACT = 1e-12
 # Against the tight interior-point reference: objectives to this (relative), weights to WEIGHTS.
 OBJECTIVE = 1e-8
 WEIGHTS = 1e-5
-FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def solved(result: object) -> Solved:

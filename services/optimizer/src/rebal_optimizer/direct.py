@@ -120,8 +120,11 @@ def _primal_dual(
         x, multiplier = solved
         gradient = quadratic @ x - linear - multiplier * direction  # = (bound multipliers) low - high
         free = ~(at_low | at_high)
-        new_low = (free & (x < low)) | (at_low & (gradient > 0))
-        new_high = (free & (x > high)) | (at_high & (gradient < 0))
+        # ties (a multiplier of zero, a free variable exactly at its bound) keep the current guess
+        slack = KKT_TOLERANCE * (1.0 + float(np.max(np.abs(x))))
+        tie = KKT_TOLERANCE * (1.0 + float(np.max(np.abs(gradient + linear + multiplier * direction))))
+        new_low = (free & (x < low - slack)) | (at_low & (gradient > -tie))
+        new_high = (free & (x > high + slack)) | (at_high & (gradient < tie))
         new_high &= ~new_low
         if np.array_equal(new_low, at_low) and np.array_equal(new_high, at_high):
             if not _certified(gradient, linear, direction, target, x, multiplier, free):
@@ -138,7 +141,10 @@ def _primal(
     if x is None:
         return None
     count = x.shape[0]
-    at_low, at_high = x <= low, (x >= high) & ~(x <= low)
+    slack = KKT_TOLERANCE * (1.0 + float(np.max(np.abs(x))))
+    at_low = x <= low + slack
+    at_high = (x >= high - slack) & ~at_low
+    x = np.where(at_low, low, np.where(at_high, high, x))
     for iteration in range(1, PRIMAL_ITERATIONS_PER_VARIABLE * count + 1):
         solved = _equality_qp(quadratic, linear, direction, target, low, high, at_low, at_high)
         if solved is None:
@@ -206,13 +212,11 @@ def _equality_qp(
     fixed_part = quadratic[np.ix_(free, ~free)] @ x[~free]
     rest = target - float(direction[~free] @ x[~free])
     if not free.any():
-        return (x, 0.0) if abs(rest) <= KKT_TOLERANCE * (1.0 + abs(target)) else None
-    try:
-        factor = scipy.linalg.cho_factor(quadratic[np.ix_(free, free)], check_finite=False)
-    except np.linalg.LinAlgError:
-        return None
-    pivots = np.abs(np.diag(factor[0]))
-    if not pivots.min() > PIVOT_RATIO * pivots.max():
+        if abs(rest) > KKT_TOLERANCE * (1.0 + abs(target)):
+            return None
+        return x, _vertex_multiplier(quadratic @ x - linear, direction, at_low, at_high)
+    factor = _well_conditioned_cholesky(quadratic[np.ix_(free, free)])
+    if factor is None:
         return None
     both = scipy.linalg.cho_solve(factor, np.column_stack([direction[free], linear[free] - fixed_part]))
     along, base = both[:, 0], both[:, 1]
@@ -222,6 +226,31 @@ def _equality_qp(
     multiplier = (rest - float(direction[free] @ base)) / curvature
     x[free] = base + multiplier * along
     return x, multiplier
+
+
+def _well_conditioned_cholesky(block: Floats) -> tuple[Floats, bool] | None:
+    try:
+        factor = scipy.linalg.cho_factor(block, check_finite=False)
+    except np.linalg.LinAlgError:
+        return None
+    pivots = np.abs(np.diag(factor[0]))
+    return factor if pivots.min() > PIVOT_RATIO * pivots.max() else None
+
+
+def _vertex_multiplier(slope: Floats, direction: Floats, at_low: Flags, at_high: Flags) -> float:
+    """With every variable at a bound, the equality's multiplier λ is free: the one that gives every bound
+    multiplier ``slope_i - λ a_i`` its right sign (>= 0 at a lower bound, <= 0 at an upper one) when one
+    does, else the middle of the conflicting limits (and the active-set step then releases a bound)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = slope / direction
+    positive, negative = direction > 0, direction < 0
+    below = np.concatenate([ratio[at_low & positive], ratio[at_high & negative]])  # λ <= these
+    above = np.concatenate([ratio[at_high & positive], ratio[at_low & negative]])  # λ >= these
+    ceiling = float(np.min(below, initial=math.inf))
+    floor = float(np.max(above, initial=-math.inf))
+    if floor <= ceiling:
+        return floor if math.isfinite(floor) else (ceiling if math.isfinite(ceiling) else 0.0)
+    return (floor + ceiling) / 2
 
 
 def _certified(
