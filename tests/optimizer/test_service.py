@@ -3,6 +3,7 @@ Postgres) in, a target whose strategy nodes carry the weights (or why not) out."
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from collections.abc import AsyncIterator
@@ -237,3 +238,59 @@ async def test_a_bad_allocation_stops_the_service_with_exit_4_and_the_reason() -
     assert process.returncode == 4
     assert "rebal-optimizer: configuration error" in err.decode()
     assert "max_sharpe takes no parameter x (allowed: risk_free)" in err.decode()
+
+
+async def test_enough_new_returns_trigger_a_solve(pool: asyncpg.Pool, tmp_path: Path) -> None:
+    from tests.messaging import eventually
+
+    await store(pool, "trend", returns_of(1, 40, 0.02))
+    await store(pool, "arb", returns_of(2, 40, 0.01))
+    publisher = RecordingPublisher()
+    settings = OptimizerSettings(
+        targets={"files": {"fund": base_file(tmp_path)}},
+        allocations={
+            "fund": {
+                "account_value": "1000",
+                "after_new_returns": 4,
+                "interval_seconds": 0,
+                "poll_seconds": 0.05,
+            }
+        },
+    )
+    allocations = Allocations(publisher, FakeHistory(), settings, PostgresStrategyData(pool))
+    await allocations.start()
+    try:
+        await eventually(lambda: publisher.published)  # the first solve, at start
+        await store(pool, "trend", returns_of(3, 2, 0.02), start=40)
+        await store(pool, "arb", returns_of(4, 1, 0.01), start=40)
+        await asyncio.sleep(0.3)
+        assert len(publisher.published) == 1  # 3 new returns: not enough yet
+        await store(pool, "arb", returns_of(5, 1, 0.01), start=41)
+        await eventually(lambda: len(publisher.published) == 2)
+    finally:
+        await allocations.stop()
+    triggers = [e.optimization.trigger for e in publisher.published if isinstance(e, TargetWeightsComputed)]
+    assert triggers == ["data", "data"]
+    assert publisher.published[1].optimization.observations == 42  # type: ignore[union-attr]
+
+
+async def test_a_periodic_schedule_solves_on_each_tick(pool: asyncpg.Pool, tmp_path: Path) -> None:
+    from tests.messaging import eventually
+
+    await store(pool, "trend", returns_of(1, 40, 0.02))
+    await store(pool, "arb", returns_of(2, 40, 0.01))
+    publisher = RecordingPublisher()
+    settings = OptimizerSettings(
+        targets={"files": {"fund": base_file(tmp_path)}},
+        allocations={"fund": {"account_value": "1000", "interval_seconds": 0.5, "poll_seconds": 0.05}},
+    )
+    allocations = Allocations(publisher, FakeHistory(), settings, PostgresStrategyData(pool))
+    await allocations.start()
+    try:
+        await eventually(lambda: len(publisher.published) >= 3)
+    finally:
+        await allocations.stop()
+    triggers = [e.optimization.trigger for e in publisher.published if isinstance(e, TargetWeightsComputed)]
+    assert triggers[0] == "data" and set(triggers[1:]) == {"schedule"}
+    # Each tick is its own event (its id comes from the tick): no two alike.
+    assert len({e.event_id for e in publisher.published}) == len(publisher.published)
