@@ -119,6 +119,9 @@ async def run(
                 api_base_url=origin,
                 enable_rate_limit=throttle,
                 rate_limit_ms=5000 / weight_per_second,
+                # The throttle may bank what the venue's burst allows beyond its largest request (/account,
+                # weight 20), in ccxt's cost units (weight / 5): never more than the venue admits.
+                rate_limit_burst=max(1.0, (burst - 20) / 5),
                 max_backoff_seconds=60,
                 rate_limit_retries=20,
             )

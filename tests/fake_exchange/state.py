@@ -105,11 +105,13 @@ WEIGHTS: dict[tuple[str, str], float] = {
     ("GET", "/api/v3/order"): 4,
     ("DELETE", "/api/v3/order"): 1,
     ("GET", "/api/v3/myTrades"): 20,
-    ("GET", "/sapi/v1/capital/config/getall"): 10,
-    ("GET", "/sapi/v1/capital/deposit/address"): 10,
-    ("POST", "/sapi/v1/capital/withdraw/apply"): 900,
+    # Binance limits /sapi separately; the fake has one bucket, so these are ccxt's sapi costs x5, the
+    # share of the one bucket ccxt's throttle charges them.
+    ("GET", "/sapi/v1/capital/config/getall"): 5,
+    ("GET", "/sapi/v1/capital/deposit/address"): 5,
+    ("POST", "/sapi/v1/capital/withdraw/apply"): 20.001,
     ("GET", "/sapi/v1/capital/withdraw/history"): 10,
-    ("GET", "/sapi/v1/capital/deposit/hisrec"): 1,
+    ("GET", "/sapi/v1/capital/deposit/hisrec"): 0.5,
 }
 ALL_SYMBOLS_WEIGHTS = {"/api/v3/ticker/24hr": 80.0, "/api/v3/ticker/price": 4.0}
 

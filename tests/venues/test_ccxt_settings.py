@@ -12,7 +12,7 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rebal_venues.ccxt_settings import CcxtVenueSettings
-from rebal_venues.ccxt_venue import amount_step, open_ccxt_venue, truncate_amount
+from rebal_venues.ccxt_venue import RequestBudget, amount_step, open_ccxt_venue, truncate_amount
 
 D = Decimal
 
@@ -93,3 +93,38 @@ def test_sandbox_is_the_default_and_unknown_exchanges_are_refused() -> None:
         open_ccxt_venue(CcxtVenueSettings(exchange_id="bitfinex"))
     with pytest.raises(ValueError, match="no exchange"):
         open_ccxt_venue(CcxtVenueSettings(exchange_id="nowhere"))
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+async def test_the_request_budget_refills_on_the_wall_clock() -> None:
+    """10 cost units a second, banking up to 2: a request goes when the bucket is not in debt."""
+    time = FakeTime()
+    budget = RequestBudget(10, capacity=2, clock=time.clock, sleep=time.sleep)
+    await budget(4)  # 2 - 4 = -2: sent at once
+    await budget(1)  # waits off the debt: 0.2 s
+    assert time.slept == [pytest.approx(0.2)]
+    time.now += 0.5  # the caller's own work: refills to the cap of 2 (not 4)
+    await budget(1)
+    await budget(1)
+    await budget(1)  # 2 - 1 - 1 = 0, not in debt: goes; now -1
+    await budget(1)  # waits 0.1 s
+    assert time.slept == [pytest.approx(0.2), pytest.approx(0.1)]
+
+
+def test_the_venue_throttles_with_the_request_budget_at_the_configured_rate() -> None:
+    opened = open_ccxt_venue(settings("http://127.0.0.1:1", rate_limit_ms=25, rate_limit_burst=4))
+    budget = opened.client.throttler
+    assert isinstance(budget, RequestBudget)
+    assert (budget.per_second, budget.capacity) == (40, 4)

@@ -413,10 +413,11 @@ async def test_a_rate_limited_submit_is_placed_by_a_retry_under_the_same_id(
 
 
 async def test_the_venues_own_rate_limit_is_respected_by_the_throttle(fake: Fake) -> None:
-    """The fake admits Binance weights at 200 a second (its burst: one /account, 20, and ccxt's own 5);
-    ccxt's throttle at 5000/200 = 25 ms per cost unit keeps under it: no 429, and the pace is the limit's."""
+    """The fake admits Binance weights at 200 a second (its burst 30: one /account, 20, the throttle's
+    own bank of one cost unit, 5, and a margin); the throttle at 5000/200 = 25 ms per cost unit keeps
+    under it: no 429, and the pace is the limit's."""
     fake.fund(USDT="1000")
-    fake.book.rate_limit = RateLimit(per_second=200, burst=25, weighted=True)
+    fake.book.rate_limit = RateLimit(per_second=200, burst=30, weighted=True)
     async with open_ccxt_venue(settings(fake.origin, rate_limit_ms=25)) as venue:
         await venue.markets()
         started = asyncio.get_running_loop().time()

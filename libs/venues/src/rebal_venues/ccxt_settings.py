@@ -36,6 +36,8 @@ class CcxtVenueSettings(Section):
     # ccxt's own throttle; the exchange's rate limit (ms between requests) unless `rate_limit_ms` is set.
     enable_rate_limit: bool = True
     rate_limit_ms: float | None = Field(default=None, gt=0)
+    # Request cost (ccxt's units: one per `rate_limit_ms`) the throttle banks while idle; 1 like ccxt's.
+    rate_limit_burst: float = Field(default=1.0, ge=1)
     # A 429 is retried (same request, same client order id) this many times, after the venue's Retry-After
     # or else after backoff_seconds·2^(attempt-1); a longer wait than max_backoff_seconds is the caller's.
     rate_limit_retries: int = Field(default=3, ge=0)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -65,6 +66,7 @@ __all__ = [
     "ExchangeProfile",
     "InsufficientFunds",
     "OrderOutcomeUnknown",
+    "RequestBudget",
     "VenueAuthError",
     "VenueRateLimited",
     "amount_step",
@@ -185,6 +187,44 @@ def _retry_after(headers: Mapping[str, str] | None) -> float | None:
         return float(value) if value is not None else None
     except ValueError:
         return None
+
+
+class RequestBudget:
+    """The venue's rate limit in front of every request: ccxt's request costs (Binance: weight / 5) drawn
+    from a bucket refilled on the wall clock at `per_second`, holding up to `capacity`.
+
+    It replaces ccxt's own leaky bucket, which refills only while a request is waiting: the caller's work
+    between requests (journal writes, sizing) never counted toward the next wait, so a run paid the rate
+    limit's waits on top of all its other time. Like ccxt's, a request goes when the bucket is not in debt
+    and may take it into debt by its cost (the next one waits the debt off)."""
+
+    def __init__(
+        self,
+        per_second: float,
+        capacity: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.per_second = per_second
+        self.capacity = capacity
+        self._clock = clock
+        self._sleep = sleep
+        self._tokens = capacity
+        self._at = clock()
+        self._lock = asyncio.Lock()
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self.capacity, self._tokens + (now - self._at) * self.per_second)
+        self._at = now
+
+    async def __call__(self, cost: float | None = None) -> None:
+        async with self._lock:
+            self._refill()
+            if self._tokens < 0:
+                await self._sleep(-self._tokens / self.per_second)
+                self._refill()
+            self._tokens -= 1.0 if cost is None else float(cost)
 
 
 @dataclass(frozen=True)
@@ -637,6 +677,8 @@ def open_ccxt_venue(settings: CcxtVenueSettings) -> CcxtVenue:
     if settings.rate_limit_ms is not None:
         config["rateLimit"] = settings.rate_limit_ms
     client: ccxt_async.Exchange = getattr(ccxt_async, settings.exchange_id)(config)
+    # ccxt calls `throttler(cost)` before each request when enableRateLimit is on: our wall-clock bucket.
+    client.throttler = RequestBudget(1000 / float(client.rateLimit), settings.rate_limit_burst)
     if settings.sandbox:
         if not client.urls.get("test"):
             raise ValueError(f"{settings.exchange_id} has no sandbox: set sandbox = false to trade live")
