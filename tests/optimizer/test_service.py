@@ -294,3 +294,31 @@ async def test_a_periodic_schedule_solves_on_each_tick(pool: asyncpg.Pool, tmp_p
     assert triggers[0] == "data" and set(triggers[1:]) == {"schedule"}
     # Each tick is its own event (its id comes from the tick): no two alike.
     assert len({e.event_id for e in publisher.published}) == len(publisher.published)
+
+
+async def test_until_a_first_allocation_any_new_return_triggers_a_solve(
+    pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    from tests.messaging import eventually
+
+    await store(pool, "trend", returns_of(1, 10, 0.02))
+    await store(pool, "arb", returns_of(2, 9, 0.01))
+    publisher = RecordingPublisher()
+    settings = OptimizerSettings(
+        targets={"files": {"fund": base_file(tmp_path)}},
+        allocations={"fund": {"account_value": "1000", "min_observations": 10, "poll_seconds": 0.05}},
+    )
+    allocations = Allocations(publisher, FakeHistory(), settings, PostgresStrategyData(pool))
+    await allocations.start()
+    try:
+        await eventually(lambda: publisher.published)
+        await asyncio.sleep(0.3)
+        [failed] = publisher.published  # no new data: no new attempt
+        assert isinstance(failed, OptimizationFailed) and failed.reason.startswith("only 9 common returns")
+        await store(pool, "arb", returns_of(3, 1, 0.01), start=9)
+        await eventually(lambda: len(publisher.published) == 2)
+        await store(pool, "arb", returns_of(4, 1, 0.01), start=10)
+        await asyncio.sleep(0.3)
+    finally:
+        await allocations.stop()
+    assert [type(e).__name__ for e in publisher.published] == ["OptimizationFailed", "TargetWeightsComputed"]

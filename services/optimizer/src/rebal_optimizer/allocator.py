@@ -179,12 +179,17 @@ class Allocator:
             return outcome
 
     async def due_for_data(self) -> bool:
-        """Enough new returns since the last solve (`after_new_returns`)."""
+        """Enough new returns since the last solve (`after_new_returns`), or any new return while there is
+        no allocation yet (the first solves, at start, often find too little data)."""
         wanted = self.settings.after_new_returns
-        if wanted <= 0:
+        if wanted <= 0 and self.weights is not None:
             return False
         count = await self.data.count(self.portfolio)
-        return self.solved_at_count is None or count - self.solved_at_count >= wanted
+        if self.solved_at_count is None:
+            return True
+        if self.weights is None:
+            return count != self.solved_at_count
+        return count - self.solved_at_count >= wanted
 
     async def positions_changed(self) -> dict[str, dict[str, Decimal]] | None:
         """The strategies' latest positions when they differ from those last used (reconciler mode)."""
