@@ -150,13 +150,19 @@ async def test_deposit_withdraw_and_show_from_the_command_line(served: Served) -
     await served.pool.execute(
         "INSERT INTO events (event_id, type, subject, portfolio_id, occurred_at, emitted_at, payload)"
         " VALUES (gen_random_uuid(), 'BalanceSnapshotTaken', 's', 'fund1', now(), now(), $1::jsonb)",
-        json.dumps({"tree": tree, "markets": {"paper": {"ETH/USDT": {"amount_step": "0.0001"}}}}),
+        json.dumps({
+            "tree": tree,
+            "prices": {"quote": "USDT", "prices": {"BTC": "60000", "ETH": "3000"}},
+            "markets": {"paper": {"ETH/USDT": {"amount_step": "0.0001"}, "BTC/USDT": {}}},
+        }),
     )  # fmt: skip
     code, out, _ = await rebal(served, "fund", "show", "fund1", "--json")
     shown = json.loads(out)
     check = shown["reconciliation"]
     assert check["venue"] == {"ETH": "0.3", "USDT": "1250.5"}
     assert check["unattributed"] == {"ETH": "0.3"} and check["missing"] == {}
+    # All cash so far: 80% above the cash weight, BTC and ETH all of theirs below; nobody holds dust.
+    assert shown["drift"] == {"USDT": "0.8", "BTC": "-0.5", "ETH": "-0.3"} and shown["dust"] == {}
     assert shown["users"] == {"alice": {"USDT": "1000.5"}, "bob": {"USDT": "250"}}
     assert shown["totals"] == {"USDT": "1250.5"} and shown["status"] == "active"
     assert [(f["user_id"], f["kind"], f["amount"]) for f in shown["flows"]] == [

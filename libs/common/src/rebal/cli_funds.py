@@ -201,6 +201,10 @@ def show(
         extra = ", ".join(f"{a} {v}" for a, v in check["unattributed"].items()) or "none"
         short = ", ".join(f"{a} {v}" for a, v in check["missing"].items()) or "none"
         console.print(f"venue at {check['snapshot_at']}: unattributed {extra}; missing {short}")
+    if data.get("drift") is not None:
+        console.print("drift (dust left out): " + ", ".join(f"{a} {v}" for a, v in data["drift"].items()))
+        if data["dust"]:
+            console.print(f"dust held by {len(data['dust'])} users (too small to sell alone)")
     for flow in data["flows"]:
         console.print(
             f"{flow['status']}: {flow['kind']} of {flow['amount'] or 'everything'} for {flow['user_id']}"

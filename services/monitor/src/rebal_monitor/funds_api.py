@@ -26,13 +26,16 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 import asyncpg
+import numpy as np
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials
 from nats.errors import Error as NatsError
 from pydantic import BaseModel, ConfigDict, Field
 
-from rebal.core.funds import reconcile_totals
+from rebal.core.errors import InputError
+from rebal.core.funds import Fund, Ledger, account_holdings, drift, dust, fund_quotes, reconcile_totals
+from rebal.core.market import Markets, Prices
 from rebal.events import DefineFund, RecordDeposit, RequestWithdrawal, RunFundCycle, new_event
 from rebal_monitor import queries
 from rebal_monitor.api import Deps, Problem, bearer
@@ -172,17 +175,19 @@ def create_router(deps: Deps) -> APIRouter:
             fund,
             RECENT_CYCLES,
         )
-        venue = await _venue(pool(), row) if user is None else None
+        latest = await queries.latest_event(pool(), row["prices_from"], ("BalanceSnapshotTaken",))
+        venue = _venue(latest, row) if latest is not None and user is None else None
         reconciliation = None
-        if venue is not None:
-            at, balances, steps = venue
+        if venue is not None and latest is not None:
+            balances, steps = venue
             found = reconcile_totals(totals, balances, steps)
             reconciliation = {
-                "snapshot_at": at,
+                "snapshot_at": latest.occurred_at.isoformat(),
                 "venue": {a: _dec(v) for a, v in sorted(balances.items())},
                 "unattributed": {a: _dec(v) for a, v in found.unattributed.items()},
                 "missing": {a: _dec(v) for a, v in found.missing.items()},
             }
+        positions = _positions(latest, row, ledger) if latest is not None else None
         return {
             "fund_id": fund,
             "exchange": row["exchange"],
@@ -196,6 +201,8 @@ def create_router(deps: Deps) -> APIRouter:
             "totals": {asset: _dec(amount) for asset, amount in sorted(totals.items())},
             "flows": [_flow(f) for f in flows],
             "reconciliation": reconciliation,
+            "drift": None if positions is None else positions[0],
+            "dust": None if positions is None else positions[1],
             "cycles": [
                 {
                     "cycle_id": str(c["cycle_id"]),
@@ -290,38 +297,50 @@ def create_router(deps: Deps) -> APIRouter:
     return router
 
 
-async def _venue(
-    pool: asyncpg.Pool, fund: asyncpg.Record
-) -> tuple[str, dict[str, Decimal], dict[str, Decimal]] | None:
-    """The fund account's balances in the latest journaled snapshot of `prices_from` (when its tree holds
-    the account), with when it was taken and each asset's amount step; None when it does not."""
-    latest = await queries.latest_event(pool, fund["prices_from"], ("BalanceSnapshotTaken",))
-    if latest is None:
+def _venue(
+    latest: queries.Stored, fund: asyncpg.Record
+) -> tuple[dict[str, Decimal], dict[str, Decimal]] | None:
+    """The fund account's balances in a journaled snapshot (when its tree holds the account) and each
+    asset's amount step; None when it does not."""
+    tree = latest.payload.get("tree")
+    balances = account_holdings(tree, fund["account"]) if isinstance(tree, dict) else None
+    if balances is None:
         return None
-    node: Any = latest.payload.get("tree")
-    names = fund["account"].split("/")
-    if not isinstance(node, dict) or node.get("name") != names[0]:
-        return None
-    for name in names[1:]:
-        children = node.get("children") or []
-        node = next((c for c in children if isinstance(c, dict) and c.get("name") == name), None)
-        if node is None:
-            return None
-    balances: dict[str, Decimal] = {}
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        if "asset" in current:
-            asset = str(current["asset"])
-            balances[asset] = balances.get(asset, Decimal(0)) + Decimal(str(current.get("amount", "0")))
-        stack.extend(c for c in current.get("children") or [] if isinstance(c, dict))
     markets = (latest.payload.get("markets") or {}).get(fund["exchange"]) or {}
     steps = {
         asset: Decimal(str(market["amount_step"]))
         for asset in balances
         if isinstance(market := markets.get(f"{asset}/{fund['quote']}"), dict) and "amount_step" in market
     }
-    return latest.occurred_at.isoformat(), balances, steps
+    return balances, steps
+
+
+def _positions(
+    latest: queries.Stored, row: asyncpg.Record, entries: list[asyncpg.Record]
+) -> tuple[dict[str, str], dict[str, list[str]]] | None:
+    """The fund's drift per asset (value share minus weight, dust left out) and each user's dust (assets
+    too small to sell alone), at the snapshot's prices and markets; None when they do not parse."""
+    amounts: dict[str, dict[str, Decimal]] = {}
+    for entry in entries:
+        amounts.setdefault(entry["user_id"], {})[entry["asset"]] = entry["amount"]
+    weights = {a: Decimal(w) for a, w in json.loads(row["weights"]).items()}
+    try:
+        fund = Fund(row["fund_id"], row["exchange"], row["account"], row["quote"], weights)
+        ledger = Ledger.from_amounts(fund.assets(tuple({e["asset"] for e in entries})), amounts)
+        prices = Prices.parse(latest.payload.get("prices"))
+        markets = Markets.parse(latest.payload.get("markets"))
+    except InputError:
+        return None
+    quotes = fund_quotes(fund, prices, markets, ledger.assets)
+    small = dust(ledger, quotes)
+    return (
+        {asset: _dec(value) for asset, value in drift(ledger, fund, quotes).items()},
+        {
+            user: [ledger.assets[j] for j in np.flatnonzero(small[i])]
+            for i, user in enumerate(ledger.users)
+            if small[i].any()
+        },
+    )
 
 
 def _dec(value: Decimal) -> str:

@@ -43,9 +43,11 @@ from rebal.core.funds import (
     NeedsAdjustment,
     Quote,
     Settlement,
+    account_holdings,
     apply_split,
     check_split,
     from_units,
+    fund_quotes,
     pay_out,
     plan_cycle,
     resize_buys,
@@ -81,20 +83,7 @@ Pool = asyncpg.Pool
 
 
 def quotes_for(fund: Fund, snapshot: ParsedSnapshot, assets: tuple[str, ...]) -> dict[str, Quote]:
-    """Each non-quote asset's market and price in the fund's quote, from a snapshot. A symbol the
-    exchange's markets do not list (any more) is an inactive market; an asset without a price is left out
-    (both make the cycle `NeedsAdjustment`)."""
-    quotes: dict[str, Quote] = {}
-    known = snapshot.markets.exchanges.get(fund.exchange)
-    quote_price = snapshot.prices.get(fund.quote)
-    for asset in assets[1:]:
-        price = snapshot.prices.get(asset)
-        if price is None or quote_price is None or quote_price <= 0:
-            continue
-        symbol = f"{asset}/{fund.quote}"
-        market = Market(asset, fund.quote) if known is None else known.get(symbol)
-        quotes[asset] = Quote(market or Market(asset, fund.quote), price / quote_price, market is not None)
-    return quotes
+    return fund_quotes(fund, snapshot.prices, snapshot.markets, assets)
 
 
 def encode_inputs(
@@ -168,28 +157,6 @@ def recompute(
         return plan if isinstance(plan, NeedsAdjustment) else Chain(plan)
     settled = settle(plan, plan.ledger, 1, first)
     return Chain(plan, settled, resize_buys(plan, settled.ledger, free=free))
-
-
-def account_holdings(tree: Mapping[str, Any], account: str) -> dict[str, Decimal] | None:
-    """The amount of each asset under the account's node (`user/exchange/account`) of a snapshot tree;
-    None when the tree does not hold the account."""
-    names = account.split("/")
-    node: Any = tree
-    if not isinstance(node, Mapping) or node.get("name") != names[0]:
-        return None
-    for name in names[1:]:
-        children = node.get("children") or []
-        node = next((c for c in children if isinstance(c, Mapping) and c.get("name") == name), None)
-        if node is None:
-            return None
-    found: dict[str, Decimal] = defaultdict(Decimal)
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        if "asset" in current:
-            found[str(current["asset"])] += Decimal(str(current.get("amount", "0")))
-        stack.extend(c for c in current.get("children") or [] if isinstance(c, Mapping))
-    return dict(found)
 
 
 def executions(rows: list[asyncpg.Record], quote: str) -> dict[str, Execution]:

@@ -39,13 +39,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from functools import cached_property
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from rebal.core.errors import InputError
-from rebal.core.market import Market
+from rebal.core.market import Market, Markets, Prices
+from rebal.core.numbers import parse_decimal
 
 Units = npt.NDArray[np.int64]
 Floats = npt.NDArray[np.float64]
@@ -725,7 +726,23 @@ def pay_out(plan: CyclePlan, ledger: Ledger) -> Payout:
     return Payout(Ledger(ledger.assets, ledger.users, units), paid, short)
 
 
-# One user alone, dust, splits and reconciliation.
+# One user alone, prices, dust, splits and reconciliation.
+
+
+def fund_quotes(fund: Fund, prices: Prices, markets: Markets, assets: Sequence[str]) -> dict[str, Quote]:
+    """Each non-quote asset's market and price in the fund's quote. A symbol the exchange's markets do not
+    list (any more) is an inactive market; an asset without a price is left out (both make a cycle
+    `NeedsAdjustment`). An exchange without markets is unconstrained (`Markets`)."""
+    quotes: dict[str, Quote] = {}
+    known = markets.exchanges.get(fund.exchange)
+    quote_price = prices.get(fund.quote)
+    for asset in assets[1:]:
+        price = prices.get(asset)
+        if price is None or quote_price is None or quote_price <= 0:
+            continue
+        market = Market(asset, fund.quote) if known is None else known.get(f"{asset}/{fund.quote}")
+        quotes[asset] = Quote(market or Market(asset, fund.quote), price / quote_price, market is not None)
+    return quotes
 
 
 def split_deposit(
@@ -745,6 +762,31 @@ def split_deposit(
         if not _below_minimum(market, base, price):
             spend[asset] = share
     return spend, amount - sum(spend.values(), Decimal(0))
+
+
+def account_holdings(tree: Mapping[str, Any], account: str) -> dict[str, Decimal] | None:
+    """The amount of each asset under the account's node (`user/exchange/account`) of a snapshot tree;
+    None when the tree does not hold the account."""
+    names = account.split("/")
+    node: Any = tree
+    if not isinstance(node, Mapping) or node.get("name") != names[0]:
+        return None
+    for name in names[1:]:
+        children = node.get("children") or []
+        node = next((c for c in children if isinstance(c, Mapping) and c.get("name") == name), None)
+        if node is None:
+            return None
+    found: dict[str, Decimal] = {}
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if "asset" in current:
+            asset, amount = str(current["asset"]), parse_decimal(current.get("amount", "0"))
+            if amount is None:
+                return None
+            found[asset] = found.get(asset, Decimal(0)) + amount
+        stack.extend(c for c in current.get("children") or [] if isinstance(c, Mapping))
+    return dict(found)
 
 
 def dust(ledger: Ledger, quotes: Mapping[str, Quote]) -> npt.NDArray[np.bool_]:
