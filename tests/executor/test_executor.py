@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -16,11 +16,13 @@ from faststream.nats import NatsBroker, TestNatsBroker
 from rebal import bus, service
 from rebal.events import (
     Event,
+    HaltTrading,
     OrderFilled,
     OrderPlaced,
     PlannedOrder,
     PlannedTransfer,
     RebalancePlanned,
+    ResumeTrading,
     RunFinished,
     RunStarted,
     TakeSnapshot,
@@ -259,3 +261,54 @@ async def _consumer_idle(broker: NatsBroker, durable: str, timeout: float = 10.0
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"{durable} still busy after {timeout} s")
+
+
+async def test_on_a_real_server_halt_and_resume_commands_reach_the_executor(
+    nats_url: str, database: FreshDatabase
+) -> None:
+    settings = ExecutorSettings(
+        live=True,
+        nats={"url": nats_url},
+        database={"url": database.dsn},
+        paper={"markets_file": DEMO / "markets.json", "prices_file": DEMO / "prices.json", **STILL},
+    )
+    broker = NatsBroker(nats_url)
+    publisher = bus.Publisher(broker)
+    runtime = Runtime(settings, publisher, service.Database(database.dsn, 5))
+    register(broker, publisher, runtime.on_plan, runtime.on_halt, runtime.on_resume)
+    finished: list[RunFinished] = []
+
+    @broker.subscriber(RunFinished.topic.subject("demo"), stream=bus.EVENTS.jstream())
+    async def keep(body: dict[str, Any]) -> None:
+        finished.append(RunFinished.model_validate(body))
+
+    await runtime.start()
+    try:
+        pool = runtime.database.pool
+        assert pool is not None
+        await paper(pool).seed(SPOT, DEMO_BALANCES)
+        async with started(broker):
+            now = datetime.now(UTC)
+            await publisher.publish(
+                new_event(HaltTrading, key="h", now=now, portfolio_id="demo", reason="test")
+            )
+            journal = Journal(pool)
+            for _ in range(100):
+                if await journal.halted("demo"):
+                    break
+                await asyncio.sleep(0.05)
+            assert await journal.halted("demo")
+            await publisher.publish(plan(*DEMO_ORDERS, key="halted", occurred_at=now))
+            await eventually(lambda: len(finished) == 1)
+            assert (finished[0].status, finished[0].placed) == ("cancelled", 0)
+            later = now + timedelta(seconds=1)
+            await publisher.publish(new_event(ResumeTrading, key="r", now=later, portfolio_id="demo"))
+            for _ in range(100):
+                if not await journal.halted("demo"):
+                    break
+                await asyncio.sleep(0.05)
+            await publisher.publish(plan(*DEMO_ORDERS, key="resumed", occurred_at=later))
+            await eventually(lambda: len(finished) == 2)
+            assert (finished[1].status, finished[1].placed) == ("completed", 3)
+    finally:
+        await runtime.stop()
