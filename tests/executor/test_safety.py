@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 from prometheus_client import REGISTRY
 
-from rebal.events import HaltTrading, OrderPlaced, ResumeTrading, RunFinished, new_event
+from rebal.events import HaltTrading, OrderFilled, OrderPlaced, ResumeTrading, RunFinished, new_event
 from rebal.venue import (
     Balances,
     MarketInfo,
@@ -368,8 +368,11 @@ async def test_reconciliation_adopts_what_the_venue_shows_for_our_ids(pool: asyn
     assert await pool.fetchval("SELECT state FROM execution.orders") == "outcome_unknown"
     # ...then the venue answers again: reconciliation finds it filled, records its fill once.
     venue.lookups_fail = False
+    recorder.published.clear()
     assert await executor.reconcile_orders() == 1
     assert await executor.reconcile_orders() == 0
+    [late] = [e for e in recorder.published if isinstance(e, OrderFilled)]
+    assert (late.client_order_id, late.amount, late.price) == (cid, D("0.21666"), D(60000))
     assert await pool.fetchval("SELECT state FROM execution.orders") == "filled"
     assert await pool.fetchval("SELECT count(*) FROM execution.fills") == 1
     assert await paper_orders(pool) == [cid]

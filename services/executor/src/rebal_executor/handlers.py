@@ -702,8 +702,9 @@ class Executor:
             await self._adopt(order, state)
         return state
 
-    async def _adopt(self, order: OrderRecord, state: OrderState) -> None:
-        """Make the journal say what the venue says about our order (its stage, filled amount, fills)."""
+    async def _adopt(self, order: OrderRecord, state: OrderState) -> int:
+        """Make the journal say what the venue says about our order (its stage, filled amount, fills);
+        returns how many fills were new."""
         stage: OrderStage = stage_of(state.status, state.filled)
         moved = await self.journal.move_order(
             order.client_order_id, stage, filled=state.filled, reason=state.reason
@@ -712,8 +713,10 @@ class Executor:
             log.error(
                 "%s: %s (the venue's answer is kept in the log only)", order.client_order_id, moved.reason
             )
+        new = 0
         for fill in state.fills:
-            await self.journal.record_fill(order.exchange, order.client_order_id, fill)
+            new += await self.journal.record_fill(order.exchange, order.client_order_id, fill)
+        return new
 
     async def _publish_order(
         self,
@@ -778,10 +781,14 @@ class Executor:
             state = await self._lookup(venue, order)
             if state is None:
                 continue
-            await self._adopt(order, state)
+            new_fills = await self._adopt(order, state)
             after = await self.journal.order(order.client_order_id)
             if after is not None and (after.state, after.filled) != (order.state, order.filled):
                 changed += 1
+            record = await self.journal.run(order.plan_id)
+            if new_fills and record is not None:  # fills found late are published like any other
+                planned = record.plan.orders[order.leg]
+                await self._publish_order(record.plan, record.run_id, order, planned, state)
         return changed
 
     # -- the kill switch --------------------------------------------------------------------------------
