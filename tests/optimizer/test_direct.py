@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rebal_optimizer.direct import _primal_dual, box_qp, risk_parity
+from rebal_optimizer.direct import KKT_TOLERANCE, _primal_dual, box_qp, risk_parity
 from rebal_optimizer.optimize import (
     Constraints,
     Infeasible,
@@ -172,3 +172,34 @@ def test_a_guess_that_cannot_meet_the_budget_hands_over_to_the_primal_method() -
     solution = box_qp(quadratic, linear, ones, 1.0, zeros, cap)
     assert solution is not None
     np.testing.assert_allclose(solution.x, [0.375, 0.375, 0.25], atol=EXACT)
+
+
+def test_a_cap_of_exactly_one_over_n_leaves_one_feasible_point_and_is_solved_directly() -> None:
+    covariance = np.cov(random_returns(10, periods=200, seed=9), rowvar=False)
+    scaled, mean = covariance / np.mean(np.diag(covariance)), np.linspace(-1, 1, 10)
+    ones, zeros, cap = np.ones(10), np.zeros(10), np.full(10, 0.1)
+    solution = _primal_dual(50 * scaled, mean, ones, 1.0, zeros, cap, None)
+    assert solution is not None
+    np.testing.assert_allclose(solution.x, cap, atol=EXACT)
+
+
+@FAST
+@given(bounded_cases(), st.floats(0.0, 20.0))
+def test_the_active_set_method_itself_answers_bounded_problems(
+    case: tuple[int, int, Constraints], aversion: float
+) -> None:
+    # the Optimizer falls back to cvxpy silently; this checks the direct method needs no fallback
+    count, seed, constraints = case
+    est_returns = random_returns(count, periods=120, seed=seed)
+    covariance = np.cov(est_returns, rowvar=False)
+    scale = 1 / np.mean(np.diag(covariance))
+    quadratic, linear = (
+        (aversion or 1.0) * scale * covariance,
+        scale * est_returns.mean(axis=0) * (aversion > 0),
+    )
+    low, high = np.full(count, float(constraints.min_weight)), np.full(count, float(constraints.max_weight))
+    solution = box_qp(quadratic, linear, np.ones(count), 1.0, low, high)
+    assert solution is not None
+    # certified to the KKT tolerance (a tiny aversion makes the problem nearly linear and λ large)
+    assert solution.x.sum() == pytest.approx(1.0, abs=KKT_TOLERANCE)
+    assert np.all(solution.x >= low - KKT_TOLERANCE) and np.all(solution.x <= high + KKT_TOLERANCE)

@@ -184,7 +184,9 @@ def _feasible_point(direction: Floats, target: float, low: Floats, high: Floats)
     if np.all(np.isfinite(span)):
         reach = float(direction @ span)
         fraction = (target - float(direction @ low)) / reach if reach != 0 else math.nan
-        return low + fraction * span if 0.0 <= fraction <= 1.0 else None
+        if not -KKT_TOLERANCE <= fraction <= 1.0 + KKT_TOLERANCE:
+            return None
+        return low + min(max(fraction, 0.0), 1.0) * span  # (rounding can put a vertex a hair outside)
     open_ended = np.where(np.isfinite(span), -np.inf, direction)
     best = int(np.argmax(open_ended))
     if not open_ended[best] > 0:
