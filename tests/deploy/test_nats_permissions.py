@@ -197,3 +197,28 @@ async def test_fund_commands_come_from_operators_and_fund_events_from_the_planne
         commands = await js.stream_info(subjects.COMMANDS_STREAM, subjects_filter="rebal.cmd.fund.>")
     assert funds.state.messages == 1 and commands.state.messages == 1
     assert len(errors) == 1 and fact.subject in errors[0], errors
+
+
+async def test_the_optimizer_answers_a_command_under_its_own_user(secured: str) -> None:
+    from rebal.events import OptimizationFailed, RunOptimization
+    from rebal_optimizer.handlers import Allocations
+    from rebal_optimizer.handlers import register as register_optimizer
+    from rebal_optimizer.settings import OptimizerSettings
+    from tests.fakes import FakeHistory
+
+    optimizer, api = broker_as(secured, "optimizer"), broker_as(secured, "api")
+    publisher = bus.Publisher(optimizer)
+    allocations = Allocations(publisher, FakeHistory(), OptimizerSettings(), data=None)  # type: ignore[arg-type]
+    register_optimizer(optimizer, publisher, allocations)
+    answers: list[OptimizationFailed] = []
+
+    @api.subscriber(OptimizationFailed.topic.subject("demo"))
+    async def keep(body: dict[str, Any]) -> None:
+        answers.append(OptimizationFailed.model_validate(body))
+
+    async with started(optimizer), started(api):
+        command = new_event(RunOptimization, key="op", now=NOW, portfolio_id="demo")
+        await bus.Publisher(api).publish(command)
+        await eventually(lambda: answers)
+    assert answers[0].causation_id == command.event_id
+    assert answers[0].reason == "no allocation is configured for demo"
