@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import asyncpg
 import httpx
 from faststream.nats import NatsBroker
+from pydantic import ValidationError
 
 from rebal import bus
 from rebal.events import (
@@ -38,6 +39,7 @@ from rebal.service import Database
 from rebal_devstack.pytest_plugin import FreshDatabase
 from rebal_monitor.handlers import Monitor
 from rebal_monitor.journal import record_many
+from rebal_monitor.settings import MonitorSettings, token_problem
 from tests.messaging import eventually
 from tests.monitor.running import TOKEN, monitor_settings, running_monitor, running_planner
 
@@ -477,3 +479,18 @@ def test_live_mode_refuses_to_start_without_a_long_token() -> None:
     )
     assert "Traceback" not in done.stderr
     assert TOKEN not in done.stderr
+
+
+def test_the_token_comes_from_a_secret_file_and_a_missing_file_is_named(tmp_path: Path) -> None:
+    secret = tmp_path / "api_token.txt"
+    secret.write_text(TOKEN + "\n")
+    settings = MonitorSettings(api={"token_file": str(secret), "live": True})
+    assert settings.api.token is not None and settings.api.token.get_secret_value() == TOKEN
+    assert token_problem(settings) is None
+    assert TOKEN not in json.dumps(settings.public())
+    try:
+        MonitorSettings(api={"token_file": str(tmp_path / "missing.txt")})
+    except ValidationError as exc:
+        assert f"api.token_file {tmp_path / 'missing.txt'}: No such file or directory" in str(exc)
+    else:
+        raise AssertionError("a missing token file was accepted")
