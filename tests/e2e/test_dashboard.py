@@ -156,6 +156,7 @@ def test_the_dashboard_shows_the_real_run_and_the_numbers_of_the_api(
             system.post("/resume", {})
             expect(page.locator("#trading")).to_have_text("trading", timeout=15_000)
 
+            page.mouse.move(0, 0)  # no hover label in the picture
             page.screenshot(path=str(SCREENSHOT), full_page=True)
             assert errors == [], errors
         finally:
