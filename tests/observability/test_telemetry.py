@@ -12,12 +12,14 @@ from typing import Protocol, runtime_checkable
 
 import asyncpg
 import pytest
+from faststream.nats.opentelemetry import NatsTelemetryMiddleware
+from faststream.nats.prometheus import NatsPrometheusMiddleware
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from rebal import telemetry
+from rebal import service, telemetry
 from rebal.core.diff import diff_trees
 from rebal.core.market import Prices
 from rebal.core.tree import parse_tree
@@ -26,6 +28,7 @@ from rebal_devstack import _proc
 from rebal_devstack.pytest_plugin import FreshDatabase
 from rebal_devstack.stack import Child
 from rebal_planner.planning import Weights
+from rebal_planner.settings import PlannerSettings
 from rebal_venues.paper import PaperVenue
 from tests.paper_support import EXCHANGE, MARKETS, PRICES, STILL, Clock, migrated_pool
 
@@ -51,6 +54,22 @@ def test_the_exporter_is_what_otel_traces_exporter_says_and_off_when_unset(
     assert telemetry.exporters_from(environ) == exporters
     if not exporters:
         assert telemetry.configure("planner", environ) is None  # no provider: tracing is off
+
+
+@pytest.mark.parametrize(
+    ("value", "traced"), [(None, False), ("none", False), ("otlp", True), ("bogus", False)]
+)
+def test_brokers_carry_the_telemetry_middleware_only_when_tracing_is_on(
+    value: str | None, traced: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if value is None:
+        monkeypatch.delenv("OTEL_TRACES_EXPORTER", raising=False)
+    else:
+        monkeypatch.setenv("OTEL_TRACES_EXPORTER", value)
+    broker = service.make_broker(PlannerSettings(), "planner")
+    kinds = [type(m) for m in broker.config.broker_middlewares]
+    assert (NatsTelemetryMiddleware in kinds) is traced
+    assert NatsPrometheusMiddleware in kinds
 
 
 def test_an_unknown_exporter_is_named_with_the_choices() -> None:

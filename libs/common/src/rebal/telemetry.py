@@ -1,9 +1,10 @@
 """Tracing: one trace per rebalance, from the operator's request through the planner and the executor to
 the venue calls.
 
-- Every broker carries FastStream's `NatsTelemetryMiddleware` (see `rebal.service.make_broker`): a
+- When tracing is on, every broker carries FastStream's `NatsTelemetryMiddleware` (see
+  `rebal.service.make_broker`; off, it is left out: it would cost ~0.14 ms per message for nothing): a
   consumed message continues the trace named in its ``traceparent`` header, and what a handler publishes
-  carries the handler's span on. Nothing else is needed in the services.
+  carries the handler's span on. Nothing else is needed in the services' handlers.
 - The operator's side starts the trace: the CLI and the API wrap the command they publish in
   `operator_span` and, when they publish with a bare nats client rather than a FastStream broker, add
   `inject(headers)` to the message headers.
