@@ -34,9 +34,11 @@ log = logging.getLogger("rebal.tracker")
 # The largest share of its time the tracker spends recomputing statistics while returns keep arriving.
 LOAD_SHARE = 0.1
 
+# Unordered aggregates (both see the rows in the same order), sorted by numpy: sorting inside each
+# aggregate made Postgres ~1.5x slower on long series.
 SERIES = (
-    "SELECT strategy_id, array_agg(extract(epoch FROM ts)::float8 ORDER BY ts) AS stamps,"
-    " array_agg(period_return::float8 ORDER BY ts) AS returns"
+    "SELECT strategy_id, array_agg(extract(epoch FROM ts)::float8) AS stamps,"
+    " array_agg(period_return::float8) AS returns"
     " FROM strategy_returns WHERE portfolio_id = $1 GROUP BY strategy_id ORDER BY strategy_id"
 )
 STATS_INSERT = (
@@ -65,15 +67,13 @@ class StatsStore:
     pool: asyncpg.Pool
 
     async def series(self, portfolio_id: str) -> list[Series]:
-        rows = await self.pool.fetch(SERIES, portfolio_id)
-        return [
-            Series(
-                row["strategy_id"],
-                np.asarray(row["stamps"], dtype=np.float64),
-                np.asarray(row["returns"], dtype=np.float64),
-            )
-            for row in rows
-        ]
+        out = []
+        for row in await self.pool.fetch(SERIES, portfolio_id):
+            stamps = np.asarray(row["stamps"], dtype=np.float64)
+            returns = np.asarray(row["returns"], dtype=np.float64)
+            order = np.argsort(stamps, kind="stable")
+            out.append(Series(row["strategy_id"], stamps[order], returns[order]))
+        return out
 
     async def replace(
         self,
