@@ -30,11 +30,11 @@ ON_EVENT = {
     "rebal_exchange_errors_total": "a venue answered an error",
     "rebal_handler_retries_total": "a handler failed and was retried",
     "faststream_received_processed_messages_exceptions_total": "a handler raised through FastStream",
-    # Recorded by the executor (kill switch) and the optimizer (weights, volatility targeting) as those
-    # land; until then the panels show "No data".
+    # Set by the executor's kill switch (halt/resume, and at start once it reads the halted state).
     "rebal_trading_halted": "the executor's kill switch sets it",
-    "rebal_strategy_weight_ratio": "the optimizer records it",
-    "rebal_leverage_ratio": "the optimizer records it",
+    # Set from an optimizer's allocation (test_planner_metrics.py): the demo's target is a file.
+    "rebal_strategy_weight_ratio": "a target allocated by the optimizer carries it",
+    "rebal_leverage_ratio": "a target allocated by the optimizer carries it",
 }
 # Selectors for what only happens when something goes wrong, with why a clean rebalance has none.
 ON_EVENT_SELECTORS = {

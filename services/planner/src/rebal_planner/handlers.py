@@ -17,7 +17,14 @@ from faststream.nats import NatsBroker
 from rebal import bus, metrics
 from rebal.core.errors import InputError
 from rebal.core.tree import Tree
-from rebal.events import BalanceSnapshotTaken, Event, PlanFailed, StartRebalance, TargetWeightsComputed
+from rebal.events import (
+    BalanceSnapshotTaken,
+    Event,
+    Optimization,
+    PlanFailed,
+    StartRebalance,
+    TargetWeightsComputed,
+)
 from rebal_planner.planning import (
     ParsedSnapshot,
     Weights,
@@ -92,6 +99,8 @@ class Planner:
 
     async def on_target(self, target: TargetWeightsComputed) -> None:
         known = await self.targets.add(target)
+        if target.optimization is not None:
+            record_allocation(target.portfolio_id, target.optimization)
         planning = self.settings.planning
         reconciling = target.optimization is not None and target.optimization.mode == "reconciler"
         if reconciling and planning.execute_reconciler_targets:
@@ -159,6 +168,14 @@ def record(portfolio: str, weights: Weights) -> None:
         metrics.WEIGHT_ACTUAL.labels(portfolio=portfolio, node=node).set(weight)
     for node, weight in weights.target.items():
         metrics.WEIGHT_TARGET.labels(portfolio=portfolio, node=node).set(weight)
+
+
+def record_allocation(portfolio: str, optimization: Optimization) -> None:
+    """The optimizer's strategy weights and leverage, as the latest target carries them."""
+    metrics.STRATEGY_WEIGHT.remove_by_labels({"portfolio": portfolio})  # a strategy dropped goes too
+    for strategy, weight in optimization.weights.items():
+        metrics.STRATEGY_WEIGHT.labels(portfolio=portfolio, strategy=strategy).set(weight)
+    metrics.LEVERAGE.labels(portfolio=portfolio).set(optimization.leverage)
 
 
 def register(broker: NatsBroker, publisher: bus.Publisher, planner: Planner) -> None:
