@@ -11,13 +11,18 @@ configuration (long-only, fully invested, per-strategy bounds at most) and have 
   the wrong sign, and repeat until the guess repeats. A stable guess satisfies the KKT conditions, which
   for a convex problem means the global optimum; the answer is then exact to rounding, not to a solver
   tolerance. Started from the previous solution's active set, a re-solve after one new day usually takes
-  one or two factorisations. Minimum variance, mean-variance and (homogenised) maximum Sharpe are this
-  problem.
+  one or two factorisations. The guesses can cycle or pick a set on which ``a'x = b`` cannot hold
+  (about a third of small random bounded cases, none of the benchmark's); the primal active-set method
+  (Nocedal & Wright 16.3: from a feasible point, one bound added or released per factorisation) then
+  takes over, sure but slower (one factorisation per bound that changes, so seconds for a cold start
+  at N=1000). Minimum variance, mean-variance and (homogenised) maximum Sharpe are this problem.
 - ``risk_parity``: Newton's method on the convex log-barrier function of Spinu (2013),
   ``f(x) = x'Σx / 2 - sum(log x) / n`` over ``x > 0``, whose minimiser has ``x_i (Σx)_i = 1 / n`` for every
   i (equal risk contributions once normalised), with a backtracking line search that keeps ``x > 0``;
   started from inverse volatility (exact when uncorrelated) or the previous solution. Newton converges
-  quadratically near the optimum, so it stops at the risk contributions equal to float precision.
+  quadratically near the optimum, so it stops at the risk contributions equal to float precision; there,
+  while each step still shrinks the residual tenfold, the last Cholesky factor is reused (chord steps),
+  so a warm re-solve costs one O(N^3) factorisation and a few O(N^2) solves.
 
 Both return ``None`` instead of an answer they cannot vouch for (a singular matrix, no convergence within
 the step budget, an active-set cycle, a KKT residual above tolerance); the caller then falls back to the
