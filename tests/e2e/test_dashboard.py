@@ -170,3 +170,56 @@ def _node(node: dict[str, Any], path: str) -> dict[str, Any]:
         if path.startswith(child["path"]):
             return _node(child, path)
     raise AssertionError(f"no node {path}")
+
+
+# -- without a browser: the equity series and what the router serves ------------------------------
+
+
+def test_the_equity_curve_compounds_the_equal_mix_at_shared_timestamps() -> None:
+    from rebal_monitor.dashboard import equity_points
+
+    series = {
+        "a": ([1.0, 2.0, 3.0], [0.1, -0.2, 0.05]),
+        "b": ([1.0, 2.0, 3.0, 4.0], [0.1, 0.0, 0.05, 0.3]),  # 4.0 is not shared: left out
+    }
+    points, drawdown = equity_points(series)
+    # mix: 0.1, -0.1, 0.05 -> 1.1, 0.99, 1.0395; the fall from 1.1 to 0.99 is 10 %
+    assert [p["equity"] for p in points] == pytest.approx([1.1, 0.99, 1.0395])
+    assert [p["t"] for p in points] == [
+        "1970-01-01T00:00:01+00:00",
+        "1970-01-01T00:00:02+00:00",
+        "1970-01-01T00:00:03+00:00",
+    ]
+    assert drawdown == pytest.approx(0.1)
+    assert equity_points({}) == ([], None)
+
+
+def test_a_long_curve_is_thinned_and_keeps_its_last_point() -> None:
+    from rebal_monitor.dashboard import EQUITY_MAX_POINTS, equity_points
+
+    n = 2500
+    points, _ = equity_points({"a": ([float(i) for i in range(n)], [0.001] * n)})
+    assert len(points) <= EQUITY_MAX_POINTS + 1
+    assert points[-1]["equity"] == pytest.approx(1.001**n)
+
+
+def test_the_router_serves_the_page_plotly_and_nothing_else() -> None:
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from rebal_monitor import dashboard
+
+    app = FastAPI()
+    app.include_router(dashboard.router)
+    client = TestClient(app)
+    page = client.get("/")
+    assert page.status_code == 200 and "<title>Rebal dashboard</title>" in page.text
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    plotly = client.get("/static/plotly.min.js")
+    assert plotly.status_code == 200 and plotly.content == dashboard.plotly_js().read_bytes()
+    assert plotly.headers["content-type"].startswith("text/javascript")
+    assert client.get("/static/dashboard.js").status_code == 200
+    for path in ("/static/index.html", "/static/..%2Fdashboard.py", "/static/nothing.js"):
+        assert client.get(path).status_code == 404, path
+    refused = client.get("/portfolio/equity")
+    assert refused.status_code == 401

@@ -83,8 +83,9 @@ def plan(
         ),
     ] = None,
     api_url: Annotated[
-        str, typer.Option("--api-url", envvar="REBAL__API__URL", help="The monitor's API (with --portfolio).")
-    ] = cli_ops.DEFAULT_API_URL,
+        str | None,
+        typer.Option("--api-url", envvar="REBAL__API__URL", help="The monitor's API (with --portfolio)."),
+    ] = None,
 ) -> None:
     """Compare the real tree with the desired tree and print the diff tree and the order plan.
 

@@ -10,12 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
-from pydantic import SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from rebal.cli_support import (
     EXIT_BAD_INPUT,
@@ -24,6 +23,7 @@ from rebal.cli_support import (
     EXIT_NOT_RUNNING,
     fail,
 )
+from rebal.settings import ApiSettings, ConfigFileError, ConfigFileSource
 
 DEFAULT_API_URL = "http://127.0.0.1:8105"
 REQUEST_TIMEOUT_SECONDS = 30.0
@@ -137,21 +137,35 @@ def detail(response: httpx.Response) -> str:
     return str(found)
 
 
-class _Token(BaseSettings):
-    """The operator's API token: ``REBAL__API__TOKEN``, or the file ``REBAL__API__TOKEN_FILE`` names."""
+class OperatorSettings(BaseSettings):
+    """What `rebal` needs to reach the API: the ``api`` section of the one configuration (``REBAL_CONFIG``
+    and ``REBAL__API__URL``, ``REBAL__API__TOKEN``, ``REBAL__API__TOKEN_FILE``), as the monitor reads it."""
 
-    model_config = SettingsConfigDict(env_prefix="REBAL__API__", extra="ignore")
-    token: SecretStr | None = None
-    token_file: Path | None = None
+    model_config = SettingsConfigDict(env_prefix="REBAL__", env_nested_delimiter="__", extra="ignore")
+    api: ApiSettings = ApiSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, ConfigFileSource(settings_cls), file_secret_settings
 
 
-def connect(url: str) -> Api:
-    """The API at `url` with the operator's token (a token file that cannot be read: exit 4)."""
-    found = _Token()
-    token = found.token.get_secret_value() if found.token is not None else None
-    if found.token_file is not None:
-        try:
-            token = found.token_file.read_text().strip()
-        except OSError as exc:
-            fail(f"REBAL__API__TOKEN_FILE {found.token_file}: {exc.strerror}", EXIT_CONFIGURATION)
-    return Api(url, token)
+def connect(url: str | None = None) -> Api:
+    """The API at `url` (default: ``api.url``) with the operator's token; a configuration that does not
+    validate (a token file that cannot be read, a bad key) exits 4 naming the key."""
+    try:
+        settings = OperatorSettings().api
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"])
+        fail(f"{where}: {error['msg']}" if where else str(error["msg"]), EXIT_CONFIGURATION)
+    except (ConfigFileError, ValueError) as exc:
+        fail(str(exc), EXIT_CONFIGURATION)
+    token = settings.token.get_secret_value() if settings.token is not None else None
+    return Api(url or settings.url, token)

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_settings import BaseSettings
 from rich.console import Console
 
-from rebal.cli_api import DEFAULT_API_URL, connect
+from rebal.cli_api import connect
 from rebal.cli_support import EXIT_CONFIGURATION, EXIT_ERROR, fail, write_json
 from rebal.io import FileError, load_document
 from rebal.settings import (
@@ -391,8 +391,11 @@ def _api_check(url: str, token: str | None) -> Check:
 
 def doctor(
     api_url: Annotated[
-        str, typer.Option("--api-url", envvar="REBAL__API__URL", help="The monitor's REST API.")
-    ] = DEFAULT_API_URL,
+        str | None,
+        typer.Option(
+            "--api-url", envvar="REBAL__API__URL", help="The monitor's REST API (default: api.url)."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the checks as JSON.")] = False,
 ) -> None:
     """Check configuration, NATS, streams, Postgres, migrations, venues, keys, API; exit 1 on a failure.
@@ -418,7 +421,8 @@ def doctor(
 
     checks.extend(asyncio.run(infrastructure()))
     checks.extend(_venue_checks(loaded))
-    checks.append(_api_check(api_url, connect(api_url).token))
+    api = connect(api_url)
+    checks.append(_api_check(api.url, api.token))
     failed = [check for check in checks if not check.ok]
     if as_json:
         write_json({"ok": not failed, "checks": [vars(check) for check in checks]})

@@ -33,8 +33,12 @@ FAILED_RUN_STATUSES = frozenset({"error", "cancelled", "plan_failed", "failed", 
 SIDE_STYLE = {"buy": "green", "sell": "red"}
 
 ApiUrl = Annotated[
-    str,
-    typer.Option("--api-url", envvar="REBAL__API__URL", help="The monitor's REST API.", show_default=True),
+    str | None,
+    typer.Option(
+        "--api-url",
+        envvar="REBAL__API__URL",
+        help=f"The monitor's REST API (default: api.url of REBAL_CONFIG, else {DEFAULT_API_URL}).",
+    ),
 ]
 PortfolioOpt = Annotated[
     str | None, typer.Option("--portfolio", help="The portfolio (default: the API's first configured one).")
@@ -58,7 +62,7 @@ def _console(stderr: bool = False) -> Console:
 # -- plans ----------------------------------------------------------------------------------------
 
 
-def preview(api_url: str, portfolio: str | None, band: str | None, as_json: bool) -> None:
+def preview(api_url: str | None, portfolio: str | None, band: str | None, as_json: bool) -> None:
     """`rebal plan --portfolio P`: a dry-run plan made by the running system, stored for `rebal approve`."""
     plan = connect(api_url).post(
         "/portfolio/rebalance", {"portfolio_id": portfolio, "dry_run": True, "band": _band(band)}
@@ -169,7 +173,7 @@ def approve(
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds to follow the run.")
     ] = RUN_TIMEOUT_SECONDS,
-    api_url: ApiUrl = DEFAULT_API_URL,
+    api_url: ApiUrl = None,
     as_json: AsJson = False,
 ) -> None:
     """Execute exactly a stored plan; refused (exit 1) when it expired or prices or balances moved."""
@@ -197,7 +201,7 @@ def apply(
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds to follow the run.")
     ] = RUN_TIMEOUT_SECONDS,
-    api_url: ApiUrl = DEFAULT_API_URL,
+    api_url: ApiUrl = None,
     as_json: AsJson = False,
 ) -> None:
     """Plan and approve at once: a fresh plan, executed as made (nothing to trade: nothing is sent)."""
@@ -251,7 +255,7 @@ def status(
     count: Annotated[
         int | None, typer.Option("--count", help="With --watch: stop after this many refreshes.")
     ] = None,
-    api_url: ApiUrl = DEFAULT_API_URL,
+    api_url: ApiUrl = None,
     as_json: AsJson = False,
 ) -> None:
     """Halted or trading, live or dry-run, the last run, the latest snapshot and target (--watch: live)."""
@@ -295,7 +299,7 @@ def history(
     previews: Annotated[
         bool, typer.Option("--previews/--no-previews", help="Include dry-run previews.")
     ] = True,
-    api_url: ApiUrl = DEFAULT_API_URL,
+    api_url: ApiUrl = None,
     as_json: AsJson = False,
 ) -> None:
     """Past runs, newest first: status, orders, fills, skips and their reasons."""
@@ -340,7 +344,7 @@ def history(
 def halt(
     reason: Annotated[str, typer.Option("--reason", help="Why (kept with the halt).")] = "halted by operator",
     portfolio: PortfolioOpt = None,
-    api_url: ApiUrl = DEFAULT_API_URL,
+    api_url: ApiUrl = None,
     as_json: AsJson = False,
 ) -> None:
     """The kill switch: cancel open orders and refuse new runs until `rebal resume`."""
@@ -354,7 +358,7 @@ def halt(
 
 def resume(
     portfolio: PortfolioOpt = None,
-    api_url: ApiUrl = DEFAULT_API_URL,
+    api_url: ApiUrl = None,
     as_json: AsJson = False,
 ) -> None:
     """Lift a halt: runs are accepted again."""
@@ -378,7 +382,7 @@ def export(
         Path | None, typer.Option("--output", "-o", help="Write to this file (default: stdout).")
     ] = None,
     portfolio: PortfolioOpt = None,
-    api_url: ApiUrl = DEFAULT_API_URL,
+    api_url: ApiUrl = None,
 ) -> None:
     """Every trade or plan as CSV or JSON, streamed (a progress bar on stderr when writing a file)."""
     if kind not in EXPORT_KINDS:
