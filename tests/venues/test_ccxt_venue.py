@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
+import asyncpg
 import pytest
 from pydantic import SecretStr
 
@@ -29,11 +30,10 @@ from rebal.venue import (
     VenueError,
     VenueRateLimited,
 )
-from rebal_devstack.pytest_plugin import FreshDatabase
 from rebal_venues.ccxt_venue import CcxtVenue, open_ccxt_venue
 from rebal_venues.paper import PaperVenue
 from tests.fake_exchange import FakeBook, RateLimit, serving
-from tests.paper_support import EXCHANGE, MARKETS, PRICES, STILL, Clock, migrated_pool
+from tests.paper_support import EXCHANGE, MARKETS, PRICES, STILL, Clock
 from tests.venues.support import ACCOUNT, KEY, fake_book, settings
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -73,20 +73,11 @@ class Contract:
 
 
 @pytest.fixture(params=["paper", "ccxt"])
-def venue_kind(request: pytest.FixtureRequest) -> tuple[str, str]:
+async def contract(request: pytest.FixtureRequest, pool: asyncpg.Pool) -> AsyncIterator[Contract]:
+    """The same cases on both venues (the shared database is emptied for the ccxt ones too: cheap)."""
     if request.param == "paper":
-        database: FreshDatabase = request.getfixturevalue("database")
-        return "paper", database.dsn
-    return "ccxt", ""
-
-
-@pytest.fixture
-async def contract(venue_kind: tuple[str, str]) -> AsyncIterator[Contract]:
-    kind, dsn = venue_kind
-    if kind == "paper":
-        async for pool in migrated_pool(dsn):
-            paper = PaperVenue.from_documents(EXCHANGE, pool, MARKETS, PRICES, Clock(), **STILL)
-            yield Contract(paper, ACCOUNT, functools.partial(paper.seed, ACCOUNT))
+        paper = PaperVenue.from_documents(EXCHANGE, pool, MARKETS, PRICES, Clock(), **STILL)
+        yield Contract(paper, ACCOUNT, functools.partial(paper.seed, ACCOUNT))
         return
     book = fake_book()
 
