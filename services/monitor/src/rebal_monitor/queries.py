@@ -39,7 +39,11 @@ class ApiPool:
     async def open(self) -> None:
         if self.pool is None:
             self.pool = await asyncpg.create_pool(
-                self.dsn, min_size=1, max_size=self.size, reset=_nothing_to_reset
+                self.dsn,
+                min_size=1,
+                max_size=self.size,
+                reset=_nothing_to_reset,
+                server_settings={"timezone": "UTC"},  # times Postgres renders in JSON end in +00:00
             )
 
     async def close(self) -> None:
@@ -289,8 +293,8 @@ async def history(
 
 
 def _iso(column: str) -> str:
-    """A timestamptz as ISO 8601 in UTC, rendered by Postgres (whatever the session's time zone)."""
-    return f"""to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')"""
+    """A timestamptz as JSON: ISO 8601 with the session's offset, UTC on the API's connections."""
+    return column
 
 
 def _number(column: str) -> str:
