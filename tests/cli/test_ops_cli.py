@@ -90,6 +90,11 @@ def test_preview_approve_and_follow_a_run_then_find_it_in_history_and_exports(
     assert outcome["plan"]["status"] == "approved"
     assert run["run_id"] == outcome["plan"]["approval_run_id"] and run["status"] == "completed"
     assert run["counts"]["filled"] == len(plan["orders"])
+    # Approving again runs nothing new: the same run is followed and reported, as a person reads it.
+    again = rebal("approve", plan["plan_id"], env=env)
+    assert again.returncode == 0, again.stderr
+    n = len(plan["orders"])
+    assert f"run {run['run_id']}: completed: {n} placed, {n} filled, 0 skipped, 0 failed" in again.stdout
 
     history = rebal("history", "--json", "--no-previews", env=env)
     assert history.returncode == 0, history.stderr
@@ -245,10 +250,14 @@ def test_config_validate_names_the_key_and_show_masks_secrets(tmp_path: Path) ->
 
 
 def test_apply_in_one_step_when_within_the_band_sends_nothing(system: OperatorSystem) -> None:
-    before = asyncio.run(fetch(system.dsn, "SELECT count(*) AS n FROM runs WHERE NOT dry_run"))
-    result = rebal("apply", "--band", "0.5", "--json", env=system.cli_env)
-    assert result.returncode == 0, result.stderr
-    outcome = json.loads(result.stdout)
+    live_runs = "SELECT count(*) AS n FROM runs WHERE NOT dry_run"
+    before = asyncio.run(fetch(system.dsn, live_runs))
+    as_json = rebal("apply", "--band", "0.5", "--json", env=system.cli_env)
+    assert as_json.returncode == 0, as_json.stderr
+    outcome = json.loads(as_json.stdout)
     assert outcome["plan"]["orders"] == [] and outcome["run"] is None
-    after = asyncio.run(fetch(system.dsn, "SELECT count(*) AS n FROM runs WHERE NOT dry_run"))
+    shown = rebal("apply", "--band", "0.5", env=system.cli_env)
+    assert shown.returncode == 0, shown.stderr
+    assert "0 orders" in shown.stdout and "nothing to trade" in shown.stdout
+    after = asyncio.run(fetch(system.dsn, live_runs))
     assert after[0]["n"] == before[0]["n"]
