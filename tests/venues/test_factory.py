@@ -6,16 +6,19 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
 
 from rebal.settings import using_config_file
 from rebal.venue import VenueAuthError
+from rebal_tracker.handlers import Tracker
 from rebal_venues.factory import CcxtAccounts, VenuesConfig, open_venues
 from rebal_venues.paper import PaperVenue
 from rebal_venues.settings import PaperSettings
 from tests.fake_exchange import serving
+from tests.fakes import RecordingPublisher
 from tests.paper_support import MARKETS, PRICES
 from tests.venues.support import ACCOUNT, KEY, SECRET, fake_book
 
@@ -134,3 +137,72 @@ async def test_two_sets_of_keys_for_one_account_are_refused(tmp_path: Path) -> N
     text = '[venues.b]\nkind = "ccxt"\naccount = "a"\napi_key = "k1"\n[venues.b.accounts.a]\napi_key = "k2"\n'
     with using_config_file(config_file(tmp_path, text)), pytest.raises(ValueError, match="accounts a have"):
         VenuesConfig()
+
+
+LAYOUT = {
+    "name": "demo",
+    "kind": "user",
+    "children": [
+        {
+            "name": "binance",
+            "kind": "exchange",
+            "children": [
+                {
+                    "name": "spot",
+                    "kind": "account",
+                    "quote": "USDT",
+                    "children": [
+                        {"name": "btc", "asset": "BTC", "amount": "9"},
+                        {"name": "usdt", "asset": "USDT", "amount": "9"},
+                    ],
+                }
+            ],
+        }
+    ],
+}
+
+
+async def test_the_tracker_reads_a_configured_ccxt_account(tmp_path: Path) -> None:
+    """The tracker's snapshot of an account on a ccxt venue: the fake exchange's balances, nothing seeded."""
+    book = fake_book()
+    book.accounts[KEY].update(BTC=D("0.5"), USDT=D("1000"))
+    async with serving(book) as origin:
+        config = VenuesConfig.model_validate(
+            {
+                "venues": {
+                    "binance": {
+                        "kind": "ccxt",
+                        "sandbox": False,
+                        "api_base_url": origin,
+                        "account": ACCOUNT,
+                        "api_key": KEY,
+                        "secret": SECRET,
+                    }
+                }
+            }
+        )
+        venues = open_venues(["binance"], None, paper_settings(tmp_path), config)
+        recorder = RecordingPublisher()
+        quote = next(iter(venues.values())).valuation_quote
+        tracker = Tracker("demo", LAYOUT, quote, venues, recorder)
+        try:
+            assert await tracker.seed() == []  # a real exchange's balances are never seeded
+            facts = await tracker.read()
+        finally:
+            await venues["binance"].close()
+    assert facts["prices"] == {"quote": "USDT", "prices": {"BTC": "60000"}}
+    assert sorted(facts["markets"]["binance"]) == ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
+    assert facts["markets"]["binance"]["BTC/USDT"] == {
+        "amount_step": "0.00001",
+        "min_amount": "0.00001",
+        "min_cost": "5",
+        "fee_rate": "0.001",
+    }
+    held = {leaf["asset"]: leaf["amount"] for leaf in _leaves(facts["tree"])}
+    assert held == {"BTC": "0.5", "USDT": "1000"}
+
+
+def _leaves(node: dict[str, Any]) -> list[dict[str, Any]]:
+    if "asset" in node:
+        return [node]
+    return [leaf for child in node.get("children", []) for leaf in _leaves(child)]
