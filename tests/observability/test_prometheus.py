@@ -181,5 +181,14 @@ def test_after_the_rebalance_the_figures_are_the_run_s(observed: Observed) -> No
     assert [float(r["value"][1]) for r in letters["data"]["result"]] == [1.0]
     returns = query(observed.prometheus, "rebal_strategy_returns_received_total")["data"]["result"]
     assert [(r["metric"]["strategy"], float(r["value"][1])) for r in returns] == [("trend", 1.0)]
+    lag = query(observed.prometheus, "rebal_consumer_pending_messages")["data"]["result"]
+    consumers = {(r["metric"]["service"], r["metric"]["consumer"]) for r in lag}
+    assert {
+        ("planner", "planner-commands"),
+        ("executor", "executor-plans"),
+        ("tracker", "tracker-strategy-returns"),
+        ("monitor", "monitor-events"),
+    } <= consumers
+    assert all(consumer.startswith(f"{service}-") for service, consumer in consumers)
     value = query(observed.prometheus, 'rebal_portfolio_value{portfolio="demo"}')["data"]["result"]
     assert len(value) == 1 and float(value[0]["value"][1]) > 0

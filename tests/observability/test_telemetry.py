@@ -162,11 +162,12 @@ def test_a_service_whose_collector_is_down_starts_and_serves(
         planner.wait_ready(timeout=60)
         assert planner.readyz() == 200
     finally:
-        planner.stop(timeout=15)
+        planner.stop(timeout=30)  # generous: this machine is shared, and a SIGKILL would hide the answer
     log = (tmp_path / "planner.log").read_text()
     assert "tracing planner to otlp" in log
     # Stopped cleanly (the shutdown hooks, the last export attempt included, ran to their end).
-    assert "FastStream app shut down gracefully" in log and "Traceback" not in log, log
+    assert "Traceback" not in log, log
+    assert "FastStream app shut down gracefully" in log, log
 
 
 def demo_diff(target: dict[str, object]) -> Weights:
