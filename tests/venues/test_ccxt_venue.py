@@ -205,12 +205,17 @@ async def test_an_amount_below_the_minimum_after_truncation_is_not_sent(fake: Fa
     assert fake.book.requests_of("create") == []
 
 
-async def test_below_min_cost_is_rejected_by_the_venue_with_its_reason(fake: Fake, venue: CcxtVenue) -> None:
+async def test_below_min_cost_is_rejected_by_the_venue_and_named(fake: Fake, venue: CcxtVenue) -> None:
     fake.fund(USDT="100")
     with pytest.raises(OrderRejected) as raised:
-        await venue.place_order(ACCOUNT, "c-cheap", "BTC/USDT", "buy", D("0.00005"))  # 3 USDT < 5
-    assert raised.value.reason.startswith("invalid_order: ")
-    assert "Filter failure: NOTIONAL" in raised.value.reason
+        await venue.place_order(ACCOUNT, "c-cheap", "BTC/USDT", "buy", D("0.00008"))  # 4.8 USDT < 5
+    assert raised.value.reason == "below_min_cost"
+    # Sent (the venue is the authority on a market order's cost), refused, and named from the last price.
+    assert [r["quantity"] for r in fake.book.requests_of("create")] == ["0.00008"]
+    # One step more is 5.4 USDT: it fills.
+    state = await venue.place_order(ACCOUNT, "c-enough", "BTC/USDT", "buy", D("0.00009"))
+    assert (state.status, state.filled) == ("filled", D("0.00009"))
+    assert fake.book.accounts[KEY]["USDT"] == D("94.6")
 
 
 async def test_an_inactive_market_is_reported_and_refused_without_a_request(

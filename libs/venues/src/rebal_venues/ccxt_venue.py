@@ -32,6 +32,7 @@ from ccxt.base.decimal_to_precision import DECIMAL_PLACES, SIGNIFICANT_DIGITS, T
 from rebal import metrics
 from rebal.venue import (
     BELOW_MIN_AMOUNT,
+    BELOW_MIN_COST,
     INACTIVE_SYMBOL,
     INSUFFICIENT_FUNDS,
     INVALID_ADDRESS,
@@ -408,7 +409,7 @@ class CcxtVenue:
             raise InsufficientFunds(client_order_id, str(exc)) from exc
         except (ccxt_errors.InvalidOrder, ccxt_errors.BadRequest, ccxt_errors.OperationRejected) as exc:
             # A known client id is refused as a duplicate: the existing order is the answer.
-            return await self._existing_or_rejected(client_order_id, symbol, exc)
+            return await self._existing_or_rejected(client_order_id, symbol, size, exc)
         except ccxt_errors.DDoSProtection as exc:  # refused before it was processed, retries spent
             raise self._rate_limited(what, exc) from exc
         except ccxt_errors.BaseError as exc:  # timeout, network, a 5xx: the venue may have it
@@ -429,11 +430,22 @@ class CcxtVenue:
         return size
 
     async def _existing_or_rejected(
-        self, client_order_id: str, symbol: str, refusal: ccxt_errors.BaseError
+        self, client_order_id: str, symbol: str, size: Decimal, refusal: ccxt_errors.BaseError
     ) -> OrderState:
+        """A refused submit: the existing order when the venue refused a duplicate client id, else the
+        rejection. Below the market's minimum cost at the last price is named as such (a fact we compute,
+        not the venue's words parsed); any other refusal carries the venue's words."""
         existing = await self._lookup(client_order_id, symbol)
         if existing is not None:
             return existing
+        market = (await self.markets())[symbol]
+        if market.min_cost > 0:
+            try:
+                price = (await self.prices([symbol]))[symbol]
+            except VenueError:
+                price = None
+            if price is not None and size * price < market.min_cost:
+                raise OrderRejected(client_order_id, BELOW_MIN_COST) from refusal
         raise OrderRejected(client_order_id, f"{INVALID_ORDER}: {refusal}") from refusal
 
     async def _resolve_unknown(
