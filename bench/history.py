@@ -235,16 +235,13 @@ class Processes:
         return cpu_seconds(self.monitor), cpu_seconds(self.postgres)
 
 
-def summary(name: str, seconds: list[float], cpu: tuple[float, float] | None = None) -> float:
+def summary(name: str, seconds: list[float]) -> float:
     ms = sorted(s * 1000 for s in seconds)
     q = statistics.quantiles(ms, n=100, method="inclusive")
     print(
         f"  {name:<28} n={len(ms):>5}  p50 {q[49]:6.2f} ms  p90 {q[89]:6.2f} ms  p99 {q[98]:6.2f} ms"
         f"  max {ms[-1]:6.2f} ms"
     )
-    if cpu is not None:
-        monitor_ms, postgres_ms = (used / len(ms) * 1000 for used in cpu)
-        print(f"  {'':<28} CPU per request: monitor {monitor_ms:.2f} ms, Postgres {postgres_ms:.2f} ms")
     return q[98]
 
 
@@ -267,35 +264,34 @@ async def measure(
 
         for _ in range(50):  # warm-up: connections, plans cached by Postgres, code paths
             await page(None)
-        first = []
+        # The two kinds alternate, so that what else the machine does weighs on both alike.
+        first: list[float] = []
+        deep: list[float] = []
+        cursor: str | None = None
+        seen = 0
         cpu_start = processes.cpu()
         for _ in range(requests):
             elapsed, body = await page(None)
             first.append(elapsed)
-        runs_seen = body["runs"]
-        assert isinstance(runs_seen, list) and len(runs_seen) == limit
-        assert len(runs_seen[0]["orders"]) == 2 and runs_seen[0]["orders"][0]["fills"], "orders and fills"
-        cpu_first = used(cpu_start, processes.cpu())
-        deep: list[float] = []
-        cpu_start = processes.cpu()
-        while len(deep) < requests:
-            cursor = None
-            seen = 0
-            while True:
-                elapsed, body = await page(cursor)
-                deep.append(elapsed)
-                seen += len(body["runs"])  # type: ignore[arg-type]
-                cursor = body["next_cursor"]  # type: ignore[assignment]
-                if cursor is None or len(deep) >= requests:
-                    break
+            shown = body["runs"]
+            assert isinstance(shown, list) and len(shown) == limit
+            assert len(shown[0]["orders"]) == 2 and shown[0]["orders"][0]["fills"], "orders and fills"
+            if cursor is None:  # start the walk (again) after the first page
+                cursor, seen = str(body["next_cursor"]), len(shown)
+            elapsed, body = await page(cursor)
+            deep.append(elapsed)
+            seen += len(body["runs"])  # type: ignore[arg-type]
+            cursor = body["next_cursor"]  # type: ignore[assignment]
             if cursor is None:
                 assert seen == runs, f"walked {seen} runs of {runs}"
-        cpu_deep = used(cpu_start, processes.cpu())
+        cpu = used(cpu_start, processes.cpu())
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         print(f"GET /portfolio/history?limit={limit} over HTTP (uvicorn on loopback, one request at a time)")
         print(f"  load average during the run: {load} (on {os.cpu_count()} CPUs)")
-        p99_first = summary("first page", first, cpu_first)
-        p99_deep = summary("following next_cursor", deep, cpu_deep)
+        p99_first = summary("first page", first)
+        p99_deep = summary("following next_cursor", deep)
+        monitor_ms, postgres_ms = (spent / (2 * requests) * 1000 for spent in cpu)
+        print(f"  CPU per request: monitor {monitor_ms:.2f} ms, Postgres {postgres_ms:.2f} ms")
         return p99_first, p99_deep
 
 
