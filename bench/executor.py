@@ -14,7 +14,8 @@ weight 1 each, plus the one balance and one price read the buys' sizing needs).
 
     python bench/executor.py                              # 50 orders at Binance's 6000 weight/min
     python bench/executor.py --weight-per-second 500      # a faster venue
-    python bench/executor.py --no-throttle                # ccxt's throttle off: 429s and Retry-After only
+    python bench/executor.py --no-throttle                # the throttle off: 429s and Retry-After only
+    python bench/executor.py --ccxt-bucket                # ccxt's own throttle, for comparison
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ class Timed:
 
 
 async def run(
-    dsn: str, orders: int, weight_per_second: float, burst: float, throttle: bool
+    dsn: str, orders: int, weight_per_second: float, burst: float, throttle: bool, ccxt_bucket: bool = False
 ) -> dict[str, object]:
     fake = book(orders)
     limit = RateLimit(per_second=weight_per_second, burst=burst, weighted=True)
@@ -143,12 +144,14 @@ async def run(
                 enable_rate_limit=throttle,
                 rate_limit_ms=5000 / weight_per_second,
                 # The throttle may bank what the venue's burst allows beyond its largest request (/account,
-                # weight 20), in ccxt's cost units (weight / 5): never more than the venue admits.
-                rate_limit_burst=max(1.0, (burst - 20) / 5),
+                # weight 20) and a margin of one cost unit, in ccxt's cost units (weight / 5).
+                rate_limit_burst=max(1.0, (burst - 20) / 5 - 1),
                 max_backoff_seconds=60,
                 rate_limit_retries=20,
             )
             async with open_ccxt_venue(settings) as venue:
+                if ccxt_bucket:  # ccxt's own leaky bucket instead of the adapter's RequestBudget
+                    venue.client.init_throttler()
                 await venue.markets()  # loaded once when the service starts: not part of the run
                 fake.requests.clear()
                 fake.rate_limit = limit
@@ -212,19 +215,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--burst", type=float, default=100.0)
     parser.add_argument("--no-throttle", action="store_true", help="ccxt's throttle off (429s only)")
     parser.add_argument("--no-fsync", action="store_true", help="Postgres fsync off (as the tests run it)")
+    parser.add_argument("--ccxt-bucket", action="store_true", help="ccxt's own throttle, for comparison")
     args = parser.parse_args(argv)
     with (
         tempfile.TemporaryDirectory(prefix="rebal-bench-exec-") as base,
         PostgresServer(Path(base) / "pg") as pg,
     ):
         dsn = pg.ensure_database("rebal")
-        mode = (
-            "ccxt throttle off, 429 + Retry-After"
-            if args.no_throttle
-            else "ccxt throttle at the venue's rate"
-        )
+        if args.no_throttle:
+            mode = "throttle off: 429 + Retry-After"
+        elif args.ccxt_bucket:
+            mode = "ccxt's own leaky bucket at the venue's rate"
+        else:
+            mode = "RequestBudget at the venue's rate"
         print(f"{args.orders}-order plan on the fake Binance at {args.weight_per_second:g} weight/s ({mode})")
-        figures = asyncio.run(run(dsn, args.orders, args.weight_per_second, args.burst, not args.no_throttle))
+        throttle = not args.no_throttle
+        figures = asyncio.run(
+            run(dsn, args.orders, args.weight_per_second, args.burst, throttle, args.ccxt_bucket)
+        )
         report(figures, args.orders, args.weight_per_second, args.burst)
     return 0
 
