@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rebal_optimizer.direct import KKT_TOLERANCE, _primal_dual, box_qp, risk_parity
+from rebal_optimizer.direct import KKT_TOLERANCE, _primal, _primal_dual, _still_feasible, box_qp, risk_parity
 from rebal_optimizer.optimize import (
     Constraints,
     Infeasible,
@@ -205,3 +205,19 @@ def test_the_active_set_method_itself_answers_bounded_problems(
     # certified to the KKT tolerance
     assert solution.x.sum() == pytest.approx(1.0, abs=KKT_TOLERANCE)
     assert np.all(solution.x >= low - KKT_TOLERANCE) and np.all(solution.x <= high + KKT_TOLERANCE)
+
+
+def test_the_primal_method_restarts_from_the_previous_solution() -> None:
+    covariance = np.cov(random_returns(40, periods=300, seed=8), rowvar=False)
+    scaled = covariance / np.mean(np.diag(covariance))
+    ones, zeros = np.ones(40), np.zeros(40)
+    cold = _primal(scaled, zeros, ones, 1.0, zeros, ones)
+    assert cold is not None and cold.iterations > 5  # one bound per step from the box diagonal
+    warm = _primal(scaled, zeros, ones, 1.0, zeros, ones, cold.x)
+    assert warm is not None and warm.iterations == 1
+    np.testing.assert_allclose(warm.x, cold.x, atol=EXACT)
+    # a homogenised max-Sharpe point is rescaled onto the new mean's plane a'y = 1
+    mean, unbounded = np.linspace(0.5, 1.0, 40), np.full(40, np.inf)
+    moved = _still_feasible(2.0 * cold.x / float(mean @ cold.x), mean, 1.0, zeros, unbounded)
+    assert moved is not None
+    assert float(mean @ moved) == pytest.approx(1.0, abs=EXACT)

@@ -66,10 +66,12 @@ SMALLEST_STEP = 1e-10
 
 @dataclass(frozen=True)
 class ActiveSet:
-    """Which variables sit at their lower / upper bound: the warm start of the next ``box_qp``."""
+    """Which variables sit at their lower / upper bound, and the solution they came with: the warm start
+    of the next ``box_qp`` (the point starts the primal method when it is still feasible)."""
 
     low: Flags
     high: Flags
+    point: Floats | None = None
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,8 @@ def box_qp(
     found = _primal_dual(quadratic, linear, direction, target, low, high, start)
     if found is not None:
         return found
-    return _primal(quadratic, linear, direction, target, low, high)
+    warm = None if start is None else _still_feasible(start.point, direction, target, low, high)
+    return _primal(quadratic, linear, direction, target, low, high, warm)
 
 
 def _primal_dual(
@@ -134,15 +137,21 @@ def _primal_dual(
         if np.array_equal(new_low, at_low) and np.array_equal(new_high, at_high):
             if not _certified(gradient, linear, direction, target, x, multiplier, free):
                 return None
-            return QpSolution(x, ActiveSet(at_low, at_high), iteration)
+            return QpSolution(x, ActiveSet(at_low, at_high, x), iteration)
         at_low, at_high = new_low, new_high
     return None
 
 
 def _primal(
-    quadratic: Floats, linear: Floats, direction: Floats, target: float, low: Floats, high: Floats
+    quadratic: Floats,
+    linear: Floats,
+    direction: Floats,
+    target: float,
+    low: Floats,
+    high: Floats,
+    start: Floats | None = None,
 ) -> QpSolution | None:
-    x = _feasible_point(direction, target, low, high)
+    x = start if start is not None else _feasible_point(direction, target, low, high)
     if x is None:
         return None
     count = x.shape[0]
@@ -165,7 +174,7 @@ def _primal(
             if wrong[worst] <= KKT_TOLERANCE * size:
                 if not _certified(gradient, linear, direction, target, target_x, multiplier, free):
                     return None
-                return QpSolution(target_x, ActiveSet(at_low, at_high), iteration)
+                return QpSolution(target_x, ActiveSet(at_low, at_high, target_x), iteration)
             at_low[worst] = at_high[worst] = False  # release the bound with the wrong-signed multiplier
             continue
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -180,6 +189,23 @@ def _primal(
             else:
                 x[blocking], at_high[blocking] = high[blocking], True
     return None
+
+
+def _still_feasible(
+    point: Floats | None, direction: Floats, target: float, low: Floats, high: Floats
+) -> Floats | None:
+    """The previous solution as a start for the new data: as it is when it satisfies ``a'x = b`` and the
+    bounds (the budget ``sum w = 1`` does not change), or rescaled onto ``a'x = b`` when the bounds are the
+    cone ``x >= 0`` (the homogenised maximum Sharpe, whose ``a`` is the new mean)."""
+    if point is None or point.shape != direction.shape:
+        return None
+    reach = float(direction @ point)
+    if np.all(low == 0) and np.all(np.isinf(high)) and reach > 0:
+        point = point * (target / reach)
+    slack = KKT_TOLERANCE * (1.0 + float(np.max(np.abs(point))))
+    inside = bool(np.all(point >= low - slack) and np.all(point <= high + slack))
+    on_plane = abs(float(direction @ point) - target) <= KKT_TOLERANCE * (1.0 + abs(target))
+    return np.clip(point, low, high) if inside and on_plane else None
 
 
 def _feasible_point(direction: Floats, target: float, low: Floats, high: Floats) -> Floats | None:
