@@ -15,7 +15,8 @@ configuration (long-only, fully invested, per-strategy bounds at most) and have 
   (about a third of small random bounded cases, none of the benchmark's); the primal active-set method
   (Nocedal & Wright 16.3: from a feasible point, one bound added or released per factorisation) then
   takes over, sure but slower (one factorisation per bound that changes, so seconds for a cold start
-  at N=1000). Minimum variance, mean-variance and (homogenised) maximum Sharpe are this problem.
+  at N=1000; a re-solve restarts it from the previous solution). Minimum variance, mean-variance and
+  (homogenised) maximum Sharpe are this problem.
 - ``risk_parity``: Newton's method on the convex log-barrier function of Spinu (2013),
   ``f(x) = x'Σx / 2 - sum(log x) / n`` over ``x > 0``, whose minimiser has ``x_i (Σx)_i = 1 / n`` for every
   i (equal risk contributions once normalised), with a backtracking line search that keeps ``x > 0``;
