@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import asyncpg
 from pydantic import Field, SecretStr, model_validator
@@ -44,8 +44,10 @@ from rebal.venue import (
     VenueAuthError,
 )
 from rebal_venues.ccxt_settings import CcxtVenueSettings
-from rebal_venues.ccxt_venue import CcxtVenue, open_ccxt_venue
 from rebal_venues.settings import PaperSettings, open_paper_venues
+
+if TYPE_CHECKING:  # ccxt takes seconds to import: only a service with a ccxt venue pays for it
+    from rebal_venues.ccxt_venue import CcxtVenue
 
 # The valuation quote of a ccxt venue unless its section names another.
 DEFAULT_CCXT_QUOTE = "USDT"
@@ -206,6 +208,8 @@ class CcxtAccounts:
 
 def open_ccxt_accounts(name: str, settings: VenueSettings) -> CcxtAccounts:
     """The ccxt venue `name` as configured (clients built, not yet connected)."""
+    from rebal_venues.ccxt_venue import open_ccxt_venue
+
     opened: dict[str, CcxtVenue] = {}
     try:
         for account in settings.ccxt_accounts(name):
