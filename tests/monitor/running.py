@@ -22,6 +22,7 @@ from rebal_planner.settings import PlannerSettings
 from tests.messaging import started
 
 TOKEN = "t" * 40
+SHUTDOWN_SECONDS = 30.0
 
 
 def free_port() -> int:
@@ -69,7 +70,7 @@ async def running_monitor(settings: MonitorSettings) -> AsyncIterator[Running]:
             yield Running(url, client, settings)
     finally:
         server.should_exit = True
-        await task
+        await asyncio.wait_for(task, SHUTDOWN_SECONDS)  # a stop that hangs fails the test, not the run
 
 
 @asynccontextmanager
