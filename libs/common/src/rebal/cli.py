@@ -8,6 +8,7 @@ in `rebal.cli_ops`, `rebal.cli_strategies` and `rebal.cli_funds`, registered on 
 from __future__ import annotations
 
 import asyncio
+import os
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
@@ -252,7 +253,7 @@ def rebalance_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
 ) -> None:
     """Ask the planner for a rebalance of PORTFOLIO (executed by the executor unless --dry-run)."""
-    from rebal import commands, subjects
+    from rebal import commands, subjects, telemetry
 
     try:
         subjects.check_token(portfolio, "--portfolio")
@@ -262,11 +263,13 @@ def rebalance_command(
     if band_value is None or band_value < 0:
         fail(f"--band: {band!r} must be a decimal >= 0")
     try:
-        outcome = asyncio.run(
-            commands.rebalance(
-                nats_url, portfolio, dry_run=dry_run, band=band_value, wait=wait, timeout=timeout
+        # OTEL_TRACES_EXPORTER (the OpenTelemetry convention) turns the operator's span on.
+        with telemetry.session("cli", os.environ):
+            outcome = asyncio.run(
+                commands.rebalance(
+                    nats_url, portfolio, dry_run=dry_run, band=band_value, wait=wait, timeout=timeout
+                )
             )
-        )
     except commands.NotRunning as exc:
         fail(str(exc), EXIT_NOT_RUNNING)
     failed = outcome.plan is not None and outcome.plan.type == "PlanFailed"

@@ -17,7 +17,7 @@ from nats.errors import ConnectionClosedError, ConnectionReconnectingError, NoRe
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import NotFoundError
 
-from rebal import bus, subjects
+from rebal import bus, subjects, telemetry
 from rebal.events import (
     Event,
     PlanFailed,
@@ -99,13 +99,15 @@ async def rebalance(
             for topic in (RebalancePlanned.topic, PlanFailed.topic, RunFinished.topic):
                 await client.subscribe(topic.subject(portfolio), cb=keep)
         try:
-            await client.jetstream().publish(
-                command.subject,
-                command.model_dump_json().encode(),
-                stream=subjects.COMMANDS_STREAM,
-                headers={"Nats-Msg-Id": str(command.event_id)},
-                timeout=timeout,
-            )
+            # The root of the rebalance's trace (when tracing is on): planner and executor continue it.
+            with telemetry.operator_span("rebal rebalance", portfolio=portfolio):
+                await client.jetstream().publish(
+                    command.subject,
+                    command.model_dump_json().encode(),
+                    stream=subjects.COMMANDS_STREAM,
+                    headers=dict(telemetry.inject({"Nats-Msg-Id": str(command.event_id)})),
+                    timeout=timeout,
+                )
         except NatsTimeout:
             raise NotRunning("NATS did not acknowledge the command: are the services running?") from None
         if not wait:

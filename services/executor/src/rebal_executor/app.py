@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from rebal import bus, db, service
+from rebal import bus, db, service, telemetry
 from rebal.events import HaltTrading, RebalancePlanned, ResumeTrading
 from rebal.io import load_document
 from rebal_executor.handlers import SERVICE, Executor, register
 from rebal_executor.journal import Journal
 from rebal_executor.locks import account_locks
 from rebal_executor.settings import ExecutorSettings
-from rebal_venues.factory import open_venues
+from rebal_venues.factory import ConfiguredVenue, open_venues
 
 log = logging.getLogger("rebal.executor")
 
@@ -31,6 +32,7 @@ class Runtime:
     publisher: bus.EventSink
     database: service.Database
     executor: Executor | None = None
+    venues: Mapping[str, ConfiguredVenue] = field(default_factory=dict)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _worker: asyncio.Task[None] | None = None
 
@@ -42,9 +44,9 @@ class Runtime:
             log.info("applied migrations %s", ", ".join(applied))
         markets = load_document(self.settings.paper.markets_file)
         exchanges = list(markets) if isinstance(markets, dict) else []
-        venues = open_venues(exchanges, pool, self.settings.paper)
+        self.venues = open_venues(exchanges, pool, self.settings.paper)
         self.executor = Executor(
-            venues,
+            telemetry.traced_venues(self.venues),
             self.publisher,
             self.settings,
             Journal(pool),
@@ -59,6 +61,8 @@ class Runtime:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
+        for venue in self.venues.values():
+            await venue.close()
         await self.database.close()
 
     async def _work(self, executor: Executor) -> None:

@@ -29,7 +29,7 @@ from typing import Protocol, runtime_checkable
 
 from faststream.nats import NatsBroker
 
-from rebal import bus, metrics
+from rebal import bus, metrics, telemetry
 from rebal.core.execution import (
     ORDER_FINAL,
     IllegalTransition,
@@ -137,6 +137,8 @@ class Executor:
     clock: Callable[[], datetime] = utc_now
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     _draining: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # The trace each queued plan arrived in, so its run (on the worker) continues it; lost on a restart.
+    _traces: dict[uuid.UUID, dict[str, str]] = field(default_factory=dict)
 
     # -- plans in ---------------------------------------------------------------------------------------
 
@@ -149,6 +151,7 @@ class Executor:
         if not self.settings.enabled:
             log.warning("execution is disabled: plan %s not executed", plan.event_id)
             return False
+        self._traces[plan.event_id] = telemetry.carrier()
         return await self.journal.enqueue(plan.correlation_id or plan.event_id, plan)
 
     async def on_plan(self, plan: RebalancePlanned) -> None:
@@ -174,7 +177,9 @@ class Executor:
                 async with self.lock(accounts):
                     fresh = await self.journal.run(record.plan_id)  # another replica may have run it
                     if fresh is not None and fresh.state in UNFINISHED:
-                        await self._run(fresh)
+                        carried = self._traces.pop(fresh.plan_id, None)
+                        with telemetry.continued_span("executor run", carried, run=str(fresh.run_id)):
+                            await self._run(fresh)
             await self.reconcile_orders()
 
     # -- a run ------------------------------------------------------------------------------------------

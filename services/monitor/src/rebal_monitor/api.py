@@ -31,7 +31,7 @@ from nats.errors import Error as NatsError
 from numpy.typing import ArrayLike
 from pydantic import BaseModel, ConfigDict, Field
 
-from rebal import bus, strategy_store
+from rebal import bus, strategy_store, telemetry
 from rebal.core import performance as perf
 from rebal.core.errors import InputError
 from rebal.events import (
@@ -268,7 +268,8 @@ def _router(deps: Deps) -> APIRouter:
             requested_by="api",
         )
         run_id = derive_id("run", command.event_id)
-        await publish(command)
+        with telemetry.operator_span("POST /portfolio/rebalance", portfolio=portfolio):
+            await publish(command)
         outcome = await _await_outcome(pool(), run_id, deps.settings.plan_timeout_seconds)
         if outcome is None:
             raise Problem(
@@ -357,7 +358,8 @@ def _router(deps: Deps) -> APIRouter:
             transfers=tuple(PlannedTransfer.model_validate(t) for t in plan["transfers"]),
             skipped=tuple(SkippedOrder.model_validate(s) for s in plan["skipped"]),
         )
-        await publish(event)
+        with telemetry.operator_span("POST /portfolio/plans/approve", portfolio=portfolio):
+            await publish(event)
         await queries.mark_approved(pool(), plan_id, now, run_id)
         return await stored_plan(plan_id)
 

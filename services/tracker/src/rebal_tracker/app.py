@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rebal import bus, db, service
+from rebal import bus, db, service, telemetry
 from rebal.core.assemble import layout_accounts
 from rebal.core.tree import parse_tree
 from rebal.events import StrategyReturnReported, TakeSnapshot
@@ -18,7 +18,7 @@ from rebal_tracker.handlers import SERVICE, ReturnsIngest, Tracker, register
 from rebal_tracker.returns import ReturnsStore
 from rebal_tracker.settings import TrackerSettings
 from rebal_tracker.stats import StatsRefresher, StatsStore
-from rebal_venues.factory import open_venues
+from rebal_venues.factory import ConfiguredVenue, open_venues
 
 log = logging.getLogger("rebal.tracker")
 
@@ -33,6 +33,7 @@ class Runtime:
     tracker: Tracker | None = None
     ingest: ReturnsIngest | None = None
     stats: StatsRefresher | None = None
+    venues: Mapping[str, ConfiguredVenue] = field(default_factory=dict)
     schedule: asyncio.Task[None] | None = field(default=None, init=False)
     stats_task: asyncio.Task[None] | None = field(default=None, init=False)
 
@@ -47,7 +48,8 @@ class Runtime:
         load(tracking.layout_file, lambda doc: parse_tree(doc, "real"))  # a bad layout stops the start
         if not isinstance(layout, dict):
             raise ValueError(f"{tracking.layout_file}: the layout must be a tree document")
-        venues = open_venues(_exchanges(layout), pool, self.settings.paper)
+        self.venues = open_venues(_exchanges(layout), pool, self.settings.paper)
+        venues = telemetry.traced_venues(self.venues)
         quote = next(iter(venues.values())).valuation_quote if venues else "USD"
         self.tracker = Tracker(tracking.portfolio_id, layout, quote, venues, self.publisher)
         seeded = await self.tracker.seed()
@@ -71,6 +73,8 @@ class Runtime:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        for venue in self.venues.values():
+            await venue.close()
         await self.database.close()
 
     async def on_take_snapshot(self, command: TakeSnapshot) -> None:
