@@ -99,7 +99,7 @@ def test_the_dashboard_shows_the_real_run_and_the_numbers_of_the_api(
             weights = system.get("/portfolio/weights")
             performance = system.get("/portfolio/performance")
             equity = system.get("/portfolio/equity")
-            history = system.get("/portfolio/history", limit=20)
+            history = system.get("/portfolio/history", limit=20, include_previews="false")
             page.wait_for_function("() => Number(document.body.dataset.loaded || 0) >= 2")
 
             # The pie has the portfolio's sectors/strategies with the API's shares.

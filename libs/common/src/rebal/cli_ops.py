@@ -297,8 +297,12 @@ def history(
         str | None, typer.Option("--cursor", help="The next page (from a previous page).")
     ] = None,
     previews: Annotated[
-        bool, typer.Option("--previews/--no-previews", help="Include dry-run previews.")
-    ] = True,
+        bool,
+        typer.Option(
+            "--previews/--no-previews",
+            help="Include dry-run previews (the planner previews every new snapshot: off by default).",
+        ),
+    ] = False,
     api_url: ApiUrl = None,
     as_json: AsJson = False,
 ) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -496,6 +497,20 @@ def _relative(path: Path, root: Path) -> str:
         return str(path)
 
 
+API_TOKEN_FILE = "api-token"
+
+
+def api_token_file(var_dir: Path) -> Path:
+    """The demo's API token (made once, kept in ``var/``, readable by its owner only): the monitor's API
+    and dashboard need one, and the CLI reads the same file (``REBAL__API__TOKEN_FILE``)."""
+    path = var_dir / API_TOKEN_FILE
+    if not path.exists():
+        var_dir.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(32) + "\n")
+    return path
+
+
 def summary(options: Options, infra: Infra, services: Services, bot: Child | None) -> str:
     root = options.root
 
@@ -505,6 +520,10 @@ def summary(options: Options, infra: Infra, services: Services, bot: Child | Non
     rebal = rel(Path(sys.executable).parent / "rebal")
     default_nats = infra.nats_url == f"nats://{LOOPBACK}:{NATS_PORT}"
     env = "" if default_nats else f"REBAL__NATS__URL={infra.nats_url} "
+    token = api_token_file(options.var_dir.absolute())
+    monitor = services["monitor"].url
+    api_env = f"REBAL__API__URL={monitor} " if services["monitor"].port != SERVICE_PORTS["monitor"] else ""
+    api_env += f"REBAL__API__TOKEN_FILE={rel(token)} "
     lines = [
         "",
         "Rebal is running.",
@@ -522,6 +541,10 @@ def summary(options: Options, infra: Infra, services: Services, bot: Child | Non
         "  Try:",
         f"    {env}{rebal} rebalance --portfolio {PORTFOLIO} --dry-run",
         f"    {env}{rebal} rebalance --portfolio {PORTFOLIO}",
+        f"    {api_env}{rebal} status",
+        f"    {api_env}{rebal} plan --portfolio {PORTFOLIO}      (then: rebal approve PLAN_ID)",
+        "",
+        f"  Dashboard   {monitor}/?token=$(cat {rel(token)})   API docs {monitor}/docs",
         f"    curl -s {services['planner'].url}/readyz",
         f"    psql {infra.database_url} -c 'SELECT run_id, status, placed, filled FROM runs'",
         "",
@@ -554,12 +577,14 @@ def run(options: Options) -> int:
         infra.start()
         if infra.applied:
             _say(f"applied migrations {', '.join(infra.applied)}")
+        token = api_token_file(var_dir)
         services = Services(
             nats_url=infra.nats_url,
             database_url=infra.database_url,
             root=options.root,
             log_dir=log_dir,
             ports=options.service_ports,
+            service_env={"monitor": {"REBAL__API__TOKEN_FILE": str(token)}},
         )
         _say(f"starting {', '.join(SERVICES)}")
         services.start(wait=False)

@@ -197,7 +197,7 @@ async function refresh() {
   try {
     const [status, weights, performance, equity, history, plans] = await Promise.all([
       api("/status"), api("/portfolio/weights"), api("/portfolio/performance"), api("/portfolio/equity"),
-      api("/portfolio/history", { limit: 20 }), api("/portfolio/plans", { limit: 1 }),
+      api("/portfolio/history", { limit: 20, include_previews: false }), api("/portfolio/plans", { limit: 1 }),
     ]);
     const plan = plans && plans.plans.length ? plans.plans[0] : null;
     const diff = await api("/portfolio/trees/diff", plan ? { band: plan.band } : {});
