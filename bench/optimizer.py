@@ -34,63 +34,63 @@ Gap (on the new window, every library's weights scored with the same estimate):
     .venv/bin/python bench/optimizer.py                       # all sizes, ~10 minutes (skfolio at N=1000)
     .venv/bin/python bench/optimizer.py --sizes 10,50,200     # a minute
 
-Figures on the development machine (2026-11-21, 22:52-22:59 UTC, 2 cores shared with other test runs,
-load average 12 falling to 2.5 during the run; wall-clock ratios at small N vary run to run, CPU ones
-less):
+Figures on the development machine (2026-11-21, 23:01-23:08 UTC, 2 cores shared with other engineers'
+test runs, load average 2-3 during the run; an earlier run under load 12 gave wall-clock ratios 4-16x
+lower for the short solves at N=10, CPU ratios within a factor of 3 of these, every one still above 13x):
 
     T=1000, Ledoit-Wolf, BLAS threads 1; median of 7 runs (3 at N=1000); seconds
 
     method           N  library          full s   cpu s  re-solve s   cpu s        gap
     min-variance    10  rebal            0.0003  0.0003      0.0002  0.0002   0.00e+00
-    min-variance    10  PyPortfolioOpt   0.0617  0.0150      0.0489  0.0145   0.00e+00
-    min-variance    10  skfolio          0.0369  0.0183      0.0402  0.0187   1.42e-08
-    max-sharpe      10  rebal            0.0006  0.0006      0.0004  0.0004  -9.59e-14
-    max-sharpe      10  PyPortfolioOpt   0.0331  0.0163      0.0348  0.0168  -9.57e-14
-    max-sharpe      10  skfolio          0.0465  0.0212      0.0449  0.0210   1.95e-07
-    risk-parity     10  rebal            0.0005  0.0005      0.0004  0.0004   8.91e-14
-    risk-parity     10  PyPortfolioOpt   0.0152  0.0062      0.0207  0.0062   7.72e-02
-    risk-parity     10  skfolio          0.0273  0.0134      0.0311  0.0141   1.06e-04
-    min-variance    50  rebal            0.0007  0.0007      0.0004  0.0004  -3.80e-13
-    min-variance    50  PyPortfolioOpt   0.0241  0.0110      0.0254  0.0110  -3.80e-13
-    min-variance    50  skfolio          0.0353  0.0159      0.0354  0.0158   2.34e-06
-    max-sharpe      50  rebal            0.0013  0.0013      0.0008  0.0006  -1.20e-12
-    max-sharpe      50  PyPortfolioOpt   0.0610  0.0183      0.0590  0.0167  -1.20e-12
-    max-sharpe      50  skfolio          0.0746  0.0193      0.0729  0.0193   1.26e-05
-    risk-parity     50  rebal            0.0107  0.0013      0.0006  0.0006   1.91e-15
-    risk-parity     50  PyPortfolioOpt   0.0561  0.0139      0.0520  0.0138   4.34e-01
-    risk-parity     50  skfolio          0.0764  0.0212      0.0745  0.0215   3.81e-05
-    min-variance   200  rebal            0.0129  0.0043      0.0040  0.0016  -3.49e-13
-    min-variance   200  PyPortfolioOpt   0.1046  0.0283      0.1032  0.0282  -3.49e-13
-    min-variance   200  skfolio          0.2177  0.1213      0.2184  0.1186   3.39e-06
-    max-sharpe     200  rebal            0.0152  0.0037      0.0095  0.0019  -1.49e-14
-    max-sharpe     200  PyPortfolioOpt   0.8267  0.2426      0.8714  0.2453  -1.49e-14
-    max-sharpe     200  skfolio          0.4459  0.1473      0.3802  0.1444   3.41e-05
-    risk-parity    200  rebal            0.0122  0.0043      0.0082  0.0020   2.08e-15
-    risk-parity    200  PyPortfolioOpt   0.3891  0.1399      0.3952  0.1374   3.29e-01
-    risk-parity    200  skfolio          0.4927  0.2446      0.5252  0.2323   1.47e-05
-    min-variance  1000  rebal            0.1782  0.0649      0.0338  0.0128  -5.87e-12
-    min-variance  1000  PyPortfolioOpt   1.9858  0.7963      1.7389  0.8198  -5.87e-12
-    min-variance  1000  skfolio          8.9476  4.3672      6.6545  4.3222   3.57e-05
-    max-sharpe    1000  rebal            0.0876  0.0528      0.0130  0.0113  -3.62e-14
+    min-variance    10  PyPortfolioOpt   0.0133  0.0121      0.0116  0.0115   0.00e+00
+    min-variance    10  skfolio          0.0093  0.0093      0.0097  0.0097   1.42e-08
+    max-sharpe      10  rebal            0.0003  0.0003      0.0002  0.0002  -9.59e-14
+    max-sharpe      10  PyPortfolioOpt   0.0095  0.0091      0.0087  0.0087  -9.57e-14
+    max-sharpe      10  skfolio          0.0120  0.0120      0.0126  0.0118   1.95e-07
+    risk-parity     10  rebal            0.0004  0.0004      0.0002  0.0002   8.91e-14
+    risk-parity     10  PyPortfolioOpt   0.0035  0.0035      0.0035  0.0035   7.72e-02
+    risk-parity     10  skfolio          0.0101  0.0101      0.0103  0.0103   1.06e-04
+    min-variance    50  rebal            0.0009  0.0009      0.0005  0.0005  -3.80e-13
+    min-variance    50  PyPortfolioOpt   0.0120  0.0120      0.0118  0.0118  -3.80e-13
+    min-variance    50  skfolio          0.0181  0.0180      0.0183  0.0183   2.34e-06
+    max-sharpe      50  rebal            0.0012  0.0012      0.0006  0.0006  -1.20e-12
+    max-sharpe      50  PyPortfolioOpt   0.0173  0.0169      0.0166  0.0166  -1.20e-12
+    max-sharpe      50  skfolio          0.0208  0.0203      0.0201  0.0197   1.26e-05
+    risk-parity     50  rebal            0.0010  0.0010      0.0006  0.0006   1.91e-15
+    risk-parity     50  PyPortfolioOpt   0.0151  0.0151      0.0156  0.0156   4.34e-01
+    risk-parity     50  skfolio          0.0165  0.0156      0.0159  0.0157   3.81e-05
+    min-variance   200  rebal            0.0028  0.0028      0.0010  0.0010  -3.49e-13
+    min-variance   200  PyPortfolioOpt   0.0226  0.0226      0.0231  0.0229  -3.49e-13
+    min-variance   200  skfolio          0.1088  0.1071      0.1062  0.1043   3.39e-06
+    max-sharpe     200  rebal            0.0032  0.0032      0.0013  0.0012  -1.49e-14
+    max-sharpe     200  PyPortfolioOpt   0.2264  0.2256      0.2292  0.2292  -1.49e-14
+    max-sharpe     200  skfolio          0.1639  0.1827      0.1741  0.1929   3.41e-05
+    risk-parity    200  rebal            0.0043  0.0043      0.0020  0.0020   2.08e-15
+    risk-parity    200  PyPortfolioOpt   0.1284  0.1284      0.1186  0.1186   3.29e-01
+    risk-parity    200  skfolio          0.2042  0.2282      0.2111  0.2175   1.47e-05
+    min-variance  1000  rebal            0.0603  0.0570      0.0115  0.0115  -5.87e-12
+    min-variance  1000  PyPortfolioOpt   0.7544  0.7341      0.7493  0.7048  -5.87e-12
+    min-variance  1000  skfolio          5.1152  4.7389      4.8240  4.1539   3.57e-05
+    max-sharpe    1000  rebal            0.0500  0.0500      0.0102  0.0102  -3.62e-14
     max-sharpe    1000  PyPortfolioOpt        -       -           -       -  failed: user_limit
-    max-sharpe    1000  skfolio          5.6309  2.9712      7.2099  3.3992   3.89e-06
-    risk-parity   1000  rebal            0.1470  0.1025      0.0626  0.0303   1.67e-14
+    max-sharpe    1000  skfolio          3.1065  3.3301      2.9191  2.9537   3.89e-06
+    risk-parity   1000  rebal            0.0815  0.0815      0.0251  0.0251   1.67e-14
     risk-parity   1000  PyPortfolioOpt        -       -           -       -  not run: SLSQP
-    risk-parity   1000  skfolio         12.6969  5.8231     15.2021  8.3608   2.16e-05
+    risk-parity   1000  skfolio          6.0613  6.1096      7.9228  7.8829   2.16e-05
 
     re-solve, the fastest other library over ours (target >= 5):
-    min-variance    10   165.6x wall (skfolio 0.0402 s / ours 0.0002 s)    59.8x cpu (PyPortfolioOpt)
-    max-sharpe      10    88.6x wall (PyPortfolioOpt 0.0348 s / ours 0.0004 s)    42.8x cpu (PyPortfolioOpt)
-    risk-parity     10    46.2x wall (PyPortfolioOpt 0.0207 s / ours 0.0004 s)    13.8x cpu (PyPortfolioOpt)
-    min-variance    50    67.8x wall (PyPortfolioOpt 0.0254 s / ours 0.0004 s)    29.5x cpu (PyPortfolioOpt)
-    max-sharpe      50    72.8x wall (PyPortfolioOpt 0.0590 s / ours 0.0008 s)    28.1x cpu (PyPortfolioOpt)
-    risk-parity     50    89.8x wall (PyPortfolioOpt 0.0520 s / ours 0.0006 s)    23.9x cpu (PyPortfolioOpt)
-    min-variance   200    25.9x wall (PyPortfolioOpt 0.1032 s / ours 0.0040 s)    17.8x cpu (PyPortfolioOpt)
-    max-sharpe     200    40.1x wall (skfolio 0.3802 s / ours 0.0095 s)    75.5x cpu (skfolio)
-    risk-parity    200    48.2x wall (PyPortfolioOpt 0.3952 s / ours 0.0082 s)    69.8x cpu (PyPortfolioOpt)
-    min-variance  1000    51.5x wall (PyPortfolioOpt 1.7389 s / ours 0.0338 s)    64.0x cpu (PyPortfolioOpt)
-    max-sharpe    1000   553.5x wall (skfolio 7.2099 s / ours 0.0130 s)   301.1x cpu (skfolio)
-    risk-parity   1000   242.9x wall (skfolio 15.2021 s / ours 0.0626 s)   275.9x cpu (skfolio)
+    min-variance    10    41.9x wall (skfolio 0.0097 s / ours 0.0002 s)    41.9x cpu (skfolio)
+    max-sharpe      10    39.5x wall (PyPortfolioOpt 0.0087 s / ours 0.0002 s)    39.4x cpu (PyPortfolioOpt)
+    risk-parity     10    15.0x wall (PyPortfolioOpt 0.0035 s / ours 0.0002 s)    15.0x cpu (PyPortfolioOpt)
+    min-variance    50    26.1x wall (PyPortfolioOpt 0.0118 s / ours 0.0005 s)    26.0x cpu (PyPortfolioOpt)
+    max-sharpe      50    27.7x wall (PyPortfolioOpt 0.0166 s / ours 0.0006 s)    27.8x cpu (PyPortfolioOpt)
+    risk-parity     50    24.8x wall (PyPortfolioOpt 0.0156 s / ours 0.0006 s)    24.8x cpu (PyPortfolioOpt)
+    min-variance   200    23.8x wall (PyPortfolioOpt 0.0231 s / ours 0.0010 s)    23.7x cpu (PyPortfolioOpt)
+    max-sharpe     200   133.7x wall (skfolio 0.1741 s / ours 0.0013 s)   164.4x cpu (skfolio)
+    risk-parity    200    59.1x wall (PyPortfolioOpt 0.1186 s / ours 0.0020 s)    59.0x cpu (PyPortfolioOpt)
+    min-variance  1000    65.2x wall (PyPortfolioOpt 0.7493 s / ours 0.0115 s)    61.3x cpu (PyPortfolioOpt)
+    max-sharpe    1000   286.0x wall (skfolio 2.9191 s / ours 0.0102 s)   289.5x cpu (skfolio)
+    risk-parity   1000   315.4x wall (skfolio 7.9228 s / ours 0.0251 s)   313.7x cpu (skfolio)
 """
 
 from __future__ import annotations
