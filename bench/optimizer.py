@@ -35,8 +35,9 @@ Gap (on the new window, every library's weights scored with the same estimate):
     .venv/bin/python bench/optimizer.py --sizes 10,50,200     # a minute
 
 Figures on the development machine (2026-11-21, 23:01-23:08 UTC, 2 cores shared with other engineers'
-test runs, load average 2-3 during the run; an earlier run under load 12 gave wall-clock ratios 4-16x
-lower for the short solves at N=10, CPU ratios within a factor of 3 of these, every one still above 13x):
+test runs, load average 2-3 during the run). Under load average 12 (an earlier run, 22:52) the re-solve
+ratios were 13.8-301x on CPU and 25.9-554x wall-clock; one run before that had a wall-clock outlier of
+4.0x (risk parity, N=10: our 0.4 ms solve descheduled; 8.9x on CPU), hence the CPU column:
 
     T=1000, Ledoit-Wolf, BLAS threads 1; median of 7 runs (3 at N=1000); seconds
 
