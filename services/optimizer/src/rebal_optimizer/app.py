@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from threadpoolctl import threadpool_limits
+
 from rebal import bus, db, service
 from rebal_optimizer.allocator import ReturnMatrix
 from rebal_optimizer.handlers import SERVICE, Allocations, Targets, register
@@ -47,6 +49,7 @@ class LazyData:
 
 
 settings = OptimizerSettings()
+threadpool_limits(limits=settings.blas_threads)
 broker = service.make_broker(settings, SERVICE)
 publisher = bus.Publisher(broker)
 history = bus.StreamHistory(broker)

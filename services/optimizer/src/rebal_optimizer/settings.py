@@ -94,6 +94,9 @@ class OptimizerSettings(ServiceSettings):
     targets: TargetSettings = TargetSettings()
     # Portfolio id -> its allocation across strategies; portfolios not listed get their target file as is.
     allocations: dict[str, AllocationSettings] = Field(default_factory=dict)
+    # BLAS threads for the solves: one is fastest for these sizes on a machine shared with other services
+    # (measured by bench/optimizer.py: two threads made every library 10-40x slower on 2 shared cores).
+    blas_threads: int = Field(default=1, ge=1, le=256)
 
     @model_validator(mode="after")
     def _bases(self) -> OptimizerSettings:
