@@ -295,46 +295,46 @@ LAYOUT = (
 def run_ingest(
     url: str, returns: int, env: dict[str, str], base: Path, logs: Path, replicas: int = 1
 ) -> None:
-    with PostgresServer(base / "pg" / "data") as postgres:
-        dsn = postgres.ensure_database("rebal")
-        layout = base / "layout.json"
-        layout.write_text(LAYOUT)
-        tracker_env = {
-            **env,
-            "REBAL__DATABASE__URL": dsn,
-            "REBAL__TRACKING__LAYOUT_FILE": str(layout),
-            "REBAL__TRACKING__SNAPSHOT_INTERVAL_SECONDS": "3600",
-        }
-        print(f"\nStrategy-return ingest into one tracker ({returns:,} returns, {STRATEGIES} strategies)")
-        seconds = asyncio.run(publish_returns(url, returns))
-        print(f"  published (backlog): {returns / seconds:,.0f}/s from one publisher", flush=True)
-        with contextlib.ExitStack() as trackers:
-            for replica in range(replicas):
-                trackers.enter_context(service("tracker", tracker_env, logs, replica))
-            drained, counted = asyncio.run(drain_time(dsn, returns))
-            stored = asyncio.run(rows(dsn))
-        backlog_rate = counted / drained
-        print(
-            f"  backlog drained by {replicas} tracker(s): {backlog_rate:,.0f} returns/s,"
-            f" {stored:,} stored of {returns:,}"
-        )
-        # Live: the tracker runs while a second batch (new timestamps) is published.
-        with service("tracker", tracker_env, logs):
-            start = time.perf_counter()
-            asyncio.run(publish_returns_offset(url, returns))
-            asyncio.run(drain_time(dsn, 2 * returns))
-            live = time.perf_counter() - start
-            stored = asyncio.run(rows(dsn))
-        letters = asyncio.run(dead_letters(url))
-        print(
-            f"  live (publish while ingesting): {returns / live:,.0f} returns/s end to end,"
-            f" {stored:,} stored of {2 * returns:,}, {letters} dead letters"
-        )
-        ok = backlog_rate >= INGEST_TARGET and stored == 2 * returns and letters == 0
-        print(
-            f"target: >= {INGEST_TARGET:,} returns/s into one tracker, nothing lost: {backlog_rate:,.0f}/s",
-            verdict(ok),
-        )
+    dsn = env["REBAL__DATABASE__URL"]
+    # One Postgres for the whole run (the planner keeps the funds' ledgers there too).
+    layout = base / "layout.json"
+    layout.write_text(LAYOUT)
+    tracker_env = {
+        **env,
+        "REBAL__DATABASE__URL": dsn,
+        "REBAL__TRACKING__LAYOUT_FILE": str(layout),
+        "REBAL__TRACKING__SNAPSHOT_INTERVAL_SECONDS": "3600",
+    }
+    print(f"\nStrategy-return ingest into one tracker ({returns:,} returns, {STRATEGIES} strategies)")
+    seconds = asyncio.run(publish_returns(url, returns))
+    print(f"  published (backlog): {returns / seconds:,.0f}/s from one publisher", flush=True)
+    with contextlib.ExitStack() as trackers:
+        for replica in range(replicas):
+            trackers.enter_context(service("tracker", tracker_env, logs, replica))
+        drained, counted = asyncio.run(drain_time(dsn, returns))
+        stored = asyncio.run(rows(dsn))
+    backlog_rate = counted / drained
+    print(
+        f"  backlog drained by {replicas} tracker(s): {backlog_rate:,.0f} returns/s,"
+        f" {stored:,} stored of {returns:,}"
+    )
+    # Live: the tracker runs while a second batch (new timestamps) is published.
+    with service("tracker", tracker_env, logs):
+        start = time.perf_counter()
+        asyncio.run(publish_returns_offset(url, returns))
+        asyncio.run(drain_time(dsn, 2 * returns))
+        live = time.perf_counter() - start
+        stored = asyncio.run(rows(dsn))
+    letters = asyncio.run(dead_letters(url))
+    print(
+        f"  live (publish while ingesting): {returns / live:,.0f} returns/s end to end,"
+        f" {stored:,} stored of {2 * returns:,}, {letters} dead letters"
+    )
+    ok = backlog_rate >= INGEST_TARGET and stored == 2 * returns and letters == 0
+    print(
+        f"target: >= {INGEST_TARGET:,} returns/s into one tracker, nothing lost: {backlog_rate:,.0f}/s",
+        verdict(ok),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -351,8 +351,15 @@ def main(argv: list[str] | None = None) -> int:
         base = Path(tmp)
         logs = base / "logs"
         logs.mkdir()
-        with NatsServer(base / "nats" / "jetstream", extra_config="max_payload: 8MB") as server:
-            env = {"REBAL__NATS__URL": server.url, "REBAL__PLANNING__PREVIEW_ON_NEW_DATA": "false"}
+        with (
+            NatsServer(base / "nats" / "jetstream", extra_config="max_payload: 8MB") as server,
+            PostgresServer(base / "pg" / "data") as postgres,
+        ):
+            env = {
+                "REBAL__NATS__URL": server.url,
+                "REBAL__DATABASE__URL": postgres.ensure_database("rebal"),
+                "REBAL__PLANNING__PREVIEW_ON_NEW_DATA": "false",
+            }
             print(f"Python {sys.version.split()[0]}, nats-server at {server.url}", flush=True)
             if sizes:
                 run_latency(server.url, sizes, args.commands, env, logs)
