@@ -58,6 +58,11 @@ bench: setup
 	$(UV) sync --frozen --all-packages --group dev --group bench
 	$(VENV)/bin/python bench/plan.py
 	$(VENV)/bin/python bench/optimizer.py
+	$(VENV)/bin/python bench/pipeline.py
+	$(VENV)/bin/python bench/executor.py
+	$(VENV)/bin/python bench/funds.py
+	$(VENV)/bin/python bench/history.py
+	$(VENV)/bin/python bench/strategy_stats.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
