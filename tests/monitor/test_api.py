@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -215,7 +216,14 @@ async def test_bad_requests_get_a_clear_4xx(nats_url: str, database: FreshDataba
             assert missing.status_code == 401 and "Bearer" in missing.json()["detail"]
             wrong = await bare.get("/status", headers={"authorization": "Bearer nope"})
             assert wrong.status_code == 401 and wrong.json()["detail"] == "wrong bearer token"
-            assert (await bare.get("/openapi.json")).status_code == 200
+            spec = await bare.get("/openapi.json")
+            assert spec.status_code == 200
+            # Every endpoint of the API refuses a request without the token.
+            for path, operations in spec.json()["paths"].items():
+                concrete = re.sub(r"\{[^}]+\}", str(uuid.uuid4()), path)
+                for method in operations:
+                    refused = await bare.request(method.upper(), concrete)
+                    assert refused.status_code == 401, (method, path, refused.status_code)
 
         malformed = await client.post(
             "/portfolio/rebalance", content=b'{"dry_run": tru', headers={"content-type": "application/json"}

@@ -244,6 +244,19 @@ def _router(deps: Deps) -> APIRouter:
             combined = {**_statistics("combined", common.tolist(), mixed.tolist()), "window": "inception"}
         return {"portfolio_id": portfolio, "window": window, "strategies": strategies, "combined": combined}
 
+    @router.get("/portfolio/equity", summary="Equity curve of the strategies' equally weighted mix")
+    async def equity(portfolio_id: Portfolio = None) -> JsonDict:
+        portfolio = portfolio_of(portfolio_id)
+        series = await queries.strategy_returns(pool(), portfolio)
+        points, drawdown = dashboard.equity_points(series)
+        return {
+            "portfolio_id": portfolio,
+            "source": "strategy_returns",
+            "strategies": sorted(series),
+            "max_drawdown": drawdown,
+            "points": points,
+        }
+
     @router.post(
         "/portfolio/rebalance", status_code=201, summary="Make a plan (a dry-run preview by default)"
     )

@@ -6,30 +6,24 @@ field, or given once as ``/?token=...`` (taken out of the address bar at once). 
 carry no data, so they are served without a token. Plotly.js comes from the ``plotly`` wheel: no CDN, no
 Node build; these machines and many operators' servers are offline.
 
-It also serves the one series the equity chart needs and the API has not: ``GET /portfolio/equity``
-(bearer token as the API), the growth of 1 invested in the equally weighted mix of the portfolio's
-strategies, from the same returns and the same mixing as ``GET /portfolio/performance``'s ``combined``, so
-the curve's drawdown is the one the page shows. Mounted by the monitor's app with
-``include_router(dashboard.router)``.
+`equity_points` computes the series the equity chart needs (``GET /portfolio/equity`` in ``api.py``): the
+growth of 1 invested in the equally weighted mix of the portfolio's strategies, from the same returns and
+the same mixing as ``GET /portfolio/performance``'s ``combined``, so the curve's drawdown is the one the
+page shows. Mounted by the monitor's app with ``include_router(dashboard.router)``.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import secrets
 from datetime import UTC, datetime
-from functools import cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import asyncpg
 import numpy as np
-from fastapi import APIRouter, Header, HTTPException, Query
+from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse
 
 from rebal.core import performance as perf
-from rebal_monitor import queries
-from rebal_monitor.settings import MonitorSettings
 
 STATIC = Path(__file__).parent / "static"
 # The scripts and styles change with the code: a browser revalidates them (cheap: ETag, 304). Plotly.js
@@ -95,37 +89,6 @@ async def asset(name: str) -> FileResponse:
     )
 
 
-@cache
-def _settings() -> MonitorSettings:
-    return MonitorSettings()
-
-
-_pool: asyncpg.Pool | None = None
-
-
-async def _database() -> asyncpg.Pool:
-    """A small pool of the dashboard's own (the API's is not reachable from a router mounted beside it)."""
-    global _pool  # noqa: PLW0603 - one lazily opened pool per process
-    if _pool is None:
-        _pool = await asyncpg.create_pool(_settings().database.url.get_secret_value(), min_size=0, max_size=2)
-    return _pool
-
-
-def _authorised(authorization: str | None) -> None:
-    """The API's rule: `Authorization: Bearer <api.token>`; no token configured refuses everything."""
-    token = _settings().api.token
-    expected = token.get_secret_value() if token is not None else ""
-    if not expected:
-        raise HTTPException(
-            401, "the API has no token configured (REBAL__API__TOKEN): every request is refused"
-        )
-    scheme, _, given = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not given:
-        raise HTTPException(401, "missing 'Authorization: Bearer <token>' header")
-    if not secrets.compare_digest(given.strip().encode(), expected.encode()):
-        raise HTTPException(401, "wrong bearer token")
-
-
 def equity_points(
     series: dict[str, tuple[list[float], list[float]]],
 ) -> tuple[list[dict[str, Any]], float | None]:
@@ -148,25 +111,3 @@ def equity_points(
         for i in keep
     ]
     return points, float(drawdown) if np.isfinite(drawdown) else None
-
-
-@router.get("/portfolio/equity")
-async def equity(
-    portfolio_id: Annotated[str | None, Query(pattern=PORTFOLIO_PATTERN)] = None,
-    authorization: Annotated[str | None, Header()] = None,
-) -> dict[str, Any]:
-    _authorised(authorization)
-    portfolio = portfolio_id or _settings().portfolios[0]
-    try:
-        pool = await _database()
-        series = await queries.strategy_returns(pool, portfolio)
-    except (OSError, asyncpg.PostgresError) as exc:
-        raise HTTPException(503, f"Postgres did not answer: {type(exc).__name__}") from None
-    points, drawdown = equity_points(series)
-    return {
-        "portfolio_id": portfolio,
-        "source": "strategy_returns",
-        "strategies": sorted(series),
-        "max_drawdown": drawdown,
-        "points": points,
-    }
