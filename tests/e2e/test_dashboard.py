@@ -16,7 +16,6 @@ from playwright.sync_api import Page, expect, sync_playwright
 from tests.e2e.operators import TOKEN, OperatorSystem, operator_system
 
 pytestmark = [pytest.mark.timeout(180)]
-ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
