@@ -11,14 +11,20 @@ from hypothesis import strategies as st
 from rebal.core.execution import (
     ABOVE_ORDER_NOTIONAL,
     ABOVE_RUN_NOTIONAL,
+    BALANCE_QUOTE_TOLERANCE,
     ORDER_FINAL,
     ORDER_STAGES,
     ORDER_TRANSITIONS,
     RUN_FINAL,
     RUN_STATES,
+    BalanceDiscrepancy,
     IllegalTransition,
     Queued,
+    TradedFill,
+    balance_discrepancies,
+    balance_tolerances,
     coalesce,
+    expected_change,
     notional_refusal,
     order_transition,
     price_moved,
@@ -170,3 +176,65 @@ def test_a_routed_sell_is_recognised_by_what_its_first_leg_delivers() -> None:
     assert not routed_sell("XYZ/BTC", D(100), D("0.0000083333"), "BTC/USDT", D("0.5"))  # a sell of its own
     assert not routed_sell("XYZ/BTC", D(100), D("0.0000083333"), "ETH/USDT", D("0.0008"))  # not the BTC
     assert not routed_sell("XYZ/BTC", D(100), D(0), "BTC/USDT", D("0.00083"))  # no estimate: no claim
+
+
+# -- balances against fills --------------------------------------------------------------------------------
+
+
+def test_expected_change_takes_each_fee_from_its_own_asset() -> None:
+    fills = [
+        # Binance: a buy's fee comes out of the coins received, a sell's out of the quote received.
+        TradedFill("ETH/USDT", "buy", D("0.1"), D("3000"), D("0.0001"), "ETH"),
+        TradedFill("BTC/USDT", "sell", D("0.01"), D("60000"), D("0.6"), "USDT"),
+    ]
+    # ETH +0.1 - 0.0001; USDT -300 + 600 - 0.6; BTC -0.01.
+    assert expected_change(fills) == {"BTC": D("-0.01"), "ETH": D("0.0999"), "USDT": D("299.4")}
+    # The paper exchange: a buy of 2 ETH at 3000 costs 6000 + a 6 USDT fee.
+    assert expected_change([TradedFill("ETH/USDT", "buy", D("2"), D("3000"), D("6"), "USDT")]) == {
+        "ETH": D("2"),
+        "USDT": D("-6006"),
+    }
+    # A buy and a sell that cancel out, without fees, leave nothing.
+    assert (
+        expected_change(
+            [
+                TradedFill("SOL/USDT", "buy", D("1"), D("150"), D(0), ""),
+                TradedFill("SOL/USDT", "sell", D("1"), D("150"), D(0), ""),
+            ]
+        )
+        == {}
+    )
+
+
+def test_a_deposit_during_the_run_is_what_the_fills_do_not_explain() -> None:
+    explained = {"BTC": D("-0.01"), "ETH": D("0.0999"), "USDT": D("299.4")}
+    before = {"BTC": D("0.05"), "USDT": D("1000")}
+    tolerances = balance_tolerances([("BTC", D("0.00001")), ("ETH", D("0.001")), ("ETH", D("0.0001"))])
+    assert tolerances == {"BTC": D("0.00001"), "ETH": D("0.0001")}
+    # Exactly what the fills say: nothing to report.
+    clean = {"BTC": D("0.04"), "ETH": D("0.0999"), "USDT": D("1299.4")}
+    assert balance_discrepancies(before, clean, explained, tolerances) == ()
+    # 1000 USDT arrived from outside during the run: USDT moved 1299.4, the fills explain 299.4.
+    deposited = {**clean, "USDT": D("2299.4")}
+    [found] = balance_discrepancies(before, deposited, explained, tolerances)
+    assert found == BalanceDiscrepancy("USDT", D("1299.4"), D("299.4"))
+    assert found.difference == D("1000")
+    # Someone sold all the BTC left and it is gone: -0.05 moved, -0.01 explained.
+    sold = {**clean, "BTC": D(0)}
+    assert balance_discrepancies(before, sold, explained, tolerances) == (
+        BalanceDiscrepancy("BTC", D("-0.05"), D("-0.01")),
+    )
+
+
+def test_rounding_within_one_step_or_the_quote_tolerance_is_not_reported() -> None:
+    explained = {"ETH": D("0.0999"), "USDT": D("-300")}
+    before = {"USDT": D("1000")}
+    tolerances = {"ETH": D("0.0001")}
+    assert D("0.000001") == BALANCE_QUOTE_TOLERANCE
+    within = {"ETH": D("0.09995"), "USDT": D("700.0000005")}  # half a step; half the quote tolerance
+    assert balance_discrepancies(before, within, explained, tolerances) == ()
+    beyond = {"ETH": D("0.09979"), "USDT": D("700.000002")}  # 1.1 steps; twice the quote tolerance
+    assert balance_discrepancies(before, beyond, explained, tolerances) == (
+        BalanceDiscrepancy("ETH", D("0.09979"), D("0.0999")),
+        BalanceDiscrepancy("USDT", D("-299.999998"), D("-300")),
+    )

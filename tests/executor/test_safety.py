@@ -92,6 +92,9 @@ class FaultyVenue:
             raise VenueError("look-up timed out")
         return await self.inner.order(account, client_order_id, symbol=symbol)
 
+    async def open_orders(self, account: str, symbol: str | None = None) -> Sequence[OrderState]:
+        return await self.inner.open_orders(account, symbol)
+
 
 async def setup(
     pool: asyncpg.Pool, balances: Mapping[str, Decimal] = DEMO_BALANCES, **settings: object
@@ -299,7 +302,8 @@ async def test_insufficient_funds_refreshes_the_balance_and_resizes_once(pool: a
     executor, recorder, venue = await setup(pool, {"USDT": D("1000")})
     # The sizing sees a stale 2000 USDT: 0.5 ETH costs 0.5 x 3000 x 1.002 (buffer) x 1.001 (fee) = 1504.503,
     # which fits; the venue holds 1000 USDT and refuses (1501.5 with its fee).
-    venue.stale_free = [{"USDT": D("2000")}]
+    # (The first balances read, the run's starting balances, is the truth.)
+    venue.stale_free = [{"USDT": D("1000")}, {"USDT": D("2000")}]
     the_plan = plan(order("ETH/USDT", "buy", "0.5", 2))
     await executor.on_plan(the_plan)
     finished = finished_of(recorder)
@@ -430,6 +434,9 @@ class RestingVenue:
     async def order(self, account: str, client_order_id: str, symbol: str | None = None) -> OrderState | None:
         return self.orders.get(client_order_id)
 
+    async def open_orders(self, account: str, symbol: str | None = None) -> Sequence[OrderState]:
+        return [s for s in self.orders.values() if s.status == "open" and s.account == account]
+
     async def cancel_order(self, account: str, client_order_id: str, symbol: str) -> OrderState | None:
         self.cancelled.append(client_order_id)
         state = self.orders[client_order_id]
@@ -452,10 +459,30 @@ async def test_halt_cancels_our_open_orders_and_never_touches_external_ones(pool
     cid = client_order_id(the_plan.event_id, 0)
     assert finished_of(recorder).reasons == ("leg 0 BTC/USDT sell still open after 1 s: left to reconcile",)
     assert await pool.fetchval("SELECT state FROM execution.orders") == "accepted"
+    # The reconciliation after the run listed the account's open orders: ours is adopted, the other one
+    # is classified external (recorded once, counted), never ours to cancel.
+    assert await external_orders(pool) == [
+        ("paper", SPOT, "someone-elses", "BTC/USDT", "buy", D("0.1"), False)
+    ]
+    assert REGISTRY.get_sample_value("rebal_external_orders", {"exchange": "paper"}) == 1
     await executor.halt(new_event(HaltTrading, key="h", now=T0, portfolio_id="demo", reason="incident"))
     assert venue.cancelled == [cid]
     assert await pool.fetchval("SELECT state FROM execution.orders") == "cancelled"
     assert venue.orders["someone-elses"] == external
+    # Seen again by the next cycle: still one row, still external, still open; ours no longer is.
+    await executor.reconcile_orders()
+    assert await external_orders(pool) == [
+        ("paper", SPOT, "someone-elses", "BTC/USDT", "buy", D("0.1"), False)
+    ]
+    assert venue.orders["someone-elses"] == external and venue.cancelled == [cid]
+
+
+async def external_orders(pool: asyncpg.Pool) -> list[tuple[object, ...]]:
+    rows = await pool.fetch(
+        "SELECT exchange, account, client_order_id, symbol, side, amount, looks_ours"
+        " FROM execution.external_orders ORDER BY client_order_id"
+    )
+    return [tuple(row) for row in rows]
 
 
 async def test_a_sell_of_less_than_planned_scales_the_buys_down(pool: asyncpg.Pool) -> None:

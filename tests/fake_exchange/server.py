@@ -78,7 +78,7 @@ def _order_json(book: FakeBook, order: Order, with_fills: bool) -> dict[str, Any
         "cummulativeQuoteQty": _num(order.quote_qty),
         "status": order.status,
         "timeInForce": "GTC",
-        "type": "MARKET",
+        "type": "LIMIT" if order.resting else "MARKET",
         "side": order.side,
     }
     if with_fills:
@@ -241,6 +241,14 @@ async def cancel_order(book: FakeBook, params: dict[str, str], api_key: str) -> 
     return _order_json(book, order, with_fills=False)
 
 
+@endpoint("open_orders", signed=True)
+async def open_orders(book: FakeBook, params: dict[str, str], api_key: str) -> Any:
+    symbol_id = params.get("symbol")
+    if symbol_id is not None:
+        book.market(symbol_id)
+    return [_order_json(book, order, with_fills=False) for order in book.open_orders(api_key, symbol_id)]
+
+
 @endpoint("trades", signed=True)
 async def my_trades(book: FakeBook, params: dict[str, str], api_key: str) -> Any:
     book.balances(api_key)
@@ -364,6 +372,7 @@ def application(book: FakeBook) -> web.Application:
     app.router.add_get("/api/v3/order", get_order)
     app.router.add_delete("/api/v3/order", cancel_order)
     app.router.add_get("/api/v3/myTrades", my_trades)
+    app.router.add_get("/api/v3/openOrders", open_orders)
     app.router.add_get("/sapi/v1/capital/config/getall", capital_config)
     app.router.add_get("/sapi/v1/capital/deposit/address", deposit_address)
     app.router.add_post("/sapi/v1/capital/withdraw/apply", withdraw_apply)

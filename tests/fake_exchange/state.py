@@ -22,6 +22,7 @@ RequestKind = Literal[
     "order",
     "trades",
     "cancel",
+    "open_orders",
     "currencies",
     "deposit_address",
     "withdraw",
@@ -104,6 +105,7 @@ WEIGHTS: dict[tuple[str, str], float] = {
     ("POST", "/api/v3/order"): 1,
     ("GET", "/api/v3/order"): 4,
     ("DELETE", "/api/v3/order"): 1,
+    ("GET", "/api/v3/openOrders"): 6,  # one symbol; every symbol: 80
     ("GET", "/api/v3/myTrades"): 20,
     # Binance limits /sapi separately; the fake has one bucket, so these are ccxt's sapi costs x5, the
     # share of the one bucket ccxt's throttle charges them.
@@ -123,6 +125,8 @@ def request_weight(method: str, path: str, params: dict[str, str]) -> float:
         return 2.0 if count <= 20 else 40.0 if count <= 100 else 80.0
     if path in ALL_SYMBOLS_WEIGHTS and "symbol" not in params:
         return ALL_SYMBOLS_WEIGHTS[path]
+    if path == "/api/v3/openOrders" and "symbol" not in params:
+        return 80.0
     return WEIGHTS.get((method, path), 1.0)
 
 
@@ -166,6 +170,8 @@ class Order:
     trades: list[Trade] = field(default_factory=list)
     # The amount still to fill when a resting order's delay has passed (`Faults.fill_delay_seconds`).
     pending_qty: Decimal = Decimal(0)
+    # A limit order resting in the book until cancelled (placed from outside: `FakeBook.rest`).
+    resting: bool = False
 
     @property
     def executed(self) -> Decimal:
@@ -283,9 +289,45 @@ class FakeBook:
         self.orders[(api_key, client_order_id)] = order
         return order
 
+    def rest(self, api_key: str, symbol_id: str, side: str, qty: Decimal, client_order_id: str = "") -> Order:
+        """A limit order someone placed outside (by hand, another program) that rests unfilled until
+        cancelled; without a client id Binance names it ``web_<n>``, this fake leaves it empty."""
+        self.market(symbol_id)
+        self.balances(api_key)
+        order = Order(
+            order_id=next(self._ids),
+            client_order_id=client_order_id,
+            api_key=api_key,
+            symbol_id=symbol_id,
+            side="BUY" if side == "BUY" else "SELL",
+            orig_qty=qty,
+            status="NEW",
+            created=self.clock(),
+            time_ms=int(time.time() * 1000),
+            resting=True,
+        )
+        self.orders[(api_key, client_order_id or f"#{order.order_id}")] = order
+        return order
+
+    def open_orders(self, api_key: str, symbol_id: str | None) -> list[Order]:
+        self.balances(api_key)
+        for order in self.orders.values():
+            self._settle(order)
+        return [
+            order
+            for order in self.orders.values()
+            if order.api_key == api_key
+            and order.status in {"NEW", "PARTIALLY_FILLED"}
+            and (symbol_id is None or order.symbol_id == symbol_id)
+        ]
+
     def _settle(self, order: Order) -> None:
         """A resting order whose delay has passed fills now (funds short by then: it expires)."""
-        if order.status != "NEW" or self.clock() - order.created < self.faults.fill_delay_seconds:
+        if (
+            order.status != "NEW"
+            or order.resting
+            or self.clock() - order.created < self.faults.fill_delay_seconds
+        ):
             return
         qty, order.pending_qty = order.pending_qty, Decimal(0)
         try:

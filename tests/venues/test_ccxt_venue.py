@@ -472,3 +472,28 @@ async def test_bad_keys_are_an_auth_error_not_a_retryable_one(fake: Fake) -> Non
 async def test_a_venue_holds_the_keys_of_one_account(venue: CcxtVenue) -> None:
     with pytest.raises(ValueError, match="holds the keys of account"):
         await venue.balances("someone/else")
+
+
+async def test_open_orders_lists_ours_and_others_with_a_stable_id_for_those_without_one(
+    fake: Fake, venue: CcxtVenue
+) -> None:
+    fake.fund(USDT="1000")
+    fake.book.faults.fill_delay_seconds = 60  # our market order rests a minute
+    await venue.place_order(ACCOUNT, "rb-ours", "ETH/USDT", "buy", D("0.1"))
+    by_hand = fake.book.rest(KEY, "BTCUSDT", "BUY", D("0.01"))  # placed in the web UI: no client id
+    fake.book.rest(KEY, "SOLUSDT", "SELL", D("2"), "bot-7")
+    listed = await venue.open_orders(ACCOUNT)
+    figures = [(s.client_order_id, s.symbol, s.side, s.amount, s.status, s.filled) for s in listed]
+    assert figures == [
+        (f"venue:{by_hand.order_id}", "BTC/USDT", "buy", D("0.01"), "open", D(0)),
+        ("rb-ours", "ETH/USDT", "buy", D("0.1"), "open", D(0)),
+        ("bot-7", "SOL/USDT", "sell", D("2"), "open", D(0)),
+    ]
+    assert [s.client_order_id for s in await venue.open_orders(ACCOUNT, "SOL/USDT")] == ["bot-7"]
+    assert [r.get("symbol") for r in fake.book.requests_of("open_orders")] == [None, "SOLUSDT"]
+    # Once filled, ours is no longer open; the resting ones still are.
+    fake.book.faults.fill_delay_seconds = 0
+    assert [s.client_order_id for s in await venue.open_orders(ACCOUNT)] == [
+        f"venue:{by_hand.order_id}",
+        "bot-7",
+    ]

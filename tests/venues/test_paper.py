@@ -185,3 +185,29 @@ async def test_orders_fill_at_the_price_of_the_moment(pool: asyncpg.Pool) -> Non
     assert state.fills[0].price == price
     cost = (D("0.1") * price).quantize(D("1e-8"))
     assert (await venue.balances(ACCOUNT)).free["USDT"] == D(1000) - cost - state.fills[0].fee
+
+
+async def test_open_orders_are_those_still_open_of_the_account(pool: asyncpg.Pool) -> None:
+    venue = PaperVenue.from_documents(EXCHANGE, pool, MARKETS, PRICES, Clock(), **STILL)
+    await venue.seed("a", {"USDT": Decimal("1000")})
+    await venue.place_order("a", "rb-filled", "ETH/USDT", "buy", Decimal("0.1"))
+    # An order another program wrote and left open (paper market orders never stay open by themselves).
+    for cid, account, symbol in (
+        ("ext-1", "a", "BTC/USDT"),
+        ("ext-2", "a", "SOL/USDT"),
+        ("ext-3", "b", "BTC/USDT"),
+    ):
+        await pool.execute(
+            "INSERT INTO paper.orders (exchange, client_order_id, account, symbol, side, amount, status,"
+            " created_at) VALUES ($1, $2, $3, $4, 'buy', 1, 'open', now())",
+            EXCHANGE,
+            cid,
+            account,
+            symbol,
+        )
+    assert [(s.client_order_id, s.symbol, s.status) for s in await venue.open_orders("a")] == [
+        ("ext-1", "BTC/USDT", "open"),
+        ("ext-2", "SOL/USDT", "open"),
+    ]
+    assert [s.client_order_id for s in await venue.open_orders("a", "SOL/USDT")] == ["ext-2"]
+    assert await venue.open_orders("c") == []

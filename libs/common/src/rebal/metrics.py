@@ -50,6 +50,17 @@ EXCHANGE_ERRORS = Counter(
 TRADING_HALTED = Gauge(
     "rebal_trading_halted", "1 while trading is halted (kill switch) for the portfolio.", ["portfolio"]
 )
+EXTERNAL_ORDERS = Gauge(
+    "rebal_external_orders",
+    "Orders open at the venue, on accounts the executor trades, that are not ours (never cancelled), as "
+    "the last reconciliation saw them.",
+    ["exchange"],
+)
+BALANCE_DISCREPANCIES = Counter(
+    "rebal_balance_discrepancies_total",
+    "Assets whose balance moved during a run by more than the run's fills explain (external activity).",
+    ["exchange"],
+)
 DRIFT = Gauge(
     "rebal_drift_ratio",
     "Largest |actual - target| share of the portfolio's value over all its nodes (0.05 = 5 points), "

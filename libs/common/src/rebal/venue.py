@@ -41,6 +41,10 @@ INSUFFICIENT_FUNDS = "insufficient_funds"
 ID_REUSED = "client_order_id_reused"
 INVALID_ORDER = "invalid_order"
 
+# The client order id given to a venue order that has none (placed by hand, by another program):
+# "venue:<the exchange's order id>", stable across look-ups.
+EXTERNAL_ID_PREFIX = "venue:"
+
 
 @dataclass(frozen=True)
 class MarketInfo:
@@ -245,6 +249,11 @@ class Venue(Protocol):
         """Look an order up by our client order id (None: the venue never saw it). Many exchanges need the
         `symbol` for the look-up: pass it whenever it is known (a ccxt venue refuses without it unless it
         placed the order itself)."""
+        ...
+
+    async def open_orders(self, account: str, symbol: str | None = None) -> Sequence[OrderState]:
+        """Every order of the account still open at the venue (of one symbol, or all), ours or not. An
+        order placed without a client id is named `EXTERNAL_ID_PREFIX` + the venue's own order id."""
         ...
 
 

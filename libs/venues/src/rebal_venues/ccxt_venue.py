@@ -33,6 +33,7 @@ from rebal import metrics
 from rebal.venue import (
     BELOW_MIN_AMOUNT,
     BELOW_MIN_COST,
+    EXTERNAL_ID_PREFIX,
     INACTIVE_SYMBOL,
     INSUFFICIENT_FUNDS,
     INVALID_ADDRESS,
@@ -125,6 +126,8 @@ PROFILES: Mapping[str, ExchangeProfile] = {
             "fetchMargins": False,
             # The coins' networks, fees and deposit/withdraw switches (the transfer pre-check needs them).
             "fetchCurrencies": True,
+            # The reconciliation lists all open orders of the account at once (weight 80, once per cycle).
+            "warnOnFetchOpenOrdersWithoutSymbol": False,
         },
     ),
 }
@@ -479,6 +482,20 @@ class CcxtVenue:
             except ccxt_errors.OrderNotFound:
                 return None
         return self._state(client_order_id, symbol, found, await self._order_trades(found))
+
+    async def open_orders(self, account: str, symbol: str | None = None) -> Sequence[OrderState]:
+        """The account's open orders (ccxt ``fetch_open_orders``), ours and others'; an order without a client
+        id is named ``venue:<the exchange's order id>``. Their fills are not fetched (``filled`` says how
+        much): a look-up by client id gives them for an order of ours."""
+        self._check_account(account)
+        with self._translated("fetch_open_orders"):
+            await self.markets()
+            found = await self._request(lambda: self._client.fetch_open_orders(symbol))
+        states = []
+        for order in found:
+            cid = str(order.get("clientOrderId") or "") or f"{EXTERNAL_ID_PREFIX}{order['id']}"
+            states.append(self._state(cid, str(order["symbol"]), order, ()))
+        return sorted(states, key=lambda state: (state.symbol, state.client_order_id))
 
     async def cancel_order(self, account: str, client_order_id: str, symbol: str) -> OrderState | None:
         """Cancel our order by client id; the order as it ended (a fill may win the race), None if unknown."""

@@ -181,6 +181,9 @@ class CcxtAccounts:
     async def order(self, account: str, client_order_id: str, symbol: str | None = None) -> OrderState | None:
         return await self.of(account).order(account, client_order_id, symbol)
 
+    async def open_orders(self, account: str, symbol: str | None = None) -> Sequence[OrderState]:
+        return await self.of(account).open_orders(account, symbol)
+
     async def cancel_order(self, account: str, client_order_id: str, symbol: str) -> OrderState | None:
         return await self.of(account).cancel_order(account, client_order_id, symbol)
 

@@ -396,6 +396,21 @@ class PaperVenue:
             return None
         return state
 
+    async def open_orders(self, account: str, symbol: str | None = None) -> Sequence[OrderState]:
+        """The account's orders still open (paper market orders fill or are rejected as they are placed, so
+        only an order caught mid-placement, or one written by another program, is ever open)."""
+        async with self.pool.acquire() as connection:
+            ids = await connection.fetch(
+                "SELECT client_order_id FROM paper.orders"
+                " WHERE exchange = $1 AND account = $2 AND status = 'open'"
+                " AND ($3::text IS NULL OR symbol = $3) ORDER BY created_at, client_order_id",
+                self.exchange,
+                account,
+                symbol,
+            )
+            found = [await self._load(connection, row["client_order_id"]) for row in ids]
+        return [state for state in found if state is not None]
+
     async def cancel_order(self, account: str, client_order_id: str, symbol: str) -> OrderState | None:
         """Paper orders fill (or are rejected) as they are placed: nothing is ever left to cancel; the
         order as it ended, None when unknown."""

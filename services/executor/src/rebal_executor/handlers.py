@@ -35,6 +35,9 @@ from rebal.core.execution import (
     IllegalTransition,
     OrderStage,
     RunState,
+    balance_discrepancies,
+    balance_tolerances,
+    expected_change,
     notional_refusal,
     price_moved,
     routed_sell,
@@ -81,9 +84,13 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+# Every client order id of ours starts with this (an unknown order with it is suspicious, still external).
+OUR_PREFIX = "rb-"
+
+
 def client_order_id(plan_id: uuid.UUID, leg: int, attempt: int = 0) -> str:
     """The order's id at the venue: the same plan, leg and attempt always give the same id (<= 36 chars)."""
-    return f"rb-{derive_id(plan_id, leg, attempt).hex[:12]}-{leg}-{attempt}"
+    return f"{OUR_PREFIX}{derive_id(plan_id, leg, attempt).hex[:12]}-{leg}-{attempt}"
 
 
 @runtime_checkable
@@ -201,6 +208,7 @@ class Executor:
                     orders=len(plan.orders),
                 )
             )
+            await self._record_balances(record, "start")
             state = await self.journal.move_run(plan.event_id, "sells_in_progress")
         stop: Stop | None = None
         if state == "sells_in_progress":
@@ -247,6 +255,7 @@ class Executor:
         """Publish how the run ended (first: a crash before the journal says so publishes it again, under
         the same id), then record it."""
         plan = record.plan
+        await self._check_balances(record)
         if reason:
             await self.journal.note(plan.event_id, "end", reason)
         report = await self.journal.report(plan.event_id)
@@ -274,6 +283,77 @@ class Executor:
         log.info(
             "run %s %s: %d placed, %d filled %s", record.run_id, status, report.placed, report.filled, reason
         )
+
+    # -- balances against fills -------------------------------------------------------------------------
+
+    def _checked_accounts(self, plan: RebalancePlanned) -> list[tuple[str, str]]:
+        """The accounts whose balances the run's fills alone should explain: those its orders trade, less
+        those a transfer of the run moves assets out of or into (a transfer is not a fill)."""
+        moved = {account for t in plan.transfers for account in (t.from_account, t.to_account)}
+        return sorted({(o.exchange, o.account) for o in plan.orders if o.account not in moved})
+
+    async def _record_balances(self, record: RunRecord, moment: str) -> None:
+        for exchange, account in self._checked_accounts(record.plan):
+            venue = self.venues.get(exchange)
+            if venue is None:
+                continue
+            try:
+                balances = await venue.balances(account)
+            except VenueError as error:
+                log.warning("reading %s %s balances at the run's %s: %s", exchange, account, moment, error)
+                continue
+            await self.journal.record_balances(record.plan_id, moment, exchange, account, balances)
+
+    async def _check_balances(self, record: RunRecord) -> None:
+        """At the end of a run that started: record the balances again and report every asset that moved by
+        more than the run's journaled fills explain (`rebal.core.execution.balance_discrepancies`): a line
+        in the run's reasons, a warning, and `rebal_balance_discrepancies_total`."""
+        plan = record.plan
+        start = await self.journal.run_balances(plan.event_id, "start")
+        if not start:
+            return  # never started (or started before balances were recorded)
+        await self._record_balances(record, "end")
+        end = await self.journal.run_balances(plan.event_id, "end")
+        fills = await self.journal.run_fills(plan.event_id)
+        # An order still unsettled (open, or its outcome unknown) may have fills the journal has not seen
+        # yet: its account's balances cannot be explained yet, and are not checked.
+        unsettled = {
+            (o.exchange, o.account): o.client_order_id
+            for o in await self.journal.orders(plan.event_id)
+            if o.state not in ORDER_FINAL and o.state != "created"
+        }
+        for (exchange, account), before in sorted(start.items()):
+            after = end.get((exchange, account))
+            venue = self.venues.get(exchange)
+            if after is None or venue is None:
+                continue
+            if (exchange, account) in unsettled:
+                log.info(
+                    "run %s: balances of %s (%s) not checked: order %s is not settled",
+                    record.run_id,
+                    account,
+                    exchange,
+                    unsettled[(exchange, account)],
+                )
+                continue
+            try:
+                markets = (await venue.markets()).values()
+            except VenueError as error:
+                log.warning("reading %s markets for the balance check: %s", exchange, error)
+                continue
+            tolerances = balance_tolerances((m.base, m.amount_step) for m in markets)
+            explained = expected_change(fills.get((exchange, account), ()))
+            for found in balance_discrepancies(before, after, explained, tolerances):
+                difference = found.difference
+                reason = (
+                    f"balance of {found.asset} on {account} ({exchange}) moved by {dec_str(abs(difference))} "
+                    f"{'more' if difference > 0 else 'less'} than the fills explain "
+                    f"({dec_str(found.moved)} against {dec_str(found.explained)}): external activity"
+                )
+                key = f"balance-{exchange}-{account}-{found.asset}"
+                if await self.journal.add_note(plan.event_id, key, reason):
+                    metrics.BALANCE_DISCREPANCIES.labels(exchange=exchange).inc()
+                    log.warning("run %s: %s", record.run_id, reason)
 
     async def _supersede(self, old: uuid.UUID, new: uuid.UUID) -> None:
         record = await self.journal.run(old)
@@ -777,7 +857,7 @@ class Executor:
     async def reconcile_orders(self) -> int:
         """Look up every order of ours the journal does not know to be final (in runs already finished or
         not), adopt what the venue shows; returns how many changed. Orders the venue has that are not ours
-        are never touched."""
+        are never touched: they are classified external (`classify_external`)."""
         changed = 0
         for order in await self.journal.open_orders():
             venue = self.venues.get(order.exchange)
@@ -794,7 +874,46 @@ class Executor:
             if new_fills and record is not None:  # fills found late are published like any other
                 planned = record.plan.orders[order.leg]
                 await self._publish_order(record.plan, record.run_id, order, planned, state)
+        await self.classify_external()
         return changed
+
+    async def classify_external(self) -> dict[str, int]:
+        """List the open orders of every account the journal has traded on; an order the journal does not
+        know is `external`: recorded in `execution.external_orders` (logged the first time it is seen) and
+        NEVER cancelled. Returns (and sets the gauge `rebal_external_orders`) how many are open per
+        exchange."""
+        now = self.clock()
+        counts: dict[str, int] = {}
+        for exchange, account in await self.journal.touched_accounts():
+            venue = self.venues.get(exchange)
+            if venue is None:
+                continue
+            try:
+                listed = await venue.open_orders(account)
+            except VenueError as error:
+                log.warning("listing the open orders of %s on %s: %s", account, exchange, error)
+                continue
+            counts.setdefault(exchange, 0)
+            for state in listed:
+                if await self.journal.known_order(state.client_order_id):
+                    continue  # ours: adopted by the look-ups of `reconcile_orders`
+                counts[exchange] += 1
+                looks_ours = state.client_order_id.startswith(OUR_PREFIX)
+                if not await self.journal.saw_external(exchange, state, looks_ours, now):
+                    continue
+                what = (
+                    f"{state.client_order_id} {state.side} {dec_str(state.amount)} {state.symbol}"
+                    f" on {account} ({exchange})"
+                )
+                if looks_ours:
+                    log.warning(
+                        "open order %s looks like ours but is not in the journal: external, left alone", what
+                    )
+                else:
+                    log.info("open order %s is not ours: external, never cancelled", what)
+        for exchange, count in counts.items():
+            metrics.EXTERNAL_ORDERS.labels(exchange=exchange).set(count)
+        return counts
 
     # -- the kill switch --------------------------------------------------------------------------------
 

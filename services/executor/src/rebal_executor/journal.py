@@ -8,6 +8,7 @@ transition tables of `rebal.core.execution`; an illegal one is returned as a val
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,13 +21,14 @@ from rebal.core.execution import (
     OrderStage,
     Queued,
     RunState,
+    TradedFill,
     coalesce,
     order_transition,
     received,
     run_transition,
 )
 from rebal.events import RebalancePlanned
-from rebal.venue import Fill, Side
+from rebal.venue import Balances, Fill, OrderState, Side
 
 UNFINISHED: tuple[RunState, ...] = ("queued", "sells_in_progress", "buys_in_progress")
 
@@ -301,6 +303,111 @@ class Journal:
             state,
             reason,
         )
+
+    async def touched_accounts(self) -> list[tuple[str, str]]:
+        """Every (exchange, account) the executor ever placed an order on."""
+        rows = await self.pool.fetch(
+            "SELECT DISTINCT exchange, account FROM execution.orders ORDER BY exchange, account"
+        )
+        return [(row["exchange"], row["account"]) for row in rows]
+
+    async def known_order(self, client_order_id: str) -> bool:
+        found = await self.pool.fetchval(
+            "SELECT true FROM execution.orders WHERE client_order_id = $1", client_order_id
+        )
+        return bool(found)
+
+    async def saw_external(self, exchange: str, order: OrderState, looks_ours: bool, at: datetime) -> bool:
+        """Record an order at the venue that is not ours (first seen now, or seen again); True the first
+        time."""
+        inserted = await self.pool.fetchval(
+            "INSERT INTO execution.external_orders (exchange, account, client_order_id, symbol, side, amount,"
+            " looks_ours, first_seen, last_seen) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)"
+            " ON CONFLICT (exchange, account, client_order_id) DO UPDATE"
+            " SET last_seen = greatest(execution.external_orders.last_seen, $8), amount = $6"
+            " RETURNING xmax = 0",
+            exchange,
+            order.account,
+            order.client_order_id,
+            order.symbol,
+            order.side,
+            order.amount,
+            looks_ours,
+            at,
+        )
+        return bool(inserted)
+
+    # -- balances at the start and the end of a run ----------------------------------------------------
+
+    async def record_balances(
+        self, plan_id: uuid.UUID, moment: str, exchange: str, account: str, balances: Balances
+    ) -> None:
+        """The account's balances (free and total per asset) at the run's start (kept: the first record
+        wins, so a resumed run compares with the real start) or end (the latest wins)."""
+        assets = sorted(set(balances.free) | set(balances.locked))
+        document = {
+            asset: {
+                "free": str(balances.free.get(asset, Decimal(0))),
+                "total": str(balances.free.get(asset, Decimal(0)) + balances.locked.get(asset, Decimal(0))),
+            }
+            for asset in assets
+        }
+        await self.pool.execute(
+            "INSERT INTO execution.run_balances (plan_id, moment, exchange, account, balances)"
+            " VALUES ($1, $2, $3, $4, $5::jsonb) ON CONFLICT (plan_id, moment, exchange, account) DO "
+            + (
+                "NOTHING"
+                if moment == "start"
+                else "UPDATE SET balances = $5::jsonb, recorded_at = clock_timestamp()"
+            ),
+            plan_id,
+            moment,
+            exchange,
+            account,
+            json.dumps(document),
+        )
+
+    async def run_balances(
+        self, plan_id: uuid.UUID, moment: str
+    ) -> dict[tuple[str, str], dict[str, Decimal]]:
+        """(exchange, account) → total per asset, as recorded at the run's `moment`."""
+        rows = await self.pool.fetch(
+            "SELECT exchange, account, balances FROM execution.run_balances"
+            " WHERE plan_id = $1 AND moment = $2",
+            plan_id,
+            moment,
+        )
+        return {
+            (row["exchange"], row["account"]): {
+                asset: Decimal(values["total"]) for asset, values in json.loads(row["balances"]).items()
+            }
+            for row in rows
+        }
+
+    async def run_fills(self, plan_id: uuid.UUID) -> dict[tuple[str, str], list[TradedFill]]:
+        """The run's journaled fills (every attempt), by (exchange, account)."""
+        rows = await self.pool.fetch(
+            "SELECT o.exchange, o.account, o.symbol, o.side, f.amount, f.price, f.fee, f.fee_asset"
+            " FROM execution.fills f JOIN execution.orders o USING (client_order_id)"
+            " WHERE o.plan_id = $1 ORDER BY f.recorded_at, f.trade_id",
+            plan_id,
+        )
+        found: dict[tuple[str, str], list[TradedFill]] = {}
+        for r in rows:
+            fill = TradedFill(r["symbol"], r["side"], r["amount"], r["price"], r["fee"], r["fee_asset"])
+            found.setdefault((r["exchange"], r["account"]), []).append(fill)
+        return found
+
+    async def add_note(self, plan_id: uuid.UUID, key: str, reason: str) -> bool:
+        """`note`, saying whether it is new (a finish done again after a crash adds nothing)."""
+        inserted = await self.pool.fetchval(
+            "INSERT INTO execution.notes (plan_id, key, reason) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
+            " RETURNING true",
+            plan_id,
+            key,
+            reason,
+        )
+        return bool(inserted)
 
     # -- the run report --------------------------------------------------------------------------------
 

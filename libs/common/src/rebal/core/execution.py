@@ -14,7 +14,7 @@ No I/O, no clock: values in, values out.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal, get_args
@@ -204,3 +204,83 @@ def coalesce(queued: tuple[Queued, ...]) -> tuple[tuple[Queued, ...], Mapping[st
         item.run_id: newest[item.portfolio].run_id for item in queued if newest[item.portfolio] is not item
     }
     return keep, superseded
+
+
+# -- balances against fills ------------------------------------------------------------------------------
+
+# The tolerance of an asset no market trades as its base (a quote: USDT): venues round each fill's cost to
+# their quote precision (1e-8 on the paper exchange and Binance), so a run's fills may explain its quote
+# balance to within a few of those; more than this is someone else's doing.
+BALANCE_QUOTE_TOLERANCE = Decimal("0.000001")
+
+
+@dataclass(frozen=True)
+class TradedFill:
+    """A journaled fill with what its order traded: enough to say how it moved the balances."""
+
+    symbol: str
+    side: str
+    amount: Decimal
+    price: Decimal
+    fee: Decimal
+    fee_asset: str
+
+
+def expected_change(fills: Iterable[TradedFill]) -> dict[str, Decimal]:
+    """How the fills move an account's balances, per asset: a buy adds its amount of the base and spends
+    ``amount·price`` of the quote, a sell the reverse, and every fee is taken from its own asset (the base
+    received on Binance, the quote on the paper exchange). Assets left unchanged are omitted."""
+    change: dict[str, Decimal] = {}
+
+    def add(asset: str, delta: Decimal) -> None:
+        change[asset] = change.get(asset, Decimal(0)) + delta
+
+    for fill in fills:
+        base, _, quote = fill.symbol.partition("/")
+        sign = 1 if fill.side == "buy" else -1
+        add(base, sign * fill.amount)
+        add(quote, -sign * fill.amount * fill.price)
+        if fill.fee:
+            add(fill.fee_asset, -fill.fee)
+    return {asset: delta for asset, delta in sorted(change.items()) if delta != 0}
+
+
+def balance_tolerances(markets: Iterable[tuple[str, Decimal]]) -> dict[str, Decimal]:
+    """Per asset, the difference between a balance's move and its fills that is still rounding: the
+    smallest amount step of the markets trading it as their base (from ``(base, amount_step)`` pairs);
+    an asset not listed gets `BALANCE_QUOTE_TOLERANCE`."""
+    steps: dict[str, Decimal] = {}
+    for base, step in markets:
+        steps[base] = min(step, steps.get(base, step))
+    return steps
+
+
+@dataclass(frozen=True)
+class BalanceDiscrepancy:
+    """An asset whose balance moved by `moved` while the run's fills explain `explained`."""
+
+    asset: str
+    moved: Decimal
+    explained: Decimal
+
+    @property
+    def difference(self) -> Decimal:
+        return self.moved - self.explained
+
+
+def balance_discrepancies(
+    before: Mapping[str, Decimal],
+    after: Mapping[str, Decimal],
+    explained: Mapping[str, Decimal],
+    tolerances: Mapping[str, Decimal],
+) -> tuple[BalanceDiscrepancy, ...]:
+    """The assets (sorted) whose total balance moved from `before` to `after` by more than the fills
+    explain, beyond the asset's tolerance (`balance_tolerances`; `BALANCE_QUOTE_TOLERANCE` if absent): a
+    deposit, a withdrawal or a trade that is not the run's."""
+    found = []
+    for asset in sorted(set(before) | set(after) | set(explained)):
+        moved = after.get(asset, Decimal(0)) - before.get(asset, Decimal(0))
+        discrepancy = BalanceDiscrepancy(asset, moved, explained.get(asset, Decimal(0)))
+        if abs(discrepancy.difference) > tolerances.get(asset, BALANCE_QUOTE_TOLERANCE):
+            found.append(discrepancy)
+    return tuple(found)
