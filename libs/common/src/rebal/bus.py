@@ -106,6 +106,12 @@ async def declare_streams(broker: NatsBroker, replicas: int = 1) -> None:
             await js.update_stream(config)
 
 
+# How long a publish waits for JetStream's acknowledgement. FastStream's default (0.5 s) failed publishes
+# on a busy two-core machine (a burst of 200 concurrent publishes, CI); a retry under the same message id
+# is safe anyway, but a slow ack is not a failure.
+PUBLISH_ACK_TIMEOUT_SECONDS = 5.0
+
+
 class Publisher:
     """Publishes events with ``Nats-Msg-Id`` = event id; tells whether the server kept or dropped it."""
 
@@ -120,6 +126,7 @@ class Publisher:
             subject=subject,
             headers={"Nats-Msg-Id": str(event.event_id)},
             stream=stream_of(subject).name,
+            timeout=PUBLISH_ACK_TIMEOUT_SECONDS,
         )
         # FastStream's in-memory test broker acknowledges nothing: count that as stored.
         duplicate = bool(ack is not None and ack.duplicate)
@@ -149,6 +156,7 @@ class Publisher:
                 "Nats-Msg-Id": str(derive_id("dead-letter", service, raw.subject, _sequence(raw), error))
             },
             stream=DEAD_LETTERS.name,
+            timeout=PUBLISH_ACK_TIMEOUT_SECONDS,
         )
         metrics.DEAD_LETTERED.labels(service=service, topic=_topic_label(raw.subject)).inc()
         log.warning("dead-lettered a message from %s: %s", raw.subject, error)
