@@ -30,7 +30,7 @@ def order(symbol: str, side: str, amount: str, phase: int) -> PlannedOrder:
         account=ACCOUNT,
         exchange="binance",
         symbol=symbol,
-        side=side,  # type: ignore[arg-type]
+        side=side,
         amount=D(amount),
         est_price=D(0),
         est_cost=D(0),
