@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 from pydantic import ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from rebal.cli_support import (
     EXIT_BAD_INPUT,
@@ -23,7 +23,7 @@ from rebal.cli_support import (
     EXIT_NOT_RUNNING,
     fail,
 )
-from rebal.settings import ApiSettings, ConfigFileError, ConfigFileSource
+from rebal.settings import ApiSettings, ConfigFileError, Configured
 
 DEFAULT_API_URL = "http://127.0.0.1:8105"
 REQUEST_TIMEOUT_SECONDS = 30.0
@@ -137,23 +137,12 @@ def detail(response: httpx.Response) -> str:
     return str(found)
 
 
-class OperatorSettings(BaseSettings):
+class OperatorSettings(Configured):
     """What `rebal` needs to reach the API: the ``api`` section of the one configuration (``REBAL_CONFIG``
     and ``REBAL__API__URL``, ``REBAL__API__TOKEN``, ``REBAL__API__TOKEN_FILE``), as the monitor reads it."""
 
     model_config = SettingsConfigDict(env_prefix="REBAL__", env_nested_delimiter="__", extra="ignore")
     api: ApiSettings = ApiSettings()
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return init_settings, env_settings, ConfigFileSource(settings_cls), file_secret_settings
 
 
 def connect(url: str | None = None) -> Api:

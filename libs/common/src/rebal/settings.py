@@ -114,7 +114,23 @@ class ApiSettings(Section):
         return self
 
 
-class ServiceSettings(BaseSettings):
+class Configured(BaseSettings):
+    """Settings read from the environment (``REBAL__SECTION__KEY``) over the configuration file
+    (``REBAL_CONFIG``): the one configuration every service, the CLI and the venues read."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, ConfigFileSource(settings_cls), file_secret_settings
+
+
+class ServiceSettings(Configured):
     """What every service reads. Subclasses add their own sections and set `service`."""
 
     service: ClassVar[str] = "rebal"
@@ -135,17 +151,6 @@ class ServiceSettings(BaseSettings):
         if self.http.port == 0:
             self.http = HttpSettings(host=self.http.host, port=PORTS.get(self.service, 8100))
         return self
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return init_settings, env_settings, ConfigFileSource(settings_cls), file_secret_settings
 
     def public(self) -> dict[str, Any]:
         """The settings as a document with secrets masked (for logs and `rebal config show`)."""

@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 import asyncpg
 from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from rebal.settings import ConfigFileSource, Section
+from rebal.settings import Configured, Section
 from rebal.venue import (
     AssetNetwork,
     Balances,
@@ -107,7 +107,7 @@ class VenueSettings(CcxtVenueSettings):
         return self
 
 
-class VenuesConfig(BaseSettings):
+class VenuesConfig(Configured):
     """The ``venues`` section of the configuration (file and ``REBAL__VENUES__…``)."""
 
     model_config = SettingsConfigDict(
@@ -115,17 +115,6 @@ class VenuesConfig(BaseSettings):
     )
 
     venues: dict[str, VenueSettings] = Field(default_factory=dict)
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return init_settings, env_settings, ConfigFileSource(settings_cls), file_secret_settings
 
 
 class CcxtAccounts:
