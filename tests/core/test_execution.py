@@ -19,12 +19,15 @@ from rebal.core.execution import (
     RUN_STATES,
     BalanceDiscrepancy,
     IllegalTransition,
+    OpenLock,
     Queued,
+    Release,
     TradedFill,
     balance_discrepancies,
     balance_tolerances,
     coalesce,
     expected_change,
+    locked_by,
     notional_refusal,
     order_transition,
     price_moved,
@@ -33,6 +36,7 @@ from rebal.core.execution import (
     run_transition,
     sell_amount,
     stage_of,
+    to_release,
 )
 
 D = Decimal
@@ -238,3 +242,38 @@ def test_rounding_within_one_step_or_the_quote_tolerance_is_not_reported() -> No
         BalanceDiscrepancy("ETH", D("0.09979"), D("0.0999")),
         BalanceDiscrepancy("USDT", D("-299.999998"), D("-300")),
     )
+
+
+# -- releasing what our own open orders lock ------------------------------------------------------------
+
+
+def test_an_open_order_locks_the_unfilled_base_of_a_sell_and_the_unfilled_cost_of_a_buy() -> None:
+    assert locked_by("sell", "BTC/USDT", D("0.3"), D("0.1"), D("60000")) == ("BTC", D("0.2"))
+    assert locked_by("buy", "ETH/USDT", D("0.5"), D("0.2"), D("3000")) == ("USDT", D("900.0"))
+    assert locked_by("sell", "BTC/USDT", D("0.3"), D("0.3"), D("60000")) == ("BTC", D(0))
+
+
+def test_nothing_is_released_when_enough_is_free() -> None:
+    ours = [OpenLock("rb-a", "BTC", D("0.3"))]
+    assert to_release(D("0.5"), D("0.5"), ours) == Release((), D(0), D(0))
+
+
+def test_the_largest_of_our_locks_are_released_first_until_the_leg_is_covered() -> None:
+    a, b, c = (
+        OpenLock("rb-a", "BTC", D("0.1")),
+        OpenLock("rb-b", "BTC", D("0.25")),
+        OpenLock("rb-c", "BTC", D("0.25")),
+    )
+    # 0.2 free, 0.5 needed: rb-b (0.25, first of the two largest by id) leaves 0.05 short, rb-c covers it;
+    # rb-a stays open.
+    assert to_release(D("0.5"), D("0.2"), [a, b, c]) == Release((b, c), D("0.5"), D(0))
+    # 0.45 free: one lock is enough.
+    assert to_release(D("0.5"), D("0.45"), [a, b, c]) == Release((b,), D("0.25"), D(0))
+
+
+def test_what_our_orders_cannot_cover_stays_short_and_empty_locks_are_never_cancelled() -> None:
+    a, empty = OpenLock("rb-a", "BTC", D("0.3")), OpenLock("rb-z", "BTC", D(0))
+    # 1 needed, 0.2 free, 0.3 ours: everything of ours is released and 0.5 is still short (locked by orders
+    # that are not ours, or not held at all): the leg is sized to what is free, never to 1.
+    assert to_release(D("1"), D("0.2"), [empty, a]) == Release((a,), D("0.3"), D("0.5"))
+    assert to_release(D("1"), D("0.2"), []) == Release((), D(0), D("0.8"))

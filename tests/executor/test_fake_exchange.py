@@ -1,6 +1,7 @@
 """The executor through an unmodified ccxt client against the fake Binance: the reconciliation classifies an
 order someone placed by hand as external (never cancelled, not even by a halt), and a run whose buy fees are
-taken from the coins received (as Binance does) is explained exactly by its fills."""
+taken from the coins received (as Binance does) is explained exactly by its fills; a sell first cancels our own resting order that locks what it needs, and
+never asks for what an external order locks."""
 
 from __future__ import annotations
 
@@ -67,3 +68,66 @@ async def test_an_order_placed_by_hand_is_external_and_survives_a_halt(pool: asy
         assert book.requests_of("cancel") == []
         assert by_hand.status == "NEW"
         assert await pool.fetchval("SELECT count(*) FROM execution.external_orders") == 1
+
+
+async def test_a_sell_first_releases_what_our_own_resting_order_locks_and_never_asks_for_an_external_lock(
+    pool: asyncpg.Pool,
+) -> None:
+    book = fake_book()
+    book.locks_open_orders = True
+    book.accounts[KEY].update({"BTC": D("0.05")})
+    async with serving(book) as origin, open_ccxt_venue(settings(origin)) as venue:
+        recorder = RecordingPublisher()
+
+        async def no_wait(_: float) -> None:
+            return None
+
+        executor = Executor(
+            {"binance": venue},
+            recorder,
+            ExecutorSettings.model_validate(
+                {"live": True, "execution": {"order_timeout_seconds": 1, "poll_interval_seconds": 0.5}}
+            ),
+            Journal(pool),
+            clock=Clock(T0),
+            sleep=no_wait,
+        )
+        # An earlier run's sell of 0.02 BTC never filled: it rests open (an illiquid book), locking 0.02 BTC.
+        book.faults.fill_delay_seconds = 3600
+        await executor.on_plan(plan(order("BTC/USDT", "sell", "0.02", 1), key="earlier"))
+        [ours] = [o for o in book.orders.values() if o.client_order_id.startswith("rb-")]
+        ours.resting, book.faults.fill_delay_seconds = True, 0
+        assert (
+            await pool.fetchval(
+                "SELECT state FROM execution.orders WHERE client_order_id = $1", ours.client_order_id
+            )
+            == "accepted"
+        )
+        # Someone else's limit sell locks 0.01 BTC more: 0.02 BTC of the 0.05 is free.
+        external = book.rest(KEY, "BTCUSDT", "SELL", D("0.01"), "bot-7")
+        assert (await venue.balances(ACCOUNT)).free["BTC"] == D("0.02")
+
+        # A withdrawal-shaped run wants 0.045 BTC sold: our resting order is cancelled first (0.02 released:
+        # 0.04 free), the sell asks for exactly the 0.04 free, and the 0.005 behind the external order is
+        # never asked for.
+        recorder.published.clear()
+        await executor.on_plan(plan(order("BTC/USDT", "sell", "0.045", 1), key="withdrawal"))
+        [finished] = [e for e in recorder.published if isinstance(e, RunFinished)]
+        assert finished.status == "completed_with_adjustments"
+        assert finished.reasons == (
+            f"released 0.02 BTC locked in our open order {ours.client_order_id} before selling",
+            "leg 0 BTC/USDT sell: 0.005 BTC still locked/insufficient, not asked for (0.04 free, 0.01 locked in "
+            "orders left open)",
+            "leg 0 BTC/USDT sell reduced from 0.045 to 0.04: 0.04 BTC free",
+        )
+        assert [(r["origClientOrderId"]) for r in book.requests_of("cancel")] == [ours.client_order_id]
+        sent = [r for r in book.requests_of("create") if r.get("newClientOrderId") != ours.client_order_id]
+        assert [(r["side"], r["quantity"]) for r in sent] == [("SELL", "0.04")]
+        assert (ours.status, external.status) == ("CANCELED", "NEW")
+        # 0.04 BTC sold at 60000: 2400 USDT less the 0.1% fee; 0.01 BTC left, locked by the external order.
+        assert book.accounts[KEY] == {"BTC": D("0.01"), "USDT": D("2397.6")}
+        rows = await pool.fetch(
+            "SELECT to_state FROM execution.transitions WHERE client_order_id = $1 ORDER BY seq",
+            ours.client_order_id,
+        )
+        assert [r["to_state"] for r in rows] == ["created", "submitted", "accepted", "cancelled"]

@@ -209,8 +209,13 @@ async def ticker_price(book: FakeBook, params: dict[str, str], api_key: str) -> 
 
 @endpoint("balances", signed=True)
 async def account(book: FakeBook, params: dict[str, str], api_key: str) -> Any:
+    locked = book.locked(api_key)
     balances = [
-        {"asset": asset, "free": _num(amount), "locked": "0.00000000"}
+        {
+            "asset": asset,
+            "free": _num(amount - locked.get(asset, Decimal(0))),
+            "locked": _num(locked.get(asset, Decimal(0))),
+        }
         for asset, amount in sorted(book.balances(api_key).items())
     ]
     return {"canTrade": True, "accountType": "SPOT", "balances": balances, "permissions": ["SPOT"]}

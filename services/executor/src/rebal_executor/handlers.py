@@ -33,16 +33,19 @@ from rebal import bus, metrics, telemetry
 from rebal.core.execution import (
     ORDER_FINAL,
     IllegalTransition,
+    OpenLock,
     OrderStage,
     RunState,
     balance_discrepancies,
     balance_tolerances,
     expected_change,
+    locked_by,
     notional_refusal,
     price_moved,
     routed_sell,
     sell_amount,
     stage_of,
+    to_release,
 )
 from rebal.core.market import Market
 from rebal.core.numbers import MONEY_QUANTUM, dec_str
@@ -389,8 +392,23 @@ class Executor:
         if existing is None:
             info = (await venue.markets()).get(order.symbol)
             if info is not None:
-                free = (await venue.balances(order.account)).free.get(info.base, Decimal(0))
+                balances = await venue.balances(order.account)
+                free = balances.free.get(info.base, Decimal(0))
+                released = False
+                if free < order.amount:
+                    free, released = await self._release(
+                        plan, leg, order, info.base, order.amount, free, venue
+                    )
+                    balances = await venue.balances(order.account) if released else balances
                 amount = sell_amount(order.amount, free, info.amount_step)
+                if amount < order.amount and (released or balances.locked.get(info.base, Decimal(0)) > 0):
+                    await self.journal.note(
+                        plan.event_id,
+                        f"short-{leg}",
+                        f"leg {leg} {order.symbol} sell: {dec_str(order.amount - amount)} {info.base} still "
+                        f"locked/insufficient, not asked for ({dec_str(free)} free, "
+                        f"{dec_str(balances.locked.get(info.base, Decimal(0)))} locked in orders left open)",
+                    )
                 if amount <= 0:
                     await self._skip(plan, leg, f"leg {leg} {order.symbol} sell skipped: no {info.base} free")
                     return None
@@ -565,6 +583,10 @@ class Executor:
             BuyRequest(leg, order.amount, prices[order.symbol], _market(markets[order.symbol]))
             for leg, order in pending
         ]
+        buffer = self.settings.execution.price_buffer
+        needed = sum((request.cost(request.amount, buffer) for request in requests), Decimal(0))
+        if budget < needed:  # our own resting orders may lock the quote these buys spend: released first
+            budget, _ = await self._release(plan, pending[0][0], pending[0][1], quote, needed, budget, venue)
         sizing = size_buys(requests, budget, self.settings.execution.price_buffer)
         for buy in sizing.buys:
             if buy.amount != buy.planned:
@@ -578,6 +600,84 @@ class Executor:
             {**fixed, **{buy.leg: buy.amount for buy in sizing.buys}},
             {skip.leg: skip.reason for skip in sizing.skipped},
         )
+
+    # -- releasing what our own open orders lock ------------------------------------------------------------
+
+    async def _release(
+        self,
+        plan: RebalancePlanned,
+        leg: int,
+        order: PlannedOrder,
+        asset: str,
+        needed: Decimal,
+        free: Decimal,
+        venue: Venue,
+    ) -> tuple[Decimal, bool]:
+        """When less than `needed` of `asset` is free on the leg's account, cancel OUR open orders there that
+        lock it (orders in the journal, not final, of any run: `rebal.core.execution.to_release`), adopt how
+        each ended (a fill that raced the cancel is recorded by its trade id and published), and read the free
+        balance again. Returns (free now, whether anything was cancelled). An order the journal does not know
+        (external) is never among them, so what it locks is never released nor asked for."""
+        ours: dict[str, tuple[OrderRecord, Decimal]] = {}
+        for held in await self.journal.open_orders():
+            if (held.exchange, held.account) != (order.exchange, order.account):
+                continue
+            price = held.notional / held.amount if held.amount > 0 else Decimal(0)
+            locked_asset, _ = locked_by(held.side, held.symbol, held.amount, held.filled, price)
+            if locked_asset == asset:
+                ours[held.client_order_id] = (held, price)
+        locks = [
+            OpenLock(cid, asset, locked_by(o.side, o.symbol, o.amount, o.filled, price)[1])
+            for cid, (o, price) in ours.items()
+        ]
+        decision = to_release(needed, free, locks)
+        if not decision.cancel:
+            return free, False
+        doing = "selling" if order.side == "sell" else "buying"
+        if not isinstance(venue, Cancels):
+            await self.journal.note(
+                plan.event_id,
+                f"release-{leg}-{asset}",
+                f"{dec_str(decision.releases)} {asset} locked in our open orders on {order.account} not "
+                f"released before {doing}: {venue.name} cannot cancel orders",
+            )
+            return free, False
+        for lock in decision.cancel:
+            held, price = ours[lock.client_order_id]
+            try:
+                state = await venue.cancel_order(held.account, held.client_order_id, held.symbol)
+            except VenueError as error:
+                log.warning("cancelling %s to release %s: %s", held.client_order_id, asset, error)
+                continue
+            if state is None:
+                continue
+            await self._adopt_found(held, state)
+            if stage_of(state.status, state.filled) in ("filled", "accepted", "partially_filled"):
+                reason = (
+                    f"our open order {held.client_order_id} {stage_of(state.status, state.filled)} before it "
+                    f"could be cancelled: nothing released before {doing}"
+                )
+            else:
+                _, left = locked_by(held.side, held.symbol, held.amount, state.filled, price)
+                left = left.quantize(MONEY_QUANTUM, rounding=ROUND_DOWN) if held.side == "buy" else left
+                reason = (
+                    f"released {dec_str(left)} {asset} locked in our open order {held.client_order_id} "
+                    f"before {doing}"
+                )
+            await self.journal.note(plan.event_id, f"release-{held.client_order_id}", reason)
+            log.info("run of plan %s: %s", plan.event_id, reason)
+        after = (await venue.balances(order.account)).free.get(asset, Decimal(0))
+        return after, True
+
+    async def _adopt_found(self, order: OrderRecord, state: OrderState) -> int:
+        """`_adopt` for an order of ours found outside its leg (reconciled, cancelled to release funds): new
+        fills are published under their run, like any other."""
+        new_fills = await self._adopt(order, state)
+        record = await self.journal.run(order.plan_id)
+        if new_fills and record is not None:
+            planned = record.plan.orders[order.leg]
+            await self._publish_order(record.plan, record.run_id, order, planned, state)
+        return new_fills
 
     # -- one leg: write, send, settle, record -----------------------------------------------------------
 
@@ -866,14 +966,10 @@ class Executor:
             state = await self._lookup(venue, order)
             if state is None:
                 continue
-            new_fills = await self._adopt(order, state)
+            await self._adopt_found(order, state)  # fills found late are published like any other
             after = await self.journal.order(order.client_order_id)
             if after is not None and (after.state, after.filled) != (order.state, order.filled):
                 changed += 1
-            record = await self.journal.run(order.plan_id)
-            if new_fills and record is not None:  # fills found late are published like any other
-                planned = record.plan.orders[order.leg]
-                await self._publish_order(record.plan, record.run_id, order, planned, state)
         await self.classify_external()
         return changed
 

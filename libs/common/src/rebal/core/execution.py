@@ -139,6 +139,52 @@ def sell_amount(planned: Decimal, free: Decimal, step: Decimal) -> Decimal:
     return steps_to_decimal(floor_steps(free, step), step) if free > 0 else Decimal(0)
 
 
+@dataclass(frozen=True)
+class OpenLock:
+    """What one of our own open orders locks on an account: `amount` of `asset` (a sell locks its unfilled
+    base, a buy the quote its unfilled part would cost)."""
+
+    client_order_id: str
+    asset: str
+    amount: Decimal
+
+
+def locked_by(
+    side: str, symbol: str, amount: Decimal, filled: Decimal, price: Decimal
+) -> tuple[str, Decimal]:
+    """The asset and amount an open order of `amount` (of which `filled` is done) locks: the unfilled base of
+    a sell, the unfilled part x `price` of the quote for a buy."""
+    base, _, quote = symbol.partition("/")
+    left = max(amount - filled, Decimal(0))
+    return (base, left) if side == "sell" else (quote, left * price)
+
+
+@dataclass(frozen=True)
+class Release:
+    """Which of our open orders to cancel so a leg needing `needed` of an asset can have it, and what stays
+    short even then (locked by orders that are not ours, or simply not held)."""
+
+    cancel: tuple[OpenLock, ...]
+    releases: Decimal
+    short: Decimal
+
+
+def to_release(needed: Decimal, free: Decimal, ours: Iterable[OpenLock]) -> Release:
+    """The fewest of OUR open orders to cancel so `free` reaches `needed`: none when enough is free, else the
+    largest locks first (ties by client id) until enough is released, or all of them when even that is not
+    enough. Only the orders given are ever chosen: an external order is never in `ours`."""
+    if free >= needed:
+        return Release((), Decimal(0), Decimal(0))
+    chosen: list[OpenLock] = []
+    released = Decimal(0)
+    for lock in sorted((o for o in ours if o.amount > 0), key=lambda o: (-o.amount, o.client_order_id)):
+        if free + released >= needed:
+            break
+        chosen.append(lock)
+        released += lock.amount
+    return Release(tuple(chosen), released, max(needed - free - released, Decimal(0)))
+
+
 def received(
     side: str, amount: Decimal, price: Decimal, fee: Decimal, fee_asset: str, base: str, quote: str
 ) -> Decimal:
