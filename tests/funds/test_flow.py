@@ -8,6 +8,7 @@ transfer, a withdrawal's payout) is booked on the paper account by the test, as 
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -382,3 +383,30 @@ async def test_a_net_sell_never_asks_for_more_than_the_account_holds(rig: Rig) -
     after = await rig.ledger()
     assert sum(user["BTC"] for user in after.values()) == held["BTC"] - btc
     assert set(settled.paid) == {"alice", "bob"}
+
+
+async def test_a_withdrawal_pays_what_the_executor_really_sold_and_the_cycle_reports_why(rig: Rig) -> None:
+    await rig.deposit("alice", "1000")
+    await rig.cycle()
+    held = await rig.consistent()
+    # After the last snapshot, half of the BTC leaves the account: the planner still plans to sell all of it,
+    # the executor sells only what is free.
+    await rig.book("BTC", -held["BTC"] / 2)
+    await rig.funds.on_withdraw(rig.command(RequestWithdrawal, user_id="alice", amount=None, reference="all"))
+    before = len(rig.fills())
+    settled = await rig.cycle()
+    # 0.00414 BTC at 60000 and 0.0994 ETH at 3000, less the 0.1% fees, plus the 204.205 cash: 750.2584 is
+    # paid, exactly what was sold; the BTC the planner counted on but the executor could not sell stays on
+    # Alice's ledger, not paid.
+    assert rig.fills()[before:] == [
+        ("BTC/USDT", "sell", D("0.00414"), D("0.2484")),
+        ("ETH/USDT", "sell", D("0.0994"), D("0.2982")),
+    ]
+    assert (settled.paid, settled.short) == ({"alice": D("750.2584")}, {})
+    assert await rig.ledger() == {"alice": {"BTC": D("0.00414"), "ETH": D(0), "USDT": D(0)}}
+    # The executor's reason is in the fund cycle's report (GET /funds/{fund} shows it).
+    report = json.loads(
+        await rig.pool.fetchval("SELECT report FROM fund_cycles WHERE cycle_id = $1", settled.cycle_id)
+    )
+    assert report["paid"] == {"alice": "750.25840000"}
+    assert report["reasons"] == ["leg 0 BTC/USDT sell reduced from 0.00828 to 0.00414: 0.00414 BTC free"]

@@ -617,16 +617,25 @@ class FundService:
             return None, None
         assert chain.first is not None and chain.phase2 is not None
         now = self.clock()
+        # What the executor reported adjusting (a sell released from our own open order, reduced to what
+        # was free): kept with the cycle, shown in its report next to the payouts the fills gave. A phase with
+        # no order is settled by the previous phase's end, whose reasons are already kept.
+        run_reasons = [
+            *inputs.get("run_reasons", ()),
+            *(cause.reasons if isinstance(cause, RunFinished) and cause.correlation_id == run_id else ()),
+        ]
         if cycle["phase"] == 1:
             await self.store.change(
                 connection, fund.fund_id, ledger_rows(chain.plan.ledger, chain.first.ledger)
             )
             second_run = derive_id("fund-run", cycle["cycle_id"], 2)
             await connection.execute(
-                "UPDATE fund_cycles SET phase = 2, run_ids = $2, updated_at = $3 WHERE cycle_id = $1",
+                "UPDATE fund_cycles SET phase = 2, run_ids = $2, updated_at = $3,"
+                " inputs = inputs || jsonb_build_object('run_reasons', $4::jsonb) WHERE cycle_id = $1",
                 cycle["cycle_id"],
                 [run_id, second_run],
                 now,
+                json.dumps(run_reasons),
             )
             _, due, _ = decode_inputs(fund, inputs)
             next_phase = (fund, cycle["cycle_id"], chain.phase2, due, uuid.UUID(inputs["snapshot_id"]))
@@ -641,6 +650,7 @@ class FundService:
                 "fees": str(fees),
                 "orders": len(chain.plan.phase_orders(1)) + len(chain.phase2.phase_orders(2)),
                 "user_orders": chain.plan.netting.user_orders,
+                "reasons": run_reasons,
             }
             await connection.execute(
                 "UPDATE fund_cycles SET status = 'done', report = $2, updated_at = $3 WHERE cycle_id = $1",
