@@ -1,7 +1,7 @@
 """The executor through an unmodified ccxt client against the fake Binance: the reconciliation classifies an
-order someone placed by hand as external (never cancelled, not even by a halt), and a run whose buy fees are
-taken from the coins received (as Binance does) is explained exactly by its fills; a sell first cancels our own resting order that locks what it needs, and
-never asks for what an external order locks."""
+order someone placed by hand as external (never cancelled, not even by a halt); a run whose buy fees are
+taken from the coins received (as Binance does) is explained exactly by its fills; a sell (a buy) first
+cancels our own resting order that locks what it needs, and never asks for what an external order locks."""
 
 from __future__ import annotations
 
@@ -116,8 +116,8 @@ async def test_a_sell_first_releases_what_our_own_resting_order_locks_and_never_
         assert finished.status == "completed_with_adjustments"
         assert finished.reasons == (
             f"released 0.02 BTC locked in our open order {ours.client_order_id} before selling",
-            "leg 0 BTC/USDT sell: 0.005 BTC still locked/insufficient, not asked for (0.04 free, 0.01 locked in "
-            "orders left open)",
+            "leg 0 BTC/USDT sell: 0.005 BTC still locked/insufficient, not asked for (0.04 free, 0.01 locked"
+            " in orders left open)",
             "leg 0 BTC/USDT sell reduced from 0.045 to 0.04: 0.04 BTC free",
         )
         assert [(r["origClientOrderId"]) for r in book.requests_of("cancel")] == [ours.client_order_id]
@@ -131,3 +131,42 @@ async def test_a_sell_first_releases_what_our_own_resting_order_locks_and_never_
             ours.client_order_id,
         )
         assert [r["to_state"] for r in rows] == ["created", "submitted", "accepted", "cancelled"]
+
+
+async def test_a_buy_first_releases_the_quote_our_own_resting_buy_locks(pool: asyncpg.Pool) -> None:
+    book = fake_book()
+    book.locks_open_orders = True
+    book.accounts[KEY].update({"USDT": D("1000")})
+    async with serving(book) as origin, open_ccxt_venue(settings(origin)) as venue:
+        recorder = RecordingPublisher()
+
+        async def no_wait(_: float) -> None:
+            return None
+
+        executor = Executor(
+            {"binance": venue},
+            recorder,
+            ExecutorSettings.model_validate(
+                {"live": True, "execution": {"order_timeout_seconds": 1, "poll_interval_seconds": 0.5}}
+            ),
+            Journal(pool),
+            clock=Clock(T0),
+            sleep=no_wait,
+        )
+        # An earlier run's buy of 0.01 BTC rests open: 0.01 x 60000 = 600 USDT locked, 400 free.
+        book.faults.fill_delay_seconds = 3600
+        await executor.on_plan(plan(order("BTC/USDT", "buy", "0.01", 2), key="earlier"))
+        [ours] = [o for o in book.orders.values() if o.client_order_id.startswith("rb-")]
+        ours.resting, book.faults.fill_delay_seconds = True, 0
+        assert (await venue.balances(ACCOUNT)).free["USDT"] == D("400")
+        # A run buying 0.2 ETH (600 USDT and the buffer) releases the 600 first, then buys all 0.2.
+        recorder.published.clear()
+        await executor.on_plan(plan(order("ETH/USDT", "buy", "0.2", 2), key="buy"))
+        [finished] = [e for e in recorder.published if isinstance(e, RunFinished)]
+        assert (finished.status, finished.reasons) == (
+            "completed_with_adjustments",
+            (f"released 600 USDT locked in our open order {ours.client_order_id} before buying",),
+        )
+        assert ours.status == "CANCELED"
+        # 0.2 ETH for 600 USDT, its 0.0002 ETH fee taken from the coins (as Binance does).
+        assert book.accounts[KEY] == {"USDT": D("400"), "ETH": D("0.1998")}
