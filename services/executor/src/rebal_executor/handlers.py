@@ -4,7 +4,8 @@ A plan is first written to the journal (queued) and acked; runs are then execute
 account, from the journal, so a crash at any point resumes from what the journal and the venue say:
 
 - sells first (phase 1), each sized from what the account holds now; then buys (phase 2) sized from the
-  quote really free after the sells, at the venue's current prices (`rebal.core.sizing`);
+  quote really free after the sells, at the venue's current prices (`rebal.core.sizing`); when too little
+  is free and OUR own open orders lock the asset, they are cancelled first (`_release`), never external ones;
 - every order is written (state `created`) before it is sent, under a client id derived from the plan, the
   leg and the attempt; an order whose outcome is unknown is looked up by that id and, if the venue never
   saw it, sent again under the SAME id — never under a new one;
