@@ -53,16 +53,20 @@ typecheck: setup
 test: sysdeps lint typecheck
 	$(VENV)/bin/pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
-# The optional `bench` group adds PyPortfolioOpt and skfolio for bench/optimizer.py's comparison.
-bench: setup
-	$(UV) sync --frozen --all-packages --group dev --group bench
-	$(VENV)/bin/python bench/plan.py
-	$(VENV)/bin/python bench/optimizer.py
-	$(VENV)/bin/python bench/pipeline.py
-	$(VENV)/bin/python bench/executor.py
-	$(VENV)/bin/python bench/funds.py
-	$(VENV)/bin/python bench/history.py
-	$(VENV)/bin/python bench/strategy_stats.py
+# The optional `bench` group adds PyPortfolioOpt and skfolio for bench/optimizer.py's comparison. It lives
+# in its own environment: skfolio pulls in `cvxpy-base`, which shares the `cvxpy` package's files, so
+# syncing it in and out of .venv would leave .venv without cvxpy.
+BENCH_VENV := .venv-bench
+bench:
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check "uv>=0.5"
+	UV_PROJECT_ENVIRONMENT=$(BENCH_VENV) $(UV) sync --frozen --all-packages --group dev --group bench
+	$(BENCH_VENV)/bin/python bench/plan.py
+	$(BENCH_VENV)/bin/python bench/optimizer.py
+	$(BENCH_VENV)/bin/python bench/pipeline.py
+	$(BENCH_VENV)/bin/python bench/executor.py
+	$(BENCH_VENV)/bin/python bench/funds.py
+	$(BENCH_VENV)/bin/python bench/history.py
+	$(BENCH_VENV)/bin/python bench/strategy_stats.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
