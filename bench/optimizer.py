@@ -31,8 +31,8 @@ Gap (on the new window, every library's weights scored with the same estimate):
 - risk parity: the relative deviation of the risk contributions from equal, ``max_i |n RC_i / w'Σw - 1|``
   (0 at the unique equal-risk-contribution portfolio, so the exact answer is its own reference).
 
-    .venv-bench/bin/python bench/optimizer.py                       # all sizes, ~10 minutes (skfolio at N=1000)
-    .venv-bench/bin/python bench/optimizer.py --sizes 10,50,200     # a minute
+    .venv-bench/bin/python bench/optimizer.py                   # all sizes, ~10 minutes (skfolio at N=1000)
+    .venv-bench/bin/python bench/optimizer.py --sizes 10,50,200 # a minute
 
 Figures on the development machine (2026-11-21, 23:01-23:08 UTC, 2 cores shared with other engineers'
 test runs, load average 2-3 during the run). Under load average 12 (an earlier run, 22:52) the re-solve
