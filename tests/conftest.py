@@ -7,10 +7,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from tests.messaging import forget_streams, fresh_nats
 
 pytest_plugins = ["rebal_devstack.pytest_plugin"]
+
+# CI (`.ci/run`) explores the same examples every run (HYPOTHESIS_PROFILE=ci: derandomized), so a red run
+# means a change broke something; a plain `make test` explores new random examples each time, which is
+# how the property tests keep finding cases (each one found is pinned with `@example`).
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture
