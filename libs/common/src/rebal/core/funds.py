@@ -67,6 +67,9 @@ SPLIT_JUMP = Decimal("0.2")
 SPLIT_TOLERANCE = Decimal("0.01")
 # Units kept back per asset when resizing buys to the cash held: each apportionment may be off by one.
 RESIZE_SLACK_UNITS = 1
+# Rounds of shrinking budgets to the proceeds a netted plan really produces before dropping the budgets
+# of users who still do not fit.
+FIT_ROUNDS = 8
 
 BELOW_MIN_AMOUNT = "below_min_amount"
 BELOW_MIN_COST = "below_min_cost"
@@ -489,7 +492,8 @@ def plan_cycle(
     # A user never spends more than the cash held plus the estimated proceeds, less what is paid out.
     proceeds = (sells * prices * (1 - fee)).sum(axis=1)
     reserve = np.where(full, held[:, 0], wants.astype(np.float64))
-    room = np.maximum(held[:, 0] + proceeds - reserve - RESIZE_SLACK_UNITS * (n_assets - 1), 0.0)
+    cash = held[:, 0] - reserve - RESIZE_SLACK_UNITS * (n_assets - 1)
+    room = np.maximum(cash + proceeds, 0.0)
     spend = budgets.sum(axis=1)
     scale = np.divide(room, spend, out=np.ones_like(room), where=spend > room)
     budget_units = np.floor(budgets * scale[:, None]).astype(np.int64)
@@ -510,7 +514,63 @@ def plan_cycle(
         rejected=tuple(rejected),
         netting=Netting(0, Decimal(0), 0, 0, Decimal(0)),
     )
-    return _net(draft, free, frozen, locked)
+    return _fit(draft, cash, tradable, free, frozen, locked)
+
+
+def _proceeds(plan: CyclePlan, columns: npt.NDArray[np.bool_], phase: int | None = None) -> Floats:
+    """Each user's cash from the sells in `columns` (of phase `phase`, or any) that the netted plan really
+    turns into cash: a net buy crosses every sell at the reference price; a net sell crosses what the
+    buyers want and sends the net order (less the fee). A net sell under a market minimum (or capped by
+    the free balance) leaves the rest unsold: that part yields no cash."""
+    proceeds = np.zeros(len(plan.ledger.users))
+    sent = {order.asset: to_units(order.amount) for order in plan.orders if order.side == "sell"}
+    for j, asset in enumerate(plan.ledger.assets[1:], start=1):
+        sold = int(plan.sells[:, j].sum())
+        if not columns[j] or sold == 0 or (phase is not None and plan.phase_of[j] != phase):
+            continue
+        market, price = plan.markets[j], float(plan.prices[j])
+        fee = float(market.fee_rate) if market is not None else 0.0
+        wanted = int(Decimal(int(plan.budgets[:, j].sum())) / plan.prices[j])
+        realized = 1.0 if wanted >= sold else (wanted + sent.get(asset, 0) * (1 - fee)) / sold
+        proceeds += np.floor(plan.sells[:, j] * price * realized)
+    return proceeds
+
+
+def _fit(
+    draft: CyclePlan,
+    cash: Floats,
+    columns: npt.NDArray[np.bool_],
+    free: Mapping[str, Decimal] | None,
+    frozen: frozenset[str],
+    locked: Mapping[str, Decimal] | None = None,
+    phase: int | None = None,
+) -> CyclePlan:
+    """Net `draft`, shrinking each user's budgets in `columns` until they fit `cash` (what the user may
+    spend of the cash held) plus the proceeds of the sells in `columns` (settled in `phase`, or any) the
+    netted plan really produces.
+
+    A sell leg only yields cash when it is crossed or goes out in the net order: counting a sell that the
+    netting leaves unsold (under a minimum) would let a user's crossed buy be paid with cash that never
+    comes, and the user's cash go negative. Budgets only shrink, so crossing less can make more sells
+    unsold: repeat until every user fits; a user who still does not fit after `FIT_ROUNDS` spends
+    nothing in `columns`.
+    """
+    budgets = draft.budgets.copy()
+    for attempt in range(FIT_ROUNDS + len(draft.ledger.users) + 1):
+        plan = _net(replace(draft, budgets=budgets), free, frozen, locked)
+        room = np.maximum(np.floor(cash + _proceeds(plan, columns, phase)), 0.0)
+        spend = budgets[:, columns].sum(axis=1).astype(np.float64)
+        over = spend > room
+        if not over.any():
+            return plan
+        if attempt < FIT_ROUNDS:
+            scale = np.divide(room, spend, out=np.ones_like(room), where=over)
+            scaled = np.floor(budgets[:, columns] * scale[:, None]).astype(np.int64)
+            budgets[:, columns] = np.minimum(budgets[:, columns], scaled)
+        else:  # one user at a time, so every round drops at least one user's budgets
+            first = int(np.flatnonzero(over)[0])
+            budgets[first, columns] = 0
+    raise AssertionError("unreachable: every round fits or drops a user's budgets")
 
 
 def _net(
@@ -688,23 +748,17 @@ def resize_buys(
     free: Mapping[str, Decimal] | None = None,
     locked: Mapping[str, Decimal] | None = None,
 ) -> CyclePlan:
-    """Phase 2 sized from the cash the users hold after phase 1: each user's phase-2 budgets shrink by
-    one factor when the cash (plus the exact cross proceeds of the user's phase-2 sells, less what is paid
-    out) does not cover them; the net orders are made again."""
+    """Phase 2 sized from the cash the users hold after phase 1: each user's phase-2 budgets shrink when
+    the cash (plus the cross proceeds of the user's phase-2 sells that the re-netted plan still settles in
+    phase 2, less what is paid out) does not cover them; the net orders are made again (`_fit`)."""
     phase2 = np.array([p == 2 for p in plan.phase_of])
     if not phase2.any():
         return plan
-    prices = np.array([float(p) for p in plan.prices])
     cash = ledger.units[_rows(plan, ledger), 0].astype(np.float64)
-    proceeds = np.floor(plan.sells[:, phase2] * prices[phase2]).sum(axis=1)
     reserve = np.where(plan.full, cash, np.minimum(plan.wants, cash))
-    room = np.maximum(cash + proceeds - reserve - RESIZE_SLACK_UNITS * int(phase2.sum()), 0.0)
-    spend = plan.budgets[:, phase2].sum(axis=1).astype(np.float64)
-    scale = np.divide(room, spend, out=np.ones_like(room), where=spend > room)
-    budgets = plan.budgets.copy()
-    budgets[:, phase2] = np.floor(budgets[:, phase2] * scale[:, None]).astype(np.int64)
+    spare = cash - reserve - RESIZE_SLACK_UNITS * int(phase2.sum())
     frozen = frozenset(s.asset for s in plan.skipped if s.reason == FROZEN)
-    return _net(replace(plan, budgets=budgets), free, frozen, locked)
+    return _fit(plan, spare, phase2, free, frozen, locked, phase=2)
 
 
 def pay_out(plan: CyclePlan, ledger: Ledger) -> Payout:
