@@ -35,16 +35,18 @@ class System:
     services: Services
 
 
-@pytest.fixture
-def system(database: FreshDatabase, tmp_path: Path) -> Iterator[System]:
-    """NATS (fresh, 8 MB payloads), an empty database, and the five services started and ready."""
+def running_system(
+    database: FreshDatabase, tmp_path: Path, service_env: dict[str, dict[str, str]] | None = None
+) -> Iterator[System]:
+    """NATS (fresh, 8 MB payloads), an empty database, and the five services started and ready (with
+    `service_env`, TEST_SETTINGS by default); every service process gone at the end."""
     for nats in fresh_nats(tmp_path):
         services = Services(
             nats_url=nats.url,
             database_url=database.dsn,
             root=ROOT,
             log_dir=tmp_path / "logs",
-            service_env=TEST_SETTINGS,
+            service_env=service_env or TEST_SETTINGS,
         )
         try:
             services.start()
@@ -53,3 +55,9 @@ def system(database: FreshDatabase, tmp_path: Path) -> Iterator[System]:
             services.kill()
             left = _proc.wait_gone(services.pids, timeout=10.0)
         assert left == [], f"service processes left behind: {left}"
+
+
+@pytest.fixture
+def system(database: FreshDatabase, tmp_path: Path) -> Iterator[System]:
+    """NATS (fresh, 8 MB payloads), an empty database, and the five services started and ready."""
+    yield from running_system(database, tmp_path)

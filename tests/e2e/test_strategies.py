@@ -19,12 +19,9 @@ from rebal.events import (
     derive_id,
     new_event,
 )
-from rebal_devstack import _proc
 from rebal_devstack.pytest_plugin import FreshDatabase
-from rebal_devstack.stack import Services
-from tests.e2e.conftest import ROOT, TEST_SETTINGS, System
+from tests.e2e.conftest import TEST_SETTINGS, System, running_system
 from tests.e2e.flow import PORTFOLIO, fetch, publish_raw, take_snapshot, wait_for
-from tests.messaging import fresh_nats
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(240)]
 ACCOUNT = "demo/paper/spot"
@@ -53,21 +50,7 @@ def reconciling(database: FreshDatabase, tmp_path: Path) -> Iterator[System]:
     env = {name: dict(values) for name, values in TEST_SETTINGS.items()}
     env["optimizer"]["REBAL__ALLOCATIONS"] = json.dumps(ALLOCATION)
     env["planner"] = {**env["planner"], "REBAL__PLANNING__EXECUTE_RECONCILER_TARGETS": "true"}
-    for nats in fresh_nats(tmp_path):
-        services = Services(
-            nats_url=nats.url,
-            database_url=database.dsn,
-            root=ROOT,
-            log_dir=tmp_path / "logs",
-            service_env=env,
-        )
-        try:
-            services.start()
-            yield System(nats.url, database.dsn, services)
-        finally:
-            services.kill()
-            left = _proc.wait_gone(services.pids, timeout=10.0)
-        assert left == [], f"service processes left behind: {left}"
+    yield from running_system(database, tmp_path, env)
 
 
 async def report(url: str, strategy: str, day: int, value: str, positions: dict[str, str]) -> None:
