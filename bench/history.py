@@ -23,11 +23,9 @@ import contextlib
 import os
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -52,6 +50,7 @@ from rebal.events import (
 from rebal_devstack._proc import children_of
 from rebal_devstack.nats import NatsServer
 from rebal_devstack.postgres import PostgresServer
+from rebal_devstack.stack import Child
 from rebal_monitor.journal import record_many
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -179,33 +178,17 @@ async def store(dsn: str, runs: int) -> float:
 
 @contextlib.contextmanager
 def monitor(env: dict[str, str], log: Path) -> Iterator[tuple[str, int]]:
+    """The real monitor as a process (the devstack's `Child`), until its /readyz answers: (url, pid)."""
     port = free_port()
     full = {**os.environ, **env, "REBAL__HTTP__PORT": str(port), "REBAL__API__TOKEN": TOKEN}
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "rebal_monitor"], env=full, stdout=out, stderr=out, cwd=ROOT
-        )
+    child = Child("monitor", ["-m", "rebal_monitor"], full, log, ROOT, port)
+    child.start()
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the monitor exited: see {log}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the monitor was not ready after 60 s")
-            time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}", process.pid
+        child.wait_ready(60)
+        assert child.pid is not None
+        yield child.url, child.pid
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        child.stop()
 
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

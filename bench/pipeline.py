@@ -21,11 +21,9 @@ import asyncio
 import contextlib
 import os
 import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -58,6 +56,8 @@ from rebal_devstack.nats import NatsServer  # noqa: E402
 from rebal_devstack.postgres import PostgresServer  # noqa: E402
 
 LATENCY_TARGET_MS = 100.0
+from rebal_devstack.stack import Child  # noqa: E402
+
 HEADER = (
     f"{'wallets':>8} {'snapshot MB':>11} {'plan MB':>8} {'orders':>7} {'p50 ms':>7} {'p99 ms':>7}"
     f" {'max ms':>7} {'n':>5}"
@@ -73,39 +73,18 @@ def free_port() -> int:
 
 
 @contextmanager
-def service(
-    name: str, env: dict[str, str], logs: Path, replica: int = 0
-) -> Iterator[subprocess.Popen[bytes]]:
-    """`python -m rebal_<name>` with `env`, until its /readyz answers; stopped at the end."""
+def service(name: str, env: dict[str, str], logs: Path, replica: int = 0) -> Iterator[Child]:
+    """`python -m rebal_<name>` with `env` (the devstack's `Child`), until its /readyz answers; stopped at
+    the end."""
     port = free_port()
     full = {**os.environ, **env, "REBAL__HTTP__PORT": str(port)}
-    log = (logs / f"{name}-{replica}.log").open("ab")
-    process = subprocess.Popen(
-        [sys.executable, "-m", f"rebal_{name}"], env=full, stdout=log, stderr=log, cwd=ROOT
-    )
+    child = Child(name, ["-m", f"rebal_{name}"], full, logs / f"{name}-{replica}.log", ROOT, port)
+    child.start()
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"{name} exited: see {logs / (name + '.log')}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{name} not ready after 60 s")
-            time.sleep(0.1)
-        yield process
+        child.wait_ready(60)
+        yield child
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+        child.stop()
 
 
 def percentile(values: list[float], q: float) -> float:
