@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 
 import asyncpg
 import nats
+import nats.errors
+import nats.js.errors
 from nats.aio.client import Client
 from nats.js.errors import NotFoundError
 
@@ -27,6 +29,15 @@ from rebal.events import (
 
 PORTFOLIO = "demo"
 E = TypeVar("E", bound=Event)
+T = TypeVar("T")
+# What a JetStream client sees for a moment while a cluster that lost a node elects new leaders.
+TRANSIENT = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.js.errors.NoStreamResponseError,
+    nats.js.errors.ServiceUnavailableError,
+)
 QUOTE_QUANTUM = Decimal("1e-8")
 
 
@@ -39,11 +50,24 @@ async def client(url: str) -> AsyncIterator[Client]:
         await connection.drain()
 
 
+async def patiently(call: Callable[..., Awaitable[T]], *args: Any, timeout: float = 15.0) -> T:
+    """`call(*args)`, retried while it fails with a TRANSIENT error, for up to `timeout` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            return await call(*args)
+        except TRANSIENT:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
 async def latest(url: str, kind: type[E]) -> E | None:
     subject = kind.topic.subject(PORTFOLIO)
     async with client(url) as nc:
+        js = nc.jetstream()
         try:
-            message = await nc.jetstream().get_last_msg(bus.stream_of(subject).name, subject)
+            message = await patiently(js.get_last_msg, bus.stream_of(subject).name, subject)
         except NotFoundError:
             return None
     event = bus.decode(kind, subject, message.data or b"")
@@ -51,15 +75,43 @@ async def latest(url: str, kind: type[E]) -> E | None:
     return event
 
 
+async def stored(url: str, kind: type[E]) -> list[E]:
+    """Every `kind` event of the portfolio the streams hold, oldest first."""
+    subject = kind.topic.subject(PORTFOLIO)
+    stream = bus.stream_of(subject).name
+    events: list[E] = []
+    async with client(url) as nc:
+        js = nc.jetstream()
+        seq = 1
+        while True:
+            try:
+                message = await patiently(js.get_msg, stream, seq, subject, False, True)
+            except NotFoundError:
+                return events
+            event = bus.decode(kind, subject, message.data or b"")
+            assert not isinstance(event, str), event
+            events.append(event)
+            assert message.seq is not None
+            seq = message.seq + 1
+
+
 async def wait_for(url: str, kind: type[E], check: Any = None, timeout: float = 20.0) -> E:
-    """The latest `kind` event once there is one (that passes `check`)."""
+    """The latest `kind` event once there is one; with `check`, the latest one that passes it (another
+    may have been stored after it: two snapshots asked for at once are answered in either order)."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        event = await latest(url, kind)
-        if event is not None and (check is None or check(event)):
-            return event
+        if check is None:
+            last = await latest(url, kind)
+            if last is not None:
+                return last
+        else:
+            events = await stored(url, kind)
+            passing = [event for event in events if check(event)]
+            if passing:
+                return passing[-1]
+            last = events[-1] if events else None
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"no {kind.__name__} after {timeout} s (last: {event})")
+            raise AssertionError(f"no {kind.__name__} after {timeout} s (last: {last})")
         await asyncio.sleep(0.1)
 
 
@@ -92,11 +144,11 @@ async def stream_messages(url: str) -> list[tuple[str, bytes]]:
     async with client(url) as nc:
         js = nc.jetstream()
         for name in (subjects.EVENTS_STREAM, subjects.COMMANDS_STREAM):
-            state = (await js.stream_info(name)).state
+            state = (await patiently(js.stream_info, name)).state
             if state.messages == 0:
                 continue
             for seq in range(state.first_seq, state.last_seq + 1):
-                message = await js.get_msg(name, seq)
+                message = await patiently(js.get_msg, name, seq)
                 assert message.subject is not None
                 out.append((message.subject, message.data or b""))
     return out

@@ -21,16 +21,17 @@ from rebal_devstack.nats import NatsCluster
 from rebal_devstack.pytest_plugin import FreshDatabase
 from rebal_devstack.stack import Services
 from tests.e2e.conftest import ROOT, TEST_SETTINGS
-from tests.e2e.flow import PORTFOLIO, fetch, journal_matches_streams, once_each, ready_for_commands, wait_for
+from tests.e2e.flow import (
+    PORTFOLIO,
+    TRANSIENT,
+    fetch,
+    journal_matches_streams,
+    once_each,
+    ready_for_commands,
+    wait_for,
+)
 
 RETURNS = 3000
-TRANSIENT = (
-    nats.errors.TimeoutError,
-    nats.errors.NoRespondersError,
-    nats.errors.ConnectionClosedError,
-    nats.js.errors.NoStreamResponseError,
-    nats.js.errors.ServiceUnavailableError,  # a stream electing a new leader
-)
 # Messages in flight to the killed server come back after the ack wait: 5 s here instead of 30.
 REPLICATED = {"REBAL__NATS__STREAM_REPLICAS": "3", "REBAL__NATS__ACK_WAIT_SECONDS": "5"}
 

@@ -78,7 +78,7 @@ async def executed(url: str, after: TargetWeightsComputed | None = None) -> Targ
     target = await wait_for(
         url,
         TargetWeightsComputed,
-        lambda e: e.optimization is not None and (after is None or e.event_id != after.event_id),
+        lambda e: e.optimization is not None and (after is None or e.occurred_at > after.occurred_at),
         timeout=60.0,
     )
     run_id = derive_id("run", target.event_id)
