@@ -22,6 +22,7 @@ from rebal.core.funds import (
     check_split,
     drift,
     dust,
+    give,
     plan_cycle,
     reconcile,
     settle,
@@ -61,12 +62,22 @@ def test_apportion_is_exact_and_never_exceeds_a_weight() -> None:
     assert apportion(0, np.zeros(3, dtype=np.int64)).tolist() == [0, 0, 0]
 
 
+def test_unsold_units_fall_on_the_other_sellers_before_a_partial_withdrawal() -> None:
+    sells = np.array([16994, 17, 500], dtype=np.int64)
+    partial = np.array([False, True, False])
+    # 17,000 of 17,511 sold: the partial withdrawal's 17 in full, the rest shared by the others.
+    assert give(17000, sells, partial).tolist() == [16498, 17, 485]
+    assert give(10, sells, partial).tolist() == [0, 10, 0]
+    assert give(17511, sells, partial).tolist() == sells.tolist()
+
+
 def test_a_deposit_and_a_withdrawal_cross_internally() -> None:
     book = ledger(alice={"USDT": "1000"}, bob={"BTC": "0.02", "ETH": "0.4"})
     result, account = cycle(book, Due(deposits={"alice": D(1000)}, withdrawals={"bob": D(500)}))
     plan = result.plan
-    # Bob sells 0.25075 of each holding (500 / 1998 grossed up by the 0.2% margin); Alice buys 600/400.
-    assert plan.sells[1].tolist() == [0, 501501, 10030030]
+    # Bob sells 0.25075 of each holding (500 / 1998 grossed up by the 0.2% margin, rounded up to whole
+    # units); Alice buys 600/400.
+    assert plan.sells[1].tolist() == [0, 501502, 10030031]
     # Only the net goes out: one buy per asset, the crossed part at 50000 / 2500 with no fee.
     assert [(o.asset, o.side, o.amount) for o in account.sent] == [
         ("BTC", "buy", D("0.0069")),
@@ -76,8 +87,8 @@ def test_a_deposit_and_a_withdrawal_cross_internally() -> None:
     assert plan.netting.fees_saved == D("1.0")  # 1.4925 one at a time, 0.4925 netted
     assert result.payout.paid == {"bob": D(500)}
     final = result.payout.ledger
-    assert final.amounts("alice") == {"USDT": D("5.50625"), "BTC": D("0.01191501"), "ETH": D("0.1593003")}
-    assert final.amounts("bob") == {"USDT": D("1.50125"), "BTC": D("0.01498499"), "ETH": D("0.2996997")}
+    assert final.amounts("alice") == {"USDT": D("5.505725"), "BTC": D("0.01191502"), "ETH": D("0.15930031")}
+    assert final.amounts("bob") == {"USDT": D("1.501775"), "BTC": D("0.01498498"), "ETH": D("0.29969969")}
     # Bob was crossed whole: Alice alone pays the venue's fees.
     assert result.fees == {"alice": D("0.4925")}
     assert final.totals() == dict(account.balances.items())

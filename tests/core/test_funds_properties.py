@@ -44,6 +44,17 @@ def steps(draw: st.DrawFn) -> tuple[dict[str, D], dict[str, D | None], bool]:
     ],
     factors=[D("1")] * 4,
 )
+# Regression: u1's 0.01 withdrawal was paid 0.00991315: its legs were floored to whole units and the
+# part of the net sells truncated to the step was shared with u1 instead of falling on u0's full exit.
+@example(
+    sequence=[
+        ({"u0": D("16.79")}, {}, False),
+        ({"u1": D("18.93"), "u0": D("1.00"), "u2": D("1.20")}, {}, False),
+        ({}, {"u1": None}, False),
+        ({}, {"u1": D("1"), "u0": None}, False),
+    ],
+    factors=[D("1")] * 4,
+)
 def test_ledgers_add_up_to_the_account_under_any_sequence(
     sequence: list[tuple[dict[str, D], dict[str, D | None], bool]], factors: list[D]
 ) -> None:

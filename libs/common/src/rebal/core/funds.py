@@ -137,6 +137,17 @@ def apportion(total: int, weights: Units) -> Units:
     return parts
 
 
+def give(total: int, sells: Units, first: npt.NDArray[np.bool_]) -> Units:
+    """Units each seller gives when only `total` of the `sells` legs are sold (crossed or filled): the
+    legs of the `first` rows (partial withdrawals, who must receive what they asked) are served in full
+    before the others share the rest pro rata; what stays unsold falls on the others first."""
+    served = np.where(first, sells, 0)
+    head = int(served.sum())
+    if total <= head:
+        return apportion(total, served)
+    return served + apportion(total - head, sells - served)
+
+
 # The fund and its ledger.
 
 
@@ -353,6 +364,11 @@ class CyclePlan:
     def phase_orders(self, phase: int) -> tuple[NetOrder, ...]:
         return tuple(order for order in self.orders if order.phase == phase)
 
+    @property
+    def partial(self) -> npt.NDArray[np.bool_]:
+        """The rows withdrawing part of their holdings (their sells are served first)."""
+        return (self.wants > 0) & ~self.full
+
 
 @dataclass(frozen=True)
 class Execution:
@@ -485,7 +501,10 @@ def plan_cycle(
         if due.rebalance or full[i]:
             continue  # a rebalance already brings the user's cash to the weights
         budgets[i] += float(to_units(amount, f"deposits.{user}")) * weights * tradable
-    sells = np.minimum(np.floor(held * np.minimum(sell_fraction, 1.0)).astype(np.int64), ledger.units)
+    # A partial withdrawal's legs round up (a floored unit can be worth more than a small ask's margin).
+    wanted_sells = held * np.minimum(sell_fraction, 1.0)
+    rounded = np.where((wants > 0)[:, None], np.ceil(wanted_sells), np.floor(wanted_sells))
+    sells = np.minimum(rounded.astype(np.int64), ledger.units)
     sells[:, ~tradable] = 0
     sells[full] = ledger.units[full] * tradable[None, :]
 
@@ -531,8 +550,13 @@ def _proceeds(plan: CyclePlan, columns: npt.NDArray[np.bool_], phase: int | None
         market, price = plan.markets[j], float(plan.prices[j])
         fee = float(market.fee_rate) if market is not None else 0.0
         wanted = int(Decimal(int(plan.budgets[:, j].sum())) / plan.prices[j])
-        realized = 1.0 if wanted >= sold else (wanted + sent.get(asset, 0) * (1 - fee)) / sold
-        proceeds += np.floor(plan.sells[:, j] * price * realized)
+        if wanted >= sold:
+            proceeds += np.floor(plan.sells[:, j] * price)
+            continue
+        total = wanted + sent.get(asset, 0)
+        given = give(total, plan.sells[:, j], plan.partial)
+        average = (wanted + sent.get(asset, 0) * (1 - fee)) / total if total else 0.0
+        proceeds += np.floor(given * price * average)
     return proceeds
 
 
@@ -701,7 +725,7 @@ def settle(plan: CyclePlan, ledger: Ledger, phase: int, executions: Mapping[str,
         if side == "sell":
             crossed = min(wanted, sold - filled)
             cross_value = int(Decimal(crossed) * price)
-            given = apportion(crossed + filled, sells)
+            given = give(crossed + filled, sells, plan.partial)
             proceeds = floor_units(execution.cost - execution.fee)
             units[rows, j] -= given
             units[rows, 0] += apportion(cross_value + proceeds, given) if crossed + filled else 0
