@@ -11,11 +11,14 @@ from typing import Any, TypeVar
 from faststream.nats import NatsBroker, TestNatsBroker
 
 from rebal import bus
+from rebal.core.plan import Order, Skip
 from rebal.events import (
     BalanceSnapshotTaken,
     Event,
     PlanFailed,
+    PlannedOrder,
     RebalancePlanned,
+    SkippedOrder,
     StartRebalance,
     TargetWeightsComputed,
     derive_id,
@@ -24,6 +27,7 @@ from rebal.events import (
 from rebal_planner.handlers import Planner, register
 from rebal_planner.planning import parse_snapshot, parse_target, parsed_or_error, plan_event
 from rebal_planner.settings import PlannerSettings
+from tests.bench.test_reference_agreement import generate
 from tests.fakes import FakeHistory, RecordingPublisher
 from tests.messaging import eventually, started
 
@@ -87,6 +91,29 @@ def test_plan_event_carries_the_core_plan_and_derives_its_ids_from_the_cause() -
     assert event.total_value == Decimal("58800")
     again = plan(cause, snapshot(), target())
     assert again.event_id == event.event_id  # a redelivered cause gives the same plan id
+
+
+def test_the_plan_event_is_what_validation_would_have_made() -> None:
+    """The orders and skips go into the event unvalidated (`Frozen.trusted`): on a generated tree with
+    thousands of both, the event equals its validated round trip, field by field and type by type."""
+    real, goal, prices, markets = generate.generate(3000, 11)
+    snap = new_event(
+        BalanceSnapshotTaken, key="g", now=NOW, portfolio_id="demo", tree=real, prices=prices, markets=markets
+    )
+    event = plan(
+        rebalance(), snap, new_event(TargetWeightsComputed, key="g", now=NOW, portfolio_id="demo", tree=goal)
+    )
+    assert isinstance(event, RebalancePlanned) and len(event.orders) > 1000 and event.skipped
+    # The trusted rows are the core's tuples: their fields must come in the models' order.
+    assert tuple(PlannedOrder.model_fields) == Order._fields
+    assert tuple(SkippedOrder.model_fields) == Skip._fields
+    validated = RebalancePlanned.model_validate(event.model_dump())
+    assert validated == event
+    for made, checked in zip(event.orders + event.skipped, validated.orders + validated.skipped, strict=True):
+        assert {k: (type(v), str(v)) for k, v in made.__dict__.items()} == {
+            k: (type(v), str(v)) for k, v in checked.__dict__.items()
+        }
+    assert RebalancePlanned.model_validate_json(event.model_dump_json()) == event
 
 
 def test_bad_input_becomes_a_plan_failed_event_naming_the_node() -> None:

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import builtins
 import uuid
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -35,6 +36,25 @@ def derive_id(*parts: object) -> uuid.UUID:
 
 class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @classmethod
+    def trusted(cls, rows: Iterable[Sequence[Any]]) -> tuple[Self, ...]:
+        """Models from rows of field values in declaration order that the pure core made (already exact
+        and typed), without validating them again: what `model_construct` does, ~3x faster than
+        validation for the 10k-order plans. Events made this way are checked against validated ones in
+        tests (`tests/planner/test_planning.py`); a consumer validates every event it receives."""
+        names = tuple(cls.model_fields)
+        fields_set = set(names)
+        new, assign = object.__new__, object.__setattr__
+        made = []
+        for row in rows:
+            model = new(cls)
+            assign(model, "__dict__", dict(zip(names, row, strict=True)))
+            assign(model, "__pydantic_fields_set__", fields_set)
+            assign(model, "__pydantic_extra__", None)
+            assign(model, "__pydantic_private__", None)
+            made.append(model)
+        return tuple(made)
 
 
 class Event(Frozen):

@@ -10,7 +10,6 @@ from decimal import Decimal
 from typing import TypeVar
 
 import numpy as np
-from pydantic import TypeAdapter
 
 from rebal.core.diff import DiffTree, diff_trees
 from rebal.core.errors import InputError
@@ -51,8 +50,6 @@ def parse_target(target: TargetWeightsComputed) -> Tree:
     return parse_tree(target.tree, "target")
 
 
-ORDERS = TypeAdapter(tuple[PlannedOrder, ...])
-SKIPS = TypeAdapter(tuple[SkippedOrder, ...])
 Parsed = TypeVar("Parsed", ParsedSnapshot, Tree)
 
 
@@ -166,8 +163,9 @@ def plan_with_weights(
         snapshot_id=snapshot_id,
         target_id=target_id,
         total_value=Decimal(str(round(float(diff.current_value[0]), 8))),
-        # Validated in one call on plain rows: ~3x faster than making 10k models one by one.
-        orders=ORDERS.validate_python([o._asdict() for o in plan.orders()]),
+        # The core's exact orders and skips as they are (`trusted`): validating 10k of them again took
+        # a third of a 10k-wallet plan's time.
+        orders=PlannedOrder.trusted(plan.orders()),
         transfers=tuple(
             PlannedTransfer(
                 asset=t.asset,
@@ -178,6 +176,6 @@ def plan_with_weights(
             )
             for t in plan.transfers
         ),
-        skipped=SKIPS.validate_python([s._asdict() for s in plan.skipped()]),
+        skipped=SkippedOrder.trusted(plan.skipped()),
     )
     return planned, Weights.of(diff)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Context, Decimal
 from typing import Literal, NamedTuple
@@ -128,43 +129,57 @@ class Plan:
         """Every order, exact: sells (phase 1) before buys (phase 2), then by account, asset and leg."""
         tree = self.diff.tree
         accounts = {node: (tree.path(node), exchange) for node, (exchange, _) in tree.accounts.items()}
-        made: dict[int, tuple[str, Decimal, Decimal, Decimal]] = {}
-
-        def make(account: int, market: Market, side: int, steps: int) -> Order:
-            facts = made.get(id(market))
-            if facts is None:
-                facts = (market.symbol, market.amount_step, self._est_price(market), market.fee_rate)
-                made[id(market)] = facts
-            symbol, step, price, fee = facts
-            amount = step * steps
-            cost = DERIVED.multiply(amount, price)
-            path, exchange = accounts[account]
-            return Order(
-                path,
-                exchange,
-                symbol,
-                "sell" if side == SELL else "buy",
-                amount.normalize() if steps else Decimal(0),
-                price,
-                cost,
-                DERIVED.multiply(cost, fee),
-                SELL_PHASE if side == SELL else BUY_PHASE,
-            )
-
         index = self.direct_order.tolist()
         account, market = self.direct_account[index].tolist(), self.direct_market[index].tolist()
-        side, steps = self.direct_side[index].tolist(), self.direct_steps[index].tolist()
-        markets = self.direct_markets
-        direct = [make(account[i], markets[market[i]], side[i], steps[i]) for i in range(len(index))]
+        used = {m: self.direct_markets[m] for m in sorted(set(market))}  # only these are priced
+        facts = {
+            id(m): (m.symbol, m.amount_step, self._est_price(m), m.fee_rate)
+            for m in (*used.values(), *(leg.market for leg in self.legs))
+        }
+        multiply, zero = DERIVED.multiply, Decimal(0)
+
+        def make(rows: Iterable[tuple[int, tuple[str, Decimal, Decimal, Decimal], int, int]]) -> list[Order]:
+            made = []
+            for node, (symbol, step, price, fee), side, steps in rows:  # one loop, no call per order
+                amount = step * steps
+                cost = multiply(amount, price)
+                path, exchange = accounts[node]
+                sell = side == SELL
+                made.append(
+                    Order(
+                        path,
+                        exchange,
+                        symbol,
+                        "sell" if sell else "buy",
+                        amount.normalize() if steps else zero,
+                        price,
+                        cost,
+                        multiply(cost, fee),
+                        SELL_PHASE if sell else BUY_PHASE,
+                    )
+                )
+            return made
+
+        by_index = {m: facts[id(market)] for m, market in used.items()}
+        direct = make(
+            zip(
+                account,
+                [by_index[m] for m in market],
+                self.direct_side[index].tolist(),
+                self.direct_steps[index].tolist(),
+                strict=True,
+            )
+        )
         if not self.legs:
             return direct
         rank = _account_rank(tree.accounts)
         asset_rank = {name: i for i, name in enumerate(self.diff.asset_names)}
         keyed = [
-            ((o.phase, rank[account[i]], asset_rank[markets[market[i]].base], 0), o)
+            ((o.phase, rank[account[i]], asset_rank[used[market[i]].base], 0), o)
             for i, o in enumerate(direct)
         ]
-        keyed += [(leg.sort_key, make(leg.account, leg.market, leg.side, leg.steps)) for leg in self.legs]
+        legs = make((leg.account, facts[id(leg.market)], leg.side, leg.steps) for leg in self.legs)
+        keyed += [(leg.sort_key, order) for leg, order in zip(self.legs, legs, strict=True)]
         keyed.sort(key=lambda item: item[0])
         return [order for _, order in keyed]
 
