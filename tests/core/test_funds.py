@@ -110,6 +110,24 @@ def test_fees_are_shared_pro_rata_and_amounts_are_whole_steps() -> None:
     assert final.totals() == account.balances
 
 
+def test_a_fee_taken_in_the_asset_bought_is_shared_by_the_buyers_units() -> None:
+    fund = Fund("f1", "paper", "main", "USDT", {"BTC": D(1)})
+    book = Ledger.from_amounts(fund.assets(), {"a": {"USDT": D(300)}, "b": {"USDT": D(100)}})
+    account = account_of(book)
+    account.fee_in_base = True
+    result = run_cycle(fund, book, Due(deposits={"a": D(300), "b": D(100)}), account)
+    assert isinstance(result, Cycle)
+    assert [(o.side, o.amount) for o in account.sent] == [("buy", D("0.0079"))]
+    # The venue keeps 0.0000079 BTC of the 0.0079 bought: 0.0078921 split 3:1; 395 USDT paid, no USDT fee.
+    assert account.balances == {"USDT": D(5), "BTC": D("0.0078921")}
+    final = result.payout.ledger
+    assert final.amounts("a") == {"USDT": D("3.75"), "BTC": D("0.00591908")}
+    assert final.amounts("b") == {"USDT": D("1.25"), "BTC": D("0.00197302")}
+    assert final.totals() == account.balances
+    # The fee reported per user is the BTC's value at the reference price, split like the budgets.
+    assert result.fees == {"a": D("0.29625"), "b": D("0.09875")}
+
+
 def test_a_net_order_below_the_minimum_waits_as_cash_for_a_later_cycle() -> None:
     fund = Fund("f1", "paper", "main", "USDT", {"BTC": D(1)})
     quotes = {"BTC": Quote(Market("BTC", "USDT", D("0.0001"), D(0), D(10), FEE), D(50000))}

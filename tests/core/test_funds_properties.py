@@ -34,7 +34,7 @@ def steps(draw: st.DrawFn) -> tuple[dict[str, D], dict[str, D | None], bool]:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(steps(), min_size=1, max_size=5), st.lists(moves, min_size=4, max_size=4))
+@given(st.lists(steps(), min_size=1, max_size=5), st.lists(moves, min_size=4, max_size=4), st.booleans())
 # Regression: u0's ETH buy was crossed in phase 1, paid by a BTC sell under the minimum (no cash).
 @example(
     sequence=[
@@ -43,6 +43,7 @@ def steps(draw: st.DrawFn) -> tuple[dict[str, D], dict[str, D | None], bool]:
         ({}, {"u1": D("1")}, True),
     ],
     factors=[D("1")] * 4,
+    base_fees=False,
 )
 # Regression: u1's 0.01 withdrawal was paid 0.00991315: its legs were floored to whole units and the
 # part of the net sells truncated to the step was shared with u1 instead of falling on u0's full exit.
@@ -54,9 +55,10 @@ def steps(draw: st.DrawFn) -> tuple[dict[str, D], dict[str, D | None], bool]:
         ({}, {"u1": D("1"), "u0": None}, False),
     ],
     factors=[D("1")] * 4,
+    base_fees=False,
 )
 def test_ledgers_add_up_to_the_account_under_any_sequence(
-    sequence: list[tuple[dict[str, D], dict[str, D | None], bool]], factors: list[D]
+    sequence: list[tuple[dict[str, D], dict[str, D | None], bool]], factors: list[D], base_fees: bool
 ) -> None:
     book = Ledger.empty(FUND.assets())
     fills = iter(factors * 100)
@@ -64,7 +66,8 @@ def test_ledgers_add_up_to_the_account_under_any_sequence(
     def fill_price(order: NetOrder) -> D:
         return (order.est_price * next(fills)).quantize(D("0.01"))
 
-    account = Account({"USDT": D(0)}, QUOTES, fill_price)
+    # With base_fees, a buy's fee is taken from the units bought (exchanges without a fee token).
+    account = Account({"USDT": D(0)}, QUOTES, fill_price, fee_in_base=base_fees)
     for deposits, withdrawals, rebalance in sequence:
         for user, amount in sorted(deposits.items()):
             book = book.credit(user, "USDT", amount)

@@ -30,8 +30,10 @@ from rebal.core.funds import (
 QUANTUM = Decimal("1e-8")
 
 
-def execution(order: NetOrder, price: Decimal, fee_rate: Decimal) -> Execution:
+def execution(order: NetOrder, price: Decimal, fee_rate: Decimal, fee_in_base: bool = False) -> Execution:
     cost = (order.amount * price).quantize(QUANTUM)
+    if fee_in_base and order.side == "buy":  # the fee taken from the units bought
+        return Execution(order.amount, cost, Decimal(0), order.amount * fee_rate)
     fee = (cost * fee_rate).quantize(QUANTUM, rounding=ROUND_CEILING)
     return Execution(order.amount, cost, fee)
 
@@ -44,14 +46,16 @@ class Account:
     quotes: Mapping[str, Quote]
     fill_price: Callable[[NetOrder], Decimal] = lambda order: order.est_price
     sent: list[NetOrder] = field(default_factory=list)
+    fee_in_base: bool = False  # buys pay their fee in the asset bought (exchanges without a fee token)
 
     def execute(self, orders: tuple[NetOrder, ...], quote: str) -> dict[str, Execution]:
         done: dict[str, Execution] = {}
         for order in orders:
             market = self.quotes[order.asset].market
-            result = execution(order, self.fill_price(order), market.fee_rate)
+            result = execution(order, self.fill_price(order), market.fee_rate, self.fee_in_base)
             sign = 1 if order.side == "buy" else -1
-            self.balances[order.asset] = self.balances.get(order.asset, Decimal(0)) + sign * result.amount
+            received = sign * result.amount - result.fee_base
+            self.balances[order.asset] = self.balances.get(order.asset, Decimal(0)) + received
             cash = -(result.cost + result.fee) if order.side == "buy" else result.cost - result.fee
             self.balances[quote] = self.balances.get(quote, Decimal(0)) + cash
             assert all(v >= 0 for v in self.balances.values()), (order, self.balances)

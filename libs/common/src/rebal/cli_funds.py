@@ -215,6 +215,9 @@ def show(
         if report:
             line += f", {report.get('orders')} orders for {report.get('user_orders')} user legs"
             line += f", fees {report.get('fees')}"
+            other = report.get("unallocated_fees") or {}
+            if other:
+                line += " (not charged to users: " + ", ".join(f"{f} {a}" for a, f in other.items()) + ")"
         console.print(line)
 
 

@@ -433,6 +433,8 @@ class FundCycleSettled(Event):
     paid: dict[str, Decimal]
     short: dict[str, Decimal] = Field(default_factory=dict)
     fees: Decimal
+    # Fees the venue took in an asset the users' ledgers are not charged in (a third asset such as BNB).
+    unallocated_fees: dict[str, Decimal] = Field(default_factory=dict)
 
 
 class FundNeedsAdjustment(Event):

@@ -159,17 +159,34 @@ def recompute(
     return Chain(plan, settled, resize_buys(plan, settled.ledger, free=free))
 
 
-def executions(rows: list[asyncpg.Record], quote: str) -> dict[str, Execution]:
+@dataclass(frozen=True)
+class Executions:
+    """A run's fills per asset, and the fees the venue took in an asset the ledgers cannot charge."""
+
+    by_asset: dict[str, Execution]
+    unallocated_fees: dict[str, Decimal]
+
+
+def executions(rows: list[asyncpg.Record], quote: str) -> Executions:
     """A run's fills summed per asset: amount, gross cost (each fill's amount x price to 1e-8, as the
-    venue books it) and the fee (in the quote)."""
-    totals: dict[str, list[Decimal]] = defaultdict(lambda: [Decimal(0)] * 3)
+    venue books it), the fee in the quote, and a buy's fee taken in the asset bought (the buyers receive
+    that much less). A fee in any other asset (a third asset such as BNB, or a sell's fee in the asset
+    sold) is not allocated to the users: it is reported with the cycle (and, if the fund holds that
+    asset, shows as a shortfall in the account's reconciliation)."""
+    totals: dict[str, list[Decimal]] = defaultdict(lambda: [Decimal(0)] * 4)
+    others: dict[str, Decimal] = defaultdict(Decimal)
     for row in rows:
         base = row["symbol"].split("/")[0]
         total = totals[base]
         total[0] += row["amount"]
         total[1] += (row["amount"] * row["price"]).quantize(LEDGER_QUANTUM)
-        total[2] += row["fee"] if row["fee_asset"] == quote else Decimal(0)
-    return {asset: Execution(*values) for asset, values in totals.items()}
+        if row["fee_asset"] == quote:
+            total[2] += row["fee"]
+        elif row["fee_asset"] == base and row["side"] == "buy":
+            total[3] += row["fee"]
+        elif row["fee"]:
+            others[row["fee_asset"]] += row["fee"]
+    return Executions({asset: Execution(*values) for asset, values in totals.items()}, dict(others))
 
 
 def ledger_rows(before: Ledger, after: Ledger) -> list[tuple[str, str, Decimal]]:
@@ -611,7 +628,7 @@ class FundService:
         )
         by_run = {r: [f for f in fills if f["run_id"] == r] for r in cycle["run_ids"]}
         first = executions(by_run[cycle["run_ids"][0]], fund.quote)
-        chain = recompute(fund, inputs, first)
+        chain = recompute(fund, inputs, first.by_asset)
         if isinstance(chain, NeedsAdjustment):
             await self._needs_adjustment(connection, cause, chain)
             return None, None
@@ -640,7 +657,12 @@ class FundService:
             _, due, _ = decode_inputs(fund, inputs)
             next_phase = (fund, cycle["cycle_id"], chain.phase2, due, uuid.UUID(inputs["snapshot_id"]))
         else:
-            second = settle(chain.phase2, chain.first.ledger, 2, executions(by_run[run_id], fund.quote))
+            last = executions(by_run[run_id], fund.quote)
+            second = settle(chain.phase2, chain.first.ledger, 2, last.by_asset)
+            unallocated: dict[str, Decimal] = defaultdict(Decimal)
+            for fills_of_run in (first, last):
+                for asset, fee in fills_of_run.unallocated_fees.items():
+                    unallocated[asset] += fee
             payout = pay_out(chain.phase2, second.ledger)
             await self.store.change(connection, fund.fund_id, ledger_rows(chain.first.ledger, payout.ledger))
             fees = from_units(int(chain.first.fees.sum() + second.fees.sum()))
@@ -648,6 +670,7 @@ class FundService:
                 "paid": {u: str(a) for u, a in payout.paid.items()},
                 "short": {u: str(a) for u, a in payout.short.items()},
                 "fees": str(fees),
+                "unallocated_fees": {a: str(f) for a, f in sorted(unallocated.items())},
                 "orders": len(chain.plan.phase_orders(1)) + len(chain.phase2.phase_orders(2)),
                 "user_orders": chain.plan.netting.user_orders,
                 "reasons": run_reasons,
@@ -677,6 +700,7 @@ class FundService:
                 paid=dict(payout.paid),
                 short=dict(payout.short),
                 fees=fees,
+                unallocated_fees=dict(unallocated),
             )
         return next_phase, settled
 
@@ -691,6 +715,7 @@ class FundService:
             paid={u: Decimal(a) for u, a in report["paid"].items()},
             short={u: Decimal(a) for u, a in report["short"].items()},
             fees=Decimal(report["fees"]),
+            unallocated_fees={a: Decimal(f) for a, f in report.get("unallocated_fees", {}).items()},
         )
 
     async def _resend(self, cause: Event, cycle_id: uuid.UUID) -> None:
@@ -705,7 +730,7 @@ class FundService:
             fills = await connection.fetch("SELECT * FROM fund_fills WHERE run_id = $1", cycle["run_ids"][0])
         assert found is not None
         fund, inputs, phase = found.fund, json.loads(cycle["inputs"]), cycle["phase"]
-        chain = recompute(fund, inputs, executions(fills, fund.quote) if phase == 2 else None)
+        chain = recompute(fund, inputs, executions(fills, fund.quote).by_asset if phase == 2 else None)
         if isinstance(chain, NeedsAdjustment):
             return
         plan = chain.plan if phase == 1 else chain.phase2

@@ -372,11 +372,14 @@ class CyclePlan:
 
 @dataclass(frozen=True)
 class Execution:
-    """What the venue did for one net order: base amount filled, its gross cost and the fee (quote)."""
+    """What the venue did for one net order: base amount filled, its gross cost, the fee in the quote and
+    the fee the venue took in the traded asset itself (a buy's fee deducted from the units it received,
+    as exchanges do when the fee is not paid in the quote or a third asset)."""
 
     amount: Decimal
     cost: Decimal
     fee: Decimal
+    fee_base: Decimal = Decimal(0)
 
 
 @dataclass(frozen=True)
@@ -736,12 +739,14 @@ def settle(plan: CyclePlan, ledger: Ledger, phase: int, executions: Mapping[str,
         else:
             cross_value = int(Decimal(sold) * price)
             paid = ceil_units(execution.cost + execution.fee)
+            fee_units = ceil_units(execution.fee_base)  # taken from the units bought: received less
             units[rows, j] -= sells
             units[rows, 0] += apportion(cross_value, sells) if sold else 0
-            units[rows, j] += apportion(sold + filled, budgets) if budget else 0
+            units[rows, j] += apportion(sold + filled - fee_units, budgets) if budget else 0
             units[rows, 0] -= apportion(cross_value + paid, budgets) if budget else 0
             if filled:
-                fees[rows] += apportion(ceil_units(execution.fee), budgets)
+                fee_value = ceil_units(execution.fee + execution.fee_base * price)
+                fees[rows] += apportion(fee_value, budgets)
     # Phase 1 may leave cash owed (a buy crossed now, paid by a sell crossed in phase 2 at the reference
     # price, known exactly); after phase 2 nothing may be negative.
     if (units[:, 1:] < 0).any() or (phase == 2 and (units[:, 0] < 0).any()):
