@@ -52,8 +52,9 @@ async def started(broker: NatsBroker) -> AsyncIterator[NatsBroker]:
         await broker.stop()
 
 
-async def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
-    """Wait until `check()` is truthy (returns it) or fail after `timeout` seconds."""
+async def eventually(check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05) -> Any:
+    """Wait until `check()` is truthy (returns it) or fail after `timeout` seconds (generous: waiting
+    costs nothing when it comes, and a CI machine shared with other jobs can be several times slower)."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         result = check()

@@ -95,7 +95,7 @@ async def stored(url: str, kind: type[E]) -> list[E]:
             seq = message.seq + 1
 
 
-async def wait_for(url: str, kind: type[E], check: Any = None, timeout: float = 20.0) -> E:
+async def wait_for(url: str, kind: type[E], check: Any = None, timeout: float = 60.0) -> E:
     """The latest `kind` event once there is one; with `check`, the latest one that passes it (another
     may have been stored after it: two snapshots asked for at once are answered in either order)."""
     deadline = asyncio.get_running_loop().time() + timeout
@@ -176,7 +176,7 @@ async def fetch(dsn: str, query: str, *args: Any) -> list[asyncpg.Record]:
         await connection.close()
 
 
-async def journal_matches_streams(url: str, dsn: str, timeout: float = 20.0) -> list[Event]:
+async def journal_matches_streams(url: str, dsn: str, timeout: float = 60.0) -> list[Event]:
     """Wait until the monitor's journal holds exactly the events of the streams; those events."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:

@@ -122,7 +122,7 @@ async def test_a_node_loss_loses_nothing_and_doubles_nothing(
         assert len(orders) == outcome.finished.placed
         finished = await wait_for(cluster.url, RunFinished)
         assert finished.correlation_id == outcome.finished.correlation_id
-        await journal_matches_streams(cluster.url, database.dsn, timeout=30)
+        await journal_matches_streams(cluster.url, database.dsn)
         for name in ("planner", "tracker"):
             assert replicas[name].running and main[name].running
     finally:
