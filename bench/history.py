@@ -88,7 +88,7 @@ def a_run(index: int) -> list[Event]:
         )
     ]
     skip = SkippedOrder(
-        path="demo/paper/spot/crypto/sol", symbol="SOL/USDT", side="buy", amount=Decimal("0.01"),
+        path="demo/paper/spot/crypto/arb/sol", symbol="SOL/USDT", side="buy", amount=Decimal("0.01"),
         reason="below the market's minimum cost 5",
     )  # fmt: skip
     plan = new_event(

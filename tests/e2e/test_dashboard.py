@@ -101,18 +101,29 @@ def test_the_dashboard_shows_the_real_run_and_the_numbers_of_the_api(
             history = system.get("/portfolio/history", limit=20, include_previews="false")
             page.wait_for_function("() => Number(document.body.dataset.loaded || 0) >= 2")
 
-            # The pie has the portfolio's sectors/strategies with the API's shares.
-            sectors = [n for n in weights["nodes"] if n["kind"] in ("sector", "strategy")]
-            assert {n["name"] for n in sectors} == {"crypto", "cash"}
+            # The pie: the strategies and the sector holding none (cash), with the API's shares; the
+            # table lists every sector and strategy (crypto holds the three strategies).
+            nodes = weights["nodes"]
+            listed = [n for n in nodes if n["kind"] in ("sector", "strategy")]
+            assert [(n["name"], n["kind"]) for n in listed] == [
+                ("crypto", "sector"),
+                ("trend", "strategy"),
+                ("meanrev", "strategy"),
+                ("arb", "strategy"),
+                ("cash", "sector"),
+            ]
+            slices = [n for n in listed if n["name"] != "crypto"]
             pie = plotly_data(page, "weights-chart")
-            assert pie["labels"] == [n["name"] for n in sectors]
-            assert pie["values"] == pytest.approx([float(n["actual_share"]) for n in sectors])
+            assert pie["labels"] == [n["name"] for n in slices]
+            assert pie["values"] == pytest.approx([float(n["actual_share"]) for n in slices])
+            assert sum(pie["values"]) == pytest.approx(1.0)
             legend = page.locator("#weights-chart .legendtext").evaluate_all(
                 "els => els.map(e => e.textContent)"
             )
-            assert sorted(legend) == ["cash", "crypto"]
+            assert sorted(legend) == ["arb", "cash", "meanrev", "trend"]
             weights_rows = page.locator("#weights-table tbody tr").all_inner_texts()
-            for node in sectors:
+            assert len(weights_rows) == len(listed)
+            for node in listed:
                 assert any(node["path"] in row and pct(node["actual_share"]) in row for row in weights_rows)
 
             # Live Sharpe and max drawdown: the API's combined figures; the curve has every point.
@@ -141,8 +152,8 @@ def test_the_dashboard_shows_the_real_run_and_the_numbers_of_the_api(
             expect(page.locator("#plan-summary")).to_contain_text(last_plan["plan_id"])
             assert len(page.locator("#plan-orders tbody tr").all()) == len(last_plan["orders"])
             diff = system.get("/portfolio/trees/diff", band=last_plan["band"])["diff"]
-            btc = _node(diff, "demo/paper/spot/crypto/btc")
-            expect(page.locator("li[data-path='demo/paper/spot/crypto/btc'] > .op").first).to_have_text(
+            btc = _node(diff, "demo/paper/spot/crypto/trend/btc")
+            expect(page.locator("li[data-path='demo/paper/spot/crypto/trend/btc'] > .op").first).to_have_text(
                 "hold"
                 if btc["operation"] == "hold"
                 else f"{btc['operation']} {abs(float(btc['diff_value'])):,.2f}"

@@ -212,9 +212,16 @@ def test_no_drift_when_the_target_is_what_is_held() -> None:
                                 "name": "crypto",
                                 "weight": "78%",
                                 "children": [
-                                    {"name": "btc", "asset": "BTC", "weight": 48000 / 78000},
-                                    {"name": "eth", "asset": "ETH", "weight": 15000 / 78000},
-                                    {"name": "sol", "asset": "SOL", "weight": 15000 / 78000},
+                                    {
+                                        "name": name,
+                                        "weight": value / 78000,
+                                        "children": [{"name": asset.lower(), "asset": asset, "weight": 1}],
+                                    }
+                                    for name, asset, value in (
+                                        ("trend", "BTC", 48000),
+                                        ("meanrev", "ETH", 15000),
+                                        ("arb", "SOL", 15000),
+                                    )
                                 ],
                             },
                             {

@@ -215,6 +215,23 @@ def demo_settings(root: Path) -> dict[str, dict[str, str]]:
     }
 
 
+def demo_allocation(bot: bool) -> dict[str, str]:
+    """`make run`'s optimizer settings when the demo bot runs: the demo portfolio is allocated across the
+    bot's strategies (the `trend`, `meanrev` and `arb` nodes of its target share crypto's 70%) by risk
+    parity, first once 30 returns of each are in, then after every 300 new returns (the bot's periods
+    stand for days). Without the bot the target file stands as it is."""
+    if not bot:
+        return {}
+    allocation = {
+        "method": "risk_parity",
+        "min_observations": 30,
+        "lookback_periods": 365,
+        "after_new_returns": 300,
+        "interval_seconds": 0,
+    }
+    return {"REBAL__ALLOCATIONS": json.dumps({PORTFOLIO: allocation})}
+
+
 class Services:
     """The five services as processes against a NATS and a Postgres (started elsewhere).
 
@@ -584,7 +601,10 @@ def run(options: Options) -> int:
             root=options.root,
             log_dir=log_dir,
             ports=options.service_ports,
-            service_env={"monitor": {"REBAL__API__TOKEN_FILE": str(token)}},
+            service_env={
+                "monitor": {"REBAL__API__TOKEN_FILE": str(token)},
+                "optimizer": demo_allocation(options.bot),
+            },
         )
         _say(f"starting {', '.join(SERVICES)}")
         services.start(wait=False)

@@ -65,15 +65,23 @@ function showStatus(status) {
   $("mode").textContent = status.mode;
 }
 
+function pieSlices(nodes) {
+  const strategies = nodes.filter((n) => n.kind === "strategy");
+  const holdsStrategy = (sector) => strategies.some((s) => s.path.startsWith(sector.path + "/"));
+  const sectors = nodes.filter((n) => n.kind === "sector" && !holdsStrategy(n));
+  const slices = nodes.filter((n) => strategies.includes(n) || sectors.includes(n));
+  return slices.length ? slices : nodes;
+}
+
 function showWeights(weights) {
   if (!weights) {
     $("kpi-value").textContent = "-";
     return;
   }
   $("kpi-value").textContent = money(weights.total_value);
-  // The pie: the sectors/strategies (every node of those kinds), by their share of the whole portfolio.
-  let slices = weights.nodes.filter((n) => n.kind === "sector" || n.kind === "strategy");
-  if (slices.length === 0) slices = weights.nodes;
+  // The pie, by share of the whole portfolio: the strategies and the sectors that hold no strategy
+  // (cash); without strategies, the sectors; without either, every node listed.
+  const slices = pieSlices(weights.nodes);
   Plotly.react("weights-chart", [{
     type: "pie", hole: 0.4, sort: false,
     labels: slices.map((n) => n.name),
@@ -82,7 +90,9 @@ function showWeights(weights) {
     hovertemplate: "%{label}: %{percent} (target %{customdata})<extra></extra>",
     textinfo: "label+percent",
   }], { margin: { t: 10, b: 10, l: 10, r: 10 }, showlegend: true }, { displayModeBar: false, responsive: true });
-  fillTable("weights-table", slices.map((n) => [cell(n.path), cell(pct(n.actual_share), "num"), cell(pct(n.target_share), "num")]));
+  // The table: every sector and strategy (without any, every node listed).
+  const listed = weights.nodes.filter((n) => n.kind === "sector" || n.kind === "strategy");
+  fillTable("weights-table", (listed.length ? listed : weights.nodes).map((n) => [cell(n.path), cell(pct(n.actual_share), "num"), cell(pct(n.target_share), "num")]));
 }
 
 function showPerformance(performance, equity) {
