@@ -145,8 +145,11 @@ def test_halt_refuses_apply_and_resume_lifts_it_status_says_so(system: OperatorS
     now = json.loads(status.stdout)
     api = system.get("/status")
     assert now["halted"] is False and now["last_run"] == api["last_run"] and now["mode"] == api["mode"]
+    # The monitor reports the four other services it was started with (their /readyz).
+    assert now["services"] == dict.fromkeys(("executor", "optimizer", "planner", "tracker"), "ok")
     shown = rebal("status", env=env)
     assert shown.returncode == 0 and "running" in shown.stdout and "demo" in shown.stdout
+    assert all(name in shown.stdout for name in now["services"])
 
 
 @pytest.mark.parametrize(

@@ -257,3 +257,12 @@ def test_services_send_spans_to_the_collector_which_forwards_them() -> None:
         env = env_of(name)
         assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == f"http://otel-collector:{http.rsplit(':', 1)[1]}"
         assert VARIABLE.fullmatch(env["OTEL_TRACES_EXPORTER"]).group(2) == "none"  # type: ignore[union-attr]
+
+
+def test_the_monitor_reports_the_four_other_services_at_their_compose_names() -> None:
+    peers = MonitorSettings.model_validate(
+        {"api": {"peers": yaml.safe_load(env_of("monitor")["REBAL__API__PEERS"])}}
+    ).api.peers
+    assert {name: str(url) for name, url in peers.items()} == {
+        name: f"http://{name}:{port}/" for name, port in PORTS.items() if name != "monitor"
+    }

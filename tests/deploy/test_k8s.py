@@ -160,3 +160,16 @@ def test_service_monitors_label_targets_as_the_dashboards_expect(overlay: str) -
         [endpoint] = monitors[f"rebal-{name}"]["spec"]["endpoints"]
         labels = {r["targetLabel"]: r["replacement"] for r in endpoint["relabelings"]}
         assert labels == {"job": "rebal", "service": name}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_monitor_reports_the_other_services_through_their_services(overlay: str) -> None:
+    docs = render(overlay)
+    services = of_kind(docs, "Service")
+    [container] = of_kind(docs, "Deployment")["rebal-monitor"]["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    peers = json.loads(env["REBAL__API__PEERS"])
+    assert set(peers) == set(PORTS) - {"monitor"}
+    for name, url in peers.items():
+        service = services[f"rebal-{name}"]
+        assert url == f"http://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}"

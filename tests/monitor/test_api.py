@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import http.server
 import io
 import json
 import os
 import re
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -42,7 +44,7 @@ from rebal_monitor.handlers import Monitor
 from rebal_monitor.journal import record_many
 from rebal_monitor.settings import MonitorSettings, token_problem
 from tests.messaging import eventually
-from tests.monitor.running import TOKEN, monitor_settings, running_monitor, running_planner
+from tests.monitor.running import TOKEN, free_port, monitor_settings, running_monitor, running_planner
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "demo"
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -502,3 +504,46 @@ def test_the_token_comes_from_a_secret_file_and_a_missing_file_is_named(tmp_path
         assert f"api.token_file {tmp_path / 'missing.txt'}: No such file or directory" in str(exc)
     else:
         raise AssertionError("a missing token file was accepted")
+
+
+async def test_status_reports_each_peer_services_readiness(nats_url: str, database: FreshDatabase) -> None:
+    """Real HTTP servers stand for the other services: one ready, one not, one gone."""
+
+    class Readyz(http.server.BaseHTTPRequestHandler):
+        code = 200
+
+        def do_GET(self) -> None:
+            self.send_response(self.code if self.path == "/readyz" else 404)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    class NotReady(Readyz):
+        code = 503
+
+    servers = [http.server.ThreadingHTTPServer(("127.0.0.1", 0), kind) for kind in (Readyz, NotReady)]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    ready, not_ready = (f"http://127.0.0.1:{server.server_address[1]}" for server in servers)
+    peers = {"planner": ready, "executor": not_ready, "tracker": f"http://127.0.0.1:{free_port()}"}
+    try:
+        settings = monitor_settings(nats_url, database.dsn, peers=peers)
+        async with running_monitor(settings) as monitor:
+            status = (await monitor.client.get("/status")).json()
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+    assert status["services"] == {
+        "executor": "not ready (HTTP 503)",
+        "planner": "ok",
+        "tracker": "unreachable (ConnectError)",
+    }
+    assert status["nats"] == "ok" and status["postgres"] == "ok"
+
+
+async def test_without_peers_status_reports_the_monitor_alone(nats_url: str, database: FreshDatabase) -> None:
+    async with running_monitor(monitor_settings(nats_url, database.dsn)) as monitor:
+        status = (await monitor.client.get("/status")).json()
+    assert "services" not in status

@@ -232,6 +232,8 @@ def _status_view(status: dict[str, Any]) -> Table:
     table.add_row("mode", str(status.get("mode")))
     table.add_row("nats", str(status.get("nats")))
     table.add_row("postgres", str(status.get("postgres")))
+    for name, state in (status.get("services") or {}).items():
+        table.add_row(name, "[green]ok[/]" if state == "ok" else f"[red]{state}[/]")
     table.add_row("latest snapshot", str(status.get("snapshot_at")))
     table.add_row("latest target", str(status.get("target_at")))
     run = status.get("last_run")

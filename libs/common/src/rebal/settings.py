@@ -15,7 +15,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -103,6 +103,9 @@ class ApiSettings(Section):
     stale_balance_tolerance: float = Field(default=0.01, ge=0)
     # How long POST /portfolio/rebalance waits for the planner.
     plan_timeout_seconds: float = Field(default=10.0, gt=0)
+    # The other services' base URLs (name -> "http://host:port"): GET /status (and `rebal status`) report
+    # each one's /readyz. Empty: only the monitor's own NATS and Postgres are reported.
+    peers: dict[str, AnyHttpUrl] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _read_token_file(self) -> ApiSettings:

@@ -262,14 +262,17 @@ class Services:
         }
         settings = demo_settings(self.root)
         wanted = dict(ports or {})
-        chosen: list[int] = []
-        self.children: dict[str, Child] = {}
+        chosen: dict[str, int] = {}
         for name in names:
-            port = pick_port(wanted.get(name), chosen)
-            chosen.append(port)
+            chosen[name] = pick_port(wanted.get(name), chosen.values())
+        # The monitor reports the others' readiness in GET /status.
+        peers = {name: f"http://{LOOPBACK}:{port}" for name, port in chosen.items() if name != "monitor"}
+        self.children: dict[str, Child] = {}
+        for name, port in chosen.items():
             child_env = {
                 **base,
                 **settings.get(name, {}),
+                **({"REBAL__API__PEERS": json.dumps(peers)} if name == "monitor" else {}),
                 **(service_env or {}).get(name, {}),
                 "REBAL__HTTP__HOST": LOOPBACK,
                 "REBAL__HTTP__PORT": str(port),
@@ -602,7 +605,9 @@ def run(options: Options) -> int:
             log_dir=log_dir,
             ports=options.service_ports,
             service_env={
-                "monitor": {"REBAL__API__TOKEN_FILE": str(token)},
+                # Live like the demo's executor (paper money): the API takes live rebalances and the
+                # dashboard says "live" (it has the token live mode needs).
+                "monitor": {"REBAL__API__TOKEN_FILE": str(token), "REBAL__API__LIVE": "true"},
                 "optimizer": demo_allocation(options.bot),
             },
         )

@@ -15,13 +15,14 @@ import logging
 import math
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import asyncpg
+import httpx
 import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -59,6 +60,29 @@ SNAPSHOT_TYPES = ("BalanceSnapshotTaken",)
 TARGET_TYPES = ("TargetWeightsComputed",)
 HALT_TYPES = ("HaltTrading", "ResumeTrading")
 JsonDict = dict[str, Any]
+
+
+PEER_TIMEOUT_SECONDS = 2.0
+
+
+async def peer_health(peers: Mapping[str, Any]) -> dict[str, str]:
+    """Each peer service's readiness from its /readyz, probed together: "ok", or why not."""
+    if not peers:
+        return {}
+
+    async def probe(client: httpx.AsyncClient, url: str) -> str:
+        try:
+            response = await client.get(f"{str(url).rstrip('/')}/readyz")
+        except httpx.HTTPError as exc:
+            return f"unreachable ({type(exc).__name__})"
+        if response.status_code == 200:
+            return "ok"
+        return f"not ready (HTTP {response.status_code})"
+
+    async with httpx.AsyncClient(timeout=PEER_TIMEOUT_SECONDS) as client:
+        names = sorted(peers)
+        states = await asyncio.gather(*(probe(client, peers[name]) for name in names))
+    return dict(zip(names, states, strict=True))
 
 
 @dataclass
@@ -491,6 +515,7 @@ def _router(deps: Deps) -> APIRouter:
                 health[name] = "ok"
             except Exception as exc:  # noqa: BLE001 - any failure is reported, by name
                 health[name] = f"{type(exc).__name__}: {exc}"
+        peers = await peer_health(deps.settings.peers)
         last_halt = await queries.latest_event(pool(), portfolio, HALT_TYPES)
         is_halted = last_halt is not None and last_halt.payload.get("type") == "HaltTrading"
         runs, _ = await queries.history(pool(), portfolio, 1, None, True, with_orders=False)
@@ -507,6 +532,7 @@ def _router(deps: Deps) -> APIRouter:
             "snapshot_at": snapshot.occurred_at.isoformat() if snapshot else None,
             "target_at": target.occurred_at.isoformat() if target else None,
             **health,
+            **({"services": peers} if peers else {}),
         }
 
     @router.get("/export/trades", summary="Every fill, streamed")
