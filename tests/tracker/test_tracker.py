@@ -59,8 +59,12 @@ def tracker(pool: asyncpg.Pool, publisher: RecordingPublisher | None = None) -> 
 
 
 def wallet_amounts(tree: dict[str, Any]) -> dict[str, str]:
-    spot = tree["children"][0]["children"][0]
-    return {w["asset"]: w["amount"] for sector in spot["children"] for w in sector.get("children", [sector])}
+    """Every wallet's amount by asset, at any depth."""
+    if "asset" in tree:
+        return {tree["asset"]: tree["amount"]}
+    return {
+        asset: amount for child in tree.get("children", []) for asset, amount in wallet_amounts(child).items()
+    }
 
 
 def take(key: str = "cmd-1", portfolio: str = "demo") -> TakeSnapshot:
