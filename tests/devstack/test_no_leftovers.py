@@ -49,7 +49,7 @@ def _run(tmp_path: Path, mode: str) -> tuple[subprocess.Popen[str], list[int]]:
 def test_servers_stop_when_the_program_exits_without_stopping_them(postgres_tmp_path: Path) -> None:
     child, pids = _run(postgres_tmp_path, "exit")
     assert child.wait(timeout=30) == 0
-    assert _proc.wait_gone(pids, timeout=1.0) == []
+    assert _proc.wait_gone(pids, timeout=10.0) == []
 
 
 def test_servers_stop_when_the_program_is_killed(postgres_tmp_path: Path) -> None:
