@@ -73,6 +73,13 @@ def base_file(tmp_path: Path) -> Path:
     return path
 
 
+def ran_before() -> FakeHistory:
+    """The streams of a deployment that already has a target for the fund (no base tree is published)."""
+    return FakeHistory(
+        [new_event(TargetWeightsComputed, key="earlier", now=NOW, portfolio_id="fund", tree=BASE)]
+    )
+
+
 def allocator(
     pool: asyncpg.Pool, tmp_path: Path, publisher: RecordingPublisher, **settings: Any
 ) -> Allocator:
@@ -257,7 +264,7 @@ async def test_enough_new_returns_trigger_a_solve(pool: asyncpg.Pool, tmp_path: 
             }
         },
     )
-    allocations = Allocations(publisher, FakeHistory(), settings, PostgresStrategyData(pool))
+    allocations = Allocations(publisher, ran_before(), settings, PostgresStrategyData(pool))
     await allocations.start()
     try:
         await eventually(lambda: publisher.published)  # the first solve, at start
@@ -284,7 +291,7 @@ async def test_a_periodic_schedule_solves_on_each_tick(pool: asyncpg.Pool, tmp_p
         targets={"files": {"fund": base_file(tmp_path)}},
         allocations={"fund": {"account_value": "1000", "interval_seconds": 0.5, "poll_seconds": 0.05}},
     )
-    allocations = Allocations(publisher, FakeHistory(), settings, PostgresStrategyData(pool))
+    allocations = Allocations(publisher, ran_before(), settings, PostgresStrategyData(pool))
     await allocations.start()
     try:
         await eventually(lambda: len(publisher.published) >= 3)
@@ -311,14 +318,37 @@ async def test_until_a_first_allocation_any_new_return_triggers_a_solve(
     allocations = Allocations(publisher, FakeHistory(), settings, PostgresStrategyData(pool))
     await allocations.start()
     try:
-        await eventually(lambda: publisher.published)
+        await eventually(lambda: len(publisher.published) >= 2)
         await asyncio.sleep(0.3)
-        [failed] = publisher.published  # no new data: no new attempt
+        # No target yet: the base tree as written is the target until a first allocation.
+        base, failed = publisher.published  # no new data: no new attempt
+        assert isinstance(base, TargetWeightsComputed) and base.optimization is None
+        assert base.tree == BASE
         assert isinstance(failed, OptimizationFailed) and failed.reason.startswith("only 9 common returns")
         await store(pool, "arb", returns_of(3, 1, 0.01), start=9)
-        await eventually(lambda: len(publisher.published) == 2)
+        await eventually(lambda: len(publisher.published) == 3)
         await store(pool, "arb", returns_of(4, 1, 0.01), start=10)
         await asyncio.sleep(0.3)
     finally:
         await allocations.stop()
-    assert [type(e).__name__ for e in publisher.published] == ["OptimizationFailed", "TargetWeightsComputed"]
+    assert [type(e).__name__ for e in publisher.published] == [
+        "TargetWeightsComputed",
+        "OptimizationFailed",
+        "TargetWeightsComputed",
+    ]
+    assert publisher.published[-1].optimization is not None  # type: ignore[attr-defined]
+
+
+async def test_the_base_tree_is_not_published_over_a_target_the_streams_hold(
+    pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    publisher = RecordingPublisher()
+    earlier = new_event(TargetWeightsComputed, key="earlier", now=NOW, portfolio_id="fund", tree=BASE)
+    subject = allocator(pool, tmp_path, publisher)
+    subject.history = FakeHistory([earlier])
+    assert await subject.publish_base() is False
+    subject.history = FakeHistory()
+    assert await subject.publish_base() is True
+    assert await subject.publish_base() is False  # the bus drops the same event again
+    reconciler = allocator(pool, tmp_path, RecordingPublisher(), mode="reconciler", quote_wallet="x")
+    assert await reconciler.publish_base() is False  # its targets are positions, never the base

@@ -62,6 +62,7 @@ from rebal_optimizer.optimize import (
     SolverFailed,
 )
 from rebal_optimizer.settings import AllocationSettings
+from rebal_optimizer.targets import target_event
 from rebal_optimizer.volatility import PortfolioConfig, target_volatility
 
 log = logging.getLogger("rebal.optimizer")
@@ -177,6 +178,27 @@ class Allocator:
             else:
                 log.info("allocated %s (%s): %s", self.portfolio, trigger.kind, self.weights)
             return outcome
+
+    async def publish_base(self) -> bool:
+        """Until a first allocation, the portfolio's target is its base tree as written (weights mode): it is
+        published at start when the streams hold no target for the portfolio yet, so a new deployment can
+        plan before its strategies have `min_observations` returns. True when published."""
+        if self.settings.mode != "weights":
+            return False
+        async with self.lock:
+            if self.weights is not None:
+                return False
+            if await self.history.latest_id(TargetWeightsComputed, self.portfolio) is not None:
+                return False
+            try:
+                event = target_event(self.portfolio, self.base_file, now=self.clock())
+            except FileError as exc:
+                log.error("the base tree of %s was not published: %s", self.portfolio, exc)
+                return False
+            published = await self.publisher.publish(event)
+        if published:
+            log.info("published the base tree of %s until a first allocation", self.portfolio)
+        return published
 
     async def due_for_data(self) -> bool:
         """Enough new returns since the last solve (`after_new_returns`), or any new return while there is

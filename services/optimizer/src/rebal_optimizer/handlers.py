@@ -115,6 +115,7 @@ class Allocations:
     async def _watch(self, allocator: Allocator) -> None:
         settings = allocator.settings
         try:
+            await allocator.publish_base()
             await allocator.run(Trigger("data", str(await self.data.count(allocator.portfolio))))
         except Exception:  # logged; the schedules try again
             log.exception("the first allocation of %s failed", allocator.portfolio)
