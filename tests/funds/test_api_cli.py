@@ -126,8 +126,14 @@ async def test_deposit_withdraw_and_show_from_the_command_line(served: Served) -
     # The same transfer recorded again is credited once.
     code, _, _ = await rebal(served, "fund", "deposit", "fund1", "alice", "1000.5", "--reference", "t-1")
     assert code == 0
-    await rebal(served, "fund", "deposit", "fund1", "bob", "250", "--reference", "t-2")
-    code, out, err = await rebal(served, "fund", "withdraw", "fund1", "bob", "100", "--json")
+    # The same arguments as options.
+    code, _, err = await rebal(
+        served, "fund", "deposit", "--fund", "fund1", "--user", "bob", "--amount", "250", "--reference", "t-2"
+    )
+    assert code == 0, err
+    code, out, err = await rebal(
+        served, "fund", "withdraw", "fund1", "--user", "bob", "--amount", "100", "--json"
+    )
     assert code == 0 and json.loads(out)["flow"]["kind"] == "withdrawal", err
     # The tracker's latest snapshot of the account holds 0.3 ETH no user owns (a manual trade, say).
     tree = {
@@ -156,7 +162,7 @@ async def test_deposit_withdraw_and_show_from_the_command_line(served: Served) -
             "markets": {"paper": {"ETH/USDT": {"amount_step": "0.0001"}, "BTC/USDT": {}}},
         }),
     )  # fmt: skip
-    code, out, _ = await rebal(served, "fund", "show", "fund1", "--json")
+    code, out, _ = await rebal(served, "fund", "show", "--fund", "fund1", "--json")
     shown = json.loads(out)
     check = shown["reconciliation"]
     assert check["venue"] == {"ETH": "0.3", "USDT": "1250.5"}
@@ -187,6 +193,9 @@ async def test_bad_input_and_unknown_names_exit_2_with_one_line(served: Served) 
         (("fund", "withdraw", "fund1", "carol", "5"), "'carol' holds nothing in fund 'fund1'"),
         (("fund", "withdraw", "fund1", "carol"), "AMOUNT: give an amount or --all (not both)"),
         (("fund", "show", "fund2"), "no fund 'fund2'"),
+        (("fund", "deposit", "--fund", "fund1", "--user", "alice"), "AMOUNT: missing (give it as AMOUNT or"),
+        (("fund", "deposit", "fund1", "alice", "1", "--amount", "2"), "AMOUNT: given as '1' and as --amount"),
+        (("fund", "show"), "FUND: missing"),
         (("fund", "define", "f", "--exchange", "x", "--account", "a", "--quote", "USDT",
           "--weights", "BTC=0.5", "--prices-from", "demo"), "--weights: they sum to 0.5, not 1"),
     ]  # fmt: skip

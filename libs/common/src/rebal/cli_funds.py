@@ -4,6 +4,9 @@
     rebal fund withdraw FUND USER (AMOUNT | --all) [--reference R] [--json]
     rebal fund show FUND [--user USER] [--json]
     rebal fund cycle FUND [--rebalance] [--json]
+
+(or with options: `rebal fund deposit --fund FUND --user USER --amount AMOUNT`, `rebal fund show --fund
+FUND`, ...)
     rebal fund define FUND --exchange X --account A --quote Q --weights BTC=0.5,USDT=0.5 --prices-from P
 
 Amounts are exact decimals (at most 8 places) of the fund's quote. `--reference` names the transfer or the
@@ -36,6 +39,30 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 Reference = Annotated[
     str | None, typer.Option("--reference", help="The transfer's or request's id (recorded once).")
 ]
+
+
+# Each argument may also be given as an option (`--fund F --user U --amount A`), as the other commands
+# take `--portfolio`.
+FundArg = Annotated[
+    str | None, typer.Argument(metavar="FUND", help="The fund (or --fund).", show_default=False)
+]
+FundOpt = Annotated[str | None, typer.Option("--fund", help="The fund (instead of FUND).")]
+UserOpt = Annotated[str | None, typer.Option("--user", help="The user (instead of USER).")]
+AmountOpt = Annotated[str | None, typer.Option("--amount", help="The amount (instead of AMOUNT).")]
+
+
+def _one(name: str, positional: str | None, option: str | None) -> str | None:
+    """The argument given as NAME or as --name (the same value if both)."""
+    if positional is not None and option is not None and positional != option:
+        fail(f"{name}: given as {positional!r} and as --{name.lower()} {option!r}")
+    return positional if positional is not None else option
+
+
+def _required(name: str, positional: str | None, option: str | None) -> str:
+    value = _one(name, positional, option)
+    if value is None:
+        fail(f"{name}: missing (give it as {name} or --{name.lower()})")
+    return value
 
 
 def _fund(raw: str) -> str:
@@ -79,14 +106,27 @@ def _said(answer: dict[str, Any], as_json: bool, what: str) -> None:
 
 @fund_app.command()
 def deposit(
-    fund: Annotated[str, typer.Argument(help="The fund.")],
-    user: Annotated[str, typer.Argument(help="The user who deposited.")],
-    amount: Annotated[str, typer.Argument(help="The amount that arrived, in the fund's quote.")],
+    fund_arg: FundArg = None,
+    user_arg: Annotated[
+        str | None, typer.Argument(metavar="USER", help="The user who deposited.", show_default=False)
+    ] = None,
+    amount_arg: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="AMOUNT", help="The amount that arrived, in the fund's quote.", show_default=False
+        ),
+    ] = None,
+    fund_opt: FundOpt = None,
+    user_opt: UserOpt = None,
+    amount_opt: AmountOpt = None,
     reference: Reference = None,
     api_url: ApiUrl = DEFAULT_API_URL,
     as_json: AsJson = False,
 ) -> None:
     """Record a user's deposit: credited at once as cash, invested by the next cycle."""
+    fund = _required("FUND", fund_arg, fund_opt)
+    user = _required("USER", user_arg, user_opt)
+    amount = _required("AMOUNT", amount_arg, amount_opt)
     body = {"user_id": _user(user), "amount": _amount(amount), "reference": _reference(reference)}
     answer = connect(api_url).post(f"/funds/{_fund(fund)}/deposits", body)
     _said(answer, as_json, f"deposit of {body['amount']} for {user}")
@@ -94,15 +134,26 @@ def deposit(
 
 @fund_app.command()
 def withdraw(
-    fund: Annotated[str, typer.Argument(help="The fund.")],
-    user: Annotated[str, typer.Argument(help="The user who withdraws.")],
-    amount: Annotated[str | None, typer.Argument(help="What the user receives after fees.")] = None,
+    fund_arg: FundArg = None,
+    user_arg: Annotated[
+        str | None, typer.Argument(metavar="USER", help="The user who withdraws.", show_default=False)
+    ] = None,
+    amount_arg: Annotated[
+        str | None,
+        typer.Argument(metavar="AMOUNT", help="What the user receives after fees.", show_default=False),
+    ] = None,
+    fund_opt: FundOpt = None,
+    user_opt: UserOpt = None,
+    amount_opt: AmountOpt = None,
     everything: Annotated[bool, typer.Option("--all", help="Withdraw everything the user holds.")] = False,
     reference: Reference = None,
     api_url: ApiUrl = DEFAULT_API_URL,
     as_json: AsJson = False,
 ) -> None:
     """Ask for a withdrawal: AMOUNT of the quote after fees, or --all; paid by the next cycle."""
+    fund = _required("FUND", fund_arg, fund_opt)
+    user = _required("USER", user_arg, user_opt)
+    amount = _one("AMOUNT", amount_arg, amount_opt)
     if (amount is None) == (not everything):
         fail("AMOUNT: give an amount or --all (not both)")
     body = {
@@ -117,7 +168,8 @@ def withdraw(
 
 @fund_app.command()
 def cycle(
-    fund: Annotated[str, typer.Argument(help="The fund.")],
+    fund_arg: FundArg = None,
+    fund_opt: FundOpt = None,
     rebalance: Annotated[
         bool, typer.Option("--rebalance", help="Also bring every user to the weights.")
     ] = False,
@@ -125,6 +177,7 @@ def cycle(
     as_json: AsJson = False,
 ) -> None:
     """Net what is due on the fund now into one set of orders."""
+    fund = _required("FUND", fund_arg, fund_opt)
     answer = connect(api_url).post(f"/funds/{_fund(fund)}/cycles", {"rebalance": rebalance})
     if as_json:
         write_json(answer)
@@ -170,12 +223,14 @@ def define(
 
 @fund_app.command()
 def show(
-    fund: Annotated[str, typer.Argument(help="The fund.")],
+    fund_arg: FundArg = None,
+    fund_opt: FundOpt = None,
     user: Annotated[str | None, typer.Option("--user", help="Only this user.")] = None,
     api_url: ApiUrl = DEFAULT_API_URL,
     as_json: AsJson = False,
 ) -> None:
     """The fund's status, each user's amounts, the totals, the flows waiting and the recent cycles."""
+    fund = _required("FUND", fund_arg, fund_opt)
     params = {"user": None if user is None else _user(user)}
     data = connect(api_url).get(f"/funds/{_fund(fund)}", params)
     if as_json:
