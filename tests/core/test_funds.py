@@ -199,6 +199,46 @@ def test_a_rebalance_sells_what_decreases_and_buys_with_the_proceeds() -> None:
     assert all(v >= 0 for v in final.units.ravel())
 
 
+@pytest.mark.parametrize("fill", ["0.999", "0.981"])
+def test_a_buy_crossed_in_phase_1_stays_paid_when_the_sell_paying_for_it_fills_low(fill: str) -> None:
+    # Alice rebalances 0.2 BTC into BTC/ETH; Bob leaves with 4 ETH. Alice's ETH buy crosses Bob's ETH in
+    # phase 1 (final, at the reference price), paid by her BTC sold on the venue in the same phase, which
+    # fills below the reference. Counting that sell 2% low (SELL_PRICE_MARGIN) keeps her cash >= 0.
+    book = ledger(alice={"BTC": "0.2"}, bob={"ETH": "4"})
+    account = account_of(book)
+    account.fill_price = lambda order: (order.est_price * D(fill)).quantize(D("0.01"))
+    result, account = cycle(book, Due(withdrawals={"bob": None}, rebalance=True), account)
+    assert [(o.asset, o.side, o.phase) for o in account.sent] == [("BTC", "sell", 1), ("ETH", "sell", 1)]
+    final = result.payout.ledger
+    assert final.totals() == account.balances and (final.units >= 0).all()
+    alice = final.amounts("alice")
+    assert alice["ETH"] > 0 and alice["USDT"] >= 0
+    # Bob is paid all his cash; what is under ETH's step could not be sold and stays his, reported.
+    bob = final.amounts("bob")
+    assert bob["USDT"] == 0 and bob["BTC"] == 0 and bob["ETH"] < QUOTES["ETH"].market.amount_step
+    assert ("ETH", "sell", "below_step") in {(s.asset, s.side, s.reason) for s in result.plan.skipped}
+
+
+def test_a_sell_left_under_a_step_is_reported_with_the_withdrawal_it_shorts() -> None:
+    quotes = {
+        "BTC": Quote(Market("BTC", "USDT", D("0.00001"), D(0), D(0), D(0)), D(50000)),
+        "ETH": Quote(Market("ETH", "USDT", D("0.0001"), D(0), D(0), D(0)), D(2500)),
+    }
+    # Alice holds 1.17 steps of each and needs 1.04 of them sold: 0.04 cannot go out (and she has too
+    # little left to round the sell up to 2 steps); it stays hers, the skip says why, the payout is short.
+    book = ledger(alice={"BTC": "0.0000117", "ETH": "0.000117"}, bob={"USDT": "1"})
+    account = account_of(book, quotes)
+    result = run_cycle(FUND, book, Due(withdrawals={"alice": D("0.78")}), account)
+    assert isinstance(result, Cycle)
+    assert [(o.asset, o.amount) for o in account.sent] == [("BTC", D("0.00001")), ("ETH", D("0.0001"))]
+    assert {(s.asset, s.side, s.reason) for s in result.plan.skipped} == {
+        ("BTC", "sell", "below_step"),
+        ("ETH", "sell", "below_step"),
+    }
+    assert result.payout.paid == {"alice": D("0.75")} and result.payout.short == {"alice": D("0.03")}
+    assert result.payout.ledger.totals() == account.balances
+
+
 def test_net_sells_never_exceed_the_free_balance() -> None:
     book = ledger(alice={"BTC": "0.02"})
     plan = plan_cycle(FUND, book, Due(withdrawals={"alice": None}), QUOTES, free={"BTC": D("0.015")})

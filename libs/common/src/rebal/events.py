@@ -44,13 +44,13 @@ class Frozen(BaseModel):
         validation for the 10k-order plans. Events made this way are checked against validated ones in
         tests (`tests/planner/test_planning.py`); a consumer validates every event it receives."""
         names = tuple(cls.model_fields)
-        fields_set = set(names)
+        fields_set = frozenset(names)
         new, assign = object.__new__, object.__setattr__
         made = []
         for row in rows:
             model = new(cls)
             assign(model, "__dict__", dict(zip(names, row, strict=True)))
-            assign(model, "__pydantic_fields_set__", fields_set)
+            assign(model, "__pydantic_fields_set__", set(fields_set))  # each its own, as validation gives
             assign(model, "__pydantic_extra__", None)
             assign(model, "__pydantic_private__", None)
             made.append(model)

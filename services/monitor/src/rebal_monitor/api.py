@@ -79,7 +79,8 @@ async def peer_health(peers: Mapping[str, Any]) -> dict[str, str]:
             return "ok"
         return f"not ready (HTTP {response.status_code})"
 
-    async with httpx.AsyncClient(timeout=PEER_TIMEOUT_SECONDS) as client:
+    # Straight to the services: never through an HTTP(S)_PROXY of the environment.
+    async with httpx.AsyncClient(timeout=PEER_TIMEOUT_SECONDS, trust_env=False) as client:
         names = sorted(peers)
         states = await asyncio.gather(*(probe(client, peers[name]) for name in names))
     return dict(zip(names, states, strict=True))

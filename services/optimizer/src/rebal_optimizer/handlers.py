@@ -116,6 +116,9 @@ class Allocations:
         settings = allocator.settings
         try:
             await allocator.publish_base()
+        except Exception:  # logged; the first allocation still runs, and publishes a target if it can
+            log.exception("publishing the base tree of %s failed", allocator.portfolio)
+        try:
             await allocator.run(Trigger("data", str(await self.data.count(allocator.portfolio))))
         except Exception:  # logged; the schedules try again
             log.exception("the first allocation of %s failed", allocator.portfolio)

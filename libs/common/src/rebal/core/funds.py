@@ -60,6 +60,10 @@ LEDGER_QUANTUM = Decimal("1e-8")
 WITHDRAWAL_MARGIN = Decimal("0.002")
 # Net buys are sized at the reference price raised by this, so a fill up to that price stays in budget.
 BUY_PRICE_MARGIN = Decimal("0.005")
+# What a net sell sent to the venue will yield is counted this much below the reference price when a user's
+# buys are paid from it: a buy crossed in phase 1 is final, and the sell paying for it may fill lower (the
+# executor ends a run whose prices moved more than its `max_price_move`, 2% by default).
+SELL_PRICE_MARGIN = Decimal("0.02")
 # quantity × price moving by more than this fraction with no fills is taken for a split (or a
 # corporate action): the asset is frozen until the venue's positions reflect it.
 SPLIT_JUMP = Decimal("0.2")
@@ -512,7 +516,7 @@ def plan_cycle(
     sells[full] = ledger.units[full] * tradable[None, :]
 
     # A user never spends more than the cash held plus the estimated proceeds, less what is paid out.
-    proceeds = (sells * prices * (1 - fee)).sum(axis=1)
+    proceeds = (sells * prices * (1 - fee)).sum(axis=1)  # `_fit` counts what netting really yields
     reserve = np.where(full, held[:, 0], wants.astype(np.float64))
     cash = held[:, 0] - reserve - RESIZE_SLACK_UNITS * (n_assets - 1)
     room = np.maximum(cash + proceeds, 0.0)
@@ -539,11 +543,13 @@ def plan_cycle(
     return _fit(draft, cash, tradable, free, frozen, locked)
 
 
-def _proceeds(plan: CyclePlan, columns: npt.NDArray[np.bool_], phase: int | None = None) -> Floats:
+def _proceeds(
+    plan: CyclePlan, columns: npt.NDArray[np.bool_], phase: int | None = None, margin: float = 0.0
+) -> Floats:
     """Each user's cash from the sells in `columns` (of phase `phase`, or any) that the netted plan really
     turns into cash: a net buy crosses every sell at the reference price; a net sell crosses what the
-    buyers want and sends the net order (less the fee). A net sell under a market minimum (or capped by
-    the free balance) leaves the rest unsold: that part yields no cash."""
+    buyers want and sends the net order (less the fee, and less `margin` of its price). A net sell under a
+    market minimum (or capped by the free balance) leaves the rest unsold: that part yields no cash."""
     proceeds = np.zeros(len(plan.ledger.users))
     sent = {order.asset: to_units(order.amount) for order in plan.orders if order.side == "sell"}
     for j, asset in enumerate(plan.ledger.assets[1:], start=1):
@@ -558,7 +564,8 @@ def _proceeds(plan: CyclePlan, columns: npt.NDArray[np.bool_], phase: int | None
             continue
         total = wanted + sent.get(asset, 0)
         given = give(total, plan.sells[:, j], plan.partial)
-        average = (wanted + sent.get(asset, 0) * (1 - fee)) / total if total else 0.0
+        venue = sent.get(asset, 0) * (1 - fee) * (1 - margin)
+        average = (wanted + venue) / total if total else 0.0
         proceeds += np.floor(given * price * average)
     return proceeds
 
@@ -585,16 +592,27 @@ def _fit(
     budgets = draft.budgets.copy()
     for attempt in range(FIT_ROUNDS + len(draft.ledger.users) + 1):
         plan = _net(replace(draft, budgets=budgets), free, frozen, locked)
-        room = np.maximum(np.floor(cash + _proceeds(plan, columns, phase)), 0.0)
-        spend = budgets[:, columns].sum(axis=1).astype(np.float64)
-        over = spend > room
+        # Everything the user buys fits the cash plus the sells' proceeds at the reference price (phase 2
+        # is sized again from the cash really held); what is crossed in phase 1 is final, so it must also
+        # fit with the venue sells paying for it filled `SELL_PRICE_MARGIN` lower.
+        limits = [(columns, np.maximum(np.floor(cash + _proceeds(plan, columns, phase)), 0.0))]
+        if phase is None:
+            first_phase = columns & (np.array(plan.phase_of) == 1)
+            margin = float(SELL_PRICE_MARGIN)
+            room = np.maximum(np.floor(cash + _proceeds(plan, columns, phase, margin)), 0.0)
+            limits.append((first_phase, room))
+        over = np.zeros(len(cash), dtype=np.bool_)
+        for cols, room in limits:
+            spend = budgets[:, cols].sum(axis=1).astype(np.float64)
+            exceeded = spend > room
+            over |= exceeded
+            if exceeded.any() and attempt < FIT_ROUNDS:
+                scale = np.divide(room, spend, out=np.ones_like(room), where=exceeded)
+                scaled = np.floor(budgets[:, cols] * scale[:, None]).astype(np.int64)
+                budgets[:, cols] = np.minimum(budgets[:, cols], scaled)
         if not over.any():
             return plan
-        if attempt < FIT_ROUNDS:
-            scale = np.divide(room, spend, out=np.ones_like(room), where=over)
-            scaled = np.floor(budgets[:, columns] * scale[:, None]).astype(np.int64)
-            budgets[:, columns] = np.minimum(budgets[:, columns], scaled)
-        else:  # one user at a time, so every round drops at least one user's budgets
+        if attempt >= FIT_ROUNDS:  # one user at a time, so every round drops at least one user's budgets
             first = int(np.flatnonzero(over)[0])
             budgets[first, columns] = 0
     raise AssertionError("unreachable: every round fits or drops a user's budgets")
@@ -673,6 +691,8 @@ def _net(
             if residue > 0:
                 skipped.append(Skipped(asset, side, from_units(residue), reason))
             continue
+        if side == "sell" and residue > net:  # under a step stays unsold: the sellers keep it (reported)
+            skipped.append(Skipped(asset, side, from_units(residue - net), BELOW_STEP))
         est_fee = (amount * price * market.fee_rate).quantize(LEDGER_QUANTUM, rounding=ROUND_CEILING)
         net_fees += est_fee
         orders.append(NetOrder(asset, market.symbol, side, amount, price, est_fee, phase))
