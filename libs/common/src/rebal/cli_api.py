@@ -18,12 +18,11 @@ from pydantic_settings import SettingsConfigDict
 
 from rebal.cli_support import (
     EXIT_BAD_INPUT,
-    EXIT_CONFIGURATION,
     EXIT_ERROR,
     EXIT_NOT_RUNNING,
     fail,
 )
-from rebal.settings import ApiSettings, ConfigFileError, Configured
+from rebal.settings import EXIT_CONFIGURATION, ApiSettings, ConfigFileError, Configured
 
 DEFAULT_API_URL = "http://127.0.0.1:8105"
 REQUEST_TIMEOUT_SECONDS = 30.0

@@ -23,10 +23,11 @@ from pydantic_settings import BaseSettings
 from rich.console import Console
 
 from rebal.cli_api import connect
-from rebal.cli_support import EXIT_CONFIGURATION, EXIT_ERROR, fail, write_json
+from rebal.cli_support import EXIT_ERROR, fail, write_json
 from rebal.io import FileError, load_document
 from rebal.settings import (
     CONFIG_FILE_ENV,
+    EXIT_CONFIGURATION,
     PORTS,
     ConfigFileError,
     ServiceSettings,

@@ -31,7 +31,6 @@ from rich.table import Table
 from rebal import subjects
 from rebal.cli_support import (
     DEFAULT_NATS_URL,
-    EXIT_CONFIGURATION,
     EXIT_ERROR,
     EXIT_NOT_RUNNING,
     fail,
@@ -40,6 +39,7 @@ from rebal.cli_support import (
 from rebal.core.numbers import parse_decimal
 from rebal.events import StrategyReturnReported, new_event
 from rebal.returns_file import ReturnsFileError, single_series
+from rebal.settings import EXIT_CONFIGURATION
 
 # Publishes in flight at once while backfilling (each waits for its JetStream acknowledgement).
 BACKFILL_CONCURRENCY = 256

@@ -13,7 +13,7 @@ import orjson
 import typer
 from rich.console import Console
 
-EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_NOT_RUNNING, EXIT_CONFIGURATION = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_NOT_RUNNING = 0, 1, 2, 3
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 
 

@@ -22,11 +22,12 @@ import json
 import logging
 import os
 import ssl
+import sys
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from faststream.asgi import AsgiFastStream, AsgiResponse, get
@@ -36,9 +37,10 @@ from faststream.nats.prometheus import NatsPrometheusMiddleware
 from faststream.nats.security import NatsSecurity, NatsUserPassword
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from pydantic import ValidationError
 
 from rebal import bus, metrics, telemetry
-from rebal.settings import ServiceSettings
+from rebal.settings import EXIT_CONFIGURATION, ServiceSettings
 
 log = logging.getLogger("rebal.service")
 READY_TIMEOUT_SECONDS = 2.0
@@ -47,6 +49,19 @@ GC_YOUNG_THRESHOLD = 50_000
 CONSUMER_LAG_INTERVAL_SECONDS = 5.0
 TRACING_SHUTDOWN_SECONDS = 3.0
 Check = Callable[[], Awaitable[None]]
+
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def settings_or_exit(kind: type[S]) -> S:
+    """The service's settings, or exit 4 naming what is wrong (`python -m rebal_<service>` checks them
+    before importing its app, which reads them at import: no traceback for a bad setting)."""
+    try:
+        return kind()
+    except ValidationError as exc:
+        print(f"rebal-{kind.service}: configuration error: {exc}", file=sys.stderr)
+        sys.exit(EXIT_CONFIGURATION)
 
 
 def make_broker(settings: ServiceSettings, name: str) -> NatsBroker:

@@ -22,6 +22,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from rebal.io import FileError, load_document
 
 CONFIG_FILE_ENV = "REBAL_CONFIG"
+# The exit code of a service or a CLI command that cannot start with its configuration.
+EXIT_CONFIGURATION = 4
 _config_file: ContextVar[Path | None] = ContextVar("rebal_config_file", default=None)
 PORTS = {"tracker": 8101, "optimizer": 8102, "planner": 8103, "executor": 8104, "monitor": 8105}
 

@@ -4,23 +4,17 @@ import logging
 import sys
 
 import uvicorn
-from pydantic import ValidationError
 
 from rebal import service
+from rebal.settings import EXIT_CONFIGURATION
 from rebal_monitor.app import build
 from rebal_monitor.settings import MonitorSettings, token_problem
 
-CONFIG_ERROR = 4
-
-try:
-    settings = MonitorSettings()
-except ValidationError as exc:
-    print(f"rebal-monitor: configuration error: {exc}", file=sys.stderr)
-    sys.exit(CONFIG_ERROR)
+settings = service.settings_or_exit(MonitorSettings)
 problem = token_problem(settings)
 if problem is not None:
     print(f"rebal-monitor: configuration error: {problem}", file=sys.stderr)
-    sys.exit(CONFIG_ERROR)
+    sys.exit(EXIT_CONFIGURATION)
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 app = build(settings)
 service.tune_garbage_collector()
