@@ -12,12 +12,14 @@ import pytest
 from prometheus_client import REGISTRY
 
 from rebal.events import HaltTrading, PlannedOrder, RunFinished, new_event
+from rebal.venue import Venue
 from rebal_executor.handlers import Executor
 from rebal_executor.journal import Journal
 from rebal_executor.settings import ExecutorSettings
 from rebal_venues.ccxt_venue import open_ccxt_venue
 from tests.executor.test_executor import plan
 from tests.fake_exchange import serving
+from tests.fake_exchange.state import FakeBook, Order
 from tests.fakes import RecordingPublisher
 from tests.paper_support import T0, Clock
 from tests.venues.support import ACCOUNT, KEY, fake_book, settings
@@ -38,6 +40,33 @@ def order(symbol: str, side: str, amount: str, phase: int) -> PlannedOrder:
         est_fee=D(0),
         phase=phase,
     )
+
+
+def impatient_executor(venue: Venue, recorder: RecordingPublisher, pool: asyncpg.Pool) -> Executor:
+    """Live, giving up on an unfilled order after 1 s, without really sleeping."""
+
+    async def no_wait(_: float) -> None:
+        return None
+
+    return Executor(
+        {"binance": venue},
+        recorder,
+        ExecutorSettings.model_validate(
+            {"live": True, "execution": {"order_timeout_seconds": 1, "poll_interval_seconds": 0.5}}
+        ),
+        Journal(pool),
+        clock=Clock(T0),
+        sleep=no_wait,
+    )
+
+
+async def resting(executor: Executor, book: FakeBook, planned: PlannedOrder) -> Order:
+    """An earlier run's order that the book never fills: it rests open, locking what it would trade."""
+    book.faults.fill_delay_seconds = 3600
+    await executor.on_plan(plan(planned, key="earlier"))
+    [ours] = [o for o in book.orders.values() if o.client_order_id.startswith("rb-")]
+    ours.resting, book.faults.fill_delay_seconds = True, 0
+    return ours
 
 
 async def test_an_order_placed_by_hand_is_external_and_survives_a_halt(pool: asyncpg.Pool) -> None:
@@ -78,25 +107,9 @@ async def test_a_sell_first_releases_what_our_own_resting_order_locks_and_never_
     book.accounts[KEY].update({"BTC": D("0.05")})
     async with serving(book) as origin, open_ccxt_venue(settings(origin)) as venue:
         recorder = RecordingPublisher()
-
-        async def no_wait(_: float) -> None:
-            return None
-
-        executor = Executor(
-            {"binance": venue},
-            recorder,
-            ExecutorSettings.model_validate(
-                {"live": True, "execution": {"order_timeout_seconds": 1, "poll_interval_seconds": 0.5}}
-            ),
-            Journal(pool),
-            clock=Clock(T0),
-            sleep=no_wait,
-        )
+        executor = impatient_executor(venue, recorder, pool)
         # An earlier run's sell of 0.02 BTC never filled: it rests open (an illiquid book), locking 0.02 BTC.
-        book.faults.fill_delay_seconds = 3600
-        await executor.on_plan(plan(order("BTC/USDT", "sell", "0.02", 1), key="earlier"))
-        [ours] = [o for o in book.orders.values() if o.client_order_id.startswith("rb-")]
-        ours.resting, book.faults.fill_delay_seconds = True, 0
+        ours = await resting(executor, book, order("BTC/USDT", "sell", "0.02", 1))
         assert (
             await pool.fetchval(
                 "SELECT state FROM execution.orders WHERE client_order_id = $1", ours.client_order_id
@@ -139,25 +152,9 @@ async def test_a_buy_first_releases_the_quote_our_own_resting_buy_locks(pool: as
     book.accounts[KEY].update({"USDT": D("1000")})
     async with serving(book) as origin, open_ccxt_venue(settings(origin)) as venue:
         recorder = RecordingPublisher()
-
-        async def no_wait(_: float) -> None:
-            return None
-
-        executor = Executor(
-            {"binance": venue},
-            recorder,
-            ExecutorSettings.model_validate(
-                {"live": True, "execution": {"order_timeout_seconds": 1, "poll_interval_seconds": 0.5}}
-            ),
-            Journal(pool),
-            clock=Clock(T0),
-            sleep=no_wait,
-        )
+        executor = impatient_executor(venue, recorder, pool)
         # An earlier run's buy of 0.01 BTC rests open: 0.01 x 60000 = 600 USDT locked, 400 free.
-        book.faults.fill_delay_seconds = 3600
-        await executor.on_plan(plan(order("BTC/USDT", "buy", "0.01", 2), key="earlier"))
-        [ours] = [o for o in book.orders.values() if o.client_order_id.startswith("rb-")]
-        ours.resting, book.faults.fill_delay_seconds = True, 0
+        ours = await resting(executor, book, order("BTC/USDT", "buy", "0.01", 2))
         assert (await venue.balances(ACCOUNT)).free["USDT"] == D("400")
         # A run buying 0.2 ETH (600 USDT and the buffer) releases the 600 first, then buys all 0.2.
         recorder.published.clear()

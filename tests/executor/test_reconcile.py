@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -15,12 +15,12 @@ import pytest
 from prometheus_client import REGISTRY
 
 from rebal.events import HaltTrading, RunFinished, new_event
-from rebal.venue import Balances, MarketInfo, OrderState, Side
+from rebal.venue import OrderState, Side
 from rebal_executor.handlers import Executor
 from rebal_executor.journal import Journal
 from rebal_executor.settings import ExecutorSettings
-from rebal_venues.paper import PaperVenue
 from tests.executor.test_executor import DEMO_BALANCES, DEMO_ORDERS, SPOT, paper, plan
+from tests.executor.wrapped import Wrapped
 from tests.fakes import RecordingPublisher
 from tests.paper_support import T0, Clock
 
@@ -32,27 +32,13 @@ DEMO_USDT_CHANGE = D("12986.6004") + D("998.001") - D("6006")
 
 
 @dataclass
-class Outsider:
+class Outsider(Wrapped):
     """The paper venue, with someone else acting on the account right after our first placement: `deposit`
     is credited, `trade` is an order they place (under their own id)."""
 
-    inner: PaperVenue
     deposit: Mapping[str, Decimal] = field(default_factory=dict)
     trade: tuple[str, Side, Decimal] | None = None
     acted: bool = False
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    async def markets(self) -> Mapping[str, MarketInfo]:
-        return await self.inner.markets()
-
-    async def prices(self, symbols: Sequence[str]) -> Mapping[str, Decimal]:
-        return await self.inner.prices(symbols)
-
-    async def balances(self, account: str) -> Balances:
-        return await self.inner.balances(account)
 
     async def place_order(
         self, account: str, client_order_id: str, symbol: str, side: Side, amount: Decimal
@@ -70,12 +56,6 @@ class Outsider:
             if self.trade is not None:
                 await self.inner.place_order(account, "by-hand-1", *self.trade)
         return placed
-
-    async def order(self, account: str, client_order_id: str, symbol: str | None = None) -> OrderState | None:
-        return await self.inner.order(account, client_order_id, symbol)
-
-    async def open_orders(self, account: str, symbol: str | None = None) -> Sequence[OrderState]:
-        return await self.inner.open_orders(account, symbol)
 
 
 async def run_with(pool: asyncpg.Pool, venue: Outsider) -> RunFinished:

@@ -16,7 +16,6 @@ from prometheus_client import REGISTRY
 from rebal.events import HaltTrading, OrderFilled, OrderPlaced, ResumeTrading, RunFinished, new_event
 from rebal.venue import (
     Balances,
-    MarketInfo,
     OrderState,
     Side,
     VenueAuthError,
@@ -26,8 +25,8 @@ from rebal.venue import (
 from rebal_executor.handlers import Executor, client_order_id
 from rebal_executor.journal import Journal
 from rebal_executor.settings import ExecutorSettings
-from rebal_venues.paper import PaperVenue
 from tests.executor.test_executor import DEMO_BALANCES, DEMO_ORDERS, SPOT, order, paper, plan
+from tests.executor.wrapped import Wrapped
 from tests.fakes import RecordingPublisher
 from tests.paper_support import T0, Clock
 
@@ -43,12 +42,11 @@ Fault = tuple[type[BaseException] | BaseException, bool]
 
 
 @dataclass
-class FaultyVenue:
+class FaultyVenue(Wrapped):
     """The paper venue with scripted faults: `faults[n]` hits the n-th placement (0-based) with an exception,
     after the venue took the order or before; `stale_free` is what `balances` reports (once each) instead of
     the truth; `lookups_fail` makes every look-up time out."""
 
-    inner: PaperVenue
     faults: dict[int, Fault] = field(default_factory=dict)
     stale_free: list[Mapping[str, Decimal]] = field(default_factory=list)
     lookups_fail: bool = False
@@ -57,16 +55,6 @@ class FaultyVenue:
     per_placement: timedelta = timedelta(0)
     placements: list[str] = field(default_factory=list)
     sleeps: list[float] = field(default_factory=list)
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    async def markets(self) -> Mapping[str, MarketInfo]:
-        return await self.inner.markets()
-
-    async def prices(self, symbols: Sequence[str]) -> Mapping[str, Decimal]:
-        return await self.inner.prices(symbols)
 
     async def balances(self, account: str) -> Balances:
         if self.stale_free:
@@ -91,9 +79,6 @@ class FaultyVenue:
         if self.lookups_fail:
             raise VenueError("look-up timed out")
         return await self.inner.order(account, client_order_id, symbol=symbol)
-
-    async def open_orders(self, account: str, symbol: str | None = None) -> Sequence[OrderState]:
-        return await self.inner.open_orders(account, symbol)
 
 
 async def setup(
@@ -404,26 +389,12 @@ async def test_a_stale_plan_is_not_started_and_a_slow_run_times_out_before_its_n
 
 
 @dataclass
-class RestingVenue:
+class RestingVenue(Wrapped):
     """A venue whose orders rest open until cancelled (a limit-order book that never crosses), in memory;
     it also holds an order placed by someone else (`external`)."""
 
-    inner: PaperVenue
     orders: dict[str, OrderState] = field(default_factory=dict)
     cancelled: list[str] = field(default_factory=list)
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    async def markets(self) -> Mapping[str, MarketInfo]:
-        return await self.inner.markets()
-
-    async def prices(self, symbols: Sequence[str]) -> Mapping[str, Decimal]:
-        return await self.inner.prices(symbols)
-
-    async def balances(self, account: str) -> Balances:
-        return await self.inner.balances(account)
 
     async def place_order(
         self, account: str, client_order_id: str, symbol: str, side: Side, amount: Decimal
