@@ -273,16 +273,8 @@ class FakeBook:
             fill_qty = (qty * self.faults.partial_fill / market.step).to_integral_value(
                 ROUND_DOWN
             ) * market.step
-        order = Order(
-            order_id=next(self._ids),
-            client_order_id=client_order_id,
-            api_key=api_key,
-            symbol_id=symbol_id,
-            side="BUY" if side == "BUY" else "SELL",
-            orig_qty=qty,
-            status="FILLED" if fill_qty == qty else "EXPIRED",
-            created=self.clock(),
-            time_ms=int(time.time() * 1000),
+        order = self._new_order(
+            api_key, client_order_id, symbol_id, side, qty, "FILLED" if fill_qty == qty else "EXPIRED"
         )
         if self.faults.fill_delay_seconds > 0:
             self._changes(order, market, fill_qty)  # refused now when the funds are short
@@ -292,23 +284,35 @@ class FakeBook:
         self.orders[(api_key, client_order_id)] = order
         return order
 
-    def rest(self, api_key: str, symbol_id: str, side: str, qty: Decimal, client_order_id: str = "") -> Order:
-        """A limit order someone placed outside (by hand, another program) that rests unfilled until
-        cancelled; without a client id Binance names it ``web_<n>``, this fake leaves it empty."""
-        self.market(symbol_id)
-        self.balances(api_key)
-        order = Order(
+    def _new_order(
+        self,
+        api_key: str,
+        client_order_id: str,
+        symbol_id: str,
+        side: str,
+        qty: Decimal,
+        status: str,
+        resting: bool = False,
+    ) -> Order:
+        return Order(
             order_id=next(self._ids),
             client_order_id=client_order_id,
             api_key=api_key,
             symbol_id=symbol_id,
             side="BUY" if side == "BUY" else "SELL",
             orig_qty=qty,
-            status="NEW",
+            status=status,
             created=self.clock(),
             time_ms=int(time.time() * 1000),
-            resting=True,
+            resting=resting,
         )
+
+    def rest(self, api_key: str, symbol_id: str, side: str, qty: Decimal, client_order_id: str = "") -> Order:
+        """A limit order someone placed outside (by hand, another program) that rests unfilled until
+        cancelled; without a client id Binance names it ``web_<n>``, this fake leaves it empty."""
+        self.market(symbol_id)
+        self.balances(api_key)
+        order = self._new_order(api_key, client_order_id, symbol_id, side, qty, "NEW", resting=True)
         self.orders[(api_key, client_order_id or f"#{order.order_id}")] = order
         return order
 
