@@ -47,6 +47,7 @@ from rebal.events import (
     TakeSnapshot,
     TargetWeightsComputed,
     derive_id,
+    derive_run_id,
     new_event,
 )
 
@@ -393,7 +394,7 @@ def fund_entries() -> list[Entry]:
 
 def bus_run_id(command: Event) -> Any:
     """The run id the planner gives a command's run."""
-    return derive_id("run", command.event_id)
+    return derive_run_id(command)
 
 
 def type_name(annotation: Any) -> str:

@@ -93,6 +93,13 @@ class Event(Frozen):
         )
 
 
+def derive_run_id(cause: Event) -> uuid.UUID:
+    """The run a message starts, derived from it: a command (`StartRebalance`, `ApprovePlan`), or the new
+    snapshot or target a preview is made for. A redelivered cause gives the same run, and the planner,
+    the CLI and the API that wait for the run all name it with this one rule."""
+    return derive_id("run", cause.event_id)
+
+
 # Commands (operators, the CLI, the API).
 
 

@@ -44,6 +44,7 @@ from rebal.events import (
     SkippedOrder,
     StartRebalance,
     derive_id,
+    derive_run_id,
     new_event,
 )
 from rebal.render import diff_json
@@ -305,7 +306,7 @@ def _router(deps: Deps) -> APIRouter:
             band=request.band if request.band is not None else Decimal(0),
             requested_by="api",
         )
-        run_id = derive_id("run", command.event_id)
+        run_id = derive_run_id(command)
         with telemetry.operator_span("POST /portfolio/rebalance", portfolio=portfolio):
             await publish(command)
         outcome = await _await_outcome(pool(), run_id, deps.settings.plan_timeout_seconds)

@@ -25,7 +25,7 @@ from rebal.events import (
     RebalancePlanned,
     SkippedOrder,
     TargetWeightsComputed,
-    derive_id,
+    derive_run_id,
 )
 
 E = TypeVar("E", BalanceSnapshotTaken, TargetWeightsComputed)
@@ -140,7 +140,7 @@ def plan_with_weights(
     and run id, and the bus drops the second publish. Inputs that did not parse make a `PlanFailed`
     (and no weights).
     """
-    run_id = derive_id("run", cause.event_id)
+    run_id = derive_run_id(cause)
     try:
         for parsed in (snapshot, target):
             if isinstance(parsed, InputError):
