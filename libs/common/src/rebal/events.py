@@ -230,8 +230,19 @@ class SkippedOrder(Frozen):
     reason: str
 
 
+class ProjectedWeight(Frozen):
+    """A node operators are shown (the top level, sectors, strategies): its weight in its parent now, and
+    the weight the plan brings it to; `affected_by_skips` when a skipped order below it leaves it short."""
+
+    path: str
+    current_weight: Decimal
+    projected_weight: Decimal
+    affected_by_skips: bool
+
+
 class RebalancePlanned(Event):
-    """An order plan. A dry-run plan is shown, never executed. `correlation_id` is the run."""
+    """An order plan. A dry-run plan is shown, never executed. `correlation_id` is the run.
+    `projected_weights` are the shown nodes' weights before and after (none for a fund's phase)."""
 
     topic = subjects.REBALANCE_PLANNED
     type: Literal["RebalancePlanned"] = "RebalancePlanned"
@@ -243,6 +254,7 @@ class RebalancePlanned(Event):
     orders: tuple[PlannedOrder, ...]
     transfers: tuple[PlannedTransfer, ...] = ()
     skipped: tuple[SkippedOrder, ...] = ()
+    projected_weights: tuple[ProjectedWeight, ...] = ()
 
 
 class PlanFailed(Event):

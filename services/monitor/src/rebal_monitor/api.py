@@ -318,10 +318,8 @@ def _router(deps: Deps) -> APIRouter:
             raise Problem(422, f"no plan could be made: {outcome.payload['reason']}")
         plan = RebalancePlanned.model_validate(outcome.payload)
         snapshot = await queries.event(pool(), plan.snapshot_id)
-        target = await queries.event(pool(), plan.target_id)
-        if snapshot is None or target is None:
-            raise Problem(503, "the plan's snapshot or target is not in the journal yet; try again")
-        diff = diff_or_problem(snapshot, target, float(plan.band))
+        if snapshot is None:
+            raise Problem(503, "the plan's snapshot is not in the journal yet; try again")
         document = {
             "plan_id": str(plan.event_id),
             "run_id": str(plan.correlation_id),
@@ -337,7 +335,7 @@ def _router(deps: Deps) -> APIRouter:
             "orders": [o.model_dump(mode="json") for o in plan.orders],
             "transfers": [t.model_dump(mode="json") for t in plan.transfers],
             "skipped": [s.model_dump(mode="json") for s in plan.skipped],
-            "projected_weights": views.projected_weights(diff, [s.path for s in plan.skipped]),
+            "projected_weights": views.projected(plan.projected_weights),
             "created_at": now,
             "expires_at": now + timedelta(seconds=deps.settings.plan_ttl_seconds),
         }

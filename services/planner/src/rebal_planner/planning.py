@@ -15,6 +15,7 @@ from rebal.core.diff import DiffTree, diff_trees
 from rebal.core.errors import InputError
 from rebal.core.market import Markets, Prices
 from rebal.core.plan import plan_rebalance
+from rebal.core.shown import projected_weights
 from rebal.core.tree import Tree, parse_tree
 from rebal.events import (
     BalanceSnapshotTaken,
@@ -22,6 +23,7 @@ from rebal.events import (
     PlanFailed,
     PlannedOrder,
     PlannedTransfer,
+    ProjectedWeight,
     RebalancePlanned,
     SkippedOrder,
     TargetWeightsComputed,
@@ -154,6 +156,7 @@ def plan_with_weights(
             PlanFailed, now=now, correlation_id=run_id, reason=f"{where}: {exc}", dry_run=dry_run
         )
         return failed, None
+    skips = plan.skipped()
     planned = cause.caused(
         RebalancePlanned,
         now=now,
@@ -176,6 +179,7 @@ def plan_with_weights(
             )
             for t in plan.transfers
         ),
-        skipped=SkippedOrder.trusted(plan.skipped()),
+        skipped=SkippedOrder.trusted(skips),
+        projected_weights=ProjectedWeight.trusted(projected_weights(diff, (s.path for s in skips))),
     )
     return planned, Weights.of(diff)
