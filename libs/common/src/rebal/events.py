@@ -113,6 +113,18 @@ class StartRebalance(Event):
     requested_by: str = "operator"
 
 
+class ApprovePlan(Event):
+    """Execute exactly the preview `plan_id` (a dry-run `RebalancePlanned`): the planner publishes it again
+    as a live plan, its run derived from this command, or a `PlanFailed` naming why not (unknown, not a
+    preview, or taken after `expires_at`)."""
+
+    topic = subjects.APPROVE_PLAN
+    type: Literal["ApprovePlan"] = "ApprovePlan"
+    plan_id: uuid.UUID
+    expires_at: AwareDatetime
+    requested_by: str = "operator"
+
+
 class TakeSnapshot(Event):
     """Read the venues' balances now and publish a snapshot."""
 
@@ -481,6 +493,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     kind.__name__: kind
     for kind in (
         StartRebalance,
+        ApprovePlan,
         TakeSnapshot,
         HaltTrading,
         ResumeTrading,

@@ -36,14 +36,11 @@ from rebal import bus, strategy_store, telemetry
 from rebal.core import performance as perf
 from rebal.core.errors import InputError
 from rebal.events import (
+    ApprovePlan,
     HaltTrading,
-    PlannedOrder,
-    PlannedTransfer,
     RebalancePlanned,
     ResumeTrading,
-    SkippedOrder,
     StartRebalance,
-    derive_id,
     derive_run_id,
     new_event,
 )
@@ -370,33 +367,34 @@ def _router(deps: Deps) -> APIRouter:
             return plan
         now = deps.clock()
         portfolio = plan["portfolio_id"]
-        if now > datetime.fromisoformat(plan["expires_at"]):
+        expires_at = datetime.fromisoformat(plan["expires_at"])
+        if now > expires_at:
             raise Problem(409, f"plan {plan_id} expired at {plan['expires_at']}: make a new plan")
         if (halt := await halted(portfolio)) is not None:
             raise Problem(409, f"trading is halted for {portfolio}: {halt.payload.get('reason', '')}")
         await _check_fresh(plan)
-        approval_id = derive_id("approval", plan_id)
-        run_id = derive_id("run", approval_id)
-        inputs = plan["inputs"]
-        event = RebalancePlanned(
-            type="RebalancePlanned",
-            event_id=derive_id("RebalancePlanned", "approved", plan_id),
-            occurred_at=now,
-            emitted_at=now,
+        command = new_event(
+            ApprovePlan,
+            key=plan_id,  # one approval per plan: asking again is the same command, the same run
+            now=now,
             portfolio_id=portfolio,
-            correlation_id=run_id,
-            causation_id=plan_id,
-            dry_run=False,
-            band=Decimal(plan["band"]),
-            snapshot_id=uuid.UUID(inputs["snapshot_id"]),
-            target_id=uuid.UUID(inputs["target_id"]),
-            total_value=Decimal(inputs["total_value"]),
-            orders=tuple(PlannedOrder.model_validate(o) for o in plan["orders"]),
-            transfers=tuple(PlannedTransfer.model_validate(t) for t in plan["transfers"]),
-            skipped=tuple(SkippedOrder.model_validate(s) for s in plan["skipped"]),
+            plan_id=plan_id,
+            expires_at=expires_at,
+            requested_by="api",
         )
+        run_id = derive_run_id(command)
         with telemetry.operator_span("POST /portfolio/plans/approve", portfolio=portfolio):
-            await publish(event)
+            await publish(command)
+        outcome = await _await_outcome(pool(), run_id, deps.settings.plan_timeout_seconds)
+        if outcome is None:
+            raise Problem(
+                503,
+                f"the approval was sent but the planner did not answer within"
+                f" {deps.settings.plan_timeout_seconds:g} s: is it running? It executes the plan if it"
+                f" takes the approval before {plan['expires_at']}",
+            )
+        if outcome.payload["type"] == "PlanFailed":
+            raise Problem(409, f"the planner refused the approval: {outcome.payload['reason']}")
         await queries.mark_approved(pool(), plan_id, now, run_id)
         return await stored_plan(plan_id)
 
