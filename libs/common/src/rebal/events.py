@@ -349,8 +349,8 @@ class StrategyReturnReported(Event):
         return self.strategy_id
 
 
-# Funds (issue 6): users' deposits and withdrawals on a fund, and the fund's cycles. The portfolio id
-# of these events is the fund's id.
+# Funds: users' deposits and withdrawals on a fund, and the fund's cycles. The portfolio id of these
+# events is the fund's id.
 
 
 class DefineFund(Event):
