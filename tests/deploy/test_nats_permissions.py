@@ -132,26 +132,14 @@ async def test_the_monitor_approves_through_the_planner_and_may_not_publish_a_pl
     """The monitor sends `ApprovePlan`; the planner, under its own user, makes the preview live. A plan
     the monitor publishes itself is refused by the server."""
     from datetime import timedelta
-    from decimal import Decimal
 
     from rebal.events import ApprovePlan, derive_run_id
     from rebal_planner.approvals import Approvals
     from rebal_planner.handlers import register_approvals
-    from rebal_planner.planning import parse_snapshot, parse_target, plan_event
     from tests.fakes import FakePreviews
-    from tests.planner.test_planner import rebalance
+    from tests.planner.test_approvals import preview as make_preview
 
-    snap, goal = snapshot(), target()
-    preview = plan_event(
-        rebalance(dry_run=True),
-        snapshot_id=snap.event_id,
-        target_id=goal.event_id,
-        snapshot=parse_snapshot(snap),
-        target=parse_target(goal),
-        band=Decimal(0),
-        dry_run=True,
-        now=NOW,
-    )
+    preview = make_preview()
     assert isinstance(preview, RebalancePlanned) and preview.dry_run
     planner_broker = broker_as(secured, "planner")
     publisher = bus.Publisher(planner_broker)
