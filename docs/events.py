@@ -6,10 +6,11 @@ subjects, fields and examples cannot drift from the code.
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, get_args
 
@@ -17,6 +18,7 @@ from pydantic import BaseModel
 
 from rebal import bus, subjects
 from rebal.events import (
+    ApprovePlan,
     BalanceSnapshotTaken,
     DeadLettered,
     DefineFund,
@@ -34,6 +36,7 @@ from rebal.events import (
     OrderPlaced,
     PlanFailed,
     PlannedOrder,
+    ProjectedWeight,
     RebalancePlanned,
     RecordDeposit,
     RequestWithdrawal,
@@ -47,6 +50,7 @@ from rebal.events import (
     TakeSnapshot,
     TargetWeightsComputed,
     derive_id,
+    derive_run_id,
     new_event,
 )
 
@@ -127,7 +131,16 @@ def examples() -> list[Entry]:
         target_id=target.event_id,
         total_value=Decimal("50000"),
         orders=(order,),
+        projected_weights=(
+            ProjectedWeight(
+                path="demo/spot",
+                current_weight=Decimal(1),
+                projected_weight=Decimal(1),
+                affected_by_skips=False,
+            ),
+        ),
     )
+    preview_id = derive_id("RebalancePlanned", "a dry-run plan")
     placed = plan.caused(
         OrderPlaced,
         now=NOW,
@@ -146,6 +159,20 @@ def examples() -> list[Entry]:
             "operators: `rebal rebalance`",
             ("planner (`planner-commands`)", "monitor"),
             command,
+        ),
+        Entry(
+            ApprovePlan,
+            "operators: `rebal approve`, `POST /portfolio/plans/{id}/approve`",
+            ("planner (`planner-approvals`)", "monitor"),
+            new_event(
+                ApprovePlan,
+                key=preview_id,
+                now=NOW,
+                portfolio_id="demo",
+                plan_id=preview_id,
+                expires_at=NOW + timedelta(minutes=5),
+                requested_by="api",
+            ),
         ),
         Entry(
             TakeSnapshot,
@@ -393,7 +420,7 @@ def fund_entries() -> list[Entry]:
 
 def bus_run_id(command: Event) -> Any:
     """The run id the planner gives a command's run."""
-    return derive_id("run", command.event_id)
+    return derive_run_id(command)
 
 
 def type_name(annotation: Any) -> str:
@@ -479,7 +506,7 @@ def render() -> str:
         out += [
             f"## {kind.__name__}",
             "",
-            (kind.__doc__ or "").strip(),
+            inspect.cleandoc(kind.__doc__ or ""),
             "",
             f"- subject: `{subject}`",
             f"- producer: {entry.producer}",
@@ -493,7 +520,7 @@ def render() -> str:
     out += [
         "## DeadLettered",
         "",
-        (DeadLettered.__doc__ or "").strip(),
+        inspect.cleandoc(DeadLettered.__doc__ or ""),
         "",
         "- subject: `rebal.dlq.<service>` (stream `REBAL_DLQ`)",
         "- producer: every service; consumers: operators (`nats sub 'rebal.dlq.>'`)",
@@ -507,6 +534,10 @@ def render() -> str:
         "| PlannedOrder field | type | |",
         "| --- | --- | --- |",
         *field_rows(PlannedOrder, set()),
+        "",
+        "| ProjectedWeight field | type | |",
+        "| --- | --- | --- |",
+        *field_rows(ProjectedWeight, set()),
         "",
         "Topics in code: "
         + ", ".join(f"`{t.name}`" for t in subjects.EVENT_TOPICS + subjects.COMMAND_TOPICS)

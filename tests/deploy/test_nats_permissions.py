@@ -128,6 +128,59 @@ async def test_the_planner_works_under_its_own_user(secured: str) -> None:
     assert plans[0].orders
 
 
+async def test_the_monitor_approves_through_the_planner_and_may_not_publish_a_plan(secured: str) -> None:
+    """The monitor sends `ApprovePlan`; the planner, under its own user, makes the preview live. A plan
+    the monitor publishes itself is refused by the server."""
+    from datetime import timedelta
+
+    from rebal.events import ApprovePlan, derive_run_id
+    from rebal_planner.approvals import Approvals
+    from rebal_planner.handlers import register_approvals
+    from tests.fakes import FakePreviews
+    from tests.planner.test_approvals import preview as make_preview
+
+    preview = make_preview()
+    assert isinstance(preview, RebalancePlanned) and preview.dry_run
+    planner_broker = broker_as(secured, "planner")
+    publisher = bus.Publisher(planner_broker)
+    register_approvals(
+        planner_broker, publisher, Approvals(FakePreviews([preview]), publisher, clock=lambda: NOW)
+    )
+    monitor, api = broker_as(secured, "monitor"), broker_as(secured, "api")
+    live: list[RebalancePlanned] = []
+
+    @api.subscriber(RebalancePlanned.topic.subject("demo"))
+    async def keep(body: dict[str, Any]) -> None:
+        live.append(RebalancePlanned.model_validate(body))
+
+    async with started(planner_broker), started(monitor), started(api):
+        approval = new_event(
+            ApprovePlan,
+            key=preview.event_id,
+            now=NOW,
+            portfolio_id="demo",
+            plan_id=preview.event_id,
+            expires_at=NOW + timedelta(minutes=5),
+        )
+        assert await bus.Publisher(monitor).publish(approval)
+        await eventually(lambda: live)
+        errors: list[str] = []
+        async with client(secured, "monitor", errors) as plain:
+            forged = preview.model_copy(update={"event_id": derive_run_id(preview), "dry_run": False})
+            await plain.publish(forged.subject, forged.model_dump_json().encode())
+            await plain.flush()
+            await eventually(lambda: errors)
+        js = planner_broker.config.connection_state.stream
+        plans = await js.stream_info(subjects.EVENTS_STREAM, subjects_filter="rebal.evt.rebalance.>")
+    assert [(p.dry_run, p.orders, p.correlation_id) for p in live] == [
+        (False, preview.orders, derive_run_id(approval))
+    ]
+    assert plans.state.messages == 1  # the planner's live plan; the monitor's was refused
+    assert any("permissions violation for publish to" in e.lower() and forged.subject in e for e in errors), (
+        errors
+    )
+
+
 async def test_operators_ask_for_an_optimization_and_backfill_and_the_optimizer_reports_failures(
     secured: str,
 ) -> None:

@@ -27,7 +27,7 @@ from rebal.events import (
     RebalancePlanned,
     StartRebalance,
     TargetWeightsComputed,
-    derive_id,
+    derive_run_id,
     new_event,
 )
 from rebal_executor.handlers import client_order_id
@@ -207,7 +207,7 @@ async def test_a_command_sent_while_the_planner_and_monitor_are_down_is_handled_
     outcome = await commands.rebalance(
         system.nats_url, PORTFOLIO, dry_run=True, band=BAND, wait=False, timeout=10.0
     )
-    run_id = derive_id("run", outcome.command.event_id)
+    run_id = derive_run_id(outcome.command)
     await asyncio.sleep(1.0)
     assert await _plans_of(system, run_id) == 0, "planned while the planner was down"
 

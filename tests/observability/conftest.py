@@ -31,7 +31,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from rebal import subjects, telemetry
-from rebal.events import RunFinished, StartRebalance, derive_id, new_event
+from rebal.events import RunFinished, StartRebalance, derive_run_id, new_event
 from rebal_devstack import _proc, demo_bot
 from rebal_devstack._proc import LOOPBACK
 from rebal_devstack.nats import NatsServer
@@ -149,7 +149,7 @@ async def rebalance_as_an_operator(
         band=BAND,
         requested_by="cli",
     )
-    run_id = derive_id("run", command.event_id)
+    run_id = derive_run_id(command)
     with telemetry.operator_span("rebal rebalance", provider=provider, portfolio=PORTFOLIO) as span:
         headers = dict(telemetry.inject({"Nats-Msg-Id": str(command.event_id)}))
         async with client(url) as nc:

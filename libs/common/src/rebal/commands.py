@@ -24,7 +24,7 @@ from rebal.events import (
     RebalancePlanned,
     RunFinished,
     StartRebalance,
-    derive_id,
+    derive_run_id,
     new_event,
 )
 
@@ -86,7 +86,7 @@ async def rebalance(
         band=band,
         requested_by="cli",
     )
-    run_id = derive_id("run", command.event_id)
+    run_id = derive_run_id(command)
     async with connected(url) as client:
         seen: asyncio.Queue[Event] = asyncio.Queue()
 

@@ -93,6 +93,13 @@ class Event(Frozen):
         )
 
 
+def derive_run_id(cause: Event) -> uuid.UUID:
+    """The run a message starts, derived from it: a command (`StartRebalance`, `ApprovePlan`), or the new
+    snapshot or target a preview is made for. A redelivered cause gives the same run, and the planner,
+    the CLI and the API that wait for the run all name it with this one rule."""
+    return derive_id("run", cause.event_id)
+
+
 # Commands (operators, the CLI, the API).
 
 
@@ -103,6 +110,18 @@ class StartRebalance(Event):
     type: Literal["StartRebalance"] = "StartRebalance"
     dry_run: bool = True
     band: Decimal = Field(default=Decimal(0), ge=0)
+    requested_by: str = "operator"
+
+
+class ApprovePlan(Event):
+    """Execute exactly the preview `plan_id` (a dry-run `RebalancePlanned`): the planner publishes it again
+    as a live plan, its run derived from this command, or a `PlanFailed` naming why not (unknown, not a
+    preview, or taken after `expires_at`)."""
+
+    topic = subjects.APPROVE_PLAN
+    type: Literal["ApprovePlan"] = "ApprovePlan"
+    plan_id: uuid.UUID
+    expires_at: AwareDatetime
     requested_by: str = "operator"
 
 
@@ -223,8 +242,19 @@ class SkippedOrder(Frozen):
     reason: str
 
 
+class ProjectedWeight(Frozen):
+    """A node operators are shown (the top level, sectors, strategies): its weight in its parent now, and
+    the weight the plan brings it to; `affected_by_skips` when a skipped order below it leaves it short."""
+
+    path: str
+    current_weight: Decimal
+    projected_weight: Decimal
+    affected_by_skips: bool
+
+
 class RebalancePlanned(Event):
-    """An order plan. A dry-run plan is shown, never executed. `correlation_id` is the run."""
+    """An order plan. A dry-run plan is shown, never executed. `correlation_id` is the run.
+    `projected_weights` are the shown nodes' weights before and after (none for a fund's phase)."""
 
     topic = subjects.REBALANCE_PLANNED
     type: Literal["RebalancePlanned"] = "RebalancePlanned"
@@ -236,6 +266,7 @@ class RebalancePlanned(Event):
     orders: tuple[PlannedOrder, ...]
     transfers: tuple[PlannedTransfer, ...] = ()
     skipped: tuple[SkippedOrder, ...] = ()
+    projected_weights: tuple[ProjectedWeight, ...] = ()
 
 
 class PlanFailed(Event):
@@ -318,8 +349,8 @@ class StrategyReturnReported(Event):
         return self.strategy_id
 
 
-# Funds (issue 6): users' deposits and withdrawals on a fund, and the fund's cycles. The portfolio id
-# of these events is the fund's id.
+# Funds: users' deposits and withdrawals on a fund, and the fund's cycles. The portfolio id of these
+# events is the fund's id.
 
 
 class DefineFund(Event):
@@ -462,6 +493,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     kind.__name__: kind
     for kind in (
         StartRebalance,
+        ApprovePlan,
         TakeSnapshot,
         HaltTrading,
         ResumeTrading,

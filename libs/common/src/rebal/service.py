@@ -1,7 +1,7 @@
 """What every service is made of: a NATS broker, the streams, and an HTTP side with health and metrics.
 
-`build` returns an ASGI FastStream app (run it with ``python -m rebal_<name>`` or
-``faststream run rebal_<name>.app:app``) serving on the service's own port:
+`build` returns an ASGI FastStream app (each service's ``app.build(settings)`` makes its own, which
+``python -m rebal_<name>`` serves) on the service's own port:
 
 - ``/livez``: the process is up;
 - ``/readyz``: NATS answers and, for services that use it, Postgres answers (503 and a JSON body naming
@@ -56,7 +56,7 @@ S = TypeVar("S", bound=ServiceSettings)
 
 def settings_or_exit(kind: type[S]) -> S:
     """The service's settings, or exit 4 naming what is wrong (`python -m rebal_<service>` checks them
-    before importing its app, which reads them at import: no traceback for a bad setting)."""
+    before building its app: no traceback for a bad setting)."""
     try:
         return kind()
     except ValidationError as exc:
