@@ -17,7 +17,7 @@ help:
 	@echo "make bench  - run the benchmarks in bench/ (prints figures)"
 
 # uv comes from PyPI into the user's Python when missing; the venv is synced from the committed lock.
-$(VENV)/.synced: uv.lock pyproject.toml $(wildcard libs/*/pyproject.toml) $(wildcard services/*/pyproject.toml)
+$(VENV)/.synced: uv.lock pyproject.toml $(wildcard apps/*/pyproject.toml) $(wildcard libs/*/pyproject.toml) $(wildcard services/*/pyproject.toml)
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check "uv>=0.5"
 	$(UV) sync --frozen --all-packages --group dev
 	@touch $@
@@ -44,7 +44,7 @@ plan: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check libs services tests bench
+	$(VENV)/bin/ruff format --check apps libs services tests bench
 	$(VENV)/bin/lint-imports
 
 typecheck: setup

@@ -384,7 +384,7 @@ class Infra:
 
 async def first_rebalance(nats_url: str, *, band: Decimal, timeout: float = 60.0) -> list[str]:
     """Wait for a target, take a fresh snapshot, then rebalance the demo portfolio live; report lines."""
-    from rebal import bus, commands, subjects
+    from rebal import bus, subjects
     from rebal.events import (
         BalanceSnapshotTaken,
         Event,
@@ -392,6 +392,7 @@ async def first_rebalance(nats_url: str, *, band: Decimal, timeout: float = 60.0
         TargetWeightsComputed,
         new_event,
     )
+    from rebal_cli import commands
 
     async with commands.connected(nats_url) as client:
         js = client.jetstream()

@@ -1,8 +1,8 @@
 """The `rebal` command line: plan a rebalance from files, show trees.
 
 Exit codes: 0 ok, 1 error, 2 bad input (one line on stderr naming the file, the node path and the problem),
-3 not running, 4 configuration error (`rebal.cli_support`). The operator, strategy and fund commands live
-in `rebal.cli_ops`, `rebal.cli_strategies` and `rebal.cli_funds`, registered on this app at the bottom.
+3 not running, 4 configuration error (`rebal_cli.support`). The operator, strategy and fund commands live
+in `rebal_cli.ops`, `rebal_cli.strategies` and `rebal_cli.funds`, registered on this app at the bottom.
 """
 
 from __future__ import annotations
@@ -18,14 +18,6 @@ from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree as RichTree
 
-from rebal import cli_funds, cli_ops, cli_strategies
-from rebal.cli_support import (
-    DEFAULT_NATS_URL,
-    EXIT_ERROR,
-    EXIT_NOT_RUNNING,
-    fail,
-    write_json,
-)
 from rebal.core.diff import diff_trees
 from rebal.core.errors import InputError
 from rebal.core.market import Markets, Prices
@@ -34,6 +26,16 @@ from rebal.core.plan import Plan, plan_rebalance
 from rebal.core.tree import parse_tree
 from rebal.io import FileError, load
 from rebal.render import JsonDict, plan_json, tree_json
+from rebal_cli import funds as cli_funds
+from rebal_cli import ops as cli_ops
+from rebal_cli import strategies as cli_strategies
+from rebal_cli.support import (
+    DEFAULT_NATS_URL,
+    EXIT_ERROR,
+    EXIT_NOT_RUNNING,
+    fail,
+    write_json,
+)
 
 app = typer.Typer(
     name="rebal",
@@ -253,7 +255,8 @@ def rebalance_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
 ) -> None:
     """Ask the planner for a rebalance of PORTFOLIO (executed by the executor unless --dry-run)."""
-    from rebal import commands, subjects, telemetry
+    from rebal import subjects, telemetry
+    from rebal_cli import commands
 
     try:
         subjects.check_token(portfolio, "--portfolio")

@@ -22,8 +22,6 @@ from pydantic import BaseModel, ValidationError
 from pydantic_settings import BaseSettings
 from rich.console import Console
 
-from rebal.cli_api import connect
-from rebal.cli_support import EXIT_ERROR, fail, write_json
 from rebal.io import FileError, load_document
 from rebal.settings import (
     CONFIG_FILE_ENV,
@@ -35,6 +33,8 @@ from rebal.settings import (
     read_config_file,
     using_config_file,
 )
+from rebal_cli.api import connect
+from rebal_cli.support import EXIT_ERROR, fail, write_json
 
 SERVICES = tuple(PORTS)
 VENUES_ENV_PREFIX = "REBAL__VENUES__"

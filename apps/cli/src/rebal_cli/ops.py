@@ -3,7 +3,7 @@
 They talk to the monitor's REST API (docs/api.md) over HTTP: ``--api-url`` (``REBAL__API__URL``, default
 http://127.0.0.1:8105) and the operator's token (``REBAL__API__TOKEN`` or ``REBAL__API__TOKEN_FILE``).
 ``config`` and ``doctor`` read the typed configuration (``rebal.settings``) and the infrastructure
-directly. Exit codes (`rebal.cli_support`): 0 ok, 1 error (a refused approval, a failed run, a failed
+directly. Exit codes (`rebal_cli.support`): 0 ok, 1 error (a refused approval, a failed run, a failed
 doctor check), 2 bad input or not found, 3 not running, 4 configuration error. Read commands take
 ``--json``; progress goes to stderr, so stdout stays the data.
 """
@@ -20,10 +20,10 @@ from rich.live import Live
 from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
-from rebal import cli_config
-from rebal.cli_api import DEFAULT_API_URL, Api, connect
-from rebal.cli_support import EXIT_ERROR, fail, write_json
 from rebal.core.numbers import parse_decimal
+from rebal_cli import config as cli_config
+from rebal_cli.api import DEFAULT_API_URL, Api, connect
+from rebal_cli.support import EXIT_ERROR, fail, write_json
 
 # A run is followed until it has finished, at most this long by default.
 RUN_TIMEOUT_SECONDS = 120.0

@@ -29,17 +29,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from rebal import subjects
-from rebal.cli_support import (
+from rebal.core.numbers import parse_decimal
+from rebal.events import StrategyReturnReported, new_event
+from rebal.settings import EXIT_CONFIGURATION
+from rebal_cli.returns_file import ReturnsFileError, single_series
+from rebal_cli.support import (
     DEFAULT_NATS_URL,
     EXIT_ERROR,
     EXIT_NOT_RUNNING,
     fail,
     write_json,
 )
-from rebal.core.numbers import parse_decimal
-from rebal.events import StrategyReturnReported, new_event
-from rebal.returns_file import ReturnsFileError, single_series
-from rebal.settings import EXIT_CONFIGURATION
 
 # Publishes in flight at once while backfilling (each waits for its JetStream acknowledgement).
 BACKFILL_CONCURRENCY = 256
@@ -84,7 +84,7 @@ async def _publish_all(url: str, events: list[StrategyReturnReported], show: boo
     from nats.errors import NoRespondersError
     from nats.errors import TimeoutError as NatsTimeout
 
-    from rebal.commands import NotRunning, connected
+    from rebal_cli.commands import NotRunning, connected
 
     stored = duplicates = 0
     columns = (
@@ -134,7 +134,7 @@ def backfill(
     as_json: AsJson = False,
 ) -> None:
     """Publish a strategy's return history, as its bot would have; running it again adds nothing."""
-    from rebal.commands import NotRunning
+    from rebal_cli.commands import NotRunning
 
     _token(portfolio, "--portfolio")
     _token(strategy, "--strategy")
@@ -202,7 +202,7 @@ def _offline(
     from pydantic import ValidationError
 
     from rebal.core.performance import align
-    from rebal.returns_file import read_returns
+    from rebal_cli.returns_file import read_returns
 
     try:
         from rebal_optimizer.allocator import make_optimizer
@@ -264,8 +264,8 @@ async def _ask(url: str, portfolio: str, timeout: float) -> object:
     from nats.errors import TimeoutError as NatsTimeout
 
     from rebal import bus
-    from rebal.commands import NotRunning, connected
     from rebal.events import Event, OptimizationFailed, RunOptimization, TargetWeightsComputed
+    from rebal_cli.commands import NotRunning, connected
 
     command = new_event(
         RunOptimization, key=uuid.uuid4(), now=datetime.now(UTC), portfolio_id=portfolio, requested_by="cli"
@@ -333,8 +333,8 @@ def optimize(
 ) -> None:
     """The allocation across strategies and its volatility targeting (portfolio_config.json): offline
     from a returns file, or from the running optimizer (which uses its configured method)."""
-    from rebal.commands import NotRunning
     from rebal.events import OptimizationFailed, TargetWeightsComputed
+    from rebal_cli.commands import NotRunning
 
     if export is not None and (export.is_dir() or not export.parent.is_dir()):
         fail(f"--export: {export} is a directory or its directory does not exist")
