@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rebal_optimizer.direct import KKT_TOLERANCE, _primal, _primal_dual, _still_feasible, box_qp, risk_parity
-from rebal_optimizer.optimize import (
+from rebal_allocation.direct import KKT_TOLERANCE, _primal, _primal_dual, _still_feasible, box_qp, risk_parity
+from rebal_allocation.optimize import (
     Constraints,
     Infeasible,
     MaxSharpe,

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.covariance import LedoitWolf
 
-from rebal_optimizer.estimate import (
+from rebal_allocation.estimate import (
     ROLLING_REFRESH,
     Estimator,
     Method,
@@ -18,7 +18,7 @@ from rebal_optimizer.estimate import (
     estimate_rolling,
     factor,
 )
-from rebal_optimizer.volatility import leverage_for, portfolio_config, target_volatility
+from rebal_allocation.volatility import leverage_for, portfolio_config, target_volatility
 from tests.optimizer.cases import random_returns, returns_with
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize
 
-from rebal_optimizer.estimate import estimate
-from rebal_optimizer.optimize import (
+from rebal_allocation.estimate import estimate
+from rebal_allocation.optimize import (
     MaxSharpe,
     MeanVariance,
     MinVariance,

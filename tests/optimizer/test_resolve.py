@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rebal_optimizer.optimize import (
+from rebal_allocation.optimize import (
     Constraints,
     MaxSharpe,
     MeanVariance,

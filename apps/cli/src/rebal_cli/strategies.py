@@ -205,11 +205,11 @@ def _offline(
     from rebal_cli.returns_file import read_returns
 
     try:
+        from rebal_allocation.optimize import Infeasible, SolverFailed
+        from rebal_allocation.volatility import portfolio_config
+        from rebal_allocation.volatility import target_volatility as scale
         from rebal_optimizer.allocator import make_optimizer
-        from rebal_optimizer.optimize import Infeasible, SolverFailed
         from rebal_optimizer.settings import AllocationSettings
-        from rebal_optimizer.volatility import portfolio_config
-        from rebal_optimizer.volatility import target_volatility as scale
     except ImportError:  # pragma: no cover - the optimizer is part of every install of the workspace
         fail("rebal optimize --returns needs the rebal-optimizer package installed", EXIT_CONFIGURATION)
     try:

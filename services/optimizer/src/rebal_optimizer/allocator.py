@@ -47,8 +47,8 @@ from rebal.events import (
     new_event,
 )
 from rebal.io import FileError, load
-from rebal_optimizer.estimate import Estimator
-from rebal_optimizer.optimize import (
+from rebal_allocation.estimate import Estimator
+from rebal_allocation.optimize import (
     Constraints,
     Group,
     Infeasible,
@@ -61,9 +61,9 @@ from rebal_optimizer.optimize import (
     SlopeStd,
     SolverFailed,
 )
+from rebal_allocation.volatility import PortfolioConfig, target_volatility
 from rebal_optimizer.settings import AllocationSettings
 from rebal_optimizer.targets import target_event
-from rebal_optimizer.volatility import PortfolioConfig, target_volatility
 
 log = logging.getLogger("rebal.optimizer")
 Floats = NDArray[np.float64]

@@ -11,7 +11,7 @@ from pydantic import Field, model_validator
 from rebal.settings import Section, ServiceSettings
 
 Method = Literal["min_variance", "mean_variance", "max_sharpe", "risk_parity", "slope_std", "mix"]
-# The parameters each method takes (passed to its constructor in `rebal_optimizer.optimize`).
+# The parameters each method takes (passed to its constructor in `rebal_allocation.optimize`).
 METHOD_PARAMETERS: dict[str, frozenset[str]] = {
     "min_variance": frozenset(),
     "mean_variance": frozenset({"risk_aversion"}),
