@@ -16,7 +16,7 @@ from rebal_allocation.optimize import (
     SlopeStd,
     Solved,
 )
-from tests.optimizer.cases import random_returns
+from tests.allocation.cases import random_returns
 
 COUNT = 6
 # Two solves of the same data agree to about the solver tolerance: objectives closely, weights less so

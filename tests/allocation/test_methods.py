@@ -21,7 +21,7 @@ from rebal_allocation.optimize import (
     parity_gap,
     slope_over_std,
 )
-from tests.optimizer.cases import SAMPLE, random_returns, returns_with
+from tests.allocation.cases import SAMPLE, random_returns, returns_with
 
 # Weights from a solver with default tolerances on rescaled O(1) data agree with closed forms to this.
 CLOSE = 1e-5

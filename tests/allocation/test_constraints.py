@@ -23,7 +23,7 @@ from rebal_allocation.optimize import (
     Solved,
     SolverFailed,
 )
-from tests.optimizer.cases import random_returns
+from tests.allocation.cases import random_returns
 
 COUNT = 5
 METHODS: list[type[Optimizer]] = [MinVariance, MeanVariance, MaxSharpe, SlopeStd, Mix]

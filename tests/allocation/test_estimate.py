@@ -19,7 +19,7 @@ from rebal_allocation.estimate import (
     factor,
 )
 from rebal_allocation.volatility import leverage_for, portfolio_config, target_volatility
-from tests.optimizer.cases import random_returns, returns_with
+from tests.allocation.cases import random_returns, returns_with
 
 
 def test_sample_estimate_is_the_sample_mean_and_covariance() -> None:
