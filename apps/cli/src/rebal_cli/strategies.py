@@ -3,8 +3,9 @@
 `optimize` gives the allocation across strategies and its volatility targeting, the numbers of
 `portfolio_config.json` (`--export FILE` writes exactly that document: account_value, weights,
 realised_volatility, target_volatility, leverage). With `--returns FILE` it solves offline with the
-optimizer's own code; otherwise it publishes `RunOptimization` and waits for the running optimizer's
-answer (exit 3 when it does not come, 1 when the optimizer could not allocate, with its reason).
+optimizer's own mathematics (`rebal_allocation`); otherwise it publishes `RunOptimization` and waits for
+the running optimizer's answer (exit 3 when it does not come, 1 when the optimizer could not allocate,
+with its reason).
 
 `backfill` publishes a strategy's return history (docs/bots.md, "Backfill files") on the bus, exactly
 as its bot would report it: one `StrategyReturnReported` per period, its id derived from the strategy and
@@ -31,7 +32,7 @@ from rich.table import Table
 from rebal import subjects
 from rebal.core.numbers import parse_decimal
 from rebal.events import StrategyReturnReported, new_event
-from rebal.settings import EXIT_CONFIGURATION
+from rebal_allocation.allocation import METHOD_PARAMETERS
 from rebal_cli.returns_file import ReturnsFileError, single_series
 from rebal_cli.support import (
     DEFAULT_NATS_URL,
@@ -170,7 +171,7 @@ def backfill(
 # -- optimize -------------------------------------------------------------------------------------
 
 OPTIMIZE_TIMEOUT_SECONDS = 30.0
-METHODS = ("min_variance", "mean_variance", "max_sharpe", "risk_parity", "slope_std", "mix")
+METHODS = tuple(METHOD_PARAMETERS)
 
 
 def _parameters(raw: list[str]) -> dict[str, float]:
@@ -198,20 +199,17 @@ def _offline(
     min_weight: float,
     max_weight: float,
 ) -> dict[str, object]:
-    """Solve from a returns file with the optimizer's own code (no bus, no database)."""
+    """Solve from a returns file with the optimizer's own mathematics (no bus, no database)."""
     from pydantic import ValidationError
 
     from rebal.core.performance import align
+    from rebal_allocation.allocation import Allocation
+    from rebal_allocation.methods import make_optimizer  # imports cvxpy: only when solving
+    from rebal_allocation.optimize import Infeasible, SolverFailed
+    from rebal_allocation.volatility import portfolio_config
+    from rebal_allocation.volatility import target_volatility as scale
     from rebal_cli.returns_file import read_returns
 
-    try:
-        from rebal_allocation.optimize import Infeasible, SolverFailed
-        from rebal_allocation.volatility import portfolio_config
-        from rebal_allocation.volatility import target_volatility as scale
-        from rebal_optimizer.allocator import make_optimizer
-        from rebal_optimizer.settings import AllocationSettings
-    except ImportError:  # pragma: no cover - the optimizer is part of every install of the workspace
-        fail("rebal optimize --returns needs the rebal-optimizer package installed", EXIT_CONFIGURATION)
     try:
         returns = read_returns(path)
     except ReturnsFileError as exc:
@@ -228,7 +226,7 @@ def _offline(
     if matrix.shape[0] < 2:
         fail(f"{path}: only {matrix.shape[0]} dates every strategy has a return for; at least 2 are needed")
     try:
-        settings = AllocationSettings(
+        allocation = Allocation(
             method=method,
             parameters=parameters,
             estimator=estimator,
@@ -237,7 +235,7 @@ def _offline(
             target_volatility=target_volatility,
             max_leverage=max_leverage,
         )
-        optimizer = make_optimizer(settings, names)
+        optimizer = make_optimizer(allocation, names)
     except ValidationError as exc:
         fail("the allocation options: " + "; ".join(error["msg"] for error in exc.errors()))
     except ValueError as exc:  # constraints the method cannot take
