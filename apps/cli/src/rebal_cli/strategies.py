@@ -25,7 +25,6 @@ from typing import Annotated
 
 import orjson
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -33,6 +32,7 @@ from rebal import subjects
 from rebal.core.numbers import parse_decimal
 from rebal.events import StrategyReturnReported, new_event
 from rebal_allocation.allocation import METHOD_PARAMETERS
+from rebal_cli.render import console as _console
 from rebal_cli.returns_file import ReturnsFileError, single_series
 from rebal_cli.support import (
     DEFAULT_NATS_URL,
@@ -47,10 +47,6 @@ BACKFILL_CONCURRENCY = 256
 
 NatsUrl = Annotated[str, typer.Option("--nats-url", envvar="REBAL__NATS__URL", help="NATS server.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")]
-
-
-def _console(stderr: bool = False) -> Console:
-    return Console(highlight=False, stderr=stderr, soft_wrap=True)
 
 
 def _token(value: str, option: str) -> str:
