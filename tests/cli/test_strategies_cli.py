@@ -18,8 +18,8 @@ from faststream.nats import NatsBroker
 from typer.testing import CliRunner
 
 from rebal import bus, service
-from rebal.cli import app
-from rebal.cli_strategies import backfill_events
+from rebal_cli.app import app
+from rebal_cli.strategies import backfill_events
 from rebal_devstack.pytest_plugin import FreshDatabase
 from rebal_tracker.app import Runtime
 from rebal_tracker.handlers import register

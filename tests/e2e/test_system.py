@@ -16,7 +16,7 @@ import asyncpg
 import numpy as np
 import pytest
 
-from rebal import commands, subjects
+from rebal import subjects
 from rebal.core.diff import diff_trees
 from rebal.core.market import Prices
 from rebal.core.tree import parse_tree
@@ -30,6 +30,7 @@ from rebal.events import (
     derive_run_id,
     new_event,
 )
+from rebal_cli import commands
 from rebal_executor.handlers import client_order_id
 from tests.e2e.conftest import System
 from tests.e2e.flow import (

@@ -21,8 +21,8 @@ import uvicorn
 from typer.testing import CliRunner
 
 from rebal import service
-from rebal.cli import app
 from rebal.events import DefineFund, Event, RecordDeposit, RequestWithdrawal, RunFundCycle
+from rebal_cli.app import app
 from rebal_devstack.pytest_plugin import FreshDatabase
 from rebal_monitor.api import Deps, create_api
 from rebal_monitor.settings import ApiSettings

@@ -1,4 +1,5 @@
-"""Turning diff trees and plans into the documented JSON and into rich text for people."""
+"""Diff trees, plans and trees as the documented JSON (docs/formats.md): `rebal plan --json`, the API's
+diff, and what the CLI's renderer (`rebal_cli.render`) draws for people."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from rebal_optimizer.estimate import Estimator
+from rebal_allocation.estimate import Estimator
 
 SAMPLE = Estimator("sample")
 Floats = NDArray[np.float64]

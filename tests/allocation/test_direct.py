@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rebal_optimizer.direct import KKT_TOLERANCE, _primal, _primal_dual, _still_feasible, box_qp, risk_parity
-from rebal_optimizer.optimize import (
+from rebal_allocation.direct import KKT_TOLERANCE, _primal, _primal_dual, _still_feasible, box_qp, risk_parity
+from rebal_allocation.optimize import (
     Constraints,
     Infeasible,
     MaxSharpe,
@@ -20,7 +20,7 @@ from rebal_optimizer.optimize import (
     SlopeStd,
     Solved,
 )
-from tests.optimizer.cases import SAMPLE, random_returns, returns_with
+from tests.allocation.cases import SAMPLE, random_returns, returns_with
 
 # CLARABEL's tolerances pushed to the limit of double precision: the independent reference.
 TIGHT = {"tol_gap_abs": 1e-12, "tol_gap_rel": 1e-12, "tol_feas": 1e-12, "tol_ktratio": 1e-10}

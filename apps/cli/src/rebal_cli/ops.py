@@ -3,7 +3,7 @@
 They talk to the monitor's REST API (docs/api.md) over HTTP: ``--api-url`` (``REBAL__API__URL``, default
 http://127.0.0.1:8105) and the operator's token (``REBAL__API__TOKEN`` or ``REBAL__API__TOKEN_FILE``).
 ``config`` and ``doctor`` read the typed configuration (``rebal.settings``) and the infrastructure
-directly. Exit codes (`rebal.cli_support`): 0 ok, 1 error (a refused approval, a failed run, a failed
+directly. Exit codes (`rebal_cli.support`): 0 ok, 1 error (a refused approval, a failed run, a failed
 doctor check), 2 bad input or not found, 3 not running, 4 configuration error. Read commands take
 ``--json``; progress goes to stderr, so stdout stays the data.
 """
@@ -15,22 +15,23 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console, Group
+from rich.console import Group
 from rich.live import Live
 from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
-from rebal import cli_config
-from rebal.cli_api import DEFAULT_API_URL, Api, connect
-from rebal.cli_support import EXIT_ERROR, fail, write_json
 from rebal.core.numbers import parse_decimal
+from rebal_cli import config as cli_config
+from rebal_cli.api import DEFAULT_API_URL, Api, connect
+from rebal_cli.render import console as _console
+from rebal_cli.render import plan_counts, print_plan, run_line
+from rebal_cli.support import EXIT_ERROR, fail, write_json
 
 # A run is followed until it has finished, at most this long by default.
 RUN_TIMEOUT_SECONDS = 120.0
 POLL_SECONDS = 0.5
 # The run statuses that mean it went wrong (the others that end a run are successes).
 FAILED_RUN_STATUSES = frozenset({"error", "cancelled", "plan_failed", "failed", "halted"})
-SIDE_STYLE = {"buy": "green", "sell": "red"}
 
 ApiUrl = Annotated[
     str | None,
@@ -55,11 +56,16 @@ def _band(raw: str | None) -> str | None:
     return str(value)
 
 
-def _console(stderr: bool = False) -> Console:
-    return Console(highlight=False, stderr=stderr, soft_wrap=True)
-
-
 # -- plans ----------------------------------------------------------------------------------------
+
+
+def _plan_header(plan: dict[str, Any]) -> str:
+    inputs = plan.get("inputs") or {}
+    return (
+        f"plan [bold]{plan['plan_id']}[/] for {plan['portfolio_id']} ({plan['status']}): "
+        f"{plan_counts(plan)}; portfolio value {inputs.get('total_value', '?')}, band {plan.get('band')}, "
+        f"expires {plan.get('expires_at')}"
+    )
 
 
 def preview(api_url: str | None, portfolio: str | None, band: str | None, as_json: bool) -> None:
@@ -70,56 +76,8 @@ def preview(api_url: str | None, portfolio: str | None, band: str | None, as_jso
     if as_json:
         write_json(plan)
         return
-    print_plan(plan)
+    print_plan(plan, _plan_header(plan))
     _console().print(f"approve it with: rebal approve {plan['plan_id']}")
-
-
-def print_plan(plan: dict[str, Any]) -> None:
-    console = _console()
-    inputs = plan.get("inputs") or {}
-    console.print(
-        f"plan [bold]{plan['plan_id']}[/] for {plan['portfolio_id']} ({plan['status']}): "
-        f"{len(plan['orders'])} orders, {len(plan['skipped'])} skipped, {len(plan['transfers'])} transfers; "
-        f"portfolio value {inputs.get('total_value', '?')}, band {plan.get('band')}, "
-        f"expires {plan.get('expires_at')}"
-    )
-    if plan["orders"]:
-        table = Table(title="Orders")
-        for column in ("phase", "account", "symbol", "side", "amount", "est. price", "est. cost", "est. fee"):
-            table.add_column(column, justify="right" if column.startswith(("amount", "est")) else "left")
-        for order in plan["orders"]:
-            side = order["side"]
-            table.add_row(
-                str(order["phase"]),
-                order["account"],
-                order["symbol"],
-                f"[{SIDE_STYLE.get(side, 'dim')}]{side}[/]",
-                order["amount"],
-                order["est_price"],
-                order["est_cost"],
-                order.get("est_fee", ""),
-            )
-        console.print(table)
-    if plan["skipped"]:
-        skipped = Table(title="Skipped")
-        for column in ("path", "symbol", "side", "amount", "reason"):
-            skipped.add_column(column)
-        for skip in plan["skipped"]:
-            skipped.add_row(skip["path"], skip["symbol"], skip["side"], skip["amount"], skip["reason"])
-        console.print(skipped)
-    if plan.get("projected_weights"):
-        weights = Table(title="Projected weights (of the parent)")
-        for column in ("path", "now", "after"):
-            weights.add_column(column, justify="left" if column == "path" else "right")
-        for row in plan["projected_weights"]:
-            weights.add_row(row["path"], _pct(row["current_weight"]), _pct(row["projected_weight"]))
-        console.print(weights)
-
-
-def _pct(value: Any) -> str:
-    if value is None:
-        return "-"
-    return f"{float(value) * 100:.2f}%"
 
 
 def _find_run(api: Api, portfolio: str | None, run_id: str) -> dict[str, Any] | None:
@@ -156,13 +114,7 @@ def _report_run(run: dict[str, Any] | None, timeout: float, as_json: bool, plan:
         fail(f"the run of plan {plan['plan_id']} has not finished after {timeout:g} s ({status})", EXIT_ERROR)
     counts = run.get("counts") or {}
     if not as_json:
-        style = "red" if run["status"] in FAILED_RUN_STATUSES else "green"
-        reasons = "; ".join(run.get("reasons") or [])
-        _console().print(
-            f"run {run['run_id']}: [{style}]{run['status']}[/]: {counts.get('placed', 0)} placed, "
-            f"{counts.get('filled', 0)} filled, {counts.get('skipped', 0)} skipped, "
-            f"{counts.get('failed', 0)} failed" + (f" ({reasons})" if reasons else "")
-        )
+        _console().print(f"run {run['run_id']}: {run_line(run['status'], counts, run.get('reasons') or ())}")
     if run["status"] in FAILED_RUN_STATUSES:
         raise typer.Exit(EXIT_ERROR)
 
@@ -208,7 +160,7 @@ def apply(
     api = connect(api_url)
     plan = api.post("/portfolio/rebalance", {"portfolio_id": portfolio, "dry_run": True, "band": _band(band)})
     if not as_json:
-        print_plan(plan)
+        print_plan(plan, _plan_header(plan))
     if not plan["orders"] and not plan["transfers"]:
         if as_json:
             write_json({"plan": plan, "run": None})
@@ -434,4 +386,4 @@ def register(app: typer.Typer) -> None:
     app.command()(cli_config.doctor)
 
 
-__all__ = ["DEFAULT_API_URL", "connect", "preview", "print_plan", "register"]
+__all__ = ["DEFAULT_API_URL", "connect", "preview", "register"]

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncpg
 from nats.errors import TimeoutError as NatsTimeout
@@ -41,6 +42,9 @@ from rebal_devstack import _proc
 from rebal_devstack._proc import LOOPBACK
 from rebal_devstack.nats import NatsServer
 from rebal_devstack.postgres import PostgresServer, run_sync
+
+if TYPE_CHECKING:
+    from rebal_cli.commands import Outcome
 
 SERVICES = ("tracker", "optimizer", "planner", "executor", "monitor")
 # The same defaults as `rebal.settings.PORTS`; a port that is taken is replaced by a free one.
@@ -382,9 +386,10 @@ class Infra:
 # -- the first rebalance -------------------------------------------------------------------------
 
 
-async def first_rebalance(nats_url: str, *, band: Decimal, timeout: float = 60.0) -> list[str]:
-    """Wait for a target, take a fresh snapshot, then rebalance the demo portfolio live; report lines."""
-    from rebal import bus, commands, subjects
+async def first_rebalance(nats_url: str, *, band: Decimal, timeout: float = 60.0) -> Outcome:
+    """Wait for a target, take a fresh snapshot, then rebalance the demo portfolio live (the operator's
+    `rebal rebalance`, whose outcome `rebal_cli.render` shows)."""
+    from rebal import bus, subjects
     from rebal.events import (
         BalanceSnapshotTaken,
         Event,
@@ -392,6 +397,7 @@ async def first_rebalance(nats_url: str, *, band: Decimal, timeout: float = 60.0
         TargetWeightsComputed,
         new_event,
     )
+    from rebal_cli import commands
 
     async with commands.connected(nats_url) as client:
         js = client.jetstream()
@@ -424,25 +430,7 @@ async def first_rebalance(nats_url: str, *, band: Decimal, timeout: float = 60.0
             if time.monotonic() > deadline:
                 raise StartFailed("the tracker took no snapshot of the demo portfolio")
             await asyncio.sleep(0.2)
-    outcome = await commands.rebalance(
-        nats_url, PORTFOLIO, dry_run=False, band=band, wait=True, timeout=timeout
-    )
-    plan, finished = outcome.plan, outcome.finished
-    lines = [f"command {outcome.command.event_id}"]
-    if plan is None:
-        return lines
-    if plan.type == "PlanFailed":
-        return [*lines, f"no plan: {getattr(plan, 'reason', '?')}"]
-    orders = getattr(plan, "orders", ())
-    lines.append(f"run {plan.correlation_id}: {len(orders)} orders (band {band})")
-    lines += [f"  {o.side:4} {o.amount} {o.symbol} on {o.account}" for o in orders]
-    if finished is not None:
-        lines.append(
-            f"{finished.status}: {finished.placed} placed, {finished.filled} filled, "
-            f"{finished.skipped} skipped, {finished.failed} failed"
-        )
-        lines += [f"  {reason}" for reason in finished.reasons]
-    return lines
+    return await commands.rebalance(nats_url, PORTFOLIO, dry_run=False, band=band, wait=True, timeout=timeout)
 
 
 # -- supervision ---------------------------------------------------------------------------------
@@ -635,8 +623,11 @@ def run(options: Options) -> int:
             _say("demo bot publishing strategy returns (trend, meanrev, arb)")
         if options.rebalance:
             _say(f"first rebalance of {PORTFOLIO!r} (live, on the paper exchange)")
-            for line in asyncio.run(first_rebalance(infra.nats_url, band=options.band)):
-                _say(line)
+            from rebal_cli import render
+
+            outcome = asyncio.run(first_rebalance(infra.nats_url, band=options.band))
+            _say(f"command {outcome.command.event_id} (band {options.band})")
+            render.print_outcome(outcome)
         print(summary(options, infra, services, bot), flush=True)
         watched = [_watch_child(child) for child in services]
         if bot is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rebal_optimizer.optimize import (
+from rebal_allocation.optimize import (
     Constraints,
     MaxSharpe,
     MeanVariance,
@@ -16,7 +16,7 @@ from rebal_optimizer.optimize import (
     SlopeStd,
     Solved,
 )
-from tests.optimizer.cases import random_returns
+from tests.allocation.cases import random_returns
 
 COUNT = 6
 # Two solves of the same data agree to about the solver tolerance: objectives closely, weights less so

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize
 
-from rebal_optimizer.estimate import estimate
-from rebal_optimizer.optimize import (
+from rebal_allocation.estimate import estimate
+from rebal_allocation.optimize import (
     MaxSharpe,
     MeanVariance,
     MinVariance,
@@ -21,7 +21,7 @@ from rebal_optimizer.optimize import (
     parity_gap,
     slope_over_std,
 )
-from tests.optimizer.cases import SAMPLE, random_returns, returns_with
+from tests.allocation.cases import SAMPLE, random_returns, returns_with
 
 # Weights from a solver with default tolerances on rescaled O(1) data agree with closed forms to this.
 CLOSE = 1e-5

@@ -10,7 +10,7 @@ FUND`, ...)
     rebal fund define FUND --exchange X --account A --quote Q --weights BTC=0.5,USDT=0.5 --prices-from P
 
 Amounts are exact decimals (at most 8 places) of the fund's quote. `--reference` names the transfer or the
-request: giving the same one again records it once. Exit codes (`rebal.cli_support`): 0 ok, 1 error, 2 bad
+request: giving the same one again records it once. Exit codes (`rebal_cli.support`): 0 ok, 1 error, 2 bad
 input or an unknown fund/user (one line naming the argument), 3 the API not running, 4 no token.
 """
 
@@ -23,10 +23,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from rebal.cli_api import DEFAULT_API_URL, connect
-from rebal.cli_support import fail, write_json
 from rebal.core.numbers import parse_decimal
 from rebal.subjects import TOKEN
+from rebal_cli.api import DEFAULT_API_URL, connect
+from rebal_cli.support import fail, write_json
 
 QUANTUM = Decimal("1e-8")
 

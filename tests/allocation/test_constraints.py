@@ -7,8 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rebal_optimizer.estimate import Estimator, correlation_of, estimate
-from rebal_optimizer.optimize import (
+from rebal_allocation.estimate import Estimator, correlation_of, estimate
+from rebal_allocation.optimize import (
     WEIGHT_TOLERANCE,
     Constraints,
     Group,
@@ -23,7 +23,7 @@ from rebal_optimizer.optimize import (
     Solved,
     SolverFailed,
 )
-from tests.optimizer.cases import random_returns
+from tests.allocation.cases import random_returns
 
 COUNT = 5
 METHODS: list[type[Optimizer]] = [MinVariance, MeanVariance, MaxSharpe, SlopeStd, Mix]

@@ -44,7 +44,7 @@ Methods (``returns`` is periods x strategies of simple period returns):
 Direct path. When the constraints are only long-only, fully invested and per-strategy bounds (and no pair
 exceeds the correlation threshold), minimum variance, mean-variance, maximum Sharpe / slope-std (with no
 bound either: the homogenised bounds are general constraints) and risk parity are solved by the exact
-numpy algorithms of ``rebal_optimizer.direct`` instead: an active-set method warm-started from the
+numpy algorithms of ``rebal_allocation.direct`` instead: an active-set method warm-started from the
 previous solution's active set, and Newton's method on the risk-parity barrier warm-started from the
 previous solution. Their answers satisfy the optimality conditions to rounding (checked); whenever they
 cannot vouch for one they return nothing and the cvxpy problem solves instead. ``direct=False`` always
@@ -68,8 +68,8 @@ import cvxpy as _cvxpy
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from rebal_optimizer.direct import ActiveSet, box_qp, risk_parity
-from rebal_optimizer.estimate import Estimate, Estimator, Rolling, correlation_of, estimate_rolling, factor
+from rebal_allocation.direct import ActiveSet, box_qp, risk_parity
+from rebal_allocation.estimate import Estimate, Estimator, Rolling, correlation_of, estimate_rolling, factor
 
 # cvxpy ships py.typed but re-exports its atoms implicitly (`from ... import *`), which strict mypy
 # rejects; the modelling layer is used untyped, behind these names.
@@ -240,7 +240,7 @@ class Optimizer(ABC):
         """The method's objective at `weights`, in the original units."""
 
     def _direct(self, returns: Floats, est: Estimate) -> Floats | str | None:
-        """Weights by a direct method (``rebal_optimizer.direct``), storing its warm start; a reason when
+        """Weights by a direct method (``rebal_allocation.direct``), storing its warm start; a reason when
         the data make the problem infeasible; None when there is no direct method or it gave no answer.
         Called only when the constraints are bounds at most and no pair is capped."""
         return None

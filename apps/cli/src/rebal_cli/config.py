@@ -9,11 +9,11 @@ services accept. Errors name the key; a configuration error exits 4.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,8 +22,6 @@ from pydantic import BaseModel, ValidationError
 from pydantic_settings import BaseSettings
 from rich.console import Console
 
-from rebal.cli_api import connect
-from rebal.cli_support import EXIT_ERROR, fail, write_json
 from rebal.io import FileError, load_document
 from rebal.settings import (
     CONFIG_FILE_ENV,
@@ -35,8 +33,13 @@ from rebal.settings import (
     read_config_file,
     using_config_file,
 )
+from rebal_cli.api import connect
+from rebal_cli.support import EXIT_ERROR, fail, write_json
 
 SERVICES = tuple(PORTS)
+# Where each distribution names its settings class (see `service_classes`).
+SETTINGS_ENTRY_POINTS = "rebal.settings"
+VENUES = "venues"
 VENUES_ENV_PREFIX = "REBAL__VENUES__"
 CHECK_TIMEOUT_SECONDS = 3.0
 MASK = "**********"
@@ -48,23 +51,22 @@ config_app = typer.Typer(help="Check and show the configuration.", no_args_is_he
 
 def service_classes(with_venues: bool = True) -> dict[str, type[BaseSettings]]:
     """Each installed service's settings class, by service name, and the venues' configuration (the
-    ``[venues.<name>]`` sections the tracker and the executor read beside their own), as ``venues``."""
+    ``[venues.<name>]`` sections the tracker and the executor read beside their own), as ``venues``.
+
+    Each distribution names its own class under the ``rebal.settings`` entry points (its pyproject), so
+    the CLI keeps no list of services and finds exactly those installed; none is imported before it is
+    needed (the venues' class imports ccxt: 3 to 15 s)."""
+    order = {name: index for index, name in enumerate((*SERVICES, VENUES))}
+    entries = sorted(
+        (entry for entry in entry_points(group=SETTINGS_ENTRY_POINTS) if with_venues or entry.name != VENUES),
+        key=lambda entry: (order.get(entry.name, len(order)), entry.name),
+    )
     found: dict[str, type[BaseSettings]] = {}
-    for name in SERVICES:
-        try:
-            module = importlib.import_module(f"rebal_{name}.settings")
-        except ModuleNotFoundError:
-            continue
-        for value in vars(module).values():
-            if isinstance(value, type) and issubclass(value, ServiceSettings) and value.service == name:
-                found[name] = value
-    if not with_venues:
-        return found
-    try:
-        from rebal_venues.factory import VenuesConfig  # imports ccxt: 3 to 15 s, so only when needed
-    except ModuleNotFoundError:
-        return found
-    found["venues"] = VenuesConfig
+    for entry in entries:
+        value = entry.load()
+        if not (isinstance(value, type) and issubclass(value, BaseSettings)):
+            raise TypeError(f"entry point {SETTINGS_ENTRY_POINTS}:{entry.name} is not a settings class")
+        found[entry.name] = value
     return found
 
 

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.covariance import LedoitWolf
 
-from rebal_optimizer.estimate import (
+from rebal_allocation.estimate import (
     ROLLING_REFRESH,
     Estimator,
     Method,
@@ -18,8 +18,8 @@ from rebal_optimizer.estimate import (
     estimate_rolling,
     factor,
 )
-from rebal_optimizer.volatility import leverage_for, portfolio_config, target_volatility
-from tests.optimizer.cases import random_returns, returns_with
+from rebal_allocation.volatility import leverage_for, portfolio_config, target_volatility
+from tests.allocation.cases import random_returns, returns_with
 
 
 def test_sample_estimate_is_the_sample_mean_and_covariance() -> None:

@@ -3,8 +3,9 @@
 `optimize` gives the allocation across strategies and its volatility targeting, the numbers of
 `portfolio_config.json` (`--export FILE` writes exactly that document: account_value, weights,
 realised_volatility, target_volatility, leverage). With `--returns FILE` it solves offline with the
-optimizer's own code; otherwise it publishes `RunOptimization` and waits for the running optimizer's
-answer (exit 3 when it does not come, 1 when the optimizer could not allocate, with its reason).
+optimizer's own mathematics (`rebal_allocation`); otherwise it publishes `RunOptimization` and waits for
+the running optimizer's answer (exit 3 when it does not come, 1 when the optimizer could not allocate,
+with its reason).
 
 `backfill` publishes a strategy's return history (docs/bots.md, "Backfill files") on the bus, exactly
 as its bot would report it: one `StrategyReturnReported` per period, its id derived from the strategy and
@@ -24,32 +25,28 @@ from typing import Annotated
 
 import orjson
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from rebal import subjects
-from rebal.cli_support import (
+from rebal.core.numbers import parse_decimal
+from rebal.events import StrategyReturnReported, new_event
+from rebal_allocation.allocation import METHOD_PARAMETERS
+from rebal_cli.render import console as _console
+from rebal_cli.returns_file import ReturnsFileError, single_series
+from rebal_cli.support import (
     DEFAULT_NATS_URL,
     EXIT_ERROR,
     EXIT_NOT_RUNNING,
     fail,
     write_json,
 )
-from rebal.core.numbers import parse_decimal
-from rebal.events import StrategyReturnReported, new_event
-from rebal.returns_file import ReturnsFileError, single_series
-from rebal.settings import EXIT_CONFIGURATION
 
 # Publishes in flight at once while backfilling (each waits for its JetStream acknowledgement).
 BACKFILL_CONCURRENCY = 256
 
 NatsUrl = Annotated[str, typer.Option("--nats-url", envvar="REBAL__NATS__URL", help="NATS server.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")]
-
-
-def _console(stderr: bool = False) -> Console:
-    return Console(highlight=False, stderr=stderr, soft_wrap=True)
 
 
 def _token(value: str, option: str) -> str:
@@ -84,7 +81,7 @@ async def _publish_all(url: str, events: list[StrategyReturnReported], show: boo
     from nats.errors import NoRespondersError
     from nats.errors import TimeoutError as NatsTimeout
 
-    from rebal.commands import NotRunning, connected
+    from rebal_cli.commands import NotRunning, connected
 
     stored = duplicates = 0
     columns = (
@@ -134,7 +131,7 @@ def backfill(
     as_json: AsJson = False,
 ) -> None:
     """Publish a strategy's return history, as its bot would have; running it again adds nothing."""
-    from rebal.commands import NotRunning
+    from rebal_cli.commands import NotRunning
 
     _token(portfolio, "--portfolio")
     _token(strategy, "--strategy")
@@ -170,7 +167,7 @@ def backfill(
 # -- optimize -------------------------------------------------------------------------------------
 
 OPTIMIZE_TIMEOUT_SECONDS = 30.0
-METHODS = ("min_variance", "mean_variance", "max_sharpe", "risk_parity", "slope_std", "mix")
+METHODS = tuple(METHOD_PARAMETERS)
 
 
 def _parameters(raw: list[str]) -> dict[str, float]:
@@ -198,20 +195,17 @@ def _offline(
     min_weight: float,
     max_weight: float,
 ) -> dict[str, object]:
-    """Solve from a returns file with the optimizer's own code (no bus, no database)."""
+    """Solve from a returns file with the optimizer's own mathematics (no bus, no database)."""
     from pydantic import ValidationError
 
     from rebal.core.performance import align
-    from rebal.returns_file import read_returns
+    from rebal_allocation.allocation import Allocation
+    from rebal_allocation.methods import make_optimizer  # imports cvxpy: only when solving
+    from rebal_allocation.optimize import Infeasible, SolverFailed
+    from rebal_allocation.volatility import portfolio_config
+    from rebal_allocation.volatility import target_volatility as scale
+    from rebal_cli.returns_file import read_returns
 
-    try:
-        from rebal_optimizer.allocator import make_optimizer
-        from rebal_optimizer.optimize import Infeasible, SolverFailed
-        from rebal_optimizer.settings import AllocationSettings
-        from rebal_optimizer.volatility import portfolio_config
-        from rebal_optimizer.volatility import target_volatility as scale
-    except ImportError:  # pragma: no cover - the optimizer is part of every install of the workspace
-        fail("rebal optimize --returns needs the rebal-optimizer package installed", EXIT_CONFIGURATION)
     try:
         returns = read_returns(path)
     except ReturnsFileError as exc:
@@ -228,7 +222,7 @@ def _offline(
     if matrix.shape[0] < 2:
         fail(f"{path}: only {matrix.shape[0]} dates every strategy has a return for; at least 2 are needed")
     try:
-        settings = AllocationSettings(
+        allocation = Allocation(
             method=method,
             parameters=parameters,
             estimator=estimator,
@@ -237,7 +231,7 @@ def _offline(
             target_volatility=target_volatility,
             max_leverage=max_leverage,
         )
-        optimizer = make_optimizer(settings, names)
+        optimizer = make_optimizer(allocation, names)
     except ValidationError as exc:
         fail("the allocation options: " + "; ".join(error["msg"] for error in exc.errors()))
     except ValueError as exc:  # constraints the method cannot take
@@ -264,8 +258,8 @@ async def _ask(url: str, portfolio: str, timeout: float) -> object:
     from nats.errors import TimeoutError as NatsTimeout
 
     from rebal import bus
-    from rebal.commands import NotRunning, connected
     from rebal.events import Event, OptimizationFailed, RunOptimization, TargetWeightsComputed
+    from rebal_cli.commands import NotRunning, connected
 
     command = new_event(
         RunOptimization, key=uuid.uuid4(), now=datetime.now(UTC), portfolio_id=portfolio, requested_by="cli"
@@ -333,8 +327,8 @@ def optimize(
 ) -> None:
     """The allocation across strategies and its volatility targeting (portfolio_config.json): offline
     from a returns file, or from the running optimizer (which uses its configured method)."""
-    from rebal.commands import NotRunning
     from rebal.events import OptimizationFailed, TargetWeightsComputed
+    from rebal_cli.commands import NotRunning
 
     if export is not None and (export.is_dir() or not export.parent.is_dir()):
         fail(f"--export: {export} is a directory or its directory does not exist")

@@ -1,39 +1,38 @@
 """The `rebal` command line: plan a rebalance from files, show trees.
 
 Exit codes: 0 ok, 1 error, 2 bad input (one line on stderr naming the file, the node path and the problem),
-3 not running, 4 configuration error (`rebal.cli_support`). The operator, strategy and fund commands live
-in `rebal.cli_ops`, `rebal.cli_strategies` and `rebal.cli_funds`, registered on this app at the bottom.
+3 not running, 4 configuration error (`rebal_cli.support`). The operator, strategy and fund commands live
+in `rebal_cli.ops`, `rebal_cli.strategies` and `rebal_cli.funds`, registered on this app at the bottom.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
-from rich.tree import Tree as RichTree
 
-from rebal import cli_funds, cli_ops, cli_strategies
-from rebal.cli_support import (
+from rebal.core.diff import diff_trees
+from rebal.core.errors import InputError
+from rebal.core.market import Markets, Prices
+from rebal.core.numbers import parse_decimal
+from rebal.core.plan import plan_rebalance
+from rebal.core.tree import parse_tree
+from rebal.io import FileError, load
+from rebal.render import plan_json, tree_json
+from rebal_cli import funds as cli_funds
+from rebal_cli import ops as cli_ops
+from rebal_cli import render
+from rebal_cli import strategies as cli_strategies
+from rebal_cli.support import (
     DEFAULT_NATS_URL,
     EXIT_ERROR,
     EXIT_NOT_RUNNING,
     fail,
     write_json,
 )
-from rebal.core.diff import diff_trees
-from rebal.core.errors import InputError
-from rebal.core.market import Markets, Prices
-from rebal.core.numbers import parse_decimal
-from rebal.core.plan import Plan, plan_rebalance
-from rebal.core.tree import parse_tree
-from rebal.io import FileError, load
-from rebal.render import JsonDict, plan_json, tree_json
 
 app = typer.Typer(
     name="rebal",
@@ -44,8 +43,6 @@ app = typer.Typer(
 )
 tree_app = typer.Typer(help="Look at portfolio trees.", no_args_is_help=True)
 app.add_typer(tree_app, name="tree")
-
-OPERATION_STYLE = {"buy": "green", "sell": "red", "hold": "dim"}
 
 
 def _amount_option(raw: str | None, option: str) -> float:
@@ -136,67 +133,7 @@ def plan(
     if as_json:
         write_json(plan_json(result))
     else:
-        _print_plan(result)
-
-
-def _print_plan(result: Plan) -> None:
-    console = Console(highlight=False)
-    data = plan_json(result)
-    console.print(_rich_diff(data["diff"]))
-    orders = data["orders"]
-    table = Table(title=f"Orders ({len(orders)})", show_lines=False)
-    for column in ("phase", "account", "exchange", "symbol", "side", "amount", "est. price", "est. cost"):
-        table.add_column(
-            column, justify="right" if column in ("amount", "est. price", "est. cost") else "left"
-        )
-    for order in orders:
-        table.add_row(
-            str(order["phase"]),
-            order["account"],
-            order["exchange"],
-            order["symbol"],
-            f"[{OPERATION_STYLE[order['side']]}]{order['side']}[/]",
-            order["amount"],
-            order["est_price"],
-            order["est_cost"],
-        )
-    console.print(table)
-    if data["transfers"]:
-        transfers = Table(title=f"Transfers ({len(data['transfers'])})")
-        for column in ("asset", "from", "to", "amount", "est. value"):
-            transfers.add_column(column)
-        for t in data["transfers"]:
-            transfers.add_row(t["asset"], t["from"], t["to"], t["amount"], t["est_value"])
-        console.print(transfers)
-    if data["skipped"]:
-        skipped = Table(title=f"Skipped ({len(data['skipped'])})")
-        for column in ("path", "symbol", "side", "amount", "reason"):
-            skipped.add_column(column)
-        for s in data["skipped"]:
-            skipped.add_row(s["path"], s["symbol"], s["side"], s["amount"], s["reason"])
-        console.print(skipped)
-
-
-def _rich_diff(node: JsonDict, parent: RichTree | None = None) -> RichTree:
-    op = node["operation"]
-    label = (
-        f"[bold]{node['name']}[/] "
-        f"{_percent(node['current_weight'])} → {_percent(node['desired_weight'])}  "
-        f"{node['current_value']} → {node['desired_value']}  "
-        f"[{OPERATION_STYLE[op]}]{op} {node['diff_value']}[/]"
-    )
-    if "asset" in node:
-        label += f"  [cyan]{node['asset']}[/] {node['current_amount']} → {node['desired_amount']}"
-        if Decimal(node["locked_amount"]):
-            label += f" (locked {node['locked_amount']})"
-    branch = RichTree(label) if parent is None else parent.add(label)
-    for child in node["children"]:
-        _rich_diff(child, branch)
-    return branch
-
-
-def _percent(weight: str) -> str:
-    return f"{Decimal(weight) * 100:.2f}%"
+        render.print_plan(plan_json(result))
 
 
 @tree_app.command("show")
@@ -216,24 +153,7 @@ def tree_show(
     if as_json:
         write_json(data)
         return
-    Console(highlight=False).print(_rich_tree(data))
-
-
-def _rich_tree(node: dict[str, Any], parent: RichTree | None = None) -> RichTree:
-    label = f"[bold]{node['name']}[/]"
-    if "kind" in node:
-        label += f" [dim]({node['kind']})[/]"
-    if "quote" in node:
-        label += f" quote {node['quote']}"
-    if "asset" in node:
-        label += f"  [cyan]{node['asset']}[/] {node['amount']}"
-        if "locks" in node:
-            locks = ", ".join(f"{lock['owner']} {lock['amount']}" for lock in node["locks"])
-            label += f"  [yellow]locked {node['locked_amount']}[/] ({locks}), free {node['free_amount']}"
-    branch = RichTree(label) if parent is None else parent.add(label)
-    for child in node.get("children", []):
-        _rich_tree(child, branch)
-    return branch
+    render.console().print(render.real_tree(data))
 
 
 @app.command("rebalance")
@@ -253,7 +173,8 @@ def rebalance_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
 ) -> None:
     """Ask the planner for a rebalance of PORTFOLIO (executed by the executor unless --dry-run)."""
-    from rebal import commands, subjects, telemetry
+    from rebal import subjects, telemetry
+    from rebal_cli import commands
 
     try:
         subjects.check_token(portfolio, "--portfolio")
@@ -284,43 +205,9 @@ def rebalance_command(
             }
         )
     else:
-        _print_outcome(outcome)
+        render.print_outcome(outcome)
     if failed or unfinished:
         raise typer.Exit(EXIT_ERROR)
-
-
-def _print_outcome(outcome: Any) -> None:
-    console = Console(highlight=False)
-    plan, finished = outcome.plan, outcome.finished
-    if plan is None:
-        console.print(f"sent rebalance command {outcome.command.event_id} for {outcome.command.portfolio_id}")
-        return
-    if plan.type == "PlanFailed":
-        console.print(f"[red]no plan[/] for run {plan.correlation_id}: {plan.reason}")
-        return
-    kind = "dry-run plan" if plan.dry_run else "plan"
-    console.print(
-        f"run {plan.correlation_id}: {kind} with {len(plan.orders)} orders, {len(plan.skipped)} skipped, "
-        f"{len(plan.transfers)} transfers (portfolio value {plan.total_value})"
-    )
-    table = Table(show_lines=False)
-    for column in ("phase", "account", "symbol", "side", "amount", "est. cost"):
-        table.add_column(column)
-    for order in plan.orders:
-        table.add_row(
-            str(order.phase), order.account, order.symbol, order.side, str(order.amount), str(order.est_cost)
-        )
-    if plan.orders:
-        console.print(table)
-    if finished is not None:
-        style = (
-            "green" if finished.status == "completed" else "yellow" if "adjust" in finished.status else "red"
-        )
-        console.print(
-            f"[{style}]{finished.status}[/]: {finished.placed} placed, {finished.filled} filled, "
-            f"{finished.skipped} skipped, {finished.failed} failed"
-            + (f" ({'; '.join(finished.reasons)})" if finished.reasons else "")
-        )
 
 
 for _commands in (cli_ops, cli_strategies, cli_funds):

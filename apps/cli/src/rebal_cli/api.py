@@ -1,6 +1,6 @@
 """The `rebal` commands' HTTP client for the monitor's REST API: one request, one outcome, exit codes.
 
-Every failure becomes one line on stderr and the documented exit code (`rebal.cli_support`): the API not
+Every failure becomes one line on stderr and the documented exit code (`rebal_cli.support`): the API not
 answering is 3 (not running), a token missing or refused is 4 (configuration), a 404 or a rejected
 request is 2, a refusal (409: a stale or expired plan) or a server error is 1.
 """
@@ -16,13 +16,13 @@ import httpx
 from pydantic import ValidationError
 from pydantic_settings import SettingsConfigDict
 
-from rebal.cli_support import (
+from rebal.settings import EXIT_CONFIGURATION, ApiSettings, ConfigFileError, Configured
+from rebal_cli.support import (
     EXIT_BAD_INPUT,
     EXIT_ERROR,
     EXIT_NOT_RUNNING,
     fail,
 )
-from rebal.settings import EXIT_CONFIGURATION, ApiSettings, ConfigFileError, Configured
 
 DEFAULT_API_URL = "http://127.0.0.1:8105"
 REQUEST_TIMEOUT_SECONDS = 30.0
