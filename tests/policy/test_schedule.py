@@ -124,7 +124,9 @@ def test_bad_expressions_are_refused_with_the_reason(expression: str, message: s
         CronSchedule(expression)
 
 
-@pytest.mark.parametrize("name", ["Mars/Olympus", "europe/berlin", "Europe", "", "../etc/passwd", "localtime"])
+@pytest.mark.parametrize(
+    "name", ["Mars/Olympus", "europe/berlin", "Europe", "", "../etc/passwd", "localtime"]
+)
 def test_unknown_zones_are_refused(name: str) -> None:
     with pytest.raises(ValueError, match="zone"):
         CronSchedule("0 0 * * *", name)
@@ -159,7 +161,9 @@ def brute_force(expression: str, zone: str, start: datetime, minutes: int) -> li
         ["2024-03-31", "2024-10-27", "2024-03-10", "2024-11-03", "2024-04-07", "2024-10-06"]
     ),
 )
-def test_ticks_match_a_minute_by_minute_reading_of_the_rule(expression: str, zone: str, transition: str) -> None:
+def test_ticks_match_a_minute_by_minute_reading_of_the_rule(
+    expression: str, zone: str, transition: str
+) -> None:
     start = datetime.fromisoformat(transition).replace(tzinfo=UTC) - timedelta(hours=14)
     minutes = 36 * 60
     expected = brute_force(expression, zone, start, minutes)

@@ -97,6 +97,14 @@ class CronSchedule:
     def __repr__(self) -> str:
         return f"CronSchedule({self.expression!r}, {self.timezone!r})"
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CronSchedule):
+            return NotImplemented
+        return (self.expression, self.timezone) == (other.expression, other.timezone)
+
+    def __hash__(self) -> int:
+        return hash((self.expression, self.timezone))
+
     def previous(self, at: int) -> int | None:
         """The latest tick at or before `at`, or None when there is none."""
         return self._bracket(at)[0]
