@@ -285,6 +285,6 @@ def _drift_text(breaches: tuple[Breach, ...]) -> str:
     worst = max(breaches, key=lambda b: abs(b.current_weight - b.desired_weight) - b.limit)
     count = "1 node outside its band" if len(breaches) == 1 else f"{len(breaches)} nodes outside their bands"
     return (
-        f"{count}, furthest {worst.path} at {weight_str(worst.current_weight)} for "
-        f"{weight_str(worst.desired_weight)} ({worst.band} limit {weight_str(worst.limit)})"
+        f"{count}; furthest: {worst.path}, weight {weight_str(worst.current_weight)} for a target of "
+        f"{weight_str(worst.desired_weight)}, {worst.band} limit {weight_str(worst.limit)}"
     )
