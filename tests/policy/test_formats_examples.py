@@ -96,3 +96,16 @@ def test_the_documented_error_line(tmp_path: Path) -> None:
         load_policy(path)
     line = str(caught.value).replace(str(tmp_path) + "/", "")
     assert f"`{line}`" in DOC
+
+
+def test_the_documented_policy_file_reads() -> None:
+    section = DOC[DOC.index("## The autopilot policy") :]
+    text = re.search(r"```toml\n(.*?)\n```", section, flags=re.DOTALL)[1]
+    policy = parse_policy(tomllib.loads(text)).to_policy()
+    assert (policy.scope, policy.mode, policy.replan_on_price_move, policy.min_trade_value) == (
+        "portfolio",
+        "approve",
+        2,
+        10.0,
+    )
+    assert policy.overrides == {"alice/spot/sol": {"absolute": 0.02}}

@@ -161,3 +161,16 @@ def test_times_are_iso_8601_in_whole_seconds() -> None:
     assert parse_instant("2024-06-03T00:00:00.9Z") == 1_717_372_800
     with pytest.raises(ValueError, match="ISO 8601"):
         parse_instant("yesterday")
+
+
+def test_a_policy_reads_back_from_what_it_stores(tmp_path: Path) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_text(FULL_TOML)
+    written = load_policy(path)
+    stored = written.document()
+    assert orjson.loads(orjson.dumps(stored)) == stored
+    assert stored["bands"] == {"alice/binance/spot/crypto/sol": {"drift_absolute": 0.02}}
+    assert (stored["invest_cash_above"], stored["cooldown"]) == ("500", "7d")
+    assert parse_policy(stored) == written
+    removed = parse_policy({"bands": {"a/b": {"drift_relative": None}}})
+    assert parse_policy(removed.document()).to_policy().overrides == {"a/b": {"relative": None}}

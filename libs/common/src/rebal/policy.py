@@ -175,6 +175,10 @@ class PolicyDocument(BaseModel):
             self._schedule = CronSchedule(self.schedule, self.timezone)
         return self
 
+    def document(self) -> dict[str, Any]:
+        """The policy as written (JSON-able, defaults left out), to store or show; it reads back equal."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
     def to_policy(self) -> Policy:
         """The core's policy: bands as floats, the cooldown in seconds, the schedule built."""
         return Policy(
@@ -265,15 +269,21 @@ def _time(instant: int | None) -> str | None:
 def reason_text(decision: Decision, reason: str) -> str:
     """One reason as a sentence that starts with its code (``cooldown: ...``)."""
     last = "never" if decision.last_rebalance is None else instant_text(decision.last_rebalance)
+    since = "at or before now" if decision.last_rebalance is None else f"since the last rebalance ({last})"
+    after = (
+        "with no rebalance before it"
+        if decision.last_rebalance is None
+        else f"after the last rebalance ({last})"
+    )
     cash = f"{money_str(abs(decision.cash_above_target))} {decision.quote}"
     cash = f"{cash} {'above' if decision.cash_above_target >= 0 else 'below'} the target cash"
     threshold = money_str(decision.invest_cash_above or 0.0)
     texts: dict[str, Callable[[], str]] = {
-        SCHEDULE: lambda: f"the tick at {_time(decision.tick)} falls after the last rebalance ({last})",
+        SCHEDULE: lambda: f"the tick at {_time(decision.tick)} falls {after}",
         DRIFT: lambda: _drift_text(decision.breaches),
         COOLDOWN: lambda: f"no full rebalance until {_time(decision.cooldown_until)} (last rebalance {last})",
         CASH: lambda: f"{cash}, more than invest_cash_above {threshold}",
-        NO_TICK: lambda: f"no tick since the last rebalance ({last}); next {_time(decision.next_scheduled)}",
+        NO_TICK: lambda: f"no tick {since}; next {_time(decision.next_scheduled)}",
         WITHIN_BANDS: lambda: "every node is within its bands",
         CASH_WITHIN: lambda: f"{cash}, not more than invest_cash_above {threshold}",
         NO_TRIGGER: lambda: "the policy has no schedule, no band and no invest_cash_above",

@@ -167,7 +167,9 @@ def evaluate(diff: DiffTree, policy: Policy, *, now: int, last_rebalance: int | 
         blocked_by=blocked_by,
         breaches=breaches,
         next_scheduled=schedule.following(now) if schedule is not None else None,
-        scope="breaching" if policy.scope == "breaching" and not scheduled else "portfolio",
+        scope="breaching"
+        if kind == "full" and policy.scope == "breaching" and not scheduled
+        else "portfolio",
         now=now,
         last_rebalance=last_rebalance,
         tick=tick,
