@@ -30,8 +30,8 @@ from rebal.core.market import Prices
 from rebal.core.partial import breaching_only, buy_only
 from rebal.core.policy import Bands, Policy, evaluate
 from rebal.core.tree import parse_tree
-from rebal.policy import parse_instant
 from rebal.schedule import CronSchedule
+from rebal.trigger import parse_instant
 
 DAY = 86_400
 START = parse_instant("2015-01-05T00:00:00Z")

@@ -10,8 +10,8 @@ from rebal.core.market import Markets, Prices
 from rebal.core.plan import plan_rebalance
 from rebal.core.policy import Bands, Decision, Policy, evaluate
 from rebal.core.tree import parse_tree
-from rebal.policy import parse_instant
 from rebal.render import plan_json
+from rebal.trigger import parse_instant
 
 Doc = dict[str, Any]
 PRICES: Doc = {"quote": "USD", "prices": {"BTC": "50000", "ETH": "3000", "SOL": "200", "USDT": "1"}}

@@ -19,8 +19,8 @@ from rebal.core.policy import (
     find_breaches,
     planned_diff,
 )
-from rebal.policy import parse_instant
 from rebal.schedule import CronSchedule
+from rebal.trigger import parse_instant
 from tests.autopilot import ABSOLUTE_5, PRICES, TARGET, decide, diff_of, orders, real
 
 NOW = "2024-06-05T12:00:00Z"

@@ -13,7 +13,8 @@ import pytest
 
 from rebal.core.policy import evaluate, planned_diff
 from rebal.io import FileError
-from rebal.policy import decision_json, load_policy, parse_instant, parse_policy
+from rebal.policy import load_policy, parse_policy
+from rebal.trigger import decision_json, parse_instant
 from tests.autopilot import diff_of, orders, real
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "formats.md").read_text()

@@ -10,7 +10,8 @@ import yaml
 
 from rebal.core.policy import Bands
 from rebal.io import FileError
-from rebal.policy import duration_seconds, load_policy, parse_instant, parse_policy
+from rebal.policy import duration_seconds, load_policy, parse_policy
+from rebal.trigger import parse_instant
 
 FULL_TOML = """\
 schedule = "0 0 * * MON"

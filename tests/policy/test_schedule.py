@@ -10,8 +10,8 @@ from croniter import croniter_range
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rebal.policy import instant_text, parse_instant
 from rebal.schedule import CronSchedule
+from rebal.trigger import instant_text, parse_instant
 
 
 def at(text: str) -> int:

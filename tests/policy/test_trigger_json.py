@@ -4,8 +4,8 @@ sentence per reason that starts with its code."""
 from __future__ import annotations
 
 from rebal.core.policy import Bands, Policy
-from rebal.policy import decision_json, instant_text, parse_instant
 from rebal.schedule import CronSchedule
+from rebal.trigger import decision_json, instant_text, parse_instant
 from tests.autopilot import decide, diff_of, real
 
 KEYS = ["rebalance", "kind", "reasons", "blocked_by", "breaches", "next_scheduled"]
