@@ -1,7 +1,8 @@
-"""Reading input files (JSON or YAML) and turning every input problem into one line naming the file."""
+"""Reading input files (JSON, YAML or TOML) and turning every input problem into one line naming the file."""
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -13,6 +14,7 @@ from rebal.core.errors import InputError
 
 T = TypeVar("T")
 YAML_SUFFIXES = frozenset({".yaml", ".yml"})
+TOML_SUFFIX = ".toml"
 
 
 class FileError(Exception):
@@ -27,7 +29,7 @@ class FileError(Exception):
 
 
 def load_document(path: Path) -> object:
-    """Parse a JSON or YAML file (YAML by suffix; JSON otherwise, with YAML as a fallback for .txt etc.)."""
+    """Parse a JSON, YAML or TOML file (YAML and TOML by suffix; JSON otherwise, with YAML as a fallback)."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -38,6 +40,8 @@ def load_document(path: Path) -> object:
         raise FileError(path, "", f"cannot read: {exc.strerror}") from None
     if path.suffix.lower() in YAML_SUFFIXES:
         return _load_yaml(path, data)
+    if path.suffix.lower() == TOML_SUFFIX:
+        return _load_toml(path, data)
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -54,6 +58,15 @@ def _load_yaml(path: Path, data: bytes) -> object:
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise FileError(path, where, f"malformed YAML: {problem}") from None
+
+
+def _load_toml(path: Path, data: bytes) -> object:
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise FileError(path, "", "malformed TOML: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise FileError(path, "", f"malformed TOML: {exc}") from None
 
 
 def load(path: Path, parse: Callable[[object], T]) -> T:
