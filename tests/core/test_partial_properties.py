@@ -74,11 +74,6 @@ def wallet_drift(diff: DiffTree) -> float:
     return float(np.abs(diff.current_value - diff.desired_value)[wallets].max(initial=0.0)) / total
 
 
-def band_drift(diff: DiffTree) -> float:
-    """The largest |current - desired| weight of any node, weights of the parent: what bands measure."""
-    return float(np.abs(diff.current_weight - diff.desired_weight)[1:].max(initial=0.0))
-
-
 @SETTINGS
 @given(cases(locks=False))
 def test_buy_only_never_sells_and_never_increases_the_largest_drift(case: Case) -> None:
@@ -93,9 +88,19 @@ def test_buy_only_never_sells_and_never_increases_the_largest_drift(case: Case) 
     total = float(before.current_value[0])
     # Fees leave the portfolio: every weight may shift by up to twice their share of it.
     slack = 2 * float(fees) / total if total > 0 else 0.0
+    # A buy is truncated to its market's step: the cash it leaves behind (less than one step's value per
+    # market, and possibly moved to the account for it) stays in the account's cash wallet.
+    steps = sum(
+        float(Decimal(spec["amount_step"]) * Decimal(case.prices["prices"][symbol.split("/")[0]]))
+        for markets in case.markets.values()
+        for symbol, spec in markets.items()
+    )
+    slack += steps / total if total > 0 else 0.0
     bought = diff_of(after, case)
+    # Drift as a share of the portfolio, per wallet. A node's weight of its PARENT can rise under buy-only:
+    # when an account over its target sends its spare cash away, what it cannot sell becomes a larger
+    # share of what is left in it (an account wanted at 0% that keeps two unsold coins holds them at 100%).
     assert wallet_drift(bought) <= wallet_drift(before) + slack + NOISE
-    assert band_drift(bought) <= band_drift(before) + slack + NOISE
 
 
 @SETTINGS
