@@ -149,6 +149,11 @@ async def test_a_backtest_json_is_backfilled_like_a_csv(
             "line 2, column date: '2024-01-01T10:00:00' has no time zone",
         ),
         ("date,return\n2024-01-01,0.01,7\n", "line 2: 3 columns, the header has 2"),
+        # The bounds the bus applies (rebal.core.bounds), so that the file fails here, named, not on the bus.
+        ("date,return\n2030-01-01,1e400\n", "line 2, column return: '1e400' is too large"),
+        ("date,return\n2030-01-01,1e-20000\n", "line 2, column return: '1e-20000' has more than 100 decimal"),
+        ("date,return\n2200-01-01,0.01\n", "line 2, column date: '2200-01-01' is outside 1970-01-01..2100"),
+        ("date,return\n0001-01-01,0.01\n", "line 2, column date: '0001-01-01' is outside 1970-01-01..2100"),
     ],
 )
 def test_a_bad_row_is_named_and_nothing_is_published(tmp_path: Path, content: str, message: str) -> None:

@@ -6,13 +6,17 @@ correlation id (the rebalance run), the causation id (the message that caused it
 Breaking changes get a new `version` and a new subject (see `rebal.subjects`).
 
 Quantities, prices and money are decimals, carried as strings in JSON.
+
+Every value is checked where it enters (`rebal.core.bounds`): text that Postgres can store (no NUL, no
+lone surrogate; in the trees too), finite decimals below 1e30 with at most 100 decimal places, times in
+1970..2100 UTC, period returns of at least -1. A message that breaks one is refused on its own content.
 """
 
 from __future__ import annotations
 
 import builtins
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar
@@ -20,6 +24,7 @@ from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from rebal import subjects
+from rebal.core import bounds
 from rebal.subjects import Topic
 
 NAMESPACE = uuid.UUID("6f0c8f0e-6a43-5f7b-9a57-2d0cb1f3e0a1")
@@ -27,6 +32,43 @@ PortfolioId = Annotated[str, AfterValidator(lambda v: subjects.check_token(v, "p
 StrategyId = Annotated[str, AfterValidator(lambda v: subjects.check_token(v, "strategy"))]
 Side = Literal["buy", "sell"]
 E = TypeVar("E", bound="Event")
+V = TypeVar("V")
+
+
+def _refusing(problem: Callable[[V], str | None], shown: Callable[[V], str]) -> AfterValidator:
+    def check(value: V) -> V:
+        found = problem(value)
+        if found is not None:
+            raise ValueError(f"{shown(value)} {found}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _document_text(document: dict[str, Any]) -> str | None:
+    """The first unstorable text among the keys and strings of a JSON document (a tree, prices)."""
+    pending: list[Any] = [document]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            problem = bounds.text_problem(item)
+            if problem is not None:
+                return problem
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return None
+
+
+Text = Annotated[str, _refusing(bounds.text_problem, lambda value: "the text")]
+Number = Annotated[Decimal, _refusing(bounds.decimal_problem, str)]
+PeriodReturn = Annotated[Decimal, _refusing(bounds.return_problem, str)]
+Moment = Annotated[
+    AwareDatetime, _refusing(lambda value: bounds.time_problem(value.timestamp()), datetime.isoformat)
+]
+Document = Annotated[dict[str, Any], _refusing(_document_text, lambda value: "a string in it")]
 
 
 def derive_id(*parts: object) -> uuid.UUID:
@@ -62,11 +104,11 @@ class Event(Frozen):
 
     topic: ClassVar[Topic]
 
-    type: str
+    type: str  # a literal in every subclass
     version: Literal[1] = 1
     event_id: uuid.UUID
-    occurred_at: AwareDatetime
-    emitted_at: AwareDatetime
+    occurred_at: Moment
+    emitted_at: Moment
     portfolio_id: PortfolioId
     correlation_id: uuid.UUID | None = None
     causation_id: uuid.UUID | None = None
@@ -102,8 +144,8 @@ class StartRebalance(Event):
     topic = subjects.START_REBALANCE
     type: Literal["StartRebalance"] = "StartRebalance"
     dry_run: bool = True
-    band: Decimal = Field(default=Decimal(0), ge=0)
-    requested_by: str = "operator"
+    band: Number = Field(default=Decimal(0), ge=0)
+    requested_by: Text = "operator"
 
 
 class TakeSnapshot(Event):
@@ -118,8 +160,8 @@ class HaltTrading(Event):
 
     topic = subjects.HALT_TRADING
     type: Literal["HaltTrading"] = "HaltTrading"
-    reason: str = ""
-    requested_by: str = "operator"
+    reason: Text = ""
+    requested_by: Text = "operator"
 
 
 class ResumeTrading(Event):
@@ -127,7 +169,7 @@ class ResumeTrading(Event):
 
     topic = subjects.RESUME_TRADING
     type: Literal["ResumeTrading"] = "ResumeTrading"
-    requested_by: str = "operator"
+    requested_by: Text = "operator"
 
 
 class RunOptimization(Event):
@@ -136,7 +178,7 @@ class RunOptimization(Event):
 
     topic = subjects.RUN_OPTIMIZATION
     type: Literal["RunOptimization"] = "RunOptimization"
-    requested_by: str = "operator"
+    requested_by: Text = "operator"
 
 
 # Facts.
@@ -147,9 +189,9 @@ class BalanceSnapshotTaken(Event):
 
     topic = subjects.BALANCE_SNAPSHOT_TAKEN
     type: Literal["BalanceSnapshotTaken"] = "BalanceSnapshotTaken"
-    tree: dict[str, Any]
-    prices: dict[str, Any]
-    markets: dict[str, Any] | None = None
+    tree: Document
+    prices: Document
+    markets: Document | None = None
 
 
 class Optimization(Frozen):
@@ -158,19 +200,19 @@ class Optimization(Frozen):
     volatilities are annualised. In reconciler mode, `targets` is the value wanted per instrument and
     `notes` says what could not be followed (a short on spot, more than the account holds)."""
 
-    method: str
-    parameters: dict[str, float] = Field(default_factory=dict)
-    weights: dict[str, float]
+    method: Text
+    parameters: dict[Text, float] = Field(default_factory=dict)
+    weights: dict[Text, float]
     realised_volatility: float | None
     target_volatility: float
     leverage: float
-    account_value: Decimal
-    status: str
+    account_value: Number
+    status: Text
     observations: int
-    trigger: str
+    trigger: Text
     mode: Literal["weights", "reconciler"] = "weights"
-    targets: dict[str, Decimal] | None = None
-    notes: tuple[str, ...] = ()
+    targets: dict[Text, Number] | None = None
+    notes: tuple[Text, ...] = ()
 
 
 class TargetWeightsComputed(Event):
@@ -179,8 +221,8 @@ class TargetWeightsComputed(Event):
 
     topic = subjects.TARGET_WEIGHTS_COMPUTED
     type: Literal["TargetWeightsComputed"] = "TargetWeightsComputed"
-    tree: dict[str, Any]
-    source: str = "file"
+    tree: Document
+    source: Text = "file"
     optimization: Optimization | None = None
 
 
@@ -190,37 +232,37 @@ class OptimizationFailed(Event):
 
     topic = subjects.OPTIMIZATION_FAILED
     type: Literal["OptimizationFailed"] = "OptimizationFailed"
-    method: str
-    reason: str
-    trigger: str
+    method: Text
+    reason: Text
+    trigger: Text
 
 
 class PlannedOrder(Frozen):
-    account: str
-    exchange: str
-    symbol: str
+    account: Text
+    exchange: Text
+    symbol: Text
     side: Side
-    amount: Decimal
-    est_price: Decimal
-    est_cost: Decimal
-    est_fee: Decimal
+    amount: Number
+    est_price: Number
+    est_cost: Number
+    est_fee: Number
     phase: int
 
 
 class PlannedTransfer(Frozen):
-    asset: str
-    from_account: str
-    to_account: str
-    amount: Decimal
-    est_value: Decimal
+    asset: Text
+    from_account: Text
+    to_account: Text
+    amount: Number
+    est_value: Number
 
 
 class SkippedOrder(Frozen):
-    path: str
-    symbol: str
+    path: Text
+    symbol: Text
     side: Side
-    amount: Decimal
-    reason: str
+    amount: Number
+    reason: Text
 
 
 class RebalancePlanned(Event):
@@ -229,10 +271,10 @@ class RebalancePlanned(Event):
     topic = subjects.REBALANCE_PLANNED
     type: Literal["RebalancePlanned"] = "RebalancePlanned"
     dry_run: bool
-    band: Decimal
+    band: Number
     snapshot_id: uuid.UUID
     target_id: uuid.UUID
-    total_value: Decimal
+    total_value: Number
     orders: tuple[PlannedOrder, ...]
     transfers: tuple[PlannedTransfer, ...] = ()
     skipped: tuple[SkippedOrder, ...] = ()
@@ -243,7 +285,7 @@ class PlanFailed(Event):
 
     topic = subjects.PLAN_FAILED
     type: Literal["PlanFailed"] = "PlanFailed"
-    reason: str
+    reason: Text
     dry_run: bool
 
 
@@ -259,12 +301,12 @@ class OrderPlaced(Event):
 
     topic = subjects.ORDER_PLACED
     type: Literal["OrderPlaced"] = "OrderPlaced"
-    client_order_id: str
-    account: str
-    exchange: str
-    symbol: str
+    client_order_id: Text
+    account: Text
+    exchange: Text
+    symbol: Text
     side: Side
-    amount: Decimal
+    amount: Number
     phase: int
 
 
@@ -273,14 +315,14 @@ class OrderFilled(Event):
 
     topic = subjects.ORDER_FILLED
     type: Literal["OrderFilled"] = "OrderFilled"
-    client_order_id: str
-    trade_id: str
-    symbol: str
+    client_order_id: Text
+    trade_id: Text
+    symbol: Text
     side: Side
-    amount: Decimal
-    price: Decimal
-    fee: Decimal
-    fee_asset: str
+    amount: Number
+    price: Number
+    fee: Number
+    fee_asset: Text
 
 
 RunStatus = Literal[
@@ -299,7 +341,7 @@ class RunFinished(Event):
     filled: int
     skipped: int
     failed: int
-    reasons: tuple[str, ...] = ()
+    reasons: tuple[Text, ...] = ()
 
 
 class StrategyReturnReported(Event):
@@ -308,10 +350,10 @@ class StrategyReturnReported(Event):
     topic = subjects.STRATEGY_RETURN_REPORTED
     type: Literal["StrategyReturnReported"] = "StrategyReturnReported"
     strategy_id: StrategyId
-    timestamp: AwareDatetime
-    period_return: Decimal
-    equity: Decimal | None = None
-    positions: dict[str, Decimal] | None = None
+    timestamp: Moment
+    period_return: PeriodReturn
+    equity: Number | None = None
+    positions: dict[Text, Number] | None = None
 
     @property
     def subject_key(self) -> str:
@@ -329,12 +371,12 @@ class DefineFund(Event):
 
     topic = subjects.DEFINE_FUND
     type: Literal["DefineFund"] = "DefineFund"
-    exchange: str
-    account: str
-    quote: str
-    weights: dict[str, Decimal]
+    exchange: Text
+    account: Text
+    quote: Text
+    weights: dict[Text, Number]
     prices_from: PortfolioId
-    requested_by: str = "operator"
+    requested_by: Text = "operator"
 
 
 class RecordDeposit(Event):
@@ -343,10 +385,10 @@ class RecordDeposit(Event):
 
     topic = subjects.RECORD_DEPOSIT
     type: Literal["RecordDeposit"] = "RecordDeposit"
-    user_id: str = Field(min_length=1, max_length=128)
-    amount: Decimal = Field(gt=0)
-    reference: str
-    requested_by: str = "operator"
+    user_id: Text = Field(min_length=1, max_length=128)
+    amount: Number = Field(gt=0)
+    reference: Text
+    requested_by: Text = "operator"
 
 
 class RequestWithdrawal(Event):
@@ -354,10 +396,10 @@ class RequestWithdrawal(Event):
 
     topic = subjects.REQUEST_WITHDRAWAL
     type: Literal["RequestWithdrawal"] = "RequestWithdrawal"
-    user_id: str = Field(min_length=1, max_length=128)
-    amount: Decimal | None = Field(default=None, gt=0)
-    reference: str
-    requested_by: str = "operator"
+    user_id: Text = Field(min_length=1, max_length=128)
+    amount: Number | None = Field(default=None, gt=0)
+    reference: Text
+    requested_by: Text = "operator"
 
 
 class RunFundCycle(Event):
@@ -366,16 +408,16 @@ class RunFundCycle(Event):
     topic = subjects.RUN_FUND_CYCLE
     type: Literal["RunFundCycle"] = "RunFundCycle"
     rebalance: bool = False
-    requested_by: str = "operator"
+    requested_by: Text = "operator"
 
 
 class FundDefined(Event):
     topic = subjects.FUND_DEFINED
     type: Literal["FundDefined"] = "FundDefined"
-    exchange: str
-    account: str
-    quote: str
-    weights: dict[str, Decimal]
+    exchange: Text
+    account: Text
+    quote: Text
+    weights: dict[Text, Number]
     prices_from: PortfolioId
 
 
@@ -384,16 +426,16 @@ class FundDeposited(Event):
 
     topic = subjects.FUND_DEPOSITED
     type: Literal["FundDeposited"] = "FundDeposited"
-    user_id: str
-    amount: Decimal
-    cash: Decimal
+    user_id: Text
+    amount: Number
+    cash: Number
 
 
 class FundWithdrawalRequested(Event):
     topic = subjects.FUND_WITHDRAWAL_REQUESTED
     type: Literal["FundWithdrawalRequested"] = "FundWithdrawalRequested"
-    user_id: str
-    amount: Decimal | None
+    user_id: Text
+    amount: Number | None
 
 
 class FundCommandRejected(Event):
@@ -401,9 +443,9 @@ class FundCommandRejected(Event):
 
     topic = subjects.FUND_COMMAND_REJECTED
     type: Literal["FundCommandRejected"] = "FundCommandRejected"
-    command: str
-    user_id: str = ""
-    reason: str
+    command: Text
+    user_id: Text = ""
+    reason: Text
 
 
 class FundCyclePlanned(Event):
@@ -419,9 +461,9 @@ class FundCyclePlanned(Event):
     rebalance: bool
     orders: int
     user_orders: int
-    user_fees: Decimal
-    net_fees: Decimal
-    skipped: tuple[str, ...] = ()
+    user_fees: Number
+    net_fees: Number
+    skipped: tuple[Text, ...] = ()
 
 
 class FundCycleSettled(Event):
@@ -430,11 +472,11 @@ class FundCycleSettled(Event):
     topic = subjects.FUND_CYCLE_SETTLED
     type: Literal["FundCycleSettled"] = "FundCycleSettled"
     cycle_id: uuid.UUID
-    paid: dict[str, Decimal]
-    short: dict[str, Decimal] = Field(default_factory=dict)
-    fees: Decimal
+    paid: dict[Text, Number]
+    short: dict[Text, Number] = Field(default_factory=dict)
+    fees: Number
     # Fees the venue took in an asset the users' ledgers are not charged in (a third asset such as BNB).
-    unallocated_fees: dict[str, Decimal] = Field(default_factory=dict)
+    unallocated_fees: dict[Text, Number] = Field(default_factory=dict)
 
 
 class FundNeedsAdjustment(Event):
@@ -442,7 +484,7 @@ class FundNeedsAdjustment(Event):
 
     topic = subjects.FUND_NEEDS_ADJUSTMENT
     type: Literal["FundNeedsAdjustment"] = "FundNeedsAdjustment"
-    reasons: tuple[str, ...]
+    reasons: tuple[Text, ...]
     cancelled: int
 
 
