@@ -89,6 +89,11 @@ CONSUMER_PENDING = Gauge(
     "Messages in the stream not yet delivered to the service's durable consumer (the server's count).",
     ["service", "consumer"],
 )
+CONSUMER_WAITING = Gauge(
+    "rebal_consumer_waiting",
+    "1 while the durable consumer holds its messages until a dependency (Postgres, NATS) is back.",
+    ["consumer"],
+)
 CONSUMER_ACK_PENDING = Gauge(
     "rebal_consumer_ack_pending_messages",
     "Messages delivered to the service's durable consumer and not yet acknowledged.",

@@ -4,8 +4,8 @@
 ``faststream run rebal_<name>.app:app``) serving on the service's own port:
 
 - ``/livez``: the process is up;
-- ``/readyz``: NATS answers and, for services that use it, Postgres answers (503 and a JSON body naming
-  what failed otherwise);
+- ``/readyz``: NATS answers, for services that use it Postgres answers, and no consumer is holding its
+  messages until a dependency is back (503 and a JSON body naming what failed otherwise);
 - ``/metrics``: Prometheus text (FastStream's messaging metrics and the ``rebal_`` ones: `rebal.metrics`).
 
 Every broker also carries FastStream's OpenTelemetry middleware when tracing is on (`rebal.telemetry`:
@@ -137,7 +137,12 @@ def build(
         if not await broker.ping(timeout=READY_TIMEOUT_SECONDS):
             raise RuntimeError("NATS does not answer")
 
-    all_checks = [("nats", nats_ready), *checks]
+    async def consumers_flowing() -> None:
+        held = bus.waiting(broker)
+        if held:
+            raise RuntimeError("; ".join(f"{durable} waits: {why}" for durable, why in sorted(held.items())))
+
+    all_checks = [("nats", nats_ready), *checks, ("consumers", consumers_flowing)]
 
     @get(include_in_schema=False)
     async def livez(scope: Any) -> AsgiResponse:
