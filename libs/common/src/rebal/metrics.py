@@ -29,6 +29,11 @@ STRATEGY_RETURNS = Counter(
     "Strategy returns ingested by the tracker (duplicates included).",
     ["strategy"],
 )
+STRATEGY_RETURNS_UNUSABLE = Gauge(
+    "rebal_strategy_returns_unusable",
+    "Stored returns statistics skip: out of the bounds entries enforce (stored before they were).",
+    ["portfolio", "strategy"],
+)
 STRATEGY_LAST_RETURN = Gauge(
     "rebal_strategy_last_return_timestamp_seconds",
     "Timestamp of the latest return received per strategy.",
