@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from faststream import AckPolicy
 from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
@@ -107,14 +107,25 @@ def stream_of(subject: str) -> StreamSpec:
     return EVENTS
 
 
-async def declare_streams(broker: NatsBroker, replicas: int = 1) -> None:
-    """Create the streams, or bring an existing one's configuration up to date."""
+async def declare_streams(broker: NatsBroker, replicas: int = 1, *, update: bool = True) -> None:
+    """Create the streams, and bring an existing one's configuration up to date when `update`.
+
+    On a secured bus only the migration user may update a stream (`deploy/nats/auth.conf`): a service
+    under its own user creates what is missing and warns about a configuration that differs, which
+    ``python -m rebal.migrate`` brings up to date."""
     js = broker.config.connection_state.stream
     for spec in STREAMS:
         config = spec.config(replicas)
         try:
             await js.add_stream(config)
         except BadRequestError:
+            if not update:
+                log.warning(
+                    "stream %s is configured differently from what this version declares; run the"
+                    " migration (python -m rebal.migrate) to update it",
+                    spec.name,
+                )
+                continue
             await js.update_stream(config)
 
 
@@ -399,6 +410,27 @@ def consume(
     )
 
 
+class Durable(NamedTuple):
+    """A durable consumer: its stream, its name and the subjects it takes."""
+
+    stream: str
+    name: str
+    subject: str
+
+
+_CONSUMERS: weakref.WeakKeyDictionary[NatsBroker, list[Durable]] = weakref.WeakKeyDictionary()
+
+
+def consumers_of(broker: NatsBroker) -> list[Durable]:
+    """Every durable consumer registered on `broker`: what the service's NATS user must be allowed to
+    use (`deploy/nats/auth.conf`), and whose backlog it reports."""
+    return list(_CONSUMERS.get(broker, []))
+
+
+def _register(broker: NatsBroker, subject: str, durable: str) -> None:
+    _CONSUMERS.setdefault(broker, []).append(Durable(stream_of(subject).name, durable, subject))
+
+
 def _subscribe(
     broker: NatsBroker,
     publisher: Publisher,
@@ -410,6 +442,7 @@ def _subscribe(
     topic: str,
 ) -> None:
     spec = stream_of(subject)
+    _register(broker, subject, durable)
     consumer = _Consumer(broker, publisher, service, durable, topic)
     config = api.ConsumerConfig(
         ack_policy=api.AckPolicy.EXPLICIT,
@@ -477,6 +510,7 @@ def consume_batch(
         batch_size,
     )
     _BATCH_CONSUMERS.setdefault(broker, []).append(consumer)
+    _register(broker, consumer.subject, durable)
     return consumer
 
 
@@ -495,6 +529,7 @@ def consume_all_batch(
         broker, publisher, service, filter_subject, durable, decode_any, handler, "any", batch_size
     )
     _BATCH_CONSUMERS.setdefault(broker, []).append(consumer)
+    _register(broker, consumer.subject, durable)
     return consumer
 
 
