@@ -206,6 +206,7 @@ def _offline(
 
     try:
         from rebal_optimizer.allocator import make_optimizer
+        from rebal_optimizer.estimate import TooLarge
         from rebal_optimizer.optimize import Infeasible, SolverFailed
         from rebal_optimizer.settings import AllocationSettings
         from rebal_optimizer.volatility import portfolio_config
@@ -242,7 +243,10 @@ def _offline(
         fail("the allocation options: " + "; ".join(error["msg"] for error in exc.errors()))
     except ValueError as exc:  # constraints the method cannot take
         fail(f"the allocation options: {exc}")
-    result = optimizer.solve(matrix)
+    try:
+        result = optimizer.solve(matrix)
+    except TooLarge as exc:  # what cannot be estimated, or would not fit in memory
+        fail(f"{path}: {exc}")
     if isinstance(result, Infeasible | SolverFailed):
         kind = "infeasible" if isinstance(result, Infeasible) else "solver failed"
         fail(f"no allocation: {kind}: {result.reason}", EXIT_ERROR)

@@ -47,7 +47,7 @@ from rebal.events import (
     new_event,
 )
 from rebal.io import FileError, load
-from rebal_optimizer.estimate import Estimator
+from rebal_optimizer.estimate import Estimator, TooLarge
 from rebal_optimizer.optimize import (
     Constraints,
     Group,
@@ -270,7 +270,10 @@ class Allocator:
             if names != self.names:
                 self.names, self.weights = names, None  # the previous weights are of other strategies
         current = None if self.weights is None else [self.weights[name] for name in names]
-        result = await asyncio.to_thread(self.optimizer.solve, data.returns, current)
+        try:
+            result = await asyncio.to_thread(self.optimizer.solve, data.returns, current)
+        except TooLarge as exc:
+            return self._failed(trigger, f"cannot allocate: {exc}")
         if isinstance(result, Infeasible | SolverFailed):
             kind = "infeasible" if isinstance(result, Infeasible) else "solver failed"
             return self._failed(trigger, f"{kind}: {result.reason}")
