@@ -49,12 +49,15 @@ FILE_ERRORS: tuple[type[OSError], ...] = (
 
 
 def is_outage(exc: BaseException) -> bool:
-    """Whether `exc`, or an exception it was raised from, says a dependency is unavailable."""
+    """Whether `exc`, or the exception it was raised from or while handling, says a dependency is
+    unavailable: asyncpg's ``InterfaceError`` "the underlying connection is closed", raised when a
+    transaction cannot roll back on a connection that died, carries the ``ConnectionDoesNotExistError``
+    that killed it as its context."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         if isinstance(current, OUTAGES) and not isinstance(current, FILE_ERRORS):
             return True
         seen.add(id(current))
-        current = current.__cause__
+        current = current.__cause__ or current.__context__
     return False
