@@ -16,6 +16,7 @@ import orjson
 from faststream.nats import NatsBroker
 
 from rebal import bus, subjects
+from rebal.events import StartRebalance
 from rebal_devstack.nats import NatsServer
 
 # Snapshots carry whole trees: the same limit as make run.
@@ -90,3 +91,18 @@ async def collecting(
     finally:
         await subscription.unsubscribe()
         await client.drain()
+
+
+def consume_commands(
+    broker: NatsBroker, durable: str, handler: bus.BatchHandler[StartRebalance], batch_size: int = 10
+) -> None:
+    """A batch consumer of `StartRebalance` commands on `broker` (the bus's tests use it as any kind)."""
+    bus.consume_batch(
+        broker,
+        bus.Publisher(broker),
+        service="tracker",
+        kind=StartRebalance,
+        durable=durable,
+        handler=handler,
+        batch_size=batch_size,
+    )

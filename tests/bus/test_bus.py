@@ -13,7 +13,7 @@ from faststream.nats import NatsBroker
 
 from rebal import bus, metrics, subjects
 from rebal.events import BalanceSnapshotTaken, StartRebalance, new_event
-from tests.messaging import collecting, eventually, started
+from tests.messaging import collecting, consume_commands, eventually, started
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
@@ -228,15 +228,7 @@ async def test_two_replicas_share_a_batch_consumer_without_duplicates_or_losses(
         async def keep(events: Sequence[StartRebalance], name: str = name) -> None:
             seen[name].extend(e.requested_by for e in events)
 
-        bus.consume_batch(
-            broker,
-            bus.Publisher(broker),
-            service="tracker",
-            kind=StartRebalance,
-            durable="test-shared",
-            handler=keep,
-            batch_size=50,
-        )
+        consume_commands(broker, "test-shared", keep, batch_size=50)
     sent = [str(i) for i in range(600)]
     async with started(replicas[0]), started(replicas[1]):
         publisher = bus.Publisher(replicas[0])
@@ -263,15 +255,7 @@ async def test_a_batch_that_fails_on_one_message_loses_only_that_one(
             raise ValueError("the database refuses one of these")
         handled.extend(event.requested_by for event in events)
 
-    bus.consume_batch(
-        broker,
-        bus.Publisher(broker),
-        service="tracker",
-        kind=StartRebalance,
-        durable="test-poisoned",
-        handler=store,
-        batch_size=100,
-    )
+    consume_commands(broker, "test-poisoned", store, batch_size=100)
     sent = [str(i) for i in range(300)]
     sent[137] = "poison"
     async with collecting(nats_url) as letters, started(broker):
@@ -315,15 +299,7 @@ async def test_an_outage_holds_the_messages_until_the_dependency_is_back(
         await store([event])
 
     if batched:
-        bus.consume_batch(
-            broker,
-            bus.Publisher(broker),
-            service="tracker",
-            kind=StartRebalance,
-            durable="test-outage",
-            handler=store,
-            batch_size=10,
-        )
+        consume_commands(broker, "test-outage", store, batch_size=10)
     else:
         bus.consume(
             broker,

@@ -52,7 +52,7 @@ async def test_readiness_names_a_consumer_holding_its_messages_until_a_dependenc
 
     from rebal import bus
     from rebal.events import StartRebalance, new_event
-    from tests.messaging import eventually
+    from tests.messaging import consume_commands, eventually
 
     broker = NatsBroker(nats_url)
     app = service.build("test", broker, ServiceSettings(nats={"url": nats_url}))
@@ -64,15 +64,7 @@ async def test_readiness_names_a_consumer_holding_its_messages_until_a_dependenc
             raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")
         handled.extend(events)
 
-    bus.consume_batch(
-        broker,
-        bus.Publisher(broker),
-        service="test",
-        kind=StartRebalance,
-        durable="test-held",
-        handler=store,
-        batch_size=10,
-    )
+    consume_commands(broker, "test-held", store, batch_size=10)
     async with started(broker):
         now = datetime(2026, 1, 1, tzinfo=UTC)
         await bus.Publisher(broker).publish(new_event(StartRebalance, key=1, now=now, portfolio_id="demo"))
