@@ -55,5 +55,5 @@ async def test_a_burst_with_two_poisoned_returns_stores_every_other_one_once(
         ts = await stored.pool.fetch("SELECT extract(epoch FROM ts)::bigint AS s FROM strategy_returns")
         assert len({row["s"] for row in ts}) == 298  # each once (the key is strategy and timestamp)
     reasons = sorted(letter["error"] for letter in letters if letter["service"] == "tracker")
-    assert "has more than 100 decimal places" in reasons[0]
+    assert "no more than 100 decimal places" in reasons[0]
     assert "NUL character" in reasons[1]

@@ -41,6 +41,8 @@ from nats.js.errors import BadRequestError, NotFoundError
 from pydantic import ValidationError
 
 from rebal import metrics, outage, subjects
+from rebal.core import bounds
+from rebal.core.bounds import TEXT_PATTERN
 from rebal.events import EVENT_TYPES, DeadLettered, Event, derive_id
 
 log = logging.getLogger("rebal.bus")
@@ -377,8 +379,11 @@ def decode_any(subject: str, body: bytes) -> Event | str:
 def _brief(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors()[:3]:
-        where = ".".join(str(part) for part in error["loc"]) or "body"
-        parts.append(f"{where}: {error['msg']}")
+        where = ".".join(repr(part) if "\x00" in str(part) else str(part) for part in error["loc"]) or "body"
+        message = error["msg"]
+        if error["type"] == "string_pattern_mismatch" and error.get("ctx", {}).get("pattern") == TEXT_PATTERN:
+            message = f"{error['input']!r} {bounds.text_problem(str(error['input']))}"
+        parts.append(f"{where}: {message}")
     more = f" (+{exc.error_count() - 3} more)" if exc.error_count() > 3 else ""
     return "; ".join(parts) + more
 

@@ -29,6 +29,9 @@ DECIMAL_LIMIT = Decimal("1e30")
 DECIMAL_PLACES = 100
 MIN_RETURN = Decimal(-1)
 
+# The same rule for text as a pattern every character must match (the event models hand it to pydantic,
+# which refuses lone surrogates itself).
+TEXT_PATTERN = r"^[^\x00]*$"
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
