@@ -6,17 +6,21 @@ subjects, fields and examples cannot drift from the code.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
+import operator
 import sys
+import types
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, get_args
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
 from rebal import bus, subjects
+from rebal.core import bounds
 from rebal.events import (
     ApprovePlan,
     BalanceSnapshotTaken,
@@ -423,7 +427,20 @@ def bus_run_id(command: Event) -> Any:
     return derive_run_id(command)
 
 
+def without_checks(annotation: Any) -> Any:
+    """The type without its `Annotated` checks (`rebal.events.Text` is shown as `str`)."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return without_checks(args[0])
+    if origin in (Union, types.UnionType):
+        return functools.reduce(operator.or_, [without_checks(arg) for arg in args])
+    if origin in (dict, tuple, list):
+        return origin[tuple(without_checks(arg) for arg in args)]
+    return annotation
+
+
 def type_name(annotation: Any) -> str:
+    annotation = without_checks(annotation)
     text = getattr(annotation, "__name__", None) if not get_args(annotation) else None
     if text is None:
         text = str(annotation)
@@ -465,19 +482,45 @@ JSON; money, quantities and prices are decimal strings. Subjects are built only 
 
 Every publish sets `Nats-Msg-Id` to the event id. Ids derive from the cause (uuid5 of the
 cause's id and what the event is about), so a redelivered trigger recomputes the same id and the
-server drops the second publish. Streams are declared in code (`rebal.bus.declare_streams`) by
-every service at start. NATS runs with `max_payload: 8MB`: snapshots carry whole trees
-({max_mib} MiB per message at most).
+server drops the second publish. Streams are declared in code (`rebal.bus.declare_streams`):
+every service creates a missing one at start; `python -m rebal.migrate` (as the NATS user
+`migrate` on a secured bus, the only one allowed to) brings an existing one's configuration up
+to date. NATS runs with `max_payload: 8MB`: snapshots carry whole trees ({max_mib} MiB per
+message at most).
+
+## Values
+
+Every field is checked where a message enters (`rebal.core.bounds`), so that what is accepted can
+be stored and computed with; a message that breaks one of these is refused on its own content:
+
+- text (every string, and every key and string inside the `tree`, `prices` and `markets`
+  documents) holds no NUL character (U+0000) and no lone surrogate: Postgres cannot store them;
+- decimals are finite, below {decimal_limit} in size, with at most {decimal_places} decimal places;
+- times (`occurred_at`, `emitted_at`, a return's `timestamp`) lie in 1970-01-01..2100-01-01 UTC
+  (the end excluded);
+- a period return is at least -1.
 
 ## Consumers
 
-Every consumer is a durable pull consumer (replicas of a service share it), acks explicitly
-after its handler (`AckPolicy.NACK_ON_ERROR`), and reports progress while a handler runs (ack
-wait {ack_wait:g} s). A failing handler is retried with backoff ({backoff} s) up to {max_deliver}
-deliveries, then dead-lettered. A message that cannot be read (malformed JSON, a schema
-violation, a subject version the service does not know, a subject naming another portfolio than
-the payload) goes at once to `rebal.dlq.<service>` and is counted in
-`rebal_messages_dead_lettered_total{{service,topic}}`; the service keeps serving.
+Every consumer is durable (replicas of a service share it) and acks explicitly after its handler
+(`AckPolicy.NACK_ON_ERROR`); most pull one message at a time, the high-rate ones (the tracker's
+returns, the monitor's journal) take batches, and all report progress while a handler runs (ack
+wait {ack_wait:g} s).
+
+- A message that cannot be read (malformed JSON, a schema violation or a value out of bounds, a
+  subject version the service does not know, a subject naming another portfolio than the
+  payload) goes at once to `rebal.dlq.<service>` and is counted in
+  `rebal_messages_dead_lettered_total{{service,topic}}`; the service keeps serving.
+- A handler that fails on a message is retried with backoff ({backoff} s) up to {max_deliver}
+  deliveries, then dead-lettered. A batch that fails is split in halves until the messages that
+  fail alone are found: only those are retried and dead-lettered, every other one is stored once.
+- A dependency that is unavailable (Postgres or NATS: connection refused or lost, the server
+  starting or shutting down; `rebal.outage`, by exception class) is not the message's fault:
+  the consumer keeps the messages it holds (extending their ack deadline, so nothing is
+  redelivered or counted), takes no new ones, tries again every {hold:g} s at most, and goes on
+  when the dependency is back, however long that takes while the stream keeps the messages.
+  Meanwhile `/readyz` answers 503 naming the consumer (`consumers`) and
+  `rebal_consumer_waiting{{consumer}}` is 1.
 
 ## The envelope
 
@@ -498,6 +541,9 @@ def render() -> str:
         ack_wait=bus.ACK_WAIT_SECONDS,
         backoff=", ".join(f"{b:g}" for b in bus.BACKOFF_SECONDS),
         max_deliver=bus.MAX_DELIVER,
+        hold=bus.HOLD_RETRY_SECONDS[-1],
+        decimal_limit=f"1e{bounds.DECIMAL_LIMIT.adjusted()}",
+        decimal_places=bounds.DECIMAL_PLACES,
     )
     out = [intro.rstrip("\n"), *field_rows(Event, set()), ""]
     for entry in examples():

@@ -9,15 +9,18 @@ from hypothesis import strategies as st
 from sklearn.covariance import LedoitWolf
 
 from rebal_allocation.estimate import (
+    MEMORY_LIMIT_BYTES,
     ROLLING_REFRESH,
     Estimator,
     Method,
     Rolling,
+    TooLarge,
     correlation_of,
     estimate,
     estimate_rolling,
     factor,
 )
+from rebal_allocation.optimize import Constraints, MinVariance, RiskParity
 from rebal_allocation.volatility import leverage_for, portfolio_config, target_volatility
 from tests.allocation.cases import random_returns, returns_with
 
@@ -114,3 +117,33 @@ def test_rolling_moments_start_afresh_after_the_refresh_count() -> None:
     for day in range(ROLLING_REFRESH + 3):
         _, rolling = estimate_rolling(history[day : day + 50], Estimator("sample"), rolling)
         assert rolling is not None and rolling.updates == day % (ROLLING_REFRESH + 1)
+
+
+@pytest.mark.parametrize("method", ["sample", "ewma", "ledoit_wolf"])
+def test_returns_whose_moments_overflow_are_refused_not_estimated(method: Method) -> None:
+    returns = np.array([[1e200, 0.01], [-0.5, 0.02], [1e200, 0.01]])
+    with pytest.raises(TooLarge, match=r"too large to estimate from \(the largest is 1e\+200\)"):
+        estimate(returns, Estimator(method))
+    with pytest.raises(TooLarge):
+        estimate_rolling(returns, Estimator(method), None)
+    with pytest.raises(TooLarge, match="not all finite"):
+        RiskParity(2).solve([[np.inf, 0.01], [0.0, 0.02], [0.01, 0.0]])
+
+
+def test_too_many_strategies_are_refused_before_any_matrix_is_made() -> None:
+    too_many = 9000  # 4 matrices of 9000 x 9000 floats: 2.4 GiB
+    assert 4 * 8 * too_many**2 > MEMORY_LIMIT_BYTES
+    with pytest.raises(TooLarge, match=r"9000 strategies: estimating their covariance would take 2\.4 GiB"):
+        estimate(np.zeros((3, too_many)), Estimator())
+
+
+def test_a_problem_too_large_to_set_up_is_refused_before_cvxpy_builds_it() -> None:
+    """1000 strategies with a correlation cap: the direct path does not apply, and cvxpy would take
+    8 x 1001 x 1000001 bytes (7.5 GiB) to set up the risk term."""
+    rng = np.random.default_rng(5)
+    returns = rng.normal(0.001, 0.02, (5, 1000))
+    optimizer = MinVariance(1000, constraints=Constraints(correlation_threshold=0.5, pair_cap=0.5))
+    with pytest.raises(
+        TooLarge, match=r"1000 strategies: setting up the optimisation problem would take 7\.5 GiB"
+    ):
+        optimizer.solve(returns)

@@ -39,6 +39,7 @@ from rebal_devstack.postgres import create_database, drop_database
 from rebal_devstack.stack import SERVICES, Services
 from tests.e2e.conftest import TEST_SETTINGS
 from tests.e2e.flow import PORTFOLIO, client, publish_raw, ready_for_commands, wait_for
+from tests.messaging import auth_users
 from tests.observability.otlp import Receiver, otlp_receiver
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,7 +47,7 @@ DEPLOY = ROOT / "deploy"
 PROMETHEUS = "/usr/bin/prometheus"
 SCRAPE_SECONDS = 1
 BAND = Decimal("0.01")
-NATS_USERS = ("tracker", "optimizer", "planner", "executor", "monitor", "api", "bot_trend")
+NATS_USERS = tuple(user.replace("-", "_") for user in auth_users())
 BOT = "trend"
 
 

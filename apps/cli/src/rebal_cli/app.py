@@ -181,8 +181,8 @@ def rebalance_command(
     except ValueError as exc:
         fail(str(exc))
     band_value = parse_decimal(band)
-    if band_value is None or band_value < 0:
-        fail(f"--band: {band!r} must be a decimal >= 0")
+    if band_value is None or not 0 <= band_value <= 1:  # a fraction of the portfolio, as the API takes
+        fail(f"--band: {band!r} must be a decimal from 0 to 1")
     try:
         # OTEL_TRACES_EXPORTER (the OpenTelemetry convention) turns the operator's span on.
         with telemetry.session("cli", os.environ):

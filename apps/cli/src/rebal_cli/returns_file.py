@@ -27,9 +27,10 @@ from typing import Any
 
 import orjson
 
+from rebal.core import bounds
+
 DATE_COLUMNS = ("date", "timestamp")
 RETURN_COLUMNS = ("return", "period_return")
-MIN_RETURN = Decimal(-1)
 
 
 class ReturnsFileError(ValueError):
@@ -44,7 +45,16 @@ class Returns:
 
 
 def parse_time(raw: object) -> datetime:
-    """A UTC time from a date, an ISO time with a zone or epoch milliseconds; ValueError otherwise."""
+    """A UTC time in the window the bus accepts (`rebal.core.bounds`) from a date, an ISO time with a
+    zone or epoch milliseconds; ValueError otherwise."""
+    value = _time(raw)
+    problem = bounds.time_problem(value.timestamp())
+    if problem is not None:
+        raise ValueError(f"{raw!r} {problem}")
+    return value
+
+
+def _time(raw: object) -> datetime:
     if isinstance(raw, int) and not isinstance(raw, bool):
         return datetime.fromtimestamp(raw / 1000, UTC)
     if not isinstance(raw, str) or not raw.strip():
@@ -67,10 +77,9 @@ def parse_return(raw: object) -> Decimal:
         value = Decimal(str(raw).strip())
     except InvalidOperation:
         raise ValueError(f"{raw!r} is not a decimal return") from None
-    if not value.is_finite():
-        raise ValueError(f"{raw!r} is not a finite return")
-    if value < MIN_RETURN:
-        raise ValueError(f"{raw!r} is below -1 (more than everything lost)")
+    problem = bounds.return_problem(value)  # the rule the bus applies to a reported return
+    if problem is not None:
+        raise ValueError(f"{raw!r} {problem}")
     return value
 
 

@@ -200,6 +200,7 @@ def _offline(
 
     from rebal.core.performance import align
     from rebal_allocation.allocation import Allocation
+    from rebal_allocation.estimate import TooLarge
     from rebal_allocation.methods import make_optimizer  # imports cvxpy: only when solving
     from rebal_allocation.optimize import Infeasible, SolverFailed
     from rebal_allocation.volatility import portfolio_config
@@ -236,7 +237,10 @@ def _offline(
         fail("the allocation options: " + "; ".join(error["msg"] for error in exc.errors()))
     except ValueError as exc:  # constraints the method cannot take
         fail(f"the allocation options: {exc}")
-    result = optimizer.solve(matrix)
+    try:
+        result = optimizer.solve(matrix)
+    except TooLarge as exc:  # what cannot be estimated, or would not fit in memory
+        fail(f"{path}: {exc}")
     if isinstance(result, Infeasible | SolverFailed):
         kind = "infeasible" if isinstance(result, Infeasible) else "solver failed"
         fail(f"no allocation: {kind}: {result.reason}", EXIT_ERROR)

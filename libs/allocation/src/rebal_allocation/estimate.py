@@ -9,10 +9,15 @@ the sum over periods of the squared row sums of ``X**2``, so it needs no second 
 blocked loop takes 0.7 s at 1000 x 1000; this takes 0.02 s and agrees with it to rounding). The mean
 is the plain sample mean, or the exponentially weighted mean for the EWMA estimator. All figures are per
 period.
+
+What cannot be estimated is refused up front with `TooLarge` (a `ValueError` naming why): returns so
+large that their moments overflow a float, or so many strategies that the N x N matrices would not fit
+in `MEMORY_LIMIT_BYTES`.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -27,6 +32,37 @@ FACTOR_JITTER = 1e-10
 # Rolling moments: the most periods one update may add, and the updates before a fresh recomputation.
 ROLLING_LARGEST_STEP = 5
 ROLLING_REFRESH = 250
+# The most memory an estimate (about four N x N float matrices at once) or the optimisation problem set
+# up from it (`rebal_allocation.optimize`) may take: beyond it the allocation is refused, not attempted
+# until the machine runs out of memory.
+MEMORY_LIMIT_BYTES = 2 * 2**30
+ESTIMATE_MATRICES = 4
+
+
+class TooLarge(ValueError):
+    """Returns no allocation can be computed from: moments that overflow, or more strategies than the
+    memory limit allows. The message says which, with the figures."""
+
+
+def check_size(strategies: int) -> None:
+    """Refuse more strategies than the estimate's N x N matrices can hold within `MEMORY_LIMIT_BYTES`."""
+    needed = ESTIMATE_MATRICES * 8 * strategies**2
+    if needed > MEMORY_LIMIT_BYTES:
+        most = math.isqrt(MEMORY_LIMIT_BYTES // (ESTIMATE_MATRICES * 8))
+        raise TooLarge(
+            f"{strategies} strategies: estimating their covariance would take {needed / 2**30:.1f} GiB;"
+            f" at most {most} strategies fit in the {MEMORY_LIMIT_BYTES / 2**30:g} GiB allowed"
+        )
+
+
+def _finite(result: Estimate, returns: Floats) -> Estimate:
+    if not (np.all(np.isfinite(result.mean)) and np.all(np.isfinite(result.covariance))):
+        largest = float(np.max(np.abs(returns))) if returns.size else 0.0
+        raise TooLarge(
+            f"the returns are too large to estimate from (the largest is {largest:.3g}): their"
+            " covariance overflows a float"
+        )
+    return result
 
 
 @dataclass(frozen=True)
@@ -56,17 +92,20 @@ def _ewma(returns: Floats, halflife: float) -> Estimate:
 
 
 def estimate(returns: Floats, estimator: Estimator) -> Estimate:
-    """Mean and covariance of the strategies; at least two periods are required."""
+    """Mean and covariance of the strategies; at least two periods are required; `TooLarge` for what
+    cannot be estimated."""
     if returns.ndim != 2 or returns.shape[0] < 2:
         raise ValueError("estimation needs a (periods x strategies) matrix with at least two periods")
-    if estimator.method == "ewma":
-        return _ewma(returns, estimator.halflife)
-    mean = np.asarray(returns.mean(axis=0), dtype=np.float64)
-    if estimator.method == "sample":
-        covariance = np.cov(returns, rowvar=False, ddof=1).reshape(returns.shape[1], returns.shape[1])
-    else:
-        covariance = ledoit_wolf(returns - mean)
-    return Estimate(mean, np.asarray(covariance, dtype=np.float64))
+    check_size(returns.shape[1])
+    with np.errstate(over="ignore", invalid="ignore"):
+        if estimator.method == "ewma":
+            return _finite(_ewma(returns, estimator.halflife), returns)
+        mean = np.asarray(returns.mean(axis=0), dtype=np.float64)
+        if estimator.method == "sample":
+            covariance = np.cov(returns, rowvar=False, ddof=1).reshape(returns.shape[1], returns.shape[1])
+        else:
+            covariance = ledoit_wolf(returns - mean)
+    return _finite(Estimate(mean, np.asarray(covariance, dtype=np.float64)), returns)
 
 
 def ledoit_wolf(centred: Floats) -> Floats:
@@ -149,9 +188,12 @@ def estimate_rolling(
     window moved on by a few periods; the EWMA estimator reweighs every period and is always recomputed."""
     if estimator.method == "ewma" or returns.ndim != 2 or returns.shape[0] < 2:
         return estimate(returns, estimator), None
-    if rolling is None or not rolling.advance(returns):
-        rolling = Rolling.of(returns)
-    return rolling.estimate(estimator.method), rolling
+    check_size(returns.shape[1])
+    with np.errstate(over="ignore", invalid="ignore"):
+        if rolling is None or not rolling.advance(returns):
+            rolling = Rolling.of(returns)
+        result = rolling.estimate(estimator.method)
+    return _finite(result, returns), rolling
 
 
 def factor(covariance: Floats) -> Floats:

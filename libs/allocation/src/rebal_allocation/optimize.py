@@ -5,7 +5,9 @@ of data only updates parameter values and the solver reuses the canonicalisation
 only when its *structure* changes: the set of strategy pairs whose correlation exceeds the threshold, or
 the length of the data window. ``solve(returns, current_weights)`` never raises for an expected outcome:
 it returns ``Solved``, ``Infeasible(reason)`` or ``SolverFailed(reason)``; the solver status is always
-checked and the weights are verified against every constraint before they are returned.
+checked and the weights are verified against every constraint before they are returned. Returns it
+cannot compute with are refused before any work with ``TooLarge`` (a ``ValueError`` naming why: not
+finite, moments that overflow, an estimate or a problem beyond ``MEMORY_LIMIT_BYTES``).
 
 Rescaling. Daily covariances are ~1e-4, so absolute solver tolerances (1e-8) would be loose relative to
 the data. Every method solves a rescaled problem whose data are O(1): the risk factor is multiplied by
@@ -69,7 +71,16 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from rebal_allocation.direct import ActiveSet, box_qp, risk_parity
-from rebal_allocation.estimate import Estimate, Estimator, Rolling, correlation_of, estimate_rolling, factor
+from rebal_allocation.estimate import (
+    MEMORY_LIMIT_BYTES,
+    Estimate,
+    Estimator,
+    Rolling,
+    TooLarge,
+    correlation_of,
+    estimate_rolling,
+    factor,
+)
 
 # cvxpy ships py.typed but re-exports its atoms implicitly (`from ... import *`), which strict mypy
 # rejects; the modelling layer is used untyped, behind these names.
@@ -223,6 +234,10 @@ class Optimizer(ABC):
     def _structure(self, returns: Floats) -> tuple[Any, ...]:
         """Whatever, besides the correlated pairs, fixes the problem's shape."""
 
+    def _factor_rows(self, returns: Floats) -> int:
+        """Rows of the risk factor the problem is written with."""
+        return self.count
+
     @abstractmethod
     def _build(self, pairs: tuple[Pair, ...], current: Parameter, returns: Floats) -> _Built:
         """The problem for this structure (parameters unset)."""
@@ -248,8 +263,10 @@ class Optimizer(ABC):
     # -- the shared shell ---------------------------------------------------------------------------
     def solve(self, returns: ArrayLike, current_weights: ArrayLike | None = None) -> Result:
         data = np.asarray(returns, dtype=np.float64)
-        if data.ndim != 2 or data.shape[1] != self.count or not np.all(np.isfinite(data)):
-            raise ValueError(f"returns must be a finite (periods x {self.count}) matrix")
+        if data.ndim != 2 or data.shape[1] != self.count:
+            raise ValueError(f"returns must be a (periods x {self.count}) matrix")
+        if not np.all(np.isfinite(data)):
+            raise TooLarge("the returns are not all finite numbers")
         current = self._current(current_weights)
         reason = self.bounds.infeasible()
         if reason is not None:
@@ -267,6 +284,7 @@ class Optimizer(ABC):
         key = (pairs, *self._structure(data))
         rebuilt = self._built is None or self._built.key != key
         if self._built is None or rebuilt:
+            check_problem_size(self.count, self._factor_rows(data))
             current_parameter = cp.Parameter(self.count, name="current")
             self._built = self._build(pairs, current_parameter, data)
             self._built.key = key
@@ -347,6 +365,18 @@ class Optimizer(ABC):
         if c.turnover is not None:
             out.append(cp.norm1(w - budget * current) <= c.turnover * budget)
         return out
+
+
+def check_problem_size(count: int, rows: int) -> None:
+    """Refuse a problem cvxpy would need more than `MEMORY_LIMIT_BYTES` to set up: its coefficients of the
+    parametrised risk term are a dense (n + 1) x (r n + 1) matrix for an r x n risk factor over n
+    strategies (2,000 strategies: 59.6 GiB)."""
+    needed = 8 * (count + 1) * (rows * count + 1)
+    if needed > MEMORY_LIMIT_BYTES:
+        raise TooLarge(
+            f"{count} strategies: setting up the optimisation problem would take {needed / 2**30:.1f} GiB,"
+            f" more than the {MEMORY_LIMIT_BYTES / 2**30:g} GiB allowed: allocate fewer strategies at once"
+        )
 
 
 def _scale(covariance: Floats) -> float:
@@ -440,9 +470,6 @@ class _Ratio(Optimizer):
     @abstractmethod
     def _nothing_positive(self) -> str:
         """The reason given when no strategy has a positive g."""
-
-    def _factor_rows(self, returns: Floats) -> int:
-        return self.count
 
     def _ratio_quadratic(self, returns: Floats, est: Estimate) -> tuple[Floats, Floats]:
         """(g, F'F) in original units."""

@@ -47,6 +47,7 @@ from rebal.events import (
     new_event,
 )
 from rebal.io import FileError, load
+from rebal_allocation.estimate import TooLarge
 from rebal_allocation.methods import make_optimizer
 from rebal_allocation.optimize import Infeasible, Optimizer, SolverFailed
 from rebal_allocation.volatility import PortfolioConfig, target_volatility
@@ -221,7 +222,10 @@ class Allocator:
             if names != self.names:
                 self.names, self.weights = names, None  # the previous weights are of other strategies
         current = None if self.weights is None else [self.weights[name] for name in names]
-        result = await asyncio.to_thread(self.optimizer.solve, data.returns, current)
+        try:
+            result = await asyncio.to_thread(self.optimizer.solve, data.returns, current)
+        except TooLarge as exc:
+            return self._failed(trigger, f"cannot allocate: {exc}")
         if isinstance(result, Infeasible | SolverFailed):
             kind = "infeasible" if isinstance(result, Infeasible) else "solver failed"
             return self._failed(trigger, f"{kind}: {result.reason}")
