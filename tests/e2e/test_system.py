@@ -30,7 +30,7 @@ from rebal.events import (
     derive_id,
     new_event,
 )
-from rebal_executor.handlers import client_order_id
+from rebal_executor.execution import client_order_id
 from tests.e2e.conftest import System
 from tests.e2e.flow import (
     PORTFOLIO,

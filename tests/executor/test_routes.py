@@ -11,8 +11,8 @@ import pytest
 
 from rebal.events import PlannedOrder, RunFinished
 from rebal.venue import OrderRejected
-from rebal_executor.handlers import Executor
-from rebal_executor.journal import Journal
+from rebal_executor.execution import Executor
+from rebal_executor.journal import PostgresJournal
 from rebal_executor.settings import ExecutorSettings
 from rebal_venues.paper import PaperVenue
 from tests.executor.test_executor import SPOT, plan
@@ -56,7 +56,9 @@ async def setup(pool: asyncpg.Pool) -> tuple[Executor, RecordingPublisher, Fault
     venue = FaultyVenue(paper)
     recorder = RecordingPublisher()
     return (
-        Executor({"paper": venue}, recorder, ExecutorSettings(live=True), Journal(pool), clock=Clock()),
+        Executor(
+            {"paper": venue}, recorder, ExecutorSettings(live=True), PostgresJournal(pool), clock=Clock()
+        ),
         recorder,
         venue,
     )

@@ -22,8 +22,8 @@ from rebal.venue import (
     VenueError,
     VenueRateLimited,
 )
-from rebal_executor.handlers import Executor, client_order_id
-from rebal_executor.journal import Journal
+from rebal_executor.execution import Executor, Journal, client_order_id
+from rebal_executor.journal import PostgresJournal
 from rebal_executor.settings import ExecutorSettings
 from tests.executor.test_executor import DEMO_BALANCES, DEMO_ORDERS, SPOT, order, paper, plan
 from tests.executor.wrapped import Wrapped
@@ -82,7 +82,10 @@ class FaultyVenue(Wrapped):
 
 
 async def setup(
-    pool: asyncpg.Pool, balances: Mapping[str, Decimal] = DEMO_BALANCES, **settings: object
+    pool: asyncpg.Pool,
+    balances: Mapping[str, Decimal] = DEMO_BALANCES,
+    journal: Journal | None = None,
+    **settings: object,
 ) -> tuple[Executor, RecordingPublisher, FaultyVenue]:
     inner = paper(pool)
     await inner.seed(SPOT, dict(balances))
@@ -92,7 +95,7 @@ async def setup(
         {"paper": venue},
         recorder,
         ExecutorSettings.model_validate({"live": True, **settings}),
-        Journal(pool),
+        PostgresJournal(pool) if journal is None else journal,
         clock=Clock(),
     )
 
@@ -114,8 +117,10 @@ async def paper_orders(pool: asyncpg.Pool) -> list[str]:
     ]
 
 
-async def test_live_trading_is_off_by_default_and_refuses_with_the_reason(pool: asyncpg.Pool) -> None:
-    executor, recorder, _ = await setup(pool, live=False)
+async def test_live_trading_is_off_by_default_and_refuses_with_the_reason(
+    pool: asyncpg.Pool, journal: Journal
+) -> None:
+    executor, recorder, _ = await setup(pool, journal=journal, live=False)
     assert ExecutorSettings().live is False
     await executor.on_plan(plan(*DEMO_ORDERS))
     finished = finished_of(recorder)
@@ -162,11 +167,13 @@ async def test_every_order_is_journaled_before_it_is_sent_and_every_change_recor
     assert finished_of(recorder).status == "completed"
 
 
-async def test_orders_above_the_notional_limits_are_skipped_with_the_reason(pool: asyncpg.Pool) -> None:
+async def test_orders_above_the_notional_limits_are_skipped_with_the_reason(
+    pool: asyncpg.Pool, journal: Journal
+) -> None:
     # BTC 0.21666 x 60000 = 12999.6 > 10000 per order; SOL 6.66 x 150 = 999 passes; ETH 2 x 3000 = 6000
     # would take the run to 6999 > 6998.
     executor, recorder, _ = await setup(
-        pool, execution={"max_order_notional": "10000", "max_run_notional": "6998"}
+        pool, journal=journal, execution={"max_order_notional": "10000", "max_run_notional": "6998"}
     )
     await executor.on_plan(plan(*DEMO_ORDERS))
     finished = finished_of(recorder)
@@ -188,13 +195,13 @@ async def test_orders_above_the_notional_limits_are_skipped_with_the_reason(pool
     }
 
 
-async def test_halt_refuses_runs_across_restarts_until_resumed(pool: asyncpg.Pool) -> None:
-    executor, recorder, _ = await setup(pool)
+async def test_halt_refuses_runs_across_restarts_until_resumed(pool: asyncpg.Pool, journal: Journal) -> None:
+    executor, recorder, _ = await setup(pool, journal=journal)
     halt = new_event(HaltTrading, key="h1", now=T0, portfolio_id="demo", reason="exchange incident")
     await executor.halt(halt)
     assert REGISTRY.get_sample_value("rebal_trading_halted", {"portfolio": "demo"}) == 1
     # A restarted executor (a new instance on the same journal) is still halted.
-    restarted = Executor(executor.venues, recorder, executor.settings, Journal(pool), clock=Clock())
+    restarted = Executor(executor.venues, recorder, executor.settings, executor.journal, clock=Clock())
     await restarted.restore_halts(["demo"])
     await restarted.on_plan(plan(*DEMO_ORDERS, key="during-halt"))
     finished = finished_of(recorder)
@@ -215,8 +222,8 @@ async def test_halt_refuses_runs_across_restarts_until_resumed(pool: asyncpg.Poo
     assert len(await paper_orders(pool)) == 3
 
 
-async def test_older_queued_plans_are_superseded_by_the_newest(pool: asyncpg.Pool) -> None:
-    executor, recorder, _ = await setup(pool)
+async def test_older_queued_plans_are_superseded_by_the_newest(pool: asyncpg.Pool, journal: Journal) -> None:
+    executor, recorder, _ = await setup(pool, journal=journal)
     plans = [plan(*DEMO_ORDERS, key=f"p{i}", occurred_at=T0.replace(minute=i)) for i in range(3)]
     for each in plans:
         assert await executor.accept(each)
@@ -255,7 +262,9 @@ async def setup_again(pool: asyncpg.Pool) -> tuple[Executor, RecordingPublisher,
     """A fresh executor on the same database (the paper balances are already seeded)."""
     venue = FaultyVenue(paper(pool))
     recorder = RecordingPublisher()
-    executor = Executor({"paper": venue}, recorder, ExecutorSettings(live=True), Journal(pool), clock=Clock())
+    executor = Executor(
+        {"paper": venue}, recorder, ExecutorSettings(live=True), PostgresJournal(pool), clock=Clock()
+    )
     return executor, recorder, venue
 
 
@@ -313,8 +322,10 @@ async def test_insufficient_funds_refreshes_the_balance_and_resizes_once(pool: a
     assert (await paper(pool).balances(SPOT)).free == {"ETH": D("0.3323"), "USDT": D("1000") - D("997.8969")}
 
 
-async def test_an_authentication_error_stops_the_run_with_an_error(pool: asyncpg.Pool) -> None:
-    executor, recorder, venue = await setup(pool)
+async def test_an_authentication_error_stops_the_run_with_an_error(
+    pool: asyncpg.Pool, journal: Journal
+) -> None:
+    executor, recorder, venue = await setup(pool, journal=journal)
     venue.faults = {0: (VenueAuthError("API key rejected"), False)}
     await executor.on_plan(plan(*DEMO_ORDERS))
     finished = finished_of(recorder)
@@ -325,8 +336,10 @@ async def test_an_authentication_error_stops_the_run_with_an_error(pool: asyncpg
     assert [type(e).__name__ for e in recorder.published if isinstance(e, OrderPlaced)] == []
 
 
-async def test_a_price_move_beyond_the_tolerance_stops_before_the_buys(pool: asyncpg.Pool) -> None:
-    executor, recorder, _ = await setup(pool)
+async def test_a_price_move_beyond_the_tolerance_stops_before_the_buys(
+    pool: asyncpg.Pool, journal: Journal
+) -> None:
+    executor, recorder, _ = await setup(pool, journal=journal)
     eth = order("ETH/USDT", "buy", "2", 2).model_copy(update={"est_price": D(2900)})  # now 3000: +3.4%
     await executor.on_plan(plan(DEMO_ORDERS[0], DEMO_ORDERS[1], eth))
     finished = finished_of(recorder)
@@ -368,9 +381,9 @@ async def test_reconciliation_adopts_what_the_venue_shows_for_our_ids(pool: asyn
 
 
 async def test_a_stale_plan_is_not_started_and_a_slow_run_times_out_before_its_next_leg(
-    pool: asyncpg.Pool,
+    pool: asyncpg.Pool, journal: Journal
 ) -> None:
-    executor, recorder, venue = await setup(pool)
+    executor, recorder, venue = await setup(pool, journal=journal)
     await executor.on_plan(plan(*DEMO_ORDERS, key="stale", occurred_at=T0 - timedelta(seconds=601)))
     assert finished_of(recorder).reasons == (
         "the plan is more than 600 s old: not started (re-plan with fresh prices)",
@@ -456,9 +469,9 @@ async def external_orders(pool: asyncpg.Pool) -> list[tuple[object, ...]]:
     return [tuple(row) for row in rows]
 
 
-async def test_a_sell_of_less_than_planned_scales_the_buys_down(pool: asyncpg.Pool) -> None:
+async def test_a_sell_of_less_than_planned_scales_the_buys_down(pool: asyncpg.Pool, journal: Journal) -> None:
     # The plan sells 0.2 BTC to fund 3.9 ETH; only 0.1 BTC is there now.
-    executor, recorder, _ = await setup(pool, {"BTC": D("0.1")})
+    executor, recorder, _ = await setup(pool, {"BTC": D("0.1")}, journal)
     await executor.on_plan(plan(order("BTC/USDT", "sell", "0.2", 1), order("ETH/USDT", "buy", "3.9", 2)))
     finished = finished_of(recorder)
     # Sold 0.1: 6000 - 6 = 5994 USDT. 3.9 ETH would cost 3.9 x 3000 x 1.002 x 1.001 = 11735.1234:

@@ -10,10 +10,10 @@ import asyncpg
 import pytest
 
 from rebal.events import PlannedTransfer, RunFinished
-from rebal_executor.handlers import Executor
-from rebal_executor.journal import Journal
+from rebal_executor.execution import Executor
+from rebal_executor.execution.transfers import Transfers, transfer_id
+from rebal_executor.journal import PostgresJournal
 from rebal_executor.settings import ExecutorSettings
-from rebal_executor.transfers import Transfers, transfer_id
 from rebal_venues.paper import PaperVenue
 from tests.executor.test_executor import SPOT, demo, order, plan
 from tests.fakes import RecordingPublisher
@@ -46,7 +46,7 @@ async def setup(pool: asyncpg.Pool, **settings: object) -> tuple[Executor, Recor
         {"paper": paper},
         recorder,
         ExecutorSettings.model_validate({"live": True, "transfers": True, **settings}),
-        Journal(pool),
+        PostgresJournal(pool),
         clock=clock,
     )
 

@@ -1,4 +1,5 @@
-"""The executor's write-ahead journal in Postgres (migration 0003, schema `execution`).
+"""The executor's write-ahead journal in Postgres (migration 0003, schema `execution`): the service's
+implementation of `rebal_executor.execution.ports.Journal`.
 
 Written before the executor acts: a plan is queued before its message is acked, an order row (state
 `created`) exists before the order is sent, each fill is recorded once by its trade id, and every state
@@ -28,44 +29,8 @@ from rebal.core.execution import (
     run_transition,
 )
 from rebal.events import RebalancePlanned
-from rebal.venue import Balances, Fill, OrderState, Side
-
-UNFINISHED: tuple[RunState, ...] = ("queued", "sells_in_progress", "buys_in_progress")
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    plan_id: uuid.UUID
-    run_id: uuid.UUID  # the correlation id: what RunStarted/RunFinished and the CLI call the run
-    plan: RebalancePlanned
-    state: RunState
-    reason: str
-
-
-@dataclass(frozen=True)
-class OrderRecord:
-    client_order_id: str
-    plan_id: uuid.UUID
-    leg: int
-    attempt: int
-    exchange: str
-    account: str
-    symbol: str
-    side: Side
-    amount: Decimal
-    notional: Decimal
-    state: OrderStage
-    filled: Decimal
-    reason: str
-
-
-@dataclass(frozen=True)
-class Report:
-    placed: int
-    filled: int
-    skipped: int
-    failed: int
-    reasons: tuple[str, ...]
+from rebal.venue import Balances, Fill, OrderState
+from rebal_executor.execution.ports import MAYBE_LIVE, UNFINISHED, OrderRecord, Report, RunRecord
 
 
 def _run(row: asyncpg.Record) -> RunRecord:
@@ -78,7 +43,7 @@ def _order(row: asyncpg.Record) -> OrderRecord:
 
 
 @dataclass
-class Journal:
+class PostgresJournal:
     pool: asyncpg.Pool
 
     # -- runs ------------------------------------------------------------------------------------------
@@ -287,9 +252,10 @@ class Journal:
         """Our orders (of one portfolio, or all) that may still be live at a venue: sent and not final."""
         rows = await self.pool.fetch(
             "SELECT o.* FROM execution.orders o JOIN execution.runs r USING (plan_id)"
-            " WHERE ($1::text IS NULL OR r.portfolio_id = $1) AND o.state IN ('submitted', 'outcome_unknown',"
-            " 'accepted', 'partially_filled') ORDER BY o.created_at, o.client_order_id",
+            " WHERE ($1::text IS NULL OR r.portfolio_id = $1) AND o.state = ANY($2::text[])"
+            " ORDER BY o.created_at, o.client_order_id",
             portfolio_id,
+            list(MAYBE_LIVE),
         )
         return [_order(row) for row in rows]
 

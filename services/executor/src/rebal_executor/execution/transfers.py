@@ -20,6 +20,7 @@ from typing import Protocol, runtime_checkable
 from rebal.core.numbers import dec_str
 from rebal.events import PlannedTransfer, RebalancePlanned, derive_id
 from rebal.venue import Transfer, TransferRefused, TransferVenue, Venue, VenueError, transfer_problem
+from rebal_executor.execution.ports import Context, RunRecord
 
 log = logging.getLogger("rebal.executor")
 
@@ -147,3 +148,33 @@ class Transfers:
                 return None
             await self.sleep(self.poll_seconds)
             waited += self.poll_seconds
+
+
+async def run_transfers(ctx: Context, record: RunRecord) -> None:
+    """Every transfer leg of the run not yet ended (after the sells, before the buys they fund); each is
+    reported skipped while `transfers` is off."""
+    plan = record.plan
+    execution = ctx.settings.execution
+
+    async def log_state(tid: str, state: str, reason: str) -> None:
+        await ctx.journal.record_transfer(plan.event_id, tid, state, reason)
+
+    mover = Transfers(
+        ctx.venues, ctx.sleep, execution.transfer_timeout_seconds, execution.transfer_poll_seconds, log_state
+    )
+    for index, transfer in enumerate(plan.transfers):
+        leg = len(plan.orders) + index
+        if await ctx.journal.leg_done(plan.event_id, leg):
+            continue
+        if not ctx.settings.transfers:
+            outcome = TransferOutcome(
+                "skipped",
+                False,
+                f"{describe(transfer)} skipped: transfers are off (transfers = true, "
+                "REBAL__TRANSFERS=true, to execute them)",
+            )
+        else:
+            outcome = await mover.run(plan, index, transfer)
+        if outcome.outcome != "filled":  # a credited transfer is in the transitions log, not a reason
+            await ctx.journal.note(plan.event_id, f"transfer-{index}", outcome.reason)
+        await ctx.journal.finish_leg(plan.event_id, leg, outcome.outcome, placed=outcome.moved)
