@@ -3,10 +3,18 @@
 - Markets: ``load_markets`` precision and limits become `MarketInfo` (`amount_step`, `truncate_amount`);
   the fee is the market's taker fee.
 - Orders are MARKET orders under our client order id (the exchange's parameter name comes from
-  `PROFILES`), amounts truncated to the step, never rounded up. Placing a known client id again returns
-  the existing order: the venue refuses the duplicate, the refusal is answered by a look-up by client id.
-- A submit whose outcome is unknown (timeout, network) is looked up by its client id; when the venue does
-  not show it yet, `OrderOutcomeUnknown` says so and the caller retries under the SAME id.
+  `PROFILES`), amounts truncated to the step, never rounded up. A client id of an order still OPEN is
+  refused by the venue as a duplicate (ccxt's `DuplicateOrderId`; Binance's documented "Duplicate order
+  sent." is registered with ccxt's error table by the profile): the refusal is answered by a look-up, and
+  when the venue does not show the order yet, `ClientIdInUse` says it exists. A client id whose order has
+  ENDED may be taken again as a new order (Binance): `place_order` is not idempotent.
+- A submit whose outcome is unknown (timeout, network, a 5xx) is looked up by its client id; when the venue
+  does not show it yet, `OrderOutcomeUnknown` says so: the caller keeps looking (venues show a new order
+  late) and places it again only once a window of look-ups proved the venue never saw it.
+- A look-up by client id that finds nothing also searches the account's open orders and its recent
+  orders of the symbol (where the exchange lists them) before it answers None.
+- New orders go through `OrderRate`, the venue's order-count limits (Binance: 50 per 10 s, 160,000 a
+  day), beside the request-weight budget (`RequestBudget`).
 - ccxt exceptions are translated by class: authentication → `VenueAuthError` (stop, do not retry); rate
   limit → `VenueRateLimited`; network → `VenueError`; insufficient funds and invalid orders →
   `OrderRejected` with the reason. ccxt does not retry by itself (``maxRetriesOnFailure`` is 0): every
@@ -41,6 +49,7 @@ from rebal.venue import (
     UNKNOWN_SYMBOL,
     AssetNetwork,
     Balances,
+    ClientIdInUse,
     DepositAddress,
     Fill,
     InsufficientFunds,
@@ -68,6 +77,7 @@ __all__ = [
     "ExchangeProfile",
     "InsufficientFunds",
     "OrderOutcomeUnknown",
+    "OrderRate",
     "RequestBudget",
     "VenueAuthError",
     "VenueRateLimited",
@@ -112,6 +122,12 @@ class ExchangeProfile:
     # Our id of a withdrawal, sent with it and looked up by it.
     transfer_id_param: str = "clientId"
     options: Mapping[str, Any] = field(default_factory=dict)
+    # The venue's documented error messages ccxt does not classify itself: message → ccxt exception class,
+    # added to the client's exact-match table (ccxt translates; we still act on classes only).
+    exact_errors: Mapping[str, type[ccxt_errors.BaseError]] = field(default_factory=dict)
+    # The venue's order-count limits per account: new orders per 10 seconds and per day (None: none known).
+    orders_per_10s: int | None = None
+    orders_per_day: int | None = None
 
 
 PROFILES: Mapping[str, ExchangeProfile] = {
@@ -129,6 +145,12 @@ PROFILES: Mapping[str, ExchangeProfile] = {
             # The reconciliation lists all open orders of the account at once (weight 80, once per cycle).
             "warnOnFetchOpenOrdersWithoutSymbol": False,
         },
+        # Binance answers a client id of an open order with -2010 "Duplicate order sent." (its errors
+        # page), which ccxt maps to the generic InvalidOrder: it means the order exists.
+        exact_errors={"Duplicate order sent.": ccxt_errors.DuplicateOrderId},
+        # Binance's ORDERS rate limits (exchangeInfo `rateLimits`): 50 per 10 SECOND, 160,000 per DAY.
+        orders_per_10s=50,
+        orders_per_day=160_000,
     ),
 }
 DEFAULT_PROFILE = ExchangeProfile()
@@ -231,6 +253,44 @@ class RequestBudget:
             self._tokens -= 1.0 if cost is None else float(cost)
 
 
+class OrderRate:
+    """A venue's order-count limits in front of every new order: at most `per_10s` in any 10 seconds and
+    `per_day` in any 24 hours (None: that limit is off); a placement waits until it fits. Binance refuses
+    one more with 429 (-1015 "Too many new orders") and counts it against the IP's bans."""
+
+    def __init__(
+        self,
+        per_10s: int | None,
+        per_day: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._limits = [(10.0, n) for n in (per_10s,) if n] + [(86_400.0, n) for n in (per_day,) if n]
+        self._clock = clock
+        self._sleep = sleep
+        self._sent: list[float] = []
+        self._lock = asyncio.Lock()
+
+    async def __call__(self) -> None:
+        async with self._lock:
+            while True:
+                now = self._clock()
+                horizon = max((span for span, _ in self._limits), default=0.0)
+                self._sent = [t for t in self._sent if now - t < horizon]
+                wait = max(
+                    (
+                        span - (now - recent[-limit])
+                        for span, limit in self._limits
+                        if len(recent := [t for t in self._sent if now - t < span]) >= limit
+                    ),
+                    default=0.0,
+                )
+                if wait <= 0:
+                    self._sent.append(now)
+                    return
+                await self._sleep(wait)
+
+
 @dataclass(frozen=True)
 class Backoff:
     """How a rate-limited request is retried inside the adapter (same request, same client order id).
@@ -259,6 +319,7 @@ class CcxtVenue:
         profile: ExchangeProfile,
         backoff: Backoff = Backoff(),
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        order_rate: OrderRate | None = None,
     ) -> None:
         self._name = name
         self._account = account
@@ -266,6 +327,11 @@ class CcxtVenue:
         self._profile = profile
         self._backoff = backoff
         self._sleep = sleep
+        self._order_rate = order_rate or OrderRate(
+            profile.orders_per_10s, profile.orders_per_day, sleep=sleep
+        )
+        exact = client.exceptions.setdefault("exact", {})
+        exact.update(profile.exact_errors)
         self._markets: dict[str, MarketInfo] | None = None
         # The symbol of each order we placed (the look-up by client id needs it on most exchanges).
         self._symbols: dict[str, str] = {}
@@ -402,6 +468,7 @@ class CcxtVenue:
         self._symbols[client_order_id] = symbol
         params = {self._profile.client_id_param: client_order_id}
         what = f"create_order {client_order_id}"
+        await self._order_rate()
         try:
             placed = await self._request(
                 lambda: self._client.create_order(symbol, "market", side, str(size), None, params)
@@ -410,8 +477,13 @@ class CcxtVenue:
             raise VenueAuthError(f"{self._name} {what}: {exc}") from exc
         except ccxt_errors.InsufficientFunds as exc:
             raise InsufficientFunds(client_order_id, str(exc)) from exc
+        except ccxt_errors.DuplicateOrderId as exc:
+            # An order under this id is open there: it exists, whether a look-up shows it yet or not.
+            existing = await self._lookup(client_order_id, symbol)
+            if existing is None:
+                raise ClientIdInUse(client_order_id, str(exc)) from exc
+            return existing
         except (ccxt_errors.InvalidOrder, ccxt_errors.BadRequest, ccxt_errors.OperationRejected) as exc:
-            # A known client id is refused as a duplicate: the existing order is the answer.
             return await self._existing_or_rejected(client_order_id, symbol, size, exc)
         except ccxt_errors.DDoSProtection as exc:  # refused before it was processed, retries spent
             raise self._rate_limited(what, exc) from exc
@@ -435,9 +507,10 @@ class CcxtVenue:
     async def _existing_or_rejected(
         self, client_order_id: str, symbol: str, size: Decimal, refusal: ccxt_errors.BaseError
     ) -> OrderState:
-        """A refused submit: the existing order when the venue refused a duplicate client id, else the
-        rejection. Below the market's minimum cost at the last price is named as such (a fact we compute,
-        not the venue's words parsed); any other refusal carries the venue's words."""
+        """A refused submit: the existing order when the venue shows one under the id (a duplicate refusal
+        on a venue whose profile does not classify it), else the rejection. Below the market's minimum
+        cost at the last price is named as such (a fact we compute, not the venue's words parsed); any
+        other refusal carries the venue's words."""
         existing = await self._lookup(client_order_id, symbol)
         if existing is not None:
             return existing
@@ -480,8 +553,25 @@ class CcxtVenue:
             try:
                 found = await self._request(lambda: self._client.fetch_order(None, symbol, params))
             except ccxt_errors.OrderNotFound:
-                return None
+                found = await self._listed(client_order_id, symbol)
+                if found is None:
+                    return None
         return self._state(client_order_id, symbol, found, await self._order_trades(found))
+
+    async def _listed(self, client_order_id: str, symbol: str) -> dict[str, Any] | None:
+        """The order under the client id among the account's open orders, then its recent orders of the
+        symbol (the latest wins), where the exchange lists them: a venue may list an order its by-id
+        look-up does not find yet."""
+        listings = []
+        if self._client.has.get("fetchOpenOrders"):
+            listings.append(lambda: self._client.fetch_open_orders(symbol))
+        if self._client.has.get("fetchOrders"):
+            listings.append(lambda: self._client.fetch_orders(symbol))
+        for listing in listings:
+            found = [o for o in await self._request(listing) if o.get("clientOrderId") == client_order_id]
+            if found:
+                return dict(found[-1])
+        return None
 
     async def open_orders(self, account: str, symbol: str | None = None) -> Sequence[OrderState]:
         """The account's open orders (ccxt ``fetch_open_orders``), ours and others'; an order without a client
@@ -715,4 +805,8 @@ def open_ccxt_venue(settings: CcxtVenueSettings) -> CcxtVenue:
     if settings.api_base_url is not None:
         client.urls["api"] = _with_origin(client.urls["api"], settings.api_base_url)
     backoff = Backoff(settings.rate_limit_retries, settings.backoff_seconds, settings.max_backoff_seconds)
-    return CcxtVenue(settings.venue_name, settings.account, client, profile, backoff)
+    order_rate = OrderRate(
+        settings.orders_per_10s if settings.orders_per_10s is not None else profile.orders_per_10s,
+        settings.orders_per_day if settings.orders_per_day is not None else profile.orders_per_day,
+    )
+    return CcxtVenue(settings.venue_name, settings.account, client, profile, backoff, order_rate=order_rate)
