@@ -12,6 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from rebal.core.execution import (
+    RUN_FINAL,
     IllegalTransition,
     OrderStage,
     Queued,
@@ -31,6 +32,8 @@ from rebal_executor.execution.ports import MAYBE_LIVE, UNFINISHED, OrderRecord, 
 class _Run:
     record: RunRecord
     arrived: int
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
 
 
 @dataclass
@@ -76,8 +79,16 @@ class MemoryJournal:
         _, superseded = coalesce(items)
         return {uuid.UUID(old): uuid.UUID(new) for old, new in superseded.items()}
 
+    async def last_run_end(self, portfolio_id: str) -> datetime | None:
+        ends = [
+            r.finished_at
+            for r in self.runs.values()
+            if r.record.plan.portfolio_id == portfolio_id and r.started_at is not None and r.finished_at
+        ]
+        return max(ends) if ends else None
+
     async def move_run(
-        self, plan_id: uuid.UUID, wanted: RunState, reason: str = ""
+        self, plan_id: uuid.UUID, wanted: RunState, reason: str = "", at: datetime | None = None
     ) -> RunState | IllegalTransition:
         found = self.runs.get(plan_id)
         if found is None:
@@ -87,6 +98,10 @@ class MemoryJournal:
         if isinstance(result, IllegalTransition) or result == current:
             return result
         found.record = replace(found.record, state=wanted, reason=reason)
+        if wanted == "sells_in_progress":
+            found.started_at = at
+        if wanted in RUN_FINAL:
+            found.finished_at = at
         self.transitions.append((plan_id, None, current, wanted, reason))
         return result
 
@@ -145,6 +160,13 @@ class MemoryJournal:
             ),
             Decimal(0),
         )
+
+    async def leg_fills(self, plan_id: uuid.UUID, leg: int) -> list[TradedFill]:
+        return [
+            TradedFill(o.symbol, o.side, f.amount, f.price, f.fee, f.fee_asset)
+            for o, f in self._fills_of(plan_id)
+            if o.leg == leg
+        ]
 
     async def leg_outcome(self, plan_id: uuid.UUID, leg: int) -> str | None:
         found = self.legs.get((plan_id, leg))

@@ -25,6 +25,7 @@ from rebal.events import (
     ResumeTrading,
     RunFinished,
     RunStarted,
+    SkippedOrder,
     TakeSnapshot,
     derive_id,
     new_event,
@@ -190,6 +191,17 @@ async def test_buys_under_the_minimum_after_scaling_are_skipped(pool: asyncpg.Po
     [finished] = [e for e in recorder.published if isinstance(e, RunFinished)]
     assert (finished.placed, finished.skipped) == (0, 1)
     assert finished.reasons == ("leg 0 SOL/USDT buy skipped: below_min_cost",)
+
+
+async def test_the_plans_own_skips_are_in_the_run_report(pool: asyncpg.Pool, journal: Journal) -> None:
+    run, recorder = await executor(pool, journal=journal)
+    skip = SkippedOrder(
+        path="demo/paper/spot/sol", symbol="SOL/USDT", side="buy", amount=D("0.004"), reason="below_step"
+    )
+    await run.on_plan(plan(*DEMO_ORDERS, skipped=(skip,)))
+    [finished] = [e for e in recorder.published if isinstance(e, RunFinished)]
+    assert (finished.status, finished.placed, finished.skipped) == ("completed", 3, 1)
+    assert finished.reasons == ("skipped in the plan: demo/paper/spot/sol SOL/USDT buy 0.004: below_step",)
 
 
 async def test_dry_run_plans_are_not_executed(pool: asyncpg.Pool, journal: Journal) -> None:

@@ -16,6 +16,7 @@ from prometheus_client import REGISTRY
 from rebal.events import HaltTrading, OrderFilled, OrderPlaced, ResumeTrading, RunFinished, new_event
 from rebal.venue import (
     Balances,
+    Fill,
     OrderState,
     Side,
     VenueAuthError,
@@ -50,6 +51,8 @@ class FaultyVenue(Wrapped):
     faults: dict[int, Fault] = field(default_factory=dict)
     stale_free: list[Mapping[str, Decimal]] = field(default_factory=list)
     lookups_fail: bool = False
+    # The next this many look-ups fail (a look-up that fails proves nothing).
+    lookup_failures: int = 0
     # Each placement moves this clock on by this much (a slow venue, for the run deadline).
     clock: Clock | None = None
     per_placement: timedelta = timedelta(0)
@@ -76,7 +79,8 @@ class FaultyVenue(Wrapped):
         raise error if isinstance(error, BaseException) else error("scripted fault")
 
     async def order(self, account: str, client_order_id: str, symbol: str | None = None) -> OrderState | None:
-        if self.lookups_fail:
+        if self.lookups_fail or self.lookup_failures > 0:
+            self.lookup_failures -= 1
             raise VenueError("look-up timed out")
         return await self.inner.order(account, client_order_id, symbol=symbol)
 
@@ -282,7 +286,9 @@ async def test_a_submit_without_an_answer_is_looked_up_and_never_sent_under_a_ne
     await executor.on_plan(the_plan)
     cids = [client_order_id(the_plan.event_id, leg) for leg in range(3)]
     assert venue.placements == [cids[0], cids[1], cids[1], cids[1], cids[2]]  # the same id each time
-    assert venue.sleeps == [0.2, 1.5, 0.4]  # backoff base 0.2 s, the venue's Retry-After, then 0.2 x 2
+    # Leg 0 is found by the first look-up (no blind wait, no resend); leg 1 waits the venue's Retry-After,
+    # then 1 s x 2 (the second refusal in a row, no Retry-After).
+    assert venue.sleeps == [1.5, 2.0]
     assert finished_of(recorder).status == "completed"
     assert await paper_orders(pool) == sorted(cids)
     moves = await pool.fetch(
@@ -365,7 +371,7 @@ async def test_reconciliation_adopts_what_the_venue_shows_for_our_ids(pool: asyn
     cid = client_order_id(the_plan.event_id, 0)
     finished = finished_of(recorder)
     assert finished.reasons == (
-        f"leg 0 BTC/USDT sell failed: {cid} outcome unknown after 5 attempts: left to reconcile",
+        f"leg 0 BTC/USDT sell failed: {cid} outcome unknown (look-ups failed: VenueError): left to reconcile",
     )
     assert await pool.fetchval("SELECT state FROM execution.orders") == "outcome_unknown"
     # ...then the venue answers again: reconciliation finds it filled, records its fill once.
@@ -481,3 +487,59 @@ async def test_a_sell_of_less_than_planned_scales_the_buys_down(pool: asyncpg.Po
         "leg 1 ETH/USDT buy scaled from 3.9 to 1.992: 5994 USDT free after the sells",
     )
     assert (await paper(pool).balances(SPOT)).free == {"ETH": D("1.992"), "USDT": D("12.024")}
+
+
+@dataclass
+class FillsWhileCancelled(RestingVenue):
+    """Its orders rest until cancelled, and a cancel loses the race: the order fills just before."""
+
+    async def cancel_order(self, account: str, client_order_id: str, symbol: str) -> OrderState | None:
+        self.cancelled.append(client_order_id)
+        state = self.orders[client_order_id]
+        fill = Fill(f"t-{client_order_id}", state.amount, D(60000), D("0.5"), "USDT")
+        self.orders[client_order_id] = OrderState(
+            client_order_id, account, symbol, state.side, state.amount, "filled", state.amount, (fill,)
+        )
+        return self.orders[client_order_id]
+
+
+async def test_a_fill_that_races_a_halts_cancel_is_published(pool: asyncpg.Pool, journal: Journal) -> None:
+    executor, recorder, _ = await setup(
+        pool, journal=journal, execution={"order_timeout_seconds": 1, "poll_interval_seconds": 0.5}
+    )
+    executor.venues = {"paper": FillsWhileCancelled(paper(pool))}
+    the_plan = plan(DEMO_ORDERS[0])
+    await executor.on_plan(the_plan)  # the sell rests open
+    cid = client_order_id(the_plan.event_id, 0)
+    await executor.halt(new_event(HaltTrading, key="h", now=T0, portfolio_id="demo", reason="incident"))
+    [filled] = [e for e in recorder.published if isinstance(e, OrderFilled)]
+    assert (filled.client_order_id, filled.trade_id, filled.amount) == (cid, f"t-{cid}", D("0.21666"))
+    journaled = await journal.order(cid)
+    assert journaled is not None and journaled.state == "filled"
+
+
+async def test_a_second_plan_made_from_the_same_snapshot_is_refused(
+    pool: asyncpg.Pool, journal: Journal
+) -> None:
+    executor, recorder, _ = await setup(pool, journal=journal)
+    taken = T0 - timedelta(seconds=5)
+    first = plan(*DEMO_ORDERS, key="first", snapshot_taken_at=taken)
+    await executor.on_plan(first)
+    # A second trigger planned on the same snapshot after the first run started: it would trade again.
+    second = plan(*DEMO_ORDERS, key="second", snapshot_taken_at=taken, occurred_at=T0 + timedelta(seconds=1))
+    await executor.on_plan(second)
+    ends = {e.plan_id: e for e in recorder.published if isinstance(e, RunFinished)}
+    assert ends[first.event_id].status == "completed"
+    refused = ends[second.event_id]
+    assert (refused.status, refused.placed) == ("cancelled", 0)
+    assert refused.reasons == (
+        f"the plan was made from snapshot {second.snapshot_id} taken at {taken.isoformat()}, not after the "
+        f"end of portfolio demo's last run ({T0.isoformat()}): not started (re-plan from a newer snapshot)",
+    )
+    assert len(await paper_orders(pool)) == 3  # only the first run traded
+    # A plan made from a snapshot taken after the first run ended runs.
+    third = plan(*DEMO_ORDERS[1:], key="third", snapshot_taken_at=T0 + timedelta(seconds=1))
+    await executor.on_plan(third)
+    assert {e.plan_id: e for e in recorder.published if isinstance(e, RunFinished)}[
+        third.event_id
+    ].status == ("completed")

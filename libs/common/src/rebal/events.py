@@ -223,8 +223,24 @@ class SkippedOrder(Frozen):
     reason: str
 
 
+class PlannedBudget(Frozen):
+    """What a run may spend of `asset` on an account: the free amount the snapshot showed, less what the
+    owners' locks hold, with the plan's transfers in and out. The executor adds what the run's own fills
+    yield and never spends beyond it, whatever the venue shows free (a deposit mid-run, a bot's quote)."""
+
+    exchange: str
+    account: str
+    asset: str
+    amount: Decimal
+
+
 class RebalancePlanned(Event):
-    """An order plan. A dry-run plan is shown, never executed. `correlation_id` is the run."""
+    """An order plan. A dry-run plan is shown, never executed. `correlation_id` is the run.
+
+    What it was made from: the snapshot (`snapshot_id`, taken at `snapshot_taken_at`) and the target
+    (`target_id`, its version). The executor refuses a plan whose snapshot is not newer than the end of the
+    portfolio's last run (a second trigger on the same facts would trade again). `budgets`: what each
+    account may spend. Plans without them (older plans, fund cycles) are executed as before."""
 
     topic = subjects.REBALANCE_PLANNED
     type: Literal["RebalancePlanned"] = "RebalancePlanned"
@@ -236,6 +252,8 @@ class RebalancePlanned(Event):
     orders: tuple[PlannedOrder, ...]
     transfers: tuple[PlannedTransfer, ...] = ()
     skipped: tuple[SkippedOrder, ...] = ()
+    snapshot_taken_at: AwareDatetime | None = None
+    budgets: tuple[PlannedBudget, ...] = ()
 
 
 class PlanFailed(Event):
@@ -289,7 +307,8 @@ RunStatus = Literal[
 
 
 class RunFinished(Event):
-    """How a run ended, with every order's outcome."""
+    """How a run ended, with every order's outcome; `skipped` and `reasons` include the orders the plan
+    itself skipped (below a minimum, no market), each with its reason."""
 
     topic = subjects.RUN_FINISHED
     type: Literal["RunFinished"] = "RunFinished"

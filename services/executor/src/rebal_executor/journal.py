@@ -18,6 +18,7 @@ from decimal import Decimal
 import asyncpg
 
 from rebal.core.execution import (
+    RUN_FINAL,
     IllegalTransition,
     OrderStage,
     Queued,
@@ -92,10 +93,19 @@ class PostgresJournal:
         _, superseded = coalesce(queue)
         return {uuid.UUID(old): uuid.UUID(new) for old, new in superseded.items()}
 
+    async def last_run_end(self, portfolio_id: str) -> datetime | None:
+        """When the portfolio's latest run that started trading ended (None: none did)."""
+        value = await self.pool.fetchval(
+            "SELECT max(finished_at) FROM execution.runs WHERE portfolio_id = $1 AND started_at IS NOT NULL",
+            portfolio_id,
+        )
+        return value if isinstance(value, datetime) else None
+
     async def move_run(
-        self, plan_id: uuid.UUID, wanted: RunState, reason: str = ""
+        self, plan_id: uuid.UUID, wanted: RunState, reason: str = "", at: datetime | None = None
     ) -> RunState | IllegalTransition:
-        """Move a run to `wanted` if the table allows it from its current state (recorded once)."""
+        """Move a run to `wanted` if the table allows it from its current state (recorded once); `at` (the
+        executor's clock) is kept as the run's start (sells_in_progress) or end (a final state)."""
         async with self.pool.acquire() as connection, connection.transaction():
             current = await connection.fetchval(
                 "SELECT state FROM execution.runs WHERE plan_id = $1 FOR UPDATE", plan_id
@@ -106,11 +116,15 @@ class PostgresJournal:
             if isinstance(result, IllegalTransition) or result == current:
                 return result
             await connection.execute(
-                "UPDATE execution.runs SET state = $2, reason = $3, updated_at = clock_timestamp()"
+                "UPDATE execution.runs SET state = $2, reason = $3, updated_at = clock_timestamp(),"
+                " started_at = CASE WHEN $2 = 'sells_in_progress' THEN $4 ELSE started_at END,"
+                " finished_at = CASE WHEN $2 = ANY($5::text[]) THEN $4 ELSE finished_at END"
                 " WHERE plan_id = $1",
                 plan_id,
                 wanted,
                 reason,
+                at,
+                sorted(RUN_FINAL),
             )
             await connection.execute(
                 "INSERT INTO execution.transitions (plan_id, from_state, to_state, reason)"
@@ -226,6 +240,19 @@ class PostgresJournal:
             (received("sell", r["amount"], r["price"], r["fee"], r["fee_asset"], base, quote) for r in rows),
             Decimal(0),
         )
+
+    async def leg_fills(self, plan_id: uuid.UUID, leg: int) -> list[TradedFill]:
+        rows = await self.pool.fetch(
+            "SELECT o.symbol, o.side, f.amount, f.price, f.fee, f.fee_asset FROM execution.fills f"
+            " JOIN execution.orders o USING (client_order_id) WHERE o.plan_id = $1 AND o.leg = $2"
+            " ORDER BY f.recorded_at, f.trade_id",
+            plan_id,
+            leg,
+        )
+        return [
+            TradedFill(r["symbol"], r["side"], r["amount"], r["price"], r["fee"], r["fee_asset"])
+            for r in rows
+        ]
 
     async def leg_outcome(self, plan_id: uuid.UUID, leg: int) -> str | None:
         value = await self.pool.fetchval(

@@ -6,6 +6,7 @@ may be sent (notional limits) and whether prices moved too far for the buys. Eac
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from rebal.core.execution import notional_refusal, price_moved
@@ -13,6 +14,11 @@ from rebal.core.numbers import dec_str
 from rebal.events import PlannedOrder, RebalancePlanned
 from rebal_executor.execution.outcomes import Stop
 from rebal_executor.execution.ports import Context
+
+
+def deadline(ctx: Context, plan: RebalancePlanned) -> datetime:
+    """When the run must have ended: its plan's time + run_timeout_seconds."""
+    return plan.occurred_at + timedelta(seconds=ctx.settings.execution.run_timeout_seconds)
 
 
 def seconds_late(ctx: Context, plan: RebalancePlanned) -> float:
@@ -34,6 +40,21 @@ async def refusal(ctx: Context, plan: RebalancePlanned) -> str:
             "executor's configuration to execute plans)"
         )
     return ""
+
+
+async def stale(ctx: Context, plan: RebalancePlanned) -> str:
+    """Why a plan must not run because what it was made from is out of date ("" when it may): its snapshot
+    was taken before the end of the portfolio's last run that traded, so it plans again what that run
+    already did (a second trigger on the same facts; a plan made while a run was under way)."""
+    taken = plan.snapshot_taken_at
+    ended = await ctx.journal.last_run_end(plan.portfolio_id)
+    if taken is None or ended is None or taken > ended:
+        return ""
+    return (
+        f"the plan was made from snapshot {plan.snapshot_id} taken at {taken.isoformat()}, not after the "
+        f"end of portfolio {plan.portfolio_id}'s last run ({ended.isoformat()}): not started (re-plan from "
+        "a newer snapshot)"
+    )
 
 
 async def stop_before_leg(ctx: Context, plan: RebalancePlanned) -> Stop | None:

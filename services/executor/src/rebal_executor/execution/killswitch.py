@@ -1,5 +1,6 @@
 """The kill switch: a halt is persisted per portfolio (it survives restarts), refuses new runs, stops a
-running one before its next leg, and cancels our open orders where the venue can; a resume lifts it.
+running one before its next leg, and cancels our open orders where the venue can (a fill that wins the
+race with the cancel is recorded and published like any other); a resume lifts it.
 Halt and resume arrive on two consumers: the later command, by its own time, wins."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from collections.abc import Iterable
 from rebal import metrics
 from rebal.events import HaltTrading, ResumeTrading
 from rebal.venue import VenueError
-from rebal_executor.execution.orders import adopt
+from rebal_executor.execution.legs import adopt_found
 from rebal_executor.execution.ports import Cancels, Context
 
 log = logging.getLogger("rebal.executor")
@@ -33,7 +34,7 @@ async def halt(ctx: Context, command: HaltTrading) -> None:
                 log.error("cancelling %s on halt: %s", order.client_order_id, error)
                 continue
             if state is not None:
-                await adopt(ctx, order, state)
+                await adopt_found(ctx, order, state)  # a fill that won the race is published too
 
 
 async def resume(ctx: Context, command: ResumeTrading) -> None:

@@ -16,8 +16,17 @@ from rebal.core.sizing import BuyRequest, size_buys
 from rebal.events import OrderFilled, OrderPlaced, PlannedOrder, RebalancePlanned
 from rebal.venue import OrderState, Venue
 from rebal_executor.execution import guards
-from rebal_executor.execution.orders import adopt, drive
-from rebal_executor.execution.outcomes import Rejected, Stop, Unknown, client_order_id, describe, market_of
+from rebal_executor.execution.orders import adopt, drive, judge_lost, search
+from rebal_executor.execution.outcomes import (
+    Absent,
+    Rejected,
+    Stop,
+    Unanswered,
+    Unknown,
+    client_order_id,
+    describe,
+    market_of,
+)
 from rebal_executor.execution.ports import Context, OrderRecord, RunRecord
 
 log = logging.getLogger("rebal.executor")
@@ -54,11 +63,12 @@ async def place(
         existing = await write(ctx, plan, leg, order, amount, 0, venue)
         if existing is None:
             return None
-    outcome = await drive(ctx, venue, existing)
+    deadline = guards.deadline(ctx, plan)
+    outcome = await drive(ctx, venue, existing, deadline)
     if isinstance(outcome, Rejected) and outcome.insufficient_funds and existing.attempt == 0:
         resized = await resize(ctx, plan, leg, order, existing, venue)
         if resized is not None:
-            outcome = await drive(ctx, venue, resized)
+            outcome = await drive(ctx, venue, resized, deadline)
             existing = resized
     if isinstance(outcome, Stop):
         await fail(ctx, plan, leg, f"{what} failed: {outcome.reason}")
@@ -82,6 +92,31 @@ async def place(
             ctx, plan, leg, f"{what} still {outcome.status} after {timeout:g} s: left to reconcile", True
         )
     return None
+
+
+async def resolve(ctx: Context, record: RunRecord, leg: int) -> None:
+    """End a leg the run will not go on with (it stopped): an order of it the venue may hold is searched
+    for and adopted, or judged lost when look-ups over the window prove it never arrived; the leg is
+    skipped when it never had an order."""
+    plan = record.plan
+    order = await ctx.journal.latest_order(plan.event_id, leg)
+    venue = ctx.venues.get(order.exchange) if order is not None else None
+    if order is None or venue is None or order.state not in ("submitted", "outcome_unknown"):
+        await ctx.journal.finish_leg(plan.event_id, leg, "skipped", placed=False)
+        return
+    planned = plan.orders[leg]
+    found = await search(ctx, venue, order)
+    if isinstance(found, Absent):
+        await fail(ctx, plan, leg, f"{describe(leg, planned)} failed: {await judge_lost(ctx, order, found)}")
+    elif isinstance(found, Unanswered):
+        await fail(ctx, plan, leg, f"{describe(leg, planned)} failed: outcome unknown ({found.reason})")
+    else:
+        await adopt_found(ctx, order, found)
+        filled = found.status == "filled"
+        outcome = "filled" if filled else "failed"
+        if not filled:
+            await ctx.journal.note(plan.event_id, f"leg-{leg}", f"{describe(leg, planned)} {found.status}")
+        await ctx.journal.finish_leg(plan.event_id, leg, outcome, placed=True)
 
 
 async def write(
@@ -196,6 +231,22 @@ async def adopt_found(ctx: Context, order: OrderRecord, state: OrderState) -> in
     new_fills = await adopt(ctx, order, state)
     record = await ctx.journal.run(order.plan_id)
     if new_fills and record is not None:
-        planned = record.plan.orders[order.leg]
-        await publish(ctx, record.plan, record.run_id, order, planned, state)
+        await publish(ctx, record.plan, record.run_id, order, planned_of(record.plan, order), state)
     return new_fills
+
+
+def planned_of(plan: RebalancePlanned, order: OrderRecord) -> PlannedOrder:
+    """The plan's order of a leg; a leg the run added (unwinding a routed buy) as its journaled order."""
+    if order.leg < len(plan.orders):
+        return plan.orders[order.leg]
+    return PlannedOrder(
+        account=order.account,
+        exchange=order.exchange,
+        symbol=order.symbol,
+        side=order.side,
+        amount=order.amount,
+        est_price=Decimal(0),
+        est_cost=Decimal(0),
+        est_fee=Decimal(0),
+        phase=2,
+    )

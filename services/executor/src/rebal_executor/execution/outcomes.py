@@ -46,6 +46,21 @@ class Unknown:
 
 
 @dataclass(frozen=True)
+class Absent:
+    """Every look-up over the window answered "not found": the venue never saw the order."""
+
+    queries: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Unanswered:
+    """No proof either way after the look-ups (they failed): the outcome stays unknown."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class BuyPlan:
     """Phase-2 amounts after sizing: leg → amount to place, or why it is skipped."""
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Protocol, runtime_checkable
@@ -81,8 +81,14 @@ class Journal(Protocol):
         ...
 
     async def move_run(
-        self, plan_id: uuid.UUID, wanted: RunState, reason: str = ""
-    ) -> RunState | IllegalTransition: ...
+        self, plan_id: uuid.UUID, wanted: RunState, reason: str = "", at: datetime | None = None
+    ) -> RunState | IllegalTransition:
+        """Move a run if the table allows it; `at` is kept as its start (sells_in_progress) or its end."""
+        ...
+
+    async def last_run_end(self, portfolio_id: str) -> datetime | None:
+        """When the portfolio's latest run that started trading ended (None: none did)."""
+        ...
 
     # -- orders
     async def orders(self, plan_id: uuid.UUID) -> list[OrderRecord]: ...
@@ -103,6 +109,10 @@ class Journal(Protocol):
 
     async def delivered(self, plan_id: uuid.UUID, leg: int, base: str, quote: str) -> Decimal:
         """What a sell leg's fills delivered in its quote, net of fees charged in it (every attempt)."""
+        ...
+
+    async def leg_fills(self, plan_id: uuid.UUID, leg: int) -> list[TradedFill]:
+        """The fills of every attempt of one leg, with what each traded."""
         ...
 
     async def leg_outcome(self, plan_id: uuid.UUID, leg: int) -> str | None: ...
@@ -189,3 +199,6 @@ class Context:
     journal: Journal
     clock: Callable[[], datetime] = utc_now
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    # Reconciliation's evidence that an order of a finished run never reached its venue: when each
+    # look-up answered "not found" (in memory: a restart gathers it again, which is only slower).
+    absences: dict[str, list[datetime]] = field(default_factory=dict)

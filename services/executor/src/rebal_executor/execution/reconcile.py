@@ -1,6 +1,8 @@
 """Reconciliation with the venues: every order of ours the journal does not know to be final is looked up
 by its client id and what the venue shows is adopted (late fills are published like any other); every
 other open order on an account we trade is classified `external` — recorded, counted, NEVER cancelled.
+An order of a finished run that the venue still does not show is judged `lost` once the look-ups of
+successive cycles, all "not found", span the look-up window (it will never be sent again).
 Runs at start and every `reconcile_interval_seconds` (the worker in `rebal_executor.app`)."""
 
 from __future__ import annotations
@@ -8,12 +10,13 @@ from __future__ import annotations
 import logging
 
 from rebal import metrics
+from rebal.core.execution import RUN_FINAL
 from rebal.core.numbers import dec_str
 from rebal.venue import VenueError
 from rebal_executor.execution.legs import adopt_found
-from rebal_executor.execution.orders import lookup
-from rebal_executor.execution.outcomes import OUR_PREFIX
-from rebal_executor.execution.ports import Context
+from rebal_executor.execution.orders import judge_lost
+from rebal_executor.execution.outcomes import OUR_PREFIX, Absent
+from rebal_executor.execution.ports import Context, OrderRecord
 
 log = logging.getLogger("rebal.executor")
 
@@ -27,15 +30,40 @@ async def reconcile_orders(ctx: Context) -> int:
         venue = ctx.venues.get(order.exchange)
         if venue is None:
             continue
-        state = await lookup(venue, order)
-        if state is None:
+        try:
+            state = await venue.order(order.account, order.client_order_id, symbol=order.symbol)
+        except VenueError as error:
+            log.warning("looking %s up: %s (proves nothing)", order.client_order_id, error)
             continue
+        if state is None:
+            changed += await _absent_again(ctx, order)
+            continue
+        ctx.absences.pop(order.client_order_id, None)
         await adopt_found(ctx, order, state)  # fills found late are published like any other
         after = await ctx.journal.order(order.client_order_id)
         if after is not None and (after.state, after.filled) != (order.state, order.filled):
             changed += 1
     await classify_external(ctx)
     return changed
+
+
+async def _absent_again(ctx: Context, order: OrderRecord) -> int:
+    """One more "not found" for an order that may never have reached its venue; 1 when it is judged lost
+    (its run finished, so nothing will send it again, and the answers span the look-up window)."""
+    if order.state not in ("submitted", "outcome_unknown"):
+        return 0
+    run = await ctx.journal.run(order.plan_id)
+    if run is None or run.state not in RUN_FINAL:
+        return 0  # the run, resumed, searches for it itself
+    execution = ctx.settings.execution
+    seen = ctx.absences.setdefault(order.client_order_id, [])
+    seen.append(ctx.clock())
+    span = (seen[-1] - seen[0]).total_seconds()
+    if len(seen) < execution.lookup_queries or span < execution.lookup_window_seconds:
+        return 0
+    del ctx.absences[order.client_order_id]
+    await judge_lost(ctx, order, Absent(len(seen), span))
+    return 1
 
 
 async def classify_external(ctx: Context) -> dict[str, int]:

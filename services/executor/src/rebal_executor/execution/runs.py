@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from rebal import metrics, telemetry
 from rebal.core.execution import IllegalTransition, RunState
+from rebal.core.numbers import dec_str
 from rebal.events import (
     HaltTrading,
     RebalancePlanned,
@@ -29,10 +30,11 @@ from rebal.events import (
 )
 from rebal_executor.execution import balances, guards, killswitch, reconcile
 from rebal_executor.execution.buys import buys
+from rebal_executor.execution.legs import resolve
 from rebal_executor.execution.outcomes import Stop
 from rebal_executor.execution.ports import UNFINISHED, Context, RunRecord
 from rebal_executor.execution.sells import sell
-from rebal_executor.execution.transfers import run_transfers
+from rebal_executor.execution.transfers import precheck, run_transfers
 
 log = logging.getLogger("rebal.executor")
 Accounts = set[tuple[str, str]]
@@ -118,7 +120,8 @@ class Executor(Context):
         plan = record.plan
         state: RunState | IllegalTransition = record.state
         if state == "queued":
-            refused = await guards.refusal(self, plan)
+            refused = await guards.refusal(self, plan) or await guards.stale(self, plan)
+            refused = refused or await precheck(self, plan)
             if refused:
                 await self._finish(record, "cancelled", refused)
                 return
@@ -132,7 +135,7 @@ class Executor(Context):
                 )
             )
             await balances.record_balances(self, record, "start")
-            state = await self.journal.move_run(plan.event_id, "sells_in_progress")
+            state = await self.journal.move_run(plan.event_id, "sells_in_progress", at=self.clock())
         stop: Stop | None = None
         if state == "sells_in_progress":
             for leg, order in enumerate(plan.orders):
@@ -150,7 +153,7 @@ class Executor(Context):
         if stop is not None:
             for leg in range(len(plan.orders)):
                 if not await self.journal.leg_done(plan.event_id, leg):
-                    await self.journal.finish_leg(plan.event_id, leg, "skipped", placed=False)
+                    await resolve(self, record, leg)  # an order the venue may hold is found or judged lost
             await self._finish(record, stop.status, stop.reason)
             return
         report = await self.journal.report(plan.event_id)
@@ -161,20 +164,26 @@ class Executor(Context):
         the same id), then record it."""
         plan = record.plan
         await balances.check_balances(self, record)
+        # Every fill of the run is in by now: a snapshot taken after this instant reflects them all.
+        ended = self.clock()
         if reason:
             await self.journal.note(plan.event_id, "end", reason)
         report = await self.journal.report(plan.event_id)
+        planned_skips = tuple(
+            f"skipped in the plan: {s.path} {s.symbol} {s.side} {dec_str(s.amount)}: {s.reason}"
+            for s in plan.skipped
+        )
         finished = plan.caused(
             RunFinished,
-            now=self.clock(),
+            now=ended,
             correlation_id=record.run_id,
             plan_id=plan.event_id,
             status=status,
             placed=report.placed,
             filled=report.filled,
-            skipped=report.skipped,
+            skipped=report.skipped + len(planned_skips),
             failed=report.failed,
-            reasons=report.reasons,
+            reasons=planned_skips + report.reasons,
         )
         if await self.publisher.publish(finished):
             metrics.RUNS.labels(portfolio=plan.portfolio_id, status=status).inc()
@@ -182,7 +191,7 @@ class Executor(Context):
             await self.publisher.publish(
                 plan.caused(TakeSnapshot, now=self.clock(), correlation_id=record.run_id)
             )
-        moved = await self.journal.move_run(plan.event_id, status, reason)
+        moved = await self.journal.move_run(plan.event_id, status, reason, at=ended)
         if isinstance(moved, IllegalTransition):
             raise RuntimeError(moved.reason)
         log.info(
