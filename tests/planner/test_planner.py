@@ -11,11 +11,12 @@ from typing import Any, TypeVar
 from faststream.nats import NatsBroker, TestNatsBroker
 
 from rebal import bus
-from rebal.core.plan import Order, Skip
+from rebal.core.plan import Budget, Order, Skip
 from rebal.events import (
     BalanceSnapshotTaken,
     Event,
     PlanFailed,
+    PlannedBudget,
     PlannedOrder,
     RebalancePlanned,
     SkippedOrder,
@@ -93,6 +94,24 @@ def test_plan_event_carries_the_core_plan_and_derives_its_ids_from_the_cause() -
     assert again.event_id == event.event_id  # a redelivered cause gives the same plan id
 
 
+def test_the_plan_carries_what_it_was_made_from_and_what_each_account_may_spend() -> None:
+    snap, goal = snapshot(), target()
+    event = plan(rebalance(), snap, goal)
+    assert isinstance(event, RebalancePlanned)
+    assert (event.snapshot_id, event.snapshot_taken_at, event.target_id) == (
+        snap.event_id,
+        snap.occurred_at,
+        goal.event_id,
+    )
+    # binance/spot: 5000 USDT of which arb-bot locks 1000: 4000 free, less the 10530 it sends to the broker
+    # (paid from its sells); the broker: its 2500 USD, and the 10530 USDT coming in.
+    assert [(b.exchange, b.account, b.asset, b.amount) for b in event.budgets] == [
+        ("binance", "alice/binance/spot", "USDT", Decimal("-6530")),
+        ("broker", "alice/broker/cash-account", "USD", Decimal("2500")),
+        ("broker", "alice/broker/cash-account", "USDT", Decimal("10530")),
+    ]
+
+
 def test_the_plan_event_is_what_validation_would_have_made() -> None:
     """The orders and skips go into the event unvalidated (`Frozen.trusted`): on a generated tree with
     thousands of both, the event equals its validated round trip, field by field and type by type."""
@@ -107,6 +126,7 @@ def test_the_plan_event_is_what_validation_would_have_made() -> None:
     # The trusted rows are the core's tuples: their fields must come in the models' order.
     assert tuple(PlannedOrder.model_fields) == Order._fields
     assert tuple(SkippedOrder.model_fields) == Skip._fields
+    assert tuple(PlannedBudget.model_fields) == Budget._fields
     validated = RebalancePlanned.model_validate(event.model_dump())
     assert validated == event
     for made, checked in zip(event.orders + event.skipped, validated.orders + validated.skipped, strict=True):

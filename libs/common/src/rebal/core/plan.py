@@ -76,6 +76,16 @@ class Transfer(NamedTuple):
     value: Decimal
 
 
+class Budget(NamedTuple):
+    """What a run may spend of `asset` on an account: its free, unlocked amount in the real tree, with the
+    plan's transfers in and out (the executor adds what the run's own fills yield)."""
+
+    exchange: str
+    account: str
+    asset: str
+    amount: Decimal
+
+
 @dataclass(frozen=True)
 class _Leg:
     """One leg of a routed order, still in steps: made exact when the plan is read."""
@@ -187,6 +197,38 @@ class Plan:
         base, quote = self.diff.prices.get(market.base), self.diff.prices.get(market.quote)
         assert base is not None and quote is not None, "prices are checked by diff_trees"
         return DERIVED.divide(base, quote)
+
+    def budgets(self) -> list[Budget]:
+        """Per account (in tree order), the budget of its quote, and of any other asset a transfer brings
+        it: the exact free (unlocked) amount of the quote's wallets, plus transfers in, less transfers out
+        (below zero when a transfer out is to be paid from the account's sells)."""
+        tree, diff = self.diff.tree, self.diff
+        amounts: dict[tuple[int, str], Decimal] = {
+            (node, quote): Decimal(0) for node, (_, quote) in tree.accounts.items()
+        }
+        wallets = np.flatnonzero(tree.wallet & (tree.account_of >= 0) & (diff.asset_id >= 0)).tolist()
+        for node in wallets:
+            account = int(tree.account_of[node])
+            asset = diff.asset_names[int(diff.asset_id[node])]
+            index = int(tree.real_index[node])
+            if asset == tree.accounts[account][1] and index >= 0:
+                amounts[(account, asset)] += tree.real.exact_amount(index) - tree.real.exact_locked(index)
+        by_path = {tree.path(node): node for node in tree.accounts}
+        for transfer in self.transfers:
+            source, destination = by_path[transfer.source], by_path[transfer.destination]
+            amounts[(source, transfer.asset)] = (
+                amounts.get((source, transfer.asset), Decimal(0)) - transfer.amount
+            )
+            amounts[(destination, transfer.asset)] = (
+                amounts.get((destination, transfer.asset), Decimal(0)) + transfer.amount
+            )
+        rank = _account_rank(tree.accounts)
+        return [
+            Budget(tree.accounts[node][0], tree.path(node), asset, amount)
+            for (node, asset), amount in sorted(
+                amounts.items(), key=lambda item: (rank[item[0][0]], item[0][1])
+            )
+        ]
 
     def skipped(self) -> list[Skip]:
         """Orders not emitted, with the reason: the wallet's path, or the account's when netted."""

@@ -38,6 +38,8 @@ from rebal_executor.execution.transfers import precheck, run_transfers
 
 log = logging.getLogger("rebal.executor")
 Accounts = set[tuple[str, str]]
+# The lock a run takes besides its accounts' (with the portfolio's id): one active run per portfolio.
+PORTFOLIO_LOCK = "portfolio:"
 
 
 @asynccontextmanager
@@ -88,7 +90,9 @@ class Executor(Context):
                     break
                 record = waiting[0]
                 tried.add(record.plan_id)
+                # At most one run per account, and per portfolio, is active across replicas.
                 accounts = {(order.exchange, order.account) for order in record.plan.orders}
+                accounts.add((PORTFOLIO_LOCK, record.plan.portfolio_id))
                 async with self.lock(accounts):
                     fresh = await self.journal.run(record.plan_id)  # another replica may have run it
                     if fresh is not None and fresh.state in UNFINISHED:
