@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
+
+from rebal.core.errors import InputError
 from tests.support import D, account, folder, prices, run, wallet
 
 
@@ -208,6 +211,23 @@ def test_no_route_is_skipped_with_no_market() -> None:
     assert out["skipped"] == [
         {"path": "root/acc/eth", "symbol": "ETH/USDT", "side": "sell", "amount": "1", "reason": "no_market"}
     ]
+
+
+def test_a_new_position_no_market_reaches_is_refused_naming_the_asset_and_the_account() -> None:
+    # The target asks for SOL, which acc's exchange cannot trade: without the refusal the plan sold the
+    # BTC to fund a buy that can never happen.
+    markets = {"ex": {"BTC/USDT": market()}}
+    real = folder("root", account("acc", wallet("btc", "BTC", "1"), wallet("usdt", "USDT", "0")))
+    target = folder(
+        "root", folder("acc", wallet("btc", "BTC", weight=0.5), wallet("sol", "SOL", weight=0.5), weight=1)
+    )
+    with pytest.raises(InputError) as raised:
+        run(real, target, prices(BTC="100", SOL="10"), markets)
+    assert (raised.value.where, raised.value.source) == ("root/acc/sol", "target")
+    assert raised.value.message == (
+        "no market path for SOL from USDT on ex: account root/acc can never buy it (list a market for it, "
+        "or leave it out of the target)"
+    )
 
 
 def test_value_moving_between_accounts_becomes_a_transfer_and_funds_the_buys() -> None:

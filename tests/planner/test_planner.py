@@ -144,6 +144,30 @@ def test_bad_input_becomes_a_plan_failed_event_naming_the_node() -> None:
     assert event.reason == "target tree: alice: weights of the children sum to 110%, expected 100%"
 
 
+def test_a_target_asking_for_an_asset_no_market_reaches_fails_before_any_trade() -> None:
+    goal = load("target")
+    crypto = goal["children"][0]["children"][0]["children"][0]
+    crypto["children"].append({"name": "doge", "asset": "DOGE", "weight": "0"})
+    crypto["children"][0]["weight"], crypto["children"][-1]["weight"] = "0.6", "0.1"
+    prices = load("prices")
+    prices["prices"]["DOGE"] = "0.1"  # priced, but no market trades it on binance
+    the_snapshot = new_event(
+        BalanceSnapshotTaken,
+        key="tick-doge",
+        now=NOW,
+        portfolio_id="demo",
+        tree=load("real"),
+        prices=prices,
+        markets=load("markets"),
+    )
+    failed = plan(rebalance(), the_snapshot, target(goal))
+    assert isinstance(failed, PlanFailed)
+    assert failed.reason == (
+        "target tree: alice/binance/spot/crypto/doge: no market path for DOGE from USDT on binance: account "
+        "alice/binance/spot can never buy it (list a market for it, or leave it out of the target)"
+    )
+
+
 async def test_on_the_in_memory_broker_a_command_becomes_a_plan() -> None:
     broker = NatsBroker()
     publisher = bus.Publisher(broker)

@@ -22,6 +22,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 
 from rebal.core.diff import BUY, HOLD, SELL, DiffTree
+from rebal.core.errors import InputError
 from rebal.core.market import Market, Markets, Route
 from rebal.core.numbers import (
     BUDGET_SAFETY,
@@ -263,8 +264,13 @@ def _account_rank(accounts: dict[int, tuple[str, str]]) -> dict[int, int]:
 
 
 def plan_rebalance(diff: DiffTree, markets: Markets) -> Plan:
-    """Orders, transfers and skips for a diff tree. Pure and deterministic."""
+    """Orders, transfers and skips for a diff tree. Pure and deterministic.
+
+    Raises `InputError` (source ``target``) when the target asks for a new position in an asset no market
+    path reaches from the account's quote on its exchange: it could never be bought, and the plan would
+    sell other holdings to pay for it. (A held asset without a market is skipped ``no_market``.)"""
     groups = _Groups.build(diff, markets)
+    _refuse_unreachable(diff, groups)
     legs: list[_Leg] = []
     count = len(diff.tree)
     skip_code = np.where(groups.no_market, NO_MARKET_CODE, 0).astype(np.int64)
@@ -358,6 +364,23 @@ def plan_rebalance(diff: DiffTree, markets: Markets) -> Plan:
     )
 
 
+def _refuse_unreachable(diff: DiffTree, groups: _Groups) -> None:
+    unreachable = np.flatnonzero(groups.no_market & ~groups.sells & groups.new)
+    if not unreachable.size:
+        return
+    g = int(unreachable[0])
+    tree = diff.tree
+    account = int(groups.account[g])
+    exchange, quote = tree.accounts[account]
+    asset = diff.asset_names[int(groups.asset[g])]
+    raise InputError(
+        tree.path(int(groups.path_node[g])),
+        f"no market path for {asset} from {quote} on {exchange}: account {tree.path(account)} can never "
+        f"buy it (list a market for it, or leave it out of the target)",
+        source="target",
+    )
+
+
 class _Groups:
     """Per (account, asset): the net wallet difference, the free amount, and the market to trade it on."""
 
@@ -402,6 +425,9 @@ class _Groups:
         # A skip names the wallet when one wallet makes the group, else the account.
         self.path_node = np.where(n_active[groups] == 1, first[groups], self.account)
         free_all = np.bincount(member_of, weights=diff.free_amount[nodes], minlength=all_keys.size)
+        # A group none of whose wallets the real tree holds: a new position the target asks for.
+        held = np.bincount(member_of, weights=tree.real_index[nodes] >= 0, minlength=all_keys.size)
+        self.new = held[groups] == 0
         self._position = groups
         self.free = free_all[groups]
         self._members = _Members(diff, nodes[order], bounds)
