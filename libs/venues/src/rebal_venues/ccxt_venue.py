@@ -353,6 +353,11 @@ class CcxtVenue:
         return self._client
 
     @property
+    def profile(self) -> ExchangeProfile:
+        """What differs on this exchange (its client id parameters, its limits)."""
+        return self._profile
+
+    @property
     def sandboxed(self) -> bool:
         """Trading on the exchange's testnet."""
         return bool(self._client.isSandboxModeEnabled)
