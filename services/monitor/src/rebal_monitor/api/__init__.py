@@ -12,20 +12,25 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 
 from rebal_monitor import dashboard
 from rebal_monitor.api import exports, funds, operations, plans, portfolio
 from rebal_monitor.api.deps import Deps, Problem
 
 __all__ = ["Deps", "Problem", "create_api"]
+DOCS_STATIC = "/static/docs"
 
 
 def create_api(deps: Deps) -> FastAPI:
     """The API and the dashboard on `deps` (every route finds them on ``app.state.deps``)."""
-    api = FastAPI(
+    # /docs (Swagger UI) and /redoc load their scripts from the fastapi-offline wheel, never a CDN: the
+    # page works on a machine without internet, like the dashboard.
+    api = FastAPIOffline(
         title="Rebal operators' API",
         version="1",
         description="See docs/api.md. Every endpoint needs `Authorization: Bearer <token>`.",
+        static_url=DOCS_STATIC,
     )
     api.state.deps = deps
     api.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]

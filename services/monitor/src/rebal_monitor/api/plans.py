@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Annotated
 
 import asyncpg
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Body, Path
 from pydantic import Field
 
 from rebal import telemetry
@@ -64,7 +64,10 @@ async def planners_answer(pool: asyncpg.Pool, deps: Deps, run_id: uuid.UUID) -> 
 
 
 @router.post("/portfolio/rebalance", status_code=201, summary="Make a plan (a dry-run preview by default)")
-async def rebalance(request: RebalanceRequest, deps: Needs, pool: Db) -> JsonDict:
+async def rebalance(
+    deps: Needs, pool: Db, request: Annotated[RebalanceRequest | None, Body()] = None
+) -> JsonDict:
+    request = request or RebalanceRequest()  # every field has a default: no body is a preview
     portfolio = request.portfolio_id or deps.portfolios[0]
     if not request.dry_run:
         if not deps.settings.live:
