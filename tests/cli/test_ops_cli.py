@@ -200,6 +200,9 @@ def test_doctor_passes_on_the_running_system_and_fails_with_nats_away(system: Op
     names = [line.split(":")[0].split(None, 1)[1] for line in lines]
     for expected in ("configuration", "nats", "stream REBAL_EVENTS", "postgres", "migrations", "api"):
         assert expected in names, names
+    # The server's version as the server says it (15.18 was reported as "15.0").
+    version = asyncio.run(fetch(system.dsn, "SHOW server_version"))[0]["server_version"].split()[0]
+    assert f"postgres: answers (server {version})" in healthy.stdout and "." in version
     # NATS away, and a ccxt venue configured with a key but no secret: both named, exit 1.
     broken = {
         **system.cli_env,

@@ -291,8 +291,10 @@ async def _postgres_checks(settings: ServiceSettings) -> list[Check]:
             Check("paper exchange", False, "not checked: Postgres does not answer"),
         ]
     try:
-        version = connection.get_server_version()
-        checks = [Check("postgres", True, f"answers (server {version.major}.{version.minor})")]
+        # The server's own words ("15.18 (Debian 15.18-0+deb12u1)"): asyncpg's parsed version reads a
+        # two-part 15.18 as major 15, minor 0.
+        version = str(await connection.fetchval("SHOW server_version")).split()[0]
+        checks = [Check("postgres", True, f"answers (server {version})")]
         pending = await db.pending(connection)
         total = len(db.migrations())
         checks.append(
