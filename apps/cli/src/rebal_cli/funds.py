@@ -23,9 +23,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from rebal.core.display import money_text
 from rebal.core.numbers import parse_decimal
 from rebal.subjects import TOKEN
 from rebal_cli.api import DEFAULT_API_URL, connect
+from rebal_cli.render import number
 from rebal_cli.support import fail, write_json
 
 QUANTUM = Decimal("1e-8")
@@ -265,15 +267,33 @@ def show(
             f"{flow['status']}: {flow['kind']} of {flow['amount'] or 'everything'} for {flow['user_id']}"
         )
     for item in data["cycles"][:3]:
-        report = item["report"] or {}
-        line = f"cycle {item['cycle_id']}: {item['status']} (phase {item['phase']})"
-        if report:
-            line += f", {report.get('orders')} orders for {report.get('user_orders')} user legs"
-            line += f", fees {report.get('fees')}"
-            other = report.get("unallocated_fees") or {}
-            if other:
-                line += " (not charged to users: " + ", ".join(f"{f} {a}" for a, f in other.items()) + ")"
-        console.print(line)
+        console.print(cycle_line(item, data["quote"]), markup=False)
+
+
+def cycle_line(cycle: dict[str, Any], quote: str) -> str:
+    """One cycle as the operator reads it: what it planned and what really traded (a cycle whose orders
+    all failed says it traded nothing), the fees to the quote's precision, the executor's reasons."""
+    report = cycle.get("report") or {}
+    traded = cycle.get("traded") or {}
+    line = f"cycle {cycle['cycle_id']}: {cycle['status']} (phase {cycle['phase']})"
+    if not report:
+        return line
+    planned, filled = int(report.get("orders") or 0), int(traded.get("orders") or 0)
+    if planned == 0:
+        line += ", nothing to trade"
+    elif filled == 0:
+        line += f", nothing traded: {planned} orders planned, none filled"
+    else:
+        line += f", {filled} of {planned} orders filled"
+    line += f" for {report.get('user_orders')} user legs"
+    line += f", fees {money_text(str(report.get('fees') or 0), quote)} {quote}"
+    other = report.get("unallocated_fees") or {}
+    if other:
+        line += " (not charged to users: " + ", ".join(f"{number(f)} {a}" for a, f in other.items()) + ")"
+    reasons = report.get("reasons") or []
+    if reasons:
+        line += "; " + "; ".join(reasons)
+    return line
 
 
 def register(app: typer.Typer) -> None:
