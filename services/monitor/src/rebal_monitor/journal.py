@@ -3,7 +3,9 @@
 The journal row is inserted only if new, and the projections are applied only then, in the same
 transaction, so a redelivered event changes nothing. Projections do not depend on arrival order (a
 redelivery can bring a fill before its order, or a run's end before its plan): a late order picks up the
-fills already recorded, and a run row is upserted by whichever of its events comes first.
+fills already recorded, and a run row is upserted by whichever of its events comes first. A run's skips
+are the plan's (listed with their reasons in `skips`) and the executor's (`run_skipped`, its reasons in
+`reasons`): `skipped` is the larger count, whichever event came first.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ async def _project(connection: Connection, event: Event) -> None:
             " planned_at, skips) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10::jsonb)"
             " ON CONFLICT (run_id) DO UPDATE SET plan_id = EXCLUDED.plan_id, dry_run = EXCLUDED.dry_run,"
             " orders = EXCLUDED.orders, skips = EXCLUDED.skips,"
+            " skipped = GREATEST(EXCLUDED.skipped, runs.run_skipped),"
             " planned_at = LEAST(runs.planned_at, EXCLUDED.planned_at)",
             event.correlation_id,
             event.portfolio_id,
@@ -144,11 +147,12 @@ async def _project(connection: Connection, event: Event) -> None:
     elif isinstance(event, RunFinished):
         await connection.execute(
             "INSERT INTO runs (run_id, portfolio_id, plan_id, dry_run, status, placed, filled, skipped,"
-            " failed, reasons, planned_at, finished_at)"
-            " VALUES ($1, $2, $3, false, $4, $5, $6, $7, $8, $9::jsonb, $10, $10)"
+            " run_skipped, failed, reasons, planned_at, finished_at)"
+            " VALUES ($1, $2, $3, false, $4, $5, $6, $7, $7, $8, $9::jsonb, $10, $10)"
             " ON CONFLICT (run_id) DO UPDATE SET status = EXCLUDED.status, placed = EXCLUDED.placed,"
-            " filled = EXCLUDED.filled, skipped = EXCLUDED.skipped, failed = EXCLUDED.failed,"
-            " reasons = EXCLUDED.reasons, finished_at = EXCLUDED.finished_at",
+            " filled = EXCLUDED.filled, run_skipped = EXCLUDED.run_skipped,"
+            " skipped = GREATEST(EXCLUDED.run_skipped, jsonb_array_length(runs.skips)),"
+            " failed = EXCLUDED.failed, reasons = EXCLUDED.reasons, finished_at = EXCLUDED.finished_at",
             event.correlation_id,
             event.portfolio_id,
             event.plan_id,

@@ -292,6 +292,17 @@ async def history(
     return runs, more
 
 
+async def latest_run(pool: asyncpg.Pool, portfolio: str, *, dry_run: bool) -> JsonDict | None:
+    """The portfolio's latest real run (`dry_run` False) or latest preview, without its orders."""
+    row = await pool.fetchrow(
+        f"SELECT {RUN_COLUMNS} FROM runs WHERE portfolio_id = $1 AND dry_run = $2"
+        " ORDER BY planned_at DESC, run_id DESC LIMIT 1",
+        portfolio,
+        dry_run,
+    )
+    return None if row is None else _run(row)
+
+
 def _iso(column: str) -> str:
     """A timestamptz as JSON: ISO 8601 with the session's offset, UTC on the API's connections."""
     return column
