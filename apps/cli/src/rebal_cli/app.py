@@ -26,6 +26,7 @@ from rebal_cli import funds as cli_funds
 from rebal_cli import ops as cli_ops
 from rebal_cli import render
 from rebal_cli import strategies as cli_strategies
+from rebal_cli.api import nats_url as resolve_nats_url
 from rebal_cli.support import (
     DEFAULT_NATS_URL,
     EXIT_ERROR,
@@ -163,9 +164,14 @@ def rebalance_command(
         bool, typer.Option("--dry-run", help="Plan only: show the orders, send nothing.")
     ] = False,
     band: Annotated[str, typer.Option("--band", help="Relative drift band: smaller differences hold.")] = "0",
-    nats_url: Annotated[str, typer.Option("--nats-url", envvar="REBAL__NATS__URL", help="NATS server.")] = (
-        DEFAULT_NATS_URL
-    ),
+    nats_url: Annotated[
+        str | None,
+        typer.Option(
+            "--nats-url",
+            envvar="REBAL__NATS__URL",
+            help=f"NATS server (default: the client context's, else {DEFAULT_NATS_URL}).",
+        ),
+    ] = None,
     wait: Annotated[
         bool, typer.Option("--wait/--no-wait", help="Follow the run until it is planned/done.")
     ] = True,
@@ -183,12 +189,13 @@ def rebalance_command(
     band_value = parse_decimal(band)
     if band_value is None or band_value < 0:
         fail(f"--band: {band!r} must be a decimal >= 0")
+    url = resolve_nats_url(nats_url)
     try:
         # OTEL_TRACES_EXPORTER (the OpenTelemetry convention) turns the operator's span on.
         with telemetry.session("cli", os.environ):
             outcome = asyncio.run(
                 commands.rebalance(
-                    nats_url, portfolio, dry_run=dry_run, band=band_value, wait=wait, timeout=timeout
+                    url, portfolio, dry_run=dry_run, band=band_value, wait=wait, timeout=timeout
                 )
             )
     except commands.NotRunning as exc:

@@ -34,8 +34,12 @@ QUANTUM = Decimal("1e-8")
 
 fund_app = typer.Typer(help="Funds: users' deposits, withdrawals and ledgers.", no_args_is_help=True)
 ApiUrl = Annotated[
-    str,
-    typer.Option("--api-url", envvar="REBAL__API__URL", help="The monitor's REST API.", show_default=True),
+    str | None,
+    typer.Option(
+        "--api-url",
+        envvar="REBAL__API__URL",
+        help=f"The monitor's REST API (default: the context's, else {DEFAULT_API_URL}).",
+    ),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 Reference = Annotated[
@@ -122,7 +126,7 @@ def deposit(
     user_opt: UserOpt = None,
     amount_opt: AmountOpt = None,
     reference: Reference = None,
-    api_url: ApiUrl = DEFAULT_API_URL,
+    api_url: ApiUrl = None,
     as_json: AsJson = False,
 ) -> None:
     """Record a user's deposit: credited at once as cash, invested by the next cycle."""
@@ -149,7 +153,7 @@ def withdraw(
     amount_opt: AmountOpt = None,
     everything: Annotated[bool, typer.Option("--all", help="Withdraw everything the user holds.")] = False,
     reference: Reference = None,
-    api_url: ApiUrl = DEFAULT_API_URL,
+    api_url: ApiUrl = None,
     as_json: AsJson = False,
 ) -> None:
     """Ask for a withdrawal: AMOUNT of the quote after fees, or --all; paid by the next cycle."""
@@ -175,7 +179,7 @@ def cycle(
     rebalance: Annotated[
         bool, typer.Option("--rebalance", help="Also bring every user to the weights.")
     ] = False,
-    api_url: ApiUrl = DEFAULT_API_URL,
+    api_url: ApiUrl = None,
     as_json: AsJson = False,
 ) -> None:
     """Net what is due on the fund now into one set of orders."""
@@ -199,7 +203,7 @@ def define(
     prices_from: Annotated[
         str, typer.Option("--prices-from", help="The portfolio whose snapshots price it.")
     ],
-    api_url: ApiUrl = DEFAULT_API_URL,
+    api_url: ApiUrl = None,
 ) -> None:
     """Define (or change) a fund's account and target weights."""
     parsed: dict[str, str] = {}
@@ -228,7 +232,7 @@ def show(
     fund_arg: FundArg = None,
     fund_opt: FundOpt = None,
     user: Annotated[str | None, typer.Option("--user", help="Only this user.")] = None,
-    api_url: ApiUrl = DEFAULT_API_URL,
+    api_url: ApiUrl = None,
     as_json: AsJson = False,
 ) -> None:
     """The fund's status, each user's amounts, the totals, the flows waiting and the recent cycles."""

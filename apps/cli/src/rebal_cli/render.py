@@ -154,7 +154,7 @@ def _orders(orders: Sequence[Mapping[str, Any]], width: int) -> list[Table]:
     tables = []
     for account, held in accounts.items():
         names = ("phase", "symbol", "side")
-        title = f"Orders ({len(orders)})" if len(accounts) == 1 else f"Orders ({len(held)} of {len(orders)})"
+        title = f"Orders ({len(orders)})" + ("" if len(accounts) == 1 else f": {len(held)}")
         table = _table(f"{title} on {escape(account)}", (*names, *money), right=("phase", *money))
         for order in held:
             table.add_row(*_order_cells(order, names))

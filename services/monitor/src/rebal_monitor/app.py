@@ -17,7 +17,7 @@ from rebal_monitor.handlers import SERVICE, Monitor, register
 from rebal_monitor.queries import ApiPool
 from rebal_monitor.settings import MonitorSettings
 
-HEALTH_PATHS = frozenset({"/livez", "/readyz", "/metrics"})
+HEALTH_PATHS = frozenset({"/livez", "/readyz", "/metrics", "/config"})
 
 
 class MonitorApp:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from pydantic import model_validator
+
 from rebal.settings import API_TOKEN_MIN_LENGTH, ApiSettings, ServiceSettings
 
 
@@ -11,6 +13,14 @@ class MonitorSettings(ServiceSettings):
     service: ClassVar[str] = "monitor"
 
     api: ApiSettings = ApiSettings()
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> MonitorSettings:
+        """`live` (REBAL__LIVE, every service's switch) and its former spelling `api.live` are one fact."""
+        if self.live != self.api.live:
+            self.live = True
+            self.api = self.api.model_copy(update={"live": True})
+        return self
 
 
 def token_problem(settings: MonitorSettings) -> str | None:
