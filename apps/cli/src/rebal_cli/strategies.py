@@ -374,6 +374,8 @@ def optimize(
         if found is None:
             fail(f"the optimizer answered for {portfolio} without an allocation", EXIT_ERROR)
         outcome = {
+            # Published as the portfolio's target: the next rebalance trades it (docs/cli.md).
+            "published_target": str(answer.event_id),
             "method": found.method,
             "status": found.status,
             "observations": found.observations,
@@ -392,6 +394,11 @@ def optimize(
         write_json(outcome)
         return
     _print_allocation(outcome, export)
+    if portfolio is not None and returns is None:
+        _console().print(
+            f"published as {portfolio}'s new target ({outcome['published_target']}): the next rebalance"
+            f" trades it; see what it would trade with: rebal plan --portfolio {portfolio}"
+        )
 
 
 def _print_allocation(outcome: dict[str, object], export: Path | None) -> None:
