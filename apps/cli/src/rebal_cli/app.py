@@ -24,6 +24,7 @@ from rebal.io import FileError, load
 from rebal.render import plan_json, tree_json
 from rebal_cli import funds as cli_funds
 from rebal_cli import ops as cli_ops
+from rebal_cli import paper as cli_paper
 from rebal_cli import render
 from rebal_cli import strategies as cli_strategies
 from rebal_cli.api import nats_url as resolve_nats_url
@@ -217,7 +218,7 @@ def rebalance_command(
         raise typer.Exit(EXIT_ERROR)
 
 
-for _commands in (cli_ops, cli_strategies, cli_funds):
+for _commands in (cli_ops, cli_strategies, cli_funds, cli_paper):
     _commands.register(app)
 
 
