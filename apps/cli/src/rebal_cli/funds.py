@@ -23,7 +23,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from rebal.core.display import money_text
+from rebal.core.display import money_text, percent_text
 from rebal.core.numbers import parse_decimal
 from rebal.subjects import TOKEN
 from rebal_cli.api import DEFAULT_API_URL, connect
@@ -263,7 +263,8 @@ def show(
         short = ", ".join(f"{a} {v}" for a, v in check["missing"].items()) or "none"
         console.print(f"venue at {check['snapshot_at']}: unattributed {extra}; missing {short}")
     if data.get("drift") is not None:
-        console.print("drift (dust left out): " + ", ".join(f"{a} {v}" for a, v in data["drift"].items()))
+        drift = ", ".join(f"{a} {percent_text(v)}" for a, v in data["drift"].items())
+        console.print(f"drift from the weights (dust left out): {drift}")
         if data["dust"]:
             console.print(f"dust held by {len(data['dust'])} users (too small to sell alone)")
     for flow in data["flows"]:

@@ -187,7 +187,7 @@ def when(iso: str | None) -> str:
 def run_summary(run: dict[str, Any]) -> str:
     """A run's status and counts on one line (its id goes on a line of its own: never broken)."""
     counts = run.get("counts") or {}
-    kind = " (dry-run preview)" if run.get("dry_run") else ""
+    kind = " (dry-run)" if run.get("dry_run") and run["status"] != "preview" else ""
     tally = ", ".join(f"{counts.get(key, 0)} {key}" for key in ("orders", "filled", "skipped", "failed"))
     return f"{run['status']}{kind}, planned {when(run.get('planned_at'))}: {tally}"
 
