@@ -90,9 +90,13 @@ API_TOKEN_MIN_LENGTH = 32
 class ApiSettings(Section):
     """The operators' REST API (served by the monitor; the CLI reads `token` to call it)."""
 
-    # Every API request needs `Authorization: Bearer <token>`; none configured refuses every request.
+    # Every API request needs `Authorization: Bearer <token>`; none configured refuses every request. The
+    # operator's token may do everything; a viewer's token (`viewer_token`) may only read: every request
+    # that changes something (plans, approvals, halt and resume, targets, funds) is refused to it (403).
     token: SecretStr | None = None
     token_file: Path | None = None
+    viewer_token: SecretStr | None = None
+    viewer_token_file: Path | None = None
     # Where operators' tools (`rebal`, REBAL__API__URL) reach this API; the monitor binds `http.host/port`.
     url: str = "http://127.0.0.1:8105"
     # The former spelling of the service's `live` (REBAL__LIVE), kept so that REBAL__API__LIVE still works:
@@ -118,6 +122,11 @@ class ApiSettings(Section):
                 self.token = SecretStr(self.token_file.read_text().strip())
             except OSError as exc:
                 raise ValueError(f"api.token_file {self.token_file}: {exc.strerror}") from None
+        if self.viewer_token_file is not None:
+            try:
+                self.viewer_token = SecretStr(self.viewer_token_file.read_text().strip())
+            except OSError as exc:
+                raise ValueError(f"api.viewer_token_file {self.viewer_token_file}: {exc.strerror}") from None
         return self
 
 

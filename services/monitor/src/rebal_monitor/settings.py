@@ -32,4 +32,10 @@ def token_problem(settings: MonitorSettings) -> str | None:
             f"api.token: live mode needs a bearer token of at least {API_TOKEN_MIN_LENGTH} characters"
             f" ({what}); set REBAL__API__TOKEN or REBAL__API__TOKEN_FILE"
         )
+    viewer = settings.api.viewer_token.get_secret_value() if settings.api.viewer_token is not None else ""
+    if settings.api.live and viewer and len(viewer) < API_TOKEN_MIN_LENGTH:
+        return (
+            f"api.viewer_token: live mode needs tokens of at least {API_TOKEN_MIN_LENGTH} characters"
+            f" (only {len(viewer)} characters)"
+        )
     return None

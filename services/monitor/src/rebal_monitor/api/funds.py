@@ -51,6 +51,7 @@ from rebal_monitor.api.deps import (
     Deps,
     JsonDict,
     Needs,
+    OperatorOnly,
     Problem,
     publish,
     until_found,
@@ -226,7 +227,12 @@ async def show(
     }
 
 
-@router.put("/funds/{fund}", status_code=202, summary="Define (or change) a fund: DefineFund")
+@router.put(
+    "/funds/{fund}",
+    status_code=202,
+    dependencies=[OperatorOnly],
+    summary="Define (or change) a fund: DefineFund",
+)
 async def define(fund: FundId, request: FundDefinition, deps: Needs) -> JsonDict:
     total = sum(request.weights.values(), Decimal(0))
     if not request.weights or abs(total - 1) > Decimal("1e-9"):
@@ -247,14 +253,22 @@ async def define(fund: FundId, request: FundDefinition, deps: Needs) -> JsonDict
     return {"command_id": str(command.event_id), "kind": "define"}
 
 
-@router.post("/funds/{fund}/deposits", summary="Record a user's deposit (credited at once as cash)")
+@router.post(
+    "/funds/{fund}/deposits",
+    dependencies=[OperatorOnly],
+    summary="Record a user's deposit (credited at once as cash)",
+)
 async def deposit(fund: FundId, request: DepositRequest, deps: Needs, pool: Db) -> JSONResponse:
     await defined(pool, fund)
     _places(request.amount, "amount")
     return await record_flow(RecordDeposit, fund, request, deps, pool)
 
 
-@router.post("/funds/{fund}/withdrawals", summary="Ask for a withdrawal: an amount after fees, or all")
+@router.post(
+    "/funds/{fund}/withdrawals",
+    dependencies=[OperatorOnly],
+    summary="Ask for a withdrawal: an amount after fees, or all",
+)
 async def withdraw(fund: FundId, request: WithdrawalRequest, deps: Needs, pool: Db) -> JSONResponse:
     if (request.amount is None) == (not request.all):
         raise Problem(422, "amount: give an amount, or all=true for everything (not both)")
@@ -305,7 +319,12 @@ def held_value(found: FundRecord, entries: list[fund_store.Entry], snapshot: Jso
     return total
 
 
-@router.post("/funds/{fund}/cycles", status_code=202, summary="Net what is due now: RunFundCycle")
+@router.post(
+    "/funds/{fund}/cycles",
+    status_code=202,
+    dependencies=[OperatorOnly],
+    summary="Net what is due now: RunFundCycle",
+)
 async def cycle(fund: FundId, request: CycleRequest, deps: Needs, pool: Db) -> JsonDict:
     await defined(pool, fund)
     command = new_event(

@@ -21,6 +21,7 @@ from rebal.events import HaltTrading, ResumeTrading, new_event
 from rebal_monitor import queries
 from rebal_monitor.api.deps import (
     DEFAULT_PAGE,
+    OPERATOR,
     PORTFOLIO_PATTERN,
     SNAPSHOT_TYPES,
     TARGET_TYPES,
@@ -31,6 +32,8 @@ from rebal_monitor.api.deps import (
     JsonDict,
     Limit,
     Needs,
+    OperatorOnly,
+    Scope,
     Strict,
     cursor_of,
     halted,
@@ -81,7 +84,9 @@ async def history(
     return Response(body.encode(), media_type="application/json")
 
 
-@router.post("/halt", status_code=202, summary="The kill switch: publish HaltTrading")
+@router.post(
+    "/halt", status_code=202, dependencies=[OperatorOnly], summary="The kill switch: publish HaltTrading"
+)
 async def halt(request: HaltRequest, deps: Needs) -> JsonDict:
     portfolio = request.portfolio_id or deps.portfolios[0]
     command = new_event(
@@ -96,7 +101,9 @@ async def halt(request: HaltRequest, deps: Needs) -> JsonDict:
     return {"command_id": str(command.event_id), "portfolio_id": portfolio, "subject": command.subject}
 
 
-@router.post("/resume", status_code=202, summary="Lift a halt: publish ResumeTrading")
+@router.post(
+    "/resume", status_code=202, dependencies=[OperatorOnly], summary="Lift a halt: publish ResumeTrading"
+)
 async def resume(request: ResumeRequest, deps: Needs) -> JsonDict:
     portfolio = request.portfolio_id or deps.portfolios[0]
     command = new_event(
@@ -104,6 +111,11 @@ async def resume(request: ResumeRequest, deps: Needs) -> JsonDict:
     )
     await publish(deps, command)
     return {"command_id": str(command.event_id), "portfolio_id": portfolio, "subject": command.subject}
+
+
+@router.get("/session", summary="What the request's token may do: operator (everything) or viewer (read)")
+async def session(scope: Scope) -> JsonDict:
+    return {"scope": scope, "may_change": scope == OPERATOR}
 
 
 @router.get("/status", summary="Halted?, live or dry-run, the last real run and preview, health")
