@@ -15,11 +15,13 @@ from decimal import Decimal
 from typing import Any
 
 from rebal.core.diff import DiffTree, diff_trees
-from rebal.core.market import Prices
+from rebal.core.market import Markets, Prices
 from rebal.core.numbers import dec_str, money_str, weight_str
+from rebal.core.plan import plan_rebalance
 from rebal.core.shown import shown_nodes
 from rebal.core.tree import parse_tree
 from rebal.events import ProjectedWeight
+from rebal.render import plan_json
 
 JsonDict = dict[str, Any]
 
@@ -30,6 +32,28 @@ def diff_of(snapshot: Mapping[str, Any], target: Mapping[str, Any], band: float 
     real = parse_tree(snapshot["tree"], "real")
     desired = parse_tree(target["tree"], "target")
     return diff_trees(real, desired, Prices.parse(snapshot["prices"]), band=band)
+
+
+def check_target(tree: Mapping[str, Any]) -> None:
+    """A desired tree as `rebal plan` checks its target (raises `InputError` naming the node)."""
+    parse_tree(tree, "target")
+
+
+def target_preview(snapshot: Mapping[str, Any], tree: Mapping[str, Any]) -> JsonDict:
+    """What setting `tree` as the target would trade now, from a `BalanceSnapshotTaken` payload: the
+    orders, transfers and skips (as `rebal plan` gives them) and each shown node's share of the portfolio
+    now and under the new target. Raises `InputError` when the tree is not a valid target or does not fit
+    the snapshot."""
+    diff = diff_of(snapshot, {"tree": tree})
+    plan = plan_json(plan_rebalance(diff, Markets.parse(snapshot.get("markets"))))
+    total, rows = weights(diff)
+    return {
+        "total_value": total,
+        "orders": plan["orders"],
+        "transfers": plan["transfers"],
+        "skipped": plan["skipped"],
+        "weights": [{k: row[k] for k in ("path", "kind", "actual_share", "target_share")} for row in rows],
+    }
 
 
 def weights(diff: DiffTree) -> tuple[str, list[JsonDict]]:

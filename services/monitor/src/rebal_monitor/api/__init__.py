@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 
 from rebal_monitor import dashboard
-from rebal_monitor.api import exports, funds, operations, plans, portfolio
+from rebal_monitor.api import exports, funds, operations, plans, portfolio, targets
 from rebal_monitor.api.deps import Deps, Problem
 
 __all__ = ["Deps", "Problem", "create_api"]
@@ -35,7 +35,7 @@ def create_api(deps: Deps) -> FastAPI:
     api.state.deps = deps
     api.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
     api.add_exception_handler(Problem, _problem)  # type: ignore[arg-type]
-    for module in (portfolio, plans, operations, exports, funds):
+    for module in (portfolio, targets, plans, operations, exports, funds):
         api.include_router(module.router)
     api.include_router(dashboard.router)  # the page at / and its static files (no token)
     return api
