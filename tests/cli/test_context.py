@@ -88,3 +88,13 @@ def test_commands_reach_the_context_s_api(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["status"], env=env)
     assert result.exit_code == 3, result.output
     assert "http://127.0.0.1:9" in result.stderr
+
+
+def test_a_token_in_the_environment_wins_over_the_context_s_token_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REBAL_CONTEXT", str(written(tmp_path)))
+    monkeypatch.delenv("REBAL__API__TOKEN_FILE", raising=False)
+    monkeypatch.setenv("REBAL__API__TOKEN", "the-operator-s-own")
+    token = OperatorSettings().api.token
+    assert token is not None and token.get_secret_value() == "the-operator-s-own"

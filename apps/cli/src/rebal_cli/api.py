@@ -7,6 +7,7 @@ request is 2, a refusal (409: a stale or expired plan) or a server error is 1.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -157,7 +158,14 @@ class ContextSource(PydanticBaseSettingsSource):
 
     def __call__(self) -> dict[str, Any]:
         found = context.current()
-        return {} if found is None else found.settings()
+        if found is None:
+            return {}
+        sections = found.settings()
+        # A token given in the environment (or its file) is the operator's: the context's token file,
+        # read by the settings' validator, would replace it.
+        if any(os.environ.get(f"REBAL__API__{key}") for key in ("TOKEN", "TOKEN_FILE")):
+            sections.get("api", {}).pop("token_file", None)
+        return sections
 
 
 class OperatorSettings(Configured):
