@@ -531,10 +531,14 @@ def write_client_context(var_dir: Path, infra: Infra, services: Services) -> Pat
     return path
 
 
-def api_token_file(var_dir: Path) -> Path:
+API_VIEWER_TOKEN_FILE = "api-viewer-token"
+
+
+def api_token_file(var_dir: Path, name: str = API_TOKEN_FILE) -> Path:
     """The demo's API token (made once, kept in ``var/``, readable by its owner only): the monitor's API
-    and dashboard need one, and the CLI reads the same file (``REBAL__API__TOKEN_FILE``)."""
-    path = var_dir / API_TOKEN_FILE
+    and dashboard need one, and the CLI reads the same file (``REBAL__API__TOKEN_FILE``). With
+    `API_VIEWER_TOKEN_FILE`, the read-only token for viewers."""
+    path = var_dir / name
     if not path.exists():
         var_dir.mkdir(parents=True, exist_ok=True)
         path.touch(mode=0o600)
@@ -574,6 +578,7 @@ def summary(options: Options, infra: Infra, services: Services, bot: Child | Non
         f"    {rebal} config show; {rebal} doctor",
         "",
         f"  Dashboard   {monitor}/?token=$(cat {rel(token)})   API docs {monitor}/docs",
+        f"    read-only {monitor}/?token=$(cat {rel(api_token_file(token.parent, API_VIEWER_TOKEN_FILE))})",
         f"    curl -s {services['planner'].url}/readyz",
         f"    psql {infra.database_url} -c 'SELECT run_id, status, placed, filled FROM runs'",
         "",
@@ -617,7 +622,10 @@ def run(options: Options) -> int:
             # rebalances, every service reports the same mode; the monitor has the token live needs).
             env={"REBAL__LIVE": "true"},
             service_env={
-                "monitor": {"REBAL__API__TOKEN_FILE": str(token)},
+                "monitor": {
+                    "REBAL__API__TOKEN_FILE": str(token),
+                    "REBAL__API__VIEWER_TOKEN_FILE": str(api_token_file(var_dir, API_VIEWER_TOKEN_FILE)),
+                },
                 "optimizer": demo_allocation(options.bot),
             },
         )

@@ -16,6 +16,7 @@ from typing import Any
 
 from rebal.core.diff import DiffTree, diff_trees
 from rebal.core.display import quote_places
+from rebal.core.errors import InputError
 from rebal.core.market import Markets, Prices
 from rebal.core.numbers import dec_str, money_str, weight_str
 from rebal.core.plan import plan_rebalance
@@ -120,6 +121,26 @@ def equity_points(result: PortfolioPerformance | None) -> list[JsonDict]:
         }
         for t, v, i in zip(result.grid.tolist(), result.values.tolist(), result.index.tolist(), strict=True)
     ]
+
+
+def money_of(snapshot: Mapping[str, Any]) -> JsonDict:
+    """The valuation currency of a snapshot and the places its money is shown with."""
+    prices = snapshot.get("prices")
+    quote = prices.get("quote") if isinstance(prices, Mapping) else None
+    return {"quote": quote, "money_places": quote_places(quote if isinstance(quote, str) else None)}
+
+
+def amount_steps(snapshot: Mapping[str, Any]) -> dict[str, str]:
+    """Each base asset's amount step in the snapshot's markets (the first market listing it)."""
+    try:
+        markets = Markets.parse(snapshot.get("markets"))
+    except InputError:
+        return {}
+    steps: dict[str, str] = {}
+    for exchange in sorted(markets.exchanges):
+        for market in markets.exchanges[exchange].values():
+            steps.setdefault(market.base, dec_str(market.amount_step))
+    return dict(sorted(steps.items()))
 
 
 def check_target(tree: Mapping[str, Any]) -> None:

@@ -111,7 +111,9 @@ def describe_step(seconds: float) -> str:
 
 
 def describe_span(seconds: float) -> str:
-    """A duration as operators read it: ``12 min``, ``5.5 h``, ``3.2 days``."""
+    """A duration as operators read it: ``40 s``, ``12 min``, ``5.5 h``, ``3.2 days``."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
     if seconds < 3600:
         return f"{seconds / 60:.0f} min"
     if seconds < 2 * 86400:
@@ -185,8 +187,10 @@ def _annualised(
 ) -> tuple[Annualised | None, str | None]:
     days = span / SECONDS_PER_DAY
     if returns.shape[0] < MIN_ANNUALISED_PERIODS or days < MIN_ANNUALISED_DAYS:
+        count = returns.shape[0]
         return None, (
-            f"{returns.shape[0]} periods of {describe_step(step)} over {describe_span(span)}: annualised"
+            f"{count} period{'' if count == 1 else 's'} of {describe_step(step)} over {describe_span(span)}:"
+            " annualised"
             f" figures need at least {MIN_ANNUALISED_PERIODS} periods over at least"
             f" {MIN_ANNUALISED_DAYS:g} days"
         )

@@ -57,6 +57,7 @@ async def weights(portfolio: Chosen, pool: Db) -> JsonDict:
         "snapshot_id": str(snapshot.event_id),
         "target_id": str(target.event_id),
         "as_of": snapshot.occurred_at.isoformat(),
+        **views.money_of(snapshot.payload),
         "total_value": total,
         "nodes": rows,
     }
@@ -180,6 +181,9 @@ async def tree_diff(portfolio: Chosen, pool: Db, band: Band = 0.0) -> JsonDict:
         "snapshot_id": str(snapshot.event_id),
         "target_id": str(target.event_id),
         "band": band,
+        **views.money_of(snapshot.payload),
+        # Each asset's amount step (its market's), so that amounts are shown as a venue can hold them.
+        "amount_steps": views.amount_steps(snapshot.payload),
         "diff": diff_json(diff_or_problem(snapshot, target, band)),
     }
 
