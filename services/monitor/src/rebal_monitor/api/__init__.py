@@ -9,11 +9,15 @@ requests get a 4xx whose `detail` names what is wrong and where; nothing a clien
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
+import time
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 
+from rebal import metrics
 from rebal_monitor import dashboard
 from rebal_monitor.api import exports, funds, operations, plans, portfolio, targets
 from rebal_monitor.api.deps import Deps, Problem
@@ -33,12 +37,30 @@ def create_api(deps: Deps) -> FastAPI:
         static_url=DOCS_STATIC,
     )
     api.state.deps = deps
+    api.middleware("http")(_measured)
     api.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
     api.add_exception_handler(Problem, _problem)  # type: ignore[arg-type]
     for module in (portfolio, targets, plans, operations, exports, funds):
         api.include_router(module.router)
     api.include_router(dashboard.router)  # the page at / and its static files (no token)
     return api
+
+
+async def _measured(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    """Count and time every request by its route template (bounded: ids are not in it)."""
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await call_next(request)
+        status = response.status_code
+        return response
+    finally:
+        route = request.scope.get("route")
+        template = getattr(route, "path", None) or "unmatched"
+        metrics.API_REQUESTS.labels(method=request.method, route=template, status=str(status)).inc()
+        metrics.API_SECONDS.labels(method=request.method, route=template).observe(
+            time.perf_counter() - started
+        )
 
 
 async def _problem(request: Request, exc: Problem) -> JSONResponse:
