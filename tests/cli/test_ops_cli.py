@@ -46,7 +46,7 @@ class Ran:
 def rebal(*args: str | Path, env: dict[str, str] | None = None) -> Ran:
     """`rebal ARGS` in this process (typer's CliRunner: the same app, exit codes and streams as the
     installed command, without a second start-up per call on this shared 2-core machine)."""
-    unset: dict[str, str | None] = {k: None for k in os.environ if k.startswith("REBAL")}
+    unset: dict[str, str | None] = {k: None for k in os.environ if k.startswith(("REBAL__", "REBAL_CONFIG"))}
     result = CliRunner().invoke(app, [str(a) for a in args], env={**unset, "COLUMNS": "200", **(env or {})})
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
@@ -55,7 +55,7 @@ def rebal(*args: str | Path, env: dict[str, str] | None = None) -> Ran:
 
 def installed(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """The installed entry point, as a separate process."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("REBAL")}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("REBAL")} | {"REBAL_CONTEXT": "none"}
     return subprocess.run(
         [str(REBAL), *args], capture_output=True, text=True, timeout=60, check=False, env={**clean, **env}
     )

@@ -98,7 +98,7 @@ async def rebal(served: Served, *args: str) -> tuple[int, str, str]:
 
 async def installed_rebal(served: Served, *args: str) -> tuple[int, str, str]:
     """The installed `rebal` as a process."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REBAL")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REBAL")} | {"REBAL_CONTEXT": "none"}
     env.update({"REBAL__API__URL": served.url, "REBAL__API__TOKEN": TOKEN, "COLUMNS": "200"})
     process = await asyncio.create_subprocess_exec(
         str(REBAL), *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
