@@ -27,7 +27,7 @@ from rebal.core.numbers import parse_decimal
 from rebal_cli import config as cli_config
 from rebal_cli.api import DEFAULT_API_URL, Api, connect
 from rebal_cli.render import console as _console
-from rebal_cli.render import number, plan_counts, print_plan, run_line
+from rebal_cli.render import number, percent, plan_counts, print_plan, run_line, valuation_quote, value_text
 from rebal_cli.support import EXIT_ERROR, fail, write_json
 
 # A run is followed until it has finished, at most this long by default.
@@ -64,10 +64,12 @@ def _band(raw: str | None) -> str | None:
 
 def _plan_header(plan: dict[str, Any]) -> str:
     inputs = plan.get("inputs") or {}
+    total = inputs.get("total_value")
+    value = "?" if total is None else value_text(total, valuation_quote(plan))
     return (
         f"plan [bold]{plan['plan_id']}[/] for {plan['portfolio_id']} ({plan['status']}): "
-        f"{plan_counts(plan)}; portfolio value {inputs.get('total_value', '?')}, band {plan.get('band')}, "
-        f"expires {plan.get('expires_at')}"
+        f"{plan_counts(plan)}; portfolio value {value}, band {percent(plan.get('band'))}, "
+        f"expires {when(plan.get('expires_at'))}"
     )
 
 
