@@ -233,5 +233,7 @@ def test_a_minimum_weight_smaller_than_the_tolerances_is_still_kept() -> None:
         found = solve(quadratic, np.zeros(2), np.ones(2), 1.0, low, high)
         assert found is not None and found.x[0] >= 1e-10, (solve, found)
     returns = returns_with(np.zeros(2), quadratic * 1e-4, periods=100)
-    result = solved(MinVariance(2, estimator=SAMPLE, constraints=Constraints(min_weight=1e-10)).solve(returns))
+    result = solved(
+        MinVariance(2, estimator=SAMPLE, constraints=Constraints(min_weight=1e-10)).solve(returns)
+    )
     assert result.weights[0] == pytest.approx(1e-10, rel=1e-9)
