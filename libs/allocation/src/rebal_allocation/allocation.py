@@ -78,7 +78,7 @@ class Allocation(Section):
     periods_per_year: float | None = Field(default=None, gt=0)
     # Volatility targeting (portfolio_config.json): leverage = target / realised, at most max_leverage.
     target_volatility: float = Field(default=0.10, ge=0)
-    max_leverage: float = Field(default=1.0, gt=0)
+    max_leverage: float | None = Field(default=1.0, gt=0)  # None: no cap
 
     @model_validator(mode="after")
     def _method_fits(self) -> Allocation:
