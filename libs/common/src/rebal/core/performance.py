@@ -192,7 +192,7 @@ def sortino(
 
 def not_annualised(periods: int, periods_per_year: float, min_periods: int) -> dict[str, str]:
     """The annualised statistics `periods` returns are too few for, each with the reason."""
-    out = {}
+    out: dict[str, str] = {}
     if periods < min_periods:
         reason = f"needs ≥ {min_periods} periods (has {periods})"
         out.update(annualised_volatility=reason, sharpe=reason, sortino=reason)
