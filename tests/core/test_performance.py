@@ -179,7 +179,7 @@ def test_irregular_dates_are_refused_with_where() -> None:
     start = datetime(2024, 1, 1, tzinfo=UTC).timestamp()
     odd = perf.frequency_of([start, start + DAY, start + 2 * DAY, start + 3.5 * DAY, start + 4.5 * DAY])
     assert odd == perf.Irregular(
-        "irregular dates: 2024-01-03 to 2024-01-04T12:00:00+00:00 is 1.50 days, not a whole number of the "
+        "irregular dates: 2024-01-03 to 2024-01-04T12:00:00Z is 1.50 days, not a whole number of the "
         "usual 1 day"
     )
     weekdays = [start + d * DAY for d in range(60) if (d % 7) < 5]  # exchange days: 3-day weekend gaps

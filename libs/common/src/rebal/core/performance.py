@@ -36,7 +36,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -397,13 +396,15 @@ def _name(spacing: float) -> str:
 
 
 def _month_index(stamp: float) -> int:
-    when = datetime.fromtimestamp(stamp, UTC)
-    return when.year * 12 + when.month
+    return int(np.datetime64(int(stamp), "s").astype("datetime64[M]").astype(np.int64))
 
 
 def _date(stamp: float) -> str:
-    when = datetime.fromtimestamp(float(stamp), UTC)
-    return when.date().isoformat() if when.time() == datetime.min.time() else when.isoformat()
+    """An ISO date, or an ISO time in UTC when it is not midnight (numpy: the core reads no clock)."""
+    moment = np.datetime64(int(stamp), "s")
+    if float(stamp) % SECONDS_PER_DAY == 0:
+        return str(np.datetime_as_string(moment, unit="D"))
+    return str(np.datetime_as_string(moment, unit="s", timezone="UTC"))
 
 
 def _duration(seconds: float) -> str:
