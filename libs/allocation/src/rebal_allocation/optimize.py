@@ -69,7 +69,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from rebal.core.performance import DAYS_PER_YEAR, ZERO_DEVIATION
-from rebal_allocation import compounded
+from rebal_allocation import compounded, constrained
+from rebal_allocation.active_set import Rows
 from rebal_allocation.allocation import Equity, parameter_problem
 from rebal_allocation.direct import ActiveSet, box_qp, risk_parity
 from rebal_allocation.estimate import Estimate, Estimator, Rolling, correlation_of, estimate_rolling, factor
@@ -272,11 +273,23 @@ class Optimizer(ABC):
     def objective(self, weights: Floats, returns: Floats, est: Estimate) -> float:
         """The method's objective at `weights`, in the original units."""
 
-    def _direct(self, returns: Floats, est: Estimate) -> Floats | str | None:
-        """Weights by a direct method (``rebal_allocation.direct``), storing its warm start; a reason when
-        the data make the problem infeasible; None when there is no direct method or it gave no answer.
-        Called only when the constraints are bounds at most and no pair is capped."""
+    def _direct(
+        self, returns: Floats, est: Estimate, pairs: tuple[Pair, ...], current: Floats
+    ) -> Floats | str | None:
+        """Weights by an exact numpy method (``direct``, ``constrained``), storing its warm start; a reason
+        when the data make the problem infeasible; None when there is no such method for these
+        constraints or it gave no certified answer (the cvxpy problem then solves)."""
         return None
+
+    def _rows(self, pairs: tuple[Pair, ...]) -> Rows:
+        """The budget, group and pair constraints as rows (``constrained.rows_of``)."""
+        groups = [(g.members, g.cap) for g in self.constraints.groups]
+        return constrained.rows_of(self.count, groups, pairs, self.constraints.pair_cap)
+
+    def _warm_of(self) -> constrained.Warm:
+        if not isinstance(self._warm, constrained.Warm):
+            self._warm = constrained.Warm()
+        return self._warm
 
     # -- the shared shell ---------------------------------------------------------------------------
     def solve(self, returns: ArrayLike, current_weights: ArrayLike | None = None) -> Result:
@@ -296,8 +309,8 @@ class Optimizer(ABC):
             return BadData(reason, tuple(flat))
         est, self._moments = estimate_rolling(data, self.estimator, self._moments)
         pairs = correlated_pairs(est.covariance, self.constraints.correlation_threshold)
-        if self.direct and self.constraints.bounds_only() and not pairs:
-            outcome = self._solve_direct(data, est, current)
+        if self.direct:
+            outcome = self._solve_direct(data, est, pairs, current)
             if outcome is not None:
                 return outcome
         return self._solve_problem(data, est, pairs, current)
@@ -326,13 +339,15 @@ class Optimizer(ABC):
             return SolverFailed(f"status {built.problem.status} but a constraint is broken by {breach:.3g}")
         return Solved(weights, self.objective(weights, data, est), str(built.problem.status), rebuilt)
 
-    def _solve_direct(self, data: Floats, est: Estimate, current: Floats) -> Result | None:
+    def _solve_direct(
+        self, data: Floats, est: Estimate, pairs: tuple[Pair, ...], current: Floats
+    ) -> Result | None:
         warm = self._warm is not None
-        found = self._direct(data, est)
+        found = self._direct(data, est, pairs, current)
         if isinstance(found, str):
             return Infeasible(found)
-        weights = self._refine(self._clean(found), data, (), current)
-        if weights is None or violation(weights, self.constraints, (), current) > WEIGHT_TOLERANCE:
+        weights = self._refine(self._clean(found), data, pairs, current)
+        if weights is None or violation(weights, self.constraints, pairs, current) > WEIGHT_TOLERANCE:
             self._warm = None
             return None
         return Solved(weights, self.objective(weights, data, est), cp.OPTIMAL, rebuilt=not warm)
@@ -434,11 +449,28 @@ class MinVariance(Optimizer):
         """(Q, c) of ``min w'Qw / 2 - c'w`` on the rescaled data."""
         return _scale(est.covariance) * est.covariance, np.zeros(self.count)
 
-    def _direct(self, returns: Floats, est: Estimate) -> Floats | str | None:
+    def _direct(
+        self, returns: Floats, est: Estimate, pairs: tuple[Pair, ...], current: Floats
+    ) -> Floats | str | None:
         quadratic, linear = self._quadratic_data(est)
+        if not self.constraints.bounds_only() or pairs:  # groups, pairs, turnover: general rows
+            turnover = self.constraints.turnover
+            warm = self._warm_of()
+            answer = constrained.turnover_qp(
+                quadratic,
+                linear,
+                self.bounds.low,
+                self.bounds.high,
+                self._rows(pairs),
+                None,
+                current,
+                turnover,
+                warm,
+            )
+            return None if answer is None else answer.x
         ones = np.ones(self.count)
-        warm = self._warm if isinstance(self._warm, ActiveSet) else None
-        solution = box_qp(quadratic, linear, ones, 1.0, self.bounds.low, self.bounds.high, warm)
+        start = self._warm if isinstance(self._warm, ActiveSet) else None
+        solution = box_qp(quadratic, linear, ones, 1.0, self.bounds.low, self.bounds.high, start)
         if solution is None:
             return None
         self._warm = solution.active
@@ -494,9 +526,11 @@ class _Ratio(Optimizer):
         gain, risk = self._ratio_data(returns, est)
         return gain, risk.T @ risk
 
-    def _direct(self, returns: Floats, est: Estimate) -> Floats | str | None:
-        if not self.constraints.trivial():
-            return None  # bounds homogenised by κ are general linear constraints
+    def _direct(
+        self, returns: Floats, est: Estimate, pairs: tuple[Pair, ...], current: Floats
+    ) -> Floats | str | None:
+        if not self.constraints.trivial() or pairs:
+            return None  # bounds homogenised by κ are general linear constraints: the cvxpy problem
         gain, quadratic = self._ratio_quadratic(returns, est)
         top = float(np.max(gain))
         if top <= 0:
@@ -666,7 +700,9 @@ class RiskParity(Optimizer):
     def objective(self, weights: Floats, returns: Floats, est: Estimate) -> float:
         return parity_gap(weights, est.covariance)
 
-    def _direct(self, returns: Floats, est: Estimate) -> Floats | str | None:
+    def _direct(
+        self, returns: Floats, est: Estimate, pairs: tuple[Pair, ...], current: Floats
+    ) -> Floats | str | None:
         warm = self._warm if isinstance(self._warm, np.ndarray) else None
         solution = risk_parity(_scale(est.covariance) * est.covariance, warm)
         if solution is None:
@@ -751,6 +787,26 @@ class Mix(Optimizer):
 
     def _weights(self, built: _Built) -> Floats:
         return np.asarray(built.handles["w"].value, dtype=np.float64)
+
+    def _direct(
+        self, returns: Floats, est: Estimate, pairs: tuple[Pair, ...], current: Floats
+    ) -> Floats | str | None:
+        lam_r, lam_v, lam_d = self.weights_of
+        window = returns[-self.lookback :]
+        curve = np.vstack([np.zeros((1, self.count)), np.cumsum(window, axis=0)])
+        return constrained.mix(
+            self.periods_per_year * est.covariance,
+            lam_r * self.periods_per_year * est.mean,
+            lam_v,
+            lam_d,
+            curve,
+            self.bounds.low,
+            self.bounds.high,
+            self._rows(pairs),
+            current,
+            self.constraints.turnover,
+            self._warm_of(),
+        )
 
     def objective(self, weights: Floats, returns: Floats, est: Estimate) -> float:
         lam_r, lam_v, lam_d = self.weights_of
