@@ -25,12 +25,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
+import scipy.optimize
 from numpy.typing import NDArray
 
-from rebal_allocation.direct import KKT_TOLERANCE, PIVOT_RATIO
+from rebal_allocation.direct import KKT_TOLERANCE, PIVOT_RATIO, PRIMAL_ITERATIONS_PER_VARIABLE
 
 Floats = NDArray[np.float64]
 Flags = NDArray[np.bool_]
+Guess = tuple[Flags, Flags, Flags]  # at a lower bound, at an upper bound, rows in the working set
 
 # Active-set guesses before giving up (each is one Cholesky factorisation of the free block).
 ITERATIONS = 200
@@ -84,7 +86,24 @@ def linear_qp(
     z_cost: Floats | None = None,
     start: Working | None = None,
 ) -> Answer | None:
-    """Minimise ``x'Qx / 2 - c'x + d'z`` s.t. ``rows``, ``low <= x <= high`` (see the module doc)."""
+    """Minimise ``x'Qx / 2 - c'x + d'z`` s.t. ``rows``, ``low <= x <= high`` (see the module doc): the
+    primal-dual method, else the primal active-set method from a feasible point."""
+    found = _primal_dual(quadratic, linear, low, high, rows, z_cost, start)
+    if found is not None:
+        return found
+    cost = np.zeros(rows.b_z.shape[1]) if z_cost is None else z_cost
+    return _primal(quadratic, linear, low, high, rows, cost)
+
+
+def _primal_dual(
+    quadratic: Floats,
+    linear: Floats,
+    low: Floats,
+    high: Floats,
+    rows: Rows,
+    z_cost: Floats | None,
+    start: Working | None,
+) -> Answer | None:
     count = linear.shape[0]
     cost = np.zeros(rows.b_z.shape[1]) if z_cost is None else z_cost
     at_low = np.zeros(count, dtype=np.bool_) if start is None else start.low.copy()
@@ -97,23 +116,24 @@ def linear_qp(
     if start is not None and with_z.any() and not (active & with_z).any():
         active = active | with_z
     seen: set[bytes] = set()
-    cautious: tuple[Flags, Flags, Flags] | None = None  # the guess adding one row only, if this one fails
+    # Changing every bound and row at once (the primal-dual step) converges in a few steps but can cycle,
+    # or guess rows that contradict each other; from the last guess that solved, the method then changes
+    # one thing at a time, the first (lowest index) the guess gets wrong: Murty's least-index principal
+    # pivoting, which terminates for the positive definite problems here.
+    single = False
+    last: tuple[Guess, Guess] | None = None
+    guess: Guess = (at_low, at_high, active)
     for iteration in range(1, ITERATIONS + 1):
-        key = _key(at_low, at_high, active)
-        if key in seen and cautious is not None and _key(*cautious) not in seen:
-            (at_low, at_high, active), cautious = cautious, None  # rows added one at a time instead
-            key = _key(at_low, at_high, active)
-        if key in seen:
-            return None  # the guesses cycle
+        key = _key(*guess)
+        step = None if key in seen else _equality_step(quadratic, linear, low, high, rows, cost, *guess)
         seen.add(key)
-        step = _equality_step(quadratic, linear, low, high, rows, cost, at_low, at_high, active)
         if step is None:
-            # Rows added together can contradict each other (groups that cover every strategy, with the
-            # budget): add the most broken one alone instead.
-            if cautious is None:
+            if single or last is None:
                 return None
-            (at_low, at_high, active), cautious = cautious, None
+            single, guess = True, _one_change(*last)
+            seen.clear()  # guesses of the all-at-once phase may be passed again, one change at a time
             continue
+        at_low, at_high, active = guess
         x, z, multipliers = step
         gradient = quadratic @ x - linear + rows.a.T @ multipliers
         free = ~(at_low | at_high)
@@ -136,24 +156,119 @@ def linear_qp(
             | (inequality & ~active & (residual > row_slack))
             | (inequality & active & (multipliers > -tie))
         )
-        if (
-            np.array_equal(new_low, at_low)
-            and np.array_equal(new_high, at_high)
-            and np.array_equal(new_active, active)
-        ):
+        proposal: Guess = (new_low, new_high, new_active)
+        if _key(*proposal) == key:
             if not _certified(gradient, free, residual, active, rows, row_slack, tie):
                 return None
             return Answer(
                 x, z, multipliers, gradient, Working(at_low, at_high, active & inequality), iteration
             )
-        added = new_active & ~active
-        cautious = None
-        if np.count_nonzero(added) > 1:
-            one = (active & new_active).copy()
-            one[int(np.argmax(np.where(added, residual, -np.inf)))] = True
-            cautious = (new_low, new_high, one)
-        at_low, at_high, active = new_low, new_high, new_active
+        last = (guess, proposal)
+        guess = _one_change(guess, proposal) if single else proposal
     return None
+
+
+def _primal(
+    quadratic: Floats, linear: Floats, low: Floats, high: Floats, rows: Rows, z_cost: Floats
+) -> Answer | None:
+    """The primal active-set method (Nocedal & Wright, algorithm 16.3): from a feasible point (a linear
+    programme's, HiGHS through scipy, with ``z`` at its least cost), one bound or row added (the one that
+    blocks the step) or released (the most negative multiplier) per factorisation. Sure, and slower: the
+    fallback when the primal-dual guesses cycle or contradict each other."""
+    count, extra = linear.shape[0], rows.b_z.shape[1]
+    inequality = ~rows.equality
+    both = np.hstack([rows.a, rows.b_z])
+    feasible = scipy.optimize.linprog(
+        np.concatenate([np.zeros(count), z_cost]),
+        A_ub=both[inequality] if inequality.any() else None,
+        b_ub=rows.bound[inequality] if inequality.any() else None,
+        A_eq=both[rows.equality] if rows.equality.any() else None,
+        b_eq=rows.bound[rows.equality] if rows.equality.any() else None,
+        bounds=[
+            (float(lo), float(hi) if math.isfinite(hi) else None) for lo, hi in zip(low, high, strict=True)
+        ]
+        + [(None, None)] * extra,
+        method="highs",
+    )
+    if feasible.status != 0:
+        return None
+    x = np.clip(np.asarray(feasible.x[:count], dtype=np.float64), low, high)
+    z = np.asarray(feasible.x[count:], dtype=np.float64)
+    at_low, at_high = x <= low, (x >= high) & ~(x <= low)
+    active = rows.equality.copy()
+    for k in range(extra):  # z is pinned by one of its rows, the tightest
+        with_z = np.flatnonzero(rows.b_z[:, k] != 0)
+        if with_z.size and not (active[with_z]).any():
+            active[with_z[int(np.argmax(rows.a[with_z] @ x + rows.b_z[with_z] @ z - rows.bound[with_z]))]] = (
+                True
+            )
+    for iteration in range(1, PRIMAL_ITERATIONS_PER_VARIABLE * (count + len(rows)) + 1):
+        step = _equality_step(quadratic, linear, low, high, rows, z_cost, at_low, at_high, active)
+        if step is None:
+            return None
+        target, target_z, multipliers = step
+        direction, z_direction = target - x, target_z - z
+        free = ~(at_low | at_high)
+        moved = max(
+            float(np.max(np.abs(direction), initial=0.0)), float(np.max(np.abs(z_direction), initial=0.0))
+        )
+        if moved <= KKT_TOLERANCE * (1.0 + float(np.max(np.abs(x)))):
+            gradient = quadratic @ target - linear + rows.a.T @ multipliers
+            tie = KKT_TOLERANCE * (
+                1.0 + float(np.max(np.abs(quadratic @ target))) + float(np.max(np.abs(linear)))
+            )
+            wrong = np.concatenate(
+                [
+                    np.where(at_low, -gradient, np.where(at_high, gradient, 0.0)),
+                    np.where(active & inequality, -multipliers, 0.0),
+                ]
+            )
+            worst = int(np.argmax(wrong))
+            if wrong[worst] <= tie:
+                residual = rows.a @ target + rows.b_z @ target_z - rows.bound
+                slack = KKT_TOLERANCE * (1.0 + np.abs(rows.bound))
+                if not _certified(gradient, free, residual, active, rows, slack, tie):
+                    return None
+                working = Working(at_low, at_high, active & inequality)
+                return Answer(target, target_z, multipliers, gradient, working, iteration)
+            if worst < count:
+                at_low[worst] = at_high[worst] = False
+            else:
+                active[worst - count] = False
+            continue
+        with np.errstate(divide="ignore", invalid="ignore"):
+            room = np.where(
+                direction < 0, (low - x) / direction, np.where(direction > 0, (high - x) / direction, np.inf)
+            )
+            rate = rows.a @ direction + rows.b_z @ z_direction
+            row_room = np.where(rate > 0, (rows.bound - rows.a @ x - rows.b_z @ z) / rate, np.inf)
+        room = np.where(free, np.clip(room, 0.0, None), np.inf)
+        row_room = np.where(inequality & ~active, np.clip(row_room, 0.0, None), np.inf)
+        variable = int(np.argmin(room))
+        row = int(np.argmin(row_room)) if len(rows) else -1
+        length = min(1.0, float(room[variable]), float(row_room[row]) if row >= 0 else math.inf)
+        x, z = x + length * direction, z + length * z_direction
+        if length < 1.0:
+            if row >= 0 and row_room[row] <= room[variable]:
+                active[row] = True
+            elif direction[variable] < 0:
+                x[variable], at_low[variable] = low[variable], True
+            else:
+                x[variable], at_high[variable] = high[variable], True
+    return None
+
+
+def _one_change(guess: Guess, proposal: Guess) -> Guess:
+    """`guess` with the first bound (by variable) or else the first row that `proposal` changes changed."""
+    low, high, active = (flags.copy() for flags in guess)
+    variables = np.flatnonzero((proposal[0] != low) | (proposal[1] != high))
+    if variables.size:
+        first = int(variables[0])
+        low[first], high[first] = proposal[0][first], proposal[1][first]
+        return low, high, active
+    first = int(np.flatnonzero(proposal[2] != active)[0])
+    active[first] = proposal[2][first]
+    return low, high, active
 
 
 def _key(at_low: Flags, at_high: Flags, active: Flags) -> bytes:
