@@ -95,6 +95,7 @@ async def test_backfill_publishes_once_and_a_rerun_adds_nothing(
         "duplicates": 0,
         "first": "2024-01-01T00:00:00+00:00",
         "last": "2024-01-30T00:00:00+00:00",
+        "frequency": "daily",
     }
     stored = await rows(tracker, 30)
     assert {(r["portfolio_id"], r["strategy_id"]) for r in stored} == {("fund", "trend")}
@@ -104,7 +105,7 @@ async def test_backfill_publishes_once_and_a_rerun_adds_nothing(
 
     code, out, _ = await rebal(*args)
     assert code == 0
-    summary = "30 returns from 2024-01-01T00:00:00+00:00 to 2024-01-30T00:00:00+00:00"
+    summary = "30 daily returns from 2024-01-01T00:00:00+00:00 to 2024-01-30T00:00:00+00:00"
     assert f"{summary}: 0 published, 30 already known" in out
     await asyncio.sleep(0.3)
     assert await tracker.fetchval("SELECT count(*) FROM strategy_returns") == 30
@@ -149,6 +150,10 @@ async def test_a_backtest_json_is_backfilled_like_a_csv(
             "line 2, column date: '2024-01-01T10:00:00' has no time zone",
         ),
         ("date,return\n2024-01-01,0.01,7\n", "line 2: 3 columns, the header has 2"),
+        (
+            "date,return\n2024-01-01,0.01\n2024-01-02,0.01\n2024-01-03,0\n2024-01-04T12:00:00Z,0.01\n",
+            "irregular dates: 2024-01-03 to 2024-01-04T12:00:00Z is 1.50 days, not a whole number of",
+        ),
     ],
 )
 def test_a_bad_row_is_named_and_nothing_is_published(tmp_path: Path, content: str, message: str) -> None:

@@ -150,6 +150,7 @@ def backfill(
         series = single_series(file)
     except ReturnsFileError as exc:
         fail(str(exc))
+    frequency = _spacing(file, series)
     events = backfill_events(portfolio, strategy, series, datetime.now(UTC))
     try:
         stored, duplicates = asyncio.run(_publish_all(nats_url, events, progress and not as_json))
@@ -166,13 +167,27 @@ def backfill(
                 "duplicates": duplicates,
                 "first": first,
                 "last": last,
+                "frequency": frequency,
             }
         )
         return
     _console().print(
-        f"{strategy} ({portfolio}): {len(events)} returns from {first} to {last}: {stored} published, "
-        f"{duplicates} already known"
+        f"{strategy} ({portfolio}): {len(events)} {frequency} returns from {first} to {last}: "
+        f"{stored} published, {duplicates} already known"
     )
+
+
+def _spacing(file: Path, series: Sequence[tuple[datetime, Decimal]]) -> str:
+    """The frequency of the file's dates (what statistics will annualise at); irregular dates are refused
+    before anything is published (one return has no spacing: "single")."""
+    from rebal.core.performance import Irregular, frequency_of
+
+    if len(series) < 2:
+        return "single"
+    found = frequency_of([ts.timestamp() for ts, _ in series])
+    if isinstance(found, Irregular):
+        fail(f"{file}: {found.reason}")
+    return found.describe()
 
 
 # -- optimize -------------------------------------------------------------------------------------
