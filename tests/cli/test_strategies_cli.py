@@ -277,6 +277,11 @@ def test_optimize_offline_exports_exactly_portfolio_config(tmp_path: Path) -> No
         (["--account-value", "1", "--target-vol", "nan"], "--target-volatility: nan must be a finite number"),
         (["--account-value", "1", "--max-leverage", "inf"], "--max-leverage: inf must be a finite number"),
         (["--account-value", "1", "--equity", "log"], "--equity: 'log' is not compounded or additive"),
+        (
+            ["--account-value", "1", "--lookback", "30.7"],
+            "--lookback: 30.7 must be a whole number of at least 2",
+        ),
+        (["--account-value", "1", "--window", "0"], "--window: 0 must be a whole number of at least 1"),
     ],
 )
 def test_optimize_offline_refuses_bad_options_with_a_reason(

@@ -401,10 +401,10 @@ def optimize(
         str, typer.Option("--equity", help="Offline, slope_std: the equity curve, compounded or additive.")
     ] = "compounded",
     window: Annotated[
-        int, typer.Option("--window", help="Offline: the days of returns used, up to the latest common date.")
-    ] = DEFAULT_WINDOW_DAYS,
+        str, typer.Option("--window", help="Offline: the days of returns used, up to the latest common date.")
+    ] = str(DEFAULT_WINDOW_DAYS),
     lookback: Annotated[
-        int | None, typer.Option("--lookback", help="Offline: the last N common dates instead of --window.")
+        str | None, typer.Option("--lookback", help="Offline: the last N common dates instead of --window.")
     ] = None,
     min_weight: Annotated[float, typer.Option("--min-weight", help="Offline: per strategy.")] = 0.0,
     max_weight: Annotated[float, typer.Option("--max-weight", help="Offline: per strategy.")] = 1.0,
@@ -427,7 +427,15 @@ def optimize(
         fail("--returns and --stats-dir: give one source of returns")
     if returns is not None or stats_dir is not None:
         options = _offline_options(
-            method, param or [], account_value, target_vol, max_leverage, estimator, equity, window, lookback
+            method,
+            param or [],
+            account_value,
+            target_vol,
+            max_leverage,
+            estimator,
+            equity,
+            _whole("--window", window, 1),
+            None if lookback is None else _whole("--lookback", lookback, 2),
         )
         options = Offline(**{**options.__dict__, "min_weight": min_weight, "max_weight": max_weight})
         skipped: tuple[str, ...] = ()
@@ -479,6 +487,17 @@ def optimize(
     _print_allocation(outcome, export)
 
 
+def _whole(option: str, raw: str, least: int) -> int:
+    """A whole number of at least `least` (30.7 is refused, not cut to 30)."""
+    try:
+        value = float(raw)
+    except ValueError:
+        fail(f"{option}: {raw!r} must be a whole number")
+    if not math.isfinite(value) or value != int(value) or value < least:
+        fail(f"{option}: {raw} must be a whole number of at least {least}")
+    return int(value)
+
+
 def _offline_options(
     method: str,
     param: list[str],
@@ -509,10 +528,6 @@ def _offline_options(
         fail(f"--max-leverage: {max_leverage} must be a finite number > 0")
     if equity not in ("compounded", "additive"):
         fail(f"--equity: {equity!r} is not compounded or additive")
-    if window < 1:
-        fail(f"--window: {window} must be at least 1 day")
-    if lookback is not None and lookback < 2:
-        fail(f"--lookback: {lookback} must be at least 2")
     return Offline(
         method=method,
         parameters=_parameters(param),
