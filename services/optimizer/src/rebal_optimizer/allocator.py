@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,6 +31,7 @@ from numpy.typing import NDArray
 from rebal import bus
 from rebal.core.errors import InputError
 from rebal.core.market import Prices
+from rebal.core.performance import Irregular, frequency_of
 from rebal.core.reconcile_positions import target_positions
 from rebal.core.strategy_targets import (
     TreeShapeError,
@@ -49,7 +51,7 @@ from rebal.events import (
 from rebal.io import FileError, load
 from rebal_allocation.estimate import TooLarge
 from rebal_allocation.methods import make_optimizer
-from rebal_allocation.optimize import Infeasible, Optimizer, SolverFailed
+from rebal_allocation.optimize import BadData, Infeasible, Optimizer, SolverFailed
 from rebal_allocation.volatility import PortfolioConfig, target_volatility
 from rebal_optimizer.settings import AllocationSettings
 from rebal_optimizer.targets import target_event
@@ -215,13 +217,17 @@ class Allocator:
                 f"only {observations} common returns for {', '.join(names)}; "
                 f"{settings.min_observations} needed",
             )
+        frequency = frequency_of(data.timestamps)
+        if isinstance(frequency, Irregular):
+            return self._failed(trigger, f"the strategies' common dates: {frequency.reason}")
+        per_year = settings.periods_per_year or frequency.periods_per_year
         account = await self._account_value()
         if isinstance(account, str):
             return self._failed(trigger, account)
-        if self.optimizer is None or names != self.names:
+        if self.optimizer is None or names != self.names or self.optimizer.periods_per_year != per_year:
             try:
-                self.optimizer = make_optimizer(settings, names)
-            except ValueError as exc:  # constraints the method cannot take
+                self.optimizer = make_optimizer(settings, names, per_year)
+            except ValueError as exc:  # constraints the method cannot take, a parameter not finite
                 return self._failed(trigger, f"allocation settings: {exc}")
             if names != self.names:
                 self.names, self.weights = names, None  # the previous weights are of other strategies
@@ -230,6 +236,8 @@ class Allocator:
             result = await asyncio.to_thread(self.optimizer.solve, data.returns, current)
         except TooLarge as exc:
             return self._failed(trigger, f"cannot allocate: {exc}")
+        if isinstance(result, BadData):
+            return self._failed(trigger, f"bad data: {result.describe(names)}")
         if isinstance(result, Infeasible | SolverFailed):
             kind = "infeasible" if isinstance(result, Infeasible) else "solver failed"
             return self._failed(trigger, f"{kind}: {result.reason}")
@@ -239,8 +247,8 @@ class Allocator:
             data.returns,
             float(account),
             settings.target_volatility,
-            settings.max_leverage,
-            settings.periods_per_year,
+            math.inf if settings.max_leverage is None else settings.max_leverage,
+            per_year,
         )
         try:
             tree, targets, notes = await self._tree(base, nodes, config, account)
