@@ -23,7 +23,7 @@ from rebal_allocation.estimate import (
     estimate_rolling,
     factor,
 )
-from rebal_allocation.optimize import Constraints, MinVariance, RiskParity
+from rebal_allocation.optimize import Constraints, MaxSharpe, MinVariance, RiskParity, Solved
 from rebal_allocation.volatility import leverage_for, portfolio_config, target_volatility
 from tests.allocation.cases import random_returns, returns_with
 
@@ -151,12 +151,14 @@ def test_too_many_strategies_are_refused_before_any_matrix_is_made() -> None:
 
 
 def test_a_problem_too_large_to_set_up_is_refused_before_cvxpy_builds_it() -> None:
-    """1000 strategies with a correlation cap: the direct path does not apply, and cvxpy would take
-    8 x 1001 x 1000001 bytes (7.5 GiB) to set up the risk term."""
+    """1000 strategies with a correlation cap: the maximum Sharpe ratio has no exact path for pair caps,
+    and cvxpy would take 8 x 1001 x 1000001 bytes (7.5 GiB) to set up the risk term. The minimum variance
+    has one (the active-set path): solved, without cvxpy, so not refused."""
     rng = np.random.default_rng(5)
     returns = rng.normal(0.001, 0.02, (5, 1000))
-    optimizer = MinVariance(1000, constraints=Constraints(correlation_threshold=0.5, pair_cap=0.5))
+    capped = Constraints(correlation_threshold=0.5, pair_cap=0.5)
     with pytest.raises(
         TooLarge, match=r"1000 strategies: setting up the optimisation problem would take 7\.5 GiB"
     ):
-        optimizer.solve(returns)
+        MaxSharpe(1000, constraints=capped).solve(returns)
+    assert isinstance(MinVariance(1000, constraints=capped).solve(returns), Solved)
