@@ -29,7 +29,7 @@ from rebal.cli_support import (
 from rebal.core.diff import diff_trees
 from rebal.core.errors import InputError
 from rebal.core.market import Markets, Prices
-from rebal.core.numbers import parse_decimal
+from rebal.core.numbers import RANGE, in_range, parse_decimal
 from rebal.core.plan import Plan, plan_rebalance
 from rebal.core.tree import parse_tree
 from rebal.io import FileError, load
@@ -54,6 +54,8 @@ def _amount_option(raw: str | None, option: str) -> float:
     value = parse_decimal(raw)
     if value is None or value < 0:
         fail(f"{option}: {raw!r} is not a decimal amount >= 0")
+    if not in_range(value):
+        fail(f"{option}: {raw} is outside the supported range ({RANGE})")
     return float(value)
 
 

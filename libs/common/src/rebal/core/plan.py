@@ -22,10 +22,12 @@ from typing import Literal, NamedTuple
 import numpy as np
 
 from rebal.core.diff import BUY, HOLD, SELL, DiffTree
+from rebal.core.errors import InputError
 from rebal.core.market import Market, Markets, Route
 from rebal.core.numbers import (
     BUDGET_SAFETY,
     DEFAULT_AMOUNT_STEP,
+    MAX_STEPS,
     MIN_TOLERANCE,
     NEAR_WHOLE,
     STEP_EPSILON,
@@ -240,7 +242,7 @@ def plan_rebalance(diff: DiffTree, markets: Markets) -> Plan:
     )
     for g in np.flatnonzero(groups.routed & groups.sells).tolist():
         route = groups.route_of(g)
-        sold = _routed_sell(diff, route, float(groups.raw[g]), groups.exact_free(g))
+        sold = _routed_sell(diff, route, float(groups.raw[g]), groups.exact_free(g), int(groups.path_node[g]))
         if isinstance(sold, str):
             skip_code[g], skip_symbol[g] = REASON_CODES[sold], route.legs[0].symbol
             continue
@@ -254,7 +256,7 @@ def plan_rebalance(diff: DiffTree, markets: Markets) -> Plan:
     routed_buys = np.flatnonzero(groups.routed & ~groups.sells).tolist()
     for g in routed_buys:
         route = groups.route_of(g)
-        bought = _routed_buy(diff, route, float(groups.raw[g]), 1.0)
+        bought = _routed_buy(diff, route, float(groups.raw[g]), 1.0, int(groups.path_node[g]))
         if isinstance(bought, str):
             continue
         wanted[groups.account[g]] += bought[1]
@@ -279,7 +281,7 @@ def plan_rebalance(diff: DiffTree, markets: Markets) -> Plan:
     for g in routed_buys:
         route = groups.route_of(g)
         factor = float(scale[groups.account[g]])
-        bought = _routed_buy(diff, route, float(groups.raw[g]), factor)
+        bought = _routed_buy(diff, route, float(groups.raw[g]), factor, int(groups.path_node[g]))
         if isinstance(bought, str):
             skip_code[g] = INSUFFICIENT_QUOTE_CODE if factor < 1.0 else REASON_CODES[bought]
             skip_symbol[g] = route.legs[0].symbol
@@ -409,6 +411,12 @@ class _Groups:
         with np.errstate(divide="ignore", invalid="ignore"):
             wanted = _whole_steps(self.raw / self.step)
             free_steps = _whole_steps(self.free / self.step)
+        over = np.flatnonzero(self.direct & (wanted > MAX_STEPS))
+        if over.size:
+            g = int(over[0])
+            raise _too_many_steps(
+                self.diff, int(self.path_node[g]), float(self.raw[g]), self.direct_markets[int(self.combo[g])]
+            )
         steps[self.direct] = wanted[self.direct].astype(np.int64)
         capped = self.direct & self.sells & (wanted >= free_steps)
         steps[capped] = free_steps[capped]
@@ -466,6 +474,23 @@ def _group(keys: IntArray) -> tuple[IntArray, IntArray, IntArray, IntArray]:
     return ordered[starts], member_of, order, bounds
 
 
+def _too_many_steps(diff: DiffTree, node: int, amount: float, market: Market) -> InputError:
+    """An order no float can count in whole steps: the inputs are beyond anything a venue trades."""
+    return InputError(
+        diff.tree.path(node),
+        f"an order of {amount:.6g} {market.base} is more than 2**53 steps of {market.amount_step} "
+        f"({market.symbol}): too large to size exactly; check the amounts, prices and --invest",
+    )
+
+
+def _leg_steps(diff: DiffTree, node: int, amount: float, market: Market) -> int:
+    """Whole steps of a routed leg's market in `amount` (truncated, float noise forgiven)."""
+    count = amount / float(market.amount_step)
+    if count > MAX_STEPS:
+        raise _too_many_steps(diff, node, amount, market)
+    return math.floor(count * (1 + STEP_RELATIVE) + STEP_EPSILON)
+
+
 def _whole_steps(counts: FloatArray) -> FloatArray:
     """Whole steps in float step counts: 430045999.99999994 steps of an exact 430046000 is 430046000."""
     return np.floor(counts * (1 + STEP_RELATIVE) + STEP_EPSILON)
@@ -500,40 +525,36 @@ class _Members:
 _Routed = tuple[tuple[tuple[Market, int], tuple[Market, int]], float]
 
 
-def _routed_sell(diff: DiffTree, route: Route, raw: float, exact_free: Decimal) -> _Routed | str:
+def _routed_sell(diff: DiffTree, route: Route, raw: float, exact_free: Decimal, node: int) -> _Routed | str:
     """Sell `raw` of the asset for the intermediate, then what that yields after fees for the quote.
 
     Returns the two legs in execution order and the quote received, or the reason it cannot be done.
     """
     asset_leg, quote_leg = route.legs
-    steps = min(
-        math.floor(raw / float(asset_leg.amount_step) * (1 + STEP_RELATIVE) + STEP_EPSILON),
-        floor_steps(exact_free, asset_leg.amount_step),
-    )
+    steps = min(_leg_steps(diff, node, raw, asset_leg), floor_steps(exact_free, asset_leg.amount_step))
     reason = _leg_reason(diff, asset_leg, steps)
     if reason:
         return reason
-    middle = _cost_of(diff, asset_leg, steps, SELL)
-    middle_steps = math.floor(middle / float(quote_leg.amount_step) * (1 + STEP_RELATIVE) + STEP_EPSILON)
+    middle_steps = _leg_steps(diff, node, _cost_of(diff, asset_leg, steps, SELL), quote_leg)
     reason = _leg_reason(diff, quote_leg, middle_steps)
     if reason:
         return reason
     return ((asset_leg, steps), (quote_leg, middle_steps)), _cost_of(diff, quote_leg, middle_steps, SELL)
 
 
-def _routed_buy(diff: DiffTree, route: Route, raw: float, factor: float) -> _Routed | str:
+def _routed_buy(diff: DiffTree, route: Route, raw: float, factor: float, node: int) -> _Routed | str:
     """Buy enough of the intermediate with the quote (rounded up to its step), then `raw` of the asset.
 
     `factor` scales the asset amount down when the account's budget is short.
     """
     asset_leg, quote_leg = route.legs
-    steps = math.floor(
-        math.floor(raw / float(asset_leg.amount_step) * (1 + STEP_RELATIVE) + STEP_EPSILON) * factor
-    )
+    steps = math.floor(_leg_steps(diff, node, raw, asset_leg) * factor)
     reason = _leg_reason(diff, asset_leg, steps)
     if reason:
         return reason
     needed = _cost_of(diff, asset_leg, steps, BUY)
+    if needed / float(quote_leg.amount_step) > MAX_STEPS:
+        raise _too_many_steps(diff, node, needed, quote_leg)
     middle_steps = math.ceil(needed / float(quote_leg.amount_step) - STEP_EPSILON)
     reason = _leg_reason(diff, quote_leg, middle_steps)
     if reason:

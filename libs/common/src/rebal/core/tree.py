@@ -21,7 +21,15 @@ import numpy as np
 import numpy.typing as npt
 
 from rebal.core.errors import InputError
-from rebal.core.numbers import WEIGHT_SUM_TOLERANCE, parse_decimal, parse_fraction
+from rebal.core.numbers import (
+    LARGEST,
+    RANGE,
+    SMALLEST,
+    WEIGHT_SUM_TOLERANCE,
+    in_range,
+    parse_decimal,
+    parse_fraction,
+)
 
 Role = Literal["real", "target"]
 FloatArray = npt.NDArray[np.float64]
@@ -32,6 +40,9 @@ NODE_KEYS = frozenset(
     {"name", "kind", "children", "asset", "amount", "locks", "weight", "keep_unlisted", "quote", "exchange"}
 )
 LOCK_KEYS = frozenset({"owner", "share", "amount"})
+# The deepest a tree may go (docs/formats.md): real portfolios are a handful of levels deep, and every
+# writer of nested output (JSON encoders, the rich tree) has a nesting limit of its own above this.
+MAX_DEPTH = 100
 ACCOUNT = "account"
 EXCHANGE = "exchange"
 PATH_SEP = "/"
@@ -280,6 +291,9 @@ def _walk(doc: object) -> tuple[list[dict[str, object]], list[int], list[int], l
             if type(kids) is not list:
                 raise InputError(_Paths(nodes, parents).of(index), "'children' must be a list")
             below = depth + 1
+            if below > MAX_DEPTH:
+                where = _Paths(nodes, parents).of(index)
+                raise InputError(where, f"the tree is deeper than {MAX_DEPTH} levels below its root")
             push((kids[i], index, below, i) for i in range(len(kids) - 1, -1, -1))
         elif kids is not None and type(kids) is not list:
             raise InputError(_Paths(nodes, parents).of(index), "'children' must be a list")
@@ -333,7 +347,7 @@ def _text_column(nodes: list[dict[str, object]], key: str, paths: _Paths) -> dic
 def _amounts(
     nodes: list[dict[str, object]], wallets: list[int], target: bool, paths: _Paths
 ) -> tuple[list[str | None], FloatArray]:
-    """Exact texts and floats of the wallets' amounts (decimal strings or JSON numbers, finite, >= 0)."""
+    """Exact texts and floats of the wallets' amounts (decimal strings or JSON numbers, >= 0, in `RANGE`)."""
     texts: list[str | None] = [None] * len(nodes)
     values = np.zeros(len(nodes), dtype=np.float64)
     given = [i for i in wallets if "amount" in nodes[i]]
@@ -347,7 +361,11 @@ def _amounts(
             parsed = np.array([float(text) for text in strings], dtype=np.float64)
         except ValueError:
             parsed = np.array([math.nan])
-        if np.isfinite(parsed).all() and (parsed >= 0).all():
+        # Strictly inside the range as floats, or exactly zero (not a tiny value that became 0.0); a
+        # value at a bound is decided in exact decimals below.
+        zero = parsed == 0
+        inside = zero | ((parsed > float(SMALLEST)) & (parsed < float(LARGEST)))
+        if inside.all() and all(Decimal(strings[i]) == 0 for i in np.flatnonzero(zero).tolist()):
             for i, text in zip(given, strings, strict=True):
                 texts[i] = text
             values[given] = parsed
@@ -364,6 +382,8 @@ def _amount(raw: object, paths: _Paths, index: int) -> tuple[str, float]:
         raise InputError(paths.of(index), f"amount {raw!r} is not a decimal number")
     if value < 0:
         raise InputError(paths.of(index), f"negative amount {raw}")
+    if not in_range(value):
+        raise InputError(paths.of(index), f"amount {raw} is outside the supported range ({RANGE})")
     text = str(value)
     return text, float(text)
 
@@ -426,6 +446,9 @@ def _parse_locks(raw: object, amount: Decimal, where: str) -> tuple[Lock, ...]:
             locked_amount = parse_decimal(item["amount"])
             if locked_amount is None or locked_amount < 0:
                 raise InputError(where, f"lock of {owner}: amount {item['amount']!r} is not a decimal >= 0")
+            if not in_range(locked_amount):
+                outside = f"is outside the supported range ({RANGE})"
+                raise InputError(where, f"lock of {owner}: amount {item['amount']} {outside}")
             parsed.append(Lock(owner=owner, amount=locked_amount))
     total = sum((lock.locked(amount) for lock in parsed), Decimal(0))
     if total > amount:
