@@ -5,12 +5,17 @@ one line naming the file, where and the value, before any arithmetic; nothing ha
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
+
+from rebal.cli import app
+from rebal.io import MAX_FILE_BYTES
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -197,3 +202,79 @@ def test_a_tree_deeper_than_the_limit_is_refused_with_one_line(tmp_path: Path) -
     )
     line = one_line(result)
     assert "real.json" in line and "deeper than 100 levels" in line and "root/n1/n2" in line
+
+
+# -- files that are not regular or too large (point 10) --------------------------------------------
+
+
+def test_a_fifo_is_refused_instead_of_waited_on(tmp_path: Path) -> None:
+    fifo = tmp_path / "real.json"
+    os.mkfifo(fifo)
+    line = one_line(
+        rebal(
+            "plan",
+            *("--real", fifo, "--target", EXAMPLES / "target.json"),
+            *("--prices", EXAMPLES / "prices.json", "--json"),
+            timeout=20,
+        )
+    )
+    assert str(fifo) in line and "FIFO" in line
+
+
+def test_a_device_is_refused_instead_of_read_until_memory_runs_out() -> None:
+    line = one_line(
+        rebal(
+            "plan",
+            *("--real", EXAMPLES / "real.json", "--target", EXAMPLES / "target.json"),
+            *("--prices", "/dev/zero", "--json"),
+            timeout=20,
+        )
+    )
+    assert "/dev/zero" in line and "character device" in line
+
+
+def test_a_file_over_the_size_limit_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    huge = tmp_path / "real.json"
+    with huge.open("wb") as file:  # sparse: the size is there, the disk blocks are not
+        file.truncate(MAX_FILE_BYTES + 1)
+    line = one_line(
+        rebal(
+            "plan",
+            *("--real", huge, "--target", EXAMPLES / "target.json"),
+            *("--prices", EXAMPLES / "prices.json", "--json"),
+            timeout=20,
+        )
+    )
+    assert str(huge) in line and "1024 MiB" in line
+
+
+@pytest.mark.parametrize(
+    ("content", "fragments"),
+    [
+        ("date,return\n12345678901234567890,0.01\n", ["line 2, column date", "12345678901234567890"]),
+        ("date,return\n2024-01-01," + "1" * (130 * 1024) + "\n", ["line 2", "field larger than field limit"]),
+    ],
+)
+def test_a_returns_file_the_parsers_cannot_hold_is_refused(
+    tmp_path: Path, content: str, fragments: list[str]
+) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text(content)
+    result = CliRunner().invoke(
+        app,
+        ["backfill", str(bad), "--portfolio", "fund", "--strategy", "s", "--nats-url", "nats://127.0.0.1:1"],
+    )
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    line = result.stderr.replace("\n", "")
+    assert line.startswith(f"error: {bad}: ")
+    for fragment in fragments:
+        assert fragment in line
+
+
+def test_a_returns_file_that_is_a_fifo_is_refused(tmp_path: Path) -> None:
+    fifo = tmp_path / "returns.csv"
+    os.mkfifo(fifo)
+    args = ("backfill", fifo, "--portfolio", "fund", "--strategy", "s", "--nats-url", "nats://127.0.0.1:1")
+    line = one_line(rebal(*args, timeout=20))
+    assert str(fifo) in line and "FIFO" in line

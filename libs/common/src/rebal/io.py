@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -13,6 +15,14 @@ from rebal.core.errors import InputError
 
 T = TypeVar("T")
 YAML_SUFFIXES = frozenset({".yaml", ".yml"})
+# The largest input file (docs/formats.md): a million-wallet tree is about 60 MB, and a file is read whole.
+MAX_FILE_BYTES = 1 << 30
+NOT_REGULAR = (
+    (stat.S_ISFIFO, "a pipe (FIFO)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 class FileError(Exception):
@@ -26,16 +36,42 @@ class FileError(Exception):
         super().__init__(f"{location}: {message}")
 
 
-def load_document(path: Path) -> object:
-    """Parse a JSON or YAML file (YAML by suffix; JSON otherwise, with YAML as a fallback for .txt etc.)."""
+def read_input(path: Path) -> bytes:
+    """The bytes of an input file: a regular file of at most `MAX_FILE_BYTES`, else a `FileError`.
+
+    Opened without blocking, so a FIFO is refused instead of waiting for a writer; a device such as
+    /dev/zero is refused instead of read until memory runs out.
+    """
     try:
-        data = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise FileError(path, "", "file not found") from None
     except IsADirectoryError:
         raise FileError(path, "", "is a directory, expected a file") from None
     except OSError as exc:
         raise FileError(path, "", f"cannot read: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise FileError(path, "", "is a directory, expected a file")
+        kind = next((name for test, name in NOT_REGULAR if test(info.st_mode)), "not a regular file")
+        if not stat.S_ISREG(info.st_mode):
+            raise FileError(path, "", f"is {kind}, expected a regular file")
+        too_big = f"is larger than {MAX_FILE_BYTES // (1 << 20)} MiB, the most an input file may hold"
+        if info.st_size > MAX_FILE_BYTES:
+            raise FileError(path, "", too_big)
+        try:
+            data = file.read(MAX_FILE_BYTES + 1)
+        except OSError as exc:
+            raise FileError(path, "", f"cannot read: {exc.strerror}") from None
+    if len(data) > MAX_FILE_BYTES:  # it grew while being read
+        raise FileError(path, "", too_big)
+    return data
+
+
+def load_document(path: Path) -> object:
+    """Parse a JSON or YAML file (YAML by suffix; JSON otherwise, with YAML as a fallback for .txt etc.)."""
+    data = read_input(path)
     if path.suffix.lower() in YAML_SUFFIXES:
         return _load_yaml(path, data)
     try:
