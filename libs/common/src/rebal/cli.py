@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,9 +32,8 @@ from rebal.core.errors import InputError
 from rebal.core.market import Markets, Prices
 from rebal.core.numbers import RANGE, in_range, parse_decimal
 from rebal.core.plan import Plan, plan_rebalance
-from rebal.core.tree import parse_tree
-from rebal.io import FileError, load
-from rebal.render import JsonDict, plan_json, tree_json
+from rebal.io import FileError, load, load_tree
+from rebal.render import JsonDict, plan_json, tree_json, write_plan_json
 
 app = typer.Typer(
     name="rebal",
@@ -122,8 +122,8 @@ def plan(
     try:
         price_table = load(prices, Prices.parse)
         market_table = load(markets, Markets.parse) if markets is not None else Markets()
-        real_tree = load(real, lambda doc: parse_tree(doc, "real"))
-        target_tree = load(target, lambda doc: parse_tree(doc, "target"))
+        real_tree = load_tree(real, "real")
+        target_tree = load_tree(target, "target")
     except FileError as exc:
         fail(str(exc))
     try:
@@ -136,7 +136,7 @@ def plan(
         source = files.get(exc.source)
         fail(f"{source}: {exc}" if source is not None else str(exc))
     if as_json:
-        write_json(plan_json(result))
+        write_plan_json(result, sys.stdout.buffer, pretty=sys.stdout.isatty())
     else:
         _print_plan(result)
 
@@ -209,7 +209,7 @@ def tree_show(
 ) -> None:
     """Show a tree, or the virtual tree an owner (a bot) holds through its locks."""
     try:
-        tree = load(file, lambda doc: parse_tree(doc, "real"))
+        tree = load_tree(file, "real")
     except FileError as exc:
         fail(str(exc))
     data = tree_json(tree, owner)
