@@ -12,7 +12,6 @@ from typing import Any, TypeVar
 
 import msgspec
 import orjson
-import yaml
 from msgspec import UNSET, UnsetType
 
 from rebal.core.errors import InputError
@@ -91,6 +90,8 @@ def _document(path: Path, data: bytes) -> object:
 
 
 def _load_yaml(path: Path, data: bytes) -> object:
+    import yaml  # only YAML files need it: `rebal plan` on JSON starts without it
+
     try:
         return yaml.load(data, Loader=yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader)
     except yaml.YAMLError as exc:

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from rebal.core.bulk import TextMatrix, decimal_texts, float_texts, plain_texts, replace_rows
+from rebal.core.bulk import Decimals, TextMatrix, decimal_texts, float_texts, plain_texts
 from rebal.core.diff import OPERATION_NAMES, SELL, DiffTree
 from rebal.core.numbers import AMOUNT_PLACES, MONEY_PLACES, WEIGHT_PLACES, dec_str
 from rebal.core.plan import REASONS, OrderColumns, Plan, Transfer
@@ -90,6 +90,12 @@ def _table(texts: Sequence[bytes]) -> TextMatrix:
     return np.array(list(texts) or [b""], dtype=np.bytes_).view(np.uint8).reshape(max(len(texts), 1), -1)
 
 
+def _stacked(*tables: TextMatrix) -> TextMatrix:
+    """Tables one below the other (the narrower padded)."""
+    width = max(table.shape[1] for table in tables)
+    return np.concatenate([np.pad(table, ((0, 0), (0, width - table.shape[1]))) for table in tables])
+
+
 def _where(mask: npt.NDArray[np.bool_], text: bytes) -> TextMatrix:
     """`text` on the rows of `mask`, nothing on the others."""
     return _table([b"", text])[mask.astype(np.intp)]
@@ -155,10 +161,10 @@ def diff_chunks(diff: DiffTree) -> Iterator[bytes]:
     order[preorder(tree.parent, tree.depth)] = np.arange(count)
     parent, wallet = tree.parent, tree.wallet
     has_children = np.bincount(parent[1:], minlength=count) > 0 if count > 1 else np.zeros(count, np.bool_)
-    name_codes = Categorical.of(tree.names)
-    paths = _Paths(tree, name_codes)
-    names = _json_strings(name_codes.vocabulary)
-    kinds, kind_codes = _vocabulary(tree.kinds)
+    paths = _Paths(tree, tree.name_codes)
+    names = _json_strings(tree.name_codes.vocabulary)
+    kinds = _json_strings([*tree.kind_codes.vocabulary, None])
+    kind_codes = np.where(tree.kind_codes.ids >= 0, tree.kind_codes.ids, len(tree.kind_codes.vocabulary))
     operations = _table([OPERATION_NAMES[op].encode() for op in (-1, 0, 1)])
     wallets = _Wallets(diff)
     # After a node without children: its closing, then one "]}" per level the next node climbs.
@@ -177,7 +183,7 @@ def diff_chunks(diff: DiffTree) -> Iterator[bytes]:
             b'{"path":',
             *paths.of(nodes),
             b',"name":',
-            names[name_codes.ids[nodes]],
+            names[tree.name_codes.ids[nodes]],
             b',"kind":',
             kinds[kind_codes[nodes]],
             b',"current_value":"',
@@ -213,9 +219,14 @@ class _Wallets:
         self.real = tree.real
         self.real_index = tree.real_index
         self.desired_amount = diff.desired_amount
-        locked = np.zeros(len(self.real) + 1, dtype=np.bool_)  # the last entry: not in the real tree
-        locked[list(self.real.locks)] = True
-        self.exactly_locked = locked[np.where(tree.real_index >= 0, tree.real_index, len(self.real))]
+        # What is locked: exactly, for wallets with locks (their rows of `self.locked`), else 0 (its last).
+        real = self.real
+        held = sorted(real.locks)
+        exact = Decimals.of([real.exact_locked(index) for index in held])
+        self.locked = _stacked(decimal_texts(exact), _table([b"0"]))
+        row = np.full(len(real) + 1, len(held), dtype=np.intp)
+        row[held] = np.arange(len(held))
+        self.locked_row = row[np.where(tree.real_index >= 0, tree.real_index, len(real))]
 
     def fields(self, nodes: IntArray) -> TextMatrix:
         """One field: the wallets' part of each row (the wallets' rows are made alone, then put in place)."""
@@ -227,11 +238,6 @@ class _Wallets:
         index = self.real_index[wallets]
         texts = self.real.amount_text
         current = [(texts[r] or "0") if r >= 0 else "0" for r in index.tolist()]
-        locked = float_texts(self.diff.tree.locked[wallets], AMOUNT_PLACES)
-        exact = np.flatnonzero(self.exactly_locked[wallets])
-        if exact.size:
-            replaced = [dec_str(self.real.exact_locked(int(index[row]))) for row in exact.tolist()]
-            locked = replace_rows(locked, exact.tolist(), replaced)
         desired = self.desired_amount[wallets]
         rows = _Rows(len(wallets))
         rows.add(
@@ -244,7 +250,7 @@ class _Wallets:
             b'","diff_amount":"',
             float_texts(desired - self.diff.tree.amount[wallets], AMOUNT_PLACES),
             b'","locked_amount":"',
-            locked,
+            self.locked[self.locked_row[wallets]],
             b'"}',
         )
         part = rows.matrix()

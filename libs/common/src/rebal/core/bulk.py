@@ -55,8 +55,16 @@ def _divmod(values: IntArray, divisor: int) -> tuple[IntArray, IntArray]:
     return quotient, values - quotient * divisor
 
 
-def _packed(texts: list[bytes]) -> npt.NDArray[np.uint32]:
-    return np.frombuffer(b"".join(texts), dtype=np.dtype("<u4")).copy()
+def _group_table() -> npt.NDArray[np.uint32]:
+    """The four-digit groups 0000..9999 as ASCII in uint32 (little-endian), in the three variants."""
+    number = np.arange(GROUP)
+    digits = np.stack([number // 1000, number // 100 % 10, number // 10 % 10, number % 10], axis=1)
+    full = (digits + ZERO).astype(np.uint8)
+    leading = np.logical_or.accumulate(digits != 0, axis=1)
+    leading[:, -1] = True  # 0 keeps one zero
+    trailing = np.logical_or.accumulate((digits != 0)[:, ::-1], axis=1)[:, ::-1]
+    variants = [full, np.where(leading, full, 0), np.where(trailing, full, 0), np.zeros((1, 4))]
+    return np.concatenate(variants).astype(np.uint8).view(GROUP_BYTES).ravel()
 
 
 # Four digits at a time: each group of four digits is one uint32 looked up in a table of 10,000 texts.
@@ -65,14 +73,7 @@ def _packed(texts: list[bytes]) -> npt.NDArray[np.uint32]:
 GROUP = 10_000
 GROUP_BYTES = np.dtype("<u4")
 FULL, LEAD, TRAIL, BLANK = 0, GROUP, 2 * GROUP, 3 * GROUP
-_TABLE = np.concatenate(
-    (
-        _packed([f"{i:04d}".encode() for i in range(GROUP)]),
-        _packed([f"{i:4d}".replace(" ", "\0").encode() for i in range(GROUP)]),
-        _packed([f"{i:04d}".rstrip("0").ljust(4, "\0").encode() for i in range(GROUP)]),
-        np.zeros(1, dtype=GROUP_BYTES),
-    )
-)
+_TABLE = _group_table()
 
 
 def _as_text(groups: npt.NDArray[np.uint32]) -> TextMatrix:

@@ -82,6 +82,15 @@ class Categorical:
         table = np.array([index.get(value, -1) for value in self.vocabulary] + [-1], dtype=np.int64)
         return table[self.ids]
 
+    def joined(self, other: Categorical, rows: IntArray) -> tuple[Categorical, IntArray]:
+        """These codes followed by `other`'s at `rows`, in one vocabulary (this one, then the values only
+        `other` has), and all of `other`'s codes in that vocabulary."""
+        index = {value: i for i, value in enumerate(self.vocabulary)}
+        for value in other.vocabulary:
+            index.setdefault(value, len(index))
+        theirs = other.within(index)
+        return Categorical(np.concatenate((self.ids, theirs[rows])), list(index)), theirs
+
     def value(self, node: int) -> str | None:
         code = int(self.ids[node])
         return self.vocabulary[code] if code >= 0 else None
@@ -534,17 +543,14 @@ def _weights(column: list[object], paths: _Paths, missing: object) -> FloatArray
     """Every non-root node's weight: a fraction or a percentage string, within 0..1."""
     count = len(column)
     raw = column[1:]
-    absent = next((i for i, value in enumerate(raw) if value is missing), None)
-    if absent is not None:
+    types = set(map(type, raw))
+    if type(missing) in types:
+        absent = next(i for i, value in enumerate(raw) if value is missing)
         raise InputError(paths.of(absent + 1), "every node of a desired tree needs a 'weight'")
     weights = np.full(count, math.nan)
     try:
-        if set(map(type, raw)) <= {str}:
-            percent = [text.endswith("%") for text in cast(list[str], raw)]
-            numbers = [
-                text[:-1] if cut else text for text, cut in zip(cast(list[str], raw), percent, strict=True)
-            ]
-            weights[1:] = np.array(numbers, dtype=np.float64) / np.where(percent, 100.0, 1.0)
+        if types <= {str} and "%" not in "".join(cast(list[str], raw)):  # fractions only
+            weights[1:] = np.fromiter(map(float, cast(list[str], raw)), dtype=np.float64, count=count - 1)
         else:
             weights[1:] = [_fast_fraction(value) for value in raw]
     except (TypeError, ValueError):
@@ -627,6 +633,8 @@ class UnionTree:
 
     names: list[str]
     kinds: list[str | None]
+    name_codes: Categorical
+    kind_codes: Categorical
     asset_codes: Categorical
     parent: IntArray
     depth: IntArray
@@ -743,12 +751,8 @@ def union(real: Tree, target: Tree, default_quote: str) -> UnionTree:
     new_nodes = new.tolist()
 
     # Assets in one vocabulary: the real tree's, then what only the desired tree names.
-    assets = {name: i for i, name in enumerate(real.asset_codes.vocabulary)}
-    for name in target.asset_codes.vocabulary:
-        assets.setdefault(name, len(assets))
-    target_assets = target.asset_codes.within(assets)
+    asset_codes, target_assets = real.asset_codes.joined(target.asset_codes, new)
     _check_matches(real, target, real_target, target_assets)
-    asset_codes = Categorical(np.concatenate((real.asset_codes.ids, target_assets[new])), list(assets))
 
     count = n_real + new.size
     amount = np.zeros(count, dtype=np.float64)
@@ -766,6 +770,8 @@ def union(real: Tree, target: Tree, default_quote: str) -> UnionTree:
     tree = UnionTree(
         names=real.names + [target.names[j] for j in new_nodes],
         kinds=real.kinds + [target.kinds[j] for j in new_nodes],
+        name_codes=real.name_codes.joined(target.name_codes, new)[0],
+        kind_codes=real.kind_codes.joined(target.kind_codes, new)[0],
         asset_codes=asset_codes,
         parent=np.concatenate((real.parent, target_to_union[target.parent[new]])),
         depth=np.concatenate((real.depth, target.depth[new])),
