@@ -97,6 +97,10 @@ def import_modules() -> None:
 def worker(kind: str, folder: Path) -> dict[str, float]:
     import_modules()
     ours = kind.startswith("ours")
+    if ours:  # the process as `rebal plan` sets it up
+        from rebal import batch
+
+        batch.prepare()
     parse, plan = (parse_ours, plan_ours) if ours else (parse_reference, plan_reference)
     result: dict[str, float] = {}
     if kind.endswith("plan"):

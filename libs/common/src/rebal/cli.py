@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree as RichTree
 
-from rebal import cli_funds, cli_ops, cli_strategies
+from rebal import batch, cli_funds, cli_ops, cli_strategies
 from rebal.cli_support import (
     DEFAULT_NATS_URL,
     EXIT_ERROR,
@@ -119,6 +119,7 @@ def plan(
         fail(f"--band: {band} must be a number >= 0")
     invest_value = _amount_option(invest, "--invest")
     withdraw_value = _amount_option(withdraw, "--withdraw")
+    batch.prepare()
     try:
         price_table = load(prices, Prices.parse)
         market_table = load(markets, Markets.parse) if markets is not None else Markets()
