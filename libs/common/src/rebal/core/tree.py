@@ -647,17 +647,21 @@ class UnionTree:
     accounts: dict[int, tuple[str, str]]
     real: Tree
     target: Tree
+    _path_of: dict[int, str] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return len(self.names)
 
     def path(self, index: int) -> str:
-        parts: list[str] = []
-        node = index
-        while node >= 0:
-            parts.append(self.names[node])
-            node = int(self.parent[node])
-        return PATH_SEP.join(reversed(parts))
+        """The node's path: its parent's (remembered, accounts are asked for again and again) and its
+        name."""
+        known = self._path_of.get(index)
+        if known is None:
+            parent = int(self.parent[index])
+            name = self.names[index]
+            known = name if parent < 0 else f"{self.path(parent)}{PATH_SEP}{name}"
+            self._path_of[index] = known
+        return known
 
     def paths(self) -> list[str]:
         """Every node's path, computed in one pass (parents precede children)."""
