@@ -7,8 +7,9 @@ fresh process writing its JSON to a file:
 - ours: the installed `rebal plan --json` (compact JSON: stdout is a file, not a terminal);
 - the reference: `python bench/reference.py`, a straightforward recursive version of the same job
   (read the files, plan in exact Decimals, render every node, order, transfer and skip as the
-  documented JSON), with its garbage collector paused (its best case: with it, the reference takes
-  two to three times longer on these trees, which would flatter the ratio).
+  documented JSON), with its garbage collector paused (its best case: with it on, as a plain script
+  runs, the reference takes two to three times longer on these trees, which would flatter the
+  ratio; `--with-gc` times that too, once, as "reference-gc").
 
 Each figure is the best of `--repeat` runs: wall-clock seconds, CPU seconds (user + system) and the
 peak resident memory of the process. The JSON goes to `--output-dir`, by default a RAM-backed
@@ -42,7 +43,7 @@ RATIO_SIZE = 200_000
 LARGE = 1_000_000
 LARGE_SECONDS = 5.0
 LARGE_MEGABYTES = 2048.0
-WIDTHS = (9, 9, 7, 6, 7, 9, 13, 6)
+WIDTHS = (9, 12, 7, 6, 7, 9, 13, 6)
 OUTPUT_DIR = Path("/dev/shm/rebal-bench") if Path("/dev/shm").is_dir() else HERE / "out"
 
 
@@ -64,7 +65,9 @@ def files(folder: Path) -> list[str]:
 def command(program: str, folder: Path) -> list[str]:
     if program == "ours":
         return [str(REBAL), "plan", *files(folder), "--json"]
-    return [sys.executable, "-c", REFERENCE_MAIN, str(HERE), *files(folder)]
+    if program == "reference":
+        return [sys.executable, "-c", REFERENCE_MAIN, str(HERE), *files(folder)]
+    return [sys.executable, str(HERE / "reference.py"), *files(folder)]  # its collector on
 
 
 # The reference's entry point with its garbage collector off (see the module doc).
@@ -137,6 +140,23 @@ def breakdown(folder: Path, out: Path) -> dict[str, float]:
     return figures
 
 
+# What `rebal plan` needs of the CLI's imports, against all of `rebal.cli` (which also loads the
+# operator, strategy and fund commands with pydantic-settings and the API client).
+PLAN_IMPORTS = (
+    "import typer, rich.console, rebal.batch, rebal.io, rebal.render, rebal.core.diff, rebal.core.plan"
+)
+
+
+def start_up_cpu(code: str, repeat: int) -> float:
+    """The best CPU seconds of a fresh process that runs `code` (imports)."""
+    best_cpu = float("inf")
+    for _ in range(repeat):
+        process = subprocess.Popen([sys.executable, "-c", code])
+        _, _, usage = os.wait4(process.pid, 0)
+        best_cpu = min(best_cpu, usage.ru_utime + usage.ru_stime)
+    return best_cpu
+
+
 def same_content(ours: Path, reference: Path) -> str:
     """Node, order, transfer and skip counts of both outputs (the reference routes no order)."""
     import orjson
@@ -166,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--reference-up-to", type=int, default=RATIO_SIZE, help="largest size the reference runs at"
     )
+    parser.add_argument(
+        "--with-gc", action="store_true", help="also time the reference once with its garbage collector on"
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", type=Path, default=HERE / "out", help="where the inputs are generated")
     parser.add_argument("--output-dir", type=Path, default=OUTPUT_DIR, help="where the JSON is written")
@@ -180,9 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     for size in args.sizes:
         folder = inputs_for(size, args.seed, args.out)
         programs = ["ours", "reference"] if size <= args.reference_up_to else ["ours"]
-        runs: dict[str, list[Run]] = {program: [] for program in programs}
-        for _ in range(args.repeat):
-            for program in programs:
+        once = ["reference-gc"] if args.with_gc and len(programs) > 1 else []
+        runs: dict[str, list[Run]] = {program: [] for program in programs + once}
+        for attempt in range(args.repeat):
+            for program in programs + (once if attempt == 0 else []):
                 output = args.output_dir / f"plan-{size}-{program}.json"
                 runs[program].append(run_once(program, folder, output))
                 print(f"  {size:,} {program}: {runs[program][-1].wall:.2f} s", flush=True)
@@ -204,13 +228,18 @@ def main(argv: list[str] | None = None) -> int:
                 ratio = f"{run.wall / measured['reference'].wall:.3f}x"
                 cpu_ratio = f"{run.cpu / measured['reference'].cpu:.3f}x"
             print(
-                f"{size:>9,}  {program:<9}  {run.wall:>7.2f}  {run.cpu:>6.2f}  {run.peak_mb:>7.0f}  "
+                f"{size:>9,}  {program:>12}  {run.wall:>7.2f}  {run.cpu:>6.2f}  {run.peak_mb:>7.0f}  "
                 f"{run.output_mb:>9.0f}  {ratio:>13}  {cpu_ratio:>5}"
             )
     print()
     for size, figures in parts.items():
         line = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in figures.items())
         print(f"ours at {size:,} wallets, in-process: {line}")
+    whole, needed = start_up_cpu("import rebal.cli", args.repeat), start_up_cpu(PLAN_IMPORTS, args.repeat)
+    print(
+        f"start-up CPU: all of rebal.cli {whole:.2f} s, what rebal plan uses {needed:.2f} s "
+        f"(the rest, {whole - needed:.2f} s, is other commands' imports, issue 17 target 2)"
+    )
     print()
     print("Targets:")
     if RATIO_SIZE in results and "reference" in results[RATIO_SIZE]:
@@ -218,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
         ratio = ours.wall / reference.wall
         verdict = "PASS" if ratio <= RATIO_TARGET else "FAIL"
         print(f"  {RATIO_SIZE:,} wallets: ours <= {RATIO_TARGET}x the reference  {ratio:.3f}x   {verdict}")
+        if "reference-gc" in results[RATIO_SIZE]:
+            plain = ours.wall / results[RATIO_SIZE]["reference-gc"].wall
+            print(f"  (against the reference with its collector on, as a plain script runs: {plain:.3f}x)")
     if LARGE in results:
         ours = results[LARGE]["ours"]
         verdict = "PASS" if ours.wall < LARGE_SECONDS else "FAIL"
