@@ -10,6 +10,7 @@ RUN pip install --no-cache-dir "uv>=0.5"
 ENV UV_LINK_MODE=copy UV_COMPILE_BYTECODE=1 UV_PYTHON_DOWNLOADS=never
 WORKDIR /app
 COPY pyproject.toml uv.lock ./
+COPY apps ./apps
 COPY libs ./libs
 COPY services ./services
 RUN uv sync --frozen --no-dev --no-editable --package "rebal-${SERVICE}"

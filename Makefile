@@ -1,12 +1,16 @@
 # Rebal: `make run` and `make test` set everything up on a fresh machine and go.
 SHELL := /bin/bash
 PYTHON ?= python3
-UV := $(PYTHON) -m uv
+# uv: the one on PATH when there is one, else a private copy in .tools/uv (see below).
+TOOLS := .tools
+UV ?= $(or $(shell command -v uv 2>/dev/null),$(TOOLS)/uv/bin/uv)
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := python3.11
 export UV_LINK_MODE := copy
 VENV := .venv
 REBAL := $(VENV)/bin/rebal
+LOCKED := uv.lock pyproject.toml $(wildcard apps/*/pyproject.toml) $(wildcard libs/*/pyproject.toml) \
+	$(wildcard services/*/pyproject.toml)
 
 .PHONY: help setup sysdeps run plan test lint typecheck bench clean
 
@@ -16,13 +20,33 @@ help:
 	@echo "make test   - set up and run lint, type checks and the tests"
 	@echo "make bench  - run the benchmarks in bench/ (prints figures)"
 
-# uv comes from PyPI into the user's Python when missing; the venv is synced from the committed lock.
-$(VENV)/.synced: uv.lock pyproject.toml $(wildcard libs/*/pyproject.toml) $(wildcard services/*/pyproject.toml)
-	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check "uv>=0.5"
+# uv, when it is not on PATH, goes into a venv of its own under the git-ignored .tools/: a system Python
+# marked "externally managed" (PEP 668: Debian 12, Ubuntu 24.04) refuses `pip install` and is never
+# touched. Without ensurepip (Debian's python3-venv not installed) the venv is made bare and the
+# system's pip installs into it (`pip --python`), which PEP 668 allows.
+$(TOOLS)/uv/bin/uv:
+	@echo "uv is not on PATH: installing it into $(TOOLS)/uv"
+	@rm -rf $(TOOLS)/uv
+	@if $(PYTHON) -m venv $(TOOLS)/uv >/dev/null 2>&1; then \
+		$(TOOLS)/uv/bin/python -m pip install --quiet --disable-pip-version-check "uv>=0.5"; \
+	else \
+		rm -rf $(TOOLS)/uv && $(PYTHON) -m venv --without-pip $(TOOLS)/uv && \
+		$(PYTHON) -m pip --python $(TOOLS)/uv/bin/python install --quiet --disable-pip-version-check "uv>=0.5"; \
+	fi || { echo "could not install uv into $(TOOLS)/uv: install uv (https://docs.astral.sh/uv/) or python3-venv" >&2; exit 1; }
+
+# The venv is synced from the committed lock. `make run` needs only the runtime dependencies; the checks
+# and tests add the development group (pytest, mypy, Playwright, ...). Each has its stamp; the runtime
+# sync is inexact (it leaves the development packages alone) and the runtime set is a subset of the
+# development one, so switching between the two never removes what the other installed.
+$(VENV)/.synced-runtime: $(LOCKED) | $(UV)
+	$(UV) sync --frozen --all-packages --no-dev --inexact
+	@touch $@
+
+$(VENV)/.synced-dev: $(LOCKED) | $(UV)
 	$(UV) sync --frozen --all-packages --group dev
 	@touch $@
 
-setup: $(VENV)/.synced
+setup: $(VENV)/.synced-dev
 
 # Debian packages the tests drive for real: Chromium (the dashboard's browser test) and Prometheus
 # (promtool and a real server evaluating every dashboard and alert expression). A no-op once present.
@@ -35,16 +59,16 @@ sysdeps:
 	fi
 
 # NATS, Postgres, the five services and the demo bot, state in var/; Ctrl-C stops them all.
-run: setup
+run: $(VENV)/.synced-runtime
 	$(VENV)/bin/python -m rebal_devstack run
 
-plan: setup
+plan: $(VENV)/.synced-runtime
 	$(REBAL) plan --real examples/real.json --target examples/target.json \
 		--prices examples/prices.json --markets examples/markets.json
 
 lint: setup
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check libs services tests bench
+	$(VENV)/bin/ruff format --check apps libs services tests bench
 	$(VENV)/bin/lint-imports
 
 typecheck: setup
@@ -57,8 +81,7 @@ test: sysdeps lint typecheck
 # in its own environment: skfolio pulls in `cvxpy-base`, which shares the `cvxpy` package's files, so
 # syncing it in and out of .venv would leave .venv without cvxpy.
 BENCH_VENV := .venv-bench
-bench:
-	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check "uv>=0.5"
+bench: | $(UV)
 	UV_PROJECT_ENVIRONMENT=$(BENCH_VENV) $(UV) sync --frozen --all-packages --group dev --group bench
 	$(BENCH_VENV)/bin/python bench/plan.py
 	$(BENCH_VENV)/bin/python bench/optimizer.py
@@ -67,6 +90,7 @@ bench:
 	$(BENCH_VENV)/bin/python bench/funds.py
 	$(BENCH_VENV)/bin/python bench/history.py
 	$(BENCH_VENV)/bin/python bench/strategy_stats.py
+	$(BENCH_VENV)/bin/python bench/policy.py
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(BENCH_VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache .hypothesis

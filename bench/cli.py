@@ -108,7 +108,7 @@ BREAKDOWN = """
 import sys, time
 start = time.perf_counter()
 from pathlib import Path
-from rebal import cli  # what `rebal plan` imports
+from rebal_cli import app  # what `rebal plan` imports
 from rebal.core.diff import diff_trees
 from rebal.core.market import Markets, Prices
 from rebal.core.plan import plan_rebalance
@@ -140,7 +140,7 @@ def breakdown(folder: Path, out: Path) -> dict[str, float]:
     return figures
 
 
-# What `rebal plan` needs of the CLI's imports, against all of `rebal.cli` (which also loads the
+# What `rebal plan` needs of the CLI's imports, against all of `rebal_cli.app` (which also loads the
 # operator, strategy and fund commands with pydantic-settings and the API client).
 PLAN_IMPORTS = (
     "import typer, rich.console, rebal.batch, rebal.io, rebal.render, rebal.core.diff, rebal.core.plan"
@@ -235,9 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     for size, figures in parts.items():
         line = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in figures.items())
         print(f"ours at {size:,} wallets, in-process: {line}")
-    whole, needed = start_up_cpu("import rebal.cli", args.repeat), start_up_cpu(PLAN_IMPORTS, args.repeat)
+    whole, needed = start_up_cpu("import rebal_cli.app", args.repeat), start_up_cpu(PLAN_IMPORTS, args.repeat)
     print(
-        f"start-up CPU: all of rebal.cli {whole:.2f} s, what rebal plan uses {needed:.2f} s "
+        f"start-up CPU: all of rebal_cli.app {whole:.2f} s, what rebal plan uses {needed:.2f} s "
         f"(the rest, {whole - needed:.2f} s, is other commands' imports, issue 17 target 2)"
     )
     print()

@@ -109,8 +109,8 @@ import pandas as pd
 from numpy.typing import NDArray
 from threadpoolctl import threadpool_limits
 
-from rebal_optimizer.estimate import Estimate, Estimator, estimate
-from rebal_optimizer.optimize import MaxSharpe, MinVariance, Optimizer, RiskParity, Solved, parity_gap
+from rebal_allocation.estimate import Estimate, Estimator, estimate
+from rebal_allocation.optimize import MaxSharpe, MinVariance, Optimizer, RiskParity, Solved, parity_gap
 
 Floats = NDArray[np.float64]
 PERIODS = 1000

@@ -6,17 +6,23 @@ subjects, fields and examples cannot drift from the code.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
+import operator
 import sys
+import types
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, get_args
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
 from rebal import bus, subjects
+from rebal.core import bounds
 from rebal.events import (
+    ApprovePlan,
     BalanceSnapshotTaken,
     DeadLettered,
     DefineFund,
@@ -34,6 +40,7 @@ from rebal.events import (
     OrderPlaced,
     PlanFailed,
     PlannedOrder,
+    ProjectedWeight,
     RebalancePlanned,
     RecordDeposit,
     RequestWithdrawal,
@@ -47,6 +54,7 @@ from rebal.events import (
     TakeSnapshot,
     TargetWeightsComputed,
     derive_id,
+    derive_run_id,
     new_event,
 )
 
@@ -127,7 +135,16 @@ def examples() -> list[Entry]:
         target_id=target.event_id,
         total_value=Decimal("50000"),
         orders=(order,),
+        projected_weights=(
+            ProjectedWeight(
+                path="demo/spot",
+                current_weight=Decimal(1),
+                projected_weight=Decimal(1),
+                affected_by_skips=False,
+            ),
+        ),
     )
+    preview_id = derive_id("RebalancePlanned", "a dry-run plan")
     placed = plan.caused(
         OrderPlaced,
         now=NOW,
@@ -146,6 +163,20 @@ def examples() -> list[Entry]:
             "operators: `rebal rebalance`",
             ("planner (`planner-commands`)", "monitor"),
             command,
+        ),
+        Entry(
+            ApprovePlan,
+            "operators: `rebal approve`, `POST /portfolio/plans/{id}/approve`",
+            ("planner (`planner-approvals`)", "monitor"),
+            new_event(
+                ApprovePlan,
+                key=preview_id,
+                now=NOW,
+                portfolio_id="demo",
+                plan_id=preview_id,
+                expires_at=NOW + timedelta(minutes=5),
+                requested_by="api",
+            ),
         ),
         Entry(
             TakeSnapshot,
@@ -393,10 +424,23 @@ def fund_entries() -> list[Entry]:
 
 def bus_run_id(command: Event) -> Any:
     """The run id the planner gives a command's run."""
-    return derive_id("run", command.event_id)
+    return derive_run_id(command)
+
+
+def without_checks(annotation: Any) -> Any:
+    """The type without its `Annotated` checks (`rebal.events.Text` is shown as `str`)."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return without_checks(args[0])
+    if origin in (Union, types.UnionType):
+        return functools.reduce(operator.or_, [without_checks(arg) for arg in args])
+    if origin in (dict, tuple, list):
+        return origin[tuple(without_checks(arg) for arg in args)]
+    return annotation
 
 
 def type_name(annotation: Any) -> str:
+    annotation = without_checks(annotation)
     text = getattr(annotation, "__name__", None) if not get_args(annotation) else None
     if text is None:
         text = str(annotation)
@@ -438,19 +482,45 @@ JSON; money, quantities and prices are decimal strings. Subjects are built only 
 
 Every publish sets `Nats-Msg-Id` to the event id. Ids derive from the cause (uuid5 of the
 cause's id and what the event is about), so a redelivered trigger recomputes the same id and the
-server drops the second publish. Streams are declared in code (`rebal.bus.declare_streams`) by
-every service at start. NATS runs with `max_payload: 8MB`: snapshots carry whole trees
-({max_mib} MiB per message at most).
+server drops the second publish. Streams are declared in code (`rebal.bus.declare_streams`):
+every service creates a missing one at start; `python -m rebal.migrate` (as the NATS user
+`migrate` on a secured bus, the only one allowed to) brings an existing one's configuration up
+to date. NATS runs with `max_payload: 8MB`: snapshots carry whole trees ({max_mib} MiB per
+message at most).
+
+## Values
+
+Every field is checked where a message enters (`rebal.core.bounds`), so that what is accepted can
+be stored and computed with; a message that breaks one of these is refused on its own content:
+
+- text (every string, and every key and string inside the `tree`, `prices` and `markets`
+  documents) holds no NUL character (U+0000) and no lone surrogate: Postgres cannot store them;
+- decimals are finite, below {decimal_limit} in size, with at most {decimal_places} decimal places;
+- times (`occurred_at`, `emitted_at`, a return's `timestamp`) lie in 1970-01-01..2100-01-01 UTC
+  (the end excluded);
+- a period return is at least -1.
 
 ## Consumers
 
-Every consumer is a durable pull consumer (replicas of a service share it), acks explicitly
-after its handler (`AckPolicy.NACK_ON_ERROR`), and reports progress while a handler runs (ack
-wait {ack_wait:g} s). A failing handler is retried with backoff ({backoff} s) up to {max_deliver}
-deliveries, then dead-lettered. A message that cannot be read (malformed JSON, a schema
-violation, a subject version the service does not know, a subject naming another portfolio than
-the payload) goes at once to `rebal.dlq.<service>` and is counted in
-`rebal_messages_dead_lettered_total{{service,topic}}`; the service keeps serving.
+Every consumer is durable (replicas of a service share it) and acks explicitly after its handler
+(`AckPolicy.NACK_ON_ERROR`); most pull one message at a time, the high-rate ones (the tracker's
+returns, the monitor's journal) take batches, and all report progress while a handler runs (ack
+wait {ack_wait:g} s).
+
+- A message that cannot be read (malformed JSON, a schema violation or a value out of bounds, a
+  subject version the service does not know, a subject naming another portfolio than the
+  payload) goes at once to `rebal.dlq.<service>` and is counted in
+  `rebal_messages_dead_lettered_total{{service,topic}}`; the service keeps serving.
+- A handler that fails on a message is retried with backoff ({backoff} s) up to {max_deliver}
+  deliveries, then dead-lettered. A batch that fails is split in halves until the messages that
+  fail alone are found: only those are retried and dead-lettered, every other one is stored once.
+- A dependency that is unavailable (Postgres or NATS: connection refused or lost, the server
+  starting or shutting down; `rebal.outage`, by exception class) is not the message's fault:
+  the consumer keeps the messages it holds (extending their ack deadline, so nothing is
+  redelivered or counted), takes no new ones, tries again every {hold:g} s at most, and goes on
+  when the dependency is back, however long that takes while the stream keeps the messages.
+  Meanwhile `/readyz` answers 503 naming the consumer (`consumers`) and
+  `rebal_consumer_waiting{{consumer}}` is 1.
 
 ## The envelope
 
@@ -471,6 +541,9 @@ def render() -> str:
         ack_wait=bus.ACK_WAIT_SECONDS,
         backoff=", ".join(f"{b:g}" for b in bus.BACKOFF_SECONDS),
         max_deliver=bus.MAX_DELIVER,
+        hold=bus.HOLD_RETRY_SECONDS[-1],
+        decimal_limit=f"1e{bounds.DECIMAL_LIMIT.adjusted()}",
+        decimal_places=bounds.DECIMAL_PLACES,
     )
     out = [intro.rstrip("\n"), *field_rows(Event, set()), ""]
     for entry in examples():
@@ -479,7 +552,7 @@ def render() -> str:
         out += [
             f"## {kind.__name__}",
             "",
-            (kind.__doc__ or "").strip(),
+            inspect.cleandoc(kind.__doc__ or ""),
             "",
             f"- subject: `{subject}`",
             f"- producer: {entry.producer}",
@@ -493,7 +566,7 @@ def render() -> str:
     out += [
         "## DeadLettered",
         "",
-        (DeadLettered.__doc__ or "").strip(),
+        inspect.cleandoc(DeadLettered.__doc__ or ""),
         "",
         "- subject: `rebal.dlq.<service>` (stream `REBAL_DLQ`)",
         "- producer: every service; consumers: operators (`nats sub 'rebal.dlq.>'`)",
@@ -507,6 +580,10 @@ def render() -> str:
         "| PlannedOrder field | type | |",
         "| --- | --- | --- |",
         *field_rows(PlannedOrder, set()),
+        "",
+        "| ProjectedWeight field | type | |",
+        "| --- | --- | --- |",
+        *field_rows(ProjectedWeight, set()),
         "",
         "Topics in code: "
         + ", ".join(f"`{t.name}`" for t in subjects.EVENT_TOPICS + subjects.COMMAND_TOPICS)

@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from rebal.events import Event
+from rebal.events import Event, RebalancePlanned
 
 E = TypeVar("E", bound=Event)
 
@@ -37,3 +37,13 @@ class FakeHistory:
     async def latest_id(self, kind: type[Event], key: str) -> uuid.UUID | None:
         event = await self.latest(kind, key)
         return None if event is None else event.event_id
+
+
+@dataclass
+class FakePreviews:
+    """`rebal_planner.approvals.Previews` in memory: the plans the journal would hold, by id."""
+
+    plans: list[RebalancePlanned] = field(default_factory=list)
+
+    async def preview(self, plan_id: uuid.UUID) -> RebalancePlanned | None:
+        return next((plan for plan in self.plans if plan.event_id == plan_id), None)

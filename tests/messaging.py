@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,10 +16,18 @@ import orjson
 from faststream.nats import NatsBroker
 
 from rebal import bus, subjects
+from rebal.events import StartRebalance
 from rebal_devstack.nats import NatsServer
 
 # Snapshots carry whole trees: the same limit as make run.
 SERVER_CONFIG = "max_payload: 8MB"
+AUTH_CONF = Path(__file__).resolve().parents[1] / "deploy" / "nats" / "auth.conf"
+
+
+def auth_users() -> dict[str, str]:
+    """Every user of deploy/nats/auth.conf (``bot-trend``), with the variable its password is read from
+    (``BOT_TREND_PASSWORD``)."""
+    return dict(re.findall(r"\{user: ([a-z-]+), password: \$([A-Z_]+)", AUTH_CONF.read_text()))
 
 
 def fresh_nats(directory: Path) -> Iterator[NatsServer]:
@@ -82,3 +91,18 @@ async def collecting(
     finally:
         await subscription.unsubscribe()
         await client.drain()
+
+
+def consume_commands(
+    broker: NatsBroker, durable: str, handler: bus.BatchHandler[StartRebalance], batch_size: int = 10
+) -> None:
+    """A batch consumer of `StartRebalance` commands on `broker` (the bus's tests use it as any kind)."""
+    bus.consume_batch(
+        broker,
+        bus.Publisher(broker),
+        service="tracker",
+        kind=StartRebalance,
+        durable=durable,
+        handler=handler,
+        batch_size=batch_size,
+    )

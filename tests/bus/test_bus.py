@@ -13,7 +13,7 @@ from faststream.nats import NatsBroker
 
 from rebal import bus, metrics, subjects
 from rebal.events import BalanceSnapshotTaken, StartRebalance, new_event
-from tests.messaging import collecting, eventually, started
+from tests.messaging import collecting, consume_commands, eventually, started
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
@@ -228,15 +228,7 @@ async def test_two_replicas_share_a_batch_consumer_without_duplicates_or_losses(
         async def keep(events: Sequence[StartRebalance], name: str = name) -> None:
             seen[name].extend(e.requested_by for e in events)
 
-        bus.consume_batch(
-            broker,
-            bus.Publisher(broker),
-            service="tracker",
-            kind=StartRebalance,
-            durable="test-shared",
-            handler=keep,
-            batch_size=50,
-        )
+        consume_commands(broker, "test-shared", keep, batch_size=50)
     sent = [str(i) for i in range(600)]
     async with started(replicas[0]), started(replicas[1]):
         publisher = bus.Publisher(replicas[0])
@@ -247,3 +239,93 @@ async def test_two_replicas_share_a_batch_consumer_without_duplicates_or_losses(
         await eventually(lambda: len(seen["a"]) + len(seen["b"]) >= len(sent))
     assert sorted(seen["a"] + seen["b"], key=int) == sent  # each exactly once
     assert seen["a"] and seen["b"]  # both did work
+
+
+async def test_a_batch_that_fails_on_one_message_loses_only_that_one(
+    nats_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch is split until the message that fails alone is found: it alone is retried and
+    dead-lettered, every other one is handled exactly once (issue 19, point 2)."""
+    monkeypatch.setattr(bus, "BACKOFF_SECONDS", (0.05, 0.05, 0.05, 0.05))
+    broker = NatsBroker(nats_url)
+    handled: list[str] = []
+
+    async def store(events: Sequence[StartRebalance]) -> None:
+        if any(event.requested_by == "poison" for event in events):
+            raise ValueError("the database refuses one of these")
+        handled.extend(event.requested_by for event in events)
+
+    consume_commands(broker, "test-poisoned", store, batch_size=100)
+    sent = [str(i) for i in range(300)]
+    sent[137] = "poison"
+    async with collecting(nats_url) as letters, started(broker):
+        publisher = bus.Publisher(broker)
+        await asyncio.gather(
+            *(
+                publisher.publish(
+                    new_event(StartRebalance, key=i, now=NOW, portfolio_id="demo", requested_by=name)
+                )
+                for i, name in enumerate(sent)
+            )
+        )
+        await eventually(lambda: len(letters) == 1 and len(handled) >= len(sent) - 1)
+        await asyncio.sleep(0.5)  # nothing else comes
+    assert sorted(handled, key=int) == [name for name in sent if name != "poison"]  # each exactly once
+    [letter] = letters
+    assert '"requested_by":"poison"' in letter["payload"]
+    assert letter["error"].startswith(f"gave up after {bus.MAX_DELIVER} deliveries: ValueError")
+
+
+@pytest.mark.parametrize("batched", [False, True])
+async def test_an_outage_holds_the_messages_until_the_dependency_is_back(
+    nats_url: str, monkeypatch: pytest.MonkeyPatch, batched: bool
+) -> None:
+    """An infrastructure failure is not the message's: nothing is dead-lettered or redelivered however
+    long it lasts (here 4 s: 5x the ack wait and 5x the old retry window, both shortened), the consumer
+    says it is waiting, and every message is handled once when the dependency is back (point 4)."""
+    monkeypatch.setattr(bus, "BACKOFF_SECONDS", (0.05, 0.1, 0.2, 0.4))  # the old window: 0.75 s
+    monkeypatch.setattr(bus, "ACK_WAIT_SECONDS", 0.8)
+    monkeypatch.setattr(bus, "HOLD_RETRY_SECONDS", (0.1, 0.2))
+    broker = NatsBroker(nats_url)
+    down = True
+    handled: list[str] = []
+
+    async def store(events: Sequence[StartRebalance]) -> None:
+        if down:
+            raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")
+        handled.extend(event.requested_by for event in events)
+
+    async def store_one(event: StartRebalance) -> None:
+        await store([event])
+
+    if batched:
+        consume_commands(broker, "test-outage", store, batch_size=10)
+    else:
+        bus.consume(
+            broker,
+            bus.Publisher(broker),
+            service="planner",
+            kind=StartRebalance,
+            durable="test-outage",
+            handler=store_one,
+        )
+    sent = [str(i) for i in range(60)]
+    async with collecting(nats_url) as letters, started(broker):
+        publisher = bus.Publisher(broker)
+        for i in sent:
+            await publisher.publish(
+                new_event(StartRebalance, key=i, now=NOW, portfolio_id="demo", requested_by=i)
+            )
+        await eventually(lambda: bus.waiting(broker))
+        assert "ConnectionRefusedError" in bus.waiting(broker)["test-outage"]
+        await asyncio.sleep(4.0)
+        assert handled == [] and letters == []
+        down = False
+        await eventually(lambda: len(handled) >= len(sent))
+        await asyncio.sleep(1.0)  # no redelivered copy comes after
+        assert bus.waiting(broker) == {}
+        js = broker.config.connection_state.stream
+        info = await js.consumer_info(subjects.COMMANDS_STREAM, "test-outage")
+    assert sorted(handled, key=int) == sent  # each once, in the end
+    assert letters == []
+    assert info.num_redelivered == 0 and info.num_ack_pending == 0

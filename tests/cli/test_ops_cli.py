@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from rebal.cli import app
+from rebal_cli.app import app
 from rebal_devstack._proc import free_port
 from tests.e2e.flow import fetch
 from tests.e2e.operators import TOKEN, OperatorSystem, operator_system

@@ -18,8 +18,8 @@ from faststream.nats import NatsBroker
 from typer.testing import CliRunner
 
 from rebal import bus, service
-from rebal.cli import app
-from rebal.cli_strategies import backfill_events
+from rebal_cli.app import app
+from rebal_cli.strategies import backfill_events
 from rebal_devstack.pytest_plugin import FreshDatabase
 from rebal_tracker.app import Runtime
 from rebal_tracker.handlers import register
@@ -149,6 +149,11 @@ async def test_a_backtest_json_is_backfilled_like_a_csv(
             "line 2, column date: '2024-01-01T10:00:00' has no time zone",
         ),
         ("date,return\n2024-01-01,0.01,7\n", "line 2: 3 columns, the header has 2"),
+        # The bounds the bus applies (rebal.core.bounds), so that the file fails here, named, not on the bus.
+        ("date,return\n2030-01-01,1e400\n", "line 2, column return: '1e400' is too large"),
+        ("date,return\n2030-01-01,1e-20000\n", "line 2, column return: '1e-20000' has more than 100 decimal"),
+        ("date,return\n2200-01-01,0.01\n", "line 2, column date: '2200-01-01' is outside 1970-01-01..2100"),
+        ("date,return\n0001-01-01,0.01\n", "line 2, column date: '0001-01-01' is outside 1970-01-01..2100"),
     ],
 )
 def test_a_bad_row_is_named_and_nothing_is_published(tmp_path: Path, content: str, message: str) -> None:
@@ -266,6 +271,34 @@ def test_optimize_offline_refuses_bad_options_with_a_reason(
     result = CliRunner().invoke(app, ["optimize", "--returns", str(returns), *extra])
     assert result.exit_code in (1, 2)
     assert result.stderr.replace("\n", "").startswith(f"error: {message}"), result.stderr
+
+
+def wide(path: Path, strategies: int, dates: int, value: str | None = None) -> Path:
+    rng = np.random.default_rng(3)
+    rows = [",".join(["date", *(f"s{i}" for i in range(strategies))])]
+    for day in range(dates):
+        cells = [value or f"{x:.5f}" for x in rng.normal(0.001, 0.02, strategies)]
+        rows.append(",".join([f"2024-01-{day + 1:02d}", *cells]))
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("strategies", "dates", "value", "message"),
+    [
+        # Issue 19, point 11: tried to allocate 59.6 GiB (MemoryError), and a traceback for 1e300.
+        (2000, 3, None, "2000 strategies: setting up the optimisation problem would take 59.6 GiB"),
+        (2, 3, "1e300", "line 2, column s0: '1e300' is too large"),
+    ],
+)
+def test_optimize_offline_refuses_what_it_cannot_compute_in_one_line(
+    tmp_path: Path, strategies: int, dates: int, value: str | None, message: str
+) -> None:
+    returns = wide(tmp_path / "wide.csv", strategies, dates, value)
+    result = CliRunner().invoke(app, ["optimize", "--returns", str(returns), "--account-value", "1000"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.replace("\n", "").startswith(f"error: {returns}: {message}"), result.stderr
+    assert "Traceback" not in result.output
 
 
 def test_optimize_without_a_running_system_exits_3() -> None:

@@ -145,3 +145,20 @@ def test_periods_per_year_from_daily_timestamps() -> None:
     assert perf.periods_per_year_from([0, day, 2 * day, 4 * day]) == pytest.approx(365.25)
     with pytest.raises(ValueError):
         perf.periods_per_year_from([5, 5])
+
+
+def test_usable_keeps_the_periods_in_bounds_and_names_the_others() -> None:
+    day = 86_400.0
+    stamps = [0.0, day, 2 * day, 3 * day, 4 * day, 5 * day, 4_102_444_800.0, -day]
+    returns = [0.01, float("nan"), -5.0, 1e30, -1.0, float("inf"), 0.02, 0.03]
+    kept_stamps, kept, skipped = perf.usable(stamps, returns)
+    assert kept_stamps.tolist() == [0.0, 4 * day] and kept.tolist() == [0.01, -1.0]
+    assert skipped.tolist() == [day, 2 * day, 3 * day, 5 * day, 4_102_444_800.0, -day]
+
+
+@given(st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=30))
+def test_what_usable_keeps_never_breaks_the_statistics(values: list[float]) -> None:
+    _, kept, skipped = perf.usable(np.arange(len(values), dtype=np.float64), values)
+    assert kept.size + skipped.size == len(values)
+    with np.errstate(over="ignore", invalid="ignore"):
+        perf.performance(kept)  # no ValueError, whatever was stored

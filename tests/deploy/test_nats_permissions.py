@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import AsyncIterator, Iterator
+import asyncio
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,25 +20,28 @@ from rebal.events import RebalancePlanned, StartRebalance, StrategyReturnReporte
 from rebal_devstack.nats import NatsServer
 from rebal_planner.handlers import Planner, register
 from rebal_planner.settings import PlannerSettings
-from tests.messaging import eventually, started
+from tests.messaging import AUTH_CONF, auth_users, eventually, started
 from tests.planner.test_planner import snapshot, target
 
-ROOT = Path(__file__).resolve().parents[2]
-USERS = ("tracker", "optimizer", "planner", "executor", "monitor", "api", "bot_trend")
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+# A user of the test's own beside auth.conf's: it publishes what a test needs and reads the servers'
+# state. auth.conf's users are tested exactly as written.
+ADMIN = '    {user: admin, password: "pw-admin", permissions: {publish: ">", subscribe: ">"}}\n'
 
 
 def password(user: str) -> str:
-    return f"pw-{user}"
+    return f"pw-{user.replace('-', '_')}"
 
 
 @pytest.fixture
 def secured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    for user in USERS:
-        monkeypatch.setenv(f"{user.upper()}_PASSWORD", password(user))
+    for user, variable in auth_users().items():
+        monkeypatch.setenv(variable, password(user))
     base = tmp_path / "nats"
     base.mkdir()
-    shutil.copy(ROOT / "deploy" / "nats" / "auth.conf", base / "auth.conf")
+    text = AUTH_CONF.read_text()
+    end = text.rindex("  ]\n}")
+    (base / "auth.conf").write_text(text[:end] + ADMIN + text[end:])
     with NatsServer(base / "jetstream", extra_config="max_payload: 8MB\ninclude ./auth.conf") as server:
         yield server.url
 
@@ -126,6 +130,59 @@ async def test_the_planner_works_under_its_own_user(secured: str) -> None:
         )
         await eventually(lambda: plans)
     assert plans[0].orders
+
+
+async def test_the_monitor_approves_through_the_planner_and_may_not_publish_a_plan(secured: str) -> None:
+    """The monitor sends `ApprovePlan`; the planner, under its own user, makes the preview live. A plan
+    the monitor publishes itself is refused by the server."""
+    from datetime import timedelta
+
+    from rebal.events import ApprovePlan, derive_run_id
+    from rebal_planner.approvals import Approvals
+    from rebal_planner.handlers import register_approvals
+    from tests.fakes import FakePreviews
+    from tests.planner.test_approvals import preview as make_preview
+
+    preview = make_preview()
+    assert isinstance(preview, RebalancePlanned) and preview.dry_run
+    planner_broker = broker_as(secured, "planner")
+    publisher = bus.Publisher(planner_broker)
+    register_approvals(
+        planner_broker, publisher, Approvals(FakePreviews([preview]), publisher, clock=lambda: NOW)
+    )
+    monitor, api = broker_as(secured, "monitor"), broker_as(secured, "api")
+    live: list[RebalancePlanned] = []
+
+    @api.subscriber(RebalancePlanned.topic.subject("demo"))
+    async def keep(body: dict[str, Any]) -> None:
+        live.append(RebalancePlanned.model_validate(body))
+
+    async with started(planner_broker), started(monitor), started(api):
+        approval = new_event(
+            ApprovePlan,
+            key=preview.event_id,
+            now=NOW,
+            portfolio_id="demo",
+            plan_id=preview.event_id,
+            expires_at=NOW + timedelta(minutes=5),
+        )
+        assert await bus.Publisher(monitor).publish(approval)
+        await eventually(lambda: live)
+        errors: list[str] = []
+        async with client(secured, "monitor", errors) as plain:
+            forged = preview.model_copy(update={"event_id": derive_run_id(preview), "dry_run": False})
+            await plain.publish(forged.subject, forged.model_dump_json().encode())
+            await plain.flush()
+            await eventually(lambda: errors)
+        js = planner_broker.config.connection_state.stream
+        plans = await js.stream_info(subjects.EVENTS_STREAM, subjects_filter="rebal.evt.rebalance.>")
+    assert [(p.dry_run, p.orders, p.correlation_id) for p in live] == [
+        (False, preview.orders, derive_run_id(approval))
+    ]
+    assert plans.state.messages == 1  # the planner's live plan; the monitor's was refused
+    assert any("permissions violation for publish to" in e.lower() and forged.subject in e for e in errors), (
+        errors
+    )
 
 
 async def test_operators_ask_for_an_optimization_and_backfill_and_the_optimizer_reports_failures(
@@ -222,3 +279,175 @@ async def test_the_optimizer_answers_a_command_under_its_own_user(secured: str) 
         await eventually(lambda: answers)
     assert answers[0].causation_id == command.event_id
     assert answers[0].reason == "no allocation is configured for demo"
+
+
+# -- each service its own consumers (issue 19, point 6) ----------------------------------------------
+
+SERVICES = ("tracker", "optimizer", "planner", "executor", "monitor")
+
+
+class Handlers:
+    """Stands for a service's handlers: the consumers registered are the service's own; the junk the
+    tests send is dead-lettered before any handler would see it."""
+
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[None]]:
+        async def handle(*args: Any) -> None:
+            raise AssertionError(f"{name} was called")
+
+        return handle
+
+
+def with_consumers_of(service_name: str, broker: NatsBroker) -> NatsBroker:
+    """`broker` with the durable consumers the service's own code registers."""
+    from rebal_executor.handlers import register as register_executor
+    from rebal_monitor.handlers import register as register_monitor
+    from rebal_optimizer.handlers import register as register_optimizer
+    from rebal_planner import funds
+    from rebal_tracker.handlers import register as register_tracker
+
+    publisher = bus.Publisher(broker)
+    handlers: Any = Handlers()
+    if service_name == "tracker":
+        register_tracker(broker, publisher, handlers.on_take_snapshot, handlers.on_returns)
+    elif service_name == "optimizer":
+        register_optimizer(broker, publisher, handlers)
+    elif service_name == "planner":
+        register(broker, publisher, handlers)
+        funds.register(broker, publisher, handlers)
+    elif service_name == "executor":
+        register_executor(broker, publisher, handlers.on_plan, handlers.on_halt, handlers.on_resume)
+    else:
+        register_monitor(broker, publisher, handlers)
+    return broker
+
+
+def granted(user: str) -> set[tuple[str, str]]:
+    """(stream, durable) of the consumers auth.conf lets `user` pull from."""
+    text = AUTH_CONF.read_text()
+    start = text.index(f"{{user: {user}, ")
+    end = text.find("{user: ", start + 1)
+    block = text[start : end if end > 0 else len(text)]
+    return set(re.findall(r'"\$JS\.API\.CONSUMER\.MSG\.NEXT\.([A-Z_]+)\.([a-z-]+)"', block))
+
+
+@pytest.mark.parametrize("service_name", SERVICES)
+def test_auth_conf_grants_each_service_exactly_the_consumers_its_code_registers(service_name: str) -> None:
+    consumers = bus.consumers_of(with_consumers_of(service_name, NatsBroker()))
+    assert {(c.stream, c.name) for c in consumers} == granted(service_name)
+    text = AUTH_CONF.read_text()
+    for stream, name, _ in consumers:
+        for subject in (
+            f"$JS.API.CONSUMER.INFO.{stream}.{name}",
+            f"$JS.API.CONSUMER.CREATE.{stream}.{name}.>",
+            f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{name}",
+            f"$JS.ACK.{stream}.{name}.>",
+        ):
+            assert f'"{subject}"' in text, subject
+    assert not granted("api") and not granted("migrate") and not granted("bot-trend")
+
+
+def concrete(subject: str) -> str:
+    """A subject a filter takes (its wildcards filled in)."""
+    return ".".join("x" if token in ("*", ">") else token for token in subject.split("."))
+
+
+async def test_each_service_creates_pulls_and_acknowledges_its_own_consumers(secured: str) -> None:
+    admin = await nats.connect(secured, user="admin", password="pw-admin")
+    js = admin.jetstream()
+    try:
+        for service_name in SERVICES:
+            broker = with_consumers_of(service_name, broker_as(secured, service_name))
+            consumers = bus.consumers_of(broker)
+            async with started(broker):
+                for consumer in consumers:  # junk: read, dead-lettered by the service, acknowledged
+                    await js.publish(concrete(consumer.subject), b"{}", stream=consumer.stream)
+
+                async def settled(consumers: list[bus.Durable] = consumers) -> bool:
+                    for consumer in consumers:
+                        info = await js.consumer_info(consumer.stream, consumer.name)
+                        if info.ack_floor.consumer_seq < 1 or info.num_ack_pending or info.num_pending:
+                            return False
+                    return True
+
+                for _ in range(200):
+                    if await settled():
+                        break
+                    await asyncio.sleep(0.05)
+                assert await settled(), service_name
+    finally:
+        await admin.drain()
+
+
+async def test_a_service_can_neither_take_another_s_messages_nor_delete_consumers_nor_reshape_a_stream(
+    secured: str,
+) -> None:
+    """What the tracker's user could do before: pull and ack a plan from the executor's consumer (the
+    executor never saw it), delete any consumer, and update a stream to max_msgs=1 (purging it)."""
+    executor = with_consumers_of("executor", broker_as(secured, "executor"))
+    async with started(executor):
+        pass  # its consumers exist; the executor is away for a moment
+    admin = await nats.connect(secured, user="admin", password="pw-admin")
+    errors: list[str] = []
+    try:
+        admin_js = admin.jetstream()
+        subject = RebalancePlanned.topic.subject("demo")
+        for _ in range(3):
+            await admin_js.publish(subject, b"{}", stream=subjects.EVENTS_STREAM)
+        async with client(secured, "tracker", errors) as tracker:
+            js = tracker.jetstream(timeout=1.0)
+            stolen = await js.pull_subscribe_bind("executor-plans", stream=subjects.EVENTS_STREAM)
+            with pytest.raises(nats.errors.TimeoutError):
+                await stolen.fetch(1, timeout=1.0)
+            with pytest.raises(nats.errors.Error):
+                await js.delete_consumer(subjects.EVENTS_STREAM, "executor-plans")
+            events = await admin_js.stream_info(subjects.EVENTS_STREAM)
+            with pytest.raises(nats.errors.Error):
+                await js.update_stream(events.config.evolve(max_msgs=1))
+            with pytest.raises(nats.errors.Error):
+                await js.purge_stream(subjects.EVENTS_STREAM)
+            with pytest.raises(nats.errors.Error):  # an ephemeral consumer to read the stream with
+                await js.pull_subscribe("rebal.evt.>", stream=subjects.EVENTS_STREAM)
+            with pytest.raises(nats.errors.Error):  # a durable of its own making
+                await js.pull_subscribe("rebal.evt.>", durable="tracker-spy", stream=subjects.EVENTS_STREAM)
+            # A plan delivered to the executor (here pulled by the admin in its place) whose
+            # acknowledgement subject the tracker learnt: its acknowledgement is refused.
+            executor_view = await admin_js.pull_subscribe_bind(
+                "executor-plans", stream=subjects.EVENTS_STREAM
+            )
+            [delivered] = await executor_view.fetch(1, timeout=5.0)
+            await tracker.publish(delivered.reply, b"+ACK")
+            await tracker.flush()
+            await eventually(lambda: any(delivered.reply.lower() in e for e in errors))  # nats-py: lower
+        info = await admin_js.consumer_info(subjects.EVENTS_STREAM, "executor-plans")
+        after = await admin_js.stream_info(subjects.EVENTS_STREAM)
+    finally:
+        await admin.drain()
+    # The executor's consumer is there, nothing was taken from it: one delivered (to the executor's
+    # stand-in) and unacknowledged, two waiting; the stream is as it was.
+    assert (info.num_ack_pending, info.num_pending, info.ack_floor.consumer_seq) == (1, 2, 0)
+    assert after.config.max_msgs == events.config.max_msgs == -1 and after.state.messages == 3
+    for refused in (
+        "$JS.API.CONSUMER.MSG.NEXT.REBAL_EVENTS.executor-plans",
+        "$JS.API.CONSUMER.DELETE.REBAL_EVENTS.executor-plans",
+        "$JS.API.STREAM.UPDATE.REBAL_EVENTS",
+        "$JS.API.STREAM.PURGE.REBAL_EVENTS",
+        "$JS.API.CONSUMER.CREATE.REBAL_EVENTS",
+    ):
+        assert any(f'permissions violation for publish to "{refused.lower()}' in e for e in errors), refused
+
+
+async def test_only_the_migration_user_updates_a_stream(
+    secured: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rebal import migrate
+    from rebal.settings import ServiceSettings
+
+    tracker = broker_as(secured, "tracker")
+    async with started(tracker):  # a first start creates the streams
+        js = tracker.config.connection_state.stream
+        monkeypatch.setattr(bus, "DUPLICATE_WINDOW_SECONDS", 60.0)  # a new version's configuration
+        await bus.declare_streams(tracker, update=False)  # warns, carries on
+        assert (await js.stream_info(subjects.EVENTS_STREAM)).config.duplicate_window == 120.0
+        settings = ServiceSettings(nats={"url": secured, "user": "migrate", "password": password("migrate")})
+        await migrate.declare(settings)
+        assert (await js.stream_info(subjects.EVENTS_STREAM)).config.duplicate_window == 60.0

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from rebal import service, subjects
 from rebal_devstack.nats import NatsServer
 from rebal_planner.settings import PlannerSettings
-from tests.messaging import started
+from tests.messaging import auth_users, started
 
 ROOT = Path(__file__).resolve().parents[2]
 OPENSSL = shutil.which("openssl")
@@ -46,8 +46,8 @@ def tls_nats(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[
     base = tmp_path / "nats"
     base.mkdir()
     shutil.copy(ROOT / "deploy" / "nats" / "auth.conf", base / "auth.conf")
-    for user in ("tracker", "optimizer", "planner", "executor", "monitor", "api", "bot_trend"):
-        monkeypatch.setenv(f"{user.upper()}_PASSWORD", f"pw-{user}")
+    for user, variable in auth_users().items():
+        monkeypatch.setenv(variable, f"pw-{user.replace('-', '_')}")
     tls = f'tls {{\n  cert_file: "{certs / "server.pem"}"\n  key_file: "{certs / "server.key"}"\n}}'
     with NatsServer(base / "jetstream", extra_config=f"include ./auth.conf\n{tls}") as server:
         yield server.url.replace("nats://", "tls://"), certs / "ca.pem"

@@ -14,8 +14,8 @@ import nats.errors
 import nats.js.errors
 import pytest
 
-from rebal import commands
 from rebal.events import RunFinished, StrategyReturnReported, new_event
+from rebal_cli import commands
 from rebal_devstack import _proc
 from rebal_devstack.nats import NatsCluster
 from rebal_devstack.pytest_plugin import FreshDatabase

@@ -16,7 +16,7 @@ from rebal.events import (
     RunFinished,
     StrategyReturnReported,
     TargetWeightsComputed,
-    derive_id,
+    derive_run_id,
     new_event,
 )
 from rebal_devstack.pytest_plugin import FreshDatabase
@@ -81,7 +81,7 @@ async def executed(url: str, after: TargetWeightsComputed | None = None) -> Targ
         lambda e: e.optimization is not None and (after is None or e.occurred_at > after.occurred_at),
         timeout=60.0,
     )
-    run_id = derive_id("run", target.event_id)
+    run_id = derive_run_id(target)
     finished = await wait_for(url, RunFinished, lambda e: e.correlation_id == run_id, timeout=60.0)
     assert finished.status in ("completed", "completed_with_adjustments"), finished
     return target

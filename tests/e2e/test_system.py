@@ -16,7 +16,7 @@ import asyncpg
 import numpy as np
 import pytest
 
-from rebal import commands, subjects
+from rebal import subjects
 from rebal.core.diff import diff_trees
 from rebal.core.market import Prices
 from rebal.core.tree import parse_tree
@@ -27,9 +27,10 @@ from rebal.events import (
     RebalancePlanned,
     StartRebalance,
     TargetWeightsComputed,
-    derive_id,
+    derive_run_id,
     new_event,
 )
+from rebal_cli import commands
 from rebal_executor.handlers import client_order_id
 from tests.e2e.conftest import System
 from tests.e2e.flow import (
@@ -207,7 +208,7 @@ async def test_a_command_sent_while_the_planner_and_monitor_are_down_is_handled_
     outcome = await commands.rebalance(
         system.nats_url, PORTFOLIO, dry_run=True, band=BAND, wait=False, timeout=10.0
     )
-    run_id = derive_id("run", outcome.command.event_id)
+    run_id = derive_run_id(outcome.command)
     await asyncio.sleep(1.0)
     assert await _plans_of(system, run_id) == 0, "planned while the planner was down"
 

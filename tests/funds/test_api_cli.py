@@ -1,4 +1,4 @@
-"""`rebal fund ...` as an operator runs it, against the fund endpoints (`rebal_monitor.funds_api`) served by
+"""`rebal fund ...` as an operator runs it, against the fund endpoints (`rebal_monitor.api.funds`) served by
 uvicorn, with the planner's fund part recording the commands in a real Postgres. The commands reach the
 fund part in-process (`Commands`, standing in for the bus); exact amounts, exit codes and messages."""
 
@@ -21,11 +21,10 @@ import uvicorn
 from typer.testing import CliRunner
 
 from rebal import service
-from rebal.cli import app
 from rebal.events import DefineFund, Event, RecordDeposit, RequestWithdrawal, RunFundCycle
+from rebal_cli.app import app
 from rebal_devstack.pytest_plugin import FreshDatabase
 from rebal_monitor.api import Deps, create_api
-from rebal_monitor.funds_api import create_router
 from rebal_monitor.settings import ApiSettings
 from rebal_planner.funds import FundService
 from tests.fakes import FakeHistory, RecordingPublisher
@@ -75,7 +74,6 @@ async def served(pool: asyncpg.Pool, database: FreshDatabase) -> AsyncIterator[S
         checks={},
     )
     api = create_api(deps)
-    api.include_router(create_router(deps))
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=port, log_level="warning"))
     task = asyncio.create_task(server.serve())

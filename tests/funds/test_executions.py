@@ -6,7 +6,7 @@ from decimal import Decimal as D
 from typing import Any
 
 from rebal.core.funds import Execution
-from rebal_planner.funds import executions
+from rebal_planner.funds.records import executions
 
 
 def fill(symbol: str, side: str, amount: str, price: str, fee: str, fee_asset: str) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The real monitor (journal, API) under uvicorn on a loopback port, and a planner beside it."""
+"""The real monitor (journal, API) under uvicorn on a loopback port, and a planner beside it: each built
+by its service's `build(settings)`, as `python -m rebal_<name>` builds it."""
 
 from __future__ import annotations
 
@@ -11,15 +12,11 @@ from typing import Any
 
 import httpx
 import uvicorn
-from faststream.nats import NatsBroker
 
-from rebal import bus
 from rebal_monitor.app import build
 from rebal_monitor.settings import MonitorSettings
-from rebal_planner.handlers import Planner
-from rebal_planner.handlers import register as register_planner
+from rebal_planner.app import build as build_planner
 from rebal_planner.settings import PlannerSettings
-from tests.messaging import started
 
 TOKEN = "t" * 40
 SHUTDOWN_SECONDS = 30.0
@@ -40,6 +37,28 @@ def monitor_settings(nats_url: str, dsn: str, **api: Any) -> MonitorSettings:
     )
 
 
+@asynccontextmanager
+async def serving(app: Any, port: int) -> AsyncIterator[str]:
+    """The ASGI app under uvicorn (its lifespan: start-up and shut-down hooks) until the block ends; its
+    URL."""
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    task = asyncio.create_task(server.serve())
+    try:
+        for _ in range(400):
+            if server.started:
+                break
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.025)
+        assert server.started, "the service did not start"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, SHUTDOWN_SECONDS)  # a stop that hangs fails the test, not the run
+
+
 @dataclass
 class Running:
     url: str
@@ -50,34 +69,16 @@ class Running:
 @asynccontextmanager
 async def running_monitor(settings: MonitorSettings) -> AsyncIterator[Running]:
     """The monitor serving on its port until the block ends; a client with the token."""
-    app = build(settings)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=settings.http.port, log_level="warning", lifespan="on")
-    )
-    task = asyncio.create_task(server.serve())
-    url = f"http://127.0.0.1:{settings.http.port}"
-    try:
-        async with httpx.AsyncClient(
-            base_url=url, headers={"authorization": f"Bearer {TOKEN}"}, timeout=30
-        ) as client:
-            for _ in range(400):
-                if server.started:
-                    break
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.025)
-            assert server.started, "the monitor did not start"
-            yield Running(url, client, settings)
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, SHUTDOWN_SECONDS)  # a stop that hangs fails the test, not the run
+    async with (
+        serving(build(settings), settings.http.port) as url,
+        httpx.AsyncClient(base_url=url, headers={"authorization": f"Bearer {TOKEN}"}, timeout=30) as client,
+    ):
+        yield Running(url, client, settings)
 
 
 @asynccontextmanager
-async def running_planner(nats_url: str) -> AsyncIterator[None]:
-    broker = NatsBroker(nats_url)
-    publisher = bus.Publisher(broker)
-    settings = PlannerSettings(nats={"url": nats_url})
-    register_planner(broker, publisher, Planner(bus.StreamHistory(broker), publisher, settings))
-    async with started(broker):
+async def running_planner(nats_url: str, dsn: str) -> AsyncIterator[None]:
+    """The planner (plans, approvals, funds) on its own port."""
+    settings = PlannerSettings(nats={"url": nats_url}, database={"url": dsn}, http={"port": free_port()})
+    async with serving(build_planner(settings), settings.http.port):
         yield

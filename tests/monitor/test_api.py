@@ -111,7 +111,7 @@ async def test_preview_then_approve_runs_exactly_that_plan_once(
     nats_url: str, database: FreshDatabase
 ) -> None:
     settings = monitor_settings(nats_url, database.dsn)
-    async with running_planner(nats_url), running_monitor(settings) as monitor:
+    async with running_planner(nats_url, database.dsn), running_monitor(settings) as monitor:
         client = monitor.client
         await publish(nats_url, snapshot("tick-1"), target())
         weights = (await journaled(client, "/portfolio/weights")).json()
@@ -180,7 +180,7 @@ async def test_approval_is_refused_when_prices_moved_or_the_plan_expired(
     nats_url: str, database: FreshDatabase
 ) -> None:
     settings = monitor_settings(nats_url, database.dsn, plan_ttl_seconds=0.5)
-    async with running_planner(nats_url), running_monitor(settings) as monitor:
+    async with running_planner(nats_url, database.dsn), running_monitor(settings) as monitor:
         client = monitor.client
         await publish(nats_url, snapshot("tick-1"), target())
         await journaled(client, "/portfolio/weights")
@@ -263,7 +263,7 @@ async def test_bad_requests_get_a_clear_4xx(nats_url: str, database: FreshDataba
 
 async def test_halt_resume_and_a_live_plan(nats_url: str, database: FreshDatabase) -> None:
     settings = monitor_settings(nats_url, database.dsn, live=True)
-    async with running_planner(nats_url), running_monitor(settings) as monitor:
+    async with running_planner(nats_url, database.dsn), running_monitor(settings) as monitor:
         client = monitor.client
         await publish(nats_url, snapshot("tick-1"), target())
         halted = await client.post("/halt", json={"reason": "exchange looks wrong"})

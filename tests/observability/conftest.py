@@ -31,7 +31,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from rebal import subjects, telemetry
-from rebal.events import RunFinished, StartRebalance, derive_id, new_event
+from rebal.events import RunFinished, StartRebalance, derive_run_id, new_event
 from rebal_devstack import _proc, demo_bot
 from rebal_devstack._proc import LOOPBACK
 from rebal_devstack.nats import NatsServer
@@ -39,6 +39,7 @@ from rebal_devstack.postgres import create_database, drop_database
 from rebal_devstack.stack import SERVICES, Services
 from tests.e2e.conftest import TEST_SETTINGS
 from tests.e2e.flow import PORTFOLIO, client, publish_raw, ready_for_commands, wait_for
+from tests.messaging import auth_users
 from tests.observability.otlp import Receiver, otlp_receiver
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,7 +47,7 @@ DEPLOY = ROOT / "deploy"
 PROMETHEUS = "/usr/bin/prometheus"
 SCRAPE_SECONDS = 1
 BAND = Decimal("0.01")
-NATS_USERS = ("tracker", "optimizer", "planner", "executor", "monitor", "api", "bot_trend")
+NATS_USERS = tuple(user.replace("-", "_") for user in auth_users())
 BOT = "trend"
 
 
@@ -149,7 +150,7 @@ async def rebalance_as_an_operator(
         band=BAND,
         requested_by="cli",
     )
-    run_id = derive_id("run", command.event_id)
+    run_id = derive_run_id(command)
     with telemetry.operator_span("rebal rebalance", provider=provider, portfolio=PORTFOLIO) as span:
         headers = dict(telemetry.inject({"Nats-Msg-Id": str(command.event_id)}))
         async with client(url) as nc:

@@ -12,11 +12,13 @@ from faststream.nats import NatsBroker, TestNatsBroker
 
 from rebal import bus
 from rebal.core.plan import Order, Skip
+from rebal.core.shown import Projected
 from rebal.events import (
     BalanceSnapshotTaken,
     Event,
     PlanFailed,
     PlannedOrder,
+    ProjectedWeight,
     RebalancePlanned,
     SkippedOrder,
     StartRebalance,
@@ -107,6 +109,8 @@ def test_the_plan_event_is_what_validation_would_have_made() -> None:
     # The trusted rows are the core's tuples: their fields must come in the models' order.
     assert tuple(PlannedOrder.model_fields) == Order._fields
     assert tuple(SkippedOrder.model_fields) == Skip._fields
+    assert tuple(ProjectedWeight.model_fields) == Projected._fields
+    assert event.projected_weights
     validated = RebalancePlanned.model_validate(event.model_dump())
     assert validated == event
     for made, checked in zip(event.orders + event.skipped, validated.orders + validated.skipped, strict=True):

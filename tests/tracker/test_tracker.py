@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import timedelta
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -225,3 +225,18 @@ async def test_the_tracker_default_settings_are_the_demo() -> None:
     assert settings.tracking.portfolio_id == "demo"
     assert settings.tracking.snapshot_interval_seconds == 10
     assert settings.http.port == 8101
+
+
+async def test_the_table_refuses_a_return_out_of_bounds_whoever_writes_it(pool: asyncpg.Pool) -> None:
+    """The events refuse them first; the table holds the same bounds for any other writer."""
+    good = ReturnRow.of(strategy_return("s", 1))
+    for bad in (
+        replace(good, period_return=D(-5)),
+        replace(good, period_return=D("1e400")),
+        replace(good, equity=D("-1e31")),
+        replace(good, ts=datetime(2200, 1, 1, tzinfo=UTC)),
+        replace(good, ts=datetime(1, 1, 1, tzinfo=UTC)),
+    ):
+        with pytest.raises(asyncpg.CheckViolationError):
+            await ReturnsStore(pool).insert([bad])
+    assert await ReturnsStore(pool).insert([good]) == 1

@@ -4,9 +4,17 @@
   sets ``Nats-Msg-Id`` to the event's id, which is derived from its cause, so a redelivered trigger that
   publishes again is dropped by the server instead of having a second effect.
 - Every consumer is durable, states its ack policy, and is wrapped by `consume`: a message that does not
-  validate (malformed JSON, a schema violation, an unknown version) goes to ``rebal.dlq.<service>`` with
-  its raw payload and the reason, is counted, and is acked; a handler that fails is retried with backoff
-  up to `MAX_DELIVER` times, then dead-lettered too. The service keeps serving either way.
+  validate (malformed JSON, a schema violation, an unknown version, a value out of bounds) goes to
+  ``rebal.dlq.<service>`` with its raw payload and the reason, is counted, and is acked; a handler that
+  fails is retried with backoff up to `MAX_DELIVER` times, then dead-lettered too. The service keeps
+  serving either way.
+- Only a message that fails on its own content is dead-lettered. A batch that fails is split in halves
+  until the messages that fail alone are found; the others are stored (once: handlers are idempotent).
+  A failure of infrastructure (Postgres or NATS unavailable: `rebal.outage`) is not the message's: the
+  consumer holds what it has (extending the ack deadline, so nothing is redelivered or counted), takes
+  nothing new, retries every few seconds (`HOLD_RETRY_SECONDS`) and goes on when the dependency is
+  back, however long that takes while the stream keeps the messages; `waiting` (and so ``/readyz``)
+  names the consumers holding.
 """
 
 from __future__ import annotations
@@ -14,15 +22,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import logging
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from faststream import AckPolicy
 from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
@@ -31,7 +40,9 @@ from nats.js import api
 from nats.js.errors import BadRequestError, NotFoundError
 from pydantic import ValidationError
 
-from rebal import metrics, subjects
+from rebal import metrics, outage, subjects
+from rebal.core import bounds
+from rebal.core.bounds import TEXT_PATTERN
 from rebal.events import EVENT_TYPES, DeadLettered, Event, derive_id
 
 log = logging.getLogger("rebal.bus")
@@ -41,6 +52,9 @@ DUPLICATE_WINDOW_SECONDS = 120.0
 EVENTS_MAX_AGE_SECONDS = 30 * 24 * 3600.0
 MAX_DELIVER = 5
 BACKOFF_SECONDS = (0.2, 1.0, 5.0, 15.0)
+# While a dependency is unavailable, a consumer tries its held messages again after these pauses (then
+# every last one): a few seconds of delay after the dependency is back, a cheap attempt meanwhile.
+HOLD_RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)
 ACK_WAIT_SECONDS = 10.0
 # FastStream handles the messages of one fetch concurrently: fetching one at a time keeps each consumer
 # in order (a run, then the next; an order, then its fill). High-rate topics use `consume_batch`.
@@ -95,14 +109,25 @@ def stream_of(subject: str) -> StreamSpec:
     return EVENTS
 
 
-async def declare_streams(broker: NatsBroker, replicas: int = 1) -> None:
-    """Create the streams, or bring an existing one's configuration up to date."""
+async def declare_streams(broker: NatsBroker, replicas: int = 1, *, update: bool = True) -> None:
+    """Create the streams, and bring an existing one's configuration up to date when `update`.
+
+    On a secured bus only the migration user may update a stream (`deploy/nats/auth.conf`): a service
+    under its own user creates what is missing and warns about a configuration that differs, which
+    ``python -m rebal.migrate`` brings up to date."""
     js = broker.config.connection_state.stream
     for spec in STREAMS:
         config = spec.config(replicas)
         try:
             await js.add_stream(config)
         except BadRequestError:
+            if not update:
+                log.warning(
+                    "stream %s is configured differently from what this version declares; run the"
+                    " migration (python -m rebal.migrate) to update it",
+                    spec.name,
+                )
+                continue
             await js.update_stream(config)
 
 
@@ -235,20 +260,20 @@ def _deliveries(raw: Msg) -> int:
 
 
 @asynccontextmanager
-async def _working_on(*raws: Msg) -> AsyncIterator[None]:
-    """Tell the server the messages are still being worked on, so a long handler (an executor run) is
-    not redelivered to another replica after `ACK_WAIT_SECONDS`."""
+async def _working_on(held: Callable[[], Iterable[Msg]]) -> AsyncIterator[None]:
+    """Tell the server the messages `held` returns are still being worked on, so a long handler (an
+    executor run) or a wait for a dependency is not redelivered to another replica after
+    `ACK_WAIT_SECONDS` (nor counted as a delivery)."""
 
     async def beat() -> None:
         while True:
             await asyncio.sleep(ACK_WAIT_SECONDS / 3)
-            for raw in raws:
+            for raw in list(held()):
                 try:
                     await raw.in_progress()
-                except Exception:  # a lost heartbeat only risks a redelivery, which handlers absorb
-                    log.warning(
-                        "could not extend the ack deadline of a message on %s", raw.subject, exc_info=True
-                    )
+                except Exception as exc:  # noqa: BLE001 - a lost heartbeat only risks a redelivery
+                    log.warning("could not extend the ack deadline of a message on %s: %s", raw.subject, exc)
+                    break
 
     task = asyncio.create_task(beat())
     try:
@@ -257,16 +282,68 @@ async def _working_on(*raws: Msg) -> AsyncIterator[None]:
         task.cancel()
 
 
-async def _retry_or_give_up(publisher: Publisher, service: str, topic: str, raw: Msg, reason: str) -> None:
-    """A handler failed on this message: redeliver it after a backoff, or dead-letter it for good."""
-    delivered = _deliveries(raw)
-    if delivered >= MAX_DELIVER:
-        await publisher.dead_letter(service, raw, f"gave up after {delivered} deliveries: {reason}")
+_WAITING: weakref.WeakKeyDictionary[NatsBroker, dict[str, str]] = weakref.WeakKeyDictionary()
+
+
+def waiting(broker: NatsBroker) -> dict[str, str]:
+    """The durable consumers of `broker` holding messages until a dependency is back, and why."""
+    return dict(_WAITING.get(broker, {}))
+
+
+async def _through_outages(broker: NatsBroker, durable: str, attempt: Callable[[], Awaitable[None]]) -> None:
+    """`attempt()` until it succeeds or fails for another reason than an outage (raised): while a
+    dependency is unavailable, wait and try again, however long it takes."""
+    pauses = 0
+    since: float | None = None
+    try:
+        while True:
+            try:
+                await attempt()
+                return
+            except Exception as exc:
+                if not outage.is_outage(exc):
+                    raise
+                reason = f"{type(exc).__name__}: {exc}"
+                if since is None:
+                    since = time.monotonic()
+                    log.warning("%s holds its messages until a dependency is back: %s", durable, reason)
+                    metrics.CONSUMER_WAITING.labels(consumer=durable).set(1)
+                _WAITING.setdefault(broker, {})[durable] = reason
+            await asyncio.sleep(HOLD_RETRY_SECONDS[min(pauses, len(HOLD_RETRY_SECONDS) - 1)])
+            pauses += 1
+    finally:
+        if since is not None:
+            log.warning("%s held its messages for %.1f s", durable, time.monotonic() - since)
+            metrics.CONSUMER_WAITING.labels(consumer=durable).set(0)
+            _WAITING.get(broker, {}).pop(durable, None)
+
+
+@dataclass(frozen=True)
+class _Consumer:
+    """What the wrappers of a durable consumer need to retry, hold or dead-letter its messages."""
+
+    broker: NatsBroker
+    publisher: Publisher
+    service: str
+    durable: str
+    topic: str
+
+    async def outlasting(self, attempt: Callable[[], Awaitable[None]]) -> None:
+        await _through_outages(self.broker, self.durable, attempt)
+
+    async def dead_letter(self, raw: Msg, reason: str) -> None:
+        await self.outlasting(functools.partial(self.publisher.dead_letter, self.service, raw, reason))
         await raw.ack()
-        return
-    log.warning("handler for %s failed (delivery %d), retrying: %s", raw.subject, delivered, reason)
-    metrics.HANDLER_RETRIES.labels(service=service, topic=topic).inc()
-    await raw.nak(delay=BACKOFF_SECONDS[min(delivered, len(BACKOFF_SECONDS)) - 1])
+
+    async def retry_or_give_up(self, raw: Msg, reason: str) -> None:
+        """The message failed on its content: redeliver it after a backoff, or dead-letter it for good."""
+        delivered = _deliveries(raw)
+        if delivered >= MAX_DELIVER:
+            await self.dead_letter(raw, f"gave up after {delivered} deliveries: {reason}")
+            return
+        log.warning("handler for %s failed (delivery %d), retrying: %s", raw.subject, delivered, reason)
+        metrics.HANDLER_RETRIES.labels(service=self.service, topic=self.topic).inc()
+        await raw.nak(delay=BACKOFF_SECONDS[min(delivered, len(BACKOFF_SECONDS)) - 1])
 
 
 def _topic_label(subject: str) -> str:
@@ -302,8 +379,11 @@ def decode_any(subject: str, body: bytes) -> Event | str:
 def _brief(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors()[:3]:
-        where = ".".join(str(part) for part in error["loc"]) or "body"
-        parts.append(f"{where}: {error['msg']}")
+        where = ".".join(repr(part) if "\x00" in str(part) else str(part) for part in error["loc"]) or "body"
+        message = error["msg"]
+        if error["type"] == "string_pattern_mismatch" and error.get("ctx", {}).get("pattern") == TEXT_PATTERN:
+            message = f"{error['input']!r} {bounds.text_problem(str(error['input']))}"
+        parts.append(f"{where}: {message}")
     more = f" (+{exc.error_count() - 3} more)" if exc.error_count() > 3 else ""
     return "; ".join(parts) + more
 
@@ -335,6 +415,27 @@ def consume(
     )
 
 
+class Durable(NamedTuple):
+    """A durable consumer: its stream, its name and the subjects it takes."""
+
+    stream: str
+    name: str
+    subject: str
+
+
+_CONSUMERS: weakref.WeakKeyDictionary[NatsBroker, list[Durable]] = weakref.WeakKeyDictionary()
+
+
+def consumers_of(broker: NatsBroker) -> list[Durable]:
+    """Every durable consumer registered on `broker`: what the service's NATS user must be allowed to
+    use (`deploy/nats/auth.conf`), and whose backlog it reports."""
+    return list(_CONSUMERS.get(broker, []))
+
+
+def _register(broker: NatsBroker, subject: str, durable: str) -> None:
+    _CONSUMERS.setdefault(broker, []).append(Durable(stream_of(subject).name, durable, subject))
+
+
 def _subscribe(
     broker: NatsBroker,
     publisher: Publisher,
@@ -346,6 +447,8 @@ def _subscribe(
     topic: str,
 ) -> None:
     spec = stream_of(subject)
+    _register(broker, subject, durable)
+    consumer = _Consumer(broker, publisher, service, durable, topic)
     config = api.ConsumerConfig(
         ack_policy=api.AckPolicy.EXPLICIT,
         ack_wait=ACK_WAIT_SECONDS,
@@ -366,14 +469,13 @@ def _subscribe(
         raw: Msg = message.raw_message
         event = read(raw.subject, message.body)
         if isinstance(event, str):
-            await publisher.dead_letter(service, raw, event)
-            await message.ack()
+            await consumer.dead_letter(raw, event)
             return
         try:
-            async with _working_on(raw):
-                await handler(event)
-        except Exception as exc:  # noqa: BLE001 - any handler failure is retried, then dead-lettered
-            await _retry_or_give_up(publisher, service, topic, raw, f"{type(exc).__name__}: {exc}")
+            async with _working_on(lambda: (raw,)):
+                await consumer.outlasting(functools.partial(handler, event))
+        except Exception as exc:  # noqa: BLE001 - a failure on the message is retried, then dead-lettered
+            await consumer.retry_or_give_up(raw, f"{type(exc).__name__}: {exc}")
             return
         await message.ack()
         metrics.HANDLED.labels(service=service, topic=topic).observe(time.perf_counter() - started)
@@ -393,9 +495,10 @@ def consume_batch(
     batch_size: int,
 ) -> BatchConsumer[E]:
     """Like `consume`, for high-rate events: up to `batch_size` messages per fetch, handled in stream
-    order by one call, then each acked; unreadable ones are dead-lettered, a failed call is retried with
-    backoff per message, then dead-lettered. It starts and stops with its service (`service.build`, or
-    `start_batch_consumers` in tests)."""
+    order by one call, then each acked; unreadable ones are dead-lettered, a failed call is split in
+    halves until the messages that fail alone are found, and only those are retried with backoff, then
+    dead-lettered. It starts and stops with its service (`service.build`, or `start_batch_consumers` in
+    tests)."""
 
     def read(subject: str, body: bytes) -> E | str:
         return decode(kind, subject, body)
@@ -412,6 +515,7 @@ def consume_batch(
         batch_size,
     )
     _BATCH_CONSUMERS.setdefault(broker, []).append(consumer)
+    _register(broker, consumer.subject, durable)
     return consumer
 
 
@@ -430,6 +534,7 @@ def consume_all_batch(
         broker, publisher, service, filter_subject, durable, decode_any, handler, "any", batch_size
     )
     _BATCH_CONSUMERS.setdefault(broker, []).append(consumer)
+    _register(broker, consumer.subject, durable)
     return consumer
 
 
@@ -502,7 +607,15 @@ class BatchConsumer(Generic[E]):
             while self._buffer:
                 batch = self._buffer[: self.batch_size]
                 del self._buffer[: self.batch_size]
-                await self._handle(batch)
+                try:
+                    # The buffered messages wait too: kept ours while this batch takes long (or waits).
+                    async with _working_on(functools.partial(self._held, batch)):
+                        await self._handle(batch)
+                except Exception:  # unacked, the batch comes back after the ack wait
+                    log.exception("%s could not settle a batch of %d", self.durable, len(batch))
+
+    def _held(self, batch: Sequence[Msg]) -> list[Msg]:
+        return [*batch, *self._buffer]
 
     async def _handle(self, batch: Sequence[Msg]) -> None:
         started = time.perf_counter()
@@ -510,23 +623,33 @@ class BatchConsumer(Generic[E]):
         for raw in batch:
             event = self.read(raw.subject, raw.data)
             if isinstance(event, str):
-                await self.publisher.dead_letter(self.service, raw, event)
-                await raw.ack()
+                await self._consumer.dead_letter(raw, event)
             else:
                 readable.append((raw, event))
-        if not readable:
-            return
+        if readable:
+            await self._settle(readable)
+            elapsed = time.perf_counter() - started
+            metrics.HANDLED.labels(service=self.service, topic=self.topic).observe(elapsed)
+
+    @functools.cached_property
+    def _consumer(self) -> _Consumer:
+        return _Consumer(self.broker, self.publisher, self.service, self.durable, self.topic)
+
+    async def _settle(self, part: Sequence[tuple[Msg, E]]) -> None:
+        """Handle `part` in one call; when it fails on content, each half on its own, down to the
+        messages that fail alone: only those are retried with backoff (then dead-lettered)."""
         try:
-            async with _working_on(*(raw for raw, _ in readable)):
-                await self.handler([event for _, event in readable])
-        except Exception as exc:  # noqa: BLE001 - a failed call is retried, then dead-lettered
-            reason = f"{type(exc).__name__}: {exc}"
-            for raw, _ in readable:
-                await _retry_or_give_up(self.publisher, self.service, self.topic, raw, reason)
+            await self._consumer.outlasting(functools.partial(self.handler, [event for _, event in part]))
+        except Exception as exc:  # noqa: BLE001 - a failure on the content of one of the messages
+            if len(part) == 1:
+                await self._consumer.retry_or_give_up(part[0][0], f"{type(exc).__name__}: {exc}")
+                return
+            middle = len(part) // 2
+            await self._settle(part[:middle])
+            await self._settle(part[middle:])
             return
-        for raw, _ in readable:
+        for raw, _ in part:
             await raw.ack()
-        metrics.HANDLED.labels(service=self.service, topic=self.topic).observe(time.perf_counter() - started)
 
 
 _BATCH_CONSUMERS: weakref.WeakKeyDictionary[NatsBroker, list[BatchConsumer[Any]]] = (

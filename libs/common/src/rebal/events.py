@@ -6,6 +6,10 @@ correlation id (the rebalance run), the causation id (the message that caused it
 Breaking changes get a new `version` and a new subject (see `rebal.subjects`).
 
 Quantities, prices and money are decimals, carried as strings in JSON.
+
+Every value is checked where it enters (`rebal.core.bounds`): text that Postgres can store (no NUL, no
+lone surrogate; in the trees too), finite decimals below 1e30 with at most 100 decimal places, times in
+1970..2100 UTC, period returns of at least -1. A message that breaks one is refused on its own content.
 """
 
 from __future__ import annotations
@@ -13,13 +17,15 @@ from __future__ import annotations
 import builtins
 import uuid
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+import orjson
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from rebal import subjects
+from rebal.core import bounds
 from rebal.subjects import Topic
 
 NAMESPACE = uuid.UUID("6f0c8f0e-6a43-5f7b-9a57-2d0cb1f3e0a1")
@@ -27,6 +33,53 @@ PortfolioId = Annotated[str, AfterValidator(lambda v: subjects.check_token(v, "p
 StrategyId = Annotated[str, AfterValidator(lambda v: subjects.check_token(v, "strategy"))]
 Side = Literal["buy", "sell"]
 E = TypeVar("E", bound="Event")
+# The bounds of `rebal.core.bounds`, as pydantic's own constraints (checked in its compiled core: a
+# Python validator per field made a 10k-order plan 4x slower to read). tests/bus/test_entry_values.py
+# holds these and the bounds' functions (used by the returns files) to the same answers.
+TIME_FROM = datetime.fromtimestamp(bounds.TIME_FROM, UTC)
+TIME_UNTIL = datetime.fromtimestamp(bounds.TIME_UNTIL, UTC)
+Text = Annotated[str, StringConstraints(pattern=bounds.TEXT_PATTERN)]
+Moment = Annotated[AwareDatetime, Field(ge=TIME_FROM, lt=TIME_UNTIL)]
+# A decimal a service computed from checked inputs: finite and within the size bound.
+Number = Annotated[Decimal, Field(gt=-bounds.DECIMAL_LIMIT, lt=bounds.DECIMAL_LIMIT)]  # finite: the default
+# A decimal from outside (a bot, an operator): also at most `bounds.DECIMAL_PLACES` decimal places.
+Entered = Annotated[Number, Field(decimal_places=bounds.DECIMAL_PLACES)]
+PeriodReturn = Annotated[Entered, Field(ge=bounds.MIN_RETURN)]
+
+
+def _document_problem(document: dict[str, Any]) -> str | None:
+    """What is wrong with the text of a JSON document (a tree, prices): its keys and strings at any
+    depth. Written out by orjson first (fast): a NUL shows as an escape, a lone surrogate fails it; only
+    then is the document walked to be sure."""
+    try:
+        written = orjson.dumps(document, option=orjson.OPT_NON_STR_KEYS, default=str)
+    except (orjson.JSONEncodeError, TypeError):
+        written = b"\\u0000"
+    if b"\\u0000" not in written:
+        return None
+    pending: list[Any] = [document]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            problem = bounds.text_problem(item)
+            if problem is not None:
+                return problem
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return None
+
+
+def _check_document(document: dict[str, Any]) -> dict[str, Any]:
+    problem = _document_problem(document)
+    if problem is not None:
+        raise ValueError(f"a string in it {problem}")
+    return document
+
+
+Document = Annotated[dict[str, Any], AfterValidator(_check_document)]
 
 
 def derive_id(*parts: object) -> uuid.UUID:
@@ -62,11 +115,11 @@ class Event(Frozen):
 
     topic: ClassVar[Topic]
 
-    type: str
+    type: str  # a literal in every subclass
     version: Literal[1] = 1
     event_id: uuid.UUID
-    occurred_at: AwareDatetime
-    emitted_at: AwareDatetime
+    occurred_at: Moment
+    emitted_at: Moment
     portfolio_id: PortfolioId
     correlation_id: uuid.UUID | None = None
     causation_id: uuid.UUID | None = None
@@ -93,6 +146,13 @@ class Event(Frozen):
         )
 
 
+def derive_run_id(cause: Event) -> uuid.UUID:
+    """The run a message starts, derived from it: a command (`StartRebalance`, `ApprovePlan`), or the new
+    snapshot or target a preview is made for. A redelivered cause gives the same run, and the planner,
+    the CLI and the API that wait for the run all name it with this one rule."""
+    return derive_id("run", cause.event_id)
+
+
 # Commands (operators, the CLI, the API).
 
 
@@ -102,7 +162,19 @@ class StartRebalance(Event):
     topic = subjects.START_REBALANCE
     type: Literal["StartRebalance"] = "StartRebalance"
     dry_run: bool = True
-    band: Decimal = Field(default=Decimal(0), ge=0)
+    band: Entered = Field(default=Decimal(0), ge=0)
+    requested_by: Text = "operator"
+
+
+class ApprovePlan(Event):
+    """Execute exactly the preview `plan_id` (a dry-run `RebalancePlanned`): the planner publishes it again
+    as a live plan, its run derived from this command, or a `PlanFailed` naming why not (unknown, not a
+    preview, or taken after `expires_at`)."""
+
+    topic = subjects.APPROVE_PLAN
+    type: Literal["ApprovePlan"] = "ApprovePlan"
+    plan_id: uuid.UUID
+    expires_at: AwareDatetime
     requested_by: str = "operator"
 
 
@@ -118,8 +190,8 @@ class HaltTrading(Event):
 
     topic = subjects.HALT_TRADING
     type: Literal["HaltTrading"] = "HaltTrading"
-    reason: str = ""
-    requested_by: str = "operator"
+    reason: Text = ""
+    requested_by: Text = "operator"
 
 
 class ResumeTrading(Event):
@@ -127,7 +199,7 @@ class ResumeTrading(Event):
 
     topic = subjects.RESUME_TRADING
     type: Literal["ResumeTrading"] = "ResumeTrading"
-    requested_by: str = "operator"
+    requested_by: Text = "operator"
 
 
 class RunOptimization(Event):
@@ -136,7 +208,7 @@ class RunOptimization(Event):
 
     topic = subjects.RUN_OPTIMIZATION
     type: Literal["RunOptimization"] = "RunOptimization"
-    requested_by: str = "operator"
+    requested_by: Text = "operator"
 
 
 # Facts.
@@ -147,9 +219,9 @@ class BalanceSnapshotTaken(Event):
 
     topic = subjects.BALANCE_SNAPSHOT_TAKEN
     type: Literal["BalanceSnapshotTaken"] = "BalanceSnapshotTaken"
-    tree: dict[str, Any]
-    prices: dict[str, Any]
-    markets: dict[str, Any] | None = None
+    tree: Document
+    prices: Document
+    markets: Document | None = None
 
 
 class Optimization(Frozen):
@@ -158,19 +230,19 @@ class Optimization(Frozen):
     volatilities are annualised. In reconciler mode, `targets` is the value wanted per instrument and
     `notes` says what could not be followed (a short on spot, more than the account holds)."""
 
-    method: str
-    parameters: dict[str, float] = Field(default_factory=dict)
-    weights: dict[str, float]
+    method: Text
+    parameters: dict[Text, float] = Field(default_factory=dict)
+    weights: dict[Text, float]
     realised_volatility: float | None
     target_volatility: float
     leverage: float
-    account_value: Decimal
-    status: str
+    account_value: Number
+    status: Text
     observations: int
-    trigger: str
+    trigger: Text
     mode: Literal["weights", "reconciler"] = "weights"
-    targets: dict[str, Decimal] | None = None
-    notes: tuple[str, ...] = ()
+    targets: dict[Text, Number] | None = None
+    notes: tuple[Text, ...] = ()
 
 
 class TargetWeightsComputed(Event):
@@ -179,8 +251,8 @@ class TargetWeightsComputed(Event):
 
     topic = subjects.TARGET_WEIGHTS_COMPUTED
     type: Literal["TargetWeightsComputed"] = "TargetWeightsComputed"
-    tree: dict[str, Any]
-    source: str = "file"
+    tree: Document
+    source: Text = "file"
     optimization: Optimization | None = None
 
 
@@ -190,52 +262,64 @@ class OptimizationFailed(Event):
 
     topic = subjects.OPTIMIZATION_FAILED
     type: Literal["OptimizationFailed"] = "OptimizationFailed"
-    method: str
-    reason: str
-    trigger: str
+    method: Text
+    reason: Text
+    trigger: Text
 
 
 class PlannedOrder(Frozen):
-    account: str
-    exchange: str
-    symbol: str
+    account: Text
+    exchange: Text
+    symbol: Text
     side: Side
-    amount: Decimal
-    est_price: Decimal
-    est_cost: Decimal
-    est_fee: Decimal
+    amount: Number
+    est_price: Number
+    est_cost: Number
+    est_fee: Number
     phase: int
 
 
 class PlannedTransfer(Frozen):
-    asset: str
-    from_account: str
-    to_account: str
-    amount: Decimal
-    est_value: Decimal
+    asset: Text
+    from_account: Text
+    to_account: Text
+    amount: Number
+    est_value: Number
 
 
 class SkippedOrder(Frozen):
-    path: str
-    symbol: str
+    path: Text
+    symbol: Text
     side: Side
-    amount: Decimal
-    reason: str
+    amount: Number
+    reason: Text
+
+
+class ProjectedWeight(Frozen):
+    """A node operators are shown (the top level, sectors, strategies): its weight in its parent now, and
+    the weight the plan brings it to; `affected_by_skips` when a skipped order below it leaves it short."""
+
+    path: str
+    current_weight: Decimal
+    projected_weight: Decimal
+    affected_by_skips: bool
 
 
 class RebalancePlanned(Event):
-    """An order plan. A dry-run plan is shown, never executed. `correlation_id` is the run."""
+    """An order plan. A dry-run plan is shown, never executed. `correlation_id` is the run.
+    `projected_weights` are the shown nodes' weights before and after (none for a fund's phase)."""
 
     topic = subjects.REBALANCE_PLANNED
     type: Literal["RebalancePlanned"] = "RebalancePlanned"
     dry_run: bool
-    band: Decimal
+    band: Number
     snapshot_id: uuid.UUID
     target_id: uuid.UUID
-    total_value: Decimal
+    total_value: Number
     orders: tuple[PlannedOrder, ...]
     transfers: tuple[PlannedTransfer, ...] = ()
     skipped: tuple[SkippedOrder, ...] = ()
+    projected_weights: tuple[ProjectedWeight, ...] = ()
 
 
 class PlanFailed(Event):
@@ -243,7 +327,7 @@ class PlanFailed(Event):
 
     topic = subjects.PLAN_FAILED
     type: Literal["PlanFailed"] = "PlanFailed"
-    reason: str
+    reason: Text
     dry_run: bool
 
 
@@ -259,12 +343,12 @@ class OrderPlaced(Event):
 
     topic = subjects.ORDER_PLACED
     type: Literal["OrderPlaced"] = "OrderPlaced"
-    client_order_id: str
-    account: str
-    exchange: str
-    symbol: str
+    client_order_id: Text
+    account: Text
+    exchange: Text
+    symbol: Text
     side: Side
-    amount: Decimal
+    amount: Number
     phase: int
 
 
@@ -273,14 +357,14 @@ class OrderFilled(Event):
 
     topic = subjects.ORDER_FILLED
     type: Literal["OrderFilled"] = "OrderFilled"
-    client_order_id: str
-    trade_id: str
-    symbol: str
+    client_order_id: Text
+    trade_id: Text
+    symbol: Text
     side: Side
-    amount: Decimal
-    price: Decimal
-    fee: Decimal
-    fee_asset: str
+    amount: Number
+    price: Number
+    fee: Number
+    fee_asset: Text
 
 
 RunStatus = Literal[
@@ -299,7 +383,7 @@ class RunFinished(Event):
     filled: int
     skipped: int
     failed: int
-    reasons: tuple[str, ...] = ()
+    reasons: tuple[Text, ...] = ()
 
 
 class StrategyReturnReported(Event):
@@ -308,18 +392,18 @@ class StrategyReturnReported(Event):
     topic = subjects.STRATEGY_RETURN_REPORTED
     type: Literal["StrategyReturnReported"] = "StrategyReturnReported"
     strategy_id: StrategyId
-    timestamp: AwareDatetime
-    period_return: Decimal
-    equity: Decimal | None = None
-    positions: dict[str, Decimal] | None = None
+    timestamp: Moment
+    period_return: PeriodReturn
+    equity: Entered | None = None
+    positions: dict[Text, Entered] | None = None
 
     @property
     def subject_key(self) -> str:
         return self.strategy_id
 
 
-# Funds (issue 6): users' deposits and withdrawals on a fund, and the fund's cycles. The portfolio id
-# of these events is the fund's id.
+# Funds: users' deposits and withdrawals on a fund, and the fund's cycles. The portfolio id of these
+# events is the fund's id.
 
 
 class DefineFund(Event):
@@ -329,12 +413,12 @@ class DefineFund(Event):
 
     topic = subjects.DEFINE_FUND
     type: Literal["DefineFund"] = "DefineFund"
-    exchange: str
-    account: str
-    quote: str
-    weights: dict[str, Decimal]
+    exchange: Text
+    account: Text
+    quote: Text
+    weights: dict[Text, Entered]
     prices_from: PortfolioId
-    requested_by: str = "operator"
+    requested_by: Text = "operator"
 
 
 class RecordDeposit(Event):
@@ -343,10 +427,10 @@ class RecordDeposit(Event):
 
     topic = subjects.RECORD_DEPOSIT
     type: Literal["RecordDeposit"] = "RecordDeposit"
-    user_id: str = Field(min_length=1, max_length=128)
-    amount: Decimal = Field(gt=0)
-    reference: str
-    requested_by: str = "operator"
+    user_id: Text = Field(min_length=1, max_length=128)
+    amount: Entered = Field(gt=0)
+    reference: Text
+    requested_by: Text = "operator"
 
 
 class RequestWithdrawal(Event):
@@ -354,10 +438,10 @@ class RequestWithdrawal(Event):
 
     topic = subjects.REQUEST_WITHDRAWAL
     type: Literal["RequestWithdrawal"] = "RequestWithdrawal"
-    user_id: str = Field(min_length=1, max_length=128)
-    amount: Decimal | None = Field(default=None, gt=0)
-    reference: str
-    requested_by: str = "operator"
+    user_id: Text = Field(min_length=1, max_length=128)
+    amount: Entered | None = Field(default=None, gt=0)
+    reference: Text
+    requested_by: Text = "operator"
 
 
 class RunFundCycle(Event):
@@ -366,16 +450,16 @@ class RunFundCycle(Event):
     topic = subjects.RUN_FUND_CYCLE
     type: Literal["RunFundCycle"] = "RunFundCycle"
     rebalance: bool = False
-    requested_by: str = "operator"
+    requested_by: Text = "operator"
 
 
 class FundDefined(Event):
     topic = subjects.FUND_DEFINED
     type: Literal["FundDefined"] = "FundDefined"
-    exchange: str
-    account: str
-    quote: str
-    weights: dict[str, Decimal]
+    exchange: Text
+    account: Text
+    quote: Text
+    weights: dict[Text, Number]
     prices_from: PortfolioId
 
 
@@ -384,16 +468,16 @@ class FundDeposited(Event):
 
     topic = subjects.FUND_DEPOSITED
     type: Literal["FundDeposited"] = "FundDeposited"
-    user_id: str
-    amount: Decimal
-    cash: Decimal
+    user_id: Text
+    amount: Number
+    cash: Number
 
 
 class FundWithdrawalRequested(Event):
     topic = subjects.FUND_WITHDRAWAL_REQUESTED
     type: Literal["FundWithdrawalRequested"] = "FundWithdrawalRequested"
-    user_id: str
-    amount: Decimal | None
+    user_id: Text
+    amount: Number | None
 
 
 class FundCommandRejected(Event):
@@ -401,9 +485,9 @@ class FundCommandRejected(Event):
 
     topic = subjects.FUND_COMMAND_REJECTED
     type: Literal["FundCommandRejected"] = "FundCommandRejected"
-    command: str
-    user_id: str = ""
-    reason: str
+    command: Text
+    user_id: Text = ""
+    reason: Text
 
 
 class FundCyclePlanned(Event):
@@ -419,9 +503,9 @@ class FundCyclePlanned(Event):
     rebalance: bool
     orders: int
     user_orders: int
-    user_fees: Decimal
-    net_fees: Decimal
-    skipped: tuple[str, ...] = ()
+    user_fees: Number
+    net_fees: Number
+    skipped: tuple[Text, ...] = ()
 
 
 class FundCycleSettled(Event):
@@ -430,11 +514,11 @@ class FundCycleSettled(Event):
     topic = subjects.FUND_CYCLE_SETTLED
     type: Literal["FundCycleSettled"] = "FundCycleSettled"
     cycle_id: uuid.UUID
-    paid: dict[str, Decimal]
-    short: dict[str, Decimal] = Field(default_factory=dict)
-    fees: Decimal
+    paid: dict[Text, Number]
+    short: dict[Text, Number] = Field(default_factory=dict)
+    fees: Number
     # Fees the venue took in an asset the users' ledgers are not charged in (a third asset such as BNB).
-    unallocated_fees: dict[str, Decimal] = Field(default_factory=dict)
+    unallocated_fees: dict[Text, Number] = Field(default_factory=dict)
 
 
 class FundNeedsAdjustment(Event):
@@ -442,7 +526,7 @@ class FundNeedsAdjustment(Event):
 
     topic = subjects.FUND_NEEDS_ADJUSTMENT
     type: Literal["FundNeedsAdjustment"] = "FundNeedsAdjustment"
-    reasons: tuple[str, ...]
+    reasons: tuple[Text, ...]
     cancelled: int
 
 
@@ -462,6 +546,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     kind.__name__: kind
     for kind in (
         StartRebalance,
+        ApprovePlan,
         TakeSnapshot,
         HaltTrading,
         ResumeTrading,

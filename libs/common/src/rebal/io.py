@@ -1,10 +1,11 @@
-"""Reading input files (JSON or YAML) and turning every input problem into one line naming the file."""
+"""Reading input files (JSON, YAML or TOML) and turning every input problem into one line naming the file."""
 
 from __future__ import annotations
 
 import gc
 import os
 import stat
+import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +20,7 @@ from rebal.core.tree import Role, Tree, parse_records, parse_tree
 
 T = TypeVar("T")
 YAML_SUFFIXES = frozenset({".yaml", ".yml"})
+TOML_SUFFIX = ".toml"
 # The largest input file (docs/formats.md): a million-wallet tree is about 60 MB, and a file is read whole.
 MAX_FILE_BYTES = 1 << 30
 NOT_REGULAR = (
@@ -74,13 +76,15 @@ def read_input(path: Path) -> bytes:
 
 
 def load_document(path: Path) -> object:
-    """Parse a JSON or YAML file (YAML by suffix; JSON otherwise, with YAML as a fallback for .txt etc.)."""
+    """Parse a JSON, YAML or TOML file (YAML and TOML by suffix; JSON otherwise, with YAML as a fallback)."""
     return _document(path, read_input(path))
 
 
 def _document(path: Path, data: bytes) -> object:
     if path.suffix.lower() in YAML_SUFFIXES:
         return _load_yaml(path, data)
+    if path.suffix.lower() == TOML_SUFFIX:
+        return _load_toml(path, data)
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -99,6 +103,15 @@ def _load_yaml(path: Path, data: bytes) -> object:
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise FileError(path, where, f"malformed YAML: {problem}") from None
+
+
+def _load_toml(path: Path, data: bytes) -> object:
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise FileError(path, "", "malformed TOML: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise FileError(path, "", f"malformed TOML: {exc}") from None
 
 
 def load(path: Path, parse: Callable[[object], T]) -> T:
@@ -146,7 +159,7 @@ def load_tree(path: Path, role: Role) -> Tree:
     """
     data = read_input(path)
     with _collector_paused():
-        if path.suffix.lower() not in YAML_SUFFIXES:
+        if path.suffix.lower() not in YAML_SUFFIXES | {TOML_SUFFIX}:
             try:
                 root = _TREE_NODES.decode(data)
             except (msgspec.DecodeError, RecursionError):

@@ -29,6 +29,11 @@ STRATEGY_RETURNS = Counter(
     "Strategy returns ingested by the tracker (duplicates included).",
     ["strategy"],
 )
+STRATEGY_RETURNS_UNUSABLE = Gauge(
+    "rebal_strategy_returns_unusable",
+    "Stored returns statistics skip: out of the bounds entries enforce (stored before they were).",
+    ["portfolio", "strategy"],
+)
 STRATEGY_LAST_RETURN = Gauge(
     "rebal_strategy_last_return_timestamp_seconds",
     "Timestamp of the latest return received per strategy.",
@@ -88,6 +93,11 @@ CONSUMER_PENDING = Gauge(
     "rebal_consumer_pending_messages",
     "Messages in the stream not yet delivered to the service's durable consumer (the server's count).",
     ["service", "consumer"],
+)
+CONSUMER_WAITING = Gauge(
+    "rebal_consumer_waiting",
+    "1 while the durable consumer holds its messages until a dependency (Postgres, NATS) is back.",
+    ["consumer"],
 )
 CONSUMER_ACK_PENDING = Gauge(
     "rebal_consumer_ack_pending_messages",

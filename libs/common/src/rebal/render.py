@@ -1,4 +1,5 @@
-"""Turning diff trees and plans into the documented JSON (docs/formats.md) and into rich text for people.
+"""Diff trees, plans and trees as the documented JSON (docs/formats.md): `rebal plan --json`, the API's
+diff, and what the CLI's renderer (`rebal_cli.render`) draws for people.
 
 `plan_chunks` writes a plan's JSON as a stream of compact chunks, some 32k nodes or orders each, so a
 million-wallet plan (600 MB of JSON) is never built whole: each chunk is a matrix of rows of text, one

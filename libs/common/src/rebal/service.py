@@ -1,11 +1,11 @@
 """What every service is made of: a NATS broker, the streams, and an HTTP side with health and metrics.
 
-`build` returns an ASGI FastStream app (run it with ``python -m rebal_<name>`` or
-``faststream run rebal_<name>.app:app``) serving on the service's own port:
+`build` returns an ASGI FastStream app (each service's ``app.build(settings)`` makes its own, which
+``python -m rebal_<name>`` serves) on the service's own port:
 
 - ``/livez``: the process is up;
-- ``/readyz``: NATS answers and, for services that use it, Postgres answers (503 and a JSON body naming
-  what failed otherwise);
+- ``/readyz``: NATS answers, for services that use it Postgres answers, and no consumer is holding its
+  messages until a dependency is back (503 and a JSON body naming what failed otherwise);
 - ``/metrics``: Prometheus text (FastStream's messaging metrics and the ``rebal_`` ones: `rebal.metrics`).
 
 Every broker also carries FastStream's OpenTelemetry middleware when tracing is on (`rebal.telemetry`:
@@ -35,6 +35,7 @@ from faststream.nats import NatsBroker
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from faststream.nats.prometheus import NatsPrometheusMiddleware
 from faststream.nats.security import NatsSecurity, NatsUserPassword
+from nats.js.errors import NotFoundError
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
@@ -56,7 +57,7 @@ S = TypeVar("S", bound=ServiceSettings)
 
 def settings_or_exit(kind: type[S]) -> S:
     """The service's settings, or exit 4 naming what is wrong (`python -m rebal_<service>` checks them
-    before importing its app, which reads them at import: no traceback for a bad setting)."""
+    before building its app: no traceback for a bad setting)."""
     try:
         return kind()
     except ValidationError as exc:
@@ -137,7 +138,12 @@ def build(
         if not await broker.ping(timeout=READY_TIMEOUT_SECONDS):
             raise RuntimeError("NATS does not answer")
 
-    all_checks = [("nats", nats_ready), *checks]
+    async def consumers_flowing() -> None:
+        held = bus.waiting(broker)
+        if held:
+            raise RuntimeError("; ".join(f"{durable} waits: {why}" for durable, why in sorted(held.items())))
+
+    all_checks = [("nats", nats_ready), *checks, ("consumers", consumers_flowing)]
 
     @get(include_in_schema=False)
     async def livez(scope: Any) -> AsgiResponse:
@@ -165,7 +171,9 @@ def build(
     async def declare() -> None:
         # Subscribers bind to existing streams: connect and declare them before the broker starts.
         await broker.connect()
-        await bus.declare_streams(broker, settings.nats.stream_replicas)
+        # Under its own NATS user a service may create the streams, not update them (the migration
+        # user does); connected without one (the dev stack), it keeps their configuration up to date.
+        await bus.declare_streams(broker, settings.nats.stream_replicas, update=settings.nats.user is None)
 
     async def start_batches() -> None:
         await bus.start_batch_consumers(broker)
@@ -242,8 +250,9 @@ class Tracing:
 
 @dataclass
 class ConsumerLag:
-    """Every `CONSUMER_LAG_INTERVAL_SECONDS`, the backlog of this service's durable consumers (named
-    ``<service>-...``) as the server counts it: messages not yet delivered, and delivered but not acked."""
+    """Every `CONSUMER_LAG_INTERVAL_SECONDS`, the backlog of this service's durable consumers (those
+    registered on its broker: its NATS user may look up no other) as the server counts it: messages not
+    yet delivered, and delivered but not acked."""
 
     broker: NatsBroker
     service: str
@@ -261,17 +270,15 @@ class ConsumerLag:
 
     async def read(self) -> None:
         js = self.broker.config.connection_state.stream
-        for spec in bus.STREAMS:
-            for info in await js.consumers_info(spec.name):
-                name = info.name or ""
-                if not name.startswith(f"{self.service}-"):
-                    continue
-                metrics.CONSUMER_PENDING.labels(service=self.service, consumer=name).set(
-                    info.num_pending or 0
-                )
-                metrics.CONSUMER_ACK_PENDING.labels(service=self.service, consumer=name).set(
-                    info.num_ack_pending or 0
-                )
+        for stream, durable, _ in bus.consumers_of(self.broker):
+            try:
+                info = await js.consumer_info(stream, durable)
+            except NotFoundError:  # not made yet (the service is starting)
+                continue
+            metrics.CONSUMER_PENDING.labels(service=self.service, consumer=durable).set(info.num_pending or 0)
+            metrics.CONSUMER_ACK_PENDING.labels(service=self.service, consumer=durable).set(
+                info.num_ack_pending or 0
+            )
 
     async def _run(self) -> None:
         while True:

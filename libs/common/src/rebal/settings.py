@@ -8,7 +8,6 @@ be read from a file (``REBAL__DATABASE__URL_FILE``). Only production-safe defaul
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -188,15 +187,7 @@ def using_config_file(path: Path | None) -> Iterator[None]:
 def read_config_file(path: Path) -> dict[str, Any]:
     """The file's sections: TOML (``.toml``), YAML (``.yaml``/``.yml``) or JSON."""
     try:
-        if path.suffix.lower() == ".toml":
-            try:
-                document: object = tomllib.loads(path.read_text(encoding="utf-8"))
-            except OSError as exc:
-                raise FileError(path, "", f"cannot read: {exc.strerror}") from None
-            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-                raise FileError(path, "", f"malformed TOML: {exc}") from None
-        else:
-            document = load_document(path)
+        document = load_document(path)
     except FileError as exc:
         raise ConfigFileError(f"{CONFIG_FILE_ENV}: {exc}") from None
     if document is None:

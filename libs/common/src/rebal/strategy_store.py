@@ -11,17 +11,62 @@ strategy's latest return).
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
+from numpy.typing import ArrayLike
 
+from rebal import metrics
+from rebal.core import performance
+
+log = logging.getLogger("rebal.strategies")
 Connection = asyncpg.Pool | asyncpg.Connection | PoolConnectionProxy
 INCEPTION = "inception"
+# A stored return as a float8, for statistics, without failing on one a float cannot hold (stored before
+# the bounds of `rebal.core.bounds` were enforced: Postgres refuses to cast 1e400 or 1e-400): NaN, which
+# `usable_returns` skips and reports.
+RETURN_AS_FLOAT = (
+    "CASE WHEN period_return = 0 OR abs(period_return) BETWEEN 1e-300 AND 1e300"
+    " THEN period_return::float8 ELSE 'NaN'::float8 END"
+)
+_REPORTED: dict[tuple[str, str], int] = {}
+
+
+def usable_returns(
+    portfolio_id: str, strategy_id: str, timestamps: ArrayLike, returns: ArrayLike
+) -> tuple[performance.Floats, performance.Floats]:
+    """A strategy's stored (timestamps, returns) that statistics can use (`performance.usable`); the
+    others are skipped, counted in ``rebal_strategy_returns_unusable`` and logged when their number
+    changes, naming the first, so that an operator can delete or fix those rows."""
+    stamps, values, skipped = performance.usable(timestamps, returns)
+    metrics.STRATEGY_RETURNS_UNUSABLE.labels(portfolio=portfolio_id, strategy=strategy_id).set(skipped.size)
+    if _REPORTED.get((portfolio_id, strategy_id), 0) != skipped.size:
+        _REPORTED[(portfolio_id, strategy_id)] = skipped.size
+        if skipped.size:
+            first = _when(float(skipped[0]))
+            log.warning(
+                "%s (%s): %d stored returns are out of bounds and skipped by the statistics (the first"
+                " at %s; SELECT * FROM strategy_returns WHERE strategy_id = '%s' shows them)",
+                strategy_id,
+                portfolio_id,
+                skipped.size,
+                first,
+                strategy_id,
+            )
+    return stamps, values
+
+
+def _when(seconds: float) -> str:
+    try:
+        return datetime.fromtimestamp(seconds, UTC).isoformat()
+    except (OverflowError, OSError, ValueError):
+        return f"{seconds:.0f} s from the epoch"
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,7 @@ STRATEGY_RETURN_REPORTED = Topic("evt", "strategy", "return_reported")
 OPTIMIZATION_FAILED = Topic("evt", "targets", "optimization_failed")
 
 START_REBALANCE = Topic("cmd", "rebalance", "start")
+APPROVE_PLAN = Topic("cmd", "rebalance", "approve")
 TAKE_SNAPSHOT = Topic("cmd", "balances", "take_snapshot")
 HALT_TRADING = Topic("cmd", "trading", "halt")
 RESUME_TRADING = Topic("cmd", "trading", "resume")
@@ -99,7 +100,14 @@ EVENT_TOPICS = (
     OPTIMIZATION_FAILED,
 )
 FUND_COMMAND_TOPICS = (DEFINE_FUND, RECORD_DEPOSIT, REQUEST_WITHDRAWAL, RUN_FUND_CYCLE)
-COMMAND_TOPICS = (START_REBALANCE, TAKE_SNAPSHOT, HALT_TRADING, RESUME_TRADING, RUN_OPTIMIZATION)
+COMMAND_TOPICS = (
+    START_REBALANCE,
+    APPROVE_PLAN,
+    TAKE_SNAPSHOT,
+    HALT_TRADING,
+    RESUME_TRADING,
+    RUN_OPTIMIZATION,
+)
 
 ALL_EVENTS = f"{PREFIX}.evt.>"
 ALL_COMMANDS = f"{PREFIX}.cmd.>"

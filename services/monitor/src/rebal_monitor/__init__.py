@@ -1,4 +1,6 @@
-"""Rebal monitor: persists every event and serves the operators' API and dashboard.
+"""Rebal monitor: every event journaled once in Postgres, and the operators' API and dashboard over it.
 
-The service itself arrives with the event-backbone and operators issues.
+`app.py` wires it (`build(settings)`), `handlers.py` subscribes, `journal.py` stores and projects each
+event; `api/` is the REST API (a module per concern), `queries.py` its SQL, `views.py` what it computes
+from events, `dashboard.py` the page.
 """

@@ -12,7 +12,6 @@ from fastapi import FastAPI
 from faststream.asgi import AsgiFastStream
 
 from rebal import bus, service
-from rebal_monitor import dashboard, funds_api
 from rebal_monitor.api import Deps, create_api
 from rebal_monitor.handlers import SERVICE, Monitor, register
 from rebal_monitor.queries import ApiPool
@@ -62,7 +61,4 @@ def build(settings: MonitorSettings) -> MonitorApp:
         portfolios=settings.portfolios,
         checks={"nats": nats_ready, "postgres": database.ping},
     )
-    api = create_api(deps)
-    api.include_router(dashboard.router)  # the page at / and its files (no token), /portfolio/equity
-    api.include_router(funds_api.create_router(deps))  # /funds/{fund}: ledgers, deposits, withdrawals
-    return MonitorApp(stream, api)
+    return MonitorApp(stream, create_api(deps))

@@ -6,10 +6,11 @@ field, or given once as ``/?token=...`` (taken out of the address bar at once). 
 carry no data, so they are served without a token. Plotly.js comes from the ``plotly`` wheel: no CDN, no
 Node build; these machines and many operators' servers are offline.
 
-`equity_points` computes the series the equity chart needs (``GET /portfolio/equity`` in ``api.py``): the
-growth of 1 invested in the equally weighted mix of the portfolio's strategies, from the same returns and
-the same mixing as ``GET /portfolio/performance``'s ``combined``, so the curve's drawdown is the one the
-page shows. Mounted by the monitor's app with ``include_router(dashboard.router)``.
+`equity_points` computes the series the equity chart needs (``GET /portfolio/equity``, in
+``api/portfolio.py``): the growth of 1 invested in the equally weighted mix of the portfolio's
+strategies, from the same returns and the same mixing as ``GET /portfolio/performance``'s ``combined``,
+so the curve's drawdown is the one the page shows. The API (`rebal_monitor.api.create_api`) mounts
+``dashboard.router``.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 
+from rebal import strategy_store
 from rebal.core.numbers import dec_str
 
 JsonDict = dict[str, Any]
@@ -369,18 +370,24 @@ async def history_json(
 async def strategy_returns(pool: asyncpg.Pool, portfolio: str) -> dict[str, tuple[list[float], list[float]]]:
     """Per strategy of the portfolio: (timestamps in seconds, period returns), oldest first."""
     rows = await pool.fetch(
-        "SELECT strategy_id, ts, period_return FROM ("
-        " SELECT strategy_id, ts, period_return,"
+        "SELECT strategy_id, extract(epoch FROM ts)::float8 AS stamp, period_return FROM ("
+        f" SELECT strategy_id, ts, {strategy_store.RETURN_AS_FLOAT} AS period_return,"
         " row_number() OVER (PARTITION BY strategy_id ORDER BY ts DESC) AS n"
         " FROM strategy_returns WHERE portfolio_id = $1) latest WHERE n <= $2 ORDER BY strategy_id, ts",
         portfolio,
         PERFORMANCE_MAX_RETURNS,
     )
-    series: dict[str, tuple[list[float], list[float]]] = {}
+    read: dict[str, tuple[list[float], list[float]]] = {}
     for row in rows:
-        stamps, values = series.setdefault(row["strategy_id"], ([], []))
-        stamps.append(row["ts"].timestamp())
-        values.append(float(row["period_return"]))
+        stamps, values = read.setdefault(row["strategy_id"], ([], []))
+        stamps.append(row["stamp"])
+        values.append(row["period_return"])
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    for strategy, (stamps, values) in read.items():
+        # A row stored out of bounds (before they were enforced) is skipped and reported, not fatal.
+        kept_stamps, kept = strategy_store.usable_returns(portfolio, strategy, stamps, values)
+        if kept.size:
+            series[strategy] = (kept_stamps.tolist(), kept.tolist())
     return series
 
 

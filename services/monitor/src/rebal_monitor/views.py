@@ -1,4 +1,4 @@
-"""What the API shows, computed from events with the pure core: weights, projected weights, staleness.
+"""What the API shows, computed from events with the pure core: weights, staleness, page cursors.
 
 No I/O here: the API loads the events, calls one of these, and returns the result.
 """
@@ -16,12 +16,11 @@ from typing import Any
 
 from rebal.core.diff import DiffTree, diff_trees
 from rebal.core.market import Prices
-from rebal.core.numbers import money_str, weight_str
+from rebal.core.numbers import dec_str, money_str, weight_str
+from rebal.core.shown import shown_nodes
 from rebal.core.tree import parse_tree
+from rebal.events import ProjectedWeight
 
-# The nodes the weights endpoint and plan previews show: the portfolio's top level, and its sectors and
-# strategies wherever they sit.
-GROUP_KINDS = frozenset({"sector", "strategy"})
 JsonDict = dict[str, Any]
 
 
@@ -33,13 +32,6 @@ def diff_of(snapshot: Mapping[str, Any], target: Mapping[str, Any], band: float 
     return diff_trees(real, desired, Prices.parse(snapshot["prices"]), band=band)
 
 
-def shown_nodes(diff: DiffTree) -> list[int]:
-    """Indices of the depth-1 nodes and the sector/strategy nodes, in tree order."""
-    tree = diff.tree
-    depth = tree.depth.tolist()
-    return [i for i in range(len(tree)) if depth[i] == 1 or tree.kinds[i] in GROUP_KINDS]
-
-
 def weights(diff: DiffTree) -> tuple[str, list[JsonDict]]:
     """(total value, rows of actual vs target weight of the shown nodes)."""
     tree = diff.tree
@@ -47,7 +39,7 @@ def weights(diff: DiffTree) -> tuple[str, list[JsonDict]]:
     total_current = max(float(diff.current_value[0]), 0.0)
     total_desired = max(float(diff.desired_value[0]), 0.0)
     rows = []
-    for i in shown_nodes(diff):
+    for i in shown_nodes(tree).tolist():
         current, desired = float(diff.current_value[i]), float(diff.desired_value[i])
         rows.append(
             {
@@ -66,25 +58,17 @@ def weights(diff: DiffTree) -> tuple[str, list[JsonDict]]:
     return money_str(total_current), rows
 
 
-def projected_weights(diff: DiffTree, skipped_paths: Iterable[str]) -> list[JsonDict]:
-    """Per shown node: its weight now and the weight the plan brings it to (the diff's desired weight
-    of its parent). `affected_by_skips` marks nodes with a skipped order below them: they end short of
-    that weight by what the skipped order would have moved."""
-    tree = diff.tree
-    paths = tree.paths()
-    skipped = list(skipped_paths)
-    rows = []
-    for i in shown_nodes(diff):
-        path = paths[i]
-        rows.append(
-            {
-                "path": path,
-                "current_weight": weight_str(float(diff.current_weight[i])),
-                "projected_weight": weight_str(float(diff.desired_weight[i])),
-                "affected_by_skips": any(s == path or s.startswith(path + "/") for s in skipped),
-            }
-        )
-    return rows
+def projected(rows: Iterable[ProjectedWeight]) -> list[JsonDict]:
+    """A plan's projected weights (the planner's, from the diff it planned with) as the API shows them."""
+    return [
+        {
+            "path": row.path,
+            "current_weight": dec_str(row.current_weight),
+            "projected_weight": dec_str(row.projected_weight),
+            "affected_by_skips": row.affected_by_skips,
+        }
+        for row in rows
+    ]
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,6 @@
-"""Rebal optimizer: allocates capital across strategies and publishes target weights.
+"""Rebal optimizer: each portfolio's desired tree (`TargetWeightsComputed`), as its file says or allocated
+across its strategies from their returns.
 
-The service itself arrives with the event-backbone and strategies issues.
+`app.py` wires it (`build(settings)`), `handlers.py` subscribes and schedules; `targets.py` reads the
+files, `allocator.py` allocates one portfolio, `store.py` reads the strategies' returns from Postgres.
 """

@@ -47,35 +47,15 @@ from rebal.events import (
     new_event,
 )
 from rebal.io import FileError, load
-from rebal_optimizer.estimate import Estimator
-from rebal_optimizer.optimize import (
-    Constraints,
-    Group,
-    Infeasible,
-    MaxSharpe,
-    MeanVariance,
-    MinVariance,
-    Mix,
-    Optimizer,
-    RiskParity,
-    SlopeStd,
-    SolverFailed,
-)
+from rebal_allocation.estimate import TooLarge
+from rebal_allocation.methods import make_optimizer
+from rebal_allocation.optimize import Infeasible, Optimizer, SolverFailed
+from rebal_allocation.volatility import PortfolioConfig, target_volatility
 from rebal_optimizer.settings import AllocationSettings
 from rebal_optimizer.targets import target_event
-from rebal_optimizer.volatility import PortfolioConfig, target_volatility
 
 log = logging.getLogger("rebal.optimizer")
 Floats = NDArray[np.float64]
-METHODS: dict[str, type[Optimizer]] = {
-    "min_variance": MinVariance,
-    "mean_variance": MeanVariance,
-    "max_sharpe": MaxSharpe,
-    "risk_parity": RiskParity,
-    "slope_std": SlopeStd,
-    "mix": Mix,
-}
-INTEGER_PARAMETERS = frozenset({"lookback"})
 LEVERAGE_QUANTUM = Decimal("1e-12")
 
 
@@ -104,34 +84,6 @@ class StrategyData(Protocol):
     async def count(self, portfolio: str) -> int: ...
 
     async def positions(self, portfolio: str) -> dict[str, dict[str, Decimal]]: ...
-
-
-def make_optimizer(settings: AllocationSettings, names: tuple[str, ...]) -> Optimizer:
-    """The configured method over these strategies (constraints resolved to their indices)."""
-    index = {name: i for i, name in enumerate(names)}
-    groups = tuple(
-        Group(tuple(index[m] for m in group.members if m in index), group.cap)
-        for _, group in sorted(settings.groups.items())
-        if any(m in index for m in group.members)
-    )
-    constraints = Constraints(
-        min_weight=settings.min_weight,
-        max_weight=settings.max_weight,
-        groups=groups,
-        correlation_threshold=settings.correlation_threshold,
-        pair_cap=settings.pair_cap,
-        turnover=settings.turnover,
-    )
-    parameters: dict[str, Any] = {
-        key: int(value) if key in INTEGER_PARAMETERS else value for key, value in settings.parameters.items()
-    }
-    return METHODS[settings.method](
-        len(names),
-        constraints=constraints,
-        estimator=Estimator(method=settings.estimator, halflife=settings.halflife),
-        periods_per_year=settings.periods_per_year,
-        **parameters,
-    )
 
 
 def snapshot_value(snapshot: BalanceSnapshotTaken) -> Decimal:
@@ -270,7 +222,10 @@ class Allocator:
             if names != self.names:
                 self.names, self.weights = names, None  # the previous weights are of other strategies
         current = None if self.weights is None else [self.weights[name] for name in names]
-        result = await asyncio.to_thread(self.optimizer.solve, data.returns, current)
+        try:
+            result = await asyncio.to_thread(self.optimizer.solve, data.returns, current)
+        except TooLarge as exc:
+            return self._failed(trigger, f"cannot allocate: {exc}")
         if isinstance(result, Infeasible | SolverFailed):
             kind = "infeasible" if isinstance(result, Infeasible) else "solver failed"
             return self._failed(trigger, f"{kind}: {result.reason}")

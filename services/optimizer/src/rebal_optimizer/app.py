@@ -1,4 +1,4 @@
-"""Optimizer wiring: `faststream run rebal_optimizer.app:app` or `python -m rebal_optimizer`.
+"""Optimizer wiring: `build(settings)` makes the app `python -m rebal_optimizer` serves.
 
 Postgres is opened only when a portfolio has an allocation across strategies (their returns are there).
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from faststream.asgi import AsgiFastStream
 from threadpoolctl import threadpool_limits
 
 from rebal import bus, db, service
@@ -48,29 +49,31 @@ class LazyData:
         return await self._store().positions(portfolio)
 
 
-settings = OptimizerSettings()
-threadpool_limits(limits=settings.blas_threads)
-broker = service.make_broker(settings, SERVICE)
-publisher = bus.Publisher(broker)
-history = bus.StreamHistory(broker)
-targets = Targets(publisher, history, settings)
-database = service.Database(settings.database.url.get_secret_value(), settings.database.pool_size)
-data = LazyData(database)
-allocations = Allocations(publisher, history, settings, data)
-register(broker, publisher, allocations)
-checks = [("targets", targets.ready)]
-on_startup = []
-on_shutdown = [targets.stop, allocations.stop]
-if settings.allocations:
-    checks.append(("postgres", database.ping))
-    on_startup.append(data.open)
-    on_shutdown.append(database.close)
-app = service.build(
-    SERVICE,
-    broker,
-    settings,
-    checks=checks,
-    on_startup=on_startup,
-    after_startup=[targets.start, allocations.start],
-    on_shutdown=on_shutdown,
-)
+def build(settings: OptimizerSettings) -> AsgiFastStream:
+    """The optimizer on its broker: each portfolio's target from its file, or allocated across its
+    strategies (Postgres, where their returns are, is opened only then)."""
+    threadpool_limits(limits=settings.blas_threads)
+    broker = service.make_broker(settings, SERVICE)
+    publisher = bus.Publisher(broker)
+    history = bus.StreamHistory(broker)
+    targets = Targets(publisher, history, settings)
+    database = service.Database(settings.database.url.get_secret_value(), settings.database.pool_size)
+    data = LazyData(database)
+    allocations = Allocations(publisher, history, settings, data)
+    register(broker, publisher, allocations)
+    checks = [("targets", targets.ready)]
+    on_startup = []
+    on_shutdown = [targets.stop, allocations.stop]
+    if settings.allocations:
+        checks.append(("postgres", database.ping))
+        on_startup.append(data.open)
+        on_shutdown.append(database.close)
+    return service.build(
+        SERVICE,
+        broker,
+        settings,
+        checks=checks,
+        on_startup=on_startup,
+        after_startup=[targets.start, allocations.start],
+        on_shutdown=on_shutdown,
+    )

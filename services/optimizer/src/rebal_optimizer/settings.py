@@ -9,17 +9,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from rebal.settings import Section, ServiceSettings
-
-Method = Literal["min_variance", "mean_variance", "max_sharpe", "risk_parity", "slope_std", "mix"]
-# The parameters each method takes (passed to its constructor in `rebal_optimizer.optimize`).
-METHOD_PARAMETERS: dict[str, frozenset[str]] = {
-    "min_variance": frozenset(),
-    "mean_variance": frozenset({"risk_aversion"}),
-    "max_sharpe": frozenset({"risk_free"}),
-    "risk_parity": frozenset(),
-    "slope_std": frozenset({"lookback"}),
-    "mix": frozenset({"return_weight", "volatility_weight", "drawdown_weight", "lookback"}),
-}
+from rebal_allocation.allocation import Allocation
 
 
 class TargetSettings(Section):
@@ -30,36 +20,16 @@ class TargetSettings(Section):
     interval_seconds: float = Field(default=30.0, gt=0)
 
 
-class GroupSettings(Section):
-    members: list[str]
-    cap: float = Field(ge=0, le=1)
+class AllocationSettings(Allocation):
+    """One portfolio's allocation (the method, its constraints and estimator: `Allocation`) and what the
+    service needs besides: which strategies, how much of their history, the capital, when to solve."""
 
-
-class AllocationSettings(Section):
-    """How one portfolio's capital is allocated across its strategies (docs/bots.md, "The optimizer")."""
-
-    method: Method = "risk_parity"
-    parameters: dict[str, float] = Field(default_factory=dict)
     # Strategy id -> the path of its node in the base tree ("paper/spot/trend", below the root). Empty:
     # every strategy reporting for the portfolio whose id names exactly one node of the tree.
     strategies: dict[str, str] = Field(default_factory=dict)
-    # Constraints.
-    min_weight: float = Field(default=0.0, ge=0, le=1)
-    max_weight: float = Field(default=1.0, gt=0, le=1)
-    groups: dict[str, GroupSettings] = Field(default_factory=dict)
-    correlation_threshold: float | None = Field(default=None, ge=-1, le=1)
-    pair_cap: float = Field(default=1.0, ge=0, le=1)
-    turnover: float | None = Field(default=None, ge=0)
-    # Estimation: covariance estimator, EWMA half-life (periods), and the data used: the last
-    # `lookback_periods` returns every strategy has, at least `min_observations` of them.
-    estimator: Literal["sample", "ewma", "ledoit_wolf"] = "ledoit_wolf"
-    halflife: float = Field(default=60.0, gt=0)
+    # The data used: the last `lookback_periods` returns every strategy has, at least `min_observations`.
     lookback_periods: int = Field(default=365, ge=2)
     min_observations: int = Field(default=30, ge=2)
-    periods_per_year: float = Field(default=365.0, gt=0)
-    # Volatility targeting (portfolio_config.json): leverage = target / realised, at most max_leverage.
-    target_volatility: float = Field(default=0.10, ge=0)
-    max_leverage: float = Field(default=1.0, gt=0)
     # The capital allocated; None: the latest balance snapshot's total value.
     account_value: Decimal | None = Field(default=None, gt=0)
     # Schedules: every `interval_seconds` (86400 daily, 604800 weekly; 0 = never), when
@@ -76,14 +46,6 @@ class AllocationSettings(Section):
 
     @model_validator(mode="after")
     def _check(self) -> AllocationSettings:
-        unknown = set(self.parameters) - METHOD_PARAMETERS[self.method]
-        if unknown:
-            allowed = ", ".join(sorted(METHOD_PARAMETERS[self.method])) or "none"
-            raise ValueError(
-                f"{self.method} takes no parameter {', '.join(sorted(unknown))} (allowed: {allowed})"
-            )
-        if self.min_weight > self.max_weight:
-            raise ValueError("min_weight is above max_weight")
         if self.mode == "reconciler" and not self.quote_wallet:
             raise ValueError("reconciler mode needs quote_wallet: the path of the wallet that holds the rest")
         return self

@@ -16,7 +16,7 @@ from rebal_optimizer.allocator import ReturnMatrix
 
 LAST_RETURNS = (
     "SELECT strategy_id, array_agg(extract(epoch FROM ts)::float8 ORDER BY ts) AS stamps,"
-    " array_agg(period_return::float8 ORDER BY ts) AS returns FROM ("
+    f" array_agg({strategy_store.RETURN_AS_FLOAT} ORDER BY ts) AS returns FROM ("
     "  SELECT strategy_id, ts, period_return,"
     "   row_number() OVER (PARTITION BY strategy_id ORDER BY ts DESC) AS age"
     "  FROM strategy_returns WHERE portfolio_id = $1 AND strategy_id = ANY($2::text[])"
@@ -43,7 +43,11 @@ class PostgresStrategyData:
         names = tuple(sorted(strategies))
         if set(rows) != set(names):
             return ReturnMatrix(names, np.empty(0), np.empty((0, len(names))))
-        stamps, matrix = align([rows[n]["stamps"] for n in names], [rows[n]["returns"] for n in names])
+        # A row stored out of bounds (before they were enforced) is skipped and reported, not fatal.
+        usable = [
+            strategy_store.usable_returns(portfolio, n, rows[n]["stamps"], rows[n]["returns"]) for n in names
+        ]
+        stamps, matrix = align([kept[0] for kept in usable], [kept[1] for kept in usable])
         return ReturnMatrix(names, stamps[-lookback:], matrix[-lookback:])
 
     async def count(self, portfolio: str) -> int:

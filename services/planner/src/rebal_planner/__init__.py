@@ -1,4 +1,6 @@
-"""Rebal planner: turns snapshots and target weights into diff trees and order plans with ``rebal.core``.
+"""Rebal planner: a snapshot and a target in, an order plan (`RebalancePlanned`) or why not out.
 
-The service itself arrives with the event-backbone issue; the planning core is ``rebal.core.plan``.
+`app.py` wires it (`build(settings)`), `handlers.py` subscribes; `planning.py` makes the plan event with
+the pure core (`rebal.core.plan`), `approvals.py` makes an approved preview live, and `funds/` keeps the
+funds' ledgers and runs their cycles.
 """

@@ -1,4 +1,4 @@
-"""Planner handlers: a command, a snapshot or a target in; a plan (or why not) out."""
+"""Planner handlers: a command, a snapshot or a target in, a plan (or why not) out; an approval, its plan."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from rebal import bus, metrics
 from rebal.core.errors import InputError
 from rebal.core.tree import Tree
 from rebal.events import (
+    ApprovePlan,
     BalanceSnapshotTaken,
     Event,
     Optimization,
@@ -25,6 +26,7 @@ from rebal.events import (
     StartRebalance,
     TargetWeightsComputed,
 )
+from rebal_planner.approvals import Approvals
 from rebal_planner.planning import (
     ParsedSnapshot,
     Weights,
@@ -202,4 +204,15 @@ def register(broker: NatsBroker, publisher: bus.Publisher, planner: Planner) -> 
         kind=TargetWeightsComputed,
         durable="planner-targets",
         handler=planner.on_target,
+    )
+
+
+def register_approvals(broker: NatsBroker, publisher: bus.Publisher, approvals: Approvals) -> None:
+    bus.consume(
+        broker,
+        publisher,
+        service=SERVICE,
+        kind=ApprovePlan,
+        durable="planner-approvals",
+        handler=approvals.on_approve,
     )

@@ -15,6 +15,7 @@ from rebal.core.diff import DiffTree, diff_trees
 from rebal.core.errors import InputError
 from rebal.core.market import Markets, Prices
 from rebal.core.plan import plan_rebalance
+from rebal.core.shown import projected_weights
 from rebal.core.tree import Tree, parse_tree
 from rebal.events import (
     BalanceSnapshotTaken,
@@ -22,10 +23,11 @@ from rebal.events import (
     PlanFailed,
     PlannedOrder,
     PlannedTransfer,
+    ProjectedWeight,
     RebalancePlanned,
     SkippedOrder,
     TargetWeightsComputed,
-    derive_id,
+    derive_run_id,
 )
 
 E = TypeVar("E", BalanceSnapshotTaken, TargetWeightsComputed)
@@ -140,7 +142,7 @@ def plan_with_weights(
     and run id, and the bus drops the second publish. Inputs that did not parse make a `PlanFailed`
     (and no weights).
     """
-    run_id = derive_id("run", cause.event_id)
+    run_id = derive_run_id(cause)
     try:
         for parsed in (snapshot, target):
             if isinstance(parsed, InputError):
@@ -154,6 +156,7 @@ def plan_with_weights(
             PlanFailed, now=now, correlation_id=run_id, reason=f"{where}: {exc}", dry_run=dry_run
         )
         return failed, None
+    skips = plan.skipped()
     planned = cause.caused(
         RebalancePlanned,
         now=now,
@@ -176,6 +179,7 @@ def plan_with_weights(
             )
             for t in plan.transfers
         ),
-        skipped=SkippedOrder.trusted(plan.skipped()),
+        skipped=SkippedOrder.trusted(skips),
+        projected_weights=ProjectedWeight.trusted(projected_weights(diff, (s.path for s in skips))),
     )
     return planned, Weights.of(diff)

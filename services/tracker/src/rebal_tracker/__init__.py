@@ -1,4 +1,6 @@
-"""Rebal tracker: reads venue balances into a real tree and measures strategy performance.
+"""Rebal tracker: the venues' balances in, the real tree (`BalanceSnapshotTaken`) out; the bots' returns
+stored and their statistics kept.
 
-The service itself arrives with the event-backbone issue; this distribution fixes its place in the workspace.
+`app.py` wires it (`build(settings)`) and opens the venues, `handlers.py` subscribes and snapshots,
+`returns.py` stores the returns, `stats.py` recomputes the statistics.
 """

@@ -1,4 +1,4 @@
-"""Tracker wiring: `faststream run rebal_tracker.app:app` or `python -m rebal_tracker`."""
+"""Tracker wiring: `build(settings)` makes the app `python -m rebal_tracker` serves."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from faststream.asgi import AsgiFastStream
 
 from rebal import bus, db, service, telemetry
 from rebal.core.assemble import layout_accounts
@@ -92,24 +94,26 @@ def _exchanges(layout: dict[str, Any]) -> list[str]:
     return sorted({str(account.exchange) for account in layout_accounts(layout) if account.exchange})
 
 
-settings = TrackerSettings()
-broker = service.make_broker(settings, SERVICE)
-publisher = bus.Publisher(broker)
-database = service.Database(settings.database.url.get_secret_value(), settings.database.pool_size)
-runtime = Runtime(settings, publisher, database)
-register(
-    broker,
-    publisher,
-    runtime.on_take_snapshot,
-    runtime.on_returns,
-    batch_size=settings.tracking.return_batch_size,
-)
-app = service.build(
-    SERVICE,
-    broker,
-    settings,
-    checks=[("postgres", database.ping)],
-    on_startup=[runtime.start],
-    after_startup=[runtime.start_schedule],
-    on_shutdown=[runtime.stop],
-)
+def build(settings: TrackerSettings) -> AsgiFastStream:
+    """The tracker on its broker: snapshots on schedule and on `TakeSnapshot`, the bots' returns stored
+    and their statistics kept; venues and Postgres opened (and migrated) at start."""
+    broker = service.make_broker(settings, SERVICE)
+    publisher = bus.Publisher(broker)
+    database = service.Database(settings.database.url.get_secret_value(), settings.database.pool_size)
+    runtime = Runtime(settings, publisher, database)
+    register(
+        broker,
+        publisher,
+        runtime.on_take_snapshot,
+        runtime.on_returns,
+        batch_size=settings.tracking.return_batch_size,
+    )
+    return service.build(
+        SERVICE,
+        broker,
+        settings,
+        checks=[("postgres", database.ping)],
+        on_startup=[runtime.start],
+        after_startup=[runtime.start_schedule],
+        on_shutdown=[runtime.stop],
+    )

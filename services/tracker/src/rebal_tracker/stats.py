@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 import asyncpg
 import numpy as np
 
+from rebal import strategy_store
 from rebal.core.strategy_stats import (
     PairCorrelation,
     Series,
@@ -38,7 +39,7 @@ LOAD_SHARE = 0.1
 # aggregate made Postgres ~1.5x slower on long series.
 SERIES = (
     "SELECT strategy_id, array_agg(extract(epoch FROM ts)::float8) AS stamps,"
-    " array_agg(period_return::float8) AS returns"
+    f" array_agg({strategy_store.RETURN_AS_FLOAT}) AS returns"
     " FROM strategy_returns WHERE portfolio_id = $1 GROUP BY strategy_id ORDER BY strategy_id"
 )
 STATS_INSERT = (
@@ -69,8 +70,10 @@ class StatsStore:
     async def series(self, portfolio_id: str) -> list[Series]:
         out = []
         for row in await self.pool.fetch(SERIES, portfolio_id):
-            stamps = np.asarray(row["stamps"], dtype=np.float64)
-            returns = np.asarray(row["returns"], dtype=np.float64)
+            # A row stored out of bounds (before they were enforced) is skipped and reported, not fatal.
+            stamps, returns = strategy_store.usable_returns(
+                portfolio_id, row["strategy_id"], row["stamps"], row["returns"]
+            )
             order = np.argsort(stamps, kind="stable")
             out.append(Series(row["strategy_id"], stamps[order], returns[order]))
         return out

@@ -10,7 +10,9 @@ desired tree does not list the parent's children at all.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cached_property
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -18,7 +20,7 @@ import numpy.typing as npt
 from rebal.core.errors import InputError
 from rebal.core.market import Prices
 from rebal.core.numbers import LARGEST, RANGE, VALUE_EPSILON
-from rebal.core.tree import FloatArray, IntArray, Tree, UnionTree, union
+from rebal.core.tree import BoolArray, FloatArray, IntArray, Tree, UnionTree, union
 
 SELL, HOLD, BUY = -1, 0, 1
 OPERATION_NAMES = {SELL: "sell", HOLD: "hold", BUY: "buy"}
@@ -61,6 +63,22 @@ class DiffTree:
         """The size of the portfolio, for relative tolerances."""
         return max(float(self.current_value[0]), float(self.desired_value[0]), 1e-300)
 
+    @cached_property
+    def account_quote(self) -> IntArray:
+        """Per account node, the asset id of the quote it trades against (-1 on every other node)."""
+        ids = {name: i for i, name in enumerate(self.asset_names)}
+        quote = np.full(len(self.tree), -1, dtype=np.int64)
+        for node, (_, name) in self.tree.accounts.items():
+            quote[node] = ids[name]
+        return quote
+
+    @cached_property
+    def cash(self) -> BoolArray:
+        """The wallets holding their account's quote: its cash, which trades change but no order moves."""
+        tree = self.tree
+        cash: BoolArray = tree.wallet & (self.asset_id == self.account_quote[np.maximum(tree.account_of, 0)])
+        return cash
+
 
 def diff_trees(
     real: Tree,
@@ -85,10 +103,7 @@ def diff_trees(
 
     free = np.where(tree.wallet, tree.amount - tree.locked, 0.0)
     free = np.maximum(free, 0.0)
-    current = free * price
-    levels = tree.levels
-    for level in reversed(levels[1:]):
-        current += np.bincount(tree.parent[level], weights=current[level], minlength=count)
+    current = roll_up(tree, free * price)
 
     desired = np.zeros(count, dtype=np.float64)
     desired[0] = float(current[0]) + invest - withdraw
@@ -99,20 +114,13 @@ def diff_trees(
     desired[0] = max(desired[0], 0.0)
 
     descent = _Descent.start(tree, target, current, desired)
-    for level in levels[1:]:
+    for level in tree.levels[1:]:
         descent.assign(level)
 
     parent = np.maximum(tree.parent, 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         current_weight = np.where(current[parent] > 0, current / current[parent], 0.0)
-        desired_weight = np.where(desired[parent] > 0, desired / desired[parent], 0.0)
-        desired_free = np.where(tree.wallet & (price > 0), desired / price, 0.0)
     current_weight[0] = 1.0 if current[0] > 0 else 0.0
-    desired_weight[0] = 1.0 if desired[0] > 0 else 0.0
-
-    delta = desired - current
-    threshold = np.maximum(band * desired, descent.tolerance)
-    operation = np.where(delta > threshold, BUY, np.where(delta < -threshold, SELL, HOLD)).astype(np.int8)
     return DiffTree(
         tree=tree,
         prices=prices,
@@ -121,14 +129,48 @@ def diff_trees(
         asset_price=asset_price,
         price=price,
         current_value=current,
-        desired_value=desired,
         current_weight=current_weight,
-        desired_weight=desired_weight,
-        operation=operation,
         free_amount=free,
-        desired_free_amount=desired_free,
         band=band,
+        **_desired_side(tree, price, current, desired, band)._asdict(),
     )
+
+
+def with_desired(diff: DiffTree, desired: FloatArray) -> DiffTree:
+    """The same comparison with other desired values (one per node, children summing to their parent):
+    the desired weights, the desired amounts and the operations follow from them."""
+    side = _desired_side(diff.tree, diff.price, diff.current_value, desired, diff.band)
+    return replace(diff, **side._asdict())
+
+
+class _DesiredSide(NamedTuple):
+    desired_value: FloatArray
+    desired_weight: FloatArray
+    operation: Int8Array
+    desired_free_amount: FloatArray
+
+
+def _desired_side(
+    tree: UnionTree, price: FloatArray, current: FloatArray, desired: FloatArray, band: float
+) -> _DesiredSide:
+    """Weights of the parent, amounts and operations (a difference within the band holds) of `desired`."""
+    parent = np.maximum(tree.parent, 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        desired_weight = np.where(desired[parent] > 0, desired / desired[parent], 0.0)
+        desired_free = np.where(tree.wallet & (price > 0), desired / price, 0.0)
+    desired_weight[0] = 1.0 if desired[0] > 0 else 0.0
+    delta = desired - current
+    threshold = np.maximum(band * desired, VALUE_EPSILON * max(float(current[0]), float(desired[0]), 1.0))
+    operation = np.where(delta > threshold, BUY, np.where(delta < -threshold, SELL, HOLD)).astype(np.int8)
+    return _DesiredSide(desired, desired_weight, operation, desired_free)
+
+
+def roll_up(tree: UnionTree, values: FloatArray) -> FloatArray:
+    """Per node, the sum of `values` over its wallets (the values of portfolio nodes are ignored)."""
+    total = np.where(tree.wallet, values, 0.0)
+    for level in reversed(tree.levels[1:]):
+        total += np.bincount(tree.parent[level], weights=total[level], minlength=len(tree))
+    return total
 
 
 @dataclass(eq=False)

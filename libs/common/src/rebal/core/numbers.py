@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from decimal import Decimal, InvalidOperation
 
-# Sibling weights must sum to one within this (the contract).
+# Sibling weights must sum to one within this (the file format's contract, docs/formats.md).
 WEIGHT_SUM_TOLERANCE = 1e-6
 # Float noise allowed when counting whole steps: 4.9999999999 steps of an exact 5 is 5, and
 # 430045999.99999994 steps of an exact 430046000 is 430046000 (relative noise grows with the count).

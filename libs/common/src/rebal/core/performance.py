@@ -14,6 +14,8 @@ Conventions (one place, so the tracker, the monitor and the optimizer agree):
   risk-free rate spread evenly over the periods (simple, not compounded).
 - Sortino: ``mean(r - t) / downside * sqrt(P)`` with ``t = target / P`` and the downside deviation
   ``sqrt(mean(min(r - t, 0) ** 2))`` over *all* periods (Sortino & Price), so it is comparable with Sharpe.
+- Stored returns are filtered first (`usable`): a row outside the bounds every entry enforces
+  (`rebal.core.bounds`; stored before they were) is skipped and reported by the caller, never fatal.
 - Undefined values are NaN, never an exception: fewer than two returns for volatility, Sharpe and
   Sortino; a zero standard deviation for Sharpe; no period below the target for Sortino; an empty series
   for everything.
@@ -27,6 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+
+from rebal.core import bounds
 
 DEFAULT_PERIODS_PER_YEAR = 365.0
 SECONDS_PER_YEAR = 365.25 * 24 * 3600
@@ -74,6 +78,23 @@ def as_returns(returns: ArrayLike) -> Floats:
     if np.any(array < -1.0):
         raise ValueError("a period return below -1 (more than everything lost)")
     return array
+
+
+def usable(timestamps: ArrayLike, returns: ArrayLike) -> tuple[Floats, Floats, Floats]:
+    """(timestamps, returns) of the stored periods statistics can use, and the timestamps of the others:
+    a return that is not finite (NaN stands for one a float cannot hold), below -1 or not below
+    `bounds.DECIMAL_LIMIT`, or a time outside `bounds.TIME_FROM`..`bounds.TIME_UNTIL`."""
+    stamps = np.asarray(timestamps, dtype=np.float64)
+    values = np.asarray(returns, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        keep = (
+            np.isfinite(values)
+            & (values >= float(bounds.MIN_RETURN))
+            & (values < float(bounds.DECIMAL_LIMIT))
+            & (stamps >= bounds.TIME_FROM)
+            & (stamps < bounds.TIME_UNTIL)
+        )
+    return stamps[keep], values[keep], stamps[~keep]
 
 
 def cumulative_return(returns: Floats) -> Floats:

@@ -374,17 +374,14 @@ class _Groups:
         tree = diff.tree
         count = len(tree)
         n_assets = max(len(diff.asset_names), 1)
-        asset_index = {name: i for i, name in enumerate(diff.asset_names)}
         self.diff = diff
         self.rank = _account_rank(tree.accounts)
         self.rank_of = np.full(count, -1, dtype=np.int64)
         for node, position in self.rank.items():
             self.rank_of[node] = position
-        self.quote_id = np.full(count, -1, dtype=np.int64)
-        for node, (_, quote) in tree.accounts.items():
-            self.quote_id[node] = asset_index[quote]
+        self.quote_id = diff.account_quote
         account_of = tree.account_of
-        own_quote = tree.wallet & (diff.asset_id == self.quote_id[np.maximum(account_of, 0)])
+        own_quote = diff.cash
         tradable = tree.wallet & ~own_quote
         self.free_quote = np.bincount(
             account_of[own_quote], weights=diff.free_amount[own_quote], minlength=count

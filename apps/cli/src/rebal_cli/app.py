@@ -1,0 +1,226 @@
+"""The `rebal` command line: plan a rebalance from files, show trees.
+
+Exit codes: 0 ok, 1 error, 2 bad input (one line on stderr naming the file, the node path and the problem),
+3 not running, 4 configuration error (`rebal_cli.support`). The operator, strategy and fund commands live
+in `rebal_cli.ops`, `rebal_cli.strategies` and `rebal_cli.funds`, registered on this app at the bottom.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rebal import batch
+from rebal.core.diff import diff_trees
+from rebal.core.errors import InputError
+from rebal.core.market import Markets, Prices
+from rebal.core.numbers import RANGE, in_range, parse_decimal
+from rebal.core.plan import plan_rebalance
+from rebal.io import FileError, load, load_tree
+from rebal.render import plan_json, tree_json, write_plan_json
+from rebal_cli import funds as cli_funds
+from rebal_cli import ops as cli_ops
+from rebal_cli import render
+from rebal_cli import strategies as cli_strategies
+from rebal_cli.support import (
+    DEFAULT_NATS_URL,
+    EXIT_ERROR,
+    EXIT_NOT_RUNNING,
+    fail,
+    write_json,
+)
+
+app = typer.Typer(
+    name="rebal",
+    help="Rebal: keep a hierarchical portfolio at its target allocation.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+tree_app = typer.Typer(help="Look at portfolio trees.", no_args_is_help=True)
+app.add_typer(tree_app, name="tree")
+
+
+def _amount_option(raw: str | None, option: str) -> float:
+    if raw is None:
+        return 0.0
+    value = parse_decimal(raw)
+    if value is None or value < 0:
+        fail(f"{option}: {raw!r} is not a decimal amount >= 0")
+    if not in_range(value):
+        fail(f"{option}: {raw} is outside the supported range ({RANGE})")
+    return float(value)
+
+
+@app.command()
+def plan(
+    real: Annotated[Path | None, typer.Option("--real", help="The real tree (JSON or YAML).")] = None,
+    target: Annotated[
+        Path | None, typer.Option("--target", help="The desired tree with weights (JSON or YAML).")
+    ] = None,
+    prices: Annotated[
+        Path | None, typer.Option("--prices", help='Prices: {"quote": "USD", "prices": {...}}.')
+    ] = None,
+    markets: Annotated[
+        Path | None, typer.Option("--markets", help="Markets per exchange: steps, minimums, fees.")
+    ] = None,
+    band: Annotated[
+        float, typer.Option("--band", help="Relative drift band: smaller differences hold.")
+    ] = 0.0,
+    invest: Annotated[str | None, typer.Option("--invest", help="Grow the portfolio by this value.")] = None,
+    withdraw: Annotated[
+        str | None, typer.Option("--withdraw", help="Shrink the portfolio by this value.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+    portfolio: Annotated[
+        str | None,
+        typer.Option(
+            "--portfolio", help="Plan PORTFOLIO with the running system instead (a stored preview)."
+        ),
+    ] = None,
+    api_url: Annotated[
+        str | None,
+        typer.Option("--api-url", envvar="REBAL__API__URL", help="The monitor's API (with --portfolio)."),
+    ] = None,
+) -> None:
+    """Compare the real tree with the desired tree and print the diff tree and the order plan.
+
+    With --portfolio instead of files: a dry-run plan made by the running system from its latest
+    snapshot and target, stored for `rebal approve PLAN_ID`."""
+    if portfolio is not None:
+        given = [
+            name
+            for name, value in (
+                ("--real", real),
+                ("--target", target),
+                ("--prices", prices),
+                ("--markets", markets),
+                ("--invest", invest),
+                ("--withdraw", withdraw),
+            )
+            if value is not None
+        ]
+        if given:
+            fail(f"--portfolio plans with the running system's data: leave out {', '.join(given)}")
+        cli_ops.preview(api_url, portfolio, str(band), as_json)
+        return
+    if real is None or target is None or prices is None:
+        fail("--real, --target and --prices are needed (or --portfolio P to plan with the running system)")
+    if invest is not None and withdraw is not None:
+        fail("--invest and --withdraw cannot be used together")
+    if not band >= 0:  # also rejects NaN
+        fail(f"--band: {band} must be a number >= 0")
+    invest_value = _amount_option(invest, "--invest")
+    withdraw_value = _amount_option(withdraw, "--withdraw")
+    batch.prepare()
+    try:
+        price_table = load(prices, Prices.parse)
+        market_table = load(markets, Markets.parse) if markets is not None else Markets()
+        real_tree = load_tree(real, "real")
+        target_tree = load_tree(target, "target")
+    except FileError as exc:
+        fail(str(exc))
+    try:
+        diff = diff_trees(
+            real_tree, target_tree, price_table, band=band, invest=invest_value, withdraw=withdraw_value
+        )
+        result = plan_rebalance(diff, market_table)
+    except InputError as exc:
+        files = {"real": real, "target": target, "prices": prices}
+        source = files.get(exc.source)
+        fail(f"{source}: {exc}" if source is not None else str(exc))
+    if as_json:
+        write_plan_json(result, sys.stdout.buffer, pretty=sys.stdout.isatty())
+    else:
+        render.print_plan(plan_json(result))
+
+
+@tree_app.command("show")
+def tree_show(
+    file: Annotated[Path, typer.Argument(help="A real tree (JSON or YAML).")],
+    owner: Annotated[str | None, typer.Option("--owner", help="Show only this owner's virtual tree.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Show a tree, or the virtual tree an owner (a bot) holds through its locks."""
+    try:
+        tree = load_tree(file, "real")
+    except FileError as exc:
+        fail(str(exc))
+    data = tree_json(tree, owner)
+    if data is None:
+        fail(f"{file}: owner {owner!r} holds no locks in this tree")
+    if as_json:
+        write_json(data)
+        return
+    render.console().print(render.real_tree(data))
+
+
+@app.command("rebalance")
+def rebalance_command(
+    portfolio: Annotated[str, typer.Option("--portfolio", help="The portfolio to rebalance.")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Plan only: show the orders, send nothing.")
+    ] = False,
+    band: Annotated[str, typer.Option("--band", help="Relative drift band: smaller differences hold.")] = "0",
+    nats_url: Annotated[str, typer.Option("--nats-url", envvar="REBAL__NATS__URL", help="NATS server.")] = (
+        DEFAULT_NATS_URL
+    ),
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="Follow the run until it is planned/done.")
+    ] = True,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for each step.")] = 30.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
+) -> None:
+    """Ask the planner for a rebalance of PORTFOLIO (executed by the executor unless --dry-run)."""
+    from rebal import subjects, telemetry
+    from rebal_cli import commands
+
+    try:
+        subjects.check_token(portfolio, "--portfolio")
+    except ValueError as exc:
+        fail(str(exc))
+    band_value = parse_decimal(band)
+    if band_value is None or not 0 <= band_value <= 1:  # a fraction of the portfolio, as the API takes
+        fail(f"--band: {band!r} must be a decimal from 0 to 1")
+    try:
+        # OTEL_TRACES_EXPORTER (the OpenTelemetry convention) turns the operator's span on.
+        with telemetry.session("cli", os.environ):
+            outcome = asyncio.run(
+                commands.rebalance(
+                    nats_url, portfolio, dry_run=dry_run, band=band_value, wait=wait, timeout=timeout
+                )
+            )
+    except commands.NotRunning as exc:
+        fail(str(exc), EXIT_NOT_RUNNING)
+    failed = outcome.plan is not None and outcome.plan.type == "PlanFailed"
+    unfinished = outcome.finished is not None and outcome.finished.status in ("error", "cancelled")
+    if as_json:
+        write_json(
+            {
+                "command_id": str(outcome.command.event_id),
+                "run_id": str(outcome.plan.correlation_id) if outcome.plan else None,
+                "plan": outcome.plan.model_dump(mode="json") if outcome.plan else None,
+                "finished": outcome.finished.model_dump(mode="json") if outcome.finished else None,
+            }
+        )
+    else:
+        render.print_outcome(outcome)
+    if failed or unfinished:
+        raise typer.Exit(EXIT_ERROR)
+
+
+for _commands in (cli_ops, cli_strategies, cli_funds):
+    _commands.register(app)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,389 @@
+"""Operator commands (issue 7): approve, apply, status, history, halt, resume, export, config, doctor.
+
+They talk to the monitor's REST API (docs/api.md) over HTTP: ``--api-url`` (``REBAL__API__URL``, default
+http://127.0.0.1:8105) and the operator's token (``REBAL__API__TOKEN`` or ``REBAL__API__TOKEN_FILE``).
+``config`` and ``doctor`` read the typed configuration (``rebal.settings``) and the infrastructure
+directly. Exit codes (`rebal_cli.support`): 0 ok, 1 error (a refused approval, a failed run, a failed
+doctor check), 2 bad input or not found, 3 not running, 4 configuration error. Read commands take
+``--json``; progress goes to stderr, so stdout stays the data.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Group
+from rich.live import Live
+from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+from rich.table import Table
+
+from rebal.core.numbers import parse_decimal
+from rebal_cli import config as cli_config
+from rebal_cli.api import DEFAULT_API_URL, Api, connect
+from rebal_cli.render import console as _console
+from rebal_cli.render import plan_counts, print_plan, run_line
+from rebal_cli.support import EXIT_ERROR, fail, write_json
+
+# A run is followed until it has finished, at most this long by default.
+RUN_TIMEOUT_SECONDS = 120.0
+POLL_SECONDS = 0.5
+# The run statuses that mean it went wrong (the others that end a run are successes).
+FAILED_RUN_STATUSES = frozenset({"error", "cancelled", "plan_failed", "failed", "halted"})
+
+ApiUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--api-url",
+        envvar="REBAL__API__URL",
+        help=f"The monitor's REST API (default: api.url of REBAL_CONFIG, else {DEFAULT_API_URL}).",
+    ),
+]
+PortfolioOpt = Annotated[
+    str | None, typer.Option("--portfolio", help="The portfolio (default: the API's first configured one).")
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+
+
+def _band(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    value = parse_decimal(raw)
+    if value is None or value < 0:
+        fail(f"--band: {raw!r} must be a decimal >= 0")
+    return str(value)
+
+
+# -- plans ----------------------------------------------------------------------------------------
+
+
+def _plan_header(plan: dict[str, Any]) -> str:
+    inputs = plan.get("inputs") or {}
+    return (
+        f"plan [bold]{plan['plan_id']}[/] for {plan['portfolio_id']} ({plan['status']}): "
+        f"{plan_counts(plan)}; portfolio value {inputs.get('total_value', '?')}, band {plan.get('band')}, "
+        f"expires {plan.get('expires_at')}"
+    )
+
+
+def preview(api_url: str | None, portfolio: str | None, band: str | None, as_json: bool) -> None:
+    """`rebal plan --portfolio P`: a dry-run plan made by the running system, stored for `rebal approve`."""
+    plan = connect(api_url).post(
+        "/portfolio/rebalance", {"portfolio_id": portfolio, "dry_run": True, "band": _band(band)}
+    )
+    if as_json:
+        write_json(plan)
+        return
+    print_plan(plan, _plan_header(plan))
+    _console().print(f"approve it with: rebal approve {plan['plan_id']}")
+
+
+def _find_run(api: Api, portfolio: str | None, run_id: str) -> dict[str, Any] | None:
+    page = api.get("/portfolio/history", {"portfolio_id": portfolio, "limit": 50})
+    return next((run for run in page["runs"] if run["run_id"] == run_id), None)
+
+
+def follow_run(api: Api, plan: dict[str, Any], timeout: float) -> dict[str, Any] | None:
+    """Wait for the approved plan's run to finish, with a progress bar of its orders (on stderr)."""
+    run_id = plan.get("approval_run_id") or plan["run_id"]
+    total = len(plan["orders"])
+    deadline = time.monotonic() + timeout
+    run: dict[str, Any] | None = None
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, console=_console(stderr=True), transient=True) as progress:
+        task = progress.add_task(f"run {run_id}: waiting", total=total or None)
+        while time.monotonic() < deadline:
+            run = _find_run(api, plan["portfolio_id"], run_id)
+            if run is not None:
+                counts = run.get("counts") or {}
+                done = int(counts.get("filled", 0)) + int(counts.get("failed", 0))
+                progress.update(task, completed=done, description=f"run {run_id}: {run['status']}")
+                if run.get("finished_at"):
+                    return run
+            time.sleep(POLL_SECONDS)
+    return run
+
+
+def _report_run(run: dict[str, Any] | None, timeout: float, as_json: bool, plan: dict[str, Any]) -> None:
+    if as_json:
+        write_json({"plan": plan, "run": run})
+    if run is None or not run.get("finished_at"):
+        status = run["status"] if run else "not started"
+        fail(f"the run of plan {plan['plan_id']} has not finished after {timeout:g} s ({status})", EXIT_ERROR)
+    counts = run.get("counts") or {}
+    if not as_json:
+        _console().print(f"run {run['run_id']}: {run_line(run['status'], counts, run.get('reasons') or ())}")
+    if run["status"] in FAILED_RUN_STATUSES:
+        raise typer.Exit(EXIT_ERROR)
+
+
+def approve(
+    plan_id: Annotated[str, typer.Argument(help="The plan to execute (from `rebal plan --portfolio`).")],
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the run until it finishes.")] = True,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds to follow the run.")
+    ] = RUN_TIMEOUT_SECONDS,
+    api_url: ApiUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Execute exactly a stored plan; refused (exit 1) when it expired or prices or balances moved."""
+    api = connect(api_url)
+    plan = api.post(f"/portfolio/plans/{plan_id}/approve")
+    _after_approval(api, plan, wait, timeout, as_json)
+
+
+def _after_approval(api: Api, plan: dict[str, Any], wait: bool, timeout: float, as_json: bool) -> None:
+    if not wait:
+        if as_json:
+            write_json({"plan": plan, "run": None})
+        else:
+            _console().print(f"plan {plan['plan_id']} approved: run {plan.get('approval_run_id')}")
+        return
+    if not as_json:
+        _console().print(f"plan {plan['plan_id']} approved: run {plan.get('approval_run_id')}")
+    _report_run(follow_run(api, plan, timeout), timeout, as_json, plan)
+
+
+def apply(
+    portfolio: PortfolioOpt = None,
+    band: Annotated[str | None, typer.Option("--band", help="Relative drift band (default: 0).")] = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the run until it finishes.")] = True,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds to follow the run.")
+    ] = RUN_TIMEOUT_SECONDS,
+    api_url: ApiUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Plan and approve at once: a fresh plan, executed as made (nothing to trade: nothing is sent)."""
+    api = connect(api_url)
+    plan = api.post("/portfolio/rebalance", {"portfolio_id": portfolio, "dry_run": True, "band": _band(band)})
+    if not as_json:
+        print_plan(plan, _plan_header(plan))
+    if not plan["orders"] and not plan["transfers"]:
+        if as_json:
+            write_json({"plan": plan, "run": None})
+        else:
+            _console().print("nothing to trade: the portfolio is within the band; nothing approved")
+        return
+    approved = api.post(f"/portfolio/plans/{plan['plan_id']}/approve")
+    _after_approval(api, approved, wait, timeout, as_json)
+
+
+# -- status, history, kill switch -------------------------------------------------------------------
+
+
+def _status_view(status: dict[str, Any]) -> Table:
+    table = Table(title=f"Rebal: {status['portfolio_id']}", show_header=False)
+    table.add_column("what")
+    table.add_column("value")
+    halted = status.get("halted")
+    state = f"[red]HALTED[/] ({status.get('halt_reason') or 'no reason'}, since {status.get('halted_at')})"
+    table.add_row("trading", state if halted else "[green]running[/]")
+    table.add_row("mode", str(status.get("mode")))
+    table.add_row("nats", str(status.get("nats")))
+    table.add_row("postgres", str(status.get("postgres")))
+    for name, state in (status.get("services") or {}).items():
+        table.add_row(name, "[green]ok[/]" if state == "ok" else f"[red]{state}[/]")
+    table.add_row("latest snapshot", str(status.get("snapshot_at")))
+    table.add_row("latest target", str(status.get("target_at")))
+    run = status.get("last_run")
+    if run:
+        counts = run.get("counts") or {}
+        table.add_row(
+            "last run",
+            f"{run['run_id']} {run['status']}{' (dry-run)' if run.get('dry_run') else ''}, "
+            f"planned {run.get('planned_at')}, {counts.get('orders', 0)} orders, "
+            f"{counts.get('filled', 0)} filled, {counts.get('failed', 0)} failed",
+        )
+    else:
+        table.add_row("last run", "none yet")
+    return table
+
+
+def status(
+    portfolio: PortfolioOpt = None,
+    watch: Annotated[bool, typer.Option("--watch", help="Refresh until Ctrl-C.")] = False,
+    interval: Annotated[float, typer.Option("--interval", help="Seconds between refreshes (--watch).")] = 2.0,
+    count: Annotated[
+        int | None, typer.Option("--count", help="With --watch: stop after this many refreshes.")
+    ] = None,
+    api_url: ApiUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Halted or trading, live or dry-run, the last run, the latest snapshot and target (--watch: live)."""
+    if not interval > 0:
+        fail(f"--interval: {interval} must be a number of seconds > 0")
+    if count is not None and count < 1:
+        fail(f"--count: {count} must be >= 1")
+    api = connect(api_url)
+    params = {"portfolio_id": portfolio}
+    if not watch:
+        current = api.get("/status", params)
+        write_json(current) if as_json else _console().print(_status_view(current))
+        return
+    shown = 0
+    try:
+        if as_json:  # one JSON document per line and refresh
+            while count is None or shown < count:
+                _console().print_json(data=api.get("/status", params), indent=None)
+                shown += 1
+                if count is None or shown < count:
+                    time.sleep(interval)
+            return
+        with Live(console=_console(), auto_refresh=False) as live:
+            while count is None or shown < count:
+                current = api.get("/status", params)
+                stamp = f"[dim]{time.strftime('%H:%M:%S')}, every {interval:g} s; Ctrl-C stops[/]"
+                live.update(Group(_status_view(current), stamp), refresh=True)
+                shown += 1
+                if count is None or shown < count:
+                    time.sleep(interval)
+    except KeyboardInterrupt:
+        return
+
+
+def history(
+    portfolio: PortfolioOpt = None,
+    limit: Annotated[int, typer.Option("--limit", help="Runs per page (1-500).")] = 20,
+    cursor: Annotated[
+        str | None, typer.Option("--cursor", help="The next page (from a previous page).")
+    ] = None,
+    previews: Annotated[
+        bool,
+        typer.Option(
+            "--previews/--no-previews",
+            help="Include dry-run previews (the planner previews every new snapshot: off by default).",
+        ),
+    ] = False,
+    api_url: ApiUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Past runs, newest first: status, orders, fills, skips and their reasons."""
+    if not 1 <= limit <= 500:
+        fail(f"--limit: {limit} must be between 1 and 500")
+    page = connect(api_url).get(
+        "/portfolio/history",
+        {
+            "portfolio_id": portfolio,
+            "limit": limit,
+            "cursor": cursor,
+            "include_previews": str(previews).lower(),
+        },
+    )
+    if as_json:
+        write_json(page)
+        return
+    table = Table(title=f"Runs ({len(page['runs'])})")
+    for column in ("planned at", "run", "status", "orders", "filled", "skipped", "failed", "reasons"):
+        table.add_column(
+            column, justify="right" if column in ("orders", "filled", "skipped", "failed") else "left"
+        )
+    for run in page["runs"]:
+        counts = run.get("counts") or {}
+        kind = " (dry-run)" if run.get("dry_run") else ""
+        table.add_row(
+            str(run.get("planned_at")),
+            run["run_id"],
+            f"{run['status']}{kind}",
+            str(counts.get("orders", 0)),
+            str(counts.get("filled", 0)),
+            str(counts.get("skipped", 0)),
+            str(counts.get("failed", 0)),
+            "; ".join(run.get("reasons") or []),
+        )
+    console = _console()
+    console.print(table)
+    if page.get("next_cursor"):
+        console.print(f"more: rebal history --cursor {page['next_cursor']}")
+
+
+def halt(
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept with the halt).")] = "halted by operator",
+    portfolio: PortfolioOpt = None,
+    api_url: ApiUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """The kill switch: cancel open orders and refuse new runs until `rebal resume`."""
+    if not reason.strip():
+        fail("--reason: give a reason (it is shown with the halt)")
+    sent = connect(api_url).post("/halt", {"portfolio_id": portfolio, "reason": reason})
+    write_json(sent) if as_json else _console().print(
+        f"halt sent for {sent['portfolio_id']}: {sent['command_id']}"
+    )
+
+
+def resume(
+    portfolio: PortfolioOpt = None,
+    api_url: ApiUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Lift a halt: runs are accepted again."""
+    sent = connect(api_url).post("/resume", {"portfolio_id": portfolio})
+    write_json(sent) if as_json else _console().print(
+        f"resume sent for {sent['portfolio_id']}: {sent['command_id']}"
+    )
+
+
+# -- exports -------------------------------------------------------------------------------------
+
+
+EXPORT_KINDS = ("trades", "plans")
+EXPORT_FORMATS = ("csv", "json")
+
+
+def export(
+    kind: Annotated[str, typer.Argument(help="trades (every fill) or plans (every stored plan).")],
+    fmt: Annotated[str, typer.Option("--format", help="csv or json.")] = "csv",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file (default: stdout).")
+    ] = None,
+    portfolio: PortfolioOpt = None,
+    api_url: ApiUrl = None,
+) -> None:
+    """Every trade or plan as CSV or JSON, streamed (a progress bar on stderr when writing a file)."""
+    if kind not in EXPORT_KINDS:
+        fail(f"export: {kind!r} is not one of {', '.join(EXPORT_KINDS)}")
+    if fmt not in EXPORT_FORMATS:
+        fail(f"--format: {fmt!r} is not one of {', '.join(EXPORT_FORMATS)}")
+    if output is not None and (output.is_dir() or not output.parent.is_dir()):
+        fail(f"--output: {output} is a directory or its directory does not exist")
+    api = connect(api_url)
+    params = {"format": fmt, "portfolio_id": portfolio}
+    with api.stream(f"/export/{kind}", params) as response:
+        if output is None:
+            out = typer.get_binary_stream("stdout")
+            for chunk in response.iter_bytes():
+                out.write(chunk)
+            out.flush()
+            return
+        partial = output.with_name(f".{output.name}.partial")
+        length = response.headers.get("content-length")
+        columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn())
+        try:
+            with partial.open("wb") as out, Progress(*columns, console=_console(stderr=True)) as progress:
+                task = progress.add_task(f"{kind} → {output}", total=int(length) if length else None)
+                for chunk in response.iter_bytes():
+                    out.write(chunk)
+                    progress.advance(task, len(chunk))
+            partial.replace(output)
+        finally:
+            partial.unlink(missing_ok=True)
+    _console(stderr=True).print(f"wrote {output} ({output.stat().st_size} bytes)")
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the `rebal` app."""
+    app.command()(approve)
+    app.command()(apply)
+    app.command()(status)
+    app.command()(history)
+    app.command()(halt)
+    app.command()(resume)
+    app.command()(export)
+    app.add_typer(cli_config.config_app, name="config")
+    app.command()(cli_config.doctor)
+
+
+__all__ = ["DEFAULT_API_URL", "connect", "preview", "register"]

@@ -1,0 +1,233 @@
+"""How `rebal` shows a plan and a run's outcome: one renderer, wherever the plan comes from.
+
+A plan reaches the operator three ways: `rebal plan` makes it from files (its JSON, docs/formats.md),
+`rebal plan --portfolio`/`apply` get the API's stored plan, and `rebal rebalance` (and `make run`'s first
+rebalance) receive the planner's `RebalancePlanned` event. All three carry the same orders and skips
+(`rebal.events.PlannedOrder`, `SkippedOrder`: the file format uses the same names) and the same
+transfers, whose ends are ``from``/``to`` in the file format and ``from_account``/``to_account`` on the
+bus and in the API. They are shown alike: the orders, the transfers, every skip with its reason; the
+diff tree when the plan has one (from files) and the projected weights when it has them (stored plans).
+
+Numbers are written as plain decimals (the bus's JSON may write ``8.3E-7``), and columns fold rather than
+cut: an amount, a price or an id is never shortened to fit the terminal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console, RenderableType
+from rich.markup import escape
+from rich.table import Table
+from rich.tree import Tree as RichTree
+
+from rebal.core.numbers import dec_str
+from rebal.events import PlanFailed
+
+if TYPE_CHECKING:
+    from rebal_cli.commands import Outcome
+
+JsonDict = dict[str, Any]
+OPERATION_STYLE = {"buy": "green", "sell": "red", "hold": "dim"}
+# Columns of short tokens, never broken.
+UNBROKEN = frozenset({"phase", "side", "symbol"})
+# Below this width the orders leave out their exchange (the account's path names it) so that the rest fits.
+WIDE_COLUMNS = 100
+
+
+def console(stderr: bool = False) -> Console:
+    return Console(highlight=False, stderr=stderr, soft_wrap=True)
+
+
+def plan_counts(plan: Mapping[str, Any]) -> str:
+    """ "3 orders, 1 skipped, 0 transfers": the plan's size, for a header line."""
+    return (
+        f"{len(plan['orders'])} orders, {len(plan['skipped'])} skipped, "
+        f"{len(plan.get('transfers') or ())} transfers"
+    )
+
+
+def print_plan(plan: Mapping[str, Any], header: str | None = None, out: Console | None = None) -> None:
+    """The header (when given), then the plan's sections (`plan_sections`), wrapped to the terminal."""
+    out = out or console()
+    if header is not None:
+        out.print(header)
+    for section in plan_sections(plan, out.width):
+        out.print(section, soft_wrap=False)
+
+
+def print_outcome(outcome: Outcome, out: Console | None = None) -> None:
+    """A rebalance command's outcome: the command sent, or why there is no plan, or the plan (header and
+    sections) and, for a live run, how it ended."""
+    out = out or console()
+    plan, finished = outcome.plan, outcome.finished
+    if plan is None:
+        out.print(f"sent rebalance command {outcome.command.event_id} for {outcome.command.portfolio_id}")
+        return
+    if isinstance(plan, PlanFailed):
+        out.print(f"[red]no plan[/] for run {plan.correlation_id}: {escape(plan.reason)}")
+        return
+    kind = "dry-run plan" if plan.dry_run else "plan"
+    shown = plan.model_dump(mode="json")
+    counted = plan_counts(shown)
+    header = f"run {plan.correlation_id}: {kind} with {counted} (portfolio value {plan.total_value})"
+    print_plan(shown, header, out)
+    if finished is not None:
+        out.print(run_line(finished.status, finished.model_dump(), finished.reasons))
+
+
+def plan_sections(plan: Mapping[str, Any], width: int = WIDE_COLUMNS) -> list[RenderableType]:
+    """The diff tree (a plan from files), the orders, the transfers, the skips with their reasons and the
+    projected weights (a stored plan); empty sections are left out, except the orders."""
+    sections: list[RenderableType] = []
+    if plan.get("diff"):
+        sections.append(diff_tree(plan["diff"]))
+    sections.append(_orders(plan["orders"], width))
+    if plan.get("transfers"):
+        sections.append(_transfers(plan["transfers"]))
+    if plan["skipped"]:
+        sections.append(_skipped(plan["skipped"]))
+    if plan.get("projected_weights"):
+        sections.append(_projected(plan["projected_weights"]))
+    return sections
+
+
+def _table(title: str, columns: Sequence[str], right: Iterable[str] = ()) -> Table:
+    """Numbers and names fold onto more lines when the terminal is narrow; short tokens never wrap."""
+    table = Table(title=title)
+    aligned = set(right)
+    for column in columns:
+        table.add_column(
+            column,
+            justify="right" if column in aligned else "left",
+            overflow="fold",
+            no_wrap=column in UNBROKEN,
+        )
+    return table
+
+
+def _side(side: str) -> str:
+    return f"[{OPERATION_STYLE.get(side, 'dim')}]{side}[/]"
+
+
+def _orders(orders: Sequence[Mapping[str, Any]], width: int) -> Table:
+    money = ("amount", "est. price", "est. cost", "est. fee")
+    names = (
+        ("phase", "account", "exchange", "symbol", "side")
+        if width >= WIDE_COLUMNS
+        else ("phase", "account", "symbol", "side")
+    )
+    table = _table(f"Orders ({len(orders)})", (*names, *money), right=("phase", *money))
+    for order in orders:
+        cells = {
+            "phase": str(order["phase"]),
+            "account": escape(order["account"]),
+            "exchange": escape(order["exchange"]),
+            "symbol": escape(order["symbol"]),
+            "side": _side(order["side"]),
+        }
+        table.add_row(
+            *(cells[name] for name in names),
+            number(order["amount"]),
+            number(order["est_price"]),
+            number(order["est_cost"]),
+            number(order["est_fee"]),
+        )
+    return table
+
+
+def _transfers(transfers: Sequence[Mapping[str, Any]]) -> Table:
+    table = _table(f"Transfers ({len(transfers)})", ("asset", "from", "to", "amount", "est. value"))
+    for transfer in transfers:
+        source = transfer.get("from", transfer.get("from_account"))
+        destination = transfer.get("to", transfer.get("to_account"))
+        table.add_row(
+            escape(transfer["asset"]),
+            escape(source),
+            escape(destination),
+            number(transfer["amount"]),
+            number(transfer["est_value"]),
+        )
+    return table
+
+
+def _skipped(skipped: Sequence[Mapping[str, Any]]) -> Table:
+    table = _table(f"Skipped ({len(skipped)})", ("path", "symbol", "side", "amount", "reason"))
+    for skip in skipped:
+        table.add_row(
+            escape(skip["path"]),
+            escape(skip["symbol"]),
+            skip["side"],
+            number(skip["amount"]),
+            escape(skip["reason"]),
+        )
+    return table
+
+
+def _projected(rows: Sequence[Mapping[str, Any]]) -> Table:
+    table = _table("Projected weights (of the parent)", ("path", "now", "after"), right=("now", "after"))
+    for row in rows:
+        table.add_row(escape(row["path"]), percent(row["current_weight"]), percent(row["projected_weight"]))
+    return table
+
+
+def number(value: Any) -> str:
+    """An exact decimal as plain text, whichever way it came (the bus and the API may write 8.3E-7)."""
+    return dec_str(Decimal(str(value)))
+
+
+def percent(weight: Any) -> str:
+    """A weight (an exact decimal string) as a percentage with two decimals; "-" when there is none."""
+    if weight is None:
+        return "-"
+    return f"{Decimal(str(weight)) * 100:.2f}%"
+
+
+def diff_tree(node: JsonDict, parent: RichTree | None = None) -> RichTree:
+    """The diff tree of `rebal plan`'s JSON: per node, weights and values now and desired, the operation."""
+    op = node["operation"]
+    label = (
+        f"[bold]{escape(node['name'])}[/] "
+        f"{percent(node['current_weight'])} → {percent(node['desired_weight'])}  "
+        f"{node['current_value']} → {node['desired_value']}  "
+        f"[{OPERATION_STYLE[op]}]{op} {node['diff_value']}[/]"
+    )
+    if "asset" in node:
+        label += f"  [cyan]{escape(node['asset'])}[/] {node['current_amount']} → {node['desired_amount']}"
+        if Decimal(node["locked_amount"]):
+            label += f" (locked {node['locked_amount']})"
+    branch = RichTree(label) if parent is None else parent.add(label)
+    for child in node["children"]:
+        diff_tree(child, branch)
+    return branch
+
+
+def real_tree(node: JsonDict, parent: RichTree | None = None) -> RichTree:
+    """A real tree as `rebal tree show --json` gives it: assets, amounts, locks by owner and what is free."""
+    label = f"[bold]{escape(node['name'])}[/]"
+    if "kind" in node:
+        label += f" [dim]({escape(node['kind'])})[/]"
+    if "quote" in node:
+        label += f" quote {escape(node['quote'])}"
+    if "asset" in node:
+        label += f"  [cyan]{escape(node['asset'])}[/] {node['amount']}"
+        if "locks" in node:
+            locks = escape(", ".join(f"{lock['owner']} {lock['amount']}" for lock in node["locks"]))
+            label += f"  [yellow]locked {node['locked_amount']}[/] ({locks}), free {node['free_amount']}"
+    branch = RichTree(label) if parent is None else parent.add(label)
+    for child in node.get("children", []):
+        real_tree(child, branch)
+    return branch
+
+
+def run_line(status: str, counts: Mapping[str, Any], reasons: Sequence[str] = ()) -> str:
+    """How a run ended: "completed: 3 placed, 3 filled, 0 skipped, 0 failed (reasons)"; green when it
+    completed, yellow when it completed with adjustments, red for every other end."""
+    style = "green" if status == "completed" else "yellow" if status.startswith("completed") else "red"
+    return (
+        f"[{style}]{status}[/]: {counts.get('placed', 0)} placed, {counts.get('filled', 0)} filled, "
+        f"{counts.get('skipped', 0)} skipped, {counts.get('failed', 0)} failed"
+        + (f" ({escape('; '.join(reasons))})" if reasons else "")
+    )

@@ -1,0 +1,276 @@
+"""The autopilot's trigger: whether a portfolio's policy asks for a rebalance now, of which kind, and why.
+
+Values in, a `Decision` out: the diff tree, the policy, `now` and the end of the last completed rebalance.
+Times are whole seconds since the epoch (UTC); the calendar (a cron expression in a time zone) comes in as
+a `Schedule`, so nothing here reads a clock or a zone database. The rules (docs/formats.md, "The autopilot
+policy"):
+
+- **Drift.** Every node but the root, with the diff tree's weights (relative to the parent): it breaches
+  its absolute band when |current - desired| > `drift_absolute`, its relative band when
+  |current - desired| > `drift_relative` x desired. Strictly greater: a drift at its limit does not
+  breach (float noise under `DRIFT_TOLERANCE` is forgiven). A per-node override replaces the bands it
+  names for that node alone; ``None`` there means that node has no such band.
+- **Schedule.** Due when a tick falls after the last completed rebalance and at or before `now` (a
+  portfolio never rebalanced: any tick at or before `now`).
+- **Cooldown.** No full rebalance while ``now < last + cooldown``: at exactly ``last + cooldown`` one is
+  allowed again.
+- **Cash.** The free cash above the target cash (`cash_above_target`) exceeding `invest_cash_above` asks
+  for a buy-only rebalance, which the cooldown does not block.
+- A full rebalance that is due and allowed includes the cash; `scope` decides how much a drift-triggered
+  one moves (`rebal.core.partial`), while a scheduled tick brings the whole portfolio back.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal, NamedTuple, Protocol
+
+import numpy as np
+
+from rebal.core.diff import DiffTree, diff_trees
+from rebal.core.market import Prices
+from rebal.core.numbers import VALUE_EPSILON
+from rebal.core.partial import breaching_only, buy_only, cash_above_target
+from rebal.core.tree import PATH_SEP, Tree, UnionTree
+
+Scope = Literal["portfolio", "breaching"]
+Mode = Literal["auto", "approve", "notify"]
+Kind = Literal["full", "buy_only"]
+Band = Literal["absolute", "relative"]
+Blocker = Literal["cooldown"]
+BANDS: tuple[Band, ...] = ("absolute", "relative")
+
+# Weights are quotients of float sums: 0.55 - 0.5 is 0.05000000000000004. A drift this close to its limit
+# is at the limit, which does not breach.
+DRIFT_TOLERANCE = 1e-12
+
+# Naming breaching nodes: walking up from each costs about this many nodes of one pass over the tree.
+PATH_WALKS_PER_PASS = 8
+
+# Reasons, in the order a decision lists them. What fired:
+SCHEDULE = "schedule"  # a tick fell after the last rebalance
+DRIFT = "drift"  # nodes outside their bands
+CASH = "cash"  # cash above the target by more than invest_cash_above
+COOLDOWN = "cooldown"  # a full rebalance is due but the cooldown blocks it
+# Why a configured trigger did not fire (listed when there is no rebalance):
+NO_TICK = "no_tick"
+WITHIN_BANDS = "within_bands"
+CASH_WITHIN = "cash_within"
+NO_TRIGGER = "no_trigger"  # the policy has no schedule, no band and no cash threshold
+
+
+class Schedule(Protocol):
+    """Calendar ticks as instants (epoch seconds); `rebal.schedule.CronSchedule` is the cron one."""
+
+    def previous(self, at: int) -> int | None:
+        """The latest tick at or before `at`."""
+
+    def following(self, after: int) -> int | None:
+        """The earliest tick strictly after `after`."""
+
+
+@dataclass(frozen=True)
+class Bands:
+    """Drift limits of a node's weight: absolute (weight points) and relative (share of its target)."""
+
+    absolute: float | None = None
+    relative: float | None = None
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A portfolio's autopilot policy, ready to evaluate (`rebal.policy` reads and checks the file)."""
+
+    bands: Bands = Bands()
+    # Per node path, the bands it overrides: a value, or None for "no such band on this node".
+    overrides: Mapping[str, Mapping[Band, float | None]] = field(default_factory=dict)
+    schedule: Schedule | None = None
+    scope: Scope = "portfolio"
+    cooldown: int = 0  # seconds
+    invest_cash_above: float | None = None  # valuation currency
+    min_trade_value: float | None = None  # valuation currency
+    mode: Mode = "notify"
+    replan_on_price_move: int = 0
+
+    @property
+    def has_bands(self) -> bool:
+        return self.bands != Bands() or bool(self.overrides)
+
+
+class Breach(NamedTuple):
+    """A node outside a band: `limit` is the largest |current - desired| the band allows."""
+
+    node: int
+    path: str
+    current_weight: float
+    desired_weight: float
+    limit: float
+    band: Band
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Whether to rebalance, how, and the facts behind the reasons (times in epoch seconds)."""
+
+    rebalance: bool
+    kind: Kind | None
+    reasons: tuple[str, ...]
+    blocked_by: Blocker | None
+    breaches: tuple[Breach, ...]
+    next_scheduled: int | None
+    # What a full rebalance moves: the whole portfolio, or the breaching nodes and what funds them.
+    scope: Scope
+    now: int
+    last_rebalance: int | None
+    tick: int | None  # the latest tick at or before now
+    cooldown_until: int | None
+    cash_above_target: float
+    invest_cash_above: float | None
+    quote: str
+
+
+def evaluate_trees(
+    real: Tree, target: Tree, prices: Prices, policy: Policy, *, now: int, last_rebalance: int | None
+) -> Decision:
+    """`evaluate` on the diff of `real` against `target` at `prices`."""
+    return evaluate(diff_trees(real, target, prices), policy, now=now, last_rebalance=last_rebalance)
+
+
+def evaluate(diff: DiffTree, policy: Policy, *, now: int, last_rebalance: int | None) -> Decision:
+    """The policy's decision for this diff at `now` (see the module's docstring for the rules)."""
+    breaches = find_breaches(diff, policy)
+    schedule = policy.schedule
+    tick = schedule.previous(now) if schedule is not None else None
+    scheduled = tick is not None and (last_rebalance is None or tick > last_rebalance)
+    cooldown_until = last_rebalance + policy.cooldown if last_rebalance is not None else None
+    cooling = policy.cooldown > 0 and cooldown_until is not None and now < cooldown_until
+    cash = cash_above_target(diff)
+    threshold = policy.invest_cash_above
+    cash_due = threshold is not None and cash > threshold + VALUE_EPSILON * diff.scale
+
+    full = scheduled or bool(breaches)
+    fired = [reason for reason, on in ((SCHEDULE, scheduled), (DRIFT, bool(breaches))) if on]
+    blocked_by: Blocker | None = "cooldown" if full and cooling else None
+    if blocked_by:
+        fired.append(COOLDOWN)
+    if cash_due:
+        fired.append(CASH)
+    kind: Kind | None = "full" if full and not cooling else "buy_only" if cash_due else None
+    if kind is None:
+        fired += _why_not(policy, scheduled, bool(breaches), cash_due)
+    return Decision(
+        rebalance=kind is not None,
+        kind=kind,
+        reasons=tuple(fired),
+        blocked_by=blocked_by,
+        breaches=breaches,
+        next_scheduled=schedule.following(now) if schedule is not None else None,
+        scope="breaching"
+        if kind == "full" and policy.scope == "breaching" and not scheduled
+        else "portfolio",
+        now=now,
+        last_rebalance=last_rebalance,
+        tick=tick,
+        cooldown_until=cooldown_until if cooling else None,
+        cash_above_target=cash,
+        invest_cash_above=threshold,
+        quote=diff.prices.quote,
+    )
+
+
+def _why_not(policy: Policy, scheduled: bool, breached: bool, cash_due: bool) -> list[str]:
+    """For a decision not to rebalance: each configured trigger that did not fire."""
+    if policy.schedule is None and not policy.has_bands and policy.invest_cash_above is None:
+        return [NO_TRIGGER]
+    quiet = (
+        (NO_TICK, policy.schedule is not None and not scheduled),
+        (WITHIN_BANDS, policy.has_bands and not breached),
+        (CASH_WITHIN, policy.invest_cash_above is not None and not cash_due),
+    )
+    return [reason for reason, on in quiet if on]
+
+
+def find_breaches(diff: DiffTree, policy: Policy) -> tuple[Breach, ...]:
+    """Every node outside a band, by path; a node outside both names the tighter band (absolute on a tie)."""
+    if not policy.has_bands:
+        return ()
+    tree = diff.tree
+    count = len(tree)
+    absolute = np.full(count, _limit(policy.bands.absolute))
+    relative = np.full(count, _limit(policy.bands.relative))
+    for node, bands in _overridden(tree, policy.overrides):
+        if "absolute" in bands:
+            absolute[node] = _limit(bands["absolute"])
+        if "relative" in bands:
+            relative[node] = _limit(bands["relative"])
+    current, desired = diff.current_weight, diff.desired_weight
+    drift = np.abs(current - desired)
+    with np.errstate(invalid="ignore"):
+        relative_limit = np.where(np.isfinite(relative), relative * desired, math.inf)
+    over_absolute = drift > absolute + DRIFT_TOLERANCE
+    over_relative = drift > relative_limit + DRIFT_TOLERANCE
+    over_absolute[0] = over_relative[0] = False
+    nodes = np.flatnonzero(over_absolute | over_relative)
+    if not nodes.size:
+        return ()
+    use_absolute = over_absolute[nodes] & (~over_relative[nodes] | (absolute[nodes] <= relative_limit[nodes]))
+    limit = np.where(use_absolute, absolute[nodes], relative_limit[nodes])
+    # One pass over the tree names many breaching nodes at once; a few are cheaper walked up alone.
+    if nodes.size * PATH_WALKS_PER_PASS > count:
+        every = tree.paths()
+        paths = [every[node] for node in nodes.tolist()]
+    else:
+        paths = [tree.path(node) for node in nodes.tolist()]
+    breaches = [
+        Breach(node, path, weight, wanted, bound, "absolute" if by_absolute else "relative")
+        for node, path, weight, wanted, bound, by_absolute in zip(
+            nodes.tolist(),
+            paths,
+            current[nodes].tolist(),
+            desired[nodes].tolist(),
+            limit.tolist(),
+            use_absolute.tolist(),
+            strict=True,
+        )
+    ]
+    return tuple(sorted(breaches, key=lambda breach: breach.path))
+
+
+def _overridden(
+    tree: UnionTree, overrides: Mapping[str, Mapping[Band, float | None]]
+) -> list[tuple[int, Mapping[Band, float | None]]]:
+    """The nodes the overrides name (a path in neither tree names none), matched name by name upwards."""
+    if not overrides:
+        return []
+    by_last: dict[str, list[tuple[list[str], Mapping[Band, float | None]]]] = {}
+    for path, bands in overrides.items():
+        parts = path.split(PATH_SEP)
+        by_last.setdefault(parts[-1], []).append((parts, bands))
+    names, parent = tree.names, tree.parent.tolist()
+    found = []
+    for node, name in enumerate(names):
+        for parts, bands in by_last.get(name, ()):
+            up, depth = node, len(parts) - 1
+            while depth >= 0 and up >= 0 and names[up] == parts[depth]:
+                up, depth = parent[up], depth - 1
+            if depth < 0 and up < 0:
+                found.append((node, bands))
+    return found
+
+
+def _limit(value: float | None) -> float:
+    return math.inf if value is None else value
+
+
+def planned_diff(diff: DiffTree, decision: Decision) -> DiffTree | None:
+    """What the planner should plan for this decision: the whole diff, the breaching part, the buy-only
+    part, or None when there is nothing to do."""
+    if decision.kind is None:
+        return None
+    if decision.kind == "buy_only":
+        return buy_only(diff)
+    if decision.scope == "breaching":
+        return breaching_only(diff, [breach.node for breach in decision.breaches])
+    return diff

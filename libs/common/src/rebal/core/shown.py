@@ -1,0 +1,68 @@
+"""The nodes operators are shown of a portfolio, and the weight a plan brings each one to.
+
+A portfolio can hold a million wallets; an operator looks at its shape: the top level (exchanges or
+accounts under the root) and its sectors and strategies wherever they sit. The planner computes each
+shown node's projected weight from the diff it planned with, so the plan carries it and nothing computes
+the diff again to show it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from decimal import Decimal
+from typing import NamedTuple
+
+import numpy as np
+
+from rebal.core.diff import DiffTree
+from rebal.core.numbers import weight_str
+from rebal.core.tree import PATH_SEP, IntArray, UnionTree
+
+GROUP_KINDS = frozenset({"sector", "strategy"})
+
+
+def shown_nodes(tree: UnionTree) -> IntArray:
+    """Indices of the depth-1 nodes and the sector/strategy nodes, in tree order."""
+    grouped = np.fromiter((kind in GROUP_KINDS for kind in tree.kinds), dtype=bool, count=len(tree.kinds))
+    return np.flatnonzero((tree.depth == 1) | grouped)
+
+
+class Projected(NamedTuple):
+    """A shown node's weight in its parent now, and the diff's desired weight the plan brings it to;
+    `affected_by_skips` when a skipped order lies at or below it (it ends short of that weight by what
+    the skipped order would have moved)."""
+
+    path: str
+    current_weight: Decimal
+    projected_weight: Decimal
+    affected_by_skips: bool
+
+
+def ancestors(paths: Iterable[str]) -> set[str]:
+    """Every path given and each of its ancestors' paths."""
+    found: set[str] = set()
+    for path in paths:
+        found.add(path)
+        cut = path.find(PATH_SEP)
+        while cut >= 0:
+            found.add(path[:cut])
+            cut = path.find(PATH_SEP, cut + 1)
+    return found
+
+
+def projected_weights(diff: DiffTree, skipped_paths: Iterable[str]) -> list[Projected]:
+    """Each shown node's weight now and after the plan (weights to `WEIGHT_PLACES`, exact decimals)."""
+    tree = diff.tree
+    affected = ancestors(skipped_paths)
+    rows = []
+    for node in shown_nodes(tree).tolist():
+        path = tree.path(node)
+        rows.append(
+            Projected(
+                path,
+                Decimal(weight_str(float(diff.current_weight[node]))),
+                Decimal(weight_str(float(diff.desired_weight[node]))),
+                path in affected,
+            )
+        )
+    return rows

@@ -1,0 +1,52 @@
+"""The operators' REST API (docs/api.md): FastAPI routes over the journal, the core and the bus.
+
+One module per concern, each with its module-level router: `plans` (make, read, approve), `portfolio`
+(weights, trees, performance, the optimizer), `operations` (history, halt, resume, status), `exports`,
+`funds`; what they depend on (the wiring, the pool, the token, the portfolio asked about) is in `deps`.
+Each route is thin: check the request, load from Postgres, one core call, publish a command, answer. Bad
+requests get a 4xx whose `detail` names what is wrong and where; nothing a client sends makes a 500.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from rebal_monitor import dashboard
+from rebal_monitor.api import exports, funds, operations, plans, portfolio
+from rebal_monitor.api.deps import Deps, Problem
+
+__all__ = ["Deps", "Problem", "create_api"]
+
+
+def create_api(deps: Deps) -> FastAPI:
+    """The API and the dashboard on `deps` (every route finds them on ``app.state.deps``)."""
+    api = FastAPI(
+        title="Rebal operators' API",
+        version="1",
+        description="See docs/api.md. Every endpoint needs `Authorization: Bearer <token>`.",
+    )
+    api.state.deps = deps
+    api.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
+    api.add_exception_handler(Problem, _problem)  # type: ignore[arg-type]
+    for module in (portfolio, plans, operations, exports, funds):
+        api.include_router(module.router)
+    api.include_router(dashboard.router)  # the page at / and its static files (no token)
+    return api
+
+
+async def _problem(request: Request, exc: Problem) -> JSONResponse:
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+
+
+async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error.get("loc", ()))
+        message = str(error.get("msg", "invalid"))
+        if error.get("type") == "json_invalid":
+            message = f"malformed JSON ({error.get('ctx', {}).get('error', 'cannot be parsed')})"
+        errors.append({"field": field, "message": message})
+    detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or "invalid request"
+    return JSONResponse({"detail": detail, "errors": errors}, status_code=422)

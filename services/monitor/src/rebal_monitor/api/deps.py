@@ -1,0 +1,172 @@
+"""What every route of the operators' API depends on, as FastAPI dependencies.
+
+The monitor's app puts one `Deps` on ``app.state.deps``; routes ask for it (`Needs`), for the API's pool
+(`Db`, a 503 while it is not open), for the portfolio a request is about (`Chosen`: the first configured
+one by default) or for a page's cursor (`After`). Every router carries `Authorised`: a bearer token
+compared in constant time. A request the API refuses raises `Problem`: a status and one sentence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar
+
+import asyncpg
+from fastapi import Depends, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from nats.errors import Error as NatsError
+from pydantic import BaseModel, ConfigDict
+
+from rebal import bus
+from rebal.settings import ApiSettings
+from rebal_monitor import queries, views
+
+PORTFOLIO_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+MAX_PAGE = 500
+DEFAULT_PAGE = 50
+SNAPSHOT_TYPES = ("BalanceSnapshotTaken",)
+TARGET_TYPES = ("TargetWeightsComputed",)
+HALT_TYPES = ("HaltTrading", "ResumeTrading")
+JsonDict = dict[str, Any]
+T = TypeVar("T")
+
+
+@dataclass
+class Deps:
+    """What the API needs, wired by the monitor's app."""
+
+    pool: Callable[[], asyncpg.Pool | None]
+    publisher: bus.EventSink
+    settings: ApiSettings
+    portfolios: tuple[str, ...]
+    checks: dict[str, Callable[[], Awaitable[None]]]
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+
+class Strict(BaseModel):
+    """A request body: unknown fields and loose types refused."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Problem(Exception):
+    """A request the API refuses: the status and one clear sentence."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+def deps_of(request: Request) -> Deps:
+    deps: Deps = request.app.state.deps
+    return deps
+
+
+Needs = Annotated[Deps, Depends(deps_of)]
+bearer = HTTPBearer(auto_error=False, description="the token from REBAL__API__TOKEN(_FILE)")
+
+
+async def authorised(
+    deps: Needs, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> None:
+    token = deps.settings.token
+    if token is None or not token.get_secret_value():
+        raise Problem(401, "the API has no token configured (REBAL__API__TOKEN): every request is refused")
+    if credentials is None:
+        raise Problem(401, "missing 'Authorization: Bearer <token>' header")
+    if not secrets.compare_digest(credentials.credentials.encode(), token.get_secret_value().encode()):
+        raise Problem(401, "wrong bearer token")
+
+
+Authorised = Depends(authorised)
+
+
+def pool_of(deps: Needs) -> asyncpg.Pool:
+    found = deps.pool()
+    if found is None:
+        raise Problem(503, "the monitor's database pool is not open yet")
+    return found
+
+
+Db = Annotated[asyncpg.Pool, Depends(pool_of)]
+
+
+def portfolio_of(
+    deps: Needs,
+    portfolio_id: Annotated[
+        str | None,
+        Query(pattern=PORTFOLIO_PATTERN, description="defaults to the first configured portfolio"),
+    ] = None,
+) -> str:
+    return portfolio_id or deps.portfolios[0]
+
+
+Chosen = Annotated[str, Depends(portfolio_of)]
+
+
+def after_of(
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="next_cursor of the previous page")
+    ] = None,
+) -> tuple[datetime, uuid.UUID] | None:
+    if cursor is None:
+        return None
+    try:
+        return views.decode_cursor(cursor)
+    except views.BadCursor as exc:
+        raise Problem(422, f"query.cursor: {exc}") from None
+
+
+After = Annotated[tuple[datetime, uuid.UUID] | None, Depends(after_of)]
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE)]
+
+
+def cursor_of(key: tuple[datetime, uuid.UUID] | None) -> str | None:
+    return None if key is None else views.encode_cursor(*key)
+
+
+async def publish(deps: Deps, event: Any) -> bool:
+    """Publish a command; NATS not taking it is a 503 naming why."""
+    try:
+        return await deps.publisher.publish(event)
+    except (NatsError, TimeoutError, OSError) as exc:
+        raise Problem(503, f"NATS did not take the command: {type(exc).__name__} {exc}") from None
+
+
+async def halted(pool: asyncpg.Pool, portfolio: str) -> queries.Stored | None:
+    """The halt in force for the portfolio, if any (the latest of HaltTrading and ResumeTrading)."""
+    last = await queries.latest_event(pool, portfolio, HALT_TYPES)
+    return last if last is not None and last.payload.get("type") == "HaltTrading" else None
+
+
+async def refuse_if_halted(pool: asyncpg.Pool, portfolio: str) -> None:
+    if (halt := await halted(pool, portfolio)) is not None:
+        raise Problem(409, f"trading is halted for {portfolio}: {halt.payload.get('reason', '')}")
+
+
+async def latest_inputs(pool: asyncpg.Pool, portfolio: str) -> tuple[queries.Stored, queries.Stored]:
+    """The latest journaled snapshot and target of the portfolio (404 naming which is missing)."""
+    snapshot = await queries.latest_event(pool, portfolio, SNAPSHOT_TYPES)
+    if snapshot is None:
+        raise Problem(404, f"no balance snapshot yet for portfolio {portfolio!r}")
+    target = await queries.latest_event(pool, portfolio, TARGET_TYPES)
+    if target is None:
+        raise Problem(404, f"no target yet for portfolio {portfolio!r}")
+    return snapshot, target
+
+
+async def until_found(find: Callable[[], Awaitable[T | None]], timeout: float, interval: float) -> T | None:
+    """What `find()` gives as soon as it gives something (a service's answer reaching the journal), or
+    None after `timeout` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        found = await find()
+        if found is not None or asyncio.get_running_loop().time() >= deadline:
+            return found
+        await asyncio.sleep(interval)
