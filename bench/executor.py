@@ -1,6 +1,6 @@
 """Executor benchmark: a 50-order plan against the fake Binance at its rate limit, through the real code path.
 
-The executor (`rebal_executor.handlers.Executor`, with its Postgres journal) runs one plan of `--orders`
+The executor (`rebal_executor.execution.Executor`, with its Postgres journal) runs one plan of `--orders`
 market orders (half sells, then half buys sized from the quote the sells produced) on a `CcxtVenue`
 (an unmodified ccxt binance client) pointed at the fake exchange of `tests/fake_exchange`. The fake
 enforces Binance's request weights with a token bucket (`--weight-per-second`, burst `--burst`) and
@@ -41,8 +41,8 @@ sys.path.insert(0, str(ROOT))
 from rebal import db  # noqa: E402
 from rebal.events import PlannedOrder, RebalancePlanned, RunFinished, derive_id, new_event  # noqa: E402
 from rebal_devstack.postgres import PostgresServer  # noqa: E402
-from rebal_executor.handlers import Executor  # noqa: E402
-from rebal_executor.journal import Journal  # noqa: E402
+from rebal_executor.execution import Executor  # noqa: E402
+from rebal_executor.journal import PostgresJournal  # noqa: E402
 from rebal_executor.settings import ExecutorSettings  # noqa: E402
 from rebal_venues.ccxt_settings import CcxtVenueSettings  # noqa: E402
 from rebal_venues.ccxt_venue import open_ccxt_venue  # noqa: E402
@@ -157,7 +157,9 @@ async def run(
                 fake.rate_limit = limit
                 recorder = RecordingPublisher()
                 timed = Timed(venue)
-                executor = Executor({"binance": timed}, recorder, ExecutorSettings(live=True), Journal(pool))
+                executor = Executor(
+                    {"binance": timed}, recorder, ExecutorSettings(live=True), PostgresJournal(pool)
+                )
                 the_plan = plan(orders)
                 started = time.perf_counter()
                 await executor.on_plan(the_plan)

@@ -267,6 +267,8 @@ class _Targets:
     shape: Shape
     assets: list[str]
     markets: Doc
+    # The exchange of the accounts being made (new positions only in assets it has a market for).
+    exchange: str = ""
 
     def sector(self, sector: _Sector, held: set[str]) -> tuple[Doc | None, float]:
         rng, shape = self.rng, self.shape
@@ -287,8 +289,11 @@ class _Targets:
             fresh = [a for a in self.assets if a not in held]
             for asset in rng.sample(fresh, min(len(fresh), rng.randint(1, 2))):
                 held.add(asset)
+                share = rng.uniform(0.2, 1.0) * value / max(len(sector.wallets), 1)
+                if f"{asset}/{QUOTE}" not in self.markets.get(self.exchange, {}):
+                    continue  # no market buys it: a target may not ask for it (the planner refuses)
                 nodes.append({"name": asset.lower(), "asset": asset})
-                values.append(rng.uniform(0.2, 1.0) * value / max(len(sector.wallets), 1))
+                values.append(share)
         if not nodes:
             return None, 0.0
         doc: Doc = {"name": sector.name, "children": weigh(rng, nodes, values, shape.drift)}
@@ -316,6 +321,7 @@ def target_doc(targets: _Targets, accounts: list[_Account], slots: list[tuple[st
     drift = targets.shape.upper_drift
     users: dict[str, tuple[list[Doc], list[float]]] = {}
     for user, exchange, numbers in slots:
+        targets.exchange = exchange
         made = [targets.account(accounts[n]) for n in numbers]
         docs = weigh(targets.rng, [doc for doc, _ in made], [value for _, value in made], drift)
         exchanges, values = users.setdefault(user, ([], []))

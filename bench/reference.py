@@ -208,11 +208,13 @@ def visit_children(
 
 @dataclass
 class Group:
-    """One (account, asset): the net wanted amount of its non-held wallets and its free amount."""
+    """One (account, asset): the net wanted amount of its non-held wallets, its free amount and its
+    desired value (the small-buy policy raises buys in that order, largest first)."""
 
     asset: str
     net: Decimal = ZERO
     free: Decimal = ZERO
+    desired: Decimal = ZERO
     active: list[str] = field(default_factory=list)
 
 
@@ -226,6 +228,7 @@ def groups_of(account: Account) -> tuple[Decimal, dict[str, Group]]:
             continue
         group = groups.setdefault(wallet.asset, Group(wallet.asset))
         group.free += wallet.free
+        group.desired += wallet.desired_value
         if not wallet.hold:
             group.net += wallet.desired_value / wallet.price - wallet.free
             group.active.append(wallet.path)
@@ -237,11 +240,14 @@ Buy = tuple[Group, MarketInfo, int, Decimal]
 
 @dataclass
 class Sold:
-    """An account after its sells: the quote it holds (free cash + net proceeds) and the buys it wants."""
+    """An account after its sells: the quote it holds (free cash + net proceeds), the buys it wants, and
+    the buys under a market's minimum (`small`, with the quote the target asks to spend on all buys)."""
 
     account: Account
     cash: Decimal
     buys: list[Buy]
+    small: list[Buy] = field(default_factory=list)
+    asked: Decimal = ZERO
 
     @property
     def wanted(self) -> Decimal:
@@ -298,7 +304,11 @@ class Planner:
                 steps = min(steps, int(group.free // market.step))
             price = self.walk.prices[asset] / self.walk.prices[account.quote]
             why = self.reason(market, steps, price)
-            if why:
+            if side == "buy":
+                sold.asked += group.net * price * (1 + market.fee_rate)
+            if why and side == "buy":
+                sold.small.append((group, market, steps, price))
+            elif why:
                 self.skip(account, group, side, why)
             elif side == "sell":
                 amount = steps * market.step
@@ -311,16 +321,48 @@ class Planner:
         return sold
 
     def buy(self, sold: Sold, budget: Decimal) -> None:
-        """Phase 2: the buys, all scaled down by the same factor when they would cost more than `budget`."""
+        """Phase 2: the buys, all scaled down by the same factor when they would cost more than `budget`;
+        then the small-buy policy: buys under a minimum (or squeezed out) become orders of the minimum size,
+        largest desired value first (then asset), while what the target asks to spend lasts."""
         cost = sold.wanted
         factor = max(budget, ZERO) / cost if cost > budget and cost > 0 else ONE
+        small = list(sold.small)
+        spent = ZERO
+        made_buys: list[Doc] = []
         for group, market, steps, price in sold.buys:
             scaled = int(steps * factor) if factor < 1 else steps
             if self.reason(market, scaled, price):
-                self.skip(sold.account, group, "buy", "insufficient_quote")
+                small.append((group, market, scaled, price))
                 continue
+            spent += scaled * market.step * price * (1 + market.fee_rate)
             made = order(sold.account, group.asset, "buy", scaled * market.step, 2, market, price)
-            self.buys.append(made | {"step": market.step, "scaled": factor < 1})
+            made_buys.append(made | {"step": market.step, "scaled": factor < 1})
+        room = min(max(budget, ZERO), sold.asked) - spent
+        lasting = True
+        for group, market, steps, price in sorted(small, key=lambda b: (-b[0].desired, b[0].asset)):
+            least = max(
+                ceil_div(market.min_amount, market.step), ceil_div(market.min_cost, market.step * price), 1
+            )
+            price_of = least * market.step * price * (1 + market.fee_rate)
+            if lasting and price_of <= room:
+                room -= price_of
+                made = order(sold.account, group.asset, "buy", least * market.step, 2, market, price)
+                made_buys.append(made | {"step": market.step, "scaled": False})
+                continue
+            lasting = False
+            self.skip(
+                sold.account,
+                group,
+                "buy",
+                self.reason(market, steps, price) or "insufficient_quote",
+            )
+        self.buys.extend(sorted(made_buys, key=lambda o: o["symbol"]))
+
+
+def ceil_div(amount: Decimal, unit: Decimal) -> int:
+    """The fewest whole `unit`s that reach `amount`."""
+    whole = int(amount // unit)
+    return whole + 1 if whole * unit < amount else whole
 
 
 def order(

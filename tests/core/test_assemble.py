@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from decimal import Decimal
 
-from rebal.core.assemble import LayoutAccount, assemble_tree, layout_accounts, split_amount
+from rebal.core.assemble import OPEN_ORDERS, LayoutAccount, assemble_tree, layout_accounts, split_amount
 from rebal.core.tree import parse_tree
 from tests.support import Doc, account, folder, wallet
 
@@ -62,7 +62,7 @@ def test_wallet_amounts_become_the_venue_amounts() -> None:
         "name": "btc",
         "asset": "BTC",
         "amount": "0.75",
-        "locks": [{"owner": "bot", "share": "20%"}],
+        "locks": [{"owner": "bot", "amount": "0.1"}],  # 20% of the layout's 0.5, pinned
     }
     assert wallets["alice/spot/crypto/eth"]["amount"] == "1.25"
     assert wallets["alice/spot/cash/usdt"]["amount"] == "1234.5"
@@ -114,14 +114,44 @@ def test_fixed_locks_larger_than_the_new_amount_are_capped() -> None:
             ],
         )
     )
-    result = assemble_tree(doc, {SPOT: {"USDT": D("1000")}})
-    # Half is shared out to "a" (500); "b" keeps 300; "c" gets what is left: 200.
+    result = assemble_tree(doc, {SPOT: {"USDT": D("3000")}})
+    # "a" holds half of the layout's 5000 (2500, pinned); "b" keeps 300; "c" gets what is left: 200.
     assert wallets_of(result)["alice/spot/usdt"]["locks"] == [
-        {"owner": "a", "share": "0.5"},
+        {"owner": "a", "amount": "2500"},
         {"owner": "b", "amount": "300"},
         {"owner": "c", "amount": "200"},
     ]
     parse_tree(result, "real")
+
+
+def test_a_share_lock_keeps_its_amount_after_the_wallet_shrinks() -> None:
+    # A bot holds 20% of a 0.5 BTC wallet: 0.1 BTC. A rebalance sold some of the free BTC (0.345 held
+    # now): the bot still holds 0.1, not 20% of 0.345 (0.069), so its BTC is never planned as free.
+    doc = layout(wallet("btc", "BTC", "0.5", locks=[{"owner": "arb-bot", "share": "0.2"}]))
+    after = assemble_tree(doc, {SPOT: {"BTC": D("0.345")}})
+    assert wallets_of(after)["alice/spot/btc"]["locks"] == [{"owner": "arb-bot", "amount": "0.1"}]
+    tree = parse_tree(after, "real")
+    [index] = [i for i in range(len(tree)) if tree.path(i) == "alice/spot/btc"]
+    assert tree.exact_locked(index) == D("0.1")
+
+
+def test_what_open_orders_lock_is_a_lock_of_its_own_never_free() -> None:
+    # The venue holds 0.5 BTC: 0.3 free, 0.2 in open orders (ours or anyone's); a bot locks 0.1.
+    doc = layout(wallet("btc", "BTC", "0.5", locks=[{"owner": "arb-bot", "amount": "0.1"}]))
+    result = assemble_tree(
+        doc, {SPOT: {"BTC": D("0.5"), "ETH": D("2")}}, {SPOT: {"BTC": D("0.2"), "ETH": D("1")}}
+    )
+    wallets = wallets_of(result)
+    assert wallets["alice/spot/btc"] == {
+        "name": "btc",
+        "asset": "BTC",
+        "amount": "0.5",
+        "locks": [{"owner": OPEN_ORDERS, "amount": "0.2"}, {"owner": "arb-bot", "amount": "0.1"}],
+    }
+    assert wallets["alice/spot/eth"]["locks"] == [{"owner": OPEN_ORDERS, "amount": "1"}]
+    tree = parse_tree(result, "real")
+    [btc] = [i for i in range(len(tree)) if tree.path(i) == "alice/spot/btc"]
+    assert tree.exact_amount(btc) - tree.exact_locked(btc) == D("0.2")  # free to plan with
 
 
 def test_unreported_accounts_keep_the_layout_and_the_input_is_untouched() -> None:

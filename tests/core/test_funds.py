@@ -143,6 +143,32 @@ def test_a_net_order_below_the_minimum_waits_as_cash_for_a_later_cycle() -> None
     assert [(o.side, o.amount) for o in plan.orders] == [("buy", D("0.0005"))]
 
 
+FIVE = ("AAA", "BBB", "CCC", "DDD", "EEE")
+
+
+def test_a_deposit_under_every_minimum_buys_by_descending_weight_while_it_lasts() -> None:
+    # Five assets at 20%, a 45 USDT deposit, a minimum cost of 10 (no fee): each 9 alone buys nothing.
+    # By weight (then name) each gets the minimum while the 45 lasts: four buys of 10; 5 stays cash.
+    fund = Fund("f5", "paper", "main", "USDT", dict.fromkeys(FIVE, D("0.2")))
+    quotes = {a: Quote(Market(a, "USDT", D("0.01"), D(0), D(10), D(0)), D(1)) for a in FIVE}
+    book = Ledger.from_amounts(fund.assets(), {"a": {"USDT": D(45)}, "b": {}})
+    result = run_cycle(fund, book, Due(deposits={"a": D(45)}), Account(dict(book.totals()), quotes))
+    assert isinstance(result, Cycle)
+    assert [(o.asset, o.side, o.amount) for o in result.phase2.orders] == [
+        (asset, "buy", D(10)) for asset in FIVE[:4]
+    ]
+    final = result.payout.ledger
+    assert final.amounts("a") == {"USDT": D(5), **{asset: D(10) for asset in FIVE[:4]}, "EEE": D(0)}
+    assert final.totals() == {"USDT": D(5), **{asset: D(10) for asset in FIVE[:4]}, "EEE": D(0)}
+
+
+def test_one_deposit_alone_buys_by_descending_weight_while_it_lasts() -> None:
+    fund_weights = dict.fromkeys(FIVE, D("0.2"))
+    quotes = {a: Quote(Market(a, "USDT", D("0.01"), D(0), D(10), D(0)), D(1)) for a in FIVE}
+    spend, cash = split_deposit(D(45), fund_weights, quotes, "USDT")
+    assert spend == {asset: D(10) for asset in FIVE[:4]} and cash == D(5)
+
+
 def test_one_deposit_alone_drops_the_assets_under_the_minimum() -> None:
     spend, cash = split_deposit(D(12), FUND.weights, QUOTES, "USDT")
     # 7.2 buys 0.0001 BTC (5 USDT) and 4.8 is below ETH's 5 USDT minimum: it stays cash.

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
+
+from rebal.core.errors import InputError
 from tests.support import D, account, folder, prices, run, wallet
 
 
@@ -210,7 +213,68 @@ def test_no_route_is_skipped_with_no_market() -> None:
     ]
 
 
-def test_value_moving_between_accounts_becomes_a_transfer_and_funds_the_buys() -> None:
+def test_a_new_position_no_market_reaches_is_refused_naming_the_asset_and_the_account() -> None:
+    # The target asks for SOL, which acc's exchange cannot trade: without the refusal the plan sold the
+    # BTC to fund a buy that can never happen.
+    markets = {"ex": {"BTC/USDT": market()}}
+    real = folder("root", account("acc", wallet("btc", "BTC", "1"), wallet("usdt", "USDT", "0")))
+    target = folder(
+        "root", folder("acc", wallet("btc", "BTC", weight=0.5), wallet("sol", "SOL", weight=0.5), weight=1)
+    )
+    with pytest.raises(InputError) as raised:
+        run(real, target, prices(BTC="100", SOL="10"), markets)
+    assert (raised.value.where, raised.value.source) == ("root/acc/sol", "target")
+    assert raised.value.message == (
+        "no market path for SOL from USDT on ex: account root/acc can never buy it (list a market for it, "
+        "or leave it out of the target)"
+    )
+
+
+def test_a_deposit_smaller_than_every_minimum_buys_by_descending_weight_while_it_lasts() -> None:
+    # Five assets at 20% each, 45 USDT to invest, a minimum cost of 10: each wants 9, under the minimum.
+    # The policy: largest target first (ties by asset), each max(deficit, minimum) while the 45 lasts:
+    # four buys of 10; the fifth no longer fits: its 5 stays cash, reported.
+    assets = ("AAA", "BBB", "CCC", "DDD", "EEE")
+    markets = {"ex": {f"{a}/USDT": market(min_cost="10") for a in assets}}
+    real = folder("root", account("acc", wallet("usdt", "USDT", "45")))
+    target = folder(
+        "root",
+        folder(
+            "acc",
+            *(wallet(a.lower(), a, weight=0.2) for a in assets),
+            wallet("usdt", "USDT", weight=0),
+            weight=1,
+        ),
+    )
+    _, _, out = run(real, target, prices(**dict.fromkeys(assets, "1")), markets)
+    assert brief(out) == [(2, f"{a}/USDT", "buy", "10") for a in assets[:4]]
+    assert [(s["symbol"], s["amount"], s["reason"]) for s in out["skipped"]] == [
+        ("EEE/USDT", "9", "below_min_cost")
+    ]
+
+
+def test_the_small_buy_policy_goes_by_target_weight_and_never_spends_the_cash_kept() -> None:
+    # 30 USDT to invest (the target keeps 70 as cash): BTC wanted 18, ETH 12, with minimums of 20 and 15.
+    # BTC (the larger weight) is raised to 20; ETH's 15 no longer fits in the 10 left: it stays cash, and
+    # the 70 the target keeps is never spent.
+    markets = {"ex": {"BTC/USDT": market(min_cost="20"), "ETH/USDT": market(min_cost="15")}}
+    real = folder("root", account("acc", wallet("usdt", "USDT", "100")))
+    target = folder(
+        "root",
+        folder(
+            "acc",
+            wallet("btc", "BTC", weight=0.18),
+            wallet("eth", "ETH", weight=0.12),
+            wallet("usdt", "USDT", weight=0.7),
+            weight=1,
+        ),
+    )
+    _, _, out = run(real, target, PRICES, markets)
+    assert brief(out) == [(2, "BTC/USDT", "buy", "0.2")]
+    assert [(s["symbol"], s["amount"], s["reason"]) for s in out["skipped"]] == [
+        ("ETH/USDT", "1.2", "below_min_cost")
+    ]
+
     real = folder(
         "root",
         account("a", wallet("btc", "BTC", "2"), wallet("usdt", "USDT", "0"), exchange="x1"),

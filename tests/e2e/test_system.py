@@ -31,7 +31,7 @@ from rebal.events import (
     new_event,
 )
 from rebal_cli import commands
-from rebal_executor.handlers import client_order_id
+from rebal_executor.execution import client_order_id
 from tests.e2e.conftest import System
 from tests.e2e.flow import (
     PORTFOLIO,

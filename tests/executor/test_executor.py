@@ -25,14 +25,16 @@ from rebal.events import (
     ResumeTrading,
     RunFinished,
     RunStarted,
+    SkippedOrder,
     TakeSnapshot,
     derive_id,
     new_event,
 )
 from rebal_devstack.pytest_plugin import FreshDatabase
 from rebal_executor.app import Runtime
-from rebal_executor.handlers import Executor, client_order_id, register
-from rebal_executor.journal import Journal
+from rebal_executor.execution import Executor, Journal, client_order_id
+from rebal_executor.handlers import register
+from rebal_executor.journal import PostgresJournal
 from rebal_executor.settings import ExecutorSettings
 from rebal_venues.paper import PaperVenue
 from tests.fakes import RecordingPublisher
@@ -93,16 +95,21 @@ def paper(pool: asyncpg.Pool) -> PaperVenue:
     return PaperVenue.from_documents("paper", pool, demo("markets"), demo("prices"), Clock(), **STILL)
 
 
-async def executor(pool: asyncpg.Pool, balances: dict[str, Decimal] = DEMO_BALANCES) -> tuple[Executor, Any]:
+async def executor(
+    pool: asyncpg.Pool, balances: dict[str, Decimal] = DEMO_BALANCES, journal: Journal | None = None
+) -> tuple[Executor, Any]:
     venue = paper(pool)
     await venue.seed(SPOT, balances)
     recorder = RecordingPublisher()
     settings = ExecutorSettings(live=True)
-    return Executor({"paper": venue}, recorder, settings, Journal(pool), clock=Clock()), recorder
+    journal = PostgresJournal(pool) if journal is None else journal
+    return Executor({"paper": venue}, recorder, settings, journal, clock=Clock()), recorder
 
 
-async def test_a_plan_is_executed_sells_first_with_exact_balances(pool: asyncpg.Pool) -> None:
-    run, recorder = await executor(pool)
+async def test_a_plan_is_executed_sells_first_with_exact_balances(
+    pool: asyncpg.Pool, journal: Journal
+) -> None:
+    run, recorder = await executor(pool, journal=journal)
     the_plan = plan(*DEMO_ORDERS)
     await run.on_plan(the_plan)
     assert [type(e).__name__ for e in recorder.published] == [
@@ -135,8 +142,8 @@ async def test_a_plan_is_executed_sells_first_with_exact_balances(pool: asyncpg.
     assert all(e.correlation_id == the_plan.correlation_id for e in recorder.published)
 
 
-async def test_a_redelivered_plan_places_nothing_twice(pool: asyncpg.Pool) -> None:
-    run, recorder = await executor(pool)
+async def test_a_redelivered_plan_places_nothing_twice(pool: asyncpg.Pool, journal: Journal) -> None:
+    run, recorder = await executor(pool, journal=journal)
     the_plan = plan(*DEMO_ORDERS)
     await run.on_plan(the_plan)
     balances = (await paper(pool).balances(SPOT)).free
@@ -147,8 +154,8 @@ async def test_a_redelivered_plan_places_nothing_twice(pool: asyncpg.Pool) -> No
     assert await pool.fetchval("SELECT count(*) FROM paper.orders") == 3
 
 
-async def test_buys_are_scaled_to_the_quote_really_held(pool: asyncpg.Pool) -> None:
-    run, recorder = await executor(pool, {"USDT": D("1000")})
+async def test_buys_are_scaled_to_the_quote_really_held(pool: asyncpg.Pool, journal: Journal) -> None:
+    run, recorder = await executor(pool, {"USDT": D("1000")}, journal)
     transfer = PlannedTransfer(
         asset="USDT", from_account=SPOT, to_account="demo/other", amount=D(50), est_value=D(50)
     )
@@ -178,24 +185,35 @@ async def test_buys_are_scaled_to_the_quote_really_held(pool: asyncpg.Pool) -> N
     }
 
 
-async def test_buys_under_the_minimum_after_scaling_are_skipped(pool: asyncpg.Pool) -> None:
-    run, recorder = await executor(pool, {"USDT": D("4")})
+async def test_buys_under_the_minimum_after_scaling_are_skipped(pool: asyncpg.Pool, journal: Journal) -> None:
+    run, recorder = await executor(pool, {"USDT": D("4")}, journal)
     await run.on_plan(plan(order("SOL/USDT", "buy", "1", 2)))
     [finished] = [e for e in recorder.published if isinstance(e, RunFinished)]
     assert (finished.placed, finished.skipped) == (0, 1)
     assert finished.reasons == ("leg 0 SOL/USDT buy skipped: below_min_cost",)
 
 
-async def test_dry_run_plans_are_not_executed(pool: asyncpg.Pool) -> None:
-    run, recorder = await executor(pool)
+async def test_the_plans_own_skips_are_in_the_run_report(pool: asyncpg.Pool, journal: Journal) -> None:
+    run, recorder = await executor(pool, journal=journal)
+    skip = SkippedOrder(
+        path="demo/paper/spot/sol", symbol="SOL/USDT", side="buy", amount=D("0.004"), reason="below_step"
+    )
+    await run.on_plan(plan(*DEMO_ORDERS, skipped=(skip,)))
+    [finished] = [e for e in recorder.published if isinstance(e, RunFinished)]
+    assert (finished.status, finished.placed, finished.skipped) == ("completed", 3, 1)
+    assert finished.reasons == ("skipped in the plan: demo/paper/spot/sol SOL/USDT buy 0.004: below_step",)
+
+
+async def test_dry_run_plans_are_not_executed(pool: asyncpg.Pool, journal: Journal) -> None:
+    run, recorder = await executor(pool, journal=journal)
     await run.on_plan(plan(*DEMO_ORDERS, dry_run=True))
     assert recorder.published == []
     assert await pool.fetchval("SELECT count(*) FROM paper.orders") == 0
 
 
-async def test_on_the_in_memory_broker_a_plan_is_executed(pool: asyncpg.Pool) -> None:
+async def test_on_the_in_memory_broker_a_plan_is_executed(pool: asyncpg.Pool, journal: Journal) -> None:
     broker = NatsBroker()
-    run, recorder = await executor(pool)
+    run, recorder = await executor(pool, journal=journal)
     register(broker, bus.Publisher(broker), run.on_plan)
     async with TestNatsBroker(broker) as test_broker:
         the_plan = plan(*DEMO_ORDERS)
@@ -292,7 +310,7 @@ async def test_on_a_real_server_halt_and_resume_commands_reach_the_executor(
             await publisher.publish(
                 new_event(HaltTrading, key="h", now=now, portfolio_id="demo", reason="test")
             )
-            journal = Journal(pool)
+            journal = PostgresJournal(pool)
             for _ in range(100):
                 if await journal.halted("demo"):
                     break

@@ -13,8 +13,8 @@ from prometheus_client import REGISTRY
 
 from rebal.events import HaltTrading, PlannedOrder, RunFinished, new_event
 from rebal.venue import Venue
-from rebal_executor.handlers import Executor
-from rebal_executor.journal import Journal
+from rebal_executor.execution import Executor
+from rebal_executor.journal import PostgresJournal
 from rebal_executor.settings import ExecutorSettings
 from rebal_venues.ccxt_venue import open_ccxt_venue
 from tests.executor.test_executor import plan
@@ -54,7 +54,7 @@ def impatient_executor(venue: Venue, recorder: RecordingPublisher, pool: asyncpg
         ExecutorSettings.model_validate(
             {"live": True, "execution": {"order_timeout_seconds": 1, "poll_interval_seconds": 0.5}}
         ),
-        Journal(pool),
+        PostgresJournal(pool),
         clock=Clock(T0),
         sleep=no_wait,
     )
@@ -76,7 +76,7 @@ async def test_an_order_placed_by_hand_is_external_and_survives_a_halt(pool: asy
     async with serving(book) as origin, open_ccxt_venue(settings(origin)) as venue:
         recorder = RecordingPublisher()
         executor = Executor(
-            {"binance": venue}, recorder, ExecutorSettings(live=True), Journal(pool), clock=Clock(T0)
+            {"binance": venue}, recorder, ExecutorSettings(live=True), PostgresJournal(pool), clock=Clock(T0)
         )
         await executor.on_plan(plan(order("BTC/USDT", "sell", "0.01", 1), order("ETH/USDT", "buy", "0.2", 2)))
         [finished] = [e for e in recorder.published if isinstance(e, RunFinished)]

@@ -16,8 +16,8 @@ from prometheus_client import REGISTRY
 
 from rebal.events import HaltTrading, RunFinished, new_event
 from rebal.venue import OrderState, Side
-from rebal_executor.handlers import Executor
-from rebal_executor.journal import Journal
+from rebal_executor.execution import Executor
+from rebal_executor.journal import PostgresJournal
 from rebal_executor.settings import ExecutorSettings
 from tests.executor.test_executor import DEMO_BALANCES, DEMO_ORDERS, SPOT, paper, plan
 from tests.executor.wrapped import Wrapped
@@ -61,7 +61,9 @@ class Outsider(Wrapped):
 async def run_with(pool: asyncpg.Pool, venue: Outsider) -> RunFinished:
     await venue.inner.seed(SPOT, DEMO_BALANCES)
     recorder = RecordingPublisher()
-    executor = Executor({"paper": venue}, recorder, ExecutorSettings(live=True), Journal(pool), clock=Clock())
+    executor = Executor(
+        {"paper": venue}, recorder, ExecutorSettings(live=True), PostgresJournal(pool), clock=Clock()
+    )
     await executor.on_plan(plan(*DEMO_ORDERS))
     [finished] = [e for e in recorder.published if isinstance(e, RunFinished)]
     return finished
@@ -131,7 +133,7 @@ async def test_open_orders_not_in_the_journal_are_external_and_survive_a_halt(
     venue = Outsider(paper(pool))
     recorder = RecordingPublisher()
     executor = Executor(
-        {"paper": venue}, recorder, ExecutorSettings(live=True), Journal(pool), clock=Clock(T0)
+        {"paper": venue}, recorder, ExecutorSettings(live=True), PostgresJournal(pool), clock=Clock(T0)
     )
     await venue.inner.seed(SPOT, DEMO_BALANCES)
     await executor.on_plan(plan(*DEMO_ORDERS))  # the account is now one the executor trades on

@@ -1,5 +1,6 @@
-"""Routed sells (XYZ → BTC → USDT): the second leg sells what the first delivered, never the account's own
-BTC; a second leg that fails reports the intermediate it strands."""
+"""Routed orders. Sells (XYZ → BTC → USDT): the second leg sells what the first delivered, never the
+account's own BTC; a second leg that fails reports the intermediate it strands. Buys (USDT → BTC → XYZ):
+a second leg that fails has the BTC the first bought sold back to USDT, or reported stranded."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ from typing import Any
 
 import asyncpg
 import pytest
+from prometheus_client import REGISTRY
 
 from rebal.events import PlannedOrder, RunFinished
 from rebal.venue import OrderRejected
-from rebal_executor.handlers import Executor
-from rebal_executor.journal import Journal
+from rebal_executor.execution import Executor
+from rebal_executor.journal import PostgresJournal
 from rebal_executor.settings import ExecutorSettings
 from rebal_venues.paper import PaperVenue
 from tests.executor.test_executor import SPOT, plan
@@ -56,7 +58,9 @@ async def setup(pool: asyncpg.Pool) -> tuple[Executor, RecordingPublisher, Fault
     venue = FaultyVenue(paper)
     recorder = RecordingPublisher()
     return (
-        Executor({"paper": venue}, recorder, ExecutorSettings(live=True), Journal(pool), clock=Clock()),
+        Executor(
+            {"paper": venue}, recorder, ExecutorSettings(live=True), PostgresJournal(pool), clock=Clock()
+        ),
         recorder,
         venue,
     )
@@ -88,3 +92,56 @@ async def test_a_failed_second_leg_reports_the_stranded_intermediate(pool: async
         "leg 1 BTC/USDT sell rejected: invalid_order: market closed",
         "route legs 0-1: 0.00041624 BTC delivered by leg 0 stays in demo/paper/spot (stranded, not unwound)",
     )
+
+
+def buy(symbol: str, amount: str, price: str) -> PlannedOrder:
+    return sell(symbol, amount, price).model_copy(update={"side": "buy", "phase": 2})
+
+
+# The planner's routed buy: USDT → BTC (enough for the XYZ, rounded up to the step), then BTC → XYZ.
+ROUTED_BUY = (buy("BTC/USDT", "0.001", "60000"), buy("XYZ/BTC", "100", "0.0000083333"))
+
+
+async def bought_through(pool: asyncpg.Pool, fault: object) -> tuple[RunFinished, dict[str, Decimal]]:
+    paper = PaperVenue.from_documents("paper", pool, ROUTED_MARKETS, ROUTED_PRICES, Clock(), **STILL)
+    await paper.seed(SPOT, {"USDT": D(1000)})
+    venue = FaultyVenue(paper, faults={1: (fault, False)})  # the XYZ leg is refused
+    recorder = RecordingPublisher()
+    executor = Executor(
+        {"paper": venue}, recorder, ExecutorSettings(live=True), PostgresJournal(pool), clock=Clock()
+    )
+    await executor.on_plan(plan(*ROUTED_BUY))
+    [finished] = [e for e in recorder.published if isinstance(e, RunFinished)]
+    return finished, dict((await paper.balances(SPOT)).free)
+
+
+async def test_a_failed_second_leg_of_a_routed_buy_sells_the_intermediate_back(pool: asyncpg.Pool) -> None:
+    finished, free = await bought_through(pool, OrderRejected("x", "invalid_order: market closed"))
+    # 0.001 BTC bought for 60 + 0.06; the XYZ leg refused; the 0.001 BTC sold back for 60 - 0.06.
+    assert finished.reasons == (
+        "leg 1 XYZ/BTC buy rejected: invalid_order: market closed",
+        "route legs 0-1: 0.001 BTC delivered by leg 0 sold back to USDT (0.001, leg 3)",
+    )
+    assert free == {"USDT": D(1000) - D("60.06") + D("59.94")}
+    assert (finished.placed, finished.filled) == (2, 2)
+
+
+async def test_an_intermediate_that_cannot_be_sold_back_is_reported_stranded(pool: asyncpg.Pool) -> None:
+    labels = {"exchange": "paper", "asset": "BTC"}
+    before = REGISTRY.get_sample_value("rebal_stranded_assets_total", labels) or 0
+    paper = PaperVenue.from_documents("paper", pool, ROUTED_MARKETS, ROUTED_PRICES, Clock(), **STILL)
+    await paper.seed(SPOT, {"USDT": D(1000)})
+    refused = OrderRejected("x", "invalid_order: market closed")
+    venue = FaultyVenue(paper, faults={1: (refused, False), 2: (refused, False)})  # the sale back too
+    recorder = RecordingPublisher()
+    executor = Executor(
+        {"paper": venue}, recorder, ExecutorSettings(live=True), PostgresJournal(pool), clock=Clock()
+    )
+    await executor.on_plan(plan(*ROUTED_BUY))
+    [finished] = [e for e in recorder.published if isinstance(e, RunFinished)]
+    assert finished.reasons[-1] == (
+        "route legs 0-1: 0.001 BTC delivered by leg 0 stays in demo/paper/spot (stranded: selling it back "
+        "failed)"
+    )
+    assert REGISTRY.get_sample_value("rebal_stranded_assets_total", labels) == before + 1
+    assert (await paper.balances(SPOT)).free["BTC"] == D("0.001")

@@ -16,14 +16,15 @@ from prometheus_client import REGISTRY
 from rebal.events import HaltTrading, OrderFilled, OrderPlaced, ResumeTrading, RunFinished, new_event
 from rebal.venue import (
     Balances,
+    Fill,
     OrderState,
     Side,
     VenueAuthError,
     VenueError,
     VenueRateLimited,
 )
-from rebal_executor.handlers import Executor, client_order_id
-from rebal_executor.journal import Journal
+from rebal_executor.execution import Executor, Journal, client_order_id
+from rebal_executor.journal import PostgresJournal
 from rebal_executor.settings import ExecutorSettings
 from tests.executor.test_executor import DEMO_BALANCES, DEMO_ORDERS, SPOT, order, paper, plan
 from tests.executor.wrapped import Wrapped
@@ -50,6 +51,8 @@ class FaultyVenue(Wrapped):
     faults: dict[int, Fault] = field(default_factory=dict)
     stale_free: list[Mapping[str, Decimal]] = field(default_factory=list)
     lookups_fail: bool = False
+    # The next this many look-ups fail (a look-up that fails proves nothing).
+    lookup_failures: int = 0
     # Each placement moves this clock on by this much (a slow venue, for the run deadline).
     clock: Clock | None = None
     per_placement: timedelta = timedelta(0)
@@ -76,13 +79,17 @@ class FaultyVenue(Wrapped):
         raise error if isinstance(error, BaseException) else error("scripted fault")
 
     async def order(self, account: str, client_order_id: str, symbol: str | None = None) -> OrderState | None:
-        if self.lookups_fail:
+        if self.lookups_fail or self.lookup_failures > 0:
+            self.lookup_failures -= 1
             raise VenueError("look-up timed out")
         return await self.inner.order(account, client_order_id, symbol=symbol)
 
 
 async def setup(
-    pool: asyncpg.Pool, balances: Mapping[str, Decimal] = DEMO_BALANCES, **settings: object
+    pool: asyncpg.Pool,
+    balances: Mapping[str, Decimal] = DEMO_BALANCES,
+    journal: Journal | None = None,
+    **settings: object,
 ) -> tuple[Executor, RecordingPublisher, FaultyVenue]:
     inner = paper(pool)
     await inner.seed(SPOT, dict(balances))
@@ -92,7 +99,7 @@ async def setup(
         {"paper": venue},
         recorder,
         ExecutorSettings.model_validate({"live": True, **settings}),
-        Journal(pool),
+        PostgresJournal(pool) if journal is None else journal,
         clock=Clock(),
     )
 
@@ -114,8 +121,10 @@ async def paper_orders(pool: asyncpg.Pool) -> list[str]:
     ]
 
 
-async def test_live_trading_is_off_by_default_and_refuses_with_the_reason(pool: asyncpg.Pool) -> None:
-    executor, recorder, _ = await setup(pool, live=False)
+async def test_live_trading_is_off_by_default_and_refuses_with_the_reason(
+    pool: asyncpg.Pool, journal: Journal
+) -> None:
+    executor, recorder, _ = await setup(pool, journal=journal, live=False)
     assert ExecutorSettings().live is False
     await executor.on_plan(plan(*DEMO_ORDERS))
     finished = finished_of(recorder)
@@ -162,11 +171,13 @@ async def test_every_order_is_journaled_before_it_is_sent_and_every_change_recor
     assert finished_of(recorder).status == "completed"
 
 
-async def test_orders_above_the_notional_limits_are_skipped_with_the_reason(pool: asyncpg.Pool) -> None:
+async def test_orders_above_the_notional_limits_are_skipped_with_the_reason(
+    pool: asyncpg.Pool, journal: Journal
+) -> None:
     # BTC 0.21666 x 60000 = 12999.6 > 10000 per order; SOL 6.66 x 150 = 999 passes; ETH 2 x 3000 = 6000
     # would take the run to 6999 > 6998.
     executor, recorder, _ = await setup(
-        pool, execution={"max_order_notional": "10000", "max_run_notional": "6998"}
+        pool, journal=journal, execution={"max_order_notional": "10000", "max_run_notional": "6998"}
     )
     await executor.on_plan(plan(*DEMO_ORDERS))
     finished = finished_of(recorder)
@@ -188,13 +199,13 @@ async def test_orders_above_the_notional_limits_are_skipped_with_the_reason(pool
     }
 
 
-async def test_halt_refuses_runs_across_restarts_until_resumed(pool: asyncpg.Pool) -> None:
-    executor, recorder, _ = await setup(pool)
+async def test_halt_refuses_runs_across_restarts_until_resumed(pool: asyncpg.Pool, journal: Journal) -> None:
+    executor, recorder, _ = await setup(pool, journal=journal)
     halt = new_event(HaltTrading, key="h1", now=T0, portfolio_id="demo", reason="exchange incident")
     await executor.halt(halt)
     assert REGISTRY.get_sample_value("rebal_trading_halted", {"portfolio": "demo"}) == 1
     # A restarted executor (a new instance on the same journal) is still halted.
-    restarted = Executor(executor.venues, recorder, executor.settings, Journal(pool), clock=Clock())
+    restarted = Executor(executor.venues, recorder, executor.settings, executor.journal, clock=Clock())
     await restarted.restore_halts(["demo"])
     await restarted.on_plan(plan(*DEMO_ORDERS, key="during-halt"))
     finished = finished_of(recorder)
@@ -215,8 +226,8 @@ async def test_halt_refuses_runs_across_restarts_until_resumed(pool: asyncpg.Poo
     assert len(await paper_orders(pool)) == 3
 
 
-async def test_older_queued_plans_are_superseded_by_the_newest(pool: asyncpg.Pool) -> None:
-    executor, recorder, _ = await setup(pool)
+async def test_older_queued_plans_are_superseded_by_the_newest(pool: asyncpg.Pool, journal: Journal) -> None:
+    executor, recorder, _ = await setup(pool, journal=journal)
     plans = [plan(*DEMO_ORDERS, key=f"p{i}", occurred_at=T0.replace(minute=i)) for i in range(3)]
     for each in plans:
         assert await executor.accept(each)
@@ -255,7 +266,9 @@ async def setup_again(pool: asyncpg.Pool) -> tuple[Executor, RecordingPublisher,
     """A fresh executor on the same database (the paper balances are already seeded)."""
     venue = FaultyVenue(paper(pool))
     recorder = RecordingPublisher()
-    executor = Executor({"paper": venue}, recorder, ExecutorSettings(live=True), Journal(pool), clock=Clock())
+    executor = Executor(
+        {"paper": venue}, recorder, ExecutorSettings(live=True), PostgresJournal(pool), clock=Clock()
+    )
     return executor, recorder, venue
 
 
@@ -273,7 +286,9 @@ async def test_a_submit_without_an_answer_is_looked_up_and_never_sent_under_a_ne
     await executor.on_plan(the_plan)
     cids = [client_order_id(the_plan.event_id, leg) for leg in range(3)]
     assert venue.placements == [cids[0], cids[1], cids[1], cids[1], cids[2]]  # the same id each time
-    assert venue.sleeps == [0.2, 1.5, 0.4]  # backoff base 0.2 s, the venue's Retry-After, then 0.2 x 2
+    # Leg 0 is found by the first look-up (no blind wait, no resend); leg 1 waits the venue's Retry-After,
+    # then 1 s x 2 (the second refusal in a row, no Retry-After).
+    assert venue.sleeps == [1.5, 2.0]
     assert finished_of(recorder).status == "completed"
     assert await paper_orders(pool) == sorted(cids)
     moves = await pool.fetch(
@@ -313,8 +328,10 @@ async def test_insufficient_funds_refreshes_the_balance_and_resizes_once(pool: a
     assert (await paper(pool).balances(SPOT)).free == {"ETH": D("0.3323"), "USDT": D("1000") - D("997.8969")}
 
 
-async def test_an_authentication_error_stops_the_run_with_an_error(pool: asyncpg.Pool) -> None:
-    executor, recorder, venue = await setup(pool)
+async def test_an_authentication_error_stops_the_run_with_an_error(
+    pool: asyncpg.Pool, journal: Journal
+) -> None:
+    executor, recorder, venue = await setup(pool, journal=journal)
     venue.faults = {0: (VenueAuthError("API key rejected"), False)}
     await executor.on_plan(plan(*DEMO_ORDERS))
     finished = finished_of(recorder)
@@ -325,8 +342,10 @@ async def test_an_authentication_error_stops_the_run_with_an_error(pool: asyncpg
     assert [type(e).__name__ for e in recorder.published if isinstance(e, OrderPlaced)] == []
 
 
-async def test_a_price_move_beyond_the_tolerance_stops_before_the_buys(pool: asyncpg.Pool) -> None:
-    executor, recorder, _ = await setup(pool)
+async def test_a_price_move_beyond_the_tolerance_stops_before_the_buys(
+    pool: asyncpg.Pool, journal: Journal
+) -> None:
+    executor, recorder, _ = await setup(pool, journal=journal)
     eth = order("ETH/USDT", "buy", "2", 2).model_copy(update={"est_price": D(2900)})  # now 3000: +3.4%
     await executor.on_plan(plan(DEMO_ORDERS[0], DEMO_ORDERS[1], eth))
     finished = finished_of(recorder)
@@ -352,7 +371,7 @@ async def test_reconciliation_adopts_what_the_venue_shows_for_our_ids(pool: asyn
     cid = client_order_id(the_plan.event_id, 0)
     finished = finished_of(recorder)
     assert finished.reasons == (
-        f"leg 0 BTC/USDT sell failed: {cid} outcome unknown after 5 attempts: left to reconcile",
+        f"leg 0 BTC/USDT sell failed: {cid} outcome unknown (look-ups failed: VenueError): left to reconcile",
     )
     assert await pool.fetchval("SELECT state FROM execution.orders") == "outcome_unknown"
     # ...then the venue answers again: reconciliation finds it filled, records its fill once.
@@ -368,9 +387,9 @@ async def test_reconciliation_adopts_what_the_venue_shows_for_our_ids(pool: asyn
 
 
 async def test_a_stale_plan_is_not_started_and_a_slow_run_times_out_before_its_next_leg(
-    pool: asyncpg.Pool,
+    pool: asyncpg.Pool, journal: Journal
 ) -> None:
-    executor, recorder, venue = await setup(pool)
+    executor, recorder, venue = await setup(pool, journal=journal)
     await executor.on_plan(plan(*DEMO_ORDERS, key="stale", occurred_at=T0 - timedelta(seconds=601)))
     assert finished_of(recorder).reasons == (
         "the plan is more than 600 s old: not started (re-plan with fresh prices)",
@@ -456,9 +475,9 @@ async def external_orders(pool: asyncpg.Pool) -> list[tuple[object, ...]]:
     return [tuple(row) for row in rows]
 
 
-async def test_a_sell_of_less_than_planned_scales_the_buys_down(pool: asyncpg.Pool) -> None:
+async def test_a_sell_of_less_than_planned_scales_the_buys_down(pool: asyncpg.Pool, journal: Journal) -> None:
     # The plan sells 0.2 BTC to fund 3.9 ETH; only 0.1 BTC is there now.
-    executor, recorder, _ = await setup(pool, {"BTC": D("0.1")})
+    executor, recorder, _ = await setup(pool, {"BTC": D("0.1")}, journal)
     await executor.on_plan(plan(order("BTC/USDT", "sell", "0.2", 1), order("ETH/USDT", "buy", "3.9", 2)))
     finished = finished_of(recorder)
     # Sold 0.1: 6000 - 6 = 5994 USDT. 3.9 ETH would cost 3.9 x 3000 x 1.002 x 1.001 = 11735.1234:
@@ -468,3 +487,59 @@ async def test_a_sell_of_less_than_planned_scales_the_buys_down(pool: asyncpg.Po
         "leg 1 ETH/USDT buy scaled from 3.9 to 1.992: 5994 USDT free after the sells",
     )
     assert (await paper(pool).balances(SPOT)).free == {"ETH": D("1.992"), "USDT": D("12.024")}
+
+
+@dataclass
+class FillsWhileCancelled(RestingVenue):
+    """Its orders rest until cancelled, and a cancel loses the race: the order fills just before."""
+
+    async def cancel_order(self, account: str, client_order_id: str, symbol: str) -> OrderState | None:
+        self.cancelled.append(client_order_id)
+        state = self.orders[client_order_id]
+        fill = Fill(f"t-{client_order_id}", state.amount, D(60000), D("0.5"), "USDT")
+        self.orders[client_order_id] = OrderState(
+            client_order_id, account, symbol, state.side, state.amount, "filled", state.amount, (fill,)
+        )
+        return self.orders[client_order_id]
+
+
+async def test_a_fill_that_races_a_halts_cancel_is_published(pool: asyncpg.Pool, journal: Journal) -> None:
+    executor, recorder, _ = await setup(
+        pool, journal=journal, execution={"order_timeout_seconds": 1, "poll_interval_seconds": 0.5}
+    )
+    executor.venues = {"paper": FillsWhileCancelled(paper(pool))}
+    the_plan = plan(DEMO_ORDERS[0])
+    await executor.on_plan(the_plan)  # the sell rests open
+    cid = client_order_id(the_plan.event_id, 0)
+    await executor.halt(new_event(HaltTrading, key="h", now=T0, portfolio_id="demo", reason="incident"))
+    [filled] = [e for e in recorder.published if isinstance(e, OrderFilled)]
+    assert (filled.client_order_id, filled.trade_id, filled.amount) == (cid, f"t-{cid}", D("0.21666"))
+    journaled = await journal.order(cid)
+    assert journaled is not None and journaled.state == "filled"
+
+
+async def test_a_second_plan_made_from_the_same_snapshot_is_refused(
+    pool: asyncpg.Pool, journal: Journal
+) -> None:
+    executor, recorder, _ = await setup(pool, journal=journal)
+    taken = T0 - timedelta(seconds=5)
+    first = plan(*DEMO_ORDERS, key="first", snapshot_taken_at=taken)
+    await executor.on_plan(first)
+    # A second trigger planned on the same snapshot after the first run started: it would trade again.
+    second = plan(*DEMO_ORDERS, key="second", snapshot_taken_at=taken, occurred_at=T0 + timedelta(seconds=1))
+    await executor.on_plan(second)
+    ends = {e.plan_id: e for e in recorder.published if isinstance(e, RunFinished)}
+    assert ends[first.event_id].status == "completed"
+    refused = ends[second.event_id]
+    assert (refused.status, refused.placed) == ("cancelled", 0)
+    assert refused.reasons == (
+        f"the plan was made from snapshot {second.snapshot_id} taken at {taken.isoformat()}, not after the "
+        f"end of portfolio demo's last run ({T0.isoformat()}): not started (re-plan from a newer snapshot)",
+    )
+    assert len(await paper_orders(pool)) == 3  # only the first run traded
+    # A plan made from a snapshot taken after the first run ended runs.
+    third = plan(*DEMO_ORDERS[1:], key="third", snapshot_taken_at=T0 + timedelta(seconds=1))
+    await executor.on_plan(third)
+    assert {e.plan_id: e for e in recorder.published if isinstance(e, RunFinished)}[
+        third.event_id
+    ].status == ("completed")

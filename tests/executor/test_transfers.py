@@ -10,10 +10,10 @@ import asyncpg
 import pytest
 
 from rebal.events import PlannedTransfer, RunFinished
-from rebal_executor.handlers import Executor
-from rebal_executor.journal import Journal
+from rebal_executor.execution import Executor
+from rebal_executor.execution.transfers import Transfers, transfer_id
+from rebal_executor.journal import PostgresJournal
 from rebal_executor.settings import ExecutorSettings
-from rebal_executor.transfers import Transfers, transfer_id
 from rebal_venues.paper import PaperVenue
 from tests.executor.test_executor import SPOT, demo, order, plan
 from tests.fakes import RecordingPublisher
@@ -46,7 +46,7 @@ async def setup(pool: asyncpg.Pool, **settings: object) -> tuple[Executor, Recor
         {"paper": paper},
         recorder,
         ExecutorSettings.model_validate({"live": True, "transfers": True, **settings}),
-        Journal(pool),
+        PostgresJournal(pool),
         clock=clock,
     )
 
@@ -109,12 +109,18 @@ async def test_a_transfer_not_credited_in_time_is_reported_and_the_buys_shrink(p
     assert (await paper.balances(OTHER)).free == {}
 
 
-async def test_transfers_are_off_by_default_and_a_pre_check_failure_skips(pool: asyncpg.Pool) -> None:
+async def test_transfers_are_off_by_default_and_a_failing_pre_check_stops_the_run_before_any_leg(
+    pool: asyncpg.Pool,
+) -> None:
     assert ExecutorSettings().transfers is False
     executor, recorder, _ = await setup(pool)
+    # DOGE moves on no network: the pre-check fails before the run's sell would raise money for nothing.
     await executor.on_plan(funding_plan("DOGE", "5"))  # type: ignore[arg-type]
     [finished] = [e for e in recorder.published if isinstance(e, RunFinished)]
-    assert finished.reasons[0] == (
-        "transfer of 5 DOGE from demo/paper/spot to demo/paper/other pre-check failed (no network): skipped"
+    assert (finished.status, finished.placed) == ("cancelled", 0)
+    assert finished.reasons == (
+        "transfer of 5 DOGE from demo/paper/spot to demo/paper/other pre-check failed (no network): the run "
+        "was not started (no leg was placed)",
     )
     assert await pool.fetchval("SELECT count(*) FROM paper.transfers") == 0
+    assert await pool.fetchval("SELECT count(*) FROM paper.orders") == 0

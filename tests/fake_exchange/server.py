@@ -1,7 +1,10 @@
 """The fake exchange over HTTP: enough of Binance's spot REST API (v3) for an unmodified ccxt `binance`.
 
 Signed endpoints accept any signature but need a known ``X-MBX-APIKEY``. Errors are Binance's: HTTP 400
-with ``{"code": -2010, "msg": …}``, 401 for a bad key, 429 with ``Retry-After`` when rate-limited.
+with ``{"code": -2010, "msg": …}``, 401 for a bad key, 429 with ``Retry-After`` when rate-limited; every
+answer carries ``X-MBX-USED-WEIGHT-1M`` (Binance: "every request will contain
+X-MBX-USED-WEIGHT-(intervalNum)(intervalLetter) in the response headers"). What the book models of
+Binance's documented behaviour is in `tests.fake_exchange.state`.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from tests.fake_exchange.state import (
     Order,
     Rejected,
     RequestKind,
+    TooManyOrders,
     Trade,
     Withdrawal,
     request_weight,
@@ -72,13 +76,13 @@ def _order_json(book: FakeBook, order: Order, with_fills: bool) -> dict[str, Any
         "transactTime": order.time_ms,
         "time": order.time_ms,
         "updateTime": order.time_ms,
-        "price": "0.00000000",
+        "price": _num(order.limit_price or Decimal(0)),
         "origQty": _num(order.orig_qty),
         "executedQty": _num(order.executed),
         "cummulativeQuoteQty": _num(order.quote_qty),
         "status": order.status,
         "timeInForce": "GTC",
-        "type": "LIMIT" if order.resting else "MARKET",
+        "type": "LIMIT" if order.resting or order.limit_price is not None else "MARKET",
         "side": order.side,
     }
     if with_fills:
@@ -121,8 +125,11 @@ async def _params(request: web.Request) -> dict[str, str]:
     return params
 
 
-def _error(rejected: Rejected) -> web.Response:
-    return web.json_response({"code": rejected.code, "msg": rejected.msg}, status=rejected.http_status)
+def _error(rejected: Rejected, headers: dict[str, str]) -> web.Response:
+    if isinstance(rejected, TooManyOrders):
+        headers = {**headers, "Retry-After": f"{rejected.retry_after:.3f}"}
+    body = {"code": rejected.code, "msg": rejected.msg}
+    return web.json_response(body, status=rejected.http_status, headers=headers)
 
 
 def endpoint(kind: RequestKind | None, signed: bool = False) -> Callable[..., Handler]:
@@ -133,25 +140,26 @@ def endpoint(kind: RequestKind | None, signed: bool = False) -> Callable[..., Ha
             book = request.app[BOOK]
             params = await _params(request)
             weight = request_weight(request.method, request.path, params)
+            used = {"X-MBX-USED-WEIGHT-1M": f"{book.used_weight(weight):g}"}
             wait = book.rate_limit.admit(weight) if book.rate_limit is not None else None
             if wait is not None:
-                headers = {"Retry-After": f"{wait:.3f}"}
+                headers = {**used, "Retry-After": f"{wait:.3f}"}
                 body = {"code": -1003, "msg": "Too much request weight used."}
                 return web.json_response(body, status=429, headers=headers)
             if kind is not None:
                 book.requests.append((kind, params))
                 if book.faults.rate_limited.get(kind, 0) > 0:
                     book.faults.rate_limited[kind] -= 1
-                    headers = {"Retry-After": str(book.faults.retry_after_seconds)}
+                    headers = {**used, "Retry-After": str(book.faults.retry_after_seconds)}
                     body = {"code": -1003, "msg": "Too many requests."}
                     return web.json_response(body, status=429, headers=headers)
             api_key = request.headers.get("X-MBX-APIKEY", "")
             try:
                 if signed and (api_key not in book.accounts or "signature" not in params):
                     raise Rejected(401, -2015, "Invalid API-key, IP, or permissions for action.")
-                return web.json_response(await handle(book, params, api_key))
+                return web.json_response(await handle(book, params, api_key), headers=used)
             except Rejected as rejected:
-                return _error(rejected)
+                return _error(rejected, used)
 
         return handler
 
@@ -223,11 +231,12 @@ async def account(book: FakeBook, params: dict[str, str], api_key: str) -> Any:
 
 @endpoint("create", signed=True)
 async def create_order(book: FakeBook, params: dict[str, str], api_key: str) -> Any:
-    if params.get("type") != "MARKET":
-        raise Rejected(400, -1013, "Only MARKET orders on the fake exchange.")
+    if params.get("type") not in ("MARKET", "LIMIT"):
+        raise Rejected(400, -1013, "Only MARKET and LIMIT orders on the fake exchange.")
+    limit = Decimal(params["price"]) if params.get("type") == "LIMIT" else None
     client_order_id = params.get("newClientOrderId") or f"fake-{len(book.orders)}"
     order = book.create(
-        api_key, params["symbol"], params["side"], Decimal(params["quantity"]), client_order_id
+        api_key, params["symbol"], params["side"], Decimal(params["quantity"]), client_order_id, limit
     )
     if book.faults.submit_delay_seconds:  # accepted and stored: only the answer is late
         await asyncio.sleep(book.faults.submit_delay_seconds)
@@ -252,6 +261,13 @@ async def open_orders(book: FakeBook, params: dict[str, str], api_key: str) -> A
     if symbol_id is not None:
         book.market(symbol_id)
     return [_order_json(book, order, with_fills=False) for order in book.open_orders(api_key, symbol_id)]
+
+
+@endpoint("all_orders", signed=True)
+async def all_orders(book: FakeBook, params: dict[str, str], api_key: str) -> Any:
+    since = int(params["startTime"]) if "startTime" in params else None
+    found = book.all_orders(api_key, params["symbol"], since)
+    return [_order_json(book, order, with_fills=False) for order in found]
 
 
 @endpoint("trades", signed=True)
@@ -378,6 +394,7 @@ def application(book: FakeBook) -> web.Application:
     app.router.add_delete("/api/v3/order", cancel_order)
     app.router.add_get("/api/v3/myTrades", my_trades)
     app.router.add_get("/api/v3/openOrders", open_orders)
+    app.router.add_get("/api/v3/allOrders", all_orders)
     app.router.add_get("/sapi/v1/capital/config/getall", capital_config)
     app.router.add_get("/sapi/v1/capital/deposit/address", deposit_address)
     app.router.add_post("/sapi/v1/capital/withdraw/apply", withdraw_apply)

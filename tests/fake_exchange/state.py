@@ -1,7 +1,24 @@
 """The fake exchange's book: markets, prices, accounts (by API key), orders, trades, and the scripted faults.
 
-Market orders fill at once at the ticker price; the taker fee is taken from the asset received (the
-base on a buy, the quote on a sell), as Binance does without BNB.
+It is as unkind as Binance's documentation says Binance is (Binance Spot REST API,
+https://developers.binance.com/docs/binance-spot-api-docs/rest-api):
+
+- **A client order id is unique among OPEN orders only** ("newClientOrderId: a unique id among open
+  orders", trading endpoints, `POST /api/v3/order`): sending an id again while its order is open is refused
+  (-2010 "Duplicate order sent."), but once that order is filled, cancelled or expired the same id is
+  ACCEPTED as a new order. Resending blindly after a lost answer therefore trades twice.
+- **An order may not be found for a while after it was accepted** (`GET /api/v3/order` reads "Memory =>
+  Database"; -2013 "Order does not exist."; an HTTP 5XX or -1007 TIMEOUT means "the execution status is
+  UNKNOWN and could have been a success", http-return-codes / errors): `Faults.not_found_seconds` hides a
+  new order from every read (the order, open orders, all orders, trades) until it is that old.
+- **429s come in bursts** (http-return-codes: "429 when breaking a request rate limit", with
+  `Retry-After`): the request-weight bucket (`RateLimit`: 6,000 per minute), the order-count limits
+  (`OrderLimit`: ORDERS 50 per 10 s and 160,000 per day, the `rateLimits` of `exchangeInfo`; -1015 "Too many
+  new orders") and scripted bursts (`Faults.rate_limited`). Every answer carries `X-MBX-USED-WEIGHT-1M`.
+- **The taker fee is taken from the asset received** (`commissionAsset` of each fill in the FULL answer
+  and in `myTrades`): the base on a buy, the quote on a sell, as Binance does without BNB.
+
+Market orders fill at once at the ticker price; a LIMIT order that does not cross rests until cancelled.
 """
 
 from __future__ import annotations
@@ -28,6 +45,7 @@ RequestKind = Literal[
     "withdraw",
     "withdrawals",
     "deposits",
+    "all_orders",
 ]
 QUANTUM = Decimal("1e-8")
 
@@ -45,7 +63,8 @@ class Faults:
     fills_twice: bool = False
     # The order is stored and filled, then the answer to the submit waits this long (past a client timeout).
     submit_delay_seconds: float = 0.0
-    # Look-ups of an order answer "Order does not exist." until it is this old.
+    # Reads (the order, open orders, all orders, trades) do not show a new order until it is this old: a
+    # look-up answers "Order does not exist.".
     not_found_seconds: float = 0.0
     # Every new order is refused with -2010 and this message (e.g. "Filter failure: PERCENT_PRICE").
     reject_message: str | None = None
@@ -94,6 +113,33 @@ class RateLimit:
         return (cost - self.tokens) / self.per_second
 
 
+@dataclass
+class OrderLimit:
+    """Binance's ORDERS rate limits per account: at most `per_10s` new orders in any 10 seconds and
+    `per_day` in a day; one more is answered 429, -1015 "Too many new orders", with `Retry-After`."""
+
+    per_10s: int = 50
+    per_day: int = 160_000
+    clock: Callable[[], float] = time.monotonic
+    placed: dict[str, list[float]] = field(default_factory=dict)
+    refused: int = field(default=0, init=False)
+
+    def admit(self, api_key: str) -> float | None:
+        """None when a new order may be placed (it is counted), else the seconds until one may."""
+        now = self.clock()
+        times = [t for t in self.placed.get(api_key, []) if now - t < 86_400]
+        self.placed[api_key] = times
+        recent = [t for t in times if now - t < 10]
+        if len(recent) >= self.per_10s:
+            self.refused += 1
+            return 10 - (now - recent[-self.per_10s])
+        if len(times) >= self.per_day:
+            self.refused += 1
+            return 86_400 - (now - times[-self.per_day])
+        times.append(now)
+        return None
+
+
 # Binance spot request weights (REST API docs; ccxt's binance costs are these / 5).
 WEIGHTS: dict[tuple[str, str], float] = {
     ("GET", "/api/v3/ping"): 1,
@@ -107,6 +153,7 @@ WEIGHTS: dict[tuple[str, str], float] = {
     ("DELETE", "/api/v3/order"): 1,
     ("GET", "/api/v3/openOrders"): 6,  # one symbol; every symbol: 80
     ("GET", "/api/v3/myTrades"): 20,
+    ("GET", "/api/v3/allOrders"): 20,
     # Binance limits /sapi separately; the fake has one bucket, so these are ccxt's sapi costs x5, the
     # share of the one bucket ccxt's throttle charges them.
     ("GET", "/sapi/v1/capital/config/getall"): 5,
@@ -170,8 +217,9 @@ class Order:
     trades: list[Trade] = field(default_factory=list)
     # The amount still to fill when a resting order's delay has passed (`Faults.fill_delay_seconds`).
     pending_qty: Decimal = Decimal(0)
-    # A limit order resting in the book until cancelled (placed from outside: `FakeBook.rest`).
+    # A limit order resting in the book until cancelled (a LIMIT that did not cross, or `FakeBook.rest`).
     resting: bool = False
+    limit_price: Decimal | None = None
 
     @property
     def executed(self) -> Decimal:
@@ -219,6 +267,16 @@ class Rejected(Exception):
         self.http_status, self.code, self.msg = http_status, code, msg
 
 
+class TooManyOrders(Rejected):
+    """Binance's ORDERS limit: HTTP 429, -1015, with the seconds to wait."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(429, -1015, "Too many new orders; current limit is 50 orders per 10 SECOND.")
+        self.retry_after = retry_after
+
+
+# Orders in these statuses are open: their client id may not be used again until they end.
+OPEN = frozenset({"NEW", "PARTIALLY_FILLED"})
 DUPLICATE = Rejected(400, -2010, "Duplicate order sent.")
 NO_FUNDS = Rejected(400, -2010, "Account has insufficient balance for requested action.")
 NOT_FOUND = Rejected(400, -2013, "Order does not exist.")
@@ -237,13 +295,23 @@ class FakeBook:
     # Coin → its networks; a coin not listed cannot move.
     networks: dict[str, list[FakeNetwork]] = field(default_factory=dict)
     withdrawals: list[Withdrawal] = field(default_factory=list)
-    orders: dict[tuple[str, str], Order] = field(default_factory=dict)
+    # Every order the venue took, by its order id (a client id used again for a new order is a new entry).
+    orders: dict[int, Order] = field(default_factory=dict)
+    # Binance's ORDERS limits (`OrderLimit`); None: unlimited.
+    order_limit: OrderLimit | None = None
     requests: list[tuple[RequestKind, dict[str, str]]] = field(default_factory=list)
     clock: Callable[[], float] = time.monotonic
     # Open orders lock what they would spend (as Binance does): `/account` reports it as locked, not free,
     # and an order may only spend what is free. Off by default (the older tests' figures assume it off).
     locks_open_orders: bool = False
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1001))
+    _weights: dict[int, float] = field(default_factory=dict)
+
+    def used_weight(self, weight: float) -> float:
+        """Count a request's weight in the current minute; the minute's total (`X-MBX-USED-WEIGHT-1M`)."""
+        minute = int(self.clock() // 60)
+        self._weights = {minute: self._weights.get(minute, 0.0) + weight}
+        return self._weights[minute]
 
     def requests_of(self, kind: RequestKind) -> list[dict[str, str]]:
         return [params for seen, params in self.requests if seen == kind]
@@ -258,16 +326,37 @@ class FakeBook:
             raise Rejected(400, -1121, "Invalid symbol.")
         return self.markets[symbol_id]
 
-    def create(self, api_key: str, symbol_id: str, side: str, qty: Decimal, client_order_id: str) -> Order:
-        """A market order filled at once (or partly), or the refusal Binance would give."""
+    def create(
+        self,
+        api_key: str,
+        symbol_id: str,
+        side: str,
+        qty: Decimal,
+        client_order_id: str,
+        limit_price: Decimal | None = None,
+    ) -> Order:
+        """A market order filled at once (or partly), a LIMIT order filled or resting, or the refusal
+        Binance would give. An id is refused only while an order under it is open."""
         market = self.market(symbol_id)
-        if (api_key, client_order_id) in self.orders:
+        previous = self.by_client_id(api_key, client_order_id)
+        if previous is not None and previous.status in OPEN:
             raise DUPLICATE
         if self.faults.reject_message is not None:
             raise Rejected(400, -2010, self.faults.reject_message)
         if symbol_id in self.faults.halted:
             raise Rejected(400, -1013, "Market is closed.")
         self._check_filters(market, qty)
+        if self.order_limit is not None:
+            wait = self.order_limit.admit(api_key)
+            if wait is not None:
+                raise TooManyOrders(wait)
+        price = self.prices[symbol_id]
+        if limit_price is not None and (price > limit_price if side == "BUY" else price < limit_price):
+            order = self._new_order(api_key, client_order_id, symbol_id, side, qty, "NEW", resting=True)
+            order.limit_price = limit_price
+            self._changes(order, market, qty)  # refused now when the funds are short
+            self.orders[order.order_id] = order
+            return order
         fill_qty = qty
         if self.faults.partial_fill is not None:
             fill_qty = (qty * self.faults.partial_fill / market.step).to_integral_value(
@@ -281,8 +370,19 @@ class FakeBook:
             order.status, order.pending_qty = "NEW", fill_qty
         else:
             self._fill(order, market, fill_qty)
-        self.orders[(api_key, client_order_id)] = order
+        self.orders[order.order_id] = order
         return order
+
+    def by_client_id(self, api_key: str, client_order_id: str) -> Order | None:
+        """The account's most recent order under the client id (an id may name several, one at a time)."""
+        found = [
+            o for o in self.orders.values() if o.api_key == api_key and o.client_order_id == client_order_id
+        ]
+        return found[-1] if found and client_order_id else None
+
+    def visible(self, order: Order) -> bool:
+        """Whether reads show the order yet (`Faults.not_found_seconds`)."""
+        return self.clock() - order.created >= self.faults.not_found_seconds
 
     def _new_order(
         self,
@@ -313,7 +413,7 @@ class FakeBook:
         self.market(symbol_id)
         self.balances(api_key)
         order = self._new_order(api_key, client_order_id, symbol_id, side, qty, "NEW", resting=True)
-        self.orders[(api_key, client_order_id or f"#{order.order_id}")] = order
+        self.orders[order.order_id] = order
         return order
 
     def open_orders(self, api_key: str, symbol_id: str | None) -> list[Order]:
@@ -324,8 +424,24 @@ class FakeBook:
             order
             for order in self.orders.values()
             if order.api_key == api_key
-            and order.status in {"NEW", "PARTIALLY_FILLED"}
+            and order.status in OPEN
             and (symbol_id is None or order.symbol_id == symbol_id)
+            and self.visible(order)
+        ]
+
+    def all_orders(self, api_key: str, symbol_id: str, since_ms: int | None) -> list[Order]:
+        """`GET /api/v3/allOrders`: the account's orders on the symbol (open or not), oldest first."""
+        self.balances(api_key)
+        self.market(symbol_id)
+        for order in self.orders.values():
+            self._settle(order)
+        return [
+            order
+            for order in self.orders.values()
+            if order.api_key == api_key
+            and order.symbol_id == symbol_id
+            and (since_ms is None or order.time_ms >= since_ms)
+            and self.visible(order)
         ]
 
     def locked(self, api_key: str, besides: Order | None = None) -> dict[str, Decimal]:
@@ -335,18 +451,15 @@ class FakeBook:
         if not self.locks_open_orders:
             return locked
         for order in self.orders.values():
-            if (
-                order is besides
-                or order.api_key != api_key
-                or order.status not in {"NEW", "PARTIALLY_FILLED"}
-            ):
+            if order is besides or order.api_key != api_key or order.status not in OPEN:
                 continue
             market = self.markets[order.symbol_id]
             left = order.orig_qty - order.executed if order.resting else order.pending_qty
+            price = order.limit_price or self.prices[order.symbol_id]
             if order.side == "SELL":
                 asset, amount = market.base, left
             else:
-                asset, amount = market.quote, (left * self.prices[order.symbol_id]).quantize(QUANTUM)
+                asset, amount = market.quote, (left * price).quantize(QUANTUM)
             locked[asset] = locked.get(asset, Decimal(0)) + amount
         return locked
 
@@ -401,17 +514,15 @@ class FakeBook:
         order.trades.append(trade)
 
     def lookup(self, api_key: str, symbol_id: str, client_order_id: str) -> Order:
-        order = self.orders.get((api_key, client_order_id))
-        if order is None or order.symbol_id != symbol_id:
-            raise NOT_FOUND
-        if self.clock() - order.created < self.faults.not_found_seconds:
+        order = self.by_client_id(api_key, client_order_id)
+        if order is None or order.symbol_id != symbol_id or not self.visible(order):
             raise NOT_FOUND
         self._settle(order)
         return order
 
     def cancel(self, api_key: str, symbol_id: str, client_order_id: str) -> Order:
         order = self.lookup(api_key, symbol_id, client_order_id)
-        if order.status not in {"NEW", "PARTIALLY_FILLED"}:
+        if order.status not in OPEN:
             raise Rejected(400, -2011, "Unknown order sent.")
         order.status = "CANCELED"
         return order
@@ -422,7 +533,7 @@ class FakeBook:
         found = [
             trade
             for order in self.orders.values()
-            if order.api_key == api_key and order.symbol_id == symbol_id
+            if order.api_key == api_key and order.symbol_id == symbol_id and self.visible(order)
             for trade in order.trades
             if order_id is None or trade.order_id == order_id
         ]

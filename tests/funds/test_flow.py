@@ -34,8 +34,8 @@ from rebal.events import (
     new_event,
 )
 from rebal_devstack.pytest_plugin import FreshDatabase
-from rebal_executor.handlers import Executor
-from rebal_executor.journal import Journal
+from rebal_executor.execution import Executor
+from rebal_executor.journal import PostgresJournal
 from rebal_executor.settings import ExecutorSettings
 from rebal_planner.funds import FundService
 from rebal_venues.paper import PaperVenue
@@ -91,7 +91,7 @@ class Rig:
         self.funds = FundService(database, FakeHistory([snapshot(markets)]), self.funds_out, clock=Clock())
         settings = ExecutorSettings(live=True)
         self.executor = Executor(
-            {"paper": self.venue}, self.executor_out, settings, Journal(pool), clock=Clock()
+            {"paper": self.venue}, self.executor_out, settings, PostgresJournal(pool), clock=Clock()
         )
         self.delivered = 0
         self.n = 0

@@ -11,12 +11,13 @@ from typing import Any, TypeVar
 from faststream.nats import NatsBroker, TestNatsBroker
 
 from rebal import bus
-from rebal.core.plan import Order, Skip
+from rebal.core.plan import Budget, Order, Skip
 from rebal.core.shown import Projected
 from rebal.events import (
     BalanceSnapshotTaken,
     Event,
     PlanFailed,
+    PlannedBudget,
     PlannedOrder,
     ProjectedWeight,
     RebalancePlanned,
@@ -95,6 +96,24 @@ def test_plan_event_carries_the_core_plan_and_derives_its_ids_from_the_cause() -
     assert again.event_id == event.event_id  # a redelivered cause gives the same plan id
 
 
+def test_the_plan_carries_what_it_was_made_from_and_what_each_account_may_spend() -> None:
+    snap, goal = snapshot(), target()
+    event = plan(rebalance(), snap, goal)
+    assert isinstance(event, RebalancePlanned)
+    assert (event.snapshot_id, event.snapshot_taken_at, event.target_id) == (
+        snap.event_id,
+        snap.occurred_at,
+        goal.event_id,
+    )
+    # binance/spot: 5000 USDT of which arb-bot locks 1000: 4000 free, less the 10530 it sends to the broker
+    # (paid from its sells); the broker: its 2500 USD, and the 10530 USDT coming in.
+    assert [(b.exchange, b.account, b.asset, b.amount) for b in event.budgets] == [
+        ("binance", "alice/binance/spot", "USDT", Decimal("-6530")),
+        ("broker", "alice/broker/cash-account", "USD", Decimal("2500")),
+        ("broker", "alice/broker/cash-account", "USDT", Decimal("10530")),
+    ]
+
+
 def test_the_plan_event_is_what_validation_would_have_made() -> None:
     """The orders and skips go into the event unvalidated (`Frozen.trusted`): on a generated tree with
     thousands of both, the event equals its validated round trip, field by field and type by type."""
@@ -110,6 +129,7 @@ def test_the_plan_event_is_what_validation_would_have_made() -> None:
     assert tuple(PlannedOrder.model_fields) == Order._fields
     assert tuple(SkippedOrder.model_fields) == Skip._fields
     assert tuple(ProjectedWeight.model_fields) == Projected._fields
+    assert tuple(PlannedBudget.model_fields) == Budget._fields
     assert event.projected_weights
     validated = RebalancePlanned.model_validate(event.model_dump())
     assert validated == event
@@ -126,6 +146,30 @@ def test_bad_input_becomes_a_plan_failed_event_naming_the_node() -> None:
     event = plan(rebalance(), snapshot(), target(broken))
     assert isinstance(event, PlanFailed)
     assert event.reason == "target tree: alice: weights of the children sum to 110%, expected 100%"
+
+
+def test_a_target_asking_for_an_asset_no_market_reaches_fails_before_any_trade() -> None:
+    goal = load("target")
+    crypto = goal["children"][0]["children"][0]["children"][0]
+    crypto["children"].append({"name": "doge", "asset": "DOGE", "weight": "0"})
+    crypto["children"][0]["weight"], crypto["children"][-1]["weight"] = "0.6", "0.1"
+    prices = load("prices")
+    prices["prices"]["DOGE"] = "0.1"  # priced, but no market trades it on binance
+    the_snapshot = new_event(
+        BalanceSnapshotTaken,
+        key="tick-doge",
+        now=NOW,
+        portfolio_id="demo",
+        tree=load("real"),
+        prices=prices,
+        markets=load("markets"),
+    )
+    failed = plan(rebalance(), the_snapshot, target(goal))
+    assert isinstance(failed, PlanFailed)
+    assert failed.reason == (
+        "target tree: alice/binance/spot/crypto/doge: no market path for DOGE from USDT on binance: account "
+        "alice/binance/spot can never buy it (list a market for it, or leave it out of the target)"
+    )
 
 
 async def test_on_the_in_memory_broker_a_command_becomes_a_plan() -> None:

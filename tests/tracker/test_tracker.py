@@ -18,6 +18,7 @@ from faststream.nats import NatsBroker, TestNatsBroker
 from rebal import bus, metrics, service
 from rebal.core.tree import parse_tree
 from rebal.events import BalanceSnapshotTaken, StrategyReturnReported, TakeSnapshot, new_event
+from rebal.venue import Balances
 from rebal_devstack.pytest_plugin import FreshDatabase
 from rebal_tracker.app import Runtime
 from rebal_tracker.handlers import ReturnsIngest, Tracker, register
@@ -105,6 +106,32 @@ async def test_snapshots_show_traded_balances_and_a_restart_keeps_them(pool: asy
     # 0.3 x 60000 = 18000, fee 18: 22000 + 17982.
     assert wallet_amounts(facts["tree"])["BTC"] == "0.5"
     assert wallet_amounts(facts["tree"])["USDT"] == "39982"
+
+
+@dataclass
+class OrdersOpen:
+    """The paper venue, with 0.2 of its BTC locked in an open order (someone's limit sell)."""
+
+    inner: PaperVenue
+
+    async def balances(self, account: str) -> Balances:
+        held = (await self.inner.balances(account)).free
+        return Balances({**held, "BTC": held["BTC"] - D("0.2")}, {"BTC": D("0.2")})
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_what_open_orders_lock_is_never_planned_as_spendable(pool: asyncpg.Pool) -> None:
+    service = Tracker(
+        "demo", demo("real"), "USDT", {"paper": OrdersOpen(paper(pool))}, RecordingPublisher(), Clock()
+    )
+    await service.seed()
+    facts = await service.read()
+    tree = parse_tree(facts["tree"], "real")
+    [btc] = [i for i in range(len(tree)) if tree.path(i).endswith("/btc")]
+    # 0.8 BTC held: 0.6 free, 0.2 in the open order (a lock of its own), so 0.6 may be planned.
+    assert (tree.exact_amount(btc), tree.exact_locked(btc)) == (D("0.8"), D("0.2"))
 
 
 async def test_scheduled_snapshot_ids_come_from_the_tick(pool: asyncpg.Pool) -> None:

@@ -20,6 +20,7 @@ from pydantic import SecretStr
 
 from rebal import metrics
 from rebal.venue import (
+    ClientIdInUse,
     Fill,
     InsufficientFunds,
     OrderOutcomeUnknown,
@@ -147,15 +148,17 @@ async def test_contract_selling_everything_leaves_the_proceeds(contract: Contrac
     assert (await contract.venue.balances(contract.account)).free == {"USDT": D("449.55")}
 
 
-async def test_contract_a_known_client_order_id_returns_the_existing_order(contract: Contract) -> None:
+async def test_contract_a_client_order_id_is_taken_again_once_its_order_has_ended(contract: Contract) -> None:
+    # Binance: newClientOrderId is "a unique id among open orders"; the first order filled (closed), so the
+    # same id places a NEW order: sending an id again blindly trades twice.
     await contract.fund({"USDT": D("1000")})
     first = await contract.venue.place_order(contract.account, "c-once", "ETH/USDT", "buy", D("0.1"))
     held = (await contract.venue.balances(contract.account)).free
     again = await contract.venue.place_order(contract.account, "c-once", "ETH/USDT", "buy", D("0.1"))
-    assert again == first
-    assert len(again.fills) == 1
-    assert (await contract.venue.balances(contract.account)).free == held
-    assert await contract.venue.order(contract.account, "c-once") == first
+    assert again.fills[0].trade_id != first.fills[0].trade_id
+    spent = sum((f.amount * f.price + (f.fee if f.fee_asset == "USDT" else 0) for f in again.fills), D(0))
+    assert (await contract.venue.balances(contract.account)).free["USDT"] == held["USDT"] - spent
+    assert await contract.venue.order(contract.account, "c-once", "ETH/USDT") == again
 
 
 @pytest.mark.parametrize(
@@ -250,12 +253,26 @@ async def test_a_duplicate_is_refused_by_the_venue_and_answered_by_a_look_up(
     fake: Fake, venue: CcxtVenue
 ) -> None:
     fake.fund(USDT="1000")
+    fake.book.faults.fill_delay_seconds = 60  # the first order stays open: its id may not be used again
     first = await venue.place_order(ACCOUNT, "c-dup", "ETH/USDT", "buy", D("0.1"))
     async with open_ccxt_venue(settings(fake.origin)) as restarted:
         again = await restarted.place_order(ACCOUNT, "c-dup", "ETH/USDT", "buy", D("0.1"))
     assert again == first
     assert len(fake.book.orders) == 1
     assert [r["newClientOrderId"] for r in fake.book.requests_of("create")] == ["c-dup", "c-dup"]
+
+
+async def test_a_duplicate_not_shown_yet_is_an_order_that_exists_never_a_rejection(
+    fake: Fake, venue: CcxtVenue
+) -> None:
+    fake.fund(USDT="1000")
+    fake.book.faults.fill_delay_seconds = 60
+    fake.book.faults.not_found_seconds = 60  # the venue holds it but no read shows it yet
+    await venue.place_order(ACCOUNT, "c-held", "ETH/USDT", "buy", D("0.1"))
+    with pytest.raises(ClientIdInUse) as raised:
+        await venue.place_order(ACCOUNT, "c-held", "ETH/USDT", "buy", D("0.1"))
+    assert isinstance(raised.value, OrderOutcomeUnknown) and not isinstance(raised.value, OrderRejected)
+    assert len(fake.book.orders) == 1
 
 
 async def test_a_submit_timeout_after_acceptance_is_resolved_by_client_id(
@@ -271,7 +288,7 @@ async def test_a_submit_timeout_after_acceptance_is_resolved_by_client_id(
     assert [r["origClientOrderId"] for r in fake.book.requests_of("order")] == ["c-late"]
 
 
-async def test_an_unknown_outcome_is_retried_under_the_same_id(fake: Fake) -> None:
+async def test_an_unknown_outcome_is_found_by_looking_up_not_by_sending_again(fake: Fake) -> None:
     fake.fund(USDT="1000")
     fake.book.faults.submit_delay_seconds = 0.5
     fake.book.faults.not_found_seconds = 1.0
@@ -279,9 +296,10 @@ async def test_an_unknown_outcome_is_retried_under_the_same_id(fake: Fake) -> No
         with pytest.raises(OrderOutcomeUnknown) as raised:
             await impatient.place_order(ACCOUNT, "c-unsure", "ETH/USDT", "buy", D("0.1"))
         assert isinstance(raised.value, VenueError)  # retryable
+        assert await impatient.order(ACCOUNT, "c-unsure", "ETH/USDT") is None  # not shown yet: no proof
         await asyncio.sleep(1.0)
-        state = await impatient.place_order(ACCOUNT, "c-unsure", "ETH/USDT", "buy", D("0.1"))
-    assert (state.status, state.filled) == ("filled", D("0.1"))
+        state = await impatient.order(ACCOUNT, "c-unsure", "ETH/USDT")
+    assert state is not None and (state.status, state.filled) == ("filled", D("0.1"))
     assert len(fake.book.orders) == 1
     assert fake.book.accounts[KEY]["USDT"] == D("700")
 

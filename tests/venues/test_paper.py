@@ -1,8 +1,9 @@
-"""The paper exchange's contract, against a real Postgres: exact balances, rejections, idempotency."""
+"""The paper exchange's contract, against a real Postgres: exact balances, rejections, and a venue's
+documented unpleasant parts (client ids reused once their order ended, late look-ups, order-count limits,
+fees in the asset received)."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from decimal import Decimal
 
@@ -10,7 +11,7 @@ import asyncpg
 import pytest
 
 from rebal.events import derive_id
-from rebal.venue import OrderRejected, Venue
+from rebal.venue import ClientIdInUse, OrderRejected, Venue, VenueRateLimited
 from rebal_venues.paper import PaperVenue
 from tests.paper_support import EXCHANGE, MARKETS, PRICES, STILL, T0, Clock
 
@@ -107,37 +108,77 @@ async def test_a_buy_that_exactly_fits_the_quote_fills(pool: asyncpg.Pool) -> No
     assert (await venue.balances(ACCOUNT)).free == {"BTC": D("1.665")}
 
 
-async def test_placing_a_known_client_order_id_changes_nothing(pool: asyncpg.Pool) -> None:
+async def test_a_client_order_id_is_taken_again_once_its_order_has_ended(pool: asyncpg.Pool) -> None:
+    # Binance: newClientOrderId is "a unique id among open orders"; the first order filled, so the same id
+    # is a NEW order (placing an id again blindly trades twice).
     venue = await funded(pool, USDT="1000")
     first = await venue.place_order(ACCOUNT, "c-4", "ETH/USDT", "buy", D("0.1"))
     again = await venue.place_order(ACCOUNT, "c-4", "ETH/USDT", "buy", D("0.1"))
-    assert again == first
-    assert len(first.fills) == 1
-    assert first.fills[0].trade_id == again.fills[0].trade_id
-    assert (await venue.balances(ACCOUNT)).free == {"ETH": D("0.1"), "USDT": D("699.7")}
+    assert first.fills[0].trade_id != again.fills[0].trade_id
+    assert (await venue.balances(ACCOUNT)).free == {"ETH": D("0.2"), "USDT": D("399.4")}
+    assert await venue.order(ACCOUNT, "c-4") == again  # the look-up finds the latest
+    assert await pool.fetchval("SELECT count(*) FROM paper.orders WHERE client_order_id = 'c-4'") == 2
 
 
-async def test_concurrent_placements_of_one_id_fill_once(pool: asyncpg.Pool) -> None:
+async def test_an_id_is_refused_while_its_order_is_open(pool: asyncpg.Pool) -> None:
     venue = await funded(pool, USDT="1000")
-    states = await asyncio.gather(
-        *(venue.place_order(ACCOUNT, "c-5", "ETH/USDT", "buy", D("0.1")) for _ in range(5))
+    await pool.execute(  # an order under the id still open (written by another program, or mid-placement)
+        "INSERT INTO paper.orders (exchange, client_order_id, account, symbol, side, amount, status,"
+        " created_at) VALUES ($1, 'c-5', $2, 'ETH/USDT', 'buy', 0.1, 'open', $3)",
+        EXCHANGE,
+        ACCOUNT,
+        T0,
     )
-    assert {state.fills[0].trade_id for state in states} == {states[0].fills[0].trade_id}
-    assert (await venue.balances(ACCOUNT)).free == {"ETH": D("0.1"), "USDT": D("699.7")}
+    with pytest.raises(ClientIdInUse):
+        await venue.place_order(ACCOUNT, "c-5", "ETH/USDT", "buy", D("0.1"))
+    assert (await venue.balances(ACCOUNT)).free == {"USDT": D("1000")}
 
 
 async def test_trade_ids_derive_from_the_exchange_and_client_order_id(pool: asyncpg.Pool) -> None:
     venue = await funded(pool, USDT="1000")
     state = await venue.place_order(ACCOUNT, "c-6", "ETH/USDT", "buy", D("0.1"))
     assert state.fills[0].trade_id == "paper-" + derive_id("paper-fill", EXCHANGE, "c-6").hex
+    again = await venue.place_order(ACCOUNT, "c-6", "ETH/USDT", "buy", D("0.1"))
+    assert again.fills[0].trade_id == "paper-" + derive_id("paper-fill", EXCHANGE, "c-6", 1).hex
 
 
-async def test_a_client_order_id_is_not_reused_for_another_order(pool: asyncpg.Pool) -> None:
-    venue = await funded(pool, USDT="1000")
-    await venue.place_order(ACCOUNT, "c-6", "ETH/USDT", "buy", D("0.1"))
-    with pytest.raises(OrderRejected, match="client_order_id_reused"):
-        await venue.place_order(ACCOUNT, "c-6", "BTC/USDT", "buy", D("0.001"))
-    assert (await venue.balances(ACCOUNT)).free == {"ETH": D("0.1"), "USDT": D("699.7")}
+async def test_a_new_order_is_not_found_until_it_is_visible(pool: asyncpg.Pool) -> None:
+    # Binance reads an order "Memory => Database": a look-up may answer "Order does not exist." for a while.
+    clock = Clock()
+    venue = PaperVenue.from_documents(
+        EXCHANGE, pool, MARKETS, PRICES, clock, order_visible_after=timedelta(seconds=2), **STILL
+    )
+    await venue.seed(ACCOUNT, {"USDT": D("1000")})
+    placed = await venue.place_order(ACCOUNT, "c-late", "ETH/USDT", "buy", D("0.1"))
+    assert placed.status == "filled"  # the answer to the submit says so
+    assert await venue.order(ACCOUNT, "c-late") is None
+    clock.now += timedelta(seconds=2)
+    assert await venue.order(ACCOUNT, "c-late") == placed
+
+
+async def test_new_orders_beyond_the_per_10_seconds_limit_are_rate_limited(pool: asyncpg.Pool) -> None:
+    clock = Clock()
+    venue = PaperVenue.from_documents(EXCHANGE, pool, MARKETS, PRICES, clock, orders_per_10s=3, **STILL)
+    await venue.seed(ACCOUNT, {"USDT": D("1000")})
+    for n in range(3):
+        await venue.place_order(ACCOUNT, f"c-{n}", "ETH/USDT", "buy", D("0.01"))
+        clock.now += timedelta(seconds=1)
+    with pytest.raises(VenueRateLimited) as raised:
+        await venue.place_order(ACCOUNT, "c-3", "ETH/USDT", "buy", D("0.01"))
+    assert raised.value.retry_after == 7.0  # the first of the three leaves the window at 10 s
+    clock.now += timedelta(seconds=7)
+    await venue.place_order(ACCOUNT, "c-3", "ETH/USDT", "buy", D("0.01"))
+
+
+async def test_a_buys_fee_can_be_taken_from_the_asset_received(pool: asyncpg.Pool) -> None:
+    # Binance takes the taker fee from what the order receives: the base on a buy (commissionAsset).
+    venue = PaperVenue.from_documents(EXCHANGE, pool, MARKETS, PRICES, Clock(), fee_in_received=True, **STILL)
+    await venue.seed(ACCOUNT, {"USDT": D("1000")})
+    state = await venue.place_order(ACCOUNT, "c-fee", "ETH/USDT", "buy", D("0.1"))
+    assert [(f.fee, f.fee_asset) for f in state.fills] == [(D("0.0001"), "ETH")]
+    assert (await venue.balances(ACCOUNT)).free == {"ETH": D("0.0999"), "USDT": D("700")}
+    sold = await venue.place_order(ACCOUNT, "c-sell", "ETH/USDT", "sell", D("0.05"))
+    assert [(f.fee, f.fee_asset) for f in sold.fills] == [(D("0.15"), "USDT")]
 
 
 async def test_an_unknown_order_is_none(pool: asyncpg.Pool) -> None:

@@ -299,15 +299,31 @@ class ProjectedWeight(Frozen):
     """A node operators are shown (the top level, sectors, strategies): its weight in its parent now, and
     the weight the plan brings it to; `affected_by_skips` when a skipped order below it leaves it short."""
 
-    path: str
-    current_weight: Decimal
-    projected_weight: Decimal
+    path: Text
+    current_weight: Number
+    projected_weight: Number
     affected_by_skips: bool
+
+
+class PlannedBudget(Frozen):
+    """What a run may spend of `asset` on an account: the free amount the snapshot showed, less what the
+    owners' locks hold, with the plan's transfers in and out. The executor adds what the run's own fills
+    yield and never spends beyond it, whatever the venue shows free (a deposit mid-run, a bot's quote)."""
+
+    exchange: Text
+    account: Text
+    asset: Text
+    amount: Number
 
 
 class RebalancePlanned(Event):
     """An order plan. A dry-run plan is shown, never executed. `correlation_id` is the run.
-    `projected_weights` are the shown nodes' weights before and after (none for a fund's phase)."""
+    `projected_weights` are the shown nodes' weights before and after (none for a fund's phase).
+
+    What it was made from: the snapshot (`snapshot_id`, taken at `snapshot_taken_at`) and the target
+    (`target_id`, its version). The executor refuses a plan whose snapshot is not newer than the end of the
+    portfolio's last run (a second trigger on the same facts would trade again). `budgets`: what each
+    account may spend. Plans without them (older plans, fund cycles) are executed as before."""
 
     topic = subjects.REBALANCE_PLANNED
     type: Literal["RebalancePlanned"] = "RebalancePlanned"
@@ -320,6 +336,8 @@ class RebalancePlanned(Event):
     transfers: tuple[PlannedTransfer, ...] = ()
     skipped: tuple[SkippedOrder, ...] = ()
     projected_weights: tuple[ProjectedWeight, ...] = ()
+    snapshot_taken_at: AwareDatetime | None = None
+    budgets: tuple[PlannedBudget, ...] = ()
 
 
 class PlanFailed(Event):
@@ -373,7 +391,8 @@ RunStatus = Literal[
 
 
 class RunFinished(Event):
-    """How a run ended, with every order's outcome."""
+    """How a run ended, with every order's outcome; `skipped` and `reasons` include the orders the plan
+    itself skipped (below a minimum, no market), each with its reason."""
 
     topic = subjects.RUN_FINISHED
     type: Literal["RunFinished"] = "RunFinished"

@@ -66,6 +66,12 @@ BALANCE_DISCREPANCIES = Counter(
     "Assets whose balance moved during a run by more than the run's fills explain (external activity).",
     ["exchange"],
 )
+STRANDED = Counter(
+    "rebal_stranded_assets_total",
+    "Routed orders whose second leg did not fill and whose intermediate asset could not be unwound (below "
+    "the market's minimums or refused): it stays on the account (alert).",
+    ["exchange", "asset"],
+)
 DRIFT = Gauge(
     "rebal_drift_ratio",
     "Largest |actual - target| share of the portfolio's value over all its nodes (0.05 = 5 points), "

@@ -8,7 +8,8 @@ Errors, all `VenueError`s; `retryable` says whether trying again (under the SAME
 
 - `VenueRateLimited` (retryable, `retry_after` seconds when the venue said): slow down;
 - `OrderOutcomeUnknown` (retryable): a submit ended without an answer and the venue does not show the order
-  yet: look it up by client id or place it again under the same id, never under a new one;
+  yet: look it up by client id (repeatedly: venues show a new order late), never under a new id;
+  `ClientIdInUse` is the venue saying an order under that id is open there: it exists, look it up;
 - other plain `VenueError`s (retryable): network trouble, the venue unavailable;
 - `VenueAuthError` (not retryable): keys refused or lacking a permission: stop trading there and alert;
 - `OrderRejected` (not retryable, `reason`): the venue refused the order; `InsufficientFunds` is the
@@ -111,6 +112,14 @@ class OrderOutcomeUnknown(VenueError):
     def __init__(self, client_order_id: str, cause: str) -> None:
         super().__init__(f"{client_order_id}: outcome unknown ({cause})")
         self.client_order_id = client_order_id
+
+
+class ClientIdInUse(OrderOutcomeUnknown):
+    """The venue refused a submit as a duplicate: an order under this client id is open there. The order
+    EXISTS (perhaps not yet visible to look-ups): look it up again; never mark it rejected."""
+
+    def __init__(self, client_order_id: str, cause: str = "duplicate client order id") -> None:
+        super().__init__(client_order_id, cause)
 
 
 class OrderRejected(VenueError):
@@ -242,13 +251,17 @@ class Venue(Protocol):
     async def place_order(
         self, account: str, client_order_id: str, symbol: str, side: Side, amount: Decimal
     ) -> OrderState:
-        """Place a market order. Placing the same client order id again returns the existing order."""
+        """Place a market order. NOT idempotent: while an order under the client id is open the venue
+        refuses the id (`ClientIdInUse`), but once it has ended the venue may take the same id as a NEW
+        order (Binance: "a unique id among open orders"). So an id whose outcome is unknown is placed again
+        only after look-ups spread over a window proved the venue never saw it."""
         ...
 
     async def order(self, account: str, client_order_id: str, symbol: str | None = None) -> OrderState | None:
-        """Look an order up by our client order id (None: the venue never saw it). Many exchanges need the
-        `symbol` for the look-up: pass it whenever it is known (a ccxt venue refuses without it unless it
-        placed the order itself)."""
+        """Look an order up by our client order id (the latest order under it); None: the venue does not
+        show it NOW — venues show a new order late, so one None is no proof it was never placed. Many
+        exchanges need the `symbol` for the look-up: pass it whenever it is known (a ccxt venue refuses
+        without it unless it placed the order itself)."""
         ...
 
     async def open_orders(self, account: str, symbol: str | None = None) -> Sequence[OrderState]:

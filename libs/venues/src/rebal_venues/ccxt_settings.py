@@ -43,6 +43,10 @@ class CcxtVenueSettings(Section):
     rate_limit_retries: int = Field(default=3, ge=0)
     backoff_seconds: float = Field(default=0.5, gt=0)
     max_backoff_seconds: float = Field(default=30.0, gt=0)
+    # The venue's order-count limits (new orders per 10 seconds and per day); the exchange's profile's
+    # when unset (Binance: 50 and 160,000).
+    orders_per_10s: int | None = Field(default=None, gt=0)
+    orders_per_day: int | None = Field(default=None, gt=0)
     # Extra ccxt options, merged over the exchange's profile in `rebal_venues.ccxt_venue`.
     options: dict[str, Any] = Field(default_factory=dict)
 

@@ -3,10 +3,18 @@
 - Markets: ``load_markets`` precision and limits become `MarketInfo` (`amount_step`, `truncate_amount`);
   the fee is the market's taker fee.
 - Orders are MARKET orders under our client order id (the exchange's parameter name comes from
-  `PROFILES`), amounts truncated to the step, never rounded up. Placing a known client id again returns
-  the existing order: the venue refuses the duplicate, the refusal is answered by a look-up by client id.
-- A submit whose outcome is unknown (timeout, network) is looked up by its client id; when the venue does
-  not show it yet, `OrderOutcomeUnknown` says so and the caller retries under the SAME id.
+  `PROFILES`), amounts truncated to the step, never rounded up. A client id of an order still OPEN is
+  refused by the venue as a duplicate (ccxt's `DuplicateOrderId`; Binance's documented "Duplicate order
+  sent." is registered with ccxt's error table by the profile): the refusal is answered by a look-up, and
+  when the venue does not show the order yet, `ClientIdInUse` says it exists. A client id whose order has
+  ENDED may be taken again as a new order (Binance): `place_order` is not idempotent.
+- A submit whose outcome is unknown (timeout, network, a 5xx) is looked up by its client id; when the venue
+  does not show it yet, `OrderOutcomeUnknown` says so: the caller keeps looking (venues show a new order
+  late) and places it again only once a window of look-ups proved the venue never saw it.
+- A look-up by client id that finds nothing also searches the account's open orders and its recent
+  orders of the symbol (where the exchange lists them) before it answers None.
+- New orders go through `OrderRate`, the venue's order-count limits (Binance: 50 per 10 s, 160,000 a
+  day), beside the request-weight budget (`RequestBudget`).
 - ccxt exceptions are translated by class: authentication → `VenueAuthError` (stop, do not retry); rate
   limit → `VenueRateLimited`; network → `VenueError`; insufficient funds and invalid orders →
   `OrderRejected` with the reason. ccxt does not retry by itself (``maxRetriesOnFailure`` is 0): every
@@ -17,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -41,6 +48,7 @@ from rebal.venue import (
     UNKNOWN_SYMBOL,
     AssetNetwork,
     Balances,
+    ClientIdInUse,
     DepositAddress,
     Fill,
     InsufficientFunds,
@@ -57,6 +65,7 @@ from rebal.venue import (
     VenueError,
     VenueRateLimited,
 )
+from rebal_venues.ccxt_pacing import Backoff, OrderRate, RequestBudget, retry_after_of
 from rebal_venues.ccxt_settings import CcxtVenueSettings
 
 __all__ = [
@@ -68,6 +77,7 @@ __all__ = [
     "ExchangeProfile",
     "InsufficientFunds",
     "OrderOutcomeUnknown",
+    "OrderRate",
     "RequestBudget",
     "VenueAuthError",
     "VenueRateLimited",
@@ -112,6 +122,12 @@ class ExchangeProfile:
     # Our id of a withdrawal, sent with it and looked up by it.
     transfer_id_param: str = "clientId"
     options: Mapping[str, Any] = field(default_factory=dict)
+    # The venue's documented error messages ccxt does not classify itself: message → ccxt exception class,
+    # added to the client's exact-match table (ccxt translates; we still act on classes only).
+    exact_errors: Mapping[str, type[ccxt_errors.BaseError]] = field(default_factory=dict)
+    # The venue's order-count limits per account: new orders per 10 seconds and per day (None: none known).
+    orders_per_10s: int | None = None
+    orders_per_day: int | None = None
 
 
 PROFILES: Mapping[str, ExchangeProfile] = {
@@ -129,9 +145,16 @@ PROFILES: Mapping[str, ExchangeProfile] = {
             # The reconciliation lists all open orders of the account at once (weight 80, once per cycle).
             "warnOnFetchOpenOrdersWithoutSymbol": False,
         },
+        # Binance answers a client id of an open order with -2010 "Duplicate order sent." (its errors
+        # page), which ccxt maps to the generic InvalidOrder: it means the order exists.
+        exact_errors={"Duplicate order sent.": ccxt_errors.DuplicateOrderId},
+        # Binance's ORDERS rate limits (exchangeInfo `rateLimits`): 50 per 10 SECOND, 160,000 per DAY.
+        orders_per_10s=50,
+        orders_per_day=160_000,
     ),
 }
 DEFAULT_PROFILE = ExchangeProfile()
+DEFAULT_BACKOFF = Backoff()
 
 
 def _decimal(value: object) -> Decimal:
@@ -185,69 +208,6 @@ def market_info(market: Mapping[str, Any], mode: int) -> MarketInfo:
     )
 
 
-def _retry_after(headers: Mapping[str, str] | None) -> float | None:
-    value = (headers or {}).get("Retry-After") or (headers or {}).get("retry-after")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-class RequestBudget:
-    """The venue's rate limit in front of every request: ccxt's request costs (Binance: weight / 5) drawn
-    from a bucket refilled on the wall clock at `per_second`, holding up to `capacity`.
-
-    It replaces ccxt's own leaky bucket, which refills only while a request is waiting: the caller's work
-    between requests (journal writes, sizing) never counted toward the next wait, so a run paid the rate
-    limit's waits on top of all its other time. Like ccxt's, a request goes when the bucket is not in debt
-    and may take it into debt by its cost (the next one waits the debt off)."""
-
-    def __init__(
-        self,
-        per_second: float,
-        capacity: float = 1.0,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
-        self.per_second = per_second
-        self.capacity = capacity
-        self._clock = clock
-        self._sleep = sleep
-        self._tokens = capacity
-        self._at = clock()
-        self._lock = asyncio.Lock()
-
-    def _refill(self) -> None:
-        now = self._clock()
-        self._tokens = min(self.capacity, self._tokens + (now - self._at) * self.per_second)
-        self._at = now
-
-    async def __call__(self, cost: float | None = None) -> None:
-        async with self._lock:
-            self._refill()
-            if self._tokens < 0:
-                await self._sleep(-self._tokens / self.per_second)
-                self._refill()
-            self._tokens -= 1.0 if cost is None else float(cost)
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """How a rate-limited request is retried inside the adapter (same request, same client order id).
-
-    A 429 is retried up to `retries` times, after the venue's ``Retry-After`` when it sent one, else after
-    ``base·2^(attempt-1)`` seconds; a wait longer than `max_seconds` is not slept: `VenueRateLimited` goes
-    to the caller at once.
-    """
-
-    retries: int = 3
-    base_seconds: float = 0.5
-    max_seconds: float = 30.0
-
-    def delay(self, attempt: int, retry_after: float | None) -> float:
-        return retry_after if retry_after is not None else self.base_seconds * 2 ** (attempt - 1)
-
-
 class CcxtVenue:
     """One account (one set of keys) on one ccxt exchange. Close it (`close`, or ``async with``)."""
 
@@ -257,8 +217,9 @@ class CcxtVenue:
         account: str,
         client: ccxt_async.Exchange,
         profile: ExchangeProfile,
-        backoff: Backoff = Backoff(),
+        backoff: Backoff = DEFAULT_BACKOFF,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        order_rate: OrderRate | None = None,
     ) -> None:
         self._name = name
         self._account = account
@@ -266,6 +227,11 @@ class CcxtVenue:
         self._profile = profile
         self._backoff = backoff
         self._sleep = sleep
+        self._order_rate = order_rate or OrderRate(
+            profile.orders_per_10s, profile.orders_per_day, sleep=sleep
+        )
+        exact = client.exceptions.setdefault("exact", {})
+        exact.update(profile.exact_errors)
         self._markets: dict[str, MarketInfo] | None = None
         # The symbol of each order we placed (the look-up by client id needs it on most exchanges).
         self._symbols: dict[str, str] = {}
@@ -285,6 +251,11 @@ class CcxtVenue:
     def client(self) -> ccxt_async.Exchange:
         """The ccxt client (benchmarks read its request count and throttle; nothing else should)."""
         return self._client
+
+    @property
+    def profile(self) -> ExchangeProfile:
+        """What differs on this exchange (its client id parameters, its limits)."""
+        return self._profile
 
     @property
     def sandboxed(self) -> bool:
@@ -313,7 +284,7 @@ class CcxtVenue:
             except ccxt_errors.DDoSProtection as exc:
                 self._count(exc)
                 attempt += 1
-                delay = self._backoff.delay(attempt, _retry_after(self._client.last_response_headers))
+                delay = self._backoff.delay(attempt, retry_after_of(self._client.last_response_headers))
                 if attempt > self._backoff.retries or delay > self._backoff.max_seconds:
                     raise
                 await self._sleep(delay)
@@ -324,7 +295,7 @@ class CcxtVenue:
                 raise
 
     def _rate_limited(self, what: str, exc: ccxt_errors.BaseError) -> VenueRateLimited:
-        retry_after = _retry_after(self._client.last_response_headers)
+        retry_after = retry_after_of(self._client.last_response_headers)
         return VenueRateLimited(f"{self._name} {what}: {exc}", retry_after)
 
     @contextmanager
@@ -402,6 +373,7 @@ class CcxtVenue:
         self._symbols[client_order_id] = symbol
         params = {self._profile.client_id_param: client_order_id}
         what = f"create_order {client_order_id}"
+        await self._order_rate()
         try:
             placed = await self._request(
                 lambda: self._client.create_order(symbol, "market", side, str(size), None, params)
@@ -410,8 +382,13 @@ class CcxtVenue:
             raise VenueAuthError(f"{self._name} {what}: {exc}") from exc
         except ccxt_errors.InsufficientFunds as exc:
             raise InsufficientFunds(client_order_id, str(exc)) from exc
+        except ccxt_errors.DuplicateOrderId as exc:
+            # An order under this id is open there: it exists, whether a look-up shows it yet or not.
+            existing = await self._lookup(client_order_id, symbol)
+            if existing is None:
+                raise ClientIdInUse(client_order_id, str(exc)) from exc
+            return existing
         except (ccxt_errors.InvalidOrder, ccxt_errors.BadRequest, ccxt_errors.OperationRejected) as exc:
-            # A known client id is refused as a duplicate: the existing order is the answer.
             return await self._existing_or_rejected(client_order_id, symbol, size, exc)
         except ccxt_errors.DDoSProtection as exc:  # refused before it was processed, retries spent
             raise self._rate_limited(what, exc) from exc
@@ -435,9 +412,10 @@ class CcxtVenue:
     async def _existing_or_rejected(
         self, client_order_id: str, symbol: str, size: Decimal, refusal: ccxt_errors.BaseError
     ) -> OrderState:
-        """A refused submit: the existing order when the venue refused a duplicate client id, else the
-        rejection. Below the market's minimum cost at the last price is named as such (a fact we compute,
-        not the venue's words parsed); any other refusal carries the venue's words."""
+        """A refused submit: the existing order when the venue shows one under the id (a duplicate refusal
+        on a venue whose profile does not classify it), else the rejection. Below the market's minimum
+        cost at the last price is named as such (a fact we compute, not the venue's words parsed); any
+        other refusal carries the venue's words."""
         existing = await self._lookup(client_order_id, symbol)
         if existing is not None:
             return existing
@@ -480,8 +458,25 @@ class CcxtVenue:
             try:
                 found = await self._request(lambda: self._client.fetch_order(None, symbol, params))
             except ccxt_errors.OrderNotFound:
-                return None
+                found = await self._listed(client_order_id, symbol)
+                if found is None:
+                    return None
         return self._state(client_order_id, symbol, found, await self._order_trades(found))
+
+    async def _listed(self, client_order_id: str, symbol: str) -> dict[str, Any] | None:
+        """The order under the client id among the account's open orders, then its recent orders of the
+        symbol (the latest wins), where the exchange lists them: a venue may list an order its by-id
+        look-up does not find yet."""
+        listings = []
+        if self._client.has.get("fetchOpenOrders"):
+            listings.append(lambda: self._client.fetch_open_orders(symbol))
+        if self._client.has.get("fetchOrders"):
+            listings.append(lambda: self._client.fetch_orders(symbol))
+        for listing in listings:
+            found = [o for o in await self._request(listing) if o.get("clientOrderId") == client_order_id]
+            if found:
+                return dict(found[-1])
+        return None
 
     async def open_orders(self, account: str, symbol: str | None = None) -> Sequence[OrderState]:
         """The account's open orders (ccxt ``fetch_open_orders``), ours and others'; an order without a client
@@ -715,4 +710,8 @@ def open_ccxt_venue(settings: CcxtVenueSettings) -> CcxtVenue:
     if settings.api_base_url is not None:
         client.urls["api"] = _with_origin(client.urls["api"], settings.api_base_url)
     backoff = Backoff(settings.rate_limit_retries, settings.backoff_seconds, settings.max_backoff_seconds)
-    return CcxtVenue(settings.venue_name, settings.account, client, profile, backoff)
+    order_rate = OrderRate(
+        settings.orders_per_10s if settings.orders_per_10s is not None else profile.orders_per_10s,
+        settings.orders_per_day if settings.orders_per_day is not None else profile.orders_per_day,
+    )
+    return CcxtVenue(settings.venue_name, settings.account, client, profile, backoff, order_rate=order_rate)

@@ -6,10 +6,19 @@ transaction, at the moving price of the moment:
 
 - prices move deterministically with the injected clock (`MovingPrices`): a bounded sine per asset plus
   a small noise derived from a hash of (asset, time bucket), around the base prices of a prices document;
-- the fee is charged in the quote: a buy costs ``amount·price·(1+fee)``, a sell yields
-  ``amount·price·(1−fee)`` (the cost rounded to `QUOTE_QUANTUM`, the fee rounded up to it);
-- placing a known client order id returns the stored order (or raises its stored rejection) and changes
-  nothing.
+- the fee is charged in the quote (`fee_in_received` off: a buy costs ``amount·price·(1+fee)``, a sell
+  yields ``amount·price·(1−fee)``, the cost rounded to `QUOTE_QUANTUM`, the fee rounded up to it), or, as
+  Binance does (each fill's `commissionAsset`), in the asset received: a buy's fee out of the base bought.
+
+It keeps the unpleasant parts of a real venue's documented behaviour (Binance Spot REST API,
+https://developers.binance.com/docs/binance-spot-api-docs/rest-api), each switchable for tests:
+
+- a client order id is unique among OPEN orders only ("newClientOrderId: a unique id among open orders"):
+  placing it again after its order ended places a NEW order (`place_order` is not idempotent);
+- a new order is not shown by look-ups until it is `order_visible_after` old ("Memory => Database";
+  -2013 "Order does not exist.");
+- new orders are limited per account (`orders_per_10s`; Binance's ORDERS limit is 50 per 10 s): one more
+  is refused with `VenueRateLimited` and the seconds to wait (HTTP 429, -1015 "Too many new orders").
 """
 
 from __future__ import annotations
@@ -30,7 +39,6 @@ from rebal.events import derive_id
 from rebal.venue import (
     BELOW_MIN_AMOUNT,
     BELOW_MIN_COST,
-    ID_REUSED,
     INACTIVE_SYMBOL,
     INSUFFICIENT_FUNDS,
     INVALID_ADDRESS,
@@ -39,6 +47,7 @@ from rebal.venue import (
     UNKNOWN_SYMBOL,
     AssetNetwork,
     Balances,
+    ClientIdInUse,
     DepositAddress,
     Fill,
     InsufficientFunds,
@@ -51,6 +60,7 @@ from rebal.venue import (
     TransferRefused,
     TransferStatus,
     VenueError,
+    VenueRateLimited,
     transfer_problem,
 )
 
@@ -74,7 +84,6 @@ __all__ = [
     "BELOW_MIN_AMOUNT",
     "BELOW_MIN_COST",
     "FACTOR_PLACES",
-    "ID_REUSED",
     "INACTIVE_SYMBOL",
     "INSUFFICIENT_FUNDS",
     "NOT_POSITIVE",
@@ -201,6 +210,12 @@ class PaperVenue:
     transfer_delay: timedelta = timedelta(seconds=60)
     # The withdrawal fee per asset (taken from the amount); 0 for an asset not listed.
     withdraw_fees: Mapping[str, Decimal] = field(default_factory=dict)
+    # Look-ups (the order, open orders) show a new order only once it is this old.
+    order_visible_after: timedelta = timedelta(0)
+    # At most this many new orders per account in any 10 seconds (None: no limit).
+    orders_per_10s: int | None = None
+    # The trading fee in the asset received (a buy's in the base), as Binance takes it; else in the quote.
+    fee_in_received: bool = False
 
     @classmethod
     def from_documents(
@@ -212,12 +227,27 @@ class PaperVenue:
         clock: Clock = utc_now,
         transfer_delay: timedelta = timedelta(seconds=60),
         withdraw_fees: Mapping[str, Decimal] | None = None,
+        *,
+        order_visible_after: timedelta = timedelta(0),
+        orders_per_10s: int | None = None,
+        fee_in_received: bool = False,
         **movement: float,
     ) -> PaperVenue:
         """From a markets document and a prices document; `movement` tunes `MovingPrices`."""
         model = MovingPrices(Prices.parse(prices), **movement)
         fees = dict(withdraw_fees or {})
-        return cls(exchange, pool, markets_of(markets, exchange), model, clock, transfer_delay, fees)
+        return cls(
+            exchange,
+            pool,
+            markets_of(markets, exchange),
+            model,
+            clock,
+            transfer_delay,
+            fees,
+            order_visible_after,
+            orders_per_10s,
+            fee_in_received,
+        )
 
     @property
     def name(self) -> str:
@@ -276,12 +306,15 @@ class PaperVenue:
     async def place_order(
         self, account: str, client_order_id: str, symbol: str, side: Side, amount: Decimal
     ) -> OrderState:
+        """A new order under the client id (refused only while an order under it is open)."""
         now = self.clock()
         async with self.pool.acquire() as connection, connection.transaction():
-            created = await connection.fetchval(
+            await self._admit(connection, account, now)
+            order_id = await connection.fetchval(
                 "INSERT INTO paper.orders (exchange, client_order_id, account, symbol, side, amount, status,"
-                " created_at) VALUES ($1, $2, $3, $4, $5, $6, 'open', $7) ON CONFLICT DO NOTHING"
-                " RETURNING true",
+                " created_at) VALUES ($1, $2, $3, $4, $5, $6, 'open', $7)"
+                " ON CONFLICT (exchange, client_order_id) WHERE status = 'open' DO NOTHING"
+                " RETURNING order_id",
                 self.exchange,
                 client_order_id,
                 account,
@@ -290,19 +323,40 @@ class PaperVenue:
                 amount,
                 now,
             )
-            if created:
-                outcome = await self._execute(connection, account, symbol, side, amount, client_order_id, now)
-                await self._record(connection, client_order_id, amount, outcome, now)
+            if order_id is None:
+                raise ClientIdInUse(client_order_id)
+            outcome = await self._execute(connection, account, symbol, side, amount, client_order_id, now)
+            await self._record(connection, order_id, client_order_id, amount, outcome, now)
             state = await self._load(connection, client_order_id)
-        if state is None:  # inserted or found above, in the same transaction
+        if state is None:  # inserted above, in the same transaction
             raise RuntimeError(f"{client_order_id}: order vanished after placement")
-        if state.account != account or state.symbol != symbol or state.side != side:
-            raise OrderRejected(client_order_id, ID_REUSED)
         if state.status == "rejected":
             if state.reason == INSUFFICIENT_FUNDS:
                 raise InsufficientFunds(client_order_id)
             raise OrderRejected(client_order_id, state.reason)
         return state
+
+    async def _admit(self, connection: Connection, account: str, now: datetime) -> None:
+        """Refuse a new order beyond `orders_per_10s` (the account's orders of the last 10 seconds)."""
+        if self.orders_per_10s is None:
+            return
+        await connection.execute(
+            "SELECT pg_advisory_xact_lock(hashtext($1))", f"paper-orders|{self.exchange}|{account}"
+        )
+        window = timedelta(seconds=10)
+        recent = await connection.fetch(
+            "SELECT created_at FROM paper.orders WHERE exchange = $1 AND account = $2 AND created_at > $3"
+            " ORDER BY created_at DESC LIMIT $4",
+            self.exchange,
+            account,
+            now - window,
+            self.orders_per_10s,
+        )
+        if len(recent) >= self.orders_per_10s:
+            wait = (recent[-1]["created_at"] + window - now).total_seconds()
+            raise VenueRateLimited(
+                f"{self.exchange}: too many new orders (at most {self.orders_per_10s} per 10 s)", wait
+            )
 
     async def _execute(
         self,
@@ -324,7 +378,15 @@ class PaperVenue:
         cost = (amount * price).quantize(QUOTE_QUANTUM)
         if cost < market.min_cost:
             return _Outcome("rejected", BELOW_MIN_COST)
-        fee = (cost * market.fee_rate).quantize(QUOTE_QUANTUM, rounding=ROUND_CEILING)
+        fee, fee_asset = (
+            (cost * market.fee_rate).quantize(QUOTE_QUANTUM, rounding=ROUND_CEILING),
+            market.quote,
+        )
+        if side == "buy" and self.fee_in_received:
+            fee, fee_asset = (
+                (amount * market.fee_rate).quantize(QUOTE_QUANTUM, rounding=ROUND_CEILING),
+                market.base,
+            )
         rows = await connection.fetch(
             "SELECT asset, amount FROM paper.balances WHERE exchange = $1 AND account = $2"
             " AND asset = ANY($3::text[]) ORDER BY asset FOR UPDATE",
@@ -333,7 +395,9 @@ class PaperVenue:
             sorted({market.base, market.quote}),
         )
         held = {row["asset"]: row["amount"] for row in rows}
-        if side == "buy":
+        if side == "buy" and fee_asset == market.base:
+            changes = {market.quote: -cost, market.base: amount - fee}
+        elif side == "buy":
             changes = {market.quote: -(cost + fee), market.base: amount}
         else:
             changes = {market.base: -amount, market.quote: cost - fee}
@@ -352,22 +416,28 @@ class PaperVenue:
                 asset,
                 delta,
             )
-        trade_id = "paper-" + derive_id("paper-fill", self.exchange, client_order_id).hex
-        return _Outcome("filled", fill=Fill(trade_id, amount, price, fee, market.quote))
+        # The n-th order under a client id (n > 0 only when the id was used again after its order ended).
+        earlier = await connection.fetchval(
+            "SELECT count(*) - 1 FROM paper.orders WHERE exchange = $1 AND client_order_id = $2",
+            self.exchange,
+            client_order_id,
+        )
+        cause = (client_order_id,) if not earlier else (client_order_id, earlier)
+        trade_id = "paper-" + derive_id("paper-fill", self.exchange, *cause).hex
+        return _Outcome("filled", fill=Fill(trade_id, amount, price, fee, fee_asset))
 
     async def _record(
         self,
         connection: Connection,
+        order_id: int,
         client_order_id: str,
         amount: Decimal,
         outcome: _Outcome,
         now: datetime,
     ) -> None:
         await connection.execute(
-            "UPDATE paper.orders SET status = $3, filled = $4, reason = $5"
-            " WHERE exchange = $1 AND client_order_id = $2",
-            self.exchange,
-            client_order_id,
+            "UPDATE paper.orders SET status = $2, filled = $3, reason = $4 WHERE order_id = $1",
+            order_id,
             outcome.status,
             amount if outcome.fill is not None else Decimal(0),
             outcome.reason,
@@ -376,11 +446,12 @@ class PaperVenue:
             fill = outcome.fill
             await connection.execute(
                 "INSERT INTO paper.fills"
-                " (trade_id, exchange, client_order_id, amount, price, fee, fee_asset, ts)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                " (trade_id, exchange, client_order_id, order_id, amount, price, fee, fee_asset, ts)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 fill.trade_id,
                 self.exchange,
                 client_order_id,
+                order_id,
                 fill.amount,
                 fill.price,
                 fill.fee,
@@ -389,9 +460,10 @@ class PaperVenue:
             )
 
     async def order(self, account: str, client_order_id: str, symbol: str | None = None) -> OrderState | None:
-        """The order by client id (`symbol`, when given, must match: the port's look-up)."""
+        """The latest order under the client id (`symbol`, when given, must match: the port's look-up);
+        None while it is younger than `order_visible_after`."""
         async with self.pool.acquire() as connection:
-            state = await self._load(connection, client_order_id)
+            state = await self._load(connection, client_order_id, visible=True)
         if state is None or state.account != account or (symbol is not None and state.symbol != symbol):
             return None
         return state
@@ -408,7 +480,7 @@ class PaperVenue:
                 account,
                 symbol,
             )
-            found = [await self._load(connection, row["client_order_id"]) for row in ids]
+            found = [await self._load(connection, row["client_order_id"], visible=True) for row in ids]
         return [state for state in found if state is not None]
 
     async def cancel_order(self, account: str, client_order_id: str, symbol: str) -> OrderState | None:
@@ -416,20 +488,24 @@ class PaperVenue:
         order as it ended, None when unknown."""
         return await self.order(account, client_order_id, symbol)
 
-    async def _load(self, connection: Connection, client_order_id: str) -> OrderState | None:
+    async def _load(
+        self, connection: Connection, client_order_id: str, visible: bool = False
+    ) -> OrderState | None:
+        """The latest order under the client id; with `visible`, only once look-ups may show it."""
         row = await connection.fetchrow(
-            "SELECT account, symbol, side, amount, status, filled, reason FROM paper.orders"
-            " WHERE exchange = $1 AND client_order_id = $2",
+            "SELECT order_id, account, symbol, side, amount, status, filled, reason FROM paper.orders"
+            " WHERE exchange = $1 AND client_order_id = $2 AND ($3::timestamptz IS NULL OR created_at <= $3)"
+            " ORDER BY order_id DESC LIMIT 1",
             self.exchange,
             client_order_id,
+            self.clock() - self.order_visible_after if visible and self.order_visible_after else None,
         )
         if row is None:
             return None
         fills = await connection.fetch(
-            "SELECT trade_id, amount, price, fee, fee_asset FROM paper.fills"
-            " WHERE exchange = $1 AND client_order_id = $2 ORDER BY ts, trade_id",
-            self.exchange,
-            client_order_id,
+            "SELECT trade_id, amount, price, fee, fee_asset FROM paper.fills WHERE order_id = $1"
+            " ORDER BY ts, trade_id",
+            row["order_id"],
         )
         return OrderState(
             client_order_id=client_order_id,

@@ -27,6 +27,12 @@ class PaperSettings(Section):
     # Transfers between paper accounts: credited this long after the withdrawal, less the asset's fee.
     transfer_delay_seconds: float = Field(default=60.0, ge=0)
     withdraw_fees: dict[str, Decimal] = Field(default_factory=dict)
+    # A venue's documented unpleasant parts (`rebal_venues.paper`): a new order is not shown by look-ups
+    # until it is this old; at most this many new orders per account in 10 s (Binance: 50; None: no limit);
+    # the trading fee in the asset received (Binance; off: in the quote, as the demo's figures assume).
+    order_visible_after_seconds: float = Field(default=1.0, ge=0)
+    orders_per_10s: int | None = Field(default=50, gt=0)
+    fee_in_received: bool = False
 
 
 def open_paper_venues(
@@ -44,7 +50,17 @@ def open_paper_venues(
     delay = timedelta(seconds=settings.transfer_delay_seconds)
     return {
         exchange: PaperVenue.from_documents(
-            exchange, pool, markets, prices, clock, delay, settings.withdraw_fees, **movement
+            exchange,
+            pool,
+            markets,
+            prices,
+            clock,
+            delay,
+            settings.withdraw_fees,
+            order_visible_after=timedelta(seconds=settings.order_visible_after_seconds),
+            orders_per_10s=settings.orders_per_10s,
+            fee_in_received=settings.fee_in_received,
+            **movement,
         )
         for exchange in sorted(set(exchanges))
     }

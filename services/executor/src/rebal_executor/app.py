@@ -1,4 +1,5 @@
-"""Executor wiring: `faststream run rebal_executor.app:app` or `python -m rebal_executor`."""
+"""Executor wiring: `build(settings)` makes the app (`python -m rebal_executor` serves it); nothing is wired
+at import time."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from faststream.asgi import AsgiFastStream
+
 from rebal import bus, db, service, telemetry
 from rebal.events import HaltTrading, RebalancePlanned, ResumeTrading
 from rebal.io import load_document
-from rebal_executor.handlers import SERVICE, Executor, register
-from rebal_executor.journal import Journal
+from rebal_executor.execution import Executor
+from rebal_executor.handlers import SERVICE, register
+from rebal_executor.journal import PostgresJournal
 from rebal_executor.locks import account_locks
 from rebal_executor.settings import ExecutorSettings
 from rebal_venues.factory import ConfiguredVenue, open_venues
@@ -49,7 +53,7 @@ class Runtime:
             telemetry.traced_venues(self.venues),
             self.publisher,
             self.settings,
-            Journal(pool),
+            PostgresJournal(pool),
             lock=lambda accounts: account_locks(pool, accounts),
         )
         await self.executor.restore_halts(self.settings.portfolios)
@@ -93,17 +97,18 @@ class Runtime:
         self._wake.set()
 
 
-settings = ExecutorSettings()
-broker = service.make_broker(settings, SERVICE)
-publisher = bus.Publisher(broker)
-database = service.Database(settings.database.url.get_secret_value(), settings.database.pool_size)
-runtime = Runtime(settings, publisher, database)
-register(broker, publisher, runtime.on_plan, runtime.on_halt, runtime.on_resume)
-app = service.build(
-    SERVICE,
-    broker,
-    settings,
-    checks=[("postgres", database.ping)],
-    on_startup=[runtime.start],
-    on_shutdown=[runtime.stop],
-)
+def build(settings: ExecutorSettings) -> AsgiFastStream:
+    """The executor's app for `settings`: its broker, subscribers, worker and health checks."""
+    broker = service.make_broker(settings, SERVICE)
+    publisher = bus.Publisher(broker)
+    database = service.Database(settings.database.url.get_secret_value(), settings.database.pool_size)
+    runtime = Runtime(settings, publisher, database)
+    register(broker, publisher, runtime.on_plan, runtime.on_halt, runtime.on_resume)
+    return service.build(
+        SERVICE,
+        broker,
+        settings,
+        checks=[("postgres", database.ping)],
+        on_startup=[runtime.start],
+        on_shutdown=[runtime.stop],
+    )

@@ -1,4 +1,5 @@
-"""The executor's write-ahead journal in Postgres (migration 0003, schema `execution`).
+"""The executor's write-ahead journal in Postgres (migration 0003, schema `execution`): the service's
+implementation of `rebal_executor.execution.ports.Journal`.
 
 Written before the executor acts: a plan is queued before its message is acked, an order row (state
 `created`) exists before the order is sent, each fill is recorded once by its trade id, and every state
@@ -17,6 +18,7 @@ from decimal import Decimal
 import asyncpg
 
 from rebal.core.execution import (
+    RUN_FINAL,
     IllegalTransition,
     OrderStage,
     Queued,
@@ -28,44 +30,8 @@ from rebal.core.execution import (
     run_transition,
 )
 from rebal.events import RebalancePlanned
-from rebal.venue import Balances, Fill, OrderState, Side
-
-UNFINISHED: tuple[RunState, ...] = ("queued", "sells_in_progress", "buys_in_progress")
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    plan_id: uuid.UUID
-    run_id: uuid.UUID  # the correlation id: what RunStarted/RunFinished and the CLI call the run
-    plan: RebalancePlanned
-    state: RunState
-    reason: str
-
-
-@dataclass(frozen=True)
-class OrderRecord:
-    client_order_id: str
-    plan_id: uuid.UUID
-    leg: int
-    attempt: int
-    exchange: str
-    account: str
-    symbol: str
-    side: Side
-    amount: Decimal
-    notional: Decimal
-    state: OrderStage
-    filled: Decimal
-    reason: str
-
-
-@dataclass(frozen=True)
-class Report:
-    placed: int
-    filled: int
-    skipped: int
-    failed: int
-    reasons: tuple[str, ...]
+from rebal.venue import Balances, Fill, OrderState
+from rebal_executor.execution.ports import MAYBE_LIVE, UNFINISHED, OrderRecord, Report, RunRecord
 
 
 def _run(row: asyncpg.Record) -> RunRecord:
@@ -78,7 +44,7 @@ def _order(row: asyncpg.Record) -> OrderRecord:
 
 
 @dataclass
-class Journal:
+class PostgresJournal:
     pool: asyncpg.Pool
 
     # -- runs ------------------------------------------------------------------------------------------
@@ -127,10 +93,19 @@ class Journal:
         _, superseded = coalesce(queue)
         return {uuid.UUID(old): uuid.UUID(new) for old, new in superseded.items()}
 
+    async def last_run_end(self, portfolio_id: str) -> datetime | None:
+        """When the portfolio's latest run that started trading ended (None: none did)."""
+        value = await self.pool.fetchval(
+            "SELECT max(finished_at) FROM execution.runs WHERE portfolio_id = $1 AND started_at IS NOT NULL",
+            portfolio_id,
+        )
+        return value if isinstance(value, datetime) else None
+
     async def move_run(
-        self, plan_id: uuid.UUID, wanted: RunState, reason: str = ""
+        self, plan_id: uuid.UUID, wanted: RunState, reason: str = "", at: datetime | None = None
     ) -> RunState | IllegalTransition:
-        """Move a run to `wanted` if the table allows it from its current state (recorded once)."""
+        """Move a run to `wanted` if the table allows it from its current state (recorded once); `at` (the
+        executor's clock) is kept as the run's start (sells_in_progress) or end (a final state)."""
         async with self.pool.acquire() as connection, connection.transaction():
             current = await connection.fetchval(
                 "SELECT state FROM execution.runs WHERE plan_id = $1 FOR UPDATE", plan_id
@@ -141,11 +116,15 @@ class Journal:
             if isinstance(result, IllegalTransition) or result == current:
                 return result
             await connection.execute(
-                "UPDATE execution.runs SET state = $2, reason = $3, updated_at = clock_timestamp()"
+                "UPDATE execution.runs SET state = $2, reason = $3, updated_at = clock_timestamp(),"
+                " started_at = CASE WHEN $2 = 'sells_in_progress' THEN $4 ELSE started_at END,"
+                " finished_at = CASE WHEN $2 = ANY($5::text[]) THEN $4 ELSE finished_at END"
                 " WHERE plan_id = $1",
                 plan_id,
                 wanted,
                 reason,
+                at,
+                sorted(RUN_FINAL),
             )
             await connection.execute(
                 "INSERT INTO execution.transitions (plan_id, from_state, to_state, reason)"
@@ -262,6 +241,19 @@ class Journal:
             Decimal(0),
         )
 
+    async def leg_fills(self, plan_id: uuid.UUID, leg: int) -> list[TradedFill]:
+        rows = await self.pool.fetch(
+            "SELECT o.symbol, o.side, f.amount, f.price, f.fee, f.fee_asset FROM execution.fills f"
+            " JOIN execution.orders o USING (client_order_id) WHERE o.plan_id = $1 AND o.leg = $2"
+            " ORDER BY f.recorded_at, f.trade_id",
+            plan_id,
+            leg,
+        )
+        return [
+            TradedFill(r["symbol"], r["side"], r["amount"], r["price"], r["fee"], r["fee_asset"])
+            for r in rows
+        ]
+
     async def leg_outcome(self, plan_id: uuid.UUID, leg: int) -> str | None:
         value = await self.pool.fetchval(
             "SELECT outcome FROM execution.legs WHERE plan_id = $1 AND leg = $2", plan_id, leg
@@ -287,9 +279,10 @@ class Journal:
         """Our orders (of one portfolio, or all) that may still be live at a venue: sent and not final."""
         rows = await self.pool.fetch(
             "SELECT o.* FROM execution.orders o JOIN execution.runs r USING (plan_id)"
-            " WHERE ($1::text IS NULL OR r.portfolio_id = $1) AND o.state IN ('submitted', 'outcome_unknown',"
-            " 'accepted', 'partially_filled') ORDER BY o.created_at, o.client_order_id",
+            " WHERE ($1::text IS NULL OR r.portfolio_id = $1) AND o.state = ANY($2::text[])"
+            " ORDER BY o.created_at, o.client_order_id",
             portfolio_id,
+            list(MAYBE_LIVE),
         )
         return [_order(row) for row in rows]
 

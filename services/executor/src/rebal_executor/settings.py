@@ -4,9 +4,9 @@ only when live trading is switched on here (`live`, off by default)."""
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import ClassVar
+from typing import ClassVar, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from rebal.settings import Section, ServiceSettings
 from rebal_venues.settings import PaperSettings
@@ -18,11 +18,24 @@ class ExecutionSettings(Section):
     order_timeout_seconds: float = Field(default=30.0, gt=0)
     # Buys are sized at the current price raised by this much, so a small move cannot overspend.
     price_buffer: Decimal = Field(default=Decimal("0.002"), ge=0, lt=1)
-    # A placement that fails for a retryable reason (network, rate limit, outcome unknown) is looked up by
-    # its client id, then sent again under the SAME id, this many times in all, with backoff.
+    # A submit whose outcome is unknown (timeout, network, a 5xx) is looked up by its client id every
+    # `lookup_interval_seconds`; only when at least `lookup_queries` look-ups, the first and the last
+    # `lookup_window_seconds` apart, all answered "not found" is it proven absent (a look-up that fails
+    # proves nothing; after twice the window without that proof it stays unknown, left to reconcile).
+    lookup_window_seconds: float = Field(default=15.0, gt=0)
+    lookup_interval_seconds: float = Field(default=3.0, gt=0)
+    lookup_queries: int = Field(default=4, ge=2)
+    # How long a request can still reach the venue after we gave up on its answer (Binance refuses one
+    # older than its recvWindow, 5 s by default); the look-up window must be longer.
+    race_window_seconds: float = Field(default=5.0, ge=0)
+    # A proven-absent order is sent again under the SAME id, this many sends in all, with backoff.
     placement_attempts: int = Field(default=5, ge=1)
     retry_base_seconds: float = Field(default=0.2, gt=0)
     retry_max_seconds: float = Field(default=10.0, gt=0)
+    # A rate limit is never a failure: the same id is sent again after the venue's Retry-After, else after
+    # rate_limit_base_seconds·2^n (at most rate_limit_max_seconds), until the run's deadline.
+    rate_limit_base_seconds: float = Field(default=1.0, gt=0)
+    rate_limit_max_seconds: float = Field(default=60.0, gt=0)
     # Guardrails, in each market's quote (None: no limit). An order above the per-order limit, or one that
     # would take the run's orders above the per-run limit, is not sent: its leg is skipped with the reason.
     max_order_notional: Decimal | None = Field(default=None, gt=0)
@@ -39,6 +52,15 @@ class ExecutionSettings(Section):
     transfer_poll_seconds: float = Field(default=2.0, gt=0)
     # Unfinished runs and our open orders are reconciled with the venues this often (and at start).
     reconcile_interval_seconds: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _window_outlasts_the_race(self) -> Self:
+        if self.lookup_window_seconds <= self.race_window_seconds:
+            raise ValueError(
+                "execution.lookup_window_seconds must be longer than execution.race_window_seconds: a "
+                "request still in flight could reach the venue after the look-ups proved it absent"
+            )
+        return self
 
 
 class ExecutorSettings(ServiceSettings):

@@ -21,6 +21,7 @@ from rebal.events import (
     BalanceSnapshotTaken,
     Event,
     PlanFailed,
+    PlannedBudget,
     PlannedOrder,
     PlannedTransfer,
     ProjectedWeight,
@@ -39,12 +40,18 @@ class ParsedSnapshot:
     real: Tree
     prices: Prices
     markets: Markets
+    # When the venues were read: the plan carries it, so the executor can refuse a plan made from facts
+    # an earlier run has since changed.
+    taken_at: datetime | None = None
 
 
 def parse_snapshot(snapshot: BalanceSnapshotTaken) -> ParsedSnapshot:
     """The snapshot's tree, prices and markets, validated (raises `InputError`)."""
     return ParsedSnapshot(
-        parse_tree(snapshot.tree, "real"), Prices.parse(snapshot.prices), Markets.parse(snapshot.markets)
+        parse_tree(snapshot.tree, "real"),
+        Prices.parse(snapshot.prices),
+        Markets.parse(snapshot.markets),
+        snapshot.occurred_at,
     )
 
 
@@ -181,5 +188,7 @@ def plan_with_weights(
         ),
         skipped=SkippedOrder.trusted(skips),
         projected_weights=ProjectedWeight.trusted(projected_weights(diff, (s.path for s in skips))),
+        snapshot_taken_at=snapshot.taken_at,
+        budgets=PlannedBudget.trusted(plan.budgets()),
     )
     return planned, Weights.of(diff)

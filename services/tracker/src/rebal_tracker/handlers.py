@@ -60,6 +60,7 @@ class Tracker:
     async def read(self) -> Doc:
         """The snapshot's facts: the assembled tree, prices in the valuation quote, the markets."""
         holdings: dict[str, dict[str, Decimal]] = {}
+        in_orders: dict[str, dict[str, Decimal]] = {}  # locked by open orders: held, never spendable
         assets_by_venue: dict[str, set[str]] = {}
         for account in self.accounts:
             exchange = str(account.exchange)
@@ -68,6 +69,7 @@ class Tracker:
             for asset, amount in balances.locked.items():
                 held[asset] = held.get(asset, Decimal(0)) + amount
             holdings[account.path] = held
+            in_orders[account.path] = dict(balances.locked)
             wanted = assets_by_venue.setdefault(exchange, set())
             wanted.update(held, account.amounts, [account.quote] if account.quote else [])
         prices: dict[str, str] = {}
@@ -88,7 +90,7 @@ class Tracker:
                 if info.active
             }
         return {
-            "tree": assemble_tree(self.layout, holdings),
+            "tree": assemble_tree(self.layout, holdings, in_orders),
             "prices": {"quote": self.quote, "prices": dict(sorted(prices.items()))},
             "markets": markets,
         }

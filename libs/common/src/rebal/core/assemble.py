@@ -9,8 +9,18 @@ together, purely:
   when those are all zero), exactly, the last wallet in tree order taking the rounding remainder;
 - an asset the account holds that none of its wallets names becomes a new wallet under the account, named
   after the asset in lower case;
-- every other key stays (kind, quote, exchange, locks); a fixed-amount lock is capped so that the locks
-  never exceed the new amount. Accounts the venues did not report keep their layout amounts.
+- what the venue holds in open orders (`in_orders`: locked, not free) is a lock of its own on the
+  wallets of the asset (owner `OPEN_ORDERS`, split like the amount): the planner never counts it as
+  spendable, whoever's orders they are;
+- every other key stays (kind, quote, exchange, locks). A lock given as a share of a wallet is pinned to
+  that share of the wallet's LAYOUT amount (the amount written when the lock was set), so it keeps its
+  meaning across rebalances (a share of what the venue holds now would shrink after every sell: 0.1 BTC
+  of 0.5 would be 0.069 of 0.345); a wallet the layout gives no amount keeps its share. Fixed-amount
+  locks are capped, in order, so that the locks never exceed the new amount, open orders first.
+  Accounts the venues did not report keep their layout amounts.
+
+So a snapshot's wallet says three things: its `amount` (free and in orders), what open orders lock
+(`OPEN_ORDERS`), what its owners lock (their names); free is the amount less every lock.
 """
 
 from __future__ import annotations
@@ -26,6 +36,8 @@ from rebal.core.tree import ACCOUNT, EXCHANGE, PATH_SEP
 Doc = dict[str, Any]
 # Shares of a split amount are cut to this quantum (or to the amount's own, when finer).
 SPLIT_QUANTUM = Decimal("1e-12")
+# The owner of the lock that stands for what the venue holds in open orders (a reserved owner name).
+OPEN_ORDERS = "venue-open-orders"
 
 
 @dataclass(frozen=True)
@@ -80,14 +92,19 @@ def split_amount(total: Decimal, weights: Sequence[Decimal]) -> list[Decimal]:
     return shares
 
 
-def assemble_tree(layout: Doc, holdings: Mapping[str, Mapping[str, Decimal]]) -> Doc:
-    """The layout with wallet amounts replaced by the venues' (free + locked) amounts per account path."""
+def assemble_tree(
+    layout: Doc,
+    holdings: Mapping[str, Mapping[str, Decimal]],
+    in_orders: Mapping[str, Mapping[str, Decimal]] | None = None,
+) -> Doc:
+    """The layout with wallet amounts replaced by the venues' (free + locked) amounts per account path;
+    `in_orders`, per account path, what of each asset is locked in open orders at the venue."""
     tree = _copy(layout)
     stack: list[tuple[Doc, str]] = [(tree, str(tree.get("name", "")))]
     while stack:
         node, path = stack.pop()
         if node.get("kind") == ACCOUNT and path in holdings:
-            _fill_account(node, holdings[path])
+            _fill_account(node, holdings[path], (in_orders or {}).get(path, {}))
             continue
         stack.extend(
             (child, f"{path}{PATH_SEP}{child.get('name', '')}")
@@ -118,16 +135,22 @@ def _wallets(account: Doc) -> list[Doc]:
     return found
 
 
-def _fill_account(account: Doc, held: Mapping[str, Decimal]) -> None:
+def _fill_account(account: Doc, held: Mapping[str, Decimal], in_orders: Mapping[str, Decimal]) -> None:
     by_asset: dict[str, list[Doc]] = {}
     for wallet in _wallets(account):
         by_asset.setdefault(str(wallet["asset"]), []).append(wallet)
     for asset, wallets in by_asset.items():
         weights = [parse_decimal(wallet.get("amount")) or Decimal(0) for wallet in wallets]
-        for wallet, amount in zip(wallets, split_amount(held.get(asset, Decimal(0)), weights), strict=True):
+        amounts = split_amount(held.get(asset, Decimal(0)), weights)
+        ordered = split_amount(min(in_orders.get(asset, Decimal(0)), held.get(asset, Decimal(0))), amounts)
+        for wallet, weight, amount, locked in zip(wallets, weights, amounts, ordered, strict=True):
             wallet["amount"] = dec_str(amount)
-            if isinstance(wallet.get("locks"), list):
-                _cap_locks(wallet["locks"], amount)
+            locks = [_pinned(lock, weight) for lock in wallet.get("locks") or []]
+            if locked > 0:
+                locks.insert(0, {"owner": OPEN_ORDERS, "amount": dec_str(locked)})
+            if locks:
+                wallet["locks"] = locks
+                _cap_locks(locks, amount)
     children = account.setdefault("children", [])
     taken = {child.get("name") for child in children}
     for asset in sorted(held.keys() - by_asset.keys()):
@@ -135,13 +158,34 @@ def _fill_account(account: Doc, held: Mapping[str, Decimal]) -> None:
             continue
         name = _free_name(asset.lower(), taken)
         taken.add(name)
-        children.append({"name": name, "asset": asset, "amount": dec_str(held[asset])})
+        new: Doc = {"name": name, "asset": asset, "amount": dec_str(held[asset])}
+        locked = min(in_orders.get(asset, Decimal(0)), held[asset])
+        if locked > 0:
+            new["locks"] = [{"owner": OPEN_ORDERS, "amount": dec_str(locked)}]
+        children.append(new)
+
+
+def _pinned(lock: Any, layout_amount: Decimal) -> Any:
+    """A share lock as the amount it stands for in the layout (kept as a share when the layout gives the
+    wallet no amount); any other lock as it is."""
+    if not isinstance(lock, dict) or "share" not in lock or layout_amount <= 0:
+        return lock
+    share = parse_fraction(lock["share"])
+    if share is None:
+        return lock  # invalid: the tree's parser names it
+    pinned = {key: value for key, value in lock.items() if key != "share"}
+    pinned["amount"] = dec_str(share * layout_amount)
+    return pinned
 
 
 def _cap_locks(locks: list[Any], amount: Decimal) -> None:
     """Cap fixed-amount locks, in order, so that all the wallet's locks fit in `amount`."""
     shared = sum(
-        ((parse_fraction(lock.get("share")) or Decimal(0)) * amount for lock in locks if "share" in lock),
+        (
+            (parse_fraction(lock.get("share")) or Decimal(0)) * amount
+            for lock in locks
+            if isinstance(lock, dict) and "share" in lock
+        ),
         Decimal(0),
     )
     room = max(amount - shared, Decimal(0))

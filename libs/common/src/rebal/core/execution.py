@@ -7,7 +7,8 @@ executor records every allowed transition in its journal (append-only) before ac
 Run:   queued → sells_in_progress → buys_in_progress → completed | completed_with_adjustments
        any unfinished state → cancelled (before any order) | cancelled_mid_run | error | timed_out
 Order: created → submitted → accepted → partially_filled → filled | cancelled | rejected | expired,
-       and outcome_unknown (a submit without an answer) → whatever a look-up by client id shows.
+       and outcome_unknown (a submit without an answer) → whatever a look-up by client id shows, or
+       lost (look-ups over a whole window proved the venue never saw it, and it will not be sent again).
 
 No I/O, no clock: values in, values out.
 """
@@ -42,6 +43,7 @@ OrderStage = Literal[
     "cancelled",
     "rejected",
     "expired",
+    "lost",
 ]
 RUN_STATES: tuple[RunState, ...] = get_args(RunState)
 ORDER_STAGES: tuple[OrderStage, ...] = get_args(OrderStage)
@@ -49,7 +51,7 @@ ORDER_STAGES: tuple[OrderStage, ...] = get_args(OrderStage)
 RUN_FINAL: frozenset[RunState] = frozenset(
     {"completed", "completed_with_adjustments", "cancelled", "cancelled_mid_run", "error", "timed_out"}
 )
-ORDER_FINAL: frozenset[OrderStage] = frozenset({"filled", "cancelled", "rejected", "expired"})
+ORDER_FINAL: frozenset[OrderStage] = frozenset({"filled", "cancelled", "rejected", "expired", "lost"})
 _RUN_ENDS: frozenset[RunState] = frozenset({"cancelled_mid_run", "error", "timed_out"})
 
 RUN_TRANSITIONS: Mapping[RunState, frozenset[RunState]] = {
@@ -65,8 +67,8 @@ RUN_TRANSITIONS: Mapping[RunState, frozenset[RunState]] = {
 _AFTER_ACCEPT: frozenset[OrderStage] = frozenset({"partially_filled", "filled", "cancelled", "expired"})
 ORDER_TRANSITIONS: Mapping[OrderStage, frozenset[OrderStage]] = {
     "created": frozenset({"submitted", "rejected"}),
-    "submitted": _AFTER_ACCEPT | {"accepted", "outcome_unknown", "rejected"},
-    "outcome_unknown": _AFTER_ACCEPT | {"submitted", "accepted", "rejected"},
+    "submitted": _AFTER_ACCEPT | {"accepted", "outcome_unknown", "rejected", "lost"},
+    "outcome_unknown": _AFTER_ACCEPT | {"submitted", "accepted", "rejected", "lost"},
     "accepted": _AFTER_ACCEPT,
     "partially_filled": frozenset({"filled", "cancelled", "expired"}),
     **{stage: frozenset() for stage in ORDER_FINAL},
@@ -212,6 +214,22 @@ def routed_sell(
     if not delivered_asset or delivered_asset != spent_asset or first_price <= 0:
         return False
     return second_amount <= first_amount * first_price * (1 + ROUTE_TOLERANCE)
+
+
+def routed_buy(first_side: str, first_symbol: str, second_side: str, second_symbol: str) -> bool:
+    """Whether the buy `second` spends what the buy `first` delivers: ``X/Q`` then ``A/X`` (a routed buy,
+    e.g. USDT → BTC → XYZ): the intermediate X is stranded when the second leg does not fill."""
+    if first_side != "buy" or second_side != "buy":
+        return False
+    return first_symbol.partition("/")[0] == second_symbol.partition("/")[2] != ""
+
+
+def spendable(budget: Decimal, run_change: Decimal, free: Decimal) -> Decimal:
+    """What a run may spend of an asset on an account now: its plan's budget (the free, unlocked amount at
+    the snapshot, with the planned transfers) moved by what the run's own fills did to it (sells' proceeds
+    in, earlier buys out), and never more than the venue shows free. A deposit that lands mid-run, or a
+    bot's locked quote, raises `free` but never `budget`."""
+    return max(min(budget + run_change, free), Decimal(0))
 
 
 def price_moved(planned: Decimal, current: Decimal, tolerance: Decimal) -> bool:

@@ -18,10 +18,13 @@ A cycle takes what is due at one time (deposits to invest, withdrawals, a rebala
 
 Policies (stated, and reported in the plan):
 
-- A deposit is split by the fund's target weights. An asset whose *net* order is below the market's
-  minimum is not traded: the part of the buyers' budgets that could not be crossed stays their cash
-  (`Skipped`) and is invested by a later cycle. For one user alone (`split_deposit`) assets whose share is
-  below the minimum are dropped, smallest weight first, and their share stays cash.
+- A deposit is split by the fund's target weights. Small buys (the portfolio planner's policy too,
+  `rebal.core.plan`): assets whose net buy (bought only, nothing sold) is under the market's minimum are
+  taken by descending target weight (then name), each raised to the minimum order while what the buyers
+  put into those assets lasts; the budgets of those that no longer fit pay for it, pro rata, and what
+  is left of them stays the buyers' cash (`Skipped`), invested by a later cycle. Five assets at 20%, a
+  45 USDT deposit, a minimum cost of 10: four buys of 10 and 5 left in cash, where each 9 alone would
+  have bought nothing. One deposit alone (`split_deposit`) follows the same rule.
 - A withdrawal sells the user's holdings in proportion, grossed up for the fee rates and a
   `WITHDRAWAL_MARGIN` against price moves; the user is paid exactly what was asked, and what the margin
   (or a fee saved by netting) leaves over stays the user's cash. A full withdrawal sells everything and
@@ -626,6 +629,7 @@ def _net(
 ) -> CyclePlan:
     """The net order per asset from the users' legs, the phase of each asset, and the netting figures."""
     assets = plan.ledger.assets
+    plan = replace(plan, budgets=_raise_small_buys(plan, frozen))
     phase_of = [0]
     orders: list[NetOrder] = []
     skipped: list[Skipped] = []
@@ -706,6 +710,58 @@ def _net(
         netting=Netting(user_orders, user_fees, user_below, len(orders), net_fees),
         releases=tuple(releases),
     )
+
+
+def _least_units(market: Market, price: Decimal) -> int:
+    """The smallest order (in ledger units, whole steps) that meets the market's minimum amount and cost."""
+    step = market.amount_step
+    need = max(market.min_amount, market.min_cost / price if price > 0 else Decimal(0), step)
+    steps = (need / step).to_integral_value(rounding=ROUND_CEILING)
+    return to_units(steps * step)
+
+
+def _raise_small_buys(plan: CyclePlan, frozen: frozenset[str]) -> Units:
+    """The small-buy policy on the users' budgets (see the module's policies): the budgets of the pure
+    buys under their market's minimum, largest target weight first, are raised to what buys the minimum
+    order while those budgets together last; the ones that no longer fit give, pro rata per user, what
+    the raised ones need. Each user's total budget is unchanged."""
+    budgets = plan.budgets.astype(np.int64).copy()
+    assets = plan.ledger.assets
+    small: list[tuple[int, int, int]] = []  # (column, its budget, the budget that buys the minimum)
+    for j, asset in enumerate(assets[1:], start=1):
+        market, price = plan.markets[j], plan.prices[j]
+        budget = int(budgets[:, j].sum())
+        if market is None or asset in frozen or budget <= 0 or int(plan.sells[:, j].sum()) > 0:
+            continue
+        per_unit = price * (1 + market.fee_rate) * (1 + BUY_PRICE_MARGIN)
+        net = int(Decimal(budget) / per_unit)
+        net -= net % to_units(market.amount_step)
+        if not _below_minimum(market, from_units(net), price):
+            continue
+        needed = int((Decimal(_least_units(market, price)) * per_unit).to_integral_value(ROUND_CEILING)) + 1
+        small.append((j, budget, needed))
+    weights = plan.fund.weights
+    pool = sum(budget for _, budget, _ in small)
+    raised: list[tuple[int, int]] = []
+    for j, budget, needed in sorted(
+        small, key=lambda t: (-weights.get(assets[t[0]], Decimal(0)), assets[t[0]])
+    ):
+        if needed > pool:
+            break  # while the budget lasts: the rest stays cash
+        pool -= needed
+        raised.append((j, needed - budget))
+    donors = [j for j, _, _ in small if j not in {k for k, _ in raised}]
+    extra = sum(more for _, more in raised)
+    if not raised or extra <= 0:
+        return budgets
+    given = apportion(extra, budgets[:, donors].ravel()).reshape(len(budgets), len(donors))
+    budgets[:, donors] -= given
+    left = given.sum(axis=1)
+    for j, more in raised:
+        share = apportion(more, left)
+        budgets[:, j] += share
+        left -= share
+    return budgets
 
 
 def _standalone(sells: Units, budgets: Units, market: Market, price: Decimal) -> tuple[int, Decimal, int]:
@@ -851,9 +907,11 @@ def fund_quotes(fund: Fund, prices: Prices, markets: Markets, assets: Sequence[s
 def split_deposit(
     amount: Decimal, weights: Mapping[str, Decimal], quotes: Mapping[str, Quote], quote: str
 ) -> tuple[dict[str, Decimal], Decimal]:
-    """One deposit on its own: the quote to spend per asset and what stays cash. Assets whose share is
-    below the market's minimum are dropped, smallest weight first, and their share stays cash."""
+    """One deposit on its own: the quote to spend per asset and what stays cash, by the small-buy policy:
+    an asset whose share buys at least the minimum spends its share; the others, largest weight first,
+    spend what buys the minimum order while what they were given together lasts."""
     spend: dict[str, Decimal] = {}
+    small: list[tuple[str, Decimal, Decimal]] = []
     for asset, weight in sorted(weights.items(), key=lambda kv: (-kv[1], kv[0])):
         if asset == quote or weight == 0:
             continue
@@ -864,6 +922,15 @@ def split_deposit(
         base -= base % market.amount_step
         if not _below_minimum(market, base, price):
             spend[asset] = share
+        else:
+            least = from_units(_least_units(market, price)) * price * (1 + market.fee_rate)
+            small.append((asset, share, least.quantize(LEDGER_QUANTUM, rounding=ROUND_CEILING)))
+    pool = sum((share for _, share, _ in small), Decimal(0))
+    for asset, _, least in small:  # already by descending weight
+        if least > pool:
+            break
+        spend[asset] = least
+        pool -= least
     return spend, amount - sum(spend.values(), Decimal(0))
 
 

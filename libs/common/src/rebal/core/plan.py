@@ -19,6 +19,7 @@ from decimal import Context, Decimal
 from typing import Literal, NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 
 from rebal.core.bulk import Decimals, multiply, times
 from rebal.core.diff import BUY, HOLD, SELL, DiffTree
@@ -76,6 +77,16 @@ class Transfer(NamedTuple):
     destination: str
     amount: Decimal
     value: Decimal
+
+
+class Budget(NamedTuple):
+    """What a run may spend of `asset` on an account: its free, unlocked amount in the real tree, with the
+    plan's transfers in and out (the executor adds what the run's own fills yield)."""
+
+    exchange: str
+    account: str
+    asset: str
+    amount: Decimal
 
 
 @dataclass(frozen=True)
@@ -239,6 +250,38 @@ class Plan:
         assert base is not None and quote is not None, "prices are checked by diff_trees"
         return DERIVED.divide(base, quote)
 
+    def budgets(self) -> list[Budget]:
+        """Per account (in tree order), the budget of its quote, and of any other asset a transfer brings
+        it: the exact free (unlocked) amount of the quote's wallets, plus transfers in, less transfers out
+        (below zero when a transfer out is to be paid from the account's sells)."""
+        tree, diff = self.diff.tree, self.diff
+        amounts: dict[tuple[int, str], Decimal] = {
+            (node, quote): Decimal(0) for node, (_, quote) in tree.accounts.items()
+        }
+        wallets = np.flatnonzero(tree.wallet & (tree.account_of >= 0) & (diff.asset_id >= 0)).tolist()
+        for node in wallets:
+            account = int(tree.account_of[node])
+            asset = diff.asset_names[int(diff.asset_id[node])]
+            index = int(tree.real_index[node])
+            if asset == tree.accounts[account][1] and index >= 0:
+                amounts[(account, asset)] += tree.real.exact_amount(index) - tree.real.exact_locked(index)
+        by_path = {tree.path(node): node for node in tree.accounts}
+        for transfer in self.transfers:
+            source, destination = by_path[transfer.source], by_path[transfer.destination]
+            amounts[(source, transfer.asset)] = (
+                amounts.get((source, transfer.asset), Decimal(0)) - transfer.amount
+            )
+            amounts[(destination, transfer.asset)] = (
+                amounts.get((destination, transfer.asset), Decimal(0)) + transfer.amount
+            )
+        rank = _account_rank(tree.accounts)
+        return [
+            Budget(tree.accounts[node][0], tree.path(node), asset, amount)
+            for (node, asset), amount in sorted(
+                amounts.items(), key=lambda item: (rank[item[0][0]], item[0][1])
+            )
+        ]
+
     def skipped(self) -> list[Skip]:
         """Orders not emitted, with the reason: the wallet's path, or the account's when netted."""
         tree = self.diff.tree
@@ -272,8 +315,13 @@ def _account_rank(accounts: dict[int, tuple[str, str]]) -> dict[int, int]:
 
 
 def plan_rebalance(diff: DiffTree, markets: Markets) -> Plan:
-    """Orders, transfers and skips for a diff tree. Pure and deterministic."""
+    """Orders, transfers and skips for a diff tree. Pure and deterministic.
+
+    Raises `InputError` (source ``target``) when the target asks for a new position in an asset no market
+    path reaches from the account's quote on its exchange: it could never be bought, and the plan would
+    sell other holdings to pay for it. (A held asset without a market is skipped ``no_market``.)"""
     groups = _Groups.build(diff, markets)
+    _refuse_unreachable(diff, groups)
     legs: list[_Leg] = []
     count = len(diff.tree)
     skip_code = np.where(groups.no_market, NO_MARKET_CODE, 0).astype(np.int64)
@@ -327,6 +375,7 @@ def plan_rebalance(diff: DiffTree, markets: Markets) -> Plan:
         dropped = squeezed & (groups.reasons(steps, cost) != 0)
         skip_code[dropped] = INSUFFICIENT_QUOTE_CODE
         emitted &= ~dropped
+    routed_spent = np.zeros(count)
     for g in routed_buys:
         route = groups.route_of(g)
         factor = float(scale[groups.account[g]])
@@ -335,7 +384,13 @@ def plan_rebalance(diff: DiffTree, markets: Markets) -> Plan:
             skip_code[g] = INSUFFICIENT_QUOTE_CODE if factor < 1.0 else REASON_CODES[bought]
             skip_symbol[g] = route.legs[0].symbol
             continue
+        routed_spent[groups.account[g]] += bought[1]
         legs.extend(groups.legs(g, BUY, bought[0]))
+    cost = steps * groups.step * groups.price
+    raised = _raise_small_buys(groups, steps, cost, emitted, skip_code, usable, routed_spent)
+    emitted |= raised
+    skip_code[raised] = 0
+    steps[raised] = groups.min_steps()[raised]
 
     chosen = np.flatnonzero(emitted)
     phase = np.where(groups.sells[chosen], SELL_PHASE, BUY_PHASE)
@@ -364,6 +419,84 @@ def plan_rebalance(diff: DiffTree, markets: Markets) -> Plan:
         direct_steps=steps[chosen],
         direct_order=order,
         direct_markets=groups.direct_markets,
+    )
+
+
+# Buys under a market's minimum that may be raised to it (the small-buy policy): under one step, under the
+# minimum amount or cost, or squeezed out by a short budget.
+_SMALL = (1, 2, 3)
+
+
+def _raise_small_buys(
+    groups: _Groups,
+    steps: IntArray,
+    cost: FloatArray,
+    emitted: npt.NDArray[np.bool_],
+    skip_code: IntArray,
+    usable: FloatArray,
+    routed_spent: FloatArray,
+) -> npt.NDArray[np.bool_]:
+    """The small-buy policy: per account, the direct buys skipped as under a minimum (or squeezed out)
+    become orders of the market's minimum size, by descending target value (then asset), while what the
+    target asks the account to spend on its buys lasts (never more than its budget); the rest stays cash,
+    reported as skipped. Five assets at 20% with 45 to invest and a minimum cost of 10: four buys of 10,
+    5 stays cash. Returns the groups raised."""
+    candidates = (
+        groups.direct
+        & ~groups.sells
+        & ~emitted
+        & (groups.raw > 0)
+        & (np.isin(skip_code, _SMALL) | (skip_code == INSUFFICIENT_QUOTE_CODE))
+    )
+    raised = np.zeros(groups.size, dtype=np.bool_)
+    if not candidates.any():
+        return raised
+    count = len(usable)
+    buys = groups.direct & ~groups.sells & (groups.raw > 0)
+    asked = np.bincount(
+        groups.account[buys], weights=(groups.raw * groups.price * (1 + groups.fee))[buys], minlength=count
+    )
+    spent = routed_spent + np.bincount(
+        groups.account[emitted & ~groups.sells],
+        weights=(cost * (1 + groups.fee))[emitted & ~groups.sells],
+        minlength=count,
+    )
+    room = np.minimum(usable * (1 - BUDGET_SAFETY), asked) - spent
+    chosen = np.flatnonzero(candidates)
+    minimum = (
+        groups.min_steps()[chosen] * groups.step[chosen] * groups.price[chosen] * (1 + groups.fee[chosen])
+    )
+    order = np.lexsort(
+        (groups.asset[chosen], -groups.desired[chosen], groups.rank_of[groups.account[chosen]])
+    )
+    chosen, minimum = chosen[order], minimum[order]
+    accounts = groups.account[chosen]
+    total = np.cumsum(minimum)
+    starts = np.flatnonzero(np.r_[True, accounts[1:] != accounts[:-1]])
+    before = np.repeat(np.r_[0.0, total][starts], np.diff(np.r_[starts, len(chosen)]))
+    within = total - before
+    # "While the budget lasts": an account's raises stop at the first that no longer fits.
+    misses = np.cumsum(within > room[accounts])
+    missed_before = np.repeat(np.r_[0, misses][starts], np.diff(np.r_[starts, len(chosen)]))
+    ok = misses - missed_before == 0
+    raised[chosen[ok]] = True
+    return raised
+
+
+def _refuse_unreachable(diff: DiffTree, groups: _Groups) -> None:
+    unreachable = np.flatnonzero(groups.no_market & ~groups.sells & groups.new)
+    if not unreachable.size:
+        return
+    g = int(unreachable[0])
+    tree = diff.tree
+    account = int(groups.account[g])
+    exchange, quote = tree.accounts[account]
+    asset = diff.asset_names[int(groups.asset[g])]
+    raise InputError(
+        tree.path(int(groups.path_node[g])),
+        f"no market path for {asset} from {quote} on {exchange}: account {tree.path(account)} can never "
+        f"buy it (list a market for it, or leave it out of the target)",
+        source="target",
     )
 
 
@@ -408,6 +541,13 @@ class _Groups:
         # A skip names the wallet when one wallet makes the group, else the account.
         self.path_node = np.where(n_active[groups] == 1, first[groups], self.account)
         free_all = np.bincount(member_of, weights=diff.free_amount[nodes], minlength=all_keys.size)
+        # The group's value in the target: its buys are raised to a minimum in this order (largest first).
+        self.desired = np.bincount(member_of, weights=diff.desired_value[nodes], minlength=all_keys.size)[
+            groups
+        ]
+        # A group none of whose wallets the real tree holds: a new position the target asks for.
+        held = np.bincount(member_of, weights=tree.real_index[nodes] >= 0, minlength=all_keys.size)
+        self.new = held[groups] == 0
         self._position = groups
         self.free = free_all[groups]
         self._members = _Members(diff, nodes[order], bounds)
@@ -474,6 +614,14 @@ class _Groups:
             market = self.direct_markets[int(self.combo[g])]
             steps[g] = min(int(wanted[g]), floor_steps(self.exact_free(g), market.amount_step))
         return steps, steps * self.step * self.price
+
+    def min_steps(self) -> IntArray:
+        """The fewest whole steps an order must have to meet the market's minimum amount and cost."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            by_amount = self.min_amount * (1 - MIN_TOLERANCE) / self.step
+            by_cost = self.min_cost * (1 - MIN_TOLERANCE) / (self.step * self.price)
+        need = np.nan_to_num(np.maximum(by_amount, by_cost), nan=1.0, posinf=1.0)
+        return np.maximum(np.ceil(need - STEP_EPSILON), 1).astype(np.int64)
 
     def reasons(self, steps: IntArray, cost: FloatArray) -> IntArray:
         amount = steps * self.step

@@ -1,7 +1,9 @@
 """Transfer legs of a run (plan.transfers), executed when `transfers` is on (off by default).
 
-After the sells and before the buys: for each transfer, pre-check that the source can withdraw and the
-destination can take a deposit of the asset on a common network (`rebal.venue.transfer_problem`), withdraw
+Before any leg of a run that needs a transfer (`precheck`), and again when the transfer is made: the
+source can withdraw and the destination can take a deposit of the asset on a common network
+(`rebal.venue.transfer_problem`); a run whose transfer cannot be made is not started, so no sell is made
+for money that could not move. After the sells and before the buys, each transfer is withdrawn
 under a transfer id derived from the plan and the transfer (asking again returns the same withdrawal, so a
 restart never moves money twice), then wait until the destination credits it: the buys on the receiving
 side are sized afterwards from what is really there. A transfer not credited in time is reported (and
@@ -20,6 +22,7 @@ from typing import Protocol, runtime_checkable
 from rebal.core.numbers import dec_str
 from rebal.events import PlannedTransfer, RebalancePlanned, derive_id
 from rebal.venue import Transfer, TransferRefused, TransferVenue, Venue, VenueError, transfer_problem
+from rebal_executor.execution.ports import Context, RunRecord
 
 log = logging.getLogger("rebal.executor")
 
@@ -76,7 +79,7 @@ class Transfers:
         try:
             withdrawal = await source.withdrawal(transfer.from_account, tid, transfer.asset)
             if withdrawal is None:
-                started = await self._start(source, destination, tid, transfer)
+                started = await self._start(source, destination, tid, transfer, plan)
                 if isinstance(started, str):
                     outcome = "skipped" if started.startswith("pre-check") else "failed"
                     return TransferOutcome(outcome, False, f"{what} {started}")
@@ -99,10 +102,12 @@ class Transfers:
             f"(withdrawal fee {dec_str(credited.fee)})",
         )
 
-    async def _start(
-        self, source: TransferVenue, destination: TransferVenue, tid: str, transfer: PlannedTransfer
-    ) -> Transfer | str:
-        """Pre-check and withdraw; the refusal (prefixed `pre-check` when it was ours) as a string."""
+    async def usable(self, plan: RebalancePlanned, transfer: PlannedTransfer) -> list[str] | str:
+        """The networks the transfer can use now, or why it cannot be made (prefixed ``pre-check``)."""
+        source = self.venues.get(exchange_of(plan, transfer.from_account))
+        destination = self.venues.get(exchange_of(plan, transfer.to_account))
+        if not isinstance(source, MovesAssets) or not isinstance(destination, MovesAssets):
+            return "pre-check failed (a venue that cannot move assets)"
         outs = await source.networks(transfer.asset)
         ins = await destination.networks(transfer.asset)
         problems = {
@@ -111,7 +116,21 @@ class Transfers:
         usable = [net for net, problem in problems.items() if not problem]
         if not usable:
             why = ", ".join(f"{net}: {p}" for net, p in problems.items()) or "no network"
-            return f"pre-check failed ({why}): skipped"
+            return f"pre-check failed ({why})"
+        return usable
+
+    async def _start(
+        self,
+        source: TransferVenue,
+        destination: TransferVenue,
+        tid: str,
+        transfer: PlannedTransfer,
+        plan: RebalancePlanned,
+    ) -> Transfer | str:
+        """Pre-check and withdraw; the refusal (prefixed `pre-check` when it was ours) as a string."""
+        usable = await self.usable(plan, transfer)
+        if isinstance(usable, str):
+            return f"{usable}: skipped"
         free = (await source.balances(transfer.from_account)).free.get(transfer.asset, Decimal(0))
         amount = min(transfer.amount, free)
         if amount <= 0:
@@ -147,3 +166,53 @@ class Transfers:
                 return None
             await self.sleep(self.poll_seconds)
             waited += self.poll_seconds
+
+
+def mover(ctx: Context, plan: RebalancePlanned) -> Transfers:
+    execution = ctx.settings.execution
+
+    async def log_state(tid: str, state: str, reason: str) -> None:
+        await ctx.journal.record_transfer(plan.event_id, tid, state, reason)
+
+    return Transfers(
+        ctx.venues, ctx.sleep, execution.transfer_timeout_seconds, execution.transfer_poll_seconds, log_state
+    )
+
+
+async def precheck(ctx: Context, plan: RebalancePlanned) -> str:
+    """Why the run must not start because one of its transfers cannot be made ("" when all can, or when
+    transfers are off: then they are reported skipped and nothing waits for them)."""
+    if not ctx.settings.transfers:
+        return ""
+    transfers = mover(ctx, plan)
+    for transfer in plan.transfers:
+        try:
+            usable = await transfers.usable(plan, transfer)
+        except VenueError as error:
+            usable = f"pre-check failed ({type(error).__name__}: {error})"
+        if isinstance(usable, str):
+            return f"{describe(transfer)} {usable}: the run was not started (no leg was placed)"
+    return ""
+
+
+async def run_transfers(ctx: Context, record: RunRecord) -> None:
+    """Every transfer leg of the run not yet ended (after the sells, before the buys they fund); each is
+    reported skipped while `transfers` is off."""
+    plan = record.plan
+    transfers = mover(ctx, plan)
+    for index, transfer in enumerate(plan.transfers):
+        leg = len(plan.orders) + index
+        if await ctx.journal.leg_done(plan.event_id, leg):
+            continue
+        if not ctx.settings.transfers:
+            outcome = TransferOutcome(
+                "skipped",
+                False,
+                f"{describe(transfer)} skipped: transfers are off (transfers = true, "
+                "REBAL__TRANSFERS=true, to execute them)",
+            )
+        else:
+            outcome = await transfers.run(plan, index, transfer)
+        if outcome.outcome != "filled":  # a credited transfer is in the transitions log, not a reason
+            await ctx.journal.note(plan.event_id, f"transfer-{index}", outcome.reason)
+        await ctx.journal.finish_leg(plan.event_id, leg, outcome.outcome, placed=outcome.moved)

@@ -1,0 +1,252 @@
+"""One leg of a plan: its order written to the journal (state `created`) before it is sent, under a
+guardrail check; driven at the venue; resized once after an insufficient-funds refusal (a new attempt,
+so a new client id); published as `OrderPlaced`/`OrderFilled`; and its outcome recorded for the run
+report (filled, failed or skipped, with the reason)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from decimal import Decimal
+
+from rebal import metrics
+from rebal.core.execution import sell_amount
+from rebal.core.numbers import dec_str
+from rebal.core.sizing import BuyRequest, size_buys
+from rebal.events import OrderFilled, OrderPlaced, PlannedOrder, RebalancePlanned
+from rebal.venue import OrderState, Venue
+from rebal_executor.execution import guards
+from rebal_executor.execution.orders import adopt, drive, judge_lost, search
+from rebal_executor.execution.outcomes import (
+    Absent,
+    Rejected,
+    Stop,
+    Unanswered,
+    Unknown,
+    client_order_id,
+    describe,
+    market_of,
+)
+from rebal_executor.execution.ports import Context, OrderRecord, RunRecord
+
+log = logging.getLogger("rebal.executor")
+
+
+async def skip(ctx: Context, plan: RebalancePlanned, leg: int, reason: str) -> None:
+    await ctx.journal.note(plan.event_id, f"leg-{leg}", reason)
+    await ctx.journal.finish_leg(plan.event_id, leg, "skipped", placed=False)
+
+
+async def fail(ctx: Context, plan: RebalancePlanned, leg: int, reason: str, placed: bool = False) -> None:
+    await ctx.journal.note(plan.event_id, f"leg-{leg}", reason)
+    await ctx.journal.finish_leg(plan.event_id, leg, "failed", placed=placed)
+    metrics.ORDERS.labels(portfolio=plan.portfolio_id, status="failed").inc()
+    log.warning("%s", reason)
+
+
+async def place(
+    ctx: Context,
+    record: RunRecord,
+    leg: int,
+    order: PlannedOrder,
+    amount: Decimal,
+    existing: OrderRecord | None,
+) -> Stop | None:
+    """Write (unless already written), send, settle and report one leg; a `Stop` ends the run."""
+    plan = record.plan
+    what = describe(leg, order)
+    venue = ctx.venues.get(order.exchange)
+    if venue is None:
+        await fail(ctx, plan, leg, f"{what} failed: no venue {order.exchange!r}")
+        return None
+    if existing is None:
+        existing = await write(ctx, plan, leg, order, amount, 0, venue)
+        if existing is None:
+            return None
+    deadline = guards.deadline(ctx, plan)
+    outcome = await drive(ctx, venue, existing, deadline)
+    if isinstance(outcome, Rejected) and outcome.insufficient_funds and existing.attempt == 0:
+        resized = await resize(ctx, plan, leg, order, existing, venue)
+        if resized is not None:
+            outcome = await drive(ctx, venue, resized, deadline)
+            existing = resized
+    if isinstance(outcome, Stop):
+        await fail(ctx, plan, leg, f"{what} failed: {outcome.reason}")
+        return outcome
+    if isinstance(outcome, Rejected):
+        await fail(ctx, plan, leg, f"{what} rejected: {outcome.reason}")
+        return None
+    if isinstance(outcome, Unknown):
+        await fail(ctx, plan, leg, f"{what} failed: {outcome.reason}", placed=False)
+        return None
+    await publish(ctx, plan, record.run_id, existing, order, outcome)
+    if outcome.status == "filled":
+        await ctx.journal.finish_leg(plan.event_id, leg, "filled", placed=True)
+        metrics.ORDERS.labels(portfolio=plan.portfolio_id, status="filled").inc()
+    elif outcome.status in ("cancelled", "rejected", "expired"):
+        detail = f": {outcome.reason}" if outcome.reason else ""
+        await fail(ctx, plan, leg, f"{what} {outcome.status}{detail}", placed=outcome.status != "rejected")
+    else:
+        timeout = ctx.settings.execution.order_timeout_seconds
+        await fail(
+            ctx, plan, leg, f"{what} still {outcome.status} after {timeout:g} s: left to reconcile", True
+        )
+    return None
+
+
+async def resolve(ctx: Context, record: RunRecord, leg: int) -> None:
+    """End a leg the run will not go on with (it stopped): an order of it the venue may hold is searched
+    for and adopted, or judged lost when look-ups over the window prove it never arrived; the leg is
+    skipped when it never had an order."""
+    plan = record.plan
+    order = await ctx.journal.latest_order(plan.event_id, leg)
+    venue = ctx.venues.get(order.exchange) if order is not None else None
+    if order is None or venue is None or order.state not in ("submitted", "outcome_unknown"):
+        await ctx.journal.finish_leg(plan.event_id, leg, "skipped", placed=False)
+        return
+    planned = plan.orders[leg]
+    found = await search(ctx, venue, order)
+    if isinstance(found, Absent):
+        await fail(ctx, plan, leg, f"{describe(leg, planned)} failed: {await judge_lost(ctx, order, found)}")
+    elif isinstance(found, Unanswered):
+        await fail(ctx, plan, leg, f"{describe(leg, planned)} failed: outcome unknown ({found.reason})")
+    else:
+        await adopt_found(ctx, order, found)
+        filled = found.status == "filled"
+        outcome = "filled" if filled else "failed"
+        if not filled:
+            await ctx.journal.note(plan.event_id, f"leg-{leg}", f"{describe(leg, planned)} {found.status}")
+        await ctx.journal.finish_leg(plan.event_id, leg, outcome, placed=True)
+
+
+async def write(
+    ctx: Context,
+    plan: RebalancePlanned,
+    leg: int,
+    order: PlannedOrder,
+    amount: Decimal,
+    attempt: int,
+    venue: Venue,
+) -> OrderRecord | None:
+    """The order written to the journal (state created) before it is sent, or None when a guardrail
+    refuses it (the leg is skipped with the reason)."""
+    price = (await venue.prices([order.symbol])).get(order.symbol, order.est_price)
+    refused = await guards.notional_limit(ctx, plan, leg, order, amount, price)
+    if refused:
+        await skip(ctx, plan, leg, refused)
+        return None
+    return await ctx.journal.create_order(
+        OrderRecord(
+            client_order_id=client_order_id(plan.event_id, leg, attempt),
+            plan_id=plan.event_id,
+            leg=leg,
+            attempt=attempt,
+            exchange=order.exchange,
+            account=order.account,
+            symbol=order.symbol,
+            side=order.side,
+            amount=amount,
+            notional=amount * price,
+            state="created",
+            filled=Decimal(0),
+            reason="",
+        )
+    )
+
+
+async def resize(
+    ctx: Context, plan: RebalancePlanned, leg: int, order: PlannedOrder, rejected: OrderRecord, venue: Venue
+) -> OrderRecord | None:
+    """After an insufficient-funds rejection: refresh the balance and size the leg again, once (a new
+    attempt, so a new client id: the venue recorded the first one as rejected)."""
+    info = (await venue.markets()).get(order.symbol)
+    if info is None:
+        return None
+    free = (await venue.balances(order.account)).free
+    if order.side == "sell":
+        amount = sell_amount(rejected.amount, free.get(info.base, Decimal(0)), info.amount_step)
+    else:
+        price = (await venue.prices([order.symbol]))[order.symbol]
+        sizing = size_buys(
+            [BuyRequest(leg, rejected.amount, price, market_of(info))],
+            free.get(info.quote, Decimal(0)),
+            ctx.settings.execution.price_buffer,
+        )
+        amount = sizing.buys[0].amount if sizing.buys else Decimal(0)
+    if amount <= 0 or amount >= rejected.amount:
+        return None
+    await ctx.journal.note(
+        plan.event_id,
+        f"refunded-{leg}",
+        f"leg {leg} {order.symbol} {order.side} resized from {dec_str(rejected.amount)} to "
+        f"{dec_str(amount)} after insufficient funds",
+    )
+    return await write(ctx, plan, leg, order, amount, rejected.attempt + 1, venue)
+
+
+async def publish(
+    ctx: Context,
+    plan: RebalancePlanned,
+    run_id: uuid.UUID,
+    record: OrderRecord,
+    order: PlannedOrder,
+    state: OrderState,
+) -> None:
+    """`OrderPlaced` and an `OrderFilled` per fill, their ids derived from the order and the trade."""
+    placed = plan.caused(
+        OrderPlaced,
+        now=ctx.clock(),
+        key=record.client_order_id,
+        correlation_id=run_id,
+        client_order_id=record.client_order_id,
+        account=order.account,
+        exchange=order.exchange,
+        symbol=order.symbol,
+        side=order.side,
+        amount=state.amount,
+        phase=order.phase,
+    )
+    await ctx.publisher.publish(placed)
+    for fill in state.fills:
+        await ctx.publisher.publish(
+            placed.caused(
+                OrderFilled,
+                now=ctx.clock(),
+                key=fill.trade_id,
+                client_order_id=record.client_order_id,
+                trade_id=fill.trade_id,
+                symbol=order.symbol,
+                side=order.side,
+                amount=fill.amount,
+                price=fill.price,
+                fee=fill.fee,
+                fee_asset=fill.fee_asset,
+            )
+        )
+
+
+async def adopt_found(ctx: Context, order: OrderRecord, state: OrderState) -> int:
+    """`adopt` for an order of ours found outside its leg (reconciled, cancelled to release funds): new
+    fills are published under their run, like any other."""
+    new_fills = await adopt(ctx, order, state)
+    record = await ctx.journal.run(order.plan_id)
+    if new_fills and record is not None:
+        await publish(ctx, record.plan, record.run_id, order, planned_of(record.plan, order), state)
+    return new_fills
+
+
+def planned_of(plan: RebalancePlanned, order: OrderRecord) -> PlannedOrder:
+    """The plan's order of a leg; a leg the run added (unwinding a routed buy) as its journaled order."""
+    if order.leg < len(plan.orders):
+        return plan.orders[order.leg]
+    return PlannedOrder(
+        account=order.account,
+        exchange=order.exchange,
+        symbol=order.symbol,
+        side=order.side,
+        amount=order.amount,
+        est_price=Decimal(0),
+        est_cost=Decimal(0),
+        est_fee=Decimal(0),
+        phase=2,
+    )

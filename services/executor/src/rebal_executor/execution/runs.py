@@ -1,0 +1,208 @@
+"""The run: the state machine that orders the steps of one plan, from the journal.
+
+A plan is first written to the journal (queued) and acked; runs are then executed one at a time per
+account, from the journal, so a crash at any point resumes from what the journal and the venue say:
+queued → (the pre-trade checks) → sells → transfers → buys → the end-of-run audit → finished. Every
+event id is derived from its cause, so a resumed or redelivered run re-publishes nothing the bus has not
+already dropped. The transitions are `rebal.core.execution.RUN_TRANSITIONS`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+
+from rebal import metrics, telemetry
+from rebal.core.execution import IllegalTransition, RunState
+from rebal.core.numbers import dec_str
+from rebal.events import (
+    HaltTrading,
+    RebalancePlanned,
+    ResumeTrading,
+    RunFinished,
+    RunStarted,
+    RunStatus,
+    TakeSnapshot,
+)
+from rebal_executor.execution import balances, guards, killswitch, reconcile
+from rebal_executor.execution.buys import buys
+from rebal_executor.execution.legs import resolve
+from rebal_executor.execution.outcomes import Stop
+from rebal_executor.execution.ports import UNFINISHED, Context, RunRecord
+from rebal_executor.execution.sells import sell
+from rebal_executor.execution.transfers import precheck, run_transfers
+
+log = logging.getLogger("rebal.executor")
+Accounts = set[tuple[str, str]]
+# The lock a run takes besides its accounts' (with the portfolio's id): one active run per portfolio.
+PORTFOLIO_LOCK = "portfolio:"
+
+
+@asynccontextmanager
+async def no_lock(_: Accounts) -> AsyncIterator[None]:
+    yield
+
+
+@dataclass
+class Executor(Context):
+    """The engine: plans in (`accept`), runs out (`drain`), reconciliation, and the kill switch."""
+
+    # Held around each run: one active writer per account (Postgres advisory locks in the service).
+    lock: Callable[[Accounts], AbstractAsyncContextManager[None]] = no_lock
+    _draining: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # The trace each queued plan arrived in, so its run (on the worker) continues it; lost on a restart.
+    _traces: dict[uuid.UUID, dict[str, str]] = field(default_factory=dict)
+
+    # -- plans in ---------------------------------------------------------------------------------------
+
+    async def accept(self, plan: RebalancePlanned) -> bool:
+        """Queue a plan to run (written before its message is acked); False when there is nothing new to run
+        (a dry run, execution disabled, or a plan already queued: a redelivery)."""
+        if plan.dry_run:
+            log.info("plan %s is a dry run: not executed", plan.event_id)
+            return False
+        if not self.settings.enabled:
+            log.warning("execution is disabled: plan %s not executed", plan.event_id)
+            return False
+        self._traces[plan.event_id] = telemetry.carrier()
+        return await self.journal.enqueue(plan.correlation_id or plan.event_id, plan)
+
+    async def on_plan(self, plan: RebalancePlanned) -> None:
+        """Queue the plan and run what is queued now (tests and single-shot use; the service queues and
+        lets its worker drain)."""
+        await self.accept(plan)
+        await self.drain()
+
+    async def drain(self) -> None:
+        """Run every unfinished run (resumed ones first, then queued ones, newest plan per portfolio), then
+        reconcile our orders still open at the venues."""
+        async with self._draining:
+            tried: set[uuid.UUID] = set()
+            while True:
+                for old, new in (await self.journal.coalesce()).items():
+                    await self._supersede(old, new)
+                waiting = [r for r in await self.journal.unfinished() if r.plan_id not in tried]
+                if not waiting:
+                    break
+                record = waiting[0]
+                tried.add(record.plan_id)
+                # At most one run per account, and per portfolio, is active across replicas.
+                accounts = {(order.exchange, order.account) for order in record.plan.orders}
+                accounts.add((PORTFOLIO_LOCK, record.plan.portfolio_id))
+                async with self.lock(accounts):
+                    fresh = await self.journal.run(record.plan_id)  # another replica may have run it
+                    if fresh is not None and fresh.state in UNFINISHED:
+                        carried = self._traces.pop(fresh.plan_id, None)
+                        with telemetry.continued_span("executor run", carried, run=str(fresh.run_id)):
+                            await self._run(fresh)
+            await self.reconcile_orders()
+
+    # -- reconciliation and the kill switch (`reconcile`, `killswitch`) ---------------------------------
+
+    async def reconcile_orders(self) -> int:
+        return await reconcile.reconcile_orders(self)
+
+    async def classify_external(self) -> dict[str, int]:
+        return await reconcile.classify_external(self)
+
+    async def halt(self, command: HaltTrading) -> None:
+        await killswitch.halt(self, command)
+
+    async def resume(self, command: ResumeTrading) -> None:
+        await killswitch.resume(self, command)
+
+    async def restore_halts(self, portfolios: Iterable[str]) -> None:
+        await killswitch.restore_halts(self, portfolios)
+
+    # -- a run ------------------------------------------------------------------------------------------
+
+    async def _run(self, record: RunRecord) -> None:
+        plan = record.plan
+        state: RunState | IllegalTransition = record.state
+        if state == "queued":
+            refused = await guards.refusal(self, plan) or await guards.stale(self, plan)
+            refused = refused or await precheck(self, plan)
+            if refused:
+                await self._finish(record, "cancelled", refused)
+                return
+            await self.publisher.publish(
+                plan.caused(
+                    RunStarted,
+                    now=self.clock(),
+                    correlation_id=record.run_id,
+                    plan_id=plan.event_id,
+                    orders=len(plan.orders),
+                )
+            )
+            await balances.record_balances(self, record, "start")
+            state = await self.journal.move_run(plan.event_id, "sells_in_progress", at=self.clock())
+        stop: Stop | None = None
+        if state == "sells_in_progress":
+            for leg, order in enumerate(plan.orders):
+                if order.phase == 1:
+                    stop = await sell(self, record, leg, order)
+                    if stop:
+                        break
+            if stop is None:
+                state = await self.journal.move_run(plan.event_id, "buys_in_progress")
+        if stop is None and state == "buys_in_progress":
+            await run_transfers(self, record)
+            stop = await buys(self, record)
+        if isinstance(state, IllegalTransition):
+            raise RuntimeError(state.reason)  # a broken invariant: the journal and this code disagree
+        if stop is not None:
+            for leg in range(len(plan.orders)):
+                if not await self.journal.leg_done(plan.event_id, leg):
+                    await resolve(self, record, leg)  # an order the venue may hold is found or judged lost
+            await self._finish(record, stop.status, stop.reason)
+            return
+        report = await self.journal.report(plan.event_id)
+        await self._finish(record, "completed_with_adjustments" if report.reasons else "completed")
+
+    async def _finish(self, record: RunRecord, status: RunStatus, reason: str = "") -> None:
+        """Publish how the run ended (first: a crash before the journal says so publishes it again, under
+        the same id), then record it."""
+        plan = record.plan
+        await balances.check_balances(self, record)
+        # Every fill of the run is in by now: a snapshot taken after this instant reflects them all.
+        ended = self.clock()
+        if reason:
+            await self.journal.note(plan.event_id, "end", reason)
+        report = await self.journal.report(plan.event_id)
+        planned_skips = tuple(
+            f"skipped in the plan: {s.path} {s.symbol} {s.side} {dec_str(s.amount)}: {s.reason}"
+            for s in plan.skipped
+        )
+        finished = plan.caused(
+            RunFinished,
+            now=ended,
+            correlation_id=record.run_id,
+            plan_id=plan.event_id,
+            status=status,
+            placed=report.placed,
+            filled=report.filled,
+            skipped=report.skipped + len(planned_skips),
+            failed=report.failed,
+            reasons=planned_skips + report.reasons,
+        )
+        if await self.publisher.publish(finished):
+            metrics.RUNS.labels(portfolio=plan.portfolio_id, status=status).inc()
+        if record.state != "queued" or status != "cancelled":
+            await self.publisher.publish(
+                plan.caused(TakeSnapshot, now=self.clock(), correlation_id=record.run_id)
+            )
+        moved = await self.journal.move_run(plan.event_id, status, reason, at=ended)
+        if isinstance(moved, IllegalTransition):
+            raise RuntimeError(moved.reason)
+        log.info(
+            "run %s %s: %d placed, %d filled %s", record.run_id, status, report.placed, report.filled, reason
+        )
+
+    async def _supersede(self, old: uuid.UUID, new: uuid.UUID) -> None:
+        record = await self.journal.run(old)
+        if record is not None and record.state == "queued":
+            await self._finish(record, "cancelled", f"superseded by the newer plan {new}: not started")
