@@ -7,7 +7,7 @@ import asyncio
 import json
 import sys
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -478,7 +478,7 @@ def wide(path: Path, strategies: int, dates: int, value: str | None = None) -> P
     rows = [",".join(["date", *(f"s{i}" for i in range(strategies))])]
     for day in range(dates):
         cells = [value or f"{x:.5f}" for x in rng.normal(0.001, 0.02, strategies)]
-        rows.append(",".join([f"2024-01-{day + 1:02d}", *cells]))
+        rows.append(",".join([(date(2024, 1, 1) + timedelta(days=day)).isoformat(), *cells]))
     path.write_text("\n".join(rows) + "\n")
     return path
 
@@ -486,8 +486,9 @@ def wide(path: Path, strategies: int, dates: int, value: str | None = None) -> P
 @pytest.mark.parametrize(
     ("strategies", "dates", "value", "message"),
     [
-        # Issue 19, point 11: tried to allocate 59.6 GiB (MemoryError), and a traceback for 1e300.
-        (2000, 3, None, "2000 strategies: setting up the optimisation problem would take 59.6 GiB"),
+        # Issue 19, point 11: tried to allocate 59.6 GiB (MemoryError), and a traceback for 1e300. Three
+        # dates are now refused before any problem is set up (the size refusal: tests/allocation).
+        (2000, 3, None, "only 3 daily returns every strategy has in the window; at least 30 are needed"),
         (2, 3, "1e300", "line 2, column s0: '1e300' is too large"),
     ],
 )
