@@ -33,6 +33,7 @@ from rebal_cli.support import (
     DEFAULT_NATS_URL,
     EXIT_ERROR,
     EXIT_NOT_RUNNING,
+    band_option,
     fail,
     write_json,
 )
@@ -188,9 +189,7 @@ def rebalance_command(
         subjects.check_token(portfolio, "--portfolio")
     except ValueError as exc:
         fail(str(exc))
-    band_value = parse_decimal(band)
-    if band_value is None or not 0 <= band_value <= 1:  # a fraction of the portfolio, as the API takes
-        fail(f"--band: {band!r} must be a decimal from 0 to 1")
+    band_value = band_option(band)
     url = resolve_nats_url(nats_url)
     try:
         # OTEL_TRACES_EXPORTER (the OpenTelemetry convention) turns the operator's span on.

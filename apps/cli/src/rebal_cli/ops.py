@@ -23,12 +23,11 @@ from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progres
 from rich.table import Table
 from rich.text import Text
 
-from rebal.core.numbers import parse_decimal
 from rebal_cli import config as cli_config
 from rebal_cli.api import DEFAULT_API_URL, Api, connect
 from rebal_cli.render import console as _console
 from rebal_cli.render import number, percent, plan_counts, print_plan, run_line, valuation_quote, value_text
-from rebal_cli.support import EXIT_ERROR, fail, write_json
+from rebal_cli.support import EXIT_ERROR, band_option, fail, write_json
 
 # A run is followed until it has finished, at most this long by default.
 RUN_TIMEOUT_SECONDS = 120.0
@@ -51,12 +50,7 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of tabl
 
 
 def _band(raw: str | None) -> str | None:
-    if raw is None:
-        return None
-    value = parse_decimal(raw)
-    if value is None or value < 0:
-        fail(f"--band: {raw!r} must be a decimal >= 0")
-    return str(value)
+    return None if raw is None else str(band_option(raw))
 
 
 # -- plans ----------------------------------------------------------------------------------------
