@@ -20,6 +20,7 @@ from rebal.core.market import Markets, Prices
 from rebal.core.numbers import parse_decimal
 from rebal.core.plan import plan_rebalance
 from rebal.core.tree import parse_tree
+from rebal.events import PlanFailed
 from rebal.io import FileError, load
 from rebal.render import plan_json, tree_json
 from rebal_cli import funds as cli_funds
@@ -31,6 +32,7 @@ from rebal_cli import target as cli_target
 from rebal_cli.api import nats_url as resolve_nats_url
 from rebal_cli.support import (
     DEFAULT_NATS_URL,
+    EXIT_BAD_INPUT,
     EXIT_ERROR,
     EXIT_NOT_RUNNING,
     band_option,
@@ -201,7 +203,10 @@ def rebalance_command(
             )
     except commands.NotRunning as exc:
         fail(str(exc), EXIT_NOT_RUNNING)
-    failed = outcome.plan is not None and outcome.plan.type == "PlanFailed"
+    plan = outcome.plan
+    if isinstance(plan, PlanFailed) and plan.unknown_portfolio and not as_json:
+        fail(f"--portfolio: {plan.reason}")
+    failed = plan is not None and plan.type == "PlanFailed"
     unfinished = outcome.finished is not None and outcome.finished.status in ("error", "cancelled")
     if as_json:
         write_json(
@@ -214,6 +219,8 @@ def rebalance_command(
         )
     else:
         render.print_outcome(outcome)
+    if isinstance(plan, PlanFailed) and plan.unknown_portfolio:
+        raise typer.Exit(EXIT_BAD_INPUT)
     if failed or unfinished:
         raise typer.Exit(EXIT_ERROR)
 

@@ -356,12 +356,17 @@ class RebalancePlanned(Event):
 
 
 class PlanFailed(Event):
-    """No plan could be made: bad input (the reason names the node path) or a missing snapshot/target."""
+    """No plan could be made: bad input (the reason names the node path) or a missing snapshot/target.
+    `correlation_id` is the run that failed (always set: the journal keeps the failure as that run).
+    `unknown_portfolio`: no service is configured for the portfolio and nothing was ever published for it
+    (the CLI exits 2 and the API answers 404 for it)."""
 
     topic = subjects.PLAN_FAILED
     type: Literal["PlanFailed"] = "PlanFailed"
+    correlation_id: uuid.UUID
     reason: Text
     dry_run: bool
+    unknown_portfolio: bool = False
 
 
 class RunStarted(Event):
