@@ -136,7 +136,7 @@ class Event(Frozen):
         """A follow-up event: same portfolio and run, caused by this one, id derived from this one."""
         return kind(
             type=kind.__name__,
-            event_id=derive_id(kind.__name__, self.event_id, key),
+            event_id=caused_id(kind, self.event_id, key),
             occurred_at=fields.pop("occurred_at", now),
             emitted_at=now,
             portfolio_id=self.portfolio_id,
@@ -144,6 +144,12 @@ class Event(Frozen):
             causation_id=self.event_id,
             **fields,
         )
+
+
+def caused_id(kind: builtins.type[Event], cause_id: uuid.UUID, key: object = "") -> uuid.UUID:
+    """The id of the `kind` event caused by event `cause_id` (`Event.caused`): whoever waits for the answer
+    to a command finds it by this id."""
+    return derive_id(kind.__name__, cause_id, key)
 
 
 def derive_run_id(cause: Event) -> uuid.UUID:
@@ -215,6 +221,18 @@ class ResumeTrading(Event):
     topic = subjects.RESUME_TRADING
     type: Literal["ResumeTrading"] = "ResumeTrading"
     requested_by: Text = "operator"
+
+
+class HaltApplied(Event):
+    """The executor's acknowledgement of the `HaltTrading` named by `causation_id`: the halt is recorded
+    (it survives restarts), new runs are refused and a running one stops before its next leg; our open
+    orders are being cancelled. `in_force` is false when a newer resume was recorded first. The API's
+    `POST /halt` waits for it; `/status` shows a halt without it as pending."""
+
+    topic = subjects.HALT_APPLIED
+    type: Literal["HaltApplied"] = "HaltApplied"
+    reason: Text = ""
+    in_force: bool = True
 
 
 class RunOptimization(Event):
@@ -597,6 +615,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         OrderPlaced,
         OrderFilled,
         RunFinished,
+        HaltApplied,
         DefineFund,
         RecordDeposit,
         RequestWithdrawal,
