@@ -29,6 +29,7 @@ from rebal_cli import paper as cli_paper
 from rebal_cli import render
 from rebal_cli import strategies as cli_strategies
 from rebal_cli import target as cli_target
+from rebal_cli import venue as cli_venue
 from rebal_cli.api import nats_url as resolve_nats_url
 from rebal_cli.support import (
     DEFAULT_NATS_URL,
@@ -225,7 +226,7 @@ def rebalance_command(
         raise typer.Exit(EXIT_ERROR)
 
 
-for _commands in (cli_ops, cli_strategies, cli_funds, cli_paper, cli_target):
+for _commands in (cli_ops, cli_strategies, cli_funds, cli_paper, cli_target, cli_venue):
     _commands.register(app)
 
 
