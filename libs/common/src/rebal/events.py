@@ -21,11 +21,11 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar
 
-import orjson
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from rebal import subjects
 from rebal.core import bounds
+from rebal.io import document_text_problem
 from rebal.subjects import Topic
 
 NAMESPACE = uuid.UUID("6f0c8f0e-6a43-5f7b-9a57-2d0cb1f3e0a1")
@@ -47,33 +47,8 @@ Entered = Annotated[Number, Field(decimal_places=bounds.DECIMAL_PLACES)]
 PeriodReturn = Annotated[Entered, Field(ge=bounds.MIN_RETURN)]
 
 
-def _document_problem(document: dict[str, Any]) -> str | None:
-    """What is wrong with the text of a JSON document (a tree, prices): its keys and strings at any
-    depth. Written out by orjson first (fast): a NUL shows as an escape, a lone surrogate fails it; only
-    then is the document walked to be sure."""
-    try:
-        written = orjson.dumps(document, option=orjson.OPT_NON_STR_KEYS, default=str)
-    except (orjson.JSONEncodeError, TypeError):
-        written = b"\\u0000"
-    if b"\\u0000" not in written:
-        return None
-    pending: list[Any] = [document]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, str):
-            problem = bounds.text_problem(item)
-            if problem is not None:
-                return problem
-        elif isinstance(item, dict):
-            pending.extend(item.keys())
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
-    return None
-
-
 def _check_document(document: dict[str, Any]) -> dict[str, Any]:
-    problem = _document_problem(document)
+    problem = document_text_problem(document)
     if problem is not None:
         raise ValueError(f"a string in it {problem}")
     return document

@@ -10,6 +10,7 @@ from typing import TypeVar
 import orjson
 import yaml
 
+from rebal.core import bounds
 from rebal.core.errors import InputError
 
 T = TypeVar("T")
@@ -28,8 +29,51 @@ class FileError(Exception):
         super().__init__(f"{location}: {message}")
 
 
+def text_problem_at(document: object) -> tuple[str, str] | None:
+    """Where (a dotted path) and what is wrong with the text of a parsed document (a tree, prices, an
+    event's payload): a key or string at any depth that Postgres text cannot hold. Written out by orjson
+    first (fast): a NUL shows as an escape, a lone surrogate fails it; only then is the document walked."""
+    try:
+        written = orjson.dumps(document, option=orjson.OPT_NON_STR_KEYS, default=str)
+    except (orjson.JSONEncodeError, TypeError):
+        written = b"\\u0000"
+    if b"\\u0000" not in written:
+        return None
+    pending: list[tuple[str, object]] = [("", document)]
+    while pending:
+        where, item = pending.pop()
+        if isinstance(item, str):
+            problem = bounds.text_problem(item)
+            if problem is not None:
+                return where, problem
+        elif isinstance(item, dict):
+            for key, value in item.items():
+                problem = bounds.text_problem(key) if isinstance(key, str) else None
+                if problem is not None:
+                    return where, f"a key {problem}"
+                pending.append((f"{where}.{key}" if where else str(key), value))
+        elif isinstance(item, list):
+            pending.extend((f"{where}[{index}]", value) for index, value in enumerate(item))
+    return None
+
+
+def document_text_problem(document: object) -> str | None:
+    """What `text_problem_at` finds, without where."""
+    found = text_problem_at(document)
+    return None if found is None else found[1]
+
+
 def load_document(path: Path) -> object:
-    """Parse a JSON, YAML or TOML file (YAML and TOML by suffix; JSON otherwise, with YAML as a fallback)."""
+    """Parse a JSON, YAML or TOML file (YAML and TOML by suffix; JSON otherwise, with YAML as a fallback);
+    text Postgres cannot hold (a NUL) is refused here, naming where, before anything stores it."""
+    document = _parse(path)
+    found = text_problem_at(document)
+    if found is not None:
+        raise FileError(path, found[0], found[1])
+    return document
+
+
+def _parse(path: Path) -> object:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
