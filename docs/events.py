@@ -34,6 +34,7 @@ from rebal.events import (
     FundDeposited,
     FundNeedsAdjustment,
     FundWithdrawalRequested,
+    HaltApplied,
     HaltTrading,
     OptimizationFailed,
     OrderFilled,
@@ -293,6 +294,14 @@ def examples() -> list[Entry]:
                 skipped=0,
                 failed=0,
             ),
+        ),
+        Entry(
+            HaltApplied,
+            "executor",
+            ("monitor (`POST /halt` waits for it)",),
+            new_event(
+                HaltTrading, key="operator-2", now=NOW, portfolio_id="demo", reason="exchange maintenance"
+            ).caused(HaltApplied, now=NOW, reason="exchange maintenance"),
         ),
         Entry(
             StrategyReturnReported,

@@ -124,6 +124,7 @@ def test_halt_refuses_apply_and_resume_lifts_it_status_says_so(system: OperatorS
     env = system.cli_env
     halted = rebal("halt", "--reason", "cli test", "--json", env=env)
     assert halted.returncode == 0, halted.stderr
+    assert json.loads(halted.stdout)["halt_state"] == "in_force"  # the executor acknowledged it (19.1)
     assert json.loads(halted.stdout)["portfolio_id"] == "demo"
     deadline = time.monotonic() + 20
     while not system.get("/status")["halted"]:  # the monitor journals the command

@@ -272,7 +272,7 @@ class MemoryJournal:
         self, portfolio_id: str, halted: bool, reason: str, requested_by: str, at: datetime
     ) -> bool:
         found = self.halts.get(portfolio_id)
-        if found is not None and found[1] >= at:
+        if found is not None and found[1] > at:
             return False
         self.halts[portfolio_id] = (halted, at)
         return True

@@ -25,6 +25,7 @@ from rebal.events import (
     StartRebalance,
     TargetWeightsComputed,
     derive_id,
+    derive_run_id,
     new_event,
 )
 from rebal_planner.handlers import Planner, register
@@ -194,9 +195,23 @@ async def test_on_the_in_memory_broker_a_command_becomes_a_plan() -> None:
 async def test_without_a_snapshot_a_command_fails_with_a_reason() -> None:
     recorder = RecordingPublisher()
     planner = Planner(FakeHistory([target()]), recorder, PlannerSettings(), clock=lambda: NOW)
-    await planner.on_command(rebalance())
+    command = rebalance()
+    await planner.on_command(command)
     [failed] = recorder.published
-    assert isinstance(failed, PlanFailed) and failed.reason == "no a balance snapshot yet for demo"
+    assert isinstance(failed, PlanFailed) and failed.reason == "no balance snapshot yet for demo"
+    assert failed.correlation_id == derive_run_id(command) and not failed.unknown_portfolio
+
+
+async def test_an_unknown_portfolio_fails_with_its_run_and_says_so() -> None:
+    """Issue 19.5: the failure had no run id (the monitor could not journal it) and read "no a ..."."""
+    recorder = RecordingPublisher()
+    planner = Planner(FakeHistory([snapshot(), target()]), recorder, PlannerSettings(), clock=lambda: NOW)
+    command = new_event(StartRebalance, key="operator-2", now=NOW, portfolio_id="nowhere", dry_run=True)
+    await planner.on_command(command)
+    [failed] = recorder.published
+    assert isinstance(failed, PlanFailed) and failed.unknown_portfolio
+    assert failed.correlation_id == derive_run_id(command) and failed.portfolio_id == "nowhere"
+    assert failed.reason.startswith("unknown portfolio 'nowhere'")
 
 
 async def test_new_snapshots_make_dry_run_previews() -> None:

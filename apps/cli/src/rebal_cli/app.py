@@ -21,6 +21,7 @@ from rebal.core.errors import InputError
 from rebal.core.market import Markets, Prices
 from rebal.core.numbers import RANGE, in_range, parse_decimal
 from rebal.core.plan import plan_rebalance
+from rebal.events import PlanFailed
 from rebal.io import FileError, load, load_tree
 from rebal.render import plan_json, tree_json, write_plan_json
 from rebal_cli import funds as cli_funds
@@ -29,11 +30,14 @@ from rebal_cli import paper as cli_paper
 from rebal_cli import render
 from rebal_cli import strategies as cli_strategies
 from rebal_cli import target as cli_target
+from rebal_cli import venue as cli_venue
 from rebal_cli.api import nats_url as resolve_nats_url
 from rebal_cli.support import (
     DEFAULT_NATS_URL,
+    EXIT_BAD_INPUT,
     EXIT_ERROR,
     EXIT_NOT_RUNNING,
+    band_option,
     fail,
     write_json,
 )
@@ -192,9 +196,7 @@ def rebalance_command(
         subjects.check_token(portfolio, "--portfolio")
     except ValueError as exc:
         fail(str(exc))
-    band_value = parse_decimal(band)
-    if band_value is None or not 0 <= band_value <= 1:  # a fraction of the portfolio, as the API takes
-        fail(f"--band: {band!r} must be a decimal from 0 to 1")
+    band_value = band_option(band)
     url = resolve_nats_url(nats_url)
     try:
         # OTEL_TRACES_EXPORTER (the OpenTelemetry convention) turns the operator's span on.
@@ -206,7 +208,10 @@ def rebalance_command(
             )
     except commands.NotRunning as exc:
         fail(str(exc), EXIT_NOT_RUNNING)
-    failed = outcome.plan is not None and outcome.plan.type == "PlanFailed"
+    plan = outcome.plan
+    if isinstance(plan, PlanFailed) and plan.unknown_portfolio and not as_json:
+        fail(f"--portfolio: {plan.reason}")
+    failed = plan is not None and plan.type == "PlanFailed"
     unfinished = outcome.finished is not None and outcome.finished.status in ("error", "cancelled")
     if as_json:
         write_json(
@@ -219,11 +224,13 @@ def rebalance_command(
         )
     else:
         render.print_outcome(outcome)
+    if isinstance(plan, PlanFailed) and plan.unknown_portfolio:
+        raise typer.Exit(EXIT_BAD_INPUT)
     if failed or unfinished:
         raise typer.Exit(EXIT_ERROR)
 
 
-for _commands in (cli_ops, cli_strategies, cli_funds, cli_paper, cli_target):
+for _commands in (cli_ops, cli_strategies, cli_funds, cli_paper, cli_target, cli_venue):
     _commands.register(app)
 
 

@@ -20,6 +20,8 @@ relative ``token_file`` is relative to the context file. The file is TOML:
     url = "postgresql://postgres@127.0.0.1:5432/rebal"
     [services]
     tracker = "http://127.0.0.1:8101"    # ... one base URL per service: `rebal config show` asks each
+    [devstack]
+    supervisor = "supervisor.json"       # the launcher's restarts of each child, shown by `rebal status`
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from typing import Any
 CONTEXT_ENV = "REBAL_CONTEXT"
 CONTEXT_FILE = Path("var") / "client.toml"
 NO_CONTEXT = frozenset({"", "none", "off"})
-SECTIONS = ("api", "nats", "database", "services")
+SECTIONS = ("api", "nats", "database", "services", "devstack")
 
 
 class ContextError(ValueError):
@@ -49,6 +51,7 @@ class Context:
     nats: dict[str, str] = field(default_factory=dict)
     database: dict[str, str] = field(default_factory=dict)
     services: dict[str, str] = field(default_factory=dict)
+    devstack: dict[str, str] = field(default_factory=dict)
 
     def settings(self) -> dict[str, Any]:
         """The sections the CLI's settings read (api, nats, database), as a settings source gives them."""
@@ -87,9 +90,10 @@ def read(path: Path) -> Context:
         if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
             raise ContextError(f'{path}: [{name}] must hold text values (key = "...")')
         sections[name] = {str(k): v for k, v in values.items()}
-    token_file = sections["api"].get("token_file")
-    if token_file is not None and not Path(token_file).is_absolute():
-        sections["api"]["token_file"] = str(path.parent / token_file)
+    for section, key in (("api", "token_file"), ("devstack", "supervisor")):
+        relative = sections[section].get(key)
+        if relative is not None and not Path(relative).is_absolute():
+            sections[section][key] = str(path.parent / relative)
     return Context(path, **sections)
 
 
@@ -100,7 +104,7 @@ def current(cwd: Path | None = None) -> Context | None:
 
 
 def write(path: Path, *, api_url: str, token_file: Path, nats_url: str, database_url: str,
-          services: dict[str, str]) -> None:  # fmt: skip
+          services: dict[str, str], supervisor_file: Path | None = None) -> None:  # fmt: skip
     """Write a context (what `make run` does for the system it started), readable by its owner only."""
 
     def quoted(value: str) -> str:
@@ -117,6 +121,7 @@ def write(path: Path, *, api_url: str, token_file: Path, nats_url: str, database
         f"url = {quoted(database_url)}",
         "[services]",
         *(f"{name} = {quoted(url)}" for name, url in services.items()),
+        *(["[devstack]", f"supervisor = {quoted(str(supervisor_file))}"] if supervisor_file else []),
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")

@@ -10,6 +10,7 @@ doctor check), 2 bad input or not found, 3 not running, 4 configuration error. R
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,12 +24,12 @@ from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progres
 from rich.table import Table
 from rich.text import Text
 
-from rebal.core.numbers import parse_decimal
 from rebal_cli import config as cli_config
+from rebal_cli import context as cli_context
 from rebal_cli.api import DEFAULT_API_URL, Api, connect
 from rebal_cli.render import console as _console
 from rebal_cli.render import number, percent, plan_counts, print_plan, run_line, valuation_quote, value_text
-from rebal_cli.support import EXIT_ERROR, fail, write_json
+from rebal_cli.support import EXIT_ERROR, band_option, fail, write_json
 
 # A run is followed until it has finished, at most this long by default.
 RUN_TIMEOUT_SECONDS = 120.0
@@ -51,12 +52,7 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of tabl
 
 
 def _band(raw: str | None) -> str | None:
-    if raw is None:
-        return None
-    value = parse_decimal(raw)
-    if value is None or value < 0:
-        fail(f"--band: {raw!r} must be a decimal >= 0")
-    return str(value)
+    return None if raw is None else str(band_option(raw))
 
 
 # -- plans ----------------------------------------------------------------------------------------
@@ -205,19 +201,64 @@ def skip_lines(run: dict[str, Any]) -> list[str]:
     return lines + [reason for reason in run.get("reasons") or () if reason not in listed]
 
 
+def with_restarts(status: dict[str, Any]) -> dict[str, Any]:
+    """The status with the dev stack's restarts of each child (`make run`'s supervisor, found through the
+    client context's ``[devstack] supervisor`` file), when there is one running."""
+    try:
+        found = cli_context.current()
+    except cli_context.ContextError:
+        return status
+    named = None if found is None else found.devstack.get("supervisor")
+    if named is None:
+        return status
+    try:
+        document = json.loads(Path(named).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return status  # the stack is not running (the supervisor removes its file when it stops)
+    children = document.get("children") if isinstance(document, dict) else None
+    return {**status, "supervisor": children} if isinstance(children, dict) else status
+
+
+def restarts_text(children: dict[str, Any]) -> str:
+    """ "executor 3 (last exit code 1 at 12:00:00)", restarted children first; "none" when none was."""
+    restarted = sorted(
+        (name for name, child in children.items() if child.get("restarts")),
+        key=lambda n: (-children[n]["restarts"], n),
+    )
+    if not restarted:
+        return "none"
+    parts = []
+    for name in restarted:
+        child = children[name]
+        code = child.get("last_exit_code")
+        exit_text = "stopped" if code is None else f"last exit code {code}"
+        state = ", restarting now" if child.get("state") == "restarting" else ""
+        parts.append(
+            f"{name} {child['restarts']} ({exit_text} at {when(child.get('last_restart_at'))}{state})"
+        )
+    return "; ".join(parts)
+
+
 def _status_view(status: dict[str, Any]) -> Table:
     table = Table(title=f"Rebal: {status['portfolio_id']}", show_header=False)
     table.add_column("what", no_wrap=True)
     table.add_column("value", overflow="fold")
     halted = status.get("halted")
     reason = escape(status.get("halt_reason") or "no reason")
-    state = f"[red]HALTED[/] ({reason}, since {when(status.get('halted_at'))})"
+    pending = (
+        ""
+        if status.get("halt_state") in (None, "in_force")
+        else " [bold]- NOT acknowledged by the executor yet[/]"
+    )
+    state = f"[red]HALTED[/] ({reason}, since {when(status.get('halted_at'))}){pending}"
     table.add_row("trading", state if halted else "[green]running[/]")
     table.add_row("mode", str(status.get("mode")))
     table.add_row("nats", str(status.get("nats")))
     table.add_row("postgres", str(status.get("postgres")))
     for name, state in (status.get("services") or {}).items():
         table.add_row(name, "[green]ok[/]" if state == "ok" else f"[red]{escape(state)}[/]")
+    if "supervisor" in status:
+        table.add_row("restarts (make run)", escape(restarts_text(status["supervisor"])))
     table.add_row("latest snapshot", when(status.get("snapshot_at")))
     table.add_row("latest target", when(status.get("target_at")))
     for label, key in (("last run", "last_run"), ("last preview", "last_preview")):
@@ -248,21 +289,21 @@ def status(
     api = connect(api_url)
     params = {"portfolio_id": portfolio}
     if not watch:
-        current = api.get("/status", params)
+        current = with_restarts(api.get("/status", params))
         write_json(current) if as_json else _console().print(_status_view(current))
         return
     shown = 0
     try:
         if as_json:  # one JSON document per line and refresh
             while count is None or shown < count:
-                _console().print_json(data=api.get("/status", params), indent=None)
+                _console().print_json(data=with_restarts(api.get("/status", params)), indent=None)
                 shown += 1
                 if count is None or shown < count:
                     time.sleep(interval)
             return
         with Live(console=_console(), auto_refresh=False) as live:
             while count is None or shown < count:
-                current = api.get("/status", params)
+                current = with_restarts(api.get("/status", params))
                 stamp = f"[dim]{time.strftime('%H:%M:%S')}, every {interval:g} s; Ctrl-C stops[/]"
                 live.update(Group(_status_view(current), stamp), refresh=True)
                 shown += 1
@@ -328,9 +369,19 @@ def halt(
     if not reason.strip():
         fail("--reason: give a reason (it is shown with the halt)")
     sent = connect(api_url).post("/halt", {"portfolio_id": portfolio, "reason": reason})
-    write_json(sent) if as_json else _console().print(
-        f"halt sent for {sent['portfolio_id']}: {sent['command_id']}"
-    )
+    state = sent.get("halt_state", "pending")
+    if as_json:
+        write_json(sent)
+    elif state == "in_force":
+        _console().print(f"halt in force for {sent['portfolio_id']} (the executor acknowledged it)")
+    else:
+        _console().print(f"halt sent for {sent['portfolio_id']}: {sent['command_id']}")
+    if state != "in_force":
+        why = "a newer resume was recorded first" if state == "superseded" else "is the executor running?"
+        fail(
+            f"the halt of {sent['portfolio_id']} is NOT in force ({state}): {why} (see `rebal status`)",
+            EXIT_ERROR,
+        )
 
 
 def resume(

@@ -7,11 +7,14 @@ Exit codes (documented in README): 0 ok, 1 error, 2 not found / bad input, 3 not
 from __future__ import annotations
 
 import sys
+from decimal import Decimal
 from typing import NoReturn
 
 import orjson
 import typer
 from rich.console import Console
+
+from rebal.core.numbers import parse_decimal
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_NOT_RUNNING = 0, 1, 2, 3
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
@@ -26,3 +29,12 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
 def write_json(data: object) -> None:
     sys.stdout.buffer.write(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
     sys.stdout.flush()
+
+
+def band_option(raw: str) -> Decimal:
+    """A `--band`: a fraction of the portfolio from 0 to 1, as the API takes it (1e400 is refused here,
+    not by the event's validation as a traceback)."""
+    value = parse_decimal(raw)
+    if value is None or not 0 <= value <= 1:
+        fail(f"--band: {raw!r} must be a decimal from 0 to 1")
+    return value

@@ -42,6 +42,8 @@ from rebal_devstack import _proc
 from rebal_devstack._proc import LOOPBACK
 from rebal_devstack.nats import NatsServer
 from rebal_devstack.postgres import PostgresServer, run_sync
+from rebal_devstack.supervisor import SUPERVISOR_FILE, Watched, supervise
+from rebal_devstack.supervisor import say as _say
 
 if TYPE_CHECKING:
     from rebal_cli.commands import Outcome
@@ -57,9 +59,6 @@ PORTFOLIO = "demo"
 NATS_CONFIG = "max_payload: 8MB"
 READY_TIMEOUT_SECONDS = 90.0
 STOP_TIMEOUT_SECONDS = 15.0
-BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
-# A child that stayed up this long starts its backoff from the beginning again after a crash.
-HEALTHY_AFTER_SECONDS = 60.0
 
 
 class StartFailed(RuntimeError):
@@ -433,55 +432,6 @@ async def first_rebalance(nats_url: str, *, band: Decimal, timeout: float = 60.0
     return await commands.rebalance(nats_url, PORTFOLIO, dry_run=False, band=band, wait=True, timeout=timeout)
 
 
-# -- supervision ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Watched:
-    """Something the launcher keeps alive: how to tell it is up and how to start it again."""
-
-    name: str
-    alive: Callable[[], bool]
-    restart: Callable[[], None]
-    log_path: Path
-    exit_code: Callable[[], int | None] = lambda: None
-    failures: int = 0
-    since: float = field(default_factory=time.monotonic)
-    restart_at: float | None = None
-
-
-def _say(message: str) -> None:
-    print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
-
-
-def supervise(watched: Sequence[Watched], interval: float = 0.5) -> None:
-    """Until interrupted: report a dead child and restart it after a growing delay."""
-    while True:
-        now = time.monotonic()
-        for item in watched:
-            if item.restart_at is None:
-                if item.alive():
-                    if now - item.since > HEALTHY_AFTER_SECONDS:
-                        item.failures = 0
-                    continue
-                delay = BACKOFF_SECONDS[min(item.failures, len(BACKOFF_SECONDS) - 1)]
-                item.failures += 1
-                item.restart_at = now + delay
-                code = item.exit_code()
-                how = "stopped" if code is None else f"exited with code {code}"
-                _say(f"{item.name} {how}; restarting it in {delay:g} s (log: {item.log_path})")
-            elif now >= item.restart_at:
-                item.restart_at = None
-                item.since = now
-                try:
-                    item.restart()
-                except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
-                    _say(f"{item.name} did not restart: {exc}")
-                    continue
-                _say(f"{item.name} restarted")
-        time.sleep(interval)
-
-
 # -- the launcher --------------------------------------------------------------------------------
 
 
@@ -527,6 +477,7 @@ def write_client_context(var_dir: Path, infra: Infra, services: Services) -> Pat
         nats_url=infra.nats_url,
         database_url=infra.database_url,
         services={child.name: child.url for child in services},
+        supervisor_file=var_dir / SUPERVISOR_FILE,
     )
     return path
 
@@ -678,7 +629,7 @@ def run(options: Options) -> int:
                 infra.postgres.log_path,
             ),
         ]
-        supervise(watched)
+        supervise(watched, state_file=var_dir / SUPERVISOR_FILE)
     except KeyboardInterrupt:
         print(flush=True)
         _say("stopping")

@@ -21,11 +21,11 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar
 
-import orjson
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from rebal import subjects
 from rebal.core import bounds
+from rebal.io import document_text_problem
 from rebal.subjects import Topic
 
 NAMESPACE = uuid.UUID("6f0c8f0e-6a43-5f7b-9a57-2d0cb1f3e0a1")
@@ -47,33 +47,8 @@ Entered = Annotated[Number, Field(decimal_places=bounds.DECIMAL_PLACES)]
 PeriodReturn = Annotated[Entered, Field(ge=bounds.MIN_RETURN)]
 
 
-def _document_problem(document: dict[str, Any]) -> str | None:
-    """What is wrong with the text of a JSON document (a tree, prices): its keys and strings at any
-    depth. Written out by orjson first (fast): a NUL shows as an escape, a lone surrogate fails it; only
-    then is the document walked to be sure."""
-    try:
-        written = orjson.dumps(document, option=orjson.OPT_NON_STR_KEYS, default=str)
-    except (orjson.JSONEncodeError, TypeError):
-        written = b"\\u0000"
-    if b"\\u0000" not in written:
-        return None
-    pending: list[Any] = [document]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, str):
-            problem = bounds.text_problem(item)
-            if problem is not None:
-                return problem
-        elif isinstance(item, dict):
-            pending.extend(item.keys())
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
-    return None
-
-
 def _check_document(document: dict[str, Any]) -> dict[str, Any]:
-    problem = _document_problem(document)
+    problem = document_text_problem(document)
     if problem is not None:
         raise ValueError(f"a string in it {problem}")
     return document
@@ -136,7 +111,7 @@ class Event(Frozen):
         """A follow-up event: same portfolio and run, caused by this one, id derived from this one."""
         return kind(
             type=kind.__name__,
-            event_id=derive_id(kind.__name__, self.event_id, key),
+            event_id=caused_id(kind, self.event_id, key),
             occurred_at=fields.pop("occurred_at", now),
             emitted_at=now,
             portfolio_id=self.portfolio_id,
@@ -144,6 +119,12 @@ class Event(Frozen):
             causation_id=self.event_id,
             **fields,
         )
+
+
+def caused_id(kind: builtins.type[Event], cause_id: uuid.UUID, key: object = "") -> uuid.UUID:
+    """The id of the `kind` event caused by event `cause_id` (`Event.caused`): whoever waits for the answer
+    to a command finds it by this id."""
+    return derive_id(kind.__name__, cause_id, key)
 
 
 def derive_run_id(cause: Event) -> uuid.UUID:
@@ -215,6 +196,18 @@ class ResumeTrading(Event):
     topic = subjects.RESUME_TRADING
     type: Literal["ResumeTrading"] = "ResumeTrading"
     requested_by: Text = "operator"
+
+
+class HaltApplied(Event):
+    """The executor's acknowledgement of the `HaltTrading` named by `causation_id`: the halt is recorded
+    (it survives restarts), new runs are refused and a running one stops before its next leg; our open
+    orders are being cancelled. `in_force` is false when a newer resume was recorded first. The API's
+    `POST /halt` waits for it; `/status` shows a halt without it as pending."""
+
+    topic = subjects.HALT_APPLIED
+    type: Literal["HaltApplied"] = "HaltApplied"
+    reason: Text = ""
+    in_force: bool = True
 
 
 class RunOptimization(Event):
@@ -356,12 +349,17 @@ class RebalancePlanned(Event):
 
 
 class PlanFailed(Event):
-    """No plan could be made: bad input (the reason names the node path) or a missing snapshot/target."""
+    """No plan could be made: bad input (the reason names the node path) or a missing snapshot/target.
+    `correlation_id` is the run that failed (always set: the journal keeps the failure as that run).
+    `unknown_portfolio`: no service is configured for the portfolio and nothing was ever published for it
+    (the CLI exits 2 and the API answers 404 for it)."""
 
     topic = subjects.PLAN_FAILED
     type: Literal["PlanFailed"] = "PlanFailed"
+    correlation_id: uuid.UUID
     reason: Text
     dry_run: bool
+    unknown_portfolio: bool = False
 
 
 class RunStarted(Event):
@@ -593,6 +591,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         OrderPlaced,
         OrderFilled,
         RunFinished,
+        HaltApplied,
         DefineFund,
         RecordDeposit,
         RequestWithdrawal,

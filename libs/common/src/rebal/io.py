@@ -15,6 +15,7 @@ import msgspec
 import orjson
 from msgspec import UNSET, UnsetType
 
+from rebal.core import bounds
 from rebal.core.errors import InputError
 from rebal.core.tree import Role, Tree, parse_records, parse_tree
 
@@ -75,9 +76,51 @@ def read_input(path: Path) -> bytes:
     return data
 
 
+def text_problem_at(document: object) -> tuple[str, str] | None:
+    """Where (a dotted path) and what is wrong with the text of a parsed document (a tree, prices, an
+    event's payload): a key or string at any depth that Postgres text cannot hold. Written out by orjson
+    first (fast): a NUL shows as an escape, a lone surrogate fails it; only then is the document walked."""
+    try:
+        written = orjson.dumps(document, option=orjson.OPT_NON_STR_KEYS, default=str)
+    except (orjson.JSONEncodeError, TypeError):
+        written = b"\\u0000"
+    if b"\\u0000" not in written:
+        return None
+    pending: list[tuple[str, object]] = [("", document)]
+    while pending:
+        where, item = pending.pop()
+        if isinstance(item, str):
+            problem = bounds.text_problem(item)
+            if problem is not None:
+                return where, problem
+        elif isinstance(item, dict):
+            for key, value in item.items():
+                problem = bounds.text_problem(key) if isinstance(key, str) else None
+                if problem is not None:
+                    return where, f"a key {problem}"
+                pending.append((f"{where}.{key}" if where else str(key), value))
+        elif isinstance(item, list):
+            pending.extend((f"{where}[{index}]", value) for index, value in enumerate(item))
+    return None
+
+
+def document_text_problem(document: object) -> str | None:
+    """What `text_problem_at` finds, without where."""
+    found = text_problem_at(document)
+    return None if found is None else found[1]
+
+
 def load_document(path: Path) -> object:
-    """Parse a JSON, YAML or TOML file (YAML and TOML by suffix; JSON otherwise, with YAML as a fallback)."""
-    return _document(path, read_input(path))
+    """Parse a JSON, YAML or TOML file (YAML and TOML by suffix; JSON otherwise, with YAML as a fallback);
+    text Postgres cannot hold (a NUL) is refused here, naming where, before anything stores it."""
+    return _checked(path, _document(path, read_input(path)))
+
+
+def _checked(path: Path, document: object) -> object:
+    found = text_problem_at(document)
+    if found is not None:
+        raise FileError(path, found[0], found[1])
+    return document
 
 
 def _document(path: Path, data: bytes) -> object:
@@ -159,14 +202,16 @@ def load_tree(path: Path, role: Role) -> Tree:
     """
     data = read_input(path)
     with _collector_paused():
-        if path.suffix.lower() not in YAML_SUFFIXES | {TOML_SUFFIX}:
+        # An escaped character (rare in trees) may be a NUL or a lone surrogate: the generic path checks.
+        if path.suffix.lower() not in YAML_SUFFIXES | {TOML_SUFFIX} and b"\\u" not in data:
             try:
                 root = _TREE_NODES.decode(data)
             except (msgspec.DecodeError, RecursionError):
                 pass
             else:
                 return _parsed(path, root, lambda node: parse_records(node, role, UNSET))
-        return _parsed(path, _document(path, data), lambda document: parse_tree(document, role))
+        document = _checked(path, _document(path, data))
+        return _parsed(path, document, lambda document: parse_tree(document, role))
 
 
 @contextmanager

@@ -15,7 +15,16 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -30,6 +39,14 @@ PORTS = {"tracker": 8101, "optimizer": 8102, "planner": 8103, "executor": 8104, 
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _empty_file_is_unset(cls, value: Any, info: ValidationInfo) -> Any:
+        # `REBAL__API__TOKEN_FILE=` (set but empty) means "no file", not the current directory ".".
+        if info.field_name is not None and info.field_name.endswith("_file") and value == "":
+            return None
+        return value
 
 
 class NatsSettings(Section):
@@ -110,6 +127,8 @@ class ApiSettings(Section):
     stale_balance_tolerance: float = Field(default=0.01, ge=0)
     # How long POST /portfolio/rebalance waits for the planner.
     plan_timeout_seconds: float = Field(default=10.0, gt=0)
+    # How long POST /halt waits for the executor's acknowledgement before answering "pending".
+    halt_ack_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     # The other services' base URLs (name -> "http://host:port"): GET /status (and `rebal status`) report
     # each one's /readyz. Empty: only the monitor's own NATS and Postgres are reported.
     peers: dict[str, AnyHttpUrl] = Field(default_factory=dict)
@@ -182,6 +201,13 @@ MASK = "**********"
 SECRET_KEY = re.compile(r"(password|secret|token|api_?key|private)", re.IGNORECASE)
 
 
+# The password of a URL's user information (`nats://user:PASSWORD@host`, `postgresql://u:PASSWORD@db/x`),
+# in every server of a comma-separated list.
+# A NATS server's token, given as the URL's user alone (`nats://TOKEN@host`).
+_NATS_TOKEN = re.compile(r"(\b(?:nats|tls|ws|wss)://)[^:/@,\s]+@", re.IGNORECASE)
+_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@,\s]*:)[^@/,\s]*@", re.IGNORECASE)
+
+
 def masked(value: Any, key: str = "") -> Any:
     """A settings document with every secret replaced by `MASK` (SecretStr dumps masked already)."""
     if isinstance(value, dict):
@@ -190,6 +216,8 @@ def masked(value: Any, key: str = "") -> Any:
         return [masked(v, key) for v in value]
     if isinstance(value, str) and value and SECRET_KEY.search(key) and not key.endswith("_file"):
         return MASK
+    if isinstance(value, str) and "@" in value:
+        return _NATS_TOKEN.sub(rf"\g<1>{MASK}@", _URL_PASSWORD.sub(rf"\g<1>{MASK}@", value))
     return value
 
 

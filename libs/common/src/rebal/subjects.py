@@ -59,6 +59,8 @@ RUN_STARTED = Topic("evt", "run", "started")
 ORDER_PLACED = Topic("evt", "order", "placed")
 ORDER_FILLED = Topic("evt", "order", "filled")
 RUN_FINISHED = Topic("evt", "run", "finished")
+# The executor's acknowledgement of a halt (under `run`: the executor publishes `rebal.evt.run.>`).
+HALT_APPLIED = Topic("evt", "run", "halt_applied")
 FUND_DEFINED = Topic("evt", "fund", "defined")
 FUND_DEPOSITED = Topic("evt", "fund", "deposited")
 FUND_WITHDRAWAL_REQUESTED = Topic("evt", "fund", "withdrawal_requested")
@@ -90,6 +92,7 @@ EVENT_TOPICS = (
     ORDER_PLACED,
     ORDER_FILLED,
     RUN_FINISHED,
+    HALT_APPLIED,
     FUND_DEFINED,
     FUND_DEPOSITED,
     FUND_WITHDRAWAL_REQUESTED,

@@ -461,13 +461,14 @@ class PostgresJournal:
         self, portfolio_id: str, halted: bool, reason: str, requested_by: str, at: datetime
     ) -> bool:
         """Record a halt or a resume commanded `at`; an older command than the one recorded changes nothing
-        (halt and resume arrive on two consumers: their order is the commands' own times). True if applied."""
+        (halt and resume arrive on two consumers: their order is the commands' own times). True if applied
+        (a redelivered command applies again: same values)."""
         applied = await self.pool.fetchval(
             "INSERT INTO execution.halts (portfolio_id, halted, reason, requested_by, changed_at)"
             " VALUES ($1, $2, $3, $4, $5)"
             " ON CONFLICT (portfolio_id) DO UPDATE"
             " SET halted = $2, reason = $3, requested_by = $4, changed_at = $5"
-            " WHERE execution.halts.changed_at < $5 RETURNING true",
+            " WHERE execution.halts.changed_at <= $5 RETURNING true",
             portfolio_id,
             halted,
             reason,

@@ -25,6 +25,7 @@ from rebal.events import (
     PlanFailed,
     StartRebalance,
     TargetWeightsComputed,
+    derive_run_id,
 )
 from rebal_planner.approvals import Approvals
 from rebal_planner.planning import (
@@ -127,14 +128,10 @@ class Planner:
         target = target or await self.targets.latest(self.history, TargetWeightsComputed, portfolio)
         now = self.clock()
         if snapshot is None or target is None:
-            missing = "a balance snapshot" if snapshot is None else "a target"
             if isinstance(cause, StartRebalance):
-                failed = cause.caused(
-                    PlanFailed, now=now, reason=f"no {missing} yet for {portfolio}", dry_run=dry_run
-                )
-                await self.publisher.publish(failed)
+                await self.publisher.publish(self._missing(cause, snapshot, target, now=now, dry_run=dry_run))
             else:
-                log.info("no %s yet for %s: nothing to preview", missing, portfolio)
+                log.info("no %s yet for %s: nothing to preview", missing_input(snapshot), portfolio)
             return
         result, weights = await asyncio.to_thread(
             plan_with_weights,
@@ -158,6 +155,37 @@ class Planner:
             result.correlation_id,
             "" if stored else " - already published",
         )
+
+    def _missing(
+        self,
+        command: StartRebalance,
+        snapshot: object | None,
+        target: object | None,
+        *,
+        now: datetime,
+        dry_run: bool,
+    ) -> PlanFailed:
+        """Why a command has no plan: an unknown portfolio (not configured, nothing ever published for
+        it), or a known one whose snapshot or target has not come yet."""
+        portfolio = command.portfolio_id
+        unknown = snapshot is None and target is None and portfolio not in self.settings.portfolios
+        reason = (
+            f"unknown portfolio {portfolio!r}: not configured and no snapshot or target was ever published"
+            if unknown
+            else f"no {missing_input(snapshot)} yet for {portfolio}"
+        )
+        return command.caused(
+            PlanFailed,
+            now=now,
+            correlation_id=derive_run_id(command),
+            reason=reason,
+            dry_run=dry_run,
+            unknown_portfolio=unknown,
+        )
+
+
+def missing_input(snapshot: object | None) -> str:
+    return "balance snapshot" if snapshot is None else "target"
 
 
 def record(portfolio: str, weights: Weights) -> None:

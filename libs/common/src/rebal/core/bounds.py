@@ -35,6 +35,14 @@ TEXT_PATTERN = r"^[^\x00]*$"
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
+def storable(value: str) -> str:
+    """`value` when Postgres text can hold it; else ValueError saying why (a validator for entered text)."""
+    problem = text_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
 def text_problem(value: str) -> str | None:
     found = _UNSTORABLE.search(value)
     if found is None:

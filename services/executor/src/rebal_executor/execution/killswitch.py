@@ -9,7 +9,7 @@ import logging
 from collections.abc import Iterable
 
 from rebal import metrics
-from rebal.events import HaltTrading, ResumeTrading
+from rebal.events import HaltApplied, HaltTrading, ResumeTrading
 from rebal.venue import VenueError
 from rebal_executor.execution.legs import adopt_found
 from rebal_executor.execution.ports import Cancels, Context
@@ -19,9 +19,15 @@ log = logging.getLogger("rebal.executor")
 
 async def halt(ctx: Context, command: HaltTrading) -> None:
     """Refuse new runs for the portfolio (persisted) and cancel our open orders where the venue can."""
-    if not await ctx.journal.set_halted(
+    in_force = await ctx.journal.set_halted(
         command.portfolio_id, True, command.reason, command.requested_by, command.occurred_at
-    ):
+    )
+    # The operator's answer: recorded (or not, when a newer resume was), before the cancels, which may
+    # take long; a redelivered halt publishes the same id again, which the bus drops.
+    await ctx.publisher.publish(
+        command.caused(HaltApplied, now=ctx.clock(), reason=command.reason, in_force=in_force)
+    )
+    if not in_force:
         return  # a newer resume (or halt) is already recorded
     metrics.TRADING_HALTED.labels(portfolio=command.portfolio_id).set(1)
     log.warning("trading halted for %s by %s: %s", command.portfolio_id, command.requested_by, command.reason)

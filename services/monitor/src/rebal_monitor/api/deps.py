@@ -22,9 +22,10 @@ import asyncpg
 from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from nats.errors import Error as NatsError
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from rebal import bus
+from rebal.core import bounds
 from rebal.settings import ApiSettings
 from rebal_monitor import queries, views
 
@@ -34,6 +35,9 @@ DEFAULT_PAGE = 50
 SNAPSHOT_TYPES = ("BalanceSnapshotTaken",)
 TARGET_TYPES = ("TargetWeightsComputed",)
 HALT_TYPES = ("HaltTrading", "ResumeTrading")
+# Text a request brings in: what Postgres text cannot hold (NUL) is refused with a 422 naming the field,
+# never accepted and then lost where it is stored (a halt's reason was, and the halt with it).
+Storable = AfterValidator(bounds.storable)
 JsonDict = dict[str, Any]
 T = TypeVar("T")
 

@@ -53,6 +53,7 @@ from rebal_monitor.api.deps import (
     Needs,
     OperatorOnly,
     Problem,
+    Storable,
     publish,
     until_found,
 )
@@ -98,9 +99,9 @@ class CycleRequest(Lenient):
 
 
 class FundDefinition(Lenient):
-    exchange: Annotated[str, Field(min_length=1, max_length=64)]
-    account: Annotated[str, Field(min_length=1, max_length=256)]
-    quote: Annotated[str, Field(min_length=1, max_length=32)]
+    exchange: Annotated[str, Field(min_length=1, max_length=64), Storable]
+    account: Annotated[str, Field(min_length=1, max_length=256), Storable]
+    quote: Annotated[str, Field(min_length=1, max_length=32), Storable]
     weights: dict[str, Annotated[Decimal, Field(ge=0, le=1)]]
     prices_from: Annotated[str, Field(pattern=FUND_PATTERN)]
 

@@ -1,7 +1,10 @@
 """Running the system: the runs' history, the kill switch (halt, resume) and the status of every part.
 
-Halt and resume publish the command and answer 202 with its id and subject; the executor obeys it and
-the journal shows it (`/status`). The history is one round trip: Postgres builds the page's JSON.
+Halt and resume publish the command and answer 202 with its id and subject. A halt's reason is checked
+first (text Postgres cannot hold is a 422: the executor could not record it, and trading went on); then
+the API waits for the executor's acknowledgement (`HaltApplied`) and says whether the halt is in force
+or still pending (`halt_state`, also in `/status`). The history is one round trip: Postgres builds the
+page's JSON.
 """
 
 from __future__ import annotations
@@ -12,12 +15,13 @@ import uuid
 from collections.abc import Mapping
 from typing import Annotated, Any
 
+import asyncpg
 import httpx
 from fastapi import APIRouter
 from fastapi.responses import Response
 from pydantic import Field
 
-from rebal.events import HaltTrading, ResumeTrading, new_event
+from rebal.events import HaltApplied, HaltTrading, ResumeTrading, caused_id, new_event
 from rebal_monitor import queries
 from rebal_monitor.api.deps import (
     DEFAULT_PAGE,
@@ -34,20 +38,23 @@ from rebal_monitor.api.deps import (
     Needs,
     OperatorOnly,
     Scope,
+    Storable,
     Strict,
     cursor_of,
     halted,
     publish,
+    until_found,
 )
 
 PEER_TIMEOUT_SECONDS = 2.0
 CHECK_TIMEOUT_SECONDS = 2.0
+ACK_POLL_SECONDS = 0.05
 router = APIRouter(dependencies=[Authorised])
 
 
 class HaltRequest(Strict):
     portfolio_id: Annotated[str, Field(pattern=PORTFOLIO_PATTERN)] | None = None
-    reason: Annotated[str, Field(min_length=1, max_length=500)]
+    reason: Annotated[str, Field(min_length=1, max_length=500), Storable]
 
 
 class ResumeRequest(Strict):
@@ -87,7 +94,7 @@ async def history(
 @router.post(
     "/halt", status_code=202, dependencies=[OperatorOnly], summary="The kill switch: publish HaltTrading"
 )
-async def halt(request: HaltRequest, deps: Needs) -> JsonDict:
+async def halt(request: HaltRequest, deps: Needs, pool: Db) -> JsonDict:
     portfolio = request.portfolio_id or deps.portfolios[0]
     command = new_event(
         HaltTrading,
@@ -98,7 +105,24 @@ async def halt(request: HaltRequest, deps: Needs) -> JsonDict:
         requested_by="api",
     )
     await publish(deps, command)
-    return {"command_id": str(command.event_id), "portfolio_id": portfolio, "subject": command.subject}
+    state = await until_found(
+        lambda: halt_state(pool, command.event_id), deps.settings.halt_ack_timeout_seconds, ACK_POLL_SECONDS
+    )
+    return {
+        "command_id": str(command.event_id),
+        "portfolio_id": portfolio,
+        "subject": command.subject,
+        "halt_state": state or "pending",
+    }
+
+
+async def halt_state(pool: asyncpg.Pool, command_id: uuid.UUID) -> str | None:
+    """ "in_force" once the executor acknowledged the halt (`HaltApplied`, its id derived from the
+    command's), "superseded" when a newer resume was recorded first, None before it answered."""
+    ack = await queries.event(pool, caused_id(HaltApplied, command_id))
+    if ack is None:
+        return None
+    return "in_force" if ack.payload.get("in_force", True) else "superseded"
 
 
 @router.post(
@@ -140,6 +164,8 @@ async def status(portfolio: Chosen, deps: Needs, pool: Db) -> JsonDict:
         "halted": halt is not None,
         "halt_reason": halt.payload.get("reason") if halt else None,
         "halted_at": halt.occurred_at.isoformat() if halt else None,
+        # A halt the executor has not acknowledged is not in force yet: the operator sees it pending.
+        "halt_state": (await halt_state(pool, halt.event_id) or "pending") if halt else None,
         "live": deps.settings.live,
         "mode": "live" if deps.settings.live else "dry-run",
         "last_run": last_run,

@@ -99,7 +99,8 @@ async def rebalance(
             503, f"no plan within {deps.settings.plan_timeout_seconds:g} s: is the planner running?"
         )
     if outcome.payload["type"] == "PlanFailed":
-        raise Problem(422, f"no plan could be made: {outcome.payload['reason']}")
+        unknown = outcome.payload.get("unknown_portfolio", False)  # older failures have no such field
+        raise Problem(404 if unknown else 422, f"no plan could be made: {outcome.payload['reason']}")
     plan = RebalancePlanned.model_validate(outcome.payload)
     snapshot = await queries.event(pool, plan.snapshot_id)
     if snapshot is None:

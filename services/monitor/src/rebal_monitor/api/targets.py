@@ -41,6 +41,7 @@ from rebal_monitor.api.deps import (
     Needs,
     OperatorOnly,
     Problem,
+    Storable,
     Strict,
     publish,
     until_found,
@@ -51,7 +52,7 @@ PUBLISH_WAIT_SECONDS = 5.0
 POLL_SECONDS = 0.05
 HISTORY_LIMIT = 100
 Author = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\s]+( [^\s]+)*$")]
-Note = Annotated[str, Field(max_length=500)]
+Note = Annotated[str, Field(max_length=500), Storable]
 router = APIRouter(dependencies=[Authorised], tags=["targets"])
 
 

@@ -322,7 +322,9 @@ $("approve").addEventListener("click", () => waiting && act(
 $("halt").addEventListener("click", () => {
   const reason = prompt("Halt trading: our open orders are cancelled and no run starts until resumed. Why?", "halted from the dashboard");
   if (reason === null || !reason.trim()) return;
-  act(`Halt trading (${reason})?`, "POST", "/halt", { reason }, () => `halt sent: ${reason}`);
+  act(`Halt trading (${reason})?`, "POST", "/halt", { reason }, (sent) => sent.halt_state === "in_force"
+    ? `halt in force: ${reason}`
+    : `halt NOT in force (${sent.halt_state}): the executor has not acknowledged it; is it running?`);
 });
 $("resume").addEventListener("click", () => act(
   "Resume trading: runs are accepted again. Continue?", "POST", "/resume", {}, () => "resume sent",
