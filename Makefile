@@ -89,6 +89,7 @@ bench: | $(UV)
 	$(BENCH_VENV)/bin/python bench/executor.py
 	$(BENCH_VENV)/bin/python bench/funds.py
 	$(BENCH_VENV)/bin/python bench/history.py
+	$(BENCH_VENV)/bin/python bench/api_load.py
 	$(BENCH_VENV)/bin/python bench/strategy_stats.py
 	$(BENCH_VENV)/bin/python bench/policy.py
 

@@ -132,6 +132,14 @@ class ApiSettings(Section):
     # The other services' base URLs (name -> "http://host:port"): GET /status (and `rebal status`) report
     # each one's /readyz. Empty: only the monitor's own NATS and Postgres are reported.
     peers: dict[str, AnyHttpUrl] = Field(default_factory=dict)
+    # Limits (docs/api.md): a request body larger than this is refused (413) before it is read; a body
+    # not received within `body_timeout_seconds` is refused (408); each token may make at most
+    # `rate_limit_per_second` requests in any one second (429 with Retry-After beyond).
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    body_timeout_seconds: float = Field(default=10.0, gt=0)
+    rate_limit_per_second: int = Field(default=100, ge=1)
+    # The API's own Postgres connections (the journal's consumers have `database.pool_size` of theirs).
+    pool_size: int = Field(default=10, ge=1, le=100)
 
     @model_validator(mode="after")
     def _read_token_file(self) -> ApiSettings:

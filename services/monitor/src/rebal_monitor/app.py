@@ -46,7 +46,7 @@ def build(settings: MonitorSettings) -> MonitorApp:
         if not await broker.ping(timeout=service.READY_TIMEOUT_SECONDS):
             raise RuntimeError("NATS does not answer")
 
-    api_database = ApiPool(settings.database.url.get_secret_value(), settings.database.pool_size)
+    api_database = ApiPool(settings.database.url.get_secret_value(), settings.api.pool_size)
     gauges = Gauges(lambda: api_database.pool)
     stream = service.build(
         SERVICE,

@@ -19,6 +19,8 @@ from rebal import strategy_store
 from rebal.core.numbers import dec_str
 
 JsonDict = dict[str, Any]
+# Where a read runs: the pool (a connection each time) or one connection taken for several reads.
+Reader = strategy_store.Connection
 # A strategy's performance is computed over at most this many of its latest returns.
 PERFORMANCE_MAX_RETURNS = 100_000
 EXPORT_PREFETCH = 500
@@ -72,7 +74,7 @@ class Stored:
     payload: JsonDict
 
 
-async def latest_event(pool: asyncpg.Pool, portfolio: str, types: Sequence[str]) -> Stored | None:
+async def latest_event(pool: Reader, portfolio: str, types: Sequence[str]) -> Stored | None:
     row = await pool.fetchrow(
         "SELECT event_id, occurred_at, payload::text AS payload FROM events"
         " WHERE portfolio_id = $1 AND type = ANY($2::text[])"
@@ -293,7 +295,7 @@ async def history(
     return runs, more
 
 
-async def latest_run(pool: asyncpg.Pool, portfolio: str, *, dry_run: bool) -> JsonDict | None:
+async def latest_run(pool: Reader, portfolio: str, *, dry_run: bool) -> JsonDict | None:
     """The portfolio's latest real run (`dry_run` False) or latest preview, without its orders."""
     row = await pool.fetchrow(
         f"SELECT {RUN_COLUMNS} FROM runs WHERE portfolio_id = $1 AND dry_run = $2"

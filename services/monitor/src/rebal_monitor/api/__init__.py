@@ -10,9 +10,8 @@ requests get a 4xx whose `detail` names what is wrong and where; nothing a clien
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
@@ -21,6 +20,7 @@ from rebal import metrics
 from rebal_monitor import dashboard
 from rebal_monitor.api import exports, funds, operations, plans, portfolio, targets
 from rebal_monitor.api.deps import Deps, Problem
+from rebal_monitor.api.guards import Asgi, BodyLimit, Message, Receive, Scope, Send
 
 __all__ = ["Deps", "Problem", "create_api"]
 DOCS_STATIC = "/static/docs"
@@ -37,7 +37,10 @@ def create_api(deps: Deps) -> FastAPI:
         static_url=DOCS_STATIC,
     )
     api.state.deps = deps
-    api.middleware("http")(_measured)
+    api.add_middleware(
+        BodyLimit, max_bytes=deps.settings.max_body_bytes, timeout_seconds=deps.settings.body_timeout_seconds
+    )
+    api.add_middleware(Measured)
     api.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
     api.add_exception_handler(Problem, _problem)  # type: ignore[arg-type]
     for module in (portfolio, targets, plans, operations, exports, funds):
@@ -46,25 +49,39 @@ def create_api(deps: Deps) -> FastAPI:
     return api
 
 
-async def _measured(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-    """Count and time every request by its route template (bounded: ids are not in it)."""
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await call_next(request)
-        status = response.status_code
-        return response
-    finally:
-        route = request.scope.get("route")
-        template = getattr(route, "path", None) or "unmatched"
-        metrics.API_REQUESTS.labels(method=request.method, route=template, status=str(status)).inc()
-        metrics.API_SECONDS.labels(method=request.method, route=template).observe(
-            time.perf_counter() - started
-        )
+class Measured:
+    """Count and time every request by its route template (bounded: ids are not in it). Plain ASGI: a
+    `BaseHTTPMiddleware` costs a task and a stream per request."""
+
+    def __init__(self, app: Asgi) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            metrics.API_REQUESTS.labels(method=scope["method"], route=template, status=str(status)).inc()
+            metrics.API_SECONDS.labels(method=scope["method"], route=template).observe(
+                time.perf_counter() - started
+            )
 
 
 async def _problem(request: Request, exc: Problem) -> JSONResponse:
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
 
 
 async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -4,8 +4,10 @@ The monitor's app puts one `Deps` on ``app.state.deps``; routes ask for it (`Nee
 (`Db`, a 503 while it is not open), for the portfolio a request is about (`Chosen`: the first configured
 one by default) or for a page's cursor (`After`). Every router carries `Authorised`: a bearer token
 compared in constant time, the operator's (everything) or a viewer's (reads only: `OperatorOnly` on
-every route that changes something). A request the API refuses raises `Problem`: a status and one
-sentence.
+every route that changes something). Every token has its rate (`RateLimit`: 429 beyond it). Every
+dependency is `async def`: FastAPI runs a plain `def` one in a worker thread, a thread hop each per
+request (seen in the profile under load: bench/api_load.py). A request the API refuses raises `Problem`:
+a status and one sentence.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import asyncio
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
@@ -28,6 +30,8 @@ from rebal import bus
 from rebal.core import bounds
 from rebal.settings import ApiSettings
 from rebal_monitor import queries, views
+from rebal_monitor.api.guards import RateLimit, Recent, retry_after
+from rebal_monitor.api.health import HEALTH_TTL_SECONDS, probe_all
 
 PORTFOLIO_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 MAX_PAGE = 500
@@ -52,6 +56,12 @@ class Deps:
     portfolios: tuple[str, ...]
     checks: dict[str, Callable[[], Awaitable[None]]]
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    rate: RateLimit = field(init=False)
+    health: Recent[tuple[dict[str, str], dict[str, str]]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rate = RateLimit(self.settings.rate_limit_per_second)
+        self.health = Recent(lambda: probe_all(self.checks, self.settings.peers), HEALTH_TTL_SECONDS)
 
 
 class Strict(BaseModel):
@@ -63,13 +73,14 @@ class Strict(BaseModel):
 class Problem(Exception):
     """A request the API refuses: the status and one clear sentence."""
 
-    def __init__(self, status: int, detail: str) -> None:
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
+        self.headers = headers
 
 
-def deps_of(request: Request) -> Deps:
+async def deps_of(request: Request) -> Deps:
     deps: Deps = request.app.state.deps
     return deps
 
@@ -99,6 +110,13 @@ async def authorised(
     matches = [scope for scope, token in tokens if secrets.compare_digest(given, token)]
     if not matches:
         raise Problem(401, "wrong bearer token")
+    wait = await deps.rate.wait_for(matches[0])
+    if wait is not None:
+        raise Problem(
+            429,
+            f"too many requests with this token (at most {deps.settings.rate_limit_per_second} a second)",
+            {"Retry-After": retry_after(wait)},
+        )
     return matches[0]
 
 
@@ -118,7 +136,7 @@ OperatorOnly = Depends(operator_only)
 Scope = Annotated[str, Depends(authorised)]
 
 
-def pool_of(deps: Needs) -> asyncpg.Pool:
+async def pool_of(deps: Needs) -> asyncpg.Pool:
     found = deps.pool()
     if found is None:
         raise Problem(503, "the monitor's database pool is not open yet")
@@ -128,7 +146,7 @@ def pool_of(deps: Needs) -> asyncpg.Pool:
 Db = Annotated[asyncpg.Pool, Depends(pool_of)]
 
 
-def portfolio_of(
+async def portfolio_of(
     deps: Needs,
     portfolio_id: Annotated[
         str | None,
@@ -141,7 +159,7 @@ def portfolio_of(
 Chosen = Annotated[str, Depends(portfolio_of)]
 
 
-def after_of(
+async def after_of(
     cursor: Annotated[
         str | None, Query(max_length=200, description="next_cursor of the previous page")
     ] = None,
@@ -170,7 +188,7 @@ async def publish(deps: Deps, event: Any) -> bool:
         raise Problem(503, f"NATS did not take the command: {type(exc).__name__} {exc}") from None
 
 
-async def halted(pool: asyncpg.Pool, portfolio: str) -> queries.Stored | None:
+async def halted(pool: queries.Reader, portfolio: str) -> queries.Stored | None:
     """The halt in force for the portfolio, if any (the latest of HaltTrading and ResumeTrading)."""
     last = await queries.latest_event(pool, portfolio, HALT_TYPES)
     return last if last is not None and last.payload.get("type") == "HaltTrading" else None
