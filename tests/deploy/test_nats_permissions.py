@@ -18,7 +18,7 @@ from faststream.nats import NatsBroker
 from rebal import bus, service, subjects
 from rebal.events import RebalancePlanned, StartRebalance, StrategyReturnReported, new_event
 from rebal_devstack.nats import NatsServer
-from rebal_planner.handlers import Planner, register
+from rebal_planner.handlers import Planner, register, register_approvals
 from rebal_planner.settings import PlannerSettings
 from tests.messaging import AUTH_CONF, auth_users, eventually, started
 from tests.planner.test_planner import snapshot, target
@@ -298,7 +298,8 @@ class Handlers:
 
 
 def with_consumers_of(service_name: str, broker: NatsBroker) -> NatsBroker:
-    """`broker` with the durable consumers the service's own code registers."""
+    """`broker` with the durable consumers the service's own code registers (all of them: the optional
+    ones too, e.g. the optimizer's manual targets, and those its `build` adds, the planner's approvals)."""
     from rebal_executor.handlers import register as register_executor
     from rebal_monitor.handlers import register as register_monitor
     from rebal_optimizer.handlers import register as register_optimizer
@@ -310,9 +311,10 @@ def with_consumers_of(service_name: str, broker: NatsBroker) -> NatsBroker:
     if service_name == "tracker":
         register_tracker(broker, publisher, handlers.on_take_snapshot, handlers.on_returns)
     elif service_name == "optimizer":
-        register_optimizer(broker, publisher, handlers)
+        register_optimizer(broker, publisher, handlers, manual=handlers)
     elif service_name == "planner":
         register(broker, publisher, handlers)
+        register_approvals(broker, publisher, handlers)
         funds.register(broker, publisher, handlers)
     elif service_name == "executor":
         register_executor(broker, publisher, handlers.on_plan, handlers.on_halt, handlers.on_resume)
