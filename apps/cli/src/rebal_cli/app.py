@@ -28,7 +28,7 @@ from rebal_cli import paper as cli_paper
 from rebal_cli import render
 from rebal_cli import strategies as cli_strategies
 from rebal_cli import target as cli_target
-from rebal_cli.api import nats_url as resolve_nats_url
+from rebal_cli.api import nats_settings as resolve_nats
 from rebal_cli.support import (
     DEFAULT_NATS_URL,
     EXIT_ERROR,
@@ -191,7 +191,7 @@ def rebalance_command(
     band_value = parse_decimal(band)
     if band_value is None or not 0 <= band_value <= 1:  # a fraction of the portfolio, as the API takes
         fail(f"--band: {band!r} must be a decimal from 0 to 1")
-    url = resolve_nats_url(nats_url)
+    url = resolve_nats(nats_url)
     try:
         # OTEL_TRACES_EXPORTER (the OpenTelemetry convention) turns the operator's span on.
         with telemetry.session("cli", os.environ):

@@ -5,6 +5,10 @@
 pseudo-random but deterministic: derived from a hash of the strategy and the period's timestamp, so a
 restarted bot reports the same return for the same period, under the same event id (``Nats-Msg-Id``),
 and the bus drops the repeat. SIGINT/SIGTERM stop it after the current period.
+
+With ``--var DIR`` (`make run`), each strategy connects as its own NATS user ``bot-<strategy>``
+(deploy/nats/auth.conf: a bot may report only its own returns), with the password `make run` made in
+``DIR/secrets/``; without it the bot connects anonymously, to an open bus.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import signal
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import nats
 from nats.aio.client import Client
@@ -25,6 +30,7 @@ from nats.errors import Error as NatsError
 
 from rebal import subjects
 from rebal.events import StrategyReturnReported, new_event
+from rebal_devstack import credentials
 
 log = logging.getLogger("rebal.demo_bot")
 RETURN_QUANTUM = Decimal("1e-8")
@@ -111,9 +117,30 @@ async def publish(client: Client, events: list[StrategyReturnReported]) -> int:
     return stored
 
 
-async def run(url: str, *, interval: float, portfolio: str, stop: asyncio.Event) -> int:
+def bot_user(strategy: Strategy) -> str:
+    """The strategy's NATS user (deploy/nats/auth.conf)."""
+    return f"bot-{strategy.name}"
+
+
+async def connect(url: str, strategy: Strategy, var_dir: Path | None) -> Client:
+    """A client for `strategy`'s reports: as its own user with `var_dir`, else anonymous."""
+    login: dict[str, str] = {}
+    if var_dir is not None:
+        user = bot_user(strategy)
+        login = {
+            "user": user,
+            "password": credentials.read_secret(credentials.nats_password_file(var_dir, user)),
+        }
+    return await nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=1.0, **login)
+
+
+async def run(
+    url: str, *, interval: float, portfolio: str, stop: asyncio.Event, var_dir: Path | None = None
+) -> int:
     """Report every `interval` seconds until `stop` is set; the number of periods reported."""
-    client = await nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=1.0)
+    clients: dict[str, Client] = {}
+    for strategy in STRATEGIES:
+        clients[strategy.name] = await connect(url, strategy, var_dir)
     equity: dict[str, Decimal] = {}
     periods = 0
     last: datetime | None = None
@@ -123,7 +150,8 @@ async def run(url: str, *, interval: float, portfolio: str, stop: asyncio.Event)
             timestamp = period_start(now, interval)
             if timestamp != last:
                 try:
-                    await publish(client, reports(timestamp, equity, portfolio=portfolio, now=now))
+                    for event in reports(timestamp, equity, portfolio=portfolio, now=now):
+                        await publish(clients[event.strategy_id], [event])
                 except (NatsError, TimeoutError) as exc:
                     log.warning("period %s not reported (tried again next period): %s", timestamp, exc)
                 else:
@@ -137,7 +165,8 @@ async def run(url: str, *, interval: float, portfolio: str, stop: asyncio.Event)
             except TimeoutError:
                 continue
     finally:
-        await client.drain()
+        for client in clients.values():
+            await client.drain()
     log.info("stopped after %d periods", periods)
     return periods
 
@@ -151,7 +180,7 @@ async def _main(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await run(args.nats_url, interval=args.interval, portfolio=args.portfolio, stop=stop)
+    await run(args.nats_url, interval=args.interval, portfolio=args.portfolio, stop=stop, var_dir=args.var)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -159,6 +188,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--nats-url", default="nats://127.0.0.1:4222")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds per period")
     parser.add_argument("--portfolio", default="demo")
+    parser.add_argument(
+        "--var", type=Path, default=None, help="make run's state: connect as each strategy's NATS user"
+    )
     args = parser.parse_args(argv)
     if args.interval <= 0:
         parser.error("--interval must be > 0")
