@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -65,16 +66,15 @@ def test_the_test_plugin_s_postgres_still_trusts(postgres_admin_dsn: str) -> Non
     assert asyncio.run(answers(postgres_admin_dsn)) == 1
 
 
+def stack(var: Path, auth_conf: Path | None = ROOT / credentials.AUTH_CONF) -> Infra:
+    """`make run`'s NATS and Postgres (on free ports, fsync off)."""
+    return Infra(var, nats_port=None, postgres_port=None, postgres_settings=TEST_POSTGRES_SETTINGS,
+                 auth_conf=auth_conf, postgres_password=True)  # fmt: skip
+
+
 @pytest.fixture
-def secured(postgres_tmp_path: Path) -> Infra:
-    infra = Infra(
-        postgres_tmp_path / "var",
-        nats_port=None,
-        postgres_port=None,
-        postgres_settings=TEST_POSTGRES_SETTINGS,
-        auth_conf=ROOT / credentials.AUTH_CONF,
-        postgres_password=True,
-    )
+def secured(postgres_tmp_path: Path) -> Iterator[Infra]:
+    infra = stack(postgres_tmp_path / "var")
     infra.start()
     try:
         yield infra
@@ -141,3 +141,17 @@ def test_an_owner_only_secret_stays_so_and_keeps_its_value(tmp_path: Path) -> No
     value = path.read_text()
     path.chmod(0o644)
     assert credentials.secret_file(path).read_text() == value and mode(path) == 0o600
+
+
+def test_a_lost_password_file_is_a_one_line_reason_not_a_traceback(postgres_tmp_path: Path) -> None:
+    var = postgres_tmp_path / "var"
+    first = stack(var, auth_conf=None)
+    first.start()
+    first.stop()
+    credentials.postgres_password_file(var).unlink()
+    again = stack(var, auth_conf=None)
+    try:
+        with pytest.raises(RuntimeError, match=r"refuses the password in .*postgres-password"):
+            again.start()
+    finally:
+        again.stop()

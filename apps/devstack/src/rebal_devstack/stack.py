@@ -441,7 +441,14 @@ class Infra:
             credentials.secret_file(self.postgres.password_file)
         self.nats.start()
         self.postgres.start()
-        self.database_url = self.postgres.ensure_database(self.database)
+        try:
+            self.database_url = self.postgres.ensure_database(self.database)
+        except asyncpg.InvalidPasswordError:
+            raise RuntimeError(
+                f"Postgres in {self.postgres.data_dir} refuses the password in {self.postgres.password_file}"
+                " (was the file removed and made anew?): put the old file back, or remove"
+                f" {self.postgres.data_dir.parent} to start with an empty database"
+            ) from None
         self.applied = migrate(self.database_url)
         declare_streams(self.nats_login("migrate"))
 
