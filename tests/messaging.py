@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,6 +16,7 @@ from faststream.nats import NatsBroker
 
 from rebal import bus, subjects
 from rebal.events import StartRebalance
+from rebal_devstack import credentials
 from rebal_devstack.nats import NatsServer
 
 # Snapshots carry whole trees: the same limit as make run.
@@ -27,7 +27,7 @@ AUTH_CONF = Path(__file__).resolve().parents[1] / "deploy" / "nats" / "auth.conf
 def auth_users() -> dict[str, str]:
     """Every user of deploy/nats/auth.conf (``bot-trend``), with the variable its password is read from
     (``BOT_TREND_PASSWORD``)."""
-    return dict(re.findall(r"\{user: ([a-z-]+), password: \$([A-Z_]+)", AUTH_CONF.read_text()))
+    return credentials.auth_users(AUTH_CONF)
 
 
 def fresh_nats(directory: Path) -> Iterator[NatsServer]:

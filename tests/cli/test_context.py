@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rebal_cli import context
-from rebal_cli.api import OperatorSettings
+from rebal_cli.api import OperatorSettings, nats_settings
 from rebal_cli.app import app
 
 
@@ -98,3 +98,37 @@ def test_a_token_in_the_environment_wins_over_the_context_s_token_file(
     monkeypatch.setenv("REBAL__API__TOKEN", "the-operator-s-own")
     token = OperatorSettings().api.token
     assert token is not None and token.get_secret_value() == "the-operator-s-own"
+
+
+def test_the_context_s_nats_user_and_password_file_reach_the_commands(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make run`'s bus admits no anonymous client: `rebal` connects as the context's user (`api`) with the
+    password in its file (relative to the context file), unless the environment names a user of its own."""
+    secret = tmp_path / "var" / "secrets" / "nats-api"
+    secret.parent.mkdir(parents=True)
+    secret.write_text("pw-of-the-api\n")
+    (tmp_path / "t").write_text("token\n")
+    path = tmp_path / "var" / "client.toml"
+    context.write(path, api_url="http://127.0.0.1:9", token_file=tmp_path / "t", nats_url="nats://127.0.0.1:9",
+                  database_url="postgresql://x@127.0.0.1:9/rebal", services={}, nats_user="api",
+                  nats_password_file=Path("secrets/nats-api"))  # fmt: skip
+    for key in (
+        "REBAL__NATS__URL",
+        "REBAL__NATS__USER",
+        "REBAL__NATS__PASSWORD",
+        "REBAL__NATS__PASSWORD_FILE",
+    ):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("REBAL_CONTEXT", str(path))
+    assert context.read(path).nats["password_file"] == str(secret)
+    nats = nats_settings(None)
+    assert nats.user == "api" and nats.password is not None
+    assert nats.password.get_secret_value() == "pw-of-the-api"
+    assert nats_settings("nats://10.0.0.9:4222").user == "api"  # --nats-url: the same login elsewhere
+    monkeypatch.setenv("REBAL__NATS__USER", "ops")
+    monkeypatch.setenv("REBAL__NATS__PASSWORD", "pw-of-ops")
+    mine = nats_settings(None)
+    assert (
+        mine.user == "ops" and mine.password is not None and mine.password.get_secret_value() == "pw-of-ops"
+    )

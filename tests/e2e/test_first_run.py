@@ -4,10 +4,12 @@ docs/funds.md line by line, and one mode for the whole system."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -16,6 +18,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
+import nats
+import nats.errors
 import pytest
 
 from rebal_devstack import _proc
@@ -33,6 +38,8 @@ class FirstRun:
     home: Path
     log: Path
     urls: dict[str, str]
+    nats_port: int
+    postgres_port: int
 
 
 def clean_env() -> dict[str, str]:
@@ -57,7 +64,8 @@ def first_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FirstRun]:
             assert launcher.poll() is None, log.read_text()
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.5)
-        yield FirstRun(home, log, {name: f"http://127.0.0.1:{port}" for name, port in ports.items()})
+        urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+        yield FirstRun(home, log, urls, nats, postgres)
     finally:
         launcher.send_signal(signal.SIGINT)
         try:
@@ -156,3 +164,30 @@ def test_one_mode_and_the_running_configuration_without_any_variable(first_run: 
     assert f"ok   context: {context_file}" in doctor.stdout
     status = rebal(first_run, "status", "--json")
     assert status.returncode == 0 and json.loads(status.stdout)["mode"] == "live", status.stderr
+
+
+def test_the_bus_and_the_database_refuse_whoever_has_no_password(first_run: FirstRun) -> None:
+    """The dev stack used to take anonymous NATS clients and trust every local Postgres user."""
+    secrets = first_run.home / "var" / "secrets"
+    files = list(secrets.iterdir())
+    assert "postgres-password" in {f.name for f in files} and "nats-api" in {f.name for f in files}
+    for path in [*files, first_run.home / "var" / "client.toml"]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+    async def without_password() -> None:
+        with pytest.raises((nats.errors.Error, OSError)):
+            await nats.connect(f"nats://127.0.0.1:{first_run.nats_port}", allow_reconnect=False,
+                               max_reconnect_attempts=1, connect_timeout=2)  # fmt: skip
+        with pytest.raises((asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError)):
+            await asyncpg.connect(
+                f"postgresql://postgres@127.0.0.1:{first_run.postgres_port}/rebal", timeout=10
+            )
+
+    asyncio.run(without_password())
+    password = (secrets / "postgres-password").read_text().strip()
+    shown = first_run.log.read_text()
+    assert password not in shown and f"password in {secrets / 'postgres-password'}" in shown, shown
+    # `rebal` reaches the bus as the `api` user through var/client.toml, with no variable set.
+    preview = rebal(first_run, "rebalance", "--portfolio", "demo", "--dry-run", "--json")
+    assert preview.returncode == 0, (preview.stdout, preview.stderr)
+    assert json.loads(preview.stdout)["plan"]["type"] == "RebalancePlanned"

@@ -165,6 +165,10 @@ class ContextSource(PydanticBaseSettingsSource):
         # read by the settings' validator, would replace it.
         if any(os.environ.get(f"REBAL__API__{key}") for key in ("TOKEN", "TOKEN_FILE")):
             sections.get("api", {}).pop("token_file", None)
+        # Likewise a NATS user given in the environment comes with its own password.
+        if any(os.environ.get(f"REBAL__NATS__{key}") for key in ("USER", "PASSWORD", "PASSWORD_FILE")):
+            for key in ("user", "password_file"):
+                sections.get("nats", {}).pop(key, None)
         return sections
 
 
@@ -210,9 +214,11 @@ def operator_settings() -> OperatorSettings:
         fail(str(exc), EXIT_CONFIGURATION)
 
 
-def nats_url(option: str | None) -> str:
-    """``--nats-url`` when given, else the operator's settings (environment, context, file, default)."""
-    return option if option else operator_settings().nats.url
+def nats_settings(option: str | None) -> NatsSettings:
+    """The operator's NATS settings (environment, context, file, default): its servers (``--nats-url``
+    when given) and its user and password (the client context's `api` user under `make run`)."""
+    settings = operator_settings().nats
+    return settings.model_copy(update={"url": option}) if option else settings
 
 
 def connect(url: str | None = None) -> Api:

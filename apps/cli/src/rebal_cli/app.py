@@ -31,7 +31,7 @@ from rebal_cli import render
 from rebal_cli import strategies as cli_strategies
 from rebal_cli import target as cli_target
 from rebal_cli import venue as cli_venue
-from rebal_cli.api import nats_url as resolve_nats_url
+from rebal_cli.api import nats_settings as resolve_nats
 from rebal_cli.support import (
     DEFAULT_NATS_URL,
     EXIT_BAD_INPUT,
@@ -197,7 +197,7 @@ def rebalance_command(
     except ValueError as exc:
         fail(str(exc))
     band_value = band_option(band)
-    url = resolve_nats_url(nats_url)
+    url = resolve_nats(nats_url)
     try:
         # OTEL_TRACES_EXPORTER (the OpenTelemetry convention) turns the operator's span on.
         with telemetry.session("cli", os.environ):

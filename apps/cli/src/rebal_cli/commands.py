@@ -14,6 +14,7 @@ import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError, ConnectionReconnectingError, NoRespondersError, NoServersError
+from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import NotFoundError
 
@@ -27,6 +28,7 @@ from rebal.events import (
     derive_run_id,
     new_event,
 )
+from rebal.settings import NatsSettings
 
 RECONNECTS = 10
 # Besides the live subscriptions, the stream's last event of the awaited kind is checked this often: an
@@ -45,15 +47,31 @@ class Outcome:
     finished: RunFinished | None
 
 
+def login(server: str | NatsSettings) -> NatsSettings:
+    """The servers and the user to connect as: a bare URL connects anonymously (an open bus)."""
+    return server if isinstance(server, NatsSettings) else NatsSettings(url=server)
+
+
 @asynccontextmanager
-async def connected(url: str, timeout: float = 3.0) -> AsyncIterator[Client]:
+async def connected(server: str | NatsSettings, timeout: float = 3.0) -> AsyncIterator[Client]:
+    """A client of the bus at ``server``: a URL, or the settings naming the NATS user and its password
+    (the client context's, which `make run` writes, or ``REBAL__NATS__USER``/``PASSWORD_FILE``)."""
+
+    errors: list[Exception] = []
+
     async def quiet(error: Exception) -> None:
         """nats-py prints every failed attempt with a traceback by default; the caller reports once."""
+        errors.append(error)
 
+    settings = login(server)
+    url = settings.url
+    password = settings.password.get_secret_value() if settings.password is not None else None
     try:
         client = await asyncio.wait_for(
             nats.connect(
-                [server.strip() for server in url.split(",") if server.strip()],
+                settings.servers,
+                user=settings.user,
+                password=password if settings.user is not None else None,
                 connect_timeout=timeout,
                 # Reconnect (to another server of a cluster) while following a run, a few times only.
                 max_reconnect_attempts=RECONNECTS,
@@ -62,7 +80,12 @@ async def connected(url: str, timeout: float = 3.0) -> AsyncIterator[Client]:
             ),
             timeout * 2,
         )
-    except (NoServersError, OSError, NatsTimeout, TimeoutError) as exc:
+    except (NoServersError, OSError, NatsTimeout, TimeoutError, NatsError) as exc:
+        # An answer refusing the client (no such user, a wrong password, an anonymous client) is why.
+        refusal = next((str(e) for e in errors if "authorization" in str(e).lower()), None)
+        if refusal is not None:
+            as_whom = f"as {settings.user}" if settings.user is not None else "without a user"
+            raise NotRunning(f"NATS at {url} refused the connection {as_whom}: {refusal}") from None
         raise NotRunning(f"cannot reach NATS at {url}: {exc or type(exc).__name__}") from None
     try:
         yield client
@@ -74,7 +97,7 @@ async def connected(url: str, timeout: float = 3.0) -> AsyncIterator[Client]:
 
 
 async def rebalance(
-    url: str, portfolio: str, *, dry_run: bool, band: Decimal, wait: bool, timeout: float
+    url: str | NatsSettings, portfolio: str, *, dry_run: bool, band: Decimal, wait: bool, timeout: float
 ) -> Outcome:
     """Publish `StartRebalance` and, when `wait`, follow its run until planned (and finished, if live)."""
     command = new_event(

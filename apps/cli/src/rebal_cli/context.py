@@ -8,16 +8,19 @@ Postgres, each service's HTTP base URL). Every `rebal` command finds it without 
 
 What the context gives is a default: an option on the command line (``--api-url``, ``--nats-url``) and the
 environment (``REBAL__API__URL``, ``REBAL__API__TOKEN``, ``REBAL__API__TOKEN_FILE``, ``REBAL__NATS__URL``,
-``REBAL__DATABASE__URL``) come first, then the context, then ``REBAL_CONFIG``, then the defaults. A
-relative ``token_file`` is relative to the context file. The file is TOML:
+``REBAL__NATS__USER``, ``REBAL__DATABASE__URL``) come first, then the context, then ``REBAL_CONFIG``, then
+the defaults. A relative ``token_file`` or ``password_file`` is relative to the context file. The file is
+TOML:
 
     [api]
     url = "http://127.0.0.1:8105"
     token_file = "api-token"
     [nats]
     url = "nats://127.0.0.1:4222"
+    user = "api"                           # the operators' NATS user (deploy/nats/auth.conf)
+    password_file = "secrets/nats-api"     # its password
     [database]
-    url = "postgresql://postgres@127.0.0.1:5432/rebal"
+    url = "postgresql://postgres:...@127.0.0.1:5432/rebal"
     [services]
     tracker = "http://127.0.0.1:8101"    # ... one base URL per service: `rebal config show` asks each
     [devstack]
@@ -90,10 +93,10 @@ def read(path: Path) -> Context:
         if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
             raise ContextError(f'{path}: [{name}] must hold text values (key = "...")')
         sections[name] = {str(k): v for k, v in values.items()}
-    for section, key in (("api", "token_file"), ("devstack", "supervisor")):
-        relative = sections[section].get(key)
-        if relative is not None and not Path(relative).is_absolute():
-            sections[section][key] = str(path.parent / relative)
+    for section, key in (("api", "token_file"), ("nats", "password_file"), ("devstack", "supervisor")):
+        named = sections[section].get(key)
+        if named is not None and not Path(named).is_absolute():
+            sections[section][key] = str(path.parent / named)
     return Context(path, **sections)
 
 
@@ -104,8 +107,10 @@ def current(cwd: Path | None = None) -> Context | None:
 
 
 def write(path: Path, *, api_url: str, token_file: Path, nats_url: str, database_url: str,
-          services: dict[str, str], supervisor_file: Path | None = None) -> None:  # fmt: skip
-    """Write a context (what `make run` does for the system it started), readable by its owner only."""
+          services: dict[str, str], nats_user: str | None = None,
+          nats_password_file: Path | None = None, supervisor_file: Path | None = None) -> None:  # fmt: skip
+    """Write a context (what `make run` does for the system it started), readable by its owner only
+    (the database's URL holds its password)."""
 
     def quoted(value: str) -> str:
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -117,6 +122,8 @@ def write(path: Path, *, api_url: str, token_file: Path, nats_url: str, database
         f"token_file = {quoted(str(token_file))}",
         "[nats]",
         f"url = {quoted(nats_url)}",
+        *([f"user = {quoted(nats_user)}"] if nats_user is not None else []),
+        *([f"password_file = {quoted(str(nats_password_file))}"] if nats_password_file is not None else []),
         "[database]",
         f"url = {quoted(database_url)}",
         "[services]",

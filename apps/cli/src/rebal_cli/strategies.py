@@ -36,8 +36,9 @@ from rich.table import Table
 from rebal import subjects
 from rebal.core.numbers import parse_decimal
 from rebal.events import StrategyReturnReported, new_event
+from rebal.settings import NatsSettings
 from rebal_allocation.allocation import METHOD_PARAMETERS
-from rebal_cli.api import nats_url as resolve_nats_url
+from rebal_cli.api import nats_settings as resolve_nats
 from rebal_cli.render import console as _console
 from rebal_cli.returns_file import Returns, ReturnsFileError, read_returns, read_stats_dir, single_series
 from rebal_cli.support import (
@@ -90,7 +91,9 @@ def backfill_events(
     ]
 
 
-async def _publish_all(url: str, events: list[StrategyReturnReported], show: bool) -> tuple[int, int]:
+async def _publish_all(
+    url: NatsSettings, events: list[StrategyReturnReported], show: bool
+) -> tuple[int, int]:
     """(stored, duplicates) as the server acknowledged them."""
     from nats.errors import NoRespondersError
     from nats.errors import TimeoutError as NatsTimeout
@@ -157,7 +160,7 @@ def backfill(
     events = backfill_events(portfolio, strategy, series, datetime.now(UTC))
     try:
         stored, duplicates = asyncio.run(
-            _publish_all(resolve_nats_url(nats_url), events, progress and not as_json)
+            _publish_all(resolve_nats(nats_url), events, progress and not as_json)
         )
     except NotRunning as exc:
         fail(str(exc), EXIT_NOT_RUNNING)
@@ -328,7 +331,7 @@ def _offline(source: str, returns: Returns, options: Offline) -> dict[str, objec
     }
 
 
-async def _ask(url: str, portfolio: str, timeout: float) -> object:
+async def _ask(url: NatsSettings, portfolio: str, timeout: float) -> object:
     """Publish `RunOptimization` and wait for the optimizer's answer (an event caused by it)."""
     import uuid
 
@@ -465,7 +468,7 @@ def optimize(
             fail("--portfolio: name the portfolio to ask the running optimizer about, or give --returns FILE")
         _token(portfolio, "--portfolio")
         try:
-            answer = asyncio.run(_ask(resolve_nats_url(nats_url), portfolio, timeout))
+            answer = asyncio.run(_ask(resolve_nats(nats_url), portfolio, timeout))
         except NotRunning as exc:
             fail(str(exc), EXIT_NOT_RUNNING)
         if isinstance(answer, OptimizationFailed):

@@ -11,6 +11,10 @@ reports the same return for the same day, under the same event id (``Nats-Msg-Id
 the repeat; it resumes after the latest day the stream holds for its strategies. The calendar reaches the
 end of the dates events accept (2100) after 100 simulated years: the bot then stops, saying so.
 SIGINT/SIGTERM stop it after the current day.
+
+With ``--var DIR`` (`make run`), each strategy connects as its own NATS user ``bot-<strategy>``
+(deploy/nats/auth.conf: a bot may report only its own returns), with the password `make run` made in
+``DIR/secrets/``; without it the bot connects anonymously, to an open bus.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import signal
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import nats
 from nats.aio.client import Client
@@ -32,6 +37,7 @@ from nats.js.errors import Error as JetStreamError
 
 from rebal import subjects
 from rebal.events import StrategyReturnReported, new_event
+from rebal_devstack import credentials
 
 log = logging.getLogger("rebal.demo_bot")
 RETURN_QUANTUM = Decimal("1e-8")
@@ -141,14 +147,40 @@ async def resume_day(client: Client, strategies: tuple[Strategy, ...] = STRATEGI
     return SIMULATION_START if latest is None else latest + DAY
 
 
-async def run(url: str, *, interval: float, portfolio: str, stop: asyncio.Event) -> int:
+def bot_user(strategy: Strategy) -> str:
+    """The strategy's NATS user (deploy/nats/auth.conf)."""
+    return f"bot-{strategy.name}"
+
+
+async def connect(url: str, user: str, var_dir: Path | None) -> Client:
+    """A client as NATS user `user` with `var_dir` (a strategy's reports, or reading where they stopped),
+    else anonymous."""
+    login: dict[str, str] = {}
+    if var_dir is not None:
+        login = {
+            "user": user,
+            "password": credentials.read_secret(credentials.nats_password_file(var_dir, user)),
+        }
+    return await nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=1.0, **login)
+
+
+async def run(
+    url: str, *, interval: float, portfolio: str, stop: asyncio.Event, var_dir: Path | None = None
+) -> int:
     """Report one simulated day every `interval` seconds until `stop` is set (or the calendar ends); the
     number of days reported."""
-    client = await nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=1.0)
+    clients: dict[str, Client] = {}
+    for strategy in STRATEGIES:
+        clients[strategy.name] = await connect(url, bot_user(strategy), var_dir)
     equity: dict[str, Decimal] = {}
     days = 0
     try:
-        day = await resume_day(client)
+        # A bot may only publish its own returns; where the days stopped is read as the operators' user.
+        reader = await connect(url, "api", var_dir)
+        try:
+            day = await resume_day(reader)
+        finally:
+            await reader.drain()
         log.info("simulated daily returns from %s, one day every %g s", day.date(), interval)
         loop = asyncio.get_running_loop()
         deadline = loop.time()
@@ -159,7 +191,8 @@ async def run(url: str, *, interval: float, portfolio: str, stop: asyncio.Event)
                 )
                 break
             try:
-                await publish(client, reports(day, equity, portfolio=portfolio, now=datetime.now(UTC)))
+                for event in reports(day, equity, portfolio=portfolio, now=datetime.now(UTC)):
+                    await publish(clients[event.strategy_id], [event])
             except (NatsError, TimeoutError) as exc:
                 log.warning("simulated day %s not reported (tried again): %s", day.date(), exc)
             else:
@@ -175,7 +208,8 @@ async def run(url: str, *, interval: float, portfolio: str, stop: asyncio.Event)
             except TimeoutError:
                 continue
     finally:
-        await client.drain()
+        for client in clients.values():
+            await client.drain()
     log.info("stopped after %d simulated days", days)
     return days
 
@@ -189,7 +223,7 @@ async def _main(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await run(args.nats_url, interval=args.interval, portfolio=args.portfolio, stop=stop)
+    await run(args.nats_url, interval=args.interval, portfolio=args.portfolio, stop=stop, var_dir=args.var)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -197,6 +231,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--nats-url", default="nats://127.0.0.1:4222")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds per simulated day")
     parser.add_argument("--portfolio", default="demo")
+    parser.add_argument(
+        "--var", type=Path, default=None, help="make run's state: connect as each strategy's NATS user"
+    )
     args = parser.parse_args(argv)
     if args.interval <= 0:
         parser.error("--interval must be > 0")

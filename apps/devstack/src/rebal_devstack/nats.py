@@ -16,7 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -62,7 +62,8 @@ class NatsServer(_proc.ServerProcess):
 
     ``store_dir`` holds the JetStream file store (nats-server adds a ``jetstream/`` level); the
     config file and the log go beside it, in its parent. Ports left as None are picked free at start
-    (and kept for later restarts of the same object, so ``.url`` stays valid).
+    (and kept for later restarts of the same object, so ``.url`` stays valid). ``env`` adds variables
+    to the server's environment (the passwords an included auth.conf reads: ``$TRACKER_PASSWORD``, ...).
     """
 
     def __init__(
@@ -75,6 +76,7 @@ class NatsServer(_proc.ServerProcess):
         cluster: ClusterSettings | None = None,
         sync_always: bool = False,
         extra_config: str = "",
+        env: Mapping[str, str] | None = None,
         binary: Path | None = None,
         startup_timeout: float = 20.0,
     ) -> None:
@@ -85,6 +87,7 @@ class NatsServer(_proc.ServerProcess):
         self.cluster = cluster
         self.sync_always = sync_always
         self.extra_config = extra_config
+        self.env = dict(env or {})
         self.binary = binary or find_nats_server()
         self.startup_timeout = startup_timeout
         self._auto_port = port is None
@@ -161,6 +164,7 @@ class NatsServer(_proc.ServerProcess):
                 stdin=subprocess.DEVNULL,
                 stdout=logf,
                 stderr=subprocess.STDOUT,
+                env={**os.environ, **self.env},
                 start_new_session=True,
                 preexec_fn=_proc.die_with_parent(signal.SIGTERM),  # noqa: PLW1509 - main thread only
             )

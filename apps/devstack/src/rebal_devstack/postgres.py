@@ -5,10 +5,12 @@ Binaries: Debian's ``/usr/lib/postgresql/<highest>/bin`` when present, else the 
 when this process is root the server, ``initdb`` and ``pg_ctl`` run as the ``postgres`` OS user and
 the data and socket directories are chowned to it.
 
-The server listens on 127.0.0.1 only (``trust`` auth, superuser ``postgres``); its unix socket goes
-in a directory beside the data directory, never /var/run. A data directory that is already
-initialised is reused as is, so a second ``make run`` resumes with the same data, and a
-``postmaster.pid`` left by a killed server is recognised as stale.
+The server listens on 127.0.0.1 only, superuser ``postgres``; its unix socket goes in a directory beside
+the data directory, never /var/run. Without a password (the tests' throwaway clusters) it trusts every
+connection; with ``password_file`` (`make run`) every connection needs the password (scram-sha-256),
+and a cluster made earlier in trust mode is converted on its first start with one. A data directory
+that is already initialised is reused as is, so a second ``make run`` resumes with the same data, and
+a ``postmaster.pid`` left by a killed server is recognised as stale.
 """
 
 from __future__ import annotations
@@ -260,6 +262,7 @@ class PostgresServer(_proc.ServerProcess):
     """A Postgres cluster in ``data_dir`` served by a child process on 127.0.0.1.
 
     ``settings`` are extra ``-c name=value`` server settings (the test plugin turns fsync off).
+    ``password_file`` holds the ``postgres`` role's password: without it, the cluster trusts everyone.
     The log goes to ``<data_dir>.log`` beside the data directory, the unix socket into
     ``<data_dir>.sock/`` there (or a short temporary directory when that path is too long).
     """
@@ -271,9 +274,11 @@ class PostgresServer(_proc.ServerProcess):
         port: int | None = None,
         bin_dir: Path | None = None,
         settings: Mapping[str, str] | None = None,
+        password_file: Path | None = None,
         startup_timeout: float = 60.0,
     ) -> None:
         self.data_dir = Path(data_dir).absolute()
+        self.password_file = password_file
         self.port = port
         self.bin_dir = bin_dir or find_postgres_bin_dir()
         self.settings = dict(settings or {})
@@ -311,10 +316,16 @@ class PostgresServer(_proc.ServerProcess):
         """The DSN of the ``postgres`` maintenance database."""
         return self.dsn_for("postgres")
 
+    @property
+    def password(self) -> str | None:
+        return None if self.password_file is None else self.password_file.read_text().strip()
+
     def dsn_for(self, database: str) -> str:
         if self.port is None:
             raise RuntimeError("the server has no port until it is started")
-        return f"postgresql://{_PG_USER}@{LOOPBACK}:{self.port}/{quote(database, safe='')}"
+        password = self.password
+        login = _PG_USER if password is None else f"{_PG_USER}:{quote(password, safe='')}"
+        return f"postgresql://{login}@{LOOPBACK}:{self.port}/{quote(database, safe='')}"
 
     def __repr__(self) -> str:
         port = self.port if self.port is not None else "-"
@@ -345,7 +356,34 @@ class PostgresServer(_proc.ServerProcess):
                     raise
                 log.info("%r: port taken meanwhile, retrying on a new one", self)
                 self.port = None
+        if self.password_file is not None and self.trusting:
+            self._require_password()
         return self
+
+    @property
+    def hba_path(self) -> Path:
+        return self.data_dir / "pg_hba.conf"
+
+    @property
+    def trusting(self) -> bool:
+        """True when pg_hba.conf lets some connection in without a password (``trust``)."""
+        return any(fields[-1] == "trust" for fields in _hba_rules(self.hba_path.read_text()))
+
+    def _require_password(self) -> None:
+        """A cluster made in trust mode (an older `make run`'s): give ``postgres`` the password, then ask
+        every connection for it (pg_hba.conf's ``trust`` becomes ``scram-sha-256``) and reload."""
+        log.warning("%s trusted every local connection: converting it to password authentication", self)
+        password = self.password or ""
+        literal = "'" + password.replace("'", "''") + "'"
+        trusting_dsn = f"postgresql://{_PG_USER}@{LOOPBACK}:{self.port}/postgres"
+
+        async def set_password(conn: asyncpg.Connection) -> None:
+            await conn.execute("SET password_encryption = 'scram-sha-256'")
+            await conn.execute(f"ALTER ROLE {_PG_USER} PASSWORD {literal}")
+
+        run_sync(lambda: _admin(trusting_dsn, set_password))
+        self.hba_path.write_text(_hba_without_trust(self.hba_path.read_text()))
+        run_sync(lambda: _admin(self.dsn, lambda conn: conn.execute("SELECT pg_reload_conf()")))
 
     def stop(self, timeout: float = 30.0) -> None:
         """``pg_ctl stop -m fast`` (then SIGINT, then SIGKILL if it lingers). No-op when not running."""
@@ -439,17 +477,36 @@ class PostgresServer(_proc.ServerProcess):
             str(self.data_dir),
             "-U",
             _PG_USER,
-            "--auth=trust",
             "--encoding=UTF8",
             "--no-locale",
         ]
         if self.settings.get("fsync") == "off":
             args.append("--no-sync")
         t0 = time.monotonic()
-        out = self._run(args).stdout
+        with self._readable_password() as pwfile:
+            auth = ["--auth=trust"] if pwfile is None else ["--auth=scram-sha-256", f"--pwfile={pwfile}"]
+            out = self._run([*args, *auth]).stdout
         with self.log_path.open("a") as logf:
             logf.write(out)
         log.info("initdb %s in %.1f s", self.data_dir, time.monotonic() - t0)
+
+    @contextlib.contextmanager
+    def _readable_password(self) -> Iterator[Path | None]:
+        """The password in a file initdb can read (owned by the Postgres OS user, 0600, beside the socket),
+        removed after; None without a password."""
+        password = self.password
+        if password is None:
+            yield None
+            return
+        path = self.socket_dir / ".initdb-password"
+        path.touch(mode=0o600)
+        try:
+            path.write_text(password + "\n")
+            if self.run_as is not None:
+                os.chown(path, self.run_as.uid, self.run_as.gid)
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
 
     def _check_version(self) -> None:
         data_version = (self.data_dir / "PG_VERSION").read_text().strip()
@@ -563,6 +620,23 @@ class PostgresServer(_proc.ServerProcess):
             shutil.rmtree(self._socket_dir, ignore_errors=True)
             self._socket_dir = None
             self._temp_socket_dir = False
+
+
+def _hba_rules(text: str) -> list[list[str]]:
+    """pg_hba.conf's rules, each split into its fields (comments and blank lines left out)."""
+    return [line.split("#", 1)[0].split() for line in text.splitlines() if line.split("#", 1)[0].strip()]
+
+
+def _hba_without_trust(text: str) -> str:
+    """pg_hba.conf with every ``trust`` rule asking for a password (scram-sha-256) instead."""
+    lines = []
+    for line in text.splitlines():
+        rule, hashed, comment = line.partition("#")
+        fields = rule.split()
+        if fields and fields[-1] == "trust":
+            rule = rule[: rule.rstrip().rindex("trust")] + "scram-sha-256"
+        lines.append(rule + hashed + comment)
+    return "\n".join(lines) + "\n"
 
 
 __all__ = [

@@ -1,12 +1,15 @@
 """The whole system on one machine: NATS, Postgres, the five services, the demo bot (`make run`).
 
-``python -m rebal_devstack run`` starts, in order: nats-server with JetStream (store ``var/nats/``),
-Postgres (``var/pg/``, database ``rebal``), the migrations, the five services as child processes (each
+``python -m rebal_devstack run`` starts, in order: nats-server with JetStream (store ``var/nats/``) and
+the users of deploy/nats/auth.conf, Postgres (``var/pg/``, database ``rebal``, password authentication),
+the migrations (the streams declared as the ``migrate`` user), the five services as child processes (each
 waited for on its ``/readyz``), the demo bot, and a first live rebalance of the ``demo`` portfolio. It
 then supervises: a child that dies is reported and restarted with backoff. SIGINT/SIGTERM stop the
 services, the bot, Postgres and NATS, in that order, and the launcher exits 0. Everything lives under
 ``var/``, so the next run resumes with the same data (the tracker seeds the paper exchange only when it
-is empty). Child output goes to ``var/logs/<name>.log``, never to the terminal.
+is empty). Child output goes to ``var/logs/<name>.log``, never to the terminal. Each service, the demo
+bot's strategies and the operators' `rebal` (through ``var/client.toml``) connect as their own NATS user,
+with passwords generated once in ``var/secrets/`` (`rebal_devstack.credentials`), as in production.
 
 The pieces are reusable from tests: :class:`Infra` (NATS and Postgres in a directory),
 :class:`Services` (the services as processes against any NATS and Postgres) and :class:`Child` (one
@@ -18,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -33,12 +35,13 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import NotFoundError
 
-from rebal_devstack import _proc
+from rebal_devstack import _proc, credentials
 from rebal_devstack._proc import LOOPBACK
 from rebal_devstack.nats import NatsServer
 from rebal_devstack.postgres import PostgresServer, run_sync
@@ -46,6 +49,7 @@ from rebal_devstack.supervisor import SUPERVISOR_FILE, Watched, supervise
 from rebal_devstack.supervisor import say as _say
 
 if TYPE_CHECKING:
+    from rebal.settings import NatsSettings
     from rebal_cli.commands import Outcome
 
 SERVICES = ("tracker", "optimizer", "planner", "executor", "monitor")
@@ -338,8 +342,22 @@ def migrate(dsn: str) -> list[str]:
     return run_sync(lambda: _migrate(dsn))
 
 
+def declare_streams(nats: NatsSettings) -> None:
+    """Declare the streams and bring their configuration up to date, as `python -m rebal.migrate` does
+    (on a secured bus as the ``migrate`` user: the services' own users may not update a stream)."""
+    from rebal import migrate as migration
+    from rebal.settings import ServiceSettings
+
+    run_sync(lambda: asyncio.wait_for(migration.declare(ServiceSettings(nats=nats)), 30.0))
+
+
 class Infra:
-    """NATS (store ``var_dir/nats``) and Postgres (``var_dir/pg``) with the ``rebal`` database, migrated."""
+    """NATS (store ``var_dir/nats``) and Postgres (``var_dir/pg``) with the ``rebal`` database, migrated.
+
+    With ``auth_conf`` (deploy/nats/auth.conf), NATS admits only its users, each with a password made once
+    in ``var_dir/secrets/``; with ``postgres_password``, Postgres asks every connection for the password
+    of ``var_dir/secrets/postgres-password``. Without them both trust anyone on the machine (tests).
+    """
 
     def __init__(
         self,
@@ -349,17 +367,23 @@ class Infra:
         postgres_port: int | None = POSTGRES_PORT,
         database: str = DATABASE,
         postgres_settings: Mapping[str, str] | None = None,
+        auth_conf: Path | None = None,
+        postgres_password: bool = False,
     ) -> None:
         self.var_dir = var_dir.absolute()
         self.database = database
+        self.auth_conf = auth_conf
         self.nats = NatsServer(
             self.var_dir / "nats" / "jetstream",
             port=pick_port(nats_port),
             server_name="rebal-dev",
-            extra_config=NATS_CONFIG,
+            extra_config=NATS_CONFIG + ("\ninclude ./auth.conf" if auth_conf is not None else ""),
         )
         self.postgres = PostgresServer(
-            self.var_dir / "pg" / "data", port=pick_port(postgres_port), settings=postgres_settings
+            self.var_dir / "pg" / "data",
+            port=pick_port(postgres_port),
+            settings=postgres_settings,
+            password_file=credentials.postgres_password_file(self.var_dir) if postgres_password else None,
         )
         self.database_url = ""
         self.applied: list[str] = []
@@ -368,11 +392,64 @@ class Infra:
     def nats_url(self) -> str:
         return self.nats.url
 
+    @property
+    def nats_users(self) -> dict[str, str]:
+        """The NATS users (name -> the variable auth.conf reads its password from); none on an open bus."""
+        return {} if self.auth_conf is None else credentials.auth_users(self.auth_conf)
+
+    def nats_password_file(self, user: str) -> Path | None:
+        """The password file of NATS user ``user``; None on an open bus."""
+        if self.auth_conf is None:
+            return None
+        if user not in self.nats_users:
+            raise ValueError(f"{self.auth_conf} has no NATS user {user!r}")
+        return credentials.nats_password_file(self.var_dir, user)
+
+    def nats_env(self, user: str) -> dict[str, str]:
+        """A service's settings to connect as ``user`` (``REBAL__NATS__USER``, ``...__PASSWORD_FILE``)."""
+        password_file = self.nats_password_file(user)
+        if password_file is None:
+            return {}
+        return {"REBAL__NATS__USER": user, "REBAL__NATS__PASSWORD_FILE": str(password_file)}
+
+    def nats_login(self, user: str) -> NatsSettings:
+        """The settings a client in this process connects with as ``user``."""
+        from rebal.settings import NatsSettings
+
+        password_file = self.nats_password_file(user)
+        return NatsSettings(
+            url=self.nats_url, user=user if password_file else None, password_file=password_file
+        )
+
+    def _secure_nats(self) -> None:
+        """auth.conf beside the server's configuration (refreshed from the checkout on every start) and
+        every user's password, made once, in the server's environment."""
+        if self.auth_conf is None:
+            return
+        base = self.nats.base_dir
+        base.mkdir(parents=True, exist_ok=True)
+        (base / "auth.conf").write_text(self.auth_conf.read_text())
+        self.nats.env = {}
+        for user, variable in self.nats_users.items():
+            password_file = credentials.secret_file(credentials.nats_password_file(self.var_dir, user))
+            self.nats.env[variable] = credentials.read_secret(password_file)
+
     def start(self) -> None:
+        self._secure_nats()
+        if self.postgres.password_file is not None:
+            credentials.secret_file(self.postgres.password_file)
         self.nats.start()
         self.postgres.start()
-        self.database_url = self.postgres.ensure_database(self.database)
+        try:
+            self.database_url = self.postgres.ensure_database(self.database)
+        except asyncpg.InvalidPasswordError:
+            raise RuntimeError(
+                f"Postgres in {self.postgres.data_dir} refuses the password in {self.postgres.password_file}"
+                " (was the file removed and made anew?): put the old file back, or remove"
+                f" {self.postgres.data_dir.parent} to start with an empty database"
+            ) from None
         self.applied = migrate(self.database_url)
+        declare_streams(self.nats_login("migrate"))
 
     def stop(self) -> None:
         """Postgres first (nothing uses NATS to reach it), then NATS."""
@@ -385,7 +462,7 @@ class Infra:
 # -- the first rebalance -------------------------------------------------------------------------
 
 
-async def first_rebalance(nats_url: str, *, band: Decimal, timeout: float = 60.0) -> Outcome:
+async def first_rebalance(nats_url: str | NatsSettings, *, band: Decimal, timeout: float = 60.0) -> Outcome:
     """Wait for a target, take a fresh snapshot, then rebalance the demo portfolio live (the operator's
     `rebal rebalance`, whose outcome `rebal_cli.render` shows)."""
     from rebal import bus, subjects
@@ -456,6 +533,8 @@ def _relative(path: Path, root: Path) -> str:
 
 
 API_TOKEN_FILE = "api-token"
+# The NATS user of the operators' tools (`rebal`, the first rebalance): deploy/nats/auth.conf's `api`.
+OPERATOR_NATS_USER = "api"
 CLIENT_CONTEXT_FILE = "client.toml"
 
 
@@ -470,11 +549,14 @@ def write_client_context(var_dir: Path, infra: Infra, services: Services) -> Pat
     from rebal_cli import context
 
     path = client_context_file(var_dir)
+    api = infra.nats_login(OPERATOR_NATS_USER)
     context.write(
         path,
         api_url=services["monitor"].url,
         token_file=api_token_file(var_dir),
         nats_url=infra.nats_url,
+        nats_user=api.user,
+        nats_password_file=api.password_file,
         database_url=infra.database_url,
         services={child.name: child.url for child in services},
         supervisor_file=var_dir / SUPERVISOR_FILE,
@@ -489,12 +571,17 @@ def api_token_file(var_dir: Path, name: str = API_TOKEN_FILE) -> Path:
     """The demo's API token (made once, kept in ``var/``, readable by its owner only): the monitor's API
     and dashboard need one, and the CLI reads the same file (``REBAL__API__TOKEN_FILE``). With
     `API_VIEWER_TOKEN_FILE`, the read-only token for viewers."""
-    path = var_dir / name
-    if not path.exists():
-        var_dir.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text(secrets.token_urlsafe(32) + "\n")
-    return path
+    return credentials.secret_file(var_dir / name)
+
+
+def masked(url: str, mask: str = "****") -> str:
+    """A URL with its password replaced by ``mask`` (dropped with its colon when ``mask`` is empty)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    login = f"{parts.username}:{mask}" if mask else f"{parts.username}"
+    return urlunsplit(parts._replace(netloc=f"{login}@{host}"))
 
 
 def summary(options: Options, infra: Infra, services: Services, bot: Child | None) -> str:
@@ -504,6 +591,13 @@ def summary(options: Options, infra: Infra, services: Services, bot: Child | Non
         return _relative(path, root)
 
     rebal = rel(Path(sys.executable).parent / "rebal")
+    password_file = infra.postgres.password_file
+    shown_database_url = masked(infra.database_url)
+    if password_file is not None:
+        shown_database_url += f"   password in {rel(password_file)}"
+    psql = f"psql {masked(infra.database_url, '')}"
+    if password_file is not None:
+        psql = f"PGPASSWORD=$(cat {rel(password_file)}) {psql}"
     token = api_token_file(options.var_dir.absolute())
     monitor = services["monitor"].url
     lines = [
@@ -512,7 +606,7 @@ def summary(options: Options, infra: Infra, services: Services, bot: Child | Non
         "",
         f"  NATS        {infra.nats_url}   monitoring {infra.nats.monitor_url}",
         f"              JetStream store {rel(infra.nats.store_dir)}",
-        f"  Postgres    {infra.database_url}   data {rel(infra.postgres.data_dir)}",
+        f"  Postgres    {shown_database_url}   data {rel(infra.postgres.data_dir)}",
         "",
         "  service     /livez /readyz /metrics",
     ]
@@ -531,7 +625,7 @@ def summary(options: Options, infra: Infra, services: Services, bot: Child | Non
         f"  Dashboard   {monitor}/?token=$(cat {rel(token)})   API docs {monitor}/docs",
         f"    read-only {monitor}/?token=$(cat {rel(api_token_file(token.parent, API_VIEWER_TOKEN_FILE))})",
         f"    curl -s {services['planner'].url}/readyz",
-        f"    psql {infra.database_url} -c 'SELECT run_id, status, placed, filled FROM runs'",
+        f"    {psql} -c 'SELECT run_id, status, placed, filled FROM runs'",
         "",
         f"  Logs: {rel(services.log_dir)}/<service>.log"
         + (", demo-bot.log" if bot is not None else "")
@@ -553,7 +647,13 @@ def run(options: Options) -> int:
     signal.signal(signal.SIGTERM, interrupt)
     var_dir = options.var_dir.absolute()
     log_dir = var_dir / "logs"
-    infra = Infra(var_dir, nats_port=options.nats_port, postgres_port=options.postgres_port)
+    infra = Infra(
+        var_dir,
+        nats_port=options.nats_port,
+        postgres_port=options.postgres_port,
+        auth_conf=options.root / credentials.AUTH_CONF,
+        postgres_password=True,
+    )
     services: Services | None = None
     bot: Child | None = None
     code = 0
@@ -576,8 +676,10 @@ def run(options: Options) -> int:
                 "monitor": {
                     "REBAL__API__TOKEN_FILE": str(token),
                     "REBAL__API__VIEWER_TOKEN_FILE": str(api_token_file(var_dir, API_VIEWER_TOKEN_FILE)),
+                    **infra.nats_env("monitor"),
                 },
-                "optimizer": demo_allocation(options.bot),
+                "optimizer": {**demo_allocation(options.bot), **infra.nats_env("optimizer")},
+                **{name: infra.nats_env(name) for name in ("tracker", "planner", "executor")},
             },
         )
         _say(f"starting {', '.join(SERVICES)}")
@@ -595,6 +697,7 @@ def run(options: Options) -> int:
                     "rebal_devstack.demo_bot",
                     "--nats-url",
                     infra.nats_url,
+                    *(["--var", str(var_dir)] if infra.auth_conf else []),
                     "--interval",
                     str(options.bot_interval),
                 ],
@@ -608,7 +711,7 @@ def run(options: Options) -> int:
             _say(f"first rebalance of {PORTFOLIO!r} (live, on the paper exchange)")
             from rebal_cli import render
 
-            outcome = asyncio.run(first_rebalance(infra.nats_url, band=options.band))
+            outcome = asyncio.run(first_rebalance(infra.nats_login(OPERATOR_NATS_USER), band=options.band))
             _say(f"command {outcome.command.event_id} (band {options.band})")
             render.print_outcome(outcome)
         print(summary(options, infra, services, bot), flush=True)
