@@ -243,3 +243,16 @@ async def test_a_withdrawal_beyond_what_the_user_holds_is_refused_up_front(serve
     assert code == 0, err
     kinds = await served.pool.fetch("SELECT kind, amount FROM fund_flows ORDER BY created_at")
     assert [(r["kind"], r["amount"]) for r in kinds] == [("deposit", D(250)), ("withdrawal", D(100))]
+
+
+async def test_a_withdrawal_beyond_cash_held_is_refused_before_any_prices(served: Served) -> None:
+    """A fresh system has no snapshot yet: cash in the fund's quote still says what the user holds (the
+    funds walkthrough's withdrawal was accepted when it ran before the tracker's first snapshot)."""
+    await rebal(
+        served, "fund", "define", "fund2", "--exchange", "paper", "--account", "fund2/paper/main",
+        "--quote", "USDT", "--weights", "BTC=0.5,USDT=0.5", "--prices-from", "nosnapshot",
+    )  # fmt: skip
+    await rebal(served, "fund", "deposit", "fund2", "alice", "250")
+    code, _, err = await rebal(served, "fund", "withdraw", "fund2", "alice", "100000")
+    assert code == 2, err
+    assert "'alice' holds 250.00 USDT in fund 'fund2'" in err

@@ -285,11 +285,13 @@ async def withdraw(fund: FundId, request: WithdrawalRequest, deps: Needs, pool: 
 
 async def refuse_beyond_holdings(pool: asyncpg.Pool, found: FundRecord, user: str, amount: Decimal) -> None:
     """A 422 naming the user, the fund and what the user holds when the withdrawal asks for more than the
-    user's holdings are worth at the latest prices (the planner would drop it at the next cycle)."""
+    user's holdings are worth at the latest prices (the planner would drop it at the next cycle). Without
+    prices, only holdings all in cash are judged; the rest is the planner's at the cycle."""
     latest = await queries.latest_event(pool, found.prices_from, SNAPSHOT_TYPES)
-    if latest is None:
-        return  # no prices yet: the planner decides at the cycle
-    held = held_value(found, await fund_store.entries(pool, found.fund.fund_id, user), latest.payload)
+    entries = await fund_store.entries(pool, found.fund.fund_id, user)
+    # No prices yet (a fresh system): cash in the fund's quote is still worth what it says.
+    snapshot = latest.payload if latest is not None else {"prices": {"quote": found.fund.quote, "prices": {}}}
+    held = held_value(found, entries, snapshot)
     if held is not None and amount > held:
         quote = found.fund.quote
         raise Problem(
