@@ -302,7 +302,7 @@ def with_consumers_of(service_name: str, broker: NatsBroker) -> NatsBroker:
     from rebal_executor.handlers import register as register_executor
     from rebal_monitor.handlers import register as register_monitor
     from rebal_optimizer.handlers import register as register_optimizer
-    from rebal_planner import funds
+    from rebal_planner import autopilot, funds
     from rebal_tracker.handlers import register as register_tracker
 
     publisher = bus.Publisher(broker)
@@ -314,6 +314,7 @@ def with_consumers_of(service_name: str, broker: NatsBroker) -> NatsBroker:
     elif service_name == "planner":
         register(broker, publisher, handlers)
         funds.register(broker, publisher, handlers)
+        autopilot.register(broker, publisher, handlers)
     elif service_name == "executor":
         register_executor(broker, publisher, handlers.on_plan, handlers.on_halt, handlers.on_resume)
     else:
