@@ -110,3 +110,13 @@ CONSUMER_ACK_PENDING = Gauge(
     "Messages delivered to the service's durable consumer and not yet acknowledged.",
     ["service", "consumer"],
 )
+AUTOPILOT_TRIGGERS = Counter(
+    "rebal_autopilot_triggers_total",
+    "Rebalances the autopilot triggered, by portfolio, mode (auto, approve, notify) and kind.",
+    ["portfolio", "mode", "kind"],
+)
+NOTIFICATIONS = Counter(
+    "rebal_notifications_total",
+    "Notifications sent to a channel (webhook, apprise), by outcome: delivered, retried or failed.",
+    ["channel", "outcome"],
+)

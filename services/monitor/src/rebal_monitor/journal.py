@@ -23,6 +23,7 @@ from rebal.events import (
     RunFinished,
     RunStarted,
 )
+from rebal_monitor import notices
 
 
 async def record(pool: asyncpg.Pool, event: Event) -> bool:
@@ -55,6 +56,7 @@ async def _record(connection: Connection, event: Event) -> bool:
     if not inserted:
         return False
     await _project(connection, event)
+    await notices.project(connection, event)
     return True
 
 

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from rebal import bus, notifications, policy_store, service
+from rebal import bus, metrics, notifications, policy_store, service
 from rebal.core import autopilot as rules
 from rebal.core.errors import InputError
 from rebal.core.policy import Policy
@@ -119,8 +119,11 @@ class Autopilot:
                 now,
             )
             outcome = await asyncio.to_thread(decide, inputs, self.rules)
-            if outcome.trigger is not None:
-                await self.publisher.publish(outcome.trigger)
+            if outcome.trigger is not None and await self.publisher.publish(outcome.trigger):
+                trigger = outcome.trigger
+                metrics.AUTOPILOT_TRIGGERS.labels(
+                    portfolio=portfolio, mode=trigger.mode, kind=trigger.kind
+                ).inc()
             if outcome.plan is not None:
                 await self.publisher.publish(outcome.plan)
             await state.save(connection, portfolio, outcome.memory, now)
