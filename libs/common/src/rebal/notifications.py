@@ -24,6 +24,7 @@ Kind = Literal[
     "run_finished",  # a run completed
     "run_failed",  # a run ended without completing (cancelled, halted mid-run, error, timed out)
     "halted",  # trading was halted
+    "alert",  # a Prometheus alert, through Alertmanager (POST /alerts)
 ]
 KINDS: tuple[Kind, ...] = get_args(Kind)
 

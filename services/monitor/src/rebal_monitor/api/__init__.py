@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from rebal_monitor import dashboard
-from rebal_monitor.api import exports, funds, operations, plans, policy, portfolio
+from rebal_monitor.api import alerts, exports, funds, operations, plans, policy, portfolio
 from rebal_monitor.api.deps import Deps, Problem
 
 __all__ = ["Deps", "Problem", "create_api"]
@@ -30,7 +30,7 @@ def create_api(deps: Deps) -> FastAPI:
     api.state.deps = deps
     api.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
     api.add_exception_handler(Problem, _problem)  # type: ignore[arg-type]
-    for module in (portfolio, plans, operations, exports, funds, policy):
+    for module in (portfolio, plans, operations, exports, funds, policy, alerts):
         api.include_router(module.router)
     api.include_router(dashboard.router)  # the page at / and its static files (no token)
     return api
