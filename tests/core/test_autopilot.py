@@ -127,3 +127,13 @@ def test_the_memory_reads_back_from_json_equal(memory: Memory) -> None:
     import json
 
     assert Memory.from_json(json.loads(json.dumps(memory.to_json()))) == memory
+
+
+def test_a_snapshot_in_the_same_second_after_the_run_ended_has_its_fills() -> None:
+    # Whole seconds made a snapshot taken 0.5 s after the end wait for another (the benchmark's second
+    # round waited forever: no snapshot came).
+    running = started(Memory(), run_id="r1", kind="full", now=T0, snapshot_id="s1", trigger=FULL)
+    done = finished(running, run_id="r1", status="completed", ended=T0 + 20.25, **RETRY)
+    assert held(done, taken=T0 + 20.1) == Hold("fills_pending")
+    assert held(done, taken=T0 + 20.5) is None
+    assert done.last_rebalance == T0 + 20

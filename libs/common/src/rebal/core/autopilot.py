@@ -15,7 +15,9 @@ operator) yields exactly one run per portfolio. Nothing starts (`hold`) while:
   is due because prices moved (`replan_on_price_move`), which only waits for a newer snapshot.
 
 The memory changes with what the planner publishes (`started`, `awaiting`, `approved`) and with how runs
-end (`finished`). Times are whole seconds since the epoch; ids are text. Pure: no clock, no I/O.
+end (`finished`). Times are seconds since the epoch (whole seconds but for the end of the last run, which
+a snapshot's time is compared with to the microsecond: a snapshot taken in the same second after a run
+ended has its fills); ids are text. Pure: no clock, no I/O.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ class Memory:
     active_run: str | None = None  # a live plan's run, published and not finished
     active_kind: Kind | None = None
     active_since: int | None = None
-    last_run_end: int | None = None  # the end of the last run that traded (started)
+    last_run_end: float | None = None  # the end of the last run that traded (to the microsecond)
     last_rebalance: int | None = None  # the end of the last completed full rebalance
     last_trigger_snapshot: str | None = None
     awaiting_plan: str | None = None  # a preview waiting for approval
@@ -88,7 +90,7 @@ class Memory:
 
 
 def hold(
-    memory: Memory, *, snapshot_id: str, snapshot_taken: int, now: int, active_timeout: int
+    memory: Memory, *, snapshot_id: str, snapshot_taken: float, now: int, active_timeout: int
 ) -> Hold | None:
     """Why no run may start from this snapshot now (see the module's docstring), or None."""
     if memory.active_run is not None and (
@@ -163,7 +165,7 @@ def finished(
     *,
     run_id: str,
     status: str,
-    ended: int,
+    ended: float,
     replans_allowed: int,
     retry_base: int,
     retry_max: int,
@@ -179,7 +181,7 @@ def finished(
     if status != NEVER_STARTED:
         after = replace(after, last_run_end=max(ended, after.last_run_end or ended))
     if status in COMPLETED:
-        last = ended if kind == "full" else after.last_rebalance
+        last = int(ended // 1) if kind == "full" else after.last_rebalance
         return replace(
             after,
             last_rebalance=last,
@@ -193,4 +195,4 @@ def finished(
         return replace(after, replans=after.replans + 1, replan_due=True)
     failures = after.failures + 1
     wait = min(retry_base * 2 ** (failures - 1), retry_max)
-    return replace(after, failures=failures, retry_after=ended + wait, replan_due=False, replans=0)
+    return replace(after, failures=failures, retry_after=int(ended // 1) + wait, replan_due=False, replans=0)

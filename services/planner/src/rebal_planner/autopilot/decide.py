@@ -103,7 +103,7 @@ def decide(inputs: Inputs, settings: Settings) -> Outcome:
         hold(
             memory,
             snapshot_id=str(inputs.snapshot_id),
-            snapshot_taken=seconds(taken) if taken is not None else now,
+            snapshot_taken=taken.timestamp() if taken is not None else now,
             now=now,
             active_timeout=settings.active_timeout,
         )
@@ -304,7 +304,7 @@ def _summary(
     if trigger is not None:
         return _triggered(trigger, plan)
     if held is not None:
-        last_end = instant_text(memory.last_run_end) if memory.last_run_end is not None else "never"
+        last_end = instant_text(int(memory.last_run_end)) if memory.last_run_end is not None else "never"
         text = HOLD_TEXTS[held.code].format(
             about=held.about,
             until=instant_text(held.until) if held.until is not None else "",

@@ -171,7 +171,7 @@ class Autopilot:
                 memory,
                 run_id=str(finished.correlation_id),
                 status=finished.status,
-                ended=seconds(finished.occurred_at),
+                ended=finished.occurred_at.timestamp(),
                 replans_allowed=allowed,
                 retry_base=self.settings.retry_base_seconds,
                 retry_max=self.settings.retry_max_seconds,
