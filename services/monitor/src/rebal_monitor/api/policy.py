@@ -176,8 +176,9 @@ async def _status(pool: asyncpg.Pool, portfolio: str, found: policy_store.Versio
             "used": round(use.used, 4),
             "breach": use.used > 1,
         }
-        for use in band_use(diff, policy, SHOWN_BANDS)
-    ]
+        for use in band_use(diff, policy, SHOWN_BANDS + len(diff.tree))
+        if not use.current_weight == use.desired_weight == 1  # an only child never drifts
+    ][:SHOWN_BANDS]
     return status
 
 
