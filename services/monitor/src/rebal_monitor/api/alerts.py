@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rebal.events import derive_id
 from rebal.notifications import Notification, enqueue
-from rebal_monitor.api.deps import Authorised, Db, JsonDict, Needs
+from rebal_monitor.api.deps import Authorised, Db, JsonDict, Needs, OperatorOnly
 
 router = APIRouter(dependencies=[Authorised], tags=["alerts"])
 Labels = dict[Annotated[str, Field(max_length=200)], Annotated[str, Field(max_length=2000)]]
@@ -45,7 +45,12 @@ class AlertmanagerPayload(BaseModel):
     alerts: Annotated[list[Alert], Field(max_length=1000)]
 
 
-@router.post("/alerts", status_code=202, summary="Alertmanager's webhook: alerts to the operators' channels")
+@router.post(
+    "/alerts",
+    status_code=202,
+    dependencies=[OperatorOnly],
+    summary="Alertmanager's webhook: alerts to the operators' channels",
+)
 async def alerts(payload: AlertmanagerPayload, deps: Needs, pool: Db) -> JsonDict:
     now = deps.clock()
     added = 0

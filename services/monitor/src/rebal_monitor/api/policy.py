@@ -41,6 +41,7 @@ from rebal_monitor.api.deps import (
     Db,
     JsonDict,
     Needs,
+    OperatorOnly,
     Problem,
     Strict,
 )
@@ -95,7 +96,10 @@ async def show(portfolio: Chosen, deps: Needs, pool: Db) -> JsonDict:
 
 
 @router.put(
-    "/portfolio/policy", status_code=201, summary="Set the autopilot policy: checked, stored as a new version"
+    "/portfolio/policy",
+    status_code=201,
+    dependencies=[OperatorOnly],
+    summary="Set the autopilot policy: checked, stored as a new version",
 )
 async def put(request: PolicyRequest, portfolio: Chosen, deps: Needs, pool: Db) -> JSONResponse:
     return await _store(deps, pool, policy_store.PORTFOLIO, portfolio, request)
@@ -129,7 +133,12 @@ async def show_fund(fund: FundId, deps: Needs, pool: Db) -> JsonDict:
     }
 
 
-@router.put("/funds/{fund}/policy", status_code=201, summary="Schedule a fund's cycle: a new version")
+@router.put(
+    "/funds/{fund}/policy",
+    status_code=201,
+    dependencies=[OperatorOnly],
+    summary="Schedule a fund's cycle: a new version",
+)
 async def put_fund(fund: FundId, request: PolicyRequest, deps: Needs, pool: Db) -> JSONResponse:
     return await _store(deps, pool, policy_store.FUND, fund, request)
 
