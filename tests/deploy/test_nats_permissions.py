@@ -303,6 +303,7 @@ def with_consumers_of(service_name: str, broker: NatsBroker) -> NatsBroker:
     from rebal_monitor.handlers import register as register_monitor
     from rebal_optimizer.handlers import register as register_optimizer
     from rebal_planner import autopilot, funds
+    from rebal_planner.handlers import register_approvals
     from rebal_tracker.handlers import register as register_tracker
 
     publisher = bus.Publisher(broker)
@@ -313,6 +314,7 @@ def with_consumers_of(service_name: str, broker: NatsBroker) -> NatsBroker:
         register_optimizer(broker, publisher, handlers)
     elif service_name == "planner":
         register(broker, publisher, handlers)
+        register_approvals(broker, publisher, handlers)
         funds.register(broker, publisher, handlers)
         autopilot.register(broker, publisher, handlers)
     elif service_name == "executor":
