@@ -10,14 +10,12 @@ import hashlib
 import hmac
 import json
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-from aiohttp import web
 
 from rebal.core.diff import diff_trees
 from rebal.core.market import Prices
@@ -30,12 +28,11 @@ from rebal.events import (
     TargetWeightsComputed,
     new_event,
 )
-from rebal_devstack import _proc
-from rebal_devstack._proc import LOOPBACK
 from rebal_devstack.pytest_plugin import FreshDatabase
 from rebal_venues.paper import MovingPrices
 from tests.e2e.conftest import TEST_SETTINGS, System, running_system
 from tests.e2e.flow import PORTFOLIO, fetch, publish_raw, stored, wait_for
+from tests.webhooks import Receiver, receiving
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(180)]
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,31 +48,10 @@ SOON, LATER = 6, 25  # seconds
 WAIT_AT_MOST = 40  # seconds until the drift rises (prices move in cycles)
 
 
-@dataclass
-class Receiver:
-    url: str = ""
-    posts: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.posts.append((dict(request.headers), await request.read()))
-        return web.Response(status=204)
-
-    def kinds(self) -> list[str]:
-        return [json.loads(body)["kind"] for _, body in self.posts]
-
-
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
-    kept = Receiver()
-    app = web.Application()
-    app.router.add_post("/hook", kept.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = _proc.free_port()
-    await web.TCPSite(runner, LOOPBACK, port).start()
-    kept.url = f"http://{LOOPBACK}:{port}/hook"
-    yield kept
-    await runner.cleanup()
+    async with receiving() as kept:
+        yield kept
 
 
 @pytest.fixture
@@ -192,11 +168,11 @@ async def test_prices_move_until_the_band_breaks_and_exactly_one_run_trades(
     while not {"breach", "rebalance_triggered", "run_finished"} <= set(receiver.kinds()):
         assert asyncio.get_running_loop().time() < deadline, receiver.kinds()
         await asyncio.sleep(0.2)
-    for headers, body in receiver.posts:
+    for headers, body in receiver.received:
         assert (
             headers["X-Rebal-Signature-256"]
             == "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
         )
-    ended = [json.loads(body) for _, body in receiver.posts if json.loads(body)["kind"] == "run_finished"]
+    ended = [body for body in receiver.bodies() if body["kind"] == "run_finished"]
     assert [n["data"]["run_id"] for n in ended] == [str(trigger.correlation_id)]
     assert receiver.kinds().count("rebalance_triggered") == 1

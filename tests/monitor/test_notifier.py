@@ -7,13 +7,12 @@ import hashlib
 import hmac
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import pytest
-from aiohttp import web
 
 from rebal import db
 from rebal.events import HaltTrading, RunFinished, derive_id, new_event
@@ -21,38 +20,17 @@ from rebal_devstack.pytest_plugin import FreshDatabase
 from rebal_monitor.journal import record_many
 from rebal_monitor.notifier import Notifier
 from rebal_monitor.settings import NotifySettings
-from tests.monitor.running import free_port
+from tests.webhooks import Receiver, receiving
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 NOW = datetime(2024, 6, 5, 12, 0, tzinfo=UTC)
 SECRET = "s3cret-shared"
 
 
-@dataclass
-class Receiver:
-    """An HTTP endpoint that keeps what it is sent and answers with the statuses it is told to."""
-
-    url: str = ""
-    received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
-    statuses: list[int] = field(default_factory=list)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.received.append((dict(request.headers), await request.read()))
-        return web.Response(status=self.statuses.pop(0) if self.statuses else 200)
-
-
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
-    kept = Receiver()
-    app = web.Application()
-    app.router.add_post("/{path:.*}", kept.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    kept.url = f"http://127.0.0.1:{port}"
-    yield kept
-    await runner.cleanup()
+    async with receiving() as kept:
+        yield kept
 
 
 @pytest.fixture
@@ -97,7 +75,7 @@ async def test_a_run_that_ends_reaches_the_webhook_signed_and_once(
     pool: asyncpg.Pool, receiver: Receiver
 ) -> None:
     clock = Clock()
-    sender = notifier(pool, clock, webhook_url=f"{receiver.url}/hook", webhook_secret=SECRET)
+    sender = notifier(pool, clock, webhook_url=receiver.url, webhook_secret=SECRET)
     receiver.statuses = [500, 503]  # down twice, then up
     event = finished("completed")
     await record_many(pool, [event, event])  # redelivered: journaled (and notified) once
@@ -126,9 +104,9 @@ async def test_a_refusal_is_given_up_at_once_and_other_channels_still_get_it(
     sender = notifier(
         pool,
         clock,
-        webhook_url=f"{receiver.url}/hook",
+        webhook_url=receiver.url,
         webhook_secret=SECRET,
-        apprise_urls=[f"json://127.0.0.1:{receiver.url.rsplit(':', 1)[1]}/apprise"],
+        apprise_urls=[f"json://{receiver.base.removeprefix('http://')}/apprise"],
     )
     receiver.statuses = [401]
     halt = new_event(HaltTrading, key="h", now=NOW, portfolio_id="demo", reason="exchange maintenance")
@@ -158,7 +136,7 @@ async def test_nothing_is_sent_with_no_channel_and_kinds_filter(
     quiet = notifier(pool, clock)
     await record_many(pool, [finished("error", "r2")])
     assert await quiet.deliver_due() == 0
-    picky = notifier(pool, clock, webhook_url=f"{receiver.url}/hook", webhook_secret=SECRET, kinds=["halted"])
+    picky = notifier(pool, clock, webhook_url=receiver.url, webhook_secret=SECRET, kinds=["halted"])
     await record_many(pool, [finished("error", "r3")])
     assert await picky.deliver_due() == 0
     assert receiver.received == []

@@ -8,21 +8,15 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import signal
 import subprocess
-import time
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 import yaml
-from aiohttp import web
 
 from rebal import db
 from rebal.settings import ApiSettings
@@ -31,7 +25,8 @@ from rebal_devstack._proc import LOOPBACK
 from rebal_devstack.pytest_plugin import FreshDatabase
 from rebal_monitor.api import Deps, create_api
 from tests.fakes import RecordingPublisher
-from tests.observability.conftest import DEPLOY, PROMETHEUS, start_prometheus
+from tests.observability.conftest import DEPLOY, PROMETHEUS, start_prometheus, start_ready
+from tests.webhooks import Receiver, receiving
 
 pytestmark = [
     pytest.mark.asyncio(loop_scope="session"),
@@ -44,59 +39,22 @@ ALERTMANAGER = "prometheus-alertmanager"
 TOKEN = "a" * 40
 
 
-@dataclass
-class Receiver:
-    url: str = ""
-    posts: list[tuple[dict[str, str], Any]] = field(default_factory=list)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.posts.append((dict(request.headers), await request.json()))
-        return web.Response(status=200)
-
-
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
-    kept = Receiver()
-    app = web.Application()
-    app.router.add_post("/alerts", kept.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = _proc.free_port()
-    await web.TCPSite(runner, LOOPBACK, port).start()
-    kept.url = f"http://{LOOPBACK}:{port}/alerts"
-    yield kept
-    await runner.cleanup()
+    async with receiving() as kept:
+        yield kept
 
 
 def start_alertmanager(config: Path, directory: Path) -> tuple[subprocess.Popen[bytes], int]:
     port = _proc.free_port()
-    log = (directory / "alertmanager.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            ALERTMANAGER,
-            f"--config.file={config}",
-            f"--storage.path={directory / 'am'}",
-            f"--web.listen-address={LOOPBACK}:{port}",
-            "--cluster.listen-address=",  # one instance: no gossip port
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        preexec_fn=_proc.die_with_parent(signal.SIGTERM),  # noqa: PLW1509 - main thread only
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://{LOOPBACK}:{port}/-/ready", timeout=1) as response:
-                if response.status == 200:
-                    return proc, port
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"alertmanager did not start: {(directory / 'alertmanager.log').read_text()}")
-        time.sleep(0.2)
+    argv = [
+        ALERTMANAGER,
+        f"--config.file={config}",
+        f"--storage.path={directory / 'am'}",
+        f"--web.listen-address={LOOPBACK}:{port}",
+        "--cluster.listen-address=",  # one instance: no gossip port
+    ]
+    return start_ready("alertmanager", argv, f"http://{LOOPBACK}:{port}/-/ready", directory), port
 
 
 @pytest.fixture
@@ -140,11 +98,12 @@ async def test_a_firing_alert_reaches_the_webhook_and_becomes_a_notification(
 ) -> None:
     deadline = asyncio.get_running_loop().time() + 60
     while not any(
-        alert["labels"]["alertname"] == "RebalTargetDown" for _, b in receiver.posts for alert in b["alerts"]
+        a["labels"]["alertname"] == "RebalTargetDown" for b in receiver.bodies() for a in b["alerts"]
     ):
         assert asyncio.get_running_loop().time() < deadline, "no alert reached the receiver in 60 s"
         await asyncio.sleep(0.2)
-    headers, body = receiver.posts[0]
+    headers, _ = receiver.received[0]
+    body = receiver.bodies()[0]
     assert headers["Authorization"] == f"Bearer {TOKEN}"
     assert body["receiver"] == "rebal" and body["status"] == "firing"
     [alert] = body["alerts"]
