@@ -106,6 +106,8 @@ class Notifier:
                     pass
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:  # the database is away
                 log.warning("delivering notifications failed (%s); trying again", exc)
+            except Exception:  # a defect must not silence every later notification: said, and tried again
+                log.exception("delivering notifications failed; trying again")
 
     async def deliver_due(self) -> int:
         """Fan out the new notifications, then send what is due; how many deliveries were tried."""
