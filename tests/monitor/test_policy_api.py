@@ -102,6 +102,30 @@ async def test_policies_are_versioned_with_who_when_and_what_changed(
     assert shown["last_decision"] is None
 
 
+async def test_a_bare_policy_document_is_a_new_version_by_the_operator(
+    api: tuple[httpx.AsyncClient, asyncpg.Pool],
+) -> None:
+    """A policy file's JSON PUT as it is (`curl -X PUT --json @policy.json`) sets the policy; its bad key
+    is still named."""
+    client, _ = api
+    stored = await client.put("/portfolio/policy", json={"drift_absolute": "2%", "mode": "auto"})
+    assert stored.status_code == 201, stored.text
+    assert (stored.json()["version"], stored.json()["author"]) == (1, "operator")
+    assert (await client.get("/portfolio/policy")).json()["policy"] == {
+        "drift_absolute": 0.02,
+        "mode": "auto",
+    }
+    bad = await client.put("/portfolio/policy", json={"drift_absolute": "2%", "author": "alice"})
+    assert (bad.status_code, bad.json()["detail"]) == (
+        422,
+        "policy.author: unknown key (the keys are "
+        "schedule, timezone, drift_absolute, drift_relative, bands, scope, cooldown, invest_cash_above, "
+        "min_trade_value, mode, replan_on_price_move)",
+    )
+    fund = await client.put("/funds/f1/policy", json={"schedule": "0 0 * * MON"})
+    assert fund.status_code == 201 and fund.json()["policy"] == {"schedule": "0 0 * * MON"}
+
+
 async def test_a_funds_cycle_schedule(api: tuple[httpx.AsyncClient, asyncpg.Pool]) -> None:
     client, _ = api
     missing = await client.put("/funds/f1/policy", json={"policy": {"rebalance": True}})

@@ -2,7 +2,8 @@
 
     GET  /portfolio/policy                 the policy in force, its version, the drift against each band
                                            now, the next scheduled check and the autopilot's last decision
-    PUT  /portfolio/policy                 a new version: {"policy": {...}, "author": "...", "note": "..."}
+    PUT  /portfolio/policy                 a new version: {"policy": {...}, "author": "...", "note": "..."},
+                                           or the bare policy document (as in a policy file)
     GET  /portfolio/policy/history         every version, newest first: who, when, what changed
     GET  /portfolio/policy/decisions       the autopilot's decisions that changed something, newest first
     GET  /funds/{fund}/policy              a fund's cycle schedule in force and its next tick
@@ -21,7 +22,7 @@ from typing import Annotated, Any
 import asyncpg
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from rebal import policy_store
 from rebal.core.diff import diff_trees
@@ -56,9 +57,17 @@ router = APIRouter(dependencies=[Authorised], tags=["autopilot"])
 
 
 class PolicyRequest(Strict):
+    """A new version: the document with who sets it and why, or the bare document (no key of a policy is
+    named `policy`), as `curl -X PUT --json @policy.json` sends a policy file."""
+
     policy: dict[str, Any] = Field(description="the policy document, as in a policy file (docs/formats.md)")
     author: Author = "operator"
     note: Annotated[str, Field(max_length=500)] = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_document(cls, body: object) -> object:
+        return {"policy": body} if isinstance(body, dict) and "policy" not in body else body
 
 
 def _checked(request: PolicyRequest, fund: bool) -> PolicyDocument | FundCyclePolicy:
