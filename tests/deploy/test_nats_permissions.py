@@ -367,7 +367,7 @@ def with_consumers_of(service_name: str, broker: NatsBroker) -> NatsBroker:
     if service_name == "tracker":
         register_tracker(broker, publisher, handlers.on_take_snapshot, handlers.on_returns)
     elif service_name == "optimizer":
-        register_optimizer(broker, publisher, handlers)
+        register_optimizer(broker, publisher, handlers, handlers)  # the app always has manual targets
     elif service_name == "planner":
         register(broker, publisher, handlers)
         register_approvals(broker, publisher, handlers)
