@@ -94,13 +94,15 @@ function fillList(id, lines) {
   }));
 }
 
-// Every skip of a run with its reason: the plan's (which leg) and the executor's reasons.
+// Every skip of a run with its reason: the plan's (which leg) and the executor's reasons. The run's own
+// "skipped in the plan: ..." reasons repeat the skips listed (with the unstepped amount): left out.
 function skipLines(run) {
   const skips = run.skips || run.skipped || [];
   const listed = new Set(skips.map((s) => s.reason));
+  const repeated = (reason) => listed.has(reason) || (skips.length > 0 && reason.startsWith("skipped in the plan: "));
   return [
     ...skips.map((s) => `skipped ${s.side} ${amount(s.amount, s.symbol.split("/")[0])} ${s.symbol} at ${s.path}: ${s.reason}`),
-    ...(run.reasons || []).filter((reason) => !listed.has(reason)),
+    ...(run.reasons || []).filter((reason) => !repeated(reason)),
   ];
 }
 
