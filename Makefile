@@ -48,11 +48,13 @@ $(VENV)/.synced-dev: $(LOCKED) | $(UV)
 
 setup: $(VENV)/.synced-dev
 
-# Debian packages the tests drive for real: Chromium (the dashboard's browser test) and Prometheus
-# (promtool and a real server evaluating every dashboard and alert expression). A no-op once present.
-SYSDEPS := chromium prometheus
+# Debian packages the tests drive for real: Chromium (the dashboard's browser test), Prometheus
+# (promtool and a real server evaluating every dashboard and alert expression) and Alertmanager (Rebal's
+# alerts routed to a webhook). A no-op once present.
+SYSDEPS := chromium prometheus prometheus-alertmanager
 sysdeps:
-	@if ! command -v chromium >/dev/null || ! command -v promtool >/dev/null; then \
+	@if ! command -v chromium >/dev/null || ! command -v promtool >/dev/null \
+		|| ! command -v prometheus-alertmanager >/dev/null; then \
 		SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
 			--no-install-recommends $(SYSDEPS) >/dev/null; \
@@ -92,6 +94,7 @@ bench: | $(UV)
 	$(BENCH_VENV)/bin/python bench/api_load.py
 	$(BENCH_VENV)/bin/python bench/strategy_stats.py
 	$(BENCH_VENV)/bin/python bench/policy.py
+	$(BENCH_VENV)/bin/python bench/autopilot.py
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache .hypothesis

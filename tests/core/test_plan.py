@@ -6,7 +6,12 @@ from decimal import Decimal
 
 import pytest
 
+from rebal.core.diff import diff_trees
 from rebal.core.errors import InputError
+from rebal.core.market import Markets, Prices
+from rebal.core.plan import plan_rebalance
+from rebal.core.tree import parse_tree
+from rebal.render import plan_json
 from tests.support import D, account, folder, prices, run, wallet
 
 
@@ -352,3 +357,67 @@ def test_an_empty_children_list_scales_like_an_absent_one() -> None:
     _, _, out = run(real, target, PRICES)
     # s holds 200 of 400 already: it scales to 200 with its 1:1 proportions kept, so nothing trades.
     assert out["orders"] == []
+
+
+def planned(real: dict, target: dict, price_doc: dict, markets: dict, min_trade_value: float) -> dict:
+    diff = diff_trees(parse_tree(real, "real"), parse_tree(target, "target"), Prices.parse(price_doc))
+    return plan_json(plan_rebalance(diff, Markets.parse(markets), min_trade_value=min_trade_value))
+
+
+def test_orders_worth_less_than_min_trade_value_are_skipped_with_the_reason() -> None:
+    # 1 BTC (100) and 10 ETH (100) to 45% / 55%: sell 0.1 BTC (worth 10), buy 1 ETH (worth 10). With a
+    # floor of 10 both go; with 10.01 neither does, each skipped with the reason.
+    markets = {"ex": {"BTC/USDT": market(), "ETH/USDT": market()}}
+    real, target = two_assets("1", "10", "0"), weights(0.45, 0.55, 0)
+    assert brief(planned(real, target, PRICES, markets, 10.0)) == [
+        (1, "BTC/USDT", "sell", "0.1"),
+        (2, "ETH/USDT", "buy", "1"),
+    ]
+    out = planned(real, target, PRICES, markets, 10.01)
+    assert out["orders"] == []
+    assert [(s["symbol"], s["side"], s["reason"]) for s in out["skipped"]] == [
+        ("BTC/USDT", "sell", "below_min_trade_value"),
+        ("ETH/USDT", "buy", "below_min_trade_value"),
+    ]
+
+
+def test_a_small_buy_is_not_raised_to_a_minimum_worth_less_than_min_trade_value() -> None:
+    # 45 USDT over five assets at 20% with a minimum cost of 10 buys four of them for 10 each (the small
+    # buy policy); with a floor of 12 none is raised: a raised buy would be worth only 10.
+    assets = ("AAA", "BBB", "CCC", "DDD", "EEE")
+    markets = {"ex": {f"{a}/USDT": market(min_cost="10") for a in assets}}
+    real = folder("root", account("acc", wallet("usdt", "USDT", "45")))
+    target = folder(
+        "root",
+        folder(
+            "acc",
+            *(wallet(a.lower(), a, weight=0.2) for a in assets),
+            wallet("usdt", "USDT", weight=0),
+            weight=1,
+        ),
+    )
+    price_doc = prices(**dict.fromkeys(assets, "1"))
+    assert len(planned(real, target, price_doc, markets, 10.0)["orders"]) == 4
+    out = planned(real, target, price_doc, markets, 12.0)
+    assert out["orders"] == []
+    assert {s["reason"] for s in out["skipped"]} == {"below_min_cost"}
+
+
+def test_a_routed_order_worth_less_than_min_trade_value_is_not_routed() -> None:
+    markets = {"ex": {"XYZ/BTC": market(step="1"), "BTC/USDT": market(step="0.0001")}}
+    real = folder("root", account("acc", wallet("xyz", "XYZ", "10"), wallet("usdt", "USDT", "0")))
+    target = folder(
+        "root", folder("acc", wallet("xyz", "XYZ", weight=0), wallet("usdt", "USDT", weight=1), weight=1)
+    )
+    assert len(planned(real, target, PRICES, markets, 20.0)["orders"]) == 2  # 10 XYZ worth 20
+    out = planned(real, target, PRICES, markets, 20.01)
+    assert out["orders"] == []
+    assert out["skipped"] == [
+        {
+            "path": "root/acc/xyz",
+            "symbol": "XYZ/BTC",
+            "side": "sell",
+            "amount": "10",
+            "reason": "below_min_trade_value",
+        }
+    ]

@@ -265,3 +265,25 @@ def test_breaches_carry_their_node() -> None:
     assert isinstance(btc, Breach)
     assert diff.tree.path(btc.node) == btc.path == "alice/spot/btc"
     assert diff.tree.path(sol.node) == "alice/spot/sol"
+
+
+def test_band_use_lists_the_nodes_nearest_to_their_limits_first() -> None:
+    from rebal.core.policy import band_use
+    from tests.autopilot import diff_of, real
+
+    # BTC 0.449 and SOL 0.151 (for 0.4 and 0.2): 0.049 of a 0.05 band each, 98% used; the relative band
+    # of 25% allows BTC 0.1 and SOL 0.05: SOL's drift uses 98% of it too, BTC's 49%.
+    diff = diff_of(real("0.0898", "1", "7.55", "1000"))
+    used = band_use(diff, Policy(bands=Bands(absolute=0.05, relative=0.25)), top=4)
+    assert [(u.path, u.band, round(u.used, 4)) for u in used] == [
+        ("alice/spot/btc", "absolute", 0.98),
+        ("alice/spot/sol", "absolute", 0.98),
+        ("alice/spot/sol", "relative", 0.98),
+        ("alice/spot/btc", "relative", 0.49),
+    ]
+    assert (used[0].current_weight, used[0].desired_weight, used[0].limit) == (
+        pytest.approx(0.449),
+        pytest.approx(0.4),
+        0.05,
+    )
+    assert band_use(diff, Policy(), top=4) == ()

@@ -30,7 +30,7 @@ SERVICES: dict[str, type[ServiceSettings]] = {
     "executor": ExecutorSettings,
     "monitor": MonitorSettings,
 }
-OBSERVABILITY = {"prometheus", "grafana", "otel-collector", "jaeger"}
+OBSERVABILITY = {"prometheus", "alertmanager", "grafana", "otel-collector", "jaeger"}
 # The standard OpenTelemetry variables the SDK reads itself (rebal.telemetry).
 OTEL_VARIABLES = {"OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT"}
 AUTH_USER = re.compile(r"\{user: ([a-z-]+), password: \$([A-Z_]+)")
@@ -106,7 +106,13 @@ def test_the_settings_load_from_that_environment(
     secret.write_text("postgresql://rebal:secret@postgres:5432/rebal\n")
     nats_password = tmp_path / "nats_password"
     nats_password.write_text("nats-secret\n")
-    files = {"REBAL__DATABASE__URL_FILE": secret, "REBAL__NATS__PASSWORD_FILE": nats_password}
+    api_token = tmp_path / "api_token"
+    api_token.write_text("t" * 40 + "\n")
+    files = {
+        "REBAL__DATABASE__URL_FILE": secret,
+        "REBAL__NATS__PASSWORD_FILE": nats_password,
+        "REBAL__API__TOKEN_FILE": api_token,
+    }
     for key, raw in env_of(name).items():
         value = VARIABLE.sub(lambda m: m.group(2) or "", raw)  # the compose defaults
         monkeypatch.setenv(key, str(files[key]) if key in files else value)
@@ -266,3 +272,18 @@ def test_the_monitor_reports_the_four_other_services_at_their_compose_names() ->
     assert {name: str(url) for name, url in peers.items()} == {
         name: f"http://{name}:{port}/" for name, port in PORTS.items() if name != "monitor"
     }
+
+
+def test_prometheus_sends_its_alerts_to_alertmanager_which_hands_them_to_the_monitor() -> None:
+    prometheus = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    [manager] = prometheus["alerting"]["alertmanagers"]
+    assert manager["static_configs"] == [{"targets": ["alertmanager:9093"]}]
+    config = yaml.safe_load((ROOT / "deploy" / "alertmanager" / "alertmanager.yml").read_text())
+    [receiver] = config["receivers"]
+    [hook] = receiver["webhook_configs"]
+    assert config["route"]["receiver"] == receiver["name"]
+    assert hook["url"] == f"http://monitor:{PORTS['monitor']}/alerts"
+    token = hook["http_config"]["authorization"]["credentials_file"]
+    assert token == "/run/secrets/api_token" == env_of("monitor")["REBAL__API__TOKEN_FILE"]
+    assert "api_token" in COMPOSE["services"]["alertmanager"]["secrets"]
+    assert "api_token" in COMPOSE["services"]["monitor"]["secrets"]

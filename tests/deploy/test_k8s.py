@@ -173,3 +173,17 @@ def test_the_monitor_reports_the_other_services_through_their_services(overlay: 
     for name, url in peers.items():
         service = services[f"rebal-{name}"]
         assert url == f"http://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_alertmanager_routes_rebal_s_alerts_to_the_monitor_with_the_api_token(overlay: str) -> None:
+    docs = render(overlay)
+    [config] = of_kind(docs, "AlertmanagerConfig").values()
+    [receiver] = config["spec"]["receivers"]
+    [hook] = receiver["webhookConfigs"]
+    assert config["spec"]["route"]["receiver"] == receiver["name"]
+    assert hook["url"].endswith("rebal-monitor:8105/alerts")
+    assert hook["httpConfig"]["authorization"]["credentials"] == {"name": "rebal-api-token", "key": "token"}
+    [monitor] = [d for name, d in of_kind(docs, "Deployment").items() if name.endswith("rebal-monitor")]
+    env = {e["name"]: e.get("value") for e in monitor["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["REBAL__API__TOKEN_FILE"] == "/run/secrets/rebal/api_token"

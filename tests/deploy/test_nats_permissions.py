@@ -255,6 +255,62 @@ async def test_fund_commands_come_from_operators_and_fund_events_from_the_planne
     assert len(errors) == 1 and fact.subject in errors[0], errors
 
 
+async def test_the_autopilot_triggers_and_schedules_fund_cycles_and_may_send_no_other_command(
+    secured: str,
+) -> None:
+    """The planner publishes `RebalanceTriggered` and a fund's scheduled `RunFundCycle` under its own user;
+    it may not send another command (a halt, a rebalance), and the monitor may not publish a trigger."""
+    from rebal.events import HaltTrading, RebalanceTriggered, RunFundCycle, derive_id
+
+    tracker = broker_as(secured, "tracker")
+    async with started(tracker):
+        errors: list[str] = []
+        trigger = RebalanceTriggered(
+            type="RebalanceTriggered",
+            event_id=derive_id("trigger"),
+            occurred_at=NOW,
+            emitted_at=NOW,
+            portfolio_id="demo",
+            mode="auto",
+            kind="full",
+            scope="portfolio",
+            reasons=("drift: 1 node outside its band",),
+            snapshot_id=derive_id("snapshot"),
+            target_id=derive_id("target"),
+            policy_version=1,
+        )
+        cycle = new_event(
+            RunFundCycle, key="schedule|1", now=NOW, portfolio_id="growth", requested_by="autopilot"
+        )
+        halt = new_event(HaltTrading, key=1, now=NOW, portfolio_id="demo")
+        rebalance = new_event(StartRebalance, key=1, now=NOW, portfolio_id="demo", dry_run=False)
+        async with client(secured, "planner", errors) as planner:
+            for allowed in (trigger, cycle):
+                await planner.publish(allowed.subject, allowed.model_dump_json().encode())
+            await planner.flush()
+            await asyncio.sleep(0.3)
+            assert errors == []
+            for refused in (halt, rebalance):
+                await planner.publish(refused.subject, refused.model_dump_json().encode())
+            await planner.flush()
+            await eventually(lambda: len(errors) >= 2)
+        async with client(secured, "monitor", errors) as monitor:
+            await monitor.publish(trigger.subject, b"{}")
+            await monitor.flush()
+            await eventually(lambda: len(errors) >= 3)
+        js = tracker.config.connection_state.stream
+        triggers = await js.stream_info(
+            subjects.EVENTS_STREAM, subjects_filter="rebal.evt.rebalance.triggered.>"
+        )
+        commands = await js.stream_info(subjects.COMMANDS_STREAM)
+    assert triggers.state.messages == 1 and commands.state.messages == 1  # the trigger; the fund's cycle
+    assert {halt.subject, rebalance.subject, trigger.subject} == {
+        subject
+        for subject in (halt.subject, rebalance.subject, trigger.subject)
+        if any(subject in e for e in errors)
+    }, errors
+
+
 async def test_the_optimizer_answers_a_command_under_its_own_user(secured: str) -> None:
     from rebal.events import OptimizationFailed, RunOptimization
     from rebal_optimizer.handlers import Allocations

@@ -257,6 +257,60 @@ def test_the_dashboard_shows_the_api_s_numbers_and_its_controls_act(
             narrow.close()
 
 
+@needs_chromium
+def test_the_autopilot_card_shows_the_policy_the_drift_against_each_band_and_the_last_decision(
+    system: OperatorSystem, tmp_path: Path
+) -> None:
+    import asyncio
+
+    import httpx
+
+    from tests.e2e.flow import take_snapshot
+
+    # A band every node is inside of but one, in notify mode (nothing is traded): a decision with a reason.
+    policy = {"drift_absolute": "0.0001", "schedule": "0 0 * * MON", "mode": "notify", "cooldown": "1h"}
+    stored = httpx.put(
+        f"{system.api_url}/portfolio/policy",
+        json={"policy": policy, "author": "dashboard-test"},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=30,
+    )
+    assert stored.status_code == 201, stored.text
+    asyncio.run(take_snapshot(system.nats_url))  # the autopilot decides on it
+    deadline = time.monotonic() + 30
+    while (shown := system.get("/portfolio/policy"))["last_decision"] is None:
+        assert time.monotonic() < deadline, "no decision after 30 s"
+        time.sleep(0.3)
+    with sync_playwright() as playwright:
+        context = browser(playwright, tmp_path / "autopilot", WIDE)
+        try:
+            page = context.pages[0] if context.pages else context.new_page()
+            page.goto(f"{system.api_url}/?refresh=1&token={TOKEN}")
+            page.wait_for_function("() => Number(document.body.dataset.loaded || 0) >= 1")
+            loaded(page)
+            shown = system.get("/portfolio/policy")
+            version = stored.json()["version"]
+            expect(page.locator("#autopilot-policy")).to_contain_text(
+                f"policy v{version} (set by dashboard-test"
+            )
+            expect(page.locator("#autopilot-policy")).to_contain_text("mode notify")
+            expect(page.locator("#autopilot-next")).to_have_text(
+                "next scheduled check: "
+                + shown["status"]["next_scheduled"].replace("T", " ").rstrip("Z")
+                + " UTC"
+            )
+            decision = shown["last_decision"]
+            expect(page.locator("#autopilot-decision")).to_contain_text("last decision, ")
+            expect(page.locator("#autopilot-decision")).to_contain_text(decision["summary"].split(":")[0])
+            rows = page.locator("#autopilot-bands tbody tr").all_inner_texts()
+            assert len(rows) == len(shown["status"]["drift"]) > 0
+            top = shown["status"]["drift"][0]
+            assert top["path"] in rows[0] and pct(top["limit"]) in rows[0]
+            assert NOISE.findall(page.locator("#autopilot").inner_text()) == []
+        finally:
+            context.close()
+
+
 def _node(node: dict[str, Any], path: str) -> dict[str, Any]:
     if node["path"] == path:
         return node

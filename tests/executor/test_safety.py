@@ -350,7 +350,7 @@ async def test_a_price_move_beyond_the_tolerance_stops_before_the_buys(
     await executor.on_plan(plan(DEMO_ORDERS[0], DEMO_ORDERS[1], eth))
     finished = finished_of(recorder)
     assert (finished.status, finished.placed, finished.filled, finished.skipped) == (
-        "cancelled_mid_run",
+        "replan_needed",
         2,
         2,
         1,

@@ -93,35 +93,41 @@ def prometheus_config(services: Services, directory: Path) -> Path:
     return path
 
 
-def start_prometheus(config: Path, directory: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = _proc.free_port()
-    log = (directory / "prometheus.log").open("wb")
+def start_ready(name: str, argv: list[str], ready: str, directory: Path) -> subprocess.Popen[bytes]:
+    """A server process (its log in `directory`), once `ready` answers 200; it dies with this process."""
+    log = (directory / f"{name}.log").open("wb")
     proc = subprocess.Popen(
-        [
-            PROMETHEUS,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={directory / 'tsdb'}",
-            f"--web.listen-address={LOOPBACK}:{port}",
-        ],
+        argv,
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
         preexec_fn=_proc.die_with_parent(signal.SIGTERM),  # noqa: PLW1509 - main thread only
     )
-    url = f"http://{LOOPBACK}:{port}"
     deadline = time.monotonic() + 30
     while True:
         try:
-            with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as response:
+            with urllib.request.urlopen(ready, timeout=1) as response:
                 if response.status == 200:
-                    return proc, url
+                    return proc
         except OSError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
-            raise RuntimeError(f"prometheus did not start: {(directory / 'prometheus.log').read_text()}")
+            raise RuntimeError(f"{name} did not start: {(directory / f'{name}.log').read_text()}")
         time.sleep(0.2)
+
+
+def start_prometheus(config: Path, directory: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = _proc.free_port()
+    url = f"http://{LOOPBACK}:{port}"
+    argv = [
+        PROMETHEUS,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={directory / 'tsdb'}",
+        f"--web.listen-address={LOOPBACK}:{port}",
+    ]
+    return start_ready("prometheus", argv, f"{url}/-/ready", directory), url
 
 
 def as_user(url: str, user: str, password: str) -> str:

@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 
 from rebal import batch
+from rebal.core import partial
 from rebal.core.diff import diff_trees
 from rebal.core.errors import InputError
 from rebal.core.market import Markets, Prices
@@ -27,6 +28,7 @@ from rebal.render import plan_json, tree_json, write_plan_json
 from rebal_cli import funds as cli_funds
 from rebal_cli import ops as cli_ops
 from rebal_cli import paper as cli_paper
+from rebal_cli import policy as cli_policy
 from rebal_cli import render
 from rebal_cli import strategies as cli_strategies
 from rebal_cli import target as cli_target
@@ -84,6 +86,10 @@ def plan(
         str | None, typer.Option("--withdraw", help="Shrink the portfolio by this value.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+    buy_only: Annotated[
+        bool,
+        typer.Option("--buy-only", help="Sell nothing: spend the cash above its target on what is short."),
+    ] = False,
     portfolio: Annotated[
         str | None,
         typer.Option(
@@ -109,6 +115,7 @@ def plan(
                 ("--markets", markets),
                 ("--invest", invest),
                 ("--withdraw", withdraw),
+                ("--buy-only", buy_only or None),
             )
             if value is not None
         ]
@@ -136,7 +143,7 @@ def plan(
         diff = diff_trees(
             real_tree, target_tree, price_table, band=band, invest=invest_value, withdraw=withdraw_value
         )
-        result = plan_rebalance(diff, market_table)
+        result = plan_rebalance(partial.buy_only(diff) if buy_only else diff, market_table)
     except InputError as exc:
         files = {"real": real, "target": target, "prices": prices}
         source = files.get(exc.source)
@@ -230,7 +237,7 @@ def rebalance_command(
         raise typer.Exit(EXIT_ERROR)
 
 
-for _commands in (cli_ops, cli_strategies, cli_funds, cli_paper, cli_target, cli_venue):
+for _commands in (cli_ops, cli_strategies, cli_funds, cli_paper, cli_target, cli_venue, cli_policy):
     _commands.register(app)
 
 

@@ -33,7 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     for name in SERVICES:
         start.add_argument(f"--{name}-port", type=int, default=SERVICE_PORTS[name])
     start.add_argument("--no-bot", action="store_true", help="do not start the demo bot")
-    start.add_argument("--no-rebalance", action="store_true", help="skip the first rebalance")
+    start.add_argument("--no-rebalance", action="store_true", help="no first rebalance, no autopilot policy")
+    start.add_argument(
+        "--no-autopilot",
+        action="store_true",
+        help="one operator's rebalance at start instead of the demo's autopilot policy",
+    )
     start.add_argument("--band", type=_band, default=Decimal("0.01"), help="drift band of the first run")
     args = parser.parse_args(argv)
     root = args.root.absolute()
@@ -47,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         bot=not args.no_bot,
         rebalance=not args.no_rebalance,
         band=args.band,
+        autopilot=not args.no_autopilot,
     )
     return run(options)
 

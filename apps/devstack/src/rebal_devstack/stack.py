@@ -462,6 +462,58 @@ class Infra:
 # -- the first rebalance -------------------------------------------------------------------------
 
 
+DEMO_POLICY = Path("examples") / "demo" / "policy.toml"
+
+
+async def demo_policy(database_url: str, root: Path) -> None:
+    """The demo portfolio's autopilot policy (examples/demo/policy.toml), set when it has none (a policy an
+    operator set since is kept)."""
+    import asyncpg
+
+    from rebal import policy_store
+    from rebal.policy import load_policy
+
+    connection = await asyncpg.connect(database_url)
+    try:
+        if await policy_store.current(connection, policy_store.PORTFOLIO, PORTFOLIO) is not None:
+            return
+    finally:
+        await connection.close()
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
+    try:
+        document = load_policy(root / DEMO_POLICY).document()
+        await policy_store.add(
+            pool,
+            policy_store.PORTFOLIO,
+            PORTFOLIO,
+            document,
+            author="make run",
+            note=str(DEMO_POLICY),
+            at=datetime.now(UTC),
+        )
+    finally:
+        await pool.close()
+
+
+async def first_decision(database_url: str, timeout: float = 60.0) -> str | None:
+    """What the autopilot first decided for the demo portfolio (None if nothing within `timeout`)."""
+    import asyncpg
+
+    from rebal import policy_store
+
+    connection = await asyncpg.connect(database_url)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            decided = await policy_store.latest_decision(connection, PORTFOLIO)
+            if decided is not None:
+                return str(decided.decision.get("summary"))
+            await asyncio.sleep(0.5)
+        return None
+    finally:
+        await connection.close()
+
+
 async def first_rebalance(nats_url: str | NatsSettings, *, band: Decimal, timeout: float = 60.0) -> Outcome:
     """Wait for a target, take a fresh snapshot, then rebalance the demo portfolio live (the operator's
     `rebal rebalance`, whose outcome `rebal_cli.render` shows)."""
@@ -523,6 +575,8 @@ class Options:
     rebalance: bool = True
     band: Decimal = Decimal("0.01")
     bot_interval: float = 1.0
+    # The demo portfolio rebalances by itself (examples/demo/policy.toml), instead of one operator's run.
+    autopilot: bool = True
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -662,6 +716,8 @@ def run(options: Options) -> int:
         infra.start()
         if infra.applied:
             _say(f"applied migrations {', '.join(infra.applied)}")
+        if options.rebalance and options.autopilot:  # before the first snapshot: the autopilot acts on it
+            asyncio.run(demo_policy(infra.database_url, options.root))
         token = api_token_file(var_dir)
         services = Services(
             nats_url=infra.nats_url,
@@ -707,7 +763,11 @@ def run(options: Options) -> int:
             )
             bot.start()
             _say("demo bot publishing strategy returns (trend, meanrev, arb)")
-        if options.rebalance:
+        if options.rebalance and options.autopilot:
+            _say(f"the autopilot rebalances {PORTFOLIO!r} by its policy ({DEMO_POLICY} when none was set):")
+            _say(f"  {asyncio.run(first_decision(infra.database_url)) or 'no decision yet'}")
+            _say(f"  (rebal policy show --portfolio {PORTFOLIO} says what it decided since, and why)")
+        elif options.rebalance:
             _say(f"first rebalance of {PORTFOLIO!r} (live, on the paper exchange)")
             from rebal_cli import render
 

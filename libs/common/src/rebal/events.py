@@ -348,6 +348,40 @@ class RebalancePlanned(Event):
     budgets: tuple[PlannedBudget, ...] = ()
 
 
+class TriggerBreach(Frozen):
+    """A node outside its band when the autopilot fired: weights of its parent, `limit` the largest
+    |current - desired| the band allows (docs/formats.md, "rebal trigger")."""
+
+    path: Text
+    current_weight: Number
+    desired_weight: Number
+    limit: Number
+    band: Literal["absolute", "relative"]
+
+
+class RebalanceTriggered(Event):
+    """The autopilot decided to rebalance the portfolio: its policy (version `policy_version`) fired on
+    snapshot `snapshot_id` and target `target_id`, for `reasons` (sentences starting with their code, as
+    `rebal trigger` gives them). `correlation_id` is the run it starts; the run follows `mode`: `auto` (the
+    plan that follows executes), `approve` (the plan is a preview an operator approves with `ApprovePlan`
+    before `approval_expires_at`), `notify` (no plan: operators are told). `replan` counts the fresh plans
+    made after a run of this trigger stopped because prices moved (0: the first plan)."""
+
+    topic = subjects.REBALANCE_TRIGGERED
+    type: Literal["RebalanceTriggered"] = "RebalanceTriggered"
+    mode: Literal["auto", "approve", "notify"]
+    kind: Literal["full", "buy_only"]
+    scope: Literal["portfolio", "breaching"]
+    reasons: tuple[Text, ...]
+    breaches: tuple[TriggerBreach, ...] = ()
+    snapshot_id: uuid.UUID
+    target_id: uuid.UUID
+    policy_version: int = Field(ge=1)
+    next_scheduled: Moment | None = None
+    replan: int = Field(default=0, ge=0)
+    approval_expires_at: Moment | None = None
+
+
 class PlanFailed(Event):
     """No plan could be made: bad input (the reason names the node path) or a missing snapshot/target.
     `correlation_id` is the run that failed (always set: the journal keeps the failure as that run).
@@ -399,7 +433,13 @@ class OrderFilled(Event):
 
 
 RunStatus = Literal[
-    "completed", "completed_with_adjustments", "cancelled", "cancelled_mid_run", "error", "timed_out"
+    "completed",
+    "completed_with_adjustments",
+    "cancelled",
+    "cancelled_mid_run",
+    "replan_needed",
+    "error",
+    "timed_out",
 ]
 
 
@@ -587,6 +627,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         TargetWeightsComputed,
         RebalancePlanned,
         PlanFailed,
+        RebalanceTriggered,
         RunStarted,
         OrderPlaced,
         OrderFilled,

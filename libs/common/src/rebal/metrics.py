@@ -143,3 +143,13 @@ FUND_LAST_CYCLE = Gauge(
     "When the fund's latest cycle last changed (settled, cancelled, or its phase moved), by its status.",
     ["fund", "status"],
 )
+AUTOPILOT_TRIGGERS = Counter(
+    "rebal_autopilot_triggers_total",
+    "Rebalances the autopilot triggered, by portfolio, mode (auto, approve, notify) and kind.",
+    ["portfolio", "mode", "kind"],
+)
+NOTIFICATIONS = Counter(
+    "rebal_notifications_total",
+    "Notifications sent to a channel (webhook, apprise), by outcome: delivered, retried or failed.",
+    ["channel", "outcome"],
+)

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, PrivateAttr, ValidationError, model_validator
 
@@ -178,22 +178,55 @@ def _float(value: Decimal | None) -> float | None:
     return None if value is None else float(value)
 
 
+class FundCyclePolicy(BaseModel):
+    """When a fund's cycle runs by itself (docs/funds.md): at each tick of `schedule` in `timezone` after
+    the schedule was set, the planner runs the fund's cycle (netting what is due), and with `rebalance`
+    also brings the fund's holdings back to its weights."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schedule: Cron
+    timezone: ZoneName = "UTC"
+    rebalance: bool = False
+
+    def document(self) -> dict[str, Any]:
+        """The schedule as written (JSON-able, defaults left out), to store or show."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+    def cron(self) -> CronSchedule:
+        return CronSchedule(self.schedule, self.timezone)
+
+
 def parse_policy(doc: object) -> PolicyDocument:
     """A checked policy document; `InputError` naming the key (``bands.a/b.drift_absolute``) otherwise."""
+    return _parse(PolicyDocument, doc)
+
+
+def parse_fund_policy(doc: object) -> FundCyclePolicy:
+    """A checked fund cycle schedule; `InputError` naming the key otherwise."""
+    return _parse(FundCyclePolicy, doc)
+
+
+Checked = TypeVar("Checked", PolicyDocument, FundCyclePolicy)
+
+
+def _parse(kind: type[Checked], doc: object) -> Checked:
     if not isinstance(doc, dict):
-        raise InputError("", f"a policy is a mapping of keys ({', '.join(PolicyDocument.model_fields)})")
+        raise InputError("", f"a policy is a mapping of keys ({', '.join(kind.model_fields)})")
     try:
-        return PolicyDocument.model_validate(doc)
+        return kind.model_validate(doc)
     except ValidationError as exc:
         error = exc.errors()[0]
         where = ".".join(str(part) for part in error["loc"] if part != "[key]")
-        raise InputError(where, _message(error)) from None
+        raise InputError(where, _message(kind, error)) from None
 
 
-def _message(error: Any) -> str:
+def _message(kind: type[BaseModel], error: Any) -> str:
     if error["type"] == "extra_forbidden":
-        parent = PolicyDocument if len(error["loc"]) == 1 else BandOverride
+        parent = kind if len(error["loc"]) == 1 else BandOverride
         return f"unknown key (the keys are {', '.join(parent.model_fields)})"
+    if error["type"] == "missing":
+        return "missing (a required key)"
     message = str(error["msg"])
     return message.removeprefix("Value error, ")
 
@@ -201,3 +234,8 @@ def _message(error: Any) -> str:
 def load_policy(path: Path) -> PolicyDocument:
     """Read and check a policy file; `rebal.io.FileError` (``FILE: KEY: what``) for bad input."""
     return io.load(path, parse_policy)
+
+
+def load_fund_policy(path: Path) -> FundCyclePolicy:
+    """Read and check a fund's cycle schedule file (``FILE: KEY: what`` for bad input)."""
+    return io.load(path, parse_fund_policy)

@@ -55,6 +55,7 @@ BALANCE_SNAPSHOT_TAKEN = Topic("evt", "balances", "snapshot_taken")
 TARGET_WEIGHTS_COMPUTED = Topic("evt", "targets", "weights_computed")
 REBALANCE_PLANNED = Topic("evt", "rebalance", "planned")
 PLAN_FAILED = Topic("evt", "rebalance", "plan_failed")
+REBALANCE_TRIGGERED = Topic("evt", "rebalance", "triggered")
 RUN_STARTED = Topic("evt", "run", "started")
 ORDER_PLACED = Topic("evt", "order", "placed")
 ORDER_FILLED = Topic("evt", "order", "filled")
@@ -88,6 +89,7 @@ EVENT_TOPICS = (
     TARGET_WEIGHTS_COMPUTED,
     REBALANCE_PLANNED,
     PLAN_FAILED,
+    REBALANCE_TRIGGERED,
     RUN_STARTED,
     ORDER_PLACED,
     ORDER_FILLED,

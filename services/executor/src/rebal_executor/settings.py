@@ -41,7 +41,7 @@ class ExecutionSettings(Section):
     max_order_notional: Decimal | None = Field(default=None, gt=0)
     max_run_notional: Decimal | None = Field(default=None, gt=0)
     # When a buy's current price is further than this (a fraction) from the plan's estimate after the sells,
-    # the run stops before its buys and asks for a re-plan (status cancelled_mid_run).
+    # the run stops before its buys and asks for a re-plan (status replan_needed).
     max_price_move: Decimal = Field(default=Decimal("0.02"), gt=0)
     # A run must end this long after its plan was made: a queued plan older than this is not started
     # (cancelled: re-plan), and a run still going after it stops before its next leg (timed_out). It keeps

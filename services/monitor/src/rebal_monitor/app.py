@@ -15,6 +15,7 @@ from rebal import bus, service
 from rebal_monitor.api import Deps, create_api
 from rebal_monitor.gauges import Gauges
 from rebal_monitor.handlers import SERVICE, Monitor, register
+from rebal_monitor.notifier import Notifier
 from rebal_monitor.queries import ApiPool
 from rebal_monitor.settings import MonitorSettings
 
@@ -38,7 +39,8 @@ class MonitorApp:
 def build(settings: MonitorSettings) -> MonitorApp:
     broker = service.make_broker(settings, SERVICE)
     database = service.Database(settings.database.url.get_secret_value(), settings.database.pool_size)
-    monitor = Monitor(database)
+    notifier = Notifier(lambda: database.pool, settings.notify)
+    monitor = Monitor(database, on_journaled=notifier.wake)
     publisher = bus.Publisher(broker)
     register(broker, publisher, monitor)
 
@@ -54,8 +56,8 @@ def build(settings: MonitorSettings) -> MonitorApp:
         settings,
         checks=[("postgres", database.ping)],
         on_startup=[monitor.start, api_database.open],  # migrations first
-        after_startup=[gauges.start],
-        on_shutdown=[gauges.stop, api_database.close, database.close],
+        after_startup=[gauges.start, notifier.start],
+        on_shutdown=[notifier.stop, gauges.stop, api_database.close, database.close],
     )
     deps = Deps(
         pool=lambda: api_database.pool,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from faststream.nats import NatsBroker
@@ -21,6 +21,8 @@ BATCH_SIZE = 500
 @dataclass
 class Monitor:
     database: Database
+    # Told after each batch is journaled (the notifier delivers what it enqueued at once).
+    on_journaled: Callable[[], None] = lambda: None
 
     async def start(self) -> None:
         pool = await self.database.open()
@@ -41,6 +43,7 @@ class Monitor:
                 )
             elif isinstance(event, TargetWeightsComputed):
                 metrics.LATEST_TARGET.labels(portfolio=event.portfolio_id).set(event.occurred_at.timestamp())
+        self.on_journaled()
 
 
 def register(broker: NatsBroker, publisher: bus.Publisher, monitor: Monitor) -> None:

@@ -17,6 +17,7 @@ import asyncpg
 
 from rebal import strategy_store
 from rebal.core.numbers import dec_str
+from rebal.db import Connection
 
 JsonDict = dict[str, Any]
 # Where a read runs: the pool (a connection each time) or one connection taken for several reads.
@@ -146,7 +147,7 @@ def plan_document(row: asyncpg.Record) -> JsonDict:
     }
 
 
-async def insert_plan(pool: asyncpg.Pool, plan: JsonDict, status: str) -> JsonDict:
+async def insert_plan(pool: asyncpg.Pool | Connection, plan: JsonDict, status: str) -> JsonDict:
     """Store a plan document (once: the same plan id again returns what is stored)."""
     inputs = plan["inputs"]
     await pool.execute(
@@ -176,7 +177,7 @@ async def insert_plan(pool: asyncpg.Pool, plan: JsonDict, status: str) -> JsonDi
     return stored
 
 
-async def get_plan(pool: asyncpg.Pool, plan_id: uuid.UUID) -> JsonDict | None:
+async def get_plan(pool: asyncpg.Pool | Connection, plan_id: uuid.UUID) -> JsonDict | None:
     row = await pool.fetchrow(f"SELECT {PLAN_COLUMNS} FROM plans WHERE plan_id = $1", plan_id)
     return None if row is None else plan_document(row)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from faststream.asgi import AsgiFastStream
 
 from rebal import bus, service
-from rebal_planner import funds
+from rebal_planner import autopilot, funds
 from rebal_planner.approvals import Approvals, JournalPreviews
 from rebal_planner.handlers import SERVICE, Planner, register, register_approvals
 from rebal_planner.settings import PlannerSettings
@@ -13,14 +13,21 @@ from rebal_planner.settings import PlannerSettings
 
 def build(settings: PlannerSettings) -> AsgiFastStream:
     """The planner on its broker: plans from commands, snapshots and targets, approved previews made
-    live; the funds' ledgers and cycles. Postgres (the funds, the journal's previews) is opened, and
-    migrated, at start."""
+    live; the autopilot (policies on snapshots, targets and its clock); the funds' ledgers and cycles.
+    Postgres (the funds, the journal's previews, the policies) is opened, and migrated, at start."""
     broker = service.make_broker(settings, SERVICE)
     publisher = bus.Publisher(broker)
     history = bus.StreamHistory(broker)
     database = service.Database(settings.database.url.get_secret_value(), settings.database.pool_size)
-    register(broker, publisher, Planner(history, publisher, settings))
-    register_approvals(broker, publisher, Approvals(JournalPreviews(database), publisher))
+    planner = Planner(history, publisher, settings)
+    pilot = autopilot.Autopilot(
+        database, history, publisher, settings.autopilot, planner.snapshots, planner.targets
+    )
+    planner.autopilot = pilot
+    register(broker, publisher, planner)
+    approvals = Approvals(JournalPreviews(database), publisher, on_live=pilot.on_live_plan)
+    register_approvals(broker, publisher, approvals)
+    autopilot.register(broker, publisher, pilot)
     fund_service = funds.FundService(database, history, publisher)
     funds.register(broker, publisher, fund_service)
     return service.build(
@@ -28,6 +35,7 @@ def build(settings: PlannerSettings) -> AsgiFastStream:
         broker,
         settings,
         checks=[("postgres", database.ping)],
-        on_startup=[fund_service.start],
-        on_shutdown=[database.close],
+        on_startup=[fund_service.start],  # opens and migrates the database
+        after_startup=[pilot.start],
+        on_shutdown=[pilot.stop, database.close],
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -80,10 +80,14 @@ class Approvals:
     previews: Previews
     publisher: bus.EventSink
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    # Told of each live plan an approval made (the autopilot: its run is active), with the preview's id.
+    on_live: Callable[[RebalancePlanned, uuid.UUID], Awaitable[None]] | None = None
 
     async def on_approve(self, command: ApprovePlan) -> None:
         result = approved_plan(command, await self.previews.preview(command.plan_id), self.clock())
         await self.publisher.publish(result)
+        if self.on_live is not None and isinstance(result, RebalancePlanned):
+            await self.on_live(result, command.plan_id)
         log.info(
             "approval of plan %s for %s: %s (run %s)",
             command.plan_id,

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Generic, TypeVar
 
 from faststream.nats import NatsBroker
 
 from rebal import bus, metrics
-from rebal.core.errors import InputError
 from rebal.core.tree import Tree
 from rebal.events import (
     ApprovePlan,
@@ -23,62 +19,19 @@ from rebal.events import (
     Event,
     Optimization,
     PlanFailed,
+    RebalancePlanned,
     StartRebalance,
     TargetWeightsComputed,
     derive_run_id,
 )
 from rebal_planner.approvals import Approvals
-from rebal_planner.planning import (
-    ParsedSnapshot,
-    Weights,
-    parse_snapshot,
-    parse_target,
-    parsed_or_error,
-    plan_with_weights,
-)
+from rebal_planner.autopilot import Autopilot
+from rebal_planner.inputs import Known, Parsed, snapshot_cache, target_cache
+from rebal_planner.planning import ParsedSnapshot, Weights, plan_with_weights
 from rebal_planner.settings import PlannerSettings
 
 log = logging.getLogger("rebal.planner")
 SERVICE = "planner"
-# Parsed inputs kept per event id: a few snapshots and targets per portfolio is plenty.
-PARSED_CACHE_SIZE = 16
-K = TypeVar("K", BalanceSnapshotTaken, TargetWeightsComputed)
-P = TypeVar("P", ParsedSnapshot, Tree)
-
-
-@dataclass(frozen=True)
-class Known(Generic[P]):
-    """An event's id and its parsed form (or why it does not parse): the payload itself is not kept."""
-
-    event_id: uuid.UUID
-    parsed: P | InputError
-
-
-@dataclass
-class Parsed(Generic[K, P]):
-    """Parsed events of one kind, by event id (the stream stays the record of which is the latest)."""
-
-    parse: Callable[[K], P]
-    entries: OrderedDict[uuid.UUID, Known[P]] = field(default_factory=OrderedDict)
-
-    async def add(self, event: K) -> Known[P]:
-        """Parse (off the event loop) and keep a few."""
-        known = self.entries.get(event.event_id)
-        if known is None:
-            known = Known(event.event_id, await asyncio.to_thread(parsed_or_error, self.parse, event))
-            self.entries[event.event_id] = known
-            while len(self.entries) > PARSED_CACHE_SIZE:
-                self.entries.popitem(last=False)
-        return known
-
-    async def latest(self, history: bus.History, kind: type[K], portfolio: str) -> Known[P] | None:
-        """The latest event of the stream, parsed; only its id is read when it is already known."""
-        latest_id = await history.latest_id(kind, portfolio)
-        if latest_id is not None and latest_id in self.entries:
-            self.entries.move_to_end(latest_id)
-            return self.entries[latest_id]
-        event = await history.latest(kind, portfolio)
-        return None if event is None else await self.add(event)
 
 
 @dataclass
@@ -87,16 +40,18 @@ class Planner:
     publisher: bus.EventSink
     settings: PlannerSettings
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
-    snapshots: Parsed[BalanceSnapshotTaken, ParsedSnapshot] = field(
-        default_factory=lambda: Parsed(parse_snapshot)
-    )
-    targets: Parsed[TargetWeightsComputed, Tree] = field(default_factory=lambda: Parsed(parse_target))
+    snapshots: Parsed[BalanceSnapshotTaken, ParsedSnapshot] = field(default_factory=snapshot_cache)
+    targets: Parsed[TargetWeightsComputed, Tree] = field(default_factory=target_cache)
+    # Each portfolio's policy decided on every snapshot and target (None: no autopilot, as in tests).
+    autopilot: Autopilot | None = None
 
     async def on_command(self, command: StartRebalance) -> None:
         await self._plan(command, dry_run=command.dry_run, band=command.band)
 
     async def on_snapshot(self, snapshot: BalanceSnapshotTaken) -> None:
         known = await self.snapshots.add(snapshot)
+        if self.autopilot is not None:  # first: a breach becomes a plan before any preview is made
+            await self.autopilot.evaluate(snapshot.portfolio_id, "snapshot", snapshot=known)
         if self.settings.planning.preview_on_new_data:
             await self._plan(snapshot, dry_run=True, band=self.settings.planning.band, snapshot=known)
 
@@ -104,6 +59,8 @@ class Planner:
         known = await self.targets.add(target)
         if target.optimization is not None:
             record_allocation(target.portfolio_id, target.optimization)
+        if self.autopilot is not None:
+            await self.autopilot.evaluate(target.portfolio_id, "target", target=known)
         planning = self.settings.planning
         reconciling = target.optimization is not None and target.optimization.mode == "reconciler"
         if reconciling and planning.execute_reconciler_targets:
@@ -147,6 +104,8 @@ class Planner:
         if weights is not None:
             record(portfolio, weights)
         stored = await self.publisher.publish(result)
+        if self.autopilot is not None and isinstance(result, RebalancePlanned) and not result.dry_run:
+            await self.autopilot.on_live_plan(result)  # the autopilot starts nothing while it runs
         log.info(
             "%s %s for %s (run %s)%s",
             "planned" if result.type == "RebalancePlanned" else "could not plan",

@@ -14,7 +14,7 @@ import numpy as np
 from rebal.core.diff import DiffTree, diff_trees
 from rebal.core.errors import InputError
 from rebal.core.market import Markets, Prices
-from rebal.core.plan import plan_rebalance
+from rebal.core.plan import Plan, plan_rebalance
 from rebal.core.shown import projected_weights
 from rebal.core.tree import Tree, parse_tree
 from rebal.events import (
@@ -163,8 +163,37 @@ def plan_with_weights(
             PlanFailed, now=now, correlation_id=run_id, reason=f"{where}: {exc}", dry_run=dry_run
         )
         return failed, None
+    planned = planned_event(
+        cause,
+        run_id=run_id,
+        diff=diff,
+        plan=plan,
+        snapshot_id=snapshot_id,
+        target_id=target_id,
+        taken_at=snapshot.taken_at,
+        band=band,
+        dry_run=dry_run,
+        now=now,
+    )
+    return planned, Weights.of(diff)
+
+
+def planned_event(
+    cause: Event,
+    *,
+    run_id: uuid.UUID,
+    diff: DiffTree,
+    plan: Plan,
+    snapshot_id: uuid.UUID,
+    target_id: uuid.UUID,
+    taken_at: datetime | None,
+    band: Decimal,
+    dry_run: bool,
+    now: datetime,
+) -> RebalancePlanned:
+    """The plan of `diff` as the event the executor runs (and operators are shown), caused by `cause`."""
     skips = plan.skipped()
-    planned = cause.caused(
+    return cause.caused(
         RebalancePlanned,
         now=now,
         correlation_id=run_id,
@@ -188,7 +217,6 @@ def plan_with_weights(
         ),
         skipped=SkippedOrder.trusted(skips),
         projected_weights=ProjectedWeight.trusted(projected_weights(diff, (s.path for s in skips))),
-        snapshot_taken_at=snapshot.taken_at,
+        snapshot_taken_at=taken_at,
         budgets=PlannedBudget.trusted(plan.budgets()),
     )
-    return planned, Weights.of(diff)

@@ -21,6 +21,25 @@ class PlanningSettings(Section):
     reconcile_band: Decimal = Field(default=Decimal("0.001"), ge=0)
 
 
+class AutopilotSettings(Section):
+    """The autopilot: each portfolio's policy (set with `rebal policy set`) evaluated on every snapshot,
+    target and clock tick (docs/autopilot.md)."""
+
+    enabled: bool = True
+    # How often the clock evaluates every policy (a schedule's tick is acted on within this) and runs the
+    # funds' scheduled cycles.
+    tick_seconds: float = Field(default=15.0, gt=0, le=3600)
+    # A plan made in `approve` mode may be approved this long after it was made.
+    approval_ttl_seconds: int = Field(default=3600, gt=0)
+    # A live plan whose run never reports its end is given up after this long (the executor's
+    # run_timeout_seconds, 600, plus its reconciliation).
+    active_run_timeout_seconds: int = Field(default=900, gt=0)
+    # After a run that did not complete, the next trigger waits base x 2^(failures-1) s, at most max.
+    retry_base_seconds: int = Field(default=60, gt=0)
+    retry_max_seconds: int = Field(default=3600, gt=0)
+
+
 class PlannerSettings(ServiceSettings):
     service: ClassVar[str] = "planner"
     planning: PlanningSettings = PlanningSettings()
+    autopilot: AutopilotSettings = AutopilotSettings()

@@ -5,7 +5,8 @@ transition the table does not allow gives an `IllegalTransition` value, never a 
 executor records every allowed transition in its journal (append-only) before acting on it.
 
 Run:   queued → sells_in_progress → buys_in_progress → completed | completed_with_adjustments
-       any unfinished state → cancelled (before any order) | cancelled_mid_run | error | timed_out
+       any unfinished state → cancelled (before any order) | cancelled_mid_run | replan_needed | error
+       | timed_out (replan_needed: prices moved beyond the tolerance between the sells and the buys)
 Order: created → submitted → accepted → partially_filled → filled | cancelled | rejected | expired,
        and outcome_unknown (a submit without an answer) → whatever a look-up by client id shows, or
        lost (look-ups over a whole window proved the venue never saw it, and it will not be sent again).
@@ -30,6 +31,7 @@ RunState = Literal[
     "completed_with_adjustments",
     "cancelled",
     "cancelled_mid_run",
+    "replan_needed",
     "error",
     "timed_out",
 ]
@@ -49,10 +51,18 @@ RUN_STATES: tuple[RunState, ...] = get_args(RunState)
 ORDER_STAGES: tuple[OrderStage, ...] = get_args(OrderStage)
 
 RUN_FINAL: frozenset[RunState] = frozenset(
-    {"completed", "completed_with_adjustments", "cancelled", "cancelled_mid_run", "error", "timed_out"}
+    {
+        "completed",
+        "completed_with_adjustments",
+        "cancelled",
+        "cancelled_mid_run",
+        "replan_needed",
+        "error",
+        "timed_out",
+    }
 )
 ORDER_FINAL: frozenset[OrderStage] = frozenset({"filled", "cancelled", "rejected", "expired", "lost"})
-_RUN_ENDS: frozenset[RunState] = frozenset({"cancelled_mid_run", "error", "timed_out"})
+_RUN_ENDS: frozenset[RunState] = frozenset({"cancelled_mid_run", "replan_needed", "error", "timed_out"})
 
 RUN_TRANSITIONS: Mapping[RunState, frozenset[RunState]] = {
     # A queued run that never started may be cancelled (superseded, halted, refused) or fail.

@@ -47,6 +47,7 @@ BELOW_MIN_AMOUNT = "below_min_amount"
 BELOW_MIN_COST = "below_min_cost"
 NO_MARKET = "no_market"
 INSUFFICIENT_QUOTE = "insufficient_quote"
+BELOW_MIN_TRADE_VALUE = "below_min_trade_value"  # worth less than the caller's min_trade_value
 # Derived decimals (est. price, cost, fee) keep this many significant digits.
 DERIVED = Context(prec=18)
 
@@ -314,13 +315,17 @@ def _account_rank(accounts: dict[int, tuple[str, str]]) -> dict[int, int]:
     return {node: rank for rank, node in enumerate(sorted(accounts))}
 
 
-def plan_rebalance(diff: DiffTree, markets: Markets) -> Plan:
+def plan_rebalance(diff: DiffTree, markets: Markets, *, min_trade_value: float = 0.0) -> Plan:
     """Orders, transfers and skips for a diff tree. Pure and deterministic.
+
+    An order worth less than `min_trade_value` (in the valuation currency: amount x the asset's price) is
+    not emitted but skipped ``below_min_trade_value`` (an autopilot policy's small-trade floor), and a small
+    buy is raised to a market's minimum only when that minimum is worth at least as much.
 
     Raises `InputError` (source ``target``) when the target asks for a new position in an asset no market
     path reaches from the account's quote on its exchange: it could never be bought, and the plan would
     sell other holdings to pay for it. (A held asset without a market is skipped ``no_market``.)"""
-    groups = _Groups.build(diff, markets)
+    groups = _Groups.build(diff, markets, min_trade_value)
     _refuse_unreachable(diff, groups)
     legs: list[_Leg] = []
     count = len(diff.tree)
@@ -332,12 +337,17 @@ def plan_rebalance(diff: DiffTree, markets: Markets) -> Plan:
     reason = groups.reasons(steps, cost)
     skip_code = np.where(groups.direct, reason, skip_code)
     emitted = groups.direct & (reason == 0)
+    # A routed order worth less than min_trade_value is not routed at all.
+    small = groups.routed & (groups.raw * groups.value_price < groups.min_trade_value)
+    skip_code[small] = REASON_CODES[BELOW_MIN_TRADE_VALUE]
+    skip_symbol.update({g: groups.route_of(g).legs[0].symbol for g in np.flatnonzero(small).tolist()})
+    routed = groups.routed & ~small
     proceeds = np.bincount(
         groups.account[emitted & groups.sells],
         weights=(cost * (1 - groups.fee))[emitted & groups.sells],
         minlength=count,
     )
-    for g in np.flatnonzero(groups.routed & groups.sells).tolist():
+    for g in np.flatnonzero(routed & groups.sells).tolist():
         route = groups.route_of(g)
         sold = _routed_sell(diff, route, float(groups.raw[g]), groups.exact_free(g), int(groups.path_node[g]))
         if isinstance(sold, str):
@@ -350,7 +360,7 @@ def plan_rebalance(diff: DiffTree, markets: Markets) -> Plan:
     buys = emitted & ~groups.sells
     wanted = np.bincount(groups.account[buys], weights=(cost * (1 + groups.fee))[buys], minlength=count)
     reserve = np.zeros(count)
-    routed_buys = np.flatnonzero(groups.routed & ~groups.sells).tolist()
+    routed_buys = np.flatnonzero(routed & ~groups.sells).tolist()
     for g in routed_buys:
         route = groups.route_of(g)
         bought = _routed_buy(diff, route, float(groups.raw[g]), 1.0, int(groups.path_node[g]))
@@ -447,6 +457,7 @@ def _raise_small_buys(
         & ~emitted
         & (groups.raw > 0)
         & (np.isin(skip_code, _SMALL) | (skip_code == INSUFFICIENT_QUOTE_CODE))
+        & (groups.min_steps() * groups.step * groups.value_price >= groups.min_trade_value)
     )
     raised = np.zeros(groups.size, dtype=np.bool_)
     if not candidates.any():
@@ -503,7 +514,7 @@ def _refuse_unreachable(diff: DiffTree, groups: _Groups) -> None:
 class _Groups:
     """Per (account, asset): the net wallet difference, the free amount, and the market to trade it on."""
 
-    def __init__(self, diff: DiffTree, markets: Markets) -> None:
+    def __init__(self, diff: DiffTree, markets: Markets, min_trade_value: float = 0.0) -> None:
         tree = diff.tree
         count = len(tree)
         n_assets = max(len(diff.asset_names), 1)
@@ -586,10 +597,12 @@ class _Groups:
         self.min_cost = column("min_cost")
         self.fee = column("fee_rate")
         self.price = diff.asset_price[self.asset] / diff.asset_price[self.quote_id[self.account]]
+        self.value_price = diff.asset_price[self.asset]  # in the valuation currency
+        self.min_trade_value = min_trade_value * (1 - MIN_TOLERANCE)
 
     @classmethod
-    def build(cls, diff: DiffTree, markets: Markets) -> _Groups:
-        return cls(diff, markets)
+    def build(cls, diff: DiffTree, markets: Markets, min_trade_value: float = 0.0) -> _Groups:
+        return cls(diff, markets, min_trade_value)
 
     def size_direct(self) -> tuple[IntArray, FloatArray]:
         """Whole steps for the direct groups: truncated; a sell never exceeds the exact free amount."""
@@ -627,7 +640,9 @@ class _Groups:
         amount = steps * self.step
         under_amount = amount < self.min_amount * (1 - MIN_TOLERANCE)
         under_cost = cost < self.min_cost * (1 - MIN_TOLERANCE)
-        return np.where(steps <= 0, 1, np.where(under_amount, 2, np.where(under_cost, 3, 0))).astype(np.int64)
+        under_value = amount * self.value_price < self.min_trade_value
+        reason = np.where(under_amount, 2, np.where(under_cost, 3, np.where(under_value, 6, 0)))
+        return np.where(steps <= 0, 1, reason).astype(np.int64)
 
     def exact_free(self, g: int) -> Decimal:
         return self._members.exact_free(int(self._position[g]))
@@ -648,7 +663,15 @@ class _Groups:
 
 
 _NONE = Market(base="", quote="")
-REASONS = (None, BELOW_STEP, BELOW_MIN_AMOUNT, BELOW_MIN_COST, NO_MARKET, INSUFFICIENT_QUOTE)
+REASONS = (
+    None,
+    BELOW_STEP,
+    BELOW_MIN_AMOUNT,
+    BELOW_MIN_COST,
+    NO_MARKET,
+    INSUFFICIENT_QUOTE,
+    BELOW_MIN_TRADE_VALUE,
+)
 REASON_CODES = {reason: code for code, reason in enumerate(REASONS) if reason is not None}
 NO_MARKET_CODE = REASON_CODES[NO_MARKET]
 INSUFFICIENT_QUOTE_CODE = REASON_CODES[INSUFFICIENT_QUOTE]

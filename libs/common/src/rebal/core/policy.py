@@ -33,7 +33,7 @@ from rebal.core.diff import DiffTree, diff_trees
 from rebal.core.market import Prices
 from rebal.core.numbers import VALUE_EPSILON
 from rebal.core.partial import breaching_only, buy_only, cash_above_target
-from rebal.core.tree import PATH_SEP, Tree, UnionTree
+from rebal.core.tree import PATH_SEP, FloatArray, Tree, UnionTree
 
 Scope = Literal["portfolio", "breaching"]
 Mode = Literal["auto", "approve", "notify"]
@@ -192,10 +192,9 @@ def _why_not(policy: Policy, scheduled: bool, breached: bool, cash_due: bool) ->
     return [reason for reason, on in quiet if on]
 
 
-def find_breaches(diff: DiffTree, policy: Policy) -> tuple[Breach, ...]:
-    """Every node outside a band, by path; a node outside both names the tighter band (absolute on a tie)."""
-    if not policy.has_bands:
-        return ()
+def _limits(diff: DiffTree, policy: Policy) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Per node: |current - desired| weight, and the largest the absolute and the relative band allow
+    (inf where a node has no such band)."""
     tree = diff.tree
     count = len(tree)
     absolute = np.full(count, _limit(policy.bands.absolute))
@@ -205,10 +204,63 @@ def find_breaches(diff: DiffTree, policy: Policy) -> tuple[Breach, ...]:
             absolute[node] = _limit(bands["absolute"])
         if "relative" in bands:
             relative[node] = _limit(bands["relative"])
-    current, desired = diff.current_weight, diff.desired_weight
-    drift = np.abs(current - desired)
+    drift = np.abs(diff.current_weight - diff.desired_weight)
     with np.errstate(invalid="ignore"):
-        relative_limit = np.where(np.isfinite(relative), relative * desired, math.inf)
+        relative_limit = np.where(np.isfinite(relative), relative * diff.desired_weight, math.inf)
+    return drift, absolute, relative_limit
+
+
+class BandUse(NamedTuple):
+    """How much of a band a node's drift uses: `used` is drift / limit (above 1: outside the band)."""
+
+    path: str
+    current_weight: float
+    desired_weight: float
+    drift: float
+    limit: float
+    band: Band
+    used: float
+
+
+def band_use(diff: DiffTree, policy: Policy, top: int) -> tuple[BandUse, ...]:
+    """Each node's drift against each of its bands, the nearest to its limit first (at most `top`; the
+    root has no band). What an operator watches: which node breaches next."""
+    if not policy.has_bands or len(diff.tree) < 2:
+        return ()
+    drift, absolute, relative = _limits(diff, policy)
+    rows: list[tuple[float, int, Band, float]] = []
+    limits: tuple[tuple[Band, FloatArray], ...] = (("absolute", absolute), ("relative", relative))
+    for band, limit in limits:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            used = np.where(limit > 0, drift / limit, np.where(drift > DRIFT_TOLERANCE, math.inf, 0.0))
+        used[0] = -1.0
+        used[~np.isfinite(limit)] = -1.0
+        nodes = np.flatnonzero(used >= 0)
+        rows += [(float(used[n]), int(n), band, float(limit[n])) for n in nodes.tolist()]
+    rows.sort(key=lambda row: (-round(row[0], 9), row[1], row[2]))  # float noise is no order
+    current, desired = diff.current_weight, diff.desired_weight
+    return tuple(
+        BandUse(
+            diff.tree.path(node),
+            float(current[node]),
+            float(desired[node]),
+            float(drift[node]),
+            limit,
+            band,
+            used,
+        )
+        for used, node, band, limit in rows[:top]
+    )
+
+
+def find_breaches(diff: DiffTree, policy: Policy) -> tuple[Breach, ...]:
+    """Every node outside a band, by path; a node outside both names the tighter band (absolute on a tie)."""
+    if not policy.has_bands:
+        return ()
+    tree = diff.tree
+    count = len(tree)
+    current, desired = diff.current_weight, diff.desired_weight
+    drift, absolute, relative_limit = _limits(diff, policy)
     over_absolute = drift > absolute + DRIFT_TOLERANCE
     over_relative = drift > relative_limit + DRIFT_TOLERANCE
     over_absolute[0] = over_relative[0] = False

@@ -39,7 +39,7 @@ async def buys(ctx: Context, record: RunRecord) -> Stop | None:
     todo = [(leg, o) for leg, o in legs if not await ctx.journal.leg_done(plan.event_id, leg)]
     moved = await guards.prices_moved(ctx, plan, todo)
     if moved:
-        return Stop("cancelled_mid_run", moved)
+        return Stop("replan_needed", moved)  # the planner may make a fresh plan (a policy's replans)
     sized: dict[tuple[str, str, str], BuyPlan] = {}
     for leg, order in todo:
         stop = await guards.stop_before_leg(ctx, plan)

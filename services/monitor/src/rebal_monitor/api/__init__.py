@@ -18,7 +18,7 @@ from fastapi_offline import FastAPIOffline
 
 from rebal import metrics
 from rebal_monitor import dashboard
-from rebal_monitor.api import exports, funds, operations, plans, portfolio, targets
+from rebal_monitor.api import alerts, exports, funds, operations, plans, policy, portfolio, targets
 from rebal_monitor.api.deps import Deps, Problem
 from rebal_monitor.api.guards import Asgi, BodyLimit, Message, Receive, Scope, Send
 
@@ -43,7 +43,7 @@ def create_api(deps: Deps) -> FastAPI:
     api.add_middleware(Measured)
     api.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
     api.add_exception_handler(Problem, _problem)  # type: ignore[arg-type]
-    for module in (portfolio, targets, plans, operations, exports, funds):
+    for module in (portfolio, targets, plans, operations, exports, funds, policy, alerts):
         api.include_router(module.router)
     api.include_router(dashboard.router)  # the page at / and its static files (no token)
     return api

@@ -94,13 +94,15 @@ function fillList(id, lines) {
   }));
 }
 
-// Every skip of a run with its reason: the plan's (which leg) and the executor's reasons.
+// Every skip of a run with its reason: the plan's (which leg) and the executor's reasons. The run's own
+// "skipped in the plan: ..." reasons repeat the skips listed (with the unstepped amount): left out.
 function skipLines(run) {
   const skips = run.skips || run.skipped || [];
   const listed = new Set(skips.map((s) => s.reason));
+  const repeated = (reason) => listed.has(reason) || (skips.length > 0 && reason.startsWith("skipped in the plan: "));
   return [
     ...skips.map((s) => `skipped ${s.side} ${amount(s.amount, s.symbol.split("/")[0])} ${s.symbol} at ${s.path}: ${s.reason}`),
-    ...(run.reasons || []).filter((reason) => !listed.has(reason)),
+    ...(run.reasons || []).filter((reason) => !repeated(reason)),
   ];
 }
 
@@ -187,6 +189,35 @@ function showPerformance(performance, equity) {
     yaxis: { title: { text: (equity && equity.quote) || "value" }, tickformat: ",.0f" },
     annotations: points.length ? [] : [{ text: "no valuation yet", showarrow: false, xref: "paper", yref: "paper", x: 0.5, y: 0.5 }],
   }, { displayModeBar: false, responsive: true });
+}
+
+// The autopilot (GET /portfolio/policy): the policy in force, its next scheduled check, the drift now
+// against each band (nearest to its limit first) and the last decision with its reason.
+function policyText(policy) {
+  const parts = Object.entries(policy).filter(([key]) => key !== "bands")
+    .map(([key, value]) => key.startsWith("drift_") ? `${key} ${pct(value)}` : `${key} ${value}`);
+  const overrides = Object.keys(policy.bands || {}).length;
+  return parts.join(", ") + (overrides ? `, ${overrides} node band(s)` : "");
+}
+
+// The autopilot's sentences carry weights as fractions (0.227272727273): shown as percents, as elsewhere.
+const readable = (text) => text.replace(/\b(weight|target of|limit) (\d+(?:\.\d+)?)/g, (_, word, x) => `${word} ${pct(x)}`);
+
+function showAutopilot(found) {
+  const policy = found && found.policy;
+  $("autopilot-policy").textContent = policy
+    ? `policy v${found.version} (set by ${found.author}, ${when(found.created_at)} UTC): ${policyText(policy)}`
+    : "no policy: the autopilot does nothing (rebal policy set FILE)";
+  const state = (found && found.status) || {};
+  $("autopilot-next").textContent = policy ? "next scheduled check: " + (state.next_scheduled ? when(state.next_scheduled) + " UTC" : "none (no schedule)") : "";
+  const decision = found && found.last_decision;
+  $("autopilot-decision").textContent = decision ? `last decision, ${when(decision.decided_at)} UTC: ${readable(decision.summary)}` : (policy ? "no decision yet" : "");
+  fillList("autopilot-reasons", decision ? decision.reasons.map(readable) : []);
+  fillTable("autopilot-bands", (state.drift || []).map((row) => [
+    cell(row.path, "wrap"), cell(row.band), cell(pct(row.current_weight), "num"), cell(pct(row.desired_weight), "num"),
+    cell(pct(row.drift), "num" + (row.breach ? " bad" : "")), cell(pct(row.limit), "num"),
+    cell(Math.round(row.used * 100) + "%", "num" + (row.breach ? " bad" : "")),
+  ]));
 }
 
 let waiting = null;
@@ -357,10 +388,10 @@ async function refresh() {
     return;
   }
   try {
-    const [who, current, weights, performance, equity, history, plans, diff] = await Promise.all([
+    const [who, current, weights, performance, equity, history, plans, diff, autopilot] = await Promise.all([
       api("/session"), api("/status"), api("/portfolio/weights"), api("/portfolio/performance"),
       api("/portfolio/equity"), api("/portfolio/history", { limit: 20, include_previews: false }),
-      api("/portfolio/plans", { limit: 5 }), api("/portfolio/trees/diff"),
+      api("/portfolio/plans", { limit: 5 }), api("/portfolio/trees/diff"), api("/portfolio/policy"),
     ]);
     session = who;
     status = current;
@@ -369,6 +400,7 @@ async function refresh() {
     showDiff(diff);
     showWeights(weights);
     showPerformance(performance, equity);
+    showAutopilot(autopilot);
     showWaiting(plans, new Date());
     showLastRun(history);
     showHistory(history);
