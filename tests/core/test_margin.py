@@ -145,9 +145,8 @@ def test_a_position_too_near_its_liquidation_is_refused() -> None:
     assert refusal([order(BTC, "buy", "0.45")]) == ""
     # With a 40% distance required, it is not.
     why = refusal([order(BTC, "buy", "0.45")], distance="0.4")
-    assert why.startswith(
-        "demo/paper/futures BTC/USDT:USDT: the position would be 36.73% from liquidation (at 37959.62, marked 60000)"
-    )
+    assert why.startswith("demo/paper/futures BTC/USDT:USDT: the position would be 36.73% from liquidation")
+    assert "(at 37959.62, marked 60000)" in why
     assert "nearer than the 40% allowed" in why
 
 
