@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import TypeVar
 
 import numpy as np
 
+from rebal.core.contracts import Contracts
 from rebal.core.diff import DiffTree, diff_trees
 from rebal.core.errors import InputError
-from rebal.core.contracts import Contracts
 from rebal.core.market import Markets, Prices
 from rebal.core.plan import plan_rebalance
 from rebal.core.position_plan import plan_positions
@@ -47,7 +47,7 @@ class ParsedSnapshot:
     # When the venues were read: the plan carries it, so the executor can refuse a plan made from facts
     # an earlier run has since changed.
     taken_at: datetime | None = None
-    contracts: Contracts = Contracts()
+    contracts: Contracts = field(default_factory=Contracts)
 
 
 def parse_snapshot(snapshot: BalanceSnapshotTaken) -> ParsedSnapshot:
