@@ -163,6 +163,10 @@ async def test_the_allocator_trades_portfolio_config_as_written(pool: asyncpg.Po
     publisher = RecordingPublisher()
     subject = allocator(pool, tmp_path, publisher)
     await report(pool, "btc_ti_24h", 0, "1")
+    # The long strategy alone would be 26200 long: nothing until the short one has reported too.
+    waiting = await subject.run(Trigger("data", "0"))
+    assert isinstance(waiting, OptimizationFailed)
+    assert waiting.reason.startswith("no positions reported yet by btc_ti_24h_short: no target until")
     await report(pool, "btc_ti_24h_short", 0, "-1")
     target = await subject.run(Trigger("data", "1"))
     assert isinstance(target, TargetWeightsComputed) and target.optimization is not None

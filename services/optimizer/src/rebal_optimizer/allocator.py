@@ -295,12 +295,22 @@ class Allocator:
         self, trigger: Trigger, base: dict[str, Any], path: Path
     ) -> TargetWeightsComputed | OptimizationFailed:
         """The manager's portfolio_config.json traded as written: its weights and leverage, on its
-        account_value (no solve; the returns are not read)."""
+        account_value (no solve; the returns are not read). Not before every strategy it weighs has
+        reported its positions: with leverage, trading on a part of them could open what the others
+        would cancel (a long strategy alone at 2.62x)."""
         try:
             key = hashlib.sha256(read_input(path)).hexdigest()[:16]
             manager = load(path, parse_portfolio_config)
         except FileError as exc:
             return self._failed(trigger, f"portfolio_config: {exc}")
+        reported = await self.data.positions(self.portfolio)
+        silent = [name for name, weight in manager.weights.items() if weight > 0 and name not in reported]
+        if silent:
+            return self._failed(
+                trigger,
+                f"no positions reported yet by {', '.join(silent)}: no target until every strategy of "
+                "portfolio_config has reported its positions",
+            )
         try:
             nodes = await self._nodes(base, sorted(manager.weights))
         except TreeShapeError as exc:
