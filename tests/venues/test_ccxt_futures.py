@@ -13,17 +13,20 @@ import pytest
 
 from rebal.events import PlannedPositionOrder, PlannedPositionSetting, RunFinished
 from rebal.futures import REDUCE_ONLY_REJECTED, FuturesVenue, LeverageRefused, MarginModeRefused
-from rebal.venue import InsufficientFunds, OrderRejected
+from rebal.venue import InsufficientFunds, OrderRejected, VenueError
 from rebal_executor.execution import Executor
 from rebal_executor.settings import ExecutorSettings
+from rebal_tracker.handlers import Tracker
 from rebal_venues.ccxt_futures import CcxtFuturesVenue
 from rebal_venues.ccxt_venue import open_ccxt_venue
+from rebal_venues.factory import CcxtAccounts, VenuesConfig, open_venues
+from rebal_venues.settings import PaperSettings
 from tests.executor.memory_journal import MemoryJournal
 from tests.executor.test_positions import plan
 from tests.fake_exchange import FakeContract, FakeFutures, serving
 from tests.fakes import RecordingPublisher
 from tests.paper_support import Clock
-from tests.venues.support import KEY, fake_book, settings
+from tests.venues.support import KEY, SECRET, fake_book, settings
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 D = Decimal
@@ -199,3 +202,78 @@ async def test_the_executor_runs_a_plan_on_the_ccxt_futures_account(fake: Fake) 
     done = [e for e in recorder.published if isinstance(e, RunFinished)][-1]
     assert done.status == "completed_with_adjustments"
     assert done.reasons == (f"leg 1000000 {BTC} sell rejected: {REDUCE_ONLY_REJECTED}",)
+
+
+FUTURES_LAYOUT = {
+    "name": "demo",
+    "kind": "user",
+    "children": [
+        {
+            "name": "binance",
+            "kind": "exchange",
+            "children": [
+                {
+                    "name": "futures",
+                    "kind": "futures",
+                    "quote": "USDT",
+                    "children": [{"name": "usdt", "asset": "USDT", "amount": "0"}],
+                }
+            ],
+        }
+    ],
+}
+
+
+async def test_the_tracker_reads_a_configured_binanceusdm_account() -> None:
+    """A venue configured as ccxt ``binanceusdm`` (`open_venues`) is a futures venue: the tracker snapshots
+    its account at the margin balance with its positions, and the contracts with their mark prices."""
+    futures = fake_futures()
+    async with serving(fake_book(), futures) as origin:
+        config = VenuesConfig.model_validate(
+            {
+                "venues": {
+                    "binance": {
+                        "kind": "ccxt",
+                        "exchange_id": "binanceusdm",
+                        "sandbox": False,
+                        "api_base_url": origin,
+                        "account": ACCOUNT,
+                        "api_key": KEY,
+                        "secret": SECRET,
+                    }
+                }
+            }
+        )
+        venues = open_venues(["binance"], None, PaperSettings(contracts_file=None), config)
+        binance = venues["binance"]
+        assert isinstance(binance, CcxtAccounts) and isinstance(binance, FuturesVenue)
+        try:
+            await binance.set_leverage(ACCOUNT, BTC, 3)
+            await binance.place_position_order(ACCOUNT, "o-1", BTC, "sell", D("0.1"), False)
+            futures.marks["BTCUSDT"] = D(59000)
+            recorder = RecordingPublisher()
+            tracker = Tracker("demo", FUTURES_LAYOUT, "USDT", venues, recorder)
+            facts = await tracker.read()
+        finally:
+            await binance.close()
+    account = facts["tree"]["children"][0]["children"][0]
+    # 10000 - the 3 fee + 100 unrealized on the short: the margin balance.
+    assert account["children"] == [{"name": "usdt", "asset": "USDT", "amount": "10097"}]
+    (position,) = account["positions"]
+    assert (position["symbol"], position["side"], position["amount"], position["leverage"]) == (
+        BTC,
+        "short",
+        "0.1",
+        3,
+    )
+    assert facts["contracts"]["binance"][BTC]["mark_price"] == "59000"
+
+
+async def test_a_spot_ccxt_venue_has_no_futures_accounts() -> None:
+    async with serving(fake_book()) as origin:
+        accounts = CcxtAccounts("binance", "USDT", {"demo/binance/spot": open_ccxt_venue(settings(origin))})
+        try:
+            with pytest.raises(VenueError, match=r"binance \(binance\) has no perpetual futures accounts"):
+                await accounts.positions("demo/binance/spot")
+        finally:
+            await accounts.close()
