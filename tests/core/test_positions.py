@@ -140,6 +140,8 @@ def test_open_increase_reduce_close() -> None:
     assert opened.settings == (PositionSetting("demo/paper/futures", "paper", BTC, 3, "cross"),)
     (order,) = opened.orders
     assert order.est_notional == D(5220) and order.est_fee == D("2.61")
+    # Plain text on the wire: no trailing zeros from the arithmetic, no exponent.
+    assert (str(order.est_notional), str(order.est_fee)) == ("5220", "2.61")
     # Increase a long: only the difference, same side.
     assert orders(plan([held(BTC, "long", "0.05")], [{"symbol": BTC, "notional": "6000"}])) == [
         (BTC, "buy", D("0.05"), False, 2)

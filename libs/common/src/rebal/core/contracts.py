@@ -21,10 +21,11 @@ document was made (absent: none known).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from rebal.core.errors import InputError
+from rebal.core.market import Prices
 from rebal.core.numbers import RANGE, in_range, parse_decimal
 
 CONTRACT_KEYS = frozenset(
@@ -110,6 +111,20 @@ class Contracts:
 
     def get(self, exchange: str, symbol: str) -> Contract | None:
         return self.exchanges.get(exchange, {}).get(symbol)
+
+    def marked(self, prices: Prices) -> Contracts:
+        """Each contract without a mark price marked at its base's price in `prices` when they are in the
+        contract's quote (an offline plan's prices file); the others as they are."""
+        exchanges = {
+            exchange: {
+                symbol: contract
+                if contract.mark_price is not None or prices.quote != contract.quote
+                else replace(contract, mark_price=prices.get(contract.base))
+                for symbol, contract in symbols.items()
+            }
+            for exchange, symbols in self.exchanges.items()
+        }
+        return Contracts(exchanges=exchanges)
 
     @classmethod
     def parse(cls, doc: object) -> Contracts:

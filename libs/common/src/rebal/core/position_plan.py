@@ -192,8 +192,8 @@ def _plan_symbol(
             amount,
             reduce_only,
             mark,
-            notional,
-            DERIVED.multiply(notional, contract.fee_rate),
+            _plain(notional),
+            _plain(DERIVED.multiply(notional, contract.fee_rate)),
             REDUCE_PHASE if reduce_only else OPEN_PHASE,
         )
 
@@ -223,6 +223,11 @@ def _plan_symbol(
         if wanted.leverage is not None or mode is not None:
             settings.append(PositionSetting(account.path, account.exchange, symbol, wanted.leverage, mode))
         orders.append(order(open_side, opening, False))
+
+
+def _plain(value: Decimal) -> Decimal:
+    """`value` without trailing zeros nor exponent, so its text is plain (5220.000 is 5220, not 5.22E+3)."""
+    return Decimal(dec_str(value))
 
 
 def _amount_of(notional: Decimal, mark: Decimal, step: Decimal) -> Decimal:
