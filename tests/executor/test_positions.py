@@ -48,10 +48,12 @@ def venue(pool: asyncpg.Pool, contracts: dict[str, Any] | None = None) -> PaperF
     return futures
 
 
-def order(side: str, amount: str, reduce_only: bool = False) -> PlannedPositionOrder:
+def order(
+    side: str, amount: str, reduce_only: bool = False, account: str = FUTURES, exchange: str = "paper"
+) -> PlannedPositionOrder:
     return PlannedPositionOrder(
-        account=FUTURES,
-        exchange="paper",
+        account=account,
+        exchange=exchange,
         symbol=BTC,
         side=side,  # type: ignore[arg-type]
         amount=D(amount),

@@ -22,6 +22,7 @@ from rebal_venues.ccxt_venue import open_ccxt_venue
 from rebal_venues.factory import CcxtAccounts, VenuesConfig, open_venues
 from rebal_venues.settings import PaperSettings
 from tests.executor.memory_journal import MemoryJournal
+from tests.executor.test_positions import order as position_order
 from tests.executor.test_positions import plan
 from tests.fake_exchange import FakeContract, FakeFutures, serving
 from tests.fakes import RecordingPublisher
@@ -173,18 +174,7 @@ async def test_a_position_is_liquidated_at_the_mark_price(fake: Fake) -> None:
 
 async def test_the_executor_runs_a_plan_on_the_ccxt_futures_account(fake: Fake) -> None:
     def order(side: str, amount: str, reduce_only: bool) -> PlannedPositionOrder:
-        return PlannedPositionOrder(
-            account=ACCOUNT,
-            exchange="binanceusdm",
-            symbol=BTC,
-            side=side,  # type: ignore[arg-type]
-            amount=D(amount),
-            reduce_only=reduce_only,
-            est_price=D(60000),
-            est_notional=D(amount) * 60000,
-            est_fee=D(0),
-            phase=1 if reduce_only else 2,
-        )
+        return position_order(side, amount, reduce_only, account=ACCOUNT, exchange="binanceusdm")
 
     setting = PlannedPositionSetting(
         account=ACCOUNT, exchange="binanceusdm", symbol=BTC, leverage=3, margin_mode="cross"

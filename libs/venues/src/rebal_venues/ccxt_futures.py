@@ -29,8 +29,8 @@ from ccxt.base import errors as ccxt_errors
 from rebal.core.contracts import MAX_LEVERAGE, Contract
 from rebal.core.positions import MarginMode, Position
 from rebal.futures import LeverageRefused, Margin, MarginModeRefused
-from rebal.venue import MarketInfo, OrderState, Side, VenueAuthError, VenueError
-from rebal_venues.ccxt_venue import CcxtVenue, _decimal, market_info
+from rebal.venue import OrderState, Side, VenueAuthError, VenueError
+from rebal_venues.ccxt_venue import CcxtVenue, _decimal
 
 # The settlement asset of the USDⓈ-M contracts this adapter trades.
 SETTLE = "USDT"
@@ -41,18 +41,12 @@ class CcxtFuturesVenue(CcxtVenue):
 
     _contracts: dict[str, Contract] | None = None
 
-    async def markets(self) -> Mapping[str, MarketInfo]:
-        """The linear perpetuals, as markets (what the spot adapter sizes and checks orders with)."""
-        if self._markets is None:
-            with self._translated("load_markets"):
-                loaded = await self._request(self._client.load_markets)
-            mode = int(self._client.precisionMode)
-            self._markets = {
-                symbol: market_info(market, mode)
-                for symbol, market in sorted(loaded.items())
-                if market.get("swap") and market.get("linear") and market.get("settle") == market.get("quote")
-            }
-        return self._markets
+    def _trades(self, market: Mapping[str, Any]) -> bool:
+        """The linear perpetuals settling in their quote, as markets (what the spot adapter sizes and
+        checks orders with)."""
+        return bool(
+            market.get("swap") and market.get("linear") and market.get("settle") == market.get("quote")
+        )
 
     async def contracts(self) -> Mapping[str, Contract]:
         if self._contracts is None:

@@ -351,9 +351,13 @@ class CcxtVenue:
             self._markets = {
                 symbol: market_info(market, mode)
                 for symbol, market in sorted(loaded.items())
-                if market.get("spot", True)
+                if self._trades(market)
             }
         return self._markets
+
+    def _trades(self, market: Mapping[str, Any]) -> bool:
+        """Whether this adapter trades a market ccxt lists: the spot markets."""
+        return bool(market.get("spot", True))
 
     async def reload_markets(self) -> Mapping[str, MarketInfo]:
         """The markets read again (a market may have stopped trading since)."""
