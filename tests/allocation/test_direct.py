@@ -221,3 +221,19 @@ def test_the_primal_method_restarts_from_the_previous_solution() -> None:
     moved = _still_feasible(2.0 * cold.x / float(mean @ cold.x), mean, 1.0, zeros, unbounded)
     assert moved is not None
     assert float(mean @ moved) == pytest.approx(1.0, abs=EXACT)
+
+
+def test_a_minimum_weight_smaller_than_the_tolerances_is_still_kept() -> None:
+    # Without the bound the first weight would be -1e-9 (x ∝ Q⁻¹1 with Q = [[4, b], [b, 1]], b = 1 + 3e-9):
+    # a minimum of 1e-10 must hold it at 1e-10, not leave it at -1e-9 "within tolerance" (cleaned to 0).
+    b = 1 + 3e-9
+    quadratic = np.array([[4.0, b], [b, 1.0]])
+    low, high = np.full(2, 1e-10), np.ones(2)
+    for solve in (box_qp, _primal):
+        found = solve(quadratic, np.zeros(2), np.ones(2), 1.0, low, high)
+        assert found is not None and found.x[0] >= 1e-10, (solve, found)
+    returns = returns_with(np.zeros(2), quadratic * 1e-4, periods=100)
+    result = solved(
+        MinVariance(2, estimator=SAMPLE, constraints=Constraints(min_weight=1e-10)).solve(returns)
+    )
+    assert result.weights[0] == pytest.approx(1e-10, rel=1e-9)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -20,7 +23,7 @@ from rebal_allocation.estimate import (
     estimate_rolling,
     factor,
 )
-from rebal_allocation.optimize import Constraints, MinVariance, RiskParity
+from rebal_allocation.optimize import Constraints, MaxSharpe, MinVariance, RiskParity, Solved
 from rebal_allocation.volatility import leverage_for, portfolio_config, target_volatility
 from tests.allocation.cases import random_returns, returns_with
 
@@ -71,6 +74,12 @@ def test_leverage_is_target_over_realised_capped() -> None:
     assert leverage_for(0.2, 0.1, 3.0) == pytest.approx(0.5)
     assert leverage_for(0.02, 0.1, 3.0) == 3.0
     assert leverage_for(0.0, 0.1, 3.0) == 3.0
+    # The workflow's example: 30% over 11.45% with no cap.
+    assert leverage_for(0.1145, 0.30, math.inf) == pytest.approx(2.62, abs=0.005)
+    with pytest.raises(ValueError, match="no leverage cap"):
+        leverage_for(0.0, 0.1, math.inf)
+    with pytest.raises(ValueError, match="finite"):
+        leverage_for(0.1, math.nan, 3.0)
 
 
 def test_portfolio_config_worked_example() -> None:
@@ -82,13 +91,17 @@ def test_portfolio_config_worked_example() -> None:
     realised = 0.01 * np.sqrt(4 / 3) * np.sqrt(365)
     assert config.realised_volatility == pytest.approx(realised)
     assert config.leverage == pytest.approx(0.1 / realised)
-    assert portfolio_config(config) == {
+    document = portfolio_config(config)
+    # The strategy manager's keys, in its order, volatilities in percent; no float noise (0.1 x 100).
+    assert list(document) == ["account_value", "weights", "ann_volatility_pct", "target_vol_pct", "leverage"]
+    assert document == {
         "account_value": 100_000.0,
         "weights": {"arb": 0.0, "trend": 1.0},
-        "realised_volatility": pytest.approx(realised),
-        "target_volatility": 0.1,
-        "leverage": pytest.approx(0.1 / realised),
+        "ann_volatility_pct": pytest.approx(realised * 100, rel=1e-9),
+        "target_vol_pct": 10.0,
+        "leverage": pytest.approx(0.1 / realised, rel=1e-9),
     }
+    assert repr(portfolio_config(replace(config, target_volatility=0.3))["target_vol_pct"]) == "30.0"
     flat = target_volatility(["trend", "arb"], np.array([0.5, 0.5]), returns, 1.0, 0.1, 2.0)
     assert flat.leverage == 2.0
 
@@ -138,12 +151,14 @@ def test_too_many_strategies_are_refused_before_any_matrix_is_made() -> None:
 
 
 def test_a_problem_too_large_to_set_up_is_refused_before_cvxpy_builds_it() -> None:
-    """1000 strategies with a correlation cap: the direct path does not apply, and cvxpy would take
-    8 x 1001 x 1000001 bytes (7.5 GiB) to set up the risk term."""
+    """1000 strategies with a correlation cap: the maximum Sharpe ratio has no exact path for pair caps,
+    and cvxpy would take 8 x 1001 x 1000001 bytes (7.5 GiB) to set up the risk term. The minimum variance
+    has one (the active-set path): solved, without cvxpy, so not refused."""
     rng = np.random.default_rng(5)
     returns = rng.normal(0.001, 0.02, (5, 1000))
-    optimizer = MinVariance(1000, constraints=Constraints(correlation_threshold=0.5, pair_cap=0.5))
+    capped = Constraints(correlation_threshold=0.5, pair_cap=0.5)
     with pytest.raises(
         TooLarge, match=r"1000 strategies: setting up the optimisation problem would take 7\.5 GiB"
     ):
-        optimizer.solve(returns)
+        MaxSharpe(1000, constraints=capped).solve(returns)
+    assert isinstance(MinVariance(1000, constraints=capped).solve(returns), Solved)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize
 
+from rebal_allocation.compounded import compounded_slope_over_std
 from rebal_allocation.estimate import estimate
 from rebal_allocation.optimize import (
     MaxSharpe,
@@ -74,14 +75,16 @@ def test_max_sharpe_is_the_tangency_portfolio() -> None:
     assert np.all(tangency > 0)
     result = solved(MaxSharpe(3, estimator=SAMPLE).solve(returns_with(mean, covariance)))
     np.testing.assert_allclose(result.weights, tangency, atol=CLOSE)
-    best = mean @ tangency / np.sqrt(tangency @ covariance @ tangency) * np.sqrt(365)
+    best = mean @ tangency / np.sqrt(tangency @ covariance @ tangency) * np.sqrt(365.25)
     assert result.objective == pytest.approx(best, rel=1e-8)
 
 
 def test_max_sharpe_with_a_risk_free_rate_uses_excess_returns() -> None:
     covariance = np.diag([1e-4, 1e-4])
     mean = np.array([0.002, 0.001])
-    rate = 0.365 * 0.5  # 0.0005 a day: excess (0.0015, 0.0005), weights proportional to them
+    rate = (
+        0.36525 * 0.5
+    )  # 0.0005 a day (365.25 days a year): excess (0.0015, 0.0005), weights proportional to them
     result = solved(MaxSharpe(2, risk_free=rate, estimator=SAMPLE).solve(returns_with(mean, covariance)))
     np.testing.assert_allclose(result.weights, [0.75, 0.25], atol=CLOSE)
 
@@ -106,18 +109,34 @@ def simplex_grid(count: int, step: float) -> np.ndarray:
     return np.array([[*p, ticks - sum(p)] for p in points], dtype=np.float64) / ticks
 
 
+@pytest.mark.parametrize("equity", ["additive", "compounded"])
 @pytest.mark.parametrize(("count", "seed"), [(2, 1), (3, 2), (3, 5)])
-def test_slope_std_beats_a_brute_force_grid(count: int, seed: int) -> None:
+def test_slope_std_beats_a_brute_force_grid(count: int, seed: int, equity: str) -> None:
     returns = random_returns(count, periods=400, seed=seed)
     window = returns[-365:]
-    result = solved(SlopeStd(count, lookback=365).solve(returns))
+    definition = slope_over_std if equity == "additive" else compounded_slope_over_std
+    result = solved(SlopeStd(count, lookback=365, equity=equity).solve(returns))  # type: ignore[arg-type]
     grid = simplex_grid(count, GRID_STEP)
-    scores = np.array([slope_over_std(window, w) for w in grid])
+    scores = np.array([definition(window, w) for w in grid])
     best = grid[int(np.argmax(scores))]
-    ours = slope_over_std(window, result.weights)
+    ours = definition(window, result.weights)
     assert result.objective == pytest.approx(ours, rel=1e-9)
     assert ours >= scores.max() - 1e-9
     np.testing.assert_allclose(result.weights, best, atol=2 * GRID_STEP)
+
+
+def test_the_compounded_curve_is_the_default_and_differs_from_the_additive() -> None:
+    # Large returns make compounding matter: the two curves' optima are apart, each the best on its curve.
+    rng = np.random.default_rng(11)
+    returns = rng.normal([0.004, 0.002, 0.003], [0.06, 0.02, 0.04], (365, 3))
+    default = solved(SlopeStd(3).solve(returns))
+    additive = solved(SlopeStd(3, equity="additive").solve(returns))
+    assert SlopeStd(3).equity == "compounded"
+    assert np.abs(default.weights - additive.weights).max() > 1e-3
+    assert compounded_slope_over_std(returns, default.weights) > compounded_slope_over_std(
+        returns, additive.weights
+    )
+    assert slope_over_std(returns, additive.weights) > slope_over_std(returns, default.weights)
 
 
 def test_mix_is_at_least_as_good_as_a_grid_and_nelder_mead() -> None:
@@ -134,8 +153,8 @@ def test_mix_is_at_least_as_good_as_a_grid_and_nelder_mead() -> None:
     refined = minimize(loss, grid[int(np.argmin(losses))], method="Nelder-Mead")
     assert -result.objective <= min(*losses, refined.fun) + 1e-7
     assert result.objective == pytest.approx(
-        optimizer.weights_of[0] * 365 * est.mean @ result.weights
-        - optimizer.weights_of[1] * np.sqrt(365 * result.weights @ est.covariance @ result.weights)
+        optimizer.weights_of[0] * 365.25 * est.mean @ result.weights
+        - optimizer.weights_of[1] * np.sqrt(365.25 * result.weights @ est.covariance @ result.weights)
         - optimizer.weights_of[2] * additive_max_drawdown(returns[-150:], result.weights)
     )
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import warnings
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -18,7 +20,7 @@ returns_lists = st.lists(st.floats(-0.5, 0.5, allow_nan=False), min_size=2, max_
 
 def test_worked_example_two_periods() -> None:
     # +10% then -10%: equity 1.1 then 0.99.
-    result = perf.performance([0.1, -0.1], periods_per_year=2)
+    result = perf.performance([0.1, -0.1], periods_per_year=2, min_periods=2)
     assert result.periods == 2
     assert result.cumulative_return == pytest.approx(-0.01, abs=APPROX)
     # two periods are one year: annualised equals cumulative.
@@ -35,10 +37,10 @@ def test_worked_example_two_periods() -> None:
 def test_worked_sharpe_and_sortino_with_a_risk_free_rate() -> None:
     returns = [0.02, -0.01, 0.03, 0.0]  # quarterly, mean 0.01
     # a 4% annual rate is 1% a quarter: the excess returns average zero.
-    result = perf.performance(returns, periods_per_year=4, risk_free=0.04, target=0.04)
+    result = perf.performance(returns, periods_per_year=4, risk_free=0.04, target=0.04, min_periods=4)
     assert result.sharpe == pytest.approx(0.0, abs=APPROX)
     assert result.sortino == pytest.approx(0.0, abs=APPROX)
-    plain = perf.performance(returns, periods_per_year=4)
+    plain = perf.performance(returns, periods_per_year=4, min_periods=4)
     mean = 0.01
     std = math.sqrt(((0.01) ** 2 + 0.02**2 + 0.02**2 + 0.01**2) / 3)
     assert plain.sharpe == pytest.approx(mean / std * 2, rel=1e-12)
@@ -56,9 +58,14 @@ def test_annualised_return_compounds() -> None:
     # 12 months of +1% each: one year, cumulative 1.01**12 - 1.
     result = perf.performance([0.01] * 12, periods_per_year=12)
     assert result.annualised_return == pytest.approx(1.01**12 - 1, rel=1e-12)
-    # half a year of data at the same pace annualises to the same figure.
+    # two years at the same pace annualise to the same figure.
+    two = perf.performance([0.01] * 24, periods_per_year=12)
+    assert two.annualised_return == pytest.approx(1.01**12 - 1, rel=1e-12)
+    # half a year is not annualised (GIPS): n/a, with the reason.
     half = perf.performance([0.01] * 6, periods_per_year=12)
-    assert half.annualised_return == pytest.approx(1.01**12 - 1, rel=1e-12)
+    assert math.isnan(half.annualised_return)
+    assert half.not_annualised["annualised_return"] == "needs a year of returns, ≥ 12 periods (has 6)"
+    assert half.cumulative_return == pytest.approx(1.01**6 - 1, rel=1e-12)
 
 
 def test_undefined_values_are_nan_not_errors() -> None:
@@ -140,10 +147,14 @@ def test_align_keeps_common_timestamps_in_order() -> None:
     assert matrix.tolist() == [[0.2, 0.02], [0.3, 0.03]]
 
 
+DAY = 86_400.0
+
+
 def test_periods_per_year_from_daily_timestamps() -> None:
-    day = 86_400
-    assert perf.periods_per_year_from([0, day, 2 * day, 4 * day]) == pytest.approx(365.25)
-    with pytest.raises(ValueError):
+    days = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11]  # one day missing (a bot that was down): still daily
+    assert perf.periods_per_year_from([d * DAY for d in days]) == pytest.approx(365.25)
+    assert perf.frequency_of([d * DAY for d in days]) == perf.Frequency("daily", DAY, 365.25, missing=1)
+    with pytest.raises(ValueError, match="must increase"):
         perf.periods_per_year_from([5, 5])
 
 
@@ -162,3 +173,64 @@ def test_what_usable_keeps_never_breaks_the_statistics(values: list[float]) -> N
     assert kept.size + skipped.size == len(values)
     with np.errstate(over="ignore", invalid="ignore"):
         perf.performance(kept)  # no ValueError, whatever was stored
+
+
+def test_the_frequency_is_named_from_the_dates() -> None:
+    start = datetime(2024, 1, 1, tzinfo=UTC).timestamp()
+    weekly = perf.frequency_of([start + 7 * DAY * i for i in range(10)])
+    assert isinstance(weekly, perf.Frequency) and weekly.name == "weekly"
+    assert weekly.periods_per_year == pytest.approx(365.25 / 7)
+    month_ends = [datetime(2024, m, 1, tzinfo=UTC).timestamp() for m in range(1, 13)]
+    monthly = perf.frequency_of(month_ends)
+    assert isinstance(monthly, perf.Frequency) and (monthly.name, monthly.periods_per_year) == ("monthly", 12)
+    hourly = perf.frequency_of([start + 3600 * i for i in range(48)])
+    assert isinstance(hourly, perf.Frequency) and hourly.describe() == "intraday (every 1 hour)"
+    assert hourly.periods_per_year == pytest.approx(365.25 * 24)
+    every_second = perf.frequency_of([start + i for i in range(60)])
+    assert isinstance(every_second, perf.Frequency) and every_second.periods_per_year == pytest.approx(
+        31_557_600
+    )
+
+
+def test_irregular_dates_are_refused_with_where() -> None:
+    start = datetime(2024, 1, 1, tzinfo=UTC).timestamp()
+    odd = perf.frequency_of([start, start + DAY, start + 2 * DAY, start + 3.5 * DAY, start + 4.5 * DAY])
+    assert odd == perf.Irregular(
+        "irregular dates: 2024-01-03 to 2024-01-04T12:00:00Z is 1.50 days, not a whole number of the "
+        "usual 1 day"
+    )
+    weekdays = [start + d * DAY for d in range(60) if (d % 7) < 5]  # exchange days: 3-day weekend gaps
+    found = perf.frequency_of(weekdays)
+    assert isinstance(found, perf.Irregular) and "resample" in found.reason
+    assert isinstance(perf.frequency_of([start]), perf.Irregular)
+
+
+def test_performance_at_the_dates_frequency_and_not_annualised_when_too_short() -> None:
+    rng = np.random.default_rng(1)
+    returns = rng.normal(0.001, 0.01, 60)
+    weekly = perf.performance_at([7 * DAY * i for i in range(60)], returns)
+    assert weekly.frequency == "weekly"
+    expected = np.std(returns, ddof=1) * math.sqrt(365.25 / 7)
+    assert weekly.annualised_volatility == pytest.approx(expected, rel=1e-12)
+    assert weekly.annualised_return == pytest.approx(np.prod(1 + returns) ** (365.25 / 7 / 60) - 1)
+    daily = perf.performance_at([DAY * i for i in range(60)], returns)
+    assert math.isnan(daily.annualised_return)  # 60 days: not a year
+    assert daily.annualised_volatility == pytest.approx(np.std(returns, ddof=1) * math.sqrt(365.25))
+    short = perf.performance_at([DAY * i for i in range(10)], returns[:10])
+    assert math.isnan(short.annualised_volatility) and math.isnan(short.sharpe)
+    assert short.not_annualised["sharpe"] == "needs ≥ 30 periods (has 10)"
+    odd = perf.performance_at([0, DAY, 2.5 * DAY], [0.01, 0.02, 0.0])
+    assert odd.frequency == "unknown" and "irregular dates" in odd.not_annualised["annualised_volatility"]
+    assert odd.cumulative_return == pytest.approx(1.01 * 1.02 - 1)
+
+
+def test_a_return_every_second_never_overflows() -> None:
+    # The demo bot's former per-second returns: 31.5 million periods a year. Nothing is annualised from a
+    # minute, and nothing overflows or warns even when asked to (the annualised return of a day of it).
+    returns = np.full(86_400, 0.001)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        minute = perf.performance_at(np.arange(60.0), returns[:60])
+        day = perf.annualised_return(returns, periods_per_year=perf.SECONDS_PER_YEAR)
+    assert math.isnan(minute.annualised_return)
+    assert math.isnan(float(day))  # e^(31.5M * log 1.001) is past the float range: undefined

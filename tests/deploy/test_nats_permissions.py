@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -286,38 +286,27 @@ async def test_the_optimizer_answers_a_command_under_its_own_user(secured: str) 
 SERVICES = ("tracker", "optimizer", "planner", "executor", "monitor")
 
 
-class Handlers:
-    """Stands for a service's handlers: the consumers registered are the service's own; the junk the
-    tests send is dead-lettered before any handler would see it."""
+def service_broker(service_name: str, url: str | None = None) -> NatsBroker:
+    """The broker of the service as its `build(settings)` wires it (every durable consumer its code
+    registers, and nothing else), connecting to `url` as the service's user. Nothing is opened: the
+    junk the tests send is dead-lettered before a handler (or its database) would see it."""
+    import importlib
 
-    def __getattr__(self, name: str) -> Callable[..., Awaitable[None]]:
-        async def handle(*args: Any) -> None:
-            raise AssertionError(f"{name} was called")
-
-        return handle
-
-
-def with_consumers_of(service_name: str, broker: NatsBroker) -> NatsBroker:
-    """`broker` with the durable consumers the service's own code registers."""
-    from rebal_executor.handlers import register as register_executor
-    from rebal_monitor.handlers import register as register_monitor
-    from rebal_optimizer.handlers import register as register_optimizer
-    from rebal_planner import funds
-    from rebal_tracker.handlers import register as register_tracker
-
-    publisher = bus.Publisher(broker)
-    handlers: Any = Handlers()
-    if service_name == "tracker":
-        register_tracker(broker, publisher, handlers.on_take_snapshot, handlers.on_returns)
-    elif service_name == "optimizer":
-        register_optimizer(broker, publisher, handlers)
-    elif service_name == "planner":
-        register(broker, publisher, handlers)
-        funds.register(broker, publisher, handlers)
-    elif service_name == "executor":
-        register_executor(broker, publisher, handlers.on_plan, handlers.on_halt, handlers.on_resume)
-    else:
-        register_monitor(broker, publisher, handlers)
+    app = importlib.import_module(f"rebal_{service_name}.app")
+    settings_class = {
+        "tracker": "TrackerSettings",
+        "optimizer": "OptimizerSettings",
+        "planner": "PlannerSettings",
+        "executor": "ExecutorSettings",
+        "monitor": "MonitorSettings",
+    }[service_name]
+    settings_module = importlib.import_module(f"rebal_{service_name}.settings")
+    nats_settings = (
+        {} if url is None else {"url": url, "user": service_name, "password": password(service_name)}
+    )
+    built = app.build(getattr(settings_module, settings_class)(nats=nats_settings))
+    broker = built.stream.broker if service_name == "monitor" else built.broker
+    assert isinstance(broker, NatsBroker)
     return broker
 
 
@@ -332,7 +321,7 @@ def granted(user: str) -> set[tuple[str, str]]:
 
 @pytest.mark.parametrize("service_name", SERVICES)
 def test_auth_conf_grants_each_service_exactly_the_consumers_its_code_registers(service_name: str) -> None:
-    consumers = bus.consumers_of(with_consumers_of(service_name, NatsBroker()))
+    consumers = bus.consumers_of(service_broker(service_name))
     assert {(c.stream, c.name) for c in consumers} == granted(service_name)
     text = AUTH_CONF.read_text()
     for stream, name, _ in consumers:
@@ -356,7 +345,7 @@ async def test_each_service_creates_pulls_and_acknowledges_its_own_consumers(sec
     js = admin.jetstream()
     try:
         for service_name in SERVICES:
-            broker = with_consumers_of(service_name, broker_as(secured, service_name))
+            broker = service_broker(service_name, secured)
             consumers = bus.consumers_of(broker)
             async with started(broker):
                 for consumer in consumers:  # junk: read, dead-lettered by the service, acknowledged
@@ -383,7 +372,7 @@ async def test_a_service_can_neither_take_another_s_messages_nor_delete_consumer
 ) -> None:
     """What the tracker's user could do before: pull and ack a plan from the executor's consumer (the
     executor never saw it), delete any consumer, and update a stream to max_msgs=1 (purging it)."""
-    executor = with_consumers_of("executor", broker_as(secured, "executor"))
+    executor = service_broker("executor", secured)
     async with started(executor):
         pass  # its consumers exist; the executor is away for a moment
     admin = await nats.connect(secured, user="admin", password="pw-admin")

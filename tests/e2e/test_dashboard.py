@@ -247,6 +247,11 @@ def test_the_dashboard_shows_the_api_s_numbers_and_its_controls_act(
             newest = system.get("/portfolio/history", limit=1, include_previews="false")["runs"][0]
             expect(page.locator("#history tbody tr").first).to_contain_text(newest["run_id"])
             assert NOISE.findall(page.locator("body").inner_text()) == []
+            # Each of the plan's skips once, from the plan (the run's reasons do not repeat them).
+            lines = page.locator("#last-run-skips li").all_inner_texts()
+            assert newest["skips"], newest
+            for skip in newest["skips"]:
+                assert sum(skip["path"] in line for line in lines) == 1, lines
             screenshot(page, "narrow", tmp_path)
         finally:
             narrow.close()

@@ -221,3 +221,18 @@ Runs.TestCase.settings = settings(max_examples=150, stateful_step_count=30, dead
 
 
 TestRuns = Runs.TestCase
+
+
+def test_a_resumed_run_counts_what_its_written_buys_will_spend() -> None:
+    """Found by the property in CI: a sell lost to timeouts, the process dying after the next submit and
+    again before a buy it had written. The restarted run placed that buy as written and sized the others
+    from the whole budget as if it spent nothing: 981.3 spent of 500 + 299.7."""
+    state = Runs()
+    state.process_dies_at_the_next_submit(after=True)
+    state.plan_arrives()
+    state.faults_ahead(kind="timeout_before", n=5)
+    state.executor_works()
+    state.process_dies_at_the_next_submit(after=False)
+    state.executor_works()
+    state.never_more_spent_than_the_budget_nor_a_locked_amount()
+    state.teardown()

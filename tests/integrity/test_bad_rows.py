@@ -1,6 +1,7 @@
 """Issue 19, point 3: a return stored before the bounds were enforced (``rebal backfill`` of
-``2030-01-01,1e400`` did it) breaks no statistic: the tracker's, the monitor's ``/portfolio/performance``
-and ``/portfolio/equity``, and the optimizer's data skip the row and report it.
+``2030-01-01,1e400`` did it) breaks no statistic: the tracker's, the strategies' figures in the monitor's
+``/portfolio/performance``, and the optimizer's data skip the row and report it; ``/portfolio/equity`` (the
+portfolio's own curve, from its snapshots) still answers.
 
 Before: the tracker's recompute failed every time (Postgres refuses to cast 1e400 to a float), and both
 endpoints answered 500 until the row was deleted by hand."""
@@ -80,8 +81,11 @@ async def test_the_monitor_serves_performance_and_equity_without_the_bad_rows(
     assert by_name["trend"]["observations"] == 3
     assert by_name["trend"]["cumulative_return"] == pytest.approx(1.01 * 0.98 * 1.03 - 1)
     assert performance.json()["combined"]["cumulative_return"] == pytest.approx(1.01 * 0.98 * 1.03 - 1)
+    # The equity curve is the portfolio's own, from its snapshots (none here): the strategies' rows, bad
+    # or good, are not part of it, and must not break it.
     assert equity.status_code == 200, equity.text
-    assert equity.json()["points"][-1]["equity"] == pytest.approx(1.01 * 0.98 * 1.03)
+    assert equity.json()["source"] == "snapshots" and equity.json()["points"] == []
+    assert performance.json()["portfolio"]["source"] == "snapshots"
     assert unusable("trend") == len(BAD)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -24,7 +25,7 @@ from rebal.service import Database
 from rebal_devstack.pytest_plugin import FreshDatabase
 from rebal_monitor.handlers import Monitor, register
 from rebal_monitor.journal import record
-from tests.messaging import collecting, eventually, started
+from tests.messaging import collecting, started
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
@@ -173,7 +174,7 @@ async def test_over_the_bus_duplicates_and_bad_messages_change_nothing(
             for _ in range(200):
                 if await settled():
                     break
-                await eventually(lambda: True, timeout=0.05)
+                await asyncio.sleep(0.05)
         assert count == len(events)
         assert letters[0]["service"] == "monitor" and "invalid OrderFilled" in letters[0]["error"]
     finally:

@@ -121,7 +121,7 @@ async def test_risk_parity_weights_replace_the_strategy_nodes(pool: asyncpg.Pool
     inverse = 1 / matrix.std(axis=0, ddof=1)
     expected = inverse / inverse.sum()
     assert optimization.weights == pytest.approx({"arb": expected[0], "trend": expected[1]}, abs=1e-6)
-    realised = float(np.std(matrix @ expected, ddof=1) * math.sqrt(365))
+    realised = float(np.std(matrix @ expected, ddof=1) * math.sqrt(365.25))  # daily dates
     assert optimization.realised_volatility == pytest.approx(realised, rel=1e-6)
     assert optimization.leverage == pytest.approx(min(0.1 / realised, 2.0), rel=1e-6)
     assert (optimization.method, optimization.status, optimization.observations) == (
@@ -352,3 +352,45 @@ async def test_the_base_tree_is_not_published_over_a_target_the_streams_hold(
     assert await subject.publish_base() is False  # the bus drops the same event again
     reconciler = allocator(pool, tmp_path, RecordingPublisher(), mode="reconciler", quote_wallet="x")
     assert await reconciler.publish_base() is False  # its targets are positions, never the base
+
+
+async def test_a_nan_parameter_or_flat_data_publishes_the_reason(pool: asyncpg.Pool, tmp_path: Path) -> None:
+    # Settings that escaped validation (built without it): the service refuses them when it allocates.
+    await store(pool, "trend", returns_of(1, 60, 0.02))
+    await store(pool, "arb", [Decimal("0.001")] * 60)  # a strategy that never moves
+    publisher = RecordingPublisher()
+    escaped = AllocationSettings.model_construct(
+        **{
+            **AllocationSettings(account_value=Decimal(100_000)).model_dump(),
+            "method": "mean_variance",
+            "parameters": {"risk_aversion": math.nan},
+        }
+    )
+    subject = Allocator(
+        "fund",
+        escaped,
+        base_file(tmp_path),
+        PostgresStrategyData(pool),
+        FakeHistory(),
+        publisher,
+        lambda: NOW,
+    )
+    event = await subject.run(Trigger("schedule", "a"))
+    assert isinstance(event, OptimizationFailed)
+    assert event.reason == "allocation settings: risk_aversion must be a finite number, not nan"
+    flat = allocator(pool, tmp_path, publisher, method="risk_parity")
+    event = await flat.run(Trigger("schedule", "b"))
+    assert isinstance(event, OptimizationFailed) and publisher.published[-1] == event
+    assert event.reason.startswith("bad data: arb: constant returns over the last 60 periods")
+
+
+async def test_irregular_dates_publish_the_reason(pool: asyncpg.Pool, tmp_path: Path) -> None:
+    days = [0, 1, 2, 5, 6, 9, 10, 14, 15, 16, 20, *range(21, 120, 3)]
+    for name, seed in (("trend", 1), ("arb", 2)):
+        for day, value in zip(days, returns_of(seed, len(days), 0.01), strict=True):
+            await store(pool, name, [value], start=day)
+    event = await allocator(pool, tmp_path, RecordingPublisher(), method="min_variance").run(
+        Trigger("schedule", "c")
+    )
+    assert isinstance(event, OptimizationFailed)
+    assert event.reason.startswith("the strategies' common dates: irregular dates")

@@ -36,14 +36,20 @@ def test_inception_and_window_statistics_by_hand() -> None:
     assert inception.performance.max_drawdown == pytest.approx(0.05)
     assert window.performance.cumulative_return == pytest.approx(1.02 * 1.01 - 1)
     assert window.performance.max_drawdown == 0.0
-    # Daily spacing: 365.25 periods a year.
-    returns = np.array([0.1, -0.05, 0.02, 0.01])
+    # Four days are too few to annualise: no figure, and the reason.
+    assert math.isnan(inception.performance.annualised_volatility)
+    assert inception.performance.not_annualised["sharpe"] == "needs ≥ 30 periods (has 4)"
+    assert inception.last_timestamp == T0.timestamp() + 3 * DAY
+    # Forty days: daily spacing, 365.25 periods a year; the annualised return still needs a year.
+    returns = np.random.default_rng(3).normal(0.001, 0.01, 40)
+    [forty] = strategy_stats([series("b", returns.tolist())], [])
+    assert forty.performance.frequency == "daily" and forty.performance.periods_per_year == 365.25
     volatility = float(np.std(returns, ddof=1)) * math.sqrt(365.25)
-    assert inception.performance.annualised_volatility == pytest.approx(volatility)
-    assert inception.performance.sharpe == pytest.approx(
+    assert forty.performance.annualised_volatility == pytest.approx(volatility)
+    assert forty.performance.sharpe == pytest.approx(
         returns.mean() / np.std(returns, ddof=1) * math.sqrt(365.25)
     )
-    assert inception.last_timestamp == T0.timestamp() + 3 * DAY
+    assert math.isnan(forty.performance.annualised_return)
 
 
 def test_correlations_use_the_common_timestamps_of_each_pair() -> None:

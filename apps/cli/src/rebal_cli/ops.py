@@ -119,7 +119,7 @@ def _report_run(run: dict[str, Any] | None, timeout: float, as_json: bool, plan:
         fail(f"the run of plan {plan['plan_id']} has not finished after {timeout:g} s ({status})", EXIT_ERROR)
     counts = run.get("counts") or {}
     if not as_json:
-        _console().print(f"run {run['run_id']}: {run_line(run['status'], counts, run.get('reasons') or ())}")
+        _console().print(f"run {run['run_id']}: {run_line(run['status'], counts, skip_lines(run))}")
     if run["status"] in FAILED_RUN_STATUSES:
         raise typer.Exit(EXIT_ERROR)
 

@@ -11,8 +11,14 @@ Formats (docs/bots.md, "Backfill files"):
   ``{"returns": {"<strategy>": {date: return, ...}, ...}}``.
 
 A date is ``YYYY-MM-DD`` (midnight UTC) or an ISO 8601 time with a zone. Returns are decimals (0.01 is
-+1%), at least -1. Every problem is a `ReturnsFileError` naming the file, the line (CSV) or the entry
-(JSON) and the column.
++1%), at least -1. Files are UTF-8, with or without a byte-order mark (a spreadsheet's CSV export). Every
+problem is a `ReturnsFileError` naming the file, the line (CSV) or the entry (JSON) and the column; a
+header column without a name, or a name twice, is named with its position.
+
+A strategies folder (``rebal optimize --stats-dir DIR``, `read_stats_dir`): one folder per strategy, named
+by its id, holding the backtest's ``stats.json`` (any JSON shape above with one series: ``{"returns":
+{date: return, ...}}``, ``{"daily_returns": [{"date": ..., "return": ...}, ...]}``, a bare list); folders
+without a ``stats.json`` are skipped and listed.
 """
 
 from __future__ import annotations
@@ -118,6 +124,15 @@ def _csv(path: Path, text: str) -> dict[str, dict[datetime, tuple[Decimal, str]]
     if header is None:
         raise ReturnsFileError(f"{path}: empty file (expected a header such as date,return)")
     names = [name.strip() for name in header]
+    for i, name in enumerate(names):
+        if not name:
+            raise ReturnsFileError(
+                f"{path}: line 1: column {i + 1} has no name (each column names a strategy)"
+            )
+        if name in names[:i]:
+            raise ReturnsFileError(
+                f"{path}: line 1: column {i + 1} is named {name!r} like column {names.index(name) + 1}"
+            )
     date_column = next((i for i, name in enumerate(names) if name.lower() in DATE_COLUMNS), None)
     if date_column is None:
         raise ReturnsFileError(f"{path}: line 1: no date column (one of {', '.join(DATE_COLUMNS)})")
@@ -196,7 +211,8 @@ def _json(path: Path, text: str, name: str) -> dict[str, dict[datetime, tuple[De
 def read_returns(path: Path, default_name: str = "returns") -> Returns:
     """Every series in the file (see the module doc); `default_name` names a single unnamed series."""
     try:
-        text = read_input(path).decode("utf-8")
+        # A byte-order mark (spreadsheets write one) is skipped.
+        text = read_input(path).decode("utf-8-sig")
     except FileError as exc:
         raise ReturnsFileError(str(exc)) from None
     except UnicodeDecodeError as exc:
@@ -216,3 +232,38 @@ def single_series(path: Path) -> list[tuple[datetime, Decimal]]:
         names = ", ".join(returns.series)
         raise ReturnsFileError(f"{path}: holds several series ({names}); backfill takes one (date,return)")
     return next(iter(returns.series.values()))
+
+
+STATS_FILE = "stats.json"
+
+
+@dataclass(frozen=True)
+class StatsFolder:
+    """The strategies of a folder of backtests (`read_stats_dir`) and those skipped for want of a
+    ``stats.json``."""
+
+    returns: Returns
+    skipped: tuple[str, ...]
+
+
+def read_stats_dir(directory: Path) -> StatsFolder:
+    """One series per strategy folder of `directory` from its ``stats.json`` (see the module doc)."""
+    if not directory.is_dir():
+        raise ReturnsFileError(f"{directory}: not a directory (a folder of strategy folders with stats.json)")
+    series: dict[str, list[tuple[datetime, Decimal]]] = {}
+    skipped = []
+    for folder in sorted(p for p in directory.iterdir() if p.is_dir()):
+        stats = folder / STATS_FILE
+        if not stats.is_file():
+            skipped.append(folder.name)
+            continue
+        found = read_returns(stats, default_name=folder.name)
+        if len(found.series) != 1:
+            names = ", ".join(found.series)
+            raise ReturnsFileError(
+                f"{stats}: holds several series ({names}); a strategy's stats.json holds one"
+            )
+        series[folder.name] = next(iter(found.series.values()))
+    if not series:
+        raise ReturnsFileError(f"{directory}: no strategy folder holds a {STATS_FILE}")
+    return StatsFolder(Returns(series), tuple(skipped))

@@ -1,11 +1,14 @@
 """Strategy commands (issue 5): `rebal backfill` and `rebal optimize`.
 
 `optimize` gives the allocation across strategies and its volatility targeting, the numbers of
-`portfolio_config.json` (`--export FILE` writes exactly that document: account_value, weights,
-realised_volatility, target_volatility, leverage). With `--returns FILE` it solves offline with the
-optimizer's own mathematics (`rebal_allocation`); otherwise it publishes `RunOptimization` and waits for
-the running optimizer's answer (exit 3 when it does not come, 1 when the optimizer could not allocate,
-with its reason).
+`portfolio_config.json` (`--export FILE` writes that document: account_value, weights,
+ann_volatility_pct, target_vol_pct, leverage; `rebal_allocation.volatility`). With `--returns FILE` or
+`--stats-dir DIR` it solves offline with the optimizer's own mathematics (`rebal_allocation`), by default
+as the strategy manager's workflow does (docs/strategies.md: slope/std of the compounded equity curve over
+the last 365 days, leverage uncapped), annualising at the frequency of the dates; otherwise it publishes
+`RunOptimization` and waits for the running optimizer's answer (exit 3 when it does not come, 1 when the
+optimizer could not allocate, with its reason). Bad input (a file, an option, constant or irregular data)
+is one line naming it, exit 2.
 
 `backfill` publishes a strategy's return history (docs/bots.md, "Backfill files") on the bus, exactly
 as its bot would report it: one `StrategyReturnReported` per period, its id derived from the strategy and
@@ -17,11 +20,13 @@ first: a bad row is named by line and column (exit 2) and nothing is published.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
@@ -34,13 +39,19 @@ from rebal.events import StrategyReturnReported, new_event
 from rebal_allocation.allocation import METHOD_PARAMETERS
 from rebal_cli.api import nats_url as resolve_nats_url
 from rebal_cli.render import console as _console
-from rebal_cli.returns_file import ReturnsFileError, single_series
+from rebal_cli.returns_file import Returns, ReturnsFileError, read_returns, read_stats_dir, single_series
 from rebal_cli.support import (
     EXIT_ERROR,
     EXIT_NOT_RUNNING,
     fail,
     write_json,
 )
+
+if TYPE_CHECKING:  # numpy loads when a command solves, not when `rebal --help` starts
+    import numpy as np
+    from numpy.typing import NDArray
+
+    Floats = NDArray[np.float64]
 
 # Publishes in flight at once while backfilling (each waits for its JetStream acknowledgement).
 BACKFILL_CONCURRENCY = 256
@@ -142,6 +153,7 @@ def backfill(
         series = single_series(file)
     except ReturnsFileError as exc:
         fail(str(exc))
+    frequency = _spacing(file, series)
     events = backfill_events(portfolio, strategy, series, datetime.now(UTC))
     try:
         stored, duplicates = asyncio.run(
@@ -160,19 +172,39 @@ def backfill(
                 "duplicates": duplicates,
                 "first": first,
                 "last": last,
+                "frequency": frequency,
             }
         )
         return
     _console().print(
-        f"{strategy} ({portfolio}): {len(events)} returns from {first} to {last}: {stored} published, "
-        f"{duplicates} already known"
+        f"{strategy} ({portfolio}): {len(events)} {frequency} returns from {first} to {last}: "
+        f"{stored} published, {duplicates} already known"
     )
+
+
+def _spacing(file: Path, series: Sequence[tuple[datetime, Decimal]]) -> str:
+    """The frequency of the file's dates (what statistics will annualise at); irregular dates are refused
+    before anything is published (one return has no spacing: "single")."""
+    from rebal.core.performance import Irregular, frequency_of
+
+    if len(series) < 2:
+        return "single"
+    found = frequency_of([ts.timestamp() for ts, _ in series])
+    if isinstance(found, Irregular):
+        fail(f"{file}: {found.reason}")
+    return found.describe()
 
 
 # -- optimize -------------------------------------------------------------------------------------
 
 OPTIMIZE_TIMEOUT_SECONDS = 30.0
 METHODS = tuple(METHOD_PARAMETERS)
+# The strategy manager's workflow (docs/strategies.md): slope/std of the combined equity curve over the
+# last 365 days, leverage = target volatility / realised volatility with no cap.
+DEFAULT_METHOD = "slope_std"
+DEFAULT_WINDOW_DAYS = 365
+# A volatility target is a fraction (0.30 is 30%); one this large is a percentage typed by mistake.
+LARGEST_TARGET_VOLATILITY = 5.0
 
 
 def _parameters(raw: list[str]) -> dict[str, float]:
@@ -180,64 +212,87 @@ def _parameters(raw: list[str]) -> dict[str, float]:
     for item in raw:
         key, sep, value = item.partition("=")
         try:
-            out[key.strip()] = float(value)
+            number = float(value)
         except ValueError:
             fail(f"--param: {item!r} must be NAME=NUMBER (e.g. risk_aversion=2)")
         if not sep or not key.strip():
             fail(f"--param: {item!r} must be NAME=NUMBER (e.g. risk_aversion=2)")
+        if not math.isfinite(number):
+            fail(f"--param: {item!r}: {key.strip()} must be a finite number")
+        out[key.strip()] = number
     return out
 
 
-def _offline(
-    path: Path,
-    method: str,
-    parameters: dict[str, float],
-    account_value: Decimal,
-    target_volatility: float,
-    max_leverage: float,
-    estimator: str,
-    lookback: int,
-    min_weight: float,
-    max_weight: float,
-) -> dict[str, object]:
-    """Solve from a returns file with the optimizer's own mathematics (no bus, no database)."""
+@dataclass(frozen=True)
+class Offline:
+    """What `rebal optimize` solves offline: the options besides the returns."""
+
+    method: str
+    parameters: dict[str, float]
+    account_value: Decimal
+    target_volatility: float
+    max_leverage: float | None
+    estimator: str
+    equity: str
+    window_days: int
+    lookback: int | None
+    min_weight: float
+    max_weight: float
+
+
+def _window(stamps: Floats, matrix: Floats, options: Offline) -> tuple[Floats, Floats]:
+    """The last `lookback` common dates when given, else those of the last `window_days` days."""
+    if options.lookback is not None:
+        return stamps[-options.lookback :], matrix[-options.lookback :]
+    keep = stamps > stamps[-1] - options.window_days * 86_400.0 if stamps.size else stamps.astype(bool)
+    return stamps[keep], matrix[keep]
+
+
+def _offline(source: str, returns: Returns, options: Offline) -> dict[str, object]:
+    """Solve with the optimizer's own mathematics (no bus, no database)."""
     from pydantic import ValidationError
 
-    from rebal.core.performance import align
+    from rebal.core.performance import MIN_PERIODS_TO_ANNUALISE, Irregular, align, frequency_of
     from rebal_allocation.allocation import Allocation
     from rebal_allocation.estimate import TooLarge
     from rebal_allocation.methods import make_optimizer  # imports cvxpy: only when solving
-    from rebal_allocation.optimize import Infeasible, SolverFailed
+    from rebal_allocation.optimize import BadData, Infeasible, SolverFailed
     from rebal_allocation.volatility import portfolio_config
     from rebal_allocation.volatility import target_volatility as scale
-    from rebal_cli.returns_file import read_returns
 
-    try:
-        returns = read_returns(path)
-    except ReturnsFileError as exc:
-        fail(str(exc))
     names = tuple(returns.series)
     try:
-        _, matrix = align(
+        all_stamps, all_rows = align(
             [[ts.timestamp() for ts, _ in returns.series[n]] for n in names],
             [[float(v) for _, v in returns.series[n]] for n in names],
         )
     except ValueError as exc:
-        fail(f"{path}: {exc}")
-    matrix = matrix[-lookback:]
-    if matrix.shape[0] < 2:
-        fail(f"{path}: only {matrix.shape[0]} dates every strategy has a return for; at least 2 are needed")
+        fail(f"{source}: {exc}")
+    found = frequency_of(all_stamps)
+    if isinstance(found, Irregular):
+        fail(f"{source}: the dates every strategy has a return for: {found.reason}")
+    stamps, matrix = _window(all_stamps, all_rows, options)
+    periods = int(matrix.shape[0])
+    if periods < MIN_PERIODS_TO_ANNUALISE:
+        fail(
+            f"{source}: only {periods} {found.name} returns every strategy has in the window; at least "
+            f"{MIN_PERIODS_TO_ANNUALISE} are needed to annualise a volatility"
+        )
+    parameters = dict(options.parameters)
+    if options.method in ("slope_std", "mix"):
+        parameters.setdefault("lookback", periods)  # the whole window
     try:
         allocation = Allocation(
-            method=method,
+            method=options.method,
             parameters=parameters,
-            estimator=estimator,
-            min_weight=min_weight,
-            max_weight=max_weight,
-            target_volatility=target_volatility,
-            max_leverage=max_leverage,
+            estimator=options.estimator,
+            equity=options.equity,
+            min_weight=options.min_weight,
+            max_weight=options.max_weight,
+            target_volatility=options.target_volatility,
+            max_leverage=options.max_leverage,
         )
-        optimizer = make_optimizer(allocation, names)
+        optimizer = make_optimizer(allocation, names, found.periods_per_year)
     except ValidationError as exc:
         fail("the allocation options: " + "; ".join(error["msg"] for error in exc.errors()))
     except ValueError as exc:  # constraints the method cannot take
@@ -245,15 +300,30 @@ def _offline(
     try:
         result = optimizer.solve(matrix)
     except TooLarge as exc:  # what cannot be estimated, or would not fit in memory
-        fail(f"{path}: {exc}")
+        fail(f"{source}: {exc}")
+    if isinstance(result, BadData):
+        fail(f"{source}: {result.describe(names)}")
     if isinstance(result, Infeasible | SolverFailed):
         kind = "infeasible" if isinstance(result, Infeasible) else "solver failed"
         fail(f"no allocation: {kind}: {result.reason}", EXIT_ERROR)
-    config = scale(list(names), result.weights, matrix, float(account_value), target_volatility, max_leverage)
+    config = scale(
+        list(names),
+        result.weights,
+        matrix,
+        float(options.account_value),
+        options.target_volatility,
+        math.inf if options.max_leverage is None else options.max_leverage,
+        found.periods_per_year,
+    )
+    first, last = (datetime.fromtimestamp(float(t), UTC).date().isoformat() for t in (stamps[0], stamps[-1]))
     return {
-        "method": method,
+        "method": options.method,
         "status": result.status,
-        "observations": int(matrix.shape[0]),
+        "observations": periods,
+        "frequency": found.describe(),
+        "periods_per_year": found.periods_per_year,
+        "first": first,
+        "last": last,
         "portfolio_config": portfolio_config(config),
     }
 
@@ -306,11 +376,17 @@ def optimize(
     returns: Annotated[
         Path | None, typer.Option("--returns", help="Solve offline from this returns file (docs/bots.md).")
     ] = None,
+    stats_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--stats-dir", help="Solve offline from DIR/<strategy>/stats.json (docs/strategies.md)."
+        ),
+    ] = None,
     export: Annotated[
         Path | None, typer.Option("--export", help="Write portfolio_config.json (exactly its fields) here.")
     ] = None,
     method: Annotated[str, typer.Option("--method", help=f"Offline: one of {', '.join(METHODS)}.")] = (
-        "risk_parity"
+        DEFAULT_METHOD
     ),
     param: Annotated[
         list[str] | None, typer.Option("--param", help="Offline: a method parameter NAME=NUMBER.")
@@ -319,13 +395,26 @@ def optimize(
         str | None, typer.Option("--account-value", help="Offline: the capital allocated.")
     ] = None,
     target_vol: Annotated[
-        float, typer.Option("--target-volatility", help="Offline: annualised volatility target.")
+        float,
+        typer.Option(
+            "--target-volatility", "--target-vol", help="Offline: annualised volatility target (0.30 is 30%)."
+        ),
     ] = 0.10,
-    max_leverage: Annotated[float, typer.Option("--max-leverage", help="Offline: the leverage cap.")] = 1.0,
+    max_leverage: Annotated[
+        float | None, typer.Option("--max-leverage", help="Offline: the leverage cap (default: none).")
+    ] = None,
     estimator: Annotated[
         str, typer.Option("--estimator", help="Offline: sample, ewma or ledoit_wolf.")
     ] = "ledoit_wolf",
-    lookback: Annotated[int, typer.Option("--lookback", help="Offline: the last N common dates.")] = 365,
+    equity: Annotated[
+        str, typer.Option("--equity", help="Offline, slope_std: the equity curve, compounded or additive.")
+    ] = "compounded",
+    window: Annotated[
+        str, typer.Option("--window", help="Offline: the days of returns used, up to the latest common date.")
+    ] = str(DEFAULT_WINDOW_DAYS),
+    lookback: Annotated[
+        str | None, typer.Option("--lookback", help="Offline: the last N common dates instead of --window.")
+    ] = None,
     min_weight: Annotated[float, typer.Option("--min-weight", help="Offline: per strategy.")] = 0.0,
     max_weight: Annotated[float, typer.Option("--max-weight", help="Offline: per strategy.")] = 1.0,
     nats_url: NatsUrl = None,
@@ -335,34 +424,42 @@ def optimize(
     as_json: AsJson = False,
 ) -> None:
     """The allocation across strategies and its volatility targeting (portfolio_config.json): offline
-    from a returns file, or from the running optimizer (which uses its configured method)."""
+    from a returns file or a folder of strategies' stats.json, or from the running optimizer (which uses
+    its configured method)."""
     from rebal.events import OptimizationFailed, TargetWeightsComputed
+    from rebal_allocation.volatility import PortfolioConfig, portfolio_config
     from rebal_cli.commands import NotRunning
 
     if export is not None and (export.is_dir() or not export.parent.is_dir()):
         fail(f"--export: {export} is a directory or its directory does not exist")
-    if returns is not None:
-        if account_value is None:
-            fail("--account-value: needed with --returns (the capital the weights apply to)")
-        value = parse_decimal(account_value)
-        if value is None or value <= 0:
-            fail(f"--account-value: {account_value!r} must be a decimal > 0")
-        if method not in METHODS:
-            fail(f"--method: {method!r} is not one of {', '.join(METHODS)}")
-        if lookback < 2:
-            fail(f"--lookback: {lookback} must be at least 2")
-        outcome = _offline(
-            returns,
+    if returns is not None and stats_dir is not None:
+        fail("--returns and --stats-dir: give one source of returns")
+    if returns is not None or stats_dir is not None:
+        options = _offline_options(
             method,
-            _parameters(param or []),
-            value,
+            param or [],
+            account_value,
             target_vol,
             max_leverage,
             estimator,
-            lookback,
-            min_weight,
-            max_weight,
+            equity,
+            _whole("--window", window, 1),
+            None if lookback is None else _whole("--lookback", lookback, 2),
         )
+        options = Offline(**{**options.__dict__, "min_weight": min_weight, "max_weight": max_weight})
+        skipped: tuple[str, ...] = ()
+        try:
+            if stats_dir is not None:
+                folder = read_stats_dir(stats_dir)
+                source, series, skipped = str(stats_dir), folder.returns, folder.skipped
+            else:
+                assert returns is not None
+                source, series = str(returns), read_returns(returns)
+        except ReturnsFileError as exc:
+            fail(str(exc))
+        outcome = _offline(source, series, options)
+        if stats_dir is not None:
+            outcome["skipped"] = list(skipped)
     else:
         if portfolio is None:
             fail("--portfolio: name the portfolio to ask the running optimizer about, or give --returns FILE")
@@ -377,23 +474,24 @@ def optimize(
         found = answer.optimization
         if found is None:
             fail(f"the optimizer answered for {portfolio} without an allocation", EXIT_ERROR)
+        config = PortfolioConfig(
+            account_value=float(found.account_value),
+            weights=dict(sorted(found.weights.items())),
+            realised_volatility=math.nan if found.realised_volatility is None else found.realised_volatility,
+            target_volatility=found.target_volatility,
+            leverage=found.leverage,
+        )
         outcome = {
             # Published as the portfolio's target: the next rebalance trades it (docs/cli.md).
             "published_target": str(answer.event_id),
             "method": found.method,
             "status": found.status,
             "observations": found.observations,
-            "portfolio_config": {
-                "account_value": float(found.account_value),
-                "weights": dict(sorted(found.weights.items())),
-                "realised_volatility": found.realised_volatility,
-                "target_volatility": found.target_volatility,
-                "leverage": found.leverage,
-            },
+            "portfolio_config": portfolio_config(config),
         }
-    config = outcome["portfolio_config"]
+    document = outcome["portfolio_config"]
     if export is not None:
-        export.write_bytes(orjson.dumps(config, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
+        export.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
     if as_json:
         write_json(outcome)
         return
@@ -405,11 +503,69 @@ def optimize(
         )
 
 
+def _whole(option: str, raw: str, least: int) -> int:
+    """A whole number of at least `least` (30.7 is refused, not cut to 30)."""
+    try:
+        value = float(raw)
+    except ValueError:
+        fail(f"{option}: {raw!r} must be a whole number")
+    if not math.isfinite(value) or value != int(value) or value < least:
+        fail(f"{option}: {raw} must be a whole number of at least {least}")
+    return int(value)
+
+
+def _offline_options(
+    method: str,
+    param: list[str],
+    account_value: str | None,
+    target_vol: float,
+    max_leverage: float | None,
+    estimator: str,
+    equity: str,
+    window: int,
+    lookback: int | None,
+) -> Offline:
+    """The offline options checked one by one (each refusal names its option)."""
+    if account_value is None:
+        fail("--account-value: needed to solve offline (the capital the weights apply to)")
+    value = parse_decimal(account_value)
+    if value is None or not value.is_finite() or value <= 0:
+        fail(f"--account-value: {account_value!r} must be a decimal > 0")
+    if method not in METHODS:
+        fail(f"--method: {method!r} is not one of {', '.join(METHODS)}")
+    if not math.isfinite(target_vol) or target_vol < 0:
+        fail(f"--target-volatility: {target_vol} must be a finite number >= 0 (0.30 is 30%)")
+    if target_vol > LARGEST_TARGET_VOLATILITY:
+        fail(
+            f"--target-volatility: {target_vol:g} is a fraction (0.30 is 30%); "
+            f"did you mean {target_vol / 100:g}?"
+        )
+    if max_leverage is not None and not (math.isfinite(max_leverage) and max_leverage > 0):
+        fail(f"--max-leverage: {max_leverage} must be a finite number > 0")
+    if equity not in ("compounded", "additive"):
+        fail(f"--equity: {equity!r} is not compounded or additive")
+    return Offline(
+        method=method,
+        parameters=_parameters(param),
+        account_value=value,
+        target_volatility=target_vol,
+        max_leverage=max_leverage,
+        estimator=estimator,
+        equity=equity,
+        window_days=window,
+        lookback=lookback,
+        min_weight=0.0,
+        max_weight=1.0,
+    )
+
+
 def _print_allocation(outcome: dict[str, object], export: Path | None) -> None:
     config = outcome["portfolio_config"]
     assert isinstance(config, dict)
     console = _console()
-    table = Table(title=f"{outcome['method']} ({outcome['status']}, {outcome['observations']} periods)")
+    where = f", {outcome['frequency']}" if "frequency" in outcome else ""
+    title = f"{outcome['method']} ({outcome['status']}, {outcome['observations']} periods{where})"
+    table = Table(title=title)
     table.add_column("strategy")
     table.add_column("weight", justify="right")
     table.add_column("with leverage", justify="right")
@@ -417,12 +573,16 @@ def _print_allocation(outcome: dict[str, object], export: Path | None) -> None:
     for name, weight in config["weights"].items():
         table.add_row(name, f"{weight * 100:.2f}%", f"{weight * leverage * 100:.2f}%")
     console.print(table)
-    realised = config["realised_volatility"]
+    realised = config["ann_volatility_pct"]
     console.print(
-        f"account value {config['account_value']:g}; realised volatility "
-        f"{'-' if realised is None else f'{realised * 100:.2f}%'}, target "
-        f"{config['target_volatility'] * 100:.2f}%: leverage {leverage:.4f}"
+        f"account value {config['account_value']:g}; annualised volatility "
+        f"{'n/a' if realised is None else f'{realised:.2f}%'}, target "
+        f"{config['target_vol_pct']:.2f}%: leverage {leverage:.4f}"
     )
+    skipped = outcome.get("skipped")
+    if skipped:
+        assert isinstance(skipped, list)
+        console.print(f"skipped (no stats.json): {', '.join(skipped)}")
     if export is not None:
         console.print(f"wrote {export}")
 

@@ -223,8 +223,8 @@ def demo_settings(root: Path) -> dict[str, dict[str, str]]:
 def demo_allocation(bot: bool) -> dict[str, str]:
     """`make run`'s optimizer settings when the demo bot runs: the demo portfolio is allocated across the
     bot's strategies (the `trend`, `meanrev` and `arb` nodes of its target share crypto's 70%) by risk
-    parity, first once 30 returns of each are in, then after every 300 new returns (the bot's periods
-    stand for days). Without the bot the target file stands as it is."""
+    parity, first once 30 returns of each are in (30 simulated days: about 30 s), then after every 300 new
+    returns. Without the bot the target file stands as it is."""
     if not bot:
         return {}
     allocation = {

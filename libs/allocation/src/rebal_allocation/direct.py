@@ -129,11 +129,12 @@ def _primal_dual(
         x, multiplier = solved
         gradient = quadratic @ x - linear - multiplier * direction  # = (bound multipliers) low - high
         free = ~(at_low | at_high)
-        # ties (a multiplier of zero, a free variable exactly at its bound) keep the current guess
-        slack = KKT_TOLERANCE * (1.0 + float(np.max(np.abs(x))))
+        # A free variable past its bound by any amount goes onto it: a tolerance here would accept a weight
+        # of -1e-9 under a minimum of 1e-10 (cleaned to 0 afterwards). Ties (a multiplier of zero) keep
+        # the current guess, so rounding at a bound cannot make the guesses alternate.
         tie = KKT_TOLERANCE * (1.0 + float(np.max(np.abs(gradient + linear + multiplier * direction))))
-        new_low = (free & (x < low - slack)) | (at_low & (gradient > -tie))
-        new_high = (free & (x > high + slack)) | (at_high & (gradient < tie))
+        new_low = (free & (x < low)) | (at_low & (gradient > -tie))
+        new_high = (free & (x > high)) | (at_high & (gradient < tie))
         new_high &= ~new_low
         if np.array_equal(new_low, at_low) and np.array_equal(new_high, at_high):
             if not _certified(gradient, linear, direction, target, x, multiplier, free):
@@ -167,7 +168,10 @@ def _primal(
         target_x, multiplier = solved
         step = target_x - x
         free = ~(at_low | at_high)
-        if np.max(np.abs(step), initial=0.0) <= KKT_TOLERANCE * (1.0 + np.max(np.abs(x))):
+        outside = free & ((target_x < low) | (target_x > high))  # then the step below adds that bound
+        if not outside.any() and np.max(np.abs(step), initial=0.0) <= KKT_TOLERANCE * (
+            1.0 + np.max(np.abs(x))
+        ):
             gradient = quadratic @ target_x - linear - multiplier * direction
             wrong = np.where(at_low, -gradient, np.where(at_high, gradient, 0.0))
             worst = int(np.argmax(wrong))

@@ -70,6 +70,10 @@ import cvxpy as _cvxpy
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from rebal.core.performance import DAYS_PER_YEAR, ZERO_DEVIATION
+from rebal_allocation import compounded, constrained
+from rebal_allocation.active_set import Rows
+from rebal_allocation.allocation import Equity, parameter_problem
 from rebal_allocation.direct import ActiveSet, box_qp, risk_parity
 from rebal_allocation.estimate import (
     MEMORY_LIMIT_BYTES,
@@ -147,7 +151,20 @@ class SolverFailed:
     reason: str
 
 
-Result = Solved | Infeasible | SolverFailed
+@dataclass(frozen=True)
+class BadData:
+    """Returns no allocation can honestly be computed from: ``columns`` (the strategies' indices) have
+    constant returns, so there is no variance to weigh them by; ``reason`` says so, without the names
+    (``describe`` adds them)."""
+
+    reason: str
+    columns: tuple[int, ...] = ()
+
+    def describe(self, names: tuple[str, ...] | list[str]) -> str:
+        return f"{', '.join(names[i] for i in self.columns)}: {self.reason}"
+
+
+Result = Solved | Infeasible | SolverFailed | BadData
 
 
 @dataclass(frozen=True)
@@ -169,6 +186,21 @@ class Bounds:
         if self.high.sum() < 1.0 - WEIGHT_TOLERANCE:
             return f"the maximum weights sum to {self.high.sum():.6g} < 1"
         return None
+
+
+def constant_strategies(returns: Floats) -> list[int]:
+    """The columns whose returns do not vary (a standard deviation of at most ZERO_DEVIATION)."""
+    if returns.shape[0] < 2:
+        return []
+    return [int(i) for i in np.flatnonzero(np.std(returns, axis=0) <= ZERO_DEVIATION)]
+
+
+def checked(name: str, value: float) -> float:
+    """A method parameter, refused (ValueError) when it is not finite or not of its kind."""
+    problem = parameter_problem(name, value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
 
 
 def correlated_pairs(covariance: Floats, threshold: float | None) -> tuple[Pair, ...]:
@@ -210,11 +242,13 @@ class Optimizer(ABC):
         count: int,
         constraints: Constraints | None = None,
         estimator: Estimator | None = None,
-        periods_per_year: float = 365.0,
+        periods_per_year: float = DAYS_PER_YEAR,
         solver: str = DEFAULT_SOLVER,
         solver_options: dict[str, Any] | None = None,
         direct: bool = True,
     ) -> None:
+        if not math.isfinite(periods_per_year) or periods_per_year <= 0:
+            raise ValueError(f"periods per year must be a positive finite number, not {periods_per_year}")
         self.count = count
         self.direct = direct
         self.constraints = constraints or Constraints()
@@ -254,11 +288,23 @@ class Optimizer(ABC):
     def objective(self, weights: Floats, returns: Floats, est: Estimate) -> float:
         """The method's objective at `weights`, in the original units."""
 
-    def _direct(self, returns: Floats, est: Estimate) -> Floats | str | None:
-        """Weights by a direct method (``rebal_allocation.direct``), storing its warm start; a reason when
-        the data make the problem infeasible; None when there is no direct method or it gave no answer.
-        Called only when the constraints are bounds at most and no pair is capped."""
+    def _direct(
+        self, returns: Floats, est: Estimate, pairs: tuple[Pair, ...], current: Floats
+    ) -> Floats | str | None:
+        """Weights by an exact numpy method (``direct``, ``constrained``), storing its warm start; a reason
+        when the data make the problem infeasible; None when there is no such method for these
+        constraints or it gave no certified answer (the cvxpy problem then solves)."""
         return None
+
+    def _rows(self, pairs: tuple[Pair, ...]) -> Rows:
+        """The budget, group and pair constraints as rows (``constrained.rows_of``)."""
+        groups = [(g.members, g.cap) for g in self.constraints.groups]
+        return constrained.rows_of(self.count, groups, pairs, self.constraints.pair_cap)
+
+    def _warm_of(self) -> constrained.Warm:
+        if not isinstance(self._warm, constrained.Warm):
+            self._warm = constrained.Warm()
+        return self._warm
 
     # -- the shared shell ---------------------------------------------------------------------------
     def solve(self, returns: ArrayLike, current_weights: ArrayLike | None = None) -> Result:
@@ -271,10 +317,17 @@ class Optimizer(ABC):
         reason = self.bounds.infeasible()
         if reason is not None:
             return Infeasible(reason)
+        flat = constant_strategies(data)
+        if flat:
+            reason = (
+                f"constant returns over the last {data.shape[0]} periods: no variance to weigh "
+                "by (every method needs it; give more history or leave the strategy out)"
+            )
+            return BadData(reason, tuple(flat))
         est, self._moments = estimate_rolling(data, self.estimator, self._moments)
         pairs = correlated_pairs(est.covariance, self.constraints.correlation_threshold)
-        if self.direct and self.constraints.bounds_only() and not pairs:
-            outcome = self._solve_direct(data, est, current)
+        if self.direct:
+            outcome = self._solve_direct(data, est, pairs, current)
             if outcome is not None:
                 return outcome
         return self._solve_problem(data, est, pairs, current)
@@ -296,7 +349,7 @@ class Optimizer(ABC):
         failure = self._run(built.problem)
         if failure is not None:
             return failure
-        weights = self._clean(self._weights(built))
+        weights = self._refine(self._clean(self._weights(built)), data, pairs, current)
         if weights is None:
             return SolverFailed(f"the solver returned no usable weights (status {built.problem.status})")
         breach = violation(weights, self.constraints, pairs, current)
@@ -304,16 +357,25 @@ class Optimizer(ABC):
             return SolverFailed(f"status {built.problem.status} but a constraint is broken by {breach:.3g}")
         return Solved(weights, self.objective(weights, data, est), str(built.problem.status), rebuilt)
 
-    def _solve_direct(self, data: Floats, est: Estimate, current: Floats) -> Result | None:
+    def _solve_direct(
+        self, data: Floats, est: Estimate, pairs: tuple[Pair, ...], current: Floats
+    ) -> Result | None:
         warm = self._warm is not None
-        found = self._direct(data, est)
+        found = self._direct(data, est, pairs, current)
         if isinstance(found, str):
             return Infeasible(found)
-        weights = self._clean(found)
-        if weights is None or violation(weights, self.constraints, (), current) > WEIGHT_TOLERANCE:
+        weights = self._refine(self._clean(found), data, pairs, current)
+        if weights is None or violation(weights, self.constraints, pairs, current) > WEIGHT_TOLERANCE:
             self._warm = None
             return None
         return Solved(weights, self.objective(weights, data, est), cp.OPTIMAL, rebuilt=not warm)
+
+    def _refine(
+        self, weights: Floats | None, data: Floats, pairs: tuple[Pair, ...], current: Floats
+    ) -> Floats | None:
+        """The solved weights, or better ones for an objective the solved problem approximates (the
+        compounded slope/std); None when there are none."""
+        return weights
 
     def _current(self, current_weights: ArrayLike | None) -> Floats:
         if current_weights is None:
@@ -417,11 +479,28 @@ class MinVariance(Optimizer):
         """(Q, c) of ``min w'Qw / 2 - c'w`` on the rescaled data."""
         return _scale(est.covariance) * est.covariance, np.zeros(self.count)
 
-    def _direct(self, returns: Floats, est: Estimate) -> Floats | str | None:
+    def _direct(
+        self, returns: Floats, est: Estimate, pairs: tuple[Pair, ...], current: Floats
+    ) -> Floats | str | None:
         quadratic, linear = self._quadratic_data(est)
+        if not self.constraints.bounds_only() or pairs:  # groups, pairs, turnover: general rows
+            turnover = self.constraints.turnover
+            warm = self._warm_of()
+            answer = constrained.turnover_qp(
+                quadratic,
+                linear,
+                self.bounds.low,
+                self.bounds.high,
+                self._rows(pairs),
+                None,
+                current,
+                turnover,
+                warm,
+            )
+            return None if answer is None else answer.x
         ones = np.ones(self.count)
-        warm = self._warm if isinstance(self._warm, ActiveSet) else None
-        solution = box_qp(quadratic, linear, ones, 1.0, self.bounds.low, self.bounds.high, warm)
+        start = self._warm if isinstance(self._warm, ActiveSet) else None
+        solution = box_qp(quadratic, linear, ones, 1.0, self.bounds.low, self.bounds.high, start)
         if solution is None:
             return None
         self._warm = solution.active
@@ -433,9 +512,7 @@ class MeanVariance(MinVariance):
 
     def __init__(self, count: int, risk_aversion: float = 1.0, **options: Any) -> None:
         super().__init__(count, **options)
-        if risk_aversion <= 0:
-            raise ValueError("risk aversion must be positive")
-        self.risk_aversion = risk_aversion
+        self.risk_aversion = checked("risk_aversion", risk_aversion)
 
     def _build(self, pairs: tuple[Pair, ...], current: Parameter, returns: Floats) -> _Built:
         w = cp.Variable(self.count, name="w")
@@ -476,9 +553,11 @@ class _Ratio(Optimizer):
         gain, risk = self._ratio_data(returns, est)
         return gain, risk.T @ risk
 
-    def _direct(self, returns: Floats, est: Estimate) -> Floats | str | None:
-        if not self.constraints.trivial():
-            return None  # bounds homogenised by κ are general linear constraints
+    def _direct(
+        self, returns: Floats, est: Estimate, pairs: tuple[Pair, ...], current: Floats
+    ) -> Floats | str | None:
+        if not self.constraints.trivial() or pairs:
+            return None  # bounds homogenised by κ are general linear constraints: the cvxpy problem
         gain, quadratic = self._ratio_quadratic(returns, est)
         top = float(np.max(gain))
         if top <= 0:
@@ -532,7 +611,7 @@ class MaxSharpe(_Ratio):
 
     def __init__(self, count: int, risk_free: float = 0.0, **options: Any) -> None:
         super().__init__(count, **options)
-        self.risk_free = risk_free
+        self.risk_free = checked("risk_free", risk_free)
 
     def _ratio_data(self, returns: Floats, est: Estimate) -> tuple[Floats, Floats]:
         excess = est.mean - self.risk_free / self.periods_per_year
@@ -571,14 +650,19 @@ def slope_over_std(window: Floats, weights: Floats) -> float:
 
 
 class SlopeStd(_Ratio):
-    """Maximise slope / std of the combined cumulative-return curve over the last ``lookback`` periods;
-    the objective is that ratio (per period)."""
+    """Maximise slope / std of the combined equity curve over the last ``lookback`` periods; the objective
+    is that ratio (per period). ``equity="compounded"`` (the default: the value of 1 invested) or
+    ``"additive"`` (the sum of the returns); the compounded optimum is found from the additive one
+    (``rebal_allocation.compounded``)."""
 
-    def __init__(self, count: int, lookback: int = DEFAULT_LOOKBACK, **options: Any) -> None:
+    def __init__(
+        self, count: int, lookback: int = DEFAULT_LOOKBACK, equity: Equity = "compounded", **options: Any
+    ) -> None:
         super().__init__(count, **options)
-        if lookback < 3:
-            raise ValueError("the slope needs a lookback of at least three periods")
-        self.lookback = lookback
+        self.lookback = int(checked("lookback", lookback))
+        if equity not in ("compounded", "additive"):
+            raise ValueError(f"equity must be compounded or additive, not {equity!r}")
+        self.equity = equity
 
     def _factor_rows(self, returns: Floats) -> int:
         return min(self.lookback, int(returns.shape[0]))
@@ -588,6 +672,27 @@ class SlopeStd(_Ratio):
 
     def _nothing_positive(self) -> str:
         return "no strategy's cumulative curve slopes upwards over the lookback"
+
+    def _refine(
+        self, weights: Floats | None, data: Floats, pairs: tuple[Pair, ...], current: Floats
+    ) -> Floats | None:
+        if self.equity == "additive" or weights is None:
+            return weights
+        c = self.constraints
+        window = data[-self.lookback :]
+        single = np.zeros(self.count)
+        single[int(np.argmax(window.sum(axis=0)))] = 1.0
+        starts = [weights, single, np.full(self.count, 1.0 / self.count)]
+        groups = [(g.members, g.cap) for g in c.groups]
+        found = compounded.maximise(
+            window, starts, self.bounds.low, self.bounds.high, groups, pairs, c.pair_cap, current, c.turnover
+        )
+        return weights if found is None else self._clean(found)
+
+    def objective(self, weights: Floats, returns: Floats, est: Estimate) -> float:
+        if self.equity == "additive":
+            return super().objective(weights, returns, est)
+        return compounded.compounded_slope_over_std(returns[-self.lookback :], weights)
 
 
 class RiskParity(Optimizer):
@@ -622,7 +727,9 @@ class RiskParity(Optimizer):
     def objective(self, weights: Floats, returns: Floats, est: Estimate) -> float:
         return parity_gap(weights, est.covariance)
 
-    def _direct(self, returns: Floats, est: Estimate) -> Floats | str | None:
+    def _direct(
+        self, returns: Floats, est: Estimate, pairs: tuple[Pair, ...], current: Floats
+    ) -> Floats | str | None:
         warm = self._warm if isinstance(self._warm, np.ndarray) else None
         solution = risk_parity(_scale(est.covariance) * est.covariance, warm)
         if solution is None:
@@ -674,10 +781,12 @@ class Mix(Optimizer):
         **options: Any,
     ) -> None:
         super().__init__(count, **options)
-        if min(return_weight, volatility_weight, drawdown_weight) < 0:
-            raise ValueError("the objective weights must be non-negative")
-        self.weights_of = (return_weight, volatility_weight, drawdown_weight)
-        self.lookback = lookback
+        self.weights_of = (
+            checked("return_weight", return_weight),
+            checked("volatility_weight", volatility_weight),
+            checked("drawdown_weight", drawdown_weight),
+        )
+        self.lookback = int(checked("lookback", lookback))
 
     def _structure(self, returns: Floats) -> tuple[Any, ...]:
         return (min(self.lookback, returns.shape[0]),)
@@ -705,6 +814,26 @@ class Mix(Optimizer):
 
     def _weights(self, built: _Built) -> Floats:
         return np.asarray(built.handles["w"].value, dtype=np.float64)
+
+    def _direct(
+        self, returns: Floats, est: Estimate, pairs: tuple[Pair, ...], current: Floats
+    ) -> Floats | str | None:
+        lam_r, lam_v, lam_d = self.weights_of
+        window = returns[-self.lookback :]
+        curve = np.vstack([np.zeros((1, self.count)), np.cumsum(window, axis=0)])
+        return constrained.mix(
+            self.periods_per_year * est.covariance,
+            lam_r * self.periods_per_year * est.mean,
+            lam_v,
+            lam_d,
+            curve,
+            self.bounds.low,
+            self.bounds.high,
+            self._rows(pairs),
+            current,
+            self.constraints.turnover,
+            self._warm_of(),
+        )
 
     def objective(self, weights: Floats, returns: Floats, est: Estimate) -> float:
         lam_r, lam_v, lam_d = self.weights_of

@@ -15,6 +15,8 @@
   nothing new, retries every few seconds (`HOLD_RETRY_SECONDS`) and goes on when the dependency is
   back, however long that takes while the stream keeps the messages; `waiting` (and so ``/readyz``)
   names the consumers holding.
+- A consumer asked to stop (its service shutting down) stops: it holds nothing for an outage then, and a
+  failure on the way is not the message's. What it had not acknowledged is redelivered after the ack wait.
 """
 
 from __future__ import annotations
@@ -282,6 +284,15 @@ async def _working_on(held: Callable[[], Iterable[Msg]]) -> AsyncIterator[None]:
         task.cancel()
 
 
+def _stopping() -> bool:
+    """Whether the running task was asked to stop (cancelled), even when the cancellation did not reach
+    it: on Python 3.11, `asyncio.wait_for` (under every nats-py request, such as a JetStream publish's
+    acknowledgement) returns a result that arrives together with the cancellation, and drops the
+    cancellation. The request to stop is still counted (`Task.cancelling`)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 _WAITING: weakref.WeakKeyDictionary[NatsBroker, dict[str, str]] = weakref.WeakKeyDictionary()
 
 
@@ -301,6 +312,8 @@ async def _through_outages(broker: NatsBroker, durable: str, attempt: Callable[[
                 await attempt()
                 return
             except Exception as exc:
+                if _stopping():  # shutting down: nothing to wait for (the messages come back later)
+                    raise asyncio.CancelledError from exc
                 if not outage.is_outage(exc):
                     raise
                 reason = f"{type(exc).__name__}: {exc}"
@@ -474,7 +487,9 @@ def _subscribe(
         try:
             async with _working_on(lambda: (raw,)):
                 await consumer.outlasting(functools.partial(handler, event))
-        except Exception as exc:  # noqa: BLE001 - a failure on the message is retried, then dead-lettered
+        except Exception as exc:  # a failure on the message is retried, then dead-lettered
+            if _stopping():  # not the message's: it comes back after the ack wait
+                raise asyncio.CancelledError from exc
             await consumer.retry_or_give_up(raw, f"{type(exc).__name__}: {exc}")
             return
         await message.ack()
@@ -601,10 +616,11 @@ class BatchConsumer(Generic[E]):
             self._subscription = None
 
     async def _run(self) -> None:
-        while True:
+        # Until `stop` cancels it, whether or not the cancellation reaches an await (`_stopping`).
+        while not _stopping():
             await self._arrived.wait()
             self._arrived.clear()
-            while self._buffer:
+            while self._buffer and not _stopping():
                 batch = self._buffer[: self.batch_size]
                 del self._buffer[: self.batch_size]
                 try:
@@ -640,7 +656,9 @@ class BatchConsumer(Generic[E]):
         messages that fail alone: only those are retried with backoff (then dead-lettered)."""
         try:
             await self._consumer.outlasting(functools.partial(self.handler, [event for _, event in part]))
-        except Exception as exc:  # noqa: BLE001 - a failure on the content of one of the messages
+        except Exception as exc:  # a failure on the content of one of the messages
+            if _stopping():  # not the messages': they come back after the ack wait
+                raise asyncio.CancelledError from exc
             if len(part) == 1:
                 await self._consumer.retry_or_give_up(part[0][0], f"{type(exc).__name__}: {exc}")
                 return

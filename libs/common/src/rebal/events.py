@@ -439,8 +439,9 @@ RunStatus = Literal[
 
 
 class RunFinished(Event):
-    """How a run ended, with every order's outcome; `skipped` and `reasons` include the orders the plan
-    itself skipped (below a minimum, no market), each with its reason."""
+    """How a run ended, with every order's outcome; `skipped` counts the orders the plan itself skipped
+    (below a minimum, no market) too. Those are listed, each with its reason, in the plan
+    (`RebalancePlanned.skipped`); `reasons` are the executor's own."""
 
     topic = subjects.RUN_FINISHED
     type: Literal["RunFinished"] = "RunFinished"

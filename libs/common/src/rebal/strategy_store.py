@@ -14,11 +14,12 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import asyncpg
+import orjson
 from asyncpg.pool import PoolConnectionProxy
 from numpy.typing import ArrayLike
 
@@ -85,6 +86,11 @@ class StrategyStats:
     sharpe: float | None
     sortino: float | None
     last_timestamp: datetime | None
+    # The frequency the figures were annualised at ('daily', 'weekly', 'monthly', 'intraday (every 1
+    # hour)'; 'unknown' when the dates name none) and why an annualised figure is None, by its name.
+    frequency: str = "unknown"
+    periods_per_year: float | None = None
+    not_annualised: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -121,7 +127,8 @@ def _float(value: float | None) -> float | None:
 
 STATS = (
     "SELECT portfolio_id, strategy_id, window_label, computed_at, observations, cumulative_return,"
-    " annualised_return, volatility, max_drawdown, sharpe, sortino, last_timestamp"
+    " annualised_return, volatility, max_drawdown, sharpe, sortino, last_timestamp, frequency,"
+    " periods_per_year, not_annualised"
     " FROM strategy_stats WHERE portfolio_id = $1 ORDER BY strategy_id, window_label"
 )
 
@@ -143,9 +150,19 @@ async def load_stats(pool: Connection, portfolio_id: str) -> list[StrategyStats]
             sharpe=_float(row["sharpe"]),
             sortino=_float(row["sortino"]),
             last_timestamp=row["last_timestamp"],
+            frequency=row["frequency"],
+            periods_per_year=_float(row["periods_per_year"]),
+            not_annualised=_reasons(row["not_annualised"]),
         )
         for row in rows
     ]
+
+
+def _reasons(raw: str | None) -> dict[str, str]:
+    """The `not_annualised` column ({"volatility": "needs ≥ 30 periods (has 4)"}), statistic names as the
+    rows name them (`annualised_volatility` is the row's `volatility`)."""
+    loaded = orjson.loads(raw) if raw else {}
+    return {("volatility" if k == "annualised_volatility" else str(k)): str(v) for k, v in loaded.items()}
 
 
 CORRELATIONS = (

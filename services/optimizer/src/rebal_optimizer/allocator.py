@@ -32,6 +32,7 @@ from rebal import bus
 from rebal.core.contracts import MAX_LEVERAGE
 from rebal.core.errors import InputError
 from rebal.core.market import Prices
+from rebal.core.performance import Irregular, frequency_of
 from rebal.core.reconcile_positions import ManagerConfig, parse_portfolio_config, target_positions
 from rebal.core.strategy_targets import (
     TreeShapeError,
@@ -52,7 +53,7 @@ from rebal.events import (
 from rebal.io import FileError, load, read_input
 from rebal_allocation.estimate import TooLarge
 from rebal_allocation.methods import make_optimizer
-from rebal_allocation.optimize import Infeasible, Optimizer, SolverFailed
+from rebal_allocation.optimize import BadData, Infeasible, Optimizer, SolverFailed
 from rebal_allocation.volatility import PortfolioConfig, target_volatility
 from rebal_optimizer.settings import AllocationSettings
 from rebal_optimizer.targets import target_event
@@ -234,13 +235,17 @@ class Allocator:
                 f"only {observations} common returns for {', '.join(names)}; "
                 f"{settings.min_observations} needed",
             )
+        frequency = frequency_of(data.timestamps)
+        if isinstance(frequency, Irregular):
+            return self._failed(trigger, f"the strategies' common dates: {frequency.reason}")
+        per_year = settings.periods_per_year or frequency.periods_per_year
         account = await self._account_value()
         if isinstance(account, str):
             return self._failed(trigger, account)
-        if self.optimizer is None or names != self.names:
+        if self.optimizer is None or names != self.names or self.optimizer.periods_per_year != per_year:
             try:
-                self.optimizer = make_optimizer(settings, names)
-            except ValueError as exc:  # constraints the method cannot take
+                self.optimizer = make_optimizer(settings, names, per_year)
+            except ValueError as exc:  # constraints the method cannot take, a parameter not finite
                 return self._failed(trigger, f"allocation settings: {exc}")
             if names != self.names:
                 self.names, self.weights = names, None  # the previous weights are of other strategies
@@ -249,6 +254,8 @@ class Allocator:
             result = await asyncio.to_thread(self.optimizer.solve, data.returns, current)
         except TooLarge as exc:
             return self._failed(trigger, f"cannot allocate: {exc}")
+        if isinstance(result, BadData):
+            return self._failed(trigger, f"bad data: {result.describe(names)}")
         if isinstance(result, Infeasible | SolverFailed):
             kind = "infeasible" if isinstance(result, Infeasible) else "solver failed"
             return self._failed(trigger, f"{kind}: {result.reason}")
@@ -258,8 +265,8 @@ class Allocator:
             data.returns,
             float(account),
             settings.target_volatility,
-            settings.max_leverage,
-            settings.periods_per_year,
+            math.inf if settings.max_leverage is None else settings.max_leverage,
+            per_year,
         )
         try:
             tree, targets, notes = await self._tree(base, nodes, config, account)

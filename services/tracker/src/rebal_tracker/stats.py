@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 import numpy as np
+import orjson
 
 from rebal import strategy_store
 from rebal.core.strategy_stats import (
@@ -44,9 +45,11 @@ SERIES = (
 )
 STATS_INSERT = (
     "INSERT INTO strategy_stats (portfolio_id, strategy_id, window_label, computed_at, observations,"
-    " cumulative_return, annualised_return, volatility, max_drawdown, sharpe, sortino, last_timestamp)"
+    " cumulative_return, annualised_return, volatility, max_drawdown, sharpe, sortino, last_timestamp,"
+    " frequency, periods_per_year, not_annualised)"
     " SELECT $1, * FROM unnest($2::text[], $3::text[], $4::timestamptz[], $5::int[], $6::float8[],"
-    " $7::float8[], $8::float8[], $9::float8[], $10::float8[], $11::float8[], $12::timestamptz[])"
+    " $7::float8[], $8::float8[], $9::float8[], $10::float8[], $11::float8[], $12::timestamptz[],"
+    " $13::text[], $14::float8[], $15::jsonb[])"
 )
 CORRELATIONS_INSERT = (
     "INSERT INTO strategy_correlations (portfolio_id, window_label, strategy_a, strategy_b, correlation,"
@@ -104,6 +107,9 @@ class StatsStore:
                 [_nullable(s.performance.sharpe) for s in stats],
                 [_nullable(s.performance.sortino) for s in stats],
                 [_stamp(s.last_timestamp) for s in stats],
+                [s.performance.frequency for s in stats],
+                [_nullable(s.performance.periods_per_year) for s in stats],
+                [orjson.dumps(dict(s.performance.not_annualised)).decode() for s in stats],
             )
             await connection.execute(
                 CORRELATIONS_INSERT,

@@ -3,8 +3,9 @@
 Each strategy's series is its period returns with their timestamps (seconds since the epoch). Windows:
 ``inception`` (every return) and ``<N>d``: the returns less than N days older than the strategy's latest
 return (for a correlation: than the latest return of either strategy of the pair). Annualisation uses the
-periods per year implied by the strategy's own median spacing (a bot reporting daily gets 365.25, one
-reporting every second gets its own), or 365 with fewer than two returns. A pair's correlation uses the
+frequency of the strategy's own dates (`rebal.core.performance.frequency_of`: a bot reporting daily gets
+365.25 periods a year, hourly 8766); a window too short to annualise, or dates too irregular to name a
+frequency, give no annualised figure and say why (`Performance.not_annualised`). A pair's correlation uses the
 timestamps both strategies reported (`rebal.core.performance.correlation`, so a constant series is 0).
 """
 
@@ -17,11 +18,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from rebal.core.performance import (
-    DEFAULT_PERIODS_PER_YEAR,
     Performance,
     correlation,
-    performance,
-    periods_per_year_from,
+    frequency_of,
+    performance_in,
 )
 
 Floats = NDArray[np.float64]
@@ -57,12 +57,6 @@ def window_label(days: int | None) -> str:
     return INCEPTION if days is None else f"{days}d"
 
 
-def _periods_per_year(timestamps: Floats) -> float:
-    if timestamps.shape[0] < 2:
-        return DEFAULT_PERIODS_PER_YEAR
-    return periods_per_year_from(timestamps)
-
-
 def _cut(series: Series, days: int | None, end: float | None = None) -> tuple[Floats, Floats]:
     if days is None or series.timestamps.shape[0] == 0:
         return series.timestamps, series.returns
@@ -75,13 +69,10 @@ def strategy_stats(series: Sequence[Series], windows: Sequence[int]) -> list[Win
     """Since inception and over each rolling window of `windows` days, per strategy (sorted by id)."""
     out = []
     for one in sorted(series, key=lambda s: s.strategy_id):
-        per_year = _periods_per_year(one.timestamps)
+        found = frequency_of(one.timestamps)
         for days in (None, *windows):
             stamps, returns = _cut(one, days)
-            # A very fine period (a return every second) can annualise past the float range: the
-            # statistic is then infinite, reported as undefined rather than warned about.
-            with np.errstate(over="ignore", invalid="ignore"):
-                stats = performance(returns, per_year)
+            stats = performance_in(found, returns)
             out.append(
                 WindowStats(
                     strategy_id=one.strategy_id,

@@ -24,10 +24,13 @@ from rebal.events import PlannedOrder, RebalancePlanned
 from rebal_executor.execution import guards
 from rebal_executor.execution.legs import place, skip
 from rebal_executor.execution.outcomes import BuyPlan, Stop, market_of, spend_group
-from rebal_executor.execution.ports import Context, RunRecord
+from rebal_executor.execution.ports import Context, OrderRecord, RunRecord
 from rebal_executor.execution.release import release
 
 log = logging.getLogger("rebal.executor")
+
+# The stages in which the venue has the order and holds what it spends (no longer in its free balance).
+VENUE_HOLDS: frozenset[str] = frozenset({"accepted", "partially_filled"})
 
 
 async def buys(ctx: Context, record: RunRecord) -> Stop | None:
@@ -98,24 +101,38 @@ async def size(ctx: Context, record: RunRecord, legs: Sequence[tuple[int, Planne
     markets = await venue.markets()
     fixed: dict[int, Decimal] = {}
     pending: list[tuple[int, PlannedOrder]] = []
+    written: list[OrderRecord] = []
     for leg, order in legs:
         # Already written (a resumed run) or on no known market: placed as it is, not resized.
         known = await ctx.journal.latest_order(plan.event_id, leg)
         if known is not None or order.symbol not in markets:
             fixed[leg] = known.amount if known is not None else order.amount
+            if known is not None and order.symbol in markets:
+                written.append(known)
         else:
             pending.append((leg, order))
     if not pending:
         return BuyPlan(fixed, {})
-    prices = await venue.prices(sorted({order.symbol for _, order in pending}))
+    prices = await venue.prices(sorted({order.symbol for _, order in pending} | {o.symbol for o in written}))
     requests = [
         BuyRequest(leg, order.amount, prices[order.symbol], market_of(markets[order.symbol]))
         for leg, order in pending
     ]
     buffer = ctx.settings.execution.price_buffer
     needed = sum((request.cost(request.amount, buffer) for request in requests), Decimal(0))
-    free = (await venue.balances(account)).free.get(quote, Decimal(0))
+    # What the legs already written will still spend (a run resumed after a crash): theirs, not these
+    # buys'. Off the budget always; off the free balance too unless the venue already holds it for them.
+    owed = {
+        o.client_order_id: BuyRequest(o.leg, o.amount, prices[o.symbol], market_of(markets[o.symbol])).cost(
+            max(o.amount - o.filled, Decimal(0)), buffer
+        )
+        for o in written
+    }
+    unheld = sum((owed[o.client_order_id] for o in written if o.state not in VENUE_HOLDS), Decimal(0))
+    free = (await venue.balances(account)).free.get(quote, Decimal(0)) - unheld
     allowed = await _allowed(ctx, plan, exchange, account, quote)
+    if allowed is not None:
+        allowed -= sum(owed.values(), Decimal(0))
     if free < min(needed, allowed if allowed is not None else needed):
         # Our own resting orders may lock the quote these buys spend: released first.
         free, _ = await release(ctx, plan, pending[0][0], pending[0][1], quote, needed, free, venue)

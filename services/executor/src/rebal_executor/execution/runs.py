@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 
 from rebal import metrics, telemetry
 from rebal.core.execution import IllegalTransition, RunState
-from rebal.core.numbers import dec_str
 from rebal.events import (
     HaltTrading,
     RebalancePlanned,
@@ -175,10 +174,6 @@ class Executor(Context):
         if reason:
             await self.journal.note(plan.event_id, "end", reason)
         report = await self.journal.report(plan.event_id)
-        planned_skips = tuple(
-            f"skipped in the plan: {s.path} {s.symbol} {s.side} {dec_str(s.amount)}: {s.reason}"
-            for s in plan.skipped
-        )
         finished = plan.caused(
             RunFinished,
             now=ended,
@@ -187,9 +182,12 @@ class Executor(Context):
             status=status,
             placed=report.placed,
             filled=report.filled,
-            skipped=report.skipped + len(planned_skips),
+            # The plan's own skips are counted (a run is never "0 skipped" when its plan skipped legs);
+            # they are listed, leg by leg, in the plan (`RebalancePlanned.skipped`) wherever a run is shown
+            # with its plan: the reasons are the executor's own.
+            skipped=report.skipped + len(plan.skipped),
             failed=report.failed,
-            reasons=planned_skips + report.reasons,
+            reasons=report.reasons,
         )
         if await self.publisher.publish(finished):
             metrics.RUNS.labels(portfolio=plan.portfolio_id, status=status).inc()

@@ -203,17 +203,16 @@ def _stored_statistics(stats: strategy_store.StrategyStats) -> JsonDict:
         "sortino": stats.sortino,
         "max_drawdown": stats.max_drawdown,
         "last_timestamp": stats.last_timestamp.isoformat() if stats.last_timestamp else None,
+        "frequency": stats.frequency,
+        "periods_per_year": stats.periods_per_year,
+        "not_annualised": stats.not_annualised,
         "source": "strategy_stats",
         "computed_at": stats.computed_at.isoformat(),
     }
 
 
 def _statistics(name: str, stamps: list[float], values: list[float]) -> dict[str, Any]:
-    try:
-        periods = perf.periods_per_year_from(stamps) if len(stamps) > 1 else perf.DEFAULT_PERIODS_PER_YEAR
-    except ValueError:
-        periods = perf.DEFAULT_PERIODS_PER_YEAR
-    stats = perf.performance(values, periods)
+    stats = perf.performance_at(stamps, values)
     return {
         "strategy_id": name,
         "observations": stats.periods,
@@ -224,4 +223,10 @@ def _statistics(name: str, stamps: list[float], values: list[float]) -> dict[str
         "sortino": _finite(stats.sortino),
         "max_drawdown": _finite(stats.max_drawdown),
         "last_timestamp": datetime.fromtimestamp(stamps[-1], UTC).isoformat() if stamps else None,
+        "frequency": stats.frequency,
+        "periods_per_year": _finite(stats.periods_per_year),
+        "not_annualised": {
+            ("volatility" if name == "annualised_volatility" else name): why
+            for name, why in stats.not_annualised.items()
+        },
     }
