@@ -259,3 +259,79 @@ def test_tree_show_whole_and_per_owner() -> None:
 
     nobody = rebal("tree", "show", EXAMPLES / "real.json", "--owner", "ghost")
     assert nobody.returncode == 2 and "ghost" in nobody.stderr
+
+
+# -- futures accounts: the position orders (docs/futures.md) ----------------------------------------------
+
+FUTURES = [
+    "plan",
+    *("--real", EXAMPLES / "futures" / "real.json", "--target", EXAMPLES / "futures" / "target.json"),
+    *("--prices", EXAMPLES / "demo" / "prices.json"),
+]
+
+
+def test_a_futures_account_is_planned_with_its_contracts() -> None:
+    """5240 USDT long BTC at 3x on a 10,000 USDT account, BTC marked at the prices file's 60000: one opening
+    order of 0.087 after the symbol's settings (it showed no order at all before --contracts)."""
+    done = rebal(*FUTURES, "--contracts", EXAMPLES / "demo" / "contracts.json", "--json")
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    assert (plan["orders"], plan["skipped"]) == ([], [])
+    assert plan["position_orders"] == [
+        {
+            "account": "demo/paper/futures",
+            "exchange": "paper",
+            "symbol": "BTC/USDT:USDT",
+            "side": "buy",
+            "amount": "0.087",
+            "reduce_only": False,
+            "est_price": "60000",
+            "est_notional": "5220",
+            "est_fee": "2.61",
+            "phase": 2,
+        }
+    ]
+    assert plan["position_settings"] == [
+        {
+            "account": "demo/paper/futures",
+            "exchange": "paper",
+            "symbol": "BTC/USDT:USDT",
+            "leverage": 3,
+            "margin_mode": "cross",
+        }
+    ]
+    shown = rebal(*FUTURES, "--contracts", EXAMPLES / "demo" / "contracts.json")
+    assert shown.returncode == 0, shown.stderr
+    assert "Position orders (1)" in shown.stdout and "Position settings (1)" in shown.stdout
+
+
+def test_a_position_without_its_contract_is_a_skip_not_silence() -> None:
+    done = rebal(*FUTURES, "--json")
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    assert plan["position_orders"] == []
+    assert plan["skipped"] == [
+        {
+            "path": "demo/paper/futures",
+            "symbol": "BTC/USDT:USDT",
+            "side": "buy",
+            "amount": "0",
+            "reason": "no_contract",
+        }
+    ]
+
+
+def test_a_spot_plan_keeps_the_documented_keys() -> None:
+    done = rebal(*plan_args(), "--contracts", EXAMPLES / "demo" / "contracts.json", "--json")
+    assert done.returncode == 0, done.stderr
+    assert sorted(json.loads(done.stdout)) == ["diff", "orders", "skipped", "transfers"]
+
+
+def test_a_bad_contracts_file_is_named(tmp_path: Path) -> None:
+    bad = tmp_path / "contracts.json"
+    bad.write_text('{"paper": {"BTC/USD:BTC": {"amount_step": "1"}}}')
+    done = rebal(*FUTURES, "--contracts", bad)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"error: {bad}: paper.BTC/USD:BTC: a contract must be a linear perpetual named BASE/QUOTE:QUOTE"
+    ]

@@ -192,3 +192,34 @@ def test_text_from_a_venue_or_a_file_is_shown_as_written_not_as_markup() -> None
     assert shown(lambda out: out.print(line)).strip() == (
         "error: 1 placed, 0 filled, 0 skipped, 0 failed (venue said [red]no[/red])"
     )
+
+
+def test_a_plan_on_the_bus_shows_its_position_orders() -> None:
+    """A futures account's plan (`rebal rebalance`, `rebal plan --portfolio`) counted and shown with its
+    position orders and settings: it read "0 orders" with nothing else before."""
+    order = {
+        "account": "demo/paper/futures",
+        "exchange": "paper",
+        "symbol": "BTC/USDT:USDT",
+        "side": "sell",
+        "amount": "0.087",
+        "reduce_only": True,
+        "est_price": "60000",
+        "est_notional": "5220",
+        "est_fee": "2.61",
+        "phase": 1,
+    }
+    setting = {"account": "demo/paper/futures", "exchange": "paper", "symbol": "BTC/USDT:USDT"}
+    plan = {
+        "orders": [],
+        "skipped": [],
+        "position_orders": [order],
+        "position_settings": [{**setting, "leverage": 3, "margin_mode": None}],
+    }
+    assert render.plan_counts(plan) == "0 orders, 1 position orders, 0 skipped, 0 transfers"
+    out = Console(width=160, record=True)
+    render.print_plan(plan, out=out)
+    text = out.export_text()
+    assert "Position orders (1)" in text and "Position settings (1)" in text
+    assert money_text("5220", "USDT") in text
+    assert "3x" in text

@@ -1,5 +1,7 @@
-"""A fake Binance spot exchange over HTTP, for ccxt clients in tests (`FakeBook` state, `serving`)."""
+"""A fake Binance spot exchange over HTTP, for ccxt clients in tests (`FakeBook` state, `serving`), with
+its USDⓈ-M futures (`FakeFutures`) when given."""
 
+from tests.fake_exchange.futures import FakeContract, FakeFutures, FuturesFaults
 from tests.fake_exchange.server import serving
 from tests.fake_exchange.state import (
     FakeBook,
@@ -13,9 +15,12 @@ from tests.fake_exchange.state import (
 
 __all__ = [
     "FakeBook",
+    "FakeContract",
+    "FakeFutures",
     "FakeMarket",
     "FakeNetwork",
     "Faults",
+    "FuturesFaults",
     "OrderLimit",
     "RateLimit",
     "RequestKind",

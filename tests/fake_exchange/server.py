@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fake_exchange.futures import FakeFutures, add_routes
 from tests.fake_exchange.state import (
     FakeBook,
     Order,
@@ -380,8 +381,10 @@ async def deposit_history(book: FakeBook, params: dict[str, str], api_key: str) 
     ]
 
 
-def application(book: FakeBook) -> web.Application:
+def application(book: FakeBook, futures: FakeFutures | None = None) -> web.Application:
     app = web.Application()
+    if futures is not None:
+        add_routes(app, futures)
     app[BOOK] = book
     app.router.add_get("/api/v3/ping", ping)
     app.router.add_get("/api/v3/time", server_time)
@@ -404,9 +407,10 @@ def application(book: FakeBook) -> web.Application:
 
 
 @asynccontextmanager
-async def serving(book: FakeBook) -> AsyncIterator[str]:
-    """The fake exchange on 127.0.0.1 and a free port, while the block runs; yields its origin."""
-    runner = web.AppRunner(application(book), handle_signals=False)
+async def serving(book: FakeBook, futures: FakeFutures | None = None) -> AsyncIterator[str]:
+    """The fake exchange on 127.0.0.1 and a free port, while the block runs (with its USDⓈ-M futures
+    under ``/fapi`` when given); yields its origin."""
+    runner = web.AppRunner(application(book, futures), handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

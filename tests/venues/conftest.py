@@ -12,7 +12,10 @@ import pytest
 from rebal_devstack.postgres import create_database, drop_database
 from tests.paper_support import migrated_pool
 
-PAPER_TABLES = "paper.fills, paper.orders, paper.balances, paper.transfers"
+PAPER_TABLES = (
+    "paper.fills, paper.orders, paper.balances, paper.transfers, paper.positions, paper.symbol_settings,"
+    " paper.funding, paper.liquidations"
+)
 
 
 @pytest.fixture(scope="session")

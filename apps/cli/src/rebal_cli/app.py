@@ -10,19 +10,22 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from decimal import Decimal
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from rebal import batch
 from rebal.core import partial
+from rebal.core.contracts import Contracts
 from rebal.core.diff import diff_trees
 from rebal.core.errors import InputError
 from rebal.core.market import Markets, Prices
 from rebal.core.numbers import RANGE, in_range, parse_decimal
 from rebal.core.plan import plan_rebalance
-from rebal.events import PlanFailed
+from rebal.core.position_plan import PositionPlan, plan_positions
+from rebal.events import PlanFailed, PlannedPositionOrder, PlannedPositionSetting, SkippedOrder
 from rebal.io import FileError, load, load_tree
 from rebal.render import plan_json, tree_json, write_plan_json
 from rebal_cli import funds as cli_funds
@@ -78,6 +81,10 @@ def plan(
     markets: Annotated[
         Path | None, typer.Option("--markets", help="Markets per exchange: steps, minimums, fees.")
     ] = None,
+    contracts: Annotated[
+        Path | None,
+        typer.Option("--contracts", help="Perpetual contracts per exchange, for futures accounts."),
+    ] = None,
     band: Annotated[
         float, typer.Option("--band", help="Relative drift band: smaller differences hold.")
     ] = 0.0,
@@ -113,6 +120,7 @@ def plan(
                 ("--target", target),
                 ("--prices", prices),
                 ("--markets", markets),
+                ("--contracts", contracts),
                 ("--invest", invest),
                 ("--withdraw", withdraw),
                 ("--buy-only", buy_only or None),
@@ -135,6 +143,7 @@ def plan(
     try:
         price_table = load(prices, Prices.parse)
         market_table = load(markets, Markets.parse) if markets is not None else Markets()
+        contract_table = load(contracts, Contracts.parse) if contracts is not None else Contracts()
         real_tree = load_tree(real, "real")
         target_tree = load_tree(target, "target")
     except FileError as exc:
@@ -144,14 +153,37 @@ def plan(
             real_tree, target_tree, price_table, band=band, invest=invest_value, withdraw=withdraw_value
         )
         result = plan_rebalance(partial.buy_only(diff) if buy_only else diff, market_table)
+        positions = plan_positions(diff.tree, contract_table.marked(price_table), Decimal(repr(band)))
     except InputError as exc:
         files = {"real": real, "target": target, "prices": prices}
         source = files.get(exc.source)
         fail(f"{source}: {exc}" if source is not None else str(exc))
+    if positions == PositionPlan():  # no futures account wants positions: the documented JSON, streamed
+        if as_json:
+            write_plan_json(result, sys.stdout.buffer, pretty=sys.stdout.isatty())
+        else:
+            render.print_plan(plan_json(result))
+        return
+    document = with_positions(plan_json(result), positions)
     if as_json:
-        write_plan_json(result, sys.stdout.buffer, pretty=sys.stdout.isatty())
+        write_json(document)
     else:
-        render.print_plan(plan_json(result))
+        render.print_plan(document)
+
+
+def with_positions(document: dict[str, Any], positions: PositionPlan) -> dict[str, Any]:
+    """The plan's JSON with its futures accounts' part, as a plan on the bus carries it: the
+    `position_orders` and `position_settings`, their skips among the others."""
+
+    def dumped(models: tuple[Any, ...]) -> list[dict[str, Any]]:
+        return [model.model_dump(mode="json") for model in models]
+
+    return {
+        **document,
+        "skipped": [*document["skipped"], *dumped(SkippedOrder.trusted(positions.skips))],
+        "position_orders": dumped(PlannedPositionOrder.trusted(positions.orders)),
+        "position_settings": dumped(PlannedPositionSetting.trusted(positions.settings)),
+    }
 
 
 @tree_app.command("show")

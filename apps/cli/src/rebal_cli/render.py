@@ -46,10 +46,13 @@ def console(stderr: bool = False) -> Console:
 
 
 def plan_counts(plan: Mapping[str, Any]) -> str:
-    """ "3 orders, 1 skipped, 0 transfers": the plan's size, for a header line."""
+    """ "3 orders, 1 skipped, 0 transfers": the plan's size, for a header line (with its position orders
+    when it has any)."""
+    positions = len(plan.get("position_orders") or ())
     return (
-        f"{len(plan['orders'])} orders, {len(plan['skipped'])} skipped, "
-        f"{len(plan.get('transfers') or ())} transfers"
+        f"{len(plan['orders'])} orders, "
+        + (f"{positions} position orders, " if positions else "")
+        + f"{len(plan['skipped'])} skipped, {len(plan.get('transfers') or ())} transfers"
     )
 
 
@@ -113,6 +116,10 @@ def plan_sections(plan: Mapping[str, Any], width: int = WIDE_COLUMNS) -> list[Re
     sections.extend(_orders(plan["orders"], width))
     if plan.get("transfers"):
         sections.append(_transfers(plan["transfers"], quote))
+    if plan.get("position_orders") or plan.get("position_settings"):
+        sections.append(_position_orders(plan.get("position_orders") or ()))
+    if plan.get("position_settings"):
+        sections.append(_position_settings(plan["position_settings"]))
     if plan["skipped"]:
         sections.append(_skipped(plan["skipped"]))
     if plan.get("projected_weights"):
@@ -160,6 +167,46 @@ def _orders(orders: Sequence[Mapping[str, Any]], width: int) -> list[Table]:
             table.add_row(*_order_cells(order, names))
         tables.append(table)
     return tables
+
+
+def _position_orders(orders: Sequence[Mapping[str, Any]]) -> Table:
+    """The futures accounts' orders: reduce-only ones (phase 1) before the ones that open or increase."""
+    money = ("amount", "est. price", "est. notional", "est. fee")
+    names = ("phase", "account", "symbol", "side", "reduce-only")
+    table = _table(f"Position orders ({len(orders)})", (*names, *money), right=("phase", *money))
+    for order in orders:
+        quote = _perpetual_quote(order["symbol"])
+        table.add_row(
+            str(order["phase"]),
+            escape(order["account"]),
+            escape(order["symbol"]),
+            _side(order["side"]),
+            "yes" if order["reduce_only"] else "no",
+            number(order["amount"]),
+            price_text(str(order["est_price"]), quote),
+            money_text(str(order["est_notional"]), quote),
+            money_text(str(order["est_fee"]), quote),
+        )
+    return table
+
+
+def _position_settings(settings: Sequence[Mapping[str, Any]]) -> Table:
+    """What is set on each symbol before its opening order (blank: left as it is)."""
+    table = _table(f"Position settings ({len(settings)})", ("account", "symbol", "leverage", "margin mode"))
+    for setting in settings:
+        leverage, mode = setting.get("leverage"), setting.get("margin_mode")
+        table.add_row(
+            escape(setting["account"]),
+            escape(setting["symbol"]),
+            "" if leverage is None else f"{leverage}x",
+            "" if mode is None else str(mode),
+        )
+    return table
+
+
+def _perpetual_quote(symbol: str) -> str | None:
+    """``BTC/USDT:USDT`` -> USDT (a perpetual's quote, which it settles in)."""
+    return _quote(symbol.partition(":")[0])
 
 
 def _order_cells(order: Mapping[str, Any], names: Sequence[str]) -> list[str]:

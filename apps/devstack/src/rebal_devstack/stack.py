@@ -207,6 +207,7 @@ def demo_settings(root: Path) -> dict[str, dict[str, str]]:
     paper = {
         "REBAL__PAPER__MARKETS_FILE": str(demo / "markets.json"),
         "REBAL__PAPER__PRICES_FILE": str(demo / "prices.json"),
+        "REBAL__PAPER__CONTRACTS_FILE": str(demo / "contracts.json"),
     }
     return {
         "tracker": {

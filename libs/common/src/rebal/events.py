@@ -223,13 +223,16 @@ class RunOptimization(Event):
 
 
 class BalanceSnapshotTaken(Event):
-    """The real tree as the venues report it, with the prices and markets used to value it."""
+    """The real tree as the venues report it, with the prices and markets used to value it; `contracts`
+    the perpetual contracts of the venues of its futures accounts (`rebal.core.contracts`), with their
+    mark prices."""
 
     topic = subjects.BALANCE_SNAPSHOT_TAKEN
     type: Literal["BalanceSnapshotTaken"] = "BalanceSnapshotTaken"
     tree: Document
     prices: Document
     markets: Document | None = None
+    contracts: Document | None = None
 
 
 class Optimization(Frozen):
@@ -295,6 +298,32 @@ class PlannedTransfer(Frozen):
     est_value: Number
 
 
+class PlannedPositionOrder(Frozen):
+    """An order on a futures account's perpetual (`rebal.core.position_plan`): `reduce_only` ones (phase 1)
+    only reduce or close a position; the others (phase 2) open or increase one."""
+
+    account: Text
+    exchange: Text
+    symbol: Text
+    side: Side
+    amount: Number
+    reduce_only: bool
+    est_price: Number
+    est_notional: Number
+    est_fee: Number
+    phase: int
+
+
+class PlannedPositionSetting(Frozen):
+    """What the executor sets on a symbol before its opening order (None: left as it is)."""
+
+    account: Text
+    exchange: Text
+    symbol: Text
+    leverage: int | None
+    margin_mode: Literal["cross", "isolated"] | None
+
+
 class SkippedOrder(Frozen):
     path: Text
     symbol: Text
@@ -327,6 +356,8 @@ class PlannedBudget(Frozen):
 class RebalancePlanned(Event):
     """An order plan. A dry-run plan is shown, never executed. `correlation_id` is the run.
     `projected_weights` are the shown nodes' weights before and after (none for a fund's phase).
+    `position_orders` and `position_settings` are the futures accounts' part (their skips are in
+    `skipped`, the account's path as theirs).
 
     What it was made from: the snapshot (`snapshot_id`, taken at `snapshot_taken_at`) and the target
     (`target_id`, its version). The executor refuses a plan whose snapshot is not newer than the end of the
@@ -346,6 +377,8 @@ class RebalancePlanned(Event):
     projected_weights: tuple[ProjectedWeight, ...] = ()
     snapshot_taken_at: AwareDatetime | None = None
     budgets: tuple[PlannedBudget, ...] = ()
+    position_orders: tuple[PlannedPositionOrder, ...] = ()
+    position_settings: tuple[PlannedPositionSetting, ...] = ()
 
 
 class TriggerBreach(Frozen):

@@ -187,6 +187,7 @@ class TreeNode(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     keep_unlisted: bool = False
     quote: str | UnsetType = UNSET
     exchange: str | UnsetType = UNSET
+    positions: list[Any] | UnsetType = UNSET
 
 
 _TREE_NODES = msgspec.json.Decoder(TreeNode)

@@ -37,6 +37,7 @@ from ccxt.base import errors as ccxt_errors
 from ccxt.base.decimal_to_precision import DECIMAL_PLACES, SIGNIFICANT_DIGITS, TICK_SIZE
 
 from rebal import metrics
+from rebal.futures import REDUCE_ONLY_REJECTED
 from rebal.venue import (
     BELOW_MIN_AMOUNT,
     BELOW_MIN_COST,
@@ -128,6 +129,16 @@ class ExchangeProfile:
     # The venue's order-count limits per account: new orders per 10 seconds and per day (None: none known).
     orders_per_10s: int | None = None
     orders_per_day: int | None = None
+    # A refusal's port reason by the ccxt exception class (one `exact_errors` names): a class listed here
+    # is not an `invalid_order` but this reason.
+    rejection_reasons: Mapping[type[ccxt_errors.BaseError], str] = field(default_factory=dict)
+    # A derivatives exchange: its accounts are perpetual futures accounts (`rebal_venues.ccxt_futures`).
+    futures: bool = False
+
+
+class ReduceOnlyRejected(ccxt_errors.InvalidOrder):  # type: ignore[misc]  # ccxt is untyped
+    """A reduce-only order that would not reduce the position (Binance -2022 "ReduceOnly Order is
+    rejected."), registered with ccxt's error table by the futures profile."""
 
 
 PROFILES: Mapping[str, ExchangeProfile] = {
@@ -151,6 +162,24 @@ PROFILES: Mapping[str, ExchangeProfile] = {
         # Binance's ORDERS rate limits (exchangeInfo `rateLimits`): 50 per 10 SECOND, 160,000 per DAY.
         orders_per_10s=50,
         orders_per_day=160_000,
+    ),
+    # Binance USDⓈ-M futures (its own ccxt class, the /fapi API): one-way mode, market orders answered ACK.
+    "binanceusdm": ExchangeProfile(
+        client_id_param="newClientOrderId",
+        lookup_param="origClientOrderId",
+        trades_order_param="orderId",
+        options={"fetchCurrencies": False, "warnOnFetchOpenOrdersWithoutSymbol": False},
+        # ccxt picks its USDⓈ-M error table by the request's host (fapi.binance.com); registered by
+        # Binance's documented message too, the classes hold on any host (a testnet, a proxy).
+        exact_errors={
+            "Duplicate order sent.": ccxt_errors.DuplicateOrderId,
+            "ReduceOnly Order is rejected.": ReduceOnlyRejected,
+            "Margin is insufficient.": ccxt_errors.InsufficientFunds,
+        },
+        rejection_reasons={ReduceOnlyRejected: REDUCE_ONLY_REJECTED},
+        # USDⓈ-M's ORDERS rate limit (exchangeInfo `rateLimits`): 300 per 10 SECOND (and 1,200 a minute).
+        orders_per_10s=300,
+        futures=True,
     ),
 }
 DEFAULT_PROFILE = ExchangeProfile()
@@ -322,9 +351,13 @@ class CcxtVenue:
             self._markets = {
                 symbol: market_info(market, mode)
                 for symbol, market in sorted(loaded.items())
-                if market.get("spot", True)
+                if self._trades(market)
             }
         return self._markets
+
+    def _trades(self, market: Mapping[str, Any]) -> bool:
+        """Whether this adapter trades a market ccxt lists: the spot markets."""
+        return bool(market.get("spot", True))
 
     async def reload_markets(self) -> Mapping[str, MarketInfo]:
         """The markets read again (a market may have stopped trading since)."""
@@ -366,12 +399,20 @@ class CcxtVenue:
         return False
 
     async def place_order(
-        self, account: str, client_order_id: str, symbol: str, side: Side, amount: Decimal
+        self,
+        account: str,
+        client_order_id: str,
+        symbol: str,
+        side: Side,
+        amount: Decimal,
+        *,
+        extra: Mapping[str, Any] | None = None,
     ) -> OrderState:
+        """A market order under our client id (`extra`: more of ccxt's order params, as ``reduceOnly``)."""
         self._check_account(account)
         size = await self._order_size(client_order_id, symbol, amount)
         self._symbols[client_order_id] = symbol
-        params = {self._profile.client_id_param: client_order_id}
+        params = {**(extra or {}), self._profile.client_id_param: client_order_id}
         what = f"create_order {client_order_id}"
         await self._order_rate()
         try:
@@ -419,6 +460,9 @@ class CcxtVenue:
         existing = await self._lookup(client_order_id, symbol)
         if existing is not None:
             return existing
+        for kind, reason in self._profile.rejection_reasons.items():
+            if isinstance(refusal, kind):
+                raise OrderRejected(client_order_id, reason) from refusal
         market = (await self.markets())[symbol]
         if market.min_cost > 0:
             try:
@@ -714,4 +758,10 @@ def open_ccxt_venue(settings: CcxtVenueSettings) -> CcxtVenue:
         settings.orders_per_10s if settings.orders_per_10s is not None else profile.orders_per_10s,
         settings.orders_per_day if settings.orders_per_day is not None else profile.orders_per_day,
     )
-    return CcxtVenue(settings.venue_name, settings.account, client, profile, backoff, order_rate=order_rate)
+    kind: type[CcxtVenue] = CcxtVenue
+    if profile.futures:
+        # Imported here: the derivatives adapter builds on this module.
+        from rebal_venues.ccxt_futures import CcxtFuturesVenue
+
+        kind = CcxtFuturesVenue
+    return kind(settings.venue_name, settings.account, client, profile, backoff, order_rate=order_rate)

@@ -31,6 +31,9 @@ import asyncpg
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from rebal.core.contracts import Contract
+from rebal.core.positions import MarginMode, Position
+from rebal.futures import FuturesVenue, Margin
 from rebal.settings import Configured, Section
 from rebal.venue import (
     AssetNetwork,
@@ -42,6 +45,7 @@ from rebal.venue import (
     Transfer,
     Venue,
     VenueAuthError,
+    VenueError,
 )
 from rebal_venues.ccxt_settings import CcxtVenueSettings
 from rebal_venues.settings import PaperSettings, open_paper_venues
@@ -192,6 +196,38 @@ class CcxtAccounts:
 
     async def deposit(self, account: str, asset: str, txid: str) -> Transfer | None:
         return await self.of(account).deposit(account, asset, txid)
+
+    # -- perpetual futures accounts (`rebal.futures`), where the venue is a derivatives exchange --------
+
+    def _futures(self, account: str | None = None) -> FuturesVenue:
+        venue = self._public if account is None else self.of(account)
+        if not isinstance(venue, FuturesVenue):
+            raise VenueError(f"{self._name} ({venue.client.id}) has no perpetual futures accounts")
+        return venue
+
+    async def contracts(self) -> Mapping[str, Contract]:
+        return await self._futures().contracts()
+
+    async def mark_prices(self, symbols: Sequence[str]) -> Mapping[str, Decimal]:
+        return await self._futures().mark_prices(symbols)
+
+    async def positions(self, account: str) -> Sequence[Position]:
+        return await self._futures(account).positions(account)
+
+    async def margin(self, account: str) -> Margin:
+        return await self._futures(account).margin(account)
+
+    async def set_leverage(self, account: str, symbol: str, leverage: int) -> None:
+        await self._futures(account).set_leverage(account, symbol, leverage)
+
+    async def set_margin_mode(self, account: str, symbol: str, mode: MarginMode) -> None:
+        await self._futures(account).set_margin_mode(account, symbol, mode)
+
+    async def place_position_order(
+        self, account: str, client_order_id: str, symbol: str, side: Side, amount: Decimal, reduce_only: bool
+    ) -> OrderState:
+        venue = self._futures(account)
+        return await venue.place_position_order(account, client_order_id, symbol, side, amount, reduce_only)
 
     async def close(self) -> None:
         for venue in self._by_account.values():

@@ -13,6 +13,7 @@ from pydantic import Field
 from rebal.io import load_document
 from rebal.settings import Section
 from rebal_venues.paper import Clock, PaperVenue, utc_now
+from rebal_venues.paper_futures import BASELINE_FUNDING_RATE, futures_of
 
 
 class PaperSettings(Section):
@@ -33,14 +34,29 @@ class PaperSettings(Section):
     order_visible_after_seconds: float = Field(default=1.0, ge=0)
     orders_per_10s: int | None = Field(default=50, gt=0)
     fee_in_received: bool = False
+    # Perpetual futures (`rebal_venues.paper_futures`): the contracts of each exchange (a contracts
+    # document, docs/formats.md; an exchange it does not list has no futures accounts), the funding rate
+    # paid every `funding_interval_hours` (Binance's baseline: 0.01% every 8 hours), and the clearance fee
+    # charged on the notional of a liquidated position.
+    contracts_file: Path | None = Path("examples/demo/contracts.json")
+    funding_rate: Decimal = Field(default=BASELINE_FUNDING_RATE, gt=-1, lt=1)
+    funding_interval_hours: float = Field(default=8.0, gt=0)
+    liquidation_fee_rate: Decimal = Field(default=Decimal("0.01"), ge=0, lt=1)
 
 
 def open_paper_venues(
     exchanges: Iterable[str], pool: asyncpg.Pool, settings: PaperSettings, clock: Clock = utc_now
 ) -> dict[str, PaperVenue]:
-    """One paper venue per exchange name, sharing the pool, the documents and the clock."""
+    """One paper venue per exchange name, sharing the pool, the documents and the clock; with perpetual
+    futures where the contracts document lists the exchange."""
     markets = load_document(settings.markets_file)
     prices = load_document(settings.prices_file)
+    contracts = load_document(settings.contracts_file) if settings.contracts_file is not None else None
+    rules = {
+        "funding_rate": settings.funding_rate,
+        "funding_interval": timedelta(hours=settings.funding_interval_hours),
+        "liquidation_fee_rate": settings.liquidation_fee_rate,
+    }
     movement = {
         "amplitude": settings.amplitude,
         "period_seconds": settings.period_seconds,
@@ -48,7 +64,7 @@ def open_paper_venues(
         "bucket_seconds": settings.bucket_seconds,
     }
     delay = timedelta(seconds=settings.transfer_delay_seconds)
-    return {
+    opened = {
         exchange: PaperVenue.from_documents(
             exchange,
             pool,
@@ -64,3 +80,4 @@ def open_paper_venues(
         )
         for exchange in sorted(set(exchanges))
     }
+    return {exchange: futures_of(venue, contracts, **rules) for exchange, venue in opened.items()}

@@ -63,6 +63,16 @@ class ExecutionSettings(Section):
         return self
 
 
+class FuturesLimits(Section):
+    """The pre-trade checks of futures accounts (`rebal_executor.execution.positions`): a plan is refused
+    when it would set a symbol's leverage above `max_leverage`, leave positions worth more than
+    `max_leverage` times the account's margin balance, or leave a position whose liquidation price is
+    nearer its mark price than `min_liquidation_distance` (a fraction of the mark: 0.1 is 10%)."""
+
+    max_leverage: Decimal = Field(default=Decimal(3), ge=1, le=125)
+    min_liquidation_distance: Decimal = Field(default=Decimal("0.1"), ge=0, lt=1)
+
+
 class ExecutorSettings(ServiceSettings):
     service: ClassVar[str] = "executor"
     # Off: plans are acked and ignored (an operator's stop switch).
@@ -74,4 +84,5 @@ class ExecutorSettings(ServiceSettings):
     # before the buys, which wait for the credit (venues that cannot move assets skip them).
     transfers: bool = False
     execution: ExecutionSettings = ExecutionSettings()
+    futures: FuturesLimits = FuturesLimits()
     paper: PaperSettings = PaperSettings()

@@ -29,13 +29,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from rebal import bus
+from rebal.core.contracts import MAX_LEVERAGE
 from rebal.core.errors import InputError
 from rebal.core.market import Prices
 from rebal.core.performance import Irregular, frequency_of
-from rebal.core.reconcile_positions import target_positions
+from rebal.core.reconcile_positions import ManagerConfig, parse_portfolio_config, target_positions
 from rebal.core.strategy_targets import (
     TreeShapeError,
     find_strategy_nodes,
+    futures_positions_tree,
     positions_tree,
     set_strategy_weights,
 )
@@ -48,7 +50,7 @@ from rebal.events import (
     TargetWeightsComputed,
     new_event,
 )
-from rebal.io import FileError, load
+from rebal.io import FileError, load, read_input
 from rebal_allocation.estimate import TooLarge
 from rebal_allocation.methods import make_optimizer
 from rebal_allocation.optimize import BadData, Infeasible, Optimizer, SolverFailed
@@ -122,6 +124,8 @@ class Allocator:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # The operators' tree when one is set (`rebal_optimizer.manual`): the base instead of `base_file`.
     manual_base: Callable[[], dict[str, Any] | None] = lambda: None
+    # The digest of the portfolio_config.json last traded (its allocation is re-read when it changes).
+    config_key: str | None = None
 
     async def run(self, trigger: Trigger) -> TargetWeightsComputed | OptimizationFailed:
         async with self.lock:
@@ -178,6 +182,18 @@ class Allocator:
         latest = await self.data.positions(self.portfolio)
         return latest if latest != self.positions else None
 
+    def config_changed(self) -> str | None:
+        """The digest of the manager's portfolio_config.json when it differs from the one last traded
+        (None: unchanged, unreadable, or none configured)."""
+        path = self.settings.portfolio_config
+        if path is None or self.config_key is None:
+            return None
+        try:
+            key = hashlib.sha256(read_input(path)).hexdigest()[:16]
+        except FileError:
+            return None  # the next solve reports it
+        return key if key != self.config_key else None
+
     def _event(self, why: Trigger, kind: type[Any], **fields: Any) -> Any:
         now = self.clock()
         if why.cause is not None:
@@ -201,6 +217,8 @@ class Allocator:
             return self._failed(trigger, f"base tree: {exc}")
         if not isinstance(base, dict):
             return self._failed(trigger, f"base tree: {self.base_file} must be a tree document")
+        if settings.portfolio_config is not None:
+            return await self._configured(trigger, base, settings.portfolio_config)
         reported = await self.data.strategies(self.portfolio)
         try:
             nodes = await self._nodes(base, reported)
@@ -280,6 +298,73 @@ class Allocator:
         )
         return event
 
+    async def _configured(
+        self, trigger: Trigger, base: dict[str, Any], path: Path
+    ) -> TargetWeightsComputed | OptimizationFailed:
+        """The manager's portfolio_config.json traded as written: its weights and leverage, on its
+        account_value (no solve; the returns are not read). Not before every strategy it weighs has
+        reported its positions: with leverage, trading on a part of them could open what the others
+        would cancel (a long strategy alone at 2.62x)."""
+        try:
+            key = hashlib.sha256(read_input(path)).hexdigest()[:16]
+            manager = load(path, parse_portfolio_config)
+        except FileError as exc:
+            return self._failed(trigger, f"portfolio_config: {exc}")
+        reported = await self.data.positions(self.portfolio)
+        silent = [name for name, weight in manager.weights.items() if weight > 0 and name not in reported]
+        if silent:
+            return self._failed(
+                trigger,
+                f"no positions reported yet by {', '.join(silent)}: no target until every strategy of "
+                "portfolio_config has reported its positions",
+            )
+        try:
+            nodes = await self._nodes(base, sorted(manager.weights))
+        except TreeShapeError as exc:
+            return self._failed(trigger, f"base tree: {exc}")
+        config = _as_config(manager)
+        try:
+            tree, targets, notes = await self._tree(base, nodes, config, manager.account_value)
+        except TreeShapeError as exc:
+            return self._failed(trigger, f"base tree: {exc}")
+        self.weights, self.config, self.config_key = dict(config.weights), config, key
+        held = await self._snapshot_value()
+        if held is not None and held < manager.account_value:
+            notes += (
+                f"the account is worth {held.quantize(LEVERAGE_QUANTUM).normalize()}, less than "
+                f"portfolio_config's account_value {manager.account_value}: positions are sized on the "
+                "account_value as written",
+            )
+        optimization = Optimization(
+            method="portfolio_config",
+            weights=dict(config.weights),
+            realised_volatility=None if manager.ann_volatility_pct is None else config.realised_volatility,
+            target_volatility=config.target_volatility,
+            leverage=config.leverage,
+            account_value=manager.account_value,
+            status="as written",
+            observations=0,
+            trigger=trigger.kind,
+            mode=self.settings.mode,
+            targets=targets,
+            notes=notes,
+        )
+        event: TargetWeightsComputed = self._event(
+            trigger,
+            TargetWeightsComputed,
+            tree=tree,
+            source=f"portfolio_config:{path.name}",
+            optimization=optimization,
+        )
+        return event
+
+    async def _snapshot_value(self) -> Decimal | None:
+        snapshot = await self.history.latest(BalanceSnapshotTaken, self.portfolio)
+        try:
+            return None if snapshot is None else snapshot_value(snapshot)
+        except InputError:
+            return None
+
     async def _nodes(self, base: dict[str, Any], reported: list[str]) -> dict[str, str]:
         """Strategy -> node path (weights mode) or -> "" (reconciler mode: strategies are not nodes)."""
         configured = self.settings.strategies
@@ -313,15 +398,35 @@ class Allocator:
             return set_strategy_weights(base, nodes, config.weights), None, ()
         positions = await self.data.positions(self.portfolio)
         self.positions = positions
+        futures = self.settings.futures_account
         reconciled = target_positions(
             account,
             Decimal(repr(config.leverage)).quantize(LEVERAGE_QUANTUM),
             {name: Decimal(repr(weight)) for name, weight in config.weights.items()},
             {name: held for name, held in positions.items() if name in config.weights},
+            derivatives=futures is not None,
         )
+        if futures is not None:
+            leverage = self.settings.symbol_leverage or min(max(math.ceil(config.leverage), 1), MAX_LEVERAGE)
+            tree = futures_positions_tree(
+                base, reconciled.targets, futures, leverage, self.settings.margin_mode
+            )
+            return tree, reconciled.targets, reconciled.notes
         quote_wallet = self.settings.quote_wallet or ""
         tree, notes = positions_tree(base, reconciled.targets, account, quote_wallet)
         return tree, reconciled.targets, reconciled.notes + notes
+
+
+def _as_config(manager: ManagerConfig) -> PortfolioConfig:
+    """The manager's file as the allocation it states (volatilities as fractions)."""
+    volatility = manager.ann_volatility_pct
+    return PortfolioConfig(
+        account_value=float(manager.account_value),
+        weights={name: float(weight) for name, weight in manager.weights.items()},
+        realised_volatility=float(volatility / 100) if volatility is not None else math.nan,
+        target_volatility=float(manager.target_vol_pct / 100),
+        leverage=float(manager.leverage),
+    )
 
 
 def positions_key(positions: Mapping[str, Mapping[str, Decimal]]) -> str:

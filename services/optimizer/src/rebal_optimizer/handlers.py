@@ -1,7 +1,7 @@
 """The optimizer: publish each portfolio's target from its file when it is new or changed, and allocate the
 portfolios configured with an allocation across their strategies (`rebal_optimizer.allocator`) on their
 schedules: every `interval_seconds`, after `after_new_returns` new returns, when the strategies' positions
-change (reconciler mode), and on a `RunOptimization` command."""
+change (reconciler mode) or the manager's portfolio_config.json does, and on a `RunOptimization` command."""
 
 from __future__ import annotations
 
@@ -125,9 +125,14 @@ class Allocations:
         await allocator.run(Trigger("command", str(command.event_id), cause=command))
 
     async def check(self, allocator: Allocator) -> None:
-        """One look at the data: solve when enough returns arrived or the positions changed."""
+        """One look at the data: solve when enough returns arrived, the manager's portfolio_config.json
+        changed, or the positions changed."""
         if await allocator.due_for_data():
             await allocator.run(Trigger("data", str(await self.data.count(allocator.portfolio))))
+            return
+        changed = allocator.config_changed()
+        if changed is not None:
+            await allocator.run(Trigger("config", changed))
             return
         positions = await allocator.positions_changed()
         if positions is not None:

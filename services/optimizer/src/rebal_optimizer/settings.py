@@ -43,11 +43,25 @@ class AllocationSettings(Allocation):
     # republished whenever a strategy's reported positions change. `quote_wallet` holds the rest.
     mode: Literal["weights", "reconciler"] = "weights"
     quote_wallet: str | None = None
+    # Reconciler mode on a perpetual futures account (a node of kind "futures" of the base tree, by path):
+    # the targets are its positions, shorts and leverage included, each symbol set to `symbol_leverage`
+    # (unset: the smallest whole leverage at or above the allocation's) in `margin_mode` before trading.
+    futures_account: str | None = None
+    symbol_leverage: int | None = Field(default=None, ge=1, le=125)
+    margin_mode: Literal["cross", "isolated"] = "cross"
+    # The manager's portfolio_config.json (docs/strategies.md): when set, its account_value, weights and
+    # leverage are traded as written (re-read when the file changes) instead of solving from the returns.
+    portfolio_config: Path | None = None
 
     @model_validator(mode="after")
     def _check(self) -> AllocationSettings:
-        if self.mode == "reconciler" and not self.quote_wallet:
-            raise ValueError("reconciler mode needs quote_wallet: the path of the wallet that holds the rest")
+        if self.mode == "reconciler" and not (self.quote_wallet or self.futures_account):
+            raise ValueError(
+                "reconciler mode needs quote_wallet (the path of the wallet that holds the rest) or "
+                "futures_account (the path of the futures account whose positions are the targets)"
+            )
+        if self.futures_account and self.quote_wallet:
+            raise ValueError("give quote_wallet (spot) or futures_account, not both")
         return self
 
 

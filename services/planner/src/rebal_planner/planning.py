@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import TypeVar
 
 import numpy as np
 
+from rebal.core.contracts import Contracts
 from rebal.core.diff import DiffTree, diff_trees
 from rebal.core.errors import InputError
 from rebal.core.market import Markets, Prices
 from rebal.core.plan import Plan, plan_rebalance
+from rebal.core.position_plan import PositionPlan, plan_positions
 from rebal.core.shown import projected_weights
 from rebal.core.tree import Tree, parse_tree
 from rebal.events import (
@@ -23,6 +25,8 @@ from rebal.events import (
     PlanFailed,
     PlannedBudget,
     PlannedOrder,
+    PlannedPositionOrder,
+    PlannedPositionSetting,
     PlannedTransfer,
     ProjectedWeight,
     RebalancePlanned,
@@ -43,15 +47,17 @@ class ParsedSnapshot:
     # When the venues were read: the plan carries it, so the executor can refuse a plan made from facts
     # an earlier run has since changed.
     taken_at: datetime | None = None
+    contracts: Contracts = field(default_factory=Contracts)
 
 
 def parse_snapshot(snapshot: BalanceSnapshotTaken) -> ParsedSnapshot:
-    """The snapshot's tree, prices and markets, validated (raises `InputError`)."""
+    """The snapshot's tree, prices, markets and contracts, validated (raises `InputError`)."""
     return ParsedSnapshot(
         parse_tree(snapshot.tree, "real"),
         Prices.parse(snapshot.prices),
         Markets.parse(snapshot.markets),
         snapshot.occurred_at,
+        Contracts.parse(snapshot.contracts),
     )
 
 
@@ -157,6 +163,7 @@ def plan_with_weights(
         assert isinstance(snapshot, ParsedSnapshot) and isinstance(target, Tree)
         diff = diff_trees(snapshot.real, target, snapshot.prices, band=float(band))
         plan = plan_rebalance(diff, snapshot.markets)
+        positions = plan_positions(diff.tree, snapshot.contracts, band)
     except InputError as exc:
         where = SOURCES.get(exc.source, "input")
         failed = cause.caused(
@@ -174,6 +181,7 @@ def plan_with_weights(
         band=band,
         dry_run=dry_run,
         now=now,
+        positions=positions,
     )
     return planned, Weights.of(diff)
 
@@ -190,8 +198,10 @@ def planned_event(
     band: Decimal,
     dry_run: bool,
     now: datetime,
+    positions: PositionPlan = PositionPlan(),
 ) -> RebalancePlanned:
-    """The plan of `diff` as the event the executor runs (and operators are shown), caused by `cause`."""
+    """The plan of `diff` as the event the executor runs (and operators are shown), caused by `cause`,
+    with the futures accounts' position orders (`positions`) when there are any."""
     skips = plan.skipped()
     return cause.caused(
         RebalancePlanned,
@@ -215,8 +225,10 @@ def planned_event(
             )
             for t in plan.transfers
         ),
-        skipped=SkippedOrder.trusted(skips),
+        skipped=SkippedOrder.trusted([*skips, *positions.skips]),
         projected_weights=ProjectedWeight.trusted(projected_weights(diff, (s.path for s in skips))),
         snapshot_taken_at=taken_at,
         budgets=PlannedBudget.trusted(plan.budgets()),
+        position_orders=PlannedPositionOrder.trusted(positions.orders),
+        position_settings=PlannedPositionSetting.trusted(positions.settings),
     )

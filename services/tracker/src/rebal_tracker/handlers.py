@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol
@@ -16,7 +16,8 @@ from rebal import bus, metrics
 from rebal.core.assemble import LayoutAccount, assemble_tree, layout_accounts
 from rebal.core.numbers import dec_str
 from rebal.events import BalanceSnapshotTaken, StrategyReturnReported, TakeSnapshot, new_event
-from rebal.venue import Venue
+from rebal.futures import FuturesVenue
+from rebal.venue import Venue, VenueError
 from rebal_tracker.returns import ReturnRow
 
 log = logging.getLogger("rebal.tracker")
@@ -62,8 +63,13 @@ class Tracker:
         holdings: dict[str, dict[str, Decimal]] = {}
         in_orders: dict[str, dict[str, Decimal]] = {}  # locked by open orders: held, never spendable
         assets_by_venue: dict[str, set[str]] = {}
+        futures = await read_futures(self.accounts, self.venues)
         for account in self.accounts:
             exchange = str(account.exchange)
+            if account.futures:
+                holdings[account.path] = dict(futures.collateral[account.path])
+                assets_by_venue.setdefault(exchange, set()).update(futures.collateral[account.path])
+                continue
             balances = await self.venues[exchange].balances(account.path)
             held = dict(balances.free)
             for asset, amount in balances.locked.items():
@@ -89,11 +95,14 @@ class Tracker:
                 for symbol, info in sorted((await venue.markets()).items())
                 if info.active
             }
-        return {
-            "tree": assemble_tree(self.layout, holdings, in_orders),
+        facts: Doc = {
+            "tree": assemble_tree(self.layout, holdings, in_orders, futures.positions),
             "prices": {"quote": self.quote, "prices": dict(sorted(prices.items()))},
             "markets": markets,
         }
+        if futures.contracts:
+            facts["contracts"] = futures.contracts
+        return facts
 
     async def on_take_snapshot(self, command: TakeSnapshot) -> None:
         if command.portfolio_id != self.portfolio_id:
@@ -124,6 +133,39 @@ class Tracker:
                 await self.on_tick(datetime.fromtimestamp(tick, UTC))
             except Exception:  # a failed tick is logged with its traceback; the next one tries again
                 log.exception("scheduled snapshot failed")
+
+
+@dataclass(frozen=True)
+class FuturesFacts:
+    """What the venues say of the layout's futures accounts: per account path its collateral (the margin
+    balance, in its quote) and its positions (real-tree entries); per exchange its contracts with their
+    mark prices (a contracts document)."""
+
+    collateral: dict[str, dict[str, Decimal]] = field(default_factory=dict)
+    positions: dict[str, list[Doc]] = field(default_factory=dict)
+    contracts: dict[str, dict[str, Doc]] = field(default_factory=dict)
+
+
+async def read_futures(accounts: Sequence[LayoutAccount], venues: Mapping[str, Venue]) -> FuturesFacts:
+    """Read every futures account of the layout from its venue (`rebal.futures.FuturesVenue`)."""
+    facts = FuturesFacts()
+    for account in accounts:
+        if not account.futures:
+            continue
+        venue = venues[str(account.exchange)]
+        if not isinstance(venue, FuturesVenue):
+            raise VenueError(f"{account.path}: venue {account.exchange} has no perpetual futures accounts")
+        margin = await venue.margin(account.path)
+        facts.collateral[account.path] = {margin.asset: margin.margin_balance}
+        facts.positions[account.path] = [p.document() for p in await venue.positions(account.path)]
+        if account.exchange not in facts.contracts:
+            listed = await venue.contracts()
+            marks = await venue.mark_prices(sorted(listed))
+            facts.contracts[str(account.exchange)] = {
+                symbol: replace(contract, mark_price=marks[symbol]).document()
+                for symbol, contract in sorted(listed.items())
+            }
+    return facts
 
 
 @dataclass

@@ -21,6 +21,9 @@ together, purely:
 
 So a snapshot's wallet says three things: its `amount` (free and in orders), what open orders lock
 (`OPEN_ORDERS`), what its owners lock (their names); free is the amount less every lock.
+
+An account of kind ``futures`` (`rebal.core.positions`) is filled the same way from its collateral (the
+venue's margin balance, in its quote), and its ``positions`` are replaced by the venue's.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 from rebal.core.numbers import dec_str, parse_decimal, parse_fraction
+from rebal.core.positions import FUTURES
 from rebal.core.tree import ACCOUNT, EXCHANGE, PATH_SEP
 
 Doc = dict[str, Any]
@@ -48,6 +52,7 @@ class LayoutAccount:
     exchange: str | None
     quote: str | None
     amounts: Mapping[str, Decimal]
+    futures: bool = False
 
 
 def layout_accounts(layout: Doc) -> list[LayoutAccount]:
@@ -59,14 +64,17 @@ def layout_accounts(layout: Doc) -> list[LayoutAccount]:
         node, path, exchange = stack.pop()
         if node.get("kind") == EXCHANGE:
             exchange = str(node.get("name"))
-        if node.get("kind") == ACCOUNT:
+        if node.get("kind") in (ACCOUNT, FUTURES):
             amounts: dict[str, Decimal] = {}
             for wallet in _wallets(node):
                 asset = str(wallet["asset"])
                 amounts[asset] = amounts.get(asset, Decimal(0)) + (
                     parse_decimal(wallet.get("amount")) or Decimal(0)
                 )
-            found.append(LayoutAccount(path, node.get("exchange", exchange), node.get("quote"), amounts))
+            futures = node.get("kind") == FUTURES
+            found.append(
+                LayoutAccount(path, node.get("exchange", exchange), node.get("quote"), amounts, futures)
+            )
             continue
         stack.extend(
             (child, f"{path}{PATH_SEP}{child.get('name', '')}", exchange)
@@ -96,15 +104,19 @@ def assemble_tree(
     layout: Doc,
     holdings: Mapping[str, Mapping[str, Decimal]],
     in_orders: Mapping[str, Mapping[str, Decimal]] | None = None,
+    positions: Mapping[str, list[Doc]] | None = None,
 ) -> Doc:
     """The layout with wallet amounts replaced by the venues' (free + locked) amounts per account path;
-    `in_orders`, per account path, what of each asset is locked in open orders at the venue."""
+    `in_orders`, per account path, what of each asset is locked in open orders at the venue; `positions`,
+    per futures account path, the positions the venue holds (real-tree entries)."""
     tree = _copy(layout)
     stack: list[tuple[Doc, str]] = [(tree, str(tree.get("name", "")))]
     while stack:
         node, path = stack.pop()
-        if node.get("kind") == ACCOUNT and path in holdings:
+        if node.get("kind") in (ACCOUNT, FUTURES) and path in holdings:
             _fill_account(node, holdings[path], (in_orders or {}).get(path, {}))
+            if node.get("kind") == FUTURES and positions is not None and path in positions:
+                node["positions"] = list(positions[path])
             continue
         stack.extend(
             (child, f"{path}{PATH_SEP}{child.get('name', '')}")

@@ -7,6 +7,9 @@ Paths name nodes from the root, joined by ``/`` (``demo/paper/spot/trend``), as 
   0.25 / 0.75, they become 17.5% and 52.5%; every other node is unchanged.
 - `positions_tree` (reconciler mode): each wallet's weight is set so that its desired value is the target
   of its asset; the quote wallet holds the rest; inner nodes get the sum of their children.
+- `futures_positions_tree` (reconciler mode on a perpetual futures account): the account's desired
+  ``positions`` are the targets, each instrument's linear perpetual at its signed notional, with the
+  leverage and margin mode to set; every other node is unchanged.
 
 Weights are written as decimal strings with `WEIGHT_PLACES` places; rounding is put on one sibling so
 siblings still sum to exactly what they summed to.
@@ -19,8 +22,12 @@ from collections.abc import Iterator, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from rebal.core.contracts import perpetual_of
+from rebal.core.positions import FUTURES, MarginMode, TargetPosition
+
 Node = dict[str, Any]
 WEIGHT_QUANTUM = Decimal("1e-12")
+NOTIONAL_QUANTUM = Decimal("1e-8")
 
 
 class TreeShapeError(ValueError):
@@ -155,3 +162,28 @@ def positions_tree(
 
     value_of(tree)
     return tree, notes
+
+
+def futures_positions_tree(
+    base: Node, targets: Mapping[str, Decimal], account: str, leverage: int, margin_mode: MarginMode
+) -> Node:
+    """The base tree with the futures account at path `account` wanting `targets` (instrument -> signed
+    notional in the account's quote): an asset is traded as its linear perpetual ``ASSET/QUOTE:QUOTE``, a
+    symbol as it is; each at `leverage` in `margin_mode`. Positions it holds and no target names are
+    closed (the account lists its positions)."""
+    tree = copy.deepcopy(base)
+    node = {path: node for path, node, _ in walk(tree)}.get(account)
+    if node is None or node.get("kind") != FUTURES:
+        raise TreeShapeError(f"no account of kind 'futures' at {account} in the base tree")
+    quote = node.get("quote")
+    if not isinstance(quote, str) or not quote:
+        raise TreeShapeError(f"the futures account {account} needs its 'quote' (the asset it settles in)")
+    wanted: dict[str, Decimal] = {}
+    for instrument, value in targets.items():
+        symbol = perpetual_of(instrument, quote)
+        wanted[symbol] = wanted.get(symbol, Decimal(0)) + value
+    node["positions"] = [
+        TargetPosition(symbol, value.quantize(NOTIONAL_QUANTUM), leverage, margin_mode).document()
+        for symbol, value in sorted(wanted.items())
+    ]
+    return tree

@@ -31,6 +31,7 @@ from rebal.core.numbers import (
     parse_decimal,
     parse_fraction,
 )
+from rebal.core.positions import FUTURES, Position, TargetPosition, parse_positions
 
 Role = Literal["real", "target"]
 FloatArray = npt.NDArray[np.float64]
@@ -38,7 +39,19 @@ IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
 NODE_KEYS = frozenset(
-    {"name", "kind", "children", "asset", "amount", "locks", "weight", "keep_unlisted", "quote", "exchange"}
+    {
+        "name",
+        "kind",
+        "children",
+        "asset",
+        "amount",
+        "locks",
+        "weight",
+        "keep_unlisted",
+        "quote",
+        "exchange",
+        "positions",
+    }
 )
 LOCK_KEYS = frozenset({"owner", "share", "amount"})
 # The deepest a tree may go (docs/formats.md): real portfolios are a handful of levels deep, and every
@@ -119,6 +132,8 @@ class Tree:
     lists_children: BoolArray
     quote: dict[int, str]
     exchange: dict[int, str]
+    # The positions of futures accounts (`rebal.core.positions`): held (real) or wanted (target), by node.
+    positions: dict[int, tuple[Position, ...] | tuple[TargetPosition, ...]] = field(default_factory=dict)
     _paths: list[str] = field(default_factory=list, repr=False)
 
     def __len__(self) -> int:
@@ -299,8 +314,8 @@ def _build(walked: _Walked, role: Role) -> Tree:
     parents = walked.parent
     raw_names = column("name")
     paths = _Paths(raw_names, parents)
-    if not reader.typed:
-        _check_keys(walked.nodes, paths)
+    # Whether any node may carry `positions` (the keys given, or any with a typed decoder).
+    may_hold_positions = reader.typed or "positions" in _check_keys(walked.nodes, paths)
     names, name_codes = _names(raw_names, parents, paths)
     kinds = column("kind")
     if not reader.typed and not set(map(type, kinds)) <= {str, type(None)}:
@@ -328,6 +343,11 @@ def _build(walked: _Walked, role: Role) -> Tree:
     portfolios = np.flatnonzero(~is_wallet).tolist()
     wallet_nodes = _pick(walked.nodes, wallets)
     portfolio_nodes = _pick(walked.nodes, portfolios)
+    if may_hold_positions:
+        held = column("positions", wallet_nodes)
+        given = [i for i, value in zip(wallets, held, strict=True) if value is not missing]
+        if given:
+            raise InputError(paths.of(given[0]), "'positions' belong to accounts of kind 'futures'")
     for key in ("amount", "locks"):
         values = column(key, portfolio_nodes)
         given = [i for i, value in zip(portfolios, values, strict=True) if value is not missing]
@@ -354,6 +374,11 @@ def _build(walked: _Walked, role: Role) -> Tree:
                 locked_total[index] = total
                 locked[index] = float(total)
 
+    positions = (
+        _positions(column("positions", portfolio_nodes), portfolios, kinds, paths, missing, target)
+        if may_hold_positions
+        else {}
+    )
     weights = _weights(column("weight"), paths, missing) if target else np.full(count, math.nan)
     weights[0] = 1.0
     tree = Tree(
@@ -376,10 +401,33 @@ def _build(walked: _Walked, role: Role) -> Tree:
         lists_children=~is_wallet & (walked.listed > 0),
         quote=quote,
         exchange=exchange,
+        positions=positions,
     )
     if target:
         check_weight_sums(tree)
     return tree
+
+
+def _positions(
+    values: list[object],
+    portfolios: list[int],
+    kinds: list[str | None],
+    paths: _Paths,
+    missing: object,
+    target: bool,
+) -> dict[int, tuple[Position, ...] | tuple[TargetPosition, ...]]:
+    """The `positions` of futures accounts (`rebal.core.positions`), by node."""
+    found: dict[int, tuple[Position, ...] | tuple[TargetPosition, ...]] = {}
+    for index, raw in zip(portfolios, values, strict=True):
+        if raw is missing or raw is None:
+            continue
+        if kinds[index] != FUTURES:
+            raise InputError(paths.of(index), "'positions' belong to accounts of kind 'futures'")
+        try:
+            found[index] = parse_positions(raw, target)
+        except InputError as exc:
+            raise InputError(paths.of(index), exc.message) from None
+    return found
 
 
 def _pick(nodes: list[Any], index: list[int]) -> list[Any]:
@@ -405,10 +453,12 @@ def _assets(values: list[object], missing: object, paths: _Paths) -> Categorical
     raise InputError(paths.of(bad), "'asset' must be a non-empty string")
 
 
-def _check_keys(nodes: list[dict[str, object]], paths: _Paths) -> None:
-    """Only the documented keys (a mapping's keys, at C speed; the slow search only on a failure)."""
-    if NODE_KEYS.issuperset(set().union(*nodes)):
-        return
+def _check_keys(nodes: list[dict[str, object]], paths: _Paths) -> set[str]:
+    """Only the documented keys (a mapping's keys, at C speed; the slow search only on a failure); the
+    keys the nodes use."""
+    used: set[str] = set().union(*nodes)
+    if NODE_KEYS.issuperset(used):
+        return used
     bad = _first(nodes, lambda node: not NODE_KEYS.issuperset(node))
     assert bad is not None
     unknown = ", ".join(sorted(map(str, nodes[bad].keys() - NODE_KEYS)))
@@ -801,7 +851,7 @@ def _kind_flags(real: Tree, target: Tree, new: IntArray) -> tuple[BoolArray, Boo
         in_target = target.kind_codes.within({kind: 0}) == 0
         return np.concatenate((in_real, in_target[new]))
 
-    return flag(ACCOUNT), flag(EXCHANGE)
+    return flag(ACCOUNT) | flag(FUTURES), flag(EXCHANGE)
 
 
 def _check_matches(real: Tree, target: Tree, real_target: IntArray, target_assets: IntArray) -> None:
@@ -846,7 +896,9 @@ def _resolve_accounts(
     if orphans.size:
         node = int(orphans[0])
         raise InputError(
-            tree.path(node), "wallet is not under a node with kind 'account'", _source(tree, node)
+            tree.path(node),
+            "wallet is not under a node with kind 'account' (or 'futures')",
+            _source(tree, node),
         )
     for node in np.flatnonzero(is_account).tolist():
         name = exchanges.get(node)

@@ -51,11 +51,16 @@ async def place(
     order: PlannedOrder,
     amount: Decimal,
     existing: OrderRecord | None,
+    *,
+    venue: Venue | None = None,
+    resizable: bool = True,
 ) -> Stop | None:
-    """Write (unless already written), send, settle and report one leg; a `Stop` ends the run."""
+    """Write (unless already written), send, settle and report one leg; a `Stop` ends the run. `venue`
+    places it instead of the plan's exchange (a futures leg's), and only a `resizable` leg is sized again
+    after an insufficient-funds refusal."""
     plan = record.plan
     what = describe(leg, order)
-    venue = ctx.venues.get(order.exchange)
+    venue = venue or ctx.venues.get(order.exchange)
     if venue is None:
         await fail(ctx, plan, leg, f"{what} failed: no venue {order.exchange!r}")
         return None
@@ -65,7 +70,7 @@ async def place(
             return None
     deadline = guards.deadline(ctx, plan)
     outcome = await drive(ctx, venue, existing, deadline)
-    if isinstance(outcome, Rejected) and outcome.insufficient_funds and existing.attempt == 0:
+    if isinstance(outcome, Rejected) and outcome.insufficient_funds and existing.attempt == 0 and resizable:
         resized = await resize(ctx, plan, leg, order, existing, venue)
         if resized is not None:
             outcome = await drive(ctx, venue, resized, deadline)
@@ -104,7 +109,7 @@ async def resolve(ctx: Context, record: RunRecord, leg: int) -> None:
     if order is None or venue is None or order.state not in ("submitted", "outcome_unknown"):
         await ctx.journal.finish_leg(plan.event_id, leg, "skipped", placed=False)
         return
-    planned = plan.orders[leg]
+    planned = planned_of(plan, order)
     found = await search(ctx, venue, order)
     if isinstance(found, Absent):
         await fail(ctx, plan, leg, f"{describe(leg, planned)} failed: {await judge_lost(ctx, order, found)}")

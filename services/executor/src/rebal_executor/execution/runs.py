@@ -27,7 +27,7 @@ from rebal.events import (
     RunStatus,
     TakeSnapshot,
 )
-from rebal_executor.execution import balances, guards, killswitch, reconcile
+from rebal_executor.execution import balances, guards, killswitch, positions, reconcile
 from rebal_executor.execution.buys import buys
 from rebal_executor.execution.legs import resolve
 from rebal_executor.execution.outcomes import Stop
@@ -91,6 +91,7 @@ class Executor(Context):
                 tried.add(record.plan_id)
                 # At most one run per account, and per portfolio, is active across replicas.
                 accounts = {(order.exchange, order.account) for order in record.plan.orders}
+                accounts |= positions.accounts_of(record.plan)
                 accounts.add((PORTFOLIO_LOCK, record.plan.portfolio_id))
                 async with self.lock(accounts):
                     fresh = await self.journal.run(record.plan_id)  # another replica may have run it
@@ -124,7 +125,7 @@ class Executor(Context):
         state: RunState | IllegalTransition = record.state
         if state == "queued":
             refused = await guards.refusal(self, plan) or await guards.stale(self, plan)
-            refused = refused or await precheck(self, plan)
+            refused = refused or await precheck(self, plan) or await positions.precheck(self, plan)
             if refused:
                 await self._finish(record, "cancelled", refused)
                 return
@@ -134,7 +135,7 @@ class Executor(Context):
                     now=self.clock(),
                     correlation_id=record.run_id,
                     plan_id=plan.event_id,
-                    orders=len(plan.orders),
+                    orders=len(plan.orders) + len(plan.position_orders),
                 )
             )
             await balances.record_balances(self, record, "start")
@@ -146,15 +147,16 @@ class Executor(Context):
                     stop = await sell(self, record, leg, order)
                     if stop:
                         break
+            stop = stop or await positions.reduce(self, record)
             if stop is None:
                 state = await self.journal.move_run(plan.event_id, "buys_in_progress")
         if stop is None and state == "buys_in_progress":
             await run_transfers(self, record)
-            stop = await buys(self, record)
+            stop = await buys(self, record) or await positions.increase(self, record)
         if isinstance(state, IllegalTransition):
             raise RuntimeError(state.reason)  # a broken invariant: the journal and this code disagree
         if stop is not None:
-            for leg in range(len(plan.orders)):
+            for leg in [*range(len(plan.orders)), *positions.legs_of(plan)]:
                 if not await self.journal.leg_done(plan.event_id, leg):
                     await resolve(self, record, leg)  # an order the venue may hold is found or judged lost
             await self._finish(record, stop.status, stop.reason)

@@ -22,6 +22,7 @@ from rebal.core.numbers import weight_str
 from rebal.core.partial import breaching_only, buy_only
 from rebal.core.plan import plan_rebalance
 from rebal.core.policy import Decision, Kind, Mode, Policy, Scope, evaluate, planned_diff
+from rebal.core.position_plan import PositionPlan, plan_positions
 from rebal.core.tree import Tree
 from rebal.events import (
     PlanFailed,
@@ -229,6 +230,11 @@ def _plan(
     min_trade = inputs.policy.min_trade_value or 0.0
     try:
         plan = plan_rebalance(diff, inputs.snapshot.markets, min_trade_value=min_trade)
+        # Futures positions follow a whole-portfolio rebalance; a buy-only or breaching run leaves them.
+        whole = trigger.kind != "buy_only" and trigger.scope != "breaching"
+        positions = (
+            plan_positions(diff.tree, inputs.snapshot.contracts, Decimal(0)) if whole else PositionPlan()
+        )
     except InputError as exc:
         where = SOURCES.get(exc.source, "input")
         return trigger.caused(PlanFailed, now=inputs.now, reason=f"{where}: {exc}", dry_run=dry_run)
@@ -243,6 +249,7 @@ def _plan(
         band=Decimal(0),
         dry_run=dry_run,
         now=inputs.now,
+        positions=positions,
     )
 
 
