@@ -186,6 +186,9 @@ def plan_with_weights(
     return planned, Weights.of(diff)
 
 
+NO_POSITIONS = PositionPlan()
+
+
 def planned_event(
     cause: Event,
     *,
@@ -198,7 +201,7 @@ def planned_event(
     band: Decimal,
     dry_run: bool,
     now: datetime,
-    positions: PositionPlan = PositionPlan(),
+    positions: PositionPlan = NO_POSITIONS,
 ) -> RebalancePlanned:
     """The plan of `diff` as the event the executor runs (and operators are shown), caused by `cause`,
     with the futures accounts' position orders (`positions`) when there are any."""
