@@ -1,5 +1,5 @@
 """The paper exchange's perpetual futures accounts: `PaperFuturesVenue` is a `PaperVenue` that is also a
-`rebal.futures.FuturesVenue`, its positions, settings, funding and liquidations in Postgres (migration 0070).
+`rebal.futures.FuturesVenue`, its positions, settings, funding and liquidations in Postgres (migration 0080).
 
 It models Binance's USDⓈ-M futures in one-way mode (the documentation it follows: the REST API's "New
 Order", "Change Initial Leverage", "Change Margin Type" and error codes,
