@@ -19,6 +19,7 @@ from rebal import batch
 from rebal.core.diff import diff_trees
 from rebal.core.errors import InputError
 from rebal.core.market import Markets, Prices
+from rebal.core.networks import Networks
 from rebal.core.numbers import RANGE, in_range, parse_decimal
 from rebal.core.plan import plan_rebalance
 from rebal.io import FileError, load, load_tree
@@ -75,6 +76,10 @@ def plan(
     band: Annotated[
         float, typer.Option("--band", help="Relative drift band: smaller differences hold.")
     ] = 0.0,
+    network: Annotated[
+        Path | None,
+        typer.Option("--network", help="Networks per exchange and asset: withdrawal fees, minimums, on/off."),
+    ] = None,
     invest: Annotated[str | None, typer.Option("--invest", help="Grow the portfolio by this value.")] = None,
     withdraw: Annotated[
         str | None, typer.Option("--withdraw", help="Shrink the portfolio by this value.")
@@ -103,6 +108,7 @@ def plan(
                 ("--target", target),
                 ("--prices", prices),
                 ("--markets", markets),
+                ("--network", network),
                 ("--invest", invest),
                 ("--withdraw", withdraw),
             )
@@ -124,6 +130,7 @@ def plan(
     try:
         price_table = load(prices, Prices.parse)
         market_table = load(markets, Markets.parse) if markets is not None else Markets()
+        networks = load(network, Networks.parse) if network is not None else None
         real_tree = load_tree(real, "real")
         target_tree = load_tree(target, "target")
     except FileError as exc:
@@ -132,7 +139,7 @@ def plan(
         diff = diff_trees(
             real_tree, target_tree, price_table, band=band, invest=invest_value, withdraw=withdraw_value
         )
-        result = plan_rebalance(diff, market_table)
+        result = plan_rebalance(diff, market_table, networks=networks)
     except InputError as exc:
         files = {"real": real, "target": target, "prices": prices}
         source = files.get(exc.source)

@@ -144,6 +144,7 @@ class TreeNode(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     keep_unlisted: bool = False
     quote: str | UnsetType = UNSET
     exchange: str | UnsetType = UNSET
+    pool: dict[str, str | int | float] | UnsetType = UNSET
 
 
 _TREE_NODES = msgspec.json.Decoder(TreeNode)

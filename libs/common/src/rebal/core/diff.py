@@ -193,6 +193,7 @@ class _Descent:
     factor: FloatArray
     child_factor: FloatArray
     tolerance: float
+    pool: npt.NDArray[np.bool_]  # holds a pool: its accounts get their values from `rebal.core.pools`
 
     @classmethod
     def start(cls, tree: UnionTree, target: Tree, current: FloatArray, desired: FloatArray) -> _Descent:
@@ -214,6 +215,9 @@ class _Descent:
             factor=np.full(count, np.nan),
             child_factor=np.zeros(count, dtype=np.float64),
             tolerance=VALUE_EPSILON * max(float(current[0]), float(desired[0]), 1.0),
+            pool=listed & np.isin(target_of, list(target.pools))
+            if target.pools
+            else np.zeros(count, np.bool_),
         )
         descent.hand_down(np.array([0], dtype=np.int64))
         return descent
@@ -236,6 +240,7 @@ class _Descent:
             self.listed[level]
             & ~self.lists_children[level]
             & ~self.tree.wallet[level]
+            & ~self.pool[level]
             & (current <= 0)
             & (desired > self.tolerance)
         ]
