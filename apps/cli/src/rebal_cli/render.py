@@ -117,7 +117,16 @@ def plan_sections(plan: Mapping[str, Any], width: int = WIDE_COLUMNS) -> list[Re
         sections.append(_skipped(plan["skipped"]))
     if plan.get("projected_weights"):
         sections.append(_projected(plan["projected_weights"]))
+    if plan.get("costs"):
+        sections.append(_costs(plan["costs"], quote))
     return sections
+
+
+def _costs(costs: Mapping[str, Any], quote: str | None) -> Table:
+    """A where-mode plan's estimated costs (valuation currency; spreads against the reference prices)."""
+    table = _table("Estimated costs", ("fees", "spread", "withdrawal fees", "total"), right=("total",))
+    table.add_row(*(value_text(costs[key], quote) for key in ("fees", "spread", "withdrawal_fees", "total")))
+    return table
 
 
 def _table(title: str, columns: Sequence[str], right: Iterable[str] = ()) -> Table:
@@ -141,7 +150,9 @@ def _side(side: str) -> str:
 def _orders(orders: Sequence[Mapping[str, Any]], width: int) -> list[Table]:
     """One table of every order, or, below `WIDE_COLUMNS`, one per account (titled with the account, so
     that the numbers keep their width)."""
-    money = ("amount", "est. price", "est. cost", "est. fee")
+    money: tuple[str, ...] = ("amount", "est. price", "est. cost", "est. fee")
+    if orders and "reason" in orders[0]:  # a where-mode plan says why and what it saves
+        money = (*money, "reason", "est. saving", "after transfer")
     if width >= WIDE_COLUMNS or not orders:
         names: tuple[str, ...] = ("phase", "account", "exchange", "symbol", "side")
         table = _table(f"Orders ({len(orders)})", (*names, *money), right=("phase", *money))
@@ -171,27 +182,50 @@ def _order_cells(order: Mapping[str, Any], names: Sequence[str]) -> list[str]:
         "symbol": escape(order["symbol"]),
         "side": _side(order["side"]),
     }
-    return [
+    made = [
         *(cells[name] for name in names),
         number(order["amount"]),
         price_text(str(order["est_price"]), quote),
         money_text(str(order["est_cost"]), quote),
         money_text(str(order["est_fee"]), quote),
     ]
+    if "reason" in order:
+        after = order.get("after_transfer")
+        made += [escape(order["reason"]), number(order["est_saving"]), "" if after is None else str(after)]
+    return made
 
 
 def _transfers(transfers: Sequence[Mapping[str, Any]], quote: str | None) -> Table:
-    table = _table(f"Transfers ({len(transfers)})", ("asset", "from", "to", "amount", "est. value"))
-    for transfer in transfers:
+    noted = "reason" in transfers[0]
+    columns: tuple[str, ...] = (
+        ("#", "asset", "from", "to", "amount", "est. value")
+        if noted
+        else ("asset", "from", "to", "amount", "est. value")
+    )
+    if noted:
+        columns = (*columns, "network", "fee", "reason", "est. saving")
+    table = _table(f"Transfers ({len(transfers)})", columns)
+    for index, transfer in enumerate(transfers):
         source = transfer.get("from", transfer.get("from_account"))
         destination = transfer.get("to", transfer.get("to_account"))
-        table.add_row(
+        cells = [
             escape(transfer["asset"]),
             escape(source),
             escape(destination),
             number(transfer["amount"]),
             value_text(transfer["est_value"], quote),
-        )
+        ]
+        if noted:
+            network = transfer.get("network")
+            cells = [
+                str(index),
+                *cells,
+                escape(network or "-"),
+                number(transfer["fee"]),
+                escape(transfer["reason"]),
+            ]
+            cells.append(number(transfer["est_saving"]))
+        table.add_row(*cells)
     return table
 
 

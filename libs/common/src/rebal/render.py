@@ -25,7 +25,7 @@ import orjson
 from rebal.core.bulk import Decimals, TextMatrix, decimal_texts, float_texts, plain_texts
 from rebal.core.diff import OPERATION_NAMES, SELL, DiffTree
 from rebal.core.numbers import AMOUNT_PLACES, MONEY_PLACES, WEIGHT_PLACES, dec_str, money_str
-from rebal.core.plan import REASONS, Notes, OrderColumns, Plan, Transfer
+from rebal.core.plan import REASONS, TRANSFER, Notes, OrderColumns, Plan, Transfer
 from rebal.core.tree import Categorical, IntArray, Tree, UnionTree, preorder
 
 JsonDict = dict[str, Any]
@@ -355,7 +355,8 @@ def _skip_chunks(plan: Plan) -> Iterator[bytes]:
         ]
     )
     reasons = _table([orjson.dumps(reason or "") for reason in REASONS])
-    sides = _table([b"buy", b"sell"])
+    sides = _table([b"buy", b"sell", b"transfer"])
+    side_row = np.where(skips.side == SELL, 1, np.where(skips.side == TRANSFER, 2, 0))
     paths = [orjson.dumps(tree.path(node)) for node in skips.node.tolist()]
     for start in range(0, len(skips), CHUNK_ROWS):
         part = slice(start, start + CHUNK_ROWS)
@@ -369,7 +370,7 @@ def _skip_chunks(plan: Plan) -> Iterator[bytes]:
             b',"symbol":',
             symbols[symbol_codes[part]],
             b',"side":"',
-            sides[(skips.side[part] == SELL).astype(np.intp)],
+            sides[side_row[part]],
             b'","amount":"',
             float_texts(skips.amount[part], AMOUNT_PLACES),
             b'","reason":',

@@ -256,7 +256,9 @@ def _asset_prices(tree: UnionTree, prices: Prices) -> tuple[list[str], IntArray,
     """Asset ids (alphabetical) and the price table; every asset and account quote needs a price."""
     vocabulary = tree.asset_codes.vocabulary
     quotes = {quote for _, quote in tree.accounts.values()}
-    names = sorted(set(vocabulary) | quotes)
+    # What a pool names may be held nowhere yet (`rebal.core.pools`).
+    pooled = {asset for weights in tree.target.pools.values() for asset, _ in weights}
+    names = sorted(set(vocabulary) | quotes | pooled)
     ids = {name: i for i, name in enumerate(names)}
     table = np.zeros(len(names), dtype=np.float64)
     for name in names:
@@ -270,6 +272,9 @@ def _asset_prices(tree: UnionTree, prices: Prices) -> tuple[list[str], IntArray,
 
 
 def _first_use(tree: UnionTree, asset: str) -> str:
+    for node, weights in sorted(tree.target.pools.items()):
+        if any(name == asset for name, _ in weights):
+            return f"the pool at {tree.target.path(node)}"
     if asset in tree.asset_codes.vocabulary:
         code = tree.asset_codes.vocabulary.index(asset)
         return tree.path(int(np.argmax(tree.asset_codes.ids == code)))

@@ -504,14 +504,14 @@ def _money_fees(
     cash_after: FloatArray,
     money: FloatArray,
 ) -> FloatArray:
-    """The network fees of the money a pool's accounts must send each other: one per account receiving
-    (from the account with the most to spare), valued at the reference price."""
+    """The network fees of the money a pool's accounts must send each other: one per account whose buys
+    cost more than it has (from the account with the most to spare), valued at the reference price."""
     fees = np.zeros(pools)
     networks = trading.networks
     if networks is None:
         return fees
     tree = diff.tree
-    short = money - cash_after
+    short = -cash_after
     starts = np.searchsorted(accounts.pool, np.arange(pools + 1))
     for row in np.flatnonzero(short > VALUE_EPSILON * np.maximum(money, 1.0)).tolist():
         pool = int(accounts.pool[row])

@@ -61,6 +61,17 @@ def plan_where(diff: DiffTree, markets: Markets, networks: Networks | None) -> P
     return chosen if chosen.notes.total <= plain.notes.total else plain
 
 
+def plain_plan(diff: DiffTree, markets: Markets, networks: Networks | None) -> Plan:
+    """The plain plan of the same input, with its notes: every pool trades where its assets sit (holders
+    sell in proportion to their holdings, accounts buy with the money they have), and nothing is moved
+    instead of a round trip. `plan_where` never costs more than it (its estimated total)."""
+    banks = frozenset(node for node in diff.tree.accounts if diff.tree.kinds[node] == BANK)
+    trading = Trading(VenuePrices(diff.prices), markets, networks, banks=banks)
+    if not diff.tree.target.pools:
+        return _plan(diff, markets, trading, _Pools(), plain=True)
+    return _pooled(diff, markets, trading, plain=True)[0]
+
+
 @dataclass(frozen=True)
 class _Pools:
     """What the pools decided, per (account node, asset id), for the notes: the best places to sell and
