@@ -146,11 +146,16 @@ def _place(diff: DiffTree, resolved: pools.Resolved) -> DiffTree:
         )
         if money > 0
     ]
+    by_parent = np.argsort(tree.parent, kind="stable")  # children of a node: one slice of it
+    parents = tree.parent[by_parent]
     for pool, account, asset in wanted:
         if (pool * len(tree) + account) * n_assets + asset in held_keys:
             continue
         parent = account if member[account] == pool else int(pool_node[pool])
-        names = taken.setdefault(parent, {tree.names[child] for child in _children(tree.parent, parent)})
+        if parent not in taken:
+            start, end = np.searchsorted(parents, parent), np.searchsorted(parents, parent, side="right")
+            taken[parent] = {tree.names[child] for child in by_parent[start:end].tolist()}
+        names = taken[parent]
         name = _free_name(diff.asset_names[asset].lower(), names)
         names.add(name)
         held_keys.add((pool * len(tree) + account) * n_assets + asset)
@@ -169,10 +174,6 @@ def _place(diff: DiffTree, resolved: pools.Resolved) -> DiffTree:
         member = pools.pool_of(diff, pools.pool_nodes(diff))
         wallets = np.flatnonzero(tree.wallet & (member >= 0) & (tree.account_of >= 0))
     return with_desired(diff, _desired(diff, resolved, member, wallets))
-
-
-def _children(parent: IntArray, node: int) -> list[int]:
-    return np.flatnonzero(parent == node).tolist()
 
 
 def _free_name(name: str, taken: set[str]) -> str:
