@@ -110,7 +110,7 @@ def plan_sections(plan: Mapping[str, Any], width: int = WIDE_COLUMNS) -> list[Re
     quote = valuation_quote(plan)
     if plan.get("diff"):
         sections.append(diff_tree(plan["diff"]))
-    sections.extend(_orders(plan["orders"], width))
+    sections.extend(_orders(plan["orders"], width, quote))
     if plan.get("transfers"):
         sections.append(_transfers(plan["transfers"], quote))
     if plan["skipped"]:
@@ -147,7 +147,7 @@ def _side(side: str) -> str:
     return f"[{OPERATION_STYLE.get(side, 'dim')}]{side}[/]"
 
 
-def _orders(orders: Sequence[Mapping[str, Any]], width: int) -> list[Table]:
+def _orders(orders: Sequence[Mapping[str, Any]], width: int, valuation: str | None = None) -> list[Table]:
     """One table of every order, or, below `WIDE_COLUMNS`, one per account (titled with the account, so
     that the numbers keep their width)."""
     money: tuple[str, ...] = ("amount", "est. price", "est. cost", "est. fee")
@@ -157,7 +157,7 @@ def _orders(orders: Sequence[Mapping[str, Any]], width: int) -> list[Table]:
         names: tuple[str, ...] = ("phase", "account", "exchange", "symbol", "side")
         table = _table(f"Orders ({len(orders)})", (*names, *money), right=("phase", *money))
         for order in orders:
-            table.add_row(*_order_cells(order, names))
+            table.add_row(*_order_cells(order, names, valuation))
         return [table]
     accounts: dict[str, list[Mapping[str, Any]]] = {}
     for order in orders:
@@ -168,12 +168,12 @@ def _orders(orders: Sequence[Mapping[str, Any]], width: int) -> list[Table]:
         title = f"Orders ({len(orders)})" + ("" if len(accounts) == 1 else f": {len(held)}")
         table = _table(f"{title} on {escape(account)}", (*names, *money), right=("phase", *money))
         for order in held:
-            table.add_row(*_order_cells(order, names))
+            table.add_row(*_order_cells(order, names, valuation))
         tables.append(table)
     return tables
 
 
-def _order_cells(order: Mapping[str, Any], names: Sequence[str]) -> list[str]:
+def _order_cells(order: Mapping[str, Any], names: Sequence[str], valuation: str | None = None) -> list[str]:
     quote = _quote(order["symbol"])
     cells = {
         "phase": str(order["phase"]),
@@ -191,7 +191,8 @@ def _order_cells(order: Mapping[str, Any], names: Sequence[str]) -> list[str]:
     ]
     if "reason" in order:
         after = order.get("after_transfer")
-        made += [escape(order["reason"]), number(order["est_saving"]), "" if after is None else str(after)]
+        saving = value_text(order["est_saving"], valuation)  # the valuation currency, to its precision
+        made += [escape(order["reason"]), saving, "" if after is None else str(after)]
     return made
 
 
@@ -224,7 +225,7 @@ def _transfers(transfers: Sequence[Mapping[str, Any]], quote: str | None) -> Tab
                 number(transfer["fee"]),
                 escape(transfer["reason"]),
             ]
-            cells.append(number(transfer["est_saving"]))
+            cells.append(value_text(transfer["est_saving"], quote))
         table.add_row(*cells)
     return table
 
