@@ -67,12 +67,22 @@ INTERNAL = Way(INTERNAL_NETWORK, Decimal(0), Decimal(0))
 class Networks:
     withdrawals: Mapping[str, Mapping[str, tuple[Withdrawal, ...]]] = field(default_factory=dict)
     deposits: Mapping[str, Mapping[str, tuple[Deposit, ...]]] = field(default_factory=dict)
+    # The ways of each (source, destination, asset), found once: a plan asks for them per transfer.
+    _ways: dict[tuple[str, str, str], tuple[Way, ...] | str] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
-    def ways(self, source: str, destination: str, asset: str) -> list[Way] | str:
+    def ways(self, source: str, destination: str, asset: str) -> tuple[Way, ...] | str:
         """Every open way from exchange `source` to `destination` for `asset`, cheapest first (then by
         name), or why there is none (`NO_NETWORK`, `NETWORK_DISABLED`)."""
+        key = (source, destination, asset)
+        if key not in self._ways:
+            self._ways[key] = self._find(source, destination, asset)
+        return self._ways[key]
+
+    def _find(self, source: str, destination: str, asset: str) -> tuple[Way, ...] | str:
         if source == destination:
-            return [INTERNAL]
+            return (INTERNAL,)
         outs = self.withdrawals.get(source, {}).get(asset, ())
         ins = self.deposits.get(destination, {}).get(asset, ())
         if not outs or not ins:
@@ -91,7 +101,7 @@ class Networks:
                         found[name] = way
         if not found:
             return NETWORK_DISABLED if matched else NO_NETWORK
-        return sorted(found.values(), key=lambda way: (way.fee, way.network))
+        return tuple(sorted(found.values(), key=lambda way: (way.fee, way.network)))
 
     def choose(self, source: str, destination: str, asset: str, amount: Decimal) -> Way | str:
         """The cheapest open way `amount` clears (at least the minimum, more than the fee), or why none."""

@@ -373,14 +373,16 @@ def _notes(plan: Plan, groups: _Groups, flows: Flows, trading: Trading, pooled: 
     step = np.array([float(m.amount_step) for m in markets]) if markets else np.zeros(0)
     fee_rate = np.array([float(m.fee_rate) for m in markets]) if markets else np.zeros(0)
     exchange = [tree.accounts[node][0] for node in account.tolist()]
-    prices = np.array(
-        [
-            trading.prices.price(ex, markets[m], s)
-            for ex, m, s in zip(exchange, market.tolist(), sell.tolist(), strict=True)
-        ]
+    priced: dict[tuple[str, int, bool], float] = {}  # a few venues and markets, many orders
+    for venue_market in zip(exchange, market.tolist(), sell.tolist(), strict=True):
+        if venue_market not in priced:
+            ex, m, side = venue_market
+            priced[venue_market] = trading.prices.price(ex, markets[m], side)
+    prices = np.array([priced[v] for v in zip(exchange, market.tolist(), sell.tolist(), strict=True)])
+    ref_base = np.array([float(diff.prices.get(m.base) or 0) for m in markets])[market] if n else np.zeros(0)
+    ref_quote = (
+        np.array([float(diff.prices.get(m.quote) or 0) for m in markets])[market] if n else np.zeros(0)
     )
-    ref_base = np.array([float(diff.prices.get(markets[m].base) or 0) for m in market.tolist()])
-    ref_quote = np.array([float(diff.prices.get(markets[m].quote) or 0) for m in market.tolist()])
     amount = steps * step[market] if n else np.zeros(0)
     traded = amount * prices * ref_quote
     fees = traded * fee_rate[market] if n else np.zeros(0)
