@@ -95,6 +95,7 @@ bench: | $(UV)
 	$(BENCH_VENV)/bin/python bench/strategy_stats.py
 	$(BENCH_VENV)/bin/python bench/policy.py
 	$(BENCH_VENV)/bin/python bench/autopilot.py
+	$(BENCH_VENV)/bin/python bench/where.py
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -162,3 +162,107 @@ def mirror(real: Doc, prices: Doc) -> Doc:
         return out
 
     return build(real, None)
+
+
+@dataclass(frozen=True)
+class WhereCase:
+    """A case with per-venue prices, a pool over accounts on different exchanges and maybe a network file."""
+
+    real: Doc
+    target: Doc
+    prices: Doc
+    markets: Doc
+    network: Doc | None
+
+
+@st.composite
+def pool_cases(draw: st.DrawFn, max_accounts: int = 3) -> WhereCase:
+    """Accounts (quote USDT) on exchanges ex0, ex1, ... under a pool node `p`, maybe beside an account
+    `solo` with plain weights; every exchange quotes its own bid and ask (spreads up to 2%, off the
+    reference by up to 1%), charges its own fees, and maybe a network file moves the assets."""
+    n_accounts = draw(st.integers(2, max_accounts))
+    exchanges = [f"ex{a}" for a in range(n_accounts + 1)]
+    ref = {x: Decimal(draw(decimals("0.5", "1000", 2))) for x in ASSETS}
+
+    def holdings(name: str, exchange: str) -> Doc:
+        assets = draw(st.lists(st.sampled_from(ASSETS), max_size=len(ASSETS), unique=True))
+        wallets: list[Doc] = [
+            {"name": x.lower(), "asset": x, "amount": draw(decimals("0", "50", 4))} for x in assets
+        ]
+        wallets.append({"name": "cash", "asset": "USDT", "amount": draw(decimals("0", "5000", 2))})
+        return {"name": name, "kind": "account", "exchange": exchange, "quote": "USDT", "children": wallets}
+
+    pooled = [holdings(f"acc{a}", exchanges[a]) for a in range(n_accounts)]
+    real_children: list[Doc] = [{"name": "p", "children": pooled}]
+    pool_assets = draw(st.lists(st.sampled_from((*ASSETS, "USDT")), min_size=1, max_size=4, unique=True))
+    pool = dict(zip(pool_assets, split_weights(draw, len(pool_assets)), strict=True))
+    solo = draw(st.booleans())
+    top = split_weights(draw, 2) if solo else ["100%"]
+    target_children: list[Doc] = [{"name": "p", "weight": top[0], "pool": pool}]
+    if solo:
+        real_children.append(holdings("solo", exchanges[-1]))
+        held = [w["asset"] for w in real_children[-1]["children"] if w["asset"] != "USDT"]
+        weights = split_weights(draw, len(held) + 1)
+        target_children.append(
+            {
+                "name": "solo",
+                "weight": top[1],
+                "children": [
+                    *(
+                        {"name": x.lower(), "asset": x, "weight": w}
+                        for x, w in zip(held, weights, strict=False)
+                    ),
+                    {"name": "cash", "asset": "USDT", "weight": weights[-1]},
+                ],
+            }
+        )
+    venues: Doc = {}
+    markets: Doc = {}
+    for exchange in exchanges:
+        quotes: Doc = {}
+        for x in ASSETS:
+            if draw(st.booleans()):
+                bias = Decimal(draw(st.integers(-100, 100))) / 10_000
+                half = Decimal(draw(st.integers(0, 100))) / 10_000
+                quotes[x] = {
+                    "bid": format(ref[x] * (1 + bias - half), "f"),
+                    "ask": format(ref[x] * (1 + bias + half), "f"),
+                }
+        venues[exchange] = quotes
+        markets[exchange] = {
+            f"{x}/USDT": {
+                "amount_step": draw(st.sampled_from(STEPS)),
+                "min_amount": "0",
+                "min_cost": draw(st.sampled_from(("0", "1", "10"))),
+                "fee_rate": draw(st.sampled_from(("0", "0.001", "0.0025", "0.01"))),
+            }
+            for x in ASSETS
+        }
+    network: Doc | None = None
+    if draw(st.booleans()):
+        network = {"withdrawals": {}, "deposits": {}}
+        for exchange in exchanges:
+            network["withdrawals"][exchange] = {
+                x: {
+                    "fee": format(
+                        Decimal(draw(st.integers(0, 50))) / (ref[x] if x in ref else Decimal(1)), ".8f"
+                    ),
+                    "min_amount": draw(st.sampled_from(("0", "0.01", "1"))),
+                    "enabled": draw(st.integers(0, 4)) > 0,
+                }
+                for x in (*ASSETS, "USDT")
+            }
+            network["deposits"][exchange] = {
+                x: {"enabled": draw(st.integers(0, 4)) > 0} for x in (*ASSETS, "USDT")
+            }
+    return WhereCase(
+        real={"name": "root", "children": real_children},
+        target={"name": "root", "children": target_children},
+        prices={
+            "quote": "USD",
+            "prices": {"USDT": "1", **{x: format(v, "f") for x, v in ref.items()}},
+            "venues": venues,
+        },
+        markets=markets,
+        network=network,
+    )

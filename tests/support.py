@@ -7,6 +7,7 @@ from typing import Any
 
 from rebal.core.diff import DiffTree, diff_trees
 from rebal.core.market import Markets, Prices
+from rebal.core.networks import Networks
 from rebal.core.plan import Plan, plan_rebalance
 from rebal.core.tree import parse_tree
 from rebal.render import plan_json
@@ -49,6 +50,7 @@ def run(
     band: float = 0.0,
     invest: float = 0.0,
     withdraw: float = 0.0,
+    network: Doc | None = None,
 ) -> tuple[DiffTree, Plan, Doc]:
     diff = diff_trees(
         parse_tree(real, "real"),
@@ -58,7 +60,8 @@ def run(
         invest=invest,
         withdraw=withdraw,
     )
-    plan = plan_rebalance(diff, Markets.parse(markets))
+    networks = Networks.parse(network) if network is not None else None
+    plan = plan_rebalance(diff, Markets.parse(markets), networks=networks)
     return diff, plan, plan_json(plan)
 
 

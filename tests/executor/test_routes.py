@@ -21,6 +21,7 @@ from tests.executor.test_executor import SPOT, plan
 from tests.executor.test_safety import FaultyVenue
 from tests.fakes import RecordingPublisher
 from tests.paper_support import MARKETS, PRICES, STILL, Clock
+from tests.support import account, folder, run, wallet
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 D = Decimal
@@ -145,3 +146,68 @@ async def test_an_intermediate_that_cannot_be_sold_back_is_reported_stranded(poo
     )
     assert REGISTRY.get_sample_value("rebal_stranded_assets_total", labels) == before + 1
     assert (await paper.balances(SPOT)).free["BTC"] == D("0.001")
+
+
+# A where-mode plan's cheapest route may take three markets (ABC → ETH → BTC → USDT): each leg sells
+# what the one before delivered.
+THREE_MARKETS: dict[str, Any] = {
+    "paper": {
+        "BTC/USDT": MARKETS["paper"]["BTC/USDT"],
+        "ETH/BTC": {
+            "amount_step": "0.0001",
+            "min_amount": "0.0001",
+            "min_cost": "0.00001",
+            "fee_rate": "0.001",
+        },
+        "ABC/ETH": {"amount_step": "1", "min_amount": "1", "min_cost": "0.0001", "fee_rate": "0.001"},
+    }
+}
+THREE_PRICES: dict[str, Any] = {"quote": "USDT", "prices": {"BTC": "60000", "ETH": "3000", "ABC": "0.5"}}
+
+
+def three_market_sells() -> tuple[PlannedOrder, ...]:
+    """What the planner emits for selling 1000 ABC on the paper exchange with venue prices (where mode)."""
+    real = folder("demo", folder("paper", account("spot", wallet("abc", "ABC", "1000"), exchange="paper")))
+    target = folder(
+        "demo",
+        folder(
+            "paper",
+            folder(
+                "spot", wallet("abc", "ABC", weight="0%"), wallet("usdt", "USDT", weight="100%"), weight=1
+            ),
+            weight=1,
+        ),
+    )
+    price_doc = {**THREE_PRICES, "venues": {"paper": {"ABC": {"bid": "0.5", "ask": "0.5"}}}}
+    _, made, _ = run(real, target, price_doc, THREE_MARKETS)
+    return PlannedOrder.trusted(made.orders())
+
+
+async def test_a_route_of_three_markets_from_the_planner_sells_leg_by_leg_what_each_delivered(
+    pool: asyncpg.Pool,
+) -> None:
+    orders = three_market_sells()
+    assert [(o.symbol, o.side, o.phase) for o in orders] == [
+        ("ABC/ETH", "sell", 1),
+        ("ETH/BTC", "sell", 1),
+        ("BTC/USDT", "sell", 1),
+    ]
+    paper = PaperVenue.from_documents("paper", pool, THREE_MARKETS, THREE_PRICES, Clock(), **STILL)
+    await paper.seed(SPOT, {"ABC": D(1000), "BTC": D(1), "ETH": D(1)})  # its own BTC and ETH stay
+    recorder = RecordingPublisher()
+    executor = Executor(
+        {"paper": paper}, recorder, ExecutorSettings(live=True), PostgresJournal(pool), clock=Clock()
+    )
+    await executor.on_plan(plan(*orders))
+    [finished] = [e for e in recorder.published if isinstance(e, RunFinished)]
+    # The venue credits 0.16649999 ETH (its rounding): leg 1 sells 0.1664 (whole steps of it), leg 2 the
+    # BTC that brought. The account's own 1 BTC and 1 ETH are never sold; under a step of each stays.
+    assert finished.reasons == (
+        "leg 1 ETH/BTC sell reduced from 0.1665 to 0.1664: route leg 0 delivered 0.16649999 ETH",
+    )
+    assert (finished.placed, finished.filled) == (3, 3)
+    assert (await paper.balances(SPOT)).free == {
+        "BTC": D("1.00000168"),
+        "ETH": D("1.0001"),
+        "USDT": D("498.1014"),
+    }

@@ -14,7 +14,7 @@ from rebal_executor.execution import Executor
 from rebal_executor.execution.transfers import Transfers, transfer_id
 from rebal_executor.journal import PostgresJournal
 from rebal_executor.settings import ExecutorSettings
-from rebal_venues.paper import PaperVenue
+from rebal_venues.paper import PAPER_NETWORK, PaperVenue
 from tests.executor.test_executor import SPOT, demo, order, plan
 from tests.fakes import RecordingPublisher
 from tests.paper_support import STILL, Clock
@@ -37,6 +37,14 @@ def venue(pool: asyncpg.Pool, clock: Clock) -> PaperVenue:
     )
 
 
+def allowed(asset: str, account: str = OTHER, network: str = PAPER_NETWORK) -> dict[str, str]:
+    """An allowlist entry for the paper exchange's deposit address of `account`."""
+    return {"exchange": "paper", "asset": asset, "network": network, "address": f"paper:paper:{account}"}
+
+
+ALLOWLIST = [allowed("USDT"), allowed("BTC")]
+
+
 async def setup(pool: asyncpg.Pool, **settings: object) -> tuple[Executor, RecordingPublisher, PaperVenue]:
     clock = Clock()
     paper = venue(pool, clock)
@@ -45,7 +53,9 @@ async def setup(pool: asyncpg.Pool, **settings: object) -> tuple[Executor, Recor
     executor = Executor(
         {"paper": paper},
         recorder,
-        ExecutorSettings.model_validate({"live": True, "transfers": True, **settings}),
+        ExecutorSettings.model_validate(
+            {"live": True, "transfers": True, "withdrawal_allowlist": ALLOWLIST, **settings}
+        ),
         PostgresJournal(pool),
         clock=clock,
     )
@@ -84,7 +94,14 @@ async def test_the_buys_wait_for_the_credit_and_are_sized_from_what_arrived(pool
         ("credited", "999 USDT"),
     ]
     # The same transfer asked again (as after a restart) finds its withdrawal: nothing moves twice.
-    mover = Transfers(executor.venues, executor.sleep, 600, 2, lambda *_: _nothing())
+    mover = Transfers(
+        executor.venues,
+        executor.sleep,
+        600,
+        2,
+        lambda *_: _nothing(),
+        frozenset({("paper", "USDT", PAPER_NETWORK, f"paper:paper:{OTHER}", "")}),
+    )
     again = await mover.run(the_plan, 0, the_plan.transfers[0])  # type: ignore[attr-defined]
     assert (again.outcome, again.moved) == ("filled", True)
     assert await pool.fetchval("SELECT count(*) FROM paper.transfers") == 1
@@ -124,3 +141,43 @@ async def test_transfers_are_off_by_default_and_a_failing_pre_check_stops_the_ru
     )
     assert await pool.fetchval("SELECT count(*) FROM paper.transfers") == 0
     assert await pool.fetchval("SELECT count(*) FROM paper.orders") == 0
+
+
+@pytest.mark.parametrize(
+    "allowlist",
+    [
+        [],  # the default: nowhere
+        [allowed("USDT", account=SPOT)],  # another account's address
+        [allowed("BTC")],  # another asset
+        [allowed("USDT", network="TRC20")],  # another network
+        [{**allowed("USDT"), "exchange": "binance"}],  # another exchange
+    ],
+)
+async def test_a_withdrawal_to_an_address_off_the_allowlist_refuses_the_run_before_any_leg(
+    pool: asyncpg.Pool, allowlist: list[dict[str, str]]
+) -> None:
+    executor, recorder, paper = await setup(pool, withdrawal_allowlist=allowlist)
+    await executor.on_plan(funding_plan())  # type: ignore[arg-type]
+    [finished] = [e for e in recorder.published if isinstance(e, RunFinished)]
+    assert (finished.status, finished.placed) == ("cancelled", 0)
+    assert finished.reasons == (
+        "transfer of 1000 USDT from demo/paper/spot to demo/paper/other pre-check failed (not on the "
+        f"withdrawal allowlist: paper USDT {PAPER_NETWORK} paper:paper:{OTHER}): the run was not started "
+        "(no leg was placed)",
+    )
+    assert await pool.fetchval("SELECT count(*) FROM paper.transfers") == 0
+    assert await pool.fetchval("SELECT count(*) FROM paper.orders") == 0
+    assert (await paper.balances(SPOT)).free == {"BTC": D("0.1"), "USDT": D(500)}
+
+
+async def test_a_coin_moves_between_accounts_when_its_address_is_allowlisted(pool: asyncpg.Pool) -> None:
+    """A where-mode move (rebal plan --network): BTC sent to the other account and credited less the fee."""
+    executor, recorder, paper = await setup(pool)
+    transfer = PlannedTransfer(
+        asset="BTC", from_account=SPOT, to_account=OTHER, amount=D("0.05"), est_value=D(3000)
+    )
+    await executor.on_plan(plan(transfers=(transfer,)))  # type: ignore[arg-type]
+    [finished] = [e for e in recorder.published if isinstance(e, RunFinished)]
+    assert (finished.status, finished.placed, finished.filled) == ("completed", 1, 1)
+    assert (await paper.balances(SPOT)).free == {"BTC": D("0.05"), "USDT": D(500)}
+    assert (await paper.balances(OTHER)).free == {"BTC": D("0.05")}

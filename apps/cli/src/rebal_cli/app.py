@@ -22,6 +22,7 @@ from rebal.core.contracts import Contracts
 from rebal.core.diff import diff_trees
 from rebal.core.errors import InputError
 from rebal.core.market import Markets, Prices
+from rebal.core.networks import Networks
 from rebal.core.numbers import RANGE, in_range, parse_decimal
 from rebal.core.plan import plan_rebalance
 from rebal.core.position_plan import PositionPlan, plan_positions
@@ -88,6 +89,10 @@ def plan(
     band: Annotated[
         float, typer.Option("--band", help="Relative drift band: smaller differences hold.")
     ] = 0.0,
+    network: Annotated[
+        Path | None,
+        typer.Option("--network", help="Networks per exchange and asset: withdrawal fees, minimums, on/off."),
+    ] = None,
     invest: Annotated[str | None, typer.Option("--invest", help="Grow the portfolio by this value.")] = None,
     withdraw: Annotated[
         str | None, typer.Option("--withdraw", help="Shrink the portfolio by this value.")
@@ -121,6 +126,7 @@ def plan(
                 ("--prices", prices),
                 ("--markets", markets),
                 ("--contracts", contracts),
+                ("--network", network),
                 ("--invest", invest),
                 ("--withdraw", withdraw),
                 ("--buy-only", buy_only or None),
@@ -144,6 +150,7 @@ def plan(
         price_table = load(prices, Prices.parse)
         market_table = load(markets, Markets.parse) if markets is not None else Markets()
         contract_table = load(contracts, Contracts.parse) if contracts is not None else Contracts()
+        networks = load(network, Networks.parse) if network is not None else None
         real_tree = load_tree(real, "real")
         target_tree = load_tree(target, "target")
     except FileError as exc:
@@ -152,7 +159,7 @@ def plan(
         diff = diff_trees(
             real_tree, target_tree, price_table, band=band, invest=invest_value, withdraw=withdraw_value
         )
-        result = plan_rebalance(partial.buy_only(diff) if buy_only else diff, market_table)
+        result = plan_rebalance(partial.buy_only(diff) if buy_only else diff, market_table, networks=networks)
         positions = plan_positions(diff.tree, contract_table.marked(price_table), Decimal(repr(band)))
     except InputError as exc:
         files = {"real": real, "target": target, "prices": prices}

@@ -113,7 +113,7 @@ def plan_sections(plan: Mapping[str, Any], width: int = WIDE_COLUMNS) -> list[Re
     quote = valuation_quote(plan)
     if plan.get("diff"):
         sections.append(diff_tree(plan["diff"]))
-    sections.extend(_orders(plan["orders"], width))
+    sections.extend(_orders(plan["orders"], width, quote))
     if plan.get("transfers"):
         sections.append(_transfers(plan["transfers"], quote))
     if plan.get("position_orders") or plan.get("position_settings"):
@@ -124,7 +124,16 @@ def plan_sections(plan: Mapping[str, Any], width: int = WIDE_COLUMNS) -> list[Re
         sections.append(_skipped(plan["skipped"]))
     if plan.get("projected_weights"):
         sections.append(_projected(plan["projected_weights"]))
+    if plan.get("costs"):
+        sections.append(_costs(plan["costs"], quote))
     return sections
+
+
+def _costs(costs: Mapping[str, Any], quote: str | None) -> Table:
+    """A where-mode plan's estimated costs (valuation currency; spreads against the reference prices)."""
+    table = _table("Estimated costs", ("fees", "spread", "withdrawal fees", "total"), right=("total",))
+    table.add_row(*(value_text(costs[key], quote) for key in ("fees", "spread", "withdrawal_fees", "total")))
+    return table
 
 
 def _table(title: str, columns: Sequence[str], right: Iterable[str] = ()) -> Table:
@@ -145,15 +154,17 @@ def _side(side: str) -> str:
     return f"[{OPERATION_STYLE.get(side, 'dim')}]{side}[/]"
 
 
-def _orders(orders: Sequence[Mapping[str, Any]], width: int) -> list[Table]:
+def _orders(orders: Sequence[Mapping[str, Any]], width: int, valuation: str | None = None) -> list[Table]:
     """One table of every order, or, below `WIDE_COLUMNS`, one per account (titled with the account, so
     that the numbers keep their width)."""
-    money = ("amount", "est. price", "est. cost", "est. fee")
+    money: tuple[str, ...] = ("amount", "est. price", "est. cost", "est. fee")
+    if orders and "reason" in orders[0]:  # a where-mode plan says why and what it saves
+        money = (*money, "reason", "est. saving", "after transfer")
     if width >= WIDE_COLUMNS or not orders:
         names: tuple[str, ...] = ("phase", "account", "exchange", "symbol", "side")
         table = _table(f"Orders ({len(orders)})", (*names, *money), right=("phase", *money))
         for order in orders:
-            table.add_row(*_order_cells(order, names))
+            table.add_row(*_order_cells(order, names, valuation))
         return [table]
     accounts: dict[str, list[Mapping[str, Any]]] = {}
     for order in orders:
@@ -164,7 +175,7 @@ def _orders(orders: Sequence[Mapping[str, Any]], width: int) -> list[Table]:
         title = f"Orders ({len(orders)})" + ("" if len(accounts) == 1 else f": {len(held)}")
         table = _table(f"{title} on {escape(account)}", (*names, *money), right=("phase", *money))
         for order in held:
-            table.add_row(*_order_cells(order, names))
+            table.add_row(*_order_cells(order, names, valuation))
         tables.append(table)
     return tables
 
@@ -209,7 +220,7 @@ def _perpetual_quote(symbol: str) -> str | None:
     return _quote(symbol.partition(":")[0])
 
 
-def _order_cells(order: Mapping[str, Any], names: Sequence[str]) -> list[str]:
+def _order_cells(order: Mapping[str, Any], names: Sequence[str], valuation: str | None = None) -> list[str]:
     quote = _quote(order["symbol"])
     cells = {
         "phase": str(order["phase"]),
@@ -218,27 +229,51 @@ def _order_cells(order: Mapping[str, Any], names: Sequence[str]) -> list[str]:
         "symbol": escape(order["symbol"]),
         "side": _side(order["side"]),
     }
-    return [
+    made = [
         *(cells[name] for name in names),
         number(order["amount"]),
         price_text(str(order["est_price"]), quote),
         money_text(str(order["est_cost"]), quote),
         money_text(str(order["est_fee"]), quote),
     ]
+    if "reason" in order:
+        after = order.get("after_transfer")
+        saving = value_text(order["est_saving"], valuation)  # the valuation currency, to its precision
+        made += [escape(order["reason"]), saving, "" if after is None else str(after)]
+    return made
 
 
 def _transfers(transfers: Sequence[Mapping[str, Any]], quote: str | None) -> Table:
-    table = _table(f"Transfers ({len(transfers)})", ("asset", "from", "to", "amount", "est. value"))
-    for transfer in transfers:
+    noted = "reason" in transfers[0]
+    columns: tuple[str, ...] = (
+        ("#", "asset", "from", "to", "amount", "est. value")
+        if noted
+        else ("asset", "from", "to", "amount", "est. value")
+    )
+    if noted:
+        columns = (*columns, "network", "fee", "reason", "est. saving")
+    table = _table(f"Transfers ({len(transfers)})", columns)
+    for index, transfer in enumerate(transfers):
         source = transfer.get("from", transfer.get("from_account"))
         destination = transfer.get("to", transfer.get("to_account"))
-        table.add_row(
+        cells = [
             escape(transfer["asset"]),
             escape(source),
             escape(destination),
             number(transfer["amount"]),
             value_text(transfer["est_value"], quote),
-        )
+        ]
+        if noted:
+            network = transfer.get("network")
+            cells = [
+                str(index),
+                *cells,
+                escape(network or "-"),
+                number(transfer["fee"]),
+                escape(transfer["reason"]),
+            ]
+            cells.append(value_text(transfer["est_saving"], quote))
+        table.add_row(*cells)
     return table
 
 

@@ -188,6 +188,7 @@ class TreeNode(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     quote: str | UnsetType = UNSET
     exchange: str | UnsetType = UNSET
     positions: list[Any] | UnsetType = UNSET
+    pool: dict[str, str | int | float] | UnsetType = UNSET
 
 
 _TREE_NODES = msgspec.json.Decoder(TreeNode)

@@ -1,6 +1,10 @@
 """Diff trees, plans and trees as the documented JSON (docs/formats.md): `rebal plan --json`, the API's
 diff, and what the CLI's renderer (`rebal_cli.render`) draws for people.
 
+A where-mode plan (`rebal.core.where`: per-venue prices, a network file or pools) adds to each order
+``reason``, ``est_saving`` and ``after_transfer``, to each transfer ``network``, ``fee``, ``reason`` and
+``est_saving``, and a top-level ``costs``; any other plan is written exactly as before.
+
 `plan_chunks` writes a plan's JSON as a stream of compact chunks, some 32k nodes or orders each, so a
 million-wallet plan (600 MB of JSON) is never built whole: each chunk is a matrix of rows of text, one
 row per node or order, put together field by field from literals, strings escaped once per distinct
@@ -20,8 +24,8 @@ import orjson
 
 from rebal.core.bulk import Decimals, TextMatrix, decimal_texts, float_texts, plain_texts
 from rebal.core.diff import OPERATION_NAMES, SELL, DiffTree
-from rebal.core.numbers import AMOUNT_PLACES, MONEY_PLACES, WEIGHT_PLACES, dec_str
-from rebal.core.plan import REASONS, OrderColumns, Plan, Transfer
+from rebal.core.numbers import AMOUNT_PLACES, MONEY_PLACES, WEIGHT_PLACES, dec_str, money_str
+from rebal.core.plan import REASONS, TRANSFER, Notes, OrderColumns, Plan, Transfer
 from rebal.core.tree import Categorical, IntArray, Tree, UnionTree, preorder
 
 JsonDict = dict[str, Any]
@@ -58,10 +62,27 @@ def plan_chunks(plan: Plan) -> Iterator[bytes]:
     yield b',"orders":['
     yield from _order_chunks(plan)
     yield b'],"transfers":'
-    yield orjson.dumps([transfer_json(t) for t in plan.transfers])
+    notes = plan.notes
+    yield orjson.dumps([transfer_json(t, notes, i) for i, t in enumerate(plan.transfers)])
     yield b',"skipped":['
     yield from _skip_chunks(plan)
-    yield b"]}"
+    if notes is None:
+        yield b"]}"
+        return
+    yield b'],"costs":'
+    yield orjson.dumps(costs_json(notes))
+    yield b"}"
+
+
+def costs_json(notes: Notes) -> JsonDict:
+    """The plan's estimated costs in the valuation currency: trading fees, spreads against the reference
+    prices, network fees of the transfers, and their total."""
+    return {
+        "fees": money_str(notes.fees),
+        "spread": money_str(notes.spread),
+        "withdrawal_fees": money_str(notes.withdrawal_fees),
+        "total": money_str(notes.fees + notes.spread + notes.withdrawal_fees),
+    }
 
 
 class _Rows:
@@ -271,10 +292,17 @@ def _order_chunks(plan: Plan) -> Iterator[bytes]:
     prices = decimal_texts(columns.est_price)
     sides = _table([b"buy", b"sell"])
     phases = _table([b"2", b"1"])
+    notes = plan.notes
+    if notes is not None:
+        reasons = _table([orjson.dumps(reason) for reason in notes.reasons])
+        after = np.where(notes.order_after >= 0, notes.order_after, 0)
+        after_text = _stacked(float_texts(after.astype(np.float64), 0), _table([b"null"]))
+        after_row = np.where(notes.order_after >= 0, np.arange(len(after)), len(after))
     for start in range(0, len(columns), CHUNK_ROWS):
         part = slice(start, start + CHUNK_ROWS)
         rows = _Rows(len(columns.account[part]))
         codes, market, sell = account_codes[part], columns.market[part], columns.sell[part].astype(np.intp)
+        price_row = columns.price_row[part]
         first = np.zeros(rows.count, dtype=np.bool_)
         first[:1] = start == 0
         rows.add(
@@ -290,15 +318,24 @@ def _order_chunks(plan: Plan) -> Iterator[bytes]:
             b'","amount":"',
             decimal_texts(columns.amount.slice(part)),
             b'","est_price":"',
-            prices[market],
+            prices[price_row],
             b'","est_cost":"',
             decimal_texts(columns.est_cost.slice(part)),
             b'","est_fee":"',
             decimal_texts(columns.est_fee.slice(part)),
             b'","phase":',
             phases[sell],
-            b"}",
         )
+        if notes is not None:
+            rows.add(
+                b',"reason":',
+                reasons[notes.order_reason[part]],
+                b',"est_saving":"',
+                float_texts(notes.order_saving[part], MONEY_PLACES),
+                b'","after_transfer":',
+                after_text[after_row[part]],
+            )
+        rows.add(b"}")
         yield rows.text()
 
 
@@ -318,7 +355,8 @@ def _skip_chunks(plan: Plan) -> Iterator[bytes]:
         ]
     )
     reasons = _table([orjson.dumps(reason or "") for reason in REASONS])
-    sides = _table([b"buy", b"sell"])
+    sides = _table([b"buy", b"sell", b"transfer"])
+    side_row = np.where(skips.side == SELL, 1, np.where(skips.side == TRANSFER, 2, 0))
     paths = [orjson.dumps(tree.path(node)) for node in skips.node.tolist()]
     for start in range(0, len(skips), CHUNK_ROWS):
         part = slice(start, start + CHUNK_ROWS)
@@ -332,7 +370,7 @@ def _skip_chunks(plan: Plan) -> Iterator[bytes]:
             b',"symbol":',
             symbols[symbol_codes[part]],
             b',"side":"',
-            sides[(skips.side[part] == SELL).astype(np.intp)],
+            sides[side_row[part]],
             b'","amount":"',
             float_texts(skips.amount[part], AMOUNT_PLACES),
             b'","reason":',
@@ -342,14 +380,21 @@ def _skip_chunks(plan: Plan) -> Iterator[bytes]:
         yield rows.text()
 
 
-def transfer_json(transfer: Transfer) -> JsonDict:
-    return {
+def transfer_json(transfer: Transfer, notes: Notes | None = None, index: int = 0) -> JsonDict:
+    """A TRANSFER (docs/formats.md); with a where-mode plan's notes, its network, fee, reason and saving."""
+    made: JsonDict = {
         "asset": transfer.asset,
         "from": transfer.source,
         "to": transfer.destination,
         "amount": dec_str(transfer.amount),
         "est_value": dec_str(transfer.value),
     }
+    if notes is not None:
+        made["network"] = transfer.network
+        made["fee"] = dec_str(transfer.fee)
+        made["reason"] = notes.transfer_reason[index]
+        made["est_saving"] = money_str(notes.transfer_saving[index])
+    return made
 
 
 def tree_json(tree: Tree, owner: str | None = None) -> JsonDict | None:

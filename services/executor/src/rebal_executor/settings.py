@@ -73,6 +73,17 @@ class FuturesLimits(Section):
     min_liquidation_distance: Decimal = Field(default=Decimal("0.1"), ge=0, lt=1)
 
 
+class AllowedAddress(Section):
+    """A deposit address withdrawals may go to: on `exchange`, for `asset` over `network` (and its
+    `tag`/memo, where the network has one)."""
+
+    exchange: str = Field(min_length=1)
+    asset: str = Field(min_length=1)
+    network: str = Field(min_length=1)
+    address: str = Field(min_length=1)
+    tag: str = ""
+
+
 class ExecutorSettings(ServiceSettings):
     service: ClassVar[str] = "executor"
     # Off: plans are acked and ignored (an operator's stop switch).
@@ -83,6 +94,9 @@ class ExecutorSettings(ServiceSettings):
     # Transfers between accounts (plan.transfers): off by default; when on, they run after the sells and
     # before the buys, which wait for the credit (venues that cannot move assets skip them).
     transfers: bool = False
+    # Withdrawals go only to these deposit addresses (per exchange, asset and network): a transfer whose
+    # destination is not listed refuses its run before any leg. Empty (the default): no withdrawal at all.
+    withdrawal_allowlist: tuple[AllowedAddress, ...] = ()
     execution: ExecutionSettings = ExecutionSettings()
     futures: FuturesLimits = FuturesLimits()
     paper: PaperSettings = PaperSettings()

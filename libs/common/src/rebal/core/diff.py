@@ -193,6 +193,7 @@ class _Descent:
     factor: FloatArray
     child_factor: FloatArray
     tolerance: float
+    pool: npt.NDArray[np.bool_]  # holds a pool: its accounts get their values from `rebal.core.pools`
 
     @classmethod
     def start(cls, tree: UnionTree, target: Tree, current: FloatArray, desired: FloatArray) -> _Descent:
@@ -214,6 +215,9 @@ class _Descent:
             factor=np.full(count, np.nan),
             child_factor=np.zeros(count, dtype=np.float64),
             tolerance=VALUE_EPSILON * max(float(current[0]), float(desired[0]), 1.0),
+            pool=listed & np.isin(target_of, list(target.pools))
+            if target.pools
+            else np.zeros(count, np.bool_),
         )
         descent.hand_down(np.array([0], dtype=np.int64))
         return descent
@@ -236,6 +240,7 @@ class _Descent:
             self.listed[level]
             & ~self.lists_children[level]
             & ~self.tree.wallet[level]
+            & ~self.pool[level]
             & (current <= 0)
             & (desired > self.tolerance)
         ]
@@ -251,7 +256,9 @@ def _asset_prices(tree: UnionTree, prices: Prices) -> tuple[list[str], IntArray,
     """Asset ids (alphabetical) and the price table; every asset and account quote needs a price."""
     vocabulary = tree.asset_codes.vocabulary
     quotes = {quote for _, quote in tree.accounts.values()}
-    names = sorted(set(vocabulary) | quotes)
+    # What a pool names may be held nowhere yet (`rebal.core.pools`).
+    pooled = {asset for weights in tree.target.pools.values() for asset, _ in weights}
+    names = sorted(set(vocabulary) | quotes | pooled)
     ids = {name: i for i, name in enumerate(names)}
     table = np.zeros(len(names), dtype=np.float64)
     for name in names:
@@ -265,6 +272,9 @@ def _asset_prices(tree: UnionTree, prices: Prices) -> tuple[list[str], IntArray,
 
 
 def _first_use(tree: UnionTree, asset: str) -> str:
+    for node, weights in sorted(tree.target.pools.items()):
+        if any(name == asset for name, _ in weights):
+            return f"the pool at {tree.target.path(node)}"
     if asset in tree.asset_codes.vocabulary:
         code = tree.asset_codes.vocabulary.index(asset)
         return tree.path(int(np.argmax(tree.asset_codes.ids == code)))

@@ -8,16 +8,19 @@ from decimal import Decimal
 
 from rebal.core.errors import InputError
 from rebal.core.numbers import DEFAULT_AMOUNT_STEP, RANGE, in_range, parse_decimal
+from rebal.core.venues import Quote, parse_venues
 
 MARKET_KEYS = frozenset({"amount_step", "min_amount", "min_cost", "fee_rate"})
 
 
 @dataclass(frozen=True)
 class Prices:
-    """Prices of assets in one valuation currency (`quote`); the quote itself is worth 1."""
+    """Prices of assets in one valuation currency (`quote`); the quote itself is worth 1. `venues`: the bid
+    and ask per exchange and asset (`rebal.core.venues`), empty when the file gives none."""
 
     quote: str
     prices: Mapping[str, Decimal]
+    venues: Mapping[str, Mapping[str, Quote]] = field(default_factory=dict)
 
     def get(self, asset: str) -> Decimal | None:
         if asset == self.quote and asset not in self.prices:
@@ -28,7 +31,7 @@ class Prices:
     def parse(cls, doc: object) -> Prices:
         if not isinstance(doc, dict):
             raise InputError("", 'prices must be a mapping {"quote": ..., "prices": {ASSET: PRICE}}')
-        unknown = doc.keys() - {"quote", "prices"}
+        unknown = doc.keys() - {"quote", "prices", "venues"}
         if unknown:
             raise InputError("", f"unknown key(s) {', '.join(sorted(map(str, unknown)))}")
         quote = doc.get("quote")
@@ -47,7 +50,8 @@ class Prices:
             if not in_range(price):
                 raise InputError(f"prices.{asset}", f"price {value} is outside the supported range ({RANGE})")
             parsed[str(asset)] = price
-        return cls(quote=quote, prices=parsed)
+        venues = parse_venues(doc["venues"]) if "venues" in doc else {}
+        return cls(quote=quote, prices=parsed, venues=venues)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,11 @@ truncated, and a sell never exceeds the free (unlocked) amount; orders under a m
 emitted but listed as skipped with a reason. An asset without a direct market is routed through one
 intermediate market. Value that must move between accounts becomes transfers.
 
+Given per-venue prices, a network file or pools, `rebal.core.where` plans through the same code with a
+`rebal.core.trading.Trading`: sells at the venue's bid and buys at its ask, the cheapest route of up to
+three markets, transfers over the cheapest open network (fee and minimum), and assets moved between
+accounts (`Move`) instead of round trips.
+
 The hot path is columnar (numpy); exact decimals are made once, when the plan is read.
 """
 
@@ -25,6 +30,7 @@ from rebal.core.bulk import Decimals, multiply, times
 from rebal.core.diff import BUY, HOLD, SELL, DiffTree
 from rebal.core.errors import InputError
 from rebal.core.market import Market, Markets, Route
+from rebal.core.networks import BELOW_NETWORK_MIN, NETWORK_DISABLED, NO_NETWORK, NOT_ABOVE_FEE, Networks
 from rebal.core.numbers import (
     BUDGET_SAFETY,
     DEFAULT_AMOUNT_STEP,
@@ -37,10 +43,14 @@ from rebal.core.numbers import (
     amount_str,
     floor_steps,
 )
-from rebal.core.tree import BoolArray, FloatArray, IntArray
+from rebal.core.trading import Move, Trading
+from rebal.core.tree import BANK, BoolArray, FloatArray, IntArray
 
 Side = Literal["buy", "sell"]
+SkipSide = Literal["buy", "sell", "transfer"]
 SELL_PHASE, BUY_PHASE = 1, 2
+# A skipped transfer's side (orders' are `SELL` and `BUY`).
+TRANSFER = 0
 # Reasons an order is not emitted.
 BELOW_STEP = "below_step"
 BELOW_MIN_AMOUNT = "below_min_amount"
@@ -67,17 +77,22 @@ class Order(NamedTuple):
 class Skip(NamedTuple):
     path: str
     symbol: str
-    side: Side
+    side: SkipSide
     amount: Decimal
     reason: str
 
 
 class Transfer(NamedTuple):
+    """`amount` of `asset` withdrawn from account `source`; `destination` receives ``amount - fee`` (the
+    network's fee, in the asset: `network` None and fee 0 without a network file)."""
+
     asset: str
     source: str
     destination: str
     amount: Decimal
     value: Decimal
+    network: str | None = None
+    fee: Decimal = Decimal(0)
 
 
 class Budget(NamedTuple):
@@ -100,6 +115,7 @@ class _Leg:
     steps: int
     phase: int
     sort_key: tuple[int, int, int, int]
+    group: int = -1
 
 
 @dataclass(frozen=True, eq=False)
@@ -117,6 +133,31 @@ class Skips:
     def __len__(self) -> int:
         return len(self.code)
 
+    def with_transfers(self, skipped: list[TransferSkip], diff: DiffTree) -> Skips:
+        """These skips, then the transfers that could not be planned (their symbol is the asset)."""
+        ids = {name: i for i, name in enumerate(diff.asset_names)}
+        rows = len(self.code)
+        return Skips(
+            node=np.concatenate((self.node, [skip.source for skip in skipped])).astype(np.int64),
+            asset=np.concatenate((self.asset, [ids[skip.asset] for skip in skipped])).astype(np.int64),
+            account=np.concatenate((self.account, [skip.source for skip in skipped])).astype(np.int64),
+            side=np.concatenate((self.side, [TRANSFER] * len(skipped))).astype(np.int64),
+            amount=np.concatenate((self.amount, [skip.amount for skip in skipped])),
+            code=np.concatenate((self.code, [REASON_CODES[skip.reason] for skip in skipped])).astype(
+                np.int64
+            ),
+            symbol={**self.symbol, **{rows + i: skip.asset for i, skip in enumerate(skipped)}},
+        )
+
+
+class TransferSkip(NamedTuple):
+    """A transfer that could not be planned: from account node `source`, `amount` of `asset`, and why."""
+
+    source: int
+    asset: str
+    amount: float
+    reason: str
+
 
 @dataclass(frozen=True, eq=False)
 class OrderColumns:
@@ -127,9 +168,15 @@ class OrderColumns:
     markets: tuple[Market, ...]
     sell: BoolArray
     amount: Decimals
-    est_price: Decimals  # one per market
+    est_price: Decimals  # one per market and side: row ``2 * market + sell``
     est_cost: Decimals
     est_fee: Decimals
+
+    @property
+    def price_row(self) -> IntArray:
+        """Each order's row of `est_price`."""
+        row: IntArray = 2 * self.market + self.sell
+        return row
 
     def __len__(self) -> int:
         return len(self.account)
@@ -152,6 +199,10 @@ class Plan:
     direct_steps: IntArray
     direct_order: IntArray
     direct_markets: tuple[Market, ...]
+    # Where-mode plans (`rebal.core.where`): how they traded, each direct order's group, and the notes.
+    trading: Trading | None = None
+    direct_group: IntArray | None = None
+    notes: Notes | None = None
 
     def __len__(self) -> int:
         return len(self.direct_account) + len(self.legs)
@@ -169,7 +220,7 @@ class Plan:
                 columns.markets[m].symbol,
                 "sell" if sell else "buy",
                 amount.normalize(),
-                prices[m],
+                prices[2 * m + sell],
                 cost,
                 fee,
                 SELL_PHASE if sell else BUY_PHASE,
@@ -185,24 +236,49 @@ class Plan:
             )
         ]
 
-    def order_columns(self) -> OrderColumns:
-        """Every order as columns, in the order of `orders()`: amounts are whole steps of the market's
-        exact step; est. price, cost and fee keep 18 significant digits."""
+    def ordered(self) -> tuple[IntArray, IntArray, BoolArray, IntArray, IntArray, list[Market]]:
+        """Every order's account, market (an index into the returned markets), side, steps and group (-1
+        where unknown), in the order of `orders()`."""
         index = self.direct_order
         account = self.direct_account[index]
         market = self.direct_market[index]
         sell = self.direct_side[index] == SELL
         steps = self.direct_steps[index]
+        group = (
+            self.direct_group[index] if self.direct_group is not None else np.full(len(index), -1, np.int64)
+        )
         markets = list(self.direct_markets)
         if self.legs:
-            account, market, sell, steps = self._with_legs(account, market, sell, steps, markets)
-        used = set(market.tolist())  # only these are priced
+            account, market, sell, steps, group = self._with_legs(
+                account, market, sell, steps, group, markets
+            )
+        return account, market, sell, steps, group, markets
+
+    def order_columns(self) -> OrderColumns:
+        """Every order as columns, in the order of `orders()`: amounts are whole steps of the market's
+        exact step; est. price, cost and fee keep 18 significant digits."""
+        account, market, sell, steps, _, markets = self.ordered()
+        rows = 2 * market + sell
+        # Only the rows used are priced; a where-mode price depends on the exchange (of any order using it).
+        used: dict[int, int] = (
+            dict.fromkeys(rows.tolist(), -1)
+            if self.trading is None
+            else dict(zip(rows.tolist(), account.tolist(), strict=True))
+        )
         zero = Decimal(0)
         step = Decimals.of([m.amount_step for m in markets])
         fee = Decimals.of([m.fee_rate for m in markets])
-        price = Decimals.of([self._est_price(m) if i in used else zero for i, m in enumerate(markets)])
+        exchanges = self.diff.tree.accounts
+        price = Decimals.of(
+            [
+                self._est_price(markets[row // 2], row % 2 == 1, exchanges.get(used[row], ("", ""))[0])
+                if row in used
+                else zero
+                for row in range(2 * len(markets))
+            ]
+        )
         amount = times(step.take(market), steps)
-        cost = multiply(amount, price.take(market))
+        cost = multiply(amount, price.take(rows))
         return OrderColumns(
             account=account,
             market=market,
@@ -215,8 +291,14 @@ class Plan:
         )
 
     def _with_legs(
-        self, account: IntArray, market: IntArray, sell: BoolArray, steps: IntArray, markets: list[Market]
-    ) -> tuple[IntArray, IntArray, BoolArray, IntArray]:
+        self,
+        account: IntArray,
+        market: IntArray,
+        sell: BoolArray,
+        steps: IntArray,
+        group: IntArray,
+        markets: list[Market],
+    ) -> tuple[IntArray, IntArray, BoolArray, IntArray, IntArray]:
         """The direct orders and the routed legs merged: by phase, account, asset, then leg (`markets`
         grows by the legs' markets)."""
         position = {id(m): i for i, m in enumerate(markets)}
@@ -239,14 +321,17 @@ class Plan:
             np.array([position[id(leg.market)] for leg in self.legs], dtype=np.int64),
             np.array([leg.side == SELL for leg in self.legs], dtype=np.bool_),
             np.array([leg.steps for leg in self.legs], dtype=np.int64),
+            np.array([leg.group for leg in self.legs], dtype=np.int64),
         )
         merged = [
             np.concatenate((direct, legs))[order]
-            for direct, legs in zip((account, market, sell, steps), leg_columns, strict=True)
+            for direct, legs in zip((account, market, sell, steps, group), leg_columns, strict=True)
         ]
-        return merged[0], merged[1], merged[2], merged[3]
+        return merged[0], merged[1], merged[2], merged[3], merged[4]
 
-    def _est_price(self, market: Market) -> Decimal:
+    def _est_price(self, market: Market, sell: bool, exchange: str) -> Decimal:
+        if self.trading is not None:
+            return self.trading.prices.exact(exchange, market, sell)
         base, quote = self.diff.prices.get(market.base), self.diff.prices.get(market.quote)
         assert base is not None and quote is not None, "prices are checked by diff_trees"
         return DERIVED.divide(base, quote)
@@ -272,8 +357,9 @@ class Plan:
             amounts[(source, transfer.asset)] = (
                 amounts.get((source, transfer.asset), Decimal(0)) - transfer.amount
             )
+            # What arrives: the amount less the network's fee.
             amounts[(destination, transfer.asset)] = (
-                amounts.get((destination, transfer.asset), Decimal(0)) + transfer.amount
+                amounts.get((destination, transfer.asset), Decimal(0)) + transfer.amount - transfer.fee
             )
         rank = _account_rank(tree.accounts)
         return [
@@ -293,7 +379,7 @@ class Plan:
             Skip(
                 tree.path(node),
                 skips.symbol.get(row) or f"{names[asset]}/{quotes[account]}",
-                "sell" if side == SELL else "buy",
+                SKIP_SIDES[side],
                 Decimal(amount_str(amount)),
                 REASONS[code] or "",
             )
@@ -311,12 +397,52 @@ class Plan:
         ]
 
 
+SKIP_SIDES: dict[int, SkipSide] = {SELL: "sell", BUY: "buy", TRANSFER: "transfer"}
+
+
+@dataclass(frozen=True, eq=False)
+class Notes:
+    """What a where-mode plan says of itself (docs/formats.md): per order, in output order, its reason,
+    its estimated saving against the plain choice (valuation currency) and the index of the transfer whose
+    arrival it needs (-1: none); per transfer its reason and saving; and the plan's estimated costs."""
+
+    order_reason: IntArray  # index into `reasons`
+    order_saving: FloatArray
+    order_after: IntArray
+    transfer_reason: tuple[str, ...]
+    transfer_saving: tuple[float, ...]
+    reasons: tuple[str, ...]
+    fees: float
+    spread: float
+    withdrawal_fees: float
+
+    @property
+    def total(self) -> float:
+        return self.fees + self.spread + self.withdrawal_fees
+
+
+@dataclass(frozen=True, eq=False)
+class Flows:
+    """Per account node, what its buys wanted, the cash it had before transfers (free quote and sale
+    proceeds, less what routes reserve) and the first transfer into it (-1: none): which buys wait."""
+
+    wanted: FloatArray
+    cash: FloatArray
+    first_in: dict[int, int]
+
+
 def _account_rank(accounts: dict[int, tuple[str, str]]) -> dict[int, int]:
     return {node: rank for rank, node in enumerate(sorted(accounts))}
 
 
-def plan_rebalance(diff: DiffTree, markets: Markets, *, min_trade_value: float = 0.0) -> Plan:
+def plan_rebalance(
+    diff: DiffTree, markets: Markets, *, networks: Networks | None = None, min_trade_value: float = 0.0
+) -> Plan:
     """Orders, transfers and skips for a diff tree. Pure and deterministic.
+
+    Given per-venue prices (the prices' `venues`), a network file or pools in the target, the plan is made
+    by `rebal.core.where` (where to trade, moves instead of round trips, the cheapest routes and networks;
+    reasons, savings and costs); otherwise exactly as without them.
 
     An order worth less than `min_trade_value` (in the valuation currency: amount x the asset's price) is
     not emitted but skipped ``below_min_trade_value`` (an autopilot policy's small-trade floor), and a small
@@ -325,10 +451,23 @@ def plan_rebalance(diff: DiffTree, markets: Markets, *, min_trade_value: float =
     Raises `InputError` (source ``target``) when the target asks for a new position in an asset no market
     path reaches from the account's quote on its exchange: it could never be bought, and the plan would
     sell other holdings to pay for it. (A held asset without a market is skipped ``no_market``.)"""
-    groups = _Groups.build(diff, markets, min_trade_value)
+    if networks is not None or diff.prices.venues or diff.tree.target.pools:
+        from rebal.core.where import plan_where  # it builds on this module
+
+        return plan_where(diff, markets, networks, min_trade_value=min_trade_value)
+    return plan_trading(diff, markets, None, min_trade_value)[0]
+
+
+def plan_trading(
+    diff: DiffTree, markets: Markets, trading: Trading | None, min_trade_value: float = 0.0
+) -> tuple[Plan, _Groups, Flows]:
+    """The plan (`plan_rebalance`), trading as `trading` says (None: the reference prices, the first
+    route, transfers without networks), with its (account, asset) groups and money flows."""
+    groups = _Groups.build(diff, markets, trading, min_trade_value)
     _refuse_unreachable(diff, groups)
     legs: list[_Leg] = []
     count = len(diff.tree)
+    pricer = _Pricer(diff, trading)
     skip_code = np.where(groups.no_market, NO_MARKET_CODE, 0).astype(np.int64)
     skip_symbol: dict[int, str] = {}
 
@@ -348,8 +487,10 @@ def plan_rebalance(diff: DiffTree, markets: Markets, *, min_trade_value: float =
         minlength=count,
     )
     for g in np.flatnonzero(routed & groups.sells).tolist():
-        route = groups.route_of(g)
-        sold = _routed_sell(diff, route, float(groups.raw[g]), groups.exact_free(g), int(groups.path_node[g]))
+        route, exchange = groups.route_of(g), groups.exchange_of(g)
+        sold = _routed_sell(
+            pricer, exchange, route, float(groups.raw[g]), groups.exact_free(g), int(groups.path_node[g])
+        )
         if isinstance(sold, str):
             skip_code[g], skip_symbol[g] = REASON_CODES[sold], route.legs[0].symbol
             continue
@@ -362,15 +503,16 @@ def plan_rebalance(diff: DiffTree, markets: Markets, *, min_trade_value: float =
     reserve = np.zeros(count)
     routed_buys = np.flatnonzero(routed & ~groups.sells).tolist()
     for g in routed_buys:
-        route = groups.route_of(g)
-        bought = _routed_buy(diff, route, float(groups.raw[g]), 1.0, int(groups.path_node[g]))
+        route, exchange = groups.route_of(g), groups.exchange_of(g)
+        bought = _routed_buy(pricer, exchange, route, float(groups.raw[g]), 1.0, int(groups.path_node[g]))
         if isinstance(bought, str):
             continue
         wanted[groups.account[g]] += bought[1]
-        # Room for the intermediate leg rounding up by one step after scaling.
-        reserve[groups.account[g]] += _cost_of(diff, route.legs[1], 1, BUY)
+        # Room for the intermediate legs rounding up by one step after scaling.
+        reserve[groups.account[g]] += _route_reserve(pricer, exchange, route)
     cash = groups.free_quote + proceeds
-    transfers, transfer_in, transfer_out = _transfers(diff, groups.quote_id, cash - wanted - reserve)
+    moved = _transfers(diff, groups.quote_id, cash - wanted - reserve, trading)
+    transfer_in, transfer_out = moved.transfer_in, moved.transfer_out
     budget = cash + transfer_in - transfer_out - reserve
     with np.errstate(divide="ignore", invalid="ignore"):
         # Squeeze only buys that exceed the budget, and then to safely below it (float sums vs decimals).
@@ -387,9 +529,9 @@ def plan_rebalance(diff: DiffTree, markets: Markets, *, min_trade_value: float =
         emitted &= ~dropped
     routed_spent = np.zeros(count)
     for g in routed_buys:
-        route = groups.route_of(g)
+        route, exchange = groups.route_of(g), groups.exchange_of(g)
         factor = float(scale[groups.account[g]])
-        bought = _routed_buy(diff, route, float(groups.raw[g]), factor, int(groups.path_node[g]))
+        bought = _routed_buy(pricer, exchange, route, float(groups.raw[g]), factor, int(groups.path_node[g]))
         if isinstance(bought, str):
             skip_code[g] = INSUFFICIENT_QUOTE_CODE if factor < 1.0 else REASON_CODES[bought]
             skip_symbol[g] = route.legs[0].symbol
@@ -401,6 +543,9 @@ def plan_rebalance(diff: DiffTree, markets: Markets, *, min_trade_value: float =
     emitted |= raised
     skip_code[raised] = 0
     steps[raised] = groups.min_steps()[raised]
+    # A group a move left with nothing to trade (but float noise) is no skip.
+    value = groups.raw * diff.asset_price[groups.asset]
+    skip_code[groups.moved & (value <= VALUE_EPSILON * diff.scale)] = 0
 
     chosen = np.flatnonzero(emitted)
     phase = np.where(groups.sells[chosen], SELL_PHASE, BUY_PHASE)
@@ -410,26 +555,30 @@ def plan_rebalance(diff: DiffTree, markets: Markets, *, min_trade_value: float =
         (groups.asset[skipped], groups.path_node[skipped], groups.rank_of[groups.account[skipped]])
     )
     rows = skipped[skip_order]
-    return Plan(
+    skips = Skips(
+        node=groups.path_node[rows],
+        asset=groups.asset[rows],
+        account=groups.account[rows],
+        side=np.where(groups.sells[rows], SELL, BUY),
+        amount=groups.raw[rows],
+        code=skip_code[rows],
+        symbol={int(i): skip_symbol[g] for i, g in enumerate(rows.tolist()) if g in skip_symbol},
+    )
+    plan = Plan(
         diff=diff,
         legs=tuple(sorted(legs, key=lambda leg: leg.sort_key)),
-        transfers=tuple(transfers),
-        skips=Skips(
-            node=groups.path_node[rows],
-            asset=groups.asset[rows],
-            account=groups.account[rows],
-            side=np.where(groups.sells[rows], SELL, BUY),
-            amount=groups.raw[rows],
-            code=skip_code[rows],
-            symbol={int(i): skip_symbol[g] for i, g in enumerate(rows.tolist()) if g in skip_symbol},
-        ),
+        transfers=tuple(moved.transfers),
+        skips=skips.with_transfers(moved.skipped, diff) if moved.skipped else skips,
         direct_account=groups.account[chosen],
         direct_market=groups.combo[chosen],
         direct_side=np.where(groups.sells[chosen], SELL, BUY),
         direct_steps=steps[chosen],
         direct_order=order,
         direct_markets=groups.direct_markets,
+        trading=trading,
+        direct_group=chosen if trading is not None else None,
     )
+    return plan, groups, Flows(wanted.astype(np.float64), (cash - reserve).astype(np.float64), moved.first_in)
 
 
 # Buys under a market's minimum that may be raised to it (the small-buy policy): under one step, under the
@@ -512,9 +661,15 @@ def _refuse_unreachable(diff: DiffTree, groups: _Groups) -> None:
 
 
 class _Groups:
-    """Per (account, asset): the net wallet difference, the free amount, and the market to trade it on."""
+    """Per (account, asset): the net wallet difference, the free amount, and the market to trade it on.
 
-    def __init__(self, diff: DiffTree, markets: Markets, min_trade_value: float = 0.0) -> None:
+    Trading (`rebal.core.trading`): routes and prices are the side's (a sell's bid, a buy's ask), and each
+    move shifts its two groups (the source sells that much less, the destination buys that much less or
+    sells what arrives)."""
+
+    def __init__(
+        self, diff: DiffTree, markets: Markets, trading: Trading | None = None, min_trade_value: float = 0.0
+    ) -> None:
         tree = diff.tree
         count = len(tree)
         n_assets = max(len(diff.asset_names), 1)
@@ -534,24 +689,37 @@ class _Groups:
         # One stable sort groups every tradable wallet by (account, asset); wallets come in tree order,
         # so the keys are nearly sorted already. Groups with no active (non-hold) wallet trade nothing.
         nodes = np.flatnonzero(tradable)
-        all_keys, member_of, order, bounds = _group(account_of[nodes] * n_assets + diff.asset_id[nodes])
+        wallet_keys = account_of[nodes] * n_assets + diff.asset_id[nodes]
+        all_keys, member_of, order, bounds = _group(wallet_keys)
         active = diff.operation[nodes] != HOLD
-        n_active = np.bincount(member_of, weights=active, minlength=all_keys.size)
+        moves = trading.moves if trading is not None else ()
+        ids = {name: i for i, name in enumerate(diff.asset_names)}
+        moved_keys = sorted(
+            {node * n_assets + ids[m.asset] for m in moves for node in (m.source, m.destination)}
+        )
+        # A group a move touches trades even when its wallets hold (what the move changes).
+        present = active | np.isin(wallet_keys, moved_keys) if moves else active
+        n_active = np.bincount(member_of, weights=present, minlength=all_keys.size)
         groups = np.flatnonzero(n_active > 0)
         keys = all_keys[groups]
         self.size = keys.size
         self.net = np.bincount(member_of, weights=diff.diff_amount[nodes] * active, minlength=all_keys.size)[
             groups
         ]
+        self.moved = np.isin(keys, moved_keys)
+        self._extra: dict[int, Decimal] = {}
+        free_all = np.bincount(member_of, weights=diff.free_amount[nodes], minlength=all_keys.size)
+        self.free = free_all[groups]
+        if moves:
+            self._apply(moves, {int(key): g for g, key in enumerate(keys.tolist())}, ids, n_assets)
         self.raw = np.abs(self.net)
         self.sells = self.net < 0
         self.account = keys // n_assets
         self.asset = keys % n_assets
         first = np.full(all_keys.size, -1, dtype=np.int64)
-        first[member_of[active][::-1]] = nodes[active][::-1]
+        first[member_of[present][::-1]] = nodes[present][::-1]
         # A skip names the wallet when one wallet makes the group, else the account.
         self.path_node = np.where(n_active[groups] == 1, first[groups], self.account)
-        free_all = np.bincount(member_of, weights=diff.free_amount[nodes], minlength=all_keys.size)
         # The group's value in the target: its buys are raised to a minimum in this order (largest first).
         self.desired = np.bincount(member_of, weights=diff.desired_value[nodes], minlength=all_keys.size)[
             groups
@@ -560,29 +728,43 @@ class _Groups:
         held = np.bincount(member_of, weights=tree.real_index[nodes] >= 0, minlength=all_keys.size)
         self.new = held[groups] == 0
         self._position = groups
-        self.free = free_all[groups]
         self._members = _Members(diff, nodes[order], bounds)
 
         exchanges = sorted({exchange for exchange, _ in tree.accounts.values()})
+        self.exchanges = exchanges
         exchange_id = {name: i for i, name in enumerate(exchanges)}
         account_exchange = np.full(count, -1, dtype=np.int64)
         for node, (exchange, _) in tree.accounts.items():
             account_exchange[node] = exchange_id[exchange]
-        combos, self.combo = np.unique(
-            (account_exchange[self.account] * n_assets + self.quote_id[self.account]) * n_assets + self.asset,
-            return_inverse=True,
-        )
-        self.routes: list[Route | None] = [
-            markets.route(
-                exchanges[value // (n_assets * n_assets)],
-                diff.asset_names[value % n_assets],
-                diff.asset_names[(value // n_assets) % n_assets],
+        self.account_exchange = account_exchange
+        combo_keys = (
+            account_exchange[self.account] * n_assets + self.quote_id[self.account]
+        ) * n_assets + self.asset
+        if trading is not None:  # the side is part of the route: a sell's best route is not a buy's
+            combo_keys = combo_keys * 2 + self.sells
+        combos, self.combo = np.unique(combo_keys, return_inverse=True)
+        self.routes: list[Route | None] = []
+        for value in combos.tolist():
+            sell = bool(value % 2) if trading is not None else False
+            value = value // 2 if trading is not None else value  # noqa: PLW2901 - the key without its side
+            exchange = exchanges[value // (n_assets * n_assets)]
+            asset = diff.asset_names[value % n_assets]
+            quote = diff.asset_names[(value // n_assets) % n_assets]
+            self.routes.append(
+                trading.route(exchange, asset, quote, sell)
+                if trading is not None
+                else markets.route(exchange, asset, quote)
             )
-            for value in combos.tolist()
-        ]
         legs = np.array([0 if r is None else len(r.legs) for r in self.routes], dtype=np.int64)[self.combo]
+        # Nothing trades in a bank account (no API: its money only moves, by an operator).
+        banks = np.array(
+            [node for node in tree.accounts if tree.kinds[node] == BANK],
+            dtype=np.int64,
+        )
+        if banks.size:
+            legs = np.where(np.isin(self.account, banks), 0, legs)
         self.direct = legs == 1
-        self.routed = legs == 2
+        self.routed = legs >= 2
         self.no_market = legs == 0
         self.direct_markets = tuple(
             r.legs[0] if r is not None and len(r.legs) == 1 else _NONE for r in self.routes
@@ -596,13 +778,52 @@ class _Groups:
         self.min_amount = column("min_amount")
         self.min_cost = column("min_cost")
         self.fee = column("fee_rate")
-        self.price = diff.asset_price[self.asset] / diff.asset_price[self.quote_id[self.account]]
+        if trading is None:
+            self.price = diff.asset_price[self.asset] / diff.asset_price[self.quote_id[self.account]]
+        else:  # the side's price on the group's exchange
+            combo_price = np.array(
+                [
+                    trading.prices.price(
+                        exchanges[(value // 2) // (n_assets * n_assets)],
+                        Market(
+                            diff.asset_names[(value // 2) % n_assets],
+                            diff.asset_names[(value // 2 // n_assets) % n_assets],
+                        ),
+                        bool(value % 2),
+                    )
+                    for value in combos.tolist()
+                ],
+                dtype=np.float64,
+            )
+            self.price = combo_price[self.combo] if keys.size else np.zeros(0)
+
         self.value_price = diff.asset_price[self.asset]  # in the valuation currency
         self.min_trade_value = min_trade_value * (1 - MIN_TOLERANCE)
 
     @classmethod
-    def build(cls, diff: DiffTree, markets: Markets, min_trade_value: float = 0.0) -> _Groups:
-        return cls(diff, markets, min_trade_value)
+    def build(
+        cls, diff: DiffTree, markets: Markets, trading: Trading | None = None, min_trade_value: float = 0.0
+    ) -> _Groups:
+        return cls(diff, markets, trading, min_trade_value)
+
+    def _apply(
+        self, moves: tuple[Move, ...], position: dict[int, int], ids: dict[str, int], n_assets: int
+    ) -> None:
+        """Each move shifts its two groups: the source trades `amount` less (it leaves as the asset), the
+        destination buys `amount` less (a round trip avoided: the fee is lost) or sells what arrives."""
+        for move in moves:
+            source = position[move.source * n_assets + ids[move.asset]]
+            destination = position[move.destination * n_assets + ids[move.asset]]
+            arriving = move.amount if move.kind == "round_trip" else move.received
+            self.net[source] += float(move.amount)
+            self.net[destination] -= float(arriving)
+            self.free[source] -= float(move.amount)
+            self.free[destination] += float(move.received)
+            self._extra[source] = self._extra.get(source, Decimal(0)) - move.amount
+            self._extra[destination] = self._extra.get(destination, Decimal(0)) + move.received
+
+    def exchange_of(self, g: int) -> str:
+        return self.exchanges[int(self.account_exchange[self.account[g]])]
 
     def size_direct(self) -> tuple[IntArray, FloatArray]:
         """Whole steps for the direct groups: truncated; a sell never exceeds the exact free amount."""
@@ -645,7 +866,7 @@ class _Groups:
         return np.where(steps <= 0, 1, reason).astype(np.int64)
 
     def exact_free(self, g: int) -> Decimal:
-        return self._members.exact_free(int(self._position[g]))
+        return self._members.exact_free(int(self._position[g])) + self._extra.get(g, Decimal(0))
 
     def route_of(self, g: int) -> Route:
         route = self.routes[int(self.combo[g])]
@@ -657,7 +878,15 @@ class _Groups:
         account = int(self.account[g])
         phase = SELL_PHASE if side == SELL else BUY_PHASE
         return [
-            _Leg(account, market, side, steps, phase, (phase, self.rank[account], int(self.asset[g]), number))
+            _Leg(
+                account,
+                market,
+                side,
+                steps,
+                phase,
+                (phase, self.rank[account], int(self.asset[g]), number),
+                g,
+            )
             for number, (market, steps) in enumerate(ordered, 1)
         ]
 
@@ -671,6 +900,10 @@ REASONS = (
     NO_MARKET,
     INSUFFICIENT_QUOTE,
     BELOW_MIN_TRADE_VALUE,
+    NO_NETWORK,
+    NETWORK_DISABLED,
+    BELOW_NETWORK_MIN,
+    NOT_ABOVE_FEE,
 )
 REASON_CODES = {reason: code for code, reason in enumerate(REASONS) if reason is not None}
 NO_MARKET_CODE = REASON_CODES[NO_MARKET]
@@ -720,6 +953,20 @@ def _market_price(diff: DiffTree, market: Market) -> float:
     return float(base) / float(quote)
 
 
+class _Pricer:
+    """Float prices of markets for routed legs: the venue's side of the book in a where-mode plan, else
+    the reference prices."""
+
+    def __init__(self, diff: DiffTree, trading: Trading | None) -> None:
+        self.diff = diff
+        self.trading = trading
+
+    def price(self, exchange: str, market: Market, side: int) -> float:
+        if self.trading is not None:
+            return self.trading.prices.price(exchange, market, side == SELL)
+        return _market_price(self.diff, market)
+
+
 class _Members:
     """The wallets of each (account, asset) group, to sum their exact free amounts when a sell is capped."""
 
@@ -739,84 +986,129 @@ class _Members:
         return total
 
 
-_Routed = tuple[tuple[tuple[Market, int], tuple[Market, int]], float]
+_Routed = tuple[tuple[tuple[Market, int], ...], float]
 
 
-def _routed_sell(diff: DiffTree, route: Route, raw: float, exact_free: Decimal, node: int) -> _Routed | str:
-    """Sell `raw` of the asset for the intermediate, then what that yields after fees for the quote.
+def _routed_sell(
+    pricer: _Pricer, exchange: str, route: Route, raw: float, exact_free: Decimal, node: int
+) -> _Routed | str:
+    """Sell `raw` of the asset for the first intermediate, then what each leg yields after fees on the
+    next, down to the quote (two or three legs).
 
-    Returns the two legs in execution order and the quote received, or the reason it cannot be done.
+    Returns the legs in execution order and the quote received, or the reason it cannot be done.
     """
-    asset_leg, quote_leg = route.legs
-    steps = min(_leg_steps(diff, node, raw, asset_leg), floor_steps(exact_free, asset_leg.amount_step))
-    reason = _leg_reason(diff, asset_leg, steps)
-    if reason:
-        return reason
-    middle_steps = _leg_steps(diff, node, _cost_of(diff, asset_leg, steps, SELL), quote_leg)
-    reason = _leg_reason(diff, quote_leg, middle_steps)
-    if reason:
-        return reason
-    return ((asset_leg, steps), (quote_leg, middle_steps)), _cost_of(diff, quote_leg, middle_steps, SELL)
+    diff = pricer.diff
+    first = route.legs[0]
+    steps = min(_leg_steps(diff, node, raw, first), floor_steps(exact_free, first.amount_step))
+    made: list[tuple[Market, int]] = []
+    for position, market in enumerate(route.legs):
+        if position:
+            steps = _leg_steps(diff, node, _cost_of(pricer, exchange, made[-1][0], made[-1][1], SELL), market)
+        reason = _leg_reason(pricer, exchange, market, steps, SELL)
+        if reason:
+            return reason
+        made.append((market, steps))
+    return tuple(made), _cost_of(pricer, exchange, made[-1][0], made[-1][1], SELL)
 
 
-def _routed_buy(diff: DiffTree, route: Route, raw: float, factor: float, node: int) -> _Routed | str:
-    """Buy enough of the intermediate with the quote (rounded up to its step), then `raw` of the asset.
+def _routed_buy(
+    pricer: _Pricer, exchange: str, route: Route, raw: float, factor: float, node: int
+) -> _Routed | str:
+    """Buy enough of each intermediate (rounded up to its step), from the quote's side, to buy `raw` of
+    the asset on its own market at the end.
 
     `factor` scales the asset amount down when the account's budget is short.
     """
-    asset_leg, quote_leg = route.legs
+    diff = pricer.diff
+    asset_leg = route.legs[0]
     steps = math.floor(_leg_steps(diff, node, raw, asset_leg) * factor)
-    reason = _leg_reason(diff, asset_leg, steps)
+    reason = _leg_reason(pricer, exchange, asset_leg, steps, BUY)
     if reason:
         return reason
-    needed = _cost_of(diff, asset_leg, steps, BUY)
-    if needed / float(quote_leg.amount_step) > MAX_STEPS:
-        raise _too_many_steps(diff, node, needed, quote_leg)
-    middle_steps = math.ceil(needed / float(quote_leg.amount_step) - STEP_EPSILON)
-    reason = _leg_reason(diff, quote_leg, middle_steps)
-    if reason:
-        return reason
-    return ((quote_leg, middle_steps), (asset_leg, steps)), _cost_of(diff, quote_leg, middle_steps, BUY)
+    made: list[tuple[Market, int]] = [(asset_leg, steps)]
+    for market in route.legs[1:]:
+        needed = _cost_of(pricer, exchange, made[-1][0], made[-1][1], BUY)
+        if needed / float(market.amount_step) > MAX_STEPS:
+            raise _too_many_steps(diff, node, needed, market)
+        middle_steps = math.ceil(needed / float(market.amount_step) - STEP_EPSILON)
+        reason = _leg_reason(pricer, exchange, market, middle_steps, BUY)
+        if reason:
+            return reason
+        made.append((market, middle_steps))
+    return tuple(reversed(made)), _cost_of(pricer, exchange, made[-1][0], made[-1][1], BUY)
 
 
-def _cost_of(diff: DiffTree, market: Market, steps: int, side: int) -> float:
+def _route_reserve(pricer: _Pricer, exchange: str, route: Route) -> float:
+    """Room, in the quote, for each intermediate leg of a routed buy rounding up by one step."""
+    total = 0.0
+    for position in range(1, len(route.legs)):
+        room = _cost_of(pricer, exchange, route.legs[position], 1, BUY)
+        for later in route.legs[position + 1 :]:
+            room *= pricer.price(exchange, later, BUY) * (1 + float(later.fee_rate))
+        total += room
+    return total
+
+
+def _cost_of(pricer: _Pricer, exchange: str, market: Market, steps: int, side: int) -> float:
     fee = float(market.fee_rate)
     return (
         steps
         * float(market.amount_step)
-        * _market_price(diff, market)
+        * pricer.price(exchange, market, side)
         * (1 + fee if side == BUY else 1 - fee)
     )
 
 
-def _leg_reason(diff: DiffTree, market: Market, steps: int) -> str:
+def _leg_reason(pricer: _Pricer, exchange: str, market: Market, steps: int, side: int) -> str:
     amount = steps * float(market.amount_step)
     if steps <= 0:
         return BELOW_STEP
     if amount < float(market.min_amount) * (1 - MIN_TOLERANCE):
         return BELOW_MIN_AMOUNT
-    if amount * _market_price(diff, market) < float(market.min_cost) * (1 - MIN_TOLERANCE):
+    if amount * pricer.price(exchange, market, side) < float(market.min_cost) * (1 - MIN_TOLERANCE):
         return BELOW_MIN_COST
     return ""
 
 
-def _transfers(
-    diff: DiffTree, quote_id: IntArray, spare: FloatArray
-) -> tuple[list[Transfer], FloatArray, FloatArray]:
+@dataclass(frozen=True, eq=False)
+class _Moved:
+    """The plan's transfers (moves first, then money), per account what comes in and goes out in its
+    quote, the transfers that could not be planned, and each account's first transfer in (its index)."""
+
+    transfers: list[Transfer]
+    transfer_in: FloatArray
+    transfer_out: FloatArray
+    skipped: list[TransferSkip]
+    first_in: dict[int, int]
+
+
+def _transfers(diff: DiffTree, quote_id: IntArray, spare: FloatArray, trading: Trading | None) -> _Moved:
     """Accounts given more or less than they hold: match surpluses to deficits, largest first.
 
     A transfer carries the source account's quote asset and never exceeds `spare`: the quote the source
     will hold after its sells (net of fees) and its own buys. What is left unmatched is money entering
     (`invest`) or leaving (`withdraw`) the portfolio: it counts toward the account's budget but is no
     transfer. Returns the transfers and, per account in its quote units, what comes in and goes out.
+
+    Trading with moves, each move is a transfer of its asset (listed first) whose value no longer needs
+    money to follow it. With a network file a money transfer takes the cheapest open network its amount
+    clears (the destination receives the amount less the fee); one that none allows is not made, and is
+    reported skipped.
     """
     count = len(diff.tree)
     transfer_in = np.zeros(count)
     transfer_out = np.zeros(count)
     tolerance = VALUE_EPSILON * diff.scale
     account_nodes = sorted(diff.tree.accounts)
+    moves = trading.moves if trading is not None else ()
+    shift: dict[int, float] = defaultdict(float)
+    transfers = [_moved(diff, move) for move in moves]
+    for move in moves:
+        value = float(move.amount) * float(diff.prices.get(move.asset) or 0)
+        shift[move.source] -= value
+        shift[move.destination] += value
     excess = {
-        node: float(diff.current_value[node] - diff.desired_value[node])
+        node: float(diff.current_value[node] - diff.desired_value[node]) + shift.get(node, 0.0)
         for node in account_nodes
         if diff.operation[node] != HOLD
     }
@@ -845,7 +1137,9 @@ def _transfers(
         source: min(1.0, max(float(spare[source]), 0.0) * quote_price[source] / value) if value > 0 else 0.0
         for source, value in planned.items()
     }
-    transfers: list[Transfer] = []
+    networks = trading.networks if trading is not None else None
+    skipped: list[TransferSkip] = []
+    first_in: dict[int, int] = {}
     for source, sink, value in matched:
         asset = diff.asset_names[int(quote_id[source])]
         price = diff.prices.get(asset)
@@ -855,6 +1149,14 @@ def _transfers(
         if steps <= 0:
             continue
         amount = DEFAULT_AMOUNT_STEP * steps
+        network, fee = None, Decimal(0)
+        if networks is not None:
+            way = networks.choose(diff.tree.accounts[source][0], diff.tree.accounts[sink][0], asset, amount)
+            if isinstance(way, str):
+                skipped.append(TransferSkip(source, asset, float(amount), way))
+                continue
+            network, fee = way.network, way.fee
+        first_in.setdefault(sink, len(transfers))
         transfers.append(
             Transfer(
                 asset=asset,
@@ -862,14 +1164,30 @@ def _transfers(
                 destination=diff.tree.path(sink),
                 amount=amount.normalize(),
                 value=DERIVED.multiply(amount, price).normalize(),
+                network=network,
+                fee=fee,
             )
         )
         moved = float(amount * price)
         transfer_out[source] += moved / quote_price[source]
-        transfer_in[sink] += moved / quote_price[sink]
+        transfer_in[sink] += (moved - float(fee * price)) / quote_price[sink]
     # Unmatched deficits are funded by new money (invest); unmatched surpluses leave (withdraw).
     for node, value in remaining_in.items():
         transfer_in[node] += max(value, 0.0) / quote_price[node]
     for node, value in remaining_out.items():
         transfer_out[node] += max(value, 0.0) / quote_price[node]
-    return transfers, transfer_in, transfer_out
+    return _Moved(transfers, transfer_in, transfer_out, skipped, first_in)
+
+
+def _moved(diff: DiffTree, move: Move) -> Transfer:
+    price = diff.prices.get(move.asset)
+    assert price is not None, "prices are checked by diff_trees"
+    return Transfer(
+        asset=move.asset,
+        source=diff.tree.path(move.source),
+        destination=diff.tree.path(move.destination),
+        amount=move.amount.normalize(),
+        value=DERIVED.multiply(move.amount, price).normalize(),
+        network=move.network,
+        fee=move.fee,
+    )

@@ -5,7 +5,9 @@ real tree, an ``amount``). One iterative walk validates every node and lays the 
 numpy arrays (a million wallets parse in well under a second); errors name the node path.
 
 The same walk reads a *desired* tree: the same shape with a ``weight`` on every node, relative to its
-parent, plus ``keep_unlisted`` on portfolios whose unlisted children keep their current value.
+parent, plus ``keep_unlisted`` on portfolios whose unlisted children keep their current value, and
+``pool`` on portfolios that say in which proportions their assets are held anywhere in the accounts below
+them instead of weighting children (`rebal.core.pools`).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ NODE_KEYS = frozenset(
         "quote",
         "exchange",
         "positions",
+        "pool",
     }
 )
 LOCK_KEYS = frozenset({"owner", "share", "amount"})
@@ -58,6 +61,9 @@ LOCK_KEYS = frozenset({"owner", "share", "amount"})
 # writer of nested output (JSON encoders, the rich tree) has a nesting limit of its own above this.
 MAX_DEPTH = 100
 ACCOUNT = "account"
+# A bank or broker account without an API: an account like any other in the tree, where nothing trades;
+# a transfer to or from it is an operator's task (docs/execution.md).
+BANK = "bank"
 EXCHANGE = "exchange"
 PATH_SEP = "/"
 
@@ -134,6 +140,8 @@ class Tree:
     exchange: dict[int, str]
     # The positions of futures accounts (`rebal.core.positions`): held (real) or wanted (target), by node.
     positions: dict[int, tuple[Position, ...] | tuple[TargetPosition, ...]] = field(default_factory=dict)
+    # Desired portfolios holding a pool: node -> ((asset, weight), ...) in asset order, weights summing to 1.
+    pools: dict[int, tuple[tuple[str, float], ...]] = field(default_factory=dict)
     _paths: list[str] = field(default_factory=list, repr=False)
 
     def __len__(self) -> int:
@@ -381,6 +389,7 @@ def _build(walked: _Walked, role: Role) -> Tree:
     )
     weights = _weights(column("weight"), paths, missing) if target else np.full(count, math.nan)
     weights[0] = 1.0
+    pools = _pools(column("pool"), walked.listed, is_wallet, target, paths, missing)
     tree = Tree(
         role=role,
         names=names,
@@ -402,6 +411,7 @@ def _build(walked: _Walked, role: Role) -> Tree:
         quote=quote,
         exchange=exchange,
         positions=positions,
+        pools=pools,
     )
     if target:
         check_weight_sums(tree)
@@ -428,6 +438,43 @@ def _positions(
         except InputError as exc:
             raise InputError(paths.of(index), exc.message) from None
     return found
+
+
+def _pools(
+    column: list[object], listed: IntArray, wallet: BoolArray, target: bool, paths: _Paths, missing: object
+) -> dict[int, tuple[tuple[str, float], ...]]:
+    """The pools of a desired tree: on portfolios that list no children, ``{ASSET: weight}`` with weights
+    (fractions or percentages) summing to 1 within `WEIGHT_SUM_TOLERANCE`."""
+    if column.count(missing) + column.count(None) == len(column):  # no pools (at C speed)
+        return {}
+    given = [i for i, value in enumerate(column) if value is not missing and value is not None]
+    pools: dict[int, tuple[tuple[str, float], ...]] = {}
+    for index in given:
+        raw = column[index]
+        where = paths.of(index)
+        if not target:
+            raise InputError(where, "'pool' belongs to a desired tree")
+        if wallet[index]:
+            raise InputError(where, "'pool' belongs to portfolios, not to wallets (nodes with an 'asset')")
+        if listed[index] > 0:
+            raise InputError(
+                where, "a pool lists no children: its assets are held anywhere in the accounts below it"
+            )
+        if not isinstance(raw, dict) or not raw:
+            raise InputError(where, "'pool' must map assets to weights, e.g. {'BTC': '50%', 'USDT': '50%'}")
+        weights: list[tuple[str, float]] = []
+        for asset, value in raw.items():
+            if not isinstance(asset, str) or not asset.strip():
+                raise InputError(where, "a pool's assets must be non-empty strings")
+            weight = parse_fraction(value)
+            if weight is None or weight < 0 or weight > 1:
+                raise InputError(where, f"pool weight of {asset} {value!r} is not within 0..100%")
+            weights.append((asset, float(weight)))
+        total = sum(weight for _, weight in weights)
+        if abs(total - 1.0) > WEIGHT_SUM_TOLERANCE:
+            raise InputError(where, f"pool weights sum to {total * 100:.6g}%, expected 100%")
+        pools[index] = tuple(sorted(weights))
+    return pools
 
 
 def _pick(nodes: list[Any], index: list[int]) -> list[Any]:
@@ -851,7 +898,7 @@ def _kind_flags(real: Tree, target: Tree, new: IntArray) -> tuple[BoolArray, Boo
         in_target = target.kind_codes.within({kind: 0}) == 0
         return np.concatenate((in_real, in_target[new]))
 
-    return flag(ACCOUNT) | flag(FUTURES), flag(EXCHANGE)
+    return flag(ACCOUNT) | flag(FUTURES) | flag(BANK), flag(EXCHANGE)
 
 
 def _check_matches(real: Tree, target: Tree, real_target: IntArray, target_assets: IntArray) -> None:
@@ -916,3 +963,45 @@ def _resolve_accounts(
 
 def _source(tree: UnionTree, node: int) -> str:
     return "real" if tree.real_index[node] >= 0 else "target"
+
+
+def with_wallets(tree: Tree, wallets: Sequence[tuple[int, str, str]]) -> Tree:
+    """A real tree with empty wallets added: (parent node, name, asset), each holding 0, after the last
+    node (parents still precede their children). A pool (`rebal.core.pools`) adds one where it decides
+    to hold an asset in an account that has no wallet of it."""
+    if not wallets:
+        return tree
+    count = len(wallets)
+    parents = np.array([parent for parent, _, _ in wallets], dtype=np.int64)
+    names = [name for _, name, _ in wallets]
+    assets = [asset for _, _, asset in wallets]
+    added_names = Categorical.of(names)
+    added_assets = Categorical.of(assets)
+    rows = np.arange(count, dtype=np.int64)
+    name_codes = tree.name_codes.joined(added_names, rows)[0]
+    asset_codes = tree.asset_codes.joined(added_assets, rows)[0]
+    nan = np.full(count, math.nan)
+    return Tree(
+        role=tree.role,
+        names=tree.names + names,
+        kinds=tree.kinds + [None] * count,
+        name_codes=name_codes,
+        kind_codes=Categorical(
+            np.concatenate((tree.kind_codes.ids, np.full(count, -1, np.int64))), tree.kind_codes.vocabulary
+        ),
+        asset_codes=asset_codes,
+        parent=np.concatenate((tree.parent, parents)),
+        depth=np.concatenate((tree.depth, tree.depth[parents] + 1)),
+        wallet=np.concatenate((tree.wallet, np.ones(count, np.bool_))),
+        amount=np.concatenate((tree.amount, np.zeros(count))),
+        amount_text=tree.amount_text + ["0"] * count,
+        locked=np.concatenate((tree.locked, np.zeros(count))),
+        locks=tree.locks,
+        locked_total=tree.locked_total,
+        weight=np.concatenate((tree.weight, nan)),
+        keep_unlisted=np.concatenate((tree.keep_unlisted, np.zeros(count, np.bool_))),
+        lists_children=np.concatenate((tree.lists_children, np.zeros(count, np.bool_))),
+        quote=tree.quote,
+        exchange=tree.exchange,
+        pools=tree.pools,
+    )

@@ -2,12 +2,14 @@
 
 Before any leg of a run that needs a transfer (`precheck`), and again when the transfer is made: the
 source can withdraw and the destination can take a deposit of the asset on a common network
-(`rebal.venue.transfer_problem`); a run whose transfer cannot be made is not started, so no sell is made
-for money that could not move. After the sells and before the buys, each transfer is withdrawn
-under a transfer id derived from the plan and the transfer (asking again returns the same withdrawal, so a
-restart never moves money twice), then wait until the destination credits it: the buys on the receiving
-side are sized afterwards from what is really there. A transfer not credited in time is reported (and
-logged as an alert); the receiving side's buys are then sized from what it holds without it.
+(`rebal.venue.transfer_problem`), and the destination's deposit address on it is on the withdrawal
+allowlist (per exchange, asset and network: `withdrawal_allowlist`); a run whose transfer cannot be made
+is not started, so no sell is made for money that could not move and nothing is sent anywhere else.
+After the sells and before the buys, each transfer is withdrawn under a transfer id derived from the
+plan and the transfer (asking again returns the same withdrawal, so a restart never moves money twice),
+then wait until the destination credits it: the buys on the receiving side are sized afterwards from
+what is really there. A transfer not credited in time is reported (and logged as an alert); the
+receiving side's buys are then sized from what it holds without it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,15 @@ from typing import Protocol, runtime_checkable
 
 from rebal.core.numbers import dec_str
 from rebal.events import PlannedTransfer, RebalancePlanned, derive_id
-from rebal.venue import Transfer, TransferRefused, TransferVenue, Venue, VenueError, transfer_problem
+from rebal.venue import (
+    DepositAddress,
+    Transfer,
+    TransferRefused,
+    TransferVenue,
+    Venue,
+    VenueError,
+    transfer_problem,
+)
 from rebal_executor.execution.ports import Context, RunRecord
 
 log = logging.getLogger("rebal.executor")
@@ -68,6 +78,8 @@ class Transfers:
     timeout_seconds: float
     poll_seconds: float
     record: Callable[[str, str, str], Awaitable[None]]  # (transfer id, state, reason): the transitions log
+    # (exchange, asset, network, address, tag) a withdrawal may go to; nothing else is ever sent.
+    allowed: frozenset[tuple[str, str, str, str, str]] = frozenset()
 
     async def run(self, plan: RebalancePlanned, index: int, transfer: PlannedTransfer) -> TransferOutcome:
         what = describe(transfer)
@@ -79,7 +91,7 @@ class Transfers:
         try:
             withdrawal = await source.withdrawal(transfer.from_account, tid, transfer.asset)
             if withdrawal is None:
-                started = await self._start(source, destination, tid, transfer, plan)
+                started = await self._start(source, tid, transfer, plan)
                 if isinstance(started, str):
                     outcome = "skipped" if started.startswith("pre-check") else "failed"
                     return TransferOutcome(outcome, False, f"{what} {started}")
@@ -102,10 +114,12 @@ class Transfers:
             f"(withdrawal fee {dec_str(credited.fee)})",
         )
 
-    async def usable(self, plan: RebalancePlanned, transfer: PlannedTransfer) -> list[str] | str:
-        """The networks the transfer can use now, or why it cannot be made (prefixed ``pre-check``)."""
+    async def usable(self, plan: RebalancePlanned, transfer: PlannedTransfer) -> list[DepositAddress] | str:
+        """The allowlisted deposit addresses the transfer can go to now, by network name, or why it cannot
+        be made (prefixed ``pre-check``)."""
+        exchange = exchange_of(plan, transfer.to_account)
         source = self.venues.get(exchange_of(plan, transfer.from_account))
-        destination = self.venues.get(exchange_of(plan, transfer.to_account))
+        destination = self.venues.get(exchange)
         if not isinstance(source, MovesAssets) or not isinstance(destination, MovesAssets):
             return "pre-check failed (a venue that cannot move assets)"
         outs = await source.networks(transfer.asset)
@@ -117,12 +131,20 @@ class Transfers:
         if not usable:
             why = ", ".join(f"{net}: {p}" for net, p in problems.items()) or "no network"
             return f"pre-check failed ({why})"
-        return usable
+        addresses = [
+            await destination.deposit_address(transfer.to_account, transfer.asset, net) for net in usable
+        ]
+        listed = [a for a in addresses if (exchange, a.asset, a.network, a.address, a.tag) in self.allowed]
+        if not listed:
+            shown = ", ".join(
+                f"{a.network} {a.address}" + (f" tag {a.tag}" if a.tag else "") for a in addresses
+            )
+            return f"pre-check failed (not on the withdrawal allowlist: {exchange} {transfer.asset} {shown})"
+        return listed
 
     async def _start(
         self,
         source: TransferVenue,
-        destination: TransferVenue,
         tid: str,
         transfer: PlannedTransfer,
         plan: RebalancePlanned,
@@ -135,9 +157,8 @@ class Transfers:
         amount = min(transfer.amount, free)
         if amount <= 0:
             return f"pre-check failed (no {transfer.asset} free): skipped"
-        address = await destination.deposit_address(transfer.to_account, transfer.asset, usable[0])
         try:
-            return await source.withdraw(transfer.from_account, tid, transfer.asset, amount, address)
+            return await source.withdraw(transfer.from_account, tid, transfer.asset, amount, usable[0])
         except TransferRefused as refused:
             return f"refused: {refused.reason}"
 
@@ -174,8 +195,16 @@ def mover(ctx: Context, plan: RebalancePlanned) -> Transfers:
     async def log_state(tid: str, state: str, reason: str) -> None:
         await ctx.journal.record_transfer(plan.event_id, tid, state, reason)
 
+    allowed = frozenset(
+        (a.exchange, a.asset, a.network, a.address, a.tag) for a in ctx.settings.withdrawal_allowlist
+    )
     return Transfers(
-        ctx.venues, ctx.sleep, execution.transfer_timeout_seconds, execution.transfer_poll_seconds, log_state
+        ctx.venues,
+        ctx.sleep,
+        execution.transfer_timeout_seconds,
+        execution.transfer_poll_seconds,
+        log_state,
+        allowed,
     )
 
 

@@ -1,0 +1,526 @@
+"""Pools: where the planner decides in which accounts a portfolio's assets are held.
+
+A desired portfolio may say ``"pool": {"BTC": "50%", "USDT": "50%"}`` instead of weighting its children
+(docs/formats.md): its value is to be held in these proportions, anywhere in the accounts below it. The
+accounts' own quote (which they must share) is the pool's money; every other asset held below the pool
+or named by it is a *cell* per (account, asset). Per pool and asset, the excess over the pool's target
+is sold and the shortfall bought:
+
+- *optimised*: sells where the bid net of fees (on the cheapest route) is highest, taking each account's
+  free holding in turn; an account whose share must be sold moves it to the best account instead when,
+  after the network's fee, it fetches more there (`Move`, "relocation", only with a network file). Buys
+  happen where the ask plus fees is lowest; the money follows (the plan's transfers);
+- *plain* ("trade where the asset sits"): the excess is sold by every holder in proportion to what it
+  holds, the shortfall bought by every account in proportion to the money it has (its cash and what its
+  sells bring); nothing moves.
+
+Per pool the candidate with the lower estimated cost (fees and spreads against the reference prices,
+withdrawal fees of moves, one network fee per account money must be sent to) is taken. The money each
+account ends with is the pool's money target shared in proportion to what its trades leave it, so money
+moves only where buys need it. All of it is columnar: a pool's cells are rows of arrays, whatever the
+number of pools.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+import numpy as np
+
+from rebal.core.diff import DiffTree
+from rebal.core.errors import InputError
+from rebal.core.numbers import DEFAULT_AMOUNT_STEP, VALUE_EPSILON, amount_str, floor_steps
+from rebal.core.trading import Move, Trading
+from rebal.core.tree import BANK, BoolArray, FloatArray, IntArray
+
+# Rates at which an asset cannot be sold (no route) or bought.
+NO_SALE = 0.0
+NO_PURCHASE = np.inf
+# A relocation must fetch more than selling in place by this share, so float noise never moves an asset.
+RELOCATION_MARGIN = 1e-9
+
+
+@dataclass(frozen=True, eq=False)
+class Cells:
+    """One row per (pool, account, asset): the pool (index), the account node, the asset id, the free
+    amount held, and the net bid and gross ask as shares of the reference price (the route's effective
+    rate: 0.997 fetches 99.7% of the reference value, 1.003 costs 100.3%)."""
+
+    pool: IntArray
+    account: IntArray
+    asset: IntArray
+    held: FloatArray
+    bid: FloatArray
+    ask: FloatArray
+    price: FloatArray  # the asset's reference price
+
+
+@dataclass(frozen=True, eq=False)
+class Accounts:
+    """One row per (pool, account): the pool, the account node, its quote (the pool's money) price, and
+    the money it holds under the pool (value)."""
+
+    pool: IntArray
+    account: IntArray
+    cash: FloatArray
+
+
+@dataclass(frozen=True, eq=False)
+class Resolved:
+    """What the pools decided: per cell the desired free amount, per (pool, account) the desired money
+    value, the moves, and what the notes need (per cell whether it is its pool's best place to sell or
+    buy, and the plain choice's net bid and gross ask for its pool and asset)."""
+
+    cells: Cells
+    accounts: Accounts
+    desired: FloatArray
+    money: FloatArray
+    moves: tuple[Move, ...]
+    best_sell: BoolArray
+    best_buy: BoolArray
+    plain_bid: FloatArray
+    plain_ask: FloatArray
+    optimised: BoolArray  # per pool
+
+
+def pool_nodes(diff: DiffTree) -> IntArray:
+    """The union nodes holding a pool (in node order)."""
+    tree = diff.tree
+    pools = tree.target.pools
+    if not pools:
+        return np.zeros(0, dtype=np.int64)
+    nodes = np.flatnonzero(np.isin(tree.target_index, list(pools)) & (tree.target_index >= 0))
+    for node in nodes.tolist():
+        if tree.real_index[node] < 0:
+            raise InputError(
+                tree.path(node), "a pool needs the accounts it holds below it in the real tree", "target"
+            )
+    return nodes
+
+
+def pool_of(diff: DiffTree, pools: IntArray) -> IntArray:
+    """Per node, the index of the pool it lies in (itself or its nearest ancestor holding one), or -1."""
+    tree = diff.tree
+    found = np.full(len(tree), -1, dtype=np.int64)
+    found[pools] = np.arange(pools.size)
+    for level in tree.levels[1:]:
+        inherited = found[tree.parent[level]]
+        found[level] = np.where(found[level] >= 0, found[level], inherited)
+    return found
+
+
+def resolve(diff: DiffTree, trading: Trading, plain: bool = False) -> Resolved:
+    """Decide every pool's holdings per account (see the module); `plain` takes the plain candidate
+    everywhere (the property tests' and the savings' reference)."""
+    pools = pool_nodes(diff)
+    member = pool_of(diff, pools)
+    accounts = _accounts(diff, pools, member)
+    cells = _cells(diff, trading, pools, member, accounts)
+    value = diff.desired_value[pools]
+    target = _targets(diff, pools, cells, value)
+    optimised = _optimised(diff, trading, cells, accounts, target, value)
+    simple = _plain(diff, cells, accounts, target, value)
+    if plain:
+        chosen = np.zeros(pools.size, dtype=np.bool_)
+    else:
+        chosen = optimised.cost < simple.cost * (1 - RELOCATION_MARGIN)
+    take = chosen[cells.pool]
+    keep_money = chosen[accounts.pool]
+    moves = tuple(
+        move for move, pool in zip(optimised.moves, optimised.move_pool, strict=True) if chosen[pool]
+    )
+    return Resolved(
+        cells=cells,
+        accounts=accounts,
+        desired=np.where(take, optimised.desired, simple.desired),
+        money=np.where(keep_money, optimised.money, simple.money),
+        moves=moves,
+        best_sell=take & optimised.best_sell,
+        best_buy=take & optimised.best_buy,
+        plain_bid=simple.plain_bid,
+        plain_ask=simple.plain_ask,
+        optimised=chosen,
+    )
+
+
+def _accounts(diff: DiffTree, pools: IntArray, member: IntArray) -> Accounts:
+    """The (pool, account) rows: every account with a wallet under the pool; they must share a quote."""
+    tree = diff.tree
+    wallets = np.flatnonzero(tree.wallet & (member >= 0) & (tree.account_of >= 0))
+    keys = np.unique(member[wallets] * len(tree) + tree.account_of[wallets])
+    pool, account = keys // len(tree), keys % len(tree)
+    quote = diff.account_quote[account]
+    if pool.size:
+        starts = np.flatnonzero(np.r_[True, pool[1:] != pool[:-1]])
+        mixed = np.minimum.reduceat(quote, starts) != np.maximum.reduceat(quote, starts)
+        if mixed.any():
+            p = int(pool[starts[np.argmax(mixed)]])
+            names = sorted({diff.asset_names[int(q)] for q in quote[pool == p].tolist()})
+            raise InputError(
+                tree.path(int(pools[p])),
+                f"the accounts of a pool share one quote (its money): these trade against {', '.join(names)}",
+                "target",
+            )
+    missing = np.setdiff1d(np.arange(pools.size), pool)
+    if missing.size:
+        raise InputError(
+            tree.path(int(pools[missing[0]])), "a pool needs an account with wallets below it", "target"
+        )
+    cash_wallets = wallets[diff.cash[wallets]]
+    value = diff.free_amount[cash_wallets] * diff.price[cash_wallets]
+    row = np.searchsorted(keys, member[cash_wallets] * len(tree) + tree.account_of[cash_wallets])
+    cash = np.bincount(row, weights=value, minlength=keys.size).astype(np.float64)
+    return Accounts(pool=pool, account=account, cash=cash)
+
+
+def _cells(diff: DiffTree, trading: Trading, pools: IntArray, member: IntArray, accounts: Accounts) -> Cells:
+    """Every (pool, account, asset) the pool may hold: its accounts times the assets it names or holds
+    (but its money), with the free amounts held and the rates."""
+    tree = diff.tree
+    ids = {name: i for i, name in enumerate(diff.asset_names)}
+    n_assets = len(diff.asset_names)
+    named: list[tuple[int, int]] = []
+    for index, node in enumerate(pools.tolist()):
+        for asset, _ in tree.target.pools[int(tree.target_index[node])]:
+            if asset not in ids:
+                raise InputError(
+                    f"prices.{asset}",
+                    f"no price for asset {asset} (in the pool at {tree.path(node)})",
+                    "prices",
+                )
+            named.append((index, ids[asset]))
+    wallets = np.flatnonzero(tree.wallet & (member >= 0) & (tree.account_of >= 0) & ~diff.cash)
+    pairs = np.unique(
+        np.concatenate(
+            (
+                np.array([p * n_assets + a for p, a in named], dtype=np.int64),
+                member[wallets] * n_assets + diff.asset_id[wallets],
+            )
+        )
+    )
+    pair_pool, pair_asset = pairs // n_assets, pairs % n_assets
+    money = diff.account_quote[accounts.account]
+    # Each pool's money asset is not a cell.
+    pool_money = np.full(pools.size, -1, dtype=np.int64)
+    pool_money[accounts.pool] = money
+    keep = pair_asset != pool_money[pair_pool]
+    pair_pool, pair_asset = pair_pool[keep], pair_asset[keep]
+    # The product: each (pool, asset) with each account of its pool.
+    starts = np.searchsorted(accounts.pool, np.arange(pools.size))
+    counts = np.bincount(accounts.pool, minlength=pools.size)
+    n = counts[pair_pool]
+    row = np.repeat(np.arange(pair_pool.size), n)
+    local = np.arange(row.size) - np.repeat(np.cumsum(n) - n, n)
+    account_row = starts[pair_pool[row]] + local
+    pool, asset, account = pair_pool[row], pair_asset[row], accounts.account[account_row]
+    keys = (pool * len(tree) + account) * n_assets + asset
+    order = np.argsort(keys, kind="stable")
+    wallet_keys = (member[wallets] * len(tree) + tree.account_of[wallets]) * n_assets + diff.asset_id[wallets]
+    at = order[np.searchsorted(keys[order], wallet_keys)]
+    held = np.bincount(at, weights=diff.free_amount[wallets], minlength=keys.size).astype(np.float64)
+    bid, ask = _rates(diff, trading, account, asset)
+    return Cells(pool, account, asset, held, bid, ask, diff.asset_price[asset])
+
+
+def _rates(
+    diff: DiffTree, trading: Trading, account: IntArray, asset: IntArray
+) -> tuple[FloatArray, FloatArray]:
+    """Per cell the net bid and the gross ask of the cheapest routes, as shares of the reference price
+    (per exchange, quote and asset: few); nothing trades in a bank account."""
+    tree = diff.tree
+    n_assets = len(diff.asset_names)
+    exchanges = sorted({exchange for exchange, _ in tree.accounts.values()})
+    exchange_id = {name: i for i, name in enumerate(exchanges)}
+    account_exchange = np.zeros(len(tree), dtype=np.int64)
+    banks = np.zeros(len(tree), dtype=np.bool_)
+    for node, (exchange, _) in tree.accounts.items():
+        account_exchange[node] = exchange_id[exchange]
+        banks[node] = tree.kinds[node] == BANK
+    keys = (account_exchange[account] * n_assets + diff.account_quote[account]) * n_assets + asset
+    combos, inverse = np.unique(keys, return_inverse=True)
+    sells, buys = np.full(combos.size, NO_SALE), np.full(combos.size, NO_PURCHASE)
+    for i, key in enumerate(combos.tolist()):
+        rest, asset_id = divmod(key, n_assets)
+        exchange, quote_id = divmod(rest, n_assets)
+        name, quote = diff.asset_names[asset_id], diff.asset_names[quote_id]
+        scale = float(diff.asset_price[quote_id]) / float(diff.asset_price[asset_id])
+        for sell in (True, False):
+            route = trading.route(exchanges[exchange], name, quote, sell)
+            if route is None:
+                continue
+            rate = trading.prices.route_rate(exchanges[exchange], route, sell) * scale
+            if sell:
+                sells[i] = rate
+            else:
+                buys[i] = rate
+    bank = banks[account]
+    return np.where(bank, NO_SALE, sells[inverse]), np.where(bank, NO_PURCHASE, buys[inverse])
+
+
+def _targets(diff: DiffTree, pools: IntArray, cells: Cells, value: FloatArray) -> FloatArray:
+    """Per cell, its pool's target amount of its asset (the same on every account row of the pool)."""
+    tree = diff.tree
+    ids = {name: i for i, name in enumerate(diff.asset_names)}
+    n_assets = len(diff.asset_names)
+    named = [
+        (index * n_assets + ids[asset], share)
+        for index, node in enumerate(pools.tolist())
+        for asset, share in tree.target.pools[int(tree.target_index[node])]
+    ]
+    keys = np.array([key for key, _ in named], dtype=np.int64)
+    shares = np.array([share for _, share in named], dtype=np.float64)
+    order = np.argsort(keys)
+    keys, shares = keys[order], shares[order]
+    wanted = cells.pool * n_assets + cells.asset
+    at = np.minimum(np.searchsorted(keys, wanted), max(keys.size - 1, 0))
+    share = (
+        np.where((keys.size > 0) & (keys[at] == wanted), shares[at], 0.0)
+        if keys.size
+        else np.zeros(wanted.size)
+    )
+    return share * value[cells.pool] / cells.price
+
+
+@dataclass(frozen=True, eq=False)
+class _Candidate:
+    desired: FloatArray
+    money: FloatArray
+    cost: FloatArray  # per pool, estimated
+    moves: list[Move]
+    move_pool: list[int]
+    best_sell: BoolArray
+    best_buy: BoolArray
+    plain_bid: FloatArray
+    plain_ask: FloatArray
+
+
+def _pair_groups(cells: Cells) -> tuple[IntArray, IntArray]:
+    """Each cell's (pool, asset) group and the groups' count."""
+    keys = cells.pool * (int(cells.asset.max(initial=0)) + 1) + cells.asset
+    unique, group = np.unique(keys, return_inverse=True)
+    return group.astype(np.int64), np.array([unique.size], dtype=np.int64)
+
+
+def _excess(cells: Cells, target: FloatArray) -> tuple[IntArray, int, FloatArray]:
+    group, size = _pair_groups(cells)
+    total = np.bincount(group, weights=cells.held, minlength=int(size[0]))
+    first = np.zeros(int(size[0]), dtype=np.int64)
+    first[group[::-1]] = np.arange(group.size)[::-1]
+    excess = total - target[first]
+    tolerance = VALUE_EPSILON * np.maximum(total, target[first])
+    return group, int(size[0]), np.where(np.abs(excess) > tolerance, excess, 0.0)
+
+
+def _fill(
+    group: IntArray, size: int, priority: FloatArray, room: FloatArray, wanted: FloatArray
+) -> FloatArray:
+    """Per cell, how much of its group's `wanted` it takes: cells by descending `priority` (then by
+    position), each up to its `room`."""
+    order = np.lexsort((np.arange(group.size), -priority, group))
+    taken = np.zeros(group.size)
+    if not group.size:
+        return taken
+    ordered, ordered_room = group[order], room[order]
+    cum = np.cumsum(ordered_room)
+    start = np.maximum.accumulate(
+        np.where(np.r_[True, ordered[1:] != ordered[:-1]], np.arange(group.size), 0)
+    )
+    before = cum - ordered_room - (cum[start] - ordered_room[start])
+    taken[order] = np.clip(wanted[ordered] - before, 0.0, ordered_room)
+    return taken
+
+
+def _money(accounts: Accounts, pools: int, cash_after: FloatArray, money_target: FloatArray) -> FloatArray:
+    """The pool's money target shared over its accounts in proportion to what their trades leave them
+    (equally where nothing is left anywhere)."""
+    positive = np.maximum(cash_after, 0.0)
+    total = np.bincount(accounts.pool, weights=positive, minlength=pools)
+    counts = np.bincount(accounts.pool, minlength=pools)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.where(
+            total[accounts.pool] > 0,
+            positive / total[accounts.pool],
+            1.0 / np.maximum(counts[accounts.pool], 1),
+        )
+    return share * money_target[accounts.pool]
+
+
+def _account_rows(accounts: Accounts, cells: Cells) -> IntArray:
+    """Each cell's (pool, account) row."""
+    size = int(max(accounts.account.max(initial=0), cells.account.max(initial=0))) + 1
+    keys = accounts.pool * size + accounts.account
+    return np.searchsorted(keys, cells.pool * size + cells.account).astype(np.int64)
+
+
+def _optimised(
+    diff: DiffTree, trading: Trading, cells: Cells, accounts: Accounts, target: FloatArray, value: FloatArray
+) -> _Candidate:
+    pools = value.size
+    group, size, excess = _excess(cells, target)
+    row = _account_rows(accounts, cells)
+    sellable = cells.bid > NO_SALE
+    # Sells: the best net bid first, each holder up to its free amount (a holder with no route last).
+    sold = _fill(group, size, np.where(sellable, cells.bid, -1.0), cells.held, np.maximum(excess, 0.0))
+    # The best place to sell and to buy per (pool, asset), among accounts with a route.
+    best_sell = _best(group, size, np.where(sellable, cells.bid, -np.inf))
+    buyable = np.isfinite(cells.ask)
+    best_buy = _best(group, size, np.where(buyable, -cells.ask, -np.inf))
+    bought = np.where(best_buy, np.maximum(-excess, 0.0)[group], 0.0)
+    # Relocations: a seller's share moved to the best account when it fetches more there after the fee.
+    hub = np.full(size, -1, dtype=np.int64)
+    hub[group[best_sell]] = np.flatnonzero(best_sell)
+    moves: list[Move] = []
+    move_pool: list[int] = []
+    relocated = np.zeros(cells.pool.size)
+    arriving = np.zeros(cells.pool.size)
+    networks = trading.networks
+    if networks is not None:
+        tree = diff.tree
+        candidates = np.flatnonzero((sold > 0) & ~best_sell & (hub[group] >= 0))
+        for cell in candidates.tolist():
+            best = int(hub[group[cell]])
+            if cells.bid[best] <= cells.bid[cell] * (1 + RELOCATION_MARGIN):
+                continue
+            steps = floor_steps(Decimal(amount_str(float(sold[cell]))), DEFAULT_AMOUNT_STEP)
+            amount = DEFAULT_AMOUNT_STEP * steps
+            source, destination = int(cells.account[cell]), int(cells.account[best])
+            asset = diff.asset_names[int(cells.asset[cell])]
+            way = networks.choose(tree.accounts[source][0], tree.accounts[destination][0], asset, amount)
+            if isinstance(way, str):
+                continue
+            here = float(amount) * cells.bid[cell]
+            there = float(amount - way.fee) * cells.bid[best]
+            if there <= here * (1 + RELOCATION_MARGIN):
+                continue
+            price = float(cells.price[cell])
+            moves.append(
+                Move(
+                    asset,
+                    source,
+                    destination,
+                    amount,
+                    way.fee,
+                    way.network,
+                    "relocation",
+                    -float(way.fee) * price,
+                )
+            )
+            move_pool.append(int(cells.pool[cell]))
+            relocated[cell] += float(amount)
+            arriving[best] += float(amount - way.fee)
+    desired = cells.held - sold + bought
+    # Sales at the hub of what arrives bring money there; what leaves brings none where it left.
+    proceeds = (sold - relocated) * cells.price + arriving * cells.price
+    cash_after = accounts.cash + _by_row(row, proceeds - bought * cells.price, accounts)
+    money_target = value - np.bincount(cells.pool, weights=desired * cells.price, minlength=pools)
+    money = _money(accounts, pools, cash_after, money_target)
+    fees = np.array([float(m.fee) * float(diff.prices.get(m.asset) or 0) for m in moves])
+    cost = (
+        _sum(cells.pool, (sold - relocated) * cells.price * (1 - cells.bid), pools)
+        + _sum(cells.pool, arriving * cells.price * (1 - cells.bid), pools)
+        + _sum(cells.pool, bought * cells.price * _finite(cells.ask - 1), pools)
+        + _sum(np.array(move_pool, dtype=np.int64), fees, pools)
+        + _money_fees(diff, trading, accounts, pools, cash_after, money)
+    )
+    return _Candidate(desired, money, cost, moves, move_pool, best_sell, best_buy, np.zeros(0), np.zeros(0))
+
+
+def _plain(
+    diff: DiffTree, cells: Cells, accounts: Accounts, target: FloatArray, value: FloatArray
+) -> _Candidate:
+    """Trade where the asset sits: holders sell in proportion to their holdings, accounts buy in
+    proportion to their money."""
+    pools = value.size
+    group, size, excess = _excess(cells, target)
+    row = _account_rows(accounts, cells)
+    sellable = (cells.bid > NO_SALE) & (cells.held > 0)
+    room = np.where(sellable, cells.held, 0.0)
+    room_total = np.bincount(group, weights=room, minlength=size)
+    # No holder can sell: in proportion to all holdings (the plan skips what has no market).
+    room = np.where((room_total[group] > 0), room, cells.held)
+    room_total = np.bincount(group, weights=room, minlength=size)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sold = np.where(room_total[group] > 0, room / room_total[group], 0.0) * np.maximum(excess, 0.0)[group]
+    sold = np.minimum(sold, cells.held)
+    cash_before = accounts.cash + _by_row(row, sold * cells.price, accounts)
+    buyable = np.isfinite(cells.ask)
+    money = np.maximum(cash_before[row], 0.0) * buyable
+    money_total = np.bincount(group, weights=money, minlength=size)
+    fallback = buyable.astype(np.float64)
+    fallback_total = np.bincount(group, weights=fallback, minlength=size)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.where(
+            money_total[group] > 0,
+            money / money_total[group],
+            np.where(fallback_total[group] > 0, fallback / fallback_total[group], 0.0),
+        )
+    bought = share * np.maximum(-excess, 0.0)[group]
+    desired = cells.held - sold + bought
+    cash_after = cash_before - _by_row(row, bought * cells.price, accounts)
+    money_target = value - np.bincount(cells.pool, weights=desired * cells.price, minlength=pools)
+    money_out = _money(accounts, pools, cash_after, money_target)
+    cost = _sum(cells.pool, sold * cells.price * (1 - cells.bid), pools) + _sum(
+        cells.pool, bought * cells.price * _finite(cells.ask - 1), pools
+    )
+    # The plain choice's rates per (pool, asset): holdings-weighted bid, money-weighted ask.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        held_total = np.bincount(group, weights=room, minlength=size)
+        plain_bid = np.bincount(group, weights=room * cells.bid, minlength=size) / held_total
+        plain_ask = _sum(group, share * _finite(cells.ask), size)
+    plain_bid = np.nan_to_num(plain_bid, nan=0.0).astype(np.float64)
+    best = np.zeros(cells.pool.size, dtype=np.bool_)
+    return _Candidate(desired, money_out, cost, [], [], best, best, plain_bid[group], plain_ask[group])
+
+
+def _best(group: IntArray, size: int, score: FloatArray) -> BoolArray:
+    """Per group, the first cell with the highest finite `score` (none where every score is -inf)."""
+    order = np.lexsort((np.arange(group.size), -score, group))
+    first = np.zeros(group.size, dtype=np.bool_)
+    ordered = group[order]
+    starts = np.r_[True, ordered[1:] != ordered[:-1]] if ordered.size else np.zeros(0, np.bool_)
+    first[order[starts]] = True
+    return first & np.isfinite(score)
+
+
+def _by_row(row: IntArray, values: FloatArray, accounts: Accounts) -> FloatArray:
+    return np.bincount(row, weights=values, minlength=accounts.pool.size).astype(np.float64)
+
+
+def _sum(index: IntArray, weights: FloatArray, size: int) -> FloatArray:
+    """Per index, the sum of `weights` (floats, `size` of them)."""
+    return np.bincount(index, weights=weights, minlength=size).astype(np.float64)
+
+
+def _finite(values: FloatArray) -> FloatArray:
+    return np.where(np.isfinite(values), values, 0.0)
+
+
+def _money_fees(
+    diff: DiffTree,
+    trading: Trading,
+    accounts: Accounts,
+    pools: int,
+    cash_after: FloatArray,
+    money: FloatArray,
+) -> FloatArray:
+    """The network fees of the money a pool's accounts must send each other: one per account whose buys
+    cost more than it has (from the account with the most to spare), valued at the reference price."""
+    fees = np.zeros(pools)
+    networks = trading.networks
+    if networks is None:
+        return fees
+    tree = diff.tree
+    short = -cash_after
+    starts = np.searchsorted(accounts.pool, np.arange(pools + 1))
+    for row in np.flatnonzero(short > VALUE_EPSILON * np.maximum(money, 1.0)).tolist():
+        pool = int(accounts.pool[row])
+        same = np.arange(starts[pool], starts[pool + 1])
+        source = int(same[np.argmax(cash_after[same] - money[same])])
+        sender, receiver = int(accounts.account[source]), int(accounts.account[row])
+        quote = tree.accounts[receiver][1]
+        price = float(diff.prices.get(quote) or 0)
+        amount = Decimal(amount_str(float(short[row]) / price)) if price > 0 else Decimal(0)
+        way = networks.choose(tree.accounts[sender][0], tree.accounts[receiver][0], quote, amount)
+        fees[pool] += np.inf if isinstance(way, str) else float(way.fee) * price
+    return fees

@@ -1,0 +1,160 @@
+"""Where a trade happens and at what price: the venue's side of the book, the cheapest route, and moves.
+
+A plan made with per-venue prices, a network file or pools (`rebal.core.where`) trades through these:
+
+- `VenuePrices`: a sell on exchange X is estimated at X's bid, a buy at X's ask (`rebal.core.venues`),
+  else at the reference price; a market ``BASE/QUOTE`` sells at bid(BASE)/ask(QUOTE) and buys at
+  ask(BASE)/bid(QUOTE);
+- `cheapest_route`: the route from an asset to an account's quote through at most two intermediate
+  assets (three markets, ``ABC/ETH``, ``ETH/BTC``, ``BTC/USDT``) with the best effective rate, fees and
+  spreads included; ties go to the fewest intermediates, then by their names;
+- `Move`: an asset sent from one account to another instead of being sold in one and bought in the
+  other, or sent to be sold where the bid is better (decided by `rebal.core.where`, applied by the plan).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from decimal import Context, Decimal
+from typing import Literal
+
+from rebal.core.market import Market, Markets, Prices, Route
+from rebal.core.networks import Networks
+
+# Effective rates this close (relative) are a tie: decided by the intermediates' names.
+RATE_TIE = 1e-12
+# Derived decimals (estimated prices) keep this many significant digits, as the plan's.
+DERIVED = Context(prec=18)
+MoveKind = Literal["round_trip", "relocation"]
+
+
+@dataclass(frozen=True)
+class VenuePrices:
+    """Side-aware prices: a venue's bid and ask where the prices file gives them, else the reference."""
+
+    prices: Prices
+
+    def value(self, exchange: str, asset: str, sell: bool) -> Decimal | None:
+        """What one unit of `asset` fetches (`sell`) or costs on `exchange`, in the valuation currency."""
+        quote = self.prices.venues.get(exchange, {}).get(asset)
+        side = None if quote is None else (quote.bid if sell else quote.ask)
+        return side if side is not None else self.prices.get(asset)
+
+    def exact(self, exchange: str, market: Market, sell: bool) -> Decimal:
+        """The estimated price of `market` (quote per base): bid(BASE)/ask(QUOTE) for a sell."""
+        base, quote = self.value(exchange, market.base, sell), self.value(exchange, market.quote, not sell)
+        assert base is not None and quote is not None, "prices are checked by diff_trees"
+        return DERIVED.divide(base, quote)
+
+    def price(self, exchange: str, market: Market, sell: bool) -> float:
+        base, quote = self.value(exchange, market.base, sell), self.value(exchange, market.quote, not sell)
+        if base is None or quote is None:
+            return math.nan
+        return float(base) / float(quote)
+
+    def rate(self, exchange: str, market: Market, sell: bool) -> float:
+        """Quote received per base sold, net of the fee; or quote paid per base bought, fee included."""
+        fee = float(market.fee_rate)
+        return self.price(exchange, market, sell) * (1 - fee if sell else 1 + fee)
+
+    def route_rate(self, exchange: str, route: Route, sell: bool) -> float:
+        """The route's effective rate: quote received per unit of the asset sold (net of every leg's fee
+        and spread), or quote paid per unit bought."""
+        total = 1.0
+        for market in route.legs:
+            total *= self.rate(exchange, market, sell)
+        return total
+
+
+def _paths(known: Mapping[str, Market], asset: str, quote: str) -> Iterator[tuple[Market, ...]]:
+    """Every chain ``asset/X1 … Xn/quote`` of at most three markets, distinct assets along it."""
+    by_base: dict[str, list[Market]] = {}
+    for market in known.values():
+        by_base.setdefault(market.base, []).append(market)
+    direct = known.get(f"{asset}/{quote}")
+    if direct is not None:
+        yield (direct,)
+    for first in by_base.get(asset, ()):
+        middle = first.quote
+        if middle in (asset, quote):
+            continue
+        second = known.get(f"{middle}/{quote}")
+        if second is not None:
+            yield (first, second)
+        for hop in by_base.get(middle, ()):
+            other = hop.quote
+            if other in (asset, quote, middle):
+                continue
+            last = known.get(f"{other}/{quote}")
+            if last is not None:
+                yield (first, hop, last)
+
+
+def cheapest_route(
+    markets: Markets, prices: VenuePrices, exchange: str, asset: str, quote: str, sell: bool
+) -> Route | None:
+    """The best route from `asset` to `quote` on `exchange` for a sell (highest rate) or a buy (lowest
+    cost), at most three markets; ties by fewer intermediates, then their names. None: no route. An
+    exchange the markets file does not list trades every direct pair (`Markets.route`)."""
+    known = markets.exchanges.get(exchange)
+    if known is None:
+        return Route((Market(base=asset, quote=quote),))
+    best: tuple[float, tuple[str, ...], tuple[Market, ...]] | None = None
+    for legs in _paths(known, asset, quote):
+        rate = prices.route_rate(exchange, Route(legs), sell)
+        if not math.isfinite(rate) or rate <= 0:
+            continue
+        score = -rate if sell else rate
+        names = tuple(market.quote for market in legs[:-1])
+        if best is None or _better(score, names, best[0], best[1]):
+            best = (score, names, legs)
+    return Route(best[2]) if best is not None else None
+
+
+def _better(score: float, names: tuple[str, ...], best: float, best_names: tuple[str, ...]) -> bool:
+    if abs(score - best) > RATE_TIE * max(abs(score), abs(best)):
+        return score < best
+    return (len(names), names) < (len(best_names), best_names)
+
+
+@dataclass(frozen=True)
+class Move:
+    """`amount` of `asset` withdrawn from account node `source` and credited, less `fee`, to `destination`.
+
+    A round trip avoided (`round_trip`): the source sells that much less and the destination buys that
+    much less (the fee is lost). A relocated sell (`relocation`): the destination sells what arrives."""
+
+    asset: str
+    source: int
+    destination: int
+    amount: Decimal
+    fee: Decimal
+    network: str
+    kind: MoveKind
+    # Estimated saving against the plain choice (valuation currency) and the reason shown.
+    saving: float = 0.0
+
+    @property
+    def received(self) -> Decimal:
+        return self.amount - self.fee
+
+
+@dataclass(frozen=True)
+class Trading:
+    """How a where-mode plan trades: side-aware prices, cheapest routes, networks and moves."""
+
+    prices: VenuePrices
+    markets: Markets
+    networks: Networks | None = None
+    moves: tuple[Move, ...] = ()
+    banks: frozenset[int] = frozenset()  # account nodes of kind bank: nothing trades there
+    min_trade_value: float = 0.0  # orders worth less are skipped (`rebal.core.plan.plan_rebalance`)
+    _routes: dict[tuple[str, str, str, bool], Route | None] = field(default_factory=dict, compare=False)
+
+    def route(self, exchange: str, asset: str, quote: str, sell: bool) -> Route | None:
+        key = (exchange, asset, quote, sell)
+        if key not in self._routes:
+            self._routes[key] = cheapest_route(self.markets, self.prices, exchange, asset, quote, sell)
+        return self._routes[key]

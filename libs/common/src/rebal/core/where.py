@@ -1,0 +1,462 @@
+"""Where to trade: plans made with per-venue prices, a network file or pools (docs/formats.md).
+
+`plan_where` plans through `rebal.core.plan` with a `Trading` that prices a sell at the venue's bid and a
+buy at its ask and takes the cheapest route (up to three markets), then:
+
+- **pools** (`rebal.core.pools`) decide in which accounts a pool's assets are held; the accounts a pool
+  decides to hold an asset in without a wallet of it get an empty one. The plan made is compared with the
+  plain plan (trade where the asset sits) on the same input, and the cheaper of the two by estimated
+  total cost is kept: with pools the plan never costs more than the plain one;
+- **moves** (with a network file): an asset one account sells and another buys is moved between them
+  instead, when the network's withdrawal fee is below the round trip's fees and spreads (on the cheapest
+  open network the amount clears: never below its minimum, never over a disabled one);
+- **notes**: per order and transfer a `reason` and an `est_saving` against the plain choice (valuation
+  currency), the transfer each order waits for (`after_transfer`), and the plan's estimated `costs`.
+
+Reasons: orders ``best_bid`` (sold where the bid net of fees is highest among the pool's accounts),
+``best_ask`` (bought where the ask plus fees is lowest), ``cheapest_route`` (a leg of the cheapest route),
+``in_place`` (where the target or the asset puts it); transfers ``cheaper_than_round_trip``,
+``to_best_bid`` (moved to be sold where the bid is better), ``to_best_ask`` (money sent to buy where the
+ask is lower) and ``funding`` (money the target gives another account).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+
+import numpy as np
+
+from rebal.core import pools
+from rebal.core.diff import HOLD, DiffTree, diff_trees, roll_up, with_desired
+from rebal.core.market import Markets, Route
+from rebal.core.networks import Networks
+from rebal.core.numbers import DEFAULT_AMOUNT_STEP, VALUE_EPSILON, amount_str, floor_steps
+from rebal.core.plan import Flows, Notes, Plan, _Groups, plan_trading
+from rebal.core.trading import Move, Trading, VenuePrices
+from rebal.core.tree import BANK, FloatArray, IntArray, with_wallets
+
+BEST_BID = "best_bid"
+BEST_ASK = "best_ask"
+CHEAPEST_ROUTE = "cheapest_route"
+IN_PLACE = "in_place"
+ORDER_REASONS = (IN_PLACE, BEST_BID, BEST_ASK, CHEAPEST_ROUTE)
+CHEAPER_THAN_ROUND_TRIP = "cheaper_than_round_trip"
+TO_BEST_BID = "to_best_bid"
+TO_BEST_ASK = "to_best_ask"
+FUNDING = "funding"
+
+
+def plan_where(
+    diff: DiffTree, markets: Markets, networks: Networks | None, *, min_trade_value: float = 0.0
+) -> Plan:
+    """The plan of `diff` traded where it is cheapest (see the module). Pure and deterministic."""
+    banks = frozenset(node for node in diff.tree.accounts if diff.tree.kinds[node] == BANK)
+    trading = Trading(
+        VenuePrices(diff.prices), markets, networks, banks=banks, min_trade_value=min_trade_value
+    )
+    if not diff.tree.target.pools:
+        return _plan(diff, markets, trading, _Pools())
+    chosen, optimised = _pooled(diff, markets, trading, plain=False)
+    if not optimised:
+        return chosen
+    plain, _ = _pooled(diff, markets, trading, plain=True)
+    assert chosen.notes is not None and plain.notes is not None
+    return chosen if chosen.notes.total <= plain.notes.total else plain
+
+
+def plain_plan(diff: DiffTree, markets: Markets, networks: Networks | None) -> Plan:
+    """The plain plan of the same input, with its notes: every pool trades where its assets sit (holders
+    sell in proportion to their holdings, accounts buy with the money they have), and nothing is moved
+    instead of a round trip. `plan_where` never costs more than it (its estimated total)."""
+    banks = frozenset(node for node in diff.tree.accounts if diff.tree.kinds[node] == BANK)
+    trading = Trading(VenuePrices(diff.prices), markets, networks, banks=banks)
+    if not diff.tree.target.pools:
+        return _plan(diff, markets, trading, _Pools(), plain=True)
+    return _pooled(diff, markets, trading, plain=True)[0]
+
+
+@dataclass(frozen=True)
+class _Pools:
+    """What the pools decided, per (account node, asset id), for the notes: the best places to sell and
+    buy, and the plain choice's net bid and gross ask."""
+
+    best_sell: frozenset[tuple[int, int]] = frozenset()
+    best_buy: frozenset[tuple[int, int]] = frozenset()
+    plain_bid: dict[tuple[int, int], float] = field(default_factory=dict)
+    plain_ask: dict[tuple[int, int], float] = field(default_factory=dict)
+
+
+def _pooled(diff: DiffTree, markets: Markets, trading: Trading, plain: bool) -> tuple[Plan, bool]:
+    """The plan with the pools resolved (`plain`: every pool trades where its assets sit), and whether
+    any pool took the optimised candidate."""
+    resolved = pools.resolve(diff, trading, plain=plain)
+    placed = _place(diff, resolved)
+    cells = resolved.cells
+    keys = list(zip(cells.account.tolist(), cells.asset.tolist(), strict=True))
+    decided = _Pools(
+        frozenset(key for key, best in zip(keys, resolved.best_sell.tolist(), strict=True) if best),
+        frozenset(key for key, best in zip(keys, resolved.best_buy.tolist(), strict=True) if best),
+        dict(zip(keys, resolved.plain_bid.tolist(), strict=True)),
+        dict(zip(keys, resolved.plain_ask.tolist(), strict=True)),
+    )
+    plan = _plan(placed, markets, replace(trading, moves=resolved.moves), decided, plain)
+    return plan, bool(resolved.optimised.any())
+
+
+def _plan(diff: DiffTree, markets: Markets, trading: Trading, decided: _Pools, plain: bool = False) -> Plan:
+    """Plan with the pools' moves, then the round trips a network makes cheaper as moves; with notes."""
+    if trading.networks is not None and not plain:
+        trading = replace(trading, moves=trading.moves + round_trips(diff, trading))
+    plan, groups, flows = plan_trading(diff, markets, trading, trading.min_trade_value)
+    return replace(plan, notes=_notes(plan, groups, flows, trading, decided))
+
+
+# -- pools: their decisions put into the diff tree --------------------------------------------------------
+
+
+def _place(diff: DiffTree, resolved: pools.Resolved) -> DiffTree:
+    """The diff with each pool's wallets desired as the pool decided; an account the pool holds an asset
+    in (or sends one to) without a wallet of it gets an empty one (the diff is made again with it)."""
+    tree = diff.tree
+    member = pools.pool_of(diff, pools.pool_nodes(diff))
+    cells, accounts = resolved.cells, resolved.accounts
+    n_assets = len(diff.asset_names)
+    wallets = np.flatnonzero(tree.wallet & (member >= 0) & (tree.account_of >= 0))
+    held_keys = set(
+        (
+            (member[wallets] * len(tree) + tree.account_of[wallets]) * n_assets + diff.asset_id[wallets]
+        ).tolist()
+    )
+    moved_to = {(move.destination, move.asset) for move in resolved.moves}
+    pool_node = pools.pool_nodes(diff)
+    additions: list[tuple[int, str, str]] = []
+    taken: dict[int, set[str]] = {}
+    wanted = [
+        (int(p), int(a), int(s))
+        for p, a, s, desired in zip(
+            cells.pool.tolist(),
+            cells.account.tolist(),
+            cells.asset.tolist(),
+            resolved.desired.tolist(),
+            strict=True,
+        )
+        if desired > 0 or (a, diff.asset_names[s]) in moved_to
+    ]
+    wanted += [
+        (int(p), int(a), int(diff.account_quote[a]))
+        for p, a, money in zip(
+            accounts.pool.tolist(), accounts.account.tolist(), resolved.money.tolist(), strict=True
+        )
+        if money > 0
+    ]
+    by_parent = np.argsort(tree.parent, kind="stable")  # children of a node: one slice of it
+    parents = tree.parent[by_parent]
+    for pool, account, asset in wanted:
+        if (pool * len(tree) + account) * n_assets + asset in held_keys:
+            continue
+        parent = account if member[account] == pool else int(pool_node[pool])
+        if parent not in taken:
+            start, end = np.searchsorted(parents, parent), np.searchsorted(parents, parent, side="right")
+            taken[parent] = {tree.names[child] for child in by_parent[start:end].tolist()}
+        names = taken[parent]
+        name = _free_name(diff.asset_names[asset].lower(), names)
+        names.add(name)
+        held_keys.add((pool * len(tree) + account) * n_assets + asset)
+        additions.append((int(tree.real_index[parent]), name, diff.asset_names[asset]))
+    if additions:
+        delta = float(diff.desired_value[0] - diff.current_value[0])
+        diff = diff_trees(
+            with_wallets(tree.real, additions),
+            tree.target,
+            diff.prices,
+            band=diff.band,
+            invest=max(delta, 0.0),
+            withdraw=max(-delta, 0.0),
+        )
+        tree = diff.tree
+        member = pools.pool_of(diff, pools.pool_nodes(diff))
+        wallets = np.flatnonzero(tree.wallet & (member >= 0) & (tree.account_of >= 0))
+    return with_desired(diff, _desired(diff, resolved, member, wallets))
+
+
+def _free_name(name: str, taken: set[str]) -> str:
+    if name not in taken:
+        return name
+    suffix = 2
+    while f"{name}-{suffix}" in taken:
+        suffix += 1
+    return f"{name}-{suffix}"
+
+
+def _desired(diff: DiffTree, resolved: pools.Resolved, member: IntArray, wallets: IntArray) -> FloatArray:
+    """The desired values: the pools' wallets as decided (a cell's amount shared over its wallets in
+    proportion to what each holds), the nodes inside a pool their wallets' sums, the rest as they were."""
+    tree = diff.tree
+    n_assets = len(diff.asset_names)
+    cells, accounts = resolved.cells, resolved.accounts
+    desired = diff.desired_value.copy()
+    cash = diff.cash[wallets]
+    keys = np.where(
+        cash,
+        -1 - (member[wallets] * len(tree) + tree.account_of[wallets]),
+        (member[wallets] * len(tree) + tree.account_of[wallets]) * n_assets + diff.asset_id[wallets],
+    )
+    value = np.concatenate((resolved.desired * cells.price, resolved.money))
+    decided = np.concatenate(
+        (
+            (cells.pool * len(tree) + cells.account) * n_assets + cells.asset,
+            -1 - (accounts.pool * len(tree) + accounts.account),
+        )
+    )
+    order = np.argsort(decided)
+    at = order[np.minimum(np.searchsorted(decided[order], keys), max(decided.size - 1, 0))]
+    found = decided[at] == keys if decided.size else np.zeros(keys.size, np.bool_)
+    held = diff.free_amount[wallets] * diff.price[wallets]
+    groups, group_of = np.unique(keys, return_inverse=True)
+    total = np.bincount(group_of, weights=held, minlength=groups.size)
+    count = np.bincount(group_of, minlength=groups.size)
+    first = np.zeros(groups.size, dtype=np.int64)
+    first[group_of[::-1]] = np.arange(group_of.size)[::-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.where(
+            total[group_of] > 0,
+            held / total[group_of],
+            (np.arange(group_of.size) == first[group_of]).astype(np.float64),
+        )
+    del count
+    desired[wallets] = np.where(found, np.maximum(value[at], 0.0) * share, 0.0)
+    inside = (member >= 0) & ~tree.wallet
+    inside[pools.pool_nodes(diff)] = False
+    if inside.any():
+        rolled = roll_up(tree, np.where(tree.wallet, desired, 0.0))
+        desired[inside] = rolled[inside]
+    return desired
+
+
+# -- round trips made moves ---------------------------------------------------------------------------
+
+
+def round_trips(diff: DiffTree, trading: Trading) -> tuple[Move, ...]:
+    """The moves that replace a sell in one account and a buy of the same asset in another: per asset,
+    sellers and buyers matched largest first; a pair moves when the network's withdrawal fee (the
+    cheapest open network its amount clears) is below the round trip's fees and spreads."""
+    networks = trading.networks
+    assert networks is not None
+    tree = diff.tree
+    n_assets = len(diff.asset_names)
+    tradable = np.flatnonzero(
+        tree.wallet & ~diff.cash & (diff.operation != HOLD) & (tree.account_of >= 0) & (diff.asset_id >= 0)
+    )
+    keys = tree.account_of[tradable] * n_assets + diff.asset_id[tradable]
+    unique, inverse = np.unique(keys, return_inverse=True)
+    net = np.bincount(inverse, weights=diff.diff_amount[tradable], minlength=unique.size)
+    ids = {name: i for i, name in enumerate(diff.asset_names)}
+    position = {int(key): i for i, key in enumerate(unique.tolist())}
+    for relocation in trading.moves:  # the pools' relocations come first
+        for node, shift in (
+            (relocation.source, relocation.amount),
+            (relocation.destination, -relocation.received),
+        ):
+            at = position.get(node * n_assets + ids[relocation.asset])
+            if at is not None:
+                net[at] += float(shift)
+    account, asset = unique // n_assets, unique % n_assets
+    banks = np.isin(account, list(trading.banks))
+    rank = {node: i for i, node in enumerate(sorted(tree.accounts))}
+    rates = _Rates(diff, trading)
+    moves: list[Move] = []
+    tolerance = VALUE_EPSILON * diff.scale
+    for asset_id in np.unique(asset).tolist():
+        here = (asset == asset_id) & ~banks
+        price = float(diff.asset_price[asset_id])
+        sellers = [
+            (-float(net[i]), rank[int(account[i])], int(account[i])) for i in np.flatnonzero(here & (net < 0))
+        ]
+        buyers = [
+            (float(net[i]), rank[int(account[i])], int(account[i])) for i in np.flatnonzero(here & (net > 0))
+        ]
+        if not sellers or not buyers:
+            continue
+        sellers.sort(key=lambda x: (-x[0], x[1]))
+        buyers.sort(key=lambda x: (-x[0], x[1]))
+        name = diff.asset_names[asset_id]
+        left_s, left_b = [s[0] for s in sellers], [b[0] for b in buyers]
+        i = j = 0
+        while i < len(sellers) and j < len(buyers):
+            amount = min(left_s[i], left_b[j])
+            source, destination = sellers[i][2], buyers[j][2]
+            left_s[i] -= amount
+            left_b[j] -= amount
+            move = _round_trip(diff, trading, rates, name, asset_id, price, source, destination, amount)
+            if move is not None:
+                moves.append(move)
+            if left_s[i] * price <= tolerance:
+                i += 1
+            if left_b[j] * price <= tolerance:
+                j += 1
+    return tuple(moves)
+
+
+def _round_trip(
+    diff: DiffTree,
+    trading: Trading,
+    rates: _Rates,
+    name: str,
+    asset_id: int,
+    price: float,
+    source: int,
+    destination: int,
+    amount: float,
+) -> Move | None:
+    networks = trading.networks
+    assert networks is not None
+    exact = DEFAULT_AMOUNT_STEP * floor_steps(Decimal(amount_str(amount)), DEFAULT_AMOUNT_STEP)
+    if exact <= 0:
+        return None
+    tree = diff.tree
+    way = networks.choose(tree.accounts[source][0], tree.accounts[destination][0], name, exact)
+    if isinstance(way, str):
+        return None
+    sell = rates.rate(source, asset_id, sell=True)
+    buy = rates.rate(destination, asset_id, sell=False)
+    if sell is None or buy is None:
+        return None
+    round_trip = float(exact) * price * ((1 - sell) + (buy - 1))
+    fee = float(way.fee) * price
+    if fee >= round_trip:
+        return None
+    return Move(name, source, destination, exact, way.fee, way.network, "round_trip", round_trip - fee)
+
+
+class _Rates:
+    """The net bid and gross ask (shares of the reference price) of an account's cheapest route, and of
+    the plain route (`Markets.route`: direct, else the alphabetically first intermediate)."""
+
+    def __init__(self, diff: DiffTree, trading: Trading) -> None:
+        self.diff = diff
+        self.trading = trading
+        self._cache: dict[tuple[str, str, int, bool, bool], float | None] = {}
+
+    def rate(self, account: int, asset_id: int, sell: bool, plain: bool = False) -> float | None:
+        if account in self.trading.banks:
+            return None
+        exchange, quote = self.diff.tree.accounts[account]
+        key = (exchange, quote, asset_id, sell, plain)
+        if key not in self._cache:
+            self._cache[key] = self._rate(exchange, quote, asset_id, sell, plain)
+        return self._cache[key]
+
+    def _rate(self, exchange: str, quote: str, asset_id: int, sell: bool, plain: bool) -> float | None:
+        diff, trading = self.diff, self.trading
+        name = diff.asset_names[asset_id]
+        route: Route | None = (
+            trading.markets.route(exchange, name, quote)
+            if plain
+            else trading.route(exchange, name, quote, sell)
+        )
+        quote_price = diff.prices.get(quote)
+        if route is None or quote_price is None:
+            return None
+        return (
+            trading.prices.route_rate(exchange, route, sell)
+            * float(quote_price)
+            / float(diff.asset_price[asset_id])
+        )
+
+
+# -- notes: reasons, savings, costs ------------------------------------------------------------------------
+
+
+def _notes(plan: Plan, groups: _Groups, flows: Flows, trading: Trading, pooled: _Pools) -> Notes:
+    diff = plan.diff
+    tree = diff.tree
+    account, market, sell, steps, group, markets = plan.ordered()
+    rates = _Rates(diff, trading)
+    n = len(account)
+    step = np.array([float(m.amount_step) for m in markets]) if markets else np.zeros(0)
+    fee_rate = np.array([float(m.fee_rate) for m in markets]) if markets else np.zeros(0)
+    exchange = [tree.accounts[node][0] for node in account.tolist()]
+    priced: dict[tuple[str, int, bool], float] = {}  # a few venues and markets, many orders
+    for venue_market in zip(exchange, market.tolist(), sell.tolist(), strict=True):
+        if venue_market not in priced:
+            ex, m, side = venue_market
+            priced[venue_market] = trading.prices.price(ex, markets[m], side)
+    prices = np.array([priced[v] for v in zip(exchange, market.tolist(), sell.tolist(), strict=True)])
+    ref_base = np.array([float(diff.prices.get(m.base) or 0) for m in markets])[market] if n else np.zeros(0)
+    ref_quote = (
+        np.array([float(diff.prices.get(m.quote) or 0) for m in markets])[market] if n else np.zeros(0)
+    )
+    amount = steps * step[market] if n else np.zeros(0)
+    traded = amount * prices * ref_quote
+    fees = traded * fee_rate[market] if n else np.zeros(0)
+    spread = np.where(sell, amount * ref_base - traded, traded - amount * ref_base)
+    reason = np.zeros(n, dtype=np.int64)
+    saving = np.zeros(n)
+    after = np.full(n, -1, dtype=np.int64)
+    relocated: dict[tuple[int, str], int] = {}
+    for index, move in enumerate(trading.moves):
+        if move.kind == "relocation":
+            relocated.setdefault((move.destination, move.asset), index)
+    for i, (node, m, side, g) in enumerate(
+        zip(account.tolist(), market.tolist(), sell.tolist(), group.tolist(), strict=True)
+    ):
+        if g < 0:
+            continue
+        asset_id = int(groups.asset[g])
+        name = diff.asset_names[asset_id]
+        key = (node, asset_id)
+        routed = bool(groups.routed[g])
+        if routed:
+            reason[i] = ORDER_REASONS.index(CHEAPEST_ROUTE)
+        elif side and key in pooled.best_sell:
+            reason[i] = ORDER_REASONS.index(BEST_BID)
+        elif not side and key in pooled.best_buy:
+            reason[i] = ORDER_REASONS.index(BEST_ASK)
+        if side and (node, name) in relocated:
+            after[i] = relocated[(node, name)]
+        if (
+            not side
+            and flows.wanted[node] > flows.cash[node] * (1 + VALUE_EPSILON)
+            and node in flows.first_in
+        ):
+            after[i] = flows.first_in[node]
+        if markets[m].base != name:
+            continue  # an intermediate leg: the route's saving is on the asset's own leg
+        here = rates.rate(node, asset_id, sell=side)
+        plain = (pooled.plain_bid if side else pooled.plain_ask).get(key)
+        if plain is None or not np.isfinite(plain) or plain == 0:
+            plain = rates.rate(node, asset_id, sell=side, plain=True)
+        if here is None or plain is None:
+            continue
+        unit = (here - plain) if side else (plain - here)
+        saving[i] = float(amount[i]) * float(diff.asset_price[asset_id]) * unit
+    transfer_reason: list[str] = []
+    transfer_saving: list[float] = []
+    withdrawal_fees = 0.0
+    buying = {node for node, _ in pooled.best_buy}
+    by_path = {tree.path(node): node for node in tree.accounts}
+    moves = len(trading.moves)
+    for index, transfer in enumerate(plan.transfers):
+        price = float(diff.prices.get(transfer.asset) or 0)
+        fee = float(transfer.fee) * price
+        withdrawal_fees += fee
+        if index < moves:
+            move = trading.moves[index]
+            transfer_reason.append(CHEAPER_THAN_ROUND_TRIP if move.kind == "round_trip" else TO_BEST_BID)
+            transfer_saving.append(move.saving)
+            continue
+        destination = by_path.get(transfer.destination, -1)
+        transfer_reason.append(TO_BEST_ASK if destination in buying else FUNDING)
+        transfer_saving.append(-fee)
+    return Notes(
+        order_reason=reason,
+        order_saving=saving,
+        order_after=after,
+        transfer_reason=tuple(transfer_reason),
+        transfer_saving=tuple(transfer_saving),
+        reasons=ORDER_REASONS,
+        fees=float(fees.sum()),
+        spread=float(spread.sum()),
+        withdrawal_fees=withdrawal_fees,
+    )

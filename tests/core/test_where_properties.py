@@ -1,0 +1,68 @@
+"""Properties of where-mode plans on generated pools: never costlier than the plain plan, never selling
+more than is free (or arrives), deterministic."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from decimal import Decimal
+
+from hypothesis import given, settings
+
+from rebal import render
+from rebal.core.diff import DiffTree, diff_trees
+from rebal.core.market import Markets, Prices
+from rebal.core.networks import Networks
+from rebal.core.plan import Plan, plan_rebalance
+from rebal.core.tree import parse_tree
+from rebal.core.where import plain_plan
+from tests.strategies import WhereCase, pool_cases
+
+# Float sums of a few hundred terms: anything under this share of the portfolio is noise.
+COST_NOISE = 1e-9
+
+
+def planned(case: WhereCase) -> tuple[DiffTree, Plan, Plan]:
+    diff = diff_trees(
+        parse_tree(case.real, "real"), parse_tree(case.target, "target"), Prices.parse(case.prices)
+    )
+    markets = Markets.parse(case.markets)
+    networks = Networks.parse(case.network) if case.network is not None else None
+    return diff, plan_rebalance(diff, markets, networks=networks), plain_plan(diff, markets, networks)
+
+
+@settings(max_examples=150, deadline=None)
+@given(pool_cases())
+def test_with_pools_the_plan_never_costs_more_than_the_plain_plan(case: WhereCase) -> None:
+    diff, plan, plain = planned(case)
+    assert plan.notes is not None and plain.notes is not None
+    assert plan.notes.total <= plain.notes.total + COST_NOISE * diff.scale
+
+
+@settings(max_examples=100, deadline=None)
+@given(pool_cases())
+def test_a_where_plan_never_sells_more_than_is_free_or_arrives(case: WhereCase) -> None:
+    diff, plan, _ = planned(case)
+    tree = diff.tree
+    free: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    for node in range(len(tree)):
+        index = int(tree.real_index[node])
+        if tree.wallet[node] and index >= 0 and tree.account_of[node] >= 0:
+            key = (tree.path(int(tree.account_of[node])), str(tree.asset(node)))
+            free[key] += tree.real.exact_amount(index) - tree.real.exact_locked(index)
+    for transfer in plan.transfers:
+        free[(transfer.source, transfer.asset)] -= transfer.amount
+        free[(transfer.destination, transfer.asset)] += transfer.amount - transfer.fee
+        assert free[(transfer.source, transfer.asset)] >= 0 or transfer.asset == "USDT"
+    sold: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    for order in plan.orders():
+        if order.side == "sell":
+            sold[(order.account, order.symbol.partition("/")[0])] += order.amount
+    for key, amount in sold.items():
+        assert amount <= free[key], key
+
+
+@settings(max_examples=50, deadline=None)
+@given(pool_cases())
+def test_the_same_pool_input_gives_byte_identical_output(case: WhereCase) -> None:
+    first = b"".join(render.plan_chunks(planned(case)[1]))
+    assert first == b"".join(render.plan_chunks(planned(case)[1]))
