@@ -22,6 +22,7 @@ from rebal.core.plan import plan_rebalance
 from rebal.core.tree import parse_tree
 from rebal.io import FileError, load
 from rebal.render import plan_json, tree_json
+from rebal_cli import backtest as cli_backtest
 from rebal_cli import funds as cli_funds
 from rebal_cli import ops as cli_ops
 from rebal_cli import render
@@ -210,7 +211,7 @@ def rebalance_command(
         raise typer.Exit(EXIT_ERROR)
 
 
-for _commands in (cli_ops, cli_strategies, cli_funds):
+for _commands in (cli_ops, cli_strategies, cli_funds, cli_backtest):
     _commands.register(app)
 
 

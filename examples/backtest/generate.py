@@ -1,0 +1,54 @@
+"""Writes history.csv: six years of daily closes (2019-2024, UTC midnights) for BTC, ETH, SOL, LINK and
+PAXG, generated (not market data): geometric Brownian motion with one market factor and regime changes
+(bull, crash, sideways, recovery), seed 15. Run it again to reproduce the file exactly:
+
+    .venv/bin/python examples/backtest/generate.py
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+SEED = 15
+START, END = date(2019, 1, 1), date(2024, 12, 31)
+ASSETS = ("BTC", "ETH", "SOL", "LINK", "PAXG")
+FIRST = np.array([3800.0, 140.0, 2.0, 0.35, 1280.0])
+BETA = np.array([1.0, 1.2, 1.5, 1.3, -0.05])  # exposure to the market factor
+OWN_VOL = np.array([0.35, 0.45, 0.80, 0.70, 0.12])  # idiosyncratic, annualised
+# Regimes: (days, market drift a year, market volatility a year).
+REGIMES = (
+    (400, 0.9, 0.55),
+    (120, -1.6, 0.95),
+    (500, 0.1, 0.35),
+    (450, 1.1, 0.6),
+    (300, -0.4, 0.5),
+    (422, 0.5, 0.45),
+)
+
+
+def main() -> None:
+    rng = np.random.default_rng(SEED)
+    days = (END - START).days + 1
+    assert sum(length for length, _, _ in REGIMES) == days
+    step = 1 / 365.25
+    market = np.concatenate(
+        [rng.normal((mu - vol**2 / 2) * step, vol * np.sqrt(step), length) for length, mu, vol in REGIMES]
+    )
+    own = rng.normal(-(OWN_VOL**2) / 2 * step, OWN_VOL * np.sqrt(step), (days, len(ASSETS)))
+    gold = np.zeros((days, len(ASSETS)))
+    gold[:, -1] = 0.05 * step  # PAXG drifts like gold, barely with the market
+    log_returns = market[:, None] * BETA + own + gold
+    log_returns[0] = 0.0
+    prices = FIRST * np.exp(np.cumsum(log_returns, axis=0))
+    lines = ["date," + ",".join(ASSETS)]
+    for k in range(days):
+        day = datetime.combine(START + timedelta(days=k), datetime.min.time(), UTC).date().isoformat()
+        lines.append(day + "," + ",".join(f"{value:.6g}" for value in prices[k]))
+    (Path(__file__).parent / "history.csv").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
