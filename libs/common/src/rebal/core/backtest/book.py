@@ -13,7 +13,8 @@ order worth less than the policy's `min_trade_value` is not sent.
 
 What an (account, asset) pair ends up holding is spread over its wallets as the diff asked: each wallet
 gets its desired free amount, scaled so that the wallets together hold what the account holds; locked
-parts stay where they are. An asset an account did not hold before (a routed order's intermediate, a
+parts stay where they are (a lock given as a share is pinned to the amount it locks at the start, as the
+tracker pins it). An asset an account did not hold before (a routed order's intermediate, a
 transfer in another quote) gets a wallet under the account named after the asset in lower case, as the
 tracker names what a venue reports outside the layout.
 """
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from rebal.core.diff import DiffTree
+from rebal.core.numbers import dec_str, parse_decimal, parse_fraction
 from rebal.core.plan import Plan
 from rebal.core.tree import PATH_SEP, FloatArray, IntArray, Tree, parse_tree
 
@@ -54,6 +56,19 @@ def _walk(doc: Doc, path: str = "") -> list[tuple[str, Doc]]:
     return found
 
 
+def _pinned(doc: Doc) -> Doc:
+    """Share locks become the amounts they lock now, as the tracker pins a share to the layout's amount
+    (`rebal.core.assemble`): a bot's part does not shrink when the rebalancer sells its own part."""
+    for _, node in _walk(doc):
+        amount = parse_decimal(node.get("amount", "0"))
+        for lock in node.get("locks") or []:
+            share = parse_fraction(lock.get("share")) if isinstance(lock, dict) and "share" in lock else None
+            if share is not None and amount is not None:
+                del lock["share"]
+                lock["amount"] = dec_str(share * amount)
+    return doc
+
+
 @dataclass
 class Book:
     """A portfolio's holdings during a replay (see the module's docstring)."""
@@ -67,8 +82,8 @@ class Book:
 
     @classmethod
     def of(cls, doc: Doc) -> Book:
-        """A book over a copy of `doc` (a real tree document the core accepts)."""
-        book = cls(copy.deepcopy(doc))
+        """A book over a copy of `doc` (a real tree document the core accepts), its share locks pinned."""
+        book = cls(_pinned(copy.deepcopy(doc)))
         book._collect()
         return book
 

@@ -14,7 +14,6 @@ proposes the rows where the trigger may fire; only those reach `evaluate` and, w
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,11 +43,12 @@ Int8Array = npt.NDArray[np.int8]
 
 @dataclass(frozen=True)
 class Trade:
-    """A rebalance: its row, the core's decision, and (when recorded) the real tree before it."""
+    """A rebalance: its row, the core's decision, and (when recorded) the real tree before and after."""
 
     row: int
     decision: Decision
     before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -145,7 +145,7 @@ class _State:
     def rebalance(self, row: int, decision: Decision, diff: DiffTree) -> None:
         planned = planned_diff(diff, decision)
         assert planned is not None and decision.kind is not None, "a rebalance has a kind"
-        before = copy.deepcopy(self.book.doc) if self.record else None
+        before = self.book.copy().doc if self.record else None
         layout = self.layout(diff, row)
         prices = self.price_of(row)
         if self.fill_rule == "rebal":
@@ -156,7 +156,8 @@ class _State:
         self.paid(row, filled)
         self.kind[row] = KINDS[decision.kind]
         self.last = int(self.history.times[row])
-        self.trades.append(Trade(row, decision, before))
+        after = self.book.copy().doc if self.record else None
+        self.trades.append(Trade(row, decision, before, after))
 
     def record_block(self, block: Block, stop: int) -> None:
         count = stop - block.start
