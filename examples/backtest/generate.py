@@ -1,6 +1,8 @@
-"""Writes history.csv: six years of daily closes (2019-2024, UTC midnights) for BTC, ETH, SOL, LINK and
+"""Writes history.csv and strategies.csv. history.csv: six years of daily closes (2019-2024, UTC midnights) for BTC, ETH, SOL, LINK and
 PAXG, generated (not market data): geometric Brownian motion with one market factor and regime changes
-(bull, crash, sideways, recovery), seed 15. Run it again to reproduce the file exactly:
+(bull, crash, sideways, recovery), seed 15. strategies.csv: four years of four strategies' daily returns
+(trend, meanrev, arb, carry; generated, seed 16) whose means and volatilities change halfway, for the
+optimizer's walk forward. Run it again to reproduce both files exactly:
 
     .venv/bin/python examples/backtest/generate.py
 """
@@ -48,6 +50,33 @@ def main() -> None:
         day = datetime.combine(START + timedelta(days=k), datetime.min.time(), UTC).date().isoformat()
         lines.append(day + "," + ",".join(f"{value:.6g}" for value in prices[k]))
     (Path(__file__).parent / "history.csv").write_text("\n".join(lines) + "\n")
+    strategies()
+
+
+STRATEGIES = ("trend", "meanrev", "arb", "carry")
+# Per half: daily mean and volatility of each strategy.
+HALVES = (
+    (np.array([0.0012, 0.0004, 0.0003, 0.0005]), np.array([0.025, 0.012, 0.004, 0.010])),
+    (np.array([-0.0002, 0.0006, 0.0002, 0.0001]), np.array([0.030, 0.010, 0.005, 0.015])),
+)
+
+
+def strategies() -> None:
+    rng = np.random.default_rng(SEED + 1)
+    days = 4 * 365
+    common = rng.normal(0, 1, days)
+    rows = []
+    for half, (mean, vol) in enumerate(HALVES):
+        part = slice(half * days // 2, (half + 1) * days // 2)
+        noise = rng.normal(0, 1, (days // 2, len(STRATEGIES)))
+        mixed = 0.4 * common[part, None] + np.sqrt(1 - 0.4**2) * noise
+        rows.append(mean + vol * mixed)
+    returns = np.concatenate(rows)
+    lines = ["date," + ",".join(STRATEGIES)]
+    for k in range(days):
+        day = (date(2021, 1, 1) + timedelta(days=k)).isoformat()
+        lines.append(day + "," + ",".join(f"{value:.6f}" for value in returns[k]))
+    (Path(__file__).parent / "strategies.csv").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -99,3 +99,30 @@ def _png(path: Path, result: Comparison, dates: list[datetime], quote: str) -> N
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def write_curves(path: Path, curves: dict[str, Any], stamps: Any) -> None:
+    """The growth of 1 for each named curve (the optimizer's walk forward), as HTML or PNG."""
+    if path.suffix.lower() == ".png":
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            fail(f"--plot: {path}: a PNG needs matplotlib (install rebal-cli[png]), or write OUT.html")
+        figure, axes = plt.subplots(figsize=(11, 6))
+        for name, curve in curves.items():
+            axes.plot(stamps.astype("datetime64[s]"), curve, label=name)
+        axes.set_title("Out of sample: growth of 1")
+        axes.legend(loc="upper left", fontsize="small")
+        figure.tight_layout()
+        figure.savefig(path, dpi=100)
+        plt.close(figure)
+        return
+    import plotly.graph_objects as go
+
+    dates = [datetime.fromtimestamp(int(t), UTC) for t in stamps.tolist()]
+    figure = go.Figure([go.Scatter(x=dates, y=curve, name=name) for name, curve in curves.items()])
+    figure.update_layout(title="rebal backtest --strategies: out of sample, growth of 1", height=600)
+    figure.write_html(str(path), include_plotlyjs=True, full_html=True)
