@@ -50,7 +50,8 @@ class History:
         return list(self.assets)
 
     def row_prices(self, row: int) -> Prices:
-        """The core's prices at `row` (each float as the shortest decimal that reads back as it)."""
-        values = self.prices[row].tolist()
-        pairs = zip(self._texts, values, strict=True)
-        return Prices(self.quote, {asset: Decimal(repr(value)) for asset, value in pairs})
+        """The core's prices at `row`: each float's exact value as a decimal (it reads back as the same
+        float, which is what the diff and the planner compute with)."""
+        return Prices(
+            self.quote, dict(zip(self._texts, map(Decimal, self.prices[row].tolist()), strict=True))
+        )

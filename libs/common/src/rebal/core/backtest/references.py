@@ -19,6 +19,7 @@ trade fractional amounts (no steps, no minimums), as those tools do by default.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
@@ -31,6 +32,12 @@ FillRule = Literal["rebal", "bt", "vectorbt"]
 FILL_RULES: tuple[FillRule, ...] = ("rebal", "bt", "vectorbt")
 # vectorbt's own tolerance for "the cash covers the order" (vectorbt.utils.math_.rel_tol).
 VECTORBT_REL_TOL = 1e-9
+
+
+def _first_seen(assets: list[tuple[int, str | None]]) -> Callable[[str], int]:
+    """Assets in tree order (the order bt's weights and vectorbt's columns follow)."""
+    order = {name: k for k, (_, name) in reversed(list(enumerate(assets))) if name is not None}
+    return order.__getitem__
 
 
 def fill_like(
@@ -47,12 +54,12 @@ def fill_like(
     exchange = layout.exchange_of[account]
     balances = Balances(book, layout)
     cash_key = (account, quote)
-    cash = balances.free.get(cash_key, 0.0)
+    cash = balances.get(cash_key)
     legs: list[tuple[float, float, float, str, float]] = []  # (delta value, price, fee, asset, current)
-    for (_, asset), wallets in layout.groups.items():
-        if asset == quote:
-            continue
-        nodes = layout.node[wallets]
+    tree = diff.tree
+    assets = [(node, tree.asset(node)) for node in np.flatnonzero(tree.wallet & ~diff.cash).tolist()]
+    for asset in sorted({name for _, name in assets if name is not None}, key=_first_seen(assets)):
+        nodes = [node for node, name in assets if name == asset]
         current = float(diff.current_value[nodes].sum())
         desired = float(diff.desired_value[nodes].sum())
         route = markets.route(exchange, asset, quote)
@@ -74,7 +81,7 @@ def fill_like(
                 notional, spent = delta / (1 + fee), delta
             else:
                 notional, spent = delta / (1 - fee), delta
-            balances.free[key] = balances.free.get(key, 0.0) + notional / price
+            balances.add(key, notional / price)
             cash -= spent
             paid = abs(notional) * fee
         else:
@@ -86,9 +93,9 @@ def fill_like(
             ):
                 notional = max(cash, 0.0) / (1 + fee)
             paid = abs(notional) * fee
-            balances.free[key] = balances.free.get(key, 0.0) + notional / price
+            balances.add(key, notional / price)
             cash -= notional + paid
         orders, traded, fees = orders + 1, traded + abs(notional), fees + paid
-    balances.free[cash_key] = cash
+    balances.add(cash_key, cash - balances.get(cash_key))
     balances.write(diff.desired_free_amount)
     return Filled(orders, traded, fees)

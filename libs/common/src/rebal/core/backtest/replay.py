@@ -25,7 +25,7 @@ from rebal.core.backtest.history import History
 from rebal.core.backtest.references import FillRule, fill_like
 from rebal.core.backtest.screen import MARGIN, Block, Screen, cash_due, drift_of
 from rebal.core.diff import DiffTree, diff_trees, roll_up, with_desired
-from rebal.core.market import Markets
+from rebal.core.market import Markets, Route
 from rebal.core.plan import plan_rebalance
 from rebal.core.policy import Decision, Policy, evaluate, planned_diff
 from rebal.core.tree import FloatArray, IntArray, Tree
@@ -217,6 +217,7 @@ def replay(
     `last_rebalance` is when the starting portfolio was last rebalanced (None: never). `every_row` makes
     the core evaluate every row instead of the screen's proposals (the screen's check); `record` keeps the
     real tree before each rebalance. Raises `InputError` for input the core refuses."""
+    markets = RememberedRoutes.of(markets)
     state = _State(history, target, markets, policy, Book.of(start), fill_rule, record, last_rebalance)
     rows = len(history)
     flow_rows = np.flatnonzero(flows) if flows is not None else np.zeros(0, dtype=np.int64)
@@ -282,6 +283,24 @@ def replay(
         trades=tuple(state.trades),
         evaluations=state.evaluations,
     )
+
+
+@dataclass(frozen=True)
+class RememberedRoutes(Markets):
+    """The same markets, each route found once: the planner asks for every (exchange, asset, quote) of
+    the portfolio at every plan, and a replay plans hundreds of times with the same markets."""
+
+    _routes: dict[tuple[str, str, str], Route | None] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def of(cls, markets: Markets) -> RememberedRoutes:
+        return markets if isinstance(markets, RememberedRoutes) else cls(exchanges=markets.exchanges)
+
+    def route(self, exchange: str, asset: str, quote: str) -> Route | None:
+        key = (exchange, asset, quote)
+        if key not in self._routes:
+            self._routes[key] = super().route(exchange, asset, quote)
+        return self._routes[key]
 
 
 def _disagrees(screen: Screen, diff: DiffTree) -> bool:
