@@ -128,3 +128,33 @@ def _value(doc: dict[str, Any], path: Any, row: int) -> float:
         for n in range(len(tree))
         if tree.wallet[n]
     )
+
+
+def test_a_new_position_lands_in_the_targets_own_wallet() -> None:
+    """Bought from cash into a nested target, each asset goes to the wallet the target names (not to a
+    wallet of its own under the account, which the target does not list and the next plan would sell)."""
+    path = history(rows=40, seed=6)
+    start = {"name": "alice", "children": [account("spot", {"USDT": "10000"})]}
+    nested = {
+        "name": "alice",
+        "children": [{"name": "spot", "weight": 1, "children": [
+            {"name": "crypto", "weight": "90%", "children": [
+                {"name": "bitcoin", "asset": "BTC", "weight": "60%"},
+                {"name": "ether", "asset": "ETH", "weight": "40%"},
+            ]},
+            {"name": "usdt", "asset": "USDT", "weight": "10%"},
+        ]}],
+    }  # fmt: skip
+    run = replay(
+        path,
+        start,
+        parse_tree(nested, "target"),
+        MARKETS,
+        parse_policy({"drift_absolute": 0.05}).to_policy(),
+        record=True,
+    )
+    first = run.trades[0]
+    assert first.row == 0 and first.after is not None
+    held = {w["name"]: float(w["amount"]) for w in _wallets(first.after)}
+    assert set(held) == {"bitcoin", "ether", "usdt"} and held["bitcoin"] > 0 and held["ether"] > 0
+    assert run.rebalances < 10  # not every row: nothing unlisted to sell
