@@ -78,6 +78,7 @@ DEFINE_FUND = Topic("cmd", "fund", "define")
 RECORD_DEPOSIT = Topic("cmd", "fund", "deposit")
 REQUEST_WITHDRAWAL = Topic("cmd", "fund", "withdraw")
 RUN_FUND_CYCLE = Topic("cmd", "fund", "run_cycle")
+SET_TARGET = Topic("cmd", "targets", "set")
 RUN_OPTIMIZATION = Topic("cmd", "optimizer", "run")
 
 EVENT_TOPICS = (
@@ -107,6 +108,7 @@ COMMAND_TOPICS = (
     HALT_TRADING,
     RESUME_TRADING,
     RUN_OPTIMIZATION,
+    SET_TARGET,
 )
 
 ALL_EVENTS = f"{PREFIX}.evt.>"
