@@ -130,7 +130,10 @@ def our_policy(spec: Spec) -> Policy:
     )
 
 
-def run_ours(data: np.ndarray, specs: tuple[Spec, ...], rule: FillRule = "rebal") -> dict[str, tuple[float, float, int]]:
+Outcomes = dict[str, tuple[float, float, int]]  # per policy: final value, fees, rebalances
+
+
+def run_ours(data: np.ndarray, specs: tuple[Spec, ...], rule: FillRule = "rebal") -> Outcomes:
     assets = data.shape[1]
     history = History(START + DAY * np.arange(ROWS, dtype=np.int64), tuple(names(assets)), data, "USD")
     start, target, markets = our_setup(assets)
@@ -145,7 +148,7 @@ def run_ours(data: np.ndarray, specs: tuple[Spec, ...], rule: FillRule = "rebal"
 # -- bt ------------------------------------------------------------------------------------------------
 
 
-def run_bt(data: np.ndarray, specs: tuple[Spec, ...]) -> dict[str, tuple[float, float, int]]:
+def run_bt(data: np.ndarray, specs: tuple[Spec, ...]) -> Outcomes:
     import bt
     import pandas as pd
 
@@ -228,7 +231,7 @@ def vbt_functions() -> tuple[Callable[..., Any], Callable[..., Any]]:
     return pre_segment, order
 
 
-def run_vbt(data: np.ndarray, specs: tuple[Spec, ...], functions: Any) -> dict[str, tuple[float, float, int]]:
+def run_vbt(data: np.ndarray, specs: tuple[Spec, ...], functions: Any) -> Outcomes:
     import vectorbt as vbt
 
     pre_segment, order = functions
@@ -281,10 +284,13 @@ def main() -> None:
     parser.add_argument("--no-bt", action="store_true", help="skip bt (the slow one)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    print(f"backtest: {ROWS} daily rows, equal weights, fee {FEE:.1%}, seed {SEED}; load {os.getloadavg()[0]:.1f}")
-    wall, cpu, functions = timed(vbt_functions)
+    load = os.getloadavg()[0]
+    print(f"backtest: {ROWS} daily rows, equal weights, fee {FEE:.1%}, seed {SEED}; load {load:.1f}")
+    functions = vbt_functions()
     compile_wall, compile_cpu, _ = timed(lambda: run_vbt(prices(3, 1), FOUR[:1] + FOUR[2:3], functions))
-    print(f"vectorbt: first call in this process (numba compile) {compile_wall:.2f} s wall, {compile_cpu:.2f} s CPU")
+    print(
+        f"vectorbt: first call in this process (numba compile) {compile_wall:.2f} s, {compile_cpu:.2f} s CPU"
+    )
     header = (
         f"{'policies':>9} {'assets':>6} | {'ours s':>7} {'ours cpu':>8} | {'bt s':>7} {'bt cpu':>7} "
         f"{'bt/ours':>8} | {'vbt warm':>8} {'vbt cpu':>7} {'vbt/ours':>8} | rebalances (ours, bt, vbt)"
@@ -300,7 +306,7 @@ def main() -> None:
             vbt_wall, vbt_cpu, vbt = min(vbt_times, key=lambda t: t[0])
             if args.no_bt:
                 bt_wall = bt_cpu = float("nan")
-                bt_result: dict[str, tuple[float, float, int]] = {}
+                bt_result: Outcomes = {}
             else:
                 bt_wall, bt_cpu, bt_result = timed(lambda: run_bt(data, specs))  # noqa: B023
             counts = ", ".join(
@@ -309,22 +315,25 @@ def main() -> None:
             )
             print(
                 f"{label:>9} {size:>6} | {ours_wall:7.3f} {ours_cpu:8.3f} | {bt_wall:7.2f} {bt_cpu:7.2f} "
-                f"{bt_cpu / ours_cpu:7.1f}x | {vbt_wall:8.3f} {vbt_cpu:7.3f} {vbt_cpu / ours_cpu:7.2f}x | {counts}"
+                f"{bt_cpu / ours_cpu:7.1f}x | {vbt_wall:8.3f} {vbt_cpu:7.3f} "
+                f"{vbt_cpu / ours_cpu:7.2f}x | {counts}"
             )
             if label == "4" and size <= 100:
                 agreement[size] = {"ours": ours, "bt": bt_result, "vbt": vbt, "data": data}
-    print("\nmonthly: final value and fees, relative to the other tool (ours with our fill rule | with theirs)")
+    print("\nmonthly: final value and fees, relative to the other tool (ours with our rule | with theirs)")
     for size, seen in agreement.items():
         data = seen["data"]
         as_bt = run_ours(data, FOUR[:1], "bt")["monthly"]
         as_vbt = run_ours(data, FOUR[:1], "vectorbt")["monthly"]
         ours = seen["ours"]["monthly"]
-        for tool, theirs, switched in (("bt", seen["bt"].get("monthly"), as_bt), ("vectorbt", seen["vbt"]["monthly"], as_vbt)):
+        pairs = (("bt", seen["bt"].get("monthly"), as_bt), ("vectorbt", seen["vbt"]["monthly"], as_vbt))
+        for tool, theirs, switched in pairs:
             if theirs is None:
                 continue
             print(
                 f"{size:>4} assets vs {tool:<8}: value {theirs[0]:,.2f}, fees {theirs[1]:,.2f} | ours "
-                f"{ours[0]:,.2f} ({relative(ours[0], theirs[0]):.2e}), {ours[1]:,.2f} ({relative(ours[1], theirs[1]):.2e}) | "
+                f"{ours[0]:,.2f} ({relative(ours[0], theirs[0]):.2e}), "
+                f"{ours[1]:,.2f} ({relative(ours[1], theirs[1]):.2e}) | "
                 f"switched {switched[0]:,.2f} ({relative(switched[0], theirs[0]):.2e}), {switched[1]:,.2f} "
                 f"({relative(switched[1], theirs[1]):.2e})"
             )

@@ -1,10 +1,11 @@
-"""Writes history.csv and strategies.csv. history.csv: six years of daily closes (2019-2024, UTC midnights) for BTC, ETH, SOL, LINK and
-PAXG, generated (not market data): geometric Brownian motion with one market factor and regime changes
-(bull, crash, sideways, recovery), seed 15. strategies.csv: four years of four strategies' daily returns
-(trend, meanrev, arb, carry; generated, seed 16) whose means and volatilities change halfway, for the
-optimizer's walk forward. Run it again to reproduce both files exactly:
+"""Writes history.csv and strategies.csv (generated, not market data). Run it again to reproduce both:
 
     .venv/bin/python examples/backtest/generate.py
+
+history.csv: six years of daily closes (2019-2024, UTC midnights) for BTC, ETH, SOL, LINK and PAXG:
+geometric Brownian motion with one market factor and regime changes (bull, crash, sideways, recovery),
+seed 15. strategies.csv: four years of four strategies' daily returns (trend, meanrev, arb, carry; seed
+16) whose means and volatilities change halfway, for the optimizer's walk forward.
 """
 
 from __future__ import annotations

@@ -290,7 +290,9 @@ class Balances:
         self.book = book
         self.layout = layout
         held = np.maximum(book.amount - self.locked, 0.0)
-        self.free: FloatArray = np.bincount(layout.group_of, weights=held, minlength=len(layout.keys))
+        self.free: FloatArray = np.bincount(layout.group_of, weights=held, minlength=len(layout.keys)).astype(
+            np.float64
+        )
         self.extra: dict[Key, float] = defaultdict(float)  # what the book has no wallet for yet
 
     def get(self, key: Key) -> float:
