@@ -27,8 +27,8 @@ from rebal.core.errors import InputError
 from rebal.core.market import Markets
 from rebal.core.numbers import parse_decimal
 from rebal.core.policy import Policy
-from rebal.core.tree import Tree, parse_tree
-from rebal.io import FileError, load, load_document
+from rebal.core.tree import Role, Tree, parse_tree
+from rebal.io import FileError, load
 from rebal.policy import load_policy
 from rebal.trigger import instant_text
 from rebal_cli.backtest_files import HistoryError, duration_text, read_flows, read_history
@@ -85,15 +85,18 @@ def policy_names(paths: list[Path]) -> list[str]:
     return [stem if stems.count(stem) == 1 else str(path) for stem, path in zip(stems, paths, strict=True)]
 
 
-def _load_tree(path: Path, role: str) -> tuple[dict[str, Any], Tree]:
+def _load_tree(path: Path, role: Role) -> tuple[dict[str, Any], Tree]:
+    """The document and its parsed tree (bad input: exit 2 naming the file and the node)."""
+
+    def parse(document: object) -> tuple[dict[str, Any], Tree]:
+        tree = parse_tree(document, role)
+        assert isinstance(document, dict), "a tree that parses is a mapping"
+        return document, tree
+
     try:
-        doc = load_document(path)
-        tree = load(path, lambda d: parse_tree(d, "real" if role == "real" else "target"))
+        return load(path, parse)
     except FileError as exc:
         fail(str(exc))
-    if not isinstance(doc, dict):
-        fail(f"{path}: a tree is a mapping with a name and children")
-    return doc, tree
 
 
 def _exchange_for(markets: Markets) -> str:
@@ -163,9 +166,9 @@ def backtest(
         fail("--real and --initial cannot be used together")
     amount = 0.0
     if real is None:
-        value = parse_decimal(initial if initial is not None else "")
         if initial is None:
             fail("--initial AMOUNT or --real START.json: where the portfolio starts")
+        value = parse_decimal(initial)
         if value is None or value <= 0:
             fail(f"--initial: {initial!r} must be a decimal amount > 0")
         amount = float(value)
@@ -180,12 +183,12 @@ def backtest(
         fail(str(exc))
     target_doc, target_tree = _load_tree(target, "target")
     start_path = real if real is not None else target
-    real_doc = _load_tree(real, "real")[0] if real is not None else None
+    real_doc, real_tree = _load_tree(real, "real") if real is not None else (None, None)
     quote = valuation_currency([doc for doc in (target_doc, real_doc) if doc is not None], table.assets)
     history = History(table.times, table.assets, table.prices, quote)
     trees = [(target, target_tree)]
-    if real is not None and real_doc is not None:
-        trees.append((real, parse_tree(real_doc, "real")))
+    if real is not None and real_tree is not None:
+        trees.append((real, real_tree))
     _missing_columns(history, trees, prices)
     flow = None
     if flows is not None:
