@@ -3,10 +3,13 @@ makes the same rebalances, at the same rows, to the same values."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rebal.core.backtest import replay
 from rebal.core.backtest.start import with_cash_wallets
@@ -158,3 +161,35 @@ def test_a_new_position_lands_in_the_targets_own_wallet() -> None:
     held = {w["name"]: float(w["amount"]) for w in _wallets(first.after)}
     assert set(held) == {"bitcoin", "ether", "usdt"} and held["bitcoin"] > 0 and held["ether"] > 0
     assert run.rebalances < 10  # not every row: nothing unlisted to sell
+
+
+@settings(max_examples=int(os.environ.get("BACKTEST_EXAMPLES", "12")), deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    absolute=st.none() | st.floats(0.01, 0.12),
+    relative=st.none() | st.floats(0.05, 0.6),
+    cooldown=st.integers(0, 6),
+    cash=st.none() | st.integers(50, 2_000),
+)
+def test_the_screen_and_the_core_make_the_same_rebalances(
+    seed: int, absolute: float | None, relative: float | None, cooldown: int, cash: int | None
+) -> None:
+    """Any bands, cooldown and cash threshold on any path: proposing rows changes nothing."""
+    document: dict[str, Any] = {"cooldown": f"{cooldown}d"} if cooldown else {}
+    document |= {"drift_absolute": absolute} if absolute is not None else {}
+    document |= {"drift_relative": relative} if relative is not None else {}
+    document |= {"invest_cash_above": str(cash)} if cash is not None else {}
+    path = history(rows=90, seed=seed, vol=0.05)
+    flows = np.zeros(len(path))
+    flows[[20, 60]] = [1500.0, -700.0]
+    start = with_cash_wallets(TWO_ACCOUNTS_REAL, "USDT")
+    args = (
+        path,
+        start,
+        parse_tree(TWO_ACCOUNTS_TARGET, "target"),
+        KRAKEN,
+        parse_policy(document).to_policy(),
+    )
+    fast, every = replay(*args, flows=flows), replay(*args, flows=flows, every_row=True)
+    assert np.array_equal(fast.kind, every.kind)
+    assert np.allclose(fast.value, every.value, rtol=1e-12)
