@@ -52,6 +52,16 @@ BAD_HISTORIES = {
     "negative": (csv("2024-01-01,1,2", "2024-01-02,1,-2"), f"{AT} 3, column ETH: price -2 must be positive"),
     "zero": (csv("2024-01-01,0,2", "2024-01-02,1,2"), f"{AT} 2, column BTC: price 0 must be positive"),
     "text": (csv("2024-01-01,abc,2", "2024-01-02,1,2"), f"{AT} 2, column BTC: 'abc' is not a decimal"),
+    "nan": (csv("2024-01-01,1,2", "2024-01-02,nan,2"), f"{AT} 3, column BTC: 'nan' is not a decimal"),
+    "too large": (
+        csv("2024-01-01,1,2", "2024-01-02,1,1e400"),
+        f"{AT} 3, column ETH: price 1e400 is out of range",
+    ),
+    "hourly gap": (
+        "timestamp,BTC,ETH\n" + "".join(f"2024-01-01T{hour:02}:00:00Z,1,2\n" for hour in (0, 1, 2, 4, 5)),
+        f"{AT} 5, column timestamp: 2024-01-01T04:00:00Z follows 2024-01-01T02:00:00Z: a gap of 2h in a "
+        "history of one row every 1h",
+    ),
     "unsorted": (csv("2024-01-02,1,2", "2024-01-01,1,2"), f"{AT} 3, column date: 2024-01-01 comes before"),
     "duplicate": (csv("2024-01-01,1,2", "2024-01-01,1,2"), f"{AT} 3, column date: 2024-01-01 repeats line 2"),
     "bad date": (csv("2024-01-01,1,2", "2024-13-01,1,2"), f"{AT} 3, column date: expected an ISO 8601 time"),
@@ -83,6 +93,18 @@ def test_bad_flows_name_file_line_and_column(tmp_path: Path) -> None:
     assert (
         code == 2 and "flows.csv: line 2, column date: 2025-01-02 is after the history's last row" in stderr
     )
+
+
+def test_a_withdrawal_larger_than_the_portfolio_names_its_line(tmp_path: Path) -> None:
+    """Failed before: the replay paid what it could and printed a final value of 0 with a CAGR of 7,824%."""
+    (tmp_path / "flows.csv").write_text("date,amount\n2024-01-02,-5000\n2024-01-03,-5000\n2024-01-03,-1000\n")
+    code, stdout, stderr = run(tmp_path, "--flows", str(tmp_path / "flows.csv"))
+    assert code == 2 and stdout == "" and stderr.count("\n") == 1
+    assert (
+        "flows.csv: line 3, column amount: withdrawing 6,000.00 USDT on 2024-01-03T00:00:00Z takes more"
+        in stderr
+    )
+    assert "(baseline: 5,640.00 USDT)" in stderr
 
 
 def test_bad_trees_policies_and_options_exit_2(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from rebal.core.backtest import Comparison, Figures, History, compare
+from rebal.core.backtest import Comparison, Figures, History, Overdrawn, compare
 from rebal.core.backtest.start import at_target, valuation_currency, with_cash_wallets
 from rebal.core.errors import InputError
 from rebal.core.market import Markets
@@ -31,7 +31,7 @@ from rebal.core.tree import Role, Tree, parse_tree
 from rebal.io import FileError, load
 from rebal.policy import load_policy
 from rebal.trigger import instant_text
-from rebal_cli.backtest_files import HistoryError, duration_text, read_flows, read_history
+from rebal_cli.backtest_files import Flows, HistoryError, duration_text, read_flows, read_history
 from rebal_cli.render import console
 from rebal_cli.support import fail, write_json
 
@@ -190,7 +190,7 @@ def backtest(
     if real is not None and real_tree is not None:
         trees.append((real, real_tree))
     _missing_columns(history, trees, prices)
-    flow = None
+    flow: Flows | None = None
     if flows is not None:
         try:
             flow = read_flows(flows, history.times)
@@ -212,9 +212,12 @@ def backtest(
             target_tree,
             market_table,
             list(zip(policy_names(policy), policies, strict=True)),
-            flows=flow,
+            flows=flow.amounts if flow is not None else None,
             last_rebalance=last,
         )
+    except Overdrawn as exc:
+        assert flows is not None and flow is not None, "only a flow overdraws"
+        fail(overdrawn_text(flows, flow, exc, history))
     except InputError as exc:
         source = sources.get(exc.source)
         fail(f"{source}: {exc}" if source is not None else str(exc))
@@ -226,6 +229,16 @@ def backtest(
         write_json(comparison_json(result))
         return
     print_comparison(result, history)
+
+
+def overdrawn_text(path: Path, flows: Flows, exc: Overdrawn, history: History) -> str:
+    """The flows file's line for a withdrawal no portfolio could pay."""
+    when = instant_text(int(history.times[exc.row]))
+    held = f"{exc.name}: " if exc.name else ""
+    return (
+        f"{path}: line {flows.lines[exc.row]}, column amount: withdrawing {exc.wanted:,.2f} {history.quote} "
+        f"on {when} takes more than the portfolio holds then ({held}{exc.held:,.2f} {history.quote})"
+    )
 
 
 def print_comparison(result: Comparison, history: History) -> None:

@@ -111,9 +111,13 @@ def read_history(path: Path) -> Table:
                 raise HistoryError(
                     f"{path}: line {line}, column {asset}: {cell.strip()!r} is not a decimal number"
                 )
-            if value <= 0 or not math.isfinite(float(value)):
+            if value <= 0:
                 raise HistoryError(
                     f"{path}: line {line}, column {asset}: price {cell.strip()} must be positive"
+                )
+            if not math.isfinite(float(value)):
+                raise HistoryError(
+                    f"{path}: line {line}, column {asset}: price {cell.strip()} is out of range"
                 )
             prices[k, j] = float(value)
     steps = np.diff(times)
@@ -130,8 +134,17 @@ def read_history(path: Path) -> Table:
     return Table(times, tuple(assets), prices)
 
 
-def read_flows(path: Path, times: np.ndarray) -> np.ndarray:
-    """FLOWS.csv as one amount per row of the history whose `times` are given (see the docstring)."""
+@dataclass(frozen=True)
+class Flows:
+    """FLOWS.csv as read: one amount per row of the history, and the file's first line landing on each
+    row that has a flow (to name it when the replay refuses it)."""
+
+    amounts: np.ndarray
+    lines: dict[int, int]
+
+
+def read_flows(path: Path, times: np.ndarray) -> Flows:
+    """FLOWS.csv against the history whose `times` are given (see the module's docstring)."""
     names, rows = _read(path)
     date = _date_column(path, names)
     amount_columns = [i for i, name in enumerate(names) if name.lower() == "amount"]
@@ -139,6 +152,7 @@ def read_flows(path: Path, times: np.ndarray) -> np.ndarray:
         raise HistoryError(f"{path}: line 1: no amount column (expected date,amount)")
     column = amount_columns[0]
     flows = np.zeros(times.size)
+    lines: dict[int, int] = {}
     for line, row in rows:
         if len(row) != len(names):
             raise HistoryError(f"{path}: line {line}: {len(row)} columns, the header has {len(names)}")
@@ -155,7 +169,8 @@ def read_flows(path: Path, times: np.ndarray) -> np.ndarray:
                 f"last row ({instant_text(int(times[-1]))})"
             )
         flows[at] += float(value)
-    return flows
+        lines.setdefault(at, line)
+    return Flows(flows, lines)
 
 
 def duration_text(seconds: int) -> str:

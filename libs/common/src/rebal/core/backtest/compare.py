@@ -14,7 +14,7 @@ from rebal.core.backtest.book import Book
 from rebal.core.backtest.figures import Figures, baseline_values, figures, returns_of
 from rebal.core.backtest.history import History
 from rebal.core.backtest.references import FillRule
-from rebal.core.backtest.replay import Run, replay
+from rebal.core.backtest.replay import Overdrawn, Run, replay
 from rebal.core.diff import diff_trees
 from rebal.core.market import Markets
 from rebal.core.policy import Policy
@@ -61,16 +61,19 @@ def compare(
     base_returns = returns_of(base.value, base.flow)
 
     def outcome(name: str, policy: Policy) -> Outcome:
-        run = replay(
-            history,
-            start,
-            target,
-            markets,
-            policy,
-            flows=flow,
-            last_rebalance=last_rebalance,
-            fill_rule=fill_rule,
-        )
+        try:
+            run = replay(
+                history,
+                start,
+                target,
+                markets,
+                policy,
+                flows=flow,
+                last_rebalance=last_rebalance,
+                fill_rule=fill_rule,
+            )
+        except Overdrawn as exc:
+            raise exc.under(name) from None
         return Outcome(name, run, figures(run, base_returns, per_year))
 
     return Comparison(
@@ -96,6 +99,10 @@ def _baseline(history: History, start: dict[str, Any], target: Tree, flow: Float
             shares[column] += float(diff.desired_value[node]) / root
     start_value = float(diff.current_value[0]) + float(flow[0])
     value = baseline_values(history.prices, shares, start_value, flow)
+    overdrawn = np.flatnonzero(value < 0)
+    if overdrawn.size:
+        row = int(overdrawn[0])
+        raise Overdrawn(row, -float(flow[row]), float(value[row] - flow[row]), BASELINE)
     rows = len(history)
     flows = np.asarray(flow, dtype=np.float64).copy()
     return Run(

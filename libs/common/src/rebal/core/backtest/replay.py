@@ -25,6 +25,7 @@ from rebal.core.backtest.history import History
 from rebal.core.backtest.references import FillRule, fill_like
 from rebal.core.backtest.screen import MARGIN, Block, Screen, cash_due, drift_of
 from rebal.core.diff import DiffTree, diff_trees, roll_up, with_desired
+from rebal.core.errors import InputError
 from rebal.core.market import Markets, Route
 from rebal.core.plan import plan_rebalance
 from rebal.core.policy import Decision, Policy, evaluate, planned_diff
@@ -39,6 +40,24 @@ WITHDRAWAL_SLACK = 0.01
 # fire again soon after one fired: a short look wastes little when it does).
 FIRST_SPAN = 16
 Int8Array = npt.NDArray[np.int8]
+
+
+class Overdrawn(InputError):
+    """A withdrawal larger than the portfolio's free value at its row: nothing could pay it, and the
+    figures after it (a portfolio worth nothing or less) could not be true. Bad flows, not an outcome."""
+
+    def __init__(self, row: int, wanted: float, held: float, name: str = "") -> None:
+        self.row, self.wanted, self.held, self.name = row, wanted, held, name
+        held_by = f"{name}: " if name else ""
+        super().__init__(
+            f"row {row}",
+            f"withdrawing {wanted:,.2f} takes more than the portfolio holds ({held_by}{held:,.2f})",
+            "flows",
+        )
+
+    def under(self, name: str) -> Overdrawn:
+        """The same error, naming the policy (or reference) whose portfolio could not pay it."""
+        return Overdrawn(self.row, self.wanted, self.held, name)
 
 
 @dataclass(frozen=True)
@@ -124,6 +143,9 @@ class _State:
             deposit(self.book, self.layout(None, row), amount, prices)
             self.flow[row] += amount
             return
+        held = float(self.diff(row).current_value[0])
+        if -amount > held:
+            raise Overdrawn(row, -amount, held)
         short = withdraw_cash(self.book, self.layout(None, row), -amount, prices)
         if short > 0:
             diff = self.diff(row)
