@@ -32,17 +32,32 @@ cover a sell's; vectorbt sizes before the fee and cuts the last buys to the cash
 of an account by the same factor when the fees do not fit); with our rule switched to theirs
 (`fill_rule="bt"` / `"vectorbt"`, `rebal.core.backtest.references`) they agree to rounding.
 
+Whole processes (`--process`): what a user waits for, start to exit. The same prices written as the
+files `rebal backtest` reads (HISTORY.csv, the target, the markets, the four policies as JSON), then
+`rebal backtest ... --json` run as a process (it also replays buy-and-hold and values the baseline),
+beside a Python process that imports vectorbt, reads the same CSV with pandas and runs the four policies
+as above (its numba compile included: `from_order_func` specialises its loop on the functions passed, so
+every such process pays it). Both start from the same cash (`--real`, all USD) and buy the target at the
+first row. Best of two each, CPU of the child processes.
+
     .venv-bench/bin/python bench/backtest.py                # all sizes, ~5 minutes (bt at 500 assets)
     .venv-bench/bin/python bench/backtest.py --sizes 10,100 --no-twelve
+    .venv-bench/bin/python bench/backtest.py --process --sizes 10,100,500
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import resource
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -264,6 +279,76 @@ def run_vbt(data: np.ndarray, specs: tuple[Spec, ...], functions: Any) -> Outcom
     return out
 
 
+# -- whole processes -----------------------------------------------------------------------------------
+
+VBT_PROCESS = """
+import sys
+import numpy as np
+import pandas as pd
+sys.path.insert(0, {bench!r})
+import backtest as b
+data = pd.read_csv({history!r}, index_col="date").to_numpy()
+out = b.run_vbt(data, b.FOUR, b.vbt_functions())
+print({{name: round(value, 2) for name, (value, fees, count) in out.items()}})
+"""
+
+
+def write_files(folder: Path, data: np.ndarray) -> list[str]:
+    """The bench's portfolio as `rebal backtest`'s files; returns the command's arguments."""
+    symbols = names(data.shape[1])
+    days = np.datetime_as_string((START + DAY * np.arange(ROWS)).astype("datetime64[s]"), unit="D")
+    lines = ["date," + ",".join(symbols)]
+    lines += [f"{day}," + ",".join(repr(float(p)) for p in row) for day, row in zip(days, data, strict=True)]
+    (folder / "history.csv").write_text("\n".join(lines) + "\n")
+    start, _, _ = our_setup(data.shape[1])  # all cash: the first row buys the target, as vectorbt's does
+    (folder / "start.json").write_text(json.dumps(start))
+    target = {"name": "p", "children": [{"name": "spot", "kind": "account", "exchange": "x", "quote": "USD",
+              "weight": 1, "children": [{"name": s.lower(), "asset": s, "weight": 1 / len(symbols)}
+                                        for s in symbols]}]}  # fmt: skip
+    (folder / "target.json").write_text(json.dumps(target))
+    (folder / "markets.json").write_text(
+        json.dumps({"x": {f"{s}/USD": {"fee_rate": str(FEE)} for s in symbols}})
+    )
+    args = ["--prices", str(folder / "history.csv"), "--target", str(folder / "target.json")]
+    args += ["--real", str(folder / "start.json"), "--markets", str(folder / "markets.json"), "--json"]
+    for spec in FOUR:
+        policy: dict[str, Any] = {"schedule": spec.cron, "drift_absolute": spec.absolute}
+        if spec.relative is not None:
+            policy |= {"drift_relative": spec.relative, "bands": {"p/spot/usd": {"drift_relative": None}}}
+        (folder / f"{spec.name}.json").write_text(
+            json.dumps({k: v for k, v in policy.items() if v is not None})
+        )
+        args += ["--policy", str(folder / f"{spec.name}.json")]
+    return args
+
+
+def process(command: list[str]) -> tuple[float, float, str]:
+    """Wall and CPU seconds (the child's, user + system) of one process, and what it printed."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    wall = time.perf_counter() - wall
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return wall, cpu, done.stdout
+
+
+def run_processes(sizes: list[int]) -> None:
+    rebal = str(Path(sys.executable).with_name("rebal"))
+    bench = str(Path(__file__).resolve().parent)
+    print(f"{'assets':>6} | {'rebal s':>7} {'rebal cpu':>9} | {'vbt s':>7} {'vbt cpu':>8} | vbt/rebal (CPU)")
+    for size in sizes:
+        with tempfile.TemporaryDirectory() as folder:
+            args = write_files(Path(folder), prices(size))
+            ours = min((process([rebal, "backtest", *args]) for _ in range(2)), key=lambda t: t[1])
+            script = VBT_PROCESS.format(bench=bench, history=str(Path(folder) / "history.csv"))
+            vbt = min((process([sys.executable, "-c", script]) for _ in range(2)), key=lambda t: t[1])
+        finals = {row["name"]: row["final_value"] for row in json.loads(ours[2])["policies"]}
+        ratio = vbt[1] / ours[1]
+        print(f"{size:>6} | {ours[0]:7.2f} {ours[1]:9.2f} | {vbt[0]:7.2f} {vbt[1]:8.2f} | {ratio:6.2f}x")
+        print(f"         final values: rebal {finals}\n                       vectorbt {vbt[2].strip()}")
+
+
 # -- the run -------------------------------------------------------------------------------------------
 
 
@@ -282,10 +367,14 @@ def main() -> None:
     parser.add_argument("--sizes", default="10,100,500")
     parser.add_argument("--no-twelve", action="store_true", help="skip the 12-policy run")
     parser.add_argument("--no-bt", action="store_true", help="skip bt (the slow one)")
+    parser.add_argument("--process", action="store_true", help="whole processes: rebal backtest vs vectorbt")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     load = os.getloadavg()[0]
     print(f"backtest: {ROWS} daily rows, equal weights, fee {FEE:.1%}, seed {SEED}; load {load:.1f}")
+    if args.process:
+        run_processes(sizes)
+        return
     functions = vbt_functions()
     compile_wall, compile_cpu, _ = timed(lambda: run_vbt(prices(3, 1), FOUR[:1] + FOUR[2:3], functions))
     print(

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rebal_cli.app import app
+from rebal_cli.backtest_plot import TITLES
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "backtest"
 HISTORY = "date,BTC,ETH\n2024-01-01,40000,2000\n2024-01-02,44000,2000\n2024-01-03,48000,1900\n"
@@ -154,6 +155,7 @@ def test_the_bundled_example_prints_a_table_and_a_plot(tmp_path: Path) -> None:
     assert "Plotly.newPlot" in page and '<script src="http' not in page  # plotly.js inside, no CDN
     assert len(page) > 3_000_000
     assert "band-5pt" in page
+    assert all(title in page for title in TITLES)  # equity curves, drift over time, the frontier
 
 
 def test_a_png_plot_is_an_image(tmp_path: Path) -> None:
