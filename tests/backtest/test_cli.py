@@ -85,6 +85,14 @@ def test_a_bad_history_names_file_line_and_column(tmp_path: Path, case: str) -> 
     assert "Traceback" not in stderr + stdout
 
 
+def test_a_spreadsheets_export_is_read(tmp_path: Path) -> None:
+    """Failed before: the byte order mark and CRLF of a spreadsheet's CSV hid the date column."""
+    exported = "\ufeff" + HISTORY.replace("\n", "\r\n")
+    code, stdout, stderr = run(tmp_path, "--json", history=exported)
+    assert code == 0, stderr
+    assert orjson.loads(stdout)["frequency"] == "1d"
+
+
 def test_bad_flows_name_file_line_and_column(tmp_path: Path) -> None:
     (tmp_path / "flows.csv").write_text("date,amount\n2024-01-02,500\n2024-01-03,lots\n")
     code, _, stderr = run(tmp_path, "--flows", str(tmp_path / "flows.csv"))

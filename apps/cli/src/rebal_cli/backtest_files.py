@@ -43,7 +43,7 @@ class Table:
 
 def _read(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a spreadsheet's export starts with a BOM
     except FileNotFoundError:
         raise HistoryError(f"{path}: file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
