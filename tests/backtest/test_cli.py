@@ -3,13 +3,18 @@ column with exit 2 (never a traceback)."""
 
 from __future__ import annotations
 
+import tempfile
+from decimal import Decimal
 from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from rebal_cli.app import app
+from rebal_cli.backtest_files import read_history
 from rebal_cli.backtest_plot import TITLES
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "backtest"
@@ -170,3 +175,21 @@ def test_a_png_plot_is_an_image(tmp_path: Path) -> None:
     code, _, stderr = run(tmp_path, "--plot", str(tmp_path / "lab.png"))
     assert code == 0, stderr
     assert (tmp_path / "lab.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.decimals(min_value="1e-12", max_value="1e15", allow_nan=False, places=12), min_size=4, max_size=4
+    )
+)
+def test_prices_read_at_once_are_the_decimals_the_cells_write(prices: list[Decimal]) -> None:
+    """The fast path (float() of every cell) reads each cell as parsing it as a decimal does."""
+    texts = [f"{prices[0]}", f" {prices[1]:e} ", f"+{prices[2]}", f"{prices[3]:f}"]
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "history.csv"
+        path.write_text(csv(f"2024-01-01,{texts[0]},{texts[1]}", f"2024-01-02,{texts[2]},{texts[3]}"))
+        table = read_history(path)
+    assert table.prices.tolist() == [
+        [float(Decimal(t.strip())) for t in pair] for pair in (texts[:2], texts[2:])
+    ]
