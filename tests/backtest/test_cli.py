@@ -98,6 +98,16 @@ def test_a_spreadsheets_export_is_read(tmp_path: Path) -> None:
     assert orjson.loads(stdout)["frequency"] == "1d"
 
 
+def test_a_timestamp_column_of_hours_is_stated_as_the_frequency(tmp_path: Path) -> None:
+    hourly = "timestamp,BTC,ETH\n" + "".join(
+        f"2024-01-01T{hour:02}:00:00+01:00,{40000 + 500 * hour},2000\n" for hour in range(6)
+    )
+    code, stdout, stderr = run(tmp_path, "--json", history=hourly)
+    assert code == 0, stderr
+    out = orjson.loads(stdout)
+    assert out["frequency"] == "1h" and out["buy_and_hold"]["final_value"] == 10_312.5  # BTC +6.25% of 5,000
+
+
 def test_bad_flows_name_file_line_and_column(tmp_path: Path) -> None:
     (tmp_path / "flows.csv").write_text("date,amount\n2024-01-02,500\n2024-01-03,lots\n")
     code, _, stderr = run(tmp_path, "--flows", str(tmp_path / "flows.csv"))
