@@ -12,13 +12,14 @@ REBAL := $(VENV)/bin/rebal
 LOCKED := uv.lock pyproject.toml $(wildcard apps/*/pyproject.toml) $(wildcard libs/*/pyproject.toml) \
 	$(wildcard services/*/pyproject.toml)
 
-.PHONY: help setup sysdeps run plan test lint typecheck bench clean
+.PHONY: help setup sysdeps run plan backtest-table test lint typecheck bench clean
 
 help:
 	@echo "make run    - set up and run the whole system (NATS, Postgres, services, demo bot); Ctrl-C stops"
 	@echo "make plan   - set up and plan the bundled examples with the rebal CLI"
 	@echo "make test   - set up and run lint, type checks and the tests"
 	@echo "make bench  - run the benchmarks in bench/ (prints figures)"
+	@echo "make backtest-table - compare six rebalancing policies on the bundled history (README's table)"
 
 # uv, when it is not on PATH, goes into a venv of its own under the git-ignored .tools/: a system Python
 # marked "externally managed" (PEP 668: Debian 12, Ubuntu 24.04) refuses `pip install` and is never
@@ -79,7 +80,16 @@ typecheck: setup
 test: sysdeps lint typecheck
 	$(VENV)/bin/pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
-# The optional `bench` group adds PyPortfolioOpt and skfolio for bench/optimizer.py's comparison. It lives
+# README's policy table: six policies replayed over the bundled generated history with monthly deposits
+# (docs/backtest.md, "Which policy wins").
+BACKTEST := examples/backtest
+backtest-table: $(VENV)/.synced-runtime
+	$(REBAL) backtest --prices $(BACKTEST)/history.csv --target $(BACKTEST)/target.json --initial 100000 \
+		--markets $(BACKTEST)/markets.json --flows $(BACKTEST)/flows.csv \
+		$(foreach p,monthly quarterly band-5pt band-20pct band-cooldown band-buy-only,--policy $(BACKTEST)/$(p).toml)
+
+# The optional `bench` group adds PyPortfolioOpt and skfolio for bench/optimizer.py's comparison, bt and
+# vectorbt for bench/backtest.py's. It lives
 # in its own environment: skfolio pulls in `cvxpy-base`, which shares the `cvxpy` package's files, so
 # syncing it in and out of .venv would leave .venv without cvxpy.
 BENCH_VENV := .venv-bench
@@ -96,6 +106,7 @@ bench: | $(UV)
 	$(BENCH_VENV)/bin/python bench/policy.py
 	$(BENCH_VENV)/bin/python bench/autopilot.py
 	$(BENCH_VENV)/bin/python bench/where.py
+	$(BENCH_VENV)/bin/python bench/backtest.py
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache .hypothesis

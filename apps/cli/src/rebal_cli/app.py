@@ -29,6 +29,7 @@ from rebal.core.position_plan import PositionPlan, plan_positions
 from rebal.events import PlanFailed, PlannedPositionOrder, PlannedPositionSetting, SkippedOrder
 from rebal.io import FileError, load, load_tree
 from rebal.render import plan_json, tree_json, write_plan_json
+from rebal_cli import backtest as cli_backtest
 from rebal_cli import funds as cli_funds
 from rebal_cli import ops as cli_ops
 from rebal_cli import paper as cli_paper
@@ -276,7 +277,16 @@ def rebalance_command(
         raise typer.Exit(EXIT_ERROR)
 
 
-for _commands in (cli_ops, cli_strategies, cli_funds, cli_paper, cli_target, cli_venue, cli_policy):
+for _commands in (
+    cli_ops,
+    cli_strategies,
+    cli_funds,
+    cli_paper,
+    cli_target,
+    cli_venue,
+    cli_policy,
+    cli_backtest,
+):
     _commands.register(app)
 
 

@@ -1,0 +1,479 @@
+"""The holdings a replay trades: the real tree document, its wallets' amounts, and how fills change them.
+
+The book owns a copy of the real tree document; the core's `Tree` is parsed from it whenever the amounts
+changed (`parse_tree`, the same validation `rebal plan` applies). Amounts live in a float array beside
+the document and are written into it as the shortest decimal text that reads back as the float.
+
+Fill model (docs/backtest.md, "How orders fill"): every order of the core's plan fills in full at the
+row's price, for its planned amount (whole steps); the fee (the market's `fee_rate`) is charged in the
+quote, on top of a buy's cost and out of a sell's proceeds — exactly the planner's estimate. Orders run
+in the plan's order (sells, transfers, buys); a buy never spends more quote than its account holds at
+that moment (it is cut to what is there, as the executor sizes buys from the quote really held). An
+order worth less than the policy's `min_trade_value` is not sent.
+
+What an (account, asset) pair ends up holding is spread over its wallets as the diff asked: each wallet
+gets its desired free amount, scaled so that the wallets together hold what the account holds; locked
+parts stay where they are (a lock given as a share is pinned to the amount it locks at the start, as the
+tracker pins it). An asset an account did not hold before (a routed order's intermediate, a
+transfer in another quote) gets a wallet under the account named after the asset in lower case, as the
+tracker names what a venue reports outside the layout.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from rebal.core.diff import SELL, DiffTree
+from rebal.core.market import Market
+from rebal.core.numbers import dec_str, parse_decimal, parse_fraction
+from rebal.core.plan import Plan
+from rebal.core.tree import PATH_SEP, FloatArray, IntArray, Tree, parse_tree
+
+Doc = dict[str, Any]
+Key = tuple[str, str]  # (account path, asset)
+# A buy asking this much more quote than its account holds (relative) is float noise, not a shortfall.
+CASH_SLACK = 1e-12
+
+
+def amount_text(value: float) -> str:
+    """The decimal text of a wallet amount: the shortest that reads back as the float; never negative."""
+    return repr(value) if value > 0 else "0"
+
+
+def _walk(doc: Doc, path: str = "") -> list[tuple[str, Doc]]:
+    """Every node of a tree document in pre-order (children in their order), with its path."""
+    found: list[tuple[str, Doc]] = []
+    stack: list[tuple[str, Doc]] = [(str(doc.get("name", "")), doc)]
+    while stack:
+        here, node = stack.pop()
+        found.append((here, node))
+        children = node.get("children") or []
+        stack.extend((f"{here}{PATH_SEP}{child.get('name')}", child) for child in reversed(children))
+    return found
+
+
+def _pinned(doc: Doc) -> Doc:
+    """Share locks become the amounts they lock now, as the tracker pins a share to the layout's amount
+    (`rebal.core.assemble`): a bot's part does not shrink when the rebalancer sells its own part."""
+    for _, node in _walk(doc):
+        amount = parse_decimal(node.get("amount", "0"))
+        for lock in node.get("locks") or []:
+            share = parse_fraction(lock.get("share")) if isinstance(lock, dict) and "share" in lock else None
+            if share is not None and amount is not None:
+                del lock["share"]
+                lock["amount"] = dec_str(share * amount)
+    return doc
+
+
+@dataclass
+class Book:
+    """A portfolio's holdings during a replay (see the module's docstring)."""
+
+    doc: Doc
+    wallets: list[Doc] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+    amount: FloatArray = field(default_factory=lambda: np.zeros(0))
+    version: int = 0  # the tree's shape: bumps when a wallet is added
+    _parsed: Tree | None = None  # parsed once per shape
+    _tree: Tree | None = None  # the current amounts
+
+    @classmethod
+    def of(cls, doc: Doc) -> Book:
+        """A book over a copy of `doc` (a real tree document the core accepts), its share locks pinned."""
+        book = cls(_pinned(copy.deepcopy(doc)))
+        book._collect()
+        return book
+
+    def _collect(self) -> None:
+        nodes = [(path, node) for path, node in _walk(self.doc) if "asset" in node]
+        self.paths = [path for path, _ in nodes]
+        self.wallets = [node for _, node in nodes]
+        amounts = [float(str(node.get("amount", "0"))) for node in self.wallets]
+        self.amount = np.array(amounts, dtype=np.float64)
+        self._parsed = self._tree = None
+
+    def copy(self) -> Book:
+        self._write()
+        book = Book.of(self.doc)
+        book.version = self.version
+        return book
+
+    def _write(self) -> None:
+        for node, value in zip(self.wallets, self.amount.tolist(), strict=True):
+            node["amount"] = amount_text(value)
+
+    def changed(self) -> None:
+        """The amounts changed: the next `tree()` has them."""
+        self._tree = None
+
+    def tree(self) -> Tree:
+        """The real tree of the current amounts. The document is parsed (`parse_tree`) once per shape;
+        new amounts then replace the parsed ones: the locks are fixed amounts (pinned), so nothing else
+        the parse derived changes, and every amount is finite and >= 0."""
+        if self._tree is not None:
+            return self._tree
+        if self._parsed is None:
+            self._write()
+            self._parsed = self._tree = parse_tree(self.doc, "real")
+            return self._tree
+        parsed = self._parsed
+        nodes = np.flatnonzero(parsed.wallet)
+        amount = parsed.amount.copy()
+        amount[nodes] = np.maximum(self.amount, 0.0)
+        texts = np.array(parsed.amount_text, dtype=object)
+        texts[nodes] = [repr(value) if value > 0 else "0" for value in amount[nodes].tolist()]
+        self._tree = replace(parsed, amount=amount, amount_text=texts.tolist())
+        return self._tree
+
+    def add_wallets(self, wallets: list[tuple[str, str, float]]) -> None:
+        """New wallets (path, asset, amount), with the portfolio nodes on their paths that are missing."""
+        self._write()
+        for path, asset, value in wallets:
+            node = self.doc
+            *parents, name = path.split(PATH_SEP)[1:]
+            for part in parents:
+                children = node.setdefault("children", [])
+                found = next((child for child in children if child.get("name") == part), None)
+                if found is None:
+                    found = {"name": part, "children": []}
+                    children.append(found)
+                node = found
+            node.setdefault("children", []).append(
+                {"name": name, "asset": asset, "amount": amount_text(value)}
+            )
+        self._collect()
+        self.version += 1
+
+    def free_name(self, account_path: str, asset: str) -> str:
+        """A wallet path under the account for `asset`: its name in lower case (made unique)."""
+        taken = set(self.paths)
+        name, suffix = asset.lower(), 2
+        while f"{account_path}{PATH_SEP}{name}" in taken or any(
+            p.startswith(f"{account_path}{PATH_SEP}{name}{PATH_SEP}") for p in taken
+        ):
+            name, suffix = f"{asset.lower()}-{suffix}", suffix + 1
+        return f"{account_path}{PATH_SEP}{name}"
+
+
+@dataclass(frozen=True, eq=False)
+class Layout:
+    """Where a book's wallets sit in a diff's union tree: their nodes, (account, asset) groups, the cash
+    wallets (their account's quote), each account's exchange and quote, and the target's wallets that
+    the book does not hold yet (where a new position goes)."""
+
+    node: IntArray  # the union node of each wallet of the book
+    groups: dict[Key, list[int]]
+    keys: list[Key]  # the groups in order; group g is keys[g]
+    group_of: IntArray  # per wallet: its group
+    single: IntArray  # per group: its one wallet, or -1 when it has several
+    codes: IntArray  # sorted (account node x assets + asset id) of the groups
+    code_group: IntArray  # the group of each sorted code
+    assets: int  # how many asset ids the diff has
+    cash: list[int]  # wallets holding their account's quote, in tree order
+    quote_of: dict[str, str]  # account path -> its quote
+    exchange_of: dict[str, str]
+    account_path: dict[int, str]  # account node -> path
+    target_only: dict[Key, list[tuple[int, str]]]  # (account, asset) -> the target's wallets (node, path)
+    position: dict[Key, int]  # the group of each key
+    _markets: dict[int, tuple[int, Market]] = field(default_factory=dict)
+    _rows: list[tuple[float, float, int, int]] = field(default_factory=list)
+    _table: list[FloatArray] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, diff: DiffTree, book: Book) -> Layout:
+        tree = diff.tree
+        n_real = len(tree.real)
+        node = np.flatnonzero(tree.real.wallet)
+        if node.size != len(book.wallets):
+            raise ValueError("the diff was not made from this book")
+        accounts = {account: tree.path(account) for account in tree.accounts}
+        groups: dict[Key, list[int]] = defaultdict(list)
+        codes: dict[Key, int] = {}
+        cash: list[int] = []
+        count = max(len(diff.asset_names), 1)
+        for index, union_node in enumerate(node.tolist()):
+            account = int(tree.account_of[union_node])
+            key = (accounts[account], str(tree.asset(union_node)))
+            groups[key].append(index)
+            codes[key] = account * count + int(diff.asset_id[union_node])
+            if diff.cash[union_node]:
+                cash.append(index)
+        keys = list(groups)
+        position = {key: g for g, key in enumerate(keys)}
+        group_of = np.zeros(node.size, dtype=np.int64)
+        for key, wallets in groups.items():
+            group_of[wallets] = position[key]
+        single = np.array([w[0] if len(w) == 1 else -1 for w in groups.values()], dtype=np.int64)
+        code = np.array([codes[key] for key in keys], dtype=np.int64)
+        order = np.argsort(code, kind="stable")
+        target_only: dict[Key, list[tuple[int, str]]] = defaultdict(list)
+        for union_node in np.flatnonzero(tree.wallet).tolist():
+            if union_node >= n_real:
+                key = (accounts[int(tree.account_of[union_node])], str(tree.asset(union_node)))
+                target_only[key].append((union_node, tree.path(union_node)))
+        return cls(
+            node=node,
+            groups=dict(groups),
+            keys=keys,
+            group_of=group_of,
+            single=single,
+            codes=code[order],
+            code_group=order.astype(np.int64),
+            assets=count,
+            cash=cash,
+            quote_of={accounts[a]: quote for a, (_, quote) in tree.accounts.items()},
+            exchange_of={accounts[a]: exchange for a, (exchange, _) in tree.accounts.items()},
+            account_path=accounts,
+            target_only=dict(target_only),
+            position=position,
+        )
+
+    def group(self, account: IntArray, asset: IntArray) -> IntArray:
+        """The group of each (account node, asset id); -1 where the book has no such wallet."""
+        code = account * self.assets + asset
+        if not self.codes.size:
+            return np.full(code.size, -1, dtype=np.int64)
+        at = np.minimum(np.searchsorted(self.codes, code), self.codes.size - 1)
+        found: IntArray = np.where((self.codes[at] == code) & (asset >= 0), self.code_group[at], -1)
+        return found
+
+    def facts(self, markets: tuple[Market, ...], diff: DiffTree) -> FloatArray:
+        """Per market: step, fee rate, base id and quote id (kept per market object: a replay plans with
+        the same `Markets` throughout)."""
+        known = self._markets
+        missing = [market for market in markets if id(market) not in known]
+        if missing:
+            ids = {name: i for i, name in enumerate(diff.asset_names)}
+            for market in missing:
+                known[id(market)] = (
+                    len(self._rows),
+                    market,  # kept: its id stays its own
+                )
+                self._rows.append(
+                    (
+                        float(market.amount_step),
+                        float(market.fee_rate),
+                        ids.get(market.base, -1),
+                        ids.get(market.quote, -1),
+                    )
+                )
+            self._table.clear()
+        if not self._table:
+            self._table.append(np.array(self._rows, dtype=np.float64).reshape(-1, 4))
+        rows = np.fromiter((known[id(market)][0] for market in markets), dtype=np.int64, count=len(markets))
+        facts: FloatArray = self._table[0][rows]
+        return facts
+
+
+@dataclass(frozen=True)
+class Filled:
+    """What one plan cost: orders sent, traded value and fees (valuation currency)."""
+
+    orders: int = 0
+    traded: float = 0.0
+    fees: float = 0.0
+
+    def __add__(self, other: Filled) -> Filled:
+        return Filled(self.orders + other.orders, self.traded + other.traded, self.fees + other.fees)
+
+
+class Balances:
+    """Free amounts per (account, asset) while a plan fills; written back to the wallets at the end."""
+
+    def __init__(self, book: Book, layout: Layout) -> None:
+        self.locked = locked_of(book, layout)
+        self.book = book
+        self.layout = layout
+        held = np.maximum(book.amount - self.locked, 0.0)
+        self.free: FloatArray = np.bincount(layout.group_of, weights=held, minlength=len(layout.keys)).astype(
+            np.float64
+        )
+        self.extra: dict[Key, float] = defaultdict(float)  # what the book has no wallet for yet
+
+    def get(self, key: Key) -> float:
+        g = self.layout.position.get(key)
+        return float(self.free[g]) if g is not None else self.extra.get(key, 0.0)
+
+    def add(self, key: Key, delta: float) -> None:
+        g = self.layout.position.get(key)
+        if g is not None:
+            self.free[g] += delta
+        else:
+            self.extra[key] += delta
+
+    def write(self, desired_free: FloatArray) -> None:
+        """Each group's free amount spread over its wallets by their desired free amounts (`desired_free`
+        per union node of the layout's diff); what the book has no wallet for goes to the target's
+        wallets of that asset in that account (by their desired amounts), else to a wallet of its own."""
+        book, layout, locked = self.book, self.layout, self.locked
+        total = np.maximum(self.free, 0.0)
+        one = layout.single >= 0
+        wallets = layout.single[one]
+        book.amount[wallets] = locked[wallets] + total[one]
+        for g in np.flatnonzero(~one).tolist():
+            members = layout.groups[layout.keys[g]]
+            wanted = np.maximum(desired_free[layout.node[members]], 0.0)
+            if wanted.sum() <= 0:
+                wanted = np.maximum(book.amount[members] - locked[members], 0.0)
+            share = wanted / wanted.sum() if wanted.sum() > 0 else np.full(len(members), 1 / len(members))
+            book.amount[members] = locked[members] + total[g] * share
+        new: list[tuple[str, str, float]] = []
+        for (account, asset), amount in self.extra.items():
+            if amount <= 0:
+                continue
+            targets = layout.target_only.get((account, asset))
+            if targets:
+                wanted = np.maximum(desired_free[[node for node, _ in targets]], 0.0)
+                share = wanted / wanted.sum() if wanted.sum() > 0 else np.full(len(targets), 1 / len(targets))
+                new += [
+                    (path, asset, amount * part)
+                    for (_, path), part in zip(targets, share.tolist(), strict=True)
+                ]
+            else:
+                new.append((book.free_name(account, asset), asset, amount))
+        if new:
+            book.add_wallets(new)
+        book.changed()
+
+
+def fill_plan(
+    book: Book, layout: Layout, plan: Plan, price_of: dict[str, float], min_trade_value: float | None
+) -> Filled:
+    """Fill the core's plan at the row's prices (`price_of`: valuation price per asset); see the module's
+    docstring. Returns what it cost."""
+    balances = Balances(book, layout)
+    if not plan.legs and not plan.transfers:
+        filled = _fill_direct(balances, plan, min_trade_value or 0.0)
+    else:
+        filled = _fill_in_order(balances, plan, price_of, min_trade_value or 0.0)
+    balances.write(plan.diff.desired_free_amount)
+    return filled
+
+
+def _fill_direct(balances: Balances, plan: Plan, minimum: float) -> Filled:
+    """A plan of direct orders only, in bulk (the plan's order columns): sells, then buys, each buy cut to
+    the quote its account still holds, in the plan's order."""
+    diff, layout = plan.diff, balances.layout
+    order = plan.direct_order
+    if not order.size:
+        return Filled()
+    facts = layout.facts(plan.direct_markets, diff)
+    market = plan.direct_market[order]
+    step, rate = facts[market, 0], facts[market, 1]
+    base, quote = facts[market, 2].astype(np.int64), facts[market, 3].astype(np.int64)
+    account = plan.direct_account[order]
+    amount = plan.direct_steps[order] * step
+    price = diff.asset_price[base] / diff.asset_price[quote]
+    worth = diff.asset_price[quote]  # valuation price of the quote
+    sent = amount * price * worth >= minimum
+    sell = sent & (plan.direct_side[order] == SELL)
+    buy = sent & ~sell
+    held = layout.group(account, base)
+    cash = layout.group(account, quote)
+    if np.any(cash < 0):
+        raise ValueError("an account trades without a wallet of its quote")
+    free = balances.free
+    sold = np.where(sell, np.minimum(amount, np.where(held >= 0, free[np.maximum(held, 0)], 0.0)), 0.0)
+    proceeds = sold * price
+    np.subtract.at(free, held[sell], sold[sell])
+    np.add.at(free, cash[sell], proceeds[sell] * (1 - rate[sell]))
+    need = np.where(buy, amount * price * (1 + rate), 0.0)
+    ranked = np.lexsort((np.arange(order.size), cash))  # by cash group, in the plan's order
+    spent = np.cumsum(need[ranked])
+    starts = np.flatnonzero(np.r_[True, cash[ranked][1:] != cash[ranked][:-1]])
+    before = spent - need[ranked] - np.repeat(np.r_[0.0, spent][starts], np.diff(np.r_[starts, ranked.size]))
+    room = np.maximum(free[cash[ranked]] * (1 + CASH_SLACK) - before, 0.0)
+    part = np.ones(order.size)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        part[ranked] = np.where(need[ranked] > 0, np.clip(room / need[ranked], 0.0, 1.0), 0.0)
+    bought = np.where(buy, amount * np.where(part >= 1.0, 1.0, part), 0.0)
+    cost = bought * price
+    np.subtract.at(free, cash[buy], (cost * (1 + rate))[buy])
+    known = buy & (held >= 0)
+    np.add.at(free, held[known], bought[known])
+    for k in np.flatnonzero(buy & (held < 0) & (bought > 0)).tolist():  # a position the book does not hold
+        balances.extra[(layout.account_path[int(account[k])], diff.asset_names[int(base[k])])] += float(
+            bought[k]
+        )
+    traded = float((proceeds * worth).sum() + (cost * worth).sum())
+    fees = float((proceeds * rate * worth).sum() + (cost * rate * worth).sum())
+    return Filled(int(np.count_nonzero(sell) + np.count_nonzero(bought > 0)), traded, fees)
+
+
+def _fill_in_order(balances: Balances, plan: Plan, price_of: dict[str, float], minimum: float) -> Filled:
+    """Any plan (routed legs, transfers), order by order as the plan lists them."""
+    orders, traded, fees = 0, 0.0, 0.0
+    ordered = plan.orders()
+    for order in [o for o in ordered if o.side == "sell"]:
+        base, quote = order.symbol.split("/")
+        if float(order.est_cost) * price_of[quote] < minimum:
+            continue
+        amount = min(float(order.amount), max(balances.get((order.account, base)), 0.0))
+        cost = amount * float(order.est_price)
+        rate = float(order.est_fee) / float(order.est_cost) if order.est_cost else 0.0
+        balances.add((order.account, base), -amount)
+        balances.add((order.account, quote), cost * (1 - rate))
+        orders, traded, fees = (
+            orders + 1,
+            traded + cost * price_of[quote],
+            fees + cost * rate * price_of[quote],
+        )
+    for transfer in plan.transfers:
+        amount = min(float(transfer.amount), max(balances.get((transfer.source, transfer.asset)), 0.0))
+        balances.add((transfer.source, transfer.asset), -amount)
+        balances.add((transfer.destination, transfer.asset), amount)
+    for order in [o for o in ordered if o.side == "buy"]:
+        base, quote = order.symbol.split("/")
+        if float(order.est_cost) * price_of[quote] < minimum:
+            continue
+        price = float(order.est_price)
+        rate = float(order.est_fee) / float(order.est_cost) if order.est_cost else 0.0
+        amount = float(order.amount)
+        held = max(balances.get((order.account, quote)), 0.0)
+        if amount * price * (1 + rate) > held * (1 + CASH_SLACK):
+            amount = held / (price * (1 + rate))
+        if amount <= 0:
+            continue
+        cost = amount * price
+        balances.add((order.account, base), amount)
+        balances.add((order.account, quote), -cost * (1 + rate))
+        orders, traded = orders + 1, traded + cost * price_of[quote]
+        fees += cost * rate * price_of[quote]
+    return Filled(orders, traded, fees)
+
+
+def locked_of(book: Book, layout: Layout) -> FloatArray:
+    """What locks hold of each wallet of the book (fixed amounts: share locks are pinned)."""
+    locked: FloatArray = book.tree().locked[np.flatnonzero(book.tree().wallet)].astype(np.float64)
+    return locked
+
+
+def deposit(book: Book, layout: Layout, value: float, price_of: dict[str, float]) -> None:
+    """Cash arriving: `value` (valuation currency) lands in the first cash wallet in tree order."""
+    if not layout.cash:
+        raise ValueError("no cash wallet to receive the flow")
+    index = layout.cash[0]
+    asset = book.wallets[index]["asset"]
+    book.amount[index] += value / price_of[asset]
+    book.changed()
+
+
+def withdraw_cash(book: Book, layout: Layout, value: float, price_of: dict[str, float]) -> float:
+    """Take `value` from the cash wallets' free parts, in tree order; returns what they could not give."""
+    left = value
+    locked = locked_of(book, layout)
+    for index in layout.cash:
+        if left <= 0:
+            break
+        price = price_of[book.wallets[index]["asset"]]
+        free = max(book.amount[index] - locked[index], 0.0) * price
+        taken = min(free, left)
+        book.amount[index] -= taken / price
+        left -= taken
+    book.changed()
+    return max(left, 0.0)

@@ -1,0 +1,333 @@
+"""One policy replayed over a price history, through the same core as the live system.
+
+At every row, in this order: the row's cash flow lands (a deposit in the first cash wallet; a
+withdrawal from the cash wallets, what they lack raised by selling every other wallet pro rata through
+the planner); the policy's trigger is evaluated on the diff at the row's prices (`evaluate`, as
+`rebal trigger` does), with `now` the row's time and `last_rebalance` the time of the last row that
+rebalanced; when it fires, the planner (`plan_rebalance` on `planned_diff`: the whole diff, the
+breaching part or the buy-only part) plans at the row's prices and the plan fills at those prices
+(`rebal.core.backtest.book`). Nothing looks ahead: a row sees its own prices and the past.
+
+Between trades the screen (`rebal.core.backtest.screen`) values whole blocks of rows at once and
+proposes the rows where the trigger may fire; only those reach `evaluate` and, when it fires, the planner.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from rebal.core.backtest.book import Book, Filled, Layout, deposit, fill_plan, withdraw_cash
+from rebal.core.backtest.history import History
+from rebal.core.backtest.references import FillRule, fill_like
+from rebal.core.backtest.screen import MARGIN, Block, Screen, cash_due, drift_of
+from rebal.core.diff import DiffTree, diff_trees, roll_up, with_desired
+from rebal.core.errors import InputError
+from rebal.core.market import Markets, Route
+from rebal.core.plan import plan_rebalance
+from rebal.core.policy import Decision, Policy, evaluate, planned_diff
+from rebal.core.tree import FloatArray, IntArray, Tree
+
+NONE, FULL, BUY_ONLY = 0, 1, 2
+KINDS = {"full": FULL, "buy_only": BUY_ONLY}
+# A withdrawal the cash cannot pay sells this much more than it lacks, so that fees and steps do not
+# leave it short (what is left over stays cash).
+WITHDRAWAL_SLACK = 0.01
+# Rows the screen values after a trade; doubled after each block where nothing fires (a trigger tends to
+# fire again soon after one fired: a short look wastes little when it does).
+FIRST_SPAN = 16
+Int8Array = npt.NDArray[np.int8]
+
+
+class Overdrawn(InputError):
+    """A withdrawal larger than the portfolio's free value at its row: nothing could pay it, and the
+    figures after it (a portfolio worth nothing or less) could not be true. Bad flows, not an outcome."""
+
+    def __init__(self, row: int, wanted: float, held: float, name: str = "") -> None:
+        self.row, self.wanted, self.held, self.name = row, wanted, held, name
+        held_by = f"{name}: " if name else ""
+        super().__init__(
+            f"row {row}",
+            f"withdrawing {wanted:,.2f} takes more than the portfolio holds ({held_by}{held:,.2f})",
+            "flows",
+        )
+
+    def under(self, name: str) -> Overdrawn:
+        """The same error, naming the policy (or reference) whose portfolio could not pay it."""
+        return Overdrawn(self.row, self.wanted, self.held, name)
+
+
+@dataclass(frozen=True)
+class Trade:
+    """A rebalance: its row, the core's decision, and (when recorded) the real tree before and after."""
+
+    row: int
+    decision: Decision
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Run:
+    """A policy's replay, per row: free value after the row's flow and trades, the flow, what trading
+    cost, the largest wallet drift (a share of the portfolio) and what kind of rebalance happened."""
+
+    value: FloatArray
+    flow: FloatArray
+    fees: FloatArray
+    traded: FloatArray
+    orders: IntArray
+    drift: FloatArray
+    kind: Int8Array
+    trades: tuple[Trade, ...]
+    evaluations: int  # rows the core evaluated (the screen's proposals, or every row)
+
+    @property
+    def rebalances(self) -> int:
+        return int(np.count_nonzero(self.kind))
+
+
+@dataclass
+class _State:
+    history: History
+    target: Tree
+    markets: Markets
+    policy: Policy
+    book: Book
+    fill_rule: FillRule
+    record: bool
+    last: int | None
+    value: FloatArray = field(init=False)
+    flow: FloatArray = field(init=False)
+    fees: FloatArray = field(init=False)
+    traded: FloatArray = field(init=False)
+    orders: IntArray = field(init=False)
+    drift: FloatArray = field(init=False)
+    kind: Int8Array = field(init=False)
+    trades: list[Trade] = field(default_factory=list)
+    evaluations: int = 0
+    _layout: tuple[int, Layout] | None = None
+
+    def __post_init__(self) -> None:
+        rows = len(self.history)
+        self.value, self.flow = np.zeros(rows), np.zeros(rows)
+        self.fees, self.traded = np.zeros(rows), np.zeros(rows)
+        self.orders = np.zeros(rows, dtype=np.int64)
+        self.drift = np.zeros(rows)
+        self.kind = np.zeros(rows, dtype=np.int8)
+
+    def price_of(self, row: int) -> dict[str, float]:
+        prices = dict(zip(self.history.assets, self.history.prices[row].tolist(), strict=True))
+        prices[self.history.quote] = 1.0
+        return prices
+
+    def diff(self, row: int) -> DiffTree:
+        return diff_trees(self.book.tree(), self.target, self.history.row_prices(row))
+
+    def layout(self, diff: DiffTree | None, row: int) -> Layout:
+        if self._layout is None or self._layout[0] != self.book.version:
+            self._layout = (self.book.version, Layout.of(diff or self.diff(row), self.book))
+        return self._layout[1]
+
+    def paid(self, row: int, filled: Filled) -> None:
+        self.orders[row] += filled.orders
+        self.traded[row] += filled.traded
+        self.fees[row] += filled.fees
+
+    def apply_flow(self, row: int, amount: float) -> None:
+        prices = self.price_of(row)
+        if amount >= 0:
+            deposit(self.book, self.layout(None, row), amount, prices)
+            self.flow[row] += amount
+            return
+        held = float(self.diff(row).current_value[0])
+        if -amount > held:
+            raise Overdrawn(row, -amount, held)
+        short = withdraw_cash(self.book, self.layout(None, row), -amount, prices)
+        if short > 0:
+            diff = self.diff(row)
+            others = diff.tree.wallet & ~diff.cash
+            held = float(diff.current_value[others].sum())
+            keep = max(0.0, 1.0 - short * (1 + WITHDRAWAL_SLACK) / held) if held > 0 else 1.0
+            desired = np.where(others, diff.current_value * keep, diff.current_value)
+            plan = plan_rebalance(with_desired(diff, roll_up(diff.tree, desired)), self.markets)
+            self.paid(row, fill_plan(self.book, self.layout(diff, row), plan, prices, None))
+            short = withdraw_cash(self.book, self.layout(None, row), short, prices)
+        self.flow[row] -= -amount - short
+
+    def decide(self, row: int) -> tuple[Decision, DiffTree]:
+        self.evaluations += 1
+        diff = self.diff(row)
+        now = int(self.history.times[row])
+        return evaluate(diff, self.policy, now=now, last_rebalance=self.last), diff
+
+    def rebalance(self, row: int, decision: Decision, diff: DiffTree) -> None:
+        planned = planned_diff(diff, decision)
+        assert planned is not None and decision.kind is not None, "a rebalance has a kind"
+        before = self.book.copy().doc if self.record else None
+        layout = self.layout(diff, row)
+        prices = self.price_of(row)
+        if self.fill_rule == "rebal":
+            plan = plan_rebalance(planned, self.markets)
+            filled = fill_plan(self.book, layout, plan, prices, self.policy.min_trade_value)
+        else:
+            filled = fill_like(self.fill_rule, self.book, layout, planned, self.markets, prices)
+        self.paid(row, filled)
+        self.kind[row] = KINDS[decision.kind]
+        self.last = int(self.history.times[row])
+        after = self.book.copy().doc if self.record else None
+        self.trades.append(Trade(row, decision, before, after))
+
+    def record_block(self, block: Block, stop: int) -> None:
+        count = stop - block.start
+        self.value[block.start : stop] = block.value[:count]
+        self.drift[block.start : stop] = block.drift[:count]
+
+    def record_diff(self, row: int, diff: DiffTree) -> None:
+        self.value[row] = float(diff.current_value[0])
+        self.drift[row] = drift_of(diff)
+
+    def due(self, at: int) -> int | None:
+        """When the schedule is next due, seen from the row time `at` (None: never)."""
+        schedule = self.policy.schedule
+        if schedule is None:
+            return None
+        if self.last is None:
+            return at if schedule.previous(at) is not None else schedule.following(at)
+        return schedule.following(self.last)
+
+    def due_row(self, row: int) -> int:
+        """The first row at or after `row` when the schedule is due (the last row when never)."""
+        due = self.due(int(self.history.times[row]))
+        if due is None:
+            return len(self.history)
+        return max(row, int(np.searchsorted(self.history.times, due)))
+
+    def candidates(self, block: Block, screen: Screen) -> npt.NDArray[np.bool_]:
+        """The rows of `block` where the trigger may fire (see `rebal.core.backtest.screen`)."""
+        policy = self.policy
+        times = self.history.times[block.start : block.start + block.value.size]
+        full = block.breach.copy()
+        due = self.due(int(times[0]))
+        if due is not None:
+            full |= times >= due
+        if policy.cooldown > 0 and self.last is not None:
+            full &= times >= self.last + policy.cooldown
+        due_cash: npt.NDArray[np.bool_] = cash_due(block, policy.invest_cash_above)
+        return full | due_cash
+
+
+def replay(
+    history: History,
+    start: dict[str, Any],
+    target: Tree,
+    markets: Markets,
+    policy: Policy,
+    *,
+    flows: FloatArray | None = None,
+    last_rebalance: int | None = None,
+    fill_rule: FillRule = "rebal",
+    every_row: bool = False,
+    record: bool = False,
+) -> Run:
+    """Replay `policy` over `history` from the real tree document `start` (see the module's docstring).
+
+    `flows` (one amount per row, valuation currency; + deposit, - withdrawal) are optional;
+    `last_rebalance` is when the starting portfolio was last rebalanced (None: never). `every_row` makes
+    the core evaluate every row instead of the screen's proposals (the screen's check); `record` keeps the
+    real tree before each rebalance. Raises `InputError` for input the core refuses."""
+    markets = RememberedRoutes.of(markets)
+    state = _State(history, target, markets, policy, Book.of(start), fill_rule, record, last_rebalance)
+    rows = len(history)
+    flow_rows = np.flatnonzero(flows) if flows is not None else np.zeros(0, dtype=np.int64)
+    flow_at = {int(r): float(flows[r]) for r in flow_rows} if flows is not None else {}
+    screen: Screen | None = None
+    shape = -1  # the book's shape the screen was built for
+    span = FIRST_SPAN
+    fast = not every_row
+    row = 0
+    evaluated = -1  # the last row whose trigger was evaluated
+    flowed = -1  # the last row whose flow landed
+    while row < rows:
+        if row in flow_at and flowed < row:
+            state.apply_flow(row, flow_at[row])
+            flowed = row
+        if fast and (screen is None or shape != state.book.version):
+            screen = Screen.build(state.book, target, history, row, policy)
+            shape, fast = state.book.version, screen.fast
+        if not fast or screen is None:
+            if evaluated < row:
+                evaluated = row
+                decision, diff = state.decide(row)
+                if decision.rebalance:
+                    state.rebalance(row, decision, diff)
+                    diff = state.diff(row)
+                state.record_diff(row, diff)
+            row += 1
+            continue
+        later = flow_rows[flow_rows > row]
+        stop = min(rows, row + span, int(later[0]) if later.size else rows, state.due_row(row) + 1)
+        layout = state.layout(None, row)
+        free = state.book.amount - state.book.tree().locked[layout.node]
+        block = screen.scan(history, free, row, stop)
+        proposed = state.candidates(block, screen)
+        if evaluated >= row:
+            proposed[: evaluated - row + 1] = False
+        hits = np.flatnonzero(proposed)
+        if not hits.size:
+            state.record_block(block, stop)
+            row = stop
+            span = min(span * 2, screen.block_rows())  # quiet: look further ahead at once
+            continue
+        span = FIRST_SPAN
+        at = row + int(hits[0])
+        state.record_block(block, at + 1)
+        evaluated = at
+        decision, diff = state.decide(at)
+        if _disagrees(screen, diff):
+            fast = False  # the screen misread this tree: the core evaluates every row from here
+        if decision.rebalance:
+            state.rebalance(at, decision, diff)
+            row = at  # valued again with the new holdings, not evaluated again
+        else:
+            row = at + 1
+    return Run(
+        value=state.value,
+        flow=state.flow,
+        fees=state.fees,
+        traded=state.traded,
+        orders=state.orders,
+        drift=state.drift,
+        kind=state.kind,
+        trades=tuple(state.trades),
+        evaluations=state.evaluations,
+    )
+
+
+@dataclass(frozen=True)
+class RememberedRoutes(Markets):
+    """The same markets, each route found once: the planner asks for every (exchange, asset, quote) of
+    the portfolio at every plan, and a replay plans hundreds of times with the same markets."""
+
+    _routes: dict[tuple[str, str, str], Route | None] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def of(cls, markets: Markets) -> RememberedRoutes:
+        return markets if isinstance(markets, RememberedRoutes) else cls(exchanges=markets.exchanges)
+
+    def route(self, exchange: str, asset: str, quote: str) -> Route | None:
+        key = (exchange, asset, quote)
+        if key not in self._routes:
+            self._routes[key] = super().route(exchange, asset, quote)
+        return self._routes[key]
+
+
+def _disagrees(screen: Screen, diff: DiffTree) -> bool:
+    """The core's desired weights differ from what the screen took for fixed (a shape it misread)."""
+    if len(diff.tree) != screen.n_union:
+        return True
+    fixed = screen.fixed
+    return bool(np.any(np.abs(diff.desired_weight[fixed] - screen.desired_weight[fixed]) > MARGIN))

@@ -1,0 +1,190 @@
+"""The vectorised screen: a policy's trigger over many rows at once, while the holdings stay the same.
+
+Between two trades the holdings are fixed and only prices move, so every node's current value over a
+block of rows is one product and one cumulative sum (the real tree is in pre-order: a node's wallets
+are a contiguous run). What the screen must know about the desired side it learns from the core itself,
+once per tree shape: two diffs (`diff_trees`) at different prices tell which nodes keep a fixed desired
+weight (listed nodes: their target weight) and which scale with their own current weight (children of
+a desired node that does not list them); bands come from `find_breaches` on a diff whose every node
+drifts. A node that is neither, or a target that keeps unlisted children (`keep_unlisted`, whose listed
+siblings' weights move with prices), makes the screen step aside: every row then goes to the core.
+
+The screen only proposes rows. It flags a row whose drift comes within `MARGIN` of a limit, whose cash
+comes within `MARGIN` of its threshold, or whose schedule or cooldown says so; the replay evaluates each
+proposed row with `rebal.core.policy.evaluate`, exactly as `rebal trigger` does, and that decides. A row
+it does not propose is one the core would not fire on: float noise in the sums is far below `MARGIN`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from decimal import Decimal
+
+import numpy as np
+
+from rebal.core.backtest.book import Book
+from rebal.core.backtest.history import History
+from rebal.core.diff import DiffTree, diff_trees
+from rebal.core.market import Prices
+from rebal.core.numbers import VALUE_EPSILON
+from rebal.core.policy import DRIFT_TOLERANCE, Policy, find_breaches
+from rebal.core.tree import BoolArray, FloatArray, IntArray, Tree
+
+# A weight drift or a cash surplus this close to its limit is handed to the core to decide.
+MARGIN = 1e-9
+# Two desired weights this close are the same weight (the probes' float noise is ~1e-16).
+SAME_WEIGHT = 1e-12
+# The second probe's prices: each asset's price times a factor in [0.5, 1.5) (golden-ratio sequence).
+GOLDEN = 0.6180339887498949
+# Every node drifts this far in the probe that reads the bands' limits.
+PROBE_DRIFT = 1e9
+# Rows the screen values at once (more when the tree is small): bounded memory, few numpy calls.
+BLOCK_CELLS = 2_000_000
+
+
+@dataclass(frozen=True, eq=False)
+class Block:
+    """The screen's view of `rows` (a range of history rows) with the holdings fixed."""
+
+    start: int
+    value: FloatArray  # the portfolio's free value per row
+    drift: FloatArray  # the largest |current - desired| share of any wallet, per row (fraction)
+    breach: BoolArray  # a node within MARGIN of a band, or beyond it
+    cash_above: FloatArray  # free cash above the target cash (valuation currency)
+
+
+@dataclass(frozen=True, eq=False)
+class Screen:
+    """What the screen knows about one tree shape under one policy (see the module's docstring)."""
+
+    fast: bool
+    n_real: int
+    n_union: int
+    end: IntArray  # per real node: one past its subtree (pre-order)
+    wallet_node: IntArray  # the real node of each wallet of the book
+    wallet_column: IntArray  # the history column of each wallet's asset; -1 for the valuation currency
+    parent: IntArray
+    levels: list[IntArray]
+    fixed: BoolArray
+    desired_weight: FloatArray
+    limit: FloatArray
+    cash: IntArray  # the cash wallets' union nodes
+    wallets: IntArray  # every union wallet node
+    checked: IntArray  # fixed nodes with a finite limit (the ones a band can fire on)
+
+    @classmethod
+    def build(cls, book: Book, target: Tree, history: History, row: int, policy: Policy) -> Screen:
+        probe = book.copy()
+        probe.amount = probe.amount + 1.0  # every wallet holds something: scaling shows
+        probe.changed()
+        prices = history.row_prices(row)
+        first = diff_trees(probe.tree(), target, prices)
+        second = diff_trees(probe.tree(), target, _moved(prices))
+        tree = first.tree
+        count = len(tree)
+        n_real = len(tree.real)
+        same = np.abs(first.desired_weight - second.desired_weight) <= SAME_WEIGHT
+        scaling = (
+            ~same
+            & (np.abs(first.desired_weight - first.current_weight) <= SAME_WEIGHT)
+            & (np.abs(second.desired_weight - second.current_weight) <= SAME_WEIGHT)
+        )
+        fast = bool((same | scaling)[1:].all()) and not bool(target.keep_unlisted.any())
+        limit = np.full(count, math.inf)
+        drifting = replace(first, current_weight=first.desired_weight + PROBE_DRIFT)
+        for breach in find_breaches(drifting, policy):
+            limit[breach.node] = breach.limit
+        fixed = same.copy()
+        fixed[0] = False
+        columns = [history.column(asset) for asset in _assets(book)]
+        return cls(
+            fast=fast,
+            n_real=n_real,
+            n_union=count,
+            end=_subtree_ends(tree.real.parent),
+            wallet_node=np.flatnonzero(tree.real.wallet),
+            wallet_column=np.array([-1 if c is None else c for c in columns], dtype=np.int64),
+            parent=np.maximum(tree.parent, 0),
+            levels=tree.levels,
+            fixed=fixed,
+            desired_weight=np.where(fixed, first.desired_weight, 0.0),
+            limit=limit,
+            cash=np.flatnonzero(first.cash),
+            wallets=np.flatnonzero(tree.wallet),
+            checked=np.flatnonzero(fixed & np.isfinite(limit)),
+        )
+
+    def block_rows(self) -> int:
+        return int(max(16, min(4096, BLOCK_CELLS // max(self.n_union, 1))))
+
+    def scan(self, history: History, free: FloatArray, start: int, stop: int) -> Block:
+        """Values, drift, band proximity and cash over rows start..stop-1 of `history`."""
+        prices = history.prices[start:stop]
+        ones = np.ones((prices.shape[0], 1))
+        extended = np.concatenate((prices, ones), axis=1)  # column -1: the valuation currency
+        wallet_values = extended[:, self.wallet_column] * free
+        spread = np.zeros((prices.shape[0], self.n_real + 1))
+        spread[:, self.wallet_node + 1] = wallet_values
+        sums = np.cumsum(spread, axis=1)
+        value = np.zeros((prices.shape[0], self.n_union))
+        value[:, : self.n_real] = sums[:, self.end] - sums[:, : self.n_real]
+        above = value[:, self.parent]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            weight = np.where(above > 0, value / above, 0.0)
+        desired = np.zeros_like(value)
+        desired[:, 0] = value[:, 0]
+        for level in self.levels[1:]:
+            share = np.where(self.fixed[level], self.desired_weight[level], weight[:, level])
+            desired[:, level] = desired[:, self.parent[level]] * share
+        root = value[:, 0]
+        checked = self.checked
+        if checked.size:
+            drift = np.abs(weight[:, checked] - self.desired_weight[checked])
+            near = (drift > self.limit[checked] + DRIFT_TOLERANCE - MARGIN).any(axis=1)
+        else:
+            near = np.zeros(root.size, dtype=np.bool_)
+        cash_above = (value[:, self.cash] - desired[:, self.cash]).sum(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            shares = np.abs(value[:, self.wallets] - desired[:, self.wallets]).max(axis=1, initial=0.0)
+            wallet_drift = np.where(root > 0, shares / root, 0.0)
+        return Block(start, root, wallet_drift, near | (root <= 0), cash_above)
+
+
+def cash_due(block: Block, threshold: float | None) -> BoolArray:
+    """Rows whose cash above target is within MARGIN of the threshold, or above it."""
+    if threshold is None:
+        return np.zeros(block.value.size, dtype=np.bool_)
+    scale = np.maximum(block.value, 1e-300)
+    return block.cash_above > threshold + VALUE_EPSILON * scale - MARGIN * scale
+
+
+def drift_of(diff: DiffTree) -> float:
+    """The largest |current - desired| share of the portfolio of any wallet (the screen's `drift`)."""
+    root = float(diff.current_value[0])
+    wallets = diff.tree.wallet
+    if root <= 0 or not wallets.any():
+        return 0.0
+    return float(np.abs(diff.current_value[wallets] - diff.desired_value[wallets]).max()) / root
+
+
+def _assets(book: Book) -> list[str]:
+    return [str(node["asset"]) for node in book.wallets]
+
+
+def _moved(prices: Prices) -> Prices:
+    moved = {
+        asset: price * Decimal(repr(0.5 + (k * GOLDEN) % 1.0))
+        for k, (asset, price) in enumerate(sorted(prices.prices.items()), start=1)
+    }
+    return Prices(prices.quote, moved)
+
+
+def _subtree_ends(parent: IntArray) -> IntArray:
+    """Per node of a pre-order tree: one past the last node of its subtree."""
+    count = parent.size
+    end = np.arange(1, count + 1, dtype=np.int64)
+    for node in range(count - 1, 0, -1):  # children after their parents: fold upwards
+        up = int(parent[node])
+        end[up] = max(end[up], end[node])
+    return end
