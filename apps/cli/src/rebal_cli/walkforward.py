@@ -108,7 +108,9 @@ def walk(
     walks = []
     for name, candidate in config.methods.items():
         try:
-            walks.append(walk_method(name, candidate, matrix, rows, config.lookback, config.fee_rate))
+            walks.append(
+                walk_method(name, candidate, matrix, rows, config.lookback, config.fee_rate, per_year)
+            )
         except ValueError as exc:  # constraints a method cannot take, returns it cannot use
             fail(f"{allocation}: methods.{name}: {exc}")
     spacing = int(np.median(np.diff(stamps)))

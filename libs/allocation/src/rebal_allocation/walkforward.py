@@ -15,6 +15,7 @@ times the weight moved.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -87,7 +88,13 @@ class Walk:
 
 
 def walk(
-    name: str, candidate: Candidate, returns: Floats, rows: Sequence[int], lookback: int, fee_rate: float
+    name: str,
+    candidate: Candidate,
+    returns: Floats,
+    rows: Sequence[int],
+    lookback: int,
+    fee_rate: float,
+    periods_per_year: float = 365.25,
 ) -> Walk:
     """Walk `candidate` over `returns` (periods x strategies), re-optimising before each of `rows` (the
     first period each new allocation holds; increasing) with the `lookback` periods before it."""
@@ -110,8 +117,11 @@ def walk(
         else:
             leverage = 1.0
             if candidate.vol_targeted:
-                realised = float(np.std(window @ chosen, ddof=1) * np.sqrt(candidate.periods_per_year))
-                leverage = leverage_for(realised, candidate.target_volatility, candidate.max_leverage)
+                # The candidate's own periods a year, else the dates' (`periods_per_year`); no cap: inf.
+                per_year = candidate.periods_per_year or periods_per_year
+                cap = math.inf if candidate.max_leverage is None else candidate.max_leverage
+                realised = float(np.std(window @ chosen, ddof=1) * np.sqrt(per_year))
+                leverage = leverage_for(realised, candidate.target_volatility, cap)
             target = chosen * leverage
         moved += float(np.abs(target - held).sum())
         end = rows[k + 1] if k + 1 < len(rows) else returns.shape[0]
