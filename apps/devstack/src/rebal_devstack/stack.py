@@ -53,8 +53,6 @@ NATS_PORT = 4222
 POSTGRES_PORT = 5432
 DATABASE = "rebal"
 PORTFOLIO = "demo"
-# Snapshots carry whole trees (see `rebal.bus.MAX_MESSAGE_BYTES`).
-NATS_CONFIG = "max_payload: 8MB"
 READY_TIMEOUT_SECONDS = 90.0
 STOP_TIMEOUT_SECONDS = 15.0
 BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
@@ -356,8 +354,7 @@ class Infra:
         self.nats = NatsServer(
             self.var_dir / "nats" / "jetstream",
             port=pick_port(nats_port),
-            server_name="rebal-dev",
-            extra_config=NATS_CONFIG,
+            server_name="rebal-dev",  # its defaults: max_payload 1 MB (`rebal.bus.MAX_MESSAGE_BYTES`)
         )
         self.postgres = PostgresServer(
             self.var_dir / "pg" / "data", port=pick_port(postgres_port), settings=postgres_settings
