@@ -193,6 +193,8 @@ def rebalance_command(
             )
     except commands.NotRunning as exc:
         fail(str(exc), EXIT_NOT_RUNNING)
+    except commands.Unreadable as exc:
+        fail(str(exc), EXIT_ERROR)
     failed = outcome.plan is not None and outcome.plan.type == "PlanFailed"
     unfinished = outcome.finished is not None and outcome.finished.status in ("error", "cancelled")
     if as_json:

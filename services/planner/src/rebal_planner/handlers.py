@@ -149,7 +149,20 @@ class Planner:
         )
         if weights is not None:
             record(portfolio, weights)
-        stored = await self.publisher.publish(result)
+        try:
+            stored = await self.publisher.publish(result)
+        except bus.PublishFailed as exc:
+            # Loudly: the operator (and a CLI waiting for the run) learns why no plan came.
+            log.error("could not publish the plan of run %s (%s): %s", result.correlation_id, portfolio, exc)
+            failed = cause.caused(
+                PlanFailed,
+                now=now,
+                correlation_id=result.correlation_id,
+                reason=f"the plan could not be published: {exc}",
+                dry_run=dry_run,
+            )
+            await self.publisher.publish(failed)
+            return
         log.info(
             "%s %s for %s (run %s)%s",
             "planned" if result.type == "RebalancePlanned" else "could not plan",
