@@ -19,6 +19,10 @@ pytest_plugins = ["rebal_devstack.pytest_plugin"]
 settings.register_profile("ci", derandomize=True, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
+# `rebal` finds the client context `make run` writes (var/client.toml) from the directory it runs in: a
+# developer's running demo must not become the tests' system. Tests that want a context name one.
+os.environ["REBAL_CONTEXT"] = "none"
+
 
 @pytest.fixture
 def nats_url(tmp_path: Path) -> Iterator[str]:

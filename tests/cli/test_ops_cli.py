@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from rebal_cli import context
 from rebal_cli.app import app
 from rebal_devstack._proc import free_port
 from tests.e2e.flow import fetch
@@ -45,7 +46,7 @@ class Ran:
 def rebal(*args: str | Path, env: dict[str, str] | None = None) -> Ran:
     """`rebal ARGS` in this process (typer's CliRunner: the same app, exit codes and streams as the
     installed command, without a second start-up per call on this shared 2-core machine)."""
-    unset: dict[str, str | None] = {k: None for k in os.environ if k.startswith("REBAL")}
+    unset: dict[str, str | None] = {k: None for k in os.environ if k.startswith(("REBAL__", "REBAL_CONFIG"))}
     result = CliRunner().invoke(app, [str(a) for a in args], env={**unset, "COLUMNS": "200", **(env or {})})
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
@@ -54,7 +55,7 @@ def rebal(*args: str | Path, env: dict[str, str] | None = None) -> Ran:
 
 def installed(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """The installed entry point, as a separate process."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("REBAL")}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("REBAL")} | {"REBAL_CONTEXT": "none"}
     return subprocess.run(
         [str(REBAL), *args], capture_output=True, text=True, timeout=60, check=False, env={**clean, **env}
     )
@@ -200,6 +201,9 @@ def test_doctor_passes_on_the_running_system_and_fails_with_nats_away(system: Op
     names = [line.split(":")[0].split(None, 1)[1] for line in lines]
     for expected in ("configuration", "nats", "stream REBAL_EVENTS", "postgres", "migrations", "api"):
         assert expected in names, names
+    # The server's version as the server says it (15.18 was reported as "15.0").
+    version = asyncio.run(fetch(system.dsn, "SHOW server_version"))[0]["server_version"].split()[0]
+    assert f"postgres: answers (server {version})" in healthy.stdout and "." in version
     # NATS away, and a ccxt venue configured with a key but no secret: both named, exit 1.
     broken = {
         **system.cli_env,
@@ -241,12 +245,12 @@ def test_config_validate_names_the_key_and_show_masks_secrets(tmp_path: Path) ->
         "REBAL__API__TOKEN": TOKEN,
         "REBAL__NATS__PASSWORD": "nats-pass-xyz",
     }
-    shown = rebal("config", "show", "--service", "monitor", "--json", env=secret_env)
+    shown = rebal("config", "show", "--local", "--service", "monitor", "--json", env=secret_env)
     assert shown.returncode == 0, shown.stderr
     document = json.loads(shown.stdout)
     assert document["nats"]["url"] == "nats://10.0.0.1:4222"  # from the file
     assert document["api"]["token"] == "**********" and document["database"]["url"] == "**********"
-    text = rebal("config", "show", env=secret_env)
+    text = rebal("config", "show", "--local", env=secret_env)
     for secret in ("hunter2-secret", TOKEN, "nats-pass-xyz"):
         assert secret not in shown.stdout and secret not in text.stdout
     assert "planner" in text.stdout and "planning.band = '0.02'" in text.stdout
@@ -264,3 +268,45 @@ def test_apply_in_one_step_when_within_the_band_sends_nothing(system: OperatorSy
     assert "0 orders" in shown.stdout and "nothing to trade" in shown.stdout
     after = asyncio.run(fetch(system.dsn, live_runs))
     assert after[0]["n"] == before[0]["n"]
+
+
+def test_the_context_alone_reaches_the_system_and_config_show_asks_the_running_services(
+    system: OperatorSystem, tmp_path: Path
+) -> None:
+    """Non-default ports needed three environment variables on every call; `config show` described the
+    shell's defaults (live False, allocations {}), not the system that runs."""
+    token_file = tmp_path / "api-token"
+    token_file.write_text(TOKEN + "\n")
+    path = tmp_path / "var" / "client.toml"
+    context.write(
+        path,
+        api_url=system.api_url,
+        token_file=token_file,
+        nats_url=system.nats_url,
+        database_url=system.dsn,
+        services={child.name: child.url for child in system.services},
+    )
+    env = {"REBAL_CONTEXT": str(path)}
+    status = rebal("status", "--json", env=env)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["portfolio_id"] == "demo"
+    doctor = rebal("doctor", env=env)
+    assert doctor.returncode == 0, doctor.stdout
+    assert f"ok   context: {path}" in doctor.stdout and "ok   api:" in doctor.stdout
+
+    shown = rebal("config", "show", "--json", env=env)
+    assert shown.returncode == 0, shown.stderr
+    running = json.loads(shown.stdout)
+    assert sorted(running) == ["executor", "monitor", "optimizer", "planner", "tracker"]
+    assert running["tracker"]["settings"]["nats"]["url"] == system.nats_url
+    assert running["executor"]["settings"]["live"] is True and running["executor"]["mode"] == "live"
+    assert running["planner"]["settings"]["database"]["url"] == "**********"
+    assert TOKEN not in shown.stdout and "postgres@" not in shown.stdout
+    # These tests switch live on for the executor only: the mode is not one fact, and it says so.
+    text = rebal("config", "show", env=env)
+    assert "mode: NOT ONE MODE" in text.stdout and "live: executor" in text.stdout
+    gone = {**{n: f"http://127.0.0.1:{free_port()}" for n in running}, "monitor": system.api_url}
+    context.write(path, api_url=system.api_url, token_file=token_file, nats_url=system.nats_url,
+                  database_url=system.dsn, services=gone)  # fmt: skip
+    partial = rebal("config", "show", env=env)
+    assert partial.returncode == 3 and "error: tracker: not running at" in partial.stderr

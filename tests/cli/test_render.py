@@ -13,6 +13,7 @@ from typing import Any
 from rich.console import Console
 
 from rebal.core.diff import diff_trees
+from rebal.core.display import money_text
 from rebal.core.market import Markets, Prices
 from rebal.core.plan import plan_rebalance
 from rebal.core.tree import parse_tree
@@ -86,8 +87,28 @@ def test_a_plan_from_files_from_the_api_and_from_the_bus_show_the_same_tables() 
     from_bus = shown(lambda out: render.print_outcome(Outcome(event_cause(event), event, None), out))
     assert tables(from_files) == tables(from_api) == tables(from_bus)
     for order in files["orders"]:
-        assert order["symbol"] in from_bus and order["amount"] in from_bus and order["est_fee"] in from_bus
-    assert "E-" not in tables(from_bus)  # the event's JSON writes 8.33E-7; shown as 0.000000833...
+        quote = order["symbol"].split("/")[1]
+        assert order["symbol"] in from_bus and order["amount"] in from_bus
+        assert money_text(order["est_fee"], quote) in from_bus
+    assert "E-" not in tables(from_bus)  # the event's JSON writes 8.33E-7; shown as 0.00000083
+
+
+def test_money_is_shown_to_the_quote_precision_and_prices_keep_four_digits() -> None:
+    """The issue's screenshot: est. cost 12576.954285892, est. fee 12.576954285892 for a BTC/USDT sell."""
+    order = {
+        "account": "demo/paper/spot",
+        "exchange": "paper",
+        "symbol": "BTC/USDT",
+        "side": "sell",
+        "amount": "0.21332",
+        "est_price": "58958.1581",
+        "est_cost": "12576.954285892",
+        "est_fee": "12.576954285892",
+        "phase": 1,
+    }
+    text = shown(lambda out: render.print_plan({"orders": [order], "skipped": []}, out=out))
+    row = next(line for line in text.splitlines() if "BTC/USDT" in line)
+    assert [cell.strip() for cell in row.split("│")[6:10]] == ["0.21332", "58958.16", "12576.95", "12.58"]
 
 
 def event_cause(event: RebalancePlanned) -> StartRebalance:
@@ -123,19 +144,22 @@ def test_a_stored_plan_shows_its_transfers() -> None:
     assert transfer["from_account"] in text and transfer["to_account"] in text
 
 
-def column(text: str, title: str, name: str) -> list[str]:
-    """The cells of one column of a rendered table, each put together from the lines it was folded on."""
-    lines = text[text.index(title) :].splitlines()
-    header = next(line for line in lines if "phase" in line)
-    index = [cell.strip() for cell in header.split("┃")].index(name)
+def column(text: str, name: str) -> list[str]:
+    """The cells of one column of every orders table, each put together from the lines it was folded on."""
     cells: list[str] = []
-    for line in lines[lines.index(header) + 2 :]:
-        if not line.startswith("│"):
-            break
-        parts = [cell.strip() for cell in line.split("│")]
-        if parts[1]:  # a new row: its phase is on its first line only
-            cells.append("")
-        cells[-1] += parts[index]
+    lines = text.splitlines()
+    for start, title in enumerate(lines):
+        if "Orders (" not in title:
+            continue
+        header = next(line for line in lines[start:] if "phase" in line)
+        index = [cell.strip() for cell in header.split("┃")].index(name)
+        for line in lines[lines.index(header, start) + 2 :]:
+            if not line.startswith("│"):
+                break
+            parts = [cell.strip() for cell in line.split("│")]
+            if parts[1]:  # a new row: its phase is on its first line only
+                cells.append("")
+            cells[-1] += parts[index]
     return cells
 
 
@@ -145,14 +169,18 @@ def test_no_number_or_name_is_cut_at_80_columns() -> None:
     text = shown(lambda out: render.print_plan(plan, out=out), width=80)
     assert "…" not in text
     assert max(len(line) for line in text.splitlines()) <= 80
-    for name, key in (
-        ("amount", "amount"),
-        ("cost", "est_cost"),
-        ("account", "account"),
-        ("symbol", "symbol"),
-    ):
-        assert column(text, "Orders (", name) == [order[key] for order in plan["orders"]]
+    accounts = list(dict.fromkeys(order["account"] for order in plan["orders"]))
+    by_account = [o for account in accounts for o in plan["orders"] if o["account"] == account]
+    for account in accounts:  # below 100 columns, one table per account, the account in its title
+        assert f"on {account}" in text
+    assert column(text, "amount") == [order["amount"] for order in by_account]
+    assert column(text, "symbol") == [order["symbol"] for order in by_account]
+    assert column(text, "est. cost")[0] == "1234567890.12"
     assert "0.34696 (locked 0.1)" in text  # the diff tree's labels wrap, not cropped
+    wide = shown(lambda out: render.print_plan(plan, out=out), width=140)
+    assert max(len(line) for line in wide.splitlines()) <= 140 and "…" not in wide
+    for order in plan["orders"]:
+        assert order["account"] in wide and order["amount"] in wide
 
 
 def test_text_from_a_venue_or_a_file_is_shown_as_written_not_as_markup() -> None:

@@ -343,6 +343,10 @@ async def test_optimize_asks_the_running_optimizer(
         )
         assert code == 0, err
         answer = json.loads(out)
+        # It publishes the portfolio's new target, which the next rebalance trades: it says so.
+        said, shown, _ = await rebal("optimize", "--portfolio", "fund", "--nats-url", nats_url)
+        assert said == 0 and "published as fund's new target" in " ".join(shown.split())
+        assert "rebal plan --portfolio fund" in shown and answer["published_target"]
         code, _, err = await rebal("optimize", "--portfolio", "elsewhere", "--nats-url", nats_url)
     assert answer["method"] == "min_variance" and answer["observations"] == 60
     assert json.loads(export.read_text()) == answer["portfolio_config"]

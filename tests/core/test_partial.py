@@ -71,20 +71,29 @@ def test_no_cash_above_the_target_buys_nothing() -> None:
     ]
 
 
-def test_minimums_and_steps_still_apply() -> None:
+@pytest.mark.parametrize(
+    ("min_cost", "bought", "skipped"),
+    [
+        # 900 above the target cash: ETH's 0.1 (300) is bought, then SOL's 1.8 (360) is raised to its
+        # 400 minimum (2 SOL), since 600 are left: the small-buy rule of docs/execution.md.
+        ("400", [("ETH/USDT", "buy", "0.1"), ("SOL/USDT", "buy", "2")], []),
+        # A minimum beyond what is left (600 after ETH) is skipped, with its reason.
+        ("1500", [("ETH/USDT", "buy", "0.1")], [("SOL/USDT", "buy", "1.8", "below_min_cost")]),
+    ],
+)
+def test_minimums_and_steps_still_apply(min_cost: str, bought: list, skipped: list) -> None:
     diff = diff_of(real("0.1", "0.8", "8", "2000"))
+    assert cash_above_target(diff) == pytest.approx(900)
     markets = {
         "binance": {
             "BTC/USDT": {},
             "ETH/USDT": {"amount_step": "0.1"},
-            "SOL/USDT": {"amount_step": "0.01", "min_cost": "400"},
+            "SOL/USDT": {"amount_step": "0.01", "min_cost": min_cost},
         }
     }
     planned = plan_json(plan_rebalance(buy_only(diff), Markets.parse(markets)))
-    assert [(o["symbol"], o["side"], o["amount"]) for o in planned["orders"]] == [("ETH/USDT", "buy", "0.1")]
-    assert [(s["symbol"], s["side"], s["amount"], s["reason"]) for s in planned["skipped"]] == [
-        ("SOL/USDT", "buy", "1.8", "below_min_cost")
-    ]
+    assert [(o["symbol"], o["side"], o["amount"]) for o in planned["orders"]] == bought
+    assert [(s["symbol"], s["side"], s["amount"], s["reason"]) for s in planned["skipped"]] == skipped
 
 
 def _prices() -> dict[str, object]:

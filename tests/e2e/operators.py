@@ -28,6 +28,7 @@ from tests.e2e.flow import PORTFOLIO, fetch, ready_for_commands
 from tests.messaging import fresh_nats
 
 TOKEN = "operators-test-token-0123456789abcdef"
+VIEWER_TOKEN = "viewers-test-token-0123456789abcdef-ro"
 RETURN_PERIODS = 48
 RETURN_INTERVAL = timedelta(hours=1)
 
@@ -108,7 +109,8 @@ def operator_system(directory: Path, admin_dsn: str) -> Iterator[OperatorSystem]
     dsn = dsn_with_database(admin_dsn, name)
     try:
         for server in fresh_nats(directory):
-            settings = {**TEST_SETTINGS, "monitor": {**TEST_SETTINGS["monitor"], "REBAL__API__TOKEN": TOKEN}}
+            monitor = {"REBAL__API__TOKEN": TOKEN, "REBAL__API__VIEWER_TOKEN": VIEWER_TOKEN}
+            settings = {**TEST_SETTINGS, "monitor": {**TEST_SETTINGS["monitor"], **monitor}}
             services = Services(
                 nats_url=server.url,
                 database_url=dsn,

@@ -98,7 +98,7 @@ async def rebal(served: Served, *args: str) -> tuple[int, str, str]:
 
 async def installed_rebal(served: Served, *args: str) -> tuple[int, str, str]:
     """The installed `rebal` as a process."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REBAL")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REBAL")} | {"REBAL_CONTEXT": "none"}
     env.update({"REBAL__API__URL": served.url, "REBAL__API__TOKEN": TOKEN, "COLUMNS": "200"})
     process = await asyncio.create_subprocess_exec(
         str(REBAL), *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
@@ -218,3 +218,28 @@ async def test_the_monitor_serves_the_fund_endpoints(nats_url: str, database: Fr
         assert unknown.status_code == 404 and unknown.json() == {"detail": "no fund 'nope'"}
         anonymous = await monitor.client.get("/funds/nope", headers={"authorization": ""})
         assert anonymous.status_code == 401
+
+
+async def test_a_withdrawal_beyond_what_the_user_holds_is_refused_up_front(served: Served) -> None:
+    """It was accepted, then dropped at the next cycle with the reason only in the planner's log."""
+    await rebal(
+        served, "fund", "define", "fund1", "--exchange", "paper", "--account", "fund1/paper/main",
+        "--quote", "USDT", "--weights", "BTC=0.5,USDT=0.5", "--prices-from", "fund1",
+    )  # fmt: skip
+    await rebal(served, "fund", "deposit", "fund1", "alice", "250")
+    await served.pool.execute(
+        "INSERT INTO events (event_id, type, subject, portfolio_id, occurred_at, emitted_at, payload)"
+        " VALUES (gen_random_uuid(), 'BalanceSnapshotTaken', 's', 'fund1', now(), now(), $1::jsonb)",
+        json.dumps({"tree": {"name": "fund1"}, "prices": {"quote": "USDT", "prices": {"BTC": "60000"}}}),
+    )
+    code, _, err = await rebal(served, "fund", "withdraw", "fund1", "alice", "100000")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    assert (
+        "'alice' holds 250.00 USDT in fund 'fund1' at the latest prices;"
+        " a withdrawal of 100000 USDT cannot be paid" in lines[0]
+    )
+    code, _, err = await rebal(served, "fund", "withdraw", "fund1", "alice", "100")
+    assert code == 0, err
+    kinds = await served.pool.fetch("SELECT kind, amount FROM fund_flows ORDER BY created_at")
+    assert [(r["kind"], r["amount"]) for r in kinds] == [("deposit", D(250)), ("withdrawal", D(100))]

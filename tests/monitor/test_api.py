@@ -184,7 +184,11 @@ async def test_approval_is_refused_when_prices_moved_or_the_plan_expired(
         client = monitor.client
         await publish(nats_url, snapshot("tick-1"), target())
         await journaled(client, "/portfolio/weights")
-        stale = (await client.post("/portfolio/rebalance", json={})).json()
+        # No body at all: every field has a default (a dry-run preview of the first portfolio).
+        no_body = await client.post("/portfolio/rebalance")
+        assert no_body.status_code == 201, no_body.text
+        stale = no_body.json()
+        assert stale["dry_run"] is True and stale["status"] == "preview"
         # BTC falls 5% (beyond the 1% tolerance) in the next snapshot.
         await publish(nats_url, snapshot("tick-2", {"BTC": "57000"}, NOW + timedelta(seconds=10)))
 

@@ -35,6 +35,13 @@ ON_EVENT = {
     # Set from an optimizer's allocation (test_planner_metrics.py): the demo's target is a file.
     "rebal_strategy_weight_ratio": "a target allocated by the optimizer carries it",
     "rebal_leverage_ratio": "a target allocated by the optimizer carries it",
+    # The operators' API (the run here goes over the bus, and scrapes are not API requests).
+    "rebal_api_requests_total": "an operator called the API",
+    "rebal_api_request_seconds": "an operator called the API",
+    # Funds: none is defined in the demo.
+    "rebal_fund_users": "a fund is defined",
+    "rebal_fund_pending_flows": "a fund is defined",
+    "rebal_fund_last_cycle_timestamp_seconds": "a fund ran a cycle",
 }
 # Selectors for what only happens when something goes wrong, with why a clean rebalance has none.
 ON_EVENT_SELECTORS = {

@@ -7,6 +7,7 @@ request is 2, a refusal (409: a stale or expired plan) or a server error is 1.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,9 +15,19 @@ from typing import Any
 
 import httpx
 from pydantic import ValidationError
-from pydantic_settings import SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from rebal.settings import EXIT_CONFIGURATION, ApiSettings, ConfigFileError, Configured
+from rebal.settings import (
+    EXIT_CONFIGURATION,
+    ApiSettings,
+    ConfigFileError,
+    ConfigFileSource,
+    Configured,
+    DatabaseSettings,
+    NatsSettings,
+)
+from rebal_cli import context
 from rebal_cli.support import (
     EXIT_BAD_INPUT,
     EXIT_ERROR,
@@ -26,7 +37,10 @@ from rebal_cli.support import (
 
 DEFAULT_API_URL = "http://127.0.0.1:8105"
 REQUEST_TIMEOUT_SECONDS = 30.0
-TOKEN_HELP = "set REBAL__API__TOKEN or REBAL__API__TOKEN_FILE (or api.token_file in REBAL_CONFIG)"
+TOKEN_HELP = (
+    "set REBAL__API__TOKEN or REBAL__API__TOKEN_FILE (or api.token_file in the client context"
+    " var/client.toml, which `make run` writes, or in REBAL_CONFIG)"
+)
 
 
 @dataclass(frozen=True)
@@ -136,24 +150,73 @@ def detail(response: httpx.Response) -> str:
     return str(found)
 
 
+class ContextSource(PydanticBaseSettingsSource):
+    """The client context's sections (`rebal_cli.context`): below the environment, above REBAL_CONFIG."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # the whole context is read at once in __call__
+
+    def __call__(self) -> dict[str, Any]:
+        found = context.current()
+        if found is None:
+            return {}
+        sections = found.settings()
+        # A token given in the environment (or its file) is the operator's: the context's token file,
+        # read by the settings' validator, would replace it.
+        if any(os.environ.get(f"REBAL__API__{key}") for key in ("TOKEN", "TOKEN_FILE")):
+            sections.get("api", {}).pop("token_file", None)
+        return sections
+
+
 class OperatorSettings(Configured):
-    """What `rebal` needs to reach the API: the ``api`` section of the one configuration (``REBAL_CONFIG``
-    and ``REBAL__API__URL``, ``REBAL__API__TOKEN``, ``REBAL__API__TOKEN_FILE``), as the monitor reads it."""
+    """What `rebal` needs to reach the system: the ``api``, ``nats`` and ``database`` sections of the one
+    configuration, as the services read them, from the environment (``REBAL__API__URL``,
+    ``REBAL__API__TOKEN(_FILE)``, ``REBAL__NATS__URL``, ``REBAL__DATABASE__URL``), then the client context
+    (``var/client.toml``, which `make run` writes), then ``REBAL_CONFIG``."""
 
     model_config = SettingsConfigDict(env_prefix="REBAL__", env_nested_delimiter="__", extra="ignore")
     api: ApiSettings = ApiSettings()
+    nats: NatsSettings = NatsSettings()
+    database: DatabaseSettings = DatabaseSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            ContextSource(settings_cls),
+            ConfigFileSource(settings_cls),
+            file_secret_settings,
+        )
 
 
-def connect(url: str | None = None) -> Api:
-    """The API at `url` (default: ``api.url``) with the operator's token; a configuration that does not
-    validate (a token file that cannot be read, a bad key) exits 4 naming the key."""
+def operator_settings() -> OperatorSettings:
+    """The operator's settings; a configuration or a context that does not validate (a token file that
+    cannot be read, a bad key) exits 4 naming the key."""
     try:
-        settings = OperatorSettings().api
+        return OperatorSettings()
     except ValidationError as exc:
         error = exc.errors()[0]
         where = ".".join(str(part) for part in error["loc"])
         fail(f"{where}: {error['msg']}" if where else str(error["msg"]), EXIT_CONFIGURATION)
     except (ConfigFileError, ValueError) as exc:
         fail(str(exc), EXIT_CONFIGURATION)
+
+
+def nats_url(option: str | None) -> str:
+    """``--nats-url`` when given, else the operator's settings (environment, context, file, default)."""
+    return option if option else operator_settings().nats.url
+
+
+def connect(url: str | None = None) -> Api:
+    """The API at `url` (default: ``api.url``) with the operator's token."""
+    settings = operator_settings().api
     token = settings.token.get_secret_value() if settings.token is not None else None
     return Api(url or settings.url, token)

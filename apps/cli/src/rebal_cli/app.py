@@ -24,8 +24,11 @@ from rebal.io import FileError, load
 from rebal.render import plan_json, tree_json
 from rebal_cli import funds as cli_funds
 from rebal_cli import ops as cli_ops
+from rebal_cli import paper as cli_paper
 from rebal_cli import render
 from rebal_cli import strategies as cli_strategies
+from rebal_cli import target as cli_target
+from rebal_cli.api import nats_url as resolve_nats_url
 from rebal_cli.support import (
     DEFAULT_NATS_URL,
     EXIT_ERROR,
@@ -163,9 +166,14 @@ def rebalance_command(
         bool, typer.Option("--dry-run", help="Plan only: show the orders, send nothing.")
     ] = False,
     band: Annotated[str, typer.Option("--band", help="Relative drift band: smaller differences hold.")] = "0",
-    nats_url: Annotated[str, typer.Option("--nats-url", envvar="REBAL__NATS__URL", help="NATS server.")] = (
-        DEFAULT_NATS_URL
-    ),
+    nats_url: Annotated[
+        str | None,
+        typer.Option(
+            "--nats-url",
+            envvar="REBAL__NATS__URL",
+            help=f"NATS server (default: the client context's, else {DEFAULT_NATS_URL}).",
+        ),
+    ] = None,
     wait: Annotated[
         bool, typer.Option("--wait/--no-wait", help="Follow the run until it is planned/done.")
     ] = True,
@@ -183,12 +191,13 @@ def rebalance_command(
     band_value = parse_decimal(band)
     if band_value is None or not 0 <= band_value <= 1:  # a fraction of the portfolio, as the API takes
         fail(f"--band: {band!r} must be a decimal from 0 to 1")
+    url = resolve_nats_url(nats_url)
     try:
         # OTEL_TRACES_EXPORTER (the OpenTelemetry convention) turns the operator's span on.
         with telemetry.session("cli", os.environ):
             outcome = asyncio.run(
                 commands.rebalance(
-                    nats_url, portfolio, dry_run=dry_run, band=band_value, wait=wait, timeout=timeout
+                    url, portfolio, dry_run=dry_run, band=band_value, wait=wait, timeout=timeout
                 )
             )
     except commands.NotRunning as exc:
@@ -212,7 +221,7 @@ def rebalance_command(
         raise typer.Exit(EXIT_ERROR)
 
 
-for _commands in (cli_ops, cli_strategies, cli_funds):
+for _commands in (cli_ops, cli_strategies, cli_funds, cli_paper, cli_target):
     _commands.register(app)
 
 

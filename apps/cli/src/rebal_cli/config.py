@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -28,13 +27,17 @@ from rebal.settings import (
     EXIT_CONFIGURATION,
     PORTS,
     ConfigFileError,
+    DatabaseSettings,
+    NatsSettings,
     ServiceSettings,
     config_file,
+    masked,
     read_config_file,
     using_config_file,
 )
-from rebal_cli.api import connect
-from rebal_cli.support import EXIT_ERROR, fail, write_json
+from rebal_cli import context
+from rebal_cli.api import connect, operator_settings
+from rebal_cli.support import EXIT_ERROR, EXIT_NOT_RUNNING, fail, write_json
 
 SERVICES = tuple(PORTS)
 # Where each distribution names its settings class (see `service_classes`).
@@ -42,9 +45,6 @@ SETTINGS_ENTRY_POINTS = "rebal.settings"
 VENUES = "venues"
 VENUES_ENV_PREFIX = "REBAL__VENUES__"
 CHECK_TIMEOUT_SECONDS = 3.0
-MASK = "**********"
-# Values under keys like these are masked by `config show` even when a setting forgot SecretStr.
-SECRET_KEY = re.compile(r"(password|secret|token|api_?key|private)", re.IGNORECASE)
 
 config_app = typer.Typer(help="Check and show the configuration.", no_args_is_help=True)
 
@@ -150,17 +150,6 @@ def validate(
         raise typer.Exit(EXIT_CONFIGURATION)
 
 
-def masked(value: Any, key: str = "") -> Any:
-    """A settings document with every secret replaced by a mask (SecretStr dumps masked already)."""
-    if isinstance(value, dict):
-        return {k: masked(v, str(k)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [masked(v, key) for v in value]
-    if isinstance(value, str) and value and SECRET_KEY.search(key) and not key.endswith("_file"):
-        return MASK
-    return value
-
-
 def _document(settings: BaseSettings) -> Any:
     if isinstance(settings, ServiceSettings):
         return settings.public()
@@ -180,11 +169,99 @@ def show(
     service: Annotated[
         str | None, typer.Option("--service", help=f"One service: {', '.join(SERVICES)} (default: all).")
     ] = None,
+    local: Annotated[
+        bool,
+        typer.Option(
+            "--local",
+            help="What this shell's environment and REBAL_CONFIG would configure, instead of what runs.",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
-    """The effective configuration (defaults, the file, the environment), secrets masked."""
+    """The settings the running services use, from each one's /config (secrets masked), and their mode.
+
+    Each service is asked at its URL in the client context (`make run` writes var/client.toml), else on its
+    default port on this machine. A service that does not answer is named (exit 3). --local shows what the
+    environment and REBAL_CONFIG of this shell would configure instead."""
     if service is not None and service not in (*SERVICES, "venues"):
         fail(f"--service: {service!r} is not one of {', '.join(SERVICES)}, venues")
+    if local:
+        _show_local(service, as_json)
+        return
+    if service == "venues":
+        fail("--service venues: the venues are configured inside the tracker and the executor (or --local)")
+    urls = service_urls()
+    chosen = [name for name in SERVICES if service in (None, name)]
+    running: dict[str, Any] = {}
+    missing: dict[str, str] = {}
+    for name in chosen:
+        found = running_config(urls[name])
+        if isinstance(found, str):
+            missing[name] = found
+        else:
+            running[name] = found
+    if as_json:
+        write_json(running if service is None else running.get(service))
+    else:
+        console = Console(highlight=False, soft_wrap=True)
+        modes = {name: document.get("mode") for name, document in running.items()}
+        if running:
+            console.print(mode_line(modes), markup=False)
+        for name, document in running.items():
+            console.print(f"[bold]\\[{name}][/] {urls[name]} ({document.get('mode')})")
+            for key, value in _flatten(document.get("settings") or {}):
+                console.print(
+                    f"{key} = {value!r}" if isinstance(value, str) else f"{key} = {value}", markup=False
+                )
+    for name, why in missing.items():
+        Console(stderr=True, highlight=False, soft_wrap=True).print(
+            f"error: {name}: not running at {urls[name]} ({why}); rebal config show --local shows what this"
+            " shell would configure",
+            markup=False,
+        )
+    if missing:
+        raise typer.Exit(EXIT_NOT_RUNNING)
+
+
+def mode_line(modes: dict[str, Any]) -> str:
+    """The system's mode as one fact: "mode: live (tracker, ...)", or which service differs."""
+    values = sorted({str(mode) for mode in modes.values()})
+    if len(values) == 1:
+        return f"mode: {values[0]} ({', '.join(modes)})"
+    by_mode = "; ".join(
+        f"{mode}: {', '.join(n for n, m in modes.items() if str(m) == mode)}" for mode in values
+    )
+    return f"mode: NOT ONE MODE ({by_mode}): set REBAL__LIVE alike for every service"
+
+
+def service_urls() -> dict[str, str]:
+    """Each service's HTTP base URL: the client context's, else its default port on this machine."""
+    try:
+        found = context.current()
+    except context.ContextError as exc:
+        fail(str(exc), EXIT_CONFIGURATION)
+    given = found.services if found is not None else {}
+    return {name: given.get(name, f"http://127.0.0.1:{port}") for name, port in PORTS.items()}
+
+
+def running_config(url: str) -> dict[str, Any] | str:
+    """A running service's /config document, or why there is none."""
+    import httpx
+
+    try:
+        response = httpx.get(f"{url.rstrip('/')}/config", timeout=CHECK_TIMEOUT_SECONDS, trust_env=False)
+    except httpx.HTTPError as exc:
+        return f"{type(exc).__name__}: {exc}".rstrip(": ")
+    if response.status_code != 200:
+        return f"/config: HTTP {response.status_code}"
+    try:
+        document = response.json()
+    except ValueError:
+        return "/config: not JSON"
+    return document if isinstance(document, dict) else "/config: not a document"
+
+
+def _show_local(service: str | None, as_json: bool) -> None:
     try:
         loaded, problems = check_configuration(config_file())
     except ConfigFileError as exc:
@@ -221,24 +298,24 @@ class Check:
     detail: str
 
 
-async def _nats_checks(settings: ServiceSettings) -> list[Check]:
+async def _nats_checks(nats_settings: NatsSettings) -> list[Check]:
     import nats  # the checks' clients are imported when a check runs: every other command starts faster
     from nats.js.errors import NotFoundError
 
     from rebal import bus
 
     options: dict[str, Any] = {"connect_timeout": CHECK_TIMEOUT_SECONDS, "max_reconnect_attempts": 0}
-    if settings.nats.user is not None:
-        options["user"] = settings.nats.user
-        options["password"] = settings.nats.password.get_secret_value() if settings.nats.password else ""
+    if nats_settings.user is not None:
+        options["user"] = nats_settings.user
+        options["password"] = nats_settings.password.get_secret_value() if nats_settings.password else ""
 
     async def quiet(error: Exception) -> None:
         """nats-py prints every failed attempt; the check reports once."""
 
-    url = settings.nats.url
+    url = nats_settings.url
     try:
         client = await asyncio.wait_for(
-            nats.connect(settings.nats.servers, error_cb=quiet, allow_reconnect=False, **options),
+            nats.connect(nats_settings.servers, error_cb=quiet, allow_reconnect=False, **options),
             CHECK_TIMEOUT_SECONDS,  # nats-py retries a refused connection until cancelled
         )
     except TimeoutError:
@@ -274,15 +351,13 @@ async def _nats_checks(settings: ServiceSettings) -> list[Check]:
     return checks
 
 
-async def _postgres_checks(settings: ServiceSettings) -> list[Check]:
+async def _postgres_checks(database: DatabaseSettings) -> list[Check]:
     import asyncpg
 
     from rebal import db
 
     try:
-        connection = await asyncpg.connect(
-            settings.database.url.get_secret_value(), timeout=CHECK_TIMEOUT_SECONDS
-        )
+        connection = await asyncpg.connect(database.url.get_secret_value(), timeout=CHECK_TIMEOUT_SECONDS)
     except Exception as exc:  # noqa: BLE001
         reason = f"{type(exc).__name__}: {exc}".rstrip(": ")
         return [
@@ -291,8 +366,10 @@ async def _postgres_checks(settings: ServiceSettings) -> list[Check]:
             Check("paper exchange", False, "not checked: Postgres does not answer"),
         ]
     try:
-        version = connection.get_server_version()
-        checks = [Check("postgres", True, f"answers (server {version.major}.{version.minor})")]
+        # The server's own words ("15.18 (Debian 15.18-0+deb12u1)"): asyncpg's parsed version reads a
+        # two-part 15.18 as major 15, minor 0.
+        version = str(await connection.fetchval("SHOW server_version")).split()[0]
+        checks = [Check("postgres", True, f"answers (server {version})")]
         pending = await db.pending(connection)
         total = len(db.migrations())
         checks.append(
@@ -416,10 +493,18 @@ def doctor(
             "configuration", not problems, "; ".join(p.line(source) for p in problems) or f"{source}: valid"
         )
     )
-    base = next((s for s in loaded.values() if isinstance(s, ServiceSettings)), None) or ServiceSettings()
+    # NATS, Postgres and the API where the operator's settings put them: the environment, then the client
+    # context `make run` wrote (var/client.toml), then REBAL_CONFIG.
+    operator = operator_settings()
+    found = context.locate()
+    checks.append(
+        Check("context", True, str(found) if found is not None else "none (environment and defaults)")
+    )
 
     async def infrastructure() -> list[Check]:
-        on_nats, on_postgres = await asyncio.gather(_nats_checks(base), _postgres_checks(base))
+        on_nats, on_postgres = await asyncio.gather(
+            _nats_checks(operator.nats), _postgres_checks(operator.database)
+        )
         return [*on_nats, *on_postgres]
 
     checks.extend(asyncio.run(infrastructure()))

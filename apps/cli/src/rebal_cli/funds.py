@@ -23,17 +23,23 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from rebal.core.display import money_text, percent_text
 from rebal.core.numbers import parse_decimal
 from rebal.subjects import TOKEN
 from rebal_cli.api import DEFAULT_API_URL, connect
+from rebal_cli.render import number
 from rebal_cli.support import fail, write_json
 
 QUANTUM = Decimal("1e-8")
 
 fund_app = typer.Typer(help="Funds: users' deposits, withdrawals and ledgers.", no_args_is_help=True)
 ApiUrl = Annotated[
-    str,
-    typer.Option("--api-url", envvar="REBAL__API__URL", help="The monitor's REST API.", show_default=True),
+    str | None,
+    typer.Option(
+        "--api-url",
+        envvar="REBAL__API__URL",
+        help=f"The monitor's REST API (default: the context's, else {DEFAULT_API_URL}).",
+    ),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 Reference = Annotated[
@@ -120,7 +126,7 @@ def deposit(
     user_opt: UserOpt = None,
     amount_opt: AmountOpt = None,
     reference: Reference = None,
-    api_url: ApiUrl = DEFAULT_API_URL,
+    api_url: ApiUrl = None,
     as_json: AsJson = False,
 ) -> None:
     """Record a user's deposit: credited at once as cash, invested by the next cycle."""
@@ -147,7 +153,7 @@ def withdraw(
     amount_opt: AmountOpt = None,
     everything: Annotated[bool, typer.Option("--all", help="Withdraw everything the user holds.")] = False,
     reference: Reference = None,
-    api_url: ApiUrl = DEFAULT_API_URL,
+    api_url: ApiUrl = None,
     as_json: AsJson = False,
 ) -> None:
     """Ask for a withdrawal: AMOUNT of the quote after fees, or --all; paid by the next cycle."""
@@ -173,7 +179,7 @@ def cycle(
     rebalance: Annotated[
         bool, typer.Option("--rebalance", help="Also bring every user to the weights.")
     ] = False,
-    api_url: ApiUrl = DEFAULT_API_URL,
+    api_url: ApiUrl = None,
     as_json: AsJson = False,
 ) -> None:
     """Net what is due on the fund now into one set of orders."""
@@ -197,7 +203,7 @@ def define(
     prices_from: Annotated[
         str, typer.Option("--prices-from", help="The portfolio whose snapshots price it.")
     ],
-    api_url: ApiUrl = DEFAULT_API_URL,
+    api_url: ApiUrl = None,
 ) -> None:
     """Define (or change) a fund's account and target weights."""
     parsed: dict[str, str] = {}
@@ -226,7 +232,7 @@ def show(
     fund_arg: FundArg = None,
     fund_opt: FundOpt = None,
     user: Annotated[str | None, typer.Option("--user", help="Only this user.")] = None,
-    api_url: ApiUrl = DEFAULT_API_URL,
+    api_url: ApiUrl = None,
     as_json: AsJson = False,
 ) -> None:
     """The fund's status, each user's amounts, the totals, the flows waiting and the recent cycles."""
@@ -257,7 +263,8 @@ def show(
         short = ", ".join(f"{a} {v}" for a, v in check["missing"].items()) or "none"
         console.print(f"venue at {check['snapshot_at']}: unattributed {extra}; missing {short}")
     if data.get("drift") is not None:
-        console.print("drift (dust left out): " + ", ".join(f"{a} {v}" for a, v in data["drift"].items()))
+        drift = ", ".join(f"{a} {percent_text(v)}" for a, v in data["drift"].items())
+        console.print(f"drift from the weights (dust left out): {drift}")
         if data["dust"]:
             console.print(f"dust held by {len(data['dust'])} users (too small to sell alone)")
     for flow in data["flows"]:
@@ -265,15 +272,33 @@ def show(
             f"{flow['status']}: {flow['kind']} of {flow['amount'] or 'everything'} for {flow['user_id']}"
         )
     for item in data["cycles"][:3]:
-        report = item["report"] or {}
-        line = f"cycle {item['cycle_id']}: {item['status']} (phase {item['phase']})"
-        if report:
-            line += f", {report.get('orders')} orders for {report.get('user_orders')} user legs"
-            line += f", fees {report.get('fees')}"
-            other = report.get("unallocated_fees") or {}
-            if other:
-                line += " (not charged to users: " + ", ".join(f"{f} {a}" for a, f in other.items()) + ")"
-        console.print(line)
+        console.print(cycle_line(item, data["quote"]), markup=False)
+
+
+def cycle_line(cycle: dict[str, Any], quote: str) -> str:
+    """One cycle as the operator reads it: what it planned and what really traded (a cycle whose orders
+    all failed says it traded nothing), the fees to the quote's precision, the executor's reasons."""
+    report = cycle.get("report") or {}
+    traded = cycle.get("traded") or {}
+    line = f"cycle {cycle['cycle_id']}: {cycle['status']} (phase {cycle['phase']})"
+    if not report:
+        return line
+    planned, filled = int(report.get("orders") or 0), int(traded.get("orders") or 0)
+    if planned == 0:
+        line += ", nothing to trade"
+    elif filled == 0:
+        line += f", nothing traded: {planned} orders planned, none filled"
+    else:
+        line += f", {filled} of {planned} orders filled"
+    line += f" for {report.get('user_orders')} user legs"
+    line += f", fees {money_text(str(report.get('fees') or 0), quote)} {quote}"
+    other = report.get("unallocated_fees") or {}
+    if other:
+        line += " (not charged to users: " + ", ".join(f"{number(f)} {a}" for a, f in other.items()) + ")"
+    reasons = report.get("reasons") or []
+    if reasons:
+        line += "; " + "; ".join(reasons)
+    return line
 
 
 def register(app: typer.Typer) -> None:

@@ -11,20 +11,23 @@ doctor check), 2 bad input or not found, 3 not running, 4 configuration error. R
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Group
 from rich.live import Live
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 from rich.table import Table
+from rich.text import Text
 
 from rebal.core.numbers import parse_decimal
 from rebal_cli import config as cli_config
 from rebal_cli.api import DEFAULT_API_URL, Api, connect
 from rebal_cli.render import console as _console
-from rebal_cli.render import plan_counts, print_plan, run_line
+from rebal_cli.render import number, percent, plan_counts, print_plan, run_line, valuation_quote, value_text
 from rebal_cli.support import EXIT_ERROR, fail, write_json
 
 # A run is followed until it has finished, at most this long by default.
@@ -61,10 +64,12 @@ def _band(raw: str | None) -> str | None:
 
 def _plan_header(plan: dict[str, Any]) -> str:
     inputs = plan.get("inputs") or {}
+    total = inputs.get("total_value")
+    value = "?" if total is None else value_text(total, valuation_quote(plan))
     return (
         f"plan [bold]{plan['plan_id']}[/] for {plan['portfolio_id']} ({plan['status']}): "
-        f"{plan_counts(plan)}; portfolio value {inputs.get('total_value', '?')}, band {plan.get('band')}, "
-        f"expires {plan.get('expires_at')}"
+        f"{plan_counts(plan)}; portfolio value {value}, band {percent(plan.get('band'))}, "
+        f"expires {when(plan.get('expires_at'))}"
     )
 
 
@@ -174,31 +179,54 @@ def apply(
 # -- status, history, kill switch -------------------------------------------------------------------
 
 
+def when(iso: str | None) -> str:
+    """A time from the API (ISO 8601, UTC) as operators read it: ``2026-12-06 23:50:30 UTC``."""
+    if not iso:
+        return "-"
+    return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def run_summary(run: dict[str, Any]) -> str:
+    """A run's status and counts on one line (its id goes on a line of its own: never broken)."""
+    counts = run.get("counts") or {}
+    kind = " (dry-run)" if run.get("dry_run") and run["status"] != "preview" else ""
+    tally = ", ".join(f"{counts.get(key, 0)} {key}" for key in ("orders", "filled", "skipped", "failed"))
+    return f"{run['status']}{kind}, planned {when(run.get('planned_at'))}: {tally}"
+
+
+def skip_lines(run: dict[str, Any]) -> list[str]:
+    """Every skip of a run with its reason: the plan's (which leg) and the executor's reasons."""
+    lines = [
+        f"skipped {skip['side']} {number(skip['amount'])} {skip['symbol']} at {skip['path']}: "
+        + skip["reason"]
+        for skip in run.get("skips") or ()
+    ]
+    listed = {skip["reason"] for skip in run.get("skips") or ()}
+    return lines + [reason for reason in run.get("reasons") or () if reason not in listed]
+
+
 def _status_view(status: dict[str, Any]) -> Table:
     table = Table(title=f"Rebal: {status['portfolio_id']}", show_header=False)
-    table.add_column("what")
-    table.add_column("value")
+    table.add_column("what", no_wrap=True)
+    table.add_column("value", overflow="fold")
     halted = status.get("halted")
-    state = f"[red]HALTED[/] ({status.get('halt_reason') or 'no reason'}, since {status.get('halted_at')})"
+    reason = escape(status.get("halt_reason") or "no reason")
+    state = f"[red]HALTED[/] ({reason}, since {when(status.get('halted_at'))})"
     table.add_row("trading", state if halted else "[green]running[/]")
     table.add_row("mode", str(status.get("mode")))
     table.add_row("nats", str(status.get("nats")))
     table.add_row("postgres", str(status.get("postgres")))
     for name, state in (status.get("services") or {}).items():
-        table.add_row(name, "[green]ok[/]" if state == "ok" else f"[red]{state}[/]")
-    table.add_row("latest snapshot", str(status.get("snapshot_at")))
-    table.add_row("latest target", str(status.get("target_at")))
-    run = status.get("last_run")
-    if run:
-        counts = run.get("counts") or {}
-        table.add_row(
-            "last run",
-            f"{run['run_id']} {run['status']}{' (dry-run)' if run.get('dry_run') else ''}, "
-            f"planned {run.get('planned_at')}, {counts.get('orders', 0)} orders, "
-            f"{counts.get('filled', 0)} filled, {counts.get('failed', 0)} failed",
-        )
-    else:
-        table.add_row("last run", "none yet")
+        table.add_row(name, "[green]ok[/]" if state == "ok" else f"[red]{escape(state)}[/]")
+    table.add_row("latest snapshot", when(status.get("snapshot_at")))
+    table.add_row("latest target", when(status.get("target_at")))
+    for label, key in (("last run", "last_run"), ("last preview", "last_preview")):
+        run = status.get(key)
+        if run:
+            details = [run["run_id"], run_summary(run), *skip_lines(run)]
+            table.add_row(label, escape("\n".join(details)))
+        else:
+            table.add_row(label, "none yet")
     return table
 
 
@@ -275,28 +303,19 @@ def history(
     if as_json:
         write_json(page)
         return
-    table = Table(title=f"Runs ({len(page['runs'])})")
-    for column in ("planned at", "run", "status", "orders", "filled", "skipped", "failed", "reasons"):
-        table.add_column(
-            column, justify="right" if column in ("orders", "filled", "skipped", "failed") else "left"
-        )
-    for run in page["runs"]:
-        counts = run.get("counts") or {}
-        kind = " (dry-run)" if run.get("dry_run") else ""
-        table.add_row(
-            str(run.get("planned_at")),
-            run["run_id"],
-            f"{run['status']}{kind}",
-            str(counts.get("orders", 0)),
-            str(counts.get("filled", 0)),
-            str(counts.get("skipped", 0)),
-            str(counts.get("failed", 0)),
-            "; ".join(run.get("reasons") or []),
-        )
     console = _console()
-    console.print(table)
+    console.print(history_view(page["runs"]), soft_wrap=False)
     if page.get("next_cursor"):
         console.print(f"more: rebal history --cursor {page['next_cursor']}")
+
+
+def history_view(runs: list[dict[str, Any]]) -> Text:
+    """The runs, newest first: each id whole on a line of its own (a table column cut or folded them),
+    then its status and counts, then every skip with its reason; it wraps at any width."""
+    lines = [f"Runs ({len(runs)})"]
+    for run in runs:
+        lines += ["", run["run_id"], f"  {run_summary(run)}", *(f"  {line}" for line in skip_lines(run))]
+    return Text("\n".join(lines), overflow="fold")
 
 
 def halt(

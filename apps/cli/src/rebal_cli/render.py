@@ -8,8 +8,11 @@ transfers, whose ends are ``from``/``to`` in the file format and ``from_account`
 bus and in the API. They are shown alike: the orders, the transfers, every skip with its reason; the
 diff tree when the plan has one (from files) and the projected weights when it has them (stored plans).
 
-Numbers are written as plain decimals (the bus's JSON may write ``8.3E-7``), and columns fold rather than
-cut: an amount, a price or an id is never shortened to fit the terminal.
+Numbers are shown as operators read them (`rebal.core.display`): order amounts exactly (whole steps of
+the market), prices, costs and fees to the quote's precision, weights to two decimals of a percent; never
+in exponent form (the bus's JSON may write ``8.3E-7``). Nothing is cut to fit the terminal: below
+`WIDE_COLUMNS` the orders are listed per account (the account as the table's title), so that the numbers
+keep their width, and ids are never broken or shortened.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree as RichTree
 
+from rebal.core.display import money_text, percent_text, price_text
 from rebal.core.numbers import dec_str
 from rebal.events import PlanFailed
 
@@ -58,6 +62,26 @@ def print_plan(plan: Mapping[str, Any], header: str | None = None, out: Console 
         out.print(section, soft_wrap=False)
 
 
+def valuation_quote(plan: Mapping[str, Any]) -> str | None:
+    """The currency a plan's values are in: its prices' quote (a stored plan), else the quote every order
+    shares (a plan on the bus); None when unknown."""
+    prices = (plan.get("inputs") or {}).get("prices") or plan.get("prices")
+    if isinstance(prices, Mapping) and isinstance(prices.get("quote"), str):
+        return str(prices["quote"])
+    quotes = {_quote(order["symbol"]) for order in plan.get("orders") or ()}
+    return quotes.pop() if len(quotes) == 1 else None
+
+
+def _quote(symbol: str) -> str | None:
+    _base, slash, quote = symbol.partition("/")
+    return quote if slash else None
+
+
+def value_text(value: Any, quote: str | None) -> str:
+    """A value in the valuation currency: to its precision when it is known, else exact."""
+    return money_text(str(value), quote) if quote is not None else number(value)
+
+
 def print_outcome(outcome: Outcome, out: Console | None = None) -> None:
     """A rebalance command's outcome: the command sent, or why there is no plan, or the plan (header and
     sections) and, for a live run, how it ended."""
@@ -72,7 +96,8 @@ def print_outcome(outcome: Outcome, out: Console | None = None) -> None:
     kind = "dry-run plan" if plan.dry_run else "plan"
     shown = plan.model_dump(mode="json")
     counted = plan_counts(shown)
-    header = f"run {plan.correlation_id}: {kind} with {counted} (portfolio value {plan.total_value})"
+    value = value_text(plan.total_value, valuation_quote(shown))
+    header = f"run {plan.correlation_id}: {kind} with {counted} (portfolio value {value})"
     print_plan(shown, header, out)
     if finished is not None:
         out.print(run_line(finished.status, finished.model_dump(), finished.reasons))
@@ -82,11 +107,12 @@ def plan_sections(plan: Mapping[str, Any], width: int = WIDE_COLUMNS) -> list[Re
     """The diff tree (a plan from files), the orders, the transfers, the skips with their reasons and the
     projected weights (a stored plan); empty sections are left out, except the orders."""
     sections: list[RenderableType] = []
+    quote = valuation_quote(plan)
     if plan.get("diff"):
         sections.append(diff_tree(plan["diff"]))
-    sections.append(_orders(plan["orders"], width))
+    sections.extend(_orders(plan["orders"], width))
     if plan.get("transfers"):
-        sections.append(_transfers(plan["transfers"]))
+        sections.append(_transfers(plan["transfers"], quote))
     if plan["skipped"]:
         sections.append(_skipped(plan["skipped"]))
     if plan.get("projected_weights"):
@@ -112,33 +138,49 @@ def _side(side: str) -> str:
     return f"[{OPERATION_STYLE.get(side, 'dim')}]{side}[/]"
 
 
-def _orders(orders: Sequence[Mapping[str, Any]], width: int) -> Table:
+def _orders(orders: Sequence[Mapping[str, Any]], width: int) -> list[Table]:
+    """One table of every order, or, below `WIDE_COLUMNS`, one per account (titled with the account, so
+    that the numbers keep their width)."""
     money = ("amount", "est. price", "est. cost", "est. fee")
-    names = (
-        ("phase", "account", "exchange", "symbol", "side")
-        if width >= WIDE_COLUMNS
-        else ("phase", "account", "symbol", "side")
-    )
-    table = _table(f"Orders ({len(orders)})", (*names, *money), right=("phase", *money))
+    if width >= WIDE_COLUMNS or not orders:
+        names: tuple[str, ...] = ("phase", "account", "exchange", "symbol", "side")
+        table = _table(f"Orders ({len(orders)})", (*names, *money), right=("phase", *money))
+        for order in orders:
+            table.add_row(*_order_cells(order, names))
+        return [table]
+    accounts: dict[str, list[Mapping[str, Any]]] = {}
     for order in orders:
-        cells = {
-            "phase": str(order["phase"]),
-            "account": escape(order["account"]),
-            "exchange": escape(order["exchange"]),
-            "symbol": escape(order["symbol"]),
-            "side": _side(order["side"]),
-        }
-        table.add_row(
-            *(cells[name] for name in names),
-            number(order["amount"]),
-            number(order["est_price"]),
-            number(order["est_cost"]),
-            number(order["est_fee"]),
-        )
-    return table
+        accounts.setdefault(order["account"], []).append(order)
+    tables = []
+    for account, held in accounts.items():
+        names = ("phase", "symbol", "side")
+        title = f"Orders ({len(orders)})" + ("" if len(accounts) == 1 else f": {len(held)}")
+        table = _table(f"{title} on {escape(account)}", (*names, *money), right=("phase", *money))
+        for order in held:
+            table.add_row(*_order_cells(order, names))
+        tables.append(table)
+    return tables
 
 
-def _transfers(transfers: Sequence[Mapping[str, Any]]) -> Table:
+def _order_cells(order: Mapping[str, Any], names: Sequence[str]) -> list[str]:
+    quote = _quote(order["symbol"])
+    cells = {
+        "phase": str(order["phase"]),
+        "account": escape(order["account"]),
+        "exchange": escape(order["exchange"]),
+        "symbol": escape(order["symbol"]),
+        "side": _side(order["side"]),
+    }
+    return [
+        *(cells[name] for name in names),
+        number(order["amount"]),
+        price_text(str(order["est_price"]), quote),
+        money_text(str(order["est_cost"]), quote),
+        money_text(str(order["est_fee"]), quote),
+    ]
+
+
+def _transfers(transfers: Sequence[Mapping[str, Any]], quote: str | None) -> Table:
     table = _table(f"Transfers ({len(transfers)})", ("asset", "from", "to", "amount", "est. value"))
     for transfer in transfers:
         source = transfer.get("from", transfer.get("from_account"))
@@ -148,7 +190,7 @@ def _transfers(transfers: Sequence[Mapping[str, Any]]) -> Table:
             escape(source),
             escape(destination),
             number(transfer["amount"]),
-            number(transfer["est_value"]),
+            value_text(transfer["est_value"], quote),
         )
     return table
 
@@ -180,9 +222,7 @@ def number(value: Any) -> str:
 
 def percent(weight: Any) -> str:
     """A weight (an exact decimal string) as a percentage with two decimals; "-" when there is none."""
-    if weight is None:
-        return "-"
-    return f"{Decimal(str(weight)) * 100:.2f}%"
+    return percent_text(None if weight is None else str(weight))
 
 
 def diff_tree(node: JsonDict, parent: RichTree | None = None) -> RichTree:

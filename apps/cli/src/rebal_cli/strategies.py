@@ -32,10 +32,10 @@ from rebal import subjects
 from rebal.core.numbers import parse_decimal
 from rebal.events import StrategyReturnReported, new_event
 from rebal_allocation.allocation import METHOD_PARAMETERS
+from rebal_cli.api import nats_url as resolve_nats_url
 from rebal_cli.render import console as _console
 from rebal_cli.returns_file import ReturnsFileError, single_series
 from rebal_cli.support import (
-    DEFAULT_NATS_URL,
     EXIT_ERROR,
     EXIT_NOT_RUNNING,
     fail,
@@ -45,7 +45,10 @@ from rebal_cli.support import (
 # Publishes in flight at once while backfilling (each waits for its JetStream acknowledgement).
 BACKFILL_CONCURRENCY = 256
 
-NatsUrl = Annotated[str, typer.Option("--nats-url", envvar="REBAL__NATS__URL", help="NATS server.")]
+NatsUrl = Annotated[
+    str | None,
+    typer.Option("--nats-url", envvar="REBAL__NATS__URL", help="NATS server (default: the context's)."),
+]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")]
 
 
@@ -126,7 +129,7 @@ def backfill(
     file: Annotated[Path, typer.Argument(help="CSV (date,return) or JSON returns; see docs/bots.md.")],
     portfolio: Annotated[str, typer.Option("--portfolio", help="The portfolio the strategy belongs to.")],
     strategy: Annotated[str, typer.Option("--strategy", help="The strategy id.")],
-    nats_url: NatsUrl = DEFAULT_NATS_URL,
+    nats_url: NatsUrl = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="A progress bar.")] = True,
     as_json: AsJson = False,
 ) -> None:
@@ -141,7 +144,9 @@ def backfill(
         fail(str(exc))
     events = backfill_events(portfolio, strategy, series, datetime.now(UTC))
     try:
-        stored, duplicates = asyncio.run(_publish_all(nats_url, events, progress and not as_json))
+        stored, duplicates = asyncio.run(
+            _publish_all(resolve_nats_url(nats_url), events, progress and not as_json)
+        )
     except NotRunning as exc:
         fail(str(exc), EXIT_NOT_RUNNING)
     first, last = series[0][0].isoformat(), series[-1][0].isoformat()
@@ -323,7 +328,7 @@ def optimize(
     lookback: Annotated[int, typer.Option("--lookback", help="Offline: the last N common dates.")] = 365,
     min_weight: Annotated[float, typer.Option("--min-weight", help="Offline: per strategy.")] = 0.0,
     max_weight: Annotated[float, typer.Option("--max-weight", help="Offline: per strategy.")] = 1.0,
-    nats_url: NatsUrl = DEFAULT_NATS_URL,
+    nats_url: NatsUrl = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the optimizer.")] = (
         OPTIMIZE_TIMEOUT_SECONDS
     ),
@@ -363,7 +368,7 @@ def optimize(
             fail("--portfolio: name the portfolio to ask the running optimizer about, or give --returns FILE")
         _token(portfolio, "--portfolio")
         try:
-            answer = asyncio.run(_ask(nats_url, portfolio, timeout))
+            answer = asyncio.run(_ask(resolve_nats_url(nats_url), portfolio, timeout))
         except NotRunning as exc:
             fail(str(exc), EXIT_NOT_RUNNING)
         if isinstance(answer, OptimizationFailed):
@@ -373,6 +378,8 @@ def optimize(
         if found is None:
             fail(f"the optimizer answered for {portfolio} without an allocation", EXIT_ERROR)
         outcome = {
+            # Published as the portfolio's target: the next rebalance trades it (docs/cli.md).
+            "published_target": str(answer.event_id),
             "method": found.method,
             "status": found.status,
             "observations": found.observations,
@@ -391,6 +398,11 @@ def optimize(
         write_json(outcome)
         return
     _print_allocation(outcome, export)
+    if portfolio is not None and returns is None:
+        _console().print(
+            f"published as {portfolio}'s new target ({outcome['published_target']}): the next rebalance"
+            f" trades it; see what it would trade with: rebal plan --portfolio {portfolio}"
+        )
 
 
 def _print_allocation(outcome: dict[str, object], export: Path | None) -> None:

@@ -503,12 +503,39 @@ def _relative(path: Path, root: Path) -> str:
 
 
 API_TOKEN_FILE = "api-token"
+CLIENT_CONTEXT_FILE = "client.toml"
 
 
-def api_token_file(var_dir: Path) -> Path:
+def client_context_file(var_dir: Path) -> Path:
+    """Where `make run` writes the client context `rebal` finds by itself (`rebal_cli.context`)."""
+    return var_dir / CLIENT_CONTEXT_FILE
+
+
+def write_client_context(var_dir: Path, infra: Infra, services: Services) -> Path:
+    """The client context of the system just started: the API, NATS, Postgres and every service's URL, so
+    that `rebal` needs no environment variable, whichever ports were free."""
+    from rebal_cli import context
+
+    path = client_context_file(var_dir)
+    context.write(
+        path,
+        api_url=services["monitor"].url,
+        token_file=api_token_file(var_dir),
+        nats_url=infra.nats_url,
+        database_url=infra.database_url,
+        services={child.name: child.url for child in services},
+    )
+    return path
+
+
+API_VIEWER_TOKEN_FILE = "api-viewer-token"
+
+
+def api_token_file(var_dir: Path, name: str = API_TOKEN_FILE) -> Path:
     """The demo's API token (made once, kept in ``var/``, readable by its owner only): the monitor's API
-    and dashboard need one, and the CLI reads the same file (``REBAL__API__TOKEN_FILE``)."""
-    path = var_dir / API_TOKEN_FILE
+    and dashboard need one, and the CLI reads the same file (``REBAL__API__TOKEN_FILE``). With
+    `API_VIEWER_TOKEN_FILE`, the read-only token for viewers."""
+    path = var_dir / name
     if not path.exists():
         var_dir.mkdir(parents=True, exist_ok=True)
         path.touch(mode=0o600)
@@ -523,12 +550,8 @@ def summary(options: Options, infra: Infra, services: Services, bot: Child | Non
         return _relative(path, root)
 
     rebal = rel(Path(sys.executable).parent / "rebal")
-    default_nats = infra.nats_url == f"nats://{LOOPBACK}:{NATS_PORT}"
-    env = "" if default_nats else f"REBAL__NATS__URL={infra.nats_url} "
     token = api_token_file(options.var_dir.absolute())
     monitor = services["monitor"].url
-    api_env = f"REBAL__API__URL={monitor} " if services["monitor"].port != SERVICE_PORTS["monitor"] else ""
-    api_env += f"REBAL__API__TOKEN_FILE={rel(token)} "
     lines = [
         "",
         "Rebal is running.",
@@ -543,13 +566,16 @@ def summary(options: Options, infra: Infra, services: Services, bot: Child | Non
         lines.append(f"  {child.name:<11} {child.url}/readyz   {child.url}/metrics")
     lines += [
         "",
-        "  Try:",
-        f"    {env}{rebal} rebalance --portfolio {PORTFOLIO} --dry-run",
-        f"    {env}{rebal} rebalance --portfolio {PORTFOLIO}",
-        f"    {api_env}{rebal} status",
-        f"    {api_env}{rebal} plan --portfolio {PORTFOLIO}      (then: rebal approve PLAN_ID)",
+        f"  Try (rebal finds the system in {rel(client_context_file(options.var_dir.absolute()))},"
+        " from this directory or below):",
+        f"    {rebal} status",
+        f"    {rebal} rebalance --portfolio {PORTFOLIO} --dry-run",
+        f"    {rebal} rebalance --portfolio {PORTFOLIO}",
+        f"    {rebal} plan --portfolio {PORTFOLIO}      (then: rebal approve PLAN_ID)",
+        f"    {rebal} config show; {rebal} doctor",
         "",
         f"  Dashboard   {monitor}/?token=$(cat {rel(token)})   API docs {monitor}/docs",
+        f"    read-only {monitor}/?token=$(cat {rel(api_token_file(token.parent, API_VIEWER_TOKEN_FILE))})",
         f"    curl -s {services['planner'].url}/readyz",
         f"    psql {infra.database_url} -c 'SELECT run_id, status, placed, filled FROM runs'",
         "",
@@ -589,10 +615,14 @@ def run(options: Options) -> int:
             root=options.root,
             log_dir=log_dir,
             ports=options.service_ports,
+            # The demo trades paper money live: one switch for every service (the API takes live
+            # rebalances, every service reports the same mode; the monitor has the token live needs).
+            env={"REBAL__LIVE": "true"},
             service_env={
-                # Live like the demo's executor (paper money): the API takes live rebalances and the
-                # dashboard says "live" (it has the token live mode needs).
-                "monitor": {"REBAL__API__TOKEN_FILE": str(token), "REBAL__API__LIVE": "true"},
+                "monitor": {
+                    "REBAL__API__TOKEN_FILE": str(token),
+                    "REBAL__API__VIEWER_TOKEN_FILE": str(api_token_file(var_dir, API_VIEWER_TOKEN_FILE)),
+                },
                 "optimizer": demo_allocation(options.bot),
             },
         )
@@ -601,6 +631,8 @@ def run(options: Options) -> int:
         for child in services:
             child.wait_ready()
             _say(f"{child.name} ready on {child.url}")
+        context_file = write_client_context(var_dir, infra, services)
+        _say(f"client context for rebal in {_relative(context_file, options.root)}")
         if options.bot:
             bot = Child(
                 "demo-bot",

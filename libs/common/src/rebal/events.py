@@ -178,6 +178,21 @@ class ApprovePlan(Event):
     requested_by: str = "operator"
 
 
+class SetTarget(Event):
+    """An operator's desired tree for the portfolio (`rebal target set`, `PUT /portfolio/targets`), stored
+    by the API as `target_version`: the optimizer publishes it as the portfolio's `TargetWeightsComputed` and,
+    for a portfolio with an allocation, applies the allocation's weights to its strategy nodes from then
+    on. A manual target takes precedence over the optimizer's target file."""
+
+    topic = subjects.SET_TARGET
+    type: Literal["SetTarget"] = "SetTarget"
+    target_version: int = Field(ge=1)
+    tree: dict[str, Any]
+    author: str = Field(min_length=1, max_length=128)
+    note: str = ""
+    requested_by: str = "operator"
+
+
 class TakeSnapshot(Event):
     """Read the venues' balances now and publish a snapshot."""
 
@@ -609,6 +624,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         StrategyReturnReported,
         RunOptimization,
         OptimizationFailed,
+        SetTarget,
     )
 }
 

@@ -65,6 +65,15 @@ class CycleSummary:
     report: dict[str, Any] | None
     created_at: datetime
     updated_at: datetime
+    run_ids: tuple[uuid.UUID, ...] = ()
+
+
+@dataclass(frozen=True)
+class Traded:
+    """What a cycle's runs really did on the venue: the orders that got a fill, the fills."""
+
+    orders: int
+    fills: int
 
 
 async def fund(db: Queryable, fund_id: str, *, lock: bool = False) -> FundRecord | None:
@@ -142,7 +151,7 @@ async def open_flows(db: Queryable, fund_id: str, user: str | None = None) -> li
 async def recent_cycles(db: Queryable, fund_id: str, limit: int) -> list[CycleSummary]:
     """The fund's latest cycles, newest first, with the report of each one settled."""
     rows = await db.fetch(
-        "SELECT cycle_id, phase, status, report, created_at, updated_at FROM fund_cycles"
+        "SELECT cycle_id, phase, status, report, created_at, updated_at, run_ids FROM fund_cycles"
         " WHERE fund_id = $1 ORDER BY created_at DESC LIMIT $2",
         fund_id,
         limit,
@@ -155,6 +164,18 @@ async def recent_cycles(db: Queryable, fund_id: str, limit: int) -> list[CycleSu
             json.loads(row["report"]) if row["report"] else None,
             row["created_at"],
             row["updated_at"],
+            tuple(row["run_ids"]),
         )
         for row in rows
     ]
+
+
+async def traded(db: Queryable, run_ids: list[uuid.UUID]) -> Traded:
+    """The orders filled and the fills of a cycle's runs (a cycle can plan orders and trade nothing)."""
+    row = await db.fetchrow(
+        "SELECT count(DISTINCT client_order_id) AS orders, count(*) AS fills FROM fund_fills"
+        " WHERE run_id = ANY($1::uuid[])",
+        run_ids,
+    )
+    assert row is not None
+    return Traded(int(row["orders"]), int(row["fills"]))

@@ -116,3 +116,36 @@ CONSUMER_ACK_PENDING = Gauge(
     "Messages delivered to the service's durable consumer and not yet acknowledged.",
     ["service", "consumer"],
 )
+# The operators' API (served by the monitor): requests by route template (bounded), method and status.
+API_REQUESTS = Counter(
+    "rebal_api_requests_total",
+    "Requests to the operators' API and dashboard, by method, route template and status code.",
+    ["method", "route", "status"],
+)
+API_SECONDS = Histogram(
+    "rebal_api_request_seconds",
+    "Time to answer a request to the operators' API, by method and route template.",
+    ["method", "route"],
+)
+# What the monitor reads back from its journal every few seconds (`rebal_monitor.gauges`).
+LATEST_SNAPSHOT = Gauge(
+    "rebal_latest_snapshot_timestamp_seconds",
+    "When the portfolio's latest balance snapshot was taken (age: time() - this).",
+    ["portfolio"],
+)
+LATEST_TARGET = Gauge(
+    "rebal_latest_target_timestamp_seconds",
+    "When the portfolio's latest target was published (age: time() - this).",
+    ["portfolio"],
+)
+FUND_USERS = Gauge("rebal_fund_users", "Users holding something in the fund.", ["fund"])
+FUND_PENDING_FLOWS = Gauge(
+    "rebal_fund_pending_flows",
+    "Deposits and withdrawals waiting for a cycle or taken by the running one.",
+    ["fund", "kind"],
+)
+FUND_LAST_CYCLE = Gauge(
+    "rebal_fund_last_cycle_timestamp_seconds",
+    "When the fund's latest cycle last changed (settled, cancelled, or its phase moved), by its status.",
+    ["fund", "status"],
+)

@@ -6,7 +6,8 @@
 - ``/livez``: the process is up;
 - ``/readyz``: NATS answers, for services that use it Postgres answers, and no consumer is holding its
   messages until a dependency is back (503 and a JSON body naming what failed otherwise);
-- ``/metrics``: Prometheus text (FastStream's messaging metrics and the ``rebal_`` ones: `rebal.metrics`).
+- ``/metrics``: Prometheus text (FastStream's messaging metrics and the ``rebal_`` ones: `rebal.metrics`);
+- ``/config``: the settings it runs with, secrets masked, and its mode (to loopback clients only).
 
 Every broker also carries FastStream's OpenTelemetry middleware when tracing is on (`rebal.telemetry`:
 off unless ``OTEL_TRACES_EXPORTER`` says otherwise), and every service reports its build and mode
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import ipaddress
 import json
 import logging
 import os
@@ -168,6 +170,10 @@ def build(
     async def metrics(scope: Any) -> AsgiResponse:
         return AsgiResponse(generate_latest(REGISTRY), 200, headers={"content-type": CONTENT_TYPE_LATEST})
 
+    @get(include_in_schema=False)
+    async def config(scope: Any) -> AsgiResponse:
+        return config_response(name, settings, scope)
+
     async def declare() -> None:
         # Subscribers bind to existing streams: connect and declare them before the broker starts.
         await broker.connect()
@@ -186,7 +192,7 @@ def build(
     lag = ConsumerLag(broker, name)
     return AsgiFastStream(
         broker,
-        asgi_routes=[("/livez", livez), ("/readyz", readyz), ("/metrics", metrics)],
+        asgi_routes=[("/livez", livez), ("/readyz", readyz), ("/metrics", metrics), ("/config", config)],
         on_startup=[tracing.start, declare, *on_startup],
         after_startup=[start_batches, lag.start, *after_startup],
         on_shutdown=[lag.stop, stop_batches, *on_shutdown, tracing.stop],
@@ -195,20 +201,41 @@ def build(
 
 
 def mode_of(settings: ServiceSettings) -> str:
-    """``live`` when the service's settings enable live trading (the executor's ``live``, the API's
-    ``api.live``), else ``dry_run``."""
-    api = getattr(settings, "api", None)
-    live = getattr(settings, "live", False) is True or getattr(api, "live", False) is True
-    return "live" if live else "dry_run"
+    """``live`` when the system's one switch (``live``, REBAL__LIVE) is on, else ``dry_run``."""
+    return "live" if settings.live else "dry_run"
+
+
+def version() -> str:
+    try:
+        return metadata.version("rebal")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def report_build(settings: ServiceSettings) -> None:
-    try:
-        version = metadata.version("rebal")
-    except metadata.PackageNotFoundError:
-        version = "unknown"
     metrics.BUILD_INFO.clear()
-    metrics.BUILD_INFO.labels(version=version, mode=mode_of(settings)).set(1)
+    metrics.BUILD_INFO.labels(version=version(), mode=mode_of(settings)).set(1)
+
+
+def config_response(name: str, settings: ServiceSettings, scope: Any) -> AsgiResponse:
+    """``/config``: the settings the service runs with, secrets masked (`ServiceSettings.public`), its
+    mode and version. Answered to clients on this machine only (loopback: the operator's shell, a
+    ``kubectl port-forward``), like the configuration file it reflects; 403 to anyone else."""
+    client = scope.get("client") or ("", 0)
+    try:
+        local = ipaddress.ip_address(client[0]).is_loopback
+    except ValueError:
+        local = False
+    if not local:
+        refusal = {"detail": "/config answers clients on the service's own machine only (loopback)"}
+        return AsgiResponse(json.dumps(refusal).encode(), 403, headers={"content-type": "application/json"})
+    body: dict[str, Any] = {
+        "service": name,
+        "mode": mode_of(settings),
+        "version": version(),
+        "settings": settings.public(),
+    }
+    return AsgiResponse(json.dumps(body).encode(), 200, headers={"content-type": "application/json"})
 
 
 @dataclass

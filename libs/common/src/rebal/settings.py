@@ -8,6 +8,7 @@ be read from a file (``REBAL__DATABASE__URL_FILE``). Only production-safe defaul
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -88,13 +89,18 @@ API_TOKEN_MIN_LENGTH = 32
 class ApiSettings(Section):
     """The operators' REST API (served by the monitor; the CLI reads `token` to call it)."""
 
-    # Every API request needs `Authorization: Bearer <token>`; none configured refuses every request.
+    # Every API request needs `Authorization: Bearer <token>`; none configured refuses every request. The
+    # operator's token may do everything; a viewer's token (`viewer_token`) may only read: every request
+    # that changes something (plans, approvals, halt and resume, targets, funds) is refused to it (403).
     token: SecretStr | None = None
     token_file: Path | None = None
+    viewer_token: SecretStr | None = None
+    viewer_token_file: Path | None = None
     # Where operators' tools (`rebal`, REBAL__API__URL) reach this API; the monitor binds `http.host/port`.
     url: str = "http://127.0.0.1:8105"
-    # Live: plans may execute at once (`dry_run: false`); the API then refuses to start without a token of
-    # at least API_TOKEN_MIN_LENGTH characters.
+    # The former spelling of the service's `live` (REBAL__LIVE), kept so that REBAL__API__LIVE still works:
+    # the monitor takes either and keeps both equal. Live: plans may execute at once (`dry_run: false`);
+    # the API then refuses to start without a token of at least API_TOKEN_MIN_LENGTH characters.
     live: bool = False
     # A stored plan may be approved this long after it was made.
     plan_ttl_seconds: float = Field(default=300.0, gt=0)
@@ -115,6 +121,11 @@ class ApiSettings(Section):
                 self.token = SecretStr(self.token_file.read_text().strip())
             except OSError as exc:
                 raise ValueError(f"api.token_file {self.token_file}: {exc.strerror}") from None
+        if self.viewer_token_file is not None:
+            try:
+                self.viewer_token = SecretStr(self.viewer_token_file.read_text().strip())
+            except OSError as exc:
+                raise ValueError(f"api.viewer_token_file {self.viewer_token_file}: {exc.strerror}") from None
         return self
 
 
@@ -149,6 +160,9 @@ class ServiceSettings(Configured):
     database: DatabaseSettings = DatabaseSettings()
     http: HttpSettings = HttpSettings()
     portfolios: tuple[str, ...] = ("demo",)
+    # The system's mode, one switch for every service (REBAL__LIVE): live, the executor executes plans and
+    # the API takes immediate live rebalances; each service reports it (`rebal_build_info`, `/config`).
+    live: bool = False
 
     @model_validator(mode="after")
     def _default_port(self) -> ServiceSettings:
@@ -157,8 +171,26 @@ class ServiceSettings(Configured):
         return self
 
     def public(self) -> dict[str, Any]:
-        """The settings as a document with secrets masked (for logs and `rebal config show`)."""
-        return self.model_dump(mode="json")
+        """The settings as a document with secrets masked (for logs, `/config` and `rebal config show`)."""
+        document = masked(self.model_dump(mode="json"))
+        assert isinstance(document, dict)
+        return document
+
+
+MASK = "**********"
+# Values under keys like these are masked even when a setting forgot SecretStr.
+SECRET_KEY = re.compile(r"(password|secret|token|api_?key|private)", re.IGNORECASE)
+
+
+def masked(value: Any, key: str = "") -> Any:
+    """A settings document with every secret replaced by `MASK` (SecretStr dumps masked already)."""
+    if isinstance(value, dict):
+        return {k: masked(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [masked(v, key) for v in value]
+    if isinstance(value, str) and value and SECRET_KEY.search(key) and not key.endswith("_file"):
+        return MASK
+    return value
 
 
 class ConfigFileError(ValueError):

@@ -83,6 +83,7 @@ DEFINE_FUND = Topic("cmd", "fund", "define")
 RECORD_DEPOSIT = Topic("cmd", "fund", "deposit")
 REQUEST_WITHDRAWAL = Topic("cmd", "fund", "withdraw")
 RUN_FUND_CYCLE = Topic("cmd", "fund", "run_cycle")
+SET_TARGET = Topic("cmd", "targets", "set")
 RUN_OPTIMIZATION = Topic("cmd", "optimizer", "run")
 
 EVENT_TOPICS = (
@@ -112,6 +113,7 @@ COMMAND_TOPICS = (
     HALT_TRADING,
     RESUME_TRADING,
     RUN_OPTIMIZATION,
+    SET_TARGET,
 )
 
 # The bucket an event of each topic puts its large part in (topics without one always travel whole).

@@ -656,3 +656,54 @@ class PaperVenue:
                     row["asset"],
                     row["received"],
                 )
+
+
+@dataclass(frozen=True)
+class Credited:
+    """A deposit from outside onto a paper account: whether it was new, and the balance after it."""
+
+    new: bool
+    balance: Decimal
+
+
+async def credit(
+    pool: asyncpg.Pool,
+    exchange: str,
+    account: str,
+    asset: str,
+    amount: Decimal,
+    reference: str,
+    at: datetime,
+) -> Credited:
+    """Credit `amount` of `asset` to a paper account from outside, as money arriving on a real exchange
+    would (`rebal paper deposit`): recorded in `paper.deposits` once per (exchange, reference) and added
+    to the balance in the same transaction, so asking again with the same reference changes nothing."""
+    if not amount > 0:
+        raise ValueError(f"a deposit must be positive, not {amount}")
+    async with pool.acquire() as connection, connection.transaction():
+        new = await connection.fetchval(
+            "INSERT INTO paper.deposits (exchange, reference, account, asset, amount, credited_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING true",
+            exchange,
+            reference,
+            account,
+            asset,
+            amount,
+            at,
+        )
+        if new:
+            await connection.execute(
+                "INSERT INTO paper.balances (exchange, account, asset, amount) VALUES ($1, $2, $3, $4)"
+                " ON CONFLICT (exchange, account, asset) DO UPDATE SET amount = paper.balances.amount + $4",
+                exchange,
+                account,
+                asset,
+                amount,
+            )
+        balance = await connection.fetchval(
+            "SELECT amount FROM paper.balances WHERE exchange = $1 AND account = $2 AND asset = $3",
+            exchange,
+            account,
+            asset,
+        )
+    return Credited(bool(new), balance or Decimal(0))

@@ -13,11 +13,12 @@ from faststream.asgi import AsgiFastStream
 
 from rebal import bus, service
 from rebal_monitor.api import Deps, create_api
+from rebal_monitor.gauges import Gauges
 from rebal_monitor.handlers import SERVICE, Monitor, register
 from rebal_monitor.queries import ApiPool
 from rebal_monitor.settings import MonitorSettings
 
-HEALTH_PATHS = frozenset({"/livez", "/readyz", "/metrics"})
+HEALTH_PATHS = frozenset({"/livez", "/readyz", "/metrics", "/config"})
 
 
 class MonitorApp:
@@ -46,13 +47,15 @@ def build(settings: MonitorSettings) -> MonitorApp:
             raise RuntimeError("NATS does not answer")
 
     api_database = ApiPool(settings.database.url.get_secret_value(), settings.database.pool_size)
+    gauges = Gauges(lambda: api_database.pool)
     stream = service.build(
         SERVICE,
         broker,
         settings,
         checks=[("postgres", database.ping)],
         on_startup=[monitor.start, api_database.open],  # migrations first
-        on_shutdown=[api_database.close, database.close],
+        after_startup=[gauges.start],
+        on_shutdown=[gauges.stop, api_database.close, database.close],
     )
     deps = Deps(
         pool=lambda: api_database.pool,

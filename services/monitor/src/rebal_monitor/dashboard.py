@@ -6,25 +6,19 @@ field, or given once as ``/?token=...`` (taken out of the address bar at once). 
 carry no data, so they are served without a token. Plotly.js comes from the ``plotly`` wheel: no CDN, no
 Node build; these machines and many operators' servers are offline.
 
-`equity_points` computes the series the equity chart needs (``GET /portfolio/equity``, in
-``api/portfolio.py``): the growth of 1 invested in the equally weighted mix of the portfolio's
-strategies, from the same returns and the same mixing as ``GET /portfolio/performance``'s ``combined``,
-so the curve's drawdown is the one the page shows. The API (`rebal_monitor.api.create_api`) mounts
+The figures it shows are the portfolio's own (``GET /portfolio/performance``'s ``portfolio`` and
+``GET /portfolio/equity``, from its snapshots, net of deposits and withdrawals); the strategies' figures
+are shown beside them, labelled as the strategies'. The API (`rebal_monitor.api.create_api`) mounts
 ``dashboard.router``.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse
-
-from rebal.core import performance as perf
 
 STATIC = Path(__file__).parent / "static"
 # The scripts and styles change with the code: a browser revalidates them (cheap: ETag, 304). Plotly.js
@@ -35,8 +29,6 @@ CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:;"
     " connect-src 'self'; font-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
-# The equity curve is thinned to at most this many points (the last one always kept).
-EQUITY_MAX_POINTS = 1000
 PORTFOLIO_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 MEDIA_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
 
@@ -88,27 +80,3 @@ async def asset(name: str) -> FileResponse:
             "X-Content-Type-Options": "nosniff",
         },
     )
-
-
-def equity_points(
-    series: dict[str, tuple[list[float], list[float]]],
-) -> tuple[list[dict[str, Any]], float | None]:
-    """The compounded equally weighted mix of the strategies' returns at their shared timestamps (as
-    `GET /portfolio/performance` mixes them), thinned to EQUITY_MAX_POINTS; and its max drawdown."""
-    if not series:
-        return [], None
-    stamps, matrix = perf.align([s for s, _ in series.values()], [v for _, v in series.values()])
-    if not matrix.size:
-        return [], None
-    mixed = matrix.mean(axis=1)
-    curve = np.cumprod(1.0 + mixed)
-    drawdown = perf.performance(mixed).max_drawdown
-    step = max(1, -(-len(curve) // EQUITY_MAX_POINTS))
-    keep = list(range(0, len(curve), step))
-    if keep[-1] != len(curve) - 1:
-        keep.append(len(curve) - 1)
-    points = [
-        {"t": datetime.fromtimestamp(float(stamps[i]), UTC).isoformat(), "equity": float(curve[i])}
-        for i in keep
-    ]
-    return points, float(drawdown) if np.isfinite(drawdown) else None

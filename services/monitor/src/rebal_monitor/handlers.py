@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from faststream.nats import NatsBroker
 
-from rebal import bus, db, subjects
-from rebal.events import Event
+from rebal import bus, db, metrics, subjects
+from rebal.events import BalanceSnapshotTaken, Event, TargetWeightsComputed
 from rebal.service import Database
 from rebal_monitor.journal import record_many
 
@@ -34,6 +34,13 @@ class Monitor:
         if pool is None:
             raise RuntimeError("the database pool is not open")
         await record_many(pool, events)
+        for event in events:  # at once (`rebal_monitor.gauges` reads them back every few seconds too)
+            if isinstance(event, BalanceSnapshotTaken):
+                metrics.LATEST_SNAPSHOT.labels(portfolio=event.portfolio_id).set(
+                    event.occurred_at.timestamp()
+                )
+            elif isinstance(event, TargetWeightsComputed):
+                metrics.LATEST_TARGET.labels(portfolio=event.portfolio_id).set(event.occurred_at.timestamp())
 
 
 def register(broker: NatsBroker, publisher: bus.Publisher, monitor: Monitor) -> None:

@@ -3,18 +3,25 @@
 The journal row is inserted only if new, and the projections are applied only then, in the same
 transaction, so a redelivered event changes nothing. Projections do not depend on arrival order (a
 redelivery can bring a fill before its order, or a run's end before its plan): a late order picks up the
-fills already recorded, and a run row is upserted by whichever of its events comes first.
+fills already recorded, and a run row is upserted by whichever of its events comes first. A snapshot's
+value is kept in `portfolio_values` (the portfolio's performance is computed from them). A run's skips
+are the plan's (listed with their reasons in `skips`) and the executor's (`run_skipped`, its reasons in
+`reasons`): `skipped` is the larger count, whichever event came first.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
 
 import asyncpg
 
+from rebal.core.errors import InputError
 from rebal.db import Connection
 from rebal.events import (
+    BalanceSnapshotTaken,
     Event,
     OrderFilled,
     OrderPlaced,
@@ -23,6 +30,7 @@ from rebal.events import (
     RunFinished,
     RunStarted,
 )
+from rebal_monitor.views import snapshot_value
 
 
 async def record(pool: asyncpg.Pool, event: Event) -> bool:
@@ -59,13 +67,17 @@ async def _record(connection: Connection, event: Event) -> bool:
 
 
 async def _project(connection: Connection, event: Event) -> None:
-    if isinstance(event, RebalancePlanned):
+    if isinstance(event, BalanceSnapshotTaken):
+        await record_value(connection, event.event_id, event.portfolio_id, event.occurred_at,
+                           event.model_dump(mode="json"))  # fmt: skip
+    elif isinstance(event, RebalancePlanned):
         # Whatever came first (RunStarted, RunFinished after a redelivery) keeps its status.
         await connection.execute(
             "INSERT INTO runs (run_id, portfolio_id, plan_id, dry_run, status, orders, skipped, reasons,"
             " planned_at, skips) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10::jsonb)"
             " ON CONFLICT (run_id) DO UPDATE SET plan_id = EXCLUDED.plan_id, dry_run = EXCLUDED.dry_run,"
             " orders = EXCLUDED.orders, skips = EXCLUDED.skips,"
+            " skipped = GREATEST(EXCLUDED.skipped, runs.run_skipped),"
             " planned_at = LEAST(runs.planned_at, EXCLUDED.planned_at)",
             event.correlation_id,
             event.portfolio_id,
@@ -144,11 +156,12 @@ async def _project(connection: Connection, event: Event) -> None:
     elif isinstance(event, RunFinished):
         await connection.execute(
             "INSERT INTO runs (run_id, portfolio_id, plan_id, dry_run, status, placed, filled, skipped,"
-            " failed, reasons, planned_at, finished_at)"
-            " VALUES ($1, $2, $3, false, $4, $5, $6, $7, $8, $9::jsonb, $10, $10)"
+            " run_skipped, failed, reasons, planned_at, finished_at)"
+            " VALUES ($1, $2, $3, false, $4, $5, $6, $7, $7, $8, $9::jsonb, $10, $10)"
             " ON CONFLICT (run_id) DO UPDATE SET status = EXCLUDED.status, placed = EXCLUDED.placed,"
-            " filled = EXCLUDED.filled, skipped = EXCLUDED.skipped, failed = EXCLUDED.failed,"
-            " reasons = EXCLUDED.reasons, finished_at = EXCLUDED.finished_at",
+            " filled = EXCLUDED.filled, run_skipped = EXCLUDED.run_skipped,"
+            " skipped = GREATEST(EXCLUDED.run_skipped, jsonb_array_length(runs.skips)),"
+            " failed = EXCLUDED.failed, reasons = EXCLUDED.reasons, finished_at = EXCLUDED.finished_at",
             event.correlation_id,
             event.portfolio_id,
             event.plan_id,
@@ -160,3 +173,24 @@ async def _project(connection: Connection, event: Event) -> None:
             json.dumps(list(event.reasons)),
             event.occurred_at,
         )
+
+
+async def record_value(
+    connection: Connection, snapshot_id: Any, portfolio: str, at: datetime, payload: dict[str, Any]
+) -> bool:
+    """What the portfolio was worth at a snapshot (`portfolio_values`); False when the snapshot does not
+    parse (it is journaled all the same, and the planner says why it cannot plan with it)."""
+    try:
+        value, quote = snapshot_value(payload)
+    except (InputError, KeyError, TypeError):
+        return False
+    await connection.execute(
+        "INSERT INTO portfolio_values (snapshot_id, portfolio_id, at, value, quote)"
+        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        snapshot_id,
+        portfolio,
+        at,
+        value,
+        quote,
+    )
+    return True

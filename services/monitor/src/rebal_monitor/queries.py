@@ -293,6 +293,17 @@ async def history(
     return runs, more
 
 
+async def latest_run(pool: asyncpg.Pool, portfolio: str, *, dry_run: bool) -> JsonDict | None:
+    """The portfolio's latest real run (`dry_run` False) or latest preview, without its orders."""
+    row = await pool.fetchrow(
+        f"SELECT {RUN_COLUMNS} FROM runs WHERE portfolio_id = $1 AND dry_run = $2"
+        " ORDER BY planned_at DESC, run_id DESC LIMIT 1",
+        portfolio,
+        dry_run,
+    )
+    return None if row is None else _run(row)
+
+
 def _iso(column: str) -> str:
     """A timestamptz as JSON: ISO 8601 with the session's offset, UTC on the API's connections."""
     return column
@@ -362,6 +373,77 @@ async def history_json(
         row = await pool.fetchrow(HISTORY_AFTER, portfolio, include_previews, limit, *after)
     assert row is not None
     return row["runs"], (row["last_at"], row["last_id"]) if row["more"] else None
+
+
+# The portfolio's own values and the money that came in or went out.
+
+# At most this many snapshots journaled before `portfolio_values` existed are valued per request.
+BACKFILL_VALUES = 2000
+
+
+@dataclass(frozen=True)
+class Flow:
+    """Money that came into (amount > 0) or went out of (< 0) an account of the portfolio."""
+
+    at: datetime
+    asset: str
+    amount: Decimal
+    kind: str
+    reference: str
+
+
+async def portfolio_values(pool: asyncpg.Pool, portfolio: str) -> tuple[list[float], list[float], str | None]:
+    """(times in seconds, values, the valuation currency) of the portfolio's snapshots, oldest first."""
+    rows = await pool.fetch(
+        "SELECT extract(epoch FROM at)::float8 AS t, value, quote FROM portfolio_values"
+        " WHERE portfolio_id = $1 ORDER BY at, snapshot_id",
+        portfolio,
+    )
+    quote = rows[-1]["quote"] if rows else None
+    return [row["t"] for row in rows], [row["value"] for row in rows], quote
+
+
+async def snapshots_without_value(pool: asyncpg.Pool, portfolio: str) -> list[Stored]:
+    """Snapshots journaled before their values were kept (at most `BACKFILL_VALUES`)."""
+    rows = await pool.fetch(
+        "SELECT e.event_id, e.occurred_at, e.payload::text AS payload FROM events e"
+        " LEFT JOIN portfolio_values v ON v.snapshot_id = e.event_id"
+        " WHERE e.portfolio_id = $1 AND e.type = 'BalanceSnapshotTaken' AND v.snapshot_id IS NULL"
+        " ORDER BY e.occurred_at DESC LIMIT $2",
+        portfolio,
+        BACKFILL_VALUES,
+    )
+    return [Stored(row["event_id"], row["occurred_at"], json.loads(row["payload"])) for row in rows]
+
+
+FLOWS = """
+WITH accounts(exchange, account) AS (SELECT * FROM unnest($1::text[], $2::text[]))
+SELECT f.created_at AS at, fu.quote AS asset, f.amount AS amount, 'fund deposit' AS kind,
+       fu.fund_id || ': ' || f.user_id AS reference
+  FROM fund_flows f JOIN funds fu USING (fund_id)
+ WHERE f.kind = 'deposit' AND f.status <> 'rejected' AND (fu.exchange, fu.account) IN (SELECT * FROM accounts)
+UNION ALL
+SELECT c.updated_at, fu.quote, -f.paid, 'fund withdrawal', fu.fund_id || ': ' || f.user_id
+  FROM fund_flows f JOIN funds fu USING (fund_id) JOIN fund_cycles c ON c.cycle_id = f.cycle_id
+ WHERE f.kind = 'withdrawal' AND f.status = 'done' AND f.paid > 0
+   AND (fu.exchange, fu.account) IN (SELECT * FROM accounts)
+UNION ALL
+SELECT d.credited_at, d.asset, d.amount, 'paper deposit', d.reference
+  FROM paper.deposits d
+ WHERE (d.exchange, d.account) IN (SELECT * FROM accounts)
+   AND NOT EXISTS (SELECT 1 FROM funds fu WHERE fu.exchange = d.exchange AND fu.account = d.account)
+ORDER BY 1
+"""
+
+
+async def portfolio_flows(pool: asyncpg.Pool, accounts: Sequence[tuple[str, str]]) -> list[Flow]:
+    """The money that came into or went out of these (exchange, account)s: a fund's deposits and paid
+    withdrawals (a fund's ledger says whose money it is), and deposits onto the paper exchange's other
+    accounts (`rebal paper deposit`)."""
+    if not accounts:
+        return []
+    rows = await pool.fetch(FLOWS, [a[0] for a in accounts], [a[1] for a in accounts])
+    return [Flow(row["at"], row["asset"], row["amount"], row["kind"], row["reference"]) for row in rows]
 
 
 # Strategies.

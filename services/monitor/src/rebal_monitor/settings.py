@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from pydantic import model_validator
+
 from rebal.settings import API_TOKEN_MIN_LENGTH, ApiSettings, ServiceSettings
 
 
@@ -11,6 +13,14 @@ class MonitorSettings(ServiceSettings):
     service: ClassVar[str] = "monitor"
 
     api: ApiSettings = ApiSettings()
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> MonitorSettings:
+        """`live` (REBAL__LIVE, every service's switch) and its former spelling `api.live` are one fact."""
+        if self.live != self.api.live:
+            self.live = True
+            self.api = self.api.model_copy(update={"live": True})
+        return self
 
 
 def token_problem(settings: MonitorSettings) -> str | None:
@@ -21,5 +31,11 @@ def token_problem(settings: MonitorSettings) -> str | None:
         return (
             f"api.token: live mode needs a bearer token of at least {API_TOKEN_MIN_LENGTH} characters"
             f" ({what}); set REBAL__API__TOKEN or REBAL__API__TOKEN_FILE"
+        )
+    viewer = settings.api.viewer_token.get_secret_value() if settings.api.viewer_token is not None else ""
+    if settings.api.live and viewer and len(viewer) < API_TOKEN_MIN_LENGTH:
+        return (
+            f"api.viewer_token: live mode needs tokens of at least {API_TOKEN_MIN_LENGTH} characters"
+            f" (only {len(viewer)} characters)"
         )
     return None

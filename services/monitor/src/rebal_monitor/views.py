@@ -10,16 +10,21 @@ import binascii
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from rebal.core.diff import DiffTree, diff_trees
-from rebal.core.market import Prices
+from rebal.core.display import quote_places
+from rebal.core.errors import InputError
+from rebal.core.market import Markets, Prices
 from rebal.core.numbers import dec_str, money_str, weight_str
+from rebal.core.plan import plan_rebalance
+from rebal.core.portfolio_performance import PortfolioPerformance, describe_step, tree_value
 from rebal.core.shown import shown_nodes
 from rebal.core.tree import parse_tree
 from rebal.events import ProjectedWeight
+from rebal.render import plan_json
 
 JsonDict = dict[str, Any]
 
@@ -30,6 +35,134 @@ def diff_of(snapshot: Mapping[str, Any], target: Mapping[str, Any], band: float 
     real = parse_tree(snapshot["tree"], "real")
     desired = parse_tree(target["tree"], "target")
     return diff_trees(real, desired, Prices.parse(snapshot["prices"]), band=band)
+
+
+def snapshot_value(snapshot: Mapping[str, Any]) -> tuple[float, str]:
+    """The free value of a `BalanceSnapshotTaken` payload and its valuation currency (raises
+    `InputError` for a snapshot that does not parse)."""
+    prices = Prices.parse(snapshot["prices"])
+    return tree_value(parse_tree(snapshot["tree"], "real"), prices), prices.quote
+
+
+def valued_flows(flows: Sequence[Any], prices: Prices) -> tuple[list[float], list[float], list[JsonDict]]:
+    """Flows (`queries.Flow`) in the valuation currency at `prices` (the latest snapshot's: the quote is
+    exact, another asset is valued at its latest price): times, values, and the flows as the API shows
+    them. A flow in an asset without a price is listed, not counted."""
+    times: list[float] = []
+    values: list[float] = []
+    shown: list[JsonDict] = []
+    for flow in flows:
+        price = prices.get(flow.asset)
+        value = None if price is None else flow.amount * price
+        if value is not None:
+            times.append(flow.at.timestamp())
+            values.append(float(value))
+        shown.append(
+            {
+                "at": flow.at.isoformat(),
+                "kind": flow.kind,
+                "asset": flow.asset,
+                "amount": dec_str(flow.amount),
+                "value": None if value is None else money_str(float(value)),
+                "reference": flow.reference,
+            }
+        )
+    return times, values, shown
+
+
+def performance_json(result: PortfolioPerformance | None, quote: str | None) -> JsonDict:
+    """The portfolio's own figures as the API gives them: values as decimal strings, ratios as numbers,
+    the grid's step stated, and why nothing is annualised when it is not."""
+    places = quote_places(quote)
+    if result is None:
+        return {"quote": quote, "money_places": places, "periods": 0,
+                "not_annualised": "fewer than two valuations of the portfolio yet"}  # fmt: skip
+    annual = result.annualised
+    return {
+        "quote": quote,
+        "money_places": places,
+        "frequency": {
+            "step_seconds": result.step_seconds,
+            "step": describe_step(result.step_seconds),
+            "resampling": f"the last valuation in each {describe_step(result.step_seconds)} period",
+        },
+        "periods": result.periods,
+        "observations": result.observations,
+        "from": datetime.fromtimestamp(result.first_at, UTC).isoformat(),
+        "to": datetime.fromtimestamp(result.last_at, UTC).isoformat(),
+        "first_value": money_str(result.first_value),
+        "last_value": money_str(result.last_value),
+        "net_flows": money_str(result.net_flows),
+        "time_weighted_return": result.time_weighted_return,
+        "max_drawdown": result.max_drawdown,
+        "volatility_per_period": result.volatility_per_period,
+        "annualised": None
+        if annual is None
+        else {
+            "periods_per_year": annual.periods_per_year,
+            "return": annual.annualised_return,
+            "volatility": annual.volatility,
+            "sharpe": annual.sharpe,
+            "sortino": annual.sortino,
+        },
+        "not_annualised": result.not_annualised,
+    }
+
+
+def equity_points(result: PortfolioPerformance | None) -> list[JsonDict]:
+    """The grid's points: time, value, and the growth of 1 net of flows."""
+    if result is None:
+        return []
+    return [
+        {
+            "t": datetime.fromtimestamp(float(t), UTC).isoformat(),
+            "value": money_str(float(v)),
+            "index": float(i),
+        }
+        for t, v, i in zip(result.grid.tolist(), result.values.tolist(), result.index.tolist(), strict=True)
+    ]
+
+
+def money_of(snapshot: Mapping[str, Any]) -> JsonDict:
+    """The valuation currency of a snapshot and the places its money is shown with."""
+    prices = snapshot.get("prices")
+    quote = prices.get("quote") if isinstance(prices, Mapping) else None
+    return {"quote": quote, "money_places": quote_places(quote if isinstance(quote, str) else None)}
+
+
+def amount_steps(snapshot: Mapping[str, Any]) -> dict[str, str]:
+    """Each base asset's amount step in the snapshot's markets (the first market listing it)."""
+    try:
+        markets = Markets.parse(snapshot.get("markets"))
+    except InputError:
+        return {}
+    steps: dict[str, str] = {}
+    for exchange in sorted(markets.exchanges):
+        for market in markets.exchanges[exchange].values():
+            steps.setdefault(market.base, dec_str(market.amount_step))
+    return dict(sorted(steps.items()))
+
+
+def check_target(tree: Mapping[str, Any]) -> None:
+    """A desired tree as `rebal plan` checks its target (raises `InputError` naming the node)."""
+    parse_tree(tree, "target")
+
+
+def target_preview(snapshot: Mapping[str, Any], tree: Mapping[str, Any]) -> JsonDict:
+    """What setting `tree` as the target would trade now, from a `BalanceSnapshotTaken` payload: the
+    orders, transfers and skips (as `rebal plan` gives them) and each shown node's share of the portfolio
+    now and under the new target. Raises `InputError` when the tree is not a valid target or does not fit
+    the snapshot."""
+    diff = diff_of(snapshot, {"tree": tree})
+    plan = plan_json(plan_rebalance(diff, Markets.parse(snapshot.get("markets"))))
+    total, rows = weights(diff)
+    return {
+        "total_value": total,
+        "orders": plan["orders"],
+        "transfers": plan["transfers"],
+        "skipped": plan["skipped"],
+        "weights": [{k: row[k] for k in ("path", "kind", "actual_share", "target_share")} for row in rows],
+    }
 
 
 def weights(diff: DiffTree) -> tuple[str, list[JsonDict]]:

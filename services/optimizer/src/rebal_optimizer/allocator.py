@@ -118,6 +118,8 @@ class Allocator:
     solved_at_count: int | None = None
     positions: dict[str, dict[str, Decimal]] | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # The operators' tree when one is set (`rebal_optimizer.manual`): the base instead of `base_file`.
+    manual_base: Callable[[], dict[str, Any] | None] = lambda: None
 
     async def run(self, trigger: Trigger) -> TargetWeightsComputed | OptimizationFailed:
         async with self.lock:
@@ -142,6 +144,8 @@ class Allocator:
                 return False
             if await self.history.latest_id(TargetWeightsComputed, self.portfolio) is not None:
                 return False
+            if self.manual_base() is not None:
+                return False  # the operators' target is published as it was set
             try:
                 event = target_event(self.portfolio, self.base_file, now=self.clock())
             except FileError as exc:
@@ -190,7 +194,7 @@ class Allocator:
     ) -> TargetWeightsComputed | OptimizationFailed:
         settings = self.settings
         try:
-            base = load(self.base_file, lambda doc: (parse_tree(doc, "target"), doc)[1])
+            base = self.manual_base() or load(self.base_file, lambda doc: (parse_tree(doc, "target"), doc)[1])
         except FileError as exc:
             return self._failed(trigger, f"base tree: {exc}")
         if not isinstance(base, dict):

@@ -14,6 +14,7 @@ from threadpoolctl import threadpool_limits
 from rebal import bus, db, service
 from rebal_optimizer.allocator import ReturnMatrix
 from rebal_optimizer.handlers import SERVICE, Allocations, Targets, register
+from rebal_optimizer.manual import ManualTargets
 from rebal_optimizer.settings import OptimizerSettings
 from rebal_optimizer.store import PostgresStrategyData
 
@@ -56,18 +57,19 @@ def build(settings: OptimizerSettings) -> AsgiFastStream:
     broker = service.make_broker(settings, SERVICE)
     publisher = bus.Publisher(broker)
     history = bus.StreamHistory(broker)
-    targets = Targets(publisher, history, settings)
     database = service.Database(settings.database.url.get_secret_value(), settings.database.pool_size)
+    # The operators' targets are read from Postgres when it answers (the optimizer works without it).
+    manual = ManualTargets(database, publisher, history)
+    targets = Targets(publisher, history, settings, manual=manual)
     data = LazyData(database)
-    allocations = Allocations(publisher, history, settings, data)
-    register(broker, publisher, allocations)
+    allocations = Allocations(publisher, history, settings, data, manual=manual)
+    register(broker, publisher, allocations, manual)
     checks = [("targets", targets.ready)]
     on_startup = []
-    on_shutdown = [targets.stop, allocations.stop]
+    on_shutdown = [targets.stop, allocations.stop, database.close]
     if settings.allocations:
         checks.append(("postgres", database.ping))
         on_startup.append(data.open)
-        on_shutdown.append(database.close)
     return service.build(
         SERVICE,
         broker,

@@ -6,6 +6,7 @@ change (reconciler mode), and on a `RunOptimization` command."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,9 +15,10 @@ from datetime import UTC, datetime
 from faststream.nats import NatsBroker
 
 from rebal import bus
-from rebal.events import OptimizationFailed, RunOptimization, TargetWeightsComputed
+from rebal.events import OptimizationFailed, RunOptimization, SetTarget, TargetWeightsComputed
 from rebal.io import FileError
 from rebal_optimizer.allocator import Allocator, StrategyData, Trigger, positions_key
+from rebal_optimizer.manual import ManualTargets
 from rebal_optimizer.settings import OptimizerSettings
 from rebal_optimizer.targets import target_event
 
@@ -32,11 +34,27 @@ class Targets:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     problems: dict[str, str] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
+    # The operators' targets: the latest manual version replaces the file (`rebal_optimizer.manual`).
+    manual: ManualTargets | None = None
+
+    async def publish_manual(self) -> None:
+        if self.manual is None:
+            return
+        try:
+            await self.manual.refresh()
+        except Exception as exc:  # noqa: BLE001 - Postgres away or not migrated yet: the next tick again
+            log.warning("the operators' targets could not be read: %s", exc)
+        for portfolio in sorted(self.manual.versions):
+            if portfolio not in self.settings.allocations and await self.manual.publish_if_missing(portfolio):
+                log.info("published the operators' target of %s", portfolio)
 
     async def publish_all(self) -> None:
+        await self.publish_manual()
         for portfolio, path in sorted(self.settings.targets.files.items()):
             if portfolio in self.settings.allocations:
                 continue  # the file is the base tree of the allocation
+            if self.manual is not None and self.manual.base(portfolio) is not None:
+                continue  # the operators' version takes precedence over the file
             try:
                 event = target_event(portfolio, path, now=self.clock())
             except FileError as exc:
@@ -83,6 +101,7 @@ class Allocations:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     allocators: dict[str, Allocator] = field(default_factory=dict)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    manual: ManualTargets | None = None
 
     def __post_init__(self) -> None:
         for portfolio, allocation in sorted(self.settings.allocations.items()):
@@ -90,6 +109,8 @@ class Allocations:
             self.allocators[portfolio] = Allocator(
                 portfolio, allocation, base, self.data, self.history, self.publisher, self.clock
             )
+            if self.manual is not None:  # the operators' tree, when set, is the allocation's base
+                self.allocators[portfolio].manual_base = functools.partial(self.manual.base, portfolio)
 
     async def on_command(self, command: RunOptimization) -> None:
         allocator = self.allocators.get(command.portfolio_id)
@@ -151,7 +172,12 @@ def _next_tick(now: float, interval: float) -> float | None:
     return None if interval <= 0 else (now // interval + 1) * interval
 
 
-def register(broker: NatsBroker, publisher: bus.Publisher, allocations: Allocations) -> None:
+def register(
+    broker: NatsBroker,
+    publisher: bus.Publisher,
+    allocations: Allocations,
+    manual: ManualTargets | None = None,
+) -> None:
     bus.consume(
         broker,
         publisher,
@@ -160,3 +186,12 @@ def register(broker: NatsBroker, publisher: bus.Publisher, allocations: Allocati
         durable="optimizer-commands",
         handler=allocations.on_command,
     )
+    if manual is not None:
+        bus.consume(
+            broker,
+            publisher,
+            service=SERVICE,
+            kind=SetTarget,
+            durable="optimizer-targets",
+            handler=manual.on_set,
+        )

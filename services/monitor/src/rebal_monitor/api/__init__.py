@@ -9,31 +9,58 @@ requests get a 4xx whose `detail` names what is wrong and where; nothing a clien
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
+import time
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 
+from rebal import metrics
 from rebal_monitor import dashboard
-from rebal_monitor.api import exports, funds, operations, plans, portfolio
+from rebal_monitor.api import exports, funds, operations, plans, portfolio, targets
 from rebal_monitor.api.deps import Deps, Problem
 
 __all__ = ["Deps", "Problem", "create_api"]
+DOCS_STATIC = "/static/docs"
 
 
 def create_api(deps: Deps) -> FastAPI:
     """The API and the dashboard on `deps` (every route finds them on ``app.state.deps``)."""
-    api = FastAPI(
+    # /docs (Swagger UI) and /redoc load their scripts from the fastapi-offline wheel, never a CDN: the
+    # page works on a machine without internet, like the dashboard.
+    api = FastAPIOffline(
         title="Rebal operators' API",
         version="1",
         description="See docs/api.md. Every endpoint needs `Authorization: Bearer <token>`.",
+        static_url=DOCS_STATIC,
     )
     api.state.deps = deps
+    api.middleware("http")(_measured)
     api.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
     api.add_exception_handler(Problem, _problem)  # type: ignore[arg-type]
-    for module in (portfolio, plans, operations, exports, funds):
+    for module in (portfolio, targets, plans, operations, exports, funds):
         api.include_router(module.router)
     api.include_router(dashboard.router)  # the page at / and its static files (no token)
     return api
+
+
+async def _measured(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    """Count and time every request by its route template (bounded: ids are not in it)."""
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await call_next(request)
+        status = response.status_code
+        return response
+    finally:
+        route = request.scope.get("route")
+        template = getattr(route, "path", None) or "unmatched"
+        metrics.API_REQUESTS.labels(method=request.method, route=template, status=str(status)).inc()
+        metrics.API_SECONDS.labels(method=request.method, route=template).observe(
+            time.perf_counter() - started
+        )
 
 
 async def _problem(request: Request, exc: Problem) -> JSONResponse:

@@ -3,7 +3,9 @@
 The monitor's app puts one `Deps` on ``app.state.deps``; routes ask for it (`Needs`), for the API's pool
 (`Db`, a 503 while it is not open), for the portfolio a request is about (`Chosen`: the first configured
 one by default) or for a page's cursor (`After`). Every router carries `Authorised`: a bearer token
-compared in constant time. A request the API refuses raises `Problem`: a status and one sentence.
+compared in constant time, the operator's (everything) or a viewer's (reads only: `OperatorOnly` on
+every route that changes something). A request the API refuses raises `Problem`: a status and one
+sentence.
 """
 
 from __future__ import annotations
@@ -72,19 +74,44 @@ Needs = Annotated[Deps, Depends(deps_of)]
 bearer = HTTPBearer(auto_error=False, description="the token from REBAL__API__TOKEN(_FILE)")
 
 
+OPERATOR, VIEWER = "operator", "viewer"
+
+
 async def authorised(
     deps: Needs, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
-) -> None:
-    token = deps.settings.token
-    if token is None or not token.get_secret_value():
+) -> str:
+    """The scope of the request's token: `OPERATOR` (may do everything) or `VIEWER` (may only read).
+    Each configured token is compared in constant time."""
+    tokens = [
+        (scope, secret.get_secret_value().encode())
+        for scope, secret in ((OPERATOR, deps.settings.token), (VIEWER, deps.settings.viewer_token))
+        if secret is not None and secret.get_secret_value()
+    ]
+    if not tokens:
         raise Problem(401, "the API has no token configured (REBAL__API__TOKEN): every request is refused")
     if credentials is None:
         raise Problem(401, "missing 'Authorization: Bearer <token>' header")
-    if not secrets.compare_digest(credentials.credentials.encode(), token.get_secret_value().encode()):
+    given = credentials.credentials.encode()
+    matches = [scope for scope, token in tokens if secrets.compare_digest(given, token)]
+    if not matches:
         raise Problem(401, "wrong bearer token")
+    return matches[0]
 
 
+async def operator_only(scope: Annotated[str, Depends(authorised)]) -> None:
+    if scope != OPERATOR:
+        raise Problem(
+            403,
+            "this token may only read (a viewer's): plans, approvals, halt and resume, targets and funds"
+            " need the operator's token",
+        )
+
+
+# Every router carries `Authorised` (any token: read); every route that changes something adds
+# `OperatorOnly`.
 Authorised = Depends(authorised)
+OperatorOnly = Depends(operator_only)
+Scope = Annotated[str, Depends(authorised)]
 
 
 def pool_of(deps: Needs) -> asyncpg.Pool:

@@ -28,11 +28,20 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from rebal import fund_store
+from rebal.core.display import money_text
 from rebal.core.errors import InputError
 from rebal.core.funds import account_holdings, drift, dust, fund_quotes, reconcile_totals
 from rebal.core.market import Markets, Prices
 from rebal.core.numbers import dec_str
-from rebal.events import DefineFund, Event, RecordDeposit, RequestWithdrawal, RunFundCycle, new_event
+from rebal.events import (
+    DefineFund,
+    Event,
+    RecordDeposit,
+    RequestWithdrawal,
+    RunFundCycle,
+    derive_id,
+    new_event,
+)
 from rebal.fund_store import FundRecord
 from rebal_monitor import queries
 from rebal_monitor.api.deps import (
@@ -42,6 +51,7 @@ from rebal_monitor.api.deps import (
     Deps,
     JsonDict,
     Needs,
+    OperatorOnly,
     Problem,
     publish,
     until_found,
@@ -51,6 +61,7 @@ FUND_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 USER_PATTERN = r"^[^\s/]{1,128}$"
 # How long a write waits for the planner to record the command before answering 202.
 WAIT_SECONDS = 5.0
+REJECTED = "FundCommandRejected"
 POLL_SECONDS = 0.05
 RECENT_CYCLES = 10
 QUANTUM = Decimal("1e-8")
@@ -136,12 +147,25 @@ async def record_flow(
 
 
 async def answer(pool: asyncpg.Pool, command: Event, kind: str) -> JSONResponse:
-    """201 with the flow once the planner has recorded the command, 202 when it has not yet."""
-    flow = await until_found(lambda: fund_store.flow(pool, command.event_id), WAIT_SECONDS, POLL_SECONDS)
-    body: JsonDict = {"command_id": str(command.event_id), "kind": kind, "recorded": flow is not None}
-    if flow is not None:
-        body["flow"] = _flow(flow)
-    return JSONResponse(body, status_code=201 if flow is not None else 202)
+    """201 with the flow once the planner has recorded the command, 409 with its reason when the planner
+    rejected it, 202 when it has not answered yet."""
+
+    async def outcome() -> fund_store.Flow | queries.Stored | None:
+        found = await fund_store.flow(pool, command.event_id)
+        # The planner's refusal has the id `Event.caused` derives from the command.
+        return (
+            found
+            if found is not None
+            else await queries.event(pool, derive_id(REJECTED, command.event_id, ""))
+        )
+
+    found: fund_store.Flow | queries.Stored | None = await until_found(outcome, WAIT_SECONDS, POLL_SECONDS)
+    if isinstance(found, queries.Stored):
+        raise Problem(409, f"the planner refused the {kind}: {found.payload.get('reason', '')}")
+    body: JsonDict = {"command_id": str(command.event_id), "kind": kind, "recorded": found is not None}
+    if found is not None:
+        body["flow"] = _flow(found)
+    return JSONResponse(body, status_code=201 if found is not None else 202)
 
 
 @router.get("/funds/{fund}", summary="A fund: users' amounts, totals, pending flows, recent cycles")
@@ -194,6 +218,7 @@ async def show(
                 "phase": c.phase,
                 "status": c.status,
                 "report": c.report,
+                "traded": vars(await fund_store.traded(pool, list(c.run_ids))),
                 "created_at": c.created_at.isoformat(),
                 "updated_at": c.updated_at.isoformat(),
             }
@@ -202,7 +227,12 @@ async def show(
     }
 
 
-@router.put("/funds/{fund}", status_code=202, summary="Define (or change) a fund: DefineFund")
+@router.put(
+    "/funds/{fund}",
+    status_code=202,
+    dependencies=[OperatorOnly],
+    summary="Define (or change) a fund: DefineFund",
+)
 async def define(fund: FundId, request: FundDefinition, deps: Needs) -> JsonDict:
     total = sum(request.weights.values(), Decimal(0))
     if not request.weights or abs(total - 1) > Decimal("1e-9"):
@@ -223,26 +253,78 @@ async def define(fund: FundId, request: FundDefinition, deps: Needs) -> JsonDict
     return {"command_id": str(command.event_id), "kind": "define"}
 
 
-@router.post("/funds/{fund}/deposits", summary="Record a user's deposit (credited at once as cash)")
+@router.post(
+    "/funds/{fund}/deposits",
+    dependencies=[OperatorOnly],
+    summary="Record a user's deposit (credited at once as cash)",
+)
 async def deposit(fund: FundId, request: DepositRequest, deps: Needs, pool: Db) -> JSONResponse:
     await defined(pool, fund)
     _places(request.amount, "amount")
     return await record_flow(RecordDeposit, fund, request, deps, pool)
 
 
-@router.post("/funds/{fund}/withdrawals", summary="Ask for a withdrawal: an amount after fees, or all")
+@router.post(
+    "/funds/{fund}/withdrawals",
+    dependencies=[OperatorOnly],
+    summary="Ask for a withdrawal: an amount after fees, or all",
+)
 async def withdraw(fund: FundId, request: WithdrawalRequest, deps: Needs, pool: Db) -> JSONResponse:
-    await defined(pool, fund)
     if (request.amount is None) == (not request.all):
         raise Problem(422, "amount: give an amount, or all=true for everything (not both)")
     if request.amount is not None:
         _places(request.amount, "amount")
+    found = await defined(pool, fund)
     if not await fund_store.holds(pool, fund, request.user_id):
         raise Problem(404, f"{request.user_id!r} holds nothing in fund {fund!r}")
+    if request.amount is not None:
+        await refuse_beyond_holdings(pool, found, request.user_id, request.amount)
     return await record_flow(RequestWithdrawal, fund, request, deps, pool)
 
 
-@router.post("/funds/{fund}/cycles", status_code=202, summary="Net what is due now: RunFundCycle")
+async def refuse_beyond_holdings(pool: asyncpg.Pool, found: FundRecord, user: str, amount: Decimal) -> None:
+    """A 422 naming the user, the fund and what the user holds when the withdrawal asks for more than the
+    user's holdings are worth at the latest prices (the planner would drop it at the next cycle)."""
+    latest = await queries.latest_event(pool, found.prices_from, SNAPSHOT_TYPES)
+    if latest is None:
+        return  # no prices yet: the planner decides at the cycle
+    held = held_value(found, await fund_store.entries(pool, found.fund.fund_id, user), latest.payload)
+    if held is not None and amount > held:
+        quote = found.fund.quote
+        raise Problem(
+            422,
+            f"amount: {user!r} holds {money_text(held, quote)} {quote} in fund {found.fund.fund_id!r}"
+            f" at the latest prices; a withdrawal of {dec_str(amount)} {quote} cannot be paid",
+        )
+
+
+def held_value(found: FundRecord, entries: list[fund_store.Entry], snapshot: JsonDict) -> Decimal | None:
+    """What the entries are worth in the fund's quote at the snapshot's prices (None: not priced)."""
+    fund = found.fund
+    try:
+        prices = Prices.parse(snapshot.get("prices"))
+        markets = Markets.parse(snapshot.get("markets"))
+    except InputError:
+        return None
+    ledger = fund_store.ledger_of(fund, entries)
+    quotes = fund_quotes(fund, prices, markets, ledger.assets)
+    total = Decimal(0)
+    for entry in entries:
+        if entry.asset == fund.quote:
+            total += entry.amount
+        elif entry.asset in quotes:
+            total += entry.amount * quotes[entry.asset].price
+        else:
+            return None
+    return total
+
+
+@router.post(
+    "/funds/{fund}/cycles",
+    status_code=202,
+    dependencies=[OperatorOnly],
+    summary="Net what is due now: RunFundCycle",
+)
 async def cycle(fund: FundId, request: CycleRequest, deps: Needs, pool: Db) -> JsonDict:
     await defined(pool, fund)
     command = new_event(

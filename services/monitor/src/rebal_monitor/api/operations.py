@@ -21,6 +21,7 @@ from rebal.events import HaltTrading, ResumeTrading, new_event
 from rebal_monitor import queries
 from rebal_monitor.api.deps import (
     DEFAULT_PAGE,
+    OPERATOR,
     PORTFOLIO_PATTERN,
     SNAPSHOT_TYPES,
     TARGET_TYPES,
@@ -31,6 +32,8 @@ from rebal_monitor.api.deps import (
     JsonDict,
     Limit,
     Needs,
+    OperatorOnly,
+    Scope,
     Strict,
     cursor_of,
     halted,
@@ -81,7 +84,9 @@ async def history(
     return Response(body.encode(), media_type="application/json")
 
 
-@router.post("/halt", status_code=202, summary="The kill switch: publish HaltTrading")
+@router.post(
+    "/halt", status_code=202, dependencies=[OperatorOnly], summary="The kill switch: publish HaltTrading"
+)
 async def halt(request: HaltRequest, deps: Needs) -> JsonDict:
     portfolio = request.portfolio_id or deps.portfolios[0]
     command = new_event(
@@ -96,7 +101,9 @@ async def halt(request: HaltRequest, deps: Needs) -> JsonDict:
     return {"command_id": str(command.event_id), "portfolio_id": portfolio, "subject": command.subject}
 
 
-@router.post("/resume", status_code=202, summary="Lift a halt: publish ResumeTrading")
+@router.post(
+    "/resume", status_code=202, dependencies=[OperatorOnly], summary="Lift a halt: publish ResumeTrading"
+)
 async def resume(request: ResumeRequest, deps: Needs) -> JsonDict:
     portfolio = request.portfolio_id or deps.portfolios[0]
     command = new_event(
@@ -106,7 +113,12 @@ async def resume(request: ResumeRequest, deps: Needs) -> JsonDict:
     return {"command_id": str(command.event_id), "portfolio_id": portfolio, "subject": command.subject}
 
 
-@router.get("/status", summary="Halted?, live or dry-run, the last run, health")
+@router.get("/session", summary="What the request's token may do: operator (everything) or viewer (read)")
+async def session(scope: Scope) -> JsonDict:
+    return {"scope": scope, "may_change": scope == OPERATOR}
+
+
+@router.get("/status", summary="Halted?, live or dry-run, the last real run and preview, health")
 async def status(portfolio: Chosen, deps: Needs, pool: Db) -> JsonDict:
     health = {}
     for name, check in deps.checks.items():
@@ -117,7 +129,10 @@ async def status(portfolio: Chosen, deps: Needs, pool: Db) -> JsonDict:
             health[name] = f"{type(exc).__name__}: {exc}"
     peers = await peer_health(deps.settings.peers)
     halt = await halted(pool, portfolio)
-    runs, _ = await queries.history(pool, portfolio, 1, None, True, with_orders=False)
+    # The last run is the last real one: the planner previews every new snapshot and target, and those
+    # previews would hide it.
+    last_run = await queries.latest_run(pool, portfolio, dry_run=False)
+    last_preview = await queries.latest_run(pool, portfolio, dry_run=True)
     snapshot = await queries.latest_event(pool, portfolio, SNAPSHOT_TYPES)
     target = await queries.latest_event(pool, portfolio, TARGET_TYPES)
     return {
@@ -127,7 +142,8 @@ async def status(portfolio: Chosen, deps: Needs, pool: Db) -> JsonDict:
         "halted_at": halt.occurred_at.isoformat() if halt else None,
         "live": deps.settings.live,
         "mode": "live" if deps.settings.live else "dry-run",
-        "last_run": runs[0] if runs else None,
+        "last_run": last_run,
+        "last_preview": last_preview,
         "snapshot_at": snapshot.occurred_at.isoformat() if snapshot else None,
         "target_at": target.occurred_at.isoformat() if target else None,
         **health,

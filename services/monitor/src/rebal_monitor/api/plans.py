@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Annotated
 
 import asyncpg
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Body, Path
 from pydantic import Field
 
 from rebal import telemetry
@@ -33,6 +33,7 @@ from rebal_monitor.api.deps import (
     JsonDict,
     Limit,
     Needs,
+    OperatorOnly,
     Problem,
     Strict,
     cursor_of,
@@ -63,8 +64,16 @@ async def planners_answer(pool: asyncpg.Pool, deps: Deps, run_id: uuid.UUID) -> 
     )
 
 
-@router.post("/portfolio/rebalance", status_code=201, summary="Make a plan (a dry-run preview by default)")
-async def rebalance(request: RebalanceRequest, deps: Needs, pool: Db) -> JsonDict:
+@router.post(
+    "/portfolio/rebalance",
+    status_code=201,
+    dependencies=[OperatorOnly],
+    summary="Make a plan (a dry-run preview by default)",
+)
+async def rebalance(
+    deps: Needs, pool: Db, request: Annotated[RebalanceRequest | None, Body()] = None
+) -> JsonDict:
+    request = request or RebalanceRequest()  # every field has a default: no body is a preview
     portfolio = request.portfolio_id or deps.portfolios[0]
     if not request.dry_run:
         if not deps.settings.live:
@@ -135,7 +144,9 @@ async def list_plans(portfolio: Chosen, pool: Db, after: After, limit: Limit = D
     return {"plans": page, "next_cursor": cursor_of(more)}
 
 
-@router.post("/portfolio/plans/{plan_id}/approve", summary="Execute exactly this plan")
+@router.post(
+    "/portfolio/plans/{plan_id}/approve", dependencies=[OperatorOnly], summary="Execute exactly this plan"
+)
 async def approve(plan_id: PlanId, deps: Needs, pool: Db) -> JsonDict:
     plan = await stored_plan(pool, plan_id)
     if plan["status"] == "executing":

@@ -10,16 +10,20 @@ import math
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import asyncpg
 import numpy as np
 from fastapi import APIRouter, Query
 from numpy.typing import ArrayLike
 
 from rebal import strategy_store
 from rebal.core import performance as perf
+from rebal.core.assemble import layout_accounts
 from rebal.core.diff import DiffTree
 from rebal.core.errors import InputError
+from rebal.core.market import Prices
+from rebal.core.portfolio_performance import PortfolioPerformance, describe_step, portfolio_performance
 from rebal.render import diff_json
-from rebal_monitor import dashboard, queries, views
+from rebal_monitor import queries, views
 from rebal_monitor.api.deps import (
     SNAPSHOT_TYPES,
     TARGET_TYPES,
@@ -30,6 +34,7 @@ from rebal_monitor.api.deps import (
     Problem,
     latest_inputs,
 )
+from rebal_monitor.journal import record_value
 
 Band = Annotated[float, Query(ge=0, le=1)]
 Window = Annotated[str, Query(pattern=r"^(inception|[1-9][0-9]{0,3}d)$", description="inception or <N>d")]
@@ -52,12 +57,16 @@ async def weights(portfolio: Chosen, pool: Db) -> JsonDict:
         "snapshot_id": str(snapshot.event_id),
         "target_id": str(target.event_id),
         "as_of": snapshot.occurred_at.isoformat(),
+        **views.money_of(snapshot.payload),
         "total_value": total,
         "nodes": rows,
     }
 
 
-@router.get("/portfolio/performance", summary="Return, volatility, Sharpe, Sortino, max drawdown")
+@router.get(
+    "/portfolio/performance",
+    summary="The portfolio's own return, drawdown, volatility (and the strategies' figures beside)",
+)
 async def performance(portfolio: Chosen, pool: Db, window: Window = "inception") -> JsonDict:
     # The tracker's statistics when it has computed them; since inception, computed here from the
     # stored returns meanwhile (the same rebal.core.performance conventions).
@@ -77,20 +86,55 @@ async def performance(portfolio: Chosen, pool: Db, window: Window = "inception")
         common, matrix = perf.align(stamps_list, [values for _, values in series.values()])
         mixed = matrix.mean(axis=1) if matrix.size else np.empty(0)
         combined = {**_statistics("combined", common.tolist(), mixed.tolist()), "window": "inception"}
-    return {"portfolio_id": portfolio, "window": window, "strategies": strategies, "combined": combined}
-
-
-@router.get("/portfolio/equity", summary="Equity curve of the strategies' equally weighted mix")
-async def equity(portfolio: Chosen, pool: Db) -> JsonDict:
-    series = await queries.strategy_returns(pool, portfolio)
-    points, drawdown = dashboard.equity_points(series)
+    own, quote, flows = await own_performance(pool, portfolio)
     return {
         "portfolio_id": portfolio,
-        "source": "strategy_returns",
-        "strategies": sorted(series),
-        "max_drawdown": drawdown,
-        "points": points,
+        "window": window,
+        # What the portfolio holds, from its snapshots (the figures the dashboard shows).
+        "portfolio": {"source": "snapshots", **views.performance_json(own, quote), "flows": flows},
+        # What the strategies' bots report (their own returns, not the portfolio's), and their equal mix.
+        "strategies": strategies,
+        "combined": combined,
     }
+
+
+@router.get("/portfolio/equity", summary="The portfolio's value over time and its growth net of flows")
+async def equity(portfolio: Chosen, pool: Db) -> JsonDict:
+    own, quote, _ = await own_performance(pool, portfolio)
+    return {
+        "portfolio_id": portfolio,
+        "source": "snapshots",
+        "quote": quote,
+        "step": None if own is None else describe_step(own.step_seconds),
+        "max_drawdown": None if own is None else own.max_drawdown,
+        "points": views.equity_points(own),
+    }
+
+
+async def own_performance(
+    pool: asyncpg.Pool, portfolio: str
+) -> tuple[PortfolioPerformance | None, str | None, list[JsonDict]]:
+    """The portfolio's performance from its snapshots' values and the flows of its accounts (valued at
+    the latest snapshot's prices); snapshots journaled before values were kept are valued first."""
+    for stored in await queries.snapshots_without_value(pool, portfolio):
+        async with pool.acquire() as connection:
+            await record_value(connection, stored.event_id, portfolio, stored.occurred_at, stored.payload)
+    times, values, quote = await queries.portfolio_values(pool, portfolio)
+    latest = await queries.latest_event(pool, portfolio, SNAPSHOT_TYPES)
+    flow_times: list[float] = []
+    flow_values: list[float] = []
+    shown: list[JsonDict] = []
+    if latest is not None:
+        try:
+            accounts = [(a.exchange or "", a.path) for a in layout_accounts(latest.payload["tree"])]
+            prices = Prices.parse(latest.payload["prices"])
+        except (InputError, KeyError, TypeError):
+            accounts, prices = [], None
+        if prices is not None:
+            flows = await queries.portfolio_flows(pool, accounts)
+            flow_times, flow_values, shown = views.valued_flows(flows, prices)
+    own = portfolio_performance(times, values, flow_times, flow_values)
+    return own, quote, shown
 
 
 @router.get("/portfolio/optimization", summary="The optimizer's latest result")
@@ -137,6 +181,9 @@ async def tree_diff(portfolio: Chosen, pool: Db, band: Band = 0.0) -> JsonDict:
         "snapshot_id": str(snapshot.event_id),
         "target_id": str(target.event_id),
         "band": band,
+        **views.money_of(snapshot.payload),
+        # Each asset's amount step (its market's), so that amounts are shown as a venue can hold them.
+        "amount_steps": views.amount_steps(snapshot.payload),
         "diff": diff_json(diff_or_problem(snapshot, target, band)),
     }
 

@@ -1,7 +1,12 @@
-// Rebal dashboard: reads the monitor's REST API (docs/api.md) with the operator's bearer token and
-// redraws every few seconds. The token lives in this tab's sessionStorage: typed into the sign-in form,
-// or passed once as /?token=... (removed from the address bar at once). ?portfolio=P chooses the
-// portfolio (default: the API's first), ?refresh=S the polling period in seconds (default 5).
+// Rebal dashboard: reads the monitor's REST API (docs/api.md) with the operator's or a viewer's bearer
+// token and redraws every few seconds. The token lives in this tab's sessionStorage: typed into the
+// sign-in form, or passed once as /?token=... (removed from the address bar at once). ?portfolio=P chooses
+// the portfolio (default: the API's first), ?refresh=S the polling period in seconds (default 5).
+//
+// Every figure is the API's, shown as operators read numbers: money to the valuation currency's places
+// (`money_places`), amounts to their market's step, weights to two decimals of a percent. The controls
+// (preview, live rebalance, approve, halt, resume) ask first, and are shown to an operator's token only
+// (the API refuses them to a viewer's anyway).
 "use strict";
 
 const TOKEN_KEY = "rebal.api.token";
@@ -19,13 +24,15 @@ if (params.has("token")) {
 
 class Unauthorised extends Error {}
 
-async function api(path, query = {}) {
+async function call(method, path, query = {}, body = undefined) {
   const url = new URL(path, location.origin);
   if (portfolio) url.searchParams.set("portfolio_id", portfolio);
   for (const [key, value] of Object.entries(query)) url.searchParams.set(key, value);
-  const response = await fetch(url, { headers: { Authorization: "Bearer " + sessionStorage.getItem(TOKEN_KEY) } });
+  const headers = { Authorization: "Bearer " + sessionStorage.getItem(TOKEN_KEY) };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const response = await fetch(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   if (response.status === 401) throw new Unauthorised((await response.json()).detail);
-  if (response.status === 404) return null; // nothing yet (no snapshot, no target, no plan)
+  if (response.status === 404 && method === "GET") return null; // nothing yet (no snapshot, no target)
   if (!response.ok) {
     let detail = response.statusText;
     try { detail = (await response.json()).detail; } catch (_) { /* not JSON */ }
@@ -33,36 +40,85 @@ async function api(path, query = {}) {
   }
   return response.json();
 }
+const api = (path, query) => call("GET", path, query);
 
 // -- formatting -------------------------------------------------------------------------------------
-const pct = (x, digits = 2) => (x === null || x === undefined ? "-" : (Number(x) * 100).toFixed(digits) + "%");
-const num = (x, digits = 2) => (x === null || x === undefined ? "-" : Number(x).toFixed(digits));
-const money = (x) => (x === null || x === undefined ? "-" : Number(x).toLocaleString("en-US", { maximumFractionDigits: 2, minimumFractionDigits: 2 }));
+let moneyPlaces = 2;
+let valuationQuote = null;
+let amountSteps = {};
+const missing = (x) => x === null || x === undefined;
+const pct = (x) => (missing(x) ? "-" : (Number(x) * 100).toFixed(2) + "%");
+const ratio = (x) => (missing(x) ? "n/a" : Number(x).toFixed(2));
+const money = (x, places = moneyPlaces) => (missing(x) ? "-" : Number(x).toLocaleString("en-US", { maximumFractionDigits: places, minimumFractionDigits: places }));
 const when = (iso) => (iso ? new Date(iso).toISOString().replace("T", " ").slice(0, 19) : "-");
+function decimalsOf(step) {
+  const text = String(step);
+  return text.includes(".") ? text.split(".")[1].replace(/0+$/, "").length : 0;
+}
+// An amount to its market's step, cut toward zero (what a venue can hold); the valuation currency to its
+// money places; another asset without a known step to at most 8 places (a satoshi).
+function amount(value, asset) {
+  if (missing(value)) return "-";
+  if (asset === valuationQuote) return money(value);
+  const step = amountSteps[asset];
+  if (!step) return Number(value).toFixed(8).replace(/\.?0+$/, "");
+  const places = decimalsOf(step);
+  const steps = Math.floor(Math.abs(Number(value)) / Number(step) + 1e-9);
+  return (Number(value) < 0 ? "-" : "") + (steps * Number(step)).toFixed(places);
+}
 
-function cell(text, className) {
+function cell(text, className, label) {
   const td = document.createElement("td");
   td.textContent = text;
   if (className) td.className = className;
+  if (label) td.dataset.label = label;
   return td;
 }
 
 function fillTable(id, rows) {
-  const body = $(id).querySelector("tbody");
-  body.replaceChildren(...rows.map((cells) => {
+  const table = $(id);
+  const labels = [...table.querySelectorAll("thead th")].map((th) => th.textContent);
+  table.querySelector("tbody").replaceChildren(...rows.map((cells) => {
     const tr = document.createElement("tr");
+    cells.forEach((td, i) => { if (!td.dataset.label && labels[i]) td.dataset.label = labels[i]; });
     tr.append(...cells);
     return tr;
   }));
 }
 
+function fillList(id, lines) {
+  $(id).replaceChildren(...lines.map((text) => {
+    const li = document.createElement("li");
+    li.textContent = text;
+    return li;
+  }));
+}
+
+// Every skip of a run with its reason: the plan's (which leg) and the executor's reasons.
+function skipLines(run) {
+  const skips = run.skips || run.skipped || [];
+  const listed = new Set(skips.map((s) => s.reason));
+  return [
+    ...skips.map((s) => `skipped ${s.side} ${amount(s.amount, s.symbol.split("/")[0])} ${s.symbol} at ${s.path}: ${s.reason}`),
+    ...(run.reasons || []).filter((reason) => !listed.has(reason)),
+  ];
+}
+
 // -- panels -----------------------------------------------------------------------------------------
-function showStatus(status) {
+let session = { scope: "viewer", may_change: false };
+let status = null;
+
+function showStatus() {
   $("portfolio").textContent = status.portfolio_id;
   const trading = $("trading");
   trading.textContent = status.halted ? "HALTED" + (status.halt_reason ? ": " + status.halt_reason : "") : "trading";
   trading.className = "pill " + (status.halted ? "bad" : "ok");
   $("mode").textContent = status.mode;
+  $("scope").textContent = session.may_change ? "operator" : "viewer (read only)";
+  $("controls").hidden = !session.may_change;
+  $("halt").disabled = status.halted;
+  $("resume").disabled = !status.halted;
+  $("rebalance-live").disabled = status.halted || status.mode !== "live";
 }
 
 function pieSlices(nodes) {
@@ -78,9 +134,8 @@ function showWeights(weights) {
     $("kpi-value").textContent = "-";
     return;
   }
-  $("kpi-value").textContent = money(weights.total_value);
-  // The pie, by share of the whole portfolio: the strategies and the sectors that hold no strategy
-  // (cash); without strategies, the sectors; without either, every node listed.
+  moneyPlaces = weights.money_places ?? moneyPlaces;
+  $("kpi-value").textContent = money(weights.total_value) + (weights.quote ? " " + weights.quote : "");
   const slices = pieSlices(weights.nodes);
   Plotly.react("weights-chart", [{
     type: "pie", hole: 0.4, sort: false,
@@ -88,58 +143,112 @@ function showWeights(weights) {
     values: slices.map((n) => Number(n.actual_share)),
     customdata: slices.map((n) => pct(n.target_share)),
     hovertemplate: "%{label}: %{percent} (target %{customdata})<extra></extra>",
-    textinfo: "label+percent",
-  }], { margin: { t: 10, b: 10, l: 10, r: 10 }, showlegend: true }, { displayModeBar: false, responsive: true });
-  // The table: every sector and strategy (without any, every node listed).
+    texttemplate: "%{label}<br>%{percent:.2%}",
+  }], { margin: { t: 10, b: 10, l: 10, r: 10 }, showlegend: true, legend: { orientation: "h" } },
+  { displayModeBar: false, responsive: true });
   const listed = weights.nodes.filter((n) => n.kind === "sector" || n.kind === "strategy");
-  fillTable("weights-table", (listed.length ? listed : weights.nodes).map((n) => [cell(n.path), cell(pct(n.actual_share), "num"), cell(pct(n.target_share), "num")]));
+  fillTable("weights-table", (listed.length ? listed : weights.nodes).map((n) => [
+    cell(n.path, "wrap"), cell(pct(n.actual_share), "num"), cell(pct(n.target_share), "num"),
+  ]));
 }
 
 function showPerformance(performance, equity) {
-  const combined = performance && performance.combined;
-  $("kpi-sharpe").textContent = combined ? num(combined.sharpe) : "-";
-  $("kpi-drawdown").textContent = combined ? pct(combined.max_drawdown) : "-";
-  $("kpi-return").textContent = combined ? pct(combined.cumulative_return) : "-";
-  $("kpi-volatility").textContent = combined ? pct(combined.volatility) : "-";
-  $("kpi-sortino").textContent = combined ? num(combined.sortino) : "-";
-  fillTable("strategies-table", (performance ? performance.strategies : []).map((s) => [
-    cell(s.strategy_id), cell(pct(s.cumulative_return), "num"), cell(num(s.sharpe), "num"), cell(pct(s.max_drawdown), "num"),
+  const own = performance && performance.portfolio;
+  const annual = own && own.annualised;
+  $("kpi-return").textContent = own && own.periods ? pct(own.time_weighted_return) : "-";
+  $("kpi-drawdown").textContent = own && own.periods ? pct(own.max_drawdown) : "-";
+  $("kpi-volatility").textContent = annual ? pct(annual.volatility) : "n/a";
+  $("kpi-sharpe").textContent = annual ? ratio(annual.sharpe) : "n/a";
+  $("kpi-sortino").textContent = annual ? ratio(annual.sortino) : "n/a";
+  const notes = [];
+  if (own && own.periods) {
+    const periods = `${own.periods} period${own.periods === 1 ? "" : "s"}`;
+    notes.push(`From ${when(own.from)} to ${when(own.to)} UTC: ${periods} of ${own.frequency.step} (${own.frequency.resampling}),`
+      + ` net of ${money(own.net_flows)} ${own.quote || ""} deposited or withdrawn`);
+    if (!annual) notes.push(`not annualised: ${own.not_annualised}`);
+    if (!missing(own.volatility_per_period)) notes.push(`volatility per ${own.frequency.step}: ${pct(own.volatility_per_period)}`);
+  } else {
+    notes.push(own ? own.not_annualised : "no valuation of the portfolio yet");
+  }
+  $("kpi-note").textContent = notes.join("; ") + ".";
+  const strategies = performance ? performance.strategies : [];
+  fillTable("strategies-table", strategies.map((s) => [
+    cell(s.strategy_id), cell(pct(s.cumulative_return), "num"), cell(ratio(s.sharpe), "num"), cell(pct(s.max_drawdown), "num"),
   ]));
+  $("strategies-note").textContent = strategies.length ? "" : "no strategy returns reported";
   const points = equity ? equity.points : [];
   Plotly.react("equity-chart", [{
-    type: "scatter", mode: "lines", name: "equity",
-    x: points.map((p) => p.t), y: points.map((p) => p.equity),
+    type: "scatter", mode: "lines", name: "value",
+    x: points.map((p) => p.t), y: points.map((p) => Number(p.value)),
     line: { color: "#2f5bd3" },
+    hovertemplate: "%{x}: %{y:,.2f}<extra></extra>",
   }], {
-    margin: { t: 10, b: 40, l: 50, r: 10 },
-    yaxis: { title: { text: "growth of 1" } },
-    annotations: points.length ? [] : [{ text: "no strategy returns yet", showarrow: false, xref: "paper", yref: "paper", x: 0.5, y: 0.5 }],
+    margin: { t: 10, b: 40, l: 60, r: 10 },
+    yaxis: { title: { text: (equity && equity.quote) || "value" }, tickformat: ",.0f" },
+    annotations: points.length ? [] : [{ text: "no valuation yet", showarrow: false, xref: "paper", yref: "paper", x: 0.5, y: 0.5 }],
   }, { displayModeBar: false, responsive: true });
 }
 
-function showPlan(plan, diff) {
-  if (!plan) {
-    $("plan-summary").textContent = "no plan yet";
-    fillTable("plan-orders", []);
-  } else {
-    $("plan-summary").textContent = `plan ${plan.plan_id} (${plan.status}), made ${when(plan.created_at)}: `
-      + `${plan.orders.length} orders, ${plan.skipped.length} skipped, band ${plan.band}`;
-    fillTable("plan-orders", plan.orders.map((o) => [
-      cell(String(o.phase)), cell(o.account), cell(o.symbol), cell(o.side, o.side), cell(o.amount, "num"), cell(o.est_cost, "num"),
-    ]));
+let waiting = null;
+
+function showWaiting(plans, now) {
+  // The latest preview that can still be approved: not approved, not expired.
+  waiting = (plans ? plans.plans : []).find((p) => p.status === "preview" && !p.approved_at && new Date(p.expires_at) > now) || null;
+  $("waiting").hidden = !waiting;
+  $("approve").hidden = !waiting || !session.may_change;
+  if (!waiting) return;
+  $("waiting-summary").textContent = `plan ${waiting.plan_id}, made ${when(waiting.created_at)} UTC, expires ${when(waiting.expires_at)} UTC:`
+    + ` ${waiting.orders.length} orders, ${waiting.skipped.length} skipped, band ${pct(waiting.band)}`;
+  fillTable("waiting-orders", waiting.orders.map((o) => [
+    cell(String(o.phase), "num"), cell(o.account, "wrap"), cell(o.symbol), cell(o.side, o.side),
+    cell(amount(o.amount, o.symbol.split("/")[0]), "num"), cell(money(o.est_cost), "num"),
+  ]));
+  fillList("waiting-skips", skipLines(waiting));
+}
+
+function fillsOf(order) {
+  const fills = order.fills || [];
+  const filled = fills.reduce((sum, f) => sum + Number(f.amount), 0);
+  const cost = fills.reduce((sum, f) => sum + Number(f.amount) * Number(f.price), 0);
+  const fee = fills.reduce((sum, f) => sum + Number(f.fee), 0);
+  return { filled, price: filled ? cost / filled : null, fee };
+}
+
+function showLastRun(page) {
+  const run = page && page.runs.length ? page.runs[0] : null;
+  if (!run) {
+    $("last-run").textContent = "no run yet";
+    fillTable("last-run-orders", []);
+    fillList("last-run-skips", []);
+    return;
   }
+  const counts = run.counts || {};
+  $("last-run").textContent = `run ${run.run_id}: ${run.status}, planned ${when(run.planned_at)} UTC`
+    + (run.finished_at ? `, finished ${when(run.finished_at)} UTC` : "")
+    + ` — ${counts.orders ?? 0} orders, ${counts.filled ?? 0} filled, ${counts.skipped ?? 0} skipped, ${counts.failed ?? 0} failed`;
+  $("last-run").className = "status-" + run.status;
+  fillTable("last-run-orders", (run.orders || []).map((o) => {
+    const base = o.symbol.split("/")[0];
+    const done = fillsOf(o);
+    return [
+      cell(String(o.phase), "num"), cell(o.account, "wrap"), cell(o.symbol), cell(o.side, o.side),
+      cell(amount(o.amount, base), "num"), cell(amount(done.filled, base), "num"),
+      cell(missing(done.price) ? "-" : money(done.price), "num"), cell(money(done.fee), "num"),
+    ];
+  }));
+  fillList("last-run-skips", skipLines(run));
+}
+
+function showDiff(diff) {
   const holder = $("diff-tree");
   holder.replaceChildren();
-  if (diff) {
-    const caption = document.createElement("p");
-    caption.className = "tree-caption muted";
-    caption.textContent = `The diff tree now: the latest snapshot against the target, band ${diff.band}`
-      + (plan && plan.status === "preview" ? " (what approving the plan sells and buys, where)" : "");
-    holder.append(caption);
-    const list = document.createElement("ul");
-    list.append(treeNode(diff.diff));
-    holder.append(list);
-  }
+  if (!diff) return;
+  amountSteps = diff.amount_steps || {};
+  moneyPlaces = diff.money_places ?? moneyPlaces;
+  valuationQuote = diff.quote || null;
+  const list = document.createElement("ul");
+  list.append(treeNode(diff.diff));
+  holder.append(list);
 }
 
 function treeNode(node) {
@@ -153,13 +262,12 @@ function treeNode(node) {
   weights.textContent = `${pct(node.current_weight)} → ${pct(node.desired_weight)}`;
   const op = document.createElement("span");
   op.className = "op " + node.operation;
-  const value = Number(node.diff_value);
-  op.textContent = node.operation === "hold" ? "hold" : `${node.operation} ${money(Math.abs(value))}`;
+  op.textContent = node.operation === "hold" ? "hold" : `${node.operation} ${money(Math.abs(Number(node.diff_value)))}`;
   li.append(name, weights, op);
   if (node.asset) {
     const amounts = document.createElement("span");
     amounts.className = "amounts";
-    amounts.textContent = `${node.asset} ${node.current_amount} → ${node.desired_amount}`;
+    amounts.textContent = `${node.asset} ${amount(node.current_amount, node.asset)} → ${amount(node.desired_amount, node.asset)}`;
     li.append(amounts);
   }
   if (node.children && node.children.length) {
@@ -174,15 +282,51 @@ function showHistory(page) {
   fillTable("history", (page ? page.runs : []).map((run) => {
     const counts = run.counts || {};
     return [
-      cell(when(run.planned_at)), cell(run.run_id), cell(run.status + (run.dry_run ? " (dry-run)" : ""), "status-" + run.status),
+      cell(when(run.planned_at)), cell(run.run_id, "id"), cell(run.status, "status-" + run.status),
       cell(String(counts.orders ?? 0), "num"), cell(String(counts.filled ?? 0), "num"),
       cell(String(counts.skipped ?? 0), "num"), cell(String(counts.failed ?? 0), "num"),
-      cell((run.reasons || []).join("; ")),
+      cell(skipLines(run).join("; "), "wrap"),
     ];
   }));
   const rows = $("history").querySelectorAll("tbody tr");
   (page ? page.runs : []).forEach((run, i) => { rows[i].dataset.runId = run.run_id; });
 }
+
+// -- controls ---------------------------------------------------------------------------------------
+async function act(question, method, path, body, done) {
+  if (!confirm(question)) return;
+  try {
+    const answer = await call(method, path, {}, body);
+    notice(done(answer));
+  } catch (error) {
+    problem(error.message);
+  }
+  refresh();
+}
+
+$("preview").addEventListener("click", () => act(
+  "Make a dry-run plan now? It is stored and sends nothing; approve it to trade.",
+  "POST", "/portfolio/rebalance", { dry_run: true },
+  (plan) => `preview ${plan.plan_id}: ${plan.orders.length} orders, ${plan.skipped.length} skipped (approve it below)`,
+));
+$("rebalance-live").addEventListener("click", () => act(
+  "Rebalance now, LIVE: the orders go to the exchanges at once. Continue?",
+  "POST", "/portfolio/rebalance", { dry_run: false },
+  (plan) => `live run ${plan.run_id}: ${plan.orders.length} orders sent`,
+));
+$("approve").addEventListener("click", () => waiting && act(
+  `Execute plan ${waiting.plan_id} (${waiting.orders.length} orders) on the exchanges now?`,
+  "POST", `/portfolio/plans/${waiting.plan_id}/approve`, undefined,
+  (plan) => `plan ${plan.plan_id} approved: run ${plan.approval_run_id}`,
+));
+$("halt").addEventListener("click", () => {
+  const reason = prompt("Halt trading: our open orders are cancelled and no run starts until resumed. Why?", "halted from the dashboard");
+  if (reason === null || !reason.trim()) return;
+  act(`Halt trading (${reason})?`, "POST", "/halt", { reason }, () => `halt sent: ${reason}`);
+});
+$("resume").addEventListener("click", () => act(
+  "Resume trading: runs are accepted again. Continue?", "POST", "/resume", {}, () => "resume sent",
+));
 
 // -- the loop ---------------------------------------------------------------------------------------
 function signedIn(yes, message) {
@@ -195,6 +339,12 @@ function signedIn(yes, message) {
 function problem(message) {
   $("problem").hidden = !message;
   $("problem").textContent = message || "";
+  if (message) $("notice").hidden = true;
+}
+
+function notice(message) {
+  $("notice").hidden = !message;
+  $("notice").textContent = message || "";
 }
 
 let timer = null;
@@ -205,17 +355,20 @@ async function refresh() {
     return;
   }
   try {
-    const [status, weights, performance, equity, history, plans] = await Promise.all([
-      api("/status"), api("/portfolio/weights"), api("/portfolio/performance"), api("/portfolio/equity"),
-      api("/portfolio/history", { limit: 20, include_previews: false }), api("/portfolio/plans", { limit: 1 }),
+    const [who, current, weights, performance, equity, history, plans, diff] = await Promise.all([
+      api("/session"), api("/status"), api("/portfolio/weights"), api("/portfolio/performance"),
+      api("/portfolio/equity"), api("/portfolio/history", { limit: 20, include_previews: false }),
+      api("/portfolio/plans", { limit: 5 }), api("/portfolio/trees/diff"),
     ]);
-    const plan = plans && plans.plans.length ? plans.plans[0] : null;
-    const diff = await api("/portfolio/trees/diff", plan ? { band: plan.band } : {});
+    session = who;
+    status = current;
     signedIn(true);
-    showStatus(status);
+    showStatus();
+    showDiff(diff);
     showWeights(weights);
     showPerformance(performance, equity);
-    showPlan(plan, diff);
+    showWaiting(plans, new Date());
+    showLastRun(history);
     showHistory(history);
     $("updated").textContent = "updated " + new Date().toLocaleTimeString();
     document.body.dataset.loaded = String(Number(document.body.dataset.loaded || 0) + 1);
