@@ -399,9 +399,10 @@ async def latest(broker: NatsBroker, kind: type[E], key: str) -> E | None:
 
 
 class EventSink(Protocol):
-    """Where a service's events go: the bus (`Publisher`), or a list in a test."""
+    """Where a service's events go: the bus (`Publisher`), or a list in a test. `body`: the event's large
+    fields given apart (`Publisher.publish`)."""
 
-    async def publish(self, event: Event) -> bool: ...
+    async def publish(self, event: Event, body: Body | None = None) -> bool: ...
 
 
 class History(Protocol):

@@ -136,7 +136,7 @@ class Planner:
             else:
                 log.info("no %s yet for %s: nothing to preview", missing, portfolio)
             return
-        result, weights = await asyncio.to_thread(
+        planned = await asyncio.to_thread(
             plan_with_weights,
             cause,
             snapshot_id=snapshot.event_id,
@@ -147,10 +147,11 @@ class Planner:
             dry_run=dry_run,
             now=now,
         )
-        if weights is not None:
-            record(portfolio, weights)
+        result = planned.event
+        if planned.weights is not None:
+            record(portfolio, planned.weights)
         try:
-            stored = await self.publisher.publish(result)
+            stored = await self.publisher.publish(result, planned.body)
         except bus.PublishFailed as exc:
             # Loudly: the operator (and a CLI waiting for the run) learns why no plan came.
             log.error("could not publish the plan of run %s (%s): %s", result.correlation_id, portfolio, exc)
