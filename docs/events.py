@@ -531,10 +531,12 @@ large message holds up everything behind it on the connection and in a batch con
   to them ({payload_days:g} days against {event_days:g}): every event in the stream can be read
   whole. The monitor's journal keeps events whole, beyond both.
 - A publish that cannot succeed fails loudly: an event over the limit with no large part to send
-  by reference, or an object the server refuses (a full store, a missing permission), raises
-  `rebal.bus.PublishFailed` at once. The planner answers with a `PlanFailed` naming the reason
-  (and logs it), so `rebal rebalance` exits 1 with it; a dead letter's raw payload is cut to
-  {inline_kib} KiB (the stream it came from keeps the whole message).
+  by reference, a server whose `max_payload` is below Rebal's messages, or an object the server
+  refuses for good raises `rebal.bus.PublishFailed` at once. The planner answers with a
+  `PlanFailed` naming the reason (and logs it), so `rebal rebalance` exits 1 with it. A store
+  without room (JetStream answers 503, as for a full disk) is an outage like NATS being away: the
+  consumer that was publishing holds its message, and `/readyz` names it, until there is room. A
+  dead letter's raw payload is cut to {inline_kib} KiB (the stream it came from keeps it whole).
 - Events published before payloads went by reference, inline whatever their size, are still
   read as they are (`payload_ref` is optional); a service of an earlier version cannot read a
   by-reference event (it dead-letters it): upgrade consumers before producers.
