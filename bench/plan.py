@@ -55,12 +55,11 @@ def peak_mb() -> float:
 
 def parse_ours(folder: Path) -> tuple[Any, Any, Any, Any]:
     from rebal.core.market import Markets, Prices
-    from rebal.core.tree import parse_tree
-    from rebal.io import load
+    from rebal.io import load, load_tree
 
     return (
-        load(folder / "real.json", lambda doc: parse_tree(doc, "real")),
-        load(folder / "target.json", lambda doc: parse_tree(doc, "target")),
+        load_tree(folder / "real.json", "real"),
+        load_tree(folder / "target.json", "target"),
         load(folder / "prices.json", Prices.parse),
         load(folder / "markets.json", Markets.parse),
     )
@@ -98,6 +97,10 @@ def import_modules() -> None:
 def worker(kind: str, folder: Path) -> dict[str, float]:
     import_modules()
     ours = kind.startswith("ours")
+    if ours:  # the process as `rebal plan` sets it up
+        from rebal import batch
+
+        batch.prepare()
     parse, plan = (parse_ours, plan_ours) if ours else (parse_reference, plan_reference)
     result: dict[str, float] = {}
     if kind.endswith("plan"):

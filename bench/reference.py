@@ -10,18 +10,30 @@ core's rule since commit d1885c2; docs/formats.md does not say it yet).
 
 Not covered: routing through an intermediate market (an asset without a direct market is skipped
 ``no_market``) and input validation (the documents are assumed valid).
+
+Run as a script it is the naive whole `rebal plan --json`: read the four files, plan, render the
+documented JSON (docs/formats.md) with every number as a decimal string, and print it (compact), for
+bench/cli.py to time against the real CLI:
+
+    python bench/reference.py --real R.json --target T.json --prices P.json --markets M.json > plan.json
 """
 
 from __future__ import annotations
 
+import argparse
+import sys
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Context, Decimal
+from pathlib import Path
 from typing import Any
+
+import orjson
 
 Doc = dict[str, Any]
 ZERO = Decimal(0)
 ONE = Decimal(1)
 DEFAULT_STEP = Decimal("0.00000001")
+DERIVED = Context(prec=18)
 
 
 def to_decimal(raw: object) -> Decimal:
@@ -259,7 +271,10 @@ class Planner:
     def skip(self, account: Account, group: Group, side: str, reason: str) -> None:
         path = group.active[0] if len(group.active) == 1 else account.path
         symbol = f"{group.asset}/{account.quote}"
-        self.skipped.append({"path": path, "symbol": symbol, "side": side, "reason": reason})
+        wanted = abs(group.net)
+        self.skipped.append(
+            {"path": path, "symbol": symbol, "side": side, "amount": wanted, "reason": reason}
+        )
 
     def reason(self, market: MarketInfo, steps: int, price: Decimal) -> str:
         amount = steps * market.step
@@ -298,7 +313,9 @@ class Planner:
             elif side == "sell":
                 amount = steps * market.step
                 sold.cash += amount * price * (1 - market.fee_rate)
-                self.orders.append(order(account, asset, "sell", amount, 1) | {"step": market.step})
+                self.orders.append(
+                    order(account, asset, "sell", amount, 1, market, price) | {"step": market.step}
+                )
             else:
                 sold.buys.append((group, market, steps, price))
         return sold
@@ -318,7 +335,7 @@ class Planner:
                 small.append((group, market, scaled, price))
                 continue
             spent += scaled * market.step * price * (1 + market.fee_rate)
-            made = order(sold.account, group.asset, "buy", scaled * market.step, 2)
+            made = order(sold.account, group.asset, "buy", scaled * market.step, 2, market, price)
             made_buys.append(made | {"step": market.step, "scaled": factor < 1})
         room = min(max(budget, ZERO), sold.asked) - spent
         lasting = True
@@ -329,7 +346,7 @@ class Planner:
             price_of = least * market.step * price * (1 + market.fee_rate)
             if lasting and price_of <= room:
                 room -= price_of
-                made = order(sold.account, group.asset, "buy", least * market.step, 2)
+                made = order(sold.account, group.asset, "buy", least * market.step, 2, market, price)
                 made_buys.append(made | {"step": market.step, "scaled": False})
                 continue
             lasting = False
@@ -348,9 +365,23 @@ def ceil_div(amount: Decimal, unit: Decimal) -> int:
     return whole + 1 if whole * unit < amount else whole
 
 
-def order(account: Account, asset: str, side: str, amount: Decimal, phase: int) -> Doc:
+def order(
+    account: Account, asset: str, side: str, amount: Decimal, phase: int, market: MarketInfo, price: Decimal
+) -> Doc:
     symbol = f"{asset}/{account.quote}"
-    return {"account": account.path, "symbol": symbol, "side": side, "amount": amount, "phase": phase}
+    est_price = DERIVED.plus(price)
+    cost = DERIVED.multiply(amount, est_price)
+    return {
+        "account": account.path,
+        "exchange": account.exchange,
+        "symbol": symbol,
+        "side": side,
+        "amount": amount,
+        "est_price": est_price,
+        "est_cost": cost,
+        "est_fee": DERIVED.multiply(cost, market.fee_rate),
+        "phase": phase,
+    }
 
 
 @dataclass
@@ -404,7 +435,13 @@ def transfers(walk: Walk, spare: dict[str, Decimal]) -> Transfers:
         amount = (sent / price // DEFAULT_STEP) * DEFAULT_STEP
         if amount > 0:
             result.made.append(
-                {"asset": source.quote, "from": source.path, "to": sink.path, "amount": amount}
+                {
+                    "asset": source.quote,
+                    "from": source.path,
+                    "to": sink.path,
+                    "amount": amount,
+                    "est_value": amount * price,
+                }
             )
             result.moved_out[source.path] += amount
             result.moved_in[sink.path] += amount * price / walk.prices[sink.quote]
@@ -424,7 +461,8 @@ def reference_plan(
     invest: Decimal = ZERO,
     withdraw: Decimal = ZERO,
 ) -> dict[str, Any]:
-    """``{"diff": {path: (current, desired)}, "orders": [...], "transfers": [...], "skipped": [...]}``.
+    """``{"diff": {path: (current, desired)}, "orders": [...], "transfers": [...], "skipped": [...],
+    "walk": Walk}``.
 
     Orders are ``{account, symbol, side, amount, phase, step}`` with exact `Decimal` amounts (buys also say
     whether their account's buys were ``scaled`` to the budget), sells (phase 1) before buys (phase 2),
@@ -445,4 +483,110 @@ def reference_plan(
         "orders": planner.orders + planner.buys,
         "transfers": moved.made,
         "skipped": planner.skipped,
+        "walk": walk,
     }
+
+
+# The whole `rebal plan --json`: the documented JSON, every number a decimal string.
+
+MONEY = Decimal("1e-8")
+FINE = Decimal("1e-12")  # amounts and weights
+
+
+def text(value: Decimal, quantum: Decimal | None = None) -> str:
+    """Plain decimal text (no exponent, no trailing zeros), rounded to `quantum` when given."""
+    if quantum is not None:
+        value = value.quantize(quantum)
+    return "0" if value == 0 else format(value.normalize(), "f")
+
+
+def render(
+    walk: Walk, real: Doc | None, target: Doc | None, path: str, parent: tuple[Decimal, Decimal]
+) -> Doc:
+    """The diff node at `path` and everything below it, recursively."""
+    node = real if real is not None else target
+    assert node is not None
+    current, desired = walk.diff[path]
+    up_current, up_desired = parent
+    out: Doc = {
+        "path": path,
+        "name": node["name"],
+        "kind": node.get("kind"),
+        "current_value": text(current, MONEY),
+        "desired_value": text(desired, MONEY),
+        "diff_value": text(desired - current, MONEY),
+        "current_weight": text(current / up_current if up_current > 0 else ZERO, FINE),
+        "desired_weight": text(desired / up_desired if up_desired > 0 else ZERO, FINE),
+        "operation": "buy"
+        if desired - current > walk.band * desired
+        else "sell"
+        if current - desired > walk.band * desired
+        else "hold",
+        "children": [],
+    }
+    if "asset" in node:
+        amount = to_decimal(real["amount"]) if real is not None else ZERO
+        locked = amount - free_amount(real) if real is not None else ZERO
+        wanted = desired / walk.prices[node["asset"]] + locked
+        out["asset"] = node["asset"]
+        out["current_amount"] = text(amount)
+        out["desired_amount"] = text(wanted, FINE)
+        out["diff_amount"] = text(wanted - amount, FINE)
+        out["locked_amount"] = text(locked)
+        return out
+    real_children = {child["name"]: child for child in (real or {}).get("children", ())}
+    listed = target is not None and "children" in target
+    target_children = {child["name"]: child for child in target["children"]} if listed else {}
+    names = list(real_children) + [name for name in target_children if name not in real_children]
+    out["children"] = [
+        render(walk, real_children.get(name), target_children.get(name), f"{path}/{name}", (current, desired))
+        for name in names
+    ]
+    return out
+
+
+def reference_json(real_doc: Doc, target_doc: Doc, prices_doc: Doc, markets_doc: Doc | None) -> Doc:
+    """What `rebal plan --json` prints, computed the naive way."""
+    plan = reference_plan(real_doc, target_doc, prices_doc, markets_doc)
+    walk: Walk = plan["walk"]
+    total = walk.diff[real_doc["name"]]
+    root = render(walk, real_doc, target_doc, real_doc["name"], (ZERO, ZERO))
+    root["current_weight"] = "1" if total[0] > 0 else "0"
+    root["desired_weight"] = "1" if total[1] > 0 else "0"
+    orders = [
+        {
+            "account": o["account"],
+            "exchange": o["exchange"],
+            "symbol": o["symbol"],
+            "side": o["side"],
+            "amount": text(o["amount"]),
+            "est_price": text(o["est_price"]),
+            "est_cost": text(o["est_cost"]),
+            "est_fee": text(o["est_fee"]),
+            "phase": o["phase"],
+        }
+        for o in plan["orders"]
+    ]
+    moved = [
+        {key: text(value) if isinstance(value, Decimal) else value for key, value in t.items()}
+        for t in plan["transfers"]
+    ]
+    skipped = [{**s, "amount": text(s["amount"], FINE)} for s in plan["skipped"]]
+    return {"diff": root, "orders": orders, "transfers": moved, "skipped": skipped}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="The naive `rebal plan --json`.")
+    for name in ("real", "target", "prices", "markets"):
+        parser.add_argument(f"--{name}", type=Path, required=name != "markets")
+    args = parser.parse_args(argv)
+    docs = [
+        orjson.loads(path.read_bytes()) if path else None
+        for path in (args.real, args.target, args.prices, args.markets)
+    ]
+    sys.stdout.buffer.write(orjson.dumps(reference_json(*docs)) + b"\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

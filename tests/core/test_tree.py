@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rebal.core.errors import InputError
-from rebal.core.tree import parse_tree
+from rebal.core.tree import MAX_DEPTH, parse_tree
 from tests.support import account, folder, wallet
 
 
@@ -149,10 +149,13 @@ def test_desired_nodes_need_weights() -> None:
     assert caught.value.where == "r/s/a"
 
 
-def test_deep_trees_do_not_recurse() -> None:
+def test_trees_parse_down_to_the_depth_limit_and_no_deeper() -> None:
     node: dict = wallet("leaf", "BTC", "1")
-    for depth in range(5000):
+    for depth in range(MAX_DEPTH):
         node = folder(f"n{depth}", node)
     tree = parse_tree(node, "real")
-    assert len(tree) == 5001
-    assert tree.depth.max() == 5000
+    assert len(tree) == MAX_DEPTH + 1
+    assert tree.depth.max() == MAX_DEPTH
+    with pytest.raises(InputError, match=f"deeper than {MAX_DEPTH} levels") as caught:
+        parse_tree(folder("top", node), "real")
+    assert caught.value.where.startswith("top/n99/n98/") and caught.value.where.endswith("/n0")

@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from rebal import batch
 from rebal.core.diff import diff_trees
 from rebal.core.errors import InputError
 from rebal.core.market import Markets, Prices
-from rebal.core.numbers import parse_decimal
+from rebal.core.numbers import RANGE, in_range, parse_decimal
 from rebal.core.plan import plan_rebalance
-from rebal.core.tree import parse_tree
-from rebal.io import FileError, load
-from rebal.render import plan_json, tree_json
+from rebal.io import FileError, load, load_tree
+from rebal.render import plan_json, tree_json, write_plan_json
 from rebal_cli import funds as cli_funds
 from rebal_cli import ops as cli_ops
 from rebal_cli import paper as cli_paper
@@ -54,6 +55,8 @@ def _amount_option(raw: str | None, option: str) -> float:
     value = parse_decimal(raw)
     if value is None or value < 0:
         fail(f"{option}: {raw!r} is not a decimal amount >= 0")
+    if not in_range(value):
+        fail(f"{option}: {raw} is outside the supported range ({RANGE})")
     return float(value)
 
 
@@ -117,11 +120,12 @@ def plan(
         fail(f"--band: {band} must be a number >= 0")
     invest_value = _amount_option(invest, "--invest")
     withdraw_value = _amount_option(withdraw, "--withdraw")
+    batch.prepare()
     try:
         price_table = load(prices, Prices.parse)
         market_table = load(markets, Markets.parse) if markets is not None else Markets()
-        real_tree = load(real, lambda doc: parse_tree(doc, "real"))
-        target_tree = load(target, lambda doc: parse_tree(doc, "target"))
+        real_tree = load_tree(real, "real")
+        target_tree = load_tree(target, "target")
     except FileError as exc:
         fail(str(exc))
     try:
@@ -134,7 +138,7 @@ def plan(
         source = files.get(exc.source)
         fail(f"{source}: {exc}" if source is not None else str(exc))
     if as_json:
-        write_json(plan_json(result))
+        write_plan_json(result, sys.stdout.buffer, pretty=sys.stdout.isatty())
     else:
         render.print_plan(plan_json(result))
 
@@ -147,7 +151,7 @@ def tree_show(
 ) -> None:
     """Show a tree, or the virtual tree an owner (a bot) holds through its locks."""
     try:
-        tree = load(file, lambda doc: parse_tree(doc, "real"))
+        tree = load_tree(file, "real")
     except FileError as exc:
         fail(str(exc))
     data = tree_json(tree, owner)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
@@ -28,6 +29,7 @@ from typing import Any
 import orjson
 
 from rebal.core import bounds
+from rebal.io import FileError, read_input
 
 DATE_COLUMNS = ("date", "timestamp")
 RETURN_COLUMNS = ("return", "period_return")
@@ -56,18 +58,25 @@ def parse_time(raw: object) -> datetime:
 
 def _time(raw: object) -> datetime:
     if isinstance(raw, int) and not isinstance(raw, bool):
-        return datetime.fromtimestamp(raw / 1000, UTC)
+        return _from_epoch_ms(raw)
     if not isinstance(raw, str) or not raw.strip():
         raise ValueError(f"{raw!r} is not a date")
     text = raw.strip()
     if text.isdigit():
-        return datetime.fromtimestamp(int(text) / 1000, UTC)
+        return _from_epoch_ms(int(text))
     if len(text) == 10:
         return datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC)
     value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if value.tzinfo is None:
         raise ValueError(f"{raw!r} has no time zone (add Z or +00:00)")
     return value.astimezone(UTC)
+
+
+def _from_epoch_ms(milliseconds: int) -> datetime:
+    try:
+        return datetime.fromtimestamp(milliseconds / 1000, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise ValueError(f"{milliseconds} is not a date (epoch milliseconds out of range)") from None
 
 
 def parse_return(raw: object) -> Decimal:
@@ -95,8 +104,16 @@ def _add(
     points[ts] = (value, where)
 
 
+def _rows(path: Path, reader: Any) -> Iterator[list[str]]:
+    """The CSV reader's rows; a row it cannot read (a cell over the csv module's limit) names its line."""
+    try:
+        yield from reader
+    except csv.Error as exc:
+        raise ReturnsFileError(f"{path}: line {reader.line_num}: {exc}") from None
+
+
 def _csv(path: Path, text: str) -> dict[str, dict[datetime, tuple[Decimal, str]]]:
-    reader = csv.reader(io.StringIO(text))
+    reader = _rows(path, csv.reader(io.StringIO(text)))
     header = next(reader, None)
     if header is None:
         raise ReturnsFileError(f"{path}: empty file (expected a header such as date,return)")
@@ -179,8 +196,10 @@ def _json(path: Path, text: str, name: str) -> dict[str, dict[datetime, tuple[De
 def read_returns(path: Path, default_name: str = "returns") -> Returns:
     """Every series in the file (see the module doc); `default_name` names a single unnamed series."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        text = read_input(path).decode("utf-8")
+    except FileError as exc:
+        raise ReturnsFileError(str(exc)) from None
+    except UnicodeDecodeError as exc:
         raise ReturnsFileError(f"{path}: cannot read: {exc}") from None
     found = _json(path, text, default_name) if path.suffix.lower() == ".json" else _csv(path, text)
     series = {name: _sorted(path, points) for name, points in sorted(found.items())}

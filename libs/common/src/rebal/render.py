@@ -1,77 +1,345 @@
 """Diff trees, plans and trees as the documented JSON (docs/formats.md): `rebal plan --json`, the API's
-diff, and what the CLI's renderer (`rebal_cli.render`) draws for people."""
+diff, and what the CLI's renderer (`rebal_cli.render`) draws for people.
+
+`plan_chunks` writes a plan's JSON as a stream of compact chunks, some 32k nodes or orders each, so a
+million-wallet plan (600 MB of JSON) is never built whole: each chunk is a matrix of rows of text, one
+row per node or order, put together field by field from literals, strings escaped once per distinct
+value and numbers formatted in bulk (`rebal.core.bulk`), then stripped of its NUL padding. `plan_json`
+and `diff_json` are the same text read back into dicts, so every output says the same thing.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
+import numpy.typing as npt
+import orjson
 
-from rebal.core.diff import OPERATION_NAMES, DiffTree
-from rebal.core.numbers import amount_str, dec_str, money_str, weight_str
-from rebal.core.plan import Order, Plan, Skip, Transfer
-from rebal.core.tree import Tree
+from rebal.core.bulk import Decimals, TextMatrix, decimal_texts, float_texts, plain_texts
+from rebal.core.diff import OPERATION_NAMES, SELL, DiffTree
+from rebal.core.numbers import AMOUNT_PLACES, MONEY_PLACES, WEIGHT_PLACES, dec_str
+from rebal.core.plan import REASONS, OrderColumns, Plan, Transfer
+from rebal.core.tree import Categorical, IntArray, Tree, UnionTree, preorder
 
 JsonDict = dict[str, Any]
+# Rows per chunk: the numpy work of a chunk stays within the CPU's caches.
+CHUNK_ROWS = 32_768
+
+
+def write_plan_json(plan: Plan, out: BinaryIO, *, pretty: bool) -> None:
+    """The plan's JSON and a newline: compact and streamed, or indented by two (for a terminal)."""
+    if pretty:
+        out.write(orjson.dumps(plan_json(plan), option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
+        return
+    for chunk in plan_chunks(plan):
+        out.write(chunk)
+    out.write(b"\n")
+
+
+def plan_json(plan: Plan) -> JsonDict:
+    """The plan as the documented JSON document (``diff``, ``orders``, ``transfers``, ``skipped``)."""
+    document: JsonDict = orjson.loads(b"".join(plan_chunks(plan)))
+    return document
 
 
 def diff_json(diff: DiffTree) -> JsonDict:
     """The diff tree as nested nodes (see docs/formats.md)."""
+    document: JsonDict = orjson.loads(b"".join(diff_chunks(diff)))
+    return document
+
+
+def plan_chunks(plan: Plan) -> Iterator[bytes]:
+    """``{"diff": NODE, "orders": [...], "transfers": [...], "skipped": [...]}``, compact, in chunks."""
+    yield b'{"diff":'
+    yield from diff_chunks(plan.diff)
+    yield b',"orders":['
+    yield from _order_chunks(plan)
+    yield b'],"transfers":'
+    yield orjson.dumps([transfer_json(t) for t in plan.transfers])
+    yield b',"skipped":['
+    yield from _skip_chunks(plan)
+    yield b"]}"
+
+
+class _Rows:
+    """Rows of text made field by field (each field a `TextMatrix` of the same rows), then joined."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.parts: list[TextMatrix] = []
+
+    def add(self, *fields: bytes | TextMatrix) -> None:
+        for field in fields:
+            if isinstance(field, bytes):
+                field = np.broadcast_to(np.frombuffer(field, dtype=np.uint8), (self.count, len(field)))  # noqa: PLW2901
+            self.parts.append(field)
+
+    def matrix(self) -> TextMatrix:
+        return np.concatenate(self.parts, axis=1)
+
+    def text(self) -> bytes:
+        joined = self.matrix()
+        text: bytes = joined[joined != 0].tobytes()
+        return text
+
+
+def _table(texts: Sequence[bytes]) -> TextMatrix:
+    """Texts as rows of a matrix (NUL-padded), to be picked by index."""
+    return np.array(list(texts) or [b""], dtype=np.bytes_).view(np.uint8).reshape(max(len(texts), 1), -1)
+
+
+def _stacked(*tables: TextMatrix) -> TextMatrix:
+    """Tables one below the other (the narrower padded)."""
+    width = max(table.shape[1] for table in tables)
+    return np.concatenate([np.pad(table, ((0, 0), (0, width - table.shape[1]))) for table in tables])
+
+
+def _where(mask: npt.NDArray[np.bool_], text: bytes) -> TextMatrix:
+    """`text` on the rows of `mask`, nothing on the others."""
+    return _table([b"", text])[mask.astype(np.intp)]
+
+
+def _json_strings(values: Sequence[str | None]) -> TextMatrix:
+    """Each value JSON-encoded (None is null), as a table."""
+    return _table([orjson.dumps(value) for value in values])
+
+
+def _vocabulary(values: list[str] | list[str | None]) -> tuple[TextMatrix, IntArray]:
+    """A JSON string per distinct value (None is null) and each row's index into them."""
+    codes = Categorical.of(values)
+    return _json_strings([*codes.vocabulary, None]), np.where(
+        codes.ids >= 0, codes.ids, len(codes.vocabulary)
+    )
+
+
+class _Paths:
+    """Node paths as JSON strings, for slices of nodes.
+
+    A path is the names of the node and its ancestors: up to `PATH_SEGMENTS` levels its text is made
+    from the names' table (one segment per ancestor, NUL where a node has fewer); deeper trees, or very
+    long names, build each path once in Python.
+    """
+
+    SEGMENT_BYTES = 512
+
+    def __init__(self, tree: UnionTree, codes: Categorical) -> None:
+        self.parent = tree.parent
+        self.depth = tree.depth
+        self.codes = codes.ids
+        content = [orjson.dumps(name)[1:-1] for name in codes.vocabulary]
+        self.names = _table(content)
+        deepest = int(tree.depth.max(initial=0))
+        self.whole: list[bytes] | None = None
+        if (deepest + 1) * (self.names.shape[1] + 1) > self.SEGMENT_BYTES:
+            whole: list[bytes] = [b""] * len(tree.names)
+            for i, (up, code) in enumerate(zip(tree.parent.tolist(), self.codes.tolist(), strict=True)):
+                whole[i] = content[code] if up < 0 else whole[up] + b"/" + content[code]
+            self.whole = whole
+
+    def of(self, nodes: IntArray) -> list[TextMatrix]:
+        """The paths of `nodes`, quoted, as fields of a `_Rows`."""
+        if self.whole is not None:
+            return [_table([b'"' + self.whole[i] + b'"' for i in nodes.tolist()])]
+        segments: list[TextMatrix] = [self.names[self.codes[nodes]]]
+        up = self.parent[nodes]
+        while (up >= 0).any():
+            above = up >= 0
+            segments.append(_where(above, b"/"))
+            segments.append(self.names[self.codes[np.maximum(up, 0)]] * above[:, None])
+            up = np.where(above, self.parent[np.maximum(up, 0)], -1)
+        quote = np.full((len(nodes), 1), ord('"'), dtype=np.uint8)
+        return [quote, *reversed(segments), quote]
+
+
+def diff_chunks(diff: DiffTree) -> Iterator[bytes]:
+    """The diff tree's root NODE, compact, nodes in pre-order (children in tree order), in chunks."""
     tree = diff.tree
-    offsets, kids = tree.children_csr()
-    paths = tree.paths()
-    cur, des = diff.current_value.tolist(), diff.desired_value.tolist()
-    cur_w, des_w = diff.current_weight.tolist(), diff.desired_weight.tolist()
-    ops = diff.operation.tolist()
-    wallet = tree.wallet.tolist()
-    amount, locked = tree.amount.tolist(), tree.locked.tolist()
-    desired_amount = diff.desired_amount.tolist()
-    real = tree.real
-    real_index = tree.real_index.tolist()
-    nodes: list[JsonDict] = []
-    for i in range(len(tree)):
-        node: JsonDict = {
-            "path": paths[i],
-            "name": tree.names[i],
-            "kind": tree.kinds[i],
-            "current_value": money_str(cur[i]),
-            "desired_value": money_str(des[i]),
-            "diff_value": money_str(des[i] - cur[i]),
-            "current_weight": weight_str(cur_w[i]),
-            "desired_weight": weight_str(des_w[i]),
-            "operation": OPERATION_NAMES[ops[i]],
-            "children": [],
-        }
-        if wallet[i]:
-            r = real_index[i]
-            current_text = real.amount_text[r] if r >= 0 else None
-            node["asset"] = tree.asset(i)
-            node["current_amount"] = dec_str(Decimal(current_text)) if current_text else "0"
-            node["desired_amount"] = amount_str(desired_amount[i])
-            node["diff_amount"] = amount_str(desired_amount[i] - amount[i])
-            node["locked_amount"] = (
-                dec_str(real.exact_locked(r)) if r >= 0 and r in real.locks else amount_str(locked[i])
+    count = len(tree)
+    order = np.empty(count, dtype=np.int64)
+    order[preorder(tree.parent, tree.depth)] = np.arange(count)
+    parent, wallet = tree.parent, tree.wallet
+    has_children = np.bincount(parent[1:], minlength=count) > 0 if count > 1 else np.zeros(count, np.bool_)
+    paths = _Paths(tree, tree.name_codes)
+    names = _json_strings(tree.name_codes.vocabulary)
+    kinds = _json_strings([*tree.kind_codes.vocabulary, None])
+    kind_codes = np.where(tree.kind_codes.ids >= 0, tree.kind_codes.ids, len(tree.kind_codes.vocabulary))
+    operations = _table([OPERATION_NAMES[op].encode() for op in (-1, 0, 1)])
+    wallets = _Wallets(diff)
+    # After a node without children: its closing, then one "]}" per level the next node climbs.
+    depth = tree.depth[order]
+    closings = np.where(has_children[order], 0, depth - np.append(depth[1:], 0))
+    close = _table([b"]}" * k for k in range(int(closings.max(initial=0)) + 1)])
+    for start in range(0, count, CHUNK_ROWS):
+        nodes = order[start : start + CHUNK_ROWS]
+        rows = _Rows(len(nodes))
+        previous = order[np.maximum(np.arange(start, start + len(nodes)) - 1, 0)]
+        comma = parent[nodes] != previous
+        comma[:1] &= start > 0
+        current, desired = diff.current_value[nodes], diff.desired_value[nodes]
+        rows.add(
+            _where(comma, b","),
+            b'{"path":',
+            *paths.of(nodes),
+            b',"name":',
+            names[tree.name_codes.ids[nodes]],
+            b',"kind":',
+            kinds[kind_codes[nodes]],
+            b',"current_value":"',
+            float_texts(current, MONEY_PLACES),
+            b'","desired_value":"',
+            float_texts(desired, MONEY_PLACES),
+            b'","diff_value":"',
+            float_texts(desired - current, MONEY_PLACES),
+            b'","current_weight":"',
+            float_texts(diff.current_weight[nodes], WEIGHT_PLACES),
+            b'","desired_weight":"',
+            float_texts(diff.desired_weight[nodes], WEIGHT_PLACES),
+            b'","operation":"',
+            operations[diff.operation[nodes].astype(np.intp) + 1],
+            b'","children":[',
+            _where(~wallet[nodes] & ~has_children[nodes], b"]}"),
+            wallets.fields(nodes),
+            close[closings[start : start + CHUNK_ROWS]],
+        )
+        yield rows.text()
+
+
+class _Wallets:
+    """The wallet fields of diff nodes: ``],"asset":...,"locked_amount":"..."}``, nothing for portfolios."""
+
+    def __init__(self, diff: DiffTree) -> None:
+        tree = diff.tree
+        self.diff = diff
+        self.assets = _json_strings([*tree.asset_codes.vocabulary, None])
+        self.asset_of = np.where(
+            tree.asset_codes.ids >= 0, tree.asset_codes.ids, len(tree.asset_codes.vocabulary)
+        )
+        self.real = tree.real
+        self.real_index = tree.real_index
+        self.desired_amount = diff.desired_amount
+        # What is locked: exactly, for wallets with locks (their rows of `self.locked`), else 0 (its last).
+        real = self.real
+        held = sorted(real.locks)
+        exact = Decimals.of([real.exact_locked(index) for index in held])
+        self.locked = _stacked(decimal_texts(exact), _table([b"0"]))
+        row = np.full(len(real) + 1, len(held), dtype=np.intp)
+        row[held] = np.arange(len(held))
+        self.locked_row = row[np.where(tree.real_index >= 0, tree.real_index, len(real))]
+
+    def fields(self, nodes: IntArray) -> TextMatrix:
+        """One field: the wallets' part of each row (the wallets' rows are made alone, then put in place)."""
+        at = np.flatnonzero(self.diff.tree.wallet[nodes])
+        made = np.zeros((len(nodes), 0), dtype=np.uint8)
+        if not at.size:
+            return made
+        wallets = nodes[at]
+        index = self.real_index[wallets]
+        texts = self.real.amount_text
+        current = [(texts[r] or "0") if r >= 0 else "0" for r in index.tolist()]
+        desired = self.desired_amount[wallets]
+        rows = _Rows(len(wallets))
+        rows.add(
+            b'],"asset":',
+            self.assets[self.asset_of[wallets]],
+            b',"current_amount":"',
+            plain_texts(current),
+            b'","desired_amount":"',
+            float_texts(desired, AMOUNT_PLACES),
+            b'","diff_amount":"',
+            float_texts(desired - self.diff.tree.amount[wallets], AMOUNT_PLACES),
+            b'","locked_amount":"',
+            self.locked[self.locked_row[wallets]],
+            b'"}',
+        )
+        part = rows.matrix()
+        made = np.zeros((len(nodes), part.shape[1]), dtype=np.uint8)
+        made[at] = part
+        return made
+
+
+def _order_chunks(plan: Plan) -> Iterator[bytes]:
+    columns: OrderColumns = plan.order_columns()
+    tree = plan.diff.tree
+    nodes = sorted(tree.accounts)
+    accounts = _table([orjson.dumps(tree.path(node)) for node in nodes])
+    exchanges, exchange_codes = _vocabulary([tree.accounts[node][0] for node in nodes])
+    account_codes = np.searchsorted(np.array(nodes, dtype=np.int64), columns.account)
+    symbols = _table([orjson.dumps(market.symbol) for market in columns.markets])
+    prices = decimal_texts(columns.est_price)
+    sides = _table([b"buy", b"sell"])
+    phases = _table([b"2", b"1"])
+    for start in range(0, len(columns), CHUNK_ROWS):
+        part = slice(start, start + CHUNK_ROWS)
+        rows = _Rows(len(columns.account[part]))
+        codes, market, sell = account_codes[part], columns.market[part], columns.sell[part].astype(np.intp)
+        first = np.zeros(rows.count, dtype=np.bool_)
+        first[:1] = start == 0
+        rows.add(
+            _where(~first, b","),
+            b'{"account":',
+            accounts[codes],
+            b',"exchange":',
+            exchanges[exchange_codes[codes]],
+            b',"symbol":',
+            symbols[market],
+            b',"side":"',
+            sides[sell],
+            b'","amount":"',
+            decimal_texts(columns.amount.slice(part)),
+            b'","est_price":"',
+            prices[market],
+            b'","est_cost":"',
+            decimal_texts(columns.est_cost.slice(part)),
+            b'","est_fee":"',
+            decimal_texts(columns.est_fee.slice(part)),
+            b'","phase":',
+            phases[sell],
+            b"}",
+        )
+        yield rows.text()
+
+
+def _skip_chunks(plan: Plan) -> Iterator[bytes]:
+    skips = plan.skips
+    if not len(skips):
+        return
+    tree = plan.diff.tree
+    names = plan.diff.asset_names
+    quotes = {node: quote for node, (_, quote) in tree.accounts.items()}
+    symbols, symbol_codes = _vocabulary(
+        [
+            skips.symbol.get(row) or f"{names[asset]}/{quotes[account]}"
+            for row, (asset, account) in enumerate(
+                zip(skips.asset.tolist(), skips.account.tolist(), strict=True)
             )
-        nodes.append(node)
-    offsets_list, kids_list = offsets.tolist(), kids.tolist()
-    for i, node in enumerate(nodes):
-        node["children"] = [nodes[k] for k in kids_list[offsets_list[i] : offsets_list[i + 1]]]
-    return nodes[0]
-
-
-def order_json(order: Order) -> JsonDict:
-    return {
-        "account": order.account,
-        "exchange": order.exchange,
-        "symbol": order.symbol,
-        "side": order.side,
-        "amount": dec_str(order.amount),
-        "est_price": dec_str(order.est_price),
-        "est_cost": dec_str(order.est_cost),
-        "est_fee": dec_str(order.est_fee),
-        "phase": order.phase,
-    }
+        ]
+    )
+    reasons = _table([orjson.dumps(reason or "") for reason in REASONS])
+    sides = _table([b"buy", b"sell"])
+    paths = [orjson.dumps(tree.path(node)) for node in skips.node.tolist()]
+    for start in range(0, len(skips), CHUNK_ROWS):
+        part = slice(start, start + CHUNK_ROWS)
+        rows = _Rows(len(skips.node[part]))
+        first = np.zeros(rows.count, dtype=np.bool_)
+        first[:1] = start == 0
+        rows.add(
+            _where(~first, b","),
+            b'{"path":',
+            _table(paths[part]),
+            b',"symbol":',
+            symbols[symbol_codes[part]],
+            b',"side":"',
+            sides[(skips.side[part] == SELL).astype(np.intp)],
+            b'","amount":"',
+            float_texts(skips.amount[part], AMOUNT_PLACES),
+            b'","reason":',
+            reasons[skips.code[part]],
+            b"}",
+        )
+        yield rows.text()
 
 
 def transfer_json(transfer: Transfer) -> JsonDict:
@@ -81,25 +349,6 @@ def transfer_json(transfer: Transfer) -> JsonDict:
         "to": transfer.destination,
         "amount": dec_str(transfer.amount),
         "est_value": dec_str(transfer.value),
-    }
-
-
-def skip_json(skip: Skip) -> JsonDict:
-    return {
-        "path": skip.path,
-        "symbol": skip.symbol,
-        "side": skip.side,
-        "amount": dec_str(skip.amount),
-        "reason": skip.reason,
-    }
-
-
-def plan_json(plan: Plan) -> JsonDict:
-    return {
-        "diff": diff_json(plan.diff),
-        "orders": [order_json(o) for o in plan.orders()],
-        "transfers": [transfer_json(t) for t in plan.transfers],
-        "skipped": [skip_json(s) for s in plan.skipped()],
     }
 
 

@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from rebal.core.errors import InputError
 from rebal.core.market import Prices
-from rebal.core.numbers import VALUE_EPSILON
+from rebal.core.numbers import LARGEST, RANGE, VALUE_EPSILON
 from rebal.core.tree import BoolArray, FloatArray, IntArray, Tree, UnionTree, union
 
 SELL, HOLD, BUY = -1, 0, 1
@@ -94,6 +94,8 @@ def diff_trees(
         raise InputError("--band", f"must be >= 0, got {band}", "options")
     if invest < 0 or withdraw < 0:
         raise InputError("--invest/--withdraw", "amounts must be >= 0", "options")
+    if not (invest <= float(LARGEST) and withdraw <= float(LARGEST)):  # also NaN
+        raise InputError("--invest/--withdraw", f"amounts must be within the range {RANGE}", "options")
     tree = union(real, target, prices.quote)
     count = len(tree)
     asset_names, asset_id, asset_price = _asset_prices(tree, prices)

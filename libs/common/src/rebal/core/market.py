@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from rebal.core.errors import InputError
-from rebal.core.numbers import DEFAULT_AMOUNT_STEP, parse_decimal
+from rebal.core.numbers import DEFAULT_AMOUNT_STEP, RANGE, in_range, parse_decimal
 
 MARKET_KEYS = frozenset({"amount_step", "min_amount", "min_cost", "fee_rate"})
 
@@ -44,6 +44,8 @@ class Prices:
                 raise InputError(f"prices.{asset}", f"price {value!r} is not a decimal number")
             if price <= 0:
                 raise InputError(f"prices.{asset}", f"price {value} must be positive")
+            if not in_range(price):
+                raise InputError(f"prices.{asset}", f"price {value} is outside the supported range ({RANGE})")
             parsed[str(asset)] = price
         return cls(quote=quote, prices=parsed)
 
@@ -124,6 +126,10 @@ class Markets:
                     value = parse_decimal(params[key])
                     if value is None or value < 0:
                         raise InputError(f"{where}.{key}", f"{params[key]!r} is not a decimal >= 0")
+                    if not in_range(value):
+                        raise InputError(
+                            f"{where}.{key}", f"{params[key]} is outside the supported range ({RANGE})"
+                        )
                     values[key] = value
                 if "amount_step" in values and values["amount_step"] == 0:
                     raise InputError(f"{where}.amount_step", "must be positive")

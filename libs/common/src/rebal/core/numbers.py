@@ -32,6 +32,15 @@ AMOUNT_PLACES = 12
 WEIGHT_PLACES = 12
 PRICE_QUANTUM = Decimal("1e-12")
 MONEY_QUANTUM = Decimal("1e-8")
+# Every quantity, price and money value read from a file or an option is zero or has a magnitude within
+# this range (docs/formats.md, "Numbers"): from one wei (1e-18) to a billion billion. Inside it float64
+# holds each value, and the product or quotient of any two, without overflow or underflow, so a value
+# outside it is refused before any arithmetic.
+SMALLEST = Decimal("1e-18")
+LARGEST = Decimal("1e18")
+RANGE = "0, or 1e-18 to 1e18"
+# An order is sized in whole steps counted in float64, which holds every integer only up to 2**53.
+MAX_STEPS = 2**53
 
 
 def parse_decimal(raw: object) -> Decimal | None:
@@ -49,6 +58,11 @@ def parse_decimal(raw: object) -> Decimal | None:
     except (InvalidOperation, ValueError):
         return None
     return value if value.is_finite() else None
+
+
+def in_range(value: Decimal) -> bool:
+    """Zero, or a magnitude within `SMALLEST`..`LARGEST` (see `RANGE`)."""
+    return value == 0 or SMALLEST <= abs(value) <= LARGEST
 
 
 def parse_fraction(raw: object) -> Decimal | None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Context, Decimal
 from typing import Literal, NamedTuple
@@ -22,12 +21,14 @@ from typing import Literal, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from rebal.core.bulk import Decimals, multiply, times
 from rebal.core.diff import BUY, HOLD, SELL, DiffTree
 from rebal.core.errors import InputError
 from rebal.core.market import Market, Markets, Route
 from rebal.core.numbers import (
     BUDGET_SAFETY,
     DEFAULT_AMOUNT_STEP,
+    MAX_STEPS,
     MIN_TOLERANCE,
     NEAR_WHOLE,
     STEP_EPSILON,
@@ -36,7 +37,7 @@ from rebal.core.numbers import (
     amount_str,
     floor_steps,
 )
-from rebal.core.tree import FloatArray, IntArray
+from rebal.core.tree import BoolArray, FloatArray, IntArray
 
 Side = Literal["buy", "sell"]
 SELL_PHASE, BUY_PHASE = 1, 2
@@ -101,7 +102,7 @@ class _Leg:
 
 
 @dataclass(frozen=True, eq=False)
-class _Skips:
+class Skips:
     """Orders not emitted, one row per (account, asset) group, in output order."""
 
     node: IntArray
@@ -117,6 +118,23 @@ class _Skips:
 
 
 @dataclass(frozen=True, eq=False)
+class OrderColumns:
+    """Every order as columns, in output order: what `Plan.orders()` lists, for a million orders at once."""
+
+    account: IntArray  # the account's node
+    market: IntArray  # index into `markets`
+    markets: tuple[Market, ...]
+    sell: BoolArray
+    amount: Decimals
+    est_price: Decimals  # one per market
+    est_cost: Decimals
+    est_fee: Decimals
+
+    def __len__(self) -> int:
+        return len(self.account)
+
+
+@dataclass(frozen=True, eq=False)
 class Plan:
     """The orders, transfers and skips that bring the real tree to the desired one.
 
@@ -126,7 +144,7 @@ class Plan:
     diff: DiffTree
     legs: tuple[_Leg, ...]
     transfers: tuple[Transfer, ...]
-    skips: _Skips
+    skips: Skips
     direct_account: IntArray
     direct_market: IntArray
     direct_side: IntArray
@@ -139,61 +157,93 @@ class Plan:
 
     def orders(self) -> list[Order]:
         """Every order, exact: sells (phase 1) before buys (phase 2), then by account, asset and leg."""
+        columns = self.order_columns()
         tree = self.diff.tree
         accounts = {node: (tree.path(node), exchange) for node, (exchange, _) in tree.accounts.items()}
-        index = self.direct_order.tolist()
-        account, market = self.direct_account[index].tolist(), self.direct_market[index].tolist()
-        used = {m: self.direct_markets[m] for m in sorted(set(market))}  # only these are priced
-        facts = {
-            id(m): (m.symbol, m.amount_step, self._est_price(m), m.fee_rate)
-            for m in (*used.values(), *(leg.market for leg in self.legs))
-        }
-        multiply, zero = DERIVED.multiply, Decimal(0)
-
-        def make(rows: Iterable[tuple[int, tuple[str, Decimal, Decimal, Decimal], int, int]]) -> list[Order]:
-            made = []
-            for node, (symbol, step, price, fee), side, steps in rows:  # one loop, no call per order
-                amount = step * steps
-                cost = multiply(amount, price)
-                path, exchange = accounts[node]
-                sell = side == SELL
-                made.append(
-                    Order(
-                        path,
-                        exchange,
-                        symbol,
-                        "sell" if sell else "buy",
-                        amount.normalize() if steps else zero,
-                        price,
-                        cost,
-                        multiply(cost, fee),
-                        SELL_PHASE if sell else BUY_PHASE,
-                    )
-                )
-            return made
-
-        by_index = {m: facts[id(market)] for m, market in used.items()}
-        direct = make(
-            zip(
-                account,
-                [by_index[m] for m in market],
-                self.direct_side[index].tolist(),
-                self.direct_steps[index].tolist(),
+        market = columns.market.tolist()
+        prices = columns.est_price.values()
+        return [
+            Order(
+                *accounts[node],
+                columns.markets[m].symbol,
+                "sell" if sell else "buy",
+                amount.normalize(),
+                prices[m],
+                cost,
+                fee,
+                SELL_PHASE if sell else BUY_PHASE,
+            )
+            for node, m, sell, amount, cost, fee in zip(
+                columns.account.tolist(),
+                market,
+                columns.sell.tolist(),
+                columns.amount.values(),
+                columns.est_cost.values(),
+                columns.est_fee.values(),
                 strict=True,
             )
-        )
-        if not self.legs:
-            return direct
-        rank = _account_rank(tree.accounts)
-        asset_rank = {name: i for i, name in enumerate(self.diff.asset_names)}
-        keyed = [
-            ((o.phase, rank[account[i]], asset_rank[used[market[i]].base], 0), o)
-            for i, o in enumerate(direct)
         ]
-        legs = make((leg.account, facts[id(leg.market)], leg.side, leg.steps) for leg in self.legs)
-        keyed += [(leg.sort_key, order) for leg, order in zip(self.legs, legs, strict=True)]
-        keyed.sort(key=lambda item: item[0])
-        return [order for _, order in keyed]
+
+    def order_columns(self) -> OrderColumns:
+        """Every order as columns, in the order of `orders()`: amounts are whole steps of the market's
+        exact step; est. price, cost and fee keep 18 significant digits."""
+        index = self.direct_order
+        account = self.direct_account[index]
+        market = self.direct_market[index]
+        sell = self.direct_side[index] == SELL
+        steps = self.direct_steps[index]
+        markets = list(self.direct_markets)
+        if self.legs:
+            account, market, sell, steps = self._with_legs(account, market, sell, steps, markets)
+        used = set(market.tolist())  # only these are priced
+        zero = Decimal(0)
+        step = Decimals.of([m.amount_step for m in markets])
+        fee = Decimals.of([m.fee_rate for m in markets])
+        price = Decimals.of([self._est_price(m) if i in used else zero for i, m in enumerate(markets)])
+        amount = times(step.take(market), steps)
+        cost = multiply(amount, price.take(market))
+        return OrderColumns(
+            account=account,
+            market=market,
+            markets=tuple(markets),
+            sell=sell,
+            amount=amount,
+            est_price=price,
+            est_cost=cost,
+            est_fee=multiply(cost, fee.take(market)),
+        )
+
+    def _with_legs(
+        self, account: IntArray, market: IntArray, sell: BoolArray, steps: IntArray, markets: list[Market]
+    ) -> tuple[IntArray, IntArray, BoolArray, IntArray]:
+        """The direct orders and the routed legs merged: by phase, account, asset, then leg (`markets`
+        grows by the legs' markets)."""
+        position = {id(m): i for i, m in enumerate(markets)}
+        for leg in self.legs:
+            if id(leg.market) not in position:
+                position[id(leg.market)] = len(markets)
+                markets.append(leg.market)
+        rank = _account_rank(self.diff.tree.accounts)
+        asset_rank = {name: i for i, name in enumerate(self.diff.asset_names)}
+        base_rank = np.array([asset_rank.get(m.base, -1) for m in markets], dtype=np.int64)
+        direct_rank = np.array([rank[node] for node in account.tolist()], dtype=np.int64)
+        keys = np.array([leg.sort_key for leg in self.legs], dtype=np.int64).reshape(-1, 4)
+        phase = np.concatenate((np.where(sell, SELL_PHASE, BUY_PHASE), keys[:, 0]))
+        ranks = np.concatenate((direct_rank, keys[:, 1]))
+        assets = np.concatenate((base_rank[market], keys[:, 2]))
+        number = np.concatenate((np.zeros(len(account), dtype=np.int64), keys[:, 3]))
+        order = np.lexsort((number, assets, ranks, phase))
+        leg_columns = (
+            np.array([leg.account for leg in self.legs], dtype=np.int64),
+            np.array([position[id(leg.market)] for leg in self.legs], dtype=np.int64),
+            np.array([leg.side == SELL for leg in self.legs], dtype=np.bool_),
+            np.array([leg.steps for leg in self.legs], dtype=np.int64),
+        )
+        merged = [
+            np.concatenate((direct, legs))[order]
+            for direct, legs in zip((account, market, sell, steps), leg_columns, strict=True)
+        ]
+        return merged[0], merged[1], merged[2], merged[3]
 
     def _est_price(self, market: Market) -> Decimal:
         base, quote = self.diff.prices.get(market.base), self.diff.prices.get(market.quote)
@@ -289,7 +339,7 @@ def plan_rebalance(diff: DiffTree, markets: Markets) -> Plan:
     )
     for g in np.flatnonzero(groups.routed & groups.sells).tolist():
         route = groups.route_of(g)
-        sold = _routed_sell(diff, route, float(groups.raw[g]), groups.exact_free(g))
+        sold = _routed_sell(diff, route, float(groups.raw[g]), groups.exact_free(g), int(groups.path_node[g]))
         if isinstance(sold, str):
             skip_code[g], skip_symbol[g] = REASON_CODES[sold], route.legs[0].symbol
             continue
@@ -303,7 +353,7 @@ def plan_rebalance(diff: DiffTree, markets: Markets) -> Plan:
     routed_buys = np.flatnonzero(groups.routed & ~groups.sells).tolist()
     for g in routed_buys:
         route = groups.route_of(g)
-        bought = _routed_buy(diff, route, float(groups.raw[g]), 1.0)
+        bought = _routed_buy(diff, route, float(groups.raw[g]), 1.0, int(groups.path_node[g]))
         if isinstance(bought, str):
             continue
         wanted[groups.account[g]] += bought[1]
@@ -329,7 +379,7 @@ def plan_rebalance(diff: DiffTree, markets: Markets) -> Plan:
     for g in routed_buys:
         route = groups.route_of(g)
         factor = float(scale[groups.account[g]])
-        bought = _routed_buy(diff, route, float(groups.raw[g]), factor)
+        bought = _routed_buy(diff, route, float(groups.raw[g]), factor, int(groups.path_node[g]))
         if isinstance(bought, str):
             skip_code[g] = INSUFFICIENT_QUOTE_CODE if factor < 1.0 else REASON_CODES[bought]
             skip_symbol[g] = route.legs[0].symbol
@@ -354,7 +404,7 @@ def plan_rebalance(diff: DiffTree, markets: Markets) -> Plan:
         diff=diff,
         legs=tuple(sorted(legs, key=lambda leg: leg.sort_key)),
         transfers=tuple(transfers),
-        skips=_Skips(
+        skips=Skips(
             node=groups.path_node[rows],
             asset=groups.asset[rows],
             account=groups.account[rows],
@@ -547,6 +597,12 @@ class _Groups:
         with np.errstate(divide="ignore", invalid="ignore"):
             wanted = _whole_steps(self.raw / self.step)
             free_steps = _whole_steps(self.free / self.step)
+        over = np.flatnonzero(self.direct & (wanted > MAX_STEPS))
+        if over.size:
+            g = int(over[0])
+            raise _too_many_steps(
+                self.diff, int(self.path_node[g]), float(self.raw[g]), self.direct_markets[int(self.combo[g])]
+            )
         steps[self.direct] = wanted[self.direct].astype(np.int64)
         capped = self.direct & self.sells & (wanted >= free_steps)
         steps[capped] = free_steps[capped]
@@ -612,6 +668,23 @@ def _group(keys: IntArray) -> tuple[IntArray, IntArray, IntArray, IntArray]:
     return ordered[starts], member_of, order, bounds
 
 
+def _too_many_steps(diff: DiffTree, node: int, amount: float, market: Market) -> InputError:
+    """An order no float can count in whole steps: the inputs are beyond anything a venue trades."""
+    return InputError(
+        diff.tree.path(node),
+        f"an order of {amount:.6g} {market.base} is more than 2**53 steps of {market.amount_step} "
+        f"({market.symbol}): too large to size exactly; check the amounts, prices and --invest",
+    )
+
+
+def _leg_steps(diff: DiffTree, node: int, amount: float, market: Market) -> int:
+    """Whole steps of a routed leg's market in `amount` (truncated, float noise forgiven)."""
+    count = amount / float(market.amount_step)
+    if count > MAX_STEPS:
+        raise _too_many_steps(diff, node, amount, market)
+    return math.floor(count * (1 + STEP_RELATIVE) + STEP_EPSILON)
+
+
 def _whole_steps(counts: FloatArray) -> FloatArray:
     """Whole steps in float step counts: 430045999.99999994 steps of an exact 430046000 is 430046000."""
     return np.floor(counts * (1 + STEP_RELATIVE) + STEP_EPSILON)
@@ -646,40 +719,36 @@ class _Members:
 _Routed = tuple[tuple[tuple[Market, int], tuple[Market, int]], float]
 
 
-def _routed_sell(diff: DiffTree, route: Route, raw: float, exact_free: Decimal) -> _Routed | str:
+def _routed_sell(diff: DiffTree, route: Route, raw: float, exact_free: Decimal, node: int) -> _Routed | str:
     """Sell `raw` of the asset for the intermediate, then what that yields after fees for the quote.
 
     Returns the two legs in execution order and the quote received, or the reason it cannot be done.
     """
     asset_leg, quote_leg = route.legs
-    steps = min(
-        math.floor(raw / float(asset_leg.amount_step) * (1 + STEP_RELATIVE) + STEP_EPSILON),
-        floor_steps(exact_free, asset_leg.amount_step),
-    )
+    steps = min(_leg_steps(diff, node, raw, asset_leg), floor_steps(exact_free, asset_leg.amount_step))
     reason = _leg_reason(diff, asset_leg, steps)
     if reason:
         return reason
-    middle = _cost_of(diff, asset_leg, steps, SELL)
-    middle_steps = math.floor(middle / float(quote_leg.amount_step) * (1 + STEP_RELATIVE) + STEP_EPSILON)
+    middle_steps = _leg_steps(diff, node, _cost_of(diff, asset_leg, steps, SELL), quote_leg)
     reason = _leg_reason(diff, quote_leg, middle_steps)
     if reason:
         return reason
     return ((asset_leg, steps), (quote_leg, middle_steps)), _cost_of(diff, quote_leg, middle_steps, SELL)
 
 
-def _routed_buy(diff: DiffTree, route: Route, raw: float, factor: float) -> _Routed | str:
+def _routed_buy(diff: DiffTree, route: Route, raw: float, factor: float, node: int) -> _Routed | str:
     """Buy enough of the intermediate with the quote (rounded up to its step), then `raw` of the asset.
 
     `factor` scales the asset amount down when the account's budget is short.
     """
     asset_leg, quote_leg = route.legs
-    steps = math.floor(
-        math.floor(raw / float(asset_leg.amount_step) * (1 + STEP_RELATIVE) + STEP_EPSILON) * factor
-    )
+    steps = math.floor(_leg_steps(diff, node, raw, asset_leg) * factor)
     reason = _leg_reason(diff, asset_leg, steps)
     if reason:
         return reason
     needed = _cost_of(diff, asset_leg, steps, BUY)
+    if needed / float(quote_leg.amount_step) > MAX_STEPS:
+        raise _too_many_steps(diff, node, needed, quote_leg)
     middle_steps = math.ceil(needed / float(quote_leg.amount_step) - STEP_EPSILON)
     reason = _leg_reason(diff, quote_leg, middle_steps)
     if reason:

@@ -11,17 +11,26 @@ parent, plus ``keep_unlisted`` on portfolios whose unlisted children keep their 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cached_property
-from typing import Any, Literal, cast
+from operator import attrgetter, itemgetter
+from typing import Any, Literal, NamedTuple, cast
 
 import numpy as np
 import numpy.typing as npt
 
 from rebal.core.errors import InputError
-from rebal.core.numbers import WEIGHT_SUM_TOLERANCE, parse_decimal, parse_fraction
+from rebal.core.numbers import (
+    LARGEST,
+    RANGE,
+    SMALLEST,
+    WEIGHT_SUM_TOLERANCE,
+    in_range,
+    parse_decimal,
+    parse_fraction,
+)
 
 Role = Literal["real", "target"]
 FloatArray = npt.NDArray[np.float64]
@@ -32,13 +41,15 @@ NODE_KEYS = frozenset(
     {"name", "kind", "children", "asset", "amount", "locks", "weight", "keep_unlisted", "quote", "exchange"}
 )
 LOCK_KEYS = frozenset({"owner", "share", "amount"})
+# The deepest a tree may go (docs/formats.md): real portfolios are a handful of levels deep, and every
+# writer of nested output (JSON encoders, the rich tree) has a nesting limit of its own above this.
+MAX_DEPTH = 100
 ACCOUNT = "account"
 EXCHANGE = "exchange"
 PATH_SEP = "/"
 
 
-@dataclass(frozen=True)
-class Lock:
+class Lock(NamedTuple):
     """A part of a wallet reserved for an owner (a bot): a `share` of the amount, or a fixed `amount`."""
 
     owner: str
@@ -57,18 +68,28 @@ class Categorical:
     vocabulary: list[str]
 
     @classmethod
-    def of(cls, values: list[str] | list[str | None]) -> Categorical:
-        index: dict[str | None, int] = {
-            value: i for i, value in enumerate(dict.fromkeys(v for v in values if v is not None))
-        }
-        vocabulary = cast(list[str], list(index))
-        index[None] = -1
+    def of(cls, values: list[str] | list[str | None], absent: object = None) -> Categorical:
+        """Codes of `values` (`absent`, None by default, is -1)."""
+        seen: dict[object, None] = dict.fromkeys(values)  # distinct values in order, at C speed
+        seen.pop(absent, None)
+        vocabulary = cast(list[str], list(seen))
+        index: dict[object, int] = {value: i for i, value in enumerate(vocabulary)}
+        index[absent] = -1
         return cls(np.fromiter(map(index.__getitem__, values), np.int64, len(values)), vocabulary)
 
     def within(self, index: dict[str, int]) -> IntArray:
         """These ids translated into another vocabulary's ids (-1 where it lacks the value)."""
         table = np.array([index.get(value, -1) for value in self.vocabulary] + [-1], dtype=np.int64)
         return table[self.ids]
+
+    def joined(self, other: Categorical, rows: IntArray) -> tuple[Categorical, IntArray]:
+        """These codes followed by `other`'s at `rows`, in one vocabulary (this one, then the values only
+        `other` has), and all of `other`'s codes in that vocabulary."""
+        index = {value: i for i, value in enumerate(self.vocabulary)}
+        for value in other.vocabulary:
+            index.setdefault(value, len(index))
+        theirs = other.within(index)
+        return Categorical(np.concatenate((self.ids, theirs[rows])), list(index)), theirs
 
     def value(self, node: int) -> str | None:
         code = int(self.ids[node])
@@ -88,11 +109,11 @@ class Tree:
     parent: IntArray
     depth: IntArray
     wallet: BoolArray
-    assets: list[str | None]
     amount: FloatArray
     amount_text: list[str | None]
     locked: FloatArray
     locks: dict[int, tuple[Lock, ...]]
+    locked_total: dict[int, Decimal]  # what the locks of a wallet lock, exactly
     weight: FloatArray
     keep_unlisted: BoolArray
     lists_children: BoolArray
@@ -112,112 +133,247 @@ class Tree:
             node = int(self.parent[node])
         return PATH_SEP.join(reversed(parts))
 
+    @cached_property
+    def assets(self) -> list[str | None]:
+        """Every node's asset (None for portfolios)."""
+        vocabulary = self.asset_codes.vocabulary
+        return [vocabulary[code] if code >= 0 else None for code in self.asset_codes.ids.tolist()]
+
     def exact_amount(self, index: int) -> Decimal:
         text = self.amount_text[index]
         return Decimal(text) if text is not None else Decimal(0)
 
     def exact_locked(self, index: int) -> Decimal:
-        total = self.exact_amount(index)
-        return sum((lock.locked(total) for lock in self.locks.get(index, ())), Decimal(0))
+        return self.locked_total.get(index, Decimal(0))
 
 
-def _path_of(names: list[str], parents: list[int], index: int) -> str:
-    parts: list[str] = []
-    while index >= 0:
-        parts.append(names[index])
-        index = parents[index]
-    return PATH_SEP.join(reversed(parts))
+class Missing:
+    """The value of a key a node does not have."""
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Any = Missing()
+# The keys a node may have, and what an absent one means where absent and null mean the same
+# (the others: `MISSING`).
+DEFAULTS: dict[str, object] = {"name": None, "kind": None, "children": None, "keep_unlisted": False}
 
 
 def parse_tree(doc: object, role: Role) -> Tree:
-    """Validate a tree document and lay it out flat. Raises `InputError` naming the node path (and, as
-    its source, which tree: "real" or "target").
+    """Validate a tree document (nested mappings, as JSON or YAML give them) and lay it out flat.
+    Raises `InputError` naming the node path (and, as its source, which tree: "real" or "target")."""
+    return _parse(_Documents(), doc, role)
 
-    Two passes: a lean walk that only orders the nodes (pre-order, parent and depth), then column by
-    column validation with comprehensions and numpy; a bad value is looked for only once a column fails.
-    """
+
+def parse_records(root: object, role: Role, missing: object) -> Tree:
+    """The same from nodes with attributes instead of keys, as a typed decoder gives them: each of
+    `NODE_KEYS`, absent ones at their `DEFAULTS` or else `missing`. What such a decoder checks (no
+    other keys; names, kinds, children and flags of their types) is not checked again."""
+    return _parse(_Records(missing), root, role)
+
+
+def _parse(reader: _Nodes, root: object, role: Role) -> Tree:
     try:
-        return _parse_tree(doc, role)
+        return _build(_walk(reader, root), role)
     except InputError as exc:
         raise InputError(exc.where, exc.message, exc.source or role) from None
 
 
-def _parse_tree(doc: object, role: Role) -> Tree:
-    nodes, parents, depths, children = _walk(doc)
-    count = len(nodes)
-    target = role == "target"
-    paths = _Paths(nodes, parents)
+class _Nodes:
+    """How to read nodes: mappings (`_Documents`), or records with attributes (`_Records`)."""
 
-    names, name_codes = _names(nodes, parents, paths)
-    bad = _first(nodes, lambda node: not NODE_KEYS.issuperset(node))
-    if bad is not None:
-        unknown = ", ".join(sorted(map(str, nodes[bad].keys() - NODE_KEYS)))
-        raise InputError(paths.of(bad), f"unknown key(s) {unknown}")
-    kinds = [node.get("kind") for node in nodes]
-    if not set(map(type, kinds)) <= {str, type(None)}:
+    typed = False
+    missing: object = MISSING
+
+    def is_node(self, values: list[object]) -> list[bool] | None:
+        """None when every value is a node, else which are."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def column(self, nodes: Sequence[Any], field: str) -> list[Any]:
+        """Every node's value of `field` (its default, or `missing`, where it has none)."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+
+class _Documents(_Nodes):
+    def is_node(self, values: list[object]) -> list[bool] | None:
+        return None if set(map(type, values)) <= {dict} else [type(value) is dict for value in values]
+
+    def column(self, nodes: Sequence[Any], field: str) -> list[Any]:
+        default = DEFAULTS.get(field, MISSING)
+        return [node.get(field, default) for node in nodes]
+
+
+class _Records(_Nodes):
+    typed = True
+
+    def __init__(self, missing: object) -> None:
+        self.missing = missing
+
+    def is_node(self, values: list[object]) -> list[bool] | None:
+        return None
+
+    def column(self, nodes: Sequence[Any], field: str) -> list[Any]:
+        return list(map(attrgetter(field), nodes))
+
+
+@dataclass(eq=False)
+class _Walked:
+    """The nodes in pre-order, their parents and depths, and how many children each lists (-1: no
+    'children' key, or null)."""
+
+    reader: _Nodes
+    nodes: list[Any]
+    parent: IntArray
+    depth: IntArray
+    listed: IntArray
+
+    def column(self, field: str, nodes: Sequence[Any] | None = None) -> list[Any]:
+        return self.reader.column(self.nodes if nodes is None else nodes, field)
+
+
+def _walk(reader: _Nodes, root: object) -> _Walked:
+    """Every node in pre-order, with its parent and depth: level by level (a comprehension per level),
+    then the pre-order from subtree sizes (`preorder`). Checks that nodes are mappings, children lists
+    and the depth within `MAX_DEPTH`."""
+    if reader.is_node([root]) is not None:
+        raise InputError("[root]", f"a node must be a mapping, got {type(root).__name__}")
+    found: list[Any] = [root]
+    parents: list[IntArray] = [np.full(1, -1, dtype=np.int64)]
+    listed: list[IntArray] = []
+    sizes = [1]
+    level: list[Any] = [root]
+    first = 0  # the index of the level's first node
+
+    def paths() -> _Paths:
+        return _Paths(reader.column(found, "name"), np.concatenate(parents))
+
+    while True:
+        kids = reader.column(level, "children")
+        if not reader.typed and not set(map(type, kids)) <= {list, type(None)}:
+            bad = next(i for i, k in enumerate(kids) if type(k) not in (list, type(None)))
+            raise InputError(paths().of(first + bad), "'children' must be a list")
+        counts = np.array([-1 if k is None else len(k) for k in kids], dtype=np.int64)
+        listed.append(counts)
+        below = [child for k in kids if k for child in k]
+        if not below:
+            break
+        if len(sizes) > MAX_DEPTH:
+            deep = first + int(np.argmax(counts > 0))
+            raise InputError(paths().of(deep), f"the tree is deeper than {MAX_DEPTH} levels below its root")
+        up = np.repeat(np.arange(first, first + len(level), dtype=np.int64), np.maximum(counts, 0))
+        nodes = reader.is_node(below)
+        if nodes is not None:
+            bad = nodes.index(False)
+            slot = int(bad - np.searchsorted(up, up[bad]))
+            raise InputError(
+                paths().child(int(up[bad]), slot),
+                f"a node must be a mapping, got {type(below[bad]).__name__}",
+            )
+        first += len(level)
+        parents.append(up)
+        sizes.append(len(below))
+        found.extend(below)
+        level = below
+    parent = np.concatenate(parents)
+    depth = np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)
+    position = preorder(parent, depth, grouped=True)
+    order = np.empty_like(position)
+    order[position] = np.arange(len(position))
+    up = parent[order]
+    return _Walked(
+        reader,
+        _pick(found, order.tolist()),
+        np.where(up >= 0, position[np.maximum(up, 0)], -1),
+        depth[order],
+        np.concatenate(listed)[order],
+    )
+
+
+def _build(walked: _Walked, role: Role) -> Tree:
+    """Column by column validation with comprehensions and numpy; a bad value is looked for only once
+    a column fails."""
+    reader, column, missing = walked.reader, walked.column, walked.reader.missing
+    count = len(walked.nodes)
+    target = role == "target"
+    parents = walked.parent
+    raw_names = column("name")
+    paths = _Paths(raw_names, parents)
+    if not reader.typed:
+        _check_keys(walked.nodes, paths)
+    names, name_codes = _names(raw_names, parents, paths)
+    kinds = column("kind")
+    if not reader.typed and not set(map(type, kinds)) <= {str, type(None)}:
         raise InputError(
             paths.of(_first(kinds, lambda kind: not isinstance(kind, str | None)) or 0),
             "'kind' must be a string",
         )
-    keep = [node.get("keep_unlisted", False) for node in nodes]
-    if not set(map(type, keep)) <= {bool}:
+    keep = column("keep_unlisted")
+    if not reader.typed and not set(map(type, keep)) <= {bool}:
         raise InputError(
             paths.of(_first(keep, lambda flag: type(flag) is not bool) or 0),
             "'keep_unlisted' must be true or false",
         )
-    quote = _text_column(nodes, "quote", paths)
-    exchange = _text_column(nodes, "exchange", paths)
+    quote = _text_column(column("quote"), "quote", paths, missing)
+    exchange = _text_column(column("exchange"), "exchange", paths, missing)
 
-    is_wallet = ["asset" in node for node in nodes]
-    wallets = [i for i, wallet in enumerate(is_wallet) if wallet]
-    portfolios = [i for i, wallet in enumerate(is_wallet) if not wallet]
-    assets = [node.get("asset") for node in nodes]
-    for index in wallets:
-        if children[index] is not None:
-            raise InputError(paths.of(index), "a node has either 'children' (portfolio) or 'asset' (wallet)")
-    for asset in {assets[i] for i in wallets}:
-        if type(asset) is not str or not asset.strip():
-            where = paths.of(next(i for i in wallets if assets[i] == asset))
-            raise InputError(where, "'asset' must be a non-empty string")
-    for index in portfolios:
-        if "amount" in nodes[index] or "locks" in nodes[index]:
-            raise InputError(
-                paths.of(index), "'amount' and 'locks' belong to wallets (nodes with an 'asset')"
-            )
+    asset_codes = _assets(column("asset"), missing, paths)
+    is_wallet = asset_codes.ids >= 0
+    with_children = np.flatnonzero(is_wallet & (walked.listed >= 0))
+    if with_children.size:
+        where = paths.of(int(with_children[0]))
+        raise InputError(where, "a node has either 'children' (portfolio) or 'asset' (wallet)")
+    wallet_index = np.flatnonzero(is_wallet)
+    wallets = wallet_index.tolist()
+    portfolios = np.flatnonzero(~is_wallet).tolist()
+    wallet_nodes = _pick(walked.nodes, wallets)
+    portfolio_nodes = _pick(walked.nodes, portfolios)
+    for key in ("amount", "locks"):
+        values = column(key, portfolio_nodes)
+        given = [i for i, value in zip(portfolios, values, strict=True) if value is not missing]
+        if given:
+            where = paths.of(given[0])
+            raise InputError(where, "'amount' and 'locks' belong to wallets (nodes with an 'asset')")
 
-    amount_text, amounts = _amounts(nodes, wallets, target, paths)
+    amount_text, amounts = _amounts(
+        column("amount", wallet_nodes), wallet_index, count, target, paths, missing
+    )
     locks: dict[int, tuple[Lock, ...]] = {}
+    locked_total: dict[int, Decimal] = {}
     locked = np.zeros(count, dtype=np.float64)
     if not target:
-        for index in [i for i in wallets if "locks" in nodes[i]]:
-            exact = Decimal(amount_text[index] or 0)
-            parsed = _parse_locks(nodes[index]["locks"], exact, paths.of(index))
+        for index, raw in zip(wallets, column("locks", wallet_nodes), strict=True):
+            if raw is missing:
+                continue
+            try:
+                parsed, total = _parse_locks(raw, Decimal(amount_text[index] or 0))
+            except InputError as exc:
+                raise InputError(paths.of(index), exc.message) from None
             if parsed:
                 locks[index] = parsed
-                locked[index] = float(sum((lock.locked(exact) for lock in parsed), Decimal(0)))
+                locked_total[index] = total
+                locked[index] = float(total)
 
-    weights = _weights(nodes, paths) if target else np.full(count, math.nan)
+    weights = _weights(column("weight"), paths, missing) if target else np.full(count, math.nan)
     weights[0] = 1.0
-    lists_children = np.zeros(count, dtype=np.bool_)
-    lists_children[[i for i in portfolios if children[i]]] = True
     tree = Tree(
         role=role,
         names=names,
-        kinds=cast(list[str | None], kinds),
+        kinds=kinds,
         name_codes=name_codes,
-        kind_codes=Categorical.of(cast(list[str | None], kinds)),
-        asset_codes=Categorical.of(cast(list[str | None], assets)),
-        parent=np.array(parents, dtype=np.int64),
-        depth=np.array(depths, dtype=np.int64),
-        wallet=np.array(is_wallet, dtype=np.bool_),
-        assets=cast(list[str | None], assets),
+        kind_codes=Categorical.of(kinds),
+        asset_codes=asset_codes,
+        parent=parents,
+        depth=walked.depth,
+        wallet=is_wallet,
         amount=amounts,
         amount_text=amount_text,
         locked=locked,
         locks=locks,
+        locked_total=locked_total,
         weight=weights,
         keep_unlisted=np.array(keep, dtype=np.bool_),
-        lists_children=lists_children,
+        lists_children=~is_wallet & (walked.listed > 0),
         quote=quote,
         exchange=exchange,
     )
@@ -226,11 +382,42 @@ def _parse_tree(doc: object, role: Role) -> Tree:
     return tree
 
 
-def _names(
-    nodes: list[dict[str, object]], parents: list[int], paths: _Paths
-) -> tuple[list[str], Categorical]:
+def _pick(nodes: list[Any], index: list[int]) -> list[Any]:
+    """The nodes at `index` (at C speed)."""
+    if len(index) > 1:
+        return list(itemgetter(*index)(nodes))
+    return [nodes[i] for i in index]
+
+
+def _assets(values: list[object], missing: object, paths: _Paths) -> Categorical:
+    """The wallets' assets (a node with an 'asset' is a wallet): non-empty strings."""
+    try:
+        codes: Categorical | None = Categorical.of(cast(list[str | None], values), absent=missing)
+    except TypeError:  # an unhashable asset
+        codes = None
+    if codes is not None and all(type(asset) is str and asset.strip() for asset in codes.vocabulary):
+        return codes
+    bad = next(
+        i
+        for i, asset in enumerate(values)
+        if asset is not missing and (type(asset) is not str or not asset.strip())
+    )
+    raise InputError(paths.of(bad), "'asset' must be a non-empty string")
+
+
+def _check_keys(nodes: list[dict[str, object]], paths: _Paths) -> None:
+    """Only the documented keys (a mapping's keys, at C speed; the slow search only on a failure)."""
+    if NODE_KEYS.issuperset(set().union(*nodes)):
+        return
+    bad = _first(nodes, lambda node: not NODE_KEYS.issuperset(node))
+    assert bad is not None
+    unknown = ", ".join(sorted(map(str, nodes[bad].keys() - NODE_KEYS)))
+    raise InputError(paths.of(bad), f"unknown key(s) {unknown}")
+
+
+def _names(raw: list[object], parents: IntArray, paths: _Paths) -> tuple[list[str], Categorical]:
     """Every node's name: a non-empty string without '/', unique among its siblings."""
-    names = [node.get("name") for node in nodes]
+    names = raw
     try:
         codes = Categorical.of(cast(list[str | None], names))
     except TypeError:  # an unhashable name: a list or a mapping
@@ -242,11 +429,14 @@ def _names(
             if isinstance(name, str) and PATH_SEP in name:
                 message = f"node name {name!r} must not contain '{PATH_SEP}'"
             raise InputError(paths.unnamed(int(np.argmax(codes.ids == code))), message)
-    if None in names:
-        raise InputError(paths.unnamed(names.index(None)), "every node needs a non-empty string 'name'")
+    if (codes.ids < 0).any():
+        raise InputError(
+            paths.unnamed(int(np.argmax(codes.ids < 0))), "every node needs a non-empty string 'name'"
+        )
     valid = cast(list[str], names)
-    if len(codes.vocabulary) < len(valid):
-        keys = np.array(parents, dtype=np.int64) * (len(codes.vocabulary) + 1) + codes.ids
+    keys = np.sort(parents * (len(codes.vocabulary) + 1) + codes.ids)
+    if (keys[1:] == keys[:-1]).any():  # a sibling name twice: find the first one
+        keys = parents * (len(codes.vocabulary) + 1) + codes.ids
         unique, first = np.unique(keys, return_index=True)
         if unique.size < len(valid):
             twice = np.ones(len(valid), dtype=np.bool_)
@@ -256,52 +446,22 @@ def _names(
     return valid, codes
 
 
-def _walk(doc: object) -> tuple[list[dict[str, object]], list[int], list[int], list[object]]:
-    """Every node in pre-order with its parent index, depth and children; only mappings and lists
-    are checked here."""
-    nodes: list[dict[str, object]] = []
-    parents: list[int] = []
-    depths: list[int] = []
-    children: list[object] = []
-    stack: list[tuple[object, int, int, int]] = [(doc, -1, 0, 0)]
-    pop, push = stack.pop, stack.extend
-    while stack:
-        raw, parent, depth, position = pop()
-        if type(raw) is not dict:
-            where = _Paths(nodes, parents).child(parent, position)
-            raise InputError(where, f"a node must be a mapping, got {type(raw).__name__}")
-        index = len(nodes)
-        nodes.append(raw)
-        parents.append(parent)
-        depths.append(depth)
-        kids = raw.get("children")
-        children.append(kids)
-        if kids:
-            if type(kids) is not list:
-                raise InputError(_Paths(nodes, parents).of(index), "'children' must be a list")
-            below = depth + 1
-            push((kids[i], index, below, i) for i in range(len(kids) - 1, -1, -1))
-        elif kids is not None and type(kids) is not list:
-            raise InputError(_Paths(nodes, parents).of(index), "'children' must be a list")
-    return nodes, parents, depths, children
-
-
 class _Paths:
     """Node paths for error messages, computed only when an error is raised."""
 
-    def __init__(self, nodes: list[dict[str, object]], parents: list[int]) -> None:
-        self._nodes = nodes
+    def __init__(self, names: list[object], parents: IntArray) -> None:
+        self._names = names
         self._parents = parents
 
     def _name(self, index: int) -> str:
-        name = self._nodes[index].get("name")
+        name = self._names[index]
         return name if isinstance(name, str) else f"[{index}]"
 
     def of(self, index: int) -> str:
         parts: list[str] = []
         while index >= 0:
             parts.append(self._name(index))
-            index = self._parents[index]
+            index = int(self._parents[index])
         return PATH_SEP.join(reversed(parts))
 
     def child(self, parent: int, position: int) -> str:
@@ -309,11 +469,10 @@ class _Paths:
 
     def unnamed(self, index: int) -> str:
         """A node whose own name is unusable: its parent's path and its position there."""
-        parent = self._parents[index]
+        parent = int(self._parents[index])
         if parent < 0:
             return "[root]"
-        siblings = cast(list[object], self._nodes[parent].get("children"))
-        position = next(i for i, node in enumerate(siblings) if node is self._nodes[index])
+        position = int(np.count_nonzero(self._parents[:index] == parent))
         return self.child(parent, position)
 
 
@@ -322,62 +481,78 @@ def _first(values: list[Any], bad: Callable[[Any], bool]) -> int | None:
     return next((i for i, value in enumerate(values) if bad(value)), None)
 
 
-def _text_column(nodes: list[dict[str, object]], key: str, paths: _Paths) -> dict[int, str]:
-    values = {i: node[key] for i, node in enumerate(nodes) if key in node}
-    for index, value in values.items():
+def _text_column(values: list[object], key: str, paths: _Paths, missing: object) -> dict[int, str]:
+    given = {i: value for i, value in enumerate(values) if value is not missing}
+    for index, value in given.items():
         if type(value) is not str or not value:
             raise InputError(paths.of(index), f"'{key}' must be a non-empty string")
-    return values  # type: ignore[return-value]  # checked just above
+    return cast(dict[int, str], given)
 
 
 def _amounts(
-    nodes: list[dict[str, object]], wallets: list[int], target: bool, paths: _Paths
+    raw: list[object], wallets: IntArray, count: int, target: bool, paths: _Paths, missing: object
 ) -> tuple[list[str | None], FloatArray]:
-    """Exact texts and floats of the wallets' amounts (decimal strings or JSON numbers, finite, >= 0)."""
-    texts: list[str | None] = [None] * len(nodes)
-    values = np.zeros(len(nodes), dtype=np.float64)
-    given = [i for i in wallets if "amount" in nodes[i]]
-    if not target and len(given) != len(wallets):
-        missing = next(i for i in wallets if "amount" not in nodes[i])
-        raise InputError(paths.of(missing), "a wallet needs an 'amount'")
-    raw = [nodes[i]["amount"] for i in given]
-    if set(map(type, raw)) <= {str}:
+    """Exact texts and floats of the wallets' amounts (`raw`, one per wallet): decimal strings or JSON
+    numbers, >= 0, in `RANGE`."""
+    texts: list[str | None] = [None] * count
+    values = np.zeros(count, dtype=np.float64)
+    types = set(map(type, raw))
+    if type(missing) in types and any(value is missing for value in raw):
+        present = np.array([value is not missing for value in raw], dtype=np.bool_)
+        if not target:
+            raise InputError(paths.of(int(wallets[np.argmin(present)])), "a wallet needs an 'amount'")
+        wallets, raw = wallets[present], [value for value in raw if value is not missing]
+        types = set(map(type, raw))
+    if types <= {str}:
         strings = cast(list[str], raw)
         try:
-            parsed = np.array([float(text) for text in strings], dtype=np.float64)
+            parsed = np.fromiter(map(float, strings), dtype=np.float64, count=len(strings))
         except ValueError:
             parsed = np.array([math.nan])
-        if np.isfinite(parsed).all() and (parsed >= 0).all():
-            for i, text in zip(given, strings, strict=True):
-                texts[i] = text
-            values[given] = parsed
+        # Strictly inside the range as floats, or exactly zero (not a tiny value that became 0.0); a
+        # value at a bound is decided in exact decimals below.
+        zero = parsed == 0
+        inside = zero | ((parsed > float(SMALLEST)) & (parsed < float(LARGEST)))
+        if inside.all() and all(Decimal(strings[i]) == 0 for i in np.flatnonzero(zero).tolist()):
+            if len(wallets) == count:
+                texts = list(strings)
+            else:
+                for i, text in zip(wallets.tolist(), strings, strict=True):
+                    texts[i] = text
+            values[wallets] = parsed
             return texts, values
-    for i, value in zip(given, raw, strict=True):  # the slow path finds and names the bad one
+    for i, value in zip(wallets.tolist(), raw, strict=True):  # the slow path finds and names the bad one
         texts[i], values[i] = _amount(value, paths, i)
     return texts, values
 
 
 def _amount(raw: object, paths: _Paths, index: int) -> tuple[str, float]:
-    """An amount's exact text and its float; finite and >= 0."""
+    """An amount's exact text and its float; >= 0 and in `RANGE`."""
     value = parse_decimal(raw)
     if value is None:
         raise InputError(paths.of(index), f"amount {raw!r} is not a decimal number")
     if value < 0:
         raise InputError(paths.of(index), f"negative amount {raw}")
+    if not in_range(value):
+        raise InputError(paths.of(index), f"amount {raw} is outside the supported range ({RANGE})")
     text = str(value)
     return text, float(text)
 
 
-def _weights(nodes: list[dict[str, object]], paths: _Paths) -> FloatArray:
+def _weights(column: list[object], paths: _Paths, missing: object) -> FloatArray:
     """Every non-root node's weight: a fraction or a percentage string, within 0..1."""
-    count = len(nodes)
-    missing = _first(nodes[1:], lambda node: "weight" not in node)
-    if missing is not None:
-        raise InputError(paths.of(missing + 1), "every node of a desired tree needs a 'weight'")
-    raw = [node["weight"] for node in nodes[1:]]
+    count = len(column)
+    raw = column[1:]
+    types = set(map(type, raw))
+    if type(missing) in types:
+        absent = next(i for i, value in enumerate(raw) if value is missing)
+        raise InputError(paths.of(absent + 1), "every node of a desired tree needs a 'weight'")
     weights = np.full(count, math.nan)
     try:
-        weights[1:] = [_fast_fraction(value) for value in raw]
+        if types <= {str} and "%" not in "".join(cast(list[str], raw)):  # fractions only
+            weights[1:] = np.fromiter(map(float, cast(list[str], raw)), dtype=np.float64, count=count - 1)
+        else:
+            weights[1:] = [_fast_fraction(value) for value in raw]
     except (TypeError, ValueError):
         weights[1:] = math.nan
     bad = np.flatnonzero(~np.isfinite(weights[1:]) | (weights[1:] < 0) | (weights[1:] > 1))
@@ -400,38 +575,40 @@ def _fast_fraction(value: object) -> float:
     raise TypeError(value)
 
 
-def _parse_locks(raw: object, amount: Decimal, where: str) -> tuple[Lock, ...]:
+def _parse_locks(raw: object, amount: Decimal) -> tuple[tuple[Lock, ...], Decimal]:
+    """A wallet's locks and what they lock in all; the caller names the wallet in an `InputError`."""
     if not isinstance(raw, list):
-        raise InputError(where, "'locks' must be a list of {owner, share} or {owner, amount}")
+        raise InputError("", "'locks' must be a list of {owner, share} or {owner, amount}")
     parsed: list[Lock] = []
     for position, item in enumerate(raw):
         if not isinstance(item, dict):
-            raise InputError(where, f"lock #{position + 1} must be a mapping")
+            raise InputError("", f"lock #{position + 1} must be a mapping")
         unknown = item.keys() - LOCK_KEYS
         if unknown:
-            raise InputError(where, f"lock #{position + 1}: unknown key(s) {', '.join(sorted(unknown))}")
+            raise InputError("", f"lock #{position + 1}: unknown key(s) {', '.join(sorted(unknown))}")
         owner = item.get("owner")
         if not isinstance(owner, str) or not owner:
-            raise InputError(where, f"lock #{position + 1} needs a non-empty 'owner'")
+            raise InputError("", f"lock #{position + 1} needs a non-empty 'owner'")
         if ("share" in item) == ("amount" in item):
-            raise InputError(
-                where, f"lock #{position + 1} ({owner}) needs exactly one of 'share' or 'amount'"
-            )
+            raise InputError("", f"lock #{position + 1} ({owner}) needs exactly one of 'share' or 'amount'")
         if "share" in item:
             share = parse_fraction(item["share"])
             if share is None or share < 0 or share > 1:
-                raise InputError(where, f"lock of {owner}: share {item['share']!r} is not within 0..1")
+                raise InputError("", f"lock of {owner}: share {item['share']!r} is not within 0..1")
             parsed.append(Lock(owner=owner, share=share))
         else:
             locked_amount = parse_decimal(item["amount"])
             if locked_amount is None or locked_amount < 0:
-                raise InputError(where, f"lock of {owner}: amount {item['amount']!r} is not a decimal >= 0")
+                raise InputError("", f"lock of {owner}: amount {item['amount']!r} is not a decimal >= 0")
+            if not in_range(locked_amount):
+                outside = f"is outside the supported range ({RANGE})"
+                raise InputError("", f"lock of {owner}: amount {item['amount']} {outside}")
             parsed.append(Lock(owner=owner, amount=locked_amount))
     total = sum((lock.locked(amount) for lock in parsed), Decimal(0))
     if total > amount:
         over = f"{total / amount:.1%}" if amount > 0 else "more than the wallet holds"
-        raise InputError(where, f"locks total {total} which is over 100% of the amount {amount} ({over})")
-    return tuple(parsed)
+        raise InputError("", f"locks total {total} which is over 100% of the amount {amount} ({over})")
+    return tuple(parsed), total
 
 
 def check_weight_sums(tree: Tree) -> None:
@@ -456,6 +633,8 @@ class UnionTree:
 
     names: list[str]
     kinds: list[str | None]
+    name_codes: Categorical
+    kind_codes: Categorical
     asset_codes: Categorical
     parent: IntArray
     depth: IntArray
@@ -468,17 +647,21 @@ class UnionTree:
     accounts: dict[int, tuple[str, str]]
     real: Tree
     target: Tree
+    _path_of: dict[int, str] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return len(self.names)
 
     def path(self, index: int) -> str:
-        parts: list[str] = []
-        node = index
-        while node >= 0:
-            parts.append(self.names[node])
-            node = int(self.parent[node])
-        return PATH_SEP.join(reversed(parts))
+        """The node's path: its parent's (remembered, accounts are asked for again and again) and its
+        name."""
+        known = self._path_of.get(index)
+        if known is None:
+            parent = int(self.parent[index])
+            name = self.names[index]
+            known = name if parent < 0 else f"{self.path(parent)}{PATH_SEP}{name}"
+            self._path_of[index] = known
+        return known
 
     def paths(self) -> list[str]:
         """Every node's path, computed in one pass (parents precede children)."""
@@ -504,6 +687,27 @@ class UnionTree:
         counts = np.bincount(self.parent[kids], minlength=len(self.names))
         offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
         return offsets, order.astype(np.int64)
+
+
+def preorder(parent: IntArray, depth: IntArray, grouped: bool = False) -> IntArray:
+    """Every node's position in pre-order (a node, then its children's subtrees in index order), level by
+    level on arrays: subtree sizes bottom-up, then each child placed after its parent and the subtrees of
+    its earlier siblings. `grouped`: each level's nodes already come by parent, then index (the nodes
+    are numbered level by level)."""
+    count = len(parent)
+    levels = _levels(depth)
+    size = np.ones(count, dtype=np.int64)
+    for level in reversed(levels[1:]):
+        size += np.bincount(parent[level], weights=size[level], minlength=count).astype(np.int64)
+    position = np.zeros(count, dtype=np.int64)
+    for level in levels[1:]:
+        nodes = level if grouped else level[np.lexsort((level, parent[level]))]  # siblings together
+        up = parent[nodes]
+        before = np.cumsum(size[nodes]) - size[nodes]  # subtrees ahead in the level
+        starts = np.flatnonzero(np.r_[True, up[1:] != up[:-1]])
+        first = np.repeat(starts, np.diff(np.r_[starts, len(nodes)]))
+        position[nodes] = position[up] + 1 + before - before[first]
+    return position
 
 
 def _levels(depth: IntArray) -> list[IntArray]:
@@ -551,12 +755,8 @@ def union(real: Tree, target: Tree, default_quote: str) -> UnionTree:
     new_nodes = new.tolist()
 
     # Assets in one vocabulary: the real tree's, then what only the desired tree names.
-    assets = {name: i for i, name in enumerate(real.asset_codes.vocabulary)}
-    for name in target.asset_codes.vocabulary:
-        assets.setdefault(name, len(assets))
-    target_assets = target.asset_codes.within(assets)
+    asset_codes, target_assets = real.asset_codes.joined(target.asset_codes, new)
     _check_matches(real, target, real_target, target_assets)
-    asset_codes = Categorical(np.concatenate((real.asset_codes.ids, target_assets[new])), list(assets))
 
     count = n_real + new.size
     amount = np.zeros(count, dtype=np.float64)
@@ -574,6 +774,8 @@ def union(real: Tree, target: Tree, default_quote: str) -> UnionTree:
     tree = UnionTree(
         names=real.names + [target.names[j] for j in new_nodes],
         kinds=real.kinds + [target.kinds[j] for j in new_nodes],
+        name_codes=real.name_codes.joined(target.name_codes, new)[0],
+        kind_codes=real.kind_codes.joined(target.kind_codes, new)[0],
         asset_codes=asset_codes,
         parent=np.concatenate((real.parent, target_to_union[target.parent[new]])),
         depth=np.concatenate((real.depth, target.depth[new])),
