@@ -250,3 +250,17 @@ def test_a_payload_is_refused_when_its_digest_kind_encoding_or_shape_is_wrong() 
         kind = TargetWeightsComputed if document.get("kind") == "TargetWeightsComputed" else RebalancePlanned
         with pytest.raises(PayloadError, match=reason):
             payloads.decode(kind, data, ref_of(data))
+
+
+@given(cases())
+def test_a_plan_s_orders_written_from_the_core_s_columns_read_back_as_its_orders(case: Case) -> None:
+    diff = diff_trees(
+        parse_tree(case.real, "real"), parse_tree(case.target, "target"), Prices.parse(case.prices)
+    )
+    core = plan_rebalance(diff, Markets.parse(case.markets))
+    records = payloads.plan_orders(core)
+    table = orjson.loads(orjson.dumps(records.table, option=orjson.OPT_SERIALIZE_NUMPY))
+    read = [PlannedOrder.model_validate(row) for row in payloads.records_of(table)]
+    made = [PlannedOrder.model_validate(order._asdict()) for order in core.orders()]
+    assert [o.model_dump_json() for o in read] == [o.model_dump_json() for o in made]
+    assert len(records) == len(made) and records.rows() == core.orders()

@@ -88,6 +88,9 @@ PAYLOAD_GRACE_SECONDS = 24 * 3600.0
 # Payloads a process keeps after fetching them (by digest): a consumer and a `latest` on the same event,
 # or a redelivery, fetch once.
 FETCHED_KEPT = 8
+# A fetch that takes longer gives up (an outage: tried again) rather than wait forever on chunks that
+# do not come (nats-py's reader has no deadline of its own).
+FETCH_TIMEOUT_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -214,8 +217,9 @@ class PayloadStore:
 
     async def put(self, event: Event, data: bytes) -> PayloadRef:
         """Store `data` (the payload of `event`) in the bucket of its topic; its reference. The name is
-        derived from the event and the content: a redelivered cause that makes the same event stores
-        it once, and a name never stands for two contents."""
+        derived from the event and the content, so a name never stands for two contents: a redelivered
+        cause that makes the same event again finds its object there and leaves it (written again,
+        nats-py would drop the chunks a consumer may be reading)."""
         bucket = subjects.PAYLOAD_BUCKETS[event.topic]
         digest = payloads.digest_of(data)
         name = f"{event.portfolio_id}/{event.event_id}/{base64.urlsafe_b64decode(digest[8:]).hex()[:16]}"
@@ -239,7 +243,8 @@ class PayloadStore:
             raise PayloadError(f"{where}: {ref.bucket} is not one of Rebal's payload buckets")
         into = io.BytesIO()  # written chunk by chunk (nats-py appends to bytes otherwise: quadratic)
         try:
-            await self._bucket(ref.bucket).get(ref.name, writeinto=into)
+            reading = self._bucket(ref.bucket).get(ref.name, writeinto=into)
+            await asyncio.wait_for(reading, FETCH_TIMEOUT_SECONDS)
         except ObjectNotFoundError:
             raise PayloadError(f"{where} is not in its bucket (expired, or never stored)") from None
         except DigestMismatchError:

@@ -17,11 +17,16 @@ The encoding, ``rebal-columns-v1+deflate``: a zlib stream (RFC 1950, deflate) of
   has it) and its values, as JSON. A document that is not a tree of objects is sent as it is
   (``{"document": ...}``).
 - a tuple of records (``orders``, ``skipped``, ...) is a *record table*: ``{"n": <rows>, "columns":
-  {<field>: [values]}}``, one column per field of the record, decimals as their exact strings.
+  {<field>: <column>}}``, one column per field of the record. A column is the rows' values as a JSON
+  array (decimals as their exact text), or, as a plan's orders are written from the core's columns,
+  ``{"dictionary": [values], "codes": [index per row]}`` (accounts, symbols, sides, prices per
+  market) or exact decimals ``{"coefficients": [...], "exponents": [...], "exact": {<row>: <text>}}``
+  (row i is ``coefficients[i]E exponents[i]``, or the text in ``exact`` for a coefficient of 19
+  digits or more).
 - any other field is its JSON value.
 
-Repeated text (paths, symbols, assets) is left to deflate, which finds it within its 32 KiB window.
-Pure functions of bytes and values: the bus does the I/O.
+Repeated text within a plain column (paths, assets) is left to deflate, which finds it within its
+32 KiB window. Pure functions of bytes and values: the bus does the I/O.
 """
 
 from __future__ import annotations
@@ -29,15 +34,19 @@ from __future__ import annotations
 import base64
 import hashlib
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from itertools import accumulate
 from typing import Any, Final, TypeVar, get_args
 
+import numpy as np
+import numpy.typing as npt
 import orjson
 from pydantic import BaseModel
 
+from rebal.core.bulk import Decimals
+from rebal.core.plan import BUY_PHASE, SELL_PHASE, Plan
 from rebal.events import (
     BalanceSnapshotTaken,
     Event,
@@ -65,6 +74,18 @@ E = TypeVar("E", bound=Event)
 
 
 @dataclass(frozen=True)
+class Records:
+    """Records already in columns (a record table: the core's columnar orders), with the rows they
+    stand for, made only when a small plan puts them into its event."""
+
+    table: dict[str, Any]
+    rows: Callable[[], Sequence[Sequence[Any]]]
+
+    def __len__(self) -> int:
+        return int(self.table["n"])
+
+
+@dataclass(frozen=True)
 class Body:
     """An event's large fields given apart from it, as the core made them: records as rows of values in
     their model's field order (or as models), trees as documents. The bus puts a small one into the
@@ -74,7 +95,7 @@ class Body:
 
     @property
     def rows(self) -> int:
-        return sum(len(value) for value in self.fields.values() if isinstance(value, list | tuple))
+        return sum(len(value) for value in self.fields.values() if isinstance(value, list | tuple | Records))
 
     def attach(self, event: E) -> E:
         """`event` with these fields (records made models as the core's rows are trusted: see
@@ -83,6 +104,8 @@ class Body:
         update = {}
         for name, value in self.fields.items():
             record = record_model(kind, name)
+            if isinstance(value, Records):
+                value = value.rows()  # noqa: PLW2901 - the rows the columns stand for
             if record is None:
                 update[name] = value
             elif issubclass(record, Frozen) and value and not isinstance(value[0], record):
@@ -120,7 +143,7 @@ def encode_fields(kind: type[Event], values: Mapping[str, Any]) -> bytes:
     tree; records as models, or as rows of values in the record model's field order; any JSON value)."""
     fields = {name: _field(kind, name, value) for name, value in values.items()}
     document = {"format": FORMAT, "version": VERSION, "kind": kind.__name__, "fields": fields}
-    return zlib.compress(orjson.dumps(document, default=_exact), LEVEL)
+    return zlib.compress(orjson.dumps(document, default=_exact, option=orjson.OPT_SERIALIZE_NUMPY), LEVEL)
 
 
 def decode(kind: type[Event], data: bytes, ref: PayloadRef) -> dict[str, Any]:
@@ -188,6 +211,8 @@ def record_model(kind: type[Event], name: str) -> type[BaseModel] | None:
 def _field(kind: type[Event], name: str, value: Any) -> Any:
     if name in TREE_FIELDS and isinstance(value, dict):
         return tree_table(value)
+    if isinstance(value, Records):
+        return value.table
     record = record_model(kind, name)
     if record is not None:
         return record_table(list(record.model_fields), value)
@@ -261,10 +286,79 @@ def _value(kind: type[Event], name: str, value: Any) -> Any:
 
 def records_of(table: dict[str, Any]) -> list[dict[str, Any]]:
     count, columns = int(table["n"]), table["columns"]
-    if any(len(column) != count for column in columns.values()):
+    values = [_column_values(column) for column in columns.values()]
+    if any(len(column) != count for column in values):
         raise ValueError(f"a column of a {count}-row table has another length")
     names = list(columns)
-    return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+    return [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]
+
+
+def _column_values(column: Any) -> list[Any]:
+    """A column's values, row by row (decimals as exact text: the model reads them)."""
+    if isinstance(column, list):
+        return column
+    if "dictionary" in column:
+        dictionary = column["dictionary"]
+        return [dictionary[code] for code in column["codes"]]
+    made = list(map("{}E{}".format, column["coefficients"], column["exponents"]))
+    for row, text in column.get("exact", {}).items():
+        made[int(row)] = text
+    return made
+
+
+# -- the core's columns, as they are written ---------------------------------------------------------
+
+
+def dictionary_column(values: Sequence[Any], codes: npt.NDArray[np.integer[Any]]) -> dict[str, Any]:
+    """Rows that take one of a few `values`: the values once and an index per row."""
+    return {"dictionary": list(values), "codes": codes}
+
+
+def decimal_column(column: Decimals, *, normalize: bool = False) -> dict[str, Any]:
+    """A column of exact decimals as coefficients and exponents (`normalize`: trailing zeros dropped,
+    as ``Decimal.normalize`` does)."""
+    coefficient, exponent = column.coefficient, column.exponent
+    exact = {str(row): value for row, value in column.exact.items()}
+    if normalize:
+        coefficient, exponent = coefficient.copy(), exponent.copy()
+        zero = coefficient == 0
+        exponent[zero] = 0
+        for _ in range(20):  # at most 19 digits to drop
+            strip = ~zero & (coefficient % 10 == 0)
+            if not strip.any():
+                break
+            coefficient[strip] //= 10
+            exponent[strip] += 1
+        exact = {str(row): value.normalize() for row, value in column.exact.items()}
+    return {
+        "coefficients": coefficient,
+        "exponents": exponent,
+        "exact": {row: str(value) for row, value in exact.items()},
+    }
+
+
+def plan_orders(plan: Plan) -> Records:
+    """A plan's orders as a record table straight from the core's columns (no object per order): the
+    same records as `Plan.orders()`, which makes them only when the plan is small enough to go whole."""
+    columns = plan.order_columns()
+    tree = plan.diff.tree
+    nodes, account = np.unique(columns.account, return_inverse=True)
+    side = columns.sell.astype(np.int64)
+    table = {
+        "n": len(columns),
+        "columns": {
+            "account": dictionary_column([tree.path(int(node)) for node in nodes], account),
+            "exchange": dictionary_column([tree.accounts[int(node)][0] for node in nodes], account),
+            "symbol": dictionary_column([market.symbol for market in columns.markets], columns.market),
+            "side": dictionary_column(["buy", "sell"], side),
+            "amount": decimal_column(columns.amount, normalize=True),
+            "est_price": dictionary_column([str(p) for p in columns.est_price.values()], columns.market),
+            "est_cost": decimal_column(columns.est_cost),
+            "est_fee": decimal_column(columns.est_fee),
+            "phase": dictionary_column([BUY_PHASE, SELL_PHASE], side),
+        },
+    }
+    return Records(table, plan.orders)
 
 
 def tree_of(table: dict[str, Any]) -> Any:

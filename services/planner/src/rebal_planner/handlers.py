@@ -29,6 +29,7 @@ from rebal.events import (
 from rebal_planner.approvals import Approvals
 from rebal_planner.planning import (
     ParsedSnapshot,
+    Planned,
     Weights,
     parse_snapshot,
     parse_target,
@@ -113,6 +114,20 @@ class Planner:
         if planning.preview_on_new_data:
             await self._plan(target, dry_run=True, band=self.settings.planning.band, target=known)
 
+    async def _inputs(
+        self, portfolio: str, snapshot: Known[ParsedSnapshot] | None, target: Known[Tree] | None
+    ) -> tuple[Known[ParsedSnapshot] | None, Known[Tree] | None]:
+        """The snapshot and target given, or the latest of the stream: both looked up at once (two round
+        trips in the time of one)."""
+
+        async def latest_snapshot() -> Known[ParsedSnapshot] | None:
+            return snapshot or await self.snapshots.latest(self.history, BalanceSnapshotTaken, portfolio)
+
+        async def latest_target() -> Known[Tree] | None:
+            return target or await self.targets.latest(self.history, TargetWeightsComputed, portfolio)
+
+        return await asyncio.gather(latest_snapshot(), latest_target())
+
     async def _plan(
         self,
         cause: Event,
@@ -123,8 +138,7 @@ class Planner:
         target: Known[Tree] | None = None,
     ) -> None:
         portfolio = cause.portfolio_id
-        snapshot = snapshot or await self.snapshots.latest(self.history, BalanceSnapshotTaken, portfolio)
-        target = target or await self.targets.latest(self.history, TargetWeightsComputed, portfolio)
+        snapshot, target = await self._inputs(portfolio, snapshot, target)
         now = self.clock()
         if snapshot is None or target is None:
             missing = "a balance snapshot" if snapshot is None else "a target"
@@ -148,21 +162,10 @@ class Planner:
             now=now,
         )
         result = planned.event
-        if planned.weights is not None:
+        stored = await self._publish(cause, planned, dry_run=dry_run, now=now)
+        if planned.weights is not None:  # once the plan is out: the gauges are not on its way
             record(portfolio, planned.weights)
-        try:
-            stored = await self.publisher.publish(result, planned.body)
-        except bus.PublishFailed as exc:
-            # Loudly: the operator (and a CLI waiting for the run) learns why no plan came.
-            log.error("could not publish the plan of run %s (%s): %s", result.correlation_id, portfolio, exc)
-            failed = cause.caused(
-                PlanFailed,
-                now=now,
-                correlation_id=result.correlation_id,
-                reason=f"the plan could not be published: {exc}",
-                dry_run=dry_run,
-            )
-            await self.publisher.publish(failed)
+        if stored is None:
             return
         log.info(
             "%s %s for %s (run %s)%s",
@@ -173,9 +176,36 @@ class Planner:
             "" if stored else " - already published",
         )
 
+    async def _publish(self, cause: Event, planned: Planned, *, dry_run: bool, now: datetime) -> bool | None:
+        """Publish the plan (whether the bus stored it), or, when it cannot be, a `PlanFailed` saying
+        why (None): loudly, so that the operator and a CLI waiting for the run learn why no plan came."""
+        result = planned.event
+        try:
+            return await self.publisher.publish(result, planned.body)
+        except bus.PublishFailed as exc:
+            portfolio = cause.portfolio_id
+            log.error("could not publish the plan of run %s (%s): %s", result.correlation_id, portfolio, exc)
+            failed = cause.caused(
+                PlanFailed,
+                now=now,
+                correlation_id=result.correlation_id,
+                reason=f"the plan could not be published: {exc}",
+                dry_run=dry_run,
+            )
+            await self.publisher.publish(failed)
+            return None
+
+
+# The weights last recorded per portfolio: a plan from the same inputs sets no gauge again (setting
+# some 130 labelled gauges took 6 ms).
+_RECORDED: dict[str, Weights] = {}
+
 
 def record(portfolio: str, weights: Weights) -> None:
     """The portfolio as the planner last saw it: value, weights against targets, drift."""
+    if _RECORDED.get(portfolio) == weights:
+        return
+    _RECORDED[portfolio] = weights
     metrics.PORTFOLIO_VALUE.labels(portfolio=portfolio).set(weights.value)
     metrics.DRIFT.labels(portfolio=portfolio).set(weights.drift)
     for gauge in (metrics.WEIGHT_ACTUAL, metrics.WEIGHT_TARGET):

@@ -26,7 +26,7 @@ from rebal.events import (
     TargetWeightsComputed,
     derive_run_id,
 )
-from rebal.payloads import Body
+from rebal.payloads import Body, plan_orders
 
 E = TypeVar("E", BalanceSnapshotTaken, TargetWeightsComputed)
 SOURCES = {"real": "snapshot tree", "target": "target tree", "prices": "snapshot prices", "options": "band"}
@@ -193,7 +193,7 @@ def plan_with_weights(
     # validating 10k orders took a third of a 10k-wallet plan's time).
     body = Body(
         {
-            "orders": plan.orders(),
+            "orders": plan_orders(plan),
             "transfers": [
                 PlannedTransfer(
                     asset=t.asset,
