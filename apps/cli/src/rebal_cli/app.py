@@ -7,7 +7,6 @@ in `rebal_cli.ops`, `rebal_cli.strategies` and `rebal_cli.funds`, registered on 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 from pathlib import Path
@@ -15,21 +14,12 @@ from typing import Annotated
 
 import typer
 
-from rebal import batch
-from rebal.core.diff import diff_trees
-from rebal.core.errors import InputError
-from rebal.core.market import Markets, Prices
 from rebal.core.numbers import RANGE, in_range, parse_decimal
-from rebal.core.plan import plan_rebalance
-from rebal.io import FileError, load, load_tree
-from rebal.render import plan_json, tree_json, write_plan_json
 from rebal_cli import funds as cli_funds
 from rebal_cli import ops as cli_ops
 from rebal_cli import paper as cli_paper
-from rebal_cli import render
 from rebal_cli import strategies as cli_strategies
 from rebal_cli import target as cli_target
-from rebal_cli.api import nats_url as resolve_nats_url
 from rebal_cli.support import (
     DEFAULT_NATS_URL,
     EXIT_ERROR,
@@ -47,6 +37,24 @@ app = typer.Typer(
 )
 tree_app = typer.Typer(help="Look at portfolio trees.", no_args_is_help=True)
 app.add_typer(tree_app, name="tree")
+
+
+def _version(shown: bool) -> None:
+    if shown:
+        from rebal_cli import __version__
+
+        typer.echo(f"rebal {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Rebal: keep a hierarchical portfolio at its target allocation."""
 
 
 def _amount_option(raw: str | None, option: str) -> float:
@@ -95,6 +103,14 @@ def plan(
 
     With --portfolio instead of files: a dry-run plan made by the running system from its latest
     snapshot and target, stored for `rebal approve PLAN_ID`."""
+    from rebal import batch
+    from rebal.core.diff import diff_trees
+    from rebal.core.errors import InputError
+    from rebal.core.market import Markets, Prices
+    from rebal.core.plan import plan_rebalance
+    from rebal.io import FileError, load, load_tree
+    from rebal.render import plan_json, write_plan_json
+
     if portfolio is not None:
         given = [
             name
@@ -140,6 +156,8 @@ def plan(
     if as_json:
         write_plan_json(result, sys.stdout.buffer, pretty=sys.stdout.isatty())
     else:
+        from rebal_cli import render  # the terminal's view only: rich and the renderer
+
         render.print_plan(plan_json(result))
 
 
@@ -150,6 +168,10 @@ def tree_show(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """Show a tree, or the virtual tree an owner (a bot) holds through its locks."""
+    from rebal.io import FileError, load_tree
+    from rebal.render import tree_json
+    from rebal_cli import render
+
     try:
         tree = load_tree(file, "real")
     except FileError as exc:
@@ -185,8 +207,11 @@ def rebalance_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
 ) -> None:
     """Ask the planner for a rebalance of PORTFOLIO (executed by the executor unless --dry-run)."""
+    import asyncio
+
     from rebal import subjects, telemetry
-    from rebal_cli import commands
+    from rebal_cli import commands, render
+    from rebal_cli.api import nats_url as resolve_nats_url
 
     try:
         subjects.check_token(portfolio, "--portfolio")

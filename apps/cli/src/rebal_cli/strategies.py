@@ -16,31 +16,26 @@ first: a bad row is named by line and column (exit 2) and nothing is published.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
 from rebal import subjects
 from rebal.core.numbers import parse_decimal
-from rebal.events import StrategyReturnReported, new_event
-from rebal_allocation.allocation import METHOD_PARAMETERS
-from rebal_cli.api import nats_url as resolve_nats_url
-from rebal_cli.render import console as _console
-from rebal_cli.returns_file import ReturnsFileError, single_series
 from rebal_cli.support import (
     EXIT_ERROR,
     EXIT_NOT_RUNNING,
     fail,
     write_json,
 )
+
+if TYPE_CHECKING:
+    from rebal.events import StrategyReturnReported
 
 # Publishes in flight at once while backfilling (each waits for its JetStream acknowledgement).
 BACKFILL_CONCURRENCY = 256
@@ -64,6 +59,8 @@ def backfill_events(
 ) -> list[StrategyReturnReported]:
     """The reports a bot would have sent for these periods (ids from strategy and timestamp, like the
     demo bot's, so a period the bot already reported is the same event)."""
+    from rebal.events import StrategyReturnReported, new_event
+
     return [
         new_event(
             StrategyReturnReported,
@@ -81,10 +78,14 @@ def backfill_events(
 
 async def _publish_all(url: str, events: list[StrategyReturnReported], show: bool) -> tuple[int, int]:
     """(stored, duplicates) as the server acknowledged them."""
+    import asyncio
+
     from nats.errors import NoRespondersError
     from nats.errors import TimeoutError as NatsTimeout
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from rebal_cli.commands import NotRunning, connected
+    from rebal_cli.render import console as _console
 
     stored = duplicates = 0
     columns = (
@@ -134,7 +135,12 @@ def backfill(
     as_json: AsJson = False,
 ) -> None:
     """Publish a strategy's return history, as its bot would have; running it again adds nothing."""
+    import asyncio
+
+    from rebal_cli.api import nats_url as resolve_nats_url
     from rebal_cli.commands import NotRunning
+    from rebal_cli.render import console as _console
+    from rebal_cli.returns_file import ReturnsFileError, single_series
 
     _token(portfolio, "--portfolio")
     _token(strategy, "--strategy")
@@ -172,7 +178,9 @@ def backfill(
 # -- optimize -------------------------------------------------------------------------------------
 
 OPTIMIZE_TIMEOUT_SECONDS = 30.0
-METHODS = tuple(METHOD_PARAMETERS)
+# `rebal_allocation.allocation.METHOD_PARAMETERS`'s methods, named here so that the help does not load the
+# allocation mathematics (tests/cli/test_start.py keeps them equal).
+METHODS = ("min_variance", "mean_variance", "max_sharpe", "risk_parity", "slope_std", "mix")
 
 
 def _parameters(raw: list[str]) -> dict[str, float]:
@@ -210,7 +218,7 @@ def _offline(
     from rebal_allocation.optimize import Infeasible, SolverFailed
     from rebal_allocation.volatility import portfolio_config
     from rebal_allocation.volatility import target_volatility as scale
-    from rebal_cli.returns_file import read_returns
+    from rebal_cli.returns_file import ReturnsFileError, read_returns
 
     try:
         returns = read_returns(path)
@@ -260,6 +268,7 @@ def _offline(
 
 async def _ask(url: str, portfolio: str, timeout: float) -> object:
     """Publish `RunOptimization` and wait for the optimizer's answer (an event caused by it)."""
+    import asyncio
     import uuid
 
     from nats.aio.msg import Msg
@@ -267,7 +276,7 @@ async def _ask(url: str, portfolio: str, timeout: float) -> object:
     from nats.errors import TimeoutError as NatsTimeout
 
     from rebal import bus
-    from rebal.events import Event, OptimizationFailed, RunOptimization, TargetWeightsComputed
+    from rebal.events import Event, OptimizationFailed, RunOptimization, TargetWeightsComputed, new_event
     from rebal_cli.commands import NotRunning, connected
 
     command = new_event(
@@ -336,8 +345,12 @@ def optimize(
 ) -> None:
     """The allocation across strategies and its volatility targeting (portfolio_config.json): offline
     from a returns file, or from the running optimizer (which uses its configured method)."""
+    import asyncio
+
     from rebal.events import OptimizationFailed, TargetWeightsComputed
+    from rebal_cli.api import nats_url as resolve_nats_url
     from rebal_cli.commands import NotRunning
+    from rebal_cli.render import console as _console
 
     if export is not None and (export.is_dir() or not export.parent.is_dir()):
         fail(f"--export: {export} is a directory or its directory does not exist")
@@ -406,6 +419,10 @@ def optimize(
 
 
 def _print_allocation(outcome: dict[str, object], export: Path | None) -> None:
+    from rich.table import Table
+
+    from rebal_cli.render import console as _console
+
     config = outcome["portfolio_config"]
     assert isinstance(config, dict)
     console = _console()
