@@ -21,6 +21,7 @@ from rebal.events import (
     Event,
     PayloadRef,
     StrategyReturnReported,
+    TakeSnapshot,
     new_event,
 )
 from tests.messaging import collecting, eventually, started
@@ -185,9 +186,8 @@ async def test_a_payload_gone_or_not_matching_is_dead_lettered_with_the_reason(n
     assert [e.tree for e in handled] == [first.tree]
 
 
-async def test_an_event_too_large_with_nothing_to_send_by_reference_fails_at_once(nats_url: str) -> None:
-    broker = NatsBroker(nats_url)
-    report = new_event(
+def huge_report() -> StrategyReturnReported:
+    return new_event(
         StrategyReturnReported,
         key="huge",
         now=NOW,
@@ -197,12 +197,49 @@ async def test_an_event_too_large_with_nothing_to_send_by_reference_fails_at_onc
         period_return=Decimal("0.01"),
         positions={f"ASSET{i}": Decimal(i) for i in range(30_000)},
     )
+
+
+async def test_an_event_too_large_with_nothing_to_send_by_reference_fails_at_once(nats_url: str) -> None:
+    broker = NatsBroker(nats_url)
+    report = huge_report()
     async with started(broker):
-        with pytest.raises(bus.PublishFailed, match=r"over the 1\.00 MiB message limit"):
+        with pytest.raises(
+            bus.PublishFailed, match=r"is 594 KiB, over the 256 KiB an event may carry in its message"
+        ):
             await bus.Publisher(broker).publish(report)
         js = broker.config.connection_state.stream
         info = await js.stream_info(subjects.EVENTS_STREAM)
     assert info.state.messages == 0
+
+
+async def test_a_handler_whose_publish_cannot_succeed_is_dead_lettered_at_once_with_the_reason(
+    nats_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Retrying changes nothing (the same event is as large the fifth time): the message goes to the dead
+    letters on its first delivery, saying why, and the service logs an error."""
+    broker = NatsBroker(nats_url)
+    publisher = bus.Publisher(broker)
+    attempts: list[TakeSnapshot] = []
+
+    async def answer(command: TakeSnapshot) -> None:
+        attempts.append(command)
+        await publisher.publish(huge_report())
+
+    bus.consume(broker, publisher, service="tracker", kind=TakeSnapshot, durable="t-huge", handler=answer)
+    command = new_event(TakeSnapshot, key="huge", now=NOW, portfolio_id="demo")
+    async with collecting(nats_url) as letters, started(broker):
+        await publisher.publish(command)
+        await eventually(lambda: letters)
+    [letter] = letters
+    assert letter["error"].startswith(
+        f"could not publish: StrategyReturnReported {huge_report().event_id} is "
+    )
+    assert "594 KiB, over the 256 KiB an event may carry in its message" in letter["error"]
+    assert len(attempts) == 1
+    assert any(
+        record.levelname == "ERROR" and "t-huge could not publish" in record.getMessage()
+        for record in caplog.records
+    )
 
 
 async def test_a_store_without_room_is_an_outage_the_publisher_waits_out(nats_url: str) -> None:

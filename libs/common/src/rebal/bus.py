@@ -23,7 +23,9 @@
   gone or does not match is the message's fault (dead-lettered with the reason). The buckets keep their
   objects a day longer than the event stream keeps the events pointing to them. A publish that cannot
   succeed (an event too large with nothing to send by reference, an object the server refuses) raises
-  `PublishFailed`, which producers turn into an error event (the planner: `PlanFailed`).
+  `PublishFailed`, which producers turn into an error event (the planner: `PlanFailed`); a handler that
+  lets it out has its message dead-lettered at once with the reason and an error logged (retrying it
+  would change nothing).
 """
 
 from __future__ import annotations
@@ -310,7 +312,7 @@ class Publisher:
                 if not payloads.offloadable(type(event)):
                     raise PublishFailed(
                         f"{event.type} {event.event_id} is {_size(len(data))}, over the"
-                        f" {_size(MAX_MESSAGE_BYTES)} message limit, and has no large part to send by"
+                        f" {_size(INLINE_LIMIT_BYTES)} an event may carry in its message, and has no large part to send by"
                         " reference"
                     )
                 event = await self._by_reference(event, functools.partial(payloads.encode, event), None)
@@ -685,6 +687,10 @@ def _subscribe(
                 if event is None:
                     return
                 await consumer.outlasting(functools.partial(handler, event))
+        except PublishFailed as exc:  # trying again changes nothing: said at once, not after the retries
+            log.error("%s could not publish what a message on %s asked for: %s", durable, raw.subject, exc)
+            await consumer.dead_letter(raw, f"could not publish: {exc}")
+            return
         except Exception as exc:  # noqa: BLE001 - a failure on the message is retried, then dead-lettered
             await consumer.retry_or_give_up(raw, f"{type(exc).__name__}: {exc}")
             return
