@@ -312,8 +312,8 @@ class Publisher:
                 if not payloads.offloadable(type(event)):
                     raise PublishFailed(
                         f"{event.type} {event.event_id} is {_size(len(data))}, over the"
-                        f" {_size(INLINE_LIMIT_BYTES)} an event may carry in its message, and has no large part to send by"
-                        " reference"
+                        f" {_size(INLINE_LIMIT_BYTES)} an event may carry in its message, and has no large"
+                        " part to send by reference"
                     )
                 event = await self._by_reference(event, functools.partial(payloads.encode, event), None)
                 data = event.model_dump_json().encode()
