@@ -28,6 +28,7 @@ HEAVY = (
     "rebal.events",
     "msgspec",
     "yaml",
+    "rich",
 )
 LOADED = """
 import sys
@@ -56,6 +57,11 @@ def loaded(*argv: str) -> set[str]:
 @pytest.mark.parametrize("option", ["--help", "--version"])
 def test_help_and_version_load_none_of_the_heavy_packages(option: str) -> None:
     assert loaded(option) == set()
+
+
+@pytest.mark.parametrize("argv", [["fund", "--help"], ["plan", "--help"], ["plan", "--bogus"]])
+def test_a_command_s_help_and_a_usage_error_are_plain_text_without_rich(argv: list[str]) -> None:
+    assert "rich" not in loaded(*argv)
 
 
 def test_a_plan_from_files_loads_no_client_of_the_running_system() -> None:

@@ -34,6 +34,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Help and usage errors in click's plain text, for every group and command: rich's formatter
+    # (typer.rich_utils loads rich, markdown-it and pygments) took half of `rebal --help`'s start.
+    rich_markup_mode=None,
 )
 tree_app = typer.Typer(help="Look at portfolio trees.", no_args_is_help=True)
 app.add_typer(tree_app, name="tree")
