@@ -18,7 +18,7 @@ from faststream.nats import NatsBroker
 from rebal import bus, service, subjects
 from rebal.events import RebalancePlanned, StartRebalance, StrategyReturnReported, new_event
 from rebal_devstack.nats import NatsServer
-from rebal_planner.handlers import Planner, register
+from rebal_planner.handlers import Planner, register, register_approvals
 from rebal_planner.settings import PlannerSettings
 from tests.messaging import AUTH_CONF, auth_users, eventually, started
 from tests.planner.test_planner import snapshot, target
@@ -139,7 +139,6 @@ async def test_the_monitor_approves_through_the_planner_and_may_not_publish_a_pl
 
     from rebal.events import ApprovePlan, derive_run_id
     from rebal_planner.approvals import Approvals
-    from rebal_planner.handlers import register_approvals
     from tests.fakes import FakePreviews
     from tests.planner.test_approvals import preview as make_preview
 
@@ -313,6 +312,7 @@ def with_consumers_of(service_name: str, broker: NatsBroker) -> NatsBroker:
         register_optimizer(broker, publisher, handlers)
     elif service_name == "planner":
         register(broker, publisher, handlers)
+        register_approvals(broker, publisher, handlers)
         funds.register(broker, publisher, handlers)
     elif service_name == "executor":
         register_executor(broker, publisher, handlers.on_plan, handlers.on_halt, handlers.on_resume)
