@@ -96,6 +96,8 @@ BENCH_VENV := .venv-bench
 bench: | $(UV)
 	UV_PROJECT_ENVIRONMENT=$(BENCH_VENV) $(UV) sync --frozen --all-packages --group dev --group bench
 	$(BENCH_VENV)/bin/python bench/plan.py
+	$(BENCH_VENV)/bin/python bench/cli.py
+	$(BENCH_VENV)/bin/python bench/cli_start.py
 	$(BENCH_VENV)/bin/python bench/optimizer.py
 	$(BENCH_VENV)/bin/python bench/pipeline.py
 	$(BENCH_VENV)/bin/python bench/executor.py

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
-from rebal import bus, subjects
+from rebal import bus, payloads, subjects
 from rebal.core import bounds
 from rebal.events import (
     ApprovePlan,
@@ -39,6 +39,7 @@ from rebal.events import (
     OptimizationFailed,
     OrderFilled,
     OrderPlaced,
+    PayloadRef,
     PlanFailed,
     PlannedOrder,
     ProjectedWeight,
@@ -547,8 +548,47 @@ cause's id and what the event is about), so a redelivered trigger recomputes the
 server drops the second publish. Streams are declared in code (`rebal.bus.declare_streams`):
 every service creates a missing one at start; `python -m rebal.migrate` (as the NATS user
 `migrate` on a secured bus, the only one allowed to) brings an existing one's configuration up
-to date. NATS runs with `max_payload: 8MB`: snapshots carry whole trees ({max_mib} MiB per
-message at most).
+to date.
+
+## Message size: large payloads by reference
+
+NATS runs with its default `max_payload` of {max_mib} MiB, and every stream refuses a larger
+message. Why not raise it, as Rebal once did (8 MB): a snapshot, a target and a plan grow with the
+portfolio without bound (a 100k-wallet plan is 22 MB of JSON, a million-wallet one some 200 MB),
+so any limit is met one day, and met silently (the publish fails inside a retry loop); and one
+large message holds up everything behind it on the connection and in a batch consumer's buffer
+(up to 4 x 500 messages). So no message is larger than {inline_kib} KiB plus its envelope:
+
+- An event whose JSON exceeds {inline_kib} KiB sends its large part by reference: the fields in
+  the table below go, in the compact columnar encoding `{encoding}` (`rebal.payloads`: trees as
+  tables of nodes in preorder, records as one column per field, decimals as exact text, the whole
+  deflated: a 100k-wallet plan is 2.8 MB, a snapshot 1.1 MB), into a JetStream Object Store
+  bucket of the producer's own, as one object of {chunk_kib} KiB chunks. The event travels with
+  those fields empty and `payload_ref`: the bucket, the object's name
+  (`<portfolio>/<event id>/<digest prefix>`: a redelivered cause that makes the same event stores
+  it once), its SHA-256 digest as NATS writes it (`SHA-256=<base64url>`), its size and encoding.
+- Every consumer path (durable consumers, batch consumers, the latest event read back from the
+  stream, the CLI following a run) fetches the object once (a process keeps the last
+  {kept} by digest), checks the digest, and hands its handler the whole event, validated like any
+  other. An object that is gone or does not match is the message's fault: dead-lettered with the
+  reason. NATS being away while fetching is an outage: the consumer holds its message.
+- A bucket keeps its objects {grace:g} day longer than `REBAL_EVENTS` keeps the events pointing
+  to them ({payload_days:g} days against {event_days:g}): every event in the stream can be read
+  whole. The monitor's journal keeps events whole, beyond both.
+- A publish that cannot succeed fails loudly: an event over the limit with no large part to send
+  by reference, a server whose `max_payload` is below Rebal's messages, or an object the server
+  refuses for good raises `rebal.bus.PublishFailed` at once. The planner answers with a
+  `PlanFailed` naming the reason (and logs it), so `rebal rebalance` exits 1 with it. A store
+  without room (JetStream answers 503, as for a full disk) is an outage like NATS being away: the
+  consumer that was publishing holds its message, and `/readyz` names it, until there is room. A
+  dead letter's raw payload is cut to {inline_kib} KiB (the stream it came from keeps it whole).
+- Events published before payloads went by reference, inline whatever their size, are still
+  read as they are (`payload_ref` is optional); a service of an earlier version cannot read a
+  by-reference event (it dead-letters it): upgrade consumers before producers.
+
+| event | fields sent by reference | bucket (stream) | written by | read by |
+| --- | --- | --- | --- | --- |
+{buckets}
 
 ## Values
 
@@ -591,14 +631,39 @@ wait {ack_wait:g} s).
 """
 
 
+# Who writes and reads each payload bucket (deploy/nats/auth.conf grants exactly these).
+BUCKET_USERS = {
+    subjects.SNAPSHOTS_BUCKET: ("tracker", "planner, optimizer, monitor"),
+    subjects.TARGETS_BUCKET: ("optimizer", "planner, monitor"),
+    subjects.PLANS_BUCKET: ("planner", "executor, monitor, operators (`rebal rebalance`)"),
+}
+
+
+def bucket_row(kind: type[Event], fields: tuple[str, ...]) -> str:
+    bucket = subjects.PAYLOAD_BUCKETS[kind.topic]
+    writer, readers = BUCKET_USERS[bucket]
+    names = ", ".join(f"`{field}`" for field in fields)
+    where = f"`{bucket}` (`{subjects.bucket_stream(bucket)}`)"
+    return f"| `{kind.__name__}` | {names} | {where} | {writer} | {readers} |"
+
+
 def render() -> str:
     streams = "\n".join(
         f"| `{spec.name}` | `{', '.join(spec.subjects)}` | {bus.DUPLICATE_WINDOW_SECONDS:g} s |"
         f" {spec.max_age / 86400:g} days |"
         for spec in bus.STREAMS
     )
+    buckets = "\n".join(bucket_row(kind, fields) for kind, fields in payloads.LARGE_FIELDS.items())
     intro = INTRO.format(
         streams=streams,
+        buckets=buckets,
+        inline_kib=bus.INLINE_LIMIT_BYTES // 2**10,
+        chunk_kib=bus.CHUNK_BYTES // 2**10,
+        encoding=payloads.ENCODING,
+        kept=bus.FETCHED_KEPT,
+        grace=bus.PAYLOAD_GRACE_SECONDS / 86400,
+        payload_days=bus.BUCKETS[0].max_age / 86400,
+        event_days=bus.EVENTS_MAX_AGE_SECONDS / 86400,
         max_mib=bus.MAX_MESSAGE_BYTES // 2**20,
         ack_wait=bus.ACK_WAIT_SECONDS,
         backoff=", ".join(f"{b:g}" for b in bus.BACKOFF_SECONDS),
@@ -646,6 +711,10 @@ def render() -> str:
         "| ProjectedWeight field | type | |",
         "| --- | --- | --- |",
         *field_rows(ProjectedWeight, set()),
+        "",
+        "| PayloadRef field | type | |",
+        "| --- | --- | --- |",
+        *field_rows(PayloadRef, set()),
         "",
         "Topics in code: "
         + ", ".join(f"`{t.name}`" for t in subjects.EVENT_TOPICS + subjects.COMMAND_TOPICS)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from rebal.events import Event, RebalancePlanned
+from rebal.payloads import Body
 
 E = TypeVar("E", bound=Event)
 
@@ -17,10 +18,10 @@ class RecordingPublisher:
 
     published: list[Event] = field(default_factory=list)
 
-    async def publish(self, event: Event) -> bool:
+    async def publish(self, event: Event, body: Body | None = None) -> bool:
         if any(e.event_id == event.event_id for e in self.published):
             return False
-        self.published.append(event)
+        self.published.append(event if body is None else body.attach(event))
         return True
 
 

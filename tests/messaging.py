@@ -19,8 +19,6 @@ from rebal.events import StartRebalance
 from rebal_devstack import credentials
 from rebal_devstack.nats import NatsServer
 
-# Snapshots carry whole trees: the same limit as make run.
-SERVER_CONFIG = "max_payload: 8MB"
 AUTH_CONF = Path(__file__).resolve().parents[1] / "deploy" / "nats" / "auth.conf"
 
 
@@ -31,18 +29,19 @@ def auth_users() -> dict[str, str]:
 
 
 def fresh_nats(directory: Path) -> Iterator[NatsServer]:
-    with NatsServer(directory / "jetstream", extra_config=SERVER_CONFIG) as server:
+    # The server's defaults (max_payload 1 MB), as make run and the deployments run it.
+    with NatsServer(directory / "jetstream") as server:
         yield server
 
 
 async def forget_streams(url: str) -> None:
-    """Delete Rebal's streams on a shared server (their consumers go with them)."""
+    """Delete Rebal's streams and payload buckets on a shared server (their consumers go with them)."""
     client = await nats.connect(url)
     try:
         js = client.jetstream()
-        for spec in bus.STREAMS:
+        for name in [spec.name for spec in bus.STREAMS] + [spec.stream for spec in bus.BUCKETS]:
             with contextlib.suppress(nats.js.errors.NotFoundError):
-                await js.delete_stream(spec.name)
+                await js.delete_stream(name)
     finally:
         await client.drain()
 

@@ -42,7 +42,7 @@ def secured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     text = AUTH_CONF.read_text()
     end = text.rindex("  ]\n}")
     (base / "auth.conf").write_text(text[:end] + ADMIN + text[end:])
-    with NatsServer(base / "jetstream", extra_config="max_payload: 8MB\ninclude ./auth.conf") as server:
+    with NatsServer(base / "jetstream", extra_config="include ./auth.conf") as server:
         yield server.url
 
 

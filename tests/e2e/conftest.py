@@ -38,7 +38,7 @@ class System:
 def running_system(
     database: FreshDatabase, tmp_path: Path, service_env: dict[str, dict[str, str]] | None = None
 ) -> Iterator[System]:
-    """NATS (fresh, 8 MB payloads), an empty database, and the five services started and ready (with
+    """NATS (fresh, 1 MB payloads), an empty database, and the five services started and ready (with
     `service_env`, TEST_SETTINGS by default); every service process gone at the end."""
     for nats in fresh_nats(tmp_path):
         services = Services(
@@ -59,5 +59,5 @@ def running_system(
 
 @pytest.fixture
 def system(database: FreshDatabase, tmp_path: Path) -> Iterator[System]:
-    """NATS (fresh, 8 MB payloads), an empty database, and the five services started and ready."""
+    """NATS (fresh, 1 MB payloads), an empty database, and the five services started and ready."""
     yield from running_system(database, tmp_path)

@@ -224,7 +224,7 @@ def observed(postgres_admin_dsn: str, tmp_path_factory: pytest.TempPathFactory) 
         with otlp_receiver() as receiver, pytest.MonkeyPatch.context() as env:
             for user in NATS_USERS:
                 env.setenv(f"{user.upper()}_PASSWORD", secrets[user])  # what auth.conf reads
-            server = NatsServer(nats_dir / "jetstream", extra_config="max_payload: 8MB\ninclude ./auth.conf")
+            server = NatsServer(nats_dir / "jetstream", extra_config="include ./auth.conf")
             with server:
                 for user in NATS_USERS:
                     env.delenv(f"{user.upper()}_PASSWORD")  # the services get theirs from files only

@@ -33,7 +33,7 @@ from rebal.venue import (
 )
 from rebal_venues.ccxt_venue import CcxtVenue, open_ccxt_venue
 from rebal_venues.paper import PaperVenue
-from tests.fake_exchange import FakeBook, RateLimit, serving
+from tests.fake_exchange import FakeBook, FakeMarket, RateLimit, serving
 from tests.paper_support import EXCHANGE, MARKETS, PRICES, STILL, Clock
 from tests.venues.support import ACCOUNT, KEY, fake_book, settings
 
@@ -125,6 +125,23 @@ async def test_a_few_prices_are_read_one_ticker_each_many_at_once(fake: Fake, ve
     many = ["BTC/USDT", "ETH/USDT", "SOL/USDT"] * 4  # more than SINGLE_TICKERS_UP_TO
     assert await venue.prices(many) == {"BTC/USDT": D(60000), "ETH/USDT": D(3000), "SOL/USDT": D(150)}
     assert len(fake.book.requests_of("tickers")) == 1
+
+
+async def test_the_prices_of_thousands_of_markets_are_read_as_every_ticker_at_once() -> None:
+    """A list of 2,000 symbols made a URL over the 8 KiB a server takes (400, so the buys of a large plan
+    could not be sized); Binance weighs more than 100 the same as all of them (80)."""
+    count = 2000
+    book = FakeBook(
+        markets={
+            f"X{i}USDT": FakeMarket(f"X{i}", "USDT", D("0.01"), D("0.01"), D("5")) for i in range(count)
+        },
+        prices={f"X{i}USDT": D(i + 1) for i in range(count)},
+        accounts={KEY: {}},
+    )
+    async with serving(book) as origin, open_ccxt_venue(settings(origin)) as many:
+        symbols = [f"X{i}/USDT" for i in range(count)]
+        assert await many.prices(symbols) == {f"X{i}/USDT": D(i + 1) for i in range(count)}
+        assert [r.get("symbols") for r in book.requests_of("tickers")] == [None]
 
 
 async def test_contract_a_buy_moves_the_balances_by_its_fills(contract: Contract) -> None:

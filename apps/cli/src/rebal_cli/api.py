@@ -35,7 +35,6 @@ from rebal_cli.support import (
     fail,
 )
 
-DEFAULT_API_URL = "http://127.0.0.1:8105"
 REQUEST_TIMEOUT_SECONDS = 30.0
 TOKEN_HELP = (
     "set REBAL__API__TOKEN or REBAL__API__TOKEN_FILE (or api.token_file in the client context"

@@ -3,42 +3,27 @@
 Exit codes: 0 ok, 1 error, 2 bad input (one line on stderr naming the file, the node path and the problem),
 3 not running, 4 configuration error (`rebal_cli.support`). The operator, strategy and fund commands live
 in `rebal_cli.ops`, `rebal_cli.strategies` and `rebal_cli.funds`, registered on this app at the bottom.
+Each command imports what it uses when it runs: `rebal --help` loads none of the core.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
-from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from rebal import batch
-from rebal.core import partial
-from rebal.core.contracts import Contracts
-from rebal.core.diff import diff_trees
-from rebal.core.errors import InputError
-from rebal.core.market import Markets, Prices
-from rebal.core.networks import Networks
 from rebal.core.numbers import RANGE, in_range, parse_decimal
-from rebal.core.plan import plan_rebalance
-from rebal.core.position_plan import PositionPlan, plan_positions
-from rebal.events import PlanFailed, PlannedPositionOrder, PlannedPositionSetting, SkippedOrder
-from rebal.io import FileError, load, load_tree
-from rebal.render import plan_json, tree_json, write_plan_json
 from rebal_cli import backtest as cli_backtest
 from rebal_cli import funds as cli_funds
 from rebal_cli import ops as cli_ops
 from rebal_cli import paper as cli_paper
 from rebal_cli import policy as cli_policy
-from rebal_cli import render
 from rebal_cli import strategies as cli_strategies
 from rebal_cli import target as cli_target
 from rebal_cli import venue as cli_venue
-from rebal_cli.api import nats_settings as resolve_nats
 from rebal_cli.support import (
     DEFAULT_NATS_URL,
     EXIT_BAD_INPUT,
@@ -49,15 +34,39 @@ from rebal_cli.support import (
     write_json,
 )
 
+if TYPE_CHECKING:
+    from rebal.core.position_plan import PositionPlan
+
 app = typer.Typer(
     name="rebal",
     help="Rebal: keep a hierarchical portfolio at its target allocation.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Help and usage errors in click's plain text, for every group and command: rich's formatter
+    # (typer.rich_utils loads rich, markdown-it and pygments) took half of `rebal --help`'s start.
+    rich_markup_mode=None,
 )
 tree_app = typer.Typer(help="Look at portfolio trees.", no_args_is_help=True)
 app.add_typer(tree_app, name="tree")
+
+
+def _version(shown: bool) -> None:
+    if shown:
+        from rebal_cli import __version__
+
+        typer.echo(f"rebal {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Rebal: keep a hierarchical portfolio at its target allocation."""
 
 
 def _amount_option(raw: str | None, option: str) -> float:
@@ -118,6 +127,20 @@ def plan(
 
     With --portfolio instead of files: a dry-run plan made by the running system from its latest
     snapshot and target, stored for `rebal approve PLAN_ID`."""
+    from decimal import Decimal
+
+    from rebal import batch
+    from rebal.core import partial
+    from rebal.core.contracts import Contracts
+    from rebal.core.diff import diff_trees
+    from rebal.core.errors import InputError
+    from rebal.core.market import Markets, Prices
+    from rebal.core.networks import Networks
+    from rebal.core.plan import plan_rebalance
+    from rebal.core.position_plan import PositionPlan, plan_positions
+    from rebal.io import FileError, load, load_tree
+    from rebal.render import plan_json, write_plan_json
+
     if portfolio is not None:
         given = [
             name
@@ -169,19 +192,22 @@ def plan(
     if positions == PositionPlan():  # no futures account wants positions: the documented JSON, streamed
         if as_json:
             write_plan_json(result, sys.stdout.buffer, pretty=sys.stdout.isatty())
-        else:
-            render.print_plan(plan_json(result))
-        return
-    document = with_positions(plan_json(result), positions)
-    if as_json:
-        write_json(document)
+            return
+        document = plan_json(result)
     else:
-        render.print_plan(document)
+        document = with_positions(plan_json(result), positions)
+        if as_json:
+            write_json(document)
+            return
+    from rebal_cli import render  # the terminal's view only: rich and the renderer
+
+    render.print_plan(document)
 
 
 def with_positions(document: dict[str, Any], positions: PositionPlan) -> dict[str, Any]:
     """The plan's JSON with its futures accounts' part, as a plan on the bus carries it: the
     `position_orders` and `position_settings`, their skips among the others."""
+    from rebal.events import PlannedPositionOrder, PlannedPositionSetting, SkippedOrder
 
     def dumped(models: tuple[Any, ...]) -> list[dict[str, Any]]:
         return [model.model_dump(mode="json") for model in models]
@@ -201,6 +227,10 @@ def tree_show(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """Show a tree, or the virtual tree an owner (a bot) holds through its locks."""
+    from rebal.io import FileError, load_tree
+    from rebal.render import tree_json
+    from rebal_cli import render
+
     try:
         tree = load_tree(file, "real")
     except FileError as exc:
@@ -236,8 +266,12 @@ def rebalance_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
 ) -> None:
     """Ask the planner for a rebalance of PORTFOLIO (executed by the executor unless --dry-run)."""
+    import asyncio
+
     from rebal import subjects, telemetry
-    from rebal_cli import commands
+    from rebal.events import PlanFailed
+    from rebal_cli import commands, render
+    from rebal_cli.api import nats_settings as resolve_nats
 
     try:
         subjects.check_token(portfolio, "--portfolio")
@@ -255,6 +289,8 @@ def rebalance_command(
             )
     except commands.NotRunning as exc:
         fail(str(exc), EXIT_NOT_RUNNING)
+    except commands.Unreadable as exc:
+        fail(str(exc), EXIT_ERROR)
     plan = outcome.plan
     if isinstance(plan, PlanFailed) and plan.unknown_portfolio and not as_json:
         fail(f"--portfolio: {plan.reason}")

@@ -18,7 +18,7 @@ from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import NotFoundError
 
-from rebal import bus, subjects, telemetry
+from rebal import bus, payloads, subjects, telemetry
 from rebal.events import (
     Event,
     PlanFailed,
@@ -38,6 +38,10 @@ STREAM_CHECK_SECONDS = 1.0
 
 class NotRunning(Exception):
     """NATS, or a service the command needs, did not answer."""
+
+
+class Unreadable(Exception):
+    """The run's plan came by reference and its payload could not be read (the reason says why)."""
 
 
 @dataclass(frozen=True)
@@ -135,7 +139,7 @@ async def rebalance(
             raise NotRunning("NATS did not acknowledge the command: are the services running?") from None
         if not wait:
             return Outcome(command, None, None)
-        plan = await _next(
+        answer = await _next(
             seen,
             client,
             portfolio,
@@ -144,7 +148,13 @@ async def rebalance(
             timeout,
             "no plan: is the planner running?",
         )
-        assert isinstance(plan, RebalancePlanned | PlanFailed)
+        assert isinstance(answer, RebalancePlanned | PlanFailed)
+        plan: RebalancePlanned | PlanFailed = answer
+        try:  # a large plan comes by reference: its orders from the Object Store
+            if isinstance(answer, RebalancePlanned):
+                plan = await bus.PayloadStore(client.jetstream).whole(answer)
+        except payloads.PayloadError as exc:
+            raise Unreadable(f"the plan of run {run_id} cannot be read: {exc}") from None
         finished = None
         if isinstance(plan, RebalancePlanned) and not dry_run:
             why = "the run did not finish: is the executor running?"

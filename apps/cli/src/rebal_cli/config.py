@@ -8,38 +8,22 @@ services accept. Errors name the key; a configuration error exits 4.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import BaseModel, ValidationError
-from pydantic_settings import BaseSettings
-from rich.console import Console
 
-from rebal.io import FileError, load_document
-from rebal.settings import (
-    CONFIG_FILE_ENV,
-    EXIT_CONFIGURATION,
-    PORTS,
-    ConfigFileError,
-    DatabaseSettings,
-    NatsSettings,
-    ServiceSettings,
-    config_file,
-    masked,
-    read_config_file,
-    using_config_file,
-)
-from rebal_cli import context
-from rebal_cli.api import connect, operator_settings
-from rebal_cli.support import EXIT_ERROR, EXIT_NOT_RUNNING, fail, write_json
+from rebal_cli.support import EXIT_ERROR, EXIT_NOT_RUNNING, SERVICES, fail, write_json
 
-SERVICES = tuple(PORTS)
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+    from pydantic_settings import BaseSettings
+
+    from rebal.settings import DatabaseSettings, NatsSettings
+
 # Where each distribution names its settings class (see `service_classes`).
 SETTINGS_ENTRY_POINTS = "rebal.settings"
 VENUES = "venues"
@@ -56,6 +40,10 @@ def service_classes(with_venues: bool = True) -> dict[str, type[BaseSettings]]:
     Each distribution names its own class under the ``rebal.settings`` entry points (its pyproject), so
     the CLI keeps no list of services and finds exactly those installed; none is imported before it is
     needed (the venues' class imports ccxt: 3 to 15 s)."""
+    from importlib.metadata import entry_points
+
+    from pydantic_settings import BaseSettings
+
     order = {name: index for index, name in enumerate((*SERVICES, VENUES))}
     entries = sorted(
         (entry for entry in entry_points(group=SETTINGS_ENTRY_POINTS) if with_venues or entry.name != VENUES),
@@ -92,6 +80,10 @@ def _key(loc: tuple[int | str, ...]) -> str:
 
 def check_configuration(path: Path | None) -> tuple[dict[str, BaseSettings], list[Problem]]:
     """Every service's settings made from `path` (or none) and the environment, and what is wrong."""
+    from pydantic import ValidationError
+
+    from rebal.settings import read_config_file, using_config_file
+
     document = read_config_file(path) if path is not None else {}  # ConfigFileError names the file
     classes = service_classes(venues_configured(document))
     problems: dict[tuple[str, str], list[str]] = {}
@@ -115,11 +107,15 @@ def check_configuration(path: Path | None) -> tuple[dict[str, BaseSettings], lis
 @config_app.command("validate")
 def validate(
     file: Annotated[
-        Path | None, typer.Argument(help=f"The file to check (default: ${CONFIG_FILE_ENV}, if set).")
+        Path | None, typer.Argument(help="The file to check (default: $REBAL_CONFIG, if set).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Check a configuration file (with the environment over it) against every service's settings."""
+    from rich.console import Console
+
+    from rebal.settings import EXIT_CONFIGURATION, ConfigFileError, config_file
+
     path = file if file is not None else config_file()
     source = str(path) if path is not None else "environment"
     try:
@@ -151,6 +147,8 @@ def validate(
 
 
 def _document(settings: BaseSettings) -> Any:
+    from rebal.settings import ServiceSettings
+
     if isinstance(settings, ServiceSettings):
         return settings.public()
     return settings.model_dump(mode="json")
@@ -183,6 +181,8 @@ def show(
     Each service is asked at its URL in the client context (`make run` writes var/client.toml), else on its
     default port on this machine. A service that does not answer is named (exit 3). --local shows what the
     environment and REBAL_CONFIG of this shell would configure instead."""
+    from rich.console import Console
+
     if service is not None and service not in (*SERVICES, "venues"):
         fail(f"--service: {service!r} is not one of {', '.join(SERVICES)}, venues")
     if local:
@@ -236,6 +236,9 @@ def mode_line(modes: dict[str, Any]) -> str:
 
 def service_urls() -> dict[str, str]:
     """Each service's HTTP base URL: the client context's, else its default port on this machine."""
+    from rebal.settings import EXIT_CONFIGURATION, PORTS
+    from rebal_cli import context
+
     try:
         found = context.current()
     except context.ContextError as exc:
@@ -262,6 +265,10 @@ def running_config(url: str) -> dict[str, Any] | str:
 
 
 def _show_local(service: str | None, as_json: bool) -> None:
+    from rich.console import Console
+
+    from rebal.settings import EXIT_CONFIGURATION, ConfigFileError, config_file, masked
+
     try:
         loaded, problems = check_configuration(config_file())
     except ConfigFileError as exc:
@@ -299,6 +306,8 @@ class Check:
 
 
 async def _nats_checks(nats_settings: NatsSettings) -> list[Check]:
+    import asyncio
+
     import nats  # the checks' clients are imported when a check runs: every other command starts faster
     from nats.js.errors import NotFoundError
 
@@ -397,6 +406,8 @@ async def _postgres_checks(database: DatabaseSettings) -> list[Check]:
 
 def _venue_checks(loaded: dict[str, BaseSettings]) -> list[Check]:
     """The paper exchange's files and every ccxt account's keys, for the services that trade."""
+    from rebal.io import FileError, load_document
+
     checks: list[Check] = []
     seen: set[tuple[str, Path]] = set()
     for name, settings in loaded.items():
@@ -440,6 +451,8 @@ def _key_checks(section: str, venue: Any) -> list[Check]:
 
 
 def _sections(settings: BaseSettings) -> Iterator[tuple[str, BaseModel]]:
+    from pydantic import BaseModel
+
     for field in type(settings).model_fields:
         value = getattr(settings, field)
         if isinstance(value, BaseModel):
@@ -481,6 +494,14 @@ def doctor(
     """Check configuration, NATS, streams, Postgres, migrations, venues, keys, API; exit 1 on a failure.
 
     One line per check. The configuration is the services' own (REBAL_CONFIG and the environment)."""
+    import asyncio
+
+    from rich.console import Console
+
+    from rebal.settings import EXIT_CONFIGURATION, ConfigFileError, config_file
+    from rebal_cli import context
+    from rebal_cli.api import connect, operator_settings
+
     checks: list[Check] = []
     path = config_file()
     try:

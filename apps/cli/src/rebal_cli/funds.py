@@ -20,15 +20,11 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from rebal.core.display import money_text, percent_text
 from rebal.core.numbers import parse_decimal
 from rebal.subjects import TOKEN
-from rebal_cli.api import DEFAULT_API_URL, connect
-from rebal_cli.render import number
-from rebal_cli.support import fail, write_json
+from rebal_cli.support import DEFAULT_API_URL, fail, write_json
 
 QUANTUM = Decimal("1e-8")
 
@@ -99,6 +95,8 @@ def _reference(raw: str | None) -> str | None:
 
 
 def _said(answer: dict[str, Any], as_json: bool, what: str) -> None:
+    from rich.console import Console
+
     if as_json:
         write_json(answer)
         return
@@ -130,6 +128,8 @@ def deposit(
     as_json: AsJson = False,
 ) -> None:
     """Record a user's deposit: credited at once as cash, invested by the next cycle."""
+    from rebal_cli.api import connect
+
     fund = _required("FUND", fund_arg, fund_opt)
     user = _required("USER", user_arg, user_opt)
     amount = _required("AMOUNT", amount_arg, amount_opt)
@@ -157,6 +157,8 @@ def withdraw(
     as_json: AsJson = False,
 ) -> None:
     """Ask for a withdrawal: AMOUNT of the quote after fees, or --all; paid by the next cycle."""
+    from rebal_cli.api import connect
+
     fund = _required("FUND", fund_arg, fund_opt)
     user = _required("USER", user_arg, user_opt)
     amount = _one("AMOUNT", amount_arg, amount_opt)
@@ -183,6 +185,10 @@ def cycle(
     as_json: AsJson = False,
 ) -> None:
     """Net what is due on the fund now into one set of orders."""
+    from rich.console import Console
+
+    from rebal_cli.api import connect
+
     fund = _required("FUND", fund_arg, fund_opt)
     answer = connect(api_url).post(f"/funds/{_fund(fund)}/cycles", {"rebalance": rebalance})
     if as_json:
@@ -206,6 +212,10 @@ def define(
     api_url: ApiUrl = None,
 ) -> None:
     """Define (or change) a fund's account and target weights."""
+    from rich.console import Console
+
+    from rebal_cli.api import connect
+
     parsed: dict[str, str] = {}
     for part in weights.split(","):
         asset, sep, raw = part.partition("=")
@@ -236,6 +246,11 @@ def show(
     as_json: AsJson = False,
 ) -> None:
     """The fund's status, each user's amounts, the totals, the flows waiting and the recent cycles."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from rebal_cli.api import connect
+
     fund = _required("FUND", fund_arg, fund_opt)
     params = {"user": None if user is None else _user(user)}
     data = connect(api_url).get(f"/funds/{_fund(fund)}", params)
@@ -278,6 +293,8 @@ def show(
 def cycle_line(cycle: dict[str, Any], quote: str) -> str:
     """One cycle as the operator reads it: what it planned and what really traded (a cycle whose orders
     all failed says it traded nothing), the fees to the quote's precision, the executor's reasons."""
+    from rebal_cli.render import number
+
     report = cycle.get("report") or {}
     traded = cycle.get("traded") or {}
     line = f"cycle {cycle['cycle_id']}: {cycle['status']} (phase {cycle['phase']})"

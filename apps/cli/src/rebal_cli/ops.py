@@ -14,22 +14,19 @@ import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Group
-from rich.live import Live
-from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
-from rich.table import Table
-from rich.text import Text
 
 from rebal_cli import config as cli_config
 from rebal_cli import context as cli_context
-from rebal_cli.api import DEFAULT_API_URL, Api, connect
-from rebal_cli.render import console as _console
-from rebal_cli.render import number, percent, plan_counts, print_plan, run_line, valuation_quote, value_text
-from rebal_cli.support import EXIT_ERROR, band_option, fail, write_json
+from rebal_cli.support import DEFAULT_API_URL, EXIT_ERROR, band_option, fail, write_json
+
+if TYPE_CHECKING:
+    from rich.table import Table
+    from rich.text import Text
+
+    from rebal_cli.api import Api
 
 # A run is followed until it has finished, at most this long by default.
 RUN_TIMEOUT_SECONDS = 120.0
@@ -59,6 +56,8 @@ def _band(raw: str | None) -> str | None:
 
 
 def _plan_header(plan: dict[str, Any]) -> str:
+    from rebal_cli.render import percent, plan_counts, valuation_quote, value_text
+
     inputs = plan.get("inputs") or {}
     total = inputs.get("total_value")
     value = "?" if total is None else value_text(total, valuation_quote(plan))
@@ -71,6 +70,9 @@ def _plan_header(plan: dict[str, Any]) -> str:
 
 def preview(api_url: str | None, portfolio: str | None, band: str | None, as_json: bool) -> None:
     """`rebal plan --portfolio P`: a dry-run plan made by the running system, stored for `rebal approve`."""
+    from rebal_cli.api import connect
+    from rebal_cli.render import console, print_plan
+
     plan = connect(api_url).post(
         "/portfolio/rebalance", {"portfolio_id": portfolio, "dry_run": True, "band": _band(band)}
     )
@@ -78,7 +80,7 @@ def preview(api_url: str | None, portfolio: str | None, band: str | None, as_jso
         write_json(plan)
         return
     print_plan(plan, _plan_header(plan))
-    _console().print(f"approve it with: rebal approve {plan['plan_id']}")
+    console().print(f"approve it with: rebal approve {plan['plan_id']}")
 
 
 def _find_run(api: Api, portfolio: str | None, run_id: str) -> dict[str, Any] | None:
@@ -88,12 +90,16 @@ def _find_run(api: Api, portfolio: str | None, run_id: str) -> dict[str, Any] | 
 
 def follow_run(api: Api, plan: dict[str, Any], timeout: float) -> dict[str, Any] | None:
     """Wait for the approved plan's run to finish, with a progress bar of its orders (on stderr)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+
+    from rebal_cli.render import console
+
     run_id = plan.get("approval_run_id") or plan["run_id"]
     total = len(plan["orders"])
     deadline = time.monotonic() + timeout
     run: dict[str, Any] | None = None
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
-    with Progress(*columns, console=_console(stderr=True), transient=True) as progress:
+    with Progress(*columns, console=console(stderr=True), transient=True) as progress:
         task = progress.add_task(f"run {run_id}: waiting", total=total or None)
         while time.monotonic() < deadline:
             run = _find_run(api, plan["portfolio_id"], run_id)
@@ -108,6 +114,8 @@ def follow_run(api: Api, plan: dict[str, Any], timeout: float) -> dict[str, Any]
 
 
 def _report_run(run: dict[str, Any] | None, timeout: float, as_json: bool, plan: dict[str, Any]) -> None:
+    from rebal_cli.render import console, run_line
+
     if as_json:
         write_json({"plan": plan, "run": run})
     if run is None or not run.get("finished_at"):
@@ -115,7 +123,7 @@ def _report_run(run: dict[str, Any] | None, timeout: float, as_json: bool, plan:
         fail(f"the run of plan {plan['plan_id']} has not finished after {timeout:g} s ({status})", EXIT_ERROR)
     counts = run.get("counts") or {}
     if not as_json:
-        _console().print(f"run {run['run_id']}: {run_line(run['status'], counts, skip_lines(run))}")
+        console().print(f"run {run['run_id']}: {run_line(run['status'], counts, skip_lines(run))}")
     if run["status"] in FAILED_RUN_STATUSES:
         raise typer.Exit(EXIT_ERROR)
 
@@ -130,20 +138,24 @@ def approve(
     as_json: AsJson = False,
 ) -> None:
     """Execute exactly a stored plan; refused (exit 1) when it expired or prices or balances moved."""
+    from rebal_cli.api import connect
+
     api = connect(api_url)
     plan = api.post(f"/portfolio/plans/{plan_id}/approve")
     _after_approval(api, plan, wait, timeout, as_json)
 
 
 def _after_approval(api: Api, plan: dict[str, Any], wait: bool, timeout: float, as_json: bool) -> None:
+    from rebal_cli.render import console
+
     if not wait:
         if as_json:
             write_json({"plan": plan, "run": None})
         else:
-            _console().print(f"plan {plan['plan_id']} approved: run {plan.get('approval_run_id')}")
+            console().print(f"plan {plan['plan_id']} approved: run {plan.get('approval_run_id')}")
         return
     if not as_json:
-        _console().print(f"plan {plan['plan_id']} approved: run {plan.get('approval_run_id')}")
+        console().print(f"plan {plan['plan_id']} approved: run {plan.get('approval_run_id')}")
     _report_run(follow_run(api, plan, timeout), timeout, as_json, plan)
 
 
@@ -158,6 +170,9 @@ def apply(
     as_json: AsJson = False,
 ) -> None:
     """Plan and approve at once: a fresh plan, executed as made (nothing to trade: nothing is sent)."""
+    from rebal_cli.api import connect
+    from rebal_cli.render import console, print_plan
+
     api = connect(api_url)
     plan = api.post("/portfolio/rebalance", {"portfolio_id": portfolio, "dry_run": True, "band": _band(band)})
     if not as_json:
@@ -166,7 +181,7 @@ def apply(
         if as_json:
             write_json({"plan": plan, "run": None})
         else:
-            _console().print("nothing to trade: the portfolio is within the band; nothing approved")
+            console().print("nothing to trade: the portfolio is within the band; nothing approved")
         return
     approved = api.post(f"/portfolio/plans/{plan['plan_id']}/approve")
     _after_approval(api, approved, wait, timeout, as_json)
@@ -192,6 +207,8 @@ def run_summary(run: dict[str, Any]) -> str:
 
 def skip_lines(run: dict[str, Any]) -> list[str]:
     """Every skip of a run with its reason: the plan's (which leg) and the executor's reasons."""
+    from rebal_cli.render import number
+
     lines = [
         f"skipped {skip['side']} {number(skip['amount'])} {skip['symbol']} at {skip['path']}: "
         + skip["reason"]
@@ -240,6 +257,9 @@ def restarts_text(children: dict[str, Any]) -> str:
 
 
 def _status_view(status: dict[str, Any]) -> Table:
+    from rich.markup import escape
+    from rich.table import Table
+
     table = Table(title=f"Rebal: {status['portfolio_id']}", show_header=False)
     table.add_column("what", no_wrap=True)
     table.add_column("value", overflow="fold")
@@ -282,6 +302,12 @@ def status(
     as_json: AsJson = False,
 ) -> None:
     """Halted or trading, live or dry-run, the last run, the latest snapshot and target (--watch: live)."""
+    from rich.console import Group
+    from rich.live import Live
+
+    from rebal_cli.api import connect
+    from rebal_cli.render import console
+
     if not interval > 0:
         fail(f"--interval: {interval} must be a number of seconds > 0")
     if count is not None and count < 1:
@@ -290,18 +316,18 @@ def status(
     params = {"portfolio_id": portfolio}
     if not watch:
         current = with_restarts(api.get("/status", params))
-        write_json(current) if as_json else _console().print(_status_view(current))
+        write_json(current) if as_json else console().print(_status_view(current))
         return
     shown = 0
     try:
         if as_json:  # one JSON document per line and refresh
             while count is None or shown < count:
-                _console().print_json(data=with_restarts(api.get("/status", params)), indent=None)
+                console().print_json(data=with_restarts(api.get("/status", params)), indent=None)
                 shown += 1
                 if count is None or shown < count:
                     time.sleep(interval)
             return
-        with Live(console=_console(), auto_refresh=False) as live:
+        with Live(console=console(), auto_refresh=False) as live:
             while count is None or shown < count:
                 current = with_restarts(api.get("/status", params))
                 stamp = f"[dim]{time.strftime('%H:%M:%S')}, every {interval:g} s; Ctrl-C stops[/]"
@@ -330,6 +356,9 @@ def history(
     as_json: AsJson = False,
 ) -> None:
     """Past runs, newest first: status, orders, fills, skips and their reasons."""
+    from rebal_cli.api import connect
+    from rebal_cli.render import console as make_console
+
     if not 1 <= limit <= 500:
         fail(f"--limit: {limit} must be between 1 and 500")
     page = connect(api_url).get(
@@ -344,15 +373,17 @@ def history(
     if as_json:
         write_json(page)
         return
-    console = _console()
-    console.print(history_view(page["runs"]), soft_wrap=False)
+    out = make_console()
+    out.print(history_view(page["runs"]), soft_wrap=False)
     if page.get("next_cursor"):
-        console.print(f"more: rebal history --cursor {page['next_cursor']}")
+        out.print(f"more: rebal history --cursor {page['next_cursor']}")
 
 
 def history_view(runs: list[dict[str, Any]]) -> Text:
     """The runs, newest first: each id whole on a line of its own (a table column cut or folded them),
     then its status and counts, then every skip with its reason; it wraps at any width."""
+    from rich.text import Text
+
     lines = [f"Runs ({len(runs)})"]
     for run in runs:
         lines += ["", run["run_id"], f"  {run_summary(run)}", *(f"  {line}" for line in skip_lines(run))]
@@ -366,6 +397,9 @@ def halt(
     as_json: AsJson = False,
 ) -> None:
     """The kill switch: cancel open orders and refuse new runs until `rebal resume`."""
+    from rebal_cli.api import connect
+    from rebal_cli.render import console
+
     if not reason.strip():
         fail("--reason: give a reason (it is shown with the halt)")
     sent = connect(api_url).post("/halt", {"portfolio_id": portfolio, "reason": reason})
@@ -373,9 +407,9 @@ def halt(
     if as_json:
         write_json(sent)
     elif state == "in_force":
-        _console().print(f"halt in force for {sent['portfolio_id']} (the executor acknowledged it)")
+        console().print(f"halt in force for {sent['portfolio_id']} (the executor acknowledged it)")
     else:
-        _console().print(f"halt sent for {sent['portfolio_id']}: {sent['command_id']}")
+        console().print(f"halt sent for {sent['portfolio_id']}: {sent['command_id']}")
     if state != "in_force":
         why = "a newer resume was recorded first" if state == "superseded" else "is the executor running?"
         fail(
@@ -390,8 +424,11 @@ def resume(
     as_json: AsJson = False,
 ) -> None:
     """Lift a halt: runs are accepted again."""
+    from rebal_cli.api import connect
+    from rebal_cli.render import console
+
     sent = connect(api_url).post("/resume", {"portfolio_id": portfolio})
-    write_json(sent) if as_json else _console().print(
+    write_json(sent) if as_json else console().print(
         f"resume sent for {sent['portfolio_id']}: {sent['command_id']}"
     )
 
@@ -413,6 +450,11 @@ def export(
     api_url: ApiUrl = None,
 ) -> None:
     """Every trade or plan as CSV or JSON, streamed (a progress bar on stderr when writing a file)."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+    from rebal_cli.api import connect
+    from rebal_cli.render import console
+
     if kind not in EXPORT_KINDS:
         fail(f"export: {kind!r} is not one of {', '.join(EXPORT_KINDS)}")
     if fmt not in EXPORT_FORMATS:
@@ -432,7 +474,7 @@ def export(
         length = response.headers.get("content-length")
         columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn())
         try:
-            with partial.open("wb") as out, Progress(*columns, console=_console(stderr=True)) as progress:
+            with partial.open("wb") as out, Progress(*columns, console=console(stderr=True)) as progress:
                 task = progress.add_task(f"{kind} → {output}", total=int(length) if length else None)
                 for chunk in response.iter_bytes():
                     out.write(chunk)
@@ -440,7 +482,7 @@ def export(
             partial.replace(output)
         finally:
             partial.unlink(missing_ok=True)
-    _console(stderr=True).print(f"wrote {output} ({output.stat().st_size} bytes)")
+    console(stderr=True).print(f"wrote {output} ({output.stat().st_size} bytes)")
 
 
 def register(app: typer.Typer) -> None:
@@ -456,4 +498,4 @@ def register(app: typer.Typer) -> None:
     app.command()(cli_config.doctor)
 
 
-__all__ = ["DEFAULT_API_URL", "connect", "preview", "register"]
+__all__ = ["preview", "register"]

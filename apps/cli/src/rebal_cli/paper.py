@@ -11,7 +11,6 @@ not answering or not migrated.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import uuid
 from datetime import UTC, datetime
@@ -21,8 +20,6 @@ from typing import Annotated
 import typer
 
 from rebal.core.numbers import dec_str, parse_decimal
-from rebal_cli.api import operator_settings
-from rebal_cli.render import console
 from rebal_cli.support import EXIT_NOT_RUNNING, fail, write_json
 
 ASSET = re.compile(r"^[A-Za-z0-9._-]{1,32}$")
@@ -46,6 +43,11 @@ def deposit(
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
 ) -> None:
     """Credit a paper-exchange account from outside, as a deposit arriving on a real exchange."""
+    import asyncio
+
+    from rebal_cli.api import operator_settings
+    from rebal_cli.render import console
+
     value = parse_decimal(amount)
     if value is None or value <= 0:
         fail(f"AMOUNT: {amount!r} is not a decimal amount > 0")

@@ -28,7 +28,6 @@ from rich.tree import Tree as RichTree
 
 from rebal.core.display import money_text, percent_text, price_text
 from rebal.core.numbers import dec_str
-from rebal.events import PlanFailed
 
 if TYPE_CHECKING:
     from rebal_cli.commands import Outcome
@@ -93,6 +92,8 @@ def print_outcome(outcome: Outcome, out: Console | None = None) -> None:
     if plan is None:
         out.print(f"sent rebalance command {outcome.command.event_id} for {outcome.command.portfolio_id}")
         return
+    from rebal.events import PlanFailed
+
     if isinstance(plan, PlanFailed):
         out.print(f"[red]no plan[/] for run {plan.correlation_id}: {escape(plan.reason)}")
         return

@@ -19,7 +19,6 @@ first: a bad row is named by line and column (exit 2) and nothing is published.
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,17 +29,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
 from rebal import subjects
 from rebal.core.numbers import parse_decimal
-from rebal.events import StrategyReturnReported, new_event
-from rebal.settings import NatsSettings
-from rebal_allocation.allocation import METHOD_PARAMETERS
-from rebal_cli.api import nats_settings as resolve_nats
-from rebal_cli.render import console as _console
-from rebal_cli.returns_file import Returns, ReturnsFileError, read_returns, read_stats_dir, single_series
 from rebal_cli.support import (
     EXIT_ERROR,
     EXIT_NOT_RUNNING,
@@ -48,9 +39,13 @@ from rebal_cli.support import (
     write_json,
 )
 
-if TYPE_CHECKING:  # numpy loads when a command solves, not when `rebal --help` starts
+if TYPE_CHECKING:  # numpy, pydantic and rich load when a command runs, not when `rebal --help` starts
     import numpy as np
     from numpy.typing import NDArray
+
+    from rebal.events import StrategyReturnReported
+    from rebal.settings import NatsSettings
+    from rebal_cli.returns_file import Returns
 
     Floats = NDArray[np.float64]
 
@@ -76,6 +71,8 @@ def backfill_events(
 ) -> list[StrategyReturnReported]:
     """The reports a bot would have sent for these periods (ids from strategy and timestamp, like the
     demo bot's, so a period the bot already reported is the same event)."""
+    from rebal.events import StrategyReturnReported, new_event
+
     return [
         new_event(
             StrategyReturnReported,
@@ -95,10 +92,14 @@ async def _publish_all(
     url: NatsSettings, events: list[StrategyReturnReported], show: bool
 ) -> tuple[int, int]:
     """(stored, duplicates) as the server acknowledged them."""
+    import asyncio
+
     from nats.errors import NoRespondersError
     from nats.errors import TimeoutError as NatsTimeout
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from rebal_cli.commands import NotRunning, connected
+    from rebal_cli.render import console as _console
 
     stored = duplicates = 0
     columns = (
@@ -148,7 +149,12 @@ def backfill(
     as_json: AsJson = False,
 ) -> None:
     """Publish a strategy's return history, as its bot would have; running it again adds nothing."""
+    import asyncio
+
+    from rebal_cli.api import nats_settings as resolve_nats
     from rebal_cli.commands import NotRunning
+    from rebal_cli.render import console as _console
+    from rebal_cli.returns_file import ReturnsFileError, single_series
 
     _token(portfolio, "--portfolio")
     _token(strategy, "--strategy")
@@ -201,7 +207,9 @@ def _spacing(file: Path, series: Sequence[tuple[datetime, Decimal]]) -> str:
 # -- optimize -------------------------------------------------------------------------------------
 
 OPTIMIZE_TIMEOUT_SECONDS = 30.0
-METHODS = tuple(METHOD_PARAMETERS)
+# `rebal_allocation.allocation.METHOD_PARAMETERS`'s methods, named here so that the help does not load the
+# allocation mathematics (tests/cli/test_start.py keeps them equal).
+METHODS = ("min_variance", "mean_variance", "max_sharpe", "risk_parity", "slope_std", "mix")
 # The strategy manager's workflow (docs/strategies.md): slope/std of the combined equity curve over the
 # last 365 days, leverage = target volatility / realised volatility with no cap.
 DEFAULT_METHOD = "slope_std"
@@ -333,6 +341,7 @@ def _offline(source: str, returns: Returns, options: Offline) -> dict[str, objec
 
 async def _ask(url: NatsSettings, portfolio: str, timeout: float) -> object:
     """Publish `RunOptimization` and wait for the optimizer's answer (an event caused by it)."""
+    import asyncio
     import uuid
 
     from nats.aio.msg import Msg
@@ -340,7 +349,7 @@ async def _ask(url: NatsSettings, portfolio: str, timeout: float) -> object:
     from nats.errors import TimeoutError as NatsTimeout
 
     from rebal import bus
-    from rebal.events import Event, OptimizationFailed, RunOptimization, TargetWeightsComputed
+    from rebal.events import Event, OptimizationFailed, RunOptimization, TargetWeightsComputed, new_event
     from rebal_cli.commands import NotRunning, connected
 
     command = new_event(
@@ -429,9 +438,14 @@ def optimize(
     """The allocation across strategies and its volatility targeting (portfolio_config.json): offline
     from a returns file or a folder of strategies' stats.json, or from the running optimizer (which uses
     its configured method)."""
+    import asyncio
+
     from rebal.events import OptimizationFailed, TargetWeightsComputed
     from rebal_allocation.volatility import PortfolioConfig, portfolio_config
+    from rebal_cli.api import nats_settings as resolve_nats
     from rebal_cli.commands import NotRunning
+    from rebal_cli.render import console as _console
+    from rebal_cli.returns_file import ReturnsFileError, read_returns, read_stats_dir
 
     if export is not None and (export.is_dir() or not export.parent.is_dir()):
         fail(f"--export: {export} is a directory or its directory does not exist")
@@ -563,6 +577,10 @@ def _offline_options(
 
 
 def _print_allocation(outcome: dict[str, object], export: Path | None) -> None:
+    from rich.table import Table
+
+    from rebal_cli.render import console as _console
+
     config = outcome["portfolio_config"]
     assert isinstance(config, dict)
     console = _console()

@@ -1,7 +1,12 @@
-"""What every `rebal` command module shares: exit codes, the one-line error, JSON output.
+"""What every `rebal` command module shares: exit codes, the one-line error, JSON output, defaults.
 
 Exit codes (documented in README): 0 ok, 1 error, 2 not found / bad input, 3 not running,
 4 configuration error.
+
+The command modules import at their top only typer, the standard library and light modules (this one,
+`rebal_cli.context`, `rebal.subjects`, `rebal.core.numbers`, `rebal.core.display`); what a command
+needs beyond (the API client, the renderer, the core, pydantic, httpx, NATS) is imported in its body,
+so `rebal --help` and each command load only what they use (tests/cli/test_start.py, bench/cli_start.py).
 """
 
 from __future__ import annotations
@@ -12,16 +17,20 @@ from typing import NoReturn
 
 import orjson
 import typer
-from rich.console import Console
 
 from rebal.core.numbers import parse_decimal
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_NOT_RUNNING = 0, 1, 2, 3
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+DEFAULT_API_URL = "http://127.0.0.1:8105"
+# The services, as `rebal.settings.PORTS` names them (tests/cli/test_start.py keeps them equal).
+SERVICES = ("tracker", "optimizer", "planner", "executor", "monitor")
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
     """One line on stderr naming what is wrong, and the exit code (never a traceback)."""
+    from rich.console import Console
+
     Console(stderr=True, highlight=False, soft_wrap=True).print(f"error: {message}", markup=False)
     raise typer.Exit(code)
 

@@ -19,19 +19,15 @@ from __future__ import annotations
 import getpass
 import socket
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.markup import escape
-from rich.table import Table
-from rich.tree import Tree as RichTree
 
-from rebal.core.tree import parse_tree
-from rebal.io import FileError, load
-from rebal_cli.api import connect
 from rebal_cli.ops import ApiUrl, AsJson, PortfolioOpt, when
-from rebal_cli.render import console, percent, print_plan
 from rebal_cli.support import fail, write_json
+
+if TYPE_CHECKING:
+    from rich.tree import Tree as RichTree
 
 target_app = typer.Typer(help="A portfolio's desired tree: show, preview, set, history, roll back.",
                          no_args_is_help=True)  # fmt: skip
@@ -54,6 +50,9 @@ def _author(given: str | None) -> str:
 
 
 def _tree(file: Path) -> dict[str, Any]:
+    from rebal.core.tree import parse_tree
+    from rebal.io import FileError, load
+
     try:
         document = load(file, lambda doc: (parse_tree(doc, "target"), doc)[1])
     except FileError as exc:
@@ -68,6 +67,9 @@ def _params(portfolio: str | None, **more: Any) -> dict[str, Any]:
 
 
 def _weights(node: dict[str, Any], parent: RichTree | None = None) -> RichTree:
+    from rich.markup import escape
+    from rich.tree import Tree as RichTree
+
     label = f"[bold]{escape(str(node.get('name', '?')))}[/]"
     if "weight" in node:
         label += f" {escape(str(node['weight']))}"
@@ -81,6 +83,11 @@ def _weights(node: dict[str, Any], parent: RichTree | None = None) -> RichTree:
 
 def print_preview(preview: dict[str, Any]) -> None:
     """What a new target would trade now: orders, transfers, skips, and the shown nodes' shares."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from rebal_cli.render import console, percent, print_plan
+
     out = console()
     if preview.get("snapshot_id") is None:
         out.print("no snapshot yet: nothing to compare the tree with (it is valid)")
@@ -98,6 +105,9 @@ def print_preview(preview: dict[str, Any]) -> None:
 @target_app.command()
 def show(portfolio: PortfolioOpt = None, api_url: ApiUrl = None, as_json: AsJson = False) -> None:
     """The target in force: its tree, where it came from (a file, the optimizer, an operator's version)."""
+    from rebal_cli.api import connect
+    from rebal_cli.render import console
+
     data = connect(api_url).get("/portfolio/targets", _params(portfolio))
     if as_json:
         write_json(data)
@@ -116,6 +126,9 @@ def show(portfolio: PortfolioOpt = None, api_url: ApiUrl = None, as_json: AsJson
 @target_app.command()
 def diff(file: File, portfolio: PortfolioOpt = None, api_url: ApiUrl = None, as_json: AsJson = False) -> None:
     """What setting FILE as the target would trade now; stores and sends nothing."""
+    from rebal_cli.api import connect
+    from rebal_cli.render import console
+
     tree = _tree(file)
     answer = connect(api_url).request(
         "PUT", "/portfolio/targets", body={"tree": tree}, params=_params(portfolio, dry_run="true")
@@ -137,6 +150,8 @@ def set_target(
     as_json: AsJson = False,
 ) -> None:
     """Make FILE the portfolio's target: a new version, published; the next rebalance trades it."""
+    from rebal_cli.api import connect
+
     tree = _tree(file)
     body = {"tree": tree, "author": _author(author), "note": note}
     answer = connect(api_url).request("PUT", "/portfolio/targets", body=body, params=_params(portfolio))
@@ -153,6 +168,8 @@ def rollback(
     as_json: AsJson = False,
 ) -> None:
     """Make an older version's tree the target again (as a new version)."""
+    from rebal_cli.api import connect
+
     if version < 1:
         fail(f"VERSION: {version} must be >= 1")
     body = {"version": version, "author": _author(author), "note": note}
@@ -161,6 +178,8 @@ def rollback(
 
 
 def _said(answer: dict[str, Any], as_json: bool) -> None:
+    from rebal_cli.render import console
+
     if as_json:
         write_json(answer)
         return
@@ -179,6 +198,9 @@ def _said(answer: dict[str, Any], as_json: bool) -> None:
 @target_app.command()
 def history(portfolio: PortfolioOpt = None, api_url: ApiUrl = None, as_json: AsJson = False) -> None:
     """Every version the operators set, newest first: who, when, why."""
+    from rebal_cli.api import connect
+    from rebal_cli.render import console
+
     data = connect(api_url).get("/portfolio/targets/history", _params(portfolio))
     if as_json:
         write_json(data)

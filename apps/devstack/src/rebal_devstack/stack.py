@@ -59,8 +59,6 @@ NATS_PORT = 4222
 POSTGRES_PORT = 5432
 DATABASE = "rebal"
 PORTFOLIO = "demo"
-# Snapshots carry whole trees (see `rebal.bus.MAX_MESSAGE_BYTES`).
-NATS_CONFIG = "max_payload: 8MB"
 READY_TIMEOUT_SECONDS = 90.0
 STOP_TIMEOUT_SECONDS = 15.0
 
@@ -377,8 +375,8 @@ class Infra:
         self.nats = NatsServer(
             self.var_dir / "nats" / "jetstream",
             port=pick_port(nats_port),
-            server_name="rebal-dev",
-            extra_config=NATS_CONFIG + ("\ninclude ./auth.conf" if auth_conf is not None else ""),
+            server_name="rebal-dev",  # its defaults: max_payload 1 MB (`rebal.bus.MAX_MESSAGE_BYTES`)
+            extra_config="include ./auth.conf" if auth_conf is not None else "",
         )
         self.postgres = PostgresServer(
             self.var_dir / "pg" / "data",

@@ -17,6 +17,17 @@
   names the consumers holding.
 - A consumer asked to stop (its service shutting down) stops: it holds nothing for an outage then, and a
   failure on the way is not the message's. What it had not acknowledged is redelivered after the ack wait.
+- No message is larger than NATS's default ``max_payload`` (`MAX_MESSAGE_BYTES`, 1 MiB): an event whose
+  JSON exceeds `INLINE_LIMIT_BYTES` puts its large part (a tree, a plan's orders) into its producer's
+  JetStream Object Store bucket in a compact columnar encoding (`rebal.payloads`) and travels with a
+  reference and the digest (`PayloadRef`). Every consumer path (`consume`, `consume_batch`, `latest`)
+  fetches the object once, checks the digest and hands the handler the whole event; an object that is
+  gone or does not match is the message's fault (dead-lettered with the reason). The buckets keep their
+  objects a day longer than the event stream keeps the events pointing to them. A publish that cannot
+  succeed (an event too large with nothing to send by reference, an object the server refuses) raises
+  `PublishFailed`, which producers turn into an error event (the planner: `PlanFailed`); a handler that
+  lets it out has its message dead-lettered at once with the reason and an error logged (retrying it
+  would change nothing).
 """
 
 from __future__ import annotations
@@ -25,10 +36,12 @@ import asyncio
 import base64
 import contextlib
 import functools
+import io
 import logging
 import time
 import uuid
 import weakref
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -38,17 +51,21 @@ from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 from faststream import AckPolicy
 from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
 from nats.aio.msg import Msg
-from nats.js import api
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.errors import MaxPayloadError
+from nats.js import JetStreamContext, api
+from nats.js.errors import BadRequestError, DigestMismatchError, NotFoundError, ObjectNotFoundError
+from nats.js.object_store import ObjectStore
 from pydantic import ValidationError
 
-from rebal import metrics, outage, subjects
+from rebal import metrics, outage, payloads, subjects
 from rebal.core import bounds
 from rebal.core.bounds import TEXT_PATTERN
-from rebal.events import EVENT_TYPES, DeadLettered, Event, derive_id
+from rebal.events import EVENT_TYPES, DeadLettered, Event, PayloadRef, derive_id
+from rebal.payloads import Body, PayloadError
 
 log = logging.getLogger("rebal.bus")
 E = TypeVar("E", bound=Event)
+T = TypeVar("T")
 
 DUPLICATE_WINDOW_SECONDS = 120.0
 EVENTS_MAX_AGE_SECONDS = 30 * 24 * 3600.0
@@ -62,8 +79,22 @@ ACK_WAIT_SECONDS = 10.0
 # in order (a run, then the next; an order, then its fill). High-rate topics use `consume_batch`.
 PULL_BATCH = 1
 PULL_TIMEOUT_SECONDS = 1.0
-# Snapshots carry whole trees: the server is started with a larger max_payload (see docs/events.md).
-MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+# NATS's default max_payload: the server runs with it, and no stream takes a larger message.
+MAX_MESSAGE_BYTES = 1024 * 1024
+# An event whose JSON is larger travels by reference (its large part in the Object Store). A quarter of
+# the limit: one message never holds up a connection for long, a batch consumer's buffer (4 x 500
+# messages) stays within 512 MiB, and the envelope and headers always fit.
+INLINE_LIMIT_BYTES = 256 * 1024
+# The Object Store's chunks: each one a message of at most this size.
+CHUNK_BYTES = INLINE_LIMIT_BYTES
+# Past the event stream's age, so a payload outlives every event that points to it.
+PAYLOAD_GRACE_SECONDS = 24 * 3600.0
+# Payloads a process keeps after fetching them (by digest): a consumer and a `latest` on the same event,
+# or a redelivery, fetch once.
+FETCHED_KEPT = 8
+# A fetch that takes longer gives up (an outage: tried again) rather than wait forever on chunks that
+# do not come (nats-py's reader has no deadline of its own).
+FETCH_TIMEOUT_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -97,6 +128,44 @@ DEAD_LETTERS = StreamSpec(subjects.DLQ_STREAM, (subjects.ALL_DEAD_LETTERS,), EVE
 STREAMS = (EVENTS, COMMANDS, DEAD_LETTERS)
 
 
+@dataclass(frozen=True)
+class BucketSpec:
+    """A JetStream Object Store bucket for the large part of one producer's events."""
+
+    name: str
+    max_age: float
+
+    @property
+    def stream(self) -> str:
+        return subjects.bucket_stream(self.name)
+
+    def config(self, replicas: int) -> api.StreamConfig:
+        """The bucket's stream, as nats-py's `create_object_store` makes it (chunks and metadata
+        subjects, rollups for the metadata, direct gets), with its age and chunk size ours."""
+        return api.StreamConfig(
+            name=self.stream,
+            subjects=[f"$O.{self.name}.C.>", f"$O.{self.name}.M.>"],
+            max_age=self.max_age,
+            max_msg_size=MAX_MESSAGE_BYTES,
+            storage=api.StorageType.FILE,
+            num_replicas=replicas,
+            discard=api.DiscardPolicy.NEW,
+            allow_rollup_hdrs=True,
+            allow_direct=True,
+        )
+
+
+BUCKETS = tuple(
+    BucketSpec(name, EVENTS_MAX_AGE_SECONDS + PAYLOAD_GRACE_SECONDS)
+    for name in sorted(set(subjects.PAYLOAD_BUCKETS.values()))
+)
+
+
+class PublishFailed(Exception):
+    """A publish that cannot succeed as it is: an event too large with nothing to send by reference, or
+    a payload the server refuses (not an outage: trying again changes nothing). The reason says which."""
+
+
 def configure(*, ack_wait_seconds: float) -> None:
     """Process-wide consumer settings, from the service's settings, before its consumers are made."""
     global ACK_WAIT_SECONDS  # noqa: PLW0603 - one service per process: its settings are the process's
@@ -118,8 +187,8 @@ async def declare_streams(broker: NatsBroker, replicas: int = 1, *, update: bool
     under its own user creates what is missing and warns about a configuration that differs, which
     ``python -m rebal.migrate`` brings up to date."""
     js = broker.config.connection_state.stream
-    for spec in STREAMS:
-        config = spec.config(replicas)
+    configs = [spec.config(replicas) for spec in STREAMS] + [spec.config(replicas) for spec in BUCKETS]
+    for config in configs:
         try:
             await js.add_stream(config)
         except BadRequestError:
@@ -127,7 +196,7 @@ async def declare_streams(broker: NatsBroker, replicas: int = 1, *, update: bool
                 log.warning(
                     "stream %s is configured differently from what this version declares; run the"
                     " migration (python -m rebal.migrate) to update it",
-                    spec.name,
+                    config.name,
                 )
                 continue
             await js.update_stream(config)
@@ -139,30 +208,156 @@ async def declare_streams(broker: NatsBroker, replicas: int = 1, *, update: bool
 PUBLISH_ACK_TIMEOUT_SECONDS = 5.0
 
 
+class PayloadStore:
+    """The Object Store buckets of by-reference payloads: producers put, consumers fetch (each payload
+    once per process: the last `FETCHED_KEPT` are kept by digest) and check the digest."""
+
+    def __init__(self, js: Callable[[], JetStreamContext]) -> None:
+        self._js = js
+        self._fetched: OrderedDict[str, bytes] = OrderedDict()
+
+    def _bucket(self, name: str) -> ObjectStore:
+        return ObjectStore(name, subjects.bucket_stream(name), self._js())
+
+    async def put(self, event: Event, data: bytes) -> PayloadRef:
+        """Store `data` (the payload of `event`) in the bucket of its topic; its reference. The name is
+        derived from the event and the content, so a name never stands for two contents: a redelivered
+        cause that makes the same event again finds its object there and leaves it (written again,
+        nats-py would drop the chunks a consumer may be reading)."""
+        bucket = subjects.PAYLOAD_BUCKETS[event.topic]
+        digest = payloads.digest_of(data)
+        name = f"{event.portfolio_id}/{event.event_id}/{base64.urlsafe_b64decode(digest[8:]).hex()[:16]}"
+        store = self._bucket(bucket)
+        try:
+            await store.get_info(name)
+        except ObjectNotFoundError:
+            options = api.ObjectMetaOptions(max_chunk_size=CHUNK_BYTES)
+            await store.put(name, data, api.ObjectMeta(name=name, options=options))
+        metrics.PAYLOAD_BYTES.labels(topic=event.topic.name).observe(len(data))
+        return PayloadRef(bucket=bucket, name=name, digest=digest, size=len(data), encoding=payloads.ENCODING)
+
+    async def fetch(self, ref: PayloadRef) -> bytes:
+        """The object `ref` names (raises `PayloadError` when it is not there or does not match)."""
+        kept = self._fetched.get(ref.digest)
+        if kept is not None:
+            self._fetched.move_to_end(ref.digest)
+            return kept
+        where = f"payload {ref.bucket}/{ref.name}"
+        if ref.bucket not in subjects.PAYLOAD_BUCKETS.values():
+            raise PayloadError(f"{where}: {ref.bucket} is not one of Rebal's payload buckets")
+        into = io.BytesIO()  # written chunk by chunk (nats-py appends to bytes otherwise: quadratic)
+        try:
+            reading = self._bucket(ref.bucket).get(ref.name, writeinto=into)
+            await asyncio.wait_for(reading, FETCH_TIMEOUT_SECONDS)
+        except ObjectNotFoundError:
+            raise PayloadError(f"{where} is not in its bucket (expired, or never stored)") from None
+        except DigestMismatchError:
+            raise PayloadError(f"{where} does not match the digest its bucket recorded") from None
+        data = into.getvalue()
+        if payloads.digest_of(data) != ref.digest:
+            raise PayloadError(f"{where} does not match the event's digest {ref.digest}")
+        self._fetched[ref.digest] = data
+        while len(self._fetched) > FETCHED_KEPT:
+            self._fetched.popitem(last=False)
+        return data
+
+    async def whole(self, event: E) -> E:
+        """`event` with its large part back when it travelled by reference (raises `PayloadError` when
+        the payload cannot be read); as it is otherwise. Decoded and validated off the event loop."""
+        ref = getattr(event, "payload_ref", None)
+        if ref is None:
+            return event
+        data = await self.fetch(ref)
+        return await asyncio.to_thread(_hydrated, event, data, ref)
+
+
+def _hydrated(event: E, data: bytes, ref: PayloadRef) -> E:
+    fields = payloads.decode(type(event), data, ref)
+    try:
+        return payloads.hydrate(event, fields)
+    except ValidationError as exc:
+        raise PayloadError(f"payload {ref.bucket}/{ref.name}: invalid {event.type}: {_brief(exc)}") from None
+
+
+_STORES: weakref.WeakKeyDictionary[NatsBroker, PayloadStore] = weakref.WeakKeyDictionary()
+
+
+def payload_store(broker: NatsBroker) -> PayloadStore:
+    """The broker's `PayloadStore` (one per broker: its fetched payloads are shared by its consumers)."""
+    store = _STORES.get(broker)
+    if store is None:
+        store = _STORES[broker] = PayloadStore(lambda: broker.config.connection_state.stream)
+    return store
+
+
 class Publisher:
-    """Publishes events with ``Nats-Msg-Id`` = event id; tells whether the server kept or dropped it."""
+    """Publishes events with ``Nats-Msg-Id`` = event id; tells whether the server kept or dropped it.
+    An event larger than `INLINE_LIMIT_BYTES` sends its large part by reference (see the module)."""
 
     def __init__(self, broker: NatsBroker) -> None:
         self._broker = broker
 
-    async def publish(self, event: Event) -> bool:
-        """True when stored, False when the server dropped it as a duplicate of an earlier publish."""
+    async def publish(self, event: Event, body: Body | None = None) -> bool:
+        """True when stored, False when the server dropped it as a duplicate of an earlier publish.
+
+        `body`: the event's large fields given apart (`event` has them empty), as the core made them: a
+        small one is put into the event, a large one is encoded straight into the Object Store (no
+        model per order). Raises `PublishFailed` when the event cannot be published."""
+        if body is not None and body.rows > payloads.INLINE_ROWS:
+            event = await self._by_reference(event, lambda: body.encode(type(event)), body.rows)
+            data = event.model_dump_json().encode()
+        else:
+            if body is not None:
+                event = body.attach(event)
+            data = event.model_dump_json().encode()
+            if len(data) > INLINE_LIMIT_BYTES:
+                if not payloads.offloadable(type(event)):
+                    raise PublishFailed(
+                        f"{event.type} {event.event_id} is {_size(len(data))}, over the"
+                        f" {_size(INLINE_LIMIT_BYTES)} an event may carry in its message, and has no large"
+                        " part to send by reference"
+                    )
+                event = await self._by_reference(event, functools.partial(payloads.encode, event), None)
+                data = event.model_dump_json().encode()
         subject = event.subject
-        ack = await self._broker.publish(
-            event.model_dump_json().encode(),
-            subject=subject,
-            headers={"Nats-Msg-Id": str(event.event_id)},
-            stream=stream_of(subject).name,
-            timeout=PUBLISH_ACK_TIMEOUT_SECONDS,
-        )
+        try:
+            ack = await self._broker.publish(
+                data,
+                subject=subject,
+                headers={"Nats-Msg-Id": str(event.event_id)},
+                stream=stream_of(subject).name,
+                timeout=PUBLISH_ACK_TIMEOUT_SECONDS,
+            )
+        except MaxPayloadError:
+            raise PublishFailed(
+                f"{event.type} {event.event_id} ({_size(len(data))}) is over the server's max_payload"
+            ) from None
         # FastStream's in-memory test broker acknowledges nothing: count that as stored.
         duplicate = bool(ack is not None and ack.duplicate)
         metrics.PUBLISHED.labels(topic=event.topic.name, duplicate=str(duplicate).lower()).inc()
         return not duplicate
 
+    async def _by_reference(self, event: E, encode: Callable[[], bytes], rows: int | None) -> E:
+        data = await asyncio.to_thread(encode)
+        try:
+            ref = await payload_store(self._broker).put(event, data)
+        except Exception as exc:
+            if outage.is_outage(exc):
+                raise  # NATS is away: the caller holds its message and tries again when it is back
+            raise PublishFailed(
+                f"the payload of {event.type} {event.event_id} ({_size(len(data))}"
+                f"{f', {rows:,} records' if rows is not None else ''}) could not be stored in"
+                f" {subjects.PAYLOAD_BUCKETS[event.topic]}: {type(exc).__name__}: {exc}"
+            ) from exc
+        return payloads.slim(event, ref)
+
     async def dead_letter(self, service: str, raw: Msg, error: str) -> None:
-        """Put a message on ``rebal.dlq.<service>`` with its raw payload, where it came from and why."""
+        """Put a message on ``rebal.dlq.<service>`` with its raw payload, where it came from and why (the
+        payload cut to fit a message when it is larger: the stream it came from still holds it)."""
         data: bytes = raw.data or b""
+        if len(data) > INLINE_LIMIT_BYTES:
+            error = f"{error} (payload cut to its first {_size(INLINE_LIMIT_BYTES)} of {_size(len(data))})"
+            data = data[:INLINE_LIMIT_BYTES]
         try:
             payload, encoding = data.decode("utf-8"), "utf-8"
         except UnicodeDecodeError:
@@ -190,7 +385,8 @@ class Publisher:
 
 
 async def latest(broker: NatsBroker, kind: type[E], key: str) -> E | None:
-    """The last `kind` event published for `key` (a portfolio), read straight from the stream.
+    """The last `kind` event published for `key` (a portfolio), read straight from the stream (its
+    payload fetched when it travelled by reference).
 
     Services stay stateless across restarts: the stream is the record. None when there is none yet, or
     when the last one cannot be read (it was dead-lettered by its consumers already).
@@ -202,16 +398,20 @@ async def latest(broker: NatsBroker, kind: type[E], key: str) -> E | None:
     except NotFoundError:
         return None
     event = decode(kind, subject, message.data or b"")
-    if isinstance(event, str):
-        log.warning("the last message on %s cannot be read: %s", subject, event)
-        return None
-    return event
+    if not isinstance(event, str):
+        try:
+            return await payload_store(broker).whole(event)
+        except PayloadError as exc:
+            event = str(exc)
+    log.warning("the last message on %s cannot be read: %s", subject, event)
+    return None
 
 
 class EventSink(Protocol):
-    """Where a service's events go: the bus (`Publisher`), or a list in a test."""
+    """Where a service's events go: the bus (`Publisher`), or a list in a test. `body`: the event's large
+    fields given apart (`Publisher.publish`)."""
 
-    async def publish(self, event: Event) -> bool: ...
+    async def publish(self, event: Event, body: Body | None = None) -> bool: ...
 
 
 class History(Protocol):
@@ -301,7 +501,7 @@ def waiting(broker: NatsBroker) -> dict[str, str]:
     return dict(_WAITING.get(broker, {}))
 
 
-async def _through_outages(broker: NatsBroker, durable: str, attempt: Callable[[], Awaitable[None]]) -> None:
+async def _through_outages(broker: NatsBroker, durable: str, attempt: Callable[[], Awaitable[T]]) -> T:
     """`attempt()` until it succeeds or fails for another reason than an outage (raised): while a
     dependency is unavailable, wait and try again, however long it takes."""
     pauses = 0
@@ -309,8 +509,7 @@ async def _through_outages(broker: NatsBroker, durable: str, attempt: Callable[[
     try:
         while True:
             try:
-                await attempt()
-                return
+                return await attempt()
             except Exception as exc:
                 if _stopping():  # shutting down: nothing to wait for (the messages come back later)
                     raise asyncio.CancelledError from exc
@@ -341,12 +540,23 @@ class _Consumer:
     durable: str
     topic: str
 
-    async def outlasting(self, attempt: Callable[[], Awaitable[None]]) -> None:
-        await _through_outages(self.broker, self.durable, attempt)
+    async def outlasting(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        return await _through_outages(self.broker, self.durable, attempt)
 
     async def dead_letter(self, raw: Msg, reason: str) -> None:
         await self.outlasting(functools.partial(self.publisher.dead_letter, self.service, raw, reason))
         await raw.ack()
+
+    async def whole(self, raw: Msg, event: E) -> E | None:
+        """`event` with its payload when it travelled by reference (fetched through outages); None when
+        the payload cannot be read: the message is dead-lettered with the reason."""
+        if getattr(event, "payload_ref", None) is None:
+            return event
+        try:
+            return await self.outlasting(functools.partial(payload_store(self.broker).whole, event))
+        except PayloadError as exc:
+            await self.dead_letter(raw, str(exc))
+            return None
 
     async def retry_or_give_up(self, raw: Msg, reason: str) -> None:
         """The message failed on its content: redeliver it after a backoff, or dead-letter it for good."""
@@ -480,13 +690,20 @@ def _subscribe(
     async def receive(message: NatsMessage) -> None:
         started = time.perf_counter()
         raw: Msg = message.raw_message
-        event = read(raw.subject, message.body)
-        if isinstance(event, str):
-            await consumer.dead_letter(raw, event)
+        read_event = read(raw.subject, message.body)
+        if isinstance(read_event, str):
+            await consumer.dead_letter(raw, read_event)
             return
         try:
             async with _working_on(lambda: (raw,)):
+                event = await consumer.whole(raw, read_event)
+                if event is None:
+                    return
                 await consumer.outlasting(functools.partial(handler, event))
+        except PublishFailed as exc:  # trying again changes nothing: said at once, not after the retries
+            log.error("%s could not publish what a message on %s asked for: %s", durable, raw.subject, exc)
+            await consumer.dead_letter(raw, f"could not publish: {exc}")
+            return
         except Exception as exc:  # a failure on the message is retried, then dead-lettered
             if _stopping():  # not the message's: it comes back after the ack wait
                 raise asyncio.CancelledError from exc
@@ -640,8 +857,10 @@ class BatchConsumer(Generic[E]):
             event = self.read(raw.subject, raw.data)
             if isinstance(event, str):
                 await self._consumer.dead_letter(raw, event)
-            else:
-                readable.append((raw, event))
+                continue
+            whole = await self._consumer.whole(raw, event)
+            if whole is not None:
+                readable.append((raw, whole))
         if readable:
             await self._settle(readable)
             elapsed = time.perf_counter() - started
@@ -684,6 +903,10 @@ async def start_batch_consumers(broker: NatsBroker) -> None:
 async def stop_batch_consumers(broker: NatsBroker) -> None:
     for consumer in _BATCH_CONSUMERS.get(broker, []):
         await consumer.stop()
+
+
+def _size(count: int) -> str:
+    return f"{count / 2**20:.2f} MiB" if count >= 2**20 else f"{count / 2**10:.0f} KiB"
 
 
 def subjects_consumed(kinds: Sequence[type[Event]]) -> list[str]:

@@ -222,10 +222,23 @@ class RunOptimization(Event):
 # Facts.
 
 
+class PayloadRef(Frozen):
+    """Where the large part of an event travels when it is too big for a message (`rebal.payloads`): an
+    object of a JetStream Object Store bucket, its SHA-256 digest (as NATS writes it) and size, and its
+    encoding. The event's large fields are empty on the wire; a consumer fetches the object once, checks
+    the digest and reads the fields from it. The bucket keeps it as long as the stream keeps the event."""
+
+    bucket: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+    name: Annotated[str, StringConstraints(pattern=r"^[-/_=.A-Za-z0-9]{1,255}$")]
+    digest: Annotated[str, StringConstraints(pattern=r"^SHA-256=[A-Za-z0-9_-]{43}=$")]
+    size: int = Field(ge=0)
+    encoding: Literal["rebal-columns-v1+deflate"]
+
+
 class BalanceSnapshotTaken(Event):
-    """The real tree as the venues report it, with the prices and markets used to value it; `contracts`
-    the perpetual contracts of the venues of its futures accounts (`rebal.core.contracts`), with their
-    mark prices."""
+    """The real tree as the venues report it, with the prices and markets used to value it (by reference
+    in `payload_ref` when large); `contracts` the perpetual contracts of the venues of its futures
+    accounts (`rebal.core.contracts`), with their mark prices."""
 
     topic = subjects.BALANCE_SNAPSHOT_TAKEN
     type: Literal["BalanceSnapshotTaken"] = "BalanceSnapshotTaken"
@@ -233,6 +246,7 @@ class BalanceSnapshotTaken(Event):
     prices: Document
     markets: Document | None = None
     contracts: Document | None = None
+    payload_ref: PayloadRef | None = None
 
 
 class Optimization(Frozen):
@@ -265,6 +279,7 @@ class TargetWeightsComputed(Event):
     tree: Document
     source: Text = "file"
     optimization: Optimization | None = None
+    payload_ref: PayloadRef | None = None
 
 
 class OptimizationFailed(Event):
@@ -362,7 +377,8 @@ class RebalancePlanned(Event):
     What it was made from: the snapshot (`snapshot_id`, taken at `snapshot_taken_at`) and the target
     (`target_id`, its version). The executor refuses a plan whose snapshot is not newer than the end of the
     portfolio's last run (a second trigger on the same facts would trade again). `budgets`: what each
-    account may spend. Plans without them (older plans, fund cycles) are executed as before."""
+    account may spend. Plans without them (older plans, fund cycles) are executed as before. A large plan
+    travels with its orders, transfers, skips, weights and budgets by reference (`payload_ref`)."""
 
     topic = subjects.REBALANCE_PLANNED
     type: Literal["RebalancePlanned"] = "RebalancePlanned"
@@ -379,6 +395,7 @@ class RebalancePlanned(Event):
     budgets: tuple[PlannedBudget, ...] = ()
     position_orders: tuple[PlannedPositionOrder, ...] = ()
     position_settings: tuple[PlannedPositionSetting, ...] = ()
+    payload_ref: PayloadRef | None = None
 
 
 class TriggerBreach(Frozen):

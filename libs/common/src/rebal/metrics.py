@@ -9,6 +9,12 @@ PUBLISHED = Counter(
     "Events published, by topic, and whether the server dropped them as duplicates.",
     ["topic", "duplicate"],
 )
+PAYLOAD_BYTES = Histogram(
+    "rebal_payload_bytes",
+    "Size of the payloads events sent by reference (encoded, in the Object Store), by topic.",
+    ["topic"],
+    buckets=(2**16, 2**18, 2**20, 2**22, 2**24, 2**26, 2**28),
+)
 HANDLED = Histogram(
     "rebal_handler_seconds",
     "Time to handle one message, by service and topic.",

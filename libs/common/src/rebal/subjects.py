@@ -21,6 +21,11 @@ TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 EVENTS_STREAM = "REBAL_EVENTS"
 COMMANDS_STREAM = "REBAL_COMMANDS"
 DLQ_STREAM = "REBAL_DLQ"
+# JetStream Object Store buckets for the large part of events sent by reference (`rebal.payloads`), one
+# per producer so that each service writes only its own; a bucket's stream is ``OBJ_<bucket>``.
+SNAPSHOTS_BUCKET = "REBAL_SNAPSHOTS"
+TARGETS_BUCKET = "REBAL_TARGETS"
+PLANS_BUCKET = "REBAL_PLANS"
 
 
 def check_token(value: str, what: str) -> str:
@@ -115,6 +120,19 @@ COMMAND_TOPICS = (
     RUN_OPTIMIZATION,
     SET_TARGET,
 )
+
+# The bucket an event of each topic puts its large part in (topics without one always travel whole).
+PAYLOAD_BUCKETS = {
+    BALANCE_SNAPSHOT_TAKEN: SNAPSHOTS_BUCKET,
+    TARGET_WEIGHTS_COMPUTED: TARGETS_BUCKET,
+    REBALANCE_PLANNED: PLANS_BUCKET,
+}
+
+
+def bucket_stream(bucket: str) -> str:
+    """The stream a JetStream Object Store bucket keeps its objects in."""
+    return f"OBJ_{bucket}"
+
 
 ALL_EVENTS = f"{PREFIX}.evt.>"
 ALL_COMMANDS = f"{PREFIX}.cmd.>"

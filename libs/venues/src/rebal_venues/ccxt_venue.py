@@ -93,6 +93,9 @@ T = TypeVar("T")
 # Up to this many symbols, prices are read one ticker at a time (Binance: weight 2 each) rather than every
 # ticker at once (weight 80): the executor reads one or a few prices at a time.
 SINGLE_TICKERS_UP_TO = 10
+# Beyond this many symbols, every ticker is read without naming them: Binance weighs a list of more than
+# 100 symbols as all of them (80), and a list of thousands makes a URL longer than servers take (8 KiB).
+LISTED_TICKERS_UP_TO = 100
 # The reason of an order that ended before it filled completely (a market order out of liquidity).
 EXPIRED = "expired"
 
@@ -373,8 +376,10 @@ class CcxtVenue:
                 for symbol in symbols:
                     one = functools.partial(self._client.fetch_ticker, symbol)
                     tickers[symbol] = await self._request(one)
+            elif len(set(symbols)) <= LISTED_TICKERS_UP_TO:
+                tickers = await self._request(lambda: self._client.fetch_tickers(sorted(set(symbols))))
             else:
-                tickers = await self._request(lambda: self._client.fetch_tickers(list(symbols)))
+                tickers = await self._request(self._client.fetch_tickers)
         found: dict[str, Decimal] = {}
         for symbol in symbols:
             last = (tickers.get(symbol) or {}).get("last")

@@ -27,7 +27,7 @@ from rebal.events import (
 from rebal_planner.approvals import Approvals
 from rebal_planner.autopilot import Autopilot
 from rebal_planner.inputs import Known, Parsed, snapshot_cache, target_cache
-from rebal_planner.planning import ParsedSnapshot, Weights, plan_with_weights
+from rebal_planner.planning import ParsedSnapshot, Planned, Weights, plan_with_weights
 from rebal_planner.settings import PlannerSettings
 
 log = logging.getLogger("rebal.planner")
@@ -71,6 +71,20 @@ class Planner:
         if planning.preview_on_new_data:
             await self._plan(target, dry_run=True, band=self.settings.planning.band, target=known)
 
+    async def _inputs(
+        self, portfolio: str, snapshot: Known[ParsedSnapshot] | None, target: Known[Tree] | None
+    ) -> tuple[Known[ParsedSnapshot] | None, Known[Tree] | None]:
+        """The snapshot and target given, or the latest of the stream: both looked up at once (two round
+        trips in the time of one)."""
+
+        async def latest_snapshot() -> Known[ParsedSnapshot] | None:
+            return snapshot or await self.snapshots.latest(self.history, BalanceSnapshotTaken, portfolio)
+
+        async def latest_target() -> Known[Tree] | None:
+            return target or await self.targets.latest(self.history, TargetWeightsComputed, portfolio)
+
+        return await asyncio.gather(latest_snapshot(), latest_target())
+
     async def _plan(
         self,
         cause: Event,
@@ -81,8 +95,7 @@ class Planner:
         target: Known[Tree] | None = None,
     ) -> None:
         portfolio = cause.portfolio_id
-        snapshot = snapshot or await self.snapshots.latest(self.history, BalanceSnapshotTaken, portfolio)
-        target = target or await self.targets.latest(self.history, TargetWeightsComputed, portfolio)
+        snapshot, target = await self._inputs(portfolio, snapshot, target)
         now = self.clock()
         if snapshot is None or target is None:
             if isinstance(cause, StartRebalance):
@@ -90,7 +103,7 @@ class Planner:
             else:
                 log.info("no %s yet for %s: nothing to preview", missing_input(snapshot), portfolio)
             return
-        result, weights = await asyncio.to_thread(
+        planned = await asyncio.to_thread(
             plan_with_weights,
             cause,
             snapshot_id=snapshot.event_id,
@@ -101,9 +114,12 @@ class Planner:
             dry_run=dry_run,
             now=now,
         )
-        if weights is not None:
-            record(portfolio, weights)
-        stored = await self.publisher.publish(result)
+        result = planned.event
+        stored = await self._publish(cause, planned, dry_run=dry_run, now=now)
+        if planned.weights is not None:  # once the plan is out: the gauges are not on its way
+            record(portfolio, planned.weights)
+        if stored is None:
+            return
         if self.autopilot is not None and isinstance(result, RebalancePlanned) and not result.dry_run:
             await self.autopilot.on_live_plan(result)  # the autopilot starts nothing while it runs
         log.info(
@@ -142,13 +158,40 @@ class Planner:
             unknown_portfolio=unknown,
         )
 
+    async def _publish(self, cause: Event, planned: Planned, *, dry_run: bool, now: datetime) -> bool | None:
+        """Publish the plan (whether the bus stored it), or, when it cannot be, a `PlanFailed` saying
+        why (None): loudly, so that the operator and a CLI waiting for the run learn why no plan came."""
+        result = planned.event
+        try:
+            return await self.publisher.publish(result, planned.body)
+        except bus.PublishFailed as exc:
+            portfolio = cause.portfolio_id
+            log.error("could not publish the plan of run %s (%s): %s", result.correlation_id, portfolio, exc)
+            failed = cause.caused(
+                PlanFailed,
+                now=now,
+                correlation_id=result.correlation_id,
+                reason=f"the plan could not be published: {exc}",
+                dry_run=dry_run,
+            )
+            await self.publisher.publish(failed)
+            return None
+
 
 def missing_input(snapshot: object | None) -> str:
     return "balance snapshot" if snapshot is None else "target"
 
 
+# The weights last recorded per portfolio: a plan from the same inputs sets no gauge again (setting
+# some 130 labelled gauges took 6 ms).
+_RECORDED: dict[str, Weights] = {}
+
+
 def record(portfolio: str, weights: Weights) -> None:
     """The portfolio as the planner last saw it: value, weights against targets, drift."""
+    if _RECORDED.get(portfolio) == weights:
+        return
+    _RECORDED[portfolio] = weights
     metrics.PORTFOLIO_VALUE.labels(portfolio=portfolio).set(weights.value)
     metrics.DRIFT.labels(portfolio=portfolio).set(weights.drift)
     for gauge in (metrics.WEIGHT_ACTUAL, metrics.WEIGHT_TARGET):

@@ -76,12 +76,12 @@ async def notional_limit(
     """Why an order of `amount` at `price` may not be sent under the notional limits ("" if it may)."""
     execution = ctx.settings.execution
     notional = amount * price
-    refused = notional_refusal(
-        notional,
-        await ctx.journal.sent_notional(plan.event_id),
-        execution.max_order_notional,
-        execution.max_run_notional,
-    )
+    # What the run sent so far is a sum over its orders: asked only when a run limit needs it (asked for
+    # every leg, it made a 100k-order run quadratic).
+    sent = Decimal(0)
+    if execution.max_run_notional is not None:
+        sent = await ctx.journal.sent_notional(plan.event_id)
+    refused = notional_refusal(notional, sent, execution.max_order_notional, execution.max_run_notional)
     if not refused:
         return ""
     limit = execution.max_order_notional if refused.endswith("order_notional") else execution.max_run_notional
