@@ -19,17 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
-from rebal.core.errors import InputError
-from rebal.core.market import Prices
-from rebal.core.policy import evaluate_trees
-from rebal.core.tree import parse_tree
-from rebal.io import FileError, load
-from rebal.policy import load_fund_policy, load_policy
-from rebal.subjects import TOKEN
-from rebal.trigger import decision_json, parse_instant
-from rebal_cli.api import connect
 from rebal_cli.support import fail, write_json
 
 policy_app = typer.Typer(
@@ -42,6 +32,8 @@ FundOpt = Annotated[str | None, typer.Option("--fund", help="The fund whose cycl
 
 
 def _instant(raw: str, option: str) -> int:
+    from rebal.trigger import parse_instant
+
     try:
         return parse_instant(raw)
     except ValueError as exc:
@@ -63,6 +55,14 @@ def trigger(
     """Evaluate a policy on files: whether the autopilot would rebalance now, of which kind, and why.
 
     Exit 0 whatever the answer; 2 on bad input (naming the file and the key)."""
+    from rebal.core.errors import InputError
+    from rebal.core.market import Prices
+    from rebal.core.policy import evaluate_trees
+    from rebal.core.tree import parse_tree
+    from rebal.io import FileError, load
+    from rebal.policy import load_policy
+    from rebal.trigger import decision_json
+
     at = _instant(now, "--now")
     last = None if last_rebalance is None else _instant(last_rebalance, "--last-rebalance")
     if last is not None and last > at:
@@ -89,6 +89,8 @@ def trigger(
 
 
 def _print_decision(answer: dict[str, Any]) -> None:
+    from rich.console import Console
+
     out = Console(highlight=False, soft_wrap=True)
     if answer["rebalance"]:
         out.print(f"rebalance: {answer['kind']}", markup=False)
@@ -109,6 +111,8 @@ def _print_decision(answer: dict[str, Any]) -> None:
 
 def _owner(portfolio: str | None, fund: str | None) -> tuple[str, dict[str, str]]:
     """The API path of the policy and its query: exactly one of --portfolio and --fund."""
+    from rebal.subjects import TOKEN
+
     if (portfolio is None) == (fund is None):
         fail("name the policy's owner: --portfolio P or --fund F (one of them)")
     owner = portfolio if portfolio is not None else fund
@@ -126,6 +130,8 @@ def show(
     portfolio: PortfolioOpt = None, fund: FundOpt = None, api_url: ApiUrl = None, as_json: AsJson = False
 ) -> None:
     """The policy in force (its version, who set it and when) and what the autopilot last decided."""
+    from rebal_cli.api import connect
+
     path, params = _owner(portfolio, fund)
     answer = connect(api_url).get(path, params)
     if as_json:
@@ -147,6 +153,12 @@ def set_policy(
     as_json: AsJson = False,
 ) -> None:
     """Set the policy from FILE: checked here, then stored as a new version (who, when, what changed)."""
+    from rich.console import Console
+
+    from rebal.io import FileError
+    from rebal.policy import load_fund_policy, load_policy
+    from rebal_cli.api import connect
+
     path, params = _owner(portfolio, fund)
     try:
         document = (
@@ -170,6 +182,10 @@ def history(
     portfolio: PortfolioOpt = None, fund: FundOpt = None, api_url: ApiUrl = None, as_json: AsJson = False
 ) -> None:
     """Every version of the policy, newest first: who set it, when, and what changed."""
+    from rich.console import Console
+
+    from rebal_cli.api import connect
+
     path, params = _owner(portfolio, fund)
     answer = connect(api_url).get(f"{path}/history", params)
     if as_json:
@@ -200,6 +216,8 @@ def _change_text(change: dict[str, Any]) -> str:
 
 
 def _print_policy(answer: dict[str, Any]) -> None:
+    from rich.console import Console
+
     out = Console(highlight=False, soft_wrap=True)
     owner = answer.get("portfolio_id") or answer.get("fund_id")
     if answer.get("version") is None:

@@ -10,16 +10,10 @@ not load or a venue that cannot be opened.
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from pydantic import ValidationError
-from rich.markup import escape
 
-from rebal.settings import EXIT_CONFIGURATION, ConfigFileError
-from rebal.venue import VenueError
-from rebal_cli.render import console
 from rebal_cli.support import EXIT_ERROR, fail, write_json
 
 if TYPE_CHECKING:
@@ -31,6 +25,9 @@ venue_app = typer.Typer(help="Exchanges: check one before trusting it.", no_args
 
 def _account(name: str, account: str | None) -> tuple[CcxtVenueSettings, str]:
     """The configured ccxt account to check, and the venue's valuation quote (exit 2/4 naming why not)."""
+    from pydantic import ValidationError
+
+    from rebal.settings import EXIT_CONFIGURATION, ConfigFileError
     from rebal_venues.factory import VenuesConfig
 
     try:
@@ -58,6 +55,7 @@ def _account(name: str, account: str | None) -> tuple[CcxtVenueSettings, str]:
 
 
 async def _check(settings: CcxtVenueSettings, symbol: str, allow_live: bool, window: float) -> Conformance:
+    from rebal.settings import EXIT_CONFIGURATION
     from rebal_venues.ccxt_venue import open_ccxt_venue
     from rebal_venues.conformance import check_venue
 
@@ -92,6 +90,13 @@ def check(
 ) -> None:
     """Place, look up, cancel and fill tiny orders on the venue's testnet; report every assumption the
     executor relies on as pass or fail (exit 1 when one fails)."""
+    import asyncio
+
+    from rich.markup import escape
+
+    from rebal.venue import VenueError
+    from rebal_cli.render import console
+
     if not 0 < lookup_window <= 600:
         fail(f"--lookup-window: {lookup_window} must be seconds from 0 to 600")
     settings, quote = _account(venue, account)

@@ -352,7 +352,10 @@ def plan_orders(plan: Plan) -> Records:
             "symbol": dictionary_column([market.symbol for market in columns.markets], columns.market),
             "side": dictionary_column(["buy", "sell"], side),
             "amount": decimal_column(columns.amount, normalize=True),
-            "est_price": dictionary_column([str(p) for p in columns.est_price.values()], columns.market),
+            # One price per market and side (a sell's at the bid, a buy's at the ask in where mode).
+            "est_price": dictionary_column(
+                [str(p) for p in columns.est_price.values()], 2 * columns.market + side
+            ),
             "est_cost": decimal_column(columns.est_cost),
             "est_fee": decimal_column(columns.est_fee),
             "phase": dictionary_column([BUY_PHASE, SELL_PHASE], side),
