@@ -37,7 +37,7 @@ from history import cpu_seconds, store
 from rebal.settings import ApiSettings
 from rebal_devstack.nats import NatsServer
 from rebal_devstack.postgres import PostgresServer
-from rebal_devstack.stack import NATS_CONFIG, Services
+from rebal_devstack.stack import Services
 
 ROOT = Path(__file__).resolve().parents[1]
 P99_TARGET_MS = 200.0
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="rebal-bench-api-") as tmp:
         base = Path(tmp)
         with (
-            NatsServer(base / "nats" / "jetstream", extra_config=NATS_CONFIG) as nats_server,
+            NatsServer(base / "nats" / "jetstream") as nats_server,
             PostgresServer(base / "pg" / "data") as postgres,
         ):
             dsn = postgres.ensure_database("rebal")
@@ -167,19 +167,22 @@ def main(argv: list[str] | None = None) -> int:
                 reference = report("alone (1 client)", asyncio.run(alone(url)), None)
                 monitor, postgres_pid = services["monitor"].pid, postgres.pid
                 assert monitor is not None and postgres_pid is not None
-                before = cpu_seconds(monitor), cpu_seconds(postgres_pid)
+                before = cpu_seconds(monitor), cpu_seconds(postgres_pid), time.process_time()
                 tally, elapsed = asyncio.run(loaded(url, args.clients, args.seconds))
-                after = cpu_seconds(monitor), cpu_seconds(postgres_pid)
+                after = cpu_seconds(monitor), cpu_seconds(postgres_pid), time.process_time()
                 load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
                 figures = report(f"loaded ({args.clients} clients, {args.seconds:g} s)", tally, elapsed)
                 print(f"  load average: {load} (on {os.cpu_count()} CPUs)")
                 # The warm-up's requests too (the CPU read covers them): what bounds requests/s on a free
                 # machine.
                 spent = (b - a for a, b in zip(before, after, strict=True))
-                monitor_ms, postgres_ms = (cpu / tally.served * 1000 for cpu in spent)
+                monitor_ms, postgres_ms, clients_ms = (cpu / tally.served * 1000 for cpu in spent)
+                # The clients run in this process on the same 2 cores: what they spend, the server does not
+                # get.
                 print(
                     f"  CPU per request: monitor {monitor_ms:.2f} ms, Postgres {postgres_ms:.2f} ms"
-                    f" (one core would serve ~{1000 / monitor_ms:,.0f} requests/s)"
+                    f" (one core would serve ~{1000 / monitor_ms:,.0f} requests/s); the clients (this"
+                    f" process) {clients_ms:.2f} ms"
                 )
             finally:
                 services.stop()

@@ -140,6 +140,10 @@ class ApiSettings(Section):
     rate_limit_per_second: int = Field(default=100, ge=1)
     # The API's own Postgres connections (the journal's consumers have `database.pool_size` of theirs).
     pool_size: int = Field(default=10, ge=1, le=100)
+    # How long the answers of GET /status and GET /portfolio/history are kept and shared by every request
+    # asking the same (portfolio, query, token's scope); a new event of the portfolio journaled by this
+    # monitor, a halt and a resume drop them at once (docs/api.md). 0: every request reads Postgres.
+    cache_seconds: float = Field(default=1.0, ge=0, le=1)
 
     @model_validator(mode="after")
     def _read_token_file(self) -> ApiSettings:

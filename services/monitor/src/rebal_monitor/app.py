@@ -6,6 +6,7 @@ the lifespan that starts them) and the operators' API and dashboard (FastAPI) fo
 
 from __future__ import annotations
 
+from collections.abc import Set
 from typing import Any
 
 from fastapi import FastAPI
@@ -40,15 +41,28 @@ def build(settings: MonitorSettings) -> MonitorApp:
     broker = service.make_broker(settings, SERVICE)
     database = service.Database(settings.database.url.get_secret_value(), settings.database.pool_size)
     notifier = Notifier(lambda: database.pool, settings.notify)
-    monitor = Monitor(database, on_journaled=notifier.wake)
     publisher = bus.Publisher(broker)
-    register(broker, publisher, monitor)
 
     async def nats_ready() -> None:
         if not await broker.ping(timeout=service.READY_TIMEOUT_SECONDS):
             raise RuntimeError("NATS does not answer")
 
     api_database = ApiPool(settings.database.url.get_secret_value(), settings.api.pool_size)
+    deps = Deps(
+        pool=lambda: api_database.pool,
+        publisher=publisher,
+        settings=settings.api,
+        portfolios=settings.portfolios,
+        checks={"nats": nats_ready, "postgres": database.ping},
+    )
+
+    def journaled(portfolios: Set[str]) -> None:
+        notifier.wake()
+        for portfolio in portfolios:  # what the API keeps of them is out of date (`Deps.answers`)
+            deps.answers.forget(portfolio)
+
+    monitor = Monitor(database, on_journaled=journaled)
+    register(broker, publisher, monitor)
     gauges = Gauges(lambda: api_database.pool)
     stream = service.build(
         SERVICE,
@@ -58,12 +72,5 @@ def build(settings: MonitorSettings) -> MonitorApp:
         on_startup=[monitor.start, api_database.open],  # migrations first
         after_startup=[gauges.start, notifier.start],
         on_shutdown=[notifier.stop, gauges.stop, api_database.close, database.close],
-    )
-    deps = Deps(
-        pool=lambda: api_database.pool,
-        publisher=publisher,
-        settings=settings.api,
-        portfolios=settings.portfolios,
-        checks={"nats": nats_ready, "postgres": database.ping},
     )
     return MonitorApp(stream, create_api(deps))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass
 
 from faststream.nats import NatsBroker
@@ -21,8 +21,9 @@ BATCH_SIZE = 500
 @dataclass
 class Monitor:
     database: Database
-    # Told after each batch is journaled (the notifier delivers what it enqueued at once).
-    on_journaled: Callable[[], None] = lambda: None
+    # Told after each batch is journaled, with the portfolios it touched (the notifier delivers what it
+    # enqueued at once; the API forgets what it kept of them).
+    on_journaled: Callable[[Set[str]], None] = lambda portfolios: None
 
     async def start(self) -> None:
         pool = await self.database.open()
@@ -43,7 +44,7 @@ class Monitor:
                 )
             elif isinstance(event, TargetWeightsComputed):
                 metrics.LATEST_TARGET.labels(portfolio=event.portfolio_id).set(event.occurred_at.timestamp())
-        self.on_journaled()
+        self.on_journaled({event.portfolio_id for event in events})
 
 
 def register(broker: NatsBroker, publisher: bus.Publisher, monitor: Monitor) -> None:

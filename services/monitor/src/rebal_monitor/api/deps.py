@@ -15,13 +15,13 @@ from __future__ import annotations
 import asyncio
 import secrets
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 import asyncpg
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from nats.errors import Error as NatsError
 from pydantic import AfterValidator, BaseModel, ConfigDict
@@ -30,7 +30,7 @@ from rebal import bus
 from rebal.core import bounds
 from rebal.settings import ApiSettings
 from rebal_monitor import queries, views
-from rebal_monitor.api.guards import RateLimit, Recent, retry_after
+from rebal_monitor.api.guards import Kept, RateLimit, Recent, retry_after
 from rebal_monitor.api.health import HEALTH_TTL_SECONDS, probe_all
 
 PORTFOLIO_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -58,10 +58,26 @@ class Deps:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     rate: RateLimit = field(init=False)
     health: Recent[tuple[dict[str, str], dict[str, str]]] = field(init=False)
+    # Answers (JSON bytes) by request (`answer_key`), grouped by portfolio: see `kept_json`.
+    answers: Kept[bytes] = field(init=False)
+    tokens: list[tuple[str, bytes]] = field(init=False)  # (scope, token)
 
     def __post_init__(self) -> None:
         self.rate = RateLimit(self.settings.rate_limit_per_second)
+        self.answers = Kept(self.settings.cache_seconds)
+        self.tokens = [
+            (scope, secret.get_secret_value().encode())
+            for scope, secret in ((OPERATOR, self.settings.token), (VIEWER, self.settings.viewer_token))
+            if secret is not None and secret.get_secret_value()
+        ]
         self.health = Recent(lambda: probe_all(self.checks, self.settings.peers), HEALTH_TTL_SECONDS)
+
+    def scope_of(self, token: str) -> str | None:
+        """The scope of a bearer token (`OPERATOR` or `VIEWER`), None for no configured one; compared with
+        each configured token in constant time."""
+        given = token.encode()
+        matches = [scope for scope, known in self.tokens if secrets.compare_digest(given, known)]
+        return matches[0] if matches else None
 
 
 class Strict(BaseModel):
@@ -97,27 +113,21 @@ async def authorised(
 ) -> str:
     """The scope of the request's token: `OPERATOR` (may do everything) or `VIEWER` (may only read).
     Each configured token is compared in constant time."""
-    tokens = [
-        (scope, secret.get_secret_value().encode())
-        for scope, secret in ((OPERATOR, deps.settings.token), (VIEWER, deps.settings.viewer_token))
-        if secret is not None and secret.get_secret_value()
-    ]
-    if not tokens:
+    if not deps.tokens:
         raise Problem(401, "the API has no token configured (REBAL__API__TOKEN): every request is refused")
     if credentials is None:
         raise Problem(401, "missing 'Authorization: Bearer <token>' header")
-    given = credentials.credentials.encode()
-    matches = [scope for scope, token in tokens if secrets.compare_digest(given, token)]
-    if not matches:
+    scope = deps.scope_of(credentials.credentials)
+    if scope is None:
         raise Problem(401, "wrong bearer token")
-    wait = await deps.rate.wait_for(matches[0])
+    wait = await deps.rate.wait_for(scope)
     if wait is not None:
         raise Problem(
             429,
             f"too many requests with this token (at most {deps.settings.rate_limit_per_second} a second)",
             {"Retry-After": retry_after(wait)},
         )
-    return matches[0]
+    return scope
 
 
 async def operator_only(scope: Annotated[str, Depends(authorised)]) -> None:
@@ -208,6 +218,24 @@ async def latest_inputs(pool: asyncpg.Pool, portfolio: str) -> tuple[queries.Sto
     if target is None:
         raise Problem(404, f"no target yet for portfolio {portfolio!r}")
     return snapshot, target
+
+
+def answer_key(request: Mapping[str, Any], scope: str) -> tuple[str, bytes, str]:
+    """What a kept answer is kept by: the path, the query as it came and the token's scope (an ASGI
+    request's scope, the one `AnsweredFirst` serves from too)."""
+    return request["path"], request["query_string"], scope
+
+
+async def kept_json(
+    deps: Deps, request: Request, scope: str, portfolio: str, make: Callable[[], Awaitable[bytes]]
+) -> Response:
+    """The JSON `make` gives for this request, kept `cache_seconds` and shared by every request asking the
+    same (path, query, token's scope) meanwhile: under 200 clients, each of them read the same answer from
+    Postgres (bench/api_load.py). Correct as long as every change of what `make` reads comes with a
+    `deps.answers.forget(portfolio)`: the journal calls it for each portfolio it writes an event of, halt
+    and resume call it too. No answer made for one scope is given to another."""
+    body = await deps.answers.get(answer_key(request.scope, scope), portfolio, make)
+    return Response(body, media_type="application/json")
 
 
 async def until_found(find: Callable[[], Awaitable[T | None]], timeout: float, interval: float) -> T | None:

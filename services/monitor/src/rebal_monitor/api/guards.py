@@ -7,17 +7,21 @@ brief memory of what is costly to learn.
   limit is handed to the route as it came.
 - `RateLimit`: at most N requests per token in any one second (a moving window, `limits`' in-memory
   storage); beyond it, 429 with ``Retry-After``.
-- `Recent`: a value kept for a short while, made by one caller while the others wait for it (the peers'
-  readiness in ``/status``: probing four services on every request was most of its cost).
+- `Kept`: values kept for a short while by key, each made by one caller while the others wait for it,
+  forgotten by group when what they were made from changes (the answers of ``/status`` and
+  ``/portfolio/history``: under a crowd of clients, Postgres was asked the same thing by each);
+  `Recent`, one such value (the peers' readiness in ``/status``: probing four services on every request
+  was most of its cost).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -131,6 +135,63 @@ def retry_after(seconds: float) -> str:
 
 
 @dataclass
+class Kept(Generic[T]):
+    """Values by key, each made by one caller while the others with the same key wait for that making
+    (never a crowd of them), and kept `ttl_seconds` from when the making began (0: nothing kept, nothing
+    shared). Each value belongs to a group (the portfolio): `forget(group)` drops the group's values at
+    once, and a making under way when it is called is handed to its waiters but not kept (it may have read
+    before the change); callers after it make anew."""
+
+    ttl_seconds: float
+    clock: Callable[[], float] = time.monotonic
+    _values: dict[Hashable, tuple[float, Hashable, T]] = field(default_factory=dict)
+    _making: dict[Hashable, tuple[Hashable, asyncio.Task[T]]] = field(default_factory=dict)
+    _changes: collections.Counter[Hashable] = field(default_factory=collections.Counter)
+
+    def peek(self, key: Hashable) -> T | None:
+        """The value kept for `key` if it is fresh, else None (nothing is made)."""
+        kept = self._values.get(key)
+        if kept is None or self.clock() - kept[0] >= self.ttl_seconds:
+            return None
+        return kept[2]
+
+    async def get(self, key: Hashable, group: Hashable, make: Callable[[], Awaitable[T]]) -> T:
+        if self.ttl_seconds <= 0:
+            return await make()
+        if (value := self.peek(key)) is not None:
+            return value
+        making = self._making.get(key)
+        if making is None:
+            task = asyncio.ensure_future(self._make(key, group, make, self.clock()))
+            making = self._making[key] = (group, task)
+        # A caller that goes away (its client disconnected) leaves the making to the others.
+        return await asyncio.shield(making[1])
+
+    def forget(self, group: Hashable) -> None:
+        self._changes[group] += 1
+        for key in [key for key, (_, of, _) in self._values.items() if of == group]:
+            del self._values[key]
+        for key in [key for key, (of, _) in self._making.items() if of == group]:
+            del self._making[key]
+
+    async def _make(
+        self, key: Hashable, group: Hashable, make: Callable[[], Awaitable[T]], began: float
+    ) -> T:
+        changes = self._changes[group]
+        try:
+            value = await make()
+        finally:
+            if (making := self._making.get(key)) is not None and making[1] is asyncio.current_task():
+                del self._making[key]
+        if self._changes[group] == changes:
+            now = self.clock()
+            for old in [k for k, (at, _, _) in self._values.items() if now - at >= self.ttl_seconds]:
+                del self._values[old]  # the memory holds what the last ttl_seconds asked, no more
+            self._values[key] = (began, group, value)
+        return value
+
+
+@dataclass
 class Recent(Generic[T]):
     """The value `make` gives, made again when it is older than `ttl_seconds`; callers that come while it
     is being made wait for that one making (never a crowd of them)."""
@@ -138,20 +199,10 @@ class Recent(Generic[T]):
     make: Callable[[], Awaitable[T]]
     ttl_seconds: float
     clock: Callable[[], float] = time.monotonic
-    _value: tuple[float, T] | None = None
-    _making: asyncio.Task[T] | None = None
+    kept: Kept[T] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.kept = Kept(self.ttl_seconds, self.clock)
 
     async def get(self) -> T:
-        if self._value is not None and self.clock() - self._value[0] < self.ttl_seconds:
-            return self._value[1]
-        if self._making is None:
-            self._making = asyncio.ensure_future(self._make())
-        return await asyncio.shield(self._making)
-
-    async def _make(self) -> T:
-        try:
-            value = await self.make()
-            self._value = (self.clock(), value)
-            return value
-        finally:
-            self._making = None
+        return await self.kept.get(None, None, self.make)

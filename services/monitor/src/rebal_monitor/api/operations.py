@@ -4,7 +4,8 @@ Halt and resume publish the command and answer 202 with its id and subject. A ha
 first (text Postgres cannot hold is a 422: the executor could not record it, and trading went on); then
 the API waits for the executor's acknowledgement (`HaltApplied`) and says whether the halt is in force
 or still pending (`halt_state`, also in `/status`). The history is one round trip: Postgres builds the
-page's JSON.
+page's JSON. Both `/status` and the history are kept for a moment and shared by a crowd asking the same
+(`deps.kept_json`); the journal, halt and resume drop them when they change.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import uuid
 from typing import Annotated
 
 import asyncpg
-from fastapi import APIRouter
+import orjson
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import Field
 
@@ -30,6 +32,7 @@ from rebal_monitor.api.deps import (
     Authorised,
     Chosen,
     Db,
+    Deps,
     JsonDict,
     Limit,
     Needs,
@@ -39,6 +42,7 @@ from rebal_monitor.api.deps import (
     Strict,
     cursor_of,
     halted,
+    kept_json,
     publish,
     until_found,
 )
@@ -58,11 +62,20 @@ class ResumeRequest(Strict):
 
 @router.get("/portfolio/history", summary="Runs with their orders, fills, skips and reasons")
 async def history(
-    portfolio: Chosen, pool: Db, after: After, limit: Limit = DEFAULT_PAGE, include_previews: bool = True
+    request: Request,
+    portfolio: Chosen,
+    deps: Needs,
+    pool: Db,
+    scope: Scope,
+    after: After,
+    limit: Limit = DEFAULT_PAGE,
+    include_previews: bool = True,
 ) -> Response:
-    runs, more = await queries.history_json(pool, portfolio, limit, after, include_previews)
-    body = f'{{"runs": {runs}, "next_cursor": {json.dumps(cursor_of(more))}}}'
-    return Response(body.encode(), media_type="application/json")
+    async def page() -> bytes:
+        runs, more = await queries.history_json(pool, portfolio, limit, after, include_previews)
+        return f'{{"runs": {runs}, "next_cursor": {json.dumps(cursor_of(more))}}}'.encode()
+
+    return await kept_json(deps, request, scope, portfolio, page)
 
 
 @router.post(
@@ -82,6 +95,9 @@ async def halt(request: HaltRequest, deps: Needs, pool: Db) -> JsonDict:
     state = await until_found(
         lambda: halt_state(pool, command.event_id), deps.settings.halt_ack_timeout_seconds, ACK_POLL_SECONDS
     )
+    # The journal forgets the portfolio's answers when it writes the halt and its acknowledgement; this
+    # answer may come between that write and that forgetting: /status right after it shows the halt.
+    deps.answers.forget(portfolio)
     return {
         "command_id": str(command.event_id),
         "portfolio_id": portfolio,
@@ -108,6 +124,7 @@ async def resume(request: ResumeRequest, deps: Needs) -> JsonDict:
         ResumeTrading, key=uuid.uuid4(), now=deps.clock(), portfolio_id=portfolio, requested_by="api"
     )
     await publish(deps, command)
+    deps.answers.forget(portfolio)
     return {"command_id": str(command.event_id), "portfolio_id": portfolio, "subject": command.subject}
 
 
@@ -117,7 +134,14 @@ async def session(scope: Scope) -> JsonDict:
 
 
 @router.get("/status", summary="Halted?, live or dry-run, the last real run and preview, health")
-async def status(portfolio: Chosen, deps: Needs, pool: Db) -> JsonDict:
+async def status(request: Request, portfolio: Chosen, deps: Needs, pool: Db, scope: Scope) -> Response:
+    async def made() -> bytes:
+        return orjson.dumps(await status_of(portfolio, deps, pool))
+
+    return await kept_json(deps, request, scope, portfolio, made)
+
+
+async def status_of(portfolio: str, deps: Deps, pool: asyncpg.Pool) -> JsonDict:
     health, peers = await deps.health.get()
     # One connection for the five reads: under load, taking one from the pool five times was a wait each.
     async with pool.acquire() as connection:
