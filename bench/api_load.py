@@ -13,7 +13,12 @@ Prints p50/p99/max per endpoint, requests/s in total, the ratio loaded/alone, th
 must be 200: the bench sets the per-token rate limit above what it sends, it measures capacity), and
 the load average (2 cores shared: latency on a busy machine is mostly waiting for a CPU).
 
-Usage: ``.venv/bin/python bench/api_load.py [--clients 200] [--seconds 20] [--runs 2000]``.
+The monitor keeps the answers of both paths for `REBAL__API__CACHE_SECONDS` (1 s) and serves them before
+FastAPI's routing: the loaded figure is mostly kept answers (every client has the same token and asks
+the same two things); ``--cache-seconds 0`` measures every request reading Postgres.
+
+Usage: ``.venv/bin/python bench/api_load.py [--clients 200] [--seconds 20] [--runs 2000]
+[--cache-seconds S]``.
 """
 
 from __future__ import annotations
@@ -143,8 +148,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--runs", type=int, default=2000)
+    parser.add_argument(
+        "--cache-seconds",
+        type=float,
+        help="the monitor's REBAL__API__CACHE_SECONDS (default its own, 1 s; 0: each request reads Postgres)",
+    )
     args = parser.parse_args(argv)
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
+    cache = {} if args.cache_seconds is None else {"REBAL__API__CACHE_SECONDS": str(args.cache_seconds)}
     with tempfile.TemporaryDirectory(prefix="rebal-bench-api-") as tmp:
         base = Path(tmp)
         with (
@@ -159,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                 root=ROOT,
                 log_dir=base / "logs",
                 ports={},
-                service_env={"monitor": {"REBAL__API__TOKEN": TOKEN, **UNLIMITED}},
+                service_env={"monitor": {"REBAL__API__TOKEN": TOKEN, **UNLIMITED, **cache}},
             )
             services.start()
             try:
