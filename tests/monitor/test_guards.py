@@ -117,6 +117,40 @@ async def test_nothing_is_kept_at_a_ttl_of_zero_and_old_values_go() -> None:
     kept: Kept[int] = Kept(ttl_seconds=1.0, clock=lambda: now[0])
     for group in range(100):
         await kept.get(group, group, make)
-    now[0] = 1.0
+    now[0] = 2.0
     await kept.get("new", "new", make)
     assert list(kept._values) == ["new"]  # bounded by what the last second asked
+
+
+async def test_an_old_value_stands_while_its_successor_is_made_but_never_after_a_change() -> None:
+    now = [0.0]
+    release = asyncio.Event()
+    made: list[int] = []
+
+    async def make() -> int:
+        made.append(1)
+        number = len(made)
+        if number > 1:
+            await release.wait()
+        return number
+
+    kept: Kept[int] = Kept(ttl_seconds=1.0, clock=lambda: now[0])
+    assert await kept.get("k", "demo", make) == 1
+    now[0] = 1.5
+    first = asyncio.ensure_future(kept.get("k", "demo", make))  # makes anew, waits for it
+    await asyncio.sleep(0)
+    assert await kept.get("k", "demo", make) == 1  # the others get the old value meanwhile
+    kept.forget("demo")
+    later = asyncio.ensure_future(kept.get("k", "demo", make))  # after a change: never the old value
+    await asyncio.sleep(0)
+    assert not later.done()
+    release.set()
+    assert (await first, await later) == (2, 3)
+    now[0] = 3.6  # older than twice the ttl: nobody gets it any more
+    release.clear()
+    stale = asyncio.ensure_future(kept.get("k", "demo", make))
+    again = asyncio.ensure_future(kept.get("k", "demo", make))
+    await asyncio.sleep(0)
+    assert not stale.done() and not again.done()
+    release.set()
+    assert await asyncio.gather(stale, again) == [4, 4]

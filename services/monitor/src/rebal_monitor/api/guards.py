@@ -140,7 +140,9 @@ class Kept(Generic[T]):
     (never a crowd of them), and kept `ttl_seconds` from when the making began (0: nothing kept, nothing
     shared). Each value belongs to a group (the portfolio): `forget(group)` drops the group's values at
     once, and a making under way when it is called is handed to its waiters but not kept (it may have read
-    before the change); callers after it make anew."""
+    before the change); callers after it make anew. While a value that has merely grown old (nothing
+    forgotten) is made anew, callers get the old one, for at most another `ttl_seconds`: only its first
+    caller waits (under load, a crowd waiting a second for the peers' health was the tail of /status)."""
 
     ttl_seconds: float
     clock: Callable[[], float] = time.monotonic
@@ -158,12 +160,16 @@ class Kept(Generic[T]):
     async def get(self, key: Hashable, group: Hashable, make: Callable[[], Awaitable[T]]) -> T:
         if self.ttl_seconds <= 0:
             return await make()
-        if (value := self.peek(key)) is not None:
-            return value
+        now = self.clock()
+        kept = self._values.get(key)
+        if kept is not None and now - kept[0] < self.ttl_seconds:
+            return kept[2]
         making = self._making.get(key)
         if making is None:
-            task = asyncio.ensure_future(self._make(key, group, make, self.clock()))
+            task = asyncio.ensure_future(self._make(key, group, make, now))
             making = self._making[key] = (group, task)
+        elif kept is not None and now - kept[0] < 2 * self.ttl_seconds:
+            return kept[2]  # the old value while someone makes the new one
         # A caller that goes away (its client disconnected) leaves the making to the others.
         return await asyncio.shield(making[1])
 
@@ -185,8 +191,8 @@ class Kept(Generic[T]):
                 del self._making[key]
         if self._changes[group] == changes:
             now = self.clock()
-            for old in [k for k, (at, _, _) in self._values.items() if now - at >= self.ttl_seconds]:
-                del self._values[old]  # the memory holds what the last ttl_seconds asked, no more
+            for old in [k for k, (at, _, _) in self._values.items() if now - at >= 2 * self.ttl_seconds]:
+                del self._values[old]  # the memory holds what was asked lately, no more
             self._values[key] = (began, group, value)
         return value
 
