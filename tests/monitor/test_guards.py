@@ -153,4 +153,4 @@ async def test_an_old_value_stands_while_its_successor_is_made_but_never_after_a
     await asyncio.sleep(0)
     assert not stale.done() and not again.done()
     release.set()
-    assert await asyncio.gather(stale, again) == [4, 4]
+    assert (await stale, await again) == (4, 4)
