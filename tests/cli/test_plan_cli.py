@@ -335,3 +335,56 @@ def test_a_bad_contracts_file_is_named(tmp_path: Path) -> None:
     assert done.stderr.strip().splitlines() == [
         f"error: {bad}: paper.BTC/USD:BTC: a contract must be a linear perpetual named BASE/QUOTE:QUOTE"
     ]
+
+
+def test_a_target_asset_no_market_reaches_exits_2_naming_it_before_any_trade(tmp_path: Path) -> None:
+    """Issue 11, defect 5, as the operator meets it: the plan sold other holdings to fund a buy that could
+    never happen; now the target file is named with the asset and the account, and nothing is planned."""
+    real = write(
+        tmp_path / "real.json",
+        {
+            "name": "root",
+            "children": [
+                {
+                    "name": "acc",
+                    "kind": "account",
+                    "exchange": "ex",
+                    "quote": "USDT",
+                    "children": [
+                        {"name": "btc", "asset": "BTC", "amount": "1"},
+                        {"name": "usdt", "asset": "USDT", "amount": "0"},
+                    ],
+                }
+            ],
+        },
+    )
+    target = write(
+        tmp_path / "target.json",
+        {
+            "name": "root",
+            "children": [
+                {
+                    "name": "acc",
+                    "weight": 1,
+                    "children": [
+                        {"name": "btc", "asset": "BTC", "weight": 0.5},
+                        {"name": "sol", "asset": "SOL", "weight": 0.5},
+                    ],
+                }
+            ],
+        },
+    )
+    prices = write(tmp_path / "prices.json", {"quote": "USDT", "prices": {"BTC": "100", "SOL": "10"}})
+    markets = write(
+        tmp_path / "markets.json",
+        {"ex": {"BTC/USDT": {"amount_step": "0.0001", "min_amount": "0", "min_cost": "0", "fee_rate": "0"}}},
+    )
+    result = rebal(
+        "plan", "--real", real, "--target", target, "--prices", prices, "--markets", markets, "--json"
+    )
+    assert result.returncode == 2, result.stdout
+    assert result.stdout == ""
+    assert result.stderr.strip() == (
+        f"error: {target}: root/acc/sol: no market path for SOL from USDT on ex: account root/acc can never"
+        " buy it (list a market for it, or leave it out of the target)"
+    )

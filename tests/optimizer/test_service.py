@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -17,12 +19,16 @@ import numpy as np
 import pytest
 
 from rebal.events import (
+    Event,
     OptimizationFailed,
     RunOptimization,
     StrategyReturnReported,
     TargetWeightsComputed,
+    derive_id,
     new_event,
 )
+from rebal.payloads import Body
+from rebal.schedule import CronSchedule
 from rebal_devstack.pytest_plugin import FreshDatabase
 from rebal_optimizer.allocator import Allocator, Trigger
 from rebal_optimizer.handlers import Allocations
@@ -232,6 +238,35 @@ async def test_allocation_settings_are_checked_at_start(tmp_path: Path) -> None:
         AllocationSettings(mode="reconciler")
 
 
+@pytest.mark.parametrize(
+    ("interval", "schedule"),
+    [(0, ""), (3600, "0 * * * *"), (86400, "0 0 * * *"), ("604800", "0 0 * * MON")],
+)
+async def test_an_old_interval_naming_a_calendar_period_is_read_as_its_schedule(
+    interval: int | str, schedule: str
+) -> None:
+    settings = AllocationSettings.model_validate({"interval_seconds": interval, "timezone": "Asia/Tokyo"})
+    assert (settings.schedule, settings.timezone) == (schedule, "Asia/Tokyo")
+    assert settings.cron() == (CronSchedule(schedule, "Asia/Tokyo") if schedule else None)
+
+
+async def test_a_schedule_that_cannot_be_read_is_refused_naming_the_key() -> None:
+    from pydantic import ValidationError
+
+    default = AllocationSettings()
+    assert (default.schedule, default.timezone) == ("0 0 * * *", "UTC")  # daily at midnight, UTC
+    with pytest.raises(ValidationError, match=r"interval_seconds 1800 is no longer read: give schedule"):
+        OptimizerSettings(
+            targets={"files": {"fund": Path("base.json")}}, allocations={"fund": {"interval_seconds": 1800}}
+        )
+    with pytest.raises(ValidationError, match=r"give schedule .* or the old interval_seconds, not both"):
+        AllocationSettings.model_validate({"interval_seconds": 86400, "schedule": "0 0 * * *"})
+    with pytest.raises(ValidationError, match=r"schedule\n.*a cron expression has 5 fields"):
+        AllocationSettings(schedule="0 0 * *")
+    with pytest.raises(ValidationError, match=r"timezone\n.*unknown time zone 'Mars/Olympus'"):
+        AllocationSettings(timezone="Mars/Olympus")
+
+
 async def test_a_bad_allocation_stops_the_service_with_exit_4_and_the_reason() -> None:
     import asyncio
     import os
@@ -281,26 +316,137 @@ async def test_enough_new_returns_trigger_a_solve(pool: asyncpg.Pool, tmp_path: 
     assert publisher.published[1].optimization.observations == 42  # type: ignore[union-attr]
 
 
-async def test_a_periodic_schedule_solves_on_each_tick(pool: asyncpg.Pool, tmp_path: Path) -> None:
+@dataclass
+class Clock:
+    """The service's clock, moved by the test: ticks are evaluated from it, not from sleeps."""
+
+    at: datetime
+
+    def __call__(self) -> datetime:
+        return self.at
+
+
+@dataclass
+class Streams:
+    """The bus as the optimizer sees it across restarts: what it publishes is the latest in the streams
+    (`FakeHistory`), and an event id already seen is dropped (`RecordingPublisher`)."""
+
+    history: FakeHistory = field(default_factory=FakeHistory)
+    published: list[Event] = field(default_factory=list)
+
+    async def publish(self, event: Event, body: Body | None = None) -> bool:
+        if any(e.event_id == event.event_id for e in self.published):
+            return False
+        self.published.append(event)
+        self.history.events.append(event)
+        return True
+
+    def solves(self) -> list[tuple[str, datetime]]:
+        """(trigger, when) of every allocation published."""
+        return [
+            (e.optimization.trigger, e.occurred_at)
+            for e in self.published
+            if isinstance(e, TargetWeightsComputed) and e.optimization is not None
+        ]
+
+
+def tick_id(tick: str) -> uuid.UUID:
+    """The id of the allocation a schedule's tick publishes (an instant in UTC, ISO 8601)."""
+    return derive_id("TargetWeightsComputed", "fund", f"fund|schedule|{tick}")
+
+
+async def settle(count: Callable[[], int], expected: int) -> None:
+    """Wait until `count()` reaches `expected`, then a few polls more: nothing else may come."""
     from tests.messaging import eventually
 
+    await eventually(lambda: count() >= expected)
+    await asyncio.sleep(0.3)
+    assert count() == expected
+
+
+async def test_a_weekly_schedule_solves_on_mondays_at_midnight_in_its_zone(
+    pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """The old weekly interval (604800 s) fell on Thursdays, 00:00 UTC (epoch-aligned); it now means
+    Monday 00:00 on the wall clock of the zone, before and after the clocks go forward (29 March 2026)."""
     await store(pool, "trend", returns_of(1, 40, 0.02))
     await store(pool, "arb", returns_of(2, 40, 0.01))
-    publisher = RecordingPublisher()
+    streams, clock = Streams(), Clock(datetime(2026, 3, 18, 12, tzinfo=UTC))  # a Wednesday
+    fund = {"account_value": "1000", "interval_seconds": 604800, "timezone": "Europe/Berlin"}
     settings = OptimizerSettings(
         targets={"files": {"fund": base_file(tmp_path)}},
-        allocations={"fund": {"account_value": "1000", "interval_seconds": 0.5, "poll_seconds": 0.05}},
+        allocations={"fund": {**fund, "poll_seconds": 0.05}},
     )
-    allocations = Allocations(publisher, ran_before(), settings, PostgresStrategyData(pool))
+    assert settings.allocations["fund"].schedule == "0 0 * * MON"
+    allocations = Allocations(streams, streams.history, settings, PostgresStrategyData(pool), clock=clock)
     await allocations.start()
     try:
-        await eventually(lambda: len(publisher.published) >= 3)
+        await settle(lambda: len(streams.solves()), 1)  # the first solve, at start
+        clock.at = datetime(2026, 3, 19, 0, 30, tzinfo=UTC)  # Thursday: the old tick
+        await settle(lambda: len(streams.solves()), 1)
+        clock.at = datetime(2026, 3, 22, 22, 59, tzinfo=UTC)  # Sunday 23:59 in Berlin (UTC+1)
+        await settle(lambda: len(streams.solves()), 1)
+        clock.at = datetime(2026, 3, 22, 23, 0, 1, tzinfo=UTC)  # Monday 00:00:01 in Berlin
+        await settle(lambda: len(streams.solves()), 2)
+        clock.at = datetime(2026, 3, 29, 21, 59, tzinfo=UTC)  # Sunday 23:59 in Berlin, now UTC+2
+        await settle(lambda: len(streams.solves()), 2)
+        clock.at = datetime(2026, 3, 29, 22, 0, tzinfo=UTC)  # Monday 00:00 in Berlin
+        await settle(lambda: len(streams.solves()), 3)
     finally:
         await allocations.stop()
-    triggers = [e.optimization.trigger for e in publisher.published if isinstance(e, TargetWeightsComputed)]
-    assert triggers[0] == "data" and set(triggers[1:]) == {"schedule"}
-    # Each tick is its own event (its id comes from the tick): no two alike.
-    assert len({e.event_id for e in publisher.published}) == len(publisher.published)
+    assert [trigger for trigger, _ in streams.solves()] == ["data", "schedule", "schedule"]
+    ticks = [e.event_id for e in streams.published[-2:]]
+    assert ticks == [tick_id("2026-03-22T23:00:00+00:00"), tick_id("2026-03-29T22:00:00+00:00")]
+
+
+async def test_a_tick_missed_while_away_is_solved_once_across_restarts(
+    pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    await store(pool, "trend", returns_of(1, 40, 0.02))
+    await store(pool, "arb", returns_of(2, 40, 0.01))
+    streams = Streams()
+    # The last solve before the service went away: Sunday noon; the daily tick at midnight was missed.
+    sunday = datetime(2026, 3, 22, 12, tzinfo=UTC)
+    streams.history.events.append(
+        new_event(
+            OptimizationFailed,
+            key="earlier",
+            now=sunday,
+            portfolio_id="fund",
+            method="x",
+            reason="y",
+            trigger="data",
+        )
+    )
+    settings = OptimizerSettings(
+        targets={"files": {"fund": base_file(tmp_path)}},
+        allocations={"fund": {"account_value": "1000", "schedule": "0 0 * * *", "poll_seconds": 0.05}},
+    )
+    clock = Clock(datetime(2026, 3, 23, 0, 10, tzinfo=UTC))
+    starts = [datetime(2026, 3, 23, 0, 10), datetime(2026, 3, 23, 0, 20), datetime(2026, 3, 24, 0, 5)]
+    for restart in starts:
+        clock.at = restart.replace(tzinfo=UTC)
+        allocations = Allocations(streams, streams.history, settings, PostgresStrategyData(pool), clock=clock)
+        solved = len(streams.solves())
+        await allocations.start()
+        try:
+            await settle(lambda: len(streams.solves()), solved + 1)  # one at start, none after
+        finally:
+            await allocations.stop()
+    # A tick missed while away is the start's solve; after a restart the tick already solved is not due
+    # again (the data are solved at start, as always), the next one is.
+    assert streams.solves() == [
+        ("schedule", datetime(2026, 3, 23, 0, 10, tzinfo=UTC)),
+        ("data", datetime(2026, 3, 23, 0, 20, tzinfo=UTC)),
+        ("schedule", datetime(2026, 3, 24, 0, 5, tzinfo=UTC)),
+    ]
+    solves = [
+        e.event_id for e in streams.published if isinstance(e, TargetWeightsComputed) and e.optimization
+    ]
+    assert (solves[0], solves[2]) == (
+        tick_id("2026-03-23T00:00:00+00:00"),
+        tick_id("2026-03-24T00:00:00+00:00"),
+    )
 
 
 async def test_until_a_first_allocation_any_new_return_triggers_a_solve(
@@ -394,3 +540,17 @@ async def test_irregular_dates_publish_the_reason(pool: asyncpg.Pool, tmp_path: 
     )
     assert isinstance(event, OptimizationFailed)
     assert event.reason.startswith("the strategies' common dates: irregular dates")
+
+
+async def test_the_docs_examples_of_the_optimizer_settings_are_read_as_written() -> None:
+    import re
+    import tomllib
+
+    doc = (Path(__file__).parents[2] / "docs" / "bots.md").read_text()
+    section = doc[doc.index("## The optimizer: allocating") :]
+    as_json = json.loads(re.findall(r"```json\n(.*?)```", section, re.DOTALL)[0])["fund"]
+    as_toml = tomllib.loads(re.findall(r"```toml\n(.*?)```", section, re.DOTALL)[0])["allocations"]["fund"]
+    for written in (as_json, as_toml):
+        assert AllocationSettings.model_validate(written).cron() == CronSchedule(
+            "0 0 * * MON", "Europe/Berlin"
+        )

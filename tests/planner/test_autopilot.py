@@ -279,3 +279,28 @@ async def test_a_funds_scheduled_cycle_runs_once_per_tick_after_the_schedule_was
     assert cycle.requested_by == "autopilot"
     await world.pilot.tick()
     assert world.new() == []
+
+
+async def test_the_clock_starts_a_scheduled_rebalance_once_per_tick(world: World) -> None:
+    """A calendar policy needs no breach and no new snapshot: the planner's clock tick finds Monday's
+    midnight past, rebalances once, and the next tick (same week) does nothing."""
+    await world.policy({"schedule": "0 0 * * MON", "mode": "auto"})
+    await world.snapshot(WITHIN, T0, "s1")  # a Wednesday, never rebalanced: Monday's tick is due
+    _, first = world.new()
+    assert isinstance(first, RebalancePlanned)
+    await world.finish(first, "completed", T0 + timedelta(seconds=20))
+    await world.snapshot(WITHIN, T0 + timedelta(minutes=1), "s2")  # its fills seen: no tick since
+    assert world.new() == []
+    world.clock.now = datetime(2024, 6, 9, 23, 59, tzinfo=UTC)  # Sunday night: not yet
+    await world.pilot.tick()
+    assert world.new() == []
+    world.clock.now = datetime(2024, 6, 10, 0, 1, tzinfo=UTC)  # Monday 00:01
+    await world.pilot.tick()
+    triggered, plan = world.new()
+    assert isinstance(triggered, RebalanceTriggered) and isinstance(plan, RebalancePlanned)
+    assert any(reason.startswith("schedule") for reason in triggered.reasons), triggered.reasons
+    await world.finish(plan, "completed", datetime(2024, 6, 10, 0, 2, tzinfo=UTC))
+    await world.snapshot(WITHIN, datetime(2024, 6, 10, 0, 3, tzinfo=UTC), "s3")
+    world.clock.now = datetime(2024, 6, 12, 12, 0, tzinfo=UTC)
+    await world.pilot.tick()
+    assert world.new() == []

@@ -233,7 +233,7 @@ def demo_allocation(bot: bool) -> dict[str, str]:
         "min_observations": 30,
         "lookback_periods": 365,
         "after_new_returns": 300,
-        "interval_seconds": 0,
+        "schedule": "",
     }
     return {"REBAL__ALLOCATIONS": json.dumps({PORTFOLIO: allocation})}
 

@@ -20,7 +20,7 @@ import logging
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
@@ -51,6 +51,7 @@ from rebal.events import (
     new_event,
 )
 from rebal.io import FileError, load, read_input
+from rebal.schedule import CronSchedule
 from rebal_allocation.estimate import TooLarge
 from rebal_allocation.methods import make_optimizer
 from rebal_allocation.optimize import BadData, Infeasible, Optimizer, SolverFailed
@@ -126,13 +127,17 @@ class Allocator:
     manual_base: Callable[[], dict[str, Any] | None] = lambda: None
     # The digest of the portfolio_config.json last traded (its allocation is re-read when it changes).
     config_key: str | None = None
+    # When the last solve (of any trigger) began: a schedule's tick at or before it is served.
+    solved_at: datetime | None = None
 
     async def run(self, trigger: Trigger) -> TargetWeightsComputed | OptimizationFailed:
         async with self.lock:
+            began = self.clock()
             count = await self.data.count(self.portfolio)
             outcome = await self._allocate(trigger)
             self.solved_at_count = count
             await self.publisher.publish(outcome)
+            self.solved_at = began
             if isinstance(outcome, OptimizationFailed):
                 log.warning("no allocation for %s (%s): %s", self.portfolio, trigger.kind, outcome.reason)
             else:
@@ -161,6 +166,30 @@ class Allocator:
         if published:
             log.info("published the base tree of %s until a first allocation", self.portfolio)
         return published
+
+    async def due_tick(self, schedule: CronSchedule) -> Trigger | None:
+        """The schedule's latest tick at or before now when a solve began before it and none since: the
+        trigger of a scheduled solve (keyed by the tick, so replicas publish it once), or None. Evaluated
+        from the clock, so a tick missed while the service was down is due once; after a restart the
+        last solve is the latest outcome in the streams (`last_outcome_at`)."""
+        tick = schedule.previous(int(self.clock().timestamp()))
+        if tick is None:
+            return None
+        if self.solved_at is None:
+            self.solved_at = await self.last_outcome_at()
+        if self.solved_at is None or tick <= self.solved_at.timestamp():
+            return None  # never solved (a first deployment: the data trigger solves), or solved since
+        return Trigger("schedule", datetime.fromtimestamp(tick, UTC).isoformat())
+
+    async def last_outcome_at(self) -> datetime | None:
+        """When the latest allocation or failure of this portfolio stored in the streams was made (a base
+        tree published as is, or an operator's target, is not an allocation)."""
+        target = await self.history.latest(TargetWeightsComputed, self.portfolio)
+        failed = await self.history.latest(OptimizationFailed, self.portfolio)
+        times = [event.occurred_at for event in (failed,) if event is not None]
+        if target is not None and target.optimization is not None:
+            times.append(target.occurred_at)
+        return max(times, default=None)
 
     async def due_for_data(self) -> bool:
         """Enough new returns since the last solve (`after_new_returns`), or any new return while there is

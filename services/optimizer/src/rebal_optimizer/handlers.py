@@ -1,7 +1,8 @@
 """The optimizer: publish each portfolio's target from its file when it is new or changed, and allocate the
 portfolios configured with an allocation across their strategies (`rebal_optimizer.allocator`) on their
-schedules: every `interval_seconds`, after `after_new_returns` new returns, when the strategies' positions
-change (reconciler mode) or the manager's portfolio_config.json does, and on a `RunOptimization` command."""
+schedules: at each tick of the cron `schedule` in its `timezone`, after `after_new_returns` new returns,
+when the strategies' positions change (reconciler mode) or the manager's portfolio_config.json does, and
+on a `RunOptimization` command."""
 
 from __future__ import annotations
 
@@ -139,24 +140,22 @@ class Allocations:
             await allocator.run(Trigger("positions", positions_key(positions)))
 
     async def _watch(self, allocator: Allocator) -> None:
-        settings = allocator.settings
+        schedule = allocator.settings.cron()
         try:
             await allocator.publish_base()
         except Exception:  # logged; the first allocation still runs, and publishes a target if it can
             log.exception("publishing the base tree of %s failed", allocator.portfolio)
-        try:
-            await allocator.run(Trigger("data", str(await self.data.count(allocator.portfolio))))
+        try:  # a tick missed while the service was away is this first solve's trigger
+            tick = None if schedule is None else await allocator.due_tick(schedule)
+            await allocator.run(tick or Trigger("data", str(await self.data.count(allocator.portfolio))))
         except Exception:  # logged; the schedules try again
             log.exception("the first allocation of %s failed", allocator.portfolio)
-        next_tick = _next_tick(self.clock().timestamp(), settings.interval_seconds)
         while True:
-            await asyncio.sleep(settings.poll_seconds)
+            await asyncio.sleep(allocator.settings.poll_seconds)
             try:
-                now = self.clock().timestamp()
-                if next_tick is not None and now >= next_tick:
-                    tick = datetime.fromtimestamp(next_tick, UTC).isoformat()
-                    next_tick = _next_tick(now, settings.interval_seconds)
-                    await allocator.run(Trigger("schedule", tick))
+                tick = None if schedule is None else await allocator.due_tick(schedule)
+                if tick is not None:
+                    await allocator.run(tick)
                 else:
                     await self.check(allocator)
             except Exception:  # a broken bus or database is retried next time; readiness reports it
@@ -171,10 +170,6 @@ class Allocations:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
-
-
-def _next_tick(now: float, interval: float) -> float | None:
-    return None if interval <= 0 else (now // interval + 1) * interval
 
 
 def register(

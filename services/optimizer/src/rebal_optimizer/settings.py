@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from rebal.schedule import CronSchedule, zone
 from rebal.settings import Section, ServiceSettings
 from rebal_allocation.allocation import Allocation
+
+# The old `interval_seconds` values that name a calendar period, as the schedule each now means (the old
+# ticks were aligned on the Unix epoch: "weekly" fell on Thursdays at 00:00 UTC). Other values are refused.
+INTERVAL_SCHEDULES = {0.0: "", 3_600.0: "0 * * * *", 86_400.0: "0 0 * * *", 604_800.0: "0 0 * * MON"}
 
 
 class TargetSettings(Section):
@@ -32,9 +37,15 @@ class AllocationSettings(Allocation):
     min_observations: int = Field(default=30, ge=2)
     # The capital allocated; None: the latest balance snapshot's total value.
     account_value: Decimal | None = Field(default=None, gt=0)
-    # Schedules: every `interval_seconds` (86400 daily, 604800 weekly; 0 = never), when
-    # `after_new_returns` returns arrived since the last solve (0 = never), and on `RunOptimization`.
-    interval_seconds: float = Field(default=86_400.0, ge=0)
+    # Schedules: at each tick of `schedule`, a cron expression (minute hour day-of-month month
+    # day-of-week; "0 0 * * *" daily at midnight, "0 0 * * MON" weekly on Monday 00:00, "" never) read
+    # on the wall clock of `timezone` (an IANA zone); when `after_new_returns` returns arrived since the
+    # last solve (0 = never); and on `RunOptimization`. A tick is due when it falls after the last solve
+    # (of any trigger) and at or before now: one solve per tick, a tick missed while the service was
+    # down is solved once at start. The old `interval_seconds` is read as the schedule it names
+    # (`INTERVAL_SCHEDULES`) and refused otherwise.
+    schedule: str = "0 0 * * *"
+    timezone: str = "UTC"
     after_new_returns: int = Field(default=0, ge=0)
     poll_seconds: float = Field(default=5.0, gt=0)
     # "weights": strategy nodes of the base tree get the weights. "reconciler": the target is the position
@@ -53,6 +64,36 @@ class AllocationSettings(Allocation):
     # leverage are traded as written (re-read when the file changes) instead of solving from the returns.
     portfolio_config: Path | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _interval(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "interval_seconds" not in data:
+            return data
+        data = dict(data)
+        raw = data.pop("interval_seconds")
+        if "schedule" in data:
+            raise ValueError("give schedule (a cron expression) or the old interval_seconds, not both")
+        try:
+            data["schedule"] = INTERVAL_SCHEDULES[float(raw)]
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(
+                f"interval_seconds {raw!r} is no longer read: give schedule, a cron expression in timezone "
+                "('0 0 * * *' daily at midnight, '0 0 * * MON' weekly on Mondays, '0 * * * *' hourly, "
+                "'' never); interval_seconds is only read as 0, 3600, 86400 or 604800"
+            ) from None
+        return data
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        return "" if not value.strip() else CronSchedule(value).expression
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        zone(value)
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> AllocationSettings:
         if self.mode == "reconciler" and not (self.quote_wallet or self.futures_account):
@@ -63,6 +104,10 @@ class AllocationSettings(Allocation):
         if self.futures_account and self.quote_wallet:
             raise ValueError("give quote_wallet (spot) or futures_account, not both")
         return self
+
+    def cron(self) -> CronSchedule | None:
+        """The schedule's ticks (None: no schedule)."""
+        return CronSchedule(self.schedule, self.timezone) if self.schedule else None
 
 
 class OptimizerSettings(ServiceSettings):
