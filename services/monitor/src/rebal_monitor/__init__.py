@@ -2,5 +2,5 @@
 
 `app.py` wires it (`build(settings)`), `handlers.py` subscribes, `monitor.py` journals each batch,
 `journal.py` stores and projects each event; `api/` is the REST API (a module per concern), `queries.py`
-its SQL, `views.py` what it computes from events, `dashboard.py` the page.
+its SQL (`plan_store.py` the stored plans), `views.py` what it computes from events, `dashboard.py` the page.
 """
