@@ -101,3 +101,36 @@ async def test_a_funds_cycle_schedule(api_url: str, tmp_path: Path) -> None:
     assert code == 0, err
     code, out, err = await rebal(api_url, "policy", "show", "--fund", "f1", "--json")
     assert code == 0 and json.loads(out)["policy"] == {"schedule": "0 0 * * MON", "rebalance": True}, err
+
+
+def test_policy_show_reads_as_operators_read_numbers(capsys: pytest.CaptureFixture[str]) -> None:
+    """Weights in percent to two decimals and times in UTC, not 0.508087840615 and microseconds."""
+    from rebal_cli.policy import _print_policy
+
+    _print_policy(
+        {
+            "portfolio_id": "demo",
+            "version": 1,
+            "author": "make run",
+            "created_at": "2026-12-07T03:47:14.102725+00:00",
+            "policy": {"mode": "auto", "drift_absolute": 0.02},
+            "status": {
+                "next_scheduled": "2026-12-07T04:00:00Z",
+                "drift": [
+                    {
+                        "path": "demo/paper/spot/crypto/arb",
+                        "current_weight": "0.508087840615",
+                        "desired_weight": "0.507283935681",
+                        "drift": "0.000803904934",
+                        "limit": "0.02",
+                        "band": "absolute",
+                    }
+                ],
+            },
+            "last_decision": None,
+        }
+    )
+    out = capsys.readouterr().out
+    assert "set by make run at 2026-12-07 03:47:14 UTC" in out
+    assert "next scheduled check 2026-12-07 04:00:00 UTC" in out
+    assert "demo/paper/spot/crypto/arb: weight 50.81% for 50.73%, drift 0.08% of 2.00% (absolute)" in out

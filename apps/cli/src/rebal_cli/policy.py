@@ -91,6 +91,9 @@ def trigger(
 def _print_decision(answer: dict[str, Any]) -> None:
     from rich.console import Console
 
+    from rebal_cli.ops import when
+    from rebal_cli.render import percent
+
     out = Console(highlight=False, soft_wrap=True)
     if answer["rebalance"]:
         out.print(f"rebalance: {answer['kind']}", markup=False)
@@ -101,12 +104,12 @@ def _print_decision(answer: dict[str, Any]) -> None:
         out.print(f"  {reason}", markup=False)
     for breach in answer["breaches"]:
         out.print(
-            f"  breach {breach['path']}: weight {breach['current_weight']} for {breach['desired_weight']}"
-            f" ({breach['band']} limit {breach['limit']})",
+            f"  breach {breach['path']}: weight {percent(breach['current_weight'])} for"
+            f" {percent(breach['desired_weight'])} ({breach['band']} limit {percent(breach['limit'])})",
             markup=False,
         )
     if answer["next_scheduled"]:
-        out.print(f"  next scheduled check {answer['next_scheduled']}", markup=False)
+        out.print(f"  next scheduled check {when(answer['next_scheduled'])}", markup=False)
 
 
 def _owner(portfolio: str | None, fund: str | None) -> tuple[str, dict[str, str]]:
@@ -218,29 +221,34 @@ def _change_text(change: dict[str, Any]) -> str:
 def _print_policy(answer: dict[str, Any]) -> None:
     from rich.console import Console
 
+    from rebal_cli.ops import when
+    from rebal_cli.render import percent
+
     out = Console(highlight=False, soft_wrap=True)
     owner = answer.get("portfolio_id") or answer.get("fund_id")
     if answer.get("version") is None:
         out.print(f"{owner}: no policy set (the autopilot does nothing)", markup=False)
         return
     out.print(
-        f"{owner}: policy version {answer['version']}, set by {answer['author']} at {answer['created_at']}",
+        f"{owner}: policy version {answer['version']}, set by {answer['author']}"
+        f" at {when(answer['created_at'])}",
         markup=False,
     )
     for key, value in answer["policy"].items():
         out.print(f"  {key} = {value}", markup=False)
     status = answer.get("status") or {}
     if status.get("next_scheduled"):
-        out.print(f"  next scheduled check {status['next_scheduled']}", markup=False)
+        out.print(f"  next scheduled check {when(status['next_scheduled'])}", markup=False)
     decision = answer.get("last_decision")
     if decision:
-        out.print(f"  last decision at {decision['decided_at']}: {decision['summary']}", markup=False)
+        out.print(f"  last decision at {when(decision['decided_at'])}: {decision['summary']}", markup=False)
         for reason in decision["reasons"]:
             out.print(f"    {reason}", markup=False)
     for band in status.get("drift", []):
         out.print(
-            f"  {band['path']}: weight {band['current_weight']} for {band['desired_weight']},"
-            f" drift {band['drift']} of {band['limit']} ({band['band']})",
+            f"  {band['path']}: weight {percent(band['current_weight'])}"
+            f" for {percent(band['desired_weight'])}, drift {percent(band['drift'])}"
+            f" of {percent(band['limit'])} ({band['band']})",
             markup=False,
         )
 
