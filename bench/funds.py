@@ -28,12 +28,9 @@ from decimal import ROUND_CEILING, Decimal
 import numpy as np
 
 from rebal.core.funds import (
-    LEDGER_QUANTUM,
     CyclePlan,
     Due,
     Execution,
-    Fund,
-    Ledger,
     NeedsAdjustment,
     NetOrder,
     Quote,
@@ -42,6 +39,7 @@ from rebal.core.funds import (
     resize_buys,
     settle,
 )
+from rebal.core.ledger import LEDGER_QUANTUM, Fund, Ledger
 from rebal.core.market import Market
 
 FUND = Fund(

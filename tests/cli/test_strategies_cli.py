@@ -512,7 +512,7 @@ def test_optimize_without_a_running_system_exits_3() -> None:
 async def test_optimize_asks_the_running_optimizer(
     tracker: asyncpg.Pool, nats_url: str, tmp_path: Path
 ) -> None:
-    from rebal_optimizer.handlers import Allocations
+    from rebal_optimizer.allocations import Allocations
     from rebal_optimizer.handlers import register as register_optimizer
     from rebal_optimizer.settings import OptimizerSettings
     from rebal_optimizer.store import PostgresStrategyData

@@ -8,26 +8,19 @@ import numpy as np
 import pytest
 
 from rebal.core.errors import InputError
+from rebal.core.fund_checks import apply_split, check_split, drift, dust, reconcile
 from rebal.core.funds import (
     BELOW_MIN_COST,
     NOT_FREE,
     Due,
-    Fund,
-    Ledger,
     NeedsAdjustment,
     Quote,
     Rejected,
-    apply_split,
-    apportion,
-    check_split,
-    drift,
-    dust,
-    give,
     plan_cycle,
-    reconcile,
     settle,
     split_deposit,
 )
+from rebal.core.ledger import Fund, Ledger, apportion, give
 from rebal.core.market import Market
 from tests.funds.sim import Account, Cycle, run_cycle
 

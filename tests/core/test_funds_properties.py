@@ -9,7 +9,8 @@ from decimal import Decimal as D
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from rebal.core.funds import Due, Fund, Ledger, NetOrder, Quote
+from rebal.core.funds import Due, NetOrder, Quote
+from rebal.core.ledger import Fund, Ledger
 from rebal.core.market import Market
 from tests.funds.sim import Account, Cycle, run_cycle
 

@@ -19,7 +19,8 @@ from rebal.core.position_plan import (
     plan_positions,
 )
 from rebal.core.positions import Position, TargetPosition
-from rebal.core.tree import parse_tree, union
+from rebal.core.tree import parse_tree
+from rebal.core.union import union
 
 BTC = "BTC/USDT:USDT"
 ETH = "ETH/USDT:USDT"

@@ -18,7 +18,8 @@ from faststream.nats import NatsBroker
 from rebal import bus, service, subjects
 from rebal.events import RebalancePlanned, StartRebalance, StrategyReturnReported, new_event
 from rebal_devstack.nats import NatsServer
-from rebal_planner.handlers import Planner, register, register_approvals
+from rebal_planner.handlers import register, register_approvals
+from rebal_planner.planner import Planner
 from rebal_planner.settings import PlannerSettings
 from tests.messaging import AUTH_CONF, auth_users, eventually, started
 from tests.planner.test_planner import snapshot, target
@@ -313,7 +314,7 @@ async def test_the_autopilot_triggers_and_schedules_fund_cycles_and_may_send_no_
 
 async def test_the_optimizer_answers_a_command_under_its_own_user(secured: str) -> None:
     from rebal.events import OptimizationFailed, RunOptimization
-    from rebal_optimizer.handlers import Allocations
+    from rebal_optimizer.allocations import Allocations
     from rebal_optimizer.handlers import register as register_optimizer
     from rebal_optimizer.settings import OptimizerSettings
     from tests.fakes import FakeHistory

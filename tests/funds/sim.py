@@ -15,8 +15,6 @@ from rebal.core.funds import (
     CyclePlan,
     Due,
     Execution,
-    Fund,
-    Ledger,
     NeedsAdjustment,
     NetOrder,
     Payout,
@@ -26,6 +24,7 @@ from rebal.core.funds import (
     resize_buys,
     settle,
 )
+from rebal.core.ledger import Fund, Ledger
 
 QUANTUM = Decimal("1e-8")
 

@@ -18,8 +18,8 @@ import orjson
 from faststream.nats import NatsBroker
 
 from rebal import bus, service, subjects
-from rebal_monitor.handlers import Monitor
 from rebal_monitor.handlers import register as register_monitor
+from rebal_monitor.monitor import Monitor
 from rebal_tracker.app import Runtime
 from rebal_tracker.handlers import register as register_tracker
 from rebal_tracker.settings import TrackerSettings

@@ -40,8 +40,8 @@ from rebal.events import (
 )
 from rebal.service import Database
 from rebal_devstack.pytest_plugin import FreshDatabase
-from rebal_monitor.handlers import Monitor
 from rebal_monitor.journal import record_many
+from rebal_monitor.monitor import Monitor
 from rebal_monitor.settings import MonitorSettings, token_problem
 from tests.messaging import eventually
 from tests.monitor.running import TOKEN, free_port, monitor_settings, running_monitor, running_planner

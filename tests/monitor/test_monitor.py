@@ -23,8 +23,9 @@ from rebal.events import (
 )
 from rebal.service import Database
 from rebal_devstack.pytest_plugin import FreshDatabase
-from rebal_monitor.handlers import Monitor, register
+from rebal_monitor.handlers import register
 from rebal_monitor.journal import record
+from rebal_monitor.monitor import Monitor
 from tests.messaging import collecting, started
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)

@@ -14,8 +14,8 @@ import pytest
 from rebal.events import BalanceSnapshotTaken, new_event
 from rebal.service import Database
 from rebal_devstack.pytest_plugin import FreshDatabase
-from rebal_monitor.handlers import Monitor
 from rebal_monitor.journal import record_many
+from rebal_monitor.monitor import Monitor
 from rebal_venues.paper import credit
 from tests.monitor.running import monitor_settings, running_monitor
 from tests.monitor.test_api import load

@@ -23,8 +23,8 @@ from rebal.events import (
 from rebal.service import Database
 from rebal_cli.app import app
 from rebal_devstack.pytest_plugin import FreshDatabase
-from rebal_monitor.handlers import Monitor
 from rebal_monitor.journal import record_many
+from rebal_monitor.monitor import Monitor
 from tests.monitor.running import TOKEN, monitor_settings, running_monitor
 
 NOW = datetime(2026, 12, 6, 23, 48, tzinfo=UTC)

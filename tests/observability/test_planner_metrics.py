@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from rebal.events import BalanceSnapshotTaken, Optimization, StartRebalance, TargetWeightsComputed, new_event
-from rebal_planner.handlers import Planner
+from rebal_planner.planner import Planner
 from rebal_planner.settings import PlannerSettings
 from tests.fakes import FakeHistory, RecordingPublisher
 

@@ -14,9 +14,8 @@ from faststream.nats import NatsBroker, TestNatsBroker
 from rebal import bus
 from rebal.events import Event, TargetWeightsComputed
 from rebal.io import FileError
-from rebal_optimizer.handlers import Targets
 from rebal_optimizer.settings import OptimizerSettings
-from rebal_optimizer.targets import target_event
+from rebal_optimizer.targets import Targets, target_event
 from tests.messaging import started
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

@@ -30,8 +30,8 @@ from rebal.events import (
 from rebal.payloads import Body
 from rebal.schedule import CronSchedule
 from rebal_devstack.pytest_plugin import FreshDatabase
+from rebal_optimizer.allocations import Allocations
 from rebal_optimizer.allocator import Allocator, Trigger
-from rebal_optimizer.handlers import Allocations
 from rebal_optimizer.settings import AllocationSettings, OptimizerSettings
 from rebal_optimizer.store import PostgresStrategyData
 from rebal_tracker.returns import ReturnRow, ReturnsStore

@@ -30,7 +30,7 @@ from rebal.service import Database
 from rebal_devstack.pytest_plugin import FreshDatabase
 from rebal_planner.approvals import Approvals
 from rebal_planner.autopilot import Autopilot
-from rebal_planner.handlers import Planner
+from rebal_planner.planner import Planner
 from rebal_planner.settings import PlannerSettings
 from tests.autopilot import PRICES, TARGET, real
 from tests.fakes import FakeHistory, FakePreviews, RecordingPublisher

@@ -23,7 +23,8 @@ from rebal.events import (
     new_event,
 )
 from rebal_devstack.nats import NatsServer
-from rebal_planner.handlers import Planner, register
+from rebal_planner.handlers import register
+from rebal_planner.planner import Planner
 from rebal_planner.planning import parse_snapshot, parse_target, plan_event
 from rebal_planner.settings import PlannerSettings
 from tests.bench.test_reference_agreement import generate

@@ -28,7 +28,8 @@ from rebal.events import (
     derive_run_id,
     new_event,
 )
-from rebal_planner.handlers import Planner, register
+from rebal_planner.handlers import register
+from rebal_planner.planner import Planner
 from rebal_planner.planning import parse_snapshot, parse_target, parsed_or_error, plan_event
 from rebal_planner.settings import PlannerSettings
 from tests.bench.test_reference_agreement import generate

@@ -6,7 +6,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from rebal.events import Optimization, RebalancePlanned, TargetWeightsComputed, new_event
-from rebal_planner.handlers import Planner
+from rebal_planner.planner import Planner
 from rebal_planner.settings import PlannerSettings
 from tests.fakes import FakeHistory, RecordingPublisher
 from tests.planner.test_planner import NOW, load, snapshot

@@ -23,7 +23,7 @@ from rebal.events import (
 )
 from rebal.venue import VenueError
 from rebal_planner.planning import parse_snapshot, parse_target, plan_event
-from rebal_tracker.handlers import Tracker
+from rebal_tracker.tracker import Tracker
 from rebal_venues.paper import MovingPrices, PaperVenue
 from rebal_venues.paper_futures import PaperFuturesVenue, futures_of
 from tests.fakes import RecordingPublisher

@@ -14,8 +14,7 @@ import pytest
 from rebal import strategy_store
 from rebal.core.strategy_stats import Series, pair_correlations, strategy_stats
 from rebal.events import StrategyReturnReported, new_event
-from rebal_tracker.handlers import ReturnsIngest
-from rebal_tracker.returns import ReturnsStore
+from rebal_tracker.returns import ReturnsIngest, ReturnsStore
 from rebal_tracker.stats import StatsRefresher, StatsStore
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)

@@ -21,9 +21,10 @@ from rebal.events import BalanceSnapshotTaken, StrategyReturnReported, TakeSnaps
 from rebal.venue import Balances
 from rebal_devstack.pytest_plugin import FreshDatabase
 from rebal_tracker.app import Runtime
-from rebal_tracker.handlers import ReturnsIngest, Tracker, register
-from rebal_tracker.returns import ReturnRow, ReturnsStore
+from rebal_tracker.handlers import register
+from rebal_tracker.returns import ReturnRow, ReturnsIngest, ReturnsStore
 from rebal_tracker.settings import TrackerSettings
+from rebal_tracker.tracker import Tracker
 from rebal_venues.paper import PaperVenue
 from tests.fakes import RecordingPublisher
 from tests.messaging import eventually, started

@@ -16,7 +16,7 @@ from rebal.futures import REDUCE_ONLY_REJECTED, FuturesVenue, LeverageRefused, M
 from rebal.venue import InsufficientFunds, OrderRejected, VenueError
 from rebal_executor.execution import Executor
 from rebal_executor.settings import ExecutorSettings
-from rebal_tracker.handlers import Tracker
+from rebal_tracker.tracker import Tracker
 from rebal_venues.ccxt_futures import CcxtFuturesVenue
 from rebal_venues.ccxt_venue import open_ccxt_venue
 from rebal_venues.factory import CcxtAccounts, VenuesConfig, open_venues

@@ -13,7 +13,7 @@ import pytest
 
 from rebal.settings import using_config_file
 from rebal.venue import VenueAuthError
-from rebal_tracker.handlers import Tracker
+from rebal_tracker.tracker import Tracker
 from rebal_venues.factory import CcxtAccounts, VenuesConfig, open_venues
 from rebal_venues.paper import PaperVenue
 from rebal_venues.settings import PaperSettings

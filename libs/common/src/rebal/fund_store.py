@@ -18,7 +18,7 @@ from typing import Any
 
 import asyncpg
 
-from rebal.core.funds import Fund, Ledger
+from rebal.core.ledger import Fund, Ledger
 from rebal.db import Connection
 
 Queryable = asyncpg.Pool | Connection

@@ -26,7 +26,8 @@ from rebal.core.bulk import Decimals, TextMatrix, decimal_texts, float_texts, pl
 from rebal.core.diff import OPERATION_NAMES, SELL, DiffTree
 from rebal.core.numbers import AMOUNT_PLACES, MONEY_PLACES, WEIGHT_PLACES, dec_str, money_str
 from rebal.core.plan import REASONS, TRANSFER, Notes, OrderColumns, Plan, Transfer
-from rebal.core.tree import Categorical, IntArray, Tree, UnionTree, preorder
+from rebal.core.tree import Categorical, IntArray, Tree, preorder
+from rebal.core.union import UnionTree
 
 JsonDict = dict[str, Any]
 # Rows per chunk: the numpy work of a chunk stays within the CPU's caches.

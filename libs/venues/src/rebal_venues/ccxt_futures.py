@@ -30,7 +30,8 @@ from rebal.core.contracts import MAX_LEVERAGE, Contract
 from rebal.core.positions import MarginMode, Position
 from rebal.futures import LeverageRefused, Margin, MarginModeRefused
 from rebal.venue import OrderState, Side, VenueAuthError, VenueError
-from rebal_venues.ccxt_venue import CcxtVenue, _decimal
+from rebal_venues.ccxt_translate import decimal_of
+from rebal_venues.ccxt_venue import CcxtVenue
 
 # The settlement asset of the USDⓈ-M contracts this adapter trades.
 SETTLE = "USDT"
@@ -58,7 +59,7 @@ class CcxtFuturesVenue(CcxtVenue):
             self._contracts = {}
             for symbol, market in markets.items():
                 first = (tiers.get(symbol) or [{}])[0]
-                leverage = int(_decimal(first.get("maxLeverage")) or MAX_LEVERAGE)
+                leverage = int(decimal_of(first.get("maxLeverage")) or MAX_LEVERAGE)
                 self._contracts[symbol] = Contract(
                     symbol=symbol,
                     base=market.base,
@@ -68,7 +69,7 @@ class CcxtFuturesVenue(CcxtVenue):
                     min_cost=market.min_cost,
                     fee_rate=market.fee_rate,
                     max_leverage=min(max(leverage, 1), MAX_LEVERAGE),
-                    maintenance_margin_rate=_decimal(first.get("maintenanceMarginRate")),
+                    maintenance_margin_rate=decimal_of(first.get("maintenanceMarginRate")),
                 )
         return self._contracts
 
@@ -82,7 +83,7 @@ class CcxtFuturesVenue(CcxtVenue):
             mark = (tickers.get(symbol) or {}).get("markPrice")
             if mark is None:
                 raise VenueError(f"{self._name}: no mark price for {symbol}")
-            found[symbol] = _decimal(mark)
+            found[symbol] = decimal_of(mark)
         return found
 
     async def positions(self, account: str) -> Sequence[Position]:
@@ -91,7 +92,7 @@ class CcxtFuturesVenue(CcxtVenue):
         with self._translated("fetch_positions"):
             raw = await self._request(self._client.fetch_positions)
         held = [
-            p for p in raw if _decimal(p.get("contracts")) > 0 and p.get("symbol") in (self._markets or {})
+            p for p in raw if decimal_of(p.get("contracts")) > 0 and p.get("symbol") in (self._markets or {})
         ]
         settings: Mapping[str, Any] = {}
         if any(p.get("leverage") is None or p.get("marginMode") is None for p in held):
@@ -107,8 +108,8 @@ class CcxtFuturesVenue(CcxtVenue):
         self._check_account(account)
         with self._translated("fetch_balance"):
             raw = await self._request(self._client.fetch_balance)
-        total = _decimal((raw.get("total") or {}).get(SETTLE))
-        free = _decimal((raw.get("free") or {}).get(SETTLE))
+        total = decimal_of((raw.get("total") or {}).get(SETTLE))
+        free = decimal_of((raw.get("free") or {}).get(SETTLE))
         pnl = sum((p.unrealized_pnl for p in await self.positions(account)), Decimal(0))
         return Margin(SETTLE, total - pnl, pnl, free)
 
@@ -147,7 +148,7 @@ class CcxtFuturesVenue(CcxtVenue):
 
 def _position(raw: Mapping[str, Any], setting: Mapping[str, Any]) -> Position:
     """A ccxt unified position (with its symbol's leverage structure) as the port's."""
-    size = _clean(_decimal(raw.get("contracts")) * (_decimal(raw.get("contractSize")) or Decimal(1)))
+    size = _clean(decimal_of(raw.get("contracts")) * (decimal_of(raw.get("contractSize")) or Decimal(1)))
     amount = -size if raw.get("side") == "short" else size
     leverage = raw.get("leverage") or setting.get("longLeverage") or 1
     mode = raw.get("marginMode") or setting.get("marginMode") or "cross"
@@ -155,12 +156,12 @@ def _position(raw: Mapping[str, Any], setting: Mapping[str, Any]) -> Position:
     return Position(
         symbol=str(raw["symbol"]),
         amount=amount,
-        entry_price=_clean(_decimal(raw.get("entryPrice"))),
-        mark_price=_clean(_decimal(raw.get("markPrice"))),
-        leverage=int(_decimal(leverage)),
+        entry_price=_clean(decimal_of(raw.get("entryPrice"))),
+        mark_price=_clean(decimal_of(raw.get("markPrice"))),
+        leverage=int(decimal_of(leverage)),
         margin_mode="isolated" if mode == "isolated" else "cross",
-        liquidation_price=_clean(_decimal(liquidation)) if liquidation else None,
-        unrealized_pnl=_clean(_decimal(raw.get("unrealizedPnl"))),
+        liquidation_price=_clean(decimal_of(liquidation)) if liquidation else None,
+        unrealized_pnl=_clean(decimal_of(raw.get("unrealizedPnl"))),
     )
 
 

@@ -27,17 +27,14 @@ import asyncio
 import functools
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
-from decimal import ROUND_DOWN, Decimal
+from decimal import Decimal
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import ccxt.async_support as ccxt_async
 from ccxt.base import errors as ccxt_errors
-from ccxt.base.decimal_to_precision import DECIMAL_PLACES, SIGNIFICANT_DIGITS, TICK_SIZE
 
 from rebal import metrics
-from rebal.futures import REDUCE_ONLY_REJECTED
 from rebal.venue import (
     BELOW_MIN_AMOUNT,
     BELOW_MIN_COST,
@@ -51,23 +48,31 @@ from rebal.venue import (
     Balances,
     ClientIdInUse,
     DepositAddress,
-    Fill,
     InsufficientFunds,
     MarketInfo,
     OrderOutcomeUnknown,
     OrderRejected,
     OrderState,
-    OrderStatus,
     Side,
     Transfer,
     TransferRefused,
-    TransferStatus,
     VenueAuthError,
     VenueError,
     VenueRateLimited,
 )
 from rebal_venues.ccxt_pacing import Backoff, OrderRate, RequestBudget, retry_after_of
+from rebal_venues.ccxt_profiles import DEFAULT_PROFILE, PROFILES, ExchangeProfile, error_kind
 from rebal_venues.ccxt_settings import CcxtVenueSettings
+from rebal_venues.ccxt_translate import (
+    EXPIRED,
+    amount_step,
+    decimal_of,
+    fill_of,
+    market_info,
+    order_status,
+    transfer_of,
+    truncate_amount,
+)
 
 __all__ = [
     "DEFAULT_PROFILE",
@@ -96,148 +101,7 @@ SINGLE_TICKERS_UP_TO = 10
 # Beyond this many symbols, every ticker is read without naming them: Binance weighs a list of more than
 # 100 symbols as all of them (80), and a list of thousands makes a URL longer than servers take (8 KiB).
 LISTED_TICKERS_UP_TO = 100
-# The reason of an order that ended before it filled completely (a market order out of liquidity).
-EXPIRED = "expired"
-
-
-def error_kind(exc: BaseException) -> str:
-    """The `rebal_exchange_errors_total` label of a ccxt exception, by its class."""
-    kinds: tuple[tuple[type[BaseException], str], ...] = (
-        (ccxt_errors.DDoSProtection, "rate_limit"),  # RateLimitExceeded is one
-        (ccxt_errors.AuthenticationError, "auth"),  # PermissionDenied, AccountSuspended too
-        (ccxt_errors.InsufficientFunds, "insufficient_funds"),
-        (ccxt_errors.OrderNotFound, "order_not_found"),
-        (ccxt_errors.InvalidOrder, "invalid_order"),
-        (ccxt_errors.BadRequest, "invalid_order"),
-        (ccxt_errors.OperationRejected, "invalid_order"),
-        (ccxt_errors.NetworkError, "network"),
-    )
-    return next((kind for cls, kind in kinds if isinstance(exc, cls)), "other")
-
-
-@dataclass(frozen=True)
-class ExchangeProfile:
-    """What differs per exchange: the client order id's parameter names and ccxt options for spot."""
-
-    client_id_param: str = "clientOrderId"
-    lookup_param: str = "clientOrderId"
-    # Parameter of fetch_my_trades restricting it to one order id (None: filter the trades ourselves).
-    trades_order_param: str | None = None
-    # Our id of a withdrawal, sent with it and looked up by it.
-    transfer_id_param: str = "clientId"
-    options: Mapping[str, Any] = field(default_factory=dict)
-    # The venue's documented error messages ccxt does not classify itself: message → ccxt exception class,
-    # added to the client's exact-match table (ccxt translates; we still act on classes only).
-    exact_errors: Mapping[str, type[ccxt_errors.BaseError]] = field(default_factory=dict)
-    # The venue's order-count limits per account: new orders per 10 seconds and per day (None: none known).
-    orders_per_10s: int | None = None
-    orders_per_day: int | None = None
-    # A refusal's port reason by the ccxt exception class (one `exact_errors` names): a class listed here
-    # is not an `invalid_order` but this reason.
-    rejection_reasons: Mapping[type[ccxt_errors.BaseError], str] = field(default_factory=dict)
-    # A derivatives exchange: its accounts are perpetual futures accounts (`rebal_venues.ccxt_futures`).
-    futures: bool = False
-
-
-class ReduceOnlyRejected(ccxt_errors.InvalidOrder):  # type: ignore[misc]  # ccxt is untyped
-    """A reduce-only order that would not reduce the position (Binance -2022 "ReduceOnly Order is
-    rejected."), registered with ccxt's error table by the futures profile."""
-
-
-PROFILES: Mapping[str, ExchangeProfile] = {
-    "binance": ExchangeProfile(
-        client_id_param="newClientOrderId",
-        lookup_param="origClientOrderId",
-        trades_order_param="orderId",
-        transfer_id_param="withdrawOrderId",
-        options={
-            "defaultType": "spot",
-            "fetchMarkets": {"types": ["spot"]},
-            "fetchMargins": False,
-            # The coins' networks, fees and deposit/withdraw switches (the transfer pre-check needs them).
-            "fetchCurrencies": True,
-            # The reconciliation lists all open orders of the account at once (weight 80, once per cycle).
-            "warnOnFetchOpenOrdersWithoutSymbol": False,
-        },
-        # Binance answers a client id of an open order with -2010 "Duplicate order sent." (its errors
-        # page), which ccxt maps to the generic InvalidOrder: it means the order exists.
-        exact_errors={"Duplicate order sent.": ccxt_errors.DuplicateOrderId},
-        # Binance's ORDERS rate limits (exchangeInfo `rateLimits`): 50 per 10 SECOND, 160,000 per DAY.
-        orders_per_10s=50,
-        orders_per_day=160_000,
-    ),
-    # Binance USDⓈ-M futures (its own ccxt class, the /fapi API): one-way mode, market orders answered ACK.
-    "binanceusdm": ExchangeProfile(
-        client_id_param="newClientOrderId",
-        lookup_param="origClientOrderId",
-        trades_order_param="orderId",
-        options={"fetchCurrencies": False, "warnOnFetchOpenOrdersWithoutSymbol": False},
-        # ccxt picks its USDⓈ-M error table by the request's host (fapi.binance.com); registered by
-        # Binance's documented message too, the classes hold on any host (a testnet, a proxy).
-        exact_errors={
-            "Duplicate order sent.": ccxt_errors.DuplicateOrderId,
-            "ReduceOnly Order is rejected.": ReduceOnlyRejected,
-            "Margin is insufficient.": ccxt_errors.InsufficientFunds,
-        },
-        rejection_reasons={ReduceOnlyRejected: REDUCE_ONLY_REJECTED},
-        # USDⓈ-M's ORDERS rate limit (exchangeInfo `rateLimits`): 300 per 10 SECOND (and 1,200 a minute).
-        orders_per_10s=300,
-        futures=True,
-    ),
-}
-DEFAULT_PROFILE = ExchangeProfile()
 DEFAULT_BACKOFF = Backoff()
-
-
-def _decimal(value: object) -> Decimal:
-    """A ccxt number (float, int or str; None is 0) as an exact decimal of its shortest repr."""
-    return Decimal(0) if value is None else Decimal(str(value))
-
-
-def amount_step(mode: int, precision: object, min_amount: Decimal) -> Decimal:
-    """The amount step of a market from its ccxt amount precision.
-
-    TICK_SIZE: the precision is the step. DECIMAL_PLACES: 10^-places. SIGNIFICANT_DIGITS has no constant
-    step; the step at the minimum amount (the finest the venue accepts) is reported, and `truncate_amount`
-    cuts each amount to its significant digits at submit.
-    """
-    if precision is None:
-        return min_amount if min_amount > 0 else Decimal(1).scaleb(-8)
-    if mode == TICK_SIZE:
-        return _decimal(precision)
-    if mode == DECIMAL_PLACES:
-        return Decimal(1).scaleb(-int(_decimal(precision)))
-    if mode == SIGNIFICANT_DIGITS:
-        digits = int(_decimal(precision))
-        anchor = min_amount if min_amount > 0 else Decimal(1)
-        return Decimal(1).scaleb(anchor.adjusted() - digits + 1)
-    raise ValueError(f"unknown ccxt precision mode {mode}")
-
-
-def truncate_amount(amount: Decimal, mode: int, precision: object, step: Decimal) -> Decimal:
-    """`amount` truncated (never rounded up) to the market's step, and to its significant digits."""
-    truncated = (amount / step).to_integral_value(rounding=ROUND_DOWN) * step
-    if mode == SIGNIFICANT_DIGITS and precision is not None and truncated > 0:
-        quantum = Decimal(1).scaleb(truncated.adjusted() - int(_decimal(precision)) + 1)
-        truncated = truncated.quantize(quantum, rounding=ROUND_DOWN)
-    return truncated.normalize() if truncated else Decimal(0)
-
-
-def market_info(market: Mapping[str, Any], mode: int) -> MarketInfo:
-    """A ccxt unified market as `MarketInfo`."""
-    limits = market.get("limits") or {}
-    min_amount = _decimal((limits.get("amount") or {}).get("min"))
-    step = amount_step(mode, (market.get("precision") or {}).get("amount"), min_amount)
-    return MarketInfo(
-        symbol=market["symbol"],
-        base=market["base"],
-        quote=market["quote"],
-        amount_step=step,
-        min_amount=max(min_amount, step),
-        min_cost=_decimal((limits.get("cost") or {}).get("min")),
-        fee_rate=_decimal(market.get("taker")),
-        active=market.get("active") is not False,
-    )
 
 
 class CcxtVenue:
@@ -385,7 +249,7 @@ class CcxtVenue:
             last = (tickers.get(symbol) or {}).get("last")
             if last is None:
                 raise VenueError(f"{self._name}: no price for {symbol}")
-            found[symbol] = _decimal(last)
+            found[symbol] = decimal_of(last)
         return found
 
     async def balances(self, account: str) -> Balances:
@@ -394,8 +258,8 @@ class CcxtVenue:
             raw = await self._request(self._client.fetch_balance)
         free, used = raw.get("free") or {}, raw.get("used") or {}
         return Balances(
-            free={asset: _decimal(v) for asset, v in sorted(free.items()) if v},
-            locked={asset: _decimal(v) for asset, v in sorted(used.items()) if v},
+            free={asset: decimal_of(v) for asset, v in sorted(free.items()) if v},
+            locked={asset: decimal_of(v) for asset, v in sorted(used.items()) if v},
         )
 
     async def seed(self, account: str, amounts: Mapping[str, Decimal]) -> bool:
@@ -555,11 +419,11 @@ class CcxtVenue:
         """The order's trades, each once (a venue may report a trade twice): those of the order's own answer
         when they account for all it filled (Binance's FULL answer to a market order), else the venue's
         trades of the order (one more request, Binance weight 20)."""
-        filled = _decimal(order.get("filled"))
+        filled = decimal_of(order.get("filled"))
         if filled <= 0:
             return []
         own = {str(t["id"]): t for t in order.get("trades") or [] if t.get("id") is not None}
-        if own and sum((_decimal(t.get("amount")) for t in own.values()), Decimal(0)) == filled:
+        if own and sum((decimal_of(t.get("amount")) for t in own.values()), Decimal(0)) == filled:
             return sorted(own.values(), key=lambda t: (t.get("timestamp") or 0, str(t["id"])))
         order_id = str(order["id"])
         params = {self._profile.trades_order_param: order_id} if self._profile.trades_order_param else {}
@@ -577,17 +441,17 @@ class CcxtVenue:
         order: Mapping[str, Any],
         trades: Sequence[Mapping[str, Any]],
     ) -> OrderState:
-        filled = _decimal(order.get("filled"))
-        status, reason = _status(str(order.get("status")), filled)
+        filled = decimal_of(order.get("filled"))
+        status, reason = order_status(str(order.get("status")), filled)
         return OrderState(
             client_order_id=client_order_id,
             account=self._account,
             symbol=symbol,
             side=order["side"],
-            amount=_decimal(order.get("amount")),
+            amount=decimal_of(order.get("amount")),
             status=status,
             filled=filled,
-            fills=tuple(_fill(trade) for trade in trades),
+            fills=tuple(fill_of(trade) for trade in trades),
             reason=reason,
         )
 
@@ -604,8 +468,8 @@ class CcxtVenue:
                 network=code,
                 deposit_enabled=bool(network.get("deposit")),
                 withdraw_enabled=bool(network.get("withdraw")),
-                withdraw_fee=_decimal(network.get("fee")),
-                withdraw_min=_decimal(((network.get("limits") or {}).get("withdraw") or {}).get("min")),
+                withdraw_fee=decimal_of(network.get("fee")),
+                withdraw_min=decimal_of(((network.get("limits") or {}).get("withdraw") or {}).get("min")),
             )
             for code, network in sorted(networks.items())
         }
@@ -666,63 +530,14 @@ class CcxtVenue:
         with self._translated(f"fetch_withdrawals {transfer_id}"):
             found = await self._request(lambda: self._client.fetch_withdrawals(asset, None, None, params))
         ours = [t for t in found if (t.get("info") or {}).get(self._profile.transfer_id_param) == transfer_id]
-        return _transfer(transfer_id, ours[-1], withdrawal=True) if ours else None
+        return transfer_of(transfer_id, ours[-1], withdrawal=True) if ours else None
 
     async def deposit(self, account: str, asset: str, txid: str) -> Transfer | None:
         self._check_account(account)
         with self._translated(f"fetch_deposits {asset}"):
             found = await self._request(lambda: self._client.fetch_deposits(asset))
         ours = [t for t in found if t.get("txid") == txid]
-        return _transfer(str(ours[-1].get("id")), ours[-1], withdrawal=False) if ours else None
-
-
-def _transfer(transfer_id: str, tx: Mapping[str, Any], withdrawal: bool) -> Transfer:
-    """A ccxt transaction as a `Transfer`; a deposit's amount is what was credited (its fee is the
-    withdrawal's, unknown here: 0)."""
-    status: TransferStatus
-    if tx.get("status") == "ok":
-        status = "sent" if withdrawal else "credited"
-    elif tx.get("status") in {"failed", "canceled"}:
-        status = "failed"
-    else:
-        status = "pending"
-    fee = _decimal((tx.get("fee") or {}).get("cost")) if withdrawal else Decimal(0)
-    return Transfer(
-        transfer_id=transfer_id,
-        asset=str(tx.get("currency")),
-        network=str(tx.get("network") or ""),
-        amount=_decimal(tx.get("amount")),
-        fee=fee,
-        status=status,
-        txid=str(tx.get("txid") or ""),
-        reason=str(tx.get("status")) if status == "failed" else "",
-    )
-
-
-def _status(status: str, filled: Decimal) -> tuple[OrderStatus, str]:
-    """A ccxt order status as the port's (`filled` says how much of an expired or cancelled order did)."""
-    if status == "closed":
-        return "filled", ""
-    if status == "open":
-        return ("partially_filled" if filled > 0 else "open"), ""
-    if status == "expired":
-        return "expired", EXPIRED
-    if status == "canceled":
-        return "cancelled", ""
-    if status == "rejected":
-        return "rejected", INVALID_ORDER
-    return "open", ""
-
-
-def _fill(trade: Mapping[str, Any]) -> Fill:
-    fee = trade.get("fee") or {}
-    return Fill(
-        trade_id=str(trade["id"]),
-        amount=_decimal(trade.get("amount")),
-        price=_decimal(trade.get("price")),
-        fee=_decimal(fee.get("cost")),
-        fee_asset=str(fee.get("currency") or ""),
-    )
+        return transfer_of(str(ours[-1].get("id")), ours[-1], withdrawal=False) if ours else None
 
 
 def _with_origin(url: object, origin: str) -> object:

@@ -15,7 +15,8 @@ from faststream.asgi import AsgiFastStream
 from rebal import bus, service
 from rebal_monitor.api import Deps, create_api
 from rebal_monitor.gauges import Gauges
-from rebal_monitor.handlers import SERVICE, Monitor, register
+from rebal_monitor.handlers import SERVICE, register
+from rebal_monitor.monitor import Monitor
 from rebal_monitor.notifier import Notifier
 from rebal_monitor.queries import ApiPool
 from rebal_monitor.settings import MonitorSettings

@@ -15,7 +15,7 @@ from rebal.core.numbers import dec_str
 from rebal.db import Connection
 from rebal.events import Event, HaltTrading, RebalancePlanned, RebalanceTriggered, RunFinished, derive_id
 from rebal.notifications import Notification, enqueue
-from rebal_monitor import queries, views
+from rebal_monitor import plan_store, views
 
 COMPLETED = frozenset({"completed", "completed_with_adjustments"})
 
@@ -100,7 +100,7 @@ async def _store_preview(connection: Connection, plan: RebalancePlanned) -> None
         "created_at": plan.occurred_at,
         "expires_at": max(trigger.approval_expires_at, plan.occurred_at + timedelta(seconds=1)),
     }
-    await queries.insert_plan(connection, document, "preview")
+    await plan_store.insert_plan(connection, document, "preview")
 
 
 __all__ = ["project"]

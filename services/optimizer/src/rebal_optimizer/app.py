@@ -12,11 +12,13 @@ from faststream.asgi import AsgiFastStream
 from threadpoolctl import threadpool_limits
 
 from rebal import bus, db, service
+from rebal_optimizer.allocations import Allocations
 from rebal_optimizer.allocator import ReturnMatrix
-from rebal_optimizer.handlers import SERVICE, Allocations, Targets, register
+from rebal_optimizer.handlers import SERVICE, register
 from rebal_optimizer.manual import ManualTargets
 from rebal_optimizer.settings import OptimizerSettings
 from rebal_optimizer.store import PostgresStrategyData
+from rebal_optimizer.targets import Targets
 
 
 @dataclass

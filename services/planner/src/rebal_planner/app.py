@@ -7,7 +7,8 @@ from faststream.asgi import AsgiFastStream
 from rebal import bus, service
 from rebal_planner import autopilot, funds
 from rebal_planner.approvals import Approvals, JournalPreviews
-from rebal_planner.handlers import SERVICE, Planner, register, register_approvals
+from rebal_planner.handlers import SERVICE, register, register_approvals
+from rebal_planner.planner import Planner
 from rebal_planner.settings import PlannerSettings
 
 

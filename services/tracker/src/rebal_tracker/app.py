@@ -16,10 +16,11 @@ from rebal.core.assemble import layout_accounts
 from rebal.core.tree import parse_tree
 from rebal.events import StrategyReturnReported, TakeSnapshot
 from rebal.io import load, load_document
-from rebal_tracker.handlers import SERVICE, ReturnsIngest, Tracker, register
-from rebal_tracker.returns import ReturnsStore
+from rebal_tracker.handlers import SERVICE, register
+from rebal_tracker.returns import ReturnsIngest, ReturnsStore
 from rebal_tracker.settings import TrackerSettings
 from rebal_tracker.stats import StatsRefresher, StatsStore
+from rebal_tracker.tracker import Tracker
 from rebal_venues.factory import ConfiguredVenue, open_venues
 
 log = logging.getLogger("rebal.tracker")

@@ -1,4 +1,4 @@
-"""Strategy returns into Postgres: a whole batch of messages in one statement.
+"""Strategy returns into Postgres: a whole batch of messages in one statement, each one counted.
 
 Rows are idempotent by (strategy, timestamp): a duplicate or a redelivery inserts nothing
 (``ON CONFLICT DO NOTHING``), and the order they arrive in does not matter. A row keeps the portfolio of
@@ -7,14 +7,16 @@ the event's envelope: that is how a strategy belongs to a portfolio.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import Protocol
 
 import asyncpg
 import orjson
 
+from rebal import metrics
 from rebal.core.numbers import dec_str
 from rebal.events import StrategyReturnReported
 
@@ -66,3 +68,30 @@ class ReturnsStore:
             [row.portfolio_id for row in rows],
         )
         return int(status.rsplit(" ", 1)[-1])
+
+
+@dataclass
+class ReturnsIngest:
+    """Stores a batch of strategy returns in one statement and counts every one of them."""
+
+    store: ReturnsWriter
+    latest: dict[str, float] = field(default_factory=dict)
+    # Told which portfolios got new returns (the statistics refresher), once they are stored.
+    on_stored: Callable[[set[str]], None] = lambda portfolios: None
+
+    async def on_returns(self, events: Sequence[StrategyReturnReported]) -> None:
+        if not events:
+            return
+        if await self.store.insert([ReturnRow.of(event) for event in events]):
+            self.on_stored({event.portfolio_id for event in events})
+        for event in events:
+            strategy = event.strategy_id
+            metrics.STRATEGY_RETURNS.labels(strategy=strategy).inc()
+            ts = event.timestamp.timestamp()
+            if ts > self.latest.get(strategy, float("-inf")):
+                self.latest[strategy] = ts
+                metrics.STRATEGY_LAST_RETURN.labels(strategy=strategy).set(ts)
+
+
+class ReturnsWriter(Protocol):
+    async def insert(self, rows: Sequence[ReturnRow]) -> int: ...

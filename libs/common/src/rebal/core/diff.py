@@ -20,7 +20,8 @@ import numpy.typing as npt
 from rebal.core.errors import InputError
 from rebal.core.market import Prices
 from rebal.core.numbers import LARGEST, RANGE, VALUE_EPSILON
-from rebal.core.tree import BoolArray, FloatArray, IntArray, Tree, UnionTree, union
+from rebal.core.tree import BoolArray, FloatArray, IntArray, Tree
+from rebal.core.union import UnionTree, union
 
 SELL, HOLD, BUY = -1, 0, 1
 OPERATION_NAMES = {SELL: "sell", HOLD: "hold", BUY: "buy"}

@@ -1,8 +1,8 @@
-"""Funds: many users' shares of one venue account, kept exactly, and their flows netted into few orders.
+"""Funds' cycles: many users' flows on one venue account netted into few orders.
 
 A fund is a target composition (asset → weight, the quote asset is cash) traded on one account. Each
-user's part is a row of the `Ledger`: whole `LEDGER_QUANTUM` units per asset (int64), so every sum is
-exact and the users' rows add up to what the fund holds on the venue.
+user's part is a row of the `Ledger` (`rebal.core.ledger`: whole units, every sum exact); the ledger is
+held against the venue (dust, drift, splits, reconciliation) by `rebal.core.fund_checks`.
 
 A cycle takes what is due at one time (deposits to invest, withdrawals, a rebalance) and nets it:
 
@@ -41,23 +41,29 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
-from functools import cached_property
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from rebal.core.errors import InputError
+from rebal.core.ledger import (
+    LEDGER_QUANTUM,
+    Fund,
+    Ledger,
+    Units,
+    apportion,
+    ceil_units,
+    floor_units,
+    from_units,
+    give,
+    to_units,
+)
 from rebal.core.market import Market, Markets, Prices
-from rebal.core.numbers import parse_decimal
 
-Units = npt.NDArray[np.int64]
 Floats = npt.NDArray[np.float64]
 Side = Literal["buy", "sell"]
 
-# Every ledger amount is a whole number of these (of any asset): 1e-8 is a satoshi and the paper
-# exchange's quote quantum. A market's amount step must be a whole number of them.
-LEDGER_QUANTUM = Decimal("1e-8")
 # A partial withdrawal sells this much more than the fee-grossed amount, against the price moving down
 # before the sell fills; what is left over stays the user's cash.
 WITHDRAWAL_MARGIN = Decimal("0.002")
@@ -67,11 +73,6 @@ BUY_PRICE_MARGIN = Decimal("0.005")
 # buys are paid from it: a buy crossed in phase 1 is final, and the sell paying for it may fill lower (the
 # executor ends a run whose prices moved more than its `max_price_move`, 2% by default).
 SELL_PRICE_MARGIN = Decimal("0.02")
-# quantity × price moving by more than this fraction with no fills is taken for a split (or a
-# corporate action): the asset is frozen until the venue's positions reflect it.
-SPLIT_JUMP = Decimal("0.2")
-# A venue quantity / ledger quantity ratio within this of the inverse price ratio confirms a split.
-SPLIT_TOLERANCE = Decimal("0.01")
 # Units kept back per asset when resizing buys to the cash held: each apportionment may be off by one.
 RESIZE_SLACK_UNITS = 1
 # Rounds of shrinking budgets to the proceeds a netted plan really produces before dropping the budgets
@@ -83,180 +84,6 @@ BELOW_MIN_COST = "below_min_cost"
 BELOW_STEP = "below_step"
 FROZEN = "frozen"
 NOT_FREE = "exceeds_free_balance"
-
-
-def to_units(amount: Decimal, where: str = "amount") -> int:
-    """An exact amount as whole ledger units; InputError when it is not a whole number of them."""
-    units = amount / LEDGER_QUANTUM
-    if units != units.to_integral_value():
-        raise InputError(where, f"{amount:f} is not a whole multiple of {LEDGER_QUANTUM:f}")
-    return int(units)
-
-
-def floor_units(amount: Decimal) -> int:
-    """Whole units in an amount, truncated: what a user may be credited from a venue amount."""
-    return int((amount / LEDGER_QUANTUM).to_integral_value(rounding=ROUND_FLOOR))
-
-
-def ceil_units(amount: Decimal) -> int:
-    """Whole units of an amount rounded up: what a user is debited for a venue payment."""
-    return int((amount / LEDGER_QUANTUM).to_integral_value(rounding=ROUND_CEILING))
-
-
-def from_units(units: int) -> Decimal:
-    return LEDGER_QUANTUM * int(units)
-
-
-def apportion(total: int, weights: Units) -> Units:
-    """`total` split in proportion to `weights` in whole units, summing exactly to `total`.
-
-    Largest remainders: each part is the floor or the ceiling of its exact share, so a part never exceeds
-    its weight when `total <= sum(weights)`. All-zero weights get nothing (and `total` must then be 0).
-    """
-    weights = np.asarray(weights, dtype=np.int64)
-    parts = np.zeros(weights.shape, dtype=np.int64)
-    weight_sum = int(weights.sum())
-    if total == 0:
-        return parts
-    if weight_sum <= 0 or total < 0:
-        raise ValueError(f"cannot apportion {total} over weights summing to {weight_sum}")
-    if total == weight_sum:
-        return weights.copy()
-    exact = weights.astype(np.float64) * (total / weight_sum)
-    parts = np.floor(exact).astype(np.int64)
-    parts = np.minimum(parts, np.maximum(weights, 0) if total <= weight_sum else parts)
-    left = total - int(parts.sum())
-    if left > 0:
-        order = np.argsort(-(exact - parts), kind="stable")
-        eligible = order[weights[order] > 0]
-        take = eligible[: min(left, len(eligible))]
-        parts[take] += 1
-        left -= len(take)
-        while left > 0:  # only with total > sum(weights): spread the rest over the weighted parts
-            extra = eligible[: min(left, len(eligible))]
-            parts[extra] += 1
-            left -= len(extra)
-    elif left < 0:
-        order = np.argsort(exact - parts, kind="stable")
-        eligible = order[parts[order] > 0]
-        take = eligible[:-left]
-        parts[take] -= 1
-    return parts
-
-
-def give(total: int, sells: Units, first: npt.NDArray[np.bool_]) -> Units:
-    """Units each seller gives when only `total` of the `sells` legs are sold (crossed or filled): the
-    legs of the `first` rows (partial withdrawals, who must receive what they asked) are served in full
-    before the others share the rest pro rata; what stays unsold falls on the others first."""
-    served = np.where(first, sells, 0)
-    head = int(served.sum())
-    if total <= head:
-        return apportion(total, served)
-    return served + apportion(total - head, sells - served)
-
-
-# The fund and its ledger.
-
-
-@dataclass(frozen=True)
-class Fund:
-    """A fund: its account, its quote (cash) and its target weights (asset → weight, summing to 1)."""
-
-    fund_id: str
-    exchange: str
-    account: str
-    quote: str
-    weights: Mapping[str, Decimal]
-
-    def __post_init__(self) -> None:
-        if not self.weights:
-            raise InputError(f"funds.{self.fund_id}.weights", "a fund needs at least one weight")
-        for asset, weight in self.weights.items():
-            if weight < 0:
-                raise InputError(f"funds.{self.fund_id}.weights.{asset}", f"weight {weight} is negative")
-        total = sum(self.weights.values(), Decimal(0))
-        if abs(total - 1) > Decimal("1e-9"):
-            raise InputError(f"funds.{self.fund_id}.weights", f"weights sum to {total}, not 1")
-
-    def assets(self, held: Sequence[str] = ()) -> tuple[str, ...]:
-        """The quote first, then every other asset of the weights (and `held`) in name order."""
-        others = sorted((set(self.weights) | set(held)) - {self.quote})
-        return (self.quote, *others)
-
-
-@dataclass(frozen=True)
-class Ledger:
-    """Each user's amount of each asset in whole `LEDGER_QUANTUM` units; column 0 is the quote (cash)."""
-
-    assets: tuple[str, ...]
-    users: tuple[str, ...]
-    units: Units
-
-    def __post_init__(self) -> None:
-        if self.units.shape != (len(self.users), len(self.assets)):
-            raise ValueError(f"units {self.units.shape} do not match {len(self.users)}x{len(self.assets)}")
-
-    @classmethod
-    def empty(cls, assets: Sequence[str]) -> Ledger:
-        return cls(tuple(assets), (), np.zeros((0, len(assets)), dtype=np.int64))
-
-    @classmethod
-    def from_amounts(cls, assets: Sequence[str], amounts: Mapping[str, Mapping[str, Decimal]]) -> Ledger:
-        users = tuple(sorted(amounts))
-        column = {asset: j for j, asset in enumerate(assets)}
-        units = np.zeros((len(users), len(assets)), dtype=np.int64)
-        for i, user in enumerate(users):
-            for asset, amount in amounts[user].items():
-                if asset not in column:
-                    raise InputError(f"{user}.{asset}", "asset is not one of the fund's")
-                units[i, column[asset]] = to_units(amount, f"{user}.{asset}")
-        return cls(tuple(assets), users, units)
-
-    @cached_property
-    def _index(self) -> dict[str, int]:
-        return {user: i for i, user in enumerate(self.users)}
-
-    def row(self, user: str) -> int | None:
-        return self._index.get(user)
-
-    def amounts(self, user: str) -> dict[str, Decimal]:
-        i = self.row(user)
-        if i is None:
-            return {}
-        return {asset: from_units(int(self.units[i, j])) for j, asset in enumerate(self.assets)}
-
-    def totals(self) -> dict[str, Decimal]:
-        sums = self.units.sum(axis=0)
-        return {asset: from_units(int(sums[j])) for j, asset in enumerate(self.assets)}
-
-    def with_assets(self, assets: Sequence[str]) -> Ledger:
-        """The same ledger over `assets` (a superset, quote first): new columns hold nothing."""
-        if assets[0] != self.assets[0] or not set(self.assets) <= set(assets):
-            raise ValueError(f"{assets} must start with {self.assets[0]} and include {self.assets}")
-        units = np.zeros((len(self.users), len(assets)), dtype=np.int64)
-        for j, asset in enumerate(self.assets):
-            units[:, assets.index(asset)] = self.units[:, j]
-        return Ledger(tuple(assets), self.users, units)
-
-    def credit(self, user: str, asset: str, amount: Decimal) -> Ledger:
-        """`amount` more (or less, when negative) of `asset` for `user`; a new user gets a row."""
-        if asset not in self.assets:
-            raise InputError(asset, "asset is not one of the fund's")
-        j = self.assets.index(asset)
-        delta = to_units(amount, f"{user}.{asset}")
-        i = self.row(user)
-        if i is None:
-            users = tuple(sorted((*self.users, user)))
-            i = users.index(user)
-            units = np.insert(self.units, i, np.zeros(len(self.assets), dtype=np.int64), axis=0)
-        else:
-            users, units = self.users, self.units.copy()
-        units[i, j] += delta
-        if units[i, j] < 0:
-            raise InputError(
-                f"{user}.{asset}", f"a debit of {-amount} exceeds the {from_units(units[i, j] - delta)} held"
-            )
-        return Ledger(self.assets, users, units)
 
 
 # What is due, and the market.
@@ -885,7 +712,7 @@ def pay_out(plan: CyclePlan, ledger: Ledger) -> Payout:
     return Payout(Ledger(ledger.assets, ledger.users, units), paid, short)
 
 
-# One user alone, prices, dust, splits and reconciliation.
+# Prices, and one deposit alone.
 
 
 def fund_quotes(fund: Fund, prices: Prices, markets: Markets, assets: Sequence[str]) -> dict[str, Quote]:
@@ -932,136 +759,3 @@ def split_deposit(
         spend[asset] = least
         pool -= least
     return spend, amount - sum(spend.values(), Decimal(0))
-
-
-def account_holdings(tree: Mapping[str, Any], account: str) -> dict[str, Decimal] | None:
-    """The amount of each asset under the account's node (`user/exchange/account`) of a snapshot tree;
-    None when the tree does not hold the account."""
-    names = account.split("/")
-    node: Any = tree
-    if not isinstance(node, Mapping) or node.get("name") != names[0]:
-        return None
-    for name in names[1:]:
-        children = node.get("children") or []
-        node = next((c for c in children if isinstance(c, Mapping) and c.get("name") == name), None)
-        if node is None:
-            return None
-    found: dict[str, Decimal] = {}
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        if "asset" in current:
-            asset, amount = str(current["asset"]), parse_decimal(current.get("amount", "0"))
-            if amount is None:
-                return None
-            found[asset] = found.get(asset, Decimal(0)) + amount
-        stack.extend(c for c in current.get("children") or [] if isinstance(c, Mapping))
-    return dict(found)
-
-
-def dust(ledger: Ledger, quotes: Mapping[str, Quote]) -> npt.NDArray[np.bool_]:
-    """Holdings too small to sell on their own (under one step or a market minimum), user × asset."""
-    mask = np.zeros(ledger.units.shape, dtype=np.bool_)
-    for j, asset in enumerate(ledger.assets[1:], start=1):
-        quote = quotes.get(asset)
-        if quote is None:
-            continue
-        market = quote.market
-        amounts = ledger.units[:, j].astype(np.float64) * float(LEDGER_QUANTUM)
-        whole = np.floor(amounts / float(market.amount_step)) * float(market.amount_step)
-        small = (
-            (whole <= 0)
-            | (whole < float(market.min_amount))
-            | (whole * float(quote.price) < float(market.min_cost))
-        )
-        mask[:, j] = (ledger.units[:, j] > 0) & small
-    return mask
-
-
-def drift(ledger: Ledger, fund: Fund, quotes: Mapping[str, Quote]) -> dict[str, Decimal]:
-    """The fund's drift per asset (value share minus weight), with dust left out of values and total."""
-    kept = np.where(dust(ledger, quotes), 0, ledger.units).sum(axis=0)
-    prices = [Decimal(1)] + [quotes[a].price if a in quotes else Decimal(0) for a in ledger.assets[1:]]
-    values = [from_units(int(kept[j])) * prices[j] for j in range(len(ledger.assets))]
-    total = sum(values, Decimal(0))
-    if total == 0:
-        return {asset: Decimal(0) for asset in ledger.assets}
-    return {
-        asset: (values[j] / total - fund.weights.get(asset, Decimal(0))).quantize(Decimal("1e-12"))
-        for j, asset in enumerate(ledger.assets)
-    }
-
-
-SplitStatus = Literal["ok", "frozen", "split"]
-
-
-@dataclass(frozen=True)
-class SplitCheck:
-    status: SplitStatus
-    ratio: Decimal = Decimal(1)
-    reason: str = ""
-
-
-def check_split(
-    ledger_total: Decimal,
-    venue_amount: Decimal,
-    last_price: Decimal,
-    price: Decimal,
-    filled_since: bool,
-) -> SplitCheck:
-    """Is an asset in the middle of a split? quantity × price jumping by more than `SPLIT_JUMP` with no
-    fills freezes it; once the venue's quantity moved by the inverse of the price move (within
-    `SPLIT_TOLERANCE`) the split is confirmed, with its ratio (apply it with `apply_split`)."""
-    if filled_since or ledger_total <= 0 or last_price <= 0 or price <= 0:
-        return SplitCheck("ok")
-    price_ratio = last_price / price
-    quantity_ratio = venue_amount / ledger_total
-    if quantity_ratio != 1 and abs(quantity_ratio * price / last_price - 1) <= SPLIT_TOLERANCE:
-        return SplitCheck(
-            "split", quantity_ratio, f"quantity x{quantity_ratio} with price x{1 / price_ratio}"
-        )
-    jump = abs(venue_amount * price / (ledger_total * last_price) - 1)
-    if jump > SPLIT_JUMP:
-        return SplitCheck("frozen", Decimal(1), f"value moved {jump:.4f} with no fills")
-    return SplitCheck("ok")
-
-
-def apply_split(ledger: Ledger, asset: str, venue_amount: Decimal) -> Ledger:
-    """Every user's `asset` scaled so the ledger holds exactly `venue_amount` (pro rata, exact)."""
-    j = ledger.assets.index(asset)
-    units = ledger.units.copy()
-    units[:, j] = apportion(floor_units(venue_amount), ledger.units[:, j])
-    return Ledger(ledger.assets, ledger.users, units)
-
-
-@dataclass(frozen=True)
-class Reconciliation:
-    """Venue balance minus the ledgers' sum per asset: within one step is exact; beyond, `unattributed`
-    (more on the venue than any user owns: never assigned) or `missing` (less than the users own)."""
-
-    unattributed: Mapping[str, Decimal]
-    missing: Mapping[str, Decimal]
-
-    @property
-    def consistent(self) -> bool:
-        return not self.missing
-
-
-def reconcile(ledger: Ledger, venue: Mapping[str, Decimal], steps: Mapping[str, Decimal]) -> Reconciliation:
-    return reconcile_totals(ledger.totals(), venue, steps)
-
-
-def reconcile_totals(
-    totals: Mapping[str, Decimal], venue: Mapping[str, Decimal], steps: Mapping[str, Decimal]
-) -> Reconciliation:
-    """`reconcile` from the ledgers' sums per asset (an asset's step defaults to `LEDGER_QUANTUM`)."""
-    unattributed: dict[str, Decimal] = {}
-    missing: dict[str, Decimal] = {}
-    for asset in sorted(set(totals) | set(venue)):
-        difference = venue.get(asset, Decimal(0)) - totals.get(asset, Decimal(0))
-        step = steps.get(asset, LEDGER_QUANTUM)
-        if difference >= step:
-            unattributed[asset] = difference
-        elif difference <= -step:
-            missing[asset] = -difference
-    return Reconciliation(unattributed, missing)

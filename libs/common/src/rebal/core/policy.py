@@ -33,7 +33,8 @@ from rebal.core.diff import DiffTree, diff_trees
 from rebal.core.market import Prices
 from rebal.core.numbers import VALUE_EPSILON
 from rebal.core.partial import breaching_only, buy_only, cash_above_target
-from rebal.core.tree import PATH_SEP, FloatArray, Tree, UnionTree
+from rebal.core.tree import PATH_SEP, FloatArray, Tree
+from rebal.core.union import UnionTree
 
 Scope = Literal["portfolio", "breaching"]
 Mode = Literal["auto", "approve", "notify"]

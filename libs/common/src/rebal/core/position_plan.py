@@ -34,7 +34,7 @@ from rebal.core.errors import InputError
 from rebal.core.margin import Held, liquidation_distance, liquidation_price
 from rebal.core.numbers import dec_str
 from rebal.core.positions import FUTURES, MarginMode, Position, TargetPosition
-from rebal.core.tree import UnionTree
+from rebal.core.union import UnionTree
 
 Side = Literal["buy", "sell"]
 REDUCE_PHASE, OPEN_PHASE = 1, 2

@@ -16,7 +16,8 @@ import numpy as np
 
 from rebal.core.diff import DiffTree
 from rebal.core.numbers import weight_str
-from rebal.core.tree import PATH_SEP, IntArray, UnionTree
+from rebal.core.tree import PATH_SEP, IntArray
+from rebal.core.union import UnionTree
 
 GROUP_KINDS = frozenset({"sector", "strategy"})
 

@@ -7,7 +7,8 @@ numpy arrays (a million wallets parse in well under a second); errors name the n
 The same walk reads a *desired* tree: the same shape with a ``weight`` on every node, relative to its
 parent, plus ``keep_unlisted`` on portfolios whose unlisted children keep their current value, and
 ``pool`` on portfolios that say in which proportions their assets are held anywhere in the accounts below
-them instead of weighting children (`rebal.core.pools`).
+them instead of weighting children (`rebal.core.pools`). A real and a desired tree are matched into one
+by `rebal.core.union`.
 """
 
 from __future__ import annotations
@@ -721,78 +722,13 @@ def check_weight_sums(tree: Tree) -> None:
         raise InputError(tree.path(node), f"weights of the children sum to {total * 100:.6g}%, expected 100%")
 
 
-@dataclass(frozen=True, eq=False)
-class UnionTree:
-    """Real and desired trees matched by path: real nodes first (file order), then desired-only nodes.
-
-    Parents always precede their children. `real_index`/`target_index` map back (-1 where absent).
-    """
-
-    names: list[str]
-    kinds: list[str | None]
-    name_codes: Categorical
-    kind_codes: Categorical
-    asset_codes: Categorical
-    parent: IntArray
-    depth: IntArray
-    wallet: BoolArray
-    amount: FloatArray
-    locked: FloatArray
-    real_index: IntArray
-    target_index: IntArray
-    account_of: IntArray
-    accounts: dict[int, tuple[str, str]]
-    real: Tree
-    target: Tree
-    _path_of: dict[int, str] = field(default_factory=dict, repr=False)
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def path(self, index: int) -> str:
-        """The node's path: its parent's (remembered, accounts are asked for again and again) and its
-        name."""
-        known = self._path_of.get(index)
-        if known is None:
-            parent = int(self.parent[index])
-            name = self.names[index]
-            known = name if parent < 0 else f"{self.path(parent)}{PATH_SEP}{name}"
-            self._path_of[index] = known
-        return known
-
-    def paths(self) -> list[str]:
-        """Every node's path, computed in one pass (parents precede children)."""
-        out: list[str] = [""] * len(self.names)
-        parent = self.parent.tolist()
-        for i, name in enumerate(self.names):
-            p = parent[i]
-            out[i] = name if p < 0 else f"{out[p]}{PATH_SEP}{name}"
-        return out
-
-    def asset(self, node: int) -> str | None:
-        return self.asset_codes.value(node)
-
-    @cached_property
-    def levels(self) -> list[IntArray]:
-        """Node indices grouped by depth, root level first."""
-        return _levels(self.depth)
-
-    def children_csr(self) -> tuple[IntArray, IntArray]:
-        """(offsets, child indices): the children of node i are ``child[offsets[i]:offsets[i+1]]``."""
-        kids = np.arange(1, len(self.names))
-        order = kids[np.argsort(self.parent[kids], kind="stable")]
-        counts = np.bincount(self.parent[kids], minlength=len(self.names))
-        offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
-        return offsets, order.astype(np.int64)
-
-
 def preorder(parent: IntArray, depth: IntArray, grouped: bool = False) -> IntArray:
     """Every node's position in pre-order (a node, then its children's subtrees in index order), level by
     level on arrays: subtree sizes bottom-up, then each child placed after its parent and the subtrees of
     its earlier siblings. `grouped`: each level's nodes already come by parent, then index (the nodes
     are numbered level by level)."""
     count = len(parent)
-    levels = _levels(depth)
+    levels = by_level(depth)
     size = np.ones(count, dtype=np.int64)
     for level in reversed(levels[1:]):
         size += np.bincount(parent[level], weights=size[level], minlength=count).astype(np.int64)
@@ -807,162 +743,11 @@ def preorder(parent: IntArray, depth: IntArray, grouped: bool = False) -> IntArr
     return position
 
 
-def _levels(depth: IntArray) -> list[IntArray]:
+def by_level(depth: IntArray) -> list[IntArray]:
+    """Node indices grouped by depth, root level first."""
     order = np.argsort(depth, kind="stable")
     bounds = np.searchsorted(depth[order], np.arange(int(depth.max(initial=0)) + 2))
     return [order[bounds[d] : bounds[d + 1]] for d in range(len(bounds) - 1)]
-
-
-def union(real: Tree, target: Tree, default_quote: str) -> UnionTree:
-    """Match the desired tree onto the real one by path; resolve every wallet's account.
-
-    Matching is level by level on integer keys (parent index x vocabulary + name id), so a million
-    nodes match in a few numpy passes instead of a million dictionary probes.
-    """
-    n_real = len(real)
-    vocabulary = {name: i for i, name in enumerate(real.name_codes.vocabulary)}
-    width = len(vocabulary) + 1
-    real_keys = real.parent[1:] * width + real.name_codes.ids[1:]
-    key_order = np.argsort(real_keys, kind="stable")
-    sorted_keys = real_keys[key_order]
-    target_ids = target.name_codes.within(vocabulary)
-
-    target_to_union = np.zeros(len(target), dtype=np.int64)
-    real_target = np.full(n_real, -1, dtype=np.int64)
-    real_target[0] = 0
-    new_levels: list[IntArray] = []
-    next_new = n_real
-    for level in _levels(target.depth)[1:]:
-        up = target_to_union[target.parent[level]]
-        keys = up * width + target_ids[level]
-        found = (target_ids[level] >= 0) & (up < n_real)
-        if sorted_keys.size:
-            position = np.minimum(np.searchsorted(sorted_keys, keys), sorted_keys.size - 1)
-            found &= sorted_keys[position] == keys
-        else:
-            position, found = np.zeros_like(keys), found & False
-        matched = key_order[position[found]] + 1
-        target_to_union[level[found]] = matched
-        real_target[matched] = level[found]
-        new = level[~found]
-        target_to_union[new] = np.arange(next_new, next_new + new.size)
-        next_new += new.size
-        new_levels.append(new)
-    new = np.concatenate(new_levels) if new_levels else np.zeros(0, dtype=np.int64)
-    new_nodes = new.tolist()
-
-    # Assets in one vocabulary: the real tree's, then what only the desired tree names.
-    asset_codes, target_assets = real.asset_codes.joined(target.asset_codes, new)
-    _check_matches(real, target, real_target, target_assets)
-
-    count = n_real + new.size
-    amount = np.zeros(count, dtype=np.float64)
-    amount[:n_real] = real.amount
-    locked = np.zeros(count, dtype=np.float64)
-    locked[:n_real] = real.locked
-    quotes = dict(real.quote)
-    exchanges = dict(real.exchange)
-    for offset, j in enumerate(new_nodes):
-        if j in target.quote:
-            quotes[n_real + offset] = target.quote[j]
-        if j in target.exchange:
-            exchanges[n_real + offset] = target.exchange[j]
-
-    tree = UnionTree(
-        names=real.names + [target.names[j] for j in new_nodes],
-        kinds=real.kinds + [target.kinds[j] for j in new_nodes],
-        name_codes=real.name_codes.joined(target.name_codes, new)[0],
-        kind_codes=real.kind_codes.joined(target.kind_codes, new)[0],
-        asset_codes=asset_codes,
-        parent=np.concatenate((real.parent, target_to_union[target.parent[new]])),
-        depth=np.concatenate((real.depth, target.depth[new])),
-        wallet=np.concatenate((real.wallet, target.wallet[new])),
-        amount=amount,
-        locked=locked,
-        real_index=np.concatenate((np.arange(n_real, dtype=np.int64), np.full(new.size, -1, dtype=np.int64))),
-        target_index=np.concatenate((real_target, new)),
-        account_of=np.full(count, -1, dtype=np.int64),
-        accounts={},
-        real=real,
-        target=target,
-    )
-    _resolve_accounts(tree, quotes, exchanges, default_quote, _kind_flags(real, target, new))
-    return tree
-
-
-def _kind_flags(real: Tree, target: Tree, new: IntArray) -> tuple[BoolArray, BoolArray]:
-    """Which union nodes are accounts and which are exchanges (from the kind vocabularies)."""
-
-    def flag(kind: str) -> BoolArray:
-        in_real = real.kind_codes.within({kind: 0}) == 0
-        in_target = target.kind_codes.within({kind: 0}) == 0
-        return np.concatenate((in_real, in_target[new]))
-
-    return flag(ACCOUNT) | flag(FUTURES) | flag(BANK), flag(EXCHANGE)
-
-
-def _check_matches(real: Tree, target: Tree, real_target: IntArray, target_assets: IntArray) -> None:
-    """A matched pair must be two wallets of the same asset, or two portfolios."""
-    both = np.flatnonzero(real_target >= 0)
-    partner = real_target[both]
-    kinds = real.wallet[both] != target.wallet[partner]
-    if kinds.any():
-        node = int(both[np.argmax(kinds)])
-        raise InputError(real.path(node), "is a wallet in one tree and a portfolio in the other", "target")
-    differ = real.wallet[both] & (real.asset_codes.ids[both] != target_assets[partner])
-    if differ.any():
-        node, other = int(both[np.argmax(differ)]), int(partner[np.argmax(differ)])
-        held, wanted = real.asset_codes.value(node), target.asset_codes.value(other)
-        raise InputError(real.path(node), f"asset {held} in the real tree, {wanted} desired", "target")
-
-
-def _resolve_accounts(
-    tree: UnionTree,
-    quotes: dict[int, str],
-    exchanges: dict[int, str],
-    default_quote: str,
-    flags: tuple[BoolArray, BoolArray],
-) -> None:
-    """Every wallet lies under exactly one account; the exchange is the nearest exchange ancestor."""
-    is_account, is_exchange = flags
-    account_of = tree.account_of
-    exchange_of = np.full(len(tree), -1, dtype=np.int64)
-    for level in tree.levels:
-        parents = tree.parent[level]
-        inherited = np.where(parents >= 0, account_of[np.maximum(parents, 0)], -1)
-        nested = level[is_account[level] & (inherited >= 0)]
-        if nested.size:
-            node = int(nested[0])
-            outer = tree.path(int(account_of[tree.parent[node]]))
-            raise InputError(tree.path(node), f"account inside account {outer}", _source(tree, node))
-        account_of[level] = np.where(is_account[level], level, inherited)
-        up_exchange = np.where(parents >= 0, exchange_of[np.maximum(parents, 0)], -1)
-        exchange_of[level] = np.where(is_exchange[level], level, up_exchange)
-
-    orphans = np.flatnonzero(tree.wallet & (account_of < 0))
-    if orphans.size:
-        node = int(orphans[0])
-        raise InputError(
-            tree.path(node),
-            "wallet is not under a node with kind 'account' (or 'futures')",
-            _source(tree, node),
-        )
-    for node in np.flatnonzero(is_account).tolist():
-        name = exchanges.get(node)
-        if name is None:
-            ancestor = int(exchange_of[node])
-            if ancestor < 0:
-                raise InputError(
-                    tree.path(node),
-                    "account has no exchange: give it an 'exchange' or put it under a kind 'exchange' node",
-                    _source(tree, node),
-                )
-            name = tree.names[ancestor]
-        tree.accounts[node] = (name, quotes.get(node, default_quote))
-
-
-def _source(tree: UnionTree, node: int) -> str:
-    return "real" if tree.real_index[node] >= 0 else "target"
 
 
 def with_wallets(tree: Tree, wallets: Sequence[tuple[int, str, str]]) -> Tree:

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
-from rebal_monitor import queries
+from rebal_monitor import plan_store, queries
 from rebal_monitor.api.deps import Authorised, Chosen, Db, JsonDict
 
 Format = Annotated[Literal["csv", "json"], Query(description="csv or json")]
@@ -44,7 +44,7 @@ async def export_trades(portfolio: Chosen, pool: Db, format: Format = "json") ->
 
 @router.get("/export/plans", summary="Every stored plan, streamed (csv: one row per order)")
 async def export_plans(portfolio: Chosen, pool: Db, format: Format = "json") -> StreamingResponse:
-    documents = queries.plans(pool, portfolio)
+    documents = plan_store.plans(pool, portfolio)
     if format == "json":
         return _stream(documents, format, (), "plans")
     return _stream(_plan_rows(documents), format, PLAN_CSV_FIELDS, "plans")

@@ -30,7 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from rebal import fund_store
 from rebal.core.display import money_text
 from rebal.core.errors import InputError
-from rebal.core.funds import account_holdings, drift, dust, fund_quotes, reconcile_totals
+from rebal.core.fund_checks import account_holdings, drift, dust, reconcile_totals
+from rebal.core.funds import fund_quotes
 from rebal.core.market import Markets, Prices
 from rebal.core.numbers import dec_str
 from rebal.events import (

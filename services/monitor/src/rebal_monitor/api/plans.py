@@ -21,7 +21,7 @@ from pydantic import Field
 from rebal import telemetry
 from rebal.core.errors import InputError
 from rebal.events import ApprovePlan, RebalancePlanned, StartRebalance, derive_run_id, new_event
-from rebal_monitor import queries, views
+from rebal_monitor import plan_store, queries, views
 from rebal_monitor.api.deps import (
     DEFAULT_PAGE,
     PORTFOLIO_PATTERN,
@@ -124,11 +124,11 @@ async def rebalance(
         "created_at": now,
         "expires_at": now + timedelta(seconds=deps.settings.plan_ttl_seconds),
     }
-    return await queries.insert_plan(pool, document, "preview" if plan.dry_run else "executing")
+    return await plan_store.insert_plan(pool, document, "preview" if plan.dry_run else "executing")
 
 
 async def stored_plan(pool: asyncpg.Pool, plan_id: uuid.UUID) -> JsonDict:
-    plan = await queries.get_plan(pool, plan_id)
+    plan = await plan_store.get_plan(pool, plan_id)
     if plan is None:
         raise Problem(404, f"no plan {plan_id}")
     return plan
@@ -141,7 +141,7 @@ async def get_plan(plan_id: PlanId, pool: Db) -> JsonDict:
 
 @router.get("/portfolio/plans", summary="Stored plans, newest first")
 async def list_plans(portfolio: Chosen, pool: Db, after: After, limit: Limit = DEFAULT_PAGE) -> JsonDict:
-    page, more = await queries.list_plans(pool, portfolio, limit, after)
+    page, more = await plan_store.list_plans(pool, portfolio, limit, after)
     return {"plans": page, "next_cursor": cursor_of(more)}
 
 
@@ -183,7 +183,7 @@ async def approve(plan_id: PlanId, deps: Needs, pool: Db) -> JsonDict:
         )
     if outcome.payload["type"] == "PlanFailed":
         raise Problem(409, f"the planner refused the approval: {outcome.payload['reason']}")
-    await queries.mark_approved(pool, plan_id, now, run_id)
+    await plan_store.mark_approved(pool, plan_id, now, run_id)
     return await stored_plan(pool, plan_id)
 
 

@@ -29,21 +29,9 @@ from typing import Any
 import asyncpg
 
 from rebal import bus, fund_store
-from rebal.core.funds import (
-    LEDGER_QUANTUM,
-    CyclePlan,
-    Due,
-    Fund,
-    Ledger,
-    NeedsAdjustment,
-    Quote,
-    account_holdings,
-    from_units,
-    fund_quotes,
-    pay_out,
-    plan_cycle,
-    settle,
-)
+from rebal.core.fund_checks import account_holdings
+from rebal.core.funds import CyclePlan, Due, NeedsAdjustment, Quote, fund_quotes, pay_out, plan_cycle, settle
+from rebal.core.ledger import LEDGER_QUANTUM, Fund, Ledger, from_units
 from rebal.core.numbers import dec_str
 from rebal.events import (
     BalanceSnapshotTaken,

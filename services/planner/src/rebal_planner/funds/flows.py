@@ -17,7 +17,7 @@ import asyncpg
 
 from rebal import bus, fund_store
 from rebal.core.errors import InputError
-from rebal.core.funds import LEDGER_QUANTUM, Fund
+from rebal.core.ledger import LEDGER_QUANTUM, Fund
 from rebal.events import (
     DefineFund,
     Event,

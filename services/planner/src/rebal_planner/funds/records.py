@@ -17,23 +17,19 @@ from typing import Any
 
 import numpy as np
 
+from rebal.core.fund_checks import apply_split, check_split
 from rebal.core.funds import (
-    LEDGER_QUANTUM,
     CyclePlan,
     Due,
     Execution,
-    Fund,
-    Ledger,
     NeedsAdjustment,
     Quote,
     Settlement,
-    apply_split,
-    check_split,
-    from_units,
     plan_cycle,
     resize_buys,
     settle,
 )
+from rebal.core.ledger import LEDGER_QUANTUM, Fund, Ledger, from_units
 from rebal.core.market import Market
 from rebal.events import Event, FundCommandRejected
 

@@ -14,7 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from rebal.core.funds import Fund
+from rebal.core.ledger import Fund
 from rebal.events import OrderFilled
 from rebal.fund_store import Queryable
 

@@ -1,0 +1,165 @@
+"""The tracker's snapshots: every account of the layout read from its venue, the real tree assembled and
+published as `BalanceSnapshotTaken` (on command or on the schedule)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Protocol
+
+from rebal import bus
+from rebal.core.assemble import LayoutAccount, assemble_tree, layout_accounts
+from rebal.core.numbers import dec_str
+from rebal.events import BalanceSnapshotTaken, TakeSnapshot, new_event
+from rebal.futures import FuturesVenue
+from rebal.venue import Venue, VenueError
+
+log = logging.getLogger("rebal.tracker")
+Doc = dict[str, Any]
+
+
+class SeededVenue(Venue, Protocol):
+    """A venue whose starting balances the tracker loads from the layout (the paper exchange)."""
+
+    async def seed(self, account: str, amounts: Mapping[str, Decimal]) -> bool: ...
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Tracker:
+    """Reads every account of the layout from its venue and publishes the assembled real tree."""
+
+    portfolio_id: str
+    layout: Doc
+    quote: str
+    venues: Mapping[str, SeededVenue]
+    publisher: bus.EventSink
+    clock: Callable[[], datetime] = utc_now
+    accounts: list[LayoutAccount] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.accounts = [a for a in layout_accounts(self.layout) if a.exchange in self.venues]
+
+    async def seed(self) -> list[str]:
+        """Load the layout's amounts into accounts that hold nothing yet; returns the seeded paths."""
+        seeded = []
+        for account in self.accounts:
+            if await self.venues[str(account.exchange)].seed(account.path, account.amounts):
+                seeded.append(account.path)
+        return seeded
+
+    async def read(self) -> Doc:
+        """The snapshot's facts: the assembled tree, prices in the valuation quote, the markets."""
+        holdings: dict[str, dict[str, Decimal]] = {}
+        in_orders: dict[str, dict[str, Decimal]] = {}  # locked by open orders: held, never spendable
+        assets_by_venue: dict[str, set[str]] = {}
+        futures = await read_futures(self.accounts, self.venues)
+        for account in self.accounts:
+            exchange = str(account.exchange)
+            if account.futures:
+                holdings[account.path] = dict(futures.collateral[account.path])
+                assets_by_venue.setdefault(exchange, set()).update(futures.collateral[account.path])
+                continue
+            balances = await self.venues[exchange].balances(account.path)
+            held = dict(balances.free)
+            for asset, amount in balances.locked.items():
+                held[asset] = held.get(asset, Decimal(0)) + amount
+            holdings[account.path] = held
+            in_orders[account.path] = dict(balances.locked)
+            wanted = assets_by_venue.setdefault(exchange, set())
+            wanted.update(held, account.amounts, [account.quote] if account.quote else [])
+        prices: dict[str, str] = {}
+        markets: dict[str, dict[str, dict[str, str]]] = {}
+        for exchange, assets in sorted(assets_by_venue.items()):
+            venue = self.venues[exchange]
+            symbols = [f"{asset}/{self.quote}" for asset in sorted(assets - {self.quote, *prices})]
+            for symbol, price in (await venue.prices(symbols)).items():
+                prices[symbol.partition("/")[0]] = dec_str(price)
+            markets[exchange] = {
+                symbol: {
+                    "amount_step": dec_str(info.amount_step),
+                    "min_amount": dec_str(info.min_amount),
+                    "min_cost": dec_str(info.min_cost),
+                    "fee_rate": dec_str(info.fee_rate),
+                }
+                for symbol, info in sorted((await venue.markets()).items())
+                if info.active
+            }
+        facts: Doc = {
+            "tree": assemble_tree(self.layout, holdings, in_orders, futures.positions),
+            "prices": {"quote": self.quote, "prices": dict(sorted(prices.items()))},
+            "markets": markets,
+        }
+        if futures.contracts:
+            facts["contracts"] = futures.contracts
+        return facts
+
+    async def on_take_snapshot(self, command: TakeSnapshot) -> None:
+        if command.portfolio_id != self.portfolio_id:
+            log.info("ignoring a snapshot command for portfolio %s", command.portfolio_id)
+            return
+        facts = await self.read()
+        await self.publisher.publish(command.caused(BalanceSnapshotTaken, now=self.clock(), **facts))
+
+    async def on_tick(self, tick: datetime) -> bool:
+        """The scheduled snapshot of `tick`; its id comes from the tick, so replicas publish it once."""
+        facts = await self.read()
+        event = new_event(
+            BalanceSnapshotTaken,
+            key=f"tick|{tick.isoformat()}",
+            now=self.clock(),
+            portfolio_id=self.portfolio_id,
+            **facts,
+        )
+        return await self.publisher.publish(event)
+
+    async def run_schedule(self, interval: float) -> None:
+        """Take a snapshot at every multiple of `interval` seconds (UTC) until cancelled."""
+        while True:
+            now = self.clock().timestamp()
+            tick = (now // interval + 1) * interval
+            await asyncio.sleep(tick - now)
+            try:
+                await self.on_tick(datetime.fromtimestamp(tick, UTC))
+            except Exception:  # a failed tick is logged with its traceback; the next one tries again
+                log.exception("scheduled snapshot failed")
+
+
+@dataclass(frozen=True)
+class FuturesFacts:
+    """What the venues say of the layout's futures accounts: per account path its collateral (the margin
+    balance, in its quote) and its positions (real-tree entries); per exchange its contracts with their
+    mark prices (a contracts document)."""
+
+    collateral: dict[str, dict[str, Decimal]] = field(default_factory=dict)
+    positions: dict[str, list[Doc]] = field(default_factory=dict)
+    contracts: dict[str, dict[str, Doc]] = field(default_factory=dict)
+
+
+async def read_futures(accounts: Sequence[LayoutAccount], venues: Mapping[str, Venue]) -> FuturesFacts:
+    """Read every futures account of the layout from its venue (`rebal.futures.FuturesVenue`)."""
+    facts = FuturesFacts()
+    for account in accounts:
+        if not account.futures:
+            continue
+        venue = venues[str(account.exchange)]
+        if not isinstance(venue, FuturesVenue):
+            raise VenueError(f"{account.path}: venue {account.exchange} has no perpetual futures accounts")
+        margin = await venue.margin(account.path)
+        facts.collateral[account.path] = {margin.asset: margin.margin_balance}
+        facts.positions[account.path] = [p.document() for p in await venue.positions(account.path)]
+        if account.exchange not in facts.contracts:
+            listed = await venue.contracts()
+            marks = await venue.mark_prices(sorted(listed))
+            facts.contracts[str(account.exchange)] = {
+                symbol: replace(contract, mark_price=marks[symbol]).document()
+                for symbol, contract in sorted(listed.items())
+            }
+    return facts
