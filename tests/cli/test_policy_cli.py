@@ -103,7 +103,7 @@ async def test_a_funds_cycle_schedule(api_url: str, tmp_path: Path) -> None:
     assert code == 0 and json.loads(out)["policy"] == {"schedule": "0 0 * * MON", "rebalance": True}, err
 
 
-def test_policy_show_reads_as_operators_read_numbers(capsys: pytest.CaptureFixture[str]) -> None:
+async def test_policy_show_reads_as_operators_read_numbers(capsys: pytest.CaptureFixture[str]) -> None:
     """Weights in percent to two decimals and times in UTC, not 0.508087840615 and microseconds."""
     from rebal_cli.policy import _print_policy
 
