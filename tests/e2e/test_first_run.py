@@ -5,6 +5,7 @@ docs/funds.md line by line, and one mode for the whole system."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -47,14 +48,15 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("REBAL")} | {"COLUMNS": "100"}
 
 
-@pytest.fixture(scope="module")
-def first_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FirstRun]:
-    home = tmp_path_factory.mktemp("newcomer")
+@contextlib.contextmanager
+def launched(home: Path, *options: str) -> Iterator[FirstRun]:
+    """`make run`'s launcher in `home` on free ports, with `options`, from its summary until Ctrl-C (which
+    must stop it cleanly)."""
     log = home / "make-run.log"
     nats, postgres, *service_ports = _proc.free_ports(2 + len(SERVICES))
     ports = dict(zip(SERVICES, service_ports, strict=True))
     argv = [sys.executable, "-m", "rebal_devstack", "run", "--var", str(home / "var"), "--root", str(ROOT),
-            "--no-bot", "--no-rebalance", "--nats-port", str(nats), "--postgres-port", str(postgres),
+            *options, "--nats-port", str(nats), "--postgres-port", str(postgres),
             *(arg for name, port in ports.items() for arg in (f"--{name}-port", str(port)))]  # fmt: skip
     with log.open("wb") as out:
         launcher = subprocess.Popen(argv, cwd=home, stdout=out, stderr=subprocess.STDOUT, env=clean_env())
@@ -74,6 +76,12 @@ def first_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FirstRun]:
             launcher.kill()
             raise
     assert code == 0, log.read_text()[-3000:]
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FirstRun]:
+    with launched(tmp_path_factory.mktemp("newcomer"), "--no-bot", "--no-rebalance") as run:
+        yield run
 
 
 def rebal(

@@ -255,35 +255,3 @@ def planned_of(
         }
     )
     return Planned(planned, body, Weights.of(diff))
-
-
-def planned_event(
-    cause: Event,
-    *,
-    run_id: uuid.UUID,
-    diff: DiffTree,
-    plan: Plan,
-    snapshot_id: uuid.UUID,
-    target_id: uuid.UUID,
-    taken_at: datetime | None,
-    band: Decimal,
-    dry_run: bool,
-    now: datetime,
-    positions: PositionPlan = NO_POSITIONS,
-) -> RebalancePlanned:
-    """`planned_of`'s whole event (its body in it)."""
-    made = planned_of(
-        cause,
-        run_id=run_id,
-        diff=diff,
-        plan=plan,
-        snapshot_id=snapshot_id,
-        target_id=target_id,
-        taken_at=taken_at,
-        band=band,
-        dry_run=dry_run,
-        now=now,
-        positions=positions,
-    ).whole()
-    assert isinstance(made, RebalancePlanned)
-    return made

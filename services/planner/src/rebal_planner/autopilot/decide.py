@@ -34,7 +34,7 @@ from rebal.events import (
 from rebal.notifications import Kind as NoticeKind
 from rebal.notifications import Notification
 from rebal.trigger import decision_json, instant_text, reason_text
-from rebal_planner.planning import SOURCES, ParsedSnapshot, planned_event
+from rebal_planner.planning import SOURCES, ParsedSnapshot, planned_of
 
 JsonDict = dict[str, Any]
 # What a hold means, for the decision's summary.
@@ -238,7 +238,7 @@ def _plan(
     except InputError as exc:
         where = SOURCES.get(exc.source, "input")
         return trigger.caused(PlanFailed, now=inputs.now, reason=f"{where}: {exc}", dry_run=dry_run)
-    return planned_event(
+    return planned_of(
         trigger,
         run_id=run_id,
         diff=diff,
@@ -250,7 +250,7 @@ def _plan(
         dry_run=dry_run,
         now=inputs.now,
         positions=positions,
-    )
+    ).whole()
 
 
 def _signature(decision: Decision) -> str:
