@@ -14,6 +14,7 @@ by `rebal.core.union`.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -204,19 +205,19 @@ def _parse(reader: _Nodes, root: object, role: Role) -> Tree:
         raise InputError(exc.where, exc.message, exc.source or role) from None
 
 
-class _Nodes:
+class _Nodes(ABC):
     """How to read nodes: mappings (`_Documents`), or records with attributes (`_Records`)."""
 
     typed = False
     missing: object = MISSING
 
+    @abstractmethod
     def is_node(self, values: list[object]) -> list[bool] | None:
         """None when every value is a node, else which are."""
-        raise NotImplementedError  # pragma: no cover - abstract
 
+    @abstractmethod
     def column(self, nodes: Sequence[Any], field: str) -> list[Any]:
         """Every node's value of `field` (its default, or `missing`, where it has none)."""
-        raise NotImplementedError  # pragma: no cover - abstract
 
 
 class _Documents(_Nodes):
