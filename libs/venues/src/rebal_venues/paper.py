@@ -310,21 +310,7 @@ class PaperVenue:
         now = self.clock()
         async with self.pool.acquire() as connection, connection.transaction():
             await self._admit(connection, account, now)
-            order_id = await connection.fetchval(
-                "INSERT INTO paper.orders (exchange, client_order_id, account, symbol, side, amount, status,"
-                " created_at) VALUES ($1, $2, $3, $4, $5, $6, 'open', $7)"
-                " ON CONFLICT (exchange, client_order_id) WHERE status = 'open' DO NOTHING"
-                " RETURNING order_id",
-                self.exchange,
-                client_order_id,
-                account,
-                symbol,
-                side,
-                amount,
-                now,
-            )
-            if order_id is None:
-                raise ClientIdInUse(client_order_id)
+            order_id = await self._open(connection, account, client_order_id, symbol, side, amount, now)
             outcome = await self._execute(connection, account, symbol, side, amount, client_order_id, now)
             await self._record(connection, order_id, client_order_id, amount, outcome, now)
             state = await self._load(connection, client_order_id)
@@ -335,6 +321,35 @@ class PaperVenue:
                 raise InsufficientFunds(client_order_id)
             raise OrderRejected(client_order_id, state.reason)
         return state
+
+    async def _open(
+        self,
+        connection: Connection,
+        account: str,
+        client_order_id: str,
+        symbol: str,
+        side: Side,
+        amount: Decimal,
+        now: datetime,
+    ) -> int:
+        """The order's row, open; `ClientIdInUse` while an order under the client id is open (Binance takes
+        an id again once its order has ended)."""
+        order_id = await connection.fetchval(
+            "INSERT INTO paper.orders (exchange, client_order_id, account, symbol, side, amount, status,"
+            " created_at) VALUES ($1, $2, $3, $4, $5, $6, 'open', $7)"
+            " ON CONFLICT (exchange, client_order_id) WHERE status = 'open' DO NOTHING"
+            " RETURNING order_id",
+            self.exchange,
+            client_order_id,
+            account,
+            symbol,
+            side,
+            amount,
+            now,
+        )
+        if order_id is None:
+            raise ClientIdInUse(client_order_id)
+        return int(order_id)
 
     async def _admit(self, connection: Connection, account: str, now: datetime) -> None:
         """Refuse a new order beyond `orders_per_10s` (the account's orders of the last 10 seconds)."""

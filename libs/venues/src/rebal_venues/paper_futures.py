@@ -63,7 +63,6 @@ from rebal.venue import (
     NOT_POSITIVE,
     NOT_STEP_MULTIPLE,
     UNKNOWN_SYMBOL,
-    ClientIdInUse,
     Fill,
     InsufficientFunds,
     OrderRejected,
@@ -431,21 +430,7 @@ class PaperFuturesVenue(PaperVenue):
         now = self.clock()
         async with self.pool.acquire() as connection, connection.transaction():
             await self._admit(connection, account, now)
-            order_id = await connection.fetchval(
-                "INSERT INTO paper.orders (exchange, client_order_id, account, symbol, side, amount, status,"
-                " created_at) VALUES ($1, $2, $3, $4, $5, $6, 'open', $7)"
-                " ON CONFLICT (exchange, client_order_id) WHERE status = 'open' DO NOTHING"
-                " RETURNING order_id",
-                self.exchange,
-                client_order_id,
-                account,
-                symbol,
-                side,
-                amount,
-                now,
-            )
-            if order_id is None:
-                raise ClientIdInUse(client_order_id)
+            order_id = await self._open(connection, account, client_order_id, symbol, side, amount, now)
             await self._settle(connection, account, now)
             outcome = await self._trade(
                 connection, account, symbol, side, amount, reduce_only, client_order_id, now
