@@ -141,6 +141,22 @@ async def precheck(ctx: Context, plan: RebalancePlanned) -> str:
     return ""
 
 
+async def _next_leg(
+    ctx: Context, plan: RebalancePlanned, leg: int, order: PlannedPositionOrder
+) -> FuturesVenue | Stop | None:
+    """The venue to place a position leg on; None when the leg is done or cannot run (failed: no futures
+    venue of that name); the `Stop` when the run stops before it."""
+    if await ctx.journal.leg_done(plan.event_id, leg):
+        return None
+    stop = await guards.stop_before_leg(ctx, plan)
+    if stop:
+        return stop
+    venue = _futures(ctx, order.exchange)
+    if venue is None:
+        await fail(ctx, plan, leg, f"{_what(leg, order)} failed: no futures venue {order.exchange!r}")
+    return venue
+
+
 # -- phase 1: reduce-only orders ------------------------------------------------------------------------
 
 
@@ -150,14 +166,10 @@ async def reduce(ctx: Context, record: RunRecord) -> Stop | None:
         if not order.reduce_only:
             continue
         leg = POSITION_LEGS + index
-        if await ctx.journal.leg_done(plan.event_id, leg):
-            continue
-        stop = await guards.stop_before_leg(ctx, plan)
-        if stop:
-            return stop
-        venue = _futures(ctx, order.exchange)
+        venue = await _next_leg(ctx, plan, leg, order)
+        if isinstance(venue, Stop):
+            return venue
         if venue is None:
-            await fail(ctx, plan, leg, f"{_what(leg, order)} failed: no futures venue {order.exchange!r}")
             continue
         existing = await ctx.journal.latest_order(plan.event_id, leg)
         amount = order.amount
@@ -213,14 +225,10 @@ async def increase(ctx: Context, record: RunRecord) -> Stop | None:
         if order.reduce_only:
             continue
         leg = POSITION_LEGS + index
-        if await ctx.journal.leg_done(plan.event_id, leg):
-            continue
-        stop = await guards.stop_before_leg(ctx, plan)
-        if stop:
-            return stop
-        venue = _futures(ctx, order.exchange)
+        venue = await _next_leg(ctx, plan, leg, order)
+        if isinstance(venue, Stop):
+            return venue
         if venue is None:
-            await fail(ctx, plan, leg, f"{_what(leg, order)} failed: no futures venue {order.exchange!r}")
             continue
         existing = await ctx.journal.latest_order(plan.event_id, leg)
         key = (order.exchange, order.account, order.symbol)
