@@ -3,7 +3,7 @@ what the diff, the plan and the policies walk."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
@@ -74,6 +74,16 @@ class UnionTree:
 
     def asset(self, node: int) -> str | None:
         return self.asset_codes.value(node)
+
+    def with_real(self, real: Tree) -> UnionTree:
+        """This union with `real`'s amounts and locks (`real` has the same nodes as this union's real
+        tree: the same document with other amounts)."""
+        n_real = len(real)
+        amount, locked = self.amount.copy(), self.locked.copy()
+        amount[:n_real], locked[:n_real] = real.amount, real.locked
+        other = replace(self, amount=amount, locked=locked, real=real)
+        other.__dict__.update({k: v for k, v in self.__dict__.items() if k == "levels"})  # cached: same shape
+        return other
 
     @cached_property
     def levels(self) -> list[IntArray]:

@@ -24,7 +24,7 @@ from rebal.core.backtest.book import Book, Filled, Layout, deposit, fill_plan, w
 from rebal.core.backtest.history import History
 from rebal.core.backtest.references import FillRule, fill_like
 from rebal.core.backtest.screen import MARGIN, Block, Screen, cash_due, drift_of
-from rebal.core.diff import DiffTree, diff_trees, roll_up, with_desired
+from rebal.core.diff import DiffShape, DiffTree, roll_up, with_desired
 from rebal.core.errors import InputError
 from rebal.core.market import Markets, Route
 from rebal.core.plan import plan_rebalance
@@ -110,6 +110,7 @@ class _State:
     trades: list[Trade] = field(default_factory=list)
     evaluations: int = 0
     _layout: tuple[int, Layout] | None = None
+    _shape: tuple[int, DiffShape] | None = None
 
     def __post_init__(self) -> None:
         rows = len(self.history)
@@ -125,7 +126,12 @@ class _State:
         return prices
 
     def diff(self, row: int) -> DiffTree:
-        return diff_trees(self.book.tree(), self.target, self.history.row_prices(row))
+        """`diff_trees` of the book at the row's prices, the book's shape matched to the target once."""
+        real, prices = self.book.tree(), self.history.row_prices(row)
+        if self._shape is None or self._shape[0] != self.book.version:
+            self._shape = (self.book.version, DiffShape.of(real, self.target, prices))
+        shape = self._shape[1]
+        return shape.diff(real, prices, self.history.price_table(shape.asset_names, row))
 
     def layout(self, diff: DiffTree | None, row: int) -> Layout:
         if self._layout is None or self._layout[0] != self.book.version:
