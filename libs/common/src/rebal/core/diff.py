@@ -10,7 +10,7 @@ desired tree does not list the parent's children at all.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import NamedTuple
 
@@ -112,6 +112,7 @@ class DiffShape:
     target: Tree
     asset_names: list[str]
     asset_id: IntArray
+    _derived: dict[str, IntArray | BoolArray] = field(default_factory=dict)  # per shape: quotes, cash
 
     @classmethod
     def of(cls, real: Tree, target: Tree, prices: Prices) -> DiffShape:
@@ -126,7 +127,12 @@ class DiffShape:
         if len(real) != len(self.tree.real) or asset_price.size != len(self.asset_names):
             raise ValueError("the real tree or the prices are not of this shape")
         tree = self.tree.with_real(real)
-        return _diff(tree, self.target, prices, (self.asset_names, self.asset_id, asset_price), 0.0, 0.0, 0.0)
+        made = _diff(tree, self.target, prices, (self.asset_names, self.asset_id, asset_price), 0.0, 0.0, 0.0)
+        if self._derived:
+            made.__dict__.update(self._derived)  # cached properties of the shape: the same for every diff
+        else:
+            self._derived.update(account_quote=made.account_quote, cash=made.cash)
+        return made
 
 
 def _diff(

@@ -518,7 +518,7 @@ def plan_trading(
         # Squeeze only buys that exceed the budget, and then to safely below it (float sums vs decimals).
         usable = np.maximum(budget, 0.0)
         scale = np.where(wanted > usable, usable * (1 - BUDGET_SAFETY) / wanted, 1.0)
-    scale = np.clip(np.nan_to_num(scale, nan=0.0), 0.0, 1.0)
+    scale = np.clip(np.where(np.isnan(scale), 0.0, scale), 0.0, 1.0)
 
     squeezed = buys & (scale[groups.account] < 1.0)
     if squeezed.any():
@@ -540,9 +540,10 @@ def plan_trading(
         legs.extend(groups.legs(g, BUY, bought[0]))
     cost = steps * groups.step * groups.price
     raised = _raise_small_buys(groups, steps, cost, emitted, skip_code, usable, routed_spent)
-    emitted |= raised
-    skip_code[raised] = 0
-    steps[raised] = groups.min_steps()[raised]
+    if raised.any():
+        emitted |= raised
+        skip_code[raised] = 0
+        steps[raised] = groups.min_steps()[raised]
     # A group a move left with nothing to trade (but float noise) is no skip.
     value = groups.raw * diff.asset_price[groups.asset]
     skip_code[groups.moved & (value <= VALUE_EPSILON * diff.scale)] = 0
@@ -584,6 +585,7 @@ def plan_trading(
 # Buys under a market's minimum that may be raised to it (the small-buy policy): under one step, under the
 # minimum amount or cost, or squeezed out by a short budget.
 _SMALL = (1, 2, 3)
+_SMALL_CODES = np.array(_SMALL, dtype=np.int64)
 
 
 def _raise_small_buys(
@@ -605,10 +607,12 @@ def _raise_small_buys(
         & ~groups.sells
         & ~emitted
         & (groups.raw > 0)
-        & (np.isin(skip_code, _SMALL) | (skip_code == INSUFFICIENT_QUOTE_CODE))
-        & (groups.min_steps() * groups.step * groups.value_price >= groups.min_trade_value)
+        & ((skip_code[:, None] == _SMALL_CODES).any(axis=1) | (skip_code == INSUFFICIENT_QUOTE_CODE))
     )
     raised = np.zeros(groups.size, dtype=np.bool_)
+    if not candidates.any():
+        return raised
+    candidates &= groups.min_steps() * groups.step * groups.value_price >= groups.min_trade_value
     if not candidates.any():
         return raised
     count = len(usable)
@@ -706,7 +710,7 @@ class _Groups:
         self.net = np.bincount(member_of, weights=diff.diff_amount[nodes] * active, minlength=all_keys.size)[
             groups
         ]
-        self.moved = np.isin(keys, moved_keys)
+        self.moved = np.isin(keys, moved_keys) if moves else np.zeros(keys.size, dtype=np.bool_)
         self._extra: dict[int, Decimal] = {}
         free_all = np.bincount(member_of, weights=diff.free_amount[nodes], minlength=all_keys.size)
         self.free = free_all[groups]
@@ -838,7 +842,8 @@ class _Groups:
         with np.errstate(divide="ignore", invalid="ignore"):
             by_amount = self.min_amount * (1 - MIN_TOLERANCE) / self.step
             by_cost = self.min_cost * (1 - MIN_TOLERANCE) / (self.step * self.price)
-        need = np.nan_to_num(np.maximum(by_amount, by_cost), nan=1.0, posinf=1.0)
+        need = np.maximum(by_amount, by_cost)
+        need = np.where(np.isnan(need) | (need == np.inf), 1.0, need)
         return np.maximum(np.ceil(need - STEP_EPSILON), 1).astype(np.int64)
 
     def reasons(self, steps: IntArray, cost: FloatArray) -> IntArray:

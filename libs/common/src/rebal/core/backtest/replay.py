@@ -276,8 +276,7 @@ def replay(
             continue
         later = flow_rows[flow_rows > row]
         stop = min(rows, row + span, int(later[0]) if later.size else rows, state.due_row(row) + 1)
-        layout = state.layout(None, row)
-        free = state.book.amount - state.book.tree().locked[layout.node]
+        free = state.book.amount - state.book.locked()
         block = screen.scan(history, free, row, stop)
         proposed = state.candidates(block, screen)
         if evaluated >= row:
