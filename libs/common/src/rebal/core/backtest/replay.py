@@ -36,9 +36,11 @@ KINDS = {"full": FULL, "buy_only": BUY_ONLY}
 # A withdrawal the cash cannot pay sells this much more than it lacks, so that fees and steps do not
 # leave it short (what is left over stays cash).
 WITHDRAWAL_SLACK = 0.01
-# Rows the screen values after a trade; doubled after each block where nothing fires (a trigger tends to
-# fire again soon after one fired: a short look wastes little when it does).
+# Rows the screen values first, and after a proposal as many as the last interval between proposals
+# (at least LEAST_SPAN); doubled after each block where nothing fires. A trigger tends to fire again
+# after about as long as last time: the rows valued past the next proposal are wasted.
 FIRST_SPAN = 16
+LEAST_SPAN = 4
 Int8Array = npt.NDArray[np.int8]
 
 
@@ -253,6 +255,7 @@ def replay(
     screen: Screen | None = None
     shape = -1  # the book's shape the screen was built for
     span = FIRST_SPAN
+    proposed_at = -1  # the last row the screen proposed
     fast = not every_row
     row = 0
     evaluated = -1  # the last row whose trigger was evaluated
@@ -287,8 +290,11 @@ def replay(
             row = stop
             span = min(span * 2, screen.block_rows())  # quiet: look further ahead at once
             continue
-        span = FIRST_SPAN
         at = row + int(hits[0])
+        # The next look reaches as far as the last interval between proposals, and half as far again.
+        gap = at - proposed_at if proposed_at >= 0 else FIRST_SPAN
+        span = max(LEAST_SPAN, min(gap + 1 + gap // 2, screen.block_rows()))
+        proposed_at = at
         state.record_block(block, at + 1)
         evaluated = at
         decision, diff = state.decide(at)
