@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -340,7 +341,7 @@ class Balances:
 
 
 def fill_plan(
-    book: Book, layout: Layout, plan: Plan, price_of: dict[str, float], min_trade_value: float | None
+    book: Book, layout: Layout, plan: Plan, price_of: Mapping[str, float], min_trade_value: float | None
 ) -> Filled:
     """Fill the core's plan at the row's prices (`price_of`: valuation price per asset); see the module's
     docstring. Returns what it cost."""
@@ -403,7 +404,7 @@ def _fill_direct(balances: Balances, plan: Plan, minimum: float) -> Filled:
     return Filled(int(np.count_nonzero(sell) + np.count_nonzero(bought > 0)), traded, fees)
 
 
-def _fill_in_order(balances: Balances, plan: Plan, price_of: dict[str, float], minimum: float) -> Filled:
+def _fill_in_order(balances: Balances, plan: Plan, price_of: Mapping[str, float], minimum: float) -> Filled:
     """Any plan (routed legs, transfers), order by order as the plan lists them."""
     orders, traded, fees = 0, 0.0, 0.0
     ordered = plan.orders()
@@ -450,7 +451,7 @@ def locked_of(book: Book, layout: Layout) -> FloatArray:
     return book.locked()
 
 
-def deposit(book: Book, layout: Layout, value: float, price_of: dict[str, float]) -> None:
+def deposit(book: Book, layout: Layout, value: float, price_of: Mapping[str, float]) -> None:
     """Cash arriving: `value` (valuation currency) lands in the first cash wallet in tree order."""
     if not layout.cash:
         raise ValueError("no cash wallet to receive the flow")
@@ -460,7 +461,7 @@ def deposit(book: Book, layout: Layout, value: float, price_of: dict[str, float]
     book.changed()
 
 
-def withdraw_cash(book: Book, layout: Layout, value: float, price_of: dict[str, float]) -> float:
+def withdraw_cash(book: Book, layout: Layout, value: float, price_of: Mapping[str, float]) -> float:
     """Take `value` from the cash wallets' free parts, in tree order; returns what they could not give."""
     left = value
     locked = locked_of(book, layout)

@@ -51,6 +51,10 @@ class History:
         float, which is what the diff and the planner compute with), made when the core asks for it."""
         return Prices(self.quote, _Row(self, row))
 
+    def row_values(self, row: int) -> Mapping[str, float]:
+        """The valuation price of each asset at `row` (the valuation currency's is 1), read when asked."""
+        return _RowValues(self, row)
+
     def price_table(self, names: list[str], row: int) -> FloatArray:
         """The prices of `names` (assets of the history or its valuation currency) at `row`, as floats:
         the table `DiffShape.diff` takes, equal to what the core reads from `row_prices`."""
@@ -84,3 +88,24 @@ class _Row(Mapping[str, Decimal]):
 
     def __len__(self) -> int:
         return len(self._history.assets)
+
+
+class _RowValues(Mapping[str, float]):
+    """One row's valuation prices as floats, the valuation currency's 1 included, each read when asked."""
+
+    def __init__(self, history: History, row: int) -> None:
+        self._history, self._row = history, row
+
+    def __getitem__(self, asset: str) -> float:
+        history = self._history
+        if asset == history.quote:
+            return 1.0
+        return float(history.prices[self._row, history._columns[asset]])
+
+    def __iter__(self) -> Iterator[str]:
+        history = self._history
+        yield from (asset for asset in history.assets if asset != history.quote)
+        yield history.quote
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)

@@ -14,6 +14,7 @@ proposes the rows where the trigger may fire; only those reach `evaluate` and, w
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,10 +123,8 @@ class _State:
         self.drift = np.zeros(rows)
         self.kind = np.zeros(rows, dtype=np.int8)
 
-    def price_of(self, row: int) -> dict[str, float]:
-        prices = dict(zip(self.history.assets, self.history.prices[row].tolist(), strict=True))
-        prices[self.history.quote] = 1.0
-        return prices
+    def price_of(self, row: int) -> Mapping[str, float]:
+        return self.history.row_values(row)
 
     def diff(self, row: int) -> DiffTree:
         """`diff_trees` of the book at the row's prices, the book's shape matched to the target once."""
