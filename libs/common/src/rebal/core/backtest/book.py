@@ -384,8 +384,10 @@ def _fill_direct(balances: Balances, plan: Plan, minimum: float) -> Filled:
     need = np.where(buy, amount * price * (1 + rate), 0.0)
     ranked = np.lexsort((np.arange(order.size), cash))  # by cash group, in the plan's order
     spent = np.cumsum(need[ranked])
-    starts = np.flatnonzero(np.r_[True, cash[ranked][1:] != cash[ranked][:-1]])
-    before = spent - need[ranked] - np.repeat(np.r_[0.0, spent][starts], np.diff(np.r_[starts, ranked.size]))
+    by_cash = cash[ranked]
+    starts = np.flatnonzero(np.concatenate(([True], by_cash[1:] != by_cash[:-1])))
+    sizes = np.diff(np.append(starts, ranked.size))
+    before = spent - need[ranked] - np.repeat(np.concatenate(([0.0], spent))[starts], sizes)
     room = np.maximum(free[cash[ranked]] * (1 + CASH_SLACK) - before, 0.0)
     part = np.ones(order.size)
     with np.errstate(divide="ignore", invalid="ignore"):
