@@ -39,8 +39,9 @@ SAME_WEIGHT = 1e-12
 GOLDEN = 0.6180339887498949
 # Every node drifts this far in the probe that reads the bands' limits.
 PROBE_DRIFT = 1e9
-# Rows the screen values at once (more when the tree is small): bounded memory, few numpy calls.
-BLOCK_CELLS = 2_000_000
+# Rows the screen values at once (more when the tree is small): its arrays stay in the cache (~64k cells
+# measured fastest per cell at 500 assets: twice as fast as 2 million), with few numpy calls.
+BLOCK_CELLS = 65_536
 
 
 @dataclass(frozen=True, eq=False)
