@@ -110,9 +110,18 @@ def pool_of(diff: DiffTree, pools: IntArray) -> IntArray:
     return found
 
 
-def resolve(diff: DiffTree, trading: Trading, plain: bool = False) -> Resolved:
-    """Decide every pool's holdings per account (see the module); `plain` takes the plain candidate
-    everywhere (the property tests' and the savings' reference)."""
+@dataclass(frozen=True, eq=False)
+class Candidates:
+    """Both candidates of every pool (see the module), worked out once: `resolve` takes one per pool."""
+
+    cells: Cells
+    accounts: Accounts
+    optimised: _Candidate
+    simple: _Candidate
+
+
+def candidates(diff: DiffTree, trading: Trading) -> Candidates:
+    """The optimised and the plain candidate of every pool (see the module)."""
     pools = pool_nodes(diff)
     member = pool_of(diff, pools)
     accounts = _accounts(diff, pools, member)
@@ -121,8 +130,20 @@ def resolve(diff: DiffTree, trading: Trading, plain: bool = False) -> Resolved:
     target = _targets(diff, pools, cells, value)
     optimised = _optimised(diff, trading, cells, accounts, target, value)
     simple = _plain(diff, cells, accounts, target, value)
+    return Candidates(cells, accounts, optimised, simple)
+
+
+def resolve(
+    diff: DiffTree, trading: Trading, plain: bool = False, found: Candidates | None = None
+) -> Resolved:
+    """Decide every pool's holdings per account (see the module); `plain` takes the plain candidate
+    everywhere (the property tests' and the savings' reference). `found`: the candidates, when already
+    worked out for the same diff and trading (a where plan resolves twice: optimised and plain)."""
+    both = found if found is not None else candidates(diff, trading)
+    cells, accounts, optimised, simple = both.cells, both.accounts, both.optimised, both.simple
+    pools = int(optimised.cost.size)
     if plain:
-        chosen = np.zeros(pools.size, dtype=np.bool_)
+        chosen = np.zeros(pools, dtype=np.bool_)
     else:
         chosen = optimised.cost < simple.cost * (1 - RELOCATION_MARGIN)
     take = chosen[cells.pool]

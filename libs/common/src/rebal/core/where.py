@@ -22,19 +22,22 @@ ask is lower) and ``funding`` (money the target gives another account).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from decimal import Decimal
+from functools import cached_property
+from typing import TypeVar
 
 import numpy as np
+import numpy.typing as npt
 
 from rebal.core import pools
 from rebal.core.diff import HOLD, DiffTree, diff_trees, roll_up, with_desired
-from rebal.core.market import Markets, Route
+from rebal.core.market import Market, Markets, Route
 from rebal.core.networks import Networks
 from rebal.core.numbers import DEFAULT_AMOUNT_STEP, VALUE_EPSILON, amount_str, floor_steps
 from rebal.core.plan import Flows, Notes, Plan, _Groups, plan_trading
 from rebal.core.trading import Move, Trading, VenuePrices
-from rebal.core.tree import BANK, FloatArray, IntArray, with_wallets
+from rebal.core.tree import BANK, BoolArray, FloatArray, IntArray, with_wallets
 
 BEST_BID = "best_bid"
 BEST_ASK = "best_ask"
@@ -45,6 +48,7 @@ CHEAPER_THAN_ROUND_TRIP = "cheaper_than_round_trip"
 TO_BEST_BID = "to_best_bid"
 TO_BEST_ASK = "to_best_ask"
 FUNDING = "funding"
+G = TypeVar("G", bound=np.generic)
 
 
 def plan_where(
@@ -56,13 +60,14 @@ def plan_where(
         VenuePrices(diff.prices), markets, networks, banks=banks, min_trade_value=min_trade_value
     )
     if not diff.tree.target.pools:
-        return _plan(diff, markets, trading, _Pools())
-    chosen, optimised = _pooled(diff, markets, trading, plain=False)
-    if not optimised:
-        return chosen
-    plain, _ = _pooled(diff, markets, trading, plain=True)
-    assert chosen.notes is not None and plain.notes is not None
-    return chosen if chosen.notes.total <= plain.notes.total else plain
+        return _Made.of(diff, markets, trading, None).noted()
+    found = pools.candidates(diff, trading)
+    chosen = _pooled(diff, markets, trading, found, plain=False)
+    if not chosen.optimised:
+        return chosen.noted()
+    # The plain candidate's notes are made only when it is the plan kept (its costs decide).
+    plain = _pooled(diff, markets, trading, found, plain=True)
+    return chosen.noted() if chosen.total() <= plain.total() else plain.noted()
 
 
 def plain_plan(diff: DiffTree, markets: Markets, networks: Networks | None) -> Plan:
@@ -72,44 +77,87 @@ def plain_plan(diff: DiffTree, markets: Markets, networks: Networks | None) -> P
     banks = frozenset(node for node in diff.tree.accounts if diff.tree.kinds[node] == BANK)
     trading = Trading(VenuePrices(diff.prices), markets, networks, banks=banks)
     if not diff.tree.target.pools:
-        return _plan(diff, markets, trading, _Pools(), plain=True)
-    return _pooled(diff, markets, trading, plain=True)[0]
+        return _Made.of(diff, markets, trading, None, plain=True).noted()
+    return _pooled(diff, markets, trading, pools.candidates(diff, trading), plain=True).noted()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Pools:
-    """What the pools decided, per (account node, asset id), for the notes: the best places to sell and
-    buy, and the plain choice's net bid and gross ask."""
+    """What the pools decided, per (account node, asset id) as the key ``account * assets + asset`` (sorted),
+    for the notes: the best places to sell and buy, and the plain choice's net bid and gross ask."""
 
-    best_sell: frozenset[tuple[int, int]] = frozenset()
-    best_buy: frozenset[tuple[int, int]] = frozenset()
-    plain_bid: dict[tuple[int, int], float] = field(default_factory=dict)
-    plain_ask: dict[tuple[int, int], float] = field(default_factory=dict)
+    best_sell: IntArray
+    best_buy: IntArray
+    plain_keys: IntArray
+    plain_bid: FloatArray
+    plain_ask: FloatArray
+
+    @classmethod
+    def of(cls, resolved: pools.Resolved | None, n_assets: int) -> _Pools:
+        if resolved is None:
+            none = np.zeros(0, dtype=np.int64)
+            return cls(none, none, none, np.zeros(0), np.zeros(0))
+        cells = resolved.cells
+        keys = cells.account * n_assets + cells.asset
+        # A key on several cells (pools inside one account): the last cell's rates, as a mapping would.
+        plain_keys, last = np.unique(keys[::-1], return_index=True)
+        return cls(
+            np.unique(keys[resolved.best_sell]),
+            np.unique(keys[resolved.best_buy]),
+            plain_keys,
+            resolved.plain_bid[::-1][last],
+            resolved.plain_ask[::-1][last],
+        )
 
 
-def _pooled(diff: DiffTree, markets: Markets, trading: Trading, plain: bool) -> tuple[Plan, bool]:
-    """The plan with the pools resolved (`plain`: every pool trades where its assets sit), and whether
-    any pool took the optimised candidate."""
-    resolved = pools.resolve(diff, trading, plain=plain)
+@dataclass(frozen=True, eq=False)
+class _Made:
+    """A plan made, before its notes: what they need, so a candidate that loses is never annotated."""
+
+    plan: Plan
+    groups: _Groups
+    flows: Flows
+    trading: Trading
+    resolved: pools.Resolved | None
+    optimised: bool = False
+
+    @classmethod
+    def of(
+        cls,
+        diff: DiffTree,
+        markets: Markets,
+        trading: Trading,
+        resolved: pools.Resolved | None,
+        plain: bool = False,
+    ) -> _Made:
+        """Plan with the pools' moves, then the round trips a network makes cheaper as moves."""
+        if trading.networks is not None and not plain:
+            trading = replace(trading, moves=trading.moves + round_trips(diff, trading))
+        plan, groups, flows = plan_trading(diff, markets, trading, trading.min_trade_value)
+        optimised = resolved is not None and bool(resolved.optimised.any())
+        return cls(plan, groups, flows, trading, resolved, optimised)
+
+    @cached_property
+    def priced(self) -> _Priced:
+        return _priced(self.plan, self.groups, self.trading)
+
+    def total(self) -> float:
+        """The plan's estimated total cost (`Notes.total`)."""
+        return self.priced.total
+
+    def noted(self) -> Plan:
+        decided = _Pools.of(self.resolved, len(self.plan.diff.asset_names))
+        notes = _notes(self.plan, self.priced, self.groups, self.flows, self.trading, decided)
+        return replace(self.plan, notes=notes)
+
+
+def _pooled(
+    diff: DiffTree, markets: Markets, trading: Trading, found: pools.Candidates, plain: bool
+) -> _Made:
+    """The plan with the pools resolved (`plain`: every pool trades where its assets sit)."""
+    resolved = pools.resolve(diff, trading, plain=plain, found=found)
     placed = _place(diff, resolved)
-    cells = resolved.cells
-    keys = list(zip(cells.account.tolist(), cells.asset.tolist(), strict=True))
-    decided = _Pools(
-        frozenset(key for key, best in zip(keys, resolved.best_sell.tolist(), strict=True) if best),
-        frozenset(key for key, best in zip(keys, resolved.best_buy.tolist(), strict=True) if best),
-        dict(zip(keys, resolved.plain_bid.tolist(), strict=True)),
-        dict(zip(keys, resolved.plain_ask.tolist(), strict=True)),
-    )
-    plan = _plan(placed, markets, replace(trading, moves=resolved.moves), decided, plain)
-    return plan, bool(resolved.optimised.any())
-
-
-def _plan(diff: DiffTree, markets: Markets, trading: Trading, decided: _Pools, plain: bool = False) -> Plan:
-    """Plan with the pools' moves, then the round trips a network makes cheaper as moves; with notes."""
-    if trading.networks is not None and not plain:
-        trading = replace(trading, moves=trading.moves + round_trips(diff, trading))
-    plan, groups, flows = plan_trading(diff, markets, trading, trading.min_trade_value)
-    return replace(plan, notes=_notes(plan, groups, flows, trading, decided))
+    return _Made.of(placed, markets, replace(trading, moves=resolved.moves), resolved, plain)
 
 
 # -- pools: their decisions put into the diff tree --------------------------------------------------------
@@ -342,6 +390,12 @@ class _Rates:
         if account in self.trading.banks:
             return None
         exchange, quote = self.diff.tree.accounts[account]
+        return self.exchange_rate(exchange, quote, asset_id, sell, plain)
+
+    def exchange_rate(
+        self, exchange: str, quote: str, asset_id: int, sell: bool, plain: bool
+    ) -> float | None:
+        """As `rate`, for an account of `exchange` trading against `quote` (not a bank)."""
         key = (exchange, quote, asset_id, sell, plain)
         if key not in self._cache:
             self._cache[key] = self._rate(exchange, quote, asset_id, sell, plain)
@@ -368,84 +422,130 @@ class _Rates:
 # -- notes: reasons, savings, costs ------------------------------------------------------------------------
 
 
-def _notes(plan: Plan, groups: _Groups, flows: Flows, trading: Trading, pooled: _Pools) -> Notes:
+@dataclass(frozen=True, eq=False)
+class _Priced:
+    """Every order (in output order, `Plan.ordered`) with its amount, and the plan's estimated fees and
+    spreads against the reference prices (valuation currency)."""
+
+    account: IntArray
+    market: IntArray
+    sell: BoolArray
+    group: IntArray
+    markets: list[Market]
+    amount: FloatArray
+    fees: float
+    spread: float
+    withdrawal_fees: float
+
+    @property
+    def total(self) -> float:
+        """As `Notes.total`."""
+        return self.fees + self.spread + self.withdrawal_fees
+
+
+def _priced(plan: Plan, groups: _Groups, trading: Trading) -> _Priced:
+    diff = plan.diff
+    account, market, sell, steps, group, markets = plan.ordered()
+    n = len(account)
+    if not n:
+        empty = np.zeros(0)
+        return _Priced(account, market, sell, group, markets, empty, 0.0, 0.0, _withdrawal_fees(plan))
+    step = np.array([float(m.amount_step) for m in markets])
+    fee_rate = np.array([float(m.fee_rate) for m in markets])
+    # A few (venue, market, side) prices, many orders.
+    keys = (groups.account_exchange[account] * len(markets) + market) * 2 + sell
+    unique, inverse = np.unique(keys, return_inverse=True)
+    unit = np.array(
+        [
+            trading.prices.price(
+                groups.exchanges[key // 2 // len(markets)], markets[key // 2 % len(markets)], bool(key % 2)
+            )
+            for key in unique.tolist()
+        ],
+        dtype=np.float64,
+    )
+    prices = unit[inverse.reshape(-1)]
+    ref_base = np.array([float(diff.prices.get(m.base) or 0) for m in markets])[market]
+    ref_quote = np.array([float(diff.prices.get(m.quote) or 0) for m in markets])[market]
+    amount = steps * step[market]
+    traded = amount * prices * ref_quote
+    fees = traded * fee_rate[market]
+    spread = np.where(sell, amount * ref_base - traded, traded - amount * ref_base)
+    return _Priced(
+        account,
+        market,
+        sell,
+        group,
+        markets,
+        amount,
+        float(fees.sum()),
+        float(spread.sum()),
+        _withdrawal_fees(plan),
+    )
+
+
+def _withdrawal_fees(plan: Plan) -> float:
+    prices = plan.diff.prices
+    total = 0.0
+    for transfer in plan.transfers:
+        total += float(transfer.fee) * float(prices.get(transfer.asset) or 0)
+    return total
+
+
+def _notes(
+    plan: Plan, priced: _Priced, groups: _Groups, flows: Flows, trading: Trading, pooled: _Pools
+) -> Notes:
+    """Per order its reason, saving and the transfer it waits for; per transfer its reason and saving."""
     diff = plan.diff
     tree = diff.tree
-    account, market, sell, steps, group, markets = plan.ordered()
-    rates = _Rates(diff, trading)
+    n_assets = len(diff.asset_names)
+    account, sell, group = priced.account, priced.sell, priced.group
     n = len(account)
-    step = np.array([float(m.amount_step) for m in markets]) if markets else np.zeros(0)
-    fee_rate = np.array([float(m.fee_rate) for m in markets]) if markets else np.zeros(0)
-    exchange = [tree.accounts[node][0] for node in account.tolist()]
-    priced: dict[tuple[str, int, bool], float] = {}  # a few venues and markets, many orders
-    for venue_market in zip(exchange, market.tolist(), sell.tolist(), strict=True):
-        if venue_market not in priced:
-            ex, m, side = venue_market
-            priced[venue_market] = trading.prices.price(ex, markets[m], side)
-    prices = np.array([priced[v] for v in zip(exchange, market.tolist(), sell.tolist(), strict=True)])
-    ref_base = np.array([float(diff.prices.get(m.base) or 0) for m in markets])[market] if n else np.zeros(0)
-    ref_quote = (
-        np.array([float(diff.prices.get(m.quote) or 0) for m in markets])[market] if n else np.zeros(0)
+    valid = group >= 0
+    at = np.where(valid, group, 0)
+    asset = np.where(valid, groups.asset[at], -1) if groups.size else np.full(n, -1, dtype=np.int64)
+    key = account * n_assets + asset
+    reason = np.where(
+        valid & groups.routed[at] if groups.size else np.zeros(n, dtype=np.bool_),
+        ORDER_REASONS.index(CHEAPEST_ROUTE),
+        np.where(
+            valid & sell & _member(pooled.best_sell, key),
+            ORDER_REASONS.index(BEST_BID),
+            np.where(valid & ~sell & _member(pooled.best_buy, key), ORDER_REASONS.index(BEST_ASK), 0),
+        ),
+    ).astype(np.int64)
+    # The transfer an order waits for: the relocation bringing what it sells, the money paying its buy.
+    ids = {name: i for i, name in enumerate(diff.asset_names)}
+    relocations = [i for i, move in enumerate(trading.moves) if move.kind == "relocation"]
+    relocated_keys = np.array(
+        [trading.moves[i].destination * n_assets + ids[trading.moves[i].asset] for i in relocations],
+        dtype=np.int64,
     )
-    amount = steps * step[market] if n else np.zeros(0)
-    traded = amount * prices * ref_quote
-    fees = traded * fee_rate[market] if n else np.zeros(0)
-    spread = np.where(sell, amount * ref_base - traded, traded - amount * ref_base)
-    reason = np.zeros(n, dtype=np.int64)
-    saving = np.zeros(n)
-    after = np.full(n, -1, dtype=np.int64)
-    relocated: dict[tuple[int, str], int] = {}
-    for index, move in enumerate(trading.moves):
-        if move.kind == "relocation":
-            relocated.setdefault((move.destination, move.asset), index)
-    for i, (node, m, side, g) in enumerate(
-        zip(account.tolist(), market.tolist(), sell.tolist(), group.tolist(), strict=True)
-    ):
-        if g < 0:
-            continue
-        asset_id = int(groups.asset[g])
-        name = diff.asset_names[asset_id]
-        key = (node, asset_id)
-        routed = bool(groups.routed[g])
-        if routed:
-            reason[i] = ORDER_REASONS.index(CHEAPEST_ROUTE)
-        elif side and key in pooled.best_sell:
-            reason[i] = ORDER_REASONS.index(BEST_BID)
-        elif not side and key in pooled.best_buy:
-            reason[i] = ORDER_REASONS.index(BEST_ASK)
-        if side and (node, name) in relocated:
-            after[i] = relocated[(node, name)]
-        if (
-            not side
-            and flows.wanted[node] > flows.cash[node] * (1 + VALUE_EPSILON)
-            and node in flows.first_in
-        ):
-            after[i] = flows.first_in[node]
-        if markets[m].base != name:
-            continue  # an intermediate leg: the route's saving is on the asset's own leg
-        here = rates.rate(node, asset_id, sell=side)
-        plain = (pooled.plain_bid if side else pooled.plain_ask).get(key)
-        if plain is None or not np.isfinite(plain) or plain == 0:
-            plain = rates.rate(node, asset_id, sell=side, plain=True)
-        if here is None or plain is None:
-            continue
-        unit = (here - plain) if side else (plain - here)
-        saving[i] = float(amount[i]) * float(diff.asset_price[asset_id]) * unit
+    first_relocated, first = np.unique(relocated_keys, return_index=True)
+    found, relocation = _lookup(first_relocated, np.array(relocations, dtype=np.int64)[first], key)
+    after = np.where(valid & sell & found, relocation, -1)
+    first_in = np.full(len(tree), -1, dtype=np.int64)
+    first_in[list(flows.first_in)] = list(flows.first_in.values())
+    waits = (
+        valid
+        & ~sell
+        & (flows.wanted[account] > flows.cash[account] * (1 + VALUE_EPSILON))
+        & (first_in[account] >= 0)
+    )
+    after = np.where(waits, first_in[account], after).astype(np.int64)
+    saving = _savings(diff, priced, groups, trading, pooled, valid, asset, key)
     transfer_reason: list[str] = []
     transfer_saving: list[float] = []
-    withdrawal_fees = 0.0
-    buying = {node for node, _ in pooled.best_buy}
+    buying = set((pooled.best_buy // n_assets).tolist())
     by_path = {tree.path(node): node for node in tree.accounts}
     moves = len(trading.moves)
     for index, transfer in enumerate(plan.transfers):
-        price = float(diff.prices.get(transfer.asset) or 0)
-        fee = float(transfer.fee) * price
-        withdrawal_fees += fee
         if index < moves:
             move = trading.moves[index]
             transfer_reason.append(CHEAPER_THAN_ROUND_TRIP if move.kind == "round_trip" else TO_BEST_BID)
             transfer_saving.append(move.saving)
             continue
+        fee = float(transfer.fee) * float(diff.prices.get(transfer.asset) or 0)
         destination = by_path.get(transfer.destination, -1)
         transfer_reason.append(TO_BEST_ASK if destination in buying else FUNDING)
         transfer_saving.append(-fee)
@@ -456,7 +556,73 @@ def _notes(plan: Plan, groups: _Groups, flows: Flows, trading: Trading, pooled: 
         transfer_reason=tuple(transfer_reason),
         transfer_saving=tuple(transfer_saving),
         reasons=ORDER_REASONS,
-        fees=float(fees.sum()),
-        spread=float(spread.sum()),
-        withdrawal_fees=withdrawal_fees,
+        fees=priced.fees,
+        spread=priced.spread,
+        withdrawal_fees=priced.withdrawal_fees,
     )
+
+
+def _savings(
+    diff: DiffTree,
+    priced: _Priced,
+    groups: _Groups,
+    trading: Trading,
+    pooled: _Pools,
+    valid: BoolArray,
+    asset: IntArray,
+    key: IntArray,
+) -> FloatArray:
+    """Per order, what its own leg (not a route's intermediate one) saves against the plain choice: the
+    pool's plain net bid or gross ask where it decided one, else the account's plain route."""
+    n_assets = len(diff.asset_names)
+    account, sell, market = priced.account, priced.sell, priced.market
+    saving = np.zeros(len(account))
+    ids = {name: i for i, name in enumerate(diff.asset_names)}
+    base = np.array([ids.get(m.base, -1) for m in priced.markets], dtype=np.int64)
+    own = np.flatnonzero(valid & (base[market] == asset)) if len(account) else np.zeros(0, np.int64)
+    if not own.size:
+        return saving
+    account, sell, asset, key = account[own], sell[own], asset[own], key[own]
+    rates = _Rates(diff, trading)
+    combos = (diff.account_quote[account] * n_assets + asset) * 2 + sell
+    exchange = groups.account_exchange[account]
+    combos = exchange * (n_assets * n_assets * 2) + combos
+    unique, inverse = np.unique(combos, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    here, plain = np.full(unique.size, np.nan), np.full(unique.size, np.nan)
+    here_known, plain_known = np.zeros(unique.size, np.bool_), np.zeros(unique.size, np.bool_)
+    for i, combo in enumerate(unique.tolist()):
+        venue, rest = divmod(combo, n_assets * n_assets * 2)
+        quote, rest = divmod(rest, n_assets * 2)
+        asset_id, side = divmod(rest, 2)
+        for values, known, is_plain in ((here, here_known, False), (plain, plain_known, True)):
+            rate = rates.exchange_rate(
+                groups.exchanges[venue], diff.asset_names[quote], asset_id, side == 1, is_plain
+            )
+            if rate is not None:
+                values[i], known[i] = rate, True
+    bank = np.isin(account, list(trading.banks))
+    found, plain_bid = _lookup(pooled.plain_keys, pooled.plain_bid, key)
+    plain_ask = _lookup(pooled.plain_keys, pooled.plain_ask, key)[1]
+    decided = np.where(sell, plain_bid, plain_ask)
+    fallback = ~found | ~np.isfinite(decided) | (decided == 0)
+    plain_rate = np.where(fallback, plain[inverse], decided)
+    known = here_known[inverse] & ~bank & np.where(fallback, plain_known[inverse], True)
+    here_rate = here[inverse]
+    with np.errstate(invalid="ignore", over="ignore"):
+        unit = np.where(sell, here_rate - plain_rate, plain_rate - here_rate)
+        value = priced.amount[own] * diff.asset_price[asset] * unit
+    saving[own] = np.where(known, value, 0.0)
+    return saving
+
+
+def _lookup(keys: IntArray, values: npt.NDArray[G], query: IntArray) -> tuple[BoolArray, npt.NDArray[G]]:
+    """Per `query` key, whether the sorted `keys` hold it, and its value there (any value where not)."""
+    if not keys.size:
+        return np.zeros(query.size, dtype=np.bool_), np.zeros(query.size, dtype=values.dtype)
+    at = np.minimum(np.searchsorted(keys, query), keys.size - 1)
+    return keys[at] == query, values[at]
+
+
+def _member(keys: IntArray, query: IntArray) -> BoolArray:
+    return _lookup(keys, keys, query)[0]
