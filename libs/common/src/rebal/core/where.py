@@ -167,64 +167,51 @@ def _place(diff: DiffTree, resolved: pools.Resolved) -> DiffTree:
     """The diff with each pool's wallets desired as the pool decided; an account the pool holds an asset
     in (or sends one to) without a wallet of it gets an empty one (the diff is made again with it)."""
     tree = diff.tree
-    member = pools.pool_of(diff, pools.pool_nodes(diff))
-    cells, accounts = resolved.cells, resolved.accounts
-    n_assets = len(diff.asset_names)
-    wallets = np.flatnonzero(tree.wallet & (member >= 0) & (tree.account_of >= 0))
-    held_keys = set(
-        (
-            (member[wallets] * len(tree) + tree.account_of[wallets]) * n_assets + diff.asset_id[wallets]
-        ).tolist()
-    )
-    moved_to = {(move.destination, move.asset) for move in resolved.moves}
     pool_node = pools.pool_nodes(diff)
-    additions: list[tuple[int, str, str]] = []
-    taken: dict[int, set[str]] = {}
-    wanted = [
-        (int(p), int(a), int(s))
-        for p, a, s, desired in zip(
-            cells.pool.tolist(),
-            cells.account.tolist(),
-            cells.asset.tolist(),
-            resolved.desired.tolist(),
-            strict=True,
-        )
-        if desired > 0 or (a, diff.asset_names[s]) in moved_to
-    ]
-    wanted += [
-        (int(p), int(a), int(diff.account_quote[a]))
-        for p, a, money in zip(
-            accounts.pool.tolist(), accounts.account.tolist(), resolved.money.tolist(), strict=True
-        )
-        if money > 0
-    ]
+    member = pools.pool_of(diff, pool_node)
+    cells, accounts = resolved.cells, resolved.accounts
+    n_assets, size = len(diff.asset_names), len(tree)
+    wallets = np.flatnonzero(tree.wallet & (member >= 0) & (tree.account_of >= 0))
+    held = (member[wallets] * size + tree.account_of[wallets]) * n_assets + diff.asset_id[wallets]
+    ids = {name: i for i, name in enumerate(diff.asset_names)}
+    moved_to = np.array([move.destination * n_assets + ids[move.asset] for move in resolved.moves], np.int64)
+    # Wanted: the cells held or moved to, then each account's money; new where no wallet holds it yet,
+    # each once (at its first place).
+    cell = (resolved.desired > 0) | np.isin(cells.account * n_assets + cells.asset, moved_to)
+    money = resolved.money > 0
+    pool = np.concatenate((cells.pool[cell], accounts.pool[money]))
+    account = np.concatenate((cells.account[cell], accounts.account[money]))
+    asset = np.concatenate((cells.asset[cell], diff.account_quote[accounts.account[money]]))
+    keys = (pool * size + account) * n_assets + asset
+    new = np.flatnonzero(~np.isin(keys, held))
+    new = new[np.sort(np.unique(keys[new], return_index=True)[1])]
+    if not new.size:
+        return with_desired(diff, _desired(diff, resolved, member, wallets))
+    parent = np.where(member[account[new]] == pool[new], account[new], pool_node[pool[new]])
     by_parent = np.argsort(tree.parent, kind="stable")  # children of a node: one slice of it
     parents = tree.parent[by_parent]
-    for pool, account, asset in wanted:
-        if (pool * len(tree) + account) * n_assets + asset in held_keys:
-            continue
-        parent = account if member[account] == pool else int(pool_node[pool])
-        if parent not in taken:
-            start, end = np.searchsorted(parents, parent), np.searchsorted(parents, parent, side="right")
-            taken[parent] = {tree.names[child] for child in by_parent[start:end].tolist()}
-        names = taken[parent]
-        name = _free_name(diff.asset_names[asset].lower(), names)
+    taken: dict[int, set[str]] = {}
+    additions: list[tuple[int, str, str]] = []
+    for node, asset_id in zip(parent.tolist(), asset[new].tolist(), strict=True):
+        if node not in taken:
+            start, end = np.searchsorted(parents, node), np.searchsorted(parents, node, side="right")
+            taken[node] = {tree.names[child] for child in by_parent[start:end].tolist()}
+        names = taken[node]
+        name = _free_name(diff.asset_names[asset_id].lower(), names)
         names.add(name)
-        held_keys.add((pool * len(tree) + account) * n_assets + asset)
-        additions.append((int(tree.real_index[parent]), name, diff.asset_names[asset]))
-    if additions:
-        delta = float(diff.desired_value[0] - diff.current_value[0])
-        diff = diff_trees(
-            with_wallets(tree.real, additions),
-            tree.target,
-            diff.prices,
-            band=diff.band,
-            invest=max(delta, 0.0),
-            withdraw=max(-delta, 0.0),
-        )
-        tree = diff.tree
-        member = pools.pool_of(diff, pools.pool_nodes(diff))
-        wallets = np.flatnonzero(tree.wallet & (member >= 0) & (tree.account_of >= 0))
+        additions.append((int(tree.real_index[node]), name, diff.asset_names[asset_id]))
+    delta = float(diff.desired_value[0] - diff.current_value[0])
+    diff = diff_trees(
+        with_wallets(tree.real, additions),
+        tree.target,
+        diff.prices,
+        band=diff.band,
+        invest=max(delta, 0.0),
+        withdraw=max(-delta, 0.0),
+    )
+    tree = diff.tree
+    member = pools.pool_of(diff, pools.pool_nodes(diff))
+    wallets = np.flatnonzero(tree.wallet & (member >= 0) & (tree.account_of >= 0))
     return with_desired(diff, _desired(diff, resolved, member, wallets))
 
 
