@@ -49,6 +49,9 @@ TO_BEST_BID = "to_best_bid"
 TO_BEST_ASK = "to_best_ask"
 FUNDING = "funding"
 G = TypeVar("G", bound=np.generic)
+# An amount printed to 12 places is at most this far above the float; float products this far off.
+ROUNDING = 1e-12
+FLOAT_ROOM = 1e-9
 
 
 def plan_where(
@@ -188,17 +191,15 @@ def _place(diff: DiffTree, resolved: pools.Resolved) -> DiffTree:
     if not new.size:
         return with_desired(diff, _desired(diff, resolved, member, wallets))
     parent = np.where(member[account[new]] == pool[new], account[new], pool_node[pool[new]])
-    by_parent = np.argsort(tree.parent, kind="stable")  # children of a node: one slice of it
-    parents = tree.parent[by_parent]
-    taken: dict[int, set[str]] = {}
+    # The names taken under those parents: (parent, name) of every child, and of each wallet added.
+    children = np.flatnonzero(np.isin(tree.parent, parent))
+    taken = set(
+        zip(tree.parent[children].tolist(), [tree.names[child] for child in children.tolist()], strict=True)
+    )
     additions: list[tuple[int, str, str]] = []
     for node, asset_id in zip(parent.tolist(), asset[new].tolist(), strict=True):
-        if node not in taken:
-            start, end = np.searchsorted(parents, node), np.searchsorted(parents, node, side="right")
-            taken[node] = {tree.names[child] for child in by_parent[start:end].tolist()}
-        names = taken[node]
-        name = _free_name(diff.asset_names[asset_id].lower(), names)
-        names.add(name)
+        name = _free_name(node, diff.asset_names[asset_id].lower(), taken)
+        taken.add((node, name))
         additions.append((int(tree.real_index[node]), name, diff.asset_names[asset_id]))
     delta = float(diff.desired_value[0] - diff.current_value[0])
     diff = diff_trees(
@@ -215,11 +216,11 @@ def _place(diff: DiffTree, resolved: pools.Resolved) -> DiffTree:
     return with_desired(diff, _desired(diff, resolved, member, wallets))
 
 
-def _free_name(name: str, taken: set[str]) -> str:
-    if name not in taken:
+def _free_name(parent: int, name: str, taken: set[tuple[int, str]]) -> str:
+    if (parent, name) not in taken:
         return name
     suffix = 2
-    while f"{name}-{suffix}" in taken:
+    while (parent, f"{name}-{suffix}") in taken:
         suffix += 1
     return f"{name}-{suffix}"
 
@@ -285,47 +286,50 @@ def round_trips(diff: DiffTree, trading: Trading) -> tuple[Move, ...]:
     )
     keys = tree.account_of[tradable] * n_assets + diff.asset_id[tradable]
     unique, inverse = np.unique(keys, return_inverse=True)
-    net = np.bincount(inverse, weights=diff.diff_amount[tradable], minlength=unique.size)
-    ids = {name: i for i, name in enumerate(diff.asset_names)}
-    position = {int(key): i for i, key in enumerate(unique.tolist())}
-    for relocation in trading.moves:  # the pools' relocations come first
-        for node, shift in (
-            (relocation.source, relocation.amount),
-            (relocation.destination, -relocation.received),
-        ):
-            at = position.get(node * n_assets + ids[relocation.asset])
-            if at is not None:
-                net[at] += float(shift)
+    net = np.bincount(inverse.reshape(-1), weights=diff.diff_amount[tradable], minlength=unique.size)
+    if trading.moves:  # the pools' relocations come first: each shifts its two groups, in order
+        ids = {name: i for i, name in enumerate(diff.asset_names)}
+        shifted = np.array(
+            [node * n_assets + ids[m.asset] for m in trading.moves for node in (m.source, m.destination)],
+            dtype=np.int64,
+        )
+        shift = np.array([float(s) for m in trading.moves for s in (m.amount, -m.received)])
+        found, at = _lookup(unique, np.arange(unique.size), shifted)
+        np.add.at(net, at[found], shift[found])
     account, asset = unique // n_assets, unique % n_assets
-    banks = np.isin(account, list(trading.banks))
-    rank = {node: i for i, node in enumerate(sorted(tree.accounts))}
-    rates = _Rates(diff, trading)
+    ours = ~np.isin(account, list(trading.banks))
+    # Sellers and buyers of each asset, largest first (then by account: accounts rank in node order).
+    sellers = np.flatnonzero(ours & (net < 0))
+    sellers = sellers[np.lexsort((account[sellers], net[sellers], asset[sellers]))]
+    buyers = np.flatnonzero(ours & (net > 0))
+    buyers = buyers[np.lexsort((account[buyers], -net[buyers], asset[buyers]))]
+    sell_rate, sell_known = _account_rates(diff, trading, account[sellers], asset[sellers], sell=True)
+    buy_rate, buy_known = _account_rates(diff, trading, account[buyers], asset[buyers], sell=False)
+    seller_asset, buyer_asset = asset[sellers], asset[buyers]
+    seller_bounds = np.searchsorted(seller_asset, np.arange(n_assets + 1))
+    buyer_bounds = np.searchsorted(buyer_asset, np.arange(n_assets + 1))
     moves: list[Move] = []
     tolerance = VALUE_EPSILON * diff.scale
-    for asset_id in np.unique(asset).tolist():
-        here = (asset == asset_id) & ~banks
+    for asset_id in np.intersect1d(seller_asset, buyer_asset).tolist():
         price = float(diff.asset_price[asset_id])
-        sellers = [
-            (-float(net[i]), rank[int(account[i])], int(account[i])) for i in np.flatnonzero(here & (net < 0))
-        ]
-        buyers = [
-            (float(net[i]), rank[int(account[i])], int(account[i])) for i in np.flatnonzero(here & (net > 0))
-        ]
-        if not sellers or not buyers:
-            continue
-        sellers.sort(key=lambda x: (-x[0], x[1]))
-        buyers.sort(key=lambda x: (-x[0], x[1]))
         name = diff.asset_names[asset_id]
-        left_s, left_b = [s[0] for s in sellers], [b[0] for b in buyers]
+        s0, s1 = int(seller_bounds[asset_id]), int(seller_bounds[asset_id + 1])
+        b0, b1 = int(buyer_bounds[asset_id]), int(buyer_bounds[asset_id + 1])
+        source_of, left_s = account[sellers[s0:s1]].tolist(), (-net[sellers[s0:s1]]).tolist()
+        destination_of, left_b = account[buyers[b0:b1]].tolist(), net[buyers[b0:b1]].tolist()
+        sell, sold = sell_rate[s0:s1].tolist(), sell_known[s0:s1].tolist()
+        buy, bought = buy_rate[b0:b1].tolist(), buy_known[b0:b1].tolist()
         i = j = 0
-        while i < len(sellers) and j < len(buyers):
+        while i < len(left_s) and j < len(left_b):
             amount = min(left_s[i], left_b[j])
-            source, destination = sellers[i][2], buyers[j][2]
             left_s[i] -= amount
             left_b[j] -= amount
-            move = _round_trip(diff, trading, rates, name, asset_id, price, source, destination, amount)
-            if move is not None:
-                moves.append(move)
+            if sold[i] and bought[j]:
+                source, destination = source_of[i], destination_of[j]
+                way = (tree.accounts[source][0], tree.accounts[destination][0])
+                move = _round_trip(networks, name, price, source, destination, way, amount, sell[i], buy[j])
+                if move is not None:
+                    moves.append(move)
             if left_s[i] * price <= tolerance:
                 i += 1
             if left_b[j] * price <= tolerance:
@@ -333,29 +337,56 @@ def round_trips(diff: DiffTree, trading: Trading) -> tuple[Move, ...]:
     return tuple(moves)
 
 
+def _account_rates(
+    diff: DiffTree, trading: Trading, account: IntArray, asset: IntArray, sell: bool
+) -> tuple[FloatArray, BoolArray]:
+    """Per (account, asset) row, the net bid (`sell`) or gross ask of the account's cheapest route as a
+    share of the reference price (`_Rates`), and whether there is one."""
+    n_assets = len(diff.asset_names)
+    rates = _Rates(diff, trading)
+    # Few (exchange, quote, asset) rates, many accounts: each account stands for its kind.
+    kinds: dict[tuple[str, str], int] = {}
+    kind = np.zeros(len(diff.tree), dtype=np.int64)
+    for node, exchange_quote in diff.tree.accounts.items():
+        if node not in trading.banks:  # a bank has no rate: it never stands for another account
+            kind[node] = kinds.setdefault(exchange_quote, node)
+    combos = kind[account] * n_assets + asset
+    unique, inverse = np.unique(combos, return_inverse=True)
+    rate, known = np.full(unique.size, np.nan), np.zeros(unique.size, dtype=np.bool_)
+    for i, combo in enumerate(unique.tolist()):
+        found = rates.rate(combo // n_assets, combo % n_assets, sell=sell)
+        if found is not None:
+            rate[i], known[i] = found, True
+    inverse = inverse.reshape(-1)
+    return rate[inverse], known[inverse]
+
+
 def _round_trip(
-    diff: DiffTree,
-    trading: Trading,
-    rates: _Rates,
+    networks: Networks,
     name: str,
-    asset_id: int,
     price: float,
     source: int,
     destination: int,
+    exchanges: tuple[str, str],
     amount: float,
+    sell: float,
+    buy: float,
 ) -> Move | None:
-    networks = trading.networks
-    assert networks is not None
+    """The move replacing `amount` sold at `source` (net bid `sell`) and bought at `destination` (gross
+    ask `buy`), or None where no network takes it or its fee is not below the round trip's cost."""
+    ways = networks.ways(*exchanges, name)
+    if isinstance(ways, str):
+        return None
+    # No way is cheaper than the first: a round trip worth less than its fee (with room for the amount's
+    # rounding to 12 places and float noise) is never made a move, and needs no exact amount.
+    gain = (1 - sell) + (buy - 1)
+    if gain <= 0 or float(ways[0].fee) >= (amount + ROUNDING) * (1 + FLOAT_ROOM) * gain:
+        return None
     exact = DEFAULT_AMOUNT_STEP * floor_steps(Decimal(amount_str(amount)), DEFAULT_AMOUNT_STEP)
     if exact <= 0:
         return None
-    tree = diff.tree
-    way = networks.choose(tree.accounts[source][0], tree.accounts[destination][0], name, exact)
+    way = networks.choose(*exchanges, name, exact)
     if isinstance(way, str):
-        return None
-    sell = rates.rate(source, asset_id, sell=True)
-    buy = rates.rate(destination, asset_id, sell=False)
-    if sell is None or buy is None:
         return None
     round_trip = float(exact) * price * ((1 - sell) + (buy - 1))
     fee = float(way.fee) * price
