@@ -38,6 +38,7 @@ from rebal.core.numbers import DEFAULT_AMOUNT_STEP, VALUE_EPSILON, amount_str, f
 from rebal.core.plan import Flows, Notes, Plan, _Groups, plan_trading
 from rebal.core.trading import Move, Trading, VenuePrices
 from rebal.core.tree import BANK, BoolArray, FloatArray, IntArray, with_wallets
+from rebal.core.union import UnionTree
 
 BEST_BID = "best_bid"
 BEST_ASK = "best_ask"
@@ -191,16 +192,11 @@ def _place(diff: DiffTree, resolved: pools.Resolved) -> DiffTree:
     if not new.size:
         return with_desired(diff, _desired(diff, resolved, member, wallets))
     parent = np.where(member[account[new]] == pool[new], account[new], pool_node[pool[new]])
-    # The names taken under those parents: (parent, name) of every child, and of each wallet added.
-    children = np.flatnonzero(np.isin(tree.parent, parent))
-    taken = set(
-        zip(tree.parent[children].tolist(), [tree.names[child] for child in children.tolist()], strict=True)
+    names = [diff.asset_names[asset_id] for asset_id in asset[new].tolist()]
+    lower = [name.lower() for name in names]
+    additions = list(
+        zip(tree.real_index[parent].tolist(), _free_names(tree, parent, lower), names, strict=True)
     )
-    additions: list[tuple[int, str, str]] = []
-    for node, asset_id in zip(parent.tolist(), asset[new].tolist(), strict=True):
-        name = _free_name(node, diff.asset_names[asset_id].lower(), taken)
-        taken.add((node, name))
-        additions.append((int(tree.real_index[node]), name, diff.asset_names[asset_id]))
     delta = float(diff.desired_value[0] - diff.current_value[0])
     diff = diff_trees(
         with_wallets(tree.real, additions),
@@ -216,13 +212,32 @@ def _place(diff: DiffTree, resolved: pools.Resolved) -> DiffTree:
     return with_desired(diff, _desired(diff, resolved, member, wallets))
 
 
-def _free_name(parent: int, name: str, taken: set[tuple[int, str]]) -> str:
-    if (parent, name) not in taken:
-        return name
-    suffix = 2
-    while (parent, f"{name}-{suffix}") in taken:
-        suffix += 1
-    return f"{name}-{suffix}"
+def _free_names(tree: UnionTree, parent: IntArray, names: list[str]) -> list[str]:
+    """Each new wallet's name under its parent: `names`, or with ``-2``, ``-3``, ... where taken (by a
+    child of the parent, or by a wallet added there before it)."""
+    # Most names are free: none of the parent's children has it, and no other wallet added there.
+    vocabulary = tree.name_codes
+    index = {name: code for code, name in enumerate(vocabulary.vocabulary)}
+    codes = np.array([index.get(name, -1) for name in names], dtype=np.int64)
+    size = len(vocabulary.vocabulary) + 1
+    children = np.flatnonzero(np.isin(tree.parent, parent))
+    held = tree.parent[children] * size + vocabulary.ids[children]
+    clash = (codes >= 0) & np.isin(parent * size + codes, held)
+    if not clash.any() and len(set(zip(parent.tolist(), names, strict=True))) == len(names):
+        return names
+    taken = set(
+        zip(tree.parent[children].tolist(), [tree.names[child] for child in children.tolist()], strict=True)
+    )
+    free: list[str] = []
+    for node, name in zip(parent.tolist(), names, strict=True):
+        chosen = name
+        suffix = 2
+        while (node, chosen) in taken:
+            chosen = f"{name}-{suffix}"
+            suffix += 1
+        taken.add((node, chosen))
+        free.append(chosen)
+    return free
 
 
 def _desired(diff: DiffTree, resolved: pools.Resolved, member: IntArray, wallets: IntArray) -> FloatArray:
