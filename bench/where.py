@@ -235,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"python {platform.python_version()} on {platform.machine()}, seed {args.seed}")
     print(
         "| wallets | venues | orders | moves | plain cost | where cost | saving (bps of traded) "
-        "| today plan (warm) | where plan (warm) | ratio | today (CPU) | where (CPU) | CPU ratio | cold ratio |"
+        "| today plan (warm) | where plan (warm) | ratio | today (CPU) | where (CPU) | CPU ratio "
+        "| cold ratio |"
     )
     print(
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
