@@ -13,13 +13,14 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from rebal.core import pools
 from rebal.core.diff import HOLD, DiffTree, diff_trees
 from rebal.core.market import Markets, Prices
 from rebal.core.networks import Networks
-from rebal.core.numbers import DEFAULT_AMOUNT_STEP, VALUE_EPSILON, amount_str, floor_steps
+from rebal.core.numbers import DEFAULT_AMOUNT_STEP, VALUE_EPSILON, amount_str, default_steps_of, floor_steps
 from rebal.core.trading import Move, Trading, VenuePrices
 from rebal.core.tree import BANK, parse_tree
 from rebal.core.where import (
@@ -221,3 +222,16 @@ def test_the_columnar_parts_match_the_references_on_the_benchmarks_generator() -
             parse_tree(docs["real"], "real"), parse_tree(docs["pool"], "target"), Prices.parse(docs["venues"])
         )
         check(diff, Markets.parse(docs["markets"]), Networks.parse(docs["network"]))
+
+
+@example(0.999999999999999)
+@example(0.123456789999996)
+@example(1e-13)
+@example(-0.5)
+@example(0.0)
+@example(123456789.123456789)
+@given(st.floats(min_value=-1.0, max_value=1e15, allow_nan=False))
+def test_an_amount_cut_to_whole_satoshis_is_the_printed_amount_floored_in_decimals(value: float) -> None:
+    reference = DEFAULT_AMOUNT_STEP * floor_steps(Decimal(amount_str(value)), DEFAULT_AMOUNT_STEP)
+    cut = default_steps_of(value)
+    assert (cut, str(cut)) == (reference, str(reference))

@@ -30,7 +30,7 @@ import numpy as np
 
 from rebal.core.diff import DiffTree
 from rebal.core.errors import InputError
-from rebal.core.numbers import DEFAULT_AMOUNT_STEP, VALUE_EPSILON, amount_str, floor_steps
+from rebal.core.numbers import VALUE_EPSILON, amount_str, default_steps_of
 from rebal.core.trading import Move, Trading
 from rebal.core.tree import BANK, BoolArray, FloatArray, IntArray
 
@@ -428,8 +428,7 @@ def _optimised(
             cells.pool[candidates].tolist(),
             strict=True,
         ):
-            steps = floor_steps(Decimal(amount_str(selling)), DEFAULT_AMOUNT_STEP)
-            amount = DEFAULT_AMOUNT_STEP * steps
+            amount = default_steps_of(selling)
             asset = diff.asset_names[asset_id]
             way = networks.choose(tree.accounts[source][0], tree.accounts[destination][0], asset, amount)
             if isinstance(way, str):
@@ -524,6 +523,14 @@ def _plain(
 
 def _best(group: IntArray, size: int, score: FloatArray) -> BoolArray:
     """Per group, the first cell with the highest finite `score` (none where every score is -inf)."""
+    if score.size and (group[1:] >= group[:-1]).all() and not np.isnan(score).any():
+        # Cells in group order (as `_cells` makes them): each group's top by one reduction.
+        starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+        top = np.repeat(np.maximum.reduceat(score, starts), np.diff(np.r_[starts, score.size]))
+        tops = np.flatnonzero(score == top)
+        first = np.zeros(group.size, dtype=np.bool_)
+        first[tops[np.r_[True, group[tops][1:] != group[tops][:-1]]]] = True
+        return first & np.isfinite(score)
     order = np.lexsort((np.arange(group.size), -score, group))
     first = np.zeros(group.size, dtype=np.bool_)
     ordered = group[order]

@@ -23,7 +23,6 @@ ask is lower) and ``funding`` (money the target gives another account).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from decimal import Decimal
 from functools import cached_property
 from typing import TypeVar
 
@@ -34,7 +33,7 @@ from rebal.core import pools
 from rebal.core.diff import HOLD, DiffTree, diff_trees, roll_up, with_desired
 from rebal.core.market import Market, Markets, Route
 from rebal.core.networks import Networks
-from rebal.core.numbers import DEFAULT_AMOUNT_STEP, VALUE_EPSILON, amount_str, floor_steps
+from rebal.core.numbers import VALUE_EPSILON, default_steps_of
 from rebal.core.plan import Flows, Notes, Plan, _Groups, plan_trading
 from rebal.core.trading import Move, Trading, VenuePrices
 from rebal.core.tree import BANK, BoolArray, FloatArray, IntArray, with_wallets
@@ -397,7 +396,7 @@ def _round_trip(
     gain = (1 - sell) + (buy - 1)
     if gain <= 0 or float(ways[0].fee) >= (amount + ROUNDING) * (1 + FLOAT_ROOM) * gain:
         return None
-    exact = DEFAULT_AMOUNT_STEP * floor_steps(Decimal(amount_str(amount)), DEFAULT_AMOUNT_STEP)
+    exact = default_steps_of(amount)
     if exact <= 0:
         return None
     way = networks.choose(*exchanges, name, exact)
