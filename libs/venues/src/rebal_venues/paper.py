@@ -304,7 +304,15 @@ class PaperVenue:
             return True
 
     async def place_order(
-        self, account: str, client_order_id: str, symbol: str, side: Side, amount: Decimal
+        self,
+        account: str,
+        client_order_id: str,
+        symbol: str,
+        side: Side,
+        amount: Decimal,
+        *,
+        price: Decimal | None = None,
+        post_only: bool = False,
     ) -> OrderState:
         """A new order under the client id (refused only while an order under it is open)."""
         now = self.clock()

@@ -106,7 +106,8 @@ async def size(ctx: Context, record: RunRecord, legs: Sequence[tuple[int, Planne
         # Already written (a resumed run) or on no known market: placed as it is, not resized.
         known = await ctx.journal.latest_order(plan.event_id, leg)
         if known is not None or order.symbol not in markets:
-            fixed[leg] = known.amount if known is not None else order.amount
+            # A worked leg's order is one of several: the leg's whole amount is what it buys.
+            fixed[leg] = (known.leg_amount or known.amount) if known is not None else order.amount
             if known is not None and order.symbol in markets:
                 written.append(known)
         else:
@@ -124,7 +125,7 @@ async def size(ctx: Context, record: RunRecord, legs: Sequence[tuple[int, Planne
     # buys'. Off the budget always; off the free balance too unless the venue already holds it for them.
     owed = {
         o.client_order_id: BuyRequest(o.leg, o.amount, prices[o.symbol], market_of(markets[o.symbol])).cost(
-            max(o.amount - o.filled, Decimal(0)), buffer
+            max((o.leg_amount or o.amount) - o.filled, Decimal(0)), buffer
         )
         for o in written
     }

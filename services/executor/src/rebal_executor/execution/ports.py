@@ -51,6 +51,9 @@ class OrderRecord:
     state: OrderStage
     filled: Decimal
     reason: str
+    # The leg's whole amount when the leg is worked as several orders (slices, re-placed limit orders);
+    # None: this order is the whole leg.
+    leg_amount: Decimal | None = None
 
 
 @dataclass(frozen=True)
