@@ -380,29 +380,27 @@ def limit_price(side: str, bid: Decimal, ask: Decimal, offset_bps: Decimal, tick
     return steps_to_decimal(steps if steps_to_decimal(steps, tick) == raw else steps + 1, tick)
 
 
-def slice_amount(left: Decimal, max_value: Decimal | None, price: Decimal, step: Decimal) -> Decimal:
+def slice_amount(
+    left: Decimal, max_value: Decimal | None, price: Decimal, step: Decimal, min_amount: Decimal, min_cost: Decimal
+) -> Decimal:
     """The next slice of a large order: what is left, at most `max_value` (in the market's quote) at
-    `price`, in whole steps (at least one step, so a slice always makes progress)."""
+    `price`, in whole steps (at least one, so a slice always makes progress). A rest the market would
+    refuse (under its minimum amount or cost) goes with this slice rather than stay behind as dust."""
     if max_value is None or left * price <= max_value or price <= 0:
         return left
-    cap = max(steps_to_decimal(floor_steps(max_value / price, step), step), step)
-    return min(left, cap)
+    cap = min(left, max(steps_to_decimal(floor_steps(max_value / price, step), step), step))
+    rest = left - cap
+    return left if rest < min_amount or rest * price < min_cost else cap
 
 
 def affordable(
-    left: Decimal,
-    spend_cap: Decimal,
-    spent: Decimal,
-    price: Decimal,
-    buffer: Decimal,
-    fee_rate: Decimal,
-    step: Decimal,
+    wanted: Decimal, spend_cap: Decimal, spent: Decimal, price: Decimal, fee_rate: Decimal, step: Decimal
 ) -> Decimal:
     """What a buy's next order may ask for so that the leg never spends more than `spend_cap` of the quote
-    (what it was sized to spend) over all its orders: what is left of the cap after `spent`, at `price`
-    raised by the buffer, with the fee, in whole steps, at most `left`."""
+    (what it was sized to spend) over all its orders: what is left of the cap after `spent`, at the most
+    the order can cost per unit (`price`: a limit order's own, a market order's raised by the buffer),
+    with the fee, in whole steps, at most `wanted`."""
     room = spend_cap - spent
     if room <= 0 or price <= 0:
         return Decimal(0)
-    most = steps_to_decimal(floor_steps(room / (price * (1 + buffer) * (1 + fee_rate)), step), step)
-    return min(left, most)
+    return min(wanted, steps_to_decimal(floor_steps(room / (price * (1 + fee_rate)), step), step))

@@ -227,16 +227,28 @@ async def _size(
     execution = ctx.settings.execution
     limit = style if _is_limit(attempt, style, venue) else None
     price = await _price(venue, order.symbol, order.side, info, limit)
-    size = slice_amount(left, execution.max_order_value.get(order.symbol), price, info.amount_step)
+    size = slice_amount(
+        left,
+        execution.max_order_value.get(order.symbol),
+        price,
+        info.amount_step,
+        info.min_amount,
+        info.min_cost,
+    )
     if order.side == "buy":
         # Sized at the last price when its first order was written (that order's notional), or now.
         first = mine[0] if mine else None
-        last = await _price(venue, order.symbol, order.side, info, None)
-        sized_at = first.notional / first.amount if first is not None else last
-        cap = BuyRequest(leg, amount, sized_at, market_of(info)).cost(amount, execution.price_buffer)
-        fills = await ctx.journal.leg_fills(plan.event_id, leg)
-        spent = -expected_change(fills).get(info.quote, Decimal(0))
-        size = affordable(size, cap, spent, price, execution.price_buffer, info.fee_rate, info.amount_step)
+        buffer = execution.price_buffer
+        sized_at = (
+            first.notional / first.amount
+            if first is not None
+            else await _price(venue, order.symbol, order.side, info, None)
+        )
+        cap = BuyRequest(leg, amount, sized_at, market_of(info)).cost(amount, buffer)
+        spent = -expected_change(await ctx.journal.leg_fills(plan.event_id, leg)).get(info.quote, Decimal(0))
+        # A limit order never pays more than its price; a market order is allowed the buffer.
+        worst = price if limit is not None else price * (1 + buffer)
+        size = affordable(size, cap, spent, worst, info.fee_rate, info.amount_step)
     if size < info.min_amount or size * price < info.min_cost:
         return Decimal(0)
     return size
