@@ -381,7 +381,12 @@ def limit_price(side: str, bid: Decimal, ask: Decimal, offset_bps: Decimal, tick
 
 
 def slice_amount(
-    left: Decimal, max_value: Decimal | None, price: Decimal, step: Decimal, min_amount: Decimal, min_cost: Decimal
+    left: Decimal,
+    max_value: Decimal | None,
+    price: Decimal,
+    step: Decimal,
+    min_amount: Decimal,
+    min_cost: Decimal,
 ) -> Decimal:
     """The next slice of a large order: what is left, at most `max_value` (in the market's quote) at
     `price`, in whole steps (at least one, so a slice always makes progress). A rest the market would
