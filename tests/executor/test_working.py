@@ -6,21 +6,28 @@ mid-slicing and mid-resting; fills that win the race against a cancel. On the fa
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar
 
+import asyncpg
 import pytest
 
+from rebal.core.market import Prices
 from rebal.events import OrderFilled, PlannedBudget, PlannedOrder, RebalancePlanned, derive_id, new_event
 from rebal.venue import BookTop, OrderState
 from rebal_executor.execution import Executor, Journal, client_order_id
 from rebal_executor.settings import ExecutorSettings
+from rebal_venues.paper import MovingPrices, PaperVenue
 from tests.executor.book_venue import ACCOUNT, KEY, BookVenue, Crash
 from tests.executor.memory_journal import MemoryJournal
+from tests.executor.test_executor import SPOT
+from tests.executor.test_executor import order as paper_order
+from tests.executor.test_executor import plan as paper_plan
 from tests.fake_exchange.state import FakeBook, FakeMarket, Order
 from tests.fakes import RecordingPublisher
+from tests.paper_support import EXCHANGE, MARKETS, PRICES, STILL, Clock
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 D = Decimal
@@ -346,3 +353,38 @@ async def test_market_orders_stay_the_default_one_order_a_leg() -> None:
         None,
         "FILLED",
     )
+
+
+async def test_on_the_paper_exchange_a_limit_buy_rests_at_the_bid_and_fills_there(
+    pool: asyncpg.Pool, journal: Journal
+) -> None:
+    """The whole path on the paper exchange and the service's journal: bid 59970 (60000 less 5 bps), the
+    market comes down to 59900 after 5 s, the resting buy fills at its own 59970."""
+    clock = Clock()
+    venue = replace(
+        PaperVenue.from_documents(EXCHANGE, pool, MARKETS, PRICES, clock, **STILL), spread_bps=D(10)
+    )
+    await venue.seed(SPOT, {"USDT": D(100000)})
+    settings = ExecutorSettings.model_validate(
+        {"live": True, "execution": {"poll_interval_seconds": 1, "order_types": {"default": LIMIT}}}
+    )
+    executor = Executor({EXCHANGE: venue}, RecordingPublisher(), settings, journal, clock=clock)
+    start = clock.now
+
+    async def sleep(seconds: float) -> None:
+        clock.now += timedelta(seconds=seconds)
+        if clock.now - start >= timedelta(seconds=5):
+            moved = {"quote": "USDT", "prices": {**PRICES["prices"], "BTC": "59900"}}
+            venue.price_model = MovingPrices(Prices.parse(moved), **STILL)
+
+    executor.sleep = sleep
+    the_plan = paper_plan(paper_order("BTC/USDT", "buy", "0.5", 2))
+    await executor.accept(the_plan)
+    await executor.drain()
+    state = await venue.order(SPOT, cid(the_plan, 0, 0), "BTC/USDT")
+    assert state is not None and state.status == "filled"
+    assert [(f.amount, f.price, f.fee) for f in state.fills] == [(D("0.5"), D(59970), D("29.985"))]
+    # 100000 − 29985 − 29.985.
+    assert (await venue.balances(SPOT)).free == {"BTC": D("0.5"), "USDT": D("69985.015")}
+    record = await journal.run(the_plan.event_id)
+    assert record is not None and record.state == "completed"
