@@ -4,7 +4,7 @@ only when live trading is switched on here (`live`, off by default)."""
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import ClassVar, Literal, Self
+from typing import Annotated, ClassVar, Literal, Self
 
 from pydantic import Field, model_validator
 
@@ -89,7 +89,7 @@ class ExecutionSettings(Section):
     # Large orders: per market (symbol), the most one order may be worth in the market's quote; a larger
     # leg is sent as slices of at most this value, `slice_interval_seconds` apart (TWAP-like), each under
     # its own client id derived from the leg, never skipped for its size. At most `max_slices` slices.
-    max_order_value: dict[str, Decimal] = Field(default_factory=dict)
+    max_order_value: dict[str, Annotated[Decimal, Field(gt=0)]] = Field(default_factory=dict)
     slice_interval_seconds: float = Field(default=60.0, ge=0)
     max_slices: int = Field(default=100, ge=1, le=10_000)
 
