@@ -317,11 +317,15 @@ async def test_a_restart_mid_slicing_finds_the_slice_it_sent_and_goes_on_with_th
         await executor.drain()
     del world.venue.place_order
     assert len(world.orders()) == 2
+    world.publisher = RecordingPublisher()  # what the first process published may have been lost with it
     await world.resume(**settings)
     orders = world.orders()
     assert [o.client_order_id for o in orders] == [cid(the_plan, 0, a) for a in (0, 100, 200)]
     assert [(o.orig_qty, o.status) for o in orders] == [(D("0.3"), "FILLED")] * 3
     assert world.book.accounts[KEY]["ETH"] == D("4.1")
+    # Every slice's fill is published by the new process, the one done before the crash too.
+    filled = [e.client_order_id for e in world.publisher.published if isinstance(e, OrderFilled)]
+    assert filled == [cid(the_plan, 0, a) for a in (0, 100, 200)]
     record = await journal.run(the_plan.event_id)
     assert record is not None and record.state == "completed"
 

@@ -36,7 +36,7 @@ from rebal.venue import (
     VenueError,
 )
 from rebal_executor.execution import guards
-from rebal_executor.execution.orders import Limit, drive, settle
+from rebal_executor.execution.orders import Limit, drive, lookup, settle
 from rebal_executor.execution.outcomes import Rejected, Stop, Unknown, client_order_id, market_of
 from rebal_executor.execution.ports import Context, OrderRecord
 from rebal_executor.settings import ATTEMPTS_PER_SLICE, OrderType
@@ -146,6 +146,7 @@ async def work(
     info = (await venue.markets()).get(order.symbol)
     if info is None:
         return Worked(amount, Decimal(0), f"no market {order.symbol} at {venue.name}")
+    await _report_ended(ctx, plan, leg, venue, report)
     while True:
         mine = sorted(
             (o for o in await ctx.journal.orders(plan.event_id) if o.leg == leg), key=lambda o: o.attempt
@@ -162,6 +163,16 @@ async def work(
         why, stop = await _next_order(ctx, plan, leg, order, (amount, filled), venue, info, style, mine)
         if why is not None:
             return Worked(amount, filled, why, stop, placed)
+
+
+async def _report_ended(ctx: Context, plan: RebalancePlanned, leg: int, venue: Venue, report: Report) -> None:
+    """A resumed leg's orders that ended with fills before a restart are reported again (the events are
+    deduplicated by their ids): one that ended just before the process died is published all the same."""
+    for done in await ctx.journal.orders(plan.event_id):
+        if done.leg == leg and done.state in ORDER_FINAL and done.filled > 0:
+            state = await lookup(venue, done)
+            if state is not None:
+                await report(done, state)
 
 
 async def _next_order(
