@@ -15,7 +15,15 @@ import asyncpg
 import pytest
 
 from rebal.core.market import Prices
-from rebal.events import OrderFilled, PlannedBudget, PlannedOrder, RebalancePlanned, derive_id, new_event
+from rebal.events import (
+    HaltTrading,
+    OrderFilled,
+    PlannedBudget,
+    PlannedOrder,
+    RebalancePlanned,
+    derive_id,
+    new_event,
+)
 from rebal.venue import BookTop, OrderState
 from rebal_executor.execution import Executor, Journal, client_order_id
 from rebal_executor.settings import ExecutorSettings
@@ -392,3 +400,28 @@ async def test_on_the_paper_exchange_a_limit_buy_rests_at_the_bid_and_fills_ther
     assert (await venue.balances(SPOT)).free == {"BTC": D("0.5"), "USDT": D("69985.015")}
     record = await journal.run(the_plan.event_id)
     assert record is not None and record.state == "completed"
+
+
+async def test_a_halt_while_a_limit_order_rests_cancels_it_and_stops_the_leg() -> None:
+    world = World()
+    the_plan = plan(leg("buy", "1"))
+    executor = world.executor(order_types={"default": LIMIT})
+    inner_sleep = executor.sleep
+
+    async def sleep(seconds: float) -> None:
+        await inner_sleep(seconds)
+        if world.clock[0] == 4.0:  # the operator halts trading while our bid rests
+            world.book.trade(world.orders()[0], D("0.25"))
+            await executor.halt(
+                new_event(HaltTrading, key="h", now=world.now(), portfolio_id="demo", reason="x")
+            )
+
+    executor.sleep = sleep
+    await executor.accept(the_plan)
+    await executor.drain()
+    (placed,) = world.orders()  # cancelled by the halt; nothing re-placed, nothing taken
+    assert (placed.status, placed.executed) == ("CANCELED", D("0.25"))
+    record = await world.journal.run(the_plan.event_id)
+    assert record is not None and record.state == "cancelled_mid_run"
+    (reason, *_) = await world.report(the_plan)
+    assert "0.25 of 1 ETH filled" in reason, reason

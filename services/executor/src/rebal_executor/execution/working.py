@@ -70,13 +70,16 @@ async def is_worked(
     if existing is not None:
         return existing.leg_amount is not None
     execution = ctx.settings.execution
-    if execution.order_types.of(order.account, order.symbol).type == "limit" and isinstance(venue, Resting):
-        return True
+    limit = execution.order_types.of(order.account, order.symbol).type == "limit" and isinstance(
+        venue, Resting
+    )
     cap = execution.max_order_value.get(order.symbol)
-    if cap is None:
-        return False
+    if (not limit and cap is None) or order.symbol not in await venue.markets():
+        return False  # a market order, as ever (an unknown symbol is the venue's to refuse)
+    if limit:
+        return True
     price = (await venue.prices([order.symbol])).get(order.symbol, order.est_price)
-    return amount * price > cap
+    return cap is not None and amount * price > cap
 
 
 async def record(
