@@ -9,9 +9,9 @@ order it was working by its id and goes on with it, never placing a second one b
 most one order that is not final at any time. A resting order is cancelled before the next is placed;
 a fill that won the race against the cancel is counted, and the next order asks only for what is left.
 
-A buy never spends more over all its orders than it was sized to spend (its amount at the price of its
-first order, raised by the price buffer, with the fee: `rebal.core.execution.affordable`), so the plan's
-budget rules hold across slices and re-placements.
+A buy never spends more over all its orders than it was sized to spend (its amount at the last price when
+its first order was written, raised by the price buffer, with the fee: `rebal.core.execution.affordable`),
+so the plan's budget rules hold across slices and re-placements.
 """
 
 from __future__ import annotations
