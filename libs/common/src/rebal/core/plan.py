@@ -658,6 +658,13 @@ def _refuse_unreachable(diff: DiffTree, groups: _Groups) -> None:
     account = int(groups.account[g])
     exchange, quote = tree.accounts[account]
     asset = diff.asset_names[int(groups.asset[g])]
+    if tree.kinds[account] == BANK:
+        raise InputError(
+            tree.path(int(groups.path_node[g])),
+            f"account {tree.path(account)} is a bank (kind 'bank'): nothing is bought there, so it can never "
+            f"hold new {asset} (leave it out of the account's target; its {quote} moves by transfer)",
+            source="target",
+        )
     raise InputError(
         tree.path(int(groups.path_node[g])),
         f"no market path for {asset} from {quote} on {exchange}: account {tree.path(account)} can never "
