@@ -30,6 +30,7 @@ from rebal_executor.execution.bank import task_id
 from rebal_executor.journal import PostgresJournal
 from rebal_executor.settings import ExecutorSettings
 from rebal_venues.paper import PaperVenue
+from tests.executor.test_executor import order as executor_order
 from tests.executor.test_executor import plan
 from tests.fakes import RecordingPublisher
 from tests.paper_support import STILL, T0, Clock
@@ -50,17 +51,7 @@ DAY = timedelta(days=1)
 
 
 def order(account: str, symbol: str, side: str, amount: str, phase: int) -> PlannedOrder:
-    return PlannedOrder(
-        account=account,
-        exchange="paper",
-        symbol=symbol,
-        side=side,  # type: ignore[arg-type]
-        amount=D(amount),
-        est_price=D(0),
-        est_cost=D(0),
-        est_fee=D(0),
-        phase=phase,
-    )
+    return executor_order(symbol, side, amount, phase).model_copy(update={"account": account})
 
 
 def bank_plan(amount: str = "1000") -> RebalancePlanned:

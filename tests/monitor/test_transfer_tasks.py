@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -19,28 +17,10 @@ from typer.testing import CliRunner
 
 from rebal_cli.app import app
 from rebal_devstack.pytest_plugin import FreshDatabase
-from rebal_executor.app import build as build_executor
-from rebal_executor.settings import ExecutorSettings
 from tests.executor.test_bank_transfers import BANK, MARKETS, OTHER, PRICES, SPOT, bank_plan
-from tests.monitor.running import TOKEN, free_port, monitor_settings, running_monitor, serving
+from tests.monitor.running import TOKEN, monitor_settings, running_monitor
 from tests.monitor.test_api import publish, until
-from tests.paper_support import STILL
-
-
-@asynccontextmanager
-async def running_executor(nats_url: str, dsn: str, files: Path) -> AsyncIterator[None]:
-    (files / "markets.json").write_text(json.dumps(MARKETS))
-    (files / "prices.json").write_text(json.dumps(PRICES))
-    settings = ExecutorSettings(
-        nats={"url": nats_url},
-        database={"url": dsn},
-        http={"port": free_port()},
-        live=True,
-        execution={"reconcile_interval_seconds": 0.5},
-        paper={"markets_file": files / "markets.json", "prices_file": files / "prices.json", **STILL},
-    )
-    async with serving(build_executor(settings), settings.http.port):
-        yield
+from tests.monitor.test_halt_ack import running_executor
 
 
 async def seed(dsn: str, account: str, **amounts: str) -> None:
@@ -67,7 +47,16 @@ async def test_an_operator_confirms_a_bank_transfer_and_the_run_finishes(
     nats_url: str, database: FreshDatabase, tmp_path: Path
 ) -> None:
     settings = monitor_settings(nats_url, database.dsn, halt_ack_timeout_seconds=10.0)
-    async with running_executor(nats_url, database.dsn, tmp_path), running_monitor(settings) as monitor:
+    executor = running_executor(
+        nats_url,
+        database.dsn,
+        tmp_path,
+        MARKETS,
+        PRICES,
+        live=True,
+        execution={"reconcile_interval_seconds": 0.5},
+    )
+    async with executor, running_monitor(settings) as monitor:
         await seed(database.dsn, SPOT, BTC="0.1")
         await seed(database.dsn, OTHER, USD="1000")
         now = datetime.now(UTC)
