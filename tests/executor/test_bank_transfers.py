@@ -257,3 +257,30 @@ async def test_a_halt_ends_a_waiting_run_and_newer_plans_wait_behind_it(pool: as
 async def test_a_plan_made_before_the_manual_field_reads_as_an_automatic_transfer() -> None:
     old = {"asset": "USD", "from_account": BANK, "to_account": SPOT, "amount": "5", "est_value": "5"}
     assert PlannedTransfer.model_validate(old).manual is False
+
+
+async def test_money_sent_to_the_bank_waits_for_the_operator_and_holds_up_no_buy(
+    journal: Journal, pool: asyncpg.Pool
+) -> None:
+    executor, recorder, paper = await setup(pool, journal)
+    # Spot sells 0.01 BTC (599.4 USD net) and the operator is to wire 500 USD of it to the bank; other's
+    # buy needs nothing from it.
+    transfer = PlannedTransfer(
+        asset="USD", from_account=SPOT, to_account=BANK, amount=D(500), est_value=D(500), manual=True
+    )
+    the_plan = plan(
+        order(SPOT, "BTC/USD", "sell", "0.01", 1),
+        order(OTHER, "BTC/USD", "buy", "0.01", 2),
+        transfers=(transfer,),
+        key="to-bank",
+    )
+    await executor.on_plan(the_plan)
+    [opened] = of(TransferTaskOpened, recorder)
+    assert isinstance(opened, TransferTaskOpened) and (opened.from_account, opened.to_account) == (SPOT, BANK)
+    assert of(RunFinished, recorder) == []  # the run's report waits for the operator's word
+    assert (await paper.balances(OTHER)).free["BTC"] == D("0.01")
+    await executor.confirm_transfer(confirm(opened.task_id, "500"))
+    await executor.drain()
+    [finished] = of(RunFinished, recorder)
+    assert isinstance(finished, RunFinished)
+    assert (finished.status, finished.placed, finished.filled) == ("completed", 3, 3)
