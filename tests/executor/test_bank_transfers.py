@@ -284,3 +284,22 @@ async def test_money_sent_to_the_bank_waits_for_the_operator_and_holds_up_no_buy
     [finished] = of(RunFinished, recorder)
     assert isinstance(finished, RunFinished)
     assert (finished.status, finished.placed, finished.filled) == ("completed", 3, 3)
+
+
+async def test_a_crash_after_the_expiry_was_journaled_still_leaves_the_buys_unplaced(
+    pool: asyncpg.Pool,
+) -> None:
+    clock = Clock()
+    executor, _, paper = await setup(pool, PostgresJournal(pool), clock)
+    the_plan = bank_plan()
+    tid = task_id(the_plan.event_id, 0)
+    await executor.on_plan(the_plan)
+    # The process expired the task and died before the run ended; the wire lands afterwards anyway.
+    assert await executor.journal.expire_task(tid, "not confirmed in time")
+    await wire(pool, SPOT, "1000")
+    restarted, after, _ = await setup(pool, PostgresJournal(pool), clock)
+    await restarted.drain()
+    [finished] = of(RunFinished, after)
+    assert isinstance(finished, RunFinished)
+    assert finished.status == "timed_out" and "not confirmed in time" in finished.reasons
+    assert "ETH" not in (await paper.balances(SPOT)).free

@@ -78,6 +78,7 @@ async def test_an_operator_confirms_a_bank_transfer_and_the_run_finishes(
         tid = task["task_id"]
         notified = await until(lambda: _notification(database.dsn, tid), 10)
         assert notified["kind"] == "transfer_task" and f"rebal transfer confirm {tid}" in notified["text"]
+        assert (await monitor.client.get("/status")).json()["transfers_waiting"] == 1
         shown = await cli(monitor.url, "list")
         assert shown.exit_code == 0 and tid in shown.output and "1000 USD from demo/bank" in shown.output
 
@@ -107,6 +108,7 @@ async def test_an_operator_confirms_a_bank_transfer_and_the_run_finishes(
         ran = await cli(monitor.url, "confirm", tid)
         assert ran.exit_code == 0 and "already confirmed" in ran.output
         assert "no transfer task is waiting" in (await cli(monitor.url, "list")).output
+        assert (await monitor.client.get("/status")).json()["transfers_waiting"] == 0
 
 
 async def _notification(dsn: str, task_id: str) -> dict[str, Any] | None:

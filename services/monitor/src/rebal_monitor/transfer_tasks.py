@@ -95,3 +95,11 @@ async def listed(connection: Reader, portfolios: list[str], state: str | None) -
 async def one(connection: Reader, task_id: str) -> dict[str, Any] | None:
     row = await connection.fetchrow("SELECT * FROM transfer_tasks WHERE task_id = $1", task_id)
     return None if row is None else _shown(row)
+
+
+async def waiting(connection: Reader, portfolio: str) -> int:
+    """How many of the portfolio's tasks wait for an operator."""
+    count = await connection.fetchval(
+        "SELECT count(*) FROM transfer_tasks WHERE portfolio_id = $1 AND state = 'waiting'", portfolio
+    )
+    return int(count or 0)

@@ -96,6 +96,9 @@ async def settle(ctx: Context, record: RunRecord) -> Waiting | Stop:
             await _expire(ctx, record, index, task, why.reason)
             stop = stop or why
             changed = True
+        elif task.state == "expired":  # expired before a crash ended the run: ended again, the same way
+            await _expire(ctx, record, index, task, task.reason)
+            stop = stop or Stop("cancelled_mid_run" if halted else "timed_out", task.reason)
         elif task.confirmed_at is not None:
             since = ctx.restarted.get(plan.event_id, task.confirmed_at)
             ctx.restarted[plan.event_id] = max(since, task.confirmed_at)
@@ -171,6 +174,8 @@ async def _open(
 
 
 async def _expire(ctx: Context, record: RunRecord, index: int, task: TaskRecord, reason: str) -> None:
+    """Announce the expiry (first, under an id derived from the task), record it, end the leg failed;
+    each step idempotent, so a crash in between is repaired by doing it again."""
     plan = record.plan
     await ctx.publisher.publish(
         plan.caused(
