@@ -196,6 +196,7 @@ class Executor(Context):
         the same id), then record it."""
         plan = record.plan
         self._waited.discard(record.plan_id)
+        self.restarted.pop(record.plan_id, None)
         await balances.check_balances(self, record)
         # Every fill of the run is in by now: a snapshot taken after this instant reflects them all.
         ended = self.clock()
