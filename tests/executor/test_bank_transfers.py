@@ -73,14 +73,15 @@ def bank_plan(amount: str = "1000") -> RebalancePlanned:
 
 
 async def setup(
-    pool: asyncpg.Pool, journal: Journal, clock: Clock | None = None
+    pool: asyncpg.Pool, journal: Journal, clock: Clock | None = None, **settings: object
 ) -> tuple[Executor, RecordingPublisher, PaperVenue]:
     clock = clock or Clock()
     paper = PaperVenue.from_documents("paper", pool, MARKETS, PRICES, clock, **STILL)
     await paper.seed(SPOT, {"BTC": D("0.1")})
     await paper.seed(OTHER, {"USD": D(1000)})
     recorder = RecordingPublisher()
-    executor = Executor({"paper": paper}, recorder, ExecutorSettings(live=True), journal, clock=clock)
+    configured = ExecutorSettings.model_validate({"live": True, **settings})
+    executor = Executor({"paper": paper}, recorder, configured, journal, clock=clock)
     return executor, recorder, paper
 
 
@@ -303,3 +304,13 @@ async def test_a_crash_after_the_expiry_was_journaled_still_leaves_the_buys_unpl
     assert isinstance(finished, RunFinished)
     assert finished.status == "timed_out" and "not confirmed in time" in finished.reasons
     assert "ETH" not in (await paper.balances(SPOT)).free
+
+
+async def test_with_venue_transfers_on_a_bank_transfer_is_still_an_operator_s_task_not_a_pre_check(
+    pool: asyncpg.Pool,
+) -> None:
+    # The exchange-to-exchange pre-check would refuse the run: a bank is no venue that can move assets.
+    executor, recorder, _ = await setup(pool, PostgresJournal(pool), transfers=True)
+    await executor.on_plan(bank_plan())
+    assert len(of(TransferTaskOpened, recorder)) == 1
+    assert of(RunFinished, recorder) == []
