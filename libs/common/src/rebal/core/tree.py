@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cached_property
@@ -191,11 +191,13 @@ def parse_tree(doc: object, role: Role) -> Tree:
     return _parse(_Documents(), doc, role)
 
 
-def parse_records(root: object, role: Role, missing: object) -> Tree:
+def parse_records(root: object, role: Role, missing: object, keys: Collection[str] = NODE_KEYS) -> Tree:
     """The same from nodes with attributes instead of keys, as a typed decoder gives them: each of
     `NODE_KEYS`, absent ones at their `DEFAULTS` or else `missing`. What such a decoder checks (no
-    other keys; names, kinds, children and flags of their types) is not checked again."""
-    return _parse(_Records(missing), root, role)
+    other keys; names, kinds, children and flags of their types) is not checked again. `keys`: the
+    keys any node may hold (a file that never spells a key has no node holding it); the others are
+    not read, node by node, to find them absent."""
+    return _parse(_Records(missing, frozenset(keys)), root, role)
 
 
 def _parse(reader: _Nodes, root: object, role: Role) -> Tree:
@@ -232,13 +234,16 @@ class _Documents(_Nodes):
 class _Records(_Nodes):
     typed = True
 
-    def __init__(self, missing: object) -> None:
+    def __init__(self, missing: object, keys: frozenset[str]) -> None:
         self.missing = missing
+        self.keys = keys
 
     def is_node(self, values: list[object]) -> list[bool] | None:
         return None
 
     def column(self, nodes: Sequence[Any], field: str) -> list[Any]:
+        if field not in self.keys:
+            return [DEFAULTS.get(field, self.missing)] * len(nodes)
         return list(map(attrgetter(field), nodes))
 
 
@@ -324,8 +329,9 @@ def _build(walked: _Walked, role: Role) -> Tree:
     parents = walked.parent
     raw_names = column("name")
     paths = _Paths(raw_names, parents)
-    # Whether any node may carry `positions` (the keys given, or any with a typed decoder).
-    may_hold_positions = reader.typed or "positions" in _check_keys(walked.nodes, paths)
+    # The keys any node may hold: those given (of mappings), or those a typed decoder was told of.
+    used = reader.keys if isinstance(reader, _Records) else _check_keys(walked.nodes, paths)
+    may_hold_positions = "positions" in used
     names, name_codes = _names(raw_names, parents, paths)
     kinds = column("kind")
     if not reader.typed and not set(map(type, kinds)) <= {str, type(None)}:
@@ -339,8 +345,8 @@ def _build(walked: _Walked, role: Role) -> Tree:
             paths.of(_first(keep, lambda flag: type(flag) is not bool) or 0),
             "'keep_unlisted' must be true or false",
         )
-    quote = _text_column(column("quote"), "quote", paths, missing)
-    exchange = _text_column(column("exchange"), "exchange", paths, missing)
+    quote = _text_column(column("quote"), "quote", paths, missing) if "quote" in used else {}
+    exchange = _text_column(column("exchange"), "exchange", paths, missing) if "exchange" in used else {}
 
     asset_codes = _assets(column("asset"), missing, paths)
     is_wallet = asset_codes.ids >= 0
@@ -359,6 +365,8 @@ def _build(walked: _Walked, role: Role) -> Tree:
         if given:
             raise InputError(paths.of(given[0]), "'positions' belong to accounts of kind 'futures'")
     for key in ("amount", "locks"):
+        if key not in used:
+            continue
         values = column(key, portfolio_nodes)
         given = [i for i, value in zip(portfolios, values, strict=True) if value is not missing]
         if given:
@@ -371,7 +379,7 @@ def _build(walked: _Walked, role: Role) -> Tree:
     locks: dict[int, tuple[Lock, ...]] = {}
     locked_total: dict[int, Decimal] = {}
     locked = np.zeros(count, dtype=np.float64)
-    if not target:
+    if not target and "locks" in used:
         for index, raw in zip(wallets, column("locks", wallet_nodes), strict=True):
             if raw is missing:
                 continue
@@ -391,13 +399,13 @@ def _build(walked: _Walked, role: Role) -> Tree:
     )
     weights = _weights(column("weight"), paths, missing) if target else np.full(count, math.nan)
     weights[0] = 1.0
-    pools = _pools(column("pool"), walked.listed, is_wallet, target, paths, missing)
+    pools = _pools(column("pool"), walked.listed, is_wallet, target, paths, missing) if "pool" in used else {}
     tree = Tree(
         role=role,
         names=names,
         kinds=kinds,
         name_codes=name_codes,
-        kind_codes=Categorical.of(kinds),
+        kind_codes=Categorical.of(kinds) if "kind" in used else Categorical(np.full(count, -1), []),
         asset_codes=asset_codes,
         parent=parents,
         depth=walked.depth,
@@ -408,7 +416,7 @@ def _build(walked: _Walked, role: Role) -> Tree:
         locks=locks,
         locked_total=locked_total,
         weight=weights,
-        keep_unlisted=np.array(keep, dtype=np.bool_),
+        keep_unlisted=np.array(keep, dtype=np.bool_) if "keep_unlisted" in used else np.zeros(count, bool),
         lists_children=~is_wallet & (walked.listed > 0),
         quote=quote,
         exchange=exchange,
