@@ -58,15 +58,16 @@ def diff_json(diff: DiffTree) -> JsonDict:
 
 def plan_chunks(plan: Plan) -> Iterator[bytes]:
     """``{"diff": NODE, "orders": [...], "transfers": [...], "skipped": [...]}``, compact, in chunks."""
+    paths = _Paths(plan.diff.tree)
     yield b'{"diff":'
-    yield from diff_chunks(plan.diff)
+    yield from diff_chunks(plan.diff, paths)
     yield b',"orders":['
-    yield from _order_chunks(plan)
+    yield from _order_chunks(plan, paths)
     yield b'],"transfers":'
     notes = plan.notes
     yield orjson.dumps([transfer_json(t, notes, i) for i, t in enumerate(plan.transfers)])
     yield b',"skipped":['
-    yield from _skip_chunks(plan)
+    yield from _skip_chunks(plan, paths)
     if notes is None:
         yield b"]}"
         return
@@ -167,11 +168,11 @@ class _Paths:
 
     SEGMENT_BYTES = 512
 
-    def __init__(self, tree: UnionTree, codes: Categorical) -> None:
+    def __init__(self, tree: UnionTree) -> None:
         self.parent = tree.parent
         self.depth = tree.depth
-        self.codes = codes.ids
-        content = [orjson.dumps(name)[1:-1] for name in codes.vocabulary]
+        self.codes = tree.name_codes.ids
+        content = [orjson.dumps(name)[1:-1] for name in tree.name_codes.vocabulary]
         self.names = _table(content)
         deepest = int(tree.depth.max(initial=0))
         self.whole: list[bytes] | None = None
@@ -180,6 +181,12 @@ class _Paths:
             for i, (up, code) in enumerate(zip(tree.parent.tolist(), self.codes.tolist(), strict=True)):
                 whole[i] = content[code] if up < 0 else whole[up] + b"/" + content[code]
             self.whole = whole
+
+    def table(self, nodes: IntArray) -> TextMatrix:
+        """The paths of `nodes`, quoted, as a table (rows NUL-padded where their segments are)."""
+        rows = _Rows(len(nodes))
+        rows.add(*self.of(nodes))
+        return rows.matrix()
 
     def of(self, nodes: IntArray) -> list[TextMatrix]:
         """The paths of `nodes`, quoted, as fields of a `_Rows`."""
@@ -196,15 +203,16 @@ class _Paths:
         return [quote, *reversed(segments), quote]
 
 
-def diff_chunks(diff: DiffTree) -> Iterator[bytes]:
-    """The diff tree's root NODE, compact, nodes in pre-order (children in tree order), in chunks."""
+def diff_chunks(diff: DiffTree, paths: _Paths | None = None) -> Iterator[bytes]:
+    """The diff tree's root NODE, compact, nodes in pre-order (children in tree order), in chunks
+    (`paths`: the tree's, when the caller has them)."""
     tree = diff.tree
     count = len(tree)
     order = np.empty(count, dtype=np.int64)
     order[preorder(tree.parent, tree.depth)] = np.arange(count)
     parent, wallet = tree.parent, tree.wallet
     has_children = np.bincount(parent[1:], minlength=count) > 0 if count > 1 else np.zeros(count, np.bool_)
-    paths = _Paths(tree, tree.name_codes)
+    paths = paths or _Paths(tree)
     names = _json_strings(tree.name_codes.vocabulary)
     kinds = _json_strings([*tree.kind_codes.vocabulary, None])
     kind_codes = np.where(tree.kind_codes.ids >= 0, tree.kind_codes.ids, len(tree.kind_codes.vocabulary))
@@ -302,11 +310,11 @@ class _Wallets:
         return made
 
 
-def _order_chunks(plan: Plan) -> Iterator[bytes]:
+def _order_chunks(plan: Plan, paths: _Paths) -> Iterator[bytes]:
     columns: OrderColumns = plan.order_columns()
     tree = plan.diff.tree
     nodes = sorted(tree.accounts)
-    accounts = _table([orjson.dumps(tree.path(node)) for node in nodes])
+    accounts = paths.table(np.array(nodes, dtype=np.int64))
     exchanges, exchange_codes = _vocabulary([tree.accounts[node][0] for node in nodes])
     account_codes = np.searchsorted(np.array(nodes, dtype=np.int64), columns.account)
     symbols = _table([orjson.dumps(market.symbol) for market in columns.markets])
@@ -360,7 +368,7 @@ def _order_chunks(plan: Plan) -> Iterator[bytes]:
         yield rows.text()
 
 
-def _skip_chunks(plan: Plan) -> Iterator[bytes]:
+def _skip_chunks(plan: Plan, paths: _Paths) -> Iterator[bytes]:
     skips = plan.skips
     if not len(skips):
         return
@@ -378,7 +386,6 @@ def _skip_chunks(plan: Plan) -> Iterator[bytes]:
     reasons = _table([orjson.dumps(reason or "") for reason in REASONS])
     sides = _table([b"buy", b"sell", b"transfer"])
     side_row = np.where(skips.side == SELL, 1, np.where(skips.side == TRANSFER, 2, 0))
-    paths = [orjson.dumps(tree.path(node)) for node in skips.node.tolist()]
     for start in range(0, len(skips), CHUNK_ROWS):
         part = slice(start, start + CHUNK_ROWS)
         rows = _Rows(len(skips.node[part]))
@@ -387,7 +394,7 @@ def _skip_chunks(plan: Plan) -> Iterator[bytes]:
         rows.add(
             _where(~first, b","),
             b'{"path":',
-            _table(paths[part]),
+            *paths.of(skips.node[part]),
             b',"symbol":',
             symbols[symbol_codes[part]],
             b',"side":"',
