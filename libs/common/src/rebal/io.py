@@ -17,7 +17,7 @@ from msgspec import UNSET, UnsetType
 
 from rebal.core import bounds
 from rebal.core.errors import InputError
-from rebal.core.tree import NODE_KEYS, Role, Tree, parse_records, parse_tree
+from rebal.core.tree import Role, Tree, parse_records, parse_tree
 
 T = TypeVar("T")
 YAML_SUFFIXES = frozenset({".yaml", ".yml"})
@@ -211,21 +211,9 @@ def load_tree(path: Path, role: Role) -> Tree:
             except (msgspec.DecodeError, RecursionError):
                 pass
             else:
-                keys = _spelled(data)
-                return _parsed(path, root, lambda node: parse_records(node, role, UNSET, keys))
+                return _parsed(path, root, lambda node: parse_records(node, role, UNSET))
         document = _checked(path, _document(path, data))
         return _parsed(path, document, lambda document: parse_tree(document, role))
-
-
-# Keys every tree uses: not looked for in the text.
-COMMON_KEYS = frozenset({"name", "children", "asset", "amount", "weight"})
-
-
-def _spelled(data: bytes) -> frozenset[str]:
-    """The node keys a JSON text without ``\\u`` escapes may hold: the common ones and those it spells
-    out (no other escape makes a letter)."""
-    rare = (key for key in NODE_KEYS - COMMON_KEYS if b'"' + key.encode() in data)
-    return COMMON_KEYS.union(rare)
 
 
 @contextmanager

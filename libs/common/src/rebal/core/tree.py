@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cached_property
@@ -191,13 +191,11 @@ def parse_tree(doc: object, role: Role) -> Tree:
     return _parse(_Documents(), doc, role)
 
 
-def parse_records(root: object, role: Role, missing: object, keys: Collection[str] = NODE_KEYS) -> Tree:
+def parse_records(root: object, role: Role, missing: object) -> Tree:
     """The same from nodes with attributes instead of keys, as a typed decoder gives them: each of
     `NODE_KEYS`, absent ones at their `DEFAULTS` or else `missing`. What such a decoder checks (no
-    other keys; names, kinds, children and flags of their types) is not checked again. `keys`: the
-    keys any node may hold (a file that never spells a key has no node holding it); the others are
-    not read, node by node, to find them absent."""
-    return _parse(_Records(missing, frozenset(keys)), root, role)
+    other keys; names, kinds, children and flags of their types) is not checked again."""
+    return _parse(_Records(missing), root, role)
 
 
 def _parse(reader: _Nodes, root: object, role: Role) -> Tree:
@@ -234,16 +232,13 @@ class _Documents(_Nodes):
 class _Records(_Nodes):
     typed = True
 
-    def __init__(self, missing: object, keys: frozenset[str]) -> None:
+    def __init__(self, missing: object) -> None:
         self.missing = missing
-        self.keys = keys
 
     def is_node(self, values: list[object]) -> list[bool] | None:
         return None
 
     def column(self, nodes: Sequence[Any], field: str) -> list[Any]:
-        if field not in self.keys:
-            return [DEFAULTS.get(field, self.missing)] * len(nodes)
         return list(map(attrgetter(field), nodes))
 
 
@@ -329,9 +324,8 @@ def _build(walked: _Walked, role: Role) -> Tree:
     parents = walked.parent
     raw_names = column("name")
     paths = _Paths(raw_names, parents)
-    # The keys any node may hold: those given (of mappings), or those a typed decoder was told of.
-    used = reader.keys if isinstance(reader, _Records) else _check_keys(walked.nodes, paths)
-    may_hold_positions = "positions" in used
+    # Whether any node may carry `positions` (the keys given, or any with a typed decoder).
+    may_hold_positions = reader.typed or "positions" in _check_keys(walked.nodes, paths)
     names, name_codes = _names(raw_names, parents, paths)
     kinds = column("kind")
     if not reader.typed and not set(map(type, kinds)) <= {str, type(None)}:
@@ -345,8 +339,10 @@ def _build(walked: _Walked, role: Role) -> Tree:
             paths.of(_first(keep, lambda flag: type(flag) is not bool) or 0),
             "'keep_unlisted' must be true or false",
         )
-    quote = _text_column(column("quote"), "quote", paths, missing) if "quote" in used else {}
-    exchange = _text_column(column("exchange"), "exchange", paths, missing) if "exchange" in used else {}
+    # Keys most trees hold on few nodes or none: a column is looked into only when any node has it
+    # (counted at C speed).
+    quote = _text_column(column("quote"), "quote", paths, missing)
+    exchange = _text_column(column("exchange"), "exchange", paths, missing)
 
     asset_codes = _assets(column("asset"), missing, paths)
     is_wallet = asset_codes.ids >= 0
@@ -359,14 +355,12 @@ def _build(walked: _Walked, role: Role) -> Tree:
     portfolios = np.flatnonzero(~is_wallet).tolist()
     wallet_nodes = _pick(walked.nodes, wallets)
     portfolio_nodes = _pick(walked.nodes, portfolios)
-    if may_hold_positions:
-        held = column("positions", wallet_nodes)
+    held = column("positions", wallet_nodes) if may_hold_positions else []
+    if held.count(missing) != len(held):
         given = [i for i, value in zip(wallets, held, strict=True) if value is not missing]
         if given:
             raise InputError(paths.of(given[0]), "'positions' belong to accounts of kind 'futures'")
     for key in ("amount", "locks"):
-        if key not in used:
-            continue
         values = column(key, portfolio_nodes)
         given = [i for i, value in zip(portfolios, values, strict=True) if value is not missing]
         if given:
@@ -379,8 +373,9 @@ def _build(walked: _Walked, role: Role) -> Tree:
     locks: dict[int, tuple[Lock, ...]] = {}
     locked_total: dict[int, Decimal] = {}
     locked = np.zeros(count, dtype=np.float64)
-    if not target and "locks" in used:
-        for index, raw in zip(wallets, column("locks", wallet_nodes), strict=True):
+    wallet_locks = [] if target else column("locks", wallet_nodes)
+    if wallet_locks.count(missing) != len(wallet_locks):
+        for index, raw in zip(wallets, wallet_locks, strict=True):
             if raw is missing:
                 continue
             try:
@@ -399,13 +394,15 @@ def _build(walked: _Walked, role: Role) -> Tree:
     )
     weights = _weights(column("weight"), paths, missing) if target else np.full(count, math.nan)
     weights[0] = 1.0
-    pools = _pools(column("pool"), walked.listed, is_wallet, target, paths, missing) if "pool" in used else {}
+    pools = _pools(column("pool"), walked.listed, is_wallet, target, paths, missing)
     tree = Tree(
         role=role,
         names=names,
         kinds=kinds,
         name_codes=name_codes,
-        kind_codes=Categorical.of(kinds) if "kind" in used else Categorical(np.full(count, -1), []),
+        kind_codes=Categorical.of(kinds)
+        if kinds.count(None) != count
+        else Categorical(np.full(count, -1), []),
         asset_codes=asset_codes,
         parent=parents,
         depth=walked.depth,
@@ -416,7 +413,7 @@ def _build(walked: _Walked, role: Role) -> Tree:
         locks=locks,
         locked_total=locked_total,
         weight=weights,
-        keep_unlisted=np.array(keep, dtype=np.bool_) if "keep_unlisted" in used else np.zeros(count, bool),
+        keep_unlisted=np.array(keep, dtype=np.bool_) if keep.count(False) != count else np.zeros(count, bool),
         lists_children=~is_wallet & (walked.listed > 0),
         quote=quote,
         exchange=exchange,
@@ -589,6 +586,8 @@ def _first(values: list[Any], bad: Callable[[Any], bool]) -> int | None:
 
 
 def _text_column(values: list[object], key: str, paths: _Paths, missing: object) -> dict[int, str]:
+    if values.count(missing) == len(values):
+        return {}
     given = {i: value for i, value in enumerate(values) if value is not missing}
     for index, value in given.items():
         if type(value) is not str or not value:
