@@ -113,6 +113,12 @@ def test_names_are_escaped_as_json_escapes_them(name: str) -> None:
     assert_same_json(plan)
 
 
+def test_a_real_tree_without_wallets_prints_as_the_naive_rendering() -> None:
+    real = folder("root", account("acc", exchange="ex"))
+    target = folder("root", account("acc", wallet("btc", "BTC", weight="100%"), weight="1"))
+    assert_same_json(run(real, target, prices(BTC="100"))[1])
+
+
 def test_a_tree_at_the_depth_limit_prints_its_paths_whole() -> None:
     leaf = wallet("btc", "BTC", "1")
     real: dict[str, Any] = account("acc", leaf)

@@ -17,7 +17,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
-from typing import Any, BinaryIO
+from operator import itemgetter
+from typing import Any, BinaryIO, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -31,6 +32,7 @@ from rebal.core.tree import Categorical, IntArray, Tree, preorder
 from rebal.core.union import UnionTree
 
 JsonDict = dict[str, Any]
+T = TypeVar("T")
 # Rows per chunk: the numpy work of a chunk stays within the CPU's caches.
 CHUNK_ROWS = 32_768
 
@@ -169,6 +171,13 @@ class _Rows:
         """The rows one after the other, without their NUL padding."""
         text: bytes = self.matrix().tobytes().translate(None, b"\0")
         return text
+
+
+def _pick(values: list[T], index: IntArray) -> list[T]:
+    """`values` at `index` (at C speed)."""
+    if len(index) > 1:
+        return list(itemgetter(*index.tolist())(values))
+    return [values[i] for i in index.tolist()]
 
 
 def _table(texts: Sequence[bytes]) -> TextMatrix:
@@ -320,6 +329,15 @@ class _Wallets:
         row = np.full(len(real) + 1, len(held), dtype=np.intp)
         row[held] = np.arange(len(held))
         self.locked_row = row[np.where(tree.real_index >= 0, tree.real_index, len(real))]
+        # What each real wallet holds, as its file says it (plain), printed once; 0 (the last row) for
+        # wallets the real tree does not have.
+        held_by = np.flatnonzero(real.wallet)
+        texts = _pick(real.amount_text, held_by)
+        plain = plain_texts([text or "0" for text in texts] if None in texts else cast(list[str], texts))
+        self.current = _stacked(plain, _table([b"0"]))
+        row = np.full(len(real) + 1, len(held_by), dtype=np.intp)
+        row[held_by] = np.arange(len(held_by))
+        self.current_row = row[np.where(tree.real_index >= 0, tree.real_index, len(real))]
 
     def fields(self, nodes: IntArray) -> TextMatrix:
         """One field: the wallets' part of each row (the wallets' rows are made alone, then put in place)."""
@@ -328,16 +346,13 @@ class _Wallets:
         if not at.size:
             return made
         wallets = nodes[at]
-        index = self.real_index[wallets]
-        texts = self.real.amount_text
-        current = [(texts[r] or "0") if r >= 0 else "0" for r in index.tolist()]
         desired = self.desired_amount[wallets]
         rows = _Rows(len(wallets))
         rows.add(
             b'],"asset":',
             self.assets[self.asset_of[wallets]],
             b',"current_amount":"',
-            plain_texts(current),
+            self.current[self.current_row[wallets]],
             b'","desired_amount":"',
             float_texts(desired, AMOUNT_PLACES),
             b'","diff_amount":"',
