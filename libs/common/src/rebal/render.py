@@ -17,8 +17,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
-from operator import itemgetter
-from typing import Any, BinaryIO, TypeVar, cast
+from typing import Any, BinaryIO, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -28,11 +27,10 @@ from rebal.core.bulk import Decimals, TextMatrix, decimal_texts, float_texts, pl
 from rebal.core.diff import OPERATION_NAMES, SELL, DiffTree
 from rebal.core.numbers import AMOUNT_PLACES, MONEY_PLACES, WEIGHT_PLACES, dec_str, money_str
 from rebal.core.plan import REASONS, TRANSFER, Notes, OrderColumns, Plan, Transfer
-from rebal.core.tree import Categorical, IntArray, Tree, preorder
+from rebal.core.tree import Categorical, IntArray, Tree, pick, preorder
 from rebal.core.union import UnionTree
 
 JsonDict = dict[str, Any]
-T = TypeVar("T")
 # Rows per chunk: the numpy work of a chunk stays within the CPU's caches.
 CHUNK_ROWS = 32_768
 
@@ -171,13 +169,6 @@ class _Rows:
         """The rows one after the other, without their NUL padding."""
         text: bytes = self.matrix().tobytes().translate(None, b"\0")
         return text
-
-
-def _pick(values: list[T], index: IntArray) -> list[T]:
-    """`values` at `index` (at C speed)."""
-    if len(index) > 1:
-        return list(itemgetter(*index.tolist())(values))
-    return [values[i] for i in index.tolist()]
 
 
 def _table(texts: Sequence[bytes]) -> TextMatrix:
@@ -332,7 +323,7 @@ class _Wallets:
         # What each real wallet holds, as its file says it (plain), printed once; 0 (the last row) for
         # wallets the real tree does not have.
         held_by = np.flatnonzero(real.wallet)
-        texts = _pick(real.amount_text, held_by)
+        texts = pick(real.amount_text, held_by.tolist())
         plain = plain_texts([text or "0" for text in texts] if None in texts else cast(list[str], texts))
         self.current = _stacked(plain, _table([b"0"]))
         row = np.full(len(real) + 1, len(held_by), dtype=np.intp)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cached_property
 from operator import attrgetter, itemgetter
-from typing import Any, Literal, NamedTuple, cast
+from typing import Any, Literal, NamedTuple, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -38,6 +38,7 @@ from rebal.core.numbers import (
 from rebal.core.positions import FUTURES, Position, TargetPosition, parse_positions
 
 Role = Literal["real", "target"]
+T = TypeVar("T")
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
@@ -308,7 +309,7 @@ def _walk(reader: _Nodes, root: object) -> _Walked:
     up = parent[order]
     return _Walked(
         reader,
-        _pick(found, order.tolist()),
+        pick(found, order.tolist()),
         np.where(up >= 0, position[np.maximum(up, 0)], -1),
         depth[order],
         np.concatenate(listed)[order],
@@ -353,8 +354,8 @@ def _build(walked: _Walked, role: Role) -> Tree:
     wallet_index = np.flatnonzero(is_wallet)
     wallets = wallet_index.tolist()
     portfolios = np.flatnonzero(~is_wallet).tolist()
-    wallet_nodes = _pick(walked.nodes, wallets)
-    portfolio_nodes = _pick(walked.nodes, portfolios)
+    wallet_nodes = pick(walked.nodes, wallets)
+    portfolio_nodes = pick(walked.nodes, portfolios)
     held = column("positions", wallet_nodes) if may_hold_positions else []
     if held.count(missing) != len(held):
         given = [i for i, value in zip(wallets, held, strict=True) if value is not missing]
@@ -484,8 +485,8 @@ def _pools(
     return pools
 
 
-def _pick(nodes: list[Any], index: list[int]) -> list[Any]:
-    """The nodes at `index` (at C speed)."""
+def pick(nodes: list[T], index: list[int]) -> list[T]:
+    """The items at `index` (at C speed)."""
     if len(index) > 1:
         return list(itemgetter(*index)(nodes))
     return [nodes[i] for i in index]
