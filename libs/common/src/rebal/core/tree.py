@@ -279,9 +279,13 @@ def _walk(reader: _Nodes, root: object) -> _Walked:
         if not reader.typed and not set(map(type, kids)) <= {list, type(None)}:
             bad = next(i for i, k in enumerate(kids) if type(k) not in (list, type(None)))
             raise InputError(paths().of(first + bad), "'children' must be a list")
-        counts = np.array([-1 if k is None else len(k) for k in kids], dtype=np.int64)
+        leaves = kids.count(None)  # a level of wallets lists no children at all (counted at C speed)
+        if leaves == len(kids):
+            counts, below = np.full(len(kids), -1, dtype=np.int64), []
+        else:
+            counts = np.array([-1 if k is None else len(k) for k in kids], dtype=np.int64)
+            below = [child for k in kids if k for child in k]
         listed.append(counts)
-        below = [child for k in kids if k for child in k]
         if not below:
             break
         if len(sizes) > MAX_DEPTH:
