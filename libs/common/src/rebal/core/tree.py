@@ -627,9 +627,11 @@ def _amounts(
         if inside.all() and all(Decimal(strings[i]) == 0 for i in np.flatnonzero(zero).tolist()):
             if len(wallets) == count:
                 texts = list(strings)
-            else:
-                for i, text in zip(wallets.tolist(), strings, strict=True):
-                    texts[i] = text
+            else:  # None for portfolios, each wallet's text in place (at C speed)
+                given, placed = np.empty(len(strings), dtype=object), np.full(count, None, dtype=object)
+                given[:] = strings  # the same objects (a list would be made an array of text first)
+                placed[wallets] = given
+                texts = placed.tolist()
             values[wallets] = parsed
             return texts, values
     for i, value in zip(wallets.tolist(), raw, strict=True):  # the slow path finds and names the bad one
