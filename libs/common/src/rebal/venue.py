@@ -21,7 +21,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
+
+from rebal.core.venues import Quote
 
 Side = Literal["buy", "sell"]
 # "expired": the venue ended the order before it filled completely (a market order out of liquidity, an
@@ -267,6 +269,16 @@ class Venue(Protocol):
     async def open_orders(self, account: str, symbol: str | None = None) -> Sequence[OrderState]:
         """Every order of the account still open at the venue (of one symbol, or all), ours or not. An
         order placed without a client id is named `EXTERNAL_ID_PREFIX` + the venue's own order id."""
+        ...
+
+
+@runtime_checkable
+class QuotingVenue(Venue, Protocol):
+    """A venue that shows its best bid and ask (optional: the tracker asks for it to fill the snapshot's
+    per-venue prices, `rebal.core.venues`)."""
+
+    async def quotes(self, symbols: Sequence[str]) -> Mapping[str, Quote]:
+        """The best bid and ask of each symbol, in its quote (a side the venue does not show is None)."""
         ...
 
 

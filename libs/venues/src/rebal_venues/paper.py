@@ -6,6 +6,10 @@ transaction, at the moving price of the moment:
 
 - prices move deterministically with the injected clock (`MovingPrices`): a bounded sine per asset plus
   a small noise derived from a hash of (asset, time bucket), around the base prices of a prices document;
+- each paper exchange has its own prices and spread (`price_factor`, `spread_bps`): every asset but the
+  prices document's quote is worth `price_factor` times the moving price there, and a market order fills
+  at the exchange's ask (a buy) or bid (a sell), ``mid·(1 ± spread_bps/20000)`` (`quotes` shows them, as
+  an exchange's ticker shows its best bid and ask); by default (1, 0) every exchange trades at the mid;
 - the fee is charged in the quote (`fee_in_received` off: a buy costs ``amount·price·(1+fee)``, a sell
   yields ``amount·price·(1−fee)``, the cost rounded to `QUOTE_QUANTUM`, the fee rounded up to it), or, as
   Binance does (each fill's `commissionAsset`), in the asset received: a buy's fee out of the base bought.
@@ -35,6 +39,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from rebal.core.market import Markets, Prices
+from rebal.core.venues import Quote
 from rebal.events import derive_id
 from rebal.venue import (
     BELOW_MIN_AMOUNT,
@@ -216,6 +221,10 @@ class PaperVenue:
     orders_per_10s: int | None = None
     # The trading fee in the asset received (a buy's in the base), as Binance takes it; else in the quote.
     fee_in_received: bool = False
+    # This exchange's own prices: its assets at `price_factor` x the moving price (its valuation quote at
+    # 1), bought at the ask and sold at the bid, `spread_bps` apart around that mid.
+    price_factor: Decimal = Decimal(1)
+    spread_bps: Decimal = Decimal(0)
 
     @classmethod
     def from_documents(
@@ -231,6 +240,8 @@ class PaperVenue:
         order_visible_after: timedelta = timedelta(0),
         orders_per_10s: int | None = None,
         fee_in_received: bool = False,
+        price_factor: Decimal = Decimal(1),
+        spread_bps: Decimal = Decimal(0),
         **movement: float,
     ) -> PaperVenue:
         """From a markets document and a prices document; `movement` tunes `MovingPrices`."""
@@ -247,6 +258,8 @@ class PaperVenue:
             order_visible_after,
             orders_per_10s,
             fee_in_received,
+            price_factor,
+            spread_bps,
         )
 
     @property
@@ -264,15 +277,35 @@ class PaperVenue:
         """Nothing to close: the pool is the service's."""
 
     async def prices(self, symbols: Sequence[str]) -> Mapping[str, Decimal]:
-        """Any ``BASE/QUOTE`` whose two assets have a base price (not only the listed markets)."""
+        """Any ``BASE/QUOTE`` whose two assets have a base price (not only the listed markets): the mid."""
         now = self.clock()
-        found: dict[str, Decimal] = {}
-        for symbol in symbols:
-            price = self.price_model.symbol_price(symbol, now)
-            if price is None:
-                raise VenueError(f"{self.exchange}: no price for {symbol}")
-            found[symbol] = price
-        return found
+        return {symbol: self._mid(symbol, now) for symbol in symbols}
+
+    async def quotes(self, symbols: Sequence[str]) -> Mapping[str, Quote]:
+        """The best bid and ask of each symbol: where a sell and a buy would fill now."""
+        now = self.clock()
+        return {symbol: Quote(*self._sides(symbol, now)) for symbol in symbols}
+
+    def _mid(self, symbol: str, at: datetime) -> Decimal:
+        """The symbol's price on this exchange: its assets at `price_factor` x the moving price."""
+        price = self.price_model.symbol_price(symbol, at)
+        if price is None:
+            raise VenueError(f"{self.exchange}: no price for {symbol}")
+        if self.price_factor == 1:
+            return price
+        base, _, quote = symbol.partition("/")
+        unit = self.price_model.base.quote
+        one = Decimal(1)
+        factor = (self.price_factor if base != unit else one) / (self.price_factor if quote != unit else one)
+        return _significant(price * factor, PRICE_DIGITS)
+
+    def _sides(self, symbol: str, at: datetime) -> tuple[Decimal, Decimal]:
+        """(bid, ask): `spread_bps` apart around the mid, each to `PRICE_DIGITS` significant digits."""
+        mid = self._mid(symbol, at)
+        if not self.spread_bps:
+            return mid, mid
+        half = mid * self.spread_bps / 20000
+        return _significant(mid - half, PRICE_DIGITS), _significant(mid + half, PRICE_DIGITS)
 
     async def balances(self, account: str) -> Balances:
         await self._credit_due()
@@ -387,9 +420,8 @@ class PaperVenue:
         reason = order_rejection(market, amount)
         if market is None or reason:
             return _Outcome("rejected", reason)
-        price = self.price_model.symbol_price(symbol, now)
-        if price is None:
-            raise VenueError(f"{self.exchange}: no price for {symbol}")
+        bid, ask = self._sides(symbol, now)
+        price = ask if side == "buy" else bid
         cost = (amount * price).quantize(QUOTE_QUANTUM)
         if cost < market.min_cost:
             return _Outcome("rejected", BELOW_MIN_COST)

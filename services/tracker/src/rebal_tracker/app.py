@@ -54,7 +54,9 @@ class Runtime:
         self.venues = open_venues(_exchanges(layout), pool, self.settings.paper)
         venues = telemetry.traced_venues(self.venues)
         quote = next(iter(venues.values())).valuation_quote if venues else "USD"
-        self.tracker = Tracker(tracking.portfolio_id, layout, quote, venues, self.publisher)
+        self.tracker = Tracker(
+            tracking.portfolio_id, layout, quote, venues, self.publisher, venue_prices=tracking.venue_prices
+        )
         seeded = await self.tracker.seed()
         if seeded:
             log.info("seeded the paper exchange for %s", ", ".join(seeded))
