@@ -361,10 +361,11 @@ def plan_orders(plan: Plan) -> Records:
             "phase": dictionary_column([BUY_PHASE, SELL_PHASE], side),
         },
     }
+    if plan.notes is None:
+        return Records(table, plan.orders)
     # A where-mode plan's orders that wait for a transfer's arrival name it (`after_transfer`).
-    after = [None] * len(columns) if plan.notes is None else _indices(plan.notes.order_after)
-    if plan.notes is not None:
-        table["columns"]["after_transfer"] = after
+    after = _indices(plan.notes.order_after)
+    table["columns"]["after_transfer"] = after
 
     def rows() -> list[tuple[Any, ...]]:
         return [(*order, waits) for order, waits in zip(plan.orders(), after, strict=True)]
