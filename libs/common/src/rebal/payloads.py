@@ -344,7 +344,7 @@ def plan_orders(plan: Plan) -> Records:
     tree = plan.diff.tree
     nodes, account = np.unique(columns.account, return_inverse=True)
     side = columns.sell.astype(np.int64)
-    table: dict[str, Any] = {
+    table = {
         "n": len(columns),
         "columns": {
             "account": dictionary_column([tree.path(int(node)) for node in nodes], account),
@@ -359,23 +359,11 @@ def plan_orders(plan: Plan) -> Records:
             "est_cost": decimal_column(columns.est_cost),
             "est_fee": decimal_column(columns.est_fee),
             "phase": dictionary_column([BUY_PHASE, SELL_PHASE], side),
+            # The transfer a where-mode plan's order waits for (None: none, every order of other plans).
+            "after_transfer": plan.waits_for(),
         },
     }
-    if plan.notes is None:
-        return Records(table, plan.orders)
-    # A where-mode plan's orders that wait for a transfer's arrival name it (`after_transfer`).
-    after = _indices(plan.notes.order_after)
-    table["columns"]["after_transfer"] = after
-
-    def rows() -> list[tuple[Any, ...]]:
-        return [(*order, waits) for order, waits in zip(plan.orders(), after, strict=True)]
-
-    return Records(table, rows)
-
-
-def _indices(column: npt.NDArray[np.integer[Any]]) -> list[int | None]:
-    """Indices as ints, -1 (none) as None."""
-    return [None if index < 0 else index for index in column.tolist()]
+    return Records(table, plan.orders)
 
 
 def tree_of(table: dict[str, Any]) -> Any:

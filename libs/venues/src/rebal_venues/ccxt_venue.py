@@ -71,6 +71,7 @@ from rebal_venues.ccxt_translate import (
     fill_of,
     market_info,
     order_status,
+    ticker_figures,
     transfer_of,
     truncate_amount,
 )
@@ -235,14 +236,7 @@ class CcxtVenue:
         return await self.markets()
 
     async def prices(self, symbols: Sequence[str]) -> Mapping[str, Decimal]:
-        tickers = await self._tickers(symbols)
-        found: dict[str, Decimal] = {}
-        for symbol in symbols:
-            last = (tickers.get(symbol) or {}).get("last")
-            if last is None:
-                raise VenueError(f"{self._name}: no price for {symbol}")
-            found[symbol] = decimal_of(last)
-        return found
+        return ticker_figures(await self._tickers(symbols), symbols, "last", self._name, "price")
 
     async def quotes(self, symbols: Sequence[str]) -> Mapping[str, Quote]:
         """The tickers' best bid and ask (ccxt's unified ticker `bid`/`ask`; a side not shown is None)."""
