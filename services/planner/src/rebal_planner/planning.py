@@ -265,8 +265,9 @@ def planned_of(
                     est_value=t.value,
                     network=t.network,
                     fee=t.fee,
+                    manual=manual,
                 )
-                for t in plan.transfers
+                for t, manual in zip(plan.transfers, plan.manual(), strict=True)
             ],
             "skipped": [*skips, *positions.skips],
             "projected_weights": projected_weights(diff, (s.path for s in skips)),

@@ -116,6 +116,10 @@ function showStatus() {
   trading.textContent = status.halted ? "HALTED" + (status.halt_reason ? ": " + status.halt_reason : "") : "trading";
   trading.className = "pill " + (status.halted ? "bad" : "ok");
   $("mode").textContent = status.mode;
+  // Bank transfers a run waits for: its buys are not placed until an operator confirms each.
+  const waiting = status.transfers_waiting || 0;
+  $("transfers").hidden = !waiting;
+  $("transfers").textContent = waiting + (waiting === 1 ? " bank transfer waits" : " bank transfers wait") + " for an operator";
   $("scope").textContent = session.may_change ? "operator" : "viewer (read only)";
   $("controls").hidden = !session.may_change;
   $("halt").disabled = status.halted;
