@@ -835,16 +835,18 @@ class _Groups:
     ) -> None:
         """Each move shifts its two groups: the source trades `amount` less (it leaves as the asset), the
         destination buys `amount` less (a round trip avoided: the fee is lost) or sells what arrives."""
-        for move in moves:
-            source = position[move.source * n_assets + ids[move.asset]]
-            destination = position[move.destination * n_assets + ids[move.asset]]
-            arriving = move.amount if move.kind == "round_trip" else move.received
-            self.net[source] += float(move.amount)
-            self.net[destination] -= float(arriving)
-            self.free[source] -= float(move.amount)
-            self.free[destination] += float(move.received)
-            self._extra[source] = self._extra.get(source, Decimal(0)) - move.amount
-            self._extra[destination] = self._extra.get(destination, Decimal(0)) + move.received
+        # One add per move and side, in the moves' order (a group several moves touch sums them in turn).
+        source = [position[move.source * n_assets + ids[move.asset]] for move in moves]
+        destination = [position[move.destination * n_assets + ids[move.asset]] for move in moves]
+        amount = [float(move.amount) for move in moves]
+        received = [float(move.received) for move in moves]
+        arriving = [amount[i] if move.kind == "round_trip" else received[i] for i, move in enumerate(moves)]
+        both = np.ravel(np.column_stack((source, destination)))
+        np.add.at(self.net, both, np.ravel(np.column_stack((amount, np.negative(arriving)))))
+        np.add.at(self.free, both, np.ravel(np.column_stack((np.negative(amount), received))))
+        for move, src, dst in zip(moves, source, destination, strict=True):
+            self._extra[src] = self._extra.get(src, Decimal(0)) - move.amount
+            self._extra[dst] = self._extra.get(dst, Decimal(0)) + move.received
 
     def exchange_of(self, g: int) -> str:
         return self.exchanges[int(self.account_exchange[self.account[g]])]
