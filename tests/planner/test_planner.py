@@ -128,7 +128,7 @@ def test_the_plan_event_is_what_validation_would_have_made() -> None:
     )
     assert isinstance(event, RebalancePlanned) and len(event.orders) > 1000 and event.skipped
     # The trusted rows are the core's tuples: their fields must come in the models' order.
-    assert tuple(PlannedOrder.model_fields) == Order._fields
+    assert tuple(PlannedOrder.model_fields) == Order._fields  # after_transfer last, in both
     assert tuple(SkippedOrder.model_fields) == Skip._fields
     assert tuple(ProjectedWeight.model_fields) == Projected._fields
     assert tuple(PlannedBudget.model_fields) == Budget._fields

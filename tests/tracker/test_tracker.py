@@ -83,7 +83,18 @@ async def test_a_command_snapshots_the_seeded_layout(pool: asyncpg.Pool) -> None
     assert isinstance(snapshot, BalanceSnapshotTaken)
     assert snapshot.causation_id == command.event_id
     assert wallet_amounts(snapshot.tree) == {"BTC": "0.8", "ETH": "5", "SOL": "100", "USDT": "22000"}
-    assert snapshot.prices == {"quote": "USDT", "prices": {"BTC": "60000", "ETH": "3000", "SOL": "150"}}
+    # The venue's own bid and ask too (the paper exchange's default: no spread, at the mid).
+    assert snapshot.prices == {
+        "quote": "USDT",
+        "prices": {"BTC": "60000", "ETH": "3000", "SOL": "150"},
+        "venues": {
+            "paper": {
+                "BTC": {"bid": "60000", "ask": "60000"},
+                "ETH": {"bid": "3000", "ask": "3000"},
+                "SOL": {"bid": "150", "ask": "150"},
+            }
+        },
+    }
     assert snapshot.markets is not None
     assert snapshot.markets["paper"]["BTC/USDT"] == {
         "amount_step": "0.00001",
@@ -95,6 +106,40 @@ async def test_a_command_snapshots_the_seeded_layout(pool: asyncpg.Pool) -> None
     # A redelivered command derives the same id: the bus drops it.
     await service.on_take_snapshot(command)
     assert len(recorder.published) == 1
+
+
+async def test_each_venue_prices_its_assets_with_its_own_bid_and_ask(pool: asyncpg.Pool) -> None:
+    """A venue 1% above the reference with a 10 bp spread: the snapshot values at its mid and shows its
+    bid and ask (`prices.venues`), which the planner trades at; `venue_prices` off shows none."""
+    dear = PaperVenue.from_documents(
+        "paper",
+        pool,
+        demo("markets"),
+        demo("prices"),
+        Clock(),
+        price_factor=D("1.01"),
+        spread_bps=D(10),
+        **STILL,
+    )
+    recorder = RecordingPublisher()
+    service = Tracker("demo", demo("real"), "USDT", {"paper": dear}, recorder, Clock())
+    await service.seed()
+    await service.on_take_snapshot(take())
+    [snapshot] = recorder.published
+    assert isinstance(snapshot, BalanceSnapshotTaken)
+    assert snapshot.prices == {
+        "quote": "USDT",
+        "prices": {"BTC": "60600", "ETH": "3030", "SOL": "151.5"},
+        "venues": {
+            "paper": {
+                "BTC": {"bid": "60569.7", "ask": "60630.3"},
+                "ETH": {"bid": "3028.485", "ask": "3031.515"},
+                "SOL": {"bid": "151.42425", "ask": "151.57575"},
+            }
+        },
+    }
+    plain = replace(service, venue_prices=False, publisher=RecordingPublisher())
+    assert "venues" not in (await plain.read())["prices"]
 
 
 async def test_snapshots_show_traded_balances_and_a_restart_keeps_them(pool: asyncpg.Pool) -> None:

@@ -19,6 +19,7 @@ import pytest
 from pydantic import SecretStr
 
 from rebal import metrics
+from rebal.core.venues import Quote
 from rebal.venue import (
     ClientIdInUse,
     Fill,
@@ -116,6 +117,16 @@ async def test_contract_markets_carry_steps_minimums_and_fees(contract: Contract
 
 async def test_contract_prices_are_the_last_prices(contract: Contract) -> None:
     assert await contract.venue.prices(["BTC/USDT", "SOL/USDT"]) == {"BTC/USDT": D(60000), "SOL/USDT": D(150)}
+
+
+async def test_quotes_are_the_tickers_best_bid_and_ask(fake: Fake, venue: CcxtVenue) -> None:
+    """What the tracker fills the snapshot's per-venue prices from (Binance's 24hr ticker `bidPrice` and
+    `askPrice`, which the fake shows at the last price)."""
+    assert await venue.quotes(["BTC/USDT", "SOL/USDT"]) == {
+        "BTC/USDT": Quote(D(60000), D(60000)),
+        "SOL/USDT": Quote(D(150), D(150)),
+    }
+    assert [r.get("symbol") for r in fake.book.requests_of("tickers")] == ["BTCUSDT", "SOLUSDT"]
 
 
 async def test_a_few_prices_are_read_one_ticker_each_many_at_once(fake: Fake, venue: CcxtVenue) -> None:

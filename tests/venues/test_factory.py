@@ -190,7 +190,12 @@ async def test_the_tracker_reads_a_configured_ccxt_account(tmp_path: Path) -> No
             facts = await tracker.read()
         finally:
             await venues["binance"].close()
-    assert facts["prices"] == {"quote": "USDT", "prices": {"BTC": "60000"}}
+    # With the exchange's own best bid and ask, from its tickers (the fake shows them at the last price).
+    assert facts["prices"] == {
+        "quote": "USDT",
+        "prices": {"BTC": "60000"},
+        "venues": {"binance": {"BTC": {"bid": "60000", "ask": "60000"}}},
+    }
     assert sorted(facts["markets"]["binance"]) == ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
     assert facts["markets"]["binance"]["BTC/USDT"] == {
         "amount_step": "0.00001",

@@ -10,8 +10,9 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
+from rebal.core.venues import Quote
 from rebal.events import derive_id
-from rebal.venue import ClientIdInUse, OrderRejected, Venue, VenueRateLimited
+from rebal.venue import ClientIdInUse, OrderRejected, QuotingVenue, Venue, VenueRateLimited
 from rebal_venues.paper import PaperVenue
 from tests.paper_support import EXCHANGE, MARKETS, PRICES, STILL, T0, Clock
 
@@ -65,6 +66,26 @@ async def test_sell_yields_cost_minus_fee(pool: asyncpg.Pool) -> None:
     # 1.2345 x 3000 = 3703.5, fee 3.7035: 10 + 3699.7965.
     assert state.fills[0].fee == D("3.7035")
     assert (await venue.balances(ACCOUNT)).free == {"ETH": D("0.7655"), "USDT": D("3709.7965")}
+
+
+async def test_each_exchange_has_its_own_prices_and_fills_at_its_bid_and_ask(pool: asyncpg.Pool) -> None:
+    """`price_factor` 0.99 and `spread_bps` 20: BTC's mid is 59400 there, bid 59340.6, ask 59459.4; a buy
+    pays the ask, a sell gets the bid, and `quotes` shows both (what a ticker's best bid and ask show)."""
+    venue = PaperVenue.from_documents(
+        EXCHANGE, pool, MARKETS, PRICES, Clock(), price_factor=D("0.99"), spread_bps=D(20), **STILL
+    )
+    assert isinstance(venue, QuotingVenue)
+    assert await venue.seed(ACCOUNT, {"USDT": D(100000)})
+    assert await venue.prices(["BTC/USDT"]) == {"BTC/USDT": D(59400)}
+    assert await venue.quotes(["BTC/USDT", "ETH/USDT"]) == {
+        "BTC/USDT": Quote(D("59340.6"), D("59459.4")),
+        "ETH/USDT": Quote(D("2967.03"), D("2972.97")),
+    }
+    bought = await venue.place_order(ACCOUNT, "c-bid-ask-1", "BTC/USDT", "buy", D("0.1"))
+    sold = await venue.place_order(ACCOUNT, "c-bid-ask-2", "BTC/USDT", "sell", D("0.1"))
+    assert (bought.fills[0].price, sold.fills[0].price) == (D("59459.4"), D("59340.6"))
+    # The round trip paid the spread (11.88) and two fees (5.94594 + 5.93406).
+    assert (await venue.balances(ACCOUNT)).free == {"USDT": D("99976.24")}
 
 
 async def test_selling_everything_leaves_no_balance(pool: asyncpg.Pool) -> None:

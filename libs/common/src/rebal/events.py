@@ -21,7 +21,15 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from rebal import subjects
 from rebal.core import bounds
@@ -308,6 +316,10 @@ class OptimizationFailed(Event):
 
 
 class PlannedOrder(Frozen):
+    """One order of a plan; `after_transfer` the index in the plan's `transfers` of the transfer whose
+    arrival it waits for (a sell of what is moved to a better venue: the executor runs it once that
+    transfer is credited and sells at most what arrived), or None."""
+
     account: Text
     exchange: Text
     symbol: Text
@@ -317,18 +329,22 @@ class PlannedOrder(Frozen):
     est_cost: Number
     est_fee: Number
     phase: int
+    after_transfer: int | None = Field(default=None, ge=0)
 
 
 class PlannedTransfer(Frozen):
-    """`amount` of `asset` from one account to another. `manual`: one side is a bank or broker account
-    without an API (`"kind": "bank"`): the transfer is an operator's task, not a withdrawal (plans made
-    before the field read false)."""
+    """`amount` of `asset` from one account to another; the destination receives `amount - fee`
+    (`network` the network the planner chose with a network file, its `fee` in the asset; None and 0
+    without one). `manual`: one side is a bank or broker account without an API (`"kind": "bank"`): the
+    transfer is an operator's task, not a withdrawal (plans made before the field read false)."""
 
     asset: Text
     from_account: Text
     to_account: Text
     amount: Number
     est_value: Number
+    network: Text | None = None
+    fee: Number = Decimal(0)
     manual: bool = False
 
 
@@ -415,6 +431,17 @@ class RebalancePlanned(Event):
     position_orders: tuple[PlannedPositionOrder, ...] = ()
     position_settings: tuple[PlannedPositionSetting, ...] = ()
     payload_ref: PayloadRef | None = None
+
+    @model_validator(mode="after")
+    def _waits_for_a_transfer_it_has(self) -> Self:
+        count = len(self.transfers)
+        for leg, order in enumerate(self.orders):
+            if order.after_transfer is not None and order.after_transfer >= count:
+                raise ValueError(
+                    f"orders[{leg}].after_transfer: {order.after_transfer} names no transfer "
+                    f"(the plan has {count})"
+                )
+        return self
 
 
 class TriggerBreach(Frozen):

@@ -359,6 +359,8 @@ def plan_orders(plan: Plan) -> Records:
             "est_cost": decimal_column(columns.est_cost),
             "est_fee": decimal_column(columns.est_fee),
             "phase": dictionary_column([BUY_PHASE, SELL_PHASE], side),
+            # The transfer a where-mode plan's order waits for (None: none, every order of other plans).
+            "after_transfer": plan.waits_for(),
         },
     }
     return Records(table, plan.orders)

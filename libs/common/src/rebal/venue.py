@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal, Protocol, runtime_checkable
 
+from rebal.core.venues import Quote
+
 Side = Literal["buy", "sell"]
 # "expired": the venue ended the order before it filled completely (a market order out of liquidity, an
 # IOC remainder); `filled` says how much did.
@@ -294,6 +296,17 @@ class Venue(Protocol):
     async def open_orders(self, account: str, symbol: str | None = None) -> Sequence[OrderState]:
         """Every order of the account still open at the venue (of one symbol, or all), ours or not. An
         order placed without a client id is named `EXTERNAL_ID_PREFIX` + the venue's own order id."""
+        ...
+
+
+@runtime_checkable
+class QuotingVenue(Venue, Protocol):
+    """A venue that shows its best bid and ask of many symbols at once (optional: the tracker asks for
+    them to fill the snapshot's per-venue prices, `rebal.core.venues`; `Resting.book_top` is one market's
+    for the executor's limit orders)."""
+
+    async def quotes(self, symbols: Sequence[str]) -> Mapping[str, Quote]:
+        """The best bid and ask of each symbol, in its quote (a side the venue does not show is None)."""
         ...
 
 

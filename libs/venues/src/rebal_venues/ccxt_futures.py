@@ -30,7 +30,7 @@ from rebal.core.contracts import MAX_LEVERAGE, Contract
 from rebal.core.positions import MarginMode, Position
 from rebal.futures import LeverageRefused, Margin, MarginModeRefused
 from rebal.venue import OrderState, Side, VenueAuthError, VenueError
-from rebal_venues.ccxt_translate import decimal_of
+from rebal_venues.ccxt_translate import decimal_of, ticker_figures
 from rebal_venues.ccxt_venue import CcxtVenue
 
 # The settlement asset of the USDⓈ-M contracts this adapter trades.
@@ -78,13 +78,7 @@ class CcxtFuturesVenue(CcxtVenue):
             return {}
         with self._translated("fetch_mark_prices"):
             tickers = await self._request(lambda: self._client.fetch_mark_prices(list(symbols)))
-        found: dict[str, Decimal] = {}
-        for symbol in symbols:
-            mark = (tickers.get(symbol) or {}).get("markPrice")
-            if mark is None:
-                raise VenueError(f"{self._name}: no mark price for {symbol}")
-            found[symbol] = decimal_of(mark)
-        return found
+        return ticker_figures(tickers, symbols, "markPrice", self._name, "mark price")
 
     async def positions(self, account: str) -> Sequence[Position]:
         self._check_account(account)

@@ -3,7 +3,7 @@ truncated to them, an order's status, a fill, a transfer; every ccxt number as a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
@@ -16,6 +16,7 @@ from rebal.venue import (
     OrderStatus,
     Transfer,
     TransferStatus,
+    VenueError,
 )
 
 # The reason of an order that ended before it filled completely (a market order out of liquidity).
@@ -25,6 +26,20 @@ EXPIRED = "expired"
 def decimal_of(value: object) -> Decimal:
     """A ccxt number (float, int or str; None is 0) as an exact decimal of its shortest repr."""
     return Decimal(0) if value is None else Decimal(str(value))
+
+
+def ticker_figures(
+    tickers: Mapping[str, Any], symbols: Sequence[str], key: str, venue: str, what: str
+) -> dict[str, Decimal]:
+    """Each symbol's `key` figure of its ticker (``last``, ``markPrice``); a symbol without one is a
+    `VenueError` naming `what` was missing."""
+    found: dict[str, Decimal] = {}
+    for symbol in symbols:
+        figure = (tickers.get(symbol) or {}).get(key)
+        if figure is None:
+            raise VenueError(f"{venue}: no {what} for {symbol}")
+        found[symbol] = decimal_of(figure)
+    return found
 
 
 def amount_step(mode: int, precision: object, min_amount: Decimal) -> Decimal:

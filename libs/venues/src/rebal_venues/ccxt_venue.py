@@ -35,6 +35,7 @@ import ccxt.async_support as ccxt_async
 from ccxt.base import errors as ccxt_errors
 
 from rebal import metrics
+from rebal.core.venues import Quote
 from rebal.venue import (
     BELOW_MIN_AMOUNT,
     BELOW_MIN_COST,
@@ -72,6 +73,7 @@ from rebal_venues.ccxt_translate import (
     fill_of,
     market_info,
     order_status,
+    ticker_figures,
     transfer_of,
     truncate_amount,
 )
@@ -236,6 +238,22 @@ class CcxtVenue:
         return await self.markets()
 
     async def prices(self, symbols: Sequence[str]) -> Mapping[str, Decimal]:
+        return ticker_figures(await self._tickers(symbols), symbols, "last", self._name, "price")
+
+    async def quotes(self, symbols: Sequence[str]) -> Mapping[str, Quote]:
+        """The tickers' best bid and ask (ccxt's unified ticker `bid`/`ask`; a side not shown is None)."""
+        tickers = await self._tickers(symbols)
+        found: dict[str, Quote] = {}
+        for symbol in symbols:
+            ticker = tickers.get(symbol) or {}
+            bid, ask = ticker.get("bid"), ticker.get("ask")
+            found[symbol] = Quote(
+                decimal_of(bid) if bid else None,
+                decimal_of(ask) if ask else None,
+            )
+        return found
+
+    async def _tickers(self, symbols: Sequence[str]) -> Mapping[str, Any]:
         with self._translated("fetch_tickers"):
             if len(symbols) <= SINGLE_TICKERS_UP_TO:
                 tickers = {}
@@ -246,13 +264,7 @@ class CcxtVenue:
                 tickers = await self._request(lambda: self._client.fetch_tickers(sorted(set(symbols))))
             else:
                 tickers = await self._request(self._client.fetch_tickers)
-        found: dict[str, Decimal] = {}
-        for symbol in symbols:
-            last = (tickers.get(symbol) or {}).get("last")
-            if last is None:
-                raise VenueError(f"{self._name}: no price for {symbol}")
-            found[symbol] = decimal_of(last)
-        return found
+        return dict(tickers)
 
     async def balances(self, account: str) -> Balances:
         self._check_account(account)

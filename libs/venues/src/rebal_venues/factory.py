@@ -33,6 +33,7 @@ from pydantic_settings import SettingsConfigDict
 
 from rebal.core.contracts import Contract
 from rebal.core.positions import MarginMode, Position
+from rebal.core.venues import Quote
 from rebal.futures import FuturesVenue, Margin
 from rebal.settings import Configured, Section
 from rebal.venue import (
@@ -160,6 +161,9 @@ class CcxtAccounts:
 
     async def prices(self, symbols: Sequence[str]) -> Mapping[str, Decimal]:
         return await self._public.prices(symbols)
+
+    async def quotes(self, symbols: Sequence[str]) -> Mapping[str, Quote]:
+        return await self._public.quotes(symbols)
 
     async def balances(self, account: str) -> Balances:
         return await self.of(account).balances(account)

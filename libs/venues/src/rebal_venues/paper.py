@@ -26,7 +26,8 @@ reports it `locked`), and fills whole at its own price once the moving price rea
 the exchange is asked anything), unless cancelled first. A post-only one that would cross is refused:
 Binance's "LIMIT_MAKER are LIMIT orders that will be rejected if they would immediately match and trade as
 a taker" (-2010 "Order would immediately match and take."). The touch is the moving price ± half of
-`spread_bps` (0: bid = ask = the price).
+`spread_bps` (0: bid = ask = the price). Each paper exchange may price apart from the others
+(`price_factor`: its assets at that multiple of the moving prices, the prices document's quote at 1).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from rebal.core.market import Markets, Prices
+from rebal.core.venues import Quote
 from rebal.events import derive_id
 from rebal.venue import (
     BELOW_MIN_AMOUNT,
@@ -229,6 +231,9 @@ class PaperVenue:
     # The spread around the moving price, in basis points: bid = price·(1 − s/20000), ask = price·(1 +
     # s/20000); market orders and crossing limit orders trade at the touch. 0: bid = ask = the price.
     spread_bps: Decimal = Decimal(0)
+    # This exchange's own prices: its assets at `price_factor` x the moving price (the prices document's
+    # quote at 1), so two paper exchanges can price one asset apart as real ones do.
+    price_factor: Decimal = Decimal(1)
 
     @classmethod
     def from_documents(
@@ -244,6 +249,8 @@ class PaperVenue:
         order_visible_after: timedelta = timedelta(0),
         orders_per_10s: int | None = None,
         fee_in_received: bool = False,
+        spread_bps: Decimal = Decimal(0),
+        price_factor: Decimal = Decimal(1),
         **movement: float,
     ) -> PaperVenue:
         """From a markets document and a prices document; `movement` tunes `MovingPrices`."""
@@ -260,6 +267,8 @@ class PaperVenue:
             order_visible_after,
             orders_per_10s,
             fee_in_received,
+            spread_bps,
+            price_factor,
         )
 
     @property
@@ -281,11 +290,30 @@ class PaperVenue:
         now = self.clock()
         found: dict[str, Decimal] = {}
         for symbol in symbols:
-            price = self.price_model.symbol_price(symbol, now)
+            price = self._price(symbol, now)
             if price is None:
                 raise VenueError(f"{self.exchange}: no price for {symbol}")
             found[symbol] = price
         return found
+
+    async def quotes(self, symbols: Sequence[str]) -> Mapping[str, Quote]:
+        """The best bid and ask of each symbol (`book_top`'s, for many symbols at once)."""
+        now = self.clock()
+        found: dict[str, Quote] = {}
+        for symbol in symbols:
+            top = self._top(symbol, now)
+            found[symbol] = Quote(top.bid, top.ask)
+        return found
+
+    def _price(self, symbol: str, at: datetime) -> Decimal | None:
+        """The symbol's price on this exchange: its assets at `price_factor` x the moving price."""
+        price = self.price_model.symbol_price(symbol, at)
+        if price is None or self.price_factor == 1:
+            return price
+        base, _, quote = symbol.partition("/")
+        unit, one = self.price_model.base.quote, Decimal(1)
+        factor = (self.price_factor if base != unit else one) / (self.price_factor if quote != unit else one)
+        return _significant(price * factor, PRICE_DIGITS)
 
     async def balances(self, account: str) -> Balances:
         await self._credit_due()
@@ -413,7 +441,7 @@ class PaperVenue:
             )
 
     def _top(self, symbol: str, now: datetime) -> BookTop:
-        price = self.price_model.symbol_price(symbol, now)
+        price = self._price(symbol, now)
         if price is None:
             raise VenueError(f"{self.exchange}: no price for {symbol}")
         half = self.spread_bps / 20000
@@ -498,7 +526,7 @@ class PaperVenue:
             self.exchange,
         )
         for row in rows:
-            price = self.price_model.symbol_price(row["symbol"], now)
+            price = self._price(row["symbol"], now)
             reached = price is not None and (
                 price <= row["price"] if row["side"] == "buy" else price >= row["price"]
             )

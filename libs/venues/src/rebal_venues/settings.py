@@ -16,6 +16,14 @@ from rebal_venues.paper import Clock, PaperVenue, utc_now
 from rebal_venues.paper_futures import BASELINE_FUNDING_RATE, futures_of
 
 
+class PaperPricing(Section):
+    """One paper exchange's own prices: its assets at `price_factor` x the moving price, bought at the ask
+    and sold at the bid, `spread_bps` (basis points of the mid) apart."""
+
+    price_factor: Decimal = Field(default=Decimal(1), gt=0, le=10)
+    spread_bps: Decimal = Field(default=Decimal(0), ge=0, lt=10_000)
+
+
 class PaperSettings(Section):
     """The paper exchange's markets and base prices (docs/formats.md files) and how its prices move."""
 
@@ -34,6 +42,9 @@ class PaperSettings(Section):
     order_visible_after_seconds: float = Field(default=1.0, ge=0)
     orders_per_10s: int | None = Field(default=50, gt=0)
     fee_in_received: bool = False
+    # Each exchange's own prices and spread, by exchange name (one not listed trades at the mid of the
+    # moving prices): `{"coinbase": {"price_factor": "1.005", "spread_bps": "4"}}`.
+    venues: dict[str, PaperPricing] = Field(default_factory=dict)
     # Perpetual futures (`rebal_venues.paper_futures`): the contracts of each exchange (a contracts
     # document, docs/formats.md; an exchange it does not list has no futures accounts), the funding rate
     # paid every `funding_interval_hours` (Binance's baseline: 0.01% every 8 hours), and the clearance fee
@@ -76,6 +87,8 @@ def open_paper_venues(
             order_visible_after=timedelta(seconds=settings.order_visible_after_seconds),
             orders_per_10s=settings.orders_per_10s,
             fee_in_received=settings.fee_in_received,
+            price_factor=settings.venues.get(exchange, PaperPricing()).price_factor,
+            spread_bps=settings.venues.get(exchange, PaperPricing()).spread_bps,
             **movement,
         )
         for exchange in sorted(set(exchanges))

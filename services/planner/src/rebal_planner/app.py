@@ -8,7 +8,9 @@ from rebal import bus, service
 from rebal_planner import autopilot, funds
 from rebal_planner.approvals import Approvals, JournalPreviews
 from rebal_planner.handlers import SERVICE, register, register_approvals
+from rebal_planner.inputs import snapshot_cache
 from rebal_planner.planner import Planner
+from rebal_planner.planning import load_networks
 from rebal_planner.settings import PlannerSettings
 
 
@@ -20,7 +22,8 @@ def build(settings: PlannerSettings) -> AsgiFastStream:
     publisher = bus.Publisher(broker)
     history = bus.StreamHistory(broker)
     database = service.Database(settings.database.url.get_secret_value(), settings.database.pool_size)
-    planner = Planner(history, publisher, settings)
+    snapshots = snapshot_cache(load_networks(settings.planning.network_file))
+    planner = Planner(history, publisher, settings, snapshots=snapshots)
     pilot = autopilot.Autopilot(
         database, history, publisher, settings.autopilot, planner.snapshots, planner.targets
     )

@@ -5,6 +5,7 @@ which is the latest)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from typing import Generic, TypeVar
 
 from rebal import bus
 from rebal.core.errors import InputError
+from rebal.core.networks import Networks
 from rebal.core.tree import Tree
 from rebal.events import BalanceSnapshotTaken, TargetWeightsComputed
 from rebal_planner.planning import ParsedSnapshot, parse_snapshot, parse_target, parsed_or_error
@@ -58,8 +60,9 @@ class Parsed(Generic[K, P]):
         return None if event is None else await self.add(event)
 
 
-def snapshot_cache() -> Parsed[BalanceSnapshotTaken, ParsedSnapshot]:
-    return Parsed(parse_snapshot)
+def snapshot_cache(networks: Networks | None = None) -> Parsed[BalanceSnapshotTaken, ParsedSnapshot]:
+    """Snapshots parsed with the networks assets move on between their venues (the planner's file)."""
+    return Parsed(functools.partial(parse_snapshot, networks=networks))
 
 
 def target_cache() -> Parsed[TargetWeightsComputed, Tree]:

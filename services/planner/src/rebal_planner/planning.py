@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
@@ -15,6 +16,7 @@ from rebal.core.contracts import Contracts
 from rebal.core.diff import DiffTree, diff_trees
 from rebal.core.errors import InputError
 from rebal.core.market import Markets, Prices
+from rebal.core.networks import Networks
 from rebal.core.plan import Plan, plan_rebalance
 from rebal.core.position_plan import PositionPlan, plan_positions
 from rebal.core.shown import projected_weights
@@ -30,6 +32,7 @@ from rebal.events import (
     TargetWeightsComputed,
     derive_run_id,
 )
+from rebal.io import load_document
 from rebal.payloads import Body, plan_orders
 
 E = TypeVar("E", BalanceSnapshotTaken, TargetWeightsComputed)
@@ -45,17 +48,31 @@ class ParsedSnapshot:
     # an earlier run has since changed.
     taken_at: datetime | None = None
     contracts: Contracts = field(default_factory=Contracts)
+    # How assets move between the snapshot's venues (the planner's network file; None: as without one).
+    networks: Networks | None = None
 
 
-def parse_snapshot(snapshot: BalanceSnapshotTaken) -> ParsedSnapshot:
-    """The snapshot's tree, prices, markets and contracts, validated (raises `InputError`)."""
+def parse_snapshot(snapshot: BalanceSnapshotTaken, networks: Networks | None = None) -> ParsedSnapshot:
+    """The snapshot's tree, prices, markets and contracts, validated (raises `InputError`), with the
+    networks assets move on between its venues."""
     return ParsedSnapshot(
         parse_tree(snapshot.tree, "real"),
         Prices.parse(snapshot.prices),
         Markets.parse(snapshot.markets),
         snapshot.occurred_at,
         Contracts.parse(snapshot.contracts),
+        networks,
     )
+
+
+def load_networks(path: Path | None) -> Networks | None:
+    """The planner's network file, parsed (None: no file); a bad one is refused with one line naming it."""
+    if path is None:
+        return None
+    try:
+        return Networks.parse(load_document(path))
+    except InputError as exc:
+        raise ValueError(f"{path}: {exc}") from None
 
 
 def parse_target(target: TargetWeightsComputed) -> Tree:
@@ -175,7 +192,7 @@ def plan_with_weights(
                 raise parsed
         assert isinstance(snapshot, ParsedSnapshot) and isinstance(target, Tree)
         diff = diff_trees(snapshot.real, target, snapshot.prices, band=float(band))
-        plan = plan_rebalance(diff, snapshot.markets)
+        plan = plan_rebalance(diff, snapshot.markets, networks=snapshot.networks)
         positions = plan_positions(diff.tree, snapshot.contracts, band)
     except InputError as exc:
         where = SOURCES.get(exc.source, "input")
@@ -246,6 +263,8 @@ def planned_of(
                     to_account=t.destination,
                     amount=t.amount,
                     est_value=t.value,
+                    network=t.network,
+                    fee=t.fee,
                     manual=manual,
                 )
                 for t, manual in zip(plan.transfers, plan.manual(), strict=True)

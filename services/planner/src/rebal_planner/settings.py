@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 from typing import ClassVar
 
 from pydantic import Field
@@ -19,6 +20,11 @@ class PlanningSettings(Section):
     # at once, with this band, rather than as a preview. Off by default (production-safe: dry-run).
     execute_reconciler_targets: bool = False
     reconcile_band: Decimal = Field(default=Decimal("0.001"), ge=0)
+    # A network file (docs/formats.md, "Where to trade"): how assets leave one exchange and enter another
+    # (withdrawal fees, minimums, networks on and off). With it the planner may move an asset to the venue
+    # where it sells better (the sell waits for the transfer); without it (the default) transfers stay
+    # in each account's quote, between any two accounts, without a fee.
+    network_file: Path | None = None
 
 
 class AutopilotSettings(Section):

@@ -60,7 +60,15 @@ class Runtime:
         restated = await self.banks.open(utc_now())
         if restated:
             log.info("bank balances stated by the layout: %s", ", ".join(restated))
-        self.tracker = Tracker(tracking.portfolio_id, layout, quote, venues, self.publisher, banks=self.banks)
+        self.tracker = Tracker(
+            tracking.portfolio_id,
+            layout,
+            quote,
+            venues,
+            self.publisher,
+            banks=self.banks,
+            venue_prices=tracking.venue_prices,
+        )
         seeded = await self.tracker.seed()
         if seeded:
             log.info("seeded the paper exchange for %s", ", ".join(seeded))

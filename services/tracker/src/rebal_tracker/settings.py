@@ -18,6 +18,9 @@ class TrackingSettings(Section):
     # seed the paper exchange the first time.
     layout_file: Path = Path("examples/demo/real.json")
     snapshot_interval_seconds: float = Field(default=10.0, gt=0)
+    # The snapshot's prices carry each venue's own best bid and ask (`venues`, docs/formats.md), so the
+    # planner sells where the bid is best and buys where the ask is lowest; off: one price per asset.
+    venue_prices: bool = True
     # Strategy returns are fetched and written in batches of up to this many.
     return_batch_size: int = Field(default=1000, ge=1, le=10_000)
     # Strategy statistics: since inception and over these rolling windows (days), recomputed at most

@@ -16,7 +16,7 @@ from rebal.core.assemble import LayoutAccount, assemble_tree, layout_accounts
 from rebal.core.numbers import dec_str
 from rebal.events import BalanceSnapshotTaken, TakeSnapshot, new_event
 from rebal.futures import FuturesVenue
-from rebal.venue import Venue, VenueError
+from rebal.venue import QuotingVenue, Venue, VenueError
 from rebal_tracker.banks import BankBook
 
 log = logging.getLogger("rebal.tracker")
@@ -33,6 +33,21 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+async def venue_quotes(venue: QuotingVenue, assets: Sequence[str], quote: str) -> dict[str, dict[str, str]]:
+    """A venue's own bid and ask of each asset in the valuation `quote` (``ASSET/quote`` tickers), as the
+    prices document's `venues` gives them (docs/formats.md); a side the venue does not show is left out."""
+    shown = await venue.quotes([f"{asset}/{quote}" for asset in assets])
+    found: dict[str, dict[str, str]] = {}
+    for symbol, sides in sorted(shown.items()):
+        if sides.bid is not None and sides.ask is not None and sides.bid > sides.ask:
+            continue  # a crossed book is no price to plan on (and the prices document refuses it)
+        both = (("bid", sides.bid), ("ask", sides.ask))
+        given = {side: dec_str(value) for side, value in both if value is not None and value > 0}
+        if given:
+            found[symbol.partition("/")[0]] = given
+    return found
+
+
 @dataclass
 class Tracker:
     """Reads every account of the layout from its venue and publishes the assembled real tree."""
@@ -44,6 +59,8 @@ class Tracker:
     publisher: bus.EventSink
     clock: Callable[[], datetime] = utc_now
     banks: BankBook | None = None  # the bank accounts' balances (no venue to ask)
+    # Fill the prices' `venues` (each venue's own bid and ask) from the venues that show them.
+    venue_prices: bool = True
     accounts: list[LayoutAccount] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -80,12 +97,17 @@ class Tracker:
         if self.banks is not None:
             holdings.update(await self.banks.holdings())
         prices: dict[str, str] = {}
+        venues: dict[str, dict[str, dict[str, str]]] = {}
         markets: dict[str, dict[str, dict[str, str]]] = {}
         for exchange, assets in sorted(assets_by_venue.items()):
             venue = self.venues[exchange]
             symbols = [f"{asset}/{self.quote}" for asset in sorted(assets - {self.quote, *prices})]
             for symbol, price in (await venue.prices(symbols)).items():
                 prices[symbol.partition("/")[0]] = dec_str(price)
+            if self.venue_prices and isinstance(venue, QuotingVenue):
+                quoted = await venue_quotes(venue, sorted(assets - {self.quote}), self.quote)
+                if quoted:
+                    venues[exchange] = quoted
             markets[exchange] = {
                 symbol: {
                     "amount_step": dec_str(info.amount_step),
@@ -101,6 +123,8 @@ class Tracker:
             "prices": {"quote": self.quote, "prices": dict(sorted(prices.items()))},
             "markets": markets,
         }
+        if venues:
+            facts["prices"]["venues"] = venues
         if futures.contracts:
             facts["contracts"] = futures.contracts
         return facts

@@ -151,6 +151,14 @@ def sell_amount(planned: Decimal, free: Decimal, step: Decimal) -> Decimal:
     return steps_to_decimal(floor_steps(free, step), step) if free > 0 else Decimal(0)
 
 
+def after_transfer_cap(planned: Decimal, sent: Decimal, fee: Decimal, arrived: Decimal) -> Decimal:
+    """The most a sell that waits for a transfer may sell: the part of its `planned` amount the account
+    held of its own (the plan's estimate of what arrives, ``sent - fee``, taken off) plus what really
+    `arrived` (0 when the transfer was not credited: the sell is then of its own part alone)."""
+    own = max(planned - max(sent - fee, Decimal(0)), Decimal(0))
+    return min(planned, own + max(arrived, Decimal(0)))
+
+
 @dataclass(frozen=True)
 class OpenLock:
     """What one of our own open orders locks on an account: `amount` of `asset` (a sell locks its unfilled

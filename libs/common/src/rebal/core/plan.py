@@ -72,6 +72,8 @@ class Order(NamedTuple):
     est_cost: Decimal
     est_fee: Decimal
     phase: int
+    # The index of the transfer whose arrival the order waits for (where mode), or None.
+    after_transfer: int | None = None
 
 
 class Skip(NamedTuple):
@@ -224,17 +226,26 @@ class Plan:
                 cost,
                 fee,
                 SELL_PHASE if sell else BUY_PHASE,
+                after,
             )
-            for node, m, sell, amount, cost, fee in zip(
+            for node, m, sell, amount, cost, fee, after in zip(
                 columns.account.tolist(),
                 market,
                 columns.sell.tolist(),
                 columns.amount.values(),
                 columns.est_cost.values(),
                 columns.est_fee.values(),
+                self.waits_for(),
                 strict=True,
             )
         ]
+
+    def waits_for(self) -> list[int | None]:
+        """Per order (in the order of `orders()`), the index of the transfer whose arrival it waits for, or
+        None (every order outside where mode)."""
+        if self.notes is None:
+            return [None] * len(self)
+        return [None if index < 0 else index for index in self.notes.order_after.tolist()]
 
     def ordered(self) -> tuple[IntArray, IntArray, BoolArray, IntArray, IntArray, list[Market]]:
         """Every order's account, market (an index into the returned markets), side, steps and group (-1

@@ -2,7 +2,8 @@
 
 A plan is first written to the journal (queued) and acked; runs are then executed one at a time per
 account, from the journal, so a crash at any point resumes from what the journal and the venue say:
-queued → (the pre-trade checks) → sells → transfers → buys → the end-of-run audit → finished. Every
+queued → (the pre-trade checks) → sells (those that wait for no transfer) → transfers → the sells that
+waited for a transfer's arrival → buys → the end-of-run audit → finished. Every
 event id is derived from its cause, so a resumed or redelivered run re-publishes nothing the bus has not
 already dropped. The transitions are `rebal.core.execution.RUN_TRANSITIONS`.
 """
@@ -17,7 +18,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 
 from rebal import metrics, telemetry
-from rebal.core.execution import IllegalTransition, RunState
+from rebal.core.execution import IllegalTransition, RunState, after_transfer_cap
 from rebal.events import (
     ConfirmTransfer,
     HaltTrading,
@@ -35,7 +36,7 @@ from rebal_executor.execution.legs import resolve
 from rebal_executor.execution.outcomes import Stop
 from rebal_executor.execution.ports import UNFINISHED, Context, RunRecord
 from rebal_executor.execution.sells import sell
-from rebal_executor.execution.transfers import precheck, run_transfers
+from rebal_executor.execution.transfers import arrived, exchange_of, precheck, run_transfers
 
 log = logging.getLogger("rebal.executor")
 Accounts = set[tuple[str, str]]
@@ -101,6 +102,9 @@ class Executor(Context):
                 tried.add(record.plan_id)
                 # At most one run per account, and per portfolio, is active across replicas.
                 accounts = {(order.exchange, order.account) for order in record.plan.orders}
+                for transfer in record.plan.transfers:  # an account a transfer leaves may place no order
+                    accounts.add((exchange_of(record.plan, transfer.from_account), transfer.from_account))
+                    accounts.add((exchange_of(record.plan, transfer.to_account), transfer.to_account))
                 accounts |= positions.accounts_of(record.plan)
                 accounts.add((PORTFOLIO_LOCK, record.plan.portfolio_id))
                 async with self.lock(accounts):
@@ -161,7 +165,7 @@ class Executor(Context):
         stop: Stop | None = None
         if state == "sells_in_progress":
             for leg, order in enumerate(plan.orders):
-                if order.phase == 1:
+                if order.phase == 1 and order.after_transfer is None:
                     stop = await sell(self, record, leg, order)
                     if stop:
                         break
@@ -170,7 +174,8 @@ class Executor(Context):
                 state = await self.journal.move_run(plan.event_id, "buys_in_progress")
         if stop is None and state == "buys_in_progress":
             await run_transfers(self, record)
-            waiting = await bank.settle(self, record)
+            stop = await self._sells_after_transfers(record)
+            waiting = stop if stop is not None else await bank.settle(self, record)
             if isinstance(waiting, Stop):
                 stop = waiting
             elif waiting.tasks and not waiting.changed and record.plan_id in self._waited:
@@ -190,6 +195,21 @@ class Executor(Context):
             return
         report = await self.journal.report(plan.event_id)
         await self._finish(record, "completed_with_adjustments" if report.reasons else "completed")
+
+    async def _sells_after_transfers(self, record: RunRecord) -> Stop | None:
+        """The sells that waited for a transfer's arrival (`after_transfer`), once the transfers have
+        ended: each sells at most its own part and what arrived (`after_transfer_cap`)."""
+        plan = record.plan
+        for leg, order in enumerate(plan.orders):
+            if order.after_transfer is None or await self.journal.leg_done(plan.event_id, leg):
+                continue
+            transfer = plan.transfers[order.after_transfer]
+            came = await arrived(self, plan, order.after_transfer)
+            cap = after_transfer_cap(order.amount, transfer.amount, transfer.fee, came)
+            stop = await sell(self, record, leg, order, at_most=cap)
+            if stop:
+                return stop
+        return None
 
     async def _finish(self, record: RunRecord, status: RunStatus, reason: str = "") -> None:
         """Publish how the run ended (first: a crash before the journal says so publishes it again, under

@@ -21,7 +21,11 @@ from rebal_executor.execution.ports import Context, RunRecord
 from rebal_executor.execution.release import release
 
 
-async def sell(ctx: Context, record: RunRecord, leg: int, order: PlannedOrder) -> Stop | None:
+async def sell(
+    ctx: Context, record: RunRecord, leg: int, order: PlannedOrder, at_most: Decimal | None = None
+) -> Stop | None:
+    """One sell leg, sized from what the account holds now; never more than `at_most` when given (a sell
+    that waited for a transfer sells at most its own part and what arrived)."""
     plan = record.plan
     if await ctx.journal.leg_done(plan.event_id, leg):
         return None
@@ -36,6 +40,8 @@ async def sell(ctx: Context, record: RunRecord, leg: int, order: PlannedOrder) -
     amount = order.amount
     if existing is None:
         sized = await _size(ctx, plan, leg, order, venue)
+        if sized is not None and at_most is not None:
+            sized = await _capped(ctx, plan, leg, order, venue, sized, at_most)
         if sized is None:
             return None
         amount = sized
@@ -110,6 +116,37 @@ async def _size(
             f"{dec_str(amount)}: {dec_str(free)} {info.base} free",
         )
     return amount
+
+
+async def _capped(
+    ctx: Context,
+    plan: RebalancePlanned,
+    leg: int,
+    order: PlannedOrder,
+    venue: Venue,
+    amount: Decimal,
+    at_most: Decimal,
+) -> Decimal | None:
+    """`amount` brought down to `at_most` (whole steps) for a sell that waited for transfer
+    `order.after_transfer`; None (the leg skipped) when nothing is left to sell."""
+    if amount <= at_most:
+        return amount
+    info = (await venue.markets()).get(order.symbol)
+    capped = sell_amount(amount, at_most, info.amount_step if info is not None else amount)
+    base = order.symbol.partition("/")[0]
+    why = (
+        f"at most {dec_str(at_most)} {base} to sell (the account's own part and what transfer "
+        f"{order.after_transfer} brought)"
+    )
+    if capped <= 0:
+        await skip(ctx, plan, leg, f"leg {leg} {order.symbol} sell skipped: {why}")
+        return None
+    await ctx.journal.note(
+        plan.event_id,
+        f"arrived-{leg}",
+        f"leg {leg} {order.symbol} sell reduced from {dec_str(amount)} to {dec_str(capped)}: {why}",
+    )
+    return capped
 
 
 def route_first(plan: RebalancePlanned, leg: int) -> int | None:

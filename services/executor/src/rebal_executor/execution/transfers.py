@@ -48,11 +48,14 @@ def transfer_id(plan_id: uuid.UUID, index: int) -> str:
 
 
 def exchange_of(plan: RebalancePlanned, account: str) -> str:
-    """The exchange of an account path: from the plan's orders when one names it, else the path's parent
-    (users → exchanges → accounts: ``alice/binance/spot`` is on ``binance``)."""
+    """The exchange of an account path: from the plan's orders or budgets when one names it, else the
+    path's parent (users → exchanges → accounts: ``alice/binance/spot`` is on ``binance``)."""
     for order in plan.orders:
         if order.account == account:
             return order.exchange
+    for budget in plan.budgets:
+        if budget.account == account:
+            return budget.exchange
     parts = account.split("/")
     return parts[-2] if len(parts) >= 2 else ""
 
@@ -128,6 +131,8 @@ class Transfers:
             net: transfer_problem(outs.get(net), ins.get(net), transfer.amount) for net in sorted(outs)
         }
         usable = [net for net, problem in problems.items() if not problem]
+        if transfer.network in usable:  # the planner's choice first (its fee is in the plan)
+            usable = [transfer.network, *(net for net in usable if net != transfer.network)]
         if not usable:
             why = ", ".join(f"{net}: {p}" for net, p in problems.items()) or "no network"
             return f"pre-check failed ({why})"
@@ -206,6 +211,29 @@ def mover(ctx: Context, plan: RebalancePlanned) -> Transfers:
         log_state,
         allowed,
     )
+
+
+async def arrived(ctx: Context, plan: RebalancePlanned, index: int) -> Decimal:
+    """What the destination was credited of the plan's transfer `index`, asked of the venues by the
+    transfer's id (so a restarted run finds it again); 0 while it is not credited, was never sent, or
+    transfers are off."""
+    transfer = plan.transfers[index]
+    source = ctx.venues.get(exchange_of(plan, transfer.from_account))
+    destination = ctx.venues.get(exchange_of(plan, transfer.to_account))
+    if not ctx.settings.transfers:
+        return Decimal(0)
+    if not isinstance(source, MovesAssets) or not isinstance(destination, MovesAssets):
+        return Decimal(0)
+    tid = transfer_id(plan.event_id, index)
+    try:
+        withdrawal = await source.withdrawal(transfer.from_account, tid, transfer.asset)
+        if withdrawal is None or not withdrawal.txid:
+            return Decimal(0)
+        deposit = await destination.deposit(transfer.to_account, transfer.asset, withdrawal.txid)
+    except VenueError as error:  # unknown is not arrived: the waiting sell sells the account's own part
+        log.warning("looking up transfer %s: %s", tid, error)
+        return Decimal(0)
+    return deposit.received if deposit is not None and deposit.status == "credited" else Decimal(0)
 
 
 async def precheck(ctx: Context, plan: RebalancePlanned) -> str:

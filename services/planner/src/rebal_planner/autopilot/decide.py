@@ -229,7 +229,9 @@ def _plan(
     dry_run = mode != "auto"
     min_trade = inputs.policy.min_trade_value or 0.0
     try:
-        plan = plan_rebalance(diff, inputs.snapshot.markets, min_trade_value=min_trade)
+        plan = plan_rebalance(
+            diff, inputs.snapshot.markets, networks=inputs.snapshot.networks, min_trade_value=min_trade
+        )
         # Futures positions follow a whole-portfolio rebalance; a buy-only or breaching run leaves them.
         whole = trigger.kind != "buy_only" and trigger.scope != "breaching"
         positions = (

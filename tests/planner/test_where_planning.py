@@ -1,0 +1,104 @@
+"""The running planner plans where to trade: a snapshot with per-venue prices and the planner's network
+file (`planning.network_file`) give the plan of docs/formats.md's worked example, its sell waiting for
+the transfer (`after_transfer`) and the transfer's network and fee, inline and by reference alike."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from rebal.events import BalanceSnapshotTaken, PayloadRef, RebalancePlanned, TargetWeightsComputed, new_event
+from rebal.payloads import ENCODING, decode, digest_of, hydrate, slim
+from rebal_planner.inputs import snapshot_cache
+from rebal_planner.planning import load_networks, parse_target, plan_with_weights
+from tests.cli.test_where_cli import BLOCKS
+
+NOW = datetime(2026, 12, 7, 6, 0, tzinfo=UTC)
+D = Decimal
+
+
+def snapshot() -> BalanceSnapshotTaken:
+    return new_event(
+        BalanceSnapshotTaken,
+        key="where",
+        now=NOW,
+        portfolio_id="alice",
+        tree=BLOCKS["real"],
+        prices=BLOCKS["prices"],
+        markets=BLOCKS["markets"],
+    )
+
+
+async def planned(tmp_path: Path, network: object | None) -> tuple[RebalancePlanned, object]:
+    path = None
+    if network is not None:
+        path = tmp_path / "network.json"
+        path.write_text(json.dumps(network))
+    snap = snapshot()
+    known = await snapshot_cache(load_networks(path)).add(snap)
+    target = new_event(TargetWeightsComputed, key="t", now=NOW, portfolio_id="alice", tree=BLOCKS["target"])
+    made = plan_with_weights(
+        snap,
+        snapshot_id=snap.event_id,
+        target_id=target.event_id,
+        snapshot=known.parsed,
+        target=parse_target(target),
+        band=D(0),
+        dry_run=False,
+        now=NOW,
+    )
+    event = made.whole()
+    assert isinstance(event, RebalancePlanned)
+    return event, made.body
+
+
+async def test_with_the_network_file_the_plan_moves_btc_and_its_sell_waits_for_the_transfer(
+    tmp_path: Path,
+) -> None:
+    event, body = await planned(tmp_path, BLOCKS["network"])
+    documented = BLOCKS["plan"]
+    [sell] = event.orders
+    assert (sell.account, sell.symbol, sell.side, str(sell.amount), sell.after_transfer) == (
+        "alice/coinbase",
+        "BTC/USDT",
+        "sell",
+        documented["orders"][0]["amount"],
+        0,
+    )
+    [move] = event.transfers
+    assert (move.asset, move.from_account, move.to_account, move.amount, move.network, move.fee) == (
+        "BTC",
+        "alice/binance",
+        "alice/coinbase",
+        D("0.5"),
+        "BTC",
+        D("0.0002"),
+    )
+    # The same plan by reference (a large plan's orders travel as columns): nothing is lost.
+    data = body.encode(RebalancePlanned)  # type: ignore[attr-defined]
+    ref = PayloadRef(bucket="plans", name="p", digest=digest_of(data), size=len(data), encoding=ENCODING)
+    travelled = hydrate(slim(event, ref), decode(RebalancePlanned, data, ref))
+    assert travelled.orders == event.orders
+    assert travelled.transfers == event.transfers
+
+
+async def test_without_a_network_file_nothing_but_money_moves_and_no_order_waits(tmp_path: Path) -> None:
+    event, _ = await planned(tmp_path, None)
+    assert event.transfers == ()
+    # Each venue sells where the BTC sits (coinbase at the better bid first).
+    assert {o.after_transfer for o in event.orders} == {None}
+    assert sorted((o.account, str(o.amount)) for o in event.orders) == [
+        ("alice/binance", "0.5"),
+        ("alice/coinbase", "0.5"),
+    ]
+
+
+def test_a_bad_network_file_is_refused_in_one_line_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "network.json"
+    path.write_text(json.dumps({"withdrawals": {}, "deposit": {}}))
+    with pytest.raises(ValueError, match=r"^.*network\.json: unknown key\(s\) deposit$"):
+        load_networks(path)
