@@ -266,17 +266,28 @@ class Plan:
             else dict(zip(rows.tolist(), account.tolist(), strict=True))
         )
         zero = Decimal(0)
-        step = Decimals.of([m.amount_step for m in markets])
-        fee = Decimals.of([m.fee_rate for m in markets])
+        step = _decimals([m.amount_step for m in markets])
+        fee = _decimals([m.fee_rate for m in markets])
         exchanges = self.diff.tree.accounts
-        price = Decimals.of(
-            [
-                self._est_price(markets[row // 2], row % 2 == 1, exchanges.get(used[row], ("", ""))[0])
-                if row in used
-                else zero
-                for row in range(2 * len(markets))
-            ]
-        )
+        # Markets of several exchanges share a pair (and, at the reference prices, both sides its price).
+        known: dict[tuple[str | bool, ...], Decimal] = {}
+        by_row = []
+        for row in range(2 * len(markets)):
+            if row not in used:
+                by_row.append(zero)
+                continue
+            priced, selling = markets[row // 2], row % 2 == 1
+            exchange = exchanges.get(used[row], ("", ""))[0]
+            key: tuple[str | bool, ...] = (
+                (priced.base, priced.quote, selling, exchange)
+                if self.trading
+                else (priced.base, priced.quote)
+            )
+            found = known.get(key)
+            if found is None:
+                found = known[key] = self._est_price(priced, selling, exchange)
+            by_row.append(found)
+        price = _decimals(by_row)
         amount = times(step.take(market), steps)
         cost = multiply(amount, price.take(rows))
         return OrderColumns(
@@ -431,6 +442,14 @@ class Flows:
     first_in: dict[int, int]
 
 
+def _decimals(values: list[Decimal]) -> Decimals:
+    """`Decimals.of` made once per distinct value as written (its text): a plan's steps, fees and prices
+    repeat across its markets."""
+    index: dict[str, int] = {}
+    codes = [index.setdefault(text, len(index)) for text in map(str, values)]
+    return Decimals.of([Decimal(text) for text in index]).take(np.array(codes, dtype=np.int64))
+
+
 def _account_rank(accounts: dict[int, tuple[str, str]]) -> dict[int, int]:
     return {node: rank for rank, node in enumerate(sorted(accounts))}
 
@@ -466,7 +485,9 @@ def plan_trading(
     groups = _Groups.build(diff, markets, trading, min_trade_value)
     _refuse_unreachable(diff, groups)
     legs: list[_Leg] = []
-    count = len(diff.tree)
+    # Money is counted per account, one slot each in tree order (`groups.slot`), not per node: a few
+    # thousand accounts among a million nodes.
+    slots = groups.accounts.size
     pricer = _Pricer(diff, trading)
     skip_code = np.where(groups.no_market, NO_MARKET_CODE, 0).astype(np.int64)
     skip_symbol: dict[int, str] = {}
@@ -482,9 +503,9 @@ def plan_trading(
     skip_symbol.update({g: groups.route_of(g).legs[0].symbol for g in np.flatnonzero(small).tolist()})
     routed = groups.routed & ~small
     proceeds = np.bincount(
-        groups.account[emitted & groups.sells],
+        groups.slot[emitted & groups.sells],
         weights=(cost * (1 - groups.fee))[emitted & groups.sells],
-        minlength=count,
+        minlength=slots,
     )
     for g in np.flatnonzero(routed & groups.sells).tolist():
         route, exchange = groups.route_of(g), groups.exchange_of(g)
@@ -494,24 +515,24 @@ def plan_trading(
         if isinstance(sold, str):
             skip_code[g], skip_symbol[g] = REASON_CODES[sold], route.legs[0].symbol
             continue
-        proceeds[groups.account[g]] += sold[1]
+        proceeds[groups.slot[g]] += sold[1]
         legs.extend(groups.legs(g, SELL, sold[0]))
 
     # Phase 2: buys, funded by free quote + net sale proceeds + transfers in - transfers out.
     buys = emitted & ~groups.sells
-    wanted = np.bincount(groups.account[buys], weights=(cost * (1 + groups.fee))[buys], minlength=count)
-    reserve = np.zeros(count)
+    wanted = np.bincount(groups.slot[buys], weights=(cost * (1 + groups.fee))[buys], minlength=slots)
+    reserve = np.zeros(slots)
     routed_buys = np.flatnonzero(routed & ~groups.sells).tolist()
     for g in routed_buys:
         route, exchange = groups.route_of(g), groups.exchange_of(g)
         bought = _routed_buy(pricer, exchange, route, float(groups.raw[g]), 1.0, int(groups.path_node[g]))
         if isinstance(bought, str):
             continue
-        wanted[groups.account[g]] += bought[1]
+        wanted[groups.slot[g]] += bought[1]
         # Room for the intermediate legs rounding up by one step after scaling.
-        reserve[groups.account[g]] += _route_reserve(pricer, exchange, route)
+        reserve[groups.slot[g]] += _route_reserve(pricer, exchange, route)
     cash = groups.free_quote + proceeds
-    moved = _transfers(diff, groups.quote_id, cash - wanted - reserve, trading)
+    moved = _transfers(diff, groups.accounts, groups.quote_id, cash - wanted - reserve, trading)
     transfer_in, transfer_out = moved.transfer_in, moved.transfer_out
     budget = cash + transfer_in - transfer_out - reserve
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -520,23 +541,23 @@ def plan_trading(
         scale = np.where(wanted > usable, usable * (1 - BUDGET_SAFETY) / wanted, 1.0)
     scale = np.clip(np.nan_to_num(scale, nan=0.0), 0.0, 1.0)
 
-    squeezed = buys & (scale[groups.account] < 1.0)
+    squeezed = buys & (scale[groups.slot] < 1.0)
     if squeezed.any():
-        steps[squeezed] = np.floor(steps[squeezed] * scale[groups.account[squeezed]]).astype(np.int64)
+        steps[squeezed] = np.floor(steps[squeezed] * scale[groups.slot[squeezed]]).astype(np.int64)
         cost = steps * groups.step * groups.price
         dropped = squeezed & (groups.reasons(steps, cost) != 0)
         skip_code[dropped] = INSUFFICIENT_QUOTE_CODE
         emitted &= ~dropped
-    routed_spent = np.zeros(count)
+    routed_spent = np.zeros(slots)
     for g in routed_buys:
         route, exchange = groups.route_of(g), groups.exchange_of(g)
-        factor = float(scale[groups.account[g]])
+        factor = float(scale[groups.slot[g]])
         bought = _routed_buy(pricer, exchange, route, float(groups.raw[g]), factor, int(groups.path_node[g]))
         if isinstance(bought, str):
             skip_code[g] = INSUFFICIENT_QUOTE_CODE if factor < 1.0 else REASON_CODES[bought]
             skip_symbol[g] = route.legs[0].symbol
             continue
-        routed_spent[groups.account[g]] += bought[1]
+        routed_spent[groups.slot[g]] += bought[1]
         legs.extend(groups.legs(g, BUY, bought[0]))
     cost = steps * groups.step * groups.price
     raised = _raise_small_buys(groups, steps, cost, emitted, skip_code, usable, routed_spent)
@@ -549,11 +570,9 @@ def plan_trading(
 
     chosen = np.flatnonzero(emitted)
     phase = np.where(groups.sells[chosen], SELL_PHASE, BUY_PHASE)
-    order = np.lexsort((groups.asset[chosen], groups.rank_of[groups.account[chosen]], phase))
+    order = np.lexsort((groups.asset[chosen], groups.slot[chosen], phase))
     skipped = np.flatnonzero(skip_code)
-    skip_order = np.lexsort(
-        (groups.asset[skipped], groups.path_node[skipped], groups.rank_of[groups.account[skipped]])
-    )
+    skip_order = np.lexsort((groups.asset[skipped], groups.path_node[skipped], groups.slot[skipped]))
     rows = skipped[skip_order]
     skips = Skips(
         node=groups.path_node[rows],
@@ -578,7 +597,13 @@ def plan_trading(
         trading=trading,
         direct_group=chosen if trading is not None else None,
     )
-    return plan, groups, Flows(wanted.astype(np.float64), (cash - reserve).astype(np.float64), moved.first_in)
+    count = len(diff.tree)
+    flows = Flows(
+        groups.by_node(count, wanted.astype(np.float64)),
+        groups.by_node(count, (cash - reserve).astype(np.float64)),
+        moved.first_in,
+    )
+    return plan, groups, flows
 
 
 # Buys under a market's minimum that may be raised to it (the small-buy policy): under one step, under the
@@ -611,26 +636,24 @@ def _raise_small_buys(
     raised = np.zeros(groups.size, dtype=np.bool_)
     if not candidates.any():
         return raised
-    count = len(usable)
+    slots = len(usable)
     buys = groups.direct & ~groups.sells & (groups.raw > 0)
     asked = np.bincount(
-        groups.account[buys], weights=(groups.raw * groups.price * (1 + groups.fee))[buys], minlength=count
+        groups.slot[buys], weights=(groups.raw * groups.price * (1 + groups.fee))[buys], minlength=slots
     )
     spent = routed_spent + np.bincount(
-        groups.account[emitted & ~groups.sells],
+        groups.slot[emitted & ~groups.sells],
         weights=(cost * (1 + groups.fee))[emitted & ~groups.sells],
-        minlength=count,
+        minlength=slots,
     )
     room = np.minimum(usable * (1 - BUDGET_SAFETY), asked) - spent
     chosen = np.flatnonzero(candidates)
     minimum = (
         groups.min_steps()[chosen] * groups.step[chosen] * groups.price[chosen] * (1 + groups.fee[chosen])
     )
-    order = np.lexsort(
-        (groups.asset[chosen], -groups.desired[chosen], groups.rank_of[groups.account[chosen]])
-    )
+    order = np.lexsort((groups.asset[chosen], -groups.desired[chosen], groups.slot[chosen]))
     chosen, minimum = chosen[order], minimum[order]
-    accounts = groups.account[chosen]
+    accounts = groups.slot[chosen]
     total = np.cumsum(minimum)
     starts = np.flatnonzero(np.r_[True, accounts[1:] != accounts[:-1]])
     before = np.repeat(np.r_[0.0, total][starts], np.diff(np.r_[starts, len(chosen)]))
@@ -671,19 +694,19 @@ class _Groups:
         self, diff: DiffTree, markets: Markets, trading: Trading | None = None, min_trade_value: float = 0.0
     ) -> None:
         tree = diff.tree
-        count = len(tree)
         n_assets = max(len(diff.asset_names), 1)
         self.diff = diff
         self.rank = _account_rank(tree.accounts)
-        self.rank_of = np.full(count, -1, dtype=np.int64)
-        for node, position in self.rank.items():
-            self.rank_of[node] = position
+        # The account nodes in tree order: an account's slot (its rank) indexes the per-account money.
+        self.accounts = np.array(sorted(tree.accounts), dtype=np.int64)
         self.quote_id = diff.account_quote
         account_of = tree.account_of
         own_quote = diff.cash
         tradable = tree.wallet & ~own_quote
         self.free_quote = np.bincount(
-            account_of[own_quote], weights=diff.free_amount[own_quote], minlength=count
+            np.searchsorted(self.accounts, account_of[own_quote]),
+            weights=diff.free_amount[own_quote],
+            minlength=self.accounts.size,
         ).astype(np.float64)
 
         # One stable sort groups every tradable wallet by (account, asset); wallets come in tree order,
@@ -715,6 +738,7 @@ class _Groups:
         self.raw = np.abs(self.net)
         self.sells = self.net < 0
         self.account = keys // n_assets
+        self.slot = np.searchsorted(self.accounts, self.account)
         self.asset = keys % n_assets
         first = np.full(all_keys.size, -1, dtype=np.int64)
         first[member_of[present][::-1]] = nodes[present][::-1]
@@ -733,12 +757,12 @@ class _Groups:
         exchanges = sorted({exchange for exchange, _ in tree.accounts.values()})
         self.exchanges = exchanges
         exchange_id = {name: i for i, name in enumerate(exchanges)}
-        account_exchange = np.full(count, -1, dtype=np.int64)
-        for node, (exchange, _) in tree.accounts.items():
-            account_exchange[node] = exchange_id[exchange]
-        self.account_exchange = account_exchange
+        # Per slot, the account's exchange.
+        self.account_exchange = np.array(
+            [exchange_id[tree.accounts[node][0]] for node in self.accounts.tolist()], dtype=np.int64
+        )
         combo_keys = (
-            account_exchange[self.account] * n_assets + self.quote_id[self.account]
+            self.account_exchange[self.slot] * n_assets + self.quote_id[self.account]
         ) * n_assets + self.asset
         if trading is not None:  # the side is part of the route: a sell's best route is not a buy's
             combo_keys = combo_keys * 2 + self.sells
@@ -823,7 +847,13 @@ class _Groups:
             self._extra[destination] = self._extra.get(destination, Decimal(0)) + move.received
 
     def exchange_of(self, g: int) -> str:
-        return self.exchanges[int(self.account_exchange[self.account[g]])]
+        return self.exchanges[int(self.account_exchange[self.slot[g]])]
+
+    def by_node(self, count: int, values: FloatArray) -> FloatArray:
+        """Per-slot `values` laid out per node (0 on nodes that are no account)."""
+        out = np.zeros(count)
+        out[self.accounts] = values
+        return out
 
     def size_direct(self) -> tuple[IntArray, FloatArray]:
         """Whole steps for the direct groups: truncated; a sell never exceeds the exact free amount."""
@@ -1082,24 +1112,27 @@ class _Moved:
     first_in: dict[int, int]
 
 
-def _transfers(diff: DiffTree, quote_id: IntArray, spare: FloatArray, trading: Trading | None) -> _Moved:
+def _transfers(
+    diff: DiffTree, accounts: IntArray, quote_id: IntArray, spare: FloatArray, trading: Trading | None
+) -> _Moved:
     """Accounts given more or less than they hold: match surpluses to deficits, largest first.
 
     A transfer carries the source account's quote asset and never exceeds `spare`: the quote the source
     will hold after its sells (net of fees) and its own buys. What is left unmatched is money entering
     (`invest`) or leaving (`withdraw`) the portfolio: it counts toward the account's budget but is no
-    transfer. Returns the transfers and, per account in its quote units, what comes in and goes out.
+    transfer. Returns the transfers and, per account in its quote units, what comes in and goes out
+    (`spare` and these are per slot: the account's place in `accounts`, its nodes in tree order).
 
     Trading with moves, each move is a transfer of its asset (listed first) whose value no longer needs
     money to follow it. With a network file a money transfer takes the cheapest open network its amount
     clears (the destination receives the amount less the fee); one that none allows is not made, and is
     reported skipped.
     """
-    count = len(diff.tree)
-    transfer_in = np.zeros(count)
-    transfer_out = np.zeros(count)
+    account_nodes = accounts.tolist()
+    slot = {node: i for i, node in enumerate(account_nodes)}
+    transfer_in = np.zeros(len(account_nodes))
+    transfer_out = np.zeros(len(account_nodes))
     tolerance = VALUE_EPSILON * diff.scale
-    account_nodes = sorted(diff.tree.accounts)
     moves = trading.moves if trading is not None else ()
     shift: dict[int, float] = defaultdict(float)
     transfers = [_moved(diff, move) for move in moves]
@@ -1134,7 +1167,9 @@ def _transfers(diff: DiffTree, quote_id: IntArray, spare: FloatArray, trading: T
     for source, _, value in matched:
         planned[source] += value
     ratio = {
-        source: min(1.0, max(float(spare[source]), 0.0) * quote_price[source] / value) if value > 0 else 0.0
+        source: min(1.0, max(float(spare[slot[source]]), 0.0) * quote_price[source] / value)
+        if value > 0
+        else 0.0
         for source, value in planned.items()
     }
     networks = trading.networks if trading is not None else None
@@ -1169,13 +1204,13 @@ def _transfers(diff: DiffTree, quote_id: IntArray, spare: FloatArray, trading: T
             )
         )
         moved = float(amount * price)
-        transfer_out[source] += moved / quote_price[source]
-        transfer_in[sink] += (moved - float(fee * price)) / quote_price[sink]
+        transfer_out[slot[source]] += moved / quote_price[source]
+        transfer_in[slot[sink]] += (moved - float(fee * price)) / quote_price[sink]
     # Unmatched deficits are funded by new money (invest); unmatched surpluses leave (withdraw).
     for node, value in remaining_in.items():
-        transfer_in[node] += max(value, 0.0) / quote_price[node]
+        transfer_in[slot[node]] += max(value, 0.0) / quote_price[node]
     for node, value in remaining_out.items():
-        transfer_out[node] += max(value, 0.0) / quote_price[node]
+        transfer_out[slot[node]] += max(value, 0.0) / quote_price[node]
     return _Moved(transfers, transfer_in, transfer_out, skipped, first_in)
 
 

@@ -24,7 +24,8 @@ GROUP_KINDS = frozenset({"sector", "strategy"})
 
 def shown_nodes(tree: UnionTree) -> IntArray:
     """Indices of the depth-1 nodes and the sector/strategy nodes, in tree order."""
-    grouped = np.fromiter((kind in GROUP_KINDS for kind in tree.kinds), dtype=bool, count=len(tree.kinds))
+    codes = tree.kind_codes
+    grouped = np.isin(codes.ids, [code for code, kind in enumerate(codes.vocabulary) if kind in GROUP_KINDS])
     return np.flatnonzero((tree.depth == 1) | grouped)
 
 
