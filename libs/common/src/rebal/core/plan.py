@@ -355,13 +355,16 @@ class Plan:
         amounts: dict[tuple[int, str], Decimal] = {
             (node, quote): Decimal(0) for node, (_, quote) in tree.accounts.items()
         }
-        wallets = np.flatnonzero(tree.wallet & (tree.account_of >= 0) & (diff.asset_id >= 0)).tolist()
-        for node in wallets:
-            account = int(tree.account_of[node])
-            asset = diff.asset_names[int(diff.asset_id[node])]
-            index = int(tree.real_index[node])
-            if asset == tree.accounts[account][1] and index >= 0:
-                amounts[(account, asset)] += tree.real.exact_amount(index) - tree.real.exact_locked(index)
+        # The real wallets holding their account's quote (every other wallet was a loop turn for nothing).
+        held = diff.cash & (tree.account_of >= 0) & (diff.asset_id >= 0) & (tree.real_index >= 0)
+        for account, asset_id, index in zip(
+            tree.account_of[held].tolist(),
+            diff.asset_id[held].tolist(),
+            tree.real_index[held].tolist(),
+            strict=True,
+        ):
+            asset = diff.asset_names[asset_id]
+            amounts[(account, asset)] += tree.real.exact_amount(index) - tree.real.exact_locked(index)
         by_path = {tree.path(node): node for node in tree.accounts}
         for transfer in self.transfers:
             source, destination = by_path[transfer.source], by_path[transfer.destination]
