@@ -877,9 +877,15 @@ class _Groups:
         # k - 1e-12: count the steps in exact decimals there, so a sell never exceeds the balance.
         counts = self.free / self.step
         near = np.abs(counts - np.round(counts)) <= np.maximum(NEAR_WHOLE, counts * STEP_RELATIVE * 10)
-        for g in np.flatnonzero(capped & near).tolist():
-            market = self.direct_markets[int(self.combo[g])]
-            steps[g] = min(int(wanted[g]), floor_steps(self.exact_free(g), market.amount_step))
+        exact = np.flatnonzero(capped & near)
+        for g, combo, most, free in zip(
+            exact.tolist(),
+            self.combo[exact].tolist(),
+            wanted[exact].tolist(),
+            self.exact_frees(exact),
+            strict=True,
+        ):
+            steps[g] = min(int(most), floor_steps(free, self.direct_markets[combo].amount_step))
         return steps, steps * self.step * self.price
 
     def min_steps(self) -> IntArray:
@@ -900,6 +906,15 @@ class _Groups:
 
     def exact_free(self, g: int) -> Decimal:
         return self._members.exact_free(int(self._position[g])) + self._extra.get(g, Decimal(0))
+
+    def exact_frees(self, groups: IntArray) -> list[Decimal]:
+        """`exact_free` of each of `groups` (a sell of every wallet's whole amount asks for thousands)."""
+        frees = self._members.exact_frees(self._position[groups])
+        if self._extra:
+            frees = [
+                free + self._extra.get(g, Decimal(0)) for g, free in zip(groups.tolist(), frees, strict=True)
+            ]
+        return frees
 
     def route_of(self, g: int) -> Route:
         route = self.routes[int(self.combo[g])]
@@ -1007,6 +1022,20 @@ class _Members:
         self._nodes = grouped_nodes
         self._bounds = bounds
         self._diff = diff
+
+    def exact_frees(self, groups: IntArray) -> list[Decimal]:
+        """`exact_free` of each of `groups`: a group of one wallet (nearly all) read at once."""
+        tree = self._diff.tree
+        starts, ends = self._bounds[groups], self._bounds[groups + 1]
+        single = ends - starts == 1
+        index = np.where(single, tree.real_index[self._nodes[np.where(single, starts, 0)]], -1)
+        real, zero = tree.real, Decimal(0)
+        return [
+            (real.exact_amount(i) - real.exact_locked(i) if i >= 0 else zero)
+            if one
+            else self.exact_free(group)
+            for group, one, i in zip(groups.tolist(), single.tolist(), index.tolist(), strict=True)
+        ]
 
     def exact_free(self, group: int) -> Decimal:
         """The exact free amount, from the decimal texts of the real tree."""
@@ -1133,8 +1162,9 @@ def _transfers(
     """
     account_nodes = accounts.tolist()
     slot = {node: i for i, node in enumerate(account_nodes)}
-    transfer_in = np.zeros(len(account_nodes))
-    transfer_out = np.zeros(len(account_nodes))
+    # Python floats, summed in the same order as numpy's would be (a numpy scalar per += cost more).
+    transfer_in = [0.0] * len(account_nodes)
+    transfer_out = [0.0] * len(account_nodes)
     tolerance = VALUE_EPSILON * diff.scale
     moves = trading.moves if trading is not None else ()
     shift: dict[int, float] = defaultdict(float)
@@ -1143,14 +1173,19 @@ def _transfers(
         value = float(move.amount) * float(diff.prices.get(move.asset) or 0)
         shift[move.source] -= value
         shift[move.destination] += value
+    # Read per account at once (a numpy scalar per account and column took more than the matching).
+    gaps = (diff.current_value[accounts] - diff.desired_value[accounts]).tolist()
+    active = (diff.operation[accounts] != HOLD).tolist()
     excess = {
-        node: float(diff.current_value[node] - diff.desired_value[node]) + shift.get(node, 0.0)
-        for node in account_nodes
-        if diff.operation[node] != HOLD
+        node: gap + shift.get(node, 0.0)
+        for node, gap, trades in zip(account_nodes, gaps, active, strict=True)
+        if trades
     }
     sources = sorted(((v, n) for n, v in excess.items() if v > tolerance), key=lambda x: (-x[0], x[1]))
     sinks = sorted(((-v, n) for n, v in excess.items() if v < -tolerance), key=lambda x: (-x[0], x[1]))
-    quote_price = {node: float(diff.asset_price[int(quote_id[node])]) for node in account_nodes}
+    quotes = quote_id[accounts]
+    quote_price = dict(zip(account_nodes, diff.asset_price[quotes].tolist(), strict=True))
+    quote_name = dict(zip(account_nodes, [diff.asset_names[q] for q in quotes.tolist()], strict=True))
     remaining_out = {n: v for v, n in sources}
     remaining_in = {n: v for v, n in sinks}
     matched: list[tuple[int, int, float]] = []
@@ -1179,7 +1214,7 @@ def _transfers(
     skipped: list[TransferSkip] = []
     first_in: dict[int, int] = {}
     for source, sink, value in matched:
-        asset = diff.asset_names[int(quote_id[source])]
+        asset = quote_name[source]
         price = diff.prices.get(asset)
         assert price is not None, "quote prices are checked by diff_trees"
         wanted = DERIVED.divide(DERIVED.create_decimal_from_float(value * ratio[source]), price)
@@ -1214,7 +1249,7 @@ def _transfers(
         transfer_in[slot[node]] += max(value, 0.0) / quote_price[node]
     for node, value in remaining_out.items():
         transfer_out[slot[node]] += max(value, 0.0) / quote_price[node]
-    return _Moved(transfers, transfer_in, transfer_out, skipped, first_in)
+    return _Moved(transfers, np.array(transfer_in), np.array(transfer_out), skipped, first_in)
 
 
 def _moved(diff: DiffTree, move: Move) -> Transfer:

@@ -51,6 +51,11 @@ class Appended(Sequence[T]):
     def __getitem__(self, index: int | slice) -> T | Sequence[T]:
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
+        try:  # nearly every node is the real tree's
+            if index >= 0:
+                return self._head[index]
+        except IndexError:
+            pass
         head = len(self._head)
         if index < 0:
             index += len(self)
