@@ -24,6 +24,7 @@ from rebal.core import bounds
 from rebal.events import (
     ApprovePlan,
     BalanceSnapshotTaken,
+    ConfirmTransfer,
     DeadLettered,
     DefineFund,
     Event,
@@ -57,6 +58,9 @@ from rebal.events import (
     StrategyReturnReported,
     TakeSnapshot,
     TargetWeightsComputed,
+    TransferConfirmed,
+    TransferTaskExpired,
+    TransferTaskOpened,
     TriggerBreach,
     derive_id,
     derive_run_id,
@@ -355,7 +359,77 @@ def examples() -> list[Entry]:
                 equity=Decimal("101234.5"),
             ),
         ),
+        *transfer_entries(),
         *fund_entries(),
+    ]
+
+
+def transfer_entries() -> list[Entry]:
+    """A transfer from a bank account (no API): the operator's task, its confirmation and its expiry."""
+    plan_id = derive_id("plan")
+    opened = new_event(
+        TransferTaskOpened,
+        key="bt-0123456789ab",
+        now=NOW,
+        portfolio_id="demo",
+        correlation_id=derive_id("run", "plan"),
+        task_id="bt-0123456789ab",
+        plan_id=plan_id,
+        transfer=0,
+        asset="USD",
+        from_account="demo/bank",
+        to_account="demo/broker",
+        amount=Decimal(1000),
+        expires_at=NOW + timedelta(days=7),
+    )
+    confirm = new_event(
+        ConfirmTransfer,
+        key="operator-5",
+        now=NOW,
+        portfolio_id="demo",
+        task_id="bt-0123456789ab",
+        received=Decimal("999.5"),
+    )
+    return [
+        Entry(
+            TransferTaskOpened,
+            "executor",
+            ("monitor (notification, `GET /transfers`)",),
+            opened,
+        ),
+        Entry(
+            ConfirmTransfer,
+            "operators: `rebal transfer confirm ID`, `POST /transfers/{id}/confirm`",
+            ("executor (`executor-transfer-confirm`)", "monitor"),
+            confirm,
+        ),
+        Entry(
+            TransferConfirmed,
+            "executor",
+            ("monitor (`POST /transfers/{id}/confirm` waits for it)",),
+            confirm.caused(
+                TransferConfirmed,
+                now=NOW,
+                correlation_id=opened.correlation_id,
+                task_id="bt-0123456789ab",
+                plan_id=plan_id,
+                received=Decimal("999.5"),
+                confirmed_at=NOW,
+                requested_by="operator",
+            ),
+        ),
+        Entry(
+            TransferTaskExpired,
+            "executor",
+            ("monitor (alert notification)",),
+            opened.caused(
+                TransferTaskExpired,
+                now=NOW + timedelta(days=7),
+                task_id="bt-0123456789ab",
+                plan_id=plan_id,
+                reason="transfer of 1000 USD from demo/bank to demo/broker not confirmed within 604800 s",
+            ),
+        ),
     ]
 
 

@@ -100,3 +100,36 @@ def test_with_no_flows_the_twr_is_the_value_ratio(values: list[float], spacing: 
     assert result is not None
     assert result.time_weighted_return == pytest.approx(values[-1] / values[0] - 1, rel=1e-9, abs=1e-9)
     assert 0 <= result.max_drawdown <= 1
+
+
+def test_a_stretch_without_valuations_is_a_gap_not_a_flat_line_of_periods() -> None:
+    # Snapshots every 10 s for a minute, the system stopped for 52 min 20 s, then a minute more.
+    times = [*range(0, 70, 10), *range(3200, 3270, 10)]
+    values = [*range(100, 107), *range(120, 127)]
+    result = portfolio_performance(times, values)
+    assert result is not None and result.step_seconds == 10
+    # 6 periods before and 6 after; the return across the gap (106 -> 120) is not a 10 s period.
+    assert result.periods == 12 and result.gaps == 1 and result.gap_seconds == 3140
+    inside = (result.grid > 60) & (result.grid < 3200)
+    assert np.isnan(result.values[inside]).all() and np.isnan(result.index[inside]).all()
+    assert not np.isnan(result.values[~inside]).any()
+    # ... but it counts in the time-weighted return: the money was at the market meanwhile.
+    assert result.time_weighted_return == pytest.approx(126 / 100 - 1)
+    assert result.index[-1] == pytest.approx(1.26)
+    assert result.not_annualised is not None
+    assert result.not_annualised.startswith(
+        "12 periods of 10 s over 54 min (52 min of it without valuations):"
+    )
+    # The per-period volatility is of the 12 ten-second returns only, without the 13% jump.
+    steps = np.diff(np.array(values, dtype=float))
+    ten_second = np.concatenate((steps[:6] / values[:6], steps[7:] / values[7:13]))
+    assert result.volatility_per_period == pytest.approx(float(np.std(ten_second, ddof=1)))
+
+
+def test_a_fall_across_a_gap_is_in_the_drawdown_and_a_missed_snapshot_is_no_gap() -> None:
+    fall = portfolio_performance([0, 10, 20, 1000, 1010], [100, 100, 100, 80, 80])
+    assert fall is not None and fall.gaps == 1 and fall.max_drawdown == pytest.approx(0.2)
+    # One snapshot missed (20 s instead of 10 s) is forward-filled as before: no gap.
+    missed = portfolio_performance([0, 10, 30, 40, 50], [100, 101, 102, 103, 104])
+    assert missed is not None and missed.gaps == 0 and not np.isnan(missed.values).any()
+    assert missed.periods == 5

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from rebal.venue import (
+    POST_ONLY_WOULD_TAKE,
     Balances,
+    BookTop,
     ClientIdInUse,
     Fill,
     InsufficientFunds,
@@ -24,7 +26,16 @@ from rebal.venue import (
     VenueError,
     VenueRateLimited,
 )
-from tests.fake_exchange.state import DUPLICATE, NO_FUNDS, NOT_FOUND, FakeBook, Order, Rejected
+from tests.fake_exchange.state import (
+    DUPLICATE,
+    NO_FUNDS,
+    NOT_FOUND,
+    UNKNOWN_ORDER,
+    WOULD_TAKE,
+    FakeBook,
+    Order,
+    Rejected,
+)
 
 ACCOUNT = "demo/binance/spot"
 KEY = "key"
@@ -65,7 +76,14 @@ class BookVenue:
     async def markets(self) -> Mapping[str, MarketInfo]:
         return {
             f"{m.base}/{m.quote}": MarketInfo(
-                f"{m.base}/{m.quote}", m.base, m.quote, m.step, m.min_qty, m.min_notional, self.book.taker_fee
+                f"{m.base}/{m.quote}",
+                m.base,
+                m.quote,
+                m.step,
+                m.min_qty,
+                m.min_notional,
+                self.book.taker_fee,
+                price_step=m.tick,
             )
             for m in self.book.markets.values()
         }
@@ -81,8 +99,28 @@ class BookVenue:
             {a: v for a, v in locked.items() if v},
         )
 
+    async def book_top(self, symbol: str) -> BookTop:
+        return BookTop(*self.book.top(self._symbol_id(symbol)))
+
+    async def cancel_order(self, account: str, client_order_id: str, symbol: str) -> OrderState | None:
+        """Cancel by client id; an order that already ended (-2011) is looked up as it ended."""
+        try:
+            self.book.cancel(KEY, self._symbol_id(symbol), client_order_id)
+        except Rejected as refused:
+            if refused is not UNKNOWN_ORDER and refused is not NOT_FOUND:
+                raise
+        return await self.order(account, client_order_id, symbol)
+
     async def place_order(
-        self, account: str, client_order_id: str, symbol: str, side: Side, amount: Decimal
+        self,
+        account: str,
+        client_order_id: str,
+        symbol: str,
+        side: Side,
+        amount: Decimal,
+        *,
+        price: Decimal | None = None,
+        post_only: bool = False,
     ) -> OrderState:
         armed = self.armed
         if armed.crash_before:
@@ -95,8 +133,12 @@ class BookVenue:
             armed.rate_limited -= 1
             raise VenueRateLimited("429 Too many requests", retry_after=None)
         try:
-            order = self.book.create(KEY, self._symbol_id(symbol), side.upper(), amount, client_order_id)
+            order = self.book.create(
+                KEY, self._symbol_id(symbol), side.upper(), amount, client_order_id, price, post_only
+            )
         except Rejected as refused:
+            if refused is WOULD_TAKE:
+                raise OrderRejected(client_order_id, POST_ONLY_WOULD_TAKE) from None
             if refused is DUPLICATE:
                 raise ClientIdInUse(client_order_id) from None
             if refused is NO_FUNDS:

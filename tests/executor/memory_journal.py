@@ -25,7 +25,14 @@ from rebal.core.execution import (
 )
 from rebal.events import RebalancePlanned
 from rebal.venue import Balances, Fill, OrderState
-from rebal_executor.execution.ports import MAYBE_LIVE, UNFINISHED, OrderRecord, Report, RunRecord
+from rebal_executor.execution.ports import (
+    MAYBE_LIVE,
+    UNFINISHED,
+    OrderRecord,
+    Report,
+    RunRecord,
+    TaskRecord,
+)
 
 
 @dataclass
@@ -47,6 +54,7 @@ class MemoryJournal:
     balances: dict[tuple[uuid.UUID, str, str, str], dict[str, Decimal]] = field(default_factory=dict)
     halts: dict[str, tuple[bool, datetime]] = field(default_factory=dict)
     external: dict[tuple[str, str, str], OrderState] = field(default_factory=dict)
+    task_rows: dict[str, TaskRecord] = field(default_factory=dict)
     _arrivals: itertools.count[int] = field(default_factory=itertools.count)
 
     # -- runs ------------------------------------------------------------------------------------------
@@ -191,6 +199,35 @@ class MemoryJournal:
 
     async def record_transfer(self, plan_id: uuid.UUID, transfer_id: str, state: str, reason: str) -> None:
         self.transitions.append((plan_id, transfer_id, None, state, reason))
+
+    async def open_task(self, task: TaskRecord) -> TaskRecord:
+        return self.task_rows.setdefault(task.task_id, task)
+
+    async def task(self, task_id: str) -> TaskRecord | None:
+        return self.task_rows.get(task_id)
+
+    async def tasks(self, plan_id: uuid.UUID) -> list[TaskRecord]:
+        return sorted((t for t in self.task_rows.values() if t.plan_id == plan_id), key=lambda t: t.transfer)
+
+    async def confirm_task(
+        self, task_id: str, received: Decimal | None, by: str, at: datetime
+    ) -> tuple[TaskRecord, bool] | None:
+        task = self.task_rows.get(task_id)
+        if task is None or task.state != "waiting":
+            return None if task is None else (task, False)
+        amount = task.amount if received is None else received
+        task = replace(task, state="confirmed", received=amount, confirmed_at=at, confirmed_by=by)
+        self.task_rows[task_id] = task
+        self.transitions.append((task.plan_id, task_id, None, "confirmed", f"{amount} {task.asset} by {by}"))
+        return task, True
+
+    async def expire_task(self, task_id: str, reason: str) -> bool:
+        task = self.task_rows.get(task_id)
+        if task is None or task.state != "waiting":
+            return False
+        self.task_rows[task_id] = replace(task, state="expired", reason=reason)
+        self.transitions.append((task.plan_id, task_id, None, "expired", reason))
+        return True
 
     async def touched_accounts(self) -> list[tuple[str, str]]:
         return sorted({(o.exchange, o.account) for o in self.order_rows.values()})

@@ -41,9 +41,19 @@ class Outsider(Wrapped):
     acted: bool = False
 
     async def place_order(
-        self, account: str, client_order_id: str, symbol: str, side: Side, amount: Decimal
+        self,
+        account: str,
+        client_order_id: str,
+        symbol: str,
+        side: Side,
+        amount: Decimal,
+        *,
+        price: Decimal | None = None,
+        post_only: bool = False,
     ) -> OrderState:
-        placed = await self.inner.place_order(account, client_order_id, symbol, side, amount)
+        placed = await self.inner.place_order(
+            account, client_order_id, symbol, side, amount, price=price, post_only=post_only
+        )
         if not self.acted:
             self.acted = True
             for asset, credit in self.deposit.items():

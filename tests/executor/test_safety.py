@@ -65,17 +65,29 @@ class FaultyVenue(Wrapped):
         return await self.inner.balances(account)
 
     async def place_order(
-        self, account: str, client_order_id: str, symbol: str, side: Side, amount: Decimal
+        self,
+        account: str,
+        client_order_id: str,
+        symbol: str,
+        side: Side,
+        amount: Decimal,
+        *,
+        price: Decimal | None = None,
+        post_only: bool = False,
     ) -> OrderState:
         fault = self.faults.get(len(self.placements))
         self.placements.append(client_order_id)
         if self.clock is not None:
             self.clock.now += self.per_placement
         if fault is None:
-            return await self.inner.place_order(account, client_order_id, symbol, side, amount)
+            return await self.inner.place_order(
+                account, client_order_id, symbol, side, amount, price=price, post_only=post_only
+            )
         error, taken = fault
         if taken:
-            await self.inner.place_order(account, client_order_id, symbol, side, amount)
+            await self.inner.place_order(
+                account, client_order_id, symbol, side, amount, price=price, post_only=post_only
+            )
         raise error if isinstance(error, BaseException) else error("scripted fault")
 
     async def order(self, account: str, client_order_id: str, symbol: str | None = None) -> OrderState | None:
@@ -416,7 +428,15 @@ class RestingVenue(Wrapped):
     cancelled: list[str] = field(default_factory=list)
 
     async def place_order(
-        self, account: str, client_order_id: str, symbol: str, side: Side, amount: Decimal
+        self,
+        account: str,
+        client_order_id: str,
+        symbol: str,
+        side: Side,
+        amount: Decimal,
+        *,
+        price: Decimal | None = None,
+        post_only: bool = False,
     ) -> OrderState:
         state = OrderState(client_order_id, account, symbol, side, amount, "open")
         return self.orders.setdefault(client_order_id, state)

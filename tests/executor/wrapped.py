@@ -28,9 +28,19 @@ class Wrapped:
         return await self.inner.balances(account)
 
     async def place_order(
-        self, account: str, client_order_id: str, symbol: str, side: Side, amount: Decimal
+        self,
+        account: str,
+        client_order_id: str,
+        symbol: str,
+        side: Side,
+        amount: Decimal,
+        *,
+        price: Decimal | None = None,
+        post_only: bool = False,
     ) -> OrderState:
-        return await self.inner.place_order(account, client_order_id, symbol, side, amount)
+        return await self.inner.place_order(
+            account, client_order_id, symbol, side, amount, price=price, post_only=post_only
+        )
 
     async def order(self, account: str, client_order_id: str, symbol: str | None = None) -> OrderState | None:
         return await self.inner.order(account, client_order_id, symbol)

@@ -48,7 +48,7 @@ def _market_json(book: FakeBook, symbol_id: str) -> dict[str, Any]:
         "quoteAsset": market.quote,
         "quotePrecision": 8,
         "quoteAssetPrecision": 8,
-        "orderTypes": ["LIMIT", "MARKET"],
+        "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET"],
         "icebergAllowed": True,
         "ocoAllowed": True,
         "isSpotTradingAllowed": True,
@@ -56,7 +56,12 @@ def _market_json(book: FakeBook, symbol_id: str) -> dict[str, Any]:
         "permissions": [],
         "permissionSets": [["SPOT"]],
         "filters": [
-            {"filterType": "PRICE_FILTER", "minPrice": "0.01", "maxPrice": "1000000", "tickSize": "0.01"},
+            {
+                "filterType": "PRICE_FILTER",
+                "minPrice": _num(market.tick),
+                "maxPrice": "1000000",
+                "tickSize": _num(market.tick),
+            },
             {
                 "filterType": "LOT_SIZE",
                 "minQty": _num(market.min_qty),
@@ -83,7 +88,11 @@ def _order_json(book: FakeBook, order: Order, with_fills: bool) -> dict[str, Any
         "cummulativeQuoteQty": _num(order.quote_qty),
         "status": order.status,
         "timeInForce": "GTC",
-        "type": "LIMIT" if order.resting or order.limit_price is not None else "MARKET",
+        "type": "LIMIT_MAKER"
+        if order.maker_only
+        else "LIMIT"
+        if order.resting or order.limit_price is not None
+        else "MARKET",
         "side": order.side,
     }
     if with_fills:
@@ -114,7 +123,7 @@ def _trade_json(order: Order, trade: Trade) -> dict[str, Any]:
         "commissionAsset": trade.commission_asset,
         "time": trade.time_ms,
         "isBuyer": order.side == "BUY",
-        "isMaker": False,
+        "isMaker": trade.maker,
         "isBestMatch": True,
     }
 
@@ -183,13 +192,14 @@ async def exchange_info(book: FakeBook, params: dict[str, str], api_key: str) ->
     return {"timezone": "UTC", "serverTime": int(time.time() * 1000), "rateLimits": [], "symbols": symbols}
 
 
-def _ticker(symbol_id: str, price: Decimal) -> dict[str, Any]:
-    last = _num(price)
+def _ticker(book: FakeBook, symbol_id: str) -> dict[str, Any]:
+    last = _num(book.prices[symbol_id])
+    bid, ask = book.top(symbol_id)
     return {
         "symbol": symbol_id,
         "lastPrice": last,
-        "bidPrice": last,
-        "askPrice": last,
+        "bidPrice": _num(bid),
+        "askPrice": _num(ask),
         "openPrice": last,
         "highPrice": last,
         "lowPrice": last,
@@ -202,8 +212,8 @@ def _ticker(symbol_id: str, price: Decimal) -> dict[str, Any]:
 @endpoint("tickers")
 async def ticker_24hr(book: FakeBook, params: dict[str, str], api_key: str) -> Any:
     if "symbol" in params:
-        return _ticker(params["symbol"], book.prices[book.market(params["symbol"]).symbol_id])
-    return [_ticker(symbol_id, price) for symbol_id, price in sorted(book.prices.items())]
+        return _ticker(book, book.market(params["symbol"]).symbol_id)
+    return [_ticker(book, symbol_id) for symbol_id in sorted(book.prices)]
 
 
 @endpoint("tickers")
@@ -232,12 +242,14 @@ async def account(book: FakeBook, params: dict[str, str], api_key: str) -> Any:
 
 @endpoint("create", signed=True)
 async def create_order(book: FakeBook, params: dict[str, str], api_key: str) -> Any:
-    if params.get("type") not in ("MARKET", "LIMIT"):
-        raise Rejected(400, -1013, "Only MARKET and LIMIT orders on the fake exchange.")
-    limit = Decimal(params["price"]) if params.get("type") == "LIMIT" else None
+    kind = params.get("type")
+    if kind not in ("MARKET", "LIMIT", "LIMIT_MAKER"):
+        raise Rejected(400, -1013, "Only MARKET, LIMIT and LIMIT_MAKER orders on the fake exchange.")
+    limit = Decimal(params["price"]) if kind in ("LIMIT", "LIMIT_MAKER") else None
     client_order_id = params.get("newClientOrderId") or f"fake-{len(book.orders)}"
+    qty = Decimal(params["quantity"])
     order = book.create(
-        api_key, params["symbol"], params["side"], Decimal(params["quantity"]), client_order_id, limit
+        api_key, params["symbol"], params["side"], qty, client_order_id, limit, kind == "LIMIT_MAKER"
     )
     if book.faults.submit_delay_seconds:  # accepted and stored: only the answer is late
         await asyncio.sleep(book.faults.submit_delay_seconds)

@@ -18,7 +18,14 @@ https://developers.binance.com/docs/binance-spot-api-docs/rest-api):
 - **The taker fee is taken from the asset received** (`commissionAsset` of each fill in the FULL answer
   and in `myTrades`): the base on a buy, the quote on a sell, as Binance does without BNB.
 
-Market orders fill at once at the ticker price; a LIMIT order that does not cross rests until cancelled.
+Market orders fill at once at the touch (a buy at the ask, a sell at the bid: the ticker price ± half of
+`spread_bps`). A LIMIT order that crosses fills at once as a taker (at the touch, never beyond its price);
+one that does not rests, and fills at its own price (a maker) once the ticker price reaches it, or in part
+when a test trades against it (`FakeBook.trade`). **LIMIT_MAKER** orders "are LIMIT orders that will be
+rejected if they would immediately match and trade as a taker" (`POST /api/v3/order`, order types): -2010
+"Order would immediately match and take.". A cancel (`DELETE /api/v3/order`) of an order that already
+ended is -2011 "Unknown order sent."; a resting order whose price was reached fills first, so a cancel can
+lose the race.
 """
 
 from __future__ import annotations
@@ -191,6 +198,8 @@ class FakeMarket:
     min_notional: Decimal
     # Binance's newer filter is NOTIONAL; older markets still carry MIN_NOTIONAL.
     notional_filter: Literal["NOTIONAL", "MIN_NOTIONAL"] = "NOTIONAL"
+    # PRICE_FILTER's tickSize: a limit price must be a multiple of it.
+    tick: Decimal = Decimal("0.01")
 
     @property
     def symbol_id(self) -> str:
@@ -206,6 +215,7 @@ class Trade:
     commission: Decimal
     commission_asset: str
     time_ms: int
+    maker: bool = False
 
 
 @dataclass
@@ -225,6 +235,8 @@ class Order:
     # A limit order resting in the book until cancelled (a LIMIT that did not cross, or `FakeBook.rest`).
     resting: bool = False
     limit_price: Decimal | None = None
+    # A LIMIT_MAKER order (post-only).
+    maker_only: bool = False
 
     @property
     def executed(self) -> Decimal:
@@ -285,6 +297,8 @@ OPEN = frozenset({"NEW", "PARTIALLY_FILLED"})
 DUPLICATE = Rejected(400, -2010, "Duplicate order sent.")
 NO_FUNDS = Rejected(400, -2010, "Account has insufficient balance for requested action.")
 NOT_FOUND = Rejected(400, -2013, "Order does not exist.")
+WOULD_TAKE = Rejected(400, -2010, "Order would immediately match and take.")
+UNKNOWN_ORDER = Rejected(400, -2011, "Unknown order sent.")
 BAD_KEY = Rejected(401, -2015, "Invalid API-key, IP, or permissions for action.")
 
 
@@ -294,6 +308,11 @@ class FakeBook:
     prices: dict[str, Decimal]
     accounts: dict[str, dict[str, Decimal]]
     taker_fee: Decimal = Decimal("0.001")
+    # The fee of a resting order's fills (None: the taker fee).
+    maker_fee: Decimal | None = None
+    # The book's spread around the ticker price, in basis points: bid = price·(1 − s/20000), ask =
+    # price·(1 + s/20000). 0: bid = ask = the ticker price.
+    spread_bps: Decimal = Decimal(0)
     faults: Faults = field(default_factory=Faults)
     # Every request (public or signed, pings too) counts against it; None: unlimited.
     rate_limit: RateLimit | None = None
@@ -331,6 +350,16 @@ class FakeBook:
             raise Rejected(400, -1121, "Invalid symbol.")
         return self.markets[symbol_id]
 
+    def top(self, symbol_id: str) -> tuple[Decimal, Decimal]:
+        """The best bid and ask now."""
+        price, half = self.prices[symbol_id], self.spread_bps / 20000
+        return (price * (1 - half)).quantize(QUANTUM), (price * (1 + half)).quantize(QUANTUM)
+
+    def _touch(self, symbol_id: str, side: str) -> Decimal:
+        """Where a taker trades now: a buy at the ask, a sell at the bid."""
+        bid, ask = self.top(symbol_id)
+        return ask if side == "BUY" else bid
+
     def create(
         self,
         api_key: str,
@@ -339,9 +368,11 @@ class FakeBook:
         qty: Decimal,
         client_order_id: str,
         limit_price: Decimal | None = None,
+        maker_only: bool = False,
     ) -> Order:
-        """A market order filled at once (or partly), a LIMIT order filled or resting, or the refusal
-        Binance would give. An id is refused only while an order under it is open."""
+        """A market order filled at once (or partly), a LIMIT order filled or resting, a LIMIT_MAKER
+        (`maker_only`) resting or refused, or the refusal Binance would give. An id is refused only while
+        an order under it is open."""
         market = self.market(symbol_id)
         previous = self.by_client_id(api_key, client_order_id)
         if previous is not None and previous.status in OPEN:
@@ -351,14 +382,19 @@ class FakeBook:
         if symbol_id in self.faults.halted:
             raise Rejected(400, -1013, "Market is closed.")
         self._check_filters(market, qty)
+        if limit_price is not None and (limit_price <= 0 or limit_price % market.tick != 0):
+            raise Rejected(400, -1013, "Filter failure: PRICE_FILTER")
         if self.order_limit is not None:
             wait = self.order_limit.admit(api_key)
             if wait is not None:
                 raise TooManyOrders(wait)
-        price = self.prices[symbol_id]
-        if limit_price is not None and (price > limit_price if side == "BUY" else price < limit_price):
+        touch = self._touch(symbol_id, side)
+        crosses = limit_price is None or (touch <= limit_price if side == "BUY" else touch >= limit_price)
+        if maker_only and crosses:
+            raise WOULD_TAKE
+        if not crosses:
             order = self._new_order(api_key, client_order_id, symbol_id, side, qty, "NEW", resting=True)
-            order.limit_price = limit_price
+            order.limit_price, order.maker_only = limit_price, maker_only
             self._changes(order, market, qty)  # refused now when the funds are short
             self.orders[order.order_id] = order
             return order
@@ -468,8 +504,27 @@ class FakeBook:
             locked[asset] = locked.get(asset, Decimal(0)) + amount
         return locked
 
+    def trade(self, order: Order, qty: Decimal) -> None:
+        """Someone trades `qty` against our resting limit order, at its price: it fills in part (or whole)."""
+        if not order.resting or order.limit_price is None or order.status not in OPEN:
+            raise ValueError(f"order {order.order_id} is not resting in the book")
+        self._fill(order, self.markets[order.symbol_id], qty, maker=True)
+        order.status = "FILLED" if order.executed == order.orig_qty else "PARTIALLY_FILLED"
+
+    def _reached(self, order: Order) -> bool:
+        """Whether the ticker price has reached a resting limit order's price."""
+        if not order.resting or order.limit_price is None or order.status not in OPEN:
+            return False
+        price = self.prices[order.symbol_id]
+        return price <= order.limit_price if order.side == "BUY" else price >= order.limit_price
+
     def _settle(self, order: Order) -> None:
-        """A resting order whose delay has passed fills now (funds short by then: it expires)."""
+        """A resting order whose delay has passed fills now (funds short by then: it expires); a resting
+        limit order whose price the market reached fills the rest at its price."""
+        if self._reached(order):
+            self._fill(order, self.markets[order.symbol_id], order.orig_qty - order.executed, maker=True)
+            order.status = "FILLED"
+            return
         if (
             order.status != "NEW"
             or order.resting
@@ -490,16 +545,21 @@ class FakeBook:
         if qty * self.prices[market.symbol_id] < market.min_notional:
             raise Rejected(400, -1013, f"Filter failure: {market.notional_filter}")
 
-    def _changes(self, order: Order, market: FakeMarket, qty: Decimal) -> tuple[dict[str, Decimal], Trade]:
-        """The balance changes and the trade of filling `qty` of `order` now; NO_FUNDS when short."""
+    def _changes(
+        self, order: Order, market: FakeMarket, qty: Decimal, maker: bool = False
+    ) -> tuple[dict[str, Decimal], Trade]:
+        """The balance changes and the trade of filling `qty` of `order` now (a taker at the touch, a
+        resting order at its own price); NO_FUNDS when short."""
         held = self.balances(order.api_key)
-        price = self.prices[market.symbol_id]
+        price = order.limit_price if maker and order.limit_price is not None else None
+        price = price if price is not None else self._touch(market.symbol_id, order.side)
+        rate = self.maker_fee if maker and self.maker_fee is not None else self.taker_fee
         cost = (qty * price).quantize(QUANTUM)
         if order.side == "BUY":
-            fee = (qty * self.taker_fee).quantize(QUANTUM, rounding=ROUND_CEILING)
+            fee = (qty * rate).quantize(QUANTUM, rounding=ROUND_CEILING)
             changes, fee_asset = {market.quote: -cost, market.base: qty - fee}, market.base
         else:
-            fee = (cost * self.taker_fee).quantize(QUANTUM, rounding=ROUND_CEILING)
+            fee = (cost * rate).quantize(QUANTUM, rounding=ROUND_CEILING)
             changes, fee_asset = {market.base: -qty, market.quote: cost - fee}, market.quote
         locked = self.locked(order.api_key, besides=order)
         if any(
@@ -507,10 +567,11 @@ class FakeBook:
             for asset, delta in changes.items()
         ):
             raise NO_FUNDS
-        return changes, Trade(next(self._ids), order.order_id, price, qty, fee, fee_asset, order.time_ms)
+        trade = Trade(next(self._ids), order.order_id, price, qty, fee, fee_asset, order.time_ms, maker)
+        return changes, trade
 
-    def _fill(self, order: Order, market: FakeMarket, qty: Decimal) -> None:
-        changes, trade = self._changes(order, market, qty)
+    def _fill(self, order: Order, market: FakeMarket, qty: Decimal, maker: bool = False) -> None:
+        changes, trade = self._changes(order, market, qty, maker)
         if qty == 0:
             return
         held = self.balances(order.api_key)
@@ -528,7 +589,7 @@ class FakeBook:
     def cancel(self, api_key: str, symbol_id: str, client_order_id: str) -> Order:
         order = self.lookup(api_key, symbol_id, client_order_id)
         if order.status not in OPEN:
-            raise Rejected(400, -2011, "Unknown order sent.")
+            raise UNKNOWN_ORDER
         order.status = "CANCELED"
         return order
 

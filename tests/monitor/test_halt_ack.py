@@ -10,6 +10,7 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from typer.testing import CliRunner
 
@@ -22,14 +23,23 @@ from tests.paper_support import MARKETS, PRICES, STILL
 
 
 @asynccontextmanager
-async def running_executor(nats_url: str, dsn: str, files: Path) -> AsyncIterator[None]:
-    (files / "markets.json").write_text(json.dumps(MARKETS))
-    (files / "prices.json").write_text(json.dumps(PRICES))
+async def running_executor(
+    nats_url: str,
+    dsn: str,
+    files: Path,
+    markets: dict[str, Any] = MARKETS,
+    prices: dict[str, Any] = PRICES,
+    **options: Any,
+) -> AsyncIterator[None]:
+    """The executor's app on the paper exchange of `markets` and `prices`, with `options` (settings)."""
+    (files / "markets.json").write_text(json.dumps(markets))
+    (files / "prices.json").write_text(json.dumps(prices))
     settings = ExecutorSettings(
         nats={"url": nats_url},
         database={"url": dsn},
         http={"port": free_port()},
         paper={"markets_file": files / "markets.json", "prices_file": files / "prices.json", **STILL},
+        **options,
     )
     async with serving(build_executor(settings), settings.http.port):
         yield

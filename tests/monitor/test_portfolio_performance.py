@@ -78,3 +78,34 @@ async def test_the_performance_is_the_portfolio_s_own_net_of_a_deposit(
         assert await connection.fetchval("SELECT count(*) FROM portfolio_values") == 3
     finally:
         await connection.close()
+
+
+async def test_a_stretch_without_snapshots_is_a_break_in_the_curve_not_flat_periods(
+    nats_url: str, database: FreshDatabase
+) -> None:
+    # Snapshots a minute apart, then the system stopped for 28 minutes, then two more.
+    monitor = Monitor(Database(database.dsn))
+    await monitor.start()
+    pool = monitor.database.pool
+    assert pool is not None
+    minutes = [0, 1, 2, 30, 31]
+    prices = ["60000", "60000", "60000", "66000", "66000"]
+    await record_many(
+        pool, [valued(NOW + timedelta(minutes=m), p) for m, p in zip(minutes, prices, strict=True)]
+    )
+    await monitor.database.close()
+
+    async with running_monitor(monitor_settings(nats_url, database.dsn)) as running:
+        own = (await running.client.get("/portfolio/performance")).json()["portfolio"]
+        assert own["frequency"]["step"] == "1 min" and own["observations"] == 5
+        # Two periods before the stop, one after: the 28 minutes are one gap, not 28 flat periods.
+        assert (own["periods"], own["gaps"], own["gap_seconds"], own["gap_span"]) == (3, 1, 1680.0, "28 min")
+        assert own["time_weighted_return"] == pytest.approx(0.048)
+        assert own["not_annualised"].startswith(
+            "3 periods of 1 min over 31 min (28 min of it without valuations):"
+        )
+        points = (await running.client.get("/portfolio/equity")).json()["points"]
+        assert len(points) == 32
+        shown = [p["value"] for p in points]
+        assert shown[:3] == ["100000", "100000", "100000"] and shown[-2:] == ["104800", "104800"]
+        assert shown[3:30] == [None] * 27 and all(p["index"] is None for p in points[3:30])

@@ -270,3 +270,46 @@ async def test_inputs_are_parsed_once_per_event() -> None:
     await planner.on_command(third)
     last = recorder.published[-1]
     assert isinstance(last, RebalancePlanned) and last.snapshot_id == newer.event_id  # the stream decides
+
+
+def test_a_transfer_from_a_bank_account_is_an_operator_s_task_in_the_plan_event() -> None:
+    usd = {"name": "usd", "asset": "USD"}
+    real = {
+        "name": "alice",
+        "children": [
+            {"name": "bank", "kind": "bank", "quote": "USD", "children": [{**usd, "amount": "1000"}]},
+            {
+                "name": "broker",
+                "kind": "account",
+                "exchange": "broker",
+                "quote": "USD",
+                "children": [{**usd, "amount": "200"}, {"name": "spy", "asset": "SPY", "amount": "0"}],
+            },
+        ],
+    }
+    goal = {
+        "name": "alice",
+        "children": [
+            {"name": "bank", "weight": "25%", "children": [{**usd, "weight": 1}]},
+            {"name": "broker", "weight": "75%", "children": [{"name": "spy", "asset": "SPY", "weight": 1}]},
+        ],
+    }
+    snap = new_event(
+        BalanceSnapshotTaken,
+        key="tick-bank",
+        now=NOW,
+        portfolio_id="demo",
+        tree=real,
+        prices={"quote": "USD", "prices": {"SPY": "300", "USD": "1"}},
+        markets={"broker": {"SPY/USD": {"amount_step": "1", "fee_rate": "0"}}},
+    )
+    event = plan(rebalance(), snap, target(goal))
+    assert isinstance(event, RebalancePlanned)
+    [transfer] = event.transfers
+    assert (transfer.from_account, transfer.to_account, transfer.amount, transfer.manual) == (
+        "alice/bank",
+        "alice/broker",
+        Decimal(700),
+        True,
+    )
+    assert [(o.symbol, o.side, o.amount) for o in event.orders] == [("SPY/USD", "buy", Decimal(3))]

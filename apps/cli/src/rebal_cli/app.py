@@ -23,6 +23,7 @@ from rebal_cli import paper as cli_paper
 from rebal_cli import policy as cli_policy
 from rebal_cli import strategies as cli_strategies
 from rebal_cli import target as cli_target
+from rebal_cli import transfers as cli_transfers
 from rebal_cli import venue as cli_venue
 from rebal_cli.support import (
     DEFAULT_NATS_URL,
@@ -323,6 +324,7 @@ for _commands in (
     cli_venue,
     cli_policy,
     cli_backtest,
+    cli_transfers,
 ):
     _commands.register(app)
 

@@ -279,6 +279,11 @@ def _status_view(status: dict[str, Any]) -> Table:
         table.add_row(name, "[green]ok[/]" if state == "ok" else f"[red]{escape(state)}[/]")
     if "supervisor" in status:
         table.add_row("restarts (make run)", escape(restarts_text(status["supervisor"])))
+    if status.get("transfers_waiting"):
+        table.add_row(
+            "bank transfers",
+            f"[bold]{status['transfers_waiting']} waiting for an operator[/] (rebal transfer list)",
+        )
     table.add_row("latest snapshot", when(status.get("snapshot_at")))
     table.add_row("latest target", when(status.get("target_at")))
     for label, key in (("last run", "last_run"), ("last preview", "last_preview")):

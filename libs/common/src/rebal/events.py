@@ -32,6 +32,8 @@ NAMESPACE = uuid.UUID("6f0c8f0e-6a43-5f7b-9a57-2d0cb1f3e0a1")
 PortfolioId = Annotated[str, AfterValidator(lambda v: subjects.check_token(v, "portfolio"))]
 StrategyId = Annotated[str, AfterValidator(lambda v: subjects.check_token(v, "strategy"))]
 Side = Literal["buy", "sell"]
+# An operator's transfer task (`rebal_executor.execution.bank.task_id`): ``bt-`` and 12 hex digits.
+TaskId = Annotated[str, StringConstraints(pattern=r"^bt-[0-9a-f]{12}$")]
 E = TypeVar("E", bound="Event")
 # The bounds of `rebal.core.bounds`, as pydantic's own constraints (checked in its compiled core: a
 # Python validator per field made a 10k-order plan 4x slower to read). tests/bus/test_entry_values.py
@@ -210,6 +212,18 @@ class HaltApplied(Event):
     in_force: bool = True
 
 
+class ConfirmTransfer(Event):
+    """An operator says a transfer task is done (`rebal transfer confirm ID`, `POST /transfers/{id}/confirm`):
+    the money of transfer task `task_id` arrived, `received` of it (None: the planned amount). The executor
+    answers with a `TransferConfirmed` caused by this command and resumes the run's buys that waited."""
+
+    topic = subjects.CONFIRM_TRANSFER
+    type: Literal["ConfirmTransfer"] = "ConfirmTransfer"
+    task_id: TaskId
+    received: Annotated[Entered, Field(ge=0)] | None = None
+    requested_by: Text = "operator"
+
+
 class RunOptimization(Event):
     """Allocate the portfolio's capital across its strategies now (the optimizer answers with a
     `TargetWeightsComputed` or an `OptimizationFailed` caused by this command)."""
@@ -306,11 +320,16 @@ class PlannedOrder(Frozen):
 
 
 class PlannedTransfer(Frozen):
+    """`amount` of `asset` from one account to another. `manual`: one side is a bank or broker account
+    without an API (`"kind": "bank"`): the transfer is an operator's task, not a withdrawal (plans made
+    before the field read false)."""
+
     asset: Text
     from_account: Text
     to_account: Text
     amount: Number
     est_value: Number
+    manual: bool = False
 
 
 class PlannedPositionOrder(Frozen):
@@ -509,6 +528,49 @@ class RunFinished(Event):
     reasons: tuple[Text, ...] = ()
 
 
+class TransferTaskOpened(Event):
+    """A run's transfer to or from a bank account waits for an operator (`task_id`, the plan's transfer
+    `transfer`): move `amount` of `asset` from `from_account` to `to_account`, then confirm it before
+    `expires_at`; the buys it funds wait. `correlation_id` is the run."""
+
+    topic = subjects.TRANSFER_TASK_OPENED
+    type: Literal["TransferTaskOpened"] = "TransferTaskOpened"
+    task_id: TaskId
+    plan_id: uuid.UUID
+    transfer: int = Field(ge=0)
+    asset: Text
+    from_account: Text
+    to_account: Text
+    amount: Number
+    expires_at: Moment
+
+
+class TransferConfirmed(Event):
+    """The executor's answer to the `ConfirmTransfer` named by `causation_id`: task `task_id` is confirmed
+    with `received` (spent at most by the buys that waited). `already_confirmed`: it was confirmed before,
+    and this command changed nothing (the first confirmation's amount stands)."""
+
+    topic = subjects.TRANSFER_CONFIRMED
+    type: Literal["TransferConfirmed"] = "TransferConfirmed"
+    task_id: TaskId
+    plan_id: uuid.UUID
+    received: Number
+    confirmed_at: Moment
+    requested_by: Text
+    already_confirmed: bool = False
+
+
+class TransferTaskExpired(Event):
+    """Transfer task `task_id` was not confirmed in time (or its run was halted): the buys it funded were
+    not placed and the run ended partial. An alert."""
+
+    topic = subjects.TRANSFER_TASK_EXPIRED
+    type: Literal["TransferTaskExpired"] = "TransferTaskExpired"
+    task_id: TaskId
+    plan_id: uuid.UUID
+    reason: Text
+
+
 class StrategyReturnReported(Event):
     """A bot's return for one period (its idempotency key is strategy + timestamp)."""
 
@@ -698,6 +760,10 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RunOptimization,
         OptimizationFailed,
         SetTarget,
+        ConfirmTransfer,
+        TransferTaskOpened,
+        TransferConfirmed,
+        TransferTaskExpired,
     )
 }
 

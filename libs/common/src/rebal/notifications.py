@@ -24,6 +24,8 @@ Kind = Literal[
     "run_finished",  # a run completed
     "run_failed",  # a run ended without completing (cancelled, halted mid-run, error, timed out)
     "halted",  # trading was halted
+    "transfer_task",  # a transfer to or from a bank account waits for an operator (`rebal transfer confirm`)
+    "transfer_expired",  # such a task was not confirmed in time: its run ended partial
     "alert",  # a Prometheus alert, through Alertmanager (POST /alerts)
 ]
 KINDS: tuple[Kind, ...] = get_args(Kind)

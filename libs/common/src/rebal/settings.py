@@ -127,7 +127,8 @@ class ApiSettings(Section):
     stale_balance_tolerance: float = Field(default=0.01, ge=0)
     # How long POST /portfolio/rebalance waits for the planner.
     plan_timeout_seconds: float = Field(default=10.0, gt=0)
-    # How long POST /halt waits for the executor's acknowledgement before answering "pending".
+    # How long POST /halt (and POST /transfers/{id}/confirm) waits for the executor's acknowledgement
+    # before answering "pending".
     halt_ack_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     # The other services' base URLs (name -> "http://host:port"): GET /status (and `rebal status`) report
     # each one's /readyz. Empty: only the monitor's own NATS and Postgres are reported.

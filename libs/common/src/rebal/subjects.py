@@ -67,6 +67,10 @@ ORDER_FILLED = Topic("evt", "order", "filled")
 RUN_FINISHED = Topic("evt", "run", "finished")
 # The executor's acknowledgement of a halt (under `run`: the executor publishes `rebal.evt.run.>`).
 HALT_APPLIED = Topic("evt", "run", "halt_applied")
+# A transfer to or from a bank account (no API) is an operator's task (under `run`: the executor's).
+TRANSFER_TASK_OPENED = Topic("evt", "run", "transfer_task_opened")
+TRANSFER_CONFIRMED = Topic("evt", "run", "transfer_confirmed")
+TRANSFER_TASK_EXPIRED = Topic("evt", "run", "transfer_task_expired")
 FUND_DEFINED = Topic("evt", "fund", "defined")
 FUND_DEPOSITED = Topic("evt", "fund", "deposited")
 FUND_WITHDRAWAL_REQUESTED = Topic("evt", "fund", "withdrawal_requested")
@@ -88,6 +92,7 @@ REQUEST_WITHDRAWAL = Topic("cmd", "fund", "withdraw")
 RUN_FUND_CYCLE = Topic("cmd", "fund", "run_cycle")
 SET_TARGET = Topic("cmd", "targets", "set")
 RUN_OPTIMIZATION = Topic("cmd", "optimizer", "run")
+CONFIRM_TRANSFER = Topic("cmd", "transfer", "confirm")
 
 EVENT_TOPICS = (
     BALANCE_SNAPSHOT_TAKEN,
@@ -100,6 +105,9 @@ EVENT_TOPICS = (
     ORDER_FILLED,
     RUN_FINISHED,
     HALT_APPLIED,
+    TRANSFER_TASK_OPENED,
+    TRANSFER_CONFIRMED,
+    TRANSFER_TASK_EXPIRED,
     FUND_DEFINED,
     FUND_DEPOSITED,
     FUND_WITHDRAWAL_REQUESTED,
@@ -119,6 +127,7 @@ COMMAND_TOPICS = (
     RESUME_TRADING,
     RUN_OPTIMIZATION,
     SET_TARGET,
+    CONFIRM_TRANSFER,
 )
 
 # The bucket an event of each topic puts its large part in (topics without one always travel whole).

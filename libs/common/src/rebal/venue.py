@@ -13,7 +13,12 @@ Errors, all `VenueError`s; `retryable` says whether trying again (under the SAME
 - other plain `VenueError`s (retryable): network trouble, the venue unavailable;
 - `VenueAuthError` (not retryable): keys refused or lacking a permission: stop trading there and alert;
 - `OrderRejected` (not retryable, `reason`): the venue refused the order; `InsufficientFunds` is the
-  rejection for want of balance (refresh the balance and resize once).
+  rejection for want of balance (refresh the balance and resize once); a post-only order that would have
+  traded at once is refused with `POST_ONLY_WOULD_TAKE` (re-price it, or take).
+
+Orders are market orders unless `place_order` gets a limit `price` (optionally `post_only`: a maker order,
+Binance's LIMIT_MAKER); a limit order that does not cross rests until it fills or is cancelled
+(`Resting`: the venue's best bid and ask, and cancel by client id).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 Side = Literal["buy", "sell"]
 # "expired": the venue ended the order before it filled completely (a market order out of liquidity, an
@@ -41,6 +46,9 @@ BELOW_MIN_COST = "below_min_cost"
 INSUFFICIENT_FUNDS = "insufficient_funds"
 ID_REUSED = "client_order_id_reused"
 INVALID_ORDER = "invalid_order"
+# A post-only (maker) order refused because it would have matched at once (Binance: -2010 "Order would
+# immediately match and take.").
+POST_ONLY_WOULD_TAKE = "post_only_would_take"
 
 # The client order id given to a venue order that has none (placed by hand, by another program):
 # "venue:<the exchange's order id>", stable across look-ups.
@@ -59,6 +67,16 @@ class MarketInfo:
     min_cost: Decimal
     fee_rate: Decimal
     active: bool = True
+    # The price tick (Binance's PRICE_FILTER tickSize); 0: not known, limit prices are sent as computed.
+    price_step: Decimal = Decimal(0)
+
+
+@dataclass(frozen=True)
+class BookTop:
+    """The best bid and ask of a market now, in its quote."""
+
+    bid: Decimal
+    ask: Decimal
 
 
 @dataclass(frozen=True)
@@ -249,12 +267,21 @@ class Venue(Protocol):
     async def balances(self, account: str) -> Balances: ...
 
     async def place_order(
-        self, account: str, client_order_id: str, symbol: str, side: Side, amount: Decimal
+        self,
+        account: str,
+        client_order_id: str,
+        symbol: str,
+        side: Side,
+        amount: Decimal,
+        *,
+        price: Decimal | None = None,
+        post_only: bool = False,
     ) -> OrderState:
-        """Place a market order. NOT idempotent: while an order under the client id is open the venue
-        refuses the id (`ClientIdInUse`), but once it has ended the venue may take the same id as a NEW
-        order (Binance: "a unique id among open orders"). So an id whose outcome is unknown is placed again
-        only after look-ups spread over a window proved the venue never saw it."""
+        """Place a market order, or a limit order at `price` (`post_only`: refused with
+        `POST_ONLY_WOULD_TAKE` rather than trade at once). NOT idempotent: while an order under the client
+        id is open the venue refuses the id (`ClientIdInUse`), but once it has ended the venue may take the
+        same id as a NEW order (Binance: "a unique id among open orders"). So an id whose outcome is
+        unknown is placed again only after look-ups spread over a window proved the venue never saw it."""
         ...
 
     async def order(self, account: str, client_order_id: str, symbol: str | None = None) -> OrderState | None:
@@ -267,6 +294,21 @@ class Venue(Protocol):
     async def open_orders(self, account: str, symbol: str | None = None) -> Sequence[OrderState]:
         """Every order of the account still open at the venue (of one symbol, or all), ours or not. An
         order placed without a client id is named `EXTERNAL_ID_PREFIX` + the venue's own order id."""
+        ...
+
+
+@runtime_checkable
+class Resting(Protocol):
+    """A venue where limit orders rest (the executor's limit order types need it): its book's top, and a
+    cancel by our client id."""
+
+    async def book_top(self, symbol: str) -> BookTop:
+        """The best bid and ask of `symbol` now."""
+        ...
+
+    async def cancel_order(self, account: str, client_order_id: str, symbol: str) -> OrderState | None:
+        """Cancel our order by client id; the order as it ended (a fill may win the race: count what
+        filled), None when the venue does not know it."""
         ...
 
 

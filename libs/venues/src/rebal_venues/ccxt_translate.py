@@ -56,6 +56,18 @@ def truncate_amount(amount: Decimal, mode: int, precision: object, step: Decimal
     return truncated.normalize() if truncated else Decimal(0)
 
 
+def price_step(mode: int, precision: object) -> Decimal:
+    """The price tick of a market from its ccxt price precision (0: not a constant tick — SIGNIFICANT_DIGITS,
+    or not given)."""
+    if precision is None:
+        return Decimal(0)
+    if mode == TICK_SIZE:
+        return decimal_of(precision)
+    if mode == DECIMAL_PLACES:
+        return Decimal(1).scaleb(-int(decimal_of(precision)))
+    return Decimal(0)
+
+
 def market_info(market: Mapping[str, Any], mode: int) -> MarketInfo:
     """A ccxt unified market as `MarketInfo`."""
     limits = market.get("limits") or {}
@@ -70,6 +82,7 @@ def market_info(market: Mapping[str, Any], mode: int) -> MarketInfo:
         min_cost=decimal_of((limits.get("cost") or {}).get("min")),
         fee_rate=decimal_of(market.get("taker")),
         active=market.get("active") is not False,
+        price_step=price_step(mode, (market.get("precision") or {}).get("price")),
     )
 
 

@@ -43,9 +43,11 @@ from rebal.venue import (
     INSUFFICIENT_FUNDS,
     INVALID_ADDRESS,
     INVALID_ORDER,
+    POST_ONLY_WOULD_TAKE,
     UNKNOWN_SYMBOL,
     AssetNetwork,
     Balances,
+    BookTop,
     ClientIdInUse,
     DepositAddress,
     InsufficientFunds,
@@ -275,21 +277,29 @@ class CcxtVenue:
         side: Side,
         amount: Decimal,
         *,
+        price: Decimal | None = None,
+        post_only: bool = False,
         extra: Mapping[str, Any] | None = None,
     ) -> OrderState:
-        """A market order under our client id (`extra`: more of ccxt's order params, as ``reduceOnly``)."""
+        """A market order under our client id, or a limit order at `price` (`post_only`: ccxt's unified
+        ``postOnly``, Binance's LIMIT_MAKER); `extra`: more of ccxt's order params, as ``reduceOnly``."""
         self._check_account(account)
         size = await self._order_size(client_order_id, symbol, amount)
         self._symbols[client_order_id] = symbol
         params = {**(extra or {}), self._profile.client_id_param: client_order_id}
+        if post_only:
+            params["postOnly"] = True
+        kind, limit = ("market", None) if price is None else ("limit", str(price))
         what = f"create_order {client_order_id}"
         await self._order_rate()
         try:
             placed = await self._request(
-                lambda: self._client.create_order(symbol, "market", side, str(size), None, params)
+                lambda: self._client.create_order(symbol, kind, side, str(size), limit, params)
             )
         except ccxt_errors.AuthenticationError as exc:
             raise VenueAuthError(f"{self._name} {what}: {exc}") from exc
+        except ccxt_errors.OrderImmediatelyFillable as exc:  # a post-only order that would take
+            raise OrderRejected(client_order_id, POST_ONLY_WOULD_TAKE) from exc
         except ccxt_errors.InsufficientFunds as exc:
             raise InsufficientFunds(client_order_id, str(exc)) from exc
         except ccxt_errors.DuplicateOrderId as exc:
@@ -404,6 +414,15 @@ class CcxtVenue:
             cid = str(order.get("clientOrderId") or "") or f"{EXTERNAL_ID_PREFIX}{order['id']}"
             states.append(self._state(cid, str(order["symbol"]), order, ()))
         return sorted(states, key=lambda state: (state.symbol, state.client_order_id))
+
+    async def book_top(self, symbol: str) -> BookTop:
+        """The best bid and ask (ccxt ``fetch_ticker``; Binance's 24hr ticker carries them)."""
+        with self._translated(f"fetch_ticker {symbol}"):
+            ticker = await self._request(lambda: self._client.fetch_ticker(symbol))
+        bid, ask = decimal_of(ticker.get("bid")), decimal_of(ticker.get("ask"))
+        if bid <= 0 or ask <= 0:
+            raise VenueError(f"{self._name}: no bid and ask for {symbol}")
+        return BookTop(bid, ask)
 
     async def cancel_order(self, account: str, client_order_id: str, symbol: str) -> OrderState | None:
         """Cancel our order by client id; the order as it ended (a fill may win the race), None if unknown."""

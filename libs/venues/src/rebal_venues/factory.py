@@ -38,6 +38,7 @@ from rebal.settings import Configured, Section
 from rebal.venue import (
     AssetNetwork,
     Balances,
+    BookTop,
     DepositAddress,
     MarketInfo,
     OrderState,
@@ -167,9 +168,19 @@ class CcxtAccounts:
         return await self.of(account).seed(account, amounts)
 
     async def place_order(
-        self, account: str, client_order_id: str, symbol: str, side: Side, amount: Decimal
+        self,
+        account: str,
+        client_order_id: str,
+        symbol: str,
+        side: Side,
+        amount: Decimal,
+        *,
+        price: Decimal | None = None,
+        post_only: bool = False,
     ) -> OrderState:
-        return await self.of(account).place_order(account, client_order_id, symbol, side, amount)
+        return await self.of(account).place_order(
+            account, client_order_id, symbol, side, amount, price=price, post_only=post_only
+        )
 
     async def order(self, account: str, client_order_id: str, symbol: str | None = None) -> OrderState | None:
         return await self.of(account).order(account, client_order_id, symbol)
@@ -179,6 +190,9 @@ class CcxtAccounts:
 
     async def cancel_order(self, account: str, client_order_id: str, symbol: str) -> OrderState | None:
         return await self.of(account).cancel_order(account, client_order_id, symbol)
+
+    async def book_top(self, symbol: str) -> BookTop:
+        return await self._public.book_top(symbol)
 
     async def networks(self, asset: str) -> Mapping[str, AssetNetwork]:
         return await self._public.networks(asset)

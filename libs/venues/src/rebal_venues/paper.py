@@ -19,6 +19,14 @@ https://developers.binance.com/docs/binance-spot-api-docs/rest-api), each switch
   -2013 "Order does not exist.");
 - new orders are limited per account (`orders_per_10s`; Binance's ORDERS limit is 50 per 10 s): one more
   is refused with `VenueRateLimited` and the seconds to wait (HTTP 429, -1015 "Too many new orders").
+
+Limit orders (a `price` given): one that crosses the touch (a buy at or above the ask, a sell at or below
+the bid) trades at once like a market order; one that does not rests, locking what it would spend (Binance
+reports it `locked`), and fills whole at its own price once the moving price reaches it (checked whenever
+the exchange is asked anything), unless cancelled first. A post-only one that would cross is refused:
+Binance's "LIMIT_MAKER are LIMIT orders that will be rejected if they would immediately match and trade as
+a taker" (-2010 "Order would immediately match and take."). The touch is the moving price ± half of
+`spread_bps` (0: bid = ask = the price).
 """
 
 from __future__ import annotations
@@ -44,9 +52,11 @@ from rebal.venue import (
     INVALID_ADDRESS,
     NOT_POSITIVE,
     NOT_STEP_MULTIPLE,
+    POST_ONLY_WOULD_TAKE,
     UNKNOWN_SYMBOL,
     AssetNetwork,
     Balances,
+    BookTop,
     ClientIdInUse,
     DepositAddress,
     Fill,
@@ -216,6 +226,9 @@ class PaperVenue:
     orders_per_10s: int | None = None
     # The trading fee in the asset received (a buy's in the base), as Binance takes it; else in the quote.
     fee_in_received: bool = False
+    # The spread around the moving price, in basis points: bid = price·(1 − s/20000), ask = price·(1 +
+    # s/20000); market orders and crossing limit orders trade at the touch. 0: bid = ask = the price.
+    spread_bps: Decimal = Decimal(0)
 
     @classmethod
     def from_documents(
@@ -276,13 +289,19 @@ class PaperVenue:
 
     async def balances(self, account: str) -> Balances:
         await self._credit_due()
-        rows = await self.pool.fetch(
-            "SELECT asset, amount FROM paper.balances WHERE exchange = $1 AND account = $2 AND amount <> 0"
-            " ORDER BY asset",
-            self.exchange,
-            account,
+        async with self.pool.acquire() as connection, connection.transaction():
+            await self._match(connection, self.clock())
+            rows = await connection.fetch(
+                "SELECT asset, amount FROM paper.balances WHERE exchange = $1 AND account = $2"
+                " AND amount <> 0 ORDER BY asset",
+                self.exchange,
+                account,
+            )
+            locked = await self._locked(connection, account)
+        return Balances(
+            free={row["asset"]: row["amount"] - locked.get(row["asset"], Decimal(0)) for row in rows},
+            locked={asset: amount for asset, amount in sorted(locked.items()) if amount},
         )
-        return Balances(free={row["asset"]: row["amount"] for row in rows})
 
     async def seed(self, account: str, amounts: Mapping[str, Decimal]) -> bool:
         """Load an account's starting balances, only when it has none yet; True when it seeded."""
@@ -304,15 +323,35 @@ class PaperVenue:
             return True
 
     async def place_order(
-        self, account: str, client_order_id: str, symbol: str, side: Side, amount: Decimal
+        self,
+        account: str,
+        client_order_id: str,
+        symbol: str,
+        side: Side,
+        amount: Decimal,
+        *,
+        price: Decimal | None = None,
+        post_only: bool = False,
     ) -> OrderState:
-        """A new order under the client id (refused only while an order under it is open)."""
+        """A new order under the client id (refused only while an order under it is open): a market order,
+        or a limit order at `price` that trades at once if it crosses, else rests (`post_only`: refused
+        rather than cross)."""
         now = self.clock()
         async with self.pool.acquire() as connection, connection.transaction():
             await self._admit(connection, account, now)
+            await self._match(connection, now)
             order_id = await self._open(connection, account, client_order_id, symbol, side, amount, now)
-            outcome = await self._execute(connection, account, symbol, side, amount, client_order_id, now)
+            outcome = await self._limit(connection, account, symbol, side, amount, price, post_only, now)
+            if outcome is None:
+                outcome = await self._execute(connection, account, symbol, side, amount, client_order_id, now)
             await self._record(connection, order_id, client_order_id, amount, outcome, now)
+            if outcome.status == "open":
+                await connection.execute(
+                    "UPDATE paper.orders SET price = $2, post_only = $3 WHERE order_id = $1",
+                    order_id,
+                    price,
+                    post_only,
+                )
             state = await self._load(connection, client_order_id)
         if state is None:  # inserted above, in the same transaction
             raise RuntimeError(f"{client_order_id}: order vanished after placement")
@@ -373,6 +412,106 @@ class PaperVenue:
                 f"{self.exchange}: too many new orders (at most {self.orders_per_10s} per 10 s)", wait
             )
 
+    def _top(self, symbol: str, now: datetime) -> BookTop:
+        price = self.price_model.symbol_price(symbol, now)
+        if price is None:
+            raise VenueError(f"{self.exchange}: no price for {symbol}")
+        half = self.spread_bps / 20000
+        return BookTop(
+            _significant(price * (1 - half), PRICE_DIGITS), _significant(price * (1 + half), PRICE_DIGITS)
+        )
+
+    async def book_top(self, symbol: str) -> BookTop:
+        """The best bid and ask now: the moving price ± half of `spread_bps`."""
+        return self._top(symbol, self.clock())
+
+    async def _limit(
+        self,
+        connection: Connection,
+        account: str,
+        symbol: str,
+        side: Side,
+        amount: Decimal,
+        price: Decimal | None,
+        post_only: bool,
+        now: datetime,
+    ) -> _Outcome | None:
+        """A limit order's outcome when it does not trade at once: rejected (invalid, post-only that would
+        cross, funds short of what it locks) or open (resting); None: a market order, or one that crosses."""
+        if price is None:
+            return None
+        market = self.market_info.get(symbol)
+        reason = order_rejection(market, amount) or ("" if price > 0 else NOT_POSITIVE)
+        if market is None or reason:
+            return _Outcome("rejected", reason)
+        top = self._top(symbol, now)
+        if top.ask <= price if side == "buy" else top.bid >= price:
+            return _Outcome("rejected", POST_ONLY_WOULD_TAKE) if post_only else None
+        if (amount * price).quantize(QUOTE_QUANTUM) < market.min_cost:
+            return _Outcome("rejected", BELOW_MIN_COST)
+        asset, needed = self._locks(market, side, amount, price)
+        free = (await self._holdings(connection, account)).get(asset, Decimal(0))
+        free -= (await self._locked(connection, account)).get(asset, Decimal(0))
+        return _Outcome("open") if needed <= free else _Outcome("rejected", INSUFFICIENT_FUNDS)
+
+    def _locks(self, market: MarketInfo, side: Side, amount: Decimal, price: Decimal) -> tuple[str, Decimal]:
+        """What a resting order locks: a sell its base, a buy its cost (and its fee if paid in the quote)."""
+        if side == "sell":
+            return market.base, amount
+        cost = (amount * price).quantize(QUOTE_QUANTUM)
+        fee = (
+            Decimal(0)
+            if self.fee_in_received
+            else (cost * market.fee_rate).quantize(QUOTE_QUANTUM, rounding=ROUND_CEILING)
+        )
+        return market.quote, cost + fee
+
+    async def _holdings(self, connection: Connection, account: str) -> dict[str, Decimal]:
+        rows = await connection.fetch(
+            "SELECT asset, amount FROM paper.balances WHERE exchange = $1 AND account = $2",
+            self.exchange,
+            account,
+        )
+        return {row["asset"]: row["amount"] for row in rows}
+
+    async def _locked(self, connection: Connection, account: str) -> dict[str, Decimal]:
+        """Per asset, what the account's resting limit orders lock."""
+        rows = await connection.fetch(
+            "SELECT symbol, side, amount, price FROM paper.orders"
+            " WHERE exchange = $1 AND account = $2 AND status = 'open' AND price IS NOT NULL",
+            self.exchange,
+            account,
+        )
+        locked: dict[str, Decimal] = {}
+        for row in rows:
+            market = self.market_info.get(row["symbol"])
+            if market is not None:
+                asset, amount = self._locks(market, row["side"], row["amount"], row["price"])
+                locked[asset] = locked.get(asset, Decimal(0)) + amount
+        return locked
+
+    async def _match(self, connection: Connection, now: datetime) -> None:
+        """Resting limit orders the moving price has reached fill now, whole, at their own price."""
+        rows = await connection.fetch(
+            "SELECT order_id, client_order_id, account, symbol, side, amount, price FROM paper.orders"
+            " WHERE exchange = $1 AND status = 'open' AND price IS NOT NULL ORDER BY order_id FOR UPDATE",
+            self.exchange,
+        )
+        for row in rows:
+            price = self.price_model.symbol_price(row["symbol"], now)
+            reached = price is not None and (
+                price <= row["price"] if row["side"] == "buy" else price >= row["price"]
+            )
+            if not reached:
+                continue
+            market = self.market_info[row["symbol"]]
+            args = (connection, row["account"], market, row["side"], row["amount"], row["price"])
+            outcome = await self._fill(*args, row["client_order_id"], locked_by_itself=True)
+            filled = outcome if outcome.status == "filled" else _Outcome("expired", outcome.reason)
+            await self._record(
+                connection, row["order_id"], row["client_order_id"], row["amount"], filled, now
+            )
+
     async def _execute(
         self,
         connection: Connection,
@@ -387,12 +526,27 @@ class PaperVenue:
         reason = order_rejection(market, amount)
         if market is None or reason:
             return _Outcome("rejected", reason)
-        price = self.price_model.symbol_price(symbol, now)
-        if price is None:
-            raise VenueError(f"{self.exchange}: no price for {symbol}")
-        cost = (amount * price).quantize(QUOTE_QUANTUM)
-        if cost < market.min_cost:
+        top = self._top(symbol, now)
+        price = top.ask if side == "buy" else top.bid
+        if (amount * price).quantize(QUOTE_QUANTUM) < market.min_cost:
             return _Outcome("rejected", BELOW_MIN_COST)
+        return await self._fill(connection, account, market, side, amount, price, client_order_id)
+
+    async def _fill(
+        self,
+        connection: Connection,
+        account: str,
+        market: MarketInfo,
+        side: Side,
+        amount: Decimal,
+        price: Decimal,
+        client_order_id: str,
+        *,
+        locked_by_itself: bool = False,
+    ) -> _Outcome:
+        """Fill `amount` at `price` now: the balances moved and the fill made, or rejected for want of what
+        is free (held less what resting orders lock; a resting order filling spends what it locked)."""
+        cost = (amount * price).quantize(QUOTE_QUANTUM)
         fee, fee_asset = (
             (cost * market.fee_rate).quantize(QUOTE_QUANTUM, rounding=ROUND_CEILING),
             market.quote,
@@ -410,6 +564,11 @@ class PaperVenue:
             sorted({market.base, market.quote}),
         )
         held = {row["asset"]: row["amount"] for row in rows}
+        locked = await self._locked(connection, account)
+        if locked_by_itself:
+            asset, own = self._locks(market, side, amount, price)
+            locked[asset] = locked.get(asset, Decimal(0)) - own
+        held = {asset: amount - locked.get(asset, Decimal(0)) for asset, amount in held.items()}
         if side == "buy" and fee_asset == market.base:
             changes = {market.quote: -cost, market.base: amount - fee}
         elif side == "buy":
@@ -477,16 +636,18 @@ class PaperVenue:
     async def order(self, account: str, client_order_id: str, symbol: str | None = None) -> OrderState | None:
         """The latest order under the client id (`symbol`, when given, must match: the port's look-up);
         None while it is younger than `order_visible_after`."""
-        async with self.pool.acquire() as connection:
+        async with self.pool.acquire() as connection, connection.transaction():
+            await self._match(connection, self.clock())
             state = await self._load(connection, client_order_id, visible=True)
         if state is None or state.account != account or (symbol is not None and state.symbol != symbol):
             return None
         return state
 
     async def open_orders(self, account: str, symbol: str | None = None) -> Sequence[OrderState]:
-        """The account's orders still open (paper market orders fill or are rejected as they are placed, so
-        only an order caught mid-placement, or one written by another program, is ever open)."""
-        async with self.pool.acquire() as connection:
+        """The account's orders still open: resting limit orders (paper market orders fill or are rejected
+        as they are placed, so one is only open caught mid-placement)."""
+        async with self.pool.acquire() as connection, connection.transaction():
+            await self._match(connection, self.clock())
             ids = await connection.fetch(
                 "SELECT client_order_id FROM paper.orders"
                 " WHERE exchange = $1 AND account = $2 AND status = 'open'"
@@ -499,8 +660,18 @@ class PaperVenue:
         return [state for state in found if state is not None]
 
     async def cancel_order(self, account: str, client_order_id: str, symbol: str) -> OrderState | None:
-        """Paper orders fill (or are rejected) as they are placed: nothing is ever left to cancel; the
+        """Cancel a resting order (one the price has reached fills first: the cancel loses the race); the
         order as it ended, None when unknown."""
+        async with self.pool.acquire() as connection, connection.transaction():
+            await self._match(connection, self.clock())
+            await connection.execute(
+                "UPDATE paper.orders SET status = 'cancelled' WHERE exchange = $1 AND client_order_id = $2"
+                " AND account = $3 AND symbol = $4 AND status = 'open'",
+                self.exchange,
+                client_order_id,
+                account,
+                symbol,
+            )
         return await self.order(account, client_order_id, symbol)
 
     async def _load(

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from faststream.asgi import AsgiFastStream
 
 from rebal import bus, db, service, telemetry
-from rebal.events import HaltTrading, RebalancePlanned, ResumeTrading
+from rebal.events import ConfirmTransfer, HaltTrading, RebalancePlanned, ResumeTrading
 from rebal.io import load_document
 from rebal_executor.execution import Executor
 from rebal_executor.handlers import SERVICE, register
@@ -96,6 +96,10 @@ class Runtime:
         await self._ready().resume(command)
         self._wake.set()
 
+    async def on_confirm(self, command: ConfirmTransfer) -> None:
+        await self._ready().confirm_transfer(command)
+        self._wake.set()  # the buys that waited for it
+
 
 def build(settings: ExecutorSettings) -> AsgiFastStream:
     """The executor's app for `settings`: its broker, subscribers, worker and health checks."""
@@ -103,7 +107,7 @@ def build(settings: ExecutorSettings) -> AsgiFastStream:
     publisher = bus.Publisher(broker)
     database = service.Database(settings.database.url.get_secret_value(), settings.database.pool_size)
     runtime = Runtime(settings, publisher, database)
-    register(broker, publisher, runtime.on_plan, runtime.on_halt, runtime.on_resume)
+    register(broker, publisher, runtime.on_plan, runtime.on_halt, runtime.on_resume, runtime.on_confirm)
     return service.build(
         SERVICE,
         broker,

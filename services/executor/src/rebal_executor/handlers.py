@@ -1,5 +1,6 @@
-"""Executor subscribers: a non-dry-run `RebalancePlanned`, `HaltTrading` and `ResumeTrading` in, each handed
-to the engine (`rebal_executor.execution`). Translation only: what to do with them lives in the engine."""
+"""Executor subscribers: a non-dry-run `RebalancePlanned`, `HaltTrading`, `ResumeTrading` and an operator's
+`ConfirmTransfer` in, each handed to the engine (`rebal_executor.execution`). Translation only: what to do
+with them lives in the engine."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from faststream.nats import NatsBroker
 
 from rebal import bus
-from rebal.events import HaltTrading, RebalancePlanned, ResumeTrading
+from rebal.events import ConfirmTransfer, HaltTrading, RebalancePlanned, ResumeTrading
 
 SERVICE = "executor"
 
@@ -19,6 +20,7 @@ def register(
     on_plan: Callable[[RebalancePlanned], Awaitable[None]],
     on_halt: Callable[[HaltTrading], Awaitable[None]] | None = None,
     on_resume: Callable[[ResumeTrading], Awaitable[None]] | None = None,
+    on_confirm: Callable[[ConfirmTransfer], Awaitable[None]] | None = None,
 ) -> None:
     bus.consume(
         broker, publisher, service=SERVICE, kind=RebalancePlanned, durable="executor-plans", handler=on_plan
@@ -35,4 +37,13 @@ def register(
             kind=ResumeTrading,
             durable="executor-resume",
             handler=on_resume,
+        )
+    if on_confirm is not None:
+        bus.consume(
+            broker,
+            publisher,
+            service=SERVICE,
+            kind=ConfirmTransfer,
+            durable="executor-transfer-confirm",
+            handler=on_confirm,
         )

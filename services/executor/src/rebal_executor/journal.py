@@ -29,9 +29,17 @@ from rebal.core.execution import (
     received,
     run_transition,
 )
+from rebal.core.numbers import dec_str
 from rebal.events import RebalancePlanned
 from rebal.venue import Balances, Fill, OrderState
-from rebal_executor.execution.ports import MAYBE_LIVE, UNFINISHED, OrderRecord, Report, RunRecord
+from rebal_executor.execution.ports import (
+    MAYBE_LIVE,
+    UNFINISHED,
+    OrderRecord,
+    Report,
+    RunRecord,
+    TaskRecord,
+)
 
 
 def _run(row: asyncpg.Record) -> RunRecord:
@@ -41,6 +49,10 @@ def _run(row: asyncpg.Record) -> RunRecord:
 
 def _order(row: asyncpg.Record) -> OrderRecord:
     return OrderRecord(**{name: row[name] for name in OrderRecord.__dataclass_fields__})
+
+
+def _task(row: asyncpg.Record) -> TaskRecord:
+    return TaskRecord(**{name: row[name] for name in TaskRecord.__dataclass_fields__})
 
 
 @dataclass
@@ -296,6 +308,77 @@ class PostgresJournal:
             state,
             reason,
         )
+
+    # -- operators' transfer tasks (migration 0095) ----------------------------------------------------
+
+    async def open_task(self, task: TaskRecord) -> TaskRecord:
+        """Record a task (state waiting) unless it is there; the stored row either way."""
+        fields = list(TaskRecord.__dataclass_fields__)
+        row = await self.pool.fetchrow(
+            f"WITH new AS (INSERT INTO execution.transfer_tasks ({', '.join(fields)})"
+            f" VALUES ({', '.join(f'${i + 1}' for i in range(len(fields)))})"
+            " ON CONFLICT DO NOTHING RETURNING *)"
+            " SELECT * FROM new UNION ALL SELECT * FROM execution.transfer_tasks WHERE task_id = $1",
+            *(getattr(task, name) for name in fields),
+        )
+        assert row is not None, "inserted or already there"
+        return _task(row)
+
+    async def task(self, task_id: str) -> TaskRecord | None:
+        row = await self.pool.fetchrow("SELECT * FROM execution.transfer_tasks WHERE task_id = $1", task_id)
+        return None if row is None else _task(row)
+
+    async def tasks(self, plan_id: uuid.UUID) -> list[TaskRecord]:
+        rows = await self.pool.fetch(
+            "SELECT * FROM execution.transfer_tasks WHERE plan_id = $1 ORDER BY transfer", plan_id
+        )
+        return [_task(row) for row in rows]
+
+    async def confirm_task(
+        self, task_id: str, received: Decimal | None, by: str, at: datetime
+    ) -> tuple[TaskRecord, bool] | None:
+        """Confirm a waiting task (once: a second confirmation changes nothing and says so)."""
+        async with self.pool.acquire() as connection, connection.transaction():
+            row = await connection.fetchrow(
+                "UPDATE execution.transfer_tasks SET state = 'confirmed',"
+                " received = coalesce($2, amount), confirmed_at = $3, confirmed_by = $4"
+                " WHERE task_id = $1 AND state = 'waiting' RETURNING *",
+                task_id,
+                received,
+                at,
+                by,
+            )
+            if row is not None:
+                await connection.execute(
+                    "INSERT INTO execution.transitions (plan_id, client_order_id, to_state, reason)"
+                    " VALUES ($1, $2, 'confirmed', $3)",
+                    row["plan_id"],
+                    task_id,
+                    f"{dec_str(row['received'])} {row['asset']} by {by}",
+                )
+                return _task(row), True
+            found = await connection.fetchrow(
+                "SELECT * FROM execution.transfer_tasks WHERE task_id = $1", task_id
+            )
+        return None if found is None else (_task(found), False)
+
+    async def expire_task(self, task_id: str, reason: str) -> bool:
+        async with self.pool.acquire() as connection, connection.transaction():
+            plan_id = await connection.fetchval(
+                "UPDATE execution.transfer_tasks SET state = 'expired', reason = $2"
+                " WHERE task_id = $1 AND state = 'waiting' RETURNING plan_id",
+                task_id,
+                reason,
+            )
+            if plan_id is not None:
+                await connection.execute(
+                    "INSERT INTO execution.transitions (plan_id, client_order_id, to_state, reason)"
+                    " VALUES ($1, $2, 'expired', $3)",
+                    plan_id,
+                    task_id,
+                    reason,
+                )
+        return plan_id is not None
 
     async def touched_accounts(self) -> list[tuple[str, str]]:
         """Every (exchange, account) the executor ever placed an order on."""

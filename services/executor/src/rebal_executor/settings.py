@@ -4,12 +4,44 @@ only when live trading is switched on here (`live`, off by default)."""
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import ClassVar, Self
+from typing import Annotated, ClassVar, Literal, Self
 
 from pydantic import Field, model_validator
 
 from rebal.settings import Section, ServiceSettings
 from rebal_venues.settings import PaperSettings
+
+# A leg's orders get client ids from (plan, leg, attempt) with attempt = slice·ATTEMPTS_PER_SLICE + try:
+# tries 0..reprices are the slice's limit orders, TAKE_ATTEMPT its market order for the rest.
+ATTEMPTS_PER_SLICE = 100
+MAX_REPRICES = ATTEMPTS_PER_SLICE - 2
+
+
+class OrderType(Section):
+    """How a leg's orders are placed. `market` (the default): market orders. `limit`: a limit order at the
+    best bid (a buy) or ask (a sell) moved `offset_bps` towards the other side (negative: further back),
+    rounded to the tick away from the other side; `post_only`: a maker order, refused by the venue rather
+    than trade at once (then re-priced at once). It rests `rest_seconds`; still not filled, it is cancelled
+    (what filled before the cancel is counted) and re-placed at the new best price, at most `reprices`
+    times; after that the rest is taken by a market order."""
+
+    type: Literal["market", "limit"] = "market"
+    offset_bps: Decimal = Field(default=Decimal(0), ge=-1000, le=1000)
+    post_only: bool = False
+    rest_seconds: float = Field(default=30.0, gt=0)
+    reprices: int = Field(default=2, ge=0, le=MAX_REPRICES)
+
+
+class OrderTypes(Section):
+    """The order type of a leg: its market's (`markets`, by symbol: "BTC/USDT"), else its account's
+    (`accounts`, by account path: "demo/binance/spot"), else `default`."""
+
+    default: OrderType = OrderType()
+    accounts: dict[str, OrderType] = Field(default_factory=dict)
+    markets: dict[str, OrderType] = Field(default_factory=dict)
+
+    def of(self, account: str, symbol: str) -> OrderType:
+        return self.markets.get(symbol) or self.accounts.get(account) or self.default
 
 
 class ExecutionSettings(Section):
@@ -50,8 +82,19 @@ class ExecutionSettings(Section):
     # A transfer leg waits this long for the destination to credit it (looked up every poll).
     transfer_timeout_seconds: float = Field(default=600.0, gt=0)
     transfer_poll_seconds: float = Field(default=2.0, gt=0)
+    # A transfer to or from a bank account is an operator's task: the buys it funds wait this long for
+    # `rebal transfer confirm ID` (7 days: a wire can take days), then the run ends partial (an alert).
+    bank_transfer_timeout_seconds: float = Field(default=7 * 24 * 3600.0, gt=0)
     # Unfinished runs and our open orders are reconciled with the venues this often (and at start).
     reconcile_interval_seconds: float = Field(default=10.0, gt=0)
+    # Market (the default) or limit orders, per account or market (`OrderTypes`).
+    order_types: OrderTypes = OrderTypes()
+    # Large orders: per market (symbol), the most one order may be worth in the market's quote; a larger
+    # leg is sent as slices of at most this value, `slice_interval_seconds` apart (TWAP-like), each under
+    # its own client id derived from the leg, never skipped for its size. At most `max_slices` slices.
+    max_order_value: dict[str, Annotated[Decimal, Field(gt=0)]] = Field(default_factory=dict)
+    slice_interval_seconds: float = Field(default=60.0, ge=0)
+    max_slices: int = Field(default=100, ge=1, le=10_000)
 
     @model_validator(mode="after")
     def _window_outlasts_the_race(self) -> Self:

@@ -30,7 +30,7 @@ from rebal.events import (
     RunFinished,
     RunStarted,
 )
-from rebal_monitor import notices
+from rebal_monitor import notices, transfer_tasks
 from rebal_monitor.views import snapshot_value
 
 
@@ -64,6 +64,7 @@ async def _record(connection: Connection, event: Event) -> bool:
     if not inserted:
         return False
     await _project(connection, event)
+    await transfer_tasks.project(connection, event)
     await notices.project(connection, event)
     return True
 

@@ -1,5 +1,6 @@
 """What the journal projects for operators beyond its tables: the notifications that events call for (a run
-finished or failed, trading halted), and the autopilot's previews to approve stored as plans.
+finished or failed, trading halted, a bank transfer to make and confirm or one that expired), and the
+autopilot's previews to approve stored as plans.
 
 Called in the journal's transaction for each event the first time it is stored, so each notification is
 enqueued once; its id derives from the event. The planner enqueues what only it knows (a breach, a
@@ -13,7 +14,16 @@ from datetime import timedelta
 
 from rebal.core.numbers import dec_str
 from rebal.db import Connection
-from rebal.events import Event, HaltTrading, RebalancePlanned, RebalanceTriggered, RunFinished, derive_id
+from rebal.events import (
+    Event,
+    HaltTrading,
+    RebalancePlanned,
+    RebalanceTriggered,
+    RunFinished,
+    TransferTaskExpired,
+    TransferTaskOpened,
+    derive_id,
+)
 from rebal.notifications import Notification, enqueue
 from rebal_monitor import plan_store, views
 
@@ -36,8 +46,45 @@ async def project(connection: Connection, event: Event) -> None:
                 data={"requested_by": event.requested_by, "reason": event.reason},
             ),
         )
+    elif isinstance(event, TransferTaskOpened | TransferTaskExpired):
+        await enqueue(connection, _transfer_notice(event))
     elif isinstance(event, RebalancePlanned) and event.dry_run and event.causation_id is not None:
         await _store_preview(connection, event)
+
+
+def _transfer_notice(event: TransferTaskOpened | TransferTaskExpired) -> Notification:
+    data = {"task_id": event.task_id, "run_id": str(event.correlation_id), "plan_id": str(event.plan_id)}
+    if isinstance(event, TransferTaskExpired):
+        return Notification(
+            id=derive_id("notification", "transfer_expired", event.event_id),
+            kind="transfer_expired",
+            portfolio_id=event.portfolio_id,
+            created_at=event.occurred_at,
+            title=f"{event.portfolio_id}: transfer task {event.task_id} expired",
+            text=event.reason,
+            data={**data, "reason": event.reason},
+        )
+    amount = f"{dec_str(event.amount)} {event.asset}"
+    return Notification(
+        id=derive_id("notification", "transfer_task", event.event_id),
+        kind="transfer_task",
+        portfolio_id=event.portfolio_id,
+        created_at=event.occurred_at,
+        title=f"{event.portfolio_id}: transfer {amount} from {event.from_account} to {event.to_account}",
+        text=(
+            f"Move {amount} from {event.from_account} to {event.to_account}, then confirm it: "
+            f"`rebal transfer confirm {event.task_id}` (add --received AMOUNT if less arrived). The buys "
+            f"it funds wait until then, at most until {event.expires_at.isoformat()}."
+        ),
+        data={
+            **data,
+            "asset": event.asset,
+            "amount": dec_str(event.amount),
+            "from": event.from_account,
+            "to": event.to_account,
+            "expires_at": event.expires_at.isoformat(),
+        },
+    )
 
 
 def _run_notice(finished: RunFinished) -> Notification:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from rebal.core.errors import InputError
 from rebal.core.market import Markets, Prices
 from rebal.core.numbers import dec_str, money_str, weight_str
 from rebal.core.plan import plan_rebalance
-from rebal.core.portfolio_performance import PortfolioPerformance, describe_step, tree_value
+from rebal.core.portfolio_performance import PortfolioPerformance, describe_span, describe_step, tree_value
 from rebal.core.shown import shown_nodes
 from rebal.core.tree import parse_tree
 from rebal.events import ProjectedWeight
@@ -88,6 +89,9 @@ def performance_json(result: PortfolioPerformance | None, quote: str | None) -> 
         },
         "periods": result.periods,
         "observations": result.observations,
+        "gaps": result.gaps,
+        "gap_seconds": result.gap_seconds,
+        "gap_span": describe_span(result.gap_seconds) if result.gaps else None,
         "from": datetime.fromtimestamp(result.first_at, UTC).isoformat(),
         "to": datetime.fromtimestamp(result.last_at, UTC).isoformat(),
         "first_value": money_str(result.first_value),
@@ -110,14 +114,15 @@ def performance_json(result: PortfolioPerformance | None, quote: str | None) -> 
 
 
 def equity_points(result: PortfolioPerformance | None) -> list[JsonDict]:
-    """The grid's points: time, value, and the growth of 1 net of flows."""
+    """The grid's points: time, value, and the growth of 1 net of flows; both null inside a gap (no
+    valuation then), so a chart shows a break rather than a flat line."""
     if result is None:
         return []
     return [
         {
             "t": datetime.fromtimestamp(float(t), UTC).isoformat(),
-            "value": money_str(float(v)),
-            "index": float(i),
+            "value": money_str(float(v)) if math.isfinite(v) else None,
+            "index": float(i) if math.isfinite(i) else None,
         }
         for t, v, i in zip(result.grid.tolist(), result.values.tolist(), result.index.tolist(), strict=True)
     ]

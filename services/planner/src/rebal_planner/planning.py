@@ -246,8 +246,9 @@ def planned_of(
                     to_account=t.destination,
                     amount=t.amount,
                     est_value=t.value,
+                    manual=manual,
                 )
-                for t in plan.transfers
+                for t, manual in zip(plan.transfers, plan.manual(), strict=True)
             ],
             "skipped": [*skips, *positions.skips],
             "projected_weights": projected_weights(diff, (s.path for s in skips)),

@@ -358,3 +358,54 @@ def balance_discrepancies(
         if abs(discrepancy.difference) > tolerances.get(asset, BALANCE_QUOTE_TOLERANCE):
             found.append(discrepancy)
     return tuple(found)
+
+
+# -- working a leg: limit prices and slices --------------------------------------------------------------
+
+BPS = Decimal(10_000)
+
+
+def limit_price(side: str, bid: Decimal, ask: Decimal, offset_bps: Decimal, tick: Decimal) -> Decimal:
+    """A limit order's price: a buy at the best bid, a sell at the best ask, moved `offset_bps` towards
+    the other side (positive: inside the spread, it fills sooner; negative: further back in the book),
+    then to the price tick — a buy down, a sell up, so the rounding never makes it more aggressive than
+    asked. `tick` 0: no tick known, the price as computed."""
+    if side == "buy":
+        raw = bid * (1 + offset_bps / BPS)
+        return steps_to_decimal(floor_steps(raw, tick), tick) if tick > 0 else raw
+    raw = ask * (1 - offset_bps / BPS)
+    if tick <= 0:
+        return raw
+    steps = floor_steps(raw, tick)
+    return steps_to_decimal(steps if steps_to_decimal(steps, tick) == raw else steps + 1, tick)
+
+
+def slice_amount(
+    left: Decimal,
+    max_value: Decimal | None,
+    price: Decimal,
+    step: Decimal,
+    min_amount: Decimal,
+    min_cost: Decimal,
+) -> Decimal:
+    """The next slice of a large order: what is left, at most `max_value` (in the market's quote) at
+    `price`, in whole steps (at least one, so a slice always makes progress). A rest the market would
+    refuse (under its minimum amount or cost) goes with this slice rather than stay behind as dust."""
+    if max_value is None or left * price <= max_value or price <= 0:
+        return left
+    cap = min(left, max(steps_to_decimal(floor_steps(max_value / price, step), step), step))
+    rest = left - cap
+    return left if rest < min_amount or rest * price < min_cost else cap
+
+
+def affordable(
+    wanted: Decimal, spend_cap: Decimal, spent: Decimal, price: Decimal, fee_rate: Decimal, step: Decimal
+) -> Decimal:
+    """What a buy's next order may ask for so that the leg never spends more than `spend_cap` of the quote
+    (what it was sized to spend) over all its orders: what is left of the cap after `spent`, at the most
+    the order can cost per unit (`price`: a limit order's own, a market order's raised by the buffer),
+    with the fee, in whole steps, at most `wanted`."""
+    room = spend_cap - spent
+    if room <= 0 or price <= 0:
+        return Decimal(0)
+    return min(wanted, steps_to_decimal(floor_steps(room / (price * (1 + fee_rate)), step), step))

@@ -347,6 +347,12 @@ class Plan:
         assert base is not None and quote is not None, "prices are checked by diff_trees"
         return DERIVED.divide(base, quote)
 
+    def manual(self) -> tuple[bool, ...]:
+        """Per transfer, whether it is an operator's task: one of its sides is a bank account (no API)."""
+        tree = self.diff.tree
+        banks = {tree.path(node) for node in tree.accounts if tree.kinds[node] == BANK}
+        return tuple(t.source in banks or t.destination in banks for t in self.transfers)
+
     def budgets(self) -> list[Budget]:
         """Per account (in tree order), the budget of its quote, and of any other asset a transfer brings
         it: the exact free (unlocked) amount of the quote's wallets, plus transfers in, less transfers out
@@ -678,6 +684,13 @@ def _refuse_unreachable(diff: DiffTree, groups: _Groups) -> None:
     account = int(groups.account[g])
     exchange, quote = tree.accounts[account]
     asset = diff.asset_names[int(groups.asset[g])]
+    if tree.kinds[account] == BANK:
+        raise InputError(
+            tree.path(int(groups.path_node[g])),
+            f"account {tree.path(account)} is a bank (kind 'bank'): nothing is bought there, so it can never "
+            f"hold new {asset} (leave it out of the account's target; its {quote} moves by transfer)",
+            source="target",
+        )
     raise InputError(
         tree.path(int(groups.path_node[g])),
         f"no market path for {asset} from {quote} on {exchange}: account {tree.path(account)} can never "

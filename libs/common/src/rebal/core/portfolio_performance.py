@@ -10,6 +10,12 @@ the portfolio holds. Its inputs are the portfolio's valuations (the free value o
   spacing and at least the span over `MAX_PERIODS`. Each grid point takes the last valuation at or
   before it; each period's flows are those after the previous point up to it. The result states the
   step, which is the frequency every figure is at.
+- **Gaps stay gaps.** Two valuations more than `GAP_STEPS` steps apart (the system was stopped, the
+  tracker could not reach a venue) leave a gap: the grid points between them have no value (NaN: a
+  chart shows a break) and are not periods. The change across the gap, from the last value before it
+  to the first after, is one return that counts in the time-weighted return and the drawdown (the
+  money was at the market meanwhile) but not in the per-period figures (volatility, Sharpe, Sortino,
+  the period count), since it spans more than one step.
 - **Time-weighted return.** Each period's return is ``(V_i - F_i) / V_{i-1} - 1``: the flows of the
   period are taken out of its end value (as if they arrived at its end), so deposits and withdrawals do
   not count as performance; a period that starts at no value has no return. The TWR is their product.
@@ -37,6 +43,8 @@ Floats = NDArray[np.float64]
 GRID_STEPS = (10.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 86400.0, 7 * 86400.0)
 # At most this many periods: a year of snapshots is resampled to a coarser step, not 3 million points.
 MAX_PERIODS = 2000
+# A grid point without a valuation in the last this many steps is in a gap (see the module doc).
+GAP_STEPS = 3
 # Annualising needs this many periods over at least this many days (a month of data at least).
 MIN_ANNUALISED_PERIODS = 30
 MIN_ANNUALISED_DAYS = 30.0
@@ -70,8 +78,10 @@ class PortfolioPerformance:
     annualised: Annualised | None
     not_annualised: str | None
     grid: Floats  # the grid's times (seconds since the epoch), the first point included
-    values: Floats  # the value at each grid point
-    index: Floats  # the growth of 1 net of flows at each grid point (1 at the first)
+    values: Floats  # the value at each grid point (NaN inside a gap)
+    index: Floats  # the growth of 1 net of flows at each grid point (1 at the first; NaN inside a gap)
+    gaps: int = 0  # stretches of the grid without valuations
+    gap_seconds: float = 0.0  # the time they span, from the last valuation before to the first after
 
 
 def tree_value(tree: Tree, prices: Prices) -> float:
@@ -146,22 +156,38 @@ def portfolio_performance(
     if grid[-1] < end:
         grid = np.append(grid, end)  # the last valuation closes the last (shorter) period
     at = np.searchsorted(stamps, grid, side="right") - 1
-    on_grid = worth[at]
+    spacing = np.append(np.diff(stamps), 0.0)  # from each valuation to the next (none after the last)
+    stale = (grid > stamps[at]) & (spacing[at] > GAP_STEPS * chosen)
+    on_grid = np.where(stale, np.nan, worth[at])
+    # Each observed point's return runs from the last observed point before it; across a gap that
+    # is one bridging return (all the gap's flows in it).
+    positions = np.arange(grid.shape[0])
+    observed = np.maximum.accumulate(np.where(stale, -1, positions))
+    anchor = np.concatenate(([0], observed[:-1]))[1:]
     flow_at = np.asarray(flow_times, dtype=np.float64)
     flow_amount = np.asarray(flows, dtype=np.float64)
     inside = (flow_at > start) & (flow_at <= end)
     period = np.searchsorted(grid, flow_at[inside], side="left")  # (grid[i-1], grid[i]] -> i
     per_period = np.bincount(period, weights=flow_amount[inside], minlength=grid.shape[0])
-    previous, current, moved = on_grid[:-1], on_grid[1:], per_period[1:]
+    flows_to = np.cumsum(per_period)
+    previous, current = on_grid[anchor], on_grid[1:]
+    moved = flows_to[1:] - flows_to[anchor]
     with np.errstate(divide="ignore", invalid="ignore"):
         returns = np.where(previous > 0, (current - moved) / previous - 1.0, np.nan)
     returns = np.maximum(returns, -1.0)  # never more than everything lost
-    defined = returns[np.isfinite(returns)]
+    bridging = anchor != positions[:-1]
+    everything = returns[np.isfinite(returns)]  # the gaps' bridging returns too: TWR and drawdown
+    defined = returns[np.isfinite(returns) & ~bridging]
     growth = np.concatenate(([1.0], np.cumprod(1.0 + np.nan_to_num(returns, nan=0.0))))
+    growth[stale] = np.nan
     periods = int(defined.shape[0])
     span = end - start
     per_period_volatility = float(np.std(defined, ddof=1)) if periods >= 2 else None
-    annualised, why = _annualised(defined, chosen, span, risk_free)
+    # Each gap, from the last valuation before its first stale point to the valuation after that one.
+    first_stale = np.flatnonzero(stale & ~np.concatenate(([False], stale[:-1])))
+    last_before = at[first_stale]
+    gap_seconds = float(np.sum(stamps[last_before + 1] - stamps[last_before]))
+    annualised, why = _annualised(defined, chosen, span, risk_free, gap_seconds)
     return PortfolioPerformance(
         step_seconds=chosen,
         periods=periods,
@@ -172,24 +198,28 @@ def portfolio_performance(
         last_value=float(worth[-1]),
         net_flows=float(flow_amount[inside].sum()),
         time_weighted_return=float(growth[-1] - 1.0),
-        max_drawdown=float(perf.max_drawdown(defined)) if periods else 0.0,
+        max_drawdown=float(perf.max_drawdown(everything)) if everything.shape[0] else 0.0,
         volatility_per_period=per_period_volatility,
         annualised=annualised,
         not_annualised=why,
         grid=grid,
         values=on_grid,
         index=growth,
+        gaps=int(first_stale.shape[0]),
+        gap_seconds=gap_seconds,
     )
 
 
 def _annualised(
-    returns: Floats, step: float, span: float, risk_free: float
+    returns: Floats, step: float, span: float, risk_free: float, gap: float = 0.0
 ) -> tuple[Annualised | None, str | None]:
     days = span / SECONDS_PER_DAY
     if returns.shape[0] < MIN_ANNUALISED_PERIODS or days < MIN_ANNUALISED_DAYS:
         count = returns.shape[0]
         return None, (
-            f"{count} period{'' if count == 1 else 's'} of {describe_step(step)} over {describe_span(span)}:"
+            f"{count} period{'' if count == 1 else 's'} of {describe_step(step)} over {describe_span(span)}"
+            + (f" ({describe_span(gap)} of it without valuations)" if gap else "")
+            + ":"
             " annualised"
             f" figures need at least {MIN_ANNUALISED_PERIODS} periods over at least"
             f" {MIN_ANNUALISED_DAYS:g} days"

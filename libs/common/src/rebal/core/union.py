@@ -216,15 +216,17 @@ def union(real: Tree, target: Tree, default_quote: str) -> UnionTree:
     return tree
 
 
-def _kind_flags(real: Tree, target: Tree, new: IntArray) -> tuple[BoolArray, BoolArray]:
-    """Which union nodes are accounts and which are exchanges (from the kind vocabularies)."""
+def _kind_flags(real: Tree, target: Tree, new: IntArray) -> tuple[BoolArray, BoolArray, BoolArray]:
+    """Which union nodes are accounts, which are exchanges and which accounts are banks (from the kind
+    vocabularies)."""
 
     def flag(kind: str) -> BoolArray:
         in_real = real.kind_codes.within({kind: 0}) == 0
         in_target = target.kind_codes.within({kind: 0}) == 0
         return np.concatenate((in_real, in_target[new]))
 
-    return flag(ACCOUNT) | flag(FUTURES) | flag(BANK), flag(EXCHANGE)
+    banks = flag(BANK)
+    return flag(ACCOUNT) | flag(FUTURES) | banks, flag(EXCHANGE), banks
 
 
 def _check_matches(real: Tree, target: Tree, real_target: IntArray, target_assets: IntArray) -> None:
@@ -247,10 +249,11 @@ def _resolve_accounts(
     quotes: dict[int, str],
     exchanges: dict[int, str],
     default_quote: str,
-    flags: tuple[BoolArray, BoolArray],
+    flags: tuple[BoolArray, BoolArray, BoolArray],
 ) -> None:
-    """Every wallet lies under exactly one account; the exchange is the nearest exchange ancestor."""
-    is_account, is_exchange = flags
+    """Every wallet lies under exactly one account; the exchange is the nearest exchange ancestor (a bank
+    account, where nothing trades, needs none: its own name stands for it)."""
+    is_account, is_exchange, is_bank = flags
     account_of = tree.account_of
     exchange_of = np.full(len(tree), -1, dtype=np.int64)
     for level in tree.levels:
@@ -270,13 +273,15 @@ def _resolve_accounts(
         node = int(orphans[0])
         raise InputError(
             tree.path(node),
-            "wallet is not under a node with kind 'account' (or 'futures')",
+            "wallet is not under a node with kind 'account' (or 'futures', 'bank')",
             _source(tree, node),
         )
     for node in np.flatnonzero(is_account).tolist():
         name = exchanges.get(node)
         if name is None:
             ancestor = int(exchange_of[node])
+            if ancestor < 0 and is_bank[node]:
+                ancestor = node
             if ancestor < 0:
                 raise InputError(
                     tree.path(node),

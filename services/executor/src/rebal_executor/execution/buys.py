@@ -21,7 +21,7 @@ from rebal.core.execution import expected_change, routed_buy, sell_amount, spend
 from rebal.core.numbers import dec_str
 from rebal.core.sizing import BuyRequest, size_buys
 from rebal.events import PlannedOrder, RebalancePlanned
-from rebal_executor.execution import guards
+from rebal_executor.execution import bank, guards
 from rebal_executor.execution.legs import place, skip
 from rebal_executor.execution.outcomes import BuyPlan, Stop, market_of, spend_group
 from rebal_executor.execution.ports import Context, OrderRecord, RunRecord
@@ -33,9 +33,11 @@ log = logging.getLogger("rebal.executor")
 VENUE_HOLDS: frozenset[str] = frozenset({"accepted", "partially_filled"})
 
 
-async def buys(ctx: Context, record: RunRecord) -> Stop | None:
+async def buys(ctx: Context, record: RunRecord, waiting: frozenset[str] = frozenset()) -> Stop | None:
+    """The run's buys not yet done, but those of the `waiting` accounts (a bank transfer into them is not
+    confirmed yet: `bank`)."""
     plan = record.plan
-    legs = [(leg, o) for leg, o in enumerate(plan.orders) if o.phase != 1]
+    legs = [(leg, o) for leg, o in enumerate(plan.orders) if o.phase != 1 and o.account not in waiting]
     todo = [(leg, o) for leg, o in legs if not await ctx.journal.leg_done(plan.event_id, leg)]
     moved = await guards.prices_moved(ctx, plan, todo)
     if moved:
@@ -106,7 +108,8 @@ async def size(ctx: Context, record: RunRecord, legs: Sequence[tuple[int, Planne
         # Already written (a resumed run) or on no known market: placed as it is, not resized.
         known = await ctx.journal.latest_order(plan.event_id, leg)
         if known is not None or order.symbol not in markets:
-            fixed[leg] = known.amount if known is not None else order.amount
+            # A worked leg's order is one of several: the leg's whole amount is what it buys.
+            fixed[leg] = (known.leg_amount or known.amount) if known is not None else order.amount
             if known is not None and order.symbol in markets:
                 written.append(known)
         else:
@@ -124,7 +127,7 @@ async def size(ctx: Context, record: RunRecord, legs: Sequence[tuple[int, Planne
     # buys'. Off the budget always; off the free balance too unless the venue already holds it for them.
     owed = {
         o.client_order_id: BuyRequest(o.leg, o.amount, prices[o.symbol], market_of(markets[o.symbol])).cost(
-            max(o.amount - o.filled, Decimal(0)), buffer
+            max((o.leg_amount or o.amount) - o.filled, Decimal(0)), buffer
         )
         for o in written
     }
@@ -167,7 +170,9 @@ async def _allowed(
         Decimal(0),
     )
     fills = (await ctx.journal.run_fills(plan.event_id)).get((exchange, account), [])
-    return budget + expected_change(fills).get(asset, Decimal(0))
+    # A bank transfer in that brought less than planned: only what arrived is spent.
+    short = await bank.shortfall(ctx, plan, account, asset)
+    return budget + expected_change(fills).get(asset, Decimal(0)) - short
 
 
 async def unwind(ctx: Context, record: RunRecord, first: int, second: int) -> Stop | None:

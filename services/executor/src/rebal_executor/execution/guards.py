@@ -16,15 +16,21 @@ from rebal_executor.execution.outcomes import Stop
 from rebal_executor.execution.ports import Context
 
 
+def started(ctx: Context, plan: RebalancePlanned) -> datetime:
+    """When the run's clock started: its plan's time, or the operator's latest confirmation of a bank
+    transfer its buys waited for (days may pass in between: the buys then have the whole timeout)."""
+    restarted = ctx.restarted.get(plan.event_id)
+    return plan.occurred_at if restarted is None else max(plan.occurred_at, restarted)
+
+
 def deadline(ctx: Context, plan: RebalancePlanned) -> datetime:
-    """When the run must have ended: its plan's time + run_timeout_seconds."""
-    return plan.occurred_at + timedelta(seconds=ctx.settings.execution.run_timeout_seconds)
+    """When the run must have ended: its clock's start (`started`) + run_timeout_seconds."""
+    return started(ctx, plan) + timedelta(seconds=ctx.settings.execution.run_timeout_seconds)
 
 
 def seconds_late(ctx: Context, plan: RebalancePlanned) -> float:
-    """Seconds past the run's deadline (plan time + run_timeout_seconds); <= 0 while in time."""
-    timeout = ctx.settings.execution.run_timeout_seconds
-    return (ctx.clock() - plan.occurred_at).total_seconds() - timeout
+    """Seconds past the run's deadline (`deadline`); <= 0 while in time."""
+    return (ctx.clock() - deadline(ctx, plan)).total_seconds()
 
 
 async def refusal(ctx: Context, plan: RebalancePlanned) -> str:

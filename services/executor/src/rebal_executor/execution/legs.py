@@ -15,7 +15,7 @@ from rebal.core.numbers import dec_str
 from rebal.core.sizing import BuyRequest, size_buys
 from rebal.events import OrderFilled, OrderPlaced, PlannedOrder, RebalancePlanned
 from rebal.venue import OrderState, Venue
-from rebal_executor.execution import guards
+from rebal_executor.execution import guards, working
 from rebal_executor.execution.orders import adopt, drive, judge_lost, search
 from rebal_executor.execution.outcomes import (
     Absent,
@@ -23,7 +23,6 @@ from rebal_executor.execution.outcomes import (
     Stop,
     Unanswered,
     Unknown,
-    client_order_id,
     describe,
     market_of,
 )
@@ -64,6 +63,25 @@ async def place(
     if venue is None:
         await fail(ctx, plan, leg, f"{what} failed: no venue {order.exchange!r}")
         return None
+    if await working.is_worked(ctx, order, amount, venue, existing):
+        whole = existing.leg_amount if existing is not None and existing.leg_amount else amount
+        return await work(ctx, record, leg, order, whole, venue)
+    return await _market(ctx, record, leg, order, amount, existing, venue, resizable)
+
+
+async def _market(
+    ctx: Context,
+    record: RunRecord,
+    leg: int,
+    order: PlannedOrder,
+    amount: Decimal,
+    existing: OrderRecord | None,
+    venue: Venue,
+    resizable: bool,
+) -> Stop | None:
+    """A leg placed as one market order (resized once after an insufficient-funds refusal)."""
+    plan = record.plan
+    what = describe(leg, order)
     if existing is None:
         existing = await write(ctx, plan, leg, order, amount, 0, venue)
         if existing is None:
@@ -97,6 +115,28 @@ async def place(
             ctx, plan, leg, f"{what} still {outcome.status} after {timeout:g} s: left to reconcile", True
         )
     return None
+
+
+async def work(
+    ctx: Context, record: RunRecord, leg: int, order: PlannedOrder, amount: Decimal, venue: Venue
+) -> Stop | None:
+    """A leg worked as several orders (`working`): each order published as it ends, the leg reported as
+    filled when all of it did, else failed with what filled and why it stopped."""
+    plan = record.plan
+    what = describe(leg, order)
+
+    async def report(sent: OrderRecord, state: OrderState) -> None:
+        await publish(ctx, plan, record.run_id, sent, order, state)
+
+    worked = await working.work(ctx, plan, leg, order, amount, venue, guards.deadline(ctx, plan), report)
+    if not worked.reason:
+        await ctx.journal.finish_leg(plan.event_id, leg, "filled", placed=True)
+        metrics.ORDERS.labels(portfolio=plan.portfolio_id, status="filled").inc()
+        return None
+    base = order.symbol.partition("/")[0]
+    done = f"{dec_str(worked.filled)} of {dec_str(worked.amount)} {base} filled"
+    await fail(ctx, plan, leg, f"{what} stopped, {done}: {worked.reason}", placed=worked.placed)
+    return worked.stop
 
 
 async def resolve(ctx: Context, record: RunRecord, leg: int) -> None:
@@ -135,28 +175,11 @@ async def write(
 ) -> OrderRecord | None:
     """The order written to the journal (state created) before it is sent, or None when a guardrail
     refuses it (the leg is skipped with the reason)."""
-    price = (await venue.prices([order.symbol])).get(order.symbol, order.est_price)
-    refused = await guards.notional_limit(ctx, plan, leg, order, amount, price)
-    if refused:
-        await skip(ctx, plan, leg, refused)
+    written = await working.record(ctx, plan, leg, order, amount, attempt, venue)
+    if isinstance(written, str):
+        await skip(ctx, plan, leg, written)
         return None
-    return await ctx.journal.create_order(
-        OrderRecord(
-            client_order_id=client_order_id(plan.event_id, leg, attempt),
-            plan_id=plan.event_id,
-            leg=leg,
-            attempt=attempt,
-            exchange=order.exchange,
-            account=order.account,
-            symbol=order.symbol,
-            side=order.side,
-            amount=amount,
-            notional=amount * price,
-            state="created",
-            filled=Decimal(0),
-            reason="",
-        )
-    )
+    return written
 
 
 async def resize(

@@ -14,7 +14,9 @@ refusal, never a failure: the same id is sent again after the wait, until the ru
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 
 from rebal.core.execution import ORDER_FINAL, IllegalTransition, OrderStage, stage_of
 from rebal.venue import (
@@ -34,16 +36,27 @@ from rebal_executor.execution.ports import Context, OrderRecord
 log = logging.getLogger("rebal.executor")
 
 
+@dataclass(frozen=True)
+class Limit:
+    """A limit order's terms: its price, whether it is post-only (a maker order), and how long it rests
+    before the caller cancels it."""
+
+    price: Decimal
+    post_only: bool
+    rest_seconds: float
+
+
 async def drive(
-    ctx: Context, venue: Venue, order: OrderRecord, deadline: datetime
+    ctx: Context, venue: Venue, order: OrderRecord, deadline: datetime, limit: Limit | None = None
 ) -> OrderState | Rejected | Unknown | Stop:
-    """Send the order (or find it), then follow it until it is final or the timeout passes."""
+    """Send the order (or find it), then follow it until it is final or the timeout passes (a `limit`
+    order: until it has rested `limit.rest_seconds`)."""
     if order.state == "rejected":
         return Rejected(order.reason, order.reason == INSUFFICIENT_FUNDS)
     if order.state == "created":
         # Recorded as submitted BEFORE it is sent: a crash after this line is resolved by a look-up.
         await ctx.journal.move_order(order.client_order_id, "submitted")
-        sent = await send(ctx, venue, order, deadline)
+        sent = await send(ctx, venue, order, deadline, limit)
     else:
         # Written and perhaps sent before a crash or a lost answer: the venue says whether it has it.
         found = await search(ctx, venue, order)
@@ -52,18 +65,18 @@ async def drive(
         elif isinstance(found, Unanswered):
             return Unknown(f"{order.client_order_id} outcome unknown ({found.reason}): left to reconcile")
         elif order.state in ("submitted", "outcome_unknown"):
-            sent = await send(ctx, venue, order, deadline)  # proven never seen: the SAME id again
+            sent = await send(ctx, venue, order, deadline, limit)  # proven never seen: the SAME id again
         else:
             return Unknown(
                 f"{order.client_order_id} is {order.state} in the journal but the venue does not show it"
             )
     if not isinstance(sent, OrderState):
         return sent
-    return await settle(ctx, venue, order, sent)
+    return await settle(ctx, venue, order, sent, limit.rest_seconds if limit is not None else None)
 
 
 async def send(
-    ctx: Context, venue: Venue, order: OrderRecord, deadline: datetime
+    ctx: Context, venue: Venue, order: OrderRecord, deadline: datetime, limit: Limit | None = None
 ) -> OrderState | Rejected | Unknown | Stop:
     """Place the order under its id; after a lost answer, search for it; send again only once absent."""
     execution = ctx.settings.execution
@@ -75,7 +88,7 @@ async def send(
     while True:
         delay = 0.0
         try:
-            return await venue.place_order(order.account, cid, order.symbol, order.side, order.amount)
+            return await _submit(venue, order, limit)
         except VenueRateLimited as error:
             # Refused before it was processed: not taken. Wait, then the same id again.
             limited += 1
@@ -106,6 +119,23 @@ async def send(
             delay = min(execution.retry_base_seconds * 2 ** (sends - 1), execution.retry_max_seconds)
             await ctx.journal.move_order(cid, "submitted")  # proven absent: sent again, under the same id
         await ctx.sleep(delay)
+
+
+async def _submit(venue: Venue, order: OrderRecord, limit: Limit | None) -> OrderState:
+    """One submit: a market order, or a limit order on its terms."""
+    if limit is None:
+        return await venue.place_order(
+            order.account, order.client_order_id, order.symbol, order.side, order.amount
+        )
+    return await venue.place_order(
+        order.account,
+        order.client_order_id,
+        order.symbol,
+        order.side,
+        order.amount,
+        price=limit.price,
+        post_only=limit.post_only,
+    )
 
 
 def _backoff(ctx: Context, retry_after: float | None, refusals: int) -> float:
@@ -156,14 +186,16 @@ async def search(ctx: Context, venue: Venue, order: OrderRecord) -> OrderState |
         elapsed += interval
 
 
-async def settle(ctx: Context, venue: Venue, order: OrderRecord, state: OrderState) -> OrderState:
-    """Record what the venue shows, and look the order up until it is final or the timeout passes."""
+async def settle(
+    ctx: Context, venue: Venue, order: OrderRecord, state: OrderState, timeout: float | None = None
+) -> OrderState:
+    """Record what the venue shows, and look the order up until it is final or the timeout passes
+    (`order_timeout_seconds` unless given)."""
     execution = ctx.settings.execution
+    timeout = execution.order_timeout_seconds if timeout is None else timeout
     waited = 0.0
     await adopt(ctx, order, state)
-    while (
-        stage_of(state.status, state.filled) not in ORDER_FINAL and waited < execution.order_timeout_seconds
-    ):
+    while stage_of(state.status, state.filled) not in ORDER_FINAL and waited < timeout:
         await ctx.sleep(execution.poll_interval_seconds)
         waited += execution.poll_interval_seconds
         state = await lookup(venue, order) or state

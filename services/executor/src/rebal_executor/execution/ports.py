@@ -51,6 +51,30 @@ class OrderRecord:
     state: OrderStage
     filled: Decimal
     reason: str
+    # The leg's whole amount when the leg is worked as several orders (slices, re-placed limit orders);
+    # None: this order is the whole leg.
+    leg_amount: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """An operator's transfer task (a plan transfer to or from a bank account: `rebal_executor.execution.
+    bank`): `state` waiting, confirmed (with what was `received`) or expired."""
+
+    task_id: str
+    plan_id: uuid.UUID
+    transfer: int
+    asset: str
+    from_account: str
+    to_account: str
+    amount: Decimal
+    state: str
+    received: Decimal | None
+    opened_at: datetime
+    expires_at: datetime
+    confirmed_at: datetime | None = None
+    confirmed_by: str | None = None
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -135,6 +159,28 @@ class Journal(Protocol):
         """Every (exchange, account) the executor ever placed an order on."""
         ...
 
+    # -- operators' transfer tasks (bank accounts)
+    async def open_task(self, task: TaskRecord) -> TaskRecord:
+        """Record a task (state waiting) unless it is there; the stored row either way."""
+        ...
+
+    async def task(self, task_id: str) -> TaskRecord | None: ...
+
+    async def tasks(self, plan_id: uuid.UUID) -> list[TaskRecord]:
+        """The run's tasks, by transfer."""
+        ...
+
+    async def confirm_task(
+        self, task_id: str, received: Decimal | None, by: str, at: datetime
+    ) -> tuple[TaskRecord, bool] | None:
+        """Confirm a waiting task with `received` (None: its amount); the row and whether this changed it
+        (False: it was already confirmed, or it expired). None when there is no such task."""
+        ...
+
+    async def expire_task(self, task_id: str, reason: str) -> bool:
+        """End a waiting task unconfirmed; True when it was waiting."""
+        ...
+
     async def known_order(self, client_order_id: str) -> bool: ...
 
     async def saw_external(self, exchange: str, order: OrderState, looks_ours: bool, at: datetime) -> bool:
@@ -202,3 +248,6 @@ class Context:
     # Reconciliation's evidence that an order of a finished run never reached its venue: when each
     # look-up answered "not found" (in memory: a restart gathers it again, which is only slower).
     absences: dict[str, list[datetime]] = field(default_factory=dict)
+    # When a run's clock restarted: an operator confirmed a transfer it waited for (`bank`), so its
+    # deadline counts from then (`guards.deadline`). Set on each pass of the run, from the journal.
+    restarted: dict[uuid.UUID, datetime] = field(default_factory=dict)

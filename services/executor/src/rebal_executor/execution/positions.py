@@ -27,7 +27,7 @@ from rebal.core.numbers import dec_str
 from rebal.core.position_plan import AccountRisk, PositionOrder, PositionSetting, risk_refusal
 from rebal.events import PlannedOrder, PlannedPositionOrder, PlannedPositionSetting, RebalancePlanned
 from rebal.futures import FuturesVenue
-from rebal.venue import OrderState, Side, VenueAuthError, VenueError
+from rebal.venue import INVALID_ORDER, OrderRejected, OrderState, Side, VenueAuthError, VenueError
 from rebal_executor.execution import guards
 from rebal_executor.execution.legs import fail, place, skip
 from rebal_executor.execution.outcomes import Stop
@@ -50,7 +50,8 @@ def accounts_of(plan: RebalancePlanned) -> set[tuple[str, str]]:
 
 class PositionVenue:
     """A futures venue seen as the port's `Venue` for one kind of leg: `place_order` places a position
-    order (reduce-only or not); every other call goes to the venue (look-ups, prices: the same)."""
+    order (reduce-only or not, a market order: it is not `Resting`, so a limit order type never applies
+    to it); every other call goes to the venue (look-ups, prices: the same)."""
 
     def __init__(self, venue: FuturesVenue, reduce_only: bool) -> None:
         self._venue = venue
@@ -61,13 +62,25 @@ class PositionVenue:
         return self._venue.name
 
     async def place_order(
-        self, account: str, client_order_id: str, symbol: str, side: Side, amount: Decimal
+        self,
+        account: str,
+        client_order_id: str,
+        symbol: str,
+        side: Side,
+        amount: Decimal,
+        *,
+        price: Decimal | None = None,
+        post_only: bool = False,
     ) -> OrderState:
+        if price is not None:
+            raise OrderRejected(client_order_id, f"{INVALID_ORDER}: position orders are market orders")
         return await self._venue.place_position_order(
             account, client_order_id, symbol, side, amount, self._reduce_only
         )
 
     def __getattr__(self, attribute: str) -> Any:
+        if attribute == "book_top":  # not a resting venue: position legs stay market orders
+            raise AttributeError(attribute)
         return getattr(self._venue, attribute)
 
 

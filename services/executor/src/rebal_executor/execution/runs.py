@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from rebal import metrics, telemetry
 from rebal.core.execution import IllegalTransition, RunState
 from rebal.events import (
+    ConfirmTransfer,
     HaltTrading,
     RebalancePlanned,
     ResumeTrading,
@@ -26,8 +27,9 @@ from rebal.events import (
     RunStarted,
     RunStatus,
     TakeSnapshot,
+    TransferConfirmed,
 )
-from rebal_executor.execution import balances, guards, killswitch, positions, reconcile
+from rebal_executor.execution import balances, bank, guards, killswitch, positions, reconcile
 from rebal_executor.execution.buys import buys
 from rebal_executor.execution.legs import resolve
 from rebal_executor.execution.outcomes import Stop
@@ -55,6 +57,8 @@ class Executor(Context):
     _draining: asyncio.Lock = field(default_factory=asyncio.Lock)
     # The trace each queued plan arrived in, so its run (on the worker) continues it; lost on a restart.
     _traces: dict[uuid.UUID, dict[str, str]] = field(default_factory=dict)
+    # Runs whose every leg but those waiting for an operator's bank transfer is done (in this process).
+    _waited: set[uuid.UUID] = field(default_factory=set)
 
     # -- plans in ---------------------------------------------------------------------------------------
 
@@ -81,10 +85,16 @@ class Executor(Context):
         reconcile our orders still open at the venues."""
         async with self._draining:
             tried: set[uuid.UUID] = set()
+            # Portfolios with a run waiting for an operator (`bank`): their newer plans stay queued.
+            busy: set[str] = set()
             while True:
                 for old, new in (await self.journal.coalesce()).items():
                     await self._supersede(old, new)
-                waiting = [r for r in await self.journal.unfinished() if r.plan_id not in tried]
+                waiting = [
+                    r
+                    for r in await self.journal.unfinished()
+                    if r.plan_id not in tried and not (r.state == "queued" and r.plan.portfolio_id in busy)
+                ]
                 if not waiting:
                     break
                 record = waiting[0]
@@ -99,6 +109,8 @@ class Executor(Context):
                         carried = self._traces.pop(fresh.plan_id, None)
                         with telemetry.continued_span("executor run", carried, run=str(fresh.run_id)):
                             await self._run(fresh)
+                        if record.plan_id in self._waited:
+                            busy.add(record.plan.portfolio_id)
             await self.reconcile_orders()
 
     # -- reconciliation and the kill switch (`reconcile`, `killswitch`) ---------------------------------
@@ -117,6 +129,12 @@ class Executor(Context):
 
     async def restore_halts(self, portfolios: Iterable[str]) -> None:
         await killswitch.restore_halts(self, portfolios)
+
+    # -- operators' bank transfers (`bank`) --------------------------------------------------------------
+
+    async def confirm_transfer(self, command: ConfirmTransfer) -> TransferConfirmed | None:
+        """Record an operator's confirmation; the next `drain` places the buys that waited for it."""
+        return await bank.confirm(self, command)
 
     # -- a run ------------------------------------------------------------------------------------------
 
@@ -152,7 +170,16 @@ class Executor(Context):
                 state = await self.journal.move_run(plan.event_id, "buys_in_progress")
         if stop is None and state == "buys_in_progress":
             await run_transfers(self, record)
-            stop = await buys(self, record) or await positions.increase(self, record)
+            waiting = await bank.settle(self, record)
+            if isinstance(waiting, Stop):
+                stop = waiting
+            elif waiting.tasks and not waiting.changed and record.plan_id in self._waited:
+                return  # still waiting for an operator, and nothing else of the run left to do
+            else:
+                stop = await buys(self, record, waiting.accounts) or await positions.increase(self, record)
+                if stop is None and waiting.tasks:
+                    self._waited.add(record.plan_id)
+                    return  # the run stays in the journal until the operator confirms (`bank`)
         if isinstance(state, IllegalTransition):
             raise RuntimeError(state.reason)  # a broken invariant: the journal and this code disagree
         if stop is not None:
@@ -168,6 +195,8 @@ class Executor(Context):
         """Publish how the run ended (first: a crash before the journal says so publishes it again, under
         the same id), then record it."""
         plan = record.plan
+        self._waited.discard(record.plan_id)
+        self.restarted.pop(record.plan_id, None)
         await balances.check_balances(self, record)
         # Every fill of the run is in by now: a snapshot taken after this instant reflects them all.
         ended = self.clock()

@@ -215,6 +215,8 @@ async def precheck(ctx: Context, plan: RebalancePlanned) -> str:
         return ""
     transfers = mover(ctx, plan)
     for transfer in plan.transfers:
+        if transfer.manual:  # an operator's task (`bank`): nothing to check at a venue
+            continue
         try:
             usable = await transfers.usable(plan, transfer)
         except VenueError as error:
@@ -231,8 +233,8 @@ async def run_transfers(ctx: Context, record: RunRecord) -> None:
     transfers = mover(ctx, plan)
     for index, transfer in enumerate(plan.transfers):
         leg = len(plan.orders) + index
-        if await ctx.journal.leg_done(plan.event_id, leg):
-            continue
+        if transfer.manual or await ctx.journal.leg_done(plan.event_id, leg):
+            continue  # a manual one is an operator's task (`bank`)
         if not ctx.settings.transfers:
             outcome = TransferOutcome(
                 "skipped",

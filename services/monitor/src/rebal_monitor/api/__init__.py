@@ -2,7 +2,8 @@
 
 One module per concern, each with its module-level router: `plans` (make, read, approve), `portfolio`
 (weights, trees, performance, the optimizer), `operations` (history, halt, resume, status), `exports`,
-`funds`; what they depend on (the wiring, the pool, the token, the portfolio asked about) is in `deps`.
+`funds`, `transfers` (operators' bank transfer tasks); what they depend on (the wiring, the pool, the
+token, the portfolio asked about) is in `deps`.
 Each route is thin: check the request, load from Postgres, one core call, publish a command, answer. Bad
 requests get a 4xx whose `detail` names what is wrong and where; nothing a client sends makes a 500.
 """
@@ -20,7 +21,17 @@ from fastapi_offline import FastAPIOffline
 
 from rebal import metrics
 from rebal_monitor import dashboard
-from rebal_monitor.api import alerts, exports, funds, operations, plans, policy, portfolio, targets
+from rebal_monitor.api import (
+    alerts,
+    exports,
+    funds,
+    operations,
+    plans,
+    policy,
+    portfolio,
+    targets,
+    transfers,
+)
 from rebal_monitor.api.deps import Deps, Problem, answer_key
 from rebal_monitor.api.guards import Asgi, BodyLimit, Message, Receive, Scope, Send
 
@@ -48,7 +59,7 @@ def create_api(deps: Deps) -> FastAPI:
     api.add_middleware(Measured)
     api.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
     api.add_exception_handler(Problem, _problem)  # type: ignore[arg-type]
-    for module in (portfolio, targets, plans, operations, exports, funds, policy, alerts):
+    for module in (portfolio, targets, plans, operations, exports, funds, policy, alerts, transfers):
         api.include_router(module.router)
     api.include_router(dashboard.router)  # the page at / and its static files (no token)
     return api

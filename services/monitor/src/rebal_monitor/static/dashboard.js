@@ -116,6 +116,10 @@ function showStatus() {
   trading.textContent = status.halted ? "HALTED" + (status.halt_reason ? ": " + status.halt_reason : "") : "trading";
   trading.className = "pill " + (status.halted ? "bad" : "ok");
   $("mode").textContent = status.mode;
+  // Bank transfers a run waits for: its buys are not placed until an operator confirms each.
+  const waiting = status.transfers_waiting || 0;
+  $("transfers").hidden = !waiting;
+  $("transfers").textContent = waiting + (waiting === 1 ? " bank transfer waits" : " bank transfers wait") + " for an operator";
   $("scope").textContent = session.may_change ? "operator" : "viewer (read only)";
   $("controls").hidden = !session.may_change;
   $("halt").disabled = status.halted;
@@ -166,7 +170,8 @@ function showPerformance(performance, equity) {
   if (own && own.periods) {
     const periods = `${own.periods} period${own.periods === 1 ? "" : "s"}`;
     notes.push(`From ${when(own.from)} to ${when(own.to)} UTC: ${periods} of ${own.frequency.step} (${own.frequency.resampling}),`
-      + ` net of ${money(own.net_flows)} ${own.quote || ""} deposited or withdrawn`);
+      + ` net of ${money(own.net_flows)} ${own.quote || ""} deposited or withdrawn`
+      + (own.gaps ? `; ${own.gaps} gap${own.gaps === 1 ? "" : "s"} without valuations (${own.gap_span}), not counted as periods` : ""));
     if (!annual) notes.push(`not annualised: ${own.not_annualised}`);
     if (!missing(own.volatility_per_period)) notes.push(`volatility per ${own.frequency.step}: ${pct(own.volatility_per_period)}`);
   } else {
@@ -181,7 +186,7 @@ function showPerformance(performance, equity) {
   const points = equity ? equity.points : [];
   Plotly.react("equity-chart", [{
     type: "scatter", mode: "lines", name: "value",
-    x: points.map((p) => p.t), y: points.map((p) => Number(p.value)),
+    x: points.map((p) => p.t), y: points.map((p) => (p.value === null ? null : Number(p.value))),
     line: { color: "#2f5bd3" },
     hovertemplate: "%{x}: %{y:,.2f}<extra></extra>",
   }], {

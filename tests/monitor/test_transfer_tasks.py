@@ -1,0 +1,133 @@
+"""A bank transfer through the running system (real NATS, Postgres, executor and monitor): the executor's
+task reaches the monitor (listed, notified), the operator confirms it with `rebal transfer confirm` and the
+run's buys go on; unknown ids and bad amounts are refused naming them, and a second confirmation credits
+nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from typer.testing import CliRunner
+
+from rebal_cli.app import app
+from rebal_devstack.pytest_plugin import FreshDatabase
+from tests.executor.test_bank_transfers import BANK, MARKETS, OTHER, PRICES, SPOT, bank_plan
+from tests.monitor.running import TOKEN, monitor_settings, running_monitor
+from tests.monitor.test_api import publish, until
+from tests.monitor.test_halt_ack import running_executor
+
+
+async def seed(dsn: str, account: str, **amounts: str) -> None:
+    connection = await asyncpg.connect(dsn)
+    try:
+        for asset, amount in amounts.items():
+            await connection.execute(
+                "INSERT INTO paper.balances (exchange, account, asset, amount) VALUES ('paper', $1, $2, $3)"
+                " ON CONFLICT (exchange, account, asset) DO UPDATE SET amount = paper.balances.amount + $3",
+                account,
+                asset,
+                Decimal(amount),
+            )
+    finally:
+        await connection.close()
+
+
+async def cli(monitor_url: str, *args: str) -> Any:
+    env = {"REBAL__API__URL": monitor_url, "REBAL__API__TOKEN": TOKEN, "REBAL_CONTEXT": "none"}
+    return await asyncio.to_thread(CliRunner().invoke, app, ["transfer", *args], env=env)
+
+
+async def test_an_operator_confirms_a_bank_transfer_and_the_run_finishes(
+    nats_url: str, database: FreshDatabase, tmp_path: Path
+) -> None:
+    settings = monitor_settings(nats_url, database.dsn, halt_ack_timeout_seconds=10.0)
+    executor = running_executor(
+        nats_url,
+        database.dsn,
+        tmp_path,
+        MARKETS,
+        PRICES,
+        live=True,
+        execution={"reconcile_interval_seconds": 0.5},
+    )
+    async with executor, running_monitor(settings) as monitor:
+        await seed(database.dsn, SPOT, BTC="0.1")
+        await seed(database.dsn, OTHER, USD="1000")
+        now = datetime.now(UTC)
+        the_plan = bank_plan().model_copy(update={"occurred_at": now, "emitted_at": now})
+        await publish(nats_url, the_plan)
+
+        async def listed() -> list[dict[str, Any]] | None:
+            found = (await monitor.client.get("/transfers")).json()["transfers"]
+            return found or None
+
+        [task] = await until(listed, 30)
+        assert (task["state"], task["amount"], task["asset"], task["from"], task["to"]) == (
+            "waiting",
+            "1000",
+            "USD",
+            BANK,
+            SPOT,
+        )
+        tid = task["task_id"]
+        notified = await until(lambda: _notification(database.dsn, tid), 10)
+        assert notified["kind"] == "transfer_task" and f"rebal transfer confirm {tid}" in notified["text"]
+        assert (await monitor.client.get("/status")).json()["transfers_waiting"] == 1
+        shown = await cli(monitor.url, "list")
+        assert shown.exit_code == 0 and tid in shown.output and "1000 USD from demo/bank" in shown.output
+
+        # Refused, naming what is wrong: an unknown task (404, exit 2), a bad amount (422, exit 2).
+        unknown = await monitor.client.post("/transfers/bt-000000000000/confirm")
+        assert unknown.status_code == 404 and "bt-000000000000" in unknown.json()["detail"]
+        ran = await cli(monitor.url, "confirm", "bt-000000000000")
+        assert ran.exit_code == 2 and "no transfer task bt-000000000000" in ran.stderr
+        for bad in ("-1", "abc", "NaN"):
+            refused = await monitor.client.post(f"/transfers/{tid}/confirm", json={"received": bad})
+            assert refused.status_code == 422, (bad, refused.text)
+            assert refused.json()["detail"].startswith("body.received"), refused.text
+        ran = await cli(monitor.url, "confirm", tid, "--received", "-5")
+        assert ran.exit_code == 2 and "--received" in ran.stderr
+
+        # The wire lands; the operator confirms: the buy that waited is placed, the run finishes.
+        await seed(database.dsn, SPOT, USD="1000")
+        ran = await cli(monitor.url, "confirm", tid)
+        assert ran.exit_code == 0, ran.output + ran.stderr
+        assert f"transfer task {tid} confirmed: 1000 USD received" in ran.output
+        run = await until(lambda: _finished(database.dsn, the_plan.correlation_id), 30)
+        assert (run["status"], run["filled"]) == ("completed", 4)
+
+        again = await monitor.client.post(f"/transfers/{tid}/confirm", json={"received": "5"})
+        assert again.status_code == 200 and again.json()["already_confirmed"] is True
+        assert again.json()["task"]["received"] == "1000"
+        ran = await cli(monitor.url, "confirm", tid)
+        assert ran.exit_code == 0 and "already confirmed" in ran.output
+        assert "no transfer task is waiting" in (await cli(monitor.url, "list")).output
+        assert (await monitor.client.get("/status")).json()["transfers_waiting"] == 0
+
+
+async def _notification(dsn: str, task_id: str) -> dict[str, Any] | None:
+    connection = await asyncpg.connect(dsn)
+    try:
+        found = await connection.fetchval(
+            "SELECT payload::text FROM notifications WHERE payload->'data'->>'task_id' = $1", task_id
+        )
+    finally:
+        await connection.close()
+    return None if found is None else dict(json.loads(found))
+
+
+async def _finished(dsn: str, run_id: object) -> dict[str, Any] | None:
+    connection = await asyncpg.connect(dsn)
+    try:
+        row = await connection.fetchrow(
+            "SELECT status, filled FROM runs WHERE run_id = $1 AND finished_at IS NOT NULL", run_id
+        )
+    finally:
+        await connection.close()
+    return None if row is None else dict(row)
