@@ -754,7 +754,11 @@ class _Groups:
         self.raw = np.abs(self.net)
         self.sells = self.net < 0
         self.account = keys // n_assets
-        self.slot = np.searchsorted(self.accounts, self.account)
+        # The keys are sorted, so the groups come account by account: each account's run of groups.
+        runs = np.searchsorted(self.account, self.accounts, side="right") - np.searchsorted(
+            self.account, self.accounts
+        )
+        self.slot = np.repeat(np.arange(self.accounts.size), runs)
         self.asset = keys % n_assets
         first = np.full(all_keys.size, -1, dtype=np.int64)
         first[member_of[present][::-1]] = nodes[present][::-1]
