@@ -14,7 +14,9 @@ Measured, each in a fresh process:
   in basis points of the plain plan's traded value;
 - *time*: diff + plan on parsed inputs, warm (best of 3 in the process), of the where plan, against
   today's plan of the same real tree: a plain target giving each account the pool's weights, plain
-  prices, no network file (what the planner did before pools). Target: pools add at most 2x.
+  prices, no network file (what the planner did before pools). Target: pools add at most 2x. Both the
+  wall-clock and the CPU time of this process are shown: on a machine shared with other jobs the CPU
+  time varies less.
 
     python bench/where.py                      # 10k and 100k wallets, two and three venues
     python bench/where.py --sizes 10000 --venues 2
@@ -181,14 +183,16 @@ def worker(folder: Path, kind: str) -> dict[str, Any]:
     started = time.perf_counter()
     made = plan()
     cold = time.perf_counter() - started
-    warm = []
+    warm, cpu = [], []
     for _ in range(WARM_RUNS):
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
         plan()
         warm.append(time.perf_counter() - started)
+        cpu.append(time.process_time() - started_cpu)
     result: dict[str, Any] = {
         "cold": cold,
         "warm": min(warm),
+        "cpu": min(cpu),
         "orders": len(made),
         "transfers": len(made.transfers),
     }
@@ -231,10 +235,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"python {platform.python_version()} on {platform.machine()}, seed {args.seed}")
     print(
         "| wallets | venues | orders | moves | plain cost | where cost | saving (bps of traded) "
-        "| today plan (warm) | where plan (warm) | ratio | cold ratio |"
+        "| today plan (warm) | where plan (warm) | ratio | today (CPU) | where (CPU) | CPU ratio "
+        "| cold ratio |"
     )
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    worst = 0.0
+    print(
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    )
+    worst = worst_cpu = 0.0
     for size in (int(s) for s in args.sizes.split(",")):
         for venues in (int(v) for v in args.venues.split(",")):
             folder = files(size, venues, args.seed)
@@ -246,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
                 else 0.0
             )
             ratio = where["warm"] / today["warm"]
-            worst = max(worst, ratio)
+            cpu_ratio = where["cpu"] / today["cpu"]
+            worst, worst_cpu = max(worst, ratio), max(worst_cpu, cpu_ratio)
             cells = (
                 f"{size:,}",
                 str(venues),
@@ -258,11 +266,17 @@ def main(argv: list[str] | None = None) -> int:
                 f"{today['warm']:.3f} s",
                 f"{where['warm']:.3f} s",
                 f"{ratio:.2f}x",
+                f"{today['cpu']:.3f} s",
+                f"{where['cpu']:.3f} s",
+                f"{cpu_ratio:.2f}x",
                 f"{where['cold'] / today['cold']:.2f}x",
             )
             print("| " + " | ".join(cells) + " |")
-    verdict = "met" if worst <= TIME_TARGET else "NOT met"
-    print(f"target: pools add at most {TIME_TARGET:g}x to today's plan time: {verdict} (worst {worst:.2f}x)")
+    verdict = "met" if max(worst, worst_cpu) <= TIME_TARGET else "NOT met"
+    print(
+        f"target: pools add at most {TIME_TARGET:g}x to today's plan time: {verdict} "
+        f"(worst {worst:.2f}x wall-clock, {worst_cpu:.2f}x CPU)"
+    )
     return 0
 
 

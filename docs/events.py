@@ -406,7 +406,10 @@ def transfer_entries() -> list[Entry]:
         Entry(
             TransferConfirmed,
             "executor",
-            ("monitor (`POST /transfers/{id}/confirm` waits for it)",),
+            (
+                "monitor (`POST /transfers/{id}/confirm` waits for it)",
+                "tracker (`tracker-bank-ledger`: the bank accounts' balances)",
+            ),
             confirm.caused(
                 TransferConfirmed,
                 now=NOW,
@@ -416,6 +419,10 @@ def transfer_entries() -> list[Entry]:
                 received=Decimal("999.5"),
                 confirmed_at=NOW,
                 requested_by="operator",
+                asset="USD",
+                from_account="demo/bank",
+                to_account="demo/paper/spot",
+                amount=Decimal("1000"),
             ),
         ),
         Entry(

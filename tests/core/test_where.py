@@ -417,3 +417,21 @@ def render_nodes(node: Doc) -> list[Doc]:
     for child in node["children"]:
         found.extend(render_nodes(child))
     return found
+
+
+def test_a_wallet_a_pool_adds_takes_a_free_name_beside_a_child_of_the_same_name() -> None:
+    # Binance's cash wallet is named "btc"; the pool buys BTC there (where the money is, at the lower
+    # ask): the wallet it adds for it is "btc-2".
+    real = two_venues(
+        [wallet("btc", "USDT", "150")], [wallet("btc", "BTC", "0.5"), wallet("usdt", "USDT", "0")]
+    )
+    price_doc = {**prices(BTC="100"), "venues": quotes(binance=("99", "100"), coinbase=("101", "102"))}
+    _, plan, out = run(real, pool(BTC="50%", USDT="50%"), price_doc, MARKETS)
+    assert brief(out) == [("binance", "buy", "0.5", "in_place")]
+    tree = plan.diff.tree
+    added = [
+        tree.path(node)
+        for node in range(len(tree))
+        if tree.real_index[node] >= 0 and tree.names[node] == "btc-2"
+    ]
+    assert added == ["alice/binance/spot/btc-2"]

@@ -147,6 +147,9 @@ async def test_a_bank_transfer_is_an_operator_task_and_the_buys_it_funds_wait_fo
     await wire(pool, SPOT, "1000")
     answer = await executor.confirm_transfer(confirm(tid))
     assert answer is not None and (answer.received, answer.already_confirmed) == (D(1000), False)
+    # The transfer itself, for the tracker's ledger of the bank's balance.
+    transfer = (answer.asset, answer.from_account, answer.to_account, answer.amount)
+    assert transfer == ("USD", BANK, SPOT, D(1000))
     await executor.drain()
     [finished] = of(RunFinished, recorder)
     assert isinstance(finished, RunFinished)

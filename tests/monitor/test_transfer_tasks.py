@@ -1,12 +1,14 @@
-"""A bank transfer through the running system (real NATS, Postgres, executor and monitor): the executor's
-task reaches the monitor (listed, notified), the operator confirms it with `rebal transfer confirm` and the
-run's buys go on; unknown ids and bad amounts are refused naming them, and a second confirmation credits
-nothing."""
+"""A bank transfer through the running system (real NATS, Postgres, executor, monitor and tracker): the
+executor's task reaches the monitor (listed, notified), the operator confirms it with `rebal transfer
+confirm` and the run's buys go on, and the tracker's next snapshot shows the money left the bank; unknown
+ids and bad amounts are refused naming them, and a second confirmation credits nothing."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -15,12 +17,44 @@ from typing import Any
 import asyncpg
 from typer.testing import CliRunner
 
+from rebal.events import TakeSnapshot, new_event
 from rebal_cli.app import app
 from rebal_devstack.pytest_plugin import FreshDatabase
+from rebal_tracker.app import build as build_tracker
+from rebal_tracker.settings import TrackerSettings
 from tests.executor.test_bank_transfers import BANK, MARKETS, OTHER, PRICES, SPOT, bank_plan
-from tests.monitor.running import TOKEN, monitor_settings, running_monitor
+from tests.monitor.running import TOKEN, free_port, monitor_settings, running_monitor, serving
 from tests.monitor.test_api import publish, until
 from tests.monitor.test_halt_ack import running_executor
+from tests.paper_support import STILL
+
+# The tracker's layout: the bank states 1000 USD; the paper accounts hold what the venue says.
+LAYOUT = {
+    "name": "demo",
+    "children": [
+        {"name": "bank", "kind": "bank", "quote": "USD", "children": [
+            {"name": "usd", "asset": "USD", "amount": "1000"}]},
+        {"name": "paper", "kind": "exchange", "children": [
+            {"name": name, "kind": "account", "quote": "USD", "children": [
+                {"name": "usd", "asset": "USD", "amount": "0"}]}
+            for name in ("spot", "other")]},
+    ],
+}  # fmt: skip
+
+
+@asynccontextmanager
+async def running_tracker(nats_url: str, dsn: str, files: Path) -> AsyncIterator[None]:
+    """The tracker's app on the paper exchange of the executor's files (`running_executor` wrote them)."""
+    (files / "layout.json").write_text(json.dumps(LAYOUT))
+    settings = TrackerSettings(
+        nats={"url": nats_url},
+        database={"url": dsn},
+        http={"port": free_port()},
+        tracking={"layout_file": files / "layout.json", "snapshot_interval_seconds": 3600},
+        paper={"markets_file": files / "markets.json", "prices_file": files / "prices.json", **STILL},
+    )
+    async with serving(build_tracker(settings), settings.http.port):
+        yield
 
 
 async def seed(dsn: str, account: str, **amounts: str) -> None:
@@ -56,7 +90,8 @@ async def test_an_operator_confirms_a_bank_transfer_and_the_run_finishes(
         live=True,
         execution={"reconcile_interval_seconds": 0.5},
     )
-    async with executor, running_monitor(settings) as monitor:
+    tracker = running_tracker(nats_url, database.dsn, tmp_path)
+    async with executor, tracker, running_monitor(settings) as monitor:
         await seed(database.dsn, SPOT, BTC="0.1")
         await seed(database.dsn, OTHER, USD="1000")
         now = datetime.now(UTC)
@@ -109,6 +144,17 @@ async def test_an_operator_confirms_a_bank_transfer_and_the_run_finishes(
         assert ran.exit_code == 0 and "already confirmed" in ran.output
         assert "no transfer task is waiting" in (await cli(monitor.url, "list")).output
         assert (await monitor.client.get("/status")).json()["transfers_waiting"] == 0
+
+        # The tracker's next snapshot: the 1000 USD left the bank (once), the venue shows them at spot.
+        await publish(nats_url, new_event(TakeSnapshot, key="after-confirm", now=now, portfolio_id="demo"))
+
+        async def bank_after() -> dict[str, Any] | None:
+            shown = await monitor.client.get("/portfolio/trees/real")
+            return shown.json()["tree"] if shown.status_code == 200 else None
+
+        tree = await until(bank_after, 30)
+        [bank] = [child for child in tree["children"] if child["name"] == "bank"]
+        assert [(w["asset"], w["amount"]) for w in bank["children"]] == [("USD", "0")]
 
 
 async def _notification(dsn: str, task_id: str) -> dict[str, Any] | None:

@@ -57,7 +57,13 @@ async def test_the_example_bot_reports_and_a_bad_message_is_dead_lettered(
     broker = NatsBroker(nats_url)
     publisher = bus.Publisher(broker)
     runtime = Runtime(settings, publisher, service.Database(database.dsn, 3))
-    register(broker, publisher, runtime.on_take_snapshot, runtime.on_returns)
+    register(
+        broker,
+        publisher,
+        runtime.on_take_snapshot,
+        runtime.on_returns,
+        on_transfer_confirmed=runtime.on_transfer_confirmed,
+    )
     await runtime.start()
     try:
         async with started(broker), collecting(nats_url) as dead:

@@ -202,7 +202,13 @@ async def test_on_a_real_server_snapshots_and_returns_flow(nats_url: str, databa
     broker = NatsBroker(nats_url)
     publisher = bus.Publisher(broker)
     runtime = Runtime(settings, publisher, _database(settings))
-    register(broker, publisher, runtime.on_take_snapshot, runtime.on_returns)
+    register(
+        broker,
+        publisher,
+        runtime.on_take_snapshot,
+        runtime.on_returns,
+        on_transfer_confirmed=runtime.on_transfer_confirmed,
+    )
     snapshots: list[BalanceSnapshotTaken] = []
 
     @broker.subscriber(BalanceSnapshotTaken.topic.subject("demo"))

@@ -548,7 +548,11 @@ class TransferTaskOpened(Event):
 class TransferConfirmed(Event):
     """The executor's answer to the `ConfirmTransfer` named by `causation_id`: task `task_id` is confirmed
     with `received` (spent at most by the buys that waited). `already_confirmed`: it was confirmed before,
-    and this command changed nothing (the first confirmation's amount stands)."""
+    and this command changed nothing (the first confirmation's amount stands).
+
+    The transfer itself (`asset`, `from_account`, `to_account`, `amount`: what was asked to move, so what
+    left the sender; `received`: what arrived) keeps the tracker's ledger of bank accounts; events of
+    executors before these fields read None and move no bank balance."""
 
     topic = subjects.TRANSFER_CONFIRMED
     type: Literal["TransferConfirmed"] = "TransferConfirmed"
@@ -558,6 +562,10 @@ class TransferConfirmed(Event):
     confirmed_at: Moment
     requested_by: Text
     already_confirmed: bool = False
+    asset: Text | None = None
+    from_account: Text | None = None
+    to_account: Text | None = None
+    amount: Number | None = None
 
 
 class TransferTaskExpired(Event):

@@ -12,15 +12,16 @@ from typing import Any
 from faststream.asgi import AsgiFastStream
 
 from rebal import bus, db, service, telemetry
-from rebal.core.assemble import layout_accounts
+from rebal.core.assemble import bank_accounts, layout_accounts
 from rebal.core.tree import parse_tree
-from rebal.events import StrategyReturnReported, TakeSnapshot
+from rebal.events import StrategyReturnReported, TakeSnapshot, TransferConfirmed
 from rebal.io import load, load_document
+from rebal_tracker.banks import BankBook
 from rebal_tracker.handlers import SERVICE, register
 from rebal_tracker.returns import ReturnsIngest, ReturnsStore
 from rebal_tracker.settings import TrackerSettings
 from rebal_tracker.stats import StatsRefresher, StatsStore
-from rebal_tracker.tracker import Tracker
+from rebal_tracker.tracker import Tracker, utc_now
 from rebal_venues.factory import ConfiguredVenue, open_venues
 
 log = logging.getLogger("rebal.tracker")
@@ -34,6 +35,7 @@ class Runtime:
     publisher: bus.EventSink
     database: service.Database
     tracker: Tracker | None = None
+    banks: BankBook | None = None
     ingest: ReturnsIngest | None = None
     stats: StatsRefresher | None = None
     venues: Mapping[str, ConfiguredVenue] = field(default_factory=dict)
@@ -54,7 +56,11 @@ class Runtime:
         self.venues = open_venues(_exchanges(layout), pool, self.settings.paper)
         venues = telemetry.traced_venues(self.venues)
         quote = next(iter(venues.values())).valuation_quote if venues else "USD"
-        self.tracker = Tracker(tracking.portfolio_id, layout, quote, venues, self.publisher)
+        self.banks = BankBook(tracking.portfolio_id, bank_accounts(layout), pool)
+        restated = await self.banks.open(utc_now())
+        if restated:
+            log.info("bank balances stated by the layout: %s", ", ".join(restated))
+        self.tracker = Tracker(tracking.portfolio_id, layout, quote, venues, self.publisher, banks=self.banks)
         seeded = await self.tracker.seed()
         if seeded:
             log.info("seeded the paper exchange for %s", ", ".join(seeded))
@@ -85,6 +91,12 @@ class Runtime:
             raise RuntimeError("the tracker has not started")
         await self.tracker.on_take_snapshot(command)
 
+    async def on_transfer_confirmed(self, event: TransferConfirmed) -> None:
+        if self.banks is None:
+            raise RuntimeError("the tracker has not started")
+        if await self.banks.record(event):
+            log.info("bank ledger: transfer task %s recorded", event.task_id)
+
     async def on_returns(self, events: Sequence[StrategyReturnReported]) -> None:
         if self.ingest is None:
             raise RuntimeError("the tracker has not started")
@@ -107,6 +119,7 @@ def build(settings: TrackerSettings) -> AsgiFastStream:
         publisher,
         runtime.on_take_snapshot,
         runtime.on_returns,
+        on_transfer_confirmed=runtime.on_transfer_confirmed,
         batch_size=settings.tracking.return_batch_size,
     )
     return service.build(

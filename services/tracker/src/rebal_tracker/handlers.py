@@ -1,5 +1,5 @@
 """Tracker handlers: snapshot commands to the `Tracker` (tracker.py), strategy returns in batches to the
-`ReturnsIngest` (returns.py)."""
+`ReturnsIngest` (returns.py), confirmed bank transfers to the bank ledger (banks.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from faststream.nats import NatsBroker
 
 from rebal import bus
-from rebal.events import StrategyReturnReported, TakeSnapshot
+from rebal.events import StrategyReturnReported, TakeSnapshot, TransferConfirmed
 
 SERVICE = "tracker"
 
@@ -19,6 +19,7 @@ def register(
     on_take_snapshot: Callable[[TakeSnapshot], Awaitable[None]],
     on_returns: Callable[[Sequence[StrategyReturnReported]], Awaitable[None]],
     *,
+    on_transfer_confirmed: Callable[[TransferConfirmed], Awaitable[None]] | None = None,
     batch_size: int = 1000,
 ) -> None:
     bus.consume(
@@ -37,4 +38,14 @@ def register(
         durable="tracker-strategy-returns",
         handler=on_returns,
         batch_size=batch_size,
+    )
+    if on_transfer_confirmed is None:  # a tracker of no bank accounts' balances
+        return
+    bus.consume(
+        broker,
+        publisher,
+        service=SERVICE,
+        kind=TransferConfirmed,
+        durable="tracker-bank-ledger",
+        handler=on_transfer_confirmed,
     )

@@ -17,6 +17,7 @@ from rebal.core.numbers import dec_str
 from rebal.events import BalanceSnapshotTaken, TakeSnapshot, new_event
 from rebal.futures import FuturesVenue
 from rebal.venue import Venue, VenueError
+from rebal_tracker.banks import BankBook
 
 log = logging.getLogger("rebal.tracker")
 Doc = dict[str, Any]
@@ -42,6 +43,7 @@ class Tracker:
     venues: Mapping[str, SeededVenue]
     publisher: bus.EventSink
     clock: Callable[[], datetime] = utc_now
+    banks: BankBook | None = None  # the bank accounts' balances (no venue to ask)
     accounts: list[LayoutAccount] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -75,6 +77,8 @@ class Tracker:
             in_orders[account.path] = dict(balances.locked)
             wanted = assets_by_venue.setdefault(exchange, set())
             wanted.update(held, account.amounts, [account.quote] if account.quote else [])
+        if self.banks is not None:
+            holdings.update(await self.banks.holdings())
         prices: dict[str, str] = {}
         markets: dict[str, dict[str, dict[str, str]]] = {}
         for exchange, assets in sorted(assets_by_venue.items()):

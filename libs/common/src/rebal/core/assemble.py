@@ -24,6 +24,9 @@ So a snapshot's wallet says three things: its `amount` (free and in orders), wha
 
 An account of kind ``futures`` (`rebal.core.positions`) is filled the same way from its collateral (the
 venue's margin balance, in its quote), and its ``positions`` are replaced by the venue's.
+
+An account of kind ``bank`` has no venue to ask: `bank_holdings` says what it holds, its layout amounts
+(the balances the operator stated) moved by the transfers confirmed since, and it is filled the same way.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from typing import Any
 
 from rebal.core.numbers import dec_str, parse_decimal, parse_fraction
 from rebal.core.positions import FUTURES
-from rebal.core.tree import ACCOUNT, EXCHANGE, PATH_SEP
+from rebal.core.tree import ACCOUNT, BANK, EXCHANGE, PATH_SEP
 
 Doc = dict[str, Any]
 # Shares of a split amount are cut to this quantum (or to the amount's own, when finer).
@@ -65,15 +68,11 @@ def layout_accounts(layout: Doc) -> list[LayoutAccount]:
         if node.get("kind") == EXCHANGE:
             exchange = str(node.get("name"))
         if node.get("kind") in (ACCOUNT, FUTURES):
-            amounts: dict[str, Decimal] = {}
-            for wallet in _wallets(node):
-                asset = str(wallet["asset"])
-                amounts[asset] = amounts.get(asset, Decimal(0)) + (
-                    parse_decimal(wallet.get("amount")) or Decimal(0)
-                )
             futures = node.get("kind") == FUTURES
             found.append(
-                LayoutAccount(path, node.get("exchange", exchange), node.get("quote"), amounts, futures)
+                LayoutAccount(
+                    path, node.get("exchange", exchange), node.get("quote"), _amounts(node), futures
+                )
             )
             continue
         stack.extend(
@@ -81,6 +80,52 @@ def layout_accounts(layout: Doc) -> list[LayoutAccount]:
             for child in reversed(node.get("children") or [])
         )
     return found
+
+
+def bank_accounts(layout: Doc) -> list[LayoutAccount]:
+    """The layout's bank accounts (kind ``bank``) in tree order, with their wallets' amounts per asset."""
+    found: list[LayoutAccount] = []
+    stack: list[tuple[Doc, str]] = [(layout, str(layout.get("name", "")))]
+    while stack:
+        node, path = stack.pop()
+        if node.get("kind") == BANK:
+            found.append(LayoutAccount(path, None, node.get("quote"), _amounts(node)))
+            continue
+        stack.extend(
+            (child, f"{path}{PATH_SEP}{child.get('name', '')}")
+            for child in reversed(node.get("children") or [])
+        )
+    return found
+
+
+@dataclass(frozen=True)
+class BankBalances:
+    """What the bank accounts hold (per path, per asset), and the wallets whose confirmed transfers took
+    out more than they held (`overdrawn`: path, asset, by how much), shown at zero."""
+
+    holdings: dict[str, dict[str, Decimal]]
+    overdrawn: tuple[tuple[str, str, Decimal], ...] = ()
+
+
+def bank_holdings(banks: Sequence[LayoutAccount], moved: Mapping[tuple[str, str], Decimal]) -> BankBalances:
+    """Each bank account's amounts: its layout amount of each asset (the balance the operator stated)
+    plus `moved`, per (path, asset), what the transfers confirmed since then brought in (what arrived)
+    less what they took out (what left). Assets only transfers name are held too; paths that are not
+    bank accounts of `banks` are not."""
+    holdings: dict[str, dict[str, Decimal]] = {bank.path: dict(bank.amounts) for bank in banks}
+    for (path, asset), change in sorted(moved.items()):
+        held = holdings.get(path)
+        if held is not None:
+            held[asset] = held.get(asset, Decimal(0)) + change
+    overdrawn = tuple(
+        (path, asset, -amount)
+        for path, held in holdings.items()
+        for asset, amount in sorted(held.items())
+        if amount < 0
+    )
+    for path, asset, _ in overdrawn:
+        holdings[path][asset] = Decimal(0)
+    return BankBalances(holdings, overdrawn)
 
 
 def split_amount(total: Decimal, weights: Sequence[Decimal]) -> list[Decimal]:
@@ -106,14 +151,15 @@ def assemble_tree(
     in_orders: Mapping[str, Mapping[str, Decimal]] | None = None,
     positions: Mapping[str, list[Doc]] | None = None,
 ) -> Doc:
-    """The layout with wallet amounts replaced by the venues' (free + locked) amounts per account path;
+    """The layout with wallet amounts replaced by the venues' (free + locked) amounts per account path
+    (a bank's: `bank_holdings`);
     `in_orders`, per account path, what of each asset is locked in open orders at the venue; `positions`,
     per futures account path, the positions the venue holds (real-tree entries)."""
     tree = _copy(layout)
     stack: list[tuple[Doc, str]] = [(tree, str(tree.get("name", "")))]
     while stack:
         node, path = stack.pop()
-        if node.get("kind") in (ACCOUNT, FUTURES) and path in holdings:
+        if node.get("kind") in (ACCOUNT, FUTURES, BANK) and path in holdings:
             _fill_account(node, holdings[path], (in_orders or {}).get(path, {}))
             if node.get("kind") == FUTURES and positions is not None and path in positions:
                 node["positions"] = list(positions[path])
@@ -123,6 +169,15 @@ def assemble_tree(
             for child in reversed(node.get("children") or [])
         )
     return tree
+
+
+def _amounts(account: Doc) -> dict[str, Decimal]:
+    """The account's layout amounts per asset (its wallets' summed)."""
+    amounts: dict[str, Decimal] = {}
+    for wallet in _wallets(account):
+        asset = str(wallet["asset"])
+        amounts[asset] = amounts.get(asset, Decimal(0)) + (parse_decimal(wallet.get("amount")) or Decimal(0))
+    return amounts
 
 
 def _copy(node: Doc) -> Doc:

@@ -26,6 +26,7 @@ BUDGET_SAFETY = 1e-9
 VALUE_EPSILON = 1e-12
 # Without market data an amount is cut to this step (one satoshi).
 DEFAULT_AMOUNT_STEP = Decimal("0.00000001")
+_DEFAULT_STEP_PLACES = 8  # DEFAULT_AMOUNT_STEP is 1e-8
 # Decimal places used when printing computed (float) money, amounts and weights.
 MONEY_PLACES = 8
 AMOUNT_PLACES = 12
@@ -105,6 +106,17 @@ def weight_str(value: float) -> str:
 def steps_to_decimal(steps: int, step: Decimal) -> Decimal:
     """The exact amount of `steps` whole steps."""
     return step * steps
+
+
+def default_steps_of(value: float) -> Decimal:
+    """``DEFAULT_AMOUNT_STEP * floor_steps(Decimal(amount_str(value)), DEFAULT_AMOUNT_STEP)`` without the
+    decimal division: `value` printed to `AMOUNT_PLACES` decimals and cut to the step's (whole satoshis)."""
+    if not math.isfinite(value):
+        raise ValueError(f"not a finite number: {value}")
+    if value <= 0:
+        return DEFAULT_AMOUNT_STEP * 0
+    text = f"{value:.{AMOUNT_PLACES}f}"
+    return Decimal(text[: len(text) - AMOUNT_PLACES + _DEFAULT_STEP_PLACES])
 
 
 def floor_steps(amount: Decimal, step: Decimal) -> int:

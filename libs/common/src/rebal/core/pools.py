@@ -30,7 +30,7 @@ import numpy as np
 
 from rebal.core.diff import DiffTree
 from rebal.core.errors import InputError
-from rebal.core.numbers import DEFAULT_AMOUNT_STEP, VALUE_EPSILON, amount_str, floor_steps
+from rebal.core.numbers import VALUE_EPSILON, amount_str, default_steps_of
 from rebal.core.trading import Move, Trading
 from rebal.core.tree import BANK, BoolArray, FloatArray, IntArray
 
@@ -110,19 +110,41 @@ def pool_of(diff: DiffTree, pools: IntArray) -> IntArray:
     return found
 
 
-def resolve(diff: DiffTree, trading: Trading, plain: bool = False) -> Resolved:
-    """Decide every pool's holdings per account (see the module); `plain` takes the plain candidate
-    everywhere (the property tests' and the savings' reference)."""
+@dataclass(frozen=True, eq=False)
+class Candidates:
+    """Both candidates of every pool (see the module), worked out once: `resolve` takes one per pool."""
+
+    cells: Cells
+    accounts: Accounts
+    optimised: _Candidate
+    simple: _Candidate
+
+
+def candidates(diff: DiffTree, trading: Trading) -> Candidates:
+    """The optimised and the plain candidate of every pool (see the module)."""
     pools = pool_nodes(diff)
     member = pool_of(diff, pools)
     accounts = _accounts(diff, pools, member)
-    cells = _cells(diff, trading, pools, member, accounts)
+    named, shares = _named(diff, pools)
+    cells = _cells(diff, trading, member, accounts, pools.size, named)
     value = diff.desired_value[pools]
-    target = _targets(diff, pools, cells, value)
+    target = _targets(diff, cells, value, named, shares)
     optimised = _optimised(diff, trading, cells, accounts, target, value)
     simple = _plain(diff, cells, accounts, target, value)
+    return Candidates(cells, accounts, optimised, simple)
+
+
+def resolve(
+    diff: DiffTree, trading: Trading, plain: bool = False, found: Candidates | None = None
+) -> Resolved:
+    """Decide every pool's holdings per account (see the module); `plain` takes the plain candidate
+    everywhere (the property tests' and the savings' reference). `found`: the candidates, when already
+    worked out for the same diff and trading (a where plan resolves twice: optimised and plain)."""
+    both = found if found is not None else candidates(diff, trading)
+    cells, accounts, optimised, simple = both.cells, both.accounts, both.optimised, both.simple
+    pools = int(optimised.cost.size)
     if plain:
-        chosen = np.zeros(pools.size, dtype=np.bool_)
+        chosen = np.zeros(pools, dtype=np.bool_)
     else:
         chosen = optimised.cost < simple.cost * (1 - RELOCATION_MARGIN)
     take = chosen[cells.pool]
@@ -174,27 +196,41 @@ def _accounts(diff: DiffTree, pools: IntArray, member: IntArray) -> Accounts:
     return Accounts(pool=pool, account=account, cash=cash)
 
 
-def _cells(diff: DiffTree, trading: Trading, pools: IntArray, member: IntArray, accounts: Accounts) -> Cells:
-    """Every (pool, account, asset) the pool may hold: its accounts times the assets it names or holds
-    (but its money), with the free amounts held and the rates."""
+def _named(diff: DiffTree, pools: IntArray) -> tuple[IntArray, FloatArray]:
+    """What the pools name, in their order: the keys ``pool index * assets + asset id`` and the shares."""
     tree = diff.tree
     ids = {name: i for i, name in enumerate(diff.asset_names)}
     n_assets = len(diff.asset_names)
-    named: list[tuple[int, int]] = []
-    for index, node in enumerate(pools.tolist()):
-        for asset, _ in tree.target.pools[int(tree.target_index[node])]:
-            if asset not in ids:
+    keys: list[int] = []
+    shares: list[object] = []
+    for index, (node, weights) in enumerate(
+        zip(pools.tolist(), tree.target_index[pools].tolist(), strict=True)
+    ):
+        for asset, share in tree.target.pools[weights]:
+            found = ids.get(asset)
+            if found is None:
                 raise InputError(
                     f"prices.{asset}",
                     f"no price for asset {asset} (in the pool at {tree.path(node)})",
                     "prices",
                 )
-            named.append((index, ids[asset]))
+            keys.append(index * n_assets + found)
+            shares.append(share)
+    return np.array(keys, dtype=np.int64), np.array(shares, dtype=np.float64)
+
+
+def _cells(
+    diff: DiffTree, trading: Trading, member: IntArray, accounts: Accounts, pools: int, named: IntArray
+) -> Cells:
+    """Every (pool, account, asset) the pool may hold: its accounts times the assets it names (`named`:
+    `_named`'s keys) or holds (but its money), with the free amounts held and the rates."""
+    tree = diff.tree
+    n_assets = len(diff.asset_names)
     wallets = np.flatnonzero(tree.wallet & (member >= 0) & (tree.account_of >= 0) & ~diff.cash)
     pairs = np.unique(
         np.concatenate(
             (
-                np.array([p * n_assets + a for p, a in named], dtype=np.int64),
+                named,
                 member[wallets] * n_assets + diff.asset_id[wallets],
             )
         )
@@ -202,13 +238,13 @@ def _cells(diff: DiffTree, trading: Trading, pools: IntArray, member: IntArray, 
     pair_pool, pair_asset = pairs // n_assets, pairs % n_assets
     money = diff.account_quote[accounts.account]
     # Each pool's money asset is not a cell.
-    pool_money = np.full(pools.size, -1, dtype=np.int64)
+    pool_money = np.full(pools, -1, dtype=np.int64)
     pool_money[accounts.pool] = money
     keep = pair_asset != pool_money[pair_pool]
     pair_pool, pair_asset = pair_pool[keep], pair_asset[keep]
     # The product: each (pool, asset) with each account of its pool.
-    starts = np.searchsorted(accounts.pool, np.arange(pools.size))
-    counts = np.bincount(accounts.pool, minlength=pools.size)
+    starts = np.searchsorted(accounts.pool, np.arange(pools))
+    counts = np.bincount(accounts.pool, minlength=pools)
     n = counts[pair_pool]
     row = np.repeat(np.arange(pair_pool.size), n)
     local = np.arange(row.size) - np.repeat(np.cumsum(n) - n, n)
@@ -258,18 +294,12 @@ def _rates(
     return np.where(bank, NO_SALE, sells[inverse]), np.where(bank, NO_PURCHASE, buys[inverse])
 
 
-def _targets(diff: DiffTree, pools: IntArray, cells: Cells, value: FloatArray) -> FloatArray:
-    """Per cell, its pool's target amount of its asset (the same on every account row of the pool)."""
-    tree = diff.tree
-    ids = {name: i for i, name in enumerate(diff.asset_names)}
+def _targets(
+    diff: DiffTree, cells: Cells, value: FloatArray, keys: IntArray, shares: FloatArray
+) -> FloatArray:
+    """Per cell, its pool's target amount of its asset (the same on every account row of the pool), from
+    what the pools name (`_named`)."""
     n_assets = len(diff.asset_names)
-    named = [
-        (index * n_assets + ids[asset], share)
-        for index, node in enumerate(pools.tolist())
-        for asset, share in tree.target.pools[int(tree.target_index[node])]
-    ]
-    keys = np.array([key for key, _ in named], dtype=np.int64)
-    shares = np.array([share for _, share in named], dtype=np.float64)
     order = np.argsort(keys)
     keys, shares = keys[order], shares[order]
     wanted = cells.pool * n_assets + cells.asset
@@ -378,22 +408,35 @@ def _optimised(
     if networks is not None:
         tree = diff.tree
         candidates = np.flatnonzero((sold > 0) & ~best_sell & (hub[group] >= 0))
-        for cell in candidates.tolist():
-            best = int(hub[group[cell]])
-            if cells.bid[best] <= cells.bid[cell] * (1 + RELOCATION_MARGIN):
-                continue
-            steps = floor_steps(Decimal(amount_str(float(sold[cell]))), DEFAULT_AMOUNT_STEP)
-            amount = DEFAULT_AMOUNT_STEP * steps
-            source, destination = int(cells.account[cell]), int(cells.account[best])
-            asset = diff.asset_names[int(cells.asset[cell])]
+        hubs = hub[group[candidates]]
+        better = ~(cells.bid[hubs] <= cells.bid[candidates] * (1 + RELOCATION_MARGIN))
+        candidates, hubs = candidates[better], hubs[better]
+        moved: list[int] = []
+        to: list[int] = []
+        amounts: list[float] = []
+        arrived: list[float] = []
+        for cell, best, selling, bid, best_bid, source, destination, asset_id, price, pool in zip(
+            candidates.tolist(),
+            hubs.tolist(),
+            sold[candidates].tolist(),
+            cells.bid[candidates].tolist(),
+            cells.bid[hubs].tolist(),
+            cells.account[candidates].tolist(),
+            cells.account[hubs].tolist(),
+            cells.asset[candidates].tolist(),
+            cells.price[candidates].tolist(),
+            cells.pool[candidates].tolist(),
+            strict=True,
+        ):
+            amount = default_steps_of(selling)
+            asset = diff.asset_names[asset_id]
             way = networks.choose(tree.accounts[source][0], tree.accounts[destination][0], asset, amount)
             if isinstance(way, str):
                 continue
-            here = float(amount) * cells.bid[cell]
-            there = float(amount - way.fee) * cells.bid[best]
+            here = float(amount) * bid
+            there = float(amount - way.fee) * best_bid
             if there <= here * (1 + RELOCATION_MARGIN):
                 continue
-            price = float(cells.price[cell])
             moves.append(
                 Move(
                     asset,
@@ -406,9 +449,14 @@ def _optimised(
                     -float(way.fee) * price,
                 )
             )
-            move_pool.append(int(cells.pool[cell]))
-            relocated[cell] += float(amount)
-            arriving[best] += float(amount - way.fee)
+            move_pool.append(pool)
+            moved.append(cell)
+            to.append(best)
+            amounts.append(float(amount))
+            arrived.append(float(amount - way.fee))
+        # Each seller moves once; a hub receives from several, summed in order.
+        np.add.at(relocated, np.array(moved, dtype=np.int64), amounts)
+        np.add.at(arriving, np.array(to, dtype=np.int64), arrived)
     desired = cells.held - sold + bought
     # Sales at the hub of what arrives bring money there; what leaves brings none where it left.
     proceeds = (sold - relocated) * cells.price + arriving * cells.price
@@ -475,6 +523,14 @@ def _plain(
 
 def _best(group: IntArray, size: int, score: FloatArray) -> BoolArray:
     """Per group, the first cell with the highest finite `score` (none where every score is -inf)."""
+    if score.size and (group[1:] >= group[:-1]).all() and not np.isnan(score).any():
+        # Cells in group order (as `_cells` makes them): each group's top by one reduction.
+        starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+        top = np.repeat(np.maximum.reduceat(score, starts), np.diff(np.r_[starts, score.size]))
+        tops = np.flatnonzero(score == top)
+        first = np.zeros(group.size, dtype=np.bool_)
+        first[tops[np.r_[True, group[tops][1:] != group[tops][:-1]]]] = True
+        return first & np.isfinite(score)
     order = np.lexsort((np.arange(group.size), -score, group))
     first = np.zeros(group.size, dtype=np.bool_)
     ordered = group[order]
@@ -512,15 +568,29 @@ def _money_fees(
         return fees
     tree = diff.tree
     short = -cash_after
-    starts = np.searchsorted(accounts.pool, np.arange(pools + 1))
-    for row in np.flatnonzero(short > VALUE_EPSILON * np.maximum(money, 1.0)).tolist():
-        pool = int(accounts.pool[row])
-        same = np.arange(starts[pool], starts[pool + 1])
-        source = int(same[np.argmax(cash_after[same] - money[same])])
-        sender, receiver = int(accounts.account[source]), int(accounts.account[row])
+    rows = np.flatnonzero(short > VALUE_EPSILON * np.maximum(money, 1.0))
+    if not rows.size:
+        return fees
+    # Per pool, the first row with the most to spare (as `np.argmax` over the pool's rows).
+    spare = cash_after - money
+    order = np.lexsort((np.arange(spare.size), -spare, accounts.pool))
+    first = np.r_[True, accounts.pool[order][1:] != accounts.pool[order][:-1]]
+    source_of = np.full(pools, -1, dtype=np.int64)
+    source_of[accounts.pool[order][first]] = order[first]
+    if np.isnan(spare).any():  # argmax takes the first NaN: the loop below as it would
+        starts = np.searchsorted(accounts.pool, np.arange(pools + 1))
+        for pool in range(pools):
+            same = spare[starts[pool] : starts[pool + 1]]
+            if same.size:
+                source_of[pool] = starts[pool] + int(np.argmax(same))
+    prices = {quote: float(diff.prices.get(quote) or 0) for _, quote in tree.accounts.values()}
+    for row, pool, missing in zip(
+        rows.tolist(), accounts.pool[rows].tolist(), short[rows].tolist(), strict=True
+    ):
+        sender, receiver = int(accounts.account[source_of[pool]]), int(accounts.account[row])
         quote = tree.accounts[receiver][1]
-        price = float(diff.prices.get(quote) or 0)
-        amount = Decimal(amount_str(float(short[row]) / price)) if price > 0 else Decimal(0)
+        price = prices[quote]
+        amount = Decimal(amount_str(missing / price)) if price > 0 else Decimal(0)
         way = networks.choose(tree.accounts[sender][0], tree.accounts[receiver][0], quote, amount)
         fees[pool] += np.inf if isinstance(way, str) else float(way.fee) * price
     return fees

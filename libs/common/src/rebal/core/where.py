@@ -22,19 +22,22 @@ ask is lower) and ``funding`` (money the target gives another account).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from decimal import Decimal
+from dataclasses import dataclass, replace
+from functools import cached_property
+from typing import TypeVar
 
 import numpy as np
+import numpy.typing as npt
 
 from rebal.core import pools
 from rebal.core.diff import HOLD, DiffTree, diff_trees, roll_up, with_desired
-from rebal.core.market import Markets, Route
+from rebal.core.market import Market, Markets, Route
 from rebal.core.networks import Networks
-from rebal.core.numbers import DEFAULT_AMOUNT_STEP, VALUE_EPSILON, amount_str, floor_steps
+from rebal.core.numbers import VALUE_EPSILON, default_steps_of
 from rebal.core.plan import Flows, Notes, Plan, _Groups, plan_trading
 from rebal.core.trading import Move, Trading, VenuePrices
-from rebal.core.tree import BANK, FloatArray, IntArray, with_wallets
+from rebal.core.tree import BANK, BoolArray, FloatArray, IntArray, with_wallets
+from rebal.core.union import UnionTree
 
 BEST_BID = "best_bid"
 BEST_ASK = "best_ask"
@@ -45,6 +48,10 @@ CHEAPER_THAN_ROUND_TRIP = "cheaper_than_round_trip"
 TO_BEST_BID = "to_best_bid"
 TO_BEST_ASK = "to_best_ask"
 FUNDING = "funding"
+G = TypeVar("G", bound=np.generic)
+# An amount printed to 12 places is at most this far above the float; float products this far off.
+ROUNDING = 1e-12
+FLOAT_ROOM = 1e-9
 
 
 def plan_where(
@@ -56,13 +63,14 @@ def plan_where(
         VenuePrices(diff.prices), markets, networks, banks=banks, min_trade_value=min_trade_value
     )
     if not diff.tree.target.pools:
-        return _plan(diff, markets, trading, _Pools())
-    chosen, optimised = _pooled(diff, markets, trading, plain=False)
-    if not optimised:
-        return chosen
-    plain, _ = _pooled(diff, markets, trading, plain=True)
-    assert chosen.notes is not None and plain.notes is not None
-    return chosen if chosen.notes.total <= plain.notes.total else plain
+        return _Made.of(diff, markets, trading, None).noted()
+    found = pools.candidates(diff, trading)
+    chosen = _pooled(diff, markets, trading, found, plain=False)
+    if not chosen.optimised:
+        return chosen.noted()
+    # The plain candidate's notes are made only when it is the plan kept (its costs decide).
+    plain = _pooled(diff, markets, trading, found, plain=True)
+    return chosen.noted() if chosen.total() <= plain.total() else plain.noted()
 
 
 def plain_plan(diff: DiffTree, markets: Markets, networks: Networks | None) -> Plan:
@@ -72,44 +80,87 @@ def plain_plan(diff: DiffTree, markets: Markets, networks: Networks | None) -> P
     banks = frozenset(node for node in diff.tree.accounts if diff.tree.kinds[node] == BANK)
     trading = Trading(VenuePrices(diff.prices), markets, networks, banks=banks)
     if not diff.tree.target.pools:
-        return _plan(diff, markets, trading, _Pools(), plain=True)
-    return _pooled(diff, markets, trading, plain=True)[0]
+        return _Made.of(diff, markets, trading, None, plain=True).noted()
+    return _pooled(diff, markets, trading, pools.candidates(diff, trading), plain=True).noted()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Pools:
-    """What the pools decided, per (account node, asset id), for the notes: the best places to sell and
-    buy, and the plain choice's net bid and gross ask."""
+    """What the pools decided, per (account node, asset id) as the key ``account * assets + asset`` (sorted),
+    for the notes: the best places to sell and buy, and the plain choice's net bid and gross ask."""
 
-    best_sell: frozenset[tuple[int, int]] = frozenset()
-    best_buy: frozenset[tuple[int, int]] = frozenset()
-    plain_bid: dict[tuple[int, int], float] = field(default_factory=dict)
-    plain_ask: dict[tuple[int, int], float] = field(default_factory=dict)
+    best_sell: IntArray
+    best_buy: IntArray
+    plain_keys: IntArray
+    plain_bid: FloatArray
+    plain_ask: FloatArray
+
+    @classmethod
+    def of(cls, resolved: pools.Resolved | None, n_assets: int) -> _Pools:
+        if resolved is None:
+            none = np.zeros(0, dtype=np.int64)
+            return cls(none, none, none, np.zeros(0), np.zeros(0))
+        cells = resolved.cells
+        keys = cells.account * n_assets + cells.asset
+        # A key on several cells (pools inside one account): the last cell's rates, as a mapping would.
+        plain_keys, last = np.unique(keys[::-1], return_index=True)
+        return cls(
+            np.unique(keys[resolved.best_sell]),
+            np.unique(keys[resolved.best_buy]),
+            plain_keys,
+            resolved.plain_bid[::-1][last],
+            resolved.plain_ask[::-1][last],
+        )
 
 
-def _pooled(diff: DiffTree, markets: Markets, trading: Trading, plain: bool) -> tuple[Plan, bool]:
-    """The plan with the pools resolved (`plain`: every pool trades where its assets sit), and whether
-    any pool took the optimised candidate."""
-    resolved = pools.resolve(diff, trading, plain=plain)
+@dataclass(frozen=True, eq=False)
+class _Made:
+    """A plan made, before its notes: what they need, so a candidate that loses is never annotated."""
+
+    plan: Plan
+    groups: _Groups
+    flows: Flows
+    trading: Trading
+    resolved: pools.Resolved | None
+    optimised: bool = False
+
+    @classmethod
+    def of(
+        cls,
+        diff: DiffTree,
+        markets: Markets,
+        trading: Trading,
+        resolved: pools.Resolved | None,
+        plain: bool = False,
+    ) -> _Made:
+        """Plan with the pools' moves, then the round trips a network makes cheaper as moves."""
+        if trading.networks is not None and not plain:
+            trading = replace(trading, moves=trading.moves + round_trips(diff, trading))
+        plan, groups, flows = plan_trading(diff, markets, trading, trading.min_trade_value)
+        optimised = resolved is not None and bool(resolved.optimised.any())
+        return cls(plan, groups, flows, trading, resolved, optimised)
+
+    @cached_property
+    def priced(self) -> _Priced:
+        return _priced(self.plan, self.groups, self.trading)
+
+    def total(self) -> float:
+        """The plan's estimated total cost (`Notes.total`)."""
+        return self.priced.total
+
+    def noted(self) -> Plan:
+        decided = _Pools.of(self.resolved, len(self.plan.diff.asset_names))
+        notes = _notes(self.plan, self.priced, self.groups, self.flows, self.trading, decided)
+        return replace(self.plan, notes=notes)
+
+
+def _pooled(
+    diff: DiffTree, markets: Markets, trading: Trading, found: pools.Candidates, plain: bool
+) -> _Made:
+    """The plan with the pools resolved (`plain`: every pool trades where its assets sit)."""
+    resolved = pools.resolve(diff, trading, plain=plain, found=found)
     placed = _place(diff, resolved)
-    cells = resolved.cells
-    keys = list(zip(cells.account.tolist(), cells.asset.tolist(), strict=True))
-    decided = _Pools(
-        frozenset(key for key, best in zip(keys, resolved.best_sell.tolist(), strict=True) if best),
-        frozenset(key for key, best in zip(keys, resolved.best_buy.tolist(), strict=True) if best),
-        dict(zip(keys, resolved.plain_bid.tolist(), strict=True)),
-        dict(zip(keys, resolved.plain_ask.tolist(), strict=True)),
-    )
-    plan = _plan(placed, markets, replace(trading, moves=resolved.moves), decided, plain)
-    return plan, bool(resolved.optimised.any())
-
-
-def _plan(diff: DiffTree, markets: Markets, trading: Trading, decided: _Pools, plain: bool = False) -> Plan:
-    """Plan with the pools' moves, then the round trips a network makes cheaper as moves; with notes."""
-    if trading.networks is not None and not plain:
-        trading = replace(trading, moves=trading.moves + round_trips(diff, trading))
-    plan, groups, flows = plan_trading(diff, markets, trading, trading.min_trade_value)
-    return replace(plan, notes=_notes(plan, groups, flows, trading, decided))
+    return _Made.of(placed, markets, replace(trading, moves=resolved.moves), resolved, plain)
 
 
 # -- pools: their decisions put into the diff tree --------------------------------------------------------
@@ -119,74 +170,73 @@ def _place(diff: DiffTree, resolved: pools.Resolved) -> DiffTree:
     """The diff with each pool's wallets desired as the pool decided; an account the pool holds an asset
     in (or sends one to) without a wallet of it gets an empty one (the diff is made again with it)."""
     tree = diff.tree
-    member = pools.pool_of(diff, pools.pool_nodes(diff))
-    cells, accounts = resolved.cells, resolved.accounts
-    n_assets = len(diff.asset_names)
-    wallets = np.flatnonzero(tree.wallet & (member >= 0) & (tree.account_of >= 0))
-    held_keys = set(
-        (
-            (member[wallets] * len(tree) + tree.account_of[wallets]) * n_assets + diff.asset_id[wallets]
-        ).tolist()
-    )
-    moved_to = {(move.destination, move.asset) for move in resolved.moves}
     pool_node = pools.pool_nodes(diff)
-    additions: list[tuple[int, str, str]] = []
-    taken: dict[int, set[str]] = {}
-    wanted = [
-        (int(p), int(a), int(s))
-        for p, a, s, desired in zip(
-            cells.pool.tolist(),
-            cells.account.tolist(),
-            cells.asset.tolist(),
-            resolved.desired.tolist(),
-            strict=True,
-        )
-        if desired > 0 or (a, diff.asset_names[s]) in moved_to
-    ]
-    wanted += [
-        (int(p), int(a), int(diff.account_quote[a]))
-        for p, a, money in zip(
-            accounts.pool.tolist(), accounts.account.tolist(), resolved.money.tolist(), strict=True
-        )
-        if money > 0
-    ]
-    by_parent = np.argsort(tree.parent, kind="stable")  # children of a node: one slice of it
-    parents = tree.parent[by_parent]
-    for pool, account, asset in wanted:
-        if (pool * len(tree) + account) * n_assets + asset in held_keys:
-            continue
-        parent = account if member[account] == pool else int(pool_node[pool])
-        if parent not in taken:
-            start, end = np.searchsorted(parents, parent), np.searchsorted(parents, parent, side="right")
-            taken[parent] = {tree.names[child] for child in by_parent[start:end].tolist()}
-        names = taken[parent]
-        name = _free_name(diff.asset_names[asset].lower(), names)
-        names.add(name)
-        held_keys.add((pool * len(tree) + account) * n_assets + asset)
-        additions.append((int(tree.real_index[parent]), name, diff.asset_names[asset]))
-    if additions:
-        delta = float(diff.desired_value[0] - diff.current_value[0])
-        diff = diff_trees(
-            with_wallets(tree.real, additions),
-            tree.target,
-            diff.prices,
-            band=diff.band,
-            invest=max(delta, 0.0),
-            withdraw=max(-delta, 0.0),
-        )
-        tree = diff.tree
-        member = pools.pool_of(diff, pools.pool_nodes(diff))
-        wallets = np.flatnonzero(tree.wallet & (member >= 0) & (tree.account_of >= 0))
+    member = pools.pool_of(diff, pool_node)
+    cells, accounts = resolved.cells, resolved.accounts
+    n_assets, size = len(diff.asset_names), len(tree)
+    wallets = np.flatnonzero(tree.wallet & (member >= 0) & (tree.account_of >= 0))
+    held = (member[wallets] * size + tree.account_of[wallets]) * n_assets + diff.asset_id[wallets]
+    ids = {name: i for i, name in enumerate(diff.asset_names)}
+    moved_to = np.array([move.destination * n_assets + ids[move.asset] for move in resolved.moves], np.int64)
+    # Wanted: the cells held or moved to, then each account's money; new where no wallet holds it yet,
+    # each once (at its first place).
+    cell = (resolved.desired > 0) | np.isin(cells.account * n_assets + cells.asset, moved_to)
+    money = resolved.money > 0
+    pool = np.concatenate((cells.pool[cell], accounts.pool[money]))
+    account = np.concatenate((cells.account[cell], accounts.account[money]))
+    asset = np.concatenate((cells.asset[cell], diff.account_quote[accounts.account[money]]))
+    keys = (pool * size + account) * n_assets + asset
+    new = np.flatnonzero(~np.isin(keys, held))
+    new = new[np.sort(np.unique(keys[new], return_index=True)[1])]
+    if not new.size:
+        return with_desired(diff, _desired(diff, resolved, member, wallets))
+    parent = np.where(member[account[new]] == pool[new], account[new], pool_node[pool[new]])
+    names = [diff.asset_names[asset_id] for asset_id in asset[new].tolist()]
+    lower = [name.lower() for name in names]
+    additions = list(
+        zip(tree.real_index[parent].tolist(), _free_names(tree, parent, lower), names, strict=True)
+    )
+    delta = float(diff.desired_value[0] - diff.current_value[0])
+    diff = diff_trees(
+        with_wallets(tree.real, additions),
+        tree.target,
+        diff.prices,
+        band=diff.band,
+        invest=max(delta, 0.0),
+        withdraw=max(-delta, 0.0),
+    )
+    tree = diff.tree
+    member = pools.pool_of(diff, pools.pool_nodes(diff))
+    wallets = np.flatnonzero(tree.wallet & (member >= 0) & (tree.account_of >= 0))
     return with_desired(diff, _desired(diff, resolved, member, wallets))
 
 
-def _free_name(name: str, taken: set[str]) -> str:
-    if name not in taken:
-        return name
-    suffix = 2
-    while f"{name}-{suffix}" in taken:
-        suffix += 1
-    return f"{name}-{suffix}"
+def _free_names(tree: UnionTree, parent: IntArray, names: list[str]) -> list[str]:
+    """Each new wallet's name under its parent: `names`, or with ``-2``, ``-3``, ... where taken (by a
+    child of the parent, or by a wallet added there before it)."""
+    # Most names are free: none of the parent's children has it, and no other wallet added there.
+    vocabulary = tree.name_codes
+    index = {name: code for code, name in enumerate(vocabulary.vocabulary)}
+    codes = np.array([index.get(name, -1) for name in names], dtype=np.int64)
+    size = len(vocabulary.vocabulary) + 1
+    children = np.flatnonzero(np.isin(tree.parent, parent))
+    held = tree.parent[children] * size + vocabulary.ids[children]
+    clash = (codes >= 0) & np.isin(parent * size + codes, held)
+    if not clash.any() and len(set(zip(parent.tolist(), names, strict=True))) == len(names):
+        return names
+    taken = set(
+        zip(tree.parent[children].tolist(), [tree.names[child] for child in children.tolist()], strict=True)
+    )
+    free: list[str] = []
+    for node, name in zip(parent.tolist(), names, strict=True):
+        chosen = name
+        suffix = 2
+        while (node, chosen) in taken:
+            chosen = f"{name}-{suffix}"
+            suffix += 1
+        taken.add((node, chosen))
+        free.append(chosen)
+    return free
 
 
 def _desired(diff: DiffTree, resolved: pools.Resolved, member: IntArray, wallets: IntArray) -> FloatArray:
@@ -250,47 +300,50 @@ def round_trips(diff: DiffTree, trading: Trading) -> tuple[Move, ...]:
     )
     keys = tree.account_of[tradable] * n_assets + diff.asset_id[tradable]
     unique, inverse = np.unique(keys, return_inverse=True)
-    net = np.bincount(inverse, weights=diff.diff_amount[tradable], minlength=unique.size)
-    ids = {name: i for i, name in enumerate(diff.asset_names)}
-    position = {int(key): i for i, key in enumerate(unique.tolist())}
-    for relocation in trading.moves:  # the pools' relocations come first
-        for node, shift in (
-            (relocation.source, relocation.amount),
-            (relocation.destination, -relocation.received),
-        ):
-            at = position.get(node * n_assets + ids[relocation.asset])
-            if at is not None:
-                net[at] += float(shift)
+    net = np.bincount(inverse.reshape(-1), weights=diff.diff_amount[tradable], minlength=unique.size)
+    if trading.moves:  # the pools' relocations come first: each shifts its two groups, in order
+        ids = {name: i for i, name in enumerate(diff.asset_names)}
+        shifted = np.array(
+            [node * n_assets + ids[m.asset] for m in trading.moves for node in (m.source, m.destination)],
+            dtype=np.int64,
+        )
+        shift = np.array([float(s) for m in trading.moves for s in (m.amount, -m.received)])
+        found, at = _lookup(unique, np.arange(unique.size), shifted)
+        np.add.at(net, at[found], shift[found])
     account, asset = unique // n_assets, unique % n_assets
-    banks = np.isin(account, list(trading.banks))
-    rank = {node: i for i, node in enumerate(sorted(tree.accounts))}
-    rates = _Rates(diff, trading)
+    ours = ~np.isin(account, list(trading.banks))
+    # Sellers and buyers of each asset, largest first (then by account: accounts rank in node order).
+    sellers = np.flatnonzero(ours & (net < 0))
+    sellers = sellers[np.lexsort((account[sellers], net[sellers], asset[sellers]))]
+    buyers = np.flatnonzero(ours & (net > 0))
+    buyers = buyers[np.lexsort((account[buyers], -net[buyers], asset[buyers]))]
+    sell_rate, sell_known = _account_rates(diff, trading, account[sellers], asset[sellers], sell=True)
+    buy_rate, buy_known = _account_rates(diff, trading, account[buyers], asset[buyers], sell=False)
+    seller_asset, buyer_asset = asset[sellers], asset[buyers]
+    seller_bounds = np.searchsorted(seller_asset, np.arange(n_assets + 1))
+    buyer_bounds = np.searchsorted(buyer_asset, np.arange(n_assets + 1))
     moves: list[Move] = []
     tolerance = VALUE_EPSILON * diff.scale
-    for asset_id in np.unique(asset).tolist():
-        here = (asset == asset_id) & ~banks
+    for asset_id in np.intersect1d(seller_asset, buyer_asset).tolist():
         price = float(diff.asset_price[asset_id])
-        sellers = [
-            (-float(net[i]), rank[int(account[i])], int(account[i])) for i in np.flatnonzero(here & (net < 0))
-        ]
-        buyers = [
-            (float(net[i]), rank[int(account[i])], int(account[i])) for i in np.flatnonzero(here & (net > 0))
-        ]
-        if not sellers or not buyers:
-            continue
-        sellers.sort(key=lambda x: (-x[0], x[1]))
-        buyers.sort(key=lambda x: (-x[0], x[1]))
         name = diff.asset_names[asset_id]
-        left_s, left_b = [s[0] for s in sellers], [b[0] for b in buyers]
+        s0, s1 = int(seller_bounds[asset_id]), int(seller_bounds[asset_id + 1])
+        b0, b1 = int(buyer_bounds[asset_id]), int(buyer_bounds[asset_id + 1])
+        source_of, left_s = account[sellers[s0:s1]].tolist(), (-net[sellers[s0:s1]]).tolist()
+        destination_of, left_b = account[buyers[b0:b1]].tolist(), net[buyers[b0:b1]].tolist()
+        sell, sold = sell_rate[s0:s1].tolist(), sell_known[s0:s1].tolist()
+        buy, bought = buy_rate[b0:b1].tolist(), buy_known[b0:b1].tolist()
         i = j = 0
-        while i < len(sellers) and j < len(buyers):
+        while i < len(left_s) and j < len(left_b):
             amount = min(left_s[i], left_b[j])
-            source, destination = sellers[i][2], buyers[j][2]
             left_s[i] -= amount
             left_b[j] -= amount
-            move = _round_trip(diff, trading, rates, name, asset_id, price, source, destination, amount)
-            if move is not None:
-                moves.append(move)
+            if sold[i] and bought[j]:
+                source, destination = source_of[i], destination_of[j]
+                way = (tree.accounts[source][0], tree.accounts[destination][0])
+                move = _round_trip(networks, name, price, source, destination, way, amount, sell[i], buy[j])
+                if move is not None:
+                    moves.append(move)
             if left_s[i] * price <= tolerance:
                 i += 1
             if left_b[j] * price <= tolerance:
@@ -298,29 +351,56 @@ def round_trips(diff: DiffTree, trading: Trading) -> tuple[Move, ...]:
     return tuple(moves)
 
 
+def _account_rates(
+    diff: DiffTree, trading: Trading, account: IntArray, asset: IntArray, sell: bool
+) -> tuple[FloatArray, BoolArray]:
+    """Per (account, asset) row, the net bid (`sell`) or gross ask of the account's cheapest route as a
+    share of the reference price (`_Rates`), and whether there is one."""
+    n_assets = len(diff.asset_names)
+    rates = _Rates(diff, trading)
+    # Few (exchange, quote, asset) rates, many accounts: each account stands for its kind.
+    kinds: dict[tuple[str, str], int] = {}
+    kind = np.zeros(len(diff.tree), dtype=np.int64)
+    for node, exchange_quote in diff.tree.accounts.items():
+        if node not in trading.banks:  # a bank has no rate: it never stands for another account
+            kind[node] = kinds.setdefault(exchange_quote, node)
+    combos = kind[account] * n_assets + asset
+    unique, inverse = np.unique(combos, return_inverse=True)
+    rate, known = np.full(unique.size, np.nan), np.zeros(unique.size, dtype=np.bool_)
+    for i, combo in enumerate(unique.tolist()):
+        found = rates.rate(combo // n_assets, combo % n_assets, sell=sell)
+        if found is not None:
+            rate[i], known[i] = found, True
+    inverse = inverse.reshape(-1)
+    return rate[inverse], known[inverse]
+
+
 def _round_trip(
-    diff: DiffTree,
-    trading: Trading,
-    rates: _Rates,
+    networks: Networks,
     name: str,
-    asset_id: int,
     price: float,
     source: int,
     destination: int,
+    exchanges: tuple[str, str],
     amount: float,
+    sell: float,
+    buy: float,
 ) -> Move | None:
-    networks = trading.networks
-    assert networks is not None
-    exact = DEFAULT_AMOUNT_STEP * floor_steps(Decimal(amount_str(amount)), DEFAULT_AMOUNT_STEP)
+    """The move replacing `amount` sold at `source` (net bid `sell`) and bought at `destination` (gross
+    ask `buy`), or None where no network takes it or its fee is not below the round trip's cost."""
+    ways = networks.ways(*exchanges, name)
+    if isinstance(ways, str):
+        return None
+    # No way is cheaper than the first: a round trip worth less than its fee (with room for the amount's
+    # rounding to 12 places and float noise) is never made a move, and needs no exact amount.
+    gain = (1 - sell) + (buy - 1)
+    if gain <= 0 or float(ways[0].fee) >= (amount + ROUNDING) * (1 + FLOAT_ROOM) * gain:
+        return None
+    exact = default_steps_of(amount)
     if exact <= 0:
         return None
-    tree = diff.tree
-    way = networks.choose(tree.accounts[source][0], tree.accounts[destination][0], name, exact)
+    way = networks.choose(*exchanges, name, exact)
     if isinstance(way, str):
-        return None
-    sell = rates.rate(source, asset_id, sell=True)
-    buy = rates.rate(destination, asset_id, sell=False)
-    if sell is None or buy is None:
         return None
     round_trip = float(exact) * price * ((1 - sell) + (buy - 1))
     fee = float(way.fee) * price
@@ -342,6 +422,12 @@ class _Rates:
         if account in self.trading.banks:
             return None
         exchange, quote = self.diff.tree.accounts[account]
+        return self.exchange_rate(exchange, quote, asset_id, sell, plain)
+
+    def exchange_rate(
+        self, exchange: str, quote: str, asset_id: int, sell: bool, plain: bool
+    ) -> float | None:
+        """As `rate`, for an account of `exchange` trading against `quote` (not a bank)."""
         key = (exchange, quote, asset_id, sell, plain)
         if key not in self._cache:
             self._cache[key] = self._rate(exchange, quote, asset_id, sell, plain)
@@ -368,84 +454,130 @@ class _Rates:
 # -- notes: reasons, savings, costs ------------------------------------------------------------------------
 
 
-def _notes(plan: Plan, groups: _Groups, flows: Flows, trading: Trading, pooled: _Pools) -> Notes:
+@dataclass(frozen=True, eq=False)
+class _Priced:
+    """Every order (in output order, `Plan.ordered`) with its amount, and the plan's estimated fees and
+    spreads against the reference prices (valuation currency)."""
+
+    account: IntArray
+    market: IntArray
+    sell: BoolArray
+    group: IntArray
+    markets: list[Market]
+    amount: FloatArray
+    fees: float
+    spread: float
+    withdrawal_fees: float
+
+    @property
+    def total(self) -> float:
+        """As `Notes.total`."""
+        return self.fees + self.spread + self.withdrawal_fees
+
+
+def _priced(plan: Plan, groups: _Groups, trading: Trading) -> _Priced:
+    diff = plan.diff
+    account, market, sell, steps, group, markets = plan.ordered()
+    n = len(account)
+    if not n:
+        empty = np.zeros(0)
+        return _Priced(account, market, sell, group, markets, empty, 0.0, 0.0, _withdrawal_fees(plan))
+    step = np.array([float(m.amount_step) for m in markets])
+    fee_rate = np.array([float(m.fee_rate) for m in markets])
+    # A few (venue, market, side) prices, many orders.
+    keys = (groups.account_exchange[account] * len(markets) + market) * 2 + sell
+    unique, inverse = np.unique(keys, return_inverse=True)
+    unit = np.array(
+        [
+            trading.prices.price(
+                groups.exchanges[key // 2 // len(markets)], markets[key // 2 % len(markets)], bool(key % 2)
+            )
+            for key in unique.tolist()
+        ],
+        dtype=np.float64,
+    )
+    prices = unit[inverse.reshape(-1)]
+    ref_base = np.array([float(diff.prices.get(m.base) or 0) for m in markets])[market]
+    ref_quote = np.array([float(diff.prices.get(m.quote) or 0) for m in markets])[market]
+    amount = steps * step[market]
+    traded = amount * prices * ref_quote
+    fees = traded * fee_rate[market]
+    spread = np.where(sell, amount * ref_base - traded, traded - amount * ref_base)
+    return _Priced(
+        account,
+        market,
+        sell,
+        group,
+        markets,
+        amount,
+        float(fees.sum()),
+        float(spread.sum()),
+        _withdrawal_fees(plan),
+    )
+
+
+def _withdrawal_fees(plan: Plan) -> float:
+    prices = plan.diff.prices
+    total = 0.0
+    for transfer in plan.transfers:
+        total += float(transfer.fee) * float(prices.get(transfer.asset) or 0)
+    return total
+
+
+def _notes(
+    plan: Plan, priced: _Priced, groups: _Groups, flows: Flows, trading: Trading, pooled: _Pools
+) -> Notes:
+    """Per order its reason, saving and the transfer it waits for; per transfer its reason and saving."""
     diff = plan.diff
     tree = diff.tree
-    account, market, sell, steps, group, markets = plan.ordered()
-    rates = _Rates(diff, trading)
+    n_assets = len(diff.asset_names)
+    account, sell, group = priced.account, priced.sell, priced.group
     n = len(account)
-    step = np.array([float(m.amount_step) for m in markets]) if markets else np.zeros(0)
-    fee_rate = np.array([float(m.fee_rate) for m in markets]) if markets else np.zeros(0)
-    exchange = [tree.accounts[node][0] for node in account.tolist()]
-    priced: dict[tuple[str, int, bool], float] = {}  # a few venues and markets, many orders
-    for venue_market in zip(exchange, market.tolist(), sell.tolist(), strict=True):
-        if venue_market not in priced:
-            ex, m, side = venue_market
-            priced[venue_market] = trading.prices.price(ex, markets[m], side)
-    prices = np.array([priced[v] for v in zip(exchange, market.tolist(), sell.tolist(), strict=True)])
-    ref_base = np.array([float(diff.prices.get(m.base) or 0) for m in markets])[market] if n else np.zeros(0)
-    ref_quote = (
-        np.array([float(diff.prices.get(m.quote) or 0) for m in markets])[market] if n else np.zeros(0)
+    valid = group >= 0
+    at = np.where(valid, group, 0)
+    asset = np.where(valid, groups.asset[at], -1) if groups.size else np.full(n, -1, dtype=np.int64)
+    key = account * n_assets + asset
+    reason = np.where(
+        valid & groups.routed[at] if groups.size else np.zeros(n, dtype=np.bool_),
+        ORDER_REASONS.index(CHEAPEST_ROUTE),
+        np.where(
+            valid & sell & _member(pooled.best_sell, key),
+            ORDER_REASONS.index(BEST_BID),
+            np.where(valid & ~sell & _member(pooled.best_buy, key), ORDER_REASONS.index(BEST_ASK), 0),
+        ),
+    ).astype(np.int64)
+    # The transfer an order waits for: the relocation bringing what it sells, the money paying its buy.
+    ids = {name: i for i, name in enumerate(diff.asset_names)}
+    relocations = [i for i, move in enumerate(trading.moves) if move.kind == "relocation"]
+    relocated_keys = np.array(
+        [trading.moves[i].destination * n_assets + ids[trading.moves[i].asset] for i in relocations],
+        dtype=np.int64,
     )
-    amount = steps * step[market] if n else np.zeros(0)
-    traded = amount * prices * ref_quote
-    fees = traded * fee_rate[market] if n else np.zeros(0)
-    spread = np.where(sell, amount * ref_base - traded, traded - amount * ref_base)
-    reason = np.zeros(n, dtype=np.int64)
-    saving = np.zeros(n)
-    after = np.full(n, -1, dtype=np.int64)
-    relocated: dict[tuple[int, str], int] = {}
-    for index, move in enumerate(trading.moves):
-        if move.kind == "relocation":
-            relocated.setdefault((move.destination, move.asset), index)
-    for i, (node, m, side, g) in enumerate(
-        zip(account.tolist(), market.tolist(), sell.tolist(), group.tolist(), strict=True)
-    ):
-        if g < 0:
-            continue
-        asset_id = int(groups.asset[g])
-        name = diff.asset_names[asset_id]
-        key = (node, asset_id)
-        routed = bool(groups.routed[g])
-        if routed:
-            reason[i] = ORDER_REASONS.index(CHEAPEST_ROUTE)
-        elif side and key in pooled.best_sell:
-            reason[i] = ORDER_REASONS.index(BEST_BID)
-        elif not side and key in pooled.best_buy:
-            reason[i] = ORDER_REASONS.index(BEST_ASK)
-        if side and (node, name) in relocated:
-            after[i] = relocated[(node, name)]
-        if (
-            not side
-            and flows.wanted[node] > flows.cash[node] * (1 + VALUE_EPSILON)
-            and node in flows.first_in
-        ):
-            after[i] = flows.first_in[node]
-        if markets[m].base != name:
-            continue  # an intermediate leg: the route's saving is on the asset's own leg
-        here = rates.rate(node, asset_id, sell=side)
-        plain = (pooled.plain_bid if side else pooled.plain_ask).get(key)
-        if plain is None or not np.isfinite(plain) or plain == 0:
-            plain = rates.rate(node, asset_id, sell=side, plain=True)
-        if here is None or plain is None:
-            continue
-        unit = (here - plain) if side else (plain - here)
-        saving[i] = float(amount[i]) * float(diff.asset_price[asset_id]) * unit
+    first_relocated, first = np.unique(relocated_keys, return_index=True)
+    found, relocation = _lookup(first_relocated, np.array(relocations, dtype=np.int64)[first], key)
+    after = np.where(valid & sell & found, relocation, -1)
+    first_in = np.full(len(tree), -1, dtype=np.int64)
+    first_in[list(flows.first_in)] = list(flows.first_in.values())
+    waits = (
+        valid
+        & ~sell
+        & (flows.wanted[account] > flows.cash[account] * (1 + VALUE_EPSILON))
+        & (first_in[account] >= 0)
+    )
+    after = np.where(waits, first_in[account], after).astype(np.int64)
+    saving = _savings(diff, priced, groups, trading, pooled, valid, asset, key)
     transfer_reason: list[str] = []
     transfer_saving: list[float] = []
-    withdrawal_fees = 0.0
-    buying = {node for node, _ in pooled.best_buy}
+    buying = set((pooled.best_buy // n_assets).tolist())
     by_path = {tree.path(node): node for node in tree.accounts}
     moves = len(trading.moves)
     for index, transfer in enumerate(plan.transfers):
-        price = float(diff.prices.get(transfer.asset) or 0)
-        fee = float(transfer.fee) * price
-        withdrawal_fees += fee
         if index < moves:
             move = trading.moves[index]
             transfer_reason.append(CHEAPER_THAN_ROUND_TRIP if move.kind == "round_trip" else TO_BEST_BID)
             transfer_saving.append(move.saving)
             continue
+        fee = float(transfer.fee) * float(diff.prices.get(transfer.asset) or 0)
         destination = by_path.get(transfer.destination, -1)
         transfer_reason.append(TO_BEST_ASK if destination in buying else FUNDING)
         transfer_saving.append(-fee)
@@ -456,7 +588,73 @@ def _notes(plan: Plan, groups: _Groups, flows: Flows, trading: Trading, pooled: 
         transfer_reason=tuple(transfer_reason),
         transfer_saving=tuple(transfer_saving),
         reasons=ORDER_REASONS,
-        fees=float(fees.sum()),
-        spread=float(spread.sum()),
-        withdrawal_fees=withdrawal_fees,
+        fees=priced.fees,
+        spread=priced.spread,
+        withdrawal_fees=priced.withdrawal_fees,
     )
+
+
+def _savings(
+    diff: DiffTree,
+    priced: _Priced,
+    groups: _Groups,
+    trading: Trading,
+    pooled: _Pools,
+    valid: BoolArray,
+    asset: IntArray,
+    key: IntArray,
+) -> FloatArray:
+    """Per order, what its own leg (not a route's intermediate one) saves against the plain choice: the
+    pool's plain net bid or gross ask where it decided one, else the account's plain route."""
+    n_assets = len(diff.asset_names)
+    account, sell, market = priced.account, priced.sell, priced.market
+    saving = np.zeros(len(account))
+    ids = {name: i for i, name in enumerate(diff.asset_names)}
+    base = np.array([ids.get(m.base, -1) for m in priced.markets], dtype=np.int64)
+    own = np.flatnonzero(valid & (base[market] == asset)) if len(account) else np.zeros(0, np.int64)
+    if not own.size:
+        return saving
+    account, sell, asset, key = account[own], sell[own], asset[own], key[own]
+    rates = _Rates(diff, trading)
+    combos = (diff.account_quote[account] * n_assets + asset) * 2 + sell
+    exchange = groups.account_exchange[account]
+    combos = exchange * (n_assets * n_assets * 2) + combos
+    unique, inverse = np.unique(combos, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    here, plain = np.full(unique.size, np.nan), np.full(unique.size, np.nan)
+    here_known, plain_known = np.zeros(unique.size, np.bool_), np.zeros(unique.size, np.bool_)
+    for i, combo in enumerate(unique.tolist()):
+        venue, rest = divmod(combo, n_assets * n_assets * 2)
+        quote, rest = divmod(rest, n_assets * 2)
+        asset_id, side = divmod(rest, 2)
+        for values, known, is_plain in ((here, here_known, False), (plain, plain_known, True)):
+            rate = rates.exchange_rate(
+                groups.exchanges[venue], diff.asset_names[quote], asset_id, side == 1, is_plain
+            )
+            if rate is not None:
+                values[i], known[i] = rate, True
+    bank = np.isin(account, list(trading.banks))
+    found, plain_bid = _lookup(pooled.plain_keys, pooled.plain_bid, key)
+    plain_ask = _lookup(pooled.plain_keys, pooled.plain_ask, key)[1]
+    decided = np.where(sell, plain_bid, plain_ask)
+    fallback = ~found | ~np.isfinite(decided) | (decided == 0)
+    plain_rate = np.where(fallback, plain[inverse], decided)
+    known = here_known[inverse] & ~bank & np.where(fallback, plain_known[inverse], True)
+    here_rate = here[inverse]
+    with np.errstate(invalid="ignore", over="ignore"):
+        unit = np.where(sell, here_rate - plain_rate, plain_rate - here_rate)
+        value = priced.amount[own] * diff.asset_price[asset] * unit
+    saving[own] = np.where(known, value, 0.0)
+    return saving
+
+
+def _lookup(keys: IntArray, values: npt.NDArray[G], query: IntArray) -> tuple[BoolArray, npt.NDArray[G]]:
+    """Per `query` key, whether the sorted `keys` hold it, and its value there (any value where not)."""
+    if not keys.size:
+        return np.zeros(query.size, dtype=np.bool_), np.zeros(query.size, dtype=values.dtype)
+    at = np.minimum(np.searchsorted(keys, query), keys.size - 1)
+    return keys[at] == query, values[at]
+
+
+def _member(keys: IntArray, query: IntArray) -> BoolArray:
+    return _lookup(keys, keys, query)[0]

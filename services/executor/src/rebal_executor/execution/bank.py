@@ -253,6 +253,10 @@ async def confirm(ctx: Context, command: ConfirmTransfer) -> TransferConfirmed |
         confirmed_at=task.confirmed_at,
         requested_by=task.confirmed_by or command.requested_by,
         already_confirmed=not changed,
+        asset=task.asset,
+        from_account=task.from_account,
+        to_account=task.to_account,
+        amount=task.amount,
     )
     await ctx.publisher.publish(answer)
     if changed:

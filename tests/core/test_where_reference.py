@@ -1,0 +1,237 @@
+"""The where planner's columnar parts against slow per-row references (the loops they replaced): the
+round trips made moves and the per-order notes must come out the same, move for move and float for float,
+on generated pool inputs (one pool of a few venues) and on the benchmark's generator (hundreds of pools)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from dataclasses import replace
+from decimal import Decimal
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from rebal.core import pools
+from rebal.core.diff import HOLD, DiffTree, diff_trees
+from rebal.core.market import Markets, Prices
+from rebal.core.networks import Networks
+from rebal.core.numbers import DEFAULT_AMOUNT_STEP, VALUE_EPSILON, amount_str, default_steps_of, floor_steps
+from rebal.core.trading import Move, Trading, VenuePrices
+from rebal.core.tree import BANK, parse_tree
+from rebal.core.where import (
+    BEST_ASK,
+    BEST_BID,
+    CHEAPEST_ROUTE,
+    ORDER_REASONS,
+    _Made,
+    _place,
+    _pooled,
+    _Rates,
+    round_trips,
+)
+from tests.strategies import WhereCase, pool_cases
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def reference_round_trips(diff: DiffTree, trading: Trading) -> tuple[Move, ...]:
+    """Per asset, sellers and buyers matched largest first, one pair at a time (the original loop)."""
+    networks = trading.networks
+    assert networks is not None
+    tree = diff.tree
+    n_assets = len(diff.asset_names)
+    tradable = np.flatnonzero(
+        tree.wallet & ~diff.cash & (diff.operation != HOLD) & (tree.account_of >= 0) & (diff.asset_id >= 0)
+    )
+    keys = tree.account_of[tradable] * n_assets + diff.asset_id[tradable]
+    unique, inverse = np.unique(keys, return_inverse=True)
+    net = np.bincount(inverse.reshape(-1), weights=diff.diff_amount[tradable], minlength=unique.size)
+    ids = {name: i for i, name in enumerate(diff.asset_names)}
+    position = {int(key): i for i, key in enumerate(unique.tolist())}
+    for relocation in trading.moves:
+        for node, shift in (
+            (relocation.source, relocation.amount),
+            (relocation.destination, -relocation.received),
+        ):
+            at = position.get(node * n_assets + ids[relocation.asset])
+            if at is not None:
+                net[at] += float(shift)
+    account, asset = unique // n_assets, unique % n_assets
+    banks = np.isin(account, list(trading.banks))
+    rank = {node: i for i, node in enumerate(sorted(tree.accounts))}
+    rates = _Rates(diff, trading)
+    moves: list[Move] = []
+    tolerance = VALUE_EPSILON * diff.scale
+    for asset_id in np.unique(asset).tolist():
+        here = (asset == asset_id) & ~banks
+        price = float(diff.asset_price[asset_id])
+        sellers = [
+            (-float(net[i]), rank[int(account[i])], int(account[i])) for i in np.flatnonzero(here & (net < 0))
+        ]
+        buyers = [
+            (float(net[i]), rank[int(account[i])], int(account[i])) for i in np.flatnonzero(here & (net > 0))
+        ]
+        if not sellers or not buyers:
+            continue
+        sellers.sort(key=lambda x: (-x[0], x[1]))
+        buyers.sort(key=lambda x: (-x[0], x[1]))
+        name = diff.asset_names[asset_id]
+        left_s, left_b = [s[0] for s in sellers], [b[0] for b in buyers]
+        i = j = 0
+        while i < len(sellers) and j < len(buyers):
+            amount = min(left_s[i], left_b[j])
+            source, destination = sellers[i][2], buyers[j][2]
+            left_s[i] -= amount
+            left_b[j] -= amount
+            exact = DEFAULT_AMOUNT_STEP * floor_steps(Decimal(amount_str(amount)), DEFAULT_AMOUNT_STEP)
+            way = networks.choose(tree.accounts[source][0], tree.accounts[destination][0], name, exact)
+            sell = rates.rate(source, asset_id, sell=True)
+            buy = rates.rate(destination, asset_id, sell=False)
+            if exact > 0 and not isinstance(way, str) and sell is not None and buy is not None:
+                round_trip = float(exact) * price * ((1 - sell) + (buy - 1))
+                fee = float(way.fee) * price
+                if fee < round_trip:
+                    moves.append(
+                        Move(
+                            name,
+                            source,
+                            destination,
+                            exact,
+                            way.fee,
+                            way.network,
+                            "round_trip",
+                            round_trip - fee,
+                        )
+                    )
+            if left_s[i] * price <= tolerance:
+                i += 1
+            if left_b[j] * price <= tolerance:
+                j += 1
+    return tuple(moves)
+
+
+def reference_order_notes(made: _Made) -> tuple[list[int], list[float], list[int]]:
+    """Per order its reason, saving and the transfer it waits for, one order at a time (the original loop)."""
+    plan, groups, flows, trading = made.plan, made.groups, made.flows, made.trading
+    diff = plan.diff
+    resolved = made.resolved
+    keys: list[tuple[int, int]] = []
+    best_sell: set[tuple[int, int]] = set()
+    best_buy: set[tuple[int, int]] = set()
+    plain_bid: dict[tuple[int, int], float] = {}
+    plain_ask: dict[tuple[int, int], float] = {}
+    if resolved is not None:
+        keys = list(zip(resolved.cells.account.tolist(), resolved.cells.asset.tolist(), strict=True))
+        best_sell = {key for key, best in zip(keys, resolved.best_sell.tolist(), strict=True) if best}
+        best_buy = {key for key, best in zip(keys, resolved.best_buy.tolist(), strict=True) if best}
+        plain_bid = dict(zip(keys, resolved.plain_bid.tolist(), strict=True))
+        plain_ask = dict(zip(keys, resolved.plain_ask.tolist(), strict=True))
+    account, market, sell, steps, group, markets = plan.ordered()
+    rates = _Rates(diff, trading)
+    step = [float(m.amount_step) for m in markets]
+    relocated: dict[tuple[int, str], int] = {}
+    for index, move in enumerate(trading.moves):
+        if move.kind == "relocation":
+            relocated.setdefault((move.destination, move.asset), index)
+    reason, saving, after = [0] * len(account), [0.0] * len(account), [-1] * len(account)
+    for i, (node, m, side, g) in enumerate(
+        zip(account.tolist(), market.tolist(), sell.tolist(), group.tolist(), strict=True)
+    ):
+        if g < 0:
+            continue
+        asset_id = int(groups.asset[g])
+        name = diff.asset_names[asset_id]
+        key = (node, asset_id)
+        if bool(groups.routed[g]):
+            reason[i] = ORDER_REASONS.index(CHEAPEST_ROUTE)
+        elif side and key in best_sell:
+            reason[i] = ORDER_REASONS.index(BEST_BID)
+        elif not side and key in best_buy:
+            reason[i] = ORDER_REASONS.index(BEST_ASK)
+        if side and (node, name) in relocated:
+            after[i] = relocated[(node, name)]
+        if (
+            not side
+            and flows.wanted[node] > flows.cash[node] * (1 + VALUE_EPSILON)
+            and node in flows.first_in
+        ):
+            after[i] = flows.first_in[node]
+        if markets[m].base != name:
+            continue
+        here = rates.rate(node, asset_id, sell=side)
+        plain = (plain_bid if side else plain_ask).get(key)
+        if plain is None or not np.isfinite(plain) or plain == 0:
+            plain = rates.rate(node, asset_id, sell=side, plain=True)
+        if here is None or plain is None:
+            continue
+        unit = (here - plain) if side else (plain - here)
+        saving[i] = float(int(steps[i]) * step[m]) * float(diff.asset_price[asset_id]) * unit
+    return reason, saving, after
+
+
+def check(diff: DiffTree, markets: Markets, networks: Networks | None) -> None:
+    """Both candidates a where plan weighs: their notes, and the optimised one's round trips."""
+    banks = frozenset(node for node in diff.tree.accounts if diff.tree.kinds[node] == BANK)
+    trading = Trading(VenuePrices(diff.prices), markets, networks, banks=banks)
+    found = pools.candidates(diff, trading)
+    for plain in (False, True):
+        made = _pooled(diff, markets, trading, found, plain)
+        notes = made.noted().notes
+        assert notes is not None
+        reason, saving, after = reference_order_notes(made)
+        assert notes.order_reason.tolist() == reason
+        assert notes.order_after.tolist() == after
+        assert notes.order_saving.tolist() == saving
+    if networks is not None:
+        resolved = pools.resolve(diff, trading, found=found)
+        placed = _place(diff, resolved)
+        moved = replace(trading, moves=resolved.moves)
+        assert round_trips(placed, moved) == reference_round_trips(placed, moved)
+
+
+@settings(max_examples=150, deadline=None)
+@given(pool_cases())
+def test_the_columnar_notes_and_round_trips_match_the_per_row_references(case: WhereCase) -> None:
+    diff = diff_trees(
+        parse_tree(case.real, "real"), parse_tree(case.target, "target"), Prices.parse(case.prices)
+    )
+    networks = Networks.parse(case.network) if case.network is not None else None
+    check(diff, Markets.parse(case.markets), networks)
+
+
+def _bench_where() -> ModuleType:
+    """bench/where.py (a script, not a package): its generator of two- and three-venue pools."""
+    spec = importlib.util.spec_from_file_location("rebal_bench_where", BENCH / "where.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_columnar_parts_match_the_references_on_the_benchmarks_generator() -> None:
+    bench = _bench_where()
+    for venues in (2, 3):
+        docs: dict[str, Any] = bench.generate(600, venues, seed=3)
+        diff = diff_trees(
+            parse_tree(docs["real"], "real"), parse_tree(docs["pool"], "target"), Prices.parse(docs["venues"])
+        )
+        check(diff, Markets.parse(docs["markets"]), Networks.parse(docs["network"]))
+
+
+@example(0.999999999999999)
+@example(0.123456789999996)
+@example(1e-13)
+@example(-0.5)
+@example(0.0)
+@example(123456789.123456789)
+@given(st.floats(min_value=-1.0, max_value=1e15, allow_nan=False))
+def test_an_amount_cut_to_whole_satoshis_is_the_printed_amount_floored_in_decimals(value: float) -> None:
+    reference = DEFAULT_AMOUNT_STEP * floor_steps(Decimal(amount_str(value)), DEFAULT_AMOUNT_STEP)
+    cut = default_steps_of(value)
+    assert (cut, str(cut)) == (reference, str(reference))
