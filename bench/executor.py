@@ -12,10 +12,17 @@ by kind and their total weight, 429s answered, and the theoretical minimum the r
 those requests, ``max(0, weight - burst) / rate``, and for the bare minimum (one order request per leg,
 weight 1 each, plus the one balance and one price read the buys' sizing needs).
 
+`--orders-per-second R` gives the venue an ORDERS limit of 10·R per 10 s (the fake answers one more
+with 429, -1015 and Retry-After; the adapter paces at it): the figure is then the wall time against the
+``orders / R`` that limit allows (issue 17: within 1.2x). Without it the adapter paces at Binance's own
+50 per 10 s and the fake does not count orders. `--no-fsync` runs Postgres as the tests do (the journal
+is durable only with fsync on: the figures quoted are with it).
+
     python bench/executor.py                              # 50 orders at Binance's 6000 weight/min
     python bench/executor.py --weight-per-second 500      # a faster venue
     python bench/executor.py --no-throttle                # the throttle off: 429s and Retry-After only
     python bench/executor.py --ccxt-bucket                # ccxt's own throttle, for comparison
+    python bench/executor.py --orders 2000 --orders-per-second 10 --weight-per-second 1000
 """
 
 from __future__ import annotations
@@ -46,7 +53,7 @@ from rebal_executor.journal import PostgresJournal  # noqa: E402
 from rebal_executor.settings import ExecutorSettings  # noqa: E402
 from rebal_venues.ccxt_settings import CcxtVenueSettings  # noqa: E402
 from rebal_venues.ccxt_venue import open_ccxt_venue  # noqa: E402
-from tests.fake_exchange import FakeBook, FakeMarket, RateLimit, serving  # noqa: E402
+from tests.fake_exchange import FakeBook, FakeMarket, OrderLimit, RateLimit, serving  # noqa: E402
 from tests.fake_exchange.state import WEIGHTS  # noqa: E402
 from tests.fakes import RecordingPublisher  # noqa: E402
 
@@ -57,13 +64,17 @@ PRICE = D("10")
 SELL, BUY = D("100"), D("90")
 
 
+def asset(i: int) -> str:
+    return f"X{i:02d}"
+
+
 def book(orders: int) -> FakeBook:
     """`orders` markets X00/USDT…, each at 10 USDT; the account holds 100 of each asset it sells."""
     markets = {
-        f"X{i:02d}USDT": FakeMarket(f"X{i:02d}", "USDT", D("0.01"), D("0.01"), D("5")) for i in range(orders)
+        f"{asset(i)}USDT": FakeMarket(asset(i), "USDT", D("0.01"), D("0.01"), D("5")) for i in range(orders)
     }
     sells = orders // 2
-    held = {f"X{i:02d}": SELL for i in range(sells)}
+    held = {asset(i): SELL for i in range(sells)}
     return FakeBook(
         markets=markets,
         prices=dict.fromkeys(markets, PRICE),
@@ -77,7 +88,7 @@ def plan(orders: int) -> RebalancePlanned:
         PlannedOrder(
             account=ACCOUNT,
             exchange="binance",
-            symbol=f"X{i:02d}/USDT",
+            symbol=f"{asset(i)}/USDT",
             side="sell" if i < sells else "buy",
             amount=SELL if i < sells else BUY,
             est_price=PRICE,
@@ -125,10 +136,18 @@ class Timed:
 
 
 async def run(
-    dsn: str, orders: int, weight_per_second: float, burst: float, throttle: bool, ccxt_bucket: bool = False
+    dsn: str,
+    orders: int,
+    weight_per_second: float,
+    burst: float,
+    throttle: bool,
+    ccxt_bucket: bool = False,
+    orders_per_second: float | None = None,
 ) -> dict[str, object]:
     fake = book(orders)
     limit = RateLimit(per_second=weight_per_second, burst=burst, weighted=True)
+    # The venue's ORDERS limit, per 10 s as Binance states it; None: Binance's own (the adapter's profile).
+    per_10s = round(10 * orders_per_second) if orders_per_second else None
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
     async with pool.acquire() as connection:
         await db.migrate(connection)
@@ -148,6 +167,7 @@ async def run(
                 rate_limit_burst=max(1.0, (burst - 20) / 5 - 1),
                 max_backoff_seconds=60,
                 rate_limit_retries=20,
+                orders_per_10s=per_10s,
             )
             async with open_ccxt_venue(settings) as venue:
                 if ccxt_bucket:  # ccxt's own leaky bucket instead of the adapter's RequestBudget
@@ -155,6 +175,8 @@ async def run(
                 await venue.markets()  # loaded once when the service starts: not part of the run
                 fake.requests.clear()
                 fake.rate_limit = limit
+                if per_10s is not None:
+                    fake.order_limit = OrderLimit(per_10s=per_10s)
                 recorder = RecordingPublisher()
                 timed = Timed(venue)
                 executor = Executor(
@@ -176,10 +198,13 @@ async def run(
         "refused": limit.refused,
         "orders_at_venue": len(fake.orders),
         "in_venue": timed.seconds,
+        "orders_refused": fake.order_limit.refused if fake.order_limit is not None else 0,
     }
 
 
-def report(figures: dict[str, object], orders: int, rate: float, burst: float) -> None:
+def report(
+    figures: dict[str, object], orders: int, rate: float, burst: float, orders_per_second: float | None
+) -> None:
     elapsed = float(figures["elapsed"])  # type: ignore[arg-type]
     weight = float(figures["weight"])  # type: ignore[arg-type]
     finished: RunFinished = figures["finished"]  # type: ignore[assignment]
@@ -206,6 +231,22 @@ def report(figures: dict[str, object], orders: int, rate: float, burst: float) -
         f"  bare minimum, the {orders} order requests alone at the sustained rate: {bare:.2f} s;"
         f" ratio {elapsed / bare:.1f}"
     )
+    if orders_per_second:
+        floor = orders / orders_per_second
+        after_burst = max(0.0, orders - 10 * orders_per_second) / orders_per_second
+        per_10s, refused = round(10 * orders_per_second), figures["orders_refused"]
+        print(
+            f"  the venue's order-count limit, {orders_per_second:g} orders/s ({per_10s} per 10 s;"
+            f" 429 -1015 answered: {refused}): {orders} orders need {floor:.1f} s,"
+            f" ratio {elapsed / floor:.2f}"
+        )
+        if after_burst:
+            print(f"    ({after_burst:.1f} s after its first 10 s' worth, ratio {elapsed / after_burst:.2f})")
+        binance = orders / 5
+        print(
+            f"  (at Binance's 50 orders per 10 s the same plan needs {binance:,.0f} s"
+            f" = {binance / 3600:.1f} h)"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,13 +256,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--orders", type=int, default=50)
     parser.add_argument("--weight-per-second", type=float, default=100.0, help="Binance: 6000/min = 100/s")
     parser.add_argument("--burst", type=float, default=100.0)
+    parser.add_argument(
+        "--orders-per-second",
+        type=float,
+        help="the venue's ORDERS limit (default: Binance's 50 per 10 s, in the adapter only)",
+    )
     parser.add_argument("--no-throttle", action="store_true", help="ccxt's throttle off (429s only)")
     parser.add_argument("--no-fsync", action="store_true", help="Postgres fsync off (as the tests run it)")
     parser.add_argument("--ccxt-bucket", action="store_true", help="ccxt's own throttle, for comparison")
     args = parser.parse_args(argv)
     with (
         tempfile.TemporaryDirectory(prefix="rebal-bench-exec-") as base,
-        PostgresServer(Path(base) / "pg") as pg,
+        PostgresServer(Path(base) / "pg", settings={"fsync": "off"} if args.no_fsync else None) as pg,
     ):
         dsn = pg.ensure_database("rebal")
         if args.no_throttle:
@@ -233,9 +279,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.orders}-order plan on the fake Binance at {args.weight_per_second:g} weight/s ({mode})")
         throttle = not args.no_throttle
         figures = asyncio.run(
-            run(dsn, args.orders, args.weight_per_second, args.burst, throttle, args.ccxt_bucket)
+            run(
+                dsn,
+                args.orders,
+                args.weight_per_second,
+                args.burst,
+                throttle,
+                args.ccxt_bucket,
+                args.orders_per_second,
+            )
         )
-        report(figures, args.orders, args.weight_per_second, args.burst)
+        report(figures, args.orders, args.weight_per_second, args.burst, args.orders_per_second)
     return 0
 
 

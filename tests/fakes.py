@@ -17,11 +17,19 @@ class RecordingPublisher:
     """`bus.EventSink` in memory; like the bus, it drops an event id it has already seen."""
 
     published: list[Event] = field(default_factory=list)
+    # The ids in `published` (scanning it for each event made a 100k-order run quadratic), made again
+    # when a test changed the list (cleared it, appended to it).
+    _ids: set[uuid.UUID] = field(default_factory=set, repr=False)
+    _count: int = field(default=0, repr=False)
 
     async def publish(self, event: Event, body: Body | None = None) -> bool:
-        if any(e.event_id == event.event_id for e in self.published):
+        if self._count != len(self.published):
+            self._ids = {e.event_id for e in self.published}
+        if event.event_id in self._ids:
             return False
+        self._ids.add(event.event_id)
         self.published.append(event if body is None else body.attach(event))
+        self._count = len(self.published)
         return True
 
 

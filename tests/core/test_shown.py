@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from rebal.core.diff import diff_trees
 from rebal.core.market import Prices
-from rebal.core.shown import Projected, ancestors, projected_weights
+from rebal.core.shown import Projected, _at_or_below, ancestors, projected_weights
 from rebal.core.tree import parse_tree
 
 REAL = {
@@ -76,3 +79,17 @@ def test_the_top_level_and_the_sectors_are_shown_with_their_weights_now_and_afte
 def test_a_skip_marks_its_node_and_every_ancestor_only() -> None:
     assert ancestors(["a/b/c", "a/x"]) == {"a", "a/b", "a/b/c", "a/x"}
     assert "a/b" not in ancestors(["a/bc/d"])  # a sibling whose name starts the same is not an ancestor
+
+
+PATHS = st.lists(
+    st.lists(st.sampled_from(["a", "b", "ab", "b c", "a-"]), min_size=1, max_size=4), max_size=12
+)
+
+
+@given(PATHS, st.lists(st.sampled_from(["a", "b", "ab", "b c", "a-"]), min_size=1, max_size=4))
+def test_a_node_is_affected_when_a_skipped_path_is_at_or_below_it(
+    paths: list[list[str]], node: list[str]
+) -> None:
+    skipped = ["/".join(parts) for parts in paths]
+    path = "/".join(node)
+    assert _at_or_below(sorted(skipped), path) == (path in ancestors(skipped))

@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_DOWN, Decimal
@@ -128,22 +129,26 @@ class OrderLimit:
     per_10s: int = 50
     per_day: int = 160_000
     clock: Callable[[], float] = time.monotonic
-    placed: dict[str, list[float]] = field(default_factory=dict)
+    # Per API key, the times of its orders in the last day and in the last 10 s, oldest first: each order
+    # drops what left a window and looks at one entry (filtering whole lists made 100k orders quadratic).
+    placed: dict[str, tuple[deque[float], deque[float]]] = field(default_factory=dict)
     refused: int = field(default=0, init=False)
 
     def admit(self, api_key: str) -> float | None:
         """None when a new order may be placed (it is counted), else the seconds until one may."""
         now = self.clock()
-        times = [t for t in self.placed.get(api_key, []) if now - t < 86_400]
-        self.placed[api_key] = times
-        recent = [t for t in times if now - t < 10]
+        day, recent = self.placed.setdefault(api_key, (deque(), deque()))
+        for times, span in ((day, 86_400), (recent, 10)):
+            while times and now - times[0] >= span:
+                times.popleft()
         if len(recent) >= self.per_10s:
             self.refused += 1
             return 10 - (now - recent[-self.per_10s])
-        if len(times) >= self.per_day:
+        if len(day) >= self.per_day:
             self.refused += 1
-            return 86_400 - (now - times[-self.per_day])
-        times.append(now)
+            return 86_400 - (now - day[-self.per_day])
+        day.append(now)
+        recent.append(now)
         return None
 
 

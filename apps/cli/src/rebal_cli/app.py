@@ -180,6 +180,7 @@ def plan(
         target_tree = load_tree(target, "target")
     except FileError as exc:
         fail(str(exc))
+    batch.settled()
     try:
         diff = diff_trees(
             real_tree, target_tree, price_table, band=band, invest=invest_value, withdraw=withdraw_value

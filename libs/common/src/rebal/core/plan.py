@@ -277,17 +277,28 @@ class Plan:
             else dict(zip(rows.tolist(), account.tolist(), strict=True))
         )
         zero = Decimal(0)
-        step = Decimals.of([m.amount_step for m in markets])
-        fee = Decimals.of([m.fee_rate for m in markets])
+        step = _decimals([m.amount_step for m in markets])
+        fee = _decimals([m.fee_rate for m in markets])
         exchanges = self.diff.tree.accounts
-        price = Decimals.of(
-            [
-                self._est_price(markets[row // 2], row % 2 == 1, exchanges.get(used[row], ("", ""))[0])
-                if row in used
-                else zero
-                for row in range(2 * len(markets))
-            ]
-        )
+        # Markets of several exchanges share a pair (and, at the reference prices, both sides its price).
+        known: dict[tuple[str | bool, ...], Decimal] = {}
+        by_row = []
+        for row in range(2 * len(markets)):
+            if row not in used:
+                by_row.append(zero)
+                continue
+            priced, selling = markets[row // 2], row % 2 == 1
+            exchange = exchanges.get(used[row], ("", ""))[0]
+            key: tuple[str | bool, ...] = (
+                (priced.base, priced.quote, selling, exchange)
+                if self.trading
+                else (priced.base, priced.quote)
+            )
+            found = known.get(key)
+            if found is None:
+                found = known[key] = self._est_price(priced, selling, exchange)
+            by_row.append(found)
+        price = _decimals(by_row)
         amount = times(step.take(market), steps)
         cost = multiply(amount, price.take(rows))
         return OrderColumns(
@@ -361,13 +372,16 @@ class Plan:
         amounts: dict[tuple[int, str], Decimal] = {
             (node, quote): Decimal(0) for node, (_, quote) in tree.accounts.items()
         }
-        wallets = np.flatnonzero(tree.wallet & (tree.account_of >= 0) & (diff.asset_id >= 0)).tolist()
-        for node in wallets:
-            account = int(tree.account_of[node])
-            asset = diff.asset_names[int(diff.asset_id[node])]
-            index = int(tree.real_index[node])
-            if asset == tree.accounts[account][1] and index >= 0:
-                amounts[(account, asset)] += tree.real.exact_amount(index) - tree.real.exact_locked(index)
+        # The real wallets holding their account's quote (every other wallet was a loop turn for nothing).
+        held = diff.cash & (tree.account_of >= 0) & (diff.asset_id >= 0) & (tree.real_index >= 0)
+        for account, asset_id, index in zip(
+            tree.account_of[held].tolist(),
+            diff.asset_id[held].tolist(),
+            tree.real_index[held].tolist(),
+            strict=True,
+        ):
+            asset = diff.asset_names[asset_id]
+            amounts[(account, asset)] += tree.real.exact_amount(index) - tree.real.exact_locked(index)
         by_path = {tree.path(node): node for node in tree.accounts}
         for transfer in self.transfers:
             source, destination = by_path[transfer.source], by_path[transfer.destination]
@@ -448,6 +462,14 @@ class Flows:
     first_in: dict[int, int]
 
 
+def _decimals(values: list[Decimal]) -> Decimals:
+    """`Decimals.of` made once per distinct value as written (its text): a plan's steps, fees and prices
+    repeat across its markets."""
+    index: dict[str, int] = {}
+    codes = [index.setdefault(text, len(index)) for text in map(str, values)]
+    return Decimals.of([Decimal(text) for text in index]).take(np.array(codes, dtype=np.int64))
+
+
 def _account_rank(accounts: dict[int, tuple[str, str]]) -> dict[int, int]:
     return {node: rank for rank, node in enumerate(sorted(accounts))}
 
@@ -483,7 +505,9 @@ def plan_trading(
     groups = _Groups.build(diff, markets, trading, min_trade_value)
     _refuse_unreachable(diff, groups)
     legs: list[_Leg] = []
-    count = len(diff.tree)
+    # Money is counted per account, one slot each in tree order (`groups.slot`), not per node: a few
+    # thousand accounts among a million nodes.
+    slots = groups.accounts.size
     pricer = _Pricer(diff, trading)
     skip_code = np.where(groups.no_market, NO_MARKET_CODE, 0).astype(np.int64)
     skip_symbol: dict[int, str] = {}
@@ -499,9 +523,9 @@ def plan_trading(
     skip_symbol.update({g: groups.route_of(g).legs[0].symbol for g in np.flatnonzero(small).tolist()})
     routed = groups.routed & ~small
     proceeds = np.bincount(
-        groups.account[emitted & groups.sells],
+        groups.slot[emitted & groups.sells],
         weights=(cost * (1 - groups.fee))[emitted & groups.sells],
-        minlength=count,
+        minlength=slots,
     )
     for g in np.flatnonzero(routed & groups.sells).tolist():
         route, exchange = groups.route_of(g), groups.exchange_of(g)
@@ -511,24 +535,24 @@ def plan_trading(
         if isinstance(sold, str):
             skip_code[g], skip_symbol[g] = REASON_CODES[sold], route.legs[0].symbol
             continue
-        proceeds[groups.account[g]] += sold[1]
+        proceeds[groups.slot[g]] += sold[1]
         legs.extend(groups.legs(g, SELL, sold[0]))
 
     # Phase 2: buys, funded by free quote + net sale proceeds + transfers in - transfers out.
     buys = emitted & ~groups.sells
-    wanted = np.bincount(groups.account[buys], weights=(cost * (1 + groups.fee))[buys], minlength=count)
-    reserve = np.zeros(count)
+    wanted = np.bincount(groups.slot[buys], weights=(cost * (1 + groups.fee))[buys], minlength=slots)
+    reserve = np.zeros(slots)
     routed_buys = np.flatnonzero(routed & ~groups.sells).tolist()
     for g in routed_buys:
         route, exchange = groups.route_of(g), groups.exchange_of(g)
         bought = _routed_buy(pricer, exchange, route, float(groups.raw[g]), 1.0, int(groups.path_node[g]))
         if isinstance(bought, str):
             continue
-        wanted[groups.account[g]] += bought[1]
+        wanted[groups.slot[g]] += bought[1]
         # Room for the intermediate legs rounding up by one step after scaling.
-        reserve[groups.account[g]] += _route_reserve(pricer, exchange, route)
+        reserve[groups.slot[g]] += _route_reserve(pricer, exchange, route)
     cash = groups.free_quote + proceeds
-    moved = _transfers(diff, groups.quote_id, cash - wanted - reserve, trading)
+    moved = _transfers(diff, groups.accounts, groups.quote_id, cash - wanted - reserve, trading)
     transfer_in, transfer_out = moved.transfer_in, moved.transfer_out
     budget = cash + transfer_in - transfer_out - reserve
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -537,23 +561,23 @@ def plan_trading(
         scale = np.where(wanted > usable, usable * (1 - BUDGET_SAFETY) / wanted, 1.0)
     scale = np.clip(np.where(np.isnan(scale), 0.0, scale), 0.0, 1.0)
 
-    squeezed = buys & (scale[groups.account] < 1.0)
+    squeezed = buys & (scale[groups.slot] < 1.0)
     if squeezed.any():
-        steps[squeezed] = np.floor(steps[squeezed] * scale[groups.account[squeezed]]).astype(np.int64)
+        steps[squeezed] = np.floor(steps[squeezed] * scale[groups.slot[squeezed]]).astype(np.int64)
         cost = steps * groups.step * groups.price
         dropped = squeezed & (groups.reasons(steps, cost) != 0)
         skip_code[dropped] = INSUFFICIENT_QUOTE_CODE
         emitted &= ~dropped
-    routed_spent = np.zeros(count)
+    routed_spent = np.zeros(slots)
     for g in routed_buys:
         route, exchange = groups.route_of(g), groups.exchange_of(g)
-        factor = float(scale[groups.account[g]])
+        factor = float(scale[groups.slot[g]])
         bought = _routed_buy(pricer, exchange, route, float(groups.raw[g]), factor, int(groups.path_node[g]))
         if isinstance(bought, str):
             skip_code[g] = INSUFFICIENT_QUOTE_CODE if factor < 1.0 else REASON_CODES[bought]
             skip_symbol[g] = route.legs[0].symbol
             continue
-        routed_spent[groups.account[g]] += bought[1]
+        routed_spent[groups.slot[g]] += bought[1]
         legs.extend(groups.legs(g, BUY, bought[0]))
     cost = steps * groups.step * groups.price
     raised = _raise_small_buys(groups, steps, cost, emitted, skip_code, usable, routed_spent)
@@ -567,11 +591,9 @@ def plan_trading(
 
     chosen = np.flatnonzero(emitted)
     phase = np.where(groups.sells[chosen], SELL_PHASE, BUY_PHASE)
-    order = np.lexsort((groups.asset[chosen], groups.rank_of[groups.account[chosen]], phase))
+    order = np.lexsort((groups.asset[chosen], groups.slot[chosen], phase))
     skipped = np.flatnonzero(skip_code)
-    skip_order = np.lexsort(
-        (groups.asset[skipped], groups.path_node[skipped], groups.rank_of[groups.account[skipped]])
-    )
+    skip_order = np.lexsort((groups.asset[skipped], groups.path_node[skipped], groups.slot[skipped]))
     rows = skipped[skip_order]
     skips = Skips(
         node=groups.path_node[rows],
@@ -596,7 +618,13 @@ def plan_trading(
         trading=trading,
         direct_group=chosen if trading is not None else None,
     )
-    return plan, groups, Flows(wanted.astype(np.float64), (cash - reserve).astype(np.float64), moved.first_in)
+    count = len(diff.tree)
+    flows = Flows(
+        groups.by_node(count, wanted.astype(np.float64)),
+        groups.by_node(count, (cash - reserve).astype(np.float64)),
+        moved.first_in,
+    )
+    return plan, groups, flows
 
 
 # Buys under a market's minimum that may be raised to it (the small-buy policy): under one step, under the
@@ -632,26 +660,24 @@ def _raise_small_buys(
     candidates &= groups.min_steps() * groups.step * groups.value_price >= groups.min_trade_value
     if not candidates.any():
         return raised
-    count = len(usable)
+    slots = len(usable)
     buys = groups.direct & ~groups.sells & (groups.raw > 0)
     asked = np.bincount(
-        groups.account[buys], weights=(groups.raw * groups.price * (1 + groups.fee))[buys], minlength=count
+        groups.slot[buys], weights=(groups.raw * groups.price * (1 + groups.fee))[buys], minlength=slots
     )
     spent = routed_spent + np.bincount(
-        groups.account[emitted & ~groups.sells],
+        groups.slot[emitted & ~groups.sells],
         weights=(cost * (1 + groups.fee))[emitted & ~groups.sells],
-        minlength=count,
+        minlength=slots,
     )
     room = np.minimum(usable * (1 - BUDGET_SAFETY), asked) - spent
     chosen = np.flatnonzero(candidates)
     minimum = (
         groups.min_steps()[chosen] * groups.step[chosen] * groups.price[chosen] * (1 + groups.fee[chosen])
     )
-    order = np.lexsort(
-        (groups.asset[chosen], -groups.desired[chosen], groups.rank_of[groups.account[chosen]])
-    )
+    order = np.lexsort((groups.asset[chosen], -groups.desired[chosen], groups.slot[chosen]))
     chosen, minimum = chosen[order], minimum[order]
-    accounts = groups.account[chosen]
+    accounts = groups.slot[chosen]
     total = np.cumsum(minimum)
     starts = np.flatnonzero(np.r_[True, accounts[1:] != accounts[:-1]])
     before = np.repeat(np.r_[0.0, total][starts], np.diff(np.r_[starts, len(chosen)]))
@@ -699,19 +725,19 @@ class _Groups:
         self, diff: DiffTree, markets: Markets, trading: Trading | None = None, min_trade_value: float = 0.0
     ) -> None:
         tree = diff.tree
-        count = len(tree)
         n_assets = max(len(diff.asset_names), 1)
         self.diff = diff
         self.rank = _account_rank(tree.accounts)
-        self.rank_of = np.full(count, -1, dtype=np.int64)
-        for node, position in self.rank.items():
-            self.rank_of[node] = position
+        # The account nodes in tree order: an account's slot (its rank) indexes the per-account money.
+        self.accounts = np.array(sorted(tree.accounts), dtype=np.int64)
         self.quote_id = diff.account_quote
         account_of = tree.account_of
         own_quote = diff.cash
         tradable = tree.wallet & ~own_quote
         self.free_quote = np.bincount(
-            account_of[own_quote], weights=diff.free_amount[own_quote], minlength=count
+            np.searchsorted(self.accounts, account_of[own_quote]),
+            weights=diff.free_amount[own_quote],
+            minlength=self.accounts.size,
         ).astype(np.float64)
 
         # One stable sort groups every tradable wallet by (account, asset); wallets come in tree order,
@@ -743,6 +769,11 @@ class _Groups:
         self.raw = np.abs(self.net)
         self.sells = self.net < 0
         self.account = keys // n_assets
+        # The keys are sorted, so the groups come account by account: each account's run of groups.
+        runs = np.searchsorted(self.account, self.accounts, side="right") - np.searchsorted(
+            self.account, self.accounts
+        )
+        self.slot = np.repeat(np.arange(self.accounts.size), runs)
         self.asset = keys % n_assets
         first = np.full(all_keys.size, -1, dtype=np.int64)
         first[member_of[present][::-1]] = nodes[present][::-1]
@@ -761,7 +792,8 @@ class _Groups:
         exchanges = sorted({exchange for exchange, _ in tree.accounts.values()})
         self.exchanges = exchanges
         exchange_id = {name: i for i, name in enumerate(exchanges)}
-        account_exchange = np.full(count, -1, dtype=np.int64)
+        # Per account node (where.py reads it by node), the account's exchange.
+        account_exchange = np.full(len(tree), -1, dtype=np.int64)
         for node, (exchange, _) in tree.accounts.items():
             account_exchange[node] = exchange_id[exchange]
         self.account_exchange = account_exchange
@@ -839,6 +871,12 @@ class _Groups:
     def exchange_of(self, g: int) -> str:
         return self.exchanges[int(self.account_exchange[self.account[g]])]
 
+    def by_node(self, count: int, values: FloatArray) -> FloatArray:
+        """Per-slot `values` laid out per node (0 on nodes that are no account)."""
+        out = np.zeros(count)
+        out[self.accounts] = values
+        return out
+
     def size_direct(self) -> tuple[IntArray, FloatArray]:
         """Whole steps for the direct groups: truncated; a sell never exceeds the exact free amount."""
         steps = np.zeros(self.size, dtype=np.int64)
@@ -858,9 +896,15 @@ class _Groups:
         # k - 1e-12: count the steps in exact decimals there, so a sell never exceeds the balance.
         counts = self.free / self.step
         near = np.abs(counts - np.round(counts)) <= np.maximum(NEAR_WHOLE, counts * STEP_RELATIVE * 10)
-        for g in np.flatnonzero(capped & near).tolist():
-            market = self.direct_markets[int(self.combo[g])]
-            steps[g] = min(int(wanted[g]), floor_steps(self.exact_free(g), market.amount_step))
+        exact = np.flatnonzero(capped & near)
+        for g, combo, most, free in zip(
+            exact.tolist(),
+            self.combo[exact].tolist(),
+            wanted[exact].tolist(),
+            self.exact_frees(exact),
+            strict=True,
+        ):
+            steps[g] = min(int(most), floor_steps(free, self.direct_markets[combo].amount_step))
         return steps, steps * self.step * self.price
 
     def min_steps(self) -> IntArray:
@@ -882,6 +926,15 @@ class _Groups:
 
     def exact_free(self, g: int) -> Decimal:
         return self._members.exact_free(int(self._position[g])) + self._extra.get(g, Decimal(0))
+
+    def exact_frees(self, groups: IntArray) -> list[Decimal]:
+        """`exact_free` of each of `groups` (a sell of every wallet's whole amount asks for thousands)."""
+        frees = self._members.exact_frees(self._position[groups])
+        if self._extra:
+            frees = [
+                free + self._extra.get(g, Decimal(0)) for g, free in zip(groups.tolist(), frees, strict=True)
+            ]
+        return frees
 
     def route_of(self, g: int) -> Route:
         route = self.routes[int(self.combo[g])]
@@ -1053,6 +1106,20 @@ class _Members:
         self._bounds = bounds
         self._diff = diff
 
+    def exact_frees(self, groups: IntArray) -> list[Decimal]:
+        """`exact_free` of each of `groups`: a group of one wallet (nearly all) read at once."""
+        tree = self._diff.tree
+        starts, ends = self._bounds[groups], self._bounds[groups + 1]
+        single = ends - starts == 1
+        index = np.where(single, tree.real_index[self._nodes[np.where(single, starts, 0)]], -1)
+        real, zero = tree.real, Decimal(0)
+        return [
+            (real.exact_amount(i) - real.exact_locked(i) if i >= 0 else zero)
+            if one
+            else self.exact_free(group)
+            for group, one, i in zip(groups.tolist(), single.tolist(), index.tolist(), strict=True)
+        ]
+
     def exact_free(self, group: int) -> Decimal:
         """The exact free amount, from the decimal texts of the real tree."""
         tree = self._diff.tree
@@ -1160,24 +1227,28 @@ class _Moved:
     first_in: dict[int, int]
 
 
-def _transfers(diff: DiffTree, quote_id: IntArray, spare: FloatArray, trading: Trading | None) -> _Moved:
+def _transfers(
+    diff: DiffTree, accounts: IntArray, quote_id: IntArray, spare: FloatArray, trading: Trading | None
+) -> _Moved:
     """Accounts given more or less than they hold: match surpluses to deficits, largest first.
 
     A transfer carries the source account's quote asset and never exceeds `spare`: the quote the source
     will hold after its sells (net of fees) and its own buys. What is left unmatched is money entering
     (`invest`) or leaving (`withdraw`) the portfolio: it counts toward the account's budget but is no
-    transfer. Returns the transfers and, per account in its quote units, what comes in and goes out.
+    transfer. Returns the transfers and, per account in its quote units, what comes in and goes out
+    (`spare` and these are per slot: the account's place in `accounts`, its nodes in tree order).
 
     Trading with moves, each move is a transfer of its asset (listed first) whose value no longer needs
     money to follow it. With a network file a money transfer takes the cheapest open network its amount
     clears (the destination receives the amount less the fee); one that none allows is not made, and is
     reported skipped.
     """
-    count = len(diff.tree)
-    transfer_in = np.zeros(count)
-    transfer_out = np.zeros(count)
+    account_nodes = accounts.tolist()
+    slot = {node: i for i, node in enumerate(account_nodes)}
+    # Python floats, summed in the same order as numpy's would be (a numpy scalar per += cost more).
+    transfer_in = [0.0] * len(account_nodes)
+    transfer_out = [0.0] * len(account_nodes)
     tolerance = VALUE_EPSILON * diff.scale
-    account_nodes = sorted(diff.tree.accounts)
     moves = trading.moves if trading is not None else ()
     shift: dict[int, float] = defaultdict(float)
     transfers = [_moved(diff, move) for move in moves]
@@ -1185,14 +1256,19 @@ def _transfers(diff: DiffTree, quote_id: IntArray, spare: FloatArray, trading: T
         value = float(move.amount) * float(diff.prices.get(move.asset) or 0)
         shift[move.source] -= value
         shift[move.destination] += value
+    # Read per account at once (a numpy scalar per account and column took more than the matching).
+    gaps = (diff.current_value[accounts] - diff.desired_value[accounts]).tolist()
+    active = (diff.operation[accounts] != HOLD).tolist()
     excess = {
-        node: float(diff.current_value[node] - diff.desired_value[node]) + shift.get(node, 0.0)
-        for node in account_nodes
-        if diff.operation[node] != HOLD
+        node: gap + shift.get(node, 0.0)
+        for node, gap, trades in zip(account_nodes, gaps, active, strict=True)
+        if trades
     }
     sources = sorted(((v, n) for n, v in excess.items() if v > tolerance), key=lambda x: (-x[0], x[1]))
     sinks = sorted(((-v, n) for n, v in excess.items() if v < -tolerance), key=lambda x: (-x[0], x[1]))
-    quote_price = {node: float(diff.asset_price[int(quote_id[node])]) for node in account_nodes}
+    quotes = quote_id[accounts]
+    quote_price = dict(zip(account_nodes, diff.asset_price[quotes].tolist(), strict=True))
+    quote_name = dict(zip(account_nodes, [diff.asset_names[q] for q in quotes.tolist()], strict=True))
     remaining_out = {n: v for v, n in sources}
     remaining_in = {n: v for v, n in sinks}
     matched: list[tuple[int, int, float]] = []
@@ -1212,14 +1288,16 @@ def _transfers(diff: DiffTree, quote_id: IntArray, spare: FloatArray, trading: T
     for source, _, value in matched:
         planned[source] += value
     ratio = {
-        source: min(1.0, max(float(spare[source]), 0.0) * quote_price[source] / value) if value > 0 else 0.0
+        source: min(1.0, max(float(spare[slot[source]]), 0.0) * quote_price[source] / value)
+        if value > 0
+        else 0.0
         for source, value in planned.items()
     }
     networks = trading.networks if trading is not None else None
     skipped: list[TransferSkip] = []
     first_in: dict[int, int] = {}
     for source, sink, value in matched:
-        asset = diff.asset_names[int(quote_id[source])]
+        asset = quote_name[source]
         price = diff.prices.get(asset)
         assert price is not None, "quote prices are checked by diff_trees"
         wanted = DERIVED.divide(DERIVED.create_decimal_from_float(value * ratio[source]), price)
@@ -1247,14 +1325,14 @@ def _transfers(diff: DiffTree, quote_id: IntArray, spare: FloatArray, trading: T
             )
         )
         moved = float(amount * price)
-        transfer_out[source] += moved / quote_price[source]
-        transfer_in[sink] += (moved - float(fee * price)) / quote_price[sink]
+        transfer_out[slot[source]] += moved / quote_price[source]
+        transfer_in[slot[sink]] += (moved - float(fee * price)) / quote_price[sink]
     # Unmatched deficits are funded by new money (invest); unmatched surpluses leave (withdraw).
     for node, value in remaining_in.items():
-        transfer_in[node] += max(value, 0.0) / quote_price[node]
+        transfer_in[slot[node]] += max(value, 0.0) / quote_price[node]
     for node, value in remaining_out.items():
-        transfer_out[node] += max(value, 0.0) / quote_price[node]
-    return _Moved(transfers, transfer_in, transfer_out, skipped, first_in)
+        transfer_out[slot[node]] += max(value, 0.0) / quote_price[node]
+    return _Moved(transfers, np.array(transfer_in), np.array(transfer_out), skipped, first_in)
 
 
 def _moved(diff: DiffTree, move: Move) -> Transfer:

@@ -8,6 +8,7 @@ the diff again to show it.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterable
 from decimal import Decimal
 from typing import NamedTuple
@@ -24,7 +25,8 @@ GROUP_KINDS = frozenset({"sector", "strategy"})
 
 def shown_nodes(tree: UnionTree) -> IntArray:
     """Indices of the depth-1 nodes and the sector/strategy nodes, in tree order."""
-    grouped = np.fromiter((kind in GROUP_KINDS for kind in tree.kinds), dtype=bool, count=len(tree.kinds))
+    codes = tree.kind_codes
+    grouped = np.isin(codes.ids, [code for code, kind in enumerate(codes.vocabulary) if kind in GROUP_KINDS])
     return np.flatnonzero((tree.depth == 1) | grouped)
 
 
@@ -54,7 +56,9 @@ def ancestors(paths: Iterable[str]) -> set[str]:
 def projected_weights(diff: DiffTree, skipped_paths: Iterable[str]) -> list[Projected]:
     """Each shown node's weight now and after the plan (weights to `WEIGHT_PLACES`, exact decimals)."""
     tree = diff.tree
-    affected = ancestors(skipped_paths)
+    # Sorted, the paths at or below a node's path follow it: one look-up per shown node (a few dozen),
+    # not every ancestor of every skipped path (thousands) into a set.
+    skipped = sorted(skipped_paths)
     rows = []
     for node in shown_nodes(tree).tolist():
         path = tree.path(node)
@@ -63,7 +67,16 @@ def projected_weights(diff: DiffTree, skipped_paths: Iterable[str]) -> list[Proj
                 path,
                 Decimal(weight_str(float(diff.current_weight[node]))),
                 Decimal(weight_str(float(diff.desired_weight[node]))),
-                path in affected,
+                _at_or_below(skipped, path),
             )
         )
     return rows
+
+
+def _at_or_below(paths: list[str], path: str) -> bool:
+    """Whether sorted `paths` hold `path` or a path below it (``path/...``)."""
+    at = bisect_left(paths, path)
+    if at < len(paths) and paths[at] == path:
+        return True
+    below = bisect_left(paths, path + PATH_SEP, at)
+    return below < len(paths) and paths[below].startswith(path + PATH_SEP)

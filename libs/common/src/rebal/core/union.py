@@ -3,9 +3,11 @@ what the diff, the plan and the policies walk."""
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
+from itertools import chain
+from typing import TypeVar, overload
 
 import numpy as np
 
@@ -24,6 +26,53 @@ from rebal.core.tree import (
     by_level,
 )
 
+T = TypeVar("T")
+
+
+class Appended(Sequence[T]):
+    """A list followed by a few more items, without copying the list: the union's names and kinds are
+    the real tree's (a million at a million wallets) and the desired-only nodes'. A copy would be a new
+    million-slot list for the garbage collector to walk at every collection while it lives (some 30 ms
+    each at a million nodes) and 8 MB of fresh memory per plan."""
+
+    __slots__ = ("_head", "_tail")
+
+    def __init__(self, head: Sequence[T], tail: list[T]) -> None:
+        self._head = head
+        self._tail = tail
+
+    def __len__(self) -> int:
+        return len(self._head) + len(self._tail)
+
+    @overload
+    def __getitem__(self, index: int) -> T: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[T]: ...
+    def __getitem__(self, index: int | slice) -> T | Sequence[T]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        try:  # nearly every node is the real tree's
+            if index >= 0:
+                return self._head[index]
+        except IndexError:
+            pass
+        head = len(self._head)
+        if index < 0:
+            index += len(self)
+        if 0 <= index < head:
+            return self._head[index]
+        if head <= index < head + len(self._tail):
+            return self._tail[index - head]
+        raise IndexError(index)
+
+    def __iter__(self) -> Iterator[T]:
+        return chain(self._head, self._tail)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
 
 @dataclass(frozen=True, eq=False)
 class UnionTree:
@@ -32,8 +81,8 @@ class UnionTree:
     Parents always precede their children. `real_index`/`target_index` map back (-1 where absent).
     """
 
-    names: list[str]
-    kinds: list[str | None]
+    names: Sequence[str]
+    kinds: Sequence[str | None]
     name_codes: Categorical
     kind_codes: Categorical
     asset_codes: Categorical
@@ -162,8 +211,8 @@ def union(real: Tree, target: Tree, default_quote: str) -> UnionTree:
             exchanges[n_real + offset] = target.exchange[j]
 
     tree = UnionTree(
-        names=real.names + [target.names[j] for j in new_nodes],
-        kinds=real.kinds + [target.kinds[j] for j in new_nodes],
+        names=Appended(real.names, [target.names[j] for j in new_nodes]),
+        kinds=Appended(real.kinds, [target.kinds[j] for j in new_nodes]),
         name_codes=real.name_codes.joined(target.name_codes, new)[0],
         kind_codes=real.kind_codes.joined(target.kind_codes, new)[0],
         asset_codes=asset_codes,
