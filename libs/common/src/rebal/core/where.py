@@ -333,17 +333,27 @@ def round_trips(diff: DiffTree, trading: Trading) -> tuple[Move, ...]:
         destination_of, left_b = account[buyers[b0:b1]].tolist(), net[buyers[b0:b1]].tolist()
         sell, sold = sell_rate[s0:s1].tolist(), sell_known[s0:s1].tolist()
         buy, bought = buy_rate[b0:b1].tolist(), buy_known[b0:b1].tolist()
+        # Per pair of exchanges, the cheapest open way's fee (as a float; None: no way), found once.
+        first_fee: dict[tuple[str, str], float | None] = {}
         i = j = 0
         while i < len(left_s) and j < len(left_b):
             amount = min(left_s[i], left_b[j])
             left_s[i] -= amount
             left_b[j] -= amount
             if sold[i] and bought[j]:
+                gain = (1 - sell[i]) + (buy[j] - 1)
                 source, destination = source_of[i], destination_of[j]
-                way = (tree.accounts[source][0], tree.accounts[destination][0])
-                move = _round_trip(networks, name, price, source, destination, way, amount, sell[i], buy[j])
-                if move is not None:
-                    moves.append(move)
+                exchanges = (tree.accounts[source][0], tree.accounts[destination][0])
+                if exchanges not in first_fee:
+                    first_fee[exchanges] = _first_fee(networks, exchanges, name)
+                fee = first_fee[exchanges]
+                # No way is cheaper than the first: a round trip worth less than its fee (with room for
+                # the amount's rounding to 12 places and float noise) is never made a move, and needs no
+                # exact amount.
+                if fee is not None and gain > 0 and fee < (amount + ROUNDING) * (1 + FLOAT_ROOM) * gain:
+                    move = _round_trip(networks, name, price, source, destination, exchanges, amount, gain)
+                    if move is not None:
+                        moves.append(move)
             if left_s[i] * price <= tolerance:
                 i += 1
             if left_b[j] * price <= tolerance:
@@ -375,6 +385,12 @@ def _account_rates(
     return rate[inverse], known[inverse]
 
 
+def _first_fee(networks: Networks, exchanges: tuple[str, str], name: str) -> float | None:
+    """The fee of the cheapest open way between two exchanges for asset `name`, or None: no way."""
+    ways = networks.ways(*exchanges, name)
+    return None if isinstance(ways, str) else float(ways[0].fee)
+
+
 def _round_trip(
     networks: Networks,
     name: str,
@@ -383,26 +399,18 @@ def _round_trip(
     destination: int,
     exchanges: tuple[str, str],
     amount: float,
-    sell: float,
-    buy: float,
+    gain: float,
 ) -> Move | None:
-    """The move replacing `amount` sold at `source` (net bid `sell`) and bought at `destination` (gross
-    ask `buy`), or None where no network takes it or its fee is not below the round trip's cost."""
-    ways = networks.ways(*exchanges, name)
-    if isinstance(ways, str):
-        return None
-    # No way is cheaper than the first: a round trip worth less than its fee (with room for the amount's
-    # rounding to 12 places and float noise) is never made a move, and needs no exact amount.
-    gain = (1 - sell) + (buy - 1)
-    if gain <= 0 or float(ways[0].fee) >= (amount + ROUNDING) * (1 + FLOAT_ROOM) * gain:
-        return None
+    """The move replacing `amount` sold at `source` and bought at `destination`, the round trip costing
+    `gain` (net bid's and gross ask's distances from the reference, shares of it), or None where no
+    network takes the exact amount or its fee is not below the round trip's cost."""
     exact = default_steps_of(amount)
     if exact <= 0:
         return None
     way = networks.choose(*exchanges, name, exact)
     if isinstance(way, str):
         return None
-    round_trip = float(exact) * price * ((1 - sell) + (buy - 1))
+    round_trip = float(exact) * price * gain
     fee = float(way.fee) * price
     if fee >= round_trip:
         return None
