@@ -23,6 +23,7 @@ ask is lower) and ``funding`` (money the target gives another account).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from functools import cached_property
 from typing import TypeVar
 
@@ -526,9 +527,14 @@ def _priced(plan: Plan, groups: _Groups, trading: Trading) -> _Priced:
 
 def _withdrawal_fees(plan: Plan) -> float:
     prices = plan.diff.prices
+    # Thousands of transfers, a few (asset, fee) pairs: each valued once, summed in transfer order.
+    valued: dict[tuple[str, Decimal], float] = {}
     total = 0.0
     for transfer in plan.transfers:
-        total += float(transfer.fee) * float(prices.get(transfer.asset) or 0)
+        key = (transfer.asset, transfer.fee)
+        if key not in valued:
+            valued[key] = float(transfer.fee) * float(prices.get(transfer.asset) or 0)
+        total += valued[key]
     return total
 
 
