@@ -37,7 +37,7 @@ from rebal.core.networks import Networks
 from rebal.core.numbers import VALUE_EPSILON, default_steps_of
 from rebal.core.plan import Flows, Notes, Plan, _Groups, plan_trading
 from rebal.core.trading import Move, Trading, VenuePrices
-from rebal.core.tree import BANK, BoolArray, FloatArray, IntArray, with_wallets
+from rebal.core.tree import BANK, BoolArray, FloatArray, IntArray, contains, with_wallets
 from rebal.core.union import UnionTree
 
 BEST_BID = "best_bid"
@@ -181,13 +181,13 @@ def _place(diff: DiffTree, resolved: pools.Resolved) -> DiffTree:
     moved_to = np.array([move.destination * n_assets + ids[move.asset] for move in resolved.moves], np.int64)
     # Wanted: the cells held or moved to, then each account's money; new where no wallet holds it yet,
     # each once (at its first place).
-    cell = (resolved.desired > 0) | np.isin(cells.account * n_assets + cells.asset, moved_to)
+    cell = (resolved.desired > 0) | contains(moved_to, cells.account * n_assets + cells.asset)
     money = resolved.money > 0
     pool = np.concatenate((cells.pool[cell], accounts.pool[money]))
     account = np.concatenate((cells.account[cell], accounts.account[money]))
     asset = np.concatenate((cells.asset[cell], diff.account_quote[accounts.account[money]]))
     keys = (pool * size + account) * n_assets + asset
-    new = np.flatnonzero(~np.isin(keys, held))
+    new = np.flatnonzero(~contains(held, keys))
     new = new[np.sort(np.unique(keys[new], return_index=True)[1])]
     if not new.size:
         return with_desired(diff, _desired(diff, resolved, member, wallets))
@@ -220,9 +220,9 @@ def _free_names(tree: UnionTree, parent: IntArray, names: list[str]) -> list[str
     index = {name: code for code, name in enumerate(vocabulary.vocabulary)}
     codes = np.array([index.get(name, -1) for name in names], dtype=np.int64)
     size = len(vocabulary.vocabulary) + 1
-    children = np.flatnonzero(np.isin(tree.parent, parent))
+    children = np.flatnonzero(contains(parent, tree.parent))
     held = tree.parent[children] * size + vocabulary.ids[children]
-    clash = (codes >= 0) & np.isin(parent * size + codes, held)
+    clash = (codes >= 0) & contains(held, parent * size + codes)
     if not clash.any() and len(set(zip(parent.tolist(), names, strict=True))) == len(names):
         return names
     taken = set(
@@ -312,7 +312,7 @@ def round_trips(diff: DiffTree, trading: Trading) -> tuple[Move, ...]:
         found, at = _lookup(unique, np.arange(unique.size), shifted)
         np.add.at(net, at[found], shift[found])
     account, asset = unique // n_assets, unique % n_assets
-    ours = ~np.isin(account, list(trading.banks))
+    ours = ~contains(_nodes(trading.banks), account)
     # Sellers and buyers of each asset, largest first (then by account: accounts rank in node order).
     sellers = np.flatnonzero(ours & (net < 0))
     sellers = sellers[np.lexsort((account[sellers], net[sellers], asset[sellers]))]
@@ -647,7 +647,7 @@ def _savings(
             )
             if rate is not None:
                 values[i], known[i] = rate, True
-    bank = np.isin(account, list(trading.banks))
+    bank = contains(_nodes(trading.banks), account)
     found, plain_bid = _lookup(pooled.plain_keys, pooled.plain_bid, key)
     plain_ask = _lookup(pooled.plain_keys, pooled.plain_ask, key)[1]
     decided = np.where(sell, plain_bid, plain_ask)
@@ -672,3 +672,7 @@ def _lookup(keys: IntArray, values: npt.NDArray[G], query: IntArray) -> tuple[Bo
 
 def _member(keys: IntArray, query: IntArray) -> BoolArray:
     return _lookup(keys, keys, query)[0]
+
+
+def _nodes(nodes: frozenset[int]) -> IntArray:
+    return np.fromiter(nodes, dtype=np.int64, count=len(nodes))
