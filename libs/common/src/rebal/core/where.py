@@ -223,7 +223,10 @@ def _free_names(tree: UnionTree, parent: IntArray, names: list[str]) -> list[str
     children = np.flatnonzero(contains(parent, tree.parent))
     held = tree.parent[children] * size + vocabulary.ids[children]
     clash = (codes >= 0) & contains(held, parent * size + codes)
-    if not clash.any() and len(set(zip(parent.tolist(), names, strict=True))) == len(names):
+    # Each (parent, name) once among the added: ids of the few distinct names, no tuple per wallet.
+    distinct = {name: i for i, name in enumerate(dict.fromkeys(names))}
+    pairs = parent * len(distinct) + np.fromiter(map(distinct.__getitem__, names), np.int64, len(names))
+    if not clash.any() and np.unique(pairs).size == len(names):
         return names
     taken = set(
         zip(tree.parent[children].tolist(), [tree.names[child] for child in children.tolist()], strict=True)
