@@ -217,3 +217,40 @@ def test_the_exchange_comes_from_the_nearest_exchange_ancestor() -> None:
     target = folder("root", folder("kraken", weight=1))
     _, _, out = run(real, target, prices(SOL="100"), invest=100.0)
     assert [(o["exchange"], o["amount"]) for o in out["orders"]] == [("kraken", "1")]
+
+
+def test_a_prepared_shape_diffs_exactly_as_diff_trees_at_other_amounts_and_prices() -> None:
+    """`DiffShape` (the match made once, as a replay does) is `diff_trees` for the same nodes: other
+    amounts (one of them zero), the same locks, other prices."""
+    import numpy as np
+
+    from rebal.core.diff import DiffShape, diff_trees
+    from rebal.core.market import Prices
+    from rebal.core.tree import parse_tree
+
+    def real(btc: str, eth: str, usdt: str) -> dict:
+        lock = [{"owner": "bot", "amount": "0.1"}]
+        return folder(
+            "root",
+            account("acc", wallet("btc", "BTC", btc, locks=lock), wallet("eth", "ETH", eth)),
+            account("cash", wallet("usdt", "USDT", usdt)),
+        )
+
+    target = parse_tree(
+        folder(
+            "root",
+            folder("acc", wallet("btc", "BTC", weight=0.5), wallet("sol", "SOL", weight=0.5), weight=0.7),
+            folder("cash", wallet("usdt", "USDT", weight=1), weight=0.3),
+        ),
+        "target",
+    )
+    first = Prices.parse(PRICES)
+    shape = DiffShape.of(parse_tree(real("1", "2", "100"), "real"), target, first)
+    later = Prices.parse(prices(BTC="61000.5", ETH="2900", SOL="120"))
+    held = parse_tree(real("0.5", "0", "5000"), "real")
+    table = np.array([float(later.get(name) or 0) for name in shape.asset_names])
+    prepared, plain = shape.diff(held, later, table), diff_trees(held, target, later)
+    for name in ("current_value", "desired_value", "desired_weight", "operation", "desired_free_amount"):
+        assert np.array_equal(getattr(prepared, name), getattr(plain, name)), name
+    assert prepared.tree.paths() == plain.tree.paths()
+    assert prepared.asset_names == plain.asset_names

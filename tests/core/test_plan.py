@@ -421,3 +421,25 @@ def test_a_routed_order_worth_less_than_min_trade_value_is_not_routed() -> None:
             "reason": "below_min_trade_value",
         }
     ]
+
+
+def test_one_markets_object_plans_each_portfolio_with_its_own_assets_markets() -> None:
+    """The planner remembers route tables per `Markets` (a replay plans hundreds of times with one); two
+    portfolios whose (exchange, quote, asset) keys coincide as numbers (BTC and ETH are both asset 0 of
+    their own diff) still get their own markets."""
+    markets = Markets.parse({"ex": {"BTC/USDT": market(step="7"), "ETH/USDT": market(step="3")}})
+    plans = []
+    for asset in ("BTC", "ETH", "BTC"):
+        real = folder("root", account("acc", wallet("coin", asset, "0"), wallet("usdt", "USDT", "10000")))
+        target = folder(
+            "root",
+            folder("acc", wallet("coin", asset, weight=0.5), wallet("usdt", "USDT", weight=0.5), weight=1),
+        )
+        diff = diff_trees(parse_tree(real, "real"), parse_tree(target, "target"), Prices.parse(PRICES))
+        plans.append([(o.symbol, o.amount) for o in plan_rebalance(diff, markets).orders()])
+    # 5000 USDT at 100 / 10 (no fee), truncated to the step: 49 BTC (7 steps of 7), 498 ETH (166 of 3).
+    assert plans == [
+        [("BTC/USDT", Decimal("49"))],
+        [("ETH/USDT", Decimal("498"))],
+        [("BTC/USDT", Decimal("49"))],
+    ]

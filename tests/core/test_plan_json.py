@@ -62,6 +62,22 @@ def test_any_slice_size_gives_the_same_text(monkeypatch: pytest.MonkeyPatch, row
     assert_same_json(plan)
 
 
+class ClosedPipe(io.BytesIO):
+    """Standard output piped into a reader that has gone (`rebal plan --json | head`): the second
+    write fails."""
+
+    def write(self, data: Any) -> int:
+        if self.tell():
+            raise BrokenPipeError(32, "Broken pipe")
+        return super().write(data)
+
+
+def test_a_write_that_fails_behind_is_raised_to_the_caller(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(render, "CHUNK_ROWS", 2)  # many chunks, written one by one by the writer thread
+    with pytest.raises(BrokenPipeError):
+        render.write_plan_json(example_plan(), ClosedPipe(), pretty=False)
+
+
 def example_plan(**changes: Any) -> Plan:
     docs = {
         name: json.loads((EXAMPLES / f"{name}.json").read_text()) for name in ("real", "target", "prices")
@@ -95,6 +111,12 @@ def test_names_are_escaped_as_json_escapes_them(name: str) -> None:
     )
     plan = run(real, target, prices(BTC="100"))[1]
     assert_same_json(plan)
+
+
+def test_a_real_tree_without_wallets_prints_as_the_naive_rendering() -> None:
+    real = folder("root", account("acc", exchange="ex"))
+    target = folder("root", account("acc", wallet("btc", "BTC", weight="100%"), weight="1"))
+    assert_same_json(run(real, target, prices(BTC="100"))[1])
 
 
 def test_a_tree_at_the_depth_limit_prints_its_paths_whole() -> None:

@@ -14,9 +14,10 @@ and `diff_json` are the same text read back into dicts, so every output says the
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -26,7 +27,7 @@ from rebal.core.bulk import Decimals, TextMatrix, decimal_texts, float_texts, pl
 from rebal.core.diff import OPERATION_NAMES, SELL, DiffTree
 from rebal.core.numbers import AMOUNT_PLACES, MONEY_PLACES, WEIGHT_PLACES, dec_str, money_str
 from rebal.core.plan import REASONS, TRANSFER, Notes, OrderColumns, Plan, Transfer
-from rebal.core.tree import Categorical, IntArray, Tree, preorder
+from rebal.core.tree import Categorical, IntArray, Tree, pick, preorder
 from rebal.core.union import UnionTree
 
 JsonDict = dict[str, Any]
@@ -39,9 +40,50 @@ def write_plan_json(plan: Plan, out: BinaryIO, *, pretty: bool) -> None:
     if pretty:
         out.write(orjson.dumps(plan_json(plan), option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
         return
-    for chunk in plan_chunks(plan):
-        out.write(chunk)
+    with _WriteBehind(out) as writer:
+        for chunk in plan_chunks(plan):
+            writer.write(chunk)
     out.write(b"\n")
+
+
+class _WriteBehind:
+    """Each chunk written by a thread while the next one is made: writing 600 MB (a million wallets)
+    is a second of copying into the kernel, which runs without the interpreter's lock, beside the
+    numpy work of the next chunk. One chunk at a time, in order; a failed write (a closed pipe) is
+    raised in the caller."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+        self.thread: threading.Thread | None = None
+        self.failure: OSError | ValueError | None = None
+
+    def __enter__(self) -> _WriteBehind:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is None:
+            self._wait()
+        elif self.thread is not None:  # the caller failed: its error is the one raised
+            self.thread.join()
+
+    def write(self, chunk: bytes) -> None:
+        self._wait()
+        self.thread = threading.Thread(target=self._write, args=(chunk,), daemon=True)
+        self.thread.start()
+
+    def _write(self, chunk: bytes) -> None:
+        try:
+            self.out.write(chunk)
+        except (OSError, ValueError) as exc:  # a closed pipe or file: raised in the caller's thread
+            self.failure = exc
+
+    def _wait(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
+        if self.failure is not None:
+            failure, self.failure = self.failure, None
+            raise failure
 
 
 def plan_json(plan: Plan) -> JsonDict:
@@ -58,15 +100,16 @@ def diff_json(diff: DiffTree) -> JsonDict:
 
 def plan_chunks(plan: Plan) -> Iterator[bytes]:
     """``{"diff": NODE, "orders": [...], "transfers": [...], "skipped": [...]}``, compact, in chunks."""
+    paths = _Paths(plan.diff.tree)
     yield b'{"diff":'
-    yield from diff_chunks(plan.diff)
+    yield from diff_chunks(plan.diff, paths)
     yield b',"orders":['
-    yield from _order_chunks(plan)
+    yield from _order_chunks(plan, paths)
     yield b'],"transfers":'
     notes = plan.notes
     yield orjson.dumps([transfer_json(t, notes, i) for i, t in enumerate(plan.transfers)])
     yield b',"skipped":['
-    yield from _skip_chunks(plan)
+    yield from _skip_chunks(plan, paths)
     if notes is None:
         yield b"]}"
         return
@@ -87,24 +130,44 @@ def costs_json(notes: Notes) -> JsonDict:
 
 
 class _Rows:
-    """Rows of text made field by field (each field a `TextMatrix` of the same rows), then joined."""
+    """Rows of text made field by field (each field a `TextMatrix` of the same rows, or a literal every
+    row holds), then joined."""
 
     def __init__(self, count: int) -> None:
         self.count = count
-        self.parts: list[TextMatrix] = []
+        self.parts: list[bytes | TextMatrix] = []
 
     def add(self, *fields: bytes | TextMatrix) -> None:
-        for field in fields:
-            if isinstance(field, bytes):
-                field = np.broadcast_to(np.frombuffer(field, dtype=np.uint8), (self.count, len(field)))  # noqa: PLW2901
-            self.parts.append(field)
+        self.parts.extend(fields)
 
     def matrix(self) -> TextMatrix:
-        return np.concatenate(self.parts, axis=1)
+        """The fields side by side: each copied into its columns as one item of its width a row (numpy
+        copies a (rows, 8) byte matrix into (rows, 8) columns byte by byte: twice as slow)."""
+        widths = [len(part) if isinstance(part, bytes) else part.shape[1] for part in self.parts]
+        offsets = np.cumsum([0, *widths[:-1]]).tolist()
+        kept = [i for i, width in enumerate(widths) if width]
+        if not kept:
+            return np.zeros((self.count, 0), dtype=np.uint8)
+        row = np.dtype(
+            {
+                "names": [f"f{i}" for i in kept],
+                "formats": [f"V{widths[i]}" for i in kept],
+                "offsets": [offsets[i] for i in kept],
+                "itemsize": sum(widths),
+            }
+        )
+        made = np.empty(self.count, dtype=row)
+        for i in kept:
+            part, item = self.parts[i], f"V{widths[i]}"
+            if isinstance(part, bytes):
+                made[f"f{i}"] = np.frombuffer(part, dtype=item)[0]
+            else:
+                made[f"f{i}"] = np.ascontiguousarray(part).view(item).ravel()
+        return made.view(np.uint8).reshape(self.count, row.itemsize)
 
     def text(self) -> bytes:
-        joined = self.matrix()
-        text: bytes = joined[joined != 0].tobytes()
+        """The rows one after the other, without their NUL padding."""
+        text: bytes = self.matrix().tobytes().translate(None, b"\0")
         return text
 
 
@@ -147,11 +210,11 @@ class _Paths:
 
     SEGMENT_BYTES = 512
 
-    def __init__(self, tree: UnionTree, codes: Categorical) -> None:
+    def __init__(self, tree: UnionTree) -> None:
         self.parent = tree.parent
         self.depth = tree.depth
-        self.codes = codes.ids
-        content = [orjson.dumps(name)[1:-1] for name in codes.vocabulary]
+        self.codes = tree.name_codes.ids
+        content = [orjson.dumps(name)[1:-1] for name in tree.name_codes.vocabulary]
         self.names = _table(content)
         deepest = int(tree.depth.max(initial=0))
         self.whole: list[bytes] | None = None
@@ -160,6 +223,12 @@ class _Paths:
             for i, (up, code) in enumerate(zip(tree.parent.tolist(), self.codes.tolist(), strict=True)):
                 whole[i] = content[code] if up < 0 else whole[up] + b"/" + content[code]
             self.whole = whole
+
+    def table(self, nodes: IntArray) -> TextMatrix:
+        """The paths of `nodes`, quoted, as a table (rows NUL-padded where their segments are)."""
+        rows = _Rows(len(nodes))
+        rows.add(*self.of(nodes))
+        return rows.matrix()
 
     def of(self, nodes: IntArray) -> list[TextMatrix]:
         """The paths of `nodes`, quoted, as fields of a `_Rows`."""
@@ -176,15 +245,16 @@ class _Paths:
         return [quote, *reversed(segments), quote]
 
 
-def diff_chunks(diff: DiffTree) -> Iterator[bytes]:
-    """The diff tree's root NODE, compact, nodes in pre-order (children in tree order), in chunks."""
+def diff_chunks(diff: DiffTree, paths: _Paths | None = None) -> Iterator[bytes]:
+    """The diff tree's root NODE, compact, nodes in pre-order (children in tree order), in chunks
+    (`paths`: the tree's, when the caller has them)."""
     tree = diff.tree
     count = len(tree)
     order = np.empty(count, dtype=np.int64)
     order[preorder(tree.parent, tree.depth)] = np.arange(count)
     parent, wallet = tree.parent, tree.wallet
     has_children = np.bincount(parent[1:], minlength=count) > 0 if count > 1 else np.zeros(count, np.bool_)
-    paths = _Paths(tree, tree.name_codes)
+    paths = paths or _Paths(tree)
     names = _json_strings(tree.name_codes.vocabulary)
     kinds = _json_strings([*tree.kind_codes.vocabulary, None])
     kind_codes = np.where(tree.kind_codes.ids >= 0, tree.kind_codes.ids, len(tree.kind_codes.vocabulary))
@@ -250,6 +320,15 @@ class _Wallets:
         row = np.full(len(real) + 1, len(held), dtype=np.intp)
         row[held] = np.arange(len(held))
         self.locked_row = row[np.where(tree.real_index >= 0, tree.real_index, len(real))]
+        # What each real wallet holds, as its file says it (plain), printed once; 0 (the last row) for
+        # wallets the real tree does not have.
+        held_by = np.flatnonzero(real.wallet)
+        texts = pick(real.amount_text, held_by.tolist())
+        plain = plain_texts([text or "0" for text in texts] if None in texts else cast(list[str], texts))
+        self.current = _stacked(plain, _table([b"0"]))
+        row = np.full(len(real) + 1, len(held_by), dtype=np.intp)
+        row[held_by] = np.arange(len(held_by))
+        self.current_row = row[np.where(tree.real_index >= 0, tree.real_index, len(real))]
 
     def fields(self, nodes: IntArray) -> TextMatrix:
         """One field: the wallets' part of each row (the wallets' rows are made alone, then put in place)."""
@@ -258,16 +337,13 @@ class _Wallets:
         if not at.size:
             return made
         wallets = nodes[at]
-        index = self.real_index[wallets]
-        texts = self.real.amount_text
-        current = [(texts[r] or "0") if r >= 0 else "0" for r in index.tolist()]
         desired = self.desired_amount[wallets]
         rows = _Rows(len(wallets))
         rows.add(
             b'],"asset":',
             self.assets[self.asset_of[wallets]],
             b',"current_amount":"',
-            plain_texts(current),
+            self.current[self.current_row[wallets]],
             b'","desired_amount":"',
             float_texts(desired, AMOUNT_PLACES),
             b'","diff_amount":"',
@@ -282,11 +358,11 @@ class _Wallets:
         return made
 
 
-def _order_chunks(plan: Plan) -> Iterator[bytes]:
+def _order_chunks(plan: Plan, paths: _Paths) -> Iterator[bytes]:
     columns: OrderColumns = plan.order_columns()
     tree = plan.diff.tree
     nodes = sorted(tree.accounts)
-    accounts = _table([orjson.dumps(tree.path(node)) for node in nodes])
+    accounts = paths.table(np.array(nodes, dtype=np.int64))
     exchanges, exchange_codes = _vocabulary([tree.accounts[node][0] for node in nodes])
     account_codes = np.searchsorted(np.array(nodes, dtype=np.int64), columns.account)
     symbols = _table([orjson.dumps(market.symbol) for market in columns.markets])
@@ -340,7 +416,7 @@ def _order_chunks(plan: Plan) -> Iterator[bytes]:
         yield rows.text()
 
 
-def _skip_chunks(plan: Plan) -> Iterator[bytes]:
+def _skip_chunks(plan: Plan, paths: _Paths) -> Iterator[bytes]:
     skips = plan.skips
     if not len(skips):
         return
@@ -358,7 +434,6 @@ def _skip_chunks(plan: Plan) -> Iterator[bytes]:
     reasons = _table([orjson.dumps(reason or "") for reason in REASONS])
     sides = _table([b"buy", b"sell", b"transfer"])
     side_row = np.where(skips.side == SELL, 1, np.where(skips.side == TRANSFER, 2, 0))
-    paths = [orjson.dumps(tree.path(node)) for node in skips.node.tolist()]
     for start in range(0, len(skips), CHUNK_ROWS):
         part = slice(start, start + CHUNK_ROWS)
         rows = _Rows(len(skips.node[part]))
@@ -367,7 +442,7 @@ def _skip_chunks(plan: Plan) -> Iterator[bytes]:
         rows.add(
             _where(~first, b","),
             b'{"path":',
-            _table(paths[part]),
+            *paths.of(skips.node[part]),
             b',"symbol":',
             symbols[symbol_codes[part]],
             b',"side":"',

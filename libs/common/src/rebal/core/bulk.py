@@ -287,6 +287,8 @@ def plain_texts(texts: Sequence[str]) -> TextMatrix:
     """``dec_str(Decimal(text))`` of decimal texts: a text already plain (digits with at most one point,
     no leading zero but the units' one, no trailing zero after the point, at most 28 digits) is copied,
     another goes through `Decimal`."""
+    if not texts:
+        return np.zeros((0, 1), dtype=np.uint8)
     try:
         matrix = np.array(texts, dtype=np.bytes_).view(np.uint8).reshape(len(texts), -1).copy()
     except UnicodeEncodeError:  # not ASCII: not plain

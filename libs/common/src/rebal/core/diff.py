@@ -10,7 +10,7 @@ desired tree does not list the parent's children at all.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import NamedTuple
 
@@ -98,8 +98,54 @@ def diff_trees(
     if not (invest <= float(LARGEST) and withdraw <= float(LARGEST)):  # also NaN
         raise InputError("--invest/--withdraw", f"amounts must be within the range {RANGE}", "options")
     tree = union(real, target, prices.quote)
-    count = len(tree)
     asset_names, asset_id, asset_price = _asset_prices(tree, prices)
+    return _diff(tree, target, prices, (asset_names, asset_id, asset_price), band, invest, withdraw)
+
+
+@dataclass(frozen=True, eq=False)
+class DiffShape:
+    """A real tree's shape matched to a target once: the union tree and its asset ids, for diffs of the
+    same holdings at other amounts and prices (a replay diffs one shape at thousands of rows). A diff made
+    here is the one `diff_trees` makes: the same code after the match."""
+
+    tree: UnionTree
+    target: Tree
+    asset_names: list[str]
+    asset_id: IntArray
+    _derived: dict[str, IntArray | BoolArray] = field(default_factory=dict)  # per shape: quotes, cash
+
+    @classmethod
+    def of(cls, real: Tree, target: Tree, prices: Prices) -> DiffShape:
+        """The shape of `real` against `target`; `prices` must price every asset (as `diff_trees`)."""
+        tree = union(real, target, prices.quote)
+        asset_names, asset_id, _ = _asset_prices(tree, prices)
+        return cls(tree, target, asset_names, asset_id)
+
+    def diff(self, real: Tree, prices: Prices, asset_price: FloatArray) -> DiffTree:
+        """`diff_trees(real, target, prices)` for `real` of this shape (the same nodes; other amounts),
+        `asset_price` the prices per asset id (`asset_names`) as floats."""
+        if len(real) != len(self.tree.real) or asset_price.size != len(self.asset_names):
+            raise ValueError("the real tree or the prices are not of this shape")
+        tree = self.tree.with_real(real)
+        made = _diff(tree, self.target, prices, (self.asset_names, self.asset_id, asset_price), 0.0, 0.0, 0.0)
+        if self._derived:
+            made.__dict__.update(self._derived)  # cached properties of the shape: the same for every diff
+        else:
+            self._derived.update(account_quote=made.account_quote, cash=made.cash)
+        return made
+
+
+def _diff(
+    tree: UnionTree,
+    target: Tree,
+    prices: Prices,
+    assets: tuple[list[str], IntArray, FloatArray],
+    band: float,
+    invest: float,
+    withdraw: float,
+) -> DiffTree:
+    count = len(tree)
+    asset_names, asset_id, asset_price = assets
     price = np.where(asset_id >= 0, asset_price[np.maximum(asset_id, 0)], 0.0)
 
     free = np.where(tree.wallet, tree.amount - tree.locked, 0.0)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import cached_property
 
 from rebal.core.errors import InputError
 from rebal.core.numbers import DEFAULT_AMOUNT_STEP, RANGE, in_range, parse_decimal
@@ -69,6 +70,11 @@ class Market:
     def symbol(self) -> str:
         return f"{self.base}/{self.quote}"
 
+    @cached_property
+    def floats(self) -> tuple[float, float, float, float]:
+        """(amount_step, min_amount, min_cost, fee_rate) as floats, made once: the planner's columns."""
+        return float(self.amount_step), float(self.min_amount), float(self.min_cost), float(self.fee_rate)
+
 
 @dataclass(frozen=True)
 class Route:
@@ -83,6 +89,8 @@ class Markets:
     exists with `DEFAULT_AMOUNT_STEP`, no minimums and no fee."""
 
     exchanges: Mapping[str, Mapping[str, Market]] = field(default_factory=dict)
+    # What the planner derived from these markets for a set of routes (`rebal.core.plan`), remembered.
+    tables: dict[Hashable, object] = field(default_factory=dict, compare=False, repr=False)
 
     def route(self, exchange: str, asset: str, quote: str) -> Route | None:
         """The direct market, else one intermediate (alphabetically first), else None (``no_market``)."""

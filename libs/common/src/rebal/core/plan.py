@@ -524,7 +524,7 @@ def plan_trading(
         # Squeeze only buys that exceed the budget, and then to safely below it (float sums vs decimals).
         usable = np.maximum(budget, 0.0)
         scale = np.where(wanted > usable, usable * (1 - BUDGET_SAFETY) / wanted, 1.0)
-    scale = np.clip(np.nan_to_num(scale, nan=0.0), 0.0, 1.0)
+    scale = np.clip(np.where(np.isnan(scale), 0.0, scale), 0.0, 1.0)
 
     squeezed = buys & (scale[groups.account] < 1.0)
     if squeezed.any():
@@ -546,9 +546,10 @@ def plan_trading(
         legs.extend(groups.legs(g, BUY, bought[0]))
     cost = steps * groups.step * groups.price
     raised = _raise_small_buys(groups, steps, cost, emitted, skip_code, usable, routed_spent)
-    emitted |= raised
-    skip_code[raised] = 0
-    steps[raised] = groups.min_steps()[raised]
+    if raised.any():
+        emitted |= raised
+        skip_code[raised] = 0
+        steps[raised] = groups.min_steps()[raised]
     # A group a move left with nothing to trade (but float noise) is no skip.
     value = groups.raw * diff.asset_price[groups.asset]
     skip_code[groups.moved & (value <= VALUE_EPSILON * diff.scale)] = 0
@@ -590,6 +591,7 @@ def plan_trading(
 # Buys under a market's minimum that may be raised to it (the small-buy policy): under one step, under the
 # minimum amount or cost, or squeezed out by a short budget.
 _SMALL = (1, 2, 3)
+_SMALL_CODES = np.array(_SMALL, dtype=np.int64)
 
 
 def _raise_small_buys(
@@ -611,10 +613,12 @@ def _raise_small_buys(
         & ~groups.sells
         & ~emitted
         & (groups.raw > 0)
-        & (np.isin(skip_code, _SMALL) | (skip_code == INSUFFICIENT_QUOTE_CODE))
-        & (groups.min_steps() * groups.step * groups.value_price >= groups.min_trade_value)
+        & ((skip_code[:, None] == _SMALL_CODES).any(axis=1) | (skip_code == INSUFFICIENT_QUOTE_CODE))
     )
     raised = np.zeros(groups.size, dtype=np.bool_)
+    if not candidates.any():
+        return raised
+    candidates &= groups.min_steps() * groups.step * groups.value_price >= groups.min_trade_value
     if not candidates.any():
         return raised
     count = len(usable)
@@ -706,7 +710,7 @@ class _Groups:
         all_keys, member_of, order, bounds = _group(wallet_keys)
         active = diff.operation[nodes] != HOLD
         moves = trading.moves if trading is not None else ()
-        ids = {name: i for i, name in enumerate(diff.asset_names)}
+        ids = {name: i for i, name in enumerate(diff.asset_names)} if moves else {}
         moved_keys = sorted(
             {node * n_assets + ids[m.asset] for m in moves for node in (m.source, m.destination)}
         )
@@ -719,7 +723,7 @@ class _Groups:
         self.net = np.bincount(member_of, weights=diff.diff_amount[nodes] * active, minlength=all_keys.size)[
             groups
         ]
-        self.moved = np.isin(keys, moved_keys)
+        self.moved = np.isin(keys, moved_keys) if moves else np.zeros(keys.size, dtype=np.bool_)
         self._extra: dict[int, Decimal] = {}
         free_all = np.bincount(member_of, weights=diff.free_amount[nodes], minlength=all_keys.size)
         self.free = free_all[groups]
@@ -756,19 +760,9 @@ class _Groups:
         if trading is not None:  # the side is part of the route: a sell's best route is not a buy's
             combo_keys = combo_keys * 2 + self.sells
         combos, self.combo = np.unique(combo_keys, return_inverse=True)
-        self.routes: list[Route | None] = []
-        for value in combos.tolist():
-            sell = bool(value % 2) if trading is not None else False
-            value = value // 2 if trading is not None else value  # noqa: PLW2901 - the key without its side
-            exchange = exchanges[value // (n_assets * n_assets)]
-            asset = diff.asset_names[value % n_assets]
-            quote = diff.asset_names[(value // n_assets) % n_assets]
-            self.routes.append(
-                trading.route(exchange, asset, quote, sell)
-                if trading is not None
-                else markets.route(exchange, asset, quote)
-            )
-        legs = np.array([0 if r is None else len(r.legs) for r in self.routes], dtype=np.int64)[self.combo]
+        routes = _Routes.of(markets, trading, combos, exchanges, diff.asset_names)
+        self.routes = routes.routes
+        legs = routes.legs[self.combo]
         # Nothing trades in a bank account (no API: its money only moves, by an operator).
         banks = np.array(
             [node for node in tree.accounts if tree.kinds[node] == BANK],
@@ -779,18 +773,12 @@ class _Groups:
         self.direct = legs == 1
         self.routed = legs >= 2
         self.no_market = legs == 0
-        self.direct_markets = tuple(
-            r.legs[0] if r is not None and len(r.legs) == 1 else _NONE for r in self.routes
-        )
-
-        def column(attribute: str) -> FloatArray:
-            values = np.array([float(getattr(m, attribute)) for m in self.direct_markets], dtype=np.float64)
-            return values[self.combo] if keys.size else np.zeros(0)
-
-        self.step = column("amount_step")
-        self.min_amount = column("min_amount")
-        self.min_cost = column("min_cost")
-        self.fee = column("fee_rate")
+        self.direct_markets = routes.direct
+        columns: FloatArray = routes.table[self.combo].T if keys.size else np.zeros((4, 0))
+        self.step: FloatArray = columns[0]
+        self.min_amount: FloatArray = columns[1]
+        self.min_cost: FloatArray = columns[2]
+        self.fee: FloatArray = columns[3]
         if trading is None:
             self.price = diff.asset_price[self.asset] / diff.asset_price[self.quote_id[self.account]]
         else:  # the side's price on the group's exchange
@@ -869,7 +857,8 @@ class _Groups:
         with np.errstate(divide="ignore", invalid="ignore"):
             by_amount = self.min_amount * (1 - MIN_TOLERANCE) / self.step
             by_cost = self.min_cost * (1 - MIN_TOLERANCE) / (self.step * self.price)
-        need = np.nan_to_num(np.maximum(by_amount, by_cost), nan=1.0, posinf=1.0)
+        need = np.maximum(by_amount, by_cost)
+        need = np.where(np.isnan(need) | (need == np.inf), 1.0, need)
         return np.maximum(np.ceil(need - STEP_EPSILON), 1).astype(np.int64)
 
     def reasons(self, steps: IntArray, cost: FloatArray) -> IntArray:
@@ -923,6 +912,69 @@ REASONS = (
 REASON_CODES = {reason: code for code, reason in enumerate(REASONS) if reason is not None}
 NO_MARKET_CODE = REASON_CODES[NO_MARKET]
 INSUFFICIENT_QUOTE_CODE = REASON_CODES[INSUFFICIENT_QUOTE]
+
+
+# Route tables a `Markets` remembers (one per set of combos planned with it); then it starts again.
+ROUTE_TABLES = 64
+
+
+class _Routes(NamedTuple):
+    """Per combo of a plan's groups ((exchange x quote x asset) key, x 2 + sell with a `Trading`): its
+    route, its number of legs, its direct market (`_NONE` when routed or unreachable) and that market's
+    (step, minimum amount, minimum cost, fee rate) as floats."""
+
+    routes: list[Route | None]
+    legs: IntArray
+    direct: tuple[Market, ...]
+    table: FloatArray
+
+    @classmethod
+    def of(
+        cls,
+        markets: Markets,
+        trading: Trading | None,
+        combos: IntArray,
+        exchanges: list[str],
+        names: list[str],
+    ) -> _Routes:
+        """The routes of `combos`; without a trading view, remembered by `markets` (a replay plans the same
+        portfolio with the same markets hundreds of times)."""
+        if trading is not None:
+            return cls.found(markets, trading, combos, exchanges, names)
+        key = (tuple(exchanges), tuple(names), combos.tobytes())
+        known = markets.tables.get(key)
+        if not isinstance(known, _Routes):
+            if len(markets.tables) >= ROUTE_TABLES:
+                markets.tables.clear()
+            known = markets.tables[key] = cls.found(markets, None, combos, exchanges, names)
+        return known
+
+    @classmethod
+    def found(
+        cls,
+        markets: Markets,
+        trading: Trading | None,
+        combos: IntArray,
+        exchanges: list[str],
+        names: list[str],
+    ) -> _Routes:
+        n_assets = max(len(names), 1)
+        routes: list[Route | None] = []
+        for value in combos.tolist():
+            sell = bool(value % 2) if trading is not None else False
+            value = value // 2 if trading is not None else value  # noqa: PLW2901 - the key without its side
+            exchange = exchanges[value // (n_assets * n_assets)]
+            asset = names[value % n_assets]
+            quote = names[(value // n_assets) % n_assets]
+            routes.append(
+                trading.route(exchange, asset, quote, sell)
+                if trading is not None
+                else markets.route(exchange, asset, quote)
+            )
+        legs = np.array([0 if r is None else len(r.legs) for r in routes], dtype=np.int64)
+        direct = tuple(r.legs[0] if r is not None and len(r.legs) == 1 else _NONE for r in routes)
+        table = np.array([m.floats for m in direct], dtype=np.float64).reshape(-1, 4)
+        return cls(routes, legs, direct, table)
 
 
 def _group(keys: IntArray) -> tuple[IntArray, IntArray, IntArray, IntArray]:

@@ -294,9 +294,22 @@ def find_breaches(diff: DiffTree, policy: Policy) -> tuple[Breach, ...]:
 def _overridden(
     tree: UnionTree, overrides: Mapping[str, Mapping[Band, float | None]]
 ) -> list[tuple[int, Mapping[Band, float | None]]]:
-    """The nodes the overrides name (a path in neither tree names none), matched name by name upwards."""
+    """The nodes the overrides name (a path in neither tree names none), matched name by name upwards;
+    found once per tree shape and overrides (a replay evaluates one shape at many rows)."""
     if not overrides:
         return []
+    key = ("overridden", id(overrides))
+    known = tree.shape_memo.get(key)
+    if isinstance(known, tuple) and known[0] is overrides:
+        return list(known[1])
+    found = _match_overrides(tree, overrides)
+    tree.shape_memo[key] = (overrides, tuple(found))  # the overrides kept: their id stays their own
+    return found
+
+
+def _match_overrides(
+    tree: UnionTree, overrides: Mapping[str, Mapping[Band, float | None]]
+) -> list[tuple[int, Mapping[Band, float | None]]]:
     by_last: dict[str, list[tuple[list[str], Mapping[Band, float | None]]]] = {}
     for path, bands in overrides.items():
         parts = path.split(PATH_SEP)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cached_property
 from operator import attrgetter, itemgetter
-from typing import Any, Literal, NamedTuple, cast
+from typing import Any, Literal, NamedTuple, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -38,6 +38,7 @@ from rebal.core.numbers import (
 from rebal.core.positions import FUTURES, Position, TargetPosition, parse_positions
 
 Role = Literal["real", "target"]
+T = TypeVar("T")
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
@@ -278,9 +279,13 @@ def _walk(reader: _Nodes, root: object) -> _Walked:
         if not reader.typed and not set(map(type, kids)) <= {list, type(None)}:
             bad = next(i for i, k in enumerate(kids) if type(k) not in (list, type(None)))
             raise InputError(paths().of(first + bad), "'children' must be a list")
-        counts = np.array([-1 if k is None else len(k) for k in kids], dtype=np.int64)
+        leaves = kids.count(None)  # a level of wallets lists no children at all (counted at C speed)
+        if leaves == len(kids):
+            counts, below = np.full(len(kids), -1, dtype=np.int64), []
+        else:
+            counts = np.array([-1 if k is None else len(k) for k in kids], dtype=np.int64)
+            below = [child for k in kids if k for child in k]
         listed.append(counts)
-        below = [child for k in kids if k for child in k]
         if not below:
             break
         if len(sizes) > MAX_DEPTH:
@@ -308,7 +313,7 @@ def _walk(reader: _Nodes, root: object) -> _Walked:
     up = parent[order]
     return _Walked(
         reader,
-        _pick(found, order.tolist()),
+        pick(found, order.tolist()),
         np.where(up >= 0, position[np.maximum(up, 0)], -1),
         depth[order],
         np.concatenate(listed)[order],
@@ -339,6 +344,8 @@ def _build(walked: _Walked, role: Role) -> Tree:
             paths.of(_first(keep, lambda flag: type(flag) is not bool) or 0),
             "'keep_unlisted' must be true or false",
         )
+    # Keys most trees hold on few nodes or none: a column is looked into only when any node has it
+    # (counted at C speed).
     quote = _text_column(column("quote"), "quote", paths, missing)
     exchange = _text_column(column("exchange"), "exchange", paths, missing)
 
@@ -351,10 +358,10 @@ def _build(walked: _Walked, role: Role) -> Tree:
     wallet_index = np.flatnonzero(is_wallet)
     wallets = wallet_index.tolist()
     portfolios = np.flatnonzero(~is_wallet).tolist()
-    wallet_nodes = _pick(walked.nodes, wallets)
-    portfolio_nodes = _pick(walked.nodes, portfolios)
-    if may_hold_positions:
-        held = column("positions", wallet_nodes)
+    wallet_nodes = pick(walked.nodes, wallets)
+    portfolio_nodes = pick(walked.nodes, portfolios)
+    held = column("positions", wallet_nodes) if may_hold_positions else []
+    if held.count(missing) != len(held):
         given = [i for i, value in zip(wallets, held, strict=True) if value is not missing]
         if given:
             raise InputError(paths.of(given[0]), "'positions' belong to accounts of kind 'futures'")
@@ -371,8 +378,9 @@ def _build(walked: _Walked, role: Role) -> Tree:
     locks: dict[int, tuple[Lock, ...]] = {}
     locked_total: dict[int, Decimal] = {}
     locked = np.zeros(count, dtype=np.float64)
-    if not target:
-        for index, raw in zip(wallets, column("locks", wallet_nodes), strict=True):
+    wallet_locks = [] if target else column("locks", wallet_nodes)
+    if wallet_locks.count(missing) != len(wallet_locks):
+        for index, raw in zip(wallets, wallet_locks, strict=True):
             if raw is missing:
                 continue
             try:
@@ -397,7 +405,9 @@ def _build(walked: _Walked, role: Role) -> Tree:
         names=names,
         kinds=kinds,
         name_codes=name_codes,
-        kind_codes=Categorical.of(kinds),
+        kind_codes=Categorical.of(kinds)
+        if kinds.count(None) != count
+        else Categorical(np.full(count, -1), []),
         asset_codes=asset_codes,
         parent=parents,
         depth=walked.depth,
@@ -408,7 +418,7 @@ def _build(walked: _Walked, role: Role) -> Tree:
         locks=locks,
         locked_total=locked_total,
         weight=weights,
-        keep_unlisted=np.array(keep, dtype=np.bool_),
+        keep_unlisted=np.array(keep, dtype=np.bool_) if keep.count(False) != count else np.zeros(count, bool),
         lists_children=~is_wallet & (walked.listed > 0),
         quote=quote,
         exchange=exchange,
@@ -479,8 +489,8 @@ def _pools(
     return pools
 
 
-def _pick(nodes: list[Any], index: list[int]) -> list[Any]:
-    """The nodes at `index` (at C speed)."""
+def pick(nodes: list[T], index: list[int]) -> list[T]:
+    """The items at `index` (at C speed)."""
     if len(index) > 1:
         return list(itemgetter(*index)(nodes))
     return [nodes[i] for i in index]
@@ -581,6 +591,8 @@ def _first(values: list[Any], bad: Callable[[Any], bool]) -> int | None:
 
 
 def _text_column(values: list[object], key: str, paths: _Paths, missing: object) -> dict[int, str]:
+    if values.count(missing) == len(values):
+        return {}
     given = {i: value for i, value in enumerate(values) if value is not missing}
     for index, value in given.items():
         if type(value) is not str or not value:
@@ -615,9 +627,11 @@ def _amounts(
         if inside.all() and all(Decimal(strings[i]) == 0 for i in np.flatnonzero(zero).tolist()):
             if len(wallets) == count:
                 texts = list(strings)
-            else:
-                for i, text in zip(wallets.tolist(), strings, strict=True):
-                    texts[i] = text
+            else:  # None for portfolios, each wallet's text in place (at C speed)
+                given, placed = np.empty(len(strings), dtype=object), np.full(count, None, dtype=object)
+                given[:] = strings  # the same objects (a list would be made an array of text first)
+                placed[wallets] = given
+                texts = placed.tolist()
             values[wallets] = parsed
             return texts, values
     for i, value in zip(wallets.tolist(), raw, strict=True):  # the slow path finds and names the bad one

@@ -3,7 +3,8 @@ what the diff, the plan and the policies walk."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Hashable
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
@@ -48,6 +49,8 @@ class UnionTree:
     real: Tree
     target: Tree
     _path_of: dict[int, str] = field(default_factory=dict, repr=False)
+    # What is derived from the nodes alone (names, parents), shared with `with_real`'s copies.
+    shape_memo: dict[Hashable, object] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -64,16 +67,30 @@ class UnionTree:
         return known
 
     def paths(self) -> list[str]:
-        """Every node's path, computed in one pass (parents precede children)."""
+        """Every node's path, computed in one pass (parents precede children), once per shape."""
+        known = self.shape_memo.get("paths")
+        if isinstance(known, list):
+            return known
         out: list[str] = [""] * len(self.names)
         parent = self.parent.tolist()
         for i, name in enumerate(self.names):
             p = parent[i]
             out[i] = name if p < 0 else f"{out[p]}{PATH_SEP}{name}"
+        self.shape_memo["paths"] = out
         return out
 
     def asset(self, node: int) -> str | None:
         return self.asset_codes.value(node)
+
+    def with_real(self, real: Tree) -> UnionTree:
+        """This union with `real`'s amounts and locks (`real` has the same nodes as this union's real
+        tree: the same document with other amounts)."""
+        n_real = len(real)
+        amount, locked = self.amount.copy(), self.locked.copy()
+        amount[:n_real], locked[:n_real] = real.amount, real.locked
+        other = replace(self, amount=amount, locked=locked, real=real)
+        other.__dict__.update({k: v for k, v in self.__dict__.items() if k == "levels"})  # cached: same shape
+        return other
 
     @cached_property
     def levels(self) -> list[IntArray]:

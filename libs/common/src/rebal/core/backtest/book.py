@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -38,6 +39,8 @@ Doc = dict[str, Any]
 Key = tuple[str, str]  # (account path, asset)
 # A buy asking this much more quote than its account holds (relative) is float noise, not a shortfall.
 CASH_SLACK = 1e-12
+# Market tables a layout keeps (one per set of routes planned); then it starts again.
+FACT_TABLES = 64
 
 
 def amount_text(value: float) -> str:
@@ -81,6 +84,7 @@ class Book:
     version: int = 0  # the tree's shape: bumps when a wallet is added
     _parsed: Tree | None = None  # parsed once per shape
     _tree: Tree | None = None  # the current amounts
+    _locked: FloatArray | None = None  # per wallet, once per shape
 
     @classmethod
     def of(cls, doc: Doc) -> Book:
@@ -95,7 +99,7 @@ class Book:
         self.wallets = [node for _, node in nodes]
         amounts = [float(str(node.get("amount", "0"))) for node in self.wallets]
         self.amount = np.array(amounts, dtype=np.float64)
-        self._parsed = self._tree = None
+        self._parsed = self._tree = self._locked = None
 
     def copy(self) -> Book:
         self._write()
@@ -125,10 +129,20 @@ class Book:
         nodes = np.flatnonzero(parsed.wallet)
         amount = parsed.amount.copy()
         amount[nodes] = np.maximum(self.amount, 0.0)
-        texts = np.array(parsed.amount_text, dtype=object)
-        texts[nodes] = [repr(value) if value > 0 else "0" for value in amount[nodes].tolist()]
-        self._tree = replace(parsed, amount=amount, amount_text=texts.tolist())
+        texts = list(parsed.amount_text)
+        for node, value in zip(nodes.tolist(), amount[nodes].tolist(), strict=True):
+            texts[node] = repr(value) if value > 0 else "0"
+        self._tree = replace(parsed, amount=amount, amount_text=texts)
         return self._tree
+
+    def locked(self) -> FloatArray:
+        """What locks hold of each wallet: fixed amounts (share locks are pinned), read once per shape."""
+        if self._locked is None:
+            self.tree()
+            parsed = self._parsed
+            assert parsed is not None, "tree() parses the document"
+            self._locked = parsed.locked[np.flatnonzero(parsed.wallet)].astype(np.float64)
+        return self._locked
 
     def add_wallets(self, wallets: list[tuple[str, str, float]]) -> None:
         """New wallets (path, asset, amount), with the portfolio nodes on their paths that are missing."""
@@ -180,9 +194,7 @@ class Layout:
     account_path: dict[int, str]  # account node -> path
     target_only: dict[Key, list[tuple[int, str]]]  # (account, asset) -> the target's wallets (node, path)
     position: dict[Key, int]  # the group of each key
-    _markets: dict[int, tuple[int, Market]] = field(default_factory=dict)
-    _rows: list[tuple[float, float, int, int]] = field(default_factory=list)
-    _table: list[FloatArray] = field(default_factory=list)
+    _facts: dict[int, tuple[tuple[Market, ...], FloatArray]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, diff: DiffTree, book: Book) -> Layout:
@@ -243,30 +255,17 @@ class Layout:
         return found
 
     def facts(self, markets: tuple[Market, ...], diff: DiffTree) -> FloatArray:
-        """Per market: step, fee rate, base id and quote id (kept per market object: a replay plans with
-        the same `Markets` throughout)."""
-        known = self._markets
-        missing = [market for market in markets if id(market) not in known]
-        if missing:
-            ids = {name: i for i, name in enumerate(diff.asset_names)}
-            for market in missing:
-                known[id(market)] = (
-                    len(self._rows),
-                    market,  # kept: its id stays its own
-                )
-                self._rows.append(
-                    (
-                        float(market.amount_step),
-                        float(market.fee_rate),
-                        ids.get(market.base, -1),
-                        ids.get(market.quote, -1),
-                    )
-                )
-            self._table.clear()
-        if not self._table:
-            self._table.append(np.array(self._rows, dtype=np.float64).reshape(-1, 4))
-        rows = np.fromiter((known[id(market)][0] for market in markets), dtype=np.int64, count=len(markets))
-        facts: FloatArray = self._table[0][rows]
+        """Per market: step, fee rate, base id and quote id (kept per tuple of markets: the planner hands
+        the same tuple for the same routes, and a replay plans with the same `Markets` throughout)."""
+        known = self._facts.get(id(markets))
+        if known is not None and known[0] is markets:
+            return known[1]
+        ids = {name: i for i, name in enumerate(diff.asset_names)}
+        rows = [(m.floats[0], m.floats[3], ids.get(m.base, -1), ids.get(m.quote, -1)) for m in markets]
+        facts = np.array(rows, dtype=np.float64).reshape(-1, 4)
+        if len(self._facts) >= FACT_TABLES:
+            self._facts.clear()
+        self._facts[id(markets)] = (markets, facts)  # the tuple kept: its id stays its own
         return facts
 
 
@@ -342,7 +341,7 @@ class Balances:
 
 
 def fill_plan(
-    book: Book, layout: Layout, plan: Plan, price_of: dict[str, float], min_trade_value: float | None
+    book: Book, layout: Layout, plan: Plan, price_of: Mapping[str, float], min_trade_value: float | None
 ) -> Filled:
     """Fill the core's plan at the row's prices (`price_of`: valuation price per asset); see the module's
     docstring. Returns what it cost."""
@@ -385,8 +384,10 @@ def _fill_direct(balances: Balances, plan: Plan, minimum: float) -> Filled:
     need = np.where(buy, amount * price * (1 + rate), 0.0)
     ranked = np.lexsort((np.arange(order.size), cash))  # by cash group, in the plan's order
     spent = np.cumsum(need[ranked])
-    starts = np.flatnonzero(np.r_[True, cash[ranked][1:] != cash[ranked][:-1]])
-    before = spent - need[ranked] - np.repeat(np.r_[0.0, spent][starts], np.diff(np.r_[starts, ranked.size]))
+    by_cash = cash[ranked]
+    starts = np.flatnonzero(np.concatenate(([True], by_cash[1:] != by_cash[:-1])))
+    sizes = np.diff(np.append(starts, ranked.size))
+    before = spent - need[ranked] - np.repeat(np.concatenate(([0.0], spent))[starts], sizes)
     room = np.maximum(free[cash[ranked]] * (1 + CASH_SLACK) - before, 0.0)
     part = np.ones(order.size)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -405,7 +406,7 @@ def _fill_direct(balances: Balances, plan: Plan, minimum: float) -> Filled:
     return Filled(int(np.count_nonzero(sell) + np.count_nonzero(bought > 0)), traded, fees)
 
 
-def _fill_in_order(balances: Balances, plan: Plan, price_of: dict[str, float], minimum: float) -> Filled:
+def _fill_in_order(balances: Balances, plan: Plan, price_of: Mapping[str, float], minimum: float) -> Filled:
     """Any plan (routed legs, transfers), order by order as the plan lists them."""
     orders, traded, fees = 0, 0.0, 0.0
     ordered = plan.orders()
@@ -449,11 +450,10 @@ def _fill_in_order(balances: Balances, plan: Plan, price_of: dict[str, float], m
 
 def locked_of(book: Book, layout: Layout) -> FloatArray:
     """What locks hold of each wallet of the book (fixed amounts: share locks are pinned)."""
-    locked: FloatArray = book.tree().locked[np.flatnonzero(book.tree().wallet)].astype(np.float64)
-    return locked
+    return book.locked()
 
 
-def deposit(book: Book, layout: Layout, value: float, price_of: dict[str, float]) -> None:
+def deposit(book: Book, layout: Layout, value: float, price_of: Mapping[str, float]) -> None:
     """Cash arriving: `value` (valuation currency) lands in the first cash wallet in tree order."""
     if not layout.cash:
         raise ValueError("no cash wallet to receive the flow")
@@ -463,7 +463,7 @@ def deposit(book: Book, layout: Layout, value: float, price_of: dict[str, float]
     book.changed()
 
 
-def withdraw_cash(book: Book, layout: Layout, value: float, price_of: dict[str, float]) -> float:
+def withdraw_cash(book: Book, layout: Layout, value: float, price_of: Mapping[str, float]) -> float:
     """Take `value` from the cash wallets' free parts, in tree order; returns what they could not give."""
     left = value
     locked = locked_of(book, layout)

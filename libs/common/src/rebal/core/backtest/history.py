@@ -3,9 +3,9 @@ currency (the currency itself is worth 1 and needs no column)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from functools import cached_property
 
 import numpy as np
 
@@ -23,6 +23,7 @@ class History:
     prices: FloatArray
     quote: str
     _columns: dict[str, int] = field(default_factory=dict, repr=False)
+    _tables: dict[tuple[str, ...], IntArray] = field(default_factory=dict, repr=False)  # a few shapes
 
     def __post_init__(self) -> None:
         if self.prices.shape != (self.times.size, len(self.assets)):
@@ -45,13 +46,66 @@ class History:
         column = self._columns.get(asset)
         return 1.0 if column is None else float(self.prices[row, column])
 
-    @cached_property
-    def _texts(self) -> list[str]:
-        return list(self.assets)
-
     def row_prices(self, row: int) -> Prices:
         """The core's prices at `row`: each float's exact value as a decimal (it reads back as the same
-        float, which is what the diff and the planner compute with)."""
-        return Prices(
-            self.quote, dict(zip(self._texts, map(Decimal, self.prices[row].tolist()), strict=True))
-        )
+        float, which is what the diff and the planner compute with), made when the core asks for it."""
+        return Prices(self.quote, _Row(self, row))
+
+    def row_values(self, row: int) -> Mapping[str, float]:
+        """The valuation price of each asset at `row` (the valuation currency's is 1), read when asked."""
+        return _RowValues(self, row)
+
+    def price_table(self, names: list[str], row: int) -> FloatArray:
+        """The prices of `names` (assets of the history or its valuation currency) at `row`, as floats:
+        the table `DiffShape.diff` takes, equal to what the core reads from `row_prices`."""
+        columns = self._table_columns(tuple(names))
+        extended = np.append(self.prices[row], 1.0)  # the last column: the valuation currency
+        table: FloatArray = extended[columns]
+        return table
+
+    def _table_columns(self, names: tuple[str, ...]) -> IntArray:
+        known = self._tables.get(names)
+        if known is None:
+            columns = [self._columns.get(name, -1 if name == self.quote else None) for name in names]
+            if any(column is None for column in columns):
+                raise ValueError("an asset without a price in the history")
+            known = self._tables[names] = np.array(columns, dtype=np.int64)
+        return known
+
+
+class _Row(Mapping[str, Decimal]):
+    """One row's prices as exact decimals, each made when it is read."""
+
+    def __init__(self, history: History, row: int) -> None:
+        self._history, self._row = history, row
+
+    def __getitem__(self, asset: str) -> Decimal:
+        column = self._history._columns[asset]
+        return Decimal(float(self._history.prices[self._row, column]))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._history.assets)
+
+    def __len__(self) -> int:
+        return len(self._history.assets)
+
+
+class _RowValues(Mapping[str, float]):
+    """One row's valuation prices as floats, the valuation currency's 1 included, each read when asked."""
+
+    def __init__(self, history: History, row: int) -> None:
+        self._history, self._row = history, row
+
+    def __getitem__(self, asset: str) -> float:
+        history = self._history
+        if asset == history.quote:
+            return 1.0
+        return float(history.prices[self._row, history._columns[asset]])
+
+    def __iter__(self) -> Iterator[str]:
+        history = self._history
+        yield from (asset for asset in history.assets if asset != history.quote)
+        yield history.quote
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)

@@ -19,7 +19,7 @@ trade fractional amounts (no steps, no minimums), as those tools do by default.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Literal
 
 import numpy as np
@@ -41,7 +41,12 @@ def _first_seen(assets: list[tuple[int, str | None]]) -> Callable[[str], int]:
 
 
 def fill_like(
-    rule: FillRule, book: Book, layout: Layout, diff: DiffTree, markets: Markets, price_of: dict[str, float]
+    rule: FillRule,
+    book: Book,
+    layout: Layout,
+    diff: DiffTree,
+    markets: Markets,
+    price_of: Mapping[str, float],
 ) -> Filled:
     """Trade `diff` (current to desired values) as `rule` does; see the module's docstring."""
     accounts = {account for account, _ in layout.groups}

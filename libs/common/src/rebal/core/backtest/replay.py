@@ -14,6 +14,7 @@ proposes the rows where the trigger may fire; only those reach `evaluate` and, w
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +25,7 @@ from rebal.core.backtest.book import Book, Filled, Layout, deposit, fill_plan, w
 from rebal.core.backtest.history import History
 from rebal.core.backtest.references import FillRule, fill_like
 from rebal.core.backtest.screen import MARGIN, Block, Screen, cash_due, drift_of
-from rebal.core.diff import DiffTree, diff_trees, roll_up, with_desired
+from rebal.core.diff import DiffShape, DiffTree, roll_up, with_desired
 from rebal.core.errors import InputError
 from rebal.core.market import Markets, Route
 from rebal.core.plan import plan_rebalance
@@ -36,9 +37,11 @@ KINDS = {"full": FULL, "buy_only": BUY_ONLY}
 # A withdrawal the cash cannot pay sells this much more than it lacks, so that fees and steps do not
 # leave it short (what is left over stays cash).
 WITHDRAWAL_SLACK = 0.01
-# Rows the screen values after a trade; doubled after each block where nothing fires (a trigger tends to
-# fire again soon after one fired: a short look wastes little when it does).
+# Rows the screen values first, and after a proposal as many as the last interval between proposals
+# (at least LEAST_SPAN); doubled after each block where nothing fires. A trigger tends to fire again
+# after about as long as last time: the rows valued past the next proposal are wasted.
 FIRST_SPAN = 16
+LEAST_SPAN = 4
 Int8Array = npt.NDArray[np.int8]
 
 
@@ -110,6 +113,7 @@ class _State:
     trades: list[Trade] = field(default_factory=list)
     evaluations: int = 0
     _layout: tuple[int, Layout] | None = None
+    _shape: tuple[int, DiffShape] | None = None
 
     def __post_init__(self) -> None:
         rows = len(self.history)
@@ -119,13 +123,16 @@ class _State:
         self.drift = np.zeros(rows)
         self.kind = np.zeros(rows, dtype=np.int8)
 
-    def price_of(self, row: int) -> dict[str, float]:
-        prices = dict(zip(self.history.assets, self.history.prices[row].tolist(), strict=True))
-        prices[self.history.quote] = 1.0
-        return prices
+    def price_of(self, row: int) -> Mapping[str, float]:
+        return self.history.row_values(row)
 
     def diff(self, row: int) -> DiffTree:
-        return diff_trees(self.book.tree(), self.target, self.history.row_prices(row))
+        """`diff_trees` of the book at the row's prices, the book's shape matched to the target once."""
+        real, prices = self.book.tree(), self.history.row_prices(row)
+        if self._shape is None or self._shape[0] != self.book.version:
+            self._shape = (self.book.version, DiffShape.of(real, self.target, prices))
+        shape = self._shape[1]
+        return shape.diff(real, prices, self.history.price_table(shape.asset_names, row))
 
     def layout(self, diff: DiffTree | None, row: int) -> Layout:
         if self._layout is None or self._layout[0] != self.book.version:
@@ -247,6 +254,7 @@ def replay(
     screen: Screen | None = None
     shape = -1  # the book's shape the screen was built for
     span = FIRST_SPAN
+    proposed_at = -1  # the last row the screen proposed
     fast = not every_row
     row = 0
     evaluated = -1  # the last row whose trigger was evaluated
@@ -270,8 +278,7 @@ def replay(
             continue
         later = flow_rows[flow_rows > row]
         stop = min(rows, row + span, int(later[0]) if later.size else rows, state.due_row(row) + 1)
-        layout = state.layout(None, row)
-        free = state.book.amount - state.book.tree().locked[layout.node]
+        free = state.book.amount - state.book.locked()
         block = screen.scan(history, free, row, stop)
         proposed = state.candidates(block, screen)
         if evaluated >= row:
@@ -282,8 +289,11 @@ def replay(
             row = stop
             span = min(span * 2, screen.block_rows())  # quiet: look further ahead at once
             continue
-        span = FIRST_SPAN
         at = row + int(hits[0])
+        # The next look reaches as far as the last interval between proposals, and half as far again.
+        gap = at - proposed_at if proposed_at >= 0 else FIRST_SPAN
+        span = max(LEAST_SPAN, min(gap + 1 + gap // 2, screen.block_rows()))
+        proposed_at = at
         state.record_block(block, at + 1)
         evaluated = at
         decision, diff = state.decide(at)

@@ -39,8 +39,9 @@ SAME_WEIGHT = 1e-12
 GOLDEN = 0.6180339887498949
 # Every node drifts this far in the probe that reads the bands' limits.
 PROBE_DRIFT = 1e9
-# Rows the screen values at once (more when the tree is small): bounded memory, few numpy calls.
-BLOCK_CELLS = 2_000_000
+# Rows the screen values at once (more when the tree is small): its arrays stay in the cache (~64k cells
+# measured fastest per cell at 500 assets: twice as fast as 2 million), with few numpy calls.
+BLOCK_CELLS = 65_536
 
 
 @dataclass(frozen=True, eq=False)
@@ -129,18 +130,29 @@ class Screen:
         sums = np.cumsum(spread, axis=1)
         value = np.zeros((prices.shape[0], self.n_union))
         value[:, : self.n_real] = sums[:, self.end] - sums[:, : self.n_real]
-        above = value[:, self.parent]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            weight = np.where(above > 0, value / above, 0.0)
+        parent = self.parent
+
+        def weight(nodes: IntArray) -> FloatArray:
+            """The current weights of `nodes` in their parents, per row (only where they are needed)."""
+            above = value[:, parent[nodes]]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                found: FloatArray = np.where(above > 0, value[:, nodes] / above, 0.0)
+            return found
+
         desired = np.zeros_like(value)
         desired[:, 0] = value[:, 0]
         for level in self.levels[1:]:
-            share = np.where(self.fixed[level], self.desired_weight[level], weight[:, level])
-            desired[:, level] = desired[:, self.parent[level]] * share
+            fixed = self.fixed[level]
+            share = (
+                self.desired_weight[level]
+                if fixed.all()
+                else np.where(fixed, self.desired_weight[level], weight(level))
+            )
+            desired[:, level] = desired[:, parent[level]] * share
         root = value[:, 0]
         checked = self.checked
         if checked.size:
-            drift = np.abs(weight[:, checked] - self.desired_weight[checked])
+            drift = np.abs(weight(checked) - self.desired_weight[checked])
             near = (drift > self.limit[checked] + DRIFT_TOLERANCE - MARGIN).any(axis=1)
         else:
             near = np.zeros(root.size, dtype=np.bool_)
