@@ -772,7 +772,8 @@ def contains(keys: IntArray, query: IntArray) -> BoolArray:
     if not keys.size:
         return np.zeros(query.shape, dtype=np.bool_)
     ordered = np.sort(keys)
-    return ordered[np.minimum(np.searchsorted(ordered, query), ordered.size - 1)] == query
+    found: BoolArray = ordered[np.minimum(np.searchsorted(ordered, query), ordered.size - 1)] == query
+    return found
 
 
 def with_wallets(tree: Tree, wallets: Sequence[tuple[int, str, str]]) -> Tree:
