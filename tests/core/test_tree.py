@@ -6,9 +6,11 @@ from decimal import Decimal
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from rebal.core.errors import InputError
-from rebal.core.tree import MAX_DEPTH, parse_tree
+from rebal.core.tree import MAX_DEPTH, contains, parse_tree
 from tests.support import account, folder, wallet
 
 
@@ -159,3 +161,14 @@ def test_trees_parse_down_to_the_depth_limit_and_no_deeper() -> None:
     with pytest.raises(InputError, match=f"deeper than {MAX_DEPTH} levels") as caught:
         parse_tree(folder("top", node), "real")
     assert caught.value.where.startswith("top/n99/n98/") and caught.value.where.endswith("/n0")
+
+
+# Keys as the planner makes them: small ids, and wide composite ones (far apart, negative for "none").
+KEYS = st.lists(st.one_of(st.integers(-3, 20), st.integers(-(2**40), 2**40)), max_size=40)
+
+
+@given(KEYS, KEYS)
+def test_contains_is_numpys_isin(keys: list[int], query: list[int]) -> None:
+    found = contains(np.array(keys, dtype=np.int64), np.array(query, dtype=np.int64))
+    assert found.dtype == np.bool_
+    assert found.tolist() == np.isin(query, keys).tolist()

@@ -6,10 +6,12 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
 import pytest
 
 from rebal import render
 from rebal.core.errors import InputError
+from rebal.core.where import _free_names
 from tests.support import D, account, folder, prices, run, wallet
 
 Doc = dict[str, Any]
@@ -435,3 +437,15 @@ def test_a_wallet_a_pool_adds_takes_a_free_name_beside_a_child_of_the_same_name(
         if tree.real_index[node] >= 0 and tree.names[node] == "btc-2"
     ]
     assert added == ["alice/binance/spot/btc-2"]
+
+
+def test_wallets_added_under_one_parent_with_one_name_take_free_names_in_turn() -> None:
+    # The check that most names are free looks at the pairs added too: two "eth" under one account
+    # (and one under another) become "eth", "eth-2" there, and "eth" beside it.
+    real = two_venues([wallet("btc", "USDT", "150")], [wallet("usdt", "USDT", "1")])
+    _, plan, _ = run(real, pool(BTC="50%", USDT="50%"), prices(BTC="100"), MARKETS)
+    tree = plan.diff.tree
+    binance, coinbase = sorted(tree.accounts)
+    parent = np.array([binance, coinbase, binance], dtype=np.int64)
+    assert _free_names(tree, parent, ["eth", "eth", "eth"]) == ["eth", "eth", "eth-2"]
+    assert _free_names(tree, parent[:2], ["eth", "eth"]) == ["eth", "eth"]

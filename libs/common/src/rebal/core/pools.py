@@ -32,7 +32,7 @@ from rebal.core.diff import DiffTree
 from rebal.core.errors import InputError
 from rebal.core.numbers import VALUE_EPSILON, amount_str, default_steps_of
 from rebal.core.trading import Move, Trading
-from rebal.core.tree import BANK, BoolArray, FloatArray, IntArray
+from rebal.core.tree import BANK, BoolArray, FloatArray, IntArray, contains
 
 # Rates at which an asset cannot be sold (no route) or bought.
 NO_SALE = 0.0
@@ -90,7 +90,8 @@ def pool_nodes(diff: DiffTree) -> IntArray:
     pools = tree.target.pools
     if not pools:
         return np.zeros(0, dtype=np.int64)
-    nodes = np.flatnonzero(np.isin(tree.target_index, list(pools)) & (tree.target_index >= 0))
+    listed = np.fromiter(pools, dtype=np.int64, count=len(pools))
+    nodes = np.flatnonzero(contains(listed, tree.target_index) & (tree.target_index >= 0))
     for node in nodes.tolist():
         if tree.real_index[node] < 0:
             raise InputError(

@@ -18,7 +18,7 @@ import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Context, Decimal
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from rebal.core.market import Market, Markets, Prices, Route
 from rebal.core.networks import Networks
@@ -119,12 +119,12 @@ def _better(score: float, names: tuple[str, ...], best: float, best_names: tuple
     return (len(names), names) < (len(best_names), best_names)
 
 
-@dataclass(frozen=True)
-class Move:
+class Move(NamedTuple):
     """`amount` of `asset` withdrawn from account node `source` and credited, less `fee`, to `destination`.
 
     A round trip avoided (`round_trip`): the source sells that much less and the destination buys that
-    much less (the fee is lost). A relocated sell (`relocation`): the destination sells what arrives."""
+    much less (the fee is lost). A relocated sell (`relocation`): the destination sells what arrives.
+    (A named tuple: a plan makes thousands, and a frozen dataclass takes five times longer to make.)"""
 
     asset: str
     source: int

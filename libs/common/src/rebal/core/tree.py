@@ -765,6 +765,17 @@ def by_level(depth: IntArray) -> list[IntArray]:
     return [order[bounds[d] : bounds[d + 1]] for d in range(len(bounds) - 1)]
 
 
+def contains(keys: IntArray, query: IntArray) -> BoolArray:
+    """Per `query` value, whether `keys` (integers, any order, repeats allowed) hold it: `np.isin` by one
+    sort of the keys and a binary search (numpy's own choice, sorting keys and query together or a table
+    over the keys' whole range, is several times slower on the planner's wide composite keys)."""
+    if not keys.size:
+        return np.zeros(query.shape, dtype=np.bool_)
+    ordered = np.sort(keys)
+    found: BoolArray = ordered[np.minimum(np.searchsorted(ordered, query), ordered.size - 1)] == query
+    return found
+
+
 def with_wallets(tree: Tree, wallets: Sequence[tuple[int, str, str]]) -> Tree:
     """A real tree with empty wallets added: (parent node, name, asset), each holding 0, after the last
     node (parents still precede their children). A pool (`rebal.core.pools`) adds one where it decides

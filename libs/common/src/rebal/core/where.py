@@ -23,6 +23,7 @@ ask is lower) and ``funding`` (money the target gives another account).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from functools import cached_property
 from typing import TypeVar
 
@@ -36,7 +37,7 @@ from rebal.core.networks import Networks
 from rebal.core.numbers import VALUE_EPSILON, default_steps_of
 from rebal.core.plan import Flows, Notes, Plan, _Groups, plan_trading
 from rebal.core.trading import Move, Trading, VenuePrices
-from rebal.core.tree import BANK, BoolArray, FloatArray, IntArray, with_wallets
+from rebal.core.tree import BANK, BoolArray, FloatArray, IntArray, contains, with_wallets
 from rebal.core.union import UnionTree
 
 BEST_BID = "best_bid"
@@ -180,13 +181,13 @@ def _place(diff: DiffTree, resolved: pools.Resolved) -> DiffTree:
     moved_to = np.array([move.destination * n_assets + ids[move.asset] for move in resolved.moves], np.int64)
     # Wanted: the cells held or moved to, then each account's money; new where no wallet holds it yet,
     # each once (at its first place).
-    cell = (resolved.desired > 0) | np.isin(cells.account * n_assets + cells.asset, moved_to)
+    cell = (resolved.desired > 0) | contains(moved_to, cells.account * n_assets + cells.asset)
     money = resolved.money > 0
     pool = np.concatenate((cells.pool[cell], accounts.pool[money]))
     account = np.concatenate((cells.account[cell], accounts.account[money]))
     asset = np.concatenate((cells.asset[cell], diff.account_quote[accounts.account[money]]))
     keys = (pool * size + account) * n_assets + asset
-    new = np.flatnonzero(~np.isin(keys, held))
+    new = np.flatnonzero(~contains(held, keys))
     new = new[np.sort(np.unique(keys[new], return_index=True)[1])]
     if not new.size:
         return with_desired(diff, _desired(diff, resolved, member, wallets))
@@ -219,10 +220,13 @@ def _free_names(tree: UnionTree, parent: IntArray, names: list[str]) -> list[str
     index = {name: code for code, name in enumerate(vocabulary.vocabulary)}
     codes = np.array([index.get(name, -1) for name in names], dtype=np.int64)
     size = len(vocabulary.vocabulary) + 1
-    children = np.flatnonzero(np.isin(tree.parent, parent))
+    children = np.flatnonzero(contains(parent, tree.parent))
     held = tree.parent[children] * size + vocabulary.ids[children]
-    clash = (codes >= 0) & np.isin(parent * size + codes, held)
-    if not clash.any() and len(set(zip(parent.tolist(), names, strict=True))) == len(names):
+    clash = (codes >= 0) & contains(held, parent * size + codes)
+    # Each (parent, name) once among the added: ids of the few distinct names, no tuple per wallet.
+    distinct = {name: i for i, name in enumerate(dict.fromkeys(names))}
+    pairs = parent * len(distinct) + np.fromiter(map(distinct.__getitem__, names), np.int64, len(names))
+    if not clash.any() and np.unique(pairs).size == len(names):
         return names
     taken = set(
         zip(tree.parent[children].tolist(), [tree.names[child] for child in children.tolist()], strict=True)
@@ -311,7 +315,7 @@ def round_trips(diff: DiffTree, trading: Trading) -> tuple[Move, ...]:
         found, at = _lookup(unique, np.arange(unique.size), shifted)
         np.add.at(net, at[found], shift[found])
     account, asset = unique // n_assets, unique % n_assets
-    ours = ~np.isin(account, list(trading.banks))
+    ours = ~contains(_nodes(trading.banks), account)
     # Sellers and buyers of each asset, largest first (then by account: accounts rank in node order).
     sellers = np.flatnonzero(ours & (net < 0))
     sellers = sellers[np.lexsort((account[sellers], net[sellers], asset[sellers]))]
@@ -333,17 +337,27 @@ def round_trips(diff: DiffTree, trading: Trading) -> tuple[Move, ...]:
         destination_of, left_b = account[buyers[b0:b1]].tolist(), net[buyers[b0:b1]].tolist()
         sell, sold = sell_rate[s0:s1].tolist(), sell_known[s0:s1].tolist()
         buy, bought = buy_rate[b0:b1].tolist(), buy_known[b0:b1].tolist()
+        # Per pair of exchanges, the cheapest open way's fee (as a float; None: no way), found once.
+        first_fee: dict[tuple[str, str], float | None] = {}
         i = j = 0
         while i < len(left_s) and j < len(left_b):
             amount = min(left_s[i], left_b[j])
             left_s[i] -= amount
             left_b[j] -= amount
             if sold[i] and bought[j]:
+                gain = (1 - sell[i]) + (buy[j] - 1)
                 source, destination = source_of[i], destination_of[j]
-                way = (tree.accounts[source][0], tree.accounts[destination][0])
-                move = _round_trip(networks, name, price, source, destination, way, amount, sell[i], buy[j])
-                if move is not None:
-                    moves.append(move)
+                exchanges = (tree.accounts[source][0], tree.accounts[destination][0])
+                if exchanges not in first_fee:
+                    first_fee[exchanges] = _first_fee(networks, exchanges, name)
+                fee = first_fee[exchanges]
+                # No way is cheaper than the first: a round trip worth less than its fee (with room for
+                # the amount's rounding to 12 places and float noise) is never made a move, and needs no
+                # exact amount.
+                if fee is not None and gain > 0 and fee < (amount + ROUNDING) * (1 + FLOAT_ROOM) * gain:
+                    move = _round_trip(networks, name, price, source, destination, exchanges, amount, gain)
+                    if move is not None:
+                        moves.append(move)
             if left_s[i] * price <= tolerance:
                 i += 1
             if left_b[j] * price <= tolerance:
@@ -375,6 +389,12 @@ def _account_rates(
     return rate[inverse], known[inverse]
 
 
+def _first_fee(networks: Networks, exchanges: tuple[str, str], name: str) -> float | None:
+    """The fee of the cheapest open way between two exchanges for asset `name`, or None: no way."""
+    ways = networks.ways(*exchanges, name)
+    return None if isinstance(ways, str) else float(ways[0].fee)
+
+
 def _round_trip(
     networks: Networks,
     name: str,
@@ -383,26 +403,18 @@ def _round_trip(
     destination: int,
     exchanges: tuple[str, str],
     amount: float,
-    sell: float,
-    buy: float,
+    gain: float,
 ) -> Move | None:
-    """The move replacing `amount` sold at `source` (net bid `sell`) and bought at `destination` (gross
-    ask `buy`), or None where no network takes it or its fee is not below the round trip's cost."""
-    ways = networks.ways(*exchanges, name)
-    if isinstance(ways, str):
-        return None
-    # No way is cheaper than the first: a round trip worth less than its fee (with room for the amount's
-    # rounding to 12 places and float noise) is never made a move, and needs no exact amount.
-    gain = (1 - sell) + (buy - 1)
-    if gain <= 0 or float(ways[0].fee) >= (amount + ROUNDING) * (1 + FLOAT_ROOM) * gain:
-        return None
+    """The move replacing `amount` sold at `source` and bought at `destination`, the round trip costing
+    `gain` (net bid's and gross ask's distances from the reference, shares of it), or None where no
+    network takes the exact amount or its fee is not below the round trip's cost."""
     exact = default_steps_of(amount)
     if exact <= 0:
         return None
     way = networks.choose(*exchanges, name, exact)
     if isinstance(way, str):
         return None
-    round_trip = float(exact) * price * ((1 - sell) + (buy - 1))
+    round_trip = float(exact) * price * gain
     fee = float(way.fee) * price
     if fee >= round_trip:
         return None
@@ -518,9 +530,14 @@ def _priced(plan: Plan, groups: _Groups, trading: Trading) -> _Priced:
 
 def _withdrawal_fees(plan: Plan) -> float:
     prices = plan.diff.prices
+    # Thousands of transfers, a few (asset, fee) pairs: each valued once, summed in transfer order.
+    valued: dict[tuple[str, Decimal], float] = {}
     total = 0.0
     for transfer in plan.transfers:
-        total += float(transfer.fee) * float(prices.get(transfer.asset) or 0)
+        key = (transfer.asset, transfer.fee)
+        if key not in valued:
+            valued[key] = float(transfer.fee) * float(prices.get(transfer.asset) or 0)
+        total += valued[key]
     return total
 
 
@@ -633,7 +650,7 @@ def _savings(
             )
             if rate is not None:
                 values[i], known[i] = rate, True
-    bank = np.isin(account, list(trading.banks))
+    bank = contains(_nodes(trading.banks), account)
     found, plain_bid = _lookup(pooled.plain_keys, pooled.plain_bid, key)
     plain_ask = _lookup(pooled.plain_keys, pooled.plain_ask, key)[1]
     decided = np.where(sell, plain_bid, plain_ask)
@@ -658,3 +675,7 @@ def _lookup(keys: IntArray, values: npt.NDArray[G], query: IntArray) -> tuple[Bo
 
 def _member(keys: IntArray, query: IntArray) -> BoolArray:
     return _lookup(keys, keys, query)[0]
+
+
+def _nodes(nodes: frozenset[int]) -> IntArray:
+    return np.fromiter(nodes, dtype=np.int64, count=len(nodes))
