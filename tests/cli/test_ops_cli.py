@@ -257,6 +257,18 @@ def test_config_validate_names_the_key_and_show_masks_secrets(tmp_path: Path) ->
     assert "planner" in text.stdout and "planning.band = '0.02'" in text.stdout
 
 
+def test_config_validate_reports_a_missing_or_malformed_network_file(tmp_path: Path) -> None:
+    malformed = tmp_path / "network.json"
+    malformed.write_text('{"withdrawals": {')
+    for network, problem in ((tmp_path / "absent.json", "file not found"), (malformed, "malformed JSON")):
+        config = tmp_path / "rebal.toml"
+        config.write_text(f'[planning]\nnetwork_file = "{network}"\n')
+        checked = rebal("config", "validate", config)
+        assert checked.returncode == 4, checked.stdout
+        assert f"{config}: planning.network_file: Value error, {network}: {problem}" in checked.stderr
+        assert "(planner)" in checked.stderr
+
+
 def test_apply_in_one_step_when_within_the_band_sends_nothing(system: OperatorSystem) -> None:
     live_runs = "SELECT count(*) AS n FROM runs WHERE NOT dry_run"
     before = asyncio.run(fetch(system.dsn, live_runs))

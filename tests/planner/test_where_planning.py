@@ -5,6 +5,9 @@ the transfer (`after_transfer`) and the transfer's network and fee, inline and b
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -13,8 +16,10 @@ import pytest
 
 from rebal.events import BalanceSnapshotTaken, PayloadRef, RebalancePlanned, TargetWeightsComputed, new_event
 from rebal.payloads import ENCODING, decode, digest_of, hydrate, slim
+from rebal.settings import EXIT_CONFIGURATION
 from rebal_planner.inputs import snapshot_cache
-from rebal_planner.planning import load_networks, parse_target, plan_with_weights
+from rebal_planner.planning import parse_target, plan_with_weights
+from rebal_planner.settings import load_networks
 from tests.cli.test_where_cli import BLOCKS
 
 NOW = datetime(2026, 12, 7, 6, 0, tzinfo=UTC)
@@ -102,3 +107,32 @@ def test_a_bad_network_file_is_refused_in_one_line_naming_it(tmp_path: Path) -> 
     path.write_text(json.dumps({"withdrawals": {}, "deposit": {}}))
     with pytest.raises(ValueError, match=r"^.*network\.json: unknown key\(s\) deposit$"):
         load_networks(path)
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [(None, "file not found"), ('{"withdrawals": {', "malformed JSON"), ('{"deposit": {}}', "unknown key")],
+)
+def test_a_missing_or_bad_network_file_stops_the_planner_with_one_line_and_exit_4(
+    tmp_path: Path, content: str | None, problem: str
+) -> None:
+    path = tmp_path / "network.json"
+    if content is not None:
+        path.write_text(content)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REBAL")}
+    env["REBAL__PLANNING__NETWORK_FILE"] = str(path)
+    done = subprocess.run(
+        [sys.executable, "-m", "rebal_planner"],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == EXIT_CONFIGURATION, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(
+        f"rebal-planner: configuration error: planning.network_file: Value error, {path}: "
+    )
+    assert problem in lines[0]

@@ -74,15 +74,11 @@ class Problem:
         return f"{source}: {self.key}: {self.message}{who}"
 
 
-def _key(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in loc) or "(top level)"
-
-
 def check_configuration(path: Path | None) -> tuple[dict[str, BaseSettings], list[Problem]]:
     """Every service's settings made from `path` (or none) and the environment, and what is wrong."""
     from pydantic import ValidationError
 
-    from rebal.settings import read_config_file, using_config_file
+    from rebal.settings import read_config_file, setting_key, using_config_file
 
     document = read_config_file(path) if path is not None else {}  # ConfigFileError names the file
     classes = service_classes(venues_configured(document))
@@ -98,7 +94,7 @@ def check_configuration(path: Path | None) -> tuple[dict[str, BaseSettings], lis
                 loaded[name] = cls()
             except ValidationError as exc:
                 for error in exc.errors():
-                    problems.setdefault((_key(error["loc"]), error["msg"]), []).append(name)
+                    problems.setdefault((setting_key(error["loc"]), error["msg"]), []).append(name)
             except ValueError as exc:  # a secret file that cannot be read, from a validator
                 problems.setdefault(("(settings)", str(exc)), []).append(name)
     return loaded, [Problem(key, message, tuple(who)) for (key, message), who in problems.items()]

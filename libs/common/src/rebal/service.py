@@ -43,7 +43,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 
 from rebal import bus, metrics, telemetry
-from rebal.settings import EXIT_CONFIGURATION, ServiceSettings
+from rebal.settings import EXIT_CONFIGURATION, ServiceSettings, setting_key
 
 log = logging.getLogger("rebal.service")
 READY_TIMEOUT_SECONDS = 2.0
@@ -63,7 +63,8 @@ def settings_or_exit(kind: type[S]) -> S:
     try:
         return kind()
     except ValidationError as exc:
-        print(f"rebal-{kind.service}: configuration error: {exc}", file=sys.stderr)
+        problems = "; ".join(f"{setting_key(error['loc'])}: {error['msg']}" for error in exc.errors())
+        print(f"rebal-{kind.service}: configuration error: {problems}", file=sys.stderr)
         sys.exit(EXIT_CONFIGURATION)
 
 

@@ -221,6 +221,11 @@ _NATS_TOKEN = re.compile(r"(\b(?:nats|tls|ws|wss)://)[^:/@,\s]+@", re.IGNORECASE
 _URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@,\s]*:)[^@/,\s]*@", re.IGNORECASE)
 
 
+def setting_key(loc: tuple[int | str, ...]) -> str:
+    """A validation error's location as the dotted key a user writes (``planning.network_file``)."""
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
 def masked(value: Any, key: str = "") -> Any:
     """A settings document with every secret replaced by `MASK` (SecretStr dumps masked already)."""
     if isinstance(value, dict):

@@ -10,8 +10,7 @@ from rebal_planner.approvals import Approvals, JournalPreviews
 from rebal_planner.handlers import SERVICE, register, register_approvals
 from rebal_planner.inputs import snapshot_cache
 from rebal_planner.planner import Planner
-from rebal_planner.planning import load_networks
-from rebal_planner.settings import PlannerSettings
+from rebal_planner.settings import PlannerSettings, load_networks
 
 
 def build(settings: PlannerSettings) -> AsgiFastStream:

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
@@ -32,7 +31,6 @@ from rebal.events import (
     TargetWeightsComputed,
     derive_run_id,
 )
-from rebal.io import load_document
 from rebal.payloads import Body, plan_orders
 
 E = TypeVar("E", BalanceSnapshotTaken, TargetWeightsComputed)
@@ -63,16 +61,6 @@ def parse_snapshot(snapshot: BalanceSnapshotTaken, networks: Networks | None = N
         Contracts.parse(snapshot.contracts),
         networks,
     )
-
-
-def load_networks(path: Path | None) -> Networks | None:
-    """The planner's network file, parsed (None: no file); a bad one is refused with one line naming it."""
-    if path is None:
-        return None
-    try:
-        return Networks.parse(load_document(path))
-    except InputError as exc:
-        raise ValueError(f"{path}: {exc}") from None
 
 
 def parse_target(target: TargetWeightsComputed) -> Tree:

@@ -6,9 +6,25 @@ from decimal import Decimal
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from rebal.core.errors import InputError
+from rebal.core.networks import Networks
+from rebal.io import FileError, load_document
 from rebal.settings import Section, ServiceSettings
+
+
+def load_networks(path: Path | None) -> Networks | None:
+    """The planner's network file, parsed (None: no file); a missing or bad one is refused with one line
+    naming the file (a `ValueError`: in the settings, a configuration error)."""
+    if path is None:
+        return None
+    try:
+        return Networks.parse(load_document(path))
+    except FileError as exc:
+        raise ValueError(str(exc)) from None
+    except InputError as exc:
+        raise ValueError(f"{path}: {exc}") from None
 
 
 class PlanningSettings(Section):
@@ -25,6 +41,14 @@ class PlanningSettings(Section):
     # where it sells better (the sell waits for the transfer); without it (the default) transfers stay
     # in each account's quote, between any two accounts, without a fee.
     network_file: Path | None = None
+
+    @field_validator("network_file")
+    @classmethod
+    def _network_file_parses(cls, path: Path | None) -> Path | None:
+        # Checked when the settings load, so a bad file is a configuration error (exit 4, named) and
+        # `rebal config validate` reports it, rather than a traceback when the app is built.
+        load_networks(path)
+        return path
 
 
 class AutopilotSettings(Section):
