@@ -30,11 +30,17 @@ def network(fee: str) -> Any:
 
 
 def plan(
-    tmp_path: Path, *extra: str, net: Any = None, env: dict[str, str] | None = None
+    tmp_path: Path,
+    *extra: str,
+    net: Any = None,
+    env: dict[str, str] | None = None,
+    given: dict[str, Any] | None = None,
 ) -> subprocess.CompletedProcess[str]:
+    """`rebal plan` on the documented blocks, the network file replaced by `net` and any block by `given`."""
     args: list[str] = ["plan"]
+    inputs = {**BLOCKS, **({"network": net} if net is not None else {}), **(given or {})}
     for name in INPUTS:
-        doc = BLOCKS[name] if name != "network" or net is None else net
+        doc = inputs[name]
         path = tmp_path / f"{name}.json"
         path.write_text(doc if isinstance(doc, str) else json.dumps(doc))
         args += [f"--{name}", str(path)]
@@ -84,3 +90,20 @@ def test_a_bad_network_file_is_refused_in_one_line_naming_the_file_and_the_field
     assert done.stdout == ""
     assert done.stderr.count("\n") == 1
     assert "network.json" in done.stderr and "withdrawals.binance.BTC.fee" in done.stderr
+
+
+def test_an_exchange_no_account_is_on_is_named_on_stderr_and_the_plan_still_made(tmp_path: Path) -> None:
+    prices = json.loads(json.dumps(BLOCKS["prices"]))
+    prices["venues"]["binanse"] = prices["venues"].pop("binance")  # a typo: binance at the reference price
+    net = json.loads(json.dumps(BLOCKS["network"]))
+    net["deposits"]["coinbsae"] = net["deposits"]["coinbase"]
+    done = plan(tmp_path, "--json", net=net, given={"prices": prices})
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["orders"]
+    assert done.stderr.splitlines() == [
+        f"warning: {tmp_path / 'prices.json'}: venues.binanse: no account is on this exchange; "
+        "its prices are not used",
+        f"warning: {tmp_path / 'network.json'}: deposits.coinbsae: no account is on this exchange; "
+        "its deposits are not used",
+    ]
+    assert plan(tmp_path, "--json").stderr == ""  # the documented files: every exchange has an account

@@ -36,7 +36,12 @@ from rebal_cli.support import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Collection
+
+    from rebal.core.market import Prices
+    from rebal.core.networks import Networks
     from rebal.core.position_plan import PositionPlan
+    from rebal.core.tree import Tree
 
 app = typer.Typer(
     name="rebal",
@@ -181,6 +186,8 @@ def plan(
     except FileError as exc:
         fail(str(exc))
     batch.settled()
+    for line in unused_exchanges(real_tree, price_table, prices, networks, network):
+        print(f"warning: {line}", file=sys.stderr)
     try:
         diff = diff_trees(
             real_tree, target_tree, price_table, band=band, invest=invest_value, withdraw=withdraw_value
@@ -204,6 +211,28 @@ def plan(
     from rebal_cli import render  # the terminal's view only: rich and the renderer
 
     render.print_plan(document)
+
+
+def unused_exchanges(
+    real: Tree, prices: Prices, prices_file: Path, networks: Networks | None, network_file: Path | None
+) -> list[str]:
+    """An exchange the prices' `venues` or the network file name that no account of `real` is on (a typo,
+    "binanse", would otherwise plan binance at the reference price unnoticed): one line each, naming the
+    file and the key. Only a warning: a shared prices or network file may list more venues."""
+    held = set(real.exchange.values())
+    sections: list[tuple[Path, str, Collection[str], str]] = [
+        (prices_file, "venues", prices.venues, "prices")
+    ]
+    if networks is not None and network_file is not None:
+        sections += [
+            (network_file, "withdrawals", networks.withdrawals.keys(), "withdrawals"),
+            (network_file, "deposits", networks.deposits.keys(), "deposits"),
+        ]
+    return [
+        f"{path}: {key}.{exchange}: no account is on this exchange; its {what} are not used"
+        for path, key, table, what in sections
+        for exchange in sorted(set(table) - held)
+    ]
 
 
 def with_positions(document: dict[str, Any], positions: PositionPlan) -> dict[str, Any]:
