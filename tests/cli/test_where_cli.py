@@ -107,3 +107,14 @@ def test_an_exchange_no_account_is_on_is_named_on_stderr_and_the_plan_still_made
         "its deposits are not used",
     ]
     assert plan(tmp_path, "--json").stderr == ""  # the documented files: every exchange has an account
+
+
+def test_a_venue_price_far_from_the_reference_is_refused_in_one_line_naming_the_place(tmp_path: Path) -> None:
+    prices = json.loads(json.dumps(BLOCKS["prices"]))
+    prices["venues"]["binance"]["BTC"] = {"bid": "6000000", "ask": "6000100"}  # 100x the reference
+    done = plan(tmp_path, "--json", given={"prices": prices})
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.splitlines() == [
+        f"error: {tmp_path / 'prices.json'}: venues.binance.BTC.bid: 6000000 is more than 2x away from the "
+        "reference price 60000 (prices.BTC: a venue's price must lie within 30000 to 120000)"
+    ]

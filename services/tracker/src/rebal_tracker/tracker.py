@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from rebal import bus
 from rebal.core.assemble import LayoutAccount, assemble_tree, layout_accounts
 from rebal.core.numbers import dec_str
+from rebal.core.venues import implausible
 from rebal.events import BalanceSnapshotTaken, TakeSnapshot, new_event
 from rebal.futures import FuturesVenue
 from rebal.venue import QuotingVenue, Venue, VenueError
@@ -33,16 +34,25 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-async def venue_quotes(venue: QuotingVenue, assets: Sequence[str], quote: str) -> dict[str, dict[str, str]]:
+async def venue_quotes(
+    venue: QuotingVenue, assets: Sequence[str], quote: str, reference: Mapping[str, str]
+) -> dict[str, dict[str, str]]:
     """A venue's own bid and ask of each asset in the valuation `quote` (``ASSET/quote`` tickers), as the
-    prices document's `venues` gives them (docs/formats.md); a side the venue does not show is left out."""
+    prices document's `venues` gives them (docs/formats.md); a side the venue does not show is left out,
+    and so is one the prices document would refuse: too far from the asset's `reference` price."""
     shown = await venue.quotes([f"{asset}/{quote}" for asset in assets])
     found: dict[str, dict[str, str]] = {}
     for symbol, sides in sorted(shown.items()):
         if sides.bid is not None and sides.ask is not None and sides.bid > sides.ask:
             continue  # a crossed book is no price to plan on (and the prices document refuses it)
+        asset = symbol.partition("/")[0]
+        price = Decimal(reference[asset]) if asset in reference else None
         both = (("bid", sides.bid), ("ask", sides.ask))
-        given = {side: dec_str(value) for side, value in both if value is not None and value > 0}
+        given = {
+            side: dec_str(value)
+            for side, value in both
+            if value is not None and value > 0 and (price is None or not implausible(value, price))
+        }
         if given:
             found[symbol.partition("/")[0]] = given
     return found
@@ -105,7 +115,7 @@ class Tracker:
             for symbol, price in (await venue.prices(symbols)).items():
                 prices[symbol.partition("/")[0]] = dec_str(price)
             if self.venue_prices and isinstance(venue, QuotingVenue):
-                quoted = await venue_quotes(venue, sorted(assets - {self.quote}), self.quote)
+                quoted = await venue_quotes(venue, sorted(assets - {self.quote}), self.quote, prices)
                 if quoted:
                     venues[exchange] = quoted
             markets[exchange] = {

@@ -9,7 +9,7 @@ from functools import cached_property
 
 from rebal.core.errors import InputError
 from rebal.core.numbers import DEFAULT_AMOUNT_STEP, RANGE, in_range, parse_decimal
-from rebal.core.venues import Quote, parse_venues
+from rebal.core.venues import Quote, check_against, parse_venues
 
 MARKET_KEYS = frozenset({"amount_step", "min_amount", "min_cost", "fee_rate"})
 
@@ -51,7 +51,11 @@ class Prices:
             if not in_range(price):
                 raise InputError(f"prices.{asset}", f"price {value} is outside the supported range ({RANGE})")
             parsed[str(asset)] = price
-        venues = parse_venues(doc["venues"]) if "venues" in doc else {}
+        prices = cls(quote=quote, prices=parsed)
+        if "venues" not in doc:
+            return prices
+        venues = parse_venues(doc["venues"])
+        check_against(venues, prices.get)
         return cls(quote=quote, prices=parsed, venues=venues)
 
 

@@ -9,7 +9,7 @@ entry and stands at its reference price.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -17,6 +17,10 @@ from rebal.core.errors import InputError
 from rebal.core.numbers import RANGE, in_range, parse_decimal
 
 QUOTE_KEYS = frozenset({"bid", "ask"})
+# How far a venue's bid or ask may stand from the asset's reference price: within [1/2, 2] x the reference.
+# Real venues quote an asset within a few percent of each other; a figure outside this is a typo, a wrong
+# unit or a dead market, and planned on it would claim absurd savings, so the prices are refused.
+MAX_VENUE_FACTOR = Decimal(2)
 
 
 @dataclass(frozen=True)
@@ -63,3 +67,25 @@ def parse_venues(raw: object) -> dict[str, dict[str, Quote]]:
             quotes[str(asset)] = Quote(values.get("bid"), values.get("ask"))
         parsed[str(exchange)] = quotes
     return parsed
+
+
+def implausible(value: Decimal, reference: Decimal) -> bool:
+    """Whether a venue's bid or ask `value` stands outside [1/`MAX_VENUE_FACTOR`, `MAX_VENUE_FACTOR`] x
+    the asset's `reference` price."""
+    return value > reference * MAX_VENUE_FACTOR or value * MAX_VENUE_FACTOR < reference
+
+
+def check_against(venues: VenueQuotes, reference: Callable[[str], Decimal | None]) -> None:
+    """Refuse (`InputError` naming ``venues.EXCHANGE.ASSET.SIDE``) a bid or ask `implausible` against the
+    asset's reference price; an asset without one is left to the tree's checks."""
+    for exchange, quotes in venues.items():
+        for asset, quote in quotes.items():
+            price = reference(asset)
+            for side, value in (("bid", quote.bid), ("ask", quote.ask)):
+                if price is not None and value is not None and implausible(value, price):
+                    raise InputError(
+                        f"venues.{exchange}.{asset}.{side}",
+                        f"{value} is more than {MAX_VENUE_FACTOR}x away from the reference price {price} "
+                        f"(prices.{asset}: a venue's price must lie within "
+                        f"{price / MAX_VENUE_FACTOR} to {price * MAX_VENUE_FACTOR})",
+                    )
