@@ -151,9 +151,12 @@ def column(text: str, name: str) -> list[str]:
     for start, title in enumerate(lines):
         if "Orders (" not in title:
             continue
-        header = next(line for line in lines[start:] if "phase" in line)
-        index = [cell.strip() for cell in header.split("┃")].index(name)
-        for line in lines[lines.index(header, start) + 2 :]:
+        top = next(at for at in range(start, len(lines)) if lines[at].startswith("┏"))
+        rule = next(at for at in range(top, len(lines)) if lines[at].startswith("┡"))
+        rows = [[cell.strip() for cell in line.split("┃")] for line in lines[top + 1 : rule]]
+        names = [" ".join(filter(None, words)) for words in zip(*rows, strict=True)]  # a header a line a word
+        index = names.index(name)
+        for line in lines[rule + 1 :]:
             if not line.startswith("│"):
                 break
             parts = [cell.strip() for cell in line.split("│")]

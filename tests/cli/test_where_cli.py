@@ -118,3 +118,20 @@ def test_a_venue_price_far_from_the_reference_is_refused_in_one_line_naming_the_
         f"error: {tmp_path / 'prices.json'}: venues.binance.BTC.bid: 6000000 is more than 2x away from the "
         "reference price 60000 (prices.BTC: a venue's price must lie within 30000 to 120000)"
     ]
+
+
+def test_at_80_columns_the_where_plan_breaks_no_number(tmp_path: Path) -> None:
+    """The three where-mode columns made the numbers break (`0.999` over `8`, `6030` over `0.00`): below
+    100 columns a leg's reason, saving and awaited transfer share one column, and numbers never break."""
+    shown = plan(tmp_path, env={"COLUMNS": "80"})
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert max(map(len, lines)) <= 80
+    order = next(line for line in lines if "BTC/USDT" in line)
+    assert [cell.strip() for cell in order.split("│")][1:8] == [
+        "1", "BTC/USDT", "sell", "0.9998", "60300.00", "60287.94", "60.29"
+    ]  # fmt: skip
+    transfer = next(line for line in lines if line.startswith("│ 0 │ BTC"))
+    assert {"0.5", "30000.00", "0.0002"} <= {cell.strip() for cell in transfer.split("│")}
+    for why in ("best_bid", "saving", "232.22", "after #0", "-12.00", "-227.65"):
+        assert any(why in line for line in lines), why

@@ -11,8 +11,10 @@ diff tree when the plan has one (from files) and the projected weights when it h
 Numbers are shown as operators read them (`rebal.core.display`): order amounts exactly (whole steps of
 the market), prices, costs and fees to the quote's precision, weights to two decimals of a percent; never
 in exponent form (the bus's JSON may write ``8.3E-7``). Nothing is cut to fit the terminal: below
-`WIDE_COLUMNS` the orders are listed per account (the account as the table's title), so that the numbers
-keep their width, and ids are never broken or shortened.
+`WIDE_COLUMNS` the orders are listed per account (the account as the table's title) and a where-mode
+plan's reason, saving and awaited transfer share one column, so that the numbers keep their width: a
+number is never broken across lines unless even unbroken ones cannot fit (then folded, never cropped);
+ids are never broken or shortened.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from rich.cells import cell_len
 from rich.console import Console, RenderableType
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
+from rich.text import Text
 from rich.tree import Tree as RichTree
 
 from rebal.core.display import money_text, percent_text, price_text
@@ -36,8 +40,34 @@ JsonDict = dict[str, Any]
 OPERATION_STYLE = {"buy": "green", "sell": "red", "hold": "dim"}
 # Columns of short tokens, never broken.
 UNBROKEN = frozenset({"phase", "side", "symbol"})
-# Below this width the orders leave out their exchange (the account's path names it) so that the rest fits.
+# Columns of numbers: never broken across lines (a number read as `0.999` over `8` is misread); their
+# headers take a line per word instead, so that a column is as wide as its numbers.
+NUMBERS = frozenset(
+    {
+        "#",
+        "phase",
+        "amount",
+        "est. price",
+        "est. cost",
+        "est. fee",
+        "est. notional",
+        "est. saving",
+        "after transfer",
+        "est. value",
+        "fee",
+        "fees",
+        "spread",
+        "withdrawal fees",
+        "total",
+        "now",
+        "after",
+    }
+)
+# Below this width the orders leave out their exchange (the account's path names it) so that the rest fits,
+# and a where-mode plan's reason, saving and awaited transfer share one column (`WHY`).
 WIDE_COLUMNS = 100
+WHERE_COLUMNS = ("reason", "est. saving", "after transfer")
+WHY = "why"
 
 
 def console(stderr: bool = False) -> Console:
@@ -61,7 +91,29 @@ def print_plan(plan: Mapping[str, Any], header: str | None = None, out: Console 
     if header is not None:
         out.print(header)
     for section in plan_sections(plan, out.width):
-        out.print(section, soft_wrap=False)
+        out.print(_fitted(section, out.width) if isinstance(section, Table) else section, soft_wrap=False)
+
+
+# The fewest characters a folding column (a name, a reason) is given when deciding whether numbers fit.
+FOLDED_MIN = 4
+
+
+def _fitted(table: Table, width: int) -> Table:
+    """The table, its numbers let fold after all when even unbroken they cannot fit in `width`: rich
+    would otherwise crop every column, losing digits; a folded number is still there to read."""
+    needed = 1 + sum(
+        3 + (max(map(cell_len, _lines(column))) if column.no_wrap else FOLDED_MIN) for column in table.columns
+    )
+    if needed > width:
+        for column in table.columns:
+            column.no_wrap = column.no_wrap and str(column.header) in UNBROKEN
+    return table
+
+
+def _lines(column: Column) -> Iterable[str]:
+    """The header and cells of a column as shown, line by line (markup removed)."""
+    for cell in (column.header, *column.cells):
+        yield from Text.from_markup(str(cell)).plain.splitlines() or [""]
 
 
 def valuation_quote(plan: Mapping[str, Any]) -> str | None:
@@ -116,7 +168,7 @@ def plan_sections(plan: Mapping[str, Any], width: int = WIDE_COLUMNS) -> list[Re
         sections.append(diff_tree(plan["diff"]))
     sections.extend(_orders(plan["orders"], width, quote))
     if plan.get("transfers"):
-        sections.append(_transfers(plan["transfers"], quote))
+        sections.append(_transfers(plan["transfers"], quote, width))
     if plan.get("position_orders") or plan.get("position_settings"):
         sections.append(_position_orders(plan.get("position_orders") or ()))
     if plan.get("position_settings"):
@@ -138,15 +190,16 @@ def _costs(costs: Mapping[str, Any], quote: str | None) -> Table:
 
 
 def _table(title: str, columns: Sequence[str], right: Iterable[str] = ()) -> Table:
-    """Numbers and names fold onto more lines when the terminal is narrow; short tokens never wrap."""
+    """Names and reasons fold onto more lines when the terminal is narrow; numbers and short tokens never
+    break (a number's header takes a line per word)."""
     table = Table(title=title)
     aligned = set(right)
     for column in columns:
         table.add_column(
-            column,
+            column.replace(" ", "\n") if column in NUMBERS else column,
             justify="right" if column in aligned else "left",
             overflow="fold",
-            no_wrap=column in UNBROKEN,
+            no_wrap=column in UNBROKEN or column in NUMBERS,
         )
     return table
 
@@ -160,12 +213,16 @@ def _orders(orders: Sequence[Mapping[str, Any]], width: int, valuation: str | No
     that the numbers keep their width)."""
     money: tuple[str, ...] = ("amount", "est. price", "est. cost", "est. fee")
     if orders and "reason" in orders[0]:  # a where-mode plan says why and what it saves
-        money = (*money, "reason", "est. saving", "after transfer")
+        money = (*money, *(WHERE_COLUMNS if width >= WIDE_COLUMNS else (WHY,)))
     if width >= WIDE_COLUMNS or not orders:
         names: tuple[str, ...] = ("phase", "account", "exchange", "symbol", "side")
-        table = _table(f"Orders ({len(orders)})", (*names, *money), right=("phase", *money))
+        table = _table(
+            f"Orders ({len(orders)})",
+            (*names, *money),
+            right=("phase", *(name for name in money if name != WHY)),
+        )
         for order in orders:
-            table.add_row(*_order_cells(order, names, valuation))
+            table.add_row(*_order_cells(order, names, valuation, WHY not in money))
         return [table]
     accounts: dict[str, list[Mapping[str, Any]]] = {}
     for order in orders:
@@ -174,9 +231,13 @@ def _orders(orders: Sequence[Mapping[str, Any]], width: int, valuation: str | No
     for account, held in accounts.items():
         names = ("phase", "symbol", "side")
         title = f"Orders ({len(orders)})" + ("" if len(accounts) == 1 else f": {len(held)}")
-        table = _table(f"{title} on {escape(account)}", (*names, *money), right=("phase", *money))
+        table = _table(
+            f"{title} on {escape(account)}",
+            (*names, *money),
+            right=("phase", *(name for name in money if name != WHY)),
+        )
         for order in held:
-            table.add_row(*_order_cells(order, names, valuation))
+            table.add_row(*_order_cells(order, names, valuation, WHY not in money))
         tables.append(table)
     return tables
 
@@ -185,7 +246,11 @@ def _position_orders(orders: Sequence[Mapping[str, Any]]) -> Table:
     """The futures accounts' orders: reduce-only ones (phase 1) before the ones that open or increase."""
     money = ("amount", "est. price", "est. notional", "est. fee")
     names = ("phase", "account", "symbol", "side", "reduce-only")
-    table = _table(f"Position orders ({len(orders)})", (*names, *money), right=("phase", *money))
+    table = _table(
+        f"Position orders ({len(orders)})",
+        (*names, *money),
+        right=("phase", *(name for name in money if name != WHY)),
+    )
     for order in orders:
         quote = _perpetual_quote(order["symbol"])
         table.add_row(
@@ -221,7 +286,9 @@ def _perpetual_quote(symbol: str) -> str | None:
     return _quote(symbol.partition(":")[0])
 
 
-def _order_cells(order: Mapping[str, Any], names: Sequence[str], valuation: str | None = None) -> list[str]:
+def _order_cells(
+    order: Mapping[str, Any], names: Sequence[str], valuation: str | None = None, wide: bool = True
+) -> list[str]:
     quote = _quote(order["symbol"])
     cells = {
         "phase": str(order["phase"]),
@@ -240,19 +307,30 @@ def _order_cells(order: Mapping[str, Any], names: Sequence[str], valuation: str 
     if "reason" in order:
         after = order.get("after_transfer")
         saving = value_text(order["est_saving"], valuation)  # the valuation currency, to its precision
-        made += [escape(order["reason"]), saving, "" if after is None else str(after)]
+        if wide:
+            made += [escape(order["reason"]), saving, "" if after is None else str(after)]
+        else:
+            made.append(_why(order["reason"], saving, after))
     return made
 
 
-def _transfers(transfers: Sequence[Mapping[str, Any]], quote: str | None) -> Table:
+def _why(reason: str, saving: str, after: int | None = None) -> str:
+    """A where-mode leg's reason, saving and the transfer it waits for, in one cell of a line each (the
+    narrow view: three columns more would break the numbers)."""
+    lines = [escape(reason), f"saving {saving}"]
+    return "\n".join(lines if after is None else [*lines, f"after #{after}"])
+
+
+def _transfers(transfers: Sequence[Mapping[str, Any]], quote: str | None, width: int = WIDE_COLUMNS) -> Table:
     noted = "reason" in transfers[0]
+    wide = width >= WIDE_COLUMNS
     columns: tuple[str, ...] = (
         ("#", "asset", "from", "to", "amount", "est. value")
         if noted
         else ("asset", "from", "to", "amount", "est. value")
     )
     if noted:
-        columns = (*columns, "network", "fee", "reason", "est. saving")
+        columns = (*columns, "network", "fee", *(("reason", "est. saving") if wide else (WHY,)))
     table = _table(f"Transfers ({len(transfers)})", columns)
     for index, transfer in enumerate(transfers):
         source = transfer.get("from", transfer.get("from_account"))
@@ -266,14 +344,10 @@ def _transfers(transfers: Sequence[Mapping[str, Any]], quote: str | None) -> Tab
         ]
         if noted:
             network = transfer.get("network")
-            cells = [
-                str(index),
-                *cells,
-                escape(network or "-"),
-                number(transfer["fee"]),
-                escape(transfer["reason"]),
-            ]
-            cells.append(value_text(transfer["est_saving"], quote))
+            cells = [str(index), *cells, escape(network or "-"), number(transfer["fee"])]
+            saving = value_text(transfer["est_saving"], quote)
+            reason = transfer["reason"]
+            cells += [escape(reason), saving] if wide else [_why(reason, saving)]
         table.add_row(*cells)
     return table
 
