@@ -135,3 +135,18 @@ def test_at_80_columns_the_where_plan_breaks_no_number(tmp_path: Path) -> None:
     assert {"0.5", "30000.00", "0.0002"} <= {cell.strip() for cell in transfer.split("│")}
     for why in ("best_bid", "saving", "232.22", "after #0", "-12.00", "-227.65"):
         assert any(why in line for line in lines), why
+
+
+def test_a_price_from_two_venue_quotes_and_its_cost_and_fee_keep_the_digits_quoted(tmp_path: Path) -> None:
+    """binance quotes USDT too: BTC/USDT sells at 60390 / 1.001, which was 60329.6703296703297 (and so the
+    est_cost; the est_fee 60.3296703296703297)."""
+    prices = json.loads(json.dumps(BLOCKS["prices"]))
+    prices["venues"]["binance"] = {
+        "BTC": {"bid": "60390", "ask": "60410"},
+        "USDT": {"bid": "0.999", "ask": "1.001"},
+    }
+    done = plan(tmp_path, "--json", given={"prices": prices})
+    assert done.returncode == 0, done.stderr
+    (order,) = json.loads(done.stdout)["orders"]
+    assert (order["account"], order["amount"]) == ("alice/binance", "1")
+    assert (order["est_price"], order["est_cost"], order["est_fee"]) == ("60329.67", "60329.67", "60.32967")

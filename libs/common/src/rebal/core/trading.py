@@ -27,6 +27,10 @@ from rebal.core.networks import Networks
 RATE_TIE = 1e-12
 # Derived decimals (estimated prices) keep this many significant digits, as the plan's.
 DERIVED = Context(prec=18)
+# A price derived from a venue's two quotes (bid(BASE)/ask(QUOTE)) keeps the significant digits of the more
+# precise of them, and at least this many: 60390 / 1.001 is 60329.670, not 60329.6703296703297 (digits no
+# venue quoted, which then ran into the estimated cost and fee).
+VENUE_PRICE_DIGITS = 8
 MoveKind = Literal["round_trip", "relocation"]
 
 
@@ -46,7 +50,8 @@ class VenuePrices:
         """The estimated price of `market` (quote per base): bid(BASE)/ask(QUOTE) for a sell."""
         base, quote = self.value(exchange, market.base, sell), self.value(exchange, market.quote, not sell)
         assert base is not None and quote is not None, "prices are checked by diff_trees"
-        return DERIVED.divide(base, quote)
+        digits = max(VENUE_PRICE_DIGITS, _digits(base), _digits(quote))
+        return Context(prec=digits).divide(base, quote)
 
     def price(self, exchange: str, market: Market, sell: bool) -> float:
         base, quote = self.value(exchange, market.base, sell), self.value(exchange, market.quote, not sell)
@@ -66,6 +71,11 @@ class VenuePrices:
         for market in route.legs:
             total *= self.rate(exchange, market, sell)
         return total
+
+
+def _digits(value: Decimal) -> int:
+    """A decimal's significant digits (60000 has one, 1.001 four)."""
+    return len(value.normalize().as_tuple().digits)
 
 
 def _paths(known: Mapping[str, Market], asset: str, quote: str) -> Iterator[tuple[Market, ...]]:
