@@ -142,6 +142,9 @@ def test_a_stored_plan_shows_its_transfers() -> None:
     transfer = stored["transfers"][0]
     assert "Transfers (1)" in text
     assert transfer["from_account"] in text and transfer["to_account"] in text
+    # Its orders and transfers have `reason: null` (not a where-mode plan): no where-mode columns.
+    assert stored["orders"][0]["reason"] is None and transfer["reason"] is None
+    assert "None" not in text and "saving" not in text and "why" not in text
 
 
 def column(text: str, name: str) -> list[str]:

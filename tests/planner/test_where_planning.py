@@ -11,6 +11,7 @@ import sys
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,26 +27,29 @@ NOW = datetime(2026, 12, 7, 6, 0, tzinfo=UTC)
 D = Decimal
 
 
-def snapshot() -> BalanceSnapshotTaken:
+def snapshot(prices: Any = None) -> BalanceSnapshotTaken:
     return new_event(
         BalanceSnapshotTaken,
         key="where",
         now=NOW,
         portfolio_id="alice",
         tree=BLOCKS["real"],
-        prices=BLOCKS["prices"],
+        prices=BLOCKS["prices"] if prices is None else prices,
         markets=BLOCKS["markets"],
     )
 
 
-async def planned(tmp_path: Path, network: object | None) -> tuple[RebalancePlanned, object]:
+async def planned(
+    tmp_path: Path, network: object | None, prices: Any = None, tree: Any = None
+) -> tuple[RebalancePlanned, object]:
     path = None
     if network is not None:
         path = tmp_path / "network.json"
         path.write_text(json.dumps(network))
-    snap = snapshot()
+    snap = snapshot(prices)
     known = await snapshot_cache(load_networks(path)).add(snap)
-    target = new_event(TargetWeightsComputed, key="t", now=NOW, portfolio_id="alice", tree=BLOCKS["target"])
+    tree = BLOCKS["target"] if tree is None else tree
+    target = new_event(TargetWeightsComputed, key="t", now=NOW, portfolio_id="alice", tree=tree)
     made = plan_with_weights(
         snap,
         snapshot_id=snap.event_id,
@@ -89,6 +93,38 @@ async def test_with_the_network_file_the_plan_moves_btc_and_its_sell_waits_for_t
     travelled = hydrate(slim(event, ref), decode(RebalancePlanned, data, ref))
     assert travelled.orders == event.orders
     assert travelled.transfers == event.transfers
+
+
+async def test_the_running_plan_says_why_what_it_saves_and_what_it_costs_as_rebal_plan_json_does(
+    tmp_path: Path,
+) -> None:
+    """The event (and so the API's plan document and `rebal plan --portfolio`) lacked `reason`,
+    `est_saving` and `costs`: they are the documented example's, inline and by reference alike."""
+    event, body = await planned(tmp_path, BLOCKS["network"])
+    documented = BLOCKS["plan"]
+    [sell], [move] = event.orders, event.transfers
+    [doc_sell], [doc_move] = documented["orders"], documented["transfers"]
+    assert (sell.reason, str(sell.est_saving)) == (doc_sell["reason"], doc_sell["est_saving"])
+    assert (move.reason, str(move.est_saving)) == (doc_move["reason"], doc_move["est_saving"])
+    assert event.costs is not None
+    assert event.costs.model_dump(mode="json") == documented["costs"]
+    data = body.encode(RebalancePlanned)  # type: ignore[attr-defined]
+    ref = PayloadRef(bucket="plans", name="p", digest=digest_of(data), size=len(data), encoding=ENCODING)
+    travelled = hydrate(slim(event, ref), decode(RebalancePlanned, data, ref))
+    assert (travelled.orders, travelled.transfers, travelled.costs) == (
+        event.orders,
+        event.transfers,
+        event.costs,
+    )
+    # Any other plan (no venue prices, network file or pool) has none of them.
+    weights = {
+        "name": "alice",
+        "children": [{"name": "binance", "weight": "100%"}, {"name": "coinbase", "weight": "0%"}],
+    }
+    reference = {key: value for key, value in BLOCKS["prices"].items() if key != "venues"}
+    plain, _ = await planned(tmp_path, None, prices=reference, tree=weights)
+    assert plain.orders and plain.costs is None
+    assert {(o.reason, o.est_saving) for o in (*plain.orders, *plain.transfers)} == {(None, None)}
 
 
 async def test_without_a_network_file_nothing_but_money_moves_and_no_order_waits(tmp_path: Path) -> None:

@@ -212,7 +212,7 @@ def _orders(orders: Sequence[Mapping[str, Any]], width: int, valuation: str | No
     """One table of every order, or, below `WIDE_COLUMNS`, one per account (titled with the account, so
     that the numbers keep their width)."""
     money: tuple[str, ...] = ("amount", "est. price", "est. cost", "est. fee")
-    if orders and "reason" in orders[0]:  # a where-mode plan says why and what it saves
+    if orders and orders[0].get("reason") is not None:  # a where-mode plan says why and what it saves
         money = (*money, *(WHERE_COLUMNS if width >= WIDE_COLUMNS else (WHY,)))
     if width >= WIDE_COLUMNS or not orders:
         names: tuple[str, ...] = ("phase", "account", "exchange", "symbol", "side")
@@ -304,7 +304,7 @@ def _order_cells(
         money_text(str(order["est_cost"]), quote),
         money_text(str(order["est_fee"]), quote),
     ]
-    if "reason" in order:
+    if order.get("reason") is not None:
         after = order.get("after_transfer")
         saving = value_text(order["est_saving"], valuation)  # the valuation currency, to its precision
         if wide:
@@ -322,7 +322,7 @@ def _why(reason: str, saving: str, after: int | None = None) -> str:
 
 
 def _transfers(transfers: Sequence[Mapping[str, Any]], quote: str | None, width: int = WIDE_COLUMNS) -> Table:
-    noted = "reason" in transfers[0]
+    noted = transfers[0].get("reason") is not None
     wide = width >= WIDE_COLUMNS
     columns: tuple[str, ...] = (
         ("#", "asset", "from", "to", "amount", "est. value")

@@ -318,7 +318,9 @@ class OptimizationFailed(Event):
 class PlannedOrder(Frozen):
     """One order of a plan; `after_transfer` the index in the plan's `transfers` of the transfer whose
     arrival it waits for (a sell of what is moved to a better venue: the executor runs it once that
-    transfer is credited and sells at most what arrived), or None."""
+    transfer is credited and sells at most what arrived), or None. A where-mode plan's order says why it
+    trades there (`reason`) and what that saves against the plain choice (`est_saving`, valuation
+    currency); None in other plans (and in plans made before the fields)."""
 
     account: Text
     exchange: Text
@@ -330,13 +332,16 @@ class PlannedOrder(Frozen):
     est_fee: Number
     phase: int
     after_transfer: int | None = Field(default=None, ge=0)
+    reason: Text | None = None
+    est_saving: Number | None = None
 
 
 class PlannedTransfer(Frozen):
     """`amount` of `asset` from one account to another; the destination receives `amount - fee`
     (`network` the network the planner chose with a network file, its `fee` in the asset; None and 0
     without one). `manual`: one side is a bank or broker account without an API (`"kind": "bank"`): the
-    transfer is an operator's task, not a withdrawal (plans made before the field read false)."""
+    transfer is an operator's task, not a withdrawal (plans made before the field read false). A
+    where-mode plan's transfer says why it moves (`reason`) and what that saves (`est_saving`)."""
 
     asset: Text
     from_account: Text
@@ -346,6 +351,18 @@ class PlannedTransfer(Frozen):
     network: Text | None = None
     fee: Number = Decimal(0)
     manual: bool = False
+    reason: Text | None = None
+    est_saving: Number | None = None
+
+
+class PlanCosts(Frozen):
+    """A where-mode plan's estimated costs in the valuation currency (docs/formats.md): trading fees,
+    spreads against the reference prices, the transfers' network fees, and their total."""
+
+    fees: Number
+    spread: Number
+    withdrawal_fees: Number
+    total: Number
 
 
 class PlannedPositionOrder(Frozen):
@@ -431,6 +448,8 @@ class RebalancePlanned(Event):
     position_orders: tuple[PlannedPositionOrder, ...] = ()
     position_settings: tuple[PlannedPositionSetting, ...] = ()
     payload_ref: PayloadRef | None = None
+    # A where-mode plan's estimated costs (None: any other plan, and plans made before the field).
+    costs: PlanCosts | None = None
 
     @model_validator(mode="after")
     def _waits_for_a_transfer_it_has(self) -> Self:

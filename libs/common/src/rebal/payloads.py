@@ -361,9 +361,16 @@ def plan_orders(plan: Plan) -> Records:
             "phase": dictionary_column([BUY_PHASE, SELL_PHASE], side),
             # The transfer a where-mode plan's order waits for (None: none, every order of other plans).
             "after_transfer": plan.waits_for(),
+            # Why it trades there and what that saves (where mode; None: every order of other plans).
+            **dict(zip(("reason", "est_saving"), _why_columns(plan), strict=True)),
         },
     }
     return Records(table, plan.orders)
+
+
+def _why_columns(plan: Plan) -> tuple[list[str | None], list[str | None]]:
+    reasons, savings = plan.why()
+    return reasons, [None if saving is None else str(saving) for saving in savings]
 
 
 def tree_of(table: dict[str, Any]) -> Any:

@@ -16,6 +16,7 @@ from rebal.core.diff import DiffTree, diff_trees
 from rebal.core.errors import InputError
 from rebal.core.market import Markets, Prices
 from rebal.core.networks import Networks
+from rebal.core.numbers import money_str
 from rebal.core.plan import Plan, plan_rebalance
 from rebal.core.position_plan import PositionPlan, plan_positions
 from rebal.core.shown import projected_weights
@@ -23,6 +24,7 @@ from rebal.core.tree import Tree, parse_tree
 from rebal.events import (
     BalanceSnapshotTaken,
     Event,
+    PlanCosts,
     PlanFailed,
     PlannedPositionOrder,
     PlannedPositionSetting,
@@ -32,6 +34,7 @@ from rebal.events import (
     derive_run_id,
 )
 from rebal.payloads import Body, plan_orders
+from rebal.render import costs_json
 
 E = TypeVar("E", BalanceSnapshotTaken, TargetWeightsComputed)
 SOURCES = {"real": "snapshot tree", "target": "target tree", "prices": "snapshot prices", "options": "band"}
@@ -238,7 +241,9 @@ def planned_of(
         snapshot_taken_at=taken_at,
         position_orders=PlannedPositionOrder.trusted(positions.orders),
         position_settings=PlannedPositionSetting.trusted(positions.settings),
+        costs=None if plan.notes is None else PlanCosts.model_validate(costs_json(plan.notes)),
     )
+    notes = plan.notes
     # The core's exact rows as they are (models made from them are trusted, not validated again:
     # validating 10k orders took a third of a 10k-wallet plan's time).
     body = Body(
@@ -254,8 +259,10 @@ def planned_of(
                     network=t.network,
                     fee=t.fee,
                     manual=manual,
+                    reason=None if notes is None else notes.transfer_reason[index],
+                    est_saving=None if notes is None else Decimal(money_str(notes.transfer_saving[index])),
                 )
-                for t, manual in zip(plan.transfers, plan.manual(), strict=True)
+                for index, (t, manual) in enumerate(zip(plan.transfers, plan.manual(), strict=True))
             ],
             "skipped": [*skips, *positions.skips],
             "projected_weights": projected_weights(diff, (s.path for s in skips)),

@@ -42,6 +42,7 @@ from rebal.core.numbers import (
     VALUE_EPSILON,
     amount_str,
     floor_steps,
+    money_str,
 )
 from rebal.core.trading import Move, Trading
 from rebal.core.tree import BANK, BoolArray, FloatArray, IntArray
@@ -74,6 +75,9 @@ class Order(NamedTuple):
     phase: int
     # The index of the transfer whose arrival the order waits for (where mode), or None.
     after_transfer: int | None = None
+    # Why it trades there and what that saves against the plain choice (where mode), or None.
+    reason: str | None = None
+    est_saving: Decimal | None = None
 
 
 class Skip(NamedTuple):
@@ -227,8 +231,10 @@ class Plan:
                 fee,
                 SELL_PHASE if sell else BUY_PHASE,
                 after,
+                reason,
+                saving,
             )
-            for node, m, sell, amount, cost, fee, after in zip(
+            for node, m, sell, amount, cost, fee, after, reason, saving in zip(
                 columns.account.tolist(),
                 market,
                 columns.sell.tolist(),
@@ -236,9 +242,19 @@ class Plan:
                 columns.est_cost.values(),
                 columns.est_fee.values(),
                 self.waits_for(),
+                *self.why(),
                 strict=True,
             )
         ]
+
+    def why(self) -> tuple[list[str | None], list[Decimal | None]]:
+        """Per order (in the order of `orders()`), its reason and estimated saving (valuation currency, to
+        `MONEY_PLACES`), or None (every order outside where mode)."""
+        notes = self.notes
+        if notes is None:
+            return [None] * len(self), [None] * len(self)
+        reasons = [notes.reasons[code] for code in notes.order_reason.tolist()]
+        return reasons, [Decimal(money_str(saving)) for saving in notes.order_saving.tolist()]
 
     def waits_for(self) -> list[int | None]:
         """Per order (in the order of `orders()`), the index of the transfer whose arrival it waits for, or
