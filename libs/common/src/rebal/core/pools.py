@@ -130,6 +130,8 @@ def candidates(diff: DiffTree, trading: Trading) -> Candidates:
     cells = _cells(diff, trading, member, accounts, pools.size, named)
     value = diff.desired_value[pools]
     target = _targets(diff, cells, value, named, shares)
+    if diff.buy_only:
+        target = _buy_only(diff, cells, accounts, pools, target, value)
     optimised = _optimised(diff, trading, cells, accounts, target, value)
     simple = _plain(diff, cells, accounts, target, value)
     return Candidates(cells, accounts, optimised, simple)
@@ -311,6 +313,30 @@ def _targets(
         else np.zeros(wanted.size)
     )
     return share * value[cells.pool] / cells.price
+
+
+def _buy_only(
+    diff: DiffTree, cells: Cells, accounts: Accounts, pools: IntArray, target: FloatArray, value: FloatArray
+) -> FloatArray:
+    """The targets of a buy-only rebalance: nothing below what is held (nothing sold), and the shortfalls
+    bought only with the pool's free money above its money target (its money and what flows in), each in
+    proportion to its size when the money does not cover them all."""
+    group, size = _pair_groups(cells)
+    n = int(size[0])
+    held = np.bincount(group, weights=cells.held, minlength=n)
+    first = np.zeros(n, dtype=np.int64)
+    first[group[::-1]] = np.arange(group.size)[::-1]
+    pool, price = cells.pool[first], cells.price[first]
+    short = np.maximum(target[first] - held, 0.0) * price
+    shortfall = np.bincount(pool, weights=short, minlength=pools.size)
+    targets = np.bincount(pool, weights=target[first] * price, minlength=pools.size)
+    cash = np.bincount(accounts.pool, weights=accounts.cash, minlength=pools.size)
+    inflow = value - diff.current_value[pools]
+    spendable = np.maximum(cash + inflow - (value - targets), 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        factor = np.where(shortfall > 0, np.minimum(spendable / shortfall, 1.0), 0.0)
+    wanted = held + factor[pool] * short / price
+    return wanted[group]
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,0 +1,96 @@
+"""Where to trade, defects an independent check found (issue 14's review), with worked numbers: a
+buy-only rebalance sells nothing in a pool either."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rebal.core.market import Markets
+from rebal.core.networks import Networks
+from rebal.core.partial import buy_only
+from rebal.core.plan import plan_rebalance
+from rebal.render import plan_json
+from tests.core.test_where import brief, market, moved, network, pool, two_venues
+from tests.support import account, folder, prices, run, wallet
+
+Doc = dict[str, Any]
+
+
+def buy_only_case(net: Doc | None) -> tuple[Doc, Doc]:
+    """Binance holds 1 BTC, coinbase 60 USDT; the pool wants BTC 50%, ETH 25%, USDT 25% of 160: the full
+    plan and the buy-only one."""
+    real = two_venues([wallet("btc", "BTC", "1")], [wallet("usdt", "USDT", "60")])
+    price_doc = {
+        **prices(BTC="100", ETH="10"),
+        "venues": {
+            "binance": {"ETH": {"bid": "10", "ask": "10"}},
+            "coinbase": {"ETH": {"bid": "10.1", "ask": "10.1"}},
+        },
+    }
+    markets = {venue: {"BTC/USDT": market(), "ETH/USDT": market()} for venue in ("binance", "coinbase")}
+    diff, _, full = run(real, pool(BTC="50%", ETH="25%", USDT="25%"), price_doc, markets, network=net)
+    networks = Networks.parse(net) if net is not None else None
+    return full, plan_json(plan_rebalance(buy_only(diff), Markets.parse(markets), networks=networks))
+
+
+def test_a_buy_only_rebalance_sells_nothing_in_a_pool_and_buys_with_the_free_cash_only() -> None:
+    full, out = buy_only_case(None)
+    # The full plan sells the 20 of BTC above its 80 and buys 40 of ETH (at binance's lower ask).
+    assert brief(full) == [("binance", "sell", "0.2", "best_bid"), ("binance", "buy", "3.994", "best_ask")]
+    # Buy-only: no sell. The money's target is 40 of the 60 held: 20 buy ETH, at binance's lower ask,
+    # sent there from coinbase's free cash (20 / (10 x 1.001) = 1.998 at step 0.001).
+    assert brief(out) == [("binance", "buy", "1.998", "best_ask")]
+    assert moved(out) == [("USDT", "coinbase", "binance", "20", "0")]
+    assert all(order["side"] == "buy" for order in out["orders"])
+
+
+def test_a_buy_only_rebalance_with_a_network_sells_nothing_in_a_pool() -> None:
+    full, out = buy_only_case(network(usdt_fee="1"))
+    assert any(order["side"] == "sell" for order in full["orders"])
+    # Moving the 20 USDT would cost 1: coinbase buys the 20 of ETH (2 at the reference) where its money
+    # sits, as a plain buy-only plan sizes a buy.
+    assert brief(out) == [("coinbase", "buy", "2", "in_place")]
+    assert out["transfers"] == []
+
+
+def test_a_buy_only_rebalance_without_cash_above_target_plans_nothing_in_a_pool() -> None:
+    real = two_venues([wallet("btc", "BTC", "1.5")], [wallet("btc", "BTC", "0.5")])
+    price_doc = {**prices(BTC="100"), "venues": {"coinbase": {"BTC": {"bid": "102", "ask": "102"}}}}
+    markets = {venue: {"BTC/USDT": market()} for venue in ("binance", "coinbase")}
+    diff, _, full = run(real, pool(BTC="50%", USDT="50%"), price_doc, markets, network=network())
+    assert full["orders"] and full["transfers"]  # 1 BTC sold, binance's share moved to the better bid
+    out = plan_json(
+        plan_rebalance(buy_only(diff), Markets.parse(markets), networks=Networks.parse(network()))
+    )
+    assert (out["orders"], out["transfers"]) == ([], [])
+
+
+def test_a_buy_only_rebalance_sells_nothing_beside_a_pool_that_adds_a_wallet() -> None:
+    # Kraken's 300 of ETH is above its half of 560 (100 invested): the full plan sells 20 of it. Buy-only,
+    # the 55 of cash above target buy into the pool, which adds an ETH wallet on coinbase (the diff is made
+    # again with it): kraken keeps its ETH.
+    real = folder(
+        "alice",
+        folder(
+            "crypto",
+            account("binance", wallet("btc", "BTC", "1"), exchange="binance"),
+            account("coinbase", wallet("usdt", "USDT", "60"), exchange="coinbase"),
+        ),
+        account("kraken", wallet("eth", "ETH", "30"), exchange="kraken"),
+    )
+    target = folder(
+        "alice",
+        {"name": "crypto", "weight": "50%", "pool": {"BTC": "50%", "ETH": "25%", "USDT": "25%"}},
+        folder("kraken", wallet("eth", "ETH", weight="100%"), weight="50%"),
+    )
+    markets = {
+        venue: {"BTC/USDT": market(), "ETH/USDT": market()} for venue in ("binance", "coinbase", "kraken")
+    }
+    diff, _, full = run(real, target, prices(BTC="100", ETH="10"), markets, invest=100)
+    assert ("alice/kraken", "sell", "2") in [(o["account"], o["side"], o["amount"]) for o in full["orders"]]
+    out = plan_json(plan_rebalance(buy_only(diff), Markets.parse(markets)))
+    assert [(o["account"], o["side"], o["amount"]) for o in out["orders"]] == [
+        ("alice/crypto/coinbase", "buy", "0.3"),
+        ("alice/crypto/coinbase", "buy", "6.5"),
+    ]
+    assert out["transfers"] == []
