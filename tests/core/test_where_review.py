@@ -94,3 +94,79 @@ def test_a_buy_only_rebalance_sells_nothing_beside_a_pool_that_adds_a_wallet() -
         ("alice/crypto/coinbase", "buy", "6.5"),
     ]
     assert out["transfers"] == []
+
+
+# Bob's bank (20000 USDT), binance (0.3 BTC, 5 ETH, 1000 USDT) and kraken (0.2 BTC, 3000 USDT), all in one
+# pool of BTC 40%, ETH 30%, USDT 30% of 69000: 0.04 BTC to sell, 1.9 ETH to buy.
+BOB = folder(
+    "bob",
+    {"name": "bank", "kind": "bank", "quote": "USDT", "children": [wallet("cash", "USDT", "20000")]},
+    account(
+        "binance",
+        wallet("btc", "BTC", "0.3"),
+        wallet("eth", "ETH", "5"),
+        wallet("usdt", "USDT", "1000"),
+        exchange="binance",
+    ),
+    account("kraken", wallet("btc", "BTC", "0.2"), wallet("usdt", "USDT", "3000"), exchange="kraken"),
+)
+BOB_PRICES = {
+    **prices(BTC="60000", ETH="3000"),
+    "venues": {
+        "binance": {"BTC": {"bid": "59990", "ask": "60010"}, "ETH": {"bid": "2999", "ask": "3001"}},
+        "kraken": {"BTC": {"bid": "60050", "ask": "60080"}, "ETH": {"bid": "2995", "ask": "3004"}},
+    },
+}
+BOB_MARKETS = {
+    "binance": {"BTC/USDT": market("0.00001", "0.001"), "ETH/USDT": market("0.0001", "0.001")},
+    "kraken": {"BTC/USDT": market("0.00001", "0.0026"), "ETH/USDT": market("0.0001", "0.0026")},
+}
+
+
+def bob(net: Doc | None) -> Doc:
+    return run(
+        BOB,
+        {"name": "bob", "pool": {"BTC": "40%", "ETH": "30%", "USDT": "30%"}},
+        BOB_PRICES,
+        BOB_MARKETS,
+        network=net,
+    )[2]
+
+
+def test_a_pool_whose_money_no_network_moves_still_sells_at_the_best_bid_and_buys_at_the_best_ask() -> None:
+    # Net bids: binance 59990 x 0.999 = 59930.01, kraken 60050 x 0.9974 = 59893.87: binance sells the 0.04.
+    # Asks plus fees: binance 3001 x 1.001 = 3004.00, kraken 3004 x 1.0026 = 3011.81. Without a network
+    # file the money follows to binance (no fee); with an empty one nothing can move, so binance buys all
+    # its own 1000 + 2397.20 the sell brings pay for (3397.20 / 3004.001 = 1.1308 at step 0.0001) and
+    # kraken the rest of the 1.9 with its own money. Before, the plan fell back to the plain one: kraken
+    # sold 0.016 BTC and bought 1.1756 ETH.
+    free = bob(None)
+    assert [(o["account"], o["side"], o["amount"]) for o in free["orders"]] == [
+        ("bob/binance", "sell", "0.04"),
+        ("bob/binance", "buy", "1.8965"),
+    ]
+    out = bob({})
+    assert brief(out) == [
+        ("binance", "sell", "0.04", "best_bid"),
+        ("binance", "buy", "1.1308", "best_ask"),
+        ("kraken", "buy", "0.7681", "in_place"),
+    ]
+    assert (out["transfers"], out["skipped"]) == ([], [])
+    assert out["costs"]["total"] == "16.39549904"  # the plain plan's 20.16007054
+
+
+def test_a_pool_whose_money_moves_dear_sells_at_the_best_bid_and_buys_with_its_money_where_it_sits() -> None:
+    # Money moves, but at 25 USDT from the bank and 2.5 from kraken: more than buying at binance saves.
+    # The sell stays at binance's best bid; the 1.9 ETH are bought where the money sits after it, in
+    # proportion (binance 3400, kraken 3000): 1.0093 and 0.8906.
+    net = {
+        "withdrawals": {"bank": {"USDT": {"fee": "25"}}, "kraken": {"USDT": {"fee": "2.5"}}},
+        "deposits": {"binance": {"USDT": {}}},
+    }
+    out = bob(net)
+    assert brief(out) == [
+        ("binance", "sell", "0.04", "best_bid"),
+        ("binance", "buy", "1.0093", "best_ask"),
+        ("kraken", "buy", "0.8906", "in_place"),
+    ]
+    assert out["transfers"] == []
