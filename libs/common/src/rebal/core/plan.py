@@ -561,11 +561,13 @@ def plan_trading(
         # Squeeze only buys that exceed the budget, and then to safely below it (float sums vs decimals).
         usable = np.maximum(budget, 0.0)
         scale = np.where(wanted > usable, usable * (1 - BUDGET_SAFETY) / wanted, 1.0)
+        exact_scale = np.where(wanted > usable, usable / wanted, 1.0)
     scale = np.clip(np.where(np.isnan(scale), 0.0, scale), 0.0, 1.0)
+    exact_scale = np.clip(np.where(np.isnan(exact_scale), 0.0, exact_scale), 0.0, 1.0)
 
     squeezed = buys & (scale[groups.slot] < 1.0)
     if squeezed.any():
-        steps[squeezed] = np.floor(steps[squeezed] * scale[groups.slot[squeezed]]).astype(np.int64)
+        steps[squeezed] = _squeezed_steps(groups, steps, squeezed, scale, exact_scale, usable)
         cost = steps * groups.step * groups.price
         dropped = squeezed & (groups.reasons(steps, cost) != 0)
         skip_code[dropped] = INSUFFICIENT_QUOTE_CODE
@@ -627,6 +629,29 @@ def plan_trading(
         moved.first_in,
     )
     return plan, groups, flows
+
+
+def _squeezed_steps(
+    groups: _Groups,
+    steps: IntArray,
+    squeezed: npt.NDArray[np.bool_],
+    scale: FloatArray,
+    exact_scale: FloatArray,
+    usable: FloatArray,
+) -> IntArray:
+    """The squeezed buys' whole steps. Scaled by the budget over what they want, float noise forgiven
+    (a budget of exactly 1000 buys 10000 steps of 0.1, not 9999), in each account where what they then
+    spend fits its budget; elsewhere by the scale kept safely below the budget."""
+    slot = groups.slot[squeezed]
+    tight = _whole_steps(steps[squeezed] * exact_scale[slot]).astype(np.int64)
+    spend = np.bincount(
+        slot,
+        weights=tight * groups.step[squeezed] * groups.price[squeezed] * (1 + groups.fee[squeezed]),
+        minlength=len(usable),
+    )
+    fits = spend <= usable * (1 + STEP_RELATIVE)
+    safe = np.floor(steps[squeezed] * scale[slot]).astype(np.int64)
+    return np.where(fits[slot], np.minimum(tight, steps[squeezed]), safe)
 
 
 # Buys under a market's minimum that may be raised to it (the small-buy policy): under one step, under the
