@@ -150,3 +150,18 @@ def test_a_price_from_two_venue_quotes_and_its_cost_and_fee_keep_the_digits_quot
     (order,) = json.loads(done.stdout)["orders"]
     assert (order["account"], order["amount"]) == ("alice/binance", "1")
     assert (order["est_price"], order["est_cost"], order["est_fee"]) == ("60329.67", "60329.67", "60.32967")
+
+
+def test_the_documented_example_buy_only_sells_nothing_with_or_without_the_network(tmp_path: Path) -> None:
+    # Alice holds no dollars: a buy-only rebalance has nothing to spend and sells nothing, where the pool
+    # would sell 1 BTC (with the network, 0.9998 after a move), as with plain weights.
+    with_network = plan(tmp_path, "--json", "--buy-only")
+    args = [str(arg) for arg in with_network.args]
+    at = args.index("--network")
+    without = subprocess.run(
+        args[:at] + args[at + 2 :], capture_output=True, text=True, timeout=120, check=False
+    )
+    for done in (with_network, without):
+        assert done.returncode == 0, done.stderr
+        out = json.loads(done.stdout)
+        assert (out["orders"], out["transfers"], out["skipped"]) == ([], [], [])

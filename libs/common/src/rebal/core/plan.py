@@ -59,6 +59,8 @@ BELOW_MIN_COST = "below_min_cost"
 NO_MARKET = "no_market"
 INSUFFICIENT_QUOTE = "insufficient_quote"
 BELOW_MIN_TRADE_VALUE = "below_min_trade_value"  # worth less than the caller's min_trade_value
+# A transfer (with a network file) whose money is not the destination's quote: no conversion is planned.
+NEEDS_CONVERSION = "needs_conversion"
 # Derived decimals (est. price, cost, fee) keep this many significant digits.
 DERIVED = Context(prec=18)
 
@@ -1013,6 +1015,7 @@ REASONS = (
     NETWORK_DISABLED,
     BELOW_NETWORK_MIN,
     NOT_ABOVE_FEE,
+    NEEDS_CONVERSION,
 )
 REASON_CODES = {reason: code for code, reason in enumerate(REASONS) if reason is not None}
 NO_MARKET_CODE = REASON_CODES[NO_MARKET]
@@ -1347,6 +1350,11 @@ def _transfers(
             continue
         amount = DEFAULT_AMOUNT_STEP * steps
         network, fee = None, Decimal(0)
+        if networks is not None and asset != quote_name[sink]:
+            # The money would arrive in another asset than the one the destination buys with, and no
+            # conversion is planned: it is not counted as the destination's quote.
+            skipped.append(TransferSkip(source, asset, float(amount), NEEDS_CONVERSION))
+            continue
         if networks is not None:
             way = networks.choose(diff.tree.accounts[source][0], diff.tree.accounts[sink][0], asset, amount)
             if isinstance(way, str):
