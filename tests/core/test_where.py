@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import gc
+import sys
 from decimal import Decimal
 from typing import Any
 
@@ -11,7 +13,10 @@ import pytest
 
 from rebal import render
 from rebal.core.errors import InputError
-from rebal.core.where import _free_names
+from rebal.core.market import Markets
+from rebal.core.plan import plan_rebalance
+from rebal.core.where import _free_names, _plan_where
+from rebal.render import plan_json
 from tests.support import D, account, folder, prices, run, wallet
 
 Doc = dict[str, Any]
@@ -449,3 +454,41 @@ def test_wallets_added_under_one_parent_with_one_name_take_free_names_in_turn() 
     parent = np.array([binance, coinbase, binance], dtype=np.int64)
     assert _free_names(tree, parent, ["eth", "eth", "eth"]) == ["eth", "eth", "eth-2"]
     assert _free_names(tree, parent[:2], ["eth", "eth"]) == ["eth", "eth"]
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_where_planning_runs_with_the_collector_paused_and_leaves_it_as_it_found_it(enabled: bool) -> None:
+    # A where plan makes thousands of moves and transfers, none in a cycle: with the collector on and
+    # a threshold of one new object, the planning itself would otherwise collect again and again.
+    real = two_venues(
+        [wallet("btc", "BTC", "0.5"), wallet("usdt", "USDT", "100")],
+        [wallet("btc", "BTC", "0.5"), wallet("usdt", "USDT", "0")],
+    )
+    price_doc = {**prices(BTC="100"), "venues": quotes(binance=("99", "100"), coinbase=("101", "102"))}
+    diff, _, out = run(real, pool(BTC="30%", USDT="70%"), price_doc, MARKETS)
+    assert out["orders"]
+    markets = Markets.parse(MARKETS)
+    inside: list[str] = []
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        frame = sys._getframe(1)
+        while phase == "start" and frame is not None:
+            if frame.f_code is _plan_where.__code__:
+                inside.append(phase)
+            frame = frame.f_back
+
+    threshold = gc.get_threshold()
+    was = gc.isenabled()
+    gc.callbacks.append(count)
+    (gc.enable if enabled else gc.disable)()
+    gc.set_threshold(1)
+    try:
+        again = plan_rebalance(diff, markets)
+        left = gc.isenabled()
+    finally:
+        gc.set_threshold(*threshold)
+        gc.callbacks.remove(count)
+        (gc.enable if was else gc.disable)()
+    assert inside == []
+    assert left is enabled
+    assert plan_json(again) == out
