@@ -73,7 +73,9 @@ def _plan_where(diff: DiffTree, markets: Markets, networks: Networks | None, min
         return _Made.of(diff, markets, trading, None).noted()
     found = pools.candidates(diff, trading)
     chosen = _pooled(diff, markets, trading, found, plain=False)
-    if not chosen.optimised:
+    if not chosen.optimised and not any(move.kind == "round_trip" for move in chosen.trading.moves):
+        # Every pool as plain and no round trip made a move: the plain plan itself. (A move can still
+        # cost more than its round trip: the money that must follow it may pay a withdrawal fee.)
         return chosen.noted()
     # The plain candidate's notes are made only when it is the plan kept (its costs decide).
     plain = _pooled(diff, markets, trading, found, plain=True)
