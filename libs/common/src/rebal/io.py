@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import gc
 import os
 import stat
 import tomllib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -15,7 +13,7 @@ import msgspec
 import orjson
 from msgspec import UNSET, UnsetType
 
-from rebal.core import bounds
+from rebal.core import bounds, collector
 from rebal.core.errors import InputError
 from rebal.core.tree import Role, Tree, parse_records, parse_tree
 
@@ -203,7 +201,7 @@ def load_tree(path: Path, role: Role) -> Tree:
     problem as for any document.
     """
     data = read_input(path)
-    with _collector_paused():
+    with collector.paused():
         # An escaped character (rare in trees) may be a NUL or a lone surrogate: the generic path checks.
         if path.suffix.lower() not in YAML_SUFFIXES | {TOML_SUFFIX} and b"\\u" not in data:
             try:
@@ -214,16 +212,3 @@ def load_tree(path: Path, role: Role) -> Tree:
                 return _parsed(path, root, lambda node: parse_records(node, role, UNSET))
         document = _checked(path, _document(path, data))
         return _parsed(path, document, lambda document: parse_tree(document, role))
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """The cyclic garbage collector paused while a tree is decoded and laid out: millions of new
-    objects, none in a cycle, would otherwise set off full collections that walk all of them again."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()

@@ -29,7 +29,7 @@ import numpy.typing as npt
 from rebal.core.bulk import Decimals, multiply, times
 from rebal.core.diff import BUY, HOLD, SELL, DiffTree
 from rebal.core.errors import InputError
-from rebal.core.market import Market, Markets, Route
+from rebal.core.market import Market, Markets, Prices, Route
 from rebal.core.networks import BELOW_NETWORK_MIN, NETWORK_DISABLED, NO_NETWORK, NOT_ABOVE_FEE, Networks
 from rebal.core.numbers import (
     BUDGET_SAFETY,
@@ -1295,9 +1295,23 @@ def _transfers(
     tolerance = VALUE_EPSILON * diff.scale
     moves = trading.moves if trading is not None else ()
     shift: dict[int, float] = defaultdict(float)
-    transfers = [_moved(diff, move) for move in moves]
+    # Thousands of transfers (a where plan's moves, then money), a few assets: each priced once.
+    path, price_of = diff.tree.path, _PriceOf(diff.prices)
+    transfers: list[Transfer] = []
     for move in moves:
-        value = float(move.amount) * float(diff.prices.get(move.asset) or 0)
+        price, float_price = price_of[move.asset]
+        transfers.append(
+            Transfer(
+                move.asset,
+                path(move.source),
+                path(move.destination),
+                move.amount.normalize(),
+                DERIVED.multiply(move.amount, price).normalize(),
+                move.network,
+                move.fee,
+            )
+        )
+        value = float(move.amount) * float_price
         shift[move.source] -= value
         shift[move.destination] += value
     # Read per account at once (a numpy scalar per account and column took more than the matching).
@@ -1340,10 +1354,10 @@ def _transfers(
     networks = trading.networks if trading is not None else None
     skipped: list[TransferSkip] = []
     first_in: dict[int, int] = {}
+    exchange_of = diff.tree.accounts
     for source, sink, value in matched:
         asset = quote_name[source]
-        price = diff.prices.get(asset)
-        assert price is not None, "quote prices are checked by diff_trees"
+        price = price_of[asset][0]
         wanted = DERIVED.divide(DERIVED.create_decimal_from_float(value * ratio[source]), price)
         steps = floor_steps(wanted, DEFAULT_AMOUNT_STEP)
         if steps <= 0:
@@ -1356,7 +1370,7 @@ def _transfers(
             skipped.append(TransferSkip(source, asset, float(amount), NEEDS_CONVERSION))
             continue
         if networks is not None:
-            way = networks.choose(diff.tree.accounts[source][0], diff.tree.accounts[sink][0], asset, amount)
+            way = networks.choose(exchange_of[source][0], exchange_of[sink][0], asset, amount)
             if isinstance(way, str):
                 skipped.append(TransferSkip(source, asset, float(amount), way))
                 continue
@@ -1365,8 +1379,8 @@ def _transfers(
         transfers.append(
             Transfer(
                 asset=asset,
-                source=diff.tree.path(source),
-                destination=diff.tree.path(sink),
+                source=path(source),
+                destination=path(sink),
                 amount=amount.normalize(),
                 value=DERIVED.multiply(amount, price).normalize(),
                 network=network,
@@ -1384,15 +1398,15 @@ def _transfers(
     return _Moved(transfers, np.array(transfer_in), np.array(transfer_out), skipped, first_in)
 
 
-def _moved(diff: DiffTree, move: Move) -> Transfer:
-    price = diff.prices.get(move.asset)
-    assert price is not None, "prices are checked by diff_trees"
-    return Transfer(
-        asset=move.asset,
-        source=diff.tree.path(move.source),
-        destination=diff.tree.path(move.destination),
-        amount=move.amount.normalize(),
-        value=DERIVED.multiply(move.amount, price).normalize(),
-        network=move.network,
-        fee=move.fee,
-    )
+class _PriceOf(dict[str, tuple[Decimal, float]]):
+    """Per asset name its price and the price as a float, looked up once (`_transfers`)."""
+
+    def __init__(self, prices: Prices) -> None:
+        super().__init__()
+        self.prices = prices
+
+    def __missing__(self, asset: str) -> tuple[Decimal, float]:
+        price = self.prices.get(asset)
+        assert price is not None, "prices are checked by diff_trees"
+        self[asset] = found = (price, float(price))
+        return found

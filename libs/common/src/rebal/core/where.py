@@ -30,7 +30,7 @@ from typing import TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from rebal.core import pools
+from rebal.core import collector, pools
 from rebal.core.diff import HOLD, DiffTree, diff_trees, roll_up, with_desired
 from rebal.core.market import Market, Markets, Route
 from rebal.core.networks import Networks
@@ -59,6 +59,12 @@ def plan_where(
     diff: DiffTree, markets: Markets, networks: Networks | None, *, min_trade_value: float = 0.0
 ) -> Plan:
     """The plan of `diff` traded where it is cheapest (see the module). Pure and deterministic."""
+    # Thousands of moves, transfers and orders for two plans, none in a cycle (`collector`).
+    with collector.paused():
+        return _plan_where(diff, markets, networks, min_trade_value)
+
+
+def _plan_where(diff: DiffTree, markets: Markets, networks: Networks | None, min_trade_value: float) -> Plan:
     banks = frozenset(node for node in diff.tree.accounts if diff.tree.kinds[node] == BANK)
     trading = Trading(
         VenuePrices(diff.prices), markets, networks, banks=banks, min_trade_value=min_trade_value
@@ -67,7 +73,9 @@ def plan_where(
         return _Made.of(diff, markets, trading, None).noted()
     found = pools.candidates(diff, trading)
     chosen = _pooled(diff, markets, trading, found, plain=False)
-    if not chosen.optimised:
+    if not chosen.optimised and not any(move.kind == "round_trip" for move in chosen.trading.moves):
+        # Every pool as plain and no round trip made a move: the plain plan itself. (A move can still
+        # cost more than its round trip: the money that must follow it may pay a withdrawal fee.)
         return chosen.noted()
     # The plain candidate's notes are made only when it is the plan kept (its costs decide).
     plain = _pooled(diff, markets, trading, found, plain=True)
