@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import copy
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -33,7 +33,7 @@ from rebal.core.diff import SELL, DiffTree
 from rebal.core.market import Market
 from rebal.core.numbers import dec_str, parse_decimal, parse_fraction
 from rebal.core.plan import Plan
-from rebal.core.tree import PATH_SEP, FloatArray, IntArray, Tree, parse_tree
+from rebal.core.tree import PATH_SEP, BoolArray, FloatArray, IntArray, Tree, parse_tree
 
 Doc = dict[str, Any]
 Key = tuple[str, str]  # (account path, asset)
@@ -46,6 +46,34 @@ FACT_TABLES = 64
 def amount_text(value: float) -> str:
     """The decimal text of a wallet amount: the shortest that reads back as the float; never negative."""
     return repr(value) if value > 0 else "0"
+
+
+class FloatTexts(Sequence[str | None]):
+    """A tree's `amount_text` whose wallets hold float amounts: each wallet's text (`amount_text`) is
+    written when it is read. The planner reads a few (its exact sells); writing every wallet's text after
+    every fill cost a sixth of a replay at 500 assets."""
+
+    def __init__(self, parsed: Sequence[str | None], amount: FloatArray, wallet: BoolArray) -> None:
+        self._parsed, self._amount, self._wallet = parsed, amount, wallet
+
+    def __len__(self) -> int:
+        return len(self._parsed)
+
+    @overload
+    def __getitem__(self, index: int) -> str | None: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[str | None]: ...
+    def __getitem__(self, index: int | slice) -> str | None | list[str | None]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if self._wallet[index]:
+            return amount_text(float(self._amount[index]))
+        return self._parsed[index]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 def _walk(doc: Doc, path: str = "") -> list[tuple[str, Doc]]:
@@ -126,13 +154,11 @@ class Book:
             self._parsed = self._tree = parse_tree(self.doc, "real")
             return self._tree
         parsed = self._parsed
-        nodes = np.flatnonzero(parsed.wallet)
         amount = parsed.amount.copy()
-        amount[nodes] = np.maximum(self.amount, 0.0)
-        texts = list(parsed.amount_text)
-        for node, value in zip(nodes.tolist(), amount[nodes].tolist(), strict=True):
-            texts[node] = repr(value) if value > 0 else "0"
-        self._tree = replace(parsed, amount=amount, amount_text=texts)
+        amount[parsed.wallet] = np.maximum(self.amount, 0.0)
+        self._tree = replace(
+            parsed, amount=amount, amount_text=FloatTexts(parsed.amount_text, amount, parsed.wallet)
+        )
         return self._tree
 
     def locked(self) -> FloatArray:
