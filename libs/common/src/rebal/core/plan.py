@@ -517,17 +517,22 @@ def plan_trading(
     reason = groups.reasons(steps, cost)
     skip_code = np.where(groups.direct, reason, skip_code)
     emitted = groups.direct & (reason == 0)
-    # A routed order worth less than min_trade_value is not routed at all.
-    small = groups.routed & (groups.raw * groups.value_price < groups.min_trade_value)
-    skip_code[small] = REASON_CODES[BELOW_MIN_TRADE_VALUE]
-    skip_symbol.update({g: groups.route_of(g).legs[0].symbol for g in np.flatnonzero(small).tolist()})
-    routed = groups.routed & ~small
+    routed_sells: list[int] = []
+    routed_buys: list[int] = []
+    if groups.routed.any():  # rare: a plan of direct orders skips the routed passes
+        # A routed order worth less than min_trade_value is not routed at all.
+        small = groups.routed & (groups.raw * groups.value_price < groups.min_trade_value)
+        skip_code[small] = REASON_CODES[BELOW_MIN_TRADE_VALUE]
+        skip_symbol.update({g: groups.route_of(g).legs[0].symbol for g in np.flatnonzero(small).tolist()})
+        routed = groups.routed & ~small
+        routed_sells = np.flatnonzero(routed & groups.sells).tolist()
+        routed_buys = np.flatnonzero(routed & ~groups.sells).tolist()
     proceeds = np.bincount(
         groups.slot[emitted & groups.sells],
         weights=(cost * (1 - groups.fee))[emitted & groups.sells],
         minlength=slots,
     )
-    for g in np.flatnonzero(routed & groups.sells).tolist():
+    for g in routed_sells:
         route, exchange = groups.route_of(g), groups.exchange_of(g)
         sold = _routed_sell(
             pricer, exchange, route, float(groups.raw[g]), groups.exact_free(g), int(groups.path_node[g])
@@ -542,7 +547,6 @@ def plan_trading(
     buys = emitted & ~groups.sells
     wanted = np.bincount(groups.slot[buys], weights=(cost * (1 + groups.fee))[buys], minlength=slots)
     reserve = np.zeros(slots)
-    routed_buys = np.flatnonzero(routed & ~groups.sells).tolist()
     for g in routed_buys:
         route, exchange = groups.route_of(g), groups.exchange_of(g)
         bought = _routed_buy(pricer, exchange, route, float(groups.raw[g]), 1.0, int(groups.path_node[g]))
@@ -585,9 +589,9 @@ def plan_trading(
         emitted |= raised
         skip_code[raised] = 0
         steps[raised] = groups.min_steps()[raised]
-    # A group a move left with nothing to trade (but float noise) is no skip.
-    value = groups.raw * diff.asset_price[groups.asset]
-    skip_code[groups.moved & (value <= VALUE_EPSILON * diff.scale)] = 0
+    if groups.moved.any():  # a group a move left with nothing to trade (but float noise) is no skip
+        value = groups.raw * diff.asset_price[groups.asset]
+        skip_code[groups.moved & (value <= VALUE_EPSILON * diff.scale)] = 0
 
     chosen = np.flatnonzero(emitted)
     phase = np.where(groups.sells[chosen], SELL_PHASE, BUY_PHASE)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import copy
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, overload
 
 import numpy as np
@@ -63,7 +63,7 @@ class FloatTexts(Sequence[str | None]):
     def __getitem__(self, index: int) -> str | None: ...
     @overload
     def __getitem__(self, index: slice) -> list[str | None]: ...
-    def __getitem__(self, index: int | slice) -> str | None | list[str | None]:
+    def __getitem__(self, index: int | slice) -> str | list[str | None] | None:
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
         if self._wallet[index]:
@@ -156,9 +156,12 @@ class Book:
         parsed = self._parsed
         amount = parsed.amount.copy()
         amount[parsed.wallet] = np.maximum(self.amount, 0.0)
-        self._tree = replace(
-            parsed, amount=amount, amount_text=FloatTexts(parsed.amount_text, amount, parsed.wallet)
-        )
+        # The parsed tree's fields (and what is cached of its shape) with the new amounts: a plain copy,
+        # as `dataclasses.replace` would check and pass every field again after every fill.
+        tree = object.__new__(Tree)
+        tree.__dict__.update(parsed.__dict__)
+        tree.__dict__.update(amount=amount, amount_text=FloatTexts(parsed.amount_text, amount, parsed.wallet))
+        self._tree = tree
         return self._tree
 
     def locked(self) -> FloatArray:
