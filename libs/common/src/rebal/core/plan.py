@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Hashable
 from dataclasses import dataclass
 from decimal import Context, Decimal
 from typing import Literal, NamedTuple
@@ -797,7 +798,7 @@ class _Groups:
         ) * n_assets + self.asset
         if trading is not None:  # the side is part of the route: a sell's best route is not a buy's
             combo_keys = combo_keys * 2 + self.sells
-        combos, self.combo = np.unique(combo_keys, return_inverse=True)
+        combos, self.combo = _unique_combos(diff.tree.shape_memo, combo_keys)
         routes = _Routes.of(markets, trading, combos, exchanges, diff.asset_names)
         self.routes = routes.routes
         legs = routes.legs[self.combo]
@@ -1086,6 +1087,18 @@ class _Routes(NamedTuple):
         direct = tuple(r.legs[0] if r is not None and len(r.legs) == 1 else _NONE for r in routes)
         table = np.array([m.floats for m in direct], dtype=np.float64).reshape(-1, 4)
         return cls(routes, legs, direct, table)
+
+
+def _unique_combos(memo: dict[Hashable, object], keys: IntArray) -> tuple[IntArray, IntArray]:
+    """`np.unique(keys, return_inverse=True)`, the last answer kept per union shape (`memo`): a replay
+    plans the same groups of one shape again and again."""
+    text = keys.tobytes()
+    known = memo.get("combos")
+    if isinstance(known, tuple) and known[0] == text:
+        return known[1], known[2]
+    combos, inverse = np.unique(keys, return_inverse=True)
+    memo["combos"] = (text, combos, inverse)
+    return combos, inverse
 
 
 def _group(keys: IntArray) -> tuple[IntArray, IntArray, IntArray, IntArray]:

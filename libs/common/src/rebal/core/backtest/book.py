@@ -411,12 +411,17 @@ def _fill_direct(balances: Balances, plan: Plan, minimum: float) -> Filled:
     np.subtract.at(free, held[sell], sold[sell])
     np.add.at(free, cash[sell], proceeds[sell] * (1 - rate[sell]))
     need = np.where(buy, amount * price * (1 + rate), 0.0)
-    ranked = np.lexsort((np.arange(order.size), cash))  # by cash group, in the plan's order
-    spent = np.cumsum(need[ranked])
-    by_cash = cash[ranked]
-    starts = np.flatnonzero(np.concatenate(([True], by_cash[1:] != by_cash[:-1])))
-    sizes = np.diff(np.append(starts, ranked.size))
-    before = spent - need[ranked] - np.repeat(np.concatenate(([0.0], spent))[starts], sizes)
+    if (cash == cash[0]).all():  # one cash group (one account): what the buys before each spent
+        ranked = np.arange(order.size)
+        spent = np.cumsum(need)
+        before = spent - need
+    else:
+        ranked = np.lexsort((np.arange(order.size), cash))  # by cash group, in the plan's order
+        spent = np.cumsum(need[ranked])
+        by_cash = cash[ranked]
+        starts = np.flatnonzero(np.concatenate(([True], by_cash[1:] != by_cash[:-1])))
+        sizes = np.diff(np.append(starts, ranked.size))
+        before = spent - need[ranked] - np.repeat(np.concatenate(([0.0], spent))[starts], sizes)
     room = np.maximum(free[cash[ranked]] * (1 + CASH_SLACK) - before, 0.0)
     part = np.ones(order.size)
     with np.errstate(divide="ignore", invalid="ignore"):
