@@ -133,4 +133,5 @@ async def test_policy_show_reads_as_operators_read_numbers(capsys: pytest.Captur
     out = capsys.readouterr().out
     assert "set by make run at 2026-12-07 03:47:14 UTC" in out
     assert "next scheduled check 2026-12-07 04:00:00 UTC" in out
+    assert "drift_absolute = 2.00%" in out and "0.02" not in out  # set as "2%", shown as a percentage
     assert "demo/paper/spot/crypto/arb: weight 50.81% for 50.73%, drift 0.08% of 2.00% (absolute)" in out

@@ -84,3 +84,18 @@ def test_a_bad_network_file_is_refused_in_one_line_naming_the_file_and_the_field
     assert done.stdout == ""
     assert done.stderr.count("\n") == 1
     assert "network.json" in done.stderr and "withdrawals.binance.BTC.fee" in done.stderr
+
+
+def test_the_documented_example_buy_only_sells_nothing_with_or_without_the_network(tmp_path: Path) -> None:
+    # Alice holds no dollars: a buy-only rebalance has nothing to spend and sells nothing, where the pool
+    # would sell 1 BTC (with the network, 0.9998 after a move), as with plain weights.
+    with_network = plan(tmp_path, "--json", "--buy-only")
+    args = [str(arg) for arg in with_network.args]
+    at = args.index("--network")
+    without = subprocess.run(
+        args[:at] + args[at + 2 :], capture_output=True, text=True, timeout=120, check=False
+    )
+    for done in (with_network, without):
+        assert done.returncode == 0, done.stderr
+        out = json.loads(done.stdout)
+        assert (out["orders"], out["transfers"], out["skipped"]) == ([], [], [])

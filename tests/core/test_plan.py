@@ -130,6 +130,31 @@ def test_less_than_one_step_is_skipped() -> None:
     ]
 
 
+def test_a_budget_that_exactly_pays_for_whole_steps_buys_every_one_of_them() -> None:
+    # 1000 USDT and 10 XYZ no market sells, target all ETH at 0.1: the buy is squeezed from 10,200 to
+    # exactly 10,000 steps of 0.1 (1000 USDT), not one step short (9,999) for the float margin.
+    real = folder(
+        "root",
+        account("acc", wallet("xyz", "XYZ", "10"), wallet("eth", "ETH", "0"), wallet("usdt", "USDT", "1000")),
+    )
+    target = folder("root", folder("acc", wallet("eth", "ETH", weight=1), weight=1))
+    markets = {"ex": {"ETH/USDT": market(step="1")}}
+    _, _, out = run(real, target, prices(ETH="0.1", XYZ="2"), markets)
+    assert brief(out) == [(2, "ETH/USDT", "buy", "10000")]
+    assert out["orders"][0]["est_cost"] == "1000"
+    # 999 USDT at 50,000 with a step of 0.00001: 0.01998 (exactly 999), as 885 at 300 is 2.95.
+    real["children"][0]["children"][2]["amount"] = "999"
+    _, _, out = run(real, target, prices(ETH="50000", XYZ="2"), {"ex": {"ETH/USDT": market(step="0.00001")}})
+    assert brief(out) == [(2, "ETH/USDT", "buy", "0.01998")]
+    real["children"][0]["children"][2]["amount"] = "885"
+    _, _, out = run(real, target, prices(ETH="300", XYZ="2"), {"ex": {"ETH/USDT": market(step="0.00000001")}})
+    assert brief(out) == [(2, "ETH/USDT", "buy", "2.95")]
+    # With a fee the same budget buys what it pays for, fee included, and never more.
+    _, _, out = run(real, target, prices(ETH="300", XYZ="2"), {"ex": {"ETH/USDT": market(fee="0.001")}})
+    buy = out["orders"][0]
+    assert buy["amount"] == "2.94" and D(buy["est_cost"]) + D(buy["est_fee"]) <= D("885")
+
+
 def test_a_buy_squeezed_under_the_minimum_is_skipped_for_insufficient_quote() -> None:
     markets = {"ex": {"BTC/USDT": market(fee="0.01"), "ETH/USDT": market(fee="0.01", min_cost="49.5")}}
     _, _, out = run(two_assets("1", "0", "0"), weights(0.5, 0.5, 0), PRICES, markets)

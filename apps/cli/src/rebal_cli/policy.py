@@ -235,7 +235,9 @@ def _print_policy(answer: dict[str, Any]) -> None:
         markup=False,
     )
     for key, value in answer["policy"].items():
-        out.print(f"  {key} = {value}", markup=False)
+        # Drift bands are fractions: shown as the percentages they were set as ("2%", not 0.02).
+        shown = percent(value) if key.startswith("drift_") and isinstance(value, int | float | str) else value
+        out.print(f"  {key} = {shown}", markup=False)
     status = answer.get("status") or {}
     if status.get("next_scheduled"):
         out.print(f"  next scheduled check {when(status['next_scheduled'])}", markup=False)

@@ -46,6 +46,8 @@ class DiffTree:
     free_amount: FloatArray
     desired_free_amount: FloatArray
     band: float
+    # A buy-only rebalance (`rebal.core.partial.buy_only`): nothing may be sold, also where pools decide.
+    buy_only: bool = False
 
     @property
     def diff_value(self) -> FloatArray:

@@ -6,7 +6,9 @@ so steps, minimums, routes, transfers and every account's budget apply as to a f
 - `buy_only` (cash-flow rebalancing, docs/formats.md): no sells; the free cash above the target cash is
   spent on the underweight wallets. With the portfolio's value after the cash counted, each wallet's
   deficit is max(0, desired - current); if the deficits fit in the cash each is bought in full and the
-  rest follows the targets, otherwise each deficit gets cash in proportion to its size.
+  rest follows the targets, otherwise each deficit gets cash in proportion to its size. The diff says
+  `buy_only`, so that pools (`rebal.core.pools`), which decide their accounts' holdings themselves, sell
+  nothing either.
 - `breaching_only` (a policy's ``scope: breaching``): only the given nodes go back to their target
   weights; their siblings fund them, in proportion to their current values, and every other node keeps
   its value.
@@ -15,6 +17,7 @@ so steps, minimums, routes, transfers and every account's budget apply as to a f
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
 import numpy as np
 
@@ -41,7 +44,7 @@ def buy_only(diff: DiffTree) -> DiffTree:
     assets = tree.wallet & ~cash
     available = cash_above_target(diff)
     if available <= VALUE_EPSILON * diff.scale:
-        return with_desired(diff, roll_up(tree, current))
+        return replace(with_desired(diff, roll_up(tree, current)), buy_only=True)
     deficit = np.where(assets, np.maximum(desired - current, 0.0), 0.0)
     wanted = float(deficit.sum())
     if wanted <= available:
@@ -51,7 +54,9 @@ def buy_only(diff: DiffTree) -> DiffTree:
         bought = deficit + rest
     else:
         bought = deficit * (available / wanted)
-    return with_desired(diff, roll_up(tree, np.where(cash, desired, current + bought)))
+    return replace(
+        with_desired(diff, roll_up(tree, np.where(cash, desired, current + bought))), buy_only=True
+    )
 
 
 def breaching_only(diff: DiffTree, nodes: Iterable[int]) -> DiffTree:

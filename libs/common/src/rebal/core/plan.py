@@ -59,6 +59,8 @@ BELOW_MIN_COST = "below_min_cost"
 NO_MARKET = "no_market"
 INSUFFICIENT_QUOTE = "insufficient_quote"
 BELOW_MIN_TRADE_VALUE = "below_min_trade_value"  # worth less than the caller's min_trade_value
+# A transfer (with a network file) whose money is not the destination's quote: no conversion is planned.
+NEEDS_CONVERSION = "needs_conversion"
 # Derived decimals (est. price, cost, fee) keep this many significant digits.
 DERIVED = Context(prec=18)
 
@@ -564,11 +566,13 @@ def plan_trading(
         # Squeeze only buys that exceed the budget, and then to safely below it (float sums vs decimals).
         usable = np.maximum(budget, 0.0)
         scale = np.where(wanted > usable, usable * (1 - BUDGET_SAFETY) / wanted, 1.0)
+        exact_scale = np.where(wanted > usable, usable / wanted, 1.0)
     scale = np.clip(np.where(np.isnan(scale), 0.0, scale), 0.0, 1.0)
+    exact_scale = np.clip(np.where(np.isnan(exact_scale), 0.0, exact_scale), 0.0, 1.0)
 
     squeezed = buys & (scale[groups.slot] < 1.0)
     if squeezed.any():
-        steps[squeezed] = np.floor(steps[squeezed] * scale[groups.slot[squeezed]]).astype(np.int64)
+        steps[squeezed] = _squeezed_steps(groups, steps, squeezed, scale, exact_scale, usable)
         cost = steps * groups.step * groups.price
         dropped = squeezed & (groups.reasons(steps, cost) != 0)
         skip_code[dropped] = INSUFFICIENT_QUOTE_CODE
@@ -630,6 +634,29 @@ def plan_trading(
         moved.first_in,
     )
     return plan, groups, flows
+
+
+def _squeezed_steps(
+    groups: _Groups,
+    steps: IntArray,
+    squeezed: npt.NDArray[np.bool_],
+    scale: FloatArray,
+    exact_scale: FloatArray,
+    usable: FloatArray,
+) -> IntArray:
+    """The squeezed buys' whole steps. Scaled by the budget over what they want, float noise forgiven
+    (a budget of exactly 1000 buys 10000 steps of 0.1, not 9999), in each account where what they then
+    spend fits its budget; elsewhere by the scale kept safely below the budget."""
+    slot = groups.slot[squeezed]
+    tight = _whole_steps(steps[squeezed] * exact_scale[slot]).astype(np.int64)
+    spend = np.bincount(
+        slot,
+        weights=tight * groups.step[squeezed] * groups.price[squeezed] * (1 + groups.fee[squeezed]),
+        minlength=len(usable),
+    )
+    fits = spend <= usable * (1 + STEP_RELATIVE)
+    safe = np.floor(steps[squeezed] * scale[slot]).astype(np.int64)
+    return np.where(fits[slot], np.minimum(tight, steps[squeezed]), safe)
 
 
 # Buys under a market's minimum that may be raised to it (the small-buy policy): under one step, under the
@@ -1020,6 +1047,7 @@ REASONS = (
     NETWORK_DISABLED,
     BELOW_NETWORK_MIN,
     NOT_ABOVE_FEE,
+    NEEDS_CONVERSION,
 )
 REASON_CODES = {reason: code for code, reason in enumerate(REASONS) if reason is not None}
 NO_MARKET_CODE = REASON_CODES[NO_MARKET]
@@ -1366,6 +1394,11 @@ def _transfers(
             continue
         amount = DEFAULT_AMOUNT_STEP * steps
         network, fee = None, Decimal(0)
+        if networks is not None and asset != quote_name[sink]:
+            # The money would arrive in another asset than the one the destination buys with, and no
+            # conversion is planned: it is not counted as the destination's quote.
+            skipped.append(TransferSkip(source, asset, float(amount), NEEDS_CONVERSION))
+            continue
         if networks is not None:
             way = networks.choose(diff.tree.accounts[source][0], diff.tree.accounts[sink][0], asset, amount)
             if isinstance(way, str):

@@ -9,7 +9,9 @@ is sold and the shortfall bought:
 - *optimised*: sells where the bid net of fees (on the cheapest route) is highest, taking each account's
   free holding in turn; an account whose share must be sold moves it to the best account instead when,
   after the network's fee, it fetches more there (`Move`, "relocation", only with a network file). Buys
-  happen where the ask plus fees is lowest; the money follows (the plan's transfers);
+  happen where the ask plus fees is lowest; the money follows (the plan's transfers). Where a network
+  file makes moving the money dearer than it saves, the buys follow the money instead (in proportion to
+  each account's, or, where no network moves it, each account's own at the lowest ask first);
 - *plain* ("trade where the asset sits"): the excess is sold by every holder in proportion to what it
   holds, the shortfall bought by every account in proportion to the money it has (its cash and what its
   sells bring); nothing moves.
@@ -130,6 +132,8 @@ def candidates(diff: DiffTree, trading: Trading) -> Candidates:
     cells = _cells(diff, trading, member, accounts, pools.size, named)
     value = diff.desired_value[pools]
     target = _targets(diff, cells, value, named, shares)
+    if diff.buy_only:
+        target = _buy_only(diff, cells, accounts, pools, target, value)
     optimised = _optimised(diff, trading, cells, accounts, target, value)
     simple = _plain(diff, cells, accounts, target, value)
     return Candidates(cells, accounts, optimised, simple)
@@ -313,6 +317,30 @@ def _targets(
     return share * value[cells.pool] / cells.price
 
 
+def _buy_only(
+    diff: DiffTree, cells: Cells, accounts: Accounts, pools: IntArray, target: FloatArray, value: FloatArray
+) -> FloatArray:
+    """The targets of a buy-only rebalance: nothing below what is held (nothing sold), and the shortfalls
+    bought only with the pool's free money above its money target (its money and what flows in), each in
+    proportion to its size when the money does not cover them all."""
+    group, size = _pair_groups(cells)
+    n = int(size[0])
+    held = np.bincount(group, weights=cells.held, minlength=n)
+    first = np.zeros(n, dtype=np.int64)
+    first[group[::-1]] = np.arange(group.size)[::-1]
+    pool, price = cells.pool[first], cells.price[first]
+    short = np.maximum(target[first] - held, 0.0) * price
+    shortfall = np.bincount(pool, weights=short, minlength=pools.size)
+    targets = np.bincount(pool, weights=target[first] * price, minlength=pools.size)
+    cash = np.bincount(accounts.pool, weights=accounts.cash, minlength=pools.size)
+    inflow = value - diff.current_value[pools]
+    spendable = np.maximum(cash + inflow - (value - targets), 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        factor = np.where(shortfall > 0, np.minimum(spendable / shortfall, 1.0), 0.0)
+    wanted = held + factor[pool] * short / price
+    return wanted[group]
+
+
 @dataclass(frozen=True, eq=False)
 class _Candidate:
     desired: FloatArray
@@ -458,21 +486,97 @@ def _optimised(
         # Each seller moves once; a hub receives from several, summed in order.
         np.add.at(relocated, np.array(moved, dtype=np.int64), amounts)
         np.add.at(arriving, np.array(to, dtype=np.int64), arrived)
-    desired = cells.held - sold + bought
     # Sales at the hub of what arrives bring money there; what leaves brings none where it left.
     proceeds = (sold - relocated) * cells.price + arriving * cells.price
-    cash_after = accounts.cash + _by_row(row, proceeds - bought * cells.price, accounts)
-    money_target = value - np.bincount(cells.pool, weights=desired * cells.price, minlength=pools)
-    money = _money(accounts, pools, cash_after, money_target)
     fees = np.array([float(m.fee) * float(diff.prices.get(m.asset) or 0) for m in moves])
-    cost = (
+    trade_cost = (
         _sum(cells.pool, (sold - relocated) * cells.price * (1 - cells.bid), pools)
         + _sum(cells.pool, arriving * cells.price * (1 - cells.bid), pools)
-        + _sum(cells.pool, bought * cells.price * _finite(cells.ask - 1), pools)
         + _sum(np.array(move_pool, dtype=np.int64), fees, pools)
-        + _money_fees(diff, trading, accounts, pools, cash_after, money)
     )
+
+    def settled(bought: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+        desired = cells.held - sold + bought
+        cash_after = accounts.cash + _by_row(row, proceeds - bought * cells.price, accounts)
+        money_target = value - np.bincount(cells.pool, weights=desired * cells.price, minlength=pools)
+        money = _money(accounts, pools, cash_after, money_target)
+        cost = (
+            trade_cost
+            + _sum(cells.pool, bought * cells.price * _finite(cells.ask - 1), pools)
+            + _money_fees(diff, trading, accounts, pools, cash_after, money)
+        )
+        return desired, money, cost
+
+    desired, money, cost = settled(bought)
+    if networks is not None:
+        # Money that no network can move to the best ask: those pools buy where their money is, the lowest
+        # ask plus fees first, each account with its own money and what its sells bring. Money that moves
+        # at a fee above what buying at the best ask saves: the pools buy as the plain plan does, in
+        # proportion to each account's money. Either way the sells stay at the best bid.
+        budget = accounts.cash + _by_row(row, proceeds, accounts)
+        shortfall = np.maximum(-excess, 0.0)
+        stuck = ~np.isfinite(cost)
+        local = np.where(
+            stuck[cells.pool],
+            _local_buys(cells, group, row, budget, shortfall, stuck[cells.pool]),
+            _shared_buys(cells, group, size, row, budget, shortfall),
+        )
+        local_desired, local_money, local_cost = settled(local)
+        better = local_cost < cost
+        if better.any():
+            take = better[cells.pool]
+            bought = np.where(take, local, bought)
+            best_buy = best_buy & ~(take & (bought <= 0))
+            desired = np.where(take, local_desired, desired)
+            money = np.where(better[accounts.pool], local_money, money)
+            cost = np.where(better, local_cost, cost)
     return _Candidate(desired, money, cost, moves, move_pool, best_sell, best_buy, np.zeros(0), np.zeros(0))
+
+
+def _shared_buys(
+    cells: Cells, group: IntArray, size: int, row: IntArray, budget: FloatArray, wanted: FloatArray
+) -> FloatArray:
+    """Per cell, its share of its group's `wanted` amount in proportion to its account's `budget` among
+    the cells that can buy (equally where none has money), as `_plain` shares its buys."""
+    buyable = np.isfinite(cells.ask)
+    money = np.maximum(budget[row], 0.0) * buyable
+    money_total = np.bincount(group, weights=money, minlength=size)
+    fallback = buyable.astype(np.float64)
+    fallback_total = np.bincount(group, weights=fallback, minlength=size)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.where(
+            money_total[group] > 0,
+            money / money_total[group],
+            np.where(fallback_total[group] > 0, fallback / fallback_total[group], 0.0),
+        )
+    return share * wanted[group]
+
+
+def _local_buys(
+    cells: Cells, group: IntArray, row: IntArray, budget: FloatArray, wanted: FloatArray, chosen: BoolArray
+) -> FloatArray:
+    """Per cell of the `chosen` pools, what it buys of its group's `wanted` amount with its account's
+    `budget` (value; shared by the account's cells, group by group): the lowest ask plus fees first (then
+    by position), each account paying at its ask; what no budget covers stays unbought."""
+    bought = np.zeros(cells.pool.size)
+    left = np.maximum(budget, 0.0)
+    buyable = np.flatnonzero(chosen & np.isfinite(cells.ask) & (wanted[group] > 0))
+    order = buyable[np.lexsort((buyable, cells.ask[buyable], group[buyable]))]
+    need = wanted.copy()
+    for cell, g, account_row, unit in zip(
+        order.tolist(),
+        group[order].tolist(),
+        row[order].tolist(),
+        (cells.price[order] * cells.ask[order]).tolist(),
+        strict=True,
+    ):
+        if need[g] <= 0 or left[account_row] <= 0 or unit <= 0:
+            continue
+        take = min(need[g], left[account_row] / unit)
+        bought[cell] = take
+        need[g] -= take
+        left[account_row] -= take * unit
+    return bought
 
 
 def _plain(

@@ -198,6 +198,7 @@ def _place(diff: DiffTree, resolved: pools.Resolved) -> DiffTree:
         zip(tree.real_index[parent].tolist(), _free_names(tree, parent, lower), names, strict=True)
     )
     delta = float(diff.desired_value[0] - diff.current_value[0])
+    before = diff
     diff = diff_trees(
         with_wallets(tree.real, additions),
         tree.target,
@@ -206,10 +207,32 @@ def _place(diff: DiffTree, resolved: pools.Resolved) -> DiffTree:
         invest=max(delta, 0.0),
         withdraw=max(-delta, 0.0),
     )
+    if before.buy_only:
+        diff = _kept_desired(before, diff)
     tree = diff.tree
     member = pools.pool_of(diff, pools.pool_nodes(diff))
     wallets = np.flatnonzero(tree.wallet & (member >= 0) & (tree.account_of >= 0))
     return with_desired(diff, _desired(diff, resolved, member, wallets))
+
+
+def _kept_desired(before: DiffTree, after: DiffTree) -> DiffTree:
+    """`after` (the diff made again with new wallets) with the desired values of `before` on the nodes it
+    had (the new wallets desired 0 until the pools place them): a buy-only diff stays one outside its
+    pools, where a diff made again would sell."""
+    old, new = before.tree, after.tree
+    by_real = np.full(len(old.real), -1, dtype=np.int64)
+    by_target = np.full(len(old.target), -1, dtype=np.int64)
+    by_real[old.real_index[old.real_index >= 0]] = np.flatnonzero(old.real_index >= 0)
+    by_target[old.target_index[old.target_index >= 0]] = np.flatnonzero(old.target_index >= 0)
+    real = new.real_index < len(old.real)
+    was = np.where(
+        new.real_index >= 0,
+        by_real[np.where(real, new.real_index, 0)],
+        by_target[np.maximum(new.target_index, 0)],
+    )
+    was = np.where((new.real_index >= 0) & ~real, -1, was)
+    desired = np.where(was >= 0, before.desired_value[np.maximum(was, 0)], 0.0)
+    return replace(after, desired_value=desired, buy_only=True)
 
 
 def _free_names(tree: UnionTree, parent: IntArray, names: list[str]) -> list[str]:

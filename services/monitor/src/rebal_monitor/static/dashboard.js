@@ -190,8 +190,8 @@ function showPerformance(performance, equity) {
     line: { color: "#2f5bd3" },
     hovertemplate: "%{x}: %{y:,.2f}<extra></extra>",
   }], {
-    margin: { t: 10, b: 40, l: 60, r: 10 },
-    yaxis: { title: { text: (equity && equity.quote) || "value" }, tickformat: ",.0f" },
+    margin: { t: 10, b: 40, l: 80, r: 10 },
+    yaxis: { title: { text: (equity && equity.quote) || "value", standoff: 12 }, tickformat: ",.0f", automargin: true },
     annotations: points.length ? [] : [{ text: "no valuation yet", showarrow: false, xref: "paper", yref: "paper", x: 0.5, y: 0.5 }],
   }, { displayModeBar: false, responsive: true });
 }
