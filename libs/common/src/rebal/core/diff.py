@@ -242,31 +242,26 @@ class _Descent:
     factor: FloatArray
     child_factor: FloatArray
     tolerance: float
-    pool: npt.NDArray[np.bool_]  # holds a pool: its accounts get their values from `rebal.core.pools`
+    may_strand: BoolArray  # see `_TargetShape`
 
     @classmethod
     def start(cls, tree: UnionTree, target: Tree, current: FloatArray, desired: FloatArray) -> _Descent:
         count = len(tree)
-        listed = tree.target_index >= 0
-        target_of = np.maximum(tree.target_index, 0)
-        keep = listed & target.keep_unlisted[target_of]
-        unlisted = np.flatnonzero(~listed & (tree.parent >= 0))
-        kept = np.bincount(tree.parent[unlisted], weights=current[unlisted], minlength=count)
+        shape = _TargetShape.of(tree, target)
+        kept = np.bincount(shape.unlisted_parent, weights=current[shape.unlisted], minlength=count)
         descent = cls(
             tree=tree,
             current=current,
             desired=desired,
-            listed=listed,
-            lists_children=listed & target.lists_children[target_of],
-            keep=keep,
-            weight=np.where(listed, target.weight[target_of], np.nan),
-            kept=np.where(keep, kept, 0.0),
+            listed=shape.listed,
+            lists_children=shape.lists_children,
+            keep=shape.keep,
+            weight=shape.weight,
+            kept=np.where(shape.keep, kept, 0.0),
             factor=np.full(count, np.nan),
             child_factor=np.zeros(count, dtype=np.float64),
             tolerance=VALUE_EPSILON * max(float(current[0]), float(desired[0]), 1.0),
-            pool=listed & np.isin(target_of, list(target.pools))
-            if target.pools
-            else np.zeros(count, np.bool_),
+            may_strand=shape.may_strand,
         )
         descent.hand_down(np.array([0], dtype=np.int64))
         return descent
@@ -281,24 +276,58 @@ class _Descent:
 
     def hand_down(self, level: IntArray) -> None:
         current, desired = self.current[level], self.desired[level]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            scaled = np.where(current > 0, desired / current, 0.0)
+        scaled = np.divide(desired, current, out=np.zeros(level.size), where=current > 0)
         own = np.where(self.lists_children[level], np.where(self.keep[level], 1.0, 0.0), scaled)
         self.child_factor[level] = np.where(self.listed[level], own, self.factor[level])
-        stranded = level[
-            self.listed[level]
-            & ~self.lists_children[level]
-            & ~self.tree.wallet[level]
-            & ~self.pool[level]
-            & (current <= 0)
-            & (desired > self.tolerance)
-        ]
+        stranded = level[self.may_strand[level] & (current <= 0) & (desired > self.tolerance)]
         if stranded.size:
             raise InputError(
                 self.tree.path(int(stranded[0])),
                 "desired value but nothing held to scale: list this portfolio's children with weights",
                 "target",
             )
+
+
+class _TargetShape(NamedTuple):
+    """What the descent reads of the target per node of a union tree: the same for every diff of one
+    shape (kept in the union's `shape_memo`: a replay diffs one shape at many rows)."""
+
+    listed: BoolArray
+    lists_children: BoolArray
+    keep: BoolArray
+    weight: FloatArray
+    unlisted: IntArray  # nodes the target does not list (the root aside), and their parents
+    unlisted_parent: IntArray
+    # Listed portfolios that scale their own children (no pool): nothing held there cannot be scaled.
+    may_strand: BoolArray
+
+    @classmethod
+    def of(cls, tree: UnionTree, target: Tree) -> _TargetShape:
+        key = ("target shape", id(target))
+        known = tree.shape_memo.get(key)
+        if isinstance(known, tuple) and known[0] is target:
+            shape: _TargetShape = known[1]
+            return shape
+        listed = tree.target_index >= 0
+        target_of = np.maximum(tree.target_index, 0)
+        keep = listed & target.keep_unlisted[target_of]
+        lists_children = listed & target.lists_children[target_of]
+        unlisted = np.flatnonzero(~listed & (tree.parent >= 0))
+        # A node holding a pool gets its accounts' values from `rebal.core.pools`.
+        pool = (
+            listed & np.isin(target_of, list(target.pools)) if target.pools else np.zeros(len(tree), np.bool_)
+        )
+        shape = cls(
+            listed=listed,
+            lists_children=lists_children,
+            keep=keep,
+            weight=np.where(listed, target.weight[target_of], np.nan),
+            unlisted=unlisted,
+            unlisted_parent=tree.parent[unlisted],
+            may_strand=listed & ~lists_children & ~tree.wallet & ~pool,
+        )
+        tree.shape_memo[key] = (target, shape)  # the target kept: its id stays its own
+        return shape
 
 
 def _asset_prices(tree: UnionTree, prices: Prices) -> tuple[list[str], IntArray, FloatArray]:

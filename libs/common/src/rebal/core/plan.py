@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Hashable
 from dataclasses import dataclass
 from decimal import Context, Decimal
 from typing import Literal, NamedTuple
@@ -535,17 +536,22 @@ def plan_trading(
     reason = groups.reasons(steps, cost)
     skip_code = np.where(groups.direct, reason, skip_code)
     emitted = groups.direct & (reason == 0)
-    # A routed order worth less than min_trade_value is not routed at all.
-    small = groups.routed & (groups.raw * groups.value_price < groups.min_trade_value)
-    skip_code[small] = REASON_CODES[BELOW_MIN_TRADE_VALUE]
-    skip_symbol.update({g: groups.route_of(g).legs[0].symbol for g in np.flatnonzero(small).tolist()})
-    routed = groups.routed & ~small
+    routed_sells: list[int] = []
+    routed_buys: list[int] = []
+    if groups.routed.any():  # rare: a plan of direct orders skips the routed passes
+        # A routed order worth less than min_trade_value is not routed at all.
+        small = groups.routed & (groups.raw * groups.value_price < groups.min_trade_value)
+        skip_code[small] = REASON_CODES[BELOW_MIN_TRADE_VALUE]
+        skip_symbol.update({g: groups.route_of(g).legs[0].symbol for g in np.flatnonzero(small).tolist()})
+        routed = groups.routed & ~small
+        routed_sells = np.flatnonzero(routed & groups.sells).tolist()
+        routed_buys = np.flatnonzero(routed & ~groups.sells).tolist()
     proceeds = np.bincount(
         groups.slot[emitted & groups.sells],
         weights=(cost * (1 - groups.fee))[emitted & groups.sells],
         minlength=slots,
     )
-    for g in np.flatnonzero(routed & groups.sells).tolist():
+    for g in routed_sells:
         route, exchange = groups.route_of(g), groups.exchange_of(g)
         sold = _routed_sell(
             pricer, exchange, route, float(groups.raw[g]), groups.exact_free(g), int(groups.path_node[g])
@@ -560,7 +566,6 @@ def plan_trading(
     buys = emitted & ~groups.sells
     wanted = np.bincount(groups.slot[buys], weights=(cost * (1 + groups.fee))[buys], minlength=slots)
     reserve = np.zeros(slots)
-    routed_buys = np.flatnonzero(routed & ~groups.sells).tolist()
     for g in routed_buys:
         route, exchange = groups.route_of(g), groups.exchange_of(g)
         bought = _routed_buy(pricer, exchange, route, float(groups.raw[g]), 1.0, int(groups.path_node[g]))
@@ -605,9 +610,9 @@ def plan_trading(
         emitted |= raised
         skip_code[raised] = 0
         steps[raised] = groups.min_steps()[raised]
-    # A group a move left with nothing to trade (but float noise) is no skip.
-    value = groups.raw * diff.asset_price[groups.asset]
-    skip_code[groups.moved & (value <= VALUE_EPSILON * diff.scale)] = 0
+    if groups.moved.any():  # a group a move left with nothing to trade (but float noise) is no skip
+        value = groups.raw * diff.asset_price[groups.asset]
+        skip_code[groups.moved & (value <= VALUE_EPSILON * diff.scale)] = 0
 
     chosen = np.flatnonzero(emitted)
     phase = np.where(groups.sells[chosen], SELL_PHASE, BUY_PHASE)
@@ -767,27 +772,22 @@ class _Groups:
     def __init__(
         self, diff: DiffTree, markets: Markets, trading: Trading | None = None, min_trade_value: float = 0.0
     ) -> None:
-        tree = diff.tree
         n_assets = max(len(diff.asset_names), 1)
         self.diff = diff
-        self.rank = _account_rank(tree.accounts)
+        shape = _GroupShape.of(diff)
+        self.rank = shape.rank
         # The account nodes in tree order: an account's slot (its rank) indexes the per-account money.
-        self.accounts = np.array(sorted(tree.accounts), dtype=np.int64)
+        self.accounts = shape.accounts
         self.quote_id = diff.account_quote
-        account_of = tree.account_of
         own_quote = diff.cash
-        tradable = tree.wallet & ~own_quote
         self.free_quote = np.bincount(
-            np.searchsorted(self.accounts, account_of[own_quote]),
-            weights=diff.free_amount[own_quote],
-            minlength=self.accounts.size,
+            shape.cash_slot, weights=diff.free_amount[own_quote], minlength=self.accounts.size
         ).astype(np.float64)
 
         # One stable sort groups every tradable wallet by (account, asset); wallets come in tree order,
         # so the keys are nearly sorted already. Groups with no active (non-hold) wallet trade nothing.
-        nodes = np.flatnonzero(tradable)
-        wallet_keys = account_of[nodes] * n_assets + diff.asset_id[nodes]
-        all_keys, member_of, order, bounds = _group(wallet_keys)
+        nodes, wallet_keys = shape.nodes, shape.wallet_keys
+        all_keys, member_of, _, bounds = shape.grouped
         active = diff.operation[nodes] != HOLD
         moves = trading.moves if trading is not None else ()
         ids = {name: i for i, name in enumerate(diff.asset_names)} if moves else {}
@@ -827,33 +827,26 @@ class _Groups:
             groups
         ]
         # A group none of whose wallets the real tree holds: a new position the target asks for.
-        held = np.bincount(member_of, weights=tree.real_index[nodes] >= 0, minlength=all_keys.size)
-        self.new = held[groups] == 0
+        self.new = shape.held[groups] == 0
         self._position = groups
-        self._members = _Members(diff, nodes[order], bounds)
+        self._members = _Members(diff, shape.grouped_nodes, bounds)
 
-        exchanges = sorted({exchange for exchange, _ in tree.accounts.values()})
+        exchanges = shape.exchanges
         self.exchanges = exchanges
-        exchange_id = {name: i for i, name in enumerate(exchanges)}
         # Per account node (where.py reads it by node), the account's exchange.
-        account_exchange = np.full(len(tree), -1, dtype=np.int64)
-        for node, (exchange, _) in tree.accounts.items():
-            account_exchange[node] = exchange_id[exchange]
+        account_exchange = shape.account_exchange
         self.account_exchange = account_exchange
         combo_keys = (
             account_exchange[self.account] * n_assets + self.quote_id[self.account]
         ) * n_assets + self.asset
         if trading is not None:  # the side is part of the route: a sell's best route is not a buy's
             combo_keys = combo_keys * 2 + self.sells
-        combos, self.combo = np.unique(combo_keys, return_inverse=True)
+        combos, self.combo = _unique_combos(diff.tree.shape_memo, combo_keys)
         routes = _Routes.of(markets, trading, combos, exchanges, diff.asset_names)
         self.routes = routes.routes
         legs = routes.legs[self.combo]
         # Nothing trades in a bank account (no API: its money only moves, by an operator).
-        banks = np.array(
-            [node for node in tree.accounts if tree.kinds[node] == BANK],
-            dtype=np.int64,
-        )
+        banks = shape.banks
         if banks.size:
             legs = np.where(np.isin(self.account, banks), 0, legs)
         self.direct = legs == 1
@@ -1002,6 +995,61 @@ class _Groups:
         ]
 
 
+class _GroupShape(NamedTuple):
+    """What `_Groups` reads of a diff's nodes alone (accounts, exchanges, the tradable wallets grouped by
+    (account, asset)): the same for every diff of one union shape, kept in its `shape_memo` (a replay
+    plans one shape at hundreds of rows)."""
+
+    asset_id: IntArray  # what it was made for (the shape's asset ids)
+    rank: dict[int, int]
+    accounts: IntArray
+    cash_slot: IntArray  # per cash wallet (tree order), its account's slot
+    nodes: IntArray  # the tradable wallets (not their account's quote), tree order
+    wallet_keys: IntArray
+    grouped: tuple[IntArray, IntArray, IntArray, IntArray]  # `_group(wallet_keys)`
+    grouped_nodes: IntArray
+    held: FloatArray  # per key of `grouped`: wallets the real tree holds
+    exchanges: list[str]
+    account_exchange: IntArray
+    banks: IntArray
+
+    @classmethod
+    def of(cls, diff: DiffTree) -> _GroupShape:
+        tree = diff.tree
+        known = tree.shape_memo.get("group shape")
+        if isinstance(known, _GroupShape) and known.asset_id is diff.asset_id:
+            return known
+        n_assets = max(len(diff.asset_names), 1)
+        accounts = np.array(sorted(tree.accounts), dtype=np.int64)
+        own_quote = diff.cash
+        nodes = np.flatnonzero(tree.wallet & ~own_quote)
+        wallet_keys = tree.account_of[nodes] * n_assets + diff.asset_id[nodes]
+        grouped = _group(wallet_keys)
+        exchanges = sorted({exchange for exchange, _ in tree.accounts.values()})
+        exchange_id = {name: i for i, name in enumerate(exchanges)}
+        account_exchange = np.full(len(tree), -1, dtype=np.int64)
+        for node, (exchange, _) in tree.accounts.items():
+            account_exchange[node] = exchange_id[exchange]
+        shape = cls(
+            asset_id=diff.asset_id,
+            rank=_account_rank(tree.accounts),
+            accounts=accounts,
+            cash_slot=np.searchsorted(accounts, tree.account_of[own_quote]),
+            nodes=nodes,
+            wallet_keys=wallet_keys,
+            grouped=grouped,
+            grouped_nodes=nodes[grouped[2]],
+            held=np.bincount(
+                grouped[1], weights=tree.real_index[nodes] >= 0, minlength=grouped[0].size
+            ).astype(np.float64),
+            exchanges=exchanges,
+            account_exchange=account_exchange,
+            banks=np.array([node for node in tree.accounts if tree.kinds[node] == BANK], dtype=np.int64),
+        )
+        tree.shape_memo["group shape"] = shape
+        return shape
+
+
 _NONE = Market(base="", quote="")
 REASONS = (
     None,
@@ -1083,6 +1131,18 @@ class _Routes(NamedTuple):
         direct = tuple(r.legs[0] if r is not None and len(r.legs) == 1 else _NONE for r in routes)
         table = np.array([m.floats for m in direct], dtype=np.float64).reshape(-1, 4)
         return cls(routes, legs, direct, table)
+
+
+def _unique_combos(memo: dict[Hashable, object], keys: IntArray) -> tuple[IntArray, IntArray]:
+    """`np.unique(keys, return_inverse=True)`, the last answer kept per union shape (`memo`): a replay
+    plans the same groups of one shape again and again."""
+    text = keys.tobytes()
+    known = memo.get("combos")
+    if isinstance(known, tuple) and known[0] == text:
+        return known[1], known[2]
+    combos, inverse = np.unique(keys, return_inverse=True)
+    memo["combos"] = (text, combos, inverse)
+    return combos, inverse
 
 
 def _group(keys: IntArray) -> tuple[IntArray, IntArray, IntArray, IntArray]:

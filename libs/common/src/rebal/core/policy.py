@@ -33,7 +33,7 @@ from rebal.core.diff import DiffTree, diff_trees
 from rebal.core.market import Prices
 from rebal.core.numbers import VALUE_EPSILON
 from rebal.core.partial import breaching_only, buy_only, cash_above_target
-from rebal.core.tree import PATH_SEP, FloatArray, Tree
+from rebal.core.tree import PATH_SEP, BoolArray, FloatArray, Tree
 from rebal.core.union import UnionTree
 
 Scope = Literal["portfolio", "breaching"]
@@ -196,7 +196,21 @@ def _why_not(policy: Policy, scheduled: bool, breached: bool, cash_due: bool) ->
 def _limits(diff: DiffTree, policy: Policy) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Per node: |current - desired| weight, and the largest the absolute and the relative band allow
     (inf where a node has no such band)."""
-    tree = diff.tree
+    absolute, relative, finite = _bands(diff.tree, policy)
+    drift = np.abs(diff.current_weight - diff.desired_weight)
+    with np.errstate(invalid="ignore"):
+        relative_limit = np.where(finite, relative * diff.desired_weight, math.inf)
+    return drift, absolute, relative_limit
+
+
+def _bands(tree: UnionTree, policy: Policy) -> tuple[FloatArray, FloatArray, BoolArray]:
+    """Per node: the absolute and the relative band (inf: none) and where the relative one is finite;
+    found once per tree shape and policy (a replay evaluates one shape at many rows). Read only."""
+    key = ("bands", id(policy))
+    known = tree.shape_memo.get(key)
+    if isinstance(known, tuple) and known[0] is policy:
+        kept: tuple[FloatArray, FloatArray, BoolArray] = known[1]
+        return kept
     count = len(tree)
     absolute = np.full(count, _limit(policy.bands.absolute))
     relative = np.full(count, _limit(policy.bands.relative))
@@ -205,10 +219,9 @@ def _limits(diff: DiffTree, policy: Policy) -> tuple[FloatArray, FloatArray, Flo
             absolute[node] = _limit(bands["absolute"])
         if "relative" in bands:
             relative[node] = _limit(bands["relative"])
-    drift = np.abs(diff.current_weight - diff.desired_weight)
-    with np.errstate(invalid="ignore"):
-        relative_limit = np.where(np.isfinite(relative), relative * diff.desired_weight, math.inf)
-    return drift, absolute, relative_limit
+    found = (absolute, relative, np.isfinite(relative))
+    tree.shape_memo[key] = (policy, found)  # the policy kept: its id stays its own
+    return found
 
 
 class BandUse(NamedTuple):

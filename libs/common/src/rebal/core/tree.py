@@ -132,7 +132,9 @@ class Tree:
     depth: IntArray
     wallet: BoolArray
     amount: FloatArray
-    amount_text: list[str | None]
+    # Each node's amount as its document wrote it (None: no amount); any sequence (a replay's book writes
+    # a float amount's text only when it is read).
+    amount_text: Sequence[str | None]
     locked: FloatArray
     locks: dict[int, tuple[Lock, ...]]
     locked_total: dict[int, Decimal]  # what the locks of a wallet lock, exactly
@@ -489,7 +491,7 @@ def _pools(
     return pools
 
 
-def pick(nodes: list[T], index: list[int]) -> list[T]:
+def pick(nodes: Sequence[T], index: list[int]) -> list[T]:
     """The items at `index` (at C speed)."""
     if len(index) > 1:
         return list(itemgetter(*index)(nodes))
@@ -805,7 +807,7 @@ def with_wallets(tree: Tree, wallets: Sequence[tuple[int, str, str]]) -> Tree:
         depth=np.concatenate((tree.depth, tree.depth[parents] + 1)),
         wallet=np.concatenate((tree.wallet, np.ones(count, np.bool_))),
         amount=np.concatenate((tree.amount, np.zeros(count))),
-        amount_text=tree.amount_text + ["0"] * count,
+        amount_text=[*tree.amount_text, *["0"] * count],
         locked=np.concatenate((tree.locked, np.zeros(count))),
         locks=tree.locks,
         locked_total=tree.locked_total,

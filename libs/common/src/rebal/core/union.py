@@ -4,7 +4,7 @@ what the diff, the plan and the policies walk."""
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import chain
 from typing import TypeVar, overload
@@ -137,8 +137,11 @@ class UnionTree:
         n_real = len(real)
         amount, locked = self.amount.copy(), self.locked.copy()
         amount[:n_real], locked[:n_real] = real.amount, real.locked
-        other = replace(self, amount=amount, locked=locked, real=real)
-        other.__dict__.update({k: v for k, v in self.__dict__.items() if k == "levels"})  # cached: same shape
+        # A copy of the fields and of what is cached of the shape (`levels`); `dataclasses.replace` would
+        # check and pass every field again (a replay takes hundreds of copies).
+        other = object.__new__(type(self))
+        other.__dict__.update(self.__dict__)
+        other.__dict__.update(amount=amount, locked=locked, real=real)
         return other
 
     @cached_property
