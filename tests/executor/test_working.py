@@ -425,3 +425,22 @@ async def test_a_halt_while_a_limit_order_rests_cancels_it_and_stops_the_leg() -
     assert record is not None and record.state == "cancelled_mid_run"
     (reason, *_) = await world.report(the_plan)
     assert "0.25 of 1 ETH filled" in reason, reason
+
+
+async def test_a_run_timed_out_on_resume_cancels_its_resting_limit_order(journal: Journal) -> None:
+    """A 1 ETH limit sell rests at the venue when the process dies; it is back after the run's 600 s: the
+    run times out and its resting order is cancelled at the venue, not left live."""
+    world = World(journal=journal, crash_at=5.0)
+    the_plan = plan(leg("sell", "1"))
+    settings = {"order_types": {"default": LIMIT}}
+    with pytest.raises(Crash):
+        await world.run(the_plan, **settings)
+    (resting,) = world.orders()
+    assert resting.status == "NEW"
+    world.clock[0] = 700.0  # back after the run's 600 s timeout
+    await world.resume(**settings)
+    (ended,) = world.orders()
+    assert ended.status == "CANCELED"
+    order = await journal.order(cid(the_plan, 0, 0))
+    assert order is not None and order.state == "cancelled"
+

@@ -16,7 +16,7 @@ from rebal.core.sizing import BuyRequest, size_buys
 from rebal.events import OrderFilled, OrderPlaced, PlannedOrder, RebalancePlanned
 from rebal.venue import OrderState, Venue
 from rebal_executor.execution import guards, working
-from rebal_executor.execution.orders import adopt, drive, judge_lost, search
+from rebal_executor.execution.orders import adopt, drive, judge_lost, lookup, search
 from rebal_executor.execution.outcomes import (
     Absent,
     Rejected,
@@ -141,11 +141,15 @@ async def work(
 
 async def resolve(ctx: Context, record: RunRecord, leg: int) -> None:
     """End a leg the run will not go on with (it stopped): an order of it the venue may hold is searched
-    for and adopted, or judged lost when look-ups over the window prove it never arrived; the leg is
-    skipped when it never had an order."""
+    for and adopted, or judged lost when look-ups over the window prove it never arrived; one the venue
+    accepted (a worked leg's resting limit order) is cancelled first, so that nothing of a run that ended
+    stays live at the venue; the leg is skipped when it never had an order."""
     plan = record.plan
     order = await ctx.journal.latest_order(plan.event_id, leg)
     venue = ctx.venues.get(order.exchange) if order is not None else None
+    if order is not None and venue is not None and order.state in ("accepted", "partially_filled"):
+        await _cancel_live(ctx, record, leg, order, venue)
+        return
     if order is None or venue is None or order.state not in ("submitted", "outcome_unknown"):
         await ctx.journal.finish_leg(plan.event_id, leg, "skipped", placed=False)
         return
@@ -162,6 +166,27 @@ async def resolve(ctx: Context, record: RunRecord, leg: int) -> None:
         if not filled:
             await ctx.journal.note(plan.event_id, f"leg-{leg}", f"{describe(leg, planned)} {found.status}")
         await ctx.journal.finish_leg(plan.event_id, leg, outcome, placed=True)
+
+
+async def _cancel_live(ctx: Context, record: RunRecord, leg: int, order: OrderRecord, venue: Venue) -> None:
+    """Cancel a stopped leg's order the venue accepted, record and publish what it filled, then mark the
+    leg: filled when it all filled (the fill won the race), else failed (also when the cancel is not
+    confirmed: left to reconcile, and noted)."""
+    plan = record.plan
+    planned = planned_of(plan, order)
+    state = await lookup(venue, order)
+    ended: OrderState | Unknown | None = None
+    if state is not None:
+        ended = await working.cancel(ctx, venue, order, state)
+    if isinstance(ended, OrderState):
+        await publish(ctx, plan, record.run_id, order, planned, ended)
+        if ended.status == "filled":
+            await ctx.journal.finish_leg(plan.event_id, leg, "filled", placed=True)
+            return
+        await fail(ctx, plan, leg, f"{describe(leg, planned)} {ended.status} as its run stopped", placed=True)
+        return
+    why = ended.reason if ended is not None else f"{order.client_order_id} not shown by the venue"
+    await fail(ctx, plan, leg, f"{describe(leg, planned)} failed: {why}", placed=True)
 
 
 async def write(
