@@ -192,10 +192,10 @@ async def test_a_post_only_order_refused_as_a_taker_is_re_priced_and_rests() -> 
     world = World(moves={5.0: "2998"})
 
     class Stale(BookVenue):
-        """The first order's book reads (sizing it, pricing it) are stale (the market was higher): the
-        post-only buy there would take."""
+        """The first order's book read (it is sized and priced from one read) is stale (the market was
+        higher): the post-only buy there would take."""
 
-        tops: ClassVar[list[BookTop]] = [BookTop(D(3005), D(3008))] * 2
+        tops: ClassVar[list[BookTop]] = [BookTop(D(3005), D(3008))]
 
         async def book_top(self, symbol: str) -> BookTop:
             return self.tops.pop() if self.tops else await super().book_top(symbol)
@@ -427,6 +427,34 @@ async def test_a_halt_while_a_limit_order_rests_cancels_it_and_stops_the_leg() -
     assert "0.25 of 1 ETH filled" in reason, reason
 
 
+async def test_a_limit_buy_unsent_at_a_crash_is_never_sent_at_a_price_moved_past_its_cap(
+    journal: Journal,
+) -> None:
+    """The process dies at the submit of a 1 ETH limit buy written at 3000 (journaled with its price, the
+    bid + 20 bps = 3004.49; the leg's cap 3000 x 1.002 buffer x 1.001 fee = 3009.006); the venue never saw
+    it. ETH is at 3300 (+10%) when the executor is back: the order proven never arrived is ended unsent
+    (before, it went out under the same id for 1 ETH priced from the new book: 3301.65 spent), and a fresh
+    order under the next id buys what the cap still affords: 0.9095 ETH at 3301.65, then 0.0018 more."""
+    world = World(journal=journal, moves={200.0: "3298"})
+    the_plan = plan(leg("buy", "1"))
+    settings = {"order_types": {"default": {**LIMIT, "offset_bps": 20}}}
+    world.venue.armed.crash_before = True  # dies at the submit, before the venue sees it
+    with pytest.raises(Crash):
+        await world.run(the_plan, **settings)
+    assert world.orders() == []
+    world.book.prices["ETHUSDT"] = D(3300)  # +10% while the process was down
+    await world.resume(**settings)
+    first = await journal.order(cid(the_plan, 0, 0))
+    assert first is not None
+    assert (first.state, first.limit_price, first.amount) == ("lost", D("3004.49"), D(1))
+    fresh = await journal.order(cid(the_plan, 0, 1))
+    assert fresh is not None and (fresh.amount, fresh.limit_price) == (D("0.9095"), D("3304.94"))
+    sent = [(o.client_order_id, o.executed) for o in world.orders()]
+    assert sent == [(cid(the_plan, 0, 1), D("0.9095")), (cid(the_plan, 0, 100), D("0.0018"))]
+    spent = sum((t.qty * t.price for o in world.orders() for t in o.trades), D(0))
+    assert spent == D("3008.793645") <= D(1) * 3000 * D("1.002") * D("1.001")
+
+
 async def test_a_run_timed_out_on_resume_cancels_its_resting_limit_order(journal: Journal) -> None:
     """A 1 ETH limit sell rests at the venue when the process dies; it is back after the run's 600 s: the
     run times out and its resting order is cancelled at the venue, not left live."""
@@ -443,4 +471,3 @@ async def test_a_run_timed_out_on_resume_cancels_its_resting_limit_order(journal
     assert ended.status == "CANCELED"
     order = await journal.order(cid(the_plan, 0, 0))
     assert order is not None and order.state == "cancelled"
-

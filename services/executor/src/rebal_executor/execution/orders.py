@@ -14,6 +14,7 @@ refusal, never a failure: the same id is sent again after the wait, until the ru
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -36,14 +37,21 @@ from rebal_executor.execution.ports import Context, OrderRecord
 log = logging.getLogger("rebal.executor")
 
 
+# Why an order proven never to have reached the venue was ended instead of sent again: its journaled limit
+# price no longer holds at the venue's prices (the leg goes on with a fresh order, under the next id).
+STALE_UNSENT = "stale_unsent"
+
+
 @dataclass(frozen=True)
 class Limit:
-    """A limit order's terms: its price, whether it is post-only (a maker order), and how long it rests
-    before the caller cancels it."""
+    """A limit order's terms: its price (the journaled one), whether it is post-only (a maker order), how
+    long it rests before the caller cancels it, and `stale`: why that price no longer holds at the venue
+    now ("" when it does), asked before an order proven never seen is sent again."""
 
     price: Decimal
     post_only: bool
     rest_seconds: float
+    stale: Callable[[], Awaitable[str]] | None = None
 
 
 async def drive(
@@ -65,6 +73,12 @@ async def drive(
         elif isinstance(found, Unanswered):
             return Unknown(f"{order.client_order_id} outcome unknown ({found.reason}): left to reconcile")
         elif order.state in ("submitted", "outcome_unknown"):
+            stale = await limit.stale() if limit is not None and limit.stale is not None else ""
+            if stale:
+                # Never seen, its price no longer holds: ended unsent, never re-priced under its id.
+                await ctx.journal.move_order(order.client_order_id, "lost", reason=STALE_UNSENT)
+                log.warning("%s never reached the venue and is not sent: %s", order.client_order_id, stale)
+                return Rejected(STALE_UNSENT, False)
             sent = await send(ctx, venue, order, deadline, limit)  # proven never seen: the SAME id again
         else:
             return Unknown(

@@ -54,6 +54,9 @@ class OrderRecord:
     # The leg's whole amount when the leg is worked as several orders (slices, re-placed limit orders);
     # None: this order is the whole leg.
     leg_amount: Decimal | None = None
+    # A limit order's price, journaled when it is written: the only price it is ever sent at. None: a
+    # market order.
+    limit_price: Decimal | None = None
 
 
 @dataclass(frozen=True)

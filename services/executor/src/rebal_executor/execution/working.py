@@ -8,6 +8,9 @@ the journal alone (the leg's orders, what each filled, how each ended), so a res
 order it was working by its id and goes on with it, never placing a second one beside it: a leg has at
 most one order that is not final at any time. A resting order is cancelled before the next is placed;
 a fill that won the race against the cancel is counted, and the next order asks only for what is left.
+A limit order's price is read once with its size and journaled with it: it is sent at exactly that price,
+also after a restart; one proven never to have reached the venue whose price no longer holds (moved
+beyond `max_price_move`) is ended unsent, and the next attempt is sized afresh under its own id.
 
 A buy never spends more over all its orders than it was sized to spend (its amount at the last price when
 its first order was written, raised by the price buffer, with the fee: `rebal.core.execution.affordable`),
@@ -22,7 +25,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from rebal.core.execution import ORDER_FINAL, affordable, expected_change, limit_price, slice_amount
+from rebal.core.execution import (
+    ORDER_FINAL,
+    affordable,
+    expected_change,
+    limit_price,
+    price_moved,
+    slice_amount,
+)
 from rebal.core.numbers import dec_str
 from rebal.core.sizing import BuyRequest
 from rebal.events import PlannedOrder, RebalancePlanned
@@ -36,7 +46,7 @@ from rebal.venue import (
     VenueError,
 )
 from rebal_executor.execution import guards
-from rebal_executor.execution.orders import Limit, drive, lookup, settle
+from rebal_executor.execution.orders import STALE_UNSENT, Limit, drive, lookup, settle
 from rebal_executor.execution.outcomes import Rejected, Stop, Unknown, client_order_id, market_of
 from rebal_executor.execution.ports import Context, OrderRecord
 from rebal_executor.settings import ATTEMPTS_PER_SLICE, OrderType
@@ -91,9 +101,11 @@ async def record(
     attempt: int,
     venue: Venue,
     leg_amount: Decimal | None = None,
+    limit_price: Decimal | None = None,
 ) -> OrderRecord | str:
     """The order written to the journal (state created) before it is sent, or why a guardrail refuses
-    it. Its notional is at the venue's last price (a buy's spending cap is derived from it)."""
+    it. Its notional is at the venue's last price (a buy's spending cap is derived from it); a limit
+    order's price is written with it (`limit_price`): the only price it is ever sent at."""
     price = (await venue.prices([order.symbol])).get(order.symbol, order.est_price)
     refused = await guards.notional_limit(ctx, plan, leg, order, amount, price)
     if refused:
@@ -114,6 +126,7 @@ async def record(
             filled=Decimal(0),
             reason="",
             leg_amount=leg_amount,
+            limit_price=limit_price,
         )
     )
 
@@ -195,7 +208,11 @@ async def _next_order(
     amount, filled = progress
     left = amount - filled
     latest = mine[-1] if mine else None
-    if latest is not None and latest.state in ("rejected", "lost") and latest.reason != POST_ONLY_WOULD_TAKE:
+    if (
+        latest is not None
+        and latest.state in ("rejected", "lost")
+        and latest.reason not in (POST_ONLY_WOULD_TAKE, STALE_UNSENT)
+    ):
         return f"{latest.client_order_id} {latest.state}: {latest.reason}", None
     if left <= 0:
         return "", None
@@ -207,11 +224,12 @@ async def _next_order(
     stop = await guards.stop_before_leg(ctx, plan)
     if stop:
         return stop.reason, stop
-    size = await _size(ctx, plan, leg, order, info, venue, mine, amount, left, attempt, style)
+    size, price = await _size(ctx, plan, leg, order, info, venue, mine, amount, left, attempt, style)
     if size <= 0:
         rest = f"the rest, {dec_str(left)} {info.base},"
         return f"{rest} is under the market's minimums or what the leg may still spend", None
-    written = await record(ctx, plan, leg, order, size, attempt, venue, amount)
+    limit = price if _is_limit(attempt, style, venue) else None
+    written = await record(ctx, plan, leg, order, size, attempt, venue, amount, limit)
     return (written, None) if isinstance(written, str) else (None, None)
 
 
@@ -235,9 +253,10 @@ async def _size(
     left: Decimal,
     attempt: int,
     style: OrderType,
-) -> Decimal:
-    """The next order's amount: a slice of what is left, and for a buy no more than the leg may still
-    spend; 0 when that is under the market's minimums."""
+) -> tuple[Decimal, Decimal]:
+    """The next order's amount (a slice of what is left, and for a buy no more than the leg may still
+    spend; 0 when that is under the market's minimums) and its price, read once: a limit order is
+    journaled with it and sent at it."""
     execution = ctx.settings.execution
     limit = style if _is_limit(attempt, style, venue) else None
     price = await _price(venue, order.symbol, order.side, info, limit)
@@ -256,6 +275,8 @@ async def _size(
         sized_at = (
             first.notional / first.amount
             if first is not None
+            else price
+            if limit is None
             else await _price(venue, order.symbol, order.side, info, None)
         )
         cap = BuyRequest(leg, amount, sized_at, market_of(info)).cost(amount, buffer)
@@ -264,8 +285,8 @@ async def _size(
         worst = price if limit is not None else price * (1 + buffer)
         size = affordable(size, cap, spent, worst, info.fee_rate, info.amount_step)
     if size < info.min_amount or size * price < info.min_cost:
-        return Decimal(0)
-    return size
+        return Decimal(0), price
+    return size, price
 
 
 async def _follow(
@@ -281,8 +302,18 @@ async def _follow(
     cancelled; whatever it filled, also in a race with the cancel, is adopted and reported."""
     limit = None
     if _is_limit(order.attempt, style, venue):
-        price = await _price(venue, order.symbol, order.side, info, style)
-        limit = Limit(price, style.post_only, style.rest_seconds)
+        # The journaled price (an order written before prices were journaled: priced now, as it was then).
+        price = order.limit_price or await _price(venue, order.symbol, order.side, info, style)
+
+        async def stale() -> str:
+            now = await _price(venue, order.symbol, order.side, info, style)
+            tolerance = ctx.settings.execution.max_price_move
+            if not price_moved(price, now, tolerance):
+                return ""
+            away = f"more than {dec_str(tolerance * 100)}% from {dec_str(now)}"
+            return f"its limit price {dec_str(price)} is {away}"
+
+        limit = Limit(price, style.post_only, style.rest_seconds, stale)
     outcome = await drive(ctx, venue, order, deadline, limit)
     if not isinstance(outcome, OrderState):
         return outcome
