@@ -471,3 +471,28 @@ async def test_a_run_timed_out_on_resume_cancels_its_resting_limit_order(journal
     assert ended.status == "CANCELED"
     order = await journal.order(cid(the_plan, 0, 0))
     assert order is not None and order.state == "cancelled"
+
+
+async def test_worked_buys_of_one_group_never_spend_more_than_the_plans_budget(journal: Journal) -> None:
+    """Two 0.9 ETH buys share a budget of 5416.2108 USDT (1.8 ETH at 3000 with the 0.2% buffer and the
+    0.1% fee), sliced at 900 USDT an order; ETH moves +1.8% (to 3055, under the 2% re-plan tolerance) after
+    leg 0's first slice. Leg 1 was capped from the price when its own first order was written, and the two
+    spent 5457.45 together; now each is capped at its share of the group's sizing, 2708.1054 (kept with
+    its orders): leg 0 buys 0.3 at 3000 + 0.5918 at 3055 = 2707.949, leg 1 0.8864 at 3055 = 2707.952."""
+    budget = D("5416.2108")
+    world = World(journal=journal, spread_bps="0", moves={30.0: "3055"})
+    the_plan = plan(
+        leg("buy", "0.9"),
+        leg("buy", "0.9"),
+        budgets=(PlannedBudget(exchange="binance", account=ACCOUNT, asset="USDT", amount=budget),),
+    )
+    await world.run(the_plan, max_order_value={SYMBOL: "900"}, slice_interval_seconds=60)
+    # Fees are taken in ETH here: the quote spent is what the trades cost.
+    spent = sum((t.qty * t.price for o in world.orders() for t in o.trades), D(0))
+    assert spent == D("5415.901") <= budget
+    orders = await journal.orders(the_plan.event_id)
+    assert {o.leg_budget for o in orders} == {budget / 2}
+    bought = [
+        sum((o.executed for o in world.orders() if o.client_order_id.split("-")[2] == n), D(0)) for n in "01"
+    ]
+    assert bought == [D("0.8918"), D("0.8864")]

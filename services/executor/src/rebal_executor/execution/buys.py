@@ -57,7 +57,9 @@ async def buys(ctx: Context, record: RunRecord, waiting: frozenset[str] = frozen
             )
         else:
             existing = await ctx.journal.latest_order(plan.event_id, leg)
-            stop = await place(ctx, record, leg, order, planned.amounts[leg], existing)
+            stop = await place(
+                ctx, record, leg, order, planned.amounts[leg], existing, budget=planned.costs.get(leg)
+            )
             if stop:
                 return stop
     for first, second in routed_buys(plan):
@@ -152,9 +154,11 @@ async def size(ctx: Context, record: RunRecord, legs: Sequence[tuple[int, Planne
                 f"leg {buy.leg} {plan.orders[buy.leg].symbol} buy scaled from {dec_str(buy.planned)} to "
                 f"{dec_str(buy.amount)}: {why}",
             )
+    by_leg = {request.leg: request for request in requests}
     return BuyPlan(
         {**fixed, **{buy.leg: buy.amount for buy in sizing.buys}},
         {skip.leg: skip.reason for skip in sizing.skipped},
+        {buy.leg: by_leg[buy.leg].cost(buy.amount, buffer) for buy in sizing.buys},
     )
 
 

@@ -53,10 +53,12 @@ async def place(
     *,
     venue: Venue | None = None,
     resizable: bool = True,
+    budget: Decimal | None = None,
 ) -> Stop | None:
     """Write (unless already written), send, settle and report one leg; a `Stop` ends the run. `venue`
-    places it instead of the plan's exchange (a futures leg's), and only a `resizable` leg is sized again
-    after an insufficient-funds refusal."""
+    places it instead of the plan's exchange (a futures leg's), only a `resizable` leg is sized again
+    after an insufficient-funds refusal, and a worked buy never spends more than its `budget` (its share
+    of its group's sizing)."""
     plan = record.plan
     what = describe(leg, order)
     venue = venue or ctx.venues.get(order.exchange)
@@ -65,7 +67,7 @@ async def place(
         return None
     if await working.is_worked(ctx, order, amount, venue, existing):
         whole = existing.leg_amount if existing is not None and existing.leg_amount else amount
-        return await work(ctx, record, leg, order, whole, venue)
+        return await work(ctx, record, leg, order, whole, venue, budget)
     return await _market(ctx, record, leg, order, amount, existing, venue, resizable)
 
 
@@ -118,7 +120,13 @@ async def _market(
 
 
 async def work(
-    ctx: Context, record: RunRecord, leg: int, order: PlannedOrder, amount: Decimal, venue: Venue
+    ctx: Context,
+    record: RunRecord,
+    leg: int,
+    order: PlannedOrder,
+    amount: Decimal,
+    venue: Venue,
+    budget: Decimal | None = None,
 ) -> Stop | None:
     """A leg worked as several orders (`working`): each order published as it ends, the leg reported as
     filled when all of it did, else failed with what filled and why it stopped."""
@@ -128,7 +136,8 @@ async def work(
     async def report(sent: OrderRecord, state: OrderState) -> None:
         await publish(ctx, plan, record.run_id, sent, order, state)
 
-    worked = await working.work(ctx, plan, leg, order, amount, venue, guards.deadline(ctx, plan), report)
+    deadline = guards.deadline(ctx, plan)
+    worked = await working.work(ctx, plan, leg, order, amount, venue, deadline, report, budget)
     if not worked.reason:
         await ctx.journal.finish_leg(plan.event_id, leg, "filled", placed=True)
         metrics.ORDERS.labels(portfolio=plan.portfolio_id, status="filled").inc()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from rebal.core.market import Market
@@ -62,10 +62,13 @@ class Unanswered:
 
 @dataclass(frozen=True)
 class BuyPlan:
-    """Phase-2 amounts after sizing: leg → amount to place, or why it is skipped."""
+    """Phase-2 amounts after sizing: leg → amount to place, or why it is skipped; `costs`: leg → the quote
+    the sizing allotted it (at the prices it was sized at, with the buffer and the fee), the most it may
+    spend over all its orders."""
 
     amounts: Mapping[int, Decimal]
     skipped: Mapping[int, str]
+    costs: Mapping[int, Decimal] = field(default_factory=dict)
 
 
 def market_of(info: MarketInfo) -> Market:

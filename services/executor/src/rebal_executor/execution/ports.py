@@ -57,6 +57,9 @@ class OrderRecord:
     # A limit order's price, journaled when it is written: the only price it is ever sent at. None: a
     # market order.
     limit_price: Decimal | None = None
+    # A worked buy's share of its group's budget (the quote the buys step allotted it, buffer and fee in):
+    # all the leg's orders together never spend more. None: not a worked buy (or sized before it was kept).
+    leg_budget: Decimal | None = None
 
 
 @dataclass(frozen=True)

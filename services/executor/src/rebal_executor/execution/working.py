@@ -12,9 +12,9 @@ A limit order's price is read once with its size and journaled with it: it is se
 also after a restart; one proven never to have reached the venue whose price no longer holds (moved
 beyond `max_price_move`) is ended unsent, and the next attempt is sized afresh under its own id.
 
-A buy never spends more over all its orders than it was sized to spend (its amount at the last price when
-its first order was written, raised by the price buffer, with the fee: `rebal.core.execution.affordable`),
-so the plan's budget rules hold across slices and re-placements.
+A buy never spends more over all its orders than it was sized to spend: its share of its group's sizing
+(the quote the buys step allotted it, buffer and fee in, kept with its orders), so the plan's budget holds
+across slices and re-placements whatever prices do in between (`rebal.core.execution.affordable`).
 """
 
 from __future__ import annotations
@@ -100,12 +100,13 @@ async def record(
     amount: Decimal,
     attempt: int,
     venue: Venue,
-    leg_amount: Decimal | None = None,
-    limit_price: Decimal | None = None,
+    terms: tuple[Decimal | None, Decimal | None, Decimal | None] = (None, None, None),
 ) -> OrderRecord | str:
     """The order written to the journal (state created) before it is sent, or why a guardrail refuses
     it. Its notional is at the venue's last price (a buy's spending cap is derived from it); a limit
-    order's price is written with it (`limit_price`): the only price it is ever sent at."""
+    order's price is written with it: the only price it is ever sent at. `terms`: a worked leg's whole
+    amount, the order's limit price and the leg's budget (a buy's), each None when not there."""
+    leg_amount, limit_price, leg_budget = terms
     price = (await venue.prices([order.symbol])).get(order.symbol, order.est_price)
     refused = await guards.notional_limit(ctx, plan, leg, order, amount, price)
     if refused:
@@ -127,6 +128,7 @@ async def record(
             reason="",
             leg_amount=leg_amount,
             limit_price=limit_price,
+            leg_budget=leg_budget,
         )
     )
 
@@ -156,8 +158,11 @@ async def work(
     venue: Venue,
     deadline: datetime,
     report: Report,
+    budget: Decimal | None = None,
 ) -> Worked:
-    """Work the leg until `amount` has filled, or what is left cannot be traded, or an order fails."""
+    """Work the leg until `amount` has filled, or what is left cannot be traded, or an order fails; a buy
+    spends no more than `budget` over all its orders (its share of its group's sizing; kept with its
+    orders, so a resumed leg has it too)."""
     style = ctx.settings.execution.order_types.of(order.account, order.symbol)
     info = (await venue.markets()).get(order.symbol)
     if info is None:
@@ -176,7 +181,9 @@ async def work(
             if isinstance(ended, Unknown):
                 return Worked(amount, filled, ended.reason, placed=True)
             continue  # what it filled and how it ended are in the journal now
-        why, stop = await _next_order(ctx, plan, leg, order, (amount, filled), venue, info, style, mine)
+        why, stop = await _next_order(
+            ctx, plan, leg, order, (amount, filled, budget), venue, info, style, mine
+        )
         if why is not None:
             return Worked(amount, filled, why, stop, placed)
 
@@ -196,16 +203,16 @@ async def _next_order(
     plan: RebalancePlanned,
     leg: int,
     order: PlannedOrder,
-    progress: tuple[Decimal, Decimal],
+    progress: tuple[Decimal, Decimal, Decimal | None],
     venue: Venue,
     info: MarketInfo,
     style: OrderType,
     mine: list[OrderRecord],
 ) -> tuple[str | None, Stop | None]:
     """Write the leg's next order (None: written), or say why the leg ends ("": all of it filled);
-    `progress` is the leg's amount and what filled of it."""
+    `progress` is the leg's amount, what filled of it and its budget (a buy's, or None)."""
     execution = ctx.settings.execution
-    amount, filled = progress
+    amount, filled, budget = progress
     left = amount - filled
     latest = mine[-1] if mine else None
     if (
@@ -224,12 +231,17 @@ async def _next_order(
     stop = await guards.stop_before_leg(ctx, plan)
     if stop:
         return stop.reason, stop
-    size, price = await _size(ctx, plan, leg, order, info, venue, mine, amount, left, attempt, style)
+    # A worked buy's budget is kept with each of its orders: the first one's holds for the whole leg.
+    budget = mine[0].leg_budget if mine else budget
+    size, price = await _size(
+        ctx, plan, leg, order, info, venue, mine, (amount, budget), left, attempt, style
+    )
     if size <= 0:
         rest = f"the rest, {dec_str(left)} {info.base},"
         return f"{rest} is under the market's minimums or what the leg may still spend", None
     limit = price if _is_limit(attempt, style, venue) else None
-    written = await record(ctx, plan, leg, order, size, attempt, venue, amount, limit)
+    terms = (amount, limit, budget if order.side == "buy" else None)
+    written = await record(ctx, plan, leg, order, size, attempt, venue, terms)
     return (written, None) if isinstance(written, str) else (None, None)
 
 
@@ -249,14 +261,16 @@ async def _size(
     info: MarketInfo,
     venue: Venue,
     mine: list[OrderRecord],
-    amount: Decimal,
+    whole: tuple[Decimal, Decimal | None],
     left: Decimal,
     attempt: int,
     style: OrderType,
 ) -> tuple[Decimal, Decimal]:
     """The next order's amount (a slice of what is left, and for a buy no more than the leg may still
     spend; 0 when that is under the market's minimums) and its price, read once: a limit order is
-    journaled with it and sent at it."""
+    journaled with it and sent at it. `whole`: the leg's amount and budget (None: derived from the price
+    when its first order was written, as a leg written before budgets were kept)."""
+    amount, budget = whole
     execution = ctx.settings.execution
     limit = style if _is_limit(attempt, style, venue) else None
     price = await _price(venue, order.symbol, order.side, info, limit)
@@ -269,17 +283,20 @@ async def _size(
         info.min_cost,
     )
     if order.side == "buy":
-        # Sized at the last price when its first order was written (that order's notional), or now.
-        first = mine[0] if mine else None
         buffer = execution.price_buffer
-        sized_at = (
-            first.notional / first.amount
-            if first is not None
-            else price
-            if limit is None
-            else await _price(venue, order.symbol, order.side, info, None)
-        )
-        cap = BuyRequest(leg, amount, sized_at, market_of(info)).cost(amount, buffer)
+        cap = budget
+        if cap is None:
+            # No share of a group's sizing (a leg written before it was kept): its amount at the last
+            # price when its first order was written (that order's notional), or now.
+            first = mine[0] if mine else None
+            sized_at = (
+                first.notional / first.amount
+                if first is not None
+                else price
+                if limit is None
+                else await _price(venue, order.symbol, order.side, info, None)
+            )
+            cap = BuyRequest(leg, amount, sized_at, market_of(info)).cost(amount, buffer)
         spent = -expected_change(await ctx.journal.leg_fills(plan.event_id, leg)).get(info.quote, Decimal(0))
         # A limit order never pays more than its price; a market order is allowed the buffer.
         worst = price if limit is not None else price * (1 + buffer)
