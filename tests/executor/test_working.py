@@ -473,6 +473,28 @@ async def test_a_run_timed_out_on_resume_cancels_its_resting_limit_order(journal
     assert order is not None and order.state == "cancelled"
 
 
+async def test_a_limit_order_whose_answer_was_lost_is_found_resting_and_cancelled_when_the_run_times_out(
+    journal: Journal,
+) -> None:
+    """The process dies at the submit of a 1 ETH limit sell, after the venue took it (journaled submitted,
+    never answered); back after the run's 600 s, the order is looked up, found resting and cancelled
+    rather than adopted and left live."""
+    world = World(journal=journal)
+    the_plan = plan(leg("sell", "1"))
+    settings = {"order_types": {"default": LIMIT}}
+    world.venue.armed.crash_after = True
+    with pytest.raises(Crash):
+        await world.run(the_plan, **settings)
+    (resting,) = world.orders()
+    assert resting.status == "NEW"
+    world.clock[0] = 700.0
+    await world.resume(**settings)
+    (ended,) = world.orders()
+    assert ended.status == "CANCELED"
+    order = await journal.order(cid(the_plan, 0, 0))
+    assert order is not None and order.state == "cancelled"
+
+
 async def test_worked_buys_of_one_group_never_spend_more_than_the_plans_budget(journal: Journal) -> None:
     """Two 0.9 ETH buys share a budget of 5416.2108 USDT (1.8 ETH at 3000 with the 0.2% buffer and the
     0.1% fee), sliced at 900 USDT an order; ETH moves +1.8% (to 3055, under the 2% re-plan tolerance) after

@@ -14,7 +14,7 @@ from rebal.core.execution import sell_amount
 from rebal.core.numbers import dec_str
 from rebal.core.sizing import BuyRequest, size_buys
 from rebal.events import OrderFilled, OrderPlaced, PlannedOrder, RebalancePlanned
-from rebal.venue import OrderState, Venue
+from rebal.venue import TERMINAL_STATUSES, OrderState, Venue
 from rebal_executor.execution import guards, working
 from rebal_executor.execution.orders import adopt, drive, judge_lost, lookup, search
 from rebal_executor.execution.outcomes import (
@@ -26,7 +26,7 @@ from rebal_executor.execution.outcomes import (
     describe,
     market_of,
 )
-from rebal_executor.execution.ports import Context, OrderRecord, RunRecord
+from rebal_executor.execution.ports import MAYBE_LIVE, Context, OrderRecord, RunRecord
 
 log = logging.getLogger("rebal.executor")
 
@@ -150,52 +150,53 @@ async def work(
 
 async def resolve(ctx: Context, record: RunRecord, leg: int) -> None:
     """End a leg the run will not go on with (it stopped): an order of it the venue may hold is searched
-    for and adopted, or judged lost when look-ups over the window prove it never arrived; one the venue
-    accepted (a worked leg's resting limit order) is cancelled first, so that nothing of a run that ended
-    stays live at the venue; the leg is skipped when it never had an order."""
+    for, or judged lost when look-ups over the window prove it never arrived; found still open (a worked
+    leg's resting limit order), it is cancelled, so that nothing of a run that ended stays live at the
+    venue, and what it filled is recorded; the leg is skipped when it never had an order."""
     plan = record.plan
     order = await ctx.journal.latest_order(plan.event_id, leg)
     venue = ctx.venues.get(order.exchange) if order is not None else None
-    if order is not None and venue is not None and order.state in ("accepted", "partially_filled"):
-        await _cancel_live(ctx, record, leg, order, venue)
-        return
-    if order is None or venue is None or order.state not in ("submitted", "outcome_unknown"):
+    if order is None or venue is None or order.state not in MAYBE_LIVE:
         await ctx.journal.finish_leg(plan.event_id, leg, "skipped", placed=False)
         return
-    planned = planned_of(plan, order)
-    found = await search(ctx, venue, order)
-    if isinstance(found, Absent):
-        await fail(ctx, plan, leg, f"{describe(leg, planned)} failed: {await judge_lost(ctx, order, found)}")
-    elif isinstance(found, Unanswered):
-        await fail(ctx, plan, leg, f"{describe(leg, planned)} failed: outcome unknown ({found.reason})")
-    else:
-        await adopt_found(ctx, order, found)
-        filled = found.status == "filled"
-        outcome = "filled" if filled else "failed"
-        if not filled:
-            await ctx.journal.note(plan.event_id, f"leg-{leg}", f"{describe(leg, planned)} {found.status}")
-        await ctx.journal.finish_leg(plan.event_id, leg, outcome, placed=True)
-
-
-async def _cancel_live(ctx: Context, record: RunRecord, leg: int, order: OrderRecord, venue: Venue) -> None:
-    """Cancel a stopped leg's order the venue accepted, record and publish what it filled, then mark the
-    leg: filled when it all filled (the fill won the race), else failed (also when the cancel is not
-    confirmed: left to reconcile, and noted)."""
-    plan = record.plan
-    planned = planned_of(plan, order)
-    state = await lookup(venue, order)
-    ended: OrderState | Unknown | None = None
-    if state is not None:
-        ended = await working.cancel(ctx, venue, order, state)
-    if isinstance(ended, OrderState):
-        await publish(ctx, plan, record.run_id, order, planned, ended)
-        if ended.status == "filled":
-            await ctx.journal.finish_leg(plan.event_id, leg, "filled", placed=True)
+    what = describe(leg, planned_of(plan, order))
+    found: OrderState | None
+    if order.state in ("submitted", "outcome_unknown"):
+        searched = await search(ctx, venue, order)
+        if isinstance(searched, Absent):
+            await fail(ctx, plan, leg, f"{what} failed: {await judge_lost(ctx, order, searched)}")
             return
-        await fail(ctx, plan, leg, f"{describe(leg, planned)} {ended.status} as its run stopped", placed=True)
+        if isinstance(searched, Unanswered):
+            await fail(ctx, plan, leg, f"{what} failed: outcome unknown ({searched.reason})")
+            return
+        found = searched
+    else:
+        found = await lookup(venue, order)  # accepted: the venue holds it
+    ended = await _end_found(ctx, record, order, venue, found)
+    if isinstance(ended, OrderState) and ended.status == "filled":
+        await ctx.journal.finish_leg(plan.event_id, leg, "filled", placed=True)
         return
-    why = ended.reason if ended is not None else f"{order.client_order_id} not shown by the venue"
-    await fail(ctx, plan, leg, f"{describe(leg, planned)} failed: {why}", placed=True)
+    detail = ended.status if isinstance(ended, OrderState) else f"failed: {ended.reason}"
+    await ctx.journal.note(plan.event_id, f"leg-{leg}", f"{what} {detail}")
+    await ctx.journal.finish_leg(plan.event_id, leg, "failed", placed=True)
+
+
+async def _end_found(
+    ctx: Context, record: RunRecord, order: OrderRecord, venue: Venue, found: OrderState | None
+) -> OrderState | Unknown:
+    """How a stopped leg's order found at the venue ended: adopted when final, else cancelled first (what
+    it filled, also in a race with the cancel, recorded and published); unknown when the venue does not
+    show it or the cancel is not confirmed (left to reconcile)."""
+    if found is None:
+        return Unknown(f"{order.client_order_id} not shown by the venue: left to reconcile")
+    if found.status in TERMINAL_STATUSES:
+        await adopt_found(ctx, order, found)
+        return found
+    ended = await working.cancel(ctx, venue, order, found)
+    if isinstance(ended, OrderState):
+        plan = record.plan
+        await publish(ctx, plan, record.run_id, order, planned_of(plan, order), ended)
+    return ended
 
 
 async def write(
