@@ -455,6 +455,27 @@ async def test_a_limit_buy_unsent_at_a_crash_is_never_sent_at_a_price_moved_past
     assert spent == D("3008.793645") <= D(1) * 3000 * D("1.002") * D("1.001")
 
 
+async def test_a_market_slice_unsent_at_a_crash_is_never_sent_at_a_price_moved_past_its_cap(
+    journal: Journal,
+) -> None:
+    """The same for a slice sent as a market order: 1 ETH sliced at 2990 USDT an order, its first slice
+    0.9966 ETH written at 3000 (cap 3009.006) when the process dies at its submit. At 3300 the slice proven
+    never arrived is ended, not bought for 3290.42; the next slices buys what the cap still affords."""
+    world = World(journal=journal)
+    the_plan = plan(leg("buy", "1"))
+    world.venue.armed.crash_before = True
+    with pytest.raises(Crash):
+        await world.run(the_plan, max_order_value={SYMBOL: "2990"})
+    world.book.prices["ETHUSDT"] = D(3300)
+    await world.resume(max_order_value={SYMBOL: "2990"})
+    spent = sum((t.qty * t.price for o in world.orders() for t in o.trades), D(0))
+    assert spent == D("3008.793645") <= D(1) * 3000 * D("1.002") * D("1.001")  # 0.9113 ETH at 3301.65
+    first = await journal.order(cid(the_plan, 0, 0))
+    assert first is not None and (first.state, first.amount) == ("lost", D("0.9966"))
+    sent = [(o.client_order_id, o.executed) for o in world.orders()]
+    assert sent == [(cid(the_plan, 0, 100), D("0.9060")), (cid(the_plan, 0, 200), D("0.0053"))]
+
+
 async def test_a_run_timed_out_on_resume_cancels_its_resting_limit_order(journal: Journal) -> None:
     """A 1 ETH limit sell rests at the venue when the process dies; it is back after the run's 600 s: the
     run times out and its resting order is cancelled at the venue, not left live."""

@@ -37,28 +37,36 @@ from rebal_executor.execution.ports import Context, OrderRecord
 log = logging.getLogger("rebal.executor")
 
 
-# Why an order proven never to have reached the venue was ended instead of sent again: its journaled limit
-# price no longer holds at the venue's prices (the leg goes on with a fresh order, under the next id).
+# Why an order proven never to have reached the venue was ended instead of sent again: the price it was
+# written at no longer holds at the venue (the leg goes on with a fresh order, under the next id).
 STALE_UNSENT = "stale_unsent"
 
 
 @dataclass(frozen=True)
 class Limit:
-    """A limit order's terms: its price (the journaled one), whether it is post-only (a maker order), how
-    long it rests before the caller cancels it, and `stale`: why that price no longer holds at the venue
-    now ("" when it does), asked before an order proven never seen is sent again."""
+    """A limit order's terms: its price (the journaled one), whether it is post-only (a maker order), and
+    how long it rests before the caller cancels it."""
 
     price: Decimal
     post_only: bool
     rest_seconds: float
-    stale: Callable[[], Awaitable[str]] | None = None
+
+
+# Why the price an order was written at no longer holds at the venue now ("" when it does).
+Stale = Callable[[], Awaitable[str]]
 
 
 async def drive(
-    ctx: Context, venue: Venue, order: OrderRecord, deadline: datetime, limit: Limit | None = None
+    ctx: Context,
+    venue: Venue,
+    order: OrderRecord,
+    deadline: datetime,
+    limit: Limit | None = None,
+    stale: Stale | None = None,
 ) -> OrderState | Rejected | Unknown | Stop:
     """Send the order (or find it), then follow it until it is final or the timeout passes (a `limit`
-    order: until it has rested `limit.rest_seconds`)."""
+    order: until it has rested `limit.rest_seconds`). One proven never seen is sent again only while
+    `stale` (when given) says its price still holds; else it is ended unsent (lost, `STALE_UNSENT`)."""
     if order.state == "rejected":
         return Rejected(order.reason, order.reason == INSUFFICIENT_FUNDS)
     if order.state == "created":
@@ -73,11 +81,11 @@ async def drive(
         elif isinstance(found, Unanswered):
             return Unknown(f"{order.client_order_id} outcome unknown ({found.reason}): left to reconcile")
         elif order.state in ("submitted", "outcome_unknown"):
-            stale = await limit.stale() if limit is not None and limit.stale is not None else ""
-            if stale:
+            moved = await stale() if stale is not None else ""
+            if moved:
                 # Never seen, its price no longer holds: ended unsent, never re-priced under its id.
                 await ctx.journal.move_order(order.client_order_id, "lost", reason=STALE_UNSENT)
-                log.warning("%s never reached the venue and is not sent: %s", order.client_order_id, stale)
+                log.warning("%s never reached the venue and is not sent: %s", order.client_order_id, moved)
                 return Rejected(STALE_UNSENT, False)
             sent = await send(ctx, venue, order, deadline, limit)  # proven never seen: the SAME id again
         else:

@@ -318,20 +318,22 @@ async def _follow(
     """Send (or find) one order of the leg and follow it: a limit order rests `rest_seconds`, then is
     cancelled; whatever it filled, also in a race with the cancel, is adopted and reported."""
     limit = None
-    if _is_limit(order.attempt, style, venue):
-        # The journaled price (an order written before prices were journaled: priced now, as it was then).
-        price = order.limit_price or await _price(venue, order.symbol, order.side, info, style)
+    # The price it was written at: a limit order's journaled price (one written before prices were
+    # journaled: priced now, as it was then), a market order's last price then (its notional).
+    price = order.notional / order.amount
+    terms = style if _is_limit(order.attempt, style, venue) else None
+    if terms is not None:
+        price = order.limit_price or await _price(venue, order.symbol, order.side, info, terms)
+        limit = Limit(price, terms.post_only, terms.rest_seconds)
 
-        async def stale() -> str:
-            now = await _price(venue, order.symbol, order.side, info, style)
-            tolerance = ctx.settings.execution.max_price_move
-            if not price_moved(price, now, tolerance):
-                return ""
-            away = f"more than {dec_str(tolerance * 100)}% from {dec_str(now)}"
-            return f"its limit price {dec_str(price)} is {away}"
+    async def stale() -> str:
+        now = await _price(venue, order.symbol, order.side, info, terms)
+        tolerance = ctx.settings.execution.max_price_move
+        if not price_moved(price, now, tolerance):
+            return ""
+        return f"written at {dec_str(price)}, more than {dec_str(tolerance * 100)}% from {dec_str(now)}"
 
-        limit = Limit(price, style.post_only, style.rest_seconds, stale)
-    outcome = await drive(ctx, venue, order, deadline, limit)
+    outcome = await drive(ctx, venue, order, deadline, limit, stale)
     if not isinstance(outcome, OrderState):
         return outcome
     if limit is not None and outcome.status not in TERMINAL_STATUSES:
