@@ -460,7 +460,7 @@ async def test_a_market_slice_unsent_at_a_crash_is_never_sent_at_a_price_moved_p
 ) -> None:
     """The same for a slice sent as a market order: 1 ETH sliced at 2990 USDT an order, its first slice
     0.9966 ETH written at 3000 (cap 3009.006) when the process dies at its submit. At 3300 the slice proven
-    never arrived is ended, not bought for 3290.42; the next slices buys what the cap still affords."""
+    never arrived is ended, not bought for 3290.42; the next slices buy what the cap still affords."""
     world = World(journal=journal)
     the_plan = plan(leg("buy", "1"))
     world.venue.armed.crash_before = True
