@@ -533,23 +533,27 @@ def _optimised(
     return _Candidate(desired, money, cost, moves, move_pool, best_sell, best_buy, np.zeros(0), np.zeros(0))
 
 
-def _shared_buys(
-    cells: Cells, group: IntArray, size: int, row: IntArray, budget: FloatArray, wanted: FloatArray
-) -> FloatArray:
-    """Per cell, its share of its group's `wanted` amount in proportion to its account's `budget` among
-    the cells that can buy (equally where none has money), as `_plain` shares its buys."""
+def _buy_shares(cells: Cells, group: IntArray, size: int, row: IntArray, budget: FloatArray) -> FloatArray:
+    """Per cell, its share of its group's buys: in proportion to its account's `budget` among the cells
+    that can buy (equally where none has money), as `_plain` shares its buys."""
     buyable = np.isfinite(cells.ask)
     money = np.maximum(budget[row], 0.0) * buyable
     money_total = np.bincount(group, weights=money, minlength=size)
     fallback = buyable.astype(np.float64)
     fallback_total = np.bincount(group, weights=fallback, minlength=size)
     with np.errstate(divide="ignore", invalid="ignore"):
-        share = np.where(
+        return np.where(
             money_total[group] > 0,
             money / money_total[group],
             np.where(fallback_total[group] > 0, fallback / fallback_total[group], 0.0),
         )
-    return share * wanted[group]
+
+
+def _shared_buys(
+    cells: Cells, group: IntArray, size: int, row: IntArray, budget: FloatArray, wanted: FloatArray
+) -> FloatArray:
+    """Per cell, its share (`_buy_shares`) of its group's `wanted` amount."""
+    return _buy_shares(cells, group, size, row, budget) * wanted[group]
 
 
 def _local_buys(
@@ -597,17 +601,7 @@ def _plain(
         sold = np.where(room_total[group] > 0, room / room_total[group], 0.0) * np.maximum(excess, 0.0)[group]
     sold = np.minimum(sold, cells.held)
     cash_before = accounts.cash + _by_row(row, sold * cells.price, accounts)
-    buyable = np.isfinite(cells.ask)
-    money = np.maximum(cash_before[row], 0.0) * buyable
-    money_total = np.bincount(group, weights=money, minlength=size)
-    fallback = buyable.astype(np.float64)
-    fallback_total = np.bincount(group, weights=fallback, minlength=size)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        share = np.where(
-            money_total[group] > 0,
-            money / money_total[group],
-            np.where(fallback_total[group] > 0, fallback / fallback_total[group], 0.0),
-        )
+    share = _buy_shares(cells, group, size, row, cash_before)
     bought = share * np.maximum(-excess, 0.0)[group]
     desired = cells.held - sold + bought
     cash_after = cash_before - _by_row(row, bought * cells.price, accounts)
