@@ -22,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Hashable
 from dataclasses import dataclass
 from decimal import Context, Decimal
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -157,6 +157,26 @@ class Skips:
             ),
             symbol={**self.symbol, **{rows + i: skip.asset for i, skip in enumerate(skipped)}},
         )
+
+
+_Rows = TypeVar("_Rows", IntArray, FloatArray)
+
+
+def _read_only(rows: _Rows) -> _Rows:
+    rows.flags.writeable = False
+    return rows
+
+
+# The skips of a plan that skips nothing (most plans of a replay): one, read-only.
+NO_SKIPS = Skips(
+    node=_read_only(np.zeros(0, dtype=np.int64)),
+    asset=_read_only(np.zeros(0, dtype=np.int64)),
+    account=_read_only(np.zeros(0, dtype=np.int64)),
+    side=_read_only(np.zeros(0, dtype=np.int64)),
+    amount=_read_only(np.zeros(0, dtype=np.float64)),
+    code=_read_only(np.zeros(0, dtype=np.int64)),
+    symbol={},
+)
 
 
 class TransferSkip(NamedTuple):
@@ -538,7 +558,7 @@ def plan_trading(
     emitted = groups.direct & (reason == 0)
     routed_sells: list[int] = []
     routed_buys: list[int] = []
-    if groups.routed.any():  # rare: a plan of direct orders skips the routed passes
+    if groups.any_routed:  # rare: a plan of direct orders skips the routed passes
         # A routed order worth less than min_trade_value is not routed at all.
         small = groups.routed & (groups.raw * groups.value_price < groups.min_trade_value)
         skip_code[small] = REASON_CODES[BELOW_MIN_TRADE_VALUE]
@@ -580,11 +600,12 @@ def plan_trading(
     budget = cash + transfer_in - transfer_out - reserve
     with np.errstate(divide="ignore", invalid="ignore"):
         # Squeeze only buys that exceed the budget, and then to safely below it (float sums vs decimals).
+        # Where they do, 0 <= usable < wanted: both scales are in [0, 1), never NaN (a NaN budget or
+        # want squeezes nothing).
         usable = np.maximum(budget, 0.0)
-        scale = np.where(wanted > usable, usable * (1 - BUDGET_SAFETY) / wanted, 1.0)
-        exact_scale = np.where(wanted > usable, usable / wanted, 1.0)
-    scale = np.clip(np.where(np.isnan(scale), 0.0, scale), 0.0, 1.0)
-    exact_scale = np.clip(np.where(np.isnan(exact_scale), 0.0, exact_scale), 0.0, 1.0)
+        short = wanted > usable
+        scale = np.where(short, usable * (1 - BUDGET_SAFETY) / wanted, 1.0)
+        exact_scale = np.where(short, usable / wanted, 1.0)
 
     squeezed = buys & (scale[groups.slot] < 1.0)
     if squeezed.any():
@@ -604,7 +625,6 @@ def plan_trading(
             continue
         routed_spent[groups.slot[g]] += bought[1]
         legs.extend(groups.legs(g, BUY, bought[0]))
-    cost = steps * groups.step * groups.price
     raised = _raise_small_buys(groups, steps, cost, emitted, skip_code, usable, routed_spent)
     if raised.any():
         emitted |= raised
@@ -618,17 +638,18 @@ def plan_trading(
     phase = np.where(groups.sells[chosen], SELL_PHASE, BUY_PHASE)
     order = np.lexsort((groups.asset[chosen], groups.slot[chosen], phase))
     skipped = np.flatnonzero(skip_code)
-    skip_order = np.lexsort((groups.asset[skipped], groups.path_node[skipped], groups.slot[skipped]))
-    rows = skipped[skip_order]
-    skips = Skips(
-        node=groups.path_node[rows],
-        asset=groups.asset[rows],
-        account=groups.account[rows],
-        side=np.where(groups.sells[rows], SELL, BUY),
-        amount=groups.raw[rows],
-        code=skip_code[rows],
-        symbol={int(i): skip_symbol[g] for i, g in enumerate(rows.tolist()) if g in skip_symbol},
-    )
+    skips = NO_SKIPS
+    if skipped.size:
+        rows = skipped[np.lexsort((groups.asset[skipped], groups.path_node[skipped], groups.slot[skipped]))]
+        skips = Skips(
+            node=groups.path_node[rows],
+            asset=groups.asset[rows],
+            account=groups.account[rows],
+            side=np.where(groups.sells[rows], SELL, BUY),
+            amount=groups.raw[rows],
+            code=skip_code[rows],
+            symbol={int(i): skip_symbol[g] for i, g in enumerate(rows.tolist()) if g in skip_symbol},
+        )
     plan = Plan(
         diff=diff,
         legs=tuple(sorted(legs, key=lambda leg: leg.sort_key)),
@@ -695,14 +716,11 @@ def _raise_small_buys(
     target asks the account to spend on its buys lasts (never more than its budget); the rest stays cash,
     reported as skipped. Five assets at 20% with 45 to invest and a minimum cost of 10: four buys of 10,
     5 stays cash. Returns the groups raised."""
-    candidates = (
-        groups.direct
-        & ~groups.sells
-        & ~emitted
-        & (groups.raw > 0)
-        & ((skip_code[:, None] == _SMALL_CODES).any(axis=1) | (skip_code == INSUFFICIENT_QUOTE_CODE))
-    )
+    candidates = groups.direct & ~groups.sells & ~emitted & (groups.raw > 0)
     raised = np.zeros(groups.size, dtype=np.bool_)
+    if not candidates.any():  # every buy emitted (nearly every plan): no code to read
+        return raised
+    candidates &= (skip_code[:, None] == _SMALL_CODES).any(axis=1) | (skip_code == INSUFFICIENT_QUOTE_CODE)
     if not candidates.any():
         return raised
     candidates &= groups.min_steps() * groups.step * groups.value_price >= groups.min_trade_value
@@ -739,6 +757,8 @@ def _raise_small_buys(
 
 
 def _refuse_unreachable(diff: DiffTree, groups: _Groups) -> None:
+    if not groups.any_no_market:
+        return
     unreachable = np.flatnonzero(groups.no_market & ~groups.sells & groups.new)
     if not unreachable.size:
         return
@@ -807,71 +827,47 @@ class _Groups:
         self._extra: dict[int, Decimal] = {}
         free_all = np.bincount(member_of, weights=diff.free_amount[nodes], minlength=all_keys.size)
         self.free = free_all[groups]
+        self._position = groups
         if moves:
             self._apply(moves, {int(key): g for g, key in enumerate(keys.tolist())}, ids, n_assets)
         self.raw = np.abs(self.net)
         self.sells = self.net < 0
-        self.account = keys // n_assets
-        # The keys are sorted, so the groups come account by account: each account's run of groups.
-        runs = np.searchsorted(self.account, self.accounts, side="right") - np.searchsorted(
-            self.account, self.accounts
-        )
-        self.slot = np.repeat(np.arange(self.accounts.size), runs)
-        self.asset = keys % n_assets
-        first = np.full(all_keys.size, -1, dtype=np.int64)
-        first[member_of[present][::-1]] = nodes[present][::-1]
-        # A skip names the wallet when one wallet makes the group, else the account.
-        self.path_node = np.where(n_active[groups] == 1, first[groups], self.account)
         # The group's value in the target: its buys are raised to a minimum in this order (largest first).
         self.desired = np.bincount(member_of, weights=diff.desired_value[nodes], minlength=all_keys.size)[
             groups
         ]
-        # A group none of whose wallets the real tree holds: a new position the target asks for.
-        self.new = shape.held[groups] == 0
-        self._position = groups
         self._members = _Members(diff, shape.grouped_nodes, bounds)
-
-        exchanges = shape.exchanges
-        self.exchanges = exchanges
+        self.exchanges = shape.exchanges
         # Per account node (where.py reads it by node), the account's exchange.
-        account_exchange = shape.account_exchange
-        self.account_exchange = account_exchange
-        combo_keys = (
-            account_exchange[self.account] * n_assets + self.quote_id[self.account]
-        ) * n_assets + self.asset
-        if trading is not None:  # the side is part of the route: a sell's best route is not a buy's
-            combo_keys = combo_keys * 2 + self.sells
-        combos, self.combo = _unique_combos(diff.tree.shape_memo, combo_keys)
-        routes = _Routes.of(markets, trading, combos, exchanges, diff.asset_names)
-        self.routes = routes.routes
-        legs = routes.legs[self.combo]
-        # Nothing trades in a bank account (no API: its money only moves, by an operator).
-        banks = shape.banks
-        if banks.size:
-            legs = np.where(np.isin(self.account, banks), 0, legs)
-        self.direct = legs == 1
-        self.routed = legs >= 2
-        self.no_market = legs == 0
-        self.direct_markets = routes.direct
-        columns: FloatArray = routes.table[self.combo].T if keys.size else np.zeros((4, 0))
-        self.step: FloatArray = columns[0]
-        self.min_amount: FloatArray = columns[1]
-        self.min_cost: FloatArray = columns[2]
-        self.fee: FloatArray = columns[3]
+        self.account_exchange = shape.account_exchange
+        if trading is None:  # what follows from the groups alone, kept per shape for the same groups
+            layout = _GroupLayout.known(shape, markets, present, groups, diff)
+        else:
+            layout = _GroupLayout.made(shape, markets, trading, present, groups, diff, self.sells)
+        self.account, self.slot, self.asset = layout.account, layout.slot, layout.asset
+        # A skip names the wallet when one wallet makes the group, else the account.
+        self.path_node = layout.path_node
+        # A group none of whose wallets the real tree holds: a new position the target asks for.
+        self.new = layout.new
+        self.combo, self.routes = layout.combo, layout.routes
+        self.direct, self.routed, self.no_market = layout.direct, layout.routed, layout.no_market
+        self.any_routed, self.any_no_market = layout.any_routed, layout.any_no_market
+        self.direct_markets = layout.direct_markets
+        self.step, self.min_amount, self.min_cost, self.fee = layout.columns
         if trading is None:
-            self.price = diff.asset_price[self.asset] / diff.asset_price[self.quote_id[self.account]]
+            self.price = diff.asset_price[self.asset] / diff.asset_price[layout.quote]
         else:  # the side's price on the group's exchange
             combo_price = np.array(
                 [
                     trading.prices.price(
-                        exchanges[(value // 2) // (n_assets * n_assets)],
+                        self.exchanges[(value // 2) // (n_assets * n_assets)],
                         Market(
                             diff.asset_names[(value // 2) % n_assets],
                             diff.asset_names[(value // 2 // n_assets) % n_assets],
                         ),
                         bool(value % 2),
                     )
-                    for value in combos.tolist()
+                    for value in layout.combos.tolist()
                 ],
                 dtype=np.float64,
             )
@@ -927,6 +923,8 @@ class _Groups:
             )
         steps[self.direct] = wanted[self.direct].astype(np.int64)
         capped = self.direct & self.sells & (wanted >= free_steps)
+        if not capped.any():  # no sell of (nearly) a whole balance: nothing to count exactly
+            return steps, steps * self.step * self.price
         steps[capped] = free_steps[capped]
         # Where the free amount is (nearly) a whole number of steps, floats cannot tell k steps from
         # k - 1e-12: count the steps in exact decimals there, so a sell never exceeds the balance.
@@ -1012,6 +1010,7 @@ class _GroupShape(NamedTuple):
     exchanges: list[str]
     account_exchange: IntArray
     banks: IntArray
+    layouts: dict[bytes, tuple[Markets, _GroupLayout]]  # `_GroupLayout.known`
 
     @classmethod
     def of(cls, diff: DiffTree) -> _GroupShape:
@@ -1045,9 +1044,117 @@ class _GroupShape(NamedTuple):
             exchanges=exchanges,
             account_exchange=account_exchange,
             banks=np.array([node for node in tree.accounts if tree.kinds[node] == BANK], dtype=np.int64),
+            layouts={},
         )
         tree.shape_memo["group shape"] = shape
         return shape
+
+
+# Group layouts a shape remembers (one per set of groups that trade); then it starts again.
+GROUP_LAYOUTS = 16
+
+
+class _GroupLayout(NamedTuple):
+    """What `_Groups` takes from which groups trade alone (not from amounts or prices): their accounts,
+    slots, assets and the nodes a skip names, which are new positions, their markets and those markets'
+    columns. Without a trading view the same for every plan of one shape whose groups trade: kept by the
+    shape (a replay plans one shape at hundreds of rows, mostly with every group trading)."""
+
+    account: IntArray
+    slot: IntArray
+    asset: IntArray
+    quote: IntArray  # per group, its account's quote (asset id)
+    path_node: IntArray
+    new: BoolArray
+    combos: IntArray
+    combo: IntArray
+    routes: list[Route | None]
+    direct: BoolArray
+    routed: BoolArray
+    no_market: BoolArray
+    any_routed: bool
+    any_no_market: bool
+    direct_markets: tuple[Market, ...]
+    columns: tuple[FloatArray, FloatArray, FloatArray, FloatArray]  # step, min amount, min cost, fee rate
+
+    @classmethod
+    def known(
+        cls,
+        shape: _GroupShape,
+        markets: Markets,
+        present: BoolArray,
+        groups: IntArray,
+        diff: DiffTree,
+    ) -> _GroupLayout:
+        """`made` without a trading view, remembered by the shape for these groups and `markets`."""
+        key = present.tobytes()
+        known = shape.layouts.get(key)
+        if known is not None and known[0] is markets:
+            return known[1]
+        if len(shape.layouts) >= GROUP_LAYOUTS:
+            shape.layouts.clear()
+        layout = cls.made(shape, markets, None, present, groups, diff, None)
+        shape.layouts[key] = (markets, layout)  # the markets kept: the layout's routes are theirs
+        return layout
+
+    @classmethod
+    def made(
+        cls,
+        shape: _GroupShape,
+        markets: Markets,
+        trading: Trading | None,
+        present: BoolArray,
+        groups: IntArray,
+        diff: DiffTree,
+        sells: BoolArray | None,
+    ) -> _GroupLayout:
+        """The layout of `groups` (their wallets that trade: `present`); with a trading view, `sells`
+        says each group's side (a sell's route is not a buy's)."""
+        n_assets = max(len(diff.asset_names), 1)
+        all_keys, member_of, _, _ = shape.grouped
+        n_active = np.bincount(member_of, weights=present, minlength=all_keys.size)
+        keys = all_keys[groups]
+        account = keys // n_assets
+        # The keys are sorted, so the groups come account by account: each account's run of groups.
+        runs = np.searchsorted(account, shape.accounts, side="right") - np.searchsorted(
+            account, shape.accounts
+        )
+        asset = keys % n_assets
+        nodes = shape.nodes
+        first = np.full(all_keys.size, -1, dtype=np.int64)
+        first[member_of[present][::-1]] = nodes[present][::-1]
+        quote_id = diff.account_quote
+        combo_keys = (shape.account_exchange[account] * n_assets + quote_id[account]) * n_assets + asset
+        if (
+            trading is not None and sells is not None
+        ):  # the side is part of the route: a sell's is not a buy's
+            combo_keys = combo_keys * 2 + sells
+        combos, combo = _unique_combos(diff.tree.shape_memo, combo_keys)
+        routes = _Routes.of(markets, trading, combos, shape.exchanges, diff.asset_names)
+        legs = routes.legs[combo]
+        # Nothing trades in a bank account (no API: its money only moves, by an operator).
+        if shape.banks.size:
+            legs = np.where(np.isin(account, shape.banks), 0, legs)
+        columns: FloatArray = routes.table[combo].T if keys.size else np.zeros((4, 0))
+        routed, no_market = legs >= 2, legs == 0
+        return cls(
+            account=account,
+            slot=np.repeat(np.arange(shape.accounts.size), runs),
+            asset=asset,
+            quote=quote_id[account],
+            path_node=np.where(n_active[groups] == 1, first[groups], account),
+            new=shape.held[groups] == 0,
+            combos=combos,
+            combo=combo,
+            routes=routes.routes,
+            direct=legs == 1,
+            routed=routed,
+            no_market=no_market,
+            any_routed=bool(routed.any()),
+            any_no_market=bool(no_market.any()),
+            direct_markets=routes.direct,
+            columns=(columns[0], columns[1], columns[2], columns[3]),
+        )
 
 
 _NONE = Market(base="", quote="")
@@ -1348,12 +1455,16 @@ def _transfers(
     reported skipped.
     """
     account_nodes = accounts.tolist()
+    tolerance = VALUE_EPSILON * diff.scale
+    moves = trading.moves if trading is not None else ()
+    if len(account_nodes) == 1 and not moves:
+        return _one_account(
+            diff, account_nodes[0], float(diff.asset_price[quote_id[account_nodes[0]]]), tolerance
+        )
     slot = {node: i for i, node in enumerate(account_nodes)}
     # Python floats, summed in the same order as numpy's would be (a numpy scalar per += cost more).
     transfer_in = [0.0] * len(account_nodes)
     transfer_out = [0.0] * len(account_nodes)
-    tolerance = VALUE_EPSILON * diff.scale
-    moves = trading.moves if trading is not None else ()
     shift: dict[int, float] = defaultdict(float)
     # Thousands of transfers (a where plan's moves, then money), a few assets: each priced once.
     path, price_of = diff.tree.path, _PriceOf(diff.prices)
@@ -1456,6 +1567,15 @@ def _transfers(
     for node, value in remaining_out.items():
         transfer_out[slot[node]] += max(value, 0.0) / quote_price[node]
     return _Moved(transfers, np.array(transfer_in), np.array(transfer_out), skipped, first_in)
+
+
+def _one_account(diff: DiffTree, node: int, quote_price: float, tolerance: float) -> _Moved:
+    """`_transfers` of a portfolio of one account: no transfer, only what enters or leaves it."""
+    excess = float(diff.current_value[node]) - float(diff.desired_value[node])
+    active = int(diff.operation[node]) != HOLD
+    money_in = -excess / quote_price if active and excess < -tolerance else 0.0
+    money_out = excess / quote_price if active and excess > tolerance else 0.0
+    return _Moved([], np.array([money_in]), np.array([money_out]), [], {})
 
 
 class _PriceOf(dict[str, tuple[Decimal, float]]):
