@@ -163,7 +163,7 @@ def _diff(
     desired[0] = max(desired[0], 0.0)
 
     descent = _Descent.start(tree, target, current, desired)
-    for level in tree.levels[1:]:
+    for level in descent.levels[1:]:
         descent.assign(level)
 
     parent = np.maximum(tree.parent, 0)
@@ -242,7 +242,7 @@ class _Descent:
     factor: FloatArray
     child_factor: FloatArray
     tolerance: float
-    may_strand: BoolArray  # see `_TargetShape`
+    levels: list[_Level]
 
     @classmethod
     def start(cls, tree: UnionTree, target: Tree, current: FloatArray, desired: FloatArray) -> _Descent:
@@ -259,27 +259,39 @@ class _Descent:
             weight=shape.weight,
             kept=np.where(shape.keep, kept, 0.0),
             factor=np.full(count, np.nan),
-            child_factor=np.zeros(count, dtype=np.float64),
+            child_factor=shape.child_factor.copy(),
             tolerance=VALUE_EPSILON * max(float(current[0]), float(desired[0]), 1.0),
-            may_strand=shape.may_strand,
+            levels=shape.levels,
         )
-        descent.hand_down(np.array([0], dtype=np.int64))
+        descent.hand_down(shape.levels[0])
         return descent
 
-    def assign(self, level: IntArray) -> None:
-        parents = self.tree.parent[level]
-        listed = self.listed[level]
-        share = self.weight[level] * np.maximum(self.desired[parents] - self.kept[parents], 0.0)
-        self.factor[level] = np.where(listed, np.nan, self.child_factor[parents])
-        self.desired[level] = np.where(listed, share, self.current[level] * self.factor[level])
+    def assign(self, level: _Level) -> None:
+        nodes, parents = level.nodes, level.parents
+        share = level.weight * np.maximum(self.desired[parents] - self.kept[parents], 0.0)
+        if level.listed:  # every node takes its weight of its parent (its factor stays NaN)
+            self.desired[nodes] = share
+        else:
+            listed = self.listed[nodes]
+            self.factor[nodes] = np.where(listed, np.nan, self.child_factor[parents])
+            self.desired[nodes] = np.where(listed, share, self.current[nodes] * self.factor[nodes])
         self.hand_down(level)
 
-    def hand_down(self, level: IntArray) -> None:
-        current, desired = self.current[level], self.desired[level]
-        scaled = np.divide(desired, current, out=np.zeros(level.size), where=current > 0)
-        own = np.where(self.lists_children[level], np.where(self.keep[level], 1.0, 0.0), scaled)
-        self.child_factor[level] = np.where(self.listed[level], own, self.factor[level])
-        stranded = level[self.may_strand[level] & (current <= 0) & (desired > self.tolerance)]
+    def hand_down(self, level: _Level) -> None:
+        """The factor each node of `level` hands its unlisted children (`_TargetShape.child_factor` where
+        the target alone fixes it; read from the values for `level.scaling`, the other nodes with
+        children), and a node that may strand value checked."""
+        nodes = level.scaling
+        if nodes.size:
+            current, desired = self.current[nodes], self.desired[nodes]
+            scaled = np.divide(desired, current, out=np.zeros(nodes.size), where=current > 0)
+            own = np.where(self.lists_children[nodes], np.where(self.keep[nodes], 1.0, 0.0), scaled)
+            self.child_factor[nodes] = np.where(self.listed[nodes], own, self.factor[nodes])
+        nodes = level.may_strand
+        if not nodes.size:
+            return
+        current, desired = self.current[nodes], self.desired[nodes]
+        stranded = nodes[(current <= 0) & (desired > self.tolerance)]
         if stranded.size:
             raise InputError(
                 self.tree.path(int(stranded[0])),
@@ -298,8 +310,9 @@ class _TargetShape(NamedTuple):
     weight: FloatArray
     unlisted: IntArray  # nodes the target does not list (the root aside), and their parents
     unlisted_parent: IntArray
-    # Listed portfolios that scale their own children (no pool): nothing held there cannot be scaled.
-    may_strand: BoolArray
+    # Per node listed with its children listed, the factor it hands unlisted children: 1 (keep) or 0.
+    child_factor: FloatArray
+    levels: list[_Level]
 
     @classmethod
     def of(cls, tree: UnionTree, target: Tree) -> _TargetShape:
@@ -317,17 +330,46 @@ class _TargetShape(NamedTuple):
         pool = (
             listed & np.isin(target_of, list(target.pools)) if target.pools else np.zeros(len(tree), np.bool_)
         )
+        weight = np.where(listed, target.weight[target_of], np.nan)
+        # Listed portfolios that scale their own children (no pool): nothing held there cannot be scaled.
+        may_strand = listed & ~lists_children & ~tree.wallet & ~pool
+        fixed = listed & lists_children
+        has_children = np.bincount(tree.parent[1:], minlength=len(tree)) > 0
+        scaling = has_children & ~fixed
+        parent = tree.parent
         shape = cls(
             listed=listed,
             lists_children=lists_children,
             keep=keep,
-            weight=np.where(listed, target.weight[target_of], np.nan),
+            weight=weight,
             unlisted=unlisted,
             unlisted_parent=tree.parent[unlisted],
-            may_strand=listed & ~lists_children & ~tree.wallet & ~pool,
+            child_factor=np.where(fixed & keep, 1.0, 0.0),
+            levels=[
+                _Level(
+                    level,
+                    parent[level],
+                    weight[level],
+                    bool(listed[level].all()),
+                    level[scaling[level]],
+                    level[may_strand[level]],
+                )
+                for level in tree.levels
+            ],
         )
         tree.shape_memo[key] = (target, shape)  # the target kept: its id stays its own
         return shape
+
+
+class _Level(NamedTuple):
+    """One level of the descent, as the target's shape has it."""
+
+    nodes: IntArray
+    parents: IntArray
+    weight: FloatArray  # the nodes' target weights (NaN where unlisted)
+    listed: bool  # the target lists every node of the level
+    scaling: IntArray  # nodes with children whose factor for them the values decide
+    may_strand: IntArray  # see `_TargetShape`
 
 
 def _asset_prices(tree: UnionTree, prices: Prices) -> tuple[list[str], IntArray, FloatArray]:
