@@ -25,7 +25,7 @@ import copy
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, overload
+from typing import Any, NamedTuple, overload
 
 import numpy as np
 
@@ -224,6 +224,7 @@ class Layout:
     target_only: dict[Key, list[tuple[int, str]]]  # (account, asset) -> the target's wallets (node, path)
     position: dict[Key, int]  # the group of each key
     _facts: dict[int, tuple[tuple[Market, ...], FloatArray]] = field(default_factory=dict)
+    _orders: dict[tuple[int, bytes, bytes], tuple[tuple[Market, ...], Orders]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, diff: DiffTree, book: Book) -> Layout:
@@ -296,6 +297,50 @@ class Layout:
             self._facts.clear()
         self._facts[id(markets)] = (markets, facts)  # the tuple kept: its id stays its own
         return facts
+
+    def orders(
+        self, markets: tuple[Market, ...], diff: DiffTree, account: IntArray, market: IntArray
+    ) -> Orders:
+        """What a plan's direct orders (`account` and `market` per order, in the plan's order) trade:
+        kept per set of orders (a replay's plans of one shape mostly trade every group)."""
+        key = (id(markets), account.tobytes(), market.tobytes())
+        known = self._orders.get(key)
+        if known is not None and known[0] is markets:
+            return known[1]
+        facts = self.facts(markets, diff)
+        base, quote = facts[market, 2].astype(np.int64), facts[market, 3].astype(np.int64)
+        held, cash = self.group(account, base), self.group(account, quote)
+        if np.any(cash < 0):
+            raise ValueError("an account trades without a wallet of its quote")
+        known_held = held[held >= 0]
+        orders = Orders(
+            step=facts[market, 0],
+            rate=facts[market, 1],
+            base=base,
+            quote=quote,
+            held=held,
+            cash=cash,
+            one_cash=bool((cash == cash[0]).all()),
+            distinct=np.unique(known_held).size == known_held.size,
+        )
+        if len(self._orders) >= FACT_TABLES:
+            self._orders.clear()
+        self._orders[key] = (markets, orders)  # the tuple kept: its id stays its own
+        return orders
+
+
+class Orders(NamedTuple):
+    """Per direct order of a plan (in the plan's order): its market's step and fee rate, its base and
+    quote (asset ids), and the book's groups it takes from and pays with (`Layout.group`)."""
+
+    step: FloatArray
+    rate: FloatArray
+    base: IntArray
+    quote: IntArray
+    held: IntArray
+    cash: IntArray
+    one_cash: bool  # every order pays from the same cash group (one account)
+    distinct: bool  # no two orders trade the same held group
 
 
 @dataclass(frozen=True)
@@ -390,28 +435,25 @@ def _fill_direct(balances: Balances, plan: Plan, minimum: float) -> Filled:
     order = plan.direct_order
     if not order.size:
         return Filled()
-    facts = layout.facts(plan.direct_markets, diff)
-    market = plan.direct_market[order]
-    step, rate = facts[market, 0], facts[market, 1]
-    base, quote = facts[market, 2].astype(np.int64), facts[market, 3].astype(np.int64)
     account = plan.direct_account[order]
-    amount = plan.direct_steps[order] * step
+    orders = layout.orders(plan.direct_markets, diff, account, plan.direct_market[order])
+    rate, base, quote, held, cash = orders.rate, orders.base, orders.quote, orders.held, orders.cash
+    amount = plan.direct_steps[order] * orders.step
     price = diff.asset_price[base] / diff.asset_price[quote]
     worth = diff.asset_price[quote]  # valuation price of the quote
     sent = amount * price * worth >= minimum
     sell = sent & (plan.direct_side[order] == SELL)
     buy = sent & ~sell
-    held = layout.group(account, base)
-    cash = layout.group(account, quote)
-    if np.any(cash < 0):
-        raise ValueError("an account trades without a wallet of its quote")
     free = balances.free
     sold = np.where(sell, np.minimum(amount, np.where(held >= 0, free[np.maximum(held, 0)], 0.0)), 0.0)
     proceeds = sold * price
-    np.subtract.at(free, held[sell], sold[sell])
+    if orders.distinct:  # one subtraction per group, as `subtract.at` makes them
+        free[held[sell]] -= sold[sell]
+    else:
+        np.subtract.at(free, held[sell], sold[sell])
     np.add.at(free, cash[sell], proceeds[sell] * (1 - rate[sell]))
     need = np.where(buy, amount * price * (1 + rate), 0.0)
-    if (cash == cash[0]).all():  # one cash group (one account): what the buys before each spent
+    if orders.one_cash:  # one cash group (one account): what the buys before each spent
         ranked = np.arange(order.size)
         spent = np.cumsum(need)
         before = spent - need
@@ -430,7 +472,10 @@ def _fill_direct(balances: Balances, plan: Plan, minimum: float) -> Filled:
     cost = bought * price
     np.subtract.at(free, cash[buy], (cost * (1 + rate))[buy])
     known = buy & (held >= 0)
-    np.add.at(free, held[known], bought[known])
+    if orders.distinct:
+        free[held[known]] += bought[known]
+    else:
+        np.add.at(free, held[known], bought[known])
     for k in np.flatnonzero(buy & (held < 0) & (bought > 0)).tolist():  # a position the book does not hold
         balances.extra[(layout.account_path[int(account[k])], diff.asset_names[int(base[k])])] += float(
             bought[k]
