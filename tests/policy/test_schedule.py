@@ -179,3 +179,48 @@ def test_ticks_match_a_minute_by_minute_reading_of_the_rule(
         assert schedule.previous(tick) == tick
         before = schedule.previous(tick - 1)
         assert before == got[index - 1] if index else before is None or before < first
+
+
+@pytest.mark.parametrize(
+    "days",
+    [
+        "1 * *",
+        "1 1,4,7,10 *",
+        "* * MON",
+        "1 1 *",
+        "29 2 *",
+        "31 * *",
+        "*/2 * *",
+        "1-7 * 1",  # both day fields: a day matching either
+        "13 * FRI",
+        "15,31 2,4,12 0,6",
+        "10-20/3 5-9/2 *",
+        "* */2 2-4",
+        "* * 7",
+    ],
+)
+def test_plain_day_fields_match_the_days_croniter_steps_to(days: str) -> None:
+    """Day fields without L, W or # are read from the calendar; the days are croniter's, step by step."""
+    schedule = CronSchedule(f"0 0 {days}")
+    assert schedule._plain is not None
+    start = datetime(1999, 12, 1, tzinfo=UTC)
+    expected = [
+        int(moment.timestamp()) // 86_400
+        for moment in croniter_range(start, start + timedelta(days=3 * 366), f"0 0 {days}")
+    ]
+    low = int(start.timestamp()) // 86_400
+    assert schedule._plain.days_in(low, low + 3 * 366 + 1) == expected
+
+
+@pytest.mark.parametrize("days", ["L * *", "15W * *", "* * MON#1"])
+def test_day_fields_beyond_plain_lists_are_left_to_croniter(days: str) -> None:
+    schedule = CronSchedule(f"0 0 {days}")
+    assert schedule._plain is None
+    assert (
+        schedule.following(at("2024-06-05T12:00:00Z"))
+        == {
+            "L * *": at("2024-06-30T00:00:00Z"),
+            "15W * *": at("2024-06-14T00:00:00Z"),
+            "* * MON#1": at("2024-07-01T00:00:00Z"),
+        }[days]
+    )
