@@ -301,7 +301,7 @@ class Layout:
     def orders(
         self, markets: tuple[Market, ...], diff: DiffTree, account: IntArray, market: IntArray
     ) -> Orders:
-        """What a plan's direct orders (`account` and `market` per order, in the plan's order) trade:
+        """What a plan's direct orders (`account` and `market` per order, in the plan's columns) trade:
         kept per set of orders (a replay's plans of one shape mostly trade every group)."""
         key = (id(markets), account.tobytes(), market.tobytes())
         known = self._orders.get(key)
@@ -330,7 +330,7 @@ class Layout:
 
 
 class Orders(NamedTuple):
-    """Per direct order of a plan (in the plan's order): its market's step and fee rate, its base and
+    """Per direct order of a plan (in its columns, `Plan.direct_account`): its market's step and fee rate, its base and
     quote (asset ids), and the book's groups it takes from and pays with (`Layout.group`)."""
 
     step: FloatArray
@@ -436,9 +436,10 @@ def _fill_direct(balances: Balances, plan: Plan, minimum: float) -> Filled:
     if not order.size:
         return Filled()
     account = plan.direct_account[order]
-    orders = layout.orders(plan.direct_markets, diff, account, plan.direct_market[order])
-    rate, base, quote, held, cash = orders.rate, orders.base, orders.quote, orders.held, orders.cash
-    amount = plan.direct_steps[order] * orders.step
+    orders = layout.orders(plan.direct_markets, diff, plan.direct_account, plan.direct_market)
+    rate, base, quote = orders.rate[order], orders.base[order], orders.quote[order]
+    held, cash = orders.held[order], orders.cash[order]
+    amount = plan.direct_steps[order] * orders.step[order]
     price = diff.asset_price[base] / diff.asset_price[quote]
     worth = diff.asset_price[quote]  # valuation price of the quote
     sent = amount * price * worth >= minimum
