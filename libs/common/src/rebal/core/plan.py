@@ -568,7 +568,7 @@ def plan_trading(
         routed_buys = np.flatnonzero(routed & ~groups.sells).tolist()
     proceeds = np.bincount(
         groups.slot[emitted & groups.sells],
-        weights=(cost * (1 - groups.fee))[emitted & groups.sells],
+        weights=(cost * groups.less_fee)[emitted & groups.sells],
         minlength=slots,
     )
     for g in routed_sells:
@@ -584,7 +584,7 @@ def plan_trading(
 
     # Phase 2: buys, funded by free quote + net sale proceeds + transfers in - transfers out.
     buys = emitted & ~groups.sells
-    wanted = np.bincount(groups.slot[buys], weights=(cost * (1 + groups.fee))[buys], minlength=slots)
+    wanted = np.bincount(groups.slot[buys], weights=(cost * groups.with_fee)[buys], minlength=slots)
     reserve = np.zeros(slots)
     for g in routed_buys:
         route, exchange = groups.route_of(g), groups.exchange_of(g)
@@ -688,7 +688,7 @@ def _squeezed_steps(
     tight = _whole_steps(steps[squeezed] * exact_scale[slot]).astype(np.int64)
     spend = np.bincount(
         slot,
-        weights=tight * groups.step[squeezed] * groups.price[squeezed] * (1 + groups.fee[squeezed]),
+        weights=tight * groups.step[squeezed] * groups.price[squeezed] * groups.with_fee[squeezed],
         minlength=len(usable),
     )
     fits = spend <= usable * (1 + STEP_RELATIVE)
@@ -729,17 +729,17 @@ def _raise_small_buys(
     slots = len(usable)
     buys = groups.direct & ~groups.sells & (groups.raw > 0)
     asked = np.bincount(
-        groups.slot[buys], weights=(groups.raw * groups.price * (1 + groups.fee))[buys], minlength=slots
+        groups.slot[buys], weights=(groups.raw * groups.price * groups.with_fee)[buys], minlength=slots
     )
     spent = routed_spent + np.bincount(
         groups.slot[emitted & ~groups.sells],
-        weights=(cost * (1 + groups.fee))[emitted & ~groups.sells],
+        weights=(cost * groups.with_fee)[emitted & ~groups.sells],
         minlength=slots,
     )
     room = np.minimum(usable * (1 - BUDGET_SAFETY), asked) - spent
     chosen = np.flatnonzero(candidates)
     minimum = (
-        groups.min_steps()[chosen] * groups.step[chosen] * groups.price[chosen] * (1 + groups.fee[chosen])
+        groups.min_steps()[chosen] * groups.step[chosen] * groups.price[chosen] * groups.with_fee[chosen]
     )
     order = np.lexsort((groups.asset[chosen], -groups.desired[chosen], groups.slot[chosen]))
     chosen, minimum = chosen[order], minimum[order]
@@ -854,6 +854,11 @@ class _Groups:
         self.any_routed, self.any_no_market = layout.any_routed, layout.any_no_market
         self.direct_markets = layout.direct_markets
         self.step, self.min_amount, self.min_cost, self.fee = layout.columns
+        # The minimums less the tolerance: an order this large meets them.
+        self.least_amount, self.least_cost = layout.least
+        # 1 + fee (what a buy pays per unit of cost) and 1 - fee (what a sell yields).
+        self.with_fee, self.less_fee = layout.fee_factors
+        self.all_direct = layout.all_direct
         if trading is None:
             self.price = diff.asset_price[self.asset] / diff.asset_price[layout.quote]
         else:  # the side's price on the group's exchange
@@ -911,7 +916,6 @@ class _Groups:
 
     def size_direct(self) -> tuple[IntArray, FloatArray]:
         """Whole steps for the direct groups: truncated; a sell never exceeds the exact free amount."""
-        steps = np.zeros(self.size, dtype=np.int64)
         with np.errstate(divide="ignore", invalid="ignore"):
             wanted = _whole_steps(self.raw / self.step)
             free_steps = _whole_steps(self.free / self.step)
@@ -921,8 +925,13 @@ class _Groups:
             raise _too_many_steps(
                 self.diff, int(self.path_node[g]), float(self.raw[g]), self.direct_markets[int(self.combo[g])]
             )
-        steps[self.direct] = wanted[self.direct].astype(np.int64)
-        capped = self.direct & self.sells & (wanted >= free_steps)
+        if self.all_direct:
+            steps = wanted.astype(np.int64)
+            capped = self.sells & (wanted >= free_steps)
+        else:
+            steps = np.zeros(self.size, dtype=np.int64)
+            steps[self.direct] = wanted[self.direct].astype(np.int64)
+            capped = self.direct & self.sells & (wanted >= free_steps)
         if not capped.any():  # no sell of (nearly) a whole balance: nothing to count exactly
             return steps, steps * self.step * self.price
         steps[capped] = free_steps[capped]
@@ -944,19 +953,21 @@ class _Groups:
     def min_steps(self) -> IntArray:
         """The fewest whole steps an order must have to meet the market's minimum amount and cost."""
         with np.errstate(divide="ignore", invalid="ignore"):
-            by_amount = self.min_amount * (1 - MIN_TOLERANCE) / self.step
-            by_cost = self.min_cost * (1 - MIN_TOLERANCE) / (self.step * self.price)
+            by_amount = self.least_amount / self.step
+            by_cost = self.least_cost / (self.step * self.price)
         need = np.maximum(by_amount, by_cost)
         need = np.where(np.isnan(need) | (need == np.inf), 1.0, need)
         return np.maximum(np.ceil(need - STEP_EPSILON), 1).astype(np.int64)
 
     def reasons(self, steps: IntArray, cost: FloatArray) -> IntArray:
+        """Per group, the first reason (`REASONS`) its order of `steps` is not emitted, 0 where none:
+        under a step, under the minimum amount, under the minimum cost, worth under min_trade_value."""
         amount = steps * self.step
-        under_amount = amount < self.min_amount * (1 - MIN_TOLERANCE)
-        under_cost = cost < self.min_cost * (1 - MIN_TOLERANCE)
-        under_value = amount * self.value_price < self.min_trade_value
-        reason = np.where(under_amount, 2, np.where(under_cost, 3, np.where(under_value, 6, 0)))
-        return np.where(steps <= 0, 1, reason).astype(np.int64)
+        reason: IntArray = (amount * self.value_price < self.min_trade_value) * 6
+        reason[cost < self.least_cost] = 3
+        reason[amount < self.least_amount] = 2
+        reason[steps <= 0] = 1
+        return reason
 
     def exact_free(self, g: int) -> Decimal:
         return self._members.exact_free(int(self._position[g])) + self._extra.get(g, Decimal(0))
@@ -1076,6 +1087,9 @@ class _GroupLayout(NamedTuple):
     any_no_market: bool
     direct_markets: tuple[Market, ...]
     columns: tuple[FloatArray, FloatArray, FloatArray, FloatArray]  # step, min amount, min cost, fee rate
+    least: tuple[FloatArray, FloatArray]  # min amount and min cost less `MIN_TOLERANCE`
+    fee_factors: tuple[FloatArray, FloatArray]  # 1 + fee rate, 1 - fee rate
+    all_direct: bool
 
     @classmethod
     def known(
@@ -1154,6 +1168,9 @@ class _GroupLayout(NamedTuple):
             any_no_market=bool(no_market.any()),
             direct_markets=routes.direct,
             columns=(columns[0], columns[1], columns[2], columns[3]),
+            least=(columns[1] * (1 - MIN_TOLERANCE), columns[2] * (1 - MIN_TOLERANCE)),
+            fee_factors=(1 + columns[3], 1 - columns[3]),
+            all_direct=bool((legs == 1).all()),
         )
 
 

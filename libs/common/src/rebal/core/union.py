@@ -102,7 +102,7 @@ class UnionTree:
     shape_memo: dict[Hashable, object] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
-        return len(self.names)
+        return self.parent.size  # one per node (`names` may be a lazy sequence)
 
     def path(self, index: int) -> str:
         """The node's path: its parent's (remembered, accounts are asked for again and again) and its

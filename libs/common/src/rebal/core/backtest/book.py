@@ -330,8 +330,8 @@ class Layout:
 
 
 class Orders(NamedTuple):
-    """Per direct order of a plan (in its columns, `Plan.direct_account`): its market's step and fee rate, its base and
-    quote (asset ids), and the book's groups it takes from and pays with (`Layout.group`)."""
+    """Per direct order of a plan (in its columns, `Plan.direct_account`): its market's step and fee
+    rate, its base and quote (asset ids), and the book's groups it takes from and pays with."""
 
     step: FloatArray
     rate: FloatArray
