@@ -548,14 +548,17 @@ def plan_trading(
     # thousand accounts among a million nodes.
     slots = groups.accounts.size
     pricer = _Pricer(diff, trading)
-    skip_code = np.where(groups.no_market, NO_MARKET_CODE, 0).astype(np.int64)
     skip_symbol: dict[int, str] = {}
 
     # Phase 1: sells. Direct ones in bulk; routed ones leg by leg (rare).
     steps, cost = groups.size_direct()
     reason = groups.reasons(steps, cost)
-    skip_code = np.where(groups.direct, reason, skip_code)
-    emitted = groups.direct & (reason == 0)
+    if groups.all_direct:  # every group has a direct market: its reason is its code
+        skip_code, emitted = reason, reason == 0
+    else:
+        skip_code = np.where(groups.no_market, NO_MARKET_CODE, 0).astype(np.int64)
+        skip_code = np.where(groups.direct, reason, skip_code)
+        emitted = groups.direct & (reason == 0)
     routed_sells: list[int] = []
     routed_buys: list[int] = []
     if groups.any_routed:  # rare: a plan of direct orders skips the routed passes
@@ -626,11 +629,13 @@ def plan_trading(
         routed_spent[groups.slot[g]] += bought[1]
         legs.extend(groups.legs(g, BUY, bought[0]))
     raised = _raise_small_buys(groups, steps, cost, emitted, skip_code, usable, routed_spent)
-    if raised.any():
+    if raised is not None:
         emitted |= raised
         skip_code[raised] = 0
         steps[raised] = groups.min_steps()[raised]
-    if groups.moved.any():  # a group a move left with nothing to trade (but float noise) is no skip
+    if (
+        trading is not None and groups.moved.any()
+    ):  # a group a move left with nothing to trade (but float noise) is no skip
         value = groups.raw * diff.asset_price[groups.asset]
         skip_code[groups.moved & (value <= VALUE_EPSILON * diff.scale)] = 0
 
@@ -710,22 +715,21 @@ def _raise_small_buys(
     skip_code: IntArray,
     usable: FloatArray,
     routed_spent: FloatArray,
-) -> npt.NDArray[np.bool_]:
+) -> npt.NDArray[np.bool_] | None:
     """The small-buy policy: per account, the direct buys skipped as under a minimum (or squeezed out)
     become orders of the market's minimum size, by descending target value (then asset), while what the
     target asks the account to spend on its buys lasts (never more than its budget); the rest stays cash,
     reported as skipped. Five assets at 20% with 45 to invest and a minimum cost of 10: four buys of 10,
-    5 stays cash. Returns the groups raised."""
+    5 stays cash. Returns the groups raised (None: none)."""
     candidates = groups.direct & ~groups.sells & ~emitted & (groups.raw > 0)
-    raised = np.zeros(groups.size, dtype=np.bool_)
     if not candidates.any():  # every buy emitted (nearly every plan): no code to read
-        return raised
+        return None
     candidates &= (skip_code[:, None] == _SMALL_CODES).any(axis=1) | (skip_code == INSUFFICIENT_QUOTE_CODE)
     if not candidates.any():
-        return raised
+        return None
     candidates &= groups.min_steps() * groups.step * groups.value_price >= groups.min_trade_value
     if not candidates.any():
-        return raised
+        return None
     slots = len(usable)
     buys = groups.direct & ~groups.sells & (groups.raw > 0)
     asked = np.bincount(
@@ -752,6 +756,9 @@ def _raise_small_buys(
     misses = np.cumsum(within > room[accounts])
     missed_before = np.repeat(np.r_[0, misses][starts], np.diff(np.r_[starts, len(chosen)]))
     ok = misses - missed_before == 0
+    if not ok.any():
+        return None
+    raised = np.zeros(groups.size, dtype=np.bool_)
     raised[chosen[ok]] = True
     return raised
 

@@ -454,10 +454,11 @@ def _fill_direct(balances: Balances, plan: Plan, minimum: float) -> Filled:
         np.subtract.at(free, held[sell], sold[sell])
     np.add.at(free, cash[sell], proceeds[sell] * (1 - rate[sell]))
     need = np.where(buy, amount * price * (1 + rate), 0.0)
-    if orders.one_cash:  # one cash group (one account): what the buys before each spent
-        ranked = np.arange(order.size)
-        spent = np.cumsum(need)
-        before = spent - need
+    if orders.one_cash:  # one cash group (one account): what the buys before each spent, in order
+        before = np.cumsum(need) - need
+        room = np.maximum(free[cash] * (1 + CASH_SLACK) - before, 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            part = np.where(need > 0, np.clip(room / need, 0.0, 1.0), 0.0)
     else:
         ranked = np.lexsort((np.arange(order.size), cash))  # by cash group, in the plan's order
         spent = np.cumsum(need[ranked])
@@ -465,10 +466,10 @@ def _fill_direct(balances: Balances, plan: Plan, minimum: float) -> Filled:
         starts = np.flatnonzero(np.concatenate(([True], by_cash[1:] != by_cash[:-1])))
         sizes = np.diff(np.append(starts, ranked.size))
         before = spent - need[ranked] - np.repeat(np.concatenate(([0.0], spent))[starts], sizes)
-    room = np.maximum(free[cash[ranked]] * (1 + CASH_SLACK) - before, 0.0)
-    part = np.ones(order.size)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        part[ranked] = np.where(need[ranked] > 0, np.clip(room / need[ranked], 0.0, 1.0), 0.0)
+        room = np.maximum(free[cash[ranked]] * (1 + CASH_SLACK) - before, 0.0)
+        part = np.ones(order.size)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            part[ranked] = np.where(need[ranked] > 0, np.clip(room / need[ranked], 0.0, 1.0), 0.0)
     bought = np.where(buy, amount * np.where(part >= 1.0, 1.0, part), 0.0)
     cost = bought * price
     np.subtract.at(free, cash[buy], (cost * (1 + rate))[buy])
