@@ -278,7 +278,7 @@ def find_breaches(diff: DiffTree, policy: Policy) -> tuple[Breach, ...]:
     over_absolute = drift > absolute + DRIFT_TOLERANCE
     over_relative = drift > relative_limit + DRIFT_TOLERANCE
     over_absolute[0] = over_relative[0] = False
-    nodes = np.flatnonzero(over_absolute | over_relative)
+    nodes = (over_absolute | over_relative).nonzero()[0]
     if not nodes.size:
         return ()
     use_absolute = over_absolute[nodes] & (~over_relative[nodes] | (absolute[nodes] <= relative_limit[nodes]))

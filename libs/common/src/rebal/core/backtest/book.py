@@ -388,7 +388,7 @@ class Balances:
         one = layout.single >= 0
         wallets = layout.single[one]
         book.amount[wallets] = locked[wallets] + total[one]
-        for g in np.flatnonzero(~one).tolist():
+        for g in (~one).nonzero()[0].tolist():
             members = layout.groups[layout.keys[g]]
             wanted = np.maximum(desired_free[layout.node[members]], 0.0)
             if wanted.sum() <= 0:
@@ -478,7 +478,7 @@ def _fill_direct(balances: Balances, plan: Plan, minimum: float) -> Filled:
         free[held[known]] += bought[known]
     else:
         np.add.at(free, held[known], bought[known])
-    for k in np.flatnonzero(buy & (held < 0) & (bought > 0)).tolist():  # a position the book does not hold
+    for k in (buy & (held < 0) & (bought > 0)).nonzero()[0].tolist():  # a position the book does not hold
         balances.extra[(layout.account_path[int(account[k])], diff.asset_names[int(base[k])])] += float(
             bought[k]
         )

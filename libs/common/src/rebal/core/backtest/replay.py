@@ -283,7 +283,7 @@ def replay(
         proposed = state.candidates(block, screen)
         if evaluated >= row:
             proposed[: evaluated - row + 1] = False
-        hits = np.flatnonzero(proposed)
+        hits = proposed.nonzero()[0]
         if not hits.size:
             state.record_block(block, stop)
             row = stop
