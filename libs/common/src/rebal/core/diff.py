@@ -166,9 +166,8 @@ def _diff(
     for level in descent.levels[1:]:
         descent.assign(level)
 
-    parent = np.maximum(tree.parent, 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        current_weight = np.where(current[parent] > 0, current / current[parent], 0.0)
+    above = current[tree.parent_or_root]
+    current_weight = np.divide(current, above, out=np.zeros(count), where=above > 0)
     current_weight[0] = 1.0 if current[0] > 0 else 0.0
     return DiffTree(
         tree=tree,
@@ -203,14 +202,14 @@ def _desired_side(
     tree: UnionTree, price: FloatArray, current: FloatArray, desired: FloatArray, band: float
 ) -> _DesiredSide:
     """Weights of the parent, amounts and operations (a difference within the band holds) of `desired`."""
-    parent = np.maximum(tree.parent, 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        desired_weight = np.where(desired[parent] > 0, desired / desired[parent], 0.0)
-        desired_free = np.where(tree.wallet & (price > 0), desired / price, 0.0)
+    above = desired[tree.parent_or_root]
+    desired_weight = np.divide(desired, above, out=np.zeros(desired.size), where=above > 0)
+    desired_free = np.divide(desired, price, out=np.zeros(desired.size), where=tree.wallet & (price > 0))
     desired_weight[0] = 1.0 if desired[0] > 0 else 0.0
     delta = desired - current
     threshold = np.maximum(band * desired, VALUE_EPSILON * max(float(current[0]), float(desired[0]), 1.0))
-    operation = np.where(delta > threshold, BUY, np.where(delta < -threshold, SELL, HOLD)).astype(np.int8)
+    # BUY (1) above the threshold, SELL (-1) below minus it (the threshold is positive), else HOLD (0).
+    operation: Int8Array = (delta > threshold).view(np.int8) - (delta < -threshold).view(np.int8)
     return _DesiredSide(desired, desired_weight, operation, desired_free)
 
 

@@ -145,6 +145,11 @@ class UnionTree:
         return other
 
     @cached_property
+    def parent_or_root(self) -> IntArray:
+        """Each node's parent, the root's being the root: where every node reads its parent's values."""
+        return np.maximum(self.parent, 0)
+
+    @cached_property
     def levels(self) -> list[IntArray]:
         """Node indices grouped by depth, root level first."""
         return by_level(self.depth)
