@@ -65,8 +65,13 @@ class Screen:
     end: IntArray  # per real node: one past its subtree (pre-order)
     wallet_node: IntArray  # the real node of each wallet of the book
     wallet_column: IntArray  # the history column of each wallet's asset; -1 for the valuation currency
+    price_column: IntArray  # the same, 0 for the valuation currency (whose price, 1, is not read)
+    cash_wallets: IntArray  # the wallets holding the valuation currency
     parent: IntArray
     levels: list[IntArray]
+    # Per level below the root: its nodes, their parents, and their fixed desired weights when every
+    # node of the level keeps one (None: some scale with their current weight).
+    shares: list[tuple[IntArray, IntArray, FloatArray | None]]
     fixed: BoolArray
     desired_weight: FloatArray
     limit: FloatArray
@@ -99,17 +104,26 @@ class Screen:
         fixed = same.copy()
         fixed[0] = False
         columns = [history.column(asset) for asset in _assets(book)]
+        wallet_column = np.array([-1 if c is None else c for c in columns], dtype=np.int64)
+        parent = np.maximum(tree.parent, 0)
+        desired_weight = np.where(fixed, first.desired_weight, 0.0)
         return cls(
             fast=fast,
             n_real=n_real,
             n_union=count,
             end=_subtree_ends(tree.real.parent),
             wallet_node=np.flatnonzero(tree.real.wallet),
-            wallet_column=np.array([-1 if c is None else c for c in columns], dtype=np.int64),
-            parent=np.maximum(tree.parent, 0),
+            wallet_column=wallet_column,
+            price_column=np.maximum(wallet_column, 0),
+            cash_wallets=(wallet_column < 0).nonzero()[0],
+            parent=parent,
             levels=tree.levels,
+            shares=[
+                (level, parent[level], desired_weight[level] if fixed[level].all() else None)
+                for level in tree.levels[1:]
+            ],
             fixed=fixed,
-            desired_weight=np.where(fixed, first.desired_weight, 0.0),
+            desired_weight=desired_weight,
             limit=limit,
             cash=np.flatnonzero(first.cash),
             wallets=np.flatnonzero(tree.wallet),
@@ -122,9 +136,11 @@ class Screen:
     def scan(self, history: History, free: FloatArray, start: int, stop: int) -> Block:
         """Values, drift, band proximity and cash over rows start..stop-1 of `history`."""
         prices = history.prices[start:stop]
-        ones = np.ones((prices.shape[0], 1))
-        extended = np.concatenate((prices, ones), axis=1)  # column -1: the valuation currency
-        wallet_values = extended[:, self.wallet_column] * free
+        if prices.shape[1]:
+            wallet_values = prices[:, self.price_column] * free
+            wallet_values[:, self.cash_wallets] = free[self.cash_wallets]  # priced 1: their amounts
+        else:  # a history of the valuation currency alone: every wallet is cash
+            wallet_values = np.ones((prices.shape[0], 1)) * free
         spread = np.zeros((prices.shape[0], self.n_real + 1))
         spread[:, self.wallet_node + 1] = wallet_values
         sums = np.cumsum(spread, axis=1)
@@ -141,14 +157,13 @@ class Screen:
 
         desired = np.zeros_like(value)
         desired[:, 0] = value[:, 0]
-        for level in self.levels[1:]:
-            fixed = self.fixed[level]
+        for level, up, fixed_share in self.shares:
             share = (
-                self.desired_weight[level]
-                if fixed.all()
-                else np.where(fixed, self.desired_weight[level], weight(level))
+                fixed_share
+                if fixed_share is not None
+                else np.where(self.fixed[level], self.desired_weight[level], weight(level))
             )
-            desired[:, level] = desired[:, parent[level]] * share
+            desired[:, level] = desired[:, up] * share
         root = value[:, 0]
         checked = self.checked
         if checked.size:
