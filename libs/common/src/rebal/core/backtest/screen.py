@@ -151,8 +151,7 @@ class Screen:
         def weight(nodes: IntArray) -> FloatArray:
             """The current weights of `nodes` in their parents, per row (only where they are needed)."""
             above = value[:, parent[nodes]]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                found: FloatArray = np.where(above > 0, value[:, nodes] / above, 0.0)
+            found: FloatArray = np.divide(value[:, nodes], above, out=np.zeros(above.shape), where=above > 0)
             return found
 
         desired = np.zeros_like(value)
@@ -172,9 +171,8 @@ class Screen:
         else:
             near = np.zeros(root.size, dtype=np.bool_)
         cash_above = (value[:, self.cash] - desired[:, self.cash]).sum(axis=1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            shares = np.abs(value[:, self.wallets] - desired[:, self.wallets]).max(axis=1, initial=0.0)
-            wallet_drift = np.where(root > 0, shares / root, 0.0)
+        shares = np.abs(value[:, self.wallets] - desired[:, self.wallets]).max(axis=1, initial=0.0)
+        wallet_drift = np.divide(shares, root, out=np.zeros(root.size), where=root > 0)
         return Block(start, root, wallet_drift, near | (root <= 0), cash_above)
 
 
