@@ -690,15 +690,18 @@ def _squeezed_steps(
     (a budget of exactly 1000 buys 10000 steps of 0.1, not 9999), in each account where what they then
     spend fits its budget; elsewhere by the scale kept safely below the budget."""
     slot = groups.slot[squeezed]
-    tight = _whole_steps(steps[squeezed] * exact_scale[slot]).astype(np.int64)
+    wanted = steps[squeezed]
+    tight = _whole_steps(wanted * exact_scale[slot]).astype(np.int64)
     spend = np.bincount(
         slot,
         weights=tight * groups.step[squeezed] * groups.price[squeezed] * groups.with_fee[squeezed],
         minlength=len(usable),
     )
-    fits = spend <= usable * (1 + STEP_RELATIVE)
-    safe = np.floor(steps[squeezed] * scale[slot]).astype(np.int64)
-    return np.where(fits[slot], np.minimum(tight, steps[squeezed]), safe)
+    fits = (spend <= usable * (1 + STEP_RELATIVE))[slot]
+    if np.count_nonzero(fits) == fits.size:  # (nearly always)
+        return np.minimum(tight, wanted)
+    safe = np.floor(wanted * scale[slot]).astype(np.int64)
+    return np.where(fits, np.minimum(tight, wanted), safe)
 
 
 # Buys under a market's minimum that may be raised to it (the small-buy policy): under one step, under the
