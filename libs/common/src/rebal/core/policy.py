@@ -97,7 +97,8 @@ class Policy:
 
     @property
     def has_bands(self) -> bool:
-        return self.bands != Bands() or bool(self.overrides)
+        bands = self.bands  # (not `!= Bands()`: a new Bands and a comparison of tuples per question)
+        return bands.absolute is not None or bands.relative is not None or bool(self.overrides)
 
 
 class Breach(NamedTuple):
@@ -198,8 +199,8 @@ def _limits(diff: DiffTree, policy: Policy) -> tuple[FloatArray, FloatArray, Flo
     (inf where a node has no such band)."""
     absolute, relative, finite = _bands(diff.tree, policy)
     drift = np.abs(diff.current_weight - diff.desired_weight)
-    with np.errstate(invalid="ignore"):
-        relative_limit = np.where(finite, relative * diff.desired_weight, math.inf)
+    desired = diff.desired_weight
+    relative_limit = np.multiply(relative, desired, out=np.full(desired.size, math.inf), where=finite)
     return drift, absolute, relative_limit
 
 

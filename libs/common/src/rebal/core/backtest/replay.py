@@ -340,4 +340,4 @@ def _disagrees(screen: Screen, diff: DiffTree) -> bool:
     if len(diff.tree) != screen.n_union:
         return True
     fixed = screen.fixed
-    return bool(np.any(np.abs(diff.desired_weight[fixed] - screen.desired_weight[fixed]) > MARGIN))
+    return bool(np.count_nonzero(np.abs(diff.desired_weight[fixed] - screen.desired_weight[fixed]) > MARGIN))
