@@ -169,6 +169,7 @@ def _diff(
     above = current[tree.parent_or_root]
     current_weight = np.divide(current, above, out=np.zeros(count), where=above > 0)
     current_weight[0] = 1.0 if current[0] > 0 else 0.0
+    side = _desired_side(tree, price, current, desired, band)
     return DiffTree(
         tree=tree,
         prices=prices,
@@ -177,10 +178,13 @@ def _diff(
         asset_price=asset_price,
         price=price,
         current_value=current,
+        desired_value=side.desired_value,
         current_weight=current_weight,
+        desired_weight=side.desired_weight,
+        operation=side.operation,
         free_amount=free,
+        desired_free_amount=side.desired_free_amount,
         band=band,
-        **_desired_side(tree, price, current, desired, band)._asdict(),
     )
 
 
