@@ -302,6 +302,10 @@ def test_the_autopilot_card_shows_the_policy_the_drift_against_each_band_and_the
             decision = shown["last_decision"]
             expect(page.locator("#autopilot-decision")).to_contain_text("last decision, ")
             expect(page.locator("#autopilot-decision")).to_contain_text(decision["summary"].split(":")[0])
+            # The reasons come as sentences with percents, shown as they are (not converted twice).
+            drift = next(reason for reason in decision["reasons"] if reason.startswith("drift: "))
+            assert "%" in drift, drift
+            expect(page.locator("#autopilot-reasons")).to_contain_text(drift)
             rows = page.locator("#autopilot-bands tbody tr").all_inner_texts()
             assert len(rows) == len(shown["status"]["drift"]) > 0
             top = shown["status"]["drift"][0]

@@ -205,8 +205,9 @@ function policyText(policy) {
   return parts.join(", ") + (overrides ? `, ${overrides} node band(s)` : "");
 }
 
-// The autopilot's sentences carry weights as fractions (0.227272727273): shown as percents, as elsewhere.
-const readable = (text) => text.replace(/\b(weight|target of|limit) (\d+(?:\.\d+)?)/g, (_, word, x) => `${word} ${pct(x)}`);
+// The autopilot's sentences carry weights as percents (22.73%); decisions journaled by older versions carry
+// fractions (0.227272727273), shown as percents too. A number already followed by % is left alone.
+const readable = (text) => text.replace(/\b(weight|target of|limit) (\d+(?:\.\d+)?)(?![\d.%])/g, (_, word, x) => `${word} ${pct(x)}`);
 
 function showAutopilot(found) {
   const policy = found && found.policy;
