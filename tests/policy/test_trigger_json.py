@@ -54,7 +54,9 @@ def test_every_reason_reads_as_a_sentence_after_its_code() -> None:
 def test_the_drift_reason_gives_weights_as_percents() -> None:
     # 0.451 and 0.149 for targets of 0.4 and 0.2: the furthest is SOL, 5.1 points under for a 5-point band.
     policy = Policy(bands=Bands(absolute=0.05))
-    answer = decision_json(decide(diff_of(real("0.0902", "1", "7.45", "1000")), policy, "2024-06-05T12:00:00Z"))
+    answer = decision_json(
+        decide(diff_of(real("0.0902", "1", "7.45", "1000")), policy, "2024-06-05T12:00:00Z")
+    )
     assert answer["reasons"] == [
         "drift: 2 nodes outside their bands; furthest: alice/spot/sol, weight 14.90% for a target of 20.00%, "
         "absolute limit 5.00%"
