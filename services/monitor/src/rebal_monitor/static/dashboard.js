@@ -64,6 +64,8 @@ function amount(value, asset) {
   if (!step) return Number(value).toFixed(8).replace(/\.?0+$/, "");
   const places = decimalsOf(step);
   const steps = Math.floor(Math.abs(Number(value)) / Number(step) + 1e-9);
+  // Less than one step (a skipped dust sell, a remainder) is shown as it is, not as a 0.00 that cannot be true.
+  if (steps === 0 && Number(value) !== 0) return Number(value).toFixed(8).replace(/\.?0+$/, "");
   return (Number(value) < 0 ? "-" : "") + (steps * Number(step)).toFixed(places);
 }
 
