@@ -22,6 +22,7 @@ from collections import defaultdict
 from collections.abc import Hashable
 from dataclasses import dataclass
 from decimal import Context, Decimal
+from functools import cached_property
 from typing import Literal, NamedTuple, TypeVar
 
 import numpy as np
@@ -494,11 +495,27 @@ class Notes:
 @dataclass(frozen=True, eq=False)
 class Flows:
     """Per account node, what its buys wanted, the cash it had before transfers (free quote and sale
-    proceeds, less what routes reserve) and the first transfer into it (-1: none): which buys wait."""
+    proceeds, less what routes reserve) and the first transfer into it (-1: none): which buys wait.
+    Laid out per node when read (where mode reads them; `plan_rebalance` does not)."""
 
-    wanted: FloatArray
-    cash: FloatArray
     first_in: dict[int, int]
+    accounts: IntArray  # the account nodes, one per slot
+    count: int  # nodes
+    wanted_by_slot: FloatArray
+    cash_by_slot: FloatArray
+
+    @cached_property
+    def wanted(self) -> FloatArray:
+        return self._by_node(self.wanted_by_slot)
+
+    @cached_property
+    def cash(self) -> FloatArray:
+        return self._by_node(self.cash_by_slot)
+
+    def _by_node(self, values: FloatArray) -> FloatArray:
+        out = np.zeros(self.count)
+        out[self.accounts] = values
+        return out
 
 
 def _decimals(values: list[Decimal]) -> Decimals:
@@ -669,12 +686,7 @@ def plan_trading(
         trading=trading,
         direct_group=chosen if trading is not None else None,
     )
-    count = len(diff.tree)
-    flows = Flows(
-        groups.by_node(count, wanted.astype(np.float64)),
-        groups.by_node(count, (cash - reserve).astype(np.float64)),
-        moved.first_in,
-    )
+    flows = Flows(moved.first_in, groups.accounts, len(diff.tree), wanted.astype(np.float64), cash - reserve)
     return plan, groups, flows
 
 
@@ -917,12 +929,6 @@ class _Groups:
 
     def exchange_of(self, g: int) -> str:
         return self.exchanges[int(self.account_exchange[self.account[g]])]
-
-    def by_node(self, count: int, values: FloatArray) -> FloatArray:
-        """Per-slot `values` laid out per node (0 on nodes that are no account)."""
-        out = np.zeros(count)
-        out[self.accounts] = values
-        return out
 
     def size_direct(self) -> tuple[IntArray, FloatArray]:
         """Whole steps for the direct groups: truncated; a sell never exceeds the exact free amount."""
