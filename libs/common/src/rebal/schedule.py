@@ -39,6 +39,8 @@ HORIZON_DAYS = 60 * 366
 LOOK_BACK_DAYS = 32
 # Beyond every instant a schedule is asked about (seconds).
 UNBOUNDED = 1 << 62
+# Zones whose clock is UTC all year.
+UTC_ZONES = frozenset({"UTC", "Etc/UTC"})
 # Zone names that are links to the machine's own zone: a policy must mean the same everywhere.
 MACHINE_ZONES = frozenset({"localtime", "posixrules"})
 # The days a calendar can name (days since 1970-01-01): year 1 to year 9999.
@@ -82,6 +84,7 @@ class CronSchedule:
         self.expression = check_expression(expression)
         self.timezone = timezone
         self._zone = zone(timezone)
+        self._utc = self._zone.key in UTC_ZONES  # local time is UTC: instants and wall times are one
         fields = self.expression.split()
         minutes, hours = croniter.expand(self.expression)[0][:2]
         self._times = sorted(
@@ -148,11 +151,15 @@ class CronSchedule:
     # Local wall-clock times are seconds since 1970-01-01 00:00 of the local calendar (naive).
 
     def _wall(self, instant: int) -> int:
+        if self._utc:
+            return instant
         offset = datetime.fromtimestamp(instant, self._zone).utcoffset()
         return instant + (int(offset.total_seconds()) if offset is not None else 0)
 
     def _instant(self, wall: int) -> int:
         """The first instant at which the local clock shows `wall` or later."""
+        if self._utc:
+            return wall
         naive = NAIVE_EPOCH + timedelta(seconds=wall)
         first = int(naive.replace(tzinfo=self._zone).timestamp())  # fold 0: the earlier of two
         if self._wall(first) == wall:
