@@ -24,6 +24,7 @@ class History:
     quote: str
     _columns: dict[str, int] = field(default_factory=dict, repr=False)
     _tables: dict[tuple[str, ...], IntArray] = field(default_factory=dict, repr=False)  # a few shapes
+    _lists: dict[int, tuple[list[str], IntArray]] = field(default_factory=dict, repr=False)  # by list
 
     def __post_init__(self) -> None:
         if self.prices.shape != (self.times.size, len(self.assets)):
@@ -58,9 +59,13 @@ class History:
     def price_table(self, names: list[str], row: int) -> FloatArray:
         """The prices of `names` (assets of the history or its valuation currency) at `row`, as floats:
         the table `DiffShape.diff` takes, equal to what the core reads from `row_prices`."""
-        columns = self._table_columns(tuple(names))
-        extended = np.append(self.prices[row], 1.0)  # the last column: the valuation currency
-        table: FloatArray = extended[columns]
+        known = self._lists.get(id(names))
+        if known is None or known[0] is not names:  # a shape's list of names, asked for at every row
+            if len(self._lists) >= SHAPES_KEPT:
+                self._lists.clear()
+            known = self._lists[id(names)] = (names, self._table_columns(tuple(names)))
+        extended = np.concatenate((self.prices[row], _ONE))  # the last column: the valuation currency
+        table: FloatArray = extended[known[1]]
         return table
 
     def _table_columns(self, names: tuple[str, ...]) -> IntArray:
@@ -71,6 +76,11 @@ class History:
                 raise ValueError("an asset without a price in the history")
             known = self._tables[names] = np.array(columns, dtype=np.int64)
         return known
+
+
+_ONE = np.ones(1)
+# Lists of asset names (one per shape of holdings) whose columns a history keeps; then it starts again.
+SHAPES_KEPT = 64
 
 
 class _Row(Mapping[str, Decimal]):
