@@ -241,7 +241,7 @@ class _Descent:
     lists_children: npt.NDArray[np.bool_]
     keep: npt.NDArray[np.bool_]
     weight: FloatArray
-    kept: FloatArray
+    kept: FloatArray | None  # None: no node keeps unlisted children (what they keep is 0 everywhere)
     factor: FloatArray
     child_factor: FloatArray
     tolerance: float
@@ -251,7 +251,10 @@ class _Descent:
     def start(cls, tree: UnionTree, target: Tree, current: FloatArray, desired: FloatArray) -> _Descent:
         count = len(tree)
         shape = _TargetShape.of(tree, target)
-        kept = np.bincount(shape.unlisted_parent, weights=current[shape.unlisted], minlength=count)
+        kept: FloatArray | None = None
+        if shape.keeps:
+            held = np.bincount(shape.unlisted_parent, weights=current[shape.unlisted], minlength=count)
+            kept = np.where(shape.keep, held, 0.0)
         descent = cls(
             tree=tree,
             current=current,
@@ -260,7 +263,7 @@ class _Descent:
             lists_children=shape.lists_children,
             keep=shape.keep,
             weight=shape.weight,
-            kept=np.where(shape.keep, kept, 0.0),
+            kept=kept,
             factor=np.full(count, np.nan),
             child_factor=shape.child_factor.copy(),
             tolerance=VALUE_EPSILON * max(float(current[0]), float(desired[0]), 1.0),
@@ -271,7 +274,8 @@ class _Descent:
 
     def assign(self, level: _Level) -> None:
         nodes, parents = level.nodes, level.parents
-        share = level.weight * np.maximum(self.desired[parents] - self.kept[parents], 0.0)
+        handed = self.desired[parents] if self.kept is None else self.desired[parents] - self.kept[parents]
+        share = level.weight * np.maximum(handed, 0.0)
         if level.listed:  # every node takes its weight of its parent (its factor stays NaN)
             self.desired[nodes] = share
         else:
@@ -313,6 +317,7 @@ class _TargetShape(NamedTuple):
     weight: FloatArray
     unlisted: IntArray  # nodes the target does not list (the root aside), and their parents
     unlisted_parent: IntArray
+    keeps: bool  # a node keeps unlisted children (`keep_unlisted`) it has
     # Per node listed with its children listed, the factor it hands unlisted children: 1 (keep) or 0.
     child_factor: FloatArray
     levels: list[_Level]
@@ -347,6 +352,7 @@ class _TargetShape(NamedTuple):
             weight=weight,
             unlisted=unlisted,
             unlisted_parent=tree.parent[unlisted],
+            keeps=bool(keep[tree.parent[unlisted]].any()),
             child_factor=np.where(fixed & keep, 1.0, 0.0),
             levels=[
                 _Level(
