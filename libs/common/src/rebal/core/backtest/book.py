@@ -322,6 +322,7 @@ class Layout:
             cash=cash,
             one_cash=bool((cash == cash[0]).all()),
             distinct=np.unique(known_held).size == known_held.size,
+            all_held=known_held.size == held.size,
         )
         if len(self._orders) >= FACT_TABLES:
             self._orders.clear()
@@ -341,6 +342,7 @@ class Orders(NamedTuple):
     cash: IntArray
     one_cash: bool  # every order pays from the same cash group (one account)
     distinct: bool  # no two orders trade the same held group
+    all_held: bool  # the book holds every order's asset in its account
 
 
 @dataclass(frozen=True)
@@ -435,7 +437,6 @@ def _fill_direct(balances: Balances, plan: Plan, minimum: float) -> Filled:
     order = plan.direct_order
     if not order.size:
         return Filled()
-    account = plan.direct_account[order]
     orders = layout.orders(plan.direct_markets, diff, plan.direct_account, plan.direct_market)
     rate, base, quote = orders.rate[order], orders.base[order], orders.quote[order]
     held, cash = orders.held[order], orders.cash[order]
@@ -446,7 +447,8 @@ def _fill_direct(balances: Balances, plan: Plan, minimum: float) -> Filled:
     sell = sent & (plan.direct_side[order] == SELL)
     buy = sent & ~sell
     free = balances.free
-    sold = np.where(sell, np.minimum(amount, np.where(held >= 0, free[np.maximum(held, 0)], 0.0)), 0.0)
+    held_free = free[held] if orders.all_held else np.where(held >= 0, free[np.maximum(held, 0)], 0.0)
+    sold = np.where(sell, np.minimum(amount, held_free), 0.0)
     proceeds = sold * price
     if orders.distinct:  # one subtraction per group, as `subtract.at` makes them
         free[held[sell]] -= sold[sell]
@@ -473,15 +475,16 @@ def _fill_direct(balances: Balances, plan: Plan, minimum: float) -> Filled:
     bought = np.where(buy, amount * np.where(part >= 1.0, 1.0, part), 0.0)
     cost = bought * price
     np.subtract.at(free, cash[buy], (cost * (1 + rate))[buy])
-    known = buy & (held >= 0)
+    known = buy if orders.all_held else buy & (held >= 0)
     if orders.distinct:
         free[held[known]] += bought[known]
     else:
         np.add.at(free, held[known], bought[known])
-    for k in (buy & (held < 0) & (bought > 0)).nonzero()[0].tolist():  # a position the book does not hold
-        balances.extra[(layout.account_path[int(account[k])], diff.asset_names[int(base[k])])] += float(
-            bought[k]
-        )
+    if not orders.all_held:
+        account = plan.direct_account[order]
+        for k in (buy & (held < 0) & (bought > 0)).nonzero()[0].tolist():  # a position the book lacks
+            key = (layout.account_path[int(account[k])], diff.asset_names[int(base[k])])
+            balances.extra[key] += float(bought[k])
     traded = float((proceeds * worth).sum() + (cost * worth).sum())
     fees = float((proceeds * rate * worth).sum() + (cost * rate * worth).sum())
     return Filled(int(np.count_nonzero(sell) + np.count_nonzero(bought > 0)), traded, fees)
