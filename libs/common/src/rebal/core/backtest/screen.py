@@ -39,6 +39,8 @@ SAME_WEIGHT = 1e-12
 GOLDEN = 0.6180339887498949
 # Every node drifts this far in the probe that reads the bands' limits.
 PROBE_DRIFT = 1e9
+# Columns of a block (union nodes): a slice or an index array.
+Columns = slice | IntArray
 # Rows the screen values at once (more when the tree is small): its arrays stay in the cache (~64k cells
 # measured fastest per cell at 500 assets: twice as fast as 2 million), with few numpy calls.
 BLOCK_CELLS = 65_536
@@ -67,17 +69,18 @@ class Screen:
     wallet_column: IntArray  # the history column of each wallet's asset; -1 for the valuation currency
     price_column: IntArray  # the same, 0 for the valuation currency (whose price, 1, is not read)
     cash_wallets: IntArray  # the wallets holding the valuation currency
-    parent: IntArray
-    levels: list[IntArray]
-    # Per level below the root: its nodes, their parents, and their fixed desired weights when every
-    # node of the level keeps one (None: some scale with their current weight).
-    shares: list[tuple[IntArray, IntArray, FloatArray | None]]
+    # Per level below the root: its nodes, their columns and their parents' (`_columns`), and their
+    # fixed desired weights when every node of the level keeps one (None: some scale with their weight).
+    shares: list[tuple[IntArray, Columns, Columns, FloatArray | None]]
     fixed: BoolArray
     desired_weight: FloatArray
     limit: FloatArray
     cash: IntArray  # the cash wallets' union nodes
-    wallets: IntArray  # every union wallet node
+    wallets: Columns  # every union wallet node
     checked: IntArray  # fixed nodes with a finite limit (the ones a band can fire on)
+    checked_columns: tuple[Columns, Columns]  # theirs and their parents'
+    checked_weight: FloatArray  # their desired weights
+    checked_near: FloatArray  # the drift that comes within MARGIN of their limit
 
     @classmethod
     def build(cls, book: Book, target: Tree, history: History, row: int, policy: Policy) -> Screen:
@@ -107,6 +110,7 @@ class Screen:
         wallet_column = np.array([-1 if c is None else c for c in columns], dtype=np.int64)
         parent = np.maximum(tree.parent, 0)
         desired_weight = np.where(fixed, first.desired_weight, 0.0)
+        checked = np.flatnonzero(fixed & np.isfinite(limit))
         return cls(
             fast=fast,
             n_real=n_real,
@@ -116,18 +120,24 @@ class Screen:
             wallet_column=wallet_column,
             price_column=np.maximum(wallet_column, 0),
             cash_wallets=(wallet_column < 0).nonzero()[0],
-            parent=parent,
-            levels=tree.levels,
             shares=[
-                (level, parent[level], desired_weight[level] if fixed[level].all() else None)
+                (
+                    level,
+                    _columns(level),
+                    _columns(parent[level]),
+                    desired_weight[level] if fixed[level].all() else None,
+                )
                 for level in tree.levels[1:]
             ],
             fixed=fixed,
             desired_weight=desired_weight,
             limit=limit,
             cash=np.flatnonzero(first.cash),
-            wallets=np.flatnonzero(tree.wallet),
-            checked=np.flatnonzero(fixed & np.isfinite(limit)),
+            wallets=_columns(np.flatnonzero(tree.wallet)),
+            checked=checked,
+            checked_columns=(_columns(checked), _columns(parent[checked])),
+            checked_weight=desired_weight[checked],
+            checked_near=limit[checked] + DRIFT_TOLERANCE - MARGIN,
         )
 
     def block_rows(self) -> int:
@@ -146,28 +156,26 @@ class Screen:
         sums = np.cumsum(spread, axis=1)
         value = np.zeros((prices.shape[0], self.n_union))
         value[:, : self.n_real] = sums[:, self.end] - sums[:, : self.n_real]
-        parent = self.parent
 
-        def weight(nodes: IntArray) -> FloatArray:
-            """The current weights of `nodes` in their parents, per row (only where they are needed)."""
-            above = value[:, parent[nodes]]
-            found: FloatArray = np.divide(value[:, nodes], above, out=np.zeros(above.shape), where=above > 0)
+        def weight(nodes: Columns, parents: Columns) -> FloatArray:
+            """The current weights of `nodes` in their `parents`, per row (only where they are needed)."""
+            part, above = value[:, nodes], value[:, parents]
+            found: FloatArray = np.divide(part, above, out=np.zeros(part.shape), where=above > 0)
             return found
 
         desired = np.zeros_like(value)
         desired[:, 0] = value[:, 0]
-        for level, up, fixed_share in self.shares:
+        for level, columns, up, fixed_share in self.shares:
             share = (
                 fixed_share
                 if fixed_share is not None
-                else np.where(self.fixed[level], self.desired_weight[level], weight(level))
+                else np.where(self.fixed[level], self.desired_weight[level], weight(columns, up))
             )
-            desired[:, level] = desired[:, up] * share
+            desired[:, columns] = desired[:, up] * share
         root = value[:, 0]
-        checked = self.checked
-        if checked.size:
-            drift = np.abs(weight(checked) - self.desired_weight[checked])
-            near = (drift > self.limit[checked] + DRIFT_TOLERANCE - MARGIN).any(axis=1)
+        if self.checked.size:
+            drift = np.abs(weight(*self.checked_columns) - self.checked_weight)
+            near = (drift > self.checked_near).any(axis=1)
         else:
             near = np.zeros(root.size, dtype=np.bool_)
         cash_above = (value[:, self.cash] - desired[:, self.cash]).sum(axis=1)
@@ -191,6 +199,16 @@ def drift_of(diff: DiffTree) -> float:
     if root <= 0 or not wallets.any():
         return 0.0
     return float(np.abs(diff.current_value[wallets] - diff.desired_value[wallets]).max()) / root
+
+
+def _columns(nodes: IntArray) -> Columns:
+    """Columns `nodes` as a slice where they are a run (a view of them, not a copy), one column where
+    they are all the same (it broadcasts), else as they are."""
+    if nodes.size and (nodes == nodes[0]).all():
+        return slice(int(nodes[0]), int(nodes[0]) + 1)
+    if nodes.size and bool((np.diff(nodes) == 1).all()):
+        return slice(int(nodes[0]), int(nodes[-1]) + 1)
+    return nodes
 
 
 def _assets(book: Book) -> list[str]:
