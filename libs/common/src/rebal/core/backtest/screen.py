@@ -65,7 +65,7 @@ class Screen:
     n_real: int
     n_union: int
     end: IntArray  # per real node: one past its subtree (pre-order)
-    wallet_node: IntArray  # the real node of each wallet of the book
+    spread_columns: Columns  # each wallet of the book: its real node's column in the running sums (+1)
     wallet_column: IntArray  # the history column of each wallet's asset; -1 for the valuation currency
     price_column: IntArray  # the same, 0 for the valuation currency (whose price, 1, is not read)
     cash_wallets: IntArray  # the wallets holding the valuation currency
@@ -116,7 +116,7 @@ class Screen:
             n_real=n_real,
             n_union=count,
             end=_subtree_ends(tree.real.parent),
-            wallet_node=np.flatnonzero(tree.real.wallet),
+            spread_columns=_columns(np.flatnonzero(tree.real.wallet) + 1),
             wallet_column=wallet_column,
             price_column=np.maximum(wallet_column, 0),
             cash_wallets=(wallet_column < 0).nonzero()[0],
@@ -152,7 +152,7 @@ class Screen:
         else:  # a history of the valuation currency alone: every wallet is cash
             wallet_values = np.ones((prices.shape[0], 1)) * free
         spread = np.zeros((prices.shape[0], self.n_real + 1))
-        spread[:, self.wallet_node + 1] = wallet_values
+        spread[:, self.spread_columns] = wallet_values
         sums = np.cumsum(spread, axis=1)
         value = np.zeros((prices.shape[0], self.n_union))
         value[:, : self.n_real] = sums[:, self.end] - sums[:, : self.n_real]
