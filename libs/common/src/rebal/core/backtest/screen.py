@@ -154,8 +154,11 @@ class Screen:
         spread = np.zeros((prices.shape[0], self.n_real + 1))
         spread[:, self.spread_columns] = wallet_values
         sums = np.cumsum(spread, axis=1)
-        value = np.zeros((prices.shape[0], self.n_union))
-        value[:, : self.n_real] = sums[:, self.end] - sums[:, : self.n_real]
+        if self.n_union == self.n_real:  # no node of the target's alone (holding nothing)
+            value = sums[:, self.end] - sums[:, : self.n_real]
+        else:
+            value = np.zeros((prices.shape[0], self.n_union))
+            value[:, : self.n_real] = sums[:, self.end] - sums[:, : self.n_real]
 
         def weight(nodes: Columns, parents: Columns) -> FloatArray:
             """The current weights of `nodes` in their `parents`, per row (only where they are needed)."""
@@ -163,7 +166,7 @@ class Screen:
             found: FloatArray = np.divide(part, above, out=np.zeros(part.shape), where=above > 0)
             return found
 
-        desired = np.zeros_like(value)
+        desired = np.empty_like(value)  # every column is written: the root, then level by level
         desired[:, 0] = value[:, 0]
         for level, columns, up, fixed_share in self.shares:
             share = (
