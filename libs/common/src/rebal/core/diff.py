@@ -123,6 +123,10 @@ class DiffShape:
         asset_names, asset_id, _ = _asset_prices(tree, prices)
         return cls(tree, target, asset_names, asset_id)
 
+    def price_table(self, prices: Prices) -> FloatArray:
+        """`prices` per asset id (`asset_names`) as floats: what `diff` takes."""
+        return _price_table(self.tree, self.asset_names, prices)
+
     def diff(self, real: Tree, prices: Prices, asset_price: FloatArray) -> DiffTree:
         """`diff_trees(real, target, prices)` for `real` of this shape (the same nodes; other amounts),
         `asset_price` the prices per asset id (`asset_names`) as floats."""
@@ -389,15 +393,19 @@ def _asset_prices(tree: UnionTree, prices: Prices) -> tuple[list[str], IntArray,
     pooled = {asset for weights in tree.target.pools.values() for asset, _ in weights}
     names = sorted(set(vocabulary) | quotes | pooled)
     ids = {name: i for i, name in enumerate(names)}
+    return names, tree.asset_codes.within(ids), _price_table(tree, names, prices)
+
+
+def _price_table(tree: UnionTree, names: list[str], prices: Prices) -> FloatArray:
     table = np.zeros(len(names), dtype=np.float64)
-    for name in names:
+    for i, name in enumerate(names):
         value = prices.get(name)
         if value is None:
             raise InputError(
                 f"prices.{name}", f"no price for asset {name} (used at {_first_use(tree, name)})", "prices"
             )
-        table[ids[name]] = float(value)
-    return names, tree.asset_codes.within(ids), table
+        table[i] = float(value)
+    return table
 
 
 def _first_use(tree: UnionTree, asset: str) -> str:

@@ -153,16 +153,23 @@ class Book:
             self._write()
             self._parsed = self._tree = parse_tree(self.doc, "real")
             return self._tree
+        self._tree = self.tree_of(self.amount)
+        return self._tree
+
+    def tree_of(self, wallet_amount: FloatArray) -> Tree:
+        """The real tree of this shape with `wallet_amount` (one per wallet, finite) as its amounts."""
+        if self._parsed is None:
+            self.tree()
         parsed = self._parsed
+        assert parsed is not None, "tree() parses the document"
         amount = parsed.amount.copy()
-        amount[parsed.wallet] = np.maximum(self.amount, 0.0)
+        amount[parsed.wallet] = np.maximum(wallet_amount, 0.0)
         # The parsed tree's fields (and what is cached of its shape) with the new amounts: a plain copy,
         # as `dataclasses.replace` would check and pass every field again after every fill.
         tree = object.__new__(Tree)
         tree.__dict__.update(parsed.__dict__)
         tree.__dict__.update(amount=amount, amount_text=FloatTexts(parsed.amount_text, amount, parsed.wallet))
-        self._tree = tree
-        return self._tree
+        return tree
 
     def locked(self) -> FloatArray:
         """What locks hold of each wallet: fixed amounts (share locks are pinned), read once per shape."""

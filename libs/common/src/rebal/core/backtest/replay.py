@@ -129,10 +129,15 @@ class _State:
     def diff(self, row: int) -> DiffTree:
         """`diff_trees` of the book at the row's prices, the book's shape matched to the target once."""
         real, prices = self.book.tree(), self.history.row_prices(row)
-        if self._shape is None or self._shape[0] != self.book.version:
-            self._shape = (self.book.version, DiffShape.of(real, self.target, prices))
-        shape = self._shape[1]
+        shape = self.shape(row)
         return shape.diff(real, prices, self.history.price_table(shape.asset_names, row))
+
+    def shape(self, row: int) -> DiffShape:
+        """The book's shape matched to the target (once per shape; `row` prices every asset)."""
+        if self._shape is None or self._shape[0] != self.book.version:
+            prices = self.history.row_prices(row)
+            self._shape = (self.book.version, DiffShape.of(self.book.tree(), self.target, prices))
+        return self._shape[1]
 
     def layout(self, diff: DiffTree | None, row: int) -> Layout:
         if self._layout is None or self._layout[0] != self.book.version:
@@ -264,7 +269,7 @@ def replay(
             state.apply_flow(row, flow_at[row])
             flowed = row
         if fast and (screen is None or shape != state.book.version):
-            screen = Screen.build(state.book, target, history, row, policy)
+            screen = Screen.build(state.book, target, history, row, policy, state.shape(row))
             shape, fast = state.book.version, screen.fast
         if not fast or screen is None:
             if evaluated < row:

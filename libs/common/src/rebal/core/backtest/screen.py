@@ -25,7 +25,7 @@ import numpy as np
 
 from rebal.core.backtest.book import Book
 from rebal.core.backtest.history import History
-from rebal.core.diff import DiffTree, diff_trees
+from rebal.core.diff import DiffShape, DiffTree
 from rebal.core.market import Prices
 from rebal.core.numbers import VALUE_EPSILON
 from rebal.core.policy import DRIFT_TOLERANCE, Policy, find_breaches
@@ -83,13 +83,16 @@ class Screen:
     checked_near: FloatArray  # the drift that comes within MARGIN of their limit
 
     @classmethod
-    def build(cls, book: Book, target: Tree, history: History, row: int, policy: Policy) -> Screen:
-        probe = book.copy()
-        probe.amount = probe.amount + 1.0  # every wallet holds something: scaling shows
-        probe.changed()
+    def build(
+        cls, book: Book, target: Tree, history: History, row: int, policy: Policy, shape: DiffShape
+    ) -> Screen:
+        """What the screen knows of `book`'s shape (`shape`: its match to `target`) under `policy`."""
+        # Every wallet holds something (its amount as the document has it, plus one): scaling shows.
+        probe = book.tree_of(np.where(book.amount > 0, book.amount, 0.0) + 1.0)
         prices = history.row_prices(row)
-        first = diff_trees(probe.tree(), target, prices)
-        second = diff_trees(probe.tree(), target, _moved(prices))
+        moved = _moved(prices)
+        first = shape.diff(probe, prices, shape.price_table(prices))
+        second = shape.diff(probe, moved, shape.price_table(moved))
         tree = first.tree
         count = len(tree)
         n_real = len(tree.real)
