@@ -65,10 +65,10 @@ class Screen:
     n_real: int
     n_union: int
     end: IntArray  # per real node: one past its subtree (pre-order)
-    spread_columns: Columns  # each wallet of the book: its real node's column in the running sums (+1)
-    wallet_column: IntArray  # the history column of each wallet's asset; -1 for the valuation currency
-    price_column: IntArray  # the same, 0 for the valuation currency (whose price, 1, is not read)
-    cash_wallets: IntArray  # the wallets holding the valuation currency
+    # The book's wallets priced by the history (their positions, their assets' history columns, their
+    # columns in the running sums: their real node + 1), and those holding the valuation currency.
+    priced: tuple[Columns, Columns, Columns]
+    unpriced: tuple[Columns, Columns]  # (positions, columns in the running sums)
     # Per level below the root: its nodes, their columns and their parents' (`_columns`), and their
     # fixed desired weights when every node of the level keeps one (None: some scale with their weight).
     shares: list[tuple[IntArray, Columns, Columns, FloatArray | None]]
@@ -111,6 +111,8 @@ class Screen:
         fixed[0] = False
         columns = [history.column(asset) for asset in _assets(book)]
         wallet_column = np.array([-1 if c is None else c for c in columns], dtype=np.int64)
+        spread_column = np.flatnonzero(tree.real.wallet) + 1
+        priced, unpriced = (wallet_column >= 0).nonzero()[0], (wallet_column < 0).nonzero()[0]
         parent = np.maximum(tree.parent, 0)
         desired_weight = np.where(fixed, first.desired_weight, 0.0)
         checked = np.flatnonzero(fixed & np.isfinite(limit))
@@ -119,10 +121,8 @@ class Screen:
             n_real=n_real,
             n_union=count,
             end=_subtree_ends(tree.real.parent),
-            spread_columns=_columns(np.flatnonzero(tree.real.wallet) + 1),
-            wallet_column=wallet_column,
-            price_column=np.maximum(wallet_column, 0),
-            cash_wallets=(wallet_column < 0).nonzero()[0],
+            priced=(_columns(priced), _columns(wallet_column[priced]), _columns(spread_column[priced])),
+            unpriced=(_columns(unpriced), _columns(spread_column[unpriced])),
             shares=[
                 (
                     level,
@@ -149,13 +149,11 @@ class Screen:
     def scan(self, history: History, free: FloatArray, start: int, stop: int) -> Block:
         """Values, drift, band proximity and cash over rows start..stop-1 of `history`."""
         prices = history.prices[start:stop]
-        if prices.shape[1]:
-            wallet_values = prices[:, self.price_column] * free
-            wallet_values[:, self.cash_wallets] = free[self.cash_wallets]  # priced 1: their amounts
-        else:  # a history of the valuation currency alone: every wallet is cash
-            wallet_values = np.ones((prices.shape[0], 1)) * free
-        spread = np.zeros((prices.shape[0], self.n_real + 1))
-        spread[:, self.spread_columns] = wallet_values
+        spread = np.zeros((prices.shape[0], self.n_real + 1))  # each wallet's value, by real node + 1
+        wallets, columns, at = self.priced
+        spread[:, at] = prices[:, columns] * free[wallets]
+        wallets, at = self.unpriced
+        spread[:, at] = free[wallets]  # the valuation currency, priced 1: the amounts themselves
         sums = np.cumsum(spread, axis=1)
         if self.n_union == self.n_real:  # no node of the target's alone (holding nothing)
             value = sums[:, self.end] - sums[:, : self.n_real]
