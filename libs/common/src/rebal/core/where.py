@@ -614,21 +614,21 @@ def _notes(
     )
     after = np.where(waits, first_in[account], after).astype(np.int64)
     saving = _savings(diff, priced, groups, trading, pooled, valid, asset, key)
-    transfer_reason: list[str] = []
-    transfer_saving: list[float] = []
-    buying = set((pooled.best_buy // n_assets).tolist())
-    by_path = {tree.path(node): node for node in tree.accounts}
-    moves = len(trading.moves)
-    for index, transfer in enumerate(plan.transfers):
-        if index < moves:
-            move = trading.moves[index]
-            transfer_reason.append(CHEAPER_THAN_ROUND_TRIP if move.kind == "round_trip" else TO_BEST_BID)
-            transfer_saving.append(move.saving)
-            continue
-        fee = float(transfer.fee) * float(diff.prices.get(transfer.asset) or 0)
-        destination = by_path.get(transfer.destination, -1)
-        transfer_reason.append(TO_BEST_ASK if destination in buying else FUNDING)
-        transfer_saving.append(-fee)
+    # The moves' transfers come first, one each; then the money, whose fee each (asset, fee) values once.
+    transfer_reason = [
+        CHEAPER_THAN_ROUND_TRIP if move.kind == "round_trip" else TO_BEST_BID for move in trading.moves
+    ]
+    transfer_saving = [move.saving for move in trading.moves]
+    buying = {
+        tree.path(node) for node in set((pooled.best_buy // n_assets).tolist()) if node in tree.accounts
+    }
+    valued: dict[tuple[str, Decimal], float] = {}
+    for transfer in plan.transfers[len(trading.moves) :]:
+        key = (transfer.asset, transfer.fee)
+        if key not in valued:
+            valued[key] = float(transfer.fee) * float(diff.prices.get(transfer.asset) or 0)
+        transfer_reason.append(TO_BEST_ASK if transfer.destination in buying else FUNDING)
+        transfer_saving.append(-valued[key])
     return Notes(
         order_reason=reason,
         order_saving=saving,
