@@ -818,7 +818,7 @@ class _Groups:
         free_all = np.bincount(member_of, weights=diff.free_amount[nodes], minlength=all_keys.size)
         self.free = free_all[groups]
         if moves:
-            self._apply(moves, {int(key): g for g, key in enumerate(keys.tolist())}, ids, n_assets)
+            self._apply(moves, keys, ids, n_assets)
         self.raw = np.abs(self.net)
         self.sells = self.net < 0
         self.account = keys // n_assets
@@ -896,14 +896,17 @@ class _Groups:
     ) -> _Groups:
         return cls(diff, markets, trading, min_trade_value)
 
-    def _apply(
-        self, moves: tuple[Move, ...], position: dict[int, int], ids: dict[str, int], n_assets: int
-    ) -> None:
-        """Each move shifts its two groups: the source trades `amount` less (it leaves as the asset), the
-        destination buys `amount` less (a round trip avoided: the fee is lost) or sells what arrives."""
+    def _apply(self, moves: tuple[Move, ...], keys: IntArray, ids: dict[str, int], n_assets: int) -> None:
+        """Each move shifts its two groups (`keys`: the groups', sorted): the source trades `amount` less
+        (it leaves as the asset), the destination buys `amount` less (a round trip avoided: the fee is
+        lost) or sells what arrives."""
         # One add per move and side, in the moves' order (a group several moves touch sums them in turn).
-        source = [position[move.source * n_assets + ids[move.asset]] for move in moves]
-        destination = [position[move.destination * n_assets + ids[move.asset]] for move in moves]
+        asset = [ids[move.asset] for move in moves]
+        source_key = np.array([move.source for move in moves], dtype=np.int64) * n_assets + asset
+        destination_key = np.array([move.destination for move in moves], dtype=np.int64) * n_assets + asset
+        at = np.searchsorted(keys, np.concatenate((source_key, destination_key)))
+        assert (keys[at] == np.concatenate((source_key, destination_key))).all(), "a move's group"
+        source, destination = at[: len(moves)].tolist(), at[len(moves) :].tolist()
         amount = [float(move.amount) for move in moves]
         received = [float(move.received) for move in moves]
         arriving = [amount[i] if move.kind == "round_trip" else received[i] for i, move in enumerate(moves)]
