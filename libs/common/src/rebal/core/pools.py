@@ -94,11 +94,10 @@ def pool_nodes(diff: DiffTree) -> IntArray:
         return np.zeros(0, dtype=np.int64)
     listed = np.fromiter(pools, dtype=np.int64, count=len(pools))
     nodes = np.flatnonzero(contains(listed, tree.target_index) & (tree.target_index >= 0))
-    for node in nodes.tolist():
-        if tree.real_index[node] < 0:
-            raise InputError(
-                tree.path(node), "a pool needs the accounts it holds below it in the real tree", "target"
-            )
+    missing = nodes[tree.real_index[nodes] < 0]
+    if missing.size:
+        where = tree.path(int(missing[0]))
+        raise InputError(where, "a pool needs the accounts it holds below it in the real tree", "target")
     return nodes
 
 

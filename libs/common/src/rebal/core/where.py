@@ -208,7 +208,7 @@ def _place(diff: DiffTree, resolved: pools.Resolved) -> DiffTree:
     new = np.flatnonzero(~contains(held, keys))
     new = new[np.sort(np.unique(keys[new], return_index=True)[1])]
     if not new.size:
-        return with_desired(diff, _desired(diff, resolved, member, wallets))
+        return with_desired(diff, _desired(diff, resolved, member, wallets, pool_node))
     parent = np.where(member[account[new]] == pool[new], account[new], pool_node[pool[new]])
     names = [diff.asset_names[asset_id] for asset_id in asset[new].tolist()]
     lower = [name.lower() for name in names]
@@ -228,9 +228,10 @@ def _place(diff: DiffTree, resolved: pools.Resolved) -> DiffTree:
     if before.buy_only:
         diff = _kept_desired(before, diff)
     tree = diff.tree
-    member = pools.pool_of(diff, pools.pool_nodes(diff))
+    pool_node = pools.pool_nodes(diff)
+    member = pools.pool_of(diff, pool_node)
     wallets = np.flatnonzero(tree.wallet & (member >= 0) & (tree.account_of >= 0))
-    return with_desired(diff, _desired(diff, resolved, member, wallets))
+    return with_desired(diff, _desired(diff, resolved, member, wallets, pool_node))
 
 
 def _kept_desired(before: DiffTree, after: DiffTree) -> DiffTree:
@@ -284,9 +285,12 @@ def _free_names(tree: UnionTree, parent: IntArray, names: list[str]) -> list[str
     return free
 
 
-def _desired(diff: DiffTree, resolved: pools.Resolved, member: IntArray, wallets: IntArray) -> FloatArray:
+def _desired(
+    diff: DiffTree, resolved: pools.Resolved, member: IntArray, wallets: IntArray, pool_node: IntArray
+) -> FloatArray:
     """The desired values: the pools' wallets as decided (a cell's amount shared over its wallets in
-    proportion to what each holds), the nodes inside a pool their wallets' sums, the rest as they were."""
+    proportion to what each holds), the nodes inside a pool (`member`; `pool_node`: the pools') their
+    wallets' sums, the rest as they were."""
     tree = diff.tree
     n_assets = len(diff.asset_names)
     cells, accounts = resolved.cells, resolved.accounts
@@ -322,7 +326,7 @@ def _desired(diff: DiffTree, resolved: pools.Resolved, member: IntArray, wallets
     del count
     desired[wallets] = np.where(found, np.maximum(value[at], 0.0) * share, 0.0)
     inside = (member >= 0) & ~tree.wallet
-    inside[pools.pool_nodes(diff)] = False
+    inside[pool_node] = False
     if inside.any():
         rolled = roll_up(tree, np.where(tree.wallet, desired, 0.0))
         desired[inside] = rolled[inside]
