@@ -597,7 +597,7 @@ def plan_trading(
         routed_buys = np.flatnonzero(routed & ~groups.sells).tolist()
     proceeds = np.bincount(
         groups.slot[emitted & groups.sells],
-        weights=(cost * groups.less_fee)[emitted & groups.sells],
+        weights=(cost * (1 - groups.fee))[emitted & groups.sells],
         minlength=slots,
     )
     for g in routed_sells:
@@ -613,7 +613,7 @@ def plan_trading(
 
     # Phase 2: buys, funded by free quote + net sale proceeds + transfers in - transfers out.
     buys = emitted & ~groups.sells
-    wanted = np.bincount(groups.slot[buys], weights=(cost * groups.with_fee)[buys], minlength=slots)
+    wanted = np.bincount(groups.slot[buys], weights=(cost * (1 + groups.fee))[buys], minlength=slots)
     reserve = np.zeros(slots)
     for g in routed_buys:
         route, exchange = groups.route_of(g), groups.exchange_of(g)
@@ -722,7 +722,7 @@ def _squeezed_steps(
     tight = _whole_steps(wanted * exact_scale[slot]).astype(np.int64)
     spend = np.bincount(
         slot,
-        weights=tight * groups.step[squeezed] * groups.price[squeezed] * groups.with_fee[squeezed],
+        weights=tight * groups.step[squeezed] * groups.price[squeezed] * (1 + groups.fee[squeezed]),
         minlength=len(usable),
     )
     fits = (spend <= usable * (1 + STEP_RELATIVE))[slot]
@@ -764,17 +764,17 @@ def _raise_small_buys(
     slots = len(usable)
     buys = groups.direct & ~groups.sells & (groups.raw > 0)
     asked = np.bincount(
-        groups.slot[buys], weights=(groups.raw * groups.price * groups.with_fee)[buys], minlength=slots
+        groups.slot[buys], weights=(groups.raw * groups.price * (1 + groups.fee))[buys], minlength=slots
     )
     spent = routed_spent + np.bincount(
         groups.slot[emitted & ~groups.sells],
-        weights=(cost * groups.with_fee)[emitted & ~groups.sells],
+        weights=(cost * (1 + groups.fee))[emitted & ~groups.sells],
         minlength=slots,
     )
     room = np.minimum(usable * (1 - BUDGET_SAFETY), asked) - spent
     chosen = np.flatnonzero(candidates)
     minimum = (
-        groups.min_steps()[chosen] * groups.step[chosen] * groups.price[chosen] * groups.with_fee[chosen]
+        groups.min_steps()[chosen] * groups.step[chosen] * groups.price[chosen] * (1 + groups.fee[chosen])
     )
     order = np.lexsort((groups.asset[chosen], -groups.desired[chosen], groups.slot[chosen]))
     chosen, minimum = chosen[order], minimum[order]
@@ -892,13 +892,9 @@ class _Groups:
         self.any_routed, self.any_no_market = layout.any_routed, layout.any_no_market
         self.direct_markets = layout.direct_markets
         self.step, self.min_amount, self.min_cost, self.fee = layout.columns
-        # The minimums less the tolerance: an order this large meets them.
-        self.least_amount, self.least_cost = layout.least
-        # 1 + fee (what a buy pays per unit of cost) and 1 - fee (what a sell yields).
-        self.with_fee, self.less_fee = layout.fee_factors
         self.all_direct = layout.all_direct
         if trading is None:
-            self.price = diff.asset_price[self.asset] / diff.asset_price[layout.quote]
+            self.price = diff.asset_price[self.asset] / diff.asset_price[self.quote_id[self.account]]
         else:  # the side's price on the group's exchange
             combo_price = np.array(
                 [
@@ -988,8 +984,8 @@ class _Groups:
     def min_steps(self) -> IntArray:
         """The fewest whole steps an order must have to meet the market's minimum amount and cost."""
         with np.errstate(divide="ignore", invalid="ignore"):
-            by_amount = self.least_amount / self.step
-            by_cost = self.least_cost / (self.step * self.price)
+            by_amount = self.min_amount * (1 - MIN_TOLERANCE) / self.step
+            by_cost = self.min_cost * (1 - MIN_TOLERANCE) / (self.step * self.price)
         need = np.maximum(by_amount, by_cost)
         need = np.where(np.isnan(need) | (need == np.inf), 1.0, need)
         return np.maximum(np.ceil(need - STEP_EPSILON), 1).astype(np.int64)
@@ -999,8 +995,8 @@ class _Groups:
         under a step, under the minimum amount, under the minimum cost, worth under min_trade_value."""
         amount = steps * self.step
         reason: IntArray = (amount * self.value_price < self.min_trade_value) * 6
-        reason[cost < self.least_cost] = 3
-        reason[amount < self.least_amount] = 2
+        reason[cost < self.min_cost * (1 - MIN_TOLERANCE)] = 3
+        reason[amount < self.min_amount * (1 - MIN_TOLERANCE)] = 2
         reason[steps <= 0] = 1
         return reason
 
@@ -1096,8 +1092,11 @@ class _GroupShape(NamedTuple):
         return shape
 
 
-# Group layouts a shape remembers (one per set of groups that trade); then it starts again.
+# Group layouts a shape remembers (one per set of groups that trade); then it starts again. Only of
+# portfolios of at most LAYOUT_WALLETS tradable wallets: a replay's, planned hundreds of times; a large
+# portfolio is planned once, and its layout is freed with the plan.
 GROUP_LAYOUTS = 16
+LAYOUT_WALLETS = 16_384
 
 
 class _GroupLayout(NamedTuple):
@@ -1109,7 +1108,6 @@ class _GroupLayout(NamedTuple):
     account: IntArray
     slot: IntArray
     asset: IntArray
-    quote: IntArray  # per group, its account's quote (asset id)
     path_node: IntArray
     new: BoolArray
     combos: IntArray
@@ -1122,8 +1120,6 @@ class _GroupLayout(NamedTuple):
     any_no_market: bool
     direct_markets: tuple[Market, ...]
     columns: tuple[FloatArray, FloatArray, FloatArray, FloatArray]  # step, min amount, min cost, fee rate
-    least: tuple[FloatArray, FloatArray]  # min amount and min cost less `MIN_TOLERANCE`
-    fee_factors: tuple[FloatArray, FloatArray]  # 1 + fee rate, 1 - fee rate
     all_direct: bool
 
     @classmethod
@@ -1136,6 +1132,8 @@ class _GroupLayout(NamedTuple):
         diff: DiffTree,
     ) -> _GroupLayout:
         """`made` without a trading view, remembered by the shape for these groups and `markets`."""
+        if present.size > LAYOUT_WALLETS:
+            return cls.made(shape, markets, None, present, groups, diff, None)
         key = present.tobytes()
         known = shape.layouts.get(key)
         if known is not None and known[0] is markets:
@@ -1190,7 +1188,6 @@ class _GroupLayout(NamedTuple):
             account=account,
             slot=np.repeat(np.arange(shape.accounts.size), runs),
             asset=asset,
-            quote=quote_id[account],
             path_node=np.where(n_active[groups] == 1, first[groups], account),
             new=shape.held[groups] == 0,
             combos=combos,
@@ -1203,8 +1200,6 @@ class _GroupLayout(NamedTuple):
             any_no_market=bool(no_market.any()),
             direct_markets=routes.direct,
             columns=(columns[0], columns[1], columns[2], columns[3]),
-            least=(columns[1] * (1 - MIN_TOLERANCE), columns[2] * (1 - MIN_TOLERANCE)),
-            fee_factors=(1 + columns[3], 1 - columns[3]),
             all_direct=bool((legs == 1).all()),
         )
 
