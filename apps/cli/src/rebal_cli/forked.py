@@ -47,6 +47,7 @@ PIPE_BYTES = 1 << 20  # the pipe's buffer (Linux's default most), so a chunk goe
 F_SETPIPE_SZ = 1031
 PR_SET_PDEATHSIG = 1
 LENGTH = struct.Struct("<q")
+Work = Callable[[BinaryIO], None]  # what a helper does, given the pipe it writes to
 
 
 def parallel(*paths: Path) -> bool:
@@ -84,7 +85,7 @@ class _Helper:
             os.waitpid(self.pid, 0)
 
 
-def _fork(work: Callable[[BinaryIO], None]) -> _Helper | None:
+def _fork(work: Work) -> _Helper | None:
     """A helper running `work(pipe)` then exiting at once (none of this process's exit handlers, none
     of its buffers flushed twice); None when the system will not fork."""
     sys.stdout.flush()
