@@ -8,8 +8,8 @@ this process's memory as it is (copy-on-write, nothing pickled) and hands back o
 - the desired tree, read while this process reads the prices, markets and the real tree, comes back
   pickled through a pipe, without its `names` and `kinds` lists (a million strings pickle at 1 µs
   each): they are the name and kind codes' vocabularies picked by code, so they are made again here;
-- the plan's chunks (`rebal.render.plan_parts`): every other chunk of rows is made by the helper
-  and sent through a pipe, this process makes the others and writes all of them in order.
+- the plan's chunks (`rebal.render.plan_parts`): three of every five chunks of rows are made by the
+  helper and sent through a pipe, this process makes the others and writes all of them in order.
 
 Used only where it pays (`PARALLEL_FROM_BYTES` of the two trees' files; the environment variable
 `REBAL_PARALLEL_FROM` sets another size, 0 for always), with a second CPU and `os.fork`. The output is
@@ -27,9 +27,11 @@ import ctypes
 import dataclasses
 import os
 import pickle
+import queue
 import signal
 import struct
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -47,6 +49,10 @@ PIPE_BYTES = 1 << 20  # the pipe's buffer (Linux's default most), so a chunk goe
 F_SETPIPE_SZ = 1031
 PR_SET_PDEATHSIG = 1
 LENGTH = struct.Struct("<q")
+AHEAD = 4  # chunks the helper may make before this process takes them (some 13 MB each)
+# Of every 5 chunks of rows, the helper makes 3: this process also makes what all chunks use before
+# the helper starts, and writes every chunk (docs/performance.md).
+HELPER_SHARE = (3, 5)
 Work = Callable[[BinaryIO], None]  # what a helper does, given the pipe it writes to
 
 
@@ -76,11 +82,14 @@ class _Helper:
     pid: int
     pipe: BinaryIO
 
-    def stop(self) -> None:
-        """Killed (if still running) and reaped: no zombie."""
-        self.pipe.close()
+    def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGKILL)
+
+    def stop(self) -> None:
+        """Killed (if still running) and reaped: no zombie."""
+        self.kill()
+        self.pipe.close()
         with contextlib.suppress(ChildProcessError):
             os.waitpid(self.pid, 0)
 
@@ -182,9 +191,10 @@ def _received_tree(helper: _Helper) -> Tree | None:
 
 
 def write_plan_json(plan: Plan, out: BinaryIO, apart: bool) -> None:
-    """The plan's compact JSON and a newline, as `rebal.render.write_plan_json` writes it; every other
-    chunk of rows made by a helper when `apart`. What all chunks use (the paths, the wallets' amounts,
-    the orders' columns) is made here first: the helper shares it instead of making it again."""
+    """The plan's compact JSON and a newline, as `rebal.render.write_plan_json` writes it; most chunks
+    of rows made by a helper when `apart` (`HELPER_SHARE`). What all chunks use (the paths, the
+    wallets' amounts, the orders' columns) is made here first: the helper shares it, not makes it
+    again."""
     from rebal import render
 
     if not apart:
@@ -195,22 +205,61 @@ def write_plan_json(plan: Plan, out: BinaryIO, apart: bool) -> None:
     if helper is None:
         render.write_chunks(render.made(parts), out)
         return
+    inbox = _Inbox(helper)
     try:
-        render.write_chunks(_chunks(parts, helper), out)
+        render.write_chunks(_chunks(parts, inbox), out)
     finally:
-        helper.stop()
+        inbox.close()
+
+
+class _Inbox:
+    """The helper's chunks, read from its pipe by a thread as soon as they come (the read runs without
+    the interpreter's lock): the helper runs up to `AHEAD` chunks ahead of this process instead of
+    waiting, a megabyte at a time, for it to ask for each one. None once the helper has failed."""
+
+    def __init__(self, helper: _Helper) -> None:
+        self.helper = helper
+        self.queue: queue.Queue[bytes | None] = queue.Queue(AHEAD)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def get(self) -> bytes | None:
+        return self.queue.get()
+
+    def _read(self) -> None:
+        chunk: bytes | None = b""
+        while chunk is not None and not self.stopped.is_set():
+            try:
+                chunk = _received_chunk(self.helper)
+            except (OSError, ValueError):
+                chunk = None
+            while not self.stopped.is_set():
+                try:
+                    self.queue.put(chunk, timeout=0.05)
+                    break
+                except queue.Full:
+                    continue
+
+    def close(self) -> None:
+        """The helper killed and reaped, the thread ended (the helper's end ends its read)."""
+        self.stopped.set()
+        self.helper.kill()
+        self.thread.join()
+        self.helper.stop()
 
 
 def _mine(parts: list[render.Part], helper: bool) -> Iterator[tuple[bool, render.Part]]:
-    """The parts with whose they are: every other chunk of rows is the helper's, the texts this
-    process's."""
-    theirs = True
+    """The parts with whose they are: of every `HELPER_SHARE[1]` chunks of rows, the helper makes
+    `HELPER_SHARE[0]`; the texts are this process's."""
+    made, of = HELPER_SHARE
+    chunk = 0
     for part in parts:
         if isinstance(part, bytes):
             yield not helper, part
         else:
-            theirs = not theirs
-            yield theirs == helper, part
+            yield (chunk % of < made) == helper, part
+            chunk += 1
 
 
 def _send_chunks(pipe: BinaryIO, parts: list[render.Part]) -> None:
@@ -222,15 +271,15 @@ def _send_chunks(pipe: BinaryIO, parts: list[render.Part]) -> None:
     pipe.flush()
 
 
-def _chunks(parts: list[render.Part], helper: _Helper) -> Iterator[bytes]:
-    """Every part's text in order: this process's made here, the helper's read from its pipe (made
-    here too once the helper has failed)."""
+def _chunks(parts: list[render.Part], inbox: _Inbox) -> Iterator[bytes]:
+    """Every part's text in order: this process's made here, the helper's from its pipe (made here
+    too once the helper has failed)."""
     working = True
     for mine, part in _mine(parts, helper=False):
         if isinstance(part, bytes):
             yield part
             continue
-        chunk = _received_chunk(helper) if working and not mine else None
+        chunk = inbox.get() if working and not mine else None
         if chunk is None:
             working = working and mine
             chunk = part()

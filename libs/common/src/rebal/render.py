@@ -344,15 +344,20 @@ class _Wallets:
         row = np.full(len(real) + 1, len(held), dtype=np.intp)
         row[held] = np.arange(len(held))
         self.locked_row = row[np.where(tree.real_index >= 0, tree.real_index, len(real))]
-        # What each real wallet holds, as its file says it (plain), printed once; 0 (the last row) for
-        # wallets the real tree does not have.
-        held_by = np.flatnonzero(real.wallet)
-        texts = pick(real.amount_text, held_by.tolist())
+        # Which real wallet each node is (-1: none, its amount is 0).
+        held_by = np.where(tree.real_index >= 0, tree.real_index, len(real))
+        self.real_wallet = np.where(np.append(real.wallet, False)[held_by], held_by, -1)
+
+    def current(self, wallets: IntArray) -> TextMatrix:
+        """What each wallet holds, as the real tree's file says it (plain), 0 where it holds nothing;
+        printed a chunk at a time (so that chunks made apart share this work)."""
+        real = self.real_wallet[wallets]
+        held = np.flatnonzero(real >= 0)
+        texts = pick(self.real.amount_text, real[held].tolist())
         plain = plain_texts([text or "0" for text in texts] if None in texts else cast(list[str], texts))
-        self.current = _stacked(plain, _table([b"0"]))
-        row = np.full(len(real) + 1, len(held_by), dtype=np.intp)
-        row[held_by] = np.arange(len(held_by))
-        self.current_row = row[np.where(tree.real_index >= 0, tree.real_index, len(real))]
+        row = np.full(len(wallets), len(held), dtype=np.intp)
+        row[held] = np.arange(len(held))
+        return _stacked(plain, _table([b"0"]))[row]
 
     def fields(self, nodes: IntArray) -> TextMatrix:
         """One field: the wallets' part of each row (the wallets' rows are made alone, then put in place)."""
@@ -367,7 +372,7 @@ class _Wallets:
             b'],"asset":',
             self.assets[self.asset_of[wallets]],
             b',"current_amount":"',
-            self.current[self.current_row[wallets]],
+            self.current(wallets),
             b'","desired_amount":"',
             float_texts(desired, AMOUNT_PLACES),
             b'","diff_amount":"',
