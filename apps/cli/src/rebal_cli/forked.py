@@ -32,7 +32,7 @@ import signal
 import struct
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -193,8 +193,8 @@ def _received_tree(helper: _Helper) -> Tree | None:
 def write_plan_json(plan: Plan, out: BinaryIO, apart: bool) -> None:
     """The plan's compact JSON and a newline, as `rebal.render.write_plan_json` writes it; most chunks
     of rows made by a helper when `apart` (`HELPER_SHARE`). What all chunks use (the paths, the
-    wallets' amounts, the orders' columns) is made here first: the helper shares it, not makes it
-    again."""
+    orders' columns) is made here first and shared: made by both side by side, it cost more CPU than
+    the helper's wait saved, on this shared machine (docs/performance.md)."""
     from rebal import render
 
     if not apart:
@@ -249,20 +249,21 @@ class _Inbox:
         self.helper.stop()
 
 
-def _mine(parts: list[render.Part], helper: bool) -> Iterator[tuple[bool, render.Part]]:
+def _mine(parts: Iterable[render.Part], helper: bool) -> Iterator[tuple[bool, render.Part]]:
     """The parts with whose they are: of every `HELPER_SHARE[1]` chunks of rows, the helper makes
-    `HELPER_SHARE[0]`; the texts are this process's."""
+    `HELPER_SHARE[0]`, spread evenly, the first one this process's (so that neither waits for the
+    other at the start); the texts are this process's."""
     made, of = HELPER_SHARE
     chunk = 0
     for part in parts:
         if isinstance(part, bytes):
             yield not helper, part
         else:
-            yield (chunk % of < made) == helper, part
+            yield ((chunk + 1) * made // of > chunk * made // of) == helper, part
             chunk += 1
 
 
-def _send_chunks(pipe: BinaryIO, parts: list[render.Part]) -> None:
+def _send_chunks(pipe: BinaryIO, parts: Iterable[render.Part]) -> None:
     for mine, part in _mine(parts, helper=True):
         if mine and not isinstance(part, bytes):  # a failure ends the helper: the parent makes it
             chunk = part()
@@ -271,7 +272,7 @@ def _send_chunks(pipe: BinaryIO, parts: list[render.Part]) -> None:
     pipe.flush()
 
 
-def _chunks(parts: list[render.Part], inbox: _Inbox) -> Iterator[bytes]:
+def _chunks(parts: Iterable[render.Part], inbox: _Inbox) -> Iterator[bytes]:
     """Every part's text in order: this process's made here, the helper's from its pipe (made here
     too once the helper has failed)."""
     working = True
