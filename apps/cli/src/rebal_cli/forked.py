@@ -115,7 +115,8 @@ def _fork(work: Work) -> _Helper | None:
         code = 1
         try:
             os.close(read)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C ends it with the parent
+            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C ends it with the parent
             _die_with(parent)
             with open(write, "wb") as pipe:
                 work(pipe)
