@@ -278,8 +278,8 @@ def examples() -> list[Entry]:
                 kind="full",
                 scope="portfolio",
                 reasons=(
-                    "drift: 1 node outside its band; furthest: demo/spot/btc, weight 0.62 for a target of "
-                    "0.5, absolute limit 0.1",
+                    "drift: 1 node outside its band; furthest: demo/spot/btc, weight 62.00% for a target of "
+                    "50.00%, absolute limit 10.00%",
                 ),
                 breaches=(
                     TriggerBreach(

@@ -244,6 +244,12 @@ def test_the_dashboard_shows_the_api_s_numbers_and_its_controls_act(
             page.wait_for_function("() => Number(document.body.dataset.loaded || 0) >= 1")
             widths = page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
             assert widths[0] <= widths[1] == 420, widths
+            # Amounts to their market's step; less than one step as it is, never a "sell 0.00" of dust.
+            shown = page.evaluate(
+                """() => { amountSteps = {...amountSteps, DUST: "0.01"};
+                return [amount("13.604", "DUST"), amount("0.004", "DUST"), amount("0", "DUST")]; }"""
+            )
+            assert shown == ["13.60", "0.004", "0.00"], shown
             newest = system.get("/portfolio/history", limit=1, include_previews="false")["runs"][0]
             expect(page.locator("#history tbody tr").first).to_contain_text(newest["run_id"])
             assert NOISE.findall(page.locator("body").inner_text()) == []
@@ -302,6 +308,16 @@ def test_the_autopilot_card_shows_the_policy_the_drift_against_each_band_and_the
             decision = shown["last_decision"]
             expect(page.locator("#autopilot-decision")).to_contain_text("last decision, ")
             expect(page.locator("#autopilot-decision")).to_contain_text(decision["summary"].split(":")[0])
+            # The reasons are shown as the API gives them; a drift reason's percents are not converted twice,
+            # and the fractions of decisions journaled by older versions are shown as percents.
+            for reason in decision["reasons"]:
+                expect(page.locator("#autopilot-reasons")).to_contain_text(reason)
+            now, older = page.evaluate(
+                """() => [readable("weight 14.90% for a target of 20.00%, absolute limit 5.00%"),
+                readable("weight 0.149 for a target of 0.2, absolute limit 0.05")]"""
+            )
+            assert now == "weight 14.90% for a target of 20.00%, absolute limit 5.00%", now
+            assert older == now, older
             rows = page.locator("#autopilot-bands tbody tr").all_inner_texts()
             assert len(rows) == len(shown["status"]["drift"]) > 0
             top = shown["status"]["drift"][0]

@@ -368,7 +368,8 @@ async def test_a_price_move_beyond_the_tolerance_stops_before_the_buys(
         1,
     )
     assert finished.reasons == (
-        "re-plan needed: ETH/USDT is at 3000, planned at 2900 (more than 2% away); the buys were not placed",
+        "re-plan needed: ETH/USDT is at 3000.00, planned at 2900.00 (3.45% away, more than 2%);"
+        " the buys were not placed",
     )
     assert (await paper(pool).balances(SPOT)).free["ETH"] == D("5")
 

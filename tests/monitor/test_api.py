@@ -55,9 +55,13 @@ def load(name: str) -> dict[str, Any]:
     return dict(json.loads((EXAMPLES / f"{name}.json").read_text()))
 
 
-def snapshot(key: str, prices: dict[str, str] | None = None, when: datetime = NOW) -> BalanceSnapshotTaken:
+def snapshot(
+    key: str, prices: dict[str, str] | None = None, when: datetime = NOW, venues: dict[str, Any] | None = None
+) -> BalanceSnapshotTaken:
     price_doc = load("prices")
     price_doc["prices"].update(prices or {})
+    if venues is not None:
+        price_doc["venues"] = venues
     return new_event(
         BalanceSnapshotTaken,
         key=key,
@@ -144,6 +148,7 @@ async def test_preview_then_approve_runs_exactly_that_plan_once(
         created = datetime.fromisoformat(plan["created_at"])
         assert datetime.fromisoformat(plan["expires_at"]) - created == timedelta(seconds=300)
 
+        assert plan["costs"] is None  # one price per asset: not a where-mode plan
         assert (await client.get(f"/portfolio/plans/{plan['plan_id']}")).json() == plan
         listed = (await client.get("/portfolio/plans")).json()
         assert [p["plan_id"] for p in listed["plans"]] == [plan["plan_id"]] and listed["next_cursor"] is None
@@ -174,6 +179,32 @@ async def test_preview_then_approve_runs_exactly_that_plan_once(
             (plan["plan_id"], o["symbol"], o["amount"]) for o in plan["orders"]
         ]
         assert rows[0]["status"] == "approved"
+
+
+async def test_a_plan_priced_per_venue_is_stored_with_its_estimated_costs(
+    nats_url: str, database: FreshDatabase
+) -> None:
+    settings = monitor_settings(nats_url, database.dsn)
+    quotes = {"BTC": ("59970", "60030"), "ETH": ("2998.5", "3001.5"), "SOL": ("149.925", "150.075")}
+    venues = {"paper": {asset: {"bid": bid, "ask": ask} for asset, (bid, ask) in quotes.items()}}
+    priced = snapshot("tick-venues", venues=venues)
+    async with running_planner(nats_url, database.dsn), running_monitor(settings) as monitor:
+        client = monitor.client
+        await publish(nats_url, priced, target())
+        await journaled(client, "/portfolio/weights")
+        response = await client.post("/portfolio/rebalance", json={"band": "0.001"})
+        assert response.status_code == 201, response.text
+        plan = response.json()
+        costs = plan["costs"]
+        assert list(costs) == ["fees", "spread", "withdrawal_fees", "total"]
+        # Every order 5 bps from the reference price: the spread is 0.0005 of what is traded.
+        traded = sum(Decimal(o["est_cost"]) for o in plan["orders"])
+        assert abs(Decimal(costs["spread"]) - traded * Decimal("0.0005")) < Decimal("0.5"), (costs, traded)
+        fees = sum(Decimal(o["est_fee"]) for o in plan["orders"])
+        assert abs(Decimal(costs["fees"]) - fees) < Decimal("0.01"), (costs, fees)
+        assert costs["withdrawal_fees"] == "0"
+        assert Decimal(costs["total"]) == Decimal(costs["fees"]) + Decimal(costs["spread"])
+        assert (await client.get(f"/portfolio/plans/{plan['plan_id']}")).json() == plan
 
 
 async def test_approval_is_refused_when_prices_moved_or_the_plan_expired(

@@ -51,6 +51,18 @@ def test_every_reason_reads_as_a_sentence_after_its_code() -> None:
     ]
 
 
+def test_the_drift_reason_gives_weights_as_percents() -> None:
+    # 0.451 and 0.149 for targets of 0.4 and 0.2: the furthest is SOL, 5.1 points under for a 5-point band.
+    policy = Policy(bands=Bands(absolute=0.05))
+    answer = decision_json(
+        decide(diff_of(real("0.0902", "1", "7.45", "1000")), policy, "2024-06-05T12:00:00Z")
+    )
+    assert answer["reasons"] == [
+        "drift: 2 nodes outside their bands; furthest: alice/spot/sol, weight 14.90% for a target of 20.00%, "
+        "absolute limit 5.00%"
+    ]
+
+
 def test_times_are_iso_8601_utc() -> None:
     assert instant_text(parse_instant("2024-03-31T03:00:00+02:00")) == "2024-03-31T01:00:00Z"
     assert instant_text(0) == "1970-01-01T00:00:00Z"

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from rebal.core.display import percent_text
 from rebal.core.numbers import money_str, weight_str
 from rebal.core.policy import (
     CASH,
@@ -94,6 +95,6 @@ def _drift_text(breaches: tuple[Breach, ...]) -> str:
     worst = max(breaches, key=lambda b: abs(b.current_weight - b.desired_weight) - b.limit)
     count = "1 node outside its band" if len(breaches) == 1 else f"{len(breaches)} nodes outside their bands"
     return (
-        f"{count}; furthest: {worst.path}, weight {weight_str(worst.current_weight)} for a target of "
-        f"{weight_str(worst.desired_weight)}, {worst.band} limit {weight_str(worst.limit)}"
+        f"{count}; furthest: {worst.path}, weight {percent_text(worst.current_weight)} for a target of "
+        f"{percent_text(worst.desired_weight)}, {worst.band} limit {percent_text(worst.limit)}"
     )

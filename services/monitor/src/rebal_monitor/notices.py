@@ -25,7 +25,7 @@ from rebal.events import (
     derive_id,
 )
 from rebal.notifications import Notification, enqueue
-from rebal_monitor import plan_store, views
+from rebal_monitor import plan_store
 
 COMPLETED = frozenset({"completed", "completed_with_adjustments"})
 
@@ -128,25 +128,9 @@ async def _store_preview(connection: Connection, plan: RebalancePlanned) -> None
     snapshot = await connection.fetchval(
         "SELECT payload->'prices' FROM events WHERE event_id = $1", plan.snapshot_id
     )
-    document = {
-        "plan_id": str(plan.event_id),
-        "run_id": str(plan.correlation_id),
-        "portfolio_id": plan.portfolio_id,
-        "dry_run": True,
-        "band": dec_str(plan.band),
-        "inputs": {
-            "snapshot_id": str(plan.snapshot_id),
-            "target_id": str(plan.target_id),
-            "total_value": dec_str(plan.total_value),
-            "prices": json.loads(snapshot) if snapshot is not None else {},
-        },
-        "orders": [o.model_dump(mode="json") for o in plan.orders],
-        "transfers": [t.model_dump(mode="json") for t in plan.transfers],
-        "skipped": [s.model_dump(mode="json") for s in plan.skipped],
-        "projected_weights": views.projected(plan.projected_weights),
-        "created_at": plan.occurred_at,
-        "expires_at": max(trigger.approval_expires_at, plan.occurred_at + timedelta(seconds=1)),
-    }
+    prices = json.loads(snapshot) if snapshot is not None else {}
+    expires_at = max(trigger.approval_expires_at, plan.occurred_at + timedelta(seconds=1))
+    document = plan_store.plan_of(plan, prices, plan.occurred_at, expires_at)
     await plan_store.insert_plan(connection, document, "preview")
 
 

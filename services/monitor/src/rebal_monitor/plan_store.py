@@ -13,12 +13,15 @@ import asyncpg
 
 from rebal.core.numbers import dec_str
 from rebal.db import Connection
+from rebal.events import RebalancePlanned
+from rebal_monitor import views
 from rebal_monitor.queries import EXPORT_PREFETCH, JsonDict, jsonable
 
 PLAN_COLUMNS = (
     "plan_id, run_id, portfolio_id, status, dry_run, band, snapshot_id, target_id, total_value,"
     " prices::text AS prices, orders::text AS orders, transfers::text AS transfers, skipped::text AS skipped,"
-    " projected_weights::text AS projected_weights, created_at, expires_at, approved_at, approval_run_id"
+    " projected_weights::text AS projected_weights, costs::text AS costs, created_at, expires_at,"
+    " approved_at, approval_run_id"
 )
 
 
@@ -40,10 +43,46 @@ def plan_document(row: asyncpg.Record) -> JsonDict:
         "transfers": json.loads(row["transfers"]),
         "skipped": json.loads(row["skipped"]),
         "projected_weights": json.loads(row["projected_weights"]),
+        "costs": _costs(row["costs"]),
         "created_at": row["created_at"].isoformat(),
         "expires_at": row["expires_at"].isoformat(),
         "approved_at": jsonable(row["approved_at"]),
         "approval_run_id": jsonable(row["approval_run_id"]),
+    }
+
+
+COSTS = ("fees", "spread", "withdrawal_fees", "total")
+
+
+def _costs(stored: str | None) -> JsonDict | None:
+    """The costs as `rebal plan --json` orders them (jsonb keeps keys in its own order)."""
+    if stored is None:
+        return None
+    costs = json.loads(stored)
+    return {key: costs[key] for key in COSTS}
+
+
+def plan_of(plan: RebalancePlanned, prices: object, created_at: datetime, expires_at: datetime) -> JsonDict:
+    """The document a plan event is stored as (`insert_plan`), with its snapshot's `prices`."""
+    return {
+        "plan_id": str(plan.event_id),
+        "run_id": str(plan.correlation_id),
+        "portfolio_id": plan.portfolio_id,
+        "dry_run": plan.dry_run,
+        "band": dec_str(plan.band),
+        "inputs": {
+            "snapshot_id": str(plan.snapshot_id),
+            "target_id": str(plan.target_id),
+            "total_value": dec_str(plan.total_value),
+            "prices": prices,
+        },
+        "orders": [o.model_dump(mode="json") for o in plan.orders],
+        "transfers": [t.model_dump(mode="json") for t in plan.transfers],
+        "skipped": [s.model_dump(mode="json") for s in plan.skipped],
+        "projected_weights": views.projected(plan.projected_weights),
+        "costs": None if plan.costs is None else plan.costs.model_dump(mode="json"),
+        "created_at": created_at,
+        "expires_at": expires_at,
     }
 
 
@@ -52,9 +91,9 @@ async def insert_plan(pool: asyncpg.Pool | Connection, plan: JsonDict, status: s
     inputs = plan["inputs"]
     await pool.execute(
         "INSERT INTO plans (plan_id, run_id, portfolio_id, status, dry_run, band, snapshot_id, target_id,"
-        " total_value, prices, orders, transfers, skipped, projected_weights, created_at, expires_at)"
+        " total_value, prices, orders, transfers, skipped, projected_weights, costs, created_at, expires_at)"
         " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11::jsonb, $12::jsonb, $13::jsonb,"
-        " $14::jsonb, $15, $16) ON CONFLICT (plan_id) DO NOTHING",
+        " $14::jsonb, $15::jsonb, $16, $17) ON CONFLICT (plan_id) DO NOTHING",
         uuid.UUID(plan["plan_id"]),
         uuid.UUID(plan["run_id"]),
         plan["portfolio_id"],
@@ -69,6 +108,7 @@ async def insert_plan(pool: asyncpg.Pool | Connection, plan: JsonDict, status: s
         json.dumps(plan["transfers"]),
         json.dumps(plan["skipped"]),
         json.dumps(plan["projected_weights"]),
+        None if plan["costs"] is None else json.dumps(plan["costs"]),
         plan["created_at"],
         plan["expires_at"],
     )

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from rebal.core.display import percent_text, price_text
 from rebal.core.execution import notional_refusal, price_moved
 from rebal.core.numbers import dec_str
 from rebal.events import PlannedOrder, RebalancePlanned
@@ -112,9 +113,12 @@ async def prices_moved(ctx: Context, plan: RebalancePlanned, legs: Sequence[tupl
         for order in orders:
             now = prices.get(order.symbol)
             if now is not None and price_moved(order.est_price, now, tolerance):
+                quote = order.symbol.partition("/")[2]
+                moved = percent_text(abs(now / order.est_price - 1))
+                limit = dec_str(tolerance * 100)
                 return (
-                    f"re-plan needed: {order.symbol} is at {dec_str(now)}, planned at "
-                    f"{dec_str(order.est_price)} (more than {dec_str(tolerance * 100)}% away); "
-                    "the buys were not placed"
+                    f"re-plan needed: {order.symbol} is at {price_text(now, quote)}, planned at "
+                    f"{price_text(order.est_price, quote)} ({moved} away, more than {limit}%);"
+                    " the buys were not placed"
                 )
     return ""

@@ -105,25 +105,8 @@ async def rebalance(
     snapshot = await queries.event(pool, plan.snapshot_id)
     if snapshot is None:
         raise Problem(503, "the plan's snapshot is not in the journal yet; try again")
-    document = {
-        "plan_id": str(plan.event_id),
-        "run_id": str(plan.correlation_id),
-        "portfolio_id": portfolio,
-        "dry_run": plan.dry_run,
-        "band": str(plan.band),
-        "inputs": {
-            "snapshot_id": str(plan.snapshot_id),
-            "target_id": str(plan.target_id),
-            "total_value": str(plan.total_value),
-            "prices": snapshot.payload["prices"],
-        },
-        "orders": [o.model_dump(mode="json") for o in plan.orders],
-        "transfers": [t.model_dump(mode="json") for t in plan.transfers],
-        "skipped": [s.model_dump(mode="json") for s in plan.skipped],
-        "projected_weights": views.projected(plan.projected_weights),
-        "created_at": now,
-        "expires_at": now + timedelta(seconds=deps.settings.plan_ttl_seconds),
-    }
+    expires_at = now + timedelta(seconds=deps.settings.plan_ttl_seconds)
+    document = plan_store.plan_of(plan, snapshot.payload["prices"], now, expires_at)
     return await plan_store.insert_plan(pool, document, "preview" if plan.dry_run else "executing")
 
 

@@ -64,6 +64,8 @@ function amount(value, asset) {
   if (!step) return Number(value).toFixed(8).replace(/\.?0+$/, "");
   const places = decimalsOf(step);
   const steps = Math.floor(Math.abs(Number(value)) / Number(step) + 1e-9);
+  // Less than one step (a skipped dust sell, a remainder) is shown as it is, not as a 0.00 that cannot be true.
+  if (steps === 0 && Number(value) !== 0) return Number(value).toFixed(8).replace(/\.?0+$/, "");
   return (Number(value) < 0 ? "-" : "") + (steps * Number(step)).toFixed(places);
 }
 
@@ -205,8 +207,9 @@ function policyText(policy) {
   return parts.join(", ") + (overrides ? `, ${overrides} node band(s)` : "");
 }
 
-// The autopilot's sentences carry weights as fractions (0.227272727273): shown as percents, as elsewhere.
-const readable = (text) => text.replace(/\b(weight|target of|limit) (\d+(?:\.\d+)?)/g, (_, word, x) => `${word} ${pct(x)}`);
+// The autopilot's sentences carry weights as percents (22.73%); decisions journaled by older versions carry
+// fractions (0.227272727273), shown as percents too. A number already followed by % is left alone.
+const readable = (text) => text.replace(/\b(weight|target of|limit) (\d+(?:\.\d+)?)(?![\d.%])/g, (_, word, x) => `${word} ${pct(x)}`);
 
 function showAutopilot(found) {
   const policy = found && found.policy;
