@@ -1,5 +1,5 @@
-"""`rebal plan --json` on a second core: the desired tree read, and half of the JSON's chunks made, by a
-forked process while this one does the rest (docs/performance.md, "Two processes").
+"""`rebal plan --json` on a second core: the desired tree read, and most of the JSON's chunks made, by a
+forked process while this one does the rest (docs/performance.md, "Target 1 on two cores").
 
 Reading a tree and writing the plan's text are Python-level work a node at a time that holds the
 interpreter's lock: a thread would not run beside it, a process does. A forked helper starts with
@@ -188,7 +188,7 @@ def _received_tree(helper: _Helper) -> Tree | None:
     )
 
 
-# The plan's JSON, half of its chunks made by a helper.
+# The plan's JSON, most of its chunks made by a helper.
 
 
 def write_plan_json(plan: Plan, out: BinaryIO, apart: bool) -> None:
