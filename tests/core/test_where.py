@@ -420,6 +420,44 @@ def test_a_pool_over_accounts_of_different_quotes_is_refused() -> None:
         run(real, {"name": "a", "pool": {"BTC": "1"}}, prices(BTC="100"))
 
 
+def test_a_pool_on_a_node_the_real_tree_lacks_is_refused_naming_it() -> None:
+    real = folder("f", folder("alice", account("acc", wallet("btc", "BTC", "1"))))
+    target = {
+        "name": "f",
+        "children": [
+            {"name": "alice", "weight": "50%", "pool": {"BTC": "100%"}},
+            {"name": "carol", "weight": "50%", "pool": {"BTC": "100%"}},
+        ],
+    }
+    with pytest.raises(InputError) as raised:
+        run(real, target, prices(BTC="100"))
+    assert (raised.value.where, raised.value.message) == (
+        "f/carol",
+        "a pool needs the accounts it holds below it in the real tree",
+    )
+
+
+def test_a_pool_naming_an_asset_without_a_price_is_refused_naming_the_pool() -> None:
+    real = folder(
+        "f",
+        folder("alice", account("acc", wallet("btc", "BTC", "1"))),
+        folder("bob", account("acc", wallet("btc", "BTC", "1"))),
+    )
+    target = {
+        "name": "f",
+        "children": [
+            {"name": "alice", "weight": "50%", "pool": {"BTC": "50%", "USDT": "50%"}},
+            {"name": "bob", "weight": "50%", "pool": {"BTC": "50%", "ETH": "25%", "USDT": "25%"}},
+        ],
+    }
+    with pytest.raises(InputError) as raised:
+        run(real, target, prices(BTC="100"))
+    assert (raised.value.where, raised.value.message) == (
+        "prices.ETH",
+        "no price for asset ETH (used at the pool at f/bob)",
+    )
+
+
 def render_nodes(node: Doc) -> list[Doc]:
     found = [node]
     for child in node["children"]:

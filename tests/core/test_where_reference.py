@@ -21,6 +21,7 @@ from rebal.core.diff import HOLD, DiffTree, diff_trees
 from rebal.core.market import Markets, Prices
 from rebal.core.networks import Networks
 from rebal.core.numbers import DEFAULT_AMOUNT_STEP, VALUE_EPSILON, amount_str, default_steps_of, floor_steps
+from rebal.core.plan import Plan
 from rebal.core.trading import Move, Trading, VenuePrices
 from rebal.core.tree import BANK, parse_tree
 from rebal.core.where import (
@@ -174,6 +175,14 @@ def reference_order_notes(made: _Made) -> tuple[list[int], list[float], list[int
     return reason, saving, after
 
 
+def reference_withdrawal_fees(plan: Plan) -> float:
+    """The transfers' network fees valued at the reference prices, summed in transfer order."""
+    total = 0.0
+    for transfer in plan.transfers:
+        total += float(transfer.fee) * float(plan.diff.prices.get(transfer.asset) or 0)
+    return total
+
+
 def check(diff: DiffTree, markets: Markets, networks: Networks | None) -> None:
     """Both candidates a where plan weighs: their notes, and the optimised one's round trips."""
     banks = frozenset(node for node in diff.tree.accounts if diff.tree.kinds[node] == BANK)
@@ -187,6 +196,14 @@ def check(diff: DiffTree, markets: Markets, networks: Networks | None) -> None:
         assert notes.order_reason.tolist() == reason
         assert notes.order_after.tolist() == after
         assert notes.order_saving.tolist() == saving
+        # Only costed (the plain candidate until it is kept): the same orders and costs, no transfers.
+        costed = _pooled(diff, markets, trading, found, plain, made=False)
+        assert costed.plan.transfers == ()
+        assert [column.tolist() for column in costed.plan.ordered()[:5]] == [
+            column.tolist() for column in made.plan.ordered()[:5]
+        ]
+        assert costed.priced.withdrawal_fees == reference_withdrawal_fees(made.plan)
+        assert (costed.total(), costed.priced.fees) == (made.total(), made.priced.fees)
     if networks is not None:
         resolved = pools.resolve(diff, trading, found=found)
         placed = _place(diff, resolved)

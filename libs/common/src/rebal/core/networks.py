@@ -105,7 +105,8 @@ class Networks:
 
     def choose(self, source: str, destination: str, asset: str, amount: Decimal) -> Way | str:
         """The cheapest open way `amount` clears (at least the minimum, more than the fee), or why none."""
-        ways = self.ways(source, destination, asset)
+        # Asked per transfer, move and relocation (tens of thousands a plan): the ways found once, read here.
+        ways = self._ways.get((source, destination, asset)) or self.ways(source, destination, asset)
         if isinstance(ways, str):
             return ways
         for way in ways:

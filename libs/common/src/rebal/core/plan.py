@@ -474,11 +474,13 @@ class Notes:
 @dataclass(frozen=True, eq=False)
 class Flows:
     """Per account node, what its buys wanted, the cash it had before transfers (free quote and sale
-    proceeds, less what routes reserve) and the first transfer into it (-1: none): which buys wait."""
+    proceeds, less what routes reserve) and the first transfer into it (-1: none): which buys wait; and what
+    the transfers' network fees are worth (valuation currency, summed in transfer order)."""
 
     wanted: FloatArray
     cash: FloatArray
     first_in: dict[int, int]
+    withdrawal_fees: float
 
 
 def _decimals(values: list[Decimal]) -> Decimals:
@@ -517,10 +519,17 @@ def plan_rebalance(
 
 
 def plan_trading(
-    diff: DiffTree, markets: Markets, trading: Trading | None, min_trade_value: float = 0.0
+    diff: DiffTree,
+    markets: Markets,
+    trading: Trading | None,
+    min_trade_value: float = 0.0,
+    *,
+    made: bool = True,
 ) -> tuple[Plan, _Groups, Flows]:
     """The plan (`plan_rebalance`), trading as `trading` says (None: the reference prices, the first
-    route, transfers without networks), with its (account, asset) groups and money flows."""
+    route, transfers without networks), with its (account, asset) groups and money flows. `made` False:
+    a plan only to be costed (`rebal.core.where`'s plain candidate): its transfers are planned and count
+    (budgets, fees) but are not made (none in the plan, no first transfer in)."""
     groups = _Groups.build(diff, markets, trading, min_trade_value)
     _refuse_unreachable(diff, groups)
     legs: list[_Leg] = []
@@ -575,7 +584,7 @@ def plan_trading(
         # Room for the intermediate legs rounding up by one step after scaling.
         reserve[groups.slot[g]] += _route_reserve(pricer, exchange, route)
     cash = groups.free_quote + proceeds
-    moved = _transfers(diff, groups.accounts, groups.quote_id, cash - wanted - reserve, trading)
+    moved = _transfers(diff, groups.accounts, groups.quote_id, cash - wanted - reserve, trading, made)
     transfer_in, transfer_out = moved.transfer_in, moved.transfer_out
     budget = cash + transfer_in - transfer_out - reserve
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -648,6 +657,7 @@ def plan_trading(
         groups.by_node(count, wanted.astype(np.float64)),
         groups.by_node(count, (cash - reserve).astype(np.float64)),
         moved.first_in,
+        moved.withdrawal_fees,
     )
     return plan, groups, flows
 
@@ -808,7 +818,7 @@ class _Groups:
         free_all = np.bincount(member_of, weights=diff.free_amount[nodes], minlength=all_keys.size)
         self.free = free_all[groups]
         if moves:
-            self._apply(moves, {int(key): g for g, key in enumerate(keys.tolist())}, ids, n_assets)
+            self._apply(moves, keys, ids, n_assets)
         self.raw = np.abs(self.net)
         self.sells = self.net < 0
         self.account = keys // n_assets
@@ -886,14 +896,17 @@ class _Groups:
     ) -> _Groups:
         return cls(diff, markets, trading, min_trade_value)
 
-    def _apply(
-        self, moves: tuple[Move, ...], position: dict[int, int], ids: dict[str, int], n_assets: int
-    ) -> None:
-        """Each move shifts its two groups: the source trades `amount` less (it leaves as the asset), the
-        destination buys `amount` less (a round trip avoided: the fee is lost) or sells what arrives."""
+    def _apply(self, moves: tuple[Move, ...], keys: IntArray, ids: dict[str, int], n_assets: int) -> None:
+        """Each move shifts its two groups (`keys`: the groups', sorted): the source trades `amount` less
+        (it leaves as the asset), the destination buys `amount` less (a round trip avoided: the fee is
+        lost) or sells what arrives."""
         # One add per move and side, in the moves' order (a group several moves touch sums them in turn).
-        source = [position[move.source * n_assets + ids[move.asset]] for move in moves]
-        destination = [position[move.destination * n_assets + ids[move.asset]] for move in moves]
+        asset = [ids[move.asset] for move in moves]
+        source_key = np.array([move.source for move in moves], dtype=np.int64) * n_assets + asset
+        destination_key = np.array([move.destination for move in moves], dtype=np.int64) * n_assets + asset
+        at = np.searchsorted(keys, np.concatenate((source_key, destination_key)))
+        assert (keys[at] == np.concatenate((source_key, destination_key))).all(), "a move's group"
+        source, destination = at[: len(moves)].tolist(), at[len(moves) :].tolist()
         amount = [float(move.amount) for move in moves]
         received = [float(move.received) for move in moves]
         arriving = [amount[i] if move.kind == "round_trip" else received[i] for i, move in enumerate(moves)]
@@ -1322,17 +1335,24 @@ def _leg_reason(pricer: _Pricer, exchange: str, market: Market, steps: int, side
 @dataclass(frozen=True, eq=False)
 class _Moved:
     """The plan's transfers (moves first, then money), per account what comes in and goes out in its
-    quote, the transfers that could not be planned, and each account's first transfer in (its index)."""
+    quote, the transfers that could not be planned, each account's first transfer in (its index), and
+    what the transfers' network fees are worth (`Flows`)."""
 
     transfers: list[Transfer]
     transfer_in: FloatArray
     transfer_out: FloatArray
     skipped: list[TransferSkip]
     first_in: dict[int, int]
+    withdrawal_fees: float
 
 
 def _transfers(
-    diff: DiffTree, accounts: IntArray, quote_id: IntArray, spare: FloatArray, trading: Trading | None
+    diff: DiffTree,
+    accounts: IntArray,
+    quote_id: IntArray,
+    spare: FloatArray,
+    trading: Trading | None,
+    made: bool = True,
 ) -> _Moved:
     """Accounts given more or less than they hold: match surpluses to deficits, largest first.
 
@@ -1345,7 +1365,7 @@ def _transfers(
     Trading with moves, each move is a transfer of its asset (listed first) whose value no longer needs
     money to follow it. With a network file a money transfer takes the cheapest open network its amount
     clears (the destination receives the amount less the fee); one that none allows is not made, and is
-    reported skipped.
+    reported skipped. `made` False: planned and counted (`plan_trading`), not made.
     """
     account_nodes = accounts.tolist()
     slot = {node: i for i, node in enumerate(account_nodes)}
@@ -1357,20 +1377,24 @@ def _transfers(
     shift: dict[int, float] = defaultdict(float)
     # Thousands of transfers (a where plan's moves, then money), a few assets: each priced once.
     path, price_of = diff.tree.path, _PriceOf(diff.prices)
+    fee_value = _FeeValue(price_of)
+    withdrawal_fees = 0.0
     transfers: list[Transfer] = []
     for move in moves:
         price, float_price = price_of[move.asset]
-        transfers.append(
-            Transfer(
-                move.asset,
-                path(move.source),
-                path(move.destination),
-                move.amount.normalize(),
-                DERIVED.multiply(move.amount, price).normalize(),
-                move.network,
-                move.fee,
+        if made:
+            transfers.append(
+                Transfer(
+                    move.asset,
+                    path(move.source),
+                    path(move.destination),
+                    move.amount.normalize(),
+                    DERIVED.multiply(move.amount, price).normalize(),
+                    move.network,
+                    move.fee,
+                )
             )
-        )
+        withdrawal_fees += fee_value[move.asset, move.fee]
         value = float(move.amount) * float_price
         shift[move.source] -= value
         shift[move.destination] += value
@@ -1435,18 +1459,20 @@ def _transfers(
                 skipped.append(TransferSkip(source, asset, float(amount), way))
                 continue
             network, fee = way.network, way.fee
-        first_in.setdefault(sink, len(transfers))
-        transfers.append(
-            Transfer(
-                asset=asset,
-                source=path(source),
-                destination=path(sink),
-                amount=amount.normalize(),
-                value=DERIVED.multiply(amount, price).normalize(),
-                network=network,
-                fee=fee,
+            withdrawal_fees += fee_value[asset, fee]
+        if made:
+            first_in.setdefault(sink, len(transfers))
+            transfers.append(
+                Transfer(
+                    asset=asset,
+                    source=path(source),
+                    destination=path(sink),
+                    amount=amount.normalize(),
+                    value=DERIVED.multiply(amount, price).normalize(),
+                    network=network,
+                    fee=fee,
+                )
             )
-        )
         moved = float(amount * price)
         transfer_out[slot[source]] += moved / quote_price[source]
         transfer_in[slot[sink]] += (moved - float(fee * price)) / quote_price[sink]
@@ -1455,7 +1481,9 @@ def _transfers(
         transfer_in[slot[node]] += max(value, 0.0) / quote_price[node]
     for node, value in remaining_out.items():
         transfer_out[slot[node]] += max(value, 0.0) / quote_price[node]
-    return _Moved(transfers, np.array(transfer_in), np.array(transfer_out), skipped, first_in)
+    return _Moved(
+        transfers, np.array(transfer_in), np.array(transfer_out), skipped, first_in, withdrawal_fees
+    )
 
 
 class _PriceOf(dict[str, tuple[Decimal, float]]):
@@ -1470,3 +1498,16 @@ class _PriceOf(dict[str, tuple[Decimal, float]]):
         assert price is not None, "prices are checked by diff_trees"
         self[asset] = found = (price, float(price))
         return found
+
+
+class _FeeValue(dict[tuple[str, Decimal], float]):
+    """Per (asset, fee) what the fee is worth (valuation currency), found once (`_transfers`)."""
+
+    def __init__(self, price_of: _PriceOf) -> None:
+        super().__init__()
+        self.price_of = price_of
+
+    def __missing__(self, key: tuple[str, Decimal]) -> float:
+        asset, fee = key
+        self[key] = value = float(fee) * self.price_of[asset][1]
+        return value

@@ -94,11 +94,10 @@ def pool_nodes(diff: DiffTree) -> IntArray:
         return np.zeros(0, dtype=np.int64)
     listed = np.fromiter(pools, dtype=np.int64, count=len(pools))
     nodes = np.flatnonzero(contains(listed, tree.target_index) & (tree.target_index >= 0))
-    for node in nodes.tolist():
-        if tree.real_index[node] < 0:
-            raise InputError(
-                tree.path(node), "a pool needs the accounts it holds below it in the real tree", "target"
-            )
+    missing = nodes[tree.real_index[nodes] < 0]
+    if missing.size:
+        where = tree.path(int(missing[0]))
+        raise InputError(where, "a pool needs the accounts it holds below it in the real tree", "target")
     return nodes
 
 
@@ -206,22 +205,21 @@ def _named(diff: DiffTree, pools: IntArray) -> tuple[IntArray, FloatArray]:
     tree = diff.tree
     ids = {name: i for i, name in enumerate(diff.asset_names)}
     n_assets = len(diff.asset_names)
-    keys: list[int] = []
-    shares: list[object] = []
-    for index, (node, weights) in enumerate(
-        zip(pools.tolist(), tree.target_index[pools].tolist(), strict=True)
-    ):
-        for asset, share in tree.target.pools[weights]:
-            found = ids.get(asset)
-            if found is None:
-                raise InputError(
-                    f"prices.{asset}",
-                    f"no price for asset {asset} (in the pool at {tree.path(node)})",
-                    "prices",
-                )
-            keys.append(index * n_assets + found)
-            shares.append(share)
-    return np.array(keys, dtype=np.int64), np.array(shares, dtype=np.float64)
+    # Thousands of pools, a few assets each: flattened once, the assets looked up in one pass.
+    listed = [tree.target.pools[weights] for weights in tree.target_index[pools].tolist()]
+    counts = np.fromiter(map(len, listed), dtype=np.int64, count=len(listed))
+    pairs = [pair for weights in listed for pair in weights]
+    found = [ids.get(asset, -1) for asset, _ in pairs]
+    if -1 in found:
+        at = found.index(-1)
+        asset = pairs[at][0]
+        node = int(pools[np.searchsorted(np.cumsum(counts), at, side="right")])
+        raise InputError(
+            f"prices.{asset}", f"no price for asset {asset} (in the pool at {tree.path(node)})", "prices"
+        )
+    index = np.repeat(np.arange(len(listed), dtype=np.int64), counts)
+    keys = index * n_assets + np.array(found, dtype=np.int64)
+    return keys, np.array([share for _, share in pairs], dtype=np.float64)
 
 
 def _cells(
@@ -682,12 +680,14 @@ def _money_fees(
             same = spare[starts[pool] : starts[pool + 1]]
             if same.size:
                 source_of[pool] = starts[pool] + int(np.argmax(same))
-    prices = {quote: float(diff.prices.get(quote) or 0) for _, quote in tree.accounts.values()}
+    prices: dict[str, float] = {}  # per quote, looked up once (thousands of accounts, a few quotes)
     for row, pool, missing in zip(
         rows.tolist(), accounts.pool[rows].tolist(), short[rows].tolist(), strict=True
     ):
         sender, receiver = int(accounts.account[source_of[pool]]), int(accounts.account[row])
         quote = tree.accounts[receiver][1]
+        if quote not in prices:
+            prices[quote] = float(diff.prices.get(quote) or 0)
         price = prices[quote]
         amount = Decimal(amount_str(missing / price)) if price > 0 else Decimal(0)
         way = networks.choose(tree.accounts[sender][0], tree.accounts[receiver][0], quote, amount)

@@ -78,11 +78,19 @@ def _digits(value: Decimal) -> int:
     return len(value.normalize().as_tuple().digits)
 
 
-def _paths(known: Mapping[str, Market], asset: str, quote: str) -> Iterator[tuple[Market, ...]]:
-    """Every chain ``asset/X1 … Xn/quote`` of at most three markets, distinct assets along it."""
-    by_base: dict[str, list[Market]] = {}
+def markets_by_base(known: Mapping[str, Market]) -> dict[str, list[Market]]:
+    """An exchange's markets by their base asset."""
+    found: dict[str, list[Market]] = {}
     for market in known.values():
-        by_base.setdefault(market.base, []).append(market)
+        found.setdefault(market.base, []).append(market)
+    return found
+
+
+def _paths(
+    known: Mapping[str, Market], by_base: Mapping[str, list[Market]], asset: str, quote: str
+) -> Iterator[tuple[Market, ...]]:
+    """Every chain ``asset/X1 … Xn/quote`` of at most three markets, distinct assets along it (`by_base`:
+    the markets `known` by their base)."""
     direct = known.get(f"{asset}/{quote}")
     if direct is not None:
         yield (direct,)
@@ -103,16 +111,27 @@ def _paths(known: Mapping[str, Market], asset: str, quote: str) -> Iterator[tupl
 
 
 def cheapest_route(
-    markets: Markets, prices: VenuePrices, exchange: str, asset: str, quote: str, sell: bool
+    markets: Markets,
+    prices: VenuePrices,
+    exchange: str,
+    asset: str,
+    quote: str,
+    sell: bool,
+    bases: dict[str, dict[str, list[Market]]] | None = None,
 ) -> Route | None:
     """The best route from `asset` to `quote` on `exchange` for a sell (highest rate) or a buy (lowest
     cost), at most three markets; ties by fewer intermediates, then their names. None: no route. An
-    exchange the markets file does not list trades every direct pair (`Markets.route`)."""
+    exchange the markets file does not list trades every direct pair (`Markets.route`). `bases`: each
+    exchange's markets by base (`markets_by_base`), kept there once found (a plan asks for hundreds of
+    routes)."""
     known = markets.exchanges.get(exchange)
     if known is None:
         return Route((Market(base=asset, quote=quote),))
+    bases = {} if bases is None else bases
+    if exchange not in bases:
+        bases[exchange] = markets_by_base(known)
     best: tuple[float, tuple[str, ...], tuple[Market, ...]] | None = None
-    for legs in _paths(known, asset, quote):
+    for legs in _paths(known, bases[exchange], asset, quote):
         rate = prices.route_rate(exchange, Route(legs), sell)
         if not math.isfinite(rate) or rate <= 0:
             continue
@@ -162,9 +181,12 @@ class Trading:
     banks: frozenset[int] = frozenset()  # account nodes of kind bank: nothing trades there
     min_trade_value: float = 0.0  # orders worth less are skipped (`rebal.core.plan.plan_rebalance`)
     _routes: dict[tuple[str, str, str, bool], Route | None] = field(default_factory=dict, compare=False)
+    _bases: dict[str, dict[str, list[Market]]] = field(default_factory=dict, compare=False)
 
     def route(self, exchange: str, asset: str, quote: str, sell: bool) -> Route | None:
         key = (exchange, asset, quote, sell)
         if key not in self._routes:
-            self._routes[key] = cheapest_route(self.markets, self.prices, exchange, asset, quote, sell)
+            self._routes[key] = cheapest_route(
+                self.markets, self.prices, exchange, asset, quote, sell, self._bases
+            )
         return self._routes[key]

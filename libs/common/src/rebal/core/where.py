@@ -23,7 +23,6 @@ ask is lower) and ``funding`` (money the target gives another account).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from decimal import Decimal
 from functools import cached_property
 from typing import TypeVar
 
@@ -35,7 +34,7 @@ from rebal.core.diff import HOLD, DiffTree, diff_trees, roll_up, with_desired
 from rebal.core.market import Market, Markets, Route
 from rebal.core.networks import Networks
 from rebal.core.numbers import VALUE_EPSILON, default_steps_of
-from rebal.core.plan import Flows, Notes, Plan, _Groups, plan_trading
+from rebal.core.plan import Flows, Notes, Plan, _FeeValue, _Groups, _PriceOf, plan_trading
 from rebal.core.trading import Move, Trading, VenuePrices
 from rebal.core.tree import BANK, BoolArray, FloatArray, IntArray, contains, with_wallets
 from rebal.core.union import UnionTree
@@ -77,9 +76,11 @@ def _plan_where(diff: DiffTree, markets: Markets, networks: Networks | None, min
         # Every pool as plain and no round trip made a move: the plain plan itself. (A move can still
         # cost more than its round trip: the money that must follow it may pay a withdrawal fee.)
         return chosen.noted()
-    # The plain candidate's notes are made only when it is the plan kept (its costs decide).
-    plain = _pooled(diff, markets, trading, found, plain=True)
-    return chosen.noted() if chosen.total() <= plain.total() else plain.noted()
+    # The plain candidate is only costed: its transfers and notes are made when it is the plan kept.
+    plain = _pooled(diff, markets, trading, found, plain=True, made=False)
+    if chosen.total() <= plain.total():
+        return chosen.noted()
+    return _Made.of(plain.plan.diff, markets, plain.trading, plain.resolved, plain=True).noted()
 
 
 def plain_plan(diff: DiffTree, markets: Markets, networks: Networks | None) -> Plan:
@@ -124,7 +125,8 @@ class _Pools:
 
 @dataclass(frozen=True, eq=False)
 class _Made:
-    """A plan made, before its notes: what they need, so a candidate that loses is never annotated."""
+    """A plan made, before its notes: what they need, so a candidate that loses is never annotated
+    (`made` False: its transfers not made either, `plan_trading`)."""
 
     plan: Plan
     groups: _Groups
@@ -132,6 +134,7 @@ class _Made:
     trading: Trading
     resolved: pools.Resolved | None
     optimised: bool = False
+    made: bool = True
 
     @classmethod
     def of(
@@ -141,35 +144,42 @@ class _Made:
         trading: Trading,
         resolved: pools.Resolved | None,
         plain: bool = False,
+        made: bool = True,
     ) -> _Made:
         """Plan with the pools' moves, then the round trips a network makes cheaper as moves."""
         if trading.networks is not None and not plain:
             trading = replace(trading, moves=trading.moves + round_trips(diff, trading))
-        plan, groups, flows = plan_trading(diff, markets, trading, trading.min_trade_value)
+        plan, groups, flows = plan_trading(diff, markets, trading, trading.min_trade_value, made=made)
         optimised = resolved is not None and bool(resolved.optimised.any())
-        return cls(plan, groups, flows, trading, resolved, optimised)
+        return cls(plan, groups, flows, trading, resolved, optimised, made)
 
     @cached_property
     def priced(self) -> _Priced:
-        return _priced(self.plan, self.groups, self.trading)
+        return _priced(self.plan, self.groups, self.flows, self.trading)
 
     def total(self) -> float:
         """The plan's estimated total cost (`Notes.total`)."""
         return self.priced.total
 
     def noted(self) -> Plan:
+        assert self.made, "a candidate only costed is made before its notes"
         decided = _Pools.of(self.resolved, len(self.plan.diff.asset_names))
         notes = _notes(self.plan, self.priced, self.groups, self.flows, self.trading, decided)
         return replace(self.plan, notes=notes)
 
 
 def _pooled(
-    diff: DiffTree, markets: Markets, trading: Trading, found: pools.Candidates, plain: bool
+    diff: DiffTree,
+    markets: Markets,
+    trading: Trading,
+    found: pools.Candidates,
+    plain: bool,
+    made: bool = True,
 ) -> _Made:
     """The plan with the pools resolved (`plain`: every pool trades where its assets sit)."""
     resolved = pools.resolve(diff, trading, plain=plain, found=found)
     placed = _place(diff, resolved)
-    return _Made.of(placed, markets, replace(trading, moves=resolved.moves), resolved, plain)
+    return _Made.of(placed, markets, replace(trading, moves=resolved.moves), resolved, plain, made)
 
 
 # -- pools: their decisions put into the diff tree --------------------------------------------------------
@@ -198,7 +208,7 @@ def _place(diff: DiffTree, resolved: pools.Resolved) -> DiffTree:
     new = np.flatnonzero(~contains(held, keys))
     new = new[np.sort(np.unique(keys[new], return_index=True)[1])]
     if not new.size:
-        return with_desired(diff, _desired(diff, resolved, member, wallets))
+        return with_desired(diff, _desired(diff, resolved, member, wallets, pool_node))
     parent = np.where(member[account[new]] == pool[new], account[new], pool_node[pool[new]])
     names = [diff.asset_names[asset_id] for asset_id in asset[new].tolist()]
     lower = [name.lower() for name in names]
@@ -218,9 +228,10 @@ def _place(diff: DiffTree, resolved: pools.Resolved) -> DiffTree:
     if before.buy_only:
         diff = _kept_desired(before, diff)
     tree = diff.tree
-    member = pools.pool_of(diff, pools.pool_nodes(diff))
+    pool_node = pools.pool_nodes(diff)
+    member = pools.pool_of(diff, pool_node)
     wallets = np.flatnonzero(tree.wallet & (member >= 0) & (tree.account_of >= 0))
-    return with_desired(diff, _desired(diff, resolved, member, wallets))
+    return with_desired(diff, _desired(diff, resolved, member, wallets, pool_node))
 
 
 def _kept_desired(before: DiffTree, after: DiffTree) -> DiffTree:
@@ -274,9 +285,12 @@ def _free_names(tree: UnionTree, parent: IntArray, names: list[str]) -> list[str
     return free
 
 
-def _desired(diff: DiffTree, resolved: pools.Resolved, member: IntArray, wallets: IntArray) -> FloatArray:
+def _desired(
+    diff: DiffTree, resolved: pools.Resolved, member: IntArray, wallets: IntArray, pool_node: IntArray
+) -> FloatArray:
     """The desired values: the pools' wallets as decided (a cell's amount shared over its wallets in
-    proportion to what each holds), the nodes inside a pool their wallets' sums, the rest as they were."""
+    proportion to what each holds), the nodes inside a pool (`member`; `pool_node`: the pools') their
+    wallets' sums, the rest as they were."""
     tree = diff.tree
     n_assets = len(diff.asset_names)
     cells, accounts = resolved.cells, resolved.accounts
@@ -312,7 +326,7 @@ def _desired(diff: DiffTree, resolved: pools.Resolved, member: IntArray, wallets
     del count
     desired[wallets] = np.where(found, np.maximum(value[at], 0.0) * share, 0.0)
     inside = (member >= 0) & ~tree.wallet
-    inside[pools.pool_nodes(diff)] = False
+    inside[pool_node] = False
     if inside.any():
         rolled = roll_up(tree, np.where(tree.wallet, desired, 0.0))
         desired[inside] = rolled[inside]
@@ -518,13 +532,13 @@ class _Priced:
         return self.fees + self.spread + self.withdrawal_fees
 
 
-def _priced(plan: Plan, groups: _Groups, trading: Trading) -> _Priced:
+def _priced(plan: Plan, groups: _Groups, flows: Flows, trading: Trading) -> _Priced:
     diff = plan.diff
     account, market, sell, steps, group, markets = plan.ordered()
     n = len(account)
     if not n:
         empty = np.zeros(0)
-        return _Priced(account, market, sell, group, markets, empty, 0.0, 0.0, _withdrawal_fees(plan))
+        return _Priced(account, market, sell, group, markets, empty, 0.0, 0.0, flows.withdrawal_fees)
     step = np.array([float(m.amount_step) for m in markets])
     fee_rate = np.array([float(m.fee_rate) for m in markets])
     # A few (venue, market, side) prices, many orders.
@@ -555,21 +569,8 @@ def _priced(plan: Plan, groups: _Groups, trading: Trading) -> _Priced:
         amount,
         float(fees.sum()),
         float(spread.sum()),
-        _withdrawal_fees(plan),
+        flows.withdrawal_fees,
     )
-
-
-def _withdrawal_fees(plan: Plan) -> float:
-    prices = plan.diff.prices
-    # Thousands of transfers, a few (asset, fee) pairs: each valued once, summed in transfer order.
-    valued: dict[tuple[str, Decimal], float] = {}
-    total = 0.0
-    for transfer in plan.transfers:
-        key = (transfer.asset, transfer.fee)
-        if key not in valued:
-            valued[key] = float(transfer.fee) * float(prices.get(transfer.asset) or 0)
-        total += valued[key]
-    return total
 
 
 def _notes(
@@ -614,21 +615,18 @@ def _notes(
     )
     after = np.where(waits, first_in[account], after).astype(np.int64)
     saving = _savings(diff, priced, groups, trading, pooled, valid, asset, key)
-    transfer_reason: list[str] = []
-    transfer_saving: list[float] = []
-    buying = set((pooled.best_buy // n_assets).tolist())
-    by_path = {tree.path(node): node for node in tree.accounts}
-    moves = len(trading.moves)
-    for index, transfer in enumerate(plan.transfers):
-        if index < moves:
-            move = trading.moves[index]
-            transfer_reason.append(CHEAPER_THAN_ROUND_TRIP if move.kind == "round_trip" else TO_BEST_BID)
-            transfer_saving.append(move.saving)
-            continue
-        fee = float(transfer.fee) * float(diff.prices.get(transfer.asset) or 0)
-        destination = by_path.get(transfer.destination, -1)
-        transfer_reason.append(TO_BEST_ASK if destination in buying else FUNDING)
-        transfer_saving.append(-fee)
+    # The moves' transfers come first, one each; then the money.
+    transfer_reason = [
+        CHEAPER_THAN_ROUND_TRIP if move.kind == "round_trip" else TO_BEST_BID for move in trading.moves
+    ]
+    transfer_saving = [move.saving for move in trading.moves]
+    buying = {
+        tree.path(node) for node in set((pooled.best_buy // n_assets).tolist()) if node in tree.accounts
+    }
+    fee_value = _FeeValue(_PriceOf(diff.prices))
+    for transfer in plan.transfers[len(trading.moves) :]:
+        transfer_reason.append(TO_BEST_ASK if transfer.destination in buying else FUNDING)
+        transfer_saving.append(-fee_value[transfer.asset, transfer.fee])
     return Notes(
         order_reason=reason,
         order_saving=saving,
