@@ -11,10 +11,11 @@ fresh process writing its JSON to a file:
   runs, the reference takes two to three times longer on these trees, which would flatter the
   ratio; `--with-gc` times that too, once, as "reference-gc").
 
-Each figure is the best of `--repeat` runs: wall-clock seconds, CPU seconds (user + system) and the
-peak resident memory of the process. The JSON goes to `--output-dir`, by default a RAM-backed
-/dev/shm when there is one: writing 600 MB to this machine's disk alone takes some 4 s (150 MB/s),
-which measures the disk, not the programs; `--output-dir bench/out` shows it.
+Each figure is the best of `--repeat` runs: wall-clock seconds, CPU seconds (user + system, helper
+processes included) and the peak resident memory of the largest process; one more run samples the
+memory of all of ours' processes together (`summed_memory`). The JSON goes to `--output-dir`, by
+default a RAM-backed /dev/shm when there is one: writing 600 MB to this machine's disk alone takes
+some 4 s (150 MB/s), which measures the disk, not the programs; `--output-dir bench/out` shows it.
 
 Targets (issue 17, target 1): at 200k wallets ours takes at most 0.25x the reference's time; at 1M
 wallets ours takes under 5 s and under 2 GB. A breakdown of ours (start-up, read + parse, plan,
@@ -123,24 +124,26 @@ BREAKDOWN = """
 import sys, time
 start = time.perf_counter()
 from pathlib import Path
-from rebal_cli import app  # what `rebal plan` imports
+from rebal_cli import app, forked  # what `rebal plan` imports
 from rebal.core.diff import diff_trees
 from rebal.core.market import Markets, Prices
 from rebal.core.plan import plan_rebalance
 from rebal.io import load, load_tree
-from rebal.render import write_plan_json
 from rebal import batch
 imported = time.perf_counter()
 batch.prepare()
 folder = Path(sys.argv[1])
-real, target = load_tree(folder / "real.json", "real"), load_tree(folder / "target.json", "target")
-prices, markets = load(folder / "prices.json", Prices.parse), load(folder / "markets.json", Markets.parse)
+apart = forked.parallel(folder / "real.json", folder / "target.json")
+with forked.tree_read_apart(folder / "target.json", "target", apart) as read_target:
+    prices, markets = load(folder / "prices.json", Prices.parse), load(folder / "markets.json", Markets.parse)
+    real = load_tree(folder / "real.json", "real")
+    target = read_target()
 batch.settled()
 parsed = time.perf_counter()
 plan = plan_rebalance(diff_trees(real, target, prices), markets)
 planned = time.perf_counter()
 with open(sys.argv[2], "wb") as out:
-    write_plan_json(plan, out, pretty=False)
+    forked.write_plan_json(plan, out, apart)
 written = time.perf_counter()
 import json
 print(json.dumps({"start-up": imported - start, "read + parse": parsed - imported, "plan": planned - parsed,
@@ -158,6 +161,42 @@ def breakdown(folder: Path, out: Path) -> dict[str, float]:
     )
     figures: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
     return figures
+
+
+def summed_memory(folder: Path, out: Path) -> float:
+    """Megabytes: the peak, over one more run of ours, of the memory of it and its helper processes
+    together, each counted by its proportional set size (Pss: a page two processes share counts half in
+    each, as a forked helper shares its parent's pages until either writes them), sampled every 10 ms.
+    The peak resident size `wait4` gives is the largest process's alone, not the sum."""
+    with out.open("wb") as sink:
+        process = subprocess.Popen(command("ours", folder), stdout=sink, env=ENVIRONMENT)
+        peak = 0
+        while process.poll() is None:
+            pids, seen = [process.pid], 0
+            while seen < len(pids):
+                pids += children(pids[seen])
+                seen += 1
+            peak = max(peak, sum(map(pss_kilobytes, pids)))
+            time.sleep(0.01)
+    return peak / 1024
+
+
+def children(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            found += map(int, Path(f"/proc/{pid}/task/{task}/children").read_text().split())
+    except OSError:  # it ended meanwhile
+        pass
+    return found
+
+
+def pss_kilobytes(pid: int) -> int:
+    try:
+        lines = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+    except OSError:
+        return 0
+    return next((int(line.split()[1]) for line in lines if line.startswith("Pss:")), 0)
 
 
 # What `rebal plan` needs of the CLI's imports, against all of `rebal_cli.app` (which also loads the
@@ -221,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     warm_up()
     results: dict[int, dict[str, Run]] = {}
     parts: dict[int, dict[str, float]] = {}
+    summed: dict[int, float] = {}
     for size in args.sizes:
         folder = inputs_for(size, args.seed, args.out)
         programs = ["ours", "reference"] if size <= args.reference_up_to else ["ours"]
@@ -233,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {size:,} {program}: {runs[program][-1].wall:.2f} s", flush=True)
         results[size] = {program: best(found) for program, found in runs.items()}
         parts[size] = breakdown(folder, args.output_dir / f"plan-{size}-breakdown.json")
+        if Path("/proc/self/smaps_rollup").exists():
+            summed[size] = summed_memory(folder, args.output_dir / f"plan-{size}-memory.json")
         if "reference" in runs:
             ours, theirs = (args.output_dir / f"plan-{size}-{p}.json" for p in ("ours", "reference"))
             print("  " + same_content(ours, theirs))
@@ -256,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     for size, figures in parts.items():
         line = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in figures.items())
         print(f"ours at {size:,} wallets, in-process: {line}")
+        if size in summed:
+            megabytes = f"{summed[size]:.0f} MB"
+            print(f"ours at {size:,} wallets, peak memory of all its processes (sum of Pss): {megabytes}")
     # The app's modules import what a command uses when it runs: what `rebal plan` starts with is the app
     # and the modules plan uses; beyond those, the app's own modules (the other commands' definitions).
     needed = start_up_cpu(PLAN_IMPORTS, args.repeat)
@@ -279,9 +324,10 @@ def main(argv: list[str] | None = None) -> int:
         ours = results[LARGE]["ours"]
         verdict = "PASS" if ours.wall < LARGE_SECONDS else "FAIL"
         print(f"  {LARGE:,} wallets: under {LARGE_SECONDS:g} s  {ours.wall:.2f} s   {verdict}")
+        memory = max(ours.peak_mb, summed.get(LARGE, 0.0))  # the largest process, or all of them
         print(
-            f"  {LARGE:,} wallets: under {LARGE_MEGABYTES:.0f} MB  {ours.peak_mb:.0f} MB   "
-            f"{'PASS' if ours.peak_mb < LARGE_MEGABYTES else 'FAIL'}"
+            f"  {LARGE:,} wallets: under {LARGE_MEGABYTES:.0f} MB  {memory:.0f} MB   "
+            f"{'PASS' if memory < LARGE_MEGABYTES else 'FAIL'}"
         )
     print(
         json.dumps(

@@ -146,6 +146,7 @@ def plan(
     from rebal.core.position_plan import PositionPlan, plan_positions
     from rebal.io import FileError, load, load_tree
     from rebal.render import plan_json, write_plan_json
+    from rebal_cli import forked
 
     if portfolio is not None:
         given = [
@@ -176,15 +177,17 @@ def plan(
     invest_value = _amount_option(invest, "--invest")
     withdraw_value = _amount_option(withdraw, "--withdraw")
     batch.prepare()
-    try:
-        price_table = load(prices, Prices.parse)
-        market_table = load(markets, Markets.parse) if markets is not None else Markets()
-        contract_table = load(contracts, Contracts.parse) if contracts is not None else Contracts()
-        networks = load(network, Networks.parse) if network is not None else None
-        real_tree = load_tree(real, "real")
-        target_tree = load_tree(target, "target")
-    except FileError as exc:
-        fail(str(exc))
+    apart = forked.parallel(real, target)  # a second process reads the desired tree, writes half the JSON
+    with forked.tree_read_apart(target, "target", apart) as read_target:
+        try:
+            price_table = load(prices, Prices.parse)
+            market_table = load(markets, Markets.parse) if markets is not None else Markets()
+            contract_table = load(contracts, Contracts.parse) if contracts is not None else Contracts()
+            networks = load(network, Networks.parse) if network is not None else None
+            real_tree = load_tree(real, "real")
+            target_tree = read_target()
+        except FileError as exc:
+            fail(str(exc))
     batch.settled()
     for line in unused_exchanges(real_tree, price_table, prices, networks, network):
         print(f"warning: {line}", file=sys.stderr)
@@ -199,8 +202,11 @@ def plan(
         source = files.get(exc.source)
         fail(f"{source}: {exc}" if source is not None else str(exc))
     if positions == PositionPlan():  # no futures account wants positions: the documented JSON, streamed
+        if as_json and sys.stdout.isatty():
+            write_plan_json(result, sys.stdout.buffer, pretty=True)
+            return
         if as_json:
-            write_plan_json(result, sys.stdout.buffer, pretty=sys.stdout.isatty())
+            forked.write_plan_json(result, sys.stdout.buffer, apart)
             return
         document = plan_json(result)
     else:

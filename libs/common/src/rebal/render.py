@@ -15,8 +15,9 @@ and `diff_json` are the same text read back into dicts, so every output says the
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from decimal import Decimal
+from functools import partial
 from typing import Any, BinaryIO, cast
 
 import numpy as np
@@ -31,6 +32,8 @@ from rebal.core.tree import Categorical, IntArray, Tree, pick, preorder
 from rebal.core.union import UnionTree
 
 JsonDict = dict[str, Any]
+# A piece of a plan's JSON: its text, or (a chunk of rows) a function that makes it.
+Part = bytes | Callable[[], bytes]
 # Rows per chunk: the numpy work of a chunk stays within the CPU's caches.
 CHUNK_ROWS = 32_768
 
@@ -40,8 +43,13 @@ def write_plan_json(plan: Plan, out: BinaryIO, *, pretty: bool) -> None:
     if pretty:
         out.write(orjson.dumps(plan_json(plan), option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
         return
+    write_chunks(plan_chunks(plan), out)
+
+
+def write_chunks(chunks: Iterable[bytes], out: BinaryIO) -> None:
+    """The chunks and a newline, each chunk written while the next is made."""
     with _WriteBehind(out) as writer:
-        for chunk in plan_chunks(plan):
+        for chunk in chunks:
             writer.write(chunk)
     out.write(b"\n")
 
@@ -94,22 +102,34 @@ def plan_json(plan: Plan) -> JsonDict:
 
 def diff_json(diff: DiffTree) -> JsonDict:
     """The diff tree as nested nodes (see docs/formats.md)."""
-    document: JsonDict = orjson.loads(b"".join(diff_chunks(diff)))
+    document: JsonDict = orjson.loads(b"".join(made(diff_parts(diff))))
     return document
 
 
 def plan_chunks(plan: Plan) -> Iterator[bytes]:
     """``{"diff": NODE, "orders": [...], "transfers": [...], "skipped": [...]}``, compact, in chunks."""
+    return made(plan_parts(plan))
+
+
+def made(parts: Iterable[Part]) -> Iterator[bytes]:
+    """The text of each part, in order."""
+    for part in parts:
+        yield part if isinstance(part, bytes) else part()
+
+
+def plan_parts(plan: Plan) -> Iterator[Part]:
+    """`plan_chunks` as parts: the short pieces as text, each chunk of rows as a function that makes
+    it, so that chunks can be made apart from one another (in other processes) and written in order."""
     paths = _Paths(plan.diff.tree)
     yield b'{"diff":'
-    yield from diff_chunks(plan.diff, paths)
+    yield from diff_parts(plan.diff, paths)
     yield b',"orders":['
-    yield from _order_chunks(plan, paths)
+    yield from _order_parts(plan, paths)
     yield b'],"transfers":'
     notes = plan.notes
     yield orjson.dumps([transfer_json(t, notes, i) for i, t in enumerate(plan.transfers)])
     yield b',"skipped":['
-    yield from _skip_chunks(plan, paths)
+    yield from _skip_parts(plan, paths)
     if notes is None:
         yield b"]}"
         return
@@ -245,7 +265,7 @@ class _Paths:
         return [quote, *reversed(segments), quote]
 
 
-def diff_chunks(diff: DiffTree, paths: _Paths | None = None) -> Iterator[bytes]:
+def diff_parts(diff: DiffTree, paths: _Paths | None = None) -> Iterator[Part]:
     """The diff tree's root NODE, compact, nodes in pre-order (children in tree order), in chunks
     (`paths`: the tree's, when the caller has them)."""
     tree = diff.tree
@@ -264,7 +284,8 @@ def diff_chunks(diff: DiffTree, paths: _Paths | None = None) -> Iterator[bytes]:
     depth = tree.depth[order]
     closings = np.where(has_children[order], 0, depth - np.append(depth[1:], 0))
     close = _table([b"]}" * k for k in range(int(closings.max(initial=0)) + 1)])
-    for start in range(0, count, CHUNK_ROWS):
+
+    def chunk(start: int) -> bytes:
         nodes = order[start : start + CHUNK_ROWS]
         rows = _Rows(len(nodes))
         previous = order[np.maximum(np.arange(start, start + len(nodes)) - 1, 0)]
@@ -296,7 +317,10 @@ def diff_chunks(diff: DiffTree, paths: _Paths | None = None) -> Iterator[bytes]:
             wallets.fields(nodes),
             close[closings[start : start + CHUNK_ROWS]],
         )
-        yield rows.text()
+        return rows.text()
+
+    for start in range(0, count, CHUNK_ROWS):
+        yield partial(chunk, start)
 
 
 class _Wallets:
@@ -320,15 +344,20 @@ class _Wallets:
         row = np.full(len(real) + 1, len(held), dtype=np.intp)
         row[held] = np.arange(len(held))
         self.locked_row = row[np.where(tree.real_index >= 0, tree.real_index, len(real))]
-        # What each real wallet holds, as its file says it (plain), printed once; 0 (the last row) for
-        # wallets the real tree does not have.
-        held_by = np.flatnonzero(real.wallet)
-        texts = pick(real.amount_text, held_by.tolist())
+        # Which real wallet each node is (-1: none, its amount is 0).
+        held_by = np.where(tree.real_index >= 0, tree.real_index, len(real))
+        self.real_wallet = np.where(np.append(real.wallet, False)[held_by], held_by, -1)
+
+    def current(self, wallets: IntArray) -> TextMatrix:
+        """What each wallet holds, as the real tree's file says it (plain), 0 where it holds nothing;
+        printed a chunk at a time (so that chunks made apart share this work)."""
+        real = self.real_wallet[wallets]
+        held = np.flatnonzero(real >= 0)
+        texts = pick(self.real.amount_text, real[held].tolist())
         plain = plain_texts([text or "0" for text in texts] if None in texts else cast(list[str], texts))
-        self.current = _stacked(plain, _table([b"0"]))
-        row = np.full(len(real) + 1, len(held_by), dtype=np.intp)
-        row[held_by] = np.arange(len(held_by))
-        self.current_row = row[np.where(tree.real_index >= 0, tree.real_index, len(real))]
+        row = np.full(len(wallets), len(held), dtype=np.intp)
+        row[held] = np.arange(len(held))
+        return _stacked(plain, _table([b"0"]))[row]
 
     def fields(self, nodes: IntArray) -> TextMatrix:
         """One field: the wallets' part of each row (the wallets' rows are made alone, then put in place)."""
@@ -343,7 +372,7 @@ class _Wallets:
             b'],"asset":',
             self.assets[self.asset_of[wallets]],
             b',"current_amount":"',
-            self.current[self.current_row[wallets]],
+            self.current(wallets),
             b'","desired_amount":"',
             float_texts(desired, AMOUNT_PLACES),
             b'","diff_amount":"',
@@ -358,7 +387,7 @@ class _Wallets:
         return made
 
 
-def _order_chunks(plan: Plan, paths: _Paths) -> Iterator[bytes]:
+def _order_parts(plan: Plan, paths: _Paths) -> Iterator[Part]:
     columns: OrderColumns = plan.order_columns()
     tree = plan.diff.tree
     nodes = sorted(tree.accounts)
@@ -375,7 +404,8 @@ def _order_chunks(plan: Plan, paths: _Paths) -> Iterator[bytes]:
         after = np.where(notes.order_after >= 0, notes.order_after, 0)
         after_text = _stacked(float_texts(after.astype(np.float64), 0), _table([b"null"]))
         after_row = np.where(notes.order_after >= 0, np.arange(len(after)), len(after))
-    for start in range(0, len(columns), CHUNK_ROWS):
+
+    def chunk(start: int) -> bytes:
         part = slice(start, start + CHUNK_ROWS)
         rows = _Rows(len(columns.account[part]))
         codes, market, sell = account_codes[part], columns.market[part], columns.sell[part].astype(np.intp)
@@ -413,10 +443,13 @@ def _order_chunks(plan: Plan, paths: _Paths) -> Iterator[bytes]:
                 after_text[after_row[part]],
             )
         rows.add(b"}")
-        yield rows.text()
+        return rows.text()
+
+    for start in range(0, len(columns), CHUNK_ROWS):
+        yield partial(chunk, start)
 
 
-def _skip_chunks(plan: Plan, paths: _Paths) -> Iterator[bytes]:
+def _skip_parts(plan: Plan, paths: _Paths) -> Iterator[Part]:
     skips = plan.skips
     if not len(skips):
         return
@@ -434,7 +467,8 @@ def _skip_chunks(plan: Plan, paths: _Paths) -> Iterator[bytes]:
     reasons = _table([orjson.dumps(reason or "") for reason in REASONS])
     sides = _table([b"buy", b"sell", b"transfer"])
     side_row = np.where(skips.side == SELL, 1, np.where(skips.side == TRANSFER, 2, 0))
-    for start in range(0, len(skips), CHUNK_ROWS):
+
+    def chunk(start: int) -> bytes:
         part = slice(start, start + CHUNK_ROWS)
         rows = _Rows(len(skips.node[part]))
         first = np.zeros(rows.count, dtype=np.bool_)
@@ -453,7 +487,10 @@ def _skip_chunks(plan: Plan, paths: _Paths) -> Iterator[bytes]:
             reasons[skips.code[part]],
             b"}",
         )
-        yield rows.text()
+        return rows.text()
+
+    for start in range(0, len(skips), CHUNK_ROWS):
+        yield partial(chunk, start)
 
 
 def transfer_json(transfer: Transfer, notes: Notes | None = None, index: int = 0) -> JsonDict:
