@@ -476,6 +476,53 @@ async def test_a_market_slice_unsent_at_a_crash_is_never_sent_at_a_price_moved_p
     assert sent == [(cid(the_plan, 0, 100), D("0.9060")), (cid(the_plan, 0, 200), D("0.0053"))]
 
 
+async def test_a_plain_market_buy_unsent_at_a_crash_is_not_sent_at_a_price_moved_past_the_tolerance(
+    journal: Journal,
+) -> None:
+    """A plain market buy (no order types, no slicing) of 1 ETH written at 3000 when the process dies at
+    its submit; the venue never saw it. ETH is at 3300 (+10%) when the executor is back: the order proven
+    never arrived is ended unsent and the run ends `replan_needed` (before, it went out under the same id
+    and bought 1 ETH for 3303.30, 10% over what the plan budgeted)."""
+    world = World(journal=journal)
+    the_plan = plan(leg("buy", "1"))
+    world.venue.armed.crash_before = True
+    with pytest.raises(Crash):
+        await world.run(the_plan)
+    world.book.prices["ETHUSDT"] = D(3300)
+    await world.resume()
+    assert world.orders() == []
+    first = await journal.order(cid(the_plan, 0, 0))
+    assert first is not None and (first.state, first.amount) == ("lost", D(1))
+    record = await journal.run(the_plan.event_id)
+    assert record is not None and record.state == "replan_needed", record
+    report = await journal.report(the_plan.event_id)
+    assert (report.placed, report.skipped) == (0, 1), report
+    assert report.reasons == (
+        "leg 0 ETH/USDT buy not sent: it never reached the venue before a restart, and was written at 3000, "
+        "more than 2% from 3300",
+        "re-plan needed: leg 0 ETH/USDT buy was written at 3000, more than 2% from 3300; the run stopped "
+        "before sending it",
+    ), report.reasons
+
+
+async def test_a_plain_market_sell_unsent_at_a_crash_is_sent_under_its_id_while_its_price_holds(
+    journal: Journal,
+) -> None:
+    """The same crash for a 1 ETH market sell; ETH moved 1% (within the 2% tolerance): the order proven
+    never arrived goes out under its own id, once."""
+    world = World(journal=journal)
+    the_plan = plan(leg("sell", "1"))
+    world.venue.armed.crash_before = True
+    with pytest.raises(Crash):
+        await world.run(the_plan)
+    world.book.prices["ETHUSDT"] = D(2970)
+    await world.resume()
+    sent = [(o.client_order_id, o.executed) for o in world.orders()]
+    assert sent == [(cid(the_plan, 0, 0), D(1))]
+    record = await journal.run(the_plan.event_id)
+    assert record is not None and record.state == "completed", record
+
+
 async def test_a_run_timed_out_on_resume_cancels_its_resting_limit_order(journal: Journal) -> None:
     """A 1 ETH limit sell rests at the venue when the process dies; it is back after the run's 600 s: the
     run times out and its resting order is cancelled at the venue, not left live."""

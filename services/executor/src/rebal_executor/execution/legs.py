@@ -16,7 +16,7 @@ from rebal.core.sizing import BuyRequest, size_buys
 from rebal.events import OrderFilled, OrderPlaced, PlannedOrder, RebalancePlanned
 from rebal.venue import TERMINAL_STATUSES, OrderState, Venue
 from rebal_executor.execution import guards, working
-from rebal_executor.execution.orders import adopt, drive, judge_lost, lookup, search
+from rebal_executor.execution.orders import STALE_UNSENT, adopt, drive, judge_lost, lookup, moved_from, search
 from rebal_executor.execution.outcomes import (
     Absent,
     Rejected,
@@ -89,7 +89,23 @@ async def _market(
         if existing is None:
             return None
     deadline = guards.deadline(ctx, plan)
-    outcome = await drive(ctx, venue, existing, deadline)
+    written = existing
+    moved = ""
+
+    async def stale() -> str:
+        # Written before a restart and proven never seen: sent only while the price it was written at
+        # (its notional: the venue's last price then) still holds, as a worked leg's orders are.
+        nonlocal moved
+        now = (await venue.prices([written.symbol]))[written.symbol]
+        moved = moved_from(ctx, written.notional / written.amount, now)
+        return moved
+
+    outcome = await drive(ctx, venue, existing, deadline, stale=stale)
+    if isinstance(outcome, Rejected) and outcome.reason == STALE_UNSENT:
+        await skip(
+            ctx, plan, leg, f"{what} not sent: it never reached the venue before a restart, and was {moved}"
+        )
+        return Stop("replan_needed", f"re-plan needed: {what} was {moved}; the run stopped before sending it")
     if isinstance(outcome, Rejected) and outcome.insufficient_funds and existing.attempt == 0 and resizable:
         resized = await resize(ctx, plan, leg, order, existing, venue)
         if resized is not None:

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from rebal.core.execution import ORDER_FINAL, IllegalTransition, OrderStage, stage_of
+from rebal.core.execution import ORDER_FINAL, IllegalTransition, OrderStage, price_moved, stage_of
+from rebal.core.numbers import dec_str
 from rebal.venue import (
     INSUFFICIENT_FUNDS,
     ClientIdInUse,
@@ -54,6 +55,15 @@ class Limit:
 
 # Why the price an order was written at no longer holds at the venue now ("" when it does).
 Stale = Callable[[], Awaitable[str]]
+
+
+def moved_from(ctx: Context, written_at: Decimal, now: Decimal) -> str:
+    """Why an order written at `written_at` must not be sent at `now` ("" when the price still holds:
+    within `execution.max_price_move`)."""
+    tolerance = ctx.settings.execution.max_price_move
+    if not price_moved(written_at, now, tolerance):
+        return ""
+    return f"written at {dec_str(written_at)}, more than {dec_str(tolerance * 100)}% from {dec_str(now)}"
 
 
 async def drive(

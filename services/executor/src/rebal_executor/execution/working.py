@@ -30,7 +30,6 @@ from rebal.core.execution import (
     affordable,
     expected_change,
     limit_price,
-    price_moved,
     slice_amount,
 )
 from rebal.core.numbers import dec_str
@@ -46,7 +45,7 @@ from rebal.venue import (
     VenueError,
 )
 from rebal_executor.execution import guards
-from rebal_executor.execution.orders import STALE_UNSENT, Limit, drive, lookup, settle
+from rebal_executor.execution.orders import STALE_UNSENT, Limit, drive, lookup, moved_from, settle
 from rebal_executor.execution.outcomes import Rejected, Stop, Unknown, client_order_id, market_of
 from rebal_executor.execution.ports import Context, OrderRecord
 from rebal_executor.settings import ATTEMPTS_PER_SLICE, OrderType
@@ -327,11 +326,7 @@ async def _follow(
         limit = Limit(price, terms.post_only, terms.rest_seconds)
 
     async def stale() -> str:
-        now = await _price(venue, order.symbol, order.side, info, terms)
-        tolerance = ctx.settings.execution.max_price_move
-        if not price_moved(price, now, tolerance):
-            return ""
-        return f"written at {dec_str(price)}, more than {dec_str(tolerance * 100)}% from {dec_str(now)}"
+        return moved_from(ctx, price, await _price(venue, order.symbol, order.side, info, terms))
 
     outcome = await drive(ctx, venue, order, deadline, limit, stale)
     if not isinstance(outcome, OrderState):
