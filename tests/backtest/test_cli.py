@@ -71,6 +71,10 @@ BAD_HISTORIES = {
     "unsorted": (csv("2024-01-02,1,2", "2024-01-01,1,2"), f"{AT} 3, column date: 2024-01-01 comes before"),
     "duplicate": (csv("2024-01-01,1,2", "2024-01-01,1,2"), f"{AT} 3, column date: 2024-01-01 repeats line 2"),
     "bad date": (csv("2024-01-01,1,2", "2024-13-01,1,2"), f"{AT} 3, column date: expected an ISO 8601 time"),
+    "far date": (
+        csv("9999-12-30,1,2", "9999-12-31,1,2"),
+        f"{AT} 2, column date: expected a time from 1000-01-01T00:00:00Z to before 9000-01-01T00:00:00Z",
+    ),
     "missing asset": (
         "date,BTC\n2024-01-01,1\n2024-01-02,1\n",
         f"{AT} 1: no column ETH (held at alice/spot/eth in",

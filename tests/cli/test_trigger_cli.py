@@ -100,6 +100,14 @@ def test_bad_input_is_exit_2_naming_the_file_and_the_key(tmp_path: Path) -> None
     assert done.returncode == 2 and str(tmp_path / "prices.json") in done.stderr, done.stderr
     done = rebal("trigger", *files(tmp_path, ("1", "1", "1", "1"), ""), "--now", "yesterday")
     assert done.returncode == 2 and "--now: expected an ISO 8601 time" in done.stderr
+    # The calendar's ends: a schedule looks decades ahead and a month back (a traceback before).
+    for end in ("9999-12-31T23:59:59Z", "0001-01-03T00:00:00Z"):
+        done = rebal("trigger", *files(tmp_path, ("1", "1", "1", "1"), ""), "--now", end)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.strip() == (
+            "error: --now: expected a time from 1000-01-01T00:00:00Z to before 9000-01-01T00:00:00Z, "
+            f"got '{end}'"
+        ), done.stderr
 
 
 def test_a_last_rebalance_after_now_is_refused(tmp_path: Path) -> None:

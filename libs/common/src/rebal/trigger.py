@@ -23,6 +23,12 @@ from rebal.core.policy import (
 )
 
 
+# The times a policy is evaluated at: a schedule looks decades ahead and a month back from them, which
+# the calendar's ends (years 1 and 9999) would cut short.
+EARLIEST = int(datetime(1000, 1, 1, tzinfo=UTC).timestamp())
+LATEST = int(datetime(9000, 1, 1, tzinfo=UTC).timestamp())
+
+
 def parse_instant(text: str) -> int:
     """ISO 8601 text (``2024-06-03T00:00:00Z``, an offset, or no offset for UTC) in whole seconds since
     the epoch; fractions of a second are dropped. ValueError saying what is expected otherwise."""
@@ -32,12 +38,18 @@ def parse_instant(text: str) -> int:
         raise ValueError(f"expected an ISO 8601 time such as 2024-06-03T00:00:00Z, got {text!r}") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() // 1)
+    instant = int(moment.timestamp() // 1)
+    if not EARLIEST <= instant < LATEST:
+        raise ValueError(
+            f"expected a time from {instant_text(EARLIEST)} to before {instant_text(LATEST)}, got {text!r}"
+        )
+    return instant
 
 
 def instant_text(instant: int) -> str:
     """Seconds since the epoch as ISO 8601 UTC: ``2024-06-03T00:00:00Z``."""
-    return datetime.fromtimestamp(instant, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    moment = datetime.fromtimestamp(instant, UTC)
+    return f"{moment.year:04d}{moment:-%m-%dT%H:%M:%SZ}"  # the year padded, as ISO 8601 has it
 
 
 def decision_json(decision: Decision) -> dict[str, object]:
