@@ -22,7 +22,6 @@ from rebal.core.policy import (
     Decision,
 )
 
-
 # The times a policy is evaluated at: a schedule looks decades ahead and a month back from them, which
 # the calendar's ends (years 1 and 9999) would cut short.
 EARLIEST = int(datetime(1000, 1, 1, tzinfo=UTC).timestamp())
