@@ -118,17 +118,32 @@ def settled(run: FirstRun, fund: str, timeout: float = 90.0) -> dict[str, object
         time.sleep(1)
 
 
+def asked(run: FirstRun, *args: str) -> subprocess.CompletedProcess[str]:
+    """`rebal fund cycle ...` as a user retries it while the planner says the fund cannot be priced yet (a
+    cycle asked right after `make run`, before the tracker's first snapshot, is refused with that reason)."""
+    deadline = time.monotonic() + 60
+    while True:
+        done = rebal(run, *args)
+        if done.returncode == 0 or "no balance snapshot" not in done.stderr:
+            return done
+        assert time.monotonic() < deadline, done.stderr
+        time.sleep(1)
+
+
 def test_the_funds_walkthrough_works_from_a_fresh_make_run(first_run: FirstRun) -> None:
     lines = walkthrough()
     assert lines[0][:3] == ["rebal", "paper", "deposit"]
     for words in lines:
-        done = rebal(first_run, *words[1:])
+        done = (
+            asked(first_run, *words[1:]) if words[1:3] == ["fund", "cycle"] else rebal(first_run, *words[1:])
+        )
         if words[1:3] == ["fund", "withdraw"]:  # more than alice holds: refused up front, with why
             assert done.returncode == 2, done
             assert "'alice' holds 1000.00 USDT in fund 'growth'" in " ".join(done.stderr.split())
             continue
         assert done.returncode == 0, (words, done.stdout, done.stderr)
         if words[1:3] == ["fund", "cycle"]:
+            assert re.search(r"^cycle \S+ started: rebal fund show growth$", done.stdout.strip()), done.stdout
             data = settled(first_run, "growth")
     cycle = data["cycles"][0]  # type: ignore[index]
     assert cycle["status"] == "done" and cycle["traded"]["orders"] == 2, cycle
@@ -146,13 +161,28 @@ def test_a_cycle_on_an_account_without_money_says_it_traded_nothing(first_run: F
         ("fund", "deposit", "bare", "bob", "500"),
         ("fund", "cycle", "bare"),
     ):  # fmt: skip
-        done = rebal(first_run, *args)
+        done = asked(first_run, *args)
         assert done.returncode == 0, (args, done.stderr)
         time.sleep(1)
     data = settled(first_run, "bare")
     assert data["cycles"][0]["traded"] == {"orders": 0, "fills": 0}  # type: ignore[index]
     shown = " ".join(rebal(first_run, "fund", "show", "bare").stdout.split())
     assert "nothing traded: 1 orders planned, none filled" in shown, shown
+
+
+def test_a_cycle_the_planner_refuses_says_why_and_fails(first_run: FirstRun) -> None:
+    """Before, `rebal fund cycle` said "cycle asked" and exited 0 whatever the planner answered; the
+    refusal was only in the planner's log, and `rebal fund show` never showed a cycle."""
+    define = ("fund", "define", "unpriced", "--exchange", "paper", "--account", "unpriced/paper/main",
+              "--quote", "USDT", "--weights", "BTC=0.5,USDT=0.5", "--prices-from", "nowhere")  # fmt: skip
+    done = rebal(first_run, *define)
+    assert done.returncode == 0, done.stderr
+    done = rebal(first_run, "fund", "cycle", "unpriced")
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert " ".join(done.stderr.split()) == (
+        "error: POST /funds/unpriced/cycles: the planner refused the cycle: no balance snapshot of nowhere "
+        "to price the fund (HTTP 409)"
+    ), done.stderr
 
 
 def test_one_mode_and_the_running_configuration_without_any_variable(first_run: FirstRun) -> None:

@@ -194,9 +194,12 @@ def cycle(
     if as_json:
         write_json(answer)
     else:
-        Console(highlight=False).print(
-            f"cycle asked (command {answer['command_id']}): rebal fund show {fund}"
+        said = (
+            f"cycle {answer['cycle_id']} started"
+            if answer.get("started")
+            else f"cycle asked (command {answer['command_id']}), the planner has not answered yet"
         )
+        Console(highlight=False).print(f"{said}: rebal fund show {fund}")
 
 
 @fund_app.command()

@@ -148,6 +148,10 @@ async def open_flows(db: Queryable, fund_id: str, user: str | None = None) -> li
     return [_flow(row) for row in rows]
 
 
+async def cycle_exists(db: Queryable, cycle_id: uuid.UUID) -> bool:
+    return bool(await db.fetchval("SELECT true FROM fund_cycles WHERE cycle_id = $1", cycle_id))
+
+
 async def recent_cycles(db: Queryable, fund_id: str, limit: int) -> list[CycleSummary]:
     """The fund's latest cycles, newest first, with the report of each one settled."""
     rows = await db.fetch(

@@ -8,11 +8,11 @@
 
 Reads come from the planner's fund tables through `rebal.fund_store`; writes publish the command, whose
 id derives from the fund and the caller's `reference` (a retried request is the same command, recorded
-once), then wait up to `WAIT_SECONDS` for the planner to record it: 201 with the flow when it did, 202
-when not yet. `GET` also compares the users' totals with the account in the latest journaled snapshot of
-the fund's `prices_from` portfolio (when its tree holds the account): beyond one amount step, a surplus is
-`unattributed` (never assigned to a user), a deficit `missing`. Bad input is a 422 naming the field, an
-unknown fund or user a 404.
+once), then wait up to `WAIT_SECONDS` for the planner to record it: 201 with the flow (a cycle: its id)
+when it did, 409 with its reason when it refused, 202 when not yet. `GET` also compares the users'
+totals with the account in the latest journaled snapshot of the fund's `prices_from` portfolio (when its
+tree holds the account): beyond one amount step, a surplus is `unattributed` (never assigned to a user),
+a deficit `missing`. Bad input is a 422 naming the field, an unknown fund or user a 404.
 """
 
 from __future__ import annotations
@@ -329,7 +329,7 @@ def held_value(found: FundRecord, entries: list[fund_store.Entry], snapshot: Jso
     dependencies=[OperatorOnly],
     summary="Net what is due now: RunFundCycle",
 )
-async def cycle(fund: FundId, request: CycleRequest, deps: Needs, pool: Db) -> JsonDict:
+async def cycle(fund: FundId, request: CycleRequest, deps: Needs, pool: Db) -> JSONResponse:
     await defined(pool, fund)
     command = new_event(
         RunFundCycle,
@@ -340,7 +340,23 @@ async def cycle(fund: FundId, request: CycleRequest, deps: Needs, pool: Db) -> J
         requested_by="api",
     )
     await publish(deps, command)
-    return {"command_id": str(command.event_id), "kind": "cycle"}
+    cycle_id = derive_id("fund-cycle", command.event_id)  # the planner's id for the cycle it opens
+
+    async def outcome() -> bool | queries.Stored | None:
+        if await fund_store.cycle_exists(pool, cycle_id):
+            return True
+        return await queries.event(pool, derive_id(REJECTED, command.event_id, ""))
+
+    found = await until_found(outcome, WAIT_SECONDS, POLL_SECONDS)
+    if isinstance(found, queries.Stored):
+        raise Problem(409, f"the planner refused the cycle: {found.payload.get('reason', '')}")
+    body: JsonDict = {
+        "command_id": str(command.event_id),
+        "kind": "cycle",
+        "cycle_id": str(cycle_id),
+        "started": found is not None,
+    }
+    return JSONResponse(body, status_code=201 if found is not None else 202)
 
 
 def _venue(latest: queries.Stored, found: FundRecord) -> tuple[dict[str, Decimal], dict[str, Decimal]] | None:

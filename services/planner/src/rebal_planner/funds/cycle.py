@@ -121,7 +121,7 @@ class Cycles:
         self, connection: Any, command: RunFundCycle, found: FundRecord, cycle_id: uuid.UUID
     ) -> Phase | None:
         """Take the pending flows into a new cycle (in the caller's transaction, the fund row locked)."""
-        if await store.cycle_exists(connection, cycle_id):
+        if await fund_store.cycle_exists(connection, cycle_id):
             return None  # a redelivered command whose cycle already ended
         snapshot_event = await self.history.latest(BalanceSnapshotTaken, found.prices_from)
         if snapshot_event is None:

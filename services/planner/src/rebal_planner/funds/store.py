@@ -91,10 +91,6 @@ async def running_cycle(db: Queryable, fund_id: str) -> uuid.UUID | None:
     return found
 
 
-async def cycle_exists(db: Queryable, cycle_id: uuid.UUID) -> bool:
-    return bool(await db.fetchval("SELECT true FROM fund_cycles WHERE cycle_id = $1", cycle_id))
-
-
 async def pending_flows(db: Queryable, fund_id: str) -> list[Row]:
     """The flows a new cycle takes, in the order they came."""
     rows: list[Row] = await db.fetch(
