@@ -482,7 +482,7 @@ async def test_a_plain_market_buy_unsent_at_a_crash_is_not_sent_at_a_price_moved
     """A plain market buy (no order types, no slicing) of 1 ETH written at 3000 when the process dies at
     its submit; the venue never saw it. ETH is at 3300 (+10%) when the executor is back: the order proven
     never arrived is ended unsent and the run ends `replan_needed` (before, it went out under the same id
-    and bought 1 ETH for 3303.30, 10% over what the plan budgeted)."""
+    and bought 1 ETH at 3301.65, 10% over what the plan budgeted)."""
     world = World(journal=journal)
     the_plan = plan(leg("buy", "1"))
     world.venue.armed.crash_before = True
