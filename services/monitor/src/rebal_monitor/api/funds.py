@@ -18,8 +18,9 @@ a deficit `missing`. Bad input is a 422 naming the field, an unknown fund or use
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import asyncpg
 import numpy as np
@@ -65,6 +66,7 @@ USER_PATTERN = r"^[^\s/]{1,128}$"
 WAIT_SECONDS = 5.0
 REJECTED = "FundCommandRejected"
 POLL_SECONDS = 0.05
+T = TypeVar("T")
 RECENT_CYCLES = 10
 QUANTUM = Decimal("1e-8")
 FundId = Annotated[str, Path(pattern=FUND_PATTERN, description="the fund's id")]
@@ -148,12 +150,14 @@ async def record_flow(
     return await answer(pool, command, "deposit" if kind is RecordDeposit else "withdrawal")
 
 
-async def answer(pool: asyncpg.Pool, command: Event, kind: str) -> JSONResponse:
-    """201 with the flow once the planner has recorded the command, 409 with its reason when the planner
-    rejected it, 202 when it has not answered yet."""
+async def planners_answer(
+    pool: asyncpg.Pool, command: Event, kind: str, recorded: Callable[[], Awaitable[T | None]]
+) -> T | None:
+    """What the planner recorded for the command (`recorded`), once it has; None when it has not answered
+    within `WAIT_SECONDS`; a 409 with its reason when it refused the command."""
 
-    async def outcome() -> fund_store.Flow | queries.Stored | None:
-        found = await fund_store.flow(pool, command.event_id)
+    async def outcome() -> T | queries.Stored | None:
+        found = await recorded()
         # The planner's refusal has the id `Event.caused` derives from the command.
         return (
             found
@@ -161,9 +165,16 @@ async def answer(pool: asyncpg.Pool, command: Event, kind: str) -> JSONResponse:
             else await queries.event(pool, derive_id(REJECTED, command.event_id, ""))
         )
 
-    found: fund_store.Flow | queries.Stored | None = await until_found(outcome, WAIT_SECONDS, POLL_SECONDS)
+    found: T | queries.Stored | None = await until_found(outcome, WAIT_SECONDS, POLL_SECONDS)
     if isinstance(found, queries.Stored):
         raise Problem(409, f"the planner refused the {kind}: {found.payload.get('reason', '')}")
+    return found
+
+
+async def answer(pool: asyncpg.Pool, command: Event, kind: str) -> JSONResponse:
+    """201 with the flow once the planner has recorded the command, 409 with its reason when the planner
+    rejected it, 202 when it has not answered yet."""
+    found = await planners_answer(pool, command, kind, lambda: fund_store.flow(pool, command.event_id))
     body: JsonDict = {"command_id": str(command.event_id), "kind": kind, "recorded": found is not None}
     if found is not None:
         body["flow"] = _flow(found)
@@ -342,14 +353,10 @@ async def cycle(fund: FundId, request: CycleRequest, deps: Needs, pool: Db) -> J
     await publish(deps, command)
     cycle_id = derive_id("fund-cycle", command.event_id)  # the planner's id for the cycle it opens
 
-    async def outcome() -> bool | queries.Stored | None:
-        if await fund_store.cycle_exists(pool, cycle_id):
-            return True
-        return await queries.event(pool, derive_id(REJECTED, command.event_id, ""))
+    async def opened() -> bool | None:
+        return True if await fund_store.cycle_exists(pool, cycle_id) else None
 
-    found = await until_found(outcome, WAIT_SECONDS, POLL_SECONDS)
-    if isinstance(found, queries.Stored):
-        raise Problem(409, f"the planner refused the cycle: {found.payload.get('reason', '')}")
+    found = await planners_answer(pool, command, "cycle", opened)
     body: JsonDict = {
         "command_id": str(command.event_id),
         "kind": "cycle",
