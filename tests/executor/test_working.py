@@ -476,6 +476,21 @@ async def test_a_market_slice_unsent_at_a_crash_is_never_sent_at_a_price_moved_p
     assert sent == [(cid(the_plan, 0, 100), D("0.9060")), (cid(the_plan, 0, 200), D("0.0053"))]
 
 
+async def resumed_after_a_crash_at_submit(
+    journal: Journal, side: str, price: Decimal
+) -> tuple[World, RebalancePlanned]:
+    """A plain market order of 1 ETH written at 3000; the process dies at its submit (the venue never sees
+    it) and is back with ETH at `price`."""
+    world = World(journal=journal)
+    the_plan = plan(leg(side, "1"))
+    world.venue.armed.crash_before = True
+    with pytest.raises(Crash):
+        await world.run(the_plan)
+    world.book.prices["ETHUSDT"] = price
+    await world.resume()
+    return world, the_plan
+
+
 async def test_a_plain_market_buy_unsent_at_a_crash_is_not_sent_at_a_price_moved_past_the_tolerance(
     journal: Journal,
 ) -> None:
@@ -483,13 +498,7 @@ async def test_a_plain_market_buy_unsent_at_a_crash_is_not_sent_at_a_price_moved
     its submit; the venue never saw it. ETH is at 3300 (+10%) when the executor is back: the order proven
     never arrived is ended unsent and the run ends `replan_needed` (before, it went out under the same id
     and bought 1 ETH at 3301.65, 10% over what the plan budgeted)."""
-    world = World(journal=journal)
-    the_plan = plan(leg("buy", "1"))
-    world.venue.armed.crash_before = True
-    with pytest.raises(Crash):
-        await world.run(the_plan)
-    world.book.prices["ETHUSDT"] = D(3300)
-    await world.resume()
+    world, the_plan = await resumed_after_a_crash_at_submit(journal, "buy", D(3300))
     assert world.orders() == []
     first = await journal.order(cid(the_plan, 0, 0))
     assert first is not None and (first.state, first.amount) == ("lost", D(1))
@@ -510,13 +519,7 @@ async def test_a_plain_market_sell_unsent_at_a_crash_is_sent_under_its_id_while_
 ) -> None:
     """The same crash for a 1 ETH market sell; ETH moved 1% (within the 2% tolerance): the order proven
     never arrived goes out under its own id, once."""
-    world = World(journal=journal)
-    the_plan = plan(leg("sell", "1"))
-    world.venue.armed.crash_before = True
-    with pytest.raises(Crash):
-        await world.run(the_plan)
-    world.book.prices["ETHUSDT"] = D(2970)
-    await world.resume()
+    world, the_plan = await resumed_after_a_crash_at_submit(journal, "sell", D(2970))
     sent = [(o.client_order_id, o.executed) for o in world.orders()]
     assert sent == [(cid(the_plan, 0, 0), D(1))]
     record = await journal.run(the_plan.event_id)
