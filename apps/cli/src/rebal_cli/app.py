@@ -25,6 +25,7 @@ from rebal_cli import strategies as cli_strategies
 from rebal_cli import target as cli_target
 from rebal_cli import transfers as cli_transfers
 from rebal_cli import venue as cli_venue
+from rebal_cli.plain import PlainCommand, PlainGroup
 from rebal_cli.support import (
     DEFAULT_NATS_URL,
     EXIT_BAD_INPUT,
@@ -52,6 +53,7 @@ app = typer.Typer(
     # Help and usage errors in click's plain text, for every group and command: rich's formatter
     # (typer.rich_utils loads rich, markdown-it and pygments) took half of `rebal --help`'s start.
     rich_markup_mode=None,
+    cls=PlainGroup,  # its --version without pydantic (rebal_cli.plain)
 )
 tree_app = typer.Typer(help="Look at portfolio trees.", no_args_is_help=True)
 app.add_typer(tree_app, name="tree")
@@ -86,7 +88,7 @@ def _amount_option(raw: str | None, option: str) -> float:
     return float(value)
 
 
-@app.command()
+@app.command(cls=PlainCommand)  # its options' values without pydantic (rebal_cli.plain)
 def plan(
     real: Annotated[Path | None, typer.Option("--real", help="The real tree (JSON or YAML).")] = None,
     target: Annotated[
