@@ -30,12 +30,14 @@ HEAVY = (
     "yaml",
     "rich",
 )
+# The app as the console script runs it, but returning here: `main` ends a finished `rebal plan --json`
+# at once (rebal_cli.app._written), before this could look.
 LOADED = """
 import sys
 sys.argv = {argv!r}
-from rebal_cli.app import main
+from rebal_cli.app import app
 try:
-    main()
+    app()
 except SystemExit:
     pass
 print("loaded:" + ",".join(m for m in {heavy!r} if m in sys.modules), file=sys.stderr)

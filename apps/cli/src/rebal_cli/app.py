@@ -31,6 +31,7 @@ from rebal_cli.support import (
     EXIT_BAD_INPUT,
     EXIT_ERROR,
     EXIT_NOT_RUNNING,
+    EXIT_OK,
     band_option,
     fail,
     write_json,
@@ -90,6 +91,7 @@ def _amount_option(raw: str | None, option: str) -> float:
 
 @app.command(cls=PlainCommand)  # its options' values without pydantic (rebal_cli.plain)
 def plan(
+    ctx: typer.Context,
     real: Annotated[Path | None, typer.Option("--real", help="The real tree (JSON or YAML).")] = None,
     target: Annotated[
         Path | None, typer.Option("--target", help="The desired tree with weights (JSON or YAML).")
@@ -209,6 +211,7 @@ def plan(
             return
         if as_json:
             forked.write_plan_json(result, sys.stdout.buffer, apart)
+            _written(ctx)
             return
         document = plan_json(result)
     else:
@@ -219,6 +222,22 @@ def plan(
     from rebal_cli import render  # the terminal's view only: rich and the renderer
 
     render.print_plan(document)
+
+
+def _written(ctx: typer.Context) -> None:
+    """The plan written whole, the console script (`main`) ends here at once: freeing the trees and the
+    plan object by object, then the interpreter's own teardown, took some 0.05 s of 1.1 s at 200k
+    wallets, and nothing is left to do (the helpers are reaped, no exit handler is ours). Callers of the
+    app in a process of their own (tests) get the usual return; an output that cannot be flushed (a
+    closed pipe) is left to the usual exit too, which reports it as before."""
+    if ctx.obj is not CONSOLE:
+        return
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:
+        return
+    os._exit(EXIT_OK)
 
 
 def unused_exchanges(
@@ -366,8 +385,12 @@ for _commands in (
     _commands.register(app)
 
 
+# The console script's mark on the context (`ctx.obj`): `rebal plan --json` may end the process itself.
+CONSOLE = "rebal console script"
+
+
 def main() -> None:
-    app()
+    app(obj=CONSOLE)
 
 
 if __name__ == "__main__":
