@@ -29,6 +29,7 @@ HEAVY = (
     "msgspec",
     "yaml",
     "rich",
+    "tomllib",
 )
 # The app as the console script runs it, but returning here: `main` ends a finished `rebal plan --json`
 # at once (rebal_cli.app._written), before this could look.
@@ -70,7 +71,7 @@ def test_a_plan_from_files_loads_no_client_of_the_running_system() -> None:
     files = ("real", "target", "prices", "markets")
     used = loaded("plan", *(f"--{name}={EXAMPLES / name}.json" for name in files), "--json")
     assert used.isdisjoint(
-        {"httpx", "nats", "asyncio", "pydantic", "pydantic_settings", "rebal.events", "yaml"}
+        {"httpx", "nats", "asyncio", "pydantic", "pydantic_settings", "rebal.events", "yaml", "tomllib"}
     ), used  # pydantic: typer's own coercion of the options is bypassed (rebal_cli.plain)
     assert {"numpy", "msgspec"} <= used  # the core and the file reader it does use
 

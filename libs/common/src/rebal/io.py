@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import stat
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -147,6 +146,8 @@ def _load_yaml(path: Path, data: bytes) -> object:
 
 
 def _load_toml(path: Path, data: bytes) -> object:
+    import tomllib  # only TOML files need it: `rebal plan` on JSON starts without it
+
     try:
         return tomllib.loads(data.decode("utf-8"))
     except UnicodeDecodeError:
