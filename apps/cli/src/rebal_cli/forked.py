@@ -153,6 +153,8 @@ def tree_read_apart(path: Path, role: Role, apart: bool) -> Iterator[Callable[[]
 
     def tree() -> Tree:
         received = _received_tree(helper)
+        helper.kill()  # its work is done (or failed): reaped when the caller leaves the context
+        helper.pipe.close()
         return received if received is not None else load_tree(path, role)
 
     try:
