@@ -1584,15 +1584,20 @@ def _transfers(
     skipped: list[TransferSkip] = []
     first_in: dict[int, int] = {}
     exchange_of = diff.tree.accounts
-    for source, sink, value in matched:
-        asset = quote_name[source]
-        price = price_of[asset][0]
-        wanted = DERIVED.divide(DERIVED.create_decimal_from_float(value * ratio[source]), price)
-        steps = floor_steps(wanted, DEFAULT_AMOUNT_STEP)
-        if steps <= 0:
+    # The amounts in bulk (exact decimals only where floats cannot tell the whole steps), each pair's
+    # money then counted in order.
+    steps = _money_steps(
+        np.array([value * ratio[source] for source, _, value in matched], dtype=np.float64),
+        [quote_name[source] for source, _, _ in matched],
+        price_of,
+    )
+    worth = _MoneyWorth(price_of)
+    for (source, sink, _), count in zip(matched, steps, strict=True):
+        if count <= 0:
             continue
-        amount = DEFAULT_AMOUNT_STEP * steps
-        network, fee = None, Decimal(0)
+        asset = quote_name[source]
+        amount = DEFAULT_AMOUNT_STEP * count
+        network, fee, lost = None, Decimal(0), 0.0
         if networks is not None and asset != quote_name[sink]:
             # The money would arrive in another asset than the one the destination buys with, and no
             # conversion is planned: it is not counted as the destination's quote.
@@ -1605,6 +1610,7 @@ def _transfers(
                 continue
             network, fee = way.network, way.fee
             withdrawal_fees += fee_value[asset, fee]
+            lost = worth.of_fee(asset, fee)
         if made:
             first_in.setdefault(sink, len(transfers))
             transfers.append(
@@ -1613,14 +1619,14 @@ def _transfers(
                     source=path(source),
                     destination=path(sink),
                     amount=amount.normalize(),
-                    value=DERIVED.multiply(amount, price).normalize(),
+                    value=DERIVED.multiply(amount, price_of[asset][0]).normalize(),
                     network=network,
                     fee=fee,
                 )
             )
-        moved = float(amount * price)
+        moved = worth.of_steps(asset, count)
         transfer_out[slot[source]] += moved / quote_price[source]
-        transfer_in[slot[sink]] += (moved - float(fee * price)) / quote_price[sink]
+        transfer_in[slot[sink]] += (moved - lost) / quote_price[sink]
     # Unmatched deficits are funded by new money (invest); unmatched surpluses leave (withdraw).
     for node, value in remaining_in.items():
         transfer_in[slot[node]] += max(value, 0.0) / quote_price[node]
@@ -1665,3 +1671,86 @@ class _FeeValue(dict[tuple[str, Decimal], float]):
         asset, fee = key
         self[key] = value = float(fee) * self.price_of[asset][1]
         return value
+
+
+# A money transfer's amount in whole default steps (satoshis): a float count this far (relative) from a
+# whole number decides it (float noise is ~1e-15 relative); nearer, or past what a float holds whole, the
+# exact decimals do.
+_SATOSHIS = 10**8  # per unit: DEFAULT_AMOUNT_STEP is 1e-8
+_MONEY_NOISE = 1e-12
+_FLOAT_WHOLE = 2**52
+
+
+def _money_steps(value: FloatArray, asset: list[str], price_of: _PriceOf) -> list[int]:
+    """Per money transfer worth `value` (valuation currency) of `asset`, its whole default steps, exactly
+    as `_exact_money_steps` (thousands of transfers, a few assets: in floats where they decide)."""
+    steps = np.zeros(value.size, dtype=np.int64)
+    unsure = np.zeros(value.size, dtype=np.bool_)
+    names = np.array(asset, dtype=object)
+    for name in sorted(set(asset)):
+        rows = np.flatnonzero(names == name)
+        price = price_of[name][1]
+        wanted = value[rows]
+        with np.errstate(all="ignore"):
+            count = wanted / price * _SATOSHIS
+            clear = (wanted <= 0) | (
+                (wanted > 0)
+                & (count < _FLOAT_WHOLE)
+                & (np.abs(count - np.rint(count)) > np.maximum(count, 1.0) * _MONEY_NOISE)
+            )
+        if not (0 < price < math.inf):
+            clear[:] = False
+        steps[rows[clear]] = np.where(wanted[clear] > 0, np.floor(count[clear]), 0)
+        unsure[rows[~clear]] = True
+    out: list[int] = steps.tolist()
+    for i in np.flatnonzero(unsure).tolist():
+        out[i] = _exact_money_steps(float(value[i]), price_of[asset[i]][0])
+    return out
+
+
+def _exact_money_steps(value: float, price: Decimal) -> int:
+    """The whole default steps in `value` (valuation currency) of an asset at `price`, in exact decimals."""
+    return floor_steps(
+        DERIVED.divide(DERIVED.create_decimal_from_float(value), price), DEFAULT_AMOUNT_STEP
+    )
+
+
+class _MoneyWorth:
+    """What money transfers are worth as floats, each exactly ``float(exact decimal product)``: `steps`
+    default steps of an asset (an integer product over a power of ten where a float holds both whole,
+    which one division rounds as the decimal's conversion does), and a fee (found once per asset and fee)."""
+
+    def __init__(self, price_of: _PriceOf) -> None:
+        self.price_of = price_of
+        self._scaled: dict[str, tuple[int, float, bool] | None] = {}
+        self._fees: dict[tuple[str, Decimal], float] = {}
+
+    def of_steps(self, asset: str, steps: int) -> float:
+        if asset not in self._scaled:
+            self._scaled[asset] = self._scale(self.price_of[asset][0])
+        scaled = self._scaled[asset]
+        if scaled is not None:
+            digits, power, divide = scaled
+            whole = steps * digits
+            if whole < _FLOAT_WHOLE:
+                return whole / power if divide else whole * power
+        return float(DEFAULT_AMOUNT_STEP * steps * self.price_of[asset][0])
+
+    @staticmethod
+    def _scale(price: Decimal) -> tuple[int, float, bool] | None:
+        """The price as whole digits and the power of ten that scales a step count by them (both held
+        whole by a float), or None."""
+        if not price.is_finite():
+            return None
+        sign, digits, exponent = price.as_tuple()
+        assert isinstance(exponent, int)
+        shift = exponent - 8  # a step is 1e-8
+        if sign or abs(shift) > 22:  # 10**22 is the largest power of ten a float holds whole
+            return None
+        return int("".join(map(str, digits)) or "0"), float(10 ** abs(shift)), shift < 0
+
+    def of_fee(self, asset: str, fee: Decimal) -> float:
+        key = (asset, fee)
+        if key not in self._fees:
+            self._fees[key] = float(fee * self.price_of[asset][0])
+        return self._fees[key]
