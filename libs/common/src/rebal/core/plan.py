@@ -1574,8 +1574,9 @@ def _transfers(
     planned: dict[int, float] = defaultdict(float)
     for source, _, value in matched:
         planned[source] += value
+    spare_of = spare.tolist()
     ratio = {
-        source: min(1.0, max(float(spare[slot[source]]), 0.0) * quote_price[source] / value)
+        source: min(1.0, max(spare_of[slot[source]], 0.0) * quote_price[source] / value)
         if value > 0
         else 0.0
         for source, value in planned.items()
@@ -1674,10 +1675,10 @@ class _FeeValue(dict[tuple[str, Decimal], float]):
 
 
 # A money transfer's amount in whole default steps (satoshis): a float count this far (relative) from a
-# whole number decides it (float noise is ~1e-15 relative); nearer, or past what a float holds whole, the
-# exact decimals do.
+# whole number decides it (its error is under 4e-16 relative: three float roundings, two decimal ones to
+# 18 digits); nearer, or past what a float holds whole, the exact decimals do.
 _SATOSHIS = 10**8  # per unit: DEFAULT_AMOUNT_STEP is 1e-8
-_MONEY_NOISE = 1e-12
+_MONEY_NOISE = 1e-14
 _FLOAT_WHOLE = 2**52
 
 
