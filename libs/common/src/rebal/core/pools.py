@@ -573,7 +573,8 @@ def _may_relocate(
         there += np.abs(there) * _SLACK
         here = np.maximum(selling - 1.1e-8 - _SLACK * selling, 0.0) * cells.bid[candidates]
         here -= np.abs(here) * _SLACK
-        return np.isfinite(fee) & ~(there <= here * (1 + RELOCATION_MARGIN))
+        may: BoolArray = np.isfinite(fee) & ~(there <= here * (1 + RELOCATION_MARGIN))
+    return may
 
 
 def _buy_shares(cells: Cells, group: IntArray, size: int, row: IntArray, budget: FloatArray) -> FloatArray:
