@@ -1092,7 +1092,7 @@ class _GroupShape(NamedTuple):
             ).astype(np.float64),
             exchanges=exchanges,
             account_exchange=account_exchange,
-            banks=np.array([node for node in tree.accounts if tree.kinds[node] == BANK], dtype=np.int64),
+            banks=tree.bank_accounts,
             layouts={},
         )
         tree.shape_memo["group shape"] = shape

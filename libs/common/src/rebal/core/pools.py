@@ -35,7 +35,7 @@ from rebal.core.errors import InputError
 from rebal.core.networks import Networks
 from rebal.core.numbers import VALUE_EPSILON, amount_str, default_steps_of
 from rebal.core.trading import Move, Trading
-from rebal.core.tree import BANK, BoolArray, FloatArray, IntArray, contains
+from rebal.core.tree import BoolArray, FloatArray, IntArray, contains
 
 # Rates at which an asset cannot be sold (no route) or bought.
 NO_SALE = 0.0
@@ -278,7 +278,7 @@ def _rates(
     banks = np.zeros(len(tree), dtype=np.bool_)
     for node, (exchange, _) in tree.accounts.items():
         account_exchange[node] = exchange_id[exchange]
-        banks[node] = tree.kinds[node] == BANK
+    banks[tree.bank_accounts] = True
     keys = (account_exchange[account] * n_assets + diff.account_quote[account]) * n_assets + asset
     combos, inverse = np.unique(keys, return_inverse=True)
     sells, buys = np.full(combos.size, NO_SALE), np.full(combos.size, NO_PURCHASE)
