@@ -743,17 +743,19 @@ def _one_account_plan(diff: DiffTree, groups: _Groups) -> tuple[Plan, Flows] | N
         groups.price.tolist(),
     )
     fee, sells, value_price = groups.fee.tolist(), groups.sells.tolist(), groups.value_price.tolist()
-    least_amount, least_cost = groups.min_amount.tolist(), groups.min_cost.tolist()
-    least, tolerance = groups.min_trade_value, 1 - MIN_TOLERANCE
+    tolerance = 1 - MIN_TOLERANCE
+    least_amount = [m * tolerance for m in groups.min_amount.tolist()]
+    least_cost = [m * tolerance for m in groups.min_cost.tolist()]
+    least = groups.min_trade_value
     floor, scale_up = math.floor, 1 + STEP_RELATIVE
 
     def reason(g: int, steps: int, cost: float) -> int:  # `_Groups.reasons` of one group
         amount = steps * step[g]
         if steps <= 0:
             return 1
-        if amount < least_amount[g] * tolerance:
+        if amount < least_amount[g]:
             return 2
-        if cost < least_cost[g] * tolerance:
+        if cost < least_cost[g]:
             return 3
         return 6 if amount * value_price[g] < least else 0
 
@@ -761,15 +763,22 @@ def _one_account_plan(diff: DiffTree, groups: _Groups) -> tuple[Plan, Flows] | N
     # is counted in exact decimals: the general path); the sells' proceeds and the buys' cost, in order.
     steps, cost, code = [0] * size, [0.0] * size, [0] * size
     proceeds = spend = 0.0
-    for g in range(size):
-        whole = floor(raw[g] / step[g] * scale_up + STEP_EPSILON)
-        selling = sells[g]
-        if whole > MAX_STEPS or (selling and whole >= floor(free[g] / step[g] * scale_up + STEP_EPSILON)):
+    for g, (wanted, held, unit, selling) in enumerate(zip(raw, free, step, sells, strict=True)):
+        whole = floor(wanted / unit * scale_up + STEP_EPSILON)
+        if whole > MAX_STEPS or (selling and whole >= floor(held / unit * scale_up + STEP_EPSILON)):
             return None
-        worth = whole * step[g] * price[g]
-        steps[g], cost[g] = whole, worth
-        why = code[g] = reason(g, whole, worth)
-        if selling and not why:
+        amount = whole * unit
+        worth = cost[g] = amount * price[g]
+        steps[g] = whole
+        if whole <= 0:  # `reason`, inline: every group passes here
+            code[g] = 1
+        elif amount < least_amount[g]:
+            code[g] = 2
+        elif worth < least_cost[g]:
+            code[g] = 3
+        elif amount * value_price[g] < least:
+            code[g] = 6
+        elif selling:
             proceeds += worth * (1 - fee[g])
     buys = [g for g in range(size) if not sells[g] and not code[g]]
     for g in buys:
