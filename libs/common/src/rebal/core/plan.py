@@ -1009,10 +1009,7 @@ class _Groups:
             self._apply(moves, keys, ids, n_assets)
         self.raw = np.abs(self.net)
         self.sells = self.net < 0
-        # The group's value in the target: its buys are raised to a minimum in this order (largest first).
-        self.desired = np.bincount(member_of, weights=diff.desired_value[nodes], minlength=all_keys.size)[
-            groups
-        ]
+        self._grouping = (member_of, nodes, groups, all_keys.size)  # `desired`, when read
         self._members = _Members(diff, shape.grouped_nodes, bounds)
         self.exchanges = shape.exchanges
         # Per account node (where.py reads it by node), the account's exchange.
@@ -1053,6 +1050,15 @@ class _Groups:
 
         self.value_price = diff.asset_price[self.asset]  # in the valuation currency
         self.min_trade_value = min_trade_value * (1 - MIN_TOLERANCE)
+
+    @cached_property
+    def desired(self) -> FloatArray:
+        """The group's value in the target: its buys are raised to a minimum in this order (largest
+        first). Read only by the small-buy policy (rare): made when read."""
+        member_of, nodes, groups, count = self._grouping
+        weights = self.diff.desired_value[nodes]
+        desired = np.bincount(member_of, weights=weights, minlength=count)[groups]
+        return np.asarray(desired, dtype=np.float64)
 
     @classmethod
     def build(
