@@ -161,7 +161,9 @@ def test_the_dashboard_shows_the_api_s_numbers_and_its_controls_act(
                 cells = row.split("\t")
                 assert strategy["frequency"] == "intraday (every 1 hour)"
                 hours = strategy["observations"]
-                assert cells[3] == (f"{hours // 24} days" if hours >= 48 and hours % 24 == 0 else f"{hours} hours")
+                assert cells[3] == (
+                    f"{hours // 24} days" if hours >= 48 and hours % 24 == 0 else f"{hours} hours"
+                )
                 annual = strategy["annualised_return"]
                 assert cells[1] == ("n/a" if annual is None else pct(annual)), cells
 
