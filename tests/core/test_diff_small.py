@@ -1,5 +1,6 @@
-"""The diff's small path (`_SmallDescent`, Python floats) against its general path (arrays): the same
-values, weights, amounts and operations, bit for bit, on generated inputs."""
+"""The diff's small path (`_SmallDescent`, Python floats) and the band check's (`_small_over`) against
+their general paths (arrays): the same values, weights, amounts, operations and breaches, bit for bit,
+on generated inputs."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from rebal.core import diff as differ
+from rebal.core import policy as policy_module
 from rebal.core.diff import DiffTree, diff_trees
 from rebal.core.errors import InputError
 from rebal.core.market import Prices
+from rebal.core.policy import Bands, Policy
 from rebal.core.tree import parse_tree
 from tests.strategies import Case, cases
 
@@ -128,3 +131,31 @@ def test_a_target_keeping_unlisted_wallets_takes_the_general_path() -> None:
     found = diff_trees(real, parse_tree(kept, "target"), PRICES)
     assert differ._SmallDescent.of(found.tree, found.tree.target) is None
     assert found.desired_value.tolist() == [12.0, 12.0, 10.0, 2.0]
+
+
+BANDS = st.builds(
+    Bands,
+    absolute=st.sampled_from((None, 0.0, 0.001, 0.01, 0.05)),
+    relative=st.sampled_from((None, 0.0, 0.05, 0.2)),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases(), BANDS, st.sampled_from((0.0, 0.0, 2500.0)), st.booleans())
+def test_the_small_band_check_is_the_general_one(
+    case: Case, bands: Bands, invest: float, override: bool
+) -> None:
+    found = made(case, invest, 0.0, 0.0, differ.SMALL_NODES)
+    if isinstance(found, str):
+        return
+    overrides = {found.tree.paths()[-1]: {"absolute": 0.002, "relative": None}} if override else {}
+    policy = Policy(bands=bands, overrides=overrides)
+    small = policy_module.find_breaches(found, policy)
+    saved = policy_module.SMALL_NODES
+    policy_module.SMALL_NODES = 0
+    try:
+        general = policy_module.find_breaches(found, policy)
+    finally:
+        policy_module.SMALL_NODES = saved
+    event("breaches" if small else "none")
+    assert repr(small) == repr(general)
