@@ -10,6 +10,7 @@ desired tree does not list the parent's children at all.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import NamedTuple
@@ -179,9 +180,13 @@ def _diff(
         current_weight = np.divide(current, above, out=np.zeros(count), where=above > 0)
         current_weight[0] = 1.0 if current[0] > 0 else 0.0
     else:
-        desired = np.array(small.descend(current_of, float(desired[0])), dtype=np.float64)
+        desired_of = small.descend(current_of, float(desired[0]))
+        desired = np.array(desired_of, dtype=np.float64)
         current_weight = np.array(small.weights(current_of), dtype=np.float64)
-    side = _desired_side(tree, price, current, desired, band)
+    if small is None:
+        side = _desired_side(tree, price, current, desired, band)
+    else:
+        side = small.desired_side(price.tolist(), current_of, desired_of, band)
     return DiffTree(
         tree=tree,
         prices=prices,
@@ -391,9 +396,9 @@ SMALL_NODES = 48
 @dataclass(frozen=True)
 class _SmallDescent:
     """The descent and the roll-up of a small union tree whose target fixes every node's share (no node
-    whose unlisted children scale with its values, none keeping them, no value to strand) in Python floats: the same operations on the same floats in the
-    same order as `roll_up` (`np.bincount` adds each level's children in order) and `_Descent`, so the
-    same values (tests/core/test_diff_small.py)."""
+    whose unlisted children scale with its values, none keeping them, no value to strand) in Python
+    floats: the same operations on the same floats in the same order as `roll_up` (`np.bincount` adds
+    each level's children in order) and `_Descent`, so the same values (tests/core/test_diff_small.py)."""
 
     wallet: list[bool]
     roll_levels: list[list[tuple[int, int]]]  # per level, deepest first: (node, parent)
@@ -452,6 +457,30 @@ class _SmallDescent:
         for node, parent, weight, factor in self.steps:
             desired[node] = weight * max(desired[parent], 0.0) if factor is None else current[node] * factor
         return desired
+
+    def desired_side(
+        self, price: list[float], current: list[float], desired: list[float], band: float
+    ) -> _DesiredSide:
+        """`_desired_side` (a threshold is the larger of the two, NaN if either is, as `np.maximum`)."""
+        found = self.weights(desired)
+        free = [
+            value / each if wallet and each > 0 else 0.0
+            for value, each, wallet in zip(desired, price, self.wallet, strict=True)
+        ]
+        least = VALUE_EPSILON * max(current[0], desired[0], 1.0)
+        unknown = math.isnan(least)
+        operation = []
+        for have, want in zip(current, desired, strict=True):
+            banded = band * want
+            threshold = math.nan if math.isnan(banded) or unknown else max(banded, least)
+            delta = want - have
+            operation.append(1 if delta > threshold else -1 if delta < -threshold else 0)
+        return _DesiredSide(
+            np.array(desired, dtype=np.float64),
+            np.array(found, dtype=np.float64),
+            np.array(operation, dtype=np.int8),
+            np.array(free, dtype=np.float64),
+        )
 
     def weights(self, current: list[float]) -> list[float]:
         """The current weights of each node in its parent (the root's: 1 where it holds anything)."""
