@@ -10,6 +10,7 @@ desired tree does not list the parent's children at all.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import NamedTuple
@@ -156,7 +157,12 @@ def _diff(
 
     free = np.where(tree.wallet, tree.amount - tree.locked, 0.0)
     free = np.maximum(free, 0.0)
-    current = roll_up(tree, free * price)
+    small = _SmallDescent.of(tree, target)
+    if small is None:
+        current = roll_up(tree, free * price)
+    else:
+        current_of = small.roll_up((free * price).tolist())
+        current = np.array(current_of, dtype=np.float64)
 
     desired = np.zeros(count, dtype=np.float64)
     desired[0] = float(current[0]) + invest - withdraw
@@ -166,14 +172,21 @@ def _diff(
         )
     desired[0] = max(desired[0], 0.0)
 
-    descent = _Descent.start(tree, target, current, desired)
-    for level in descent.levels[1:]:
-        descent.assign(level)
-
-    above = current[tree.parent_or_root]
-    current_weight = np.divide(current, above, out=np.zeros(count), where=above > 0)
-    current_weight[0] = 1.0 if current[0] > 0 else 0.0
-    side = _desired_side(tree, price, current, desired, band)
+    if small is None:
+        descent = _Descent.start(tree, target, current, desired)
+        for level in descent.levels[1:]:
+            descent.assign(level)
+        above = current[tree.parent_or_root]
+        current_weight = np.divide(current, above, out=np.zeros(count), where=above > 0)
+        current_weight[0] = 1.0 if current[0] > 0 else 0.0
+    else:
+        desired_of = small.descend(current_of, float(desired[0]))
+        desired = np.array(desired_of, dtype=np.float64)
+        current_weight = np.array(small.weights(current_of), dtype=np.float64)
+    if small is None:
+        side = _desired_side(tree, price, current, desired, band)
+    else:
+        side = small.desired_side(price.tolist(), current_of, desired_of, band)
     return DiffTree(
         tree=tree,
         prices=prices,
@@ -372,6 +385,111 @@ class _TargetShape(NamedTuple):
         )
         tree.shape_memo[key] = (target, shape)  # the target kept: its id stays its own
         return shape
+
+
+# Union trees up to this many nodes whose target fixes every share are diffed in Python floats
+# (`_SmallDescent`): a replay diffs a small portfolio thousands of times, and numpy's per-call cost
+# outweighs its arithmetic there.
+SMALL_NODES = 48
+
+
+@dataclass(frozen=True)
+class _SmallDescent:
+    """The descent and the roll-up of a small union tree whose target fixes every node's share (no node
+    whose unlisted children scale with its values, none keeping them, no value to strand) in Python
+    floats: the same operations on the same floats in the same order as `roll_up` (`np.bincount` adds
+    each level's children in order) and `_Descent`, so the same values (tests/core/test_diff_small.py)."""
+
+    wallet: list[bool]
+    roll_levels: list[list[tuple[int, int]]]  # per level, deepest first: (node, parent)
+    # Per level, the root's children first: (node, parent, weight, factor); an unlisted node (weight NaN)
+    # takes `factor` times its current value, its parent's fixed `_TargetShape.child_factor` (1 or 0).
+    steps: list[tuple[int, int, float, float | None]]
+    parent_or_root: list[int]
+
+    @classmethod
+    def of(cls, tree: UnionTree, target: Tree) -> _SmallDescent | None:
+        """The small descent of `tree` against `target`, or None where the general one is needed."""
+        key = ("small descent", id(target))
+        known = tree.shape_memo.get(key)
+        if isinstance(known, tuple) and known[0] is target:
+            found: _SmallDescent | None = known[1]
+            return found
+        shape = _TargetShape.of(tree, target)
+        simple = (
+            len(tree) <= SMALL_NODES
+            and not shape.keeps
+            and not any(level.scaling.size or level.may_strand.size for level in shape.levels)
+        )
+        made = None
+        if simple:
+            parent = tree.parent.tolist()
+            listed, factor = shape.listed.tolist(), shape.child_factor.tolist()
+            made = cls(
+                wallet=tree.wallet.tolist(),
+                roll_levels=[[(n, parent[n]) for n in level.tolist()] for level in reversed(tree.levels[1:])],
+                steps=[
+                    (n, p, w, None if listed[n] else factor[p])
+                    for level in shape.levels[1:]
+                    for n, p, w in zip(
+                        level.nodes.tolist(), level.parents.tolist(), level.weight.tolist(), strict=True
+                    )
+                ],
+                parent_or_root=tree.parent_or_root.tolist(),
+            )
+        tree.shape_memo[key] = (target, made)  # the target kept: its id stays its own
+        return made
+
+    def roll_up(self, values: list[float]) -> list[float]:
+        """`roll_up(tree, values)`."""
+        total = [v if wallet else 0.0 for v, wallet in zip(values, self.wallet, strict=True)]
+        for level in self.roll_levels:
+            sums = [0.0] * len(total)
+            for node, parent in level:
+                sums[parent] += total[node]
+            total = [t + s for t, s in zip(total, sums, strict=True)]
+        return total
+
+    def descend(self, current: list[float], root: float) -> list[float]:
+        """The desired values handed down from the root's `root` (`_Descent`)."""
+        desired = [0.0] * len(self.wallet)
+        desired[0] = root
+        for node, parent, weight, factor in self.steps:
+            desired[node] = weight * max(desired[parent], 0.0) if factor is None else current[node] * factor
+        return desired
+
+    def desired_side(
+        self, price: list[float], current: list[float], desired: list[float], band: float
+    ) -> _DesiredSide:
+        """`_desired_side` (a threshold is the larger of the two, NaN if either is, as `np.maximum`)."""
+        found = self.weights(desired)
+        free = [
+            value / each if wallet and each > 0 else 0.0
+            for value, each, wallet in zip(desired, price, self.wallet, strict=True)
+        ]
+        least = VALUE_EPSILON * max(current[0], desired[0], 1.0)
+        unknown = math.isnan(least)
+        operation = []
+        for have, want in zip(current, desired, strict=True):
+            banded = band * want
+            threshold = math.nan if math.isnan(banded) or unknown else max(banded, least)
+            delta = want - have
+            operation.append(1 if delta > threshold else -1 if delta < -threshold else 0)
+        return _DesiredSide(
+            np.array(desired, dtype=np.float64),
+            np.array(found, dtype=np.float64),
+            np.array(operation, dtype=np.int8),
+            np.array(free, dtype=np.float64),
+        )
+
+    def weights(self, current: list[float]) -> list[float]:
+        """The current weights of each node in its parent (the root's: 1 where it holds anything)."""
+        found = [
+            value / above if above > 0 else 0.0
+            for value, above in zip(current, [current[p] for p in self.parent_or_root], strict=True)
+        ]
+        found[0] = 1.0 if current[0] > 0 else 0.0
+        return found
 
 
 class _Level(NamedTuple):

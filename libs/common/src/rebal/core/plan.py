@@ -576,6 +576,17 @@ def plan_trading(
     (budgets, fees) but are not made (none in the plan, no first transfer in)."""
     groups = _Groups.build(diff, markets, trading, min_trade_value)
     _refuse_unreachable(diff, groups)
+    if trading is None and groups.all_direct and groups.accounts.size == 1 and groups.size <= SMALL_GROUPS:
+        small = _plan_one_account(diff, groups)
+        if small is not None:
+            return small[0], groups, small[1]
+    return _plan_groups(diff, groups, trading, made)
+
+
+def _plan_groups(
+    diff: DiffTree, groups: _Groups, trading: Trading | None, made: bool = True
+) -> tuple[Plan, _Groups, Flows]:
+    """`plan_trading` of its groups, any plan: arrays per group, phase by phase."""
     legs: list[_Leg] = []
     # Money is counted per account, one slot each in tree order (`groups.slot`), not per node: a few
     # thousand accounts among a million nodes.
@@ -711,6 +722,134 @@ def plan_trading(
         cash - reserve,
     )
     return plan, groups, flows
+
+
+# A plan of one account whose groups all trade directly, at most this many groups, is made by
+# `_plan_one_account` (Python floats): numpy's cost per call, not the arithmetic, is what a small plan pays.
+SMALL_GROUPS = 48
+
+
+def _plan_one_account(diff: DiffTree, groups: _Groups) -> tuple[Plan, Flows] | None:
+    """`_plan_groups` of one account whose groups all have a direct market, in Python floats group by
+    group: the same operations in the same order (IEEE doubles either way; sums in group order, as
+    `np.bincount` adds), so the same plan. None where a rarer step would run (a sell of a whole balance
+    counted in exact decimals, a small buy that may be raised to a minimum, an order beyond `MAX_STEPS`,
+    a value no float step count can hold): `_plan_groups` makes those plans."""
+    try:
+        return _one_account_plan(diff, groups)
+    except (ArithmeticError, ValueError):  # a zero step, an infinite or NaN count: the general path
+        return None
+
+
+def _one_account_plan(diff: DiffTree, groups: _Groups) -> tuple[Plan, Flows] | None:
+    size = groups.size
+    raw, free, step, price = (
+        groups.raw.tolist(),
+        groups.free.tolist(),
+        groups.step.tolist(),
+        groups.price.tolist(),
+    )
+    fee, sells, value_price = groups.fee.tolist(), groups.sells.tolist(), groups.value_price.tolist()
+    tolerance = 1 - MIN_TOLERANCE
+    least_amount = [m * tolerance for m in groups.min_amount.tolist()]
+    least_cost = [m * tolerance for m in groups.min_cost.tolist()]
+    least = groups.min_trade_value
+    floor, scale_up = math.floor, 1 + STEP_RELATIVE
+
+    def reason(g: int, steps: int, cost: float) -> int:  # `_Groups.reasons` of one group
+        amount = steps * step[g]
+        if steps <= 0:
+            return 1
+        if amount < least_amount[g]:
+            return 2
+        if cost < least_cost[g]:
+            return 3
+        return 6 if amount * value_price[g] < least else 0
+
+    # Phase 1 (`_Groups.size_direct`): whole steps, truncated (a sell of (nearly) its whole free amount
+    # is counted in exact decimals: the general path); the sells' proceeds and the buys' cost, in order.
+    steps, cost, code = [0] * size, [0.0] * size, [0] * size
+    proceeds = spend = 0.0
+    for g, (wanted, held, unit, selling) in enumerate(zip(raw, free, step, sells, strict=True)):
+        whole = floor(wanted / unit * scale_up + STEP_EPSILON)
+        if whole > MAX_STEPS or (selling and whole >= floor(held / unit * scale_up + STEP_EPSILON)):
+            return None
+        amount = whole * unit
+        worth = cost[g] = amount * price[g]
+        steps[g] = whole
+        if whole <= 0:  # `reason`, inline: every group passes here
+            code[g] = 1
+        elif amount < least_amount[g]:
+            code[g] = 2
+        elif worth < least_cost[g]:
+            code[g] = 3
+        elif amount * value_price[g] < least:
+            code[g] = 6
+        elif selling:
+            proceeds += worth * (1 - fee[g])
+    buys = [g for g in range(size) if not sells[g] and not code[g]]
+    for g in buys:
+        spend += cost[g] * (1 + fee[g])
+
+    # Phase 2: buys, funded by the free quote, the proceeds and what enters or leaves the account.
+    cash = float(groups.free_quote[0]) + proceeds
+    node = int(groups.accounts[0])
+    moved = _one_account(
+        diff, node, float(diff.asset_price[groups.quote_id[node]]), VALUE_EPSILON * diff.scale
+    )
+    budget = cash + float(moved.transfer_in[0]) - float(moved.transfer_out[0]) - 0.0
+    usable = budget if budget > 0.0 or math.isnan(budget) else 0.0  # np.maximum(budget, 0.0)
+    if spend > usable:  # `_squeezed_steps`: scaled down to the budget
+        exact = usable / spend
+        tight = [floor(steps[g] * exact * scale_up + STEP_EPSILON) for g in buys]
+        spent = 0.0
+        for g, whole in zip(buys, tight, strict=True):
+            spent += whole * step[g] * price[g] * (1 + fee[g])
+        if spent <= usable * (1 + STEP_RELATIVE):
+            tight = [min(whole, steps[g]) for g, whole in zip(buys, tight, strict=True)]
+        else:
+            safe = usable * (1 - BUDGET_SAFETY) / spend
+            tight = [floor(steps[g] * safe) for g in buys]
+        for g, whole in zip(buys, tight, strict=True):
+            steps[g] = whole
+            if reason(g, whole, whole * step[g] * price[g]):
+                code[g] = INSUFFICIENT_QUOTE_CODE
+    if any(code[g] and not sells[g] and raw[g] > 0 for g in range(size)):
+        return None  # the small-buy policy may raise some (`_raise_small_buys`)
+
+    # Sells before buys, each by asset; skips by wallet node (a group's path node), then asset.
+    chosen = [g for g in range(size) if not code[g]]
+    asset = groups.asset.tolist()
+    order = sorted(range(len(chosen)), key=lambda i: (not sells[chosen[i]], asset[chosen[i]]))
+    at = np.array(chosen, dtype=np.int64)
+    skips = NO_SKIPS
+    if len(chosen) < size:
+        path_node = groups.path_node.tolist()
+        skipped = sorted((g for g in range(size) if code[g]), key=lambda g: (path_node[g], asset[g]))
+        rows = np.array(skipped, dtype=np.int64)
+        skips = Skips(
+            node=groups.path_node[rows],
+            asset=groups.asset[rows],
+            account=groups.account[rows],
+            side=np.where(groups.sells[rows], SELL, BUY),
+            amount=groups.raw[rows],
+            code=np.array([code[g] for g in skipped], dtype=np.int64),
+            symbol={},
+        )
+    plan = Plan(
+        diff=diff,
+        legs=(),
+        transfers=(),
+        skips=skips,
+        direct_account=groups.account[at],
+        direct_market=groups.combo[at],
+        direct_side=np.where(groups.sells[at], SELL, BUY),
+        direct_steps=np.array([steps[g] for g in chosen], dtype=np.int64),
+        direct_order=np.array(order, dtype=np.intp),
+        direct_markets=groups.direct_markets,
+    )
+    flows = Flows({}, 0.0, groups.accounts, len(diff.tree), np.array([spend]), np.array([cash]))
+    return plan, flows
 
 
 def _squeezed_steps(
@@ -877,10 +1016,7 @@ class _Groups:
             self._apply(moves, keys, ids, n_assets)
         self.raw = np.abs(self.net)
         self.sells = self.net < 0
-        # The group's value in the target: its buys are raised to a minimum in this order (largest first).
-        self.desired = np.bincount(member_of, weights=diff.desired_value[nodes], minlength=all_keys.size)[
-            groups
-        ]
+        self._grouping = (member_of, nodes, groups, all_keys.size)  # `desired`, when read
         self._members = _Members(diff, shape.grouped_nodes, bounds)
         self.exchanges = shape.exchanges
         # Per account node (where.py reads it by node), the account's exchange.
@@ -921,6 +1057,15 @@ class _Groups:
 
         self.value_price = diff.asset_price[self.asset]  # in the valuation currency
         self.min_trade_value = min_trade_value * (1 - MIN_TOLERANCE)
+
+    @cached_property
+    def desired(self) -> FloatArray:
+        """The group's value in the target: its buys are raised to a minimum in this order (largest
+        first). Read only by the small-buy policy (rare): made when read."""
+        member_of, nodes, groups, count = self._grouping
+        weights = self.diff.desired_value[nodes]
+        desired = np.bincount(member_of, weights=weights, minlength=count)[groups]
+        return np.asarray(desired, dtype=np.float64)
 
     @classmethod
     def build(

@@ -275,34 +275,67 @@ def find_breaches(diff: DiffTree, policy: Policy) -> tuple[Breach, ...]:
     tree = diff.tree
     count = len(tree)
     current, desired = diff.current_weight, diff.desired_weight
-    drift, absolute, relative_limit = _limits(diff, policy)
-    over_absolute = drift > absolute + DRIFT_TOLERANCE
-    over_relative = drift > relative_limit + DRIFT_TOLERANCE
-    over_absolute[0] = over_relative[0] = False
-    nodes = (over_absolute | over_relative).nonzero()[0]
-    if not nodes.size:
-        return ()
-    use_absolute = over_absolute[nodes] & (~over_relative[nodes] | (absolute[nodes] <= relative_limit[nodes]))
-    limit = np.where(use_absolute, absolute[nodes], relative_limit[nodes])
-    # One pass over the tree names many breaching nodes at once; a few are cheaper walked up alone.
-    if nodes.size * PATH_WALKS_PER_PASS > count:
-        every = tree.paths()
-        paths = [every[node] for node in nodes.tolist()]
+    if count <= SMALL_NODES:
+        over = _small_over(diff, policy)
+        if over is None:
+            return ()
+        nodes_of, limit_of, absolute_of = over
+        current_of, desired_of = current.tolist(), desired.tolist()
+        weights = [current_of[node] for node in nodes_of]
+        wanted = [desired_of[node] for node in nodes_of]
     else:
-        paths = [tree.path(node) for node in nodes.tolist()]
+        drift, absolute, relative_limit = _limits(diff, policy)
+        over_absolute = drift > absolute + DRIFT_TOLERANCE
+        over_relative = drift > relative_limit + DRIFT_TOLERANCE
+        over_absolute[0] = over_relative[0] = False
+        nodes = (over_absolute | over_relative).nonzero()[0]
+        if not nodes.size:
+            return ()
+        use_absolute = over_absolute[nodes] & (
+            ~over_relative[nodes] | (absolute[nodes] <= relative_limit[nodes])
+        )
+        limit = np.where(use_absolute, absolute[nodes], relative_limit[nodes])
+        nodes_of, limit_of, absolute_of = nodes.tolist(), limit.tolist(), use_absolute.tolist()
+        weights, wanted = current[nodes].tolist(), desired[nodes].tolist()
+    # One pass over the tree names many breaching nodes at once; a few are cheaper walked up alone.
+    if len(nodes_of) * PATH_WALKS_PER_PASS > count:
+        every = tree.paths()
+        paths = [every[node] for node in nodes_of]
+    else:
+        paths = [tree.path(node) for node in nodes_of]
     breaches = [
         Breach(node, path, weight, wanted, bound, "absolute" if by_absolute else "relative")
         for node, path, weight, wanted, bound, by_absolute in zip(
-            nodes.tolist(),
-            paths,
-            current[nodes].tolist(),
-            desired[nodes].tolist(),
-            limit.tolist(),
-            use_absolute.tolist(),
-            strict=True,
+            nodes_of, paths, weights, wanted, limit_of, absolute_of, strict=True
         )
     ]
     return tuple(sorted(breaches, key=lambda breach: breach.path))
+
+
+# Trees up to this many nodes are checked against their bands in Python floats (`_small_over`): a
+# replay evaluates a small portfolio thousands of times, and numpy's per-call cost dominates there.
+SMALL_NODES = 48
+
+
+def _small_over(diff: DiffTree, policy: Policy) -> tuple[list[int], list[float], list[bool]] | None:
+    """`find_breaches`' arrays for a small tree, the same operations on the same floats: the nodes
+    outside a band (ascending), the limit each breaches and whether it is the absolute one; None: none."""
+    absolute, relative, finite = (values.tolist() for values in _bands(diff.tree, policy))
+    current, desired = diff.current_weight.tolist(), diff.desired_weight.tolist()
+    nodes: list[int] = []
+    limits: list[float] = []
+    by_absolute: list[bool] = []
+    for node in range(1, len(current)):
+        drift = abs(current[node] - desired[node])
+        relative_limit = relative[node] * desired[node] if finite[node] else math.inf
+        over_absolute = drift > absolute[node] + DRIFT_TOLERANCE
+        over_relative = drift > relative_limit + DRIFT_TOLERANCE
+        if over_absolute or over_relative:
+            use_absolute = over_absolute and (not over_relative or absolute[node] <= relative_limit)
+            nodes.append(node)
+            limits.append(absolute[node] if use_absolute else relative_limit)
+            by_absolute.append(use_absolute)
+    return (nodes, limits, by_absolute) if nodes else None
 
 
 def _overridden(

@@ -22,6 +22,7 @@ tracker names what a venue reports outside the layout.
 from __future__ import annotations
 
 import copy
+import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,9 @@ Key = tuple[str, str]  # (account path, asset)
 CASH_SLACK = 1e-12
 # Market tables a layout keeps (one per set of routes planned); then it starts again.
 FACT_TABLES = 64
+# A plan of one account of at most this many direct orders fills order by order in Python floats
+# (`_fill_one_account`): on arrays this small numpy's cost per call is what a fill pays.
+SMALL_FILL = 48
 
 
 def amount_text(value: float) -> str:
@@ -445,6 +449,8 @@ def _fill_direct(balances: Balances, plan: Plan, minimum: float) -> Filled:
     if not order.size:
         return Filled()
     orders = layout.orders(plan.direct_markets, diff, plan.direct_account, plan.direct_market)
+    if orders.one_cash and orders.distinct and orders.all_held and order.size <= SMALL_FILL:
+        return _fill_one_account(balances, plan, orders, minimum)
     rate, base, quote = orders.rate[order], orders.base[order], orders.quote[order]
     held, cash = orders.held[order], orders.cash[order]
     amount = plan.direct_steps[order] * orders.step[order]
@@ -495,6 +501,87 @@ def _fill_direct(balances: Balances, plan: Plan, minimum: float) -> Filled:
     traded = float((proceeds * worth).sum() + (cost * worth).sum())
     fees = float((proceeds * rate * worth).sum() + (cost * rate * worth).sum())
     return Filled(int(np.count_nonzero(sell) + np.count_nonzero(bought > 0)), traded, fees)
+
+
+def _fill_one_account(balances: Balances, plan: Plan, orders: Orders, minimum: float) -> Filled:
+    """`_fill_direct` of a plan of one account whose orders each trade a group the book holds (no two
+    the same), order by order in Python floats: the same operations in the same order (the buys' room
+    as `np.cumsum` makes it, the totals as numpy sums them), so the same fill."""
+    order = plan.direct_order.tolist()
+    asset_price = plan.diff.asset_price.tolist()
+    rate_of, step_of, base_of = orders.rate.tolist(), orders.step.tolist(), orders.base.tolist()
+    held_of, side_of, steps_of = orders.held.tolist(), plan.direct_side.tolist(), plan.direct_steps.tolist()
+    cash = int(orders.cash[0])
+    worth = asset_price[int(orders.quote[0])]  # valuation price of the quote
+    free = balances.free.tolist()
+    count = len(order)
+    rate = [rate_of[k] for k in order]
+    amount = [steps_of[k] * step_of[k] for k in order]
+    price = [asset_price[base_of[k]] / worth for k in order]
+    held = [held_of[k] for k in order]
+    sent = [amount[i] * price[i] * worth >= minimum for i in range(count)]
+    sell = [sent[i] and side_of[k] == SELL for i, k in enumerate(order)]
+    proceeds, cost, sells = [0.0] * count, [0.0] * count, 0
+    for i in range(count):
+        if sell[i]:
+            sold = min(amount[i], free[held[i]])
+            free[held[i]] -= sold
+            proceeds[i] = sold * price[i]
+            sells += 1
+    for i in range(count):
+        if sell[i]:
+            free[cash] += proceeds[i] * (1 - rate[i])
+    need = [amount[i] * price[i] * (1 + rate[i]) if sent[i] and not sell[i] else 0.0 for i in range(count)]
+    room, spent, bought = free[cash] * (1 + CASH_SLACK), 0.0, [0.0] * count
+    for i in range(count):
+        total = spent + need[i]  # `np.cumsum(need)`
+        if need[i] > 0:
+            left = room - (total - need[i])
+            left = left if left > 0.0 or math.isnan(left) else 0.0  # np.maximum(left, 0.0)
+            part = min(max(left / need[i], 0.0), 1.0)
+            bought[i] = amount[i] * (1.0 if part >= 1.0 else part)
+        spent = total
+    for i in range(count):
+        if sent[i] and not sell[i]:
+            cost[i] = bought[i] * price[i]
+            free[cash] -= cost[i] * (1 + rate[i])
+    for i in range(count):
+        if sent[i] and not sell[i]:
+            free[held[i]] += bought[i]
+    balances.free = np.array(free, dtype=np.float64)
+    traded = numpy_sum([p * worth for p in proceeds]) + numpy_sum([c * worth for c in cost])
+    fees = numpy_sum([p * r * worth for p, r in zip(proceeds, rate, strict=True)]) + numpy_sum(
+        [c * r * worth for c, r in zip(cost, rate, strict=True)]
+    )
+    return Filled(sells + sum(1 for b in bought if b > 0), traded, fees)
+
+
+def numpy_sum(values: list[float]) -> float:
+    """`np.sum` of `values` as numpy adds them (pairwise, eight running sums in blocks of up to 128): the
+    same float, for code that sums a few Python floats where numpy would sum an array."""
+    return _pairwise(values, 0, len(values))
+
+
+def _pairwise(values: list[float], start: int, count: int) -> float:
+    if count < 8:
+        total = 0.0
+        for i in range(start, start + count):
+            total += values[i]
+        return total
+    if count <= 128:
+        sums = values[start : start + 8]
+        i = 8
+        while i < count - count % 8:
+            for j in range(8):
+                sums[j] += values[start + i + j]
+            i += 8
+        total = ((sums[0] + sums[1]) + (sums[2] + sums[3])) + ((sums[4] + sums[5]) + (sums[6] + sums[7]))
+        for k in range(start + i, start + count):
+            total += values[k]
+        return total
+    half = count // 2
+    half -= half % 8
+    return _pairwise(values, start, half) + _pairwise(values, start + half, count - half)
 
 
 def _fill_in_order(balances: Balances, plan: Plan, price_of: Mapping[str, float], minimum: float) -> Filled:
