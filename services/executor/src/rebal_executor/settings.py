@@ -85,6 +85,9 @@ class ExecutionSettings(Section):
     # A transfer to or from a bank account is an operator's task: the buys it funds wait this long for
     # `rebal transfer confirm ID` (7 days: a wire can take days), then the run ends partial (an alert).
     bank_transfer_timeout_seconds: float = Field(default=7 * 24 * 3600.0, gt=0)
+    # A sell sizes from a balance read younger than this when no order of ours touched its asset since
+    # (`execution.holdings`; 0: a read per sell).
+    balances_max_age_seconds: float = Field(default=2.0, ge=0)
     # Unfinished runs and our open orders are reconciled with the venues this often (and at start).
     reconcile_interval_seconds: float = Field(default=10.0, gt=0)
     # Market (the default) or limit orders, per account or market (`OrderTypes`).
