@@ -411,6 +411,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-throttle", action="store_true", help="ccxt's throttle off (429s only)")
     parser.add_argument("--no-fsync", action="store_true", help="Postgres fsync off (as the tests run it)")
+    parser.add_argument(
+        "--data-dir", type=Path, help="where Postgres keeps its files (default: the system's temp dir)"
+    )
     parser.add_argument("--ccxt-bucket", action="store_true", help="ccxt's own throttle, for comparison")
     args = parser.parse_args(argv)
     if args.accounts < 1 or args.orders < 2 * args.accounts:
@@ -419,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     fake = Fake(args.orders, args.accounts)
     try:
         with (
-            tempfile.TemporaryDirectory(prefix="rebal-bench-exec-") as base,
+            tempfile.TemporaryDirectory(prefix="rebal-bench-exec-", dir=args.data_dir) as base,
             PostgresServer(Path(base) / "pg", settings={"fsync": "off"} if args.no_fsync else None) as pg,
         ):
             dsn = pg.ensure_database("rebal")
