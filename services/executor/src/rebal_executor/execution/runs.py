@@ -193,8 +193,9 @@ class Executor(Context):
         if isinstance(state, IllegalTransition):
             raise RuntimeError(state.reason)  # a broken invariant: the journal and this code disagree
         if stop is not None:
+            done = await self.journal.legs_done(plan.event_id)
             for leg in [*range(len(plan.orders)), *positions.legs_of(plan)]:
-                if not await self.journal.leg_done(plan.event_id, leg):
+                if leg not in done:
                     await resolve(self, record, leg)  # an order the venue may hold is found or judged lost
             await self._finish(record, stop.status, stop.reason)
             return
