@@ -12,17 +12,25 @@ by kind and their total weight, 429s answered, and the theoretical minimum the r
 those requests, ``max(0, weight - burst) / rate``, and for the bare minimum (one order request per leg,
 weight 1 each, plus the one balance and one price read the buys' sizing needs).
 
-`--orders-per-second R` gives the venue an ORDERS limit of 10·R per 10 s (the fake answers one more
-with 429, -1015 and Retry-After; the adapter paces at it): the figure is then the wall time against the
-``orders / R`` that limit allows (issue 17: within 1.2x). Without it the adapter paces at Binance's own
-50 per 10 s and the fake does not count orders. `--no-fsync` runs Postgres as the tests do (the journal
-is durable only with fsync on: the figures quoted are with it).
+`--orders-per-second R` gives the venue an ORDERS limit of 10·R per 10 s per account, as Binance counts
+it (the fake answers one more with 429, -1015 and Retry-After; the adapter paces at it): the figure is
+then the wall time against the busiest account's ``orders / R`` (issue 17: within 1.2x). Without it the
+adapter paces at Binance's own 50 per 10 s and the fake does not count orders. `--accounts M` spreads the
+plan over M accounts (a CcxtVenue and a fake Binance API key each; every account's sells, then every
+account's buys, as a planner lists them): the executor runs the accounts side by side. The fake Binance
+runs in a process of its own (its CPU is not the executor's) and counts the legs placed more than once;
+the CPU time of the executor, Postgres and the fake is printed with the load average. The request weight
+is the venue's per IP: each account's throttle paces at its share. `--no-fsync` runs Postgres as the
+tests do (the journal is durable only with fsync on: the figures quoted are with it); `--data-dir` puts
+Postgres elsewhere (a tmpfs such as /dev/shm makes fsync free: say so with a figure).
 
     python bench/executor.py                              # 50 orders at Binance's 6000 weight/min
     python bench/executor.py --weight-per-second 500      # a faster venue
     python bench/executor.py --no-throttle                # the throttle off: 429s and Retry-After only
     python bench/executor.py --ccxt-bucket                # ccxt's own throttle, for comparison
     python bench/executor.py --orders 2000 --orders-per-second 10 --weight-per-second 1000
+    python bench/executor.py --orders 100000 --accounts 20 --orders-per-second 5 --weight-per-second 4000 \
+        --burst 4000                                      # 20 accounts x 5,000 orders: 1,000 s minimum
 """
 
 from __future__ import annotations
