@@ -157,6 +157,15 @@ def test_the_dashboard_shows_the_api_s_numbers_and_its_controls_act(
             for strategy in performance["strategies"]:
                 row = next(r for r in strategy_rows if r.startswith(strategy["strategy_id"]))
                 assert pct(strategy["cumulative_return"]) in row
+                # The total return is shown with the span it covers, beside the annualised one.
+                cells = row.split("\t")
+                assert strategy["frequency"] == "intraday (every 1 hour)"
+                hours = strategy["observations"]
+                assert cells[3] == (
+                    f"{hours // 24} days" if hours >= 48 and hours % 24 == 0 else f"{hours} hours"
+                )
+                annual = strategy["annualised_return"]
+                assert cells[1] == ("n/a" if annual is None else pct(annual)), cells
 
             # The pie and the table: the API's shares.
             listed = [n for n in weights["nodes"] if n["kind"] in ("sector", "strategy")]

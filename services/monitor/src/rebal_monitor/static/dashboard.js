@@ -69,6 +69,24 @@ function amount(value, asset) {
   return (Number(value) < 0 ? "-" : "") + (steps * Number(step)).toFixed(places);
 }
 
+// How long a strategy's figures cover: its returns' count in its frequency's unit ("953 days").
+const UNITS = { daily: ["day", "days"], weekly: ["week", "weeks"], monthly: ["month", "months"] };
+function span(observations, frequency) {
+  if (missing(observations)) return "-";
+  const unit = UNITS[frequency];
+  if (unit) return `${observations} ${observations === 1 ? unit[0] : unit[1]}`;
+  // "intraday (every 1 hour)", "every 3 days": the returns times their spacing.
+  const every = /every (\d+(?:\.\d+)?) (minute|hour|day)s?/.exec(frequency || "");
+  if (every) {
+    let [count, name] = [observations * Number(every[1]), every[2]];
+    if (name === "minute" && count >= 120 && count % 60 === 0) [count, name] = [count / 60, "hour"];
+    if (name === "hour" && count >= 48 && count % 24 === 0) [count, name] = [count / 24, "day"];
+    const text = Number.isInteger(count) ? String(count) : count.toFixed(2);
+    return `${text} ${name}${text === "1" ? "" : "s"}`;
+  }
+  return `${observations} return${observations === 1 ? "" : "s"}`;
+}
+
 function cell(text, className, label) {
   const td = document.createElement("td");
   td.textContent = text;
@@ -182,9 +200,13 @@ function showPerformance(performance, equity) {
   $("kpi-note").textContent = notes.join("; ") + ".";
   const strategies = performance ? performance.strategies : [];
   fillTable("strategies-table", strategies.map((s) => [
-    cell(s.strategy_id), cell(pct(s.cumulative_return), "num"), cell(ratio(s.sharpe), "num"), cell(pct(s.max_drawdown), "num"),
+    cell(s.strategy_id), cell(missing(s.annualised_return) ? "n/a" : pct(s.annualised_return), "num"),
+    cell(pct(s.cumulative_return), "num"), cell(span(s.observations, s.frequency), "num"),
+    cell(ratio(s.sharpe), "num"), cell(pct(s.max_drawdown), "num"),
   ]));
-  $("strategies-note").textContent = strategies.length ? "" : "no strategy returns reported";
+  $("strategies-note").textContent = strategies.length
+    ? "return p.a.: annualised over the span shown (n/a when the span is too short); total return: compounded over it."
+    : "no strategy returns reported";
   const points = equity ? equity.points : [];
   Plotly.react("equity-chart", [{
     type: "scatter", mode: "lines", name: "value",
