@@ -233,7 +233,7 @@ class Reads(Wrapped):
         return await self.inner.balances(account)
 
 
-@pytest.mark.parametrize(("max_age", "reads"), [(0.0, 3), (2.0, 2)])
+@pytest.mark.parametrize(("max_age", "reads"), [(0.0, 3), (10.0, 2)])
 async def test_a_sell_reuses_its_accounts_balance_read_only_for_an_asset_no_order_of_ours_touched(
     pool: asyncpg.Pool, max_age: float, reads: int
 ) -> None:

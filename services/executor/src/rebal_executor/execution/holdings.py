@@ -1,7 +1,8 @@
 """What one account holds, read once for several of a phase's sells instead of once per sell.
 
 A venue answers a balance read with every asset of the account (Binance's ``/api/v3/account``: weight 20,
-and ccxt parses all of it), so a read per sell made an account's sells quadratic in its assets. A sell
+and ccxt parses all of it: ~25 ms of CPU for 2,500 assets), so a read per sell made an account's sells
+quadratic in its assets. A sell
 reuses the last read while it is younger than `ExecutionSettings.balances_max_age_seconds` AND no order of
 ours on the account has touched the asset it sells since (as its base or its quote): what our own legs
 change is always read again, and a read is never older than that age. A read older than the order it
