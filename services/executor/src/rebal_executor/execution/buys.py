@@ -39,8 +39,8 @@ async def buys(ctx: Context, record: RunRecord, waiting: frozenset[str] = frozen
     confirmed yet: `bank`)."""
     plan = record.plan
     legs = [(leg, o) for leg, o in enumerate(plan.orders) if o.phase != 1 and o.account not in waiting]
-    done = await ctx.journal.legs_done(plan.event_id)
-    todo = [(leg, o) for leg, o in legs if leg not in done]
+    ended = await ctx.journal.legs_done(plan.event_id)
+    todo = [(leg, o) for leg, o in legs if leg not in ended]
     moved = await guards.prices_moved(ctx, plan, todo)
     if moved:
         return Stop("replan_needed", moved)  # the planner may make a fresh plan (a policy's replans)
