@@ -11,6 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from unittest import mock
 
 import numpy as np
 from hypothesis import example, given, settings
@@ -183,11 +184,22 @@ def reference_withdrawal_fees(plan: Plan) -> float:
     return total
 
 
+def every_candidate(*args: Any) -> np.ndarray[Any, np.dtype[np.bool_]]:
+    """`pools._may_relocate` dropping nothing: every candidate goes through the per-seller loop."""
+    candidates = args[4]
+    return np.ones(candidates.size, dtype=np.bool_)
+
+
 def check(diff: DiffTree, markets: Markets, networks: Networks | None) -> None:
     """Both candidates a where plan weighs: their notes, and the optimised one's round trips."""
     banks = frozenset(node for node in diff.tree.accounts if diff.tree.kinds[node] == BANK)
     trading = Trading(VenuePrices(diff.prices), markets, networks, banks=banks)
     found = pools.candidates(diff, trading)
+    # The relocations' bulk bound drops only sellers the loop would refuse: the same moves without it.
+    with mock.patch.object(pools, "_may_relocate", every_candidate):
+        unbounded = pools.candidates(diff, trading)
+    assert unbounded.optimised.moves == found.optimised.moves
+    assert unbounded.optimised.cost.tolist() == found.optimised.cost.tolist()
     for plain in (False, True):
         made = _pooled(diff, markets, trading, found, plain)
         notes = made.noted().notes

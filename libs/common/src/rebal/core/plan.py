@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from decimal import Context, Decimal
 from functools import cached_property
@@ -32,7 +32,14 @@ from rebal.core.bulk import Decimals, multiply, times
 from rebal.core.diff import BUY, HOLD, SELL, DiffTree
 from rebal.core.errors import InputError
 from rebal.core.market import Market, Markets, Prices, Route
-from rebal.core.networks import BELOW_NETWORK_MIN, NETWORK_DISABLED, NO_NETWORK, NOT_ABOVE_FEE, Networks
+from rebal.core.networks import (
+    BELOW_NETWORK_MIN,
+    NETWORK_DISABLED,
+    NO_NETWORK,
+    NOT_ABOVE_FEE,
+    Networks,
+    Way,
+)
 from rebal.core.numbers import (
     BUDGET_SAFETY,
     DEFAULT_AMOUNT_STEP,
@@ -1085,7 +1092,7 @@ class _GroupShape(NamedTuple):
             ).astype(np.float64),
             exchanges=exchanges,
             account_exchange=account_exchange,
-            banks=np.array([node for node in tree.accounts if tree.kinds[node] == BANK], dtype=np.int64),
+            banks=tree.bank_accounts,
             layouts={},
         )
         tree.shape_memo["group shape"] = shape
@@ -1574,38 +1581,56 @@ def _transfers(
     planned: dict[int, float] = defaultdict(float)
     for source, _, value in matched:
         planned[source] += value
+    spare_of = spare.tolist()
     ratio = {
-        source: min(1.0, max(float(spare[slot[source]]), 0.0) * quote_price[source] / value)
-        if value > 0
-        else 0.0
+        source: min(1.0, max(spare_of[slot[source]], 0.0) * quote_price[source] / value) if value > 0 else 0.0
         for source, value in planned.items()
     }
     networks = trading.networks if trading is not None else None
     skipped: list[TransferSkip] = []
     first_in: dict[int, int] = {}
     exchange_of = diff.tree.accounts
-    for source, sink, value in matched:
-        asset = quote_name[source]
-        price = price_of[asset][0]
-        wanted = DERIVED.divide(DERIVED.create_decimal_from_float(value * ratio[source]), price)
-        steps = floor_steps(wanted, DEFAULT_AMOUNT_STEP)
-        if steps <= 0:
+    # The amounts in bulk (exact decimals only where floats cannot tell the whole steps), each pair's
+    # money then counted in order.
+    steps = _money_steps(
+        np.array([value * ratio[source] for source, _, value in matched], dtype=np.float64),
+        [quote_name[source] for source, _, _ in matched],
+        price_of,
+    )
+    worth = _MoneyWorth(price_of)
+    rows = [i for i, count in enumerate(steps) if count > 0]
+    senders = [matched[i][0] for i in rows]
+    receivers = [matched[i][1] for i in rows]
+    counts = [steps[i] for i in rows]
+    assets = [quote_name[source] for source in senders]
+    ways: Sequence[Way | str | None] = (
+        [None] * len(rows)
+        if networks is None
+        else _money_ways(
+            networks,
+            [exchange_of[source][0] for source in senders],
+            [exchange_of[sink][0] for sink in receivers],
+            assets,
+            [quote_name[sink] for sink in receivers],
+            counts,
+        )
+    )
+    # What moves (in the asset's value) out of each source and into each sink, in matching order.
+    out_slot: list[int] = []
+    in_slot: list[int] = []
+    out_value: list[float] = []
+    in_value: list[float] = []
+    for source, sink, count, asset, way in zip(senders, receivers, counts, assets, ways, strict=True):
+        if isinstance(way, str):
+            skipped.append(TransferSkip(source, asset, float(DEFAULT_AMOUNT_STEP * count), way))
             continue
-        amount = DEFAULT_AMOUNT_STEP * steps
-        network, fee = None, Decimal(0)
-        if networks is not None and asset != quote_name[sink]:
-            # The money would arrive in another asset than the one the destination buys with, and no
-            # conversion is planned: it is not counted as the destination's quote.
-            skipped.append(TransferSkip(source, asset, float(amount), NEEDS_CONVERSION))
-            continue
-        if networks is not None:
-            way = networks.choose(exchange_of[source][0], exchange_of[sink][0], asset, amount)
-            if isinstance(way, str):
-                skipped.append(TransferSkip(source, asset, float(amount), way))
-                continue
+        network, fee, lost = None, Decimal(0), 0.0
+        if way is not None:
             network, fee = way.network, way.fee
             withdrawal_fees += fee_value[asset, fee]
+            lost = worth.of_fee(asset, fee)
         if made:
+            amount = DEFAULT_AMOUNT_STEP * count
             first_in.setdefault(sink, len(transfers))
             transfers.append(
                 Transfer(
@@ -1613,14 +1638,21 @@ def _transfers(
                     source=path(source),
                     destination=path(sink),
                     amount=amount.normalize(),
-                    value=DERIVED.multiply(amount, price).normalize(),
+                    value=DERIVED.multiply(amount, price_of[asset][0]).normalize(),
                     network=network,
                     fee=fee,
                 )
             )
-        moved = float(amount * price)
-        transfer_out[slot[source]] += moved / quote_price[source]
-        transfer_in[slot[sink]] += (moved - float(fee * price)) / quote_price[sink]
+        moved = worth.of_steps(asset, count)
+        out_slot.append(slot[source])
+        out_value.append(moved / quote_price[source])
+        in_slot.append(slot[sink])
+        in_value.append((moved - lost) / quote_price[sink])
+    # Added in order, one at a time (as a loop would: each account's sum in the same order).
+    outgoing, incoming = np.array(transfer_out), np.array(transfer_in)
+    np.add.at(outgoing, np.array(out_slot, dtype=np.int64), np.array(out_value, dtype=np.float64))
+    np.add.at(incoming, np.array(in_slot, dtype=np.int64), np.array(in_value, dtype=np.float64))
+    transfer_out, transfer_in = outgoing.tolist(), incoming.tolist()
     # Unmatched deficits are funded by new money (invest); unmatched surpluses leave (withdraw).
     for node, value in remaining_in.items():
         transfer_in[slot[node]] += max(value, 0.0) / quote_price[node]
@@ -1665,3 +1697,138 @@ class _FeeValue(dict[tuple[str, Decimal], float]):
         asset, fee = key
         self[key] = value = float(fee) * self.price_of[asset][1]
         return value
+
+
+# A money transfer's amount in whole default steps (satoshis): a float count this far (relative) from a
+# whole number decides it (its error is under 4e-16 relative: three float roundings, two decimal ones to
+# 18 digits); nearer, or past what a float holds whole, the exact decimals do.
+_SATOSHIS = 10**8  # per unit: DEFAULT_AMOUNT_STEP is 1e-8
+_MONEY_NOISE = 1e-14
+_FLOAT_WHOLE = 2**52
+
+
+def _money_steps(value: FloatArray, asset: list[str], price_of: _PriceOf) -> list[int]:
+    """Per money transfer worth `value` (valuation currency) of `asset`, its whole default steps, exactly
+    as `_exact_money_steps` (thousands of transfers, a few assets: in floats where they decide)."""
+    steps = np.zeros(value.size, dtype=np.int64)
+    unsure = np.zeros(value.size, dtype=np.bool_)
+    names = np.array(asset, dtype=object)
+    for name in sorted(set(asset)):
+        rows = np.flatnonzero(names == name)
+        price = price_of[name][1]
+        wanted = value[rows]
+        with np.errstate(all="ignore"):
+            count = wanted / price * _SATOSHIS
+            clear = (wanted <= 0) | (
+                (wanted > 0)
+                & (count < _FLOAT_WHOLE)
+                & (np.abs(count - np.rint(count)) > np.maximum(count, 1.0) * _MONEY_NOISE)
+            )
+        if not (0 < price < math.inf):
+            clear[:] = False
+        steps[rows[clear]] = np.where(wanted[clear] > 0, np.floor(count[clear]), 0)
+        unsure[rows[~clear]] = True
+    out: list[int] = steps.tolist()
+    for i in np.flatnonzero(unsure).tolist():
+        out[i] = _exact_money_steps(float(value[i]), price_of[asset[i]][0])
+    return out
+
+
+def _exact_money_steps(value: float, price: Decimal) -> int:
+    """The whole default steps in `value` (valuation currency) of an asset at `price`, in exact decimals."""
+    return floor_steps(DERIVED.divide(DERIVED.create_decimal_from_float(value), price), DEFAULT_AMOUNT_STEP)
+
+
+def _money_ways(
+    networks: Networks,
+    out_of: list[str],
+    into: list[str],
+    asset: list[str],
+    received_as: list[str],
+    steps: list[int],
+) -> list[Way | str]:
+    """Per money transfer of `steps` default steps of `asset` from exchange `out_of` to `into`, the way
+    `Networks.choose` takes, or why none (``needs_conversion`` where the destination trades against
+    another asset `received_as`): per (exchanges, asset) at once, the amount against each way's minimum
+    and fee counted in whole steps (exactly: ``steps >= ceil(min / step)``, ``steps > floor(fee / step)``)."""
+    chosen: list[Way | str] = [NEEDS_CONVERSION] * len(steps)
+    groups: dict[tuple[str, str, str], list[int]] = defaultdict(list)
+    for i, key in enumerate(zip(out_of, into, asset, strict=True)):
+        if asset[i] == received_as[i]:
+            groups[key].append(i)
+    huge = max(steps, default=0) >= _INT_STEPS
+    for (source, destination, name), rows in groups.items():
+        ways = networks.ways(source, destination, name)
+        if isinstance(ways, str) or huge:
+            for i in rows:
+                chosen[i] = networks.choose(source, destination, name, DEFAULT_AMOUNT_STEP * steps[i])
+            continue
+        count = np.array([steps[i] for i in rows], dtype=np.int64)
+        way_of = np.full(count.size, -1, dtype=np.int64)
+        below_all = np.ones(count.size, dtype=np.bool_)
+        for k, way in enumerate(ways):
+            least = min(max(_whole_steps_at_least(way.min_amount), 0), _INT_STEPS)
+            fee = min(max(_whole_steps_at_most(way.fee), -1), _INT_STEPS)
+            clears = count >= least
+            below_all &= ~clears
+            way_of[(way_of < 0) & clears & (count > fee)] = k
+        for i, k, below in zip(rows, way_of.tolist(), below_all.tolist(), strict=True):
+            chosen[i] = ways[k] if k >= 0 else BELOW_NETWORK_MIN if below else NOT_ABOVE_FEE
+    return chosen
+
+
+# Step counts at or past this are not compared in int64 (`_money_ways` asks `Networks.choose`).
+_INT_STEPS = 2**62
+
+
+def _whole_steps_at_least(value: Decimal) -> int:
+    """The fewest whole default steps worth at least `value`."""
+    numerator, denominator = value.as_integer_ratio()
+    return -((-numerator * _SATOSHIS) // denominator)
+
+
+def _whole_steps_at_most(value: Decimal) -> int:
+    """The most whole default steps worth at most `value`."""
+    numerator, denominator = value.as_integer_ratio()
+    return (numerator * _SATOSHIS) // denominator
+
+
+class _MoneyWorth:
+    """What money transfers are worth as floats, each exactly ``float(exact decimal product)``: `steps`
+    default steps of an asset (an integer product over a power of ten where a float holds both whole,
+    which one division rounds as the decimal's conversion does), and a fee (found once per asset and fee)."""
+
+    def __init__(self, price_of: _PriceOf) -> None:
+        self.price_of = price_of
+        self._scaled: dict[str, tuple[int, float, bool] | None] = {}
+        self._fees: dict[tuple[str, Decimal], float] = {}
+
+    def of_steps(self, asset: str, steps: int) -> float:
+        if asset not in self._scaled:
+            self._scaled[asset] = self._scale(self.price_of[asset][0])
+        scaled = self._scaled[asset]
+        if scaled is not None:
+            digits, power, divide = scaled
+            whole = steps * digits
+            if whole < _FLOAT_WHOLE:
+                return whole / power if divide else whole * power
+        return float(DEFAULT_AMOUNT_STEP * steps * self.price_of[asset][0])
+
+    @staticmethod
+    def _scale(price: Decimal) -> tuple[int, float, bool] | None:
+        """The price as whole digits and the power of ten that scales a step count by them (both held
+        whole by a float), or None."""
+        if not price.is_finite():
+            return None
+        sign, digits, exponent = price.as_tuple()
+        assert isinstance(exponent, int)
+        shift = exponent - 8  # a step is 1e-8
+        if sign or abs(shift) > 22:  # 10**22 is the largest power of ten a float holds whole
+            return None
+        return int("".join(map(str, digits)) or "0"), float(10 ** abs(shift)), shift < 0
+
+    def of_fee(self, asset: str, fee: Decimal) -> float:
+        key = (asset, fee)
+        if key not in self._fees:
+            self._fees[key] = float(fee * self.price_of[asset][0])
+        return self._fees[key]

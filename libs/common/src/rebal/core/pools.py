@@ -32,15 +32,18 @@ import numpy as np
 
 from rebal.core.diff import DiffTree
 from rebal.core.errors import InputError
+from rebal.core.networks import Networks
 from rebal.core.numbers import VALUE_EPSILON, amount_str, default_steps_of
 from rebal.core.trading import Move, Trading
-from rebal.core.tree import BANK, BoolArray, FloatArray, IntArray, contains
+from rebal.core.tree import BoolArray, FloatArray, IntArray, contains
 
 # Rates at which an asset cannot be sold (no route) or bought.
 NO_SALE = 0.0
 NO_PURCHASE = np.inf
 # A relocation must fetch more than selling in place by this share, so float noise never moves an asset.
 RELOCATION_MARGIN = 1e-9
+# Relative slack of a float bound on a decimal computation (float noise is ~1e-16).
+_SLACK = 1e-12
 
 
 @dataclass(frozen=True, eq=False)
@@ -275,7 +278,7 @@ def _rates(
     banks = np.zeros(len(tree), dtype=np.bool_)
     for node, (exchange, _) in tree.accounts.items():
         account_exchange[node] = exchange_id[exchange]
-        banks[node] = tree.kinds[node] == BANK
+    banks[tree.bank_accounts] = True
     keys = (account_exchange[account] * n_assets + diff.account_quote[account]) * n_assets + asset
     combos, inverse = np.unique(keys, return_inverse=True)
     sells, buys = np.full(combos.size, NO_SALE), np.full(combos.size, NO_PURCHASE)
@@ -438,6 +441,9 @@ def _optimised(
         hubs = hub[group[candidates]]
         better = ~(cells.bid[hubs] <= cells.bid[candidates] * (1 + RELOCATION_MARGIN))
         candidates, hubs = candidates[better], hubs[better]
+        # Most sellers gain less at the hub than even the cheapest way's fee: dropped in bulk.
+        may = _may_relocate(diff, networks, cells, sold, candidates, hubs)
+        candidates, hubs = candidates[may], hubs[may]
         moved: list[int] = []
         to: list[int] = []
         amounts: list[float] = []
@@ -529,6 +535,46 @@ def _optimised(
             money = np.where(better[accounts.pool], local_money, money)
             cost = np.where(better, local_cost, cost)
     return _Candidate(desired, money, cost, moves, move_pool, best_sell, best_buy, np.zeros(0), np.zeros(0))
+
+
+def _may_relocate(
+    diff: DiffTree, networks: Networks, cells: Cells, sold: FloatArray, candidates: IntArray, hubs: IntArray
+) -> BoolArray:
+    """Which `candidates` (cells selling `sold`) might fetch more at their `hubs` after the network's fee
+    (`_optimised` decides exactly): not those with no open way, nor those for which even the cheapest
+    way's fee, the amount taken at its largest and the bids' products at their float bounds (slack far
+    above float noise), leaves the hub no better than selling in place."""
+    tree = diff.tree
+    if not candidates.size:
+        return np.zeros(0, dtype=np.bool_)
+    source, destination = cells.account[candidates], cells.account[hubs]
+    nodes = np.unique(np.concatenate((source, destination)))
+    exchanges = sorted({tree.accounts[node][0] for node in nodes.tolist()})
+    exchange_id = {name: i for i, name in enumerate(exchanges)}
+    node_exchange = np.array([exchange_id[tree.accounts[node][0]] for node in nodes.tolist()], np.int64)
+    n_assets, n_exchanges = len(diff.asset_names), len(exchanges)
+    combo = (
+        node_exchange[np.searchsorted(nodes, source)] * n_exchanges
+        + node_exchange[np.searchsorted(nodes, destination)]
+    ) * n_assets + cells.asset[candidates]
+    unique, inverse = np.unique(combo, return_inverse=True)
+    cheapest = np.full(unique.size, np.nan)
+    for i, key in enumerate(unique.tolist()):
+        pair, asset_id = divmod(key, n_assets)
+        out, into = divmod(pair, n_exchanges)
+        ways = networks.ways(exchanges[out], exchanges[into], diff.asset_names[asset_id])
+        if not isinstance(ways, str):
+            cheapest[i] = float(ways[0].fee)  # ways come cheapest first: a way chosen costs at least this
+    fee = cheapest[inverse.reshape(-1)]
+    selling = sold[candidates]
+    # The amount moved is `selling` printed to 12 places and cut to whole satoshis (`default_steps_of`).
+    with np.errstate(invalid="ignore"):
+        there = (selling + 2e-12 - fee + _SLACK * (selling + fee)) * cells.bid[hubs]
+        there += np.abs(there) * _SLACK
+        here = np.maximum(selling - 1.1e-8 - _SLACK * selling, 0.0) * cells.bid[candidates]
+        here -= np.abs(here) * _SLACK
+        may: BoolArray = np.isfinite(fee) & ~(there <= here * (1 + RELOCATION_MARGIN))
+    return may
 
 
 def _buy_shares(cells: Cells, group: IntArray, size: int, row: IntArray, budget: FloatArray) -> FloatArray:

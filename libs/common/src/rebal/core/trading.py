@@ -39,6 +39,9 @@ class VenuePrices:
     """Side-aware prices: a venue's bid and ask where the prices file gives them, else the reference."""
 
     prices: Prices
+    # Each (exchange, base, quote, side)'s float price, found once: a plan asks thousands of times for a
+    # few hundred (routes, groups, costs).
+    _price: dict[tuple[str, str, str, bool], float] = field(default_factory=dict, compare=False, repr=False)
 
     def value(self, exchange: str, asset: str, sell: bool) -> Decimal | None:
         """What one unit of `asset` fetches (`sell`) or costs on `exchange`, in the valuation currency."""
@@ -54,10 +57,14 @@ class VenuePrices:
         return Context(prec=digits).divide(base, quote)
 
     def price(self, exchange: str, market: Market, sell: bool) -> float:
-        base, quote = self.value(exchange, market.base, sell), self.value(exchange, market.quote, not sell)
-        if base is None or quote is None:
-            return math.nan
-        return float(base) / float(quote)
+        key = (exchange, market.base, market.quote, sell)
+        found = self._price.get(key)
+        if found is None:
+            base = self.value(exchange, market.base, sell)
+            quote = self.value(exchange, market.quote, not sell)
+            found = math.nan if base is None or quote is None else float(base) / float(quote)
+            self._price[key] = found
+        return found
 
     def rate(self, exchange: str, market: Market, sell: bool) -> float:
         """Quote received per base sold, net of the fee; or quote paid per base bought, fee included."""

@@ -36,7 +36,7 @@ from rebal.core.networks import Networks
 from rebal.core.numbers import VALUE_EPSILON, default_steps_of
 from rebal.core.plan import Flows, Notes, Plan, _FeeValue, _Groups, _PriceOf, plan_trading
 from rebal.core.trading import Move, Trading, VenuePrices
-from rebal.core.tree import BANK, BoolArray, FloatArray, IntArray, contains, with_wallets
+from rebal.core.tree import BoolArray, FloatArray, IntArray, contains, with_wallets
 from rebal.core.union import UnionTree
 
 BEST_BID = "best_bid"
@@ -64,7 +64,7 @@ def plan_where(
 
 
 def _plan_where(diff: DiffTree, markets: Markets, networks: Networks | None, min_trade_value: float) -> Plan:
-    banks = frozenset(node for node in diff.tree.accounts if diff.tree.kinds[node] == BANK)
+    banks = frozenset(diff.tree.bank_accounts.tolist())
     trading = Trading(
         VenuePrices(diff.prices), markets, networks, banks=banks, min_trade_value=min_trade_value
     )
@@ -87,7 +87,7 @@ def plain_plan(diff: DiffTree, markets: Markets, networks: Networks | None) -> P
     """The plain plan of the same input, with its notes: every pool trades where its assets sit (holders
     sell in proportion to their holdings, accounts buy with the money they have), and nothing is moved
     instead of a round trip. `plan_where` never costs more than it (its estimated total)."""
-    banks = frozenset(node for node in diff.tree.accounts if diff.tree.kinds[node] == BANK)
+    banks = frozenset(diff.tree.bank_accounts.tolist())
     trading = Trading(VenuePrices(diff.prices), markets, networks, banks=banks)
     if not diff.tree.target.pools:
         return _Made.of(diff, markets, trading, None, plain=True).noted()
