@@ -16,10 +16,11 @@ import asyncpg
 import pytest
 
 from rebal.events import PlannedBudget, PlannedOrder, RebalancePlanned
+from rebal.settings import DatabaseSettings
 from rebal.venue import Balances, OrderState, Side, VenueAuthError
 from rebal_executor.execution import Executor, Journal
 from rebal_executor.journal import PostgresJournal
-from rebal_executor.settings import ExecutorSettings
+from rebal_executor.settings import CONCURRENT_ACCOUNTS, ExecutorSettings
 from tests.executor.test_executor import SPOT, order, paper, plan
 from tests.executor.test_safety import Crash, finished_of
 from tests.executor.wrapped import Wrapped
@@ -255,3 +256,14 @@ async def test_a_sell_reuses_its_accounts_balance_read_only_for_an_asset_no_orde
     await executor.on_plan(the_plan)
     assert venue.reads - audit == reads
     assert (await venue.inner.balances(SPOT)).free["BTC"] == D("0.8")
+
+
+async def test_the_executors_pool_fits_accounts_side_by_side(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each account of a run writes its journal while the others do: the executor's default pool holds a
+    connection for each of 20 accounts plus the worker's and the health check's (the services' default, 5,
+    made the fifth account's writes wait); an operator's `database.pool_size` still wins."""
+    assert CONCURRENT_ACCOUNTS == 20
+    assert ExecutorSettings().database.pool_size == CONCURRENT_ACCOUNTS + 2
+    assert DatabaseSettings().pool_size == 5  # the other services' journals write one at a time
+    monkeypatch.setenv("REBAL__DATABASE__POOL_SIZE", "8")
+    assert ExecutorSettings().database.pool_size == 8

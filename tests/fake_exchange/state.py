@@ -30,11 +30,12 @@ lose the race.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_DOWN, Decimal
 from typing import Literal
@@ -83,6 +84,9 @@ class Faults:
     fill_delay_seconds: float = 0.0
     # A withdrawal is completed (and credited to the destination account) this long after it was asked.
     transfer_delay_seconds: float = 0.0
+    # The trips of the next new orders to the venue, in turn: each reaches the venue (and is counted by
+    # the ORDERS limits, which count arrivals) that many seconds (`FakeBook.sleep`) after it was sent.
+    order_trips: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -325,6 +329,8 @@ class FakeBook:
     order_limit: OrderLimit | None = None
     requests: list[tuple[RequestKind, dict[str, str]]] = field(default_factory=list)
     clock: Callable[[], float] = time.monotonic
+    # How the fake waits out a scripted trip (`Faults.order_trips`); a test with its own clock advances it.
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     # Open orders lock what they would spend (as Binance does): `/account` reports it as locked, not free,
     # and an order may only spend what is free. Off by default (the older tests' figures assume it off).
     locks_open_orders: bool = False

@@ -303,11 +303,11 @@ class CcxtVenue:
             params["postOnly"] = True
         kind, limit = ("market", None) if price is None else ("limit", str(price))
         what = f"create_order {client_order_id}"
-        await self._order_rate()
         try:
-            placed = await self._request(
-                lambda: self._client.create_order(symbol, kind, side, str(size), limit, params)
-            )
+            async with self._order_rate.sending():
+                placed = await self._request(
+                    lambda: self._client.create_order(symbol, kind, side, str(size), limit, params)
+                )
         except ccxt_errors.AuthenticationError as exc:
             raise VenueAuthError(f"{self._name} {what}: {exc}") from exc
         except ccxt_errors.OrderImmediatelyFillable as exc:  # a post-only order that would take

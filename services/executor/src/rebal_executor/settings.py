@@ -8,7 +8,7 @@ from typing import Annotated, ClassVar, Literal, Self
 
 from pydantic import Field, model_validator
 
-from rebal.settings import Section, ServiceSettings
+from rebal.settings import DatabaseSettings, Section, ServiceSettings
 from rebal_venues.settings import PaperSettings
 
 # A leg's orders get client ids from (plan, leg, attempt) with attempt = slice·ATTEMPTS_PER_SLICE + try:
@@ -132,6 +132,18 @@ class AllowedAddress(Section):
     tag: str = ""
 
 
+# The executor's Postgres connections by default: within a run each account trades in a task of its own
+# and writes its journal while its other accounts do (docs/execution.md), so a plan over N accounts keeps
+# up to N connections busy, plus the worker's own and the health check's. The services' default (5)
+# made the sixth account's writes wait for another's.
+CONCURRENT_ACCOUNTS = 20
+EXECUTOR_POOL_SIZE = CONCURRENT_ACCOUNTS + 2
+
+
+class ExecutorDatabaseSettings(DatabaseSettings):
+    pool_size: int = Field(default=EXECUTOR_POOL_SIZE, ge=1, le=100)
+
+
 class ExecutorSettings(ServiceSettings):
     service: ClassVar[str] = "executor"
     # Off: plans are acked and ignored (an operator's stop switch).
@@ -145,6 +157,7 @@ class ExecutorSettings(ServiceSettings):
     # Withdrawals go only to these deposit addresses (per exchange, asset and network): a transfer whose
     # destination is not listed refuses its run before any leg. Empty (the default): no withdrawal at all.
     withdrawal_allowlist: tuple[AllowedAddress, ...] = ()
+    database: ExecutorDatabaseSettings = ExecutorDatabaseSettings()
     execution: ExecutionSettings = ExecutionSettings()
     futures: FuturesLimits = FuturesLimits()
     paper: PaperSettings = PaperSettings()
