@@ -221,6 +221,15 @@ def test_a_fifo_is_refused_instead_of_waited_on(tmp_path: Path) -> None:
     assert str(fifo) in line and "FIFO" in line
 
 
+@pytest.mark.parametrize("given", ["real", "prices"])
+def test_a_directory_is_refused_in_one_line_not_a_traceback(tmp_path: Path, given: str) -> None:
+    files = {name: EXAMPLES / f"{name}.json" for name in ("real", "target", "prices")}
+    files[given] = tmp_path  # Linux opens a directory for reading: the file object then refused it
+    done = rebal("plan", *(f"--{name}={path}" for name, path in files.items()), "--json")
+    assert done.returncode == 2
+    assert one_line(done) == f"error: {tmp_path}: is a directory, expected a file"
+
+
 def test_a_device_is_refused_instead_of_read_until_memory_runs_out() -> None:
     line = one_line(
         rebal(

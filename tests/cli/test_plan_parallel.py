@@ -77,6 +77,22 @@ def test_the_cli_writes_the_same_bytes_with_a_helper(files: dict[str, Path]) -> 
     assert helped.stderr == alone.stderr
 
 
+def test_the_console_script_ends_after_writing_what_the_app_writes_in_process(files: dict[str, Path]) -> None:
+    """The console script ends the process as soon as the plan is written (`rebal_cli.app._written`):
+    the whole JSON, flushed, exit code 0; in a process of its own the app returns as usual."""
+    from typer.testing import CliRunner
+
+    from rebal_cli.app import app
+
+    console = rebal_plan(files, ALWAYS)
+    in_process = CliRunner().invoke(
+        app, ["plan", *(f"--{name}={path}" for name, path in files.items()), "--json"]
+    )
+    assert console.returncode == in_process.exit_code == 0, console.stderr
+    assert console.stdout == in_process.stdout_bytes
+    assert console.stderr == b""
+
+
 @pytest.mark.parametrize("rows", [1_000, 777, 100_000])
 def test_chunks_made_by_a_helper_are_written_in_order(
     files: dict[str, Path], helpers: list[int], monkeypatch: pytest.MonkeyPatch, rows: int

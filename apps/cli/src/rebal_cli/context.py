@@ -30,7 +30,6 @@ TOML:
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,6 +77,8 @@ def locate(cwd: Path | None = None, environ: dict[str, str] | None = None) -> Pa
 
 def read(path: Path) -> Context:
     """Parse a context file; `ContextError` names the file and what is wrong."""
+    import tomllib  # only a command that reads the context file needs it (tests/cli/test_start.py)
+
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:

@@ -153,6 +153,8 @@ def tree_read_apart(path: Path, role: Role, apart: bool) -> Iterator[Callable[[]
 
     def tree() -> Tree:
         received = _received_tree(helper)
+        helper.kill()  # its work is done (or failed): reaped when the caller leaves the context
+        helper.pipe.close()
         return received if received is not None else load_tree(path, role)
 
     try:
@@ -171,7 +173,7 @@ def _send_tree(pipe: BinaryIO, path: Path, role: Role) -> None:
 
 
 def _received_tree(helper: _Helper) -> Tree | None:
-    from rebal.core.tree import Tree
+    from rebal.core.tree import Tree, pick
 
     try:
         light = pickle.load(helper.pipe)
@@ -183,8 +185,8 @@ def _received_tree(helper: _Helper) -> Tree | None:
     kinds = [*light.kind_codes.vocabulary, None]  # code -1: no kind
     return dataclasses.replace(
         light,
-        names=list(map(names.__getitem__, light.name_codes.ids.tolist())),
-        kinds=list(map(kinds.__getitem__, light.kind_codes.ids.tolist())),
+        names=pick(names, light.name_codes.ids.tolist()),  # by itemgetter: a third of a map's time
+        kinds=pick(kinds, light.kind_codes.ids.tolist()),
     )
 
 

@@ -16,8 +16,6 @@ optimizer within it.
 
 from __future__ import annotations
 
-import getpass
-import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -43,6 +41,9 @@ def _author(given: str | None) -> str:
         if not given.strip() or len(given) > 128:
             fail(f"--author: {given!r} must be 1-128 characters")
         return given.strip()
+    import getpass
+    import socket
+
     try:
         return f"{getpass.getuser()}@{socket.gethostname()}"[:128]
     except (OSError, KeyError):

@@ -19,7 +19,6 @@ libraries do not offer them (another libc, a numpy without the switch).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import gc
 import platform
 
@@ -38,7 +37,9 @@ def prepare() -> None:
         set_hugepage._set_madvise_hugepage(False)
     if platform.libc_ver()[0] != "glibc":
         return
-    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    # The process's own symbols, glibc's among them: `ctypes.util.find_library` would run
+    # `ldconfig -p` in a subprocess to find the same library (some 5-10 ms of `rebal plan`'s start).
+    libc = ctypes.CDLL(None)
     libc.mallopt(M_MMAP_THRESHOLD, KEEP_BYTES)
     libc.mallopt(M_TRIM_THRESHOLD, KEEP_BYTES)
 

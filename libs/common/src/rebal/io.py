@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import stat
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -55,10 +54,11 @@ def read_input(path: Path) -> bytes:
         raise FileError(path, "", "is a directory, expected a file") from None
     except OSError as exc:
         raise FileError(path, "", f"cannot read: {exc.strerror}") from None
+    info = os.fstat(fd)
+    if stat.S_ISDIR(info.st_mode):  # Linux opens a directory for reading; a file object refuses it
+        os.close(fd)
+        raise FileError(path, "", "is a directory, expected a file")
     with os.fdopen(fd, "rb") as file:
-        info = os.fstat(fd)
-        if stat.S_ISDIR(info.st_mode):
-            raise FileError(path, "", "is a directory, expected a file")
         kind = next((name for test, name in NOT_REGULAR if test(info.st_mode)), "not a regular file")
         if not stat.S_ISREG(info.st_mode):
             raise FileError(path, "", f"is {kind}, expected a regular file")
@@ -147,6 +147,8 @@ def _load_yaml(path: Path, data: bytes) -> object:
 
 
 def _load_toml(path: Path, data: bytes) -> object:
+    import tomllib  # only TOML files need it: `rebal plan` on JSON starts without it
+
     try:
         return tomllib.loads(data.decode("utf-8"))
     except UnicodeDecodeError:
