@@ -286,6 +286,12 @@ class MemoryJournal:
     async def leg_done(self, plan_id: uuid.UUID, leg: int) -> bool:
         return (plan_id, leg) in self.legs
 
+    async def legs_done(self, plan_id: uuid.UUID) -> frozenset[int]:
+        return frozenset(leg for plan, leg in self.legs if plan == plan_id)
+
+    async def legs_written(self, plan_id: uuid.UUID) -> frozenset[int]:
+        return frozenset(o.leg for o in self.order_rows.values() if o.plan_id == plan_id)
+
     async def finish_leg(self, plan_id: uuid.UUID, leg: int, outcome: str, placed: bool) -> None:
         self.legs.setdefault((plan_id, leg), (outcome, placed))
 

@@ -4,6 +4,7 @@ venue's order-count limits (Binance: 50 per 10 s) beside the request-weight budg
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 
 import asyncpg
@@ -70,12 +71,12 @@ async def test_new_orders_are_paced_by_the_order_count_limit() -> None:
     pace = OrderRate(per_10s=5, per_day=12, clock=lambda: now[0], sleep=sleep)
     sent = []
     for _ in range(12):
-        await pace()
-        sent.append(now[0])
+        async with pace.sending():
+            sent.append(now[0])
     assert sent == [0.0] * 5 + [10.0] * 5 + [20.0] * 2
     assert all(sum(1 for t in sent if start <= t < start + 10) <= 5 for start in sent)
-    await pace()  # the 13th of the day waits for the first to be a day old
-    assert now[0] == 86_400.0
+    async with pace.sending():  # the 13th of the day waits for the first to be a day old
+        assert now[0] == 86_400.0
 
 
 async def test_through_ccxt_a_burst_of_orders_never_meets_the_venues_order_limit() -> None:
@@ -94,6 +95,48 @@ async def test_through_ccxt_a_burst_of_orders_never_meets_the_venues_order_limit
     assert len(book.orders) == 12
     assert book.order_limit.refused == 0  # never a 429 from the venue's order-count limit
     assert now[0] == 20.0
+
+
+async def test_orders_whose_trips_vary_never_arrive_over_the_venues_order_limit() -> None:
+    """The venue counts an order when it arrives: a first order on a slow trip (3 s) arrives with four
+    quick ones, so a sixth paced from the sends (10 s after the first) arrived 7 s after those five:
+    -1015. Counted from the answers, it waits until 10 s after the slow one came back."""
+    book = fake_book()
+    book.accounts[KEY].update({"USDT": D("10000")})
+    now = [0.0]
+
+    async def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    book.clock, book.sleep = (lambda: now[0]), sleep
+    book.order_limit = OrderLimit(per_10s=5, clock=lambda: now[0])
+    book.faults.order_trips = [3.0, 0, 0, 0, 0] * 3 + [0.5, 2.0, 0.0, 1.0, 0.2] * 3
+    async with serving(book) as origin, open_ccxt_venue(settings(origin, rate_limit_retries=0)) as venue:
+        venue._order_rate = OrderRate(per_10s=5, clock=lambda: now[0], sleep=sleep)
+        for n in range(30):
+            await venue.place_order(ACCOUNT, f"c-{n}", "ETH/USDT", "buy", D("0.01"))
+    assert (len(book.orders), book.order_limit.refused) == (30, 0)  # not one -1015
+
+
+async def test_orders_in_flight_hold_their_places_in_the_window() -> None:
+    """Placed side by side, five orders still on their way fill the window: a sixth waits for an answer
+    (and then 10 s), never sent beside them."""
+    book = fake_book()
+    book.accounts[KEY].update({"USDT": D("10000")})
+    now = [0.0]
+
+    async def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    book.clock, book.sleep = (lambda: now[0]), sleep
+    book.order_limit = OrderLimit(per_10s=5, clock=lambda: now[0])
+    book.faults.order_trips = [1.0, 4.0, 0.0, 2.0, 3.0, 0.5, 0.0, 1.5, 0.0, 2.5, 0.0, 0.0]
+    async with serving(book) as origin, open_ccxt_venue(settings(origin, rate_limit_retries=0)) as venue:
+        venue._order_rate = OrderRate(per_10s=5, clock=lambda: now[0], sleep=sleep)
+        await asyncio.gather(
+            *(venue.place_order(ACCOUNT, f"c-{n}", "ETH/USDT", "buy", D("0.01")) for n in range(12))
+        )
+    assert (len(book.orders), book.order_limit.refused) == (12, 0)
 
 
 async def test_the_venues_order_limit_answers_429_with_retry_after() -> None:

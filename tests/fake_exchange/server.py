@@ -248,6 +248,8 @@ async def create_order(book: FakeBook, params: dict[str, str], api_key: str) -> 
     limit = Decimal(params["price"]) if kind in ("LIMIT", "LIMIT_MAKER") else None
     client_order_id = params.get("newClientOrderId") or f"fake-{len(book.orders)}"
     qty = Decimal(params["quantity"])
+    if book.faults.order_trips:  # a slow trip: the venue sees (and counts) the order only now
+        await book.sleep(book.faults.order_trips.pop(0))
     order = book.create(
         api_key, params["symbol"], params["side"], qty, client_order_id, limit, kind == "LIMIT_MAKER"
     )

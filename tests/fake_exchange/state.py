@@ -30,11 +30,12 @@ lose the race.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_DOWN, Decimal
 from typing import Literal
@@ -83,6 +84,9 @@ class Faults:
     fill_delay_seconds: float = 0.0
     # A withdrawal is completed (and credited to the destination account) this long after it was asked.
     transfer_delay_seconds: float = 0.0
+    # The trips of the next new orders to the venue, in turn: each reaches the venue (and is counted by
+    # the ORDERS limits, which count arrivals) that many seconds (`FakeBook.sleep`) after it was sent.
+    order_trips: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -325,11 +329,16 @@ class FakeBook:
     order_limit: OrderLimit | None = None
     requests: list[tuple[RequestKind, dict[str, str]]] = field(default_factory=list)
     clock: Callable[[], float] = time.monotonic
+    # How the fake waits out a scripted trip (`Faults.order_trips`); a test with its own clock advances it.
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     # Open orders lock what they would spend (as Binance does): `/account` reports it as locked, not free,
     # and an order may only spend what is free. Off by default (the older tests' figures assume it off).
     locks_open_orders: bool = False
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1001))
     _weights: dict[int, float] = field(default_factory=dict)
+    # The latest order under each (API key, client id): a scan of every order per placement made a
+    # 100k-order run quadratic.
+    _by_client_id: dict[tuple[str, str], Order] = field(default_factory=dict)
 
     def used_weight(self, weight: float) -> float:
         """Count a request's weight in the current minute; the minute's total (`X-MBX-USED-WEIGHT-1M`)."""
@@ -396,7 +405,7 @@ class FakeBook:
             order = self._new_order(api_key, client_order_id, symbol_id, side, qty, "NEW", resting=True)
             order.limit_price, order.maker_only = limit_price, maker_only
             self._changes(order, market, qty)  # refused now when the funds are short
-            self.orders[order.order_id] = order
+            self._keep(order)
             return order
         fill_qty = qty
         if self.faults.partial_fill is not None:
@@ -411,15 +420,16 @@ class FakeBook:
             order.status, order.pending_qty = "NEW", fill_qty
         else:
             self._fill(order, market, fill_qty)
-        self.orders[order.order_id] = order
+        self._keep(order)
         return order
+
+    def _keep(self, order: Order) -> None:
+        self.orders[order.order_id] = order
+        self._by_client_id[order.api_key, order.client_order_id] = order
 
     def by_client_id(self, api_key: str, client_order_id: str) -> Order | None:
         """The account's most recent order under the client id (an id may name several, one at a time)."""
-        found = [
-            o for o in self.orders.values() if o.api_key == api_key and o.client_order_id == client_order_id
-        ]
-        return found[-1] if found and client_order_id else None
+        return self._by_client_id.get((api_key, client_order_id)) if client_order_id else None
 
     def visible(self, order: Order) -> bool:
         """Whether reads show the order yet (`Faults.not_found_seconds`)."""
@@ -454,7 +464,7 @@ class FakeBook:
         self.market(symbol_id)
         self.balances(api_key)
         order = self._new_order(api_key, client_order_id, symbol_id, side, qty, "NEW", resting=True)
-        self.orders[order.order_id] = order
+        self._keep(order)
         return order
 
     def open_orders(self, api_key: str, symbol_id: str | None) -> list[Order]:

@@ -14,7 +14,8 @@
 - A look-up by client id that finds nothing also searches the account's open orders and its recent
   orders of the symbol (where the exchange lists them) before it answers None.
 - New orders go through `OrderRate`, the venue's order-count limits (Binance: 50 per 10 s, 160,000 a
-  day), beside the request-weight budget (`RequestBudget`).
+  day), counted from each order's answer (the latest the venue can have counted it), beside the
+  request-weight budget (`RequestBudget`).
 - ccxt exceptions are translated by class: authentication → `VenueAuthError` (stop, do not retry); rate
   limit → `VenueRateLimited`; network → `VenueError`; insufficient funds and invalid orders →
   `OrderRejected` with the reason. ccxt does not retry by itself (``maxRetriesOnFailure`` is 0): every
@@ -303,11 +304,11 @@ class CcxtVenue:
             params["postOnly"] = True
         kind, limit = ("market", None) if price is None else ("limit", str(price))
         what = f"create_order {client_order_id}"
-        await self._order_rate()
         try:
-            placed = await self._request(
-                lambda: self._client.create_order(symbol, kind, side, str(size), limit, params)
-            )
+            async with self._order_rate.sending():
+                placed = await self._request(
+                    lambda: self._client.create_order(symbol, kind, side, str(size), limit, params)
+                )
         except ccxt_errors.AuthenticationError as exc:
             raise VenueAuthError(f"{self._name} {what}: {exc}") from exc
         except ccxt_errors.OrderImmediatelyFillable as exc:  # a post-only order that would take

@@ -493,6 +493,14 @@ class PostgresJournal:
         )
         return bool(found)
 
+    async def legs_done(self, plan_id: uuid.UUID) -> frozenset[int]:
+        rows = await self.pool.fetch("SELECT leg FROM execution.legs WHERE plan_id = $1", plan_id)
+        return frozenset(row["leg"] for row in rows)
+
+    async def legs_written(self, plan_id: uuid.UUID) -> frozenset[int]:
+        rows = await self.pool.fetch("SELECT DISTINCT leg FROM execution.orders WHERE plan_id = $1", plan_id)
+        return frozenset(row["leg"] for row in rows)
+
     async def finish_leg(self, plan_id: uuid.UUID, leg: int, outcome: str, placed: bool) -> None:
         await self.pool.execute(
             "INSERT INTO execution.legs (plan_id, leg, outcome, placed) VALUES ($1, $2, $3, $4)"

@@ -8,7 +8,7 @@ from typing import Annotated, ClassVar, Literal, Self
 
 from pydantic import Field, model_validator
 
-from rebal.settings import Section, ServiceSettings
+from rebal.settings import DatabaseSettings, Section, ServiceSettings
 from rebal_venues.settings import PaperSettings
 
 # A leg's orders get client ids from (plan, leg, attempt) with attempt = slice·ATTEMPTS_PER_SLICE + try:
@@ -85,6 +85,11 @@ class ExecutionSettings(Section):
     # A transfer to or from a bank account is an operator's task: the buys it funds wait this long for
     # `rebal transfer confirm ID` (7 days: a wire can take days), then the run ends partial (an alert).
     bank_transfer_timeout_seconds: float = Field(default=7 * 24 * 3600.0, gt=0)
+    # A sell sizes from a balance read younger than this when no order of ours touched its asset since
+    # (`execution.holdings`; 0: a read per sell). A read answers every asset of the account (Binance:
+    # weight 20, ~25 ms of CPU for 2,500 assets through ccxt): 20 such accounts read every 2 s took a
+    # quarter of a core.
+    balances_max_age_seconds: float = Field(default=10.0, ge=0)
     # Unfinished runs and our open orders are reconciled with the venues this often (and at start).
     reconcile_interval_seconds: float = Field(default=10.0, gt=0)
     # Market (the default) or limit orders, per account or market (`OrderTypes`).
@@ -127,6 +132,18 @@ class AllowedAddress(Section):
     tag: str = ""
 
 
+# The executor's Postgres connections by default: within a run each account trades in a task of its own
+# and writes its journal while its other accounts do (docs/execution.md), so a plan over N accounts keeps
+# up to N connections busy, plus the worker's own and the health check's. The services' default (5)
+# made the sixth account's writes wait for another's.
+CONCURRENT_ACCOUNTS = 20
+EXECUTOR_POOL_SIZE = CONCURRENT_ACCOUNTS + 2
+
+
+class ExecutorDatabaseSettings(DatabaseSettings):
+    pool_size: int = Field(default=EXECUTOR_POOL_SIZE, ge=1, le=100)
+
+
 class ExecutorSettings(ServiceSettings):
     service: ClassVar[str] = "executor"
     # Off: plans are acked and ignored (an operator's stop switch).
@@ -140,6 +157,7 @@ class ExecutorSettings(ServiceSettings):
     # Withdrawals go only to these deposit addresses (per exchange, asset and network): a transfer whose
     # destination is not listed refuses its run before any leg. Empty (the default): no withdrawal at all.
     withdrawal_allowlist: tuple[AllowedAddress, ...] = ()
+    database: ExecutorDatabaseSettings = ExecutorDatabaseSettings()
     execution: ExecutionSettings = ExecutionSettings()
     futures: FuturesLimits = FuturesLimits()
     paper: PaperSettings = PaperSettings()

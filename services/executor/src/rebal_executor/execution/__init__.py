@@ -9,6 +9,8 @@ import-linter contract keeps it so):
 - `orders`: one order at a venue — sent under its id, looked up by it, settled, adopted;
 - `legs`: one leg of a plan — written before it is sent, resized once, published, reported;
 - `release`: cancelling our own open orders that lock what a leg needs;
+- `holdings`: an account's balance read shared by its sells;
+- `accounts`: a phase's legs per account, the accounts concurrently;
 - `sells`, `buys`, `transfers`: the phases of a run;
 - `reconcile`: our orders looked up again, other open orders classified external;
 - `killswitch`: halt and resume;

@@ -22,6 +22,7 @@ from rebal.core.numbers import dec_str
 from rebal.core.sizing import BuyRequest, size_buys
 from rebal.events import PlannedOrder, RebalancePlanned
 from rebal_executor.execution import bank, guards
+from rebal_executor.execution.accounts import each_account
 from rebal_executor.execution.legs import place, skip
 from rebal_executor.execution.outcomes import BuyPlan, Stop, market_of, spend_group
 from rebal_executor.execution.ports import Context, OrderRecord, RunRecord
@@ -38,12 +39,15 @@ async def buys(ctx: Context, record: RunRecord, waiting: frozenset[str] = frozen
     confirmed yet: `bank`)."""
     plan = record.plan
     legs = [(leg, o) for leg, o in enumerate(plan.orders) if o.phase != 1 and o.account not in waiting]
-    todo = [(leg, o) for leg, o in legs if not await ctx.journal.leg_done(plan.event_id, leg)]
+    ended = await ctx.journal.legs_done(plan.event_id)
+    todo = [(leg, o) for leg, o in legs if leg not in ended]
     moved = await guards.prices_moved(ctx, plan, todo)
     if moved:
         return Stop("replan_needed", moved)  # the planner may make a fresh plan (a policy's replans)
+    # Sized per (account, asset spent) when its first buy comes: each account's task sizes its own.
     sized: dict[tuple[str, str, str], BuyPlan] = {}
-    for leg, order in todo:
+
+    async def buy(leg: int, order: PlannedOrder) -> Stop | None:
         stop = await guards.stop_before_leg(ctx, plan)
         if stop:
             return stop
@@ -55,13 +59,15 @@ async def buys(ctx: Context, record: RunRecord, waiting: frozenset[str] = frozen
             await skip(
                 ctx, plan, leg, f"leg {leg} {order.symbol} {order.side} skipped: {planned.skipped[leg]}"
             )
-        else:
-            existing = await ctx.journal.latest_order(plan.event_id, leg)
-            stop = await place(
-                ctx, record, leg, order, planned.amounts[leg], existing, budget=planned.costs.get(leg)
-            )
-            if stop:
-                return stop
+            return None
+        existing = await ctx.journal.latest_order(plan.event_id, leg)
+        return await place(
+            ctx, record, leg, order, planned.amounts[leg], existing, budget=planned.costs.get(leg)
+        )
+
+    stop = await each_account(todo, buy)
+    if stop:
+        return stop
     for first, second in routed_buys(plan):
         done = await ctx.journal.leg_done(plan.event_id, len(plan.orders) + len(plan.transfers) + second)
         if not done and await ctx.journal.leg_outcome(plan.event_id, second) != "filled":

@@ -102,8 +102,9 @@ async def prices_moved(ctx: Context, plan: RebalancePlanned, legs: Sequence[tupl
     """Why the buys must not go on (a price moved beyond the tolerance since the plan), or ""."""
     tolerance = ctx.settings.execution.max_price_move
     by_venue: dict[str, list[PlannedOrder]] = {}
+    written = await ctx.journal.legs_written(plan.event_id)
     for leg, order in legs:
-        if await ctx.journal.latest_order(plan.event_id, leg) is None and order.est_price > 0:
+        if leg not in written and order.est_price > 0:
             by_venue.setdefault(order.exchange, []).append(order)
     for exchange, orders in sorted(by_venue.items()):
         venue = ctx.venues.get(exchange)

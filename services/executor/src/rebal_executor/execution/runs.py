@@ -3,7 +3,9 @@
 A plan is first written to the journal (queued) and acked; runs are then executed one at a time per
 account, from the journal, so a crash at any point resumes from what the journal and the venue say:
 queued → (the pre-trade checks) → sells (those that wait for no transfer) → transfers → the sells that
-waited for a transfer's arrival → buys → the end-of-run audit → finished. Every
+waited for a transfer's arrival → buys → the end-of-run audit → finished. Within the sells and within the
+buys, each account's legs run in plan order and the accounts concurrently (`accounts`); the steps that
+cross accounts (transfers, the sells after them, bank transfers, positions) run one after another. Every
 event id is derived from its cause, so a resumed or redelivered run re-publishes nothing the bus has not
 already dropped. The transitions are `rebal.core.execution.RUN_TRANSITIONS`.
 """
@@ -22,6 +24,7 @@ from rebal.core.execution import IllegalTransition, RunState, after_transfer_cap
 from rebal.events import (
     ConfirmTransfer,
     HaltTrading,
+    PlannedOrder,
     RebalancePlanned,
     ResumeTrading,
     RunFinished,
@@ -31,7 +34,9 @@ from rebal.events import (
     TransferConfirmed,
 )
 from rebal_executor.execution import balances, bank, guards, killswitch, positions, reconcile
+from rebal_executor.execution.accounts import each_account
 from rebal_executor.execution.buys import buys
+from rebal_executor.execution.holdings import Holdings
 from rebal_executor.execution.legs import resolve
 from rebal_executor.execution.outcomes import Stop
 from rebal_executor.execution.ports import UNFINISHED, Context, RunRecord
@@ -164,11 +169,11 @@ class Executor(Context):
             state = await self.journal.move_run(plan.event_id, "sells_in_progress", at=self.clock())
         stop: Stop | None = None
         if state == "sells_in_progress":
-            for leg, order in enumerate(plan.orders):
-                if order.phase == 1 and order.after_transfer is None:
-                    stop = await sell(self, record, leg, order)
-                    if stop:
-                        break
+            held: dict[tuple[str, str], Holdings] = {}
+            stop = await each_account(
+                [(leg, o) for leg, o in enumerate(plan.orders) if o.phase == 1 and o.after_transfer is None],
+                lambda leg, order: sell(self, record, leg, order, holdings=self._holdings(held, order)),
+            )
             stop = stop or await positions.reduce(self, record)
             if stop is None:
                 state = await self.journal.move_run(plan.event_id, "buys_in_progress")
@@ -188,13 +193,21 @@ class Executor(Context):
         if isinstance(state, IllegalTransition):
             raise RuntimeError(state.reason)  # a broken invariant: the journal and this code disagree
         if stop is not None:
+            done = await self.journal.legs_done(plan.event_id)
             for leg in [*range(len(plan.orders)), *positions.legs_of(plan)]:
-                if not await self.journal.leg_done(plan.event_id, leg):
+                if leg not in done:
                     await resolve(self, record, leg)  # an order the venue may hold is found or judged lost
             await self._finish(record, stop.status, stop.reason)
             return
         report = await self.journal.report(plan.event_id)
         await self._finish(record, "completed_with_adjustments" if report.reasons else "completed")
+
+    def _holdings(self, held: dict[tuple[str, str], Holdings], order: PlannedOrder) -> Holdings | None:
+        """The account's balance reads shared by its sells of this phase (None: no such venue)."""
+        venue = self.venues.get(order.exchange)
+        if venue is None:
+            return None
+        return held.setdefault((order.exchange, order.account), Holdings(self, venue, order.account))
 
     async def _sells_after_transfers(self, record: RunRecord) -> Stop | None:
         """The sells that waited for a transfer's arrival (`after_transfer`), once the transfers have

@@ -15,6 +15,7 @@ from rebal.core.numbers import MONEY_QUANTUM, dec_str
 from rebal.events import PlannedOrder, RebalancePlanned
 from rebal.venue import Venue
 from rebal_executor.execution import guards
+from rebal_executor.execution.holdings import Holdings
 from rebal_executor.execution.legs import fail, place, skip
 from rebal_executor.execution.outcomes import Stop
 from rebal_executor.execution.ports import Context, RunRecord
@@ -22,10 +23,16 @@ from rebal_executor.execution.release import release
 
 
 async def sell(
-    ctx: Context, record: RunRecord, leg: int, order: PlannedOrder, at_most: Decimal | None = None
+    ctx: Context,
+    record: RunRecord,
+    leg: int,
+    order: PlannedOrder,
+    at_most: Decimal | None = None,
+    holdings: Holdings | None = None,
 ) -> Stop | None:
-    """One sell leg, sized from what the account holds now; never more than `at_most` when given (a sell
-    that waited for a transfer sells at most its own part and what arrived)."""
+    """One sell leg, sized from what the account holds now (from `holdings`' last read when it is fresh
+    enough for the asset, else read); never more than `at_most` when given (a sell that waited for a
+    transfer sells at most its own part and what arrived)."""
     plan = record.plan
     if await ctx.journal.leg_done(plan.event_id, leg):
         return None
@@ -39,7 +46,7 @@ async def sell(
     existing = await ctx.journal.latest_order(plan.event_id, leg)
     amount = order.amount
     if existing is None:
-        sized = await _size(ctx, plan, leg, order, venue)
+        sized = await _size(ctx, plan, leg, order, venue, holdings)
         if sized is not None and at_most is not None:
             sized = await _capped(ctx, plan, leg, order, venue, sized, at_most)
         if sized is None:
@@ -69,6 +76,8 @@ async def sell(
                 f"route leg {first} delivered {dec_str(delivered)} {base}",
             )
             amount = capped
+    if holdings is not None:
+        holdings.touched(*order.symbol.split("/"))
     stop = await place(ctx, record, leg, order, amount, existing)
     if first is not None and await ctx.journal.leg_outcome(plan.event_id, leg) != "filled":
         delivered = await delivered_by(ctx, plan, first)
@@ -83,18 +92,27 @@ async def sell(
 
 
 async def _size(
-    ctx: Context, plan: RebalancePlanned, leg: int, order: PlannedOrder, venue: Venue
+    ctx: Context,
+    plan: RebalancePlanned,
+    leg: int,
+    order: PlannedOrder,
+    venue: Venue,
+    holdings: Holdings | None,
 ) -> Decimal | None:
     """The amount to sell now (None: the leg is skipped, nothing free)."""
     info = (await venue.markets()).get(order.symbol)
     if info is None:
         return order.amount
-    balances = await venue.balances(order.account)
+    if holdings is None:
+        holdings = Holdings(ctx, venue, order.account)
+    balances = await holdings.balances(info.base)
     free = balances.free.get(info.base, Decimal(0))
     released = False
     if free < order.amount:
         free, released = await release(ctx, plan, leg, order, info.base, order.amount, free, venue)
-        balances = await venue.balances(order.account) if released else balances
+        if released:
+            holdings.forget()
+            balances = await holdings.balances(info.base)
     amount = sell_amount(order.amount, free, info.amount_step)
     locked = balances.locked.get(info.base, Decimal(0))
     if amount < order.amount and (released or locked > 0):
