@@ -690,15 +690,8 @@ def _plan_groups(
     skips = NO_SKIPS
     if skipped.size:
         rows = skipped[np.lexsort((groups.asset[skipped], groups.path_node[skipped], groups.slot[skipped]))]
-        skips = Skips(
-            node=groups.path_node[rows],
-            asset=groups.asset[rows],
-            account=groups.account[rows],
-            side=np.where(groups.sells[rows], SELL, BUY),
-            amount=groups.raw[rows],
-            code=skip_code[rows],
-            symbol={int(i): skip_symbol[g] for i, g in enumerate(rows.tolist()) if g in skip_symbol},
-        )
+        symbols = {int(i): skip_symbol[g] for i, g in enumerate(rows.tolist()) if g in skip_symbol}
+        skips = _skips_of(groups, rows, skip_code[rows], symbols)
     plan = Plan(
         diff=diff,
         legs=tuple(sorted(legs, key=lambda leg: leg.sort_key)),
@@ -827,15 +820,7 @@ def _one_account_plan(diff: DiffTree, groups: _Groups) -> tuple[Plan, Flows] | N
         path_node = groups.path_node.tolist()
         skipped = sorted((g for g in range(size) if code[g]), key=lambda g: (path_node[g], asset[g]))
         rows = np.array(skipped, dtype=np.int64)
-        skips = Skips(
-            node=groups.path_node[rows],
-            asset=groups.asset[rows],
-            account=groups.account[rows],
-            side=np.where(groups.sells[rows], SELL, BUY),
-            amount=groups.raw[rows],
-            code=np.array([code[g] for g in skipped], dtype=np.int64),
-            symbol={},
-        )
+        skips = _skips_of(groups, rows, np.array([code[g] for g in skipped], dtype=np.int64), {})
     plan = Plan(
         diff=diff,
         legs=(),
@@ -1977,3 +1962,16 @@ class _MoneyWorth:
         if key not in self._fees:
             self._fees[key] = float(fee * self.price_of[asset][0])
         return self._fees[key]
+
+
+def _skips_of(groups: _Groups, rows: IntArray, code: IntArray, symbol: dict[int, str]) -> Skips:
+    """The skipped groups `rows` (in output order) as `Skips`, with their reasons' codes."""
+    return Skips(
+        node=groups.path_node[rows],
+        asset=groups.asset[rows],
+        account=groups.account[rows],
+        side=np.where(groups.sells[rows], SELL, BUY),
+        amount=groups.raw[rows],
+        code=code,
+        symbol=symbol,
+    )

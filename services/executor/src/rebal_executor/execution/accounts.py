@@ -53,9 +53,7 @@ async def each_account(legs: Iterable[tuple[int, PlannedOrder]], step: Step) -> 
                 return
 
     groups = by_account(legs)
-    if (
-        len(groups) == 1
-    ):  # one account: no task, the caller's own frame (the same as before accounts ran apart)
+    if len(groups) == 1:  # one account: no task, in the caller's frame, as before accounts ran apart
         await one(groups[0])
     elif groups:
         tasks = [asyncio.ensure_future(one(group)) for group in groups]
