@@ -26,6 +26,7 @@ import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, NamedTuple, overload
 
 import numpy as np
@@ -286,6 +287,15 @@ class Layout:
             position=position,
         )
 
+    @cached_property
+    def spread(self) -> tuple[IntArray, list[int]] | tuple[BoolArray, IntArray, list[int]]:
+        """How `Balances.write` spreads the groups over the wallets: (wallets, []) when each group is one
+        wallet, in group order; else (groups of one wallet, their wallets, the other groups)."""
+        one = self.single >= 0
+        if np.count_nonzero(one) == one.size:
+            return self.single, []
+        return one, self.single[one], (~one).nonzero()[0].tolist()
+
     def group(self, account: IntArray, asset: IntArray) -> IntArray:
         """The group of each (account node, asset id); -1 where the book has no such wallet."""
         code = account * self.assets + asset
@@ -398,10 +408,14 @@ class Balances:
         wallets of that asset in that account (by their desired amounts), else to a wallet of its own."""
         book, layout, locked = self.book, self.layout, self.locked
         total = np.maximum(self.free, 0.0)
-        one = layout.single >= 0
-        wallets = layout.single[one]
-        book.amount[wallets] = locked[wallets] + total[one]
-        for g in (~one).nonzero()[0].tolist():
+        spread = layout.spread
+        if len(spread) == 2:  # every group one wallet
+            wallets, several = spread
+            book.amount[wallets] = locked[wallets] + total
+        else:
+            one, wallets, several = spread
+            book.amount[wallets] = locked[wallets] + total[one]
+        for g in several:
             members = layout.groups[layout.keys[g]]
             wanted = np.maximum(desired_free[layout.node[members]], 0.0)
             if wanted.sum() <= 0:
@@ -451,11 +465,14 @@ def _fill_direct(balances: Balances, plan: Plan, minimum: float) -> Filled:
     orders = layout.orders(plan.direct_markets, diff, plan.direct_account, plan.direct_market)
     if orders.one_cash and orders.distinct and orders.all_held and order.size <= SMALL_FILL:
         return _fill_one_account(balances, plan, orders, minimum)
-    rate, base, quote = orders.rate[order], orders.base[order], orders.quote[order]
-    held, cash = orders.held[order], orders.cash[order]
+    rate, base, held = orders.rate[order], orders.base[order], orders.held[order]
+    if orders.one_cash:  # every order's cash and quote the same: in any order (the quote's broadcasts)
+        quote, cash = orders.quote[:1], orders.cash
+    else:
+        quote, cash = orders.quote[order], orders.cash[order]
     amount = plan.direct_steps[order] * orders.step[order]
-    price = diff.asset_price[base] / diff.asset_price[quote]
     worth = diff.asset_price[quote]  # valuation price of the quote
+    price = diff.asset_price[base] / worth
     sent = amount * price * worth >= minimum
     sell = sent & (plan.direct_side[order] == SELL)
     buy = sent & ~sell
