@@ -153,7 +153,7 @@ def _diff(
 ) -> DiffTree:
     count = len(tree)
     asset_names, asset_id, asset_price = assets
-    price = np.where(asset_id >= 0, asset_price[np.maximum(asset_id, 0)], 0.0)
+    price = _node_prices(tree, asset_id, asset_price)
 
     free = np.where(tree.wallet, tree.amount - tree.locked, 0.0)
     free = np.maximum(free, 0.0)
@@ -177,7 +177,7 @@ def _diff(
         for level in descent.levels[1:]:
             descent.assign(level)
         above = current[tree.parent_or_root]
-        current_weight = np.divide(current, above, out=np.zeros(count), where=above > 0)
+        current_weight = share_of(current, above)
         current_weight[0] = 1.0 if current[0] > 0 else 0.0
     else:
         desired_of = small.descend(current_of, float(desired[0]))
@@ -205,6 +205,33 @@ def _diff(
     )
 
 
+def share_of(part: FloatArray, whole: FloatArray) -> FloatArray:
+    """`part / whole` where `whole` > 0, else 0: a plain division where every `whole` is (nearly always;
+    a masked division costs several times as much), the same quotients."""
+    positive = whole > 0
+    if np.count_nonzero(positive) == positive.size:
+        plain: FloatArray = part / whole
+        return plain
+    found: FloatArray = np.divide(
+        part, whole, out=np.zeros(np.broadcast_shapes(part.shape, whole.shape)), where=positive
+    )
+    return found
+
+
+_NO_PRICE = np.zeros(1)
+
+
+def _node_prices(tree: UnionTree, asset_id: IntArray, asset_price: FloatArray) -> FloatArray:
+    """Per node its asset's price, 0.0 where it has no asset: the table with a 0.0 appended, read at an
+    index kept per shape (a replay diffs one shape at every rebalance)."""
+    known = tree.shape_memo.get("price index")
+    if not (isinstance(known, tuple) and known[0] is asset_id and known[1] == asset_price.size):
+        known = (asset_id, asset_price.size, np.where(asset_id >= 0, asset_id, asset_price.size))
+        tree.shape_memo["price index"] = known
+    price: FloatArray = np.concatenate((asset_price, _NO_PRICE))[known[2]]
+    return price
+
+
 def with_desired(diff: DiffTree, desired: FloatArray) -> DiffTree:
     """The same comparison with other desired values (one per node, children summing to their parent):
     the desired weights, the desired amounts and the operations follow from them."""
@@ -224,7 +251,7 @@ def _desired_side(
 ) -> _DesiredSide:
     """Weights of the parent, amounts and operations (a difference within the band holds) of `desired`."""
     above = desired[tree.parent_or_root]
-    desired_weight = np.divide(desired, above, out=np.zeros(desired.size), where=above > 0)
+    desired_weight = share_of(desired, above)
     desired_free = np.divide(desired, price, out=np.zeros(desired.size), where=tree.wallet & (price > 0))
     desired_weight[0] = 1.0 if desired[0] > 0 else 0.0
     delta = desired - current

@@ -1006,12 +1006,12 @@ class _Groups:
         present = active | np.isin(wallet_keys, moved_keys) if moves else active
         n_active = np.bincount(member_of, weights=present, minlength=all_keys.size)
         groups = (n_active > 0).nonzero()[0]
-        keys = all_keys[groups]
-        self.size = keys.size
+        self.size = groups.size
         self.net = np.bincount(member_of, weights=diff.diff_amount[nodes] * active, minlength=all_keys.size)[
             groups
         ]
-        self.moved = np.isin(keys, moved_keys) if moves else np.zeros(keys.size, dtype=np.bool_)
+        keys = all_keys[groups] if moves else groups  # (read only with moves)
+        self.moved = np.isin(keys, moved_keys) if moves else np.zeros(groups.size, dtype=np.bool_)
         self._extra: dict[int, Decimal] = {}
         free_all = np.bincount(member_of, weights=diff.free_amount[nodes], minlength=all_keys.size)
         self.free = free_all[groups]
@@ -1059,7 +1059,7 @@ class _Groups:
                 ],
                 dtype=np.float64,
             )
-            self.price = combo_price[self.combo] if keys.size else np.zeros(0)
+            self.price = combo_price[self.combo] if self.size else np.zeros(0)
 
         self.value_price = diff.asset_price[self.asset]  # in the valuation currency
         self.min_trade_value = min_trade_value * (1 - MIN_TOLERANCE)

@@ -486,11 +486,13 @@ def _fill_direct(balances: Balances, plan: Plan, minimum: float) -> Filled:
         np.subtract.at(free, held[sell], sold[sell])
     np.add.at(free, cash[sell], proceeds[sell] * (1 - rate[sell]))
     need = np.where(buy, amount * price * (1 + rate), 0.0)
+    # A buy's part of its amount that its cash still pays, in [0, 1]: `room` is never -0.0 (np.maximum
+    # with 0.0), so clipping as minimum(maximum()) is `np.clip`, and `part` needs no clip to 1 again.
     if orders.one_cash:  # one cash group (one account): what the buys before each spent, in order
         before = np.cumsum(need) - need
-        room = np.maximum(free[cash] * (1 + CASH_SLACK) - before, 0.0)
+        room = np.maximum(free[cash[0]] * (1 + CASH_SLACK) - before, 0.0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            part = np.where(need > 0, np.clip(room / need, 0.0, 1.0), 0.0)
+            part = np.where(need > 0, np.minimum(np.maximum(room / need, 0.0), 1.0), 0.0)
     else:
         ranked = np.lexsort((np.arange(order.size), cash))  # by cash group, in the plan's order
         spent = np.cumsum(need[ranked])
@@ -501,8 +503,10 @@ def _fill_direct(balances: Balances, plan: Plan, minimum: float) -> Filled:
         room = np.maximum(free[cash[ranked]] * (1 + CASH_SLACK) - before, 0.0)
         part = np.ones(order.size)
         with np.errstate(divide="ignore", invalid="ignore"):
-            part[ranked] = np.where(need[ranked] > 0, np.clip(room / need[ranked], 0.0, 1.0), 0.0)
-    bought = np.where(buy, amount * np.where(part >= 1.0, 1.0, part), 0.0)
+            part[ranked] = np.where(
+                need[ranked] > 0, np.minimum(np.maximum(room / need[ranked], 0.0), 1.0), 0.0
+            )
+    bought = np.where(buy, amount * part, 0.0)
     cost = bought * price
     np.subtract.at(free, cash[buy], (cost * (1 + rate))[buy])
     known = buy if orders.all_held else buy & (held >= 0)
@@ -515,8 +519,9 @@ def _fill_direct(balances: Balances, plan: Plan, minimum: float) -> Filled:
         for k in (buy & (held < 0) & (bought > 0)).nonzero()[0].tolist():  # a position the book lacks
             key = (layout.account_path[int(account[k])], diff.asset_names[int(base[k])])
             balances.extra[key] += float(bought[k])
-    traded = float((proceeds * worth).sum() + (cost * worth).sum())
-    fees = float((proceeds * rate * worth).sum() + (cost * rate * worth).sum())
+    total = np.add.reduce  # (`ndarray.sum` without its Python wrapper: the same pairwise sums)
+    traded = float(total(proceeds * worth) + total(cost * worth))
+    fees = float(total(proceeds * rate * worth) + total(cost * rate * worth))
     return Filled(int(np.count_nonzero(sell) + np.count_nonzero(bought > 0)), traded, fees)
 
 
