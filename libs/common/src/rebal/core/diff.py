@@ -323,9 +323,11 @@ class _Descent:
         if level.listed:  # every node takes its weight of its parent (its factor stays NaN)
             self.desired[nodes] = share
         else:
-            listed = self.listed[nodes]
-            self.factor[nodes] = np.where(listed, np.nan, self.child_factor[parents])
-            self.desired[nodes] = np.where(listed, share, self.current[nodes] * self.factor[nodes])
+            listed, factor = level.listed_nodes, level.factor
+            if factor is None:  # a parent's factor the values decided (`hand_down`)
+                factor = np.where(listed, np.nan, self.child_factor[parents])
+            self.factor[nodes] = factor
+            self.desired[nodes] = np.where(listed, share, self.current[nodes] * factor)
         self.hand_down(level)
 
     def hand_down(self, level: _Level) -> None:
@@ -389,6 +391,7 @@ class _TargetShape(NamedTuple):
         has_children = np.bincount(tree.parent[1:], minlength=len(tree)) > 0
         scaling = has_children & ~fixed
         parent = tree.parent
+        child_factor = np.where(fixed & keep, 1.0, 0.0)
         shape = cls(
             listed=listed,
             lists_children=lists_children,
@@ -397,7 +400,7 @@ class _TargetShape(NamedTuple):
             unlisted=unlisted,
             unlisted_parent=tree.parent[unlisted],
             keeps=bool(keep[tree.parent[unlisted]].any()),
-            child_factor=np.where(fixed & keep, 1.0, 0.0),
+            child_factor=child_factor,
             levels=[
                 _Level(
                     level,
@@ -406,6 +409,10 @@ class _TargetShape(NamedTuple):
                     bool(listed[level].all()),
                     level[scaling[level]],
                     level[may_strand[level]],
+                    listed[level],
+                    None
+                    if (parent[level] < 0).any() or scaling[parent[level]].any()  # (the root: no parent)
+                    else np.where(listed[level], np.nan, child_factor[parent[level]]),
                 )
                 for level in tree.levels
             ],
@@ -528,6 +535,10 @@ class _Level(NamedTuple):
     listed: bool  # the target lists every node of the level
     scaling: IntArray  # nodes with children whose factor for them the values decide
     may_strand: IntArray  # see `_TargetShape`
+    listed_nodes: BoolArray  # which of the nodes the target lists
+    # The factor each node takes of its current value (NaN where listed) when no parent of the level
+    # scales: the target alone fixes it (None: some parent's factor is read from the values).
+    factor: FloatArray | None
 
 
 def _asset_prices(tree: UnionTree, prices: Prices) -> tuple[list[str], IntArray, FloatArray]:
