@@ -173,7 +173,8 @@ def test_a_pool_whose_money_moves_dear_sells_at_the_best_bid_and_buys_with_its_m
 
 
 def bank_to_usdt(net: Doc | None) -> Doc:
-    """1000 USD in a bank, a binance account trading against USDT that is to hold BTC with all of it."""
+    """1000 USD in a bank, a binance account trading against USDT that is to hold BTC with all of it; no
+    market of binance converts USD (with USDT/USD: tests/core/test_where_conversion.py)."""
     real = folder(
         "alice",
         {"name": "bank", "kind": "bank", "quote": "USD", "children": [wallet("usd", "USD", "1000")]},
@@ -185,14 +186,15 @@ def bank_to_usdt(net: Doc | None) -> Doc:
         folder("binance", wallet("btc", "BTC", weight="100%"), weight="100%"),
     )
     price_doc = {"quote": "USD", "prices": {"BTC": "50000", "USDT": "1"}}
-    markets = {"binance": {"BTC/USDT": market("0.00001"), "USDT/USD": market("0.01")}}
+    markets = {"binance": {"BTC/USDT": market("0.00001")}}
     return run(real, target, price_doc, markets, network=net)[2]
 
 
 def test_money_arriving_in_another_asset_than_the_destinations_quote_is_not_spent_as_it() -> None:
     # With a network file the bank's USD would arrive on binance as USD, not USDT: before, 1000 USD went
-    # and bought BTC/USDT 0.01978 for 989.01 USDT that binance never held. No conversion is planned: the
-    # transfer is skipped (needs_conversion) and binance has no money for its buy.
+    # and bought BTC/USDT 0.01978 for 989.01 USDT that binance never held. Binance lists no market between
+    # USD and USDT, so no conversion can be planned: the transfer is skipped (needs_conversion) and binance
+    # has no money for its buy.
     out = bank_to_usdt(
         {"withdrawals": {"bank": {"USD": {"fee": "10"}}}, "deposits": {"binance": {"USD": {}}}}
     )
