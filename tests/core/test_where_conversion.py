@@ -16,7 +16,9 @@ Doc = dict[str, Any]
 NETWORK = {"withdrawals": {"bank": {"USD": {"fee": "10"}}}, "deposits": {"binance": {"USD": {}}}}
 
 
-def bank_to_binance(conversion: dict[str, Doc], venues: Doc | None = None, net: Doc | None = None) -> Doc:
+def bank_to_binance(conversion: dict[str, Doc], venues: Doc | None = None, net: Doc | None = NETWORK) -> Doc:
+    """The plan (`--json`) of the bank and binance above, binance listing BTC/USDT and the `conversion`
+    markets; `venues`: binance's own quotes; `net`: the network file (None: none)."""
     real = folder(
         "alice",
         {"name": "bank", "kind": "bank", "quote": "USD", "children": [wallet("usd", "USD", "1000")]},
@@ -31,7 +33,7 @@ def bank_to_binance(conversion: dict[str, Doc], venues: Doc | None = None, net: 
     if venues is not None:
         price_doc["venues"] = {"binance": venues}
     markets = {"binance": {"BTC/USDT": market("0.00001"), **conversion}}
-    return run(real, target, price_doc, markets, network=net or NETWORK)[2]
+    return run(real, target, price_doc, markets, network=net)[2]
 
 
 def orders(out: Doc) -> list[tuple[Any, ...]]:

@@ -19,6 +19,7 @@ from rebal_executor.execution.bank import task_id
 from rebal_executor.settings import ExecutorSettings
 from rebal_venues.paper import PaperVenue
 from tests.executor.test_bank_transfers import BANK, SPOT, confirm, of
+from tests.executor.test_executor import order as executor_order
 from tests.executor.test_executor import plan
 from tests.fakes import RecordingPublisher
 from tests.paper_support import STILL, Clock
@@ -37,19 +38,10 @@ PRICES = {"quote": "USD", "prices": {"BTC": "50000", "USDT": "1", "USD": "1"}}
 
 
 def order(symbol: str, side: str, amount: str, phase: int, price: str) -> PlannedOrder:
+    """An order of the plan, as the planner estimates it (0.1% fee), waiting for transfer 0."""
     cost = D(amount) * D(price)
-    return PlannedOrder(
-        account=SPOT,
-        exchange="paper",
-        symbol=symbol,
-        side=side,  # type: ignore[arg-type]
-        amount=D(amount),
-        est_price=D(price),
-        est_cost=cost,
-        est_fee=cost * D("0.001"),
-        phase=phase,
-        after_transfer=0,
-    )
+    estimates = {"est_price": D(price), "est_cost": cost, "est_fee": cost * D("0.001"), "after_transfer": 0}
+    return executor_order(symbol, side, amount, phase).model_copy(update=estimates)
 
 
 def converting(conversion: PlannedOrder, btc: str) -> RebalancePlanned:
