@@ -1,9 +1,10 @@
-"""A bank's USD into an exchange account trading against USDT (the founding example: "withdraw dollars from
-the bank to the exchange to buy stocks"), as the planner plans it with a network file (docs/formats.md,
-"Conversions"): the transfer of USD is an operator's task, the conversion order (USDT/USD bought, or
-USD/USDT sold) waits for its confirmation with the buys, spends at most what the operator says arrived,
-and the buys spend what the conversion yielded. Run exactly once: a pass after the run ended, a second
-confirmation, change nothing."""
+"""Conversions (docs/formats.md, "Conversions"): money a transfer brings in another asset than the account's
+quote, converted there before the buys. A bank's USD into an exchange account trading against USDT (the
+founding example: "withdraw dollars from the bank to the exchange to buy stocks"): the transfer of USD is
+an operator's task, the conversion order (USDT/USD bought, or USD/USDT sold) waits for its confirmation
+with the buys, spends at most what the operator says arrived, and the buys spend what the conversion
+yielded. And USDT withdrawn to an account trading against USDC: the conversion waits for the credit.
+Run exactly once: a pass after the run ended, a second confirmation, a redelivered plan change nothing."""
 
 from __future__ import annotations
 
@@ -16,11 +17,13 @@ import pytest
 from rebal.events import PlannedBudget, PlannedOrder, PlannedTransfer, RebalancePlanned, RunFinished
 from rebal_executor.execution import Executor, Journal
 from rebal_executor.execution.bank import task_id
+from rebal_executor.journal import PostgresJournal
 from rebal_executor.settings import ExecutorSettings
 from rebal_venues.paper import PaperVenue
 from tests.executor.test_bank_transfers import BANK, SPOT, confirm, of
 from tests.executor.test_executor import order as executor_order
 from tests.executor.test_executor import plan
+from tests.executor.test_transfers import OTHER, allowed
 from tests.fakes import RecordingPublisher
 from tests.paper_support import STILL, Clock
 
@@ -164,3 +167,79 @@ async def test_a_conversion_waiting_for_a_task_that_expires_is_never_placed(
     assert (finished.status, finished.placed) == ("timed_out", 0)
     assert await journal.orders(the_plan.event_id) == []
     assert (await paper.balances(SPOT)).free["USD"] == D(990)
+
+
+# -- after a withdrawal between exchanges ----------------------------------------------------------------
+
+OTHER_MARKETS = {
+    "paper": {
+        "BTC/USDC": {"amount_step": "0.00001", **FEE},
+        "USDC/USDT": {"amount_step": "0.01", **FEE},
+    }
+}
+OTHER_PRICES = {"quote": "USD", "prices": {"BTC": "50000", "USDT": "1", "USDC": "1"}}
+
+
+async def test_after_a_credited_withdrawal_usdc_is_bought_with_what_arrived_once(pool: asyncpg.Pool) -> None:
+    """SPOT (USDT) funds OTHER, which trades against USDC: 1000 USDT withdrawn (a fee of 1), credited 60 s
+    later, then USDC/USDT bought with the 999 that arrived and BTC/USDC with the USDC; the run again (a
+    redelivered plan) moves and places nothing more."""
+    clock = Clock()
+    paper = PaperVenue.from_documents(
+        "paper",
+        pool,
+        OTHER_MARKETS,
+        OTHER_PRICES,
+        clock,
+        transfer_delay=timedelta(seconds=60),
+        withdraw_fees={"USDT": D(1)},
+        **STILL,
+    )
+    await paper.seed(SPOT, {"USDT": D(1000)})
+    recorder = RecordingPublisher()
+    settings = {"live": True, "transfers": True, "withdrawal_allowlist": [allowed("USDT")]}
+    executor = Executor(
+        {"paper": paper},
+        recorder,
+        ExecutorSettings.model_validate(settings),
+        PostgresJournal(pool),
+        clock=clock,
+    )
+
+    async def sleep(seconds: float) -> None:  # waiting moves the venue's clock: the credit comes due
+        clock.now += timedelta(seconds=seconds)
+
+    executor.sleep = sleep
+    transfer = PlannedTransfer(
+        asset="USDT", from_account=SPOT, to_account=OTHER, amount=D(1000), est_value=D(1000), fee=D(1)
+    )
+    conversion = order("USDC/USDT", "buy", "998", 2, "1").model_copy(update={"account": OTHER})
+    btc = order("BTC/USDC", "buy", "0.01994", 2, "50000").model_copy(update={"account": OTHER})
+    the_plan = plan(
+        conversion,
+        btc,
+        transfers=(transfer,),
+        budgets=(
+            PlannedBudget(exchange="paper", account=SPOT, asset="USDT", amount=D(0)),
+            PlannedBudget(exchange="paper", account=OTHER, asset="USDT", amount=D(999)),
+            PlannedBudget(exchange="paper", account=OTHER, asset="USDC", amount=D(0)),
+        ),
+    )
+    await executor.on_plan(the_plan)
+    [finished] = of(RunFinished, recorder)
+    assert isinstance(finished, RunFinished)
+    # The 999 USDT credited are the conversion's budget: 999 / (1.002 x 1.001) = 996.009... -> 996.00
+    # USDC; the BTC buy fits in them: 996 / (50000 x 1.002 x 1.001) = 0.019860... -> 0.01986.
+    assert (finished.placed, finished.filled) == (3, 3)
+    assert finished.reasons == (
+        "leg 0 USDC/USDT buy scaled from 998 to 996: 999 USDT free after the sells",
+        "leg 1 BTC/USDC buy scaled from 0.01994 to 0.01986: 996 USDC free after the sells",
+    )
+    # 999 - 996 - 0.996 fee; 996 - 993 - 0.993 fee.
+    held = {"BTC": D("0.01986"), "USDC": D("2.007"), "USDT": D("2.004")}
+    assert (await paper.balances(OTHER)).free == held
+    await executor.on_plan(the_plan)
+    await executor.drain()
+    assert await pool.fetchval("SELECT count(*) FROM paper.transfers") == 1
+    assert await pool.fetchval("SELECT count(*) FROM paper.orders WHERE account = $1", OTHER) == 2
+    assert (await paper.balances(OTHER)).free == held
