@@ -7,7 +7,11 @@ transfer is skipped `needs_conversion`, as before (tests/core/test_where_review.
 
 from __future__ import annotations
 
+from decimal import Decimal as D
 from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.core.test_where import market
 from tests.support import account, folder, run, wallet
@@ -16,12 +20,14 @@ Doc = dict[str, Any]
 NETWORK = {"withdrawals": {"bank": {"USD": {"fee": "10"}}}, "deposits": {"binance": {"USD": {}}}}
 
 
-def bank_to_binance(conversion: dict[str, Doc], venues: Doc | None = None, net: Doc | None = NETWORK) -> Doc:
-    """The plan (`--json`) of the bank and binance above, binance listing BTC/USDT and the `conversion`
-    markets; `venues`: binance's own quotes; `net`: the network file (None: none)."""
+def bank_to_binance(
+    conversion: dict[str, Doc], venues: Doc | None = None, net: Doc | None = NETWORK, usd: str = "1000"
+) -> Doc:
+    """The plan (`--json`) of the bank (holding `usd`) and binance above, binance listing BTC/USDT and the
+    `conversion` markets; `venues`: binance's own quotes; `net`: the network file (None: none)."""
     real = folder(
         "alice",
-        {"name": "bank", "kind": "bank", "quote": "USD", "children": [wallet("usd", "USD", "1000")]},
+        {"name": "bank", "kind": "bank", "quote": "USD", "children": [wallet("usd", "USD", usd)]},
         account("binance", wallet("usdt", "USDT", "0"), wallet("btc", "BTC", "0"), exchange="binance"),
     )
     target = folder(
@@ -126,3 +132,39 @@ def test_a_usd_deposit_binance_does_not_take_is_skipped_needs_conversion_as_befo
         ("BTC/USDT", "insufficient_quote"),
         ("USD", "needs_conversion"),
     ]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    bank=st.integers(1, 10**7).map(lambda cents: f"{cents / 100:.2f}"),
+    wire_fee=st.sampled_from(["0", "10", "0.37"]),
+    step=st.sampled_from(["0.01", "1", "0.000001"]),
+    fee=st.sampled_from(["0", "0.001", "0.0075"]),
+    ask=st.sampled_from([None, "1.0005", "0.9991", "1.00037"]),
+    selling=st.booleans(),
+)
+def test_a_conversion_spends_at_most_what_arrives_and_as_much_as_the_step_allows(
+    bank: str, wire_fee: str, step: str, fee: str, ask: str | None, selling: bool
+) -> None:
+    symbol = "USD/USDT" if selling else "USDT/USD"
+    venues = None if ask is None else {"USDT": {"bid": ask, "ask": ask}}
+    net = {"withdrawals": {"bank": {"USD": {"fee": wire_fee}}}, "deposits": {"binance": {"USD": {}}}}
+    out = bank_to_binance({symbol: market(step, fee=fee)}, venues=venues, net=net, usd=bank)
+    conversions = [o for o in out["orders"] if o["reason"] == "conversion"]
+    if not conversions:  # nothing arrives, or less than one step of it
+        assert [s["reason"] for s in out["skipped"] if s["side"] == "transfer"] in ([], ["needs_conversion"])
+        return
+    [conversion] = conversions
+    transfer = out["transfers"][conversion["after_transfer"]]
+    arrived = D(transfer["amount"]) - D(transfer["fee"])
+    assert D(transfer["amount"]) <= D(bank)
+    amount, price, unit = D(conversion["amount"]), D(conversion["est_price"]), D(step)
+    if selling:
+        assert unit <= amount <= arrived < amount + unit
+        proceeds = D(conversion["est_cost"]) - D(conversion["est_fee"])
+    else:
+        assert D(conversion["est_cost"]) + D(conversion["est_fee"]) <= arrived
+        assert (amount + unit) * price * (1 + D(fee)) > arrived
+        proceeds = amount
+    buys = [o for o in out["orders"] if o["symbol"] == "BTC/USDT"]
+    assert sum((D(o["est_cost"]) + D(o["est_fee"]) for o in buys), D(0)) <= proceeds

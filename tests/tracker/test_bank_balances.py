@@ -20,6 +20,8 @@ from typing import Any
 import asyncpg
 import pytest
 from faststream.nats import NatsBroker
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rebal import bus, service
 from rebal.core.assemble import OpenBankTask, bank_accounts, bank_holdings, landed
@@ -185,6 +187,32 @@ def test_two_tasks_into_one_account_share_its_growth_in_the_order_they_opened() 
     tasks = [task("700", "0"), task("300", "700", source="demo/bank2")]
     shares = {(BANK, "USD"): D(-700), ("demo/bank2", "USD"): D(-200)}
     assert landed(tasks, {BROKER: {"USD": D(900)}}) == shares
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    amounts=st.lists(st.integers(1, 10**6), min_size=1, max_size=4),
+    baseline=st.integers(0, 10**6),
+    growth=st.integers(-1000, 5 * 10**6),
+)
+def test_open_tasks_never_count_money_twice_nor_lose_what_landed(
+    amounts: list[int], baseline: int, growth: int
+) -> None:
+    """Tasks into one account from two banks: what leaves the banks is what the account grew by (all of
+    its growth up to the tasks' total, nothing of a fall), each task at most its amount."""
+    banks = [BANK if i % 2 == 0 else "demo/bank2" for i in range(len(amounts))]
+    tasks = [
+        OpenBankTask("USD", bank, BROKER, D(amount), D(baseline))
+        for bank, amount in zip(banks, amounts, strict=True)
+    ]
+    moved = landed(tasks, {BROKER: {"USD": D(baseline + growth)}})
+    assert -sum(moved.values(), D(0)) == min(max(D(growth), D(0)), D(sum(amounts)))
+    for bank in set(banks):
+        assert (
+            D(0)
+            <= -moved.get((bank, "USD"), D(0))
+            <= sum(D(a) for b, a in zip(banks, amounts, strict=True) if b == bank)
+        )
 
 
 # -- the tracker, on Postgres and the paper exchange ----------------------------------------------------
