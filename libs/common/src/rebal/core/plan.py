@@ -617,8 +617,10 @@ def _plan_groups(
         routed = groups.routed & ~small
         routed_sells = np.flatnonzero(routed & groups.sells).tolist()
         routed_buys = np.flatnonzero(routed & ~groups.sells).tolist()
-    sold = emitted & groups.sells
-    proceeds = np.bincount(groups.slot[sold], weights=(cost * groups.sell_keep)[sold], minlength=slots)
+    emitted_sells = emitted & groups.sells
+    proceeds = np.bincount(
+        groups.slot[emitted_sells], weights=(cost * groups.sell_keep)[emitted_sells], minlength=slots
+    )
     for g in routed_sells:
         route, exchange = groups.route_of(g), groups.exchange_of(g)
         sold = _routed_sell(
