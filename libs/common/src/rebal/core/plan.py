@@ -563,7 +563,7 @@ def plan_rebalance(
     if small is not None:
         made = _plan_one_account(diff, small)
         if made is not None:
-            return made[0]
+            return made.plan
     return plan_trading(diff, markets, None, min_trade_value, small=small is None)[0]
 
 
@@ -592,7 +592,7 @@ def plan_trading(
     ):
         one = _plan_one_account(diff, _SmallGroups.of_groups(groups))
         if one is not None:
-            return one[0], groups, one[1]
+            return one.plan, groups, one.flows(diff)
     return _plan_groups(diff, groups, trading, made)
 
 
@@ -914,7 +914,20 @@ class _SmallShape:
         return made
 
 
-def _plan_one_account(diff: DiffTree, groups: _SmallGroups) -> tuple[Plan, Flows] | None:
+class _OnePlan(NamedTuple):
+    """A one-account plan, and what its buys wanted and its cash before them (its `Flows`, made only
+    where read: `plan_rebalance` does not)."""
+
+    plan: Plan
+    accounts: IntArray
+    wanted: float
+    cash: float
+
+    def flows(self, diff: DiffTree) -> Flows:
+        return Flows({}, 0.0, self.accounts, len(diff.tree), np.array([self.wanted]), np.array([self.cash]))
+
+
+def _plan_one_account(diff: DiffTree, groups: _SmallGroups) -> _OnePlan | None:
     """`_plan_groups` of one account whose groups all have a direct market, in Python floats group by
     group: the same operations in the same order (IEEE doubles either way; sums in group order, as
     `np.bincount` adds), so the same plan. None where a rarer step would run (a sell of a whole balance
@@ -926,7 +939,7 @@ def _plan_one_account(diff: DiffTree, groups: _SmallGroups) -> tuple[Plan, Flows
         return None
 
 
-def _one_account_plan(diff: DiffTree, groups: _SmallGroups) -> tuple[Plan, Flows] | None:
+def _one_account_plan(diff: DiffTree, groups: _SmallGroups) -> _OnePlan | None:
     raw, free, step, price = groups.raw, groups.free, groups.step, groups.price
     fee, sells, value_price = groups.fee, groups.sells, groups.value_price
     least_amount, least_cost = groups.least_amount, groups.least_cost
@@ -1023,8 +1036,7 @@ def _one_account_plan(diff: DiffTree, groups: _SmallGroups) -> tuple[Plan, Flows
         direct_order=np.array(order, dtype=np.intp),
         direct_markets=groups.direct_markets,
     )
-    flows = Flows({}, 0.0, groups.accounts, len(diff.tree), np.array([spend]), np.array([cash]))
-    return plan, flows
+    return _OnePlan(plan, groups.accounts, spend, cash)
 
 
 def _squeezed_steps(
