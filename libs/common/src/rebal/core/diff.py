@@ -153,15 +153,16 @@ def _diff(
 ) -> DiffTree:
     count = len(tree)
     asset_names, asset_id, asset_price = assets
-    price = np.where(asset_id >= 0, asset_price[np.maximum(asset_id, 0)], 0.0)
-
-    free = np.where(tree.wallet, tree.amount - tree.locked, 0.0)
-    free = np.maximum(free, 0.0)
     small = _SmallDescent.of(tree, target)
     if small is None:
+        price = np.where(asset_id >= 0, asset_price[np.maximum(asset_id, 0)], 0.0)
+        free = np.where(tree.wallet, tree.amount - tree.locked, 0.0)
+        free = np.maximum(free, 0.0)
         current = roll_up(tree, free * price)
     else:
-        current_of = small.roll_up((free * price).tolist())
+        price_of, free_of = small.prices_and_free(asset_id, asset_price, tree)
+        price, free = np.array(price_of, dtype=np.float64), np.array(free_of, dtype=np.float64)
+        current_of = small.roll_up([f * p for f, p in zip(free_of, price_of, strict=True)])
         current = np.array(current_of, dtype=np.float64)
 
     desired = np.zeros(count, dtype=np.float64)
@@ -186,7 +187,7 @@ def _diff(
     if small is None:
         side = _desired_side(tree, price, current, desired, band)
     else:
-        side = small.desired_side(price.tolist(), current_of, desired_of, band)
+        side = small.desired_side(price_of, current_of, desired_of, band)
     return DiffTree(
         tree=tree,
         prices=prices,
@@ -439,6 +440,22 @@ class _SmallDescent:
             )
         tree.shape_memo[key] = (target, made)  # the target kept: its id stays its own
         return made
+
+    def prices_and_free(
+        self, asset_id: IntArray, asset_price: FloatArray, tree: UnionTree
+    ) -> tuple[list[float], list[float]]:
+        """Per node, its asset's price (0 where none) and its free amount (a wallet's amount less what
+        is locked, at least 0; 0 elsewhere), as `_diff` makes them on arrays (`np.maximum`: NaN stays)."""
+        table = asset_price.tolist()
+        price = [table[i] if i >= 0 else 0.0 for i in asset_id.tolist()]
+        free = [0.0] * len(price)
+        for node, (held, locked, wallet) in enumerate(
+            zip(tree.amount.tolist(), tree.locked.tolist(), self.wallet, strict=True)
+        ):
+            if wallet:
+                left = held - locked
+                free[node] = left if left > 0.0 or math.isnan(left) else 0.0  # np.maximum(left, 0.0)
+        return price, free
 
     def roll_up(self, values: list[float]) -> list[float]:
         """`roll_up(tree, values)`."""
