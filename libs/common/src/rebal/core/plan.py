@@ -795,6 +795,8 @@ class _SmallGroups(NamedTuple):
         if len(tree) > SMALL_NODES or len(tree.accounts) != 1:
             return None
         shape = _SmallShape.of(diff)
+        if len(shape.nodes) > SMALL_GROUPS:
+            return None
         operation = diff.operation.tolist()
         present = tuple([operation[node] != HOLD for node in shape.nodes])
         layout = shape.layout(diff, markets, present)
