@@ -26,7 +26,7 @@ from rebal.core.backtest.book import Book, Filled, Layout, deposit, fill_plan, w
 from rebal.core.backtest.history import History
 from rebal.core.backtest.references import FillRule, fill_like
 from rebal.core.backtest.screen import MARGIN, Block, Screen, cash_due, drift_of
-from rebal.core.diff import DiffShape, DiffTree, roll_up, with_desired
+from rebal.core.diff import SMALL_NODES, DiffShape, DiffTree, roll_up, with_desired
 from rebal.core.errors import InputError
 from rebal.core.market import Markets, Route
 from rebal.core.plan import plan_rebalance
@@ -363,5 +363,8 @@ def _disagrees(screen: Screen, diff: DiffTree) -> bool:
     """The core's desired weights differ from what the screen took for fixed (a shape it misread)."""
     if len(diff.tree) != screen.n_union:
         return True
+    if screen.n_union <= SMALL_NODES:  # a few Python floats: numpy's cost per call outweighs them
+        desired = diff.desired_weight.tolist()
+        return any(abs(desired[node] - weight) > MARGIN for node, weight in screen.fixed_weights)
     fixed = screen.fixed
     return bool(np.count_nonzero(np.abs(diff.desired_weight[fixed] - screen.desired_weight[fixed]) > MARGIN))
