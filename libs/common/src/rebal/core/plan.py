@@ -1009,10 +1009,11 @@ def _one_account_plan(diff: DiffTree, groups: _SmallGroups) -> _OnePlan | None:
     if any(code[g] and not sells[g] and raw[g] > 0 for g in range(size)):
         return None  # the small-buy policy may raise some (`_raise_small_buys`)
 
-    # Sells before buys, each by asset; skips by wallet node (a group's path node), then asset.
+    # Sells before buys, each by asset (the groups of one account come in asset order); skips by
+    # wallet node (a group's path node), then asset.
     chosen = [g for g in range(size) if not code[g]]
     asset, account, combo = groups.asset, groups.account, groups.combo
-    order = sorted(range(len(chosen)), key=lambda i: (not sells[chosen[i]], asset[chosen[i]]))
+    order = [i for i, g in enumerate(chosen) if sells[g]] + [i for i, g in enumerate(chosen) if not sells[g]]
     skips = NO_SKIPS
     if len(chosen) < size:
         path_node = groups.path_node
@@ -1026,16 +1027,27 @@ def _one_account_plan(diff: DiffTree, groups: _SmallGroups) -> _OnePlan | None:
             code=np.array([code[g] for g in skipped], dtype=np.int64),
             symbol={},
         )
+    # The order columns as rows of one array (one numpy call; `direct_order`'s intp is int64 here).
+    columns = np.array(
+        [
+            [account[g] for g in chosen],
+            [combo[g] for g in chosen],
+            [SELL if sells[g] else BUY for g in chosen],
+            [steps[g] for g in chosen],
+            order,
+        ],
+        dtype=np.int64,
+    ).reshape(5, len(chosen))
     plan = Plan(
         diff=diff,
         legs=(),
         transfers=(),
         skips=skips,
-        direct_account=np.array([account[g] for g in chosen], dtype=np.int64),
-        direct_market=np.array([combo[g] for g in chosen], dtype=np.int64),
-        direct_side=np.array([SELL if sells[g] else BUY for g in chosen], dtype=np.int64),
-        direct_steps=np.array([steps[g] for g in chosen], dtype=np.int64),
-        direct_order=np.array(order, dtype=np.intp),
+        direct_account=columns[0],
+        direct_market=columns[1],
+        direct_side=columns[2],
+        direct_steps=columns[3],
+        direct_order=columns[4] if np.dtype(np.intp) == np.int64 else columns[4].astype(np.intp),
         direct_markets=groups.direct_markets,
     )
     return _OnePlan(plan, groups.accounts, spend, cash)
