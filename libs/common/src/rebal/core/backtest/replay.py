@@ -239,12 +239,12 @@ class _State:
         """The rows of `block` where the trigger may fire (see `rebal.core.backtest.screen`)."""
         policy = self.policy
         times = self.history.times[block.start : block.start + block.value.size]
-        full = block.breach.copy()
         due = self.due(int(times[0]))
-        if due is not None:
-            full |= times >= due
+        full = block.breach | (times >= due) if due is not None else block.breach.copy()
         if policy.cooldown > 0 and self.last is not None:
             full &= times >= self.last + policy.cooldown
+        if policy.invest_cash_above is None:  # no cash trigger: nothing to add
+            return full
         due_cash: npt.NDArray[np.bool_] = cash_due(block, policy.invest_cash_above)
         return full | due_cash
 
