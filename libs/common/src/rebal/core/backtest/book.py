@@ -594,39 +594,42 @@ def _fill_free(free: list[float], plan: Plan, orders: OrderLists, minimum: float
     cash = orders.cash
     worth = asset_price[orders.quote]  # valuation price of the quote
     count = len(order)
-    rate = [rate_of[k] for k in order]
-    amount = [steps_of[k] * step_of[k] for k in order]
-    price = [asset_price[base_of[k]] / worth for k in order]
-    held = [held_of[k] for k in order]
-    sent = [amount[i] * price[i] * worth >= minimum for i in range(count)]
-    sell = [sent[i] and side_of[k] == SELL for i, k in enumerate(order)]
-    proceeds, cost, sells = [0.0] * count, [0.0] * count, 0
-    for i in range(count):
-        if sell[i]:
-            sold = min(amount[i], free[held[i]])
-            free[held[i]] -= sold
-            proceeds[i] = sold * price[i]
+    rate, proceeds, cost, bought = [0.0] * count, [0.0] * count, [0.0] * count, [0.0] * count
+    # Sells in order (each takes from its own group; the proceeds go to the cash group, which no order
+    # holds: base is never quote), then the buys sent, in order.
+    sells, have = 0, free[cash]
+    buys: list[tuple[int, float, float, float, int]] = []
+    for i, k in enumerate(order):
+        rate[i] = fee = rate_of[k]
+        amount = steps_of[k] * step_of[k]
+        price = asset_price[base_of[k]] / worth
+        if not amount * price * worth >= minimum:  # not sent (`min_trade_value`)
+            continue
+        if side_of[k] == SELL:
+            held = held_of[k]
+            sold = min(amount, free[held])
+            free[held] -= sold
+            proceeds[i] = sold * price
+            have += proceeds[i] * (1 - fee)
             sells += 1
-    for i in range(count):
-        if sell[i]:
-            free[cash] += proceeds[i] * (1 - rate[i])
-    need = [amount[i] * price[i] * (1 + rate[i]) if sent[i] and not sell[i] else 0.0 for i in range(count)]
-    room, spent, bought = free[cash] * (1 + CASH_SLACK), 0.0, [0.0] * count
-    for i in range(count):
-        total = spent + need[i]  # `np.cumsum(need)`
-        if need[i] > 0:
-            left = room - (total - need[i])
+        else:
+            buys.append((i, amount, price, fee, held_of[k]))
+    # Each buy cut to the room its account's cash leaves after the buys before it (`np.cumsum` of what
+    # they need: the orders not bought add 0.0, which changes no sum of these).
+    room, spent = have * (1 + CASH_SLACK), 0.0
+    for i, amount, price, fee, held in buys:
+        need = amount * price * (1 + fee)
+        total = spent + need
+        if need > 0:
+            left = room - (total - need)
             left = left if left > 0.0 or math.isnan(left) else 0.0  # np.maximum(left, 0.0)
-            part = min(max(left / need[i], 0.0), 1.0)
-            bought[i] = amount[i] * (1.0 if part >= 1.0 else part)
+            part = min(max(left / need, 0.0), 1.0)
+            bought[i] = amount * (1.0 if part >= 1.0 else part)
         spent = total
-    for i in range(count):
-        if sent[i] and not sell[i]:
-            cost[i] = bought[i] * price[i]
-            free[cash] -= cost[i] * (1 + rate[i])
-    for i in range(count):
-        if sent[i] and not sell[i]:
-            free[held[i]] += bought[i]
+        cost[i] = bought[i] * price
+        have -= cost[i] * (1 + fee)
+        free[held] += bought[i]
+    free[cash] = have
     traded = numpy_sum([p * worth for p in proceeds]) + numpy_sum([c * worth for c in cost])
     fees = numpy_sum([p * r * worth for p, r in zip(proceeds, rate, strict=True)]) + numpy_sum(
         [c * r * worth for c, r in zip(cost, rate, strict=True)]
