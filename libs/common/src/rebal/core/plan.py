@@ -961,8 +961,11 @@ def _one_account_plan(diff: DiffTree, groups: _SmallGroups) -> _OnePlan | None:
 
     # Phase 1 (`_Groups.size_direct`): whole steps, truncated (a sell of (nearly) its whole free amount
     # is counted in exact decimals: the general path); the sells' proceeds and the buys' cost, in order.
+    # A buy skipped (and wanted) is one the small-buy policy may raise (`_raise_small_buys`): no code is
+    # ever cleared here, so the general path makes this plan as soon as one appears.
     steps, cost, code = [0] * size, [0.0] * size, [0] * size
     proceeds = spend = 0.0
+    buys: list[int] = []
     for g, (wanted, held, unit, selling) in enumerate(zip(raw, free, step, sells, strict=True)):
         whole = floor(wanted / unit * scale_up + STEP_EPSILON)
         if whole > MAX_STEPS or (selling and whole >= floor(held / unit * scale_up + STEP_EPSILON)):
@@ -980,9 +983,11 @@ def _one_account_plan(diff: DiffTree, groups: _SmallGroups) -> _OnePlan | None:
             code[g] = 6
         elif selling:
             proceeds += worth * (1 - fee[g])
-    buys = [g for g in range(size) if not sells[g] and not code[g]]
-    for g in buys:
-        spend += cost[g] * (1 + fee[g])
+        else:  # the buys' cost, in group order
+            spend += worth * (1 + fee[g])
+            buys.append(g)
+        if code[g] and not selling and wanted > 0:
+            return None
 
     # Phase 2: buys, funded by the free quote, the proceeds and what enters or leaves the account.
     cash = groups.free_quote + proceeds
@@ -1006,8 +1011,8 @@ def _one_account_plan(diff: DiffTree, groups: _SmallGroups) -> _OnePlan | None:
             steps[g] = whole
             if reason(g, whole, whole * step[g] * price[g]):
                 code[g] = INSUFFICIENT_QUOTE_CODE
-    if any(code[g] and not sells[g] and raw[g] > 0 for g in range(size)):
-        return None  # the small-buy policy may raise some (`_raise_small_buys`)
+                if raw[g] > 0:
+                    return None
 
     # Sells before buys, each by asset (the groups of one account come in asset order); skips by
     # wallet node (a group's path node), then asset.
