@@ -247,7 +247,8 @@ class Layout:
     @cached_property
     def wallet_of(self) -> list[int]:
         """Per group its one wallet (-1 where it has several)."""
-        return self.single.tolist()
+        wallets: list[int] = self.single.tolist()
+        return wallets
 
     def order_lists(self, orders: Orders) -> OrderLists:
         """`orders` (of one account, `_fill_one_account`'s) as lists, kept with them."""
