@@ -69,11 +69,17 @@ def replays(draw: st.DrawFn) -> dict[str, Any]:
             }
         ],
     }
-    held = [
+    held: list[dict[str, Any]] = [
         {"name": n.lower(), "asset": n, "amount": repr(float(rng.uniform(0, 3000) / prices[0, i]))}
         for i, n in enumerate(names)
         if draw(st.booleans())
     ]
+    for wallet in held:  # some held by a bot in part (a lock: never traded, carved out of the free part)
+        lock = draw(st.sampled_from((None, None, "amount", "share")))
+        if lock == "amount":
+            wallet["locks"] = [{"owner": "bot", "amount": repr(float(wallet["amount"]) / 3)}]
+        elif lock == "share":
+            wallet["locks"] = [{"owner": "bot", "share": "0.5"}]
     start = {
         "name": "p",
         "children": [
