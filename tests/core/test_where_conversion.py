@@ -10,6 +10,7 @@ from __future__ import annotations
 from decimal import Decimal as D
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -134,6 +135,31 @@ def test_a_usd_deposit_binance_does_not_take_is_skipped_needs_conversion_as_befo
     ]
 
 
+@pytest.mark.parametrize("listed", [True, False])
+@pytest.mark.parametrize(
+    ("withdrawal", "reason"),
+    [
+        ({"USD": {"fee": "10", "min_amount": "2000"}}, "below_network_min"),
+        ({"USD": {"fee": "1000"}}, "not_above_network_fee"),
+        ({}, "no_network"),
+        ({"USD": {"fee": "10", "enabled": False}}, "network_disabled"),
+    ],
+)
+def test_a_transfer_the_network_refuses_is_skipped_for_the_networks_reason(
+    withdrawal: Doc, reason: str, listed: bool
+) -> None:
+    # Review: with a conversion market (or none) the bank's wire was skipped `needs_conversion` although
+    # no network carries it: under its minimum, eaten by its fee, no withdrawal, disabled. The network's
+    # reason is what the operator can act on; `needs_conversion` is for money it would carry.
+    net = {"withdrawals": {"bank": withdrawal}, "deposits": {"binance": {"USD": {}}}}
+    out = bank_to_binance({"USDT/USD": market("0.01")} if listed else {}, net=net)
+    assert (out["orders"], out["transfers"]) == ([], [])
+    assert [(s["symbol"], s["reason"]) for s in out["skipped"]] == [
+        ("BTC/USDT", "insufficient_quote"),
+        ("USD", reason),
+    ]
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     bank=st.integers(1, 10**7).map(lambda cents: f"{cents / 100:.2f}"),
@@ -151,8 +177,9 @@ def test_a_conversion_spends_at_most_what_arrives_and_as_much_as_the_step_allows
     net = {"withdrawals": {"bank": {"USD": {"fee": wire_fee}}}, "deposits": {"binance": {"USD": {}}}}
     out = bank_to_binance({symbol: market(step, fee=fee)}, venues=venues, net=net, usd=bank)
     conversions = [o for o in out["orders"] if o["reason"] == "conversion"]
-    if not conversions:  # nothing arrives, or less than one step of it
-        assert [s["reason"] for s in out["skipped"] if s["side"] == "transfer"] in ([], ["needs_conversion"])
+    if not conversions:  # nothing arrives (the network's reason), or less than one step of it
+        why = "not_above_network_fee" if D(bank) <= D(wire_fee) else "needs_conversion"
+        assert [s["reason"] for s in out["skipped"] if s["side"] == "transfer"] in ([], [why])
         return
     [conversion] = conversions
     transfer = out["transfers"][conversion["after_transfer"]]

@@ -1757,10 +1757,7 @@ def _transfers(
             [exchange_of[source][0] for source in senders],
             [exchange_of[sink][0] for sink in receivers],
             assets,
-            [
-                asset if convert else quote_name[sink]
-                for sink, asset, convert in zip(receivers, assets, converts, strict=True)
-            ],
+            assets,  # the network's answer also where no conversion is possible: its refusal wins
             counts,
         )
     )
@@ -1778,8 +1775,15 @@ def _transfers(
         if convert and trading is not None and not isinstance(way, str) and way is not None:
             arrived = DEFAULT_AMOUNT_STEP * count - way.fee
             converted = _conversion(trading, exchange_of[sink][0], asset, quote_name[sink], arrived)
-        if isinstance(way, str) or (convert and converted is None):
-            why = NEEDS_CONVERSION if convert else str(way)
+        # Money in another asset than the destination's quote: the network's refusal wins, but where only
+        # the destination's deposit refuses it (it takes its quote) or nothing converts it there.
+        foreign = networks is not None and asset != quote_name[sink]
+        if isinstance(way, str) or (foreign and converted is None):
+            why = way if isinstance(way, str) else NEEDS_CONVERSION
+            if isinstance(way, str) and foreign and networks is not None:
+                amount = DEFAULT_AMOUNT_STEP * count
+                if networks.refused_at_deposit(exchange_of[source][0], exchange_of[sink][0], asset, amount):
+                    why = NEEDS_CONVERSION
             skipped.append(TransferSkip(source, asset, float(DEFAULT_AMOUNT_STEP * count), why))
             continue
         network, fee, lost = None, Decimal(0), 0.0
