@@ -1702,10 +1702,20 @@ def _transfers(
     remaining_out = {n: v for v, n in sources}
     remaining_in = {n: v for v, n in sinks}
     matched: list[tuple[int, int, float]] = []
+    # A move is of whole steps: what it leaves of its accounts' gaps (under a step's worth) is no money
+    # to wire. A bank sends its whole surplus to a sink that leaves less than that of it.
+    rounding: dict[int, float] = defaultdict(float)
+    for move in moves if trading is not None and trading.banks else ():
+        step_value = float(DEFAULT_AMOUNT_STEP) * price_of[move.asset][1]
+        rounding[move.source] += step_value
+        rounding[move.destination] += step_value
     i = j = 0
     while i < len(sources) and j < len(sinks):
         source, sink = sources[i][1], sinks[j][1]
         value = min(remaining_out[source], remaining_in[sink])
+        banked = rounding and trading is not None and source in trading.banks
+        if banked and remaining_out[source] - value <= rounding.get(sink, 0.0):
+            value = remaining_out[source]
         matched.append((source, sink, value))
         remaining_out[source] -= value
         remaining_in[sink] -= value
