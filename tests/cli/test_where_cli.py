@@ -182,3 +182,6 @@ def test_the_documented_conversion_sends_the_banks_usd_and_buys_usdt_with_it_bef
     assert out.returncode == 0, out.stderr
     made = json.loads(out.stdout)
     assert {key: made[key] for key in CONVERSION["plan"]} == CONVERSION["plan"]
+    # The bank's withdrawals are used (a bank's own name stands for its exchange): no warning that they
+    # are not (review: `withdrawals.bank: no account is on this exchange`).
+    assert out.stderr == ""

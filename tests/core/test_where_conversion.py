@@ -10,6 +10,7 @@ from __future__ import annotations
 from decimal import Decimal as D
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -134,6 +135,31 @@ def test_a_usd_deposit_binance_does_not_take_is_skipped_needs_conversion_as_befo
     ]
 
 
+@pytest.mark.parametrize("listed", [True, False])
+@pytest.mark.parametrize(
+    ("withdrawal", "reason"),
+    [
+        ({"USD": {"fee": "10", "min_amount": "2000"}}, "below_network_min"),
+        ({"USD": {"fee": "1000"}}, "not_above_network_fee"),
+        ({}, "no_network"),
+        ({"USD": {"fee": "10", "enabled": False}}, "network_disabled"),
+    ],
+)
+def test_a_transfer_the_network_refuses_is_skipped_for_the_networks_reason(
+    withdrawal: Doc, reason: str, listed: bool
+) -> None:
+    # Review: with a conversion market (or none) the bank's wire was skipped `needs_conversion` although
+    # no network carries it: under its minimum, eaten by its fee, no withdrawal, disabled. The network's
+    # reason is what the operator can act on; `needs_conversion` is for money it would carry.
+    net = {"withdrawals": {"bank": withdrawal}, "deposits": {"binance": {"USD": {}}}}
+    out = bank_to_binance({"USDT/USD": market("0.01")} if listed else {}, net=net)
+    assert (out["orders"], out["transfers"]) == ([], [])
+    assert [(s["symbol"], s["reason"]) for s in out["skipped"]] == [
+        ("BTC/USDT", "insufficient_quote"),
+        ("USD", reason),
+    ]
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     bank=st.integers(1, 10**7).map(lambda cents: f"{cents / 100:.2f}"),
@@ -151,8 +177,9 @@ def test_a_conversion_spends_at_most_what_arrives_and_as_much_as_the_step_allows
     net = {"withdrawals": {"bank": {"USD": {"fee": wire_fee}}}, "deposits": {"binance": {"USD": {}}}}
     out = bank_to_binance({symbol: market(step, fee=fee)}, venues=venues, net=net, usd=bank)
     conversions = [o for o in out["orders"] if o["reason"] == "conversion"]
-    if not conversions:  # nothing arrives, or less than one step of it
-        assert [s["reason"] for s in out["skipped"] if s["side"] == "transfer"] in ([], ["needs_conversion"])
+    if not conversions:  # nothing arrives (the network's reason), or less than one step of it
+        why = "not_above_network_fee" if D(bank) <= D(wire_fee) else "needs_conversion"
+        assert [s["reason"] for s in out["skipped"] if s["side"] == "transfer"] in ([], [why])
         return
     [conversion] = conversions
     transfer = out["transfers"][conversion["after_transfer"]]
@@ -168,3 +195,49 @@ def test_a_conversion_spends_at_most_what_arrives_and_as_much_as_the_step_allows
         proceeds = amount
     buys = [o for o in out["orders"] if o["symbol"] == "BTC/USDT"]
     assert sum((D(o["est_cost"]) + D(o["est_fee"]) for o in buys), D(0)) <= proceeds
+
+
+def test_a_bank_wire_into_a_pool_with_a_move_is_sent_whole() -> None:
+    """Review: a pool of BTC and USDT over binance and coinbase (both trading against USDT, coinbase's bid
+    better: 0.49166666 BTC move there) funded by 1000 USD from a bank. The move, of whole 1e-8 steps,
+    leaves 0.0000068 USD of binance's gap: the wire was split into 999.99999319 (to coinbase) and a
+    skipped 0.0000068 (to binance), an amount no operator should be asked to wire."""
+    real = folder(
+        "alice",
+        {"name": "bank", "kind": "bank", "quote": "USD", "children": [wallet("usd", "USD", "1000")]},
+        folder(
+            "crypto",
+            account("binance", wallet("btc", "BTC", "1.5"), wallet("usdt", "USDT", "0"), exchange="binance"),
+            account("coinbase", wallet("btc", "BTC", "0.5"), exchange="coinbase"),
+        ),
+    )
+    target = {
+        "name": "alice",
+        "children": [
+            {"name": "bank", "weight": "0%", "children": [{"name": "usd", "asset": "USD", "weight": "100%"}]},
+            {"name": "crypto", "weight": "100%", "pool": {"BTC": "50%", "USDT": "50%"}},
+        ],
+    }
+    prices: Doc = {
+        "quote": "USD",
+        "prices": {"BTC": "60000", "USDT": "1"},
+        "venues": {
+            "binance": {"BTC": {"bid": "59990", "ask": "60010"}},
+            "coinbase": {"BTC": {"bid": "60300", "ask": "60320"}},
+        },
+    }
+    markets = {
+        exchange: {"BTC/USDT": market("0.0001"), symbol: market("0.01")}
+        for exchange, symbol in (("binance", "USD/USDT"), ("coinbase", "USDT/USD"))
+    }
+    net = {
+        "withdrawals": {"binance": {"BTC": {"fee": "0.0002"}}, "bank": {"USD": {"fee": "10"}}},
+        "deposits": {"coinbase": {"BTC": {}, "USD": {}}, "binance": {"USD": {}}},
+    }
+    out = run(real, target, prices, markets, network=net)[2]
+    assert [(t["asset"], t["from"], t["to"], t["amount"]) for t in out["transfers"]] == [
+        ("BTC", "alice/crypto/binance", "alice/crypto/coinbase", "0.49166666"),
+        ("USD", "alice/bank", "alice/crypto/coinbase", "1000"),
+    ]
+    assert [s["side"] for s in out["skipped"]] == ["sell"]  # binance's BTC under its step, no transfer
+    assert orders(out)[1][:3] == ("USDT/USD", "buy", "989.01")  # the 990 that arrive, converted

@@ -44,7 +44,6 @@ if TYPE_CHECKING:
     from rebal.core.networks import Networks
     from rebal.core.plan import Plan
     from rebal.core.position_plan import PositionPlan
-    from rebal.core.tree import Tree
 
 app = typer.Typer(
     name="rebal",
@@ -195,12 +194,14 @@ def plan(
         except FileError as exc:
             fail(str(exc))
         batch.settled()
-        for line in unused_exchanges(real_tree, price_table, prices, networks, network):
-            print(f"warning: {line}", file=sys.stderr)
         try:
             diff = diff_trees(
                 real_tree, target_tree, price_table, band=band, invest=invest_value, withdraw=withdraw_value
             )
+            # The exchanges as the planner resolves them (a bank's own name stands for its exchange).
+            exchanges = {exchange for exchange, _ in diff.tree.accounts.values()}
+            for line in unused_exchanges(exchanges, price_table, prices, networks, network):
+                print(f"warning: {line}", file=sys.stderr)
             result = plan_rebalance(
                 partial.buy_only(diff) if buy_only else diff, market_table, networks=networks
             )
@@ -255,12 +256,16 @@ def _written(ctx: typer.Context) -> None:
 
 
 def unused_exchanges(
-    real: Tree, prices: Prices, prices_file: Path, networks: Networks | None, network_file: Path | None
+    held: Collection[str],
+    prices: Prices,
+    prices_file: Path,
+    networks: Networks | None,
+    network_file: Path | None,
 ) -> list[str]:
-    """An exchange the prices' `venues` or the network file name that no account of `real` is on (a typo,
-    "binanse", would otherwise plan binance at the reference price unnoticed): one line each, naming the
-    file and the key. Only a warning: a shared prices or network file may list more venues."""
-    held = set(real.exchange.values())
+    """An exchange the prices' `venues` or the network file name that no account is on (`held`: the
+    accounts' exchanges; a typo, "binanse", would otherwise plan binance at the reference price unnoticed):
+    one line each, naming the file and the key. Only a warning: a shared prices or network file may list
+    more venues."""
     sections: list[tuple[Path, str, Collection[str], str]] = [
         (prices_file, "venues", prices.venues, "prices")
     ]
@@ -272,7 +277,7 @@ def unused_exchanges(
     return [
         f"{path}: {key}.{exchange}: no account is on this exchange; its {what} are not used"
         for path, key, table, what in sections
-        for exchange in sorted(set(table) - held)
+        for exchange in sorted(set(table) - set(held))
     ]
 
 

@@ -13,7 +13,10 @@ task the executor opens (`TransferTaskOpened`) is recorded too (`bank_tasks`, wi
 account's holding of the asset then: its `baseline`), and while it is open (neither confirmed nor expired)
 the bank's amount is less what that holding grew since, at most the task's amount
 (`rebal.core.assemble.landed`): the money is at the bank until it shows at the exchange, there from then
-on, and the confirmation changes nothing more than the received amount.
+on, and the confirmation changes nothing more than the received amount. Tasks into one account and asset
+share a baseline: a confirmation raises it for the others by what it received (`after_confirmation`), and
+each snapshot lowers it when the holding falls below it and what landed (money spent meanwhile); both are
+kept in `bank_tasks` (`baseline`, `landed`) for the next snapshot and across restarts.
 
 Restating a balance: change the wallet's amount in the layout. At start the tracker compares each bank
 wallet's amount with the one it last started with (`bank_openings`); a changed one stands from then on,
@@ -30,8 +33,9 @@ from decimal import Decimal
 
 import asyncpg
 
-from rebal.core.assemble import LayoutAccount, OpenBankTask, bank_holdings, landed
+from rebal.core.assemble import LayoutAccount, OpenBankTask, after_confirmation, bank_holdings, landed
 from rebal.core.numbers import dec_str
+from rebal.db import Connection
 from rebal.events import TransferConfirmed, TransferTaskExpired, TransferTaskOpened
 
 log = logging.getLogger("rebal.tracker")
@@ -61,11 +65,12 @@ OPEN_TASK = (
 EXPIRE_TASK = "UPDATE bank_tasks SET expired_at = $2 WHERE task_id = $1 AND expired_at IS NULL"
 # The tasks out of a bank neither confirmed (in the ledger) nor expired, in the order they opened.
 OPEN_TASKS = (
-    "SELECT asset, from_account, to_account, amount, baseline FROM bank_tasks AS task"
+    "SELECT task_id, asset, from_account, to_account, amount, baseline, landed FROM bank_tasks AS task"
     " WHERE portfolio_id = $1 AND expired_at IS NULL"
     " AND NOT EXISTS (SELECT 1 FROM bank_ledger WHERE bank_ledger.task_id = task.task_id)"
-    " ORDER BY opened_at, task_id"
+    " ORDER BY opened_at, task_id FOR UPDATE OF task"
 )
+FOLLOW_TASK = "UPDATE bank_tasks SET baseline = $2, landed = $3 WHERE task_id = $1"
 # A wallet's stated amount: kept while the layout says the same, restated (since now) when it changes.
 STATE = (
     "INSERT INTO bank_openings (portfolio_id, account, asset, amount, since) VALUES ($1, $2, $3, $4, $5)"
@@ -102,18 +107,31 @@ class BankBook:
             )
             return False
         sent = event.received if event.amount is None else event.amount
-        status = await self.pool.execute(
-            RECORD,
-            event.task_id,
-            event.portfolio_id,
-            event.asset,
-            event.from_account,
-            event.to_account,
-            sent,
-            event.received,
-            event.confirmed_at,
-        )
-        return bool(status.endswith(" 1"))
+        async with self.pool.acquire() as connection, connection.transaction():
+            ids, tasks = await self._open_tasks(connection)
+            status = await connection.execute(
+                RECORD,
+                event.task_id,
+                event.portfolio_id,
+                event.asset,
+                event.from_account,
+                event.to_account,
+                sent,
+                event.received,
+                event.confirmed_at,
+            )
+            if not status.endswith(" 1"):
+                return False
+            if event.task_id in ids:
+                done = ids.index(event.task_id)
+                rest = [task_id for task_id in ids if task_id != event.task_id]
+                await self._follow(
+                    connection,
+                    rest,
+                    tasks[:done] + tasks[done + 1 :],
+                    after_confirmation(tasks, done, event.received),
+                )
+        return True
 
     def sends(self, event: TransferTaskOpened) -> bool:
         """Whether the task moves money out of one of this portfolio's banks."""
@@ -148,11 +166,11 @@ class BankBook:
             return {}
         rows = await self.pool.fetch(MOVED, self.portfolio_id)
         moved = {(row["account"], row["asset"]): row["change"] for row in rows}
-        tasks = [
-            OpenBankTask(row["asset"], row["from_account"], row["to_account"], row["amount"], row["baseline"])
-            for row in await self.pool.fetch(OPEN_TASKS, self.portfolio_id)
-        ]
-        for key, change in landed(tasks, observed).items():
+        async with self.pool.acquire() as connection, connection.transaction():
+            ids, tasks = await self._open_tasks(connection)
+            landing = landed(tasks, observed)
+            await self._follow(connection, ids, tasks, landing.tasks)
+        for key, change in landing.moves.items():
             moved[key] = moved.get(key, Decimal(0)) + change
         balances = bank_holdings(self.banks, moved)
         for path, asset, by in balances.overdrawn:
@@ -164,3 +182,30 @@ class BankBook:
                 asset,
             )
         return balances.holdings
+
+    async def _open_tasks(self, connection: Connection) -> tuple[list[str], list[OpenBankTask]]:
+        rows = await connection.fetch(OPEN_TASKS, self.portfolio_id)
+        tasks = [
+            OpenBankTask(
+                row["asset"],
+                row["from_account"],
+                row["to_account"],
+                row["amount"],
+                row["baseline"],
+                row["landed"],
+            )
+            for row in rows
+        ]
+        return [row["task_id"] for row in rows], tasks
+
+    @staticmethod
+    async def _follow(
+        connection: Connection,
+        ids: Sequence[str],
+        before: Sequence[OpenBankTask],
+        after: Sequence[OpenBankTask],
+    ) -> None:
+        """Persist what changed of the open tasks (their baseline, what landed) for the next snapshot."""
+        for task_id, old, new in zip(ids, before, after, strict=True):
+            if new != old:
+                await connection.execute(FOLLOW_TASK, task_id, new.baseline, new.landed)

@@ -33,7 +33,7 @@ transfer out of it already brought to the receiving account (`landed`), and it i
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
@@ -280,35 +280,81 @@ def _free_name(name: str, taken: set[Any]) -> str:
 class OpenBankTask:
     """An operator's transfer out of a bank account not confirmed yet: `amount` of `asset` from the bank
     `from_account` to `to_account`, whose holding of `asset` was `baseline` when the task opened (None: an
-    account no venue reports, such as another bank)."""
+    account no venue reports, such as another bank; moved since as `landed` and `after_confirmation` say),
+    and `landed` of which the last snapshot saw at the receiving account."""
 
     asset: str
     from_account: str
     to_account: str
     amount: Decimal
     baseline: Decimal | None
+    landed: Decimal = Decimal(0)
 
 
-def landed(
-    tasks: Sequence[OpenBankTask], observed: Mapping[str, Mapping[str, Decimal]]
-) -> dict[tuple[str, str], Decimal]:
-    """What the open tasks (in the order they opened) already took out of their banks, per (bank path,
-    asset), as negative moves for `bank_holdings`: how much the receiving account's holding of the asset
-    (`observed`, per path and asset) grew since the first of them opened, shared out in that order, each
-    task at most its amount. So money counts once: at the bank until it shows at the receiving account,
-    there from then on (the account's buys wait for the task, so nothing else moves that holding
-    meanwhile)."""
-    moved: dict[tuple[str, str], Decimal] = {}
-    growth: dict[tuple[str, str], Decimal] = {}  # what is left to share, per (receiving account, asset)
-    for task in tasks:
-        held = observed.get(task.to_account, {}).get(task.asset)
-        if task.baseline is None or held is None:
+@dataclass(frozen=True)
+class Landing:
+    """What the open tasks took out of their banks (`moves`, per (bank path, asset), negative, for
+    `bank_holdings`) and the tasks as the next snapshot starts from them (in the same order)."""
+
+    moves: dict[tuple[str, str], Decimal]
+    tasks: list[OpenBankTask]
+
+
+def landed(tasks: Sequence[OpenBankTask], observed: Mapping[str, Mapping[str, Decimal]]) -> Landing:
+    """What the open tasks (in the order they opened) already took out of their banks: per receiving
+    account and asset (`observed`, per path and asset), how much its holding grew over the group's baseline
+    (its first task's), shared out in that order, each task at most its amount. So money counts once: at
+    the bank until it shows at the receiving account, there from then on (the account's buys wait for the
+    task). Money that landed stays landed: a holding that fell below the baseline and what already landed
+    (a conversion spending money confirmed meanwhile, a fee) lowers the baseline by the fall, so what lands
+    next still counts (`after_confirmation` raises it by what a confirmation moves to the ledger)."""
+    moves: dict[tuple[str, str], Decimal] = {}
+    after = list(tasks)
+    for key, members in _groups(tasks).items():
+        account = observed.get(key[0])
+        baseline = tasks[members[0]].baseline
+        if account is None or baseline is None:
             continue
-        key = (task.to_account, task.asset)
-        left = growth.setdefault(key, held - task.baseline)
-        part = min(max(left, Decimal(0)), task.amount)
-        if part:
-            growth[key] = left - part
-            side = (task.from_account, task.asset)
-            moved[side] = moved.get(side, Decimal(0)) - part
-    return moved
+        held = account.get(key[1], Decimal(0))  # a venue leaves out what it holds none of
+        before = sum((tasks[i].landed for i in members), Decimal(0))
+        if held - baseline < before:
+            baseline = held - before
+        left = held - baseline
+        for i in members:
+            task = tasks[i]
+            part = min(max(left, Decimal(0)), task.amount)
+            left -= part
+            after[i] = replace(task, baseline=baseline, landed=part)
+            if part:
+                side = (task.from_account, task.asset)
+                moves[side] = moves.get(side, Decimal(0)) - part
+    return Landing(moves, after)
+
+
+def after_confirmation(tasks: Sequence[OpenBankTask], done: int, received: Decimal) -> list[OpenBankTask]:
+    """The open tasks once `tasks[done]` is confirmed (`received` of it arrived; the ledger counts it from
+    then on): the others into the same account and asset start from the group's baseline raised by
+    `received`, and what the last snapshot saw landed of the group, less `received`, is theirs (in the
+    order they opened), so the confirmed money is neither taken for theirs nor theirs for it."""
+    task = tasks[done]
+    members = _groups(tasks).get((task.to_account, task.asset), [])
+    if done not in members:
+        return [other for i, other in enumerate(tasks) if i != done]
+    baseline = tasks[members[0]].baseline
+    assert baseline is not None  # a group's tasks have one
+    left = sum((tasks[i].landed for i in members), Decimal(0)) - received
+    after = list(tasks)
+    for i in members:
+        part = min(max(left, Decimal(0)), tasks[i].amount) if i != done else Decimal(0)
+        left -= part
+        after[i] = replace(tasks[i], baseline=baseline + received, landed=part)
+    return [other for i, other in enumerate(after) if i != done]
+
+
+def _groups(tasks: Sequence[OpenBankTask]) -> dict[tuple[str, str], list[int]]:
+    """The tasks' indexes per (receiving account, asset), in order; tasks without a baseline left out."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, task in enumerate(tasks):
+        if task.baseline is not None:
+            groups.setdefault((task.to_account, task.asset), []).append(i)
+    return groups

@@ -114,6 +114,17 @@ class Networks:
                 return way
         return BELOW_NETWORK_MIN if all(amount < way.min_amount for way in ways) else NOT_ABOVE_FEE
 
+    def refused_at_deposit(self, source: str, destination: str, asset: str, amount: Decimal) -> bool:
+        """Whether only the destination refuses `amount` of `asset`: `source` has an open withdrawal it
+        clears (at least the minimum, more than the fee), `destination` takes no open deposit of it."""
+        if source == destination:
+            return False
+        outs = self.withdrawals.get(source, {}).get(asset, ())
+        ins = self.deposits.get(destination, {}).get(asset, ())
+        return not any(into.enabled for into in ins) and any(
+            out.enabled and amount >= out.min_amount and amount > out.fee for out in outs
+        )
+
     @classmethod
     def parse(cls, doc: object) -> Networks:
         if not isinstance(doc, dict):

@@ -1979,10 +1979,20 @@ def _transfers(
     remaining_out = {n: v for v, n in sources}
     remaining_in = {n: v for v, n in sinks}
     matched: list[tuple[int, int, float]] = []
+    # A move is of whole steps: what it leaves of its accounts' gaps (under a step's worth) is no money
+    # to wire. A bank sends its whole surplus to a sink that leaves less than that of it.
+    rounding: dict[int, float] = defaultdict(float)
+    for move in moves if trading is not None and trading.banks else ():
+        step_value = float(DEFAULT_AMOUNT_STEP) * price_of[move.asset][1]
+        rounding[move.source] += step_value
+        rounding[move.destination] += step_value
     i = j = 0
     while i < len(sources) and j < len(sinks):
         source, sink = sources[i][1], sinks[j][1]
         value = min(remaining_out[source], remaining_in[sink])
+        banked = rounding and trading is not None and source in trading.banks
+        if banked and remaining_out[source] - value <= rounding.get(sink, 0.0):
+            value = remaining_out[source]
         matched.append((source, sink, value))
         remaining_out[source] -= value
         remaining_in[sink] -= value
@@ -2034,10 +2044,7 @@ def _transfers(
             [exchange_of[source][0] for source in senders],
             [exchange_of[sink][0] for sink in receivers],
             assets,
-            [
-                asset if convert else quote_name[sink]
-                for sink, asset, convert in zip(receivers, assets, converts, strict=True)
-            ],
+            assets,  # the network's answer also where no conversion is possible: its refusal wins
             counts,
         )
     )
@@ -2055,8 +2062,15 @@ def _transfers(
         if convert and trading is not None and not isinstance(way, str) and way is not None:
             arrived = DEFAULT_AMOUNT_STEP * count - way.fee
             converted = _conversion(trading, exchange_of[sink][0], asset, quote_name[sink], arrived)
-        if isinstance(way, str) or (convert and converted is None):
-            why = NEEDS_CONVERSION if convert else str(way)
+        # Money in another asset than the destination's quote: the network's refusal wins, but where only
+        # the destination's deposit refuses it (it takes its quote) or nothing converts it there.
+        foreign = networks is not None and asset != quote_name[sink]
+        if isinstance(way, str) or (foreign and converted is None):
+            why = way if isinstance(way, str) else NEEDS_CONVERSION
+            if isinstance(way, str) and foreign and networks is not None:
+                amount = DEFAULT_AMOUNT_STEP * count
+                if networks.refused_at_deposit(exchange_of[source][0], exchange_of[sink][0], asset, amount):
+                    why = NEEDS_CONVERSION
             skipped.append(TransferSkip(source, asset, float(DEFAULT_AMOUNT_STEP * count), why))
             continue
         network, fee, lost = None, Decimal(0), 0.0
