@@ -993,7 +993,7 @@ class _Groups:
             groups
         ]
         self.moved = np.isin(keys, moved_keys) if moves else np.zeros(keys.size, dtype=np.bool_)
-        self._extra: dict[int, Decimal] = {}
+        self._moved: tuple[tuple[Move, ...], list[int], list[int]] = ((), [], [])  # `_apply`'s, for `_extra`
         free_all = np.bincount(member_of, weights=diff.free_amount[nodes], minlength=all_keys.size)
         self.free = free_all[groups]
         self._position = groups
@@ -1075,9 +1075,17 @@ class _Groups:
         both = np.ravel(np.column_stack((source, destination)))
         np.add.at(self.net, both, np.ravel(np.column_stack((amount, np.negative(arriving)))))
         np.add.at(self.free, both, np.ravel(np.column_stack((np.negative(amount), received))))
-        for move, src, dst in zip(moves, source, destination, strict=True):
-            self._extra[src] = self._extra.get(src, Decimal(0)) - move.amount
-            self._extra[dst] = self._extra.get(dst, Decimal(0)) + move.received
+        self._moved = (moves, source, destination)
+
+    @cached_property
+    def _extra(self) -> dict[int, Decimal]:
+        """Per group the moves touch, what they change of its exact free amount: made when a sell of
+        (nearly) the whole balance asks for it (thousands of moves, a few such sells)."""
+        extra: dict[int, Decimal] = {}
+        for move, src, dst in zip(*self._moved, strict=True):
+            extra[src] = extra.get(src, Decimal(0)) - move.amount
+            extra[dst] = extra.get(dst, Decimal(0)) + move.received
+        return extra
 
     def exchange_of(self, g: int) -> str:
         return self.exchanges[int(self.account_exchange[self.account[g]])]
@@ -1143,7 +1151,7 @@ class _Groups:
     def exact_frees(self, groups: IntArray) -> list[Decimal]:
         """`exact_free` of each of `groups` (a sell of every wallet's whole amount asks for thousands)."""
         frees = self._members.exact_frees(self._position[groups])
-        if self._extra:
+        if groups.size and self._extra:
             frees = [
                 free + self._extra.get(g, Decimal(0)) for g, free in zip(groups.tolist(), frees, strict=True)
             ]
