@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rebal.core import collector, pools
-from rebal.core.diff import HOLD, DiffTree, diff_trees, roll_up, with_desired
+from rebal.core.diff import HOLD, DiffTree, diff_again, roll_up, with_desired
 from rebal.core.market import Market, Markets, Route
 from rebal.core.networks import Networks
 from rebal.core.numbers import VALUE_EPSILON, default_steps_of
@@ -217,13 +217,8 @@ def _place(diff: DiffTree, resolved: pools.Resolved) -> DiffTree:
     )
     delta = float(diff.desired_value[0] - diff.current_value[0])
     before = diff
-    diff = diff_trees(
-        with_wallets(tree.real, additions),
-        tree.target,
-        diff.prices,
-        band=diff.band,
-        invest=max(delta, 0.0),
-        withdraw=max(-delta, 0.0),
+    diff = diff_again(
+        diff, with_wallets(tree.real, additions), invest=max(delta, 0.0), withdraw=max(-delta, 0.0)
     )
     if before.buy_only:
         diff = _kept_desired(before, diff)
