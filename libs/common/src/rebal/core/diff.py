@@ -114,7 +114,14 @@ def diff_again(diff: DiffTree, real: Tree, *, invest: float = 0.0, withdraw: flo
     asset_id = tree.asset_codes.within(ids)
     assert not ((asset_id < 0) & tree.wallet).any(), "a wallet of an asset the diff does not know"
     assets = (diff.asset_names, asset_id, diff.asset_price)
-    return _diff(tree, diff.tree.target, diff.prices, assets, diff.band, invest, withdraw)
+    made = _diff(tree, diff.tree.target, diff.prices, assets, diff.band, invest, withdraw)
+    if len(diff.tree) == len(diff.tree.real) and len(tree) == len(real) and "account_quote" in diff.__dict__:
+        # Both unions are their real trees (no desired-only node): the old nodes kept their places and
+        # the new ones are wallets, so the accounts' quotes are the old ones.
+        quote = np.full(len(tree), -1, dtype=np.int64)
+        quote[: len(diff.tree)] = diff.account_quote
+        made.__dict__["account_quote"] = quote
+    return made
 
 
 @dataclass(frozen=True, eq=False)

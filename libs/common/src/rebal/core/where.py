@@ -309,7 +309,6 @@ def _desired(
     held = diff.free_amount[wallets] * diff.price[wallets]
     groups, group_of = np.unique(keys, return_inverse=True)
     total = np.bincount(group_of, weights=held, minlength=groups.size)
-    count = np.bincount(group_of, minlength=groups.size)
     first = np.zeros(groups.size, dtype=np.int64)
     first[group_of[::-1]] = np.arange(group_of.size)[::-1]
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -318,7 +317,6 @@ def _desired(
             held / total[group_of],
             (np.arange(group_of.size) == first[group_of]).astype(np.float64),
         )
-    del count
     desired[wallets] = np.where(found, np.maximum(value[at], 0.0) * share, 0.0)
     inside = (member >= 0) & ~tree.wallet
     inside[pool_node] = False
@@ -361,8 +359,9 @@ def round_trips(diff: DiffTree, trading: Trading) -> tuple[Move, ...]:
     sellers = sellers[np.lexsort((account[sellers], net[sellers], asset[sellers]))]
     buyers = np.flatnonzero(ours & (net > 0))
     buyers = buyers[np.lexsort((account[buyers], -net[buyers], asset[buyers]))]
-    sell_rate, sell_known = _account_rates(diff, trading, account[sellers], asset[sellers], sell=True)
-    buy_rate, buy_known = _account_rates(diff, trading, account[buyers], asset[buyers], sell=False)
+    rates, kind = _Rates(diff, trading), _account_kinds(diff, trading)
+    sell_rate, sell_known = _account_rates(rates, kind, account[sellers], asset[sellers], sell=True)
+    buy_rate, buy_known = _account_rates(rates, kind, account[buyers], asset[buyers], sell=False)
     seller_asset, buyer_asset = asset[sellers], asset[buyers]
     seller_bounds = np.searchsorted(seller_asset, np.arange(n_assets + 1))
     buyer_bounds = np.searchsorted(buyer_asset, np.arange(n_assets + 1))
@@ -405,19 +404,23 @@ def round_trips(diff: DiffTree, trading: Trading) -> tuple[Move, ...]:
     return tuple(moves)
 
 
-def _account_rates(
-    diff: DiffTree, trading: Trading, account: IntArray, asset: IntArray, sell: bool
-) -> tuple[FloatArray, BoolArray]:
-    """Per (account, asset) row, the net bid (`sell`) or gross ask of the account's cheapest route as a
-    share of the reference price (`_Rates`), and whether there is one."""
-    n_assets = len(diff.asset_names)
-    rates = _Rates(diff, trading)
-    # Few (exchange, quote, asset) rates, many accounts: each account stands for its kind.
+def _account_kinds(diff: DiffTree, trading: Trading) -> IntArray:
+    """Per account node, the first account of its (exchange, quote): few rates, many accounts, each
+    account stands for its kind (a bank for none: it has no rate)."""
     kinds: dict[tuple[str, str], int] = {}
     kind = np.zeros(len(diff.tree), dtype=np.int64)
     for node, exchange_quote in diff.tree.accounts.items():
-        if node not in trading.banks:  # a bank has no rate: it never stands for another account
+        if node not in trading.banks:
             kind[node] = kinds.setdefault(exchange_quote, node)
+    return kind
+
+
+def _account_rates(
+    rates: _Rates, kind: IntArray, account: IntArray, asset: IntArray, sell: bool
+) -> tuple[FloatArray, BoolArray]:
+    """Per (account, asset) row, the net bid (`sell`) or gross ask of the account's cheapest route as a
+    share of the reference price (`_Rates`), and whether there is one (`kind`: `_account_kinds`)."""
+    n_assets = len(rates.diff.asset_names)
     combos = kind[account] * n_assets + asset
     unique, inverse = np.unique(combos, return_inverse=True)
     rate, known = np.full(unique.size, np.nan), np.zeros(unique.size, dtype=np.bool_)
