@@ -569,12 +569,15 @@ def plan_trading(
     min_trade_value: float = 0.0,
     *,
     made: bool = True,
+    groups: _Groups | None = None,
 ) -> tuple[Plan, _Groups, Flows]:
     """The plan (`plan_rebalance`), trading as `trading` says (None: the reference prices, the first
     route, transfers without networks), with its (account, asset) groups and money flows. `made` False:
     a plan only to be costed (`rebal.core.where`'s plain candidate): its transfers are planned and count
-    (budgets, fees) but are not made (none in the plan, no first transfer in)."""
-    groups = _Groups.build(diff, markets, trading, min_trade_value)
+    (budgets, fees) but are not made (none in the plan, no first transfer in). `groups`: this diff's,
+    already built with these markets, trading and minimum (`cost_floor`'s)."""
+    if groups is None:
+        groups = _Groups.build(diff, markets, trading, min_trade_value)
     _refuse_unreachable(diff, groups)
     if trading is None and groups.all_direct and groups.accounts.size == 1 and groups.size <= SMALL_GROUPS:
         small = _plan_one_account(diff, groups)
@@ -715,6 +718,33 @@ def _plan_groups(
         cash - reserve,
     )
     return plan, groups, flows
+
+
+def cost_floor(diff: DiffTree, groups: _Groups) -> float:
+    """A lower bound of the estimated total cost (`Notes.total`: fees, spreads against the reference
+    prices, withdrawal fees) of the plan `_plan_groups` makes of `groups` (every group direct, else
+    -inf), read from its first phase alone, before any money moves: its sells (their steps and skips
+    never depend on budgets or transfers) cost exactly what they cost; a buy, squeezed, dropped or raised
+    to a minimum by the budgets, costs at least nothing, or, where buying below the reference pays more
+    than its fee, at least its largest size's (wanted or minimum steps) negative cost; a transfer's fee is
+    never negative. Less room for the float sums (1e-8 of every term, far above their rounding)."""
+    if not groups.all_direct or not groups.size:
+        return -math.inf
+    steps, cost = groups.size_direct()
+    sold = groups.sells & (groups.reasons(steps, cost) == 0)
+    # The largest a buy can be: its wanted steps, or the minimum the small-buy policy raises it to.
+    largest = np.where(groups.sells, steps, np.maximum(steps, groups.min_steps()))
+    amount = np.where(sold | ~groups.sells, largest, 0) * groups.step
+    # As `rebal.core.where` prices an order: at the side's venue price, the reference in the valuation
+    # currency.
+    traded = amount * groups.price * diff.asset_price[groups.quote_id[groups.account]]
+    fees = traded * groups.fee
+    reference = amount * groups.value_price
+    spread = np.where(groups.sells, reference - traded, traded - reference)
+    each = fees + spread
+    floor = float(each[sold].sum() + np.minimum(each[~groups.sells], 0.0).sum())
+    room = 1e-8 * float(np.abs(fees).sum() + np.abs(spread).sum())
+    return floor - room if math.isfinite(floor) and math.isfinite(room) else -math.inf
 
 
 # A plan of one account whose groups all trade directly, at most this many groups, is made by

@@ -34,7 +34,17 @@ from rebal.core.diff import HOLD, DiffTree, diff_again, roll_up, with_desired
 from rebal.core.market import Market, Markets, Route
 from rebal.core.networks import Networks
 from rebal.core.numbers import VALUE_EPSILON, default_steps_of
-from rebal.core.plan import Flows, Notes, Plan, _FeeValue, _Groups, _PriceOf, plan_trading
+from rebal.core.plan import (
+    Flows,
+    Notes,
+    Plan,
+    _FeeValue,
+    _Groups,
+    _PriceOf,
+    _refuse_unreachable,
+    cost_floor,
+    plan_trading,
+)
 from rebal.core.trading import Move, Trading, VenuePrices
 from rebal.core.tree import BoolArray, FloatArray, IntArray, contains, with_wallets
 from rebal.core.union import UnionTree
@@ -76,9 +86,10 @@ def _plan_where(diff: DiffTree, markets: Markets, networks: Networks | None, min
         # Every pool as plain and no round trip made a move: the plain plan itself. (A move can still
         # cost more than its round trip: the money that must follow it may pay a withdrawal fee.)
         return chosen.noted()
-    # The plain candidate is only costed: its transfers and notes are made when it is the plan kept.
-    plain = _pooled(diff, markets, trading, found, plain=True, made=False)
-    if chosen.total() <= plain.total():
+    # The plain candidate is only costed: its transfers and notes are made when it is the plan kept; and
+    # not planned at all when what its first phase fixes already costs at least the chosen plan.
+    plain = _costed_plain(diff, markets, trading, found, chosen.total())
+    if plain is None or chosen.total() <= plain.total():
         return chosen.noted()
     return _Made.of(plain.plan.diff, markets, plain.trading, plain.resolved, plain=True).noted()
 
@@ -145,11 +156,15 @@ class _Made:
         resolved: pools.Resolved | None,
         plain: bool = False,
         made: bool = True,
+        groups: _Groups | None = None,
     ) -> _Made:
-        """Plan with the pools' moves, then the round trips a network makes cheaper as moves."""
+        """Plan with the pools' moves, then the round trips a network makes cheaper as moves (`groups`:
+        the plain candidate's, when built already)."""
         if trading.networks is not None and not plain:
             trading = replace(trading, moves=trading.moves + round_trips(diff, trading))
-        plan, groups, flows = plan_trading(diff, markets, trading, trading.min_trade_value, made=made)
+        plan, groups, flows = plan_trading(
+            diff, markets, trading, trading.min_trade_value, made=made, groups=groups
+        )
         optimised = resolved is not None and bool(resolved.optimised.any())
         return cls(plan, groups, flows, trading, resolved, optimised, made)
 
@@ -177,9 +192,29 @@ def _pooled(
     made: bool = True,
 ) -> _Made:
     """The plan with the pools resolved (`plain`: every pool trades where its assets sit)."""
+    resolved, placed, trading = _placed(diff, trading, found, plain)
+    return _Made.of(placed, markets, trading, resolved, plain, made)
+
+
+def _costed_plain(
+    diff: DiffTree, markets: Markets, trading: Trading, found: pools.Candidates, ceiling: float
+) -> _Made | None:
+    """The plain candidate, costed only (`_Made` not `made`); None where what its plan's first phase
+    fixes already costs at least `ceiling` (`cost_floor`), so it cannot cost less."""
+    resolved, placed, trading = _placed(diff, trading, found, plain=True)
+    groups = _Groups.build(placed, markets, trading, trading.min_trade_value)
+    _refuse_unreachable(placed, groups)  # refused as its plan would be
+    if ceiling <= cost_floor(placed, groups):
+        return None
+    return _Made.of(placed, markets, trading, resolved, plain=True, made=False, groups=groups)
+
+
+def _placed(
+    diff: DiffTree, trading: Trading, found: pools.Candidates, plain: bool
+) -> tuple[pools.Resolved, DiffTree, Trading]:
+    """The pools resolved, the diff placed as they decided, and the trading with their moves."""
     resolved = pools.resolve(diff, trading, plain=plain, found=found)
-    placed = _place(diff, resolved)
-    return _Made.of(placed, markets, replace(trading, moves=resolved.moves), resolved, plain, made)
+    return resolved, _place(diff, resolved), replace(trading, moves=resolved.moves)
 
 
 # -- pools: their decisions put into the diff tree --------------------------------------------------------
