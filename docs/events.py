@@ -394,7 +394,10 @@ def transfer_entries() -> list[Entry]:
         Entry(
             TransferTaskOpened,
             "executor",
-            ("monitor (notification, `GET /transfers`)",),
+            (
+                "monitor (notification, `GET /transfers`)",
+                "tracker (`tracker-bank-tasks`: a transfer out of a bank counts once until confirmed)",
+            ),
             opened,
         ),
         Entry(
@@ -428,7 +431,7 @@ def transfer_entries() -> list[Entry]:
         Entry(
             TransferTaskExpired,
             "executor",
-            ("monitor (alert notification)",),
+            ("monitor (alert notification)", "tracker (`tracker-bank-expiries`)"),
             opened.caused(
                 TransferTaskExpired,
                 now=NOW + timedelta(days=7),

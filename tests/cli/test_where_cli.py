@@ -1,6 +1,6 @@
 """`rebal plan --network` as a user calls it: the worked example of docs/formats.md ("Where to trade"),
 its blocks (marked ``<!-- where: NAME -->``) run as they are written, and a bad network file refused in
-one line."""
+one line; and the conversion example's (``<!-- conversion: NAME -->``)."""
 
 from __future__ import annotations
 
@@ -165,3 +165,20 @@ def test_the_documented_example_buy_only_sells_nothing_with_or_without_the_netwo
         assert done.returncode == 0, done.stderr
         out = json.loads(done.stdout)
         assert (out["orders"], out["transfers"], out["skipped"]) == ([], [], [])
+
+
+CONVERSION: dict[str, Any] = {
+    name: json.loads(text)
+    for name, text in re.findall(r"<!-- conversion: ([\w-]+) -->\n```json\n(.*?)\n```", DOC, flags=re.DOTALL)
+}
+
+
+def test_the_documented_conversion_sends_the_banks_usd_and_buys_usdt_with_it_before_the_btc(
+    tmp_path: Path,
+) -> None:
+    """docs/formats.md, "Conversions": the blocks as written, `rebal plan --json --network`."""
+    assert set(CONVERSION) == {*INPUTS, "plan"}
+    out = plan(tmp_path, "--json", given={name: CONVERSION[name] for name in INPUTS})
+    assert out.returncode == 0, out.stderr
+    made = json.loads(out.stdout)
+    assert {key: made[key] for key in CONVERSION["plan"]} == CONVERSION["plan"]

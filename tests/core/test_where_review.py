@@ -11,6 +11,7 @@ from rebal.core.partial import buy_only
 from rebal.core.plan import plan_rebalance
 from rebal.render import plan_json
 from tests.core.test_where import brief, market, moved, network, pool, two_venues
+from tests.core.test_where_conversion import bank_to_binance
 from tests.support import account, folder, prices, run, wallet
 
 Doc = dict[str, Any]
@@ -173,26 +174,16 @@ def test_a_pool_whose_money_moves_dear_sells_at_the_best_bid_and_buys_with_its_m
 
 
 def bank_to_usdt(net: Doc | None) -> Doc:
-    """1000 USD in a bank, a binance account trading against USDT that is to hold BTC with all of it."""
-    real = folder(
-        "alice",
-        {"name": "bank", "kind": "bank", "quote": "USD", "children": [wallet("usd", "USD", "1000")]},
-        account("binance", wallet("usdt", "USDT", "0"), wallet("btc", "BTC", "0"), exchange="binance"),
-    )
-    target = folder(
-        "alice",
-        folder("bank", wallet("usd", "USD", weight="100%"), weight="0%"),
-        folder("binance", wallet("btc", "BTC", weight="100%"), weight="100%"),
-    )
-    price_doc = {"quote": "USD", "prices": {"BTC": "50000", "USDT": "1"}}
-    markets = {"binance": {"BTC/USDT": market("0.00001"), "USDT/USD": market("0.01")}}
-    return run(real, target, price_doc, markets, network=net)[2]
+    """1000 USD in a bank, a binance account trading against USDT that is to hold BTC with all of it; no
+    market of binance converts USD (with USDT/USD: tests/core/test_where_conversion.py)."""
+    return bank_to_binance({}, net=net)
 
 
 def test_money_arriving_in_another_asset_than_the_destinations_quote_is_not_spent_as_it() -> None:
     # With a network file the bank's USD would arrive on binance as USD, not USDT: before, 1000 USD went
-    # and bought BTC/USDT 0.01978 for 989.01 USDT that binance never held. No conversion is planned: the
-    # transfer is skipped (needs_conversion) and binance has no money for its buy.
+    # and bought BTC/USDT 0.01978 for 989.01 USDT that binance never held. Binance lists no market between
+    # USD and USDT, so no conversion can be planned: the transfer is skipped (needs_conversion) and binance
+    # has no money for its buy.
     out = bank_to_usdt(
         {"withdrawals": {"bank": {"USD": {"fee": "10"}}}, "deposits": {"binance": {"USD": {}}}}
     )

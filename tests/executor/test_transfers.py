@@ -75,6 +75,20 @@ def funding_plan(asset: str = "USDT", amount: str = "1000") -> object:
     return plan(order("BTC/USDT", "sell", "0.01", 1), buy, transfers=(transfer,))
 
 
+async def test_a_where_mode_buy_that_waits_for_the_money_is_bought_not_sold(pool: asyncpg.Pool) -> None:
+    """A where-mode plan says which transfer a buy's money comes by (`after_transfer`): the buy is one of
+    the buys, placed after the credit, never taken for a sell waiting for a transfer (it was: `leg 1
+    ETH/USDT sell skipped: no ETH free`, and nothing bought)."""
+    executor, recorder, paper = await setup(pool)
+    the_plan = funding_plan()
+    waits = the_plan.orders[1].model_copy(update={"after_transfer": 0})  # type: ignore[attr-defined]
+    the_plan = the_plan.model_copy(update={"orders": (the_plan.orders[0], waits)})  # type: ignore[attr-defined]
+    await executor.on_plan(the_plan)
+    [finished] = [e for e in recorder.published if isinstance(e, RunFinished)]
+    assert (finished.status, finished.placed, finished.filled, finished.reasons) == ("completed", 3, 3, ())
+    assert (await paper.balances(OTHER)).free == {"ETH": D("0.3"), "USDT": D("98.1")}
+
+
 async def test_the_buys_wait_for_the_credit_and_are_sized_from_what_arrived(pool: asyncpg.Pool) -> None:
     executor, recorder, paper = await setup(pool)
     the_plan = funding_plan()

@@ -2,11 +2,16 @@
 the layout states 1000 USD, a plan moves 700 to the broker; once the operator confirms the transfer the
 next snapshot shows the bank's 300 and the broker's 700 (from the venue), and the next plan does not move
 them again. A redelivered confirmation changes nothing; a transfer into the bank credits what arrived;
-a balance restated in the layout stands, moved only by the transfers confirmed after it."""
+a balance restated in the layout stands, moved only by the transfers confirmed after it. And between the
+moment the wire lands at the broker and the operator's confirmation, the money counts once: off the bank
+as it shows at the broker."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -15,10 +20,19 @@ from typing import Any
 import asyncpg
 import pytest
 from faststream.nats import NatsBroker
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rebal import bus, service
-from rebal.core.assemble import bank_accounts, bank_holdings
-from rebal.events import BalanceSnapshotTaken, TakeSnapshot, TransferConfirmed, new_event
+from rebal.core.assemble import OpenBankTask, bank_accounts, bank_holdings, landed
+from rebal.events import (
+    BalanceSnapshotTaken,
+    TakeSnapshot,
+    TransferConfirmed,
+    TransferTaskExpired,
+    TransferTaskOpened,
+    new_event,
+)
 from rebal_devstack.pytest_plugin import FreshDatabase
 from rebal_tracker.app import Runtime
 from rebal_tracker.banks import BankBook
@@ -92,6 +106,35 @@ def confirmed(
     )
 
 
+def opened(task: str, source: str, dest: str, amount: str, start: datetime = T0) -> TransferTaskOpened:
+    return new_event(
+        TransferTaskOpened,
+        key=task,
+        now=start,
+        portfolio_id="demo",
+        task_id=task,
+        plan_id=new_event(TakeSnapshot, key=task, now=T0, portfolio_id="demo").event_id,
+        transfer=0,
+        asset="USD",
+        from_account=source,
+        to_account=dest,
+        amount=D(amount),
+        expires_at=start + timedelta(days=7),
+    )
+
+
+def expired(task: str) -> TransferTaskExpired:
+    return new_event(
+        TransferTaskExpired,
+        key=task,
+        now=T0 + timedelta(days=7),
+        portfolio_id="demo",
+        task_id=task,
+        plan_id=new_event(TakeSnapshot, key=task, now=T0, portfolio_id="demo").event_id,
+        reason="not confirmed in time",
+    )
+
+
 def amounts(tree: Doc, path: str) -> dict[str, str]:
     """The wallets' amounts by asset of the account at `path` ("demo/bank")."""
     node = tree
@@ -121,6 +164,55 @@ def test_a_bank_the_confirmed_transfers_overdraw_shows_zero_and_says_by_how_much
     balances = bank_holdings([bank], {(BANK, "USD"): D(-700)})
     assert balances.holdings == {BANK: {"USD": D(0)}}
     assert balances.overdrawn == ((BANK, "USD", D(200)),)
+
+
+def task(amount: str, baseline: str | None, dest: str = BROKER, source: str = BANK) -> OpenBankTask:
+    return OpenBankTask("USD", source, dest, D(amount), None if baseline is None else D(baseline))
+
+
+def test_an_open_task_takes_off_its_bank_what_grew_at_the_receiving_account_at_most_its_amount() -> None:
+    # The broker held 50 USD when the task of 700 opened: nothing landed, 400 landed, all (and more).
+    assert landed([task("700", "50")], {BROKER: {"USD": D(50)}}) == {}
+    assert landed([task("700", "50")], {BROKER: {"USD": D(450)}}) == {(BANK, "USD"): D(-400)}
+    assert landed([task("700", "50")], {BROKER: {"USD": D(900)}}) == {(BANK, "USD"): D(-700)}
+    # Less than it held then (a fee taken meanwhile): nothing landed; no baseline or no holding: nothing.
+    assert landed([task("700", "50")], {BROKER: {"USD": D(40)}}) == {}
+    assert landed([task("700", None)], {BROKER: {"USD": D(900)}}) == {}
+    assert landed([task("700", "50")], {}) == {}
+
+
+def test_two_tasks_into_one_account_share_its_growth_in_the_order_they_opened() -> None:
+    # 700 from the bank, then 300 from a second bank, opened after the first 700 had landed (baseline 700):
+    # the growth since the first opened (900) is the first's 700 and 200 of the second.
+    tasks = [task("700", "0"), task("300", "700", source="demo/bank2")]
+    shares = {(BANK, "USD"): D(-700), ("demo/bank2", "USD"): D(-200)}
+    assert landed(tasks, {BROKER: {"USD": D(900)}}) == shares
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    amounts=st.lists(st.integers(1, 10**6), min_size=1, max_size=4),
+    baseline=st.integers(0, 10**6),
+    growth=st.integers(-1000, 5 * 10**6),
+)
+def test_open_tasks_never_count_money_twice_nor_lose_what_landed(
+    amounts: list[int], baseline: int, growth: int
+) -> None:
+    """Tasks into one account from two banks: what leaves the banks is what the account grew by (all of
+    its growth up to the tasks' total, nothing of a fall), each task at most its amount."""
+    banks = [BANK if i % 2 == 0 else "demo/bank2" for i in range(len(amounts))]
+    tasks = [
+        OpenBankTask("USD", bank, BROKER, D(amount), D(baseline))
+        for bank, amount in zip(banks, amounts, strict=True)
+    ]
+    moved = landed(tasks, {BROKER: {"USD": D(baseline + growth)}})
+    assert -sum(moved.values(), D(0)) == min(max(D(growth), D(0)), D(sum(amounts)))
+    for bank in set(banks):
+        assert (
+            D(0)
+            <= -moved.get((bank, "USD"), D(0))
+            <= sum(D(a) for b, a in zip(banks, amounts, strict=True) if b == bank)
+        )
 
 
 # -- the tracker, on Postgres and the paper exchange ----------------------------------------------------
@@ -225,6 +317,68 @@ async def test_a_balance_restated_in_the_layout_stands_from_the_restart_on(pool:
     assert amounts((await restated.read())["tree"], BANK) == {"USD": "180"}
 
 
+@aio
+async def test_the_money_counts_once_between_its_landing_and_the_confirmation(pool: asyncpg.Pool) -> None:
+    """The double-count window: the wire is at the broker (its venue shows it) and the operator has not
+    confirmed yet. The bank holds 1000 USD; a plan moves 700 to the broker."""
+    tracker, book = await tracked(pool)
+    assert await tracker.on_task_opened(opened("bt-000000000001", BANK, BROKER, "700")) is True
+    before = (await tracker.read())["tree"]  # not sent yet: all at the bank
+    assert (amounts(before, BANK), amounts(before, BROKER)) == ({"USD": "1000"}, {"USD": "0", "SPY": "0"})
+
+    await wire(pool, BROKER, "700")  # landed, not confirmed: once, at the broker
+    window = await tracker.read()
+    assert (amounts(window["tree"], BANK), amounts(window["tree"], BROKER)) == (
+        {"USD": "300"},
+        {"USD": "700", "SPY": "0"},
+    )
+    # A plan in the window sees 1000 in all: it moves nothing more and buys 2 SPY with the broker's 700.
+    _, _, out = run(window["tree"], TARGET, window["prices"], window["markets"])
+    assert moves(out) == []
+    assert [(o["account"], o["side"], o["amount"]) for o in out["orders"]] == [(BROKER, "buy", "2")]
+
+    # Confirmed: the ledger takes it over; nothing changes.
+    await book.record(confirmed("bt-000000000001", BANK, BROKER, "700", minutes=1))
+    after = (await tracker.read())["tree"]
+    assert (amounts(after, BANK), amounts(after, BROKER)) == ({"USD": "300"}, {"USD": "700", "SPY": "0"})
+    # Announced again (a restart of the executor): the first baseline stands.
+    assert await tracker.on_task_opened(opened("bt-000000000001", BANK, BROKER, "700")) is False
+
+
+@aio
+async def test_a_wire_landing_short_counts_what_arrived_until_the_confirmation_says_what_left(
+    pool: asyncpg.Pool,
+) -> None:
+    tracker, book = await tracked(pool)
+    await wire(pool, BROKER, "50")  # the broker held 50 before
+    await tracker.on_task_opened(opened("bt-000000000001", BANK, BROKER, "700"))
+    await wire(pool, BROKER, "690")  # a fee of 10 on the way
+    tree = (await tracker.read())["tree"]
+    assert (amounts(tree, BANK), amounts(tree, BROKER)) == ({"USD": "310"}, {"USD": "740", "SPY": "0"})
+    await book.record(confirmed("bt-000000000001", BANK, BROKER, "700", received="690"))
+    tree = (await tracker.read())["tree"]
+    assert (amounts(tree, BANK), amounts(tree, BROKER)) == ({"USD": "300"}, {"USD": "740", "SPY": "0"})
+
+
+@aio
+async def test_an_expired_task_leaves_its_bank_whole(pool: asyncpg.Pool) -> None:
+    tracker, book = await tracked(pool)
+    await tracker.on_task_opened(opened("bt-000000000001", BANK, BROKER, "700"))
+    await wire(pool, BROKER, "200")  # another deposit (not the wire) while it waits
+    assert await book.expire_task(expired("bt-000000000001")) is True
+    assert await book.expire_task(expired("bt-000000000001")) is False
+    assert amounts((await tracker.read())["tree"], BANK) == {"USD": "1000"}
+
+
+@aio
+async def test_a_task_into_the_bank_or_of_another_portfolio_is_not_recorded(pool: asyncpg.Pool) -> None:
+    tracker, _ = await tracked(pool)
+    assert await tracker.on_task_opened(opened("bt-000000000002", BROKER, BANK, "200")) is False
+    other = opened("bt-000000000003", BANK, BROKER, "700").model_copy(update={"portfolio_id": "other"})
+    assert await tracker.on_task_opened(other) is False
+    assert await pool.fetchval("SELECT count(*) FROM bank_tasks") == 0
+
+
 async def tracked_again(pool: asyncpg.Pool, bank_usd: str, now: Any) -> tuple[Tracker, BankBook]:
     doc = layout(bank_usd)
     book = BankBook("demo", bank_accounts(doc), pool)
@@ -236,10 +390,24 @@ async def tracked_again(pool: asyncpg.Pool, bank_usd: str, now: Any) -> tuple[Tr
 # -- through a real NATS server -------------------------------------------------------------------------
 
 
-@aio
-async def test_on_a_real_server_a_confirmed_transfer_moves_the_bank_once(
-    nats_url: str, database: FreshDatabase, tmp_path: Path
-) -> None:
+@dataclass
+class Served:
+    """The tracker's runtime on a real NATS server and Postgres, its published snapshots kept."""
+
+    broker: NatsBroker
+    publisher: bus.Publisher
+    pool: asyncpg.Pool
+    snapshots: list[BalanceSnapshotTaken]
+
+    async def snapshot(self, key: str) -> BalanceSnapshotTaken:
+        count = len(self.snapshots)
+        await self.publisher.publish(new_event(TakeSnapshot, key=key, now=T0, portfolio_id="demo"))
+        await eventually(lambda: len(self.snapshots) > count)
+        return self.snapshots[count]
+
+
+@asynccontextmanager
+async def served(nats_url: str, database: FreshDatabase, tmp_path: Path) -> AsyncIterator[Served]:
     for name, doc in (("layout", layout()), ("markets", MARKETS), ("prices", PRICES)):
         (tmp_path / f"{name}.json").write_text(json.dumps(doc))
     settings = TrackerSettings(
@@ -257,6 +425,8 @@ async def test_on_a_real_server_a_confirmed_transfer_moves_the_bank_once(
         runtime.on_take_snapshot,
         runtime.on_returns,
         on_transfer_confirmed=runtime.on_transfer_confirmed,
+        on_task_opened=runtime.on_task_opened,
+        on_task_expired=runtime.on_task_expired,
     )
     snapshots: list[BalanceSnapshotTaken] = []
 
@@ -267,27 +437,54 @@ async def test_on_a_real_server_a_confirmed_transfer_moves_the_bank_once(
     await runtime.start()
     try:
         async with started(broker):
-            pool = runtime.database.pool
-            assert pool is not None
-            await wire(pool, BROKER, "700")
-            # Confirmed after the tracker started (its layout's balance stands from its first start).
-            now = datetime.now(UTC)
-            await publisher.publish(confirmed("bt-000000000001", BANK, BROKER, "700", start=now))
-            # Confirmed a second time (the executor answers again, another event): the ledger keeps it once.
-            await publisher.publish(confirmed("bt-000000000001", BANK, BROKER, "700", minutes=5, start=now))
-            await until(lambda: _consumed(broker), 30)
-            await publisher.publish(new_event(TakeSnapshot, key="after", now=T0, portfolio_id="demo"))
-            await eventually(lambda: snapshots)
-            assert amounts(snapshots[0].tree, BANK) == {"USD": "300"}
-            assert amounts(snapshots[0].tree, BROKER) == {"USD": "700", "SPY": "0"}
-            assert await pool.fetchval("SELECT count(*) FROM bank_ledger") == 1
+            assert runtime.database.pool is not None
+            yield Served(broker, publisher, runtime.database.pool, snapshots)
     finally:
         await runtime.stop()
 
 
-async def _consumed(broker: NatsBroker) -> bool | None:
-    """True once the ledger's consumer has taken and acknowledged both confirmations."""
+@aio
+async def test_on_a_real_server_a_confirmed_transfer_moves_the_bank_once(
+    nats_url: str, database: FreshDatabase, tmp_path: Path
+) -> None:
+    async with served(nats_url, database, tmp_path) as tracker:
+        await wire(tracker.pool, BROKER, "700")
+        # Confirmed after the tracker started (its layout's balance stands from its first start).
+        now = datetime.now(UTC)
+        await tracker.publisher.publish(confirmed("bt-000000000001", BANK, BROKER, "700", start=now))
+        # Confirmed a second time (the executor answers again, another event): the ledger keeps it once.
+        await tracker.publisher.publish(
+            confirmed("bt-000000000001", BANK, BROKER, "700", minutes=5, start=now)
+        )
+        await until(lambda: _consumed(tracker.broker, "tracker-bank-ledger", 2), 30)
+        snapshot = await tracker.snapshot("after")
+        assert amounts(snapshot.tree, BANK) == {"USD": "300"}
+        assert amounts(snapshot.tree, BROKER) == {"USD": "700", "SPY": "0"}
+        assert await tracker.pool.fetchval("SELECT count(*) FROM bank_ledger") == 1
+
+
+@aio
+async def test_on_a_real_server_a_landed_unconfirmed_transfer_counts_once(
+    nats_url: str, database: FreshDatabase, tmp_path: Path
+) -> None:
+    """The executor opens the task, the wire lands at the broker, the operator has not confirmed yet: the
+    snapshot holds the 1000 USD once (the bank's 300 and the broker's 700), not 1700."""
+    async with served(nats_url, database, tmp_path) as tracker:
+        await tracker.publisher.publish(opened("bt-000000000001", BANK, BROKER, "700", datetime.now(UTC)))
+        await until(lambda: _consumed(tracker.broker, "tracker-bank-tasks", 1), 30)
+        await wire(tracker.pool, BROKER, "700")
+        snapshot = await tracker.snapshot("landed")
+        assert amounts(snapshot.tree, BANK) == {"USD": "300"}
+        assert amounts(snapshot.tree, BROKER) == {"USD": "700", "SPY": "0"}
+        # Expired unconfirmed (the operator never said): the bank is whole again, as the ledger knows it.
+        await tracker.publisher.publish(expired("bt-000000000001"))
+        await until(lambda: _consumed(tracker.broker, "tracker-bank-expiries", 1), 30)
+        assert amounts((await tracker.snapshot("expired")).tree, BANK) == {"USD": "1000"}
+
+
+async def _consumed(broker: NatsBroker, durable: str, count: int) -> bool | None:
+    """True once the consumer `durable` has taken and acknowledged `count` messages."""
     js = broker.config.connection_state.stream
-    info = await js.consumer_info("REBAL_EVENTS", "tracker-bank-ledger")
-    done = info.num_pending == 0 and info.num_ack_pending == 0 and info.ack_floor.consumer_seq >= 2
+    info = await js.consumer_info("REBAL_EVENTS", durable)
+    done = info.num_pending == 0 and info.num_ack_pending == 0 and info.ack_floor.consumer_seq >= count
     return True if done else None

@@ -14,7 +14,13 @@ from faststream.asgi import AsgiFastStream
 from rebal import bus, db, service, telemetry
 from rebal.core.assemble import bank_accounts, layout_accounts
 from rebal.core.tree import parse_tree
-from rebal.events import StrategyReturnReported, TakeSnapshot, TransferConfirmed
+from rebal.events import (
+    StrategyReturnReported,
+    TakeSnapshot,
+    TransferConfirmed,
+    TransferTaskExpired,
+    TransferTaskOpened,
+)
 from rebal.io import load, load_document
 from rebal_tracker.banks import BankBook
 from rebal_tracker.handlers import SERVICE, register
@@ -105,6 +111,18 @@ class Runtime:
         if await self.banks.record(event):
             log.info("bank ledger: transfer task %s recorded", event.task_id)
 
+    async def on_task_opened(self, event: TransferTaskOpened) -> None:
+        if self.tracker is None:
+            raise RuntimeError("the tracker has not started")
+        if await self.tracker.on_task_opened(event):
+            log.info("bank tasks: transfer task %s out of a bank recorded", event.task_id)
+
+    async def on_task_expired(self, event: TransferTaskExpired) -> None:
+        if self.banks is None:
+            raise RuntimeError("the tracker has not started")
+        if await self.banks.expire_task(event):
+            log.info("bank tasks: transfer task %s expired, its bank keeps its money", event.task_id)
+
     async def on_returns(self, events: Sequence[StrategyReturnReported]) -> None:
         if self.ingest is None:
             raise RuntimeError("the tracker has not started")
@@ -128,6 +146,8 @@ def build(settings: TrackerSettings) -> AsgiFastStream:
         runtime.on_take_snapshot,
         runtime.on_returns,
         on_transfer_confirmed=runtime.on_transfer_confirmed,
+        on_task_opened=runtime.on_task_opened,
+        on_task_expired=runtime.on_task_expired,
         batch_size=settings.tracking.return_batch_size,
     )
     return service.build(

@@ -7,6 +7,14 @@ received) is recorded once in `bank_ledger` (keyed by the task: a redelivered or
 changes nothing). Each snapshot's bank amounts are the stated balance plus what the confirmed transfers
 into the bank received, less what those out of it sent (`rebal.core.assemble.bank_holdings`).
 
+Between the moment a transfer out of the bank lands at the receiving account and the operator's
+confirmation, the stated balance still holds the money the venue already shows: counted twice. So each
+task the executor opens (`TransferTaskOpened`) is recorded too (`bank_tasks`, with the receiving
+account's holding of the asset then: its `baseline`), and while it is open (neither confirmed nor expired)
+the bank's amount is less what that holding grew since, at most the task's amount
+(`rebal.core.assemble.landed`): the money is at the bank until it shows at the exchange, there from then
+on, and the confirmation changes nothing more than the received amount.
+
 Restating a balance: change the wallet's amount in the layout. At start the tracker compares each bank
 wallet's amount with the one it last started with (`bank_openings`); a changed one stands from then on,
 and only the transfers confirmed after it move it.
@@ -15,16 +23,16 @@ and only the transfers confirmed after it move it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
 import asyncpg
 
-from rebal.core.assemble import LayoutAccount, bank_holdings
+from rebal.core.assemble import LayoutAccount, OpenBankTask, bank_holdings, landed
 from rebal.core.numbers import dec_str
-from rebal.events import TransferConfirmed
+from rebal.events import TransferConfirmed, TransferTaskExpired, TransferTaskOpened
 
 log = logging.getLogger("rebal.tracker")
 
@@ -45,6 +53,18 @@ MOVED = (
     " ON (stated.portfolio_id, stated.account, stated.asset) = ($1, side.account, side.asset)"
     " WHERE stated.since IS NULL OR side.confirmed_at >= stated.since"
     " GROUP BY side.account, side.asset"
+)
+OPEN_TASK = (
+    "INSERT INTO bank_tasks (task_id, portfolio_id, asset, from_account, to_account, amount, baseline,"
+    " opened_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (task_id) DO NOTHING"
+)
+EXPIRE_TASK = "UPDATE bank_tasks SET expired_at = $2 WHERE task_id = $1 AND expired_at IS NULL"
+# The tasks out of a bank neither confirmed (in the ledger) nor expired, in the order they opened.
+OPEN_TASKS = (
+    "SELECT asset, from_account, to_account, amount, baseline FROM bank_tasks AS task"
+    " WHERE portfolio_id = $1 AND expired_at IS NULL"
+    " AND NOT EXISTS (SELECT 1 FROM bank_ledger WHERE bank_ledger.task_id = task.task_id)"
+    " ORDER BY opened_at, task_id"
 )
 # A wallet's stated amount: kept while the layout says the same, restated (since now) when it changes.
 STATE = (
@@ -95,12 +115,45 @@ class BankBook:
         )
         return bool(status.endswith(" 1"))
 
-    async def holdings(self) -> dict[str, dict[str, Decimal]]:
-        """What each bank account holds now."""
+    def sends(self, event: TransferTaskOpened) -> bool:
+        """Whether the task moves money out of one of this portfolio's banks."""
+        return event.portfolio_id == self.portfolio_id and any(
+            bank.path == event.from_account for bank in self.banks
+        )
+
+    async def open_task(self, event: TransferTaskOpened, baseline: Decimal | None) -> bool:
+        """Record a task out of a bank once (the first `baseline` stands); False when it was known."""
+        status = await self.pool.execute(
+            OPEN_TASK,
+            event.task_id,
+            event.portfolio_id,
+            event.asset,
+            event.from_account,
+            event.to_account,
+            event.amount,
+            baseline,
+            event.occurred_at,
+        )
+        return bool(status.endswith(" 1"))
+
+    async def expire_task(self, event: TransferTaskExpired) -> bool:
+        """An expired task moves no balance any more (its money did not go, as far as anyone confirmed)."""
+        status = await self.pool.execute(EXPIRE_TASK, event.task_id, event.occurred_at)
+        return bool(status.endswith(" 1"))
+
+    async def holdings(self, observed: Mapping[str, Mapping[str, Decimal]]) -> dict[str, dict[str, Decimal]]:
+        """What each bank account holds now, given what the venues report of the other accounts
+        (`observed`, per path and asset: where an open task's money may already have landed)."""
         if not self.banks:
             return {}
         rows = await self.pool.fetch(MOVED, self.portfolio_id)
         moved = {(row["account"], row["asset"]): row["change"] for row in rows}
+        tasks = [
+            OpenBankTask(row["asset"], row["from_account"], row["to_account"], row["amount"], row["baseline"])
+            for row in await self.pool.fetch(OPEN_TASKS, self.portfolio_id)
+        ]
+        for key, change in landed(tasks, observed).items():
+            moved[key] = moved.get(key, Decimal(0)) + change
         balances = bank_holdings(self.banks, moved)
         for path, asset, by in balances.overdrawn:
             log.warning(

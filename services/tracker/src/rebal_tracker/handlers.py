@@ -1,5 +1,5 @@
 """Tracker handlers: snapshot commands to the `Tracker` (tracker.py), strategy returns in batches to the
-`ReturnsIngest` (returns.py), confirmed bank transfers to the bank ledger (banks.py)."""
+`ReturnsIngest` (returns.py), bank transfers opened, confirmed or expired to the bank ledger (banks.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from faststream.nats import NatsBroker
 
 from rebal import bus
-from rebal.events import StrategyReturnReported, TakeSnapshot, TransferConfirmed
+from rebal.events import (
+    StrategyReturnReported,
+    TakeSnapshot,
+    TransferConfirmed,
+    TransferTaskExpired,
+    TransferTaskOpened,
+)
 
 SERVICE = "tracker"
 
@@ -20,6 +26,8 @@ def register(
     on_returns: Callable[[Sequence[StrategyReturnReported]], Awaitable[None]],
     *,
     on_transfer_confirmed: Callable[[TransferConfirmed], Awaitable[None]] | None = None,
+    on_task_opened: Callable[[TransferTaskOpened], Awaitable[None]] | None = None,
+    on_task_expired: Callable[[TransferTaskExpired], Awaitable[None]] | None = None,
     batch_size: int = 1000,
 ) -> None:
     bus.consume(
@@ -49,3 +57,21 @@ def register(
         durable="tracker-bank-ledger",
         handler=on_transfer_confirmed,
     )
+    if on_task_opened is not None:
+        bus.consume(
+            broker,
+            publisher,
+            service=SERVICE,
+            kind=TransferTaskOpened,
+            durable="tracker-bank-tasks",
+            handler=on_task_opened,
+        )
+    if on_task_expired is not None:
+        bus.consume(
+            broker,
+            publisher,
+            service=SERVICE,
+            kind=TransferTaskExpired,
+            durable="tracker-bank-expiries",
+            handler=on_task_expired,
+        )

@@ -15,7 +15,7 @@ from rebal import bus
 from rebal.core.assemble import LayoutAccount, assemble_tree, layout_accounts
 from rebal.core.numbers import dec_str
 from rebal.core.venues import implausible
-from rebal.events import BalanceSnapshotTaken, TakeSnapshot, new_event
+from rebal.events import BalanceSnapshotTaken, TakeSnapshot, TransferTaskOpened, new_event
 from rebal.futures import FuturesVenue
 from rebal.venue import QuotingVenue, Venue, VenueError
 from rebal_tracker.banks import BankBook
@@ -105,7 +105,7 @@ class Tracker:
             wanted = assets_by_venue.setdefault(exchange, set())
             wanted.update(held, account.amounts, [account.quote] if account.quote else [])
         if self.banks is not None:
-            holdings.update(await self.banks.holdings())
+            holdings.update(await self.banks.holdings(holdings))
         prices: dict[str, str] = {}
         venues: dict[str, dict[str, dict[str, str]]] = {}
         markets: dict[str, dict[str, dict[str, str]]] = {}
@@ -138,6 +138,19 @@ class Tracker:
         if futures.contracts:
             facts["contracts"] = futures.contracts
         return facts
+
+    async def on_task_opened(self, event: TransferTaskOpened) -> bool:
+        """Record an operator's transfer out of a bank with the receiving account's holding of the asset
+        now (`BankBook`); False when it is none of this portfolio's banks' or was known."""
+        if self.banks is None or not self.banks.sends(event):
+            return False
+        baseline = None
+        for account in self.accounts:
+            if account.path == event.to_account and not account.futures:
+                balances = await self.venues[str(account.exchange)].balances(account.path)
+                zero = Decimal(0)
+                baseline = balances.free.get(event.asset, zero) + balances.locked.get(event.asset, zero)
+        return await self.banks.open_task(event, baseline)
 
     async def on_take_snapshot(self, command: TakeSnapshot) -> None:
         if command.portfolio_id != self.portfolio_id:

@@ -26,7 +26,8 @@ An account of kind ``futures`` (`rebal.core.positions`) is filled the same way f
 venue's margin balance, in its quote), and its ``positions`` are replaced by the venue's.
 
 An account of kind ``bank`` has no venue to ask: `bank_holdings` says what it holds, its layout amounts
-(the balances the operator stated) moved by the transfers confirmed since, and it is filled the same way.
+(the balances the operator stated) moved by the transfers confirmed since, and by what an unconfirmed
+transfer out of it already brought to the receiving account (`landed`), and it is filled the same way.
 """
 
 from __future__ import annotations
@@ -273,3 +274,41 @@ def _free_name(name: str, taken: set[Any]) -> str:
     while f"{name}-{suffix}" in taken:
         suffix += 1
     return f"{name}-{suffix}"
+
+
+@dataclass(frozen=True)
+class OpenBankTask:
+    """An operator's transfer out of a bank account not confirmed yet: `amount` of `asset` from the bank
+    `from_account` to `to_account`, whose holding of `asset` was `baseline` when the task opened (None: an
+    account no venue reports, such as another bank)."""
+
+    asset: str
+    from_account: str
+    to_account: str
+    amount: Decimal
+    baseline: Decimal | None
+
+
+def landed(
+    tasks: Sequence[OpenBankTask], observed: Mapping[str, Mapping[str, Decimal]]
+) -> dict[tuple[str, str], Decimal]:
+    """What the open tasks (in the order they opened) already took out of their banks, per (bank path,
+    asset), as negative moves for `bank_holdings`: how much the receiving account's holding of the asset
+    (`observed`, per path and asset) grew since the first of them opened, shared out in that order, each
+    task at most its amount. So money counts once: at the bank until it shows at the receiving account,
+    there from then on (the account's buys wait for the task, so nothing else moves that holding
+    meanwhile)."""
+    moved: dict[tuple[str, str], Decimal] = {}
+    growth: dict[tuple[str, str], Decimal] = {}  # what is left to share, per (receiving account, asset)
+    for task in tasks:
+        held = observed.get(task.to_account, {}).get(task.asset)
+        if task.baseline is None or held is None:
+            continue
+        key = (task.to_account, task.asset)
+        left = growth.setdefault(key, held - task.baseline)
+        part = min(max(left, Decimal(0)), task.amount)
+        if part:
+            growth[key] = left - part
+            side = (task.from_account, task.asset)
+            moved[side] = moved.get(side, Decimal(0)) - part
+    return moved

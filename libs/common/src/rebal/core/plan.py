@@ -68,8 +68,12 @@ BELOW_MIN_COST = "below_min_cost"
 NO_MARKET = "no_market"
 INSUFFICIENT_QUOTE = "insufficient_quote"
 BELOW_MIN_TRADE_VALUE = "below_min_trade_value"  # worth less than the caller's min_trade_value
-# A transfer (with a network file) whose money is not the destination's quote: no conversion is planned.
+# A transfer (with a network file) whose money is not the destination's quote, and no market of the
+# destination's exchange converts it (`_conversion`): it is not planned.
 NEEDS_CONVERSION = "needs_conversion"
+# A conversion leg's group (`_Leg.group`, `Plan.ordered`): CONVERTING - the index of the transfer it
+# converts (-1, a routed or direct order's unknown group, stays apart).
+CONVERTING = -2
 # Derived decimals (est. price, cost, fee) keep this many significant digits.
 DERIVED = Context(prec=18)
 
@@ -695,6 +699,7 @@ def _plan_groups(
         rows = skipped[np.lexsort((groups.asset[skipped], groups.path_node[skipped], groups.slot[skipped]))]
         symbols = {int(i): skip_symbol[g] for i, g in enumerate(rows.tolist()) if g in skip_symbol}
         skips = _skips_of(groups, rows, skip_code[rows], symbols)
+    legs.extend(moved.conversions)
     plan = Plan(
         diff=diff,
         legs=tuple(sorted(legs, key=lambda leg: leg.sort_key)),
@@ -727,8 +732,11 @@ def cost_floor(diff: DiffTree, groups: _Groups) -> float:
     never depend on budgets or transfers) cost exactly what they cost; a buy, squeezed, dropped or raised
     to a minimum by the budgets, costs at least nothing, or, where buying below the reference pays more
     than its fee, at least its largest size's (wanted or minimum steps) negative cost; a transfer's fee is
-    never negative. Less room for the float sums (1e-8 of every term, far above their rounding)."""
-    if not groups.all_direct or not groups.size:
+    never negative. Only where every account trades against one quote (else money may arrive in
+    another asset and be converted there, `_conversion`: orders the first phase does not know), else
+    -inf. Less room for the float sums (1e-8 of every term, far above their rounding)."""
+    quotes = {quote for _, quote in diff.tree.accounts.values()}
+    if not groups.all_direct or not groups.size or len(quotes) > 1:
         return -math.inf
     steps, cost = groups.size_direct()
     sold = groups.sells & (groups.reasons(steps, cost) == 0)
@@ -1660,6 +1668,7 @@ class _Moved:
     skipped: list[TransferSkip]
     first_in: dict[int, int]
     withdrawal_fees: float
+    conversions: tuple[_Leg, ...] = ()
 
 
 def _transfers(
@@ -1771,6 +1780,16 @@ def _transfers(
     receivers = [matched[i][1] for i in rows]
     counts = [steps[i] for i in rows]
     assets = [quote_name[source] for source in senders]
+    # Money arriving in another asset than the destination's quote, where a market there converts it.
+    converts = (
+        [False] * len(rows)
+        if networks is None or trading is None
+        else [
+            asset != quote_name[sink]
+            and _converts(trading, exchange_of[sink][0], asset, quote_name[sink], sink)
+            for sink, asset in zip(receivers, assets, strict=True)
+        ]
+    )
     ways: Sequence[Way | str | None] = (
         [None] * len(rows)
         if networks is None
@@ -1779,24 +1798,44 @@ def _transfers(
             [exchange_of[source][0] for source in senders],
             [exchange_of[sink][0] for sink in receivers],
             assets,
-            [quote_name[sink] for sink in receivers],
+            [
+                asset if convert else quote_name[sink]
+                for sink, asset, convert in zip(receivers, assets, converts, strict=True)
+            ],
             counts,
         )
     )
+    conversions: list[_Leg] = []
+    rank: dict[int, int] = {}
     # What moves (in the asset's value) out of each source and into each sink, in matching order.
     out_slot: list[int] = []
     in_slot: list[int] = []
     out_value: list[float] = []
     in_value: list[float] = []
-    for source, sink, count, asset, way in zip(senders, receivers, counts, assets, ways, strict=True):
-        if isinstance(way, str):
-            skipped.append(TransferSkip(source, asset, float(DEFAULT_AMOUNT_STEP * count), way))
+    for source, sink, count, asset, way, convert in zip(
+        senders, receivers, counts, assets, ways, converts, strict=True
+    ):
+        converted = None
+        if convert and trading is not None and not isinstance(way, str) and way is not None:
+            arrived = DEFAULT_AMOUNT_STEP * count - way.fee
+            converted = _conversion(trading, exchange_of[sink][0], asset, quote_name[sink], arrived)
+        if isinstance(way, str) or (convert and converted is None):
+            why = NEEDS_CONVERSION if convert else str(way)
+            skipped.append(TransferSkip(source, asset, float(DEFAULT_AMOUNT_STEP * count), why))
             continue
         network, fee, lost = None, Decimal(0), 0.0
         if way is not None:
             network, fee = way.network, way.fee
             withdrawal_fees += fee_value[asset, fee]
             lost = worth.of_fee(asset, fee)
+        if converted is not None:
+            rank = rank or _account_rank(exchange_of)
+            # First of the account's orders of its phase: what the buys there spend comes from it.
+            group = CONVERTING - len(transfers) if made else -1
+            key = (converted.phase, rank[sink], -1, 0)
+            conversions.append(
+                _Leg(sink, converted.market, converted.side, converted.steps, converted.phase, key, group)
+            )
         if made:
             amount = DEFAULT_AMOUNT_STEP * count
             first_in.setdefault(sink, len(transfers))
@@ -1815,7 +1854,9 @@ def _transfers(
         out_slot.append(slot[source])
         out_value.append(moved / quote_price[source])
         in_slot.append(slot[sink])
-        in_value.append((moved - lost) / quote_price[sink])
+        in_value.append(
+            (moved - lost) / quote_price[sink] if converted is None else float(converted.proceeds)
+        )
     # Added in order, one at a time (as a loop would: each account's sum in the same order).
     outgoing, incoming = np.array(transfer_out), np.array(transfer_in)
     np.add.at(outgoing, np.array(out_slot, dtype=np.int64), np.array(out_value, dtype=np.float64))
@@ -1827,8 +1868,66 @@ def _transfers(
     for node, value in remaining_out.items():
         transfer_out[slot[node]] += max(value, 0.0) / quote_price[node]
     return _Moved(
-        transfers, np.array(transfer_in), np.array(transfer_out), skipped, first_in, withdrawal_fees
+        transfers,
+        np.array(transfer_in),
+        np.array(transfer_out),
+        skipped,
+        first_in,
+        withdrawal_fees,
+        tuple(conversions),
     )
+
+
+class _Conversion(NamedTuple):
+    """An order converting money that arrived into the account's quote: `steps` of `market` on `side`,
+    yielding `proceeds` of the quote net of the market's fee."""
+
+    market: Market
+    side: int
+    steps: int
+    phase: int
+    proceeds: Decimal
+
+
+def _converts(trading: Trading, exchange: str, asset: str, quote: str, account: int) -> bool:
+    """Whether the markets file lists a market of `exchange` converting `asset` into `quote` (an account
+    that trades: not a bank)."""
+    known = trading.markets.exchanges.get(exchange)
+    if known is None or account in trading.banks:
+        return False
+    return f"{quote}/{asset}" in known or f"{asset}/{quote}" in known
+
+
+def _conversion(
+    trading: Trading, exchange: str, asset: str, quote: str, arrived: Decimal
+) -> _Conversion | None:
+    """The order converting `arrived` of `asset` into `quote` on `exchange`, spending at most it: a buy of
+    ``QUOTE/ASSET`` at its ask (its cost and fee within what arrived) or a sell of ``ASSET/QUOTE`` at its
+    bid, whichever the markets list (both: the one yielding more, the buy on a tie); None when neither
+    clears the market's step and minimums."""
+    known = trading.markets.exchanges.get(exchange, {})
+    exact = Context(prec=60)
+    found: list[_Conversion] = []
+    buying = known.get(f"{quote}/{asset}")
+    if buying is not None:
+        price = trading.prices.exact(exchange, buying, False)
+        unit = exact.multiply(price, 1 + buying.fee_rate)  # what one of the quote costs, with the fee
+        steps = floor_steps(exact.divide(arrived, unit), buying.amount_step) if unit > 0 else 0
+        if steps > 0 and exact.multiply(buying.amount_step * steps, unit) > arrived:
+            steps -= 1  # the quotient's last digit rounded up onto a step: one fewer
+        amount = buying.amount_step * steps
+        if steps > 0 and amount >= buying.min_amount and amount * price >= buying.min_cost:
+            found.append(_Conversion(buying, BUY, steps, BUY_PHASE, amount))
+    selling = known.get(f"{asset}/{quote}")
+    if selling is not None:
+        price = trading.prices.exact(exchange, selling, True)
+        steps = floor_steps(arrived, selling.amount_step)
+        amount = selling.amount_step * steps
+        cost = exact.multiply(amount, price)
+        if steps > 0 and amount >= selling.min_amount and cost >= selling.min_cost:
+            proceeds = exact.multiply(cost, 1 - selling.fee_rate)
+            found.append(_Conversion(selling, SELL, steps, SELL_PHASE, proceeds))
+    return max(found, key=lambda conversion: (conversion.proceeds, conversion.side == BUY), default=None)
 
 
 def _one_account(diff: DiffTree, node: int, quote_price: float, tolerance: float) -> _Moved:

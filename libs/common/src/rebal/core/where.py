@@ -35,6 +35,7 @@ from rebal.core.market import Market, Markets, Route
 from rebal.core.networks import Networks
 from rebal.core.numbers import VALUE_EPSILON, default_steps_of
 from rebal.core.plan import (
+    CONVERTING,
     Flows,
     Notes,
     Plan,
@@ -53,7 +54,9 @@ BEST_BID = "best_bid"
 BEST_ASK = "best_ask"
 CHEAPEST_ROUTE = "cheapest_route"
 IN_PLACE = "in_place"
-ORDER_REASONS = (IN_PLACE, BEST_BID, BEST_ASK, CHEAPEST_ROUTE)
+# An order converting money a transfer brought in another asset into the account's quote.
+CONVERSION = "conversion"
+ORDER_REASONS = (IN_PLACE, BEST_BID, BEST_ASK, CHEAPEST_ROUTE, CONVERSION)
 CHEAPER_THAN_ROUND_TRIP = "cheaper_than_round_trip"
 TO_BEST_BID = "to_best_bid"
 TO_BEST_ASK = "to_best_ask"
@@ -647,6 +650,10 @@ def _notes(
         & (first_in[account] >= 0)
     )
     after = np.where(waits, first_in[account], after).astype(np.int64)
+    # A conversion waits for the transfer it converts (`CONVERTING`).
+    converting = group <= CONVERTING
+    after = np.where(converting, CONVERTING - group, after)
+    reason = np.where(converting, ORDER_REASONS.index(CONVERSION), reason)
     saving = _savings(diff, priced, groups, trading, pooled, valid, asset, key)
     # The moves' transfers come first, one each; then the money.
     transfer_reason = [

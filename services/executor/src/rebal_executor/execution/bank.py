@@ -8,7 +8,9 @@ anywhere: the operator moves the money, then confirms it (`rebal transfer confir
 AMOUNT]`, `POST /transfers/{id}/confirm` → `ConfirmTransfer` → `confirm`), once: a second confirmation
 changes nothing and says so.
 
-The buys of the receiving account wait; the rest of the run goes on. No worker is held while it waits:
+The buys of the receiving account wait, and so does a sell waiting for the transfer (`after_transfer`: a
+conversion of the money it brings into the account's quote), which then sells at most what the operator
+says arrived (`received`); the rest of the run goes on. No worker is held while it waits:
 the run stays `buys_in_progress` in the journal and each pass over it (`settle`: every reconcile
 interval, at once after a confirmation, after a restart) asks the journal again; newer plans of the
 portfolio stay queued meanwhile. Once confirmed, the buys that waited are placed with the run's whole
@@ -202,7 +204,7 @@ async def _end_leg(
     if task.state != "confirmed" or await ctx.journal.leg_done(plan.event_id, leg):
         return False
     received = task.amount if task.received is None else task.received
-    if received < task.amount:
+    if received < _expected(plan, task):
         await ctx.journal.note(
             plan.event_id,
             f"transfer-{index}",
@@ -213,13 +215,29 @@ async def _end_leg(
     return True
 
 
+async def received(ctx: Context, plan: RebalancePlanned, index: int) -> Decimal | None:
+    """What the operator confirmed of the plan's bank transfer `index` (None while it is not confirmed):
+    what a sell waiting for it (`after_transfer`: a conversion of the money it brought) may sell of it."""
+    task = await ctx.journal.task(task_id(plan.event_id, index))
+    if task is None or task.state != "confirmed":
+        return None
+    return task.amount if task.received is None else task.received
+
+
+def _expected(plan: RebalancePlanned, task: TaskRecord) -> Decimal:
+    """What the plan counted on receiving of the task: its amount less the transfer's fee (a bank's wire
+    fee, with a network file), which the plan's budgets already left out."""
+    return max(task.amount - plan.transfers[task.transfer].fee, Decimal(0))
+
+
 async def shortfall(ctx: Context, plan: RebalancePlanned, account: str, asset: str) -> Decimal:
-    """What the confirmed tasks into `account` brought of `asset` below the plan's amounts (never spent)."""
+    """What the confirmed tasks into `account` brought of `asset` below what the plan counted on (its
+    budgets: the amounts less the transfers' fees), never spent."""
     if not any(transfer.manual for transfer in plan.transfers):
         return Decimal(0)
     return sum(
         (
-            task.amount - min(task.received, task.amount)
+            _expected(plan, task) - min(task.received, _expected(plan, task))
             for task in await ctx.journal.tasks(plan.event_id)
             if task.state == "confirmed"
             and task.received is not None

@@ -211,13 +211,23 @@ class Executor(Context):
 
     async def _sells_after_transfers(self, record: RunRecord) -> Stop | None:
         """The sells that waited for a transfer's arrival (`after_transfer`), once the transfers have
-        ended: each sells at most its own part and what arrived (`after_transfer_cap`)."""
+        ended (a bank transfer: once the operator confirmed it): each sells at most its own part and what
+        arrived (`after_transfer_cap`)."""
         plan = record.plan
         for leg, order in enumerate(plan.orders):
-            if order.after_transfer is None or await self.journal.leg_done(plan.event_id, leg):
+            # (A buy that waits for a transfer, money paying for it, is one of the buys: `buys`.)
+            if order.phase != 1 or order.after_transfer is None:
+                continue
+            if await self.journal.leg_done(plan.event_id, leg):
                 continue
             transfer = plan.transfers[order.after_transfer]
-            came = await arrived(self, plan, order.after_transfer)
+            if transfer.manual:  # an operator's task (`bank`): the sell waits for its confirmation
+                confirmed = await bank.received(self, plan, order.after_transfer)
+                if confirmed is None:
+                    continue
+                came = confirmed
+            else:
+                came = await arrived(self, plan, order.after_transfer)
             cap = after_transfer_cap(order.amount, transfer.amount, transfer.fee, came)
             stop = await sell(self, record, leg, order, at_most=cap)
             if stop:
