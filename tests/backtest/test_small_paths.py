@@ -3,6 +3,8 @@ in Python floats) against the array paths they stand in for: the same replay, fl
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -15,12 +17,16 @@ from rebal.core import plan as planner
 from rebal.core.backtest import History, replay
 from rebal.core.backtest import book as books
 from rebal.core.backtest.replay import Run
+from rebal.core.backtest.screen import Screen
+from rebal.core.diff import DiffShape
 from rebal.core.errors import InputError
 from rebal.core.market import Markets
 from rebal.core.policy import Bands, Policy
 from rebal.core.tree import parse_tree
 from rebal.schedule import CronSchedule
 
+# The module (the package exports its function `replay` under the same name).
+replays_module = sys.modules["rebal.core.backtest.replay"]
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 DAY = 86_400
 STEPS = ("0.00000001", "0.001", "0.1", "1")
@@ -63,11 +69,17 @@ def replays(draw: st.DrawFn) -> dict[str, Any]:
             }
         ],
     }
-    held = [
+    held: list[dict[str, Any]] = [
         {"name": n.lower(), "asset": n, "amount": repr(float(rng.uniform(0, 3000) / prices[0, i]))}
         for i, n in enumerate(names)
         if draw(st.booleans())
     ]
+    for wallet in held:  # some held by a bot in part (a lock: never traded, carved out of the free part)
+        lock = draw(st.sampled_from((None, None, "amount", "share")))
+        if lock == "amount":
+            wallet["locks"] = [{"owner": "bot", "amount": repr(float(wallet["amount"]) / 3)}]
+        elif lock == "share":
+            wallet["locks"] = [{"owner": "bot", "share": "0.5"}]
     start = {
         "name": "p",
         "children": [
@@ -154,3 +166,28 @@ def test_numpy_sum_is_the_float_numpy_sums(values: list[float]) -> None:
     total = books.numpy_sum(values)
     expected = float(np.sum(np.array(values, dtype=np.float64)))
     assert total == expected and str(total) == str(expected)
+
+
+@SETTINGS
+@given(replays(), st.integers(-1, 12), st.sampled_from((0.0, 5e-10, 2e-9, -1e-3)))
+def test_the_small_disagreement_check_is_the_array_one(case: dict[str, Any], node: int, nudge: float) -> None:
+    """The replay's check that the screen read the target's weights right (`_disagrees`), on Python
+    floats for a small tree, answers as the array check: on the diff as it is and with one node's
+    desired weight moved (within and beyond the margin)."""
+    history, policy = case["history"], case["policy"]
+    book = books.Book.of(case["start"])
+    prices = history.row_prices(0)
+    shape = DiffShape.of(book.tree(), case["target"], prices)
+    screen = Screen.build(book, case["target"], history, 0, policy, shape)
+    diff = shape.diff(book.tree(), prices, shape.price_table(prices))
+    if 0 <= node < len(diff.tree):
+        weight = diff.desired_weight.copy()
+        weight[node] += nudge
+        diff = dataclasses.replace(diff, desired_weight=weight)
+    small = replays_module._disagrees(screen, diff)
+    saved = replays_module.SMALL_NODES
+    replays_module.SMALL_NODES = 0
+    try:
+        assert small == replays_module._disagrees(screen, diff)
+    finally:
+        replays_module.SMALL_NODES = saved

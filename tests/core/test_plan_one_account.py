@@ -35,9 +35,23 @@ def both(case: Case, invest: float, withdraw: float, least: float) -> tuple[Any,
     except InputError:
         return None
     assert groups.all_direct and groups.accounts.size == 1
-    small = planner._plan_one_account(diff, groups)
+    lists = planner._SmallGroups.of_groups(groups)
+    straight = planner._SmallGroups.of(diff, markets, least)
+    if straight is not None:  # a small union tree: its lists made from the diff are the groups' own
+        same_lists(straight, lists)
+    small = planner._plan_one_account(diff, lists)
     general = planner._plan_groups(diff, planner._Groups.build(diff, markets, None, least), None)
     return small, general
+
+
+def same_lists(a: Any, b: Any) -> None:
+    """The same lists, float for float (`repr` tells -0.0 from 0.0 and shows NaN)."""
+    for name in a._fields:
+        mine, theirs = getattr(a, name), getattr(b, name)
+        if isinstance(mine, np.ndarray):
+            same_arrays(mine, theirs)
+        else:
+            assert repr(mine) == repr(theirs), name
 
 
 def same_arrays(a: Any, b: Any) -> None:
@@ -76,7 +90,8 @@ def test_the_one_account_plan_is_the_general_plan(
     made = both(case, invest, withdraw, least)
     if made is None or made[0] is None:  # refused input, or a plan the general path makes
         return
-    (small, small_flows), (general, _, general_flows) = made
+    one, (general, _, general_flows) = made
+    small, small_flows = one.plan, one.flows(one.plan.diff)
     same_plans(small, general)
     same_arrays(small_flows.wanted_by_slot, general_flows.wanted_by_slot)
     same_arrays(small_flows.cash_by_slot, general_flows.cash_by_slot)
@@ -120,8 +135,8 @@ def test_plan_rebalance_takes_the_one_account_path_and_agrees() -> None:
         {"ex": {f"{x * 3}/USDT": {"fee_rate": "0.01", "amount_step": "0.01"} for x in "ABC"}}
     )
     diff = diff_trees(parse_tree(real, "real"), parse_tree(target, "target"), prices)
-    groups = planner._Groups.build(diff, markets)
-    assert planner._plan_one_account(diff, groups) is not None
+    small = planner._SmallGroups.of(diff, markets, 0.0)
+    assert small is not None and planner._plan_one_account(diff, small) is not None
     plan = plan_rebalance(diff, markets)
     same_plans(plan, planner._plan_groups(diff, planner._Groups.build(diff, markets), None)[0])
     assert [(o.side, o.symbol) for o in plan.orders()] == [

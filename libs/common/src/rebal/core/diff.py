@@ -172,40 +172,23 @@ def _diff(
 ) -> DiffTree:
     count = len(tree)
     asset_names, asset_id, asset_price = assets
+    small = _SmallDescent.of(tree, target)
+    if small is not None:
+        return small.diff(tree, prices, assets, band, invest, withdraw)
     price = np.where(asset_id >= 0, asset_price[np.maximum(asset_id, 0)], 0.0)
-
     free = np.where(tree.wallet, tree.amount - tree.locked, 0.0)
     free = np.maximum(free, 0.0)
-    small = _SmallDescent.of(tree, target)
-    if small is None:
-        current = roll_up(tree, free * price)
-    else:
-        current_of = small.roll_up((free * price).tolist())
-        current = np.array(current_of, dtype=np.float64)
+    current = roll_up(tree, free * price)
 
     desired = np.zeros(count, dtype=np.float64)
-    desired[0] = float(current[0]) + invest - withdraw
-    if desired[0] < -VALUE_EPSILON * max(float(current[0]), 1.0):
-        raise InputError(
-            "--withdraw", f"withdrawing {withdraw} exceeds the free total {current[0]:.8f}", "options"
-        )
-    desired[0] = max(desired[0], 0.0)
-
-    if small is None:
-        descent = _Descent.start(tree, target, current, desired)
-        for level in descent.levels[1:]:
-            descent.assign(level)
-        above = current[tree.parent_or_root]
-        current_weight = np.divide(current, above, out=np.zeros(count), where=above > 0)
-        current_weight[0] = 1.0 if current[0] > 0 else 0.0
-    else:
-        desired_of = small.descend(current_of, float(desired[0]))
-        desired = np.array(desired_of, dtype=np.float64)
-        current_weight = np.array(small.weights(current_of), dtype=np.float64)
-    if small is None:
-        side = _desired_side(tree, price, current, desired, band)
-    else:
-        side = small.desired_side(price.tolist(), current_of, desired_of, band)
+    desired[0] = _desired_root(float(current[0]), invest, withdraw)
+    descent = _Descent.start(tree, target, current, desired)
+    for level in descent.levels[1:]:
+        descent.assign(level)
+    above = current[tree.parent_or_root]
+    current_weight = np.divide(current, above, out=np.zeros(count), where=above > 0)
+    current_weight[0] = 1.0 if current[0] > 0 else 0.0
+    side = _desired_side(tree, price, current, desired, band)
     return DiffTree(
         tree=tree,
         prices=prices,
@@ -222,6 +205,16 @@ def _diff(
         desired_free_amount=side.desired_free_amount,
         band=band,
     )
+
+
+def _desired_root(current: float, invest: float, withdraw: float) -> float:
+    """The root's desired value: its current value, plus `invest`, less `withdraw` (never below 0)."""
+    desired = current + invest - withdraw
+    if desired < -VALUE_EPSILON * max(current, 1.0):
+        raise InputError(
+            "--withdraw", f"withdrawing {withdraw} exceeds the free total {current:.8f}", "options"
+        )
+    return max(desired, 0.0)
 
 
 def with_desired(diff: DiffTree, desired: FloatArray) -> DiffTree:
@@ -430,7 +423,8 @@ class _SmallDescent:
     each level's children in order) and `_Descent`, so the same values (tests/core/test_diff_small.py)."""
 
     wallet: list[bool]
-    roll_levels: list[list[tuple[int, int]]]  # per level, deepest first: (node, parent)
+    # Per level, deepest first: each parent of the level's nodes with its children there, in order.
+    roll_levels: list[list[tuple[int, list[int]]]]
     # Per level, the root's children first: (node, parent, weight, factor); an unlisted node (weight NaN)
     # takes `factor` times its current value, its parent's fixed `_TargetShape.child_factor` (1 or 0).
     steps: list[tuple[int, int, float, float | None]]
@@ -456,7 +450,9 @@ class _SmallDescent:
             listed, factor = shape.listed.tolist(), shape.child_factor.tolist()
             made = cls(
                 wallet=tree.wallet.tolist(),
-                roll_levels=[[(n, parent[n]) for n in level.tolist()] for level in reversed(tree.levels[1:])],
+                roll_levels=[
+                    _children_by_parent(level.tolist(), parent) for level in reversed(tree.levels[1:])
+                ],
                 steps=[
                     (n, p, w, None if listed[n] else factor[p])
                     for level in shape.levels[1:]
@@ -469,14 +465,35 @@ class _SmallDescent:
         tree.shape_memo[key] = (target, made)  # the target kept: its id stays its own
         return made
 
+    def prices_and_free(
+        self, asset_id: IntArray, asset_price: FloatArray, tree: UnionTree
+    ) -> tuple[list[float], list[float]]:
+        """Per node, its asset's price (0 where none) and its free amount (a wallet's amount less what
+        is locked, at least 0; 0 elsewhere), as `_diff` makes them on arrays (`np.maximum`: NaN stays)."""
+        table = asset_price.tolist()
+        price = [table[i] if i >= 0 else 0.0 for i in asset_id.tolist()]
+        free = [0.0] * len(price)
+        for node, (held, locked, wallet) in enumerate(
+            zip(tree.amount.tolist(), tree.locked.tolist(), self.wallet, strict=True)
+        ):
+            if wallet:
+                left = held - locked
+                free[node] = left if left > 0.0 or math.isnan(left) else 0.0  # np.maximum(left, 0.0)
+        return price, free
+
     def roll_up(self, values: list[float]) -> list[float]:
-        """`roll_up(tree, values)`."""
-        total = [v if wallet else 0.0 for v, wallet in zip(values, self.wallet, strict=True)]
+        """`roll_up(tree, values)`. Each level's pass adds its sums (0 where a node has no child there)
+        to every node: the first turns -0.0 into 0.0 and changes nothing else, the later ones change
+        only the parents (x + 0.0 is x but for -0.0), so only those are added."""
+        if not self.roll_levels:
+            return [v if wallet else 0.0 for v, wallet in zip(values, self.wallet, strict=True)]
+        total = [v + 0.0 if wallet else 0.0 for v, wallet in zip(values, self.wallet, strict=True)]
         for level in self.roll_levels:
-            sums = [0.0] * len(total)
-            for node, parent in level:
-                sums[parent] += total[node]
-            total = [t + s for t, s in zip(total, sums, strict=True)]
+            for parent, children in level:
+                added = 0.0  # `np.bincount`: from 0.0, the children in order
+                for child in children:
+                    added += total[child]
+                total[parent] += added
         return total
 
     def descend(self, current: list[float], root: float) -> list[float]:
@@ -487,29 +504,66 @@ class _SmallDescent:
             desired[node] = weight * max(desired[parent], 0.0) if factor is None else current[node] * factor
         return desired
 
-    def desired_side(
-        self, price: list[float], current: list[float], desired: list[float], band: float
-    ) -> _DesiredSide:
-        """`_desired_side` (a threshold is the larger of the two, NaN if either is, as `np.maximum`)."""
-        found = self.weights(desired)
-        free = [
+    def diff(
+        self,
+        tree: UnionTree,
+        prices: Prices,
+        assets: tuple[list[str], IntArray, FloatArray],
+        band: float,
+        invest: float,
+        withdraw: float,
+    ) -> DiffTree:
+        """`_diff` of a tree this descent fits, in Python floats; its float columns made as one array
+        (each field a row of it: one numpy call instead of seven)."""
+        asset_names, asset_id, asset_price = assets
+        price, free = self.prices_and_free(asset_id, asset_price, tree)
+        current = self.roll_up([f * p for f, p in zip(free, price, strict=True)])
+        desired = self.descend(current, _desired_root(current[0], invest, withdraw))
+        desired_weight = self.weights(desired)
+        desired_free = [
             value / each if wallet and each > 0 else 0.0
             for value, each, wallet in zip(desired, price, self.wallet, strict=True)
         ]
+        columns = np.array(
+            [price, free, current, self.weights(current), desired, desired_weight, desired_free],
+            dtype=np.float64,
+        )
+        return DiffTree(
+            tree=tree,
+            prices=prices,
+            asset_names=asset_names,
+            asset_id=asset_id,
+            asset_price=asset_price,
+            price=columns[0],
+            current_value=columns[2],
+            desired_value=columns[4],
+            current_weight=columns[3],
+            desired_weight=columns[5],
+            operation=np.array(self.operations(current, desired, band), dtype=np.int8),
+            free_amount=columns[1],
+            desired_free_amount=columns[6],
+            band=band,
+        )
+
+    @staticmethod
+    def operations(current: list[float], desired: list[float], band: float) -> list[int]:
+        """`_desired_side`'s operations (a threshold is the larger of the two, NaN if either is, as
+        `np.maximum`)."""
         least = VALUE_EPSILON * max(current[0], desired[0], 1.0)
         unknown = math.isnan(least)
         operation = []
-        for have, want in zip(current, desired, strict=True):
-            banded = band * want
-            threshold = math.nan if math.isnan(banded) or unknown else max(banded, least)
-            delta = want - have
-            operation.append(1 if delta > threshold else -1 if delta < -threshold else 0)
-        return _DesiredSide(
-            np.array(desired, dtype=np.float64),
-            np.array(found, dtype=np.float64),
-            np.array(operation, dtype=np.int8),
-            np.array(free, dtype=np.float64),
-        )
+        if band == 0.0 and not unknown:  # (a replay's): the threshold is `least` where `want` is finite
+            for have, want in zip(current, desired, strict=True):
+                delta = want - have
+                finite = -math.inf < want < math.inf  # else 0 * want is NaN: so is the threshold
+                operation.append(1 if finite and delta > least else -1 if finite and delta < -least else 0)
+        else:
+            for have, want in zip(current, desired, strict=True):
+                banded = band * want
+                threshold = math.nan if math.isnan(banded) or unknown else max(banded, least)
+                delta = want - have
+                operation.append(1 if delta > threshold else -1 if delta < -threshold else 0)
+        return operation
 
     def weights(self, current: list[float]) -> list[float]:
         """The current weights of each node in its parent (the root's: 1 where it holds anything)."""
@@ -519,6 +573,14 @@ class _SmallDescent:
         ]
         found[0] = 1.0 if current[0] > 0 else 0.0
         return found
+
+
+def _children_by_parent(level: list[int], parent: list[int]) -> list[tuple[int, list[int]]]:
+    """The parents of a level's nodes, each with its children in the level's order."""
+    children: dict[int, list[int]] = {}
+    for node in level:
+        children.setdefault(parent[node], []).append(node)
+    return list(children.items())
 
 
 class _Level(NamedTuple):

@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rebal.core.bulk import Decimals, multiply, times
-from rebal.core.diff import BUY, HOLD, SELL, DiffTree
+from rebal.core.diff import BUY, HOLD, SELL, SMALL_NODES, DiffTree
 from rebal.core.errors import InputError
 from rebal.core.market import Market, Markets, Prices, Route
 from rebal.core.networks import (
@@ -563,7 +563,12 @@ def plan_rebalance(
         from rebal.core.where import plan_where  # it builds on this module
 
         return plan_where(diff, markets, networks, min_trade_value=min_trade_value)
-    return plan_trading(diff, markets, None, min_trade_value)[0]
+    small = _SmallGroups.of(diff, markets, min_trade_value)
+    if small is not None:
+        made = _plan_one_account(diff, small)
+        if made is not None:
+            return made.plan
+    return plan_trading(diff, markets, None, min_trade_value, small=small is None)[0]
 
 
 def plan_trading(
@@ -573,20 +578,28 @@ def plan_trading(
     min_trade_value: float = 0.0,
     *,
     made: bool = True,
+    small: bool = True,
     groups: _Groups | None = None,
 ) -> tuple[Plan, _Groups, Flows]:
     """The plan (`plan_rebalance`), trading as `trading` says (None: the reference prices, the first
     route, transfers without networks), with its (account, asset) groups and money flows. `made` False:
     a plan only to be costed (`rebal.core.where`'s plain candidate): its transfers are planned and count
-    (budgets, fees) but are not made (none in the plan, no first transfer in). `groups`: this diff's,
-    already built with these markets, trading and minimum (`cost_floor`'s)."""
+    (budgets, fees) but are not made (none in the plan, no first transfer in). `small` False: the
+    one-account path already declined this plan (`plan_rebalance`). `groups`: this diff's, already built
+    with these markets, trading and minimum (`cost_floor`'s)."""
     if groups is None:
         groups = _Groups.build(diff, markets, trading, min_trade_value)
     _refuse_unreachable(diff, groups)
-    if trading is None and groups.all_direct and groups.accounts.size == 1 and groups.size <= SMALL_GROUPS:
-        small = _plan_one_account(diff, groups)
-        if small is not None:
-            return small[0], groups, small[1]
+    if (
+        small
+        and trading is None
+        and groups.all_direct
+        and groups.accounts.size == 1
+        and groups.size <= SMALL_GROUPS
+    ):
+        one = _plan_one_account(diff, _SmallGroups.of_groups(groups))
+        if one is not None:
+            return one.plan, groups, one.flows(diff)
     return _plan_groups(diff, groups, trading, made)
 
 
@@ -760,7 +773,201 @@ def cost_floor(diff: DiffTree, groups: _Groups) -> float:
 SMALL_GROUPS = 48
 
 
-def _plan_one_account(diff: DiffTree, groups: _Groups) -> tuple[Plan, Flows] | None:
+class _SmallGroups(NamedTuple):
+    """The `_Groups` a one-account plan reads, as Python lists (one item per group, in group order):
+    made from a `_Groups` (`of_groups`) or, for a small union tree, straight from the diff (`of`) with
+    the same operations in the same order, so the same floats."""
+
+    raw: list[float]
+    free: list[float]
+    sells: list[bool]
+    price: list[float]
+    value_price: list[float]
+    step: list[float]
+    fee: list[float]
+    least_amount: list[float]  # the markets' minimum amount and cost, less MIN_TOLERANCE
+    least_cost: list[float]
+    min_trade_value: float  # less MIN_TOLERANCE (`_Groups.min_trade_value`)
+    free_quote: float  # the account's free quote
+    accounts: IntArray  # the account node (one slot)
+    quote_price: float  # the account's quote, valuation price
+    asset: list[int]
+    account: list[int]
+    path_node: list[int]
+    combo: list[int]
+    direct_markets: tuple[Market, ...]
+
+    @classmethod
+    def of_groups(cls, groups: _Groups) -> _SmallGroups:
+        """The lists of `groups` (all direct, one account)."""
+        tolerance = 1 - MIN_TOLERANCE
+        node = int(groups.accounts[0])
+        return cls(
+            raw=groups.raw.tolist(),
+            free=groups.free.tolist(),
+            sells=groups.sells.tolist(),
+            price=groups.price.tolist(),
+            value_price=groups.value_price.tolist(),
+            step=groups.step.tolist(),
+            fee=groups.fee.tolist(),
+            least_amount=[m * tolerance for m in groups.min_amount.tolist()],
+            least_cost=[m * tolerance for m in groups.min_cost.tolist()],
+            min_trade_value=groups.min_trade_value,
+            free_quote=float(groups.free_quote[0]),
+            accounts=groups.accounts,
+            quote_price=float(groups.diff.asset_price[groups.quote_id[node]]),
+            asset=groups.asset.tolist(),
+            account=groups.account.tolist(),
+            path_node=groups.path_node.tolist(),
+            combo=groups.combo.tolist(),
+            direct_markets=groups.direct_markets,
+        )
+
+    @classmethod
+    def of(cls, diff: DiffTree, markets: Markets, min_trade_value: float) -> _SmallGroups | None:
+        """`of_groups(_Groups.build(diff, markets, None, min_trade_value))` for a union tree of at most
+        `SMALL_NODES` nodes and one account whose groups all trade directly (None otherwise), without
+        its arrays: what follows from the shape and the groups that trade is kept per shape
+        (`_SmallShape`), the rest is summed in Python as `np.bincount` sums it (in wallet order)."""
+        tree = diff.tree
+        if len(tree) > SMALL_NODES or len(tree.accounts) != 1:
+            return None
+        shape = _SmallShape.of(diff)
+        if len(shape.nodes) > SMALL_GROUPS:
+            return None
+        operation = diff.operation.tolist()
+        present = tuple([operation[node] != HOLD for node in shape.nodes])
+        layout = shape.layout(diff, markets, present)
+        if layout is None:
+            return None
+        free_of, want_of = diff.free_amount.tolist(), diff.desired_free_amount.tolist()
+        net_all, free_all = [0.0] * shape.keys, [0.0] * shape.keys
+        for node, key, active in zip(shape.nodes, shape.member_of, present, strict=True):
+            net_all[key] += (want_of[node] - free_of[node]) * (1.0 if active else 0.0)
+            free_all[key] += free_of[node]
+        net = [net_all[key] for key in layout.groups]
+        free_quote = 0.0
+        for node in shape.cash:
+            free_quote += free_of[node]
+        asset_price = diff.asset_price.tolist()
+        return cls(
+            raw=[abs(value) for value in net],
+            free=[free_all[key] for key in layout.groups],
+            sells=[value < 0 for value in net],
+            price=[asset_price[a] / asset_price[q] for a, q in zip(layout.asset, layout.quote, strict=True)],
+            value_price=[asset_price[a] for a in layout.asset],
+            step=layout.step,
+            fee=layout.fee,
+            least_amount=layout.least_amount,
+            least_cost=layout.least_cost,
+            min_trade_value=min_trade_value * (1 - MIN_TOLERANCE),
+            free_quote=free_quote,
+            accounts=shape.group_shape.accounts,
+            quote_price=asset_price[shape.quote],
+            asset=layout.asset,
+            account=layout.account,
+            path_node=layout.path_node,
+            combo=layout.combo,
+            direct_markets=layout.direct_markets,
+        )
+
+
+class _SmallLayout(NamedTuple):
+    """`_GroupLayout` of a small one-account plan whose groups all trade directly, as Python lists."""
+
+    groups: list[int]  # the keys of `_GroupShape.grouped` that trade
+    asset: list[int]
+    account: list[int]
+    quote: list[int]  # the account's quote (asset id)
+    path_node: list[int]
+    combo: list[int]
+    step: list[float]
+    fee: list[float]
+    least_amount: list[float]
+    least_cost: list[float]
+    direct_markets: tuple[Market, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class _SmallShape:
+    """What `_SmallGroups.of` reads of a small union shape (kept in its `shape_memo`): the tradable
+    wallets and their groups as lists, the cash wallets, the account's quote, and the layouts of the
+    sets of groups that trade (at most GROUP_LAYOUTS)."""
+
+    group_shape: _GroupShape
+    nodes: list[int]
+    member_of: list[int]
+    keys: int
+    cash: list[int]
+    quote: int
+    layouts: dict[tuple[bool, ...], tuple[Markets, _SmallLayout | None]]
+
+    @classmethod
+    def of(cls, diff: DiffTree) -> _SmallShape:
+        tree = diff.tree
+        group_shape = _GroupShape.of(diff)
+        known = tree.shape_memo.get("small groups")
+        if isinstance(known, _SmallShape) and known.group_shape is group_shape:
+            return known
+        node = int(group_shape.accounts[0])
+        made = cls(
+            group_shape=group_shape,
+            nodes=group_shape.nodes.tolist(),
+            member_of=group_shape.grouped[1].tolist(),
+            keys=int(group_shape.grouped[0].size),
+            cash=np.flatnonzero(diff.cash).tolist(),
+            quote=int(diff.account_quote[node]),
+            layouts={},
+        )
+        tree.shape_memo["small groups"] = made
+        return made
+
+    def layout(self, diff: DiffTree, markets: Markets, present: tuple[bool, ...]) -> _SmallLayout | None:
+        """The layout of the groups `present` says trade (None: some group has no direct market)."""
+        known = self.layouts.get(present)
+        if known is not None and known[0] is markets:
+            return known[1]
+        if len(self.layouts) >= GROUP_LAYOUTS:
+            self.layouts.clear()
+        active = np.array(present, dtype=np.bool_)
+        n_active = np.bincount(self.group_shape.grouped[1], weights=active, minlength=self.keys)
+        groups = (n_active > 0).nonzero()[0]
+        found = _GroupLayout.known(self.group_shape, markets, active, groups, diff)
+        made = None
+        if found.all_direct:
+            tolerance = 1 - MIN_TOLERANCE
+            step, min_amount, min_cost, fee = found.columns
+            made = _SmallLayout(
+                groups=groups.tolist(),
+                asset=found.asset.tolist(),
+                account=found.account.tolist(),
+                quote=diff.account_quote[found.account].tolist(),
+                path_node=found.path_node.tolist(),
+                combo=found.combo.tolist(),
+                step=step.tolist(),
+                fee=fee.tolist(),
+                least_amount=[m * tolerance for m in min_amount.tolist()],
+                least_cost=[m * tolerance for m in min_cost.tolist()],
+                direct_markets=found.direct_markets,
+            )
+        self.layouts[present] = (markets, made)  # the markets kept: the layout's routes are theirs
+        return made
+
+
+class _OnePlan(NamedTuple):
+    """A one-account plan, and what its buys wanted and its cash before them (its `Flows`, made only
+    where read: `plan_rebalance` does not)."""
+
+    plan: Plan
+    accounts: IntArray
+    wanted: float
+    cash: float
+
+    def flows(self, diff: DiffTree) -> Flows:
+        return Flows({}, 0.0, self.accounts, len(diff.tree), np.array([self.wanted]), np.array([self.cash]))
+
+
+def _plan_one_account(diff: DiffTree, groups: _SmallGroups) -> _OnePlan | None:
     """`_plan_groups` of one account whose groups all have a direct market, in Python floats group by
     group: the same operations in the same order (IEEE doubles either way; sums in group order, as
     `np.bincount` adds), so the same plan. None where a rarer step would run (a sell of a whole balance
@@ -772,18 +979,11 @@ def _plan_one_account(diff: DiffTree, groups: _Groups) -> tuple[Plan, Flows] | N
         return None
 
 
-def _one_account_plan(diff: DiffTree, groups: _Groups) -> tuple[Plan, Flows] | None:
-    size = groups.size
-    raw, free, step, price = (
-        groups.raw.tolist(),
-        groups.free.tolist(),
-        groups.step.tolist(),
-        groups.price.tolist(),
-    )
-    fee, sells, value_price = groups.fee.tolist(), groups.sells.tolist(), groups.value_price.tolist()
-    tolerance = 1 - MIN_TOLERANCE
-    least_amount = [m * tolerance for m in groups.min_amount.tolist()]
-    least_cost = [m * tolerance for m in groups.min_cost.tolist()]
+def _one_account_plan(diff: DiffTree, groups: _SmallGroups) -> _OnePlan | None:
+    raw, free, step, price = groups.raw, groups.free, groups.step, groups.price
+    fee, sells, value_price = groups.fee, groups.sells, groups.value_price
+    least_amount, least_cost = groups.least_amount, groups.least_cost
+    size = len(raw)
     least = groups.min_trade_value
     floor, scale_up = math.floor, 1 + STEP_RELATIVE
 
@@ -799,8 +999,11 @@ def _one_account_plan(diff: DiffTree, groups: _Groups) -> tuple[Plan, Flows] | N
 
     # Phase 1 (`_Groups.size_direct`): whole steps, truncated (a sell of (nearly) its whole free amount
     # is counted in exact decimals: the general path); the sells' proceeds and the buys' cost, in order.
+    # A buy skipped (and wanted) is one the small-buy policy may raise (`_raise_small_buys`): no code is
+    # ever cleared here, so the general path makes this plan as soon as one appears.
     steps, cost, code = [0] * size, [0.0] * size, [0] * size
     proceeds = spend = 0.0
+    buys: list[int] = []
     for g, (wanted, held, unit, selling) in enumerate(zip(raw, free, step, sells, strict=True)):
         whole = floor(wanted / unit * scale_up + STEP_EPSILON)
         if whole > MAX_STEPS or (selling and whole >= floor(held / unit * scale_up + STEP_EPSILON)):
@@ -818,17 +1021,18 @@ def _one_account_plan(diff: DiffTree, groups: _Groups) -> tuple[Plan, Flows] | N
             code[g] = 6
         elif selling:
             proceeds += worth * (1 - fee[g])
-    buys = [g for g in range(size) if not sells[g] and not code[g]]
-    for g in buys:
-        spend += cost[g] * (1 + fee[g])
+        else:  # the buys' cost, in group order
+            spend += worth * (1 + fee[g])
+            buys.append(g)
+        if code[g] and not selling and wanted > 0:
+            return None
 
     # Phase 2: buys, funded by the free quote, the proceeds and what enters or leaves the account.
-    cash = float(groups.free_quote[0]) + proceeds
-    node = int(groups.accounts[0])
-    moved = _one_account(
-        diff, node, float(diff.asset_price[groups.quote_id[node]]), VALUE_EPSILON * diff.scale
+    cash = groups.free_quote + proceeds
+    money_in, money_out = _one_account_money(
+        diff, int(groups.accounts[0]), groups.quote_price, VALUE_EPSILON * diff.scale
     )
-    budget = cash + float(moved.transfer_in[0]) - float(moved.transfer_out[0]) - 0.0
+    budget = cash + money_in - money_out - 0.0
     usable = budget if budget > 0.0 or math.isnan(budget) else 0.0  # np.maximum(budget, 0.0)
     if spend > usable:  # `_squeezed_steps`: scaled down to the budget
         exact = usable / spend
@@ -845,34 +1049,51 @@ def _one_account_plan(diff: DiffTree, groups: _Groups) -> tuple[Plan, Flows] | N
             steps[g] = whole
             if reason(g, whole, whole * step[g] * price[g]):
                 code[g] = INSUFFICIENT_QUOTE_CODE
-    if any(code[g] and not sells[g] and raw[g] > 0 for g in range(size)):
-        return None  # the small-buy policy may raise some (`_raise_small_buys`)
+                if raw[g] > 0:
+                    return None
 
-    # Sells before buys, each by asset; skips by wallet node (a group's path node), then asset.
+    # Sells before buys, each by asset (the groups of one account come in asset order); skips by
+    # wallet node (a group's path node), then asset.
     chosen = [g for g in range(size) if not code[g]]
-    asset = groups.asset.tolist()
-    order = sorted(range(len(chosen)), key=lambda i: (not sells[chosen[i]], asset[chosen[i]]))
-    at = np.array(chosen, dtype=np.int64)
+    asset, account, combo = groups.asset, groups.account, groups.combo
+    order = [i for i, g in enumerate(chosen) if sells[g]] + [i for i, g in enumerate(chosen) if not sells[g]]
     skips = NO_SKIPS
     if len(chosen) < size:
-        path_node = groups.path_node.tolist()
+        path_node = groups.path_node
         skipped = sorted((g for g in range(size) if code[g]), key=lambda g: (path_node[g], asset[g]))
-        rows = np.array(skipped, dtype=np.int64)
-        skips = _skips_of(groups, rows, np.array([code[g] for g in skipped], dtype=np.int64), {})
+        skips = Skips(
+            node=np.array([path_node[g] for g in skipped], dtype=np.int64),
+            asset=np.array([asset[g] for g in skipped], dtype=np.int64),
+            account=np.array([account[g] for g in skipped], dtype=np.int64),
+            side=np.array([SELL if sells[g] else BUY for g in skipped], dtype=np.int64),
+            amount=np.array([raw[g] for g in skipped], dtype=np.float64),
+            code=np.array([code[g] for g in skipped], dtype=np.int64),
+            symbol={},
+        )
+    # The order columns as rows of one array (one numpy call; `direct_order`'s intp is int64 here).
+    columns = np.array(
+        [
+            [account[g] for g in chosen],
+            [combo[g] for g in chosen],
+            [SELL if sells[g] else BUY for g in chosen],
+            [steps[g] for g in chosen],
+            order,
+        ],
+        dtype=np.int64,
+    ).reshape(5, len(chosen))
     plan = Plan(
         diff=diff,
         legs=(),
         transfers=(),
         skips=skips,
-        direct_account=groups.account[at],
-        direct_market=groups.combo[at],
-        direct_side=np.where(groups.sells[at], SELL, BUY),
-        direct_steps=np.array([steps[g] for g in chosen], dtype=np.int64),
-        direct_order=np.array(order, dtype=np.intp),
+        direct_account=columns[0],
+        direct_market=columns[1],
+        direct_side=columns[2],
+        direct_steps=columns[3],
+        direct_order=columns[4] if np.dtype(np.intp) == np.int64 else columns[4].astype(np.intp),
         direct_markets=groups.direct_markets,
     )
-    flows = Flows({}, 0.0, groups.accounts, len(diff.tree), np.array([spend]), np.array([cash]))
-    return plan, flows
+    return _OnePlan(plan, groups.accounts, spend, cash)
 
 
 def _squeezed_steps(
@@ -1932,11 +2153,19 @@ def _conversion(
 
 def _one_account(diff: DiffTree, node: int, quote_price: float, tolerance: float) -> _Moved:
     """`_transfers` of a portfolio of one account: no transfer, only what enters or leaves it."""
+    money_in, money_out = _one_account_money(diff, node, quote_price, tolerance)
+    return _Moved([], np.array([money_in]), np.array([money_out]), [], {}, 0.0)
+
+
+def _one_account_money(
+    diff: DiffTree, node: int, quote_price: float, tolerance: float
+) -> tuple[float, float]:
+    """What enters and what leaves the one account `node` (in its quote)."""
     excess = float(diff.current_value[node]) - float(diff.desired_value[node])
     active = int(diff.operation[node]) != HOLD
     money_in = -excess / quote_price if active and excess < -tolerance else 0.0
     money_out = excess / quote_price if active and excess > tolerance else 0.0
-    return _Moved([], np.array([money_in]), np.array([money_out]), [], {}, 0.0)
+    return money_in, money_out
 
 
 class _PriceOf(dict[str, tuple[Decimal, float]]):

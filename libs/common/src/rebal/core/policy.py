@@ -225,6 +225,19 @@ def _bands(tree: UnionTree, policy: Policy) -> tuple[FloatArray, FloatArray, Boo
     return found
 
 
+def _band_lists(tree: UnionTree, policy: Policy) -> tuple[list[float], list[float], list[bool]]:
+    """`_bands` as lists (`_small_over`'s), kept beside them per tree shape and policy."""
+    key = ("band lists", id(policy))
+    known = tree.shape_memo.get(key)
+    if isinstance(known, tuple) and known[0] is policy:
+        kept: tuple[list[float], list[float], list[bool]] = known[1]
+        return kept
+    absolute, relative, finite = _bands(tree, policy)
+    found = (absolute.tolist(), relative.tolist(), finite.tolist())
+    tree.shape_memo[key] = (policy, found)  # the policy kept: its id stays its own
+    return found
+
+
 class BandUse(NamedTuple):
     """How much of a band a node's drift uses: `used` is drift / limit (above 1: outside the band)."""
 
@@ -320,7 +333,7 @@ SMALL_NODES = 48
 def _small_over(diff: DiffTree, policy: Policy) -> tuple[list[int], list[float], list[bool]] | None:
     """`find_breaches`' arrays for a small tree, the same operations on the same floats: the nodes
     outside a band (ascending), the limit each breaches and whether it is the absolute one; None: none."""
-    absolute, relative, finite = (values.tolist() for values in _bands(diff.tree, policy))
+    absolute, relative, finite = _band_lists(diff.tree, policy)
     current, desired = diff.current_weight.tolist(), diff.desired_weight.tolist()
     nodes: list[int] = []
     limits: list[float] = []

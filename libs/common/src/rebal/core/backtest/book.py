@@ -26,6 +26,7 @@ import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, NamedTuple, overload
 
 import numpy as np
@@ -236,6 +237,36 @@ class Layout:
     position: dict[Key, int]  # the group of each key
     _facts: dict[int, tuple[tuple[Market, ...], FloatArray]] = field(default_factory=dict)
     _orders: dict[tuple[int, bytes, bytes], tuple[tuple[Market, ...], Orders]] = field(default_factory=dict)
+    _order_lists: dict[int, tuple[Orders, OrderLists]] = field(default_factory=dict)
+
+    @cached_property
+    def wallet_groups(self) -> list[int] | None:
+        """Per wallet its group where every group is one wallet (None otherwise): `_fill_small`'s."""
+        return self.group_of.tolist() if bool((self.single >= 0).all()) else None
+
+    @cached_property
+    def wallet_of(self) -> list[int]:
+        """Per group its one wallet (-1 where it has several)."""
+        wallets: list[int] = self.single.tolist()
+        return wallets
+
+    def order_lists(self, orders: Orders) -> OrderLists:
+        """`orders` (of one account, `_fill_one_account`'s) as lists, kept with them."""
+        known = self._order_lists.get(id(orders))
+        if known is not None and known[0] is orders:
+            return known[1]
+        lists = OrderLists(
+            orders.step.tolist(),
+            orders.rate.tolist(),
+            orders.base.tolist(),
+            orders.held.tolist(),
+            int(orders.cash[0]),
+            int(orders.quote[0]),
+        )
+        if len(self._order_lists) >= FACT_TABLES:
+            self._order_lists.clear()
+        self._order_lists[id(orders)] = (orders, lists)  # the orders kept: their id stays their own
+        return lists
 
     @classmethod
     def of(cls, diff: DiffTree, book: Book) -> Layout:
@@ -356,6 +387,17 @@ class Orders(NamedTuple):
     all_held: bool  # the book holds every order's asset in its account
 
 
+class OrderLists(NamedTuple):
+    """`Orders` of one account as Python lists (`_fill_one_account`): its one cash group and quote."""
+
+    step: list[float]
+    rate: list[float]
+    base: list[int]
+    held: list[int]
+    cash: int
+    quote: int
+
+
 @dataclass(frozen=True)
 class Filled:
     """What one plan cost: orders sent, traded value and fees (valuation currency)."""
@@ -432,6 +474,10 @@ def fill_plan(
 ) -> Filled:
     """Fill the core's plan at the row's prices (`price_of`: valuation price per asset); see the module's
     docstring. Returns what it cost."""
+    if not plan.legs and not plan.transfers:
+        small = _fill_small(book, layout, plan, min_trade_value or 0.0)
+        if small is not None:
+            return small
     balances = Balances(book, layout)
     if not plan.legs and not plan.transfers:
         filled = _fill_direct(balances, plan, min_trade_value or 0.0)
@@ -503,52 +549,88 @@ def _fill_direct(balances: Balances, plan: Plan, minimum: float) -> Filled:
     return Filled(int(np.count_nonzero(sell) + np.count_nonzero(bought > 0)), traded, fees)
 
 
+def _fill_small(book: Book, layout: Layout, plan: Plan, minimum: float) -> Filled | None:
+    """`fill_plan` of a plan of direct orders that `_fill_one_account` fills, in a book whose every
+    (account, asset) group is one wallet, on Python floats: the free amounts (`Balances`), the fill
+    and the amounts written back (`Balances.write`), the same operations in the same order. None: the
+    plan or the book needs the general path."""
+    wallet_groups = layout.wallet_groups
+    if wallet_groups is None or plan.direct_order.size > SMALL_FILL:
+        return None
+    orders = None
+    if plan.direct_order.size:
+        orders = layout.orders(plan.direct_markets, plan.diff, plan.direct_account, plan.direct_market)
+        if not (orders.one_cash and orders.distinct and orders.all_held):
+            return None
+    amount, locked = book.amount.tolist(), book.locked().tolist()
+    free = [0.0] * len(layout.keys)
+    for wallet, group in enumerate(wallet_groups):  # `np.bincount` of the free amounts
+        held = amount[wallet] - locked[wallet]
+        free[group] += held if held > 0.0 or math.isnan(held) else 0.0  # np.maximum(held, 0.0)
+    filled = Filled() if orders is None else _fill_free(free, plan, layout.order_lists(orders), minimum)
+    for group, wallet in enumerate(layout.wallet_of):
+        left = free[group]
+        amount[wallet] = locked[wallet] + (left if left > 0.0 or math.isnan(left) else 0.0)
+    book.amount[:] = amount
+    book.changed()
+    return filled
+
+
 def _fill_one_account(balances: Balances, plan: Plan, orders: Orders, minimum: float) -> Filled:
     """`_fill_direct` of a plan of one account whose orders each trade a group the book holds (no two
     the same), order by order in Python floats: the same operations in the same order (the buys' room
     as `np.cumsum` makes it, the totals as numpy sums them), so the same fill."""
+    free = balances.free.tolist()
+    filled = _fill_free(free, plan, balances.layout.order_lists(orders), minimum)
+    balances.free = np.array(free, dtype=np.float64)
+    return filled
+
+
+def _fill_free(free: list[float], plan: Plan, orders: OrderLists, minimum: float) -> Filled:
+    """`_fill_one_account` on `free` (per group of the book, changed in place)."""
     order = plan.direct_order.tolist()
     asset_price = plan.diff.asset_price.tolist()
-    rate_of, step_of, base_of = orders.rate.tolist(), orders.step.tolist(), orders.base.tolist()
-    held_of, side_of, steps_of = orders.held.tolist(), plan.direct_side.tolist(), plan.direct_steps.tolist()
-    cash = int(orders.cash[0])
-    worth = asset_price[int(orders.quote[0])]  # valuation price of the quote
-    free = balances.free.tolist()
+    rate_of, step_of, base_of, held_of = orders.rate, orders.step, orders.base, orders.held
+    side_of, steps_of = plan.direct_side.tolist(), plan.direct_steps.tolist()
+    cash = orders.cash
+    worth = asset_price[orders.quote]  # valuation price of the quote
     count = len(order)
-    rate = [rate_of[k] for k in order]
-    amount = [steps_of[k] * step_of[k] for k in order]
-    price = [asset_price[base_of[k]] / worth for k in order]
-    held = [held_of[k] for k in order]
-    sent = [amount[i] * price[i] * worth >= minimum for i in range(count)]
-    sell = [sent[i] and side_of[k] == SELL for i, k in enumerate(order)]
-    proceeds, cost, sells = [0.0] * count, [0.0] * count, 0
-    for i in range(count):
-        if sell[i]:
-            sold = min(amount[i], free[held[i]])
-            free[held[i]] -= sold
-            proceeds[i] = sold * price[i]
+    rate, proceeds, cost, bought = [0.0] * count, [0.0] * count, [0.0] * count, [0.0] * count
+    # Sells in order (each takes from its own group; the proceeds go to the cash group, which no order
+    # holds: base is never quote), then the buys sent, in order.
+    sells, have = 0, free[cash]
+    buys: list[tuple[int, float, float, float, int]] = []
+    for i, k in enumerate(order):
+        rate[i] = fee = rate_of[k]
+        amount = steps_of[k] * step_of[k]
+        price = asset_price[base_of[k]] / worth
+        if not amount * price * worth >= minimum:  # not sent (`min_trade_value`)
+            continue
+        if side_of[k] == SELL:
+            held = held_of[k]
+            sold = min(amount, free[held])
+            free[held] -= sold
+            proceeds[i] = sold * price
+            have += proceeds[i] * (1 - fee)
             sells += 1
-    for i in range(count):
-        if sell[i]:
-            free[cash] += proceeds[i] * (1 - rate[i])
-    need = [amount[i] * price[i] * (1 + rate[i]) if sent[i] and not sell[i] else 0.0 for i in range(count)]
-    room, spent, bought = free[cash] * (1 + CASH_SLACK), 0.0, [0.0] * count
-    for i in range(count):
-        total = spent + need[i]  # `np.cumsum(need)`
-        if need[i] > 0:
-            left = room - (total - need[i])
+        else:
+            buys.append((i, amount, price, fee, held_of[k]))
+    # Each buy cut to the room its account's cash leaves after the buys before it (`np.cumsum` of what
+    # they need: the orders not bought add 0.0, which changes no sum of these).
+    room, spent = have * (1 + CASH_SLACK), 0.0
+    for i, amount, price, fee, held in buys:
+        need = amount * price * (1 + fee)
+        total = spent + need
+        if need > 0:
+            left = room - (total - need)
             left = left if left > 0.0 or math.isnan(left) else 0.0  # np.maximum(left, 0.0)
-            part = min(max(left / need[i], 0.0), 1.0)
-            bought[i] = amount[i] * (1.0 if part >= 1.0 else part)
+            part = min(max(left / need, 0.0), 1.0)
+            bought[i] = amount * (1.0 if part >= 1.0 else part)
         spent = total
-    for i in range(count):
-        if sent[i] and not sell[i]:
-            cost[i] = bought[i] * price[i]
-            free[cash] -= cost[i] * (1 + rate[i])
-    for i in range(count):
-        if sent[i] and not sell[i]:
-            free[held[i]] += bought[i]
-    balances.free = np.array(free, dtype=np.float64)
+        cost[i] = bought[i] * price
+        have -= cost[i] * (1 + fee)
+        free[held] += bought[i]
+    free[cash] = have
     traded = numpy_sum([p * worth for p in proceeds]) + numpy_sum([c * worth for c in cost])
     fees = numpy_sum([p * r * worth for p, r in zip(proceeds, rate, strict=True)]) + numpy_sum(
         [c * r * worth for c, r in zip(cost, rate, strict=True)]

@@ -14,6 +14,7 @@ proposes the rows where the trigger may fire; only those reach `evaluate` and, w
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +26,7 @@ from rebal.core.backtest.book import Book, Filled, Layout, deposit, fill_plan, w
 from rebal.core.backtest.history import History
 from rebal.core.backtest.references import FillRule, fill_like
 from rebal.core.backtest.screen import MARGIN, Block, Screen, cash_due, drift_of
-from rebal.core.diff import DiffShape, DiffTree, roll_up, with_desired
+from rebal.core.diff import SMALL_NODES, DiffShape, DiffTree, roll_up, with_desired
 from rebal.core.errors import InputError
 from rebal.core.market import Markets, Route
 from rebal.core.plan import plan_rebalance
@@ -114,6 +115,7 @@ class _State:
     evaluations: int = 0
     _layout: tuple[int, Layout] | None = None
     _shape: tuple[int, DiffShape] | None = None
+    _due: tuple[int, int | None, int] | None = None  # `_due_after_last`, for the last rebalance
 
     def __post_init__(self) -> None:
         rows = len(self.history)
@@ -209,10 +211,25 @@ class _State:
             return None
         if self.last is None:
             return at if schedule.previous(at) is not None else schedule.following(at)
-        return schedule.following(self.last)
+        return self._due_after_last()[0]
+
+    def _due_after_last(self) -> tuple[int | None, int]:
+        """When the schedule is next due after the last rebalance, and the first row at or after that
+        (the rows' count when never): the same until the next rebalance, asked at every scan."""
+        if self._due is None or self._due[0] != self.last:
+            schedule = self.policy.schedule
+            assert schedule is not None and self.last is not None, "a schedule and a last rebalance"
+            due = schedule.following(self.last)
+            at = len(self.history) if due is None else int(np.searchsorted(self.history.times, due))
+            self._due = (self.last, due, at)
+        return self._due[1], self._due[2]
 
     def due_row(self, row: int) -> int:
         """The first row at or after `row` when the schedule is due (the last row when never)."""
+        if self.policy.schedule is None:
+            return len(self.history)
+        if self.last is not None:
+            return max(row, self._due_after_last()[1])
         due = self.due(int(self.history.times[row]))
         if due is None:
             return len(self.history)
@@ -222,12 +239,12 @@ class _State:
         """The rows of `block` where the trigger may fire (see `rebal.core.backtest.screen`)."""
         policy = self.policy
         times = self.history.times[block.start : block.start + block.value.size]
-        full = block.breach.copy()
         due = self.due(int(times[0]))
-        if due is not None:
-            full |= times >= due
+        full = block.breach | (times >= due) if due is not None else block.breach.copy()
         if policy.cooldown > 0 and self.last is not None:
             full &= times >= self.last + policy.cooldown
+        if policy.invest_cash_above is None:  # no cash trigger: nothing to add
+            return full
         due_cash: npt.NDArray[np.bool_] = cash_due(block, policy.invest_cash_above)
         return full | due_cash
 
@@ -254,8 +271,8 @@ def replay(
     markets = RememberedRoutes.of(markets)
     state = _State(history, target, markets, policy, Book.of(start), fill_rule, record, last_rebalance)
     rows = len(history)
-    flow_rows = np.flatnonzero(flows) if flows is not None else np.zeros(0, dtype=np.int64)
-    flow_at = {int(r): float(flows[r]) for r in flow_rows} if flows is not None else {}
+    flow_rows = np.flatnonzero(flows).tolist() if flows is not None else []
+    flow_at = {r: float(flows[r]) for r in flow_rows} if flows is not None else {}
     screen: Screen | None = None
     shape = -1  # the book's shape the screen was built for
     span = FIRST_SPAN
@@ -281,8 +298,10 @@ def replay(
                 state.record_diff(row, diff)
             row += 1
             continue
-        later = flow_rows[flow_rows > row]
-        stop = min(rows, row + span, int(later[0]) if later.size else rows, state.due_row(row) + 1)
+        later = bisect_right(flow_rows, row)  # the next flow's row
+        stop = min(
+            rows, row + span, flow_rows[later] if later < len(flow_rows) else rows, state.due_row(row) + 1
+        )
         free = state.book.amount - state.book.locked()
         block = screen.scan(history, free, row, stop)
         proposed = state.candidates(block, screen)
@@ -344,5 +363,8 @@ def _disagrees(screen: Screen, diff: DiffTree) -> bool:
     """The core's desired weights differ from what the screen took for fixed (a shape it misread)."""
     if len(diff.tree) != screen.n_union:
         return True
+    if screen.n_union <= SMALL_NODES:  # a few Python floats: numpy's cost per call outweighs them
+        desired = diff.desired_weight.tolist()
+        return any(abs(desired[node] - weight) > MARGIN for node, weight in screen.fixed_weights)
     fixed = screen.fixed
     return bool(np.count_nonzero(np.abs(diff.desired_weight[fixed] - screen.desired_weight[fixed]) > MARGIN))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from decimal import Decimal
+from functools import cached_property
 
 import numpy as np
 
@@ -142,6 +143,12 @@ class Screen:
             checked_weight=desired_weight[checked],
             checked_near=limit[checked] + DRIFT_TOLERANCE - MARGIN,
         )
+
+    @cached_property
+    def fixed_weights(self) -> list[tuple[int, float]]:
+        """The nodes whose desired weight the screen took for fixed, with that weight."""
+        nodes = self.fixed.nonzero()[0]
+        return list(zip(nodes.tolist(), self.desired_weight[nodes].tolist(), strict=True))
 
     def block_rows(self) -> int:
         return int(max(16, min(4096, BLOCK_CELLS // max(self.n_union, 1))))
