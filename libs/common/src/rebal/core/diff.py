@@ -175,7 +175,7 @@ def _diff(
     small = _SmallDescent.of(tree, target)
     if small is not None:
         return small.diff(tree, prices, assets, band, invest, withdraw)
-    price = np.where(asset_id >= 0, asset_price[np.maximum(asset_id, 0)], 0.0)
+    price = _node_prices(tree, asset_id, asset_price)
     free = np.where(tree.wallet, tree.amount - tree.locked, 0.0)
     free = np.maximum(free, 0.0)
     current = roll_up(tree, free * price)
@@ -186,7 +186,7 @@ def _diff(
     for level in descent.levels[1:]:
         descent.assign(level)
     above = current[tree.parent_or_root]
-    current_weight = np.divide(current, above, out=np.zeros(count), where=above > 0)
+    current_weight = share_of(current, above)
     current_weight[0] = 1.0 if current[0] > 0 else 0.0
     side = _desired_side(tree, price, current, desired, band)
     return DiffTree(
@@ -215,6 +215,33 @@ def _desired_root(current: float, invest: float, withdraw: float) -> float:
             "--withdraw", f"withdrawing {withdraw} exceeds the free total {current:.8f}", "options"
         )
     return max(desired, 0.0)
+
+
+def share_of(part: FloatArray, whole: FloatArray) -> FloatArray:
+    """`part / whole` where `whole` > 0, else 0: a plain division where every `whole` is (nearly always;
+    a masked division costs several times as much), the same quotients."""
+    positive = whole > 0
+    if np.count_nonzero(positive) == positive.size:
+        plain: FloatArray = part / whole
+        return plain
+    found: FloatArray = np.divide(
+        part, whole, out=np.zeros(np.broadcast_shapes(part.shape, whole.shape)), where=positive
+    )
+    return found
+
+
+_NO_PRICE = np.zeros(1)
+
+
+def _node_prices(tree: UnionTree, asset_id: IntArray, asset_price: FloatArray) -> FloatArray:
+    """Per node its asset's price, 0.0 where it has no asset: the table with a 0.0 appended, read at an
+    index kept per shape (a replay diffs one shape at every rebalance)."""
+    known = tree.shape_memo.get("price index")
+    if not (isinstance(known, tuple) and known[0] is asset_id and known[1] == asset_price.size):
+        known = (asset_id, asset_price.size, np.where(asset_id >= 0, asset_id, asset_price.size))
+        tree.shape_memo["price index"] = known
+    price: FloatArray = np.concatenate((asset_price, _NO_PRICE))[known[2]]
+    return price
 
 
 def with_desired(diff: DiffTree, desired: FloatArray) -> DiffTree:
@@ -246,7 +273,7 @@ def _desired_side(
 ) -> _DesiredSide:
     """Weights of the parent, amounts and operations (a difference within the band holds) of `desired`."""
     above = desired[tree.parent_or_root]
-    desired_weight = np.divide(desired, above, out=np.zeros(desired.size), where=above > 0)
+    desired_weight = share_of(desired, above)
     desired_free = np.divide(desired, price, out=np.zeros(desired.size), where=tree.wallet & (price > 0))
     desired_weight[0] = 1.0 if desired[0] > 0 else 0.0
     delta = desired - current
@@ -318,9 +345,11 @@ class _Descent:
         if level.listed:  # every node takes its weight of its parent (its factor stays NaN)
             self.desired[nodes] = share
         else:
-            listed = self.listed[nodes]
-            self.factor[nodes] = np.where(listed, np.nan, self.child_factor[parents])
-            self.desired[nodes] = np.where(listed, share, self.current[nodes] * self.factor[nodes])
+            listed, factor = level.listed_nodes, level.factor
+            if factor is None:  # a parent's factor the values decided (`hand_down`)
+                factor = np.where(listed, np.nan, self.child_factor[parents])
+            self.factor[nodes] = factor
+            self.desired[nodes] = np.where(listed, share, self.current[nodes] * factor)
         self.hand_down(level)
 
     def hand_down(self, level: _Level) -> None:
@@ -384,6 +413,7 @@ class _TargetShape(NamedTuple):
         has_children = np.bincount(tree.parent[1:], minlength=len(tree)) > 0
         scaling = has_children & ~fixed
         parent = tree.parent
+        child_factor = np.where(fixed & keep, 1.0, 0.0)
         shape = cls(
             listed=listed,
             lists_children=lists_children,
@@ -392,7 +422,7 @@ class _TargetShape(NamedTuple):
             unlisted=unlisted,
             unlisted_parent=tree.parent[unlisted],
             keeps=bool(keep[tree.parent[unlisted]].any()),
-            child_factor=np.where(fixed & keep, 1.0, 0.0),
+            child_factor=child_factor,
             levels=[
                 _Level(
                     level,
@@ -401,6 +431,10 @@ class _TargetShape(NamedTuple):
                     bool(listed[level].all()),
                     level[scaling[level]],
                     level[may_strand[level]],
+                    listed[level],
+                    None
+                    if (parent[level] < 0).any() or scaling[parent[level]].any()  # (the root: no parent)
+                    else np.where(listed[level], np.nan, child_factor[parent[level]]),
                 )
                 for level in tree.levels
             ],
@@ -592,6 +626,10 @@ class _Level(NamedTuple):
     listed: bool  # the target lists every node of the level
     scaling: IntArray  # nodes with children whose factor for them the values decide
     may_strand: IntArray  # see `_TargetShape`
+    listed_nodes: BoolArray  # which of the nodes the target lists
+    # The factor each node takes of its current value (NaN where listed) when no parent of the level
+    # scales: the target alone fixes it (None: some parent's factor is read from the values).
+    factor: FloatArray | None
 
 
 def _asset_prices(tree: UnionTree, prices: Prices) -> tuple[list[str], IntArray, FloatArray]:

@@ -633,10 +633,9 @@ def _plan_groups(
         routed = groups.routed & ~small
         routed_sells = np.flatnonzero(routed & groups.sells).tolist()
         routed_buys = np.flatnonzero(routed & ~groups.sells).tolist()
+    emitted_sells = emitted & groups.sells
     proceeds = np.bincount(
-        groups.slot[emitted & groups.sells],
-        weights=(cost * (1 - groups.fee))[emitted & groups.sells],
-        minlength=slots,
+        groups.slot[emitted_sells], weights=(cost * groups.sell_keep)[emitted_sells], minlength=slots
     )
     for g in routed_sells:
         route, exchange = groups.route_of(g), groups.exchange_of(g)
@@ -651,8 +650,8 @@ def _plan_groups(
 
     # Phase 2: buys, funded by free quote + net sale proceeds + transfers in - transfers out.
     buys = emitted & ~groups.sells
-    wanted = np.bincount(groups.slot[buys], weights=(cost * (1 + groups.fee))[buys], minlength=slots)
-    reserve = np.zeros(slots)
+    wanted = np.bincount(groups.slot[buys], weights=(cost * groups.buy_pay)[buys], minlength=slots)
+    reserve = np.zeros(slots)  # (subtracted only where a route reserves: x - 0.0 is x, signed zeros too)
     for g in routed_buys:
         route, exchange = groups.route_of(g), groups.exchange_of(g)
         bought = _routed_buy(pricer, exchange, route, float(groups.raw[g]), 1.0, int(groups.path_node[g]))
@@ -662,19 +661,25 @@ def _plan_groups(
         # Room for the intermediate legs rounding up by one step after scaling.
         reserve[groups.slot[g]] += _route_reserve(pricer, exchange, route)
     cash = groups.free_quote + proceeds
-    moved = _transfers(diff, groups.accounts, groups.quote_id, cash - wanted - reserve, trading, made)
+    spare = cash - wanted - reserve if routed_buys else cash - wanted
+    moved = _transfers(diff, groups.accounts, groups.quote_id, spare, trading, made)
     transfer_in, transfer_out = moved.transfer_in, moved.transfer_out
-    budget = cash + transfer_in - transfer_out - reserve
-    with np.errstate(divide="ignore", invalid="ignore"):
-        # Squeeze only buys that exceed the budget, and then to safely below it (float sums vs decimals).
-        # Where they do, 0 <= usable < wanted: both scales are in [0, 1), never NaN (a NaN budget or
-        # want squeezes nothing).
-        usable = np.maximum(budget, 0.0)
-        short = wanted > usable
-        scale = np.where(short, usable * (1 - BUDGET_SAFETY) / wanted, 1.0)
-        exact_scale = np.where(short, usable / wanted, 1.0)
-
-    squeezed = buys & (scale[groups.slot] < 1.0)
+    budget = cash + transfer_in - transfer_out
+    if routed_buys:
+        budget -= reserve
+    # Squeeze only buys that exceed the budget, and then to safely below it (float sums vs decimals).
+    # Where they do, 0 <= usable < wanted: both scales are in [0, 1), never NaN (a NaN budget or want
+    # squeezes nothing).
+    if slots == 1:  # one account: the same operations on its one budget, in Python floats
+        usable, scale, exact_scale = _one_budget(float(budget[0]), float(wanted[0]))
+        squeezed = buys if scale[0] < 1.0 else np.zeros(buys.size, dtype=np.bool_)
+    else:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            usable = np.maximum(budget, 0.0)
+            short = wanted > usable
+            scale = np.where(short, usable * (1 - BUDGET_SAFETY) / wanted, 1.0)
+            exact_scale = np.where(short, usable / wanted, 1.0)
+        squeezed = buys & (scale[groups.slot] < 1.0)
     if np.count_nonzero(squeezed):  # (a count: `any()` costs four times as much on small arrays)
         steps[squeezed] = _squeezed_steps(groups, steps, squeezed, scale, exact_scale, usable)
         cost = steps * groups.step * groups.price
@@ -704,8 +709,10 @@ def _plan_groups(
         skip_code[groups.moved & (value <= VALUE_EPSILON * diff.scale)] = 0
 
     chosen = emitted.nonzero()[0]
-    phase = np.where(groups.sells[chosen], SELL_PHASE, BUY_PHASE)
-    order = np.lexsort((groups.asset[chosen], groups.slot[chosen], phase))
+    selling = groups.sells[chosen]
+    # Sells (SELL_PHASE) before buys, then by slot and asset: the groups come in (account, asset) order,
+    # and an account's slot is its rank, so within a phase the groups' own order is that order.
+    order = np.concatenate((selling.nonzero()[0], (~selling).nonzero()[0]))
     skipped = skip_code.nonzero()[0]
     skips = NO_SKIPS
     if skipped.size:
@@ -720,7 +727,7 @@ def _plan_groups(
         skips=skips.with_transfers(moved.skipped, diff) if moved.skipped else skips,
         direct_account=groups.account[chosen],
         direct_market=groups.combo[chosen],
-        direct_side=np.where(groups.sells[chosen], SELL, BUY),
+        direct_side=np.where(selling, SELL, BUY),
         direct_steps=steps[chosen],
         direct_order=order,
         direct_markets=groups.direct_markets,
@@ -733,7 +740,7 @@ def _plan_groups(
         groups.accounts,
         len(diff.tree),
         wanted.astype(np.float64),
-        cash - reserve,
+        cash - reserve if routed_buys else cash,
     )
     return plan, groups, flows
 
@@ -766,6 +773,15 @@ def cost_floor(diff: DiffTree, groups: _Groups) -> float:
     floor = float(each[sold].sum() + np.minimum(each[~groups.sells], 0.0).sum())
     room = 1e-8 * float(np.abs(fees).sum() + np.abs(spread).sum())
     return floor - room if math.isfinite(floor) and math.isfinite(room) else -math.inf
+
+
+def _one_budget(budget: float, wanted: float) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """`_plan_groups`' usable budget, scale and exact scale of one account, as its arrays of one."""
+    usable = budget if budget > 0.0 or math.isnan(budget) else 0.0  # np.maximum(budget, 0.0)
+    short = wanted > usable  # then wanted > 0: no division by zero
+    scale = usable * (1 - BUDGET_SAFETY) / wanted if short else 1.0
+    exact_scale = usable / wanted if short else 1.0
+    return np.array([usable]), np.array([scale]), np.array([exact_scale])
 
 
 # A plan of one account whose groups all trade directly, at most this many groups, is made by
@@ -1109,16 +1125,19 @@ def _squeezed_steps(
     spend fits its budget; elsewhere by the scale kept safely below the budget."""
     slot = groups.slot[squeezed]
     wanted = steps[squeezed]
-    tight = _whole_steps(wanted * exact_scale[slot]).astype(np.int64)
+    one = len(usable) == 1  # one account: its scales and its fit broadcast
+    tight = _whole_steps(wanted * (exact_scale if one else exact_scale[slot])).astype(np.int64)
     spend = np.bincount(
         slot,
-        weights=tight * groups.step[squeezed] * groups.price[squeezed] * (1 + groups.fee[squeezed]),
+        weights=tight * groups.step[squeezed] * groups.price[squeezed] * groups.buy_pay[squeezed],
         minlength=len(usable),
     )
-    fits = (spend <= usable * (1 + STEP_RELATIVE))[slot]
+    fits = spend <= usable * (1 + STEP_RELATIVE)
+    if not one:
+        fits = fits[slot]
     if np.count_nonzero(fits) == fits.size:  # (nearly always)
         return np.minimum(tight, wanted)
-    safe = np.floor(wanted * scale[slot]).astype(np.int64)
+    safe = np.floor(wanted * (scale if one else scale[slot])).astype(np.int64)
     return np.where(fits, np.minimum(tight, wanted), safe)
 
 
@@ -1142,7 +1161,9 @@ def _raise_small_buys(
     target asks the account to spend on its buys lasts (never more than its budget); the rest stays cash,
     reported as skipped. Five assets at 20% with 45 to invest and a minimum cost of 10: four buys of 10,
     5 stays cash. Returns the groups raised (None: none)."""
-    candidates = groups.direct & ~groups.sells & ~emitted & (groups.raw > 0)
+    candidates = (groups.raw > 0) & ~(groups.sells | emitted)
+    if not groups.all_direct:
+        candidates &= groups.direct
     if not np.count_nonzero(candidates):  # every buy emitted (nearly every plan): no code to read
         return None
     candidates &= (skip_code[:, None] == _SMALL_CODES).any(axis=1) | (skip_code == INSUFFICIENT_QUOTE_CODE)
@@ -1246,12 +1267,12 @@ class _Groups:
         present = active | np.isin(wallet_keys, moved_keys) if moves else active
         n_active = np.bincount(member_of, weights=present, minlength=all_keys.size)
         groups = (n_active > 0).nonzero()[0]
-        keys = all_keys[groups]
-        self.size = keys.size
+        self.size = groups.size
         self.net = np.bincount(member_of, weights=diff.diff_amount[nodes] * active, minlength=all_keys.size)[
             groups
         ]
-        self.moved = np.isin(keys, moved_keys) if moves else np.zeros(keys.size, dtype=np.bool_)
+        keys = all_keys[groups] if moves else groups  # (read only with moves)
+        self.moved = np.isin(keys, moved_keys) if moves else np.zeros(groups.size, dtype=np.bool_)
         self._moved: tuple[tuple[Move, ...], list[int], list[int]] = ((), [], [])  # `_apply`'s, for `_extra`
         free_all = np.bincount(member_of, weights=diff.free_amount[nodes], minlength=all_keys.size)
         self.free = free_all[groups]
@@ -1279,9 +1300,11 @@ class _Groups:
         self.any_routed, self.any_no_market = layout.any_routed, layout.any_no_market
         self.direct_markets = layout.direct_markets
         self.step, self.min_amount, self.min_cost, self.fee = layout.columns
+        self.least_amount, self.least_cost = layout.least
+        self.sell_keep, self.buy_pay = layout.fee_factors
         self.all_direct = layout.all_direct
         if trading is None:
-            self.price = diff.asset_price[self.asset] / diff.asset_price[self.quote_id[self.account]]
+            self.price = diff.asset_price[self.asset] / diff.asset_price[layout.quote_id]
         else:  # the side's price on the group's exchange
             combo_price = np.array(
                 [
@@ -1297,10 +1320,18 @@ class _Groups:
                 ],
                 dtype=np.float64,
             )
-            self.price = combo_price[self.combo] if keys.size else np.zeros(0)
+            self.price = combo_price[self.combo] if self.size else np.zeros(0)
 
         self.value_price = diff.asset_price[self.asset]  # in the valuation currency
         self.min_trade_value = min_trade_value * (1 - MIN_TOLERANCE)
+        # `reasons` of a plain layout at the reference prices: no negative price, no min_trade_value (a
+        # count of whole steps, a positive step: no other reason can hold where the count is positive).
+        self.plain = (
+            layout.plain
+            and trading is None
+            and self.min_trade_value == 0.0
+            and not np.count_nonzero(diff.asset_price < 0)
+        )
 
     @cached_property
     def desired(self) -> FloatArray:
@@ -1351,10 +1382,14 @@ class _Groups:
 
     def size_direct(self) -> tuple[IntArray, FloatArray]:
         """Whole steps for the direct groups: truncated; a sell never exceeds the exact free amount."""
-        with np.errstate(divide="ignore", invalid="ignore"):
+        if self.plain:  # positive finite steps: no division by zero, no inf / inf
             wanted = _whole_steps(self.raw / self.step)
             free_steps = _whole_steps(self.free / self.step)
-        over = (self.direct & (wanted > MAX_STEPS)).nonzero()[0]
+        else:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                wanted = _whole_steps(self.raw / self.step)
+                free_steps = _whole_steps(self.free / self.step)
+        over = ((wanted > MAX_STEPS) if self.all_direct else self.direct & (wanted > MAX_STEPS)).nonzero()[0]
         if over.size:
             g = int(over[0])
             raise _too_many_steps(
@@ -1396,11 +1431,17 @@ class _Groups:
 
     def reasons(self, steps: IntArray, cost: FloatArray) -> IntArray:
         """Per group, the first reason (`REASONS`) its order of `steps` is not emitted, 0 where none:
-        under a step, under the minimum amount, under the minimum cost, worth under min_trade_value."""
+        under a step, under the minimum amount, under the minimum cost, worth under min_trade_value.
+
+        Plain groups (`plain`): where the count is positive, the amount, its cost and its value are
+        positive or NaN, never under a minimum of 0: only the count decides."""
+        if self.plain:
+            plain: IntArray = (steps <= 0).astype(np.int64)
+            return plain
         amount = steps * self.step
         reason: IntArray = (amount * self.value_price < self.min_trade_value) * 6
-        reason[cost < self.min_cost * (1 - MIN_TOLERANCE)] = 3
-        reason[amount < self.min_amount * (1 - MIN_TOLERANCE)] = 2
+        reason[cost < self.least_cost] = 3
+        reason[amount < self.least_amount] = 2
         reason[steps <= 0] = 1
         return reason
 
@@ -1525,6 +1566,12 @@ class _GroupLayout(NamedTuple):
     direct_markets: tuple[Market, ...]
     columns: tuple[FloatArray, FloatArray, FloatArray, FloatArray]  # step, min amount, min cost, fee rate
     all_direct: bool
+    least: tuple[FloatArray, FloatArray]  # the minimum amount and cost less MIN_TOLERANCE (`reasons`)
+    fee_factors: tuple[FloatArray, FloatArray]  # 1 - fee rate (a sell's proceeds), 1 + fee rate (a buy's)
+    quote_id: IntArray  # per group, its account's quote asset
+    # Every group direct, on a market of a positive finite step and no minimum amount or cost: sizing
+    # divides by no zero, and only a count of no steps keeps an order from being emitted (see `reasons`).
+    plain: bool
 
     @classmethod
     def known(
@@ -1586,8 +1633,10 @@ class _GroupLayout(NamedTuple):
         # Nothing trades in a bank account (no API: its money only moves, by an operator).
         if shape.banks.size:
             legs = np.where(np.isin(account, shape.banks), 0, legs)
-        columns: FloatArray = routes.table[combo].T if keys.size else np.zeros((4, 0))
+        columns: FloatArray = routes.table[combo].T.copy() if keys.size else np.zeros((4, 0))
+        step, min_amount, min_cost, fee = columns[0], columns[1], columns[2], columns[3]
         routed, no_market = legs >= 2, legs == 0
+        all_direct = bool((legs == 1).all())
         return cls(
             account=account,
             slot=np.repeat(np.arange(shape.accounts.size), runs),
@@ -1603,8 +1652,15 @@ class _GroupLayout(NamedTuple):
             any_routed=bool(routed.any()),
             any_no_market=bool(no_market.any()),
             direct_markets=routes.direct,
-            columns=(columns[0], columns[1], columns[2], columns[3]),
-            all_direct=bool((legs == 1).all()),
+            columns=(step, min_amount, min_cost, fee),
+            all_direct=all_direct,
+            least=(min_amount * (1 - MIN_TOLERANCE), min_cost * (1 - MIN_TOLERANCE)),
+            fee_factors=(1 - fee, 1 + fee),
+            quote_id=quote_id[account],
+            plain=all_direct
+            and bool(np.all((step > 0) & (step < np.inf)))
+            and not np.count_nonzero(min_amount)
+            and not np.count_nonzero(min_cost),
         )
 
 

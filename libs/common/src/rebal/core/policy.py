@@ -33,7 +33,7 @@ from rebal.core.diff import DiffTree, diff_trees
 from rebal.core.market import Prices
 from rebal.core.numbers import VALUE_EPSILON
 from rebal.core.partial import breaching_only, buy_only, cash_above_target
-from rebal.core.tree import PATH_SEP, BoolArray, FloatArray, Tree
+from rebal.core.tree import PATH_SEP, BoolArray, FloatArray, IntArray, Tree
 from rebal.core.union import UnionTree
 
 Scope = Literal["portfolio", "breaching"]
@@ -297,18 +297,11 @@ def find_breaches(diff: DiffTree, policy: Policy) -> tuple[Breach, ...]:
         weights = [current_of[node] for node in nodes_of]
         wanted = [desired_of[node] for node in nodes_of]
     else:
-        drift, absolute, relative_limit = _limits(diff, policy)
-        over_absolute = drift > absolute + DRIFT_TOLERANCE
-        over_relative = drift > relative_limit + DRIFT_TOLERANCE
-        over_absolute[0] = over_relative[0] = False
-        nodes = (over_absolute | over_relative).nonzero()[0]
-        if not nodes.size:
+        found = _over(diff, policy)
+        if found is None:
             return ()
-        use_absolute = over_absolute[nodes] & (
-            ~over_relative[nodes] | (absolute[nodes] <= relative_limit[nodes])
-        )
-        limit = np.where(use_absolute, absolute[nodes], relative_limit[nodes])
-        nodes_of, limit_of, absolute_of = nodes.tolist(), limit.tolist(), use_absolute.tolist()
+        nodes, limit_of, absolute_of = found
+        nodes_of = nodes.tolist()
         weights, wanted = current[nodes].tolist(), desired[nodes].tolist()
     # One pass over the tree names many breaching nodes at once; a few are cheaper walked up alone.
     if len(nodes_of) * PATH_WALKS_PER_PASS > count:
@@ -323,6 +316,53 @@ def find_breaches(diff: DiffTree, policy: Policy) -> tuple[Breach, ...]:
         )
     ]
     return tuple(sorted(breaches, key=lambda breach: breach.path))
+
+
+def _over(diff: DiffTree, policy: Policy) -> tuple[IntArray, list[float], list[bool]] | None:
+    """`find_breaches`' arrays for a tree of any size: the nodes outside a band (ascending), the limit
+    each breaches and whether it is the absolute one; None: none. Where no node has a finite band of one
+    kind, its limits are inf (or NaN) everywhere and never exceeded: only the other kind is compared."""
+    absolute_tolerant, any_absolute, any_relative = _band_kinds(diff.tree, policy)
+    if any_absolute and not any_relative:
+        drift = np.abs(diff.current_weight - diff.desired_weight)
+        over = drift > absolute_tolerant
+        over[0] = False
+        nodes = over.nonzero()[0]
+        if not nodes.size:
+            return None
+        absolute = _bands(diff.tree, policy)[0]
+        return nodes, absolute[nodes].tolist(), [True] * nodes.size
+    drift, absolute, relative_limit = _limits(diff, policy)
+    if any_relative and not any_absolute:
+        over = drift > relative_limit + DRIFT_TOLERANCE
+        over[0] = False
+        nodes = over.nonzero()[0]
+        if not nodes.size:
+            return None
+        return nodes, relative_limit[nodes].tolist(), [False] * nodes.size
+    over_absolute = drift > absolute_tolerant
+    over_relative = drift > relative_limit + DRIFT_TOLERANCE
+    over_absolute[0] = over_relative[0] = False
+    nodes = (over_absolute | over_relative).nonzero()[0]
+    if not nodes.size:
+        return None
+    use_absolute = over_absolute[nodes] & (~over_relative[nodes] | (absolute[nodes] <= relative_limit[nodes]))
+    limit = np.where(use_absolute, absolute[nodes], relative_limit[nodes])
+    return nodes, limit.tolist(), use_absolute.tolist()
+
+
+def _band_kinds(tree: UnionTree, policy: Policy) -> tuple[FloatArray, bool, bool]:
+    """Per node its absolute band plus `DRIFT_TOLERANCE`, and whether any node has a finite absolute and
+    a finite relative band: per tree shape and policy, as `_bands`. Read only."""
+    key = ("band kinds", id(policy))
+    known = tree.shape_memo.get(key)
+    if isinstance(known, tuple) and known[0] is policy:
+        kept: tuple[FloatArray, bool, bool] = known[1]
+        return kept
+    absolute, _, finite = _bands(tree, policy)
+    found = (absolute + DRIFT_TOLERANCE, bool(np.isfinite(absolute[1:]).any()), bool(finite[1:].any()))
+    tree.shape_memo[key] = (policy, found)  # the policy kept: its id stays its own
+    return found
 
 
 # Trees up to this many nodes are checked against their bands in Python floats (`_small_over`): a

@@ -317,6 +317,15 @@ class Layout:
             position=position,
         )
 
+    @cached_property
+    def spread(self) -> tuple[IntArray, list[int]] | tuple[BoolArray, IntArray, list[int]]:
+        """How `Balances.write` spreads the groups over the wallets: (wallets, []) when each group is one
+        wallet, in group order; else (groups of one wallet, their wallets, the other groups)."""
+        one = self.single >= 0
+        if np.count_nonzero(one) == one.size:
+            return self.single, []
+        return one, self.single[one], (~one).nonzero()[0].tolist()
+
     def group(self, account: IntArray, asset: IntArray) -> IntArray:
         """The group of each (account node, asset id); -1 where the book has no such wallet."""
         code = account * self.assets + asset
@@ -440,10 +449,14 @@ class Balances:
         wallets of that asset in that account (by their desired amounts), else to a wallet of its own."""
         book, layout, locked = self.book, self.layout, self.locked
         total = np.maximum(self.free, 0.0)
-        one = layout.single >= 0
-        wallets = layout.single[one]
-        book.amount[wallets] = locked[wallets] + total[one]
-        for g in (~one).nonzero()[0].tolist():
+        spread = layout.spread
+        if len(spread) == 2:  # every group one wallet
+            wallets, several = spread
+            book.amount[wallets] = locked[wallets] + total
+        else:
+            one, wallets, several = spread
+            book.amount[wallets] = locked[wallets] + total[one]
+        for g in several:
             members = layout.groups[layout.keys[g]]
             wanted = np.maximum(desired_free[layout.node[members]], 0.0)
             if wanted.sum() <= 0:
@@ -497,11 +510,14 @@ def _fill_direct(balances: Balances, plan: Plan, minimum: float) -> Filled:
     orders = layout.orders(plan.direct_markets, diff, plan.direct_account, plan.direct_market)
     if orders.one_cash and orders.distinct and orders.all_held and order.size <= SMALL_FILL:
         return _fill_one_account(balances, plan, orders, minimum)
-    rate, base, quote = orders.rate[order], orders.base[order], orders.quote[order]
-    held, cash = orders.held[order], orders.cash[order]
+    rate, base, held = orders.rate[order], orders.base[order], orders.held[order]
+    if orders.one_cash:  # every order's cash and quote the same: in any order (the quote's broadcasts)
+        quote, cash = orders.quote[:1], orders.cash
+    else:
+        quote, cash = orders.quote[order], orders.cash[order]
     amount = plan.direct_steps[order] * orders.step[order]
-    price = diff.asset_price[base] / diff.asset_price[quote]
     worth = diff.asset_price[quote]  # valuation price of the quote
+    price = diff.asset_price[base] / worth
     sent = amount * price * worth >= minimum
     sell = sent & (plan.direct_side[order] == SELL)
     buy = sent & ~sell
@@ -515,11 +531,13 @@ def _fill_direct(balances: Balances, plan: Plan, minimum: float) -> Filled:
         np.subtract.at(free, held[sell], sold[sell])
     np.add.at(free, cash[sell], proceeds[sell] * (1 - rate[sell]))
     need = np.where(buy, amount * price * (1 + rate), 0.0)
+    # A buy's part of its amount that its cash still pays, in [0, 1]: `room` is never -0.0 (np.maximum
+    # with 0.0), so clipping as minimum(maximum()) is `np.clip`, and `part` needs no clip to 1 again.
     if orders.one_cash:  # one cash group (one account): what the buys before each spent, in order
         before = np.cumsum(need) - need
-        room = np.maximum(free[cash] * (1 + CASH_SLACK) - before, 0.0)
+        room = np.maximum(free[cash[0]] * (1 + CASH_SLACK) - before, 0.0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            part = np.where(need > 0, np.clip(room / need, 0.0, 1.0), 0.0)
+            part = np.where(need > 0, np.minimum(np.maximum(room / need, 0.0), 1.0), 0.0)
     else:
         ranked = np.lexsort((np.arange(order.size), cash))  # by cash group, in the plan's order
         spent = np.cumsum(need[ranked])
@@ -530,8 +548,10 @@ def _fill_direct(balances: Balances, plan: Plan, minimum: float) -> Filled:
         room = np.maximum(free[cash[ranked]] * (1 + CASH_SLACK) - before, 0.0)
         part = np.ones(order.size)
         with np.errstate(divide="ignore", invalid="ignore"):
-            part[ranked] = np.where(need[ranked] > 0, np.clip(room / need[ranked], 0.0, 1.0), 0.0)
-    bought = np.where(buy, amount * np.where(part >= 1.0, 1.0, part), 0.0)
+            part[ranked] = np.where(
+                need[ranked] > 0, np.minimum(np.maximum(room / need[ranked], 0.0), 1.0), 0.0
+            )
+    bought = np.where(buy, amount * part, 0.0)
     cost = bought * price
     np.subtract.at(free, cash[buy], (cost * (1 + rate))[buy])
     known = buy if orders.all_held else buy & (held >= 0)
@@ -544,8 +564,9 @@ def _fill_direct(balances: Balances, plan: Plan, minimum: float) -> Filled:
         for k in (buy & (held < 0) & (bought > 0)).nonzero()[0].tolist():  # a position the book lacks
             key = (layout.account_path[int(account[k])], diff.asset_names[int(base[k])])
             balances.extra[key] += float(bought[k])
-    traded = float((proceeds * worth).sum() + (cost * worth).sum())
-    fees = float((proceeds * rate * worth).sum() + (cost * rate * worth).sum())
+    total = np.add.reduce  # (`ndarray.sum` without its Python wrapper: the same pairwise sums)
+    traded = float(total(proceeds * worth) + total(cost * worth))
+    fees = float(total(proceeds * rate * worth) + total(cost * rate * worth))
     return Filled(int(np.count_nonzero(sell) + np.count_nonzero(bought > 0)), traded, fees)
 
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from rebal.core.backtest.book import Book
 from rebal.core.backtest.history import History
-from rebal.core.diff import DiffShape, DiffTree
+from rebal.core.diff import DiffShape, DiffTree, share_of
 from rebal.core.market import Prices
 from rebal.core.numbers import VALUE_EPSILON
 from rebal.core.policy import DRIFT_TOLERANCE, Policy, find_breaches
@@ -171,8 +171,7 @@ class Screen:
         def weight(nodes: Columns, parents: Columns) -> FloatArray:
             """The current weights of `nodes` in their `parents`, per row (only where they are needed)."""
             part, above = value[:, nodes], value[:, parents]
-            found: FloatArray = np.divide(part, above, out=np.zeros(part.shape), where=above > 0)
-            return found
+            return share_of(part, above)
 
         desired = np.empty_like(value)  # every column is written: the root, then level by level
         desired[:, 0] = value[:, 0]
@@ -191,7 +190,7 @@ class Screen:
             near = np.zeros(root.size, dtype=np.bool_)
         cash_above = (value[:, self.cash] - desired[:, self.cash]).sum(axis=1)
         shares = np.abs(value[:, self.wallets] - desired[:, self.wallets]).max(axis=1, initial=0.0)
-        wallet_drift = np.divide(shares, root, out=np.zeros(root.size), where=root > 0)
+        wallet_drift = share_of(shares, root)
         return Block(start, root, wallet_drift, near | (root <= 0), cash_above)
 
 
