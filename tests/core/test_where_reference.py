@@ -22,7 +22,7 @@ from rebal.core.diff import HOLD, DiffTree, diff_trees
 from rebal.core.market import Markets, Prices
 from rebal.core.networks import Networks
 from rebal.core.numbers import DEFAULT_AMOUNT_STEP, VALUE_EPSILON, amount_str, default_steps_of, floor_steps
-from rebal.core.plan import Plan
+from rebal.core.plan import Plan, _Groups, cost_floor
 from rebal.core.trading import Move, Trading, VenuePrices
 from rebal.core.tree import BANK, parse_tree
 from rebal.core.where import (
@@ -30,8 +30,10 @@ from rebal.core.where import (
     BEST_BID,
     CHEAPEST_ROUTE,
     ORDER_REASONS,
+    _costed_plain,
     _Made,
     _place,
+    _placed,
     _pooled,
     _Rates,
     round_trips,
@@ -216,11 +218,27 @@ def check(diff: DiffTree, markets: Markets, networks: Networks | None) -> None:
         ]
         assert costed.priced.withdrawal_fees == reference_withdrawal_fees(made.plan)
         assert (costed.total(), costed.priced.fees) == (made.total(), made.priced.fees)
+    check_cost_floor(diff, markets, trading, found)
     if networks is not None:
         resolved = pools.resolve(diff, trading, found=found)
         placed = _place(diff, resolved)
         moved = replace(trading, moves=resolved.moves)
         assert round_trips(placed, moved) == reference_round_trips(placed, moved)
+
+
+def check_cost_floor(diff: DiffTree, markets: Markets, trading: Trading, found: pools.Candidates) -> float:
+    """The plain candidate's cost floor, read before its plan, is never above its plan's cost; the
+    costed candidate is left unplanned exactly where the floor reaches the ceiling. Returns the
+    floor."""
+    _, placed, moved = _placed(diff, trading, found, plain=True)
+    floor = cost_floor(placed, _Groups.build(placed, markets, moved, moved.min_trade_value))
+    total = _pooled(diff, markets, trading, found, True).total()
+    assert floor <= total
+    if np.isfinite(floor):
+        assert _costed_plain(diff, markets, trading, found, floor) is None
+        above = _costed_plain(diff, markets, trading, found, float(np.nextafter(floor, np.inf)))
+        assert above is not None and above.total() == total
+    return floor
 
 
 @settings(max_examples=150, deadline=None)

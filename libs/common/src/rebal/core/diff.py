@@ -22,7 +22,7 @@ from rebal.core.errors import InputError
 from rebal.core.market import Prices
 from rebal.core.numbers import LARGEST, RANGE, VALUE_EPSILON
 from rebal.core.tree import BoolArray, FloatArray, IntArray, Tree
-from rebal.core.union import UnionTree, union
+from rebal.core.union import UnionTree, union, union_again
 
 SELL, HOLD, BUY = -1, 0, 1
 OPERATION_NAMES = {SELL: "sell", HOLD: "hold", BUY: "buy"}
@@ -103,6 +103,25 @@ def diff_trees(
     tree = union(real, target, prices.quote)
     asset_names, asset_id, asset_price = _asset_prices(tree, prices)
     return _diff(tree, target, prices, (asset_names, asset_id, asset_price), band, invest, withdraw)
+
+
+def diff_again(diff: DiffTree, real: Tree, *, invest: float = 0.0, withdraw: float = 0.0) -> DiffTree:
+    """`diff_trees(real, target, prices, band=...)` of `diff`'s target, prices and band for a `real` tree
+    holding no asset `diff` does not know (`diff`'s real tree with empty wallets added: a pool's,
+    `rebal.core.where`): the same assets, ids and prices, not looked up again."""
+    tree = union_again(diff.tree, real, diff.prices.quote)
+    ids = {name: i for i, name in enumerate(diff.asset_names)}
+    asset_id = tree.asset_codes.within(ids)
+    assert not ((asset_id < 0) & tree.wallet).any(), "a wallet of an asset the diff does not know"
+    assets = (diff.asset_names, asset_id, diff.asset_price)
+    made = _diff(tree, diff.tree.target, diff.prices, assets, diff.band, invest, withdraw)
+    if len(diff.tree) == len(diff.tree.real) and len(tree) == len(real) and "account_quote" in diff.__dict__:
+        # Both unions are their real trees (no desired-only node): the old nodes kept their places and
+        # the new ones are wallets, so the accounts' quotes are the old ones.
+        quote = np.full(len(tree), -1, dtype=np.int64)
+        quote[: len(diff.tree)] = diff.account_quote
+        made.__dict__["account_quote"] = quote
+    return made
 
 
 @dataclass(frozen=True, eq=False)
@@ -229,7 +248,17 @@ def with_desired(diff: DiffTree, desired: FloatArray) -> DiffTree:
     """The same comparison with other desired values (one per node, children summing to their parent):
     the desired weights, the desired amounts and the operations follow from them."""
     side = _desired_side(diff.tree, diff.price, diff.current_value, desired, diff.band)
-    return replace(diff, **side._asdict())
+    changed = replace(diff, **side._asdict())
+    # What follows from the nodes and assets alone, already read, is the same: kept (per account, a
+    # where plan reads them on every diff it places).
+    for name in _OF_NODES:
+        if name in diff.__dict__:
+            changed.__dict__[name] = diff.__dict__[name]
+    return changed
+
+
+# `DiffTree`'s cached properties that read only the tree and the asset ids (not the desired side).
+_OF_NODES = ("account_quote", "cash")
 
 
 class _DesiredSide(NamedTuple):

@@ -579,13 +579,16 @@ def plan_trading(
     *,
     made: bool = True,
     small: bool = True,
+    groups: _Groups | None = None,
 ) -> tuple[Plan, _Groups, Flows]:
     """The plan (`plan_rebalance`), trading as `trading` says (None: the reference prices, the first
     route, transfers without networks), with its (account, asset) groups and money flows. `made` False:
     a plan only to be costed (`rebal.core.where`'s plain candidate): its transfers are planned and count
     (budgets, fees) but are not made (none in the plan, no first transfer in). `small` False: the
-    one-account path already declined this plan (`plan_rebalance`)."""
-    groups = _Groups.build(diff, markets, trading, min_trade_value)
+    one-account path already declined this plan (`plan_rebalance`). `groups`: this diff's, already built
+    with these markets, trading and minimum (`cost_floor`'s)."""
+    if groups is None:
+        groups = _Groups.build(diff, markets, trading, min_trade_value)
     _refuse_unreachable(diff, groups)
     if (
         small
@@ -740,6 +743,36 @@ def _plan_groups(
         cash - reserve if routed_buys else cash,
     )
     return plan, groups, flows
+
+
+def cost_floor(diff: DiffTree, groups: _Groups) -> float:
+    """A lower bound of the estimated total cost (`Notes.total`: fees, spreads against the reference
+    prices, withdrawal fees) of the plan `_plan_groups` makes of `groups` (every group direct, else
+    -inf), read from its first phase alone, before any money moves: its sells (their steps and skips
+    never depend on budgets or transfers) cost exactly what they cost; a buy, squeezed, dropped or raised
+    to a minimum by the budgets, costs at least nothing, or, where buying below the reference pays more
+    than its fee, at least its largest size's (wanted or minimum steps) negative cost; a transfer's fee is
+    never negative. Only where every account trades against one quote (else money may arrive in
+    another asset and be converted there, `_conversion`: orders the first phase does not know), else
+    -inf. Less room for the float sums (1e-8 of every term, far above their rounding)."""
+    quotes = {quote for _, quote in diff.tree.accounts.values()}
+    if not groups.all_direct or not groups.size or len(quotes) > 1:
+        return -math.inf
+    steps, cost = groups.size_direct()
+    sold = groups.sells & (groups.reasons(steps, cost) == 0)
+    # The largest a buy can be: its wanted steps, or the minimum the small-buy policy raises it to.
+    largest = np.where(groups.sells, steps, np.maximum(steps, groups.min_steps()))
+    amount = np.where(sold | ~groups.sells, largest, 0) * groups.step
+    # As `rebal.core.where` prices an order: at the side's venue price, the reference in the valuation
+    # currency.
+    traded = amount * groups.price * diff.asset_price[groups.quote_id[groups.account]]
+    fees = traded * groups.fee
+    reference = amount * groups.value_price
+    spread = np.where(groups.sells, reference - traded, traded - reference)
+    each = fees + spread
+    floor = float(each[sold].sum() + np.minimum(each[~groups.sells], 0.0).sum())
+    room = 1e-8 * float(np.abs(fees).sum() + np.abs(spread).sum())
+    return floor - room if math.isfinite(floor) and math.isfinite(room) else -math.inf
 
 
 def _one_budget(budget: float, wanted: float) -> tuple[FloatArray, FloatArray, FloatArray]:
@@ -1240,7 +1273,7 @@ class _Groups:
         ]
         keys = all_keys[groups] if moves else groups  # (read only with moves)
         self.moved = np.isin(keys, moved_keys) if moves else np.zeros(groups.size, dtype=np.bool_)
-        self._extra: dict[int, Decimal] = {}
+        self._moved: tuple[tuple[Move, ...], list[int], list[int]] = ((), [], [])  # `_apply`'s, for `_extra`
         free_all = np.bincount(member_of, weights=diff.free_amount[nodes], minlength=all_keys.size)
         self.free = free_all[groups]
         self._position = groups
@@ -1332,9 +1365,17 @@ class _Groups:
         both = np.ravel(np.column_stack((source, destination)))
         np.add.at(self.net, both, np.ravel(np.column_stack((amount, np.negative(arriving)))))
         np.add.at(self.free, both, np.ravel(np.column_stack((np.negative(amount), received))))
-        for move, src, dst in zip(moves, source, destination, strict=True):
-            self._extra[src] = self._extra.get(src, Decimal(0)) - move.amount
-            self._extra[dst] = self._extra.get(dst, Decimal(0)) + move.received
+        self._moved = (moves, source, destination)
+
+    @cached_property
+    def _extra(self) -> dict[int, Decimal]:
+        """Per group the moves touch, what they change of its exact free amount: made when a sell of
+        (nearly) the whole balance asks for it (thousands of moves, a few such sells)."""
+        extra: dict[int, Decimal] = {}
+        for move, src, dst in zip(*self._moved, strict=True):
+            extra[src] = extra.get(src, Decimal(0)) - move.amount
+            extra[dst] = extra.get(dst, Decimal(0)) + move.received
+        return extra
 
     def exchange_of(self, g: int) -> str:
         return self.exchanges[int(self.account_exchange[self.account[g]])]
@@ -1410,7 +1451,7 @@ class _Groups:
     def exact_frees(self, groups: IntArray) -> list[Decimal]:
         """`exact_free` of each of `groups` (a sell of every wallet's whole amount asks for thousands)."""
         frees = self._members.exact_frees(self._position[groups])
-        if self._extra:
+        if groups.size and self._extra:
             frees = [
                 free + self._extra.get(g, Decimal(0)) for g, free in zip(groups.tolist(), frees, strict=True)
             ]

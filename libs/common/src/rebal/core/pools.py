@@ -136,8 +136,11 @@ def candidates(diff: DiffTree, trading: Trading) -> Candidates:
     target = _targets(diff, cells, value, named, shares)
     if diff.buy_only:
         target = _buy_only(diff, cells, accounts, pools, target, value)
-    optimised = _optimised(diff, trading, cells, accounts, target, value)
-    simple = _plain(diff, cells, accounts, target, value)
+    # Each cell's (pool, asset) group and what its group must sell or buy, its (pool, account) row:
+    # the same for both candidates.
+    groups = (*_excess(cells, target), _account_rows(accounts, cells))
+    optimised = _optimised(diff, trading, cells, accounts, value, groups)
+    simple = _plain(cells, accounts, value, groups)
     return Candidates(cells, accounts, optimised, simple)
 
 
@@ -414,11 +417,15 @@ def _account_rows(accounts: Accounts, cells: Cells) -> IntArray:
 
 
 def _optimised(
-    diff: DiffTree, trading: Trading, cells: Cells, accounts: Accounts, target: FloatArray, value: FloatArray
+    diff: DiffTree,
+    trading: Trading,
+    cells: Cells,
+    accounts: Accounts,
+    value: FloatArray,
+    groups: tuple[IntArray, int, FloatArray, IntArray],
 ) -> _Candidate:
     pools = value.size
-    group, size, excess = _excess(cells, target)
-    row = _account_rows(accounts, cells)
+    group, size, excess, row = groups
     sellable = cells.bid > NO_SALE
     # Sells: the best net bid first, each holder up to its free amount (a holder with no route last).
     sold = _fill(group, size, np.where(sellable, cells.bid, -1.0), cells.held, np.maximum(excess, 0.0))
@@ -628,13 +635,12 @@ def _local_buys(
 
 
 def _plain(
-    diff: DiffTree, cells: Cells, accounts: Accounts, target: FloatArray, value: FloatArray
+    cells: Cells, accounts: Accounts, value: FloatArray, groups: tuple[IntArray, int, FloatArray, IntArray]
 ) -> _Candidate:
     """Trade where the asset sits: holders sell in proportion to their holdings, accounts buy in
     proportion to their money."""
     pools = value.size
-    group, size, excess = _excess(cells, target)
-    row = _account_rows(accounts, cells)
+    group, size, excess, row = groups
     sellable = (cells.bid > NO_SALE) & (cells.held > 0)
     room = np.where(sellable, cells.held, 0.0)
     room_total = np.bincount(group, weights=room, minlength=size)

@@ -68,7 +68,7 @@ class VenuePrices:
 
     def rate(self, exchange: str, market: Market, sell: bool) -> float:
         """Quote received per base sold, net of the fee; or quote paid per base bought, fee included."""
-        fee = float(market.fee_rate)
+        fee = market.floats[3]  # the fee rate as a float, made once per market
         return self.price(exchange, market, sell) * (1 - fee if sell else 1 + fee)
 
     def route_rate(self, exchange: str, route: Route, sell: bool) -> float:

@@ -249,6 +249,47 @@ def union(real: Tree, target: Tree, default_quote: str) -> UnionTree:
     return tree
 
 
+def union_again(tree: UnionTree, real: Tree, default_quote: str) -> UnionTree:
+    """`union(real, tree.target, default_quote)` for `real` = `tree`'s real tree with empty wallets added
+    (`rebal.core.tree.with_wallets`: a pool's, `rebal.core.where`). Where every desired node matched a
+    real one (no desired-only node, nothing to renumber), the union is `tree`'s with the wallets appended,
+    each in its parent's account: nothing is matched or resolved again."""
+    old = tree.real
+    count = len(real)
+    added = np.arange(len(old), count)
+    parents = real.parent[added]
+    if (
+        len(tree) != len(old)
+        or not (real.wallet[added].all() and (parents < len(old)).all())
+        or (tree.account_of[parents] < 0).any()
+    ):
+        return union(real, tree.target, default_quote)
+    target, none = tree.target, np.zeros(0, dtype=np.int64)
+    amount = np.zeros(count, dtype=np.float64)
+    amount[:] = real.amount
+    locked = np.zeros(count, dtype=np.float64)
+    locked[:] = real.locked
+    return UnionTree(
+        names=Appended(real.names, []),
+        kinds=Appended(real.kinds, []),
+        name_codes=real.name_codes.joined(target.name_codes, none)[0],
+        kind_codes=real.kind_codes.joined(target.kind_codes, none)[0],
+        asset_codes=real.asset_codes.joined(target.asset_codes, none)[0],
+        parent=np.concatenate((real.parent, none)),
+        depth=np.concatenate((real.depth, target.depth[none])),
+        wallet=np.concatenate((real.wallet, target.wallet[none])),
+        amount=amount,
+        locked=locked,
+        real_index=np.arange(count, dtype=np.int64),
+        target_index=np.concatenate((tree.target_index, np.full(added.size, -1, dtype=np.int64))),
+        account_of=np.concatenate((tree.account_of, tree.account_of[parents])),
+        accounts=dict(tree.accounts),
+        real=real,
+        target=target,
+        _path_of=dict(tree._path_of),
+    )
+
+
 def _kind_flags(real: Tree, target: Tree, new: IntArray) -> tuple[BoolArray, BoolArray, BoolArray]:
     """Which union nodes are accounts, which are exchanges and which accounts are banks (from the kind
     vocabularies)."""

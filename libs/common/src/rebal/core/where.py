@@ -30,11 +30,22 @@ import numpy as np
 import numpy.typing as npt
 
 from rebal.core import collector, pools
-from rebal.core.diff import HOLD, DiffTree, diff_trees, roll_up, with_desired
+from rebal.core.diff import HOLD, DiffTree, diff_again, roll_up, with_desired
 from rebal.core.market import Market, Markets, Route
 from rebal.core.networks import Networks
 from rebal.core.numbers import VALUE_EPSILON, default_steps_of
-from rebal.core.plan import CONVERTING, Flows, Notes, Plan, _FeeValue, _Groups, _PriceOf, plan_trading
+from rebal.core.plan import (
+    CONVERTING,
+    Flows,
+    Notes,
+    Plan,
+    _FeeValue,
+    _Groups,
+    _PriceOf,
+    _refuse_unreachable,
+    cost_floor,
+    plan_trading,
+)
 from rebal.core.trading import Move, Trading, VenuePrices
 from rebal.core.tree import BoolArray, FloatArray, IntArray, contains, with_wallets
 from rebal.core.union import UnionTree
@@ -78,9 +89,10 @@ def _plan_where(diff: DiffTree, markets: Markets, networks: Networks | None, min
         # Every pool as plain and no round trip made a move: the plain plan itself. (A move can still
         # cost more than its round trip: the money that must follow it may pay a withdrawal fee.)
         return chosen.noted()
-    # The plain candidate is only costed: its transfers and notes are made when it is the plan kept.
-    plain = _pooled(diff, markets, trading, found, plain=True, made=False)
-    if chosen.total() <= plain.total():
+    # The plain candidate is only costed: its transfers and notes are made when it is the plan kept; and
+    # not planned at all when what its first phase fixes already costs at least the chosen plan.
+    plain = _costed_plain(diff, markets, trading, found, chosen.total())
+    if plain is None or chosen.total() <= plain.total():
         return chosen.noted()
     return _Made.of(plain.plan.diff, markets, plain.trading, plain.resolved, plain=True).noted()
 
@@ -147,11 +159,15 @@ class _Made:
         resolved: pools.Resolved | None,
         plain: bool = False,
         made: bool = True,
+        groups: _Groups | None = None,
     ) -> _Made:
-        """Plan with the pools' moves, then the round trips a network makes cheaper as moves."""
+        """Plan with the pools' moves, then the round trips a network makes cheaper as moves (`groups`:
+        the plain candidate's, when built already)."""
         if trading.networks is not None and not plain:
             trading = replace(trading, moves=trading.moves + round_trips(diff, trading))
-        plan, groups, flows = plan_trading(diff, markets, trading, trading.min_trade_value, made=made)
+        plan, groups, flows = plan_trading(
+            diff, markets, trading, trading.min_trade_value, made=made, groups=groups
+        )
         optimised = resolved is not None and bool(resolved.optimised.any())
         return cls(plan, groups, flows, trading, resolved, optimised, made)
 
@@ -179,9 +195,29 @@ def _pooled(
     made: bool = True,
 ) -> _Made:
     """The plan with the pools resolved (`plain`: every pool trades where its assets sit)."""
+    resolved, placed, trading = _placed(diff, trading, found, plain)
+    return _Made.of(placed, markets, trading, resolved, plain, made)
+
+
+def _costed_plain(
+    diff: DiffTree, markets: Markets, trading: Trading, found: pools.Candidates, ceiling: float
+) -> _Made | None:
+    """The plain candidate, costed only (`_Made` not `made`); None where what its plan's first phase
+    fixes already costs at least `ceiling` (`cost_floor`), so it cannot cost less."""
+    resolved, placed, trading = _placed(diff, trading, found, plain=True)
+    groups = _Groups.build(placed, markets, trading, trading.min_trade_value)
+    _refuse_unreachable(placed, groups)  # refused as its plan would be
+    if ceiling <= cost_floor(placed, groups):
+        return None
+    return _Made.of(placed, markets, trading, resolved, plain=True, made=False, groups=groups)
+
+
+def _placed(
+    diff: DiffTree, trading: Trading, found: pools.Candidates, plain: bool
+) -> tuple[pools.Resolved, DiffTree, Trading]:
+    """The pools resolved, the diff placed as they decided, and the trading with their moves."""
     resolved = pools.resolve(diff, trading, plain=plain, found=found)
-    placed = _place(diff, resolved)
-    return _Made.of(placed, markets, replace(trading, moves=resolved.moves), resolved, plain, made)
+    return resolved, _place(diff, resolved), replace(trading, moves=resolved.moves)
 
 
 # -- pools: their decisions put into the diff tree --------------------------------------------------------
@@ -219,13 +255,8 @@ def _place(diff: DiffTree, resolved: pools.Resolved) -> DiffTree:
     )
     delta = float(diff.desired_value[0] - diff.current_value[0])
     before = diff
-    diff = diff_trees(
-        with_wallets(tree.real, additions),
-        tree.target,
-        diff.prices,
-        band=diff.band,
-        invest=max(delta, 0.0),
-        withdraw=max(-delta, 0.0),
+    diff = diff_again(
+        diff, with_wallets(tree.real, additions), invest=max(delta, 0.0), withdraw=max(-delta, 0.0)
     )
     if before.buy_only:
         diff = _kept_desired(before, diff)
@@ -316,7 +347,6 @@ def _desired(
     held = diff.free_amount[wallets] * diff.price[wallets]
     groups, group_of = np.unique(keys, return_inverse=True)
     total = np.bincount(group_of, weights=held, minlength=groups.size)
-    count = np.bincount(group_of, minlength=groups.size)
     first = np.zeros(groups.size, dtype=np.int64)
     first[group_of[::-1]] = np.arange(group_of.size)[::-1]
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -325,7 +355,6 @@ def _desired(
             held / total[group_of],
             (np.arange(group_of.size) == first[group_of]).astype(np.float64),
         )
-    del count
     desired[wallets] = np.where(found, np.maximum(value[at], 0.0) * share, 0.0)
     inside = (member >= 0) & ~tree.wallet
     inside[pool_node] = False
@@ -368,8 +397,9 @@ def round_trips(diff: DiffTree, trading: Trading) -> tuple[Move, ...]:
     sellers = sellers[np.lexsort((account[sellers], net[sellers], asset[sellers]))]
     buyers = np.flatnonzero(ours & (net > 0))
     buyers = buyers[np.lexsort((account[buyers], -net[buyers], asset[buyers]))]
-    sell_rate, sell_known = _account_rates(diff, trading, account[sellers], asset[sellers], sell=True)
-    buy_rate, buy_known = _account_rates(diff, trading, account[buyers], asset[buyers], sell=False)
+    rates, kind = _Rates(diff, trading), _account_kinds(diff, trading)
+    sell_rate, sell_known = _account_rates(rates, kind, account[sellers], asset[sellers], sell=True)
+    buy_rate, buy_known = _account_rates(rates, kind, account[buyers], asset[buyers], sell=False)
     seller_asset, buyer_asset = asset[sellers], asset[buyers]
     seller_bounds = np.searchsorted(seller_asset, np.arange(n_assets + 1))
     buyer_bounds = np.searchsorted(buyer_asset, np.arange(n_assets + 1))
@@ -412,19 +442,23 @@ def round_trips(diff: DiffTree, trading: Trading) -> tuple[Move, ...]:
     return tuple(moves)
 
 
-def _account_rates(
-    diff: DiffTree, trading: Trading, account: IntArray, asset: IntArray, sell: bool
-) -> tuple[FloatArray, BoolArray]:
-    """Per (account, asset) row, the net bid (`sell`) or gross ask of the account's cheapest route as a
-    share of the reference price (`_Rates`), and whether there is one."""
-    n_assets = len(diff.asset_names)
-    rates = _Rates(diff, trading)
-    # Few (exchange, quote, asset) rates, many accounts: each account stands for its kind.
+def _account_kinds(diff: DiffTree, trading: Trading) -> IntArray:
+    """Per account node, the first account of its (exchange, quote): few rates, many accounts, each
+    account stands for its kind (a bank for none: it has no rate)."""
     kinds: dict[tuple[str, str], int] = {}
     kind = np.zeros(len(diff.tree), dtype=np.int64)
     for node, exchange_quote in diff.tree.accounts.items():
-        if node not in trading.banks:  # a bank has no rate: it never stands for another account
+        if node not in trading.banks:
             kind[node] = kinds.setdefault(exchange_quote, node)
+    return kind
+
+
+def _account_rates(
+    rates: _Rates, kind: IntArray, account: IntArray, asset: IntArray, sell: bool
+) -> tuple[FloatArray, BoolArray]:
+    """Per (account, asset) row, the net bid (`sell`) or gross ask of the account's cheapest route as a
+    share of the reference price (`_Rates`), and whether there is one (`kind`: `_account_kinds`)."""
+    n_assets = len(rates.diff.asset_names)
     combos = kind[account] * n_assets + asset
     unique, inverse = np.unique(combos, return_inverse=True)
     rate, known = np.full(unique.size, np.nan), np.zeros(unique.size, dtype=np.bool_)
