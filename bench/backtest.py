@@ -64,7 +64,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 
-from rebal.core.backtest import History, figures, replay
+from rebal.core.backtest import History, figures, replay_all
 from rebal.core.backtest.references import FillRule
 from rebal.core.market import Markets
 from rebal.core.policy import Bands, Policy
@@ -153,8 +153,9 @@ def run_ours(data: np.ndarray, specs: tuple[Spec, ...], rule: FillRule = "rebal"
     history = History(START + DAY * np.arange(ROWS, dtype=np.int64), tuple(names(assets)), data, "USD")
     start, target, markets = our_setup(assets)
     out = {}
-    for spec in specs:
-        run = replay(history, start, target, markets, our_policy(spec), fill_rule=rule)
+    policies = [(spec.name, our_policy(spec)) for spec in specs]
+    runs = replay_all(history, start, target, markets, policies, fill_rule=rule)
+    for spec, run in zip(specs, runs, strict=True):
         figures(run, None, 365.25)
         out[spec.name] = (float(run.value[-1]), float(run.fees.sum()), run.rebalances)
     return out

@@ -9,7 +9,7 @@ from rebal.core.backtest.compare import BASELINE, BUY_AND_HOLD, Comparison, Outc
 from rebal.core.backtest.figures import Figures, figures
 from rebal.core.backtest.history import History
 from rebal.core.backtest.references import FILL_RULES, FillRule
-from rebal.core.backtest.replay import Overdrawn, Run, Trade, replay
+from rebal.core.backtest.replay import Overdrawn, Run, Trade, replay, replay_all
 
 __all__ = [
     "BASELINE",
@@ -26,4 +26,5 @@ __all__ = [
     "compare",
     "figures",
     "replay",
+    "replay_all",
 ]

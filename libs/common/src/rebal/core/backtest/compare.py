@@ -14,7 +14,7 @@ from rebal.core.backtest.book import Book
 from rebal.core.backtest.figures import Figures, baseline_values, figures, returns_of
 from rebal.core.backtest.history import History
 from rebal.core.backtest.references import FillRule
-from rebal.core.backtest.replay import Overdrawn, Run, replay
+from rebal.core.backtest.replay import Overdrawn, Run, replay_all
 from rebal.core.diff import diff_trees
 from rebal.core.market import Markets
 from rebal.core.policy import Policy
@@ -60,28 +60,27 @@ def compare(
     base = _baseline(history, start, target, flow)
     base_returns = returns_of(base.value, base.flow)
 
-    def outcome(name: str, policy: Policy) -> Outcome:
-        try:
-            run = replay(
-                history,
-                start,
-                target,
-                markets,
-                policy,
-                flows=flow,
-                last_rebalance=last_rebalance,
-                fill_rule=fill_rule,
-            )
-        except Overdrawn as exc:
-            raise exc.under(name) from None
-        return Outcome(name, run, figures(run, base_returns, per_year))
-
+    named = [*policies, (BUY_AND_HOLD, Policy())]
+    runs = replay_all(
+        history,
+        start,
+        target,
+        markets,
+        named,
+        flows=flow,
+        last_rebalance=last_rebalance,
+        fill_rule=fill_rule,
+    )
+    outcomes = [
+        Outcome(name, run, figures(run, base_returns, per_year))
+        for (name, _), run in zip(named, runs, strict=True)
+    ]
     return Comparison(
         spacing=spacing,
         periods_per_year=per_year,
-        policies=tuple(outcome(name, policy) for name, policy in policies),
+        policies=tuple(outcomes[:-1]),
         baseline=Outcome(BASELINE, base, figures(base, base_returns, per_year)),
-        buy_and_hold=outcome(BUY_AND_HOLD, Policy()),
+        buy_and_hold=outcomes[-1],
     )
 
 
