@@ -662,7 +662,19 @@ def _fill_free(free: list[float], plan: Plan, orders: OrderLists, minimum: float
 def numpy_sum(values: list[float]) -> float:
     """`np.sum` of `values` as numpy adds them (pairwise, eight running sums in blocks of up to 128): the
     same float, for code that sums a few Python floats where numpy would sum an array."""
-    return _pairwise(values, 0, len(values))
+    count = len(values)
+    if count < 8:  # (`_pairwise`'s first two cases inline: a fill's few orders)
+        total = 0.0
+        for value in values:
+            total += value
+        return total
+    if count < 16:
+        v = values
+        total = ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]))
+        for k in range(8, count):
+            total += v[k]
+        return total
+    return _pairwise(values, 0, count)
 
 
 def _pairwise(values: list[float], start: int, count: int) -> float:

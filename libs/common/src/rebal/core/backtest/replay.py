@@ -321,9 +321,9 @@ def replay_all(
     for index in range(len(steps)):
         advance(index, None)
     while waiting:
-        together: dict[tuple[object, ...], list[int]] = {}
+        together: dict[int, list[int]] = {}
         for index, (screen, *_) in waiting.items():
-            together.setdefault(screen.structure, []).append(index)
+            together.setdefault(batch.kind(screen), []).append(index)
         asked = dict(waiting)
         waiting.clear()
         for indices in together.values():

@@ -247,6 +247,17 @@ class Batch:
 
     def __init__(self) -> None:
         self._checks: dict[tuple[int, ...], tuple[list[Screen], Checks]] = {}
+        self._structures: dict[tuple[object, ...], int] = {}
+        self._kind: dict[int, tuple[Screen, int]] = {}
+
+    def kind(self, screen: Screen) -> int:
+        """A number per `structure`, kept per screen (a structure's tuple is hashed once a screen)."""
+        known = self._kind.get(id(screen))
+        if known is not None and known[0] is screen:
+            return known[1]
+        kind = self._structures.setdefault(screen.structure, len(self._structures))
+        self._kind[id(screen)] = (screen, kind)  # the screen kept: its id stays its own
+        return kind
 
     def scan_many(self, history: History, requests: list[tuple[Screen, FloatArray, int, int]]) -> list[Block]:
         """`Screen.scan` of each (screen, free, start, stop), the screens of one `structure`, in one
