@@ -21,7 +21,7 @@ import numpy.typing as npt
 from rebal.core.errors import InputError
 from rebal.core.market import Prices
 from rebal.core.numbers import LARGEST, RANGE, VALUE_EPSILON
-from rebal.core.tree import BoolArray, FloatArray, IntArray, Tree
+from rebal.core.tree import BoolArray, FloatArray, IntArray, Tree, assembled
 from rebal.core.union import UnionTree, union, union_again
 
 SELL, HOLD, BUY = -1, 0, 1
@@ -189,7 +189,8 @@ def _diff(
     current_weight = share_of(current, above)
     current_weight[0] = 1.0 if current[0] > 0 else 0.0
     side = _desired_side(tree, price, current, desired, band)
-    return DiffTree(
+    return assembled(
+        DiffTree,
         tree=tree,
         prices=prices,
         asset_names=asset_names,
@@ -204,6 +205,7 @@ def _diff(
         free_amount=free,
         desired_free_amount=side.desired_free_amount,
         band=band,
+        buy_only=False,
     )
 
 
@@ -562,7 +564,8 @@ class _SmallDescent:
             [price, free, current, self.weights(current), desired, desired_weight, desired_free],
             dtype=np.float64,
         )
-        return DiffTree(
+        return assembled(
+            DiffTree,
             tree=tree,
             prices=prices,
             asset_names=asset_names,
@@ -577,6 +580,7 @@ class _SmallDescent:
             free_amount=columns[1],
             desired_free_amount=columns[6],
             band=band,
+            buy_only=False,
         )
 
     @staticmethod

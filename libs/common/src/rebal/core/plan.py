@@ -54,7 +54,7 @@ from rebal.core.numbers import (
     money_str,
 )
 from rebal.core.trading import Move, Trading
-from rebal.core.tree import BANK, BoolArray, FloatArray, IntArray
+from rebal.core.tree import BANK, BoolArray, FloatArray, IntArray, assembled
 
 Side = Literal["buy", "sell"]
 SkipSide = Literal["buy", "sell", "transfer"]
@@ -1097,7 +1097,8 @@ def _one_account_plan(diff: DiffTree, groups: _SmallGroups) -> _OnePlan | None:
         ],
         dtype=np.int64,
     ).reshape(5, len(chosen))
-    plan = Plan(
+    plan = assembled(
+        Plan,
         diff=diff,
         legs=(),
         transfers=(),
@@ -1108,6 +1109,9 @@ def _one_account_plan(diff: DiffTree, groups: _SmallGroups) -> _OnePlan | None:
         direct_steps=columns[3],
         direct_order=columns[4] if np.dtype(np.intp) == np.int64 else columns[4].astype(np.intp),
         direct_markets=groups.direct_markets,
+        trading=None,
+        direct_group=None,
+        notes=None,
     )
     return _OnePlan(plan, groups.accounts, spend, cash)
 

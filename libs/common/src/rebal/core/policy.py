@@ -33,7 +33,7 @@ from rebal.core.diff import DiffTree, diff_trees
 from rebal.core.market import Prices
 from rebal.core.numbers import VALUE_EPSILON
 from rebal.core.partial import breaching_only, buy_only, cash_above_target
-from rebal.core.tree import PATH_SEP, BoolArray, FloatArray, IntArray, Tree
+from rebal.core.tree import PATH_SEP, BoolArray, FloatArray, IntArray, Tree, assembled
 from rebal.core.union import UnionTree
 
 Scope = Literal["portfolio", "breaching"]
@@ -162,7 +162,8 @@ def evaluate(diff: DiffTree, policy: Policy, *, now: int, last_rebalance: int | 
     kind: Kind | None = "full" if full and not cooling else "buy_only" if cash_due else None
     if kind is None:
         fired += _why_not(policy, scheduled, bool(breaches), cash_due)
-    return Decision(
+    return assembled(
+        Decision,
         rebalance=kind is not None,
         kind=kind,
         reasons=tuple(fired),

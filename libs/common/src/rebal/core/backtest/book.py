@@ -35,7 +35,7 @@ from rebal.core.diff import SELL, DiffTree
 from rebal.core.market import Market
 from rebal.core.numbers import dec_str, parse_decimal, parse_fraction
 from rebal.core.plan import Plan
-from rebal.core.tree import PATH_SEP, BoolArray, FloatArray, IntArray, Tree, parse_tree
+from rebal.core.tree import PATH_SEP, BoolArray, FloatArray, IntArray, Tree, assembled, parse_tree
 
 Doc = dict[str, Any]
 Key = tuple[str, str]  # (account path, asset)
@@ -656,7 +656,7 @@ def _fill_free(free: list[float], plan: Plan, orders: OrderLists, minimum: float
     fees = numpy_sum([p * r * worth for p, r in zip(proceeds, rate, strict=True)]) + numpy_sum(
         [c * r * worth for c, r in zip(cost, rate, strict=True)]
     )
-    return Filled(sells + sum(1 for b in bought if b > 0), traded, fees)
+    return assembled(Filled, orders=sells + sum(1 for b in bought if b > 0), traded=traded, fees=fees)
 
 
 def numpy_sum(values: list[float]) -> float:

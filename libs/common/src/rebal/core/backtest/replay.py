@@ -31,7 +31,7 @@ from rebal.core.errors import InputError
 from rebal.core.market import Markets, Route
 from rebal.core.plan import plan_rebalance
 from rebal.core.policy import Decision, Policy, evaluate, planned_diff
-from rebal.core.tree import FloatArray, IntArray, Tree
+from rebal.core.tree import FloatArray, IntArray, Tree, assembled
 
 NONE, FULL, BUY_ONLY = 0, 1, 2
 KINDS = {"full": FULL, "buy_only": BUY_ONLY}
@@ -193,7 +193,7 @@ class _State:
         self.kind[row] = KINDS[decision.kind]
         self.last = int(self.history.times[row])
         after = self.book.copy().doc if self.record else None
-        self.trades.append(Trade(row, decision, before, after))
+        self.trades.append(assembled(Trade, row=row, decision=decision, before=before, after=after))
 
     def record_block(self, block: Block, stop: int) -> None:
         count = stop - block.start

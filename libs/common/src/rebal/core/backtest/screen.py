@@ -30,7 +30,7 @@ from rebal.core.diff import DiffShape, DiffTree, share_of
 from rebal.core.market import Prices
 from rebal.core.numbers import VALUE_EPSILON
 from rebal.core.policy import DRIFT_TOLERANCE, Policy, find_breaches
-from rebal.core.tree import BoolArray, FloatArray, IntArray, Tree
+from rebal.core.tree import BoolArray, FloatArray, IntArray, Tree, assembled
 
 # A weight drift or a cash surplus this close to its limit is handed to the core to decide.
 MARGIN = 1e-9
@@ -234,7 +234,10 @@ class Screen:
         cash_above = (value[:, self.cash] - desired[:, self.cash]).sum(axis=1)
         shares = np.abs(value[:, self.wallets] - desired[:, self.wallets]).max(axis=1, initial=0.0)
         wallet_drift = share_of(shares, root)
-        return Block(start, root, wallet_drift, near | (root <= 0), cash_above)
+        breach = near | (root <= 0)
+        return assembled(
+            Block, start=start, value=root, drift=wallet_drift, breach=breach, cash_above=cash_above
+        )
 
 
 # The checked nodes' and their parents' columns, their desired weights, the drift near their limits.
@@ -280,7 +283,14 @@ class Batch:
         block = screen._scan(history.prices[rows], 0, free, checked)
         value, drift, breach, cash = block.value, block.drift, block.breach, block.cash_above
         return [
-            Block(start, value[at : at + n], drift[at : at + n], breach[at : at + n], cash[at : at + n])
+            assembled(
+                Block,
+                start=start,
+                value=value[at : at + n],
+                drift=drift[at : at + n],
+                breach=breach[at : at + n],
+                cash_above=cash[at : at + n],
+            )
             for (_, _, start, _), at, n in zip(requests, firsts, counts, strict=True)
         ]
 
