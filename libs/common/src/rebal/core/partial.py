@@ -31,7 +31,8 @@ def cash_above_target(diff: DiffTree) -> float:
     their desired value, plus money being invested (negative when the cash is short of its target)."""
     cash = diff.cash
     current, desired = diff.current_value, diff.desired_value
-    surplus = float(current[cash].sum() - desired[cash].sum())
+    total = np.add.reduce  # (`ndarray.sum` without its Python wrapper: the same pairwise sums)
+    surplus = float(total(current[cash]) - total(desired[cash]))
     return surplus + float(desired[0] - current[0])
 
 

@@ -10,7 +10,7 @@ from decimal import Decimal
 import numpy as np
 
 from rebal.core.market import Prices
-from rebal.core.tree import FloatArray, IntArray
+from rebal.core.tree import FloatArray, IntArray, assembled
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,7 +50,7 @@ class History:
     def row_prices(self, row: int) -> Prices:
         """The core's prices at `row`: each float's exact value as a decimal (it reads back as the same
         float, which is what the diff and the planner compute with), made when the core asks for it."""
-        return Prices(self.quote, _Row(self, row))
+        return assembled(Prices, quote=self.quote, prices=_Row(self, row), venues={})
 
     def row_values(self, row: int) -> Mapping[str, float]:
         """The valuation price of each asset at `row` (the valuation currency's is 1), read when asked."""
