@@ -23,8 +23,9 @@ with one group sharing its cash, a numba ``pre_segment_func_nb`` that decides th
 precomputed mask; the bands from the current weights, exactly) and sorts the orders sells-first
 (``sort_call_seq_nb``), and an ``order_func_nb`` placing target-percent orders. Its first call in a
 process compiles (numba): reported apart (`compile`), then timed warm (best of two, by CPU). Ours:
-best of two as well, by CPU: `replay` of each policy (the screen, the core's `evaluate` on the rows it
-proposes, `plan_rebalance` when one fires, the fill), and its figures.
+best of two as well, by CPU: `replay_all` of the policies, as `rebal backtest` replays them (each policy's
+screen, the core's `evaluate` on the rows it proposes, `plan_rebalance` when one fires, the fill; the
+screens of the policies scan their rows together), and each policy's figures.
 
 Agreement (monthly, 10 and 100 assets): final value and fees. With our own fill rule they differ from bt's
 and vectorbt's by what their rules explain (bt spends a buy's budget including the fee and sells more to
