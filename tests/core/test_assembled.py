@@ -20,7 +20,8 @@ REAL = {"name": "p", "children": [{"name": "spot", "kind": "account", "exchange"
         "children": [{"name": "usd", "asset": "USD", "amount": "1000"},
                      {"name": "btc", "asset": "BTC", "amount": "2"}]}]}  # fmt: skip
 TARGET = {"name": "p", "children": [{"name": "spot", "weight": 1, "children": [
-    {"name": "btc", "asset": "BTC", "weight": "50%"}, {"name": "eth", "asset": "ETH", "weight": "50%"}]}]}  # fmt: skip
+    {"name": "btc", "asset": "BTC", "weight": "50%"},
+    {"name": "eth", "asset": "ETH", "weight": "50%"}]}]}  # fmt: skip
 PRICES = Prices.parse({"quote": "USD", "prices": {"USD": "1", "BTC": "700", "ETH": "30"}})
 MARKETS = Markets.parse({"x": {"BTC/USD": {"fee_rate": "0.001"}, "ETH/USD": {"fee_rate": "0.001"}}})
 
