@@ -81,7 +81,7 @@ BAD_HISTORIES = {
     ),
     "no date": ("day,BTC,ETH\n2024-01-01,1,2\n", f"{AT} 1: no date column"),
     "short row": (csv("2024-01-01,1,2", "2024-01-02,1"), f"{AT} 3: 2 columns, the header has 3"),
-    "one row": (csv("2024-01-01,1,2"), "history.csv: 1 row(s) of prices: a backtest needs at least two"),
+    "one row": (csv("2024-01-01,1,2"), f"{AT} 3: the file ends with one row of prices"),
 }
 
 

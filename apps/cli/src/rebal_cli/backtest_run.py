@@ -14,19 +14,22 @@ from rebal.core.backtest import Comparison, Figures, History, Overdrawn, compare
 from rebal.core.backtest.start import at_target, valuation_currency, with_cash_wallets
 from rebal.core.errors import InputError
 from rebal.core.market import Markets
-from rebal.core.numbers import parse_decimal
+from rebal.core.numbers import RANGE, in_range, parse_decimal
 from rebal.core.policy import Policy
 from rebal.core.tree import Role, Tree, parse_tree
 from rebal.io import FileError, load
 from rebal.policy import load_policy
 from rebal.trigger import instant_text
-from rebal_cli.backtest_files import Flows, HistoryError, duration_text, read_flows, read_history
+from rebal_cli.backtest_files import Flows, HistoryError, read_flows, read_history
 from rebal_cli.render import console
 from rebal_cli.support import fail, write_json
 
 # The exchange of a target that names no account (it becomes one account) when --markets does not name
 # exactly one exchange: unknown to any markets file, so unconstrained and free of fees.
 DEFAULT_EXCHANGE = "backtest"
+# Where the portfolio starts without --real or --initial: at the target holding this much of the valuation
+# currency (Portfolio Visualizer's default start, 10,000).
+DEFAULT_INITIAL = "10000"
 # Figures as shown: money to the cent, ratios to 6 places, percentage points to 4.
 MONEY_PLACES, RATIO_PLACES, POINT_PLACES = 2, 6, 4
 # The table's width when the output is not a terminal (a file, a pipe): every column in full.
@@ -56,10 +59,11 @@ def figures_json(name: str, figures: Figures) -> dict[str, Any]:
     }
 
 
-def comparison_json(comparison: Comparison) -> dict[str, Any]:
-    """The `--json` document: ``{"frequency", "policies", "baseline", "buy_and_hold"}``."""
+def comparison_json(comparison: Comparison, frequency: str) -> dict[str, Any]:
+    """The `--json` document: ``{"frequency", "policies", "baseline", "buy_and_hold"}``; `frequency` is
+    the history's spacing as its figures are annualised (`rebal.core.backtest.history.Spacing.label`)."""
     return {
-        "frequency": duration_text(comparison.spacing),
+        "frequency": frequency,
         "policies": [figures_json(outcome.name, outcome.figures) for outcome in comparison.policies],
         "baseline": figures_json(comparison.baseline.name, comparison.baseline.figures),
         "buy_and_hold": figures_json(comparison.buy_and_hold.name, comparison.buy_and_hold.figures),
@@ -133,11 +137,9 @@ def run(
         fail("--real and --initial cannot be used together")
     amount = 0.0
     if real is None:
-        if initial is None:
-            fail("--initial AMOUNT or --real START.json: where the portfolio starts")
-        value = parse_decimal(initial)
-        if value is None or value <= 0:
-            fail(f"--initial: {initial!r} must be a decimal amount > 0")
+        value = parse_decimal(DEFAULT_INITIAL if initial is None else initial)
+        if value is None or value <= 0 or not in_range(value):
+            fail(f"--initial: {initial!r} must be a decimal amount > 0 ({RANGE})")
         amount = float(value)
     try:
         table = read_history(prices)
@@ -181,6 +183,7 @@ def run(
             list(zip(policy_names(policy), policies, strict=True)),
             flows=flow.amounts if flow is not None else None,
             last_rebalance=last,
+            periods_per_year=table.spacing.periods_per_year,
         )
     except Overdrawn as exc:
         assert flows is not None and flow is not None, "only a flow overdraws"
@@ -193,9 +196,14 @@ def run(
 
         write_plot(plot, result, history)
     if as_json:
-        write_json(comparison_json(result))
+        write_json(comparison_json(result, table.spacing.label))
         return
-    print_comparison(result, history)
+    if real is not None:
+        begins = f"Starting from {real}."
+    else:
+        default = " (the default of --initial)" if initial is None else ""
+        begins = f"Starting at the target with {amount:,.2f} {history.quote}{default}."
+    print_comparison(result, history, table.spacing.label, begins)
 
 
 def overdrawn_text(path: Path, flows: Flows, exc: Overdrawn, history: History) -> str:
@@ -208,16 +216,18 @@ def overdrawn_text(path: Path, flows: Flows, exc: Overdrawn, history: History) -
     )
 
 
-def print_comparison(result: Comparison, history: History) -> None:
-    """The figures as a table, one row per policy, then the baseline and buy-and-hold."""
+def print_comparison(result: Comparison, history: History, frequency: str, begins: str) -> None:
+    """The figures as a table, one row per policy, then the baseline and buy-and-hold; `begins` says
+    where the portfolio starts."""
     out = console()
     if not out.is_terminal:  # a pipe or a file: the whole table, unwrapped
         out = Console(highlight=False, width=TABLE_WIDTH)
     first, last = instant_text(int(history.times[0])), instant_text(int(history.times[-1]))
     out.print(
-        f"{len(history)} rows from {first} to {last}, one every {duration_text(result.spacing)} "
+        f"{len(history)} rows from {first} to {last}, one every {frequency} "
         f"({result.periods_per_year:.2f} a year); values in {history.quote}"
     )
+    out.print(begins)
     table = RichTable()
     columns = (
         ("policy", "left"),
