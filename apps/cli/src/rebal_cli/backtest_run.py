@@ -11,7 +11,15 @@ from rich.console import Console
 from rich.table import Table as RichTable
 
 from rebal.core.backtest import Comparison, Figures, History, Overdrawn, compare
-from rebal.core.backtest.start import at_target, valuation_currency, with_cash_wallets
+from rebal.core.backtest.start import (
+    added_wallets,
+    at_target,
+    free_markets,
+    quiet_added_cash,
+    valuation_currency,
+    with_cash_wallets,
+)
+from rebal.core.diff import diff_trees
 from rebal.core.errors import InputError
 from rebal.core.market import Markets
 from rebal.core.numbers import RANGE, in_range, parse_decimal
@@ -170,17 +178,24 @@ def run(
         if real_doc is not None:
             start = with_cash_wallets(real_doc, quote)
             last = None
+            amount = float(
+                diff_trees(parse_tree(start, "real"), target_tree, history.row_prices(0)).current_value[0]
+            )
         else:
             start = at_target(
                 target_doc, target_tree, amount, history.row_prices(0), _exchange_for(market_table)
             )
             last = int(history.times[0])
+        added = added_wallets(start, real_doc if real_doc is not None else target_doc)
         result = compare(
             history,
             start,
             target_tree,
-            market_table,
-            list(zip(policy_names(policy), policies, strict=True)),
+            free_markets(market_table, start, history, amount),
+            [
+                (name, quiet_added_cash(rule, added))
+                for name, rule in zip(policy_names(policy), policies, strict=True)
+            ],
             flows=flow.amounts if flow is not None else None,
             last_rebalance=last,
             periods_per_year=table.spacing.periods_per_year,
@@ -189,8 +204,7 @@ def run(
         assert flows is not None and flow is not None, "only a flow overdraws"
         fail(overdrawn_text(flows, flow, exc, history))
     except InputError as exc:
-        source = sources.get(exc.source)
-        fail(f"{source}: {exc}" if source is not None else str(exc))
+        fail(replay_error_text(exc, sources, markets, prices))
     if plot is not None:
         from rebal_cli.backtest_plot import write_plot
 
@@ -204,6 +218,22 @@ def run(
         default = " (the default of --initial)" if initial is None else ""
         begins = f"Starting at the target with {amount:,.2f} {history.quote}{default}."
     print_comparison(result, history, table.spacing.label, begins)
+
+
+# The planner's advice for an order of more than 2**53 steps speaks to `rebal plan`'s options
+# (rebal.core.plan._too_many_steps); a backtest's orders come from its history, start and markets.
+PLAN_ADVICE = "check the amounts, prices and --invest"
+
+
+def replay_error_text(
+    exc: InputError, sources: dict[str, Path | None], markets: Path | None, prices: Path
+) -> str:
+    """What the core refused during the replay, named by the backtest's input it is about: the one the
+    core names, else the markets file (steps, minimums) or, without one, the price history."""
+    source = sources.get(exc.source) if exc.source else (markets or prices)
+    where = "" if markets is not None else " in a markets file (--markets)"
+    text = str(exc).replace(PLAN_ADVICE, f"give that market a coarser amount_step{where}")
+    return f"{source}: {text}" if source is not None else text
 
 
 def overdrawn_text(path: Path, flows: Flows, exc: Overdrawn, history: History) -> str:
