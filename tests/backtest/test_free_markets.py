@@ -90,3 +90,26 @@ def test_only_a_relative_band_is_taken_off_the_added_cash_and_the_users_word_win
     assert quiet_added_cash(absolute, ["p/usd"]) is absolute  # no relative band: nothing to take off
     own = Policy(bands=Bands(relative=0.2), overrides={"p/usd": {"relative": 0.5}})
     assert quiet_added_cash(own, ["p/usd"]) is own
+
+
+ON_BINANCE = {"name": "p", "children": [
+    {"name": "spot", "kind": "account", "exchange": "binance", "quote": "USD", "weight": 1,
+     "children": NO_CASH["children"]},
+]}  # fmt: skip
+
+
+@pytest.mark.parametrize(("exchanges", "target"), [(("binanse",), ON_BINANCE), (("ex", "ex2"), NO_CASH)])
+def test_a_markets_exchange_no_account_is_on_is_a_warning(
+    tmp_path: Path, exchanges: tuple[str, ...], target: object
+) -> None:
+    """Failed before: a misspelt exchange, or a target naming no account with a markets file of two
+    exchanges (its account is on `backtest`), replayed free of fees without a word."""
+    markets = {name: {f"{a}/USD": {"fee_rate": "0.001"} for a in ("AAA", "BBB", "CCC")} for name in exchanges}
+    (tmp_path / "markets.json").write_bytes(orjson.dumps(markets))
+    extra = ("--initial", "10000", "--markets", str(tmp_path / "markets.json"))
+    code, _, stderr = backtest(tmp_path, "three_assets.csv", target, "drift_relative = 0.2\n", *extra)
+    assert code == 0, stderr
+    unused = "no account is on this exchange; its markets are not used"
+    assert stderr.splitlines() == [
+        f"warning: {tmp_path / 'markets.json'}: {name}: {unused}" for name in exchanges
+    ]

@@ -12,6 +12,7 @@ from rich.table import Table as RichTable
 
 from rebal.core.backtest import Comparison, Figures, History, Overdrawn, compare
 from rebal.core.backtest.start import (
+    accounts_of,
     added_wallets,
     at_target,
     free_markets,
@@ -30,7 +31,7 @@ from rebal.policy import load_policy
 from rebal.trigger import instant_text
 from rebal_cli.backtest_files import Flows, HistoryError, read_flows, read_history
 from rebal_cli.render import console
-from rebal_cli.support import fail, write_json
+from rebal_cli.support import exchanges_not_held, fail, warn, write_json
 
 # The exchange of a target that names no account (it becomes one account) when --markets does not name
 # exactly one exchange: unknown to any markets file, so unconstrained and free of fees.
@@ -187,6 +188,9 @@ def run(
             )
             last = int(history.times[0])
         added = added_wallets(start, real_doc if real_doc is not None else target_doc)
+        if markets is not None:
+            held = {str(account.get("exchange", "")) for account in accounts_of(start)}
+            warn(exchanges_not_held(held, [(markets, "", market_table.exchanges.keys(), "markets")]))
         result = compare(
             history,
             start,

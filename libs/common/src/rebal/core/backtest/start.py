@@ -54,13 +54,14 @@ def _nodes(doc: Doc) -> Iterator[Doc]:
         stack.extend(reversed(node.get("children") or []))
 
 
-def _accounts(doc: Doc) -> list[Doc]:
+def accounts_of(doc: Doc) -> list[Doc]:
+    """The account nodes of a tree document, in tree order."""
     return [node for node in _nodes(doc) if node.get("kind") == ACCOUNT]
 
 
 def valuation_currency(docs: Collection[Doc], columns: Collection[str]) -> str:
     """See the module's docstring."""
-    quotes = {str(node["quote"]) for doc in docs for node in _accounts(doc) if "quote" in node}
+    quotes = {str(node["quote"]) for doc in docs for node in accounts_of(doc) if "quote" in node}
     if len(quotes) == 1 and not quotes & set(columns):
         return quotes.pop()
     return DEFAULT_QUOTE
@@ -69,7 +70,7 @@ def valuation_currency(docs: Collection[Doc], columns: Collection[str]) -> str:
 def with_cash_wallets(doc: Doc, default_quote: str) -> Doc:
     """A copy of a real tree document whose every account holds a wallet of its quote."""
     out = copy.deepcopy(doc)
-    for account in _accounts(out):
+    for account in accounts_of(out):
         quote = str(account.get("quote", default_quote))
         if any(node.get("asset") == quote for node in _nodes(account)):
             continue
@@ -90,7 +91,7 @@ def at_target(target_doc: Doc, target: Tree, amount: float, prices: Prices, exch
             node.pop(key, None)
         if "asset" in node:
             node["amount"] = "0"
-    if not _accounts(real):
+    if not accounts_of(real):
         real["kind"] = ACCOUNT
         real.setdefault("exchange", exchange)
     real = with_cash_wallets(real, prices.quote)
@@ -125,7 +126,7 @@ def free_markets(markets: Markets, start: Doc, history: History, value: float) -
     of the history (and the valuation currency) against each quote of its accounts, no fee, no minimum,
     a step of `FREE_STEP_SHARE` of `value` (the starting value) at the pair's lowest price."""
     quotes: dict[str, set[str]] = {}
-    for account in _accounts(start):
+    for account in accounts_of(start):
         exchange = str(account.get("exchange", ""))
         if exchange not in markets.exchanges:
             quotes.setdefault(exchange, set()).add(str(account.get("quote", history.quote)))
