@@ -4,13 +4,14 @@ command and its options: `rebal_cli.backtest`)."""
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from rebal.core.backtest import Comparison, Figures, History, Overdrawn, compare
+from rebal.core.backtest import BASELINE, BUY_AND_HOLD, Comparison, Figures, History, Overdrawn, compare
 from rebal.core.backtest.start import (
     accounts_of,
     added_wallets,
@@ -39,6 +40,8 @@ DEFAULT_EXCHANGE = "backtest"
 # Where the portfolio starts without --real or --initial: at the target holding this much of the valuation
 # currency (Portfolio Visualizer's default start, 10,000).
 DEFAULT_INITIAL = "10000"
+# The reference rows: no policy row is named like them.
+REFERENCE_NAMES = (BASELINE, BUY_AND_HOLD)
 # Figures as shown: money to the cent, ratios to 6 places, percentage points to 4.
 MONEY_PLACES, RATIO_PLACES, POINT_PLACES = 2, 6, 4
 # The table's width when the output is not a terminal (a file, a pipe): every column in full.
@@ -80,9 +83,20 @@ def comparison_json(comparison: Comparison, frequency: str) -> dict[str, Any]:
 
 
 def policy_names(paths: list[Path]) -> list[str]:
-    """Each policy's name: its file's stem, or the path as given when two stems are the same."""
+    """Each policy's row name: its file's stem; the path as given when another file has the same stem
+    or the stem is a reference row's name (`baseline`, `buy_and_hold`). The same file twice is refused
+    (exit 2): its two rows would be one."""
+    seen: dict[Path, Path] = {}
+    for path in paths:
+        first = seen.setdefault(path.resolve(), path)
+        if first is not path:
+            fail(f"--policy: {path} is {first} again: one policy file, one row")
     stems = [path.stem for path in paths]
-    return [stem if stems.count(stem) == 1 else str(path) for stem, path in zip(stems, paths, strict=True)]
+    names = []
+    for stem, path in zip(stems, paths, strict=True):
+        name = stem if stems.count(stem) == 1 and stem not in REFERENCE_NAMES else str(path)
+        names.append(f".{os.sep}{name}" if name in REFERENCE_NAMES else name)  # a file named `baseline`
+    return names
 
 
 def _load_tree(path: Path, role: Role) -> tuple[dict[str, Any], Tree]:
@@ -142,6 +156,7 @@ def run(
         fail("--prices and --target are needed (or --strategies and --allocation for the optimizer)")
     if not policy:
         fail("--policy: give at least one policy file")
+    names = policy_names(policy)
     if real is not None and initial is not None:
         fail("--real and --initial cannot be used together")
     amount = 0.0
@@ -196,10 +211,7 @@ def run(
             start,
             target_tree,
             free_markets(market_table, start, history, amount),
-            [
-                (name, quiet_added_cash(rule, added))
-                for name, rule in zip(policy_names(policy), policies, strict=True)
-            ],
+            [(name, quiet_added_cash(rule, added)) for name, rule in zip(names, policies, strict=True)],
             flows=flow.amounts if flow is not None else None,
             last_rebalance=last,
             periods_per_year=table.spacing.periods_per_year,
