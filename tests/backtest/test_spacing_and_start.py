@@ -185,3 +185,43 @@ def test_an_empty_flows_file_asks_for_date_and_amount(tmp_path: Path) -> None:
     history = rows("date,BTC", ["2024-01-01", "2024-01-02"], [1.0, 1.0])
     code, _, stderr = backtest(tmp_path, history, "--flows", str(tmp_path / "flows.csv"))
     assert code == 2 and "flows.csv: line 1: empty file (expected a header such as date,amount)" in stderr
+
+
+def test_help_names_the_options_values() -> None:
+    """Failed before: `--policy <list[Path]>` and `--initial <str>`."""
+    result = CliRunner().invoke(app, ["backtest", "--help"], env={"COLUMNS": "120"})
+    assert "--policy POLICY" in result.stdout and "--initial AMOUNT" in result.stdout
+    assert "list[Path]" not in result.stdout and "default: 10000" in result.stdout
+
+
+def test_a_policy_in_a_suffix_read_as_json_says_how_suffixes_pick_the_format(tmp_path: Path) -> None:
+    """Failed before: TOML text in policy.txt (read as JSON, then YAML: a string) got only "a policy is a
+    mapping of keys"."""
+    history = rows("date,BTC", ["2024-01-01", "2024-01-02"], [1.0, 1.0])
+    (tmp_path / "policy.txt").write_text("drift_absolute = 0.03\n")
+    code, _, stderr = backtest(tmp_path, history, "--policy", str(tmp_path / "policy.txt"))
+    assert code == 2
+    assert "policy.txt: a policy is a mapping of keys" in stderr
+    assert (
+        "the suffix picks the format: .toml is TOML, .yaml or .yml YAML, any other JSON (or YAML)" in stderr
+    )
+
+
+def test_the_fee_axis_starts_at_zero_when_every_fee_is_zero(tmp_path: Path) -> None:
+    """Failed before: with no fees matplotlib centred the frontier's fee axis on 0 (-0.05 to 0.05)."""
+    pytest.importorskip("matplotlib")
+    from rebal.core.backtest import History, compare
+    from rebal.core.backtest.start import at_target
+    from rebal.core.market import Markets
+    from rebal.core.policy import Bands, Policy
+    from rebal.core.tree import parse_tree
+    from rebal_cli.backtest_plot import png_figure
+
+    times = np.array([0, 86_400, 172_800], dtype=np.int64) + 1_704_067_200
+    history = History(times, ("BTC",), np.array([[100.0], [130.0], [90.0]]), "USD")
+    target = parse_tree(HALF, "target")
+    start = at_target(HALF, target, 1_000, history.row_prices(0), "backtest")
+    result = compare(history, start, target, Markets(), [("band", Policy(bands=Bands(absolute=0.05)))])
+    assert result.policies[0].figures.rebalances and result.policies[0].figures.fees == 0
+    figure = png_figure(result, [np.datetime64(int(t), "s").item() for t in times], "USD")
+    assert figure.axes[2].get_ylim() == (0.0, 1.0)

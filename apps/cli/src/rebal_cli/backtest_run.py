@@ -42,8 +42,9 @@ DEFAULT_EXCHANGE = "backtest"
 DEFAULT_INITIAL = "10000"
 # The reference rows: no policy row is named like them.
 REFERENCE_NAMES = (BASELINE, BUY_AND_HOLD)
-# Figures as shown: money to the cent, ratios to 6 places, percentage points to 4.
-MONEY_PLACES, RATIO_PLACES, POINT_PLACES = 2, 6, 4
+# Figures as shown (docs/backtest.md, "Figures"): money to the cent, ratios to 6 places (Sharpe, a ratio of
+# a mean to a deviation each known to a few digits, to 4), percentage points to 4.
+MONEY_PLACES, RATIO_PLACES, POINT_PLACES, SHARPE_PLACES = 2, 6, 4, 4
 # The table's width when the output is not a terminal (a file, a pipe): every column in full.
 TABLE_WIDTH = 160
 
@@ -67,7 +68,7 @@ def figures_json(name: str, figures: Figures) -> dict[str, Any]:
         "cagr": _number(figures.cagr, RATIO_PLACES),
         "volatility": _number(figures.volatility, RATIO_PLACES),
         "max_drawdown": _number(figures.max_drawdown, RATIO_PLACES),
-        "sharpe": _number(figures.sharpe, POINT_PLACES),
+        "sharpe": _number(figures.sharpe, SHARPE_PLACES),
     }
 
 
