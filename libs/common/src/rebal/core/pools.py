@@ -532,24 +532,30 @@ def _optimised(
         # Money that no network can move to the best ask: those pools buy where their money is, the lowest
         # ask plus fees first, each account with its own money and what its sells bring. Money that moves
         # at a fee above what buying at the best ask saves: the pools buy as the plain plan does, in
-        # proportion to each account's money. Either way the sells stay at the best bid.
-        budget = accounts.cash + _by_row(row, proceeds, accounts)
+        # proportion to each account's money, or each account with its own money at the lowest ask first
+        # where that buys all the pool needs and costs less (a network that moves money dear never makes
+        # a pool buy dearer than no network would). Either way the sells stay at the best bid.
         shortfall = np.maximum(-excess, 0.0)
         stuck = ~np.isfinite(cost)
-        local = np.where(
-            stuck[cells.pool],
-            _local_buys(cells, group, row, budget, shortfall, stuck[cells.pool]),
-            _shared_buys(cells, group, size, row, budget, shortfall),
-        )
-        local_desired, local_money, local_cost = settled(local)
-        better = local_cost < cost
-        if better.any():
-            take = better[cells.pool]
-            bought = np.where(take, local, bought)
-            best_buy = best_buy & ~(take & (bought <= 0))
-            desired = np.where(take, local_desired, desired)
-            money = np.where(better[accounts.pool], local_money, money)
-            cost = np.where(better, local_cost, cost)
+        own = _local_buys(cells, group, row, budget, shortfall, np.ones(cells.pool.size, dtype=np.bool_))
+        covered = np.bincount(group, weights=own, minlength=size) >= shortfall * (1 - VALUE_EPSILON)
+        whole = np.bincount(cells.pool, weights=~covered[group], minlength=pools) == 0
+        shared = _shared_buys(cells, group, size, row, budget, shortfall)
+        for alternative, allowed in (
+            (np.where(stuck[cells.pool], own, shared), np.ones(pools, dtype=np.bool_)),
+            (own, whole & ~stuck),
+        ):
+            if not allowed.any():
+                continue
+            local_desired, local_money, local_cost = settled(alternative)
+            better = allowed & (local_cost < cost)
+            if better.any():
+                take = better[cells.pool]
+                bought = np.where(take, alternative, bought)
+                best_buy = best_buy & ~(take & (bought <= 0))
+                desired = np.where(take, local_desired, desired)
+                money = np.where(better[accounts.pool], local_money, money)
+                cost = np.where(better, local_cost, cost)
     return _Candidate(desired, money, cost, moves, move_pool, best_sell, best_buy, np.zeros(0), np.zeros(0))
 
 
