@@ -7,11 +7,14 @@ or named by it is a *cell* per (account, asset). Per pool and asset, the excess 
 is sold and the shortfall bought:
 
 - *optimised*: sells where the bid net of fees (on the cheapest route) is highest, taking each account's
-  free holding in turn; an account whose share must be sold moves it to the best account instead when,
-  after the network's fee, it fetches more there (`Move`, "relocation", only with a network file). Buys
-  happen where the ask plus fees is lowest; the money follows (the plan's transfers). Where a network
-  file makes moving the money dearer than it saves, the buys follow the money instead (in proportion to
-  each account's, or, where no network moves it, each account's own at the lowest ask first);
+  free holding in turn; an account whose share must be sold moves it instead to the account of the
+  pool where, after the network's fee, it fetches the most, when that is more than in place (`Move`,
+  "relocation", only with a network file; an account that takes no deposit is passed over). Buys
+  happen where the ask plus fees is lowest among the accounts the money can reach (one no other account
+  can send money to buys there with its own only); the money follows (the plan's transfers). Where a
+  network file makes moving the money dearer than it saves, the buys follow the money instead: in
+  proportion to each account's, or each account's own at the lowest ask first where that buys all the
+  pool needs at a lower cost (and, where no network moves it, each account's own);
 - *plain* ("trade where the asset sits"): the excess is sold by every holder in proportion to what it
   holds, the shortfall bought by every account in proportion to the money it has (its cash and what its
   sells bring); nothing moves.
@@ -578,8 +581,9 @@ def _reachable_buys(
     bought = np.where(best_buy, shortfall[group], 0.0)
     best = np.flatnonzero(best_buy & (shortfall[group] > 0))
     unit = cells.price * cells.ask
-    closed = ~_receives(diff, networks, accounts, row[best])
-    short = closed & (budget[row[best]] < shortfall[group[best]] * unit[best])
+    # Only an account its own money does not cover needs money sent: whether any can reach it.
+    best = best[budget[row[best]] < shortfall[group[best]] * unit[best]]
+    short = ~_receives(diff, networks, accounts, row[best])
     if not short.any():
         return bought, best_buy
     affected = contains(np.unique(group[best[short]]), group)
@@ -612,24 +616,30 @@ def _receives(diff: DiffTree, networks: Networks, accounts: Accounts, rows: IntA
     tree = diff.tree
     if not rows.size:
         return np.zeros(0, dtype=np.bool_)
-    starts = np.searchsorted(accounts.pool, np.arange(int(accounts.pool.max(initial=0)) + 2))
-    found: dict[tuple[int, str], bool] = {}
-    result = np.zeros(rows.size, dtype=np.bool_)
-    for i, r in enumerate(rows.tolist()):
-        pool = int(accounts.pool[r])
-        exchange, quote = tree.accounts[int(accounts.account[r])]
-        key = (pool, exchange)
-        if key not in found:
-            others = [
-                tree.accounts[int(node)][0]
-                for at, node in enumerate(accounts.account[starts[pool] : starts[pool + 1]].tolist())
-                if starts[pool] + at != r
-            ]
-            found[key] = any(
-                not isinstance(networks.ways(other, exchange, quote), str) for other in sorted(set(others))
-            )
-        result[i] = found[key]
-    return result
+    exchanges = sorted({exchange for exchange, _ in tree.accounts.values()})
+    exchange_id = {name: i for i, name in enumerate(exchanges)}
+    venue = np.array([exchange_id[tree.accounts[node][0]] for node in accounts.account.tolist()], np.int64)
+    n_pools = int(accounts.pool.max(initial=0)) + 1
+    # Per pool, how many of its accounts are on each exchange (few exchanges, many pools).
+    count = np.bincount(accounts.pool * len(exchanges) + venue, minlength=n_pools * len(exchanges))
+    count = count.reshape(n_pools, len(exchanges))
+    pool, own = accounts.pool[rows], venue[rows]
+    others = count[pool] > 0
+    others[np.arange(rows.size), own] = count[pool, own] > 1
+    quote = diff.account_quote[accounts.account[rows]]
+    # Per (other exchanges present, own exchange, quote): whether one of them has an open way in.
+    combos = np.column_stack((others.astype(np.int64), own, quote))
+    unique, inverse = np.unique(combos, axis=0, return_inverse=True)
+    found = np.zeros(len(unique), dtype=np.bool_)
+    for i, combo in enumerate(unique.tolist()):
+        *present, into, quote_id = combo
+        name = diff.asset_names[quote_id]
+        found[i] = any(
+            not isinstance(networks.ways(exchanges[out], exchanges[into], name), str)
+            for out, here in enumerate(present)
+            if here
+        )
+    return found[inverse.reshape(-1)]
 
 
 def _hub_pairs(cells: Cells, group: IntArray, size: int, sellers: IntArray) -> tuple[IntArray, IntArray]:
