@@ -518,40 +518,39 @@ def _optimised(
             diff, networks, cells, accounts, (group, size, row), budget, np.maximum(-excess, 0.0), best_buy
         )
 
-    def settled(bought: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+    def settled(bought: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+        """What `bought` leaves: the desired amounts, the money, the cost and its network fees (per pool)."""
         desired = cells.held - sold + bought
         cash_after = accounts.cash + _by_row(row, proceeds - bought * cells.price, accounts)
         money_target = value - np.bincount(cells.pool, weights=desired * cells.price, minlength=pools)
         money = _money(accounts, pools, cash_after, money_target)
-        cost = (
-            trade_cost
-            + _sum(cells.pool, bought * cells.price * _finite(cells.ask - 1), pools)
-            + _money_fees(diff, trading, accounts, pools, cash_after, money)
-        )
-        return desired, money, cost
+        fees = _money_fees(diff, trading, accounts, pools, cash_after, money)
+        cost = trade_cost + _sum(cells.pool, bought * cells.price * _finite(cells.ask - 1), pools) + fees
+        return desired, money, cost, fees
 
-    desired, money, cost = settled(bought)
+    desired, money, cost, _ = settled(bought)
     if networks is not None:
         # Money that no network can move to the best ask: those pools buy where their money is, the lowest
         # ask plus fees first, each account with its own money and what its sells bring. Money that moves
         # at a fee above what buying at the best ask saves: the pools buy as the plain plan does, in
-        # proportion to each account's money, or each account with its own money at the lowest ask first
-        # where that buys all the pool needs and costs less (a network that moves money dear never makes
-        # a pool buy dearer than no network would). Either way the sells stay at the best bid.
+        # proportion to each account's money, or, where that buys all the pool needs without money sent
+        # at a fee and costs less, each account with its own money at the lowest ask first (what the pool
+        # would buy with no network: a network that moves money dear never makes the buys dearer than
+        # none). Either way the sells stay at the best bid.
         shortfall = np.maximum(-excess, 0.0)
         stuck = ~np.isfinite(cost)
         own = _local_buys(cells, group, row, budget, shortfall, np.ones(cells.pool.size, dtype=np.bool_))
         covered = np.bincount(group, weights=own, minlength=size) >= shortfall * (1 - VALUE_EPSILON)
         whole = np.bincount(cells.pool, weights=~covered[group], minlength=pools) == 0
         shared = _shared_buys(cells, group, size, row, budget, shortfall)
-        for alternative, allowed in (
-            (np.where(stuck[cells.pool], own, shared), np.ones(pools, dtype=np.bool_)),
-            (own, whole & ~stuck),
+        for alternative, allowed, free in (
+            (np.where(stuck[cells.pool], own, shared), np.ones(pools, dtype=np.bool_), False),
+            (own, whole & ~stuck, True),
         ):
             if not allowed.any():
                 continue
-            local_desired, local_money, local_cost = settled(alternative)
-            better = allowed & (local_cost < cost)
+            local_desired, local_money, local_cost, fees = settled(alternative)
+            better = allowed & (local_cost < cost) & ((fees == 0) | (not free))
             if better.any():
                 take = better[cells.pool]
                 bought = np.where(take, alternative, bought)
