@@ -518,23 +518,28 @@ def _optimised(
             diff, networks, cells, accounts, (group, size, row), budget, np.maximum(-excess, 0.0), best_buy
         )
 
-    def settled(bought: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
-        """What `bought` leaves: the desired amounts, the money, the cost and its network fees (per pool)."""
+    def settled(bought: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray, BoolArray]:
+        """What `bought` leaves: the desired amounts, the money, the cost, and per pool whether an account
+        buys more than it has (money must be sent)."""
         desired = cells.held - sold + bought
         cash_after = accounts.cash + _by_row(row, proceeds - bought * cells.price, accounts)
         money_target = value - np.bincount(cells.pool, weights=desired * cells.price, minlength=pools)
         money = _money(accounts, pools, cash_after, money_target)
-        fees = _money_fees(diff, trading, accounts, pools, cash_after, money)
-        cost = trade_cost + _sum(cells.pool, bought * cells.price * _finite(cells.ask - 1), pools) + fees
-        return desired, money, cost, fees
+        cost = (
+            trade_cost
+            + _sum(cells.pool, bought * cells.price * _finite(cells.ask - 1), pools)
+            + _money_fees(diff, trading, accounts, pools, cash_after, money)
+        )
+        short = -cash_after > VALUE_EPSILON * np.maximum(money, 1.0)
+        return desired, money, cost, np.bincount(accounts.pool, weights=short, minlength=pools) > 0
 
     desired, money, cost, _ = settled(bought)
     if networks is not None:
         # Money that no network can move to the best ask: those pools buy where their money is, the lowest
         # ask plus fees first, each account with its own money and what its sells bring. Money that moves
         # at a fee above what buying at the best ask saves: the pools buy as the plain plan does, in
-        # proportion to each account's money, or, where that buys all the pool needs without money sent
-        # at a fee and costs less, each account with its own money at the lowest ask first (what the pool
+        # proportion to each account's money, or, where that buys all the pool needs with no money sent
+        # and costs less, each account with its own money at the lowest ask first (what the pool
         # would buy with no network: a network that moves money dear never makes the buys dearer than
         # none). Either way the sells stay at the best bid.
         shortfall = np.maximum(-excess, 0.0)
@@ -549,8 +554,8 @@ def _optimised(
         ):
             if not allowed.any():
                 continue
-            local_desired, local_money, local_cost, fees = settled(alternative)
-            better = allowed & (local_cost < cost) & ((fees == 0) | (not free))
+            local_desired, local_money, local_cost, sends = settled(alternative)
+            better = allowed & (local_cost < cost) & ~(sends & free)
             if better.any():
                 take = better[cells.pool]
                 bought = np.where(take, alternative, bought)
