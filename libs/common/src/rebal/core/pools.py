@@ -12,9 +12,9 @@ is sold and the shortfall bought:
   "relocation", only with a network file; an account that takes no deposit is passed over). Buys
   happen where the ask plus fees is lowest among the accounts the money can reach (one no other account
   can send money to buys there with its own only); the money follows (the plan's transfers). Where a
-  network file makes moving the money dearer than it saves, the buys follow the money instead: in
-  proportion to each account's, or each account's own at the lowest ask first where that buys all the
-  pool needs at a lower cost (and, where no network moves it, each account's own);
+  network file makes moving the money dearer than it saves, the buys follow the money instead (in
+  proportion to each account's, or, where no network moves it, each account's own at the lowest ask
+  first);
 - *plain* ("trade where the asset sits"): the excess is sold by every holder in proportion to what it
   holds, the shortfall bought by every account in proportion to the money it has (its cash and what its
   sells bring); nothing moves.
@@ -518,9 +518,7 @@ def _optimised(
             diff, networks, cells, accounts, (group, size, row), budget, np.maximum(-excess, 0.0), best_buy
         )
 
-    def settled(bought: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray, BoolArray]:
-        """What `bought` leaves: the desired amounts, the money, the cost, and per pool whether an account
-        buys more than it has (money must be sent)."""
+    def settled(bought: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
         desired = cells.held - sold + bought
         cash_after = accounts.cash + _by_row(row, proceeds - bought * cells.price, accounts)
         money_target = value - np.bincount(cells.pool, weights=desired * cells.price, minlength=pools)
@@ -530,39 +528,31 @@ def _optimised(
             + _sum(cells.pool, bought * cells.price * _finite(cells.ask - 1), pools)
             + _money_fees(diff, trading, accounts, pools, cash_after, money)
         )
-        short = -cash_after > VALUE_EPSILON * np.maximum(money, 1.0)
-        return desired, money, cost, np.bincount(accounts.pool, weights=short, minlength=pools) > 0
+        return desired, money, cost
 
-    desired, money, cost, _ = settled(bought)
+    desired, money, cost = settled(bought)
     if networks is not None:
         # Money that no network can move to the best ask: those pools buy where their money is, the lowest
         # ask plus fees first, each account with its own money and what its sells bring. Money that moves
         # at a fee above what buying at the best ask saves: the pools buy as the plain plan does, in
-        # proportion to each account's money, or, where that buys all the pool needs with no money sent
-        # and costs less, each account with its own money at the lowest ask first (what the pool
-        # would buy with no network: a network that moves money dear never makes the buys dearer than
-        # none). Either way the sells stay at the best bid.
+        # proportion to each account's money. Either way the sells stay at the best bid.
+        budget = accounts.cash + _by_row(row, proceeds, accounts)
         shortfall = np.maximum(-excess, 0.0)
         stuck = ~np.isfinite(cost)
-        own = _local_buys(cells, group, row, budget, shortfall, np.ones(cells.pool.size, dtype=np.bool_))
-        covered = np.bincount(group, weights=own, minlength=size) >= shortfall * (1 - VALUE_EPSILON)
-        whole = np.bincount(cells.pool, weights=~covered[group], minlength=pools) == 0
-        shared = _shared_buys(cells, group, size, row, budget, shortfall)
-        for alternative, allowed, free in (
-            (np.where(stuck[cells.pool], own, shared), np.ones(pools, dtype=np.bool_), False),
-            (own, whole & ~stuck, True),
-        ):
-            if not allowed.any():
-                continue
-            local_desired, local_money, local_cost, sends = settled(alternative)
-            better = allowed & (local_cost < cost) & ~(sends & free)
-            if better.any():
-                take = better[cells.pool]
-                bought = np.where(take, alternative, bought)
-                best_buy = best_buy & ~(take & (bought <= 0))
-                desired = np.where(take, local_desired, desired)
-                money = np.where(better[accounts.pool], local_money, money)
-                cost = np.where(better, local_cost, cost)
+        local = np.where(
+            stuck[cells.pool],
+            _local_buys(cells, group, row, budget, shortfall, stuck[cells.pool]),
+            _shared_buys(cells, group, size, row, budget, shortfall),
+        )
+        local_desired, local_money, local_cost = settled(local)
+        better = local_cost < cost
+        if better.any():
+            take = better[cells.pool]
+            bought = np.where(take, local, bought)
+            best_buy = best_buy & ~(take & (bought <= 0))
+            desired = np.where(take, local_desired, desired)
+            money = np.where(better[accounts.pool], local_money, money)
+            cost = np.where(better, local_cost, cost)
     return _Candidate(desired, money, cost, moves, move_pool, best_sell, best_buy, np.zeros(0), np.zeros(0))
 
 
