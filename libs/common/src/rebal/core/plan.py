@@ -749,9 +749,10 @@ def cost_floor(diff: DiffTree, groups: _Groups) -> float:
     """A lower bound of the estimated total cost (`Notes.total`: fees, spreads against the reference
     prices, withdrawal fees) of the plan `_plan_groups` makes of `groups` (every group direct, else
     -inf), read from its first phase alone, before any money moves: its sells (their steps and skips
-    never depend on budgets or transfers) cost exactly what they cost; a buy, squeezed, dropped or raised
-    to a minimum by the budgets, costs at least nothing, or, where buying below the reference pays more
-    than its fee, at least its largest size's (wanted or minimum steps) negative cost; a transfer's fee is
+    never depend on budgets or transfers) cost exactly what they cost; a buy costs at least its fewest
+    steps' cost (`_fewest_buy_steps`: what the budgets leave it at the least; nothing where it may be
+    dropped) where buying costs more than the reference, else, buying below the reference paying more
+    than its fee, its largest size's (wanted or raised to its minimum) negative cost; a transfer's fee is
     never negative. Only where every account trades against one quote (else money may arrive in
     another asset and be converted there, `_conversion`: orders the first phase does not know), else
     -inf. Less room for the float sums (1e-8 of every term, far above their rounding)."""
@@ -759,20 +760,71 @@ def cost_floor(diff: DiffTree, groups: _Groups) -> float:
     if not groups.all_direct or not groups.size or len(quotes) > 1:
         return -math.inf
     steps, cost = groups.size_direct()
-    sold = groups.sells & (groups.reasons(steps, cost) == 0)
+    emitted = groups.reasons(steps, cost) == 0
+    sold = groups.sells & emitted
     # The largest a buy can be: its wanted steps, or the minimum the small-buy policy raises it to.
     largest = np.where(groups.sells, steps, np.maximum(steps, groups.min_steps()))
-    amount = np.where(sold | ~groups.sells, largest, 0) * groups.step
-    # As `rebal.core.where` prices an order: at the side's venue price, the reference in the valuation
-    # currency.
-    traded = amount * groups.price * diff.asset_price[groups.quote_id[groups.account]]
-    fees = traded * groups.fee
-    reference = amount * groups.value_price
-    spread = np.where(groups.sells, reference - traded, traded - reference)
+    fewest = _fewest_buy_steps(diff, groups, steps, cost, emitted)
+    quote_price = diff.asset_price[groups.quote_id[groups.account]]
+    fees, spread = _order_costs(groups, np.where(sold | ~groups.sells, largest, 0) * groups.step, quote_price)
+    least_fees, least_spread = _order_costs(groups, fewest * groups.step, quote_price)
     each = fees + spread
-    floor = float(each[sold].sum() + np.minimum(each[~groups.sells], 0.0).sum())
+    # A buy costing more than the reference costs at least its fewest steps' (both positive), one below
+    # it at least its largest size's (both negative): the lesser of the two.
+    buys = np.minimum(each, least_fees + least_spread)[~groups.sells]
+    floor = float(each[sold].sum() + buys.sum())
     room = 1e-8 * float(np.abs(fees).sum() + np.abs(spread).sum())
     return floor - room if math.isfinite(floor) and math.isfinite(room) else -math.inf
+
+
+def _order_costs(
+    groups: _Groups, amount: FloatArray, quote_price: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """Per group, the fees and the spread against the reference of an order of `amount`, as
+    `rebal.core.where` prices it: at the side's venue price, the reference in the valuation currency."""
+    traded = amount * groups.price * quote_price
+    reference = amount * groups.value_price
+    return traded * groups.fee, np.where(groups.sells, reference - traded, traded - reference)
+
+
+def _fewest_buy_steps(
+    diff: DiffTree, groups: _Groups, steps: IntArray, cost: FloatArray, emitted: BoolArray
+) -> IntArray:
+    """Per group, the fewest steps `_plan_groups` can leave a buy of `groups` (every group direct, no
+    move) emitted at, 0 where it may not emit it: a buy the first phase emits is squeezed (then maybe
+    dropped) only by its account's budget, and the budget is at least the account's cash (free quote
+    and sale proceeds) less what its transfers can take out (`_transfers`: what the cash spares after
+    its own buys, or, where the account's value is above its target, that surplus, whichever is more;
+    what comes in, net of fees, is never negative). The steps the scale of that least budget leaves
+    are at most the plan's (`_squeezed_steps`: the scale and its whole steps only grow with the budget);
+    kept only where they clear every minimum (then the plan's larger order clears them too)."""
+    fewest = np.zeros(groups.size, dtype=np.int64)
+    accounts = groups.accounts
+    quote_price = diff.asset_price[groups.quote_id[accounts]]
+    if groups._moved[0] or not np.all((quote_price > 0) & np.isfinite(quote_price)):
+        return fewest  # a move shifts the surpluses (`_transfers`): not bounded here
+    slots = accounts.size
+    buys = emitted & ~groups.sells
+    # The first phase's money, as `_plan_groups` counts it.
+    sold = emitted & groups.sells
+    proceeds = np.bincount(groups.slot[sold], weights=(cost * groups.sell_keep)[sold], minlength=slots)
+    wanted = np.bincount(groups.slot[buys], weights=(cost * groups.buy_pay)[buys], minlength=slots)
+    cash = groups.free_quote + proceeds
+    active = diff.operation[accounts] != HOLD
+    surplus = np.where(active, diff.current_value[accounts] - diff.desired_value[accounts], 0.0)
+    out = np.maximum(np.maximum(cash - wanted, 0.0), np.maximum(surplus, 0.0) / quote_price)
+    # Room for the float sums of the transfers and the budget (1e-9 relative, far above their rounding).
+    out = out * (1 + 1e-9)
+    least = np.maximum(cash - out - 1e-9 * (np.abs(cash) + out), 0.0)
+    if not (np.all(np.isfinite(least)) and np.all(np.isfinite(wanted))):
+        return fewest
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = np.where(wanted > least, least * (1 - BUDGET_SAFETY) / wanted, 1.0)
+    fewest[buys] = np.floor(steps[buys] * np.minimum(scale[groups.slot[buys]], 1.0))
+    # Orders grow in amount, cost and value with their steps only at non-negative prices.
+    priced = (groups.step > 0) & (groups.price >= 0) & (groups.value_price >= 0)
+    clears = buys & priced & (groups.reasons(fewest, fewest * groups.step * groups.price) == 0)
+    return np.where(clears, fewest, 0)
 
 
 def _one_budget(budget: float, wanted: float) -> tuple[FloatArray, FloatArray, FloatArray]:
