@@ -225,6 +225,29 @@ def check(diff: DiffTree, markets: Markets, networks: Networks | None) -> None:
         placed = _place(diff, resolved)
         moved = replace(trading, moves=resolved.moves)
         assert round_trips(placed, moved) == reference_round_trips(placed, moved)
+        check_exact_frees(placed, markets, replace(moved, moves=moved.moves + round_trips(placed, moved)))
+
+
+def check_exact_frees(diff: DiffTree, markets: Markets, trading: Trading) -> None:
+    """The groups' exact free amounts, read only for the moves touching the groups asked for, are every
+    move's changes summed per group in the moves' order (the dict of all of them it replaced)."""
+    groups = _Groups.build(diff, markets, trading, trading.min_trade_value)
+    moves, sources, destinations = groups._moved
+    extra: dict[int, Decimal] = {}
+    for move, source, destination in zip(moves, sources, destinations, strict=True):
+        extra[source] = extra.get(source, Decimal(0)) - move.amount
+        extra[destination] = extra.get(destination, Decimal(0)) + move.received
+    every = np.arange(groups.size)
+    held = groups._members.exact_frees(groups._position[every])
+    reference = [free + extra.get(g, Decimal(0)) if moves else free for g, free in enumerate(held)]
+    for asked in (every, every[::3], every[every % 7 == 1]):
+        frees = groups.exact_frees(asked)
+        expected = [reference[g] for g in asked.tolist()]
+        assert [str(free) for free in frees] == [str(free) for free in expected]
+    for g in every[:: max(1, groups.size // 20)].tolist():
+        assert str(groups.exact_free(g)) == str(
+            groups._members.exact_free(int(groups._position[g])) + extra.get(g, Decimal(0))
+        )
 
 
 def check_cost_floor(diff: DiffTree, markets: Markets, trading: Trading, found: pools.Candidates) -> float:

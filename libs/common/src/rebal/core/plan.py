@@ -1419,14 +1419,23 @@ class _Groups:
         np.add.at(self.free, both, np.ravel(np.column_stack((np.negative(amount), received))))
         self._moved = (moves, source, destination)
 
-    @cached_property
-    def _extra(self) -> dict[int, Decimal]:
-        """Per group the moves touch, what they change of its exact free amount: made when a sell of
-        (nearly) the whole balance asks for it (thousands of moves, a few such sells)."""
+    def _extra(self, groups: list[int]) -> dict[int, Decimal]:
+        """Per group of `groups` the moves touch, what they change of its exact free amount, in the moves'
+        order: asked for by the sells of (nearly) a whole balance (thousands of moves, a few such sells,
+        so only the moves touching them are read)."""
+        moves, sources, destinations = self._moved
+        wanted = set(groups)
         extra: dict[int, Decimal] = {}
-        for move, src, dst in zip(*self._moved, strict=True):
-            extra[src] = extra.get(src, Decimal(0)) - move.amount
-            extra[dst] = extra.get(dst, Decimal(0)) + move.received
+        asked = np.array(groups, dtype=np.int64)
+        touching = np.isin(np.array(sources, dtype=np.int64), asked) | np.isin(
+            np.array(destinations, dtype=np.int64), asked
+        )
+        for i in np.flatnonzero(touching).tolist():
+            src, dst, move = sources[i], destinations[i], moves[i]
+            if src in wanted:
+                extra[src] = extra.get(src, Decimal(0)) - move.amount
+            if dst in wanted:
+                extra[dst] = extra.get(dst, Decimal(0)) + move.received
         return extra
 
     def exchange_of(self, g: int) -> str:
@@ -1498,15 +1507,15 @@ class _Groups:
         return reason
 
     def exact_free(self, g: int) -> Decimal:
-        return self._members.exact_free(int(self._position[g])) + self._extra.get(g, Decimal(0))
+        return self._members.exact_free(int(self._position[g])) + self._extra([g]).get(g, Decimal(0))
 
     def exact_frees(self, groups: IntArray) -> list[Decimal]:
         """`exact_free` of each of `groups` (a sell of every wallet's whole amount asks for thousands)."""
         frees = self._members.exact_frees(self._position[groups])
-        if groups.size and self._extra:
-            frees = [
-                free + self._extra.get(g, Decimal(0)) for g, free in zip(groups.tolist(), frees, strict=True)
-            ]
+        if groups.size and self._moved[0]:
+            asked = groups.tolist()
+            extra = self._extra(asked)
+            frees = [free + extra.get(g, Decimal(0)) for g, free in zip(asked, frees, strict=True)]
         return frees
 
     def route_of(self, g: int) -> Route:
