@@ -41,7 +41,10 @@ def moved_into_a_holding_account(kraken_sends_usdt: bool) -> Doc:
     withdrawals: Doc = {"binance": {"BTC": {"fee": "0.0001"}, "USDT": {"fee": "1"}}}
     if kraken_sends_usdt:
         withdrawals["kraken"] = {"USDT": {"fee": "1"}}
-    net = {"withdrawals": withdrawals, "deposits": {"coinbase": {"BTC": {}, "USDT": {}}, "kraken": {"BTC": {}}}}
+    net = {
+        "withdrawals": withdrawals,
+        "deposits": {"coinbase": {"BTC": {}, "USDT": {}}, "kraken": {"BTC": {}}},
+    }
     real = three_accounts(
         [wallet("btc", "BTC", "1")], [wallet("btc", "BTC", "0")], [wallet("usdt", "USDT", "60000")]
     )
@@ -93,3 +96,79 @@ def test_an_account_the_band_holds_lends_no_money_to_a_buyer() -> None:
     assert [(t["from"], t["to"], t["amount"]) for t in out["transfers"]] == [("alice/c", "alice/b", "12000")]
     # 42,000 / (60,000 x 1.001) = 0.69930 -> 0.6993 BTC for 41,958 + 41.958 fee.
     assert [(o["account"], o["side"], o["amount"]) for o in out["orders"]] == [("alice/b", "buy", "0.6993")]
+
+
+def test_a_wallet_the_band_holds_is_not_moved_and_bought_back() -> None:
+    # The crypto pool (70% of 140,000 = 98,000: BTC 49,000 and USDT 49,000) holds 1 BTC on binance and 0.5
+    # on coinbase (bid 60100, above binance's 59900) and 20,000 USDT. The pool sells 0.6833 BTC:
+    # coinbase's 0.5 and binance's 0.18333 (11,000, within the 50% band of its 49,000: held), which it
+    # would move to coinbase's better bid and buy back on binance (8.09 of costs). Held: only coinbase
+    # sells its 0.5 (30,050 - 30.05 fee), as without the network file (-19.95 of costs).
+    real = folder(
+        "alice",
+        folder(
+            "crypto",
+            account(
+                "binance", wallet("btc", "BTC", "1"), wallet("usdt", "USDT", "20000"), exchange="binance"
+            ),
+            account("coinbase", wallet("btc", "BTC", "0.5"), exchange="coinbase"),
+        ),
+        folder("other", account("kraken", wallet("usdt", "USDT", "30000"), exchange="kraken")),
+    )
+    target = folder(
+        "alice",
+        {"name": "crypto", "weight": "70%", "pool": {"BTC": "50%", "USDT": "50%"}},
+        folder("other", folder("kraken", wallet("usdt", "USDT", weight="100%"), weight="100%"), weight="30%"),
+    )
+    price_doc = prices(BTC="60000") | {
+        "venues": {
+            "binance": {"BTC": {"bid": "59900", "ask": "60100"}},
+            "coinbase": {"BTC": {"bid": "60100", "ask": "60200"}},
+        }
+    }
+    net = {
+        "withdrawals": {
+            "binance": {"BTC": {"fee": "0.0001"}, "USDT": {"fee": "1"}},
+            "coinbase": {"USDT": {"fee": "1"}},
+        },
+        "deposits": {"coinbase": {"BTC": {}}, "kraken": {"USDT": {}}},
+    }
+    out = run(real, target, price_doc, MARKETS, band=0.5, network=net)[2]
+    assert brief(out) == [("crypto", "sell", "0.5", "best_bid")]
+    assert out["orders"][0]["account"] == "alice/crypto/coinbase"
+    assert out["transfers"] == []
+    assert out["costs"]["total"] == "-19.95"
+    assert out["costs"] == run(real, target, price_doc, MARKETS, band=0.5)[2]["costs"]
+
+
+def test_a_held_wallet_moves_nothing_to_the_better_bid_and_skips_no_buy() -> None:
+    # The worked example of docs/formats.md (binance 1.5 BTC, coinbase 0.5 at a better bid, pool 50/50):
+    # with a 60% band binance's sale of 0.5 (of its desired 1) is held, so it neither moves 0.5 BTC to
+    # coinbase nor buys them back (skipped `insufficient_quote` before): coinbase sells its own 0.5.
+    real = folder(
+        "alice",
+        account("binance", wallet("btc", "BTC", "1.5"), exchange="binance"),
+        account("coinbase", wallet("btc", "BTC", "0.5"), exchange="coinbase"),
+    )
+    price_doc = prices(BTC="60000") | {
+        "venues": {
+            "binance": {"BTC": {"bid": "59990", "ask": "60010"}},
+            "coinbase": {"BTC": {"bid": "60300", "ask": "60320"}},
+        }
+    }
+    net = {
+        "withdrawals": {"binance": {"BTC": {"fee": "0.0002", "min_amount": "0.001"}}},
+        "deposits": {"coinbase": {"BTC": {}}},
+    }
+    out = run(
+        real,
+        {"name": "alice", "pool": {"BTC": "50%", "USDT": "50%"}},
+        price_doc,
+        MARKETS,
+        band=0.6,
+        network=net,
+    )[2]
+    assert [(o["account"], o["side"], o["amount"]) for o in out["orders"]] == [
+        ("alice/coinbase", "sell", "0.5")
+    ]
+    assert (out["transfers"], out["skipped"]) == ([], [])

@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections import defaultdict
 from decimal import Decimal
 
+import numpy as np
 from hypothesis import given, settings
 
 from rebal import render
-from rebal.core.diff import DiffTree, diff_trees
+from rebal.core.diff import HOLD, DiffTree, diff_trees
 from rebal.core.market import Markets, Prices
 from rebal.core.networks import Networks
 from rebal.core.plan import Plan, plan_rebalance
@@ -106,6 +107,24 @@ def test_no_where_plan_spends_more_than_an_account_has_or_receives(case: WhereCa
     diff, plan, plain = planned(case)
     assert overspent(diff, plan) == []
     assert overspent(diff, plain) == []
+
+
+@settings(max_examples=100, deadline=None)
+@given(pool_cases(networked=True, banded=True))
+def test_a_where_plan_moves_nothing_out_of_a_wallet_the_band_holds(case: WhereCase) -> None:
+    """An asset leaves an account (a move) only where one of its wallets of it trades: a held wallet is
+    neither moved nor bought back."""
+    _, plan, _ = planned(case)
+    diff = plan.diff  # as the pools placed it
+    tree = diff.tree
+    trading = {
+        (tree.path(int(tree.account_of[node])), diff.asset_names[int(diff.asset_id[node])])
+        for node in np.flatnonzero(tree.wallet & (tree.account_of >= 0) & (diff.operation != HOLD)).tolist()
+    }
+    quotes = {tree.path(node): quote for node, (_, quote) in tree.accounts.items()}
+    for transfer in plan.transfers:
+        if transfer.asset != quotes[transfer.source]:
+            assert (transfer.source, transfer.asset) in trading, transfer
 
 
 @settings(max_examples=50, deadline=None)

@@ -2158,7 +2158,7 @@ def _transfers(
     # Unmatched deficits are funded by new money (invest), never by more than is invested (what holding
     # accounts keep of their gaps is no money), largest deficit first; unmatched surpluses leave (withdraw).
     invested = max(float(diff.desired_value[0] - diff.current_value[0]), 0.0)
-    for value, node in sinks:
+    for _, node in sinks:
         funded = min(max(remaining_in[node], 0.0), invested)
         invested -= funded
         transfer_in[slot[node]] += funded / quote_price[node]
