@@ -98,12 +98,10 @@ def test_an_account_the_band_holds_lends_no_money_to_a_buyer() -> None:
     assert [(o["account"], o["side"], o["amount"]) for o in out["orders"]] == [("alice/b", "buy", "0.6993")]
 
 
-def test_a_wallet_the_band_holds_is_not_moved_and_bought_back() -> None:
-    # The crypto pool (70% of 140,000 = 98,000: BTC 49,000 and USDT 49,000) holds 1 BTC on binance and 0.5
-    # on coinbase (bid 60100, above binance's 59900) and 20,000 USDT. The pool sells 0.6833 BTC:
-    # coinbase's 0.5 and binance's 0.18333 (11,000, within the 50% band of its 49,000: held), which it
-    # would move to coinbase's better bid and buy back on binance (8.09 of costs). Held: only coinbase
-    # sells its 0.5 (30,050 - 30.05 fee), as without the network file (-19.95 of costs).
+def sector_pool(band: float) -> Doc:
+    """A crypto pool (70% of 140,000 = 98,000: BTC 49,000 and USDT 49,000) holding 1 BTC on binance and
+    0.5 on coinbase (bid 60100, above binance's 59900) and 20,000 USDT, beside kraken's 30,000 USDT (30%);
+    binance sends BTC for 0.0001, binance and coinbase USDT for 1. The pool sells 0.6833 BTC."""
     real = folder(
         "alice",
         folder(
@@ -133,12 +131,31 @@ def test_a_wallet_the_band_holds_is_not_moved_and_bought_back() -> None:
         },
         "deposits": {"coinbase": {"BTC": {}}, "kraken": {"USDT": {}}},
     }
-    out = run(real, target, price_doc, MARKETS, band=0.5, network=net)[2]
+    return run(real, target, price_doc, MARKETS, band=band, network=net)[2]
+
+
+def test_a_wallet_the_band_holds_is_not_moved_and_bought_back() -> None:
+    # Binance's 0.18333 of the pool's sale (11,000, within the 50% band of its 49,000) is held: the pool
+    # moved it to coinbase's better bid and bought it back on binance (8.09 of costs). Only coinbase sells
+    # its 0.5 (30,050 - 30.05 fee), as without the network file (-19.95 of costs).
+    out = sector_pool(band=0.5)
     assert brief(out) == [("crypto", "sell", "0.5", "best_bid")]
     assert out["orders"][0]["account"] == "alice/crypto/coinbase"
     assert out["transfers"] == []
     assert out["costs"]["total"] == "-19.95"
-    assert out["costs"] == run(real, target, price_doc, MARKETS, band=0.5)[2]["costs"]
+
+
+def test_money_leaving_a_pool_goes_in_one_transfer_where_one_account_can_send_it() -> None:
+    # No band: binance's 0.18333 BTC moves to coinbase's better bid, coinbase sells 0.6832 (41,019 net),
+    # and kraken is to get 12,000 (42,000 of 140,000). The pool's money left coinbase 8,067.15 and
+    # binance 3,932.85 to send (in proportion to what each has: 41,019 and 20,000), two fees of 1 USDT;
+    # now the account with the most (coinbase) sends it all, one fee.
+    out = sector_pool(band=0.0)
+    assert [(t["asset"], t["from"], t["to"], t["amount"], t["fee"]) for t in out["transfers"]] == [
+        ("BTC", "alice/crypto/binance", "alice/crypto/coinbase", "0.18333333", "0.0001"),
+        ("USDT", "alice/crypto/coinbase", "alice/other/kraken", "12000", "1"),
+    ]
+    assert out["costs"]["withdrawal_fees"] == "7"  # 0.0001 BTC (6) and 1 USDT
 
 
 def test_a_held_wallet_moves_nothing_to_the_better_bid_and_skips_no_buy() -> None:

@@ -140,7 +140,7 @@ def candidates(diff: DiffTree, trading: Trading) -> Candidates:
     # the same for both candidates.
     groups = (*_excess(cells, target), _account_rows(accounts, cells))
     optimised = _optimised(diff, trading, cells, accounts, value, groups)
-    simple = _plain(cells, accounts, value, groups)
+    simple = _plain(cells, accounts, value, groups, fewest=trading.networks is not None)
     return Candidates(cells, accounts, optimised, simple)
 
 
@@ -394,10 +394,15 @@ def _fill(
     return taken
 
 
-def _money(accounts: Accounts, pools: int, cash_after: FloatArray, money_target: FloatArray) -> FloatArray:
+def _money(
+    accounts: Accounts, pools: int, cash_after: FloatArray, money_target: FloatArray, fewest: bool = False
+) -> FloatArray:
     """The pool's money target shared over its accounts in proportion to what their trades leave them
-    (equally where nothing is left anywhere)."""
+    (equally where nothing is left anywhere); `fewest` (a network file: each transfer pays a fee) in as
+    few transfers as can be (`_fewest`)."""
     positive = np.maximum(cash_after, 0.0)
+    if fewest:
+        return _fewest(accounts, positive, money_target)
     total = np.bincount(accounts.pool, weights=positive, minlength=pools)
     counts = np.bincount(accounts.pool, minlength=pools)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -407,6 +412,31 @@ def _money(accounts: Accounts, pools: int, cash_after: FloatArray, money_target:
             1.0 / np.maximum(counts[accounts.pool], 1),
         )
     return share * money_target[accounts.pool]
+
+
+def _fewest(accounts: Accounts, positive: FloatArray, money_target: FloatArray) -> FloatArray:
+    """The pool's money target over its accounts in as few transfers as can be: each keeps what its
+    trades leave it (`positive`; one they leave short keeps nothing: it receives what it lacks); what the
+    pool must give up (to its short accounts or beyond it) comes from the account with the most left
+    first, the whole of it where that one has it, then the next; what it gains goes to the account with
+    the most (ties: the first in tree order)."""
+    n = positive.size
+    if not n:
+        return positive
+    order = np.lexsort((np.arange(n), -positive, accounts.pool))
+    pool = accounts.pool[order]
+    held = positive[order]
+    total = np.bincount(pool, weights=held, minlength=money_target.size)
+    give = total - money_target
+    first = np.r_[True, pool[1:] != pool[:-1]]
+    # What the accounts before this one in its pool's order have left.
+    before = np.cumsum(held) - held
+    before -= np.repeat(before[first], np.diff(np.r_[np.flatnonzero(first), n]))
+    taken = np.clip(give[pool] - before, 0.0, held)
+    money = held - taken + np.where(first, np.maximum(-give[pool], 0.0), 0.0)
+    out = np.empty(n)
+    out[order] = money
+    return out
 
 
 def _account_rows(accounts: Accounts, cells: Cells) -> IntArray:
@@ -510,7 +540,7 @@ def _optimised(
         desired = cells.held - sold + bought
         cash_after = accounts.cash + _by_row(row, proceeds - bought * cells.price, accounts)
         money_target = value - np.bincount(cells.pool, weights=desired * cells.price, minlength=pools)
-        money = _money(accounts, pools, cash_after, money_target)
+        money = _money(accounts, pools, cash_after, money_target, fewest=networks is not None)
         cost = (
             trade_cost
             + _sum(cells.pool, bought * cells.price * _finite(cells.ask - 1), pools)
@@ -635,10 +665,14 @@ def _local_buys(
 
 
 def _plain(
-    cells: Cells, accounts: Accounts, value: FloatArray, groups: tuple[IntArray, int, FloatArray, IntArray]
+    cells: Cells,
+    accounts: Accounts,
+    value: FloatArray,
+    groups: tuple[IntArray, int, FloatArray, IntArray],
+    fewest: bool = False,
 ) -> _Candidate:
     """Trade where the asset sits: holders sell in proportion to their holdings, accounts buy in
-    proportion to their money."""
+    proportion to their money (`fewest`: the money as `_money`)."""
     pools = value.size
     group, size, excess, row = groups
     sellable = (cells.bid > NO_SALE) & (cells.held > 0)
@@ -656,7 +690,7 @@ def _plain(
     desired = cells.held - sold + bought
     cash_after = cash_before - _by_row(row, bought * cells.price, accounts)
     money_target = value - np.bincount(cells.pool, weights=desired * cells.price, minlength=pools)
-    money_out = _money(accounts, pools, cash_after, money_target)
+    money_out = _money(accounts, pools, cash_after, money_target, fewest=fewest)
     cost = _sum(cells.pool, sold * cells.price * (1 - cells.bid), pools) + _sum(
         cells.pool, bought * cells.price * _finite(cells.ask - 1), pools
     )
