@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from rebal.core.errors import InputError
 from tests.core.test_where import brief, market, moved
 from tests.support import account, folder, prices, run, wallet
 
@@ -189,3 +192,81 @@ def test_a_held_wallet_moves_nothing_to_the_better_bid_and_skips_no_buy() -> Non
         ("alice/coinbase", "sell", "0.5")
     ]
     assert (out["transfers"], out["skipped"]) == ([], [])
+
+
+def eth_pool(eth_held: str | None) -> tuple[Doc, Doc, Doc, Doc, Doc]:
+    """Binance holds 1.5 BTC (and maybe ETH), coinbase 0.5 BTC at a better bid; the pool wants BTC and
+    ETH half and half, and neither exchange lists an ETH market."""
+    binance = [wallet("btc", "BTC", "1.5")] + ([wallet("eth", "ETH", eth_held)] if eth_held else [])
+    real = folder(
+        "alice",
+        account("binance", *binance, exchange="binance"),
+        account("coinbase", wallet("btc", "BTC", "0.5"), exchange="coinbase"),
+    )
+    price_doc = prices(BTC="60000", ETH="3000") | {
+        "venues": {
+            "binance": {"BTC": {"bid": "59990", "ask": "60010"}},
+            "coinbase": {"BTC": {"bid": "60300", "ask": "60320"}},
+        }
+    }
+    net = {"withdrawals": {"binance": {"BTC": {"fee": "0.0002"}}}, "deposits": {"coinbase": {"BTC": {}}}}
+    return real, {"name": "alice", "pool": {"BTC": "50%", "ETH": "50%"}}, price_doc, MARKETS, net
+
+
+def test_a_pool_asking_for_an_asset_no_account_can_buy_is_refused_as_a_plain_target() -> None:
+    # Before: the pool sold 0.9998 BTC into USDT and bought nothing, skipped nothing (exit 0).
+    real, target, price_doc, markets, net = eth_pool(None)
+    for network_doc in (net, None):
+        with pytest.raises(InputError) as refused:
+            run(real, target, price_doc, markets, network=network_doc)
+        assert (refused.value.where, refused.value.source) == ("alice", "target")
+        assert refused.value.message == (
+            "no market path for ETH from USDT on binance, coinbase: no account of the pool can ever buy it "
+            "(list a market for it, or leave it out of the pool)"
+        )
+
+
+def test_a_pool_short_of_an_asset_it_holds_but_cannot_buy_skips_the_buy_no_market() -> None:
+    # Binance holds 1 ETH (3,000 of 123,000): the pool wants 61,500 of it, 19.5 ETH more, which no market
+    # sells: the buy is skipped `no_market` where the ETH is, as a plain target's would be (before:
+    # nothing said).
+    real, target, price_doc, markets, net = eth_pool("1")
+    out = run(real, target, price_doc, markets, network=net)[2]
+    assert ("alice/binance/eth", "ETH/USDT", "buy", "19.5", "no_market") in [
+        (s["path"], s["symbol"], s["side"], s["amount"], s["reason"]) for s in out["skipped"]
+    ]
+
+
+def round_trip_or_move(btc_fee: str) -> Doc:
+    """Binance and coinbase hold 1 BTC each, the target 60/40: coinbase sells 0.2 BTC at 59940 and
+    binance buys it at 60000 (no trading fee): a round trip costing 0.2 x 60 = 12 USD of spread, or a
+    move of 0.2 BTC paying `btc_fee` (0.0002 BTC is 12 USD)."""
+    real = folder(
+        "alice",
+        account("binance", wallet("btc", "BTC", "1"), exchange="binance"),
+        account("coinbase", wallet("btc", "BTC", "1"), exchange="coinbase"),
+    )
+    target = btc_weights(binance="60%", coinbase="40%")
+    price_doc = prices(BTC="60000") | {
+        "venues": {venue: {"BTC": {"bid": "59940", "ask": "60000"}} for venue in ("binance", "coinbase")}
+    }
+    markets = {venue: {"BTC/USDT": market(step="0.0001", fee="0")} for venue in ("binance", "coinbase")}
+    net = {
+        "withdrawals": {"coinbase": {"BTC": {"fee": btc_fee}, "USDT": {"fee": "0"}}},
+        "deposits": {"binance": {"BTC": {}, "USDT": {}}},
+    }
+    return run(real, target, price_doc, markets, network=net)[2]
+
+
+def test_a_move_is_made_only_when_its_fee_is_strictly_below_the_round_trip() -> None:
+    # 0.00019 BTC (11.40) is below the round trip's 12: moved, saving 0.60.
+    below = round_trip_or_move("0.00019")
+    assert [(t["asset"], t["amount"], t["reason"], t["est_saving"]) for t in below["transfers"]] == [
+        ("BTC", "0.2", "cheaper_than_round_trip", "0.6")
+    ]
+    # 0.0002 BTC is 12, the round trip's cost (12.000000000000011 in floats): no saving, no move (before:
+    # moved "cheaper_than_round_trip" with an est_saving of 0). The round trip is made as without a move.
+    equal = round_trip_or_move("0.0002")
+    assert [t["asset"] for t in equal["transfers"]] == ["USDT"]
+    assert brief(equal) == [("coinbase", "sell", "0.2", "in_place"), ("binance", "buy", "0.1998", "in_place")]
+    assert equal["costs"]["total"] == "12"
