@@ -618,11 +618,14 @@ def _optimised(
         budget = accounts.cash + _by_row(row, proceeds, accounts)
         shortfall = np.maximum(-excess, 0.0)
         stuck = ~np.isfinite(cost)
-        local = np.where(
-            stuck[cells.pool],
-            _local_buys(cells, group, row, budget, shortfall, stuck[cells.pool]),
-            _shared_buys(cells, group, size, row, budget, shortfall),
-        ) + unbuyable
+        local = (
+            np.where(
+                stuck[cells.pool],
+                _local_buys(cells, group, row, budget, shortfall, stuck[cells.pool]),
+                _shared_buys(cells, group, size, row, budget, shortfall),
+            )
+            + unbuyable
+        )
         local_desired, local_money, local_cost = settled(local)
         better = local_cost < cost
         if better.any():
