@@ -36,7 +36,7 @@ def btc_weights(**weights: str) -> Doc:
     )
 
 
-def moved_into_a_holding_account(kraken_sends_usdt: bool) -> Doc:
+def holding_account_inputs(kraken_sends_usdt: bool) -> tuple[Doc, Doc, Doc, Doc, Doc]:
     """Binance holds 1 BTC, coinbase nothing, kraken 60000 USDT; the target is 25/25/50, all BTC: binance
     sells 0.5 and coinbase and kraken buy 0.5 and 1. Binance's 0.5 moves to kraken instead (0.0001 BTC,
     6 USD, against the round trip's 154): kraken, at its target in value, then has 29,950 USDT it need
@@ -52,7 +52,12 @@ def moved_into_a_holding_account(kraken_sends_usdt: bool) -> Doc:
         [wallet("btc", "BTC", "1")], [wallet("btc", "BTC", "0")], [wallet("usdt", "USDT", "60000")]
     )
     target = btc_weights(binance="25%", coinbase="25%", kraken="50%")
-    return run(real, target, SPREAD, MARKETS, network=net)[2]
+    return real, target, SPREAD, MARKETS, net
+
+
+def moved_into_a_holding_account(kraken_sends_usdt: bool) -> Doc:
+    real, target, price_doc, markets, net = holding_account_inputs(kraken_sends_usdt)
+    return run(real, target, price_doc, markets, network=net)[2]
 
 
 def test_money_a_move_frees_in_a_holding_account_is_sent_to_the_buyer_not_conjured() -> None:
@@ -101,7 +106,7 @@ def test_an_account_the_band_holds_lends_no_money_to_a_buyer() -> None:
     assert [(o["account"], o["side"], o["amount"]) for o in out["orders"]] == [("alice/b", "buy", "0.6993")]
 
 
-def sector_pool(band: float) -> Doc:
+def sector_pool_inputs() -> tuple[Doc, Doc, Doc, Doc, Doc]:
     """A crypto pool (70% of 140,000 = 98,000: BTC 49,000 and USDT 49,000) holding 1 BTC on binance and
     0.5 on coinbase (bid 60100, above binance's 59900) and 20,000 USDT, beside kraken's 30,000 USDT (30%);
     binance sends BTC for 0.0001, binance and coinbase USDT for 1. The pool sells 0.6833 BTC."""
@@ -134,7 +139,12 @@ def sector_pool(band: float) -> Doc:
         },
         "deposits": {"coinbase": {"BTC": {}}, "kraken": {"USDT": {}}},
     }
-    return run(real, target, price_doc, MARKETS, band=band, network=net)[2]
+    return real, target, price_doc, MARKETS, net
+
+
+def sector_pool(band: float) -> Doc:
+    real, target, price_doc, markets, net = sector_pool_inputs()
+    return run(real, target, price_doc, markets, band=band, network=net)[2]
 
 
 def test_a_wallet_the_band_holds_is_not_moved_and_bought_back() -> None:

@@ -7,7 +7,7 @@ from collections import defaultdict
 from decimal import Decimal
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 
 from rebal import render
 from rebal.core.diff import HOLD, DiffTree, diff_trees
@@ -16,6 +16,7 @@ from rebal.core.networks import Networks
 from rebal.core.plan import Plan, plan_rebalance
 from rebal.core.tree import parse_tree
 from rebal.core.where import plain_plan
+from tests.core.test_where_budgets import holding_account_inputs, sector_pool_inputs
 from tests.strategies import WhereCase, pool_cases
 
 # Float sums of a few hundred terms: anything under this share of the portfolio is noise.
@@ -100,6 +101,8 @@ def overspent(diff: DiffTree, plan: Plan) -> list[tuple[tuple[str, str], Decimal
 
 @settings(max_examples=150, deadline=None)
 @given(pool_cases(networked=True, banded=True))
+@example(WhereCase(*holding_account_inputs(kraken_sends_usdt=False)))  # the review's Z5
+@example(WhereCase(*sector_pool_inputs(), band=0.5))
 def test_no_where_plan_spends_more_than_an_account_has_or_receives(case: WhereCase) -> None:
     """Per account and asset, the plan's orders and transfers (the pool plan and the plain one) never
     spend more than the free holding, the sells' proceeds and the transfers in (net of fees) less the
@@ -111,6 +114,7 @@ def test_no_where_plan_spends_more_than_an_account_has_or_receives(case: WhereCa
 
 @settings(max_examples=100, deadline=None)
 @given(pool_cases(networked=True, banded=True))
+@example(WhereCase(*sector_pool_inputs(), band=0.5))  # the review's H2 with --band 0.5
 def test_a_where_plan_moves_nothing_out_of_a_wallet_the_band_holds(case: WhereCase) -> None:
     """An asset leaves an account (a move) only where one of its wallets of it trades: a held wallet is
     neither moved nor bought back."""
