@@ -458,11 +458,9 @@ def _money(
     accounts: Accounts, pools: int, cash_after: FloatArray, money_target: FloatArray, fewest: bool = False
 ) -> FloatArray:
     """The pool's money target shared over its accounts in proportion to what their trades leave them
-    (equally where nothing is left anywhere); `fewest` (a network file: each transfer pays a fee) in as
-    few transfers as can be (`_fewest`)."""
+    (equally where nothing is left anywhere); `fewest` (a network file: each transfer pays a fee): where
+    money must flow, in as few transfers as can be (`_fewest`)."""
     positive = np.maximum(cash_after, 0.0)
-    if fewest:
-        return _fewest(accounts, positive, money_target)
     total = np.bincount(accounts.pool, weights=positive, minlength=pools)
     counts = np.bincount(accounts.pool, minlength=pools)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -471,29 +469,42 @@ def _money(
             positive / total[accounts.pool],
             1.0 / np.maximum(counts[accounts.pool], 1),
         )
-    return share * money_target[accounts.pool]
+    shared = share * money_target[accounts.pool]
+    if not fewest:
+        return shared
+    # Only where money must flow (more than float noise): elsewhere each keeps what it has, as shared.
+    flows = np.abs(total - money_target) > VALUE_EPSILON * np.maximum(
+        np.maximum(total, np.abs(money_target)), 1.0
+    )
+    if not flows.any():
+        return shared
+    return np.where(flows[accounts.pool], _fewest(accounts, positive, total, money_target), shared)
 
 
-def _fewest(accounts: Accounts, positive: FloatArray, money_target: FloatArray) -> FloatArray:
+def _fewest(
+    accounts: Accounts, positive: FloatArray, total: FloatArray, money_target: FloatArray
+) -> FloatArray:
     """The pool's money target over its accounts in as few transfers as can be: each keeps what its
     trades leave it (`positive`; one they leave short keeps nothing: it receives what it lacks); what the
     pool must give up (to its short accounts or beyond it) comes from the account with the most left
     first, the whole of it where that one has it, then the next; what it gains goes to the account with
     the most (ties: the first in tree order)."""
     n = positive.size
-    if not n:
-        return positive
     order = np.lexsort((np.arange(n), -positive, accounts.pool))
     pool = accounts.pool[order]
     held = positive[order]
-    total = np.bincount(pool, weights=held, minlength=money_target.size)
-    give = total - money_target
+    give = (total - money_target)[pool]
     first = np.r_[True, pool[1:] != pool[:-1]]
-    # What the accounts before this one in its pool's order have left.
+    # What the accounts before and after this one in its pool's order have.
     before = np.cumsum(held) - held
     before -= np.repeat(before[first], np.diff(np.r_[np.flatnonzero(first), n]))
-    taken = np.clip(give[pool] - before, 0.0, held)
-    money = held - taken + np.where(first, np.maximum(-give[pool], 0.0), 0.0)
+    after = total[pool] - before - held
+    taken = np.clip(give - before, 0.0, held)
+    # The account where the giving ends, or the first where the pool gains, ends with the target less
+    # what the others keep (the one account of a pool: its target exactly).
+    rest = np.where(taken > 0, 0.0, held)
+    rest = np.where((taken > 0) & (taken < held), money_target[pool] - after, rest)
+    money = np.where(first & (give < 0), money_target[pool] - (total[pool] - held), rest)
     out = np.empty(n)
     out[order] = money
     return out
