@@ -461,7 +461,7 @@ def _money(
     (equally where nothing is left anywhere); `fewest` (a network file: each transfer pays a fee): where
     money must flow, in as few transfers as can be (`_fewest`)."""
     positive = np.maximum(cash_after, 0.0)
-    total = np.bincount(accounts.pool, weights=positive, minlength=pools)
+    total = _sum(accounts.pool, positive, pools)
     counts = np.bincount(accounts.pool, minlength=pools)
     with np.errstate(divide="ignore", invalid="ignore"):
         share = np.where(
