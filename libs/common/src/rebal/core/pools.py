@@ -142,7 +142,7 @@ def candidates(diff: DiffTree, trading: Trading) -> Candidates:
     _refuse_unbuyable(diff, member, pools, cells, groups)
     unbuyable = _unbuyable(cells, groups)
     optimised = _optimised(diff, trading, cells, accounts, value, groups, unbuyable)
-    simple = _plain(cells, accounts, value, groups, unbuyable, fewest=trading.networks is not None)
+    simple = _plain(cells, accounts, value, groups, unbuyable)
     return Candidates(cells, accounts, optimised, simple)
 
 
@@ -454,14 +454,11 @@ def _fill(
     return taken
 
 
-def _money(
-    accounts: Accounts, pools: int, cash_after: FloatArray, money_target: FloatArray, fewest: bool = False
-) -> FloatArray:
+def _money(accounts: Accounts, pools: int, cash_after: FloatArray, money_target: FloatArray) -> FloatArray:
     """The pool's money target shared over its accounts in proportion to what their trades leave them
-    (equally where nothing is left anywhere); `fewest` (a network file: each transfer pays a fee): where
-    money must flow, in as few transfers as can be (`_fewest`)."""
+    (equally where nothing is left anywhere)."""
     positive = np.maximum(cash_after, 0.0)
-    total = _sum(accounts.pool, positive, pools)
+    total = np.bincount(accounts.pool, weights=positive, minlength=pools)
     counts = np.bincount(accounts.pool, minlength=pools)
     with np.errstate(divide="ignore", invalid="ignore"):
         share = np.where(
@@ -469,45 +466,7 @@ def _money(
             positive / total[accounts.pool],
             1.0 / np.maximum(counts[accounts.pool], 1),
         )
-    shared = share * money_target[accounts.pool]
-    if not fewest:
-        return shared
-    # Only where money must flow (more than float noise): elsewhere each keeps what it has, as shared.
-    flows = np.abs(total - money_target) > VALUE_EPSILON * np.maximum(
-        np.maximum(total, np.abs(money_target)), 1.0
-    )
-    if not flows.any():
-        return shared
-    return np.where(flows[accounts.pool], _fewest(accounts, positive, total, money_target), shared)
-
-
-def _fewest(
-    accounts: Accounts, positive: FloatArray, total: FloatArray, money_target: FloatArray
-) -> FloatArray:
-    """The pool's money target over its accounts in as few transfers as can be: each keeps what its
-    trades leave it (`positive`; one they leave short keeps nothing: it receives what it lacks); what the
-    pool must give up (to its short accounts or beyond it) comes from the account with the most left
-    first, the whole of it where that one has it, then the next; what it gains goes to the account with
-    the most (ties: the first in tree order)."""
-    n = positive.size
-    order = np.lexsort((np.arange(n), -positive, accounts.pool))
-    pool = accounts.pool[order]
-    held = positive[order]
-    give = (total - money_target)[pool]
-    first = np.r_[True, pool[1:] != pool[:-1]]
-    # What the accounts before and after this one in its pool's order have.
-    before = np.cumsum(held) - held
-    before -= np.repeat(before[first], np.diff(np.r_[np.flatnonzero(first), n]))
-    after = total[pool] - before - held
-    taken = np.clip(give - before, 0.0, held)
-    # The account where the giving ends, or the first where the pool gains, ends with the target less
-    # what the others keep (the one account of a pool: its target exactly).
-    rest = np.where(taken > 0, 0.0, held)
-    rest = np.where((taken > 0) & (taken < held), money_target[pool] - after, rest)
-    money = np.where(first & (give < 0), money_target[pool] - (total[pool] - held), rest)
-    out = np.empty(n)
-    out[order] = money
-    return out
+    return share * money_target[accounts.pool]
 
 
 def _account_rows(accounts: Accounts, cells: Cells) -> IntArray:
@@ -612,7 +571,7 @@ def _optimised(
         desired = cells.held - sold + bought
         cash_after = accounts.cash + _by_row(row, proceeds - bought * cells.price, accounts)
         money_target = value - np.bincount(cells.pool, weights=desired * cells.price, minlength=pools)
-        money = _money(accounts, pools, cash_after, money_target, fewest=networks is not None)
+        money = _money(accounts, pools, cash_after, money_target)
         cost = (
             trade_cost
             + _sum(cells.pool, bought * cells.price * _finite(cells.ask - 1), pools)
@@ -745,10 +704,9 @@ def _plain(
     value: FloatArray,
     groups: tuple[IntArray, int, FloatArray, IntArray],
     unbuyable: FloatArray,
-    fewest: bool = False,
 ) -> _Candidate:
     """Trade where the asset sits: holders sell in proportion to their holdings, accounts buy in
-    proportion to their money (`fewest`: the money as `_money`)."""
+    proportion to their money."""
     pools = value.size
     group, size, excess, row = groups
     sellable = (cells.bid > NO_SALE) & (cells.held > 0)
@@ -766,7 +724,7 @@ def _plain(
     desired = cells.held - sold + bought
     cash_after = cash_before - _by_row(row, bought * cells.price, accounts)
     money_target = value - np.bincount(cells.pool, weights=desired * cells.price, minlength=pools)
-    money_out = _money(accounts, pools, cash_after, money_target, fewest=fewest)
+    money_out = _money(accounts, pools, cash_after, money_target)
     cost = _sum(cells.pool, sold * cells.price * (1 - cells.bid), pools) + _sum(
         cells.pool, bought * cells.price * _finite(cells.ask - 1), pools
     )
