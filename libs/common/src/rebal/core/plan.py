@@ -710,11 +710,16 @@ def _plan_groups(
     routed_sells: list[int] = []
     routed_buys: list[int] = []
     if groups.any_routed:  # rare: a plan of direct orders skips the routed passes
+        routed = groups.routed
+        if groups.any_inverse:  # a buy takes no inverse market (it would be a sell of the quote)
+            unbought = groups.inverse & ~groups.sells
+            skip_code[unbought] = NO_MARKET_CODE
+            routed = routed & ~unbought
         # A routed order worth less than min_trade_value is not routed at all.
-        small = groups.routed & (groups.raw * groups.value_price < groups.min_trade_value)
+        small = routed & (groups.raw * groups.value_price < groups.min_trade_value)
         skip_code[small] = REASON_CODES[BELOW_MIN_TRADE_VALUE]
         skip_symbol.update({g: groups.route_of(g).legs[0].symbol for g in np.flatnonzero(small).tolist()})
-        routed = groups.routed & ~small
+        routed = routed & ~small
         routed_sells = np.flatnonzero(routed & groups.sells).tolist()
         routed_buys = np.flatnonzero(routed & ~groups.sells).tolist()
     emitted_sells = emitted & groups.sells
@@ -746,10 +751,6 @@ def _plan_groups(
     buys = emitted & ~groups.sells
     wanted = np.bincount(groups.slot[buys], weights=(cost * groups.buy_pay)[buys], minlength=slots)
     reserve = np.zeros(slots)  # (subtracted only where a route reserves: x - 0.0 is x, signed zeros too)
-    if routed_buys:  # a buy has no inverse route (that would be a sell of the quote): no market
-        inverse_buys = [g for g in routed_buys if groups.route_of(g).inverse]
-        skip_code[inverse_buys] = NO_MARKET_CODE
-        routed_buys = [g for g in routed_buys if not groups.route_of(g).inverse]
     for g in routed_buys:
         route, exchange = groups.route_of(g), groups.exchange_of(g)
         bought = _routed_buy(pricer, exchange, route, float(groups.raw[g]), 1.0, int(groups.path_node[g]))
