@@ -14,14 +14,19 @@ import pytest
 from rebal.core.plan import Budget, Order
 from rebal.events import PlannedBudget, PlannedOrder, RunFinished
 from rebal_executor.execution import Executor, Journal
+from rebal_executor.journal import PostgresJournal
 from rebal_executor.settings import ExecutorSettings
+from rebal_venues.ccxt_venue import open_ccxt_venue
 from rebal_venues.paper import PaperVenue
 from tests.core.test_inverse_markets import holding_usd
 from tests.core.test_where import market
 from tests.executor.test_bank_transfers import SPOT, of
 from tests.executor.test_executor import plan
+from tests.fake_exchange import serving
+from tests.fake_exchange.state import FakeMarket
 from tests.fakes import RecordingPublisher
-from tests.paper_support import STILL, Clock
+from tests.paper_support import STILL, T0, Clock
+from tests.venues.support import ACCOUNT, KEY, fake_book, settings
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 D = Decimal
@@ -72,3 +77,39 @@ async def test_the_held_usd_buys_usdt_within_its_budget_and_the_usdt_buys_btc(
     await executor.drain()
     assert len(await journal.orders(the_plan.event_id)) == 2
     assert (await paper.balances(SPOT)).free == held
+
+
+async def test_through_ccxt_the_usdt_usd_buy_spends_the_budgets_usd_and_its_fee_comes_out_of_the_usdt(
+    pool: asyncpg.Pool,
+) -> None:
+    """The same two buys sent by an unmodified ccxt client to the fake Binance (fees taken from the coin
+    received, as Binance does): an ordinary market buy of USDT/USD, amount in USDT."""
+    book = fake_book()
+    book.markets["USDTUSD"] = FakeMarket("USDT", "USD", D("0.01"), D("0.01"), D("5"))
+    book.prices.update({"USDTUSD": D(1), "BTCUSDT": D(50000)})  # as planned
+    book.accounts[KEY].update({"USD": D(500)})
+    core, _ = holding_usd({"USDT/USD": market("0.01")})
+    orders = [
+        o.model_copy(update={"account": ACCOUNT, "exchange": "binance"}) for o in map(on_paper, core.orders())
+    ]
+    budgets = tuple(
+        PlannedBudget(exchange="binance", account=ACCOUNT, asset=b.asset, amount=b.amount)
+        for b in core.budgets()
+    )
+    async with serving(book) as origin, open_ccxt_venue(settings(origin)) as venue:
+        recorder = RecordingPublisher()
+        executor = Executor(
+            {"binance": venue}, recorder, ExecutorSettings(live=True), PostgresJournal(pool), clock=Clock(T0)
+        )
+        await executor.on_plan(plan(*orders, budgets=budgets))
+        [finished] = of(RunFinished, recorder)
+        assert isinstance(finished, RunFinished)
+        assert (finished.placed, finished.filled) == (2, 2)
+        assert finished.reasons == (
+            "leg 0 USDT/USD buy scaled from 499.5 to 498.5: 500 USD free after the sells",
+            "leg 1 BTC/USDT buy scaled from 0.00998 to 0.00993: 498.0015 USDT free after the sells",
+        )
+    # 500 / (1.002 x 1.001) = 498.50 USDT bought for 498.5 USD, 0.4985 USDT of fee out of it: 498.0015
+    # USDT; the BTC in those: 498.0015 / (50000 x 1.002 x 1.001) = 0.0099305... -> 0.00993 BTC for 496.5
+    # USDT, its fee (0.00000993) out of the BTC.
+    assert book.accounts[KEY] == {"USD": D("1.5"), "USDT": D("1.5015"), "BTC": D("0.00992007")}
