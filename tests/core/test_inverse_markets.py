@@ -120,19 +120,19 @@ def test_where_mode_prices_it_at_the_venues_ask_and_counts_its_fee_and_spread() 
     assert out["costs"]["spread"] == "0.249625"
 
 
-def test_where_mode_takes_the_inverse_market_or_a_route_whichever_yields_more() -> None:
-    # Through BTC: 0.999 x 0.999 = 0.998001 USDT a USD. The inverse at a 0.1% fee: 1 / 1.001 = 0.999001
-    # (taken); at 0.5%: 1 / 1.005 = 0.995025 (the route is taken).
+def test_where_mode_keeps_a_route_and_takes_the_inverse_market_only_without_one() -> None:
+    # Through BTC: 0.999 x 0.999 = 0.998001 USDT a USD; the inverse at a 0.1% fee would give 1 / 1.001 =
+    # 0.999001, but a route is kept: the inverse market is the last resort (its minimum cost of 600 USD
+    # would leave the 500 USD unsold, which the route sells).
     route = {"USD/BTC": market("0.00001")}
     venues = {"USDT": {"ask": "1"}}  # where mode, prices as the reference
-    _, out = holding_usd({**route, "USDT/USD": market("0.01")}, venues=venues)
-    assert [o["symbol"] for o in out["orders"]] == ["USDT/USD", "BTC/USDT"]
-    _, out = holding_usd({**route, "USDT/USD": market("0.01", fee="0.005")}, venues=venues)
-    assert [(o["symbol"], o["side"]) for o in out["orders"]] == [
-        ("USD/BTC", "sell"),
-        ("BTC/USDT", "sell"),
-        ("BTC/USDT", "buy"),
-    ]
+    for inverse in (market("0.01"), market("0.01", min_cost="600")):
+        _, out = holding_usd({**route, "USDT/USD": inverse}, venues=venues)
+        assert [(o["symbol"], o["side"], o["reason"]) for o in out["orders"]] == [
+            ("USD/BTC", "sell", "cheapest_route"),
+            ("BTC/USDT", "sell", "cheapest_route"),
+            ("BTC/USDT", "buy", "in_place"),
+        ]
 
 
 def test_a_buy_takes_no_inverse_market() -> None:

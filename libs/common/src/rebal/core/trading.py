@@ -7,9 +7,9 @@ A plan made with per-venue prices, a network file or pools (`rebal.core.where`) 
   ask(BASE)/bid(QUOTE);
 - `cheapest_route`: the route from an asset to an account's quote through at most two intermediate
   assets (three markets, ``ABC/ETH``, ``ETH/BTC``, ``BTC/USDT``) with the best effective rate, fees and
-  spreads included; ties go to the fewest intermediates, then by their names; for a sell where no
-  direct market is listed, the inverse one (``QUOTE/ASSET``, e.g. ``USDT/USD`` for USD held in an
-  account trading against USDT) competes too, as one market;
+  spreads included; ties go to the fewest intermediates, then by their names; a sell with no such
+  route takes the inverse market (``QUOTE/ASSET``, e.g. ``USDT/USD`` for USD held in an account
+  trading against USDT) when listed;
 - `Move`: an asset sent from one account to another instead of being sold in one and bought in the
   other, or sent to be sold where the bid is better (decided by `rebal.core.where`, applied by the plan).
 """
@@ -158,12 +158,15 @@ def cheapest_route(
 def _routes(
     known: Mapping[str, Market], by_base: Mapping[str, list[Market]], asset: str, quote: str, sell: bool
 ) -> Iterator[Route]:
-    """`_paths` as routes, and for a sell where no direct market ``ASSET/QUOTE`` is listed, the inverse
-    one ``QUOTE/ASSET`` (no intermediate: on a tie of rates it goes before the chains)."""
+    """`_paths` as routes; for a sell that has none, the inverse market ``QUOTE/ASSET`` (as
+    `Markets.route`: a last resort, so a plan that had a route keeps it, also where the inverse market's
+    minimums would refuse what the route clears)."""
+    found = False
     for legs in _paths(known, by_base, asset, quote):
+        found = True
         yield Route(legs)
     inverse = known.get(f"{quote}/{asset}")
-    if sell and inverse is not None and f"{asset}/{quote}" not in known:
+    if sell and not found and inverse is not None:
         yield Route((inverse,), inverse=True)
 
 
