@@ -494,8 +494,10 @@ async def demo_policy(database_url: str, root: Path) -> None:
         await pool.close()
 
 
-async def first_decision(database_url: str, timeout: float = 60.0) -> str | None:
-    """What the autopilot first decided for the demo portfolio (None if nothing within `timeout`)."""
+async def first_decision(database_url: str, since: datetime, timeout: float = 60.0) -> str | None:
+    """What the autopilot first decided for the demo portfolio at or after `since` (None if nothing within
+    `timeout`): its first decision that changed something (a rebalance started), else its latest one. A
+    decision stored by an earlier `make run` is not this run's."""
     import asyncpg
 
     from rebal import policy_store
@@ -504,9 +506,16 @@ async def first_decision(database_url: str, timeout: float = 60.0) -> str | None
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            decided = await policy_store.latest_decision(connection, PORTFOLIO)
-            if decided is not None:
-                return str(decided.decision.get("summary"))
+            changed = [
+                decided
+                for decided in await policy_store.recent_decisions(connection, PORTFOLIO, 20)
+                if decided.decided_at >= since
+            ]
+            latest = await policy_store.latest_decision(connection, PORTFOLIO)
+            if changed:
+                return str(changed[-1].decision.get("summary"))
+            if latest is not None and latest.decided_at >= since:
+                return str(latest.decision.get("summary"))
             await asyncio.sleep(0.5)
         return None
     finally:
@@ -738,6 +747,7 @@ def run(options: Options) -> int:
             },
         )
         _say(f"starting {', '.join(SERVICES)}")
+        started = datetime.now(UTC)
         services.start(wait=False)
         for child in services:
             child.wait_ready()
@@ -764,7 +774,7 @@ def run(options: Options) -> int:
             _say("demo bot publishing strategy returns (trend, meanrev, arb)")
         if options.rebalance and options.autopilot:
             _say(f"the autopilot rebalances {PORTFOLIO!r} by its policy ({DEMO_POLICY} when none was set):")
-            _say(f"  {asyncio.run(first_decision(infra.database_url)) or 'no decision yet'}")
+            _say(f"  {asyncio.run(first_decision(infra.database_url, started)) or 'no decision yet'}")
             _say(f"  (rebal policy show --portfolio {PORTFOLIO} says what it decided since, and why)")
         elif options.rebalance:
             _say(f"first rebalance of {PORTFOLIO!r} (live, on the paper exchange)")
