@@ -2168,10 +2168,12 @@ def _transfers(
     # Read per account at once (a numpy scalar per account and column took more than the matching).
     gaps = (diff.current_value[accounts] - diff.desired_value[accounts]).tolist()
     active = (diff.operation[accounts] != HOLD).tolist()
+    # An account that holds (its value at its target, or within the band) keeps its gap, but what a move
+    # brings or takes is money it gains or owes all the same (an asset it need not buy frees its cash).
     excess = {
-        node: gap + shift.get(node, 0.0)
+        node: (gap if trades else 0.0) + shift.get(node, 0.0)
         for node, gap, trades in zip(account_nodes, gaps, active, strict=True)
-        if trades
+        if trades or node in shift
     }
     sources = sorted(((v, n) for n, v in excess.items() if v > tolerance), key=lambda x: (-x[0], x[1]))
     sinks = sorted(((-v, n) for n, v in excess.items() if v < -tolerance), key=lambda x: (-x[0], x[1]))
@@ -2314,9 +2316,13 @@ def _transfers(
     np.add.at(outgoing, np.array(out_slot, dtype=np.int64), np.array(out_value, dtype=np.float64))
     np.add.at(incoming, np.array(in_slot, dtype=np.int64), np.array(in_value, dtype=np.float64))
     transfer_out, transfer_in = outgoing.tolist(), incoming.tolist()
-    # Unmatched deficits are funded by new money (invest); unmatched surpluses leave (withdraw).
-    for node, value in remaining_in.items():
-        transfer_in[slot[node]] += max(value, 0.0) / quote_price[node]
+    # Unmatched deficits are funded by new money (invest), never by more than is invested (what holding
+    # accounts keep of their gaps is no money), largest deficit first; unmatched surpluses leave (withdraw).
+    invested = max(float(diff.desired_value[0] - diff.current_value[0]), 0.0)
+    for _, node in sinks:
+        funded = min(max(remaining_in[node], 0.0), invested)
+        invested -= funded
+        transfer_in[slot[node]] += funded / quote_price[node]
     for node, value in remaining_out.items():
         transfer_out[slot[node]] += max(value, 0.0) / quote_price[node]
     return _Moved(
