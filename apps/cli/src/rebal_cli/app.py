@@ -236,7 +236,9 @@ def _show(result: Plan, positions: PositionPlan, as_json: bool) -> None:
             return
     from rebal_cli import render  # the terminal's view only: rich and the renderer
 
-    render.print_plan(document)
+    # The valuation currency the values (costs, savings, transfers' values) are in: the prices' quote, not
+    # a guess from the orders' symbols (mixed, as a route's are, or none, it showed 8 places or all digits).
+    render.print_plan({**document, "prices": {"quote": result.diff.prices.quote}})
 
 
 def _written(ctx: typer.Context) -> None:

@@ -26,7 +26,7 @@ import orjson
 
 from rebal.core.bulk import Decimals, TextMatrix, decimal_texts, float_texts, plain_texts
 from rebal.core.diff import OPERATION_NAMES, SELL, DiffTree
-from rebal.core.numbers import AMOUNT_PLACES, MONEY_PLACES, WEIGHT_PLACES, dec_str, money_str
+from rebal.core.numbers import AMOUNT_PLACES, MONEY_PLACES, WEIGHT_PLACES, dec_str, money_dec, money_str
 from rebal.core.plan import REASONS, TRANSFER, Notes, OrderColumns, Plan, Transfer
 from rebal.core.tree import Categorical, IntArray, Tree, pick, preorder
 from rebal.core.union import UnionTree
@@ -134,18 +134,20 @@ def plan_parts(plan: Plan) -> Iterator[Part]:
         yield b"]}"
         return
     yield b'],"costs":'
-    yield orjson.dumps(costs_json(notes))
+    yield orjson.dumps(costs_json(plan))
     yield b"}"
 
 
-def costs_json(notes: Notes) -> JsonDict:
-    """The plan's estimated costs in the valuation currency: trading fees, spreads against the reference
-    prices, network fees of the transfers, and their total."""
+def costs_json(plan: Plan) -> JsonDict:
+    """The plan's estimated costs in the valuation currency, from the orders and transfers as shown
+    (`Plan.shown_costs`): trading fees, spreads against the reference prices, network fees of the
+    transfers, each to `MONEY_PLACES` (half to even), and their total (the sum of the three as shown)."""
+    fees, spread, withdrawal_fees = (money_dec(value) for value in plan.shown_costs())
     return {
-        "fees": money_str(notes.fees),
-        "spread": money_str(notes.spread),
-        "withdrawal_fees": money_str(notes.withdrawal_fees),
-        "total": money_str(notes.fees + notes.spread + notes.withdrawal_fees),
+        "fees": dec_str(fees),
+        "spread": dec_str(spread),
+        "withdrawal_fees": dec_str(withdrawal_fees),
+        "total": dec_str(fees + spread + withdrawal_fees),
     }
 
 
