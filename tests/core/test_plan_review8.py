@@ -144,7 +144,7 @@ def test_a_direct_market_keeps_a_tie_with_a_route() -> None:
 @st.composite
 def routed_cases(draw: st.DrawFn) -> tuple[Doc, Doc, Doc, Doc, Doc | None, Decimal]:
     """One binance account holding USDT (and maybe ABC) whose target buys or sells ABC through ETH, BNB or
-    BTC: random steps, fees, venue bids and asks, with or without a network file."""
+    BTC (or buys ETH directly): random steps, fees, venue bids and asks, with or without a network file."""
     cash = draw(st.decimals(min_value=Decimal(1), max_value=Decimal(10**6), places=2))
     abc = draw(st.sampled_from(["0", "1", "123.456", "1000"]))
     ref = {
@@ -179,7 +179,9 @@ def routed_cases(draw: st.DrawFn) -> tuple[Doc, Doc, Doc, Doc, Doc | None, Decim
     price_doc = {**prices(**ref), **({"venues": {"binance": venues}} if venues else {})}
     sell_all = draw(st.booleans()) and abc != "0"
     real = holding(wallet("abc", "ABC", abc), wallet("usdt", "USDT", str(cash)))
-    target = all_in("USDT") if sell_all else all_in("ABC")
+    # A buy of ETH trades directly where ETH/USDT is listed (its price the venues' ETH ask over USDT bid).
+    bought = draw(st.sampled_from(["ABC", "ETH"])) if "ETH/USDT" in pairs else "ABC"
+    target = all_in("USDT") if sell_all else all_in(bought)
     network = draw(st.sampled_from([None, {}]))
     return real, target, price_doc, {"binance": markets}, network, cash
 
