@@ -505,7 +505,7 @@ class Plan:
                 tree.path(node),
                 skips.symbol.get(row) or f"{names[asset]}/{quotes[account]}",
                 SKIP_SIDES[side],
-                Decimal(amount_str(amount)),
+                Decimal(money_str(amount) if side == TRANSFER else amount_str(amount)),
                 REASONS[code] or "",
             )
             for row, (node, asset, account, side, amount, code) in enumerate(
@@ -750,9 +750,11 @@ def _plan_groups(
         skip_code[raised] = 0
         steps[raised] = groups.min_steps()[raised]
     if trading is not None and groups.moved.any():
-        # A group a move left with less than one of its (1e-8) steps to trade, the move's rounding or
-        # float noise, is no skip: the move did what could be done.
-        skip_code[groups.moved & (groups.raw < float(DEFAULT_AMOUNT_STEP) * (1 - STEP_EPSILON))] = 0
+        # A group moves left with nothing to trade but float noise, or less than one of their (1e-8) steps
+        # each (their rounding), is no skip: the moves did what could be done.
+        value = groups.raw * diff.asset_price[groups.asset]
+        rounding = groups.move_count() * float(DEFAULT_AMOUNT_STEP) * (1 - STEP_EPSILON)
+        skip_code[groups.moved & ((value <= VALUE_EPSILON * diff.scale) | (groups.raw < rounding))] = 0
 
     chosen = emitted.nonzero()[0]
     selling = groups.sells[chosen]
@@ -1422,6 +1424,14 @@ class _Groups:
             extra[src] = extra.get(src, Decimal(0)) - move.amount
             extra[dst] = extra.get(dst, Decimal(0)) + move.received
         return extra
+
+    def move_count(self) -> FloatArray:
+        """Per group, how many moves send from or to it."""
+        _, source, destination = self._moved
+        counts: FloatArray = np.bincount(
+            np.array([*source, *destination], dtype=np.int64), minlength=self.size
+        ).astype(np.float64)
+        return counts
 
     def exchange_of(self, g: int) -> str:
         return self.exchanges[int(self.account_exchange[self.account[g]])]
