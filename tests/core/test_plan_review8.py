@@ -9,15 +9,19 @@ from collections import defaultdict
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rebal.core.bulk import rows
+from rebal.core.diff import SELL
 from rebal.core.errors import InputError
 from rebal.core.market import Prices
 from rebal.core.networks import Networks
-from rebal.core.plan import Order
+from rebal.core.plan import TRANSFER, Order
 from rebal.core.tree import parse_tree
+from rebal.render import _skip_amounts
 from tests.support import account, folder, prices, run, wallet
 
 Doc = dict[str, Any]
@@ -341,3 +345,10 @@ def test_a_move_s_rounding_is_no_money_to_send_and_no_skip() -> None:
         ("USDT", "alice/other/kraken", "12000"),
     ]
     assert out["skipped"] == []
+
+
+def test_a_skipped_transfer_s_amount_is_written_in_whole_1e_8_steps_without_float_noise() -> None:
+    """A transfer skipped (``needs_conversion``) of 971683555708 satoshis: 9716.83555708, not its float's
+    9716.835557079999 to 12 places; a skipped order keeps its 12 places."""
+    amounts = np.array([9716.83555708, 0.000000003333])
+    assert rows(_skip_amounts(amounts, np.array([TRANSFER, SELL]))) == ["9716.83555708", "0.000000003333"]
