@@ -160,7 +160,7 @@ def cheapest_route(
         if not math.isfinite(rate) or rate <= 0:
             continue
         score = -rate if sell else rate
-        names = (len(legs) > 1, *(market.symbol for market in legs))
+        names: tuple[bool | str, ...] = (len(legs) > 1, *(market.symbol for market in legs))
         if best is None or _better(score, names, best[0], best[1]):
             best = (score, names, legs)
     return Route(best[2]) if best is not None else None
