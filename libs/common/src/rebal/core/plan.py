@@ -802,8 +802,7 @@ def cost_floor(diff: DiffTree, groups: _Groups) -> float:
     than its fee, at least its largest size's (wanted or minimum steps) negative cost; a transfer's fee is
     never negative. Only where every account trades against one quote (else money may arrive in
     another asset and be converted there, `_conversion`: orders the first phase does not know), else
-    -inf. Less room for the float sums (1e-8 of every term, far above their rounding) and for the shown
-    prices it is sized at (1e-7 of the traded value)."""
+    -inf. Less room for the float sums (1e-8 of every term, far above their rounding)."""
     quotes = {quote for _, quote in diff.tree.accounts.values()}
     if not groups.all_direct or not groups.size or len(quotes) > 1:
         return -math.inf
@@ -820,9 +819,7 @@ def cost_floor(diff: DiffTree, groups: _Groups) -> float:
     spread = np.where(groups.sells, reference - traded, traded - reference)
     each = fees + spread
     floor = float(each[sold].sum() + np.minimum(each[~groups.sells], 0.0).sum())
-    # The groups are sized at the prices shown (`VenuePrices.shown`, 8 significant digits and more), the
-    # plan costed at the unrounded ones: up to 5e-8 of the traded value apart.
-    room = 1e-8 * float(np.abs(fees).sum() + np.abs(spread).sum()) + 1e-7 * float(np.abs(traded).sum())
+    room = 1e-8 * float(np.abs(fees).sum() + np.abs(spread).sum())
     return floor - room if math.isfinite(floor) and math.isfinite(room) else -math.inf
 
 
