@@ -4,7 +4,7 @@ what the decimals give one transfer at a time: whole satoshis near and far from 
 
 from __future__ import annotations
 
-from decimal import Context, Decimal
+from decimal import Decimal
 
 import numpy as np
 from hypothesis import given, settings
@@ -53,14 +53,11 @@ def test_money_steps_are_the_exact_decimals_whole_steps(price: str, values: list
 
 
 def whole_or_truncated(value: float, price: Decimal) -> int:
-    exact = Context(prec=60).divide(Decimal(value), price) * 10**8
-    nearest = int(exact.to_integral_value())
-    if (
-        value > 0
-        and nearest < 2**52
-        and abs(exact - nearest) <= max(exact, Decimal(1)) * Decimal(_MONEY_NOISE)
-    ):
-        return nearest
+    """The float count of satoshis rounded where it is within `_MONEY_NOISE` of a whole number (below
+    2**52), else the exact decimal count truncated."""
+    count = value / float(price) * 10**8
+    if value > 0 and count < 2**52 and abs(count - round(count)) <= max(count, 1.0) * _MONEY_NOISE:
+        return round(count)
     return _exact_money_steps(value, price)
 
 
