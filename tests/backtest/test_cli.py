@@ -81,7 +81,7 @@ BAD_HISTORIES = {
     ),
     "no date": ("day,BTC,ETH\n2024-01-01,1,2\n", f"{AT} 1: no date column"),
     "short row": (csv("2024-01-01,1,2", "2024-01-02,1"), f"{AT} 3: 2 columns, the header has 3"),
-    "one row": (csv("2024-01-01,1,2"), "history.csv: 1 row(s) of prices: a backtest needs at least two"),
+    "one row": (csv("2024-01-01,1,2"), f"{AT} 3: the file ends with one row of prices"),
 }
 
 
@@ -207,3 +207,20 @@ def test_prices_read_at_once_are_the_decimals_the_cells_write(prices: list[Decim
     assert table.prices.tolist() == [
         [float(Decimal(t.strip())) for t in pair] for pair in (texts[:2], texts[2:])
     ]
+
+
+def test_policy_rows_are_named_apart_from_each_other_and_from_the_references(tmp_path: Path) -> None:
+    """Failed before: baseline.toml gave a row "baseline" beside the reference row, and one file given
+    twice gave two rows of the same name."""
+    (tmp_path / "other").mkdir()
+    chosen = ["baseline.toml", "buy_and_hold.toml", "band2.toml", "other/band2.toml"]
+    for path in chosen:
+        (tmp_path / path).write_text("drift_absolute = 0.02\n")
+    policies = [part for path in chosen for part in ("--policy", str(tmp_path / path))]
+    code, stdout, stderr = run(tmp_path, "--json", *policies)
+    assert code == 0, stderr
+    names = [row["name"] for row in orjson.loads(stdout)["policies"]]
+    assert names == ["band", *(str(tmp_path / path) for path in chosen)]  # run() gives band.toml first
+    code, _, stderr = run(tmp_path, "--policy", str(tmp_path / "other" / ".." / "band.toml"))
+    assert code == 2
+    assert f"--policy: {tmp_path / 'other' / '..' / 'band.toml'} is {tmp_path / 'band.toml'} again" in stderr

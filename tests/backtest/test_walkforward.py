@@ -83,3 +83,17 @@ def test_the_bundled_walk_forward_prints_every_method(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, [*args, "--allocation", str(tmp_path / "bad.toml")])
     assert result.exit_code == 2
     assert "bad.toml: methods.x: risk_parity takes no parameter lookback" in result.stderr
+
+
+def test_strategy_returns_too_irregular_to_annualise_are_named(tmp_path: Path) -> None:
+    """Before: a ValueError traceback from `periods_per_year_from` after the file had been read."""
+    rng = np.random.default_rng(1)
+    lines = ["date,a,b"]
+    for i in range(200):  # steps of 36 and 12 hours by turns: no frequency to annualise with
+        stamp = parse_instant("2021-01-01T00:00:00Z") + (36 if i % 2 else 24) * 3600 * i
+        lines.append(f"{np.datetime64(stamp, 's')}Z,{rng.normal(0, 0.01):.5f},{rng.normal(0, 0.01):.5f}")
+    (tmp_path / "irr.csv").write_text("\n".join(lines) + "\n")
+    args = ["backtest", "--strategies", str(tmp_path / "irr.csv")]
+    result = CliRunner().invoke(app, [*args, "--allocation", str(EXAMPLES / "walkforward.toml")])
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    assert "irr.csv: irregular dates: 2021-01-02T12:00:00Z to 2021-01-03 is 12 hours" in result.stderr

@@ -109,6 +109,19 @@ def test_an_exchange_no_account_is_on_is_named_on_stderr_and_the_plan_still_made
     assert plan(tmp_path, "--json").stderr == ""  # the documented files: every exchange has an account
 
 
+def test_a_markets_exchange_no_account_is_on_is_named_on_stderr(tmp_path: Path) -> None:
+    """Failed before: a misspelt exchange in the markets file planned that account free of fees and
+    steps, silently (the backtest reports it with the same function)."""
+    markets = json.loads(json.dumps(BLOCKS["markets"]))
+    markets["binanse"] = markets.pop("binance")
+    done = plan(tmp_path, "--json", given={"markets": markets})
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == [
+        f"warning: {tmp_path / 'markets.json'}: binanse: no account is on this exchange; "
+        "its markets are not used"
+    ]
+
+
 def test_a_venue_price_far_from_the_reference_is_refused_in_one_line_naming_the_place(tmp_path: Path) -> None:
     prices = json.loads(json.dumps(BLOCKS["prices"]))
     prices["venues"]["binance"]["BTC"] = {"bid": "6000000", "ask": "6000100"}  # 100x the reference

@@ -44,7 +44,10 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
 def reference_round_trips(diff: DiffTree, trading: Trading) -> tuple[Move, ...]:
-    """Per asset, sellers and buyers matched largest first, one pair at a time (the original loop)."""
+    """Per asset, sellers (the accounts', then each relocation's: sold at its hub, sent from its source)
+    and buyers matched largest first, one seller at a time over every buyer in order: a buyer it cannot
+    move to is passed over with the rest of its exchange and quote; then the relocations less what round
+    trips sent from their sources (the original loop, made to pass over)."""
     networks = trading.networks
     assert networks is not None
     tree = diff.tree
@@ -58,50 +61,62 @@ def reference_round_trips(diff: DiffTree, trading: Trading) -> tuple[Move, ...]:
     ids = {name: i for i, name in enumerate(diff.asset_names)}
     position = {int(key): i for i, key in enumerate(unique.tolist())}
     for relocation in trading.moves:
-        for node, shift in (
-            (relocation.source, relocation.amount),
-            (relocation.destination, -relocation.received),
-        ):
-            at = position.get(node * n_assets + ids[relocation.asset])
-            if at is not None:
-                net[at] += float(shift)
+        at = position.get(relocation.source * n_assets + ids[relocation.asset])
+        if at is not None:
+            net[at] += float(relocation.amount)
     account, asset = unique // n_assets, unique % n_assets
     banks = np.isin(account, list(trading.banks))
     rank = {node: i for i, node in enumerate(sorted(tree.accounts))}
     rates = _Rates(diff, trading)
     moves: list[Move] = []
+    sent = [Decimal(0)] * len(trading.moves)
     tolerance = VALUE_EPSILON * diff.scale
     for asset_id in np.unique(asset).tolist():
         here = (asset == asset_id) & ~banks
         price = float(diff.asset_price[asset_id])
+        name = diff.asset_names[asset_id]
+        # (size, rank, origin, the account whose bid it sells at, relocation or -1)
         sellers = [
-            (-float(net[i]), rank[int(account[i])], int(account[i])) for i in np.flatnonzero(here & (net < 0))
+            (-float(net[i]), rank[int(account[i])], int(account[i]), int(account[i]), -1)
+            for i in np.flatnonzero(here & (net < 0))
+        ] + [
+            (float(m.amount), rank[m.source], m.source, m.destination, index)
+            for index, m in enumerate(trading.moves)
+            if m.asset == name
         ]
         buyers = [
             (float(net[i]), rank[int(account[i])], int(account[i])) for i in np.flatnonzero(here & (net > 0))
         ]
         if not sellers or not buyers:
             continue
-        sellers.sort(key=lambda x: (-x[0], x[1]))
+        sellers.sort(key=lambda x: (-x[0], x[1], x[4]))
         buyers.sort(key=lambda x: (-x[0], x[1]))
-        name = diff.asset_names[asset_id]
         left_s, left_b = [s[0] for s in sellers], [b[0] for b in buyers]
-        i = j = 0
-        while i < len(sellers) and j < len(buyers):
-            amount = min(left_s[i], left_b[j])
-            source, destination = sellers[i][2], buyers[j][2]
-            left_s[i] -= amount
-            left_b[j] -= amount
-            exact = DEFAULT_AMOUNT_STEP * floor_steps(Decimal(amount_str(amount)), DEFAULT_AMOUNT_STEP)
-            way = networks.choose(tree.accounts[source][0], tree.accounts[destination][0], name, exact)
-            sell = rates.rate(source, asset_id, sell=True)
-            buy = rates.rate(destination, asset_id, sell=False)
-            if exact > 0 and not isinstance(way, str) and sell is not None and buy is not None:
-                round_trip = float(exact) * price * ((1 - sell) + (buy - 1))
-                fee = float(way.fee) * price
-                if fee < round_trip:
-                    moves.append(
-                        Move(
+        for i, (_, _, source, rated, index) in enumerate(sellers):
+            passed: set[tuple[str, str]] = set()
+            for j, (_, _, destination) in enumerate(buyers):
+                if left_s[i] * price <= tolerance:
+                    break
+                kind = tree.accounts[destination]
+                if left_b[j] * price <= tolerance or kind in passed:
+                    continue
+                amount = min(left_s[i], left_b[j])
+                exact = DEFAULT_AMOUNT_STEP * floor_steps(Decimal(amount_str(amount)), DEFAULT_AMOUNT_STEP)
+                way = networks.choose(tree.accounts[source][0], kind[0], name, exact)
+                sell = rates.rate(rated, asset_id, sell=True)
+                buy = rates.rate(destination, asset_id, sell=False)
+                move = None
+                if (
+                    exact > 0
+                    and source != destination
+                    and not isinstance(way, str)
+                    and sell is not None
+                    and buy is not None
+                ):
+                    round_trip = float(exact) * price * ((1 - sell) + (buy - 1))
+                    fee = float(way.fee) * price
+                    if fee < round_trip:
+                        move = Move(
                             name,
                             source,
                             destination,
@@ -111,12 +126,35 @@ def reference_round_trips(diff: DiffTree, trading: Trading) -> tuple[Move, ...]:
                             "round_trip",
                             round_trip - fee,
                         )
-                    )
-            if left_s[i] * price <= tolerance:
-                i += 1
-            if left_b[j] * price <= tolerance:
-                j += 1
-    return tuple(moves)
+                if move is None:
+                    passed.add(kind)
+                    continue
+                moves.append(move)
+                if index >= 0:
+                    sent[index] += exact
+                left_s[i] -= amount
+                left_b[j] -= amount
+    kept: list[Move] = []
+    for m, taken in zip(trading.moves, sent, strict=True):
+        if not taken:
+            kept.append(m)
+            continue
+        rest = m.amount - taken
+        way = networks.choose(tree.accounts[m.source][0], tree.accounts[m.destination][0], m.asset, rest)
+        here_rate = rates.rate(m.source, ids[m.asset], sell=True)
+        there_rate = rates.rate(m.destination, ids[m.asset], sell=True)
+        if (
+            rest > 0
+            and not isinstance(way, str)
+            and here_rate is not None
+            and there_rate is not None
+            and float(rest - way.fee) * there_rate > float(rest) * here_rate * (1 + pools.RELOCATION_MARGIN)
+        ):
+            price = float(diff.prices.get(m.asset) or 0)
+            kept.append(
+                m._replace(amount=rest, fee=way.fee, network=way.network, saving=-float(way.fee) * price)
+            )
+    return tuple(kept) + tuple(moves)
 
 
 def reference_order_notes(made: _Made) -> tuple[list[int], list[float], list[int]]:

@@ -33,14 +33,16 @@ from rebal_cli.support import (
     EXIT_NOT_RUNNING,
     EXIT_OK,
     band_option,
+    exchanges_not_held,
     fail,
+    warn,
     write_json,
 )
 
 if TYPE_CHECKING:
     from collections.abc import Collection
 
-    from rebal.core.market import Prices
+    from rebal.core.market import Markets, Prices
     from rebal.core.networks import Networks
     from rebal.core.plan import Plan
     from rebal.core.position_plan import PositionPlan
@@ -200,8 +202,7 @@ def plan(
             )
             # The exchanges as the planner resolves them (a bank's own name stands for its exchange).
             exchanges = {exchange for exchange, _ in diff.tree.accounts.values()}
-            for line in unused_exchanges(exchanges, price_table, prices, networks, network):
-                print(f"warning: {line}", file=sys.stderr)
+            warn(unused_exchanges(exchanges, price_table, prices, networks, network, market_table, markets))
             result = plan_rebalance(
                 partial.buy_only(diff) if buy_only else diff, market_table, networks=networks
             )
@@ -263,11 +264,12 @@ def unused_exchanges(
     prices_file: Path,
     networks: Networks | None,
     network_file: Path | None,
+    markets: Markets | None = None,
+    markets_file: Path | None = None,
 ) -> list[str]:
-    """An exchange the prices' `venues` or the network file name that no account is on (`held`: the
-    accounts' exchanges; a typo, "binanse", would otherwise plan binance at the reference price unnoticed):
-    one line each, naming the file and the key. Only a warning: a shared prices or network file may list
-    more venues."""
+    """An exchange the prices' `venues`, the network file or the markets file name that no account is on
+    (`held`: the accounts' exchanges; a typo, "binanse", would otherwise plan binance at the reference
+    price, or free of fees, unnoticed): `exchanges_not_held`'s lines."""
     sections: list[tuple[Path, str, Collection[str], str]] = [
         (prices_file, "venues", prices.venues, "prices")
     ]
@@ -276,11 +278,9 @@ def unused_exchanges(
             (network_file, "withdrawals", networks.withdrawals.keys(), "withdrawals"),
             (network_file, "deposits", networks.deposits.keys(), "deposits"),
         ]
-    return [
-        f"{path}: {key}.{exchange}: no account is on this exchange; its {what} are not used"
-        for path, key, table, what in sections
-        for exchange in sorted(set(table) - set(held))
-    ]
+    if markets is not None and markets_file is not None:
+        sections.append((markets_file, "", markets.exchanges.keys(), "markets"))
+    return exchanges_not_held(held, sections)
 
 
 def with_positions(document: dict[str, Any], positions: PositionPlan) -> dict[str, Any]:

@@ -29,13 +29,19 @@ def backtest(
         Path | None, Option("--real", help="Start from this real tree (default: at the target).")
     ] = None,
     initial: Annotated[
-        str | None, Option("--initial", help="Start at the target holding this value.")
+        str | None,
+        Option(
+            "--initial",
+            metavar="AMOUNT",
+            help="Start at the target holding this value (default: 10000, without --real).",
+        ),
     ] = None,
     markets: Annotated[
         Path | None, Option("--markets", help="Markets per exchange: steps, minimums, fees.")
     ] = None,
     policy: Annotated[
-        list[Path] | None, Option("--policy", help="A policy file (repeat to compare).")
+        list[Path] | None,
+        Option("--policy", metavar="POLICY", help="A policy file (repeat to compare)."),
     ] = None,
     flows: Annotated[
         Path | None, Option("--flows", help="FLOWS.csv: date,amount deposits and withdrawals.")

@@ -3,7 +3,9 @@
 HISTORY.csv: a header with a ``date`` (or ``timestamp``) column and one column per asset, then one row
 per instant: the date as ``YYYY-MM-DD`` (midnight UTC) or an ISO 8601 time (with an offset, or UTC
 without one), each price a positive decimal in the valuation currency. Rows strictly increasing in time,
-regularly spaced: a step longer than `GAP_FACTOR` times the median step is a gap. FLOWS.csv:
+regularly spaced (`rebal.core.backtest.history.spacing_of`: every step the usual one, on the clock of the
+dates as written or in time; a longer one is a gap), each price and amount zero or within
+`rebal.core.numbers.RANGE` (a price: positive). FLOWS.csv:
 ``date,amount``: a deposit (positive) or a withdrawal (negative) of cash in the valuation currency,
 landing at the first row at or after its date.
 
@@ -14,18 +16,17 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
-from rebal.core.numbers import parse_decimal
+from rebal.core.backtest.history import Spacing, Uneven, spacing_of
+from rebal.core.numbers import LARGEST, RANGE, SMALLEST, in_range, parse_decimal
 from rebal.trigger import instant_text, parse_instant
 
 DATE_COLUMNS = ("date", "timestamp")
-# A step between rows longer than this many median steps is a gap (monthly rows: 28..31 days pass).
-GAP_FACTOR = 1.5
 
 
 class HistoryError(ValueError):
@@ -34,14 +35,15 @@ class HistoryError(ValueError):
 
 @dataclass(frozen=True)
 class Table:
-    """A history as read: times, asset names, prices (rows x assets)."""
+    """A history as read: times, asset names, prices (rows x assets) and how often the rows come."""
 
     times: np.ndarray
     assets: tuple[str, ...]
     prices: np.ndarray
+    spacing: Spacing
 
 
-def _read(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+def _read(path: Path, example: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
     try:
         text = path.read_text(encoding="utf-8-sig")  # a spreadsheet's export starts with a BOM
     except FileNotFoundError:
@@ -51,7 +53,7 @@ def _read(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     reader = csv.reader(io.StringIO(text))
     header = next(reader, None)
     if header is None:
-        raise HistoryError(f"{path}: line 1: empty file (expected a header such as date,BTC,ETH)")
+        raise HistoryError(f"{path}: line 1: empty file (expected a header such as {example})")
     rows = [(line, row) for line, row in enumerate(reader, start=2) if any(cell.strip() for cell in row)]
     return [name.strip() for name in header], rows
 
@@ -63,30 +65,37 @@ def _date_column(path: Path, names: list[str]) -> int:
     return found[0]
 
 
-def _time(path: Path, line: int, column: str, raw: str) -> int:
+def _time(path: Path, line: int, column: str, raw: str) -> tuple[int, int]:
+    """The instant (seconds since the epoch) and the same on the clock of its own offset (a daily row at
+    local midnight is 24 hours after the row above on that clock, across a change of summer time)."""
     try:
-        return parse_instant(raw)
+        when = parse_instant(raw)
     except ValueError as exc:
         raise HistoryError(f"{path}: line {line}, column {column}: {exc}") from None
+    offset = datetime.fromisoformat(raw.strip()).utcoffset()
+    return when, when + (0 if offset is None else int(offset.total_seconds()))
 
 
 def _plain_prices(rows: list[tuple[int, list[str]]], date: int, width: int) -> np.ndarray | None:
-    """Every price at once when every cell is a positive finite number (float() reads a decimal's text
-    to the same float as the decimal does); None when a cell needs the careful path that names it."""
+    """Every price at once when every cell is a number in range (float() reads a decimal's text to the
+    same float as the decimal does); None when a cell needs the careful path that names it."""
     try:
         prices = np.array(
             [[float(cell) for i, cell in enumerate(row) if i != date] for _, row in rows], dtype=np.float64
         )
     except ValueError:  # a cell that is not a number, or rows of different lengths
         return None
-    if prices.shape != (len(rows), width - 1) or not (np.isfinite(prices).all() and (prices > 0).all()):
+    if (
+        prices.shape != (len(rows), width - 1)
+        or not ((prices >= float(SMALLEST)) & (prices <= float(LARGEST))).all()
+    ):
         return None
     return prices
 
 
 def read_history(path: Path) -> Table:
     """The prices of HISTORY.csv (see the module's docstring)."""
-    names, rows = _read(path)
+    names, rows = _read(path, "date,BTC,ETH")
     date = _date_column(path, names)
     assets = [name for i, name in enumerate(names) if i != date]
     if not assets:
@@ -97,15 +106,20 @@ def read_history(path: Path) -> Table:
         if names.index(name) != i:
             raise HistoryError(f"{path}: line 1, column {name}: named twice")
     if len(rows) < 2:
-        raise HistoryError(f"{path}: {len(rows)} row(s) of prices: a backtest needs at least two")
+        line = rows[0][0] + 1 if rows else 2
+        count = "no row" if not rows else "one row"
+        raise HistoryError(
+            f"{path}: line {line}: the file ends with {count} of prices: a backtest needs at least two"
+        )
     times = np.zeros(len(rows), dtype=np.int64)
+    wall = np.zeros(len(rows), dtype=np.int64)
     fast = _plain_prices(rows, date, len(names))
     prices = np.zeros((len(rows), len(assets))) if fast is None else fast
     seen: dict[int, int] = {}
     for k, (line, row) in enumerate(rows):
         if len(row) != len(names):
             raise HistoryError(f"{path}: line {line}: {len(row)} columns, the header has {len(names)}")
-        when = _time(path, line, names[date], row[date])
+        when, clock = _time(path, line, names[date], row[date])
         if when in seen:
             raise HistoryError(
                 f"{path}: line {line}, column {names[date]}: {row[date].strip()} repeats line {seen[when]}"
@@ -116,39 +130,37 @@ def read_history(path: Path) -> Table:
                 "(rows must be sorted by time)"
             )
         seen[when] = line
-        times[k] = when
+        times[k], wall[k] = when, clock
         if fast is not None:
             continue
         cells = [cell for i, cell in enumerate(row) if i != date]
         for j, (asset, cell) in enumerate(zip(assets, cells, strict=True)):
-            if not cell.strip():
-                raise HistoryError(f"{path}: line {line}, column {asset}: no price (a gap in the history)")
-            value = parse_decimal(cell)
-            if value is None:
-                raise HistoryError(
-                    f"{path}: line {line}, column {asset}: {cell.strip()!r} is not a decimal number"
-                )
-            if value <= 0:
-                raise HistoryError(
-                    f"{path}: line {line}, column {asset}: price {cell.strip()} must be positive"
-                )
-            if not math.isfinite(float(value)):
-                raise HistoryError(
-                    f"{path}: line {line}, column {asset}: price {cell.strip()} is out of range"
-                )
-            prices[k, j] = float(value)
-    steps = np.diff(times)
-    usual = float(np.median(steps))
-    long = np.flatnonzero(steps > GAP_FACTOR * usual)
-    if long.size:
-        k = int(long[0]) + 1
-        line = rows[k][0]
+            prices[k, j] = _price(path, line, asset, cell)
+    found = spacing_of(times, wall)
+    if isinstance(found, Uneven):
+        k = found.row
+        what = "a gap" if found.gap else "a step"
         raise HistoryError(
-            f"{path}: line {line}, column {names[date]}: {instant_text(int(times[k]))} follows "
-            f"{instant_text(int(times[k - 1]))}: a gap of {duration_text(int(steps[k - 1]))} in a history of "
-            f"one row every {duration_text(int(usual))}"
+            f"{path}: line {rows[k][0]}, column {names[date]}: {instant_text(int(times[k]))} follows "
+            f"{instant_text(int(times[k - 1]))}: {what} of {found.step} in a history of one row every "
+            f"{found.usual} (rows must be regularly spaced)"
         )
-    return Table(times, tuple(assets), prices)
+    return Table(times, tuple(assets), prices, found)
+
+
+def _price(path: Path, line: int, asset: str, cell: str) -> float:
+    if not cell.strip():
+        raise HistoryError(f"{path}: line {line}, column {asset}: no price (a gap in the history)")
+    value = parse_decimal(cell)
+    if value is None:
+        raise HistoryError(f"{path}: line {line}, column {asset}: {cell.strip()!r} is not a decimal number")
+    if value <= 0:
+        raise HistoryError(f"{path}: line {line}, column {asset}: price {cell.strip()} must be positive")
+    if not in_range(value):
+        raise HistoryError(
+            f"{path}: line {line}, column {asset}: price {cell.strip()} is out of range (1e-18 to 1e18)"
+        )
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -162,7 +174,7 @@ class Flows:
 
 def read_flows(path: Path, times: np.ndarray) -> Flows:
     """FLOWS.csv against the history whose `times` are given (see the module's docstring)."""
-    names, rows = _read(path)
+    names, rows = _read(path, "date,amount")
     date = _date_column(path, names)
     amount_columns = [i for i, name in enumerate(names) if name.lower() == "amount"]
     if not amount_columns:
@@ -173,11 +185,16 @@ def read_flows(path: Path, times: np.ndarray) -> Flows:
     for line, row in rows:
         if len(row) != len(names):
             raise HistoryError(f"{path}: line {line}: {len(row)} columns, the header has {len(names)}")
-        when = _time(path, line, names[date], row[date])
+        when, _ = _time(path, line, names[date], row[date])
         value = parse_decimal(row[column])
-        if value is None or not math.isfinite(float(value)):
+        if value is None:
             raise HistoryError(
                 f"{path}: line {line}, column {names[column]}: {row[column].strip()!r} is not a decimal"
+            )
+        if not in_range(value):
+            raise HistoryError(
+                f"{path}: line {line}, column {names[column]}: amount {row[column].strip()} is out of range "
+                f"({RANGE})"
             )
         at = int(np.searchsorted(times, when))
         if at >= times.size:
@@ -188,15 +205,3 @@ def read_flows(path: Path, times: np.ndarray) -> Flows:
         flows[at] += float(value)
         lines.setdefault(at, line)
     return Flows(flows, lines)
-
-
-def duration_text(seconds: int) -> str:
-    """``1d``, ``7d``, ``1h``, ``1d12h``, ``30m``, ``90s``: a step between rows as people write it."""
-    if seconds <= 0:
-        return "0s"
-    parts = []
-    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)):
-        count, seconds = divmod(seconds, size)
-        if count:
-            parts.append(f"{count}{unit}")
-    return "".join(parts)

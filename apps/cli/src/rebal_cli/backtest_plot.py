@@ -63,9 +63,20 @@ def _html(path: Path, result: Comparison, dates: list[datetime], quote: str) -> 
     figure.update_yaxes(title_text=quote, type="log", row=1, col=1)
     figure.update_yaxes(title_text="pp", row=2, col=1)
     figure.update_xaxes(title_text="tracking error, % a year", row=3, col=1)
-    figure.update_yaxes(title_text=f"fees, {quote}", row=3, col=1)
+    figure.update_yaxes(title_text=f"fees, {quote}", range=[0, fee_axis_top(frontier)], row=3, col=1)
     figure.update_layout(height=1200, title="rebal backtest")
     figure.write_html(str(path), include_plotlyjs=True, full_html=True)
+
+
+def fee_axis_top(outcomes: list[Outcome]) -> float:
+    """The top of the frontier's fee axis, which starts at 0 (fees are never negative): a little above
+    the largest fee, or 1 when every fee is 0 (an axis centred on 0 showed negative fees)."""
+    largest = max((o.figures.fees for o in outcomes), default=0.0)
+    return largest * FEE_AXIS_HEADROOM if largest > 0 else 1.0
+
+
+# The fee axis reaches this many times the largest fee: room above the highest point for its name.
+FEE_AXIS_HEADROOM = 1.15
 
 
 def _png(path: Path, result: Comparison, dates: list[datetime], quote: str) -> None:
@@ -76,6 +87,15 @@ def _png(path: Path, result: Comparison, dates: list[datetime], quote: str) -> N
         import matplotlib.pyplot as plt
     except ImportError:
         fail(f"--plot: {path}: a PNG needs matplotlib (install rebal-cli[png]), or write OUT.html")
+    figure = png_figure(result, dates, quote)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def png_figure(result: Comparison, dates: list[datetime], quote: str) -> Any:
+    """The three charts as a matplotlib figure (`_png` saves it)."""
+    import matplotlib.pyplot as plt
+
     figure, (equity, drift, frontier) = plt.subplots(3, 1, figsize=(11, 14))
     cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     colour = {o.name: cycle[i % len(cycle)] for i, o in enumerate(_outcomes(result))}  # one per outcome
@@ -88,6 +108,7 @@ def _png(path: Path, result: Comparison, dates: list[datetime], quote: str) -> N
         x, y = outcome.figures.tracking_error * 100, outcome.figures.fees
         frontier.scatter([x], [y], color=colour[outcome.name])
         frontier.annotate(outcome.name, (x, y), textcoords="offset points", xytext=(4, 4))
+    frontier.set_ylim(0, fee_axis_top(points))
     equity.set_yscale("log")
     equity.set_ylabel(quote)
     drift.set_ylabel("pp")
@@ -97,8 +118,7 @@ def _png(path: Path, result: Comparison, dates: list[datetime], quote: str) -> N
         axes.set_title(title)
     equity.legend(loc="upper left", fontsize="small")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    return figure
 
 
 def write_curves(path: Path, curves: dict[str, Any], stamps: Any) -> None:

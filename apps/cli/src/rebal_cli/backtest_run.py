@@ -4,31 +4,47 @@ command and its options: `rebal_cli.backtest`)."""
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from rebal.core.backtest import Comparison, Figures, History, Overdrawn, compare
-from rebal.core.backtest.start import at_target, valuation_currency, with_cash_wallets
+from rebal.core.backtest import BASELINE, BUY_AND_HOLD, Comparison, Figures, History, Overdrawn, compare
+from rebal.core.backtest.start import (
+    accounts_of,
+    added_wallets,
+    at_target,
+    free_markets,
+    quiet_added_cash,
+    valuation_currency,
+    with_cash_wallets,
+)
+from rebal.core.diff import diff_trees
 from rebal.core.errors import InputError
 from rebal.core.market import Markets
-from rebal.core.numbers import parse_decimal
+from rebal.core.numbers import RANGE, in_range, parse_decimal
 from rebal.core.policy import Policy
 from rebal.core.tree import Role, Tree, parse_tree
 from rebal.io import FileError, load
 from rebal.policy import load_policy
 from rebal.trigger import instant_text
-from rebal_cli.backtest_files import Flows, HistoryError, duration_text, read_flows, read_history
+from rebal_cli.backtest_files import Flows, HistoryError, read_flows, read_history
 from rebal_cli.render import console
-from rebal_cli.support import fail, write_json
+from rebal_cli.support import exchanges_not_held, fail, warn, write_json
 
 # The exchange of a target that names no account (it becomes one account) when --markets does not name
 # exactly one exchange: unknown to any markets file, so unconstrained and free of fees.
 DEFAULT_EXCHANGE = "backtest"
-# Figures as shown: money to the cent, ratios to 6 places, percentage points to 4.
-MONEY_PLACES, RATIO_PLACES, POINT_PLACES = 2, 6, 4
+# Where the portfolio starts without --real or --initial: at the target holding this much of the valuation
+# currency (Portfolio Visualizer's default start, 10,000).
+DEFAULT_INITIAL = "10000"
+# The reference rows: no policy row is named like them.
+REFERENCE_NAMES = (BASELINE, BUY_AND_HOLD)
+# Figures as shown (docs/backtest.md, "Figures"): money to the cent, ratios to 6 places (Sharpe, a ratio of
+# a mean to a deviation each known to a few digits, to 4), percentage points to 4.
+MONEY_PLACES, RATIO_PLACES, POINT_PLACES, SHARPE_PLACES = 2, 6, 4, 4
 # The table's width when the output is not a terminal (a file, a pipe): every column in full.
 TABLE_WIDTH = 160
 
@@ -52,14 +68,15 @@ def figures_json(name: str, figures: Figures) -> dict[str, Any]:
         "cagr": _number(figures.cagr, RATIO_PLACES),
         "volatility": _number(figures.volatility, RATIO_PLACES),
         "max_drawdown": _number(figures.max_drawdown, RATIO_PLACES),
-        "sharpe": _number(figures.sharpe, POINT_PLACES),
+        "sharpe": _number(figures.sharpe, SHARPE_PLACES),
     }
 
 
-def comparison_json(comparison: Comparison) -> dict[str, Any]:
-    """The `--json` document: ``{"frequency", "policies", "baseline", "buy_and_hold"}``."""
+def comparison_json(comparison: Comparison, frequency: str) -> dict[str, Any]:
+    """The `--json` document: ``{"frequency", "policies", "baseline", "buy_and_hold"}``; `frequency` is
+    the history's spacing as its figures are annualised (`rebal.core.backtest.history.Spacing.label`)."""
     return {
-        "frequency": duration_text(comparison.spacing),
+        "frequency": frequency,
         "policies": [figures_json(outcome.name, outcome.figures) for outcome in comparison.policies],
         "baseline": figures_json(comparison.baseline.name, comparison.baseline.figures),
         "buy_and_hold": figures_json(comparison.buy_and_hold.name, comparison.buy_and_hold.figures),
@@ -67,9 +84,20 @@ def comparison_json(comparison: Comparison) -> dict[str, Any]:
 
 
 def policy_names(paths: list[Path]) -> list[str]:
-    """Each policy's name: its file's stem, or the path as given when two stems are the same."""
+    """Each policy's row name: its file's stem; the path as given when another file has the same stem
+    or the stem is a reference row's name (`baseline`, `buy_and_hold`). The same file twice is refused
+    (exit 2): its two rows would be one."""
+    seen: dict[Path, Path] = {}
+    for path in paths:
+        first = seen.setdefault(path.resolve(), path)
+        if first is not path:
+            fail(f"--policy: {path} is {first} again: one policy file, one row")
     stems = [path.stem for path in paths]
-    return [stem if stems.count(stem) == 1 else str(path) for stem, path in zip(stems, paths, strict=True)]
+    names = []
+    for stem, path in zip(stems, paths, strict=True):
+        name = stem if stems.count(stem) == 1 and stem not in REFERENCE_NAMES else str(path)
+        names.append(f".{os.sep}{name}" if name in REFERENCE_NAMES else name)  # a file named `baseline`
+    return names
 
 
 def _load_tree(path: Path, role: Role) -> tuple[dict[str, Any], Tree]:
@@ -129,15 +157,14 @@ def run(
         fail("--prices and --target are needed (or --strategies and --allocation for the optimizer)")
     if not policy:
         fail("--policy: give at least one policy file")
+    names = policy_names(policy)
     if real is not None and initial is not None:
         fail("--real and --initial cannot be used together")
     amount = 0.0
     if real is None:
-        if initial is None:
-            fail("--initial AMOUNT or --real START.json: where the portfolio starts")
-        value = parse_decimal(initial)
-        if value is None or value <= 0:
-            fail(f"--initial: {initial!r} must be a decimal amount > 0")
+        value = parse_decimal(DEFAULT_INITIAL if initial is None else initial)
+        if value is None or value <= 0 or not in_range(value):
+            fail(f"--initial: {initial!r} must be a decimal amount > 0 ({RANGE})")
         amount = float(value)
     try:
         table = read_history(prices)
@@ -168,34 +195,62 @@ def run(
         if real_doc is not None:
             start = with_cash_wallets(real_doc, quote)
             last = None
+            amount = float(
+                diff_trees(parse_tree(start, "real"), target_tree, history.row_prices(0)).current_value[0]
+            )
         else:
             start = at_target(
                 target_doc, target_tree, amount, history.row_prices(0), _exchange_for(market_table)
             )
             last = int(history.times[0])
+        added = added_wallets(start, real_doc if real_doc is not None else target_doc)
+        if markets is not None:
+            held = {str(account.get("exchange", "")) for account in accounts_of(start)}
+            warn(exchanges_not_held(held, [(markets, "", market_table.exchanges.keys(), "markets")]))
         result = compare(
             history,
             start,
             target_tree,
-            market_table,
-            list(zip(policy_names(policy), policies, strict=True)),
+            free_markets(market_table, start, history, amount),
+            [(name, quiet_added_cash(rule, added)) for name, rule in zip(names, policies, strict=True)],
             flows=flow.amounts if flow is not None else None,
             last_rebalance=last,
+            periods_per_year=table.spacing.periods_per_year,
         )
     except Overdrawn as exc:
         assert flows is not None and flow is not None, "only a flow overdraws"
         fail(overdrawn_text(flows, flow, exc, history))
     except InputError as exc:
-        source = sources.get(exc.source)
-        fail(f"{source}: {exc}" if source is not None else str(exc))
+        fail(replay_error_text(exc, sources, markets, prices))
     if plot is not None:
         from rebal_cli.backtest_plot import write_plot
 
         write_plot(plot, result, history)
     if as_json:
-        write_json(comparison_json(result))
+        write_json(comparison_json(result, table.spacing.label))
         return
-    print_comparison(result, history)
+    if real is not None:
+        begins = f"Starting from {real}."
+    else:
+        default = " (the default of --initial)" if initial is None else ""
+        begins = f"Starting at the target with {amount:,.2f} {history.quote}{default}."
+    print_comparison(result, history, table.spacing.label, begins)
+
+
+# The planner's advice for an order of more than 2**53 steps speaks to `rebal plan`'s options
+# (rebal.core.plan._too_many_steps); a backtest's orders come from its history, start and markets.
+PLAN_ADVICE = "check the amounts, prices and --invest"
+
+
+def replay_error_text(
+    exc: InputError, sources: dict[str, Path | None], markets: Path | None, prices: Path
+) -> str:
+    """What the core refused during the replay, named by the backtest's input it is about: the one the
+    core names, else the markets file (steps, minimums) or, without one, the price history."""
+    source = sources.get(exc.source) if exc.source else (markets or prices)
+    where = "" if markets is not None else " in a markets file (--markets)"
+    text = str(exc).replace(PLAN_ADVICE, f"give that market a coarser amount_step{where}")
+    return f"{source}: {text}" if source is not None else text
 
 
 def overdrawn_text(path: Path, flows: Flows, exc: Overdrawn, history: History) -> str:
@@ -208,16 +263,18 @@ def overdrawn_text(path: Path, flows: Flows, exc: Overdrawn, history: History) -
     )
 
 
-def print_comparison(result: Comparison, history: History) -> None:
-    """The figures as a table, one row per policy, then the baseline and buy-and-hold."""
+def print_comparison(result: Comparison, history: History, frequency: str, begins: str) -> None:
+    """The figures as a table, one row per policy, then the baseline and buy-and-hold; `begins` says
+    where the portfolio starts."""
     out = console()
     if not out.is_terminal:  # a pipe or a file: the whole table, unwrapped
         out = Console(highlight=False, width=TABLE_WIDTH)
     first, last = instant_text(int(history.times[0])), instant_text(int(history.times[-1]))
     out.print(
-        f"{len(history)} rows from {first} to {last}, one every {duration_text(result.spacing)} "
+        f"{len(history)} rows from {first} to {last}, one every {frequency} "
         f"({result.periods_per_year:.2f} a year); values in {history.quote}"
     )
+    out.print(begins)
     table = RichTable()
     columns = (
         ("policy", "left"),

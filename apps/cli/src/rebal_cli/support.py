@@ -12,7 +12,9 @@ so `rebal --help` and each command load only what they use (tests/cli/test_start
 from __future__ import annotations
 
 import sys
+from collections.abc import Collection, Sequence
 from decimal import Decimal
+from pathlib import Path
 from typing import NoReturn
 
 import orjson
@@ -47,3 +49,25 @@ def band_option(raw: str) -> Decimal:
     if value is None or not 0 <= value <= 1:
         fail(f"--band: {raw!r} must be a decimal from 0 to 1")
     return value
+
+
+def exchanges_not_held(
+    held: Collection[str], sections: Sequence[tuple[Path, str, Collection[str], str]]
+) -> list[str]:
+    """The exchanges a file names (each section: the file, the key its exchanges are under, "" for the
+    top level, those exchanges, what the file gives for them) that no account is on (`held`: the
+    accounts' exchanges): one line each, naming the file and the key. A typo ("binanse") would otherwise
+    leave the account without what the file meant for it, unnoticed. Printed as warnings: a shared file
+    may list more exchanges."""
+    return [
+        f"{path}: {f'{key}.' if key else ''}{exchange}: no account is on this exchange; its {what} are not "
+        "used"
+        for path, key, table, what in sections
+        for exchange in sorted(set(table) - set(held))
+    ]
+
+
+def warn(lines: Sequence[str]) -> None:
+    """Each line on stderr as a warning (the command goes on)."""
+    for line in lines:
+        print(f"warning: {line}", file=sys.stderr)

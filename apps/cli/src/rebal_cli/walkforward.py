@@ -14,9 +14,9 @@ from rich.console import Console
 from rich.table import Table as RichTable
 
 from rebal.core import performance
+from rebal.core.backtest.history import duration_text
 from rebal.io import FileError, load_document
 from rebal.schedule import CronSchedule
-from rebal_cli.backtest_files import duration_text
 from rebal_cli.render import console
 from rebal_cli.returns_file import ReturnsFileError, read_returns
 from rebal_cli.support import fail, write_json
@@ -104,7 +104,10 @@ def walk(
             f"{strategies}: {stamps.size} dates every strategy has a return for: no re-optimisation falls "
             f"after the first {config.min_history} (min_history) and before the last"
         )
-    per_year = performance.periods_per_year_from(stamps)
+    try:
+        per_year = performance.periods_per_year_from(stamps)
+    except ValueError as exc:  # dates too irregular to annualise (the reason names them)
+        fail(f"{strategies}: {exc}")
     walks = []
     for name, candidate in config.methods.items():
         try:

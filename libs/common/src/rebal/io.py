@@ -19,6 +19,8 @@ from rebal.core.tree import Role, Tree, parse_records, parse_tree
 T = TypeVar("T")
 YAML_SUFFIXES = frozenset({".yaml", ".yml"})
 TOML_SUFFIX = ".toml"
+# How `load_document` picks a file's format, said where a document is not what was expected.
+FORMATS_BY_SUFFIX = "the suffix picks the format: .toml is TOML, .yaml or .yml YAML, any other JSON (or YAML)"
 # The largest input file (docs/formats.md): a million-wallet tree is about 60 MB, and a file is read whole.
 MAX_FILE_BYTES = 1 << 30
 NOT_REGULAR = (

@@ -212,7 +212,10 @@ Checked = TypeVar("Checked", PolicyDocument, FundCyclePolicy)
 
 def _parse(kind: type[Checked], doc: object) -> Checked:
     if not isinstance(doc, dict):
-        raise InputError("", f"a policy is a mapping of keys ({', '.join(kind.model_fields)})")
+        raise InputError(
+            "",
+            f"a policy is a mapping of keys ({', '.join(kind.model_fields)}); {io.FORMATS_BY_SUFFIX}",
+        )
     try:
         return kind.model_validate(doc)
     except ValidationError as exc:

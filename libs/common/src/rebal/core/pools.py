@@ -7,11 +7,14 @@ or named by it is a *cell* per (account, asset). Per pool and asset, the excess 
 is sold and the shortfall bought:
 
 - *optimised*: sells where the bid net of fees (on the cheapest route) is highest, taking each account's
-  free holding in turn; an account whose share must be sold moves it to the best account instead when,
-  after the network's fee, it fetches more there (`Move`, "relocation", only with a network file). Buys
-  happen where the ask plus fees is lowest; the money follows (the plan's transfers). Where a network
-  file makes moving the money dearer than it saves, the buys follow the money instead (in proportion to
-  each account's, or, where no network moves it, each account's own at the lowest ask first);
+  free holding in turn; an account whose share must be sold moves it instead to the account of the
+  pool where, after the network's fee, it fetches the most, when that is more than in place (`Move`,
+  "relocation", only with a network file; an account that takes no deposit is passed over). Buys
+  happen where the ask plus fees is lowest among the accounts the money can reach (one no other account
+  can send money to buys there with its own only); the money follows (the plan's transfers). Where a
+  network file makes moving the money dearer than it saves, the buys follow the money instead (in
+  proportion to each account's, or, where no network moves it, each account's own at the lowest ask
+  first);
 - *plain* ("trade where the asset sits"): the excess is sold by every holder in proportion to what it
   holds, the shortfall bought by every account in proportion to the money it has (its cash and what its
   sells bring); nothing moves.
@@ -434,7 +437,8 @@ def _optimised(
     buyable = np.isfinite(cells.ask)
     best_buy = _best(group, size, np.where(buyable, -cells.ask, -np.inf))
     bought = np.where(best_buy, np.maximum(-excess, 0.0)[group], 0.0)
-    # Relocations: a seller's share moved to the best account when it fetches more there after the fee.
+    # Relocations: a seller's share moved to the account of its pool where, after the network's fee, it
+    # fetches the most (an account with a better bid that cannot receive it is passed over for the next).
     hub = np.full(size, -1, dtype=np.int64)
     hub[group[best_sell]] = np.flatnonzero(best_sell)
     moves: list[Move] = []
@@ -444,28 +448,25 @@ def _optimised(
     networks = trading.networks
     if networks is not None:
         tree = diff.tree
-        candidates = np.flatnonzero((sold > 0) & ~best_sell & (hub[group] >= 0))
-        hubs = hub[group[candidates]]
-        better = ~(cells.bid[hubs] <= cells.bid[candidates] * (1 + RELOCATION_MARGIN))
-        candidates, hubs = candidates[better], hubs[better]
-        # Most sellers gain less at the hub than even the cheapest way's fee: dropped in bulk.
+        candidates, hubs = _hub_pairs(cells, group, size, np.flatnonzero((sold > 0) & (hub[group] >= 0)))
+        # Most sellers gain less at a hub than even the cheapest way's fee: dropped in bulk.
         may = _may_relocate(diff, networks, cells, sold, candidates, hubs)
         candidates, hubs = candidates[may], hubs[may]
         moved: list[int] = []
         to: list[int] = []
         amounts: list[float] = []
         arrived: list[float] = []
-        for cell, best, selling, bid, best_bid, source, destination, asset_id, price, pool in zip(
+        # Per seller (its pairs are consecutive, the better bids first): the hub fetching the most.
+        chosen: dict[int, tuple[int, Move, float]] = {}
+        for cell, best, selling, best_bid, source, destination, asset_id, price in zip(
             candidates.tolist(),
             hubs.tolist(),
             sold[candidates].tolist(),
-            cells.bid[candidates].tolist(),
             cells.bid[hubs].tolist(),
             cells.account[candidates].tolist(),
             cells.account[hubs].tolist(),
             cells.asset[candidates].tolist(),
             cells.price[candidates].tolist(),
-            cells.pool[candidates].tolist(),
             strict=True,
         ):
             amount = default_steps_of(selling)
@@ -473,30 +474,35 @@ def _optimised(
             way = networks.choose(tree.accounts[source][0], tree.accounts[destination][0], asset, amount)
             if isinstance(way, str):
                 continue
-            here = float(amount) * bid
             there = float(amount - way.fee) * best_bid
+            if cell in chosen and there <= chosen[cell][2]:
+                continue
+            move = Move(
+                asset,
+                source,
+                destination,
+                amount,
+                way.fee,
+                way.network,
+                "relocation",
+                -float(way.fee) * price,
+            )
+            chosen[cell] = (best, move, there)
+        for cell, (best, move, there) in chosen.items():
+            here = float(move.amount) * float(cells.bid[cell])
             if there <= here * (1 + RELOCATION_MARGIN):
                 continue
-            moves.append(
-                Move(
-                    asset,
-                    source,
-                    destination,
-                    amount,
-                    way.fee,
-                    way.network,
-                    "relocation",
-                    -float(way.fee) * price,
-                )
-            )
-            move_pool.append(pool)
+            moves.append(move)
+            move_pool.append(int(cells.pool[cell]))
             moved.append(cell)
             to.append(best)
-            amounts.append(float(amount))
-            arrived.append(float(amount - way.fee))
+            amounts.append(float(move.amount))
+            arrived.append(float(move.received))
         # Each seller moves once; a hub receives from several, summed in order.
         np.add.at(relocated, np.array(moved, dtype=np.int64), amounts)
         np.add.at(arriving, np.array(to, dtype=np.int64), arrived)
+        # A hub that receives sells where the bid net of fees is best among the accounts that can receive.
+        best_sell = best_sell | (arriving > 0)
     # Sales at the hub of what arrives bring money there; what leaves brings none where it left.
     proceeds = (sold - relocated) * cells.price + arriving * cells.price
     fees = np.array([float(m.fee) * float(diff.prices.get(m.asset) or 0) for m in moves])
@@ -505,6 +511,12 @@ def _optimised(
         + _sum(cells.pool, arriving * cells.price * (1 - cells.bid), pools)
         + _sum(np.array(move_pool, dtype=np.int64), fees, pools)
     )
+
+    if networks is not None:
+        budget = accounts.cash + _by_row(row, proceeds, accounts)
+        bought, best_buy = _reachable_buys(
+            diff, networks, cells, accounts, (group, size, row), budget, np.maximum(-excess, 0.0), best_buy
+        )
 
     def settled(bought: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
         desired = cells.held - sold + bought
@@ -542,6 +554,103 @@ def _optimised(
             money = np.where(better[accounts.pool], local_money, money)
             cost = np.where(better, local_cost, cost)
     return _Candidate(desired, money, cost, moves, move_pool, best_sell, best_buy, np.zeros(0), np.zeros(0))
+
+
+def _reachable_buys(
+    diff: DiffTree,
+    networks: Networks,
+    cells: Cells,
+    accounts: Accounts,
+    groups: tuple[IntArray, int, IntArray],
+    budget: FloatArray,
+    shortfall: FloatArray,
+    best_buy: BoolArray,
+) -> tuple[FloatArray, BoolArray]:
+    """Per cell what it buys, and whether it buys at the best ask its pool's money can reach: the group's
+    shortfall at its lowest ask, unless no other account of the pool can send that account money and
+    its own `budget` (value) does not cover it; then, lowest ask plus fees first, such an account buys
+    with its own money and the first account money can reach buys the rest. A group no reachable
+    account completes buys as before, all at the lowest ask (its money cannot follow: `_money_fees`)."""
+    group, size, row = groups
+    bought = np.where(best_buy, shortfall[group], 0.0)
+    best = np.flatnonzero(best_buy & (shortfall[group] > 0))
+    unit = cells.price * cells.ask
+    # Only an account its own money does not cover needs money sent: whether any can reach it.
+    best = best[budget[row[best]] < shortfall[group[best]] * unit[best]]
+    short = ~_receives(diff, networks, accounts, row[best])
+    if not short.any():
+        return bought, best_buy
+    affected = contains(np.unique(group[best[short]]), group)
+    buyable = affected & np.isfinite(cells.ask)
+    open_ = np.zeros(cells.pool.size, dtype=np.bool_)
+    open_[buyable] = _receives(diff, networks, accounts, row[buyable])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        own = np.where(unit > 0, np.maximum(budget[row], 0.0) / unit, np.inf)
+    room = np.where(open_, np.inf, own)
+    # The affected groups' buyable cells (few), the lowest ask first (then by position).
+    order = np.flatnonzero(buyable)
+    order = order[np.lexsort((order, cells.ask[order], group[order]))]
+    filled = np.zeros(cells.pool.size)
+    need = shortfall.copy()
+    for cell, g, most in zip(order.tolist(), group[order].tolist(), room[order].tolist(), strict=True):
+        take = min(need[g], most)
+        if take > 0:
+            filled[cell] = take
+            need[g] -= take
+    covered = np.bincount(group, weights=filled, minlength=size) >= shortfall * (1 - VALUE_EPSILON)
+    take = affected & covered[group]
+    # The lowest ask and the first the money reaches are the best asks; an account buying with money
+    # that cannot leave it buys where it sits.
+    return np.where(take, filled, bought), np.where(take, (filled > 0) & (best_buy | open_), best_buy)
+
+
+def _receives(diff: DiffTree, networks: Networks, accounts: Accounts, rows: IntArray) -> BoolArray:
+    """Per (pool, account) row among `rows`, whether another account of its pool can send it the pool's
+    money on an open way (one of its own exchange always can: internal)."""
+    tree = diff.tree
+    if not rows.size:
+        return np.zeros(0, dtype=np.bool_)
+    exchanges = sorted({exchange for exchange, _ in tree.accounts.values()})
+    exchange_id = {name: i for i, name in enumerate(exchanges)}
+    venue = np.array([exchange_id[tree.accounts[node][0]] for node in accounts.account.tolist()], np.int64)
+    n_pools = int(accounts.pool.max(initial=0)) + 1
+    # Per pool, how many of its accounts are on each exchange (few exchanges, many pools).
+    count = np.bincount(accounts.pool * len(exchanges) + venue, minlength=n_pools * len(exchanges))
+    count = count.reshape(n_pools, len(exchanges))
+    pool, own = accounts.pool[rows], venue[rows]
+    others = count[pool] > 0
+    others[np.arange(rows.size), own] = count[pool, own] > 1
+    quote = diff.account_quote[accounts.account[rows]]
+    # Per (other exchanges present, own exchange, quote): whether one of them has an open way in.
+    combos = np.column_stack((others.astype(np.int64), own, quote))
+    unique, inverse = np.unique(combos, axis=0, return_inverse=True)
+    found = np.zeros(len(unique), dtype=np.bool_)
+    for i, combo in enumerate(unique.tolist()):
+        *present, into, quote_id = combo
+        name = diff.asset_names[quote_id]
+        found[i] = any(
+            not isinstance(networks.ways(exchanges[out], exchanges[into], name), str)
+            for out, here in enumerate(present)
+            if here
+        )
+    return found[inverse.reshape(-1)]
+
+
+def _hub_pairs(cells: Cells, group: IntArray, size: int, sellers: IntArray) -> tuple[IntArray, IntArray]:
+    """Per seller among `sellers`, the cells of its group it might move its share to (a better net bid),
+    as pairs: sellers in order, each one's hubs by descending bid (then by position)."""
+    order = np.argsort(group, kind="stable")
+    starts = np.searchsorted(group[order], np.arange(size))
+    counts = np.bincount(group, minlength=size)
+    n = counts[group[sellers]]
+    seller = np.repeat(sellers, n)
+    local = np.arange(seller.size) - np.repeat(np.cumsum(n) - n, n)
+    hub = order[starts[group[seller]] + local]
+    keep = (cells.bid[hub] > NO_SALE) & ~(cells.bid[hub] <= cells.bid[seller] * (1 + RELOCATION_MARGIN))
+    seller, hub = seller[keep], hub[keep]
+    rank = np.repeat(np.arange(sellers.size), n)[keep]
+    at = np.lexsort((hub, -cells.bid[hub], rank))
+    return seller[at], hub[at]
 
 
 def _may_relocate(

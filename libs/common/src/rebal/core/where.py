@@ -23,6 +23,7 @@ ask is lower) and ``funding`` (money the target gives another account).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from functools import cached_property
 from typing import TypeVar
 
@@ -32,7 +33,7 @@ import numpy.typing as npt
 from rebal.core import collector, pools
 from rebal.core.diff import HOLD, DiffTree, diff_again, roll_up, with_desired
 from rebal.core.market import Market, Markets, Route
-from rebal.core.networks import Networks
+from rebal.core.networks import NO_NETWORK, Networks
 from rebal.core.numbers import VALUE_EPSILON, default_steps_of
 from rebal.core.plan import (
     CONVERTING,
@@ -164,7 +165,7 @@ class _Made:
         """Plan with the pools' moves, then the round trips a network makes cheaper as moves (`groups`:
         the plain candidate's, when built already)."""
         if trading.networks is not None and not plain:
-            trading = replace(trading, moves=trading.moves + round_trips(diff, trading))
+            trading = replace(trading, moves=round_trips(diff, trading))
         plan, groups, flows = plan_trading(
             diff, markets, trading, trading.min_trade_value, made=made, groups=groups
         )
@@ -368,9 +369,16 @@ def _desired(
 
 
 def round_trips(diff: DiffTree, trading: Trading) -> tuple[Move, ...]:
-    """The moves that replace a sell in one account and a buy of the same asset in another: per asset,
-    sellers and buyers matched largest first; a pair moves when the network's withdrawal fee (the
-    cheapest open network its amount clears) is below the round trip's fees and spreads."""
+    """The moves of the plan: the pools' relocations, less what round trips now move from their sources,
+    then the moves that replace a sell in one account and a buy of the same asset in another.
+
+    Per asset, sellers and buyers are matched largest first; a pair moves when the network's withdrawal
+    fee (the cheapest open network its amount clears) is below the round trip's fees and spreads. A
+    seller passes over a buyer it cannot move to (no open way, no gain, a fee not below it) and goes on
+    with the next, the buyer left for the sellers after it (a seller passes over, with that buyer, the
+    rest of its account kind: same exchange and quote, the same rates and ways). What a pool relocates
+    to its best bid is a seller too, at that bid, moved from where it sits: a buyer elsewhere (a sibling
+    pool's account) gets it straight from the relocation's source, and the relocation moves the rest."""
     networks = trading.networks
     assert networks is not None
     tree = diff.tree
@@ -381,65 +389,124 @@ def round_trips(diff: DiffTree, trading: Trading) -> tuple[Move, ...]:
     keys = tree.account_of[tradable] * n_assets + diff.asset_id[tradable]
     unique, inverse = np.unique(keys, return_inverse=True)
     net = np.bincount(inverse.reshape(-1), weights=diff.diff_amount[tradable], minlength=unique.size)
-    if trading.moves:  # the pools' relocations come first: each shifts its two groups, in order
-        ids = {name: i for i, name in enumerate(diff.asset_names)}
-        shifted = np.array(
-            [node * n_assets + ids[m.asset] for m in trading.moves for node in (m.source, m.destination)],
-            dtype=np.int64,
-        )
-        shift = np.array([float(s) for m in trading.moves for s in (m.amount, -m.received)])
+    ids = {name: i for i, name in enumerate(diff.asset_names)}
+    relocations = trading.moves
+    if relocations:  # each relocation's source trades what it sends less; the hub's sale is a seller below
+        shifted = np.array([node * n_assets + ids[m.asset] for m in relocations for node in (m.source,)])
         found, at = _lookup(unique, np.arange(unique.size), shifted)
-        np.add.at(net, at[found], shift[found])
+        np.add.at(net, at[found], np.array([float(m.amount) for m in relocations])[found])
     account, asset = unique // n_assets, unique % n_assets
     ours = ~contains(_nodes(trading.banks), account)
-    # Sellers and buyers of each asset, largest first (then by account: accounts rank in node order).
-    sellers = np.flatnonzero(ours & (net < 0))
-    sellers = sellers[np.lexsort((account[sellers], net[sellers], asset[sellers]))]
+    # Sellers (the accounts', then the relocations': selling at the hub, sent from the source) and buyers
+    # of each asset, largest first (then by account: accounts rank in node order).
+    own = np.flatnonzero(ours & (net < 0))
+    moved_asset = np.array([ids[m.asset] for m in relocations], dtype=np.int64)
+    seller_asset = np.concatenate((asset[own], moved_asset))
+    seller_size = np.concatenate((-net[own], np.array([float(m.amount) for m in relocations])))
+    origin = np.concatenate((account[own], np.array([m.source for m in relocations], dtype=np.int64)))
+    rated = np.concatenate((account[own], np.array([m.destination for m in relocations], dtype=np.int64)))
+    relocation = np.concatenate(
+        (np.full(own.size, -1, np.int64), np.arange(len(relocations), dtype=np.int64))
+    )
+    sellers = np.lexsort((relocation, origin, -seller_size, seller_asset))
     buyers = np.flatnonzero(ours & (net > 0))
     buyers = buyers[np.lexsort((account[buyers], -net[buyers], asset[buyers]))]
     rates, kind = _Rates(diff, trading), _account_kinds(diff, trading)
-    sell_rate, sell_known = _account_rates(rates, kind, account[sellers], asset[sellers], sell=True)
+    sell_rate, sell_known = _account_rates(rates, kind, rated[sellers], seller_asset[sellers], sell=True)
     buy_rate, buy_known = _account_rates(rates, kind, account[buyers], asset[buyers], sell=False)
-    seller_asset, buyer_asset = asset[sellers], asset[buyers]
+    seller_asset, buyer_asset = seller_asset[sellers], asset[buyers]
     seller_bounds = np.searchsorted(seller_asset, np.arange(n_assets + 1))
     buyer_bounds = np.searchsorted(buyer_asset, np.arange(n_assets + 1))
     moves: list[Move] = []
+    sent = [Decimal(0)] * len(relocations)  # per relocation, what round trips take from its source
     tolerance = VALUE_EPSILON * diff.scale
     for asset_id in np.intersect1d(seller_asset, buyer_asset).tolist():
         price = float(diff.asset_price[asset_id])
         name = diff.asset_names[asset_id]
         s0, s1 = int(seller_bounds[asset_id]), int(seller_bounds[asset_id + 1])
         b0, b1 = int(buyer_bounds[asset_id]), int(buyer_bounds[asset_id + 1])
-        source_of, left_s = account[sellers[s0:s1]].tolist(), (-net[sellers[s0:s1]]).tolist()
+        source_of, left_s = origin[sellers[s0:s1]].tolist(), seller_size[sellers[s0:s1]].tolist()
+        relocated = relocation[sellers[s0:s1]].tolist()
         destination_of, left_b = account[buyers[b0:b1]].tolist(), net[buyers[b0:b1]].tolist()
         sell, sold = sell_rate[s0:s1].tolist(), sell_known[s0:s1].tolist()
         buy, bought = buy_rate[b0:b1].tolist(), buy_known[b0:b1].tolist()
+        # The buyers of each account kind in order: a kind's first open buyer is its only candidate.
+        buckets: dict[int, list[int]] = {}
+        for j, node in enumerate(destination_of):
+            buckets.setdefault(int(kind[node]), []).append(j)
+        head = dict.fromkeys(buckets, 0)
         # Per pair of exchanges, the cheapest open way's fee (as a float; None: no way), found once.
         first_fee: dict[tuple[str, str], float | None] = {}
-        i = j = 0
-        while i < len(left_s) and j < len(left_b):
-            amount = min(left_s[i], left_b[j])
-            left_s[i] -= amount
-            left_b[j] -= amount
-            if sold[i] and bought[j]:
-                gain = (1 - sell[i]) + (buy[j] - 1)
+        for i in range(len(left_s)):
+            passed: set[int] = set()
+            while left_s[i] * price > tolerance:
+                open_heads = [
+                    (buckets[k][head[k]], k) for k in buckets if k not in passed and head[k] < len(buckets[k])
+                ]
+                if not open_heads:
+                    break
+                j, k = min(open_heads)
+                amount = min(left_s[i], left_b[j])
+                move = None
                 source, destination = source_of[i], destination_of[j]
-                exchanges = (tree.accounts[source][0], tree.accounts[destination][0])
-                if exchanges not in first_fee:
-                    first_fee[exchanges] = _first_fee(networks, exchanges, name)
-                fee = first_fee[exchanges]
-                # No way is cheaper than the first: a round trip worth less than its fee (with room for
-                # the amount's rounding to 12 places and float noise) is never made a move, and needs no
-                # exact amount.
-                if fee is not None and gain > 0 and fee < (amount + ROUNDING) * (1 + FLOAT_ROOM) * gain:
-                    move = _round_trip(networks, name, price, source, destination, exchanges, amount, gain)
-                    if move is not None:
-                        moves.append(move)
-            if left_s[i] * price <= tolerance:
-                i += 1
-            if left_b[j] * price <= tolerance:
-                j += 1
-    return tuple(moves)
+                if sold[i] and bought[j] and source != destination:
+                    gain = (1 - sell[i]) + (buy[j] - 1)
+                    exchanges = (tree.accounts[source][0], tree.accounts[destination][0])
+                    if exchanges not in first_fee:
+                        first_fee[exchanges] = _first_fee(networks, exchanges, name)
+                    fee = first_fee[exchanges]
+                    # No way is cheaper than the first: a round trip worth less than its fee (with room for
+                    # the amount's rounding to 12 places and float noise) is never made a move, and needs
+                    # no exact amount.
+                    if fee is not None and gain > 0 and fee < (amount + ROUNDING) * (1 + FLOAT_ROOM) * gain:
+                        move = _round_trip(
+                            networks, name, price, source, destination, exchanges, amount, gain
+                        )
+                if move is None:
+                    passed.add(k)
+                    continue
+                moves.append(move)
+                if relocated[i] >= 0:
+                    sent[relocated[i]] += move.amount
+                left_s[i] -= amount
+                left_b[j] -= amount
+                if left_b[j] * price <= tolerance:
+                    head[k] += 1
+    return _relocated_rest(diff, trading, sent) + tuple(moves)
+
+
+def _relocated_rest(diff: DiffTree, trading: Trading, sent: list[Decimal]) -> tuple[Move, ...]:
+    """The relocations less what round trips took from their sources (`sent`): a rest moves on the
+    cheapest open way it clears when it still fetches more at the hub after the fee; else it is dropped
+    (sold where it sits)."""
+    networks = trading.networks
+    assert networks is not None
+    tree = diff.tree
+    rates = _Rates(diff, trading)
+    ids = {name: i for i, name in enumerate(diff.asset_names)}
+    kept: list[Move] = []
+    for move, taken in zip(trading.moves, sent, strict=True):
+        if not taken:
+            kept.append(move)
+            continue
+        rest = move.amount - taken
+        exchanges = (tree.accounts[move.source][0], tree.accounts[move.destination][0])
+        way = networks.choose(*exchanges, move.asset, rest) if rest > 0 else NO_NETWORK
+        if isinstance(way, str):
+            continue
+        here = rates.rate(move.source, ids[move.asset], sell=True)
+        there = rates.rate(move.destination, ids[move.asset], sell=True)
+        if (
+            here is None
+            or there is None
+            or float(rest - way.fee) * there <= float(rest) * here * (1 + pools.RELOCATION_MARGIN)
+        ):
+            continue
+        price = float(diff.prices.get(move.asset) or 0)
+        kept.append(
+            move._replace(amount=rest, fee=way.fee, network=way.network, saving=-float(way.fee) * price)
+        )
+    return tuple(kept)
 
 
 def _account_kinds(diff: DiffTree, trading: Trading) -> IntArray:

@@ -50,12 +50,17 @@ def compare(
     flows: FloatArray | None = None,
     last_rebalance: int | None = None,
     fill_rule: FillRule = "rebal",
+    periods_per_year: float | None = None,
 ) -> Comparison:
-    """Replay each policy (see `rebal.core.backtest.replay`) and the two references; needs two rows."""
+    """Replay each policy (see `rebal.core.backtest.replay`) and the two references; needs two rows.
+    `periods_per_year` annualises the figures (`history.spacing_of` tells it from the dates as written);
+    None: `rebal.core.performance.periods_per_year_from` the times (ValueError when they are uneven)."""
     if len(history) < 2:
         raise ValueError("a backtest needs at least two rows of prices")
     spacing = int(np.median(np.diff(history.times)))
-    per_year = performance.periods_per_year_from(history.times)
+    per_year = (
+        performance.periods_per_year_from(history.times) if periods_per_year is None else periods_per_year
+    )
     flow = np.zeros(len(history)) if flows is None else flows
     base = _baseline(history, start, target, flow)
     base_returns = returns_of(base.value, base.flow)

@@ -9,6 +9,7 @@ from decimal import Decimal
 
 import numpy as np
 
+from rebal.core import performance
 from rebal.core.market import Prices
 from rebal.core.tree import FloatArray, IntArray
 
@@ -119,3 +120,87 @@ class _RowValues(Mapping[str, float]):
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
+
+
+# A step between rows longer than this many usual steps is a gap (monthly rows: 28..31 days pass).
+GAP_FACTOR = 1.5
+# A step is the usual one when it is within this share of it (daily rows: 14 minutes), as
+# `rebal.core.performance` counts a regular spacing.
+STEP_TOLERANCE = performance.SPACING_TOLERANCE
+# Rows a calendar month or more apart are counted in calendar months: each step a whole number of months
+# and within these many days per month of them (a quarter of 90 to 92 days is three months).
+MONTH_DAYS = performance.MONTH_DAYS
+
+
+@dataclass(frozen=True)
+class Spacing:
+    """How often a history's rows come: `label` as the output states it (``1d``, ``1h``, ``7d``, ``1mo``,
+    ``3mo``, ``1y``) and the periods a year that annualise its figures."""
+
+    label: str
+    periods_per_year: float
+
+
+@dataclass(frozen=True)
+class Uneven:
+    """Rows not regularly spaced: `row` is the first whose step from the row above is not the usual one
+    (`gap`: it is longer than `GAP_FACTOR` usual steps, rows are missing), `step` and `usual` say it."""
+
+    row: int
+    step: str
+    usual: str
+    gap: bool
+
+
+def spacing_of(times: IntArray, wall: IntArray) -> Spacing | Uneven:
+    """The spacing of rows at `times` (seconds since the epoch, strictly increasing, two at least) whose
+    dates as written are `wall` (the same instants on the clock of their own offset: a daily row at
+    local midnight is 24 hours after the one before it on that clock, 23 or 25 across a change of summer
+    time). Every step must be the usual one (the median), on the clock or in time:
+
+    - a median step under `MONTH_DAYS[0]` days is a fixed step (``1d``, ``1h``, ``7d``), annualised at
+      `performance.SECONDS_PER_YEAR` over it;
+    - a longer one is counted in calendar months of the dates as written (``1mo``, ``3mo``, ``1y``): every
+      step the same whole number of months, 12 a year over it.
+    """
+    steps, clock = np.diff(times), np.diff(wall)
+    if float(np.median(clock)) >= MONTH_DAYS[0] * performance.SECONDS_PER_DAY:
+        return _monthly(wall, clock)
+    usual = float(np.median(clock))
+    tolerance = STEP_TOLERANCE * usual
+    regular = (np.abs(clock - usual) <= tolerance) | (np.abs(steps - usual) <= tolerance)
+    if not regular.all():
+        at = int(np.argmax(~regular))
+        gap = bool(min(steps[at], clock[at]) > GAP_FACTOR * usual)
+        return Uneven(at + 1, duration_text(int(steps[at])), duration_text(int(usual)), gap)
+    return Spacing(duration_text(int(usual)), performance.SECONDS_PER_YEAR / usual)
+
+
+def _monthly(wall: IntArray, clock: IntArray) -> Spacing | Uneven:
+    months = wall.astype("datetime64[s]").astype("datetime64[M]").astype(np.int64)
+    counts = np.diff(months)
+    usual = max(1, round(float(np.median(counts))))
+    day = performance.SECONDS_PER_DAY
+    days = (clock >= usual * MONTH_DAYS[0] * day) & (clock <= usual * MONTH_DAYS[1] * day)
+    regular = (counts == usual) & days
+    label = _months(usual)
+    if not regular.all():
+        at = int(np.argmax(~regular))
+        return Uneven(at + 1, duration_text(int(clock[at])), label, bool(counts[at] > usual))
+    return Spacing(label, 12.0 / usual)
+
+
+def _months(count: int) -> str:
+    return f"{count // 12}y" if count % 12 == 0 else f"{count}mo"
+
+
+def duration_text(seconds: int) -> str:
+    """``1d``, ``7d``, ``1h``, ``1d12h``, ``30m``, ``90s``: a step between rows as people write it."""
+    if seconds <= 0:
+        return "0s"
+    parts = []
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)
