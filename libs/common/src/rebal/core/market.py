@@ -82,9 +82,12 @@ class Market:
 
 @dataclass(frozen=True)
 class Route:
-    """How to turn an asset into an account's quote: one direct market, or two through an intermediate."""
+    """How to turn an asset into an account's quote: one direct market, or two (or three) through
+    intermediates; or, `inverse`, the one market listed the other way round (``QUOTE/ASSET``): a sell of
+    the asset buys the quote with it, a buy of the asset sells the quote for it (amounts in the quote)."""
 
     legs: tuple[Market, ...]
+    inverse: bool = False
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,8 @@ class Markets:
     tables: dict[Hashable, object] = field(default_factory=dict, compare=False, repr=False)
 
     def route(self, exchange: str, asset: str, quote: str) -> Route | None:
-        """The direct market, else one intermediate (alphabetically first), else None (``no_market``)."""
+        """The direct market, else one intermediate (alphabetically first), else the inverse market
+        ``QUOTE/ASSET``, else None (``no_market``)."""
         known = self.exchanges.get(exchange)
         if known is None:
             return Route((Market(base=asset, quote=quote),))
@@ -110,7 +114,8 @@ class Markets:
             if market.base == asset and f"{market.quote}/{quote}" in known
         )
         if not candidates:
-            return None
+            inverse = known.get(f"{quote}/{asset}")
+            return None if inverse is None else Route((inverse,), inverse=True)
         middle = candidates[0]
         return Route((known[f"{asset}/{middle}"], known[f"{middle}/{quote}"]))
 

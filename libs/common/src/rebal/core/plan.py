@@ -76,6 +76,13 @@ NEEDS_CONVERSION = "needs_conversion"
 CONVERTING = -2
 # Derived decimals (est. price, cost, fee) keep this many significant digits.
 DERIVED = Context(prec=18)
+# A conversion (money a transfer brings, or an asset sold on an inverse market) losing more than this
+# share of what it converts to fees and spread is named (`dear_conversions`): exchanging one currency or
+# stablecoin for another costs a venue some 0.1-0.5% (fee and spread); 1% is already dear, and a fee or a
+# quote far beyond it (a 90% fee typed for 0.09%) would otherwise be planned in silence.
+DEAR_CONVERSION = Decimal("0.01")
+# What a buy may spend is checked in exact arithmetic (`spend_steps`): digits enough for any input.
+SPEND = Context(prec=60)
 
 
 class Order(NamedTuple):
@@ -93,6 +100,32 @@ class Order(NamedTuple):
     # Why it trades there and what that saves against the plain choice (where mode), or None.
     reason: str | None = None
     est_saving: Decimal | None = None
+
+
+class DearConversion(NamedTuple):
+    """A conversion losing more than `DEAR_CONVERSION` of its value: on `account`, `spent` of
+    `spent_asset` becomes `received` of `received_asset` (`symbol` bought or sold), `lost` (valuation
+    currency, against the reference prices: its fee and spread) being `share` of what it spends."""
+
+    account: str
+    symbol: str
+    side: Side
+    spent: Decimal
+    spent_asset: str
+    received: Decimal
+    received_asset: str
+    lost: Decimal
+    share: Decimal
+
+    def line(self, valuation: str, limit: Decimal = DEAR_CONVERSION) -> str:
+        """How a user is told (`rebal plan`'s stderr, the planner's log)."""
+        percent = (self.share * 100).quantize(Decimal("0.01"))
+        return (
+            f"{self.account}: converting {self.spent} {self.spent_asset} into {self.received} "
+            f"{self.received_asset} ({self.symbol} {self.side}) loses {self.lost} {valuation} to fees and "
+            f"spread, {percent}% of it (more than {(limit * 100).normalize()}%): check the markets' fee_rate "
+            "and the venues' prices"
+        )
 
 
 class Skip(NamedTuple):
@@ -137,6 +170,8 @@ class _Leg:
     phase: int
     sort_key: tuple[int, int, int, int]
     group: int = -1
+    # An inverse sell's: the exact free amount of the asset it spends (the account's budget of it).
+    held: Decimal | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -452,6 +487,45 @@ class Plan:
     def _est_price(self, market: Market, sell: bool, exchange: str) -> Decimal:
         return _shown_price(self.diff, self.trading, market, sell, exchange)
 
+    def dear_conversions(self, limit: Decimal = DEAR_CONVERSION) -> list[DearConversion]:
+        """The plan's conversions (of a transfer's money into the account's quote, and sells on an
+        inverse market) whose fee and spread against the reference prices take more than `limit` of the
+        value they spend, in output order."""
+        tree, prices = self.diff.tree, self.diff.prices
+        found: list[DearConversion] = []
+        for leg in sorted(self.legs, key=lambda leg: leg.sort_key):
+            if leg.held is None and leg.group > CONVERTING:
+                continue
+            market, sell = leg.market, leg.side == SELL
+            exchange = tree.accounts[leg.account][0]
+            amount = market.amount_step * leg.steps
+            cost = DERIVED.multiply(amount, self._est_price(market, sell, exchange))
+            fee = DERIVED.multiply(cost, market.fee_rate)
+            base, quote = prices.get(market.base), prices.get(market.quote)
+            assert base is not None and quote is not None, "prices are checked by diff_trees"
+            if sell:
+                spent, spent_asset, received, received_asset = amount, market.base, cost - fee, market.quote
+                spent_value, received_value = amount * base, (cost - fee) * quote
+            else:
+                spent, spent_asset, received, received_asset = cost + fee, market.quote, amount, market.base
+                spent_value, received_value = (cost + fee) * quote, amount * base
+            lost = spent_value - received_value
+            if spent_value > 0 and lost > spent_value * limit:
+                found.append(
+                    DearConversion(
+                        tree.path(leg.account),
+                        market.symbol,
+                        "sell" if sell else "buy",
+                        spent.normalize(),
+                        spent_asset,
+                        received.normalize(),
+                        received_asset,
+                        DERIVED.plus(lost).normalize(),
+                        DERIVED.divide(lost, spent_value),
+                    )
+                )
+        return found
+
     def manual(self) -> tuple[bool, ...]:
         """Per transfer, whether it is an operator's task: one of its sides is a bank account (no API)."""
         tree = self.diff.tree
@@ -459,9 +533,10 @@ class Plan:
         return tuple(t.source in banks or t.destination in banks for t in self.transfers)
 
     def budgets(self) -> list[Budget]:
-        """Per account (in tree order), the budget of its quote, and of any other asset a transfer brings
-        it: the exact free (unlocked) amount of the quote's wallets, plus transfers in, less transfers out
-        (below zero when a transfer out is to be paid from the account's sells)."""
+        """Per account (in tree order), the budget of its quote, of any other asset a transfer brings it,
+        and of an asset an inverse sell spends: the exact free (unlocked) amount of the quote's (or that
+        asset's) wallets, plus transfers in, less transfers out (below zero when a transfer out is to be
+        paid from the account's sells)."""
         tree, diff = self.diff.tree, self.diff
         amounts: dict[tuple[int, str], Decimal] = {
             (node, quote): Decimal(0) for node, (_, quote) in tree.accounts.items()
@@ -476,6 +551,10 @@ class Plan:
         ):
             asset = diff.asset_names[asset_id]
             amounts[(account, asset)] += tree.real.exact_amount(index) - tree.real.exact_locked(index)
+        for leg in self.legs:
+            if leg.held is not None:  # an inverse sell spends an asset the account holds
+                key = (leg.account, leg.market.quote)
+                amounts[key] = amounts.get(key, Decimal(0)) + leg.held
         by_path = {tree.path(node): node for node in tree.accounts}
         for transfer in self.transfers:
             source, destination = by_path[transfer.source], by_path[transfer.destination]
@@ -574,6 +653,13 @@ class Flows:
         return out
 
 
+def reference_price(diff: DiffTree, market: Market) -> Decimal:
+    """A market's price (quote per base) at the reference prices, as the plan states it."""
+    base, quote = diff.prices.get(market.base), diff.prices.get(market.quote)
+    assert base is not None and quote is not None, "prices are checked by diff_trees"
+    return DERIVED.divide(base, quote)
+
+
 def _decimals(values: list[Decimal]) -> Decimals:
     """`Decimals.of` made once per distinct value as written (its text): a plan's steps, fees and prices
     repeat across its markets."""
@@ -669,11 +755,16 @@ def _plan_groups(
     routed_sells: list[int] = []
     routed_buys: list[int] = []
     if groups.any_routed:  # rare: a plan of direct orders skips the routed passes
+        routed = groups.routed
+        if groups.any_inverse:  # a buy takes no inverse market (it would be a sell of the quote)
+            unbought = groups.inverse & ~groups.sells
+            skip_code[unbought] = NO_MARKET_CODE
+            routed = routed & ~unbought
         # A routed order worth less than min_trade_value is not routed at all.
-        small = groups.routed & (groups.raw * groups.value_price < groups.min_trade_value)
+        small = routed & (groups.raw * groups.value_price < groups.min_trade_value)
         skip_code[small] = REASON_CODES[BELOW_MIN_TRADE_VALUE]
         skip_symbol.update({g: groups.route_of(g).legs[0].symbol for g in np.flatnonzero(small).tolist()})
-        routed = groups.routed & ~small
+        routed = routed & ~small
         routed_sells = np.flatnonzero(routed & groups.sells).tolist()
         routed_buys = np.flatnonzero(routed & ~groups.sells).tolist()
     emitted_sells = emitted & groups.sells
@@ -682,8 +773,18 @@ def _plan_groups(
     proceeds = np.bincount(
         groups.slot[emitted_sells], weights=(cost * groups.sell_keep)[emitted_sells], minlength=slots
     ).astype(np.float64)
+    # What inverse sells (`_inverse_sell`) yield per account: placed first of its buys, funding them.
+    converted = np.zeros(slots)
     for g in routed_sells:
         route, exchange = groups.route_of(g), groups.exchange_of(g)
+        if route.inverse:
+            spent = _inverse_sell(pricer, exchange, route.legs[0], float(groups.raw[g]), groups.exact_free(g))
+            if isinstance(spent, str):
+                skip_code[g], skip_symbol[g] = REASON_CODES[spent], route.legs[0].symbol
+                continue
+            converted[groups.slot[g]] += float(route.legs[0].amount_step * spent)
+            legs.append(groups.inverse_leg(g, spent, groups.exact_free(g)))
+            continue
         sold = _routed_sell(
             pricer, exchange, route, float(groups.raw[g]), groups.exact_free(g), int(groups.path_node[g])
         )
@@ -709,11 +810,18 @@ def _plan_groups(
         reserve[groups.slot[g]] += _route_reserve(pricer, exchange, route)
     cash = groups.free_quote + proceeds
     spare = cash - wanted - reserve if routed_buys else cash - wanted
+    converting = converted > 0
+    if np.count_nonzero(converting):
+        # What an inverse sell yields funds the account's buys, but comes after the transfers: none of it
+        # is sent (an account sends at most the cash it has after its sells).
+        spare = np.where(converting, np.minimum(spare + converted, cash), spare)
     moved = _transfers(diff, groups.accounts, groups.quote_id, spare, trading, made)
     transfer_in, transfer_out = moved.transfer_in, moved.transfer_out
     budget = cash + transfer_in - transfer_out
     if routed_buys:
         budget -= reserve
+    if np.count_nonzero(converting):
+        budget = budget + converted
     # Squeeze only buys that exceed the budget, and then to safely below it (float sums vs decimals).
     # Where they do, 0 <= usable < wanted: both scales are in [0, 1), never NaN (a NaN budget or want
     # squeezes nothing).
@@ -788,7 +896,7 @@ def _plan_groups(
         groups.accounts,
         len(diff.tree),
         wanted.astype(np.float64),
-        cash - reserve if routed_buys else cash,
+        (cash - reserve if routed_buys else cash) + converted,
     )
     return plan, groups, flows
 
@@ -1254,9 +1362,9 @@ def _raise_small_buys(
 
 
 def _refuse_unreachable(diff: DiffTree, groups: _Groups) -> None:
-    if not groups.any_no_market:
+    if not groups.any_no_market and not groups.any_inverse:
         return
-    unreachable = np.flatnonzero(groups.no_market & ~groups.sells & groups.new)
+    unreachable = np.flatnonzero((groups.no_market | groups.inverse) & ~groups.sells & groups.new)
     if not unreachable.size:
         return
     g = int(unreachable[0])
@@ -1517,6 +1625,27 @@ class _Groups:
         route = self.routes[int(self.combo[g])]
         assert route is not None, "only routed groups are asked for their route"
         return route
+
+    @cached_property
+    def inverse(self) -> BoolArray:
+        """Per group, whether its route is an inverse market (``QUOTE/ASSET``: only a sell takes it)."""
+        if not self.any_inverse:
+            return np.zeros(self.size, dtype=np.bool_)
+        inverse = np.array([r is not None and r.inverse for r in self.routes], dtype=np.bool_)
+        return np.asarray(inverse[self.combo], dtype=np.bool_)
+
+    @property
+    def any_inverse(self) -> bool:
+        return self.any_routed and any(r is not None and r.inverse for r in self.routes)
+
+    def inverse_leg(self, g: int, steps: int, held: Decimal) -> _Leg:
+        """The buy of the account's quote with the asset of group `g` (an inverse sell; `held` of it
+        free): a buy, so placed with the buys (phase 2), first of the account's (after a conversion), as
+        its proceeds pay them."""
+        account = int(self.account[g])
+        market = self.route_of(g).legs[0]
+        key = (BUY_PHASE, self.rank[account], -1, 1 + int(self.asset[g]))
+        return _Leg(account, market, BUY, steps, BUY_PHASE, key, g, held)
 
     def legs(self, g: int, side: int, ordered: tuple[tuple[Market, int], ...]) -> list[_Leg]:
         """Routed legs in execution order; they sort right after the group's place."""
@@ -1797,8 +1926,11 @@ class _Routes(NamedTuple):
                 if trading is not None
                 else markets.route(exchange, asset, quote)
             )
-        legs = np.array([0 if r is None else len(r.legs) for r in routes], dtype=np.int64)
-        direct = tuple(r.legs[0] if r is not None and len(r.legs) == 1 else _NONE for r in routes)
+        # An inverse route's one leg is planned as a routed one (its amount is in the quote, not the asset).
+        legs = np.array([0 if r is None else len(r.legs) + r.inverse for r in routes], dtype=np.int64)
+        direct = tuple(
+            r.legs[0] if r is not None and len(r.legs) == 1 and not r.inverse else _NONE for r in routes
+        )
         table = np.array([m.floats for m in direct], dtype=np.float64).reshape(-1, 4)
         return cls(routes, legs, direct, table)
 
@@ -1882,9 +2014,7 @@ def _shown_price(
     where-mode plan, else the reference prices' ratio to 18 significant digits."""
     if trading is not None:
         return trading.prices.exact(exchange, market, sell)
-    base, quote = diff.prices.get(market.base), diff.prices.get(market.quote)
-    assert base is not None and quote is not None, "prices are checked by diff_trees"
-    return DERIVED.divide(base, quote)
+    return reference_price(diff, market)
 
 
 class _Members:
@@ -1989,6 +2119,31 @@ def _exact_steps(diff: DiffTree, node: int, amount: Decimal, market: Market, *, 
         return 0
     whole, rest = divmod(amount, market.amount_step)
     return int(whole) + (1 if ceiling and rest else 0)
+
+
+def _inverse_sell(
+    pricer: _Pricer, exchange: str, market: Market, raw: float, exact_free: Decimal
+) -> int | str:
+    """Sell `raw` of an asset on the inverse market ``QUOTE/ASSET`` (the account's quote is its base): the
+    steps of the quote bought with it, at the ask, cost and fee (in the asset) within `raw` and never
+    above the exact free amount; or the reason it cannot be done."""
+    price = pricer.exact(exchange, market, BUY)
+    wanted = Decimal(raw)
+    available = exact_free if wanted * (1 + Decimal(STEP_RELATIVE)) >= exact_free else wanted
+    steps = spend_steps(price, market, available)
+    return _leg_reason(pricer, exchange, market, steps, BUY) or steps
+
+
+def spend_steps(price: Decimal, market: Market, available: Decimal) -> int:
+    """The most whole steps of `market`'s base a buy at `price` may take with its cost and fee (in the
+    quote) within `available` of the quote: exact, so it never spends a hair more."""
+    unit = SPEND.multiply(price, 1 + market.fee_rate)  # what one of the base costs, with the fee
+    if unit <= 0 or available <= 0:
+        return 0
+    steps = floor_steps(SPEND.divide(available, unit), market.amount_step)
+    if steps > 0 and SPEND.multiply(market.amount_step * steps, unit) > available:
+        steps -= 1  # the quotient's last digit rounded up onto a step: one fewer
+    return steps
 
 
 def _route_reserve(pricer: _Pricer, exchange: str, route: Route) -> float:
@@ -2097,10 +2252,12 @@ def _transfers(
     # Read per account at once (a numpy scalar per account and column took more than the matching).
     gaps = (diff.current_value[accounts] - diff.desired_value[accounts]).tolist()
     active = (diff.operation[accounts] != HOLD).tolist()
+    # An account that holds (its value at its target, or within the band) keeps its gap, but what a move
+    # brings or takes is money it gains or owes all the same (an asset it need not buy frees its cash).
     excess = {
-        node: gap + shift.get(node, 0.0)
+        node: (gap if trades else 0.0) + shift.get(node, 0.0)
         for node, gap, trades in zip(account_nodes, gaps, active, strict=True)
-        if trades
+        if trades or node in shift
     }
     sources = sorted(((v, n) for n, v in excess.items() if v > tolerance), key=lambda x: (-x[0], x[1]))
     sinks = sorted(((-v, n) for n, v in excess.items() if v < -tolerance), key=lambda x: (-x[0], x[1]))
@@ -2249,9 +2406,13 @@ def _transfers(
     np.add.at(outgoing, np.array(out_slot, dtype=np.int64), np.array(out_value, dtype=np.float64))
     np.add.at(incoming, np.array(in_slot, dtype=np.int64), np.array(in_value, dtype=np.float64))
     transfer_out, transfer_in = outgoing.tolist(), incoming.tolist()
-    # Unmatched deficits are funded by new money (invest); unmatched surpluses leave (withdraw).
-    for node, value in remaining_in.items():
-        transfer_in[slot[node]] += max(value, 0.0) / quote_price[node]
+    # Unmatched deficits are funded by new money (invest), never by more than is invested (what holding
+    # accounts keep of their gaps is no money), largest deficit first; unmatched surpluses leave (withdraw).
+    invested = max(float(diff.desired_value[0] - diff.current_value[0]), 0.0)
+    for _, node in sinks:
+        funded = min(max(remaining_in[node], 0.0), invested)
+        invested -= funded
+        transfer_in[slot[node]] += funded / quote_price[node]
     for node, value in remaining_out.items():
         transfer_out[slot[node]] += max(value, 0.0) / quote_price[node]
     return _Moved(
@@ -2293,15 +2454,12 @@ def _conversion(
     bid, whichever the markets list (both: the one yielding more, the buy on a tie); None when neither
     clears the market's step and minimums."""
     known = trading.markets.exchanges.get(exchange, {})
-    exact = Context(prec=60)
+    exact = SPEND
     found: list[_Conversion] = []
     buying = known.get(f"{quote}/{asset}")
     if buying is not None:
         price = trading.prices.exact(exchange, buying, False)
-        unit = exact.multiply(price, 1 + buying.fee_rate)  # what one of the quote costs, with the fee
-        steps = floor_steps(exact.divide(arrived, unit), buying.amount_step) if unit > 0 else 0
-        if steps > 0 and exact.multiply(buying.amount_step * steps, unit) > arrived:
-            steps -= 1  # the quotient's last digit rounded up onto a step: one fewer
+        steps = spend_steps(price, buying, arrived)
         amount = buying.amount_step * steps
         if steps > 0 and amount >= buying.min_amount and amount * price >= buying.min_cost:
             found.append(_Conversion(buying, BUY, steps, BUY_PHASE, amount))

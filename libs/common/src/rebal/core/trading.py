@@ -10,6 +10,8 @@ A plan made with per-venue prices, a network file or pools (`rebal.core.where`) 
   spreads included; ties are broken by name: a route's name is the tuple of its markets' symbols in
   order (``("ABC/BNB", "BNB/BTC", "BTC/USDT")`` before ``("ABC/ETH", "ETH/USDT")``), compared item by
   item; a direct market is no route (nothing to route through) and keeps a tie;
+  a sell with no such route takes the inverse market (``QUOTE/ASSET``, e.g. ``USDT/USD`` for USD held
+  in an account trading against USDT) when listed;
 - `Move`: an asset sent from one account to another instead of being sold in one and bought in the
   other, or sent to be sold where the bid is better (decided by `rebal.core.where`, applied by the plan).
 """
@@ -89,7 +91,11 @@ class VenuePrices:
 
     def route_rate(self, exchange: str, route: Route, sell: bool) -> float:
         """The route's effective rate: quote received per unit of the asset sold (net of every leg's fee
-        and spread), or quote paid per unit bought."""
+        and spread), or quote paid per unit bought. An inverse route (``QUOTE/ASSET``) buys the quote
+        with the asset (a sell) or sells the quote for it (a buy): the market's rate on the other side,
+        turned over."""
+        if route.inverse:
+            return 1.0 / self.rate(exchange, route.legs[0], not sell)
         total = 1.0
         for market in route.legs:
             total *= self.rate(exchange, market, sell)
@@ -154,16 +160,31 @@ def cheapest_route(
     bases = {} if bases is None else bases
     if exchange not in bases:
         bases[exchange] = markets_by_base(known)
-    best: tuple[float, tuple[bool | str, ...], tuple[Market, ...]] | None = None
-    for legs in _paths(known, bases[exchange], asset, quote):
-        rate = prices.route_rate(exchange, Route(legs), sell)
+    best: tuple[float, tuple[bool | str, ...], Route] | None = None
+    for route in _routes(known, bases[exchange], asset, quote, sell):
+        rate = prices.route_rate(exchange, route, sell)
         if not math.isfinite(rate) or rate <= 0:
             continue
         score = -rate if sell else rate
-        names: tuple[bool | str, ...] = (len(legs) > 1, *(market.symbol for market in legs))
+        names: tuple[bool | str, ...] = (len(route.legs) > 1, *(market.symbol for market in route.legs))
         if best is None or _better(score, names, best[0], best[1]):
-            best = (score, names, legs)
-    return Route(best[2]) if best is not None else None
+            best = (score, names, route)
+    return best[2] if best is not None else None
+
+
+def _routes(
+    known: Mapping[str, Market], by_base: Mapping[str, list[Market]], asset: str, quote: str, sell: bool
+) -> Iterator[Route]:
+    """`_paths` as routes; for a sell that has none, the inverse market ``QUOTE/ASSET`` (as
+    `Markets.route`: a last resort, so a plan that had a route keeps it, also where the inverse market's
+    minimums would refuse what the route clears)."""
+    found = False
+    for legs in _paths(known, by_base, asset, quote):
+        found = True
+        yield Route(legs)
+    inverse = known.get(f"{quote}/{asset}")
+    if sell and not found and inverse is not None:
+        yield Route((inverse,), inverse=True)
 
 
 def _better(
