@@ -202,7 +202,13 @@ def plan(
             )
             # The exchanges as the planner resolves them (a bank's own name stands for its exchange).
             exchanges = {exchange for exchange, _ in diff.tree.accounts.values()}
-            warn(unused_exchanges(exchanges, price_table, prices, networks, network, market_table, markets))
+            banks = {int(node) for node in diff.tree.bank_accounts}
+            trading = {exchange for node, (exchange, _) in diff.tree.accounts.items() if node not in banks}
+            warn(
+                unused_exchanges(
+                    exchanges, price_table, prices, networks, network, market_table, markets, trading
+                )
+            )
             result = plan_rebalance(
                 partial.buy_only(diff) if buy_only else diff, market_table, networks=networks
             )
@@ -268,10 +274,13 @@ def unused_exchanges(
     network_file: Path | None,
     markets: Markets | None = None,
     markets_file: Path | None = None,
+    trading: Collection[str] = (),
 ) -> list[str]:
     """An exchange the prices' `venues`, the network file or the markets file name that no account is on
     (`held`: the accounts' exchanges; a typo, "binanse", would otherwise plan binance at the reference
-    price, or free of fees, unnoticed): `exchanges_not_held`'s lines."""
+    price, or free of fees, unnoticed): `exchanges_not_held`'s lines. The markets file's are named only
+    when an exchange an account trades on (`trading`) has no markets in it: a shared markets file listing
+    more exchanges than the portfolio uses is the usual case, a typo leaves an account without its own."""
     sections: list[tuple[Path, str, Collection[str], str]] = [
         (prices_file, "venues", prices.venues, "prices")
     ]
@@ -280,7 +289,7 @@ def unused_exchanges(
             (network_file, "withdrawals", networks.withdrawals.keys(), "withdrawals"),
             (network_file, "deposits", networks.deposits.keys(), "deposits"),
         ]
-    if markets is not None and markets_file is not None:
+    if markets is not None and markets_file is not None and set(trading) - set(markets.exchanges):
         sections.append((markets_file, "", markets.exchanges.keys(), "markets"))
     return exchanges_not_held(held, sections)
 
