@@ -120,6 +120,8 @@ def test_a_markets_exchange_no_account_is_on_is_named_on_stderr(tmp_path: Path) 
         f"warning: {tmp_path / 'markets.json'}: binanse: no account is on this exchange; "
         "its markets are not used"
     ]
+    markets["binance"] = markets["binanse"]  # a shared file: every account's exchange and more
+    assert plan(tmp_path, "--json", given={"markets": markets}).stderr == ""
 
 
 def test_a_venue_price_far_from_the_reference_is_refused_in_one_line_naming_the_place(tmp_path: Path) -> None:

@@ -245,7 +245,7 @@ def planned_of(
         snapshot_taken_at=taken_at,
         position_orders=PlannedPositionOrder.trusted(positions.orders),
         position_settings=PlannedPositionSetting.trusted(positions.settings),
-        costs=None if plan.notes is None else PlanCosts.model_validate(costs_json(plan.notes)),
+        costs=None if plan.notes is None else PlanCosts.model_validate(costs_json(plan)),
     )
     notes = plan.notes
     # The core's exact rows as they are (models made from them are trusted, not validated again:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cached_property
 
-from rebal.core.errors import InputError
+from rebal.core.errors import InputError, spelled
 from rebal.core.numbers import DEFAULT_AMOUNT_STEP, RANGE, in_range, parse_decimal
 from rebal.core.venues import Quote, check_against, parse_venues
 
@@ -45,7 +45,7 @@ class Prices:
         for asset, value in raw.items():
             price = parse_decimal(value)
             if price is None:
-                raise InputError(f"prices.{asset}", f"price {value!r} is not a decimal number")
+                raise InputError(f"prices.{asset}", f"price {spelled(value)} is not a decimal number")
             if price <= 0:
                 raise InputError(f"prices.{asset}", f"price {value} must be positive")
             if not in_range(price):
@@ -146,7 +146,7 @@ class Markets:
                 for key in MARKET_KEYS & params.keys():
                     value = parse_decimal(params[key])
                     if value is None or value < 0:
-                        raise InputError(f"{where}.{key}", f"{params[key]!r} is not a decimal >= 0")
+                        raise InputError(f"{where}.{key}", f"{spelled(params[key])} is not a decimal >= 0")
                     if not in_range(value):
                         raise InputError(
                             f"{where}.{key}", f"{params[key]} is outside the supported range ({RANGE})"

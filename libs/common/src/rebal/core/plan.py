@@ -258,6 +258,15 @@ class OrderColumns:
         return len(self.account)
 
 
+class ShownCosts(NamedTuple):
+    """A plan's estimated costs (valuation currency, exact): trading fees, spreads against the reference
+    prices, and the transfers' network fees (`Plan.shown_costs`)."""
+
+    fees: Decimal
+    spread: Decimal
+    withdrawal_fees: Decimal
+
+
 @dataclass(frozen=True, eq=False)
 class Plan:
     """The orders, transfers and skips that bring the real tree to the desired one.
@@ -353,7 +362,45 @@ class Plan:
 
     def order_columns(self) -> OrderColumns:
         """Every order as columns, in the order of `orders()`: amounts are whole steps of the market's
-        exact step; est. price, cost and fee keep 18 significant digits."""
+        exact step; est. price, cost and fee keep 18 significant digits. (Made once: the costs and the
+        orders' text both read them.)"""
+        return self._order_columns
+
+    def shown_costs(self) -> ShownCosts:
+        """The plan's estimated costs in the valuation currency, exactly from what it shows: each order's
+        est. fee, and its est. cost against its amount at the reference prices (the spread: what a sell
+        fetches below, a buy pays above, the reference), valued at the reference price of the market's
+        quote; each transfer's network fee at its asset's reference price."""
+        columns = self.order_columns()
+        # Sums per (market, side) first: a few markets, many orders.
+        sums: dict[tuple[int, bool], list[Decimal]] = {}
+        for market, sell, amount, cost, fee in zip(
+            columns.market.tolist(),
+            columns.sell.tolist(),
+            columns.amount.values(),
+            columns.est_cost.values(),
+            columns.est_fee.values(),
+            strict=True,
+        ):
+            found = sums.setdefault((market, sell), [Decimal(0)] * 3)
+            found[0] += amount
+            found[1] += cost
+            found[2] += fee
+        prices = self.diff.prices
+        fees = spread = withdrawal_fees = Decimal(0)
+        for (market, sell), (amount, cost, fee) in sorted(sums.items()):
+            base, quote = prices.get(columns.markets[market].base), prices.get(columns.markets[market].quote)
+            assert base is not None and quote is not None, "prices are checked by diff_trees"
+            fees += fee * quote
+            spread += amount * base - cost * quote if sell else cost * quote - amount * base
+        for transfer in self.transfers:
+            price = prices.get(transfer.asset)
+            if transfer.fee and price is not None:
+                withdrawal_fees += transfer.fee * price
+        return ShownCosts(fees, spread, withdrawal_fees)
+
+    @cached_property
+    def _order_columns(self) -> OrderColumns:
         account, market, sell, steps, _, markets = self.ordered()
         rows = 2 * market + sell
         # Only the rows used are priced; a where-mode price depends on the exchange (of any order using it).
@@ -438,9 +485,7 @@ class Plan:
         return merged[0], merged[1], merged[2], merged[3], merged[4]
 
     def _est_price(self, market: Market, sell: bool, exchange: str) -> Decimal:
-        if self.trading is not None:
-            return self.trading.prices.exact(exchange, market, sell)
-        return reference_price(self.diff, market)
+        return _shown_price(self.diff, self.trading, market, sell, exchange)
 
     def dear_conversions(self, limit: Decimal = DEAR_CONVERSION) -> list[DearConversion]:
         """The plan's conversions (of a transfer's money into the account's quote, and sells on an
@@ -539,7 +584,7 @@ class Plan:
                 tree.path(node),
                 skips.symbol.get(row) or f"{names[asset]}/{quotes[account]}",
                 SKIP_SIDES[side],
-                Decimal(amount_str(amount)),
+                Decimal(money_str(amount) if side == TRANSFER else amount_str(amount)),
                 REASONS[code] or "",
             )
             for row, (node, asset, account, side, amount, code) in enumerate(
@@ -723,9 +768,11 @@ def _plan_groups(
         routed_sells = np.flatnonzero(routed & groups.sells).tolist()
         routed_buys = np.flatnonzero(routed & ~groups.sells).tolist()
     emitted_sells = emitted & groups.sells
+    # (float64 always: bincount of no weights counts in integers, and a routed sell's proceeds added to
+    # them were truncated)
     proceeds = np.bincount(
         groups.slot[emitted_sells], weights=(cost * groups.sell_keep)[emitted_sells], minlength=slots
-    )
+    ).astype(np.float64)
     # What inverse sells (`_inverse_sell`) yield per account: placed first of its buys, funding them.
     converted = np.zeros(slots)
     for g in routed_sells:
@@ -749,7 +796,9 @@ def _plan_groups(
 
     # Phase 2: buys, funded by free quote + net sale proceeds + transfers in - transfers out.
     buys = emitted & ~groups.sells
-    wanted = np.bincount(groups.slot[buys], weights=(cost * groups.buy_pay)[buys], minlength=slots)
+    wanted = np.bincount(groups.slot[buys], weights=(cost * groups.buy_pay)[buys], minlength=slots).astype(
+        np.float64
+    )
     reserve = np.zeros(slots)  # (subtracted only where a route reserves: x - 0.0 is x, signed zeros too)
     for g in routed_buys:
         route, exchange = groups.route_of(g), groups.exchange_of(g)
@@ -808,11 +857,12 @@ def _plan_groups(
         emitted |= raised
         skip_code[raised] = 0
         steps[raised] = groups.min_steps()[raised]
-    if (
-        trading is not None and groups.moved.any()
-    ):  # a group a move left with nothing to trade (but float noise) is no skip
+    if trading is not None and groups.moved.any():
+        # A group moves left with nothing to trade but float noise, or less than one of their (1e-8) steps
+        # each (their rounding), is no skip: the moves did what could be done.
         value = groups.raw * diff.asset_price[groups.asset]
-        skip_code[groups.moved & (value <= VALUE_EPSILON * diff.scale)] = 0
+        rounding = groups.move_count() * float(DEFAULT_AMOUNT_STEP) * (1 - STEP_EPSILON)
+        skip_code[groups.moved & ((value <= VALUE_EPSILON * diff.scale) | (groups.raw < rounding))] = 0
 
     chosen = emitted.nonzero()[0]
     selling = groups.sells[chosen]
@@ -1466,7 +1516,7 @@ class _Groups:
         else:  # the side's price on the group's exchange
             combo_price = np.array(
                 [
-                    trading.prices.price(
+                    trading.prices.shown(
                         self.exchanges[(value // 2) // (n_assets * n_assets)],
                         Market(
                             diff.asset_names[(value // 2) % n_assets],
@@ -1543,6 +1593,14 @@ class _Groups:
             if dst in wanted:
                 extra[dst] = extra.get(dst, Decimal(0)) + move.received
         return extra
+
+    def move_count(self) -> FloatArray:
+        """Per group, how many moves send from or to it."""
+        _, source, destination = self._moved
+        counts: FloatArray = np.bincount(
+            np.array([*source, *destination], dtype=np.int64), minlength=self.size
+        ).astype(np.float64)
+        return counts
 
     def exchange_of(self, g: int) -> str:
         return self.exchanges[int(self.account_exchange[self.account[g]])]
@@ -1994,8 +2052,8 @@ def _market_price(diff: DiffTree, market: Market) -> float:
 
 
 class _Pricer:
-    """Float prices of markets for routed legs: the venue's side of the book in a where-mode plan, else
-    the reference prices."""
+    """Prices of markets for routed legs: the venue's side of the book in a where-mode plan, else the
+    reference prices; as the plan shows them (`exact`, the orders' est. price) and as floats of those."""
 
     def __init__(self, diff: DiffTree, trading: Trading | None) -> None:
         self.diff = diff
@@ -2003,14 +2061,21 @@ class _Pricer:
 
     def price(self, exchange: str, market: Market, side: int) -> float:
         if self.trading is not None:
-            return self.trading.prices.price(exchange, market, side == SELL)
+            return self.trading.prices.shown(exchange, market, side == SELL)
         return _market_price(self.diff, market)
 
     def exact(self, exchange: str, market: Market, side: int) -> Decimal:
-        """`price` as the plan states it (`Plan._est_price`)."""
-        if self.trading is not None:
-            return self.trading.prices.exact(exchange, market, side == SELL)
-        return reference_price(self.diff, market)
+        return _shown_price(self.diff, self.trading, market, side == SELL, exchange)
+
+
+def _shown_price(
+    diff: DiffTree, trading: Trading | None, market: Market, sell: bool, exchange: str
+) -> Decimal:
+    """An order's estimated price as the plan shows it: the venue's side (`VenuePrices.exact`) in a
+    where-mode plan, else the reference prices' ratio to 18 significant digits."""
+    if trading is not None:
+        return trading.prices.exact(exchange, market, sell)
+    return reference_price(diff, market)
 
 
 class _Members:
@@ -2052,8 +2117,9 @@ _Routed = tuple[tuple[tuple[Market, int], ...], float]
 def _routed_sell(
     pricer: _Pricer, exchange: str, route: Route, raw: float, exact_free: Decimal, node: int
 ) -> _Routed | str:
-    """Sell `raw` of the asset for the first intermediate, then what each leg yields after fees on the
-    next, down to the quote (two or three legs).
+    """Sell `raw` of the asset for the first intermediate, then what each leg yields after fees, as the
+    plan shows it (`_shown_net`), on the next, down to the quote (two or three legs): a leg never sells
+    more than the previous one is shown to yield.
 
     Returns the legs in execution order and the quote received, or the reason it cannot be done.
     """
@@ -2063,19 +2129,21 @@ def _routed_sell(
     made: list[tuple[Market, int]] = []
     for position, market in enumerate(route.legs):
         if position:
-            steps = _leg_steps(diff, node, _cost_of(pricer, exchange, made[-1][0], made[-1][1], SELL), market)
+            yielded = _shown_net(pricer, exchange, made[-1][0], made[-1][1], SELL)
+            steps = _exact_steps(diff, node, yielded, market, ceiling=False)
         reason = _leg_reason(pricer, exchange, market, steps, SELL)
         if reason:
             return reason
         made.append((market, steps))
-    return tuple(made), _cost_of(pricer, exchange, made[-1][0], made[-1][1], SELL)
+    return tuple(made), float(_shown_net(pricer, exchange, made[-1][0], made[-1][1], SELL))
 
 
 def _routed_buy(
     pricer: _Pricer, exchange: str, route: Route, raw: float, factor: float, node: int
 ) -> _Routed | str:
-    """Buy enough of each intermediate (rounded up to its step), from the quote's side, to buy `raw` of
-    the asset on its own market at the end.
+    """Buy enough of each intermediate (rounded up to its step), from the quote's side, to pay for the
+    next leg's cost and fee as the plan shows them (`_shown_net`), down to `raw` of the asset on its own
+    market at the end.
 
     `factor` scales the asset amount down when the account's budget is short.
     """
@@ -2087,15 +2155,31 @@ def _routed_buy(
         return reason
     made: list[tuple[Market, int]] = [(asset_leg, steps)]
     for market in route.legs[1:]:
-        needed = _cost_of(pricer, exchange, made[-1][0], made[-1][1], BUY)
-        if needed / float(market.amount_step) > MAX_STEPS:
-            raise _too_many_steps(diff, node, needed, market)
-        middle_steps = math.ceil(needed / float(market.amount_step) - STEP_EPSILON)
+        needed = _shown_net(pricer, exchange, made[-1][0], made[-1][1], BUY)
+        middle_steps = _exact_steps(diff, node, needed, market, ceiling=True)
         reason = _leg_reason(pricer, exchange, market, middle_steps, BUY)
         if reason:
             return reason
         made.append((market, middle_steps))
-    return tuple(reversed(made)), _cost_of(pricer, exchange, made[-1][0], made[-1][1], BUY)
+    return tuple(reversed(made)), float(_shown_net(pricer, exchange, made[-1][0], made[-1][1], BUY))
+
+
+def _shown_net(pricer: _Pricer, exchange: str, market: Market, steps: int, side: int) -> Decimal:
+    """What an order of `steps` yields (a sell: est. cost less est. fee) or pays (a buy: cost plus fee),
+    in the market's quote, exactly as the plan shows its est. cost and fee (`Plan.order_columns`)."""
+    cost = DERIVED.multiply(market.amount_step * steps, pricer.exact(exchange, market, side))
+    fee = DERIVED.multiply(cost, market.fee_rate)
+    return cost + fee if side == BUY else cost - fee
+
+
+def _exact_steps(diff: DiffTree, node: int, amount: Decimal, market: Market, *, ceiling: bool) -> int:
+    """Whole steps of `market` in an exact `amount`: truncated, or rounded up (`ceiling`)."""
+    if amount / market.amount_step > MAX_STEPS:
+        raise _too_many_steps(diff, node, float(amount), market)
+    if amount <= 0:
+        return 0
+    whole, rest = divmod(amount, market.amount_step)
+    return int(whole) + (1 if ceiling and rest else 0)
 
 
 def _inverse_sell(
@@ -2241,16 +2325,20 @@ def _transfers(
     quotes = quote_id[accounts]
     quote_price = dict(zip(account_nodes, diff.asset_price[quotes].tolist(), strict=True))
     quote_name = dict(zip(account_nodes, [diff.asset_names[q] for q in quotes.tolist()], strict=True))
-    remaining_out = {n: v for v, n in sources}
-    remaining_in = {n: v for v, n in sinks}
-    matched: list[tuple[int, int, float]] = []
     # A move is of whole steps: what it leaves of its accounts' gaps (under a step's worth) is no money
-    # to wire. A bank sends its whole surplus to a sink that leaves less than that of it.
+    # to wire. A bank sends its whole surplus to a sink that leaves less than that of it, and any source
+    # a sink's whole deficit when what it lacks is that rounding.
     rounding: dict[int, float] = defaultdict(float)
-    for move in moves if trading is not None and trading.banks else ():
+    for move in moves:
         step_value = float(DEFAULT_AMOUNT_STEP) * price_of[move.asset][1]
         rounding[move.source] += step_value
         rounding[move.destination] += step_value
+    if rounding:
+        sources = [(v, n) for v, n in sources if v > rounding.get(n, 0.0)]
+        sinks = [(v, n) for v, n in sinks if v > rounding.get(n, 0.0)]
+    remaining_out = {n: v for v, n in sources}
+    remaining_in = {n: v for v, n in sinks}
+    matched: list[tuple[int, int, float]] = []
     i = j = 0
     while i < len(sources) and j < len(sinks):
         source, sink = sources[i][1], sinks[j][1]
@@ -2258,6 +2346,8 @@ def _transfers(
         banked = rounding and trading is not None and source in trading.banks
         if banked and remaining_out[source] - value <= rounding.get(sink, 0.0):
             value = remaining_out[source]
+        elif remaining_in[sink] - value <= rounding.get(source, 0.0):
+            value = remaining_in[sink]
         matched.append((source, sink, value))
         remaining_out[source] -= value
         remaining_in[sink] -= value
@@ -2499,8 +2589,9 @@ _FLOAT_WHOLE = 2**52
 
 
 def _money_steps(value: FloatArray, asset: list[str], price_of: _PriceOf) -> list[int]:
-    """Per money transfer worth `value` (valuation currency) of `asset`, its whole default steps, exactly
-    as `_exact_money_steps` (thousands of transfers, a few assets: in floats where they decide)."""
+    """Per money transfer worth `value` (valuation currency) of `asset`, its whole default steps: truncated
+    where the float count decides, the nearest whole count where it is within float noise of one, and
+    past what a float counts whole as `_exact_money_steps` (thousands of transfers, a few assets)."""
     steps = np.zeros(value.size, dtype=np.int64)
     unsure = np.zeros(value.size, dtype=np.bool_)
     names = np.array(asset, dtype=object)
@@ -2518,7 +2609,12 @@ def _money_steps(value: FloatArray, asset: list[str], price_of: _PriceOf) -> lis
         if not (0 < price < math.inf):
             clear[:] = False
         steps[rows[clear]] = np.where(wanted[clear] > 0, np.floor(count[clear]), 0)
-        unsure[rows[~clear]] = True
+        # Within float noise of a whole count, the count is that whole number: an account's spare money
+        # is a float sum (29900 - 29.9 is 29870.099999999998 there), not 29870.09999999 to send.
+        with np.errstate(invalid="ignore"):
+            near = ~clear & (count < _FLOAT_WHOLE) & (wanted > 0)
+        steps[rows[near]] = np.rint(count[near])
+        unsure[rows[~clear & ~near]] = True
     out: list[int] = steps.tolist()
     for i in np.flatnonzero(unsure).tolist():
         out[i] = _exact_money_steps(float(value[i]), price_of[asset[i]][0])
