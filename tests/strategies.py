@@ -173,13 +173,17 @@ class WhereCase:
     prices: Doc
     markets: Doc
     network: Doc | None
+    band: float = 0.0
 
 
 @st.composite
-def pool_cases(draw: st.DrawFn, max_accounts: int = 3) -> WhereCase:
+def pool_cases(
+    draw: st.DrawFn, max_accounts: int = 3, networked: bool = False, banded: bool = False
+) -> WhereCase:
     """Accounts (quote USDT) on exchanges ex0, ex1, ... under a pool node `p`, maybe beside an account
     `solo` with plain weights; every exchange quotes its own bid and ask (spreads up to 2%, off the
-    reference by up to 1%), charges its own fees, and maybe a network file moves the assets."""
+    reference by up to 1%), charges its own fees, and maybe (`networked`: always) a network file moves
+    the assets; `banded`: maybe a band (`--band`) holds wallets and accounts near their targets."""
     n_accounts = draw(st.integers(2, max_accounts))
     exchanges = [f"ex{a}" for a in range(n_accounts + 1)]
     ref = {x: Decimal(draw(decimals("0.5", "1000", 2))) for x in ASSETS}
@@ -239,7 +243,7 @@ def pool_cases(draw: st.DrawFn, max_accounts: int = 3) -> WhereCase:
             for x in ASSETS
         }
     network: Doc | None = None
-    if draw(st.booleans()):
+    if networked or draw(st.booleans()):
         network = {"withdrawals": {}, "deposits": {}}
         for exchange in exchanges:
             network["withdrawals"][exchange] = {
@@ -265,4 +269,5 @@ def pool_cases(draw: st.DrawFn, max_accounts: int = 3) -> WhereCase:
         },
         markets=markets,
         network=network,
+        band=draw(st.sampled_from((0.0, 0.05, 0.2, 0.5))) if banded else 0.0,
     )

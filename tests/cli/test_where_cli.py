@@ -120,6 +120,8 @@ def test_a_markets_exchange_no_account_is_on_is_named_on_stderr(tmp_path: Path) 
         f"warning: {tmp_path / 'markets.json'}: binanse: no account is on this exchange; "
         "its markets are not used"
     ]
+    markets["binance"] = markets["binanse"]  # a shared file: every account's exchange and more
+    assert plan(tmp_path, "--json", given={"markets": markets}).stderr == ""
 
 
 def test_a_venue_price_far_from_the_reference_is_refused_in_one_line_naming_the_place(tmp_path: Path) -> None:
@@ -198,3 +200,19 @@ def test_the_documented_conversion_sends_the_banks_usd_and_buys_usdt_with_it_bef
     # The bank's withdrawals are used (a bank's own name stands for its exchange): no warning that they
     # are not (review: `withdrawals.bank: no account is on this exchange`).
     assert out.stderr == ""
+
+
+def test_a_conversion_losing_almost_half_the_money_is_planned_and_named_on_stderr(tmp_path: Path) -> None:
+    """The documented conversion with a 90% fee on USDT/USD (a typo for 0.09%): 990 / 1.9 = 521.05 USDT
+    for 521.05 + 468.945 = 989.995 USD; 468.945 lost, 47.37% of it. The plan is made as before (the
+    JSON unchanged, exit 0); stderr names the conversion."""
+    markets = json.loads(json.dumps(CONVERSION["markets"]))
+    markets["binance"]["USDT/USD"]["fee_rate"] = "0.9"
+    out = plan(tmp_path, "--json", given={**{name: CONVERSION[name] for name in INPUTS}, "markets": markets})
+    assert out.returncode == 0, out.stderr
+    first = json.loads(out.stdout)["orders"][0]
+    assert (first["symbol"], first["amount"], first["est_fee"]) == ("USDT/USD", "521.05", "468.945")
+    assert out.stderr.splitlines() == [
+        "warning: alice/binance: converting 989.995 USD into 521.05 USDT (USDT/USD buy) loses 468.945 USD "
+        "to fees and spread, 47.37% of it (more than 1%): check the markets' fee_rate and the venues' prices"
+    ]

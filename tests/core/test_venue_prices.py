@@ -17,7 +17,7 @@ from tests.support import D
 
 
 def doc(venues: dict[str, Any]) -> dict[str, Any]:
-    return {"quote": "USD", "prices": {"BTC": "60000", "USDT": "1"}, "venues": venues}
+    return {"quote": "USD", "prices": {"BTC": "60000", "ETH": "1200", "USDT": "1"}, "venues": venues}
 
 
 @pytest.mark.parametrize(
@@ -42,10 +42,18 @@ def test_a_venue_price_outside_half_to_twice_the_reference_is_refused_naming_it(
 def test_venue_prices_at_half_and_twice_the_reference_are_kept() -> None:
     assert MAX_VENUE_FACTOR == 2
     parsed = Prices.parse(
-        doc({"a": {"BTC": {"bid": "30000", "ask": "120000"}}, "b": {"ETH": {"bid": "1", "ask": "9"}}})
+        doc({"a": {"BTC": {"bid": "30000", "ask": "120000"}}, "b": {"ETH": {"bid": "600", "ask": "2400"}}})
     )
     assert parsed.venues["a"]["BTC"] == Quote(D("30000"), D("120000"))
-    assert parsed.venues["b"]["ETH"] == Quote(D("1"), D("9"))  # no reference price: the tree's checks say
+    assert parsed.venues["b"]["ETH"] == Quote(D("600"), D("2400"))
+
+
+def test_a_venue_asset_without_a_reference_price_is_refused_naming_it() -> None:
+    """Its bid and ask could be checked against nothing (it was accepted and went unused)."""
+    with pytest.raises(InputError) as refused:
+        Prices.parse(doc({"binance": {"DOGE": {"bid": "0.1", "ask": "0.2"}}}))
+    assert refused.value.where == "venues.binance.DOGE"
+    assert refused.value.message.startswith("DOGE has no reference price (prices.DOGE)")
 
 
 def test_a_price_derived_from_two_venue_quotes_keeps_the_digits_quoted_not_a_division_s_tail() -> None:

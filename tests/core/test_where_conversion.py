@@ -14,6 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rebal.core.diff import DiffTree
+from rebal.core.plan import Plan
 from tests.core.test_where import market
 from tests.support import account, folder, run, wallet
 
@@ -21,11 +23,10 @@ Doc = dict[str, Any]
 NETWORK = {"withdrawals": {"bank": {"USD": {"fee": "10"}}}, "deposits": {"binance": {"USD": {}}}}
 
 
-def bank_to_binance(
+def planned(
     conversion: dict[str, Doc], venues: Doc | None = None, net: Doc | None = NETWORK, usd: str = "1000"
-) -> Doc:
-    """The plan (`--json`) of the bank (holding `usd`) and binance above, binance listing BTC/USDT and the
-    `conversion` markets; `venues`: binance's own quotes; `net`: the network file (None: none)."""
+) -> tuple[DiffTree, Plan, Doc]:
+    """`bank_to_binance`'s diff, plan and `--json`."""
     real = folder(
         "alice",
         {"name": "bank", "kind": "bank", "quote": "USD", "children": [wallet("usd", "USD", usd)]},
@@ -40,7 +41,20 @@ def bank_to_binance(
     if venues is not None:
         price_doc["venues"] = {"binance": venues}
     markets = {"binance": {"BTC/USDT": market("0.00001"), **conversion}}
-    return run(real, target, price_doc, markets, network=net)[2]
+    return run(real, target, price_doc, markets, network=net)
+
+
+def bank_to_binance(
+    conversion: dict[str, Doc], venues: Doc | None = None, net: Doc | None = NETWORK, usd: str = "1000"
+) -> Doc:
+    """The plan (`--json`) of the bank (holding `usd`) and binance above, binance listing BTC/USDT and the
+    `conversion` markets; `venues`: binance's own quotes; `net`: the network file (None: none)."""
+    return planned(conversion, venues, net, usd)[2]
+
+
+def plan_of(conversion: dict[str, Doc], venues: Doc | None = None) -> Plan:
+    """`bank_to_binance`'s plan itself."""
+    return planned(conversion, venues)[1]
 
 
 def orders(out: Doc) -> list[tuple[Any, ...]]:
@@ -79,8 +93,9 @@ def test_the_conversion_is_priced_at_the_venues_ask_and_its_spread_counted() -> 
     # 989.004255 + 0.989004255 = 989.993259255 USD (988.52 would cost 990.003274...). The BTC buy at
     # BTC's ask over binance's USDT bid, 50000 / 0.9995 = 50025.0125...: 988.51 / (50025.0125 x 1.001)
     # = 0.019740... -> 0.01974 (0.01975 would cost 988.98 USDT).
-    # The spread: 988.51 USDT bought at 1.0005 against the reference 1, 0.494255, and the BTC's 0.01974 x
-    # (50025.0125... - 50000) = 0.49374687: 0.98800187.
+    # The spread, from the orders as shown: 988.51 USDT bought at 1.0005 against the reference 1,
+    # 0.494255, and the BTC's 0.01974 at its shown price 50025.013 (8 digits): 0.01974 x 25.013 =
+    # 0.49375662; 0.98801162 (was 0.98800187, at the unrounded 50025.0125...).
     out = bank_to_binance({"USDT/USD": market("0.01")}, venues={"USDT": {"bid": "0.9995", "ask": "1.0005"}})
     assert orders(out)[0] == (
         "USDT/USD",
@@ -94,7 +109,7 @@ def test_the_conversion_is_priced_at_the_venues_ask_and_its_spread_counted() -> 
         "conversion",
     )
     assert orders(out)[1][:3] == ("BTC/USDT", "buy", "0.01974")
-    assert out["costs"]["spread"] == "0.98800187"
+    assert out["costs"]["spread"] == "0.98801162"
 
 
 def test_a_usd_usdt_market_sells_what_arrived_at_its_bid_after_the_transfer() -> None:
@@ -239,5 +254,31 @@ def test_a_bank_wire_into_a_pool_with_a_move_is_sent_whole() -> None:
         ("BTC", "alice/crypto/binance", "alice/crypto/coinbase", "0.49166666"),
         ("USD", "alice/bank", "alice/crypto/coinbase", "1000"),
     ]
-    assert [s["side"] for s in out["skipped"]] == ["sell"]  # binance's BTC under its step, no transfer
+    # Binance's 0.000000006667 BTC left to sell, the move's rounding (under its 1e-8 step), is no skip.
+    assert out["skipped"] == []
     assert orders(out)[1][:3] == ("USDT/USD", "buy", "989.01")  # the 990 that arrive, converted
+
+
+def dear(out_plan: Plan) -> list[tuple[Any, ...]]:
+    return [
+        (d.symbol, d.side, d.spent, d.spent_asset, d.received, d.lost, round(d.share, 6))
+        for d in out_plan.dear_conversions()
+    ]
+
+
+def test_a_conversion_losing_more_than_one_percent_is_named_with_what_it_loses() -> None:
+    # A 90% fee: 990 / (1 x 1.9) = 521.0526... -> 521.05 USDT for 521.05 + 468.945 = 989.995 USD: 468.945
+    # lost, 0.473684 of it. At the documented 0.1%: 0.98901 of 989.99901, 0.1%: not named.
+    assert dear(plan_of({"USDT/USD": market("0.01", fee="0.9")})) == [
+        ("USDT/USD", "buy", D("989.995"), "USD", D("521.05"), D("468.945"), D("0.473684"))
+    ]
+    assert dear(plan_of({"USDT/USD": market("0.01")})) == []
+    # A spread alone: binance asks 1.02 USD for a USDT (2% over the reference), no fee: 990 / 1.02 =
+    # 970.588... -> 970.58 USDT for 989.9916 USD, worth 970.58: 19.4116 lost, 1.96%.
+    assert dear(plan_of({"USDT/USD": market("0.01", fee="0")}, venues={"USDT": {"ask": "1.02"}})) == [
+        ("USDT/USD", "buy", D("989.9916"), "USD", D("970.58"), D("19.4116"), D("0.019608"))
+    ]
+    # Sold on USD/USDT at a 1.5% fee: 990 USD for 990 - 14.85 = 975.15 USDT: 14.85 lost, 1.5%.
+    assert dear(plan_of({"USD/USDT": market("0.01", fee="0.015")})) == [
+        ("USD/USDT", "sell", D("990"), "USD", D("975.15"), D("14.85"), D("0.015"))
+    ]

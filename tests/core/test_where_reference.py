@@ -14,15 +14,16 @@ from typing import Any
 from unittest import mock
 
 import numpy as np
-from hypothesis import example, given, settings
+from hypothesis import example, given, reject, settings
 from hypothesis import strategies as st
 
 from rebal.core import pools
 from rebal.core.diff import HOLD, DiffTree, diff_trees
+from rebal.core.errors import InputError
 from rebal.core.market import Markets, Prices
 from rebal.core.networks import Networks
 from rebal.core.numbers import DEFAULT_AMOUNT_STEP, VALUE_EPSILON, amount_str, default_steps_of, floor_steps
-from rebal.core.plan import Plan, _Groups, cost_floor
+from rebal.core.plan import Plan, _fewest_buy_steps, _Groups, cost_floor, plan_trading
 from rebal.core.trading import Move, Trading, VenuePrices
 from rebal.core.tree import BANK, parse_tree
 from rebal.core.where import (
@@ -262,21 +263,61 @@ def check(diff: DiffTree, markets: Markets, networks: Networks | None) -> None:
         placed = _place(diff, resolved)
         moved = replace(trading, moves=resolved.moves)
         assert round_trips(placed, moved) == reference_round_trips(placed, moved)
+        check_exact_frees(placed, markets, replace(moved, moves=round_trips(placed, moved)))
+
+
+def check_exact_frees(diff: DiffTree, markets: Markets, trading: Trading) -> None:
+    """The groups' exact free amounts, read only for the moves touching the groups asked for, are every
+    move's changes summed per group in the moves' order (the dict of all of them it replaced)."""
+    groups = _Groups.build(diff, markets, trading, trading.min_trade_value)
+    moves, sources, destinations = groups._moved
+    extra: dict[int, Decimal] = {}
+    for move, source, destination in zip(moves, sources, destinations, strict=True):
+        extra[source] = extra.get(source, Decimal(0)) - move.amount
+        extra[destination] = extra.get(destination, Decimal(0)) + move.received
+    every = np.arange(groups.size)
+    held = groups._members.exact_frees(groups._position[every])
+    reference = [free + extra.get(g, Decimal(0)) if moves else free for g, free in enumerate(held)]
+    for asked in (every, every[::3], every[every % 7 == 1]):
+        frees = groups.exact_frees(asked)
+        expected = [reference[g] for g in asked.tolist()]
+        assert [str(free) for free in frees] == [str(free) for free in expected]
+    for g in every[:: max(1, groups.size // 20)].tolist():
+        assert str(groups.exact_free(g)) == str(
+            groups._members.exact_free(int(groups._position[g])) + extra.get(g, Decimal(0))
+        )
 
 
 def check_cost_floor(diff: DiffTree, markets: Markets, trading: Trading, found: pools.Candidates) -> float:
-    """The plain candidate's cost floor, read before its plan, is never above its plan's cost; the
-    costed candidate is left unplanned exactly where the floor reaches the ceiling. Returns the
-    floor."""
+    """The plain candidate's cost floor, read before its plan, is never above its plan's cost, and no
+    buy's fewest steps above the plan's; the costed candidate is left unplanned exactly where the floor
+    reaches the ceiling. Returns the floor."""
     _, placed, moved = _placed(diff, trading, found, plain=True)
-    floor = cost_floor(placed, _Groups.build(placed, markets, moved, moved.min_trade_value))
+    groups = _Groups.build(placed, markets, moved, moved.min_trade_value)
+    floor = cost_floor(placed, groups)
     total = _pooled(diff, markets, trading, found, True).total()
+    check_fewest_buy_steps(placed, markets, moved, groups)
     assert floor <= total
     if np.isfinite(floor):
         assert _costed_plain(diff, markets, trading, found, floor) is None
         above = _costed_plain(diff, markets, trading, found, float(np.nextafter(floor, np.inf)))
         assert above is not None and above.total() == total
     return floor
+
+
+def check_fewest_buy_steps(diff: DiffTree, markets: Markets, trading: Trading, groups: _Groups) -> None:
+    """Every buy `_fewest_buy_steps` gives steps (where every group trades directly) is emitted by the
+    plan at least at those steps, whatever its budget, transfers and squeezes."""
+    if not groups.all_direct:
+        return
+    steps, cost = groups.size_direct()
+    fewest = _fewest_buy_steps(diff, groups, steps, cost, groups.reasons(steps, cost) == 0)
+    assert not fewest[groups.sells].any()
+    plan = plan_trading(diff, markets, trading, trading.min_trade_value, groups=groups)[0]
+    assert plan.direct_group is not None
+    made = dict(zip(plan.direct_group.tolist(), plan.direct_steps.tolist(), strict=True))
+    for g in np.flatnonzero(fewest).tolist():
+        assert made.get(g, 0) >= fewest[g], (g, made.get(g), fewest[g])
 
 
 @settings(max_examples=150, deadline=None)
@@ -320,3 +361,37 @@ def test_an_amount_cut_to_whole_satoshis_is_the_printed_amount_floored_in_decima
     reference = DEFAULT_AMOUNT_STEP * floor_steps(Decimal(amount_str(value)), DEFAULT_AMOUNT_STEP)
     cut = default_steps_of(value)
     assert (cut, str(cut)) == (reference, str(reference))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pool_cases(),
+    st.sampled_from(("0", "500", "20000")),
+    st.sampled_from(("0", "500", "20000")),
+    st.sampled_from((0.0, 0.02)),
+    st.sampled_from((0.0, 25.0)),
+)
+def test_the_plain_candidates_cost_floor_holds_with_money_in_and_out_and_small_trades(
+    case: WhereCase, invest: str, withdraw: str, band: float, min_trade_value: float
+) -> None:
+    """With money entering or leaving (budgets below what the buys want, transfers out of surplus
+    accounts), a band holding accounts and a small-trade floor: the floor and the buys' fewest steps
+    still never exceed the plain candidate's plan."""
+    try:
+        diff = diff_trees(
+            parse_tree(case.real, "real"),
+            parse_tree(case.target, "target"),
+            Prices.parse(case.prices),
+            invest=float(invest),
+            withdraw=float(withdraw),
+            band=band,
+        )
+    except InputError:  # more withdrawn than the portfolio holds
+        reject()
+    networks = Networks.parse(case.network) if case.network is not None else None
+    banks = frozenset(node for node in diff.tree.accounts if diff.tree.kinds[node] == BANK)
+    markets = Markets.parse(case.markets)
+    trading = Trading(
+        VenuePrices(diff.prices), markets, networks, banks=banks, min_trade_value=min_trade_value
+    )
+    check_cost_floor(diff, markets, trading, pools.candidates(diff, trading))

@@ -172,3 +172,72 @@ def test_a_missing_or_bad_network_file_stops_the_planner_with_one_line_and_exit_
         f"rebal-planner: configuration error: planning.network_file: Value error, {path}: "
     )
     assert problem in lines[0]
+
+
+async def test_held_usd_is_sold_on_the_inverse_market_and_a_dear_one_is_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """500 USD in an account trading against USDT, only USDT/USD listed, at a 5% fee: the plan buys
+    500 / 1.05 = 476.19 USDT with it (500 USD its budget there, docs/execution.md) and the planner logs
+    that 23.8095 of 499.9995 USD (4.76%) go to the fee (docs/formats.md, "A dear conversion is named")."""
+    fee = {"min_amount": "0", "min_cost": "0"}
+    snap = new_event(
+        BalanceSnapshotTaken,
+        key="inverse",
+        now=NOW,
+        portfolio_id="alice",
+        tree={
+            "name": "alice",
+            "children": [
+                {
+                    "name": "binance",
+                    "kind": "account",
+                    "exchange": "binance",
+                    "quote": "USDT",
+                    "children": [
+                        {"name": "usd", "asset": "USD", "amount": "500"},
+                        {"name": "btc", "asset": "BTC", "amount": "0"},
+                    ],
+                }
+            ],
+        },
+        prices={"quote": "USD", "prices": {"BTC": "50000", "USDT": "1"}},
+        markets={
+            "binance": {
+                "BTC/USDT": {"amount_step": "0.00001", "fee_rate": "0.001", **fee},
+                "USDT/USD": {"amount_step": "0.01", "fee_rate": "0.05", **fee},
+            }
+        },
+    )
+    known = await snapshot_cache(load_networks(None)).add(snap)
+    tree = {
+        "name": "alice",
+        "children": [
+            {
+                "name": "binance",
+                "weight": "100%",
+                "children": [{"name": "btc", "asset": "BTC", "weight": "100%"}],
+            }
+        ],
+    }
+    target = new_event(TargetWeightsComputed, key="t", now=NOW, portfolio_id="alice", tree=tree)
+    with caplog.at_level("WARNING", logger="rebal.planner"):
+        made = plan_with_weights(
+            snap,
+            snapshot_id=snap.event_id,
+            target_id=target.event_id,
+            snapshot=known.parsed,
+            target=parse_target(target),
+            band=D(0),
+            dry_run=False,
+            now=NOW,
+        )
+    event = made.whole()
+    assert isinstance(event, RebalancePlanned)
+    first = event.orders[0]
+    assert (first.symbol, first.side, first.amount, first.phase) == ("USDT/USD", "buy", D("476.19"), 2)
+    assert [(b.asset, b.amount) for b in event.budgets] == [("USD", D(500)), ("USDT", D(0))]
+    assert [r.getMessage().split(": ", 1)[1] for r in caplog.records] == [
+        "alice/binance: converting 499.9995 USD into 476.19 USDT (USDT/USD buy) loses 23.8095 USD to fees "
+        "and spread, 4.76% of it (more than 1%): check the markets' fee_rate and the venues' prices"
+    ]

@@ -142,17 +142,18 @@ async def test_each_venue_prices_its_assets_with_its_own_bid_and_ask(pool: async
     assert "venues" not in (await plain.read())["prices"]
 
 
-async def test_a_venue_quote_far_from_the_reference_price_is_left_out(pool: asyncpg.Pool) -> None:
-    """The prices document refuses a bid or ask outside [1/2, 2] x the reference (docs/formats.md): the
-    tracker leaves such a side out rather than publish a snapshot no plan can be made from."""
+async def test_a_venue_quote_far_from_the_reference_price_or_without_one_is_left_out(
+    pool: asyncpg.Pool,
+) -> None:
+    """The prices document refuses a bid or ask outside [1/2, 2] x the reference, and a venue's asset
+    without a reference price (docs/formats.md): the tracker leaves such a side (BTC, quoted at 60000
+    against 20000) or asset (SOL, no reference) out rather than publish a snapshot no plan can be made
+    from."""
     venue = PaperVenue.from_documents(
         "paper", pool, demo("markets"), demo("prices"), Clock(), spread_bps=D(10), **STILL
     )
     quoted = await venue_quotes(venue, ["BTC", "ETH", "SOL"], "USDT", {"BTC": "20000", "ETH": "3000"})
-    assert quoted == {
-        "ETH": {"bid": "2998.5", "ask": "3001.5"},
-        "SOL": {"bid": "149.925", "ask": "150.075"},
-    }
+    assert quoted == {"ETH": {"bid": "2998.5", "ask": "3001.5"}}
 
 
 async def test_snapshots_show_traded_balances_and_a_restart_keeps_them(pool: asyncpg.Pool) -> None:

@@ -202,10 +202,18 @@ def plan(
             )
             # The exchanges as the planner resolves them (a bank's own name stands for its exchange).
             exchanges = {exchange for exchange, _ in diff.tree.accounts.values()}
-            warn(unused_exchanges(exchanges, price_table, prices, networks, network, market_table, markets))
+            banks = {int(node) for node in diff.tree.bank_accounts}
+            trading = {exchange for node, (exchange, _) in diff.tree.accounts.items() if node not in banks}
+            warn(
+                unused_exchanges(
+                    exchanges, price_table, prices, networks, network, market_table, markets, trading
+                )
+            )
             result = plan_rebalance(
                 partial.buy_only(diff) if buy_only else diff, market_table, networks=networks
             )
+            for dear in result.dear_conversions():
+                print(f"warning: {dear.line(price_table.quote)}", file=sys.stderr)
             positions = plan_positions(diff.tree, contract_table.marked(price_table), Decimal(repr(band)))
         except InputError as exc:
             files = {"real": real, "target": target, "prices": prices}
@@ -237,7 +245,9 @@ def _show(result: Plan, positions: PositionPlan, as_json: bool) -> None:
             return
     from rebal_cli import render  # the terminal's view only: rich and the renderer
 
-    render.print_plan(document)
+    # The valuation currency the values (costs, savings, transfers' values) are in: the prices' quote, not
+    # a guess from the orders' symbols (mixed, as a route's are, or none, it showed 8 places or all digits).
+    render.print_plan({**document, "prices": {"quote": result.diff.prices.quote}})
 
 
 def _written(ctx: typer.Context) -> None:
@@ -264,10 +274,13 @@ def unused_exchanges(
     network_file: Path | None,
     markets: Markets | None = None,
     markets_file: Path | None = None,
+    trading: Collection[str] = (),
 ) -> list[str]:
     """An exchange the prices' `venues`, the network file or the markets file name that no account is on
     (`held`: the accounts' exchanges; a typo, "binanse", would otherwise plan binance at the reference
-    price, or free of fees, unnoticed): `exchanges_not_held`'s lines."""
+    price, or free of fees, unnoticed): `exchanges_not_held`'s lines. The markets file's are named only
+    when an exchange an account trades on (`trading`) has no markets in it: a shared markets file listing
+    more exchanges than the portfolio uses is the usual case, a typo leaves an account without its own."""
     sections: list[tuple[Path, str, Collection[str], str]] = [
         (prices_file, "venues", prices.venues, "prices")
     ]
@@ -276,7 +289,7 @@ def unused_exchanges(
             (network_file, "withdrawals", networks.withdrawals.keys(), "withdrawals"),
             (network_file, "deposits", networks.deposits.keys(), "deposits"),
         ]
-    if markets is not None and markets_file is not None:
+    if markets is not None and markets_file is not None and set(trading) - set(markets.exchanges):
         sections.append((markets_file, "", markets.exchanges.keys(), "markets"))
     return exchanges_not_held(held, sections)
 

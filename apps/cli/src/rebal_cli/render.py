@@ -185,7 +185,10 @@ def plan_sections(plan: Mapping[str, Any], width: int = WIDE_COLUMNS) -> list[Re
 def _costs(costs: Mapping[str, Any], quote: str | None) -> Table:
     """A where-mode plan's estimated costs (valuation currency; spreads against the reference prices)."""
     table = _table("Estimated costs", ("fees", "spread", "withdrawal fees", "total"), right=("total",))
-    table.add_row(*(value_text(costs[key], quote) for key in ("fees", "spread", "withdrawal_fees", "total")))
+    parts = [value_text(costs[key], quote) for key in ("fees", "spread", "withdrawal_fees")]
+    # The total of the parts as shown (each rounded alone, their total might otherwise differ by a cent).
+    total = value_text(sum(map(Decimal, parts)), quote) if quote is not None else number(costs["total"])
+    table.add_row(*parts, total)
     return table
 
 

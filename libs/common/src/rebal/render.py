@@ -24,11 +24,11 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from rebal.core.bulk import Decimals, TextMatrix, decimal_texts, float_texts, plain_texts
+from rebal.core.bulk import Decimals, TextMatrix, decimal_texts, float_texts, plain_texts, replace_rows
 from rebal.core.diff import OPERATION_NAMES, SELL, DiffTree
-from rebal.core.numbers import AMOUNT_PLACES, MONEY_PLACES, WEIGHT_PLACES, dec_str, money_str
+from rebal.core.numbers import AMOUNT_PLACES, MONEY_PLACES, WEIGHT_PLACES, dec_str, money_dec, money_str
 from rebal.core.plan import REASONS, TRANSFER, Notes, OrderColumns, Plan, Transfer
-from rebal.core.tree import Categorical, IntArray, Tree, pick, preorder
+from rebal.core.tree import Categorical, FloatArray, IntArray, Tree, pick, preorder
 from rebal.core.union import UnionTree
 
 JsonDict = dict[str, Any]
@@ -134,18 +134,20 @@ def plan_parts(plan: Plan) -> Iterator[Part]:
         yield b"]}"
         return
     yield b'],"costs":'
-    yield orjson.dumps(costs_json(notes))
+    yield orjson.dumps(costs_json(plan))
     yield b"}"
 
 
-def costs_json(notes: Notes) -> JsonDict:
-    """The plan's estimated costs in the valuation currency: trading fees, spreads against the reference
-    prices, network fees of the transfers, and their total."""
+def costs_json(plan: Plan) -> JsonDict:
+    """The plan's estimated costs in the valuation currency, from the orders and transfers as shown
+    (`Plan.shown_costs`): trading fees, spreads against the reference prices, network fees of the
+    transfers, each to `MONEY_PLACES` (half to even), and their total (the sum of the three as shown)."""
+    fees, spread, withdrawal_fees = (money_dec(value) for value in plan.shown_costs())
     return {
-        "fees": money_str(notes.fees),
-        "spread": money_str(notes.spread),
-        "withdrawal_fees": money_str(notes.withdrawal_fees),
-        "total": money_str(notes.fees + notes.spread + notes.withdrawal_fees),
+        "fees": dec_str(fees),
+        "spread": dec_str(spread),
+        "withdrawal_fees": dec_str(withdrawal_fees),
+        "total": dec_str(fees + spread + withdrawal_fees),
     }
 
 
@@ -482,7 +484,7 @@ def _skip_parts(plan: Plan, paths: _Paths) -> Iterator[Part]:
             b',"side":"',
             sides[side_row[part]],
             b'","amount":"',
-            float_texts(skips.amount[part], AMOUNT_PLACES),
+            _skip_amounts(skips.amount[part], skips.side[part]),
             b'","reason":',
             reasons[skips.code[part]],
             b"}",
@@ -491,6 +493,14 @@ def _skip_parts(plan: Plan, paths: _Paths) -> Iterator[Part]:
 
     for start in range(0, len(skips), CHUNK_ROWS):
         yield partial(chunk, start)
+
+
+def _skip_amounts(amount: FloatArray, side: IntArray) -> TextMatrix:
+    """Skipped orders' amounts to `AMOUNT_PLACES`; a skipped transfer's, whole 1e-8 steps, to 8 places
+    (9716.83555708, not its float's 9716.835557079999)."""
+    texts = float_texts(amount, AMOUNT_PLACES)
+    transfers = np.flatnonzero(side == TRANSFER).tolist()
+    return replace_rows(texts, transfers, [money_str(value) for value in amount[transfers].tolist()])
 
 
 def transfer_json(transfer: Transfer, notes: Notes | None = None, index: int = 0) -> JsonDict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from rebal.events import (
 from rebal.payloads import Body, plan_orders
 from rebal.render import costs_json
 
+log = logging.getLogger("rebal.planner")
 E = TypeVar("E", BalanceSnapshotTaken, TargetWeightsComputed)
 SOURCES = {"real": "snapshot tree", "target": "target tree", "prices": "snapshot prices", "options": "band"}
 
@@ -184,6 +186,8 @@ def plan_with_weights(
         assert isinstance(snapshot, ParsedSnapshot) and isinstance(target, Tree)
         diff = diff_trees(snapshot.real, target, snapshot.prices, band=float(band))
         plan = plan_rebalance(diff, snapshot.markets, networks=snapshot.networks)
+        for dear in plan.dear_conversions():  # planned all the same: the operator is told
+            log.warning("plan of run %s: %s", run_id, dear.line(snapshot.prices.quote))
         positions = plan_positions(diff.tree, snapshot.contracts, band)
     except InputError as exc:
         where = SOURCES.get(exc.source, "input")
@@ -241,7 +245,7 @@ def planned_of(
         snapshot_taken_at=taken_at,
         position_orders=PlannedPositionOrder.trusted(positions.orders),
         position_settings=PlannedPositionSetting.trusted(positions.settings),
-        costs=None if plan.notes is None else PlanCosts.model_validate(costs_json(plan.notes)),
+        costs=None if plan.notes is None else PlanCosts.model_validate(costs_json(plan)),
     )
     notes = plan.notes
     # The core's exact rows as they are (models made from them are trusted, not validated again:

@@ -39,19 +39,22 @@ async def venue_quotes(
 ) -> dict[str, dict[str, str]]:
     """A venue's own bid and ask of each asset in the valuation `quote` (``ASSET/quote`` tickers), as the
     prices document's `venues` gives them (docs/formats.md); a side the venue does not show is left out,
-    and so is one the prices document would refuse: too far from the asset's `reference` price."""
+    and so is what the prices document would refuse: a side too far from the asset's `reference` price,
+    an asset without one."""
     shown = await venue.quotes([f"{asset}/{quote}" for asset in assets])
     found: dict[str, dict[str, str]] = {}
     for symbol, sides in sorted(shown.items()):
         if sides.bid is not None and sides.ask is not None and sides.bid > sides.ask:
             continue  # a crossed book is no price to plan on (and the prices document refuses it)
         asset = symbol.partition("/")[0]
-        price = Decimal(reference[asset]) if asset in reference else None
+        if asset not in reference:
+            continue
+        price = Decimal(reference[asset])
         both = (("bid", sides.bid), ("ask", sides.ask))
         given = {
             side: dec_str(value)
             for side, value in both
-            if value is not None and value > 0 and (price is None or not implausible(value, price))
+            if value is not None and value > 0 and not implausible(value, price)
         }
         if given:
             found[symbol.partition("/")[0]] = given

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
-from rebal.core.errors import InputError
+from rebal.core.errors import InputError, spelled
 from rebal.core.market import Prices
 from rebal.core.numbers import RANGE, in_range, parse_decimal
 
@@ -159,7 +159,7 @@ def _contract(where: str, symbol: str, params: object) -> Contract:
     for key in sorted(CONTRACT_KEYS - {"max_leverage"} & params.keys()):
         value = parse_decimal(params[key])
         if value is None or value < 0:
-            raise InputError(f"{where}.{key}", f"{params[key]!r} is not a decimal >= 0")
+            raise InputError(f"{where}.{key}", f"{spelled(params[key])} is not a decimal >= 0")
         if not in_range(value):
             raise InputError(f"{where}.{key}", f"{params[key]} is outside the supported range ({RANGE})")
         values[key] = value

@@ -16,3 +16,13 @@ class InputError(ValueError):
         # The input it is about when the raiser knows better than the caller: real, target, prices, options.
         self.source = source
         super().__init__(f"{where}: {message}" if where else message)
+
+
+def spelled(raw: object) -> str:
+    """A value read from a JSON or YAML file, for a message, as the file spells it: ``null``, ``true``,
+    ``false`` (not Python's None, True, False); any other value as `repr` shows it."""
+    if raw is None:
+        return "null"
+    if isinstance(raw, bool):
+        return "true" if raw else "false"
+    return repr(raw)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cached_property
 
-from rebal.core.errors import InputError
+from rebal.core.errors import InputError, spelled
 from rebal.core.numbers import DEFAULT_AMOUNT_STEP, RANGE, in_range, parse_decimal
 from rebal.core.venues import Quote, check_against, parse_venues
 
@@ -45,7 +45,7 @@ class Prices:
         for asset, value in raw.items():
             price = parse_decimal(value)
             if price is None:
-                raise InputError(f"prices.{asset}", f"price {value!r} is not a decimal number")
+                raise InputError(f"prices.{asset}", f"price {spelled(value)} is not a decimal number")
             if price <= 0:
                 raise InputError(f"prices.{asset}", f"price {value} must be positive")
             if not in_range(price):
@@ -82,9 +82,12 @@ class Market:
 
 @dataclass(frozen=True)
 class Route:
-    """How to turn an asset into an account's quote: one direct market, or two through an intermediate."""
+    """How to turn an asset into an account's quote: one direct market, or two (or three) through
+    intermediates; or, `inverse`, the one market listed the other way round (``QUOTE/ASSET``): a sell of
+    the asset buys the quote with it, a buy of the asset sells the quote for it (amounts in the quote)."""
 
     legs: tuple[Market, ...]
+    inverse: bool = False
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,8 @@ class Markets:
     tables: dict[Hashable, object] = field(default_factory=dict, compare=False, repr=False)
 
     def route(self, exchange: str, asset: str, quote: str) -> Route | None:
-        """The direct market, else one intermediate (alphabetically first), else None (``no_market``)."""
+        """The direct market, else one intermediate (alphabetically first), else the inverse market
+        ``QUOTE/ASSET``, else None (``no_market``)."""
         known = self.exchanges.get(exchange)
         if known is None:
             return Route((Market(base=asset, quote=quote),))
@@ -110,7 +114,8 @@ class Markets:
             if market.base == asset and f"{market.quote}/{quote}" in known
         )
         if not candidates:
-            return None
+            inverse = known.get(f"{quote}/{asset}")
+            return None if inverse is None else Route((inverse,), inverse=True)
         middle = candidates[0]
         return Route((known[f"{asset}/{middle}"], known[f"{middle}/{quote}"]))
 
@@ -141,7 +146,7 @@ class Markets:
                 for key in MARKET_KEYS & params.keys():
                     value = parse_decimal(params[key])
                     if value is None or value < 0:
-                        raise InputError(f"{where}.{key}", f"{params[key]!r} is not a decimal >= 0")
+                        raise InputError(f"{where}.{key}", f"{spelled(params[key])} is not a decimal >= 0")
                     if not in_range(value):
                         raise InputError(
                             f"{where}.{key}", f"{params[key]} is outside the supported range ({RANGE})"

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TypeVar
 
-from rebal.core.errors import InputError
+from rebal.core.errors import InputError, spelled
 from rebal.core.numbers import RANGE, in_range, parse_decimal
 
 # The network of an entry that lists none, and of a transfer inside one exchange.
@@ -158,6 +158,8 @@ def _side(
             if "networks" in value:
                 if len(value) != 1 or not isinstance(value["networks"], dict) or not value["networks"]:
                     raise InputError(at, "'networks' must be the only key, a non-empty mapping of networks")
+                if any(not str(name).strip() for name in value["networks"]):
+                    raise InputError(f"{at}.networks", 'a network\'s name must be a non-empty string, not ""')
                 found[str(asset)] = tuple(
                     entry(str(name), params, f"{at}.networks.{name}")
                     for name, params in sorted(value["networks"].items(), key=lambda item: str(item[0]))
@@ -187,7 +189,7 @@ def _enabled(raw: dict[str, object], where: str) -> bool:
 def _amount(raw: dict[str, object], key: str, where: str) -> Decimal:
     value = parse_decimal(raw[key]) if key in raw else Decimal(0)
     if value is None or value < 0:
-        raise InputError(f"{where}.{key}", f"{raw[key]!r} is not a decimal >= 0")
+        raise InputError(f"{where}.{key}", f"{spelled(raw[key])} is not a decimal >= 0")
     if not in_range(value):
         raise InputError(f"{where}.{key}", f"{raw[key]} is outside the supported range ({RANGE})")
     return value

@@ -8,7 +8,7 @@ into an exact decimal here. Tolerances are named, never inline.
 from __future__ import annotations
 
 import math
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 
 # Sibling weights must sum to one within this (the file format's contract, docs/formats.md).
 WEIGHT_SUM_TOLERANCE = 1e-6
@@ -79,6 +79,11 @@ def dec_str(value: Decimal) -> str:
     if value == 0:
         return "0"
     return format(value.normalize(), "f")
+
+
+def money_dec(value: Decimal, places: int = MONEY_PLACES) -> Decimal:
+    """Exact money rounded to `places` decimals, half to even as everything shown (`rebal.core.display`)."""
+    return value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)
 
 
 def float_str(value: float, places: int) -> str:

@@ -76,6 +76,13 @@ NEEDS_CONVERSION = "needs_conversion"
 CONVERTING = -2
 # Derived decimals (est. price, cost, fee) keep this many significant digits.
 DERIVED = Context(prec=18)
+# A conversion (money a transfer brings, or an asset sold on an inverse market) losing more than this
+# share of what it converts to fees and spread is named (`dear_conversions`): exchanging one currency or
+# stablecoin for another costs a venue some 0.1-0.5% (fee and spread); 1% is already dear, and a fee or a
+# quote far beyond it (a 90% fee typed for 0.09%) would otherwise be planned in silence.
+DEAR_CONVERSION = Decimal("0.01")
+# What a buy may spend is checked in exact arithmetic (`spend_steps`): digits enough for any input.
+SPEND = Context(prec=60)
 
 
 class Order(NamedTuple):
@@ -93,6 +100,32 @@ class Order(NamedTuple):
     # Why it trades there and what that saves against the plain choice (where mode), or None.
     reason: str | None = None
     est_saving: Decimal | None = None
+
+
+class DearConversion(NamedTuple):
+    """A conversion losing more than `DEAR_CONVERSION` of its value: on `account`, `spent` of
+    `spent_asset` becomes `received` of `received_asset` (`symbol` bought or sold), `lost` (valuation
+    currency, against the reference prices: its fee and spread) being `share` of what it spends."""
+
+    account: str
+    symbol: str
+    side: Side
+    spent: Decimal
+    spent_asset: str
+    received: Decimal
+    received_asset: str
+    lost: Decimal
+    share: Decimal
+
+    def line(self, valuation: str, limit: Decimal = DEAR_CONVERSION) -> str:
+        """How a user is told (`rebal plan`'s stderr, the planner's log)."""
+        percent = (self.share * 100).quantize(Decimal("0.01"))
+        return (
+            f"{self.account}: converting {self.spent} {self.spent_asset} into {self.received} "
+            f"{self.received_asset} ({self.symbol} {self.side}) loses {self.lost} {valuation} to fees and "
+            f"spread, {percent}% of it (more than {(limit * 100).normalize()}%): check the markets' fee_rate "
+            "and the venues' prices"
+        )
 
 
 class Skip(NamedTuple):
@@ -137,6 +170,8 @@ class _Leg:
     phase: int
     sort_key: tuple[int, int, int, int]
     group: int = -1
+    # An inverse sell's: the exact free amount of the asset it spends (the account's budget of it).
+    held: Decimal | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -221,6 +256,15 @@ class OrderColumns:
 
     def __len__(self) -> int:
         return len(self.account)
+
+
+class ShownCosts(NamedTuple):
+    """A plan's estimated costs (valuation currency, exact): trading fees, spreads against the reference
+    prices, and the transfers' network fees (`Plan.shown_costs`)."""
+
+    fees: Decimal
+    spread: Decimal
+    withdrawal_fees: Decimal
 
 
 @dataclass(frozen=True, eq=False)
@@ -318,7 +362,45 @@ class Plan:
 
     def order_columns(self) -> OrderColumns:
         """Every order as columns, in the order of `orders()`: amounts are whole steps of the market's
-        exact step; est. price, cost and fee keep 18 significant digits."""
+        exact step; est. price, cost and fee keep 18 significant digits. (Made once: the costs and the
+        orders' text both read them.)"""
+        return self._order_columns
+
+    def shown_costs(self) -> ShownCosts:
+        """The plan's estimated costs in the valuation currency, exactly from what it shows: each order's
+        est. fee, and its est. cost against its amount at the reference prices (the spread: what a sell
+        fetches below, a buy pays above, the reference), valued at the reference price of the market's
+        quote; each transfer's network fee at its asset's reference price."""
+        columns = self.order_columns()
+        # Sums per (market, side) first: a few markets, many orders.
+        sums: dict[tuple[int, bool], list[Decimal]] = {}
+        for market, sell, amount, cost, fee in zip(
+            columns.market.tolist(),
+            columns.sell.tolist(),
+            columns.amount.values(),
+            columns.est_cost.values(),
+            columns.est_fee.values(),
+            strict=True,
+        ):
+            found = sums.setdefault((market, sell), [Decimal(0)] * 3)
+            found[0] += amount
+            found[1] += cost
+            found[2] += fee
+        prices = self.diff.prices
+        fees = spread = withdrawal_fees = Decimal(0)
+        for (market, sell), (amount, cost, fee) in sorted(sums.items()):
+            base, quote = prices.get(columns.markets[market].base), prices.get(columns.markets[market].quote)
+            assert base is not None and quote is not None, "prices are checked by diff_trees"
+            fees += fee * quote
+            spread += amount * base - cost * quote if sell else cost * quote - amount * base
+        for transfer in self.transfers:
+            price = prices.get(transfer.asset)
+            if transfer.fee and price is not None:
+                withdrawal_fees += transfer.fee * price
+        return ShownCosts(fees, spread, withdrawal_fees)
+
+    @cached_property
+    def _order_columns(self) -> OrderColumns:
         account, market, sell, steps, _, markets = self.ordered()
         rows = 2 * market + sell
         # Only the rows used are priced; a where-mode price depends on the exchange (of any order using it).
@@ -403,11 +485,46 @@ class Plan:
         return merged[0], merged[1], merged[2], merged[3], merged[4]
 
     def _est_price(self, market: Market, sell: bool, exchange: str) -> Decimal:
-        if self.trading is not None:
-            return self.trading.prices.exact(exchange, market, sell)
-        base, quote = self.diff.prices.get(market.base), self.diff.prices.get(market.quote)
-        assert base is not None and quote is not None, "prices are checked by diff_trees"
-        return DERIVED.divide(base, quote)
+        return _shown_price(self.diff, self.trading, market, sell, exchange)
+
+    def dear_conversions(self, limit: Decimal = DEAR_CONVERSION) -> list[DearConversion]:
+        """The plan's conversions (of a transfer's money into the account's quote, and sells on an
+        inverse market) whose fee and spread against the reference prices take more than `limit` of the
+        value they spend, in output order."""
+        tree, prices = self.diff.tree, self.diff.prices
+        found: list[DearConversion] = []
+        for leg in sorted(self.legs, key=lambda leg: leg.sort_key):
+            if leg.held is None and leg.group > CONVERTING:
+                continue
+            market, sell = leg.market, leg.side == SELL
+            exchange = tree.accounts[leg.account][0]
+            amount = market.amount_step * leg.steps
+            cost = DERIVED.multiply(amount, self._est_price(market, sell, exchange))
+            fee = DERIVED.multiply(cost, market.fee_rate)
+            base, quote = prices.get(market.base), prices.get(market.quote)
+            assert base is not None and quote is not None, "prices are checked by diff_trees"
+            if sell:
+                spent, spent_asset, received, received_asset = amount, market.base, cost - fee, market.quote
+                spent_value, received_value = amount * base, (cost - fee) * quote
+            else:
+                spent, spent_asset, received, received_asset = cost + fee, market.quote, amount, market.base
+                spent_value, received_value = (cost + fee) * quote, amount * base
+            lost = spent_value - received_value
+            if spent_value > 0 and lost > spent_value * limit:
+                found.append(
+                    DearConversion(
+                        tree.path(leg.account),
+                        market.symbol,
+                        "sell" if sell else "buy",
+                        spent.normalize(),
+                        spent_asset,
+                        received.normalize(),
+                        received_asset,
+                        DERIVED.plus(lost).normalize(),
+                        DERIVED.divide(lost, spent_value),
+                    )
+                )
+        return found
 
     def manual(self) -> tuple[bool, ...]:
         """Per transfer, whether it is an operator's task: one of its sides is a bank account (no API)."""
@@ -416,9 +533,10 @@ class Plan:
         return tuple(t.source in banks or t.destination in banks for t in self.transfers)
 
     def budgets(self) -> list[Budget]:
-        """Per account (in tree order), the budget of its quote, and of any other asset a transfer brings
-        it: the exact free (unlocked) amount of the quote's wallets, plus transfers in, less transfers out
-        (below zero when a transfer out is to be paid from the account's sells)."""
+        """Per account (in tree order), the budget of its quote, of any other asset a transfer brings it,
+        and of an asset an inverse sell spends: the exact free (unlocked) amount of the quote's (or that
+        asset's) wallets, plus transfers in, less transfers out (below zero when a transfer out is to be
+        paid from the account's sells)."""
         tree, diff = self.diff.tree, self.diff
         amounts: dict[tuple[int, str], Decimal] = {
             (node, quote): Decimal(0) for node, (_, quote) in tree.accounts.items()
@@ -433,6 +551,10 @@ class Plan:
         ):
             asset = diff.asset_names[asset_id]
             amounts[(account, asset)] += tree.real.exact_amount(index) - tree.real.exact_locked(index)
+        for leg in self.legs:
+            if leg.held is not None:  # an inverse sell spends an asset the account holds
+                key = (leg.account, leg.market.quote)
+                amounts[key] = amounts.get(key, Decimal(0)) + leg.held
         by_path = {tree.path(node): node for node in tree.accounts}
         for transfer in self.transfers:
             source, destination = by_path[transfer.source], by_path[transfer.destination]
@@ -462,7 +584,7 @@ class Plan:
                 tree.path(node),
                 skips.symbol.get(row) or f"{names[asset]}/{quotes[account]}",
                 SKIP_SIDES[side],
-                Decimal(amount_str(amount)),
+                Decimal(money_str(amount) if side == TRANSFER else amount_str(amount)),
                 REASONS[code] or "",
             )
             for row, (node, asset, account, side, amount, code) in enumerate(
@@ -529,6 +651,13 @@ class Flows:
         out = np.zeros(self.count)
         out[self.accounts] = values
         return out
+
+
+def reference_price(diff: DiffTree, market: Market) -> Decimal:
+    """A market's price (quote per base) at the reference prices, as the plan states it."""
+    base, quote = diff.prices.get(market.base), diff.prices.get(market.quote)
+    assert base is not None and quote is not None, "prices are checked by diff_trees"
+    return DERIVED.divide(base, quote)
 
 
 def _decimals(values: list[Decimal]) -> Decimals:
@@ -626,19 +755,36 @@ def _plan_groups(
     routed_sells: list[int] = []
     routed_buys: list[int] = []
     if groups.any_routed:  # rare: a plan of direct orders skips the routed passes
+        routed = groups.routed
+        if groups.any_inverse:  # a buy takes no inverse market (it would be a sell of the quote)
+            unbought = groups.inverse & ~groups.sells
+            skip_code[unbought] = NO_MARKET_CODE
+            routed = routed & ~unbought
         # A routed order worth less than min_trade_value is not routed at all.
-        small = groups.routed & (groups.raw * groups.value_price < groups.min_trade_value)
+        small = routed & (groups.raw * groups.value_price < groups.min_trade_value)
         skip_code[small] = REASON_CODES[BELOW_MIN_TRADE_VALUE]
         skip_symbol.update({g: groups.route_of(g).legs[0].symbol for g in np.flatnonzero(small).tolist()})
-        routed = groups.routed & ~small
+        routed = routed & ~small
         routed_sells = np.flatnonzero(routed & groups.sells).tolist()
         routed_buys = np.flatnonzero(routed & ~groups.sells).tolist()
     emitted_sells = emitted & groups.sells
+    # (float64 always: bincount of no weights counts in integers, and a routed sell's proceeds added to
+    # them were truncated)
     proceeds = np.bincount(
         groups.slot[emitted_sells], weights=(cost * groups.sell_keep)[emitted_sells], minlength=slots
-    )
+    ).astype(np.float64)
+    # What inverse sells (`_inverse_sell`) yield per account: placed first of its buys, funding them.
+    converted = np.zeros(slots)
     for g in routed_sells:
         route, exchange = groups.route_of(g), groups.exchange_of(g)
+        if route.inverse:
+            spent = _inverse_sell(pricer, exchange, route.legs[0], float(groups.raw[g]), groups.exact_free(g))
+            if isinstance(spent, str):
+                skip_code[g], skip_symbol[g] = REASON_CODES[spent], route.legs[0].symbol
+                continue
+            converted[groups.slot[g]] += float(route.legs[0].amount_step * spent)
+            legs.append(groups.inverse_leg(g, spent, groups.exact_free(g)))
+            continue
         sold = _routed_sell(
             pricer, exchange, route, float(groups.raw[g]), groups.exact_free(g), int(groups.path_node[g])
         )
@@ -650,7 +796,9 @@ def _plan_groups(
 
     # Phase 2: buys, funded by free quote + net sale proceeds + transfers in - transfers out.
     buys = emitted & ~groups.sells
-    wanted = np.bincount(groups.slot[buys], weights=(cost * groups.buy_pay)[buys], minlength=slots)
+    wanted = np.bincount(groups.slot[buys], weights=(cost * groups.buy_pay)[buys], minlength=slots).astype(
+        np.float64
+    )
     reserve = np.zeros(slots)  # (subtracted only where a route reserves: x - 0.0 is x, signed zeros too)
     for g in routed_buys:
         route, exchange = groups.route_of(g), groups.exchange_of(g)
@@ -662,11 +810,18 @@ def _plan_groups(
         reserve[groups.slot[g]] += _route_reserve(pricer, exchange, route)
     cash = groups.free_quote + proceeds
     spare = cash - wanted - reserve if routed_buys else cash - wanted
+    converting = converted > 0
+    if np.count_nonzero(converting):
+        # What an inverse sell yields funds the account's buys, but comes after the transfers: none of it
+        # is sent (an account sends at most the cash it has after its sells).
+        spare = np.where(converting, np.minimum(spare + converted, cash), spare)
     moved = _transfers(diff, groups.accounts, groups.quote_id, spare, trading, made)
     transfer_in, transfer_out = moved.transfer_in, moved.transfer_out
     budget = cash + transfer_in - transfer_out
     if routed_buys:
         budget -= reserve
+    if np.count_nonzero(converting):
+        budget = budget + converted
     # Squeeze only buys that exceed the budget, and then to safely below it (float sums vs decimals).
     # Where they do, 0 <= usable < wanted: both scales are in [0, 1), never NaN (a NaN budget or want
     # squeezes nothing).
@@ -702,11 +857,12 @@ def _plan_groups(
         emitted |= raised
         skip_code[raised] = 0
         steps[raised] = groups.min_steps()[raised]
-    if (
-        trading is not None and groups.moved.any()
-    ):  # a group a move left with nothing to trade (but float noise) is no skip
+    if trading is not None and groups.moved.any():
+        # A group moves left with nothing to trade but float noise, or less than one of their (1e-8) steps
+        # each (their rounding), is no skip: the moves did what could be done.
         value = groups.raw * diff.asset_price[groups.asset]
-        skip_code[groups.moved & (value <= VALUE_EPSILON * diff.scale)] = 0
+        rounding = groups.move_count() * float(DEFAULT_AMOUNT_STEP) * (1 - STEP_EPSILON)
+        skip_code[groups.moved & ((value <= VALUE_EPSILON * diff.scale) | (groups.raw < rounding))] = 0
 
     chosen = emitted.nonzero()[0]
     selling = groups.sells[chosen]
@@ -740,7 +896,7 @@ def _plan_groups(
         groups.accounts,
         len(diff.tree),
         wanted.astype(np.float64),
-        cash - reserve if routed_buys else cash,
+        (cash - reserve if routed_buys else cash) + converted,
     )
     return plan, groups, flows
 
@@ -749,9 +905,10 @@ def cost_floor(diff: DiffTree, groups: _Groups) -> float:
     """A lower bound of the estimated total cost (`Notes.total`: fees, spreads against the reference
     prices, withdrawal fees) of the plan `_plan_groups` makes of `groups` (every group direct, else
     -inf), read from its first phase alone, before any money moves: its sells (their steps and skips
-    never depend on budgets or transfers) cost exactly what they cost; a buy, squeezed, dropped or raised
-    to a minimum by the budgets, costs at least nothing, or, where buying below the reference pays more
-    than its fee, at least its largest size's (wanted or minimum steps) negative cost; a transfer's fee is
+    never depend on budgets or transfers) cost exactly what they cost; a buy costs at least its fewest
+    steps' cost (`_fewest_buy_steps`: what the budgets leave it at the least; nothing where it may be
+    dropped) where buying costs more than the reference, else, buying below the reference paying more
+    than its fee, its largest size's (wanted or raised to its minimum) negative cost; a transfer's fee is
     never negative. Only where every account trades against one quote (else money may arrive in
     another asset and be converted there, `_conversion`: orders the first phase does not know), else
     -inf. Less room for the float sums (1e-8 of every term, far above their rounding)."""
@@ -759,20 +916,71 @@ def cost_floor(diff: DiffTree, groups: _Groups) -> float:
     if not groups.all_direct or not groups.size or len(quotes) > 1:
         return -math.inf
     steps, cost = groups.size_direct()
-    sold = groups.sells & (groups.reasons(steps, cost) == 0)
+    emitted = groups.reasons(steps, cost) == 0
+    sold = groups.sells & emitted
     # The largest a buy can be: its wanted steps, or the minimum the small-buy policy raises it to.
     largest = np.where(groups.sells, steps, np.maximum(steps, groups.min_steps()))
-    amount = np.where(sold | ~groups.sells, largest, 0) * groups.step
-    # As `rebal.core.where` prices an order: at the side's venue price, the reference in the valuation
-    # currency.
-    traded = amount * groups.price * diff.asset_price[groups.quote_id[groups.account]]
-    fees = traded * groups.fee
-    reference = amount * groups.value_price
-    spread = np.where(groups.sells, reference - traded, traded - reference)
+    fewest = _fewest_buy_steps(diff, groups, steps, cost, emitted)
+    quote_price = diff.asset_price[groups.quote_id[groups.account]]
+    fees, spread = _order_costs(groups, np.where(sold | ~groups.sells, largest, 0) * groups.step, quote_price)
+    least_fees, least_spread = _order_costs(groups, fewest * groups.step, quote_price)
     each = fees + spread
-    floor = float(each[sold].sum() + np.minimum(each[~groups.sells], 0.0).sum())
+    # A buy costing more than the reference costs at least its fewest steps' (both positive), one below
+    # it at least its largest size's (both negative): the lesser of the two.
+    buys = np.minimum(each, least_fees + least_spread)[~groups.sells]
+    floor = float(each[sold].sum() + buys.sum())
     room = 1e-8 * float(np.abs(fees).sum() + np.abs(spread).sum())
     return floor - room if math.isfinite(floor) and math.isfinite(room) else -math.inf
+
+
+def _order_costs(
+    groups: _Groups, amount: FloatArray, quote_price: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """Per group, the fees and the spread against the reference of an order of `amount`, as
+    `rebal.core.where` prices it: at the side's venue price, the reference in the valuation currency."""
+    traded = amount * groups.price * quote_price
+    reference = amount * groups.value_price
+    return traded * groups.fee, np.where(groups.sells, reference - traded, traded - reference)
+
+
+def _fewest_buy_steps(
+    diff: DiffTree, groups: _Groups, steps: IntArray, cost: FloatArray, emitted: BoolArray
+) -> IntArray:
+    """Per group, the fewest steps `_plan_groups` can leave a buy of `groups` (every group direct, no
+    move) emitted at, 0 where it may not emit it: a buy the first phase emits is squeezed (then maybe
+    dropped) only by its account's budget, and the budget is at least the account's cash (free quote
+    and sale proceeds) less what its transfers can take out (`_transfers`: what the cash spares after
+    its own buys, or, where the account's value is above its target, that surplus, whichever is more;
+    what comes in, net of fees, is never negative). The steps the scale of that least budget leaves
+    are at most the plan's (`_squeezed_steps`: the scale and its whole steps only grow with the budget);
+    kept only where they clear every minimum (then the plan's larger order clears them too)."""
+    fewest = np.zeros(groups.size, dtype=np.int64)
+    accounts = groups.accounts
+    quote_price = diff.asset_price[groups.quote_id[accounts]]
+    if groups._moved[0] or not np.all((quote_price > 0) & np.isfinite(quote_price)):
+        return fewest  # a move shifts the surpluses (`_transfers`): not bounded here
+    slots = accounts.size
+    buys = emitted & ~groups.sells
+    # The first phase's money, as `_plan_groups` counts it.
+    sold = emitted & groups.sells
+    proceeds = np.bincount(groups.slot[sold], weights=(cost * groups.sell_keep)[sold], minlength=slots)
+    wanted = np.bincount(groups.slot[buys], weights=(cost * groups.buy_pay)[buys], minlength=slots)
+    cash = groups.free_quote + proceeds
+    active = diff.operation[accounts] != HOLD
+    surplus = np.where(active, diff.current_value[accounts] - diff.desired_value[accounts], 0.0)
+    out = np.maximum(np.maximum(cash - wanted, 0.0), np.maximum(surplus, 0.0) / quote_price)
+    # Room for the float sums of the transfers and the budget (1e-9 relative, far above their rounding).
+    out = out * (1 + 1e-9)
+    least = np.maximum(cash - out - 1e-9 * (np.abs(cash) + out), 0.0)
+    if not (np.all(np.isfinite(least)) and np.all(np.isfinite(wanted))):
+        return fewest
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = np.where(wanted > least, least * (1 - BUDGET_SAFETY) / wanted, 1.0)
+    fewest[buys] = np.floor(steps[buys] * np.minimum(scale[groups.slot[buys]], 1.0))
+    # Orders grow in amount, cost and value with their steps only at non-negative prices.
+    priced = (groups.step > 0) & (groups.price >= 0) & (groups.value_price >= 0)
+    clears = buys & priced & (groups.reasons(fewest, fewest * groups.step * groups.price) == 0)
+    return np.where(clears, fewest, 0)
 
 
 def _one_budget(budget: float, wanted: float) -> tuple[FloatArray, FloatArray, FloatArray]:
@@ -1210,9 +1418,9 @@ def _raise_small_buys(
 
 
 def _refuse_unreachable(diff: DiffTree, groups: _Groups) -> None:
-    if not groups.any_no_market:
+    if not groups.any_no_market and not groups.any_inverse:
         return
-    unreachable = np.flatnonzero(groups.no_market & ~groups.sells & groups.new)
+    unreachable = np.flatnonzero((groups.no_market | groups.inverse) & ~groups.sells & groups.new)
     if not unreachable.size:
         return
     g = int(unreachable[0])
@@ -1312,7 +1520,7 @@ class _Groups:
         else:  # the side's price on the group's exchange
             combo_price = np.array(
                 [
-                    trading.prices.price(
+                    trading.prices.shown(
                         self.exchanges[(value // 2) // (n_assets * n_assets)],
                         Market(
                             diff.asset_names[(value // 2) % n_assets],
@@ -1371,15 +1579,32 @@ class _Groups:
         np.add.at(self.free, both, np.ravel(np.column_stack((np.negative(amount), received))))
         self._moved = (moves, source, destination)
 
-    @cached_property
-    def _extra(self) -> dict[int, Decimal]:
-        """Per group the moves touch, what they change of its exact free amount: made when a sell of
-        (nearly) the whole balance asks for it (thousands of moves, a few such sells)."""
+    def _extra(self, groups: list[int]) -> dict[int, Decimal]:
+        """Per group of `groups` the moves touch, what they change of its exact free amount, in the moves'
+        order: asked for by the sells of (nearly) a whole balance (thousands of moves, a few such sells,
+        so only the moves touching them are read)."""
+        moves, sources, destinations = self._moved
+        wanted = set(groups)
         extra: dict[int, Decimal] = {}
-        for move, src, dst in zip(*self._moved, strict=True):
-            extra[src] = extra.get(src, Decimal(0)) - move.amount
-            extra[dst] = extra.get(dst, Decimal(0)) + move.received
+        asked = np.array(groups, dtype=np.int64)
+        touching = np.isin(np.array(sources, dtype=np.int64), asked) | np.isin(
+            np.array(destinations, dtype=np.int64), asked
+        )
+        for i in np.flatnonzero(touching).tolist():
+            src, dst, move = sources[i], destinations[i], moves[i]
+            if src in wanted:
+                extra[src] = extra.get(src, Decimal(0)) - move.amount
+            if dst in wanted:
+                extra[dst] = extra.get(dst, Decimal(0)) + move.received
         return extra
+
+    def move_count(self) -> FloatArray:
+        """Per group, how many moves send from or to it."""
+        _, source, destination = self._moved
+        counts: FloatArray = np.bincount(
+            np.array([*source, *destination], dtype=np.int64), minlength=self.size
+        ).astype(np.float64)
+        return counts
 
     def exchange_of(self, g: int) -> str:
         return self.exchanges[int(self.account_exchange[self.account[g]])]
@@ -1450,21 +1675,42 @@ class _Groups:
         return reason
 
     def exact_free(self, g: int) -> Decimal:
-        return self._members.exact_free(int(self._position[g])) + self._extra.get(g, Decimal(0))
+        return self._members.exact_free(int(self._position[g])) + self._extra([g]).get(g, Decimal(0))
 
     def exact_frees(self, groups: IntArray) -> list[Decimal]:
         """`exact_free` of each of `groups` (a sell of every wallet's whole amount asks for thousands)."""
         frees = self._members.exact_frees(self._position[groups])
-        if groups.size and self._extra:
-            frees = [
-                free + self._extra.get(g, Decimal(0)) for g, free in zip(groups.tolist(), frees, strict=True)
-            ]
+        if groups.size and self._moved[0]:
+            asked = groups.tolist()
+            extra = self._extra(asked)
+            frees = [free + extra.get(g, Decimal(0)) for g, free in zip(asked, frees, strict=True)]
         return frees
 
     def route_of(self, g: int) -> Route:
         route = self.routes[int(self.combo[g])]
         assert route is not None, "only routed groups are asked for their route"
         return route
+
+    @cached_property
+    def inverse(self) -> BoolArray:
+        """Per group, whether its route is an inverse market (``QUOTE/ASSET``: only a sell takes it)."""
+        if not self.any_inverse:
+            return np.zeros(self.size, dtype=np.bool_)
+        inverse = np.array([r is not None and r.inverse for r in self.routes], dtype=np.bool_)
+        return np.asarray(inverse[self.combo], dtype=np.bool_)
+
+    @property
+    def any_inverse(self) -> bool:
+        return self.any_routed and any(r is not None and r.inverse for r in self.routes)
+
+    def inverse_leg(self, g: int, steps: int, held: Decimal) -> _Leg:
+        """The buy of the account's quote with the asset of group `g` (an inverse sell; `held` of it
+        free): a buy, so placed with the buys (phase 2), first of the account's (after a conversion), as
+        its proceeds pay them."""
+        account = int(self.account[g])
+        market = self.route_of(g).legs[0]
+        key = (BUY_PHASE, self.rank[account], -1, 1 + int(self.asset[g]))
+        return _Leg(account, market, BUY, steps, BUY_PHASE, key, g, held)
 
     def legs(self, g: int, side: int, ordered: tuple[tuple[Market, int], ...]) -> list[_Leg]:
         """Routed legs in execution order; they sort right after the group's place."""
@@ -1745,8 +1991,11 @@ class _Routes(NamedTuple):
                 if trading is not None
                 else markets.route(exchange, asset, quote)
             )
-        legs = np.array([0 if r is None else len(r.legs) for r in routes], dtype=np.int64)
-        direct = tuple(r.legs[0] if r is not None and len(r.legs) == 1 else _NONE for r in routes)
+        # An inverse route's one leg is planned as a routed one (its amount is in the quote, not the asset).
+        legs = np.array([0 if r is None else len(r.legs) + r.inverse for r in routes], dtype=np.int64)
+        direct = tuple(
+            r.legs[0] if r is not None and len(r.legs) == 1 and not r.inverse else _NONE for r in routes
+        )
         table = np.array([m.floats for m in direct], dtype=np.float64).reshape(-1, 4)
         return cls(routes, legs, direct, table)
 
@@ -1807,8 +2056,8 @@ def _market_price(diff: DiffTree, market: Market) -> float:
 
 
 class _Pricer:
-    """Float prices of markets for routed legs: the venue's side of the book in a where-mode plan, else
-    the reference prices."""
+    """Prices of markets for routed legs: the venue's side of the book in a where-mode plan, else the
+    reference prices; as the plan shows them (`exact`, the orders' est. price) and as floats of those."""
 
     def __init__(self, diff: DiffTree, trading: Trading | None) -> None:
         self.diff = diff
@@ -1816,8 +2065,21 @@ class _Pricer:
 
     def price(self, exchange: str, market: Market, side: int) -> float:
         if self.trading is not None:
-            return self.trading.prices.price(exchange, market, side == SELL)
+            return self.trading.prices.shown(exchange, market, side == SELL)
         return _market_price(self.diff, market)
+
+    def exact(self, exchange: str, market: Market, side: int) -> Decimal:
+        return _shown_price(self.diff, self.trading, market, side == SELL, exchange)
+
+
+def _shown_price(
+    diff: DiffTree, trading: Trading | None, market: Market, sell: bool, exchange: str
+) -> Decimal:
+    """An order's estimated price as the plan shows it: the venue's side (`VenuePrices.exact`) in a
+    where-mode plan, else the reference prices' ratio to 18 significant digits."""
+    if trading is not None:
+        return trading.prices.exact(exchange, market, sell)
+    return reference_price(diff, market)
 
 
 class _Members:
@@ -1859,8 +2121,9 @@ _Routed = tuple[tuple[tuple[Market, int], ...], float]
 def _routed_sell(
     pricer: _Pricer, exchange: str, route: Route, raw: float, exact_free: Decimal, node: int
 ) -> _Routed | str:
-    """Sell `raw` of the asset for the first intermediate, then what each leg yields after fees on the
-    next, down to the quote (two or three legs).
+    """Sell `raw` of the asset for the first intermediate, then what each leg yields after fees, as the
+    plan shows it (`_shown_net`), on the next, down to the quote (two or three legs): a leg never sells
+    more than the previous one is shown to yield.
 
     Returns the legs in execution order and the quote received, or the reason it cannot be done.
     """
@@ -1870,19 +2133,21 @@ def _routed_sell(
     made: list[tuple[Market, int]] = []
     for position, market in enumerate(route.legs):
         if position:
-            steps = _leg_steps(diff, node, _cost_of(pricer, exchange, made[-1][0], made[-1][1], SELL), market)
+            yielded = _shown_net(pricer, exchange, made[-1][0], made[-1][1], SELL)
+            steps = _exact_steps(diff, node, yielded, market, ceiling=False)
         reason = _leg_reason(pricer, exchange, market, steps, SELL)
         if reason:
             return reason
         made.append((market, steps))
-    return tuple(made), _cost_of(pricer, exchange, made[-1][0], made[-1][1], SELL)
+    return tuple(made), float(_shown_net(pricer, exchange, made[-1][0], made[-1][1], SELL))
 
 
 def _routed_buy(
     pricer: _Pricer, exchange: str, route: Route, raw: float, factor: float, node: int
 ) -> _Routed | str:
-    """Buy enough of each intermediate (rounded up to its step), from the quote's side, to buy `raw` of
-    the asset on its own market at the end.
+    """Buy enough of each intermediate (rounded up to its step), from the quote's side, to pay for the
+    next leg's cost and fee as the plan shows them (`_shown_net`), down to `raw` of the asset on its own
+    market at the end.
 
     `factor` scales the asset amount down when the account's budget is short.
     """
@@ -1894,15 +2159,56 @@ def _routed_buy(
         return reason
     made: list[tuple[Market, int]] = [(asset_leg, steps)]
     for market in route.legs[1:]:
-        needed = _cost_of(pricer, exchange, made[-1][0], made[-1][1], BUY)
-        if needed / float(market.amount_step) > MAX_STEPS:
-            raise _too_many_steps(diff, node, needed, market)
-        middle_steps = math.ceil(needed / float(market.amount_step) - STEP_EPSILON)
+        needed = _shown_net(pricer, exchange, made[-1][0], made[-1][1], BUY)
+        middle_steps = _exact_steps(diff, node, needed, market, ceiling=True)
         reason = _leg_reason(pricer, exchange, market, middle_steps, BUY)
         if reason:
             return reason
         made.append((market, middle_steps))
-    return tuple(reversed(made)), _cost_of(pricer, exchange, made[-1][0], made[-1][1], BUY)
+    return tuple(reversed(made)), float(_shown_net(pricer, exchange, made[-1][0], made[-1][1], BUY))
+
+
+def _shown_net(pricer: _Pricer, exchange: str, market: Market, steps: int, side: int) -> Decimal:
+    """What an order of `steps` yields (a sell: est. cost less est. fee) or pays (a buy: cost plus fee),
+    in the market's quote, exactly as the plan shows its est. cost and fee (`Plan.order_columns`)."""
+    cost = DERIVED.multiply(market.amount_step * steps, pricer.exact(exchange, market, side))
+    fee = DERIVED.multiply(cost, market.fee_rate)
+    return cost + fee if side == BUY else cost - fee
+
+
+def _exact_steps(diff: DiffTree, node: int, amount: Decimal, market: Market, *, ceiling: bool) -> int:
+    """Whole steps of `market` in an exact `amount`: truncated, or rounded up (`ceiling`)."""
+    if amount / market.amount_step > MAX_STEPS:
+        raise _too_many_steps(diff, node, float(amount), market)
+    if amount <= 0:
+        return 0
+    whole, rest = divmod(amount, market.amount_step)
+    return int(whole) + (1 if ceiling and rest else 0)
+
+
+def _inverse_sell(
+    pricer: _Pricer, exchange: str, market: Market, raw: float, exact_free: Decimal
+) -> int | str:
+    """Sell `raw` of an asset on the inverse market ``QUOTE/ASSET`` (the account's quote is its base): the
+    steps of the quote bought with it, at the ask, cost and fee (in the asset) within `raw` and never
+    above the exact free amount; or the reason it cannot be done."""
+    price = pricer.exact(exchange, market, BUY)
+    wanted = Decimal(raw)
+    available = exact_free if wanted * (1 + Decimal(STEP_RELATIVE)) >= exact_free else wanted
+    steps = spend_steps(price, market, available)
+    return _leg_reason(pricer, exchange, market, steps, BUY) or steps
+
+
+def spend_steps(price: Decimal, market: Market, available: Decimal) -> int:
+    """The most whole steps of `market`'s base a buy at `price` may take with its cost and fee (in the
+    quote) within `available` of the quote: exact, so it never spends a hair more."""
+    unit = SPEND.multiply(price, 1 + market.fee_rate)  # what one of the base costs, with the fee
+    if unit <= 0 or available <= 0:
+        return 0
+    steps = floor_steps(SPEND.divide(available, unit), market.amount_step)
+    if steps > 0 and SPEND.multiply(market.amount_step * steps, unit) > available:
+        steps -= 1  # the quotient's last digit rounded up onto a step: one fewer
+    return steps
 
 
 def _route_reserve(pricer: _Pricer, exchange: str, route: Route) -> float:
@@ -2011,26 +2317,32 @@ def _transfers(
     # Read per account at once (a numpy scalar per account and column took more than the matching).
     gaps = (diff.current_value[accounts] - diff.desired_value[accounts]).tolist()
     active = (diff.operation[accounts] != HOLD).tolist()
+    # An account that holds (its value at its target, or within the band) keeps its gap, but what a move
+    # brings or takes is money it gains or owes all the same (an asset it need not buy frees its cash).
     excess = {
-        node: gap + shift.get(node, 0.0)
+        node: (gap if trades else 0.0) + shift.get(node, 0.0)
         for node, gap, trades in zip(account_nodes, gaps, active, strict=True)
-        if trades
+        if trades or node in shift
     }
     sources = sorted(((v, n) for n, v in excess.items() if v > tolerance), key=lambda x: (-x[0], x[1]))
     sinks = sorted(((-v, n) for n, v in excess.items() if v < -tolerance), key=lambda x: (-x[0], x[1]))
     quotes = quote_id[accounts]
     quote_price = dict(zip(account_nodes, diff.asset_price[quotes].tolist(), strict=True))
     quote_name = dict(zip(account_nodes, [diff.asset_names[q] for q in quotes.tolist()], strict=True))
-    remaining_out = {n: v for v, n in sources}
-    remaining_in = {n: v for v, n in sinks}
-    matched: list[tuple[int, int, float]] = []
     # A move is of whole steps: what it leaves of its accounts' gaps (under a step's worth) is no money
-    # to wire. A bank sends its whole surplus to a sink that leaves less than that of it.
+    # to wire. A bank sends its whole surplus to a sink that leaves less than that of it, and any source
+    # a sink's whole deficit when what it lacks is that rounding.
     rounding: dict[int, float] = defaultdict(float)
-    for move in moves if trading is not None and trading.banks else ():
+    for move in moves:
         step_value = float(DEFAULT_AMOUNT_STEP) * price_of[move.asset][1]
         rounding[move.source] += step_value
         rounding[move.destination] += step_value
+    if rounding:
+        sources = [(v, n) for v, n in sources if v > rounding.get(n, 0.0)]
+        sinks = [(v, n) for v, n in sinks if v > rounding.get(n, 0.0)]
+    remaining_out = {n: v for v, n in sources}
+    remaining_in = {n: v for v, n in sinks}
+    matched: list[tuple[int, int, float]] = []
     i = j = 0
     while i < len(sources) and j < len(sinks):
         source, sink = sources[i][1], sinks[j][1]
@@ -2038,6 +2350,8 @@ def _transfers(
         banked = rounding and trading is not None and source in trading.banks
         if banked and remaining_out[source] - value <= rounding.get(sink, 0.0):
             value = remaining_out[source]
+        elif remaining_in[sink] - value <= rounding.get(source, 0.0):
+            value = remaining_in[sink]
         matched.append((source, sink, value))
         remaining_out[source] -= value
         remaining_in[sink] -= value
@@ -2157,9 +2471,13 @@ def _transfers(
     np.add.at(outgoing, np.array(out_slot, dtype=np.int64), np.array(out_value, dtype=np.float64))
     np.add.at(incoming, np.array(in_slot, dtype=np.int64), np.array(in_value, dtype=np.float64))
     transfer_out, transfer_in = outgoing.tolist(), incoming.tolist()
-    # Unmatched deficits are funded by new money (invest); unmatched surpluses leave (withdraw).
-    for node, value in remaining_in.items():
-        transfer_in[slot[node]] += max(value, 0.0) / quote_price[node]
+    # Unmatched deficits are funded by new money (invest), never by more than is invested (what holding
+    # accounts keep of their gaps is no money), largest deficit first; unmatched surpluses leave (withdraw).
+    invested = max(float(diff.desired_value[0] - diff.current_value[0]), 0.0)
+    for _, node in sinks:
+        funded = min(max(remaining_in[node], 0.0), invested)
+        invested -= funded
+        transfer_in[slot[node]] += funded / quote_price[node]
     for node, value in remaining_out.items():
         transfer_out[slot[node]] += max(value, 0.0) / quote_price[node]
     return _Moved(
@@ -2201,15 +2519,12 @@ def _conversion(
     bid, whichever the markets list (both: the one yielding more, the buy on a tie); None when neither
     clears the market's step and minimums."""
     known = trading.markets.exchanges.get(exchange, {})
-    exact = Context(prec=60)
+    exact = SPEND
     found: list[_Conversion] = []
     buying = known.get(f"{quote}/{asset}")
     if buying is not None:
         price = trading.prices.exact(exchange, buying, False)
-        unit = exact.multiply(price, 1 + buying.fee_rate)  # what one of the quote costs, with the fee
-        steps = floor_steps(exact.divide(arrived, unit), buying.amount_step) if unit > 0 else 0
-        if steps > 0 and exact.multiply(buying.amount_step * steps, unit) > arrived:
-            steps -= 1  # the quotient's last digit rounded up onto a step: one fewer
+        steps = spend_steps(price, buying, arrived)
         amount = buying.amount_step * steps
         if steps > 0 and amount >= buying.min_amount and amount * price >= buying.min_cost:
             found.append(_Conversion(buying, BUY, steps, BUY_PHASE, amount))
@@ -2278,8 +2593,9 @@ _FLOAT_WHOLE = 2**52
 
 
 def _money_steps(value: FloatArray, asset: list[str], price_of: _PriceOf) -> list[int]:
-    """Per money transfer worth `value` (valuation currency) of `asset`, its whole default steps, exactly
-    as `_exact_money_steps` (thousands of transfers, a few assets: in floats where they decide)."""
+    """Per money transfer worth `value` (valuation currency) of `asset`, its whole default steps: truncated
+    where the float count decides, the nearest whole count where it is within float noise of one, and
+    past what a float counts whole as `_exact_money_steps` (thousands of transfers, a few assets)."""
     steps = np.zeros(value.size, dtype=np.int64)
     unsure = np.zeros(value.size, dtype=np.bool_)
     names = np.array(asset, dtype=object)
@@ -2297,7 +2613,12 @@ def _money_steps(value: FloatArray, asset: list[str], price_of: _PriceOf) -> lis
         if not (0 < price < math.inf):
             clear[:] = False
         steps[rows[clear]] = np.where(wanted[clear] > 0, np.floor(count[clear]), 0)
-        unsure[rows[~clear]] = True
+        # Within float noise of a whole count, the count is that whole number: an account's spare money
+        # is a float sum (29900 - 29.9 is 29870.099999999998 there), not 29870.09999999 to send.
+        with np.errstate(invalid="ignore"):
+            near = ~clear & (count < _FLOAT_WHOLE) & (wanted > 0)
+        steps[rows[near]] = np.rint(count[near])
+        unsure[rows[~clear & ~near]] = True
     out: list[int] = steps.tolist()
     for i in np.flatnonzero(unsure).tolist():
         out[i] = _exact_money_steps(float(value[i]), price_of[asset[i]][0])

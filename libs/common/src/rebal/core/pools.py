@@ -142,9 +142,69 @@ def candidates(diff: DiffTree, trading: Trading) -> Candidates:
     # Each cell's (pool, asset) group and what its group must sell or buy, its (pool, account) row:
     # the same for both candidates.
     groups = (*_excess(cells, target), _account_rows(accounts, cells))
-    optimised = _optimised(diff, trading, cells, accounts, value, groups)
-    simple = _plain(cells, accounts, value, groups)
+    _refuse_unbuyable(diff, member, pools, cells, groups)
+    unbuyable = _unbuyable(cells, groups)
+    optimised = _optimised(diff, trading, cells, accounts, value, groups, unbuyable)
+    simple = _plain(cells, accounts, value, groups, unbuyable)
     return Candidates(cells, accounts, optimised, simple)
+
+
+def _refuse_unbuyable(
+    diff: DiffTree,
+    member: IntArray,
+    pools: IntArray,
+    cells: Cells,
+    groups: tuple[IntArray, int, FloatArray, IntArray],
+) -> None:
+    """Refuse (`InputError`, source ``target``) a pool short of an asset that no wallet below it holds
+    and none of its accounts can buy (no market path from the pool's money on their exchanges): a new
+    position nothing can buy, refused as a plain target's is (`rebal.core.plan`), where the pool would
+    sell its other assets for it and leave their value as money."""
+    group, size, excess, _ = groups
+    buyable = np.bincount(group, weights=np.isfinite(cells.ask), minlength=size) > 0
+    short = np.flatnonzero((excess < 0) & ~buyable)
+    if not short.size:
+        return
+    tree = diff.tree
+    n_assets = len(diff.asset_names)
+    wallets = np.flatnonzero(tree.wallet & (member >= 0) & (tree.real_index >= 0) & (diff.asset_id >= 0))
+    listed = member[wallets] * n_assets + diff.asset_id[wallets]
+    first = np.zeros(size, dtype=np.int64)
+    first[group[::-1]] = np.arange(group.size)[::-1]
+    keys = cells.pool[first[short]] * n_assets + cells.asset[first[short]]
+    new = short[~contains(listed, keys)]
+    if not new.size:
+        return
+    cell = int(first[new[0]])
+    pool, asset = int(cells.pool[cell]), diff.asset_names[int(cells.asset[cell])]
+    accounts = cells.account[cells.pool == pool].tolist()
+    exchanges = ", ".join(sorted({tree.accounts[node][0] for node in accounts}))
+    quote = tree.accounts[int(cells.account[cell])][1]
+    raise InputError(
+        tree.path(int(pools[pool])),
+        f"no market path for {asset} from {quote} on {exchanges}: no account of the pool can ever buy it "
+        f"(list a market for it, or leave it out of the pool)",
+        "target",
+    )
+
+
+def _unbuyable(cells: Cells, groups: tuple[IntArray, int, FloatArray, IntArray]) -> FloatArray:
+    """Per cell, its part of a shortfall none of its pool's accounts can buy (an asset they hold, no
+    market path to it): desired where it is held (in proportion to the free amounts; all on the group's
+    first cell where none is free), so the plan skips its buy `no_market` as for plain weights, and the
+    money for it stays."""
+    group, size, excess, _ = groups
+    buyable = np.bincount(group, weights=np.isfinite(cells.ask), minlength=size) > 0
+    short = (excess < 0) & ~buyable
+    if not short.any():
+        return np.zeros(cells.pool.size)
+    held = np.bincount(group, weights=cells.held, minlength=size)
+    first = np.zeros(size, dtype=np.int64)
+    first[group[::-1]] = np.arange(group.size)[::-1]
+    on_first = (np.arange(group.size) == first[group]).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.where(held[group] > 0, cells.held / held[group], on_first)
+    return np.where(short[group], share * -excess[group], 0.0)
 
 
 def resolve(
@@ -426,6 +486,7 @@ def _optimised(
     accounts: Accounts,
     value: FloatArray,
     groups: tuple[IntArray, int, FloatArray, IntArray],
+    unbuyable: FloatArray,
 ) -> _Candidate:
     pools = value.size
     group, size, excess, row = groups
@@ -436,7 +497,7 @@ def _optimised(
     best_sell = _best(group, size, np.where(sellable, cells.bid, -np.inf))
     buyable = np.isfinite(cells.ask)
     best_buy = _best(group, size, np.where(buyable, -cells.ask, -np.inf))
-    bought = np.where(best_buy, np.maximum(-excess, 0.0)[group], 0.0)
+    bought = np.where(best_buy, np.maximum(-excess, 0.0)[group], 0.0) + unbuyable
     # Relocations: a seller's share moved to the account of its pool where, after the network's fee, it
     # fetches the most (an account with a better bid that cannot receive it is passed over for the next).
     hub = np.full(size, -1, dtype=np.int64)
@@ -517,6 +578,7 @@ def _optimised(
         bought, best_buy = _reachable_buys(
             diff, networks, cells, accounts, (group, size, row), budget, np.maximum(-excess, 0.0), best_buy
         )
+        bought = bought + unbuyable  # (groups none can buy: `_reachable_buys` buys nothing there)
 
     def settled(bought: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
         desired = cells.held - sold + bought
@@ -539,10 +601,13 @@ def _optimised(
         budget = accounts.cash + _by_row(row, proceeds, accounts)
         shortfall = np.maximum(-excess, 0.0)
         stuck = ~np.isfinite(cost)
-        local = np.where(
-            stuck[cells.pool],
-            _local_buys(cells, group, row, budget, shortfall, stuck[cells.pool]),
-            _shared_buys(cells, group, size, row, budget, shortfall),
+        local = (
+            np.where(
+                stuck[cells.pool],
+                _local_buys(cells, group, row, budget, shortfall, stuck[cells.pool]),
+                _shared_buys(cells, group, size, row, budget, shortfall),
+            )
+            + unbuyable
         )
         local_desired, local_money, local_cost = settled(local)
         better = local_cost < cost
@@ -744,7 +809,11 @@ def _local_buys(
 
 
 def _plain(
-    cells: Cells, accounts: Accounts, value: FloatArray, groups: tuple[IntArray, int, FloatArray, IntArray]
+    cells: Cells,
+    accounts: Accounts,
+    value: FloatArray,
+    groups: tuple[IntArray, int, FloatArray, IntArray],
+    unbuyable: FloatArray,
 ) -> _Candidate:
     """Trade where the asset sits: holders sell in proportion to their holdings, accounts buy in
     proportion to their money."""
@@ -761,7 +830,7 @@ def _plain(
     sold = np.minimum(sold, cells.held)
     cash_before = accounts.cash + _by_row(row, sold * cells.price, accounts)
     share = _buy_shares(cells, group, size, row, cash_before)
-    bought = share * np.maximum(-excess, 0.0)[group]
+    bought = share * np.maximum(-excess, 0.0)[group] + unbuyable
     desired = cells.held - sold + bought
     cash_after = cash_before - _by_row(row, bought * cells.price, accounts)
     money_target = value - np.bincount(cells.pool, weights=desired * cells.price, minlength=pools)

@@ -7,7 +7,11 @@ A plan made with per-venue prices, a network file or pools (`rebal.core.where`) 
   ask(BASE)/bid(QUOTE);
 - `cheapest_route`: the route from an asset to an account's quote through at most two intermediate
   assets (three markets, ``ABC/ETH``, ``ETH/BTC``, ``BTC/USDT``) with the best effective rate, fees and
-  spreads included; ties go to the fewest intermediates, then by their names;
+  spreads included; ties are broken by name: a route's name is the tuple of its markets' symbols in
+  order (``("ABC/BNB", "BNB/BTC", "BTC/USDT")`` before ``("ABC/ETH", "ETH/USDT")``), compared item by
+  item; a direct market is no route (nothing to route through) and keeps a tie;
+  a sell with no such route takes the inverse market (``QUOTE/ASSET``, e.g. ``USDT/USD`` for USD held
+  in an account trading against USDT) when listed;
 - `Move`: an asset sent from one account to another instead of being sold in one and bought in the
   other, or sent to be sold where the bid is better (decided by `rebal.core.where`, applied by the plan).
 """
@@ -23,7 +27,7 @@ from typing import Literal, NamedTuple
 from rebal.core.market import Market, Markets, Prices, Route
 from rebal.core.networks import Networks
 
-# Effective rates this close (relative) are a tie: decided by the intermediates' names.
+# Effective rates this close (relative) are a tie: decided by the routes' names (`cheapest_route`).
 RATE_TIE = 1e-12
 # Derived decimals (estimated prices) keep this many significant digits, as the plan's.
 DERIVED = Context(prec=18)
@@ -42,6 +46,7 @@ class VenuePrices:
     # Each (exchange, base, quote, side)'s float price, found once: a plan asks thousands of times for a
     # few hundred (routes, groups, costs).
     _price: dict[tuple[str, str, str, bool], float] = field(default_factory=dict, compare=False, repr=False)
+    _shown: dict[tuple[str, str, str, bool], float] = field(default_factory=dict, compare=False, repr=False)
 
     def value(self, exchange: str, asset: str, sell: bool) -> Decimal | None:
         """What one unit of `asset` fetches (`sell`) or costs on `exchange`, in the valuation currency."""
@@ -66,6 +71,19 @@ class VenuePrices:
             self._price[key] = found
         return found
 
+    def shown(self, exchange: str, market: Market, sell: bool) -> float:
+        """`exact` as a float (NaN where a price is missing): what orders are sized at, so that a buy's
+        estimated cost and fee as the plan shows them (at `exact`) stay within its budget, and a route's
+        next leg sells no more than the previous one shows it yields."""
+        key = (exchange, market.base, market.quote, sell)
+        found = self._shown.get(key)
+        if found is None:
+            base = self.value(exchange, market.base, sell)
+            quote = self.value(exchange, market.quote, not sell)
+            found = math.nan if base is None or quote is None else float(self.exact(exchange, market, sell))
+            self._shown[key] = found
+        return found
+
     def rate(self, exchange: str, market: Market, sell: bool) -> float:
         """Quote received per base sold, net of the fee; or quote paid per base bought, fee included."""
         fee = market.floats[3]  # the fee rate as a float, made once per market
@@ -73,7 +91,11 @@ class VenuePrices:
 
     def route_rate(self, exchange: str, route: Route, sell: bool) -> float:
         """The route's effective rate: quote received per unit of the asset sold (net of every leg's fee
-        and spread), or quote paid per unit bought."""
+        and spread), or quote paid per unit bought. An inverse route (``QUOTE/ASSET``) buys the quote
+        with the asset (a sell) or sells the quote for it (a buy): the market's rate on the other side,
+        turned over."""
+        if route.inverse:
+            return 1.0 / self.rate(exchange, route.legs[0], not sell)
         total = 1.0
         for market in route.legs:
             total *= self.rate(exchange, market, sell)
@@ -127,7 +149,8 @@ def cheapest_route(
     bases: dict[str, dict[str, list[Market]]] | None = None,
 ) -> Route | None:
     """The best route from `asset` to `quote` on `exchange` for a sell (highest rate) or a buy (lowest
-    cost), at most three markets; ties by fewer intermediates, then their names. None: no route. An
+    cost), at most three markets; ties by name (the tuple of the markets' symbols in order), a direct
+    market before any route through an intermediate. None: no route. An
     exchange the markets file does not list trades every direct pair (`Markets.route`). `bases`: each
     exchange's markets by base (`markets_by_base`), kept there once found (a plan asks for hundreds of
     routes)."""
@@ -137,22 +160,39 @@ def cheapest_route(
     bases = {} if bases is None else bases
     if exchange not in bases:
         bases[exchange] = markets_by_base(known)
-    best: tuple[float, tuple[str, ...], tuple[Market, ...]] | None = None
-    for legs in _paths(known, bases[exchange], asset, quote):
-        rate = prices.route_rate(exchange, Route(legs), sell)
+    best: tuple[float, tuple[bool | str, ...], Route] | None = None
+    for route in _routes(known, bases[exchange], asset, quote, sell):
+        rate = prices.route_rate(exchange, route, sell)
         if not math.isfinite(rate) or rate <= 0:
             continue
         score = -rate if sell else rate
-        names = tuple(market.quote for market in legs[:-1])
+        names: tuple[bool | str, ...] = (len(route.legs) > 1, *(market.symbol for market in route.legs))
         if best is None or _better(score, names, best[0], best[1]):
-            best = (score, names, legs)
-    return Route(best[2]) if best is not None else None
+            best = (score, names, route)
+    return best[2] if best is not None else None
 
 
-def _better(score: float, names: tuple[str, ...], best: float, best_names: tuple[str, ...]) -> bool:
+def _routes(
+    known: Mapping[str, Market], by_base: Mapping[str, list[Market]], asset: str, quote: str, sell: bool
+) -> Iterator[Route]:
+    """`_paths` as routes; for a sell that has none, the inverse market ``QUOTE/ASSET`` (as
+    `Markets.route`: a last resort, so a plan that had a route keeps it, also where the inverse market's
+    minimums would refuse what the route clears)."""
+    found = False
+    for legs in _paths(known, by_base, asset, quote):
+        found = True
+        yield Route(legs)
+    inverse = known.get(f"{quote}/{asset}")
+    if sell and not found and inverse is not None:
+        yield Route((inverse,), inverse=True)
+
+
+def _better(
+    score: float, names: tuple[bool | str, ...], best: float, best_names: tuple[bool | str, ...]
+) -> bool:
     if abs(score - best) > RATE_TIE * max(abs(score), abs(best)):
         return score < best
-    return (len(names), names) < (len(best_names), best_names)
+    return names < best_names
 
 
 class Move(NamedTuple):

@@ -25,7 +25,7 @@ from typing import Any, Literal, NamedTuple, TypeVar, cast
 import numpy as np
 import numpy.typing as npt
 
-from rebal.core.errors import InputError
+from rebal.core.errors import InputError, spelled
 from rebal.core.numbers import (
     LARGEST,
     RANGE,
@@ -412,7 +412,7 @@ def _build(walked: _Walked, role: Role) -> Tree:
     )
     weights = _weights(column("weight"), paths, missing) if target else np.full(count, math.nan)
     weights[0] = 1.0
-    pools = _pools(column("pool"), walked.listed, is_wallet, target, paths, missing)
+    pools = _pools(column("pool"), walked.listed, is_wallet, target, paths, missing, walked.reader.typed)
     tree = Tree(
         role=role,
         names=names,
@@ -466,13 +466,21 @@ def _positions(
 
 
 def _pools(
-    column: list[object], listed: IntArray, wallet: BoolArray, target: bool, paths: _Paths, missing: object
+    column: list[object],
+    listed: IntArray,
+    wallet: BoolArray,
+    target: bool,
+    paths: _Paths,
+    missing: object,
+    typed: bool,
 ) -> dict[int, tuple[tuple[str, float], ...]]:
     """The pools of a desired tree: on portfolios that list no children, ``{ASSET: weight}`` with weights
-    (fractions or percentages) summing to 1 within `WEIGHT_SUM_TOLERANCE`."""
-    if column.count(missing) + column.count(None) == len(column):  # no pools (at C speed)
+    (fractions or percentages) summing to 1 within `WEIGHT_SUM_TOLERANCE`. A file's ``"pool": null`` is
+    refused (a typed record's None is its absent pool)."""
+    absent = column.count(missing) + (column.count(None) if typed else 0)
+    if absent == len(column):  # no pools (at C speed)
         return {}
-    given = [i for i, value in enumerate(column) if value is not missing and value is not None]
+    given = [i for i, value in enumerate(column) if value is not missing and (value is not None or not typed)]
     pools: dict[int, tuple[tuple[str, float], ...]] = {}
     for index in given:
         raw = column[index]
@@ -486,14 +494,18 @@ def _pools(
                 where, "a pool lists no children: its assets are held anywhere in the accounts below it"
             )
         if not isinstance(raw, dict) or not raw:
-            raise InputError(where, "'pool' must map assets to weights, e.g. {'BTC': '50%', 'USDT': '50%'}")
+            raise InputError(
+                where,
+                f'\'pool\' must map assets to weights, e.g. {{"BTC": "50%", "USDT": "50%"}}; got '
+                f"{spelled(raw)}",
+            )
         weights: list[tuple[str, float]] = []
         for asset, value in raw.items():
             if not isinstance(asset, str) or not asset.strip():
                 raise InputError(where, "a pool's assets must be non-empty strings")
             weight = parse_fraction(value)
             if weight is None or weight < 0 or weight > 1:
-                raise InputError(where, f"pool weight of {asset} {value!r} is not within 0..100%")
+                raise InputError(where, f"pool weight of {asset} {spelled(value)} is not within 0..100%")
             weights.append((asset, float(weight)))
         total = sum(weight for _, weight in weights)
         if abs(total - 1.0) > WEIGHT_SUM_TOLERANCE:
@@ -656,7 +668,7 @@ def _amount(raw: object, paths: _Paths, index: int) -> tuple[str, float]:
     """An amount's exact text and its float; >= 0 and in `RANGE`."""
     value = parse_decimal(raw)
     if value is None:
-        raise InputError(paths.of(index), f"amount {raw!r} is not a decimal number")
+        raise InputError(paths.of(index), f"amount {spelled(raw)} is not a decimal number")
     if value < 0:
         raise InputError(paths.of(index), f"negative amount {raw}")
     if not in_range(value):
@@ -686,7 +698,9 @@ def _weights(column: list[object], paths: _Paths, missing: object) -> FloatArray
         value = raw[index]
         weight = parse_fraction(value)
         if weight is None:
-            raise InputError(paths.of(index + 1), f"weight {value!r} is not a fraction or a percentage")
+            raise InputError(
+                paths.of(index + 1), f"weight {spelled(value)} is not a fraction or a percentage"
+            )
         if weight < 0 or weight > 1:
             raise InputError(paths.of(index + 1), f"weight {value!r} is outside 0..100%")
         weights[index + 1] = float(weight)
@@ -725,7 +739,9 @@ def _parse_locks(raw: object, amount: Decimal) -> tuple[tuple[Lock, ...], Decima
         else:
             locked_amount = parse_decimal(item["amount"])
             if locked_amount is None or locked_amount < 0:
-                raise InputError("", f"lock of {owner}: amount {item['amount']!r} is not a decimal >= 0")
+                raise InputError(
+                    "", f"lock of {owner}: amount {spelled(item['amount'])} is not a decimal >= 0"
+                )
             if not in_range(locked_amount):
                 outside = f"is outside the supported range ({RANGE})"
                 raise InputError("", f"lock of {owner}: amount {item['amount']} {outside}")

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
-from rebal.core.errors import InputError
+from rebal.core.errors import InputError, spelled
 from rebal.core.numbers import RANGE, in_range, parse_decimal
 
 QUOTE_KEYS = frozenset({"bid", "ask"})
@@ -56,7 +56,7 @@ def parse_venues(raw: object) -> dict[str, dict[str, Quote]]:
             for side in sorted(QUOTE_KEYS & sides.keys()):
                 value = parse_decimal(sides[side])
                 if value is None or value <= 0:
-                    raise InputError(f"{at}.{side}", f"{sides[side]!r} is not a positive decimal")
+                    raise InputError(f"{at}.{side}", f"{spelled(sides[side])} is not a positive decimal")
                 if not in_range(value):
                     raise InputError(
                         f"{at}.{side}", f"{sides[side]} is outside the supported range ({RANGE})"
@@ -77,10 +77,17 @@ def implausible(value: Decimal, reference: Decimal) -> bool:
 
 def check_against(venues: VenueQuotes, reference: Callable[[str], Decimal | None]) -> None:
     """Refuse (`InputError` naming ``venues.EXCHANGE.ASSET.SIDE``) a bid or ask `implausible` against the
-    asset's reference price; an asset without one is left to the tree's checks."""
+    asset's reference price, and (naming ``venues.EXCHANGE.ASSET``) an asset without one: its quotes could
+    be checked against nothing, and an asset the prices do not know is none the plan can value."""
     for exchange, quotes in venues.items():
         for asset, quote in quotes.items():
             price = reference(asset)
+            if price is None:
+                raise InputError(
+                    f"venues.{exchange}.{asset}",
+                    f"{asset} has no reference price (prices.{asset}): a venue's bid and ask are checked "
+                    "against it",
+                )
             for side, value in (("bid", quote.bid), ("ask", quote.ask)):
                 if price is not None and value is not None and implausible(value, price):
                     raise InputError(

@@ -218,7 +218,30 @@ def _placed(
 ) -> tuple[pools.Resolved, DiffTree, Trading]:
     """The pools resolved, the diff placed as they decided, and the trading with their moves."""
     resolved = pools.resolve(diff, trading, plain=plain, found=found)
-    return resolved, _place(diff, resolved), replace(trading, moves=resolved.moves)
+    placed = _place(diff, resolved)
+    resolved = _unheld(placed, resolved)
+    return resolved, placed, replace(trading, moves=resolved.moves)
+
+
+def _unheld(diff: DiffTree, resolved: pools.Resolved) -> pools.Resolved:
+    """`resolved` without the relocations out of an (account, asset) whose wallets all hold once placed
+    (a difference within the band): a held wallet trades nothing, so none of it moves (it would be bought
+    back where it left)."""
+    if not resolved.moves:
+        return resolved
+    tree = diff.tree
+    n_assets = len(diff.asset_names)
+    wallets = np.flatnonzero(tree.wallet & (tree.account_of >= 0) & (diff.asset_id >= 0))
+    trading = wallets[diff.operation[wallets] != HOLD]
+    active = np.unique(tree.account_of[trading] * n_assets + diff.asset_id[trading])
+    ids = {name: i for i, name in enumerate(diff.asset_names)}
+    keys = np.array([move.source * n_assets + ids[move.asset] for move in resolved.moves], dtype=np.int64)
+    kept = contains(active, keys)
+    if kept.all():
+        return resolved
+    return replace(
+        resolved, moves=tuple(m for m, keep in zip(resolved.moves, kept.tolist(), strict=True) if keep)
+    )
 
 
 # -- pools: their decisions put into the diff tree --------------------------------------------------------
@@ -555,7 +578,7 @@ def _round_trip(
 ) -> Move | None:
     """The move replacing `amount` sold at `source` and bought at `destination`, the round trip costing
     `gain` (net bid's and gross ask's distances from the reference, shares of it), or None where no
-    network takes the exact amount or its fee is not below the round trip's cost."""
+    network takes the exact amount or its fee is not strictly below the round trip's cost."""
     exact = default_steps_of(amount)
     if exact <= 0:
         return None
@@ -564,7 +587,9 @@ def _round_trip(
         return None
     round_trip = float(exact) * price * gain
     fee = float(way.fee) * price
-    if fee >= round_trip:
+    # Strictly below: a fee equal to the round trip's cost but for the float products' noise (12 against
+    # 12.000000000000011) saves nothing, and the round trip stays.
+    if fee >= round_trip * (1 - FLOAT_ROOM):
         return None
     return Move(name, source, destination, exact, way.fee, way.network, "round_trip", round_trip - fee)
 

@@ -68,7 +68,7 @@ def fill_like(
         current = float(diff.current_value[nodes].sum())
         desired = float(diff.desired_value[nodes].sum())
         route = markets.route(exchange, asset, quote)
-        if route is None or len(route.legs) != 1:
+        if route is None or len(route.legs) != 1 or route.inverse:
             raise ValueError(f"the {rule} fill rule needs a direct market {asset}/{quote}")
         delta = desired - current if desired > 0 else -current
         legs.append((delta, price_of[asset], float(route.legs[0].fee_rate), asset, current))
