@@ -417,9 +417,11 @@ def match(
     return matched, out, into
 
 
-def transfers(walk: Walk, spare: dict[str, Decimal]) -> Transfers:
+def transfers(walk: Walk, spare: dict[str, Decimal], invested: Decimal = ZERO) -> Transfers:
     """Surpluses go to deficits in the source's quote, never more than the quote it has to spare (its
-    cash after its own sells and buys); what is unmatched is money entering or leaving (budget only)."""
+    cash after its own sells and buys); what is unmatched is money entering or leaving (budget only):
+    a deficit no surplus covers is funded by the money `invested` only (largest deficit first), never
+    by more (an account the band holds keeps its gap, which is no money another account can spend)."""
     moving = [a for a in walk.accounts if not a.hold]
     sources = sorted((a for a in moving if a.current > a.desired), key=lambda a: a.desired - a.current)
     sinks = sorted((a for a in moving if a.current < a.desired), key=lambda a: a.current - a.desired)
@@ -446,7 +448,9 @@ def transfers(walk: Walk, spare: dict[str, Decimal]) -> Transfers:
             result.moved_out[source.path] += amount
             result.moved_in[sink.path] += amount * price / walk.prices[sink.quote]
     for account in sinks:
-        result.moved_in[account.path] += into[account.path] / walk.prices[account.quote]
+        funded = min(max(into[account.path], ZERO), invested)
+        invested -= funded
+        result.moved_in[account.path] += funded / walk.prices[account.quote]
     for account in sources:
         result.moved_out[account.path] += out[account.path] / walk.prices[account.quote]
     return result
@@ -471,10 +475,11 @@ def reference_plan(
     quote, prices = parse_prices(prices_doc)
     walk = Walk(prices=prices, default_quote=quote, band=band)
     total = measure(real_doc, real_doc["name"], prices, walk.current)
-    visit(walk, real_doc, target_doc, real_doc["name"], max(total + invest - withdraw, ZERO), None, None)
+    desired = max(total + invest - withdraw, ZERO)
+    visit(walk, real_doc, target_doc, real_doc["name"], desired, None, None)
     planner = Planner(walk, parse_markets(markets_doc))
     sold = [planner.sell(account) for account in walk.accounts]
-    moved = transfers(walk, {s.account.path: s.cash - s.wanted for s in sold})
+    moved = transfers(walk, {s.account.path: s.cash - s.wanted for s in sold}, max(desired - total, ZERO))
     for s in sold:
         path = s.account.path
         planner.buy(s, s.cash + moved.moved_in[path] - moved.moved_out[path])

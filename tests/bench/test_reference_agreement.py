@@ -71,6 +71,25 @@ shapes = st.builds(
     band=Decimal(0),
     money=Decimal(0),
 )
+@example(  # a band leaves a deficit no surplus covers: funded by the money invested only (none here)
+    wallets=101,
+    seed=0,
+    shape=generate.Shape(
+        assets=5,
+        wallets_per_account=(1, 8),
+        locked=0.0,
+        unlisted_wallet=0.0,
+        new_wallet=0.0,
+        keep_unlisted=0.0,
+        scaled_sector=0.2,
+        no_cash_target=0.0,
+        missing_market=0.0,
+        drift=0.05,
+        upper_drift=0.05,
+    ),
+    band=Decimal("0.01"),
+    money=Decimal(0),
+)
 def test_orders_and_desired_values_agree(
     wallets: int, seed: int, shape: object, band: Decimal, money: Decimal
 ) -> None:
