@@ -212,8 +212,7 @@ def plan(
             result = plan_rebalance(
                 partial.buy_only(diff) if buy_only else diff, market_table, networks=networks
             )
-            for dear in result.dear_conversions():
-                print(f"warning: {dear.line(price_table.quote)}", file=sys.stderr)
+            warn([dear.line(price_table.quote) for dear in result.dear_conversions()])
             positions = plan_positions(diff.tree, contract_table.marked(price_table), Decimal(repr(band)))
         except InputError as exc:
             files = {"real": real, "target": target, "prices": prices}
