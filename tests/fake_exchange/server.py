@@ -350,6 +350,8 @@ async def withdraw_apply(book: FakeBook, params: dict[str, str], api_key: str) -
 
 
 def _withdrawal_json(w: Withdrawal) -> dict[str, Any]:
+    # "withdrawOrderId": "will not be returned if there's no withdrawOrderId for this withdraw".
+    named = {"withdrawOrderId": w.withdraw_order_id} if w.withdraw_order_id else {}
     return {
         "id": w.withdrawal_id,
         "amount": _num(w.amount),
@@ -361,15 +363,15 @@ def _withdrawal_json(w: Withdrawal) -> dict[str, Any]:
         "applyTime": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(w.time_ms / 1000)),
         "network": w.network,
         "transferType": 0,
-        "withdrawOrderId": w.withdraw_order_id,
         "confirmNo": 1,
         "walletType": 0,
+        **named,
     }
 
 
 @endpoint("withdrawals", signed=True)
 async def withdraw_history(book: FakeBook, params: dict[str, str], api_key: str) -> Any:
-    found = book.withdrawal_history(api_key, params.get("coin"), params.get("withdrawOrderId"))
+    found = book.withdrawal_history(api_key, params.get("coin"), params.get("withdrawOrderId"), params)
     return [_withdrawal_json(w) for w in found]
 
 

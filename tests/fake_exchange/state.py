@@ -18,6 +18,17 @@ https://developers.binance.com/docs/binance-spot-api-docs/rest-api):
 - **The taker fee is taken from the asset received** (`commissionAsset` of each fill in the FULL answer
   and in `myTrades`): the base on a buy, the quote on a sell, as Binance does without BNB.
 
+**Withdrawals** (`POST /sapi/v1/capital/withdraw/apply`, `GET /sapi/v1/capital/withdraw/history`,
+https://developers.binance.com/docs/wallet/capital/withdraw-history): the amount leaves the balance when
+asked (status 4 Processing) and the withdrawal completes (6 Completed) after `Faults.transfer_delay_seconds`.
+The history takes `coin`, `withdrawOrderId`, `status`, `idList`, `offset`, `limit` (default and at most
+1000), `startTime` (default: 90 days ago) and `endTime` (default: now); the interval must not exceed 90
+days (-1127 "More than 90 days between startTime and endTime.", as the fake words it: the docs give no
+code), and with `withdrawOrderId` 7 days (default: the last 7). `applyTime` is "YYYY-MM-DD HH:MM:SS" UTC,
+to the second. The docs do not say in which order the records come: the fake returns the newest first,
+so nothing may rely on an order. An address outside the fake's accounts (`FakeBook.outside`: a bank, a
+wallet elsewhere) takes withdrawals that complete and credit nothing here.
+
 Market orders fill at once at the touch (a buy at the ask, a sell at the bid: the ticker price ± half of
 `spread_bps`). A LIMIT order that crosses fills at once as a taker (at the touch, never beyond its price);
 one that does not rests, and fills at its own price (a maker) once the ticker price reaches it, or in part
@@ -57,6 +68,7 @@ RequestKind = Literal[
     "all_orders",
 ]
 QUANTUM = Decimal("1e-8")
+DAY_MS = 86_400_000
 
 
 @dataclass
@@ -267,7 +279,7 @@ class Withdrawal:
     withdrawal_id: str
     withdraw_order_id: str
     api_key: str
-    to_key: str
+    to_key: str | None  # None: an address outside the fake (`FakeBook.outside`)
     coin: str
     network: str
     address: str
@@ -323,6 +335,9 @@ class FakeBook:
     # Coin → its networks; a coin not listed cannot move.
     networks: dict[str, list[FakeNetwork]] = field(default_factory=dict)
     withdrawals: list[Withdrawal] = field(default_factory=list)
+    # Valid withdrawal addresses outside the fake's accounts (a bank, a wallet elsewhere): a withdrawal
+    # there completes after the delay and is credited nowhere here.
+    outside: set[str] = field(default_factory=set)
     # Every order the venue took, by its order id (a client id used again for a new order is a new entry).
     orders: dict[int, Order] = field(default_factory=dict)
     # Binance's ORDERS limits (`OrderLimit`); None: unlimited.
@@ -635,7 +650,7 @@ class FakeBook:
         if found is None or not found.withdraw_enabled:
             raise Rejected(400, -4019, "The current currency is not open for withdrawal.")
         to_key = next((k for k in self.accounts if self.address(k, coin, network) == address), None)
-        if to_key is None:
+        if to_key is None and address not in self.outside:
             raise Rejected(400, -4007, "Withdrawal address invalid.")
         if amount < found.withdraw_min or amount <= found.withdraw_fee:
             raise Rejected(400, -4003, "The withdrawal amount is below the minimum.")
@@ -666,21 +681,46 @@ class FakeBook:
         for w in self.withdrawals:
             if w.status == 4 and self.clock() - w.created >= self.faults.transfer_delay_seconds:
                 w.status = 6
+                if w.to_key is None:
+                    continue  # gone out of the fake
                 held = self.accounts[w.to_key]
                 held[w.coin] = held.get(w.coin, Decimal(0)) + w.amount - w.fee
 
     def withdrawal_history(
-        self, api_key: str, coin: str | None, withdraw_order_id: str | None
+        self,
+        api_key: str,
+        coin: str | None,
+        withdraw_order_id: str | None,
+        params: dict[str, str] | None = None,
     ) -> list[Withdrawal]:
+        """``GET /sapi/v1/capital/withdraw/history`` (see the module's docstring): the account's withdrawals
+        in the window, filtered, newest first, `offset` and `limit` applied."""
+        params = params or {}
         self.balances(api_key)
         self._settle_withdrawals()
-        return [
+        now_ms = int(time.time() * 1000)
+        window_ms = (7 if withdraw_order_id else 90) * DAY_MS
+        end = int(params.get("endTime", now_ms))
+        start = int(params.get("startTime", end - window_ms))
+        if end - start > window_ms:
+            days = window_ms // DAY_MS
+            raise Rejected(400, -1127, f"More than {days} days between startTime and endTime.")
+        ids = set(params["idList"].split(",")) if "idList" in params else None
+        status = int(params["status"]) if "status" in params else None
+        found = [
             w
             for w in self.withdrawals
             if w.api_key == api_key
             and (coin is None or w.coin == coin)
             and (withdraw_order_id is None or w.withdraw_order_id == withdraw_order_id)
+            and start <= w.time_ms // 1000 * 1000 <= end
+            and (ids is None or w.withdrawal_id in ids)
+            and (status is None or w.status == status)
         ]
+        found.sort(key=lambda w: (w.time_ms, w.withdrawal_id), reverse=True)
+        offset = int(params.get("offset", 0))
+        limit = min(int(params.get("limit", 1000)), 1000)
+        return found[offset : offset + limit]
 
     def deposit_history(self, api_key: str, coin: str | None) -> list[Withdrawal]:
         """Deposits into the account: the withdrawals addressed to it (credited once completed)."""

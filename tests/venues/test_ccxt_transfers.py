@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -14,6 +15,7 @@ from pydantic import SecretStr
 from rebal.venue import AssetNetwork, Transfer, TransferRefused, TransferVenue, check_transfer
 from rebal_venues.ccxt_venue import CcxtVenue, open_ccxt_venue
 from tests.fake_exchange import FakeBook, serving
+from tests.fake_exchange.state import Rejected
 from tests.venues.support import ACCOUNT, KEY, OTHER_ACCOUNT, OTHER_KEY, fake_book, settings
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -64,7 +66,10 @@ async def test_a_withdrawal_is_pending_then_credited_less_its_fee(
     assert credited is not None and (credited.status, credited.amount) == ("credited", D("99"))
     assert (await destination.balances(OTHER_ACCOUNT)).free == {"USDT": D("99")}
     done = await source.withdrawal(ACCOUNT, "tr-1", "USDT")
-    assert done == Transfer("tr-1", "USDT", "TRC20", D("100"), D("1"), "sent", sent.txid)
+    assert done is not None and done.requested_at is not None
+    assert replace(done, requested_at=None) == Transfer(
+        "tr-1", "USDT", "TRC20", D("100"), D("1"), "sent", sent.txid
+    )
 
 
 async def test_withdrawing_again_under_the_same_id_sends_nothing(
@@ -124,3 +129,50 @@ async def test_the_pre_check_sees_deposits_switched_off_at_the_destination(book:
     usdt = fake.networks["USDT"]
     fake.networks["USDT"] = [replace(usdt[0], deposit_enabled=False), usdt[1]]
     assert await check_transfer(source, destination, "USDT", "TRC20", D("100")) == "deposits_disabled"
+
+
+async def test_withdrawals_are_listed_from_binance_s_history_since_a_moment(book: Book) -> None:
+    """``fetch_withdrawals(asset, since)`` on ``GET /sapi/v1/capital/withdraw/history``: ours by our
+    ``withdrawOrderId``, one made by hand (no ``withdrawOrderId`` in the record) by ``venue:<Binance's
+    id>``, oldest first whatever order Binance answers in, each dated (``applyTime``, to the second);
+    what was asked before the moment is left out, and the window ccxt asks is within Binance's 90 days."""
+    fake, source, destination = book
+    fake.faults.transfer_delay_seconds = 0.5
+    fake.outside.add("bank-wire-DE89")
+    address = await destination.deposit_address(OTHER_ACCOUNT, "USDT", "TRC20")
+    old = await source.withdraw(ACCOUNT, "rt-000000000000-0", "USDT", D("50"), address)
+    fake.withdrawals[-1].time_ms -= 3_600_000  # an hour ago
+    since = datetime.now(UTC)
+    ours = await source.withdraw(ACCOUNT, "rt-000000000001-1", "USDT", D("100"), address)
+    # The operator's wire to a bank, asked at Binance by hand: no withdrawOrderId.
+    by_hand = fake.withdraw(KEY, "USDT", "TRX", "bank-wire-DE89", D("200"), "")
+    assert fake.accounts[KEY]["USDT"] == D("150")  # debited when asked
+
+    listed = await source.withdrawals(ACCOUNT, "USDT", since)
+    assert [(t.transfer_id, t.amount, t.fee, t.status) for t in listed] == [
+        (ours.transfer_id, D("100"), D("1"), "pending"),
+        (f"venue:{by_hand.withdrawal_id}", D("200"), D("1"), "pending"),
+    ]
+    assert all(t.requested_at is not None and t.requested_at >= since.replace(microsecond=0) for t in listed)
+    [request] = fake.requests_of("withdrawals")[-1:]
+    assert (request["coin"], int(request["endTime"]) - int(request["startTime"])) == ("USDT", 90 * 86_400_000)
+    assert int(request["startTime"]) == int(since.timestamp()) * 1000
+    everything = await source.withdrawals(ACCOUNT, "USDT", since - timedelta(hours=2))
+    assert everything[0].transfer_id == old.transfer_id
+
+    await asyncio.sleep(0.55)
+    sent = await source.withdrawals(ACCOUNT, "USDT", since)
+    assert [(t.status, t.received) for t in sent] == [("sent", D("99")), ("sent", D("199"))]
+    assert fake.accounts[OTHER_KEY]["USDT"] == D("49") + D("99")  # the wire is credited nowhere here
+
+
+async def test_binance_s_withdrawal_history_keeps_to_its_documented_window(book: Book) -> None:
+    """More than 90 days between startTime and endTime is refused (7 with a withdrawOrderId)."""
+    fake, _, _ = book
+    day = 86_400_000
+    with pytest.raises(Rejected) as refused:
+        fake.withdrawal_history(KEY, "USDT", None, {"startTime": "0", "endTime": str(91 * day)})
+    assert refused.value.code == -1127
+    with pytest.raises(Rejected):
+        fake.withdrawal_history(KEY, "USDT", "rt-1", {"startTime": "0", "endTime": str(8 * day)})
+    assert fake.withdrawal_history(KEY, "USDT", None, {"startTime": "0", "endTime": str(90 * day)}) == []

@@ -130,3 +130,38 @@ async def test_the_pre_check_of_both_ends() -> None:
     assert transfer_problem(AssetNetwork("USDT", "TRC20", True, True, D("10")), into, D("10")) == (
         "amount_not_above_fee"
     )
+
+
+async def test_withdrawals_are_listed_since_a_moment_and_one_to_outside_is_sent_and_credited_nowhere(
+    pool: asyncpg.Pool,
+) -> None:
+    """`TransferVenue.withdrawals` (ccxt's fetchWithdrawals): the account's withdrawals of an asset asked at
+    or after a moment, oldest first, named by their ids, pending until sent. An `outside:` address (an
+    operator's wire to a bank) is debited at once, "sent" after the delay, and credited on no exchange."""
+    clock = Clock()
+    paper = venue(pool, clock)
+    await paper.seed(FROM, {"USDT": D("1000")})
+    inside = await paper.deposit_address(TO, "USDT", PAPER_NETWORK)
+    early = await paper.withdraw(FROM, "rt-000000000000-0", "USDT", D("100"), inside)
+    clock.now += timedelta(seconds=10)
+    since = clock.now
+    bank = DepositAddress("USDT", PAPER_NETWORK, "outside:bank-account-DE89")
+    wire = await paper.withdraw(FROM, "venue:w-1", "USDT", D("300"), bank)
+    assert (wire.amount, wire.fee, wire.received, wire.status) == (D("300"), D("1"), D("299"), "pending")
+    assert (await paper.balances(FROM)).free == {"USDT": D("600")}
+
+    listed = await paper.withdrawals(FROM, "USDT", since)
+    assert [(t.transfer_id, t.amount, t.status, t.requested_at) for t in listed] == [
+        ("venue:w-1", D("300"), "pending", since)
+    ]
+    everything = await paper.withdrawals(FROM, "USDT", since - timedelta(seconds=10))
+    assert [t.transfer_id for t in everything] == [early.transfer_id, "venue:w-1"]
+    assert await paper.withdrawals(FROM, "BTC", since) == []
+    assert await paper.withdrawals(TO, "USDT", since) == []
+
+    clock.now += timedelta(seconds=30)
+    [sent] = await paper.withdrawals(FROM, "USDT", since)
+    assert (sent.status, sent.received) == ("sent", D("299"))
+    assert (await paper.balances(FROM)).free == {"USDT": D("600")}
+    assert (await paper.balances(TO)).free == {"USDT": D("99")}  # the early one; the wire nowhere
+    assert await paper.withdrawal(FROM, "venue:w-1", "USDT") == sent

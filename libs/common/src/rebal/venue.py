@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import Literal, Protocol, runtime_checkable
 
@@ -184,6 +185,11 @@ BELOW_WITHDRAW_MIN = "below_withdraw_min"
 NOT_ABOVE_FEE = "amount_not_above_fee"
 INVALID_ADDRESS = "invalid_address"
 
+# The executor's withdrawals (its transfer legs between exchanges) carry transfer ids with this prefix
+# (``rt-<hash>-<n>``); a withdrawal listed without one of ours is named `EXTERNAL_ID_PREFIX` + the venue's
+# own id (one an operator made by hand, for instance a bank transfer task's).
+TRANSFER_ID_PREFIX = "rt-"
+
 
 @dataclass(frozen=True)
 class AssetNetwork:
@@ -208,7 +214,10 @@ class DepositAddress:
 
 @dataclass(frozen=True)
 class Transfer:
-    """A withdrawal (by our transfer id) or a deposit (by the transaction id), as the venue reports it."""
+    """A withdrawal (by our transfer id) or a deposit (by the transaction id), as the venue reports it.
+
+    `amount` is what left the source (the fee taken from it); `requested_at` when the venue took the
+    withdrawal (Binance's ``applyTime``, to the second; None when the venue did not say)."""
 
     transfer_id: str
     asset: str
@@ -218,6 +227,7 @@ class Transfer:
     status: TransferStatus
     txid: str = ""
     reason: str = ""
+    requested_at: datetime | None = None
 
     @property
     def received(self) -> Decimal:
@@ -350,6 +360,20 @@ class TransferVenue(Venue, Protocol):
     async def deposit(self, account: str, asset: str, txid: str) -> Transfer | None:
         """The deposit of transaction `txid` into the account (None: not seen yet)."""
         ...
+
+    async def withdrawals(self, account: str, asset: str, since: datetime) -> Sequence[Transfer]:
+        """Every withdrawal of `asset` out of the account the venue took at or after `since` (ccxt's
+        ``fetchWithdrawals``), ours or not, oldest first (then by id); each has its `requested_at`. One of
+        ours is named by its transfer id, any other by `EXTERNAL_ID_PREFIX` + the venue's id."""
+        ...
+
+
+@runtime_checkable
+class WithdrawalHistory(Protocol):
+    """A venue that lists an account's withdrawals (`TransferVenue.withdrawals`), checkable at run time: the
+    tracker asks it for the money on its way from an exchange to a bank account (docs/execution.md)."""
+
+    async def withdrawals(self, account: str, asset: str, since: datetime) -> Sequence[Transfer]: ...
 
 
 async def check_transfer(

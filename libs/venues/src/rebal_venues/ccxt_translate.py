@@ -4,6 +4,7 @@ truncated to them, an order's status, a fill, a transfer; every ccxt number as a
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
@@ -103,7 +104,8 @@ def market_info(market: Mapping[str, Any], mode: int) -> MarketInfo:
 
 def transfer_of(transfer_id: str, tx: Mapping[str, Any], withdrawal: bool) -> Transfer:
     """A ccxt transaction as a `Transfer`; a deposit's amount is what was credited (its fee is the
-    withdrawal's, unknown here: 0)."""
+    withdrawal's, unknown here: 0). ccxt's ``timestamp`` (ms; Binance's ``applyTime`` of a withdrawal) is
+    its `requested_at`."""
     status: TransferStatus
     if tx.get("status") == "ok":
         status = "sent" if withdrawal else "credited"
@@ -112,6 +114,7 @@ def transfer_of(transfer_id: str, tx: Mapping[str, Any], withdrawal: bool) -> Tr
     else:
         status = "pending"
     fee = decimal_of((tx.get("fee") or {}).get("cost")) if withdrawal else Decimal(0)
+    stamp = tx.get("timestamp")
     return Transfer(
         transfer_id=transfer_id,
         asset=str(tx.get("currency")),
@@ -121,6 +124,7 @@ def transfer_of(transfer_id: str, tx: Mapping[str, Any], withdrawal: bool) -> Tr
         status=status,
         txid=str(tx.get("txid") or ""),
         reason=str(tx.get("status")) if status == "failed" else "",
+        requested_at=None if stamp is None else datetime.fromtimestamp(int(stamp) / 1000, UTC),
     )
 
 

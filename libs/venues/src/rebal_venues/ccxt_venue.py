@@ -28,6 +28,7 @@ import asyncio
 import functools
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -563,6 +564,29 @@ class CcxtVenue:
             found = await self._request(lambda: self._client.fetch_withdrawals(asset, None, None, params))
         ours = [t for t in found if (t.get("info") or {}).get(self._profile.transfer_id_param) == transfer_id]
         return transfer_of(transfer_id, ours[-1], withdrawal=True) if ours else None
+
+    async def withdrawals(self, account: str, asset: str, since: datetime) -> Sequence[Transfer]:
+        """ccxt's ``fetch_withdrawals(asset, since)``: on Binance ``GET /sapi/v1/capital/withdraw/history``
+        with ``startTime`` = `since` and ``endTime`` 90 days later (the endpoint's longest window; ccxt
+        sends both), up to its default ``limit`` of 1000 records (a fiat code, USD or EUR, ccxt asks
+        ``/sapi/v1/fiat/orders`` instead). Binance does not document the order of the records: they are
+        sorted here, oldest first. A record with our ``withdrawOrderId`` is named by it, any other by
+        ``venue:<Binance's id>``."""
+        self._check_account(account)
+        # Binance dates a withdrawal to the second (``applyTime``): one asked in the same second as `since`
+        # but after it reads as earlier, so the window starts at `since`'s second (ccxt filters by it too).
+        since = since.replace(microsecond=0)
+        since_ms = int(since.timestamp()) * 1000
+        with self._translated(f"fetch_withdrawals {asset}"):
+            found = await self._request(lambda: self._client.fetch_withdrawals(asset, since_ms))
+        listed = []
+        for tx in found:
+            ours = str((tx.get("info") or {}).get(self._profile.transfer_id_param) or "")
+            name = ours or f"{EXTERNAL_ID_PREFIX}{tx.get('id')}"
+            transfer = transfer_of(name, tx, withdrawal=True)
+            if transfer.requested_at is None or transfer.requested_at >= since:
+                listed.append(transfer)
+        return sorted(listed, key=lambda t: (t.requested_at or since, t.transfer_id))
 
     async def deposit(self, account: str, asset: str, txid: str) -> Transfer | None:
         self._check_account(account)

@@ -23,6 +23,7 @@ Keys are `SecretStr`: never logged, never in a repr.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -214,6 +215,9 @@ class CcxtAccounts:
 
     async def deposit(self, account: str, asset: str, txid: str) -> Transfer | None:
         return await self.of(account).deposit(account, asset, txid)
+
+    async def withdrawals(self, account: str, asset: str, since: datetime) -> Sequence[Transfer]:
+        return await self.of(account).withdrawals(account, asset, since)
 
     # -- perpetual futures accounts (`rebal.futures`), where the venue is a derivatives exchange --------
 

@@ -83,6 +83,10 @@ Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProx
 PAPER_NETWORK = "internal"
 # A paper deposit address: "paper:<exchange>:<account>".
 ADDRESS_PREFIX = "paper:"
+# An address outside the paper exchanges, "outside:<anything>" (a bank account's number, a wallet): a
+# withdrawal there is debited when asked, "sent" after the transfer delay, and credited nowhere (an
+# operator's wire from an exchange to a bank, as the paper exchange plays it).
+OUTSIDE_PREFIX = "outside:"
 
 # Significant digits of a price (a venue's tick, roughly): 60123.45678 or 0.0001234567.
 PRICE_DIGITS = 10
@@ -100,6 +104,7 @@ __all__ = [
     "INSUFFICIENT_FUNDS",
     "NOT_POSITIVE",
     "NOT_STEP_MULTIPLE",
+    "OUTSIDE_PREFIX",
     "PAPER_NETWORK",
     "PRICE_DIGITS",
     "QUOTE_QUANTUM",
@@ -758,13 +763,16 @@ class PaperVenue:
     async def withdraw(
         self, account: str, transfer_id: str, asset: str, amount: Decimal, destination: DepositAddress
     ) -> Transfer:
-        """Debit `amount` now; credit ``amount - fee`` to the destination after `transfer_delay`. Asking
-        again under the same transfer id returns the existing withdrawal and moves nothing."""
+        """Debit `amount` now; credit ``amount - fee`` to the destination after `transfer_delay` (to an
+        `OUTSIDE_PREFIX` address: nothing is credited, the withdrawal is "sent" then). Asking again under
+        the same transfer id returns the existing withdrawal and moves nothing."""
         source = (await self.networks(asset)).get(destination.network)
         # Deposits are open on every paper exchange for every asset this one moves.
         problem = transfer_problem(source, source, amount)
         exchange, _, to_account = destination.address.removeprefix(ADDRESS_PREFIX).partition(":")
-        if not destination.address.startswith(ADDRESS_PREFIX) or not exchange or not to_account:
+        if destination.address.startswith(OUTSIDE_PREFIX) and len(destination.address) > len(OUTSIDE_PREFIX):
+            exchange, to_account = "", destination.address  # leaves the paper exchanges: credited nowhere
+        elif not destination.address.startswith(ADDRESS_PREFIX) or not exchange or not to_account:
             problem = problem or INVALID_ADDRESS
         now = self.clock()
         async with self.pool.acquire() as connection, connection.transaction():
@@ -835,19 +843,29 @@ class PaperVenue:
             row["transfer_id"], row["asset"], row["network"], row["amount"], row["fee"], status, row["txid"]
         )
 
+    async def withdrawals(self, account: str, asset: str, since: datetime) -> Sequence[Transfer]:
+        """Every withdrawal of `asset` out of the account asked at or after `since`, oldest first, each
+        named by the transfer id it was asked under."""
+        await self._credit_due()
+        rows = await self.pool.fetch(
+            "SELECT transfer_id, asset, network, amount, fee, txid, credited, created_at FROM paper.transfers"
+            " WHERE exchange = $1 AND account = $2 AND asset = $3 AND created_at >= $4"
+            " ORDER BY created_at, transfer_id",
+            self.exchange,
+            account,
+            asset,
+            since,
+        )
+        return [_withdrawal_of(row) for row in rows]
+
     async def _transfer(self, connection: Connection, transfer_id: str) -> Transfer | None:
         row = await connection.fetchrow(
-            "SELECT asset, network, amount, fee, txid, credited FROM paper.transfers"
+            "SELECT transfer_id, asset, network, amount, fee, txid, credited, created_at FROM paper.transfers"
             " WHERE exchange = $1 AND transfer_id = $2",
             self.exchange,
             transfer_id,
         )
-        if row is None:
-            return None
-        status: TransferStatus = "sent" if row["credited"] else "pending"
-        return Transfer(
-            transfer_id, row["asset"], row["network"], row["amount"], row["fee"], status, row["txid"]
-        )
+        return None if row is None else _withdrawal_of(row)
 
     async def _credit_due(self) -> None:
         """Credit every transfer into this exchange whose delay has passed (once: the row is marked)."""
@@ -857,6 +875,13 @@ class PaperVenue:
                 "UPDATE paper.transfers SET credited = true"
                 " WHERE to_exchange = $1 AND NOT credited AND credit_at <= $2"
                 " RETURNING to_account, asset, amount - fee AS received",
+                self.exchange,
+                now,
+            )
+            # Withdrawals out of the paper exchanges (`OUTSIDE_PREFIX`): sent once due, credited nowhere.
+            await connection.execute(
+                "UPDATE paper.transfers SET credited = true"
+                " WHERE exchange = $1 AND to_exchange = '' AND NOT credited AND credit_at <= $2",
                 self.exchange,
                 now,
             )
@@ -870,6 +895,21 @@ class PaperVenue:
                     row["asset"],
                     row["received"],
                 )
+
+
+def _withdrawal_of(row: asyncpg.Record) -> Transfer:
+    """A `paper.transfers` row as its source sees it: "sent" once credited (or, going outside, once due)."""
+    status: TransferStatus = "sent" if row["credited"] else "pending"
+    return Transfer(
+        row["transfer_id"],
+        row["asset"],
+        row["network"],
+        row["amount"],
+        row["fee"],
+        status,
+        row["txid"],
+        requested_at=row["created_at"],
+    )
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from typing import Protocol, runtime_checkable
 from rebal.core.numbers import dec_str
 from rebal.events import PlannedTransfer, RebalancePlanned, derive_id
 from rebal.venue import (
+    TRANSFER_ID_PREFIX,
     DepositAddress,
     Transfer,
     TransferRefused,
@@ -44,7 +45,7 @@ class MovesAssets(TransferVenue, Protocol):
 
 def transfer_id(plan_id: uuid.UUID, index: int) -> str:
     """The withdrawal's id at the venue: the same plan and transfer always give the same id."""
-    return f"rt-{derive_id(plan_id, 'transfer', index).hex[:12]}-{index}"
+    return f"{TRANSFER_ID_PREFIX}{derive_id(plan_id, 'transfer', index).hex[:12]}-{index}"
 
 
 def exchange_of(plan: RebalancePlanned, account: str) -> str:
