@@ -17,12 +17,15 @@ from typing import Any
 import asyncpg
 from typer.testing import CliRunner
 
-from rebal.events import TakeSnapshot, new_event
+from rebal.events import PlannedTransfer, TakeSnapshot, new_event
+from rebal.venue import DepositAddress
 from rebal_cli.app import app
 from rebal_devstack.pytest_plugin import FreshDatabase
 from rebal_tracker.app import build as build_tracker
 from rebal_tracker.settings import TrackerSettings
-from tests.executor.test_bank_transfers import BANK, MARKETS, OTHER, PRICES, SPOT, bank_plan
+from rebal_venues.paper import PAPER_NETWORK, PaperVenue
+from tests.executor.test_bank_transfers import BANK, MARKETS, OTHER, PRICES, SPOT, bank_plan, order
+from tests.executor.test_executor import plan
 from tests.monitor.running import TOKEN, free_port, monitor_settings, running_monitor, serving
 from tests.monitor.test_api import publish, until
 from tests.monitor.test_halt_ack import running_executor
@@ -177,3 +180,105 @@ async def _finished(dsn: str, run_id: object) -> dict[str, Any] | None:
     finally:
         await connection.close()
     return None if row is None else dict(row)
+
+
+async def test_money_the_operator_withdraws_toward_the_bank_counts_once_until_and_after_the_confirmation(
+    nats_url: str, database: FreshDatabase, tmp_path: Path
+) -> None:
+    """The other direction through the running system: the plan sells 0.01 BTC at spot (599.4 USD) and
+    sends 500 USD of it to the bank, an operator's task. The operator withdraws the 500 at the exchange (a
+    fee of 2 USD); the tracker's snapshot shows the 498 on their way at the bank (1498), not a bank of 1000
+    beside a spot of 99.4. Confirmed with 498 received: the same 1498, now the ledger's."""
+    settings = monitor_settings(nats_url, database.dsn, halt_ack_timeout_seconds=10.0)
+    executor = running_executor(
+        nats_url,
+        database.dsn,
+        tmp_path,
+        MARKETS,
+        PRICES,
+        live=True,
+        execution={"reconcile_interval_seconds": 0.5},
+    )
+    tracker = running_tracker(nats_url, database.dsn, tmp_path)
+    async with executor, tracker, running_monitor(settings) as monitor:
+        await seed(database.dsn, SPOT, BTC="0.1")
+        now = datetime.now(UTC)
+        transfer = PlannedTransfer(
+            asset="USD",
+            from_account=SPOT,
+            to_account=BANK,
+            amount=Decimal(500),
+            est_value=Decimal(500),
+            manual=True,
+        )
+        the_plan = plan(order(SPOT, "BTC/USD", "sell", "0.01", 1), transfers=(transfer,), key="to-bank")
+        the_plan = the_plan.model_copy(update={"occurred_at": now, "emitted_at": now})
+        await publish(nats_url, the_plan)
+
+        async def listed() -> list[dict[str, Any]] | None:
+            found = (await monitor.client.get("/transfers")).json()["transfers"]
+            return found or None
+
+        [task] = await until(listed, 30)
+        assert (task["from"], task["to"], task["amount"]) == (SPOT, BANK, "500")
+        await until(lambda: _recorded(database.dsn, task["task_id"]), 30)  # the tracker has the task
+
+        pool = await asyncpg.create_pool(database.dsn, min_size=1, max_size=2)
+        try:
+            paper = PaperVenue.from_documents(
+                "paper", pool, MARKETS, PRICES, withdraw_fees={"USD": Decimal(2)}, **STILL
+            )
+            outside = DepositAddress("USD", PAPER_NETWORK, "outside:bank-DE89")
+            await paper.withdraw(SPOT, "venue:w-1", "USD", Decimal(500), outside)  # the operator, by hand
+        finally:
+            await pool.close()
+        sent = await _snapshot(nats_url, monitor, now, "withdrawn", None)
+        assert (_usd(sent["tree"], "bank"), _usd(sent["tree"], "paper", "spot")) == ("1498", "99.4")
+
+        ran = await cli(monitor.url, "confirm", task["task_id"], "--received", "498")
+        assert ran.exit_code == 0, ran.output + ran.stderr
+        run = await until(lambda: _finished(database.dsn, the_plan.correlation_id), 30)
+        assert run["status"] == "completed_with_adjustments"  # 498 of the 500 arrived: a note says so
+        await until(lambda: _ledger(database.dsn, task["task_id"]), 30)  # the tracker has the confirmation
+        after = await _snapshot(nats_url, monitor, now, "confirmed", sent["snapshot_id"])
+        assert (_usd(after["tree"], "bank"), _usd(after["tree"], "paper", "spot")) == ("1498", "99.4")
+
+
+async def _snapshot(
+    nats_url: str, monitor: Any, now: datetime, key: str, before: str | None
+) -> dict[str, Any]:
+    """A snapshot taken now, as the monitor shows it (a newer one than `before`)."""
+    await publish(nats_url, new_event(TakeSnapshot, key=key, now=now, portfolio_id="demo"))
+
+    async def shown() -> dict[str, Any] | None:
+        found = await monitor.client.get("/portfolio/trees/real")
+        if found.status_code != 200 or found.json()["snapshot_id"] == before:
+            return None
+        return dict(found.json())
+
+    return await until(shown, 30)
+
+
+def _usd(tree: dict[str, Any], *path: str) -> str:
+    node = tree
+    for name in path:
+        node = next(child for child in node["children"] if child["name"] == name)
+    return str(next(w["amount"] for w in node["children"] if w["asset"] == "USD"))
+
+
+async def _recorded(dsn: str, task_id: str) -> bool | None:
+    connection = await asyncpg.connect(dsn)
+    try:
+        found = await connection.fetchval("SELECT count(*) FROM bank_tasks WHERE task_id = $1", task_id)
+    finally:
+        await connection.close()
+    return True if found else None
+
+
+async def _ledger(dsn: str, task_id: str) -> bool | None:
+    connection = await asyncpg.connect(dsn)
+    try:
+        found = await connection.fetchval("SELECT count(*) FROM bank_ledger WHERE task_id = $1", task_id)
+    finally:
+        await connection.close()
+    return True if found else None

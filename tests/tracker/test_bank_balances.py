@@ -448,12 +448,17 @@ async def test_an_expired_task_leaves_its_bank_whole(pool: asyncpg.Pool) -> None
 
 
 @aio
-async def test_a_task_into_the_bank_or_of_another_portfolio_is_not_recorded(pool: asyncpg.Pool) -> None:
+async def test_a_task_of_another_portfolio_is_not_recorded_and_one_into_the_bank_has_no_baseline(
+    pool: asyncpg.Pool,
+) -> None:
     tracker, _ = await tracked(pool)
-    assert await tracker.on_task_opened(opened("bt-000000000002", BROKER, BANK, "200")) is False
     other = opened("bt-000000000003", BANK, BROKER, "700").model_copy(update={"portfolio_id": "other"})
     assert await tracker.on_task_opened(other) is False
     assert await pool.fetchval("SELECT count(*) FROM bank_tasks") == 0
+    # Into the bank: recorded (its money is followed in transit: test_bank_withdrawals.py), no baseline.
+    assert await tracker.on_task_opened(opened("bt-000000000002", BROKER, BANK, "200")) is True
+    assert await tracker.on_task_opened(opened("bt-000000000002", BROKER, BANK, "200")) is False
+    assert await pool.fetchval("SELECT baseline FROM bank_tasks") is None
 
 
 async def tracked_again(pool: asyncpg.Pool, bank_usd: str, now: Any) -> tuple[Tracker, BankBook]:

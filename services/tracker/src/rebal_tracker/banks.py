@@ -18,6 +18,14 @@ share a baseline: a confirmation raises it for the others by what it received (`
 each snapshot lowers it when the holding falls below it and what landed (money spent meanwhile); both are
 kept in `bank_tasks` (`baseline`, `landed`) for the next snapshot and across restarts.
 
+The other direction, a task from an exchange account into a bank (recorded too, without a baseline):
+the exchange debits the money when it takes the operator's withdrawal, and the bank's ledger counts it
+only at the confirmation. So each snapshot lists the sending account's withdrawals first (the tracker,
+`TransferVenue.withdrawals`), and the withdrawals taken for an open task (`rebal.core.assemble.in_transit`;
+which task each was taken for is kept once in `bank_withdrawals`, so a confirmed task's withdrawal is never
+taken for another) count at the bank, less the venue's fee: in transit until the confirmation, then the
+ledger's `received`.
+
 Restating a balance: change the wallet's amount in the layout. At start the tracker compares each bank
 wallet's amount with the one it last started with (`bank_openings`); a changed one stands from then on,
 and only the transfers confirmed after it move it.
@@ -26,6 +34,7 @@ and only the transfers confirmed after it move it.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,7 +42,16 @@ from decimal import Decimal
 
 import asyncpg
 
-from rebal.core.assemble import LayoutAccount, OpenBankTask, after_confirmation, bank_holdings, landed
+from rebal.core.assemble import (
+    LayoutAccount,
+    OpenBankTask,
+    OutboundTask,
+    Withdrawn,
+    after_confirmation,
+    bank_holdings,
+    in_transit,
+    landed,
+)
 from rebal.core.numbers import dec_str
 from rebal.db import Connection
 from rebal.events import TransferConfirmed, TransferTaskExpired, TransferTaskOpened
@@ -63,20 +81,39 @@ OPEN_TASK = (
     " opened_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (task_id) DO NOTHING"
 )
 EXPIRE_TASK = "UPDATE bank_tasks SET expired_at = $2 WHERE task_id = $1 AND expired_at IS NULL"
-# The tasks out of a bank neither confirmed (in the ledger) nor expired, in the order they opened.
+# The tasks out of (or into) a bank neither confirmed (in the ledger) nor expired, in the order they opened.
 OPEN_TASKS = (
-    "SELECT task_id, asset, from_account, to_account, amount, baseline, landed FROM bank_tasks AS task"
+    "SELECT task_id, asset, from_account, to_account, amount, baseline, landed, opened_at"
+    " FROM bank_tasks AS task"
     " WHERE portfolio_id = $1 AND expired_at IS NULL"
     " AND NOT EXISTS (SELECT 1 FROM bank_ledger WHERE bank_ledger.task_id = task.task_id)"
     " ORDER BY opened_at, task_id FOR UPDATE OF task"
 )
 FOLLOW_TASK = "UPDATE bank_tasks SET baseline = $2, landed = $3 WHERE task_id = $1"
+# Which task each withdrawal out of an exchange account was taken for (`in_transit`).
+CLAIMED = "SELECT account, withdrawal_id, task_id FROM bank_withdrawals WHERE portfolio_id = $1"
+CLAIM = (
+    "INSERT INTO bank_withdrawals (portfolio_id, account, withdrawal_id, task_id) VALUES ($1, $2, $3, $4)"
+    " ON CONFLICT (portfolio_id, account, withdrawal_id) DO UPDATE SET task_id = excluded.task_id"
+)
+# The tasks not expired, with what the confirmed ones received (`outbound` keeps those into a bank).
+TASKS_INTO = (
+    "SELECT task.task_id, task.asset, task.from_account, task.to_account, task.amount, task.opened_at,"
+    " ledger.received, ledger.confirmed_at FROM bank_tasks AS task"
+    " LEFT JOIN bank_ledger AS ledger ON ledger.task_id = task.task_id"
+    " WHERE task.portfolio_id = $1 AND task.expired_at IS NULL ORDER BY task.opened_at, task.task_id"
+)
 # A wallet's stated amount: kept while the layout says the same, restated (since now) when it changes.
 STATE = (
     "INSERT INTO bank_openings (portfolio_id, account, asset, amount, since) VALUES ($1, $2, $3, $4, $5)"
     " ON CONFLICT (portfolio_id, account, asset) DO UPDATE SET amount = excluded.amount, since ="
     " excluded.since WHERE bank_openings.amount <> excluded.amount"
 )
+
+
+def seconds(moment: datetime) -> int:
+    """A moment as the whole seconds since the epoch it falls in (venues date withdrawals to the second)."""
+    return math.floor(moment.timestamp())
 
 
 @dataclass
@@ -135,12 +172,18 @@ class BankBook:
 
     def sends(self, event: TransferTaskOpened) -> bool:
         """Whether the task moves money out of one of this portfolio's banks."""
-        return event.portfolio_id == self.portfolio_id and any(
-            bank.path == event.from_account for bank in self.banks
-        )
+        return event.portfolio_id == self.portfolio_id and self.is_bank(event.from_account)
+
+    def receives(self, event: TransferTaskOpened) -> bool:
+        """Whether the task moves money into one of this portfolio's banks."""
+        return event.portfolio_id == self.portfolio_id and self.is_bank(event.to_account)
+
+    def is_bank(self, path: str) -> bool:
+        return any(bank.path == path for bank in self.banks)
 
     async def open_task(self, event: TransferTaskOpened, baseline: Decimal | None) -> bool:
-        """Record a task out of a bank once (the first `baseline` stands); False when it was known."""
+        """Record a task out of (or into) a bank once (the first `baseline` stands; None for a task into a
+        bank, or from an account no venue reports); False when it was known."""
         status = await self.pool.execute(
             OPEN_TASK,
             event.task_id,
@@ -159,18 +202,63 @@ class BankBook:
         status = await self.pool.execute(EXPIRE_TASK, event.task_id, event.occurred_at)
         return bool(status.endswith(" 1"))
 
-    async def holdings(self, observed: Mapping[str, Mapping[str, Decimal]]) -> dict[str, dict[str, Decimal]]:
+    async def outbound(self, connection: Connection | None = None) -> list[OutboundTask]:
+        """The tasks from an account that is not a bank into one of the banks that `in_transit` needs, in
+        the order they opened: the open ones, and those confirmed since the first open one of their account
+        and asset opened (it may have taken their money). The snapshot lists their accounts' withdrawals
+        (since the first of them opened) before it reads the balances."""
+        if not self.banks:
+            return []
+        rows = await (connection or self.pool).fetch(TASKS_INTO, self.portfolio_id)
+        into = [
+            row for row in rows if self.is_bank(row["to_account"]) and not self.is_bank(row["from_account"])
+        ]
+        first: dict[tuple[str, str], datetime] = {}
+        for row in into:
+            if row["confirmed_at"] is None:
+                first.setdefault((row["from_account"], row["asset"]), row["opened_at"])
+        return [
+            OutboundTask(
+                row["task_id"],
+                row["asset"],
+                row["from_account"],
+                row["to_account"],
+                row["amount"],
+                seconds(row["opened_at"]),
+                row["received"],
+            )
+            for row in into
+            if (key := (row["from_account"], row["asset"])) in first
+            and (row["confirmed_at"] is None or row["confirmed_at"] >= first[key])
+        ]
+
+    async def holdings(
+        self,
+        observed: Mapping[str, Mapping[str, Decimal]],
+        listed: Mapping[tuple[str, str], Sequence[Withdrawn]] | None = None,
+    ) -> dict[str, dict[str, Decimal]]:
         """What each bank account holds now, given what the venues report of the other accounts
-        (`observed`, per path and asset: where an open task's money may already have landed)."""
+        (`observed`, per path and asset: where an open task's money may already have landed) and their
+        withdrawals (`listed`, per account and asset, read before `observed`: the money on its way to a
+        bank). The ledger is read before the open tasks, so a confirmation in between leaves its money
+        counted at most once (by neither, for this snapshot), never twice."""
         if not self.banks:
             return {}
         rows = await self.pool.fetch(MOVED, self.portfolio_id)
         moved = {(row["account"], row["asset"]): row["change"] for row in rows}
         async with self.pool.acquire() as connection, connection.transaction():
-            ids, tasks = await self._open_tasks(connection)
+            rows = await connection.fetch(OPEN_TASKS, self.portfolio_id)
+            ids, tasks = self._tasks(rows)
             landing = landed(tasks, observed)
             await self._follow(connection, ids, tasks, landing.tasks)
-        for key, change in landing.moves.items():
+            claimed = {
+                (row["account"], row["withdrawal_id"]): row["task_id"]
+                for row in await connection.fetch(CLAIMED, self.portfolio_id)
+            }
+            transit = in_transit(await self.outbound(connection), listed or {}, claimed)
+            for account, withdrawal_id, task_id in transit.claims:
+                await connection.execute(CLAIM, self.portfolio_id, account, withdrawal_id, task_id)
+        for key, change in [*landing.moves.items(), *transit.moves.items()]:
             moved[key] = moved.get(key, Decimal(0)) + change
         balances = bank_holdings(self.banks, moved)
         for path, asset, by in balances.overdrawn:
@@ -184,7 +272,10 @@ class BankBook:
         return balances.holdings
 
     async def _open_tasks(self, connection: Connection) -> tuple[list[str], list[OpenBankTask]]:
-        rows = await connection.fetch(OPEN_TASKS, self.portfolio_id)
+        return self._tasks(await connection.fetch(OPEN_TASKS, self.portfolio_id))
+
+    @staticmethod
+    def _tasks(rows: Sequence[asyncpg.Record]) -> tuple[list[str], list[OpenBankTask]]:
         tasks = [
             OpenBankTask(
                 row["asset"],

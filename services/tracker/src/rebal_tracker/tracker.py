@@ -12,13 +12,13 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from rebal import bus
-from rebal.core.assemble import LayoutAccount, assemble_tree, layout_accounts
+from rebal.core.assemble import LayoutAccount, Withdrawn, assemble_tree, layout_accounts
 from rebal.core.numbers import dec_str
 from rebal.core.venues import implausible
 from rebal.events import BalanceSnapshotTaken, TakeSnapshot, TransferTaskOpened, new_event
 from rebal.futures import FuturesVenue
-from rebal.venue import QuotingVenue, Venue, VenueError
-from rebal_tracker.banks import BankBook
+from rebal.venue import TRANSFER_ID_PREFIX, QuotingVenue, Venue, VenueError, WithdrawalHistory
+from rebal_tracker.banks import BankBook, seconds
 
 log = logging.getLogger("rebal.tracker")
 Doc = dict[str, Any]
@@ -93,6 +93,9 @@ class Tracker:
         in_orders: dict[str, dict[str, Decimal]] = {}  # locked by open orders: held, never spendable
         assets_by_venue: dict[str, set[str]] = {}
         futures = await read_futures(self.accounts, self.venues)
+        # Before the balances: a withdrawal listed here has left the balance read below (one asked in
+        # between is counted nowhere by this snapshot, never twice).
+        listed = await self.withdrawals()
         for account in self.accounts:
             exchange = str(account.exchange)
             if account.futures:
@@ -108,7 +111,7 @@ class Tracker:
             wanted = assets_by_venue.setdefault(exchange, set())
             wanted.update(held, account.amounts, [account.quote] if account.quote else [])
         if self.banks is not None:
-            holdings.update(await self.banks.holdings(holdings))
+            holdings.update(await self.banks.holdings(holdings, listed))
         prices: dict[str, str] = {}
         venues: dict[str, dict[str, dict[str, str]]] = {}
         markets: dict[str, dict[str, dict[str, str]]] = {}
@@ -144,9 +147,12 @@ class Tracker:
 
     async def on_task_opened(self, event: TransferTaskOpened) -> bool:
         """Record an operator's transfer out of a bank with the receiving account's holding of the asset
-        now (`BankBook`); False when it is none of this portfolio's banks' or was known."""
-        if self.banks is None or not self.banks.sends(event):
+        now, or one into a bank (`BankBook`); False when it is none of this portfolio's banks' or was
+        known."""
+        if self.banks is None:
             return False
+        if not self.banks.sends(event):
+            return self.banks.receives(event) and await self.banks.open_task(event, None)
         baseline = None
         for account in self.accounts:
             if account.path == event.to_account and not account.futures:
@@ -154,6 +160,49 @@ class Tracker:
                 zero = Decimal(0)
                 baseline = balances.free.get(event.asset, zero) + balances.locked.get(event.asset, zero)
         return await self.banks.open_task(event, baseline)
+
+    async def withdrawals(self) -> dict[tuple[str, str], list[Withdrawn]]:
+        """The withdrawals out of each account an open task sends to a bank (`BankBook.outbound`), per
+        account and asset, since the earliest such task opened: the venue's list (ccxt's
+        fetchWithdrawals), less the executor's own transfer legs (`TRANSFER_ID_PREFIX`). A venue that
+        cannot list them (or fails to, now) is skipped with a warning: its money on the way counts nowhere
+        in this snapshot, as before the tracker listed withdrawals."""
+        if self.banks is None:
+            return {}
+        since: dict[tuple[str, str], int] = {}
+        for task in await self.banks.outbound():
+            key = (task.from_account, task.asset)
+            since[key] = min(since.get(key, task.opened_at), task.opened_at)
+        exchanges = {account.path: str(account.exchange) for account in self.accounts if not account.futures}
+        listed: dict[tuple[str, str], list[Withdrawn]] = {}
+        for (path, asset), start in sorted(since.items()):
+            venue = self.venues.get(exchanges.get(path, ""))
+            if not isinstance(venue, WithdrawalHistory):
+                log.warning(
+                    "%s: its venue lists no withdrawals: the %s on its way to a bank is not counted",
+                    path,
+                    asset,
+                )
+                continue
+            try:
+                found = await venue.withdrawals(path, asset, datetime.fromtimestamp(start, UTC))
+            except VenueError as error:
+                log.warning(
+                    "%s: listing its %s withdrawals failed (%s): not counted in transit", path, asset, error
+                )
+                continue
+            listed[(path, asset)] = [
+                Withdrawn(
+                    t.transfer_id,
+                    t.amount,
+                    t.fee,
+                    start if t.requested_at is None else seconds(t.requested_at),
+                    t.status == "failed",
+                )
+                for t in found
+                if not t.transfer_id.startswith(TRANSFER_ID_PREFIX)
+            ]
+        return listed
 
     async def on_take_snapshot(self, command: TakeSnapshot) -> None:
         if command.portfolio_id != self.portfolio_id:

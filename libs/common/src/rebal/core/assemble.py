@@ -27,7 +27,9 @@ venue's margin balance, in its quote), and its ``positions`` are replaced by the
 
 An account of kind ``bank`` has no venue to ask: `bank_holdings` says what it holds, its layout amounts
 (the balances the operator stated) moved by the transfers confirmed since, and by what an unconfirmed
-transfer out of it already brought to the receiving account (`landed`), and it is filled the same way.
+transfer out of it already brought to the receiving account (`landed`), plus what an unconfirmed
+transfer into it from an exchange account has already left that account with (`in_transit`), and it is
+filled the same way.
 """
 
 from __future__ import annotations
@@ -349,6 +351,149 @@ def after_confirmation(tasks: Sequence[OpenBankTask], done: int, received: Decim
         left -= part
         after[i] = replace(tasks[i], baseline=baseline + received, landed=part)
     return [other for i, other in enumerate(after) if i != done]
+
+
+@dataclass(frozen=True)
+class Withdrawn:
+    """A withdrawal out of an exchange account as its venue lists it: `amount` left the account, `fee` of
+    it was the venue's, `requested_at` when the venue took it (seconds since the epoch, whole: venues date
+    withdrawals to the second); `failed` when it was cancelled or refused (the venue gave the amount
+    back)."""
+
+    withdrawal_id: str
+    amount: Decimal
+    fee: Decimal
+    requested_at: int
+    failed: bool = False
+
+
+@dataclass(frozen=True)
+class OutboundTask:
+    """An operator's transfer from an exchange account into a bank: `amount` of `asset` from `from_account`
+    to the bank `to_account`, opened at `opened_at` (seconds since the epoch, whole); `received` None while
+    it is open (neither confirmed nor expired), else what the operator confirmed arrived (the ledger counts
+    that)."""
+
+    task_id: str
+    asset: str
+    from_account: str
+    to_account: str
+    amount: Decimal
+    opened_at: int
+    received: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class Transit:
+    """What is on its way to the banks (`moves`, per (bank path, asset), positive, for `bank_holdings`) and
+    the withdrawals newly taken, or taken over, for a task (`claims`: (account, withdrawal id, task id))."""
+
+    moves: dict[tuple[str, str], Decimal]
+    claims: tuple[tuple[str, str, str], ...]
+
+
+def in_transit(
+    tasks: Sequence[OutboundTask],
+    listed: Mapping[tuple[str, str], Sequence[Withdrawn]],
+    claimed: Mapping[tuple[str, str], str],
+) -> Transit:
+    """The money on its way from exchange accounts to banks: what the withdrawals the open tasks took carry,
+    as the venues list them now (`listed`, per (account, asset), oldest first). `tasks` (in the order they
+    opened) are the open ones and the confirmed ones the open ones could have taken money of (confirmed
+    since the first open one of their account and asset opened); `claimed` (per (account, withdrawal id):
+    the task's id) what earlier snapshots took.
+
+    A withdrawal stays the task's that took it. One not taken yet, not failed, goes whole to the first
+    task of its account and asset opened at or before it (to the second) with room: a confirmed task while
+    what its withdrawals carry is below what the operator confirmed (so a withdrawal no snapshot saw before
+    its confirmation is its own, not another's), else an open task while its withdrawals so far are below
+    its amount. A confirmed task still with room then takes over the open tasks' withdrawals, the latest
+    first: the operator sent the money of a later task first and the earlier one took it (the ledger
+    counts the confirmed money now, so it must not stay in transit too). An open task's withdrawals (not
+    failed) count at the bank what they carry, the amount less the venue's fee: the money left the
+    exchange's balance when the venue took the withdrawal and reaches the ledger at the confirmation, so it
+    counts once in between. Sent out of order, it may count short until the confirmations (never twice)."""
+    open_ids = {task.task_id for task in tasks if task.received is None}
+    claims: dict[tuple[str, str], str] = {}
+    moves: dict[tuple[str, str], Decimal] = {}
+    for (account, asset), withdrawals in sorted(listed.items()):
+        group = _TransitGroup(
+            account,
+            [t for t in tasks if (t.from_account, t.asset) == (account, asset)],
+            [w for w in withdrawals if not w.failed],
+            claimed,
+        )
+        claims.update(group.settle())
+        for t in group.tasks:
+            if t.task_id in open_ids and group.carried[t.task_id]:
+                side = (t.to_account, t.asset)
+                moves[side] = moves.get(side, Decimal(0)) + group.carried[t.task_id]
+    return Transit(moves, tuple((a, w, t) for (a, w), t in claims.items()))
+
+
+class _TransitGroup:
+    """`in_transit`'s work on one account and asset: its tasks, withdrawals (not failed), who holds each."""
+
+    def __init__(
+        self,
+        account: str,
+        tasks: Sequence[OutboundTask],
+        live: Sequence[Withdrawn],
+        claimed: Mapping[tuple[str, str], str],
+    ) -> None:
+        self.account, self.tasks, self.live = account, tasks, live
+        self.owner = {
+            w.withdrawal_id: claimed[(account, w.withdrawal_id)]
+            for w in live
+            if (account, w.withdrawal_id) in claimed
+        }
+        self.taken = {t.task_id: Decimal(0) for t in tasks}
+        self.carried = {t.task_id: Decimal(0) for t in tasks}
+        for w in live:
+            held = self.owner.get(w.withdrawal_id)
+            if held in self.taken:
+                self.taken[held] += w.amount
+                self.carried[held] += w.amount - w.fee
+
+    def room(self, task: OutboundTask) -> bool:
+        if task.received is not None:
+            return self.carried[task.task_id] < task.received
+        return self.taken[task.task_id] < task.amount
+
+    def settle(self) -> dict[tuple[str, str], str]:
+        """Give the withdrawals not taken yet, then let the confirmed tasks with room take over the open
+        tasks' (the latest first); the changed holders."""
+        changed: dict[tuple[str, str], str] = {}
+        for w in self.live:
+            if w.withdrawal_id in self.owner:
+                continue
+            fits = [t for t in self.tasks if _before(t, w) and self.room(t)]
+            first = next((t for t in fits if t.received is not None), None) or next(iter(fits), None)
+            if first is not None:
+                changed[(self.account, w.withdrawal_id)] = self._give(w, first.task_id)
+        opened = {t.task_id for t in self.tasks if t.received is None}
+        for confirmed in (t for t in self.tasks if t.received is not None):
+            for w in reversed(self.live):
+                if not self.room(confirmed):
+                    break
+                held = self.owner.get(w.withdrawal_id)
+                if held in opened and _before(confirmed, w):
+                    changed[(self.account, w.withdrawal_id)] = self._give(w, confirmed.task_id, held)
+        return changed
+
+    def _give(self, w: Withdrawn, to: str, since: str | None = None) -> str:
+        if since is not None:
+            self.taken[since] -= w.amount
+            self.carried[since] -= w.amount - w.fee
+        self.taken[to] += w.amount
+        self.carried[to] += w.amount - w.fee
+        self.owner[w.withdrawal_id] = to
+        return to
+
+
+def _before(task: OutboundTask, withdrawal: Withdrawn) -> bool:
+    """Whether the task had opened when the venue took the withdrawal (to the second, as venues date it)."""
+    return task.opened_at <= withdrawal.requested_at
 
 
 def _groups(tasks: Sequence[OpenBankTask]) -> dict[tuple[str, str], list[int]]:
