@@ -91,17 +91,29 @@ OPEN_TASKS = (
 )
 FOLLOW_TASK = "UPDATE bank_tasks SET baseline = $2, landed = $3 WHERE task_id = $1"
 # Which task each withdrawal out of an exchange account was taken for (`in_transit`).
-CLAIMED = "SELECT account, withdrawal_id, task_id FROM bank_withdrawals WHERE portfolio_id = $1"
+# (Of the withdrawals listed now only: the table keeps every withdrawal ever taken.)
+CLAIMED = (
+    "SELECT account, withdrawal_id, task_id FROM bank_withdrawals"
+    " WHERE portfolio_id = $1 AND withdrawal_id = ANY($2::text[])"
+)
 CLAIM = (
     "INSERT INTO bank_withdrawals (portfolio_id, account, withdrawal_id, task_id) VALUES ($1, $2, $3, $4)"
     " ON CONFLICT (portfolio_id, account, withdrawal_id) DO UPDATE SET task_id = excluded.task_id"
 )
-# The tasks not expired, with what the confirmed ones received (`outbound` keeps those into a bank).
+# The tasks not expired and not confirmed, and those confirmed since the first of these opened, with what
+# they received (`outbound` keeps those into a bank): not the whole history, snapshot after snapshot.
 TASKS_INTO = (
-    "SELECT task.task_id, task.asset, task.from_account, task.to_account, task.amount, task.opened_at,"
+    "WITH open AS (SELECT task.* FROM bank_tasks AS task WHERE task.portfolio_id = $1"
+    "  AND task.expired_at IS NULL"
+    "  AND NOT EXISTS (SELECT 1 FROM bank_ledger WHERE bank_ledger.task_id = task.task_id))"
+    " SELECT task_id, asset, from_account, to_account, amount, opened_at, NULL::numeric AS received,"
+    " NULL::timestamptz AS confirmed_at FROM open"
+    " UNION ALL"
+    " SELECT task.task_id, task.asset, task.from_account, task.to_account, task.amount, task.opened_at,"
     " ledger.received, ledger.confirmed_at FROM bank_tasks AS task"
-    " LEFT JOIN bank_ledger AS ledger ON ledger.task_id = task.task_id"
-    " WHERE task.portfolio_id = $1 AND task.expired_at IS NULL ORDER BY task.opened_at, task.task_id"
+    " JOIN bank_ledger AS ledger ON ledger.task_id = task.task_id"
+    " WHERE task.portfolio_id = $1 AND ledger.confirmed_at >= (SELECT min(opened_at) FROM open)"
+    " ORDER BY opened_at, task_id"
 )
 # A wallet's stated amount: kept while the layout says the same, restated (since now) when it changes.
 STATE = (
@@ -251,9 +263,12 @@ class BankBook:
             ids, tasks = self._tasks(rows)
             landing = landed(tasks, observed)
             await self._follow(connection, ids, tasks, landing.tasks)
+            named = {(account, w.withdrawal_id) for (account, _), ws in (listed or {}).items() for w in ws}
+            shown = sorted({withdrawal_id for _, withdrawal_id in named})
             claimed = {
                 (row["account"], row["withdrawal_id"]): row["task_id"]
-                for row in await connection.fetch(CLAIMED, self.portfolio_id)
+                for row in await connection.fetch(CLAIMED, self.portfolio_id, shown)
+                if (row["account"], row["withdrawal_id"]) in named
             }
             transit = in_transit(await self.outbound(connection), listed or {}, claimed)
             for account, withdrawal_id, task_id in transit.claims:

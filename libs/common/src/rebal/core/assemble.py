@@ -397,37 +397,46 @@ def in_transit(
     listed: Mapping[tuple[str, str], Sequence[Withdrawn]],
     claimed: Mapping[tuple[str, str], str],
 ) -> Transit:
-    """The money on its way from exchange accounts to banks: what the withdrawals the open tasks took carry,
-    as the venues list them now (`listed`, per (account, asset), oldest first). `tasks` (in the order they
+    """The money on its way from exchange accounts to banks: what the withdrawals of the open tasks carry, as
+    the venues list them now (`listed`, per (account, asset), oldest first). `tasks` (in the order they
     opened) are the open ones and the confirmed ones the open ones could have taken money of (confirmed
     since the first open one of their account and asset opened); `claimed` (per (account, withdrawal id):
-    the task's id) what earlier snapshots took.
+    the task's id) what earlier snapshots gave to which task.
 
-    A withdrawal stays the task's that took it. One not taken yet, not failed, goes whole to the first
-    task of its account and asset opened at or before it (to the second) with room: a confirmed task while
-    what its withdrawals carry is below what the operator confirmed (so a withdrawal no snapshot saw before
-    its confirmation is its own, not another's), else an open task while its withdrawals so far are below
-    its amount. A confirmed task still with room then takes over the open tasks' withdrawals, the latest
-    first: the operator sent the money of a later task first and the earlier one took it (the ledger
-    counts the confirmed money now, so it must not stay in transit too). An open task's withdrawals (not
-    failed) count at the bank what they carry, the amount less the venue's fee: the money left the
-    exchange's balance when the venue took the withdrawal and reaches the ledger at the confirmation, so it
-    counts once in between. Sent out of order, it may count short until the confirmations (never twice)."""
+    A withdrawal given to a task not in `tasks` (expired, or confirmed before any open one opened) stays
+    its own. The others, not failed, are given again at every snapshot, in order, each whole to the first
+    task of its account and asset (in the order they opened) opened at or before it (to the second) whose
+    withdrawals so far are below its amount: the operator sends the tasks' money in the order the tasks
+    opened, so each withdrawal is its own task's, whether the task is still open or already confirmed (a
+    withdrawal no snapshot saw before its confirmation). Then a confirmed task still short takes over the
+    open tasks' withdrawals asked after it opened, the latest first (the operator sent a later task's
+    money first: the ledger counts the confirmed money now, so it must not stay in transit too). An open
+    task's withdrawals count at the bank what they carry, the amount less the venue's fee: the money left
+    the exchange's balance when the venue took the withdrawal and reaches the ledger at the confirmation,
+    so it counts once in between. Whoever holds which, the open tasks count at most what all the tasks'
+    withdrawals carry less what the confirmed ones received (`_TransitGroup.counted`): money sent out of
+    order may count short, never twice (but for a bank's fee on a confirmed transfer)."""
     open_ids = {task.task_id for task in tasks if task.received is None}
     claims: dict[tuple[str, str], str] = {}
     moves: dict[tuple[str, str], Decimal] = {}
     for (account, asset), withdrawals in sorted(listed.items()):
         group = _TransitGroup(
-            account,
             [t for t in tasks if (t.from_account, t.asset) == (account, asset)],
             [w for w in withdrawals if not w.failed],
-            claimed,
+            {
+                w.withdrawal_id: claimed[(account, w.withdrawal_id)]
+                for w in withdrawals
+                if (account, w.withdrawal_id) in claimed
+            },
         )
-        claims.update(group.settle())
+        for withdrawal_id, task_id in group.settle().items():
+            if claimed.get((account, withdrawal_id)) != task_id:
+                claims[(account, withdrawal_id)] = task_id
+        counted = group.counted()
         for t in group.tasks:
-            if t.task_id in open_ids and group.carried[t.task_id]:
+            if t.task_id in open_ids and counted[t.task_id]:
                 side = (t.to_account, t.asset)
-                moves[side] = moves.get(side, Decimal(0)) + group.carried[t.task_id]
+                moves[side] = moves.get(side, Decimal(0)) + counted[t.task_id]
     return Transit(moves, tuple((a, w, t) for (a, w), t in claims.items()))
 
 
@@ -435,60 +444,60 @@ class _TransitGroup:
     """`in_transit`'s work on one account and asset: its tasks, withdrawals (not failed), who holds each."""
 
     def __init__(
-        self,
-        account: str,
-        tasks: Sequence[OutboundTask],
-        live: Sequence[Withdrawn],
-        claimed: Mapping[tuple[str, str], str],
+        self, tasks: Sequence[OutboundTask], live: Sequence[Withdrawn], claimed: Mapping[str, str]
     ) -> None:
-        self.account, self.tasks, self.live = account, tasks, live
-        self.owner = {
-            w.withdrawal_id: claimed[(account, w.withdrawal_id)]
-            for w in live
-            if (account, w.withdrawal_id) in claimed
-        }
+        self.tasks = tasks
+        given = {t.task_id for t in tasks}
+        # Withdrawals of tasks not given stay theirs; the others are given again.
+        self.live = [
+            w for w in live if claimed.get(w.withdrawal_id, "") in given or w.withdrawal_id not in claimed
+        ]
+        self.owner: dict[str, str] = {}
         self.taken = {t.task_id: Decimal(0) for t in tasks}
         self.carried = {t.task_id: Decimal(0) for t in tasks}
-        for w in live:
-            held = self.owner.get(w.withdrawal_id)
-            if held in self.taken:
-                self.taken[held] += w.amount
-                self.carried[held] += w.amount - w.fee
 
-    def room(self, task: OutboundTask) -> bool:
-        if task.received is not None:
-            return self.carried[task.task_id] < task.received
-        return self.taken[task.task_id] < task.amount
-
-    def settle(self) -> dict[tuple[str, str], str]:
-        """Give the withdrawals not taken yet, then let the confirmed tasks with room take over the open
-        tasks' (the latest first); the changed holders."""
-        changed: dict[tuple[str, str], str] = {}
+    def settle(self) -> dict[str, str]:
+        """Give each withdrawal, in order, to the first task with room opened before it; then let the
+        confirmed tasks still short take over the open tasks' withdrawals, the latest first. Who holds
+        which, by withdrawal id."""
         for w in self.live:
-            if w.withdrawal_id in self.owner:
-                continue
-            fits = [t for t in self.tasks if _before(t, w) and self.room(t)]
-            first = next((t for t in fits if t.received is not None), None) or next(iter(fits), None)
+            first = next((t for t in self.tasks if _before(t, w) and self._short(t)), None)
             if first is not None:
-                changed[(self.account, w.withdrawal_id)] = self._give(w, first.task_id)
+                self._give(w, first.task_id)
         opened = {t.task_id for t in self.tasks if t.received is None}
         for confirmed in (t for t in self.tasks if t.received is not None):
             for w in reversed(self.live):
-                if not self.room(confirmed):
+                if not self._short(confirmed):
                     break
                 held = self.owner.get(w.withdrawal_id)
                 if held in opened and _before(confirmed, w):
-                    changed[(self.account, w.withdrawal_id)] = self._give(w, confirmed.task_id, held)
-        return changed
+                    self._give(w, confirmed.task_id, held)
+        return dict(self.owner)
 
-    def _give(self, w: Withdrawn, to: str, since: str | None = None) -> str:
+    def counted(self) -> dict[str, Decimal]:
+        """What each open task's withdrawals count in transit: what they carry, at most (the latest opened
+        cut first) what all the tasks' withdrawals carry less what the confirmed ones received, so money
+        the ledger counts is never in transit too, whoever holds which withdrawal."""
+        carried = {t.task_id: self.carried[t.task_id] for t in self.tasks if t.received is None}
+        ledger = sum((t.received or Decimal(0) for t in self.tasks if t.received is not None), Decimal(0))
+        everything = sum(self.carried.values(), Decimal(0))
+        over = sum(carried.values(), Decimal(0)) - max(everything - ledger, Decimal(0))
+        for task_id in reversed(list(carried)):
+            cut = min(max(over, Decimal(0)), carried[task_id])
+            carried[task_id] -= cut
+            over -= cut
+        return carried
+
+    def _short(self, task: OutboundTask) -> bool:
+        return self.taken[task.task_id] < task.amount
+
+    def _give(self, w: Withdrawn, to: str, since: str | None = None) -> None:
         if since is not None:
             self.taken[since] -= w.amount
             self.carried[since] -= w.amount - w.fee
         self.taken[to] += w.amount
         self.carried[to] += w.amount - w.fee
         self.owner[w.withdrawal_id] = to
-        return to
 
 
 def _before(task: OutboundTask, withdrawal: Withdrawn) -> bool:

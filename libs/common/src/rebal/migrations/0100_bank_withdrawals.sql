@@ -5,9 +5,9 @@
 -- lists the sending account's withdrawals (ccxt's fetchWithdrawals) and counts those taken for the task
 -- at the bank, in transit, so the money counts once.
 --
--- `bank_withdrawals`: which task each withdrawal was taken for, once (keyed by the account and the venue's
--- withdrawal id): it stays that task's when the task is confirmed or expires, so it is never taken for
--- another task of the same account and asset.
+-- `bank_withdrawals`: which task each withdrawal was last given to (keyed by the account and the venue's
+-- withdrawal id): once that task no longer counts (it expired, or was confirmed before any task of its
+-- account and asset still open), the withdrawal stays its own, so it is never taken for another task.
 CREATE TABLE bank_withdrawals (
     portfolio_id  text        NOT NULL,
     account       text        NOT NULL,
