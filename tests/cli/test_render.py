@@ -147,8 +147,16 @@ def test_a_stored_plan_shows_its_transfers() -> None:
     assert "None" not in text and "saving" not in text and "why" not in text
 
 
+# The orders tables' column names: a header of several of them, a line each, is a stack of columns (their
+# cells one over the other, a line each); any other header is one name, a line a word.
+ORDER_COLUMNS = frozenset(
+    {"phase", "account", "exchange", "symbol", "side", "amount", "est. price", "est. cost", "est. fee", "why"}
+)
+
+
 def column(text: str, name: str) -> list[str]:
-    """The cells of one column of every orders table, each put together from the lines it was folded on."""
+    """The cells of one column of every orders table (stacked with others or not), each put together from
+    the lines it was folded on."""
     cells: list[str] = []
     lines = text.splitlines()
     for start, title in enumerate(lines):
@@ -157,15 +165,22 @@ def column(text: str, name: str) -> list[str]:
         top = next(at for at in range(start, len(lines)) if lines[at].startswith("┏"))
         rule = next(at for at in range(top, len(lines)) if lines[at].startswith("┡"))
         rows = [[cell.strip() for cell in line.split("┃")] for line in lines[top + 1 : rule]]
-        names = [" ".join(filter(None, words)) for words in zip(*rows, strict=True)]  # a header a line a word
-        index = names.index(name)
-        for line in lines[rule + 1 :]:
+        headers = [[word for word in words if word] for words in zip(*rows, strict=True)]
+        stacks = [
+            header if len(header) > 1 and set(header) <= ORDER_COLUMNS else [" ".join(header)]
+            for header in headers
+        ]
+        index = next(at for at, stack in enumerate(stacks) if name in stack)
+        row: list[str] = []
+        for line in [*lines[rule + 1 :], ""]:
+            parts = [cell.strip() for cell in line.split("│")]
+            if row and (not line.startswith("│") or parts[1]):  # a row ends: its phase is on its first line
+                filled = [part for part in row if part]
+                cells.append(filled[stacks[index].index(name)] if len(stacks[index]) > 1 else "".join(row))
+                row = []
             if not line.startswith("│"):
                 break
-            parts = [cell.strip() for cell in line.split("│")]
-            if parts[1]:  # a new row: its phase is on its first line only
-                cells.append("")
-            cells[-1] += parts[index]
+            row.append(parts[index])
     return cells
 
 

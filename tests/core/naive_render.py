@@ -11,7 +11,7 @@ from decimal import Context, Decimal
 from typing import Any
 
 from rebal.core.diff import OPERATION_NAMES, SELL, DiffTree
-from rebal.core.numbers import amount_str, dec_str, money_str, weight_str
+from rebal.core.numbers import AMOUNT_PLACES, MONEY_PLACES, amount_str, dec_str, shown_str, weight_str
 from rebal.core.plan import Order, Plan
 
 Doc = dict[str, Any]
@@ -30,9 +30,9 @@ def diff_json(diff: DiffTree) -> Doc:
             "path": paths[i],
             "name": tree.names[i],
             "kind": tree.kinds[i],
-            "current_value": money_str(current),
-            "desired_value": money_str(desired),
-            "diff_value": money_str(desired - current),
+            "current_value": shown_str(current, MONEY_PLACES),
+            "desired_value": shown_str(desired, MONEY_PLACES),
+            "diff_value": shown_str(desired - current, MONEY_PLACES, max(abs(current), abs(desired))),
             "current_weight": weight_str(float(diff.current_weight[i])),
             "desired_weight": weight_str(float(diff.desired_weight[i])),
             "operation": OPERATION_NAMES[int(diff.operation[i])],
@@ -44,8 +44,9 @@ def diff_json(diff: DiffTree) -> Doc:
             wanted = float(diff.desired_amount[i])
             node["asset"] = tree.asset(i)
             node["current_amount"] = dec_str(Decimal(text)) if text else "0"
-            node["desired_amount"] = amount_str(wanted)
-            node["diff_amount"] = amount_str(wanted - float(tree.amount[i]))
+            held = float(tree.amount[i])
+            node["desired_amount"] = shown_str(wanted, AMOUNT_PLACES)
+            node["diff_amount"] = shown_str(wanted - held, AMOUNT_PLACES, max(abs(wanted), abs(held)))
             node["locked_amount"] = (
                 dec_str(real.exact_locked(r))
                 if r >= 0 and r in real.locks

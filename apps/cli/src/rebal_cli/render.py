@@ -10,17 +10,22 @@ diff tree when the plan has one (from files) and the projected weights when it h
 
 Numbers are shown as operators read them (`rebal.core.display`): order amounts exactly (whole steps of
 the market), prices, costs and fees to the quote's precision, weights to two decimals of a percent; never
-in exponent form (the bus's JSON may write ``8.3E-7``). Nothing is cut to fit the terminal: below
-`WIDE_COLUMNS` the orders are listed per account (the account as the table's title) and a where-mode
-plan's reason, saving and awaited transfer share one column, so that the numbers keep their width: a
-number is never broken across lines unless even unbroken ones cannot fit (then folded, never cropped);
-ids are never broken or shortened.
+in exponent form (the bus's JSON may write ``8.3E-7``). Nothing is cut to fit the terminal, and a number
+is never broken across lines: a table takes the first of its layouts in which every number keeps its
+width, the text columns (names, paths, a where-mode plan's reason) folding onto more lines. The orders:
+all in one table (from `WIDE_COLUMNS`), then one table per account (the account as the table's title)
+whose where-mode reason, saving and awaited transfer share one column (`WHY`), then the same with the
+numbers stacked two to a column (amount over price, cost over fee), then all four in one; the
+transfers and futures orders alike. Only when even the last cannot fit (below some 60 columns) are numbers
+folded, never cropped; ids are never broken or shortened.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from rich.cells import cell_len
@@ -96,18 +101,66 @@ def print_plan(plan: Mapping[str, Any], header: str | None = None, out: Console 
 
 # The fewest characters a folding column (a name, a reason) is given when deciding whether numbers fit.
 FOLDED_MIN = 4
+# Columns shown in one column, a line each (an order's amount over its price): a table's layout is the
+# stack of each of its columns, in order.
+Stack = tuple[str, ...]
+
+
+# A number inside a folding column's text (a where-mode leg's saving, `after #0`): kept whole too.
+NUMBER_WORD = re.compile(r"[-+#]?\d[\d.,]*%?")
+
+
+def _fits(table: Table, width: int) -> bool:
+    """Whether `table` fits `width` with its numbers and short tokens unbroken. Each column takes 3 for
+    its padding and border (and the table 1); rich narrows the folding columns (names, reasons) widest
+    first, as water levels out: each must keep `FOLDED_MIN` and its longest number."""
+    budget = width - 1 - 3 * len(table.columns)
+    folding: list[tuple[int, int]] = []  # (natural width, the least it may be given)
+    for column in table.columns:
+        lines = list(_lines(column))
+        natural = max(map(cell_len, lines))
+        if column.no_wrap:
+            budget -= natural
+            continue
+        numbers = [cell_len(word) for line in lines for word in line.split() if NUMBER_WORD.fullmatch(word)]
+        folding.append((natural, min(natural, max([FOLDED_MIN, *numbers]))))
+    if sum(natural for natural, _ in folding) <= budget:
+        return True
+    if not folding:
+        return False
+    level = max(least for _, least in folding)  # the folding columns, none below what it must keep
+    return sum(min(natural, level) for natural, _ in folding) <= budget
 
 
 def _fitted(table: Table, width: int) -> Table:
-    """The table, its numbers let fold after all when even unbroken they cannot fit in `width`: rich
-    would otherwise crop every column, losing digits; a folded number is still there to read."""
-    needed = 1 + sum(
-        3 + (max(map(cell_len, _lines(column))) if column.no_wrap else FOLDED_MIN) for column in table.columns
-    )
-    if needed > width:
+    """The table, its numbers let fold after all when even unbroken they cannot fit in `width` (every
+    layout tried): rich would otherwise crop every column, losing digits; a folded number is still
+    there to read."""
+    if not _fits(table, width):
         for column in table.columns:
             column.no_wrap = column.no_wrap and str(column.header) in UNBROKEN
     return table
+
+
+def _first_fitting(layouts: Iterable[Callable[[], list[Table]]], width: int) -> list[Table]:
+    """The tables of the first layout whose every table fits `width` with its numbers unbroken; else
+    the last layout's (its numbers folded when printed, `_fitted`)."""
+    tables: list[Table] = []
+    for layout in layouts:
+        tables = layout()
+        if all(_fits(table, width) for table in tables):
+            break
+    return tables
+
+
+def _stacks(columns: Sequence[str], *groups: Stack) -> list[Stack]:
+    """`columns` as stacks: each group's columns (those of `columns`) shown in one, where its first is."""
+    stacks: list[Stack] = []
+    for name in columns:
+        group = next((tuple(n for n in g if n in columns) for g in groups if name in g), (name,))
+        if group[0] == name:
+            stacks.append(group)
+    return stacks
 
 
 def _lines(column: Column) -> Iterable[str]:
@@ -168,9 +221,9 @@ def plan_sections(plan: Mapping[str, Any], width: int = WIDE_COLUMNS) -> list[Re
         sections.append(diff_tree(plan["diff"]))
     sections.extend(_orders(plan["orders"], width, quote))
     if plan.get("transfers"):
-        sections.append(_transfers(plan["transfers"], quote, width))
+        sections.extend(_transfers(plan["transfers"], quote, width))
     if plan.get("position_orders") or plan.get("position_settings"):
-        sections.append(_position_orders(plan.get("position_orders") or ()))
+        sections.extend(_position_orders(plan.get("position_orders") or (), width))
     if plan.get("position_settings"):
         sections.append(_position_settings(plan["position_settings"]))
     if plan["skipped"]:
@@ -178,96 +231,132 @@ def plan_sections(plan: Mapping[str, Any], width: int = WIDE_COLUMNS) -> list[Re
     if plan.get("projected_weights"):
         sections.append(_projected(plan["projected_weights"]))
     if plan.get("costs"):
-        sections.append(_costs(plan["costs"], quote))
+        sections.extend(_costs(plan["costs"], quote, width))
     return sections
 
 
-def _costs(costs: Mapping[str, Any], quote: str | None) -> Table:
-    """A where-mode plan's estimated costs (valuation currency; spreads against the reference prices)."""
-    table = _table("Estimated costs", ("fees", "spread", "withdrawal fees", "total"), right=("total",))
+def _costs(costs: Mapping[str, Any], quote: str | None, width: int = WIDE_COLUMNS) -> list[Table]:
+    """A where-mode plan's estimated costs (valuation currency; spreads against the reference prices),
+    two to a column when they do not fit side by side."""
+    columns = ("fees", "spread", "withdrawal fees", "total")
     parts = [value_text(costs[key], quote) for key in ("fees", "spread", "withdrawal_fees")]
     # The total of the parts as shown (each rounded alone, their total might otherwise differ by a cent).
     total = value_text(sum(map(Decimal, parts)), quote) if quote is not None else number(costs["total"])
-    table.add_row(*parts, total)
-    return table
+    cells = dict(zip(columns, (*parts, total), strict=True))
+
+    def layout(*groups: Stack) -> list[Table]:
+        stacks = _stacks(columns, *groups)
+        table = _table("Estimated costs", stacks, right=("total",))
+        table.add_row(*_stacked_cells(cells, stacks))
+        return [table]
+
+    return _first_fitting(
+        (layout, partial(layout, columns[:2], columns[2:]), partial(layout, columns)), width
+    )
 
 
-def _table(title: str, columns: Sequence[str], right: Iterable[str] = ()) -> Table:
+def _table(title: str, columns: Sequence[str | Stack], right: Iterable[str] = ()) -> Table:
     """Names and reasons fold onto more lines when the terminal is narrow; numbers and short tokens never
-    break (a number's header takes a line per word)."""
+    break (a number's header takes a line per word). A stack of columns is one column headed by their
+    names, a line each (its cells `_stacked_cells`)."""
     table = Table(title=title)
     aligned = set(right)
     for column in columns:
+        stack = (column,) if isinstance(column, str) else column
+        name = stack[0]
         table.add_column(
-            column.replace(" ", "\n") if column in NUMBERS else column,
-            justify="right" if column in aligned else "left",
+            (name.replace(" ", "\n") if name in NUMBERS else name) if len(stack) == 1 else "\n".join(stack),
+            justify="right" if name in aligned else "left",
             overflow="fold",
-            no_wrap=column in UNBROKEN or column in NUMBERS,
+            no_wrap=any(part in UNBROKEN or part in NUMBERS for part in stack),
         )
     return table
+
+
+def _stacked_cells(cells: Mapping[str, str], stacks: Sequence[Stack]) -> list[str]:
+    """A row's cells (by column) in `stacks`: a stack's cells one over the other."""
+    return ["\n".join(cells[name] for name in stack) for stack in stacks]
 
 
 def _side(side: str) -> str:
     return f"[{OPERATION_STYLE.get(side, 'dim')}]{side}[/]"
 
 
+# The orders' (and futures orders') numbers, stacked two to a column, then all in one, when they do not fit
+# side by side.
+MONEY = ("amount", "est. price", "est. cost", "est. fee")
+PAIRED: tuple[tuple[Stack, ...], ...] = ((), (MONEY[:2], MONEY[2:]), (MONEY,))
+
+
 def _orders(orders: Sequence[Mapping[str, Any]], width: int, valuation: str | None = None) -> list[Table]:
-    """One table of every order, or, below `WIDE_COLUMNS`, one per account (titled with the account, so
-    that the numbers keep their width)."""
-    money: tuple[str, ...] = ("amount", "est. price", "est. cost", "est. fee")
-    if orders and orders[0].get("reason") is not None:  # a where-mode plan says why and what it saves
-        money = (*money, *(WHERE_COLUMNS if width >= WIDE_COLUMNS else (WHY,)))
+    """One table of every order (from `WIDE_COLUMNS`, when its numbers fit), else one per account (titled
+    with the account, a where-mode plan's notes in one column), its numbers stacked when they do not fit
+    side by side (`_first_fitting`)."""
+    where = bool(orders) and orders[0].get("reason") is not None  # a where-mode plan says why and saves
+    right = ("phase", *MONEY, *WHERE_COLUMNS)
+    layouts: list[Callable[[], list[Table]]] = []
     if width >= WIDE_COLUMNS or not orders:
-        names: tuple[str, ...] = ("phase", "account", "exchange", "symbol", "side")
-        table = _table(
-            f"Orders ({len(orders)})",
-            (*names, *money),
-            right=("phase", *(name for name in money if name != WHY)),
-        )
+        names = ("phase", "account", "exchange", "symbol", "side", *MONEY, *(WHERE_COLUMNS if where else ()))
+
+        def wide() -> list[Table]:
+            table = _table(f"Orders ({len(orders)})", names, right=right)
+            for order in orders:
+                table.add_row(*_stacked_cells(_order_cells(order, valuation), _stacks(names)))
+            return [table]
+
+        layouts.append(wide)
+    if orders:
+        accounts: dict[str, list[Mapping[str, Any]]] = {}
         for order in orders:
-            table.add_row(*_order_cells(order, names, valuation, WHY not in money))
-        return [table]
-    accounts: dict[str, list[Mapping[str, Any]]] = {}
-    for order in orders:
-        accounts.setdefault(order["account"], []).append(order)
-    tables = []
-    for account, held in accounts.items():
-        names = ("phase", "symbol", "side")
-        title = f"Orders ({len(orders)})" + ("" if len(accounts) == 1 else f": {len(held)}")
-        table = _table(
-            f"{title} on {escape(account)}",
-            (*names, *money),
-            right=("phase", *(name for name in money if name != WHY)),
-        )
-        for order in held:
-            table.add_row(*_order_cells(order, names, valuation, WHY not in money))
-        tables.append(table)
-    return tables
+            accounts.setdefault(order["account"], []).append(order)
+
+        def per_account(*groups: Stack) -> list[Table]:
+            stacks = _stacks(("phase", "symbol", "side", *MONEY, *((WHY,) if where else ())), *groups)
+            tables = []
+            for account, held in accounts.items():
+                title = f"Orders ({len(orders)})" + ("" if len(accounts) == 1 else f": {len(held)}")
+                table = _table(f"{title} on {escape(account)}", stacks, right=right)
+                for order in held:
+                    table.add_row(*_stacked_cells(_order_cells(order, valuation), stacks))
+                tables.append(table)
+            return tables
+
+        layouts.extend(partial(per_account, *groups) for groups in PAIRED)
+    return _first_fitting(layouts, width)
 
 
-def _position_orders(orders: Sequence[Mapping[str, Any]]) -> Table:
-    """The futures accounts' orders: reduce-only ones (phase 1) before the ones that open or increase."""
+def _position_orders(orders: Sequence[Mapping[str, Any]], width: int = WIDE_COLUMNS) -> list[Table]:
+    """The futures accounts' orders: reduce-only ones (phase 1) before the ones that open or increase;
+    their numbers stacked as the orders' when they do not fit side by side."""
     money = ("amount", "est. price", "est. notional", "est. fee")
-    names = ("phase", "account", "symbol", "side", "reduce-only")
-    table = _table(
-        f"Position orders ({len(orders)})",
-        (*names, *money),
-        right=("phase", *(name for name in money if name != WHY)),
-    )
+    names = ("phase", "account", "symbol", "side", "reduce-only", *money)
+    rows = []
     for order in orders:
         quote = _perpetual_quote(order["symbol"])
-        table.add_row(
-            str(order["phase"]),
-            escape(order["account"]),
-            escape(order["symbol"]),
-            _side(order["side"]),
-            "yes" if order["reduce_only"] else "no",
-            number(order["amount"]),
-            price_text(str(order["est_price"]), quote),
-            money_text(str(order["est_notional"]), quote),
-            money_text(str(order["est_fee"]), quote),
+        rows.append(
+            {
+                "phase": str(order["phase"]),
+                "account": escape(order["account"]),
+                "symbol": escape(order["symbol"]),
+                "side": _side(order["side"]),
+                "reduce-only": "yes" if order["reduce_only"] else "no",
+                "amount": number(order["amount"]),
+                "est. price": price_text(str(order["est_price"]), quote),
+                "est. notional": money_text(str(order["est_notional"]), quote),
+                "est. fee": money_text(str(order["est_fee"]), quote),
+            }
         )
-    return table
+
+    def layout(*groups: Stack) -> list[Table]:
+        stacks = _stacks(names, *groups)
+        table = _table(f"Position orders ({len(orders)})", stacks, right=("phase", *money))
+        for row in rows:
+            table.add_row(*_stacked_cells(row, stacks))
+        return [table]
+
+    return _first_fitting(
+        (partial(layout, *groups) for groups in ((), (money[:2], money[2:]), (money,))), width
+    )
 
 
 def _position_settings(settings: Sequence[Mapping[str, Any]]) -> Table:
@@ -289,9 +378,9 @@ def _perpetual_quote(symbol: str) -> str | None:
     return _quote(symbol.partition(":")[0])
 
 
-def _order_cells(
-    order: Mapping[str, Any], names: Sequence[str], valuation: str | None = None, wide: bool = True
-) -> list[str]:
+def _order_cells(order: Mapping[str, Any], valuation: str | None = None) -> dict[str, str]:
+    """An order's cells by column; a where-mode order's notes both apart (`WHERE_COLUMNS`) and in one
+    (`WHY`)."""
     quote = _quote(order["symbol"])
     cells = {
         "phase": str(order["phase"]),
@@ -299,22 +388,19 @@ def _order_cells(
         "exchange": escape(order["exchange"]),
         "symbol": escape(order["symbol"]),
         "side": _side(order["side"]),
+        "amount": number(order["amount"]),
+        "est. price": price_text(str(order["est_price"]), quote),
+        "est. cost": money_text(str(order["est_cost"]), quote),
+        "est. fee": money_text(str(order["est_fee"]), quote),
     }
-    made = [
-        *(cells[name] for name in names),
-        number(order["amount"]),
-        price_text(str(order["est_price"]), quote),
-        money_text(str(order["est_cost"]), quote),
-        money_text(str(order["est_fee"]), quote),
-    ]
     if order.get("reason") is not None:
         after = order.get("after_transfer")
         saving = value_text(order["est_saving"], valuation)  # the valuation currency, to its precision
-        if wide:
-            made += [escape(order["reason"]), saving, "" if after is None else str(after)]
-        else:
-            made.append(_why(order["reason"], saving, after))
-    return made
+        cells["reason"] = escape(order["reason"])
+        cells["est. saving"] = saving
+        cells["after transfer"] = "" if after is None else str(after)
+        cells[WHY] = _why(order["reason"], saving, after)
+    return cells
 
 
 def _why(reason: str, saving: str, after: int | None = None) -> str:
@@ -324,35 +410,54 @@ def _why(reason: str, saving: str, after: int | None = None) -> str:
     return "\n".join(lines if after is None else [*lines, f"after #{after}"])
 
 
-def _transfers(transfers: Sequence[Mapping[str, Any]], quote: str | None, width: int = WIDE_COLUMNS) -> Table:
+def _transfers(
+    transfers: Sequence[Mapping[str, Any]], quote: str | None, width: int = WIDE_COLUMNS
+) -> list[Table]:
+    """The transfers: a where-mode plan's with their index, network, fee and notes (apart from
+    `WIDE_COLUMNS` when the numbers fit so, else in one column); their amount and value stacked (then
+    the fee too) when the numbers do not fit side by side."""
     noted = transfers[0].get("reason") is not None
-    wide = width >= WIDE_COLUMNS
-    columns: tuple[str, ...] = (
-        ("#", "asset", "from", "to", "amount", "est. value")
-        if noted
-        else ("asset", "from", "to", "amount", "est. value")
-    )
-    if noted:
-        columns = (*columns, "network", "fee", *(("reason", "est. saving") if wide else (WHY,)))
-    table = _table(f"Transfers ({len(transfers)})", columns)
+    rows = []
     for index, transfer in enumerate(transfers):
         source = transfer.get("from", transfer.get("from_account"))
         destination = transfer.get("to", transfer.get("to_account"))
-        cells = [
-            escape(transfer["asset"]),
-            escape(source),
-            escape(destination),
-            number(transfer["amount"]),
-            value_text(transfer["est_value"], quote),
-        ]
+        cells = {
+            "#": str(index),
+            "asset": escape(transfer["asset"]),
+            "from": escape(source),
+            "to": escape(destination),
+            "amount": number(transfer["amount"]),
+            "est. value": value_text(transfer["est_value"], quote),
+        }
         if noted:
-            network = transfer.get("network")
-            cells = [str(index), *cells, escape(network or "-"), number(transfer["fee"])]
             saving = value_text(transfer["est_saving"], quote)
-            reason = transfer["reason"]
-            cells += [escape(reason), saving] if wide else [_why(reason, saving)]
-        table.add_row(*cells)
-    return table
+            cells |= {
+                "network": escape(transfer.get("network") or "-"),
+                "fee": number(transfer["fee"]),
+                "reason": escape(transfer["reason"]),
+                "est. saving": saving,
+                WHY: _why(transfer["reason"], saving),
+            }
+        rows.append(cells)
+    columns: tuple[str, ...] = ("asset", "from", "to", "amount", "est. value")
+
+    def layout(notes: tuple[str, ...], *groups: Stack) -> list[Table]:
+        named = ("#", *columns, "network", "fee", *notes) if noted else columns
+        stacks = _stacks(named, *groups)
+        table = _table(f"Transfers ({len(transfers)})", stacks)
+        for row in rows:
+            table.add_row(*_stacked_cells(row, stacks))
+        return [table]
+
+    stackings: tuple[tuple[Stack, ...], ...] = (
+        (),
+        (("amount", "est. value"),),
+        (("amount", "est. value", "fee"),),
+    )
+    layouts = [partial(layout, (WHY,), *groups) for groups in stackings]
+    if width >= WIDE_COLUMNS:
+        layouts.insert(0, partial(layout, ("reason", "est. saving")))
+    return _first_fitting(layouts, width)
 
 
 def _skipped(skipped: Sequence[Mapping[str, Any]]) -> Table:

@@ -24,9 +24,25 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from rebal.core.bulk import Decimals, TextMatrix, decimal_texts, float_texts, plain_texts, replace_rows
+from rebal.core.bulk import (
+    Decimals,
+    TextMatrix,
+    decimal_texts,
+    float_texts,
+    plain_texts,
+    replace_rows,
+    shown_texts,
+)
 from rebal.core.diff import OPERATION_NAMES, SELL, DiffTree
-from rebal.core.numbers import AMOUNT_PLACES, MONEY_PLACES, WEIGHT_PLACES, dec_str, money_dec, money_str
+from rebal.core.numbers import (
+    AMOUNT_PLACES,
+    MONEY_PLACES,
+    WEIGHT_PLACES,
+    dec_str,
+    money_dec,
+    money_str,
+    shown_str,
+)
 from rebal.core.plan import REASONS, TRANSFER, Notes, OrderColumns, Plan, Transfer
 from rebal.core.tree import Categorical, FloatArray, IntArray, Tree, pick, preorder
 from rebal.core.union import UnionTree
@@ -303,11 +319,11 @@ def diff_parts(diff: DiffTree, paths: _Paths | None = None) -> Iterator[Part]:
             b',"kind":',
             kinds[kind_codes[nodes]],
             b',"current_value":"',
-            float_texts(current, MONEY_PLACES),
+            shown_texts(current, MONEY_PLACES),
             b'","desired_value":"',
-            float_texts(desired, MONEY_PLACES),
+            shown_texts(desired, MONEY_PLACES),
             b'","diff_value":"',
-            float_texts(desired - current, MONEY_PLACES),
+            shown_texts(desired - current, MONEY_PLACES, np.maximum(np.abs(current), np.abs(desired))),
             b'","current_weight":"',
             float_texts(diff.current_weight[nodes], WEIGHT_PLACES),
             b'","desired_weight":"',
@@ -368,7 +384,7 @@ class _Wallets:
         if not at.size:
             return made
         wallets = nodes[at]
-        desired = self.desired_amount[wallets]
+        desired, current = self.desired_amount[wallets], self.diff.tree.amount[wallets]
         rows = _Rows(len(wallets))
         rows.add(
             b'],"asset":',
@@ -376,9 +392,9 @@ class _Wallets:
             b',"current_amount":"',
             self.current(wallets),
             b'","desired_amount":"',
-            float_texts(desired, AMOUNT_PLACES),
+            shown_texts(desired, AMOUNT_PLACES),
             b'","diff_amount":"',
-            float_texts(desired - self.diff.tree.amount[wallets], AMOUNT_PLACES),
+            shown_texts(desired - current, AMOUNT_PLACES, np.maximum(np.abs(desired), np.abs(current))),
             b'","locked_amount":"',
             self.locked[self.locked_row[wallets]],
             b'"}',
@@ -440,7 +456,7 @@ def _order_parts(plan: Plan, paths: _Paths) -> Iterator[Part]:
                 b',"reason":',
                 reasons[notes.order_reason[part]],
                 b',"est_saving":"',
-                float_texts(notes.order_saving[part], MONEY_PLACES),
+                shown_texts(notes.order_saving[part], MONEY_PLACES),
                 b'","after_transfer":',
                 after_text[after_row[part]],
             )
@@ -496,9 +512,9 @@ def _skip_parts(plan: Plan, paths: _Paths) -> Iterator[Part]:
 
 
 def _skip_amounts(amount: FloatArray, side: IntArray) -> TextMatrix:
-    """Skipped orders' amounts to `AMOUNT_PLACES`; a skipped transfer's, whole 1e-8 steps, to 8 places
-    (9716.83555708, not its float's 9716.835557079999)."""
-    texts = float_texts(amount, AMOUNT_PLACES)
+    """Skipped orders' amounts as computed numbers are shown (`shown_texts`, `AMOUNT_PLACES`); a skipped
+    transfer's, whole 1e-8 steps, to 8 places (9716.83555708, not its float's 9716.835557079999)."""
+    texts = shown_texts(amount, AMOUNT_PLACES)
     transfers = np.flatnonzero(side == TRANSFER).tolist()
     return replace_rows(texts, transfers, [money_str(value) for value in amount[transfers].tolist()])
 
@@ -516,7 +532,7 @@ def transfer_json(transfer: Transfer, notes: Notes | None = None, index: int = 0
         made["network"] = transfer.network
         made["fee"] = dec_str(transfer.fee)
         made["reason"] = notes.transfer_reason[index]
-        made["est_saving"] = money_str(notes.transfer_saving[index])
+        made["est_saving"] = shown_str(notes.transfer_saving[index], MONEY_PLACES)
     return made
 
 

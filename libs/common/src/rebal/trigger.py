@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from rebal.core.display import percent_text
-from rebal.core.numbers import money_str, weight_str
+from rebal.core.numbers import MONEY_PLACES, shown_str, weight_str
 from rebal.core.policy import (
     CASH,
     CASH_WITHIN,
@@ -86,9 +86,9 @@ def reason_text(decision: Decision, reason: str) -> str:
         if decision.last_rebalance is None
         else f"after the last rebalance ({last})"
     )
-    cash = f"{money_str(abs(decision.cash_above_target))} {decision.quote}"
+    cash = f"{shown_str(abs(decision.cash_above_target), MONEY_PLACES)} {decision.quote}"  # computed
     cash = f"{cash} {'above' if decision.cash_above_target >= 0 else 'below'} the target cash"
-    threshold = money_str(decision.invest_cash_above or 0.0)
+    threshold = shown_str(decision.invest_cash_above or 0.0, MONEY_PLACES)
     texts: dict[str, Callable[[], str]] = {
         SCHEDULE: lambda: f"the tick at {_time(decision.tick)} falls {after}",
         DRIFT: lambda: _drift_text(decision.breaches),

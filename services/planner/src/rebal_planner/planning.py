@@ -17,7 +17,7 @@ from rebal.core.diff import DiffTree, diff_trees
 from rebal.core.errors import InputError
 from rebal.core.market import Markets, Prices
 from rebal.core.networks import Networks
-from rebal.core.numbers import money_str
+from rebal.core.numbers import MONEY_PLACES, shown_str
 from rebal.core.plan import Plan, plan_rebalance
 from rebal.core.position_plan import PositionPlan, plan_positions
 from rebal.core.shown import projected_weights
@@ -264,7 +264,9 @@ def planned_of(
                     fee=t.fee,
                     manual=manual,
                     reason=None if notes is None else notes.transfer_reason[index],
-                    est_saving=None if notes is None else Decimal(money_str(notes.transfer_saving[index])),
+                    est_saving=None
+                    if notes is None
+                    else Decimal(shown_str(notes.transfer_saving[index], MONEY_PLACES)),
                 )
                 for index, (t, manual) in enumerate(zip(plan.transfers, plan.manual(), strict=True))
             ],

@@ -25,7 +25,7 @@ from decimal import Context, Decimal
 import numpy as np
 import numpy.typing as npt
 
-from rebal.core.numbers import dec_str, float_str
+from rebal.core.numbers import FLOAT_DIGITS, NOISE_DIGITS, NOISE_RUN, NOISE_TAIL, dec_str, float_str
 
 TextMatrix = npt.NDArray[np.uint8]
 IntArray = npt.NDArray[np.int64]
@@ -145,7 +145,7 @@ def replace_rows(matrix: TextMatrix, at: Sequence[int], texts: Sequence[str]) ->
     return matrix
 
 
-def _product_error(a: FloatArray, b: float, product: FloatArray) -> FloatArray:
+def _product_error(a: FloatArray, b: float | FloatArray, product: FloatArray) -> FloatArray:
     """The exact rounding error of ``a * b`` (Dekker's TwoProduct: ``a * b == product + error``)."""
     split = SPLITTER * a
     a_high = split - (split - a)
@@ -185,6 +185,63 @@ def float_texts(values: FloatArray, places: int) -> TextMatrix:
         parts += [_flag(decimals > 0, DOT), _fraction(decimals, places)]
     matrix = np.concatenate(parts, axis=1)
     return replace_rows(matrix, slow.tolist(), [float_str(float(x), places) for x in v[slow].tolist()])
+
+
+def shown_texts(values: FloatArray, places: int, magnitude: FloatArray | None = None) -> TextMatrix:
+    """``shown_str(value, places, magnitude)`` of every value (docs/formats.md, "Numbers"): to `places`
+    decimals (<= 15) but no more than `FLOAT_DIGITS` significant digits, counted from `magnitude` when
+    it is larger (a difference's, from the numbers it is the difference of), and without a noise tail
+    (`numbers.shown_places`)."""
+    v = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(v).all():
+        raise ValueError(f"not a finite number: {v[~np.isfinite(v)][0]}")
+    size = np.abs(v) if magnitude is None else np.maximum(np.abs(v), np.abs(magnitude))
+    positive = size > 0
+    exponent = np.floor(np.log10(np.where(positive, size, 1.0)))  # `decimal_exponent`, in bulk
+    exponent -= np.power(10.0, exponent) > size
+    exponent += np.power(10.0, exponent + 1) <= size
+    shown = np.where(positive, np.clip(FLOAT_DIGITS - 1 - exponent, 0, places), places).astype(np.int64)
+    scale = np.power(10.0, shown)
+    digits = np.rint(np.abs(v) * scale)
+    counted = (np.rint(size * scale) >= 10**NOISE_DIGITS / 10) & (digits < 10**FLOAT_DIGITS)
+    whole = np.where(counted, digits, 0).astype(np.int64)
+    cut = np.zeros(len(v), dtype=np.int64)
+    for tail in range(NOISE_TAIL, -1, -1):  # the shortest tail wins: it is tried last
+        run = whole // 10**tail % 10**NOISE_RUN
+        cut = np.where(counted & ((run == 0) | (run == 10**NOISE_RUN - 1)), NOISE_RUN + tail, cut)
+    return _texts_at(v, np.maximum(shown - cut, 0), places)
+
+
+def _texts_at(v: FloatArray, row_places: IntArray, places: int) -> TextMatrix:
+    """`float_texts` with places of each row's own (``row_places`` <= `places`)."""
+    magnitude = np.abs(v)
+    slow = np.flatnonzero(magnitude >= BULK_FLOAT_LIMIT)
+    magnitude[slow] = 0.0
+    whole = np.floor(magnitude)
+    fraction = magnitude - whole  # exact
+    scale: FloatArray = np.power(10.0, row_places.astype(np.float64))
+    scaled = fraction * scale
+    nearest = np.rint(scaled)  # half to even on the rounded product ...
+    ties = np.flatnonzero(np.abs(scaled - nearest) == 0.5)
+    if ties.size:  # ... which decides unless it is a tie: then the exact product's rounding error does
+        error = _product_error(fraction[ties], scale[ties], scaled[ties])
+        below = np.floor(scaled[ties])
+        even = below + np.where(row_places[ties] > 0, below % 2, whole[ties] % 2)
+        nearest[ties] = np.where(error > 0, below + 1, np.where(error < 0, below, even))
+    units = whole.astype(np.int64)
+    decimals = nearest.astype(np.int64)
+    carry = decimals >= 10**row_places
+    units += carry
+    decimals[carry] = 0
+    decimals *= 10 ** (places - row_places)
+    parts = [_flag((v < 0) & ((units > 0) | (decimals > 0)), MINUS), _integers(units, keep_zero=True)]
+    if places:
+        parts += [_flag(decimals > 0, DOT), _fraction(decimals, places)]
+    matrix = np.concatenate(parts, axis=1)
+    slow_texts = [
+        float_str(x, int(p)) for x, p in zip(v[slow].tolist(), row_places[slow].tolist(), strict=True)
+    ]
+    return replace_rows(matrix, slow.tolist(), slow_texts)
 
 
 @dataclass(frozen=True, eq=False)

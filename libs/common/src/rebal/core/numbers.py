@@ -31,6 +31,18 @@ _DEFAULT_STEP_PLACES = 8  # DEFAULT_AMOUNT_STEP is 1e-8
 MONEY_PLACES = 8
 AMOUNT_PLACES = 12
 WEIGHT_PLACES = 12
+# A computed number (a float: a desired amount, a value, a saving) is shown as the decimal it stands for
+# (docs/formats.md, "Numbers"): with no more significant digits than a float64 holds (`FLOAT_DIGITS`: any
+# decimal of 15 digits survives the float exactly, a 16th and 17th are the binary fraction's), and
+# without the arithmetic's rounding: digits (at least `NOISE_DIGITS` of them, a difference's counted as
+# the larger number's) that end in a run of `NOISE_RUN` zeros or nines and at most `NOISE_TAIL` more
+# digits are rounded before the run. A desired amount some divisions and sums away from its inputs is
+# off by up to some 1e-13 of itself: 1500.000000000003 is 1500, 5402.86647999965 is 5402.86648 and
+# 23132.3214289993 is 23132.321429, where 0.166666666667 and 333608.18244824 stay.
+FLOAT_DIGITS = 15
+NOISE_DIGITS = 12
+NOISE_RUN = 3
+NOISE_TAIL = 3
 PRICE_QUANTUM = Decimal("1e-12")
 MONEY_QUANTUM = Decimal("1e-8")
 # Every quantity, price and money value read from a file or an option is zero or has a magnitude within
@@ -94,6 +106,39 @@ def float_str(value: float, places: int) -> str:
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return "0" if text in ("-0", "") else text
+
+
+def decimal_exponent(size: float) -> int:
+    """The largest e with ``10.0**e <= size`` (a positive finite float): its leading digit's place."""
+    exponent = math.floor(math.log10(size))
+    if 10.0**exponent > size:
+        exponent -= 1
+    elif 10.0 ** (exponent + 1) <= size:
+        exponent += 1
+    return exponent
+
+
+def shown_places(value: float, size: float, places: int) -> int:
+    """The decimals a computed number (`value`, of `size`: its own or a larger magnitude's) is shown
+    with: `places`, but no more than `FLOAT_DIGITS` significant digits of `size`; fewer when its digits
+    so end in noise (the run of zeros or nines and what follows dropped)."""
+    if not size > 0:
+        return places
+    shown = min(max(FLOAT_DIGITS - 1 - decimal_exponent(size), 0), places)
+    scale = 10.0**shown
+    digits = round(abs(value) * scale)  # `size`'s digits as many, the value's padded with zeros
+    if round(size * scale) >= 10**NOISE_DIGITS / 10 and digits < 10**FLOAT_DIGITS:
+        for tail in range(NOISE_TAIL + 1):
+            if digits // 10**tail % 10**NOISE_RUN in (0, 10**NOISE_RUN - 1):
+                return max(shown - NOISE_RUN - tail, 0)
+    return shown
+
+
+def shown_str(value: float, places: int, magnitude: float = 0.0) -> str:
+    """A computed number as shown: `float_str` to `shown_places`, its digits counted from `magnitude` when
+    that is larger (a difference's, from the numbers it is the difference of: their float noise is its
+    own, 1500.000000000003 less 1500 is 0). ``rebal.core.bulk.shown_texts`` is this, in bulk."""
+    return float_str(value, shown_places(value, max(abs(value), abs(magnitude)), places))
 
 
 def money_str(value: float) -> str:

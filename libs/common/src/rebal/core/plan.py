@@ -41,17 +41,19 @@ from rebal.core.networks import (
     Way,
 )
 from rebal.core.numbers import (
+    AMOUNT_PLACES,
     BUDGET_SAFETY,
     DEFAULT_AMOUNT_STEP,
     MAX_STEPS,
     MIN_TOLERANCE,
+    MONEY_PLACES,
     NEAR_WHOLE,
     STEP_EPSILON,
     STEP_RELATIVE,
     VALUE_EPSILON,
-    amount_str,
     floor_steps,
     money_str,
+    shown_str,
 )
 from rebal.core.trading import Move, Trading
 from rebal.core.tree import BANK, BoolArray, FloatArray, IntArray, assembled
@@ -328,12 +330,13 @@ class Plan:
 
     def why(self) -> tuple[list[str | None], list[Decimal | None]]:
         """Per order (in the order of `orders()`), its reason and estimated saving (valuation currency, to
-        `MONEY_PLACES`), or None (every order outside where mode)."""
+        `MONEY_PLACES`, as computed numbers are shown: `shown_str`), or None (every order outside where
+        mode)."""
         notes = self.notes
         if notes is None:
             return [None] * len(self), [None] * len(self)
         reasons = [notes.reasons[code] for code in notes.order_reason.tolist()]
-        return reasons, [Decimal(money_str(saving)) for saving in notes.order_saving.tolist()]
+        return reasons, [Decimal(shown_str(saving, MONEY_PLACES)) for saving in notes.order_saving.tolist()]
 
     def waits_for(self) -> list[int | None]:
         """Per order (in the order of `orders()`), the index of the transfer whose arrival it waits for, or
@@ -584,7 +587,7 @@ class Plan:
                 tree.path(node),
                 skips.symbol.get(row) or f"{names[asset]}/{quotes[account]}",
                 SKIP_SIDES[side],
-                Decimal(money_str(amount) if side == TRANSFER else amount_str(amount)),
+                Decimal(money_str(amount) if side == TRANSFER else shown_str(amount, AMOUNT_PLACES)),
                 REASONS[code] or "",
             )
             for row, (node, asset, account, side, amount, code) in enumerate(
