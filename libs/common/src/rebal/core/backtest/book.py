@@ -460,7 +460,7 @@ class Balances:
         self.layout = layout
         held = np.maximum(book.amount - self.locked, 0.0)
         self.free: FloatArray = np.bincount(layout.group_of, weights=held, minlength=len(layout.keys)).astype(
-            np.float64
+            np.float64, copy=False
         )
         self.extra: dict[Key, float] = defaultdict(float)  # what the book has no wallet for yet
 
@@ -566,10 +566,11 @@ def _fill_direct(balances: Balances, plan: Plan, minimum: float) -> Filled:
     # A buy's part of its amount that its cash still pays, in [0, 1]: `room` is never -0.0 (np.maximum
     # with 0.0), so clipping as minimum(maximum()) is `np.clip`, and `part` needs no clip to 1 again.
     if orders.one_cash:  # one cash group (one account): what the buys before each spent, in order
-        before = np.cumsum(need) - need
+        before = np.add.accumulate(need) - need  # (`np.cumsum` without its Python wrapper)
         room = np.maximum(free[cash[0]] * (1 + CASH_SLACK) - before, 0.0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            part = np.where(need > 0, np.minimum(np.maximum(room / need, 0.0), 1.0), 0.0)
+        # room / need where need > 0, else 0.0 (which the clips keep): no division by 0 to silence.
+        ratio = np.divide(room, need, out=np.zeros(need.size), where=need > 0)
+        part = np.minimum(np.maximum(ratio, 0.0), 1.0)
     else:
         ranked = np.lexsort((np.arange(order.size), cash))  # by cash group, in the plan's order
         spent = np.cumsum(need[ranked])
