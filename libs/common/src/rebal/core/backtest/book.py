@@ -43,6 +43,8 @@ Key = tuple[str, str]  # (account path, asset)
 CASH_SLACK = 1e-12
 # Market tables a layout keeps (one per set of routes planned); then it starts again.
 FACT_TABLES = 64
+# Parsed documents a registry shared by books keeps (`Book.of`'s `parses`); then it starts again.
+PARSES_KEPT = 16
 # A plan of one account of at most this many direct orders fills order by order in Python floats
 # (`_fill_one_account`): on arrays this small numpy's cost per call is what a fill pays.
 SMALL_FILL = 48
@@ -118,11 +120,15 @@ class Book:
     _parsed: Tree | None = None  # parsed once per shape
     _tree: Tree | None = None  # the current amounts
     _locked: FloatArray | None = None  # per wallet, once per shape
+    # Documents parsed, by their text (`repr`): books replayed side by side from one start parse a
+    # document they have in common once, and share its parsed tree (see `parsed`).
+    parses: dict[str, Tree] | None = field(default=None, repr=False)
 
     @classmethod
-    def of(cls, doc: Doc) -> Book:
-        """A book over a copy of `doc` (a real tree document the core accepts), its share locks pinned."""
-        book = cls(_pinned(copy.deepcopy(doc)))
+    def of(cls, doc: Doc, parses: dict[str, Tree] | None = None) -> Book:
+        """A book over a copy of `doc` (a real tree document the core accepts), its share locks pinned;
+        `parses` a registry of parsed documents shared with other books (None: its own)."""
+        book = cls(_pinned(copy.deepcopy(doc)), parses=parses)
         book._collect()
         return book
 
@@ -156,10 +162,36 @@ class Book:
             return self._tree
         if self._parsed is None:
             self._write()
-            self._parsed = self._tree = parse_tree(self.doc, "real")
+            self._parsed = self._tree = self._parse()
             return self._tree
         self._tree = self.tree_of(self.amount)
         return self._tree
+
+    def _parse(self) -> Tree:
+        """`parse_tree` of the document, or the tree another book parsed from a document with the same
+        text (amounts included): the same tree, which the core only reads."""
+        if self.parses is None:
+            return parse_tree(self.doc, "real")
+        text = repr(self.doc)
+        known = self.parses.get(text)
+        if known is None:
+            if len(self.parses) >= PARSES_KEPT:
+                del self.parses[next(iter(self.parses))]
+            known = self.parses[text] = parse_tree(self.doc, "real")
+        return known
+
+    @property
+    def parsed(self) -> Tree:
+        """The tree parsed from the document (once per shape): what every `tree()` of this shape is
+        made from, the same object for books sharing their parses with the same document."""
+        if self._parsed is None:
+            self.tree()
+        assert self._parsed is not None, "tree() parses the document"
+        return self._parsed
+
+    def fresh(self) -> bool:
+        """`tree()` is the parsed tree itself (its amounts as the document wrote them)."""
+        return self._tree is not None and self._tree is self._parsed
 
     def tree_of(self, wallet_amount: FloatArray) -> Tree:
         """The real tree of this shape with `wallet_amount` (one per wallet, finite) as its amounts."""
@@ -428,7 +460,7 @@ class Balances:
         self.layout = layout
         held = np.maximum(book.amount - self.locked, 0.0)
         self.free: FloatArray = np.bincount(layout.group_of, weights=held, minlength=len(layout.keys)).astype(
-            np.float64
+            np.float64, copy=False
         )
         self.extra: dict[Key, float] = defaultdict(float)  # what the book has no wallet for yet
 
@@ -534,10 +566,11 @@ def _fill_direct(balances: Balances, plan: Plan, minimum: float) -> Filled:
     # A buy's part of its amount that its cash still pays, in [0, 1]: `room` is never -0.0 (np.maximum
     # with 0.0), so clipping as minimum(maximum()) is `np.clip`, and `part` needs no clip to 1 again.
     if orders.one_cash:  # one cash group (one account): what the buys before each spent, in order
-        before = np.cumsum(need) - need
+        before = np.add.accumulate(need) - need  # (`np.cumsum` without its Python wrapper)
         room = np.maximum(free[cash[0]] * (1 + CASH_SLACK) - before, 0.0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            part = np.where(need > 0, np.minimum(np.maximum(room / need, 0.0), 1.0), 0.0)
+        # room / need where need > 0, else 0.0 (which the clips keep): no division by 0 to silence.
+        ratio = np.divide(room, need, out=np.zeros(need.size), where=need > 0)
+        part = np.minimum(np.maximum(ratio, 0.0), 1.0)
     else:
         ranked = np.lexsort((np.arange(order.size), cash))  # by cash group, in the plan's order
         spent = np.cumsum(need[ranked])

@@ -29,7 +29,7 @@ from rebal.core.backtest.screen import BLOCK_CELLS, MARGIN, Batch, Block, Screen
 from rebal.core.diff import SMALL_NODES, DiffShape, DiffTree, roll_up, with_desired
 from rebal.core.errors import InputError
 from rebal.core.market import Markets, Route
-from rebal.core.plan import plan_rebalance
+from rebal.core.plan import Plan, plan_rebalance
 from rebal.core.policy import Decision, Policy, evaluate, planned_diff
 from rebal.core.tree import FloatArray, IntArray, Tree, assembled
 
@@ -44,6 +44,9 @@ WITHDRAWAL_SLACK = 0.01
 FIRST_SPAN = 16
 LEAST_SPAN = 4
 Int8Array = npt.NDArray[np.int8]
+# Results `_Shared` keeps of each kind (the policies side by side meet at a row within a few rounds);
+# then the oldest goes.
+SHARED_KEPT = 32
 
 
 class Overdrawn(InputError):
@@ -94,6 +97,29 @@ class Run:
         return int(np.count_nonzero(self.kind))
 
 
+@dataclass(eq=False)
+class _Shared:
+    """What the policies replayed side by side (`replay_all`) work out once for all of them. Their books
+    start from the same document and often hold the same amounts at a row (every policy starts at the
+    target; two whose triggers fire at the same rows trade the same): the same book at the same row
+    makes the same diff, a plan of that diff is the same plan, and its fill leaves the same amounts.
+    Each result is kept under what makes it (the book's parsed tree and amounts, the row; the diff;
+    the plan and the fill's minimum), with the object its key names by identity."""
+
+    parses: dict[str, Tree] = field(default_factory=dict)
+    shapes: dict[int, tuple[Tree, DiffShape]] = field(default_factory=dict)
+    layouts: dict[int, tuple[Tree, Layout]] = field(default_factory=dict)
+    diffs: dict[tuple[int, int, bool, bytes], tuple[Tree, DiffTree]] = field(default_factory=dict)
+    plans: dict[int, tuple[DiffTree, Plan]] = field(default_factory=dict)
+    fills: dict[tuple[int, float | None], tuple[Plan, FloatArray, Filled]] = field(default_factory=dict)
+
+
+def _keep(kept: dict[Any, Any], key: Any, value: Any) -> None:
+    if len(kept) >= SHARED_KEPT:
+        del kept[next(iter(kept))]
+    kept[key] = value
+
+
 @dataclass
 class _State:
     history: History
@@ -104,6 +130,7 @@ class _State:
     fill_rule: FillRule
     record: bool
     last: int | None
+    shared: _Shared
     value: FloatArray = field(init=False)
     flow: FloatArray = field(init=False)
     fees: FloatArray = field(init=False)
@@ -129,22 +156,66 @@ class _State:
         return self.history.row_values(row)
 
     def diff(self, row: int) -> DiffTree:
-        """`diff_trees` of the book at the row's prices, the book's shape matched to the target once."""
-        real, prices = self.book.tree(), self.history.row_prices(row)
-        shape = self.shape(row)
-        return shape.diff(real, prices, self.history.price_table(shape.asset_names, row))
+        """`diff_trees` of the book at the row's prices, the book's shape matched to the target once
+        (another policy's when its book was the same at this row: `_Shared`)."""
+        book = self.book
+        real = book.tree()
+        parsed = book.parsed
+        key = (row, id(parsed), real is parsed, book.amount.tobytes())
+        known = self.shared.diffs.get(key)
+        if known is not None and known[0] is parsed:
+            return known[1]
+        shape, history = self.shape(row), self.history
+        made = shape.diff(real, history.row_prices(row), history.price_table(shape.asset_names, row))
+        _keep(self.shared.diffs, key, (parsed, made))
+        return made
 
     def shape(self, row: int) -> DiffShape:
         """The book's shape matched to the target (once per shape; `row` prices every asset)."""
         if self._shape is None or self._shape[0] != self.book.version:
-            prices = self.history.row_prices(row)
-            self._shape = (self.book.version, DiffShape.of(self.book.tree(), self.target, prices))
+            parsed = self.book.parsed
+            known = self.shared.shapes.get(id(parsed))
+            if known is None or known[0] is not parsed:
+                prices = self.history.row_prices(row)
+                known = (parsed, DiffShape.of(self.book.tree(), self.target, prices))
+                _keep(self.shared.shapes, id(parsed), known)
+            self._shape = (self.book.version, known[1])
         return self._shape[1]
 
     def layout(self, diff: DiffTree | None, row: int) -> Layout:
         if self._layout is None or self._layout[0] != self.book.version:
-            self._layout = (self.book.version, Layout.of(diff or self.diff(row), self.book))
+            parsed = self.book.parsed
+            known = self.shared.layouts.get(id(parsed))
+            if known is None or known[0] is not parsed:
+                known = (parsed, Layout.of(diff or self.diff(row), self.book))
+                _keep(self.shared.layouts, id(parsed), known)
+            self._layout = (self.book.version, known[1])
         return self._layout[1]
+
+    def plan(self, planned: DiffTree) -> Plan:
+        """`plan_rebalance` of `planned` (another policy's plan of the same diff: `_Shared`)."""
+        known = self.shared.plans.get(id(planned))
+        if known is not None and known[0] is planned:
+            return known[1]
+        plan = plan_rebalance(planned, self.markets)
+        _keep(self.shared.plans, id(planned), (planned, plan))
+        return plan
+
+    def fill(self, layout: Layout, plan: Plan, prices: Mapping[str, float]) -> Filled:
+        """`fill_plan` of `plan` in the book (the amounts another policy's book was left with by the same
+        plan from the same amounts, when the fill added no wallet: `_Shared`)."""
+        book, minimum = self.book, self.policy.min_trade_value
+        key = (id(plan), minimum)
+        known = self.shared.fills.get(key)
+        if known is not None and known[0] is plan:
+            book.amount[:] = known[1]
+            book.changed()
+            return known[2]
+        version = book.version
+        filled = fill_plan(book, layout, plan, prices, minimum)
+        if book.version == version:
+            _keep(self.shared.fills, key, (plan, book.amount.copy(), filled))
+        return filled
 
     def paid(self, row: int, filled: Filled) -> None:
         self.orders[row] += filled.orders
@@ -185,8 +256,7 @@ class _State:
         layout = self.layout(diff, row)
         prices = self.price_of(row)
         if self.fill_rule == "rebal":
-            plan = plan_rebalance(planned, self.markets)
-            filled = fill_plan(self.book, layout, plan, prices, self.policy.min_trade_value)
+            filled = self.fill(layout, self.plan(planned), prices)
         else:
             filled = fill_like(self.fill_rule, self.book, layout, planned, self.markets, prices)
         self.paid(row, filled)
@@ -272,8 +342,9 @@ def replay(
     `last_rebalance` is when the starting portfolio was last rebalanced (None: never). `every_row` makes
     the core evaluate every row instead of the screen's proposals (the screen's check); `record` keeps the
     real tree before each rebalance. Raises `InputError` for input the core refuses."""
+    shared = _Shared()
     steps = _replaying(
-        history, start, target, markets, policy, flows, last_rebalance, fill_rule, every_row, record
+        history, start, target, markets, policy, flows, last_rebalance, fill_rule, every_row, record, shared
     )
     try:
         request = next(steps)
@@ -300,9 +371,11 @@ def replay_all(
     their rows together (`Batch.scan_many`: one pass over the rows every policy waits for, where each
     policy's scan of a few rows cost what numpy's calls cost, whatever the rows). Raises what the first
     policy (in order) that fails raises, an `Overdrawn` naming it."""
-    batch = Batch()
+    batch, shared, routes = Batch(), _Shared(), RememberedRoutes.of(markets)
     steps = [
-        _replaying(history, start, target, markets, policy, flows, last_rebalance, fill_rule, False, False)
+        _replaying(
+            history, start, target, routes, policy, flows, last_rebalance, fill_rule, False, False, shared
+        )
         for _, policy in policies
     ]
     runs: list[Run | None] = [None] * len(steps)
@@ -366,10 +439,13 @@ def _replaying(
     fill_rule: FillRule,
     every_row: bool,
     record: bool,
+    shared: _Shared,
 ) -> Generator[ScanRequest, Block, Run]:
-    """`replay`, asking for each scan of its screen (a `ScanRequest`) and sent the `Block`."""
+    """`replay`, asking for each scan of its screen (a `ScanRequest`) and sent the `Block`; `shared`
+    what it works out with the policies replayed beside it."""
     markets = RememberedRoutes.of(markets)
-    state = _State(history, target, markets, policy, Book.of(start), fill_rule, record, last_rebalance)
+    book = Book.of(start, shared.parses)
+    state = _State(history, target, markets, policy, book, fill_rule, record, last_rebalance, shared)
     rows = len(history)
     flow_rows = np.flatnonzero(flows).tolist() if flows is not None else []
     flow_at = {r: float(flows[r]) for r in flow_rows} if flows is not None else {}
