@@ -729,7 +729,74 @@ def plan_trading(
         one = _plan_one_account(diff, _SmallGroups.of_groups(groups))
         if one is not None:
             return one.plan, groups, one.flows(diff)
+    if trading is None and groups.all_direct and groups.accounts.size == 1:
+        return _plan_one_direct(diff, groups)
     return _plan_groups(diff, groups, trading, made)
+
+
+def _plan_one_direct(diff: DiffTree, groups: _Groups) -> tuple[Plan, _Groups, Flows]:
+    """`_plan_groups` of one account whose groups all trade directly, at the reference prices: the same
+    operations on the same arrays, without the passes that cannot apply (routes, conversions, transfers
+    between accounts; its one budget in Python floats, as `_plan_groups` takes it). A replay plans such a
+    portfolio of a hundred wallets thousands of times, and numpy's cost per call is most of a plan there."""
+    steps, cost = groups.size_direct()
+    skip_code = groups.reasons(steps, cost)
+    emitted = skip_code == 0
+    sells = groups.sells
+    slot = groups.slot  # every group's slot is 0
+    emitted_sells = emitted & sells
+    proceeds = float(
+        np.bincount(slot[emitted_sells], weights=(cost * groups.sell_keep)[emitted_sells], minlength=1)[0]
+    )
+    buys = emitted & ~sells
+    wanted = float(np.bincount(slot[buys], weights=(cost * groups.buy_pay)[buys], minlength=1)[0])
+    cash = float(groups.free_quote[0]) + proceeds
+    node = int(groups.accounts[0])
+    money_in, money_out = _one_account_money(
+        diff, node, float(diff.asset_price[groups.quote_id[node]]), VALUE_EPSILON * diff.scale
+    )
+    usable, scale, exact_scale = _one_budget(cash + money_in - money_out, wanted)
+    if scale[0] < 1.0 and np.count_nonzero(buys):
+        squeezed = buys
+        steps[squeezed] = _squeezed_steps(groups, steps, squeezed, scale, exact_scale, usable)
+        cost = steps * groups.step * groups.price
+        dropped = squeezed & (groups.reasons(steps, cost) != 0)
+        skip_code[dropped] = INSUFFICIENT_QUOTE_CODE
+        emitted &= ~dropped
+    raised = _raise_small_buys(groups, steps, cost, emitted, skip_code, usable, _NO_SPENT)
+    if raised is not None:
+        emitted |= raised
+        skip_code[raised] = 0
+        steps[raised] = groups.min_steps()[raised]
+    chosen = emitted.nonzero()[0]
+    selling = sells[chosen]
+    order = np.concatenate((selling.nonzero()[0], (~selling).nonzero()[0]))
+    skipped = skip_code.nonzero()[0]
+    skips = NO_SKIPS
+    if skipped.size:
+        rows = skipped[np.lexsort((groups.asset[skipped], groups.path_node[skipped]))]
+        skips = _skips_of(groups, rows, skip_code[rows], {})
+    plan = assembled(
+        Plan,
+        diff=diff,
+        legs=(),
+        transfers=(),
+        skips=skips,
+        direct_account=groups.account[chosen],
+        direct_market=groups.combo[chosen],
+        direct_side=np.where(selling, SELL, BUY),
+        direct_steps=steps[chosen],
+        direct_order=order,
+        direct_markets=groups.direct_markets,
+        trading=None,
+        direct_group=None,
+        notes=None,
+    )
+    flows = Flows({}, 0.0, groups.accounts, len(diff.tree), np.array([wanted]), np.array([cash]) + 0.0)
+    return plan, groups, flows
+
+
+_NO_SPENT = np.zeros(1)  # (read only) what routed buys spent: none
 
 
 def _plan_groups(
