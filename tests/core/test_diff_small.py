@@ -68,6 +68,38 @@ def test_the_small_diff_is_the_general_diff(case: Case, invest: float, withdraw:
         assert np.array_equal(np.signbit(a), np.signbit(b)), name
 
 
+def without_fixed_levels(case: Case, invest: float, withdraw: float, band: float) -> DiffTree | str:
+    """The arrays' path with `_Descent` for every target (no fixed levels)."""
+    saved = differ._fixed_levels
+    differ._fixed_levels = lambda tree, target: None
+    try:
+        return made(case, invest, withdraw, band, 0)
+    finally:
+        differ._fixed_levels = saved
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    cases(),
+    st.sampled_from((0.0, 0.0, 100.0, 2500.0)),
+    st.sampled_from((0.0, 0.0, 50.0, 1000.0, 1e9)),
+    st.sampled_from((0.0, 0.0, 0.01)),
+)
+def test_the_fixed_levels_are_the_descent(case: Case, invest: float, withdraw: float, band: float) -> None:
+    """The arrays' path of a target fixing every share (`_fixed_levels`) hands down what `_Descent` does."""
+    fixed = made(case, invest, withdraw, band, 0)
+    descent = without_fixed_levels(case, invest, withdraw, band)
+    if isinstance(fixed, str) or isinstance(descent, str):
+        assert fixed == descent
+        return
+    event("fixed levels" if differ._fixed_levels(fixed.tree, fixed.tree.target) is not None else "descent")
+    for name in FIELDS:
+        a, b = getattr(fixed, name), getattr(descent, name)
+        assert a.dtype == b.dtype, name
+        assert np.array_equal(a, b, equal_nan=True), name
+        assert np.array_equal(np.signbit(a), np.signbit(b)), name
+
+
 def account(*wallets: dict[str, object]) -> dict[str, object]:
     return {
         "name": "root",

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -144,3 +145,47 @@ def test_plan_rebalance_takes_the_one_account_path_and_agrees() -> None:
         ("buy", "BBB/USDT"),
         ("buy", "CCC/USDT"),
     ]
+
+
+@SETTINGS
+@given(
+    cases(max_accounts=1),
+    st.sampled_from((0.0, 0.0, 100.0, 2500.0)),
+    st.sampled_from((0.0, 0.0, 50.0, 1000.0)),
+    st.sampled_from((0.0, 0.0, 5.0, 40.0)),
+)
+def test_the_one_direct_plan_is_the_general_plan(
+    case: Case, invest: float, withdraw: float, least: float
+) -> None:
+    """`_plan_one_direct` (one account, every group direct: what `plan_trading` takes past the Python
+    path, a hundred wallets and more) makes `_plan_groups`' plan, flows and errors."""
+    prices, markets = Prices.parse(case.prices), Markets.parse(case.markets)
+    try:
+        diff = diff_trees(
+            parse_tree(case.real, "real"),
+            parse_tree(case.target, "target"),
+            prices,
+            invest=invest,
+            withdraw=withdraw,
+        )
+        groups = planner._Groups.build(diff, markets, None, least)
+        planner._refuse_unreachable(diff, groups)
+    except InputError:
+        return
+    if not (groups.all_direct and groups.accounts.size == 1):
+        return
+    try:
+        general, _, general_flows = planner._plan_groups(diff, groups, None)
+    except InputError as error:
+        with pytest.raises(InputError) as raised:
+            planner._plan_one_direct(diff, planner._Groups.build(diff, markets, None, least))
+        assert str(raised.value) == str(error)
+        return
+    one, _, one_flows = planner._plan_one_direct(diff, planner._Groups.build(diff, markets, None, least))
+    same_plans(one, general)
+    same_arrays(one_flows.wanted_by_slot, general_flows.wanted_by_slot)
+    same_arrays(one_flows.cash_by_slot, general_flows.cash_by_slot)
+    assert (one_flows.first_in, one_flows.withdrawal_fees) == (
+        general_flows.first_in,
+        general_flows.withdrawal_fees,
+    )

@@ -182,9 +182,15 @@ def _diff(
 
     desired = np.zeros(count, dtype=np.float64)
     desired[0] = _desired_root(float(current[0]), invest, withdraw)
-    descent = _Descent.start(tree, target, current, desired)
-    for level in descent.levels[1:]:
-        descent.assign(level)
+    fixed = _fixed_levels(tree, target)
+    if fixed is not None:  # `_Descent`'s assignments alone: nothing else of it applies to this target
+        for nodes, parents, weight, listed, factor in fixed:
+            share = weight * np.maximum(desired[parents], 0.0)
+            desired[nodes] = share if listed is None else np.where(listed, share, current[nodes] * factor)
+    else:
+        descent = _Descent.start(tree, target, current, desired)
+        for level in descent.levels[1:]:
+            descent.assign(level)
     above = current[tree.parent_or_root]
     current_weight = share_of(current, above)
     current_weight[0] = 1.0 if current[0] > 0 else 0.0
@@ -288,9 +294,52 @@ def _desired_side(
 def roll_up(tree: UnionTree, values: FloatArray) -> FloatArray:
     """Per node, the sum of `values` over its wallets (the values of portfolio nodes are ignored)."""
     total = np.where(tree.wallet, values, 0.0)
-    for level in reversed(tree.levels[1:]):
-        total += np.bincount(tree.parent[level], weights=total[level], minlength=len(tree))
+    count = len(tree)
+    for level, parents in _roll_levels(tree):
+        total += np.bincount(parents, weights=total[level], minlength=count)
     return total
+
+
+def _roll_levels(tree: UnionTree) -> list[tuple[IntArray | slice, IntArray]]:
+    """`roll_up`'s levels, deepest first (the root's aside), each with its nodes' parents; a level of
+    consecutive nodes as a slice (read as a view, not gathered): per shape, in its `shape_memo`."""
+    known = tree.shape_memo.get("roll levels")
+    if isinstance(known, list):
+        return known
+    found: list[tuple[IntArray | slice, IntArray]] = []
+    for level in reversed(tree.levels[1:]):
+        consecutive = level.size > 0 and int(level[-1]) - int(level[0]) == level.size - 1
+        if consecutive and level.size > 1:
+            consecutive = bool(np.all(np.diff(level) == 1))
+        nodes: IntArray | slice = slice(int(level[0]), int(level[-1]) + 1) if consecutive else level
+        found.append((nodes, tree.parent[level]))
+    tree.shape_memo["roll levels"] = found
+    return found
+
+
+def _fixed_levels(
+    tree: UnionTree, target: Tree
+) -> list[tuple[IntArray, IntArray, FloatArray, BoolArray | None, FloatArray]] | None:
+    """Where the target fixes every node's share (`_SmallDescent`'s trees, of any size: no node whose
+    unlisted children scale with its values, none keeping them, no value to strand), `_Descent`'s levels
+    below the root as it assigns them: nodes, parents, weights, and for a level with unlisted nodes which
+    are listed and the factor the others take of their current value (None: every node listed). Per
+    shape and target, in the union's `shape_memo`."""
+    key = ("fixed levels", id(target))
+    known = tree.shape_memo.get(key)
+    if isinstance(known, tuple) and known[0] is target:
+        found: list[tuple[IntArray, IntArray, FloatArray, BoolArray | None, FloatArray]] | None = known[1]
+        return found
+    shape = _TargetShape.of(tree, target)
+    made = None
+    if not shape.keeps and not any(level.scaling.size or level.may_strand.size for level in shape.levels):
+        made = []
+        for level in shape.levels[1:]:
+            assert level.factor is not None, "no parent scales: the target fixes every factor"
+            listed = None if level.listed else level.listed_nodes
+            made.append((level.nodes, level.parents, level.weight, listed, level.factor))
+    tree.shape_memo[key] = (target, made)  # the target kept: its id stays its own
+    return made
 
 
 @dataclass(eq=False)
@@ -459,6 +508,7 @@ class _SmallDescent:
     each level's children in order) and `_Descent`, so the same values (tests/core/test_diff_small.py)."""
 
     wallet: list[bool]
+    wallet_nodes: list[int]
     # Per level, deepest first: each parent of the level's nodes with its children there, in order.
     roll_levels: list[list[tuple[int, list[int]]]]
     # Per level, the root's children first: (node, parent, weight, factor); an unlisted node (weight NaN)
@@ -486,6 +536,7 @@ class _SmallDescent:
             listed, factor = shape.listed.tolist(), shape.child_factor.tolist()
             made = cls(
                 wallet=tree.wallet.tolist(),
+                wallet_nodes=np.flatnonzero(tree.wallet).tolist(),
                 roll_levels=[
                     _children_by_parent(level.tolist(), parent) for level in reversed(tree.levels[1:])
                 ],
@@ -507,14 +558,13 @@ class _SmallDescent:
         """Per node, its asset's price (0 where none) and its free amount (a wallet's amount less what
         is locked, at least 0; 0 elsewhere), as `_diff` makes them on arrays (`np.maximum`: NaN stays)."""
         table = asset_price.tolist()
-        price = [table[i] if i >= 0 else 0.0 for i in asset_id.tolist()]
+        table.append(0.0)  # what the id -1 (no asset) reads
+        price = [table[i] for i in asset_id.tolist()]
         free = [0.0] * len(price)
-        for node, (held, locked, wallet) in enumerate(
-            zip(tree.amount.tolist(), tree.locked.tolist(), self.wallet, strict=True)
-        ):
-            if wallet:
-                left = held - locked
-                free[node] = left if left > 0.0 or math.isnan(left) else 0.0  # np.maximum(left, 0.0)
+        amount, locked = tree.amount.tolist(), tree.locked.tolist()
+        for node in self.wallet_nodes:
+            left = amount[node] - locked[node]
+            free[node] = left if left > 0.0 or math.isnan(left) else 0.0  # np.maximum(left, 0.0)
         return price, free
 
     def roll_up(self, values: list[float]) -> list[float]:

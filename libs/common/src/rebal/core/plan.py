@@ -23,6 +23,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from decimal import Context, Decimal
 from functools import cached_property
+from itertools import compress
 from typing import Literal, NamedTuple, TypeVar
 
 import numpy as np
@@ -732,7 +733,74 @@ def plan_trading(
         one = _plan_one_account(diff, _SmallGroups.of_groups(groups))
         if one is not None:
             return one.plan, groups, one.flows(diff)
+    if trading is None and groups.all_direct and groups.accounts.size == 1:
+        return _plan_one_direct(diff, groups)
     return _plan_groups(diff, groups, trading, made)
+
+
+def _plan_one_direct(diff: DiffTree, groups: _Groups) -> tuple[Plan, _Groups, Flows]:
+    """`_plan_groups` of one account whose groups all trade directly, at the reference prices: the same
+    operations on the same arrays, without the passes that cannot apply (routes, conversions, transfers
+    between accounts; its one budget in Python floats, as `_plan_groups` takes it). A replay plans such a
+    portfolio of a hundred wallets thousands of times, and numpy's cost per call is most of a plan there."""
+    steps, cost = groups.size_direct()
+    skip_code = groups.reasons(steps, cost)
+    emitted = skip_code == 0
+    sells = groups.sells
+    slot = groups.slot  # every group's slot is 0
+    emitted_sells = emitted & sells
+    proceeds = float(
+        np.bincount(slot[emitted_sells], weights=(cost * groups.sell_keep)[emitted_sells], minlength=1)[0]
+    )
+    buys = emitted & ~sells
+    wanted = float(np.bincount(slot[buys], weights=(cost * groups.buy_pay)[buys], minlength=1)[0])
+    cash = float(groups.free_quote[0]) + proceeds
+    node = int(groups.accounts[0])
+    money_in, money_out = _one_account_money(
+        diff, node, float(diff.asset_price[groups.quote_id[node]]), VALUE_EPSILON * diff.scale
+    )
+    usable, scale, exact_scale = _one_budget(cash + money_in - money_out, wanted)
+    if scale[0] < 1.0 and np.count_nonzero(buys):
+        squeezed = buys
+        steps[squeezed] = _squeezed_steps(groups, steps, squeezed, scale, exact_scale, usable)
+        cost = steps * groups.step * groups.price
+        dropped = squeezed & (groups.reasons(steps, cost) != 0)
+        skip_code[dropped] = INSUFFICIENT_QUOTE_CODE
+        emitted &= ~dropped
+    raised = _raise_small_buys(groups, steps, cost, emitted, skip_code, usable, _NO_SPENT)
+    if raised is not None:
+        emitted |= raised
+        skip_code[raised] = 0
+        steps[raised] = groups.min_steps()[raised]
+    chosen = emitted.nonzero()[0]
+    selling = sells[chosen]
+    order = np.concatenate((selling.nonzero()[0], (~selling).nonzero()[0]))
+    skipped = skip_code.nonzero()[0]
+    skips = NO_SKIPS
+    if skipped.size:
+        rows = skipped[np.lexsort((groups.asset[skipped], groups.path_node[skipped]))]
+        skips = _skips_of(groups, rows, skip_code[rows], {})
+    plan = assembled(
+        Plan,
+        diff=diff,
+        legs=(),
+        transfers=(),
+        skips=skips,
+        direct_account=groups.account[chosen],
+        direct_market=groups.combo[chosen],
+        direct_side=np.where(selling, SELL, BUY),
+        direct_steps=steps[chosen],
+        direct_order=order,
+        direct_markets=groups.direct_markets,
+        trading=None,
+        direct_group=None,
+        notes=None,
+    )
+    flows = Flows({}, 0.0, groups.accounts, len(diff.tree), np.array([wanted]), np.array([cash]) + 0.0)
+    return plan, groups, flows
+
+
+_NO_SPENT = np.zeros(1)  # (read only) what routed buys spent: none
 
 
 def _plan_groups(
@@ -995,6 +1063,8 @@ def _one_budget(budget: float, wanted: float) -> tuple[FloatArray, FloatArray, F
     return np.array([usable]), np.array([scale]), np.array([exact_scale])
 
 
+_INTP_IS_INT64 = np.dtype(np.intp) == np.int64
+
 # A plan of one account whose groups all trade directly, at most this many groups, is made by
 # `_plan_one_account` (Python floats): numpy's cost per call, not the arithmetic, is what a small plan pays.
 SMALL_GROUPS = 48
@@ -1214,16 +1284,6 @@ def _one_account_plan(diff: DiffTree, groups: _SmallGroups) -> _OnePlan | None:
     least = groups.min_trade_value
     floor, scale_up = math.floor, 1 + STEP_RELATIVE
 
-    def reason(g: int, steps: int, cost: float) -> int:  # `_Groups.reasons` of one group
-        amount = steps * step[g]
-        if steps <= 0:
-            return 1
-        if amount < least_amount[g]:
-            return 2
-        if cost < least_cost[g]:
-            return 3
-        return 6 if amount * value_price[g] < least else 0
-
     # Phase 1 (`_Groups.size_direct`): whole steps, truncated (a sell of (nearly) its whole free amount
     # is counted in exact decimals: the general path); the sells' proceeds and the buys' cost, in order.
     # A buy skipped (and wanted) is one the small-buy policy may raise (`_raise_small_buys`): no code is
@@ -1274,18 +1334,34 @@ def _one_account_plan(diff: DiffTree, groups: _SmallGroups) -> _OnePlan | None:
             tight = [floor(steps[g] * safe) for g in buys]
         for g, whole in zip(buys, tight, strict=True):
             steps[g] = whole
-            if reason(g, whole, whole * step[g] * price[g]):
+            amount = whole * step[g]
+            if (  # `_Groups.reasons` of the group, inline (its cost whole * step * price: amount * price)
+                whole <= 0
+                or amount < least_amount[g]
+                or amount * price[g] < least_cost[g]
+                or amount * value_price[g] < least
+            ):
                 code[g] = INSUFFICIENT_QUOTE_CODE
                 if raw[g] > 0:
                     return None
 
     # Sells before buys, each by asset (the groups of one account come in asset order); skips by
     # wallet node (a group's path node), then asset.
-    chosen = [g for g in range(size) if not code[g]]
     asset, account, combo = groups.asset, groups.account, groups.combo
-    order = [i for i, g in enumerate(chosen) if sells[g]] + [i for i, g in enumerate(chosen) if not sells[g]]
+    sides = [SELL if selling else BUY for selling in sells]
+    if not any(code):  # every group emits an order (nearly every plan): its columns are the groups'
+        chosen, sold = size, sells
+        accounts_of, combos, counts = account, combo, steps
+    else:
+        keep = [not c for c in code]
+        sold = list(compress(sells, keep))
+        chosen = len(sold)
+        accounts_of, combos = list(compress(account, keep)), list(compress(combo, keep))
+        sides, counts = list(compress(sides, keep)), list(compress(steps, keep))
+    order = list(compress(range(chosen), sold))
+    order += [i for i, selling in enumerate(sold) if not selling]
     skips = NO_SKIPS
-    if len(chosen) < size:
+    if chosen < size:
         path_node = groups.path_node
         skipped = sorted((g for g in range(size) if code[g]), key=lambda g: (path_node[g], asset[g]))
         skips = Skips(
@@ -1298,16 +1374,7 @@ def _one_account_plan(diff: DiffTree, groups: _SmallGroups) -> _OnePlan | None:
             symbol={},
         )
     # The order columns as rows of one array (one numpy call; `direct_order`'s intp is int64 here).
-    columns = np.array(
-        [
-            [account[g] for g in chosen],
-            [combo[g] for g in chosen],
-            [SELL if sells[g] else BUY for g in chosen],
-            [steps[g] for g in chosen],
-            order,
-        ],
-        dtype=np.int64,
-    ).reshape(5, len(chosen))
+    columns = np.array([accounts_of, combos, sides, counts, order], dtype=np.int64).reshape(5, chosen)
     plan = assembled(
         Plan,
         diff=diff,
@@ -1318,7 +1385,7 @@ def _one_account_plan(diff: DiffTree, groups: _SmallGroups) -> _OnePlan | None:
         direct_market=columns[1],
         direct_side=columns[2],
         direct_steps=columns[3],
-        direct_order=columns[4] if np.dtype(np.intp) == np.int64 else columns[4].astype(np.intp),
+        direct_order=columns[4] if _INTP_IS_INT64 else columns[4].astype(np.intp),
         direct_markets=groups.direct_markets,
         trading=None,
         direct_group=None,
