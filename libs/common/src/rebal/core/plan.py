@@ -57,7 +57,7 @@ from rebal.core.numbers import (
     shown_str,
 )
 from rebal.core.trading import Move, Trading
-from rebal.core.tree import BANK, BoolArray, FloatArray, IntArray, assembled
+from rebal.core.tree import BANK, BoolArray, FloatArray, IntArray, assembled, contains
 
 Side = Literal["buy", "sell"]
 SkipSide = Literal["buy", "sell", "transfer"]
@@ -1546,7 +1546,7 @@ class _Groups:
             {node * n_assets + ids[m.asset] for m in moves for node in (m.source, m.destination)}
         )
         # A group a move touches trades even when its wallets hold (what the move changes).
-        present = active | np.isin(wallet_keys, moved_keys) if moves else active
+        present = active | contains(np.array(moved_keys, np.int64), wallet_keys) if moves else active
         n_active = np.bincount(member_of, weights=present, minlength=all_keys.size)
         groups = (n_active > 0).nonzero()[0]
         self.size = groups.size
@@ -1554,7 +1554,9 @@ class _Groups:
             groups
         ]
         keys = all_keys[groups] if moves else groups  # (read only with moves)
-        self.moved = np.isin(keys, moved_keys) if moves else np.zeros(groups.size, dtype=np.bool_)
+        self.moved = (
+            contains(np.array(moved_keys, np.int64), keys) if moves else np.zeros(groups.size, np.bool_)
+        )
         self._moved: tuple[tuple[Move, ...], list[int], list[int]] = ((), [], [])  # `_apply`'s, for `_extra`
         free_all = np.bincount(member_of, weights=diff.free_amount[nodes], minlength=all_keys.size)
         self.free = free_all[groups]
@@ -2403,8 +2405,9 @@ def _transfers(
     # to wire. A bank sends its whole surplus to a sink that leaves less than that of it, and any source
     # a sink's whole deficit when what it lacks is that rounding.
     rounding: dict[int, float] = defaultdict(float)
+    default_step = float(DEFAULT_AMOUNT_STEP)
     for move in moves:
-        step_value = float(DEFAULT_AMOUNT_STEP) * price_of[move.asset][1]
+        step_value = default_step * price_of[move.asset][1]
         rounding[move.source] += step_value
         rounding[move.destination] += step_value
     if rounding:

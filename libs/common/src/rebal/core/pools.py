@@ -28,6 +28,7 @@ number of pools.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -38,7 +39,7 @@ from rebal.core.errors import InputError
 from rebal.core.networks import Networks
 from rebal.core.numbers import VALUE_EPSILON, amount_str, default_steps_of
 from rebal.core.trading import Move, Trading
-from rebal.core.tree import BoolArray, FloatArray, IntArray, contains
+from rebal.core.tree import BoolArray, FloatArray, IntArray, contains, unique_keys
 
 # Rates at which an asset cannot be sold (no route) or bought.
 NO_SALE = 0.0
@@ -126,6 +127,10 @@ class Candidates:
     accounts: Accounts
     optimised: _Candidate
     simple: _Candidate
+    # The pool nodes (`pool_nodes`) and each node's pool (`pool_of`) of the diff: placing a candidate
+    # (`rebal.core.where`) starts from them.
+    nodes: IntArray | None = None
+    member: IntArray | None = None
 
 
 def candidates(diff: DiffTree, trading: Trading) -> Candidates:
@@ -146,7 +151,7 @@ def candidates(diff: DiffTree, trading: Trading) -> Candidates:
     unbuyable = _unbuyable(cells, groups)
     optimised = _optimised(diff, trading, cells, accounts, value, groups, unbuyable)
     simple = _plain(cells, accounts, value, groups, unbuyable)
-    return Candidates(cells, accounts, optimised, simple)
+    return Candidates(cells, accounts, optimised, simple, pools, member)
 
 
 def _refuse_unbuyable(
@@ -243,7 +248,7 @@ def _accounts(diff: DiffTree, pools: IntArray, member: IntArray) -> Accounts:
     """The (pool, account) rows: every account with a wallet under the pool; they must share a quote."""
     tree = diff.tree
     wallets = np.flatnonzero(tree.wallet & (member >= 0) & (tree.account_of >= 0))
-    keys = np.unique(member[wallets] * len(tree) + tree.account_of[wallets])
+    keys = unique_keys(member[wallets] * len(tree) + tree.account_of[wallets])
     pool, account = keys // len(tree), keys % len(tree)
     quote = diff.account_quote[account]
     if pool.size:
@@ -257,7 +262,7 @@ def _accounts(diff: DiffTree, pools: IntArray, member: IntArray) -> Accounts:
                 f"the accounts of a pool share one quote (its money): these trade against {', '.join(names)}",
                 "target",
             )
-    missing = np.setdiff1d(np.arange(pools.size), pool)
+    missing = np.setdiff1d(np.arange(pools.size), unique_keys(pool), assume_unique=True)
     if missing.size:
         raise InputError(
             tree.path(int(pools[missing[0]])), "a pool needs an account with wallets below it", "target"
@@ -299,7 +304,7 @@ def _cells(
     tree = diff.tree
     n_assets = len(diff.asset_names)
     wallets = np.flatnonzero(tree.wallet & (member >= 0) & (tree.account_of >= 0) & ~diff.cash)
-    pairs = np.unique(
+    pairs = unique_keys(
         np.concatenate(
             (
                 named,
@@ -645,7 +650,7 @@ def _reachable_buys(
     short = ~_receives(diff, networks, accounts, row[best])
     if not short.any():
         return bought, best_buy
-    affected = contains(np.unique(group[best[short]]), group)
+    affected = contains(unique_keys(group[best[short]]), group)
     buyable = affected & np.isfinite(cells.ask)
     open_ = np.zeros(cells.pool.size, dtype=np.bool_)
     open_[buyable] = _receives(diff, networks, accounts, row[buyable])
@@ -729,7 +734,7 @@ def _may_relocate(
     if not candidates.size:
         return np.zeros(0, dtype=np.bool_)
     source, destination = cells.account[candidates], cells.account[hubs]
-    nodes = np.unique(np.concatenate((source, destination)))
+    nodes = unique_keys(np.concatenate((source, destination)))
     exchanges = sorted({tree.accounts[node][0] for node in nodes.tolist()})
     exchange_id = {name: i for i, name in enumerate(exchanges)}
     node_exchange = np.array([exchange_id[tree.accounts[node][0]] for node in nodes.tolist()], np.int64)
@@ -911,15 +916,22 @@ def _money_fees(
             if same.size:
                 source_of[pool] = starts[pool] + int(np.argmax(same))
     prices: dict[str, float] = {}  # per quote, looked up once (thousands of accounts, a few quotes)
-    for row, pool, missing in zip(
-        rows.tolist(), accounts.pool[rows].tolist(), short[rows].tolist(), strict=True
+    pool_of_row = accounts.pool[rows]
+    # Summed as Python floats in row order (the same sums as numpy's scalar additions), each row's nodes
+    # read at once (a numpy scalar per row cost more than the network's choice).
+    summed = fees.tolist()
+    for pool, missing, sender, receiver in zip(
+        pool_of_row.tolist(),
+        short[rows].tolist(),
+        accounts.account[source_of[pool_of_row]].tolist(),
+        accounts.account[rows].tolist(),
+        strict=True,
     ):
-        sender, receiver = int(accounts.account[source_of[pool]]), int(accounts.account[row])
-        quote = tree.accounts[receiver][1]
+        exchange, quote = tree.accounts[receiver]
         if quote not in prices:
             prices[quote] = float(diff.prices.get(quote) or 0)
         price = prices[quote]
         amount = Decimal(amount_str(missing / price)) if price > 0 else Decimal(0)
-        way = networks.choose(tree.accounts[sender][0], tree.accounts[receiver][0], quote, amount)
-        fees[pool] += np.inf if isinstance(way, str) else float(way.fee) * price
-    return fees
+        way = networks.choose(tree.accounts[sender][0], exchange, quote, amount)
+        summed[pool] += math.inf if isinstance(way, str) else float(way.fee) * price
+    return np.array(summed, dtype=np.float64)

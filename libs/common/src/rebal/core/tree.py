@@ -805,6 +805,16 @@ def contains(keys: IntArray, query: IntArray) -> BoolArray:
     return found
 
 
+def unique_keys(values: IntArray) -> IntArray:
+    """`np.unique(values)` (sorted, each once) by one sort: numpy's own, a hash table since numpy 2, is
+    tens of times slower on the planner's wide composite keys (60 ms against 2 for 120,000 of them)."""
+    ordered = np.sort(values, axis=None)
+    if not ordered.size:
+        return ordered
+    found: IntArray = ordered[np.r_[True, ordered[1:] != ordered[:-1]]]
+    return found
+
+
 def with_wallets(tree: Tree, wallets: Sequence[tuple[int, str, str]]) -> Tree:
     """A real tree with empty wallets added: (parent node, name, asset), each holding 0, after the last
     node (parents still precede their children). A pool (`rebal.core.pools`) adds one where it decides

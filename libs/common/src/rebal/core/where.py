@@ -33,7 +33,7 @@ import numpy.typing as npt
 from rebal.core import collector, pools
 from rebal.core.diff import HOLD, DiffTree, diff_again, roll_up, with_desired
 from rebal.core.market import Market, Markets, Route
-from rebal.core.networks import NO_NETWORK, Networks
+from rebal.core.networks import NO_NETWORK, Networks, Way
 from rebal.core.numbers import VALUE_EPSILON, default_steps_of
 from rebal.core.plan import (
     CONVERTING,
@@ -48,7 +48,7 @@ from rebal.core.plan import (
     plan_trading,
 )
 from rebal.core.trading import Move, Trading, VenuePrices
-from rebal.core.tree import BoolArray, FloatArray, IntArray, contains, with_wallets
+from rebal.core.tree import BoolArray, FloatArray, IntArray, contains, unique_keys, with_wallets
 from rebal.core.union import UnionTree
 
 BEST_BID = "best_bid"
@@ -130,8 +130,8 @@ class _Pools:
         # A key on several cells (pools inside one account): the last cell's rates, as a mapping would.
         plain_keys, last = np.unique(keys[::-1], return_index=True)
         return cls(
-            np.unique(keys[resolved.best_sell]),
-            np.unique(keys[resolved.best_buy]),
+            unique_keys(keys[resolved.best_sell]),
+            unique_keys(keys[resolved.best_buy]),
             plain_keys,
             resolved.plain_bid[::-1][last],
             resolved.plain_ask[::-1][last],
@@ -218,7 +218,7 @@ def _placed(
 ) -> tuple[pools.Resolved, DiffTree, Trading]:
     """The pools resolved, the diff placed as they decided, and the trading with their moves."""
     resolved = pools.resolve(diff, trading, plain=plain, found=found)
-    placed = _place(diff, resolved)
+    placed = _place(diff, resolved, found.nodes, found.member)
     resolved = _unheld(placed, resolved)
     return resolved, placed, replace(trading, moves=resolved.moves)
 
@@ -233,10 +233,10 @@ def _unheld(diff: DiffTree, resolved: pools.Resolved) -> pools.Resolved:
     n_assets = len(diff.asset_names)
     wallets = np.flatnonzero(tree.wallet & (tree.account_of >= 0) & (diff.asset_id >= 0))
     trading = wallets[diff.operation[wallets] != HOLD]
-    active = np.unique(tree.account_of[trading] * n_assets + diff.asset_id[trading])
+    active = tree.account_of[trading] * n_assets + diff.asset_id[trading]
     ids = {name: i for i, name in enumerate(diff.asset_names)}
     keys = np.array([move.source * n_assets + ids[move.asset] for move in resolved.moves], dtype=np.int64)
-    kept = contains(active, keys)
+    kept = _hit(keys, active)
     if kept.all():
         return resolved
     return replace(
@@ -247,12 +247,19 @@ def _unheld(diff: DiffTree, resolved: pools.Resolved) -> pools.Resolved:
 # -- pools: their decisions put into the diff tree --------------------------------------------------------
 
 
-def _place(diff: DiffTree, resolved: pools.Resolved) -> DiffTree:
+def _place(
+    diff: DiffTree,
+    resolved: pools.Resolved,
+    pool_node: IntArray | None = None,
+    member: IntArray | None = None,
+) -> DiffTree:
     """The diff with each pool's wallets desired as the pool decided; an account the pool holds an asset
-    in (or sends one to) without a wallet of it gets an empty one (the diff is made again with it)."""
+    in (or sends one to) without a wallet of it gets an empty one (the diff is made again with it).
+    `pool_node`, `member`: the diff's pool nodes and each node's pool, when known (`pools.Candidates`)."""
     tree = diff.tree
-    pool_node = pools.pool_nodes(diff)
-    member = pools.pool_of(diff, pool_node)
+    if pool_node is None or member is None:
+        pool_node = pools.pool_nodes(diff)
+        member = pools.pool_of(diff, pool_node)
     cells, accounts = resolved.cells, resolved.accounts
     n_assets, size = len(diff.asset_names), len(tree)
     wallets = np.flatnonzero(tree.wallet & (member >= 0) & (tree.account_of >= 0))
@@ -325,7 +332,7 @@ def _free_names(tree: UnionTree, parent: IntArray, names: list[str]) -> list[str
     # Each (parent, name) once among the added: ids of the few distinct names, no tuple per wallet.
     distinct = {name: i for i, name in enumerate(dict.fromkeys(names))}
     pairs = parent * len(distinct) + np.fromiter(map(distinct.__getitem__, names), np.int64, len(names))
-    if not clash.any() and np.unique(pairs).size == len(names):
+    if not clash.any() and unique_keys(pairs).size == len(names):
         return names
     taken = set(
         zip(tree.parent[children].tolist(), [tree.names[child] for child in children.tolist()], strict=True)
@@ -443,47 +450,67 @@ def round_trips(diff: DiffTree, trading: Trading) -> tuple[Move, ...]:
     moves: list[Move] = []
     sent = [Decimal(0)] * len(relocations)  # per relocation, what round trips take from its source
     tolerance = VALUE_EPSILON * diff.scale
-    for asset_id in np.intersect1d(seller_asset, buyer_asset).tolist():
+    # Read once as lists (tens of thousands of sellers and buyers, each looked at in a Python loop).
+    exchange_of = {node: exchange for node, (exchange, _) in tree.accounts.items()}
+    seller_origin, seller_left = origin[sellers].tolist(), seller_size[sellers].tolist()
+    seller_relocation = relocation[sellers].tolist()
+    buyer_account = account[buyers]
+    buyer_node, buyer_left = buyer_account.tolist(), net[buyers].tolist()
+    buyer_kind = kind[buyer_account].tolist()
+    sell_list, sold_list = sell_rate.tolist(), sell_known.tolist()
+    buy_list, bought_list = buy_rate.tolist(), buy_known.tolist()
+    for asset_id in np.intersect1d(
+        unique_keys(seller_asset), unique_keys(buyer_asset), assume_unique=True
+    ).tolist():
         price = float(diff.asset_price[asset_id])
         name = diff.asset_names[asset_id]
         s0, s1 = int(seller_bounds[asset_id]), int(seller_bounds[asset_id + 1])
         b0, b1 = int(buyer_bounds[asset_id]), int(buyer_bounds[asset_id + 1])
-        source_of, left_s = origin[sellers[s0:s1]].tolist(), seller_size[sellers[s0:s1]].tolist()
-        relocated = relocation[sellers[s0:s1]].tolist()
-        destination_of, left_b = account[buyers[b0:b1]].tolist(), net[buyers[b0:b1]].tolist()
-        sell, sold = sell_rate[s0:s1].tolist(), sell_known[s0:s1].tolist()
-        buy, bought = buy_rate[b0:b1].tolist(), buy_known[b0:b1].tolist()
+        source_of, left_s = seller_origin[s0:s1], seller_left[s0:s1]
+        relocated = seller_relocation[s0:s1]
+        destination_of, left_b = buyer_node[b0:b1], buyer_left[b0:b1]
+        sell, sold = sell_list[s0:s1], sold_list[s0:s1]
+        buy, bought = buy_list[b0:b1], bought_list[b0:b1]
         # The buyers of each account kind in order: a kind's first open buyer is its only candidate.
         buckets: dict[int, list[int]] = {}
-        for j, node in enumerate(destination_of):
-            buckets.setdefault(int(kind[node]), []).append(j)
+        for j, k in enumerate(buyer_kind[b0:b1]):
+            buckets.setdefault(k, []).append(j)
         head = dict.fromkeys(buckets, 0)
-        # Per pair of exchanges, the cheapest open way's fee (as a float; None: no way), found once.
+        kinds = list(buckets.items())
+        # Per pair of exchanges, the cheapest open way's fee (as a float; None: no way), found once; and
+        # its open ways with their fees as floats (the exact amount's way, `Networks.choose`).
         first_fee: dict[tuple[str, str], float | None] = {}
+        open_ways: dict[tuple[str, str], tuple[tuple[Way, float], ...]] = {}
         for i in range(len(left_s)):
             passed: set[int] = set()
             while left_s[i] * price > tolerance:
-                open_heads = [
-                    (buckets[k][head[k]], k) for k in buckets if k not in passed and head[k] < len(buckets[k])
-                ]
-                if not open_heads:
+                # The open kinds' heads: the first buyer among them (buyers' positions are distinct).
+                j = k = -1
+                for kind_id, members in kinds:
+                    first = head[kind_id]
+                    if first < len(members) and kind_id not in passed and (j < 0 or members[first] < j):
+                        j, k = members[first], kind_id
+                if j < 0:
                     break
-                j, k = min(open_heads)
                 amount = min(left_s[i], left_b[j])
                 move = None
                 source, destination = source_of[i], destination_of[j]
                 if sold[i] and bought[j] and source != destination:
                     gain = (1 - sell[i]) + (buy[j] - 1)
-                    exchanges = (tree.accounts[source][0], tree.accounts[destination][0])
+                    exchanges = (exchange_of[source], exchange_of[destination])
                     if exchanges not in first_fee:
                         first_fee[exchanges] = _first_fee(networks, exchanges, name)
+                        ways = networks.ways(*exchanges, name)
+                        open_ways[exchanges] = (
+                            () if isinstance(ways, str) else tuple((way, float(way.fee)) for way in ways)
+                        )
                     fee = first_fee[exchanges]
                     # No way is cheaper than the first: a round trip worth less than its fee (with room for
                     # the amount's rounding to 12 places and float noise) is never made a move, and needs
                     # no exact amount.
                     if fee is not None and gain > 0 and fee < (amount + ROUNDING) * (1 + FLOAT_ROOM) * gain:
                         move = _round_trip(
-                            networks, name, price, source, destination, exchanges, amount, gain
+                            open_ways[exchanges], name, price, source, destination, amount, gain
                         )
                 if move is None:
                     passed.add(k)
@@ -567,26 +594,30 @@ def _first_fee(networks: Networks, exchanges: tuple[str, str], name: str) -> flo
 
 
 def _round_trip(
-    networks: Networks,
+    ways: tuple[tuple[Way, float], ...],
     name: str,
     price: float,
     source: int,
     destination: int,
-    exchanges: tuple[str, str],
     amount: float,
     gain: float,
 ) -> Move | None:
     """The move replacing `amount` sold at `source` and bought at `destination`, the round trip costing
     `gain` (net bid's and gross ask's distances from the reference, shares of it), or None where no
-    network takes the exact amount or its fee is not strictly below the round trip's cost."""
+    network takes the exact amount or its fee is not strictly below the round trip's cost. `ways`: the
+    open ways between the two exchanges, cheapest first, with their fees as floats (the first the exact
+    amount clears is taken, as `Networks.choose` takes it)."""
     exact = default_steps_of(amount)
     if exact <= 0:
         return None
-    way = networks.choose(*exchanges, name, exact)
-    if isinstance(way, str):
+    for open_way, open_fee in ways:
+        if exact >= open_way.min_amount and exact > open_way.fee:
+            way, way_fee = open_way, open_fee
+            break
+    else:
         return None
     round_trip = float(exact) * price * gain
-    fee = float(way.fee) * price
+    fee = way_fee * price
     # Strictly below: a fee equal to the round trip's cost but for the float products' noise (12 against
     # 12.000000000000011) saves nothing, and the round trip stays.
     if fee >= round_trip * (1 - FLOAT_ROOM):
@@ -832,6 +863,19 @@ def _lookup(keys: IntArray, values: npt.NDArray[G], query: IntArray) -> tuple[Bo
         return np.zeros(query.size, dtype=np.bool_), np.zeros(query.size, dtype=values.dtype)
     at = np.minimum(np.searchsorted(keys, query), keys.size - 1)
     return keys[at] == query, values[at]
+
+
+def _hit(keys: IntArray, values: IntArray) -> BoolArray:
+    """Per key among `keys` (a few, any order, repeats allowed), whether `values` (many) hold it: `contains
+    (values, keys)` by a search of the values among the sorted keys, not a sort of the values."""
+    ordered = np.sort(keys)
+    if not ordered.size:
+        return np.zeros(0, dtype=np.bool_)
+    at = np.minimum(np.searchsorted(ordered, values), ordered.size - 1)
+    found = np.zeros(ordered.size, dtype=np.bool_)
+    found[at[ordered[at] == values]] = True
+    hit: BoolArray = found[np.searchsorted(ordered, keys)]
+    return hit
 
 
 def _member(keys: IntArray, query: IntArray) -> BoolArray:
