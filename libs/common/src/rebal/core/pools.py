@@ -23,8 +23,8 @@ Per pool the candidate with the lower estimated cost (fees and spreads against t
 withdrawal fees of moves, one network fee per account money must be sent to) is taken. The money each
 account ends with is the pool's money target shared in proportion to what its trades leave it, so money
 moves only where buys need it (`variants`: in as few transfers as can be, and buys with each account's
-own money where moving it is dear, which `rebal.core.where` plans too). All of it is columnar: a pool's cells are rows of arrays, whatever the
-number of pools.
+own money where moving it is dear, which `rebal.core.where` plans too). All of it is columnar: a pool's
+cells are rows of arrays, whatever the number of pools.
 """
 
 from __future__ import annotations
