@@ -165,10 +165,20 @@ def test_a_pool_buys_where_the_ask_plus_fees_is_lowest_and_the_money_follows() -
 
 
 def test_a_pool_buys_where_its_money_sits_when_moving_the_money_costs_more_than_it_saves() -> None:
-    # Moving 50 USDT costs 1 USDT; buying on coinbase instead of binance saves 0.75 x 0.505 = 0.38.
+    # Moving 50 USDT costs 1 USDT; buying on coinbase instead of binance saves 0.75 x 0.505 = 0.38. Each
+    # account buys with its own money, the lowest ask first: coinbase 50 / (100.5 x 1.001) = 0.497, binance
+    # the rest, 0.50298 (0.502 at step 0.001). In proportion to the money (binance 0.75, coinbase 0.25, as
+    # before) cost 0.975875, more than with no network to move the money at all.
     out = buy_case(network(usdt_fee="1"))
     assert out["transfers"] == []
-    assert brief(out) == [("binance", "buy", "0.75", "in_place"), ("coinbase", "buy", "0.25", "in_place")]
+    assert brief(out) == [("binance", "buy", "0.502", "in_place"), ("coinbase", "buy", "0.497", "best_ask")]
+    # Fees 0.502 x 101 x 0.001 + 0.497 x 100.5 x 0.001; spreads 0.502 x 1 + 0.497 x 0.5.
+    assert out["costs"] == {
+        "fees": "0.1006505",
+        "spread": "0.7505",
+        "withdrawal_fees": "0",
+        "total": "0.8511505",
+    }
 
 
 def round_trip_case(net: Doc | None = None) -> Doc:

@@ -1,6 +1,7 @@
 """Where to trade, defects a second independent check found (issue 14's review, session 8), with worked
-numbers: a buy is never paid with money the account does not have; held wallets trade nothing; a pool's
-asset nobody can buy is refused as a plain target's; a move costing exactly the round trip is not made."""
+numbers: a buy is never paid with money the account does not have; held wallets trade nothing; money
+moves in as few transfers as one source can fund; a pool's asset nobody can buy is refused as a plain
+target's; a move costing exactly the round trip is not made."""
 
 from __future__ import annotations
 
@@ -155,6 +156,52 @@ def test_a_wallet_the_band_holds_is_not_moved_and_bought_back() -> None:
     assert out["orders"][0]["account"] == "alice/crypto/coinbase"
     assert out["transfers"] == []
     assert out["costs"]["total"] == "-19.95"
+
+
+def test_money_leaving_a_pool_goes_in_one_transfer_where_one_account_can_send_it() -> None:
+    # No band: binance's 0.18333 BTC moves to coinbase's better bid, coinbase sells 0.6832 (41,019 net),
+    # and kraken is to get 12,000 (42,000 of 140,000). The pool's money left coinbase 8,067.15 and
+    # binance 3,932.85 to send (in proportion to what each has: 41,019 and 20,000), two fees of 1 USDT;
+    # now the account with the most (coinbase) sends it all, one fee.
+    out = sector_pool(band=0.0)
+    assert [(t["asset"], t["from"], t["to"], t["amount"], t["fee"]) for t in out["transfers"]] == [
+        ("BTC", "alice/crypto/binance", "alice/crypto/coinbase", "0.18333333", "0.0001"),
+        ("USDT", "alice/crypto/coinbase", "alice/other/kraken", "12000", "1"),
+    ]
+    assert out["costs"]["withdrawal_fees"] == "7"  # 0.0001 BTC (6) and 1 USDT
+
+
+def test_a_held_wallet_moves_nothing_to_the_better_bid_and_skips_no_buy() -> None:
+    # The worked example of docs/formats.md (binance 1.5 BTC, coinbase 0.5 at a better bid, pool 50/50):
+    # with a 60% band binance's sale of 0.5 (of its desired 1) is held, so it neither moves 0.5 BTC to
+    # coinbase nor buys them back (skipped `insufficient_quote` before): coinbase sells its own 0.5.
+    real = folder(
+        "alice",
+        account("binance", wallet("btc", "BTC", "1.5"), exchange="binance"),
+        account("coinbase", wallet("btc", "BTC", "0.5"), exchange="coinbase"),
+    )
+    price_doc = prices(BTC="60000") | {
+        "venues": {
+            "binance": {"BTC": {"bid": "59990", "ask": "60010"}},
+            "coinbase": {"BTC": {"bid": "60300", "ask": "60320"}},
+        }
+    }
+    net = {
+        "withdrawals": {"binance": {"BTC": {"fee": "0.0002", "min_amount": "0.001"}}},
+        "deposits": {"coinbase": {"BTC": {}}},
+    }
+    out = run(
+        real,
+        {"name": "alice", "pool": {"BTC": "50%", "USDT": "50%"}},
+        price_doc,
+        MARKETS,
+        band=0.6,
+        network=net,
+    )[2]
+    assert [(o["account"], o["side"], o["amount"]) for o in out["orders"]] == [
+        ("alice/coinbase", "sell", "0.5")
+    ]
+    assert (out["transfers"], out["skipped"]) == ([], [])
 
 
 def eth_pool(eth_held: str | None) -> tuple[Doc, Doc, Doc, Doc, Doc]:

@@ -158,3 +158,31 @@ def test_a_pool_relocating_to_its_best_bid_moves_free_to_a_sibling_pool_that_buy
         ("alice/p1/c1", "sell", "0.1665")
     ]
     assert float(out["costs"]["total"]) < 1
+
+
+def test_a_network_that_moves_money_dear_never_makes_the_buys_dearer_than_no_network() -> None:
+    # 20000 USDT (binance 15000, coinbase 5000); 10000 of BTC to buy. Coinbase asks 60050, binance 60100.
+    # Moving money to coinbase costs 10 USDT, more than buying the other 5000 there saves (5000 x 50 x
+    # 1.001 / 60000 = 4.17): each account buys with its own money, coinbase first (5000 / 60110.05 =
+    # 0.0831), binance the rest (0.0834), as with the network disabled: 22.497495. Before, the buys went in
+    # proportion to the money (binance 0.125 at the dearer ask, coinbase 0.0416): 24.59058.
+    real = folder(
+        "alice",
+        account("binance", wallet("usdt", "USDT", "15000"), exchange="binance"),
+        account("coinbase", wallet("usdt", "USDT", "5000"), exchange="coinbase"),
+    )
+    price_doc = quotes(binance=("59900", "60100"), coinbase=("59950", "60050"))
+    costs = {}
+    for fee, enabled in (("10", True), ("100", True), ("1", False)):
+        net = {
+            "withdrawals": {"binance": {"USDT": {"fee": fee, "enabled": enabled}}},
+            "deposits": {"coinbase": {"USDT": {}}},
+        }
+        _, _, out = run(real, POOL, price_doc, markets("binance", "coinbase"), network=net)
+        assert brief(out) == [
+            ("binance", "buy", "0.0834", "in_place"),
+            ("coinbase", "buy", "0.0831", "best_ask"),
+        ]
+        assert out["transfers"] == []
+        costs[fee] = out["costs"]["total"]
+    assert costs == {"10": "22.497495", "100": "22.497495", "1": "22.497495"}

@@ -158,8 +158,10 @@ def test_a_pool_whose_money_no_network_moves_still_sells_at_the_best_bid_and_buy
 
 def test_a_pool_whose_money_moves_dear_sells_at_the_best_bid_and_buys_with_its_money_where_it_sits() -> None:
     # Money moves, but at 25 USDT from the bank and 2.5 from kraken: more than buying at binance saves.
-    # The sell stays at binance's best bid; the 1.9 ETH are bought where the money sits after it, in
-    # proportion (binance 3400, kraken 3000): 1.0093 and 0.8906.
+    # The sell stays at binance's best bid; the 1.9 ETH are bought where the money sits after it, each
+    # account with its own at the lowest ask first: binance 1.1308, kraken 0.7681, as when no network moves
+    # money (16.39549904). In proportion (binance 3400, kraken 3000: 1.0093 and 0.8906, as before) the plan
+    # cost 17.35615154: a network moving money dear made it dearer than no network.
     net = {
         "withdrawals": {"bank": {"USDT": {"fee": "25"}}, "kraken": {"USDT": {"fee": "2.5"}}},
         "deposits": {"binance": {"USDT": {}}},
@@ -167,10 +169,11 @@ def test_a_pool_whose_money_moves_dear_sells_at_the_best_bid_and_buys_with_its_m
     out = bob(net)
     assert brief(out) == [
         ("binance", "sell", "0.04", "best_bid"),
-        ("binance", "buy", "1.0093", "best_ask"),
-        ("kraken", "buy", "0.8906", "in_place"),
+        ("binance", "buy", "1.1308", "best_ask"),
+        ("kraken", "buy", "0.7681", "in_place"),
     ]
     assert out["transfers"] == []
+    assert out["costs"]["total"] == bob({})["costs"]["total"] == "16.39549904"
 
 
 def bank_to_usdt(net: Doc | None) -> Doc:

@@ -22,14 +22,16 @@ is sold and the shortfall bought:
 Per pool the candidate with the lower estimated cost (fees and spreads against the reference prices,
 withdrawal fees of moves, one network fee per account money must be sent to) is taken. The money each
 account ends with is the pool's money target shared in proportion to what its trades leave it, so money
-moves only where buys need it. All of it is columnar: a pool's cells are rows of arrays, whatever the
-number of pools.
+moves only where buys need it (`variants`: in as few transfers as can be, and buys with each account's
+own money where moving it is dear, which `rebal.core.where` plans too). All of it is columnar: a pool's
+cells are rows of arrays, whatever the number of pools.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 import numpy as np
@@ -131,6 +133,8 @@ class Candidates:
     # (`rebal.core.where`) starts from them.
     nodes: IntArray | None = None
     member: IntArray | None = None
+    # What `variants` works them out again from: each pool's value, the groups and the unbuyable parts.
+    basis: tuple[FloatArray, tuple[IntArray, int, FloatArray, IntArray], FloatArray] | None = None
 
 
 def candidates(diff: DiffTree, trading: Trading) -> Candidates:
@@ -151,7 +155,52 @@ def candidates(diff: DiffTree, trading: Trading) -> Candidates:
     unbuyable = _unbuyable(cells, groups)
     optimised = _optimised(diff, trading, cells, accounts, value, groups, unbuyable)
     simple = _plain(cells, accounts, value, groups, unbuyable)
-    return Candidates(cells, accounts, optimised, simple, pools, member)
+    return Candidates(cells, accounts, optimised, simple, pools, member, (value, groups, unbuyable))
+
+
+# The variants `variants` works out, as (own, fewest): buys with each account's own money where the money
+# would move dear, the pools' money in as few transfers as can be, and both.
+OWN_MONEY = (True, False)
+FEWEST = (False, True)
+BOTH = (True, True)
+
+
+def variants(
+    diff: DiffTree, trading: Trading, found: Candidates
+) -> Iterator[tuple[tuple[bool, bool], Candidates]]:
+    """With a network file, the candidates worked out again another way, one at a time (both ways first,
+    then each alone), those that differ from `found` only (`where` plans them in turn, keeps the first
+    whose plan costs less than today's, so no plan costs more than today's):
+
+    - *own money*: where moving the money to the best ask costs more than it saves, each account buys with
+      its own money at its lowest ask plus fees first (as where no network moves the money), not in
+      proportion to the money, when that buys all the pool needs: a network moving money dear then never
+      makes the buys dearer than no network;
+    - *fewest*: where money must leave a pool or flow between its accounts, the account with the most
+      sends first, the whole of it where it can (one withdrawal fee, not one per account), and what a
+      pool gains goes to one account.
+    """
+    if trading.networks is None or found.basis is None:
+        return
+    value, groups, unbuyable = found.basis
+    cells, accounts = found.cells, found.accounts
+    for own, fewest in (BOTH, FEWEST, OWN_MONEY):
+        optimised = _optimised(
+            diff, trading, cells, accounts, value, groups, unbuyable, own=own, fewest=fewest
+        )
+        simple = _plain(cells, accounts, value, groups, unbuyable, fewest=True) if fewest else found.simple
+        if _same(optimised, found.optimised) and (simple is found.simple or _same(simple, found.simple)):
+            continue
+        yield (own, fewest), replace(found, optimised=optimised, simple=simple)
+
+
+def _same(one: _Candidate, other: _Candidate) -> bool:
+    return (
+        np.array_equal(one.desired, other.desired)
+        and np.array_equal(one.money, other.money)
+        and np.array_equal(one.cost, other.cost)
+        and one.moves == other.moves
+    )
 
 
 def _refuse_unbuyable(
@@ -462,11 +511,14 @@ def _fill(
     return taken
 
 
-def _money(accounts: Accounts, pools: int, cash_after: FloatArray, money_target: FloatArray) -> FloatArray:
+def _money(
+    accounts: Accounts, pools: int, cash_after: FloatArray, money_target: FloatArray, fewest: bool = False
+) -> FloatArray:
     """The pool's money target shared over its accounts in proportion to what their trades leave them
-    (equally where nothing is left anywhere)."""
+    (equally where nothing is left anywhere); `fewest`: where money must flow, in as few transfers as can
+    be (`_fewest`)."""
     positive = np.maximum(cash_after, 0.0)
-    total = np.bincount(accounts.pool, weights=positive, minlength=pools)
+    total = np.bincount(accounts.pool, weights=positive, minlength=pools).astype(np.float64)
     counts = np.bincount(accounts.pool, minlength=pools)
     with np.errstate(divide="ignore", invalid="ignore"):
         share = np.where(
@@ -474,7 +526,45 @@ def _money(accounts: Accounts, pools: int, cash_after: FloatArray, money_target:
             positive / total[accounts.pool],
             1.0 / np.maximum(counts[accounts.pool], 1),
         )
-    return share * money_target[accounts.pool]
+    shared = share * money_target[accounts.pool]
+    if not fewest:
+        return shared
+    # Only where money must flow (more than float noise): elsewhere each keeps what it has, as shared.
+    flows = np.abs(total - money_target) > VALUE_EPSILON * np.maximum(
+        np.maximum(total, np.abs(money_target)), 1.0
+    )
+    if not flows.any():
+        return shared
+    return np.where(flows[accounts.pool], _fewest(accounts, positive, total, money_target), shared)
+
+
+def _fewest(
+    accounts: Accounts, positive: FloatArray, total: FloatArray, money_target: FloatArray
+) -> FloatArray:
+    """The pool's money target over its accounts in as few transfers as can be: each keeps what its
+    trades leave it (`positive`; one they leave short keeps nothing: it receives what it lacks); what the
+    pool must give up (to its short accounts or beyond it) comes from the account with the most left
+    first, the whole of it where that one has it, then the next; what it gains goes to the account with
+    the most (ties: the first in tree order)."""
+    n = positive.size
+    order = np.lexsort((np.arange(n), -positive, accounts.pool))
+    pool = accounts.pool[order]
+    held = positive[order]
+    give = (total - money_target)[pool]
+    first = np.r_[True, pool[1:] != pool[:-1]]
+    # What the accounts before and after this one in its pool's order have.
+    before = np.cumsum(held) - held
+    before -= np.repeat(before[first], np.diff(np.r_[np.flatnonzero(first), n]))
+    after = total[pool] - before - held
+    taken = np.clip(give - before, 0.0, held)
+    # The account where the giving ends, or the first where the pool gains, ends with the target less
+    # what the others keep (the one account of a pool: its target exactly).
+    rest = np.where(taken > 0, 0.0, held)
+    rest = np.where((taken > 0) & (taken < held), money_target[pool] - after, rest)
+    money = np.where(first & (give < 0), money_target[pool] - (total[pool] - held), rest)
+    out = np.empty(n)
+    out[order] = money
+    return out
 
 
 def _account_rows(accounts: Accounts, cells: Cells) -> IntArray:
@@ -492,7 +582,10 @@ def _optimised(
     value: FloatArray,
     groups: tuple[IntArray, int, FloatArray, IntArray],
     unbuyable: FloatArray,
+    own: bool = False,
+    fewest: bool = False,
 ) -> _Candidate:
+    """The optimised candidate (see the module); `own` and `fewest`: `variants`."""
     pools = value.size
     group, size, excess, row = groups
     sellable = cells.bid > NO_SALE
@@ -589,7 +682,7 @@ def _optimised(
         desired = cells.held - sold + bought
         cash_after = accounts.cash + _by_row(row, proceeds - bought * cells.price, accounts)
         money_target = value - np.bincount(cells.pool, weights=desired * cells.price, minlength=pools)
-        money = _money(accounts, pools, cash_after, money_target)
+        money = _money(accounts, pools, cash_after, money_target, fewest)
         cost = (
             trade_cost
             + _sum(cells.pool, bought * cells.price * _finite(cells.ask - 1), pools)
@@ -606,6 +699,13 @@ def _optimised(
         budget = accounts.cash + _by_row(row, proceeds, accounts)
         shortfall = np.maximum(-excess, 0.0)
         stuck = ~np.isfinite(cost)
+        if own:
+            # Each account with its own money, the lowest ask first, in every pool where that buys all
+            # it needs (elsewhere as before).
+            mine = _local_buys(cells, group, row, budget, shortfall, np.ones(cells.pool.size, np.bool_))
+            covered = np.bincount(group, weights=mine, minlength=size) >= shortfall * (1 - VALUE_EPSILON)
+            short = np.bincount(cells.pool, weights=(~covered[group]).astype(np.float64), minlength=pools) > 0
+            stuck = stuck | ~short
         local = (
             np.where(
                 stuck[cells.pool],
@@ -819,9 +919,10 @@ def _plain(
     value: FloatArray,
     groups: tuple[IntArray, int, FloatArray, IntArray],
     unbuyable: FloatArray,
+    fewest: bool = False,
 ) -> _Candidate:
     """Trade where the asset sits: holders sell in proportion to their holdings, accounts buy in
-    proportion to their money."""
+    proportion to their money (`fewest`: `variants`)."""
     pools = value.size
     group, size, excess, row = groups
     sellable = (cells.bid > NO_SALE) & (cells.held > 0)
@@ -839,7 +940,7 @@ def _plain(
     desired = cells.held - sold + bought
     cash_after = cash_before - _by_row(row, bought * cells.price, accounts)
     money_target = value - np.bincount(cells.pool, weights=desired * cells.price, minlength=pools)
-    money_out = _money(accounts, pools, cash_after, money_target)
+    money_out = _money(accounts, pools, cash_after, money_target, fewest)
     cost = _sum(cells.pool, sold * cells.price * (1 - cells.bid), pools) + _sum(
         cells.pool, bought * cells.price * _finite(cells.ask - 1), pools
     )

@@ -6,7 +6,9 @@ buy at its ask and takes the cheapest route (up to three markets), then:
 - **pools** (`rebal.core.pools`) decide in which accounts a pool's assets are held; the accounts a pool
   decides to hold an asset in without a wallet of it get an empty one. The plan made is compared with the
   plain plan (trade where the asset sits) on the same input, and the cheaper of the two by estimated
-  total cost is kept: with pools the plan never costs more than the plain one;
+  total cost is kept: with pools the plan never costs more than the plain one. With a network file the
+  pools' variants (`pools.variants`: the money in the fewest transfers, buys with each account's own
+  money where moving it is dear) are planned too, and the first that costs less is kept;
 - **moves** (with a network file): an asset one account sells and another buys is moved between them
   instead, when the network's withdrawal fee is below the round trip's fees and spreads (on the cheapest
   open network the amount clears: never below its minimum, never over a disabled one);
@@ -32,6 +34,7 @@ import numpy.typing as npt
 
 from rebal.core import collector, pools
 from rebal.core.diff import HOLD, DiffTree, diff_again, roll_up, with_desired
+from rebal.core.errors import InputError
 from rebal.core.market import Market, Markets, Route
 from rebal.core.networks import NO_NETWORK, Networks, Way
 from rebal.core.numbers import VALUE_EPSILON, default_steps_of
@@ -65,6 +68,8 @@ FUNDING = "funding"
 G = TypeVar("G", bound=np.generic)
 # An amount printed to 12 places is at most this far above the float; float products this far off.
 ROUNDING = 1e-12
+# The least a cost shows (8 places): a variant of the pools is kept only where it saves at least this.
+SHOWN_UNIT = 1e-8
 FLOAT_ROOM = 1e-9
 
 
@@ -85,7 +90,9 @@ def _plan_where(diff: DiffTree, markets: Markets, networks: Networks | None, min
     if not diff.tree.target.pools:
         return _Made.of(diff, markets, trading, None).noted()
     found = pools.candidates(diff, trading)
-    chosen = _pooled(diff, markets, trading, found, plain=False)
+    chosen = _cheapest_variant(
+        diff, markets, trading, found, _pooled(diff, markets, trading, found, plain=False)
+    )
     if not chosen.optimised and not any(move.kind == "round_trip" for move in chosen.trading.moves):
         # Every pool as plain and no round trip made a move: the plain plan itself. (A move can still
         # cost more than its round trip: the money that must follow it may pay a withdrawal fee.)
@@ -161,10 +168,11 @@ class _Made:
         plain: bool = False,
         made: bool = True,
         groups: _Groups | None = None,
+        rounded: bool = False,
     ) -> _Made:
         """Plan with the pools' moves, then the round trips a network makes cheaper as moves (`groups`:
-        the plain candidate's, when built already)."""
-        if trading.networks is not None and not plain:
+        the plain candidate's, when built already; `rounded`: `trading` has the round trips already)."""
+        if trading.networks is not None and not plain and not rounded:
             trading = replace(trading, moves=round_trips(diff, trading))
         plan, groups, flows = plan_trading(
             diff, markets, trading, trading.min_trade_value, made=made, groups=groups
@@ -198,6 +206,44 @@ def _pooled(
     """The plan with the pools resolved (`plain`: every pool trades where its assets sit)."""
     resolved, placed, trading = _placed(diff, trading, found, plain)
     return _Made.of(placed, markets, trading, resolved, plain, made)
+
+
+def _cheapest_variant(
+    diff: DiffTree, markets: Markets, trading: Trading, found: pools.Candidates, chosen: _Made
+) -> _Made:
+    """`chosen`, or the plan of the first variant of the pools (`pools.variants`: buys with each account's
+    own money where moving it is dear, the pools' money in the fewest transfers) that costs less by at
+    least a shown unit (1e-8) and skips no more: every variant is planned as a whole (the transfers
+    between pools are matched after the pools decide, so only the plan tells its cost), and today's is
+    kept on a tie, so no plan costs more than today's (issue 14's review)."""
+    ceiling = chosen.total()
+    skips = len(chosen.plan.skips)
+    for _, other in pools.variants(diff, trading, found):
+        resolved, placed, moved = _placed(diff, trading, other, plain=False)
+        if _same_resolved(resolved, chosen.resolved):
+            continue
+        try:
+            moved = replace(moved, moves=round_trips(placed, moved))
+            groups = _Groups.build(placed, markets, moved, moved.min_trade_value)
+            _refuse_unreachable(placed, groups)
+            if ceiling - SHOWN_UNIT <= cost_floor(placed, groups):
+                continue
+            made = _Made.of(placed, markets, moved, resolved, groups=groups, rounded=True)
+        except InputError:  # a variant its plan would refuse is no candidate
+            continue
+        if made.total() < ceiling - SHOWN_UNIT and len(made.plan.skips) <= skips:
+            return made
+    return chosen
+
+
+def _same_resolved(one: pools.Resolved, other: pools.Resolved | None) -> bool:
+    return (
+        other is not None
+        and np.array_equal(one.desired, other.desired)
+        and np.array_equal(one.money, other.money)
+        and one.moves == other.moves
+        and np.array_equal(one.optimised, other.optimised)
+    )
 
 
 def _costed_plain(
